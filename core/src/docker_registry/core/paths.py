@@ -1,0 +1,41 @@
+"""Validation of driver paths and the content-addressed layout shared by every driver.
+
+Drivers call `check_path` before touching any backend, so a hostile repository name or digest can never reach
+outside the driver's root, whatever the backend's own path rules are.
+"""
+
+from __future__ import annotations
+
+from .exceptions import WrongArgumentsError
+
+__all__ = ["check_path", "check_prefix", "join"]
+
+
+def check_path(path: str) -> str:
+    """Return `path` if it is a safe relative object path, else raise `WrongArgumentsError`.
+
+    Safe means: a non-empty str, slash-separated, with no empty, `.` or `..` segment, no leading slash,
+    no backslash and no NUL or other control character.
+    """
+    if not isinstance(path, str) or not path:
+        raise WrongArgumentsError(f"invalid path {path!r}: must be a non-empty string")
+    if "\\" in path or any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise WrongArgumentsError(f"invalid path {path!r}: backslash or control character")
+    for segment in path.split("/"):
+        if segment in ("", ".", ".."):
+            raise WrongArgumentsError(f"invalid path {path!r}: empty, '.' or '..' segment")
+    return path
+
+
+def check_prefix(path: str) -> str:
+    """Like `check_path`, but the empty string (the driver root) is allowed; a trailing slash is dropped."""
+    if path == "":
+        return path
+    if isinstance(path, str) and path.endswith("/") and not path.endswith("//"):
+        path = path[:-1]
+    return check_path(path)
+
+
+def join(*parts: str) -> str:
+    """Join path parts with slashes, skipping empty parts (the root)."""
+    return "/".join(p for p in parts if p)
