@@ -1,0 +1,40 @@
+"""Fixtures shared by the server's tests: real registry processes on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from registry_process import RegistryProcess
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """One registry for the session, deletes enabled, two workers; tests use their own repository names."""
+    server = RegistryProcess(tmp_path_factory.mktemp("registry")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_registry(tmp_path: Path) -> Iterator[Callable[..., RegistryProcess]]:
+    """Factory for a registry with its own config (e.g. deletes disabled, read-only); stopped after the test."""
+    started: list[RegistryProcess] = []
+
+    def make(**kwargs: object) -> RegistryProcess:
+        server = RegistryProcess(tmp_path / f"registry{len(started)}", **kwargs).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def client(registry: RegistryProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=registry.url, timeout=30) as c:
+        yield c
