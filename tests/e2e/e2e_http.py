@@ -1,0 +1,36 @@
+"""Reading back over the registry's HTTP API what a client pushed, to check it independently of the client."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import httpx
+from e2e_images import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, sha256_digest
+
+MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
+
+
+@dataclass(frozen=True)
+class Manifest:
+    body: bytes
+    digest: str
+    media_type: str
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+def get_manifest(client: httpx.Client, repo: str, reference: str) -> Manifest:
+    """GET a manifest accepting every image type; the served bytes must hash to the announced digest."""
+    response = client.get(f"/v2/{repo}/manifests/{reference}", headers={"Accept": MANIFEST_ACCEPT})
+    assert response.status_code == 200, f"GET {repo}:{reference} -> {response.status_code} {response.text}"
+    digest = response.headers["Docker-Content-Digest"]
+    assert sha256_digest(response.content) == digest
+    return Manifest(response.content, digest, response.headers["Content-Type"].split(";")[0].strip())
+
+
+def get_blob(client: httpx.Client, repo: str, digest: str) -> bytes:
+    response = client.get(f"/v2/{repo}/blobs/{digest}", follow_redirects=True)
+    assert response.status_code == 200, f"GET blob {repo}@{digest} -> {response.status_code}"
+    return response.content
