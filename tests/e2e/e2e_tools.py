@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 
@@ -33,12 +34,16 @@ def require(*binaries: str, root: bool = False) -> None:
 
 
 def run(
-    args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 180, check: bool = True
-) -> subprocess.CompletedProcess[str]:
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 180,
+    check: bool = True,
+    text: bool = True,
+) -> subprocess.CompletedProcess[Any]:
     """Run a client; on failure the assertion message carries its command line, stdout and stderr."""
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
-        list(args), env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        list(args), env=full_env, capture_output=True, text=text, timeout=timeout, stdin=subprocess.DEVNULL
     )
     if check:
         assert proc.returncode == 0, (
