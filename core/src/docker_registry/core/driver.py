@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import exceptions
+from .paths import check_path
 
 __all__ = ["CHUNK_SIZE", "ENTRY_POINT_GROUP", "Base", "Stat", "Writer", "available", "fetch"]
 
@@ -123,6 +124,7 @@ class Base(abc.ABC):
 
     async def content_redirect_url(self, path: str) -> str | None:
         """A URL clients may fetch the object from directly (a presigned URL), or None to be served by us."""
+        check_path(path)
         return None
 
     # --- what a modern registry needs --------------------------------------------------------------------
@@ -144,6 +146,7 @@ class Base(abc.ABC):
 
     def local_path(self, path: str) -> str | None:
         """A filesystem path the server may `sendfile` from, or None when the backend is not a local disk."""
+        check_path(path)
         return None
 
     async def close(self) -> None:

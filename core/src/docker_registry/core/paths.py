@@ -6,9 +6,11 @@ outside the driver's root, whatever the backend's own path rules are.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .exceptions import WrongArgumentsError
 
-__all__ = ["check_path", "check_prefix", "join"]
+__all__ = ["check_path", "check_prefix", "immediate_children", "join"]
 
 
 def check_path(path: str) -> str:
@@ -39,3 +41,14 @@ def check_prefix(path: str) -> str:
 def join(*parts: str) -> str:
     """Join path parts with slashes, skipping empty parts (the root)."""
     return "/".join(p for p in parts if p)
+
+
+def immediate_children(keys: Iterable[str], prefix: str) -> list[str]:
+    """Sorted immediate children of `prefix` among the object keys of a flat key space.
+
+    Object stores and in-memory maps have no directories; this derives them from the keys, the way
+    `Base.list_directory` must report them (full relative paths, one entry per child directory).
+    """
+    start = f"{prefix}/" if prefix else ""
+    found = {start + key[len(start) :].split("/", 1)[0] for key in keys if key.startswith(start) and key != start}
+    return sorted(found)

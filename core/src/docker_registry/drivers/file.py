@@ -1,0 +1,409 @@
+"""The filesystem driver: objects are files below `rootdirectory`, directories are created and pruned as needed.
+
+Every blocking call runs in a worker thread, in large slices (1 MiB reads, writes buffered to 512 KiB) so that
+the cost of a thread hop stays small next to the work it carries. Whole-object writes go to a hidden temporary
+file in the target directory, are fsynced, then renamed over the final name: a reader, or a restart after a
+crash, sees the previous object or the new one, never a part. Names beginning with `.tmp-` are reserved for
+those temporary files and never appear in listings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, BinaryIO, TypeVar
+
+from docker_registry.core import exceptions
+from docker_registry.core.driver import Base, Stat, Writer
+from docker_registry.core.paths import check_path, check_prefix, join
+
+__all__ = ["Driver"]
+
+TEMP_PREFIX = ".tmp-"
+READ_SLICE = 1024 * 1024
+WRITE_BUFFER = 512 * 1024
+_WALK_BATCH = 1000
+_DIRECTORY_RETRIES = 10
+
+T = TypeVar("T")
+
+
+class Driver(Base):
+    """Stores objects as files below the `rootdirectory` option (default `./data`)."""
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.root = os.path.abspath(str(self.options.get("rootdirectory", "./data")))
+
+    # --- path mapping -------------------------------------------------------------------------------------
+    def _full(self, path: str) -> str:
+        check_path(path)
+        return self._join_root(path)
+
+    def _full_prefix(self, prefix: str) -> tuple[str, str]:
+        prefix = check_prefix(prefix)
+        return prefix, self._join_root(prefix) if prefix else self.root
+
+    def _join_root(self, path: str) -> str:
+        segments = path.split("/")
+        if any(s.startswith(TEMP_PREFIX) for s in segments):
+            raise exceptions.WrongArgumentsError(f"invalid path {path!r}: names starting {TEMP_PREFIX!r} are reserved")
+        return os.path.join(self.root, *segments)
+
+    # --- whole objects ------------------------------------------------------------------------------------
+    async def get_content(self, path: str) -> bytes:
+        full = self._full(path)
+        return await asyncio.to_thread(_read_all, full, path)
+
+    async def put_content(self, path: str, data: bytes) -> None:
+        full = self._full(path)
+        await asyncio.to_thread(self._put_sync, full, path, data)
+
+    def _put_sync(self, full: str, path: str, data: bytes) -> None:
+        f, tmp = self._open_temp(full, path)
+        try:
+            f.write(data)
+            _publish(f, tmp, full, path)
+        except BaseException:
+            self._discard(f, tmp)
+            raise
+
+    def stream_read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        full = self._full(path)
+        _check_range(offset, length)
+        return self._stream_read(full, path, offset, length)
+
+    async def _stream_read(self, full: str, path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
+        f = await asyncio.to_thread(_open_read, full, path, offset)
+        try:
+            remaining = length
+            while remaining is None or remaining > 0:
+                want = READ_SLICE if remaining is None else min(READ_SLICE, remaining)
+                data = await asyncio.to_thread(f.read, want)
+                if not data:
+                    return
+                if remaining is not None:
+                    remaining -= len(data)
+                yield data
+        finally:
+            f.close()
+
+    async def stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
+        full = self._full(path)
+        f, tmp = await asyncio.to_thread(self._open_temp, full, path)
+        total = 0
+        try:
+            buffer = bytearray()
+            async for chunk in chunks:
+                buffer += chunk
+                total += len(chunk)
+                if len(buffer) >= WRITE_BUFFER:
+                    pending, buffer = buffer, bytearray()
+                    await asyncio.to_thread(f.write, pending)
+            await asyncio.to_thread(_write_and_publish, f, buffer, tmp, full, path)
+        except BaseException:
+            # Synchronous on purpose: it must run even while this task is being cancelled, and it is one
+            # close and one unlink.
+            self._discard(f, tmp)
+            raise
+        return total
+
+    # --- directories --------------------------------------------------------------------------------------
+    async def list_directory(self, path: str = "") -> list[str]:
+        prefix, full = self._full_prefix(path)
+        return await asyncio.to_thread(_list_sync, full, prefix)
+
+    async def exists(self, path: str) -> bool:
+        full = self._full(path)
+        return await asyncio.to_thread(_exists_sync, full)
+
+    async def remove(self, path: str) -> None:
+        full = self._full(path)
+        await asyncio.to_thread(self._remove_sync, full, path)
+
+    def _remove_sync(self, full: str, path: str) -> None:
+        if os.path.isdir(full):
+            if not _has_visible(full):
+                raise exceptions.FileNotFoundError(f"{path!r} does not exist")
+            shutil.rmtree(full)
+        else:
+            try:
+                os.unlink(full)
+            except (FileNotFoundError, NotADirectoryError):
+                raise exceptions.FileNotFoundError(f"{path!r} does not exist") from None
+        self._prune(os.path.dirname(full))
+
+    def walk(self, prefix: str = "") -> AsyncIterator[str]:
+        prefix, full = self._full_prefix(prefix)
+        return self._walk(full, prefix)
+
+    async def _walk(self, full: str, prefix: str) -> AsyncIterator[str]:
+        files = _walk_files(full, prefix)
+        while batch := await asyncio.to_thread(_take, files, _WALK_BATCH):
+            for path in batch:
+                yield path
+
+    # --- metadata and moves -------------------------------------------------------------------------------
+    async def stat(self, path: str) -> Stat:
+        full = self._full(path)
+        return await asyncio.to_thread(_stat_sync, full, path)
+
+    async def move(self, src: str, dst: str) -> None:
+        full_src, full_dst = self._full(src), self._full(dst)
+        await asyncio.to_thread(self._move_sync, full_src, src, full_dst, dst)
+
+    def _move_sync(self, full_src: str, src: str, full_dst: str, dst: str) -> None:
+        if not os.path.isfile(full_src):
+            raise exceptions.FileNotFoundError(f"{src!r} does not exist")
+        if os.path.isdir(full_dst):
+            raise exceptions.WrongArgumentsError(f"cannot move {src!r} onto {dst!r}: it is a directory")
+        self._in_directory(full_dst, dst, lambda: os.replace(full_src, full_dst))
+        _fsync_directory(os.path.dirname(full_dst))
+        self._prune(os.path.dirname(full_src))
+
+    async def writer(self, path: str, append: bool = False) -> Writer:
+        full = self._full(path)
+        f, size = await asyncio.to_thread(self._open_writer, full, path, append)
+        return _FileWriter(self, path, full, f, size)
+
+    def _open_writer(self, full: str, path: str, append: bool) -> tuple[BinaryIO, int]:
+        f = self._open_writer_file(full, path, append)
+        return f, os.fstat(f.fileno()).st_size
+
+    def _open_writer_file(self, full: str, path: str, append: bool) -> BinaryIO:
+        if os.path.isdir(full):
+            raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory")
+        if append:
+            try:
+                fd = os.open(full, os.O_WRONLY | os.O_APPEND)  # no O_CREAT: a lost upload must not restart empty
+            except (FileNotFoundError, NotADirectoryError):
+                raise exceptions.FileNotFoundError(f"{path!r} does not exist: nothing to append to") from None
+            return os.fdopen(fd, "ab")
+        return self._in_directory(full, path, lambda: open(full, "wb"))
+
+    def local_path(self, path: str) -> str | None:
+        return self._full(path)
+
+    # --- helpers that need the root -----------------------------------------------------------------------
+    def _open_temp(self, full: str, path: str) -> tuple[BinaryIO, str]:
+        if os.path.isdir(full):
+            raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory")
+        tmp = os.path.join(os.path.dirname(full), f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+        return self._in_directory(full, path, lambda: open(tmp, "xb")), tmp
+
+    def _in_directory(self, full: str, path: str, action: Callable[[], T]) -> T:
+        """Create the parent directories of `full`, then run `action`.
+
+        A concurrent remove may prune a directory between its creation and its use; then create it again.
+        """
+        directory = os.path.dirname(full)
+        for _ in range(_DIRECTORY_RETRIES):
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise exceptions.WrongArgumentsError(f"cannot write {path!r}: a parent is an object") from None
+            try:
+                return action()
+            except FileNotFoundError:
+                continue
+        raise exceptions.BrokenError(f"cannot write {path!r}: its directory keeps disappearing")
+
+    def _prune(self, directory: str) -> None:
+        """Remove empty directories from `directory` up to (not including) the root, so none linger as ghosts."""
+        while directory != self.root and directory.startswith(self.root + os.sep):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return
+            directory = os.path.dirname(directory)
+
+    def _discard(self, f: BinaryIO, tmp: str) -> None:
+        f.close()
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        self._prune(os.path.dirname(tmp))
+
+
+class _FileWriter(Writer):
+    """Appends to the file itself, buffering small writes so each thread hop carries at least 512 KiB."""
+
+    def __init__(self, driver: Driver, path: str, full: str, f: BinaryIO, size: int) -> None:
+        self.path = path
+        self._driver = driver
+        self._full = full
+        self._file: BinaryIO | None = f
+        self._buffer = bytearray()
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _open_file(self) -> BinaryIO:
+        if self._file is None:
+            raise exceptions.UsageError(f"writer for {self.path!r} is closed")
+        return self._file
+
+    async def write(self, data: bytes) -> int:
+        f = self._open_file()
+        self._buffer += data
+        self._size += len(data)
+        if len(self._buffer) >= WRITE_BUFFER:
+            pending, self._buffer = self._buffer, bytearray()
+            await asyncio.to_thread(f.write, pending)
+        return len(data)
+
+    async def close(self) -> None:
+        if self._file is not None:
+            await self._finish(durable=False)
+
+    async def commit(self) -> None:
+        self._open_file()
+        await self._finish(durable=True)
+
+    async def _finish(self, durable: bool) -> None:
+        f, pending = self._open_file(), self._buffer
+        self._file, self._buffer = None, bytearray()
+        await asyncio.to_thread(_write_and_close, f, pending, durable)
+
+    async def cancel(self) -> None:
+        f, self._file, self._buffer = self._file, None, bytearray()
+        await asyncio.to_thread(self._cancel_sync, f)
+
+    def _cancel_sync(self, f: BinaryIO | None) -> None:
+        if f is not None:
+            f.close()
+        try:
+            os.unlink(self._full)
+        except OSError:
+            pass
+        self._driver._prune(os.path.dirname(self._full))
+
+
+# --- blocking helpers, run in worker threads ----------------------------------------------------------------
+def _check_range(offset: int, length: int | None) -> None:
+    if not isinstance(offset, int) or offset < 0:
+        raise exceptions.WrongArgumentsError(f"invalid offset {offset!r}: must be an integer >= 0")
+    if length is not None and (not isinstance(length, int) or length < 0):
+        raise exceptions.WrongArgumentsError(f"invalid length {length!r}: must be an integer >= 0 or None")
+
+
+def _open_read(full: str, path: str, offset: int) -> BinaryIO:
+    try:
+        f = open(full, "rb", buffering=0)  # noqa: SIM115 - closed by the generator
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise exceptions.FileNotFoundError(f"{path!r} does not exist") from None
+    if offset:
+        f.seek(offset)
+    return f  # type: ignore[return-value]
+
+
+def _read_all(full: str, path: str) -> bytes:
+    with _open_read(full, path, 0) as f:
+        return f.read()
+
+
+def _stat_sync(full: str, path: str) -> Stat:
+    try:
+        st = os.stat(full)
+    except (FileNotFoundError, NotADirectoryError):
+        raise exceptions.FileNotFoundError(f"{path!r} does not exist") from None
+    if not os.path.isfile(full):
+        raise exceptions.FileNotFoundError(f"{path!r} is a directory, not an object")
+    return Stat(size=st.st_size, mtime=st.st_mtime)
+
+
+def _write_and_publish(f: BinaryIO, data: bytes | bytearray, tmp: str, full: str, path: str) -> None:
+    f.write(data)
+    _publish(f, tmp, full, path)
+
+
+def _publish(f: BinaryIO, tmp: str, full: str, path: str) -> None:
+    """Make the temporary file durable, then rename it over the final name (atomic on POSIX)."""
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    try:
+        os.replace(tmp, full)
+    except IsADirectoryError:
+        raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
+    _fsync_directory(os.path.dirname(full))
+
+
+def _write_and_close(f: BinaryIO, data: bytes | bytearray, durable: bool) -> None:
+    try:
+        f.write(data)
+        f.flush()
+        if durable:
+            os.fsync(f.fileno())
+    finally:
+        f.close()
+
+
+def _fsync_directory(directory: str) -> None:
+    """Persist a rename: without it a power loss may forget the new name even though the data is on disk."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(TEMP_PREFIX)
+
+
+def _has_visible(directory: str) -> bool:
+    """True if an object lives somewhere below `directory`; stops at the first one found."""
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if not _visible(entry.name):
+                    continue
+                if not entry.is_dir() or _has_visible(entry.path):
+                    return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return False
+
+
+def _exists_sync(full: str) -> bool:
+    return os.path.isfile(full) or (os.path.isdir(full) and _has_visible(full))
+
+
+def _list_sync(full: str, prefix: str) -> list[str]:
+    try:
+        with os.scandir(full) as it:
+            entries = list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        raise exceptions.FileNotFoundError(f"no directory {prefix!r}") from None
+    children = sorted(
+        join(prefix, e.name) for e in entries if _visible(e.name) and (not e.is_dir() or _has_visible(e.path))
+    )
+    if not children:
+        raise exceptions.FileNotFoundError(f"no directory {prefix!r}")
+    return children
+
+
+def _walk_files(full: str, prefix: str) -> Iterator[str]:
+    for directory, dirnames, filenames in os.walk(full):
+        dirnames[:] = [d for d in dirnames if _visible(d)]
+        relative = os.path.relpath(directory, full)
+        base = prefix if relative == "." else join(prefix, relative.replace(os.sep, "/"))
+        for name in filenames:
+            if _visible(name):
+                yield join(base, name)
+
+
+def _take(it: Iterator[T], n: int) -> list[T]:
+    out: list[T] = []
+    for item in it:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out
