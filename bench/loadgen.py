@@ -1,0 +1,74 @@
+"""Small-request load: `wrk` for GET (the most efficient generator here), `hey` for HEAD (stock wrk waits for
+the body a HEAD response announces and hangs), with their reports parsed into numbers.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+MANIFEST_ACCEPT = (
+    "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+)
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass
+class LoadResult:
+    rps: float
+    p99_ms: float
+    requests: int
+    failures: int
+    """Non-2xx answers, socket errors and timeouts: a run with failures measures the wrong thing."""
+
+
+def require(tool: str, package: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        raise RuntimeError(f"{tool} is not installed: apt-get install {package}")
+    return path
+
+
+def wrk_get(url: str, connections: int, seconds: int, header: str) -> LoadResult:
+    out = _run(
+        [require("wrk", "wrk"), "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", header, url], seconds
+    )
+    rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if not p99:
+        raise RuntimeError(f"wrk printed no 99% latency:\n{out}")
+    requests = int(_find(r"(\d+) requests in", out))
+    failures = int(_find(r"Non-2xx or 3xx responses: (\d+)", out, "0"))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if errors:
+        failures += sum(int(g) for g in errors.groups())
+    return LoadResult(rps, float(p99.group(1)) * _UNITS[p99.group(2)], requests, failures)
+
+
+def hey(url: str, connections: int, seconds: int, method: str = "HEAD") -> LoadResult:
+    out = _run([require("hey", "hey"), "-c", str(connections), "-z", f"{seconds}s", "-m", method, url], seconds)
+    rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
+    p99 = float(_find(r"99%+ in ([\d.]+) secs", out)) * 1000
+    statuses = {int(code): int(n) for code, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
+    errors = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]\s+[A-Z]", out, re.M))
+    failures = sum(n for code, n in statuses.items() if not 200 <= code < 300) + errors
+    return LoadResult(rps, p99, sum(statuses.values()), failures)
+
+
+def _run(argv: list[str], seconds: int) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def _find(pattern: str, text: str, default: str | None = None) -> str:
+    m = re.search(pattern, text)
+    if m:
+        return m.group(1)
+    if default is not None:
+        return default
+    raise RuntimeError(f"no match for {pattern!r} in:\n{text}")

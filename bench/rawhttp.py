@@ -1,0 +1,153 @@
+"""A minimal HTTP/1.1 client whose request bodies go out with `socket.sendfile` from the page cache.
+
+Upload figures must measure the server, not the client: httpx or curl would copy every byte through user space
+on the same two cores the server runs on; sendfile costs the client almost nothing and never holds the body.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urljoin, urlsplit
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+
+class HTTPError(RuntimeError):
+    pass
+
+
+def request(
+    url: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    file: BinaryIO | None = None,
+    offset: int = 0,
+    count: int = 0,
+    timeout: float = 600.0,
+) -> Response:
+    """One request on its own connection (Connection: close, so the response ends at EOF).
+
+    The body is `body`, or `count` bytes of `file` from `offset` sent with sendfile. A response body is read
+    whole: callers only ever get small ones (errors, JSON); a blob download does not go through here.
+    """
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    length = count if file is not None else len(body)
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close", f"Content-Length: {length}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
+        try:
+            sock.sendall(head + (body if file is None else b""))
+            if file is not None and count:
+                sock.sendfile(file, offset, count)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # The server answered early (an error); read what it said.
+        raw = bytearray()
+        while chunk := sock.recv(65536):
+            raw += chunk
+            if len(raw) > 16 * 1024 * 1024:
+                raise HTTPError(f"{method} {url}: response larger than 16 MiB")
+    return _parse(bytes(raw), f"{method} {url}")
+
+
+def _parse(raw: bytes, what: str) -> Response:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise HTTPError(f"{what}: no complete response ({len(raw)} bytes)")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = _dechunk(body)
+    return Response(int(status_line.split()[1]), headers, body)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2 :]
+    return bytes(out)
+
+
+def expect(response: Response, status: int, what: str) -> Response:
+    if response.status != status:
+        raise HTTPError(f"{what}: expected {status}, got {response.status}: {response.body[:500]!r}")
+    return response
+
+
+def start_upload(base: str, repo: str) -> str:
+    r = expect(request(f"{base}/v2/{repo}/blobs/uploads/", "POST"), 202, f"POST upload to {repo}")
+    return urljoin(base, r.header("location"))
+
+
+def with_digest(location: str, digest: str) -> str:
+    return f"{location}{'&' if '?' in location else '?'}digest={digest}"
+
+
+def upload_monolithic(base: str, repo: str, path: Path, digest: str) -> None:
+    """POST, then one PUT ?digest= carrying the whole file."""
+    location = start_upload(base, repo)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        r = request(
+            with_digest(location, digest),
+            "PUT",
+            {"Content-Type": "application/octet-stream"},
+            file=f,
+            count=size,
+        )
+    expect(r, 201, f"PUT {size} bytes to {repo}")
+
+
+def upload_chunked(base: str, repo: str, path: Path, digest: str, chunk: int) -> None:
+    """POST, PATCH `chunk`-sized pieces with Content-Range, then an empty PUT ?digest=."""
+    location = start_upload(base, repo)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        for start in range(0, size, chunk):
+            n = min(chunk, size - start)
+            r = request(
+                location,
+                "PATCH",
+                {"Content-Type": "application/octet-stream", "Content-Range": f"{start}-{start + n - 1}"},
+                file=f,
+                offset=start,
+                count=n,
+            )
+            location = urljoin(location, expect(r, 202, f"PATCH {start}-{start + n - 1} to {repo}").header("location"))
+    expect(request(with_digest(location, digest), "PUT"), 201, f"closing PUT of {repo}")
+
+
+def put_blob(base: str, repo: str, data: bytes, digest: str) -> None:
+    """A small blob in one POST+PUT, for seeding test images."""
+    location = start_upload(base, repo)
+    expect(
+        request(with_digest(location, digest), "PUT", {"Content-Type": "application/octet-stream"}, data),
+        201,
+        f"PUT small blob to {repo}",
+    )
+
+
+def put_manifest(base: str, repo: str, reference: str, data: bytes, media_type: str) -> None:
+    r = request(f"{base}/v2/{repo}/manifests/{reference}", "PUT", {"Content-Type": media_type}, data)
+    expect(r, 201, f"PUT manifest {repo}:{reference}")

@@ -1,0 +1,399 @@
+"""Benchmark docker-registry 3 against CNCF Distribution on this machine: `python3 bench/run.py [--quick]`.
+
+Both servers run at once, each in its own temp dir on loopback, and every figure is measured in interleaved
+rounds (ours, Distribution, ours, Distribution, ...) so background noise hits both alike; the report gives the
+median per server. See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import images
+import loadgen
+import rawhttp
+import servers
+import transfer
+from report import Figure, markdown_table, ours_at_least, ours_below, ratio_at_least, text_table
+from servers import RssWatch, Server
+
+MiB = 1024 * 1024
+RESULTS_DIR = Path(__file__).with_name("results")
+
+
+@dataclass
+class Settings:
+    rounds: int
+    blob_rounds: int
+    load_seconds: int
+    warmup_seconds: int
+    connections: int
+    blob_size: int
+    chunk_size: int
+    layer_sizes: list[int]
+
+    @classmethod
+    def full(cls) -> Settings:
+        return cls(3, 5, 10, 2, 64, 512 * MiB, 8 * MiB, [20 * MiB, 35 * MiB, 50 * MiB])
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(2, 2, 3, 1, 64, 64 * MiB, 8 * MiB, [2 * MiB, 3 * MiB, 4 * MiB])
+
+
+class Bench:
+    def __init__(self, settings: Settings, ours: Server, dist: Server, tmp: Path) -> None:
+        self.s = settings
+        self.ours, self.dist = ours, dist
+        self.pair = [ours, dist]
+        self.tmp = tmp
+        self.figures: dict[str, Figure] = {}
+        self.reference: dict[str, float] = {}
+        self.rss_phases: list[tuple[str, dict[str, tuple[float, float, int]]]] = []
+        self.cpu: dict[str, dict[str, float]] = {}
+        self.failures: list[str] = []
+        self.blob = tmp / "blob.bin"
+        self.ours_workers_text = ""
+
+    def figure(self, key: str, name: str, unit: str, **kwargs: object) -> Figure:
+        if key not in self.figures:
+            self.figures[key] = Figure(name, unit, **kwargs)  # type: ignore[arg-type]
+        return self.figures[key]
+
+    def interleaved(self, rounds: int, measure: Callable[[Server, int], None], phase: str) -> None:
+        """A, B, A, B, ...: each round runs every server once, adding up server CPU per phase for the report."""
+        for r in range(rounds):
+            for server in self.pair:
+                before = cpu_seconds(server)
+                measure(server, r)
+                used = cpu_seconds(server) - before
+                self.cpu.setdefault(phase, {}).setdefault(server.name, 0.0)
+                self.cpu[phase][server.name] += used
+                log(f"  {phase} round {r + 1}/{rounds} {server.name} done (server CPU {used:.1f}s)")
+
+    # --- small requests -------------------------------------------------------------------------------------------
+    def small_requests(self, rss: RssWatch) -> None:
+        s = self.s
+        layer = {}
+        for server in self.pair:
+            layer[server.name], _ = images.seed_small_image(server.url, "bench/small", "latest")
+        manifest_rps = self.figure(
+            "manifest_rps", f"manifest GET by tag, {s.connections} conns", "req/s", target=ratio_at_least(5)
+        )
+        manifest_p99 = self.figure("manifest_p99", "manifest GET p99", "ms", higher_is_better=False, digits=1)
+        head_rps = self.figure("head_rps", f"blob HEAD, {s.connections} conns", "req/s", target=ratio_at_least(5))
+        head_p99 = self.figure("head_p99", "blob HEAD p99", "ms", higher_is_better=False, digits=1)
+
+        def manifest_url(server: Server) -> str:
+            return f"{server.url}/v2/bench/small/manifests/latest"
+
+        def blob_url(server: Server) -> str:
+            return f"{server.url}/v2/bench/small/blobs/{layer[server.name]}"
+
+        log("manifest GET (wrk)")
+        for server in self.pair:
+            loadgen.wrk_get(manifest_url(server), s.connections, s.warmup_seconds, loadgen.MANIFEST_ACCEPT)
+
+        def get_manifest(server: Server, _: int) -> None:
+            r = loadgen.wrk_get(manifest_url(server), s.connections, s.load_seconds, loadgen.MANIFEST_ACCEPT)
+            self.check(r, f"manifest GET {server.name}")
+            manifest_rps.add(server.name, r.rps)
+            manifest_p99.add(server.name, r.p99_ms)
+
+        self.interleaved(s.rounds, get_manifest, "manifest GET")
+
+        log("blob HEAD (hey)")
+        for server in self.pair:
+            loadgen.hey(blob_url(server), s.connections, s.warmup_seconds)
+
+        def head_blob(server: Server, _: int) -> None:
+            r = loadgen.hey(blob_url(server), s.connections, s.load_seconds)
+            self.check(r, f"blob HEAD {server.name}")
+            head_rps.add(server.name, r.rps)
+            head_p99.add(server.name, r.p99_ms)
+
+        self.interleaved(s.rounds, head_blob, "blob HEAD")
+        self.rss_phase(rss, "after small requests")
+
+    def check(self, r: loadgen.LoadResult, what: str) -> None:
+        if r.failures:
+            self.failures.append(f"{what}: {r.failures} of {r.requests} requests failed")
+
+    # --- big blobs ------------------------------------------------------------------------------------------------
+    def machine_ceilings(self) -> None:
+        log(f"writing a {self.s.blob_size // MiB} MiB random blob")
+        transfer.random_file(self.blob, self.s.blob_size)
+        self.reference["page-cache read, dd bs=1M (MB/s)"] = transfer.page_cache_mbps(self.blob)
+        self.reference["sha256 of the blob, one core (MB/s)"] = transfer.sha256_mbps(self.blob)
+
+    def downloads(self, rss: RssWatch) -> None:
+        s = self.s
+        digest = transfer.sha256_file(self.blob)
+        for server in self.pair:
+            rawhttp.upload_monolithic(server.url, "bench/blob", self.blob, digest)
+
+        static = servers.static_file(self.tmp / "static", self.blob).start()
+        try:
+            for streams in (1, 8):
+                transfer.curl_get_mbps(f"{static.url}/blob", streams, s.blob_size)
+                self.reference[f"curl GET from a bare aiohttp sendfile server, {streams} stream(s) (MB/s)"] = max(
+                    transfer.curl_get_mbps(f"{static.url}/blob", streams, s.blob_size) for _ in range(s.blob_rounds)
+                )
+        finally:
+            static.stop()
+
+        size_mib = s.blob_size // MiB
+        for streams in (1, 8):
+            fig = self.figure(
+                f"get{streams}", f"{size_mib} MiB blob GET, {streams} stream(s)", "MB/s", target=ratio_at_least(1)
+            )
+
+            def url(server: Server) -> str:
+                return f"{server.url}/v2/bench/blob/blobs/{digest}"
+
+            log(f"blob GET, {streams} stream(s) (curl)")
+            for server in self.pair:
+                transfer.curl_get_mbps(url(server), streams, s.blob_size)
+
+            def get(server: Server, _: int, fig: Figure = fig, streams: int = streams) -> None:
+                fig.add(server.name, transfer.curl_get_mbps(url(server), streams, s.blob_size))
+
+            self.interleaved(s.blob_rounds, get, f"blob GET x{streams}")
+
+        page_cache = self.reference["page-cache read, dd bs=1M (MB/s)"]
+        for streams in (1, 8):
+            share = self.figure(
+                f"get{streams}_share",
+                f"blob GET, {streams} stream(s), share of page-cache read",
+                "%",
+                target=ours_at_least(70, "%"),
+            )
+            for server in self.pair:
+                share.add(server.name, 100 * (self.figures[f"get{streams}"].median(server.name) or 0) / page_cache)
+
+    def uploads(self, rss: RssWatch) -> None:
+        s = self.s
+        size_mib = s.blob_size // MiB
+        for key, chunk, label in (
+            ("put", None, f"{size_mib} MiB monolithic upload (POST+PUT)"),
+            ("patch", s.chunk_size, f"{size_mib} MiB chunked upload ({s.chunk_size // MiB} MiB PATCHes)"),
+        ):
+            fig = self.figure(key, label, "MB/s", target=ratio_at_least(2))
+            log(label)
+
+            def upload(server: Server, r: int, fig: Figure = fig, chunk: int | None = chunk, key: str = key) -> None:
+                fig.add(server.name, transfer.upload_mbps(server.url, f"bench/up-{key}-{r}", self.blob, chunk))
+
+            self.interleaved(s.rounds, upload, label)
+        self.rss_phase(rss, f"after {size_mib} MiB transfers")
+
+    # --- real client ----------------------------------------------------------------------------------------------
+    def skopeo(self, rss: RssWatch) -> None:
+        s = self.s
+        sizes = "+".join(str(n // MiB) for n in s.layer_sizes)
+        push = self.figure("push", f"skopeo copy push, 3 layers ({sizes} MiB)", "s", higher_is_better=False, digits=2)
+        pull = self.figure("pull", "skopeo copy pull, same image", "s", higher_is_better=False, digits=2)
+        log(f"building {s.rounds * 2} OCI layouts of {sizes} MiB")
+        layouts = {}
+        for r in range(s.rounds):
+            for server in self.pair:
+                # A fresh image per push: skopeo's blob-info cache would otherwise mount or skip known layers.
+                layouts[(r, server.name)] = self.tmp / f"layout-{r}-{server.name}"
+                images.build_layout(layouts[(r, server.name)], s.layer_sizes)
+        log("skopeo copy push and pull")
+
+        def copy(server: Server, r: int) -> None:
+            ref = f"docker://127.0.0.1:{server.port}/bench/skopeo-{r}:latest"
+            push.add(server.name, images.skopeo_copy_seconds(f"oci:{layouts[(r, server.name)]}:{images.REF_NAME}", ref))
+            out = self.tmp / f"pulled-{r}-{server.name}"
+            pull.add(server.name, images.skopeo_copy_seconds(ref, f"oci:{out}:{images.REF_NAME}"))
+            shutil.rmtree(out)
+            shutil.rmtree(layouts[(r, server.name)])
+
+        self.interleaved(s.rounds, copy, "skopeo copy")
+        self.rss_phase(rss, "end of run")
+
+    # --- memory ---------------------------------------------------------------------------------------------------
+    def rss_phase(self, rss: RssWatch, phase: str) -> None:
+        rss.sample()
+        self.rss_phases.append((phase, {srv.name: rss.summary(srv.name) for srv in self.pair}))
+
+    def rss_figures(self, rss: RssWatch) -> None:
+        largest = self.figure(
+            "rss_worker", "peak RSS, largest process", "MB", target=ours_below(150, "MB"), higher_is_better=False
+        )
+        total = self.figure("rss_total", "peak RSS, sum over processes", "MB", higher_is_better=False)
+        for server in self.pair:
+            big, whole, _ = rss.summary(server.name)
+            largest.add(server.name, big)
+            total.add(server.name, whole)
+
+
+def cpu_seconds(server: Server) -> float:
+    """User+system CPU of the server's live processes (from /proc/<pid>/stat, in clock ticks)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in server.pids():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    distro = "Linux"
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                distro = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return (
+        f"{distro}, kernel {platform.release()}, {os.cpu_count()} cores ({cpu}), {mem_kib // 1024 // 1024} GiB RAM, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def distribution_version() -> str:
+    out = subprocess.run([servers.DISTRIBUTION_BINARY, "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip().split()[-1] if out.stdout.strip() else "unknown"
+
+
+ORDER = [
+    "manifest_rps", "manifest_p99", "head_rps", "head_p99", "get1", "get8", "get1_share", "get8_share",
+    "put", "patch", "push", "pull", "rss_worker", "rss_total",
+]  # fmt: skip
+
+
+def rows(bench: Bench) -> list[list[str]]:
+    return [bench.figures[k].row(bench.ours.name, bench.dist.name) for k in ORDER if k in bench.figures]
+
+
+def render(bench: Bench, args: argparse.Namespace, started: datetime.datetime, elapsed: float) -> str:
+    s = bench.s
+    out = [
+        f"# Benchmark: docker-registry 3 vs CNCF Distribution {distribution_version()}",
+        "",
+        f"- date: {started:%Y-%m-%d %H:%M} UTC; run took {elapsed / 60:.1f} min",
+        f"- machine: {machine()}",
+        f"- mode: {'--quick (smoke run, small sizes)' if args.quick else 'full'}"
+        + (" -- STAND-IN: 'ours' is a second Distribution" if args.stand_in else ""),
+        f"- our registry: {bench.ours_workers_text}",
+        f"- rounds: {s.rounds} interleaved (blob GET: {s.blob_rounds}); medians shown; "
+        f"load runs of {s.load_seconds}s at {s.connections} connections; blob {s.blob_size // MiB} MiB",
+        "- the load generators (wrk, hey, curl, skopeo) run on the same cores as the servers",
+        "",
+        markdown_table(rows(bench)),
+        "",
+        "## Ceilings of this machine and of the clients",
+        "",
+        "| reference | MB/s |",
+        "|---|---|",
+        *[f"| {k.removesuffix(' (MB/s)')} | {v:,.0f} |" for k, v in bench.reference.items()],
+        "",
+        "## Peak RSS by phase (VmHWM; largest process / sum over processes / processes seen)",
+        "",
+        "| phase | " + " | ".join(srv.name for srv in bench.pair) + " |",
+        "|---|" + "---|" * len(bench.pair),
+    ]
+    for phase, per_server in bench.rss_phases:
+        cells = [f"{big:.0f} MB / {whole:.0f} MB / {n}" for big, whole, n in per_server.values()]
+        out.append(f"| {phase} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "## Server CPU seconds per phase (all rounds)",
+        "",
+        "| phase | " + " | ".join(srv.name for srv in bench.pair) + " |",
+        "|---|" + "---|" * len(bench.pair),
+    ]
+    for phase, per_server in bench.cpu.items():
+        out.append(f"| {phase} | " + " | ".join(f"{per_server.get(srv.name, 0):.1f}" for srv in bench.pair) + " |")
+    out += ["", "## Every round", ""]
+    for fig in bench.figures.values():
+        for name, values in fig.samples.items():
+            shown = ", ".join(f"{v:,.{max(fig.digits, 1)}f}" for v in values)
+            out.append(f"- {fig.name} ({fig.unit}), {name}: {shown}")
+    if bench.failures:
+        out += ["", "## FAILED REQUESTS (figures above are suspect)", "", *[f"- {f}" for f in bench.failures]]
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: short loads, 64 MiB blob (~1 min)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per figure (default 3, quick 2)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="our worker processes")
+    parser.add_argument(
+        "--stand-in", action="store_true", help="run a second Distribution as 'ours' (to test the benchmark itself)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, data) for inspection")
+    args = parser.parse_args()
+    settings = Settings.quick() if args.quick else Settings.full()
+    if args.rounds:
+        settings.rounds = settings.blob_rounds = max(1, args.rounds)
+
+    started = datetime.datetime.now(datetime.UTC)
+    t0 = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="registry-bench-"))
+    ours = servers.distribution(tmp / "ours", "ours") if args.stand_in else servers.ours(tmp / "ours", args.workers)
+    dist = servers.distribution(tmp / "distribution")
+    bench = Bench(settings, ours, dist, tmp)
+    bench.ours_workers_text = "stand-in" if args.stand_in else f"{args.workers} worker processes"
+    try:
+        for server in bench.pair:
+            log(f"starting {server.name} on {server.url}")
+            server.start()
+        with RssWatch(bench.pair) as rss:
+            bench.small_requests(rss)
+            bench.machine_ceilings()
+            bench.downloads(rss)
+            bench.uploads(rss)
+            bench.skopeo(rss)
+        bench.rss_figures(rss)
+    except Exception:
+        for server in bench.pair:
+            print(f"--- {server.name} log tail ({server.log_path}) ---\n{server.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        for server in bench.pair:
+            server.stop()
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    markdown = render(bench, args, started, time.monotonic() - t0)
+    print()
+    print(text_table(rows(bench)))
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "latest.md").write_text(markdown)
+    log(f"wrote {RESULTS_DIR / 'latest.md'}")
+    return 1 if bench.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The servers under test: each in its own process group, temp dir and loopback port, so it can be measured and
+stopped as a whole (our registry forks workers; Distribution is one process).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
+STATIC_SERVER = Path(__file__).with_name("static_server.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ours_config(root: Path, addr: str, workers: int) -> dict[str, Any]:
+    """Our registry with the same storage as Distribution's, quiet logs (an access log costs both sides CPU)."""
+    return {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True}},
+        "http": {"addr": addr, "workers": workers},
+    }
+
+
+def distribution_config(root: Path, addr: str) -> dict[str, Any]:
+    """Distribution as its own docs recommend running it: in-memory blob descriptor cache, no access log."""
+    return {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(root)},
+            "delete": {"enabled": True},
+            "cache": {"blobdescriptor": "inmemory"},
+        },
+        "http": {"addr": addr},
+    }
+
+
+@dataclass
+class Server:
+    """One server process group; `name` is how the report calls it."""
+
+    name: str
+    workdir: Path
+    command: list[str]
+    config: dict[str, Any] | None = None
+    port: int = field(default_factory=free_port)
+    ready_path: str = "/v2/"
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    def start(self, timeout: float = 60.0) -> Server:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = list(self.command)
+        if self.config is not None:
+            config_path = self.workdir / "config.yml"
+            config_path.write_text(yaml.safe_dump(self.config))
+            args.append(str(config_path))
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self._answers():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer within {timeout}s:\n{self.log_tail()}")
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as response:
+                return response.status == 200
+        except urllib.error.HTTPError as e:
+            return e.code == 401
+        except OSError:
+            return False
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def pids(self) -> list[int]:
+        """Every live process of the server's process group (the leader and any workers it forked)."""
+        if self.proc is None:
+            return []
+        return processes_in_group(self.proc.pid)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                continue
+            deadline = time.monotonic() + timeout
+            while processes_in_group(pgid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not processes_in_group(pgid):
+                break
+        self.proc = None
+
+
+def ours(workdir: Path, workers: int) -> Server:
+    port = free_port()
+    return Server(
+        "ours",
+        workdir,
+        [sys.executable, "-m", "docker_registry.server", "serve"],
+        ours_config(workdir / "data", f"127.0.0.1:{port}", workers),
+        port,
+    )
+
+
+def distribution(workdir: Path, name: str = "distribution") -> Server:
+    if not shutil.which(DISTRIBUTION_BINARY):
+        raise RuntimeError("CNCF Distribution is not installed: apt-get install docker-registry")
+    port = free_port()
+    config = distribution_config(workdir / "data", f"127.0.0.1:{port}")
+    return Server(name, workdir, [DISTRIBUTION_BINARY, "serve"], config, port)
+
+
+def static_file(workdir: Path, blob: Path) -> Server:
+    """A bare sendfile server for one file: what the download client reaches with no registry logic at all."""
+    port = free_port()
+    return Server(
+        "static",
+        workdir,
+        [sys.executable, str(STATIC_SERVER), str(port), str(blob)],
+        port=port,
+        ready_path="/health",
+    )
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, pgrp, ...
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def peak_rss_kib(pid: int) -> int | None:
+    """VmHWM: the most resident memory the process ever had, so sampling now and then still sees every peak."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class RssWatch:
+    """Keeps the highest VmHWM seen for every process of the watched servers, including workers that exit early."""
+
+    def __init__(self, servers: list[Server], interval: float = 0.5) -> None:
+        self.servers = servers
+        self.interval = interval
+        self.peaks: dict[str, dict[int, int]] = {s.name: {} for s in servers}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> RssWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        with self._lock:
+            for server in self.servers:
+                peaks = self.peaks[server.name]
+                for pid in server.pids():
+                    kib = peak_rss_kib(pid)
+                    if kib is not None:
+                        peaks[pid] = max(kib, peaks.get(pid, 0))
+
+    def summary(self, name: str) -> tuple[float, float, int]:
+        """(largest single process MB, sum over processes MB, process count) for one server so far."""
+        with self._lock:
+            values = [v for v in self.peaks[name].values() if v]
+        if not values:
+            return (0.0, 0.0, 0)
+        return (max(values) / 1024, sum(values) / 1024, len(values))
