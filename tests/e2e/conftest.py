@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +48,19 @@ def containers_env(registry: RegistryProcess, tmp_path: Path) -> dict[str, str]:
     runtime_dir = tmp_path / "xdg-runtime"
     runtime_dir.mkdir(mode=0o700)
     return {"CONTAINERS_REGISTRIES_CONF": str(conf), "XDG_RUNTIME_DIR": str(runtime_dir)}
+
+
+@pytest.fixture
+def storage_args(tmp_path: Path) -> Iterator[list[str]]:
+    """Global podman/buildah options for a private vfs image store (plain directories: nothing to unmount).
+
+    podman refuses a runroot longer than 50 characters, hence a short directory of its own under /tmp.
+    """
+    runroot = tempfile.mkdtemp(prefix="dr3-runroot-")
+    try:
+        yield ["--storage-driver", "vfs", "--root", str(tmp_path / "storage"), "--runroot", runroot]
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,77 @@
+"""podman against the registry: push, pull back into an empty store, and pick one platform out of an index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from e2e_http import get_manifest
+from e2e_images import OciLayout
+from e2e_tools import require, run
+
+from registry_process import RegistryProcess
+
+
+@pytest.fixture
+def podman(storage_args: list[str], containers_env: dict[str, str]):
+    """`podman(*args)` on a private vfs store, with the test registry configured as insecure."""
+    require("podman", "skopeo")
+    base = ["podman", *storage_args, "--cgroup-manager=cgroupfs", "--events-backend=file"]
+
+    def call(*args: str) -> str:
+        return run([*base, *args], env=containers_env).stdout
+
+    return call
+
+
+def inspect(podman, name: str) -> dict:
+    return json.loads(podman("image", "inspect", name))[0]
+
+
+def test_push_remove_pull_roundtrip(
+    podman, registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
+) -> None:
+    image = layout.add_image("v1")
+    name = f"{registry.host}/{repo}:v1"
+    podman("pull", "--quiet", layout.ref("v1"))
+    podman("tag", image.config.digest.removeprefix("sha256:"), name)
+    digest_file = tmp_path / "digest"
+    podman("push", "--tls-verify=false", "--digestfile", str(digest_file), name)
+    digest = digest_file.read_text().strip()
+
+    served = get_manifest(client, repo, "v1")
+    assert served.digest == digest
+    assert served.json()["config"]["digest"] == image.config.digest
+
+    podman("rmi", "--all", "--force")
+    assert podman("images", "--quiet").strip() == ""
+    podman("pull", "--tls-verify=false", name)
+    pulled = inspect(podman, name)
+    assert pulled["Id"] == image.config.digest.removeprefix("sha256:")
+    assert pulled["Digest"] == digest
+    assert pulled["Architecture"] == "amd64"
+    assert pulled["RootFS"]["Layers"] == json.loads(layout.read_blob(image.config.digest))["rootfs"]["diff_ids"]
+
+
+def test_pull_one_architecture_from_an_index(podman, registry: RegistryProcess, layout: OciLayout, repo: str) -> None:
+    index, images = layout.add_index("multi")
+    run(
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            layout.ref("multi"),
+            f"docker://{registry.host}/{repo}:multi",
+        ]
+    )
+    name = f"{registry.host}/{repo}:multi"
+    for image in images:
+        podman("pull", "--tls-verify=false", "--arch", image.architecture, name)
+        pulled = inspect(podman, name)
+        assert pulled["Architecture"] == image.architecture
+        assert pulled["Id"] == image.config.digest.removeprefix("sha256:")
+        assert pulled["Digest"] == index.digest
