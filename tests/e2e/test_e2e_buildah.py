@@ -1,0 +1,79 @@
+"""buildah against the registry: pull a base image, add a layer, push the result, and read it back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from e2e_http import get_blob, get_manifest
+from e2e_images import OciLayout
+from e2e_tools import require, run
+
+from registry_process import RegistryProcess
+
+
+@pytest.fixture
+def buildah(storage_args: list[str], containers_env: dict[str, str]):
+    """`buildah(*args)` on a private vfs store, with the test registry configured as insecure."""
+    require("buildah", "skopeo")
+
+    def call(*args: str) -> str:
+        return run(["buildah", *storage_args, *args], env=containers_env).stdout.strip()
+
+    return call
+
+
+def test_build_on_a_pulled_base_push_and_pull_back(
+    buildah, registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
+) -> None:
+    base = layout.add_image("base")
+    run(
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--dest-tls-verify=false",
+            layout.ref("base"),
+            f"docker://{registry.host}/{repo}:base",
+        ]
+    )
+
+    container = buildah("from", "--quiet", "--tls-verify=false", f"docker://{registry.host}/{repo}:base")
+    added = tmp_path / "added.txt"
+    added.write_bytes(b"built by buildah for the e2e test\n")
+    buildah("copy", container, str(added), "/e2e/added.txt")
+    buildah("config", "--label", "e2e.built=yes", container)
+    buildah("commit", "--quiet", container, "e2e-built")
+    digest_file = tmp_path / "digest"
+    buildah(
+        "push",
+        "--tls-verify=false",
+        "--digestfile",
+        str(digest_file),
+        "e2e-built",
+        f"docker://{registry.host}/{repo}:built",
+    )
+
+    served = get_manifest(client, repo, "built")
+    assert served.digest == digest_file.read_text().strip()
+    layers = [layer["digest"] for layer in served.json()["layers"]]
+    assert len(layers) == len(base.layers) + 1
+    for layer in layers:
+        assert get_blob(client, repo, layer)
+
+    buildah("rm", "--all")
+    buildah("rmi", "--all", "--force")
+    assert buildah("images", "--quiet") == ""
+    container = buildah("from", "--quiet", "--tls-verify=false", f"docker://{registry.host}/{repo}:built")
+    root = Path(buildah("mount", container))
+    try:
+        assert (root / "e2e" / "added.txt").read_bytes() == added.read_bytes()
+        for path, content in base.files.items():
+            assert (root / path).read_bytes() == content
+    finally:
+        buildah("umount", container)
+        buildah("rm", container)
+    image = json.loads(buildah("inspect", "--type", "image", f"{registry.host}/{repo}:built"))
+    assert image["OCIv1"]["config"]["Labels"]["e2e.built"] == "yes"
