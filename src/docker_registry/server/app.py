@@ -2,23 +2,115 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
 from aiohttp import web
 
+from docker_registry.core.driver import fetch
+
+from .cache import RegistryCache
 from .config import Config
+from .errors import NOT_FOUND, SIZE_INVALID, UNKNOWN, UNSUPPORTED, RegistryError
+from .registry import Registry
+from .routes_v2 import CONFIG_KEY, REGISTRY_KEY, add_routes
+from .store import migrate
+from .store.engine import ChangeWatcher, create_engine, database_url
+from .store.metadata import MetadataStore
+
+log = logging.getLogger(__name__)
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+CLIENT_MAX_SIZE = 16 * 1024 * 1024
+"""Only for bodies aiohttp itself buffers (none of ours): uploads and manifests are read as streams."""
+
+
+def _data_dir(config: Config) -> str | None:
+    if config.storage.driver not in ("filesystem", "file"):
+        return None
+    return str(config.storage.options.get("rootdirectory") or "./data")
 
 
 def prepare(config: Config) -> None:
     """Run once in the master process before workers fork: data directory and database migrations."""
+    data_dir = _data_dir(config)
+    if data_dir is not None:
+        os.makedirs(data_dir, exist_ok=True)
+    url = database_url(config)
+    if url.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(os.path.abspath(url.removeprefix("sqlite:///"))), exist_ok=True)
+    engine = create_engine(url)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
 
 
-async def _base(request: web.Request) -> web.Response:
-    return web.json_response({}, headers=dict([API_VERSION_HEADER]))
+def _error_response(error: RegistryError, method: str) -> web.Response:
+    response = web.json_response(error.body(), status=error.status, headers=error.headers)
+    if method == "HEAD":
+        response.body = None
+    return response
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Render registry errors from the catalogue, and anything unexpected as a clean JSON error, never a trace."""
+    try:
+        return await handler(request)
+    except RegistryError as e:
+        return _error_response(e, request.method)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = {404: NOT_FOUND, 405: UNSUPPORTED, 413: SIZE_INVALID}.get(e.status, UNKNOWN)
+        return _error_response(RegistryError(code, e.reason, status=e.status), request.method)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _error_response(RegistryError(UNKNOWN), request.method)
 
 
 def create_app(config: Config) -> web.Application:
     """The application for one worker; stores open in on_startup and close in on_cleanup."""
-    app = web.Application()
-    app.router.add_get("/v2/", _base)
+    app = web.Application(
+        middlewares=[_errors], client_max_size=CLIENT_MAX_SIZE, handler_args={"max_field_size": 16384}
+    )
+    app[CONFIG_KEY] = config
+    extra_headers = [(k, v) for k, values in config.http.headers.items() for v in _as_list(values)]
+
+    async def on_prepare(_request: web.Request, response: web.StreamResponse) -> None:
+        response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+        for key, value in extra_headers:
+            response.headers.add(key, value)
+
+    app.on_response_prepare.append(on_prepare)
+    app.cleanup_ctx.append(_stores(config))
+    add_routes(app)
     return app
+
+
+def _as_list(values: object) -> list[str]:
+    return [str(v) for v in values] if isinstance(values, list | tuple) else [str(values)]
+
+
+def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def stores(app: web.Application) -> AsyncIterator[None]:
+        url = database_url(config)
+        store = MetadataStore(create_engine(url))
+        watcher = ChangeWatcher(url)
+        driver = fetch(config.storage.driver)(config.storage.options)
+        app[REGISTRY_KEY] = Registry(store, driver, RegistryCache(watcher))
+        try:
+            yield
+        finally:
+            await driver.close()
+            watcher.close()
+            store.close()
+
+    return stores

@@ -1,0 +1,61 @@
+"""Request bodies as a stream of ~1 MiB buffers, so hashing and writing run in few, large thread hops."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from .errors import BLOB_UPLOAD_INVALID, SIZE_INVALID, RegistryError
+
+READ_SIZE = 64 * 1024
+BUFFER_SIZE = 1024 * 1024
+
+
+def declared_length(request: web.Request) -> int | None:
+    value = request.headers.get("Content-Length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise RegistryError(SIZE_INVALID, f"invalid Content-Length {value[:40]!r}")
+    return int(value)
+
+
+async def chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body in buffers of about 1 MiB; a body shorter than its Content-Length is an error."""
+    expected = declared_length(request)
+    received = 0
+    buffer = bytearray()
+    content = request.content
+    try:
+        while True:
+            data = await content.read(READ_SIZE)
+            if not data:
+                break
+            received += len(data)
+            buffer += data
+            if len(buffer) >= BUFFER_SIZE:
+                yield bytes(buffer)
+                buffer.clear()
+    except (OSError, HttpProcessingError) as e:
+        raise RegistryError(BLOB_UPLOAD_INVALID, f"request body broke off after {received} bytes: {e}") from None
+    if expected is not None and received != expected:
+        raise RegistryError(SIZE_INVALID, f"received {received} bytes, Content-Length announced {expected}")
+    if buffer:
+        yield bytes(buffer)
+
+
+async def read_limited(request: web.Request, limit: int, error: RegistryError) -> bytes:
+    """The whole (small) body; `error` if it is, or claims to be, larger than `limit`."""
+    expected = declared_length(request)
+    if expected is not None and expected > limit:
+        raise error
+    buffer = bytearray()
+    async for chunk in request.content.iter_chunked(READ_SIZE):
+        buffer += chunk
+        if len(buffer) > limit:
+            raise error
+    if expected is not None and len(buffer) != expected:
+        raise RegistryError(SIZE_INVALID, f"received {len(buffer)} bytes, Content-Length announced {expected}")
+    return bytes(buffer)

@@ -1,0 +1,153 @@
+"""Parsing and validation of pushed manifests, per media type, with no I/O.
+
+The registry stores manifest bytes exactly as received; this module only decides whether they are acceptable and
+extracts what the metadata store indexes: referenced blobs and child manifests, subject, artifact type,
+annotations.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from docker_registry.core.digest import DigestError, Hasher, parse_digest
+
+from .errors import MANIFEST_INVALID, RegistryError
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+IMAGE_TYPES = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
+INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
+SUPPORTED_TYPES = IMAGE_TYPES | INDEX_TYPES
+GENERIC_CONTENT_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain"})
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    urls: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Manifest:
+    """A validated manifest and what the store indexes about it."""
+
+    raw: bytes
+    media_type: str
+    digest: str
+    blobs: list[Descriptor] = field(default_factory=list)
+    """Config and layers that must be present in the repository."""
+    foreign: list[Descriptor] = field(default_factory=list)
+    """Non-distributable layers with URLs: referenced, not required to be pushed."""
+    children: list[Descriptor] = field(default_factory=list)
+    """Manifests an index or list points to; they must be present in the repository."""
+    subject: Descriptor | None = None
+    artifact_type: str | None = None
+    annotations: dict[str, str] | None = None
+
+
+def _invalid(detail: str) -> RegistryError:
+    return RegistryError(MANIFEST_INVALID, detail)
+
+
+def _descriptor(value: Any, where: str) -> Descriptor:
+    if not isinstance(value, dict):
+        raise _invalid(f"{where}: descriptor must be an object")
+    media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
+    if not isinstance(media_type, str) or not media_type:
+        raise _invalid(f"{where}: mediaType must be a non-empty string")
+    if not isinstance(digest, str):
+        raise _invalid(f"{where}: digest must be a string")
+    try:
+        parse_digest(digest)
+    except DigestError as e:
+        raise _invalid(f"{where}: {e}") from None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise _invalid(f"{where}: size must be a non-negative integer")
+    urls = value.get("urls") or []
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise _invalid(f"{where}: urls must be a list of strings")
+    return Descriptor(media_type, digest, size, tuple(urls))
+
+
+def _annotations(value: Any, where: str) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise _invalid(f"{where}: annotations must map strings to strings")
+    return value
+
+
+def _media_type(content_type: str, body: dict[str, Any]) -> str:
+    """The manifest's type from the body's mediaType and the request's Content-Type, which must agree."""
+    declared = body.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        raise _invalid("mediaType must be a string")
+    header = content_type.split(";", 1)[0].strip().lower()
+    if header in GENERIC_CONTENT_TYPES:
+        header = ""
+    if declared and header and declared != header:
+        raise _invalid(f"mediaType {declared!r} does not match Content-Type {header!r}")
+    media_type = declared or header
+    if not media_type:
+        # OCI allows omitting mediaType: tell an index from an image by its shape.
+        if "manifests" in body:
+            media_type = OCI_INDEX
+        elif "config" in body:
+            media_type = OCI_MANIFEST
+        else:
+            raise _invalid("cannot tell the manifest's media type: no mediaType and no Content-Type")
+    if media_type not in SUPPORTED_TYPES:
+        raise _invalid(f"unsupported manifest media type {media_type!r}")
+    return media_type
+
+
+def digest_of(raw: bytes, algorithm: str = "sha256") -> str:
+    h = Hasher(algorithm)
+    h.update(raw)
+    return str(h.digest())
+
+
+def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> Manifest:
+    """Validate `raw` as a manifest of a supported type; raise MANIFEST_INVALID explaining what is wrong."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _invalid(f"not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise _invalid("a manifest must be a JSON object")
+    if body.get("schemaVersion") != 2 or isinstance(body.get("schemaVersion"), bool):
+        raise _invalid("schemaVersion must be 2")
+    media_type = _media_type(content_type, body)
+    manifest = Manifest(raw=raw, media_type=media_type, digest=digest_of(raw, algorithm))
+    manifest.annotations = _annotations(body.get("annotations"), "annotations")
+    artifact_type = body.get("artifactType")
+    if artifact_type is not None and (not isinstance(artifact_type, str) or not artifact_type):
+        raise _invalid("artifactType must be a non-empty string")
+    if "subject" in body and body["subject"] is not None:
+        manifest.subject = _descriptor(body["subject"], "subject")
+    if media_type in IMAGE_TYPES:
+        config = _descriptor(body.get("config"), "config")
+        manifest.blobs.append(config)
+        layers = body.get("layers")
+        if layers is None and media_type == OCI_MANIFEST:
+            layers = []
+        if not isinstance(layers, list):
+            raise _invalid("layers must be a list")
+        for i, layer in enumerate(layers):
+            d = _descriptor(layer, f"layers[{i}]")
+            (manifest.foreign if d.urls else manifest.blobs).append(d)
+        if media_type == OCI_MANIFEST and artifact_type is None:
+            artifact_type = config.media_type
+    else:
+        children = body.get("manifests")
+        if not isinstance(children, list):
+            raise _invalid("manifests must be a list")
+        manifest.children = [_descriptor(c, f"manifests[{i}]") for i, c in enumerate(children)]
+    manifest.artifact_type = artifact_type
+    return manifest

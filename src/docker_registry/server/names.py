@@ -1,0 +1,45 @@
+"""Grammar of repository names, tags and references (OCI distribution-spec, "Pulling manifests")."""
+
+from __future__ import annotations
+
+import re
+
+from docker_registry.core.digest import Digest, DigestError, parse_digest
+
+from .errors import DIGEST_INVALID, NAME_INVALID, TAG_INVALID, RegistryError
+
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+NAME_MAX_LENGTH = 255
+
+
+def check_name(name: str) -> str:
+    if len(name) > NAME_MAX_LENGTH or not _NAME.match(name):
+        raise RegistryError(NAME_INVALID, {"name": name[:300]})
+    return name
+
+
+def check_tag(tag: str) -> str:
+    if not _TAG.match(tag):
+        raise RegistryError(TAG_INVALID, {"tag": tag[:300]}, message="invalid tag")
+    return tag
+
+
+def check_digest(value: str) -> Digest:
+    try:
+        return parse_digest(value)
+    except DigestError as e:
+        raise RegistryError(DIGEST_INVALID, {"digest": value[:300]}, message=str(e)) from None
+
+
+def is_digest(reference: str) -> bool:
+    """A reference with a colon can only be a digest: tags never contain one."""
+    return ":" in reference
+
+
+def check_reference(reference: str) -> str:
+    """A tag or a digest; returns it normalised (digests parsed and re-rendered)."""
+    if is_digest(reference):
+        return str(check_digest(reference))
+    return check_tag(reference)

@@ -1,0 +1,383 @@
+"""The v2 API (OCI distribution-spec v1.1, Docker Registry HTTP API v2): routing and thin handlers.
+
+Repository names contain slashes, so routes are regular expressions over the whole path, tried in order; the
+captured parts are validated before the registry logic sees them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from aiohttp import hdrs, web
+
+from . import body, names
+from .config import Config
+from .errors import (
+    DIGEST_INVALID,
+    MANIFEST_INVALID,
+    NOT_FOUND,
+    PAGINATION_NUMBER_INVALID,
+    RANGE_INVALID,
+    UNSUPPORTED,
+    RegistryError,
+)
+from .manifests import OCI_INDEX
+from .registry import Registry
+
+REGISTRY_KEY: web.AppKey[Registry] = web.AppKey("registry", Registry)
+CONFIG_KEY: web.AppKey[Config] = web.AppKey("config", Config)
+CATALOG_DEFAULT_ENTRIES = 1000
+CATALOG_MAX_ENTRIES = 10_000
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
+
+Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
+
+
+def _registry(request: web.Request) -> Registry:
+    return request.app[REGISTRY_KEY]
+
+
+def _config(request: web.Request) -> Config:
+    return request.app[CONFIG_KEY]
+
+
+def _check_writable(request: web.Request) -> None:
+    if _config(request).storage.readonly:
+        raise RegistryError(UNSUPPORTED, "the registry is in read-only mode")
+
+
+def _check_delete(request: web.Request) -> None:
+    _check_writable(request)
+    if not _config(request).storage.delete_enabled:
+        raise RegistryError(UNSUPPORTED, "deletes are disabled")
+
+
+# --- base and catalog ------------------------------------------------------------------------------------------
+async def base(request: web.Request, _: dict[str, str]) -> web.StreamResponse:
+    return web.Response(body=b"{}", content_type="application/json")
+
+
+def _page_size(request: web.Request) -> int | None:
+    value = request.query.get("n")
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise RegistryError(PAGINATION_NUMBER_INVALID, {"n": value[:40]})
+    return int(value)
+
+
+def _next_link(path: str, n: int, last: str) -> str:
+    return f'<{path}?n={n}&last={quote(last, safe="")}>; rel="next"'
+
+
+async def catalog(request: web.Request, _: dict[str, str]) -> web.StreamResponse:
+    n = _page_size(request)
+    limit = min(CATALOG_DEFAULT_ENTRIES if n is None else n, CATALOG_MAX_ENTRIES)
+    last = request.query.get("last") or None
+    repositories = await _registry(request).catalog(last, limit + 1) if limit else []
+    headers = {}
+    if len(repositories) > limit:
+        repositories = repositories[:limit]
+        headers["Link"] = _next_link("/v2/_catalog", limit, repositories[-1])
+    return web.json_response({"repositories": repositories}, headers=headers)
+
+
+async def tags_list(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    name = names.check_name(m["name"])
+    n = _page_size(request)
+    last = request.query.get("last") or None
+    registry = _registry(request)
+    tags = await registry.tags(name, last, None if n is None else n + 1)
+    headers = {}
+    if n == 0:
+        tags = []
+    elif n is not None and len(tags) > n:
+        tags = tags[:n]
+        headers["Link"] = _next_link(f"/v2/{name}/tags/list", n, tags[-1])
+    return web.json_response({"name": name, "tags": tags}, headers=headers)
+
+
+# --- manifests -------------------------------------------------------------------------------------------------
+async def get_manifest(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    name = names.check_name(m["name"])
+    reference = names.check_reference(m["reference"])
+    digest, manifest = await _registry(request).get_manifest(name, reference)
+    etag = f'"{digest}"'
+    headers = {"Docker-Content-Digest": digest, "ETag": etag}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(
+        body=manifest.content, content_type=None, headers={**headers, "Content-Type": manifest.media_type}
+    )
+
+
+async def put_manifest(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    _check_writable(request)
+    name = names.check_name(m["name"])
+    reference = names.check_reference(m["reference"])
+    limit = _config(request).validation.manifest_max_bytes
+    too_large = RegistryError(MANIFEST_INVALID, f"manifest larger than {limit} bytes", status=413)
+    raw = await body.read_limited(request, limit, too_large)
+    manifest = await _registry(request).put_manifest(name, reference, raw, request.headers.get("Content-Type", ""))
+    headers = {
+        "Location": f"/v2/{name}/manifests/{manifest.digest}",
+        "Docker-Content-Digest": manifest.digest,
+    }
+    if manifest.subject is not None:
+        headers["OCI-Subject"] = manifest.subject.digest
+    return web.Response(status=201, headers=headers)
+
+
+async def delete_manifest(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    _check_delete(request)
+    name = names.check_name(m["name"])
+    reference = names.check_reference(m["reference"])
+    await _registry(request).delete_manifest(name, reference)
+    return web.Response(status=202)
+
+
+# --- referrers -------------------------------------------------------------------------------------------------
+async def referrers(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    name = names.check_name(m["name"])
+    digest = str(names.check_digest(m["digest"]))
+    artifact_type = request.query.get("artifactType") or None
+    found = await _registry(request).referrers(name, digest, artifact_type)
+    descriptors = []
+    for r in found:
+        d: dict[str, object] = {"mediaType": r.media_type, "digest": r.digest, "size": r.size}
+        if r.artifact_type:
+            d["artifactType"] = r.artifact_type
+        if r.annotations:
+            d["annotations"] = r.annotations
+        descriptors.append(d)
+    headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
+    return web.Response(
+        body=json.dumps(index).encode(), content_type=None, headers={**headers, "Content-Type": OCI_INDEX}
+    )
+
+
+# --- blobs -----------------------------------------------------------------------------------------------------
+def _blob_headers(digest: str) -> dict[str, str]:
+    return {"Docker-Content-Digest": digest, "Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
+
+
+async def head_blob(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    name = names.check_name(m["name"])
+    digest = str(names.check_digest(m["digest"]))
+    blob = await _registry(request).blob(name, digest)
+    headers = _blob_headers(digest)
+    headers["Content-Type"] = "application/octet-stream"
+    headers["Content-Length"] = str(blob.size)
+    return web.Response(headers=headers)
+
+
+async def get_blob(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    if request.method == "HEAD":
+        return await head_blob(request, m)
+    name = names.check_name(m["name"])
+    digest = str(names.check_digest(m["digest"]))
+    registry = _registry(request)
+    blob = await registry.blob(name, digest)
+    headers = _blob_headers(digest)
+    if blob.manifest is not None:
+        return web.Response(body=blob.manifest.content, content_type="application/octet-stream", headers=headers)
+    if _config(request).storage.redirect:
+        url = await registry.blob_redirect_url(digest)
+        if url:
+            return web.Response(status=307, headers={"Location": url, "Docker-Content-Digest": digest})
+    local = registry.blob_local_path(digest)
+    if local is not None:
+        headers["Content-Type"] = "application/octet-stream"
+        return web.FileResponse(local, headers=headers)
+    return await _stream_blob(request, registry, digest, blob.size, headers)
+
+
+async def _stream_blob(
+    request: web.Request, registry: Registry, digest: str, size: int, headers: dict[str, str]
+) -> web.StreamResponse:
+    try:
+        window = request.http_range
+    except ValueError:
+        window = slice(None, None)
+    start, stop = window.start, window.stop
+    status = 200
+    if start is not None or stop is not None:
+        if start is not None and start < 0:  # suffix range: the last -start bytes
+            start, stop = max(size + start, 0), size
+        start = start or 0
+        stop = size if stop is None else min(stop, size)
+        if start >= size or stop <= start:
+            raise RegistryError(
+                RANGE_INVALID, f"range not satisfiable for {size} bytes", headers={"Content-Range": f"bytes */{size}"}
+            )
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        status = 206
+    else:
+        start, stop = 0, size
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_type = "application/octet-stream"
+    response.content_length = stop - start
+    await response.prepare(request)
+    async for chunk in registry.blob_stream(digest, start, stop - start):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def delete_blob(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    _check_delete(request)
+    name = names.check_name(m["name"])
+    digest = str(names.check_digest(m["digest"]))
+    await _registry(request).delete_blob(name, digest)
+    return web.Response(status=202)
+
+
+# --- uploads ---------------------------------------------------------------------------------------------------
+def _upload_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
+    return {
+        "Location": f"/v2/{name}/blobs/uploads/{upload_id}",
+        "Docker-Upload-UUID": upload_id,
+        "Range": f"0-{max(size - 1, 0)}",
+    }
+
+
+def _created(name: str, digest: str) -> web.Response:
+    return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+
+
+def _requested_digest(request: web.Request) -> str | None:
+    value = request.query.get("digest")
+    if value is None:
+        return None
+    return value
+
+
+async def start_upload(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    _check_writable(request)
+    name = names.check_name(m["name"])
+    registry = _registry(request)
+    mount, source = request.query.get("mount"), request.query.get("from")
+    if mount is not None and source:
+        digest = str(names.check_digest(mount))
+        if await registry.mount(name, digest, names.check_name(source)):
+            return _created(name, digest)
+    requested = _requested_digest(request)
+    if requested is not None:
+        digest = names.check_digest(requested)
+        await registry.put_blob(name, digest, body.chunks(request))
+        return _created(name, str(digest))
+    upload = await registry.start_upload(name)
+    return web.Response(status=202, headers=_upload_headers(name, upload.id, 0))
+
+
+def _content_range(request: web.Request) -> int | None:
+    value = request.headers.get("Content-Range")
+    if value is None:
+        return None
+    match = _CONTENT_RANGE.match(value.strip())
+    if not match or int(match[2]) < int(match[1]):
+        raise RegistryError(RANGE_INVALID, f"invalid Content-Range {value[:60]!r}")
+    length = body.declared_length(request)
+    if length is not None and length != int(match[2]) - int(match[1]) + 1:
+        raise RegistryError(RANGE_INVALID, f"Content-Range {value[:60]!r} does not match Content-Length {length}")
+    return int(match[1])
+
+
+async def upload_status(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    name = names.check_name(m["name"])
+    upload = await _registry(request).upload(name, m["uuid"])
+    return web.Response(status=204, headers=_upload_headers(name, upload.id, upload.size))
+
+
+async def patch_upload(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    _check_writable(request)
+    name = names.check_name(m["name"])
+    registry = _registry(request)
+    upload = await registry.upload(name, m["uuid"])
+    start = _content_range(request)
+    size = await registry.append_upload(upload, body.chunks(request), start)
+    return web.Response(status=202, headers=_upload_headers(name, upload.id, size))
+
+
+async def put_upload(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    _check_writable(request)
+    name = names.check_name(m["name"])
+    registry = _registry(request)
+    upload = await registry.upload(name, m["uuid"])
+    requested = _requested_digest(request)
+    if requested is None:
+        raise RegistryError(DIGEST_INVALID, "the digest query parameter is required to complete an upload")
+    digest = names.check_digest(requested)
+    chunks = None
+    if request.can_read_body and body.declared_length(request) != 0:
+        if request.headers.get("Content-Range") is not None and _content_range(request) != upload.size:
+            raise RegistryError(RANGE_INVALID, "chunk does not start where the upload ends")
+        chunks = body.chunks(request)
+    await registry.finish_upload(upload, digest, chunks)
+    return _created(name, str(digest))
+
+
+async def cancel_upload(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
+    _check_writable(request)
+    name = names.check_name(m["name"])
+    registry = _registry(request)
+    upload = await registry.upload(name, m["uuid"])
+    await registry.cancel_upload(upload)
+    return web.Response(status=204)
+
+
+# --- routing ---------------------------------------------------------------------------------------------------
+_NAME = r"(?P<name>[^\x00]+?)"
+ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+    (re.compile(r"^/v2/?$"), {"GET": base, "HEAD": base}),
+    (re.compile(r"^/v2/_catalog$"), {"GET": catalog, "HEAD": catalog}),
+    (re.compile(rf"^/v2/{_NAME}/tags/list$"), {"GET": tags_list, "HEAD": tags_list}),
+    (
+        re.compile(rf"^/v2/{_NAME}/manifests/(?P<reference>[^/]+)$"),
+        {"GET": get_manifest, "HEAD": get_manifest, "PUT": put_manifest, "DELETE": delete_manifest},
+    ),
+    (re.compile(rf"^/v2/{_NAME}/blobs/uploads/?$"), {"POST": start_upload}),
+    (
+        re.compile(rf"^/v2/{_NAME}/blobs/uploads/(?P<uuid>[^/]+)$"),
+        {
+            "GET": upload_status,
+            "HEAD": upload_status,
+            "PATCH": patch_upload,
+            "PUT": put_upload,
+            "DELETE": cancel_upload,
+        },
+    ),
+    (
+        re.compile(rf"^/v2/{_NAME}/blobs/(?P<digest>[^/]+)$"),
+        {"GET": get_blob, "HEAD": head_blob, "DELETE": delete_blob},
+    ),
+    (re.compile(rf"^/v2/{_NAME}/referrers/(?P<digest>[^/]+)$"), {"GET": referrers, "HEAD": referrers}),
+]
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Find the route for the request's path and method; unknown paths are 404, unknown methods 405."""
+    path = request.path
+    for pattern, methods in ROUTES:
+        match = pattern.match(path)
+        if match is None:
+            continue
+        handler = methods.get(request.method)
+        if handler is None:
+            if _config(request).storage.readonly and request.method in WRITE_METHODS:
+                raise RegistryError(UNSUPPORTED, "the registry is in read-only mode")
+            raise RegistryError(
+                UNSUPPORTED, f"method {request.method} not allowed here", headers={hdrs.ALLOW: ", ".join(methods)}
+            )
+        return await handler(request, match.groupdict())
+    raise RegistryError(NOT_FOUND, {"path": path[:300]})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_route("*", "/v2", dispatch)
+    app.router.add_route("*", "/v2/{tail:.*}", dispatch)

@@ -1,0 +1,319 @@
+"""Queries of the metadata store. Every method is synchronous and short; the registry runs them in a thread.
+
+Writes are single transactions, so a concurrent push of the same tag or blob by several clients (in several
+processes) ends in one consistent state: the last committed tag wins, links are idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..manifests import Manifest
+from .engine import with_retries, write_transaction
+from .tables import blobs, manifest_references, manifests, repositories, repository_blobs, tags, uploads
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    media_type: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    media_type: str
+    digest: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    id: str
+    repository: str
+    size: int
+
+
+class MetadataStore:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- reads ---------------------------------------------------------------------------------------------
+    def _scalar(self, query: sa.Executable) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
+    def repository_exists(self, name: str) -> bool:
+        return self._scalar(sa.select(repositories.c.id).where(repositories.c.name == name)) is not None
+
+    def tag_digest(self, repository: str, tag: str) -> str | None:
+        return self._scalar(
+            sa.select(manifests.c.digest)
+            .select_from(tags.join(repositories).join(manifests, manifests.c.id == tags.c.manifest_id))
+            .where(repositories.c.name == repository, tags.c.name == tag)
+        )
+
+    def manifest(self, repository: str, digest: str) -> StoredManifest | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(manifests.c.media_type, manifests.c.content)
+                .select_from(manifests.join(repositories))
+                .where(repositories.c.name == repository, manifests.c.digest == digest)
+            ).first()
+        return StoredManifest(row.media_type, bytes(row.content)) if row else None
+
+    def blob_size(self, repository: str, digest: str) -> int | None:
+        """Size of a blob this repository may serve, or None."""
+        return self._scalar(
+            sa.select(blobs.c.size)
+            .select_from(repository_blobs.join(repositories).join(blobs))
+            .where(repositories.c.name == repository, repository_blobs.c.digest == digest)
+        )
+
+    def known_blob_size(self, digest: str) -> int | None:
+        """Size of a verified blob in storage, whatever repository links it."""
+        return self._scalar(sa.select(blobs.c.size).where(blobs.c.digest == digest))
+
+    def missing_blobs(self, repository: str, digests: list[str]) -> list[str]:
+        if not digests:
+            return []
+        with self.engine.connect() as conn:
+            present = set(
+                conn.execute(
+                    sa.select(repository_blobs.c.digest)
+                    .select_from(repository_blobs.join(repositories))
+                    .where(repositories.c.name == repository, repository_blobs.c.digest.in_(set(digests)))
+                ).scalars()
+            )
+        return [d for d in dict.fromkeys(digests) if d not in present]
+
+    def missing_manifests(self, repository: str, digests: list[str]) -> list[str]:
+        if not digests:
+            return []
+        with self.engine.connect() as conn:
+            present = set(
+                conn.execute(
+                    sa.select(manifests.c.digest)
+                    .select_from(manifests.join(repositories))
+                    .where(repositories.c.name == repository, manifests.c.digest.in_(set(digests)))
+                ).scalars()
+            )
+        return [d for d in dict.fromkeys(digests) if d not in present]
+
+    def tags(self, repository: str, last: str | None, limit: int | None) -> list[str] | None:
+        """Tag names after `last`, sorted by bytes; None when the repository does not exist."""
+        with self.engine.connect() as conn:
+            repo_id = conn.execute(sa.select(repositories.c.id).where(repositories.c.name == repository)).scalar()
+            if repo_id is None:
+                return None
+            query = sa.select(tags.c.name).where(tags.c.repository_id == repo_id).order_by(tags.c.name)
+            if last:
+                query = query.where(tags.c.name > last)
+            if limit is not None:
+                query = query.limit(limit)
+            return list(conn.execute(query).scalars())
+
+    def repositories(self, last: str | None, limit: int) -> list[str]:
+        query = sa.select(repositories.c.name).order_by(repositories.c.name).limit(limit)
+        if last:
+            query = query.where(repositories.c.name > last)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]:
+        query = (
+            sa.select(
+                manifests.c.media_type,
+                manifests.c.digest,
+                manifests.c.size,
+                manifests.c.artifact_type,
+                manifests.c.annotations,
+            )
+            .select_from(manifests.join(repositories))
+            .where(repositories.c.name == repository, manifests.c.subject_digest == subject)
+            .order_by(manifests.c.id)
+        )
+        if artifact_type is not None:
+            query = query.where(manifests.c.artifact_type == artifact_type)
+        with self.engine.connect() as conn:
+            return [
+                Referrer(
+                    r.media_type,
+                    r.digest,
+                    r.size,
+                    r.artifact_type,
+                    json.loads(r.annotations) if r.annotations else None,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def upload(self, upload_id: str) -> Upload | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(uploads.c.id, uploads.c.repository, uploads.c.size).where(uploads.c.id == upload_id)
+            ).first()
+        return Upload(row.id, row.repository, row.size) if row else None
+
+    # --- writes --------------------------------------------------------------------------------------------
+    def _repository_id(self, conn: sa.Connection, name: str, now: float) -> int:
+        conn.execute(
+            self._insert(repositories).values(name=name, created_at=now).on_conflict_do_nothing(index_elements=["name"])
+        )
+        return conn.execute(sa.select(repositories.c.id).where(repositories.c.name == name)).scalar_one()
+
+    def _link(self, conn: sa.Connection, repo_id: int, digest: str, size: int, now: float) -> None:
+        conn.execute(
+            self._insert(blobs)
+            .values(digest=digest, size=size, created_at=now)
+            .on_conflict_do_nothing(index_elements=["digest"])
+        )
+        conn.execute(
+            self._insert(repository_blobs)
+            .values(repository_id=repo_id, digest=digest, created_at=now)
+            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+        )
+
+    def link_blob(self, repository: str, digest: str, size: int) -> None:
+        def run() -> None:
+            now = time.time()
+            with write_transaction(self.engine) as conn:
+                self._link(conn, self._repository_id(conn, repository, now), digest, size, now)
+
+        with_retries(run)
+
+    def put_manifest(self, repository: str, manifest: Manifest, tag: str | None) -> None:
+        def run() -> None:
+            now = time.time()
+            with write_transaction(self.engine) as conn:
+                repo_id = self._repository_id(conn, repository, now)
+                manifest_id = conn.execute(
+                    sa.select(manifests.c.id).where(
+                        manifests.c.repository_id == repo_id, manifests.c.digest == manifest.digest
+                    )
+                ).scalar()
+                if manifest_id is None:
+                    manifest_id = conn.execute(
+                        manifests.insert()
+                        .values(
+                            repository_id=repo_id,
+                            digest=manifest.digest,
+                            media_type=manifest.media_type,
+                            content=manifest.raw,
+                            size=len(manifest.raw),
+                            subject_digest=manifest.subject.digest if manifest.subject else None,
+                            artifact_type=manifest.artifact_type,
+                            annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+                            created_at=now,
+                        )
+                        .returning(manifests.c.id)
+                    ).scalar_one()
+                    refs = {(d.digest, "blob") for d in manifest.blobs}
+                    refs |= {(d.digest, "foreign") for d in manifest.foreign}
+                    refs |= {(d.digest, "manifest") for d in manifest.children}
+                    if refs:
+                        conn.execute(
+                            manifest_references.insert(),
+                            [{"manifest_id": manifest_id, "digest": d, "kind": k} for d, k in sorted(refs)],
+                        )
+                if tag is not None:
+                    conn.execute(
+                        self._insert(tags)
+                        .values(repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now)
+                        .on_conflict_do_update(
+                            index_elements=["repository_id", "name"],
+                            set_={"manifest_id": manifest_id, "updated_at": now},
+                        )
+                    )
+
+        with_retries(run)
+
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        def run() -> bool:
+            with write_transaction(self.engine) as conn:
+                manifest_id = conn.execute(
+                    sa.select(manifests.c.id)
+                    .select_from(manifests.join(repositories))
+                    .where(repositories.c.name == repository, manifests.c.digest == digest)
+                ).scalar()
+                if manifest_id is None:
+                    return False
+                conn.execute(tags.delete().where(tags.c.manifest_id == manifest_id))
+                conn.execute(manifest_references.delete().where(manifest_references.c.manifest_id == manifest_id))
+                conn.execute(manifests.delete().where(manifests.c.id == manifest_id))
+                return True
+
+        return with_retries(run)
+
+    def delete_tag(self, repository: str, tag: str) -> bool:
+        def run() -> bool:
+            with write_transaction(self.engine) as conn:
+                repo_id = conn.execute(sa.select(repositories.c.id).where(repositories.c.name == repository)).scalar()
+                if repo_id is None:
+                    return False
+                result = conn.execute(tags.delete().where(tags.c.repository_id == repo_id, tags.c.name == tag))
+                return result.rowcount > 0
+
+        return with_retries(run)
+
+    def unlink_blob(self, repository: str, digest: str) -> bool:
+        def run() -> bool:
+            with write_transaction(self.engine) as conn:
+                repo_id = conn.execute(sa.select(repositories.c.id).where(repositories.c.name == repository)).scalar()
+                if repo_id is None:
+                    return False
+                result = conn.execute(
+                    repository_blobs.delete().where(
+                        repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest
+                    )
+                )
+                return result.rowcount > 0
+
+        return with_retries(run)
+
+    def create_upload(self, upload_id: str, repository: str) -> None:
+        def run() -> None:
+            now = time.time()
+            with write_transaction(self.engine) as conn:
+                conn.execute(
+                    uploads.insert().values(id=upload_id, repository=repository, size=0, created_at=now, updated_at=now)
+                )
+
+        with_retries(run)
+
+    def set_upload_size(self, upload_id: str, size: int) -> None:
+        def run() -> None:
+            with write_transaction(self.engine) as conn:
+                conn.execute(
+                    uploads.update().where(uploads.c.id == upload_id).values(size=size, updated_at=time.time())
+                )
+
+        with_retries(run)
+
+    def delete_upload(self, upload_id: str) -> bool:
+        def run() -> bool:
+            with write_transaction(self.engine) as conn:
+                return conn.execute(uploads.delete().where(uploads.c.id == upload_id)).rowcount > 0
+
+        return with_retries(run)
+
+    def finish_upload(self, upload_id: str, repository: str, digest: str, size: int) -> None:
+        """Link the verified blob to its repository and end the session, in one transaction."""
+
+        def run() -> None:
+            now = time.time()
+            with write_transaction(self.engine) as conn:
+                self._link(conn, self._repository_id(conn, repository, now), digest, size, now)
+                conn.execute(uploads.delete().where(uploads.c.id == upload_id))
+
+        with_retries(run)
