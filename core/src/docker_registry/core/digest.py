@@ -44,11 +44,12 @@ def parse_digest(value: str, *, verifiable: bool = True) -> Digest:
     With `verifiable` (the default) only algorithms the registry can compute are accepted (sha256, sha512),
     since every stored byte must be checked against its digest.
     """
-    if not isinstance(value, str) or not _GRAMMAR.match(value):
+    # fullmatch, not match: `$` alone also matches before a trailing newline, which would reach paths and headers.
+    if not isinstance(value, str) or not _GRAMMAR.fullmatch(value):
         raise DigestError(f"invalid digest {value!r}")
     algorithm, encoded = value.split(":", 1)
     pattern = _REGISTERED.get(algorithm)
-    if pattern is not None and not pattern.match(encoded):
+    if pattern is not None and not pattern.fullmatch(encoded):
         raise DigestError(f"invalid {algorithm} digest {value!r}")
     if pattern is None and verifiable:
         raise DigestError(f"unsupported digest algorithm {algorithm!r}")
