@@ -141,7 +141,7 @@ UNSUPPORTED_SECTIONS = {
     "notifications": "notifications: not supported yet; ignored, no events are sent",
     "redis": "redis: not supported yet; ignored (caches are per process)",
     "health": "health: not supported yet; ignored",
-    "proxy": "proxy: pull-through cache not supported yet; ignored",
+    "proxy": "proxy: not supported yet (pull-through cache); ignored",
     "middleware": "middleware: not supported yet; ignored",
     "reporting": "reporting: not supported yet; ignored",
     "compatibility": "compatibility: not supported yet; ignored",
@@ -287,15 +287,15 @@ class _Builder:
         return ConfigError(f"{self._name(key, value)}: expected {expected}, got {shown!r}")
 
     def _section(self, key: str, value: Any) -> dict[str, Any]:
-        value = _typed(value)
-        if value is None:
+        typed = _typed(value)
+        if typed is None:
             return {}
-        if not isinstance(value, dict):
+        if not isinstance(typed, dict):
             raise self._fail(key, value, "a mapping")
-        for name in value:
+        for name in typed:
             if not isinstance(name, str):
                 raise ConfigError(f"{key}.{name!r}: keys are text")
-        return value
+        return typed
 
     def _keys(self, prefix: str, section: dict[str, Any], known: set[str], ignored: set[str] = frozenset()) -> None:
         for name, value in section.items():
@@ -305,10 +305,10 @@ class _Builder:
                 raise ConfigError(f"{self._name(f'{prefix}.{name}', value)}: unknown key")
 
     def _bool(self, key: str, value: Any) -> bool:
-        value = _typed(value)
-        if not isinstance(value, bool):
+        typed = _typed(value)
+        if not isinstance(typed, bool):
             raise self._fail(key, value, "true or false")
-        return value
+        return typed
 
     def _text(self, key: str, value: Any, *, empty: bool = False) -> str:
         if isinstance(value, _EnvValue):
@@ -427,13 +427,13 @@ class _Builder:
             key = f"http.headers.{name}"
             if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
                 raise ConfigError(f"{key}: not a valid header name")
-            values = _typed(values)
-            if isinstance(values, str | int | float) and not isinstance(values, bool):
-                values = [values]
-            if not isinstance(values, list) or not values:
+            typed = _typed(values)
+            if isinstance(typed, str | int | float) and not isinstance(typed, bool):
+                typed = [typed]
+            if not isinstance(typed, list) or not typed:
                 raise self._fail(key, values, "a list of values")
             texts = []
-            for value in values:
+            for value in typed:
                 if (
                     isinstance(value, bool)
                     or not isinstance(value, str | int | float)
@@ -446,10 +446,13 @@ class _Builder:
 
     def _tls(self, tls: dict[str, Any]) -> None:
         http = self.config.http
-        self._keys("http.tls", tls, {"certificate", "key", "minimumtls"}, {"ciphersuites", "letsencrypt"})
         if "clientcas" in tls:
             # Ignoring it would let in clients the operator meant to refuse: refuse to start instead.
             raise ConfigError("http.tls.clientcas: client certificate authentication is not supported yet")
+        if "letsencrypt" in tls:
+            # Ignoring it would serve plain HTTP where the operator expects HTTPS.
+            raise ConfigError("http.tls.letsencrypt: not supported yet; give http.tls.certificate and key")
+        self._keys("http.tls", tls, {"certificate", "key", "minimumtls"}, {"ciphersuites"})
         if "certificate" in tls:
             http.tls_certificate = os.path.abspath(self._text("http.tls.certificate", tls["certificate"]))
         if "key" in tls:

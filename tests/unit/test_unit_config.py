@@ -1,0 +1,356 @@
+"""Configuration loading: defaults, Distribution's keys, REGISTRY_* overrides and the errors an operator sees."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from docker_registry.core.exceptions import ConfigError
+from docker_registry.server.config import Config, dump, load
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def write(tmp_path: Path, data: Any) -> str:
+    path = tmp_path / "config.yml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return str(path)
+
+
+def load_yaml(tmp_path: Path, data: Any, env: dict[str, str] | None = None) -> Config:
+    return load(write(tmp_path, data), env or {})
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    config = load(None, {})
+    assert config.http.addr == "127.0.0.1:5000"
+    assert config.http.host_port() == ("127.0.0.1", 5000)
+    assert config.http.workers is None
+    assert config.http.draintimeout == 30.0
+    assert config.storage.driver == "filesystem"
+    assert config.storage.options == {"rootdirectory": str(tmp_path / "data")}
+    assert config.storage.delete_enabled is False
+    assert config.storage.readonly is False
+    assert config.storage.redirect is True
+    assert config.database.url is None
+    assert config.log.level == "info"
+    assert config.log.accesslog is True
+    assert config.notices == []
+
+
+def test_empty_file_is_the_defaults(tmp_path: Path) -> None:
+    assert load_yaml(tmp_path, "") == load(None, {})
+
+
+def test_distribution_keys(tmp_path: Path) -> None:
+    config = load_yaml(
+        tmp_path,
+        {
+            "version": 0.1,
+            "log": {"level": "debug", "accesslog": {"disabled": True}},
+            "storage": {
+                "filesystem": {"rootdirectory": "/var/lib/registry"},
+                "delete": {"enabled": True},
+                "maintenance": {
+                    "readonly": {"enabled": True},
+                    "uploadpurging": {"enabled": True, "age": "168h", "interval": "24h", "dryrun": False},
+                },
+                "redirect": {"disable": True},
+                "cache": {"blobdescriptor": "inmemory"},
+            },
+            "http": {
+                "addr": ":5001",
+                "secret": "s3cr3t",
+                "headers": {"X-Content-Type-Options": ["nosniff"]},
+                "draintimeout": "1m30s",
+                "workers": 3,
+            },
+            "database": {"url": "postgresql://reg:pw@db/registry"},
+            "validation": {"manifests": {"maxbytes": 1000}},
+        },
+    )
+    assert config.log.level == "debug"
+    assert config.log.accesslog is False
+    assert config.storage.driver == "filesystem"
+    assert config.storage.options == {"rootdirectory": "/var/lib/registry"}
+    assert config.storage.delete_enabled is True
+    assert config.storage.readonly is True
+    assert config.storage.redirect is False
+    assert config.http.host_port() == (None, 5001)
+    assert config.http.secret == "s3cr3t"
+    assert config.http.headers == {"X-Content-Type-Options": ["nosniff"]}
+    assert config.http.draintimeout == 90.0
+    assert config.http.workers == 3
+    assert config.database.url == "postgresql://reg:pw@db/registry"
+    assert config.validation.manifest_max_bytes == 1000
+    assert any(n.startswith("storage.maintenance.uploadpurging") for n in config.notices)
+    assert any(n.startswith("storage.cache") for n in config.notices)
+
+
+def test_debian_default_config_file_loads(tmp_path: Path) -> None:
+    """The config.yml Debian ships with its docker-registry package works unchanged, with warnings."""
+    config = load_yaml(
+        tmp_path,
+        """
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+  delete:
+    enabled: true
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+auth:
+  htpasswd:
+    realm: basic-realm
+    path: /etc/docker/registry
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+""",
+    )
+    assert config.storage.options["rootdirectory"] == "/var/lib/docker-registry"
+    assert config.http.host_port() == (None, 5000)
+    notices = "\n".join(config.notices)
+    assert "log.fields" in notices
+    assert "auth" in notices
+    assert "health" in notices
+
+
+def test_relative_rootdirectory_is_resolved_against_the_current_directory(tmp_path: Path) -> None:
+    config = load_yaml(tmp_path, {"storage": {"filesystem": {"rootdirectory": "store/here"}}})
+    assert config.storage.options["rootdirectory"] == str(tmp_path / "store" / "here")
+
+
+def test_other_drivers_keep_their_options(tmp_path: Path) -> None:
+    config = load_yaml(tmp_path, {"storage": {"s3": {"bucket": "images", "region": "eu-west-1", "secure": True}}})
+    assert config.storage.driver == "s3"
+    assert config.storage.options == {"bucket": "images", "region": "eu-west-1", "secure": True}
+    assert load_yaml(tmp_path, "storage:\n  inmemory:\n").storage.driver == "inmemory"
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [("error", "error"), ("warn", "warn"), ("warning", "warn"), ("INFO", "info"), ("debug", "debug")],
+)
+def test_log_levels(tmp_path: Path, level: str, expected: str) -> None:
+    assert load_yaml(tmp_path, {"log": {"level": level}}).log.level == expected
+
+
+@pytest.mark.parametrize("section", ["notifications", "redis", "health", "auth", "proxy", "middleware", "reporting"])
+def test_distribution_sections_we_lack_are_accepted_with_a_notice(tmp_path: Path, section: str) -> None:
+    config = load_yaml(tmp_path, {section: {"anything": {"nested": 1}}})
+    assert len(config.notices) == 1
+    assert config.notices[0].startswith(f"{section}: not supported yet")
+
+
+def test_tls_paths(tmp_path: Path) -> None:
+    config = load_yaml(tmp_path, {"http": {"tls": {"certificate": "c.pem", "key": "/k.pem", "minimumtls": "tls1.3"}}})
+    assert config.http.tls_certificate == str(tmp_path / "c.pem")
+    assert config.http.tls_key == "/k.pem"
+    assert config.http.tls_minimum == "tls1.3"
+
+
+def test_ipv6_addr(tmp_path: Path) -> None:
+    assert load_yaml(tmp_path, {"http": {"addr": "[::1]:8080"}}).http.host_port() == ("::1", 8080)
+
+
+# --- environment overrides ---------------------------------------------------------------------------------------
+
+
+def test_environment_overrides_with_types(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, {"http": {"addr": "127.0.0.1:5000", "workers": 1}, "storage": {"delete": {"enabled": False}}}
+    )
+    config = load(
+        path,
+        {
+            "REGISTRY_HTTP_ADDR": "0.0.0.0:6000",
+            "REGISTRY_HTTP_WORKERS": "4",
+            "REGISTRY_HTTP_SECRET": "1234",
+            "REGISTRY_HTTP_DRAINTIMEOUT": "5",
+            "REGISTRY_STORAGE_DELETE_ENABLED": "true",
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": "/srv/registry",
+            "REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED": "yes",
+            "REGISTRY_LOG_LEVEL": "warn",
+            "REGISTRY_LOG_ACCESSLOG_DISABLED": "true",
+            "REGISTRY_DATABASE_URL": "postgresql://db/registry",
+            "REGISTRY_VALIDATION_MANIFESTS_MAXBYTES": "2048",
+            "REGISTRY_HTTP_HEADERS": "{X-Frame-Options: [DENY]}",
+            "PATH": "/usr/bin",
+        },
+    )
+    assert config.http.addr == "0.0.0.0:6000"
+    assert config.http.workers == 4
+    assert config.http.secret == "1234"  # text keys stay text
+    assert config.http.draintimeout == 5.0
+    assert config.http.headers == {"X-Frame-Options": ["DENY"]}
+    assert config.storage.delete_enabled is True
+    assert config.storage.readonly is True
+    assert config.storage.options == {"rootdirectory": "/srv/registry"}
+    assert config.log.level == "warn"
+    assert config.log.accesslog is False
+    assert config.database.url == "postgresql://db/registry"
+    assert config.validation.manifest_max_bytes == 2048
+
+
+def test_environment_without_a_file(tmp_path: Path) -> None:
+    config = load(None, {"REGISTRY_HTTP_ADDR": ":5002", "REGISTRY_STORAGE_DELETE_ENABLED": "true"})
+    assert config.http.host_port() == (None, 5002)
+    assert config.storage.delete_enabled is True
+    assert config.storage.options == {"rootdirectory": str(tmp_path / "data")}
+
+
+def test_environment_selects_the_storage_driver(tmp_path: Path) -> None:
+    path = write(tmp_path, {"storage": {"filesystem": {"rootdirectory": "/x"}, "delete": {"enabled": True}}})
+    config = load(
+        path,
+        {"REGISTRY_STORAGE": "s3", "REGISTRY_STORAGE_S3_BUCKET": "b", "REGISTRY_STORAGE_S3_SECRETKEY": "0123"},
+    )
+    assert config.storage.driver == "s3"
+    assert config.storage.options == {"bucket": "b", "secretkey": "0123"}  # "0123" is not read as octal
+    assert config.storage.delete_enabled is True
+    assert load(None, {"REGISTRY_STORAGE": "inmemory"}).storage.driver == "inmemory"
+
+
+def test_unrelated_registry_variables_are_not_keys(tmp_path: Path) -> None:
+    config = load(None, {"REGISTRY_UNDER_TEST": "ours", "REGISTRY_CONFIGURATION_PATH": "/etc/x.yml"})
+    assert config == load(None, {})
+
+
+# --- errors ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"http": {"workers": "x"}}, "http.workers: expected a positive integer, got 'x'"),
+        ({"http": {"workers": 0}}, "http.workers: expected a positive integer, got 0"),
+        ({"http": {"workers": True}}, "http.workers: expected a positive integer"),
+        ({"http": {"addr": "localhost"}}, "http.addr: expected host:port"),
+        ({"http": {"addr": "127.0.0.1:99999"}}, "http.addr: expected host:port"),
+        ({"http": {"addr": "::1:5000"}}, "http.addr: write an IPv6 host in brackets"),
+        ({"http": {"addr": 5000}}, "http.addr: expected a non-empty string, got 5000"),
+        ({"http": {"net": "unix"}}, 'http.net: expected "tcp"'),
+        ({"http": {"draintimeout": "soon"}}, "http.draintimeout: expected a duration"),
+        ({"http": {"headers": {"X-A": {"b": 1}}}}, "http.headers.X-A: expected a list of values"),
+        ({"http": {"headers": {"Bad Name": ["v"]}}}, "http.headers.Bad Name: not a valid header name"),
+        ({"http": {"tls": {"certificate": "c.pem"}}}, "http.tls: certificate and key must be given together"),
+        ({"http": {"tls": {"clientcas": ["ca.pem"]}}}, "http.tls.clientcas: client certificate authentication"),
+        ({"http": {"tls": {"minimumtls": "tls1.0"}}}, "http.tls.minimumtls: expected tls1.2 or tls1.3"),
+        ({"http": {"listen": ":80"}}, "http.listen: unknown key"),
+        ({"http": "everything"}, "http: expected a mapping, got 'everything'"),
+        ({"storage": {"filesystem": {}, "s3": {"bucket": "b"}}}, "storage: exactly one storage driver"),
+        ({"storage": {"delete": {"enabled": "maybe"}}}, "storage.delete.enabled: expected true or false, got 'maybe'"),
+        ({"storage": {"delete": {"enable": True}}}, "storage.delete.enable: unknown key"),
+        ({"storage": {"maintenance": {"readonly": {"enabled": 1}}}}, "storage.maintenance.readonly.enabled: expected"),
+        ({"storage": {"redirect": {"disable": "no way"}}}, "storage.redirect.disable: expected true or false"),
+        ({"storage": {"filesystem": {"rootdirectory": 7}}}, "storage.filesystem.rootdirectory: expected a non-empty"),
+        ({"storage": {"s3": "bucket"}}, "storage.s3: expected a mapping"),
+        ({"log": {"level": "loud"}}, "log.level: expected one of error, warn, info, debug, got 'loud'"),
+        ({"log": {"accesslog": {"disabled": "no"}}}, "log.accesslog.disabled: expected true or false"),
+        ({"log": {"colour": True}}, "log.colour: unknown key"),
+        ({"database": {"url": "registry.db"}}, "database.url: expected an SQLAlchemy URL"),
+        ({"database": {"pool": 3}}, "database.pool: unknown key"),
+        ({"validation": {"manifests": {"maxbytes": -1}}}, "validation.manifests.maxbytes: expected a positive integer"),
+        ({"version": 2}, 'version: expected "0.1"'),
+        ({"htttp": {"addr": ":5000"}}, "htttp: unknown section"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, data: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(tmp_path, data)
+    assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"REGISTRY_HTTP_WORKERS": "x"},
+            "http.workers (from REGISTRY_HTTP_WORKERS): expected a positive integer, got 'x'",
+        ),
+        ({"REGISTRY_HTTP_WORKERS": "0"}, "http.workers (from REGISTRY_HTTP_WORKERS): expected a positive integer"),
+        ({"REGISTRY_HTTP_ADDR": "nowhere"}, "http.addr (from REGISTRY_HTTP_ADDR): expected host:port"),
+        ({"REGISTRY_STORAGE_DELETE_ENABLED": "sure"}, "storage.delete.enabled (from REGISTRY_STORAGE_DELETE_ENABLED)"),
+        ({"REGISTRY_LOG_LEVEL": "loud"}, "log.level (from REGISTRY_LOG_LEVEL): expected one of"),
+        ({"REGISTRY_HTTP_NOSUCHKEY": "1"}, "http.nosuchkey (from REGISTRY_HTTP_NOSUCHKEY): unknown key"),
+        ({"REGISTRY_HTTP_ADDR_PORT": "1"}, "REGISTRY_HTTP_ADDR_PORT: http.addr is not a section"),
+        ({"REGISTRY_HTTP__ADDR": "1"}, "REGISTRY_HTTP__ADDR: malformed variable name"),
+    ],
+)
+def test_bad_environment_override_names_key_and_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    path = write(tmp_path, {"http": {"addr": "127.0.0.1:5000"}})
+    with pytest.raises(ConfigError) as raised:
+        load(path, env)
+    assert str(raised.value).startswith(message)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"missing\.yml: cannot read the configuration file: No such file"):
+        load(str(tmp_path / "missing.yml"), {})
+    with pytest.raises(ConfigError, match="cannot read the configuration file"):
+        load(str(tmp_path), {})  # a directory
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config\.yml: invalid YAML"):
+        load_yaml(tmp_path, "http: {addr: [\n")
+    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+        load_yaml(tmp_path, "- just\n- a list\n")
+
+
+# --- dump --------------------------------------------------------------------------------------------------------
+
+
+def test_dump_loads_back_to_the_same_settings(tmp_path: Path) -> None:
+    original = load_yaml(
+        tmp_path,
+        {
+            "storage": {"filesystem": {"rootdirectory": "d"}, "delete": {"enabled": True}},
+            "http": {"addr": ":5005", "workers": 3, "secret": "x", "headers": {"X-A": ["1", "2"]}},
+            "database": {"url": "postgresql://u:pw@h/db"},
+            "log": {"level": "debug"},
+        },
+    )
+    dumped = dump(original, show_secrets=True)
+    assert load_yaml(tmp_path, dumped) == original
+
+
+def test_dump_masks_secrets_by_default(tmp_path: Path) -> None:
+    config = load_yaml(
+        tmp_path,
+        {
+            "storage": {"s3": {"bucket": "b", "secretkey": "TOPSECRET"}},
+            "http": {"secret": "TOPSECRET"},
+            "database": {"url": "postgresql://u:TOPSECRET@h/db"},
+        },
+    )
+    text = yaml.safe_dump(dump(config))
+    assert "TOPSECRET" not in text
+    assert "bucket: b" in text
+    assert "TOPSECRET" in yaml.safe_dump(dump(config, show_secrets=True))
+
+
+def test_config_is_picklable_for_spawned_workers(tmp_path: Path) -> None:
+    import pickle
+
+    config = load(None, {"REGISTRY_HTTP_SECRET": "s"})
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert os.path.isabs(config.storage.options["rootdirectory"])
