@@ -60,7 +60,13 @@ def unique_repo(prefix: str = "api") -> str:
 
 def error_codes(response: httpx.Response) -> list[str]:
     """The `code`s of a spec error body; asserts the body has the spec's JSON shape."""
-    body = response.json()
+    try:
+        body = response.json()
+    except ValueError:
+        raise AssertionError(
+            f"{response.request.method} {response.request.url} -> {response.status_code}: not a JSON error body: "
+            f"{response.content[:300]!r}"
+        ) from None
     assert isinstance(body, dict), body
     assert isinstance(body.get("errors"), list), body
     assert body["errors"], body
@@ -77,7 +83,9 @@ def error_codes(response: httpx.Response) -> list[str]:
 def assert_error(response: httpx.Response, status: int | tuple[int, ...], *codes: str) -> None:
     """The response has one of the statuses and its error body carries one of the codes."""
     statuses = (status,) if isinstance(status, int) else status
-    assert response.status_code in statuses, (response.status_code, response.text[:500])
+    assert response.status_code in statuses, (
+        f"{response.request.method} {response.request.url} -> {response.status_code}: {response.text[:500]}"
+    )
     found = error_codes(response)
     assert set(found) & set(codes), f"expected one of {codes}, got {found}"
 

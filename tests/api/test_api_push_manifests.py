@@ -1,0 +1,146 @@
+"""Manifest pushes: what the registry answers, and the validation that keeps broken manifests out."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from registry_api import (
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Pushed,
+    assert_error,
+    canonical,
+    get_manifest,
+    image_manifest,
+    index_manifest,
+    push,
+    put_manifest,
+    sha256,
+    unique_repo,
+    xfail_on_distribution,
+)
+
+
+def _assert_absent(client: httpx.Client, repo: str, *references: str) -> None:
+    for reference in references:
+        assert get_manifest(client, repo, reference).status_code == 404
+
+
+def test_put_by_tag_answers_created_with_location_and_digest(client: httpx.Client) -> None:
+    repo = unique_repo()
+    manifest = image_manifest(client, repo)
+    response = put_manifest(client, repo, "latest", manifest.body, manifest.media_type)
+    assert response.status_code == 201, response.text
+    assert response.headers["Docker-Content-Digest"] == manifest.digest
+    pulled = client.get(response.headers["Location"], headers={"Accept": OCI_MANIFEST})
+    assert pulled.status_code == 200
+    assert pulled.content == manifest.body
+
+
+def test_put_by_digest(client: httpx.Client) -> None:
+    repo = unique_repo()
+    manifest = image_manifest(client, repo, media_type=DOCKER_MANIFEST)
+    response = put_manifest(client, repo, manifest.digest, manifest.body, manifest.media_type)
+    assert response.status_code == 201, response.text
+    assert response.headers["Docker-Content-Digest"] == manifest.digest
+    assert get_manifest(client, repo, manifest.digest).content == manifest.body
+    assert client.get(f"/v2/{repo}/tags/list").json().get("tags") in (None, [])
+
+
+def test_retagging_moves_the_tag(client: httpx.Client) -> None:
+    repo = unique_repo()
+    first, second = image_manifest(client, repo), image_manifest(client, repo)
+    push(client, repo, first, "moving")
+    push(client, repo, second, "moving")
+    assert get_manifest(client, repo, "moving").content == second.body
+    assert get_manifest(client, repo, first.digest).content == first.body
+
+
+def test_not_json(client: httpx.Client) -> None:
+    repo = unique_repo()
+    image_manifest(client, repo)  # the repository exists
+    for body in (b"not json at all", b"", b"[1, 2, 3]", b'{"schemaVersion": 2, "layers": "nope"}', b"\xff\xfe{"):
+        assert_error(put_manifest(client, repo, "broken", body, OCI_MANIFEST), 400, "MANIFEST_INVALID")
+    _assert_absent(client, repo, "broken")
+
+
+def test_media_type_differs_from_content_type(client: httpx.Client) -> None:
+    repo = unique_repo()
+    oci = image_manifest(client, repo)
+    docker = image_manifest(client, repo, media_type=DOCKER_MANIFEST)
+    assert_error(put_manifest(client, repo, "mixed1", oci.body, DOCKER_MANIFEST), 400, "MANIFEST_INVALID")
+    assert_error(put_manifest(client, repo, "mixed2", docker.body, OCI_MANIFEST), 400, "MANIFEST_INVALID")
+    _assert_absent(client, repo, "mixed1", "mixed2", oci.digest, docker.digest)
+
+
+def test_missing_layer_or_config_blob(client: httpx.Client) -> None:
+    repo = unique_repo()
+    for media_type in (OCI_MANIFEST, DOCKER_MANIFEST):
+        unpushed = image_manifest(client, repo, media_type=media_type, push_blobs=False)
+        response = put_manifest(client, repo, "incomplete", unpushed.body, media_type)
+        assert_error(response, 400, "MANIFEST_BLOB_UNKNOWN")
+
+        complete = image_manifest(client, repo, media_type=media_type)
+        document = json.loads(complete.body)
+        document["config"]["digest"] = sha256(b"missing config")
+        body = canonical(document)
+        assert_error(put_manifest(client, repo, "no-config", body, media_type), 400, "MANIFEST_BLOB_UNKNOWN")
+    _assert_absent(client, repo, "incomplete", "no-config")
+
+
+def test_blob_from_another_repository_is_not_enough(client: httpx.Client) -> None:
+    repo, other = unique_repo(), unique_repo()
+    elsewhere = image_manifest(client, other)
+    response = put_manifest(client, repo, "borrowed", elsewhere.body, elsewhere.media_type)
+    assert_error(response, 400, "MANIFEST_BLOB_UNKNOWN")
+
+
+@xfail_on_distribution("answers MANIFEST_BLOB_UNKNOWN; this registry answers MANIFEST_UNKNOWN as the issue asks")
+def test_index_with_missing_child(client: httpx.Client) -> None:
+    repo = unique_repo()
+    present = image_manifest(client, repo)
+    push(client, repo, present)
+    missing = image_manifest(client, repo)  # blobs pushed, manifest not
+    index = index_manifest([present, missing], OCI_INDEX)
+    assert_error(put_manifest(client, repo, "partial", index.body, OCI_INDEX), 400, "MANIFEST_UNKNOWN")
+    _assert_absent(client, repo, "partial", index.digest)
+
+
+def test_digest_in_url_must_match_body(client: httpx.Client) -> None:
+    repo = unique_repo()
+    manifest = image_manifest(client, repo)
+    wrong = sha256(b"another manifest")
+    assert_error(put_manifest(client, repo, wrong, manifest.body, manifest.media_type), 400, "DIGEST_INVALID")
+    _assert_absent(client, repo, wrong, manifest.digest)
+
+
+def test_manifest_over_4_mib_is_refused(client: httpx.Client) -> None:
+    repo = unique_repo()
+    manifest = image_manifest(client, repo, annotations={"padding": "x" * (4 * 1024 * 1024 + 10)})
+    response = put_manifest(client, repo, "huge", manifest.body, manifest.media_type)
+    if response.status_code == 413:
+        assert_error(response, 413, "MANIFEST_INVALID", "SIZE_INVALID")
+    else:
+        assert_error(response, 400, "MANIFEST_INVALID", "SIZE_INVALID")
+    _assert_absent(client, repo, "huge")
+
+
+@xfail_on_distribution("does not implement OCI v1.1 subject (no OCI-Subject header)")
+def test_put_with_subject_answers_oci_subject(client: httpx.Client) -> None:
+    repo = unique_repo()
+    image = image_manifest(client, repo)
+    push(client, repo, image, "app")
+    artifact = image_manifest(client, repo, artifact_type="application/vnd.example.sig", subject=image)
+    response = push(client, repo, artifact)
+    assert response.headers["OCI-Subject"] == image.digest
+
+
+def test_subject_may_not_exist_yet(client: httpx.Client) -> None:
+    """Spec v1.1: a manifest whose subject is not (yet) in the registry must still be accepted."""
+    repo = unique_repo()
+    ghost = Pushed(b'{"ghost": true}', OCI_MANIFEST, sha256(b'{"ghost": true}'))
+    artifact = image_manifest(client, repo, artifact_type="application/vnd.example.sig", subject=ghost)
+    push(client, repo, artifact)
+    assert get_manifest(client, repo, artifact.digest).content == artifact.body
