@@ -133,6 +133,13 @@ class OciLayout:
         self._tag(index, tag)
         return index, images
 
+    def write_archive(self, dest: Path) -> Path:
+        """The layout as an OCI archive (a tar of the directory), the form `ctr images import` reads."""
+        with tarfile.open(dest, "w") as tar:
+            for child in sorted(self.path.iterdir()):
+                tar.add(child, arcname=child.name)
+        return dest
+
     def _tag(self, descriptor: Descriptor, tag: str) -> None:
         entry = descriptor.as_json()
         entry.pop("platform", None)
