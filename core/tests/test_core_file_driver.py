@@ -1,0 +1,163 @@
+"""What only the filesystem driver promises: real files, hidden temporary files, no ghosts, slices per thread hop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from docker_registry.core import exceptions
+from docker_registry.drivers import file
+from docker_registry.drivers.file import Driver
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "root"
+
+
+@pytest.fixture
+def driver(root: Path) -> Driver:
+    return Driver({"rootdirectory": str(root)})
+
+
+def test_default_root_is_data_in_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert Driver().root == str(tmp_path / "data")
+
+
+async def test_objects_are_plain_files_under_the_root(driver: Driver, root: Path) -> None:
+    await driver.put_content("blobs/sha256/ab/abcd/data", b"\xffcontent")
+    on_disk = root / "blobs" / "sha256" / "ab" / "abcd" / "data"
+    assert on_disk.read_bytes() == b"\xffcontent"
+    assert driver.local_path("blobs/sha256/ab/abcd/data") == str(on_disk)
+
+
+async def test_temporary_files_never_show(driver: Driver, root: Path) -> None:
+    await driver.put_content("dir/object", b"x")
+    (root / "dir" / ".tmp-leftover").write_bytes(b"partial")
+    (root / "ghost").mkdir()
+    (root / "ghost" / ".tmp-leftover").write_bytes(b"partial")
+    assert await driver.list_directory("") == ["dir"]
+    assert await driver.list_directory("dir") == ["dir/object"]
+    assert [p async for p in driver.walk()] == ["dir/object"]
+    assert await driver.exists("ghost") is False
+    with pytest.raises(exceptions.FileNotFoundError):
+        await driver.list_directory("ghost")
+    with pytest.raises(exceptions.FileNotFoundError):
+        await driver.remove("ghost")
+
+
+@pytest.mark.parametrize("path", [".tmp-x", "dir/.tmp-1234", ".tmp-a/b"])
+async def test_temporary_names_are_reserved(driver: Driver, path: str) -> None:
+    with pytest.raises(exceptions.WrongArgumentsError, match="reserved"):
+        await driver.put_content(path, b"x")
+    with pytest.raises(exceptions.WrongArgumentsError):
+        await driver.exists(path)
+
+
+async def test_emptied_directories_are_removed_up_to_the_root(driver: Driver, root: Path) -> None:
+    await driver.put_content("a/b/c/d", b"x")
+    await driver.put_content("a/keep", b"x")
+    await driver.remove("a/b/c/d")
+    assert sorted(os.listdir(root / "a")) == ["keep"]
+    await driver.move("a/keep", "z/y/moved")
+    assert os.listdir(root) == ["z"]
+    w = await driver.writer("uploads/u/data")
+    await w.cancel()
+    assert os.listdir(root) == ["z"]
+    await driver.remove("z")
+    assert os.listdir(root) == []
+
+
+async def test_object_and_directory_conflicts_are_clear_errors(driver: Driver) -> None:
+    await driver.put_content("a", b"object")
+    await driver.put_content("d/child", b"x")
+    with pytest.raises(exceptions.WrongArgumentsError, match="parent is an object"):
+        await driver.put_content("a/b", b"x")
+    with pytest.raises(exceptions.WrongArgumentsError, match="directory"):
+        await driver.put_content("d", b"x")
+    with pytest.raises(exceptions.WrongArgumentsError, match="directory"):
+        await driver.stream_write("d", _chunks(b"x"))
+    with pytest.raises(exceptions.WrongArgumentsError, match="directory"):
+        await driver.move("a", "d")
+    with pytest.raises(exceptions.WrongArgumentsError, match="directory"):
+        await driver.writer("d")
+    assert await driver.get_content("a") == b"object"
+    assert sorted([p async for p in driver.walk()]) == ["a", "d/child"]
+
+
+async def _chunks(data: bytes, size: int = 1000) -> Any:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.fixture
+def thread_hops(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Counts the driver's trips to a worker thread."""
+    calls: list[object] = []
+    real = asyncio.to_thread
+
+    async def counting(func: Any, /, *args: Any, **kwargs: Any) -> Any:
+        calls.append(func)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(file.asyncio, "to_thread", counting)
+    return calls
+
+
+async def test_stream_read_carries_one_mib_per_thread_hop(driver: Driver, thread_hops: list[object]) -> None:
+    await driver.put_content("big", os.urandom(5 * MiB))
+    thread_hops.clear()
+    sizes = [len(c) async for c in driver.stream_read("big")]
+    assert sizes == [MiB] * 5
+    assert len(thread_hops) <= 7  # open, five slices, the empty read at the end
+
+
+async def test_small_writes_are_buffered(driver: Driver, thread_hops: list[object]) -> None:
+    data = os.urandom(2 * MiB)
+    w = await driver.writer("uploads/u/data")
+    thread_hops.clear()
+    for start in range(0, len(data), 1000):
+        await w.write(data[start : start + 1000])
+    await w.commit()
+    assert len(thread_hops) <= 5
+    thread_hops.clear()
+    assert await driver.stream_write("streamed", _chunks(data)) == len(data)
+    assert len(thread_hops) <= 6
+    assert await driver.get_content("uploads/u/data") == data == await driver.get_content("streamed")
+
+
+async def test_writer_resumes_in_another_driver_instance(driver: Driver, root: Path) -> None:
+    w = await driver.writer("uploads/u/data")
+    await w.write(b"first ")
+    await w.close()
+    other = Driver({"rootdirectory": str(root)})
+    w2 = await other.writer("uploads/u/data", append=True)
+    assert w2.size == 6
+    await w2.write(b"second")
+    await w2.commit()
+    assert await driver.get_content("uploads/u/data") == b"first second"
+
+
+async def test_cancelled_stream_write_leaves_nothing(driver: Driver, root: Path) -> None:
+    started = asyncio.Event()
+
+    async def endless() -> Any:
+        while True:
+            yield b"x" * 100_000
+            started.set()
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(driver.stream_write("dir/object", endless()))
+    await started.wait()
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert os.listdir(root) == []

@@ -1,0 +1,75 @@
+"""A process killed in the middle of a write leaves the previous object (or none), and no visible debris."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from docker_registry.core import exceptions
+from docker_registry.drivers.file import Driver
+
+WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from docker_registry.drivers.file import Driver
+
+    async def main():
+        driver = Driver({"rootdirectory": sys.argv[1]})
+        block = b"\\xab" * (1 << 20)
+
+        async def endless():
+            while True:
+                yield block
+                print("MiB", flush=True)
+
+        await driver.stream_write(sys.argv[2], endless())
+
+    asyncio.run(main())
+    """
+)
+
+
+def _kill_mid_write(root: Path, path: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(root), path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for _ in range(40):  # 40 MiB: many buffered writes have reached the temporary file
+            assert proc.stdout.readline() == "MiB\n", "the writer process died on its own"
+        temporary = [n for n in os.listdir(root / os.path.dirname(path)) if n.startswith(".tmp-")]
+        assert temporary, "no temporary file on disk: the kill would not be mid-write"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.timeout(120)
+async def test_killed_first_write_leaves_no_object(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _kill_mid_write(root, "blobs/big/data")
+    driver = Driver({"rootdirectory": str(root)})
+    assert await driver.exists("blobs/big/data") is False
+    assert await driver.exists("blobs") is False
+    with pytest.raises(exceptions.FileNotFoundError):
+        await driver.get_content("blobs/big/data")
+    with pytest.raises(exceptions.FileNotFoundError):
+        await driver.list_directory("")
+    assert [p async for p in driver.walk()] == []
+
+
+@pytest.mark.timeout(120)
+async def test_killed_rewrite_keeps_previous_version(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    driver = Driver({"rootdirectory": str(root)})
+    await driver.put_content("blobs/big/data", b"previous complete version")
+    _kill_mid_write(root, "blobs/big/data")
+    assert await driver.get_content("blobs/big/data") == b"previous complete version"
+    assert await driver.list_directory("blobs/big") == ["blobs/big/data"]
+    assert [p async for p in driver.walk()] == ["blobs/big/data"]
