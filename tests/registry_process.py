@@ -41,6 +41,8 @@ class RegistryProcess:
     workers: int = 2
     extra_config: dict[str, Any] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables for the server process (e.g. REGISTRY_* overrides)."""
     proc: subprocess.Popen | None = None
 
     @property
@@ -87,7 +89,12 @@ class RegistryProcess:
         config_path.write_text(yaml.safe_dump(self.config()))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.command(config_path), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+            self.command(config_path),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
+            env={**os.environ, **self.env},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -30,6 +30,8 @@ from multiprocessing.process import BaseProcess
 
 from aiohttp import web
 
+from docker_registry.core import exceptions
+from docker_registry.core.driver import fetch
 from docker_registry.core.exceptions import ConfigError
 
 from . import logs, tls
@@ -68,7 +70,12 @@ def serve(config: Config) -> int:
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.http.addr, exc.strerror or exc)
         return 1
-    prepare(config)
+    _check_driver(config)
+    try:
+        prepare(config)
+    except Exception as exc:
+        log.error("cannot prepare the data directory and database: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return 1
     count = config.http.workers or os.cpu_count() or 1
     log.info(
         "docker-registry listening on %s://%s:%d with %d worker%s, storage %s, database %s",
@@ -83,6 +90,14 @@ def serve(config: Config) -> int:
     if count == 1:
         return _run_in_process(config)
     return _Supervisor(config, count).run()
+
+
+def _check_driver(config: Config) -> None:
+    """An unknown storage driver is a configuration error, found before any worker tries and dies on it."""
+    try:
+        fetch(config.storage.driver)
+    except exceptions.NotImplementedError as exc:
+        raise ConfigError(f"storage.{config.storage.driver}: {exc}") from None
 
 
 def _check_address_free(host: str | None, port: int) -> None:
@@ -158,7 +173,6 @@ async def _serve_app(
         app = create_app(config)
         if inspect.isawaitable(app):
             app = await app
-        _add_configured_headers(app, config.http.headers)
         runner = web.AppRunner(
             app,
             access_log=logs.ACCESS_LOGGER if config.log.accesslog else None,
@@ -168,7 +182,7 @@ async def _serve_app(
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port, ssl_context=tls.server_context(config.http))
         await site.start()
-    except (OSError, ConfigError, RuntimeError, ValueError, ImportError) as exc:
+    except Exception as exc:  # whatever it is, it happens again on restart: report it once, cleanly
         raise WorkerStartupError(f"cannot start serving on {config.http.addr}: {exc}") from exc
     log.info("worker %d ready (pid %d)", index, os.getpid())
     watcher = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
@@ -185,20 +199,6 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(PARENT_CHECK_INTERVAL)
     log.warning("master process %d is gone; stopping", parent_pid)
     stop.set()
-
-
-def _add_configured_headers(app: web.Application, headers: dict[str, list[str]]) -> None:
-    """http.headers on every response, unless the handler set that header itself (as Distribution does)."""
-    if not headers:
-        return
-
-    async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-        for name, values in headers.items():
-            if name not in response.headers:
-                for value in values:
-                    response.headers.add(name, value)
-
-    app.on_response_prepare.append(add_headers)
 
 
 class _Supervisor:
