@@ -219,6 +219,14 @@ def raw_request(host: str, request: bytes, timeout: float = 10.0) -> bytes:
     return b"".join(chunks)
 
 
+def raw_http(host: str, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+    """One HTTP/1.1 request with the path exactly as given (`..`, `%00`, spaces) on its own connection."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+    all_headers = {"Content-Length": str(len(body)), **(headers or {})}
+    lines += [f"{name}: {value}" for name, value in all_headers.items()]
+    return raw_request(host, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+
 def raw_status(answer: bytes) -> int:
     """The status code of a raw HTTP/1.1 answer."""
     status_line = answer.split(b"\r\n", 1)[0]
