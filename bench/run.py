@@ -26,7 +26,7 @@ import rawhttp
 import servers
 import transfer
 from report import Figure, markdown_table, ours_at_least, ours_below, ratio_at_least, text_table
-from servers import RssWatch, Server
+from servers import RssSummary, RssWatch, Server
 
 MiB = 1024 * 1024
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -60,11 +60,12 @@ class Bench:
         self.tmp = tmp
         self.figures: dict[str, Figure] = {}
         self.reference: dict[str, float] = {}
-        self.rss_phases: list[tuple[str, dict[str, tuple[float, float, int]]]] = []
+        self.rss_phases: list[tuple[str, dict[str, RssSummary]]] = []
         self.cpu: dict[str, dict[str, float]] = {}
         self.failures: list[str] = []
         self.blob = tmp / "blob.bin"
         self.ours_workers_text = ""
+        self.load_before = os.getloadavg()[0]
 
     def figure(self, key: str, name: str, unit: str, **kwargs: object) -> Figure:
         if key not in self.figures:
@@ -231,13 +232,13 @@ class Bench:
 
     def rss_figures(self, rss: RssWatch) -> None:
         largest = self.figure(
-            "rss_worker", "peak RSS, largest process", "MB", target=ours_below(150, "MB"), higher_is_better=False
+            "rss_worker", "peak RSS per worker (largest)", "MB", target=ours_below(150, "MB"), higher_is_better=False
         )
-        total = self.figure("rss_total", "peak RSS, sum over processes", "MB", higher_is_better=False)
+        total = self.figure("rss_total", "peak RSS, sum over all processes", "MB", higher_is_better=False)
         for server in self.pair:
-            big, whole, _ = rss.summary(server.name)
-            largest.add(server.name, big)
-            total.add(server.name, whole)
+            summary = rss.summary(server.name)
+            largest.add(server.name, summary.largest_worker_mb)
+            total.add(server.name, summary.total_mb)
 
 
 def cpu_seconds(server: Server) -> float:
@@ -306,6 +307,8 @@ def render(bench: Bench, args: argparse.Namespace, started: datetime.datetime, e
         f"- rounds: {s.rounds} interleaved (blob GET: {s.blob_rounds}); medians shown; "
         f"load runs of {s.load_seconds}s at {s.connections} connections; blob {s.blob_size // MiB} MiB",
         "- the load generators (wrk, hey, curl, skopeo) run on the same cores as the servers",
+        f"- load average (1 min) at start {bench.load_before:.2f}, at end {os.getloadavg()[0]:.2f}: anything else "
+        "running on the machine shares the cores too",
         "",
         markdown_table(rows(bench)),
         "",
@@ -315,13 +318,13 @@ def render(bench: Bench, args: argparse.Namespace, started: datetime.datetime, e
         "|---|---|",
         *[f"| {k.removesuffix(' (MB/s)')} | {v:,.0f} |" for k, v in bench.reference.items()],
         "",
-        "## Peak RSS by phase (VmHWM; largest process / sum over processes / processes seen)",
+        "## Peak RSS by phase (VmHWM, highest so far)",
         "",
         "| phase | " + " | ".join(srv.name for srv in bench.pair) + " |",
         "|---|" + "---|" * len(bench.pair),
     ]
     for phase, per_server in bench.rss_phases:
-        cells = [f"{big:.0f} MB / {whole:.0f} MB / {n}" for big, whole, n in per_server.values()]
+        cells = [str(summary) for summary in per_server.values()]
         out.append(f"| {phase} | " + " | ".join(cells) + " |")
     out += [
         "",

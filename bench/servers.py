@@ -75,7 +75,8 @@ class Server:
         return self.workdir / "server.log"
 
     def start(self, timeout: float = 60.0) -> Server:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        # Both registries get an existing, empty storage root: the benchmark measures serving, not first start.
+        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         args = list(self.command)
         if self.config is not None:
             config_path = self.workdir / "config.yml"
@@ -195,6 +196,18 @@ def peak_rss_kib(pid: int) -> int | None:
     return None
 
 
+def role(pid: int, leader: int) -> str:
+    """ "worker" for a process that serves requests; the leader of a forking server only supervises, and
+    multiprocessing's resource tracker is a helper. A single-process server's leader is its worker."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return "gone"
+    if b"resource_tracker" in cmdline:
+        return "helper"
+    return "leader" if pid == leader else "worker"
+
+
 class RssWatch:
     """Keeps the highest VmHWM seen for every process of the watched servers, including workers that exit early."""
 
@@ -202,6 +215,7 @@ class RssWatch:
         self.servers = servers
         self.interval = interval
         self.peaks: dict[str, dict[int, int]] = {s.name: {} for s in servers}
+        self.roles: dict[str, dict[int, str]] = {s.name: {} for s in servers}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._lock = threading.Lock()
@@ -222,16 +236,37 @@ class RssWatch:
     def sample(self) -> None:
         with self._lock:
             for server in self.servers:
-                peaks = self.peaks[server.name]
+                if server.proc is None:
+                    continue
+                peaks, roles = self.peaks[server.name], self.roles[server.name]
                 for pid in server.pids():
                     kib = peak_rss_kib(pid)
-                    if kib is not None:
-                        peaks[pid] = max(kib, peaks.get(pid, 0))
+                    if kib is None:
+                        continue
+                    if pid not in roles:
+                        roles[pid] = role(pid, server.proc.pid)
+                    peaks[pid] = max(kib, peaks.get(pid, 0))
 
-    def summary(self, name: str) -> tuple[float, float, int]:
-        """(largest single process MB, sum over processes MB, process count) for one server so far."""
+    def summary(self, name: str) -> RssSummary:
         with self._lock:
-            values = [v for v in self.peaks[name].values() if v]
-        if not values:
-            return (0.0, 0.0, 0)
-        return (max(values) / 1024, sum(values) / 1024, len(values))
+            peaks, roles = dict(self.peaks[name]), dict(self.roles[name])
+        workers = [kib for pid, kib in peaks.items() if roles[pid] == "worker"]
+        if not workers:  # One process that both supervises and serves.
+            workers = [kib for pid, kib in peaks.items() if roles[pid] == "leader"]
+        return RssSummary(
+            max(workers, default=0) / 1024, sum(peaks.values()) / 1024, len(workers), len(peaks) - len(workers)
+        )
+
+
+@dataclass
+class RssSummary:
+    largest_worker_mb: float
+    total_mb: float
+    workers: int
+    others: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.largest_worker_mb:.0f} MB largest of {self.workers} worker(s), "
+            f"{self.total_mb:.0f} MB over all {self.workers + self.others} processes"
+        )
