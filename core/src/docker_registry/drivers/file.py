@@ -185,6 +185,8 @@ class Driver(Base):
         return self._in_directory(full, path, lambda: open(full, "wb"))
 
     def local_path(self, path: str) -> str | None:
+        """The object's own file, without checking that it exists: stat-ing here would block the event loop,
+        and the caller's open or sendfile reports a missing object anyway."""
         return self._full(path)
 
     # --- helpers that need the root -----------------------------------------------------------------------
