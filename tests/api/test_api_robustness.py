@@ -1,0 +1,238 @@
+"""Races, dropped clients, restarts and worker hops: what a registry under real use must survive."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from registry_api import (
+    assert_error,
+    error_codes,
+    get_manifest,
+    image_manifest,
+    on_distribution,
+    push,
+    push_blob,
+    random_bytes,
+    sha256,
+    start_upload,
+    unique_repo,
+    with_params,
+    xfail_on_distribution,
+)
+
+from registry_process import RegistryProcess
+
+OCTETS = {"Content-Type": "application/octet-stream"}
+THREADS = 8
+
+
+def _patch(client: httpx.Client, location: str, chunk: bytes, start: int) -> httpx.Response:
+    headers = {**OCTETS, "Content-Range": f"{start}-{start + len(chunk) - 1}"}
+    return client.patch(location, content=chunk, headers=headers)
+
+
+def _recorded_size(status: httpx.Response) -> int:
+    """Bytes the registry holds for an upload, from the `Range: 0-<last>` of a status answer."""
+    match = re.fullmatch(r"0-(\d+)", status.headers["Range"])
+    assert match, status.headers["Range"]
+    return int(match.group(1)) + 1
+
+
+def _pull_blob(client: httpx.Client, repo: str, data: bytes) -> None:
+    got = client.get(f"/v2/{repo}/blobs/{sha256(data)}")
+    assert got.status_code == 200, got.text
+    assert got.content == data
+
+
+def _in_threads(count: int, work: Callable[[int], object]) -> list[object]:
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(work, range(count)))
+
+
+def test_concurrent_pushes_of_the_same_blob(client: httpx.Client) -> None:
+    repo, data = unique_repo("race"), random_bytes(3 * 1024 * 1024 + 17)
+
+    def monolithic() -> int:
+        location = start_upload(client, repo)
+        return client.put(with_params(location, digest=sha256(data)), content=data, headers=OCTETS).status_code
+
+    def chunked() -> int:
+        location = start_upload(client, repo)
+        half = len(data) // 2
+        response = _patch(client, location, data[:half], 0)
+        assert response.status_code == 202, response.text
+        response = _patch(client, response.headers["Location"], data[half:], half)
+        assert response.status_code == 202, response.text
+        return client.put(with_params(response.headers["Location"], digest=sha256(data))).status_code
+
+    statuses = _in_threads(THREADS, lambda i: monolithic() if i % 2 else chunked())
+    assert statuses == [201] * THREADS
+    _pull_blob(client, repo, data)
+
+
+def test_concurrent_pushes_of_the_same_tag(client: httpx.Client) -> None:
+    repo = unique_repo("race")
+    manifests = [image_manifest(client, repo) for _ in range(THREADS)]
+
+    def push_tag(i: int) -> int:
+        manifest = manifests[i]
+        response = client.put(
+            f"/v2/{repo}/manifests/contested", content=manifest.body, headers={"Content-Type": manifest.media_type}
+        )
+        return response.status_code
+
+    assert _in_threads(THREADS, push_tag) == [201] * THREADS
+    final = get_manifest(client, repo, "contested")
+    assert final.status_code == 200
+    winners = [m for m in manifests if m.body == final.content]
+    assert len(winners) == 1, "the tag must point at one whole pushed manifest"
+    assert final.headers["Docker-Content-Digest"] == winners[0].digest
+    for manifest in manifests:  # every pushed manifest stays pullable by digest
+        assert get_manifest(client, repo, manifest.digest).content == manifest.body
+    assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["contested"]
+
+
+def _send_partial(host: str, head: str, body: bytes) -> None:
+    """Announce a body, send only part of it, and vanish."""
+    address, port = host.rsplit(":", 1)
+    with socket.create_connection((address, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode() + body)
+    # closed here, mid-body
+
+
+@xfail_on_distribution("loses the session (404 BLOB_UPLOAD_INVALID, not BLOB_UPLOAD_UNKNOWN)")
+def test_client_disconnecting_mid_patch(registry: RegistryProcess, client: httpx.Client) -> None:
+    repo, data = unique_repo("drop"), random_bytes(1024 * 1024)
+    location = start_upload(client, repo)
+    first = _patch(client, location, data[:100_000], 0)
+    assert first.status_code == 202
+    location = first.headers["Location"]
+    path = httpx.URL(location).raw_path.decode()
+    sent = 300_000
+    _send_partial(
+        registry.host,
+        f"PATCH {path} HTTP/1.1\r\nHost: {registry.host}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Range: 100000-{len(data) - 1}\r\nContent-Length: {len(data) - 100_000}\r\n\r\n",
+        data[100_000:sent],
+    )
+
+    assert client.get("/v2/").status_code == 200
+    for digest in (sha256(data), sha256(data[:sent])):
+        assert client.head(f"/v2/{repo}/blobs/{digest}").status_code == 404
+
+    status = client.get(location)
+    if status.status_code == 404:
+        assert "BLOB_UPLOAD_UNKNOWN" in error_codes(status)
+        return
+    assert status.status_code == 204, status.text
+    recorded = _recorded_size(status)
+    assert 100_000 <= recorded <= sent, "the session must hold the first chunk, and nothing that was never sent"
+    response = _patch(client, status.headers["Location"], data[recorded:], recorded)
+    assert response.status_code == 202, response.text
+    put = client.put(with_params(response.headers["Location"], digest=sha256(data)))
+    assert put.status_code == 201, put.text
+    _pull_blob(client, repo, data)
+
+
+def test_client_disconnecting_mid_monolithic_put(registry: RegistryProcess, client: httpx.Client) -> None:
+    repo, data = unique_repo("drop"), random_bytes(1024 * 1024)
+    location = start_upload(client, repo)
+    url = with_params(location, digest=sha256(data))
+    _send_partial(
+        registry.host,
+        f"PUT {url.raw_path.decode()} HTTP/1.1\r\nHost: {registry.host}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n\r\n",
+        data[:200_000],
+    )
+    assert client.get("/v2/").status_code == 200
+    assert client.head(f"/v2/{repo}/blobs/{sha256(data)}").status_code == 404
+    assert_error(client.get(f"/v2/{repo}/blobs/{sha256(data)}"), 404, "BLOB_UNKNOWN")
+    push_blob(client, repo, data)  # the same content can still be pushed properly
+    _pull_blob(client, repo, data)
+
+
+def test_upload_survives_a_restart(make_registry: Callable[..., RegistryProcess]) -> None:
+    # Distribution signs its upload state with http.secret, random per start unless configured.
+    server = make_registry(extra_config={"http": {"secret": "restart-test"}} if on_distribution() else {})
+    repo = unique_repo("restart")
+    chunks = [random_bytes(200_000) for _ in range(4)]
+    data = b"".join(chunks)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        location = start_upload(client, repo)
+        offset = 0
+        for chunk in chunks[:2]:
+            response = _patch(client, location, chunk, offset)
+            assert response.status_code == 202, response.text
+            offset += len(chunk)
+            location = response.headers["Location"]
+
+    server.restart()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        status = client.get(location)
+        assert status.status_code == 204, status.text
+        recorded = _recorded_size(status)
+        assert recorded == offset
+        location = status.headers["Location"]
+        rest = data[recorded:]
+        for start in range(0, len(rest), 150_000):
+            response = _patch(client, location, rest[start : start + 150_000], recorded + start)
+            assert response.status_code == 202, response.text
+            location = response.headers["Location"]
+        put = client.put(with_params(location, digest=sha256(data)))
+        assert put.status_code == 201, put.text
+        assert put.headers["Docker-Content-Digest"] == sha256(data)
+        _pull_blob(client, repo, data)
+
+
+def test_chunks_on_fresh_connections_reach_every_worker(client: httpx.Client) -> None:
+    """Each PATCH on a new connection: with two workers sharing the port, chunks land on either of them."""
+    repo = unique_repo("hop")
+    chunks = [random_bytes(20_000 + i) for i in range(40)]
+    data = b"".join(chunks)
+    location = start_upload(client, repo)
+    offset = 0
+    for chunk in chunks:
+        headers = {**OCTETS, "Content-Range": f"{offset}-{offset + len(chunk) - 1}", "Connection": "close"}
+        response = client.patch(location, content=chunk, headers=headers)
+        assert response.status_code == 202, response.text
+        offset += len(chunk)
+        assert response.headers["Range"] == f"0-{offset - 1}"
+        location = response.headers["Location"]
+        assert client.get(location, headers={"Connection": "close"}).headers["Range"] == f"0-{offset - 1}"
+    put = client.put(with_params(location, digest=sha256(data)), headers={"Connection": "close"})
+    assert put.status_code == 201, put.text
+    _pull_blob(client, repo, data)
+
+
+def test_streamed_patch_without_content_range(client: httpx.Client) -> None:
+    """What docker does: one chunked-encoding PATCH with no Content-Range, then an empty PUT."""
+    repo = unique_repo("stream")
+    data = random_bytes(2 * 1024 * 1024 + 3)
+
+    def body():  # type: ignore[no-untyped-def]
+        for start in range(0, len(data), 65536):
+            yield data[start : start + 65536]
+
+    location = start_upload(client, repo)
+    response = client.patch(location, content=body(), headers=OCTETS)
+    assert response.status_code == 202, response.text
+    assert response.headers["Range"] == f"0-{len(data) - 1}"
+    put = client.put(with_params(response.headers["Location"], digest=sha256(data)))
+    assert put.status_code == 201, put.text
+    _pull_blob(client, repo, data)
+
+
+def test_many_pushes_and_pulls_in_parallel(client: httpx.Client) -> None:
+    """Different images pushed and pulled at once from many threads all come back whole."""
+
+    def push_and_pull(i: int) -> None:
+        repo = unique_repo(f"par{i}")
+        manifest = image_manifest(client, repo, layers=3)
+        push(client, repo, manifest, "v1")
+        assert get_manifest(client, repo, "v1").content == manifest.body
+
+    _in_threads(THREADS, push_and_pull)
