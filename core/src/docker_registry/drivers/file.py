@@ -297,12 +297,15 @@ def _check_range(offset: int, length: int | None) -> None:
 
 def _open_read(full: str, path: str, offset: int) -> BinaryIO:
     try:
-        f = open(full, "rb", buffering=0)  # noqa: SIM115 - closed by the generator
+        # Buffered, not raw: its lock makes a close from a cancelled reader wait for a read still running in a
+        # worker thread, instead of freeing the descriptor number for reuse under that read. Reads of a slice or
+        # more bypass the buffer, so nothing is copied twice.
+        f = open(full, "rb")  # noqa: SIM115 - closed by the generator
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise exceptions.FileNotFoundError(f"{path!r} does not exist") from None
     if offset:
         f.seek(offset)
-    return f  # type: ignore[return-value]
+    return f
 
 
 def _read_all(full: str, path: str) -> bytes:

@@ -218,7 +218,7 @@ class _ExampleWriter(Writer):
 
 def _open_for_reading(target: str, path: str) -> BinaryIO:
     try:
-        return open(target, "rb", buffering=0)  # type: ignore[return-value]
+        return open(target, "rb")  # buffered: its lock keeps a close from racing a read in a worker thread
     except FileNotFoundError:
         raise exceptions.FileNotFoundError(f"{path!r} does not exist") from None
 
