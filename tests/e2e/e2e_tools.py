@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
+
+Cli = Callable[..., str]
+"""A client command bound to its options and environment: `podman("pull", ref)` returns stdout."""
 
 APT_PACKAGE = {
     "docker": "docker.io",

@@ -9,13 +9,13 @@ import httpx
 import pytest
 from e2e_http import get_blob, get_manifest
 from e2e_images import OciLayout
-from e2e_tools import require, run
+from e2e_tools import Cli, require, run
 
 from registry_process import RegistryProcess
 
 
 @pytest.fixture
-def buildah(storage_args: list[str], containers_env: dict[str, str]):
+def buildah(storage_args: list[str], containers_env: dict[str, str]) -> Cli:
     """`buildah(*args)` on a private vfs store, with the test registry configured as insecure."""
     require("buildah", "skopeo")
 
@@ -26,7 +26,7 @@ def buildah(storage_args: list[str], containers_env: dict[str, str]):
 
 
 def test_build_on_a_pulled_base_push_and_pull_back(
-    buildah, registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
+    buildah: Cli, registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
 ) -> None:
     base = layout.add_image("base")
     run(

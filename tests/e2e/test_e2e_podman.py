@@ -9,13 +9,13 @@ import httpx
 import pytest
 from e2e_http import get_manifest
 from e2e_images import OciLayout
-from e2e_tools import require, run
+from e2e_tools import Cli, require, run
 
 from registry_process import RegistryProcess
 
 
 @pytest.fixture
-def podman(storage_args: list[str], containers_env: dict[str, str]):
+def podman(storage_args: list[str], containers_env: dict[str, str]) -> Cli:
     """`podman(*args)` on a private vfs store, with the test registry configured as insecure."""
     require("podman", "skopeo")
     base = ["podman", *storage_args, "--cgroup-manager=cgroupfs", "--events-backend=file"]
@@ -26,12 +26,12 @@ def podman(storage_args: list[str], containers_env: dict[str, str]):
     return call
 
 
-def inspect(podman, name: str) -> dict:
+def inspect(podman: Cli, name: str) -> dict:
     return json.loads(podman("image", "inspect", name))[0]
 
 
 def test_push_remove_pull_roundtrip(
-    podman, registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
+    podman: Cli, registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
 ) -> None:
     image = layout.add_image("v1")
     name = f"{registry.host}/{repo}:v1"
@@ -55,7 +55,9 @@ def test_push_remove_pull_roundtrip(
     assert pulled["RootFS"]["Layers"] == json.loads(layout.read_blob(image.config.digest))["rootfs"]["diff_ids"]
 
 
-def test_pull_one_architecture_from_an_index(podman, registry: RegistryProcess, layout: OciLayout, repo: str) -> None:
+def test_pull_one_architecture_from_an_index(
+    podman: Cli, registry: RegistryProcess, layout: OciLayout, repo: str
+) -> None:
     index, images = layout.add_index("multi")
     run(
         [
