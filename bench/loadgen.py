@@ -22,7 +22,8 @@ class LoadResult:
     p99_ms: float
     requests: int
     failures: int
-    """Non-2xx answers, socket errors and timeouts: a run with failures measures the wrong thing."""
+    """Non-2xx answers and socket errors (connect, read, write, 30 s timeouts): a run with failures measures the
+    wrong thing."""
 
 
 def require(tool: str, package: str) -> str:
@@ -33,9 +34,8 @@ def require(tool: str, package: str) -> str:
 
 
 def wrk_get(url: str, connections: int, seconds: int, header: str) -> LoadResult:
-    out = _run(
-        [require("wrk", "wrk"), "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", header, url], seconds
-    )
+    argv = [require("wrk", "wrk"), "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency"]
+    out = _run([*argv, "-H", header, url], seconds)
     rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
     if not p99:
