@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from aiohttp import hdrs, web
 
@@ -332,7 +332,7 @@ async def cancel_upload(request: web.Request, m: dict[str, str]) -> web.StreamRe
 
 
 # --- routing ---------------------------------------------------------------------------------------------------
-_NAME = r"(?P<name>[^\x00]+?)"
+_NAME = r"(?P<name>.+?)"
 ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
     (re.compile(r"^/v2/?$"), {"GET": base, "HEAD": base}),
     (re.compile(r"^/v2/_catalog$"), {"GET": catalog, "HEAD": catalog}),
@@ -362,7 +362,7 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Find the route for the request's path and method; unknown paths are 404, unknown methods 405."""
-    path = request.path
+    path = request.rel_url.raw_path  # undecoded: `%2F` or `%2e%2e` in a name must not become `/` or `..`
     for pattern, methods in ROUTES:
         match = pattern.match(path)
         if match is None:
@@ -374,7 +374,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             raise RegistryError(
                 UNSUPPORTED, f"method {request.method} not allowed here", headers={hdrs.ALLOW: ", ".join(methods)}
             )
-        return await handler(request, match.groupdict())
+        parts = {key: value if key == "name" else unquote(value) for key, value in match.groupdict().items()}
+        return await handler(request, parts)
     raise RegistryError(NOT_FOUND, {"path": path[:300]})
 
 

@@ -108,12 +108,20 @@ class Uploads:
             if hasher.digest() != digest:
                 raise RegistryError(DIGEST_INVALID, {"digest": str(digest)})
             if known_size is None:
-                await self._driver.move(path, blob_path(digest))
+                await self._publish(path, blob_path(digest), hasher.size)
         except BaseException:
             await self._discard(upload_id)
             raise
         await asyncio.to_thread(self._store.finish_upload, upload_id, repository, str(digest), hasher.size)
         await self._remove_data(upload_id)
+
+    async def _publish(self, path: str, final: str, size: int) -> None:
+        try:
+            await self._driver.move(path, final)
+        except exceptions.FileNotFoundError:
+            if size:
+                raise
+            await self._driver.put_content(final, b"")  # nothing was ever written: the empty blob
 
     async def _rehash(self, path: str, algorithm: str) -> Hasher:
         hasher = Hasher(algorithm)
