@@ -56,7 +56,8 @@ def test_artifact_type_and_subject() -> None:
     subject = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "c" * 64, "size": 5}
     manifest = parse_manifest(encode(image(artifactType="application/x-sig", subject=subject)), OCI_MANIFEST)
     assert manifest.artifact_type == "application/x-sig"
-    assert manifest.subject is not None and manifest.subject.digest == subject["digest"]
+    assert manifest.subject is not None
+    assert manifest.subject.digest == subject["digest"]
 
 
 def test_docker_manifest_foreign_layers_are_not_required() -> None:
