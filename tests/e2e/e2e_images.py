@@ -83,14 +83,19 @@ class OciLayout:
     def read_blob(self, digest: str) -> bytes:
         return (self.path / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()
 
-    def add_image(self, tag: str | None, architecture: str = "amd64", layer_count: int = 2) -> Image:
-        """Write one single-platform image; tag it in index.json when `tag` is given."""
+    def add_image(
+        self, tag: str | None, architecture: str = "amd64", layer_count: int = 2, layer_size: int = 32 * 1024
+    ) -> Image:
+        """Write one single-platform image; tag it in index.json when `tag` is given.
+
+        Layer content is random, hence incompressible: `layer_size` is close to what goes over the wire.
+        """
         layers: list[Descriptor] = []
         diff_ids: list[str] = []
         files: dict[str, bytes] = {}
         for n in range(layer_count):
             name = f"e2e/{architecture}-layer{n}.bin"
-            content = os.urandom(32 * 1024 + n)
+            content = os.urandom(layer_size + n)
             files[name] = content
             tar_bytes = _tar_of({name: content})
             diff_ids.append(sha256_digest(tar_bytes))

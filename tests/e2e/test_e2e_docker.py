@@ -106,3 +106,26 @@ def test_manifest_list_create_and_push(
     pulled = inspect(dockerd, list_name)
     assert pulled["Id"] == images["arm64"].config.digest
     assert pulled["Architecture"] == "arm64"
+
+
+def test_push_to_second_repository_mounts_layers_and_pull_by_digest(
+    dockerd: Dockerd, registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
+) -> None:
+    image = layout.add_image("v1", layer_size=6 * 1024 * 1024)
+    first, second = f"{registry.host}/{repo}:v1", f"{registry.host}/{repo}-second:v1"
+    digest = push_image(dockerd, layout, "v1", first, tmp_path)
+
+    again = docker(dockerd, "push", first)
+    assert again.count("Layer already exists") == len(image.layers), again
+    docker(dockerd, "tag", first, second)
+    mounted = docker(dockerd, "push", second)
+    assert mounted.count(f"Mounted from {repo}") == len(image.layers), mounted
+    assert pushed_digest(mounted) == digest
+    assert get_manifest(client, f"{repo}-second", "v1").digest == digest
+
+    docker(dockerd, "rmi", first, second)
+    by_digest = f"{registry.host}/{repo}-second@{digest}"
+    docker(dockerd, "pull", by_digest)
+    assert inspect(dockerd, by_digest)["Id"] == image.config.digest
+    for path, content in image.files.items():
+        assert file_in_image(dockerd, by_digest, "/" + path) == content
