@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e_http import get_manifest
-from e2e_images import OciLayout
+from e2e_images import OCI_LAYER_ZSTD, OciLayout
 from e2e_tools import Cli, require, run
 
 from registry_process import RegistryProcess
@@ -77,3 +77,22 @@ def test_pull_one_architecture_from_an_index(
         assert pulled["Architecture"] == image.architecture
         assert pulled["Id"] == image.config.digest.removeprefix("sha256:")
         assert pulled["Digest"] == index.digest
+
+
+def test_zstd_layers_push_and_pull_back(
+    podman: Cli, registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
+) -> None:
+    image = layout.add_image("v1")
+    name = f"{registry.host}/{repo}:zstd"
+    podman("pull", "--quiet", layout.ref("v1"))
+    podman("tag", image.config.digest.removeprefix("sha256:"), name)
+    podman("push", "--tls-verify=false", "--format", "oci", "--compression-format", "zstd", name)
+
+    manifest = get_manifest(client, repo, "zstd").json()
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [OCI_LAYER_ZSTD] * len(image.layers)
+
+    podman("rmi", "--all", "--force")
+    podman("pull", "--tls-verify=false", name)
+    pulled = inspect(podman, name)
+    assert pulled["Id"] == image.config.digest.removeprefix("sha256:")
+    assert pulled["RootFS"]["Layers"] == json.loads(layout.read_blob(image.config.digest))["rootfs"]["diff_ids"]
