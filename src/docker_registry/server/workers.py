@@ -25,7 +25,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from multiprocessing.process import BaseProcess
 
 from aiohttp import web
@@ -169,10 +169,12 @@ async def _serve_app(
     for signum in stop_signals:
         loop.add_signal_handler(signum, stop.set)
     host, port = config.http.host_port()
+    in_flight = _InFlight()
     try:
         app = create_app(config)
         if inspect.isawaitable(app):
             app = await app
+        app.middlewares.insert(0, in_flight.middleware)
         runner = web.AppRunner(
             app,
             access_log=logs.ACCESS_LOGGER if config.log.accesslog else None,
@@ -190,7 +192,11 @@ async def _serve_app(
     log.info("worker %d (pid %d) draining requests in flight", index, os.getpid())
     if watcher:
         watcher.cancel()
-    await runner.cleanup()  # stops listening, waits up to shutdown_timeout for handlers, then closes
+    in_flight.draining = True
+    await site.stop()  # no new connections
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(in_flight.idle.wait(), config.http.draintimeout)
+    await runner.cleanup()  # closes idle connections, lets responses being sent finish, then closes the rest
     log.info("worker %d (pid %d) stopped", index, os.getpid())
 
 
@@ -199,6 +205,38 @@ async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(PARENT_CHECK_INTERVAL)
     log.warning("master process %d is gone; stopping", parent_pid)
     stop.set()
+
+
+class _InFlight:
+    """Counts requests inside handlers, so a worker that stops waits for uploads still receiving their body.
+
+    aiohttp's own graceful shutdown (`runner.cleanup()`) stops reading from every connection at once (its
+    RequestHandler drops received data once closing), so a chunked PATCH still streaming would stall until the
+    timeout and fail. Hence: stop listening, wait here for handlers to return, and only then let aiohttp close
+    connections (it still waits for responses being sent, such as blob downloads).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.draining = False
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.count += 1
+        self.idle.clear()
+        try:
+            response = await handler(request)
+        finally:
+            self.count -= 1
+            if not self.count:
+                self.idle.set()
+        if self.draining:
+            response.force_close()  # keep-alive clients reconnect, to a server that is not going away
+        return response
 
 
 class _Supervisor:

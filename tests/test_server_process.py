@@ -1,0 +1,431 @@
+"""The `docker-registry` command as an operator runs it: real processes, real signals, real sockets on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from registry_process import RegistryProcess, free_port, implementation
+
+pytestmark = pytest.mark.skipif(implementation() != "ours", reason="tests of our own command line and processes")
+
+SCRIPT = Path(sys.executable).with_name("docker-registry")
+"""Our console script; a bare `docker-registry` on PATH may be CNCF Distribution's binary (/usr/bin)."""
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any REGISTRY_* override the test runner may carry."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "docker_registry.server", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=env or clean_env(),
+    )
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ready_workers(server: RegistryProcess) -> dict[int, int]:
+    """Worker index -> pid of its latest start, from the server's log."""
+    return {int(i): int(pid) for i, pid in re.findall(r"worker (\d+) ready \(pid (\d+)\)", server.log_path.read_text())}
+
+
+def two_workers(server: RegistryProcess) -> dict[int, int]:
+    return wait_for(lambda: len(workers := ready_workers(server)) == 2 and workers, what="two workers")
+
+
+def log_containing(server: RegistryProcess, needle: str) -> str:
+    return wait_for(lambda: needle in (text := server.log_path.read_text()) and text, what=repr(needle))
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RegistryProcess]:
+    started = RegistryProcess(tmp_path / "registry", workers=2).start()
+    yield started
+    started.stop()
+
+
+# --- the command line ----------------------------------------------------------------------------------------------
+
+
+def test_help_describes_every_subcommand() -> None:
+    assert SCRIPT.exists(), f"console script missing: pip install -e . ({SCRIPT})"
+    result = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60, env=clean_env())
+    assert result.returncode == 0
+    assert "serve" in result.stdout
+    assert "run the registry server" in result.stdout
+    assert "print the effective configuration as YAML" in result.stdout
+    assert "REGISTRY_<SECTION>_<KEY>" in result.stdout
+    serve_help = run_cli("serve", "--help")
+    assert serve_help.returncode == 0
+    assert "http.draintimeout" in serve_help.stdout
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert re.fullmatch(r"docker-registry \d+\.\d+\.\d+\S*\n", result.stdout)
+
+
+def test_no_subcommand_prints_usage_and_fails() -> None:
+    result = run_cli()
+    assert result.returncode == 2
+    assert "usage: docker-registry" in result.stderr
+
+
+def test_config_prints_the_effective_configuration_with_env_overrides(tmp_path: Path) -> None:
+    (tmp_path / "config.yml").write_text(
+        yaml.safe_dump({"http": {"addr": "127.0.0.1:5000", "secret": "hush"}, "notifications": {"endpoints": []}})
+    )
+    result = run_cli(
+        "config",
+        "config.yml",
+        cwd=tmp_path,
+        env=clean_env(REGISTRY_HTTP_ADDR=":6000", REGISTRY_HTTP_WORKERS="3", REGISTRY_STORAGE_DELETE_ENABLED="true"),
+    )
+    assert result.returncode == 0, result.stderr
+    effective = yaml.safe_load(result.stdout)
+    assert effective["http"]["addr"] == ":6000"
+    assert effective["http"]["workers"] == 3
+    assert effective["http"]["secret"] == "***"
+    assert effective["storage"]["delete"]["enabled"] is True
+    assert effective["storage"]["filesystem"]["rootdirectory"] == str(tmp_path / "data")
+    assert "notifications: not supported yet" in result.stderr
+    # What `config` prints is itself a valid configuration file.
+    (tmp_path / "effective.yml").write_text(result.stdout)
+    assert run_cli("config", "effective.yml", cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("command", ["serve", "config"])
+@pytest.mark.parametrize(
+    ("content", "env", "message"),
+    [
+        ("http:\n  workers: x\n", {}, "http.workers: expected a positive integer, got 'x'"),
+        ("storage:\n  filesystem: {}\n  inmemory: {}\n", {}, "storage: exactly one storage driver"),
+        ("log:\n  level: loud\n", {}, "log.level: expected one of error, warn, info, debug"),
+        ("http: {addr: [\n", {}, "invalid YAML"),
+        ("", {"REGISTRY_HTTP_ADDR": "no-port"}, "http.addr (from REGISTRY_HTTP_ADDR): expected host:port"),
+    ],
+)
+def test_bad_config_exits_2_naming_the_key(
+    tmp_path: Path, command: str, content: str, env: dict[str, str], message: str
+) -> None:
+    (tmp_path / "config.yml").write_text(content)
+    result = run_cli(command, "config.yml", cwd=tmp_path, env=clean_env(**env))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    result = run_cli("serve", str(tmp_path / "nope.yml"))
+    assert result.returncode == 2
+    assert "nope.yml: cannot read the configuration file: No such file or directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_storage_driver_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "config.yml").write_text("storage:\n  nosuchdriver: {}\n")
+    result = run_cli("serve", "config.yml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "storage.nosuchdriver: no driver named 'nosuchdriver'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.yml").write_text("http:\n  addr: 127.0.0.1:7001\n")
+    result = run_cli("config", cwd=tmp_path, env=clean_env(REGISTRY_CONFIGURATION_PATH=str(tmp_path / "elsewhere.yml")))
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["http"]["addr"] == "127.0.0.1:7001"
+
+
+# --- serving -------------------------------------------------------------------------------------------------------
+
+
+def test_serve_without_a_file_uses_the_embedded_defaults(tmp_path: Path) -> None:
+    if not port_is_free(5000):
+        pytest.skip("port 5000 on 127.0.0.1 is busy; the default address cannot be tested")
+    log = (tmp_path / "registry.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "docker_registry.server", "serve"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+
+        def answers() -> bool:
+            assert proc.poll() is None, (tmp_path / "registry.log").read_text()
+            try:
+                return httpx.get("http://127.0.0.1:5000/v2/", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, 30, "the registry on 127.0.0.1:5000")
+        assert (tmp_path / "data").is_dir()
+        assert (tmp_path / "data" / "registry.db").is_file()
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    assert f"storage filesystem ({tmp_path / 'data'})" in (tmp_path / "registry.log").read_text()
+
+
+def test_environment_overrides_the_listening_address(tmp_path: Path) -> None:
+    """The file says one port, REGISTRY_HTTP_ADDR another: the server answers on the variable's."""
+    unused = free_port()
+    server = RegistryProcess(tmp_path, extra_config={"http": {"addr": f"127.0.0.1:{unused}"}})
+    server.env = {"REGISTRY_HTTP_ADDR": server.host}
+    server.start()
+    try:
+        assert httpx.get(f"{server.url}/v2/", timeout=5).status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{unused}/v2/", timeout=5)
+    finally:
+        server.stop()
+
+
+def test_start_up_line_and_access_log(server: RegistryProcess) -> None:
+    assert httpx.get(f"{server.url}/v2/?probe=access-log", headers={"User-Agent": "probe/1.0"}).status_code == 200
+    text = log_containing(server, "probe=access-log")
+    assert f"listening on http://127.0.0.1:{server.port} with 2 workers, storage filesystem ({server.data_dir})" in text
+    assert "database sqlite" in text
+    # Combined Log Format plus the request time in seconds.
+    assert re.search(
+        r'aiohttp\.access: 127\.0\.0\.1 \[[^]]+\] "GET /v2/\?probe=access-log HTTP/1\.1" 200 \d+ "-" "probe/1\.0" '
+        r"\d+\.\d+s",
+        text,
+    ), text
+
+
+def test_access_log_can_be_disabled(tmp_path: Path) -> None:
+    server = RegistryProcess(tmp_path, workers=1, extra_config={"log": {"accesslog": {"disabled": True}}}).start()
+    try:
+        for _ in range(3):
+            assert httpx.get(f"{server.url}/v2/").status_code == 200
+    finally:
+        server.stop()
+    text = server.log_path.read_text()
+    assert "listening on" in text
+    assert "aiohttp.access" not in text
+
+
+def test_several_workers_share_the_port(server: RegistryProcess) -> None:
+    workers = two_workers(server)
+    assert server.proc is not None
+    for pid in workers.values():
+        assert parent_pid(pid) == server.proc.pid
+
+    # No keep-alive: a new connection every time, so the kernel balances them over the workers.
+    no_keepalive = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=server.url, timeout=10, limits=no_keepalive) as client, ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda i: client.get(f"/v2/?n={i}").status_code, range(200)))
+    assert statuses == [200] * 200
+
+    def answered_by() -> set[int] | None:
+        lines = re.findall(r"\[(\d+)\] aiohttp\.access: .*GET /v2/\?n=\d+ ", server.log_path.read_text())
+        return {int(pid) for pid in lines} if len(lines) == 200 else None
+
+    assert wait_for(answered_by, what="200 access log lines") == set(workers.values())
+
+
+def test_a_killed_worker_is_restarted(server: RegistryProcess) -> None:
+    workers = two_workers(server)
+    victim = workers[1]
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> int | None:
+        pid = ready_workers(server).get(1)
+        return pid if pid != victim else None
+
+    new_pid = wait_for(replaced, 30, "the replacement worker")
+    assert server.proc is not None
+    assert server.proc.poll() is None
+    assert parent_pid(new_pid) == server.proc.pid
+    assert f"worker 1 (pid {victim}) was killed by SIGKILL; restarting it" in server.log_path.read_text()
+    with httpx.Client(base_url=server.url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        statuses = [client.get("/v2/").status_code for _ in range(50)]
+    assert statuses == [200] * 50
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, workers: int) -> None:
+    """A chunked upload streaming for ~2 s when SIGTERM arrives still completes (202), then the server exits 0."""
+    server = RegistryProcess(tmp_path, workers=workers).start()
+    assert server.proc is not None
+    chunk = os.urandom(64 * 1024)
+    pieces = 20
+    data = chunk * pieces
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    try:
+        started = httpx.post(f"{server.url}/v2/drain/test/blobs/uploads/", timeout=10)
+        assert started.status_code == 202, started.text
+        location = httpx.URL(server.url).join(started.headers["Location"])
+        streaming = threading.Event()
+        outcome: dict[str, object] = {}
+
+        def body() -> Iterator[bytes]:
+            for i in range(pieces):
+                if i == 3:
+                    streaming.set()
+                time.sleep(0.1)
+                yield chunk
+
+        def upload() -> None:
+            try:
+                outcome["response"] = httpx.patch(
+                    location, content=body(), headers={"Content-Type": "application/octet-stream"}, timeout=30
+                )
+            except Exception as exc:  # reported by the assertion below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=upload)
+        thread.start()
+        assert streaming.wait(10)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        # Draining: no new connections are accepted, while the upload goes on.
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{server.url}/v2/", timeout=2)
+        assert server.proc.poll() is None
+        thread.join(30)
+        assert "error" not in outcome, outcome
+        response = outcome["response"]
+        assert isinstance(response, httpx.Response)
+        assert response.status_code == 202, response.text
+        assert response.headers["Range"] == f"0-{len(data) - 1}"
+        assert server.proc.wait(30) == 0
+        # Nothing was lost: after a restart the upload can be completed and read back.
+        proc_log = server.log_path.read_text()
+        assert "stopped" in proc_log
+        server.proc = None
+        server.start()
+        done = httpx.put(location.copy_merge_params({"digest": digest}), timeout=30)
+        assert done.status_code == 201, done.text
+        assert httpx.get(f"{server.url}/v2/drain/test/blobs/{digest}", timeout=30).content == data
+    finally:
+        server.stop()
+
+
+def test_second_server_on_the_same_port_refuses_to_start(server: RegistryProcess, tmp_path: Path) -> None:
+    """SO_REUSEPORT must not let a second registry silently share the port with the first."""
+    config = tmp_path / "second.yml"
+    config.write_text(yaml.safe_dump({"http": {"addr": server.host, "workers": 2}}))
+    result = run_cli("serve", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"cannot listen on {server.host}: Address already in use" in result.stderr
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
+
+
+def test_tls(tmp_path: Path) -> None:
+    if not shutil.which("openssl"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("openssl is required in CI")
+        pytest.skip("openssl is not installed: apt-get install openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    config = tmp_path / "config.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}},
+                "http": {
+                    "addr": f"127.0.0.1:{port}",
+                    "workers": 1,
+                    "tls": {"certificate": "cert.pem", "key": "key.pem"},
+                },
+            }
+        )
+    )
+    log = (tmp_path / "registry.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "docker_registry.server", "serve", str(config)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    trust = ssl.create_default_context(cafile=str(cert))
+    try:
+
+        def answers() -> httpx.Response | None:
+            assert proc.poll() is None, (tmp_path / "registry.log").read_text()
+            try:
+                return httpx.get(f"https://127.0.0.1:{port}/v2/", verify=trust, timeout=2)
+            except httpx.TransportError:
+                return None
+
+        assert wait_for(answers, 30, "the TLS registry").status_code == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2)  # plain HTTP is not served on a TLS port
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
+def test_bad_tls_certificate_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    (tmp_path / "config.yml").write_text(
+        yaml.safe_dump(
+            {"http": {"addr": f"127.0.0.1:{free_port()}", "tls": {"certificate": "cert.pem", "key": "cert.pem"}}}
+        )
+    )
+    result = run_cli("serve", "config.yml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "http.tls: cannot load certificate" in result.stderr
+    assert "Traceback" not in result.stderr
