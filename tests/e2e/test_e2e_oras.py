@@ -196,3 +196,30 @@ def test_referrers_list_and_filter_by_artifact_type(
     other = client.get(f"/v2/{subject.repo}/referrers/{sbom.digest}")
     assert other.status_code == 200
     assert other.json()["manifests"] == []
+
+
+def test_chunked_upload_of_files_and_a_directory(
+    oras_client: oras.client.OrasClient, registry: RegistryProcess, client: httpx.Client, repo: str, tmp_path: Path
+) -> None:
+    """The SDK's chunked upload (POST, one PATCH with Content-Range per chunk, PUT); chunks do not divide the file."""
+    src = tmp_path / "src"
+    (src / "tree" / "sub").mkdir(parents=True)
+    big = random_file(src / "big.bin", 5 * 1024 * 1024 + 123)
+    nested = random_file(src / "tree" / "sub" / "nested.bin", 4096)
+    target = f"{registry.host}/{repo}:chunked"
+    oras_client.push(
+        target=target,
+        files=[str(big), str(src / "tree")],
+        do_chunked=True,
+        chunk_size=1024 * 1024,
+        disable_path_validation=True,
+        quiet=True,
+    )
+
+    manifest = get_manifest(client, repo, "chunked").json()
+    assert [layer["annotations"][TITLE] for layer in manifest["layers"]] == ["big.bin", "tree"]
+    assert manifest["layers"][0]["size"] == big.stat().st_size
+    out = tmp_path / "out"
+    oras_client.pull(target=target, outdir=str(out))
+    assert (out / "big.bin").read_bytes() == big.read_bytes()
+    assert (out / "tree" / "sub" / "nested.bin").read_bytes() == nested.read_bytes()
