@@ -429,3 +429,53 @@ def test_bad_tls_certificate_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "http.tls: cannot load certificate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_ctrl_c_to_the_process_group_stops_cleanly(server: RegistryProcess) -> None:
+    """A terminal's Ctrl-C reaches master and workers alike; the master alone drains them, nothing restarts."""
+    workers = two_workers(server)
+    assert server.proc is not None
+    os.killpg(server.proc.pid, signal.SIGINT)
+    assert server.proc.wait(30) == 0
+    assert all(gone(pid) for pid in workers.values())
+    text = server.log_path.read_text()
+    assert "shutting down" in text
+    assert "restarting" not in text
+
+
+def test_workers_stop_when_the_master_is_killed(server: RegistryProcess) -> None:
+    workers = two_workers(server)
+    assert server.proc is not None
+    server.proc.kill()
+    server.proc.wait()
+    wait_for(lambda: all(gone(pid) for pid in workers.values()), 30, "orphaned workers to exit")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/v2/", timeout=2)
+
+
+def test_workers_dying_again_and_again_stop_the_registry(server: RegistryProcess) -> None:
+    """Restarts are bounded: a registry whose workers keep dying exits 1 instead of looping forever."""
+    proc = server.proc
+    assert proc is not None
+    killed: set[int] = set()
+
+    def fresh_workers() -> set[int] | str | None:
+        if proc.poll() is not None:
+            return "exited"
+        fresh = set(ready_workers(server).values()) - killed
+        return fresh if len(fresh) == 2 else None
+
+    while (fresh := wait_for(fresh_workers, 30, "fresh workers")) != "exited" and len(killed) < 10:
+        for pid in fresh:
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+    assert proc.wait(30) == 1
+    assert len(killed) == 6
+    assert "6 workers died within 60 s, stopping the registry" in server.log_path.read_text()
