@@ -151,3 +151,33 @@ def put_blob(base: str, repo: str, data: bytes, digest: str) -> None:
 def put_manifest(base: str, repo: str, reference: str, data: bytes, media_type: str) -> None:
     r = request(f"{base}/v2/{repo}/manifests/{reference}", "PUT", {"Content-Type": media_type}, data)
     expect(r, 201, f"PUT manifest {repo}:{reference}")
+
+
+def download(url: str, buffer_size: int = 4 * 1024 * 1024, timeout: float = 600.0) -> int:
+    """GET `url` and discard the body as it arrives (`recv_into` one reused buffer, no copies, GIL released);
+    returns the body's size, checked against Content-Length."""
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    head = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
+    buffer = bytearray(buffer_size)
+    view = memoryview(buffer)
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
+        sock.sendall(head)
+        raw = bytearray()
+        while b"\r\n\r\n" not in raw:
+            n = sock.recv_into(view)
+            if not n:
+                raise HTTPError(f"GET {url}: connection closed before the response headers")
+            raw += view[:n]
+            if len(raw) > 65536 and b"\r\n\r\n" not in raw:
+                raise HTTPError(f"GET {url}: response headers larger than 64 KiB")
+        end = raw.index(b"\r\n\r\n") + 4
+        response = _parse(bytes(raw[:end]), f"GET {url}")
+        expect(response, 200, f"GET {url}")
+        received = len(raw) - end
+        while n := sock.recv_into(view):
+            received += n
+    announced = response.header("content-length")
+    if announced and int(announced) != received:
+        raise HTTPError(f"GET {url}: received {received} bytes, Content-Length announced {announced}")
+    return received
