@@ -92,7 +92,7 @@ def test_invalid_names_are_refused(registry: RegistryProcess, name: str) -> None
             pytest.xfail("CNCF Distribution 2.8 redirects to the cleaned path instead of refusing the name")
         assert status in (400, 404), f"{request_line}: {answer[:300]!r}"
         head, _, body = answer.partition(b"\r\n\r\n")
-        if status == 400 and b"application/json" in head.lower():
+        if status == 400 and body and b"application/json" in head.lower():
             codes = [error["code"] for error in json.loads(body)["errors"]]
             assert "NAME_INVALID" in codes, f"{request_line}: {body[:300]!r}"
 

@@ -152,6 +152,16 @@ def test_blob_range(
     assert int(got.headers["Content-Length"]) == end - start + 1
 
 
+def test_blob_head_with_range(client: httpx.Client, blob_repo: tuple[str, bytes, str]) -> None:
+    repo, _data, digest = blob_repo
+    head = client.head(f"/v2/{repo}/blobs/{digest}", headers={"Range": "bytes=10-19"})
+    assert head.status_code in (200, 206)
+    assert head.content == b""
+    if head.status_code == 206:
+        assert head.headers["Content-Range"] == "bytes 10-19/100000"
+        assert head.headers["Content-Length"] == "10"
+
+
 @xfail_on_distribution("answers 416 announcing the whole blob's Content-Length, then sends a short body")
 @pytest.mark.parametrize("range_header", ["bytes=100000-", "bytes=200000-300000"])
 def test_blob_range_not_satisfiable(client: httpx.Client, blob_repo: tuple[str, bytes, str], range_header: str) -> None:

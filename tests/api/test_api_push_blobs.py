@@ -205,3 +205,60 @@ def test_empty_blob(client: httpx.Client) -> None:
     assert got.status_code == 200
     assert got.content == b""
     assert got.headers["Content-Length"] == "0"
+
+
+def test_finished_upload_session_is_gone(client: httpx.Client) -> None:
+    repo, data = unique_repo(), random_bytes(1000)
+    location = start_upload(client, repo)
+    put = client.put(with_params(location, digest=sha256(data)), content=data, headers=OCTETS)
+    assert put.status_code == 201
+    assert put.headers["Location"].split("?")[0].endswith(f"/v2/{repo}/blobs/{sha256(data)}")
+    assert_error(client.get(location), 404, "BLOB_UPLOAD_UNKNOWN")
+    assert_error(_patch(client, location, b"more", len(data)), 404, "BLOB_UPLOAD_UNKNOWN")
+
+
+def test_upload_session_belongs_to_its_repository(client: httpx.Client) -> None:
+    repo, other = unique_repo(), unique_repo()
+    push_blob(client, other, b"other exists")
+    location = start_upload(client, repo)
+    foreign = str(httpx.URL(location).copy_with(path=httpx.URL(location).path.replace(repo, other)))
+    assert_error(client.get(foreign), 404, "BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID")
+    data = random_bytes(100)
+    put = client.put(with_params(foreign, digest=sha256(data)), content=data, headers=OCTETS)
+    assert put.status_code == 404
+    assert client.head(f"/v2/{other}/blobs/{sha256(data)}").status_code == 404
+    assert client.head(f"/v2/{repo}/blobs/{sha256(data)}").status_code == 404
+
+
+@xfail_on_distribution("ignores Content-Range")
+@pytest.mark.parametrize("declared", ["0-99", "0-10", "5-54"])
+def test_content_range_must_match_the_chunk(client: httpx.Client, declared: str) -> None:
+    """A chunk whose body does not fill its Content-Range is refused, and the session stays as it was."""
+    repo = unique_repo()
+    location = start_upload(client, repo)
+    response = client.patch(location, content=random_bytes(50), headers={**OCTETS, "Content-Range": declared})
+    assert response.status_code in (400, 416), response.text
+    data = random_bytes(300)
+    put = client.put(with_params(location, digest=sha256(data)), content=data, headers=OCTETS)
+    assert put.status_code == 201, put.text
+    _assert_pullable(client, repo, data)
+
+
+@xfail_on_distribution("ignores Content-Range")
+def test_final_chunk_with_wrong_content_range(client: httpx.Client) -> None:
+    repo, first, last = unique_repo(), random_bytes(100), random_bytes(100)
+    location = _patch(client, start_upload(client, repo), first, 0).headers["Location"]
+    headers = {**OCTETS, "Content-Range": "300-399"}
+    put = client.put(with_params(location, digest=sha256(first + last)), content=last, headers=headers)
+    assert put.status_code == 416, put.text
+    assert client.head(f"/v2/{repo}/blobs/{sha256(first + last)}").status_code == 404
+
+
+def test_mount_without_from(client: httpx.Client) -> None:
+    """OCI v1.1 lets a client omit `from`; the registry mounts (201) or starts an upload (202), never fails."""
+    source, target, data = unique_repo("src"), unique_repo("dst"), random_bytes(700)
+    digest = push_blob(client, source, data)
+    response = client.post(f"/v2/{target}/blobs/uploads/", params={"mount": digest})
+    assert response.status_code in (201, 202), response.text
+    if response.status_code == 201:
+        _assert_pullable(client, target, data)
