@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion10, web
 
 from docker_registry.core.driver import fetch
 
@@ -61,6 +61,10 @@ async def _errors(
 ) -> web.StreamResponse:
     """Render registry errors from the catalogue, and anything unexpected as a clean JSON error, never a trace."""
     try:
+        if request.version < HttpVersion10:
+            # An HTTP/0.9 request line: answer in HTTP/1.0, since 0.9 has no status line to carry a refusal.
+            request._message = request._message._replace(version=HttpVersion10)
+            raise RegistryError(UNSUPPORTED, "HTTP/0.9 is not supported", status=400)
         return await handler(request)
     except RegistryError as e:
         return _error_response(e, request.method)

@@ -52,10 +52,13 @@ async def read_limited(request: web.Request, limit: int, error: RegistryError) -
     if expected is not None and expected > limit:
         raise error
     buffer = bytearray()
-    async for chunk in request.content.iter_chunked(READ_SIZE):
-        buffer += chunk
-        if len(buffer) > limit:
-            raise error
+    try:
+        async for chunk in request.content.iter_chunked(READ_SIZE):
+            buffer += chunk
+            if len(buffer) > limit:
+                raise error
+    except (OSError, HttpProcessingError) as e:
+        raise RegistryError(SIZE_INVALID, f"request body broke off after {len(buffer)} bytes: {e}") from None
     if expected is not None and len(buffer) != expected:
         raise RegistryError(SIZE_INVALID, f"received {len(buffer)} bytes, Content-Length announced {expected}")
     return bytes(buffer)

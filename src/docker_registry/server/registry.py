@@ -62,7 +62,8 @@ class Registry:
 
     async def get_manifest(self, repository: str, reference: str) -> tuple[str, StoredManifest]:
         digest = await self.resolve(repository, reference)
-        self.cache.refresh()
+        if names.is_digest(reference):
+            self.cache.refresh()  # resolve() refreshed already for a tag
         manifest = self.cache.manifests.get((repository, digest))
         if manifest is None:
             manifest = await asyncio.to_thread(self.store.manifest, repository, digest)
