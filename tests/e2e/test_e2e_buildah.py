@@ -1,4 +1,4 @@
-"""buildah against the registry: pull a base image, add a layer, push the result, and read it back."""
+"""buildah against the registry: build on a pulled base, push, read back; push a multi-platform manifest list."""
 
 from __future__ import annotations
 
@@ -77,3 +77,32 @@ def test_build_on_a_pulled_base_push_and_pull_back(
         buildah("rm", container)
     image = json.loads(buildah("inspect", "--type", "image", f"{registry.host}/{repo}:built"))
     assert image["OCIv1"]["config"]["Labels"]["e2e.built"] == "yes"
+
+
+def test_manifest_list_push_all_and_inspect(
+    buildah: Cli, registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
+) -> None:
+    images = [layout.add_image(arch, architecture=arch) for arch in ("amd64", "arm64")]
+    buildah("manifest", "create", "e2e-list")
+    for image in images:
+        buildah("manifest", "add", "e2e-list", layout.ref(image.architecture))
+    digest_file = tmp_path / "digest"
+    buildah(
+        "manifest",
+        "push",
+        "--all",
+        "--tls-verify=false",
+        "--digestfile",
+        str(digest_file),
+        "e2e-list",
+        f"docker://{registry.host}/{repo}:list",
+    )
+
+    served = get_manifest(client, repo, "list")
+    assert served.digest == digest_file.read_text().strip()
+    children = {m["platform"]["architecture"]: m["digest"] for m in served.json()["manifests"]}
+    assert children == {image.architecture: image.manifest.digest for image in images}
+    for image in images:
+        assert get_manifest(client, repo, image.manifest.digest).body == layout.read_blob(image.manifest.digest)
+        for layer in image.layers:
+            assert get_blob(client, repo, layer.digest) == layout.read_blob(layer.digest)

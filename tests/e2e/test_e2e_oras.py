@@ -1,5 +1,5 @@
 """The ORAS Python SDK against the registry: artifacts with a subject and an artifact type, pulled back, and found
-through the referrers API.
+through the referrers API; chunked uploads.
 
 The SDK's `push()` can set a subject and a config media type but not `artifactType`; the signature artifact is
 therefore a manifest written here and sent through the SDK's own `upload_blob` / `upload_manifest` helpers.

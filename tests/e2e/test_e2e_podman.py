@@ -1,4 +1,4 @@
-"""podman against the registry: push, pull back into an empty store, and pick one platform out of an index."""
+"""podman against the registry: push, pull back into an empty store, one platform out of an index, zstd, search."""
 
 from __future__ import annotations
 
@@ -96,3 +96,29 @@ def test_zstd_layers_push_and_pull_back(
     pulled = inspect(podman, name)
     assert pulled["Id"] == image.config.digest.removeprefix("sha256:")
     assert pulled["RootFS"]["Layers"] == json.loads(layout.read_blob(image.config.digest))["rootfs"]["diff_ids"]
+
+
+def test_search_lists_repositories_and_tags(
+    podman: Cli, registry: RegistryProcess, layout: OciLayout, repo: str
+) -> None:
+    """`podman search` reads the catalog and the tag list: both must show what was pushed."""
+    for tag in ("a", "b"):
+        layout.add_image(tag)
+        run(
+            [
+                "skopeo",
+                "--insecure-policy",
+                "copy",
+                "--dest-tls-verify=false",
+                layout.ref(tag),
+                f"docker://{registry.host}/{repo}:{tag}",
+            ]
+        )
+    found = podman(
+        "search", "--tls-verify=false", "--limit", "1000", "--format", "{{.Name}}", f"{registry.host}/{repo}"
+    )
+    assert f"{registry.host}/{repo}" in found.split()
+    # podman 4.3 ignores --format with --list-tags: read the NAME / TAG table.
+    table = podman("search", "--tls-verify=false", "--list-tags", f"{registry.host}/{repo}").splitlines()
+    assert table[0].split() == ["NAME", "TAG"]
+    assert sorted(tuple(row.split()) for row in table[1:]) == [(f"{registry.host}/{repo}", t) for t in ("a", "b")]

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from e2e_http import get_blob, get_manifest
-from e2e_images import DOCKER_CONFIG, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, OciLayout, sha256_digest
+from e2e_images import DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, OciLayout, sha256_digest
 from e2e_tools import require, run
 
 from registry_process import RegistryProcess
@@ -169,3 +169,30 @@ def test_sync_registry_to_dir_and_to_registry(
     )
     for tag, image in images.items():
         assert get_manifest(client, f"{repo}-mirror/{name}", tag).digest == image.manifest.digest
+
+
+def test_copy_all_as_docker_manifest_list(
+    registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str
+) -> None:
+    _, images = layout.add_index("multi")
+    skopeo(
+        "copy",
+        "--all",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        layout.ref("multi"),
+        f"docker://{registry.host}/{repo}:multi",
+    )
+
+    served = get_manifest(client, repo, "multi")
+    assert served.media_type == DOCKER_LIST
+    children = {m["platform"]["architecture"]: m for m in served.json()["manifests"]}
+    assert set(children) == {img.architecture for img in images}
+    for img in images:
+        child = children[img.architecture]
+        assert child["mediaType"] == DOCKER_MANIFEST
+        manifest = get_manifest(client, repo, child["digest"])
+        assert manifest.media_type == DOCKER_MANIFEST
+        assert len(manifest.body) == child["size"]
+        assert manifest.json()["config"]["digest"] == img.config.digest
