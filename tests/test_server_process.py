@@ -479,3 +479,17 @@ def test_workers_dying_again_and_again_stop_the_registry(server: RegistryProcess
     assert proc.wait(30) == 1
     assert len(killed) == 6
     assert "6 workers died within 60 s, stopping the registry" in server.log_path.read_text()
+
+
+def test_unusable_data_directory_exits_1_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "not-a-dir").write_text("a file where the data directory should be\n")
+    (tmp_path / "config.yml").write_text(
+        yaml.safe_dump(
+            {"http": {"addr": f"127.0.0.1:{free_port()}"}, "storage": {"filesystem": {"rootdirectory": "not-a-dir"}}}
+        )
+    )
+    result = run_cli("serve", "config.yml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot prepare the data directory and database" in result.stderr
+    assert "not-a-dir" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -64,13 +64,13 @@ def serve(config: Config) -> int:
     for notice in config.notices:
         log.warning("%s", notice)
     tls.server_context(config.http)  # a bad certificate fails here, once, not in every worker
+    _check_driver(config)
     host, port = config.http.host_port()
     try:
         _check_address_free(host, port)
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.http.addr, exc.strerror or exc)
         return 1
-    _check_driver(config)
     try:
         prepare(config)
     except Exception as exc:
@@ -126,7 +126,7 @@ def _run_in_process(config: Config) -> int:
     try:
         _run_loop(config, reuse_port=False, stop_signals=(signal.SIGTERM, signal.SIGINT), parent_pid=None)
     except WorkerStartupError as exc:
-        log.error("%s", exc, exc_info=exc.__cause__)
+        log.error("%s", exc, exc_info=_traceback_worth_showing(exc))
         return 1
     log.info("stopped")
     return 0
@@ -140,7 +140,7 @@ def _worker_main(config: Config, index: int) -> None:
     try:
         _run_loop(config, reuse_port=True, stop_signals=(signal.SIGTERM,), parent_pid=os.getppid(), index=index)
     except WorkerStartupError as exc:
-        log.error("worker %d: %s", index, exc, exc_info=exc.__cause__)
+        log.error("worker %d: %s", index, exc, exc_info=_traceback_worth_showing(exc))
         sys.exit(WORKER_STARTUP_FAILED)
 
 
@@ -155,6 +155,12 @@ def _run_loop(
     # The standard selector loop, explicitly: sendfile needs it, whatever event loop policy is installed.
     with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
         runner.run(_serve_app(config, reuse_port, stop_signals, parent_pid, index))
+
+
+def _traceback_worth_showing(exc: WorkerStartupError) -> BaseException | None:
+    """A port in use or a bad setting explains itself in one line; anything else is a bug, show where."""
+    cause = exc.__cause__
+    return None if isinstance(cause, OSError | ConfigError) else cause
 
 
 async def _serve_app(
