@@ -234,6 +234,16 @@ def test_unrelated_registry_variables_are_not_keys(tmp_path: Path) -> None:
     assert config == load(None, {})
 
 
+def test_variables_naming_no_section_are_ignored_with_a_notice(tmp_path: Path) -> None:
+    """Kubernetes puts these into every pod next to a Service named "registry"; Distribution ignores them too."""
+    config = load(None, {"REGISTRY_PORT": "tcp://10.0.0.7:5000", "REGISTRY_SERVICE_HOST": "10.0.0.7"})
+    assert config.http.addr == "127.0.0.1:5000"
+    assert config.notices == [
+        "REGISTRY_PORT: names no configuration section; ignored",
+        "REGISTRY_SERVICE_HOST: names no configuration section; ignored",
+    ]
+
+
 # --- errors ------------------------------------------------------------------------------------------------------
 
 

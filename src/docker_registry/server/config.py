@@ -155,6 +155,9 @@ UNSUPPORTED_SECTIONS = {
 }
 """Top-level sections of Distribution (and of our own plans) that are accepted but do nothing yet."""
 
+SECTIONS = {"version", "log", "storage", "http", "database", "validation"}
+"""The top-level sections this registry reads."""
+
 STORAGE_KEYS = {"delete", "maintenance", "redirect", "cache", "tag"}
 """Keys of `storage` that are not a driver section; any other key names the driver."""
 
@@ -173,8 +176,10 @@ class _EnvValue(str):
 def load(path: str | None, environ: Mapping[str, str] = os.environ) -> Config:
     """The effective configuration: embedded defaults, then the YAML file at `path`, then REGISTRY_* variables."""
     raw = _read_file(path) if path else {}
-    _apply_environment(raw, environ)
-    return _Builder(raw).build()
+    ignored = _apply_environment(raw, environ)
+    config = _Builder(raw).build()
+    config.notices[:0] = ignored
+    return config
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -194,8 +199,13 @@ def _read_file(path: str) -> dict[str, Any]:
     return data
 
 
-def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
-    """REGISTRY_HTTP_ADDR -> raw["http"]["addr"], Distribution's scheme; REGISTRY_STORAGE=<driver> picks a driver."""
+def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """REGISTRY_HTTP_ADDR -> raw["http"]["addr"], Distribution's scheme; REGISTRY_STORAGE=<driver> picks a driver.
+
+    Variables naming no section are ignored with a notice, as Distribution does: Kubernetes injects
+    REGISTRY_PORT, REGISTRY_SERVICE_HOST, ... into every pod beside a Service called "registry".
+    """
+    ignored = []
     selected = environ.get("REGISTRY_STORAGE")
     if selected:
         storage = raw.get("storage") if isinstance(raw.get("storage"), dict) else {}
@@ -206,6 +216,9 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
         if not variable.startswith(ENV_PREFIX) or variable in ENV_NOT_OVERRIDES or variable == "REGISTRY_STORAGE":
             continue
         keys = variable[len(ENV_PREFIX) :].lower().split("_")
+        if keys[0] not in SECTIONS and keys[0] not in UNSUPPORTED_SECTIONS:
+            ignored.append(f"{variable}: names no configuration section; ignored")
+            continue
         if not all(keys):
             raise ConfigError(f"{variable}: malformed variable name")
         node = raw
@@ -218,6 +231,7 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
                 raise ConfigError(f"{variable}: {where} is not a section, cannot set {'.'.join(keys)}")
             node = child
         node[keys[-1]] = _EnvValue(environ[variable], variable)
+    return ignored
 
 
 def _typed(value: Any) -> Any:
