@@ -144,3 +144,48 @@ def test_subject_may_not_exist_yet(client: httpx.Client) -> None:
     artifact = image_manifest(client, repo, artifact_type="application/vnd.example.sig", subject=ghost)
     push(client, repo, artifact)
     assert get_manifest(client, repo, artifact.digest).content == artifact.body
+
+
+def test_oci_manifest_without_media_type_field(client: httpx.Client) -> None:
+    """`mediaType` is optional in an OCI manifest: the Content-Type of the push decides, and is served back."""
+    repo = unique_repo()
+    document = json.loads(image_manifest(client, repo).body)
+    del document["mediaType"]
+    body = canonical(document)
+    response = put_manifest(client, repo, "bare", body, OCI_MANIFEST)
+    assert response.status_code == 201, response.text
+    got = get_manifest(client, repo, "bare")
+    assert got.content == body
+    assert got.headers["Content-Type"] == OCI_MANIFEST
+
+
+def test_manifest_is_scoped_to_its_repository(client: httpx.Client) -> None:
+    repo, other = unique_repo(), unique_repo()
+    manifest = image_manifest(client, repo)
+    push(client, repo, manifest, "mine")
+    push(client, other, image_manifest(client, other), "theirs")
+    assert_error(get_manifest(client, other, manifest.digest), 404, "MANIFEST_UNKNOWN")
+    assert get_manifest(client, other, manifest.digest, "HEAD").status_code == 404
+
+
+def test_tag_deleted_then_pushed_again(client: httpx.Client) -> None:
+    repo = unique_repo()
+    manifest = image_manifest(client, repo)
+    push(client, repo, manifest, "again")
+    assert client.delete(f"/v2/{repo}/manifests/{manifest.digest}").status_code == 202
+    assert get_manifest(client, repo, "again").status_code == 404
+    push(client, repo, manifest, "again")
+    assert get_manifest(client, repo, "again").content == manifest.body
+    assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["again"]
+
+
+def test_index_may_reference_manifests_of_both_families(client: httpx.Client) -> None:
+    repo = unique_repo()
+    children = [image_manifest(client, repo), image_manifest(client, repo, media_type=DOCKER_MANIFEST)]
+    for child in children:
+        push(client, repo, child)
+    index = index_manifest(children, OCI_INDEX)
+    push(client, repo, index, "multi")
+    got = get_manifest(client, repo, "multi")
+    assert got.content == index.body
+    assert got.headers["Content-Type"] == OCI_INDEX

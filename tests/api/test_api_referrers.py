@@ -132,6 +132,16 @@ def test_deleted_referrer_disappears(client: httpx.Client, graph: tuple[str, Pus
     assert gone.digest not in _by_digest(_referrers(client, repo, image.digest))
 
 
+def test_referrer_pushed_before_its_subject(client: httpx.Client) -> None:
+    repo = unique_repo("refs")
+    image = image_manifest(client, repo)
+    early = image_manifest(client, repo, artifact_type=SIGNATURE, subject=image)
+    push(client, repo, early)
+    assert set(_by_digest(_referrers(client, repo, image.digest))) == {early.digest}
+    push(client, repo, image, "late")
+    assert set(_by_digest(_referrers(client, repo, image.digest))) == {early.digest}
+
+
 @pytest.mark.parametrize("digest", ["sha256:xyz", "latest", "sha256:" + "0" * 63])
 def test_invalid_digest(client: httpx.Client, digest: str) -> None:
     repo = unique_repo("refs")
