@@ -142,7 +142,9 @@ def test_other_drivers_keep_their_options(tmp_path: Path) -> None:
     config = load_yaml(tmp_path, {"storage": {"s3": {"bucket": "images", "region": "eu-west-1", "secure": True}}})
     assert config.storage.driver == "s3"
     assert config.storage.options == {"bucket": "images", "region": "eu-west-1", "secure": True}
-    assert load_yaml(tmp_path, "storage:\n  inmemory:\n").storage.driver == "inmemory"
+    in_memory = load_yaml(tmp_path, "storage:\n  inmemory:\n")
+    assert in_memory.storage.driver == "inmemory"
+    assert in_memory.http.workers == 1  # blobs in memory are one process's
 
 
 @pytest.mark.parametrize(
@@ -273,6 +275,7 @@ def test_variables_naming_no_section_are_ignored_with_a_notice(tmp_path: Path) -
         ({"storage": {"redirect": {"disable": "no way"}}}, "storage.redirect.disable: expected true or false"),
         ({"storage": {"filesystem": {"rootdirectory": 7}}}, "storage.filesystem.rootdirectory: expected a non-empty"),
         ({"storage": {"s3": "bucket"}}, "storage.s3: expected a mapping"),
+        ({"storage": {"inmemory": {}}, "http": {"workers": 2}}, "http.workers: the inmemory storage driver needs 1"),
         ({"log": {"level": "loud"}}, "log.level: expected one of error, warn, info, debug, got 'loud'"),
         ({"log": {"accesslog": {"disabled": "no"}}}, "log.accesslog.disabled: expected true or false"),
         ({"log": {"colour": True}}, "log.colour: unknown key"),

@@ -60,7 +60,7 @@ class HTTPConfig:
     headers: dict[str, list[str]] = field(default_factory=dict)
     """Extra response headers added to every response (http.headers)."""
     workers: int | None = None
-    """Worker processes sharing the port; None means one per core."""
+    """Worker processes sharing the port; None means one per core (always 1 with the inmemory driver)."""
     tls_certificate: str | None = None
     tls_key: str | None = None
     tls_minimum: str = "tls1.2"
@@ -286,6 +286,8 @@ class _Builder:
                 raise ConfigError(f"{self._name(key, value)}: unknown section")
         if self.config.storage.driver == "filesystem":
             self._filesystem(self.config.storage.options)
+        if self.config.storage.driver == "inmemory":
+            self._one_process()
         return self.config
 
     # helpers
@@ -398,6 +400,13 @@ class _Builder:
         for ignored in ("cache", "tag"):
             if ignored in section:
                 self.config.notices.append(f"storage.{ignored}: not supported yet; ignored")
+
+    def _one_process(self) -> None:
+        """In-memory blobs live in one process: a second worker would not see what the first one stored."""
+        workers = self.config.http.workers
+        if workers is not None and workers > 1:
+            raise ConfigError(f"http.workers: the inmemory storage driver needs 1 worker, got {workers}")
+        self.config.http.workers = 1
 
     def _filesystem(self, options: dict[str, Any]) -> None:
         """Relative roots are resolved against the current directory (Distribution requires absolute ones)."""
