@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -214,7 +215,10 @@ def test_serve_without_a_file_uses_the_embedded_defaults(tmp_path: Path) -> None
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
-    assert f"storage filesystem ({tmp_path / 'data'})" in (tmp_path / "registry.log").read_text()
+    text = (tmp_path / "registry.log").read_text()
+    assert f"storage filesystem ({tmp_path / 'data'})" in text
+    count = os.cpu_count() or 1
+    assert f"listening on http://127.0.0.1:5000 with {count} worker{'s' if count > 1 else ''}," in text
 
 
 def test_environment_overrides_the_listening_address(tmp_path: Path) -> None:
@@ -493,3 +497,35 @@ def test_unusable_data_directory_exits_1_with_the_reason(tmp_path: Path) -> None
     assert "cannot prepare the data directory and database" in result.stderr
     assert "not-a-dir" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_draintimeout_bounds_the_wait_for_slow_requests(tmp_path: Path) -> None:
+    server = RegistryProcess(tmp_path, workers=2, extra_config={"http": {"draintimeout": "1s"}}).start()
+    assert server.proc is not None
+    try:
+        started = httpx.post(f"{server.url}/v2/drain/slow/blobs/uploads/", timeout=10)
+        assert started.status_code == 202, started.text
+        location = httpx.URL(server.url).join(started.headers["Location"])
+        streaming = threading.Event()
+
+        def body() -> Iterator[bytes]:
+            for _ in range(200):  # 20 s, far beyond the drain timeout
+                streaming.set()
+                time.sleep(0.1)
+                yield b"x" * 1024
+
+        def upload() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.patch(location, content=body(), timeout=30)
+
+        thread = threading.Thread(target=upload, daemon=True)
+        thread.start()
+        assert streaming.wait(10)
+        time.sleep(0.3)
+        signalled = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(15)
+        assert time.monotonic() - signalled < 10
+        assert "up to 1 s" in server.log_path.read_text()
+    finally:
+        server.stop()
