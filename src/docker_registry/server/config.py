@@ -397,9 +397,10 @@ class _Builder:
             self._keys("storage.redirect", redirect, {"disable"})
             if "disable" in redirect:
                 storage.redirect = not self._bool("storage.redirect.disable", redirect["disable"])
-        for ignored in ("cache", "tag"):
-            if ignored in section:
-                self.config.notices.append(f"storage.{ignored}: not supported yet; ignored")
+        if "cache" in section:
+            self.config.notices.append("storage.cache: ignored; this registry keeps its own caches in each process")
+        if "tag" in section:
+            self.config.notices.append("storage.tag: not supported yet; ignored")
 
     def _one_process(self) -> None:
         """In-memory blobs live in one process: a second worker would not see what the first one stored."""
