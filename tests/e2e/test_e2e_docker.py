@@ -1,4 +1,4 @@
-"""The Docker engine against the registry: push, pull back after removal, and a multi-platform manifest list."""
+"""The Docker engine against the registry: push, pull back after removal, mounts, manifest lists, OCI indexes."""
 
 from __future__ import annotations
 
@@ -129,3 +129,30 @@ def test_push_to_second_repository_mounts_layers_and_pull_by_digest(
     assert inspect(dockerd, by_digest)["Id"] == image.config.digest
     for path, content in image.files.items():
         assert file_in_image(dockerd, by_digest, "/" + path) == content
+
+
+def test_pull_each_platform_of_an_oci_index(
+    dockerd: Dockerd, registry: RegistryProcess, layout: OciLayout, repo: str
+) -> None:
+    """An OCI image index pushed by another client (skopeo): the engine resolves each platform from it."""
+    _, images = layout.add_index("multi")
+    name = f"{registry.host}/{repo}:multi"
+    run(
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            layout.ref("multi"),
+            f"docker://{name}",
+        ]
+    )
+    for image in images:
+        docker(dockerd, "pull", "--platform", f"linux/{image.architecture}", name)
+        pulled = inspect(dockerd, name)
+        assert pulled["Id"] == image.config.digest
+        assert pulled["Architecture"] == image.architecture
+        for path, content in image.files.items():
+            assert file_in_image(dockerd, name, "/" + path) == content
+        docker(dockerd, "rmi", name)
