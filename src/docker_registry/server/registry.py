@@ -7,11 +7,9 @@ never blocks on it.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
-from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, blob_path
 from docker_registry.core.driver import Base
 
@@ -178,30 +176,13 @@ class Registry:
         return await self.uploads.append(upload, chunks, start)
 
     async def finish_upload(self, upload: Upload, digest: Digest, chunks: AsyncIterable[bytes] | None) -> None:
-        size = upload.size
-        if chunks is not None:
-            size = await self.uploads.append(upload, chunks)
-        await self._publish(upload.repository, upload.id, size, digest)
+        await self.uploads.complete(upload, digest, chunks)
+        self.cache.clear()
 
     async def put_blob(self, repository: str, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
         """A monolithic upload: the whole blob in one request, verified before it becomes visible."""
-        upload_id = str(uuid.uuid4())
-        size = await self.uploads.write_whole(upload_id, chunks)
-        await self._publish(repository, upload_id, size, digest)
-
-    async def _publish(self, repository: str, upload_id: str, size: int, digest: Digest) -> None:
-        known = await asyncio.to_thread(self.store.known_blob_size, str(digest))
-        if known is not None and not await self._stored(digest):
-            known = None
-        await self.uploads.finish(repository, upload_id, size, digest, known)
+        await self.uploads.put_whole(repository, digest, chunks)
         self.cache.clear()
-
-    async def _stored(self, digest: Digest) -> bool:
-        try:
-            await self.driver.stat(blob_path(digest))
-        except exceptions.FileNotFoundError:
-            return False
-        return True
 
     async def cancel_upload(self, upload: Upload) -> None:
         await self.uploads.cancel(upload)

@@ -1,8 +1,10 @@
 """Blob upload sessions: bytes appended in the driver under `uploads/<id>/data`, sessions in the metadata store.
 
-Any process can continue a session another began. Each process keeps the running hash of sessions it served while
-the stored size still matches it; otherwise the stored bytes are hashed again before the digest is checked.
-A blob becomes visible only after its bytes matched the digest the client announced.
+Any process can continue a session another began. A request writing to a session first claims it in the metadata
+store (which also checks the offset), so racing chunks cannot interleave. Each process keeps the running hash of
+the sessions it served while the stored size still matches it; otherwise the stored bytes are hashed again before
+the digest is checked. A blob becomes visible only after its bytes matched the digest the client announced and
+were made durable.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, Hasher, blob_path
 from docker_registry.core.driver import Base, Writer
 
-from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
+from .errors import BLOB_UPLOAD_INVALID, BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
 from .store.metadata import MetadataStore, Upload
 
 HASH_ALGORITHM = "sha256"
@@ -24,6 +26,10 @@ MAX_KEPT_HASHERS = 1000
 
 def upload_path(upload_id: str) -> str:
     return f"uploads/{upload_id}/data"
+
+
+def progress_headers(size: int) -> dict[str, str]:
+    return {"Range": f"0-{max(size - 1, 0)}"}
 
 
 def _check_id(upload_id: str) -> str:
@@ -65,19 +71,44 @@ class Uploads:
             raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": upload_id})
         return upload
 
+    async def _claim(self, upload: Upload, start: int | None) -> str:
+        """Become the session's writer; RANGE_INVALID if `start` is not where its bytes end or another writes."""
+        if start is not None and start != upload.size:
+            raise RegistryError(
+                RANGE_INVALID,
+                f"chunk starts at {start}, upload has {upload.size} bytes",
+                headers=progress_headers(upload.size),
+            )
+        token = str(uuid.uuid4())
+        if await asyncio.to_thread(self._store.claim_upload, upload.id, upload.size, token):
+            return token
+        current = await self.get(upload.repository, upload.id)
+        raise RegistryError(
+            RANGE_INVALID,
+            f"another request is writing to this upload, or it moved on to {current.size} bytes",
+            headers=progress_headers(current.size),
+        )
+
     async def append(self, upload: Upload, chunks: AsyncIterable[bytes], start: int | None = None) -> int:
         """Append a chunk; `start` (from Content-Range) must be where the stored bytes end. Returns the new size.
 
         If the body breaks off, what reached storage stays part of the session and its size is recorded, so the
         client can ask where to resume.
         """
-        if start is not None and start != upload.size:
-            raise RegistryError(
-                RANGE_INVALID,
-                f"chunk starts at {start}, upload has {upload.size} bytes",
-                headers=_progress_headers(upload.size),
-            )
-        writer = await self._driver.writer(upload_path(upload.id), append=upload.size > 0)
+        token = await self._claim(upload, start)
+        written = [upload.size]
+        try:
+            await self._write(upload, chunks, written)
+        finally:
+            await asyncio.to_thread(self._store.release_upload, upload.id, token, written[0])
+        return written[0]
+
+    async def _write(self, upload: Upload, chunks: AsyncIterable[bytes], written: list[int]) -> None:
+        """Append `chunks` to a claimed session; `written[0]` follows the stored size even if the body breaks."""
+        try:
+            writer = await self._driver.writer(upload_path(upload.id), append=upload.size > 0)
+        except exceptions.FileNotFoundError:
+            raise RegistryError(BLOB_UPLOAD_INVALID, "the upload's data is gone") from None
         hasher = self._hashers.pop(upload.id, None)
         if writer.size != upload.size or (hasher is not None and hasher.size != writer.size):
             hasher = None
@@ -86,20 +117,45 @@ class Uploads:
         try:
             await _pump(chunks, writer, hasher)
         finally:
-            await writer.commit()
-            size = writer.size
-            await asyncio.to_thread(self._store.set_upload_size, upload.id, size)
-            if hasher is not None and hasher.size == size:
+            await writer.close()  # flushed, not fsynced: publishing makes the whole blob durable once
+            written[0] = writer.size
+            if hasher is not None and hasher.size == writer.size:
                 self._keep(upload.id, hasher)
-        return size
 
     def _keep(self, upload_id: str, hasher: Hasher) -> None:
         if len(self._hashers) >= MAX_KEPT_HASHERS:
             self._hashers.pop(next(iter(self._hashers)))
         self._hashers[upload_id] = hasher
 
-    async def finish(self, repository: str, upload_id: str, size: int, digest: Digest, known_size: int | None) -> None:
-        """Verify the session's bytes against `digest`, publish the blob and link it; cancel the session on error."""
+    async def complete(self, upload: Upload, digest: Digest, chunks: AsyncIterable[bytes] | None) -> None:
+        """End a session: append the last chunk if any, verify everything against `digest`, publish and link."""
+        token = await self._claim(upload, None)
+        written = [upload.size]
+        if chunks is not None:
+            try:
+                await self._write(upload, chunks, written)
+            except BaseException:
+                await asyncio.to_thread(self._store.release_upload, upload.id, token, written[0])
+                raise
+        await self._finish(upload.repository, upload.id, written[0], digest, synced=False)
+
+    async def put_whole(self, repository: str, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
+        """A monolithic upload (no session row): the whole blob in one request, verified before it is visible."""
+        upload_id = str(uuid.uuid4())
+        writer = await self._driver.writer(upload_path(upload_id))
+        hasher = Hasher(HASH_ALGORITHM)
+        try:
+            await _pump(chunks, writer, hasher)
+            await writer.commit()
+        except BaseException:
+            await writer.cancel()
+            await self._remove_data(upload_id)
+            raise
+        self._keep(upload_id, hasher)
+        await self._finish(repository, upload_id, writer.size, digest, synced=True)
+
+    async def _finish(self, repository: str, upload_id: str, size: int, digest: Digest, synced: bool) -> None:
+        """Verify the session's bytes, publish the blob and link it; the session is cancelled on any error."""
         path = upload_path(upload_id)
         hasher = self._hashers.pop(upload_id, None)
         try:
@@ -107,13 +163,32 @@ class Uploads:
                 hasher = await self._rehash(path, digest.algorithm)
             if hasher.digest() != digest:
                 raise RegistryError(DIGEST_INVALID, {"digest": str(digest)})
-            if known_size is None:
+            if not await self._already_stored(digest):
+                if not synced:
+                    await self._sync(path)
                 await self._publish(path, blob_path(digest), hasher.size)
         except BaseException:
             await self._discard(upload_id)
             raise
         await asyncio.to_thread(self._store.finish_upload, upload_id, repository, str(digest), hasher.size)
         await self._remove_data(upload_id)
+
+    async def _already_stored(self, digest: Digest) -> bool:
+        """True when a verified copy is in place already: the new bytes, verified too, need not replace it."""
+        if await asyncio.to_thread(self._store.known_blob_size, str(digest)) is None:
+            return False
+        try:
+            await self._driver.stat(blob_path(digest))
+        except exceptions.FileNotFoundError:
+            return False
+        return True
+
+    async def _sync(self, path: str) -> None:
+        try:
+            writer = await self._driver.writer(path, append=True)
+        except exceptions.FileNotFoundError:
+            return  # nothing was ever written
+        await writer.commit()
 
     async def _publish(self, path: str, final: str, size: int) -> None:
         try:
@@ -132,20 +207,6 @@ class Uploads:
             pass  # a session nothing was ever written to: the empty blob
         return hasher
 
-    async def write_whole(self, upload_id: str, chunks: AsyncIterable[bytes]) -> int:
-        """Store a monolithic upload's body (no session row): the blob is then published by `finish`."""
-        writer = await self._driver.writer(upload_path(upload_id))
-        hasher = Hasher(HASH_ALGORITHM)
-        try:
-            await _pump(chunks, writer, hasher)
-            await writer.commit()
-        except BaseException:
-            await writer.cancel()
-            await self._remove_data(upload_id)
-            raise
-        self._keep(upload_id, hasher)
-        return writer.size
-
     async def cancel(self, upload: Upload) -> None:
         await self._discard(upload.id)
 
@@ -159,7 +220,3 @@ class Uploads:
             await self._driver.remove(f"uploads/{upload_id}")
         except exceptions.FileNotFoundError:
             pass
-
-
-def _progress_headers(size: int) -> dict[str, str]:
-    return {"Range": f"0-{max(size - 1, 0)}"}

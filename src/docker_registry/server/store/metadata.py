@@ -41,6 +41,10 @@ class Upload:
     size: int
 
 
+WRITER_LEASE_SECONDS = 3600
+"""After this long a session's writer is presumed dead (its process crashed) and another may take over."""
+
+
 class MetadataStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -291,11 +295,34 @@ class MetadataStore:
 
         with_retries(run)
 
-    def set_upload_size(self, upload_id: str, size: int) -> None:
+    def claim_upload(self, upload_id: str, size: int, token: str) -> bool:
+        """Become the session's only writer, if it still holds `size` bytes and no live writer has it."""
+
+        def run() -> bool:
+            now = time.time()
+            with write_transaction(self.engine) as conn:
+                result = conn.execute(
+                    uploads.update()
+                    .where(
+                        uploads.c.id == upload_id,
+                        uploads.c.size == size,
+                        sa.or_(uploads.c.writer.is_(None), uploads.c.writer_since < now - WRITER_LEASE_SECONDS),
+                    )
+                    .values(writer=token, writer_since=now)
+                )
+                return result.rowcount > 0
+
+        return with_retries(run)
+
+    def release_upload(self, upload_id: str, token: str, size: int) -> None:
+        """Record the session's new size and let the next writer in."""
+
         def run() -> None:
             with write_transaction(self.engine) as conn:
                 conn.execute(
-                    uploads.update().where(uploads.c.id == upload_id).values(size=size, updated_at=time.time())
+                    uploads.update()
+                    .where(uploads.c.id == upload_id, uploads.c.writer == token)
+                    .values(size=size, writer=None, writer_since=None, updated_at=time.time())
                 )
 
         with_retries(run)

@@ -73,4 +73,7 @@ uploads = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # The request appending to the session right now (a random token), so racing chunks cannot interleave.
+    sa.Column("writer", sa.String(36), nullable=True),
+    sa.Column("writer_since", sa.Float, nullable=True),
 )
