@@ -539,3 +539,33 @@ def test_slow_requests_do_not_hold_shutdown_forever(
         assert time.monotonic() - signalled < 10
     finally:
         server.stop()
+
+
+def test_master_with_another_thread_spawns_its_workers(tmp_path: Path) -> None:
+    """Forking a multi-threaded master is unsafe, so then the workers are spawned; they serve all the same."""
+    port = free_port()
+    (tmp_path / "config.yml").write_text(
+        yaml.safe_dump({"http": {"addr": f"127.0.0.1:{port}", "workers": 2}, "log": {"level": "debug"}})
+    )
+    launcher = (
+        "import sys, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+        "from docker_registry.server.cli import main\n"
+        "sys.exit(main(['serve', 'config.yml']))\n"
+    )
+    log = (tmp_path / "registry.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launcher], cwd=tmp_path, env=clean_env(), stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        text = wait_for(
+            lambda: len(re.findall(r"worker \d ready", t := (tmp_path / "registry.log").read_text())) == 2 and t,
+            60,
+            "two spawned workers",
+        )
+        assert len(re.findall(r"worker \d started \(pid \d+, spawn\)", text)) == 2
+        with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            assert [client.get(f"http://127.0.0.1:{port}/v2/").status_code for _ in range(20)] == [200] * 20
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0

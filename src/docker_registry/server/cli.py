@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from importlib import metadata
 
@@ -88,3 +89,5 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"docker-registry: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    except KeyboardInterrupt:  # Ctrl-C before serving began (say during migrations): nothing to drain
+        return 128 + signal.SIGINT
