@@ -138,3 +138,10 @@ def test_catalog_last(catalog_registry) -> None:  # type: ignore[no-untyped-def]
     response = httpx.get(f"{catalog_registry.url}/v2/_catalog", params={"last": "alpha/beta", "n": 2})
     assert response.json()["repositories"] == ["alpha/beta/gamma", "alpha/zeta"]
     assert _next_link(response)
+
+
+def test_catalog_n_zero(catalog_registry) -> None:  # type: ignore[no-untyped-def]
+    response = httpx.get(f"{catalog_registry.url}/v2/_catalog", params={"n": 0})
+    assert response.status_code == 200
+    assert response.json()["repositories"] == []
+    assert "Link" not in response.headers

@@ -18,7 +18,7 @@ from registry_api import (
     xfail_on_distribution,
 )
 
-pytestmark = xfail_on_distribution("has no referrers API")
+NO_REFERRERS_API = xfail_on_distribution("has no referrers API")
 
 SBOM = "application/vnd.example.sbom.v1+json"
 SIGNATURE = "application/vnd.example.signature.v1"
@@ -72,6 +72,7 @@ def graph(client: httpx.Client) -> tuple[str, Pushed, list[Pushed]]:
     return repo, image, [sbom, *signatures, chart, bundle]
 
 
+@NO_REFERRERS_API
 def test_referrers_are_listed_with_their_descriptors(
     client: httpx.Client, graph: tuple[str, Pushed, list[Pushed]]
 ) -> None:
@@ -89,6 +90,7 @@ def test_referrers_are_listed_with_their_descriptors(
             assert not entry.get("annotations")
 
 
+@NO_REFERRERS_API
 def test_artifact_type_filter(client: httpx.Client, graph: tuple[str, Pushed, list[Pushed]]) -> None:
     repo, image, referrers = graph
     response = _referrers(client, repo, image.digest, artifactType=SIGNATURE)
@@ -102,6 +104,7 @@ def test_artifact_type_filter(client: httpx.Client, graph: tuple[str, Pushed, li
     assert "OCI-Filters-Applied" not in unfiltered.headers
 
 
+@NO_REFERRERS_API
 def test_referrers_of_a_referrer(client: httpx.Client, graph: tuple[str, Pushed, list[Pushed]]) -> None:
     repo, _image, referrers = graph
     sbom = referrers[0]
@@ -110,6 +113,7 @@ def test_referrers_of_a_referrer(client: httpx.Client, graph: tuple[str, Pushed,
     assert set(_by_digest(_referrers(client, repo, sbom.digest))) == {signature.digest}
 
 
+@NO_REFERRERS_API
 def test_digest_without_referrers_gives_an_empty_index(client: httpx.Client) -> None:
     repo = unique_repo("refs")
     image = image_manifest(client, repo)
@@ -118,6 +122,7 @@ def test_digest_without_referrers_gives_an_empty_index(client: httpx.Client) -> 
     assert _referrers(client, repo, sha256(b"never pushed")).json()["manifests"] == []
 
 
+@NO_REFERRERS_API
 def test_referrers_are_per_repository(client: httpx.Client, graph: tuple[str, Pushed, list[Pushed]]) -> None:
     image = graph[1]
     other = unique_repo("refs")
@@ -125,6 +130,7 @@ def test_referrers_are_per_repository(client: httpx.Client, graph: tuple[str, Pu
     assert _referrers(client, other, image.digest).json()["manifests"] == []
 
 
+@NO_REFERRERS_API
 def test_deleted_referrer_disappears(client: httpx.Client, graph: tuple[str, Pushed, list[Pushed]]) -> None:
     repo, image, referrers = graph
     gone = referrers[1]
@@ -132,6 +138,7 @@ def test_deleted_referrer_disappears(client: httpx.Client, graph: tuple[str, Pus
     assert gone.digest not in _by_digest(_referrers(client, repo, image.digest))
 
 
+@NO_REFERRERS_API
 def test_referrer_pushed_before_its_subject(client: httpx.Client) -> None:
     repo = unique_repo("refs")
     image = image_manifest(client, repo)
@@ -142,6 +149,7 @@ def test_referrer_pushed_before_its_subject(client: httpx.Client) -> None:
     assert set(_by_digest(_referrers(client, repo, image.digest))) == {early.digest}
 
 
+@NO_REFERRERS_API
 @pytest.mark.parametrize("digest", ["sha256:xyz", "latest", "sha256:" + "0" * 63])
 def test_invalid_digest(client: httpx.Client, digest: str) -> None:
     repo = unique_repo("refs")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -156,6 +157,22 @@ def test_client_disconnecting_mid_monolithic_put(registry: RegistryProcess, clie
     _pull_blob(client, repo, data)
 
 
+def test_client_disconnecting_mid_manifest_put(registry: RegistryProcess, client: httpx.Client) -> None:
+    repo = unique_repo("drop")
+    manifest = image_manifest(client, repo)
+    _send_partial(
+        registry.host,
+        f"PUT /v2/{repo}/manifests/half HTTP/1.1\r\nHost: {registry.host}\r\n"
+        f"Content-Type: {manifest.media_type}\r\nContent-Length: {len(manifest.body)}\r\n\r\n",
+        manifest.body[: len(manifest.body) // 2],
+    )
+    assert client.get("/v2/").status_code == 200
+    assert_error(get_manifest(client, repo, "half"), 404, "MANIFEST_UNKNOWN")
+    assert get_manifest(client, repo, manifest.digest).status_code == 404
+    push(client, repo, manifest, "half")
+    assert get_manifest(client, repo, "half").content == manifest.body
+
+
 def test_upload_survives_a_restart(make_registry: Callable[..., RegistryProcess]) -> None:
     # Distribution signs its upload state with http.secret, random per start unless configured.
     server = make_registry(extra_config={"http": {"secret": "restart-test"}} if on_distribution() else {})
@@ -242,17 +259,30 @@ def test_many_pushes_and_pulls_in_parallel(client: httpx.Client) -> None:
 @xfail_on_distribution("ignores Content-Range, so both racing chunks are appended")
 def test_racing_chunks_on_one_session(client: httpx.Client) -> None:
     """Two clients send a chunk for the same offset at once: one is taken, the other refused, nothing mixed."""
-    repo = unique_repo("race")
-    location = start_upload(client, repo)
-    chunks = [random_bytes(2 * 1024 * 1024) for _ in range(2)]
-    statuses = _in_threads(2, lambda i: _patch(client, location, chunks[i], 0).status_code)
-    assert sorted(statuses) == [202, 416], statuses
-    winner = chunks[statuses.index(202)]
-    status = client.get(location)
-    assert _recorded_size(status) == len(winner)
-    put = client.put(with_params(status.headers["Location"], digest=sha256(winner)))
-    assert put.status_code == 201, put.text
-    _pull_blob(client, repo, winner)
+    for _ in range(3):
+        repo = unique_repo("race")
+        location = start_upload(client, repo)
+        chunks = [random_bytes(2 * 1024 * 1024) for _ in range(2)]
+        statuses = _in_threads(2, lambda i: _slow_patch(client, location, chunks[i]).status_code)  # noqa: B023
+        assert sorted(statuses) == [202, 416], statuses
+        winner = chunks[statuses.index(202)]
+        status = client.get(location)
+        assert _recorded_size(status) == len(winner)
+        put = client.put(with_params(status.headers["Location"], digest=sha256(winner)))
+        assert put.status_code == 201, put.text
+        _pull_blob(client, repo, winner)
+
+
+def _slow_patch(client: httpx.Client, location: str, chunk: bytes) -> httpx.Response:
+    """A chunk at offset 0 sent in slices over ~0.2 s, so that two of them are surely in flight together."""
+
+    def slices() -> Iterator[bytes]:
+        for start in range(0, len(chunk), 65536):
+            time.sleep(0.006)
+            yield chunk[start : start + 65536]
+
+    headers = {**OCTETS, "Content-Range": f"0-{len(chunk) - 1}", "Content-Length": str(len(chunk))}
+    return client.patch(location, content=slices(), headers=headers)
 
 
 def test_large_blob_streams_both_ways(client: httpx.Client) -> None:
