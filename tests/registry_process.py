@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +22,13 @@ import httpx
 import yaml
 
 DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Runs in a child before exec: if pytest itself is killed, the kernel stops the child too, so no server or
+    daemon outlives a killed test run."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -83,7 +92,7 @@ class RegistryProcess:
             return [DISTRIBUTION_BINARY, "serve", str(config_path)]
         return [sys.executable, "-m", "docker_registry.server", "serve", str(config_path)]
 
-    def start(self, timeout: float = 30.0) -> RegistryProcess:
+    def start(self, timeout: float = 60.0) -> RegistryProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "config.yml"
         config_path.write_text(yaml.safe_dump(self.config()))
@@ -94,6 +103,7 @@ class RegistryProcess:
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
             start_new_session=True,
+            preexec_fn=die_with_parent,
             env={**os.environ, **self.env},
         )
         deadline = time.monotonic() + timeout
