@@ -224,9 +224,9 @@ class _InFlight:
     """Counts requests inside handlers, so a worker that stops waits for uploads still receiving their body.
 
     aiohttp's own graceful shutdown (`runner.cleanup()`) stops reading from every connection at once (its
-    RequestHandler drops received data once closing), so a chunked PATCH still streaming would stall until the
-    timeout and fail. Hence: stop listening, wait here for handlers to return, and only then let aiohttp close
-    connections (it still waits for responses being sent, such as blob downloads).
+    RequestHandler drops received data once closing, aio-libs/aiohttp#2298), so a chunked PATCH still streaming
+    would stall until the timeout and fail. Hence: stop listening, wait here for handlers to return, and only
+    then let aiohttp close connections (it still waits for responses being sent, such as blob downloads).
     """
 
     def __init__(self) -> None:
