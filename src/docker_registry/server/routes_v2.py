@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from aiohttp import hdrs, web
 
@@ -19,12 +19,12 @@ from .errors import (
     DIGEST_INVALID,
     MANIFEST_INVALID,
     NOT_FOUND,
-    PAGINATION_NUMBER_INVALID,
     RANGE_INVALID,
     UNSUPPORTED,
     RegistryError,
 )
 from .manifests import OCI_INDEX
+from .pagination import page_request, paginate
 from .registry import Registry
 
 REGISTRY_KEY: web.AppKey[Registry] = web.AppKey("registry", Registry)
@@ -61,44 +61,20 @@ async def base(request: web.Request, _: dict[str, str]) -> web.StreamResponse:
     return web.Response(body=b"{}", content_type="application/json")
 
 
-def _page_size(request: web.Request) -> int | None:
-    value = request.query.get("n")
-    if value is None or value == "":
-        return None
-    if not value.isdigit():
-        raise RegistryError(PAGINATION_NUMBER_INVALID, {"n": value[:40]})
-    return int(value)
-
-
-def _next_link(path: str, n: int, last: str) -> str:
-    return f'<{path}?n={n}&last={quote(last, safe="")}>; rel="next"'
-
-
 async def catalog(request: web.Request, _: dict[str, str]) -> web.StreamResponse:
-    n = _page_size(request)
-    limit = min(CATALOG_DEFAULT_ENTRIES if n is None else n, CATALOG_MAX_ENTRIES)
-    last = request.query.get("last") or None
-    repositories = await _registry(request).catalog(last, limit + 1) if limit else []
-    headers = {}
-    if len(repositories) > limit:
-        repositories = repositories[:limit]
-        headers["Link"] = _next_link("/v2/_catalog", limit, repositories[-1])
-    return web.json_response({"repositories": repositories}, headers=headers)
+    page = page_request(request.query)
+    limit = min(CATALOG_DEFAULT_ENTRIES if page.n is None else page.n, CATALOG_MAX_ENTRIES)
+    found = await _registry(request).catalog(page.last, limit + 1)
+    repositories, link = paginate(found, limit, "/v2/_catalog")
+    return web.json_response({"repositories": repositories}, headers={"Link": link} if link else None)
 
 
 async def tags_list(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
     name = names.check_name(m["name"])
-    n = _page_size(request)
-    last = request.query.get("last") or None
-    registry = _registry(request)
-    tags = await registry.tags(name, last, None if n is None else n + 1)
-    headers = {}
-    if n == 0:
-        tags = []
-    elif n is not None and len(tags) > n:
-        tags = tags[:n]
-        headers["Link"] = _next_link(f"/v2/{name}/tags/list", n, tags[-1])
-    return web.json_response({"name": name, "tags": tags}, headers=headers)
+    page = page_request(request.query)
+    found = await _registry(request).tags(name, page.last, None if page.n is None else page.n + 1)
+    tags, link = paginate(found, page.n, f"/v2/{name}/tags/list")
+    return web.json_response({"name": name, "tags": tags}, headers={"Link": link} if link else None)
 
 
 # --- manifests -------------------------------------------------------------------------------------------------

@@ -1,0 +1,42 @@
+"""Pagination of tag lists and the catalog: parameters, page cuts and the next-page Link."""
+
+from __future__ import annotations
+
+import pytest
+
+from docker_registry.server.errors import PAGINATION_NUMBER_INVALID, RegistryError
+from docker_registry.server.pagination import PageRequest, page_request, paginate
+
+
+def test_parameters() -> None:
+    assert page_request({}) == PageRequest(None, None)
+    assert page_request({"n": "", "last": ""}) == PageRequest(None, None)
+    assert page_request({"n": "0", "last": "b"}) == PageRequest(0, "b")
+    assert page_request({"n": "25"}) == PageRequest(25, None)
+
+
+@pytest.mark.parametrize("n", ["-1", "abc", "1.5", "1e3", "9" * 40, " 1"])
+def test_invalid_n(n: str) -> None:
+    with pytest.raises(RegistryError) as info:
+        page_request({"n": n})
+    assert info.value.error is PAGINATION_NUMBER_INVALID
+
+
+def test_everything_fits() -> None:
+    assert paginate(["a", "b"], None, "/v2/x/tags/list") == (["a", "b"], None)
+    assert paginate(["a", "b"], 2, "/v2/x/tags/list") == (["a", "b"], None)
+
+
+def test_more_remain() -> None:
+    page, link = paginate(["a", "b", "c"], 2, "/v2/x/tags/list")
+    assert page == ["a", "b"]
+    assert link == '</v2/x/tags/list?n=2&last=b>; rel="next"'
+
+
+def test_last_is_quoted_in_the_link() -> None:
+    _, link = paginate(["a/b", "c"], 1, "/v2/_catalog")
+    assert link == '</v2/_catalog?n=1&last=a%2Fb>; rel="next"'
+
+
+def test_zero_is_an_empty_page() -> None:
+    assert paginate(["a"], 0, "/v2/_catalog") == ([], None)
