@@ -27,6 +27,24 @@ class HTTPError(RuntimeError):
     pass
 
 
+def _head(url: str, method: str, headers: dict[str, str] | None, length: int, keep_alive: bool) -> bytes:
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {length}"]
+    lines += [] if keep_alive else ["Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _send(sock: socket.socket, head: bytes, body: bytes, file: BinaryIO | None, offset: int, count: int) -> None:
+    try:
+        sock.sendall(head + body)
+        if file is not None and count:
+            sock.sendfile(file, offset, count)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # The server answered early (an error); read what it said.
+
+
 def request(
     url: str,
     method: str = "GET",
@@ -43,24 +61,71 @@ def request(
     whole: callers only ever get small ones (errors, JSON); a blob download does not go through here.
     """
     parts = urlsplit(url)
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
-    length = count if file is not None else len(body)
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close", f"Content-Length: {length}"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    head = _head(url, method, headers, count if file is not None else len(body), keep_alive=False)
     with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
-        try:
-            sock.sendall(head + (body if file is None else b""))
-            if file is not None and count:
-                sock.sendfile(file, offset, count)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # The server answered early (an error); read what it said.
+        _send(sock, head, body, file, offset, count)
         raw = bytearray()
         while chunk := sock.recv(65536):
             raw += chunk
             if len(raw) > 16 * 1024 * 1024:
                 raise HTTPError(f"{method} {url}: response larger than 16 MiB")
     return _parse(bytes(raw), f"{method} {url}")
+
+
+class Connection:
+    """One keep-alive connection, as docker, skopeo and oras push: every request of an upload session reaches
+    the same server process. Responses must carry Content-Length or be chunked (both registries do)."""
+
+    def __init__(self, url: str, timeout: float = 600.0) -> None:
+        parts = urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def request(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        file: BinaryIO | None = None,
+        offset: int = 0,
+        count: int = 0,
+    ) -> Response:
+        _send(
+            self.sock,
+            _head(url, method, headers, count if file is not None else len(body), True),
+            body,
+            file,
+            offset,
+            count,
+        )
+        raw = bytearray()
+        while b"\r\n\r\n" not in raw:
+            raw += self._recv(f"{method} {url}")
+        end = raw.index(b"\r\n\r\n") + 4
+        response = _parse(bytes(raw[:end]), f"{method} {url}")
+        rest = raw[end:]
+        if response.header("transfer-encoding").lower() == "chunked":
+            while not rest.endswith(b"0\r\n\r\n"):
+                rest += self._recv(f"{method} {url}")
+            response.body = _dechunk(bytes(rest))
+        else:
+            length = int(response.header("content-length") or 0)
+            while len(rest) < length:
+                rest += self._recv(f"{method} {url}")
+            response.body = bytes(rest)
+        return response
+
+    def _recv(self, what: str) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise HTTPError(f"{what}: connection closed mid-response")
+        return chunk
 
 
 def _parse(raw: bytes, what: str) -> Response:
@@ -95,8 +160,9 @@ def expect(response: Response, status: int, what: str) -> Response:
     return response
 
 
-def start_upload(base: str, repo: str) -> str:
-    r = expect(request(f"{base}/v2/{repo}/blobs/uploads/", "POST"), 202, f"POST upload to {repo}")
+def start_upload(base: str, repo: str, conn: Connection | None = None) -> str:
+    url = f"{base}/v2/{repo}/blobs/uploads/"
+    r = expect(conn.request(url, "POST") if conn else request(url, "POST"), 202, f"POST upload to {repo}")
     return urljoin(base, r.header("location"))
 
 
@@ -105,37 +171,27 @@ def with_digest(location: str, digest: str) -> str:
 
 
 def upload_monolithic(base: str, repo: str, path: Path, digest: str) -> None:
-    """POST, then one PUT ?digest= carrying the whole file."""
-    location = start_upload(base, repo)
+    """POST, then one PUT ?digest= carrying the whole file, on one connection."""
     size = path.stat().st_size
-    with path.open("rb") as f:
-        r = request(
-            with_digest(location, digest),
-            "PUT",
-            {"Content-Type": "application/octet-stream"},
-            file=f,
-            count=size,
-        )
+    with Connection(base) as conn, path.open("rb") as f:
+        location = start_upload(base, repo, conn)
+        headers = {"Content-Type": "application/octet-stream"}
+        r = conn.request(with_digest(location, digest), "PUT", headers, file=f, count=size)
     expect(r, 201, f"PUT {size} bytes to {repo}")
 
 
 def upload_chunked(base: str, repo: str, path: Path, digest: str, chunk: int) -> None:
-    """POST, PATCH `chunk`-sized pieces with Content-Range, then an empty PUT ?digest=."""
-    location = start_upload(base, repo)
+    """POST, PATCH `chunk`-sized pieces with Content-Range, then an empty PUT ?digest=, on one connection."""
     size = path.stat().st_size
-    with path.open("rb") as f:
+    with Connection(base) as conn, path.open("rb") as f:
+        location = start_upload(base, repo, conn)
         for start in range(0, size, chunk):
             n = min(chunk, size - start)
-            r = request(
-                location,
-                "PATCH",
-                {"Content-Type": "application/octet-stream", "Content-Range": f"{start}-{start + n - 1}"},
-                file=f,
-                offset=start,
-                count=n,
-            )
-            location = urljoin(location, expect(r, 202, f"PATCH {start}-{start + n - 1} to {repo}").header("location"))
-    expect(request(with_digest(location, digest), "PUT"), 201, f"closing PUT of {repo}")
+            end = start + n - 1
+            headers = {"Content-Type": "application/octet-stream", "Content-Range": f"{start}-{end}"}
+            r = conn.request(location, "PATCH", headers, file=f, offset=start, count=n)
+            location = urljoin(location, expect(r, 202, f"PATCH {start}-{end} to {repo}").header("location"))
+        expect(conn.request(with_digest(location, digest), "PUT"), 201, f"closing PUT of {repo}")
 
 
 def put_blob(base: str, repo: str, data: bytes, digest: str) -> None:

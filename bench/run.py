@@ -62,6 +62,7 @@ class Bench:
         self.reference: dict[str, float] = {}
         self.rss_phases: list[tuple[str, dict[str, RssSummary]]] = []
         self.cpu: dict[str, dict[str, float]] = {}
+        self.work: dict[str, dict[str, float]] = {}
         self.failures: list[str] = []
         self.blob = tmp / "blob.bin"
         self.ours_workers_text = ""
@@ -72,15 +73,19 @@ class Bench:
             self.figures[key] = Figure(name, unit, **kwargs)  # type: ignore[arg-type]
         return self.figures[key]
 
-    def interleaved(self, rounds: int, measure: Callable[[Server, int], None], phase: str) -> None:
-        """A, B, A, B, ...: each round runs every server once, adding up server CPU per phase for the report."""
+    def interleaved(self, rounds: int, measure: Callable[[Server, int], float], phase: str) -> None:
+        """A, B, A, B, ...: each round runs every server once. `measure` returns the work it did (requests or
+        bytes), added up per phase with the server CPU it cost: on a shared machine, CPU per unit of work is the
+        figure that least depends on what else runs."""
         for r in range(rounds):
             for server in self.pair:
                 before = cpu_seconds(server)
-                measure(server, r)
+                work = measure(server, r)
                 used = cpu_seconds(server) - before
                 self.cpu.setdefault(phase, {}).setdefault(server.name, 0.0)
                 self.cpu[phase][server.name] += used
+                self.work.setdefault(phase, {}).setdefault(server.name, 0.0)
+                self.work[phase][server.name] += work
                 log(f"  {phase} round {r + 1}/{rounds} {server.name} done (server CPU {used:.1f}s)")
 
     # --- small requests -------------------------------------------------------------------------------------------
@@ -106,11 +111,12 @@ class Bench:
         for server in self.pair:
             loadgen.wrk_get(manifest_url(server), s.connections, s.warmup_seconds, loadgen.MANIFEST_ACCEPT)
 
-        def get_manifest(server: Server, _: int) -> None:
+        def get_manifest(server: Server, _: int) -> float:
             r = loadgen.wrk_get(manifest_url(server), s.connections, s.load_seconds, loadgen.MANIFEST_ACCEPT)
             self.check(r, f"manifest GET {server.name}")
             manifest_rps.add(server.name, r.rps)
             manifest_p99.add(server.name, r.p99_ms)
+            return r.requests
 
         self.interleaved(s.rounds, get_manifest, "manifest GET")
 
@@ -118,11 +124,12 @@ class Bench:
         for server in self.pair:
             loadgen.hey(blob_url(server), s.connections, s.warmup_seconds)
 
-        def head_blob(server: Server, _: int) -> None:
+        def head_blob(server: Server, _: int) -> float:
             r = loadgen.hey(blob_url(server), s.connections, s.load_seconds)
             self.check(r, f"blob HEAD {server.name}")
             head_rps.add(server.name, r.rps)
             head_p99.add(server.name, r.p99_ms)
+            return r.requests
 
         self.interleaved(s.rounds, head_blob, "blob HEAD")
         self.rss_phase(rss, "after small requests")
@@ -167,8 +174,9 @@ class Bench:
             for server in self.pair:
                 transfer.get_mbps(url(server), streams, s.blob_size)
 
-            def get(server: Server, _: int, fig: Figure = fig, streams: int = streams) -> None:
+            def get(server: Server, _: int, fig: Figure = fig, streams: int = streams) -> float:
                 fig.add(server.name, transfer.get_mbps(url(server), streams, s.blob_size))
+                return streams * s.blob_size
 
             self.interleaved(s.blob_rounds, get, f"blob GET x{streams}")
 
@@ -199,8 +207,9 @@ class Bench:
             fig = self.figure(key, label, "MB/s", target=ratio_at_least(2))
             log(label)
 
-            def upload(server: Server, r: int, fig: Figure = fig, chunk: int | None = chunk, key: str = key) -> None:
+            def upload(server: Server, r: int, fig: Figure = fig, chunk: int | None = chunk, key: str = key) -> float:
                 fig.add(server.name, transfer.upload_mbps(server.url, f"bench/up-{key}-{r}", self.blob, chunk))
+                return s.blob_size
 
             self.interleaved(s.rounds, upload, label)
         self.rss_phase(rss, f"after {size_mib} MiB transfers")
@@ -220,16 +229,37 @@ class Bench:
                 images.build_layout(layouts[(r, server.name)], s.layer_sizes)
         log("skopeo copy push and pull")
 
-        def copy(server: Server, r: int) -> None:
+        def copy(server: Server, r: int) -> float:
             ref = f"docker://127.0.0.1:{server.port}/bench/skopeo-{r}:latest"
             push.add(server.name, images.skopeo_copy_seconds(f"oci:{layouts[(r, server.name)]}:{images.REF_NAME}", ref))
             out = self.tmp / f"pulled-{r}-{server.name}"
             pull.add(server.name, images.skopeo_copy_seconds(ref, f"oci:{out}:{images.REF_NAME}"))
             shutil.rmtree(out)
             shutil.rmtree(layouts[(r, server.name)])
+            return 0.0
 
         self.interleaved(s.rounds, copy, "skopeo copy")
         self.rss_phase(rss, "end of run")
+
+    # --- efficiency -----------------------------------------------------------------------------------------------
+    def cpu_figures(self) -> None:
+        """Server CPU per request or per GB, from the phases' totals."""
+        size_mib = self.s.blob_size // MiB
+        per_request = [("manifest GET", "cpu_manifest"), ("blob HEAD", "cpu_head")]
+        per_gb = [
+            ("blob GET x1", "cpu_get1"),
+            ("blob GET x8", "cpu_get8"),
+            (f"{size_mib} MiB monolithic upload (POST+PUT)", "cpu_put"),
+            (f"{size_mib} MiB chunked upload ({self.s.chunk_size // MiB} MiB PATCHes)", "cpu_patch"),
+        ]
+        for phases, unit, scale in ((per_request, "µs", 1e6), (per_gb, "s", 1e9)):
+            for phase, key in phases:
+                fig = self.figure(key, f"server CPU per {'request' if unit == 'µs' else 'GB'}, {phase}", unit)
+                fig.higher_is_better, fig.digits = False, 0 if unit == "µs" else 2
+                for server in self.pair:
+                    work = self.work.get(phase, {}).get(server.name, 0)
+                    if work:
+                        fig.add(server.name, self.cpu[phase][server.name] / work * scale)
 
     # --- memory ---------------------------------------------------------------------------------------------------
     def rss_phase(self, rss: RssWatch, phase: str) -> None:
@@ -294,6 +324,7 @@ ORDER = [
     "manifest_rps", "manifest_p99", "head_rps", "head_p99",
     "get1", "get8", "get1_share", "get8_share", "get1_bare", "get8_bare",
     "put", "patch", "push", "pull", "rss_worker", "rss_total",
+    "cpu_manifest", "cpu_head", "cpu_get1", "cpu_get8", "cpu_put", "cpu_patch",
 ]  # fmt: skip
 
 
@@ -386,6 +417,7 @@ def main() -> int:
             bench.uploads(rss)
             bench.skopeo(rss)
         bench.rss_figures(rss)
+        bench.cpu_figures()
     except Exception:
         for server in bench.pair:
             print(f"--- {server.name} log tail ({server.log_path}) ---\n{server.log_tail()}", file=sys.stderr)
