@@ -82,7 +82,7 @@ def serve(config: Config) -> int:
     log.info(
         "docker-registry listening on %s://%s:%d with %d worker%s, storage %s, database %s",
         "https" if config.http.tls_certificate else "http",
-        host or "*",
+        f"[{host}]" if host and ":" in host else host or "*",
         port,
         count,
         "" if count == 1 else "s",
