@@ -56,6 +56,9 @@ def test_delete_by_tag_removes_only_that_tag(client: httpx.Client) -> None:
     assert get_manifest(client, repo, manifest.digest).content == manifest.body
     assert _tags(client, repo) == ["two"]
     assert_error(client.delete(f"/v2/{repo}/manifests/one"), 404, "MANIFEST_UNKNOWN")
+    assert client.delete(f"/v2/{repo}/manifests/two").status_code == 202
+    assert _tags(client, repo) == []  # the repository is still there, with its untagged manifest
+    assert get_manifest(client, repo, manifest.digest).content == manifest.body
 
 
 def test_delete_blob(client: httpx.Client) -> None:
@@ -73,6 +76,26 @@ def test_delete_blob_in_one_repository_keeps_it_in_another(client: httpx.Client)
     push_blob(client, other, data)
     assert client.delete(f"/v2/{repo}/blobs/{digest}").status_code == 202
     assert client.get(f"/v2/{other}/blobs/{digest}").content == data
+
+
+def test_mount_of_a_deleted_blob_starts_an_upload(client: httpx.Client) -> None:
+    source, target, data = unique_repo("src"), unique_repo("dst"), random_bytes(600)
+    digest = push_blob(client, source, data)
+    assert client.delete(f"/v2/{source}/blobs/{digest}").status_code == 202
+    response = client.post(f"/v2/{target}/blobs/uploads/", params={"mount": digest, "from": source})
+    assert response.status_code == 202, response.text
+    assert client.head(f"/v2/{target}/blobs/{digest}").status_code == 404
+
+
+def test_manifest_needs_blobs_that_were_not_deleted(client: httpx.Client) -> None:
+    repo = unique_repo()
+    manifest = image_manifest(client, repo)
+    layer = json.loads(manifest.body)["layers"][0]["digest"]
+    assert client.delete(f"/v2/{repo}/blobs/{layer}").status_code == 202
+    response = client.put(
+        f"/v2/{repo}/manifests/late", content=manifest.body, headers={"Content-Type": manifest.media_type}
+    )
+    assert_error(response, 400, "MANIFEST_BLOB_UNKNOWN")
 
 
 def test_delete_unknown(client: httpx.Client) -> None:

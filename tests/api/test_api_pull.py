@@ -29,6 +29,13 @@ def test_version_check(client: httpx.Client) -> None:
     assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
 
 
+def test_version_check_head(client: httpx.Client) -> None:
+    response = client.head("/v2/")
+    assert response.status_code == 200
+    assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert response.content == b""
+
+
 def _artifact(client: httpx.Client, repo: str) -> Pushed:
     return image_manifest(
         client,

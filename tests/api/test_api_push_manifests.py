@@ -6,6 +6,7 @@ import json
 
 import httpx
 from registry_api import (
+    DOCKER_LIST,
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
@@ -105,7 +106,9 @@ def test_index_with_missing_child(client: httpx.Client) -> None:
     missing = image_manifest(client, repo)  # blobs pushed, manifest not
     index = index_manifest([present, missing], OCI_INDEX)
     assert_error(put_manifest(client, repo, "partial", index.body, OCI_INDEX), 400, "MANIFEST_UNKNOWN")
-    _assert_absent(client, repo, "partial", index.digest)
+    docker_list = index_manifest([present, missing], DOCKER_LIST)
+    assert_error(put_manifest(client, repo, "partial", docker_list.body, DOCKER_LIST), 400, "MANIFEST_UNKNOWN")
+    _assert_absent(client, repo, "partial", index.digest, docker_list.digest)
 
 
 def test_digest_in_url_must_match_body(client: httpx.Client) -> None:
@@ -114,6 +117,17 @@ def test_digest_in_url_must_match_body(client: httpx.Client) -> None:
     wrong = sha256(b"another manifest")
     assert_error(put_manifest(client, repo, wrong, manifest.body, manifest.media_type), 400, "DIGEST_INVALID")
     _assert_absent(client, repo, wrong, manifest.digest)
+
+
+def test_manifest_just_under_4_mib_is_accepted(client: httpx.Client) -> None:
+    """The spec: clients and registries SHOULD expect manifests of at least 4 MB to be pushable."""
+    repo = unique_repo()
+    small = image_manifest(client, repo)
+    padding = 4 * 1000 * 1000 - len(small.body) - 100
+    manifest = image_manifest(client, repo, annotations={"padding": "x" * padding})
+    assert len(manifest.body) < 4 * 1000 * 1000
+    push(client, repo, manifest, "big")
+    assert get_manifest(client, repo, "big").content == manifest.body
 
 
 def test_manifest_over_4_mib_is_refused(client: httpx.Client) -> None:
