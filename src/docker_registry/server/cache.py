@@ -15,6 +15,7 @@ from .store.metadata import StoredManifest
 K = TypeVar("K")
 V = TypeVar("V")
 MAX_ENTRIES = 50_000
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 
 class BoundedCache(Generic[K, V]):
@@ -29,21 +30,37 @@ class BoundedCache(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         if len(self._data) >= self._max:
-            self._data.clear()
+            self.clear()
         self._data[key] = value
-
-    def pop(self, key: K) -> None:
-        self._data.pop(key, None)
 
     def clear(self) -> None:
         self._data.clear()
+
+
+class ManifestCache(BoundedCache[tuple[str, str], StoredManifest]):
+    """Also bounded in bytes: manifests may be up to several MiB each."""
+
+    def __init__(self, max_bytes: int = MAX_MANIFEST_BYTES) -> None:
+        super().__init__()
+        self._bytes = 0
+        self._max_bytes = max_bytes
+
+    def put(self, key: tuple[str, str], value: StoredManifest) -> None:
+        if self._bytes + len(value.content) > self._max_bytes:
+            self.clear()
+        super().put(key, value)
+        self._bytes += len(value.content)
+
+    def clear(self) -> None:
+        super().clear()
+        self._bytes = 0
 
 
 class RegistryCache:
     def __init__(self, watcher: ChangeWatcher) -> None:
         self._watcher = watcher
         self.tags: BoundedCache[tuple[str, str], str] = BoundedCache()
-        self.manifests: BoundedCache[tuple[str, str], StoredManifest] = BoundedCache()
+        self.manifests = ManifestCache()
         self.blobs: BoundedCache[tuple[str, str], int] = BoundedCache()
 
     def refresh(self) -> None:

@@ -1,0 +1,42 @@
+"""Per-process caches are dropped as soon as another connection commits to the metadata database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from docker_registry.server.cache import ManifestCache, RegistryCache
+from docker_registry.server.store import migrate
+from docker_registry.server.store.engine import ChangeWatcher, create_engine
+from docker_registry.server.store.metadata import MetadataStore, StoredManifest
+
+
+def test_commit_elsewhere_empties_the_caches(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+    store = MetadataStore(engine)
+    watcher = ChangeWatcher(url)
+    cache = RegistryCache(watcher)
+    cache.refresh()
+    cache.tags.put(("repo", "latest"), "sha256:" + "0" * 64)
+    cache.refresh()
+    assert cache.tags.get(("repo", "latest")) is not None, "nothing committed: the entry stays"
+    store.link_blob("repo", "sha256:" + "1" * 64, 1)
+    cache.refresh()
+    assert cache.tags.get(("repo", "latest")) is None
+    watcher.close()
+    store.close()
+
+
+def test_manifest_cache_is_bounded_in_bytes() -> None:
+    cache = ManifestCache(max_bytes=10)
+    cache.put(("r", "a"), StoredManifest("t", b"123456"))
+    cache.put(("r", "b"), StoredManifest("t", b"123456"))
+    assert cache.get(("r", "a")) is None
+    assert cache.get(("r", "b")) is not None
+
+
+def test_without_a_change_signal_nothing_outlives_a_request() -> None:
+    watcher = ChangeWatcher("postgresql://localhost/registry")
+    assert not watcher.reliable
+    assert watcher.changed()
