@@ -78,14 +78,6 @@ class DatabaseConfig:
     url: str | None = None
     """SQLAlchemy URL; None means SQLite in the data directory (`<rootdirectory>/registry.db`)."""
 
-    def describe(self, storage: StorageConfig) -> str:
-        """For the start-up log line, without the password."""
-        if self.url is None:
-            if storage.driver == "filesystem":
-                return f"sqlite ({storage.options.get('rootdirectory')}/registry.db)"
-            return "sqlite (default)"
-        return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", self.url)
-
 
 @dataclass
 class LogConfig:
@@ -128,6 +120,11 @@ def split_addr(addr: str) -> tuple[str | None, int]:
     elif ":" in host or any(c.isspace() for c in host):
         raise ValueError("write an IPv6 host in brackets, e.g. [::1]:5000")
     return (host or None), int(port_text)
+
+
+def hide_password(url: str) -> str:
+    """A database URL fit for logs and `config` output."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 # --- loading -------------------------------------------------------------------------------------------------------
@@ -525,7 +522,7 @@ def dump(config: Config, *, show_secrets: bool = False) -> dict[str, Any]:
         tls = {"certificate": http.tls_certificate, "key": http.tls_key, "minimumtls": http.tls_minimum}
     database: dict[str, Any] = {}
     if config.database.url:
-        database["url"] = config.database.url if show_secrets else config.database.describe(storage)
+        database["url"] = config.database.url if show_secrets else hide_password(config.database.url)
     return {
         "version": config.version,
         "log": {"level": config.log.level, "accesslog": {"disabled": not config.log.accesslog}},

@@ -38,7 +38,8 @@ from docker_registry.core.exceptions import ConfigError
 
 from . import logs, tls
 from .app import create_app, prepare
-from .config import Config
+from .config import Config, hide_password
+from .store.engine import database_url
 
 log = logging.getLogger("docker_registry.server")
 
@@ -87,7 +88,7 @@ def serve(config: Config) -> int:
         count,
         "" if count == 1 else "s",
         config.storage.describe(),
-        config.database.describe(config.storage),
+        hide_password(database_url(config)),
     )
     if count == 1:
         return _run_in_process(config)
