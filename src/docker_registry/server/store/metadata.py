@@ -53,6 +53,10 @@ class MetadataStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def _bytewise(self, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+        """Lists are sorted by bytes, as the spec's lexical order; SQLite does so already, PostgreSQL needs "C"."""
+        return column.collate("C") if self.engine.dialect.name == "postgresql" else column
+
     # --- reads ---------------------------------------------------------------------------------------------
     def _scalar(self, query: sa.Executable) -> Any:
         with self.engine.connect() as conn:
@@ -121,17 +125,19 @@ class MetadataStore:
             repo_id = conn.execute(sa.select(repositories.c.id).where(repositories.c.name == repository)).scalar()
             if repo_id is None:
                 return None
-            query = sa.select(tags.c.name).where(tags.c.repository_id == repo_id).order_by(tags.c.name)
+            name = self._bytewise(tags.c.name)
+            query = sa.select(tags.c.name).where(tags.c.repository_id == repo_id).order_by(name)
             if last:
-                query = query.where(tags.c.name > last)
+                query = query.where(name > last)
             if limit is not None:
                 query = query.limit(limit)
             return list(conn.execute(query).scalars())
 
     def repositories(self, last: str | None, limit: int) -> list[str]:
-        query = sa.select(repositories.c.name).order_by(repositories.c.name).limit(limit)
+        name = self._bytewise(repositories.c.name)
+        query = sa.select(repositories.c.name).order_by(name).limit(limit)
         if last:
-            query = query.where(repositories.c.name > last)
+            query = query.where(name > last)
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
