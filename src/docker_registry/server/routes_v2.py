@@ -13,9 +13,12 @@ from urllib.parse import unquote
 
 from aiohttp import hdrs, web
 
+from docker_registry.core import exceptions
+
 from . import body, names
 from .config import Config
 from .errors import (
+    BLOB_UNKNOWN,
     DIGEST_INVALID,
     MANIFEST_INVALID,
     NOT_FOUND,
@@ -26,6 +29,7 @@ from .errors import (
 from .manifests import OCI_INDEX
 from .pagination import page_request, paginate
 from .registry import Registry
+from .uploads import progress_headers
 
 REGISTRY_KEY: web.AppKey[Registry] = web.AppKey("registry", Registry)
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config", Config)
@@ -195,11 +199,17 @@ async def _stream_blob(
         status = 206
     else:
         start, stop = 0, size
+    stream = aiter(registry.blob_stream(digest, start, stop - start))
+    try:
+        first = await anext(stream, b"")  # a blob missing from storage is still an error the client can read
+    except exceptions.FileNotFoundError:
+        raise RegistryError(BLOB_UNKNOWN, {"digest": digest}, message="blob missing from storage") from None
     response = web.StreamResponse(status=status, headers=headers)
     response.content_type = "application/octet-stream"
     response.content_length = stop - start
     await response.prepare(request)
-    async for chunk in registry.blob_stream(digest, start, stop - start):
+    await response.write(first)
+    async for chunk in stream:
         await response.write(chunk)
     await response.write_eof()
     return response
@@ -215,22 +225,12 @@ async def delete_blob(request: web.Request, m: dict[str, str]) -> web.StreamResp
 
 # --- uploads ---------------------------------------------------------------------------------------------------
 def _upload_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
-    return {
-        "Location": f"/v2/{name}/blobs/uploads/{upload_id}",
-        "Docker-Upload-UUID": upload_id,
-        "Range": f"0-{max(size - 1, 0)}",
-    }
+    location = f"/v2/{name}/blobs/uploads/{upload_id}"
+    return {"Location": location, "Docker-Upload-UUID": upload_id, **progress_headers(size)}
 
 
 def _created(name: str, digest: str) -> web.Response:
     return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
-
-
-def _requested_digest(request: web.Request) -> str | None:
-    value = request.query.get("digest")
-    if value is None:
-        return None
-    return value
 
 
 async def start_upload(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
@@ -242,7 +242,7 @@ async def start_upload(request: web.Request, m: dict[str, str]) -> web.StreamRes
         digest = str(names.check_digest(mount))
         if await registry.mount(name, digest, names.check_name(source)):
             return _created(name, digest)
-    requested = _requested_digest(request)
+    requested = request.query.get("digest")
     if requested is not None:
         digest = names.check_digest(requested)
         await registry.put_blob(name, digest, body.chunks(request))
@@ -285,7 +285,7 @@ async def put_upload(request: web.Request, m: dict[str, str]) -> web.StreamRespo
     name = names.check_name(m["name"])
     registry = _registry(request)
     upload = await registry.upload(name, m["uuid"])
-    requested = _requested_digest(request)
+    requested = request.query.get("digest")
     if requested is None:
         raise RegistryError(DIGEST_INVALID, "the digest query parameter is required to complete an upload")
     digest = names.check_digest(requested)
