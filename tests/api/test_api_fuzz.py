@@ -105,7 +105,8 @@ def guarded(registry: RegistryProcess, client: httpx.Client) -> Iterator[None]:
 
 
 @xfail_on_distribution("answers 500 UNKNOWN to manifest references that are malformed digests")
-def test_malformed_http_requests_never_get_a_5xx(registry: RegistryProcess, client: httpx.Client, guarded) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.usefixtures("guarded")
+def test_malformed_http_requests_never_get_a_5xx(registry: RegistryProcess, client: httpx.Client) -> None:
     rng = random.Random(SEED)
     repo = unique_repo("fuzz")
     push(client, repo, image_manifest(client, repo), "latest")
@@ -164,7 +165,8 @@ def _send_and_half_close(host: str, request: bytes) -> bytes:
     return b"".join(chunks)
 
 
-def test_malformed_raw_requests_never_get_a_5xx(registry: RegistryProcess, client: httpx.Client, guarded) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.usefixtures("guarded")
+def test_malformed_raw_requests_never_get_a_5xx(registry: RegistryProcess, client: httpx.Client) -> None:
     repo = unique_repo("rawfuzz")
     push(client, repo, image_manifest(client, repo), "latest")
     upload = httpx.URL(start_upload(client, repo)).raw_path

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from registry_api import assert_error, image_manifest, push, unique_repo, xfail_on_distribution
+
+from registry_process import RegistryProcess
 
 # Lowercase only: byte order and the spec's case-insensitive lexical order then agree.
 TAGS = sorted(["latest", "v1", "v1.0", "v1.0.1", "v10", "v2", "0", "9", "_a", "a-b", "a.b", "a_b", "zz", "1.2"])
@@ -43,7 +46,7 @@ def _page_through(client: httpx.Client, url: str, key: str, page_size: int) -> l
 
 
 @pytest.fixture(scope="module")
-def tagged(registry) -> str:  # type: ignore[no-untyped-def]
+def tagged(registry: RegistryProcess) -> str:
     repo = unique_repo("tags")
     with httpx.Client(base_url=registry.url, timeout=30) as c:
         manifest = image_manifest(c, repo)
@@ -111,9 +114,8 @@ CATALOG = sorted(["alpha", "alpha/beta", "alpha/beta/gamma", "alpha/zeta", "b0",
 
 
 @pytest.fixture(scope="module")
-def catalog_registry(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from registry_process import RegistryProcess
-
+def catalog_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """A registry of its own: the catalog of the shared one holds every other test's repositories."""
     server = RegistryProcess(tmp_path_factory.mktemp("catalog")).start()
     with httpx.Client(base_url=server.url, timeout=30) as c:
         for name in random.sample(CATALOG, len(CATALOG)):
@@ -122,25 +124,25 @@ def catalog_registry(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[
     server.stop()
 
 
-def test_catalog_lists_nested_names_in_lexical_order(catalog_registry) -> None:  # type: ignore[no-untyped-def]
+def test_catalog_lists_nested_names_in_lexical_order(catalog_registry: RegistryProcess) -> None:
     response = httpx.get(f"{catalog_registry.url}/v2/_catalog")
     assert response.status_code == 200
     assert response.json() == {"repositories": CATALOG}
 
 
 @pytest.mark.parametrize("page_size", [1, 2, 3, len(CATALOG)])
-def test_catalog_paging_with_link(catalog_registry, page_size: int) -> None:  # type: ignore[no-untyped-def]
+def test_catalog_paging_with_link(catalog_registry: RegistryProcess, page_size: int) -> None:
     with httpx.Client(base_url=catalog_registry.url) as c:
         assert _page_through(c, "/v2/_catalog", "repositories", page_size) == CATALOG
 
 
-def test_catalog_last(catalog_registry) -> None:  # type: ignore[no-untyped-def]
+def test_catalog_last(catalog_registry: RegistryProcess) -> None:
     response = httpx.get(f"{catalog_registry.url}/v2/_catalog", params={"last": "alpha/beta", "n": 2})
     assert response.json()["repositories"] == ["alpha/beta/gamma", "alpha/zeta"]
     assert _next_link(response)
 
 
-def test_catalog_n_zero(catalog_registry) -> None:  # type: ignore[no-untyped-def]
+def test_catalog_n_zero(catalog_registry: RegistryProcess) -> None:
     response = httpx.get(f"{catalog_registry.url}/v2/_catalog", params={"n": 0})
     assert response.status_code == 200
     assert response.json()["repositories"] == []

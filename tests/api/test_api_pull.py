@@ -22,6 +22,8 @@ from registry_api import (
     xfail_on_distribution,
 )
 
+from registry_process import RegistryProcess
+
 
 def test_version_check(client: httpx.Client) -> None:
     response = client.get("/v2/")
@@ -116,7 +118,7 @@ def test_unknown_repository(client: httpx.Client) -> None:
 
 
 @pytest.fixture(scope="module")
-def blob_repo(registry) -> tuple[str, bytes, str]:  # type: ignore[no-untyped-def]
+def blob_repo(registry: RegistryProcess) -> tuple[str, bytes, str]:
     with httpx.Client(base_url=registry.url, timeout=30) as c:
         repo = unique_repo("blobs")
         data = random_bytes(100_000)

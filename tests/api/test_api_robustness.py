@@ -231,7 +231,7 @@ def test_streamed_patch_without_content_range(client: httpx.Client) -> None:
     repo = unique_repo("stream")
     data = random_bytes(2 * 1024 * 1024 + 3)
 
-    def body():  # type: ignore[no-untyped-def]
+    def body() -> Iterator[bytes]:
         for start in range(0, len(data), 65536):
             yield data[start : start + 65536]
 
