@@ -17,12 +17,12 @@ def test_commit_elsewhere_empties_the_caches(tmp_path: Path) -> None:
     store = MetadataStore(engine)
     watcher = ChangeWatcher(url)
     cache = RegistryCache(watcher)
-    cache.refresh()
+    generation = cache.refresh()
     cache.tags.put(("repo", "latest"), "sha256:" + "0" * 64)
-    cache.refresh()
+    assert cache.refresh() == generation
     assert cache.tags.get(("repo", "latest")) is not None, "nothing committed: the entry stays"
     store.link_blob("repo", "sha256:" + "1" * 64, 1)
-    cache.refresh()
+    assert cache.refresh() != generation, "a read begun before the commit must not be cached"
     assert cache.tags.get(("repo", "latest")) is None
     watcher.close()
     store.close()

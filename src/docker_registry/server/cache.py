@@ -59,16 +59,23 @@ class ManifestCache(BoundedCache[tuple[str, str], StoredManifest]):
 class RegistryCache:
     def __init__(self, watcher: ChangeWatcher) -> None:
         self._watcher = watcher
+        self.generation = 0
         self.tags: BoundedCache[tuple[str, str], str] = BoundedCache()
         self.manifests = ManifestCache()
         self.blobs: BoundedCache[tuple[str, str], int] = BoundedCache()
 
-    def refresh(self) -> None:
-        """Forget everything if the database changed since the last look; call before reading the caches."""
+    def refresh(self) -> int:
+        """Forget everything if the database changed since the last look; call before reading the caches.
+
+        Returns the cache generation: a value read from the database may be cached only if the generation is
+        still the same once the read is done, else it may predate a commit another request already saw.
+        """
         if self._watcher.changed():
             self.clear()
+        return self.generation
 
     def clear(self) -> None:
+        self.generation += 1
         self.tags.clear()
         self.manifests.clear()
         self.blobs.clear()

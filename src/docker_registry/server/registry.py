@@ -49,25 +49,27 @@ class Registry:
         """The manifest digest a tag points to (a digest resolves to itself)."""
         if names.is_digest(reference):
             return reference
-        self.cache.refresh()
+        generation = self.cache.refresh()
         digest = self.cache.tags.get((repository, reference))
         if digest is None:
             digest = await asyncio.to_thread(self.store.tag_digest, repository, reference)
             if digest is None:
                 raise await self._manifest_unknown(repository, reference)
-            self.cache.tags.put((repository, reference), digest)
+            if self.cache.generation == generation:
+                self.cache.tags.put((repository, reference), digest)
         return digest
 
     async def get_manifest(self, repository: str, reference: str) -> tuple[str, StoredManifest]:
         digest = await self.resolve(repository, reference)
-        if names.is_digest(reference):
-            self.cache.refresh()  # resolve() refreshed already for a tag
+        # resolve() refreshed already for a tag; the manifest then comes from the same generation
+        generation = self.cache.refresh() if names.is_digest(reference) else self.cache.generation
         manifest = self.cache.manifests.get((repository, digest))
         if manifest is None:
             manifest = await asyncio.to_thread(self.store.manifest, repository, digest)
             if manifest is None:
                 raise await self._manifest_unknown(repository, reference)
-            self.cache.manifests.put((repository, digest), manifest)
+            if self.cache.generation == generation:
+                self.cache.manifests.put((repository, digest), manifest)
         return digest, manifest
 
     async def _manifest_unknown(self, repository: str, reference: str) -> RegistryError:
@@ -126,13 +128,14 @@ class Registry:
     # --- blobs -----------------------------------------------------------------------------------------------
     async def blob(self, repository: str, digest: str) -> Blob:
         """A blob this repository may serve, else BLOB_UNKNOWN."""
-        self.cache.refresh()
+        generation = self.cache.refresh()
         size = self.cache.blobs.get((repository, digest))
         if size is not None:
             return Blob(digest, size)
         size = await asyncio.to_thread(self.store.blob_size, repository, digest)
         if size is not None:
-            self.cache.blobs.put((repository, digest), size)
+            if self.cache.generation == generation:
+                self.cache.blobs.put((repository, digest), size)
             return Blob(digest, size)
         manifest = self.cache.manifests.get((repository, digest))
         if manifest is None:
