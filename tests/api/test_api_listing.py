@@ -59,6 +59,7 @@ def tagged(registry: RegistryProcess) -> str:
 def test_tags_are_listed_in_lexical_order(client: httpx.Client, tagged: str) -> None:
     response = client.get(f"/v2/{tagged}/tags/list")
     assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/json")
     assert response.json() == {"name": tagged, "tags": TAGS}
     assert "Link" not in response.headers
 
@@ -127,6 +128,7 @@ def catalog_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regis
 def test_catalog_lists_nested_names_in_lexical_order(catalog_registry: RegistryProcess) -> None:
     response = httpx.get(f"{catalog_registry.url}/v2/_catalog")
     assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/json")
     assert response.json() == {"repositories": CATALOG}
 
 
