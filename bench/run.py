@@ -73,12 +73,21 @@ class Bench:
             self.figures[key] = Figure(name, unit, **kwargs)  # type: ignore[arg-type]
         return self.figures[key]
 
-    def interleaved(self, rounds: int, measure: Callable[[Server, int], float], phase: str) -> None:
+    def interleaved(
+        self,
+        rounds: int,
+        measure: Callable[[Server, int], float],
+        phase: str,
+        among: list[Server] | None = None,
+        before_round: Callable[[], None] | None = None,
+    ) -> None:
         """A, B, A, B, ...: each round runs every server once. `measure` returns the work it did (requests or
         bytes), added up per phase with the server CPU it cost: on a shared machine, CPU per unit of work is the
         figure that least depends on what else runs."""
         for r in range(rounds):
-            for server in self.pair:
+            if before_round is not None:
+                before_round()
+            for server in among or self.pair:
                 before = cpu_seconds(server)
                 work = measure(server, r)
                 used = cpu_seconds(server) - before
@@ -142,60 +151,66 @@ class Bench:
     def machine_ceilings(self) -> None:
         log(f"writing a {self.s.blob_size // MiB} MiB random blob")
         transfer.random_file(self.blob, self.s.blob_size)
-        self.reference["page-cache read, dd bs=1M (MB/s)"] = transfer.page_cache_mbps(self.blob)
         self.reference["sha256 of the blob, one core (MB/s)"] = transfer.sha256_mbps(self.blob)
 
     def downloads(self, rss: RssWatch) -> None:
+        """GETs from both registries and from a bare sendfile server, interleaved, with a page-cache read before
+        each round: the shares of those two ceilings compare figures taken under the same conditions."""
         s = self.s
         digest = transfer.sha256_file(self.blob)
         for server in self.pair:
             rawhttp.upload_monolithic(server.url, "bench/blob", self.blob, digest)
+        page_cache = self.figure("page_cache", "page-cache read, dd bs=1M", "MB/s")
+
+        def read_page_cache() -> None:
+            page_cache.add("machine", transfer.page_cache_mbps(self.blob))
 
         static = servers.static_file(self.tmp / "static", self.blob).start()
         try:
+            url = {server.name: f"{server.url}/v2/bench/blob/blobs/{digest}" for server in self.pair}
+            url[static.name] = f"{static.url}/blob"
             for streams in (1, 8):
-                for client, get in (("recv_into client", transfer.get_mbps), ("curl", transfer.curl_get_mbps)):
-                    get(f"{static.url}/blob", streams, s.blob_size)
-                    best = max(get(f"{static.url}/blob", streams, s.blob_size) for _ in range(s.blob_rounds))
-                    self.reference[f"GET from a bare aiohttp sendfile server, {streams} stream(s), {client}"] = best
+                curl = max(transfer.curl_get_mbps(url[static.name], streams, s.blob_size) for _ in range(2))
+                self.reference[f"curl GET from the bare sendfile server, {streams} stream(s), best of 2 (MB/s)"] = curl
+                fig = self.figure(
+                    f"get{streams}",
+                    f"{s.blob_size // MiB} MiB blob GET, {streams} stream(s)",
+                    "MB/s",
+                    target=ratio_at_least(1),
+                )
+                log(f"blob GET, {streams} stream(s)")
+                for name in url:
+                    transfer.get_mbps(url[name], streams, s.blob_size)
+
+                def get(server: Server, _: int, fig: Figure = fig, streams: int = streams) -> float:
+                    fig.add(server.name, transfer.get_mbps(url[server.name], streams, s.blob_size))
+                    return streams * s.blob_size
+
+                self.interleaved(
+                    s.blob_rounds, get, f"blob GET x{streams}", [*self.pair, static], before_round=read_page_cache
+                )
         finally:
             static.stop()
 
-        size_mib = s.blob_size // MiB
+        self.reference["page-cache read, dd bs=1M, median (MB/s)"] = page_cache.median("machine") or 0.0
         for streams in (1, 8):
-            fig = self.figure(
-                f"get{streams}", f"{size_mib} MiB blob GET, {streams} stream(s)", "MB/s", target=ratio_at_least(1)
+            fig = self.figures[f"get{streams}"]
+            self.reference[f"bare aiohttp sendfile server, {streams} stream(s), median (MB/s)"] = (
+                fig.median(static.name) or 0.0
             )
-
-            def url(server: Server) -> str:
-                return f"{server.url}/v2/bench/blob/blobs/{digest}"
-
-            log(f"blob GET, {streams} stream(s)")
-            for server in self.pair:
-                transfer.get_mbps(url(server), streams, s.blob_size)
-
-            def get(server: Server, _: int, fig: Figure = fig, streams: int = streams) -> float:
-                fig.add(server.name, transfer.get_mbps(url(server), streams, s.blob_size))
-                return streams * s.blob_size
-
-            self.interleaved(s.blob_rounds, get, f"blob GET x{streams}")
-
-        page_cache = self.reference["page-cache read, dd bs=1M (MB/s)"]
-        for streams in (1, 8):
             share = self.figure(
                 f"get{streams}_share",
                 f"blob GET, {streams} stream(s), share of page-cache read",
                 "%",
                 target=ours_at_least(70, "%"),
             )
-            bare = self.reference[f"GET from a bare aiohttp sendfile server, {streams} stream(s), recv_into client"]
             of_bare = self.figure(
                 f"get{streams}_bare", f"blob GET, {streams} stream(s), share of a bare sendfile server", "%"
             )
             for server in self.pair:
-                mbps = self.figures[f"get{streams}"].median(server.name) or 0
-                share.add(server.name, 100 * mbps / page_cache)
-                of_bare.add(server.name, 100 * mbps / bare)
+                mbps = fig.median(server.name) or 0.0
+                share.add(server.name, 100 * mbps / (page_cache.median("machine") or 1.0))
+                of_bare.add(server.name, 100 * mbps / (fig.median(static.name) or 1.0))
 
     def uploads(self, rss: RssWatch) -> None:
         s = self.s
@@ -356,7 +371,7 @@ def render(bench: Bench, args: argparse.Namespace, started: datetime.datetime, e
         "|---|---|",
         *[f"| {k.removesuffix(' (MB/s)')} | {v:,.0f} |" for k, v in bench.reference.items()],
         "",
-        "GET figures from the bare server are the best of the rounds: what the client and loopback can do at all.",
+        "The bare server is measured in the same interleaved rounds as the registries, and dd before each round.",
         "",
         "## Peak RSS by phase (VmHWM, highest so far)",
         "",
