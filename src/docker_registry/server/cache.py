@@ -7,6 +7,7 @@ microseconds), so a pull never sees a tag or link that was moved or deleted else
 
 from __future__ import annotations
 
+import asyncio
 from typing import Generic, TypeVar
 
 from .store.engine import ChangeWatcher
@@ -60,6 +61,7 @@ class RegistryCache:
     def __init__(self, watcher: ChangeWatcher) -> None:
         self._watcher = watcher
         self.generation = 0
+        self._fresh = False
         self.tags: BoundedCache[tuple[str, str], str] = BoundedCache()
         self.manifests = ManifestCache()
         self.blobs: BoundedCache[tuple[str, str], int] = BoundedCache()
@@ -70,9 +72,29 @@ class RegistryCache:
         Returns the cache generation: a value read from the database may be cached only if the generation is
         still the same once the read is done, else it may predate a commit another request already saw.
         """
+        if self._fresh:
+            return self.generation
         if self._watcher.changed():
             self.clear()
+        if self._watcher.reliable:
+            self._hold_until_next_iteration()
         return self.generation
+
+    def _hold_until_next_iteration(self) -> None:
+        """Skip further checks until the event loop's next iteration.
+
+        Every request whose handler runs in this iteration was received in an earlier one, so before this check:
+        anything committed before such a request was sent is already visible, and the answer holds for all of them.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._fresh = True
+        loop.call_soon(self._expire)
+
+    def _expire(self) -> None:
+        self._fresh = False
 
     def clear(self) -> None:
         self.generation += 1
