@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from docker_registry.server.cache import ManifestCache, RegistryCache
@@ -40,3 +41,26 @@ def test_without_a_change_signal_nothing_outlives_a_request() -> None:
     watcher = ChangeWatcher("postgresql://localhost/registry")
     assert not watcher.reliable
     assert watcher.changed()
+
+
+class _CountingWatcher:
+    reliable = True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def changed(self) -> bool:
+        self.calls += 1
+        return False
+
+
+async def test_one_database_check_per_event_loop_iteration() -> None:
+    watcher = _CountingWatcher()
+    cache = RegistryCache(watcher)  # type: ignore[arg-type]
+    cache.refresh()
+    cache.refresh()
+    assert watcher.calls == 1, "requests handled in the same iteration were all received before the first check"
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    cache.refresh()
+    assert watcher.calls == 2
