@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 from registry_api import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -65,6 +66,28 @@ def test_not_json(client: httpx.Client) -> None:
     for body in (b"not json at all", b"", b"[1, 2, 3]", b'{"schemaVersion": 2, "layers": "nope"}', b"\xff\xfe{"):
         assert_error(put_manifest(client, repo, "broken", body, OCI_MANIFEST), 400, "MANIFEST_INVALID")
     _assert_absent(client, repo, "broken")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000],
+    ids=["deep-array", "deep-object"],
+)
+def test_deeply_nested_json(client: httpx.Client, body: bytes) -> None:
+    repo = unique_repo()
+    image_manifest(client, repo)
+    assert_error(put_manifest(client, repo, "deep", body, OCI_MANIFEST), 400, "MANIFEST_INVALID")
+    assert client.get("/v2/").status_code == 200
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig", "utf-32"])
+def test_manifest_must_be_utf8_json(client: httpx.Client, encoding: str) -> None:
+    """Go clients (docker, containerd) cannot parse a UTF-16 manifest or one with a BOM; storing it breaks pulls."""
+    repo = unique_repo()
+    manifest = image_manifest(client, repo)
+    body = manifest.body.decode().encode(encoding)
+    assert_error(put_manifest(client, repo, "encoded", body, OCI_MANIFEST), 400, "MANIFEST_INVALID")
+    _assert_absent(client, repo, "encoded", sha256(body))
 
 
 def test_media_type_differs_from_content_type(client: httpx.Client) -> None:
