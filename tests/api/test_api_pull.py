@@ -172,12 +172,25 @@ def test_blob_head_with_range(client: httpx.Client, blob_repo: tuple[str, bytes,
 
 
 @xfail_on_distribution("answers 416 announcing the whole blob's Content-Length, then sends a short body")
-@pytest.mark.parametrize("range_header", ["bytes=100000-", "bytes=200000-300000"])
+@pytest.mark.parametrize("range_header", ["bytes=100000-", "bytes=200000-300000", "bytes=-0"])
 def test_blob_range_not_satisfiable(client: httpx.Client, blob_repo: tuple[str, bytes, str], range_header: str) -> None:
     repo, _data, digest = blob_repo
     got = client.get(f"/v2/{repo}/blobs/{digest}", headers={"Range": range_header})
     assert got.status_code == 416
     assert got.headers.get("Content-Range") == "bytes */100000"
+
+
+def test_blob_multiple_ranges(client: httpx.Client, blob_repo: tuple[str, bytes, str]) -> None:
+    """RFC 9110: a satisfiable multi-range request gets the whole blob (200) or multipart/byteranges, not a 416."""
+    repo, data, digest = blob_repo
+    got = client.get(f"/v2/{repo}/blobs/{digest}", headers={"Range": "bytes=0-9,20-29"})
+    if got.status_code == 200:
+        assert got.content == data
+    else:
+        assert got.status_code == 206, got.status_code
+        assert got.headers["Content-Type"].startswith("multipart/byteranges")
+        assert data[0:10] in got.content
+        assert data[20:30] in got.content
 
 
 def test_unknown_blob(client: httpx.Client, blob_repo: tuple[str, bytes, str]) -> None:
