@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 
 import httpx
+
 from registry_api import (
     assert_error,
     get_manifest,
@@ -18,7 +19,6 @@ from registry_api import (
     unique_repo,
     xfail_on_distribution,
 )
-
 from registry_process import RegistryProcess
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from registry_api import (
     MANIFEST_ACCEPT,
     OCI_MANIFEST,
@@ -24,7 +25,6 @@ from registry_api import (
     unique_repo,
     xfail_on_distribution,
 )
-
 from registry_process import RegistryProcess
 
 SEED = random.randrange(2**32)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from registry_api import assert_error, image_manifest, push, unique_repo, xfail_on_distribution
 
+from registry_api import assert_error, image_manifest, push, unique_repo, xfail_on_distribution
 from registry_process import RegistryProcess
 
 # Lowercase only: byte order and the spec's case-insensitive lexical order then agree.

@@ -6,6 +6,7 @@ import json
 
 import httpx
 import pytest
+
 from registry_api import (
     assert_error,
     get_manifest,
@@ -23,7 +24,6 @@ from registry_api import (
     with_params,
     xfail_on_distribution,
 )
-
 from registry_process import RegistryProcess
 
 

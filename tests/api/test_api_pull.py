@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from registry_api import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -21,7 +22,6 @@ from registry_api import (
     unique_repo,
     xfail_on_distribution,
 )
-
 from registry_process import RegistryProcess
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from registry_api import (
     assert_error,
     push_blob,

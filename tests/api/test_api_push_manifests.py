@@ -6,6 +6,7 @@ import json
 
 import httpx
 import pytest
+
 from registry_api import (
     DOCKER_LIST,
     DOCKER_MANIFEST,

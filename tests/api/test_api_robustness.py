@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+
 from registry_api import (
     assert_error,
     error_codes,
@@ -25,7 +26,6 @@ from registry_api import (
     with_params,
     xfail_on_distribution,
 )
-
 from registry_process import RegistryProcess
 
 OCTETS = {"Content-Type": "application/octet-stream"}

@@ -15,7 +15,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from e2e_daemons import Containerd, Dockerd
 from e2e_images import OciLayout
 from e2e_tools import require
-
 from registry_process import RegistryProcess
 
 

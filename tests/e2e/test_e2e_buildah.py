@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from e2e_http import get_blob, get_manifest
 from e2e_images import OciLayout
 from e2e_tools import Cli, require, run
-
 from registry_process import RegistryProcess
 
 

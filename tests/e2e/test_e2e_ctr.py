@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+
 from e2e_daemons import Containerd
 from e2e_http import get_blob, get_manifest
 from e2e_images import Image, OciLayout
 from e2e_tools import run
-
 from registry_process import RegistryProcess
 
 

@@ -9,11 +9,11 @@ import tarfile
 from pathlib import Path
 
 import httpx
+
 from e2e_daemons import Dockerd
 from e2e_http import get_manifest
 from e2e_images import DOCKER_LIST, DOCKER_MANIFEST, OciLayout
 from e2e_tools import run
-
 from registry_process import RegistryProcess
 
 

@@ -17,10 +17,10 @@ import oras.client
 import oras.oci
 import pytest
 import requests
+
 from e2e_http import get_manifest
 from e2e_images import OCI_INDEX, OCI_MANIFEST, Image, OciLayout, sha256_digest
 from e2e_tools import require, run
-
 from registry_process import RegistryProcess, implementation
 
 SBOM_CONFIG = "application/vnd.e2e.sbom.config.v1+json"

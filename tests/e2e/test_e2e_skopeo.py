@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from e2e_http import get_blob, get_manifest
 from e2e_images import DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, OciLayout, sha256_digest
 from e2e_tools import require, run
-
 from registry_process import RegistryProcess
 
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from registry_api import assert_error, image_manifest, push, put_manifest, unique_repo
 
+from registry_api import assert_error, image_manifest, push, put_manifest, unique_repo
 from registry_process import RegistryProcess, implementation
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="settings of docker-registry 3 only")
