@@ -11,6 +11,7 @@ from aiohttp import HttpVersion10, web
 
 from docker_registry.core.driver import fetch
 
+from . import body
 from .cache import RegistryCache
 from .config import Config
 from .errors import NOT_FOUND, SIZE_INVALID, UNKNOWN, UNSUPPORTED, RegistryError
@@ -83,7 +84,9 @@ async def _errors(
 def create_app(config: Config) -> web.Application:
     """The application for one worker; stores open in on_startup and close in on_cleanup."""
     app = web.Application(
-        middlewares=[_errors], client_max_size=CLIENT_MAX_SIZE, handler_args={"max_field_size": 16384}
+        middlewares=[_errors],
+        client_max_size=CLIENT_MAX_SIZE,
+        handler_args={"max_field_size": 16384, "read_bufsize": body.READ_BUFFER_SIZE},
     )
     app[CONFIG_KEY] = config
     extra_headers = [(k, v) for k, values in config.http.headers.items() for v in _as_list(values)]

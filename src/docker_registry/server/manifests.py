@@ -116,9 +116,12 @@ def digest_of(raw: bytes, algorithm: str = "sha256") -> str:
 def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> Manifest:
     """Validate `raw` as a manifest of a supported type; raise MANIFEST_INVALID explaining what is wrong."""
     try:
-        body = json.loads(raw)
+        # strictly UTF-8 without BOM: json.loads(bytes) would also take UTF-16/32, which Go clients cannot read
+        body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
-        raise _invalid(f"not valid JSON: {e}") from None
+        raise _invalid(f"not valid UTF-8 JSON: {e}") from None
+    except RecursionError:
+        raise _invalid("JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise _invalid("a manifest must be a JSON object")
     if body.get("schemaVersion") != 2 or isinstance(body.get("schemaVersion"), bool):

@@ -28,6 +28,7 @@ from .errors import (
 )
 from .manifests import OCI_INDEX
 from .pagination import page_request, paginate
+from .ranges import byte_range
 from .registry import Registry
 from .uploads import progress_headers
 
@@ -170,35 +171,29 @@ async def get_blob(request: web.Request, m: dict[str, str]) -> web.StreamRespons
         url = await registry.blob_redirect_url(digest)
         if url:
             return web.Response(status=307, headers={"Location": url, "Docker-Content-Digest": digest})
+    header = request.headers.get(hdrs.RANGE)
+    window = byte_range(header, blob.size)
     local = registry.blob_local_path(digest)
-    if local is not None:
+    if local is not None and (header is None or window is not None):
+        # sendfile; FileResponse answers the same single range itself (a Range it would refuse goes below)
         headers["Content-Type"] = "application/octet-stream"
         return web.FileResponse(local, headers=headers)
-    return await _stream_blob(request, registry, digest, blob.size, headers)
+    return await _stream_blob(request, registry, digest, blob.size, window, headers)
 
 
 async def _stream_blob(
-    request: web.Request, registry: Registry, digest: str, size: int, headers: dict[str, str]
+    request: web.Request,
+    registry: Registry,
+    digest: str,
+    size: int,
+    window: tuple[int, int] | None,
+    headers: dict[str, str],
 ) -> web.StreamResponse:
-    try:
-        window = request.http_range
-    except ValueError:
-        window = slice(None, None)
-    start, stop = window.start, window.stop
     status = 200
-    if start is not None or stop is not None:
-        if start is not None and start < 0:  # suffix range: the last -start bytes
-            start, stop = max(size + start, 0), size
-        start = start or 0
-        stop = size if stop is None else min(stop, size)
-        if start >= size or stop <= start:
-            raise RegistryError(
-                RANGE_INVALID, f"range not satisfiable for {size} bytes", headers={"Content-Range": f"bytes */{size}"}
-            )
+    start, stop = window or (0, size)
+    if window is not None:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         status = 206
-    else:
-        start, stop = 0, size
     stream = aiter(registry.blob_stream(digest, start, stop - start))
     try:
         first = await anext(stream, b"")  # a blob missing from storage is still an error the client can read

@@ -1,0 +1,44 @@
+"""The `Range` header of blob GETs (RFC 9110 14.2): one byte range served as 206, anything else handled safely.
+
+A single satisfiable range is served; one starting past the end (or a zero-length suffix) is 416 with
+`Content-Range: bytes */<size>`. Several ranges, another unit or a malformed value are ignored, and the whole blob
+is served, as RFC 9110 allows.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import RANGE_INVALID, RegistryError
+
+_SPEC = re.compile(r"^(\d{0,19})-(\d{0,19})$")
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The `[start, stop)` window the header asks for, or None to serve everything; raises 416 if unsatisfiable."""
+    if not header:
+        return None
+    unit, _, specs = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in specs:
+        return None
+    match = _SPEC.match(specs.strip())
+    if match is None or match[1] == match[2] == "":
+        return None
+    if match[1] == "":
+        suffix = int(match[2])
+        if suffix == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(size - suffix, 0), size
+    start = int(match[1])
+    stop = size if match[2] == "" else int(match[2]) + 1
+    if stop <= start and match[2] != "":
+        return None  # last before first: not a valid range, so no range at all
+    if start >= size:
+        raise _unsatisfiable(size)
+    return start, min(stop, size)
+
+
+def _unsatisfiable(size: int) -> RegistryError:
+    return RegistryError(
+        RANGE_INVALID, f"range not satisfiable for {size} bytes", headers={"Content-Range": f"bytes */{size}"}
+    )
