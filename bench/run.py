@@ -67,6 +67,7 @@ class Bench:
         self.blob = tmp / "blob.bin"
         self.ours_workers_text = ""
         self.load_before = os.getloadavg()[0]
+        self.source = source_version()
 
     def figure(self, key: str, name: str, unit: str, **kwargs: object) -> Figure:
         if key not in self.figures:
@@ -347,6 +348,19 @@ def rows(bench: Bench) -> list[list[str]]:
     return [bench.figures[k].row(bench.ours.name, bench.dist.name) for k in ORDER if k in bench.figures]
 
 
+def source_version() -> str:
+    """The commit the run measured, and whether the server's files differed from it (a shared working tree)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "src", "core/src")
+    return commit + (" with uncommitted server changes" if dirty else "")
+
+
 def render(bench: Bench, args: argparse.Namespace, started: datetime.datetime, elapsed: float) -> str:
     s = bench.s
     out = [
@@ -356,7 +370,7 @@ def render(bench: Bench, args: argparse.Namespace, started: datetime.datetime, e
         f"- machine: {machine()}",
         f"- mode: {'--quick (smoke run, small sizes)' if args.quick else 'full'}"
         + (" -- STAND-IN: 'ours' is a second Distribution" if args.stand_in else ""),
-        f"- our registry: {bench.ours_workers_text}",
+        f"- our registry: {bench.ours_workers_text}, source {bench.source}",
         f"- rounds: {s.rounds} interleaved (blob GET: {s.blob_rounds}); medians shown; "
         f"load runs of {s.load_seconds}s at {s.connections} connections; blob {s.blob_size // MiB} MiB",
         "- the load generators (wrk, hey, curl, skopeo) run on the same cores as the servers",
