@@ -305,13 +305,19 @@ async def cancel_upload(request: web.Request, m: dict[str, str]) -> web.StreamRe
 # --- routing ---------------------------------------------------------------------------------------------------
 _NAME = r"(?P<name>.+?)"
 ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-    (re.compile(r"^/v2/?$"), {"GET": base, "HEAD": base}),
-    (re.compile(r"^/v2/_catalog$"), {"GET": catalog, "HEAD": catalog}),
-    (re.compile(rf"^/v2/{_NAME}/tags/list$"), {"GET": tags_list, "HEAD": tags_list}),
+    # Pulls first: they are most of the traffic. No path matches two of these patterns (a blob digest is never
+    # "uploads"), so the order only decides how soon a request finds its route.
     (
         re.compile(rf"^/v2/{_NAME}/manifests/(?P<reference>[^/]+)$"),
         {"GET": get_manifest, "HEAD": get_manifest, "PUT": put_manifest, "DELETE": delete_manifest},
     ),
+    (
+        re.compile(rf"^/v2/{_NAME}/blobs/(?P<digest>(?!uploads$)[^/]+)$"),
+        {"GET": get_blob, "HEAD": head_blob, "DELETE": delete_blob},
+    ),
+    (re.compile(r"^/v2/?$"), {"GET": base, "HEAD": base}),
+    (re.compile(r"^/v2/_catalog$"), {"GET": catalog, "HEAD": catalog}),
+    (re.compile(rf"^/v2/{_NAME}/tags/list$"), {"GET": tags_list, "HEAD": tags_list}),
     (re.compile(rf"^/v2/{_NAME}/blobs/uploads/?$"), {"POST": start_upload}),
     (
         re.compile(rf"^/v2/{_NAME}/blobs/uploads/(?P<uuid>[^/]+)$"),
@@ -322,10 +328,6 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
             "PUT": put_upload,
             "DELETE": cancel_upload,
         },
-    ),
-    (
-        re.compile(rf"^/v2/{_NAME}/blobs/(?P<digest>[^/]+)$"),
-        {"GET": get_blob, "HEAD": head_blob, "DELETE": delete_blob},
     ),
     (re.compile(rf"^/v2/{_NAME}/referrers/(?P<digest>[^/]+)$"), {"GET": referrers, "HEAD": referrers}),
 ]
