@@ -53,6 +53,8 @@ class Settings:
 
 
 class Bench:
+    """One run: the two servers, the settings, and every figure, reference and CPU total measured so far."""
+
     def __init__(self, settings: Settings, ours: Server, dist: Server, tmp: Path) -> None:
         self.s = settings
         self.ours, self.dist = ours, dist
@@ -154,7 +156,7 @@ class Bench:
         transfer.random_file(self.blob, self.s.blob_size)
         self.reference["sha256 of the blob, one core (MB/s)"] = transfer.sha256_mbps(self.blob)
 
-    def downloads(self, rss: RssWatch) -> None:
+    def downloads(self) -> None:
         """GETs from both registries and from a bare sendfile server, interleaved, with a page-cache read before
         each round: the shares of those two ceilings compare figures taken under the same conditions."""
         s = self.s
@@ -442,7 +444,7 @@ def main() -> int:
         with RssWatch(bench.pair) as rss:
             bench.small_requests(rss)
             bench.machine_ceilings()
-            bench.downloads(rss)
+            bench.downloads()
             bench.uploads(rss)
             bench.skopeo(rss)
         bench.rss_figures(rss)
