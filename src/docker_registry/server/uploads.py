@@ -151,8 +151,17 @@ class Uploads:
             writer = await self._driver.writer(upload_path(upload.id), append=upload.size > 0)
         except exceptions.FileNotFoundError:
             raise RegistryError(BLOB_UPLOAD_INVALID, "the upload's data is gone") from None
+        if writer.size != upload.size:
+            # Only after a process died mid-chunk: record what storage holds, so the client resumes from there.
+            written[0] = writer.size
+            await writer.close()
+            raise RegistryError(
+                RANGE_INVALID,
+                f"the upload holds {writer.size} bytes, not {upload.size}",
+                headers=progress_headers(writer.size),
+            )
         hasher = self._hashers.pop(upload.id, None)
-        if writer.size != upload.size or (hasher is not None and hasher.size != writer.size):
+        if hasher is not None and hasher.size != writer.size:
             hasher = None
         if hasher is None and writer.size == 0:
             hasher = Hasher(HASH_ALGORITHM)
