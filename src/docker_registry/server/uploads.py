@@ -81,19 +81,27 @@ def _datasync(path: str) -> None:
 
 
 async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | None, flusher: _Flusher) -> None:
-    """Write and hash each chunk; the hash of one chunk runs in a thread while the next one is received."""
+    """Write and hash each chunk while the next one is received: the three overlap, one of each in flight."""
     hashing: asyncio.Future[None] | None = None
+    writing: asyncio.Future[int] | None = None
     try:
         async for chunk in chunks:
+            if hashing is not None:
+                await hashing
+            if writing is not None:
+                await writing
             if hasher is not None:
-                if hashing is not None:
-                    await hashing
                 hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, chunk))
-            await writer.write(chunk)
+            writing = asyncio.ensure_future(writer.write(chunk))
             flusher.wrote(len(chunk))
     finally:
-        if hashing is not None:
-            await asyncio.shield(hashing)
+        # settle both before the caller reads sizes or closes the writer, even when the body broke off
+        pending = [f for f in (hashing, writing) if f is not None]
+        if pending:
+            results = await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
 
 
 class Uploads:
