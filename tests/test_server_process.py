@@ -569,3 +569,53 @@ def test_master_with_another_thread_spawns_its_workers(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_inmemory_storage_keeps_no_metadata_on_disk(tmp_path: Path) -> None:
+    """Blobs in memory die with the process, and so must the tags and manifests that name them."""
+    port = free_port()
+    config = tmp_path / "config.yml"
+    config.write_text(
+        yaml.safe_dump({"version": 0.1, "storage": {"inmemory": {}}, "http": {"addr": f"127.0.0.1:{port}"}})
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "docker_registry.server", "serve", str(config)],
+            cwd=tmp_path,
+            env=clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+        def answers() -> bool:
+            assert proc.poll() is None
+            try:
+                return httpx.get(f"{url}/v2/", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, 30, "the in-memory registry")
+        return proc
+
+    blob = b"kept only in memory"
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    proc = start()
+    try:
+        pushed = httpx.post(f"{url}/v2/mem/blobs/uploads/?digest={digest}", content=blob)
+        assert pushed.status_code == 201
+        assert httpx.get(f"{url}/v2/mem/blobs/{digest}").content == blob
+        assert httpx.get(f"{url}/v2/_catalog").json()["repositories"] == ["mem"]
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    assert not (tmp_path / "data").exists()
+    proc = start()
+    try:
+        assert httpx.get(f"{url}/v2/_catalog").json()["repositories"] == []
+        assert httpx.head(f"{url}/v2/mem/blobs/{digest}").status_code == 404
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import HttpVersion10, web
@@ -36,6 +39,12 @@ def _data_dir(config: Config) -> str | None:
 
 def prepare(config: Config) -> None:
     """Run once in the master process before workers fork: data directory and database migrations."""
+    if config.storage.driver == "inmemory" and not config.database.url:
+        # Blobs in memory vanish with the process; metadata kept on disk would then name blobs that are gone.
+        # The inmemory driver always runs one worker in this process, so a private temporary database serves it.
+        scratch = tempfile.mkdtemp(prefix="docker-registry-inmemory-")
+        atexit.register(shutil.rmtree, scratch, True)
+        config.database.url = f"sqlite:///{scratch}/registry.db"
     data_dir = _data_dir(config)
     if data_dir is not None:
         os.makedirs(data_dir, exist_ok=True)
