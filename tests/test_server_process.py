@@ -248,6 +248,15 @@ def test_start_up_line_and_access_log(server: RegistryProcess) -> None:
     ), text
 
 
+def test_a_malformed_request_is_one_log_line_not_a_traceback(server: RegistryProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+        assert conn.recv(100).startswith(b"HTTP/1.0 400 ")
+    text = log_containing(server, "refused a malformed request: Invalid character in Content-Length")
+    assert "Traceback" not in text
+    assert " ERROR " not in text
+
+
 def test_access_log_can_be_disabled(tmp_path: Path) -> None:
     server = RegistryProcess(tmp_path, workers=1, extra_config={"log": {"accesslog": {"disabled": True}}}).start()
     try:
