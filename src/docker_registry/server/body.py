@@ -30,8 +30,8 @@ def declared_length(request: web.Request) -> int | None:
 async def chunks(request: web.Request) -> AsyncIterator[bytes]:
     """The request body in buffers of about 1 MiB; a body shorter than its Content-Length is an error.
 
-    Pieces are collected in a list and joined once per buffer (or passed on as they are when one is big enough),
-    so each byte is copied as few times as possible on its way to the hasher and the driver.
+    The pieces aiohttp received (up to 256 KiB each) are taken as they are and joined once per buffer: the only
+    copy made on the way to the hasher and the driver.
     """
     expected = declared_length(request)
     received = 0
@@ -40,8 +40,10 @@ async def chunks(request: web.Request) -> AsyncIterator[bytes]:
     content = request.content
     try:
         while True:
-            data = await content.read(BUFFER_SIZE)
+            data, end_of_http_chunk = await content.readchunk()
             if not data:
+                if end_of_http_chunk:
+                    continue  # a boundary of chunked transfer encoding, not the end of the body
                 break
             received += len(data)
             pending.append(data)
@@ -54,7 +56,7 @@ async def chunks(request: web.Request) -> AsyncIterator[bytes]:
     if expected is not None and received != expected:
         raise RegistryError(SIZE_INVALID, f"received {received} bytes, Content-Length announced {expected}")
     if pending:
-        yield b"".join(pending)
+        yield pending[0] if len(pending) == 1 else b"".join(pending)
 
 
 async def read_limited(request: web.Request, limit: int, error: RegistryError) -> bytes:

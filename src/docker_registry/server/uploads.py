@@ -10,7 +10,6 @@ were made durable.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterable
 
@@ -23,7 +22,6 @@ from .store.metadata import MetadataStore, Upload
 
 HASH_ALGORITHM = "sha256"
 MAX_KEPT_HASHERS = 1000
-FLUSH_EVERY = 32 * 1024 * 1024
 
 
 def upload_path(upload_id: str) -> str:
@@ -41,46 +39,7 @@ def _check_id(upload_id: str) -> str:
         raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": upload_id[:100]}) from None
 
 
-class _Flusher:
-    """Pushes an upload's bytes to disk while more arrive, so the fsync before publishing has little left to do.
-
-    Only for drivers on a local disk (`local_path`); the kernel would otherwise hold everything in dirty pages
-    until that final fsync, which then costs as long again as receiving did.
-    """
-
-    def __init__(self, local_path: str | None, size: int) -> None:
-        self._path = local_path
-        self._unflushed = size % FLUSH_EVERY  # chunks of one session: flush every FLUSH_EVERY bytes of the file
-        self._running: asyncio.Future[None] | None = None
-
-    def wrote(self, size: int) -> None:
-        self._unflushed += size
-        if self._path is None or self._unflushed < FLUSH_EVERY:
-            return
-        if self._running is None or self._running.done():
-            # Not awaited: the request goes on (or ends) while the disk catches up; the final fsync reports errors.
-            self._unflushed = 0
-            self._running = asyncio.ensure_future(asyncio.to_thread(_datasync, self._path))
-            _background.add(self._running)
-            self._running.add_done_callback(_background.discard)
-
-
-_background: set[asyncio.Future[None]] = set()
-"""Flushes in flight, referenced so they are not garbage-collected before they finish."""
-
-
-def _datasync(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass  # gone (cancelled or published meanwhile) or failing: the fsync before publishing will tell
-
-
-async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | None, flusher: _Flusher) -> None:
+async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | None) -> None:
     """Write and hash each chunk while the next one is received: the three overlap, one of each in flight."""
     hashing: asyncio.Future[None] | None = None
     writing: asyncio.Future[int] | None = None
@@ -93,7 +52,6 @@ async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | N
             if hasher is not None:
                 hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, chunk))
             writing = asyncio.ensure_future(writer.write(chunk))
-            flusher.wrote(len(chunk))
     finally:
         # settle both before the caller reads sizes or closes the writer, even when the body broke off
         pending = [f for f in (hashing, writing) if f is not None]
@@ -174,15 +132,12 @@ class Uploads:
         if hasher is None and writer.size == 0:
             hasher = Hasher(HASH_ALGORITHM)
         try:
-            await _pump(chunks, writer, hasher, self._flusher(upload.id, writer.size))
+            await _pump(chunks, writer, hasher)
         finally:
             await writer.close()  # flushed, not fsynced: publishing makes the whole blob durable once
             written[0] = writer.size
             if hasher is not None and hasher.size == writer.size:
                 self._keep(upload.id, hasher)
-
-    def _flusher(self, upload_id: str, size: int) -> _Flusher:
-        return _Flusher(self._driver.local_path(upload_path(upload_id)), size)
 
     def _keep(self, upload_id: str, hasher: Hasher) -> None:
         if len(self._hashers) >= MAX_KEPT_HASHERS:
@@ -207,7 +162,7 @@ class Uploads:
         writer = await self._driver.writer(upload_path(upload_id))
         hasher = Hasher(HASH_ALGORITHM)
         try:
-            await _pump(chunks, writer, hasher, self._flusher(upload_id, 0))
+            await _pump(chunks, writer, hasher)
             await writer.commit()
         except BaseException:
             await writer.cancel()
