@@ -33,7 +33,26 @@ CONTENT_RANGES = ["0-10", "5-2", "-1-3", "abc", "bytes=0-10", "0-999999999999999
 RANGES = ["bytes=abc", "bytes=5-2", "bytes=0-1,3-4", "bytes=-0", "items=0-1", "bytes=99999999999999999999-", "bytes="]
 CONTENT_TYPES = [OCI_MANIFEST, "application/json", "text/plain", "", "a/b/c", "application/octet-stream", "\x7f"]
 DIGESTS = ["sha256:xyz", "sha256:", "sha256:" + "0" * 64, "md5:abc", ":", "sha256:" + "g" * 64, "sha512:00", "%00"]
-JUNK = ["", "..", "%2e%2e", "%00", "%ff", "a" * 300, "-", "_", "%2F", "😀", "%", "?", "#", ";", "latest", "UPPER"]
+JUNK = [
+    "",
+    "..",
+    "%2e%2e",
+    "%00",
+    "%ff",
+    "a" * 300,
+    "-",
+    "_",
+    "%2F",
+    "😀",
+    "%",
+    "?",
+    "#",
+    ";",
+    "latest",
+    "UPPER",
+    "²",
+    "٣",
+]
 
 
 def _garbage_body(rng: random.Random) -> bytes:

@@ -99,7 +99,7 @@ def test_tags_n_zero(client: httpx.Client, tagged: str) -> None:
     assert "Link" not in response.headers
 
 
-@pytest.mark.parametrize("n", ["-1", "abc", "1e3"])
+@pytest.mark.parametrize("n", ["-1", "abc", "1e3", "²", "٣"])
 def test_tags_bad_n_is_a_client_error(client: httpx.Client, tagged: str, n: str) -> None:
     response = client.get(f"/v2/{tagged}/tags/list", params={"n": n})
     assert response.status_code < 500

@@ -301,6 +301,7 @@ def test_bad_config_names_the_key(tmp_path: Path, data: Any, message: str) -> No
         ),
         ({"REGISTRY_HTTP_WORKERS": "0"}, "http.workers (from REGISTRY_HTTP_WORKERS): expected a positive integer"),
         ({"REGISTRY_HTTP_ADDR": "nowhere"}, "http.addr (from REGISTRY_HTTP_ADDR): expected host:port"),
+        ({"REGISTRY_HTTP_ADDR": ":٣٣"}, "http.addr (from REGISTRY_HTTP_ADDR): expected host:port"),
         ({"REGISTRY_STORAGE_DELETE_ENABLED": "sure"}, "storage.delete.enabled (from REGISTRY_STORAGE_DELETE_ENABLED)"),
         ({"REGISTRY_LOG_LEVEL": "loud"}, "log.level (from REGISTRY_LOG_LEVEL): expected one of"),
         ({"REGISTRY_HTTP_NOSUCHKEY": "1"}, "http.nosuchkey (from REGISTRY_HTTP_NOSUCHKEY): unknown key"),

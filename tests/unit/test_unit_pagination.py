@@ -15,7 +15,7 @@ def test_parameters() -> None:
     assert page_request({"n": "25"}) == PageRequest(25, None)
 
 
-@pytest.mark.parametrize("n", ["-1", "abc", "1.5", "1e3", "9" * 40, " 1"])
+@pytest.mark.parametrize("n", ["-1", "abc", "1.5", "1e3", "9" * 40, " 1", "²", "٣", "1²"])
 def test_invalid_n(n: str) -> None:
     with pytest.raises(RegistryError) as info:
         page_request({"n": n})

@@ -6,6 +6,7 @@ paused and resumed every 64 KiB.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -22,7 +23,7 @@ def declared_length(request: web.Request) -> int | None:
     value = request.headers.get("Content-Length")
     if value is None:
         return None
-    if not value.isdigit():
+    if not re.fullmatch(r"[0-9]{1,18}", value):
         raise RegistryError(SIZE_INVALID, f"invalid Content-Length {value[:40]!r}")
     return int(value)
 

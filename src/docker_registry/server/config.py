@@ -109,7 +109,7 @@ class Config:
 def split_addr(addr: str) -> tuple[str | None, int]:
     """ "host:port", "[v6]:port" or ":port" (every interface) -> (host or None, port); ValueError if malformed."""
     host, sep, port_text = addr.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
         raise ValueError("expected host:port (or :port for every interface) with a port from 1 to 65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -6,6 +6,7 @@ header is given only when more remain, as the distribution-spec describes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -24,7 +25,7 @@ def page_request(query: Mapping[str, str]) -> PageRequest:
     value = query.get("n")
     n = None
     if value:
-        if not value.isdigit() or len(value) > 18:
+        if not re.fullmatch(r"[0-9]{1,18}", value):  # not isdigit(): it accepts "²" and "٣"
             raise RegistryError(PAGINATION_NUMBER_INVALID, {"n": value[:40]})
         n = int(value)
     return PageRequest(n, query.get("last") or None)
