@@ -9,7 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import loadgen
@@ -93,3 +97,83 @@ def test_uploads_land_whole_in_a_registry(tmp_path: Path, blob: Path) -> None:
     finally:
         registry.stop()
     assert registry.proc is None
+
+
+def test_splice_client_reads_whole_bodies_on_one_connection(static: servers.Server, blob: Path) -> None:
+    size = blob.stat().st_size
+    with rawhttp.SplicedDownloads(static.url) as client:
+        assert [client.get(f"{static.url}/blob") for _ in range(3)] == [size] * 3
+    assert rawhttp.spliced_download(f"{static.url}/blob") == size
+    assert transfer.get_mbps(f"{static.url}/blob", 3, size) > 0
+
+
+def test_splice_client_refuses_an_error_status(static: servers.Server) -> None:
+    with pytest.raises(rawhttp.HTTPError, match="expected 200, got 404"):
+        rawhttp.spliced_download(f"{static.url}/missing")
+
+
+@contextmanager
+def scripted_server(answers: list[list[bytes]]) -> Iterator[str]:
+    """One connection; each request is answered with its list of pieces, sent apart so they arrive separately,
+    then the connection closes: the awkward servers a download client must not be fooled by."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            for pieces in answers:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                for piece in pieces:
+                    conn.sendall(piece)
+                    time.sleep(0.05)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/blob"
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+
+
+def test_splice_client_parses_headers_that_arrive_in_pieces() -> None:
+    body = os.urandom(300_000)
+    pieces = [b"HTTP/1.1 200 OK\r\nContent-", b"Length: 300000\r\n", b"\r\n" + body[:10], body[10:]]
+    with scripted_server([pieces, pieces]) as url, rawhttp.SplicedDownloads(url, timeout=10) as client:
+        assert client.get(url) == len(body)
+        assert client.get(url) == len(body)
+
+
+def test_splice_client_refuses_a_body_shorter_than_announced() -> None:
+    answer = [b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", b"x" * 999]
+    with scripted_server([answer]) as url, pytest.raises(rawhttp.HTTPError, match="closed after 999 of 1000 bytes"):
+        rawhttp.spliced_download(url, timeout=10)
+
+
+def test_splice_client_refuses_a_body_longer_than_announced() -> None:
+    answer = [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", b"x" * 15]
+    with scripted_server([answer, answer]) as url, rawhttp.SplicedDownloads(url, timeout=10) as client:
+        assert client.get(url) == 10
+        with pytest.raises(rawhttp.HTTPError, match="not an HTTP response"):
+            client.get(url)
+
+
+def test_splice_client_refuses_a_response_without_content_length() -> None:
+    answer = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"]
+    with scripted_server([answer]) as url, pytest.raises(rawhttp.HTTPError, match="no Content-Length"):
+        rawhttp.spliced_download(url, timeout=10)
+
+
+def test_splice_client_refuses_headers_cut_short() -> None:
+    with (
+        scripted_server([[b"HTTP/1.1 200 OK\r\n", b"Content-Length: 10\r\n"]]) as url,
+        pytest.raises(rawhttp.HTTPError, match="closed in the response headers"),
+    ):
+        rawhttp.spliced_download(url, timeout=10)
+
+
+def test_page_cache_ceilings(blob: Path) -> None:
+    assert transfer.page_cache_mbps(blob) > 0
+    assert transfer.splice_read_mbps(blob) > 0
