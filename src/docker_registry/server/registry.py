@@ -19,12 +19,13 @@ from .errors import (
     BLOB_UNKNOWN,
     DIGEST_INVALID,
     MANIFEST_BLOB_UNKNOWN,
+    MANIFEST_INVALID,
     MANIFEST_UNKNOWN,
     NAME_UNKNOWN,
     RegistryError,
 )
 from .manifests import Manifest, parse_manifest
-from .store.metadata import MetadataStore, Referrer, StoredManifest, Upload
+from .store.metadata import BadReference, MetadataStore, Referrer, StoredManifest, Upload
 from .uploads import Uploads
 
 
@@ -35,6 +36,16 @@ class Blob:
     manifest: StoredManifest | None = None
     """Set when the digest names a manifest of the repository: served from the metadata store, as Distribution
     serves manifests from its blob store too."""
+
+
+def _bad_reference(e: BadReference) -> RegistryError:
+    """The error Distribution gives for a missing blob or child; a wrong size is an invalid manifest."""
+    if e.stored_size is not None:
+        message = f"descriptor of {e.kind} {e.digest} gives size {e.declared_size}, but it has {e.stored_size} bytes"
+        return RegistryError(MANIFEST_INVALID, {"digest": e.digest, "size": e.declared_size}, message=message)
+    if e.kind == "blob":
+        return RegistryError(MANIFEST_BLOB_UNKNOWN, {"digest": e.digest}, message=f"blob unknown: {e.digest}")
+    return RegistryError(MANIFEST_UNKNOWN, {"digest": e.digest}, message=f"manifest unknown: {e.digest}", status=400)
 
 
 class Registry:
@@ -89,17 +100,10 @@ class Registry:
             raise RegistryError(
                 DIGEST_INVALID, {"digest": reference, "computed": manifest.digest}, message="manifest digest mismatch"
             )
-        blob_digests = [d.digest for d in manifest.blobs]
-        missing = await asyncio.to_thread(self.store.missing_blobs, repository, blob_digests)
-        if missing:
-            raise RegistryError(MANIFEST_BLOB_UNKNOWN, {"digest": missing[0]}, message=f"blob unknown: {missing[0]}")
-        child_digests = [d.digest for d in manifest.children]
-        missing = await asyncio.to_thread(self.store.missing_manifests, repository, child_digests)
-        if missing:
-            raise RegistryError(
-                MANIFEST_UNKNOWN, {"digest": missing[0]}, message=f"manifest unknown: {missing[0]}", status=400
-            )
-        await asyncio.to_thread(self.store.put_manifest, repository, manifest, tag)
+        try:
+            await asyncio.to_thread(self.store.put_manifest, repository, manifest, tag)
+        except BadReference as e:
+            raise _bad_reference(e) from None
         self.cache.clear()
         return manifest
 

@@ -41,6 +41,19 @@ class Upload:
     size: int
 
 
+class BadReference(Exception):
+    """A pushed manifest names a blob or child manifest the repository lacks, or gives it the wrong size."""
+
+    def __init__(self, kind: str, digest: str, declared_size: int, stored_size: int | None) -> None:
+        super().__init__(f"{kind} {digest}: size {declared_size}, stored {stored_size}")
+        self.kind = kind
+        """'blob' (config or layer) or 'manifest' (an index's child)."""
+        self.digest = digest
+        self.declared_size = declared_size
+        self.stored_size = stored_size
+        """None when the repository does not have it at all."""
+
+
 WRITER_LEASE_SECONDS = 3600
 """After this long a session's writer is presumed dead (its process crashed) and another may take over."""
 
@@ -92,32 +105,6 @@ class MetadataStore:
     def known_blob_size(self, digest: str) -> int | None:
         """Size of a verified blob in storage, whatever repository links it."""
         return self._scalar(sa.select(blobs.c.size).where(blobs.c.digest == digest))
-
-    def missing_blobs(self, repository: str, digests: list[str]) -> list[str]:
-        if not digests:
-            return []
-        with self.engine.connect() as conn:
-            present = set(
-                conn.execute(
-                    sa.select(repository_blobs.c.digest)
-                    .select_from(repository_blobs.join(repositories))
-                    .where(repositories.c.name == repository, repository_blobs.c.digest.in_(set(digests)))
-                ).scalars()
-            )
-        return [d for d in dict.fromkeys(digests) if d not in present]
-
-    def missing_manifests(self, repository: str, digests: list[str]) -> list[str]:
-        if not digests:
-            return []
-        with self.engine.connect() as conn:
-            present = set(
-                conn.execute(
-                    sa.select(manifests.c.digest)
-                    .select_from(manifests.join(repositories))
-                    .where(repositories.c.name == repository, manifests.c.digest.in_(set(digests)))
-                ).scalars()
-            )
-        return [d for d in dict.fromkeys(digests) if d not in present]
 
     def tags(self, repository: str, last: str | None, limit: int | None) -> list[str] | None:
         """Tag names after `last`, sorted by bytes; None when the repository does not exist."""
@@ -202,32 +189,69 @@ class MetadataStore:
 
         with_retries(run)
 
+    def _check_references(self, conn: sa.Connection, repo_id: int, manifest: Manifest) -> None:
+        """Raise BadReference unless every blob and child is in the repository with the size the manifest gives.
+
+        Runs inside the write transaction and locks the rows it reads (FOR SHARE on PostgreSQL; SQLite's write
+        transaction excludes every other writer), so a concurrent delete cannot remove them before the commit.
+        """
+        wanted = [("blob", d) for d in manifest.blobs] + [("manifest", d) for d in manifest.children]
+        if not wanted:
+            return
+        found = {
+            ("blob", row.digest): row.size
+            for row in conn.execute(
+                sa.select(repository_blobs.c.digest, blobs.c.size)
+                .select_from(repository_blobs.join(blobs))
+                .where(
+                    repository_blobs.c.repository_id == repo_id,
+                    repository_blobs.c.digest.in_({d.digest for d in manifest.blobs}),
+                )
+                .with_for_update(read=True, of=repository_blobs)
+            )
+        }
+        found |= {
+            ("manifest", row.digest): row.size
+            for row in conn.execute(
+                sa.select(manifests.c.digest, manifests.c.size)
+                .where(
+                    manifests.c.repository_id == repo_id,
+                    manifests.c.digest.in_({d.digest for d in manifest.children}),
+                )
+                .with_for_update(read=True)
+            )
+        }
+        for kind, descriptor in wanted:
+            size = found.get((kind, descriptor.digest))
+            if size != descriptor.size:
+                raise BadReference(kind, descriptor.digest, descriptor.size, size)
+
     def put_manifest(self, repository: str, manifest: Manifest, tag: str | None) -> None:
+        """Store the manifest (and move the tag) after checking its references in the same transaction."""
+
         def run() -> None:
             now = time.time()
             with write_transaction(self.engine) as conn:
                 repo_id = self._repository_id(conn, repository, now)
+                self._check_references(conn, repo_id, manifest)
+                # ON CONFLICT: a client pushing the same manifest concurrently (PostgreSQL, READ COMMITTED)
                 manifest_id = conn.execute(
-                    sa.select(manifests.c.id).where(
-                        manifests.c.repository_id == repo_id, manifests.c.digest == manifest.digest
+                    self._insert(manifests)
+                    .values(
+                        repository_id=repo_id,
+                        digest=manifest.digest,
+                        media_type=manifest.media_type,
+                        content=manifest.raw,
+                        size=len(manifest.raw),
+                        subject_digest=manifest.subject.digest if manifest.subject else None,
+                        artifact_type=manifest.artifact_type,
+                        annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+                        created_at=now,
                     )
+                    .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+                    .returning(manifests.c.id)
                 ).scalar()
-                if manifest_id is None:
-                    manifest_id = conn.execute(
-                        manifests.insert()
-                        .values(
-                            repository_id=repo_id,
-                            digest=manifest.digest,
-                            media_type=manifest.media_type,
-                            content=manifest.raw,
-                            size=len(manifest.raw),
-                            subject_digest=manifest.subject.digest if manifest.subject else None,
-                            artifact_type=manifest.artifact_type,
-                            annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
-                            created_at=now,
-                        )
-                        .returning(manifests.c.id)
-                    ).scalar_one()
+                if manifest_id is not None:
                     refs = {(d.digest, "blob") for d in manifest.blobs}
                     refs |= {(d.digest, "foreign") for d in manifest.foreign}
                     refs |= {(d.digest, "manifest") for d in manifest.children}
@@ -236,6 +260,12 @@ class MetadataStore:
                             manifest_references.insert(),
                             [{"manifest_id": manifest_id, "digest": d, "kind": k} for d, k in sorted(refs)],
                         )
+                else:
+                    manifest_id = conn.execute(
+                        sa.select(manifests.c.id).where(
+                            manifests.c.repository_id == repo_id, manifests.c.digest == manifest.digest
+                        )
+                    ).scalar_one()
                 if tag is not None:
                     conn.execute(
                         self._insert(tags)
