@@ -15,12 +15,13 @@ from aiohttp import hdrs, web
 
 from docker_registry.core import exceptions
 
-from . import body, names
+from . import body, names, negotiation
 from .config import Config
 from .errors import (
     BLOB_UNKNOWN,
     DIGEST_INVALID,
     MANIFEST_INVALID,
+    MANIFEST_UNKNOWN,
     NOT_FOUND,
     RANGE_INVALID,
     UNSUPPORTED,
@@ -87,6 +88,12 @@ async def get_manifest(request: web.Request, m: dict[str, str]) -> web.StreamRes
     name = names.check_name(m["name"])
     reference = names.check_reference(m["reference"])
     digest, manifest = await _registry(request).get_manifest(name, reference)
+    if not negotiation.accepts(request.headers.getall("Accept", []), manifest.media_type):
+        raise RegistryError(
+            MANIFEST_UNKNOWN,
+            {"reference": reference, "mediaType": manifest.media_type},
+            message=f"{manifest.media_type} found, but accept header does not support it",
+        )
     etag = f'"{digest}"'
     headers = {"Docker-Content-Digest": digest, "ETag": etag}
     if request.headers.get("If-None-Match") == etag:

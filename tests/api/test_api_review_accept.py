@@ -1,0 +1,98 @@
+"""Content negotiation of manifest pulls: a tag's manifest is served only in a type the client's Accept lists."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from registry_api import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Pushed,
+    assert_error,
+    image_manifest,
+    index_manifest,
+    push,
+    unique_repo,
+    xfail_on_distribution,
+)
+
+
+@pytest.fixture
+def tagged_index(client: httpx.Client) -> tuple[str, Pushed]:
+    repo = unique_repo("accept")
+    child = image_manifest(client, repo)
+    push(client, repo, child)
+    index = index_manifest([child])
+    push(client, repo, index, "multi")
+    return repo, index
+
+
+def _get(client: httpx.Client, repo: str, reference: str, accept: list[str], method: str = "GET") -> httpx.Response:
+    return client.request(method, f"/v2/{repo}/manifests/{reference}", headers=[("Accept", a) for a in accept])
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        [DOCKER_MANIFEST],
+        [DOCKER_MANIFEST, DOCKER_LIST],
+        [f"{DOCKER_MANIFEST}, {OCI_MANIFEST};q=0.9"],
+        pytest.param([f"{DOCKER_MANIFEST}, {OCI_INDEX};q=0"], marks=xfail_on_distribution("ignores q=0")),
+    ],
+)
+def test_index_is_not_served_to_a_client_that_cannot_read_it(
+    client: httpx.Client, tagged_index: tuple[str, Pushed], accept: list[str]
+) -> None:
+    repo, _ = tagged_index
+    for method in ("GET", "HEAD"):
+        response = _get(client, repo, "multi", accept, method)
+        assert response.status_code == 404, (accept, method, response.status_code)
+    response = _get(client, repo, "multi", accept)
+    assert_error(response, 404, "MANIFEST_UNKNOWN")
+    assert "accept header does not support" in response.text
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        [OCI_INDEX],
+        [DOCKER_MANIFEST, OCI_INDEX],
+        [f"{DOCKER_MANIFEST};q=1, {OCI_INDEX};q=0.5"],
+        pytest.param([f"{DOCKER_MANIFEST}, */*"], marks=xfail_on_distribution("ignores */*")),
+        pytest.param([OCI_INDEX.upper()], marks=xfail_on_distribution("compares media types case-sensitively")),
+    ],
+)
+def test_index_is_served_when_accept_lists_it(
+    client: httpx.Client, tagged_index: tuple[str, Pushed], accept: list[str]
+) -> None:
+    repo, index = tagged_index
+    response = _get(client, repo, "multi", accept)
+    assert response.status_code == 200, response.text
+    assert response.content == index.body
+    assert response.headers["Content-Type"] == OCI_INDEX
+
+
+def test_by_digest_too_accept_decides(client: httpx.Client, tagged_index: tuple[str, Pushed]) -> None:
+    repo, index = tagged_index
+    assert_error(_get(client, repo, index.digest, [DOCKER_MANIFEST]), 404, "MANIFEST_UNKNOWN")
+    assert _get(client, repo, index.digest, [OCI_INDEX]).content == index.body
+
+
+@xfail_on_distribution("without Accept serves no OCI manifest by tag")
+def test_without_accept_the_manifest_is_served(client: httpx.Client, tagged_index: tuple[str, Pushed]) -> None:
+    repo, index = tagged_index
+    response = _get(client, repo, "multi", [])
+    assert response.status_code == 200
+    assert response.content == index.body
+
+
+@xfail_on_distribution("rewrites the manifest to schema1 instead")
+def test_docker_image_is_refused_to_an_oci_only_client(client: httpx.Client) -> None:
+    repo = unique_repo("accept")
+    manifest = image_manifest(client, repo, media_type=DOCKER_MANIFEST)
+    push(client, repo, manifest, "docker")
+    assert_error(_get(client, repo, "docker", [OCI_MANIFEST, OCI_INDEX]), 404, "MANIFEST_UNKNOWN")
+    assert _get(client, repo, "docker", [DOCKER_MANIFEST]).content == manifest.body
