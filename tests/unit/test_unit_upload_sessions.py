@@ -35,12 +35,12 @@ async def body(*pieces: bytes) -> AsyncIterator[bytes]:
 async def test_bytes_beyond_the_recorded_size_are_reported_not_mixed_in(parts) -> None:  # type: ignore[no-untyped-def]
     uploads, store, driver = parts
     upload = await uploads.start("repo")
-    assert await uploads.append(upload, body(b"abc"), start=0) == 3
+    assert await uploads.append("repo", upload.id, body(b"abc"), start=0) == 3
     crashed = await driver.writer(upload_path(upload.id), append=True)  # a worker died after writing, unrecorded
     await crashed.write(b"xyz")
     await crashed.close()
     with pytest.raises(RegistryError) as info:
-        await uploads.append(store.upload(upload.id), body(b"new"), start=3)
+        await uploads.append("repo", upload.id, body(b"new"), start=3)
     assert info.value.error is RANGE_INVALID
     assert info.value.headers["Range"] == "0-5"
     assert store.upload(upload.id).size == 6, "the client resumes from what storage holds"
@@ -49,22 +49,22 @@ async def test_bytes_beyond_the_recorded_size_are_reported_not_mixed_in(parts) -
 async def test_a_claimed_session_refuses_a_second_writer(parts) -> None:  # type: ignore[no-untyped-def]
     uploads, store, _driver = parts
     upload = await uploads.start("repo")
-    assert store.claim_upload(upload.id, 0, "another-request")
+    assert store.claim_upload(upload.id, "repo", 0, "another-request")
     with pytest.raises(RegistryError) as info:
-        await uploads.append(upload, body(b"data"), start=0)
+        await uploads.append("repo", upload.id, body(b"data"), start=0)
     assert info.value.error is RANGE_INVALID
     store.release_upload(upload.id, "another-request", 0)
-    assert await uploads.append(upload, body(b"data"), start=0) == 4
+    assert await uploads.append("repo", upload.id, body(b"data"), start=0) == 4
 
 
 async def test_session_continued_by_a_process_without_its_hash(parts) -> None:  # type: ignore[no-untyped-def]
     uploads, store, driver = parts
     upload = await uploads.start("repo")
-    await uploads.append(upload, body(b"first "), start=0)
+    await uploads.append("repo", upload.id, body(b"first "), start=0)
     other_process = Uploads(store, driver)
-    await other_process.append(store.upload(upload.id), body(b"second"), start=6)
+    await other_process.append("repo", upload.id, body(b"second"), start=6)
     digest = parse_digest("sha256:" + hashlib.sha256(b"first second").hexdigest())
-    await other_process.complete(store.upload(upload.id), digest, None)
+    await other_process.complete("repo", upload.id, digest, None)
     assert await driver.get_content("blobs/sha256/" + digest.encoded[:2] + f"/{digest.encoded}/data") == b"first second"
     assert store.blob_size("repo", str(digest)) == 12
     assert store.upload(upload.id) is None

@@ -179,11 +179,20 @@ class Registry:
     async def upload(self, repository: str, upload_id: str) -> Upload:
         return await self.uploads.get(repository, upload_id)
 
-    async def append_upload(self, upload: Upload, chunks: AsyncIterable[bytes], start: int | None) -> int:
-        return await self.uploads.append(upload, chunks, start)
+    async def append_upload(
+        self, repository: str, upload_id: str, chunks: AsyncIterable[bytes], start: int | None
+    ) -> int:
+        return await self.uploads.append(repository, upload_id, chunks, start)
 
-    async def finish_upload(self, upload: Upload, digest: Digest, chunks: AsyncIterable[bytes] | None) -> None:
-        await self.uploads.complete(upload, digest, chunks)
+    async def finish_upload(
+        self,
+        repository: str,
+        upload_id: str,
+        digest: Digest,
+        chunks: AsyncIterable[bytes] | None,
+        start: int | None,
+    ) -> None:
+        await self.uploads.complete(repository, upload_id, digest, chunks, start)
         self.cache.clear()
 
     async def put_blob(self, repository: str, digest: Digest, chunks: AsyncIterable[bytes]) -> None:

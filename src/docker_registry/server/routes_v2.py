@@ -275,28 +275,23 @@ async def upload_status(request: web.Request, m: dict[str, str]) -> web.StreamRe
 async def patch_upload(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
     _check_writable(request)
     name = names.check_name(m["name"])
-    registry = _registry(request)
-    upload = await registry.upload(name, m["uuid"])
     start = _content_range(request)
-    size = await registry.append_upload(upload, body.chunks(request), start)
-    return web.Response(status=202, headers=_upload_headers(name, upload.id, size))
+    size = await _registry(request).append_upload(name, m["uuid"], body.chunks(request), start)
+    return web.Response(status=202, headers=_upload_headers(name, m["uuid"], size))
 
 
 async def put_upload(request: web.Request, m: dict[str, str]) -> web.StreamResponse:
     _check_writable(request)
     name = names.check_name(m["name"])
-    registry = _registry(request)
-    upload = await registry.upload(name, m["uuid"])
     requested = request.query.get("digest")
     if requested is None:
         raise RegistryError(DIGEST_INVALID, "the digest query parameter is required to complete an upload")
     digest = names.check_digest(requested)
-    chunks = None
+    chunks, start = None, None
     if request.can_read_body and body.declared_length(request) != 0:
-        if request.headers.get("Content-Range") is not None and _content_range(request) != upload.size:
-            raise RegistryError(RANGE_INVALID, "chunk does not start where the upload ends")
+        start = _content_range(request)
         chunks = body.chunks(request)
-    await registry.finish_upload(upload, digest, chunks)
+    await _registry(request).finish_upload(name, m["uuid"], digest, chunks, start)
     return _created(name, str(digest))
 
 

@@ -79,31 +79,28 @@ class Uploads:
             raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": upload_id})
         return upload
 
-    async def _claim(self, upload: Upload, start: int | None) -> str:
+    async def _claim(self, repository: str, upload_id: str, start: int | None) -> tuple[Upload, str]:
         """Become the session's writer; RANGE_INVALID if `start` is not where its bytes end or another writes."""
-        if start is not None and start != upload.size:
-            raise RegistryError(
-                RANGE_INVALID,
-                f"chunk starts at {start}, upload has {upload.size} bytes",
-                headers=progress_headers(upload.size),
-            )
         token = str(uuid.uuid4())
-        if await asyncio.to_thread(self._store.claim_upload, upload.id, upload.size, token):
-            return token
-        current = await self.get(upload.repository, upload.id)
-        raise RegistryError(
-            RANGE_INVALID,
-            f"another request is writing to this upload, or it moved on to {current.size} bytes",
-            headers=progress_headers(current.size),
-        )
+        upload = await asyncio.to_thread(self._store.claim_upload, _check_id(upload_id), repository, start, token)
+        if upload is not None:
+            return upload, token
+        current = await self.get(repository, upload_id)  # BLOB_UPLOAD_UNKNOWN if there is no such session
+        if start is not None and start != current.size:
+            message = f"chunk starts at {start}, upload has {current.size} bytes"
+        else:
+            message = "another request is writing to this upload"
+        raise RegistryError(RANGE_INVALID, message, headers=progress_headers(current.size))
 
-    async def append(self, upload: Upload, chunks: AsyncIterable[bytes], start: int | None = None) -> int:
+    async def append(
+        self, repository: str, upload_id: str, chunks: AsyncIterable[bytes], start: int | None = None
+    ) -> int:
         """Append a chunk; `start` (from Content-Range) must be where the stored bytes end. Returns the new size.
 
         If the body breaks off, what reached storage stays part of the session and its size is recorded, so the
         client can ask where to resume.
         """
-        token = await self._claim(upload, start)
+        upload, token = await self._claim(repository, upload_id, start)
         written = [upload.size]
         try:
             await self._write(upload, chunks, written)
@@ -111,8 +108,14 @@ class Uploads:
             await asyncio.to_thread(self._store.release_upload, upload.id, token, written[0])
         return written[0]
 
-    async def _write(self, upload: Upload, chunks: AsyncIterable[bytes], written: list[int]) -> None:
-        """Append `chunks` to a claimed session; `written[0]` follows the stored size even if the body breaks."""
+    async def _write(
+        self, upload: Upload, chunks: AsyncIterable[bytes], written: list[int], durable: bool = False
+    ) -> None:
+        """Append `chunks` to a claimed session; `written[0]` follows the stored size even if the body breaks.
+
+        A chunk is only flushed, as the session may go on elsewhere; the last one (`durable`) is fsynced through
+        the writer that wrote it, which saves opening the file again before publishing.
+        """
         try:
             writer = await self._driver.writer(upload_path(upload.id), append=upload.size > 0)
         except exceptions.FileNotFoundError:
@@ -131,10 +134,12 @@ class Uploads:
             hasher = None
         if hasher is None and writer.size == 0:
             hasher = Hasher(HASH_ALGORITHM)
+        complete = False
         try:
             await _pump(chunks, writer, hasher)
+            complete = True
         finally:
-            await writer.close()  # flushed, not fsynced: publishing makes the whole blob durable once
+            await (writer.commit() if complete and durable else writer.close())
             written[0] = writer.size
             if hasher is not None and hasher.size == writer.size:
                 self._keep(upload.id, hasher)
@@ -144,17 +149,25 @@ class Uploads:
             self._hashers.pop(next(iter(self._hashers)))
         self._hashers[upload_id] = hasher
 
-    async def complete(self, upload: Upload, digest: Digest, chunks: AsyncIterable[bytes] | None) -> None:
-        """End a session: append the last chunk if any, verify everything against `digest`, publish and link."""
-        token = await self._claim(upload, None)
+    async def complete(
+        self,
+        repository: str,
+        upload_id: str,
+        digest: Digest,
+        chunks: AsyncIterable[bytes] | None,
+        start: int | None = None,
+    ) -> None:
+        """End a session: append the last chunk if any (at `start`, when the client said where), verify everything
+        against `digest`, publish and link."""
+        upload, token = await self._claim(repository, upload_id, start)
         written = [upload.size]
         if chunks is not None:
             try:
-                await self._write(upload, chunks, written)
+                await self._write(upload, chunks, written, durable=True)
             except BaseException:
                 await asyncio.to_thread(self._store.release_upload, upload.id, token, written[0])
                 raise
-        await self._finish(upload.repository, upload.id, written[0], digest, synced=False)
+        await self._finish(upload.repository, upload.id, written[0], digest, synced=chunks is not None)
 
     async def put_whole(self, repository: str, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
         """A monolithic upload (no session row): the whole blob in one request, verified before it is visible."""
@@ -180,7 +193,8 @@ class Uploads:
                 hasher = await self._rehash(path, digest.algorithm)
             if hasher.digest() != digest:
                 raise RegistryError(DIGEST_INVALID, {"digest": str(digest)})
-            if not await self._already_stored(digest):
+            stored = await self._already_stored(digest)
+            if not stored:
                 if not synced:
                     await self._sync(path)
                 await self._publish(path, blob_path(digest), hasher.size)
@@ -188,7 +202,8 @@ class Uploads:
             await self._discard(upload_id)
             raise
         await asyncio.to_thread(self._store.finish_upload, upload_id, repository, str(digest), hasher.size)
-        await self._remove_data(upload_id)
+        if stored:
+            await self._remove_data(upload_id)  # a published upload's data and directory moved away already
 
     async def _already_stored(self, digest: Digest) -> bool:
         """True when a verified copy is in place already: the new bytes, verified too, need not replace it."""

@@ -331,22 +331,24 @@ class MetadataStore:
 
         with_retries(run)
 
-    def claim_upload(self, upload_id: str, size: int, token: str) -> bool:
-        """Become the session's only writer, if it still holds `size` bytes and no live writer has it."""
+    def claim_upload(self, upload_id: str, repository: str, size: int | None, token: str) -> Upload | None:
+        """Become the session's only writer, if it belongs to `repository`, holds `size` bytes (when given) and no
+        live writer has it; the session as claimed, or None. One statement: this runs before every chunk."""
 
-        def run() -> bool:
+        def run() -> Upload | None:
             now = time.time()
+            conditions = [
+                uploads.c.id == upload_id,
+                uploads.c.repository == repository,
+                sa.or_(uploads.c.writer.is_(None), uploads.c.writer_since < now - WRITER_LEASE_SECONDS),
+            ]
+            if size is not None:
+                conditions.append(uploads.c.size == size)
             with write_transaction(self.engine) as conn:
-                result = conn.execute(
-                    uploads.update()
-                    .where(
-                        uploads.c.id == upload_id,
-                        uploads.c.size == size,
-                        sa.or_(uploads.c.writer.is_(None), uploads.c.writer_since < now - WRITER_LEASE_SECONDS),
-                    )
-                    .values(writer=token, writer_since=now)
-                )
-                return result.rowcount > 0
+                claimed = conn.execute(
+                    uploads.update().where(*conditions).values(writer=token, writer_since=now).returning(uploads.c.size)
+                ).scalar()
+            return None if claimed is None else Upload(upload_id, repository, claimed)
 
         return with_retries(run)
 
