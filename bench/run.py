@@ -157,7 +157,7 @@ class Bench:
         self.reference["sha256 of the blob, one core (MB/s)"] = transfer.sha256_mbps(self.blob)
 
     def downloads(self) -> None:
-        """GETs from both registries and from a bare sendfile server, interleaved, with a page-cache read before
+        """GETs from both registries and from two bare sendfile servers, interleaved, with a page-cache read before
         each round: the shares of those two ceilings compare figures taken under the same conditions."""
         s = self.s
         digest = transfer.sha256_file(self.blob)
@@ -170,18 +170,22 @@ class Bench:
             page_cache.add("machine", transfer.page_cache_mbps(self.blob))
             page_splice.add("machine", transfer.splice_read_mbps(self.blob))
 
-        static = servers.static_file(self.tmp / "static", self.blob).start()
+        static = servers.static_file(self.tmp / "static", self.blob)
+        bare = servers.sendfile_file(self.tmp / "sendfile", self.blob)
         try:
+            static.start()
+            bare.start()
             url = {server.name: f"{server.url}/v2/bench/blob/blobs/{digest}" for server in self.pair}
             url[static.name] = f"{static.url}/blob"
+            url[bare.name] = f"{bare.url}/blob"
             for streams in (1, 8):
                 curl = max(transfer.curl_get_mbps(url[static.name], streams, s.blob_size) for _ in range(2))
-                self.reference[f"curl GET from the bare sendfile server, {streams} stream(s), best of 2 (MB/s)"] = curl
+                self.reference[f"curl GET from the bare aiohttp server, {streams} stream(s), best of 2 (MB/s)"] = curl
                 copying = max(
                     transfer.get_mbps(url[static.name], streams, s.blob_size, rawhttp.download) for _ in range(2)
                 )
                 self.reference[
-                    f"recv_into client (copies every byte) from the bare sendfile server, {streams} stream(s), "
+                    f"recv_into client (copies every byte) from the bare aiohttp server, {streams} stream(s), "
                     "best of 2 (MB/s)"
                 ] = copying
                 fig = self.figure(
@@ -199,10 +203,15 @@ class Bench:
                     return streams * s.blob_size
 
                 self.interleaved(
-                    s.blob_rounds, get, f"blob GET x{streams}", [*self.pair, static], before_round=read_page_cache
+                    s.blob_rounds,
+                    get,
+                    f"blob GET x{streams}",
+                    [*self.pair, static, bare],
+                    before_round=read_page_cache,
                 )
         finally:
             static.stop()
+            bare.stop()
 
         self.reference["page-cache read, dd bs=1M, median (MB/s)"] = page_cache.median("machine") or 0.0
         self.reference["page-cache splice to /dev/null (moves page references, copies nothing), median (MB/s)"] = (
@@ -213,6 +222,12 @@ class Bench:
             self.reference[f"bare aiohttp sendfile server, {streams} stream(s), median (MB/s)"] = (
                 fig.median(static.name) or 0.0
             )
+            self.reference[f"blocking sendfile server (no event loop), {streams} stream(s), median (MB/s)"] = (
+                fig.median(bare.name) or 0.0
+            )
+            self.reference[f"blocking sendfile server, {streams} stream(s), share of page-cache read (%)"] = (
+                100 * (fig.median(bare.name) or 0.0) / (page_cache.median("machine") or 1.0)
+            )
             share = self.figure(
                 f"get{streams}_share",
                 f"blob GET, {streams} stream(s), share of page-cache read",
@@ -220,7 +235,7 @@ class Bench:
                 target=ours_at_least(70, "%"),
             )
             of_bare = self.figure(
-                f"get{streams}_bare", f"blob GET, {streams} stream(s), share of a bare sendfile server", "%"
+                f"get{streams}_bare", f"blob GET, {streams} stream(s), share of a bare aiohttp sendfile server", "%"
             )
             for server in self.pair:
                 mbps = fig.median(server.name) or 0.0
@@ -395,11 +410,11 @@ def render(bench: Bench, args: argparse.Namespace, started: datetime.datetime, e
         "",
         "## Ceilings of this machine and of the clients",
         "",
-        "| reference | MB/s |",
+        "| reference | value |",
         "|---|---|",
-        *[f"| {k.removesuffix(' (MB/s)')} | {v:,.0f} |" for k, v in bench.reference.items()],
+        *[f"| {k} | {v:,.0f} |" for k, v in bench.reference.items()],
         "",
-        "The bare server is measured in the same interleaved rounds as the registries, and both page-cache reads "
+        "The bare servers are measured in the same interleaved rounds as the registries, and both page-cache reads "
         "before each round. Blob GETs use the splice client (socket -> pipe -> /dev/null, no copy), so the client "
         "is not what caps them. The 'share of page-cache read' is taken against dd bs=1M, as the target defines "
         "it: one copy of each byte into user space, the least any client that uses the bytes pays. The splice "

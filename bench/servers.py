@@ -22,6 +22,7 @@ import yaml
 
 DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
 STATIC_SERVER = Path(__file__).with_name("static_server.py")
+SENDFILE_SERVER = Path(__file__).with_name("sendfile_server.py")
 
 
 def free_port() -> int:
@@ -164,6 +165,18 @@ def static_file(workdir: Path, blob: Path) -> Server:
         "static",
         workdir,
         [sys.executable, str(STATIC_SERVER), str(port), str(blob)],
+        port=port,
+        ready_path="/health",
+    )
+
+
+def sendfile_file(workdir: Path, blob: Path) -> Server:
+    """The barest server for one file (blocking sendfile, no event loop): the kernel's ceiling for a blob GET."""
+    port = free_port()
+    return Server(
+        "sendfile",
+        workdir,
+        [sys.executable, str(SENDFILE_SERVER), str(port), str(blob)],
         port=port,
         ready_path="/health",
     )

@@ -107,6 +107,18 @@ def test_splice_client_reads_whole_bodies_on_one_connection(static: servers.Serv
     assert transfer.get_mbps(f"{static.url}/blob", 3, size) > 0
 
 
+def test_blocking_sendfile_server_serves_the_whole_file(tmp_path: Path, blob: Path) -> None:
+    server = servers.sendfile_file(tmp_path, blob).start()
+    try:
+        with rawhttp.SplicedDownloads(server.url) as client:
+            assert [client.get(f"{server.url}/blob") for _ in range(2)] == [blob.stat().st_size] * 2
+        assert rawhttp.download(f"{server.url}/blob") == blob.stat().st_size
+        with pytest.raises(rawhttp.HTTPError, match="expected 200, got 404"):
+            rawhttp.spliced_download(f"{server.url}/missing")
+    finally:
+        server.stop()
+
+
 def test_splice_client_refuses_an_error_status(static: servers.Server) -> None:
     with pytest.raises(rawhttp.HTTPError, match="expected 200, got 404"):
         rawhttp.spliced_download(f"{static.url}/missing")
