@@ -7,6 +7,7 @@ captured parts are validated before the registry logic sees them.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
@@ -15,7 +16,7 @@ from aiohttp import hdrs, web
 
 from docker_registry.core import exceptions
 
-from . import body, names, negotiation
+from . import blobfile, body, names, negotiation
 from .config import Config
 from .errors import (
     BLOB_UNKNOWN,
@@ -159,6 +160,8 @@ async def head_blob(request: web.Request, m: dict[str, str]) -> web.StreamRespon
     digest = str(names.check_digest(m["digest"]))
     blob = await _registry(request).blob(name, digest)
     headers = _blob_headers(digest)
+    if blobfile.none_match(request, headers["ETag"]):
+        return web.Response(status=304, headers=headers)
     headers["Content-Type"] = "application/octet-stream"
     headers["Content-Length"] = str(blob.size)
     return web.Response(headers=headers)
@@ -172,6 +175,8 @@ async def get_blob(request: web.Request, m: dict[str, str]) -> web.StreamRespons
     registry = _registry(request)
     blob = await registry.blob(name, digest)
     headers = _blob_headers(digest)
+    if blobfile.none_match(request, headers["ETag"]):
+        return web.Response(status=304, headers=headers)
     if blob.manifest is not None:
         return web.Response(body=blob.manifest.content, content_type="application/octet-stream", headers=headers)
     if _config(request).storage.redirect:
@@ -183,8 +188,11 @@ async def get_blob(request: web.Request, m: dict[str, str]) -> web.StreamRespons
     local = registry.blob_local_path(digest)
     if local is not None and (header is None or window is not None):
         # sendfile; FileResponse answers the same single range itself (a Range it would refuse goes below)
+        # aiohttp would answer a missing file with a bare 404; one stat of a hot inode costs less than a thread hop
+        if not os.path.isfile(local):  # noqa: ASYNC240
+            raise RegistryError(BLOB_UNKNOWN, {"digest": digest}, message="blob missing from storage")
         headers["Content-Type"] = "application/octet-stream"
-        return web.FileResponse(local, headers=headers)
+        return blobfile.BlobFileResponse(local, headers=headers)
     return await _stream_blob(request, registry, digest, blob.size, window, headers)
 
 
