@@ -71,3 +71,14 @@ def test_blob_missing_from_storage_is_blob_unknown(make_registry: Callable[..., 
         response = own.get(f"/v2/{repo}/blobs/{digest}")
         assert_error(response, 404, "BLOB_UNKNOWN")
         assert response.headers["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("source", ["UPPER/case", "../escape", "a" * 300, "trailing/"])
+def test_mount_from_an_invalid_name_starts_an_upload(client: httpx.Client, source: str) -> None:
+    """The spec: a registry unable to mount SHOULD start a normal upload; the push then goes on as usual."""
+    target, data = unique_repo("dst"), random_bytes(3000)
+    response = client.post(f"/v2/{target}/blobs/uploads/", params={"mount": sha256(data), "from": source})
+    assert response.status_code == 202, response.text
+    finished = client.put(response.headers["Location"], params={"digest": sha256(data)}, content=data)
+    assert finished.status_code == 201, finished.text
+    assert client.get(f"/v2/{target}/blobs/{sha256(data)}").content == data

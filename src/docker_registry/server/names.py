@@ -14,8 +14,12 @@ _TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
 NAME_MAX_LENGTH = 255
 
 
+def is_name(name: str) -> bool:
+    return len(name) <= NAME_MAX_LENGTH and _NAME.match(name) is not None
+
+
 def check_name(name: str) -> str:
-    if len(name) > NAME_MAX_LENGTH or not _NAME.match(name):
+    if not is_name(name):
         raise RegistryError(NAME_INVALID, {"name": name[:300]})
     return name
 

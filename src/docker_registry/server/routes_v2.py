@@ -248,9 +248,9 @@ async def start_upload(request: web.Request, m: dict[str, str]) -> web.StreamRes
     name = names.check_name(m["name"])
     registry = _registry(request)
     mount, source = request.query.get("mount"), request.query.get("from")
-    if mount is not None and source:
+    if mount is not None and source and names.is_name(source):  # else a normal upload, as the spec asks
         digest = str(names.check_digest(mount))
-        if await registry.mount(name, digest, names.check_name(source)):
+        if await registry.mount(name, digest, source):
             return _created(name, digest)
     requested = request.query.get("digest")
     if requested is not None:
