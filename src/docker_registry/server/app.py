@@ -11,13 +11,14 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import HttpVersion10, web
+from sqlalchemy import exc as db_errors
 
 from docker_registry.core.driver import fetch
 
 from . import body
 from .cache import RegistryCache
 from .config import Config
-from .errors import NOT_FOUND, SIZE_INVALID, UNKNOWN, UNSUPPORTED, RegistryError
+from .errors import NOT_FOUND, SIZE_INVALID, UNAVAILABLE, UNKNOWN, UNSUPPORTED, RegistryError
 from .registry import Registry
 from .routes_v2 import CONFIG_KEY, REGISTRY_KEY, add_routes
 from .store import migrate
@@ -27,6 +28,7 @@ from .store.metadata import MetadataStore
 log = logging.getLogger(__name__)
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+DATABASE_RETRY_AFTER_SECONDS = 5
 CLIENT_MAX_SIZE = 16 * 1024 * 1024
 """Only for bodies aiohttp itself buffers (none of ours): uploads and manifests are read as streams."""
 
@@ -85,9 +87,22 @@ async def _errors(
         return _error_response(RegistryError(code, e.reason, status=e.status), request.method)
     except asyncio.CancelledError:
         raise
-    except Exception:
+    except Exception as e:
+        if _database_unavailable(e):
+            log.error("database unavailable on %s %s: %s", request.method, request.path, e)
+            retry = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+            return _error_response(
+                RegistryError(UNAVAILABLE, "metadata database unavailable", headers=retry), request.method
+            )
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _error_response(RegistryError(UNKNOWN), request.method)
+
+
+def _database_unavailable(e: Exception) -> bool:
+    """Failures a retry may cure: SQLite locked beyond the retries, PostgreSQL unreachable or its connection lost."""
+    if isinstance(e, db_errors.OperationalError | db_errors.TimeoutError):
+        return True
+    return isinstance(e, db_errors.DBAPIError) and e.connection_invalidated
 
 
 def create_app(config: Config) -> web.Application:
