@@ -43,7 +43,7 @@ def create_engine(url: str) -> sa.Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA synchronous=FULL")  # NORMAL in WAL may lose a commit (an acknowledged push) on power loss
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
