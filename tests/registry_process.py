@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import os
 import shutil
@@ -52,6 +53,9 @@ class RegistryProcess:
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment variables for the server process (e.g. REGISTRY_* overrides)."""
+    storage: dict[str, Any] | None = None
+    """The whole `storage` section (another driver, its options), instead of a filesystem under `data_dir` with
+    `delete_enabled`; `extra_config` is still merged over it."""
     proc: subprocess.Popen | None = None
 
     @property
@@ -74,7 +78,9 @@ class RegistryProcess:
         cfg: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "info"},
-            "storage": {
+            "storage": copy.deepcopy(self.storage)
+            if self.storage is not None
+            else {
                 "filesystem": {"rootdirectory": str(self.data_dir)},
                 "delete": {"enabled": self.delete_enabled},
             },

@@ -27,13 +27,16 @@ MAX_NAME = 255
 
 
 class Driver(Base):
-    """Options: `rootdirectory` (default `./example-data`), holding `objects/` and `tmp/`."""
+    """Options: `rootdirectory` (default `./example-data`), holding `objects/` and `tmp/`; `redirect_base`, an
+    http(s) URL under which something else (a web server or CDN in front of `objects/`) serves each object at
+    `<redirect_base>/<percent-encoded path>`, so the registry redirects blob downloads there."""
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
         root = os.path.abspath(str(self.options.get("rootdirectory", "./example-data")))
         self.objects = os.path.join(root, "objects")
         self.tmp = os.path.join(root, "tmp")
+        self.redirect_base = _redirect_base(self.options.get("redirect_base"))
 
     def _file(self, path: str) -> str:
         name = quote(check_path(path), safe="")
@@ -175,6 +178,10 @@ class Driver(Base):
     def local_path(self, path: str) -> str | None:
         return self._file(path)
 
+    async def content_redirect_url(self, path: str) -> str | None:
+        check_path(path)
+        return None if self.redirect_base is None else f"{self.redirect_base}/{quote(path)}"
+
 
 class _ExampleWriter(Writer):
     """Appends to the object's own file; each write is one trip to a worker thread (kept simple on purpose)."""
@@ -214,6 +221,14 @@ class _ExampleWriter(Writer):
             await asyncio.to_thread(os.unlink, self._target)
         except FileNotFoundError:
             pass
+
+
+def _redirect_base(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise exceptions.ConfigError(f"redirect_base must be an http:// or https:// URL, not {value!r}")
+    return value.rstrip("/")
 
 
 def _open_for_reading(target: str, path: str) -> BinaryIO:
