@@ -112,6 +112,12 @@ def test_header_alone_gives_the_type() -> None:
         (encode(image(layers=[{**LAYER, "urls": "http://x"}])), OCI_MANIFEST, "urls"),
         (encode(image(annotations={"a": 1})), OCI_MANIFEST, "annotations"),
         (encode(image(artifactType="")), OCI_MANIFEST, "artifactType"),
+        (encode(image(artifactType="application/" + "x" * 300)), OCI_MANIFEST, "artifactType"),
+        (encode(image(artifactType="no-slash")), OCI_MANIFEST, "artifactType"),
+        (encode(image(artifactType="a/b; charset=utf-8")), OCI_MANIFEST, "artifactType"),
+        (encode(image(config={**CONFIG, "mediaType": "application/" + "x" * 300})), OCI_MANIFEST, "config"),
+        (encode(image(config={**CONFIG, "mediaType": "a/b/c"})), OCI_MANIFEST, "config"),
+        (encode(image(layers=[{**LAYER, "mediaType": "text/ plain"}])), OCI_MANIFEST, "layers[0]"),
         (encode(image(subject="sha256:" + "c" * 64)), OCI_MANIFEST, "subject"),
         (encode({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": "x"}), OCI_INDEX, "manifests"),
         (encode({"schemaVersion": 2}), "", "media type"),
@@ -119,3 +125,9 @@ def test_header_alone_gives_the_type() -> None:
 )
 def test_invalid_manifests(raw: bytes, content_type: str, why: str) -> None:
     assert why in invalid(raw, content_type)
+
+
+def test_media_types_with_every_allowed_character_are_accepted() -> None:
+    unusual = "application/vnd.A-b_c+d!e#f$g&h^i.json"
+    manifest = parse_manifest(encode(image(config={**CONFIG, "mediaType": unusual})), OCI_MANIFEST)
+    assert manifest.artifact_type == unusual

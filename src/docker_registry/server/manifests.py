@@ -8,6 +8,7 @@ annotations.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,9 @@ IMAGE_TYPES = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
 INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 SUPPORTED_TYPES = IMAGE_TYPES | INDEX_TYPES
 GENERIC_CONTENT_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain"})
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+"""RFC 6838 type/subtype without parameters, as the image-spec's schema writes it; at most 255 characters, so it
+always fits the database's media type columns."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +63,8 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     if not isinstance(value, dict):
         raise _invalid(f"{where}: descriptor must be an object")
     media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
-    if not isinstance(media_type, str) or not media_type:
-        raise _invalid(f"{where}: mediaType must be a non-empty string")
+    if not isinstance(media_type, str) or not _MEDIA_TYPE.fullmatch(media_type):
+        raise _invalid(f"{where}: mediaType must be a media type (RFC 6838 type/subtype)")
     if not isinstance(digest, str):
         raise _invalid(f"{where}: digest must be a string")
     try:
@@ -130,8 +134,8 @@ def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> 
     manifest = Manifest(raw=raw, media_type=media_type, digest=digest_of(raw, algorithm))
     manifest.annotations = _annotations(body.get("annotations"), "annotations")
     artifact_type = body.get("artifactType")
-    if artifact_type is not None and (not isinstance(artifact_type, str) or not artifact_type):
-        raise _invalid("artifactType must be a non-empty string")
+    if artifact_type is not None and (not isinstance(artifact_type, str) or not _MEDIA_TYPE.fullmatch(artifact_type)):
+        raise _invalid("artifactType must be a media type (RFC 6838 type/subtype)")
     if "subject" in body and body["subject"] is not None:
         manifest.subject = _descriptor(body["subject"], "subject")
     if media_type in IMAGE_TYPES:
