@@ -15,16 +15,12 @@ import time
 from pathlib import Path
 
 import rawhttp
+import tests_path  # noqa: F401 - makes oci_content importable
 from loadgen import require
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+from oci_content import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, sha256
+
 REF_NAME = "bench"
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def seed_small_image(base: str, repo: str, tag: str) -> tuple[str, int]:
@@ -32,17 +28,17 @@ def seed_small_image(base: str, repo: str, tag: str) -> tuple[str, int]:
     layer = os.urandom(1024)
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
     for blob in (layer, config):
-        rawhttp.put_blob(base, repo, blob, _digest(blob))
+        rawhttp.put_blob(base, repo, blob, sha256(blob))
     manifest = json.dumps(
         {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": _digest(config), "size": len(config)},
-            "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": _digest(layer), "size": len(layer)}],
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+            "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": sha256(layer), "size": len(layer)}],
         }
     ).encode()
     rawhttp.put_manifest(base, repo, tag, manifest, OCI_MANIFEST)
-    return _digest(layer), len(layer)
+    return sha256(layer), len(layer)
 
 
 def build_layout(directory: Path, layer_sizes: list[int]) -> int:
@@ -76,18 +72,18 @@ def build_layout(directory: Path, layer_sizes: list[int]) -> int:
         {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": _digest(config), "size": len(config)},
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
             "layers": layers,
         }
     ).encode()
     for blob in (config, manifest):
-        (blobs / _digest(blob)[7:]).write_bytes(blob)
+        (blobs / sha256(blob)[7:]).write_bytes(blob)
     index = {
         "schemaVersion": 2,
         "manifests": [
             {
                 "mediaType": OCI_MANIFEST,
-                "digest": _digest(manifest),
+                "digest": sha256(manifest),
                 "size": len(manifest),
                 "annotations": {"org.opencontainers.image.ref.name": REF_NAME},
             }

@@ -5,7 +5,6 @@ Everything here talks to a registry the way a client does (httpx, raw sockets); 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -16,20 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
+from oci_content import DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP
+from oci_content import DOCKER_LIST as DOCKER_LIST  # re-exported: the API tests take all their helpers from here
+from oci_content import MANIFEST_ACCEPT as MANIFEST_ACCEPT
+from oci_content import OCI_EMPTY as OCI_EMPTY
+from oci_content import OCI_MANIFEST as OCI_MANIFEST
+from oci_content import sha256 as sha256
+from oci_content import sha512 as sha512
 from registry_process import implementation
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_EMPTY = "application/vnd.oci.empty.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-
-MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
-"""What real clients send: without it a registry may answer a converted or older manifest format."""
 
 
 def on_distribution() -> bool:
@@ -39,14 +32,6 @@ def on_distribution() -> bool:
 def xfail_on_distribution(reason: str) -> pytest.MarkDecorator:
     """Mark a spec-following test as expected to fail only on CNCF Distribution 2.8 (the reference run)."""
     return pytest.mark.xfail(on_distribution(), reason=f"CNCF Distribution 2.8: {reason}", strict=False)
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def sha512(data: bytes) -> str:
-    return "sha512:" + hashlib.sha512(data).hexdigest()
 
 
 def random_bytes(size: int) -> bytes:
@@ -172,7 +157,7 @@ def image_manifest(
         "schemaVersion": 2,
         "mediaType": media_type,
         "config": descriptor(config_type, config),
-        "layers": [descriptor(DOCKER_LAYER if docker else OCI_LAYER, blob) for blob in layer_blobs],
+        "layers": [descriptor(DOCKER_LAYER if docker else OCI_LAYER_GZIP, blob) for blob in layer_blobs],
     }
     if artifact_type:
         document["artifactType"] = artifact_type

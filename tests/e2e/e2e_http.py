@@ -7,9 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from e2e_images import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, sha256_digest
-
-MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
+from oci_content import MANIFEST_ACCEPT, sha256
 
 
 @dataclass(frozen=True)
@@ -27,7 +25,7 @@ def get_manifest(client: httpx.Client, repo: str, reference: str) -> Manifest:
     response = client.get(f"/v2/{repo}/manifests/{reference}", headers={"Accept": MANIFEST_ACCEPT})
     assert response.status_code == 200, f"GET {repo}:{reference} -> {response.status_code} {response.text}"
     digest = response.headers["Docker-Content-Digest"]
-    assert sha256_digest(response.content) == digest
+    assert sha256(response.content) == digest
     return Manifest(response.content, digest, response.headers["Content-Type"].split(";")[0].strip())
 
 

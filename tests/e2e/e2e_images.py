@@ -7,7 +7,6 @@ content cannot pass by accident. Clients are fed from these layouts (`skopeo cop
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -15,19 +14,9 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+from oci_content import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST, sha256
+
 REF_NAME = "org.opencontainers.image.ref.name"
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def canonical_json(value: object) -> bytes:
@@ -77,7 +66,7 @@ class OciLayout:
         return f"oci:{self.path}:{tag}"
 
     def write_blob(self, media_type: str, data: bytes, platform: dict[str, str] | None = None) -> Descriptor:
-        digest = sha256_digest(data)
+        digest = sha256(data)
         (self.path / "blobs" / "sha256" / digest.removeprefix("sha256:")).write_bytes(data)
         return Descriptor(media_type, digest, len(data), platform)
 
@@ -99,7 +88,7 @@ class OciLayout:
             content = os.urandom(layer_size + n)
             files[name] = content
             tar_bytes = _tar_of({name: content})
-            diff_ids.append(sha256_digest(tar_bytes))
+            diff_ids.append(sha256(tar_bytes))
             layers.append(self.write_blob(OCI_LAYER_GZIP, gzip.compress(tar_bytes, mtime=0)))
         config = self.write_blob(
             OCI_CONFIG,

@@ -12,8 +12,9 @@ import httpx
 
 from e2e_daemons import Dockerd
 from e2e_http import get_manifest
-from e2e_images import DOCKER_LIST, DOCKER_MANIFEST, OciLayout
+from e2e_images import OciLayout
 from e2e_tools import run
+from oci_content import DOCKER_LIST, DOCKER_MANIFEST
 from registry_process import RegistryProcess
 
 

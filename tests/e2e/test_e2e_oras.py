@@ -19,15 +19,16 @@ import pytest
 import requests
 
 from e2e_http import get_manifest
-from e2e_images import OCI_INDEX, OCI_MANIFEST, Image, OciLayout, sha256_digest
+from e2e_images import Image, OciLayout
 from e2e_tools import require, run
+from oci_content import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, sha256
 from registry_process import RegistryProcess, implementation
 
 SBOM_CONFIG = "application/vnd.e2e.sbom.config.v1+json"
 SBOM_LAYER = "application/vnd.e2e.sbom.layer.v1"
 SIGNATURE_TYPE = "application/vnd.e2e.signature.v1"
 SIGNATURE_LAYER = "application/vnd.e2e.signature.layer.v1"
-EMPTY = "application/vnd.oci.empty.v1+json"
+
 TITLE = "org.opencontainers.image.title"
 
 
@@ -97,7 +98,7 @@ def push_signature(
     container = client.get_container(target)
     layer = oras.oci.NewLayer(str(signature), media_type=SIGNATURE_LAYER)
     layer["annotations"] = {TITLE: signature.name}
-    config = {"mediaType": EMPTY, "digest": sha256_digest(b"{}"), "size": 2}
+    config = {"mediaType": OCI_EMPTY, "digest": sha256(b"{}"), "size": 2}
     for path, descriptor in ((signature, layer), (empty, config)):
         response = client.upload_blob(str(path), container, descriptor)
         assert response.status_code in (200, 201, 202), response.text
@@ -153,7 +154,7 @@ def test_push_artifact_type_through_upload_helpers_and_pull_back(
 
     manifest = get_manifest(client, subject.repo, "sig").json()
     assert manifest["artifactType"] == SIGNATURE_TYPE
-    assert manifest["config"]["mediaType"] == EMPTY
+    assert manifest["config"]["mediaType"] == OCI_EMPTY
     assert manifest["subject"]["digest"] == subject.image.manifest.digest
     assert pulled_files(oras_client, target, tmp_path / "out") == {signature.name: signature.read_bytes()}
 

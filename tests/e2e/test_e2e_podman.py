@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from e2e_http import get_manifest
-from e2e_images import OCI_LAYER_ZSTD, OciLayout
+from e2e_images import OciLayout
 from e2e_tools import Cli, require, run
+from oci_content import OCI_LAYER_ZSTD
 from registry_process import RegistryProcess
 
 

@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from e2e_http import get_blob, get_manifest
-from e2e_images import DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, OciLayout, sha256_digest
+from e2e_images import OciLayout
 from e2e_tools import require, run
+from oci_content import DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, sha256
 from registry_process import RegistryProcess
 
 
@@ -126,9 +127,9 @@ def test_list_tags_inspect_and_delete(
     assert info["Architecture"] == "arm64"
     assert info["Layers"] == [layer.digest for layer in second.layers]
     raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/{repo}:one")
-    assert sha256_digest(raw.encode()) == first.manifest.digest
+    assert sha256(raw.encode()) == first.manifest.digest
     config = skopeo("inspect", "--config", "--raw", "--tls-verify=false", f"docker://{registry.host}/{repo}:one")
-    assert sha256_digest(config.encode()) == first.config.digest
+    assert sha256(config.encode()) == first.config.digest
 
     skopeo("delete", "--tls-verify=false", f"docker://{registry.host}/{repo}:one")
     assert client.get(f"/v2/{repo}/manifests/{first.manifest.digest}").status_code == 404
@@ -151,7 +152,7 @@ def test_sync_registry_to_dir_and_to_registry(
     name = repo.rsplit("/", 1)[-1]
     for tag, image in images.items():
         manifest_bytes, blobs = read_dir_image(tmp_path / f"{name}:{tag}")
-        assert sha256_digest(manifest_bytes) == image.manifest.digest
+        assert sha256(manifest_bytes) == image.manifest.digest
         for layer in image.layers:
             assert blobs[layer.digest] == layout.read_blob(layer.digest)
 
