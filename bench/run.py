@@ -217,17 +217,12 @@ class Bench:
         self.reference["page-cache splice to /dev/null (moves page references, copies nothing), median (MB/s)"] = (
             page_splice.median("machine") or 0.0
         )
-        for streams in (1, 8):
+        dd = page_cache.samples.get("machine", [])
+        for i, streams in enumerate((1, 8)):
             fig = self.figures[f"get{streams}"]
-            self.reference[f"bare aiohttp sendfile server, {streams} stream(s), median (MB/s)"] = (
-                fig.median(static.name) or 0.0
-            )
-            self.reference[f"blocking sendfile server (no event loop), {streams} stream(s), median (MB/s)"] = (
-                fig.median(bare.name) or 0.0
-            )
-            self.reference[f"blocking sendfile server, {streams} stream(s), share of page-cache read (%)"] = (
-                100 * (fig.median(bare.name) or 0.0) / (page_cache.median("machine") or 1.0)
-            )
+            # Shares are taken round by round (each round's GET against the dd read just before it, or against the
+            # bare server in the same round), so a load swing between rounds does not skew them.
+            dd_rounds = dd[i * s.blob_rounds : (i + 1) * s.blob_rounds]
             share = self.figure(
                 f"get{streams}_share",
                 f"blob GET, {streams} stream(s), share of page-cache read",
@@ -237,10 +232,27 @@ class Bench:
             of_bare = self.figure(
                 f"get{streams}_bare", f"blob GET, {streams} stream(s), share of a bare aiohttp sendfile server", "%"
             )
-            for server in self.pair:
-                mbps = fig.median(server.name) or 0.0
-                share.add(server.name, 100 * mbps / (page_cache.median("machine") or 1.0))
-                of_bare.add(server.name, 100 * mbps / (fig.median(static.name) or 1.0))
+            bare_share = self.figure(
+                f"get{streams}_kernel", f"blocking sendfile server, {streams} stream(s), share of page-cache read", "%"
+            )
+            for name, scale, into in (
+                (self.ours.name, dd_rounds, share),
+                (self.dist.name, dd_rounds, share),
+                (self.ours.name, fig.samples.get(static.name, []), of_bare),
+                (self.dist.name, fig.samples.get(static.name, []), of_bare),
+                (bare.name, dd_rounds, bare_share),
+            ):
+                for value, ceiling in zip(fig.samples.get(name, []), scale, strict=False):
+                    into.add(name, 100 * value / ceiling)
+            self.reference[f"bare aiohttp sendfile server, {streams} stream(s), median (MB/s)"] = (
+                fig.median(static.name) or 0.0
+            )
+            self.reference[f"blocking sendfile server (no event loop), {streams} stream(s), median (MB/s)"] = (
+                fig.median(bare.name) or 0.0
+            )
+            self.reference[
+                f"blocking sendfile server, {streams} stream(s), share of page-cache read, median of rounds (%)"
+            ] = bare_share.median(bare.name) or 0.0
 
     def uploads(self, rss: RssWatch) -> None:
         s = self.s
@@ -415,10 +427,11 @@ def render(bench: Bench, args: argparse.Namespace, started: datetime.datetime, e
         *[f"| {k} | {v:,.0f} |" for k, v in bench.reference.items()],
         "",
         "The bare servers are measured in the same interleaved rounds as the registries, and both page-cache reads "
-        "before each round. Blob GETs use the splice client (socket -> pipe -> /dev/null, no copy), so the client "
-        "is not what caps them. The 'share of page-cache read' is taken against dd bs=1M, as the target defines "
-        "it: one copy of each byte into user space, the least any client that uses the bytes pays. The splice "
-        "read copies nothing (it moves page references), so no transfer over a socket comes near it.",
+        "before each round; shares are medians of per-round ratios. Blob GETs use the splice client (socket -> "
+        "pipe -> /dev/null, no copy), so the client is not what caps them. The 'share of page-cache read' is taken "
+        "against dd bs=1M, as the target defines it: one copy of each byte into user space, the least any client "
+        "that uses the bytes pays. The splice read copies nothing (it moves page references), so no transfer over "
+        "a socket comes near it.",
         "",
         "## Peak RSS by phase (VmHWM, highest so far)",
         "",
