@@ -7,7 +7,8 @@ paused and resumed every 64 KiB.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -31,33 +32,49 @@ def declared_length(request: web.Request) -> int | None:
 async def chunks(request: web.Request) -> AsyncIterator[bytes]:
     """The request body in buffers of about 1 MiB; a body shorter than its Content-Length is an error.
 
-    The pieces aiohttp received (up to 256 KiB each) are taken as they are and joined once per buffer: the only
-    copy made on the way to the hasher and the driver.
+    While the body streams in, the connection is read in `BUFFER_SIZE` slices rather than asyncio's 256 KiB, so
+    each piece is usually a whole buffer already: a quarter of the event-loop work per byte, and no join.
     """
     expected = declared_length(request)
     received = 0
     pending: list[bytes] = []
     pending_size = 0
     content = request.content
-    try:
-        while True:
-            data, end_of_http_chunk = await content.readchunk()
-            if not data:
-                if end_of_http_chunk:
-                    continue  # a boundary of chunked transfer encoding, not the end of the body
-                break
-            received += len(data)
-            pending.append(data)
-            pending_size += len(data)
-            if pending_size >= BUFFER_SIZE:
-                yield pending[0] if len(pending) == 1 else b"".join(pending)
-                pending, pending_size = [], 0
-    except (OSError, HttpProcessingError) as e:
-        raise RegistryError(BLOB_UPLOAD_INVALID, f"request body broke off after {received} bytes: {e}") from None
+    with _large_reads(request):
+        try:
+            while True:
+                data, end_of_http_chunk = await content.readchunk()
+                if not data:
+                    if end_of_http_chunk:
+                        continue  # a boundary of chunked transfer encoding, not the end of the body
+                    break
+                received += len(data)
+                pending.append(data)
+                pending_size += len(data)
+                if pending_size >= BUFFER_SIZE:
+                    yield pending[0] if len(pending) == 1 else b"".join(pending)
+                    pending, pending_size = [], 0
+        except (OSError, HttpProcessingError) as e:
+            raise RegistryError(BLOB_UPLOAD_INVALID, f"request body broke off after {received} bytes: {e}") from None
     if expected is not None and received != expected:
         raise RegistryError(SIZE_INVALID, f"received {received} bytes, Content-Length announced {expected}")
     if pending:
         yield pending[0] if len(pending) == 1 else b"".join(pending)
+
+
+@contextmanager
+def _large_reads(request: web.Request) -> Iterator[None]:
+    """Let the transport read up to `BUFFER_SIZE` per call while in the block; asyncio's selector transports
+    honour their `max_size` attribute (others lack it and are left alone). Small requests keep small reads."""
+    transport = request.transport
+    if transport is None or not isinstance(getattr(transport, "max_size", None), int):
+        yield
+        return
+    transport.max_size = BUFFER_SIZE  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        del transport.max_size  # type: ignore[attr-defined]  # back to the class default
 
 
 async def read_limited(request: web.Request, limit: int, error: RegistryError) -> bytes:
