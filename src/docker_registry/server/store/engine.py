@@ -55,11 +55,31 @@ def create_engine(url: str) -> sa.Engine:
 
 
 @contextmanager
-def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+def write_transaction(engine: sa.Engine, durable: bool = True) -> Iterator[sa.Connection]:
+    """A write transaction. `durable=False` commits without waiting for the disk, for state a power loss may take
+    anyway (upload sessions: their chunks are not fsynced either); the next durable commit carries it along, as
+    SQLite's WAL and PostgreSQL's log are written in order."""
     with engine.connect() as conn:
         conn.execution_options(write=True)
-        with conn.begin():
-            yield conn
+        relaxed = not durable and engine.dialect.name == "sqlite"
+        if relaxed:
+            _set_synchronous(conn, "NORMAL")  # SQLite refuses to change it inside a transaction
+        try:
+            with conn.begin():
+                if not durable and engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                yield conn
+        finally:
+            if relaxed:
+                _set_synchronous(conn, "FULL")
+
+
+def _set_synchronous(conn: sa.Connection, level: str) -> None:
+    try:
+        conn.connection.dbapi_connection.execute(f"PRAGMA synchronous={level}")  # type: ignore[union-attr]
+    except sqlite3.Error:
+        conn.invalidate()  # never hand a connection of unknown durability back to the pool
+        raise
 
 
 def with_retries(fn: Callable[[], T]) -> T:

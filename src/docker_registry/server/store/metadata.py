@@ -324,7 +324,7 @@ class MetadataStore:
     def create_upload(self, upload_id: str, repository: str) -> None:
         def run() -> None:
             now = time.time()
-            with write_transaction(self.engine) as conn:
+            with write_transaction(self.engine, durable=False) as conn:
                 conn.execute(
                     uploads.insert().values(id=upload_id, repository=repository, size=0, created_at=now, updated_at=now)
                 )
@@ -344,7 +344,7 @@ class MetadataStore:
             ]
             if size is not None:
                 conditions.append(uploads.c.size == size)
-            with write_transaction(self.engine) as conn:
+            with write_transaction(self.engine, durable=False) as conn:
                 claimed = conn.execute(
                     uploads.update().where(*conditions).values(writer=token, writer_since=now).returning(uploads.c.size)
                 ).scalar()
@@ -356,7 +356,7 @@ class MetadataStore:
         """Record the session's new size and let the next writer in."""
 
         def run() -> None:
-            with write_transaction(self.engine) as conn:
+            with write_transaction(self.engine, durable=False) as conn:
                 conn.execute(
                     uploads.update()
                     .where(uploads.c.id == upload_id, uploads.c.writer == token)
@@ -367,7 +367,7 @@ class MetadataStore:
 
     def delete_upload(self, upload_id: str) -> bool:
         def run() -> bool:
-            with write_transaction(self.engine) as conn:
+            with write_transaction(self.engine, durable=False) as conn:
                 return conn.execute(uploads.delete().where(uploads.c.id == upload_id)).rowcount > 0
 
         return with_retries(run)
