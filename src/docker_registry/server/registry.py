@@ -7,14 +7,17 @@ never blocks on it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 from docker_registry.core.digest import Digest, blob_path
 from docker_registry.core.driver import Base
 
 from . import names
-from .cache import RegistryCache
+from .cache import BoundedCache, RegistryCache
 from .errors import (
     BLOB_UNKNOWN,
     DIGEST_INVALID,
@@ -24,9 +27,12 @@ from .errors import (
     NAME_UNKNOWN,
     RegistryError,
 )
-from .manifests import Manifest, parse_manifest
+from .manifests import OCI_INDEX, Manifest, parse_manifest
 from .store.metadata import BadReference, MetadataStore, Referrer, StoredManifest, Upload
 from .uploads import Uploads
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,15 @@ def _bad_reference(e: BadReference) -> RegistryError:
     return RegistryError(MANIFEST_UNKNOWN, {"digest": e.digest}, message=f"manifest unknown: {e.digest}", status=400)
 
 
+def _descriptor(referrer: Referrer) -> dict[str, object]:
+    d: dict[str, object] = {"mediaType": referrer.media_type, "digest": referrer.digest, "size": referrer.size}
+    if referrer.artifact_type:
+        d["artifactType"] = referrer.artifact_type
+    if referrer.annotations:
+        d["annotations"] = referrer.annotations
+    return d
+
+
 class Registry:
     def __init__(self, store: MetadataStore, driver: Base, cache: RegistryCache) -> None:
         self.store = store
@@ -56,31 +71,37 @@ class Registry:
         self.uploads = Uploads(store, driver)
 
     # --- manifests -----------------------------------------------------------------------------------------
+    async def _read_through(
+        self, cache: BoundedCache[K, V], key: K, load: Callable[[], V | None], generation: int
+    ) -> V | None:
+        """The cached value, else `load()` run in a thread; cached only if no commit was noticed since
+        `generation` was taken (see RegistryCache.refresh), so a value read before a change is never kept."""
+        value = cache.get(key)
+        if value is None:
+            value = await asyncio.to_thread(load)
+            if value is not None and self.cache.generation == generation:
+                cache.put(key, value)
+        return value
+
     async def resolve(self, repository: str, reference: str) -> str:
         """The manifest digest a tag points to (a digest resolves to itself)."""
         if names.is_digest(reference):
             return reference
         generation = self.cache.refresh()
-        digest = self.cache.tags.get((repository, reference))
+        key = (repository, reference)
+        digest = await self._read_through(self.cache.tags, key, partial(self.store.tag_digest, *key), generation)
         if digest is None:
-            digest = await asyncio.to_thread(self.store.tag_digest, repository, reference)
-            if digest is None:
-                raise await self._manifest_unknown(repository, reference)
-            if self.cache.generation == generation:
-                self.cache.tags.put((repository, reference), digest)
+            raise await self._manifest_unknown(repository, reference)
         return digest
 
     async def get_manifest(self, repository: str, reference: str) -> tuple[str, StoredManifest]:
         digest = await self.resolve(repository, reference)
         # resolve() refreshed already for a tag; the manifest then comes from the same generation
         generation = self.cache.refresh() if names.is_digest(reference) else self.cache.generation
-        manifest = self.cache.manifests.get((repository, digest))
+        key = (repository, digest)
+        manifest = await self._read_through(self.cache.manifests, key, partial(self.store.manifest, *key), generation)
         if manifest is None:
-            manifest = await asyncio.to_thread(self.store.manifest, repository, digest)
-            if manifest is None:
-                raise await self._manifest_unknown(repository, reference)
-            if self.cache.generation == generation:
-                self.cache.manifests.put((repository, digest), manifest)
+            raise await self._manifest_unknown(repository, reference)
         return digest, manifest
 
     async def _manifest_unknown(self, repository: str, reference: str) -> RegistryError:
@@ -126,24 +147,22 @@ class Registry:
     async def catalog(self, last: str | None, limit: int) -> list[str]:
         return await asyncio.to_thread(self.store.repositories, last, limit)
 
-    async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]:
-        return await asyncio.to_thread(self.store.referrers, repository, subject, artifact_type)
+    async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> bytes:
+        """The referrers API's answer: an OCI image index of the manifests whose subject is `subject`."""
+        found = await asyncio.to_thread(self.store.referrers, repository, subject, artifact_type)
+        return json.dumps(
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [_descriptor(r) for r in found]}
+        ).encode()
 
     # --- blobs -----------------------------------------------------------------------------------------------
     async def blob(self, repository: str, digest: str) -> Blob:
         """A blob this repository may serve, else BLOB_UNKNOWN."""
         generation = self.cache.refresh()
-        size = self.cache.blobs.get((repository, digest))
+        key = (repository, digest)
+        size = await self._read_through(self.cache.blobs, key, partial(self.store.blob_size, *key), generation)
         if size is not None:
             return Blob(digest, size)
-        size = await asyncio.to_thread(self.store.blob_size, repository, digest)
-        if size is not None:
-            if self.cache.generation == generation:
-                self.cache.blobs.put((repository, digest), size)
-            return Blob(digest, size)
-        manifest = self.cache.manifests.get((repository, digest))
-        if manifest is None:
-            manifest = await asyncio.to_thread(self.store.manifest, repository, digest)
+        manifest = await self._read_through(self.cache.manifests, key, partial(self.store.manifest, *key), generation)
         if manifest is not None:
             return Blob(digest, len(manifest.content), manifest)
         raise RegistryError(BLOB_UNKNOWN, {"digest": digest})

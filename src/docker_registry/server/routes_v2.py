@@ -6,7 +6,6 @@ captured parts are validated before the registry logic sees them.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -134,20 +133,9 @@ async def referrers(request: web.Request, m: dict[str, str]) -> web.StreamRespon
     name = names.check_name(m["name"])
     digest = str(names.check_digest(m["digest"]))
     artifact_type = request.query.get("artifactType") or None
-    found = await _registry(request).referrers(name, digest, artifact_type)
-    descriptors = []
-    for r in found:
-        d: dict[str, object] = {"mediaType": r.media_type, "digest": r.digest, "size": r.size}
-        if r.artifact_type:
-            d["artifactType"] = r.artifact_type
-        if r.annotations:
-            d["annotations"] = r.annotations
-        descriptors.append(d)
+    index = await _registry(request).referrers(name, digest, artifact_type)
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
-    return web.Response(
-        body=json.dumps(index).encode(), content_type=None, headers={**headers, "Content-Type": OCI_INDEX}
-    )
+    return web.Response(body=index, content_type=None, headers={**headers, "Content-Type": OCI_INDEX})
 
 
 # --- blobs -----------------------------------------------------------------------------------------------------
