@@ -36,6 +36,11 @@ def require(*binaries: str, root: bool = False) -> None:
     pytest.skip("; ".join(problems))
 
 
+def skopeo_copy(*args: str) -> None:
+    """`skopeo copy` with no signature policy: how the tests put a layout's images into the registry."""
+    run(["skopeo", "--insecure-policy", "copy", *args])
+
+
 def run(
     args: Sequence[str],
     env: Mapping[str, str] | None = None,

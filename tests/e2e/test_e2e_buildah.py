@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from e2e_http import get_blob, get_manifest
+from e2e_http import assert_platforms_served, get_blob, get_manifest
 from e2e_images import OciLayout
-from e2e_tools import Cli, require, run
+from e2e_tools import Cli, require, run, skopeo_copy
 from registry_process import RegistryProcess
 
 
@@ -25,20 +25,18 @@ def buildah(storage_args: list[str], containers_env: dict[str, str]) -> Cli:
     return call
 
 
+def push_for_digest(buildah: Cli, tmp_path: Path, command: list[str], source: str, destination: str) -> str:
+    """`buildah <command> SOURCE docker://DESTINATION` over plain HTTP; returns the digest buildah says it pushed."""
+    digest_file = tmp_path / "digest"
+    buildah(*command, "--tls-verify=false", "--digestfile", str(digest_file), source, f"docker://{destination}")
+    return digest_file.read_text().strip()
+
+
 def test_build_on_a_pulled_base_push_and_pull_back(
     buildah: Cli, registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
 ) -> None:
     base = layout.add_image("base")
-    run(
-        [
-            "skopeo",
-            "--insecure-policy",
-            "copy",
-            "--dest-tls-verify=false",
-            layout.ref("base"),
-            f"docker://{registry.host}/{repo}:base",
-        ]
-    )
+    skopeo_copy("--dest-tls-verify=false", layout.ref("base"), f"docker://{registry.host}/{repo}:base")
 
     container = buildah("from", "--quiet", "--tls-verify=false", f"docker://{registry.host}/{repo}:base")
     added = tmp_path / "added.txt"
@@ -46,18 +44,10 @@ def test_build_on_a_pulled_base_push_and_pull_back(
     buildah("copy", container, str(added), "/e2e/added.txt")
     buildah("config", "--label", "e2e.built=yes", container)
     buildah("commit", "--quiet", container, "e2e-built")
-    digest_file = tmp_path / "digest"
-    buildah(
-        "push",
-        "--tls-verify=false",
-        "--digestfile",
-        str(digest_file),
-        "e2e-built",
-        f"docker://{registry.host}/{repo}:built",
-    )
+    digest = push_for_digest(buildah, tmp_path, ["push"], "e2e-built", f"{registry.host}/{repo}:built")
 
     served = get_manifest(client, repo, "built")
-    assert served.digest == digest_file.read_text().strip()
+    assert served.digest == digest
     layers = [layer["digest"] for layer in served.json()["layers"]]
     assert len(layers) == len(base.layers) + 1
     for layer in layers:
@@ -86,23 +76,10 @@ def test_manifest_list_push_all_and_inspect(
     buildah("manifest", "create", "e2e-list")
     for image in images:
         buildah("manifest", "add", "e2e-list", layout.ref(image.architecture))
-    digest_file = tmp_path / "digest"
-    buildah(
-        "manifest",
-        "push",
-        "--all",
-        "--tls-verify=false",
-        "--digestfile",
-        str(digest_file),
-        "e2e-list",
-        f"docker://{registry.host}/{repo}:list",
+    digest = push_for_digest(
+        buildah, tmp_path, ["manifest", "push", "--all"], "e2e-list", f"{registry.host}/{repo}:list"
     )
 
     served = get_manifest(client, repo, "list")
-    assert served.digest == digest_file.read_text().strip()
-    children = {m["platform"]["architecture"]: m["digest"] for m in served.json()["manifests"]}
-    assert children == {image.architecture: image.manifest.digest for image in images}
-    for image in images:
-        assert get_manifest(client, repo, image.manifest.digest).body == layout.read_blob(image.manifest.digest)
-        for layer in image.layers:
-            assert get_blob(client, repo, layer.digest) == layout.read_blob(layer.digest)
+    assert served.digest == digest
+    assert_platforms_served(client, repo, served, layout, images)

@@ -58,6 +58,25 @@ def assert_same_blobs(daemon: Containerd, client: httpx.Client, repo: str, layou
             assert get_blob(client, repo, blob.digest) == layout.read_blob(blob.digest)
 
 
+def round_trip(
+    daemon: Containerd,
+    registry: RegistryProcess,
+    client: httpx.Client,
+    layout: OciLayout,
+    repo: str,
+    tag: str,
+    digest: str,
+    tmp_path: Path,
+) -> None:
+    """`push_then_pull_back` of the layout's `tag`; the registry serves, and ctr resolved, exactly `digest`."""
+    name = f"{registry.host}/{repo}:{tag}"
+    push_then_pull_back(daemon, layout, tag, name, tmp_path)
+    served = get_manifest(client, repo, tag)
+    assert served.digest == digest
+    assert served.body == layout.read_blob(digest)
+    assert image_digest(daemon, name) == digest
+
+
 def test_import_push_pull_single_image(
     containerd: Containerd,
     registry: RegistryProcess,
@@ -67,13 +86,7 @@ def test_import_push_pull_single_image(
     tmp_path: Path,
 ) -> None:
     image = layout.add_image("v1")
-    name = f"{registry.host}/{repo}:v1"
-    push_then_pull_back(containerd, layout, "v1", name, tmp_path)
-
-    served = get_manifest(client, repo, "v1")
-    assert served.digest == image.manifest.digest
-    assert served.body == layout.read_blob(image.manifest.digest)
-    assert image_digest(containerd, name) == image.manifest.digest
+    round_trip(containerd, registry, client, layout, repo, "v1", image.manifest.digest, tmp_path)
     assert_same_blobs(containerd, client, repo, layout, image)
     unpacked = {p.relative_to(s).as_posix(): p for s in containerd.snapshot_root.iterdir() for p in s.rglob("*.bin")}
     for path, data in image.files.items():
@@ -89,13 +102,7 @@ def test_import_push_pull_multi_platform_index(
     tmp_path: Path,
 ) -> None:
     index, images = layout.add_index("multi")
-    name = f"{registry.host}/{repo}:multi"
-    push_then_pull_back(containerd, layout, "multi", name, tmp_path)
-
-    served = get_manifest(client, repo, "multi")
-    assert served.digest == index.digest
-    assert served.body == layout.read_blob(index.digest)
-    assert image_digest(containerd, name) == index.digest
+    round_trip(containerd, registry, client, layout, repo, "multi", index.digest, tmp_path)
     for image in images:
         assert get_manifest(client, repo, image.manifest.digest).body == layout.read_blob(image.manifest.digest)
         assert_same_blobs(containerd, client, repo, layout, image)

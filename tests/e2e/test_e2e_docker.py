@@ -13,7 +13,7 @@ import httpx
 from e2e_daemons import Dockerd
 from e2e_http import get_manifest
 from e2e_images import OciLayout
-from e2e_tools import run
+from e2e_tools import run, skopeo_copy
 from oci_content import DOCKER_LIST, DOCKER_MANIFEST
 from registry_process import RegistryProcess
 
@@ -25,7 +25,7 @@ def docker(daemon: Dockerd, *args: str) -> str:
 def load(daemon: Dockerd, layout: OciLayout, tag: str, name: str, tmp_path: Path) -> None:
     """Load a layout's image into the engine under `name` (docker 20 cannot load OCI archives: convert with skopeo)."""
     archive = tmp_path / f"{tag}.docker.tar"
-    run(["skopeo", "--insecure-policy", "copy", layout.ref(tag), f"docker-archive:{archive}:{name}"])
+    skopeo_copy(layout.ref(tag), f"docker-archive:{archive}:{name}")
     docker(daemon, "load", "--input", str(archive))
 
 
@@ -138,17 +138,7 @@ def test_pull_each_platform_of_an_oci_index(
     """An OCI image index pushed by another client (skopeo): the engine resolves each platform from it."""
     _, images = layout.add_index("multi")
     name = f"{registry.host}/{repo}:multi"
-    run(
-        [
-            "skopeo",
-            "--insecure-policy",
-            "copy",
-            "--all",
-            "--dest-tls-verify=false",
-            layout.ref("multi"),
-            f"docker://{name}",
-        ]
-    )
+    skopeo_copy("--all", "--dest-tls-verify=false", layout.ref("multi"), f"docker://{name}")
     for image in images:
         docker(dockerd, "pull", "--platform", f"linux/{image.architecture}", name)
         pulled = inspect(dockerd, name)

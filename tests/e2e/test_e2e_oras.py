@@ -20,7 +20,7 @@ import requests
 
 from e2e_http import get_manifest
 from e2e_images import Image, OciLayout
-from e2e_tools import require, run
+from e2e_tools import require, skopeo_copy
 from oci_content import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, sha256
 from registry_process import RegistryProcess, implementation
 
@@ -52,16 +52,7 @@ def subject(registry: RegistryProcess, layout: OciLayout, repo: str) -> Subject:
     """An image pushed with skopeo, for the artifacts to refer to."""
     require("skopeo")
     image = layout.add_image("v1")
-    run(
-        [
-            "skopeo",
-            "--insecure-policy",
-            "copy",
-            "--dest-tls-verify=false",
-            layout.ref("v1"),
-            f"docker://{registry.host}/{repo}:v1",
-        ]
-    )
+    skopeo_copy("--dest-tls-verify=false", layout.ref("v1"), f"docker://{registry.host}/{repo}:v1")
     return Subject(repo, image)
 
 
@@ -124,6 +115,22 @@ def pulled_files(client: oras.client.OrasClient, target: str, outdir: Path) -> d
     return {Path(p).name: Path(p).read_bytes() for p in client.pull(target=target, outdir=str(outdir))}
 
 
+def served_artifact(
+    oras_client: oras.client.OrasClient,
+    client: httpx.Client,
+    subject: Subject,
+    target: str,
+    files: list[Path],
+    out: Path,
+) -> dict:
+    """The artifact pushed to `target`, read back: it refers to the subject and pulls back as exactly `files`.
+    Returns its manifest."""
+    manifest = get_manifest(client, subject.repo, target.rsplit(":", 1)[1]).json()
+    assert manifest["subject"]["digest"] == subject.image.manifest.digest
+    assert pulled_files(oras_client, target, out) == {f.name: f.read_bytes() for f in files}
+    return manifest
+
+
 def test_push_files_with_subject_and_pull_back(
     oras_client: oras.client.OrasClient,
     registry: RegistryProcess,
@@ -134,12 +141,9 @@ def test_push_files_with_subject_and_pull_back(
     target = f"{registry.host}/{subject.repo}:sbom"
     files = push_sbom(oras_client, target, subject, tmp_path / "sbom")
 
-    served = get_manifest(client, subject.repo, "sbom")
-    manifest = served.json()
+    manifest = served_artifact(oras_client, client, subject, target, files, tmp_path / "out")
     assert manifest["config"]["mediaType"] == SBOM_CONFIG
-    assert manifest["subject"]["digest"] == subject.image.manifest.digest
     assert [layer["annotations"][TITLE] for layer in manifest["layers"]] == [f.name for f in files]
-    assert pulled_files(oras_client, target, tmp_path / "out") == {f.name: f.read_bytes() for f in files}
 
 
 def test_push_artifact_type_through_upload_helpers_and_pull_back(
@@ -152,11 +156,9 @@ def test_push_artifact_type_through_upload_helpers_and_pull_back(
     target = f"{registry.host}/{subject.repo}:sig"
     signature, _ = push_signature(oras_client, target, subject, tmp_path / "sig")
 
-    manifest = get_manifest(client, subject.repo, "sig").json()
+    manifest = served_artifact(oras_client, client, subject, target, [signature], tmp_path / "out")
     assert manifest["artifactType"] == SIGNATURE_TYPE
     assert manifest["config"]["mediaType"] == OCI_EMPTY
-    assert manifest["subject"]["digest"] == subject.image.manifest.digest
-    assert pulled_files(oras_client, target, tmp_path / "out") == {signature.name: signature.read_bytes()}
 
 
 @pytest.mark.xfail(implementation() == "distribution", reason="CNCF Distribution 2.8 has no referrers API", strict=True)

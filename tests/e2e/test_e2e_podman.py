@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from e2e_http import get_manifest
-from e2e_images import OciLayout
-from e2e_tools import Cli, require, run
+from e2e_images import Image, OciLayout
+from e2e_tools import Cli, require, run, skopeo_copy
 from oci_content import OCI_LAYER_ZSTD
 from registry_process import RegistryProcess
 
@@ -31,13 +31,29 @@ def inspect(podman: Cli, name: str) -> dict:
     return json.loads(podman("image", "inspect", name))[0]
 
 
+def tag_from_layout(podman: Cli, layout: OciLayout, tag: str, image: Image, name: str) -> None:
+    """Put the layout's image `tag` into podman's store under `name`, ready to push."""
+    podman("pull", "--quiet", layout.ref(tag))
+    podman("tag", image.config.digest.removeprefix("sha256:"), name)
+
+
+def pull_into_empty_store(podman: Cli, layout: OciLayout, image: Image, name: str) -> dict:
+    """Forget every local image, pull `name` back from the registry, check it is `image`; returns its inspection."""
+    podman("rmi", "--all", "--force")
+    assert podman("images", "--quiet").strip() == ""
+    podman("pull", "--tls-verify=false", name)
+    pulled = inspect(podman, name)
+    assert pulled["Id"] == image.config.digest.removeprefix("sha256:")
+    assert pulled["RootFS"]["Layers"] == json.loads(layout.read_blob(image.config.digest))["rootfs"]["diff_ids"]
+    return pulled
+
+
 def test_push_remove_pull_roundtrip(
     podman: Cli, registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
 ) -> None:
     image = layout.add_image("v1")
     name = f"{registry.host}/{repo}:v1"
-    podman("pull", "--quiet", layout.ref("v1"))
-    podman("tag", image.config.digest.removeprefix("sha256:"), name)
+    tag_from_layout(podman, layout, "v1", image, name)
     digest_file = tmp_path / "digest"
     podman("push", "--tls-verify=false", "--digestfile", str(digest_file), name)
     digest = digest_file.read_text().strip()
@@ -46,31 +62,16 @@ def test_push_remove_pull_roundtrip(
     assert served.digest == digest
     assert served.json()["config"]["digest"] == image.config.digest
 
-    podman("rmi", "--all", "--force")
-    assert podman("images", "--quiet").strip() == ""
-    podman("pull", "--tls-verify=false", name)
-    pulled = inspect(podman, name)
-    assert pulled["Id"] == image.config.digest.removeprefix("sha256:")
+    pulled = pull_into_empty_store(podman, layout, image, name)
     assert pulled["Digest"] == digest
     assert pulled["Architecture"] == "amd64"
-    assert pulled["RootFS"]["Layers"] == json.loads(layout.read_blob(image.config.digest))["rootfs"]["diff_ids"]
 
 
 def test_pull_one_architecture_from_an_index(
     podman: Cli, registry: RegistryProcess, layout: OciLayout, repo: str
 ) -> None:
     index, images = layout.add_index("multi")
-    run(
-        [
-            "skopeo",
-            "--insecure-policy",
-            "copy",
-            "--all",
-            "--dest-tls-verify=false",
-            layout.ref("multi"),
-            f"docker://{registry.host}/{repo}:multi",
-        ]
-    )
+    skopeo_copy("--all", "--dest-tls-verify=false", layout.ref("multi"), f"docker://{registry.host}/{repo}:multi")
     name = f"{registry.host}/{repo}:multi"
     for image in images:
         podman("pull", "--tls-verify=false", "--arch", image.architecture, name)
@@ -85,18 +86,13 @@ def test_zstd_layers_push_and_pull_back(
 ) -> None:
     image = layout.add_image("v1")
     name = f"{registry.host}/{repo}:zstd"
-    podman("pull", "--quiet", layout.ref("v1"))
-    podman("tag", image.config.digest.removeprefix("sha256:"), name)
+    tag_from_layout(podman, layout, "v1", image, name)
     podman("push", "--tls-verify=false", "--format", "oci", "--compression-format", "zstd", name)
 
     manifest = get_manifest(client, repo, "zstd").json()
     assert [layer["mediaType"] for layer in manifest["layers"]] == [OCI_LAYER_ZSTD] * len(image.layers)
 
-    podman("rmi", "--all", "--force")
-    podman("pull", "--tls-verify=false", name)
-    pulled = inspect(podman, name)
-    assert pulled["Id"] == image.config.digest.removeprefix("sha256:")
-    assert pulled["RootFS"]["Layers"] == json.loads(layout.read_blob(image.config.digest))["rootfs"]["diff_ids"]
+    pull_into_empty_store(podman, layout, image, name)
 
 
 def test_search_lists_repositories_and_tags(

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from e2e_http import get_blob, get_manifest
+from e2e_http import Manifest, assert_platforms_served, get_blob, get_manifest
 from e2e_images import OciLayout
 from e2e_tools import require, run
 from oci_content import DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, sha256
@@ -24,6 +24,14 @@ def skopeo(*args: str) -> str:
     return run(["skopeo", "--insecure-policy", *args]).stdout
 
 
+def copy_in(
+    client: httpx.Client, registry: RegistryProcess, layout: OciLayout, repo: str, tag: str, *options: str
+) -> Manifest:
+    """Copy the layout's `tag` into the registry under the same tag; returns the manifest the registry serves."""
+    skopeo("copy", *options, "--dest-tls-verify=false", layout.ref(tag), f"docker://{registry.host}/{repo}:{tag}")
+    return get_manifest(client, repo, tag)
+
+
 def read_dir_image(path: Path) -> tuple[bytes, dict[str, bytes]]:
     """A `dir:` transport image: its manifest bytes and every other file, by digest."""
     blobs = {"sha256:" + f.name: f.read_bytes() for f in path.iterdir() if f.name not in ("manifest.json", "version")}
@@ -34,11 +42,7 @@ def test_copy_oci_roundtrip_preserves_every_byte(
     registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
 ) -> None:
     image = layout.add_image("v1")
-    skopeo(
-        "copy", "--format", "oci", "--dest-tls-verify=false", layout.ref("v1"), f"docker://{registry.host}/{repo}:v1"
-    )
-
-    served = get_manifest(client, repo, "v1")
+    served = copy_in(client, registry, layout, repo, "v1", "--format", "oci")
     assert served.digest == image.manifest.digest
     assert served.media_type == OCI_MANIFEST
     assert served.body == layout.read_blob(image.manifest.digest)
@@ -57,11 +61,7 @@ def test_copy_as_docker_v2s2_and_back(
     registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
 ) -> None:
     image = layout.add_image("v1")
-    skopeo(
-        "copy", "--format", "v2s2", "--dest-tls-verify=false", layout.ref("v1"), f"docker://{registry.host}/{repo}:v1"
-    )
-
-    served = get_manifest(client, repo, "v1")
+    served = copy_in(client, registry, layout, repo, "v1", "--format", "v2s2")
     assert served.media_type == DOCKER_MANIFEST
     manifest = served.json()
     assert manifest["mediaType"] == DOCKER_MANIFEST
@@ -84,17 +84,10 @@ def test_copy_all_platforms_of_an_index(
     registry: RegistryProcess, client: httpx.Client, layout: OciLayout, repo: str, tmp_path: Path
 ) -> None:
     index, images = layout.add_index("multi")
-    skopeo("copy", "--all", "--dest-tls-verify=false", layout.ref("multi"), f"docker://{registry.host}/{repo}:multi")
-
-    served = get_manifest(client, repo, "multi")
+    served = copy_in(client, registry, layout, repo, "multi", "--all")
     assert served.media_type == OCI_INDEX
     assert served.digest == index.digest
-    platforms = {m["platform"]["architecture"]: m["digest"] for m in served.json()["manifests"]}
-    assert platforms == {img.architecture: img.manifest.digest for img in images}
-    for img in images:
-        assert get_manifest(client, repo, img.manifest.digest).body == layout.read_blob(img.manifest.digest)
-        for layer in img.layers:
-            assert get_blob(client, repo, layer.digest) == layout.read_blob(layer.digest)
+    assert_platforms_served(client, repo, served, layout, images)
 
     back = OciLayout(tmp_path / "back")
     skopeo("copy", "--all", "--src-tls-verify=false", f"docker://{registry.host}/{repo}:multi", back.ref("multi"))
