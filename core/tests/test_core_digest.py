@@ -90,17 +90,6 @@ def test_hasher_matches_hashlib_and_counts_bytes(algorithm: str) -> None:
     assert parse_digest(str(h.digest())) == h.digest()
 
 
-def test_hasher_copy_is_independent() -> None:
-    h = Hasher()
-    h.update(b"abc")
-    other = h.copy()
-    other.update(b"def")
-    assert h.digest().encoded == hashlib.sha256(b"abc").hexdigest()
-    assert h.size == 3
-    assert other.digest().encoded == hashlib.sha256(b"abcdef").hexdigest()
-    assert other.size == 6
-
-
 @pytest.mark.parametrize("algorithm", ["md5", "sha1", "blake3", ""])
 def test_hasher_refuses_unsupported_algorithms(algorithm: str) -> None:
     with pytest.raises(DigestError):

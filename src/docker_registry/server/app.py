@@ -74,7 +74,8 @@ async def _errors(
     """Render registry errors from the catalogue, and anything unexpected as a clean JSON error, never a trace."""
     try:
         if request.version < HttpVersion10:
-            # An HTTP/0.9 request line: answer in HTTP/1.0, since 0.9 has no status line to carry a refusal.
+            # An HTTP/0.9 request line: aiohttp's C parser takes it and would answer "HTTP/0.9 200"; no public API
+            # sets the version of the answer, so the parsed message is rewritten to refuse it in HTTP/1.0.
             request._message = request._message._replace(version=HttpVersion10)
             raise RegistryError(UNSUPPORTED, "HTTP/0.9 is not supported", status=400)
         return await handler(request)

@@ -75,11 +75,6 @@ class Hasher:
     def digest(self) -> Digest:
         return Digest(self.algorithm, self._h.hexdigest())
 
-    def copy(self) -> Hasher:
-        other = Hasher.__new__(Hasher)
-        other.algorithm, other._h, other.size = self.algorithm, self._h.copy(), self.size
-        return other
-
 
 def blob_path(digest: Digest | str) -> str:
     """Content-addressed location of a blob: `blobs/<alg>/<first two of encoded>/<encoded>/data`.
