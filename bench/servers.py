@@ -7,28 +7,21 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tests_path  # noqa: F401 - makes server_launch importable
 import yaml
 
-DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
+from server_launch import DISTRIBUTION_BINARY, free_port, launch, log_tail
+
 STATIC_SERVER = Path(__file__).with_name("static_server.py")
 SENDFILE_SERVER = Path(__file__).with_name("sendfile_server.py")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ours_config(root: Path, addr: str, workers: int) -> dict[str, Any]:
@@ -83,34 +76,11 @@ class Server:
             config_path = self.workdir / "config.yml"
             config_path.write_text(yaml.safe_dump(self.config))
             args.append(str(config_path))
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if self._answers():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not answer within {timeout}s:\n{self.log_tail()}")
+        self.proc = launch(self.name, args, self.workdir, self.log_path, self.url + self.ready_path, timeout)
+        return self
 
-    def _answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as response:
-                return response.status == 200
-        except urllib.error.HTTPError as e:
-            return e.code == 401
-        except OSError:
-            return False
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+    def log_tail(self) -> str:
+        return log_tail(self.log_path)
 
     def pids(self) -> list[int]:
         """Every live process of the server's process group (the leader and any workers it forked)."""

@@ -7,35 +7,19 @@
 from __future__ import annotations
 
 import copy
-import ctypes
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
-DISTRIBUTION_BINARY = "/usr/bin/docker-registry"
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """Runs in a child before exec: if pytest itself is killed, the kernel stops the child too, so no server or
-    daemon outlives a killed test run."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from server_launch import DISTRIBUTION_BINARY, launch
+from server_launch import die_with_parent as die_with_parent  # re-exported for the tests that start daemons
+from server_launch import free_port as free_port
 
 
 def implementation() -> str:
@@ -102,28 +86,17 @@ class RegistryProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "config.yml"
         config_path.write_text(yaml.safe_dump(self.config()))
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
+        name = "CNCF Distribution" if implementation() == "distribution" else "registry"
+        self.proc = launch(
+            name,
             self.command(config_path),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
+            self.workdir,
+            self.log_path,
+            f"{self.url}/v2/",
+            timeout,
             env={**os.environ, **self.env},
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"registry exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"registry did not answer within {timeout}s:\n{self.log_path.read_text()}")
+        return self
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc is None:
