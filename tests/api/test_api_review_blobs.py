@@ -7,7 +7,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from registry_api import assert_error, push_blob, random_bytes, sha256, unique_repo
+from registry_api import assert_error, push_blob, random_bytes, sha256, unique_repo, with_params
 from registry_process import RegistryProcess
 
 
@@ -79,6 +79,6 @@ def test_mount_from_an_invalid_name_starts_an_upload(client: httpx.Client, sourc
     target, data = unique_repo("dst"), random_bytes(3000)
     response = client.post(f"/v2/{target}/blobs/uploads/", params={"mount": sha256(data), "from": source})
     assert response.status_code == 202, response.text
-    finished = client.put(response.headers["Location"], params={"digest": sha256(data)}, content=data)
+    finished = client.put(with_params(response.headers["Location"], digest=sha256(data)), content=data)
     assert finished.status_code == 201, finished.text
     assert client.get(f"/v2/{target}/blobs/{sha256(data)}").content == data
