@@ -6,6 +6,7 @@ paused and resumed every 64 KiB.
 
 from __future__ import annotations
 
+import ctypes
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,24 @@ from .errors import BLOB_UPLOAD_INVALID, SIZE_INVALID, RegistryError
 READ_SIZE = 64 * 1024
 BUFFER_SIZE = 1024 * 1024
 READ_BUFFER_SIZE = 1024 * 1024
+HEAP_KEEP = 32 * 1024 * 1024
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def _reuse_buffer_memory() -> None:
+    """Keep ~1 MiB body buffers on the heap and the freed ones for the next: by default glibc maps each such
+    buffer fresh and unmaps it when freed, and the kernel zeroes and faults in every page again (measured: a third
+    of the server's system time during uploads). Elsewhere than glibc this does nothing."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 4 * BUFFER_SIZE)
+    mallopt(_M_TRIM_THRESHOLD, HEAP_KEEP)
+
+
+_reuse_buffer_memory()
 
 
 def declared_length(request: web.Request) -> int | None:
