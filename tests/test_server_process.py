@@ -675,3 +675,62 @@ def test_inmemory_storage_keeps_no_metadata_on_disk(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def started_workers(log_text: str) -> list[int]:
+    """Pids of the workers the master started, from its debug log."""
+    return [int(pid) for pid in re.findall(r"worker \d+ started \(pid (\d+), \w+\)", log_text)]
+
+
+SLOW_WORKER_LAUNCHER = (
+    "import sys, time\n"
+    "from docker_registry.server import workers\n"
+    "build = workers.create_app\n"
+    "def slow_create_app(config):\n"
+    "    time.sleep(30)  # a worker still starting up, say opening a slow database\n"
+    "    return build(config)\n"
+    "workers.create_app = slow_create_app\n"
+    "from docker_registry.server.cli import main\n"
+    "sys.exit(main(['serve', 'config.yml']))\n"
+)
+
+
+@pytest.mark.parametrize("launcher", ["slow-workers", "as-is"])
+def test_sigterm_while_workers_start_up_stops_at_once(tmp_path: Path, launcher: str) -> None:
+    """SIGTERM to the master before its workers are ready: every worker is told, the master exits 0 at once."""
+    port = free_port()
+    (tmp_path / "config.yml").write_text(
+        yaml.safe_dump({"http": {"addr": f"127.0.0.1:{port}", "workers": 2}, "log": {"level": "debug"}})
+    )
+    if launcher == "slow-workers":
+        command = ["-c", SLOW_WORKER_LAUNCHER]
+    else:
+        command = ["-m", "docker_registry.server", "serve", "config.yml"]
+    log_path = tmp_path / "registry.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *command], cwd=tmp_path, env=clean_env(), stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while len(started_workers(log_path.read_text())) < 2:
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.002)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0, log_path.read_text()
+        assert time.monotonic() - signalled < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log_path.read_text()
+    pids = started_workers(text)
+    wait_for(lambda: all(gone(pid) for pid in pids), 5, "the workers to exit")
+    assert "killing them" not in text
+    assert "restarting" not in text
+    if launcher == "slow-workers":
+        assert " ready " not in text
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2)

@@ -56,6 +56,9 @@ PARENT_CHECK_INTERVAL = 1.0
 KILL_GRACE = 5.0
 """Seconds a worker gets beyond http.draintimeout to exit on its own before it is killed."""
 
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+"""Blocked in the master while it starts a worker, until the worker has its own handling of them."""
+
 
 class WorkerStartupError(Exception):
     """A worker could not build the app or bind the address."""
@@ -136,15 +139,21 @@ def _run_in_process(config: Config) -> int:
 
 
 def _worker_main(config: Config, index: int, inherited: tuple[socket.socket, ...]) -> None:
-    """Entry point of a worker process; `inherited` are the master's own sockets, closed in a forked child."""
-    # A forked child has the master's signal set-up: drop its wakeup fd and handlers before ours go in.
+    """Entry point of a worker process; `inherited` are the master's own sockets, closed in a forked child.
+
+    The master starts a worker with the stop signals blocked, so one sent meanwhile waits here instead of
+    reaching the master's handlers, which a forked child still has: they would swallow it, and the worker would
+    serve on, untold, after shutdown began. Unblocked once the default action is back, a pending SIGTERM ends the
+    worker at once; so does any SIGTERM until it is about to listen (`_serve_app`): it has nothing to drain yet.
+    """
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C reaches the whole process group; the master alone decides and sends each worker a SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     for sock in inherited:
         sock.close()
     logs.setup(config.log)
-    # Ctrl-C reaches the whole process group; the master alone decides and sends each worker a SIGTERM.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _run_loop(config, reuse_port=True, stop_signals=(signal.SIGTERM,), parent_pid=os.getppid(), index=index)
     except WorkerStartupError as exc:
@@ -180,8 +189,6 @@ async def _serve_app(
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in stop_signals:
-        loop.add_signal_handler(signum, stop.set)
     host, port = config.http.host_port()
     in_flight = _InFlight()
     try:
@@ -196,6 +203,9 @@ async def _serve_app(
             shutdown_timeout=config.http.draintimeout,
         )
         await runner.setup()
+        # Only a process about to serve has anything to drain: until here a stop signal keeps its default action.
+        for signum in stop_signals:
+            loop.add_signal_handler(signum, stop.set)
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port, ssl_context=tls.server_context(config.http))
         await site.start()
     except Exception as exc:  # whatever it is, it happens again on restart: report it once, cleanly
@@ -273,6 +283,8 @@ class _Supervisor:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             for index in range(self.count):
+                if self.signals:
+                    break
                 self._start(index)
             status = self._supervise()
             return self._shutdown(status)
@@ -287,12 +299,17 @@ class _Supervisor:
         self.signals += 1
 
     def _start(self, index: int) -> None:
+        """Start a worker with the stop signals blocked (the child unblocks them, see `_worker_main`)."""
         inherited = (self.wake_reader, self.wake_writer) if self.context.get_start_method() == "fork" else ()
         process = self.context.Process(
             target=_worker_main, args=(self.config, index, inherited), name=f"worker-{index}"
         )
-        process.start()
-        self.workers[index] = process
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+            self.workers[index] = process
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         log.debug("worker %d started (pid %s, %s)", index, process.pid, self.context.get_start_method())
 
     def _wait(self, timeout: float | None) -> None:
@@ -331,6 +348,9 @@ class _Supervisor:
                         RESTART_WINDOW,
                     )
                     return 1
+                if self.signals:  # shutting down already: no new worker
+                    log.warning("worker %d (pid %s) %s", index, process.pid, how)
+                    continue
                 log.warning("worker %d (pid %s) %s; restarting it", index, process.pid, how)
                 self._start(index)
         return 0
