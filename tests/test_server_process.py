@@ -734,3 +734,23 @@ def test_sigterm_while_workers_start_up_stops_at_once(tmp_path: Path, launcher: 
         assert " ready " not in text
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bad_driver_option_exits_2_naming_the_key(tmp_path: Path, workers: int) -> None:
+    (tmp_path / "config.yml").write_text(
+        yaml.safe_dump(
+            {
+                "http": {"addr": f"127.0.0.1:{free_port()}", "workers": workers},
+                "storage": {"example": {"rootdirectory": "example-data", "redirect_base": "ftp://x"}},
+            }
+        )
+    )
+    result = run_cli("serve", "config.yml", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert (
+        "configuration error: storage.example.redirect_base: redirect_base must be an http:// or https:// URL, "
+        "not 'ftp://x'" in result.stderr
+    )
+    assert "cannot start serving" not in result.stderr
+    assert "Traceback" not in result.stderr

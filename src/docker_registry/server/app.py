@@ -8,12 +8,14 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import HttpVersion10, web
 from sqlalchemy import exc as db_errors
 
-from docker_registry.core.driver import fetch
+from docker_registry.core.driver import Base, fetch
+from docker_registry.core.exceptions import ConfigError
 
 from . import body
 from .cache import RegistryCache
@@ -127,6 +129,28 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
+def build_driver(config: Config) -> Base:
+    """The configured storage driver; a bad option is a ConfigError naming its key, `storage.<driver>.<option>`."""
+    name = config.storage.driver
+    try:
+        return fetch(name)(config.storage.options)
+    except ConfigError as exc:
+        raise ConfigError(_storage_key_message(name, config.storage.options, str(exc))) from None
+
+
+def _storage_key_message(name: str, options: Mapping[str, Any], message: str) -> str:
+    """Drivers only know their own options: put the section in front, and the option when the message opens
+    with one (`redirect_base must be ...` -> `storage.example.redirect_base: redirect_base must be ...`)."""
+    if message.startswith(f"storage.{name}"):
+        return message
+    for key in options:
+        if message.startswith(f"{key}:"):
+            return f"storage.{name}.{message}"
+        if message.startswith(f"{key} "):
+            return f"storage.{name}.{key}: {message}"
+    return f"storage.{name}: {message}"
+
+
 def _as_list(values: object) -> list[str]:
     return [str(v) for v in values] if isinstance(values, list | tuple) else [str(values)]
 
@@ -136,7 +160,7 @@ def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         url = database_url(config)
         store = MetadataStore(create_engine(url))
         watcher = ChangeWatcher(url)
-        driver = fetch(config.storage.driver)(config.storage.options)
+        driver = build_driver(config)
         app[REGISTRY_KEY] = Registry(store, driver, RegistryCache(watcher))
         try:
             yield

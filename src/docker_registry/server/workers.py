@@ -1,11 +1,12 @@
 """`serve`: the master prepares once, then runs and supervises the worker processes that share the port.
 
 Workers are forked (multiprocessing's *fork* context), deliberately, when that is safe: after `prepare()` the
-master holds no database connection (prepare disposes its engine), has run no event loop and has no other thread,
-so a child inherits nothing it could share by mistake, and starts in milliseconds instead of re-importing the
-server (about 1.5 s of CPU per worker, at start and at every restart). If the master does have other threads at
-that point (something in `prepare()` left one running), forking could deadlock a child on a lock such a thread
-held, so workers are *spawned* as fresh interpreters instead; they behave the same, only start slower.
+master holds no database connection (prepare disposes its engine), no event loop (the one that checked the
+storage driver is closed) and no other thread, so a child inherits nothing it could share by mistake, and starts
+in milliseconds instead of re-importing the server (about 1.5 s of CPU per worker, at start and at every
+restart). If the master does have other threads at that point (something in `prepare()` left one running),
+forking could deadlock a child on a lock such a thread held, so workers are *spawned* as fresh interpreters
+instead; they behave the same, only start slower.
 
 Every worker binds the same address with SO_REUSEPORT, so the kernel spreads connections over them, and runs the
 standard asyncio loop: uvloop would silently disable sendfile for blob downloads.
@@ -37,7 +38,7 @@ from docker_registry.core.driver import fetch
 from docker_registry.core.exceptions import ConfigError
 
 from . import logs, tls
-from .app import create_app, prepare
+from .app import build_driver, create_app, prepare
 from .config import Config, hide_password
 from .store.engine import database_url
 
@@ -99,11 +100,17 @@ def serve(config: Config) -> int:
 
 
 def _check_driver(config: Config) -> None:
-    """An unknown storage driver is a configuration error, found before any worker tries and dies on it."""
+    """An unknown storage driver or a bad driver option is a configuration error (exit 2), found here, once, before
+    any worker builds its own driver and dies on it. The driver built here is closed at once."""
     try:
         fetch(config.storage.driver)
     except exceptions.NotImplementedError as exc:
         raise ConfigError(f"storage.{config.storage.driver}: {exc}") from None
+
+    async def build_and_close() -> None:
+        await build_driver(config).close()
+
+    asyncio.run(build_and_close())
 
 
 def _check_address_free(host: str | None, port: int) -> None:
