@@ -4,6 +4,7 @@ over HTTP alone (a process that died mid-chunk, a session claimed by another wri
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 
 from docker_registry.core.digest import parse_digest
 from docker_registry.drivers.file import Driver
-from docker_registry.server.errors import RANGE_INVALID, RegistryError
+from docker_registry.server.errors import BLOB_UPLOAD_UNKNOWN, RANGE_INVALID, RegistryError
+from docker_registry.server.process_identity import this_process
 from docker_registry.server.store import migrate
 from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.metadata import MetadataStore
@@ -68,3 +70,93 @@ async def test_session_continued_by_a_process_without_its_hash(parts) -> None:  
     assert await driver.get_content("blobs/sha256/" + digest.encoded[:2] + f"/{digest.encoded}/data") == b"first second"
     assert store.blob_size("repo", str(digest)) == 12
     assert store.upload(upload.id) is None
+
+
+def _dead_process() -> str:
+    """The identity a claim would carry for a process of this host that has exited."""
+    child = subprocess.Popen(["true"])
+    start = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    child.wait()
+    mine = this_process()
+    assert mine is not None, "needs Linux /proc"
+    boot, namespace = mine.split("/")[:2]
+    return f"{boot}/{namespace}/{child.pid}/{start}"
+
+
+async def test_a_dead_writers_claim_is_taken_over_at_the_stored_size(parts) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    assert await uploads.append("repo", upload.id, body(b"abc"), start=0) == 3
+    assert store.claim_upload(upload.id, "repo", 3, "killed-request", _dead_process())
+    crashed = await driver.writer(upload_path(upload.id), append=True)  # part of its chunk reached storage
+    await crashed.write(b"de")
+    await crashed.close()
+    status = await uploads.get("repo", upload.id)
+    assert status.size == 5, "the status tells where to continue"
+    assert await uploads.append("repo", upload.id, body(b"f"), start=5) == 6
+    await uploads.complete("repo", upload.id, parse_digest("sha256:" + hashlib.sha256(b"abcdef").hexdigest()), None)
+    assert store.blob_size("repo", "sha256:" + hashlib.sha256(b"abcdef").hexdigest()) == 6
+
+
+async def test_a_live_or_foreign_writers_claim_still_excludes(parts) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, _driver = parts
+    upload = await uploads.start("repo")
+    for claimant in (this_process(), "other-boot/pid:[1]/1/1"):
+        assert store.claim_upload(upload.id, "repo", 0, "writer", claimant)
+        with pytest.raises(RegistryError) as info:
+            await uploads.append("repo", upload.id, body(b"x"), start=0)
+        assert info.value.error is RANGE_INVALID
+        assert store.release_upload(upload.id, "writer", 0)
+
+
+async def test_delete_while_the_last_chunk_streams(parts) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"first"
+        await uploads.cancel(await uploads.get("repo", upload.id))  # DELETE arrives mid-body
+        yield b"second"
+
+    digest = parse_digest("sha256:" + hashlib.sha256(b"firstsecond").hexdigest())
+    with pytest.raises(RegistryError) as info:
+        await uploads.complete("repo", upload.id, digest, chunks(), start=0)
+    assert info.value.error is BLOB_UPLOAD_UNKNOWN
+    assert store.blob_size("repo", str(digest)) is None
+    assert store.upload(upload.id) is None
+    assert not await driver.exists(f"uploads/{upload.id}")
+
+
+async def test_delete_while_a_put_publishes(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The reported race: DELETE between the PUT's verification and its move into place was a 500."""
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    await uploads.append("repo", upload.id, body(b"payload"), start=0)
+    move = driver.move
+
+    async def move_after_delete(src: str, dst: str) -> None:
+        await uploads.cancel(await uploads.get("repo", upload.id))
+        await move(src, dst)
+
+    monkeypatch.setattr(driver, "move", move_after_delete)
+    digest = parse_digest("sha256:" + hashlib.sha256(b"payload").hexdigest())
+    with pytest.raises(RegistryError) as info:
+        await uploads.complete("repo", upload.id, digest, None)
+    assert info.value.error is BLOB_UPLOAD_UNKNOWN
+    assert store.blob_size("repo", str(digest)) is None, "a deleted session links nothing"
+    assert store.upload(upload.id) is None
+    assert not await driver.exists(f"uploads/{upload.id}")
+
+
+async def test_vanished_upload_data_is_upload_unknown(parts) -> None:  # type: ignore[no-untyped-def]
+    uploads, _store, driver = parts
+    upload = await uploads.start("repo")
+    await uploads.append("repo", upload.id, body(b"abc"), start=0)
+    await driver.remove(f"uploads/{upload.id}")
+    with pytest.raises(RegistryError) as info:
+        await uploads.append("repo", upload.id, body(b"d"), start=3)
+    assert info.value.error is BLOB_UPLOAD_UNKNOWN
+    other_process = Uploads(*parts[1:])  # no running hash: the bytes are read again, and are gone
+    with pytest.raises(RegistryError) as info:
+        await other_process.complete("repo", upload.id, parse_digest("sha256:" + "0" * 64), None)
+    assert info.value.error is BLOB_UPLOAD_UNKNOWN

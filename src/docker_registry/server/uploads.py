@@ -1,15 +1,18 @@
 """Blob upload sessions: bytes appended in the driver under `uploads/<id>/data`, sessions in the metadata store.
 
 Any process can continue a session another began. A request writing to a session first claims it in the metadata
-store (which also checks the offset), so racing chunks cannot interleave. Each process keeps the running hash of
-the sessions it served while the stored size still matches it; otherwise the stored bytes are hashed again before
-the digest is checked. A blob becomes visible only after its bytes matched the digest the client announced and
-were made durable.
+store (which also checks the offset), so racing chunks cannot interleave. A claim names its process: one left by
+a process that died on this host is taken over as soon as the session is asked about, and storage decides the
+size (a chunk may have been cut anywhere); claims of other hosts expire with their lease. Each process keeps the
+running hash of the sessions it served while the stored size still matches it; otherwise the stored bytes are
+hashed again before the digest is checked. A blob becomes visible only after its bytes matched the digest the
+client announced and were made durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterable
 
@@ -17,8 +20,9 @@ from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, Hasher, blob_path
 from docker_registry.core.driver import Base, Writer
 
-from .errors import BLOB_UPLOAD_INVALID, BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
-from .store.metadata import MetadataStore, Upload
+from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
+from .process_identity import is_dead, this_process
+from .store.metadata import WRITER_LEASE_SECONDS, MetadataStore, Upload
 
 HASH_ALGORITHM = "sha256"
 MAX_KEPT_HASHERS = 1000
@@ -30,6 +34,19 @@ def upload_path(upload_id: str) -> str:
 
 def progress_headers(size: int) -> dict[str, str]:
     return {"Range": f"0-{max(size - 1, 0)}"}
+
+
+def _gone(upload_id: str) -> RegistryError:
+    return RegistryError(
+        BLOB_UPLOAD_UNKNOWN, {"uuid": upload_id}, message="the upload was cancelled or its data is gone"
+    )
+
+
+def _abandoned(upload: Upload) -> bool:
+    """True when the session's writer can write no more: its process died here, or its lease ran out."""
+    if upload.writer is None:
+        return False
+    return is_dead(upload.writer_process) or (upload.writer_since or 0) < time.time() - WRITER_LEASE_SECONDS
 
 
 def _check_id(upload_id: str) -> str:
@@ -77,15 +94,44 @@ class Uploads:
         upload = await asyncio.to_thread(self._store.upload, _check_id(upload_id))
         if upload is None or upload.repository != repository:
             raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": upload_id})
+        if upload.writer is not None and is_dead(upload.writer_process):
+            upload = await self._recover(upload)
         return upload
+
+    async def _recover(self, upload: Upload) -> Upload:
+        """Take over a session whose writer died mid-chunk and record the size storage holds, which is where the
+        client must continue (the dead writer may have written any part of its chunk)."""
+        token = str(uuid.uuid4())
+        claimed = await asyncio.to_thread(
+            self._store.claim_upload, upload.id, upload.repository, None, token, this_process(), upload.writer
+        )
+        if claimed is None:  # another request recovered it first, or the session ended
+            current = await asyncio.to_thread(self._store.upload, upload.id)
+            if current is None:
+                raise _gone(upload.id)
+            return current
+        self._hashers.pop(upload.id, None)
+        try:
+            size = await self._driver.get_size(upload_path(upload.id))
+        except exceptions.FileNotFoundError:
+            size = 0
+        if not await asyncio.to_thread(self._store.release_upload, upload.id, token, size):
+            raise _gone(upload.id)
+        return Upload(upload.id, upload.repository, size)
 
     async def _claim(self, repository: str, upload_id: str, start: int | None) -> tuple[Upload, str]:
         """Become the session's writer; RANGE_INVALID if `start` is not where its bytes end or another writes."""
         token = str(uuid.uuid4())
-        upload = await asyncio.to_thread(self._store.claim_upload, _check_id(upload_id), repository, start, token)
+        claim = (_check_id(upload_id), repository, start, token, this_process())
+        upload = await asyncio.to_thread(self._store.claim_upload, *claim)
         if upload is not None:
             return upload, token
         current = await self.get(repository, upload_id)  # BLOB_UPLOAD_UNKNOWN if there is no such session
+        if current.writer is None and (start is None or start == current.size):  # a dead writer's claim, freed
+            upload = await asyncio.to_thread(self._store.claim_upload, *claim)
+            if upload is not None:
+                return upload, token
+            current = await self.get(repository, upload_id)
         if start is not None and start != current.size:
             message = f"chunk starts at {start}, upload has {current.size} bytes"
         else:
@@ -105,8 +151,16 @@ class Uploads:
         try:
             await self._write(upload, chunks, written)
         finally:
-            await asyncio.to_thread(self._store.release_upload, upload.id, token, written[0])
+            await self._release(upload.id, token, written[0])
         return written[0]
+
+    async def _release(self, upload_id: str, token: str, size: int) -> None:
+        """End this request's claim; BLOB_UPLOAD_UNKNOWN if the session was deleted while it wrote, whose data
+        the deleting request left to this writer."""
+        if not await asyncio.to_thread(self._store.release_upload, upload_id, token, size):
+            self._hashers.pop(upload_id, None)
+            await self._remove_data(upload_id)
+            raise _gone(upload_id)
 
     async def _write(
         self, upload: Upload, chunks: AsyncIterable[bytes], written: list[int], durable: bool = False
@@ -119,7 +173,7 @@ class Uploads:
         try:
             writer = await self._driver.writer(upload_path(upload.id), append=upload.size > 0)
         except exceptions.FileNotFoundError:
-            raise RegistryError(BLOB_UPLOAD_INVALID, "the upload's data is gone") from None
+            raise _gone(upload.id) from None
         if writer.size != upload.size:
             # Only after a process died mid-chunk: record what storage holds, so the client resumes from there.
             written[0] = writer.size
@@ -165,9 +219,9 @@ class Uploads:
             try:
                 await self._write(upload, chunks, written, durable=True)
             except BaseException:
-                await asyncio.to_thread(self._store.release_upload, upload.id, token, written[0])
+                await self._release(upload.id, token, written[0])
                 raise
-        await self._finish(upload.repository, upload.id, written[0], digest, synced=chunks is not None)
+        await self._finish(upload.repository, upload.id, written[0], digest, synced=chunks is not None, token=token)
 
     async def put_whole(self, repository: str, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
         """A monolithic upload (no session row): the whole blob in one request, verified before it is visible."""
@@ -184,26 +238,36 @@ class Uploads:
         self._keep(upload_id, hasher)
         await self._finish(repository, upload_id, writer.size, digest, synced=True)
 
-    async def _finish(self, repository: str, upload_id: str, size: int, digest: Digest, synced: bool) -> None:
-        """Verify the session's bytes, publish the blob and link it; the session is cancelled on any error."""
+    async def _finish(
+        self, repository: str, upload_id: str, size: int, digest: Digest, synced: bool, token: str | None = None
+    ) -> None:
+        """Verify the session's bytes, publish the blob and link it; the session is cancelled on any error.
+
+        `token` is the claim of a session's writer: a session deleted meanwhile is BLOB_UPLOAD_UNKNOWN and its blob
+        stays unlinked (the bytes may have been published already; they are verified, and unreachable).
+        """
         path = upload_path(upload_id)
         hasher = self._hashers.pop(upload_id, None)
         try:
             if hasher is None or hasher.size != size or hasher.algorithm != digest.algorithm:
-                hasher = await self._rehash(path, digest.algorithm)
+                hasher = await self._rehash(upload_id, size, digest.algorithm)
             if hasher.digest() != digest:
                 raise RegistryError(DIGEST_INVALID, {"digest": str(digest)})
             stored = await self._already_stored(digest)
             if not stored:
                 if not synced:
                     await self._sync(path)
-                await self._publish(path, blob_path(digest), hasher.size)
+                await self._publish(upload_id, blob_path(digest), hasher.size)
         except BaseException:
             await self._discard(upload_id)
             raise
-        await asyncio.to_thread(self._store.finish_upload, upload_id, repository, str(digest), hasher.size)
-        if stored:
+        linked = await asyncio.to_thread(
+            self._store.finish_upload, upload_id, repository, str(digest), hasher.size, token
+        )
+        if stored or not linked:
             await self._remove_data(upload_id)  # a published upload's data and directory moved away already
+        if not linked:
+            raise _gone(upload_id)
 
     async def _already_stored(self, digest: Digest) -> bool:
         """True when a verified copy is in place already: the new bytes, verified too, need not replace it."""
@@ -219,28 +283,37 @@ class Uploads:
         try:
             writer = await self._driver.writer(path, append=True)
         except exceptions.FileNotFoundError:
-            return  # nothing was ever written
+            return  # nothing was ever written, or the data is gone: publishing tells which
         await writer.commit()
 
-    async def _publish(self, path: str, final: str, size: int) -> None:
+    async def _publish(self, upload_id: str, final: str, size: int) -> None:
         try:
-            await self._driver.move(path, final)
+            await self._driver.move(upload_path(upload_id), final)
         except exceptions.FileNotFoundError:
             if size:
-                raise
+                raise _gone(upload_id) from None
             await self._driver.put_content(final, b"")  # nothing was ever written: the empty blob
 
-    async def _rehash(self, path: str, algorithm: str) -> Hasher:
+    async def _rehash(self, upload_id: str, size: int, algorithm: str) -> Hasher:
         hasher = Hasher(algorithm)
         try:
-            async for chunk in self._driver.stream_read(path):
+            async for chunk in self._driver.stream_read(upload_path(upload_id)):
                 await asyncio.to_thread(hasher.update, chunk)
         except exceptions.FileNotFoundError:
-            pass  # a session nothing was ever written to: the empty blob
+            if size:
+                raise _gone(upload_id) from None
+            # else a session nothing was ever written to: the empty blob
         return hasher
 
     async def cancel(self, upload: Upload) -> None:
-        await self._discard(upload.id)
+        """Delete the session at once, even while a request writes to it: that writer then finds it gone
+        (BLOB_UPLOAD_UNKNOWN) and removes the data itself, so no file vanishes under a live writer."""
+        deleted = await asyncio.to_thread(self._store.delete_upload, upload.id)
+        if deleted is None:
+            raise _gone(upload.id)
+        if deleted.writer is None or _abandoned(deleted):
+            self._hashers.pop(upload.id, None)
+            await self._remove_data(upload.id)
 
     async def _discard(self, upload_id: str) -> None:
         self._hashers.pop(upload_id, None)

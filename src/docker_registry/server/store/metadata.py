@@ -39,6 +39,11 @@ class Upload:
     id: str
     repository: str
     size: int
+    writer: str | None = None
+    """The claim token of the request writing to the session now, if any."""
+    writer_process: str | None = None
+    """That request's process (process_identity), when it could be told."""
+    writer_since: float | None = None
 
 
 class BadReference(Exception):
@@ -157,10 +162,8 @@ class MetadataStore:
 
     def upload(self, upload_id: str) -> Upload | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(uploads.c.id, uploads.c.repository, uploads.c.size).where(uploads.c.id == upload_id)
-            ).first()
-        return Upload(row.id, row.repository, row.size) if row else None
+            row = conn.execute(sa.select(*_UPLOAD_COLUMNS).where(uploads.c.id == upload_id)).first()
+        return _upload(row) if row else None
 
     # --- writes --------------------------------------------------------------------------------------------
     def _repository_id(self, conn: sa.Connection, name: str, now: float) -> int:
@@ -331,54 +334,91 @@ class MetadataStore:
 
         with_retries(run)
 
-    def claim_upload(self, upload_id: str, repository: str, size: int | None, token: str) -> Upload | None:
+    def claim_upload(
+        self,
+        upload_id: str,
+        repository: str,
+        size: int | None,
+        token: str,
+        process: str | None = None,
+        takeover: str | None = None,
+    ) -> Upload | None:
         """Become the session's only writer, if it belongs to `repository`, holds `size` bytes (when given) and no
-        live writer has it; the session as claimed, or None. One statement: this runs before every chunk."""
+        live writer has it (or its writer is `takeover`, a claim found dead); the session as claimed, or None.
+        One statement: this runs before every chunk."""
 
         def run() -> Upload | None:
             now = time.time()
-            conditions = [
-                uploads.c.id == upload_id,
-                uploads.c.repository == repository,
-                sa.or_(uploads.c.writer.is_(None), uploads.c.writer_since < now - WRITER_LEASE_SECONDS),
-            ]
+            free = [uploads.c.writer.is_(None), uploads.c.writer_since < now - WRITER_LEASE_SECONDS]
+            if takeover is not None:
+                free.append(uploads.c.writer == takeover)
+            conditions = [uploads.c.id == upload_id, uploads.c.repository == repository, sa.or_(*free)]
             if size is not None:
                 conditions.append(uploads.c.size == size)
             with write_transaction(self.engine, durable=False) as conn:
                 claimed = conn.execute(
-                    uploads.update().where(*conditions).values(writer=token, writer_since=now).returning(uploads.c.size)
+                    uploads.update()
+                    .where(*conditions)
+                    .values(writer=token, writer_since=now, writer_process=process)
+                    .returning(uploads.c.size)
                 ).scalar()
-            return None if claimed is None else Upload(upload_id, repository, claimed)
+            return None if claimed is None else Upload(upload_id, repository, claimed, token, process, now)
 
         return with_retries(run)
 
-    def release_upload(self, upload_id: str, token: str, size: int) -> None:
-        """Record the session's new size and let the next writer in."""
+    def release_upload(self, upload_id: str, token: str, size: int) -> bool:
+        """Record the session's new size and let the next writer in; False if the session was deleted meanwhile."""
 
-        def run() -> None:
-            with write_transaction(self.engine, durable=False) as conn:
-                conn.execute(
-                    uploads.update()
-                    .where(uploads.c.id == upload_id, uploads.c.writer == token)
-                    .values(size=size, writer=None, writer_since=None, updated_at=time.time())
-                )
-
-        with_retries(run)
-
-    def delete_upload(self, upload_id: str) -> bool:
         def run() -> bool:
             with write_transaction(self.engine, durable=False) as conn:
-                return conn.execute(uploads.delete().where(uploads.c.id == upload_id)).rowcount > 0
+                return (
+                    conn.execute(
+                        uploads.update()
+                        .where(uploads.c.id == upload_id, uploads.c.writer == token)
+                        .values(size=size, writer=None, writer_since=None, writer_process=None, updated_at=time.time())
+                    ).rowcount
+                    > 0
+                )
 
         return with_retries(run)
 
-    def finish_upload(self, upload_id: str, repository: str, digest: str, size: int) -> None:
-        """Link the verified blob to its repository and end the session, in one transaction."""
+    def delete_upload(self, upload_id: str) -> Upload | None:
+        """End a session whoever writes to it; the session as it was (with its writer, if any), or None."""
 
-        def run() -> None:
+        def run() -> Upload | None:
+            with write_transaction(self.engine, durable=False) as conn:
+                row = conn.execute(
+                    uploads.delete().where(uploads.c.id == upload_id).returning(*_UPLOAD_COLUMNS)
+                ).first()
+            return _upload(row) if row else None
+
+        return with_retries(run)
+
+    def finish_upload(self, upload_id: str, repository: str, digest: str, size: int, token: str | None) -> bool:
+        """Link the verified blob to its repository and end the session, in one transaction. With the writer's
+        `token`, nothing is linked (False) if the session was deleted meanwhile."""
+
+        def run() -> bool:
             now = time.time()
             with write_transaction(self.engine) as conn:
+                ended = conn.execute(uploads.delete().where(uploads.c.id == upload_id, uploads.c.writer == token))
+                if token is not None and ended.rowcount == 0:
+                    return False
                 self._link(conn, self._repository_id(conn, repository, now), digest, size, now)
-                conn.execute(uploads.delete().where(uploads.c.id == upload_id))
+                return True
 
-        with_retries(run)
+        return with_retries(run)
+
+
+_UPLOAD_COLUMNS = (
+    uploads.c.id,
+    uploads.c.repository,
+    uploads.c.size,
+    uploads.c.writer,
+    uploads.c.writer_process,
+    uploads.c.writer_since,
+)
+
+
+def _upload(row: sa.Row[Any]) -> Upload:
+    return Upload(row.id, row.repository, row.size, row.writer, row.writer_process, row.writer_since)

@@ -76,4 +76,6 @@ uploads = sa.Table(
     # The request appending to the session right now (a random token), so racing chunks cannot interleave.
     sa.Column("writer", sa.String(36), nullable=True),
     sa.Column("writer_since", sa.Float, nullable=True),
+    # Who that request runs in (process_identity), so a claim left by a crashed process can be taken over at once.
+    sa.Column("writer_process", sa.String(200), nullable=True),
 )
