@@ -363,13 +363,14 @@ class _Supervisor:
         return 0
 
     def _shutdown(self, status: int) -> int:
+        # Counted before "shutting down" is logged: a signal sent once that line is out is an impatient second one.
+        signals_before = self.signals
         drain = self.config.http.draintimeout
         if self.workers:
             log.info("shutting down: letting requests in flight finish (up to %g s)", drain)
         for process in self.workers.values():
             if process.is_alive():
                 process.terminate()
-        signals_before = self.signals
         deadline = time.monotonic() + drain + KILL_GRACE
         while any(p.is_alive() for p in self.workers.values()):
             remaining = deadline - time.monotonic()
