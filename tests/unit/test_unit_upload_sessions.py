@@ -3,6 +3,7 @@ over HTTP alone (a process that died mid-chunk, a session claimed by another wri
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import subprocess
 from collections.abc import AsyncIterator
@@ -160,3 +161,32 @@ async def test_vanished_upload_data_is_upload_unknown(parts) -> None:  # type: i
     with pytest.raises(RegistryError) as info:
         await other_process.complete("repo", upload.id, parse_digest("sha256:" + "0" * 64), None)
     assert info.value.error is BLOB_UPLOAD_UNKNOWN
+
+
+async def test_a_slow_writer_keeps_its_claim_by_renewing_it(parts) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, driver = parts
+    store.writer_lease = 0.4
+    upload = await uploads.start("repo")
+    other_node = Uploads(store, driver)
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b"abc"
+        await asyncio.sleep(1.0)  # well past the lease: only renewals keep the claim
+        with pytest.raises(RegistryError) as info:
+            await other_node.append("repo", upload.id, body(b"zzz"), start=0)
+        assert info.value.error is RANGE_INVALID
+        yield b"def"
+
+    assert await uploads.append("repo", upload.id, slow(), start=0) == 6
+    assert await driver.get_content(upload_path(upload.id)) == b"abcdef"
+
+
+async def test_a_claim_nobody_renews_expires_with_its_lease(parts) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, _driver = parts
+    store.writer_lease = 0.3
+    upload = await uploads.start("repo")
+    assert store.claim_upload(upload.id, "repo", 0, "writer-on-a-dead-node", "other-boot/pid:[1]/1/1")
+    with pytest.raises(RegistryError):
+        await uploads.append("repo", upload.id, body(b"x"), start=0)
+    await asyncio.sleep(0.4)
+    assert await uploads.append("repo", upload.id, body(b"x"), start=0) == 1

@@ -12,9 +12,10 @@ client announced and were made durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, Hasher, blob_path
@@ -22,7 +23,7 @@ from docker_registry.core.driver import Base, Writer
 
 from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
 from .process_identity import is_dead, this_process
-from .store.metadata import WRITER_LEASE_SECONDS, MetadataStore, Upload
+from .store.metadata import MetadataStore, Upload
 
 HASH_ALGORITHM = "sha256"
 MAX_KEPT_HASHERS = 1000
@@ -40,13 +41,6 @@ def _gone(upload_id: str) -> RegistryError:
     return RegistryError(
         BLOB_UPLOAD_UNKNOWN, {"uuid": upload_id}, message="the upload was cancelled or its data is gone"
     )
-
-
-def _abandoned(upload: Upload) -> bool:
-    """True when the session's writer can write no more: its process died here, or its lease ran out."""
-    if upload.writer is None:
-        return False
-    return is_dead(upload.writer_process) or (upload.writer_since or 0) < time.time() - WRITER_LEASE_SECONDS
 
 
 def _check_id(upload_id: str) -> str:
@@ -98,6 +92,30 @@ class Uploads:
             upload = await self._recover(upload)
         return upload
 
+    def _abandoned(self, upload: Upload) -> bool:
+        """True when the session's writer can write no more: its process died here, or its lease ran out."""
+        expired = (upload.writer_since or 0) < time.time() - self._store.writer_lease
+        return upload.writer is not None and (is_dead(upload.writer_process) or expired)
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self, upload_id: str, token: str) -> AsyncIterator[None]:
+        """Renew the claim's lease while this request holds it (whether bytes flow or the digest is checked), so
+        the lease can be short and a writer that died on another host blocks its session only briefly."""
+        renewal = asyncio.ensure_future(self._renew(upload_id, token))
+        try:
+            yield
+        finally:
+            renewal.cancel()  # a renewal still running finds the claim released and changes nothing
+
+    async def _renew(self, upload_id: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(self._store.writer_lease / 4)
+            try:
+                if not await asyncio.to_thread(self._store.renew_upload, upload_id, token):
+                    return  # the session was deleted: the writer finds out when it releases or links
+            except Exception:  # the database is unreachable now: the lease leaves room for the next round
+                continue
+
     async def _recover(self, upload: Upload) -> Upload:
         """Take over a session whose writer died mid-chunk and record the size storage holds, which is where the
         client must continue (the dead writer may have written any part of its chunk)."""
@@ -148,10 +166,11 @@ class Uploads:
         """
         upload, token = await self._claim(repository, upload_id, start)
         written = [upload.size]
-        try:
-            await self._write(upload, chunks, written)
-        finally:
-            await self._release(upload.id, token, written[0])
+        async with self._renewing(upload.id, token):
+            try:
+                await self._write(upload, chunks, written)
+            finally:
+                await self._release(upload.id, token, written[0])
         return written[0]
 
     async def _release(self, upload_id: str, token: str, size: int) -> None:
@@ -215,13 +234,14 @@ class Uploads:
         against `digest`, publish and link."""
         upload, token = await self._claim(repository, upload_id, start)
         written = [upload.size]
-        if chunks is not None:
-            try:
-                await self._write(upload, chunks, written, durable=True)
-            except BaseException:
-                await self._release(upload.id, token, written[0])
-                raise
-        await self._finish(upload.repository, upload.id, written[0], digest, synced=chunks is not None, token=token)
+        async with self._renewing(upload.id, token):
+            if chunks is not None:
+                try:
+                    await self._write(upload, chunks, written, durable=True)
+                except BaseException:
+                    await self._release(upload.id, token, written[0])
+                    raise
+            await self._finish(upload.repository, upload.id, written[0], digest, synced=chunks is not None, token=token)
 
     async def put_whole(self, repository: str, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
         """A monolithic upload (no session row): the whole blob in one request, verified before it is visible."""
@@ -311,7 +331,7 @@ class Uploads:
         deleted = await asyncio.to_thread(self._store.delete_upload, upload.id)
         if deleted is None:
             raise _gone(upload.id)
-        if deleted.writer is None or _abandoned(deleted):
+        if deleted.writer is None or self._abandoned(deleted):
             self._hashers.pop(upload.id, None)
             await self._remove_data(upload.id)
 

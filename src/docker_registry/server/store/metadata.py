@@ -59,14 +59,16 @@ class BadReference(Exception):
         """None when the repository does not have it at all."""
 
 
-WRITER_LEASE_SECONDS = 3600
-"""After this long a session's writer is presumed dead (its process crashed) and another may take over."""
+WRITER_LEASE_SECONDS = 60.0
+"""A session's writer renews its claim well within this; a claim not renewed for this long belongs to a process
+that died (on another host: on its own, the claimant's host frees the claim at once) and another may take over."""
 
 
 class MetadataStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self.writer_lease = WRITER_LEASE_SECONDS
 
     def close(self) -> None:
         self.engine.dispose()
@@ -349,7 +351,7 @@ class MetadataStore:
 
         def run() -> Upload | None:
             now = time.time()
-            free = [uploads.c.writer.is_(None), uploads.c.writer_since < now - WRITER_LEASE_SECONDS]
+            free = [uploads.c.writer.is_(None), uploads.c.writer_since < now - self.writer_lease]
             if takeover is not None:
                 free.append(uploads.c.writer == takeover)
             conditions = [uploads.c.id == upload_id, uploads.c.repository == repository, sa.or_(*free)]
@@ -363,6 +365,22 @@ class MetadataStore:
                     .returning(uploads.c.size)
                 ).scalar()
             return None if claimed is None else Upload(upload_id, repository, claimed, token, process, now)
+
+        return with_retries(run)
+
+    def renew_upload(self, upload_id: str, token: str) -> bool:
+        """Extend the writer's lease; False if the claim is no longer the writer's (the session was deleted)."""
+
+        def run() -> bool:
+            with write_transaction(self.engine, durable=False) as conn:
+                return (
+                    conn.execute(
+                        uploads.update()
+                        .where(uploads.c.id == upload_id, uploads.c.writer == token)
+                        .values(writer_since=time.time())
+                    ).rowcount
+                    > 0
+                )
 
         return with_retries(run)
 
