@@ -83,7 +83,7 @@ class MetadataStore:
             return conn.execute(query).scalar()
 
     def repository_exists(self, name: str) -> bool:
-        return self._scalar(sa.select(repositories.c.id).where(repositories.c.name == name)) is not None
+        return self._scalar(sa.select(_repository_id_of(name))) is not None
 
     def tag_digest(self, repository: str, tag: str) -> str | None:
         return self._scalar(
@@ -116,7 +116,7 @@ class MetadataStore:
     def tags(self, repository: str, last: str | None, limit: int | None) -> list[str] | None:
         """Tag names after `last`, sorted by bytes; None when the repository does not exist."""
         with self.engine.connect() as conn:
-            repo_id = conn.execute(sa.select(repositories.c.id).where(repositories.c.name == repository)).scalar()
+            repo_id = conn.execute(sa.select(_repository_id_of(repository))).scalar()
             if repo_id is None:
                 return None
             name = self._bytewise(tags.c.name)
@@ -172,7 +172,7 @@ class MetadataStore:
         conn.execute(
             self._insert(repositories).values(name=name, created_at=now).on_conflict_do_nothing(index_elements=["name"])
         )
-        return conn.execute(sa.select(repositories.c.id).where(repositories.c.name == name)).scalar_one()
+        return conn.execute(sa.select(_repository_id_of(name))).scalar_one()
 
     def _link(self, conn: sa.Connection, repo_id: int, digest: str, size: int, now: float) -> None:
         conn.execute(
@@ -303,10 +303,9 @@ class MetadataStore:
     def delete_tag(self, repository: str, tag: str) -> bool:
         def run() -> bool:
             with write_transaction(self.engine) as conn:
-                repo_id = conn.execute(sa.select(repositories.c.id).where(repositories.c.name == repository)).scalar()
-                if repo_id is None:
-                    return False
-                result = conn.execute(tags.delete().where(tags.c.repository_id == repo_id, tags.c.name == tag))
+                result = conn.execute(
+                    tags.delete().where(tags.c.repository_id == _repository_id_of(repository), tags.c.name == tag)
+                )
                 return result.rowcount > 0
 
         return with_retries(run)
@@ -314,12 +313,10 @@ class MetadataStore:
     def unlink_blob(self, repository: str, digest: str) -> bool:
         def run() -> bool:
             with write_transaction(self.engine) as conn:
-                repo_id = conn.execute(sa.select(repositories.c.id).where(repositories.c.name == repository)).scalar()
-                if repo_id is None:
-                    return False
                 result = conn.execute(
                     repository_blobs.delete().where(
-                        repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest
+                        repository_blobs.c.repository_id == _repository_id_of(repository),
+                        repository_blobs.c.digest == digest,
                     )
                 )
                 return result.rowcount > 0
@@ -440,3 +437,9 @@ _UPLOAD_COLUMNS = (
 
 def _upload(row: sa.Row[Any]) -> Upload:
     return Upload(row.id, row.repository, row.size, row.writer, row.writer_process, row.writer_since)
+
+
+def _repository_id_of(name: str) -> sa.ScalarSelect[int]:
+    """The id of a repository by name, as a subquery: NULL when it does not exist, so a statement filtering on it
+    matches nothing rather than needing a separate look-up first."""
+    return sa.select(repositories.c.id).where(repositories.c.name == name).scalar_subquery()
