@@ -110,6 +110,7 @@ def _database_unavailable(e: Exception) -> bool:
 
 def create_app(config: Config) -> web.Application:
     """The application for one worker; stores open in on_startup and close in on_cleanup."""
+    body.reuse_buffer_memory()
     app = web.Application(
         middlewares=[_errors],
         client_max_size=CLIENT_MAX_SIZE,

@@ -24,19 +24,17 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
-def _reuse_buffer_memory() -> None:
+def reuse_buffer_memory() -> None:
     """Keep ~1 MiB body buffers on the heap and the freed ones for the next: by default glibc maps each such
     buffer fresh and unmaps it when freed, and the kernel zeroes and faults in every page again (measured: a third
-    of the server's system time during uploads). Elsewhere than glibc this does nothing."""
+    of the server's system time during uploads). Process-wide, so each worker calls it once as it builds its
+    application, never merely by importing this module. Elsewhere than glibc this does nothing."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (AttributeError, OSError):
         return
     mallopt(_M_MMAP_THRESHOLD, 4 * BUFFER_SIZE)
     mallopt(_M_TRIM_THRESHOLD, HEAP_KEEP)
-
-
-_reuse_buffer_memory()
 
 
 def declared_length(request: web.Request) -> int | None:
