@@ -130,26 +130,17 @@ def distribution(workdir: Path, name: str = "distribution") -> Server:
 
 def static_file(workdir: Path, blob: Path) -> Server:
     """A bare sendfile server for one file: what the download client reaches with no registry logic at all."""
-    port = free_port()
-    return Server(
-        "static",
-        workdir,
-        [sys.executable, str(STATIC_SERVER), str(port), str(blob)],
-        port=port,
-        ready_path="/health",
-    )
+    return _file_server("static", STATIC_SERVER, workdir, blob)
 
 
 def sendfile_file(workdir: Path, blob: Path) -> Server:
     """The barest server for one file (blocking sendfile, no event loop): the kernel's ceiling for a blob GET."""
+    return _file_server("sendfile", SENDFILE_SERVER, workdir, blob)
+
+
+def _file_server(name: str, script: Path, workdir: Path, blob: Path) -> Server:
     port = free_port()
-    return Server(
-        "sendfile",
-        workdir,
-        [sys.executable, str(SENDFILE_SERVER), str(port), str(blob)],
-        port=port,
-        ready_path="/health",
-    )
+    return Server(name, workdir, [sys.executable, str(script), str(port), str(blob)], port=port, ready_path="/health")
 
 
 def processes_in_group(pgid: int) -> list[int]:
