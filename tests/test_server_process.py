@@ -684,12 +684,12 @@ def started_workers(log_text: str) -> list[int]:
 
 SLOW_WORKER_LAUNCHER = (
     "import sys, time\n"
-    "from docker_registry.server import workers\n"
-    "build = workers.create_app\n"
+    "from docker_registry.server.runtime import worker\n"
+    "build = worker.create_app\n"
     "def slow_create_app(config):\n"
     "    time.sleep(30)  # a worker still starting up, say opening a slow database\n"
     "    return build(config)\n"
-    "workers.create_app = slow_create_app\n"
+    "worker.create_app = slow_create_app\n"
     "from docker_registry.server.cli import main\n"
     "sys.exit(main(['serve', 'config.yml']))\n"
 )

@@ -9,14 +9,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import exc as db_errors
 
-from docker_registry.server.app import _errors
+from docker_registry.server.http.errors import errors_middleware
 
 
 def _failing(error: Exception) -> web.Application:
     async def handler(_request: web.Request) -> web.StreamResponse:
         raise error
 
-    app = web.Application(middlewares=[_errors])
+    app = web.Application(middlewares=[errors_middleware])
     app.router.add_get("/v2/x/tags/list", handler)
     return app
 

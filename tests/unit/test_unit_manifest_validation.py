@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from docker_registry.server.errors import MANIFEST_INVALID, RegistryError
-from docker_registry.server.manifests import (
+from docker_registry.server.registry.errors import MANIFEST_INVALID, RegistryError
+from docker_registry.server.registry.manifests import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,

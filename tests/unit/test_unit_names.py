@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from docker_registry.server import names
-from docker_registry.server.errors import DIGEST_INVALID, NAME_INVALID, TAG_INVALID, RegistryError
+from docker_registry.server.registry import names
+from docker_registry.server.registry.errors import DIGEST_INVALID, NAME_INVALID, TAG_INVALID, RegistryError
 
 
 @pytest.mark.parametrize("name", ["a", "library/ubuntu", "a.b_c__d---e/f0/g", "a" * 255, "x/" * 100 + "y"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from docker_registry.server.errors import PAGINATION_NUMBER_INVALID, RegistryError
-from docker_registry.server.pagination import PageRequest, page_request, paginate
+from docker_registry.server.http.pagination import PageRequest, page_request, paginate
+from docker_registry.server.registry.errors import PAGINATION_NUMBER_INVALID, RegistryError
 
 
 def test_parameters() -> None:

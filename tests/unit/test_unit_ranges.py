@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from docker_registry.server.errors import RANGE_INVALID, RegistryError
-from docker_registry.server.ranges import byte_range
+from docker_registry.server.http.ranges import byte_range
+from docker_registry.server.registry.errors import RANGE_INVALID, RegistryError
 
 
 @pytest.mark.parametrize(

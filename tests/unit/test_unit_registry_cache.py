@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from docker_registry.server.cache import ManifestCache, RegistryCache
+from docker_registry.server.registry.cache import ManifestCache, RegistryCache
 from docker_registry.server.store import migrate
 from docker_registry.server.store.engine import ChangeWatcher, create_engine
-from docker_registry.server.store.metadata import MetadataStore, StoredManifest
+from docker_registry.server.store.metadata import MetadataStore
+from docker_registry.server.store.models import StoredManifest
 
 
 def test_commit_elsewhere_empties_the_caches(tmp_path: Path) -> None:

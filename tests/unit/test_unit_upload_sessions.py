@@ -13,12 +13,13 @@ import pytest
 
 from docker_registry.core.digest import parse_digest
 from docker_registry.drivers.file import Driver
-from docker_registry.server.errors import BLOB_UPLOAD_UNKNOWN, RANGE_INVALID, RegistryError
-from docker_registry.server.process_identity import this_process
+from docker_registry.server.registry.errors import BLOB_UPLOAD_UNKNOWN, RANGE_INVALID, RegistryError
+from docker_registry.server.registry.process_identity import this_process
+from docker_registry.server.registry.uploads import Uploads, upload_path
 from docker_registry.server.store import migrate
 from docker_registry.server.store.engine import create_engine
+from docker_registry.server.store.facade import AsyncMetadataStore
 from docker_registry.server.store.metadata import MetadataStore
-from docker_registry.server.uploads import Uploads, upload_path
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def parts(tmp_path: Path) -> tuple[Uploads, MetadataStore, Driver]:
     migrate.upgrade(engine)
     store = MetadataStore(engine)
     driver = Driver({"rootdirectory": str(tmp_path / "data")})
-    return Uploads(store, driver), store, driver
+    return Uploads(AsyncMetadataStore(store), driver), store, driver
 
 
 async def body(*pieces: bytes) -> AsyncIterator[bytes]:
@@ -64,7 +65,7 @@ async def test_session_continued_by_a_process_without_its_hash(parts) -> None:  
     uploads, store, driver = parts
     upload = await uploads.start("repo")
     await uploads.append("repo", upload.id, body(b"first "), start=0)
-    other_process = Uploads(store, driver)
+    other_process = Uploads(AsyncMetadataStore(store), driver)
     await other_process.append("repo", upload.id, body(b"second"), start=6)
     digest = parse_digest("sha256:" + hashlib.sha256(b"first second").hexdigest())
     await other_process.complete("repo", upload.id, digest, None)
@@ -157,7 +158,9 @@ async def test_vanished_upload_data_is_upload_unknown(parts) -> None:  # type: i
     with pytest.raises(RegistryError) as info:
         await uploads.append("repo", upload.id, body(b"d"), start=3)
     assert info.value.error is BLOB_UPLOAD_UNKNOWN
-    other_process = Uploads(*parts[1:])  # no running hash: the bytes are read again, and are gone
+    other_process = Uploads(
+        AsyncMetadataStore(parts[1]), parts[2]
+    )  # no running hash: the bytes are read again, and are gone
     with pytest.raises(RegistryError) as info:
         await other_process.complete("repo", upload.id, parse_digest("sha256:" + "0" * 64), None)
     assert info.value.error is BLOB_UPLOAD_UNKNOWN
@@ -167,7 +170,7 @@ async def test_a_slow_writer_keeps_its_claim_by_renewing_it(parts) -> None:  # t
     uploads, store, driver = parts
     store.writer_lease = 0.4
     upload = await uploads.start("repo")
-    other_node = Uploads(store, driver)
+    other_node = Uploads(AsyncMetadataStore(store), driver)
 
     async def slow() -> AsyncIterator[bytes]:
         yield b"abc"

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"docker-registry: warning: {notice}", file=sys.stderr)
         yaml.safe_dump(configuration.dump(config, show_secrets=args.show_secrets), sys.stdout, sort_keys=False)
         return 0
-    from .workers import serve  # the server's imports (aiohttp, the app) are not needed to print a config
+    from .runtime.serve import serve  # the server's imports (aiohttp, the app) are not needed to print a config
 
     try:
         return serve(config)

@@ -7,7 +7,7 @@ import sys
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .config import LogConfig
+from ..config import LogConfig
 
 LEVELS = {"error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .errors import PAGINATION_NUMBER_INVALID, RegistryError
+from ..registry.errors import PAGINATION_NUMBER_INVALID, RegistryError
 
 
 @dataclass(frozen=True, slots=True)

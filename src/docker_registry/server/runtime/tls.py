@@ -6,7 +6,7 @@ import ssl
 
 from docker_registry.core.exceptions import ConfigError
 
-from .config import HTTPConfig
+from ..config import HTTPConfig
 
 MINIMUM_VERSIONS = {"tls1.2": ssl.TLSVersion.TLSv1_2, "tls1.3": ssl.TLSVersion.TLSv1_3}
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Generic, TypeVar
 
-from .store.engine import ChangeWatcher
-from .store.metadata import StoredManifest
+from ..store.engine import ChangeWatcher
+from ..store.models import StoredManifest
 
 K = TypeVar("K")
 V = TypeVar("V")

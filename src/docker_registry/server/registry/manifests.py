@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from docker_registry.core.digest import DigestError, Hasher, parse_digest
 
+from ..store.models import Descriptor, Manifest
 from .errors import MANIFEST_INVALID, RegistryError
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -27,32 +27,6 @@ GENERIC_CONTENT_TYPES = frozenset({"", "application/json", "application/octet-st
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 """RFC 6838 type/subtype without parameters, as the image-spec's schema writes it; at most 255 characters, so it
 always fits the database's media type columns."""
-
-
-@dataclass(frozen=True, slots=True)
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-    urls: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class Manifest:
-    """A validated manifest and what the store indexes about it."""
-
-    raw: bytes
-    media_type: str
-    digest: str
-    blobs: list[Descriptor] = field(default_factory=list)
-    """Config and layers that must be present in the repository."""
-    foreign: list[Descriptor] = field(default_factory=list)
-    """Non-distributable layers with URLs: referenced, not required to be pushed."""
-    children: list[Descriptor] = field(default_factory=list)
-    """Manifests an index or list points to; they must be present in the repository."""
-    subject: Descriptor | None = None
-    artifact_type: str | None = None
-    annotations: dict[str, str] | None = None
 
 
 def _invalid(detail: str) -> RegistryError:

@@ -21,9 +21,10 @@ from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, Hasher, blob_path
 from docker_registry.core.driver import Base, Writer
 
+from ..store.facade import AsyncMetadataStore
+from ..store.models import Upload
 from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
 from .process_identity import is_dead, this_process
-from .store.metadata import MetadataStore, Upload
 
 HASH_ALGORITHM = "sha256"
 MAX_KEPT_HASHERS = 1000
@@ -74,18 +75,18 @@ async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | N
 
 
 class Uploads:
-    def __init__(self, store: MetadataStore, driver: Base) -> None:
+    def __init__(self, store: AsyncMetadataStore, driver: Base) -> None:
         self._store = store
         self._driver = driver
         self._hashers: dict[str, Hasher] = {}
 
     async def start(self, repository: str) -> Upload:
         upload = Upload(str(uuid.uuid4()), repository, 0)
-        await asyncio.to_thread(self._store.create_upload, upload.id, repository)
+        await self._store.create_upload(upload.id, repository)
         return upload
 
     async def get(self, repository: str, upload_id: str) -> Upload:
-        upload = await asyncio.to_thread(self._store.upload, _check_id(upload_id))
+        upload = await self._store.upload(_check_id(upload_id))
         if upload is None or upload.repository != repository:
             raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": upload_id})
         if upload.writer is not None and is_dead(upload.writer_process):
@@ -111,7 +112,7 @@ class Uploads:
         while True:
             await asyncio.sleep(self._store.writer_lease / 4)
             try:
-                if not await asyncio.to_thread(self._store.renew_upload, upload_id, token):
+                if not await self._store.renew_upload(upload_id, token):
                     return  # the session was deleted: the writer finds out when it releases or links
             except Exception:  # the database is unreachable now: the lease leaves room for the next round
                 continue
@@ -120,11 +121,11 @@ class Uploads:
         """Take over a session whose writer died mid-chunk and record the size storage holds, which is where the
         client must continue (the dead writer may have written any part of its chunk)."""
         token = str(uuid.uuid4())
-        claimed = await asyncio.to_thread(
-            self._store.claim_upload, upload.id, upload.repository, None, token, this_process(), upload.writer
+        claimed = await self._store.claim_upload(
+            upload.id, upload.repository, None, token, this_process(), upload.writer
         )
         if claimed is None:  # another request recovered it first, or the session ended
-            current = await asyncio.to_thread(self._store.upload, upload.id)
+            current = await self._store.upload(upload.id)
             if current is None:
                 raise _gone(upload.id)
             return current
@@ -133,7 +134,7 @@ class Uploads:
             size = await self._driver.get_size(upload_path(upload.id))
         except exceptions.FileNotFoundError:
             size = 0
-        if not await asyncio.to_thread(self._store.release_upload, upload.id, token, size):
+        if not await self._store.release_upload(upload.id, token, size):
             raise _gone(upload.id)
         return Upload(upload.id, upload.repository, size)
 
@@ -141,12 +142,12 @@ class Uploads:
         """Become the session's writer; RANGE_INVALID if `start` is not where its bytes end or another writes."""
         token = str(uuid.uuid4())
         claim = (_check_id(upload_id), repository, start, token, this_process())
-        upload = await asyncio.to_thread(self._store.claim_upload, *claim)
+        upload = await self._store.claim_upload(*claim)
         if upload is not None:
             return upload, token
         current = await self.get(repository, upload_id)  # BLOB_UPLOAD_UNKNOWN if there is no such session
         if current.writer is None and (start is None or start == current.size):  # a dead writer's claim, freed
-            upload = await asyncio.to_thread(self._store.claim_upload, *claim)
+            upload = await self._store.claim_upload(*claim)
             if upload is not None:
                 return upload, token
             current = await self.get(repository, upload_id)
@@ -165,57 +166,60 @@ class Uploads:
         client can ask where to resume.
         """
         upload, token = await self._claim(repository, upload_id, start)
-        written = [upload.size]
         async with self._renewing(upload.id, token):
-            try:
-                await self._write(upload, chunks, written)
-            finally:
-                await self._release(upload.id, token, written[0])
-        return written[0]
+            return await self._write(upload, token, chunks)
 
     async def _release(self, upload_id: str, token: str, size: int) -> None:
         """End this request's claim; BLOB_UPLOAD_UNKNOWN if the session was deleted while it wrote, whose data
         the deleting request left to this writer."""
-        if not await asyncio.to_thread(self._store.release_upload, upload_id, token, size):
+        if not await self._store.release_upload(upload_id, token, size):
             self._hashers.pop(upload_id, None)
             await self._remove_data(upload_id)
             raise _gone(upload_id)
 
-    async def _write(
-        self, upload: Upload, chunks: AsyncIterable[bytes], written: list[int], durable: bool = False
-    ) -> None:
-        """Append `chunks` to a claimed session; `written[0]` follows the stored size even if the body breaks.
+    async def _write(self, upload: Upload, token: str, chunks: AsyncIterable[bytes], *, finishing: bool = False) -> int:
+        """Append `chunks` to a session claimed with `token` and return its new size.
 
-        A chunk is only flushed, as the session may go on elsewhere; the last one (`durable`) is fsynced through
-        the writer that wrote it, which saves opening the file again before publishing.
+        The claim is released at the size storage holds, even when the body breaks off, so the client can resume.
+        A chunk is only flushed, as the session may go on elsewhere. When `finishing`, the chunk is the last one:
+        it is fsynced through the writer that wrote it (which saves opening the file again before publishing) and,
+        once written, the caller keeps the claim to finish the upload.
         """
+        size = upload.size
+        keep_claim = False
         try:
-            writer = await self._driver.writer(upload_path(upload.id), append=upload.size > 0)
-        except exceptions.FileNotFoundError:
-            raise _gone(upload.id) from None
-        if writer.size != upload.size:
-            # Only after a process died mid-chunk: record what storage holds, so the client resumes from there.
-            written[0] = writer.size
-            await writer.close()
-            raise RegistryError(
-                RANGE_INVALID,
-                f"the upload holds {writer.size} bytes, not {upload.size}",
-                headers=progress_headers(writer.size),
-            )
-        hasher = self._hashers.pop(upload.id, None)
-        if hasher is not None and hasher.size != writer.size:
-            hasher = None
-        if hasher is None and writer.size == 0:
-            hasher = Hasher(HASH_ALGORITHM)
-        complete = False
-        try:
-            await _pump(chunks, writer, hasher)
-            complete = True
+            try:
+                writer = await self._driver.writer(upload_path(upload.id), append=upload.size > 0)
+            except exceptions.FileNotFoundError:
+                raise _gone(upload.id) from None
+            if writer.size != upload.size:
+                # Only after a process died mid-chunk: record what storage holds, so the client resumes from there.
+                size = writer.size
+                await writer.close()
+                raise RegistryError(
+                    RANGE_INVALID,
+                    f"the upload holds {writer.size} bytes, not {upload.size}",
+                    headers=progress_headers(writer.size),
+                )
+            hasher = self._hashers.pop(upload.id, None)
+            if hasher is not None and hasher.size != writer.size:
+                hasher = None
+            if hasher is None and writer.size == 0:
+                hasher = Hasher(HASH_ALGORITHM)
+            complete = False
+            try:
+                await _pump(chunks, writer, hasher)
+                complete = True
+            finally:
+                await (writer.commit() if complete and finishing else writer.close())
+                size = writer.size
+                if hasher is not None and hasher.size == size:
+                    self._keep(upload.id, hasher)
+            keep_claim = finishing
         finally:
-            await (writer.commit() if complete and durable else writer.close())
-            written[0] = writer.size
-            if hasher is not None and hasher.size == writer.size:
-                self._keep(upload.id, hasher)
+            if not keep_claim:
+                await self._release(upload.id, token, size)
+        return size
 
     def _keep(self, upload_id: str, hasher: Hasher) -> None:
         if len(self._hashers) >= MAX_KEPT_HASHERS:
@@ -233,15 +237,11 @@ class Uploads:
         """End a session: append the last chunk if any (at `start`, when the client said where), verify everything
         against `digest`, publish and link."""
         upload, token = await self._claim(repository, upload_id, start)
-        written = [upload.size]
         async with self._renewing(upload.id, token):
+            size = upload.size
             if chunks is not None:
-                try:
-                    await self._write(upload, chunks, written, durable=True)
-                except BaseException:
-                    await self._release(upload.id, token, written[0])
-                    raise
-            await self._finish(upload.repository, upload.id, written[0], digest, synced=chunks is not None, token=token)
+                size = await self._write(upload, token, chunks, finishing=True)
+            await self._finish(upload.repository, upload.id, size, digest, synced=chunks is not None, token=token)
 
     async def put_whole(self, repository: str, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
         """A monolithic upload (no session row): the whole blob in one request, verified before it is visible."""
@@ -281,9 +281,7 @@ class Uploads:
         except BaseException:
             await self._discard(upload_id)
             raise
-        linked = await asyncio.to_thread(
-            self._store.finish_upload, upload_id, repository, str(digest), hasher.size, token
-        )
+        linked = await self._store.finish_upload(upload_id, repository, str(digest), hasher.size, token)
         if stored or not linked:
             await self._remove_data(upload_id)  # a published upload's data and directory moved away already
         if not linked:
@@ -291,7 +289,7 @@ class Uploads:
 
     async def _already_stored(self, digest: Digest) -> bool:
         """True when a verified copy is in place already: the new bytes, verified too, need not replace it."""
-        if await asyncio.to_thread(self._store.known_blob_size, str(digest)) is None:
+        if await self._store.known_blob_size(str(digest)) is None:
             return False
         try:
             await self._driver.stat(blob_path(digest))
@@ -328,7 +326,7 @@ class Uploads:
     async def cancel(self, upload: Upload) -> None:
         """Delete the session at once, even while a request writes to it: that writer then finds it gone
         (BLOB_UPLOAD_UNKNOWN) and removes the data itself, so no file vanishes under a live writer."""
-        deleted = await asyncio.to_thread(self._store.delete_upload, upload.id)
+        deleted = await self._store.delete_upload(upload.id)
         if deleted is None:
             raise _gone(upload.id)
         if deleted.writer is None or self._abandoned(deleted):
@@ -337,7 +335,7 @@ class Uploads:
 
     async def _discard(self, upload_id: str) -> None:
         self._hashers.pop(upload_id, None)
-        await asyncio.to_thread(self._store.delete_upload, upload_id)
+        await self._store.delete_upload(upload_id)
         await self._remove_data(upload_id)
 
     async def _remove_data(self, upload_id: str) -> None:

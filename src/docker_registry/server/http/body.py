@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import BLOB_UPLOAD_INVALID, SIZE_INVALID, RegistryError
+from ..registry.errors import BLOB_UPLOAD_INVALID, SIZE_INVALID, RegistryError
 
 READ_SIZE = 64 * 1024
 BUFFER_SIZE = 1024 * 1024

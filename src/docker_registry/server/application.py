@@ -1,36 +1,38 @@
-"""The aiohttp application: what the CLI starts in every worker process, and the one-time preparation before."""
+"""The composition root: the one-time preparation before workers start, and the aiohttp application each worker
+serves, assembled from the HTTP layer, the APIs and the features over the registry logic and its stores.
+
+Nothing below imports this module; features (auth, GC, proxy, metrics, ...) are wired in here and nowhere else.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from aiohttp import HttpVersion10, web
-from sqlalchemy import exc as db_errors
+from aiohttp import web
 
 from docker_registry.core.driver import Base, fetch
 from docker_registry.core.exceptions import ConfigError
 
-from . import body
-from .cache import RegistryCache
 from .config import Config
-from .errors import NOT_FOUND, SIZE_INVALID, UNAVAILABLE, UNKNOWN, UNSUPPORTED, RegistryError
-from .registry import Registry
-from .routes_v2 import CONFIG_KEY, REGISTRY_KEY, add_routes
+from .http import body, v2
+from .http.context import CONFIG_KEY, REGISTRY_KEY
+from .http.errors import errors_middleware
+from .registry.cache import RegistryCache
+from .registry.service import Registry
 from .store import migrate
 from .store.engine import ChangeWatcher, create_engine, database_url
+from .store.facade import AsyncMetadataStore
 from .store.metadata import MetadataStore
 
 log = logging.getLogger(__name__)
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
-DATABASE_RETRY_AFTER_SECONDS = 5
 CLIENT_MAX_SIZE = 16 * 1024 * 1024
 """Only for bodies aiohttp itself buffers (none of ours): uploads and manifests are read as streams."""
 
@@ -62,57 +64,11 @@ def prepare(config: Config) -> None:
         engine.dispose()
 
 
-def _error_response(error: RegistryError, method: str) -> web.Response:
-    response = web.json_response(error.body(), status=error.status, headers=error.headers)
-    if method == "HEAD":
-        response.body = None
-    return response
-
-
-@web.middleware
-async def _errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Render registry errors from the catalogue, and anything unexpected as a clean JSON error, never a trace."""
-    try:
-        if request.version < HttpVersion10:
-            # An HTTP/0.9 request line: aiohttp's C parser takes it and would answer "HTTP/0.9 200"; no public API
-            # sets the version of the answer, so the parsed message is rewritten to refuse it in HTTP/1.0.
-            request._message = request._message._replace(version=HttpVersion10)
-            raise RegistryError(UNSUPPORTED, "HTTP/0.9 is not supported", status=400)
-        return await handler(request)
-    except RegistryError as e:
-        return _error_response(e, request.method)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        code = {404: NOT_FOUND, 405: UNSUPPORTED, 413: SIZE_INVALID}.get(e.status, UNKNOWN)
-        return _error_response(RegistryError(code, e.reason, status=e.status), request.method)
-    except asyncio.CancelledError:
-        raise
-    except Exception as e:
-        if _database_unavailable(e):
-            log.error("database unavailable on %s %s: %s", request.method, request.path, e)
-            retry = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
-            return _error_response(
-                RegistryError(UNAVAILABLE, "metadata database unavailable", headers=retry), request.method
-            )
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return _error_response(RegistryError(UNKNOWN), request.method)
-
-
-def _database_unavailable(e: Exception) -> bool:
-    """Failures a retry may cure: SQLite locked beyond the retries, PostgreSQL unreachable or its connection lost."""
-    if isinstance(e, db_errors.OperationalError | db_errors.TimeoutError):
-        return True
-    return isinstance(e, db_errors.DBAPIError) and e.connection_invalidated
-
-
 def create_app(config: Config) -> web.Application:
     """The application for one worker; stores open in on_startup and close in on_cleanup."""
     body.reuse_buffer_memory()
     app = web.Application(
-        middlewares=[_errors],
+        middlewares=[errors_middleware],
         client_max_size=CLIENT_MAX_SIZE,
         handler_args={"max_field_size": 16384, "read_bufsize": body.READ_BUFFER_SIZE},
     )
@@ -126,7 +82,7 @@ def create_app(config: Config) -> web.Application:
 
     app.on_response_prepare.append(on_prepare)
     app.cleanup_ctx.append(_stores(config))
-    add_routes(app)
+    v2.add_routes(app)
     return app
 
 
@@ -159,7 +115,7 @@ def _as_list(values: object) -> list[str]:
 def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def stores(app: web.Application) -> AsyncIterator[None]:
         url = database_url(config)
-        store = MetadataStore(create_engine(url))
+        store = AsyncMetadataStore(MetadataStore(create_engine(url)))
         watcher = ChangeWatcher(url)
         driver = build_driver(config)
         app[REGISTRY_KEY] = Registry(store, driver, RegistryCache(watcher))

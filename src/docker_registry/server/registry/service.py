@@ -1,14 +1,13 @@
 """The registry logic: repositories, manifests, tags, blobs, uploads and referrers, with no knowledge of HTTP.
 
-Reads go through per-process caches first; everything touching the database runs in a thread so the event loop
-never blocks on it.
+Reads go through per-process caches first; the metadata store is reached through its async facade, so the event
+loop never blocks on the database.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -16,6 +15,8 @@ from typing import TypeVar
 from docker_registry.core.digest import Digest, blob_path
 from docker_registry.core.driver import Base
 
+from ..store.facade import AsyncMetadataStore
+from ..store.models import BadReference, Manifest, Referrer, StoredManifest, Upload
 from . import names
 from .cache import BoundedCache, RegistryCache
 from .errors import (
@@ -27,8 +28,7 @@ from .errors import (
     NAME_UNKNOWN,
     RegistryError,
 )
-from .manifests import OCI_INDEX, Manifest, parse_manifest
-from .store.metadata import BadReference, MetadataStore, Referrer, StoredManifest, Upload
+from .manifests import OCI_INDEX, parse_manifest
 from .uploads import Uploads
 
 K = TypeVar("K")
@@ -64,7 +64,7 @@ def _descriptor(referrer: Referrer) -> dict[str, object]:
 
 
 class Registry:
-    def __init__(self, store: MetadataStore, driver: Base, cache: RegistryCache) -> None:
+    def __init__(self, store: AsyncMetadataStore, driver: Base, cache: RegistryCache) -> None:
         self.store = store
         self.driver = driver
         self.cache = cache
@@ -72,13 +72,13 @@ class Registry:
 
     # --- manifests -----------------------------------------------------------------------------------------
     async def _read_through(
-        self, cache: BoundedCache[K, V], key: K, load: Callable[[], V | None], generation: int
+        self, cache: BoundedCache[K, V], key: K, load: Callable[[], Awaitable[V | None]], generation: int
     ) -> V | None:
-        """The cached value, else `load()` run in a thread; cached only if no commit was noticed since
-        `generation` was taken (see RegistryCache.refresh), so a value read before a change is never kept."""
+        """The cached value, else `load()`'s; cached only if no commit was noticed since `generation` was taken
+        (see RegistryCache.refresh), so a value read before a change is never kept."""
         value = cache.get(key)
         if value is None:
-            value = await asyncio.to_thread(load)
+            value = await load()
             if value is not None and self.cache.generation == generation:
                 cache.put(key, value)
         return value
@@ -105,24 +105,28 @@ class Registry:
         return digest, manifest
 
     async def _manifest_unknown(self, repository: str, reference: str) -> RegistryError:
-        if not await asyncio.to_thread(self.store.repository_exists, repository):
+        if not await self.store.repository_exists(repository):
             return RegistryError(NAME_UNKNOWN, {"name": repository})
         return RegistryError(MANIFEST_UNKNOWN, {"reference": reference})
 
-    async def put_manifest(self, repository: str, reference: str, raw: bytes, content_type: str) -> Manifest:
-        tag = None
+    async def put_manifest(
+        self, repository: str, reference: str, raw: bytes, content_type: str, extra_tags: Sequence[str] = ()
+    ) -> Manifest:
+        """Store a manifest pushed by tag or by digest; `extra_tags` (the spec's `?tag=`) point at it too, in the
+        same transaction."""
+        tag_names = list(extra_tags)
         algorithm = "sha256"
         if names.is_digest(reference):
             algorithm = names.check_digest(reference).algorithm
         else:
-            tag = reference
+            tag_names.insert(0, reference)
         manifest = parse_manifest(raw, content_type, algorithm)
-        if tag is None and manifest.digest != reference:
+        if names.is_digest(reference) and manifest.digest != reference:
             raise RegistryError(
                 DIGEST_INVALID, {"digest": reference, "computed": manifest.digest}, message="manifest digest mismatch"
             )
         try:
-            await asyncio.to_thread(self.store.put_manifest, repository, manifest, tag)
+            await self.store.put_manifest(repository, manifest, tag_names)
         except BadReference as e:
             raise _bad_reference(e) from None
         self.cache.clear()
@@ -130,26 +134,26 @@ class Registry:
 
     async def delete_manifest(self, repository: str, reference: str) -> None:
         if names.is_digest(reference):
-            deleted = await asyncio.to_thread(self.store.delete_manifest, repository, reference)
+            deleted = await self.store.delete_manifest(repository, reference)
         else:
-            deleted = await asyncio.to_thread(self.store.delete_tag, repository, reference)
+            deleted = await self.store.delete_tag(repository, reference)
         self.cache.clear()
         if not deleted:
             raise await self._manifest_unknown(repository, reference)
 
     # --- tags, catalog, referrers ----------------------------------------------------------------------------
     async def tags(self, repository: str, last: str | None, limit: int | None) -> list[str]:
-        tags = await asyncio.to_thread(self.store.tags, repository, last, limit)
+        tags = await self.store.tags(repository, last, limit)
         if tags is None:
             raise RegistryError(NAME_UNKNOWN, {"name": repository})
         return tags
 
     async def catalog(self, last: str | None, limit: int) -> list[str]:
-        return await asyncio.to_thread(self.store.repositories, last, limit)
+        return await self.store.repositories(last, limit)
 
     async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> bytes:
         """The referrers API's answer: an OCI image index of the manifests whose subject is `subject`."""
-        found = await asyncio.to_thread(self.store.referrers, repository, subject, artifact_type)
+        found = await self.store.referrers(repository, subject, artifact_type)
         return json.dumps(
             {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [_descriptor(r) for r in found]}
         ).encode()
@@ -177,17 +181,17 @@ class Registry:
         return self.driver.stream_read(blob_path(digest), offset, length)
 
     async def delete_blob(self, repository: str, digest: str) -> None:
-        deleted = await asyncio.to_thread(self.store.unlink_blob, repository, digest)
+        deleted = await self.store.unlink_blob(repository, digest)
         self.cache.clear()
         if not deleted:
             raise RegistryError(BLOB_UNKNOWN, {"digest": digest})
 
     async def mount(self, repository: str, digest: str, source: str) -> bool:
         """Link a blob `source` already serves into `repository`; False when `source` does not have it."""
-        size = await asyncio.to_thread(self.store.blob_size, source, digest)
+        size = await self.store.blob_size(source, digest)
         if size is None:
             return False
-        await asyncio.to_thread(self.store.link_blob, repository, digest, size)
+        await self.store.link_blob(repository, digest, size)
         self.cache.clear()
         return True
 

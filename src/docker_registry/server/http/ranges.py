@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import RANGE_INVALID, RegistryError
+from ..registry.errors import RANGE_INVALID, RegistryError
 
 _SPEC = re.compile(r"^(\d{0,19})-(\d{0,19})$")
 

@@ -1,0 +1,91 @@
+"""Blob uploads: POST (a session, a monolithic upload with `?digest=`, or a cross-repository mount), status,
+chunked PATCH with `Content-Range`, the finishing PUT, DELETE."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from ...registry import names
+from ...registry.errors import DIGEST_INVALID, RANGE_INVALID, RegistryError
+from ...registry.uploads import progress_headers
+from .. import body
+from ..context import registry, require_writable
+from ..routing import Params
+
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
+
+
+def _upload_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
+    location = f"/v2/{name}/blobs/uploads/{upload_id}"
+    return {"Location": location, "Docker-Upload-UUID": upload_id, **progress_headers(size)}
+
+
+def _created(name: str, digest: str) -> web.Response:
+    return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+
+
+def _content_range(request: web.Request) -> int | None:
+    """Where the chunk starts, from `Content-Range`; None when the client did not say."""
+    value = request.headers.get("Content-Range")
+    if value is None:
+        return None
+    match = _CONTENT_RANGE.match(value.strip())
+    if not match or int(match[2]) < int(match[1]):
+        raise RegistryError(RANGE_INVALID, f"invalid Content-Range {value[:60]!r}")
+    length = body.declared_length(request)
+    if length is not None and length != int(match[2]) - int(match[1]) + 1:
+        raise RegistryError(RANGE_INVALID, f"Content-Range {value[:60]!r} does not match Content-Length {length}")
+    return int(match[1])
+
+
+async def start_upload(request: web.Request, params: Params) -> web.StreamResponse:
+    require_writable(request)
+    logic = registry(request)
+    mount, source = request.query.get("mount"), request.query.get("from")
+    if mount is not None and source and names.is_name(source):  # else a normal upload, as the spec asks
+        digest = str(names.check_digest(mount))
+        if await logic.mount(params.name, digest, source):
+            return _created(params.name, digest)
+    requested = request.query.get("digest")
+    if requested is not None:
+        checked = names.check_digest(requested)
+        await logic.put_blob(params.name, checked, body.chunks(request))
+        return _created(params.name, str(checked))
+    upload = await logic.start_upload(params.name)
+    return web.Response(status=202, headers=_upload_headers(params.name, upload.id, 0))
+
+
+async def upload_status(request: web.Request, params: Params) -> web.StreamResponse:
+    upload = await registry(request).upload(params.name, params["uuid"])
+    return web.Response(status=204, headers=_upload_headers(params.name, upload.id, upload.size))
+
+
+async def patch_upload(request: web.Request, params: Params) -> web.StreamResponse:
+    require_writable(request)
+    start = _content_range(request)
+    size = await registry(request).append_upload(params.name, params["uuid"], body.chunks(request), start)
+    return web.Response(status=202, headers=_upload_headers(params.name, params["uuid"], size))
+
+
+async def put_upload(request: web.Request, params: Params) -> web.StreamResponse:
+    require_writable(request)
+    requested = request.query.get("digest")
+    if requested is None:
+        raise RegistryError(DIGEST_INVALID, "the digest query parameter is required to complete an upload")
+    digest = names.check_digest(requested)
+    chunks, start = None, None
+    if request.can_read_body and body.declared_length(request) != 0:
+        start = _content_range(request)
+        chunks = body.chunks(request)
+    await registry(request).finish_upload(params.name, params["uuid"], digest, chunks, start)
+    return _created(params.name, str(digest))
+
+
+async def cancel_upload(request: web.Request, params: Params) -> web.StreamResponse:
+    require_writable(request)
+    logic = registry(request)
+    upload = await logic.upload(params.name, params["uuid"])
+    await logic.cancel_upload(upload)
+    return web.Response(status=204)

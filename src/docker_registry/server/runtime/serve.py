@@ -1,0 +1,104 @@
+"""`serve`: the master checks the configuration and prepares once, then serves in-process (one worker) or starts
+and supervises the worker processes that share the port."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+
+from docker_registry.core import exceptions
+from docker_registry.core.driver import fetch
+from docker_registry.core.exceptions import ConfigError
+
+from ..application import build_driver, prepare
+from ..config import Config, hide_password
+from ..store.engine import database_url
+from . import logs, tls
+from .supervisor import Supervisor
+from .worker import WorkerStartupError, run_loop, traceback_worth_showing
+
+log = logging.getLogger("docker_registry.server")
+
+
+def serve(config: Config) -> int:
+    """Run the registry until SIGTERM/SIGINT; returns the process exit status."""
+    logs.setup(config.log)
+    for notice in config.notices:
+        log.warning("%s", notice)
+    tls.server_context(config.http)  # a bad certificate fails here, once, not in every worker
+    _check_driver(config)
+    host, port = config.http.host_port()
+    try:
+        _check_address_free(host, port)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", config.http.addr, exc.strerror or exc)
+        return 1
+    try:
+        prepare(config)
+    except Exception as exc:
+        log.error("cannot prepare the data directory and database: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        return 1
+    count = config.http.workers or os.cpu_count() or 1
+    log.info(
+        "docker-registry listening on %s://%s:%d with %d worker%s, storage %s, database %s",
+        "https" if config.http.tls_certificate else "http",
+        f"[{host}]" if host and ":" in host else host or "*",
+        port,
+        count,
+        "" if count == 1 else "s",
+        config.storage.describe(),
+        hide_password(database_url(config)),
+    )
+    if count == 1:
+        return _run_in_process(config)
+    return Supervisor(config, count).run()
+
+
+def _check_driver(config: Config) -> None:
+    """An unknown storage driver or a bad driver option is a configuration error (exit 2), found here, once, before
+    any worker builds its own driver and dies on it. The driver built here is closed at once."""
+    try:
+        fetch(config.storage.driver)
+    except exceptions.NotImplementedError as exc:
+        raise ConfigError(f"storage.{config.storage.driver}: {exc}") from None
+
+    async def build_and_close() -> None:
+        await build_driver(config).close()
+
+    asyncio.run(build_and_close())
+
+
+def _check_address_free(host: str | None, port: int) -> None:
+    """Refuse to start beside another server on the port.
+
+    Workers bind with SO_REUSEPORT, which would silently share the port with any other SO_REUSEPORT listener of
+    the same user (say a second registry with other data); a bind without it fails if anything listens there.
+    """
+    for family, kind, proto, _, sockaddr in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    ):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does; TIME_WAIT is fine
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL and host is None:
+                    continue  # e.g. no IPv6 on this machine: asyncio skips it the same way
+                raise
+
+
+def _run_in_process(config: Config) -> int:
+    """One worker: serve in the master itself, no extra process."""
+    try:
+        run_loop(config, reuse_port=False, stop_signals=(signal.SIGTERM, signal.SIGINT), parent_pid=None)
+    except WorkerStartupError as exc:
+        log.error("%s", exc, exc_info=traceback_worth_showing(exc))
+        return 1
+    log.info("stopped")
+    return 0

@@ -1,0 +1,165 @@
+"""A worker process: builds the application, serves it on the shared port, drains it on SIGTERM.
+
+Every worker binds the same address with SO_REUSEPORT, so the kernel spreads connections over them, and runs the
+standard asyncio loop: uvloop would silently disable sendfile for blob downloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiohttp import web
+
+from docker_registry.core.exceptions import ConfigError
+
+from ..application import create_app
+from ..config import Config
+from . import logs, tls
+
+log = logging.getLogger("docker_registry.server")
+
+WORKER_STARTUP_FAILED = 3
+"""Exit status of a worker that could not start; restarting it would fail the same way, so the master stops."""
+
+PARENT_CHECK_INTERVAL = 1.0
+"""How often a worker checks that its master still lives (a SIGKILLed master cannot stop its workers)."""
+
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+"""Blocked in the master while it starts a worker, until the worker has its own handling of them."""
+
+
+class WorkerStartupError(Exception):
+    """A worker could not build the app or bind the address."""
+
+
+def worker_main(config: Config, index: int, inherited: tuple[socket.socket, ...]) -> None:
+    """Entry point of a worker process; `inherited` are the master's own sockets, closed in a forked child.
+
+    The master starts a worker with the stop signals blocked, so one sent meanwhile waits here instead of
+    reaching the master's handlers, which a forked child still has: they would swallow it, and the worker would
+    serve on, untold, after shutdown began. Unblocked once the default action is back, a pending SIGTERM ends the
+    worker at once; so does any SIGTERM until it is about to listen (`_serve_app`): it has nothing to drain yet.
+    """
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C reaches the whole process group; the master alone decides and sends each worker a SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    for sock in inherited:
+        sock.close()
+    logs.setup(config.log)
+    try:
+        run_loop(config, reuse_port=True, stop_signals=(signal.SIGTERM,), parent_pid=os.getppid(), index=index)
+    except WorkerStartupError as exc:
+        log.error("worker %d: %s", index, exc, exc_info=traceback_worth_showing(exc))
+        sys.exit(WORKER_STARTUP_FAILED)
+
+
+def run_loop(
+    config: Config,
+    *,
+    reuse_port: bool,
+    stop_signals: Iterable[signal.Signals],
+    parent_pid: int | None,
+    index: int = 0,
+) -> None:
+    # The standard selector loop, explicitly: sendfile needs it, whatever event loop policy is installed.
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        runner.run(_serve_app(config, reuse_port, stop_signals, parent_pid, index))
+
+
+def traceback_worth_showing(exc: WorkerStartupError) -> BaseException | None:
+    """A port in use or a bad setting explains itself in one line; anything else is a bug, show where."""
+    cause = exc.__cause__
+    return None if isinstance(cause, OSError | ConfigError) else cause
+
+
+async def _serve_app(
+    config: Config,
+    reuse_port: bool,
+    stop_signals: Iterable[signal.Signals],
+    parent_pid: int | None,
+    index: int,
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    host, port = config.http.host_port()
+    in_flight = _InFlight()
+    try:
+        app = create_app(config)
+        if inspect.isawaitable(app):
+            app = await app
+        app.middlewares.insert(0, in_flight.middleware)
+        runner = web.AppRunner(
+            app,
+            access_log=logs.ACCESS_LOGGER if config.log.accesslog else None,
+            access_log_format=logs.ACCESS_LOG_FORMAT,
+            shutdown_timeout=config.http.draintimeout,
+        )
+        await runner.setup()
+        # Only a process about to serve has anything to drain: until here a stop signal keeps its default action.
+        for signum in stop_signals:
+            loop.add_signal_handler(signum, stop.set)
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port, ssl_context=tls.server_context(config.http))
+        await site.start()
+    except Exception as exc:  # whatever it is, it happens again on restart: report it once, cleanly
+        raise WorkerStartupError(f"cannot start serving on {config.http.addr}: {exc}") from exc
+    log.info("worker %d ready (pid %d)", index, os.getpid())
+    watcher = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
+    await stop.wait()
+    log.info("worker %d (pid %d) draining requests in flight", index, os.getpid())
+    if watcher:
+        watcher.cancel()
+    in_flight.draining = True
+    await site.stop()  # no new connections
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(in_flight.idle.wait(), config.http.draintimeout)
+    await runner.cleanup()  # closes idle connections, lets responses being sent finish, then closes the rest
+    log.info("worker %d (pid %d) stopped", index, os.getpid())
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(PARENT_CHECK_INTERVAL)
+    log.warning("master process %d is gone; stopping", parent_pid)
+    stop.set()
+
+
+class _InFlight:
+    """Counts requests inside handlers, so a worker that stops waits for uploads still receiving their body.
+
+    aiohttp's own graceful shutdown (`runner.cleanup()`) stops reading from every connection at once (its
+    RequestHandler drops received data once closing, aio-libs/aiohttp#2298), so a chunked PATCH still streaming
+    would stall until the timeout and fail. Hence: stop listening, wait here for handlers to return, and only
+    then let aiohttp close connections (it still waits for responses being sent, such as blob downloads).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.draining = False
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.count += 1
+        self.idle.clear()
+        try:
+            response = await handler(request)
+        finally:
+            self.count -= 1
+            if not self.count:
+                self.idle.set()
+        if self.draining:
+            response.force_close()  # keep-alive clients reconnect, to a server that is not going away
+        return response

@@ -1,0 +1,71 @@
+"""What every group of queries shares: the engine, the dialect's INSERT, and one way to run a read or a write."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from .engine import with_retries, write_transaction
+from .tables import blobs, repositories, repository_blobs
+
+T = TypeVar("T")
+
+
+class StoreBase:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _read(self, work: Callable[[sa.Connection], T]) -> T:
+        with self.engine.connect() as conn:
+            return work(conn)
+
+    def _scalar(self, query: sa.Executable) -> Any:
+        return self._read(lambda conn: conn.execute(query).scalar())
+
+    def _write(self, work: Callable[[sa.Connection], T], *, durable: bool = True) -> T:
+        """Run `work` in one write transaction, again from the start if SQLite reports the database locked.
+        `durable=False` is for state a power loss may take anyway (see `write_transaction`)."""
+
+        def attempt() -> T:
+            with write_transaction(self.engine, durable=durable) as conn:
+                return work(conn)
+
+        return with_retries(attempt)
+
+    def _bytewise(self, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+        """Lists are sorted by bytes, as the spec's lexical order; SQLite does so already, PostgreSQL needs "C"."""
+        return column.collate("C") if self.engine.dialect.name == "postgresql" else column
+
+    def _repository_id(self, conn: sa.Connection, name: str, now: float) -> int:
+        """The repository's id, creating the repository on its first write."""
+        conn.execute(
+            self._insert(repositories).values(name=name, created_at=now).on_conflict_do_nothing(index_elements=["name"])
+        )
+        repo_id: int = conn.execute(sa.select(repository_id_of(name))).scalar_one()
+        return repo_id
+
+    def _link(self, conn: sa.Connection, repo_id: int, digest: str, size: int, now: float) -> None:
+        """Record a verified blob and let the repository serve it; both idempotent."""
+        conn.execute(
+            self._insert(blobs)
+            .values(digest=digest, size=size, created_at=now)
+            .on_conflict_do_nothing(index_elements=["digest"])
+        )
+        conn.execute(
+            self._insert(repository_blobs)
+            .values(repository_id=repo_id, digest=digest, created_at=now)
+            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+        )
+
+
+def repository_id_of(name: str) -> sa.ScalarSelect[int]:
+    """The id of a repository by name, as a subquery: NULL when it does not exist, so a statement filtering on it
+    matches nothing rather than needing a separate look-up first."""
+    return sa.select(repositories.c.id).where(repositories.c.name == name).scalar_subquery()

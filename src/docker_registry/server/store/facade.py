@@ -1,0 +1,95 @@
+"""The metadata store for the event loop: the same queries as coroutines, each run in a worker thread, so a
+database wait never blocks the loop. The registry logic talks to the store only through this."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from .metadata import MetadataStore
+from .models import Manifest, Referrer, StoredManifest, Upload
+
+
+class AsyncMetadataStore:
+    def __init__(self, store: MetadataStore) -> None:
+        self.sync = store
+        """The synchronous store, for callers that are in a thread already."""
+
+    @property
+    def writer_lease(self) -> float:
+        return self.sync.writer_lease
+
+    def close(self) -> None:
+        self.sync.close()
+
+    # repositories and tags
+    async def repository_exists(self, name: str) -> bool:
+        return await asyncio.to_thread(self.sync.repository_exists, name)
+
+    async def repositories(self, last: str | None, limit: int) -> list[str]:
+        return await asyncio.to_thread(self.sync.repositories, last, limit)
+
+    async def tag_digest(self, repository: str, tag: str) -> str | None:
+        return await asyncio.to_thread(self.sync.tag_digest, repository, tag)
+
+    async def tags(self, repository: str, last: str | None, limit: int | None) -> list[str] | None:
+        return await asyncio.to_thread(self.sync.tags, repository, last, limit)
+
+    async def delete_tag(self, repository: str, tag: str) -> bool:
+        return await asyncio.to_thread(self.sync.delete_tag, repository, tag)
+
+    # manifests
+    async def manifest(self, repository: str, digest: str) -> StoredManifest | None:
+        return await asyncio.to_thread(self.sync.manifest, repository, digest)
+
+    async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]:
+        return await asyncio.to_thread(self.sync.referrers, repository, subject, artifact_type)
+
+    async def put_manifest(self, repository: str, manifest: Manifest, tag_names: Sequence[str] = ()) -> None:
+        await asyncio.to_thread(self.sync.put_manifest, repository, manifest, tag_names)
+
+    async def delete_manifest(self, repository: str, digest: str) -> bool:
+        return await asyncio.to_thread(self.sync.delete_manifest, repository, digest)
+
+    # blobs
+    async def blob_size(self, repository: str, digest: str) -> int | None:
+        return await asyncio.to_thread(self.sync.blob_size, repository, digest)
+
+    async def known_blob_size(self, digest: str) -> int | None:
+        return await asyncio.to_thread(self.sync.known_blob_size, digest)
+
+    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+        await asyncio.to_thread(self.sync.link_blob, repository, digest, size)
+
+    async def unlink_blob(self, repository: str, digest: str) -> bool:
+        return await asyncio.to_thread(self.sync.unlink_blob, repository, digest)
+
+    # uploads
+    async def upload(self, upload_id: str) -> Upload | None:
+        return await asyncio.to_thread(self.sync.upload, upload_id)
+
+    async def create_upload(self, upload_id: str, repository: str) -> None:
+        await asyncio.to_thread(self.sync.create_upload, upload_id, repository)
+
+    async def claim_upload(
+        self,
+        upload_id: str,
+        repository: str,
+        size: int | None,
+        token: str,
+        process: str | None = None,
+        takeover: str | None = None,
+    ) -> Upload | None:
+        return await asyncio.to_thread(self.sync.claim_upload, upload_id, repository, size, token, process, takeover)
+
+    async def renew_upload(self, upload_id: str, token: str) -> bool:
+        return await asyncio.to_thread(self.sync.renew_upload, upload_id, token)
+
+    async def release_upload(self, upload_id: str, token: str, size: int) -> bool:
+        return await asyncio.to_thread(self.sync.release_upload, upload_id, token, size)
+
+    async def delete_upload(self, upload_id: str) -> Upload | None:
+        return await asyncio.to_thread(self.sync.delete_upload, upload_id)
+
+    async def finish_upload(self, upload_id: str, repository: str, digest: str, size: int, token: str | None) -> bool:
+        return await asyncio.to_thread(self.sync.finish_upload, upload_id, repository, digest, size, token)

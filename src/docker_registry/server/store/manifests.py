@@ -1,0 +1,162 @@
+"""Manifests: their bytes and what they reference, tags moved by a push, referrers, deletes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from .base import StoreBase
+from .models import BadReference, Manifest, Referrer, StoredManifest
+from .tables import blobs, manifest_references, manifests, repositories, repository_blobs, tags
+
+
+def _annotations(stored: str | None) -> dict[str, str] | None:
+    return json.loads(stored) if stored else None
+
+
+class ManifestQueries(StoreBase):
+    def manifest(self, repository: str, digest: str) -> StoredManifest | None:
+        query = (
+            sa.select(manifests.c.media_type, manifests.c.content)
+            .select_from(manifests.join(repositories))
+            .where(repositories.c.name == repository, manifests.c.digest == digest)
+        )
+        row = self._read(lambda conn: conn.execute(query).first())
+        return StoredManifest(row.media_type, bytes(row.content)) if row else None
+
+    def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]:
+        query = (
+            sa.select(
+                manifests.c.media_type,
+                manifests.c.digest,
+                manifests.c.size,
+                manifests.c.artifact_type,
+                manifests.c.annotations,
+            )
+            .select_from(manifests.join(repositories))
+            .where(repositories.c.name == repository, manifests.c.subject_digest == subject)
+            .order_by(manifests.c.id)
+        )
+        if artifact_type is not None:
+            query = query.where(manifests.c.artifact_type == artifact_type)
+        rows = self._read(lambda conn: conn.execute(query).all())
+        return [
+            Referrer(
+                r.media_type, r.digest, r.size, r.artifact_type, json.loads(r.annotations) if r.annotations else None
+            )
+            for r in rows
+        ]
+
+    def put_manifest(self, repository: str, manifest: Manifest, tag_names: Sequence[str] = ()) -> None:
+        """Store the manifest (and point `tag_names` at it) after checking its references in the same
+        transaction."""
+
+        def put(conn: sa.Connection) -> None:
+            now = time.time()
+            repo_id = self._repository_id(conn, repository, now)
+            self._check_references(conn, repo_id, manifest)
+            manifest_id = self._insert_manifest(conn, repo_id, manifest, now)
+            for tag in tag_names:
+                conn.execute(
+                    self._insert(tags)
+                    .values(repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now)
+                    .on_conflict_do_update(
+                        index_elements=["repository_id", "name"], set_={"manifest_id": manifest_id, "updated_at": now}
+                    )
+                )
+
+        self._write(put)
+
+    def _insert_manifest(self, conn: sa.Connection, repo_id: int, manifest: Manifest, now: float) -> int:
+        """The manifest's id, inserting it and its references unless it is there already."""
+        # ON CONFLICT: a client pushing the same manifest concurrently (PostgreSQL, READ COMMITTED)
+        manifest_id: int | None = conn.execute(
+            self._insert(manifests)
+            .values(
+                repository_id=repo_id,
+                digest=manifest.digest,
+                media_type=manifest.media_type,
+                content=manifest.raw,
+                size=len(manifest.raw),
+                subject_digest=manifest.subject.digest if manifest.subject else None,
+                artifact_type=manifest.artifact_type,
+                annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+            .returning(manifests.c.id)
+        ).scalar()
+        if manifest_id is None:
+            existing: int = conn.execute(
+                sa.select(manifests.c.id).where(
+                    manifests.c.repository_id == repo_id, manifests.c.digest == manifest.digest
+                )
+            ).scalar_one()
+            return existing
+        refs = {(d.digest, "blob") for d in manifest.blobs}
+        refs |= {(d.digest, "foreign") for d in manifest.foreign}
+        refs |= {(d.digest, "manifest") for d in manifest.children}
+        if refs:
+            conn.execute(
+                manifest_references.insert(),
+                [{"manifest_id": manifest_id, "digest": d, "kind": k} for d, k in sorted(refs)],
+            )
+        return manifest_id
+
+    def _check_references(self, conn: sa.Connection, repo_id: int, manifest: Manifest) -> None:
+        """Raise BadReference unless every blob and child is in the repository with the size the manifest gives.
+
+        Runs inside the write transaction and locks the rows it reads (FOR SHARE on PostgreSQL; SQLite's write
+        transaction excludes every other writer), so a concurrent delete cannot remove them before the commit.
+        """
+        wanted = [("blob", d) for d in manifest.blobs] + [("manifest", d) for d in manifest.children]
+        if not wanted:
+            return
+        found = {
+            ("blob", row.digest): row.size
+            for row in conn.execute(
+                sa.select(repository_blobs.c.digest, blobs.c.size)
+                .select_from(repository_blobs.join(blobs))
+                .where(
+                    repository_blobs.c.repository_id == repo_id,
+                    repository_blobs.c.digest.in_({d.digest for d in manifest.blobs}),
+                )
+                .with_for_update(read=True, of=repository_blobs)
+            )
+        }
+        found |= {
+            ("manifest", row.digest): row.size
+            for row in conn.execute(
+                sa.select(manifests.c.digest, manifests.c.size)
+                .where(
+                    manifests.c.repository_id == repo_id,
+                    manifests.c.digest.in_({d.digest for d in manifest.children}),
+                )
+                .with_for_update(read=True)
+            )
+        }
+        for kind, descriptor in wanted:
+            size = found.get((kind, descriptor.digest))
+            if size != descriptor.size:
+                raise BadReference(kind, descriptor.digest, descriptor.size, size)
+
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete the manifest with its tags and references; False if the repository has no such manifest."""
+
+        def delete(conn: sa.Connection) -> bool:
+            manifest_id = conn.execute(
+                sa.select(manifests.c.id)
+                .select_from(manifests.join(repositories))
+                .where(repositories.c.name == repository, manifests.c.digest == digest)
+            ).scalar()
+            if manifest_id is None:
+                return False
+            conn.execute(tags.delete().where(tags.c.manifest_id == manifest_id))
+            conn.execute(manifest_references.delete().where(manifest_references.c.manifest_id == manifest_id))
+            conn.execute(manifests.delete().where(manifests.c.id == manifest_id))
+            return True
+
+        return self._write(delete)

@@ -1,0 +1,75 @@
+"""What the metadata store takes and gives: plain records, no queries and no HTTP.
+
+A pushed manifest reaches the store as a `Manifest`, already parsed and validated by the registry logic; the
+store indexes what it names (blobs, children, subject) and keeps its bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    urls: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Manifest:
+    """A validated manifest and what the store indexes about it."""
+
+    raw: bytes
+    media_type: str
+    digest: str
+    blobs: list[Descriptor] = field(default_factory=list)
+    """Config and layers that must be present in the repository."""
+    foreign: list[Descriptor] = field(default_factory=list)
+    """Non-distributable layers with URLs: referenced, not required to be pushed."""
+    children: list[Descriptor] = field(default_factory=list)
+    """Manifests an index or list points to; they must be present in the repository."""
+    subject: Descriptor | None = None
+    artifact_type: str | None = None
+    annotations: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    media_type: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    media_type: str
+    digest: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    id: str
+    repository: str
+    size: int
+    writer: str | None = None
+    """The claim token of the request writing to the session now, if any."""
+    writer_process: str | None = None
+    """That request's process (process_identity), when it could be told."""
+    writer_since: float | None = None
+
+
+class BadReference(Exception):
+    """A pushed manifest names a blob or child manifest the repository lacks, or gives it the wrong size."""
+
+    def __init__(self, kind: str, digest: str, declared_size: int, stored_size: int | None) -> None:
+        super().__init__(f"{kind} {digest}: size {declared_size}, stored {stored_size}")
+        self.kind = kind
+        """'blob' (config or layer) or 'manifest' (an index's child)."""
+        self.digest = digest
+        self.declared_size = declared_size
+        self.stored_size = stored_size
+        """None when the repository does not have it at all."""

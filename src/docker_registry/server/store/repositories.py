@@ -1,0 +1,50 @@
+"""Repositories and their tags: existence, the catalog, tag lists and tag targets."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from .base import StoreBase, repository_id_of
+from .tables import manifests, repositories, tags
+
+
+class RepositoryQueries(StoreBase):
+    def repository_exists(self, name: str) -> bool:
+        return self._scalar(sa.select(repository_id_of(name))) is not None
+
+    def repositories(self, last: str | None, limit: int) -> list[str]:
+        """Repository names after `last`, sorted by bytes."""
+        name = self._bytewise(repositories.c.name)
+        query = sa.select(repositories.c.name).order_by(name).limit(limit)
+        if last:
+            query = query.where(name > last)
+        return self._read(lambda conn: list(conn.execute(query).scalars()))
+
+    def tag_digest(self, repository: str, tag: str) -> str | None:
+        digest: str | None = self._scalar(
+            sa.select(manifests.c.digest)
+            .select_from(tags.join(repositories).join(manifests, manifests.c.id == tags.c.manifest_id))
+            .where(repositories.c.name == repository, tags.c.name == tag)
+        )
+        return digest
+
+    def tags(self, repository: str, last: str | None, limit: int | None) -> list[str] | None:
+        """Tag names after `last`, sorted by bytes; None when the repository does not exist."""
+
+        def read(conn: sa.Connection) -> list[str] | None:
+            repo_id = conn.execute(sa.select(repository_id_of(repository))).scalar()
+            if repo_id is None:
+                return None
+            name = self._bytewise(tags.c.name)
+            query = sa.select(tags.c.name).where(tags.c.repository_id == repo_id).order_by(name)
+            if last:
+                query = query.where(name > last)
+            if limit is not None:
+                query = query.limit(limit)
+            return list(conn.execute(query).scalars())
+
+        return self._read(read)
+
+    def delete_tag(self, repository: str, tag: str) -> bool:
+        statement = tags.delete().where(tags.c.repository_id == repository_id_of(repository), tags.c.name == tag)
+        return self._write(lambda conn: conn.execute(statement).rowcount > 0)
