@@ -27,7 +27,7 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="docker-registry",
-        description="docker-registry 3: a container image registry (OCI Distribution Spec v1.1, Docker Registry HTTP API v2).",
+        description="docker-registry 3: a container image registry (OCI Distribution v1.1, Docker Registry API v2).",
         epilog=(
             "CONFIG is a YAML file with CNCF Distribution's keys (storage, http, log, ...) plus our own "
             "(database, http.workers, validation.manifests.maxbytes). Without one, REGISTRY_CONFIGURATION_PATH "
