@@ -28,9 +28,16 @@ from .worker import STOP_SIGNALS, WORKER_STARTUP_FAILED, worker_main
 
 log = logging.getLogger("docker_registry.server")
 
-RESTART_LIMIT = 5
-RESTART_WINDOW = 60.0
-"""More than RESTART_LIMIT unexpected worker deaths within RESTART_WINDOW seconds: something is broken, stop."""
+HEALTHY_UPTIME = 1.0
+"""A worker that lived this long started fine: when it dies (an OOM kill, a crash while serving) it is restarted at
+once, which happens at most once a second per worker, so no restart loop can spin."""
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 10.0
+"""A worker that dies sooner is restarted after a delay that doubles with each such death in a row, up to
+BACKOFF_MAX, so a worker that cannot stay up costs little while the master waits for the cause to go away."""
+CRASH_LOOP_WINDOW = 60.0
+CRASH_LOOP_DEATHS = 5
+"""More deaths than this within the window are reported as a crash loop, once per window; the master goes on."""
 
 KILL_GRACE = 5.0
 """Seconds a worker gets beyond http.draintimeout to exit on its own before it is killed."""
@@ -44,7 +51,13 @@ class Supervisor:
         self.count = count
         self.context = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
         self.workers: dict[int, BaseProcess] = {}
+        self.started: dict[int, float] = {}
+        self.quick_deaths: dict[int, int] = {}
+        """Per worker slot, deaths in a row before HEALTHY_UPTIME."""
+        self.restarts: dict[int, float] = {}
+        """Worker slots waiting to be restarted, with the monotonic time they are due."""
         self.deaths: deque[float] = deque()
+        self.loop_reported = 0.0
         self.signals = 0
         self.wake_reader, self.wake_writer = socket.socketpair()
 
@@ -79,6 +92,7 @@ class Supervisor:
         try:
             process.start()
             self.workers[index] = process
+            self.started[index] = time.monotonic()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         log.debug("worker %d started (pid %s, %s)", index, process.pid, self.context.get_start_method())
@@ -91,9 +105,13 @@ class Supervisor:
                 pass
 
     def _supervise(self) -> int:
-        """Until a signal: restart dead workers; returns the exit status the master should end with."""
+        """Until a signal: restart dead workers; returns the exit status the master should end with.
+
+        Only a worker that could not start at all (a bad setting, the port taken: restarting cannot help) stops
+        the registry; any other death is followed by a restart, delayed when the worker died young."""
         while not self.signals:
-            self._wait(None)
+            due = min(self.restarts.values(), default=None)
+            self._wait(None if due is None else max(due - time.monotonic(), 0))
             if self.signals:
                 break
             for index, process in list(self.workers.items()):
@@ -101,30 +119,46 @@ class Supervisor:
                     continue
                 process.join()
                 del self.workers[index]
-                how = _describe_exit(process.exitcode)
                 if process.exitcode == WORKER_STARTUP_FAILED:
-                    log.error("worker %d (pid %s) could not start; stopping the registry", index, process.pid)
-                    return 1
-                now = time.monotonic()
-                self.deaths.append(now)
-                while self.deaths and self.deaths[0] < now - RESTART_WINDOW:
-                    self.deaths.popleft()
-                if len(self.deaths) > RESTART_LIMIT:
                     log.error(
-                        "worker %d (pid %s) %s; %d workers died within %d s, stopping the registry",
+                        "worker %d (pid %s) could not start (its reason is logged above); restarting cannot help, "
+                        "stopping the registry",
                         index,
                         process.pid,
-                        how,
-                        len(self.deaths),
-                        RESTART_WINDOW,
                     )
                     return 1
-                if self.signals:  # shutting down already: no new worker
-                    log.warning("worker %d (pid %s) %s", index, process.pid, how)
-                    continue
-                log.warning("worker %d (pid %s) %s; restarting it", index, process.pid, how)
-                self._start(index)
+                self._schedule_restart(index, process)
+            now = time.monotonic()
+            for index, when in list(self.restarts.items()):
+                if when <= now and not self.signals:
+                    del self.restarts[index]
+                    self._start(index)
         return 0
+
+    def _schedule_restart(self, index: int, process: BaseProcess) -> None:
+        now = time.monotonic()
+        lived = now - self.started.pop(index, now)
+        quick = self.quick_deaths[index] = self.quick_deaths.get(index, 0) + 1 if lived < HEALTHY_UPTIME else 0
+        delay = 0.0 if not quick else min(BACKOFF_FIRST * 2 ** (quick - 1), BACKOFF_MAX)
+        how = _describe_exit(process.exitcode)
+        self.deaths.append(now)
+        while self.deaths and self.deaths[0] < now - CRASH_LOOP_WINDOW:
+            self.deaths.popleft()
+        if len(self.deaths) > CRASH_LOOP_DEATHS and now - self.loop_reported > CRASH_LOOP_WINDOW:
+            self.loop_reported = now
+            log.error(
+                "crash loop: %d worker deaths within %d s; the registry keeps restarting them (see the reasons "
+                "logged above)",
+                len(self.deaths),
+                CRASH_LOOP_WINDOW,
+            )
+        if self.signals:  # shutting down already: no new worker
+            log.warning("worker %d (pid %s) %s", index, process.pid, how)
+            return
+        log.warning(
+            "worker %d (pid %s) %s after %.1f s; restarting it in %.1f s", index, process.pid, how, lived, delay
+        )
+        self.restarts[index] = now + delay
 
     def _shutdown(self, status: int) -> int:
         # Counted before "shutting down" is logged: a signal sent once that line is out is an impatient second one.
