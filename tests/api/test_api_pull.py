@@ -148,6 +148,8 @@ def test_blob_get_and_head(client: httpx.Client, blob_repo: tuple[str, bytes, st
         ("bytes=99990-", 99990, 99999),
         ("bytes=-25", 99975, 99999),
         ("bytes=50000-200000", 50000, 99999),
+        ("bytes=0-99999999999999999999", 0, 99999),
+        ("bytes= 0-1", 0, 1),
     ],
 )
 def test_blob_range(

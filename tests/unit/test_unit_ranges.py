@@ -17,6 +17,9 @@ from docker_registry.server.registry.errors import RANGE_INVALID, RegistryError
         ("bytes=-5", (95, 100)),
         ("bytes=-500", (0, 100)),
         ("BYTES = 1-1", (1, 2)),
+        ("bytes= 0-1", (0, 2)),
+        ("bytes=0-99999999999999999999", (0, 100)),
+        ("bytes=5-" + "9" * 100, (5, 100)),
     ],
 )
 def test_single_ranges(header: str, window: tuple[int, int]) -> None:

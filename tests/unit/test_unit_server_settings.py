@@ -21,7 +21,13 @@ def test_extra_headers_and_manifest_limit(make_registry: Callable[..., RegistryP
     server = make_registry(
         workers=1,
         extra_config={
-            "http": {"headers": {"X-Content-Type-Options": ["nosniff"], "X-Team": ["a", "b"]}},
+            "http": {
+                "headers": {
+                    "X-Content-Type-Options": ["nosniff"],
+                    "X-Team": ["a", "b"],
+                    "Docker-Distribution-API-Version": ["registry/2.0 (test)"],
+                }
+            },
             "validation": {"manifests": {"maxbytes": 2048}},
         },
     )
@@ -30,7 +36,7 @@ def test_extra_headers_and_manifest_limit(make_registry: Callable[..., RegistryP
         for response in (client.get("/v2/"), client.get(f"/v2/{repo}/tags/list"), client.get("/nowhere")):
             assert response.headers["X-Content-Type-Options"] == "nosniff"
             assert response.headers.get_list("X-Team") == ["a", "b"]
-            assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+            assert response.headers.get_list("Docker-Distribution-API-Version") == ["registry/2.0 (test)"]
 
         small = image_manifest(client, repo)
         assert push(client, repo, small, "small").status_code == 201
@@ -38,3 +44,14 @@ def test_extra_headers_and_manifest_limit(make_registry: Callable[..., RegistryP
         response = put_manifest(client, repo, "large", large.body, large.media_type)
         assert_error(response, 413, "MANIFEST_INVALID", "SIZE_INVALID")
         assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["small"]
+
+
+def test_server_header_names_no_versions_and_can_be_replaced(make_registry: Callable[..., RegistryProcess]) -> None:
+    plain = make_registry(workers=1)
+    with httpx.Client(base_url=plain.url, timeout=30) as client:
+        for response in (client.get("/v2/"), client.get("/v2/nothing/tags/list"), client.head("/v2/")):
+            assert response.headers.get_list("Server") == ["docker-registry"]
+    custom = make_registry(workers=1, extra_config={"http": {"headers": {"Server": ["registry.example"]}}})
+    with httpx.Client(base_url=custom.url, timeout=30) as client:
+        for response in (client.get("/v2/"), client.get("/nowhere")):
+            assert response.headers.get_list("Server") == ["registry.example"]

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from docker_registry.core.driver import Base, fetch
 from docker_registry.core.exceptions import ConfigError
@@ -33,6 +33,8 @@ from .store.metadata import MetadataStore
 log = logging.getLogger(__name__)
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+SERVER_HEADER = "docker-registry"
+"""No version: telling every client which releases to look up vulnerabilities for helps only attackers."""
 CLIENT_MAX_SIZE = 16 * 1024 * 1024
 """Only for bodies aiohttp itself buffers (none of ours): uploads and manifests are read as streams."""
 
@@ -73,12 +75,15 @@ def create_app(config: Config) -> web.Application:
         handler_args={"max_field_size": 16384, "read_bufsize": body.READ_BUFFER_SIZE},
     )
     app[CONFIG_KEY] = config
-    extra_headers = [(k, v) for k, values in config.http.headers.items() for v in _as_list(values)]
+    configured = {name: _as_list(values) for name, values in config.http.headers.items()}
 
     async def on_prepare(_request: web.Request, response: web.StreamResponse) -> None:
         response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
-        for key, value in extra_headers:
-            response.headers.add(key, value)
+        response.headers[hdrs.SERVER] = SERVER_HEADER  # replaces aiohttp's, which names its and Python's versions
+        for name, values in configured.items():  # a configured header replaces the default of the same name
+            response.headers.popall(name, None)
+            for value in values:
+                response.headers.add(name, value)
 
     app.on_response_prepare.append(on_prepare)
     app.cleanup_ctx.append(_stores(config))

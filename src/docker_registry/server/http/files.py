@@ -25,7 +25,13 @@ def none_match(request: web.Request, etag: str) -> bool:
 
 
 class BlobFileResponse(web.FileResponse):
-    """A FileResponse that keeps the ETag it was given and leaves conditional requests to the handler."""
+    """A FileResponse that keeps the ETag it was given, leaves conditional requests to the handler, and serves the
+    byte window the handler parsed (`ranges.byte_range`) instead of parsing `Range` again by its own, stricter rules
+    (which refused `bytes= 0-1` and served `bytes=0-99999999999999999999` whole)."""
+
+    def __init__(self, path: str, window: tuple[int, int] | None, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)
+        self._window = window
 
     def _keep_etag(self, value: object) -> None:
         """Ignore the mtime-size tag FileResponse sets: the handler's `ETag: "<digest>"` header stays."""
@@ -34,6 +40,9 @@ class BlobFileResponse(web.FileResponse):
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         headers = CIMultiDict(request.headers)
-        for name in _CONDITIONALS:
+        for name in (*_CONDITIONALS, hdrs.RANGE):
             headers.popall(name, None)
+        if self._window is not None:
+            start, stop = self._window
+            headers[hdrs.RANGE] = f"bytes={start}-{stop - 1}"
         return await super().prepare(request.clone(headers=headers))

@@ -11,7 +11,9 @@ import re
 
 from ..registry.errors import RANGE_INVALID, RegistryError
 
-_SPEC = re.compile(r"^(\d{0,19})-(\d{0,19})$")
+_SPEC = re.compile(r"^(\d{0,100})-(\d{0,100})$")
+"""Positions of any size a client may write (a last position past the end is trimmed to it); the bound only keeps
+a hostile header from costing a long integer conversion."""
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:

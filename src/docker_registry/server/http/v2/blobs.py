@@ -48,13 +48,13 @@ async def get_blob(request: web.Request, params: Params) -> web.StreamResponse:
     header = request.headers.get(hdrs.RANGE)
     window = byte_range(header, blob.size)
     local = logic.blob_local_path(digest)
-    if local is not None and (header is None or window is not None):
-        # sendfile; FileResponse answers the same single range itself (a Range it would refuse goes below)
+    if local is not None:
+        # sendfile of the window parsed above
         # aiohttp would answer a missing file with a bare 404; one stat of a hot inode costs less than a thread hop
         if not os.path.isfile(local):  # noqa: ASYNC240
             raise RegistryError(BLOB_UNKNOWN, {"digest": digest}, message="blob missing from storage")
         headers["Content-Type"] = "application/octet-stream"
-        return files.BlobFileResponse(local, headers=headers)
+        return files.BlobFileResponse(local, window, headers)
     return await _stream_blob(request, logic, digest, blob.size, window, headers)
 
 
