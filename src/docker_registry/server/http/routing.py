@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 
 from ..registry import names
 from ..registry.errors import NOT_FOUND, UNSUPPORTED, RegistryError
 from .context import config
+from .errors import error_response
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 NAME = r"(?P<name>.+?)"
@@ -36,14 +37,16 @@ class Params:
 
 Handler = Callable[[web.Request, Params], Awaitable[web.StreamResponse]]
 Route = tuple[re.Pattern[str], Mapping[str, Handler]]
+BodyCheck = Callable[[web.Request, Params], Awaitable[None]]
+"""What a handler checks before it reads a body: run first when the client waits for `100 Continue`."""
 
 
 def route(pattern: str, methods: Mapping[str, Handler]) -> Route:
     return re.compile(pattern), methods
 
 
-async def dispatch(routes: list[Route], request: web.Request) -> web.StreamResponse:
-    """Find the route for the request's path and method; unknown paths are 404, unknown methods 405."""
+def resolve(routes: list[Route], request: web.Request) -> tuple[Handler, Params]:
+    """The handler for the request's path and method; unknown paths are 404, unknown methods 405."""
     path = request.rel_url.raw_path
     for pattern, methods in routes:
         match = pattern.match(path)
@@ -58,5 +61,36 @@ async def dispatch(routes: list[Route], request: web.Request) -> web.StreamRespo
             )
         captured = match.groupdict()
         name = names.check_name(captured.pop("name")) if "name" in captured else ""
-        return await handler(request, Params(name, {key: unquote(value) for key, value in captured.items()}))
+        return handler, Params(name, {key: unquote(value) for key, value in captured.items()})
     raise RegistryError(NOT_FOUND, {"path": path[:300]})
+
+
+async def dispatch(routes: list[Route], request: web.Request) -> web.StreamResponse:
+    handler, params = resolve(routes, request)
+    return await handler(request, params)
+
+
+def expect_continue(
+    routes: list[Route], checks: Mapping[Handler, BodyCheck]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse | None]]:
+    """aiohttp's handler of `Expect: 100-continue`, which by default invites every body at once: this one first
+    resolves the route and runs the handler's body check, so a client learns of an unknown upload session, a bad
+    name or a read-only registry before it sends its body."""
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        if request.version != HttpVersion11 or request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+            return error_response(RegistryError(UNSUPPORTED, "unsupported Expect", status=417), request.method)
+        try:
+            handler, params = resolve(routes, request)
+            check = checks.get(handler)
+            if check is not None:
+                await check(request, params)
+        except RegistryError as e:
+            response = error_response(e, request.method)
+            response.force_close()  # the body the client holds back is never read
+            return response
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the interim response is not part of the answer's size
+        return None
+
+    return expect

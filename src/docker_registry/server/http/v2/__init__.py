@@ -7,7 +7,7 @@ from functools import partial
 
 from aiohttp import web
 
-from ..routing import NAME, Route, dispatch, route
+from ..routing import NAME, BodyCheck, Handler, Route, dispatch, expect_continue, route
 from . import blobs, catalog, manifests, referrers, uploads
 
 ROUTES: list[Route] = [
@@ -47,7 +47,16 @@ ROUTES: list[Route] = [
 ]
 
 
+BODY_CHECKS: dict[Handler, BodyCheck] = {
+    manifests.put_manifest: manifests.before_body,
+    uploads.start_upload: uploads.before_new_upload,
+    uploads.patch_upload: uploads.before_chunk,
+    uploads.put_upload: uploads.before_chunk,
+}
+
+
 def add_routes(app: web.Application) -> None:
     handler = partial(dispatch, ROUTES)
-    app.router.add_route("*", "/v2", handler)
-    app.router.add_route("*", "/v2/{tail:.*}", handler)
+    expect = expect_continue(ROUTES, BODY_CHECKS)
+    app.router.add_route("*", "/v2", handler, expect_handler=expect)
+    app.router.add_route("*", "/v2/{tail:.*}", handler, expect_handler=expect)

@@ -38,10 +38,17 @@ async def get_manifest(request: web.Request, params: Params) -> web.StreamRespon
     )
 
 
-async def put_manifest(request: web.Request, params: Params) -> web.StreamResponse:
+async def before_body(request: web.Request, params: Params) -> None:
     require_writable(request)
+    names.check_reference(params["reference"])
+    for tag in request.query.getall("tag", []):
+        names.check_tag(tag)
+
+
+async def put_manifest(request: web.Request, params: Params) -> web.StreamResponse:
+    await before_body(request, params)
     reference = names.check_reference(params["reference"])
-    extra_tags = [names.check_tag(tag) for tag in request.query.getall("tag", [])]
+    extra_tags = request.query.getall("tag", [])
     limit = config(request).validation.manifest_max_bytes
     too_large = RegistryError(MANIFEST_INVALID, f"manifest larger than {limit} bytes", status=413)
     raw = await body.read_limited(request, limit, too_large)

@@ -40,6 +40,16 @@ def _content_range(request: web.Request) -> int | None:
     return int(match[1])
 
 
+async def before_new_upload(request: web.Request, params: Params) -> None:
+    require_writable(request)
+
+
+async def before_chunk(request: web.Request, params: Params) -> None:
+    """A chunk for a session that does not exist (or not in this repository) is refused before its body."""
+    require_writable(request)
+    await registry(request).upload(params.name, params["uuid"])
+
+
 async def start_upload(request: web.Request, params: Params) -> web.StreamResponse:
     require_writable(request)
     logic = registry(request)
