@@ -23,6 +23,7 @@ from docker_registry.core.exceptions import ConfigError
 from ..application import create_app
 from ..config import Config
 from . import logs, tls
+from .connections import ConnectionLimits, ConnectionTracker, GuardedSite
 
 log = logging.getLogger("docker_registry.server")
 
@@ -93,14 +94,16 @@ async def _serve_app(
     stop = asyncio.Event()
     host, port = config.http.host_port()
     in_flight = _InFlight()
+    connections = ConnectionTracker()
     try:
         app = create_app(config)
         if inspect.isawaitable(app):
             app = await app
-        app.middlewares.insert(0, in_flight.middleware)
+        app.middlewares[0:0] = [in_flight.middleware, connections.middleware]
         runner = web.AppRunner(
             app,
-            access_log=logs.ACCESS_LOGGER if config.log.accesslog else None,
+            access_log=logs.ACCESS_LOGGER,
+            access_log_class=connections.access_logger_class(write=config.log.accesslog),
             access_log_format=logs.ACCESS_LOG_FORMAT,
             shutdown_timeout=config.http.draintimeout,
         )
@@ -108,7 +111,15 @@ async def _serve_app(
         # Only a process about to serve has anything to drain: until here a stop signal keeps its default action.
         for signum in stop_signals:
             loop.add_signal_handler(signum, stop.set)
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port, ssl_context=tls.server_context(config.http))
+        site = GuardedSite(
+            runner,
+            host,
+            port,
+            tracker=connections,
+            limits=ConnectionLimits(),
+            reuse_port=reuse_port,
+            ssl_context=tls.server_context(config.http),
+        )
         await site.start()
     except Exception as exc:  # whatever it is, it happens again on restart: report it once, cleanly
         raise WorkerStartupError(f"cannot start serving on {config.http.addr}: {exc}") from exc

@@ -1,0 +1,190 @@
+"""The connections a worker holds: a cap below its descriptor limit, and deadlines for clients that send nothing.
+
+aiohttp waits forever for a connection's first request, and an hour on an idle keep-alive one. A flood of silent
+sockets, or of clients trickling their headers a byte at a time (slowloris), then holds every descriptor the
+worker has: each accept fails with EMFILE, and the registry stops answering anyone. Here a worker:
+- raises its descriptor limit to the hard limit at start-up, and caps its open connections below it: a connection
+  beyond the cap is closed as soon as it is accepted, so the worker never spins on accept errors;
+- closes a connection that has not completed a request's headers within `header_timeout` of being accepted, and
+  one idle between requests for longer than `idle_timeout`. A connection is busy from the moment its request
+  reaches the application until aiohttp has sent the whole response (a long blob download included), and no
+  deadline applies to it then; a trickling request body is the body reader's to end (see `http.body`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import ssl
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.web_log import AccessLogger
+
+log = logging.getLogger("docker_registry.server")
+
+SWEEP_INTERVAL = 1.0
+RESERVED_DESCRIPTORS = 256
+"""Descriptors kept free of connections: database, blob files, logs, the listening socket."""
+REFUSAL_LOG_INTERVAL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    header_timeout: float = 10.0
+    """Seconds from accepting a connection to the end of its first request's headers."""
+    idle_timeout: float = 60.0
+    """Seconds a keep-alive connection may wait for its next request."""
+    max_connections: int | None = None
+    """Open connections per worker; None: the descriptor limit less RESERVED_DESCRIPTORS."""
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's open-file limit to the hard limit (a distribution's default soft limit of 1024 is far
+    below what a registry serving many clients needs); returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+class ConnectionTracker:
+    """When each connection was accepted, whether it is inside a request, and when its last response ended."""
+
+    def __init__(self) -> None:
+        self.accepted: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+        self.answered: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+        """Connections that completed a request: when the last response was sent."""
+        self.busy: weakref.WeakSet[object] = weakref.WeakSet()
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Marks the connection busy; `access_logger_class` marks it free once the response is sent."""
+        self.busy.add(request.protocol)
+        return await handler(request)
+
+    def finished(self, protocol: object) -> None:
+        self.busy.discard(protocol)
+        self.answered[protocol] = time.monotonic()
+
+    def access_logger_class(self, write: bool) -> type[AccessLogger]:
+        """aiohttp tells its access logger when a response has been sent entirely (or the client went away): the
+        one moment a connection is known to be free again. `write` says whether log lines are wanted."""
+        tracker = self
+
+        class TrackingAccessLogger(AccessLogger):
+            @property
+            def enabled(self) -> bool:
+                return True
+
+            def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+                tracker.finished(request.protocol)
+                if write:
+                    super().log(request, response, time)
+
+        return TrackingAccessLogger
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP site whose connections are capped and swept by deadline (aiohttp's TCPSite has neither)."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str | None,
+        port: int,
+        *,
+        tracker: ConnectionTracker,
+        limits: ConnectionLimits,
+        reuse_port: bool,
+        ssl_context: ssl.SSLContext | None,
+        backlog: int = 1024,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self._host, self._port, self._reuse_port = host, port, reuse_port
+        self._tracker = tracker
+        self._limits = limits
+        self._cap = limits.max_connections or max(raise_descriptor_limit() - RESERVED_DESCRIPTORS, 64)
+        self._refused = 0
+        self._refusal_logged = 0.0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{'https' if self._ssl_context else 'http'}://{self._host or '*'}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._accept,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=True,
+            reuse_port=self._reuse_port,
+        )
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await super().stop()
+
+    def _accept(self) -> asyncio.BaseProtocol:
+        server = self._runner.server
+        assert server is not None
+        if len(server.connections) >= self._cap:
+            self._refuse()
+            return _Refused()
+        handler = server()
+        self._tracker.accepted[handler] = time.monotonic()
+        return handler
+
+    def _refuse(self) -> None:
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
+            self._refusal_logged = now
+            log.warning(
+                "%d connections open, the most this worker takes: refused %d new one(s) since the last such line",
+                self._cap,
+                self._refused,
+            )
+            self._refused = 0
+
+    async def _sweep(self) -> None:
+        server = self._runner.server
+        assert server is not None
+        tracker, limits = self._tracker, self._limits
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            for handler in server.connections:
+                if handler in tracker.busy:
+                    continue
+                answered = tracker.answered.get(handler)
+                if answered is None:
+                    overdue = now - tracker.accepted.get(handler, now) > limits.header_timeout
+                else:
+                    overdue = now - answered > limits.idle_timeout
+                if overdue and handler.transport is not None:
+                    handler.transport.close()
+
+
+class _Refused(asyncio.Protocol):
+    """A connection beyond the cap: closed as soon as it is accepted, which frees its descriptor at once."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
