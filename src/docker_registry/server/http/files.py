@@ -8,7 +8,7 @@ file is opened.
 
 from __future__ import annotations
 
-from aiohttp import hdrs, web
+from aiohttp import ETag, hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
@@ -27,10 +27,13 @@ def none_match(request: web.Request, etag: str) -> bool:
 class BlobFileResponse(web.FileResponse):
     """A FileResponse that keeps the ETag it was given and leaves conditional requests to the handler."""
 
-    def _keep_etag(self, value: object) -> None:
-        """Ignore the mtime-size tag FileResponse sets: the handler's `ETag: "<digest>"` header stays."""
+    @property
+    def etag(self) -> ETag | None:
+        return super().etag
 
-    etag = property(web.StreamResponse.etag.fget, _keep_etag)
+    @etag.setter
+    def etag(self, value: ETag | str | None) -> None:
+        """Ignore the mtime-size tag FileResponse sets: the handler's `ETag: "<digest>"` header stays."""
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         headers = CIMultiDict(request.headers)
