@@ -11,6 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from docker_registry.core.digest import Digest
+
 from .base import StoreBase
 from .models import Upload
 from .tables import uploads
@@ -98,7 +100,7 @@ class UploadQueries(StoreBase):
         row = self._write(lambda conn: conn.execute(statement).mappings().first(), durable=False)
         return _upload(row) if row else None
 
-    def finish_upload(self, upload_id: str, repository: str, digest: str, size: int, token: str | None) -> bool:
+    def finish_upload(self, upload_id: str, repository: str, digest: Digest, size: int, token: str | None) -> bool:
         """Link the verified blob to its repository and end the session, in one transaction. With the writer's
         `token`, nothing is linked (False) if the session was deleted meanwhile."""
 
