@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from docker_registry.core.digest import Digest
 from docker_registry.server.registry.manifests import OCI_INDEX, OCI_MANIFEST, parse_manifest
 from docker_registry.server.store import migrate
 from docker_registry.server.store.engine import create_engine
@@ -17,7 +18,7 @@ from docker_registry.server.store.metadata import MetadataStore
 from docker_registry.server.store.models import BadReference
 
 CONFIG = b'{"os": "linux"}'
-CONFIG_DIGEST = "sha256:" + hashlib.sha256(CONFIG).hexdigest()
+CONFIG_DIGEST = Digest("sha256", hashlib.sha256(CONFIG).hexdigest())
 
 
 @pytest.fixture
@@ -30,7 +31,8 @@ def store(tmp_path: Path) -> Iterator[MetadataStore]:
 
 
 def _image(config_size: int = len(CONFIG)) -> bytes:
-    config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": CONFIG_DIGEST, "size": config_size}
+    media_type = "application/vnd.oci.image.config.v1+json"
+    config = {"mediaType": media_type, "digest": str(CONFIG_DIGEST), "size": config_size}
     return json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []}).encode()
 
 
@@ -50,7 +52,7 @@ def test_wrong_sizes_are_refused(store: MetadataStore) -> None:
     assert (raised.value.declared_size, raised.value.stored_size) == (999, len(CONFIG))
     child = parse_manifest(_image(), OCI_MANIFEST)
     store.put_manifest("repo", child)
-    descriptor = {"mediaType": OCI_MANIFEST, "digest": child.digest, "size": len(child.raw) + 1}
+    descriptor = {"mediaType": OCI_MANIFEST, "digest": str(child.digest), "size": len(child.raw) + 1}
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [descriptor]}).encode()
     with pytest.raises(BadReference) as raised:
         store.put_manifest("repo", parse_manifest(index, OCI_INDEX), ["multi"])

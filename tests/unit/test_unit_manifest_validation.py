@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from docker_registry.core.digest import Digest
 from docker_registry.server.registry.errors import MANIFEST_INVALID, RegistryError
 from docker_registry.server.registry.manifests import (
     DOCKER_MANIFEST,
@@ -40,8 +41,8 @@ def test_oci_image_is_indexed() -> None:
     raw = encode(image(annotations={"a": "b"}))
     manifest = parse_manifest(raw, OCI_MANIFEST)
     assert manifest.media_type == OCI_MANIFEST
-    assert manifest.digest == "sha256:" + hashlib.sha256(raw).hexdigest()
-    assert [d.digest for d in manifest.blobs] == [CONFIG["digest"], LAYER["digest"]]
+    assert manifest.digest == Digest("sha256", hashlib.sha256(raw).hexdigest())
+    assert [str(d.digest) for d in manifest.blobs] == [CONFIG["digest"], LAYER["digest"]]
     assert manifest.artifact_type == CONFIG["mediaType"]
     assert manifest.annotations == {"a": "b"}
     assert manifest.raw is raw
@@ -49,7 +50,7 @@ def test_oci_image_is_indexed() -> None:
 
 def test_sha512_digest_when_asked() -> None:
     raw = encode(image())
-    assert parse_manifest(raw, OCI_MANIFEST, "sha512").digest == "sha512:" + hashlib.sha512(raw).hexdigest()
+    assert parse_manifest(raw, OCI_MANIFEST, "sha512").digest == Digest("sha512", hashlib.sha512(raw).hexdigest())
 
 
 def test_artifact_type_and_subject() -> None:
@@ -57,14 +58,14 @@ def test_artifact_type_and_subject() -> None:
     manifest = parse_manifest(encode(image(artifactType="application/x-sig", subject=subject)), OCI_MANIFEST)
     assert manifest.artifact_type == "application/x-sig"
     assert manifest.subject is not None
-    assert manifest.subject.digest == subject["digest"]
+    assert str(manifest.subject.digest) == subject["digest"]
 
 
 def test_docker_manifest_foreign_layers_are_not_required() -> None:
     foreign = {**LAYER, "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "urls": ["http://x"]}
     body = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": CONFIG, "layers": [LAYER, foreign]}
     manifest = parse_manifest(encode(body), DOCKER_MANIFEST)
-    assert [d.digest for d in manifest.blobs] == [CONFIG["digest"], LAYER["digest"]]
+    assert [str(d.digest) for d in manifest.blobs] == [CONFIG["digest"], LAYER["digest"]]
     assert [d.urls for d in manifest.foreign] == [("http://x",)]
     assert manifest.artifact_type is None
 
@@ -73,7 +74,7 @@ def test_docker_manifest_foreign_layers_are_not_required() -> None:
 def test_index_children(media_type: str) -> None:
     child = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "d" * 64, "size": 7, "platform": {"os": "linux"}}
     manifest = parse_manifest(encode({"schemaVersion": 2, "mediaType": media_type, "manifests": [child]}), media_type)
-    assert [d.digest for d in manifest.children] == [child["digest"]]
+    assert [str(d.digest) for d in manifest.children] == [child["digest"]]
     assert manifest.blobs == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from docker_registry.core.digest import Digest
 from docker_registry.server.registry import names
 from docker_registry.server.registry.errors import DIGEST_INVALID, NAME_INVALID, TAG_INVALID, RegistryError
 
@@ -36,7 +37,7 @@ def test_invalid_tags(tag: str) -> None:
 
 def test_digest_references() -> None:
     digest = "sha256:" + "0" * 64
-    assert names.check_reference(digest) == digest
+    assert names.check_reference(digest) == Digest("sha256", "0" * 64)
     for bad in ("sha256:" + "0" * 63, "sha256:" + "A" * 64, "md5:" + "0" * 32, "sha256:"):
         with pytest.raises(RegistryError) as info:
             names.check_reference(bad)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from docker_registry.core.digest import Digest
 from docker_registry.server.registry.cache import ManifestCache, RegistryCache
 from docker_registry.server.store import migrate
 from docker_registry.server.store.engine import ChangeWatcher, create_engine
@@ -20,10 +21,10 @@ def test_commit_elsewhere_empties_the_caches(tmp_path: Path) -> None:
     watcher = ChangeWatcher(url)
     cache = RegistryCache(watcher)
     generation = cache.refresh()
-    cache.tags.put(("repo", "latest"), "sha256:" + "0" * 64)
+    cache.tags.put(("repo", "latest"), Digest("sha256", "0" * 64))
     assert cache.refresh() == generation
     assert cache.tags.get(("repo", "latest")) is not None, "nothing committed: the entry stays"
-    store.link_blob("repo", "sha256:" + "1" * 64, 1)
+    store.link_blob("repo", Digest("sha256", "1" * 64), 1)
     assert cache.refresh() != generation, "a read begun before the commit must not be cached"
     assert cache.tags.get(("repo", "latest")) is None
     watcher.close()
@@ -32,10 +33,11 @@ def test_commit_elsewhere_empties_the_caches(tmp_path: Path) -> None:
 
 def test_manifest_cache_is_bounded_in_bytes() -> None:
     cache = ManifestCache(max_bytes=10)
-    cache.put(("r", "a"), StoredManifest("t", b"123456"))
-    cache.put(("r", "b"), StoredManifest("t", b"123456"))
-    assert cache.get(("r", "a")) is None
-    assert cache.get(("r", "b")) is not None
+    a, b = Digest("sha256", "a" * 64), Digest("sha256", "b" * 64)
+    cache.put(("r", a), StoredManifest("t", b"123456"))
+    cache.put(("r", b), StoredManifest("t", b"123456"))
+    assert cache.get(("r", a)) is None
+    assert cache.get(("r", b)) is not None
 
 
 def test_without_a_change_signal_nothing_outlives_a_request() -> None:

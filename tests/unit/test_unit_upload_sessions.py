@@ -70,7 +70,7 @@ async def test_session_continued_by_a_process_without_its_hash(parts) -> None:  
     digest = parse_digest("sha256:" + hashlib.sha256(b"first second").hexdigest())
     await other_process.complete("repo", upload.id, digest, None)
     assert await driver.get_content("blobs/sha256/" + digest.encoded[:2] + f"/{digest.encoded}/data") == b"first second"
-    assert store.blob_size("repo", str(digest)) == 12
+    assert store.blob_size("repo", digest) == 12
     assert store.upload(upload.id) is None
 
 
@@ -97,7 +97,7 @@ async def test_a_dead_writers_claim_is_taken_over_at_the_stored_size(parts) -> N
     assert status.size == 5, "the status tells where to continue"
     assert await uploads.append("repo", upload.id, body(b"f"), start=5) == 6
     await uploads.complete("repo", upload.id, parse_digest("sha256:" + hashlib.sha256(b"abcdef").hexdigest()), None)
-    assert store.blob_size("repo", "sha256:" + hashlib.sha256(b"abcdef").hexdigest()) == 6
+    assert store.blob_size("repo", parse_digest("sha256:" + hashlib.sha256(b"abcdef").hexdigest())) == 6
 
 
 async def test_a_live_or_foreign_writers_claim_still_excludes(parts) -> None:  # type: ignore[no-untyped-def]
@@ -124,7 +124,7 @@ async def test_delete_while_the_last_chunk_streams(parts) -> None:  # type: igno
     with pytest.raises(RegistryError) as info:
         await uploads.complete("repo", upload.id, digest, chunks(), start=0)
     assert info.value.error is BLOB_UPLOAD_UNKNOWN
-    assert store.blob_size("repo", str(digest)) is None
+    assert store.blob_size("repo", digest) is None
     assert store.upload(upload.id) is None
     assert not await driver.exists(f"uploads/{upload.id}")
 
@@ -145,7 +145,7 @@ async def test_delete_while_a_put_publishes(parts, monkeypatch) -> None:  # type
     with pytest.raises(RegistryError) as info:
         await uploads.complete("repo", upload.id, digest, None)
     assert info.value.error is BLOB_UPLOAD_UNKNOWN
-    assert store.blob_size("repo", str(digest)) is None, "a deleted session links nothing"
+    assert store.blob_size("repo", digest) is None, "a deleted session links nothing"
     assert store.upload(upload.id) is None
     assert not await driver.exists(f"uploads/{upload.id}")
 

@@ -87,6 +87,7 @@ def _large_reads(request: web.Request) -> Iterator[None]:
     if transport is None or not isinstance(getattr(transport, "max_size", None), int):
         yield
         return
+    # max_size is an attribute of asyncio's private _SelectorTransport, absent from the public Transport type
     transport.max_size = BUFFER_SIZE  # type: ignore[attr-defined]
     try:
         yield

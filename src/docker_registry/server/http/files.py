@@ -8,7 +8,7 @@ file is opened.
 
 from __future__ import annotations
 
-from aiohttp import hdrs, web
+from aiohttp import ETag, hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
 
@@ -33,10 +33,13 @@ class BlobFileResponse(web.FileResponse):
         super().__init__(path, headers=headers)
         self._window = window
 
-    def _keep_etag(self, value: object) -> None:
-        """Ignore the mtime-size tag FileResponse sets: the handler's `ETag: "<digest>"` header stays."""
+    @property
+    def etag(self) -> ETag | None:
+        return super().etag
 
-    etag = property(web.StreamResponse.etag.fget, _keep_etag)
+    @etag.setter
+    def etag(self, value: ETag | str | None) -> None:
+        """Ignore the mtime-size tag FileResponse sets: the handler's `ETag: "<digest>"` header stays."""
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         headers = CIMultiDict(request.headers)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Generic, TypeVar
 
+from docker_registry.core.digest import Digest
+
 from ..store.engine import ChangeWatcher
 from ..store.models import StoredManifest
 
@@ -38,7 +40,7 @@ class BoundedCache(Generic[K, V]):
         self._data.clear()
 
 
-class ManifestCache(BoundedCache[tuple[str, str], StoredManifest]):
+class ManifestCache(BoundedCache[tuple[str, Digest], StoredManifest]):
     """Also bounded in bytes: manifests may be up to several MiB each."""
 
     def __init__(self, max_bytes: int = MAX_MANIFEST_BYTES) -> None:
@@ -46,7 +48,7 @@ class ManifestCache(BoundedCache[tuple[str, str], StoredManifest]):
         self._bytes = 0
         self._max_bytes = max_bytes
 
-    def put(self, key: tuple[str, str], value: StoredManifest) -> None:
+    def put(self, key: tuple[str, Digest], value: StoredManifest) -> None:
         if self._bytes + len(value.content) > self._max_bytes:
             self.clear()
         super().put(key, value)
@@ -62,9 +64,12 @@ class RegistryCache:
         self._watcher = watcher
         self.generation = 0
         self._fresh = False
-        self.tags: BoundedCache[tuple[str, str], str] = BoundedCache()
+        self.tags: BoundedCache[tuple[str, str], Digest] = BoundedCache()
+        """(repository, tag) to the manifest's digest."""
         self.manifests = ManifestCache()
-        self.blobs: BoundedCache[tuple[str, str], int] = BoundedCache()
+        """(repository, manifest digest) to the manifest."""
+        self.blobs: BoundedCache[tuple[str, Digest], int] = BoundedCache()
+        """(repository, blob digest) to the blob's size."""
 
     def refresh(self) -> int:
         """Forget everything if the database changed since the last look; call before reading the caches.

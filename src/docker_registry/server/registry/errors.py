@@ -9,8 +9,12 @@ The registry logic raises `RegistryError(CODE, detail)`; the HTTP layer renders 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
+
+JSONValue: TypeAlias = str | int | float | bool | Sequence["JSONValue"] | Mapping[str, "JSONValue"] | None
+"""What a response body can carry as JSON: an error's detail must be one (a `Digest` is rendered with `str()`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,7 @@ class RegistryError(Exception):
     def __init__(
         self,
         error: ErrorCode,
-        detail: Any = None,
+        detail: JSONValue = None,
         *,
         message: str | None = None,
         status: int | None = None,

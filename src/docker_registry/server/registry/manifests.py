@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from docker_registry.core.digest import DigestError, Hasher, parse_digest
+from docker_registry.core.digest import Digest, DigestError, Hasher, parse_digest
 
 from ..store.models import Descriptor, Manifest
 from .errors import MANIFEST_INVALID, RegistryError
@@ -42,7 +42,7 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     if not isinstance(digest, str):
         raise _invalid(f"{where}: digest must be a string")
     try:
-        parse_digest(digest)
+        parsed = parse_digest(digest)
     except DigestError as e:
         raise _invalid(f"{where}: {e}") from None
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -50,7 +50,7 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     urls = value.get("urls") or []
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise _invalid(f"{where}: urls must be a list of strings")
-    return Descriptor(media_type, digest, size, tuple(urls))
+    return Descriptor(media_type, parsed, size, tuple(urls))
 
 
 def _annotations(value: Any, where: str) -> dict[str, str] | None:
@@ -85,10 +85,10 @@ def _media_type(content_type: str, body: dict[str, Any]) -> str:
     return media_type
 
 
-def digest_of(raw: bytes, algorithm: str = "sha256") -> str:
+def digest_of(raw: bytes, algorithm: str = "sha256") -> Digest:
     h = Hasher(algorithm)
     h.update(raw)
-    return str(h.digest())
+    return h.digest()
 
 
 def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> Manifest:

@@ -42,8 +42,8 @@ def is_digest(reference: str) -> bool:
     return ":" in reference
 
 
-def check_reference(reference: str) -> str:
-    """A tag or a digest; returns it normalised (digests parsed and re-rendered)."""
+def check_reference(reference: str) -> str | Digest:
+    """A tag (returned as the string it is) or a digest (returned parsed)."""
     if is_digest(reference):
-        return str(check_digest(reference))
+        return check_digest(reference)
     return check_tag(reference)

@@ -17,7 +17,6 @@ from docker_registry.core.driver import Base
 
 from ..store.facade import AsyncMetadataStore
 from ..store.models import BadReference, Manifest, Referrer, StoredManifest, Upload
-from . import names
 from .cache import BoundedCache, RegistryCache
 from .errors import (
     BLOB_UNKNOWN,
@@ -26,6 +25,7 @@ from .errors import (
     MANIFEST_INVALID,
     MANIFEST_UNKNOWN,
     NAME_UNKNOWN,
+    JSONValue,
     RegistryError,
 )
 from .manifests import OCI_INDEX, parse_manifest
@@ -37,7 +37,7 @@ V = TypeVar("V")
 
 @dataclass(frozen=True, slots=True)
 class Blob:
-    digest: str
+    digest: Digest
     size: int
     manifest: StoredManifest | None = None
     """Set when the digest names a manifest of the repository: served from the metadata store, as Distribution
@@ -48,14 +48,15 @@ def _bad_reference(e: BadReference) -> RegistryError:
     """The error Distribution gives for a missing blob or child; a wrong size is an invalid manifest."""
     if e.stored_size is not None:
         message = f"descriptor of {e.kind} {e.digest} gives size {e.declared_size}, but it has {e.stored_size} bytes"
-        return RegistryError(MANIFEST_INVALID, {"digest": e.digest, "size": e.declared_size}, message=message)
+        return RegistryError(MANIFEST_INVALID, {"digest": str(e.digest), "size": e.declared_size}, message=message)
+    detail = {"digest": str(e.digest)}
     if e.kind == "blob":
-        return RegistryError(MANIFEST_BLOB_UNKNOWN, {"digest": e.digest}, message=f"blob unknown: {e.digest}")
-    return RegistryError(MANIFEST_UNKNOWN, {"digest": e.digest}, message=f"manifest unknown: {e.digest}", status=400)
+        return RegistryError(MANIFEST_BLOB_UNKNOWN, detail, message=f"blob unknown: {e.digest}")
+    return RegistryError(MANIFEST_UNKNOWN, detail, message=f"manifest unknown: {e.digest}", status=400)
 
 
-def _descriptor(referrer: Referrer) -> dict[str, object]:
-    d: dict[str, object] = {"mediaType": referrer.media_type, "digest": referrer.digest, "size": referrer.size}
+def _descriptor(referrer: Referrer) -> dict[str, JSONValue]:
+    d: dict[str, JSONValue] = {"mediaType": referrer.media_type, "digest": str(referrer.digest), "size": referrer.size}
     if referrer.artifact_type:
         d["artifactType"] = referrer.artifact_type
     if referrer.annotations:
@@ -83,9 +84,9 @@ class Registry:
                 cache.put(key, value)
         return value
 
-    async def resolve(self, repository: str, reference: str) -> str:
+    async def resolve(self, repository: str, reference: str | Digest) -> Digest:
         """The manifest digest a tag points to (a digest resolves to itself)."""
-        if names.is_digest(reference):
+        if isinstance(reference, Digest):
             return reference
         generation = self.cache.refresh()
         key = (repository, reference)
@@ -94,37 +95,37 @@ class Registry:
             raise await self._manifest_unknown(repository, reference)
         return digest
 
-    async def get_manifest(self, repository: str, reference: str) -> tuple[str, StoredManifest]:
+    async def get_manifest(self, repository: str, reference: str | Digest) -> tuple[Digest, StoredManifest]:
+        """A manifest by tag or digest, with its digest."""
         digest = await self.resolve(repository, reference)
         # resolve() refreshed already for a tag; the manifest then comes from the same generation
-        generation = self.cache.refresh() if names.is_digest(reference) else self.cache.generation
+        generation = self.cache.refresh() if isinstance(reference, Digest) else self.cache.generation
         key = (repository, digest)
         manifest = await self._read_through(self.cache.manifests, key, partial(self.store.manifest, *key), generation)
         if manifest is None:
             raise await self._manifest_unknown(repository, reference)
         return digest, manifest
 
-    async def _manifest_unknown(self, repository: str, reference: str) -> RegistryError:
+    async def _manifest_unknown(self, repository: str, reference: str | Digest) -> RegistryError:
         if not await self.store.repository_exists(repository):
             return RegistryError(NAME_UNKNOWN, {"name": repository})
-        return RegistryError(MANIFEST_UNKNOWN, {"reference": reference})
+        return RegistryError(MANIFEST_UNKNOWN, {"reference": str(reference)})
 
     async def put_manifest(
-        self, repository: str, reference: str, raw: bytes, content_type: str, extra_tags: Sequence[str] = ()
+        self, repository: str, reference: str | Digest, raw: bytes, content_type: str, extra_tags: Sequence[str] = ()
     ) -> Manifest:
         """Store a manifest pushed by tag or by digest; `extra_tags` (the spec's `?tag=`) point at it too, in the
         same transaction."""
         tag_names = list(extra_tags)
         algorithm = "sha256"
-        if names.is_digest(reference):
-            algorithm = names.check_digest(reference).algorithm
+        if isinstance(reference, Digest):
+            algorithm = reference.algorithm
         else:
             tag_names.insert(0, reference)
         manifest = parse_manifest(raw, content_type, algorithm)
-        if names.is_digest(reference) and manifest.digest != reference:
-            raise RegistryError(
-                DIGEST_INVALID, {"digest": reference, "computed": manifest.digest}, message="manifest digest mismatch"
-            )
+        if isinstance(reference, Digest) and manifest.digest != reference:
+            detail = {"digest": str(reference), "computed": str(manifest.digest)}
+            raise RegistryError(DIGEST_INVALID, detail, message="manifest digest mismatch")
         try:
             await self.store.put_manifest(repository, manifest, tag_names)
         except BadReference as e:
@@ -132,8 +133,8 @@ class Registry:
         self.cache.clear()
         return manifest
 
-    async def delete_manifest(self, repository: str, reference: str) -> None:
-        if names.is_digest(reference):
+    async def delete_manifest(self, repository: str, reference: str | Digest) -> None:
+        if isinstance(reference, Digest):
             deleted = await self.store.delete_manifest(repository, reference)
         else:
             deleted = await self.store.delete_tag(repository, reference)
@@ -151,7 +152,7 @@ class Registry:
     async def catalog(self, last: str | None, limit: int) -> list[str]:
         return await self.store.repositories(last, limit)
 
-    async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> bytes:
+    async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> bytes:
         """The referrers API's answer: an OCI image index of the manifests whose subject is `subject`."""
         found = await self.store.referrers(repository, subject, artifact_type)
         return json.dumps(
@@ -159,7 +160,7 @@ class Registry:
         ).encode()
 
     # --- blobs -----------------------------------------------------------------------------------------------
-    async def blob(self, repository: str, digest: str) -> Blob:
+    async def blob(self, repository: str, digest: Digest) -> Blob:
         """A blob this repository may serve, else BLOB_UNKNOWN."""
         generation = self.cache.refresh()
         key = (repository, digest)
@@ -169,24 +170,24 @@ class Registry:
         manifest = await self._read_through(self.cache.manifests, key, partial(self.store.manifest, *key), generation)
         if manifest is not None:
             return Blob(digest, len(manifest.content), manifest)
-        raise RegistryError(BLOB_UNKNOWN, {"digest": digest})
+        raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)})
 
-    def blob_local_path(self, digest: str) -> str | None:
+    def blob_local_path(self, digest: Digest) -> str | None:
         return self.driver.local_path(blob_path(digest))
 
-    async def blob_redirect_url(self, digest: str) -> str | None:
+    async def blob_redirect_url(self, digest: Digest) -> str | None:
         return await self.driver.content_redirect_url(blob_path(digest))
 
-    def blob_stream(self, digest: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    def blob_stream(self, digest: Digest, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         return self.driver.stream_read(blob_path(digest), offset, length)
 
-    async def delete_blob(self, repository: str, digest: str) -> None:
+    async def delete_blob(self, repository: str, digest: Digest) -> None:
         deleted = await self.store.unlink_blob(repository, digest)
         self.cache.clear()
         if not deleted:
-            raise RegistryError(BLOB_UNKNOWN, {"digest": digest})
+            raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)})
 
-    async def mount(self, repository: str, digest: str, source: str) -> bool:
+    async def mount(self, repository: str, digest: Digest, source: str) -> bool:
         """Link a blob `source` already serves into `repository`; False when `source` does not have it."""
         size = await self.store.blob_size(source, digest)
         if size is None:

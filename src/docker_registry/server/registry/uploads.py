@@ -281,7 +281,7 @@ class Uploads:
         except BaseException:
             await self._discard(upload_id)
             raise
-        linked = await self._store.finish_upload(upload_id, repository, str(digest), hasher.size, token)
+        linked = await self._store.finish_upload(upload_id, repository, digest, hasher.size, token)
         if stored or not linked:
             await self._remove_data(upload_id)  # a published upload's data and directory moved away already
         if not linked:
@@ -289,7 +289,7 @@ class Uploads:
 
     async def _already_stored(self, digest: Digest) -> bool:
         """True when a verified copy is in place already: the new bytes, verified too, need not replace it."""
-        if await self._store.known_blob_size(str(digest)) is None:
+        if await self._store.known_blob_size(digest) is None:
             return False
         try:
             await self._driver.stat(blob_path(digest))

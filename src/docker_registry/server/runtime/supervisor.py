@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections import deque
+from multiprocessing.context import ForkContext, SpawnContext
 from multiprocessing.process import BaseProcess
 
 from ..config import Config
@@ -49,7 +50,11 @@ class Supervisor:
     def __init__(self, config: Config, count: int) -> None:
         self.config = config
         self.count = count
-        self.context = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
+        self.context: ForkContext | SpawnContext
+        if threading.active_count() == 1:
+            self.context = multiprocessing.get_context("fork")
+        else:
+            self.context = multiprocessing.get_context("spawn")
         self.workers: dict[int, BaseProcess] = {}
         self.started: dict[int, float] = {}
         self.quick_deaths: dict[int, int] = {}
@@ -98,8 +103,9 @@ class Supervisor:
         log.debug("worker %d started (pid %s, %s)", index, process.pid, self.context.get_start_method())
 
     def _wait(self, timeout: float | None) -> None:
-        sentinels: list[object] = [p.sentinel for p in self.workers.values()]
-        multiprocessing.connection.wait([*sentinels, self.wake_reader], timeout)
+        waited: list[int | socket.socket] = [p.sentinel for p in self.workers.values()]
+        waited.append(self.wake_reader)
+        multiprocessing.connection.wait(waited, timeout)
         with contextlib.suppress(BlockingIOError):
             while self.wake_reader.recv(4096):
                 pass

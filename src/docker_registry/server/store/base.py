@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from docker_registry.core.digest import Digest, parse_digest
+
 from .engine import with_retries, write_transaction
 from .tables import blobs, repositories, repository_blobs
 
@@ -51,18 +53,24 @@ class StoreBase:
         repo_id: int = conn.execute(sa.select(repository_id_of(name))).scalar_one()
         return repo_id
 
-    def _link(self, conn: sa.Connection, repo_id: int, digest: str, size: int, now: float) -> None:
+    def _link(self, conn: sa.Connection, repo_id: int, digest: Digest, size: int, now: float) -> None:
         """Record a verified blob and let the repository serve it; both idempotent."""
         conn.execute(
             self._insert(blobs)
-            .values(digest=digest, size=size, created_at=now)
+            .values(digest=str(digest), size=size, created_at=now)
             .on_conflict_do_nothing(index_elements=["digest"])
         )
         conn.execute(
             self._insert(repository_blobs)
-            .values(repository_id=repo_id, digest=digest, created_at=now)
+            .values(repository_id=repo_id, digest=str(digest), created_at=now)
             .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
         )
+
+
+def stored_digest(value: str) -> Digest:
+    """A digest read back from a column. Only parsed digests are ever written, so this cannot fail on the store's
+    own rows; any algorithm is taken back, whether or not this registry could verify it now."""
+    return parse_digest(value, verifiable=False)
 
 
 def repository_id_of(name: str) -> sa.ScalarSelect[int]:

@@ -75,8 +75,11 @@ def write_transaction(engine: sa.Engine, durable: bool = True) -> Iterator[sa.Co
 
 
 def _set_synchronous(conn: sa.Connection, level: str) -> None:
+    dbapi_conn = conn.connection.dbapi_connection
+    if dbapi_conn is None:  # invalidated: it is discarded, never handed back to the pool
+        return
     try:
-        conn.connection.dbapi_connection.execute(f"PRAGMA synchronous={level}")  # type: ignore[union-attr]
+        dbapi_conn.execute(f"PRAGMA synchronous={level}")
     except sqlite3.Error:
         conn.invalidate()  # never hand a connection of unknown durability back to the pool
         raise

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from docker_registry.core.digest import Digest
+
 from .metadata import MetadataStore
 from .models import Manifest, Referrer, StoredManifest, Upload
 
@@ -29,7 +31,7 @@ class AsyncMetadataStore:
     async def repositories(self, last: str | None, limit: int) -> list[str]:
         return await asyncio.to_thread(self.sync.repositories, last, limit)
 
-    async def tag_digest(self, repository: str, tag: str) -> str | None:
+    async def tag_digest(self, repository: str, tag: str) -> Digest | None:
         return await asyncio.to_thread(self.sync.tag_digest, repository, tag)
 
     async def tags(self, repository: str, last: str | None, limit: int | None) -> list[str] | None:
@@ -39,29 +41,29 @@ class AsyncMetadataStore:
         return await asyncio.to_thread(self.sync.delete_tag, repository, tag)
 
     # manifests
-    async def manifest(self, repository: str, digest: str) -> StoredManifest | None:
+    async def manifest(self, repository: str, digest: Digest) -> StoredManifest | None:
         return await asyncio.to_thread(self.sync.manifest, repository, digest)
 
-    async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]:
+    async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> list[Referrer]:
         return await asyncio.to_thread(self.sync.referrers, repository, subject, artifact_type)
 
     async def put_manifest(self, repository: str, manifest: Manifest, tag_names: Sequence[str] = ()) -> None:
         await asyncio.to_thread(self.sync.put_manifest, repository, manifest, tag_names)
 
-    async def delete_manifest(self, repository: str, digest: str) -> bool:
+    async def delete_manifest(self, repository: str, digest: Digest) -> bool:
         return await asyncio.to_thread(self.sync.delete_manifest, repository, digest)
 
     # blobs
-    async def blob_size(self, repository: str, digest: str) -> int | None:
+    async def blob_size(self, repository: str, digest: Digest) -> int | None:
         return await asyncio.to_thread(self.sync.blob_size, repository, digest)
 
-    async def known_blob_size(self, digest: str) -> int | None:
+    async def known_blob_size(self, digest: Digest) -> int | None:
         return await asyncio.to_thread(self.sync.known_blob_size, digest)
 
-    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+    async def link_blob(self, repository: str, digest: Digest, size: int) -> None:
         await asyncio.to_thread(self.sync.link_blob, repository, digest, size)
 
-    async def unlink_blob(self, repository: str, digest: str) -> bool:
+    async def unlink_blob(self, repository: str, digest: Digest) -> bool:
         return await asyncio.to_thread(self.sync.unlink_blob, repository, digest)
 
     # uploads
@@ -91,5 +93,7 @@ class AsyncMetadataStore:
     async def delete_upload(self, upload_id: str) -> Upload | None:
         return await asyncio.to_thread(self.sync.delete_upload, upload_id)
 
-    async def finish_upload(self, upload_id: str, repository: str, digest: str, size: int, token: str | None) -> bool:
+    async def finish_upload(
+        self, upload_id: str, repository: str, digest: Digest, size: int, token: str | None
+    ) -> bool:
         return await asyncio.to_thread(self.sync.finish_upload, upload_id, repository, digest, size, token)

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from .base import StoreBase
+from docker_registry.core.digest import Digest
+
+from .base import StoreBase, stored_digest
 from .models import BadReference, Manifest, Referrer, StoredManifest
 from .tables import blobs, manifest_references, manifests, repositories, repository_blobs, tags
 
@@ -18,16 +20,16 @@ def _annotations(stored: str | None) -> dict[str, str] | None:
 
 
 class ManifestQueries(StoreBase):
-    def manifest(self, repository: str, digest: str) -> StoredManifest | None:
+    def manifest(self, repository: str, digest: Digest) -> StoredManifest | None:
         query = (
             sa.select(manifests.c.media_type, manifests.c.content)
             .select_from(manifests.join(repositories))
-            .where(repositories.c.name == repository, manifests.c.digest == digest)
+            .where(repositories.c.name == repository, manifests.c.digest == str(digest))
         )
         row = self._read(lambda conn: conn.execute(query).first())
         return StoredManifest(row.media_type, bytes(row.content)) if row else None
 
-    def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]:
+    def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> list[Referrer]:
         query = (
             sa.select(
                 manifests.c.media_type,
@@ -37,16 +39,14 @@ class ManifestQueries(StoreBase):
                 manifests.c.annotations,
             )
             .select_from(manifests.join(repositories))
-            .where(repositories.c.name == repository, manifests.c.subject_digest == subject)
+            .where(repositories.c.name == repository, manifests.c.subject_digest == str(subject))
             .order_by(manifests.c.id)
         )
         if artifact_type is not None:
             query = query.where(manifests.c.artifact_type == artifact_type)
         rows = self._read(lambda conn: conn.execute(query).all())
         return [
-            Referrer(
-                r.media_type, r.digest, r.size, r.artifact_type, json.loads(r.annotations) if r.annotations else None
-            )
+            Referrer(r.media_type, stored_digest(r.digest), r.size, r.artifact_type, _annotations(r.annotations))
             for r in rows
         ]
 
@@ -77,11 +77,11 @@ class ManifestQueries(StoreBase):
             self._insert(manifests)
             .values(
                 repository_id=repo_id,
-                digest=manifest.digest,
+                digest=str(manifest.digest),
                 media_type=manifest.media_type,
                 content=manifest.raw,
                 size=len(manifest.raw),
-                subject_digest=manifest.subject.digest if manifest.subject else None,
+                subject_digest=str(manifest.subject.digest) if manifest.subject else None,
                 artifact_type=manifest.artifact_type,
                 annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
                 created_at=now,
@@ -92,13 +92,13 @@ class ManifestQueries(StoreBase):
         if manifest_id is None:
             existing: int = conn.execute(
                 sa.select(manifests.c.id).where(
-                    manifests.c.repository_id == repo_id, manifests.c.digest == manifest.digest
+                    manifests.c.repository_id == repo_id, manifests.c.digest == str(manifest.digest)
                 )
             ).scalar_one()
             return existing
-        refs = {(d.digest, "blob") for d in manifest.blobs}
-        refs |= {(d.digest, "foreign") for d in manifest.foreign}
-        refs |= {(d.digest, "manifest") for d in manifest.children}
+        refs = {(str(d.digest), "blob") for d in manifest.blobs}
+        refs |= {(str(d.digest), "foreign") for d in manifest.foreign}
+        refs |= {(str(d.digest), "manifest") for d in manifest.children}
         if refs:
             conn.execute(
                 manifest_references.insert(),
@@ -115,14 +115,14 @@ class ManifestQueries(StoreBase):
         wanted = [("blob", d) for d in manifest.blobs] + [("manifest", d) for d in manifest.children]
         if not wanted:
             return
-        found = {
+        found: dict[tuple[str, str], int] = {
             ("blob", row.digest): row.size
             for row in conn.execute(
                 sa.select(repository_blobs.c.digest, blobs.c.size)
                 .select_from(repository_blobs.join(blobs))
                 .where(
                     repository_blobs.c.repository_id == repo_id,
-                    repository_blobs.c.digest.in_({d.digest for d in manifest.blobs}),
+                    repository_blobs.c.digest.in_({str(d.digest) for d in manifest.blobs}),
                 )
                 .with_for_update(read=True, of=repository_blobs)
             )
@@ -133,24 +133,24 @@ class ManifestQueries(StoreBase):
                 sa.select(manifests.c.digest, manifests.c.size)
                 .where(
                     manifests.c.repository_id == repo_id,
-                    manifests.c.digest.in_({d.digest for d in manifest.children}),
+                    manifests.c.digest.in_({str(d.digest) for d in manifest.children}),
                 )
                 .with_for_update(read=True)
             )
         }
         for kind, descriptor in wanted:
-            size = found.get((kind, descriptor.digest))
+            size = found.get((kind, str(descriptor.digest)))
             if size != descriptor.size:
                 raise BadReference(kind, descriptor.digest, descriptor.size, size)
 
-    def delete_manifest(self, repository: str, digest: str) -> bool:
+    def delete_manifest(self, repository: str, digest: Digest) -> bool:
         """Delete the manifest with its tags and references; False if the repository has no such manifest."""
 
         def delete(conn: sa.Connection) -> bool:
             manifest_id = conn.execute(
                 sa.select(manifests.c.id)
                 .select_from(manifests.join(repositories))
-                .where(repositories.c.name == repository, manifests.c.digest == digest)
+                .where(repositories.c.name == repository, manifests.c.digest == str(digest))
             ).scalar()
             if manifest_id is None:
                 return False

@@ -1,18 +1,21 @@
 """What the metadata store takes and gives: plain records, no queries and no HTTP.
 
 A pushed manifest reaches the store as a `Manifest`, already parsed and validated by the registry logic; the
-store indexes what it names (blobs, children, subject) and keeps its bytes.
+store indexes what it names (blobs, children, subject) and keeps its bytes. Digests are parsed `Digest`s here and
+in every method of the store; only its columns hold them as text.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from docker_registry.core.digest import Digest
+
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
     media_type: str
-    digest: str
+    digest: Digest
     size: int
     urls: tuple[str, ...] = ()
 
@@ -23,7 +26,7 @@ class Manifest:
 
     raw: bytes
     media_type: str
-    digest: str
+    digest: Digest
     blobs: list[Descriptor] = field(default_factory=list)
     """Config and layers that must be present in the repository."""
     foreign: list[Descriptor] = field(default_factory=list)
@@ -44,7 +47,7 @@ class StoredManifest:
 @dataclass(frozen=True, slots=True)
 class Referrer:
     media_type: str
-    digest: str
+    digest: Digest
     size: int
     artifact_type: str | None
     annotations: dict[str, str] | None
@@ -65,7 +68,7 @@ class Upload:
 class BadReference(Exception):
     """A pushed manifest names a blob or child manifest the repository lacks, or gives it the wrong size."""
 
-    def __init__(self, kind: str, digest: str, declared_size: int, stored_size: int | None) -> None:
+    def __init__(self, kind: str, digest: Digest, declared_size: int, stored_size: int | None) -> None:
         super().__init__(f"{kind} {digest}: size {declared_size}, stored {stored_size}")
         self.kind = kind
         """'blob' (config or layer) or 'manifest' (an index's child)."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from .base import StoreBase, repository_id_of
+from docker_registry.core.digest import Digest
+
+from .base import StoreBase, repository_id_of, stored_digest
 from .tables import manifests, repositories, tags
 
 
@@ -20,13 +22,13 @@ class RepositoryQueries(StoreBase):
             query = query.where(name > last)
         return self._read(lambda conn: list(conn.execute(query).scalars()))
 
-    def tag_digest(self, repository: str, tag: str) -> str | None:
+    def tag_digest(self, repository: str, tag: str) -> Digest | None:
         digest: str | None = self._scalar(
             sa.select(manifests.c.digest)
             .select_from(tags.join(repositories).join(manifests, manifests.c.id == tags.c.manifest_id))
             .where(repositories.c.name == repository, tags.c.name == tag)
         )
-        return digest
+        return None if digest is None else stored_digest(digest)
 
     def tags(self, repository: str, last: str | None, limit: int | None) -> list[str] | None:
         """Tag names after `last`, sorted by bytes; None when the repository does not exist."""

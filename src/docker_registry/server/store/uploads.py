@@ -11,6 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from docker_registry.core.digest import Digest
+
 from .base import StoreBase
 from .models import Upload
 from .tables import uploads
@@ -29,8 +31,8 @@ _UPLOAD_COLUMNS = (
 )
 
 
-def _upload(row: sa.Row[Any]) -> Upload:
-    return Upload(row.id, row.repository, row.size, row.writer, row.writer_process, row.writer_since)
+def _upload(row: sa.RowMapping) -> Upload:
+    return Upload(row["id"], row["repository"], row["size"], row["writer"], row["writer_process"], row["writer_since"])
 
 
 class UploadQueries(StoreBase):
@@ -38,7 +40,7 @@ class UploadQueries(StoreBase):
 
     def upload(self, upload_id: str) -> Upload | None:
         query = sa.select(*_UPLOAD_COLUMNS).where(uploads.c.id == upload_id)
-        row = self._read(lambda conn: conn.execute(query).first())
+        row = self._read(lambda conn: conn.execute(query).mappings().first())
         return _upload(row) if row else None
 
     def create_upload(self, upload_id: str, repository: str) -> None:
@@ -95,10 +97,10 @@ class UploadQueries(StoreBase):
     def delete_upload(self, upload_id: str) -> Upload | None:
         """End a session whoever writes to it; the session as it was (with its writer, if any), or None."""
         statement = uploads.delete().where(uploads.c.id == upload_id).returning(*_UPLOAD_COLUMNS)
-        row = self._write(lambda conn: conn.execute(statement).first(), durable=False)
+        row = self._write(lambda conn: conn.execute(statement).mappings().first(), durable=False)
         return _upload(row) if row else None
 
-    def finish_upload(self, upload_id: str, repository: str, digest: str, size: int, token: str | None) -> bool:
+    def finish_upload(self, upload_id: str, repository: str, digest: Digest, size: int, token: str | None) -> bool:
         """Link the verified blob to its repository and end the session, in one transaction. With the writer's
         `token`, nothing is linked (False) if the session was deleted meanwhile."""
 

@@ -7,6 +7,7 @@ import os
 from aiohttp import hdrs, web
 
 from docker_registry.core import exceptions
+from docker_registry.core.digest import Digest
 
 from ...registry import names
 from ...registry.errors import BLOB_UNKNOWN, RegistryError
@@ -17,12 +18,12 @@ from ..ranges import byte_range
 from ..routing import Params
 
 
-def _blob_headers(digest: str) -> dict[str, str]:
-    return {"Docker-Content-Digest": digest, "Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
+def _blob_headers(digest: Digest) -> dict[str, str]:
+    return {"Docker-Content-Digest": str(digest), "Accept-Ranges": "bytes", "ETag": f'"{digest}"'}
 
 
 async def head_blob(request: web.Request, params: Params) -> web.StreamResponse:
-    digest = str(names.check_digest(params["digest"]))
+    digest = names.check_digest(params["digest"])
     blob = await registry(request).blob(params.name, digest)
     headers = _blob_headers(digest)
     if files.none_match(request, headers["ETag"]):
@@ -33,7 +34,7 @@ async def head_blob(request: web.Request, params: Params) -> web.StreamResponse:
 
 
 async def get_blob(request: web.Request, params: Params) -> web.StreamResponse:
-    digest = str(names.check_digest(params["digest"]))
+    digest = names.check_digest(params["digest"])
     logic = registry(request)
     blob = await logic.blob(params.name, digest)
     headers = _blob_headers(digest)
@@ -44,7 +45,7 @@ async def get_blob(request: web.Request, params: Params) -> web.StreamResponse:
     if config(request).storage.redirect:
         url = await logic.blob_redirect_url(digest)
         if url:
-            return web.Response(status=307, headers={"Location": url, "Docker-Content-Digest": digest})
+            return web.Response(status=307, headers={"Location": url, "Docker-Content-Digest": str(digest)})
     header = request.headers.get(hdrs.RANGE)
     window = byte_range(header, blob.size)
     local = logic.blob_local_path(digest)
@@ -52,7 +53,7 @@ async def get_blob(request: web.Request, params: Params) -> web.StreamResponse:
         # sendfile of the window parsed above
         # aiohttp would answer a missing file with a bare 404; one stat of a hot inode costs less than a thread hop
         if not os.path.isfile(local):  # noqa: ASYNC240
-            raise RegistryError(BLOB_UNKNOWN, {"digest": digest}, message="blob missing from storage")
+            raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}, message="blob missing from storage")
         headers["Content-Type"] = "application/octet-stream"
         return files.BlobFileResponse(local, window, headers)
     return await _stream_blob(request, logic, digest, blob.size, window, headers)
@@ -61,7 +62,7 @@ async def get_blob(request: web.Request, params: Params) -> web.StreamResponse:
 async def _stream_blob(
     request: web.Request,
     logic: Registry,
-    digest: str,
+    digest: Digest,
     size: int,
     window: tuple[int, int] | None,
     headers: dict[str, str],
@@ -75,7 +76,7 @@ async def _stream_blob(
     try:
         first = await anext(stream, b"")  # a blob missing from storage is still an error the client can read
     except exceptions.FileNotFoundError:
-        raise RegistryError(BLOB_UNKNOWN, {"digest": digest}, message="blob missing from storage") from None
+        raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}, message="blob missing from storage") from None
     response = web.StreamResponse(status=status, headers=headers)
     response.content_type = "application/octet-stream"
     response.content_length = stop - start
@@ -89,6 +90,6 @@ async def _stream_blob(
 
 async def delete_blob(request: web.Request, params: Params) -> web.StreamResponse:
     require_delete(request)
-    digest = str(names.check_digest(params["digest"]))
+    digest = names.check_digest(params["digest"])
     await registry(request).delete_blob(params.name, digest)
     return web.Response(status=202)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from docker_registry.core.digest import Digest
+
 from ...registry import names
 from ...registry.errors import MANIFEST_INVALID, MANIFEST_UNKNOWN, RegistryError
 from .. import body, negotiation
@@ -11,7 +13,7 @@ from ..context import config, registry, require_delete, require_writable
 from ..routing import Params
 
 
-def _pulled_reference(reference: str) -> str:
+def _pulled_reference(reference: str) -> str | Digest:
     """A reference that is neither a tag nor a digest names no manifest: 404 MANIFEST_UNKNOWN, as Distribution
     answers and the conformance suite expects (a push of one is still TAG_INVALID)."""
     try:
@@ -26,11 +28,11 @@ async def get_manifest(request: web.Request, params: Params) -> web.StreamRespon
     if not negotiation.accepts(request.headers.getall("Accept", []), manifest.media_type):
         raise RegistryError(
             MANIFEST_UNKNOWN,
-            {"reference": reference, "mediaType": manifest.media_type},
+            {"reference": str(reference), "mediaType": manifest.media_type},
             message=f"{manifest.media_type} found, but accept header does not support it",
         )
     etag = f'"{digest}"'
-    headers = {"Docker-Content-Digest": digest, "ETag": etag}
+    headers = {"Docker-Content-Digest": str(digest), "ETag": etag}
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers=headers)
     return web.Response(
@@ -56,10 +58,10 @@ async def put_manifest(request: web.Request, params: Params) -> web.StreamRespon
     manifest = await registry(request).put_manifest(params.name, reference, raw, content_type, extra_tags)
     headers = {
         "Location": f"/v2/{params.name}/manifests/{manifest.digest}",
-        "Docker-Content-Digest": manifest.digest,
+        "Docker-Content-Digest": str(manifest.digest),
     }
     if manifest.subject is not None:
-        headers["OCI-Subject"] = manifest.subject.digest
+        headers["OCI-Subject"] = str(manifest.subject.digest)
     response = web.Response(status=201, headers=headers)
     for tag in extra_tags:
         response.headers.add("OCI-Tag", tag)

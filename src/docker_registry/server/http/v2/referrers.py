@@ -11,7 +11,7 @@ from ..routing import Params
 
 
 async def referrers(request: web.Request, params: Params) -> web.StreamResponse:
-    digest = str(names.check_digest(params["digest"]))
+    digest = names.check_digest(params["digest"])
     artifact_type = request.query.get("artifactType") or None
     index = await registry(request).referrers(params.name, digest, artifact_type)
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}

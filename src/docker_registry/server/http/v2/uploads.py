@@ -7,6 +7,8 @@ import re
 
 from aiohttp import web
 
+from docker_registry.core.digest import Digest
+
 from ...registry import names
 from ...registry.errors import DIGEST_INVALID, RANGE_INVALID, RegistryError
 from ...registry.uploads import progress_headers
@@ -22,8 +24,9 @@ def _upload_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
     return {"Location": location, "Docker-Upload-UUID": upload_id, **progress_headers(size)}
 
 
-def _created(name: str, digest: str) -> web.Response:
-    return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+def _created(name: str, digest: Digest) -> web.Response:
+    headers = {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": str(digest)}
+    return web.Response(status=201, headers=headers)
 
 
 def _content_range(request: web.Request) -> int | None:
@@ -55,14 +58,14 @@ async def start_upload(request: web.Request, params: Params) -> web.StreamRespon
     logic = registry(request)
     mount, source = request.query.get("mount"), request.query.get("from")
     if mount is not None and source and names.is_name(source):  # else a normal upload, as the spec asks
-        digest = str(names.check_digest(mount))
-        if await logic.mount(params.name, digest, source):
-            return _created(params.name, digest)
+        mounted = names.check_digest(mount)
+        if await logic.mount(params.name, mounted, source):
+            return _created(params.name, mounted)
     requested = request.query.get("digest")
     if requested is not None:
-        checked = names.check_digest(requested)
-        await logic.put_blob(params.name, checked, body.chunks(request))
-        return _created(params.name, str(checked))
+        digest = names.check_digest(requested)
+        await logic.put_blob(params.name, digest, body.chunks(request))
+        return _created(params.name, digest)
     upload = await logic.start_upload(params.name)
     return web.Response(status=202, headers=_upload_headers(params.name, upload.id, 0))
 
@@ -90,7 +93,7 @@ async def put_upload(request: web.Request, params: Params) -> web.StreamResponse
         start = _content_range(request)
         chunks = body.chunks(request)
     await registry(request).finish_upload(params.name, params["uuid"], digest, chunks, start)
-    return _created(params.name, str(digest))
+    return _created(params.name, digest)
 
 
 async def cancel_upload(request: web.Request, params: Params) -> web.StreamResponse:
