@@ -18,7 +18,6 @@ import logging
 import resource
 import ssl
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -60,10 +59,17 @@ class ConnectionTracker:
     """When each connection was accepted, whether it is inside a request, and when its last response ended."""
 
     def __init__(self) -> None:
-        self.accepted: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
-        self.answered: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+        self.accepted: dict[object, float] = {}
+        self.answered: dict[object, float] = {}
         """Connections that completed a request: when the last response was sent."""
-        self.busy: weakref.WeakSet[object] = weakref.WeakSet()
+        self.busy: set[object] = set()
+
+    def forget_closed(self, open_connections: set[object]) -> None:
+        """Drop what is known of connections that closed (aiohttp's handlers take no weak references)."""
+        for known in (self.accepted, self.answered):
+            for handler in known.keys() - open_connections:
+                del known[handler]
+        self.busy &= open_connections
 
     @web.middleware
     async def middleware(
@@ -171,7 +177,9 @@ class GuardedSite(web.BaseSite):
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = time.monotonic()
-            for handler in server.connections:
+            connections = server.connections
+            tracker.forget_closed(set(connections))
+            for handler in connections:
                 if handler in tracker.busy:
                     continue
                 answered = tracker.answered.get(handler)
