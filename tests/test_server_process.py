@@ -600,16 +600,38 @@ def test_workers_that_die_as_they_start_are_restarted_with_backoff(tmp_path: Pat
 
 
 def test_unusable_data_directory_exits_1_with_the_reason(tmp_path: Path) -> None:
-    (tmp_path / "not-a-dir").write_text("a file where the data directory should be\n")
+    """A directory that cannot be made under a file: found only when `serve` prepares it."""
+    (tmp_path / "not-a-dir").write_text("a file where the data directory's parent should be\n")
     (tmp_path / "config.yml").write_text(
         yaml.safe_dump(
-            {"http": {"addr": f"127.0.0.1:{free_port()}"}, "storage": {"filesystem": {"rootdirectory": "not-a-dir"}}}
+            {
+                "http": {"addr": f"127.0.0.1:{free_port()}"},
+                "storage": {"filesystem": {"rootdirectory": "not-a-dir/data"}},
+            }
         )
     )
     result = run_cli("serve", "config.yml", cwd=tmp_path)
     assert result.returncode == 1
     assert "cannot prepare the data directory and database" in result.stderr
     assert "not-a-dir" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "config"])
+def test_rootdirectory_that_is_a_file_exits_2_naming_the_key(tmp_path: Path, command: str) -> None:
+    (tmp_path / "not-a-dir").write_text("a file where the data directory should be\n")
+    (tmp_path / "config.yml").write_text(
+        yaml.safe_dump(
+            {"http": {"addr": f"127.0.0.1:{free_port()}"}, "storage": {"filesystem": {"rootdirectory": "not-a-dir"}}}
+        )
+    )
+    result = run_cli(command, "config.yml", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"configuration error: storage.filesystem.rootdirectory: {str(tmp_path / 'not-a-dir')!r} exists and is "
+        "not a directory" in result.stderr
+    )
+    assert "cannot prepare" not in result.stderr
     assert "Traceback" not in result.stderr
 
 

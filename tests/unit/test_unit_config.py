@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from docker_registry.core.exceptions import ConfigError
-from docker_registry.server.config import Config, dump, load
+from docker_registry.server.config import Config, dump, load, reference
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 @pytest.fixture(autouse=True)
@@ -136,6 +138,24 @@ health:
 def test_relative_rootdirectory_is_resolved_against_the_current_directory(tmp_path: Path) -> None:
     config = load_yaml(tmp_path, {"storage": {"filesystem": {"rootdirectory": "store/here"}}})
     assert config.storage.options["rootdirectory"] == str(tmp_path / "store" / "here")
+
+
+def test_rootdirectory_that_is_a_file_is_a_configuration_error(tmp_path: Path) -> None:
+    """Refused when the configuration is read (`serve` exits 2 naming the key), not when the directory is made."""
+    (tmp_path / "not-a-dir").write_text("a file\n")
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(tmp_path, {"storage": {"filesystem": {"rootdirectory": "not-a-dir"}}})
+    assert str(raised.value) == (
+        f"storage.filesystem.rootdirectory: {str(tmp_path / 'not-a-dir')!r} exists and is not a directory"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load(None, {"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": "not-a-dir"})
+    assert str(raised.value).startswith(
+        "storage.filesystem.rootdirectory (from REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY): "
+    )
+    (tmp_path / "data").write_text("a file where the default data directory goes\n")
+    with pytest.raises(ConfigError, match=r"^storage\.filesystem\.rootdirectory: .*/data' exists and is not a dir"):
+        load(None, {})
 
 
 def test_other_drivers_keep_their_options(tmp_path: Path) -> None:
@@ -368,3 +388,97 @@ def test_config_is_picklable_for_spawned_workers(tmp_path: Path) -> None:
     config = load(None, {"REGISTRY_HTTP_SECRET": "s"})
     assert pickle.loads(pickle.dumps(config)) == config
     assert os.path.isabs(config.storage.options["rootdirectory"])
+
+
+# --- the schema ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30.0), ("1m30s", 90.0), ("500ms", 0.5), ("1h", 3600.0), ("2.5s", 2.5), (7, 7.0)]
+)
+def test_go_durations(tmp_path: Path, text: str | int, seconds: float) -> None:
+    config = load_yaml(tmp_path, {"http": {"draintimeout": text}})
+    assert config.http.draintimeout == seconds
+    assert load_yaml(tmp_path, dump(config)).http.draintimeout == seconds
+
+
+def test_dump_writes_durations_that_load_back(tmp_path: Path) -> None:
+    config = load_yaml(tmp_path, {"http": {"draintimeout": 0.00001}})
+    assert dump(config)["http"]["draintimeout"] == "0.00001s"
+    assert load_yaml(tmp_path, dump(config)).http.draintimeout == 0.00001
+
+
+def test_dump_leaves_ignored_keys_out_and_keeps_the_driver_section(tmp_path: Path) -> None:
+    config = load_yaml(
+        tmp_path,
+        {"storage": {"s3": {"bucket": "b", "region": None}, "cache": {}}, "auth": {"token": {}}, "log": {"hooks": []}},
+    )
+    dumped = dump(config)
+    assert "auth" not in dumped
+    assert "cache" not in dumped["storage"]
+    assert "hooks" not in dumped["log"]
+    assert dumped["storage"]["s3"] == {"bucket": "b", "region": None}
+    assert load_yaml(tmp_path, dumped).storage == config.storage
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"http": {"tls": {"letsencrypt": {"cachefile": "x"}}}}, "http.tls.letsencrypt: not supported yet"),
+        ({"http": {"tls": {"clientcas": None}}}, "http.tls.clientcas: client certificate authentication"),
+        ({"http": {"draintimeout": "-1s"}}, "http.draintimeout: expected a duration"),
+        ({"http": {"headers": {"X-A": ["one\ntwo"]}}}, "http.headers.X-A: expected header values as text on one line"),
+        ({"http": {"tls": "on"}}, "http.tls: expected a mapping, got 'on'"),
+        ({"storage": {"filesystem": {"rootdirectory": ""}}}, "storage.filesystem.rootdirectory: expected a non-empty"),
+        ({"log": {"accesslog": {"disabled": True, "format": "json"}}}, "log.accesslog.format: unknown key"),
+    ],
+)
+def test_more_bad_keys_named(tmp_path: Path, data: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(tmp_path, data)
+    assert str(raised.value).startswith(message)
+
+
+def test_every_problem_is_reported_one_per_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(tmp_path, {"http": {"workers": 0, "addr": 1}, "log": {"level": "loud"}})
+    assert str(raised.value).splitlines() == [
+        "log.level: expected one of error, warn, info, debug, got 'loud'",
+        "http.addr: expected a non-empty string, got 1",
+        "http.workers: expected a positive integer, got 0",
+    ]
+
+
+def test_environment_names_the_variable_for_keys_inside_what_it_set(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(None, {"REGISTRY_HTTP_HEADERS": "{X-A: {b: 1}}"})
+    assert str(raised.value).startswith("http.headers.X-A (from REGISTRY_HTTP_HEADERS): expected a list of values")
+    with pytest.raises(ConfigError) as raised:
+        load(None, {"REGISTRY_HTTP_ADDR_PORT": "1"})
+    assert str(raised.value).startswith("http.addr (from REGISTRY_HTTP_ADDR_PORT): expected a non-empty string")
+
+
+def test_environment_reads_ignored_sections_and_selects_no_shared_key(tmp_path: Path) -> None:
+    config = load(None, {"REGISTRY_AUTH_HTPASSWD_REALM": "basic", "REGISTRY_LOG_FORMATTER": "json"})
+    assert config.notices == [
+        "log.formatter: not supported yet; ignored",
+        "auth: not supported yet; ignored, so EVERY request is served without authentication",
+    ]
+    with pytest.raises(ConfigError, match="REGISTRY_STORAGE: 'delete' is not a storage driver"):
+        load(None, {"REGISTRY_STORAGE": "delete"})
+
+
+def test_docs_key_table_is_the_one_the_schema_gives() -> None:
+    """The table in docs/configuration.md is generated; edit the schema's descriptions, then run the command."""
+    document = DOCS.read_text(encoding="utf-8")
+    assert reference.with_table(document) == document, (
+        "docs/configuration.md's key table differs from the schema: "
+        "python -m docker_registry.server.config.reference docs/configuration.md"
+    )
+
+
+def test_every_documented_key_says_what_it_does() -> None:
+    rows = list(reference.rows())
+    assert all(row.meaning for row in rows), [row.key for row in rows if not row.meaning]
+    assert "`storage.filesystem.rootdirectory`" in {row.key for row in rows}
+    assert not any("clientcas" in row.key or "cache" in row.key for row in rows)  # refused and ignored keys

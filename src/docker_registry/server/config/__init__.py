@@ -1,17 +1,10 @@
-"""The configuration: typed settings loaded from YAML and `REGISTRY_*` variables; every other layer reads it."""
+"""The configuration: one declared schema (`schema.py`) from which come loading YAML and `REGISTRY_*` variables,
+the `config` command's output and the docs' key table; every other layer reads the `Config` it gives."""
 
-from .settings import (
-    Config,
-    DatabaseConfig,
-    HTTPConfig,
-    LogConfig,
-    StorageConfig,
-    ValidationConfig,
-    dump,
-    hide_password,
-    load,
-    split_addr,
-)
+from .dump import dump
+from .loading import load
+from .schema import Config, DatabaseConfig, HTTPConfig, LogConfig, StorageConfig, ValidationConfig
+from .values import hide_password, split_addr
 
 __all__ = [
     "Config",

@@ -1,0 +1,46 @@
+"""`dump()`: the effective configuration in the file's own keys, for `docker-registry config`; loadable again."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from .schema import Config
+from .section import DriverSection, Secret, Section, declared, marker
+
+SECRET_OPTION = re.compile(r"secret|password|accountkey|credentials|token", re.IGNORECASE)
+"""Driver options have no schema here: a secret among them is known by its name."""
+
+
+def dump(config: Config, *, show_secrets: bool = False) -> dict[str, Any]:
+    """Secrets masked unless asked; keys accepted but ignored left out; http.workers as the count `serve` starts."""
+    workers = config.http.workers or os.cpu_count() or 1
+    effective = config.model_copy(update={"http": config.http.model_copy(update={"workers": workers})})
+    return _section(effective, show_secrets)
+
+
+def _section(section: Section, show_secrets: bool) -> dict[str, Any]:
+    written = section.model_dump(by_alias=True, exclude_none=True)  # values as the file writes them ("30s")
+    data: dict[str, Any] = {}
+    for key, options in (section.model_extra or {}).items():  # another driver's section, first as in the docs
+        data[key] = _options(options, show_secrets)
+    for name, key, field in declared(type(section)):
+        value = getattr(section, name)
+        if key not in written:  # unset (None), or ignored (excluded)
+            continue
+        if isinstance(value, DriverSection):
+            data[key] = _options(value, show_secrets)
+        elif isinstance(value, Section):
+            data[key] = _section(value, show_secrets)
+        else:
+            secret = marker(field, Secret)
+            data[key] = secret.mask(value) if secret and not show_secrets else written[key]
+    return data
+
+
+def _options(section: DriverSection, show_secrets: bool) -> dict[str, Any]:
+    options = section.model_dump(by_alias=True)
+    if show_secrets:
+        return options
+    return {k: "***" if v is not None and SECRET_OPTION.search(k) else v for k, v in options.items()}

@@ -1,0 +1,45 @@
+"""`load()`: the embedded defaults, then the YAML file, then the REGISTRY_* variables, validated by the schema."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from docker_registry.core.exceptions import ConfigError
+
+from . import environment, errors
+from .schema import Config
+
+
+def load(path: str | None, environ: Mapping[str, str] = os.environ) -> Config:
+    """The effective configuration; any problem is a ConfigError naming the key (and the variable that set it)."""
+    raw = _read_file(path) if path else {}
+    overrides = environment.apply(raw, environ)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(errors.describe(exc, overrides)) from None
+    config.notices[:0] = overrides.ignored
+    return config
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        message = f"{path}: cannot read the configuration file: {getattr(exc, 'strerror', None) or exc}"
+        raise ConfigError(message) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
+    return data

@@ -1,0 +1,325 @@
+"""The configuration schema: every key, its type, default and meaning, declared once.
+
+Keys follow CNCF Distribution's config.yml where the feature is the same, so an operator's file mostly works. The
+models keep the file's shape (`http.tls.certificate`); properties give the rest of the server the flat settings it
+reads (`config.http.tls_certificate`, `config.storage.delete_enabled`). Descriptions are the docs' key table.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+from .section import OURS, DriverSection, Refused, Secret, Section, Shown, Unsupported, declared, notices, section_type
+from .values import (
+    AbsolutePath,
+    Address,
+    Bool,
+    DatabaseURL,
+    Directory,
+    Duration,
+    Headers,
+    LogLevel,
+    Network,
+    PositiveInt,
+    Text,
+    TLSVersion,
+    Version,
+    hide_password,
+    problem,
+    split_addr,
+)
+
+NOT_YET = Unsupported()
+
+
+# --- log -----------------------------------------------------------------------------------------------------------
+
+
+class AccessLogSection(Section):
+    disabled: Bool = Field(
+        False, description="the access log (Combined Log Format plus request time) goes to stderr unless disabled"
+    )
+
+
+class LogConfig(Section):
+    level: LogLevel = Field(
+        "info",
+        description="`error`, `warn`, `info`, `debug` (logrus' `warning`, `fatal`, `panic`, `trace` are folded onto "
+        "these)",
+    )
+    access: AccessLogSection = Field(default_factory=AccessLogSection, alias="accesslog")
+    formatter: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    fields: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    hooks: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    reportcaller: Annotated[object, NOT_YET] = Field(None, exclude=True)
+
+    @property
+    def accesslog(self) -> bool:
+        return not self.access.disabled
+
+
+# --- storage -------------------------------------------------------------------------------------------------------
+
+
+class FilesystemOptions(DriverSection):
+    rootdirectory: Directory = Field(
+        "./data",
+        description="blobs (and, by default, `registry.db`); a relative path is taken from the current directory; "
+        "created if missing, refused if something other than a directory is there",
+    )
+    maxthreads: Annotated[object, Unsupported("not used by this registry; ignored")] = Field(None, exclude=True)
+
+
+class InMemoryOptions(DriverSection):
+    """No options of its own: the section's presence selects the driver."""
+
+
+class DeleteSection(Section):
+    enabled: Bool = Field(False, description="allow DELETE of manifests, tags and blobs")
+
+
+class ReadOnlySection(Section):
+    enabled: Bool = Field(False, description="refuse every write (405 UNSUPPORTED, as Distribution answers)")
+
+
+class MaintenanceSection(Section):
+    readonly: ReadOnlySection = Field(default_factory=ReadOnlySection)
+    uploadpurging: Annotated[object, NOT_YET] = Field(None, exclude=True)
+
+
+class RedirectSection(Section):
+    disable: Bool = Field(False, description="do not redirect blob downloads to the driver's URLs")
+
+
+def _is_driver(section: type[Section] | None) -> bool:
+    return section is not None and issubclass(section, DriverSection)
+
+
+class StorageConfig(Section):
+    """Exactly one driver section (`filesystem`, `inmemory`, or any installed driver's name) beside the settings
+    every driver shares; none means `filesystem` with its defaults."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, DriverSection] = Field(init=False)
+    EXTRA_KEYS = (
+        "<driver>",
+        "any other installed driver, with its own options (e.g. `storage.s3.bucket`); exactly one driver",
+    )
+
+    filesystem: FilesystemOptions | None = None
+    inmemory: InMemoryOptions | None = Field(None, description="blobs in memory (tests); forces one worker")
+    delete: DeleteSection = Field(default_factory=DeleteSection)
+    maintenance: MaintenanceSection = Field(default_factory=MaintenanceSection)
+    redirects: RedirectSection = Field(default_factory=RedirectSection, alias="redirect")
+    cache: Annotated[object, Unsupported("ignored; this registry keeps its own caches in each process")] = Field(
+        None, exclude=True
+    )
+    tag: Annotated[object, NOT_YET] = Field(None, exclude=True)
+
+    @classmethod
+    def shared_keys(cls) -> set[str]:
+        """The keys that are not a driver's section."""
+        return {key for _, key, field in declared(cls) if not _is_driver(section_type(field.annotation))}
+
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        drivers = [key for key in data if key not in cls.shared_keys()]
+        if len(drivers) > 1:
+            raise problem(f"exactly one storage driver may be configured, got {', '.join(drivers)}")
+        driver = drivers[0] if drivers else "filesystem"
+        return {**data, driver: {} if data.get(driver) is None else data[driver]}  # `inmemory:` alone selects it
+
+    def _driver_section(self) -> tuple[str, DriverSection]:
+        """`prepare` left exactly one driver section."""
+        if self.filesystem is not None:
+            return "filesystem", self.filesystem
+        if self.inmemory is not None:
+            return "inmemory", self.inmemory
+        return next(iter((self.model_extra or {}).items()))
+
+    @property
+    def driver(self) -> str:
+        """The name given to `docker_registry.core.driver.fetch` ("filesystem", "inmemory", "s3", ...)."""
+        return self._driver_section()[0]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The driver's own section as the driver takes it, e.g. storage.filesystem -> {"rootdirectory": "/data"}."""
+        return self._driver_section()[1].model_dump()
+
+    @property
+    def delete_enabled(self) -> bool:
+        return self.delete.enabled
+
+    @property
+    def readonly(self) -> bool:
+        return self.maintenance.readonly.enabled
+
+    @property
+    def redirect(self) -> bool:
+        """Use the driver's content_redirect_url for blob GETs when it has one."""
+        return not self.redirects.disable
+
+    def describe(self) -> str:
+        """For the start-up log line."""
+        if self.filesystem is not None:
+            return f"filesystem ({self.filesystem.rootdirectory})"
+        return self.driver
+
+
+# --- http ----------------------------------------------------------------------------------------------------------
+
+
+class TLSSection(Section):
+    certificate: AbsolutePath | None = Field(
+        None, description="serve HTTPS in-process (this disables sendfile: for speed, terminate TLS in front)"
+    )
+    key: AbsolutePath | None = Field(None, description="the certificate's private key; give both or neither")
+    minimum: TLSVersion = Field("tls1.2", alias="minimumtls", description="`tls1.2` or `tls1.3`")
+    # Ignoring clientcas would let in clients the operator meant to refuse, letsencrypt would serve plain HTTP
+    # where HTTPS is expected: refuse to start instead.
+    clientcas: Annotated[object, Refused("client certificate authentication is not supported yet")] = Field(
+        None, exclude=True, validate_default=False
+    )
+    letsencrypt: Annotated[object, Refused("not supported yet; give http.tls.certificate and key")] = Field(
+        None, exclude=True, validate_default=False
+    )
+    ciphersuites: Annotated[object, NOT_YET] = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _pair(self) -> TLSSection:
+        if bool(self.certificate) != bool(self.key):
+            raise problem("certificate and key must be given together")
+        return self
+
+
+class HTTPConfig(Section):
+    addr: Address = Field("127.0.0.1:5000", description="`host:port`, `[v6]:port`, or `:port` for every interface")
+    net: Network = Field("tcp", description="`tcp` only (unix sockets are not supported yet)")
+    secret: Annotated[Text | None, Secret()] = Field(
+        None,
+        description="accepted for compatibility with Distribution's configuration files and masked by `config`; it "
+        "does nothing yet (Distribution signs upload state with it: our upload sessions live in the database instead)",
+    )
+    headers: Headers = Field(
+        default_factory=dict, description="map of header name to a list of values, added to every response"
+    )
+    workers: Annotated[PositiveInt | None, OURS, Shown("one per core")] = Field(
+        None,
+        description="worker processes sharing the port (SO_REUSEPORT); always 1 with the inmemory driver",
+    )
+    draintimeout: Duration = Field(
+        30.0,
+        description="on SIGTERM/SIGINT, how long requests in flight may take to finish (seconds or `1m30s`)",
+    )
+    tls: TLSSection = Field(default_factory=TLSSection)
+    prefix: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    host: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    relativeurls: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    debug: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    http2: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    h2c: Annotated[object, NOT_YET] = Field(None, exclude=True)
+
+    @property
+    def tls_certificate(self) -> str | None:
+        return self.tls.certificate
+
+    @property
+    def tls_key(self) -> str | None:
+        return self.tls.key
+
+    @property
+    def tls_minimum(self) -> str:
+        return self.tls.minimum
+
+    def host_port(self) -> tuple[str | None, int]:
+        """The address to bind; host None means every interface (Distribution's ":5000")."""
+        return split_addr(self.addr)
+
+
+# --- ours: database, validation ------------------------------------------------------------------------------------
+
+
+class DatabaseConfig(Section):
+    url: Annotated[DatabaseURL | None, OURS, Secret(hide_password), Shown("SQLite in the root directory")] = Field(
+        None, description="SQLAlchemy URL, e.g. `postgresql://user:pw@host/registry`"
+    )
+
+
+class ManifestsSection(Section):
+    maxbytes: Annotated[PositiveInt, OURS] = Field(
+        4 * 1024 * 1024, description="largest manifest accepted (larger PUTs get 413 MANIFEST_INVALID)"
+    )
+    urls: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    indexes: Annotated[object, NOT_YET] = Field(None, exclude=True)
+
+
+class ValidationConfig(Section):
+    manifests: ManifestsSection = Field(default_factory=ManifestsSection)
+    enabled: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    disabled: Annotated[object, NOT_YET] = Field(None, exclude=True)
+
+    @property
+    def manifest_max_bytes(self) -> int:
+        return self.manifests.maxbytes
+
+
+# --- the whole file ------------------------------------------------------------------------------------------------
+
+
+class Config(Section):
+    """The effective configuration; `load()` makes one from the file and the environment."""
+
+    version: Version = Field("0.1", description="the only version there is")
+    log: LogConfig = Field(default_factory=LogConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    http: HTTPConfig = Field(default_factory=HTTPConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    # Distribution's sections (and our plans) that are accepted but do nothing yet.
+    auth: Annotated[
+        object, Unsupported("not supported yet; ignored, so EVERY request is served without authentication")
+    ] = Field(None, exclude=True)
+    notifications: Annotated[object, Unsupported("not supported yet; ignored, no events are sent")] = Field(
+        None, exclude=True
+    )
+    redis: Annotated[object, Unsupported("not supported yet; ignored (caches are per process)")] = Field(
+        None, exclude=True
+    )
+    health: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    proxy: Annotated[object, Unsupported("not supported yet (pull-through cache); ignored")] = Field(None, exclude=True)
+    middleware: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    reporting: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    compatibility: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    catalog: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    policy: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    loglevel: Annotated[object, Unsupported("deprecated in Distribution and ignored; use log.level")] = Field(
+        None, exclude=True
+    )
+    gc: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    ui: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    access: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    v1: Annotated[object, NOT_YET] = Field(None, exclude=True)
+
+    _notices: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def notices(self) -> list[str]:
+        """Accepted-but-ignored settings (Distribution features we do not have yet); `serve` logs them as warnings."""
+        return self._notices
+
+    @model_validator(mode="after")
+    def _settle(self) -> Config:
+        if self.storage.driver == "inmemory":
+            # In-memory blobs live in one process: a second worker would not see what the first one stored.
+            if self.http.workers is not None and self.http.workers > 1:
+                raise problem(f"http.workers: the inmemory storage driver needs 1 worker, got {self.http.workers}")
+            self.http.workers = 1
+        self._notices = list(notices(self))
+        return self
+
+
+SECTIONS = {key for _, key, _ in declared(Config)}
+"""Every top-level key, in effect or accepted and ignored: a REGISTRY_* variable naming none of them is no key."""

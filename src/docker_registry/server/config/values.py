@@ -1,0 +1,205 @@
+"""The value types of the schema's keys: each checks one value and says what it expected in the operator's terms.
+
+Each type is `Annotated[<python type>, PlainValidator(...)]`: the plain validator replaces pydantic's own checks,
+so a file's `workers: true` or `enabled: 1` is refused (YAML already typed the value; nothing is coerced) and
+every message reads `expected ..., got ...` instead of pydantic's wording.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer, PlainValidator
+from pydantic_core import PydanticCustomError
+
+ERROR_TYPE = "config"
+"""The pydantic error type of every message written here; `errors.py` shows these messages as they are."""
+
+
+def invalid(expected: str, value: object) -> PydanticCustomError:
+    """`expected <expected>, got <value>`: the value goes in as context so braces in it are not a template."""
+    return PydanticCustomError(ERROR_TYPE, "expected {expected}, got {got}", {"expected": expected, "got": repr(value)})
+
+
+def problem(message: str) -> PydanticCustomError:
+    """A message that is not about the value's type (a bad combination, a refused feature)."""
+    return PydanticCustomError(ERROR_TYPE, message)
+
+
+# --- addresses and URLs (also used outside the configuration) -----------------------------------------------------
+
+
+def split_addr(addr: str) -> tuple[str | None, int]:
+    """ "host:port", "[v6]:port" or ":port" (every interface) -> (host or None, port); ValueError if malformed."""
+    host, sep, port_text = addr.rpartition(":")
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
+        raise ValueError("expected host:port (or :port for every interface) with a port from 1 to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    elif ":" in host or any(c.isspace() for c in host):
+        raise ValueError("write an IPv6 host in brackets, e.g. [::1]:5000")
+    return (host or None), int(port_text)
+
+
+def hide_password(url: str) -> str:
+    """A database URL fit for logs and `config` output."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+# --- checks --------------------------------------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise invalid("a non-empty string", value)
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise invalid("true or false", value)
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise invalid("a positive integer", value)
+    return value
+
+
+DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
+_DURATION_PART = r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|μs|ns)"
+
+
+def _duration(value: Any) -> float:
+    """Seconds, or a Go duration as Distribution writes them ("30s", "1m30s", "500ms")."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    if isinstance(value, str) and re.fullmatch(f"(?:{_DURATION_PART})+", value):
+        return sum(float(number) * DURATION_UNITS[unit] for number, unit in re.findall(_DURATION_PART, value))
+    raise invalid('a duration in seconds or like "30s", "1m30s"', value)
+
+
+def _go_duration(seconds: float) -> str:
+    """Seconds as a duration `_duration` reads back exactly: "30s", "0.5s", "0.00001s" (never "1e-05s")."""
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+
+
+def _address(value: Any) -> str:
+    addr = _text(value)
+    try:
+        split_addr(addr)
+    except ValueError as exc:
+        raise PydanticCustomError(ERROR_TYPE, "{reason}, got {got}", {"reason": str(exc), "got": repr(addr)}) from None
+    return addr
+
+
+def _tcp(value: Any) -> str:
+    if value != "tcp":
+        raise invalid('"tcp" (unix sockets are not supported yet)', value)
+    return "tcp"
+
+
+def _absolute_path(value: Any) -> str:
+    """Relative paths are taken from the current directory, once, so workers and `config` output agree."""
+    return os.path.abspath(os.path.expanduser(_text(value)))
+
+
+def _directory(value: Any) -> str:
+    """A directory that is created if missing; a file (or anything not a directory) already there is refused here,
+    as a configuration error naming the key, rather than when `serve` tries to create the directory."""
+    path = _absolute_path(value)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise PydanticCustomError(ERROR_TYPE, "{path} exists and is not a directory", {"path": repr(path)})
+    return path
+
+
+LOG_LEVELS = {
+    "error": "error",
+    "fatal": "error",
+    "panic": "error",
+    "warn": "warn",
+    "warning": "warn",
+    "info": "info",
+    "debug": "debug",
+    "trace": "debug",
+}
+"""Distribution's (logrus) level names, folded onto the four we log at."""
+
+
+def _log_level(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+        raise invalid("one of error, warn, info, debug", value)
+    return LOG_LEVELS[value.lower()]
+
+
+def _tls_version(value: Any) -> str:
+    if value not in ("tls1.2", "tls1.3"):
+        raise invalid("tls1.2 or tls1.3", value)
+    return str(value)
+
+
+def _database_url(value: Any) -> str:
+    url = _text(value)
+    if "://" not in url:
+        raise invalid("an SQLAlchemy URL such as postgresql://host/db", value)
+    return url
+
+
+def _version(value: Any) -> str:
+    """YAML reads `version: 0.1` as a float: compare its text."""
+    if str(value) != "0.1":
+        raise invalid('"0.1" (the only configuration version)', value)
+    return "0.1"
+
+
+def _mapping(value: Any) -> dict[Any, Any]:
+    """A mapping; an empty section (`key:` with nothing under it) is YAML's None and means an empty one."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid("a mapping", value)
+    return value
+
+
+def _header_name(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", value):
+        raise problem("not a valid header name")
+    return value
+
+
+def _header_values(value: Any) -> list[str]:
+    """One value or a list of them; each is text on one line (a newline would split the response header)."""
+    values = [value] if isinstance(value, str | int | float) and not isinstance(value, bool) else value
+    if not isinstance(values, list) or not values:
+        raise invalid("a list of values", value)
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, str | int | float) or re.search(r"[\r\n]", str(item)):
+            raise invalid("header values as text on one line", item)
+    return [str(item) for item in values]
+
+
+Text = Annotated[str, PlainValidator(_text)]
+Bool = Annotated[bool, PlainValidator(_bool)]
+PositiveInt = Annotated[int, PlainValidator(_positive_int)]
+Duration = Annotated[float, PlainValidator(_duration), PlainSerializer(_go_duration)]
+Address = Annotated[str, PlainValidator(_address)]
+Network = Annotated[str, PlainValidator(_tcp)]
+AbsolutePath = Annotated[str, PlainValidator(_absolute_path)]
+Directory = Annotated[str, PlainValidator(_directory)]
+LogLevel = Annotated[str, PlainValidator(_log_level)]
+TLSVersion = Annotated[str, PlainValidator(_tls_version)]
+DatabaseURL = Annotated[str, PlainValidator(_database_url)]
+Version = Annotated[str, PlainValidator(_version)]
+Mapping = BeforeValidator(_mapping)
+"""For a mapping typed key (`Annotated[dict[...], Mapping]`): None is empty, anything else not a dict refused."""
+Headers = Annotated[
+    dict[Annotated[str, PlainValidator(_header_name)], Annotated[list[str], PlainValidator(_header_values)]], Mapping
+]
