@@ -22,6 +22,7 @@ from .values import (
     Headers,
     LogLevel,
     Network,
+    NonNegativeInt,
     PositiveInt,
     Text,
     TLSVersion,
@@ -195,6 +196,23 @@ class TLSSection(Section):
         return self
 
 
+class TimeoutSection(Section):
+    header: Annotated[Duration, OURS] = Field(
+        10.0,
+        description="a connection that has not sent a whole request head this long after it was accepted is "
+        "closed (silent sockets, slowloris)",
+    )
+    idle: Annotated[Duration, OURS] = Field(
+        60.0, description="a keep-alive connection idle this long between requests is closed"
+    )
+    minrate: Annotated[NonNegativeInt, OURS] = Field(
+        1024,
+        description="bytes per second a request body must average over each `ratewindow`, else the request ends "
+        "(408); 0 turns the check off",
+    )
+    ratewindow: Annotated[Duration, OURS] = Field(60.0, description="the window `minrate` is averaged over")
+
+
 class HTTPConfig(Section):
     addr: Address = Field("127.0.0.1:5000", description="`host:port`, `[v6]:port`, or `:port` for every interface")
     net: Network = Field("tcp", description="`tcp` only (unix sockets are not supported yet)")
@@ -215,6 +233,12 @@ class HTTPConfig(Section):
         description="on SIGTERM/SIGINT, how long requests in flight may take to finish (seconds or `1m30s`)",
     )
     tls: TLSSection = Field(default_factory=TLSSection)
+    timeout: TimeoutSection = Field(default_factory=TimeoutSection)
+    maxconnections: Annotated[PositiveInt | None, OURS, Shown("the descriptor limit less 256")] = Field(
+        None,
+        description="open connections per worker; one beyond is closed as it is accepted (the descriptor limit is "
+        "raised to the hard limit at start)",
+    )
     prefix: Annotated[object, NOT_YET] = Field(None, exclude=True)
     host: Annotated[object, NOT_YET] = Field(None, exclude=True)
     relativeurls: Annotated[object, NOT_YET] = Field(None, exclude=True)

@@ -189,6 +189,15 @@ def _header_values(value: Any) -> list[str]:
 Text = Annotated[str, PlainValidator(_text)]
 Bool = Annotated[bool, PlainValidator(_bool)]
 PositiveInt = Annotated[int, PlainValidator(_positive_int)]
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise invalid("an integer of 0 or more", value)
+    return value
+
+
+NonNegativeInt = Annotated[int, PlainValidator(_non_negative_int)]
 Duration = Annotated[float, PlainValidator(_duration), PlainSerializer(_go_duration)]
 Address = Annotated[str, PlainValidator(_address)]
 Network = Annotated[str, PlainValidator(_tcp)]

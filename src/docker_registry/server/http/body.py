@@ -1,11 +1,14 @@
 """Request bodies as a stream of ~1 MiB buffers, so hashing and writing run in few, large thread hops.
 
 The server reads up to `READ_BUFFER_SIZE` ahead per connection (aiohttp's `read_bufsize`), so a fast client is not
-paused and resumed every 64 KiB.
+paused and resumed every 64 KiB. A body must keep a minimum pace (`http.timeout.minrate` bytes per second averaged
+over each `http.timeout.ratewindow`): a client trickling a byte now and then would otherwise hold a connection,
+and an upload session's claim, forever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -15,8 +18,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..registry.errors import BLOB_UPLOAD_INVALID, SIZE_INVALID, RegistryError
+from .context import config
 
-READ_SIZE = 64 * 1024
 BUFFER_SIZE = 1024 * 1024
 READ_BUFFER_SIZE = 1024 * 1024
 HEAP_KEEP = 32 * 1024 * 1024
@@ -46,6 +49,34 @@ def declared_length(request: web.Request) -> int | None:
     return int(value)
 
 
+async def _paced_reads(request: web.Request) -> AsyncIterator[bytes]:
+    """The body as the connection delivers it; BLOB_UPLOAD_INVALID (408) when a window passes with fewer bytes than
+    the minimum rate asks, whether they trickle or stop."""
+    timeouts = config(request).http.timeout
+    minimum = timeouts.minrate * timeouts.ratewindow
+    loop = asyncio.get_running_loop()
+    window_end = loop.time() + timeouts.ratewindow
+    in_window = 0
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout_at(window_end if minimum else None):
+                data, end_of_http_chunk = await content.readchunk()
+        except TimeoutError:
+            data, end_of_http_chunk = b"", True  # the window ended with the client silent: judged below
+        if loop.time() >= window_end and minimum:
+            if in_window < minimum:
+                message = f"request body slower than {timeouts.minrate} bytes/s over {timeouts.ratewindow:g} s"
+                raise RegistryError(BLOB_UPLOAD_INVALID, message, status=408, headers={"Connection": "close"})
+            window_end, in_window = loop.time() + timeouts.ratewindow, 0
+        if not data:
+            if end_of_http_chunk:
+                continue  # a boundary of chunked transfer encoding (or a window just judged), not the end
+            return
+        in_window += len(data)
+        yield data
+
+
 async def chunks(request: web.Request) -> AsyncIterator[bytes]:
     """The request body in buffers of about 1 MiB; a body shorter than its Content-Length is an error.
 
@@ -56,15 +87,9 @@ async def chunks(request: web.Request) -> AsyncIterator[bytes]:
     received = 0
     pending: list[bytes] = []
     pending_size = 0
-    content = request.content
     with _large_reads(request):
         try:
-            while True:
-                data, end_of_http_chunk = await content.readchunk()
-                if not data:
-                    if end_of_http_chunk:
-                        continue  # a boundary of chunked transfer encoding, not the end of the body
-                    break
+            async for data in _paced_reads(request):
                 received += len(data)
                 pending.append(data)
                 pending_size += len(data)
@@ -102,7 +127,7 @@ async def read_limited(request: web.Request, limit: int, error: RegistryError) -
         raise error
     buffer = bytearray()
     try:
-        async for chunk in request.content.iter_chunked(READ_SIZE):
+        async for chunk in _paced_reads(request):
             buffer += chunk
             if len(buffer) > limit:
                 raise error

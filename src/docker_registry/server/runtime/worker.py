@@ -116,7 +116,11 @@ async def _serve_app(
             host,
             port,
             tracker=connections,
-            limits=ConnectionLimits(),
+            limits=ConnectionLimits(
+                header_timeout=config.http.timeout.header,
+                idle_timeout=config.http.timeout.idle,
+                max_connections=config.http.maxconnections,
+            ),
             reuse_port=reuse_port,
             ssl_context=tls.server_context(config.http),
         )
