@@ -120,7 +120,12 @@ def _as_list(values: object) -> list[str]:
 def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def stores(app: web.Application) -> AsyncIterator[None]:
         url = database_url(config)
-        store = AsyncMetadataStore(MetadataStore(create_engine(url)))
+        database = config.database
+        threads = database.readthreads + database.writethreads
+        engine = create_engine(url, database.locktimeout, pool_size=threads + 1)
+        store = AsyncMetadataStore(
+            MetadataStore(engine, database.locktimeout), database.readthreads, database.writethreads
+        )
         watcher = ChangeWatcher(url)
         driver = build_driver(config)
         app[REGISTRY_KEY] = Registry(store, driver, RegistryCache(watcher))

@@ -270,6 +270,15 @@ class DatabaseConfig(Section):
     url: Annotated[DatabaseURL | None, OURS, Secret(hide_password), Shown("SQLite in the root directory")] = Field(
         None, description="SQLAlchemy URL, e.g. `postgresql://user:pw@host/registry`"
     )
+    locktimeout: Annotated[Duration, OURS] = Field(
+        5.0,
+        description="how long a write waits for a lock held elsewhere before it answers 503 UNAVAILABLE with "
+        "`Retry-After` (reads never wait for writes)",
+    )
+    readthreads: Annotated[PositiveInt, OURS] = Field(8, description="threads per worker running database reads")
+    writethreads: Annotated[PositiveInt, OURS] = Field(
+        4, description="threads per worker running database writes, apart from the readers"
+    )
 
 
 class ManifestsSection(Section):

@@ -10,15 +10,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from docker_registry.core.digest import Digest, parse_digest
 
-from .engine import with_retries, write_transaction
+from .engine import DEFAULT_LOCK_TIMEOUT, with_retries, write_transaction
 from .tables import blobs, repositories, repository_blobs
 
 T = TypeVar("T")
 
 
 class StoreBase:
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         self.engine = engine
+        self.lock_timeout = lock_timeout
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     def close(self) -> None:
@@ -32,14 +33,15 @@ class StoreBase:
         return self._read(lambda conn: conn.execute(query).scalar())
 
     def _write(self, work: Callable[[sa.Connection], T], *, durable: bool = True) -> T:
-        """Run `work` in one write transaction, again from the start if SQLite reports the database locked.
+        """Run `work` in one write transaction, again from the start while SQLite reports the database locked
+        (within the lock timeout).
         `durable=False` is for state a power loss may take anyway (see `write_transaction`)."""
 
         def attempt() -> T:
             with write_transaction(self.engine, durable=durable) as conn:
                 return work(conn)
 
-        return with_retries(attempt)
+        return with_retries(attempt, self.lock_timeout)
 
     def _bytewise(self, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
         """Lists are sorted by bytes, as the spec's lexical order; SQLite does so already, PostgreSQL needs "C"."""

@@ -2,12 +2,19 @@
 
 SQLite is shared by several worker processes: WAL lets readers run beside the one writer, `busy_timeout` makes a
 writer wait for the lock instead of failing, and write transactions start with `BEGIN IMMEDIATE` so two writers
-never deadlock upgrading read locks.
+never deadlock upgrading read locks. A writer waits for the lock at most `lock_timeout` (`database.locktimeout`)
+on either engine: a lock held elsewhere for longer (a backup, a stuck process) makes writes answer 503 quickly
+instead of queueing every request behind them.
+
+A SQLite connection opened while the database could not be written (a read-only mount, a full or failing disk)
+stays read-only for good; such an error marks the connection stale, so the pool opens fresh ones and writes work
+again as soon as the cause is gone.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +28,8 @@ from sqlalchemy.exc import OperationalError
 from ..config import Config
 
 T = TypeVar("T")
-BUSY_TIMEOUT_MS = 30_000
-LOCK_RETRIES = 5
+DEFAULT_LOCK_TIMEOUT = 5.0
+_STALE_CONNECTION = re.compile(r"readonly|read-only|unable to open database|disk I/O error", re.IGNORECASE)
 
 
 def database_url(config: Config) -> str:
@@ -32,17 +39,21 @@ def database_url(config: Config) -> str:
     return f"sqlite:///{os.path.abspath(os.path.join(root, 'registry.db'))}"
 
 
-def create_engine(url: str) -> sa.Engine:
+def create_engine(url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, pool_size: int | None = None) -> sa.Engine:
+    """An engine for `url`; `pool_size` should cover every thread that may hold a connection at once."""
+    pool = {} if pool_size is None else {"pool_size": pool_size}
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
+        # lock_timeout bounds waits for row and table locks, the writer's only waits on PostgreSQL
+        options = f"-c lock_timeout={int(lock_timeout * 1000)}"
+        return sa.create_engine(url, pool_pre_ping=True, connect_args={"options": options}, **pool)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": lock_timeout}, **pool)
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
         dbapi_conn.isolation_level = None  # SQLAlchemy's begin event below issues BEGIN itself
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
         cur.execute("PRAGMA synchronous=FULL")  # NORMAL in WAL may lose a commit (an acknowledged push) on power loss
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -50,6 +61,11 @@ def create_engine(url: str) -> sa.Engine:
     @event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+    @event.listens_for(engine, "handle_error")
+    def _stale(context: sa.engine.ExceptionContext) -> None:
+        if _STALE_CONNECTION.search(str(context.original_exception)):
+            context.is_disconnect = True  # drop this connection and the pool's others, opened in the same state
 
     return engine
 
@@ -85,16 +101,20 @@ def _set_synchronous(conn: sa.Connection, level: str) -> None:
         raise
 
 
-def with_retries(fn: Callable[[], T]) -> T:
-    """Run a write, retrying when SQLite reports the database locked beyond the busy timeout."""
-    for attempt in range(LOCK_RETRIES):
+def with_retries(fn: Callable[[], T], lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> T:
+    """Run a write, again while SQLite reports the database locked and `lock_timeout` has not passed (the busy
+    timeout already waits that long for a lock held elsewhere: retries only cover an immediate SQLITE_BUSY)."""
+    deadline = time.monotonic() + lock_timeout
+    attempt = 0
+    while True:
         try:
             return fn()
         except OperationalError as e:
-            if ("locked" not in str(e) and "busy" not in str(e)) or attempt == LOCK_RETRIES - 1:
+            remaining = deadline - time.monotonic()
+            if ("locked" not in str(e) and "busy" not in str(e)) or remaining <= 0:
                 raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+            attempt += 1
+            time.sleep(min(0.05 * attempt, remaining))
 
 
 class ChangeWatcher:

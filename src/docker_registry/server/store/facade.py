@@ -1,77 +1,101 @@
 """The metadata store for the event loop: the same queries as coroutines, each run in a worker thread, so a
-database wait never blocks the loop. The registry logic talks to the store only through this."""
+database wait never blocks the loop. The registry logic talks to the store only through this.
+
+Reads and writes run in thread pools of their own: writes waiting for a lock (another process writing, a backup
+holding the database) can occupy every writer thread, and pulls still find free readers. Other blocking work
+(hashing, file I/O) keeps asyncio's default pool."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import ParamSpec, TypeVar
 
 from docker_registry.core.digest import Digest
 
 from .metadata import MetadataStore
 from .models import Manifest, Referrer, StoredManifest, Upload
 
+P = ParamSpec("P")
+T = TypeVar("T")
+DEFAULT_READ_THREADS = 8
+DEFAULT_WRITE_THREADS = 4
+
 
 class AsyncMetadataStore:
-    def __init__(self, store: MetadataStore) -> None:
+    def __init__(
+        self, store: MetadataStore, read_threads: int = DEFAULT_READ_THREADS, write_threads: int = DEFAULT_WRITE_THREADS
+    ) -> None:
         self.sync = store
         """The synchronous store, for callers that are in a thread already."""
+        self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="db-read")
+        self._writers = ThreadPoolExecutor(write_threads, thread_name_prefix="db-write")
+
+    async def _read(self, query: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._readers, partial(query, *args, **kwargs))
+
+    async def _write(self, query: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writers, partial(query, *args, **kwargs))
 
     @property
     def writer_lease(self) -> float:
         return self.sync.writer_lease
 
     def close(self) -> None:
+        self._readers.shutdown(wait=False, cancel_futures=True)
+        self._writers.shutdown(wait=False, cancel_futures=True)
         self.sync.close()
 
     # repositories and tags
     async def repository_exists(self, name: str) -> bool:
-        return await asyncio.to_thread(self.sync.repository_exists, name)
+        return await self._read(self.sync.repository_exists, name)
 
     async def repositories(self, last: str | None, limit: int) -> list[str]:
-        return await asyncio.to_thread(self.sync.repositories, last, limit)
+        return await self._read(self.sync.repositories, last, limit)
 
     async def tag_digest(self, repository: str, tag: str) -> Digest | None:
-        return await asyncio.to_thread(self.sync.tag_digest, repository, tag)
+        return await self._read(self.sync.tag_digest, repository, tag)
 
     async def tags(self, repository: str, last: str | None, limit: int | None) -> list[str] | None:
-        return await asyncio.to_thread(self.sync.tags, repository, last, limit)
+        return await self._read(self.sync.tags, repository, last, limit)
 
     async def delete_tag(self, repository: str, tag: str) -> bool:
-        return await asyncio.to_thread(self.sync.delete_tag, repository, tag)
+        return await self._write(self.sync.delete_tag, repository, tag)
 
     # manifests
     async def manifest(self, repository: str, digest: Digest) -> StoredManifest | None:
-        return await asyncio.to_thread(self.sync.manifest, repository, digest)
+        return await self._read(self.sync.manifest, repository, digest)
 
     async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> list[Referrer]:
-        return await asyncio.to_thread(self.sync.referrers, repository, subject, artifact_type)
+        return await self._read(self.sync.referrers, repository, subject, artifact_type)
 
     async def put_manifest(self, repository: str, manifest: Manifest, tag_names: Sequence[str] = ()) -> None:
-        await asyncio.to_thread(self.sync.put_manifest, repository, manifest, tag_names)
+        await self._write(self.sync.put_manifest, repository, manifest, tag_names)
 
     async def delete_manifest(self, repository: str, digest: Digest) -> bool:
-        return await asyncio.to_thread(self.sync.delete_manifest, repository, digest)
+        return await self._write(self.sync.delete_manifest, repository, digest)
 
     # blobs
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
-        return await asyncio.to_thread(self.sync.blob_size, repository, digest)
+        return await self._read(self.sync.blob_size, repository, digest)
 
     async def known_blob_size(self, digest: Digest) -> int | None:
-        return await asyncio.to_thread(self.sync.known_blob_size, digest)
+        return await self._read(self.sync.known_blob_size, digest)
 
     async def link_blob(self, repository: str, digest: Digest, size: int) -> None:
-        await asyncio.to_thread(self.sync.link_blob, repository, digest, size)
+        await self._write(self.sync.link_blob, repository, digest, size)
 
     async def unlink_blob(self, repository: str, digest: Digest) -> bool:
-        return await asyncio.to_thread(self.sync.unlink_blob, repository, digest)
+        return await self._write(self.sync.unlink_blob, repository, digest)
 
     # uploads
     async def upload(self, upload_id: str) -> Upload | None:
-        return await asyncio.to_thread(self.sync.upload, upload_id)
+        return await self._read(self.sync.upload, upload_id)
 
     async def create_upload(self, upload_id: str, repository: str) -> None:
-        await asyncio.to_thread(self.sync.create_upload, upload_id, repository)
+        await self._write(self.sync.create_upload, upload_id, repository)
 
     async def claim_upload(
         self,
@@ -82,18 +106,18 @@ class AsyncMetadataStore:
         process: str | None = None,
         takeover: str | None = None,
     ) -> Upload | None:
-        return await asyncio.to_thread(self.sync.claim_upload, upload_id, repository, size, token, process, takeover)
+        return await self._write(self.sync.claim_upload, upload_id, repository, size, token, process, takeover)
 
     async def renew_upload(self, upload_id: str, token: str) -> bool:
-        return await asyncio.to_thread(self.sync.renew_upload, upload_id, token)
+        return await self._write(self.sync.renew_upload, upload_id, token)
 
     async def release_upload(self, upload_id: str, token: str, size: int) -> bool:
-        return await asyncio.to_thread(self.sync.release_upload, upload_id, token, size)
+        return await self._write(self.sync.release_upload, upload_id, token, size)
 
     async def delete_upload(self, upload_id: str) -> Upload | None:
-        return await asyncio.to_thread(self.sync.delete_upload, upload_id)
+        return await self._write(self.sync.delete_upload, upload_id)
 
     async def finish_upload(
         self, upload_id: str, repository: str, digest: Digest, size: int, token: str | None
     ) -> bool:
-        return await asyncio.to_thread(self.sync.finish_upload, upload_id, repository, digest, size, token)
+        return await self._write(self.sync.finish_upload, upload_id, repository, digest, size, token)

@@ -1,0 +1,127 @@
+"""The metadata database under faults, with a real registry process: a lock held elsewhere for a long time, and a
+database that turns read-only and then writable again."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from registry_api import image_manifest, push, unique_repo
+from registry_process import RegistryProcess, implementation
+
+pytestmark = pytest.mark.skipif(implementation() != "ours", reason="database behaviour of docker-registry 3")
+
+
+def _blob(i: int) -> tuple[bytes, str]:
+    data = f"blob {i} {time.monotonic()}".encode()
+    return data, "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def exclusive_lock(database: Path) -> Iterator[None]:
+    """Another process's write transaction on the registry's SQLite database (a backup, a stuck tool)."""
+    conn = sqlite3.connect(database, isolation_level=None, timeout=10)
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+def test_reads_stay_fast_and_writes_fail_fast_while_another_process_holds_the_write_lock(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    server = make_registry(extra_config={"database": {"locktimeout": "1s", "writethreads": 2}})
+    repo = unique_repo("locked")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        image = image_manifest(client, repo)
+        assert push(client, repo, image, "v1").status_code == 201
+
+        def timed(method: str, path: str, **kwargs: object) -> tuple[int, float, httpx.Headers]:
+            started = time.monotonic()
+            with httpx.Client(base_url=server.url, timeout=30) as own:
+                response = own.request(method, path, **kwargs)  # type: ignore[arg-type]
+            return response.status_code, time.monotonic() - started, response.headers
+
+        with exclusive_lock(server.data_dir / "registry.db"), ThreadPoolExecutor(24) as pool:
+            pushes = [
+                pool.submit(timed, "POST", f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data)
+                for data, digest in map(_blob, range(16))
+            ]
+            time.sleep(0.3)  # the pushes now occupy every writer thread, waiting for the lock
+            reads = [
+                pool.submit(timed, "GET", path)
+                for _ in range(4)
+                for path in (f"/v2/{repo}/tags/list", "/v2/_catalog", f"/v2/{repo}/manifests/v1", "/v2/x/tags/list")
+            ]
+            for future in reads:
+                status, took, _ = future.result()
+                assert status in (200, 404)
+                assert took < 1.0, took
+            for future in pushes:
+                status, took, headers = future.result()
+                assert status == 503
+                assert "Retry-After" in headers
+                assert took < 1.0 * 16 / 2 + 3, took  # each waits at most the lock timeout, two at a time
+        data, digest = _blob(99)
+        assert client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data).status_code == 201
+
+
+def _set_immutable(path: Path, on: bool) -> None:
+    """`chattr +i`: not even root may open the file for writing; what opens it then gets it read-only."""
+    subprocess.run(["chattr", "+i" if on else "-i", str(path)], check=True, capture_output=True)
+
+
+@pytest.fixture
+def can_make_immutable(tmp_path: Path) -> None:
+    probe = tmp_path / "probe"
+    probe.write_text("")
+    try:
+        _set_immutable(probe, True)
+        _set_immutable(probe, False)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI runs as root on ext4: chattr +i must work ({exc})")
+        pytest.skip("needs root and a file system with the immutable attribute (chattr from e2fsprogs)")
+
+
+@pytest.mark.usefixtures("can_make_immutable")
+def test_writes_work_again_once_a_read_only_database_is_writable(make_registry: Callable[..., RegistryProcess]) -> None:
+    server = make_registry()
+    database = server.data_dir / "registry.db"
+    repo = unique_repo("readonly")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post(f"/v2/{repo}/blobs/uploads/").status_code == 202
+        assert server.proc is not None
+        _set_immutable(database, True)
+        try:
+            # workers started now open the database read-only (SQLite falls back to it) and, unhelped, stay so
+            workers = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True)
+            for pid in workers.stdout.split():
+                os.kill(int(pid), signal.SIGKILL)
+            time.sleep(1.5)
+            for _ in range(6):
+                response = client.post(f"/v2/{repo}/blobs/uploads/")
+                assert response.status_code == 503, response.text
+        finally:
+            _set_immutable(database, False)
+        deadline = time.monotonic() + 10
+        answers: list[int] = []
+        while time.monotonic() < deadline:
+            answers = [client.post(f"/v2/{repo}/blobs/uploads/").status_code for _ in range(6)]
+            if answers == [202] * 6:
+                break
+            time.sleep(0.5)
+        assert answers == [202] * 6, answers
