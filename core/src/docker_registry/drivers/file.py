@@ -6,6 +6,8 @@ bytes to disk as they go (Linux `sync_file_range`), so the fsync that makes an o
 Whole-object writes go to a hidden temporary file in the target directory, are fsynced, then renamed over the final
 name: a reader, or a restart after a crash, sees the previous object or the new one, never a part. Names beginning
 with `.tmp-` are reserved for those temporary files and never appear in listings.
+
+Paths arrive validated by `Base`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from docker_registry.core import exceptions
 from docker_registry.core.driver import Base, Stat, Writer
-from docker_registry.core.paths import check_path, check_prefix, join
+from docker_registry.core.paths import join
 
 __all__ = ["Driver"]
 
@@ -41,27 +43,22 @@ class Driver(Base):
         super().__init__(options)
         self.root = os.path.abspath(str(self.options.get("rootdirectory", "./data")))
 
-    # --- path mapping -------------------------------------------------------------------------------------
+    # --- path mapping (paths arrive validated by Base; only the names reserved here are checked) ------------
     def _full(self, path: str) -> str:
-        check_path(path)
-        return self._join_root(path)
-
-    def _full_prefix(self, prefix: str) -> tuple[str, str]:
-        prefix = check_prefix(prefix)
-        return prefix, self._join_root(prefix) if prefix else self.root
-
-    def _join_root(self, path: str) -> str:
         segments = path.split("/")
         if any(s.startswith(TEMP_PREFIX) for s in segments):
             raise exceptions.WrongArgumentsError(f"invalid path {path!r}: names starting {TEMP_PREFIX!r} are reserved")
         return os.path.join(self.root, *segments)
 
+    def _full_prefix(self, prefix: str) -> str:
+        return self._full(prefix) if prefix else self.root
+
     # --- whole objects ------------------------------------------------------------------------------------
-    async def get_content(self, path: str) -> bytes:
+    async def _get_content(self, path: str) -> bytes:
         full = self._full(path)
         return await asyncio.to_thread(_read_all, full, path)
 
-    async def put_content(self, path: str, data: bytes) -> None:
+    async def _put_content(self, path: str, data: bytes) -> None:
         full = self._full(path)
         await asyncio.to_thread(self._put_sync, full, path, data)
 
@@ -74,13 +71,8 @@ class Driver(Base):
             self._discard(f, tmp)
             raise
 
-    def stream_read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        full = self._full(path)
-        _check_range(offset, length)
-        return self._stream_read(full, path, offset, length)
-
-    async def _stream_read(self, full: str, path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
-        f = await asyncio.to_thread(_open_read, full, path, offset)
+    async def _stream_read(self, path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
+        f = await asyncio.to_thread(_open_read, self._full(path), path, offset)
         try:
             remaining = length
             while remaining is None or remaining > 0:
@@ -94,7 +86,7 @@ class Driver(Base):
         finally:
             f.close()
 
-    async def stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
+    async def _stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
         full = self._full(path)
         f, tmp = await asyncio.to_thread(self._open_temp, full, path)
         total = 0
@@ -115,15 +107,15 @@ class Driver(Base):
         return total
 
     # --- directories --------------------------------------------------------------------------------------
-    async def list_directory(self, path: str = "") -> list[str]:
-        prefix, full = self._full_prefix(path)
+    async def _list_directory(self, prefix: str) -> list[str]:
+        full = self._full_prefix(prefix)
         return await asyncio.to_thread(_list_sync, full, prefix)
 
-    async def exists(self, path: str) -> bool:
+    async def _exists(self, path: str) -> bool:
         full = self._full(path)
         return await asyncio.to_thread(_exists_sync, full)
 
-    async def remove(self, path: str) -> None:
+    async def _remove(self, path: str) -> None:
         full = self._full(path)
         await asyncio.to_thread(self._remove_sync, full, path)
 
@@ -139,22 +131,18 @@ class Driver(Base):
                 raise exceptions.FileNotFoundError(f"{path!r} does not exist") from None
         self._prune(os.path.dirname(full))
 
-    def walk(self, prefix: str = "") -> AsyncIterator[str]:
-        prefix, full = self._full_prefix(prefix)
-        return self._walk(full, prefix)
-
-    async def _walk(self, full: str, prefix: str) -> AsyncIterator[str]:
-        files = _walk_files(full, prefix)
+    async def _walk(self, prefix: str) -> AsyncIterator[str]:
+        files = _walk_files(self._full_prefix(prefix), prefix)
         while batch := await asyncio.to_thread(_take, files, _WALK_BATCH):
             for path in batch:
                 yield path
 
     # --- metadata and moves -------------------------------------------------------------------------------
-    async def stat(self, path: str) -> Stat:
+    async def _stat(self, path: str) -> Stat:
         full = self._full(path)
         return await asyncio.to_thread(_stat_sync, full, path)
 
-    async def move(self, src: str, dst: str) -> None:
+    async def _move(self, src: str, dst: str) -> None:
         full_src, full_dst = self._full(src), self._full(dst)
         await asyncio.to_thread(self._move_sync, full_src, src, full_dst, dst)
 
@@ -167,7 +155,7 @@ class Driver(Base):
         _fsync_directory(os.path.dirname(full_dst))
         self._prune(os.path.dirname(full_src))
 
-    async def writer(self, path: str, append: bool = False) -> Writer:
+    async def _writer(self, path: str, append: bool) -> Writer:
         full = self._full(path)
         f, size = await asyncio.to_thread(self._open_writer, full, path, append)
         return _FileWriter(self, path, full, f, size)
@@ -187,7 +175,7 @@ class Driver(Base):
             return os.fdopen(fd, "ab")
         return self._in_directory(full, path, lambda: open(full, "wb"))
 
-    def local_path(self, path: str) -> str | None:
+    def _local_path(self, path: str) -> str | None:
         """The object's own file, without checking that it exists: stat-ing here would block the event loop,
         and the caller's open or sendfile reports a missing object anyway."""
         return self._full(path)
@@ -305,13 +293,6 @@ class _FileWriter(Writer):
 
 
 # --- blocking helpers, run in worker threads ----------------------------------------------------------------
-def _check_range(offset: int, length: int | None) -> None:
-    if not isinstance(offset, int) or offset < 0:
-        raise exceptions.WrongArgumentsError(f"invalid offset {offset!r}: must be an integer >= 0")
-    if length is not None and (not isinstance(length, int) or length < 0):
-        raise exceptions.WrongArgumentsError(f"invalid length {length!r}: must be an integer >= 0 or None")
-
-
 def _open_read(full: str, path: str, offset: int) -> BinaryIO:
     try:
         # Buffered, not raw: its lock makes a close from a cancelled reader wait for a read still running in a
