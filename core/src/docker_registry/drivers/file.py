@@ -7,7 +7,9 @@ Whole-object writes go to a hidden temporary file in the target directory, are f
 name: a reader, or a restart after a crash, sees the previous object or the new one, never a part. Names beginning
 with `.tmp-` are reserved for those temporary files and never appear in listings.
 
-Paths arrive validated by `Base`.
+Directories are created when a file goes into them and pruned by removes once empty, by any thread or process
+sharing the root. So every creation (temporary files, writers, moves) tolerates its directory, or any parent,
+vanishing before its file is in it, and creates it again (`_in_directory`). Paths arrive validated by `Base`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import ctypes
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, BinaryIO, TypeVar
@@ -31,7 +34,9 @@ READ_SLICE = 1024 * 1024
 WRITE_BUFFER = 512 * 1024
 WRITEBACK_EVERY = 1024 * 1024
 _WALK_BATCH = 1000
-_DIRECTORY_RETRIES = 10
+_DIRECTORY_RETRIES = 100
+"""Attempts at creating a directory and using it while concurrent removes keep pruning it; each lost race costs
+microseconds, so the bound only stops a loop that something outside the registry keeps defeating."""
 
 T = TypeVar("T")
 
@@ -123,7 +128,7 @@ class Driver(Base):
         if os.path.isdir(full):
             if not _has_visible(full):
                 raise exceptions.FileNotFoundError(f"{path!r} does not exist")
-            shutil.rmtree(full)
+            _remove_tree(full)
         else:
             try:
                 os.unlink(full)
@@ -151,7 +156,16 @@ class Driver(Base):
             raise exceptions.FileNotFoundError(f"{src!r} does not exist")
         if os.path.isdir(full_dst):
             raise exceptions.WrongArgumentsError(f"cannot move {src!r} onto {dst!r}: it is a directory")
-        self._in_directory(full_dst, dst, lambda: os.replace(full_src, full_dst))
+
+        def rename() -> None:
+            try:
+                os.replace(full_src, full_dst)
+            except FileNotFoundError:
+                if not os.path.isfile(full_src):  # the source went away, not the destination's directory
+                    raise exceptions.FileNotFoundError(f"{src!r} does not exist") from None
+                raise
+
+        self._in_directory(full_dst, dst, rename)
         _fsync_directory(os.path.dirname(full_dst))
         self._prune(os.path.dirname(full_src))
 
@@ -188,24 +202,34 @@ class Driver(Base):
         return self._in_directory(full, path, lambda: open(tmp, "xb")), tmp
 
     def _in_directory(self, full: str, path: str, action: Callable[[], T]) -> T:
-        """Create the parent directories of `full`, then run `action`.
+        """Create the parent directories of `full`, then run `action`, which puts something in the last of them.
 
-        A concurrent remove may prune a directory between its creation and its use; then create it again.
+        Until `action` has, any of those directories may be empty, and a concurrent remove (in this process or
+        another) prunes empty directories: between `makedirs` creating one level and the next, or between
+        `makedirs` and `action`. Either shows as a builtin `FileNotFoundError`; then create what is missing and
+        try again. Once `action` has put a file in the directory, no prune can remove it or its parents.
         """
         directory = os.path.dirname(full)
         for _ in range(_DIRECTORY_RETRIES):
             try:
                 os.makedirs(directory, exist_ok=True)
+            except FileNotFoundError:
+                continue  # a parent created by this very call was pruned before its child was made
             except (FileExistsError, NotADirectoryError):
                 raise exceptions.WrongArgumentsError(f"cannot write {path!r}: a parent is an object") from None
             try:
                 return action()
+            except exceptions.FileNotFoundError:
+                raise  # the action's own verdict (a move whose source is gone), not a pruned directory
             except FileNotFoundError:
                 continue
         raise exceptions.BrokenError(f"cannot write {path!r}: its directory keeps disappearing")
 
     def _prune(self, directory: str) -> None:
-        """Remove empty directories from `directory` up to (not including) the root, so none linger as ghosts."""
+        """Remove empty directories from `directory` up to (not including) the root, so none linger as ghosts.
+
+        A directory being created into may be removed here before its file arrives: `_in_directory` retries.
+        """
         while directory != self.root and directory.startswith(self.root + os.sep):
             try:
                 os.rmdir(directory)
@@ -376,12 +400,32 @@ def _write_and_close(f: BinaryIO, data: bytes | bytearray, durable: bool) -> Non
 
 
 def _fsync_directory(directory: str) -> None:
-    """Persist a rename: without it a power loss may forget the new name even though the data is on disk."""
-    fd = os.open(directory, os.O_RDONLY)
+    """Persist a rename: without it a power loss may forget the new name even though the data is on disk.
+
+    A directory gone already held the object only until a concurrent remove took it (and pruned the directory):
+    there is no name left to persist.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except FileNotFoundError:
+        return
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _remove_tree(directory: str) -> None:
+    """`shutil.rmtree`, except that entries removed meanwhile by a concurrent remove or prune are no error."""
+
+    def vanished_is_fine(function: object, path: str, error: BaseException) -> None:
+        if not isinstance(error, FileNotFoundError):
+            raise error
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(directory, onexc=vanished_is_fine)
+    else:
+        shutil.rmtree(directory, onerror=lambda function, path, info: vanished_is_fine(function, path, info[1]))
 
 
 def _visible(name: str) -> bool:

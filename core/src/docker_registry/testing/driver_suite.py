@@ -9,6 +9,8 @@ Class attributes a subclass may change:
 - `streams_in_constant_memory`: False for drivers that keep objects in memory by design (the memory driver);
   the 64 MiB test then checks the round trip only.
 - `big_object_size`: bytes of the big streamed object (64 MiB by default).
+- `concurrent_tasks`, `concurrent_rounds`: tasks creating and removing objects at once under shared parents, and
+  objects each of them creates (8 and 120).
 """
 
 from __future__ import annotations
@@ -127,6 +129,8 @@ class DriverTestSuite:
     pytestmark = [pytest.mark.asyncio]
     streams_in_constant_memory = True
     big_object_size = 64 * MiB
+    concurrent_tasks = 8
+    concurrent_rounds = 120
 
     # --- exists -------------------------------------------------------------------------------------------
     async def test_exists_on_missing_object(self, driver: Base) -> None:
@@ -309,6 +313,50 @@ class DriverTestSuite:
         await asyncio.gather(*(driver.put_content("contended", p) for p in puts))
         assert await driver.get_content("contended") in puts
         assert await walked(driver) == {"contended"}
+
+    async def test_concurrent_creates_and_removes_under_shared_parents(self, driver: Base) -> None:
+        """Many small uploads at once, each creating its own nested directories under a parent it shares with
+        another task, reading its object back and removing it, so that one task creates into a parent while the
+        other prunes it (the production race: `uploads/` pruned between creating it and creating `uploads/<id>`).
+
+        Every write, read and remove must succeed. Tasks cycle through every way of creating an object: a writer
+        closed or committed, put_content, stream_write, and a move into fresh directories.
+        """
+
+        async def one(task: int) -> None:
+            pair = task // 2
+            for r in range(self.concurrent_rounds):
+                name = f"{task}-{r}"
+                parent = f"shared/{pair}/{name}"
+                path = f"{parent}/nested/data"
+                data = payload(100 + task, seed=task * 1000 + r)
+                kind = (task + r) % 5
+                if kind == 0:
+                    w = await driver.writer(path)
+                    await w.write(data)
+                    await w.close()
+                elif kind == 1:
+                    w = await driver.writer(path)
+                    await w.write(data)
+                    await w.commit()
+                elif kind == 2:
+                    await driver.put_content(path, data)
+                elif kind == 3:
+                    assert await driver.stream_write(path, chunked(data, 37)) == len(data)
+                else:
+                    staged = f"staging/{pair}/{name}/data"
+                    await driver.put_content(staged, data)
+                    await driver.move(staged, path)
+                assert await driver.get_content(path) == data, f"{path} read back wrong"
+                await driver.remove(path if r % 2 else parent)
+                assert await driver.exists(path) is False
+
+        tasks = [one(t) for t in range(self.concurrent_tasks)]
+        failures = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, BaseException)]
+        if failures:
+            message = f"{len(failures)} of {self.concurrent_tasks} tasks failed, the first with {failures[0]!r}"
+            raise AssertionError(message) from failures[0]
+        await assert_empty(driver)
 
     # --- list_directory -----------------------------------------------------------------------------------
     async def test_list_directory_on_missing_path(self, driver: Base) -> None:
