@@ -5,9 +5,12 @@ Method names and meanings follow the original docker-registry-core (`get_content
 async because the server runs on asyncio, plus what a modern registry needs (`stat`, `move`, `walk`, resumable
 writers for chunked uploads, `local_path` for sendfile).
 
+`Base` validates the arguments of every public method once, then calls the driver's protected implementation of
+it (`get_content` -> `_get_content`, and so on), as CNCF Distribution's `base` wrapper does for its drivers.
+
 Rules every driver follows (the suite in `docker_registry.testing` checks them):
 - Paths are relative and slash-separated; anything that could leave the root is refused with
-  `WrongArgumentsError` (see `paths.check_path`) before any backend is touched.
+  `WrongArgumentsError` (see `paths.check_path`) by `Base` before the driver, and so any backend, is called.
 - Content is bytes in and bytes out; drivers never decode.
 - A missing object raises `exceptions.FileNotFoundError` from every read, size, stat and remove.
 - `put_content` and `stream_write` are atomic: a reader sees the old object, the new one, or nothing, never a mix.
@@ -21,10 +24,10 @@ import importlib.metadata
 import pkgutil
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 from . import exceptions
-from .paths import check_path
+from .paths import check_path, check_prefix
 
 __all__ = ["CHUNK_SIZE", "ENTRY_POINT_GROUP", "Base", "Stat", "Writer", "available", "fetch"]
 
@@ -79,79 +82,161 @@ class Writer(abc.ABC):
 
 
 class Base(abc.ABC):
-    """Base class of every storage driver. `options` is the driver's own section of the configuration."""
+    """Base class of every storage driver. `options` is the driver's own section of the configuration.
+
+    The public methods are the interface the registry calls. Each validates its arguments once, here (paths with
+    `check_path`, prefixes with `check_prefix`, ranges), then calls the protected method of the same name with an
+    underscore (`get_content` calls `_get_content`), which is what a driver implements: a driver never sees a path
+    that could leave its root, and never checks one itself. The public methods are final; drivers override only the
+    protected ones. A prefix reaches the driver without its trailing slash (`"a/"` arrives as `"a"`).
+    """
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = dict(options or {})
 
-    # --- the original's methods -------------------------------------------------------------------------
-    @abc.abstractmethod
+    # --- the interface: validation, then the driver's implementation -------------------------------------
+    @final
     async def get_content(self, path: str) -> bytes:
         """Whole object as bytes; for small objects only."""
+        return await self._get_content(check_path(path))
 
-    @abc.abstractmethod
+    @final
     async def put_content(self, path: str, data: bytes) -> None:
         """Store `data` under `path` atomically, replacing any previous object."""
+        await self._put_content(check_path(path), data)
 
-    @abc.abstractmethod
+    @final
     def stream_read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """Async iterator over chunks of the object from `offset`, `length` bytes at most (None: to the end).
 
-        Implemented as an async generator; a missing object raises `FileNotFoundError` at the first iteration.
+        A bad path or range raises here, at the call, before anything is read; a missing object raises
+        `FileNotFoundError` at the first iteration.
         """
+        check_path(path)
+        _check_range(offset, length)
+        return self._stream_read(path, offset, length)
 
-    @abc.abstractmethod
+    @final
     async def stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
         """Store what `chunks` yields under `path` atomically; return the number of bytes written."""
+        return await self._stream_write(check_path(path), chunks)
 
-    @abc.abstractmethod
+    @final
     async def list_directory(self, path: str = "") -> list[str]:
         """Immediate children of a directory, as full relative paths, sorted.
 
         Raises `FileNotFoundError` when nothing exists below `path` (and for a path that is an object).
         """
+        return await self._list_directory(check_prefix(path))
 
-    @abc.abstractmethod
+    @final
     async def exists(self, path: str) -> bool:
         """True if an object or a non-empty directory exists at `path`."""
+        return await self._exists(check_path(path))
 
-    @abc.abstractmethod
+    @final
     async def remove(self, path: str) -> None:
         """Remove an object, or every object under a directory prefix."""
+        await self._remove(check_path(path))
 
+    @final
     async def get_size(self, path: str) -> int:
-        return (await self.stat(path)).size
+        """Size of an object in bytes."""
+        return await self._get_size(check_path(path))
 
+    @final
     async def content_redirect_url(self, path: str) -> str | None:
         """A URL clients may fetch the object from directly (a presigned URL), or None to be served by us."""
-        check_path(path)
-        return None
+        return await self._content_redirect_url(check_path(path))
 
-    # --- what a modern registry needs --------------------------------------------------------------------
-    @abc.abstractmethod
+    @final
     async def stat(self, path: str) -> Stat:
         """Size and modification time of an object."""
+        return await self._stat(check_path(path))
 
-    @abc.abstractmethod
+    @final
     async def move(self, src: str, dst: str) -> None:
         """Move an object, replacing `dst`; atomic where the backend allows (a rename on a filesystem)."""
+        await self._move(check_path(src), check_path(dst))
 
-    @abc.abstractmethod
+    @final
     def walk(self, prefix: str = "") -> AsyncIterator[str]:
-        """Every object (not directory) under `prefix`, as full relative paths, in no guaranteed order."""
+        """Every object (not directory) under `prefix`, as full relative paths, in no guaranteed order.
 
-    @abc.abstractmethod
+        A bad prefix raises here, at the call.
+        """
+        return self._walk(check_prefix(prefix))
+
+    @final
     async def writer(self, path: str, append: bool = False) -> Writer:
         """Open `path` for writing: truncated, or continued at its end with `append=True`."""
+        return await self._writer(check_path(path), append)
 
+    @final
     def local_path(self, path: str) -> str | None:
         """A filesystem path the server may `sendfile` from, or None when the backend is not a local disk."""
-        check_path(path)
-        return None
+        return self._local_path(check_path(path))
 
     async def close(self) -> None:
         """Release connections and other resources; nothing to release by default."""
         return None
+
+    # --- what a driver implements: arguments already validated -------------------------------------------
+    @abc.abstractmethod
+    async def _get_content(self, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    async def _put_content(self, path: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def _stream_read(self, path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
+        """Implemented as an async generator (`async def` with `yield`)."""
+
+    @abc.abstractmethod
+    async def _stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int: ...
+
+    @abc.abstractmethod
+    async def _list_directory(self, prefix: str) -> list[str]:
+        """`prefix` is `""` for the root, else a valid path without a trailing slash."""
+
+    @abc.abstractmethod
+    async def _exists(self, path: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def _remove(self, path: str) -> None: ...
+
+    async def _get_size(self, path: str) -> int:
+        """The size from `_stat`; a driver with a cheaper way overrides it."""
+        return (await self._stat(path)).size
+
+    async def _content_redirect_url(self, path: str) -> str | None:
+        """No redirect by default."""
+        return None
+
+    @abc.abstractmethod
+    async def _stat(self, path: str) -> Stat: ...
+
+    @abc.abstractmethod
+    async def _move(self, src: str, dst: str) -> None: ...
+
+    @abc.abstractmethod
+    def _walk(self, prefix: str) -> AsyncIterator[str]:
+        """Implemented as an async generator; `prefix` as for `_list_directory`."""
+
+    @abc.abstractmethod
+    async def _writer(self, path: str, append: bool) -> Writer: ...
+
+    def _local_path(self, path: str) -> str | None:
+        """No local file by default."""
+        return None
+
+
+def _check_range(offset: int, length: int | None) -> None:
+    """Refuse a read range that is not `offset >= 0` and `length` None or `>= 0` with `WrongArgumentsError`."""
+    if not isinstance(offset, int) or offset < 0:
+        raise exceptions.WrongArgumentsError(f"invalid offset {offset!r}: must be an integer >= 0")
+    if length is not None and (not isinstance(length, int) or length < 0):
+        raise exceptions.WrongArgumentsError(f"invalid length {length!r}: must be an integer >= 0 or None")
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:

@@ -1,7 +1,8 @@
 """Validation of driver paths and the content-addressed layout shared by every driver.
 
-Drivers call `check_path` before touching any backend, so a hostile repository name or digest can never reach
-outside the driver's root, whatever the backend's own path rules are.
+`driver.Base` calls `check_path` (or `check_prefix`) in every public method before the driver's implementation
+runs, so a hostile repository name or digest can never reach outside the driver's root, whatever the backend's
+own path rules are.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ bytes to disk as they go (Linux `sync_file_range`), so the fsync that makes an o
 Whole-object writes go to a hidden temporary file in the target directory, are fsynced, then renamed over the final
 name: a reader, or a restart after a crash, sees the previous object or the new one, never a part. Names beginning
 with `.tmp-` are reserved for those temporary files and never appear in listings.
+
+Directories are created when a file goes into them and pruned by removes once empty, by any thread or process
+sharing the root. So every creation (temporary files, writers, moves) tolerates its directory, or any parent,
+vanishing before its file is in it, and creates it again (`_in_directory`). Paths arrive validated by `Base`.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import asyncio
 import ctypes
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, BinaryIO, TypeVar
 
 from docker_registry.core import exceptions
 from docker_registry.core.driver import Base, Stat, Writer
-from docker_registry.core.paths import check_path, check_prefix, join
+from docker_registry.core.paths import join
 
 __all__ = ["Driver"]
 
@@ -29,7 +34,9 @@ READ_SLICE = 1024 * 1024
 WRITE_BUFFER = 512 * 1024
 WRITEBACK_EVERY = 1024 * 1024
 _WALK_BATCH = 1000
-_DIRECTORY_RETRIES = 10
+_DIRECTORY_RETRIES = 100
+"""Attempts at creating a directory and using it while concurrent removes keep pruning it; each lost race costs
+microseconds, so the bound only stops a loop that something outside the registry keeps defeating."""
 
 T = TypeVar("T")
 
@@ -41,27 +48,22 @@ class Driver(Base):
         super().__init__(options)
         self.root = os.path.abspath(str(self.options.get("rootdirectory", "./data")))
 
-    # --- path mapping -------------------------------------------------------------------------------------
+    # --- path mapping (paths arrive validated by Base; only the names reserved here are checked) ------------
     def _full(self, path: str) -> str:
-        check_path(path)
-        return self._join_root(path)
-
-    def _full_prefix(self, prefix: str) -> tuple[str, str]:
-        prefix = check_prefix(prefix)
-        return prefix, self._join_root(prefix) if prefix else self.root
-
-    def _join_root(self, path: str) -> str:
         segments = path.split("/")
         if any(s.startswith(TEMP_PREFIX) for s in segments):
             raise exceptions.WrongArgumentsError(f"invalid path {path!r}: names starting {TEMP_PREFIX!r} are reserved")
         return os.path.join(self.root, *segments)
 
+    def _full_prefix(self, prefix: str) -> str:
+        return self._full(prefix) if prefix else self.root
+
     # --- whole objects ------------------------------------------------------------------------------------
-    async def get_content(self, path: str) -> bytes:
+    async def _get_content(self, path: str) -> bytes:
         full = self._full(path)
         return await asyncio.to_thread(_read_all, full, path)
 
-    async def put_content(self, path: str, data: bytes) -> None:
+    async def _put_content(self, path: str, data: bytes) -> None:
         full = self._full(path)
         await asyncio.to_thread(self._put_sync, full, path, data)
 
@@ -74,13 +76,8 @@ class Driver(Base):
             self._discard(f, tmp)
             raise
 
-    def stream_read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        full = self._full(path)
-        _check_range(offset, length)
-        return self._stream_read(full, path, offset, length)
-
-    async def _stream_read(self, full: str, path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
-        f = await asyncio.to_thread(_open_read, full, path, offset)
+    async def _stream_read(self, path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
+        f = await asyncio.to_thread(_open_read, self._full(path), path, offset)
         try:
             remaining = length
             while remaining is None or remaining > 0:
@@ -94,7 +91,7 @@ class Driver(Base):
         finally:
             f.close()
 
-    async def stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
+    async def _stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
         full = self._full(path)
         f, tmp = await asyncio.to_thread(self._open_temp, full, path)
         total = 0
@@ -115,15 +112,15 @@ class Driver(Base):
         return total
 
     # --- directories --------------------------------------------------------------------------------------
-    async def list_directory(self, path: str = "") -> list[str]:
-        prefix, full = self._full_prefix(path)
+    async def _list_directory(self, prefix: str) -> list[str]:
+        full = self._full_prefix(prefix)
         return await asyncio.to_thread(_list_sync, full, prefix)
 
-    async def exists(self, path: str) -> bool:
+    async def _exists(self, path: str) -> bool:
         full = self._full(path)
         return await asyncio.to_thread(_exists_sync, full)
 
-    async def remove(self, path: str) -> None:
+    async def _remove(self, path: str) -> None:
         full = self._full(path)
         await asyncio.to_thread(self._remove_sync, full, path)
 
@@ -131,7 +128,7 @@ class Driver(Base):
         if os.path.isdir(full):
             if not _has_visible(full):
                 raise exceptions.FileNotFoundError(f"{path!r} does not exist")
-            shutil.rmtree(full)
+            _remove_tree(full)
         else:
             try:
                 os.unlink(full)
@@ -139,22 +136,18 @@ class Driver(Base):
                 raise exceptions.FileNotFoundError(f"{path!r} does not exist") from None
         self._prune(os.path.dirname(full))
 
-    def walk(self, prefix: str = "") -> AsyncIterator[str]:
-        prefix, full = self._full_prefix(prefix)
-        return self._walk(full, prefix)
-
-    async def _walk(self, full: str, prefix: str) -> AsyncIterator[str]:
-        files = _walk_files(full, prefix)
+    async def _walk(self, prefix: str) -> AsyncIterator[str]:
+        files = _walk_files(self._full_prefix(prefix), prefix)
         while batch := await asyncio.to_thread(_take, files, _WALK_BATCH):
             for path in batch:
                 yield path
 
     # --- metadata and moves -------------------------------------------------------------------------------
-    async def stat(self, path: str) -> Stat:
+    async def _stat(self, path: str) -> Stat:
         full = self._full(path)
         return await asyncio.to_thread(_stat_sync, full, path)
 
-    async def move(self, src: str, dst: str) -> None:
+    async def _move(self, src: str, dst: str) -> None:
         full_src, full_dst = self._full(src), self._full(dst)
         await asyncio.to_thread(self._move_sync, full_src, src, full_dst, dst)
 
@@ -163,11 +156,20 @@ class Driver(Base):
             raise exceptions.FileNotFoundError(f"{src!r} does not exist")
         if os.path.isdir(full_dst):
             raise exceptions.WrongArgumentsError(f"cannot move {src!r} onto {dst!r}: it is a directory")
-        self._in_directory(full_dst, dst, lambda: os.replace(full_src, full_dst))
+
+        def rename() -> None:
+            try:
+                os.replace(full_src, full_dst)
+            except FileNotFoundError:
+                if not os.path.isfile(full_src):  # the source went away, not the destination's directory
+                    raise exceptions.FileNotFoundError(f"{src!r} does not exist") from None
+                raise
+
+        self._in_directory(full_dst, dst, rename)
         _fsync_directory(os.path.dirname(full_dst))
         self._prune(os.path.dirname(full_src))
 
-    async def writer(self, path: str, append: bool = False) -> Writer:
+    async def _writer(self, path: str, append: bool) -> Writer:
         full = self._full(path)
         f, size = await asyncio.to_thread(self._open_writer, full, path, append)
         return _FileWriter(self, path, full, f, size)
@@ -187,7 +189,7 @@ class Driver(Base):
             return os.fdopen(fd, "ab")
         return self._in_directory(full, path, lambda: open(full, "wb"))
 
-    def local_path(self, path: str) -> str | None:
+    def _local_path(self, path: str) -> str | None:
         """The object's own file, without checking that it exists: stat-ing here would block the event loop,
         and the caller's open or sendfile reports a missing object anyway."""
         return self._full(path)
@@ -200,24 +202,34 @@ class Driver(Base):
         return self._in_directory(full, path, lambda: open(tmp, "xb")), tmp
 
     def _in_directory(self, full: str, path: str, action: Callable[[], T]) -> T:
-        """Create the parent directories of `full`, then run `action`.
+        """Create the parent directories of `full`, then run `action`, which puts something in the last of them.
 
-        A concurrent remove may prune a directory between its creation and its use; then create it again.
+        Until `action` has, any of those directories may be empty, and a concurrent remove (in this process or
+        another) prunes empty directories: between `makedirs` creating one level and the next, or between
+        `makedirs` and `action`. Either shows as a builtin `FileNotFoundError`; then create what is missing and
+        try again. Once `action` has put a file in the directory, no prune can remove it or its parents.
         """
         directory = os.path.dirname(full)
         for _ in range(_DIRECTORY_RETRIES):
             try:
                 os.makedirs(directory, exist_ok=True)
+            except FileNotFoundError:
+                continue  # a parent created by this very call was pruned before its child was made
             except (FileExistsError, NotADirectoryError):
                 raise exceptions.WrongArgumentsError(f"cannot write {path!r}: a parent is an object") from None
             try:
                 return action()
+            except exceptions.FileNotFoundError:
+                raise  # the action's own verdict (a move whose source is gone), not a pruned directory
             except FileNotFoundError:
                 continue
         raise exceptions.BrokenError(f"cannot write {path!r}: its directory keeps disappearing")
 
     def _prune(self, directory: str) -> None:
-        """Remove empty directories from `directory` up to (not including) the root, so none linger as ghosts."""
+        """Remove empty directories from `directory` up to (not including) the root, so none linger as ghosts.
+
+        A directory being created into may be removed here before its file arrives: `_in_directory` retries.
+        """
         while directory != self.root and directory.startswith(self.root + os.sep):
             try:
                 os.rmdir(directory)
@@ -305,13 +317,6 @@ class _FileWriter(Writer):
 
 
 # --- blocking helpers, run in worker threads ----------------------------------------------------------------
-def _check_range(offset: int, length: int | None) -> None:
-    if not isinstance(offset, int) or offset < 0:
-        raise exceptions.WrongArgumentsError(f"invalid offset {offset!r}: must be an integer >= 0")
-    if length is not None and (not isinstance(length, int) or length < 0):
-        raise exceptions.WrongArgumentsError(f"invalid length {length!r}: must be an integer >= 0 or None")
-
-
 def _open_read(full: str, path: str, offset: int) -> BinaryIO:
     try:
         # Buffered, not raw: its lock makes a close from a cancelled reader wait for a read still running in a
@@ -395,12 +400,32 @@ def _write_and_close(f: BinaryIO, data: bytes | bytearray, durable: bool) -> Non
 
 
 def _fsync_directory(directory: str) -> None:
-    """Persist a rename: without it a power loss may forget the new name even though the data is on disk."""
-    fd = os.open(directory, os.O_RDONLY)
+    """Persist a rename: without it a power loss may forget the new name even though the data is on disk.
+
+    A directory gone already held the object only until a concurrent remove took it (and pruned the directory):
+    there is no name left to persist.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except FileNotFoundError:
+        return
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _remove_tree(directory: str) -> None:
+    """`shutil.rmtree`, except that entries removed meanwhile by a concurrent remove or prune are no error."""
+
+    def vanished_is_fine(function: object, path: str, error: BaseException) -> None:
+        if not isinstance(error, FileNotFoundError):
+            raise error
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(directory, onexc=vanished_is_fine)
+    else:
+        shutil.rmtree(directory, onerror=lambda function, path, info: vanished_is_fine(function, path, info[1]))
 
 
 def _visible(name: str) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from docker_registry.core import exceptions
 from docker_registry.core.driver import Base, Stat, Writer
-from docker_registry.core.paths import check_path, check_prefix, immediate_children
+from docker_registry.core.paths import immediate_children
 
 __all__ = ["Driver"]
 
@@ -35,8 +35,8 @@ class Driver(Base):
         super().__init__(options)
         self._objects: dict[str, _Object] = {}
 
-    def _get(self, path: str) -> _Object:
-        obj = self._objects.get(check_path(path))
+    def _object(self, path: str) -> _Object:
+        obj = self._objects.get(path)
         if obj is None:
             raise exceptions.FileNotFoundError(f"{path!r} does not exist")
         return obj
@@ -45,22 +45,14 @@ class Driver(Base):
         start = f"{prefix}/" if prefix else ""
         return [key for key in self._objects if key.startswith(start)]
 
-    async def get_content(self, path: str) -> bytes:
-        return bytes(self._get(path).data)
+    async def _get_content(self, path: str) -> bytes:
+        return bytes(self._object(path).data)
 
-    async def put_content(self, path: str, data: bytes) -> None:
-        self._objects[check_path(path)] = _Object(data)
-
-    def stream_read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        check_path(path)
-        if not isinstance(offset, int) or offset < 0:
-            raise exceptions.WrongArgumentsError(f"invalid offset {offset!r}: must be an integer >= 0")
-        if length is not None and (not isinstance(length, int) or length < 0):
-            raise exceptions.WrongArgumentsError(f"invalid length {length!r}: must be an integer >= 0 or None")
-        return self._stream_read(path, offset, length)
+    async def _put_content(self, path: str, data: bytes) -> None:
+        self._objects[path] = _Object(data)
 
     async def _stream_read(self, path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
-        data = self._get(path).data
+        data = self._object(path).data
         end = len(data) if length is None else min(len(data), offset + length)
         for start in range(offset, end, READ_SLICE):
             # The view is released before yielding: a live export would stop a writer from growing the object.
@@ -68,26 +60,24 @@ class Driver(Base):
                 chunk = bytes(view[start : min(start + READ_SLICE, end)])
             yield chunk
 
-    async def stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
-        check_path(path)
+    async def _stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
         buffer = bytearray()
         async for chunk in chunks:
             buffer += chunk
         self._objects[path] = _Object(buffer)
         return len(buffer)
 
-    async def list_directory(self, path: str = "") -> list[str]:
-        prefix = check_prefix(path)
+    async def _list_directory(self, prefix: str) -> list[str]:
         children = immediate_children(self._objects, prefix)
         if not children:
             raise exceptions.FileNotFoundError(f"no directory {prefix!r}")
         return children
 
-    async def exists(self, path: str) -> bool:
-        return check_path(path) in self._objects or bool(self._under(path))
+    async def _exists(self, path: str) -> bool:
+        return path in self._objects or bool(self._under(path))
 
-    async def remove(self, path: str) -> None:
-        doomed = self._under(check_path(path))
+    async def _remove(self, path: str) -> None:
+        doomed = self._under(path)
         if path in self._objects:
             doomed.append(path)
         if not doomed:
@@ -95,25 +85,24 @@ class Driver(Base):
         for key in doomed:
             del self._objects[key]
 
-    async def stat(self, path: str) -> Stat:
-        obj = self._get(path)
+    async def _stat(self, path: str) -> Stat:
+        obj = self._object(path)
         return Stat(size=len(obj.data), mtime=obj.mtime)
 
-    async def move(self, src: str, dst: str) -> None:
-        obj = self._get(src)
-        check_path(dst)
+    async def _move(self, src: str, dst: str) -> None:
+        obj = self._object(src)
         self._objects[dst] = self._objects.pop(src)
         obj.mtime = time.time()
 
-    async def walk(self, prefix: str = "") -> AsyncIterator[str]:
-        for key in self._under(check_prefix(prefix)):
+    async def _walk(self, prefix: str) -> AsyncIterator[str]:
+        for key in self._under(prefix):
             yield key
 
-    async def writer(self, path: str, append: bool = False) -> Writer:
+    async def _writer(self, path: str, append: bool) -> Writer:
         if append:
-            obj = self._get(path)
+            obj = self._object(path)
         else:
-            obj = self._objects[check_path(path)] = _Object(b"")
+            obj = self._objects[path] = _Object(b"")
         return _MemoryWriter(self, path, obj)
 
 

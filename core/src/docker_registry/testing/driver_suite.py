@@ -8,7 +8,10 @@ ghosts, and the refusal of paths that could leave the driver's root.
 Class attributes a subclass may change:
 - `streams_in_constant_memory`: False for drivers that keep objects in memory by design (the memory driver);
   the 64 MiB test then checks the round trip only.
-- `big_object_size`: bytes of the big streamed object (64 MiB by default).
+- `big_object_size`: bytes of the big streamed object, and of the object replaced under a polling reader
+  (64 MiB by default).
+- `concurrent_tasks`, `concurrent_rounds`: tasks creating and removing objects at once under shared parents, and
+  objects each of them creates (8 and 120).
 """
 
 from __future__ import annotations
@@ -86,6 +89,57 @@ async def _drain(iterator: AsyncIterator[object]) -> None:
         pass
 
 
+def _version(size: int, mark: int) -> bytes:
+    """`size` bytes, different in every MiB and for every `mark`: a mix of two versions never equals either."""
+    block = random.Random(mark).randbytes(MiB)
+    whole, rest = divmod(size, MiB)
+    return b"".join(i.to_bytes(8, "big") + block[8:] for i in range(whole)) + block[:rest]
+
+
+async def _read_version(driver: Base, path: str, versions: dict[str, bytes], reading: asyncio.Event) -> str:
+    """Read `path` whole and say which of `versions` it was, or describe what was read instead."""
+    candidates, offset = dict(versions), 0
+    try:
+        async for chunk in driver.stream_read(path):
+            reading.set()
+            candidates = {name: v for name, v in candidates.items() if v[offset : offset + len(chunk)] == chunk}
+            offset += len(chunk)
+    except exceptions.FileNotFoundError:
+        return f"no object after {offset} bytes"
+    whole = [name for name, v in candidates.items() if len(v) == offset]
+    return whole[0] if whole else f"{offset} bytes matching {sorted(candidates) or 'no version'}"
+
+
+async def _poll_during(driver: Base, path: str, versions: dict[str, bytes], replace: Awaitable[None]) -> list[str]:
+    """Read `path` again and again while `replace` runs, and once more after it; say what each read saw.
+
+    `replace` starts once the first read has its first chunk, so that the reader holds the old object open.
+    """
+    reading, done = asyncio.Event(), asyncio.Event()
+
+    async def poll() -> list[str]:
+        seen: list[str] = []
+        try:
+            while True:
+                last = done.is_set()
+                seen.append(await _read_version(driver, path, versions, reading))
+                if last:
+                    return seen
+                await asyncio.sleep(0)  # a driver whose reads never suspend must still let the replace run
+        finally:
+            reading.set()
+
+    async def replace_while_reading() -> None:
+        await reading.wait()
+        try:
+            await replace
+        finally:
+            done.set()
+
+    seen, _ = await asyncio.gather(poll(), replace_while_reading())
+    return seen
+
+
 Operation = Callable[[Base, str], Awaitable[object]]
 
 PATH_OPERATIONS: dict[str, Operation] = {
@@ -127,6 +181,8 @@ class DriverTestSuite:
     pytestmark = [pytest.mark.asyncio]
     streams_in_constant_memory = True
     big_object_size = 64 * MiB
+    concurrent_tasks = 8
+    concurrent_rounds = 120
 
     # --- exists -------------------------------------------------------------------------------------------
     async def test_exists_on_missing_object(self, driver: Base) -> None:
@@ -309,6 +365,81 @@ class DriverTestSuite:
         await asyncio.gather(*(driver.put_content("contended", p) for p in puts))
         assert await driver.get_content("contended") in puts
         assert await walked(driver) == {"contended"}
+
+    async def test_concurrent_creates_and_removes_under_shared_parents(self, driver: Base) -> None:
+        """Many small uploads at once, each creating its own nested directories under a parent it shares with
+        another task, reading its object back and removing it, so that one task creates into a parent while the
+        other prunes it (the production race: `uploads/` pruned between creating it and creating `uploads/<id>`).
+
+        Every write, read and remove must succeed. Tasks cycle through every way of creating an object: a writer
+        closed or committed, put_content, stream_write, and a move into fresh directories.
+        """
+
+        async def one(task: int) -> None:
+            pair = task // 2
+            for r in range(self.concurrent_rounds):
+                name = f"{task}-{r}"
+                parent = f"shared/{pair}/{name}"
+                path = f"{parent}/nested/data"
+                data = payload(100 + task, seed=task * 1000 + r)
+                kind = (task + r) % 5
+                if kind == 0:
+                    w = await driver.writer(path)
+                    await w.write(data)
+                    await w.close()
+                elif kind == 1:
+                    w = await driver.writer(path)
+                    await w.write(data)
+                    await w.commit()
+                elif kind == 2:
+                    await driver.put_content(path, data)
+                elif kind == 3:
+                    assert await driver.stream_write(path, chunked(data, 37)) == len(data)
+                else:
+                    staged = f"staging/{pair}/{name}/data"
+                    await driver.put_content(staged, data)
+                    await driver.move(staged, path)
+                assert await driver.get_content(path) == data, f"{path} read back wrong"
+                await driver.remove(path if r % 2 else parent)
+                assert await driver.exists(path) is False
+
+        tasks = [one(t) for t in range(self.concurrent_tasks)]
+        failures = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, BaseException)]
+        if failures:
+            message = f"{len(failures)} of {self.concurrent_tasks} tasks failed, the first with {failures[0]!r}"
+            raise AssertionError(message) from failures[0]
+        await assert_empty(driver)
+
+    async def test_replace_is_atomic_for_a_polling_reader(self, driver: Base) -> None:
+        """A reader polling as fast as it can while a big object is replaced sees the old or the new one, whole.
+
+        The object is replaced three ways: `put_content`, `stream_write`, and `move` of a staged object onto it.
+        Publishing by copying onto the final name (or truncating and rewriting it) shows the reader a short or mixed
+        object; removing the old object before renaming shows it none: the final step must be one rename.
+        """
+        size, path, staged = self.big_object_size, "atomic/object", "atomic/staged"
+        current = _version(size, 0)
+        await driver.put_content(path, current)
+
+        async def by_put(data: bytes) -> None:
+            await driver.put_content(path, data)
+
+        async def by_stream(data: bytes) -> None:
+            assert await driver.stream_write(path, chunked(data, MiB)) == len(data)
+
+        async def by_move(data: bytes) -> None:
+            await driver.move(staged, path)
+
+        for mark, replace in enumerate((by_put, by_stream, by_move), start=1):
+            new = _version(size + 1009 * mark, mark)
+            if replace is by_move:
+                await driver.put_content(staged, new)
+            seen = await _poll_during(driver, path, {"old": current, "new": new}, replace(new))
+            bad = [s for s in seen if s not in ("old", "new")]
+            assert not bad, f"{replace.__name__}: {len(bad)} of {len(seen)} reads saw neither version whole: {bad[:3]}"
+            assert seen[-1] == "new", f"{replace.__name__}: the last read, after the replace, saw {seen[-1]}"
+            current = new
+        assert await walked(driver) == {path}
 
     # --- list_directory -----------------------------------------------------------------------------------
     async def test_list_directory_on_missing_path(self, driver: Base) -> None:

@@ -1,9 +1,11 @@
 """An example storage driver: every object is one file, named by its percent-encoded path, in a flat directory.
 
-It shows what a third-party driver needs and nothing more: validate every path with `check_path` first, map
-missing objects to the core `FileNotFoundError`, keep blocking calls off the event loop, and publish whole
-objects atomically (write to `tmp/`, fsync, rename into `objects/`). Directories are derived from the names,
-the way an object store derives them from its keys.
+It shows what a third-party driver needs and nothing more: implement the protected methods of `Base`
+(`_get_content`, `_put_content`, ...), which receive paths `Base` has already validated, map missing objects to
+the core `FileNotFoundError`, keep blocking calls off the event loop, and publish whole objects atomically (write
+to `tmp/`, fsync, rename into `objects/`). Directories are derived from the names, the way an object store derives
+them from its keys; the only real directories, `tmp/` and `objects/`, are created when first needed and never
+removed, so no remove can race their creation.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from urllib.parse import quote, unquote
 
 from docker_registry.core import exceptions
 from docker_registry.core.driver import Base, Stat, Writer
-from docker_registry.core.paths import check_path, check_prefix, immediate_children
+from docker_registry.core.paths import immediate_children
 
 __all__ = ["Driver"]
 
@@ -39,7 +41,7 @@ class Driver(Base):
         self.redirect_base = _redirect_base(self.options.get("redirect_base"))
 
     def _file(self, path: str) -> str:
-        name = quote(check_path(path), safe="")
+        name = quote(path, safe="")
         if len(name) > MAX_NAME:
             raise exceptions.WrongArgumentsError(f"path too long for the example driver: {path!r}")
         return os.path.join(self.objects, name)
@@ -54,24 +56,17 @@ class Driver(Base):
         start = f"{prefix}/" if prefix else ""
         return [key for key in self._keys() if key.startswith(start)]
 
-    async def get_content(self, path: str) -> bytes:
+    async def _get_content(self, path: str) -> bytes:
         return await asyncio.to_thread(_read_file, self._file(path), path)
 
-    async def put_content(self, path: str, data: bytes) -> None:
+    async def _put_content(self, path: str, data: bytes) -> None:
         async def once() -> AsyncIterator[bytes]:
             yield data
 
-        await self.stream_write(path, once())
+        await self._stream_write(path, once())
 
-    def stream_read(self, path: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        target = self._file(path)
-        bad_length = length is not None and (not isinstance(length, int) or length < 0)
-        if not isinstance(offset, int) or offset < 0 or bad_length:
-            raise exceptions.WrongArgumentsError(f"invalid range: offset {offset!r}, length {length!r}")
-        return self._stream_read(target, path, offset, length)
-
-    async def _stream_read(self, target: str, path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
-        f = await asyncio.to_thread(_open_for_reading, target, path)
+    async def _stream_read(self, path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
+        f = await asyncio.to_thread(_open_for_reading, self._file(path), path)
         try:
             f.seek(offset)
             remaining = length
@@ -85,7 +80,7 @@ class Driver(Base):
         finally:
             f.close()
 
-    async def stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
+    async def _stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
         target = self._file(path)
         await asyncio.to_thread(os.makedirs, self.tmp, exist_ok=True)
         temporary = os.path.join(self.tmp, uuid.uuid4().hex)
@@ -116,21 +111,20 @@ class Driver(Base):
         os.makedirs(self.objects, exist_ok=True)
         os.replace(temporary, target)
 
-    async def list_directory(self, path: str = "") -> list[str]:
-        prefix = check_prefix(path)
+    async def _list_directory(self, prefix: str) -> list[str]:
         children = immediate_children(await asyncio.to_thread(self._keys), prefix)
         if not children:
             raise exceptions.FileNotFoundError(f"no directory {prefix!r}")
         return children
 
-    async def exists(self, path: str) -> bool:
+    async def _exists(self, path: str) -> bool:
         target = self._file(path)
         return await asyncio.to_thread(os.path.isfile, target) or bool(await asyncio.to_thread(self._keys_under, path))
 
-    async def remove(self, path: str) -> None:
-        await asyncio.to_thread(self._remove, self._file(path), path)
+    async def _remove(self, path: str) -> None:
+        await asyncio.to_thread(self._remove_sync, self._file(path), path)
 
-    def _remove(self, target: str, path: str) -> None:
+    def _remove_sync(self, target: str, path: str) -> None:
         doomed = [self._file(key) for key in self._keys_under(path)]
         if os.path.isfile(target):
             doomed.append(target)
@@ -142,7 +136,7 @@ class Driver(Base):
             except FileNotFoundError:
                 pass
 
-    async def stat(self, path: str) -> Stat:
+    async def _stat(self, path: str) -> Stat:
         target = self._file(path)
         try:
             st = await asyncio.to_thread(os.stat, target)
@@ -150,18 +144,18 @@ class Driver(Base):
             raise exceptions.FileNotFoundError(f"{path!r} does not exist") from None
         return Stat(size=st.st_size, mtime=st.st_mtime)
 
-    async def move(self, src: str, dst: str) -> None:
+    async def _move(self, src: str, dst: str) -> None:
         source, target = self._file(src), self._file(dst)
         try:
             await asyncio.to_thread(os.replace, source, target)
         except FileNotFoundError:
             raise exceptions.FileNotFoundError(f"{src!r} does not exist") from None
 
-    async def walk(self, prefix: str = "") -> AsyncIterator[str]:
-        for key in await asyncio.to_thread(self._keys_under, check_prefix(prefix)):
+    async def _walk(self, prefix: str) -> AsyncIterator[str]:
+        for key in await asyncio.to_thread(self._keys_under, prefix):
             yield key
 
-    async def writer(self, path: str, append: bool = False) -> Writer:
+    async def _writer(self, path: str, append: bool) -> Writer:
         target = self._file(path)
         f = await asyncio.to_thread(self._open_writer, target, path, append)
         return _ExampleWriter(path, target, f, await asyncio.to_thread(os.path.getsize, target))
@@ -175,11 +169,10 @@ class Driver(Base):
         except FileNotFoundError:
             raise exceptions.FileNotFoundError(f"{path!r} does not exist: nothing to append to") from None
 
-    def local_path(self, path: str) -> str | None:
+    def _local_path(self, path: str) -> str | None:
         return self._file(path)
 
-    async def content_redirect_url(self, path: str) -> str | None:
-        check_path(path)
+    async def _content_redirect_url(self, path: str) -> str | None:
         return None if self.redirect_base is None else f"{self.redirect_base}/{quote(path)}"
 
 
