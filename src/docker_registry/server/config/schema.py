@@ -24,6 +24,7 @@ from .values import (
     Network,
     NonNegativeInt,
     PositiveInt,
+    Space,
     Text,
     TLSVersion,
     Version,
@@ -114,6 +115,11 @@ class StorageConfig(Section):
     delete: DeleteSection = Field(default_factory=DeleteSection)
     maintenance: MaintenanceSection = Field(default_factory=MaintenanceSection)
     redirects: RedirectSection = Field(default_factory=RedirectSection, alias="redirect")
+    minfree: Annotated[Space | None, OURS] = Field(
+        None,
+        description="free space the filesystem driver keeps: below it, new uploads and chunks answer 507 at once "
+        "(a size such as `2GiB` or a percentage such as `5%`)",
+    )
     cache: Annotated[object, Unsupported("ignored; this registry keeps its own caches in each process")] = Field(
         None, exclude=True
     )

@@ -199,6 +199,48 @@ def _non_negative_int(value: Any) -> int:
 
 NonNegativeInt = Annotated[int, PlainValidator(_non_negative_int)]
 Duration = Annotated[float, PlainValidator(_duration), PlainSerializer(_go_duration)]
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 10**6,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 10**9,
+    "gb": 10**9,
+    "gib": 2**30,
+    "t": 10**12,
+    "tb": 10**12,
+    "tib": 2**40,
+}
+_SPACE = re.compile(r"(\d+(?:\.\d+)?)\s*(%|[a-z]*)", re.IGNORECASE)
+
+
+def _space(value: Any) -> str:
+    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    match = _SPACE.fullmatch(text)
+    if (
+        match is None
+        or (match[2] != "%" and match[2].lower() not in _SIZE_UNITS)
+        or (match[2] == "%" and float(match[1]) >= 100)
+    ):
+        raise invalid('a size such as "2GiB" or "500MB", or a percentage below 100 such as "5%"', value)
+    return text
+
+
+def space_floor(spec: str, total: int) -> int:
+    """Bytes a `Space` setting keeps free on a file system of `total` bytes."""
+    match = _SPACE.fullmatch(spec)
+    assert match is not None  # validated by `Space`
+    if match[2] == "%":
+        return int(total * float(match[1]) / 100)
+    return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+
+
+Space = Annotated[str, PlainValidator(_space)]
 Address = Annotated[str, PlainValidator(_address)]
 Network = Annotated[str, PlainValidator(_tcp)]
 AbsolutePath = Annotated[str, PlainValidator(_absolute_path)]

@@ -4,18 +4,30 @@ error (never a traceback), and a database that cannot answer now as 503 with `Re
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import HttpVersion10, web
 from sqlalchemy import exc as db_errors
 
-from ..registry.errors import NOT_FOUND, SIZE_INVALID, UNAVAILABLE, UNKNOWN, UNSUPPORTED, RegistryError
+from ..registry.errors import (
+    NOT_FOUND,
+    OUT_OF_SPACE,
+    SIZE_INVALID,
+    UNAVAILABLE,
+    UNKNOWN,
+    UNSUPPORTED,
+    RegistryError,
+)
 
 log = logging.getLogger("docker_registry.server.http")
 
 DATABASE_RETRY_AFTER_SECONDS = 5
+OUT_OF_SPACE_LOG_INTERVAL = 60.0
+_out_of_space_logged = [0.0]
 
 
 def error_response(error: RegistryError, method: str) -> web.Response:
@@ -43,6 +55,9 @@ async def errors_middleware(
     except asyncio.CancelledError:
         raise
     except Exception as e:
+        if out_of_space(e):
+            _log_out_of_space(request, e)
+            return error_response(RegistryError(OUT_OF_SPACE), request.method)
         if database_unavailable(e):
             log.error("database unavailable on %s %s: %s", request.method, request.path, e)
             retry = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
@@ -67,6 +82,21 @@ def _refuse_http09(request: web.Request) -> web.Response:
         transport.write(head.encode() + body)
         transport.close()
     return web.Response(status=400)
+
+
+def out_of_space(e: Exception) -> bool:
+    """A full disk (or quota), met by a blob write or by the database."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(e, db_errors.OperationalError) and "database or disk is full" in str(e)
+
+
+def _log_out_of_space(request: web.Request, e: Exception) -> None:
+    """Once a minute per worker: on a full disk every write fails the same way."""
+    now = time.monotonic()
+    if now - _out_of_space_logged[0] >= OUT_OF_SPACE_LOG_INTERVAL:
+        _out_of_space_logged[0] = now
+        log.error("out of storage space on %s %s (logged once a minute): %s", request.method, request.path, e)
 
 
 def database_unavailable(e: Exception) -> bool:

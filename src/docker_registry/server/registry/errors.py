@@ -41,6 +41,8 @@ PAGINATION_NUMBER_INVALID = ErrorCode("PAGINATION_NUMBER_INVALID", "invalid numb
 NOT_FOUND = ErrorCode("NOT_FOUND", "no such API endpoint", 404)
 UNKNOWN = ErrorCode("UNKNOWN", "unknown error", 500)
 UNAVAILABLE = ErrorCode("UNAVAILABLE", "service unavailable", 503)
+OUT_OF_SPACE = ErrorCode("UNAVAILABLE", "the registry is out of storage space", 507)
+"""No `Retry-After`: retrying does not help until an operator frees space (deletes keep working meanwhile)."""
 
 
 class RegistryError(Exception):

@@ -13,7 +13,7 @@ from ...registry import names
 from ...registry.errors import DIGEST_INVALID, RANGE_INVALID, RegistryError
 from ...registry.uploads import progress_headers
 from .. import body
-from ..context import registry, require_writable
+from ..context import registry, require_space, require_writable
 from ..routing import Params
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
@@ -45,11 +45,14 @@ def _content_range(request: web.Request) -> int | None:
 
 async def before_new_upload(request: web.Request, params: Params) -> None:
     require_writable(request)
+    if "mount" not in request.query:
+        require_space(request)
 
 
 async def before_chunk(request: web.Request, params: Params) -> None:
     """A chunk for a session that does not exist (or not in this repository) is refused before its body."""
     require_writable(request)
+    require_space(request)
     await registry(request).upload(params.name, params["uuid"])
 
 
@@ -61,6 +64,7 @@ async def start_upload(request: web.Request, params: Params) -> web.StreamRespon
         mounted = names.check_digest(mount)
         if await logic.mount(params.name, mounted, source):
             return _created(params.name, mounted)
+    require_space(request)  # a mount needs none: only a new upload from here on
     requested = request.query.get("digest")
     if requested is not None:
         digest = names.check_digest(requested)
@@ -77,6 +81,7 @@ async def upload_status(request: web.Request, params: Params) -> web.StreamRespo
 
 async def patch_upload(request: web.Request, params: Params) -> web.StreamResponse:
     require_writable(request)
+    require_space(request)
     start = _content_range(request)
     size = await registry(request).append_upload(params.name, params["uuid"], body.chunks(request), start)
     return web.Response(status=202, headers=_upload_headers(params.name, params["uuid"], size))
@@ -90,6 +95,7 @@ async def put_upload(request: web.Request, params: Params) -> web.StreamResponse
     digest = names.check_digest(requested)
     chunks, start = None, None
     if request.can_read_body and body.declared_length(request) != 0:
+        require_space(request)
         start = _content_range(request)
         chunks = body.chunks(request)
     await registry(request).finish_upload(params.name, params["uuid"], digest, chunks, start)

@@ -1,0 +1,89 @@
+"""A full disk under a real registry process: a tmpfs of a few MiB of our own (root only, as CI runs)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from registry_process import RegistryProcess, implementation
+
+pytestmark = pytest.mark.skipif(implementation() != "ours", reason="full-disk behaviour of docker-registry 3")
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI runs as root: mounting a tmpfs must work")
+        pytest.skip("needs root to mount a tmpfs (run the suite as root, as CI does)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def assert_out_of_space(response: httpx.Response) -> None:
+    assert response.status_code == 507, response.text
+    assert "Retry-After" not in response.headers, "retrying does not free space"
+    assert "out of storage space" in response.json()["errors"][0]["message"]
+
+
+def test_a_blob_larger_than_the_free_space_is_refused_cleanly(
+    make_registry: Callable[..., RegistryProcess], small_disk: Path
+) -> None:
+    server = make_registry(
+        storage={"filesystem": {"rootdirectory": str(small_disk / "data")}, "delete": {"enabled": True}}
+    )
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        small = os.urandom(64 * 1024)
+        assert (
+            client.post("/v2/full/blobs/uploads/", params={"digest": digest_of(small)}, content=small).status_code
+            == 201
+        )
+        huge = os.urandom(30 * MiB)
+        assert_out_of_space(client.post("/v2/full/blobs/uploads/", params={"digest": digest_of(huge)}, content=huge))
+        assert client.delete(f"/v2/full/blobs/{digest_of(small)}").status_code == 202, "deletes work on a full disk"
+        uploads = small_disk / "data" / "uploads"
+        assert not uploads.exists() or not any(uploads.iterdir()), "the partial upload's data was removed"
+        again = os.urandom(1 * MiB)
+        assert (
+            client.post("/v2/full/blobs/uploads/", params={"digest": digest_of(again)}, content=again).status_code
+            == 201
+        )
+        assert client.get(f"/v2/full/blobs/{digest_of(again)}").content == again
+
+
+def test_uploads_are_refused_early_below_minfree(
+    make_registry: Callable[..., RegistryProcess], small_disk: Path
+) -> None:
+    server = make_registry(
+        storage={
+            "filesystem": {"rootdirectory": str(small_disk / "data")},
+            "delete": {"enabled": True},
+            "minfree": "20MiB",
+        }
+    )
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        first = os.urandom(6 * MiB)
+        assert (
+            client.post("/v2/min/blobs/uploads/", params={"digest": digest_of(first)}, content=first).status_code == 201
+        )
+        second = os.urandom(6 * MiB)
+        assert_out_of_space(client.post("/v2/min/blobs/uploads/", params={"digest": digest_of(second)}, content=second))
+        response = client.post("/v2/min/blobs/uploads/")
+        assert_out_of_space(response)
+        assert "storage.minfree" in response.json()["errors"][0]["message"]
+        assert client.get(f"/v2/min/blobs/{digest_of(first)}").content == first, "pulls go on"
