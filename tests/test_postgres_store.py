@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from prerequisites import PSYCOPG_INSTALL, missing, require_module
 from registry_api import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -50,11 +51,10 @@ def postgres_url() -> Iterator[str]:
     """A private PostgreSQL cluster in a temporary directory, listening on a free loopback port.
 
     Not under pytest's temporary root: that is private to root, and the server runs as `postgres`."""
+    require_module("psycopg", PSYCOPG_INSTALL)
     bin_dir = _pg_bin()
     if bin_dir is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
-        pytest.skip("PostgreSQL is not installed: apt-get install postgresql")
+        missing("PostgreSQL is not installed: apt-get install postgresql")
     root = Path(tempfile.mkdtemp(prefix="registry-test-postgres-"))
     data = root / "data"
     if os.geteuid() == 0:

@@ -22,6 +22,7 @@ import httpx
 import pytest
 import yaml
 
+from prerequisites import EXAMPLE_DRIVER, EXAMPLE_DRIVER_INSTALL, require_module
 from registry_process import RegistryProcess, free_port, implementation
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="tests of our own command line and processes")
@@ -738,6 +739,7 @@ def test_sigterm_while_workers_start_up_stops_at_once(tmp_path: Path, launcher: 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_bad_driver_option_exits_2_naming_the_key(tmp_path: Path, workers: int) -> None:
+    require_module(EXAMPLE_DRIVER, EXAMPLE_DRIVER_INSTALL)  # without it the driver name itself is the error
     (tmp_path / "config.yml").write_text(
         yaml.safe_dump(
             {
