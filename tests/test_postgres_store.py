@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -174,3 +175,34 @@ def test_many_clients_push_one_blob_into_new_repositories(pg: httpx.Client, pg_r
     assert pg.get(f"/v2/{repo}/blobs/{digest}").content == data
     index = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
     assert put_manifest(pg, repo, "empty", index, OCI_INDEX).status_code == 201
+
+
+def test_pushes_naming_the_same_tags_in_other_orders_do_not_deadlock(
+    pg: httpx.Client, pg_registry: RegistryProcess
+) -> None:
+    """`PUT .../manifests/<digest>?tag=a&tag=b` beside `?tag=b&tag=a`: each transaction locks its tags as it
+    writes them, so unless every transaction takes them in one order, two can each hold the tag the other waits
+    for, and PostgreSQL aborts one (a 503 for a push that did nothing wrong)."""
+    repo = unique_repo("pg-tag-order")
+    count = 8
+    manifests = [image_manifest(pg, repo) for _ in range(count)]
+    for round_ in range(3):
+        tags = [f"a{round_}", f"b{round_}", f"c{round_}", f"d{round_}"]
+        start = threading.Barrier(count)
+
+        def put(c: httpx.Client, i: int, tags: list[str] = tags, start: threading.Barrier = start) -> int:
+            named = tags if i % 2 else tags[::-1]
+            manifest = manifests[i]
+            assert c.get("/v2/").status_code == 200
+            start.wait(10)
+            response = c.put(
+                f"/v2/{repo}/manifests/{manifest.digest}",
+                params=[("tag", tag) for tag in named],
+                content=manifest.body,
+                headers={"Content-Type": manifest.media_type},
+            )
+            return response.status_code
+
+        assert _concurrently(count, pg_registry.url, put) == [201] * count, f"round {round_}"
+        targets = {get_manifest(pg, repo, tag).headers["Docker-Content-Digest"] for tag in tags}
+        assert targets <= {m.digest for m in manifests}
