@@ -118,11 +118,15 @@ def _resume(client: httpx.Client, location: str, data: bytes, least: int, most: 
     while True:
         status = client.get(location)
         assert status.status_code == 204, status.text
+        assert status.content == b""
         recorded = _recorded_size(status)
         assert least <= recorded <= most, "the session must hold the first chunk, and nothing that was never sent"
         response = _patch(client, status.headers["Location"], data[recorded:], recorded)
         if response.status_code != 416 or time.monotonic() > deadline:
+            if response.status_code == 202:
+                assert response.headers["Range"] == f"0-{len(data) - 1}", "the session holds all of `data` now"
             return response
+        assert least <= _recorded_size(response) <= most, "a refused chunk adds nothing, and says where to resume"
         time.sleep(0.05)
 
 
@@ -132,7 +136,9 @@ def test_client_disconnecting_mid_patch(registry: RegistryProcess, client: httpx
     location = start_upload(client, repo)
     first = _patch(client, location, data[:100_000], 0)
     assert first.status_code == 202
+    assert first.headers["Range"] == "0-99999"
     location = first.headers["Location"]
+    upload_uuid = first.headers["Docker-Upload-UUID"]
     path = httpx.URL(location).raw_path.decode()
     sent = 300_000
     _send_partial(
@@ -153,8 +159,14 @@ def test_client_disconnecting_mid_patch(registry: RegistryProcess, client: httpx
             return
     response = _resume(client, location, data, 100_000, sent)
     assert response.status_code == 202, response.text
+    assert response.headers["Range"] == f"0-{len(data) - 1}"
+    assert response.headers["Docker-Upload-UUID"] == upload_uuid
+    status = client.get(response.headers["Location"])
+    assert status.status_code == 204
+    assert status.headers["Range"] == f"0-{len(data) - 1}"
     put = client.put(with_params(response.headers["Location"], digest=sha256(data)))
     assert put.status_code == 201, put.text
+    assert put.headers["Docker-Content-Digest"] == sha256(data)
     _pull_blob(client, repo, data)
 
 
@@ -204,20 +216,26 @@ def test_upload_survives_a_restart(make_registry: Callable[..., RegistryProcess]
             response = _patch(client, location, chunk, offset)
             assert response.status_code == 202, response.text
             offset += len(chunk)
+            assert response.headers["Range"] == f"0-{offset - 1}"
             location = response.headers["Location"]
+        upload_uuid = response.headers["Docker-Upload-UUID"]
 
     server.restart()
     with httpx.Client(base_url=server.url, timeout=30) as client:
         status = client.get(location)
         assert status.status_code == 204, status.text
+        assert status.headers["Docker-Upload-UUID"] == upload_uuid
         recorded = _recorded_size(status)
         assert recorded == offset
         location = status.headers["Location"]
         rest = data[recorded:]
         for start in range(0, len(rest), 150_000):
-            response = _patch(client, location, rest[start : start + 150_000], recorded + start)
+            piece = rest[start : start + 150_000]
+            response = _patch(client, location, piece, recorded + start)
             assert response.status_code == 202, response.text
+            assert response.headers["Range"] == f"0-{recorded + start + len(piece) - 1}"
             location = response.headers["Location"]
+        assert _recorded_size(client.get(location)) == len(data)
         put = client.put(with_params(location, digest=sha256(data)))
         assert put.status_code == 201, put.text
         assert put.headers["Docker-Content-Digest"] == sha256(data)
