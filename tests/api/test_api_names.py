@@ -176,3 +176,47 @@ def test_error_answers_are_json(client: httpx.Client) -> None:
         assert set(error) <= {"code", "message", "detail"}
         assert isinstance(error["message"], str)
         assert error["message"]
+
+
+NEITHER_TAG_NOR_DIGEST = [".INVALID_MANIFEST_NAME", "-dash", "a" * 129, "sha256:short", "sha256:" + "Z" * 64, "x:y"]
+
+
+@xfail_on_distribution("a reference that is neither tag nor digest is a plain-text 404 or a 500 UNKNOWN")
+@pytest.mark.parametrize("reference", NEITHER_TAG_NOR_DIGEST)
+def test_pulling_a_reference_that_is_neither_tag_nor_digest_is_manifest_unknown(
+    client: httpx.Client, reference: str
+) -> None:
+    """No manifest can have such a name, so a pull finds none: 404 MANIFEST_UNKNOWN, as Distribution answers the
+    conformance suite's `.INVALID_MANIFEST_NAME` (a push of one is still a client error, see below)."""
+    repo = unique_repo()
+    push(client, repo, image_manifest(client, repo), "latest")
+    got = get_manifest(client, repo, reference)
+    assert got.status_code == 404, got.text
+    assert error_codes(got) == ["MANIFEST_UNKNOWN"]
+    head = get_manifest(client, repo, reference, method="HEAD")
+    assert head.status_code == 404
+    assert head.content == b""
+    assert get_manifest(client, repo, "latest").status_code == 200
+
+
+@xfail_on_distribution("does not route an invalid tag (plain-text 404); a bad digest is MANIFEST_INVALID")
+@pytest.mark.parametrize(
+    ("reference", "code"),
+    [
+        (".INVALID_MANIFEST_NAME", "TAG_INVALID"),
+        ("-dash", "TAG_INVALID"),
+        ("sha256:short", "DIGEST_INVALID"),
+        ("sha256:" + "Z" * 64, "DIGEST_INVALID"),
+    ],
+)
+def test_pushing_to_a_reference_that_is_neither_tag_nor_digest_is_refused(
+    client: httpx.Client, reference: str, code: str
+) -> None:
+    repo = unique_repo()
+    manifest = image_manifest(client, repo)
+    response = client.put(
+        f"/v2/{repo}/manifests/{reference}", content=manifest.body, headers={"Content-Type": manifest.media_type}
+    )
+    assert response.status_code == 400, response.text
+    assert error_codes(response) == [code]
+    assert_error(get_manifest(client, repo, manifest.digest), 404, "MANIFEST_UNKNOWN")
