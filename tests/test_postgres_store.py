@@ -1,5 +1,7 @@
 """The registry with its metadata in PostgreSQL: a private server on loopback, pushes, pulls, tags, referrers,
-deletes, and many clients pushing one manifest at once (READ COMMITTED lets them race where SQLite serialises)."""
+deletes, and races (READ COMMITTED lets them happen where SQLite serialises writers): many clients pushing one
+manifest, or different manifests to one tag, at once; deletes racing a manifest PUT that references what they
+delete; pushes naming the same tags in different orders."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,9 +20,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from prerequisites import PSYCOPG_INSTALL, missing, require_module
 from registry_api import (
     OCI_INDEX,
     OCI_MANIFEST,
+    Pushed,
     assert_error,
     canonical,
     get_manifest,
@@ -50,11 +56,10 @@ def postgres_url() -> Iterator[str]:
     """A private PostgreSQL cluster in a temporary directory, listening on a free loopback port.
 
     Not under pytest's temporary root: that is private to root, and the server runs as `postgres`."""
+    require_module("psycopg", PSYCOPG_INSTALL)
     bin_dir = _pg_bin()
     if bin_dir is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
-        pytest.skip("PostgreSQL is not installed: apt-get install postgresql")
+        missing("PostgreSQL is not installed: apt-get install postgresql")
     root = Path(tempfile.mkdtemp(prefix="registry-test-postgres-"))
     data = root / "data"
     if os.geteuid() == 0:
@@ -91,7 +96,7 @@ def pg_registry(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture
 def pg(pg_registry: RegistryProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=pg_registry.url, timeout=30) as c:
+    with httpx.Client(base_url=pg_registry.url, timeout=30, verify=False) as c:
         yield c
 
 
@@ -143,7 +148,7 @@ def test_long_artifact_type_is_refused_not_a_500(pg: httpx.Client) -> None:
 
 def _concurrently(count: int, url: str, action: Callable[[httpx.Client, int], int]) -> list[int]:
     def run(i: int) -> int:
-        with httpx.Client(base_url=url, timeout=60) as own:
+        with httpx.Client(base_url=url, timeout=60, verify=False) as own:  # plain HTTP: skip loading CAs
             return action(own, i)
 
     with ThreadPoolExecutor(count) as pool:
@@ -174,3 +179,183 @@ def test_many_clients_push_one_blob_into_new_repositories(pg: httpx.Client, pg_r
     assert pg.get(f"/v2/{repo}/blobs/{digest}").content == data
     index = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
     assert put_manifest(pg, repo, "empty", index, OCI_INDEX).status_code == 201
+
+
+def test_different_manifests_pushed_to_one_new_tag_at_once(pg: httpx.Client, pg_registry: RegistryProcess) -> None:
+    """Each client pushes its own manifest to the same tag, which does not exist yet: every push succeeds, and the
+    tag ends as one row pointing at one of them (the upsert, not a look-up then an INSERT, settles the race).
+    Several rounds, each on a new tag: the first stores the manifests too, the later ones find them stored."""
+    repo = unique_repo("pg-tag-race")
+    count = 12
+    manifests = [image_manifest(pg, repo) for _ in range(count)]
+    for round_ in range(8):
+        tag = f"contested-{round_}"
+        start = threading.Barrier(count)
+
+        def put(c: httpx.Client, i: int, tag: str = tag, start: threading.Barrier = start) -> int:
+            assert c.get("/v2/").status_code == 200  # connected before the barrier, so the PUTs leave together
+            start.wait(10)
+            return put_manifest(c, repo, tag, manifests[i].body, manifests[i].media_type).status_code
+
+        assert _concurrently(count, pg_registry.url, put) == [201] * count, f"round {round_}"
+        assert pg.get(f"/v2/{repo}/tags/list").json()["tags"] == sorted(f"contested-{r}" for r in range(round_ + 1))
+        got = get_manifest(pg, repo, tag)
+        assert got.status_code == 200, got.text
+        winners = [m for m in manifests if m.body == got.content]
+        assert len(winners) == 1, "the tag must point at one whole pushed manifest"
+        assert got.headers["Docker-Content-Digest"] == winners[0].digest == sha256(got.content)
+        head = get_manifest(pg, repo, tag, method="HEAD")
+        assert head.status_code == 200
+        assert head.headers["Docker-Content-Digest"] == winners[0].digest
+        assert head.headers["Content-Length"] == str(len(got.content))
+    for manifest in manifests:  # every pushed manifest stays pullable by digest
+        assert get_manifest(pg, repo, manifest.digest).content == manifest.body
+
+
+SLOW_COMMIT = "org.example.test.slow-commit"
+"""A manifest annotated with this key holds its PUT's transaction open for `SLOW_COMMIT_SECONDS` (see
+`slow_commits`)."""
+SLOW_COMMIT_SECONDS = 1.5
+
+
+def _plain_url(postgres_url: str) -> str:
+    return postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@pytest.fixture
+def slow_commits(postgres_url: str, pg_registry: RegistryProcess) -> Iterator[Callable[[], None]]:
+    """A trigger in the registry's database: inserting the row of a manifest annotated `SLOW_COMMIT` sleeps, so
+    the PUT's transaction stays open after it checked (and locked) the references, until its commit. That is the
+    window a concurrent delete races into, made wide and certain instead of left to luck. Yields a function that
+    waits until some transaction sleeps in the trigger."""
+    import psycopg
+
+    url = _plain_url(postgres_url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN PERFORM pg_sleep({SLOW_COMMIT_SECONDS}); RETURN NEW; END $$"
+        )
+        conn.execute("DROP TRIGGER IF EXISTS test_slow_commit ON manifests")
+        conn.execute(
+            "CREATE TRIGGER test_slow_commit AFTER INSERT ON manifests FOR EACH ROW "
+            f"WHEN (NEW.annotations LIKE '%{SLOW_COMMIT}%') EXECUTE FUNCTION test_slow_commit()"
+        )
+
+    def wait_until_a_put_sleeps() -> None:
+        deadline = time.monotonic() + 20
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'").fetchone()[0]:
+                assert time.monotonic() < deadline, "the manifest PUT never reached its slow commit"
+                time.sleep(0.01)
+
+    try:
+        yield wait_until_a_put_sleeps
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER IF EXISTS test_slow_commit ON manifests")
+            conn.execute("DROP FUNCTION IF EXISTS test_slow_commit()")
+
+
+def _race_delete_with_put(
+    pg: httpx.Client, url: str, wait_until_a_put_sleeps: Callable[[], None], repo: str, manifest: Pushed, delete: str
+) -> tuple[httpx.Response, httpx.Response, int]:
+    """PUT `manifest` and, once its transaction checked the references and sleeps before committing, DELETE
+    `delete`; returns the PUT's answer, the DELETE's, and the manifest's status read right after the DELETE
+    answered."""
+    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=url, timeout=60, verify=False) as own:
+        pending = pool.submit(put_manifest, own, repo, manifest.digest, manifest.body, manifest.media_type)
+        wait_until_a_put_sleeps()
+        deleted = pg.delete(delete)
+        seen_after_delete = get_manifest(pg, repo, manifest.digest).status_code
+        put = pending.result()
+    return put, deleted, seen_after_delete
+
+
+def _assert_put_ordered_with_delete(
+    pg: httpx.Client, repo: str, manifest: Pushed, put: httpx.Response, deleted: httpx.Response, seen: int
+) -> None:
+    """Either the PUT came first (its manifest is visible as soon as the delete answers) or the delete did (the
+    PUT fails and stores nothing): a manifest that appears only after the delete was acknowledged was committed
+    with a reference the delete had already removed."""
+    assert deleted.status_code == 202, deleted.text
+    if put.status_code == 201:
+        assert seen == 200, (
+            "the delete was acknowledged before the PUT that had checked the reference committed: the stored "
+            "manifest references something deleted before it was stored (references not locked until the commit?)"
+        )
+    else:
+        assert_error(put, 400, "MANIFEST_BLOB_UNKNOWN", "MANIFEST_UNKNOWN")
+        assert_error(get_manifest(pg, repo, manifest.digest), 404, "MANIFEST_UNKNOWN")
+    # The PUT reached its commit before the delete was sent (wait_until_a_put_sleeps): it must have won.
+    assert put.status_code == 201, put.text
+    assert get_manifest(pg, repo, manifest.digest).content == manifest.body
+
+
+def test_blob_delete_racing_a_manifest_put_waits_for_its_commit(
+    pg: httpx.Client, pg_registry: RegistryProcess, slow_commits: Callable[[], None]
+) -> None:
+    """A blob delete arriving while a manifest PUT that references the blob is between its reference check and its
+    commit must wait for that commit (the check locks the rows it read, FOR SHARE).
+
+    Like Distribution, the registry lets a client delete a blob a stored manifest references, so "every blob of
+    a stored manifest exists" is no invariant; what must hold is that the PUT and the delete happen in some order.
+    Without the lock the delete commits in the PUT's window and the manifest is stored afterwards, with a
+    reference already gone when it was checked as present."""
+    repo = unique_repo("pg-ref-race")
+    manifest = image_manifest(pg, repo, annotations={SLOW_COMMIT: "yes"})
+    layer = json.loads(manifest.body)["layers"][0]["digest"]
+    put, deleted, seen = _race_delete_with_put(
+        pg, pg_registry.url, slow_commits, repo, manifest, f"/v2/{repo}/blobs/{layer}"
+    )
+    _assert_put_ordered_with_delete(pg, repo, manifest, put, deleted, seen)
+    assert pg.head(f"/v2/{repo}/blobs/{layer}").status_code == 404, "the delete, ordered after the PUT, took effect"
+
+
+def test_child_manifest_delete_racing_an_index_put_waits_for_its_commit(
+    pg: httpx.Client, pg_registry: RegistryProcess, slow_commits: Callable[[], None]
+) -> None:
+    """The same for an index and a child manifest deleted while the index PUT is about to commit."""
+    repo = unique_repo("pg-ref-race")
+    child = image_manifest(pg, repo)
+    push(pg, repo, child)
+    document = json.loads(index_manifest([child]).body)
+    document["annotations"] = {SLOW_COMMIT: "yes"}
+    body = canonical(document)
+    index = Pushed(body, OCI_INDEX, sha256(body))
+    put, deleted, seen = _race_delete_with_put(
+        pg, pg_registry.url, slow_commits, repo, index, f"/v2/{repo}/manifests/{child.digest}"
+    )
+    _assert_put_ordered_with_delete(pg, repo, index, put, deleted, seen)
+    assert get_manifest(pg, repo, child.digest).status_code == 404, "the delete, ordered after the PUT, took effect"
+
+
+def test_pushes_naming_the_same_tags_in_other_orders_do_not_deadlock(
+    pg: httpx.Client, pg_registry: RegistryProcess
+) -> None:
+    """`PUT .../manifests/<digest>?tag=a&tag=b` beside `?tag=b&tag=a`: each transaction locks its tags as it
+    writes them, so unless every transaction takes them in one order, two can each hold the tag the other waits
+    for, and PostgreSQL aborts one (a 503 for a push that did nothing wrong)."""
+    repo = unique_repo("pg-tag-order")
+    count = 8
+    manifests = [image_manifest(pg, repo) for _ in range(count)]
+    for round_ in range(3):
+        tags = [f"a{round_}", f"b{round_}", f"c{round_}", f"d{round_}"]
+        start = threading.Barrier(count)
+
+        def put(c: httpx.Client, i: int, tags: list[str] = tags, start: threading.Barrier = start) -> int:
+            named = tags if i % 2 else tags[::-1]
+            manifest = manifests[i]
+            assert c.get("/v2/").status_code == 200
+            start.wait(10)
+            response = c.put(
+                f"/v2/{repo}/manifests/{manifest.digest}",
+                params=[("tag", tag) for tag in named],
+                content=manifest.body,
+                headers={"Content-Type": manifest.media_type},
+            )
+            return response.status_code
+
+        assert _concurrently(count, pg_registry.url, put) == [201] * count, f"round {round_}"
+        targets = {get_manifest(pg, repo, tag).headers["Docker-Content-Digest"] for tag in tags}
+        assert targets <= {m.digest for m in manifests}

@@ -22,6 +22,7 @@ import httpx
 import pytest
 import yaml
 
+from prerequisites import EXAMPLE_DRIVER, EXAMPLE_DRIVER_INSTALL, require_module
 from registry_process import RegistryProcess, free_port, implementation
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="tests of our own command line and processes")
@@ -333,6 +334,56 @@ def test_several_workers_share_the_port(server: RegistryProcess) -> None:
         return {int(pid) for pid in lines} if len(lines) == 200 else None
 
     assert wait_for(answered_by, what="200 access log lines") == set(workers.values())
+
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def _empty_index(label: str) -> tuple[bytes, str]:
+    body = f'{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[],"annotations":{{"l":"{label}"}}}}'.encode()
+    return body, "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def test_a_tag_moved_through_one_worker_is_read_at_once_through_the_other(server: RegistryProcess) -> None:
+    """Each worker caches tag targets; a commit by the other worker must empty that cache before the next read.
+    Every request on a new connection, so the kernel spreads them over both workers: the tag is moved by one
+    request, then read back at once several times, and every answer must name the new target."""
+    workers = two_workers(server)
+    repo, rounds, reads = "cache/moving", 12, 10
+    manifests = [_empty_index("a"), _empty_index("b")]
+    url = f"/v2/{repo}/manifests/latest"
+    no_keepalive = httpx.Limits(max_keepalive_connections=0)
+    headers = {"Accept": OCI_INDEX}
+    with httpx.Client(base_url=server.url, timeout=10, limits=no_keepalive) as client:
+        body, digest = manifests[0]
+        assert client.put(url, content=body, headers={"Content-Type": OCI_INDEX}).status_code == 201
+        for _ in range(reads):  # both workers cache the first target
+            assert client.get(url, headers=headers).headers["Docker-Content-Digest"] == digest
+        for round_ in range(rounds):
+            body, digest = manifests[(round_ + 1) % 2]
+            moved = client.put(f"{url}?round={round_}", content=body, headers={"Content-Type": OCI_INDEX})
+            assert moved.status_code == 201, moved.text
+            answers = [client.get(f"{url}?read={round_}-{i}", headers=headers) for i in range(reads)]
+            assert [(a.status_code, a.headers["Docker-Content-Digest"], a.content) for a in answers] == [
+                (200, digest, body)
+            ] * reads, f"round {round_}: a worker served the tag's previous target"
+
+    def served_by() -> tuple[dict[int, int], dict[int, set[int]]] | None:
+        lines = re.findall(
+            rf'\[(\d+)\] aiohttp\.access: .*"(PUT|GET) {re.escape(url)}\?(?:round|read)=(\d+)',
+            server.log_path.read_text(),
+        )
+        puts = {int(r): int(pid) for pid, method, r in lines if method == "PUT"}
+        gets: dict[int, set[int]] = {}
+        for pid, method, r in lines:
+            if method == "GET":
+                gets.setdefault(int(r), set()).add(int(pid))
+        return (puts, gets) if len(lines) == rounds * (1 + reads) else None
+
+    puts, gets = wait_for(served_by, what="the access log lines of every request")
+    assert set(puts.values()) | set().union(*gets.values()) == set(workers.values()), "both workers served"
+    crossed = [r for r in range(rounds) if gets[r] - {puts[r]}]
+    assert len(crossed) >= rounds // 2, f"too few rounds read through the other worker: {crossed}"
 
 
 def test_a_killed_worker_is_restarted(server: RegistryProcess) -> None:
@@ -818,6 +869,7 @@ def test_sigterm_while_workers_start_up_stops_at_once(tmp_path: Path, launcher: 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_bad_driver_option_exits_2_naming_the_key(tmp_path: Path, workers: int) -> None:
+    require_module(EXAMPLE_DRIVER, EXAMPLE_DRIVER_INSTALL)  # without it the driver name itself is the error
     (tmp_path / "config.yml").write_text(
         yaml.safe_dump(
             {

@@ -8,7 +8,9 @@ import httpx
 import pytest
 
 from registry_api import (
+    OCI_INDEX,
     assert_error,
+    error_codes,
     get_manifest,
     image_manifest,
     on_distribution,
@@ -25,6 +27,8 @@ from registry_api import (
     xfail_on_distribution,
 )
 from registry_process import RegistryProcess
+
+OCTETS = {"Content-Type": "application/octet-stream"}
 
 
 def test_nested_names(client: httpx.Client) -> None:
@@ -97,11 +101,29 @@ def test_invalid_names_are_refused(registry: RegistryProcess, name: str) -> None
             assert "NAME_INVALID" in codes, f"{request_line}: {body[:300]!r}"
 
 
+@xfail_on_distribution("does not route an invalid name: a plain-text 404, not NAME_INVALID")
 def test_invalid_name_creates_nothing(client: httpx.Client) -> None:
+    """Every write naming an invalid repository is 400 NAME_INVALID, and none of them creates the repository,
+    under its own spelling or a normalised one."""
     name = unique_repo("Bad-Name")
-    response = client.post(f"/v2/{name}/blobs/uploads/")
-    assert response.status_code in (400, 404)
-    assert client.get(f"/v2/{name.lower()}/tags/list").status_code == 404
+    data = random_bytes(100)
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode()
+    answers = {
+        "POST upload": client.post(f"/v2/{name}/blobs/uploads/"),
+        "POST monolithic": client.post(
+            f"/v2/{name}/blobs/uploads/", params={"digest": sha256(data)}, content=data, headers=OCTETS
+        ),
+        "POST mount": client.post(f"/v2/{name}/blobs/uploads/", params={"mount": sha256(data), "from": "x"}),
+        "PUT manifest": client.put(f"/v2/{name}/manifests/latest", content=index, headers={"Content-Type": OCI_INDEX}),
+    }
+    repositories = client.get("/v2/_catalog", params={"n": "10000"}).json()["repositories"]
+    assert name not in repositories
+    assert name.lower() not in repositories
+    assert_error(client.get(f"/v2/{name.lower()}/tags/list"), 404, "NAME_UNKNOWN")
+    assert_error(client.get(f"/v2/{name}/tags/list"), 400, "NAME_INVALID")
+    for request, response in answers.items():
+        assert response.status_code == 400, (request, response.status_code, response.text)
+        assert error_codes(response) == ["NAME_INVALID"], request
 
 
 INVALID_TAGS = ["-dash", ".dot", "a" * 129, "bad%21tag", "sp%20ace", "t%C3%A9"]
@@ -154,3 +176,47 @@ def test_error_answers_are_json(client: httpx.Client) -> None:
         assert set(error) <= {"code", "message", "detail"}
         assert isinstance(error["message"], str)
         assert error["message"]
+
+
+NEITHER_TAG_NOR_DIGEST = [".INVALID_MANIFEST_NAME", "-dash", "a" * 129, "sha256:short", "sha256:" + "Z" * 64, "x:y"]
+
+
+@xfail_on_distribution("a reference that is neither tag nor digest is a plain-text 404 or a 500 UNKNOWN")
+@pytest.mark.parametrize("reference", NEITHER_TAG_NOR_DIGEST)
+def test_pulling_a_reference_that_is_neither_tag_nor_digest_is_manifest_unknown(
+    client: httpx.Client, reference: str
+) -> None:
+    """No manifest can have such a name, so a pull finds none: 404 MANIFEST_UNKNOWN, as Distribution answers the
+    conformance suite's `.INVALID_MANIFEST_NAME` (a push of one is still a client error, see below)."""
+    repo = unique_repo()
+    push(client, repo, image_manifest(client, repo), "latest")
+    got = get_manifest(client, repo, reference)
+    assert got.status_code == 404, got.text
+    assert error_codes(got) == ["MANIFEST_UNKNOWN"]
+    head = get_manifest(client, repo, reference, method="HEAD")
+    assert head.status_code == 404
+    assert head.content == b""
+    assert get_manifest(client, repo, "latest").status_code == 200
+
+
+@xfail_on_distribution("does not route an invalid tag (plain-text 404); a bad digest is MANIFEST_INVALID")
+@pytest.mark.parametrize(
+    ("reference", "code"),
+    [
+        (".INVALID_MANIFEST_NAME", "TAG_INVALID"),
+        ("-dash", "TAG_INVALID"),
+        ("sha256:short", "DIGEST_INVALID"),
+        ("sha256:" + "Z" * 64, "DIGEST_INVALID"),
+    ],
+)
+def test_pushing_to_a_reference_that_is_neither_tag_nor_digest_is_refused(
+    client: httpx.Client, reference: str, code: str
+) -> None:
+    repo = unique_repo()
+    manifest = image_manifest(client, repo)
+    response = client.put(
+        f"/v2/{repo}/manifests/{reference}", content=manifest.body, headers={"Content-Type": manifest.media_type}
+    )
+    assert response.status_code == 400, response.text
+    assert error_codes(response) == [code]
+    assert_error(get_manifest(client, repo, manifest.digest), 404, "MANIFEST_UNKNOWN")

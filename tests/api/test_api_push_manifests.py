@@ -15,6 +15,7 @@ from registry_api import (
     Pushed,
     assert_error,
     canonical,
+    error_codes,
     get_manifest,
     image_manifest,
     index_manifest,
@@ -227,3 +228,48 @@ def test_index_may_reference_manifests_of_both_families(client: httpx.Client) ->
     got = get_manifest(client, repo, "multi")
     assert got.content == index.body
     assert got.headers["Content-Type"] == OCI_INDEX
+
+
+@xfail_on_distribution("2.8 predates OCI v1.1: ignores ?tag= on a manifest PUT")
+def test_put_by_digest_with_tag_parameters_points_every_tag_at_it(client: httpx.Client) -> None:
+    """OCI v1.1: `PUT /v2/<name>/manifests/<digest>?tag=a&tag=b` stores the manifest and points both tags at it in
+    the same request, answering one `OCI-Tag` header per tag."""
+    repo = unique_repo()
+    manifest = image_manifest(client, repo)
+    previous = image_manifest(client, repo)
+    push(client, repo, previous, "b")  # an existing tag is moved as a push by tag would move it
+    response = client.put(
+        f"/v2/{repo}/manifests/{manifest.digest}",
+        params=[("tag", "a"), ("tag", "b")],
+        content=manifest.body,
+        headers={"Content-Type": manifest.media_type},
+    )
+    assert response.status_code == 201, response.text
+    assert response.headers.get_list("OCI-Tag") == ["a", "b"]
+    assert response.headers["Docker-Content-Digest"] == manifest.digest
+    assert response.headers["Location"].endswith(f"/v2/{repo}/manifests/{manifest.digest}")
+    assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["a", "b"]
+    for tag in ("a", "b"):
+        got = get_manifest(client, repo, tag)
+        assert got.content == manifest.body
+        assert got.headers["Docker-Content-Digest"] == manifest.digest
+    assert get_manifest(client, repo, previous.digest).content == previous.body
+
+
+@xfail_on_distribution("2.8 predates OCI v1.1: ignores ?tag= on a manifest PUT")
+@pytest.mark.parametrize("bad", [".dot", "-dash", "a" * 129, "sp ace"])
+def test_invalid_tag_parameter_stores_nothing(client: httpx.Client, bad: str) -> None:
+    repo = unique_repo()
+    manifest = image_manifest(client, repo)
+    response = client.put(
+        f"/v2/{repo}/manifests/{manifest.digest}",
+        params=[("tag", "good"), ("tag", bad)],
+        content=manifest.body,
+        headers={"Content-Type": manifest.media_type},
+    )
+    assert response.status_code == 400, response.text
+    assert error_codes(response) == ["TAG_INVALID"]
+    assert "OCI-Tag" not in response.headers
+    assert_error(get_manifest(client, repo, manifest.digest), 404, "MANIFEST_UNKNOWN")
+    assert_error(get_manifest(client, repo, "good"), 404, "MANIFEST_UNKNOWN")
+    assert client.get(f"/v2/{repo}/tags/list").json().get("tags") in (None, [])

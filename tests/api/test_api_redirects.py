@@ -10,6 +10,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from prerequisites import EXAMPLE_DRIVER, EXAMPLE_DRIVER_INSTALL, require_module
 from registry_api import push_blob, random_bytes, unique_repo
 from registry_process import RegistryProcess, implementation
 
@@ -17,6 +18,12 @@ pytestmark = pytest.mark.skipif(implementation() != "ours", reason="the example 
 
 REDIRECT_BASE = "http://127.0.0.1:9/objects"
 """Never fetched: the tests only read where the registry sends its clients (port 9 is discard, nothing listens)."""
+
+
+@pytest.fixture(autouse=True)
+def _example_driver() -> None:
+    """The example driver is a separate distribution, not part of the `test` extra."""
+    require_module(EXAMPLE_DRIVER, EXAMPLE_DRIVER_INSTALL)
 
 
 def _example_storage(root: Path, **extra: object) -> dict[str, object]:

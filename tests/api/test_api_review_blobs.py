@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
-from registry_api import assert_error, push_blob, random_bytes, sha256, unique_repo, with_params
+from registry_api import (
+    assert_error,
+    push_blob,
+    random_bytes,
+    sha256,
+    start_upload,
+    unique_repo,
+    with_params,
+    xfail_on_distribution,
+)
 from registry_process import RegistryProcess
+
+OCTETS = {"Content-Type": "application/octet-stream"}
 
 
 @pytest.fixture
@@ -82,3 +94,65 @@ def test_mount_from_an_invalid_name_starts_an_upload(client: httpx.Client, sourc
     finished = client.put(with_params(response.headers["Location"], digest=sha256(data)), content=data)
     assert finished.status_code == 201, finished.text
     assert client.get(f"/v2/{target}/blobs/{sha256(data)}").content == data
+
+
+def _monolithic_post(client: httpx.Client, repo: str, data: bytes) -> None:
+    response = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": sha256(data)}, content=data, headers=OCTETS)
+    assert response.status_code == 201, response.text
+
+
+def _post_then_put(client: httpx.Client, repo: str, data: bytes) -> None:
+    push_blob(client, repo, data)
+
+
+def _post_patch_put(client: httpx.Client, repo: str, data: bytes) -> None:
+    location = start_upload(client, repo)
+    patched = client.patch(location, content=data, headers={**OCTETS, "Content-Range": f"0-{len(data) - 1}"})
+    assert patched.status_code == 202, patched.text
+    assert patched.headers["Range"] == f"0-{len(data) - 1}"
+    put = client.put(with_params(patched.headers["Location"], digest=sha256(data)))
+    assert put.status_code == 201, put.text
+
+
+def _stored_blob_file(server: RegistryProcess, digest: str) -> Path:
+    """The blob's data file in the storage tree (ours and Distribution's both end in `<hex>/data`)."""
+    hexdigest = digest.split(":", 1)[1]
+    found = [path for path in server.data_dir.rglob("data") if path.parent.name == hexdigest]
+    assert len(found) == 1, f"expected the blob's one data file in storage, found {found}"
+    return found[0]
+
+
+@pytest.mark.parametrize(
+    "push_again",
+    [
+        pytest.param(_monolithic_post, marks=xfail_on_distribution("ignores ?digest= on POST"), id="post-digest"),
+        pytest.param(_post_then_put, id="post-put"),
+        pytest.param(_post_patch_put, id="post-patch-put"),
+    ],
+)
+def test_pushing_a_blob_lost_from_storage_again_repairs_it(
+    registry: RegistryProcess, client: httpx.Client, push_again: Callable[[httpx.Client, str, bytes], None]
+) -> None:
+    """The metadata still knows the blob, its file is gone (a disk restored from an older backup, an operator's
+    mistake): pushing it again must write the file back, not trust the database and skip it."""
+    repo, data = unique_repo("repair"), random_bytes(70_000)
+    digest = sha256(data)
+    push_again(client, repo, data)
+    stored = _stored_blob_file(registry, digest)
+    stored.unlink()
+
+    push_again(client, repo, data)
+    stored = _stored_blob_file(registry, digest)
+    assert stored.read_bytes() == data
+    got = client.get(f"/v2/{repo}/blobs/{digest}")
+    assert got.status_code == 200, got.text
+    assert got.content == data
+    assert got.headers["Docker-Content-Digest"] == digest
+
+    stored.unlink()  # lost again, and pushed into another repository this time: the database knows it globally
+    other = unique_repo("repair")
+    push_again(client, other, data)
+    stored = _stored_blob_file(registry, digest)
+    assert stored.read_bytes() == data
+    for name in (repo, other):
+        assert client.get(f"/v2/{name}/blobs/{digest}").content == data

@@ -88,8 +88,10 @@ def test_upload_resumes_at_once_after_the_server_is_killed_mid_patch(
         assert offset == stored, "the status tells where the bytes in storage end"
         rest = client.patch(location, content=data[offset:], headers={"Content-Range": f"{offset}-{len(data) - 1}"})
         assert rest.status_code == 202, rest.text
+        assert rest.headers["Range"] == f"0-{len(data) - 1}"
         put = client.put(with_params(rest.headers["Location"], digest=sha256(data)))
         assert put.status_code == 201, put.text
+        assert put.headers["Docker-Content-Digest"] == sha256(data)
         assert time.monotonic() - began < 5, "resuming must not wait for a lease"
         blob = client.get(f"/v2/{repo}/blobs/{sha256(data)}")
         assert blob.status_code == 200
@@ -120,7 +122,11 @@ def test_put_resumes_after_the_server_is_killed_mid_patch(make_registry: Callabl
             headers={"Content-Range": f"{stored}-{len(data) - 1}"},
         )
         assert put.status_code == 201, put.text
+        assert put.headers["Docker-Content-Digest"] == sha256(data)
         assert client.get(f"/v2/{repo}/blobs/{sha256(data)}").content == data
+        finished = client.get(location)
+        assert finished.status_code == 404
+        assert error_codes(finished) == ["BLOB_UPLOAD_UNKNOWN"], "a finished session is gone"
     _no_server_errors(server)
 
 

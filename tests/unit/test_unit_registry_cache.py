@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from docker_registry.core.digest import Digest
+from docker_registry.drivers.file import Driver
 from docker_registry.server.registry.cache import ManifestCache, RegistryCache
+from docker_registry.server.registry.errors import BLOB_UNKNOWN, RegistryError
+from docker_registry.server.registry.service import Registry
 from docker_registry.server.store import migrate
 from docker_registry.server.store.engine import ChangeWatcher, create_engine
+from docker_registry.server.store.facade import AsyncMetadataStore
 from docker_registry.server.store.metadata import MetadataStore
 from docker_registry.server.store.models import StoredManifest
 
@@ -67,3 +76,123 @@ async def test_one_database_check_per_event_loop_iteration() -> None:
     await asyncio.sleep(0)
     cache.refresh()
     assert watcher.calls == 2
+
+
+# --- the registry logic over the caches: values read before a commit are never kept ------------------------------
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def _index(label: str) -> tuple[bytes, str]:
+    raw = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [], "annotations": {"l": label}})
+    return raw.encode(), "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+async def _next_iteration() -> None:
+    """Let the event loop turn, so the caches look at the database again (one check per iteration)."""
+    for _ in range(2):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def worker(database: str, tmp_path: Path) -> Iterator[Callable[[], tuple[Registry, AsyncMetadataStore]]]:
+    """Makes what one worker process holds over the shared database: its own connections, change watcher and
+    caches."""
+    opened: list[tuple[AsyncMetadataStore, ChangeWatcher]] = []
+
+    def make() -> tuple[Registry, AsyncMetadataStore]:
+        store, watcher = AsyncMetadataStore(MetadataStore(create_engine(database))), ChangeWatcher(database)
+        opened.append((store, watcher))
+        return Registry(store, Driver({"rootdirectory": str(tmp_path / "data")}), RegistryCache(watcher)), store
+
+    yield make
+    for store, watcher in opened:
+        watcher.close()
+        store.close()
+
+
+async def test_a_tag_read_before_it_moved_is_not_cached_after(worker) -> None:  # type: ignore[no-untyped-def]
+    """One request loads the tag from the database; before its answer is back, another request moves the tag and a
+    third reads the new target. The first request may answer what it read, but must not cache it: the next pull
+    would get the old target until some later commit."""
+    registry, store = worker()
+    (old, old_digest), (new, new_digest) = _index("old"), _index("new")
+    await registry.put_manifest("repo", "latest", old, OCI_INDEX)
+
+    read_done, moved = asyncio.Event(), asyncio.Event()
+    load = store.tag_digest
+
+    async def slow_load(repository: str, tag: str) -> str | None:
+        value = await load(repository, tag)  # the old target, read before the move...
+        read_done.set()
+        await moved.wait()  # ...and returned only after it
+        return value
+
+    store.tag_digest = slow_load  # type: ignore[method-assign]
+    slow = asyncio.ensure_future(registry.resolve("repo", "latest"))
+    await read_done.wait()
+    store.tag_digest = load  # type: ignore[method-assign]
+    await registry.put_manifest("repo", "latest", new, OCI_INDEX)
+    await _next_iteration()
+    assert str(await registry.resolve("repo", "latest")) == new_digest
+    moved.set()
+    assert str(await slow) == old_digest
+    await _next_iteration()
+    assert str(await registry.resolve("repo", "latest")) == new_digest, "a value read before the commit was cached"
+    _, manifest = await registry.get_manifest("repo", "latest")
+    assert manifest.content == new
+
+
+async def test_a_tag_moved_by_another_worker_is_seen_at_once(worker) -> None:  # type: ignore[no-untyped-def]
+    """Two workers on one SQLite database: each caches the tag, one moves it, the other's next read sees it."""
+    (first, first_digest), (second, second_digest) = _index("first"), _index("second")
+    (worker_a, _), (worker_b, _) = worker(), worker()
+    await worker_a.put_manifest("repo", "latest", first, OCI_INDEX)
+    for target, digest in [(second, second_digest), (first, first_digest), (second, second_digest)]:
+        await _next_iteration()
+        for each in (worker_a, worker_b):  # both have the current target cached now
+            await each.resolve("repo", "latest")
+            await each.get_manifest("repo", "latest")
+        await worker_a.put_manifest("repo", "latest", target, OCI_INDEX)
+        await _next_iteration()
+        assert str(await worker_b.resolve("repo", "latest")) == digest
+        assert (await worker_b.get_manifest("repo", "latest"))[1].content == target
+
+
+async def test_a_blob_size_read_before_its_delete_is_not_cached_after(worker) -> None:  # type: ignore[no-untyped-def]
+    """The same for the blob cache: a size read before the blob was deleted must not make it servable after."""
+    registry, store = worker()
+    digest = "sha256:" + hashlib.sha256(b"blob").hexdigest()
+    await store.link_blob("repo", digest, 4)
+    read_done, deleted = asyncio.Event(), asyncio.Event()
+    load = store.blob_size
+
+    async def slow_load(repository: str, blob: str) -> int | None:
+        value = await load(repository, blob)
+        read_done.set()
+        await deleted.wait()
+        return value
+
+    store.blob_size = slow_load  # type: ignore[method-assign]
+    slow = asyncio.ensure_future(registry.blob("repo", digest))
+    await read_done.wait()
+    store.blob_size = load  # type: ignore[method-assign]
+    await registry.delete_blob("repo", digest)
+    await _next_iteration()
+    with pytest.raises(RegistryError):
+        await registry.blob("repo", digest)
+    deleted.set()
+    assert (await slow).size == 4
+    await _next_iteration()
+    with pytest.raises(RegistryError) as info:
+        await registry.blob("repo", digest)
+    assert info.value.error is BLOB_UNKNOWN, "a size read before the delete was cached"

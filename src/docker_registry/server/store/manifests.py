@@ -59,7 +59,8 @@ class ManifestQueries(StoreBase):
             repo_id = self._repository_id(conn, repository, now)
             self._check_references(conn, repo_id, manifest)
             manifest_id = self._insert_manifest(conn, repo_id, manifest, now)
-            for tag in tag_names:
+            # one order for every transaction: two pushes naming the same tags in other orders would deadlock
+            for tag in sorted(set(tag_names)):
                 conn.execute(
                     self._insert(tags)
                     .values(repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now)
