@@ -886,3 +886,38 @@ def test_bad_driver_option_exits_2_naming_the_key(tmp_path: Path, workers: int) 
     )
     assert "cannot start serving" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_files_get_safe_modes_whatever_the_callers_umask(tmp_path: Path) -> None:
+    """Started from a shell with umask 000, blobs and directories still are not world-writable."""
+    port = free_port()
+    (tmp_path / "config.yml").write_text(yaml.safe_dump({"http": {"addr": f"127.0.0.1:{port}", "workers": 1}}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "docker_registry.server", "serve", "config.yml"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        umask=0,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        blob = b"modes"
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        response = wait_for(lambda: _post_blob(url, digest, blob), 30, "the registry to answer")
+        assert response.status_code == 201
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    data = tmp_path / "data"
+    modes = {path: path.stat().st_mode & 0o777 for path in [data, *data.rglob("*")]}
+    assert modes, "nothing was written"
+    assert not [path for path, mode in modes.items() if mode & 0o002], f"world-writable: {modes}"
+    assert (data / "registry.db").stat().st_mode & 0o777 == 0o644
+
+
+def _post_blob(url: str, digest: str, blob: bytes) -> httpx.Response | None:
+    try:
+        return httpx.post(f"{url}/v2/modes/blobs/uploads/", params={"digest": digest}, content=blob, timeout=5)
+    except httpx.TransportError:
+        return None

@@ -27,6 +27,7 @@ from .values import (
     Space,
     Text,
     TLSVersion,
+    Umask,
     Version,
     hide_password,
     problem,
@@ -115,6 +116,11 @@ class StorageConfig(Section):
     delete: DeleteSection = Field(default_factory=DeleteSection)
     maintenance: MaintenanceSection = Field(default_factory=MaintenanceSection)
     redirects: RedirectSection = Field(default_factory=RedirectSection, alias="redirect")
+    umask: Annotated[Umask, OURS] = Field(
+        0o022,
+        description="the file mode mask the registry sets at start, whatever its parent had (`0022`: blobs 0644, "
+        "directories 0755; `0027` keeps other users out)",
+    )
     minfree: Annotated[Space | None, OURS] = Field(
         None,
         description="free space the filesystem driver keeps: below it, new uploads and chunks answer 507 at once "

@@ -241,6 +241,18 @@ def space_floor(spec: str, total: int) -> int:
 
 
 Space = Annotated[str, PlainValidator(_space)]
+
+
+def _umask(value: Any) -> int:
+    """Octal as written (`"0027"`, `027`); YAML reads an unquoted 0027 as the octal number 23 already."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"0?[0-7]{1,3}", value.strip()):
+        return int(value.strip(), 8)
+    raise invalid('an octal umask such as "0022" or "0027"', value)
+
+
+Umask = Annotated[int, PlainValidator(_umask), PlainSerializer(lambda mask: f"{mask:04o}")]
 Address = Annotated[str, PlainValidator(_address)]
 Network = Annotated[str, PlainValidator(_tcp)]
 AbsolutePath = Annotated[str, PlainValidator(_absolute_path)]

@@ -29,6 +29,7 @@ def serve(config: Config) -> int:
     logs.setup(config.log)
     for notice in config.notices:
         log.warning("%s", notice)
+    os.umask(config.storage.umask)  # blobs, directories and the database: not whatever the caller's shell had
     tls.server_context(config.http)  # a bad certificate fails here, once, not in every worker
     _check_driver(config)
     host, port = config.http.host_port()
