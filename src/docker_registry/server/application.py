@@ -29,6 +29,7 @@ from .store import migrate
 from .store.engine import ChangeWatcher, create_engine, database_url
 from .store.facade import AsyncMetadataStore
 from .store.metadata import MetadataStore
+from .store.writegate import gate_for
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         threads = database.readthreads + database.writethreads
         engine = create_engine(url, database.locktimeout, pool_size=threads + 1)
         store = AsyncMetadataStore(
-            MetadataStore(engine, database.locktimeout), database.readthreads, database.writethreads
+            MetadataStore(engine, database.locktimeout, gate_for(url)), database.readthreads, database.writethreads
         )
         watcher = ChangeWatcher(url)
         driver = build_driver(config)

@@ -289,7 +289,9 @@ class DatabaseConfig(Section):
     )
     readthreads: Annotated[PositiveInt, OURS] = Field(8, description="threads per worker running database reads")
     writethreads: Annotated[PositiveInt, OURS] = Field(
-        4, description="threads per worker running database writes, apart from the readers"
+        1,
+        description="threads per worker running database writes, apart from the readers; one queues a worker's "
+        "writes in order, which beats racing for SQLite's lock",
     )
 
 

@@ -28,6 +28,8 @@ from .process_identity import is_dead, this_process
 
 HASH_ALGORITHM = "sha256"
 MAX_KEPT_HASHERS = 1000
+INLINE_HASH_MAX = 64 * 1024
+"""Chunks up to this size are hashed on the event loop (tens of microseconds); larger ones in a thread."""
 
 
 def upload_path(upload_id: str) -> str:
@@ -61,7 +63,9 @@ async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | N
                 await hashing
             if writing is not None:
                 await writing
-            if hasher is not None:
+            if hasher is not None and len(chunk) <= INLINE_HASH_MAX:
+                hasher.update(chunk)  # ~12 us for 20 KB: less than the hop to a thread and back
+            elif hasher is not None:
                 hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, chunk))
             writing = asyncio.ensure_future(writer.write(chunk))
     finally:

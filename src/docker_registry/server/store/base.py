@@ -12,14 +12,19 @@ from docker_registry.core.digest import Digest, parse_digest
 
 from .engine import DEFAULT_LOCK_TIMEOUT, with_retries, write_transaction
 from .tables import blobs, repositories, repository_blobs
+from .writegate import WriteGate
 
 T = TypeVar("T")
 
 
 class StoreBase:
-    def __init__(self, engine: sa.Engine, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+    def __init__(
+        self, engine: sa.Engine, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, gate: WriteGate | None = None
+    ) -> None:
         self.engine = engine
         self.lock_timeout = lock_timeout
+        self.gate = gate
+        """Orders this database's writers across processes (SQLite); see `writegate`."""
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     def close(self) -> None:
@@ -38,7 +43,7 @@ class StoreBase:
         `durable=False` is for state a power loss may take anyway (see `write_transaction`)."""
 
         def attempt() -> T:
-            with write_transaction(self.engine, durable=durable) as conn:
+            with write_transaction(self.engine, durable, self.gate) as conn:
                 return work(conn)
 
         return with_retries(attempt, self.lock_timeout)

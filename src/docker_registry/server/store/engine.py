@@ -18,7 +18,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -26,6 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from ..config import Config
+from .writegate import WriteGate
 
 T = TypeVar("T")
 DEFAULT_LOCK_TIMEOUT = 5.0
@@ -71,23 +72,26 @@ def create_engine(url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, pool_siz
 
 
 @contextmanager
-def write_transaction(engine: sa.Engine, durable: bool = True) -> Iterator[sa.Connection]:
-    """A write transaction. `durable=False` commits without waiting for the disk, for state a power loss may take
-    anyway (upload sessions: their chunks are not fsynced either); the next durable commit carries it along, as
-    SQLite's WAL and PostgreSQL's log are written in order."""
-    with engine.connect() as conn:
+def write_transaction(
+    engine: sa.Engine, durable: bool = True, gate: WriteGate | None = None
+) -> Iterator[sa.Connection]:
+    """A write transaction, behind `gate` when given. `durable=False` commits without waiting for the disk, for
+    state a power loss may take anyway (upload sessions: their chunks are not fsynced either); the next durable
+    commit carries it along, as SQLite's WAL and PostgreSQL's log are written in order."""
+    sqlite = engine.dialect.name == "sqlite"
+    with gate.held() if gate is not None else nullcontext(), engine.connect() as conn:
         conn.execution_options(write=True)
-        relaxed = not durable and engine.dialect.name == "sqlite"
-        if relaxed:
-            _set_synchronous(conn, "NORMAL")  # SQLite refuses to change it inside a transaction
-        try:
-            with conn.begin():
-                if not durable and engine.dialect.name == "postgresql":
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                yield conn
-        finally:
-            if relaxed:
-                _set_synchronous(conn, "FULL")
+        if sqlite:
+            # SQLite refuses to change it inside a transaction; a connection keeps its level until a write wants the
+            # other, so runs of session writes (or of durable ones) switch nothing
+            level = "FULL" if durable else "NORMAL"
+            if conn.connection.info.get("synchronous", "FULL") != level:
+                _set_synchronous(conn, level)
+                conn.connection.info["synchronous"] = level
+        with conn.begin():
+            if not durable and engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            yield conn
 
 
 def _set_synchronous(conn: sa.Connection, level: str) -> None:
