@@ -22,6 +22,7 @@ from pathlib import Path
 
 import images
 import loadgen
+import profile_writes
 import pytest
 import rawhttp
 import servers
@@ -293,3 +294,39 @@ def test_skopeo_pushes_at_once(tmp_path: Path) -> None:
             )
     finally:
         registry.stop()
+
+
+def test_profile_summaries_of_collapsed_stacks(tmp_path: Path) -> None:
+    loop = "run_forever (asyncio/base_events.py:607);Handle._run (asyncio/events.py:80)"
+    pool = "Thread.run (threading.py:982);_worker (concurrent/futures/thread.py:83);_WorkItem.run (x.py:1)"
+    raw = tmp_path / "pyspy-ours-1.txt"
+    raw.write_text(
+        f"{pool};UploadQueries.claim_upload (server/store/uploads.py:80);expect (sqlalchemy/sql/coercions.py:323) 6\n"
+        f"{loop};put_upload (server/http/v2/uploads.py:90);to_thread (asyncio/threads.py:25) 3\n"
+        f"{loop};RequestHandler.start (aiohttp/web_protocol.py:500) 1\n"
+    )
+    categories = profile_writes.categorise([raw])
+    assert "60.0%  pool: SQLAlchemy: statements built, compiled, cache keys" in categories
+    assert "30.0%  loop: handing work to threads and back" in categories
+    assert "10.0%  loop: aiohttp: parsing, routing, responses" in categories
+    summary = profile_writes.summarise_profile([raw])
+    assert "10 samples" in summary
+    assert "60.0%  expect (sql/coercions.py)" in summary
+
+
+def test_counted_server_counts_a_push(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_COUNTS_DIR", str(tmp_path / "counts"))
+    server = profile_writes.counted_ours(tmp_path / "ours", 1).start()
+    try:
+        before = profile_writes.counts(server, tmp_path / "counts")
+        load = smallwrites.run(
+            server.url, smallwrites.random_blobs(2, 2000), 1, smallwrites.blob_patch_put(server.url, "c/x")
+        )
+        assert load.failures == 0, load.first_error
+        counted = profile_writes.counts(server, tmp_path / "counts") - before
+        threads = profile_writes.thread_cpu(profile_writes.workers_of(server))
+    finally:
+        server.stop()
+    assert counted["db.write_transaction"] >= 2  # each blob's durable link, whatever else changes
+    assert counted["thread_hop"] > 0
+    assert any(pid == tid for pid, tid in threads)
