@@ -20,6 +20,18 @@ def ratio_at_least(k: float) -> Target:
     return Target(f">= {k:g}x Distribution", lambda ours, dist, ratio: ratio >= k)
 
 
+def ratio_at_most(k: float) -> Target:
+    """For costs (CPU per request): ours at most k times Distribution's."""
+    return Target(f"<= {k:g}x Distribution", lambda ours, dist, ratio: ratio <= k)
+
+
+def speed_at_least(k: float) -> Target:
+    """For wall times: at least k times Distribution's speed, i.e. ours takes at most 1/k of its time."""
+    return Target(
+        f">= {k:g}x Distribution's speed (time ratio <= {1 / k:.2f})", lambda ours, dist, ratio: ratio <= 1 / k
+    )
+
+
 def ours_at_least(v: float, unit: str) -> Target:
     return Target(f"ours >= {v:g} {unit}", lambda ours, dist, ratio: ours >= v)
 

@@ -16,16 +16,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import images
 import loadgen
 import rawhttp
 import servers
+import smallwrites
 import transfer
-from report import Figure, markdown_table, ours_at_least, ours_below, ratio_at_least, text_table
+from report import (
+    Figure,
+    Target,
+    markdown_table,
+    ours_at_least,
+    ours_below,
+    ratio_at_least,
+    ratio_at_most,
+    speed_at_least,
+    text_table,
+)
 from servers import RssSummary, RssWatch, Server
 
 MiB = 1024 * 1024
@@ -42,14 +54,26 @@ class Settings:
     blob_size: int
     chunk_size: int
     layer_sizes: list[int]
+    small_pushes: int
+    """skopeo pushes of the small image per server and round, one at a time"""
+    small_blobs: int
+    """raw small blobs per server and round"""
+    metadata_items: int
+    """new repositories (mount + manifest PUT), and tag PUTs, per server and round"""
+    small_layers: int = 10
+    small_layer_size: int = 20_000
+    batch: int = 12
+    """skopeo pushes of the small image at once"""
+    blob_connections: int = 16
+    metadata_connections: int = 8
 
     @classmethod
     def full(cls) -> Settings:
-        return cls(3, 5, 10, 2, 64, 512 * MiB, 8 * MiB, [20 * MiB, 35 * MiB, 50 * MiB])
+        return cls(3, 5, 10, 2, 64, 512 * MiB, 8 * MiB, [20 * MiB, 35 * MiB, 50 * MiB], 3, 1000, 2000)
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(2, 2, 3, 1, 64, 64 * MiB, 8 * MiB, [2 * MiB, 3 * MiB, 4 * MiB])
+        return cls(2, 2, 3, 1, 64, 64 * MiB, 8 * MiB, [2 * MiB, 3 * MiB, 4 * MiB], 2, 300, 500)
 
 
 class Bench:
@@ -298,6 +322,185 @@ class Bench:
         self.interleaved(s.rounds, copy, "skopeo copy")
         self.rss_phase(rss, "end of run")
 
+    # --- small writes (issue 15) ----------------------------------------------------------------------------------
+    def small_writes(self, rss: RssWatch) -> None:
+        """What CI farms do: push images of many small layers, often many at once; the raw small-blob rate; and the
+        metadata writes (new repositories by mount, tags) that dominate once the blobs are there."""
+        self.small_image_pushes()
+        self.small_blob_loads()
+        self.metadata_loads()
+        self.rss_phase(rss, "after small writes")
+
+    def small_image_pushes(self) -> None:
+        s = self.s
+        kb, layers = s.small_layer_size // 1000, s.small_layers
+        image = f"{layers} x {kb} KB layers"
+        one = self.figure(
+            "sw_push",
+            f"skopeo push, {image}, one at a time",
+            "s",
+            higher_is_better=False,
+            digits=3,
+            target=speed_at_least(1.3),
+        )
+        batch = self.figure(
+            "sw_batch",
+            f"{s.batch} skopeo pushes of {image} at once, batch wall time",
+            "s",
+            higher_is_better=False,
+            digits=2,
+            target=speed_at_least(1.3),
+        )
+        batch_rate = self.figure("sw_batch_rate", f"{s.batch} pushes at once, blobs pushed per second", "blobs/s")
+        blobs_per_push = layers + 1  # and the config; the manifest is a request of its own
+
+        def layout(tag: str) -> Path:
+            # Fresh random layers for every push: skopeo's blob-info cache must find nothing to skip or mount.
+            directory = self.tmp / f"small-{tag}"
+            images.build_small_layout(directory, layers, s.small_layer_size)
+            return directory
+
+        def push_one(server: Server, r: int) -> float:
+            for i in range(s.small_pushes):
+                source = layout(f"{server.name}-{r}-{i}")
+                ref = f"docker://127.0.0.1:{server.port}/bench/small-push-{r}-{i}:latest"
+                one.add(server.name, images.skopeo_copy_seconds(f"oci:{source}:{images.REF_NAME}", ref))
+                shutil.rmtree(source)
+            return s.small_pushes
+
+        log(f"skopeo push of {image}, one at a time ({s.small_pushes} per round)")
+        self.interleaved(s.rounds, push_one, "small image push, one at a time")
+
+        def push_batch(server: Server, r: int) -> float:
+            sources = [layout(f"{server.name}-{r}-b{i}") for i in range(s.batch)]
+            copies = [
+                (f"oci:{src}:{images.REF_NAME}", f"docker://127.0.0.1:{server.port}/bench/small-batch-{r}-{i}:latest")
+                for i, src in enumerate(sources)
+            ]
+            seconds = images.skopeo_copies_seconds(copies)
+            batch.add(server.name, seconds)
+            batch_rate.add(server.name, s.batch * blobs_per_push / seconds)
+            for src in sources:
+                shutil.rmtree(src)
+            return s.batch
+
+        log(f"{s.batch} skopeo pushes of {image} at once")
+        self.interleaved(s.rounds, push_batch, "small image push, batch")
+        for phase, key, label in (
+            ("small image push, one at a time", "sw_cpu_push", "one at a time"),
+            ("small image push, batch", "sw_cpu_batch", f"{s.batch} at once"),
+        ):
+            self.cpu_per_unit(phase, key, f"server CPU per small-image push, {label}", "ms", 1e3)
+
+    def small_blob_loads(self) -> None:
+        s = self.s
+        kb, conns = s.small_layer_size // 1000, s.blob_connections
+        for key, label, action in (
+            ("patch", "POST+PATCH+PUT (as skopeo, docker)", smallwrites.blob_patch_put),
+            ("put", "POST+PUT with the body", smallwrites.blob_post_put),
+        ):
+
+            def prepare(server: Server, r: int, key: str = key, action: Any = action) -> tuple[Sequence[Any], Any]:
+                return smallwrites.random_blobs(s.small_blobs, s.small_layer_size), action(
+                    server.url, f"bench/small-blobs-{key}-{r}"
+                )
+
+            self.write_load(
+                f"sw_blobs_{key}",
+                f"{s.small_blobs:,} x {kb} KB blobs, {label}, {conns} conns",
+                conns,
+                prepare,
+                "blobs/s",
+                ratio_at_least(2),
+                per_item=True,
+                cpu_label=f"server CPU per {kb} KB blob, {label}",
+                cpu_target=ratio_at_most(0.5),
+            )
+
+    def metadata_loads(self) -> None:
+        s = self.s
+        conns, n = s.metadata_connections, s.metadata_items
+        seeded = {}
+        for server in self.pair:
+            seeded[server.name] = images.seed_image(server.url, "bench/mount-source", "latest")
+
+        def mounts(server: Server, r: int) -> tuple[Sequence[Any], Any]:
+            repos = [f"bench/mounted-{r}-{i}" for i in range(n)]
+            return repos, smallwrites.mount_and_manifest(server.url, "bench/mount-source", seeded[server.name])
+
+        self.write_load(
+            "sw_mount",
+            f"{n:,} new repos by mount (config + layer) + manifest PUT, {conns} conns",
+            conns,
+            mounts,
+            "req/s",
+            ratio_at_least(2),
+            per_item=False,
+            cpu_label="server CPU per request, mounts + manifest PUTs",
+        )
+
+        def tag_puts(server: Server, r: int) -> tuple[Sequence[Any], Any]:
+            return [f"t{r}-{i}" for i in range(n)], smallwrites.tag_put(
+                server.url, "bench/mount-source", seeded[server.name]
+            )
+
+        self.write_load(
+            "sw_tag",
+            f"{n:,} tag PUTs of an existing manifest, {conns} conns",
+            conns,
+            tag_puts,
+            "req/s",
+            ratio_at_least(2),
+            per_item=False,
+            cpu_label="server CPU per tag PUT",
+        )
+
+    def write_load(
+        self,
+        key: str,
+        label: str,
+        connections: int,
+        prepare: Callable[[Server, int], tuple[Sequence[Any], Any]],
+        unit: str,
+        target: Target,
+        *,
+        per_item: bool,
+        cpu_label: str,
+        cpu_target: Target | None = None,
+    ) -> None:
+        """One small-write load in interleaved rounds: its rate (items or requests per second), requests per
+        second, wall time, and server CPU per item or request. `prepare` gives the round's items and action."""
+        rate = self.figure(key, label, unit, target=target)
+        rps = self.figure(f"{key}_rps", f"{label}: requests", "req/s") if per_item else None
+        wall = self.figure(f"{key}_wall", f"{label}: wall time", "s", higher_is_better=False, digits=2)
+        log(label)
+
+        def measure(server: Server, r: int) -> float:
+            items, action = prepare(server, r)
+            load = smallwrites.run(server.url, items, connections, action)
+            if load.failures:
+                self.failures.append(
+                    f"{label} {server.name}: {load.failures} of {len(items)} failed, first: {load.first_error[:300]}"
+                )
+            rate.add(server.name, load.items_per_second if per_item else load.requests_per_second)
+            if rps is not None:
+                rps.add(server.name, load.requests_per_second)
+            wall.add(server.name, load.seconds)
+            return load.items if per_item else load.requests
+
+        self.interleaved(self.s.rounds, measure, label)
+        self.cpu_per_unit(label, f"{key}_cpu", cpu_label, "µs", 1e6, cpu_target)
+
+    def cpu_per_unit(
+        self, phase: str, key: str, name: str, unit: str, scale: float, target: Target | None = None
+    ) -> None:
+        """Server CPU of a phase over the work it did (all rounds), as one figure per server."""
+        fig = self.figure(key, name, unit, higher_is_better=False, digits=0 if unit == "µs" else 1, target=target)
+        for server in self.pair:
+            work = self.work.get(phase, {}).get(server.name, 0)
+            if work:
+                fig.add(server.name, self.cpu[phase][server.name] / work * scale)
+
     # --- efficiency -----------------------------------------------------------------------------------------------
     def cpu_figures(self) -> None:
         """Server CPU per request or per GB, from the phases' totals."""
@@ -311,6 +514,8 @@ class Bench:
         ]
         for phases, unit, scale in ((per_request, "µs", 1e6), (per_gb, "s", 1e9)):
             for phase, key in phases:
+                if phase not in self.work:
+                    continue  # not run (--small-writes)
                 fig = self.figure(key, f"server CPU per {'request' if unit == 'µs' else 'GB'}, {phase}", unit)
                 fig.higher_is_better, fig.digits = False, 0 if unit == "µs" else 2
                 for server in self.pair:
@@ -382,6 +587,10 @@ ORDER = [
     "get1", "get8", "get1_share", "get8_share", "get1_bare", "get8_bare",
     "put", "patch", "push", "pull", "rss_worker", "rss_total",
     "cpu_manifest", "cpu_head", "cpu_get1", "cpu_get8", "cpu_put", "cpu_patch",
+    "sw_push", "sw_cpu_push", "sw_batch", "sw_batch_rate", "sw_cpu_batch",
+    "sw_blobs_patch", "sw_blobs_patch_rps", "sw_blobs_patch_wall", "sw_blobs_patch_cpu",
+    "sw_blobs_put", "sw_blobs_put_rps", "sw_blobs_put_wall", "sw_blobs_put_cpu",
+    "sw_mount", "sw_mount_wall", "sw_mount_cpu", "sw_tag", "sw_tag_wall", "sw_tag_cpu",
 ]  # fmt: skip
 
 
@@ -469,6 +678,9 @@ def main() -> int:
         "--stand-in", action="store_true", help="run a second Distribution as 'ours' (to test the benchmark itself)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, data) for inspection")
+    parser.add_argument(
+        "--small-writes", action="store_true", help="only the small-write figures (small images, blobs, mounts, tags)"
+    )
     args = parser.parse_args()
     settings = Settings.quick() if args.quick else Settings.full()
     if args.rounds:
@@ -486,11 +698,15 @@ def main() -> int:
             log(f"starting {server.name} on {server.url}")
             server.start()
         with RssWatch(bench.pair) as rss:
-            bench.small_requests(rss)
-            bench.machine_ceilings()
-            bench.downloads()
-            bench.uploads(rss)
-            bench.skopeo(rss)
+            if args.small_writes:
+                bench.small_writes(rss)
+            else:
+                bench.small_requests(rss)
+                bench.small_writes(rss)  # before the big blobs: their writeback would stall these fsyncs
+                bench.machine_ceilings()
+                bench.downloads()
+                bench.uploads(rss)
+                bench.skopeo(rss)
         bench.rss_figures(rss)
         bench.cpu_figures()
     except Exception:

@@ -6,21 +6,30 @@ test CNCF Distribution (`apt-get install docker-registry`).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
+import json
 import os
 import shutil
 import socket
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import images
 import loadgen
+import profile_writes
 import pytest
 import rawhttp
 import servers
+import smallwrites
 import transfer
+
+from oci_content import OCI_MANIFEST
 
 
 def need(tool: str, package: str) -> None:
@@ -189,3 +198,135 @@ def test_splice_client_refuses_headers_cut_short() -> None:
 def test_page_cache_ceilings(blob: Path) -> None:
     assert transfer.page_cache_mbps(blob) > 0
     assert transfer.splice_read_mbps(blob) > 0
+
+
+def test_small_layer_is_a_whole_tar_of_about_the_size_asked() -> None:
+    blob, diff_id = images.small_layer(20_000)
+    assert 19_500 <= len(blob) <= 20_500
+    tar_bytes = gzip.decompress(blob)
+    assert diff_id == "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        (member,) = tar.getmembers()
+        data = tar.extractfile(member)
+        assert data is not None
+        assert len(data.read()) == member.size > 18_000
+    assert images.small_layer(20_000)[0] != blob  # fresh random bytes every time
+
+
+def test_small_layout_lists_every_layer(tmp_path: Path) -> None:
+    sent = images.build_small_layout(tmp_path / "layout", 4, 5_000)
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    blobs = tmp_path / "layout" / "blobs" / "sha256"
+    manifest = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_bytes())
+    assert len(manifest["layers"]) == 4
+    for layer in manifest["layers"]:
+        assert (blobs / layer["digest"][7:]).stat().st_size == layer["size"]
+    config = json.loads((blobs / manifest["config"]["digest"][7:]).read_bytes())
+    assert len(config["rootfs"]["diff_ids"]) == 4
+    assert sent == sum(layer["size"] for layer in manifest["layers"]) + manifest["config"]["size"] + len(
+        (blobs / index["manifests"][0]["digest"][7:]).read_bytes()
+    )
+
+
+@pytest.fixture(params=["ours", "distribution"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[servers.Server]:
+    if request.param == "ours":
+        server = servers.ours(tmp_path / "ours", 2)
+    else:
+        need(servers.DISTRIBUTION_BINARY, "docker-registry")
+        server = servers.distribution(tmp_path / "distribution")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_small_write_loads_land_in_a_registry(registry: servers.Server) -> None:
+    base = registry.url
+    for action, requests in ((smallwrites.blob_patch_put, 3), (smallwrites.blob_post_put, 2)):
+        blobs = smallwrites.random_blobs(12, 20_000)
+        load = smallwrites.run(base, blobs, 4, action(base, "bench/small"))
+        assert (load.items, load.requests, load.failures) == (12, 12 * requests, 0), load.first_error
+        assert load.seconds > 0
+        assert load.items_per_second > 0
+        for data, digest in blobs[:3]:
+            assert rawhttp.download(f"{base}/v2/bench/small/blobs/{digest}") == len(data)
+
+    image = images.seed_image(base, "bench/source", "latest")
+    repos = [f"bench/mounted-{i}" for i in range(10)]
+    load = smallwrites.run(base, repos, 3, smallwrites.mount_and_manifest(base, "bench/source", image))
+    assert (load.items, load.requests, load.failures) == (10, 30, 0), load.first_error
+    assert rawhttp.download(f"{base}/v2/bench/mounted-7/blobs/{image.layer}") == image.layer_size
+
+    tags = [f"t{i}" for i in range(10)]
+    load = smallwrites.run(base, tags, 3, smallwrites.tag_put(base, "bench/source", image))
+    assert (load.items, load.requests, load.failures) == (10, 10, 0), load.first_error
+    listed = json.loads(rawhttp.request(f"{base}/v2/bench/source/tags/list").body)["tags"]
+    assert set(tags) < set(listed)
+
+
+def test_small_write_load_counts_failures_and_goes_on(registry: servers.Server) -> None:
+    blobs = smallwrites.random_blobs(6, 1000)
+    blobs[2] = (blobs[2][0], blobs[3][1])  # a wrong digest: refused
+    load = smallwrites.run(registry.url, blobs, 2, smallwrites.blob_post_put(registry.url, "bench/fail"))
+    assert (load.items, load.failures) == (5, 1)
+    assert "expected 201, got 400" in load.first_error
+
+
+def test_skopeo_pushes_at_once(tmp_path: Path) -> None:
+    need("skopeo", "skopeo")
+    need(servers.DISTRIBUTION_BINARY, "docker-registry")
+    registry = servers.distribution(tmp_path / "distribution").start()
+    try:
+        copies = []
+        for i in range(2):
+            images.build_small_layout(tmp_path / f"layout{i}", 3, 2_000)
+            copies.append(
+                (f"oci:{tmp_path / f'layout{i}'}:{images.REF_NAME}", f"docker://127.0.0.1:{registry.port}/b/{i}:x")
+            )
+        assert images.skopeo_copies_seconds(copies) > 0
+        for i in range(2):
+            r = rawhttp.request(f"{registry.url}/v2/b/{i}/manifests/x", headers={"Accept": OCI_MANIFEST})
+            assert r.status == 200
+            assert len(json.loads(r.body)["layers"]) == 3
+        with pytest.raises(RuntimeError, match="skopeo copy"):
+            images.skopeo_copies_seconds(
+                [(f"oci:{tmp_path / 'missing'}:x", f"docker://127.0.0.1:{registry.port}/b/m:x")]
+            )
+    finally:
+        registry.stop()
+
+
+def test_profile_summaries_of_collapsed_stacks(tmp_path: Path) -> None:
+    loop = "run_forever (asyncio/base_events.py:607);Handle._run (asyncio/events.py:80)"
+    pool = "Thread.run (threading.py:982);_worker (concurrent/futures/thread.py:83);_WorkItem.run (x.py:1)"
+    raw = tmp_path / "pyspy-ours-1.txt"
+    raw.write_text(
+        f"{pool};UploadQueries.claim_upload (server/store/uploads.py:80);expect (sqlalchemy/sql/coercions.py:323) 6\n"
+        f"{loop};put_upload (server/http/v2/uploads.py:90);to_thread (asyncio/threads.py:25) 3\n"
+        f"{loop};RequestHandler.start (aiohttp/web_protocol.py:500) 1\n"
+    )
+    categories = profile_writes.categorise([raw])
+    assert "60.0%  pool: SQLAlchemy: statements built, compiled, cache keys" in categories
+    assert "30.0%  loop: handing work to threads and back" in categories
+    assert "10.0%  loop: aiohttp: parsing, routing, responses" in categories
+    summary = profile_writes.summarise_profile([raw])
+    assert "10 samples" in summary
+    assert "60.0%  expect (sql/coercions.py)" in summary
+
+
+def test_counted_server_counts_a_push(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_COUNTS_DIR", str(tmp_path / "counts"))
+    server = profile_writes.counted_ours(tmp_path / "ours", 1).start()
+    try:
+        before = profile_writes.counts(server, tmp_path / "counts")
+        load = smallwrites.run(
+            server.url, smallwrites.random_blobs(2, 2000), 1, smallwrites.blob_patch_put(server.url, "c/x")
+        )
+        assert load.failures == 0, load.first_error
+        counted = profile_writes.counts(server, tmp_path / "counts") - before
+        threads = profile_writes.thread_cpu(profile_writes.workers_of(server))
+    finally:
+        server.stop()
+    assert counted["db.write_transaction"] >= 2  # each blob's durable link, whatever else changes
+    assert counted["thread_hop"] > 0
+    assert any(pid == tid for pid, tid in threads)
