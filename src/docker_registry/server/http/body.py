@@ -70,9 +70,9 @@ async def _paced_reads(request: web.Request) -> AsyncIterator[bytes]:
                 raise RegistryError(BLOB_UPLOAD_INVALID, message, status=408, headers={"Connection": "close"})
             window_end, in_window = loop.time() + timeouts.ratewindow, 0
         if not data:
-            if end_of_http_chunk:
+            if end_of_http_chunk and not content.at_eof():
                 continue  # a boundary of chunked transfer encoding (or a window just judged), not the end
-            return
+            return  # (aiohttp's shared empty body answers (b"", True) for ever once read: at_eof ends it)
         in_window += len(data)
         yield data
 
