@@ -43,7 +43,7 @@ def exclusive_lock(database: Path) -> Iterator[None]:
 def test_reads_stay_fast_and_writes_fail_fast_while_another_process_holds_the_write_lock(
     make_registry: Callable[..., RegistryProcess],
 ) -> None:
-    server = make_registry(extra_config={"database": {"locktimeout": "1s", "writethreads": 2}})
+    server = make_registry(extra_config={"database": {"locktimeout": "1s"}})
     repo = unique_repo("locked")
     with httpx.Client(base_url=server.url, timeout=30) as client:
         image = image_manifest(client, repo)
@@ -74,7 +74,7 @@ def test_reads_stay_fast_and_writes_fail_fast_while_another_process_holds_the_wr
                 status, took, headers = future.result()
                 assert status == 503
                 assert "Retry-After" in headers
-                assert took < 1.0 * 16 / 2 + 3, took  # each waits at most the lock timeout, two at a time
+                assert took < 4, took  # at most about twice the lock timeout: its own wait, and the batch ahead
         data, digest = _blob(99)
         assert client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data).status_code == 201
 

@@ -122,11 +122,8 @@ def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def stores(app: web.Application) -> AsyncIterator[None]:
         url = database_url(config)
         database = config.database
-        threads = database.readthreads + database.writethreads
-        engine = create_engine(url, database.locktimeout, pool_size=threads + 1)
-        store = AsyncMetadataStore(
-            MetadataStore(engine, database.locktimeout, gate_for(url)), database.readthreads, database.writethreads
-        )
+        engine = create_engine(url, database.locktimeout, pool_size=database.readthreads + 2)
+        store = AsyncMetadataStore(MetadataStore(engine, database.locktimeout, gate_for(url)), database.readthreads)
         watcher = ChangeWatcher(url)
         driver = build_driver(config)
         app[REGISTRY_KEY] = Registry(store, driver, RegistryCache(watcher))

@@ -285,14 +285,9 @@ class DatabaseConfig(Section):
     locktimeout: Annotated[Duration, OURS] = Field(
         5.0,
         description="how long a write waits for a lock held elsewhere before it answers 503 UNAVAILABLE with "
-        "`Retry-After` (reads never wait for writes)",
+        "`Retry-After` (at most about twice this, counting the writes queued ahead; reads never wait for writes)",
     )
     readthreads: Annotated[PositiveInt, OURS] = Field(8, description="threads per worker running database reads")
-    writethreads: Annotated[PositiveInt, OURS] = Field(
-        1,
-        description="threads per worker running database writes, apart from the readers; one queues a worker's "
-        "writes in order, which beats racing for SQLite's lock",
-    )
 
 
 class ManifestsSection(Section):

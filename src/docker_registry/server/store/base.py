@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,8 @@ class StoreBase:
         self.lock_timeout = lock_timeout
         self.gate = gate
         """Orders this database's writers across processes (SQLite); see `writegate`."""
+        self._batch = threading.local()
+        """In the thread running a batch of writes (`run_batch`): the batch's connection."""
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     def close(self) -> None:
@@ -42,9 +45,37 @@ class StoreBase:
         (within the lock timeout).
         `durable=False` is for state a power loss may take anyway (see `write_transaction`)."""
 
+        batch_conn: sa.Connection | None = getattr(self._batch, "conn", None)
+        if batch_conn is not None:
+            with batch_conn.begin_nested():  # a SAVEPOINT: a write that fails rolls back alone
+                return work(batch_conn)
+
         def attempt() -> T:
             with write_transaction(self.engine, durable, self.gate) as conn:
                 return work(conn)
+
+        return with_retries(attempt, self.lock_timeout)
+
+    def run_batch(self, writes: list[Callable[[], Any]], durable: bool) -> list[tuple[Any, BaseException | None]]:
+        """Run several write methods of this store in one transaction (see `batching`): each one's result or
+        error (a refusal such as BadReference, rolled back to its savepoint), once the whole transaction committed.
+        An error of the database itself, in any of them or at the commit, is raised for all."""
+
+        def attempt() -> list[tuple[Any, BaseException | None]]:
+            outcomes: list[tuple[Any, BaseException | None]] = []
+            with write_transaction(self.engine, durable, self.gate) as conn:
+                self._batch.conn = conn
+                try:
+                    for write in writes:
+                        try:
+                            outcomes.append((write(), None))
+                        except sa.exc.DBAPIError:
+                            raise  # the database failed, not this write: the transaction is lost for all of them
+                        except Exception as error:
+                            outcomes.append((None, error))
+                finally:
+                    self._batch.conn = None
+            return outcomes
 
         return with_retries(attempt, self.lock_timeout)
 

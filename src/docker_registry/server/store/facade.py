@@ -8,50 +8,41 @@ holding the database) can occupy every writer thread, and pulls still find free 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import ParamSpec, TypeVar
 
-from sqlalchemy import exc as db_errors
-
 from docker_registry.core.digest import Digest
 
+from .batching import WriteQueue
 from .metadata import MetadataStore
 from .models import Manifest, Referrer, StoredManifest, Upload
 
 P = ParamSpec("P")
 T = TypeVar("T")
 DEFAULT_READ_THREADS = 8
-DEFAULT_WRITE_THREADS = 1
-"""One writer thread: writes of a worker queue here, in order, rather than race for the database's lock."""
-
-
-def _before(deadline: float, query: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    if time.monotonic() > deadline:
-        raise db_errors.TimeoutError("a write waited in the queue longer than the lock timeout")
-    return query(*args, **kwargs)
 
 
 class AsyncMetadataStore:
-    def __init__(
-        self, store: MetadataStore, read_threads: int = DEFAULT_READ_THREADS, write_threads: int = DEFAULT_WRITE_THREADS
-    ) -> None:
+    def __init__(self, store: MetadataStore, read_threads: int = DEFAULT_READ_THREADS) -> None:
         self.sync = store
         """The synchronous store, for callers that are in a thread already."""
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="db-read")
-        self._writers = ThreadPoolExecutor(write_threads, thread_name_prefix="db-write")
+        self._writes = WriteQueue(store)
 
     async def _read(self, query: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._readers, partial(query, *args, **kwargs))
 
     async def _write(self, query: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """The wait in the writers' queue counts against the lock timeout: behind a lock held elsewhere, queued
-        writes answer 503 in about that time too, instead of one lock timeout after another."""
-        deadline = time.monotonic() + self.sync.lock_timeout
-        work = partial(_before, deadline, query, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._writers, work)
+        """A durable write, committed with the others waiting beside it (see `batching`)."""
+        result: T = await self._writes.submit(partial(query, *args, **kwargs), durable=True)
+        return result
+
+    async def _session_write(self, query: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A write of upload-session bookkeeping, which need not wait for the disk (see `engine.write_transaction`)."""
+        result: T = await self._writes.submit(partial(query, *args, **kwargs), durable=False)
+        return result
 
     @property
     def writer_lease(self) -> float:
@@ -59,7 +50,7 @@ class AsyncMetadataStore:
 
     def close(self) -> None:
         self._readers.shutdown(wait=False, cancel_futures=True)
-        self._writers.shutdown(wait=False, cancel_futures=True)
+        self._writes.close()
         self.sync.close()
 
     # repositories and tags
@@ -109,7 +100,7 @@ class AsyncMetadataStore:
         return await self._read(self.sync.upload, upload_id)
 
     async def create_upload(self, upload_id: str, repository: str) -> None:
-        await self._write(self.sync.create_upload, upload_id, repository)
+        await self._session_write(self.sync.create_upload, upload_id, repository)
 
     async def claim_upload(
         self,
@@ -120,16 +111,16 @@ class AsyncMetadataStore:
         process: str | None = None,
         takeover: str | None = None,
     ) -> Upload | None:
-        return await self._write(self.sync.claim_upload, upload_id, repository, size, token, process, takeover)
+        return await self._session_write(self.sync.claim_upload, upload_id, repository, size, token, process, takeover)
 
     async def renew_upload(self, upload_id: str, token: str) -> bool:
-        return await self._write(self.sync.renew_upload, upload_id, token)
+        return await self._session_write(self.sync.renew_upload, upload_id, token)
 
     async def release_upload(self, upload_id: str, token: str, size: int) -> bool:
-        return await self._write(self.sync.release_upload, upload_id, token, size)
+        return await self._session_write(self.sync.release_upload, upload_id, token, size)
 
     async def delete_upload(self, upload_id: str) -> Upload | None:
-        return await self._write(self.sync.delete_upload, upload_id)
+        return await self._session_write(self.sync.delete_upload, upload_id)
 
     async def finish_upload(
         self, upload_id: str, repository: str, digest: Digest, size: int, token: str | None
