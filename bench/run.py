@@ -27,6 +27,7 @@ import rawhttp
 import servers
 import smallwrites
 import transfer
+from idle import IdleConnections
 from report import (
     Figure,
     Target,
@@ -66,6 +67,8 @@ class Settings:
     """skopeo pushes of the small image at once"""
     blob_connections: int = 16
     metadata_connections: int = 8
+    idle_connections: int = 5000
+    """held open beside the manifest GET load in its second variant (issue 7)"""
 
     @classmethod
     def full(cls) -> Settings:
@@ -155,6 +158,30 @@ class Bench:
             return r.requests
 
         self.interleaved(s.rounds, get_manifest, "manifest GET")
+
+        log(f"manifest GET beside {s.idle_connections} idle connections (wrk)")
+        idle_rps = self.figure(
+            "manifest_idle_rps",
+            f"manifest GET by tag, {s.connections} conns, beside {s.idle_connections:,} idle connections",
+            "req/s",
+            target=ratio_at_least(5),
+        )
+        idle_p99 = self.figure(
+            "manifest_idle_p99", "manifest GET p99 beside idle connections", "ms", higher_is_better=False, digits=1
+        )
+
+        def get_manifest_beside_idle(server: Server, _: int) -> float:
+            with IdleConnections("127.0.0.1", server.port, s.idle_connections) as idle:
+                r = loadgen.wrk_get(manifest_url(server), s.connections, s.load_seconds, loadgen.MANIFEST_ACCEPT)
+                kept = idle.still_open()
+            self.check(r, f"manifest GET beside idle connections {server.name}")
+            if kept < s.idle_connections:
+                self.failures.append(f"{server.name} closed {s.idle_connections - kept} idle connections mid-load")
+            idle_rps.add(server.name, r.rps)
+            idle_p99.add(server.name, r.p99_ms)
+            return r.requests
+
+        self.interleaved(s.rounds, get_manifest_beside_idle, "manifest GET beside idle connections")
 
         log("blob HEAD (hey)")
         for server in self.pair:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import idle
 import images
 import loadgen
 import profile_writes
@@ -330,3 +331,14 @@ def test_counted_server_counts_a_push(tmp_path: Path, monkeypatch: pytest.Monkey
     assert counted["db.write_transaction"] >= 2  # each blob's durable link, whatever else changes
     assert counted["thread_hop"] > 0
     assert any(pid == tid for pid, tid in threads)
+
+
+def test_idle_connections_stay_open_and_are_counted(registry: servers.Server) -> None:
+    """The idle crowd of the manifest GET variant: each connection asked once and is still open afterwards."""
+    with idle.IdleConnections("127.0.0.1", registry.port, 200) as crowd:
+        assert len(crowd.sockets) == 200
+        assert crowd.still_open() == 200
+        crowd.sockets[0].close()
+        crowd.sockets[0] = socket.create_connection(("127.0.0.1", registry.port))
+        crowd.sockets[0].shutdown(socket.SHUT_RDWR)
+        assert crowd.still_open() == 199
