@@ -1,0 +1,78 @@
+"""A worker killed with SIGKILL in the middle of a burst of small pushes (issue 15): group commit answers many
+pushes with one commit, so a kill between commit and answers must still leave every acknowledged blob in place,
+verified, and nothing half-stored."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from registry_process import RegistryProcess, implementation
+
+pytestmark = pytest.mark.skipif(implementation() != "ours", reason="worker processes of docker-registry 3")
+
+
+def test_every_acknowledged_small_push_survives_a_killed_worker(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    server = make_registry(workers=2)
+    stop = threading.Event()
+    acknowledged: list[tuple[str, bytes]] = []
+    unanswered: list[tuple[str, bytes, str | None]] = []
+    lock = threading.Lock()
+
+    def pusher(n: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            i = 0
+            while not stop.is_set():
+                data = f"pusher {n} blob {i} {os.urandom(8).hex()}".encode() * 50
+                digest = "sha256:" + hashlib.sha256(data).hexdigest()
+                repo = f"crash/p{n}"
+                location = None
+                try:
+                    location = client.post(f"/v2/{repo}/blobs/uploads/").headers["Location"]
+                    response = client.put(location, params={"digest": digest}, content=data)
+                    ok = response.status_code == 201
+                except (httpx.TransportError, KeyError):
+                    ok = False
+                with lock:
+                    if ok:
+                        acknowledged.append((f"{repo}@{digest}", data))
+                    else:
+                        unanswered.append((f"{repo}@{digest}", data, location))
+                i += 1
+
+    threads = [threading.Thread(target=pusher, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    workers = [int(pid) for pid in re.findall(r"worker \d+ ready \(pid (\d+)\)", server.log_path.read_text())]
+    os.kill(workers[0], signal.SIGKILL)
+    time.sleep(1.5)
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+    assert len(acknowledged) > 100, "the burst was too small to mean anything"
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for where, data in acknowledged:
+            repo, digest = where.split("@")
+            got = client.get(f"/v2/{repo}/blobs/{digest}")
+            assert got.status_code == 200, f"acknowledged {where} is gone"
+            assert got.content == data
+        for where, data, location in unanswered:
+            repo, digest = where.split("@")
+            got = client.get(f"/v2/{repo}/blobs/{digest}")
+            assert got.status_code in (200, 404), got.text  # stored whole, or not at all
+            if got.status_code == 200:
+                assert got.content == data
+            elif location is not None:  # its session is resumable, or was ended: never an error
+                assert client.get(location).status_code in (204, 404)
