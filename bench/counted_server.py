@@ -8,23 +8,17 @@ forked or spawned: a spawned worker imports this file as `__mp_main__` and patch
 counts to `DIR/counts-<pid>.json` on SIGUSR1. fsyncs that SQLite makes in C are not seen here: count them with
 `strace -f -c`.
 
-With `BENCH_WRITE_LOCK=1` it also tries one suggestion of PROFILE-small-writes.md without touching the server:
-write transactions queue on a process-wide lock, then on an flock of `<database>.writelock`, before SQLite's
-`BEGIN IMMEDIATE`, so a waiting writer sleeps in the kernel and wakes when the lock is released instead of polling
-with SQLite's busy handler (sleeps of 1, 2, 5, 10, ... ms). SQLite's own locking is unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import fcntl
 import functools
 import json
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,34 +47,12 @@ def install() -> None:
 
     # --- database ---------------------------------------------------------------------------------------------
     original_write_transaction = base.write_transaction
-    queue_writers = os.environ.get("BENCH_WRITE_LOCK") == "1"
-    in_process = threading.Lock()
-    lock_files: dict[tuple[int, str], int] = {}
-
-    def lock_file(eng: sa.Engine) -> int | None:
-        database = eng.url.database if eng.dialect.name == "sqlite" else None
-        if not database or database == ":memory:":
-            return None
-        key = (os.getpid(), database)  # a forked worker opens its own: flock belongs to the open file
-        if key not in lock_files:
-            lock_files[key] = os.open(database + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
-        return lock_files[key]
 
     @contextmanager
-    def write_transaction(eng: sa.Engine, durable: bool = True) -> Iterator[sa.Connection]:
+    def write_transaction(eng: sa.Engine, durable: bool = True, gate: Any = None) -> Iterator[sa.Connection]:
         COUNTS["db.write_transaction" + ("" if durable else ".not_durable")] += 1
-        fd = lock_file(eng) if queue_writers else None
-        if fd is None:
-            with original_write_transaction(eng, durable) as conn:
-                yield conn
-            return
-        with in_process:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                with original_write_transaction(eng, durable) as conn:
-                    yield conn
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+        with original_write_transaction(eng, durable, gate) as conn:
+            yield conn
 
     base.write_transaction = write_transaction  # type: ignore[assignment]
 
@@ -110,8 +82,8 @@ def install() -> None:
 
     original_create_engine = engine.create_engine
 
-    def create_engine(url: str) -> sa.Engine:
-        created = original_create_engine(url)
+    def create_engine(url: str, *args: Any, **kwargs: Any) -> sa.Engine:
+        created = original_create_engine(url, *args, **kwargs)
 
         @event.listens_for(created, "before_cursor_execute")
         def _statement(*args: Any) -> None:

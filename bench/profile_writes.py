@@ -281,9 +281,6 @@ def main() -> int:
     parser.add_argument("--gil", action="store_true", help="py-spy --gil (only samples holding the GIL)")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--out", type=Path, help="keep raw profiles and strace files here")
-    parser.add_argument(
-        "--write-lock", action="store_true", help="try queueing our write transactions on a lock (counted_server.py)"
-    )
     args = parser.parse_args()
     connections = args.connections or (16 if args.load.startswith("blobs") else 8)
 
@@ -291,7 +288,6 @@ def main() -> int:
     out = args.out or tmp / "out"
     out.mkdir(parents=True, exist_ok=True)
     os.environ["BENCH_COUNTS_DIR"] = str(tmp / "counts")
-    os.environ["BENCH_WRITE_LOCK"] = "1" if args.write_lock else "0"
     ours = counted_ours(tmp / "ours", args.workers)
     dist = servers.distribution(tmp / "distribution")
     try:
