@@ -292,14 +292,13 @@ class Uploads:
             raise _gone(upload_id)
 
     async def _already_stored(self, digest: Digest) -> bool:
-        """True when a verified copy is in place already: the new bytes, verified too, need not replace it."""
-        if await self._store.known_blob_size(digest) is None:
-            return False
+        """True when a verified copy is in place already: the new bytes, verified too, need not replace it. Storage
+        is asked first: a new blob (the common case) then costs no database read."""
         try:
             await self._driver.stat(blob_path(digest))
         except exceptions.FileNotFoundError:
             return False
-        return True
+        return await self._store.known_blob_size(digest) is not None
 
     async def _sync(self, path: str) -> None:
         try:
