@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import resource
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from registry_process import RegistryProcess, implementation
+from registry_process import RegistryProcess, free_port, implementation
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="limits and timeouts of docker-registry 3")
 
@@ -155,3 +160,62 @@ def test_fast_bodies_are_not_paced(make_registry: Callable[..., RegistryProcess]
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     with httpx.Client(base_url=server.url, timeout=60) as client:
         assert client.post("/v2/fast/blobs/uploads/", params={"digest": digest}, content=data).status_code == 201
+
+
+def test_out_of_descriptors_on_accept_is_one_line_a_minute_and_passes(
+    tmp_path: Path, sockets: list[socket.socket]
+) -> None:
+    """A worker whose descriptor limit is lower than its connection cap: accepts fail with EMFILE. It pauses and
+    retries (no spinning), says so once, and serves again as soon as connections close."""
+    port = free_port()
+    (tmp_path / "config.yml").write_text(
+        yaml.safe_dump({"http": {"addr": f"127.0.0.1:{port}", "workers": 1, "maxconnections": 5000}})
+    )
+    log_path = tmp_path / "registry.log"
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (160, 160))
+
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "docker_registry.server", "serve", "config.yml"],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=low_limit,
+            env={k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")},
+        )
+    server = RegistryProcess(tmp_path, port=port)
+    try:
+        wait_until(lambda: "worker 0 ready" in log_path.read_text() or "listening" in log_path.read_text(), 30, "start")
+        time.sleep(0.5)
+        held = []
+        for _ in range(300):
+            with contextlib.suppress(OSError):
+                held.append(connect(server))
+        sockets += held
+        cpu_before = _cpu_seconds(proc.pid)
+        time.sleep(3)
+        assert _cpu_seconds(proc.pid) - cpu_before < 1.0, "the worker spun on accept errors"
+        for sock in held:
+            sock.close()
+        sockets.clear()
+        wait_until(lambda: _answers(server), 10, "the registry to answer again")
+        text = log_path.read_text()
+        assert text.count("cannot accept connections") == 1, text[-3000:]
+        assert "Traceback" not in text
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _answers(server: RegistryProcess) -> bool:
+    try:
+        return answer_time(server) < 1.0
+    except httpx.TransportError:
+        return False

@@ -30,6 +30,9 @@ SWEEP_INTERVAL = 1.0
 RESERVED_DESCRIPTORS = 256
 """Descriptors kept free of connections: database, blob files, logs, the listening socket."""
 REFUSAL_LOG_INTERVAL = 60.0
+ACCEPT_ERROR = "socket.accept() out of system resource"
+"""asyncio's report when accept fails with EMFILE, ENFILE, ENOBUFS or ENOMEM: it pauses that listener for a second
+and reports it again at every retry, each time with a traceback."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,3 +199,27 @@ class _Refused(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.close()
+
+
+class AcceptErrorReporter:
+    """The event loop's exception handler: out-of-resource accept errors once a minute, in one line; anything else
+    as asyncio reports it. (A connection cap below the descriptor limit keeps EMFILE away; other descriptors a
+    worker holds, or a lower limit than it could raise, can still bring it.)"""
+
+    def __init__(self) -> None:
+        self._logged = -REFUSAL_LOG_INTERVAL
+        self._since = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        if context.get("message") != ACCEPT_ERROR:
+            loop.default_exception_handler(context)
+            return
+        self._since += 1
+        now = time.monotonic()
+        if now - self._logged >= REFUSAL_LOG_INTERVAL:
+            log.error(
+                "cannot accept connections: %s; retrying each second (%d time(s) since the last such line)",
+                context.get("exception"),
+                self._since,
+            )
+            self._logged, self._since = now, 0

@@ -23,7 +23,7 @@ from docker_registry.core.exceptions import ConfigError
 from ..application import create_app
 from ..config import Config
 from . import logs, tls
-from .connections import ConnectionLimits, ConnectionTracker, GuardedSite
+from .connections import AcceptErrorReporter, ConnectionLimits, ConnectionTracker, GuardedSite
 
 log = logging.getLogger("docker_registry.server")
 
@@ -91,6 +91,7 @@ async def _serve_app(
     index: int,
 ) -> None:
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(AcceptErrorReporter())
     stop = asyncio.Event()
     host, port = config.http.host_port()
     in_flight = _InFlight()
