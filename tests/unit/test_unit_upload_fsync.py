@@ -67,6 +67,16 @@ class Recorder:
             if isinstance(e, Synced) and e.directory and e.path == str(final.parent) and final.name in e.entries
         ]
         assert directory_syncs, f"the directory of {final} was not fsynced after the rename, before the link: {before}"
+        # the blob's directory (blobs/sha256/ab/<hex>/) was new: its own name, in its parent, must be durable too
+        parent_syncs = [
+            e
+            for e in before
+            if isinstance(e, Synced)
+            and e.directory
+            and e.path == str(final.parent.parent)
+            and final.parent.name in e.entries
+        ]
+        assert parent_syncs, f"the new directory {final.parent} was not made durable in its parent: {before}"
 
 
 @pytest.fixture

@@ -165,7 +165,7 @@ class Driver(Base):
                     raise exceptions.FileNotFoundError(f"{src!r} does not exist") from None
                 raise
 
-        self._in_directory(full_dst, dst, rename)
+        self._in_directory(full_dst, dst, rename, durable=True)
         _fsync_directory(os.path.dirname(full_dst))
         self._prune(os.path.dirname(full_src))
 
@@ -199,18 +199,26 @@ class Driver(Base):
         if os.path.isdir(full):
             raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory")
         tmp = os.path.join(os.path.dirname(full), f"{TEMP_PREFIX}{uuid.uuid4().hex}")
-        return self._in_directory(full, path, lambda: open(tmp, "xb")), tmp
+        return self._in_directory(full, path, lambda: open(tmp, "xb"), durable=True), tmp
 
-    def _in_directory(self, full: str, path: str, action: Callable[[], T]) -> T:
+    def _in_directory(self, full: str, path: str, action: Callable[[], T], durable: bool = False) -> T:
         """Create the parent directories of `full`, then run `action`, which puts something in the last of them.
 
         Until `action` has, any of those directories may be empty, and a concurrent remove (in this process or
         another) prunes empty directories: between `makedirs` creating one level and the next, or between
         `makedirs` and `action`. Either shows as a builtin `FileNotFoundError`; then create what is missing and
         try again. Once `action` has put a file in the directory, no prune can remove it or its parents.
+
+        `durable`: the directories this call created are made durable in their parents (fsync of each parent), so
+        a power loss cannot drop the path to an object whose own directory the caller fsyncs after `action`.
         """
         directory = os.path.dirname(full)
+        created: list[str] = []
         for _ in range(_DIRECTORY_RETRIES):
+            missing = directory
+            while missing != self.root and not os.path.isdir(missing):
+                created.append(missing)
+                missing = os.path.dirname(missing)
             try:
                 os.makedirs(directory, exist_ok=True)
             except FileNotFoundError:
@@ -218,11 +226,15 @@ class Driver(Base):
             except (FileExistsError, NotADirectoryError):
                 raise exceptions.WrongArgumentsError(f"cannot write {path!r}: a parent is an object") from None
             try:
-                return action()
+                result = action()
             except exceptions.FileNotFoundError:
                 raise  # the action's own verdict (a move whose source is gone), not a pruned directory
             except FileNotFoundError:
                 continue
+            if durable:
+                for parent in sorted({os.path.dirname(d) for d in created}, key=len):
+                    _fsync_directory(parent)
+            return result
         raise exceptions.BrokenError(f"cannot write {path!r}: its directory keeps disappearing")
 
     def _prune(self, directory: str) -> None:
