@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import httpx
 import pytest
 import yaml
 
+from registry_api import raw_request
 from registry_process import RegistryProcess, free_port, implementation
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="limits and timeouts of docker-registry 3")
@@ -219,3 +221,19 @@ def _answers(server: RegistryProcess) -> bool:
         return answer_time(server) < 1.0
     except httpx.TransportError:
         return False
+
+
+def test_a_request_the_parser_refuses_gets_a_fixed_answer_that_echoes_nothing(registry: RegistryProcess) -> None:
+    for head in (
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 12<script>alert(1)</script>\r\n\r\n",
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"<b>" * 20000 + b"\r\n\r\n",
+    ):
+        answer = raw_request(registry.host, head)
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert re.match(rb"HTTP/1\.[01] 4\d\d ", status_line), answer[:300]
+        headers, _, body = rest.partition(b"\r\n\r\n")
+        assert b"<script>" not in answer
+        assert b"<b>" not in answer
+        assert body.strip() in (b"400 Bad Request", b"431 Error", b"413 Error"), body[:300]
+        assert b"server: docker-registry" in headers.lower()
+        assert b"aiohttp" not in headers.lower()

@@ -21,8 +21,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_log import AccessLogger
+from aiohttp.web_protocol import RequestHandler
+
+from ..application import SERVER_HEADER
 
 log = logging.getLogger("docker_registry.server")
 
@@ -158,6 +161,7 @@ class GuardedSite(web.BaseSite):
             self._refuse()
             return _Refused()
         handler = server()
+        handler.__class__ = _PlainErrorsHandler  # same layout (no slots of its own): only handle_error differs
         self._tracker.accepted[handler] = time.monotonic()
         return handler
 
@@ -192,6 +196,23 @@ class GuardedSite(web.BaseSite):
                     overdue = now - answered > limits.idle_timeout
                 if overdue and handler.transport is not None:
                     handler.transport.close()
+
+
+class _PlainErrorsHandler(RequestHandler):
+    """aiohttp answers a request it cannot parse (oversized headers, a bad Content-Length) before any application
+    sees it, in plain text that quotes the offending request bytes back, under its own `Server` header naming its
+    and Python's versions. Here: the status, a short fixed body that echoes nothing, and our `Server` header."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs it, and refuses when a response is under way
+        reason = "Internal Server Error" if status >= 500 else "Bad Request" if status == 400 else "Error"
+        response = web.Response(status=status, text=f"{status} {reason}\n", headers={hdrs.SERVER: SERVER_HEADER})
+        response.force_close()
+        return response
 
 
 class _Refused(asyncio.Protocol):
