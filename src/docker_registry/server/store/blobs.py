@@ -8,23 +8,29 @@ import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
-from .base import StoreBase, repository_id_of
+from .base import REPOSITORY_ID_OF, StoreBase
 from .tables import blobs, repositories, repository_blobs
+
+_BLOB_SIZE = (
+    sa.select(blobs.c.size)
+    .select_from(repository_blobs.join(repositories).join(blobs))
+    .where(repositories.c.name == sa.bindparam("repository"), repository_blobs.c.digest == sa.bindparam("digest"))
+)
+_KNOWN_BLOB_SIZE = sa.select(blobs.c.size).where(blobs.c.digest == sa.bindparam("digest"))
+_UNLINK = repository_blobs.delete().where(
+    repository_blobs.c.repository_id == REPOSITORY_ID_OF, repository_blobs.c.digest == sa.bindparam("digest")
+)
 
 
 class BlobQueries(StoreBase):
     def blob_size(self, repository: str, digest: Digest) -> int | None:
         """Size of a blob this repository may serve, or None."""
-        size: int | None = self._scalar(
-            sa.select(blobs.c.size)
-            .select_from(repository_blobs.join(repositories).join(blobs))
-            .where(repositories.c.name == repository, repository_blobs.c.digest == str(digest))
-        )
+        size: int | None = self._scalar(_BLOB_SIZE, {"repository": repository, "digest": str(digest)})
         return size
 
     def known_blob_size(self, digest: Digest) -> int | None:
         """Size of a verified blob in storage, whatever repository links it."""
-        size: int | None = self._scalar(sa.select(blobs.c.size).where(blobs.c.digest == str(digest)))
+        size: int | None = self._scalar(_KNOWN_BLOB_SIZE, {"digest": str(digest)})
         return size
 
     def link_blob(self, repository: str, digest: Digest, size: int) -> None:
@@ -35,7 +41,5 @@ class BlobQueries(StoreBase):
         self._write(link)
 
     def unlink_blob(self, repository: str, digest: Digest) -> bool:
-        statement = repository_blobs.delete().where(
-            repository_blobs.c.repository_id == repository_id_of(repository), repository_blobs.c.digest == str(digest)
-        )
-        return self._write(lambda conn: conn.execute(statement).rowcount > 0)
+        params = {"repository": repository, "digest": str(digest)}
+        return self._write(lambda conn: conn.execute(_UNLINK, params).rowcount > 0)

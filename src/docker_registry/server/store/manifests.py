@@ -10,9 +10,68 @@ import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
-from .base import StoreBase, stored_digest
+from .base import StoreBase, per_dialect, stored_digest
 from .models import BadReference, Manifest, Referrer, StoredManifest
 from .tables import blobs, manifest_references, manifests, repositories, repository_blobs, tags
+
+_MANIFEST = (
+    sa.select(manifests.c.media_type, manifests.c.content)
+    .select_from(manifests.join(repositories))
+    .where(repositories.c.name == sa.bindparam("repository"), manifests.c.digest == sa.bindparam("digest"))
+)
+_UPSERT_TAG = per_dialect(
+    lambda insert: (
+        statement := insert(tags).values(
+            repository_id=sa.bindparam("repository_id"),
+            name=sa.bindparam("tag"),
+            manifest_id=sa.bindparam("manifest_id"),
+            updated_at=sa.bindparam("now"),
+        )
+    ).on_conflict_do_update(
+        index_elements=["repository_id", "name"],
+        set_={"manifest_id": statement.excluded.manifest_id, "updated_at": statement.excluded.updated_at},
+    )
+)
+_INSERT_MANIFEST = per_dialect(
+    lambda insert: (
+        insert(manifests)
+        .values(
+            repository_id=sa.bindparam("repository_id"),
+            digest=sa.bindparam("digest"),
+            media_type=sa.bindparam("media_type"),
+            content=sa.bindparam("content"),
+            size=sa.bindparam("size"),
+            subject_digest=sa.bindparam("subject_digest"),
+            artifact_type=sa.bindparam("artifact_type"),
+            annotations=sa.bindparam("annotations"),
+            created_at=sa.bindparam("now"),
+        )
+        .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+        .returning(manifests.c.id)
+    )
+)
+_MANIFEST_ID = sa.select(manifests.c.id).where(
+    manifests.c.repository_id == sa.bindparam("repository_id"), manifests.c.digest == sa.bindparam("digest")
+)
+_INSERT_REFERENCES = manifest_references.insert()
+# FOR SHARE on PostgreSQL (SQLite ignores it: its write transaction excludes every other writer)
+_LINKED_BLOBS = (
+    sa.select(repository_blobs.c.digest, blobs.c.size)
+    .select_from(repository_blobs.join(blobs))
+    .where(
+        repository_blobs.c.repository_id == sa.bindparam("repository_id"),
+        repository_blobs.c.digest.in_(sa.bindparam("digests", expanding=True)),
+    )
+    .with_for_update(read=True, of=repository_blobs)
+)
+_CHILD_MANIFESTS = (
+    sa.select(manifests.c.digest, manifests.c.size)
+    .where(
+        manifests.c.repository_id == sa.bindparam("repository_id"),
+        manifests.c.digest.in_(sa.bindparam("digests", expanding=True)),
+    )
+    .with_for_update(read=True)
+)
 
 
 def _annotations(stored: str | None) -> dict[str, str] | None:
@@ -21,12 +80,8 @@ def _annotations(stored: str | None) -> dict[str, str] | None:
 
 class ManifestQueries(StoreBase):
     def manifest(self, repository: str, digest: Digest) -> StoredManifest | None:
-        query = (
-            sa.select(manifests.c.media_type, manifests.c.content)
-            .select_from(manifests.join(repositories))
-            .where(repositories.c.name == repository, manifests.c.digest == str(digest))
-        )
-        row = self._read(lambda conn: conn.execute(query).first())
+        params = {"repository": repository, "digest": str(digest)}
+        row = self._read(lambda conn: conn.execute(_MANIFEST, params).first())
         return StoredManifest(row.media_type, bytes(row.content)) if row else None
 
     def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> list[Referrer]:
@@ -61,48 +116,35 @@ class ManifestQueries(StoreBase):
             manifest_id = self._insert_manifest(conn, repo_id, manifest, now)
             # one order for every transaction: two pushes naming the same tags in other orders would deadlock
             for tag in sorted(set(tag_names)):
-                conn.execute(
-                    self._insert(tags)
-                    .values(repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now)
-                    .on_conflict_do_update(
-                        index_elements=["repository_id", "name"], set_={"manifest_id": manifest_id, "updated_at": now}
-                    )
-                )
+                params = {"repository_id": repo_id, "tag": tag, "manifest_id": manifest_id, "now": now}
+                conn.execute(_UPSERT_TAG[self._dialect], params)
 
         self._write(put)
 
     def _insert_manifest(self, conn: sa.Connection, repo_id: int, manifest: Manifest, now: float) -> int:
         """The manifest's id, inserting it and its references unless it is there already."""
         # ON CONFLICT: a client pushing the same manifest concurrently (PostgreSQL, READ COMMITTED)
-        manifest_id: int | None = conn.execute(
-            self._insert(manifests)
-            .values(
-                repository_id=repo_id,
-                digest=str(manifest.digest),
-                media_type=manifest.media_type,
-                content=manifest.raw,
-                size=len(manifest.raw),
-                subject_digest=str(manifest.subject.digest) if manifest.subject else None,
-                artifact_type=manifest.artifact_type,
-                annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
-                created_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-            .returning(manifests.c.id)
-        ).scalar()
+        params = {
+            "repository_id": repo_id,
+            "digest": str(manifest.digest),
+            "media_type": manifest.media_type,
+            "content": manifest.raw,
+            "size": len(manifest.raw),
+            "subject_digest": str(manifest.subject.digest) if manifest.subject else None,
+            "artifact_type": manifest.artifact_type,
+            "annotations": json.dumps(manifest.annotations) if manifest.annotations else None,
+            "now": now,
+        }
+        manifest_id: int | None = conn.execute(_INSERT_MANIFEST[self._dialect], params).scalar()
         if manifest_id is None:
-            existing: int = conn.execute(
-                sa.select(manifests.c.id).where(
-                    manifests.c.repository_id == repo_id, manifests.c.digest == str(manifest.digest)
-                )
-            ).scalar_one()
+            existing: int = conn.execute(_MANIFEST_ID, params).scalar_one()
             return existing
         refs = {(str(d.digest), "blob") for d in manifest.blobs}
         refs |= {(str(d.digest), "foreign") for d in manifest.foreign}
         refs |= {(str(d.digest), "manifest") for d in manifest.children}
         if refs:
             conn.execute(
-                manifest_references.insert(),
+                _INSERT_REFERENCES,
                 [{"manifest_id": manifest_id, "digest": d, "kind": k} for d, k in sorted(refs)],
             )
         return manifest_id
@@ -116,29 +158,15 @@ class ManifestQueries(StoreBase):
         wanted = [("blob", d) for d in manifest.blobs] + [("manifest", d) for d in manifest.children]
         if not wanted:
             return
-        found: dict[tuple[str, str], int] = {
-            ("blob", row.digest): row.size
-            for row in conn.execute(
-                sa.select(repository_blobs.c.digest, blobs.c.size)
-                .select_from(repository_blobs.join(blobs))
-                .where(
-                    repository_blobs.c.repository_id == repo_id,
-                    repository_blobs.c.digest.in_({str(d.digest) for d in manifest.blobs}),
-                )
-                .with_for_update(read=True, of=repository_blobs)
-            )
-        }
-        found |= {
-            ("manifest", row.digest): row.size
-            for row in conn.execute(
-                sa.select(manifests.c.digest, manifests.c.size)
-                .where(
-                    manifests.c.repository_id == repo_id,
-                    manifests.c.digest.in_({str(d.digest) for d in manifest.children}),
-                )
-                .with_for_update(read=True)
-            )
-        }
+        found: dict[tuple[str, str], int] = {}
+        # each query only when the manifest has such references (an image has no children, an index no blobs)
+        for kind, statement, descriptors in (
+            ("blob", _LINKED_BLOBS, manifest.blobs),
+            ("manifest", _CHILD_MANIFESTS, manifest.children),
+        ):
+            if descriptors:
+                params = {"repository_id": repo_id, "digests": sorted({str(d.digest) for d in descriptors})}
+                found |= {(kind, row.digest): row.size for row in conn.execute(statement, params)}
         for kind, descriptor in wanted:
             size = found.get((kind, str(descriptor.digest)))
             if size != descriptor.size:

@@ -6,13 +6,20 @@ import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
-from .base import StoreBase, repository_id_of, stored_digest
+from .base import REPOSITORY_ID, REPOSITORY_ID_OF, StoreBase, stored_digest
 from .tables import manifests, repositories, tags
+
+_TAG_DIGEST = (
+    sa.select(manifests.c.digest)
+    .select_from(tags.join(repositories).join(manifests, manifests.c.id == tags.c.manifest_id))
+    .where(repositories.c.name == sa.bindparam("repository"), tags.c.name == sa.bindparam("tag"))
+)
+_DELETE_TAG = tags.delete().where(tags.c.repository_id == REPOSITORY_ID_OF, tags.c.name == sa.bindparam("tag"))
 
 
 class RepositoryQueries(StoreBase):
     def repository_exists(self, name: str) -> bool:
-        return self._scalar(sa.select(repository_id_of(name))) is not None
+        return self._scalar(REPOSITORY_ID, {"repository": name}) is not None
 
     def repositories(self, last: str | None, limit: int) -> list[str]:
         """Repository names after `last`, sorted by bytes."""
@@ -23,18 +30,14 @@ class RepositoryQueries(StoreBase):
         return self._read(lambda conn: list(conn.execute(query).scalars()))
 
     def tag_digest(self, repository: str, tag: str) -> Digest | None:
-        digest: str | None = self._scalar(
-            sa.select(manifests.c.digest)
-            .select_from(tags.join(repositories).join(manifests, manifests.c.id == tags.c.manifest_id))
-            .where(repositories.c.name == repository, tags.c.name == tag)
-        )
+        digest: str | None = self._scalar(_TAG_DIGEST, {"repository": repository, "tag": tag})
         return None if digest is None else stored_digest(digest)
 
     def tags(self, repository: str, last: str | None, limit: int | None) -> list[str] | None:
         """Tag names after `last`, sorted by bytes; None when the repository does not exist."""
 
         def read(conn: sa.Connection) -> list[str] | None:
-            repo_id = conn.execute(sa.select(repository_id_of(repository))).scalar()
+            repo_id = conn.execute(REPOSITORY_ID, {"repository": repository}).scalar()
             if repo_id is None:
                 return None
             name = self._bytewise(tags.c.name)
@@ -48,5 +51,5 @@ class RepositoryQueries(StoreBase):
         return self._read(read)
 
     def delete_tag(self, repository: str, tag: str) -> bool:
-        statement = tags.delete().where(tags.c.repository_id == repository_id_of(repository), tags.c.name == tag)
-        return self._write(lambda conn: conn.execute(statement).rowcount > 0)
+        params = {"repository": repository, "tag": tag}
+        return self._write(lambda conn: conn.execute(_DELETE_TAG, params).rowcount > 0)

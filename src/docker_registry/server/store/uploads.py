@@ -31,6 +31,56 @@ _UPLOAD_COLUMNS = (
 )
 
 
+_UPLOAD = sa.select(*_UPLOAD_COLUMNS).where(uploads.c.id == sa.bindparam("upload_id"))
+_CREATE = uploads.insert().values(
+    id=sa.bindparam("upload_id"),
+    repository=sa.bindparam("upload_repository"),
+    size=0,
+    created_at=sa.bindparam("now"),
+    updated_at=sa.bindparam("now"),
+)
+
+
+def _claim_statement(takeover: bool, sized: bool) -> sa.Executable:
+    free = [uploads.c.writer.is_(None), uploads.c.writer_since < sa.bindparam("stale")]
+    if takeover:
+        free.append(uploads.c.writer == sa.bindparam("takeover"))
+    conditions = [
+        uploads.c.id == sa.bindparam("upload_id"),
+        uploads.c.repository == sa.bindparam("upload_repository"),
+        sa.or_(*free),
+    ]
+    if sized:
+        conditions.append(uploads.c.size == sa.bindparam("expected_size"))
+    return (
+        uploads.update()
+        .where(*conditions)
+        .values(writer=sa.bindparam("token"), writer_since=sa.bindparam("now"), writer_process=sa.bindparam("process"))
+        .returning(uploads.c.size)
+    )
+
+
+_CLAIM = {(takeover, sized): _claim_statement(takeover, sized) for takeover in (False, True) for sized in (False, True)}
+"""`claim_upload`'s statement, by (with a claim to take over, with the size expected)."""
+
+_CLAIMED = (uploads.c.id == sa.bindparam("upload_id"), uploads.c.writer == sa.bindparam("token"))
+_RENEW = uploads.update().where(*_CLAIMED).values(writer_since=sa.bindparam("now"))
+_RELEASE = (
+    uploads.update()
+    .where(*_CLAIMED)
+    .values(
+        size=sa.bindparam("new_size"),
+        writer=None,
+        writer_since=None,
+        writer_process=None,
+        updated_at=sa.bindparam("now"),
+    )
+)
+_DELETE = uploads.delete().where(uploads.c.id == sa.bindparam("upload_id")).returning(*_UPLOAD_COLUMNS)
+_END_CLAIMED = uploads.delete().where(*_CLAIMED)
+_END_UNCLAIMED = uploads.delete().where(uploads.c.id == sa.bindparam("upload_id"), uploads.c.writer.is_(None))
+
+
 def _upload(row: sa.RowMapping) -> Upload:
     return Upload(row["id"], row["repository"], row["size"], row["writer"], row["writer_process"], row["writer_since"])
 
@@ -39,14 +89,12 @@ class UploadQueries(StoreBase):
     writer_lease = WRITER_LEASE_SECONDS
 
     def upload(self, upload_id: str) -> Upload | None:
-        query = sa.select(*_UPLOAD_COLUMNS).where(uploads.c.id == upload_id)
-        row = self._read(lambda conn: conn.execute(query).mappings().first())
+        row = self._read(lambda conn: conn.execute(_UPLOAD, {"upload_id": upload_id}).mappings().first())
         return _upload(row) if row else None
 
     def create_upload(self, upload_id: str, repository: str) -> None:
-        now = time.time()
-        statement = uploads.insert().values(id=upload_id, repository=repository, size=0, created_at=now, updated_at=now)
-        self._write(lambda conn: conn.execute(statement), durable=False)
+        params = {"upload_id": upload_id, "upload_repository": repository, "now": time.time()}
+        self._write(lambda conn: conn.execute(_CREATE, params), durable=False)
 
     def claim_upload(
         self,
@@ -63,41 +111,40 @@ class UploadQueries(StoreBase):
 
         def claim(conn: sa.Connection) -> Upload | None:
             now = time.time()
-            free = [uploads.c.writer.is_(None), uploads.c.writer_since < now - self.writer_lease]
-            if takeover is not None:
-                free.append(uploads.c.writer == takeover)
-            conditions = [uploads.c.id == upload_id, uploads.c.repository == repository, sa.or_(*free)]
-            if size is not None:
-                conditions.append(uploads.c.size == size)
-            claimed = conn.execute(
-                uploads.update()
-                .where(*conditions)
-                .values(writer=token, writer_since=now, writer_process=process)
-                .returning(uploads.c.size)
-            ).scalar()
+            params = {
+                "upload_id": upload_id,
+                "upload_repository": repository,
+                "stale": now - self.writer_lease,
+                "takeover": takeover,
+                "expected_size": size,
+                "token": token,
+                "now": now,
+                "process": process,
+            }
+            claimed = conn.execute(_CLAIM[takeover is not None, size is not None], params).scalar()
             return None if claimed is None else Upload(upload_id, repository, claimed, token, process, now)
 
         return self._write(claim, durable=False)
 
-    def _update_claimed(self, upload_id: str, token: str, **values: Any) -> bool:
-        """Update the session if `token` still holds its claim; False if not (the session was deleted)."""
-        statement = uploads.update().where(uploads.c.id == upload_id, uploads.c.writer == token).values(**values)
-        return self._write(lambda conn: conn.execute(statement).rowcount > 0, durable=False)
+    def _update_claimed(self, statement: sa.Executable, params: dict[str, Any]) -> bool:
+        """Run `statement` (`_RENEW`, `_RELEASE`) if the session's claim is still `params["token"]`'s; False if not
+        (the session was deleted)."""
+        return self._write(lambda conn: conn.execute(statement, params).rowcount > 0, durable=False)
 
     def renew_upload(self, upload_id: str, token: str) -> bool:
         """Extend the writer's lease; False if the claim is no longer the writer's (the session was deleted)."""
-        return self._update_claimed(upload_id, token, writer_since=time.time())
+        return self._update_claimed(_RENEW, {"upload_id": upload_id, "token": token, "now": time.time()})
 
     def release_upload(self, upload_id: str, token: str, size: int) -> bool:
         """Record the session's new size and let the next writer in; False if the session was deleted meanwhile."""
         return self._update_claimed(
-            upload_id, token, size=size, writer=None, writer_since=None, writer_process=None, updated_at=time.time()
+            _RELEASE, {"upload_id": upload_id, "token": token, "new_size": size, "now": time.time()}
         )
 
     def delete_upload(self, upload_id: str) -> Upload | None:
         """End a session whoever writes to it; the session as it was (with its writer, if any), or None."""
-        statement = uploads.delete().where(uploads.c.id == upload_id).returning(*_UPLOAD_COLUMNS)
-        row = self._write(lambda conn: conn.execute(statement).mappings().first(), durable=False)
+        params = {"upload_id": upload_id}
+        row = self._write(lambda conn: conn.execute(_DELETE, params).mappings().first(), durable=False)
         return _upload(row) if row else None
 
     def finish_upload(self, upload_id: str, repository: str, digest: Digest, size: int, token: str | None) -> bool:
@@ -106,7 +153,9 @@ class UploadQueries(StoreBase):
 
         def finish(conn: sa.Connection) -> bool:
             now = time.time()
-            ended = conn.execute(uploads.delete().where(uploads.c.id == upload_id, uploads.c.writer == token))
+            # writer IS NULL without a token, as `uploads.c.writer == None` always said
+            statement = _END_UNCLAIMED if token is None else _END_CLAIMED
+            ended = conn.execute(statement, {"upload_id": upload_id, "token": token})
             if token is not None and ended.rowcount == 0:
                 return False
             self._link(conn, self._repository_id(conn, repository, now), digest, size, now)

@@ -1,0 +1,190 @@
+"""The store's prebuilt statements (built once with placeholders, run with parameters) on SQLite, called directly:
+every variant of a claim, sessions ended with and without a token, the repository created on its first write only,
+tags moved, references checked with only the queries a manifest needs; and each dialect's version compiles."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from docker_registry.core.digest import Digest, parse_digest
+from docker_registry.server.store import base, manifests, migrate, uploads
+from docker_registry.server.store.engine import create_engine
+from docker_registry.server.store.metadata import MetadataStore
+from docker_registry.server.store.models import BadReference, Descriptor, Manifest
+from docker_registry.server.store.tables import uploads as uploads_table
+
+
+def digest(data: bytes) -> Digest:
+    return parse_digest("sha256:" + hashlib.sha256(data).hexdigest())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> MetadataStore:
+    engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    migrate.upgrade(engine)
+    return MetadataStore(engine)
+
+
+def image(*layers: bytes) -> Manifest:
+    raw = b"image" + b"".join(layers)
+    return Manifest(
+        raw,
+        "application/vnd.oci.image.manifest.v1+json",
+        digest(raw),
+        [Descriptor("l", digest(x), len(x)) for x in layers],
+    )
+
+
+def index(*children: Manifest) -> Manifest:
+    raw = b"index" + b"".join(c.raw for c in children)
+    described = [Descriptor(c.media_type, c.digest, len(c.raw)) for c in children]
+    return Manifest(raw, "application/vnd.oci.image.index.v1+json", digest(raw), children=described)
+
+
+def test_claims_in_every_variant(store: MetadataStore) -> None:
+    store.create_upload("u", "repo")
+    assert store.claim_upload("u", "other", None, "t1") is None, "another repository's session"
+    assert store.claim_upload("u", "repo", 5, "t1") is None, "not the size expected"
+    claimed = store.claim_upload("u", "repo", 0, "t1", "proc")
+    assert claimed is not None
+    assert (claimed.size, claimed.writer, claimed.writer_process) == (0, "t1", "proc")
+    assert store.claim_upload("u", "repo", None, "t2") is None, "held by a live writer"
+    assert store.claim_upload("u", "repo", None, "t2", takeover="someone-else") is None
+    taken = store.claim_upload("u", "repo", None, "t2", "p2", takeover="t1")
+    assert taken is not None
+    assert taken.writer == "t2"
+    assert not store.renew_upload("u", "t1"), "the claim is t2's now"
+    assert store.renew_upload("u", "t2")
+    assert store.release_upload("u", "t2", 42)
+    released = store.upload("u")
+    assert released is not None
+    assert (released.size, released.writer, released.writer_since) == (42, None, None)
+    assert store.claim_upload("u", "repo", 42, "t3") is not None
+    with store.engine.begin() as conn:  # a writer that died long ago
+        conn.execute(sa.update(uploads_table).values(writer_since=time.time() - 3600))
+    assert store.claim_upload("u", "repo", None, "t4") is not None, "a stale claim is free"
+    ended = store.delete_upload("u")
+    assert ended is not None
+    assert ended.writer == "t4"
+    assert store.upload("u") is None
+    assert store.delete_upload("u") is None
+
+
+def test_finish_with_and_without_a_token(store: MetadataStore) -> None:
+    blob = digest(b"blob")
+    store.create_upload("u", "repo")
+    assert store.claim_upload("u", "repo", None, "t") is not None
+    assert not store.finish_upload("u", "repo", blob, 4, "lost"), "not the claim's token: nothing linked"
+    assert store.blob_size("repo", blob) is None
+    assert not store.repository_exists("repo")
+    assert store.finish_upload("u", "repo", blob, 4, "t")
+    assert store.upload("u") is None
+    assert store.blob_size("repo", blob) == 4
+    assert store.known_blob_size(blob) == 4
+    store.create_upload("v", "repo")
+    assert store.claim_upload("v", "repo", None, "w") is not None
+    assert store.finish_upload("v", "repo", blob, 4, None), "no token: linked whatever the session's state"
+    assert store.upload("v") is not None, "without a token only an unclaimed session ends"
+    store.release_upload("v", "w", 0)
+    assert store.finish_upload("v", "repo", blob, 4, None)
+    assert store.upload("v") is None
+
+
+def test_repository_created_once_and_links_idempotent(store: MetadataStore) -> None:
+    blob = digest(b"x")
+    assert not store.repository_exists("repo")
+    store.link_blob("repo", blob, 1)
+    store.link_blob("repo", blob, 1)
+    store.link_blob("other", blob, 1)
+    assert store.repository_exists("repo")
+    assert store.repository_exists("other")
+    with store.engine.connect() as conn:
+        ids = conn.execute(sa.text("SELECT name, id FROM repositories ORDER BY id")).all()
+    assert [name for name, _ in ids] == ["repo", "other"]
+    assert store.blob_size("repo", blob) == 1
+    assert store.blob_size("nowhere", blob) is None
+    assert store.unlink_blob("repo", blob)
+    assert not store.unlink_blob("repo", blob)
+    assert not store.unlink_blob("nowhere", blob)
+    assert store.blob_size("repo", blob) is None
+    assert store.known_blob_size(blob) == 1
+
+
+def test_tags_move_and_references_are_checked(store: MetadataStore) -> None:
+    first, second = image(b"a", b"b"), image(b"c")
+    for layer in (b"a", b"b"):
+        store.link_blob("repo", digest(layer), 1)
+    with pytest.raises(BadReference) as refused:
+        store.put_manifest("repo", second, ["latest"])
+    assert refused.value.kind == "blob"
+    assert refused.value.stored_size is None
+    store.put_manifest("repo", first, ["latest", "v1", "latest"])
+    store.put_manifest("repo", first, ["v2"])  # stored already: only the tag is new
+    assert store.tag_digest("repo", "latest") == first.digest
+    assert store.tag_digest("repo", "v2") == first.digest
+    store.link_blob("repo", digest(b"c"), 1)
+    store.put_manifest("repo", second, ["latest"])
+    assert store.tag_digest("repo", "latest") == second.digest
+    assert store.tag_digest("repo", "v1") == first.digest
+    assert store.tag_digest("repo", "none") is None
+    assert store.tag_digest("nowhere", "latest") is None
+    assert store.tags("repo", None, None) == ["latest", "v1", "v2"]
+    assert store.delete_tag("repo", "v2")
+    assert not store.delete_tag("repo", "v2")
+    assert not store.delete_tag("x", "v1")
+    stored = store.manifest("repo", first.digest)
+    assert stored is not None
+    assert stored.content == first.raw
+
+    wrong = image(b"a")
+    wrong.blobs = [Descriptor("l", digest(b"a"), 2)]
+    with pytest.raises(BadReference) as sized:
+        store.put_manifest("repo", wrong)
+    assert (sized.value.declared_size, sized.value.stored_size) == (2, 1)
+
+    both = index(first, second)
+    store.put_manifest("repo", both, ["multi"])
+    assert store.tag_digest("repo", "multi") == both.digest
+    with pytest.raises(BadReference) as missing:
+        store.put_manifest("repo", index(first, image(b"zzz")))
+    assert missing.value.kind == "manifest"
+    store.put_manifest("repo", Manifest(b"{}", "application/json", digest(b"{}")), ["bare"])
+    assert store.tag_digest("repo", "bare") == digest(b"{}")
+
+
+def test_a_manifest_without_children_or_blobs_skips_that_query(store: MetadataStore) -> None:
+    statements: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    store.link_blob("repo", digest(b"a"), 1)
+    plain = image(b"a")
+    store.put_manifest("repo", plain)
+    store.put_manifest("repo", index(plain))
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert sum("FROM repository_blobs" in s for s in selects) == 1, "only the image's blob check"
+    assert sum("manifests.size" in s and "IN (" in s for s in selects) == 1, "only the index's child check"
+
+
+@pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.dialect()], ids=["sqlite", "postgresql"])
+def test_every_dialect_statement_compiles(dialect: sa.Dialect) -> None:
+    name = dialect.name
+    for statement in (
+        base._INSERT_REPOSITORY[name],
+        base._INSERT_BLOB[name],
+        base._INSERT_REPOSITORY_BLOB[name],
+        manifests._INSERT_MANIFEST[name],
+        manifests._UPSERT_TAG[name],
+    ):
+        assert "ON CONFLICT" in str(statement.compile(dialect=dialect))
+    upsert = str(manifests._UPSERT_TAG[name].compile(dialect=dialect))
+    assert "excluded.manifest_id" in upsert
+    assert "excluded.updated_at" in upsert
+    shared = str(manifests._LINKED_BLOBS.compile(dialect=dialect))
+    assert ("FOR SHARE OF repository_blobs" in shared) == (name == "postgresql")
+    for claim in uploads._CLAIM.values():
+        assert "RETURNING" in str(claim.compile(dialect=dialect))
