@@ -610,7 +610,7 @@ def distribution_version() -> str:
 
 
 ORDER = [
-    "manifest_rps", "manifest_p99", "head_rps", "head_p99",
+    "manifest_rps", "manifest_p99", "manifest_idle_rps", "manifest_idle_p99", "head_rps", "head_p99",
     "get1", "get8", "get1_share", "get8_share", "get1_bare", "get8_bare",
     "put", "patch", "push", "pull", "rss_worker", "rss_total",
     "cpu_manifest", "cpu_head", "cpu_get1", "cpu_get8", "cpu_put", "cpu_patch",
