@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -11,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from registry_api import image_manifest, push
 from registry_process import RegistryProcess, implementation
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="full-disk behaviour of docker-registry 3")
@@ -73,7 +76,7 @@ def test_uploads_are_refused_early_below_minfree(
         storage={
             "filesystem": {"rootdirectory": str(small_disk / "data")},
             "delete": {"enabled": True},
-            "minfree": "20MiB",
+            "minfree": "10MiB",
         }
     )
     with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -87,3 +90,41 @@ def test_uploads_are_refused_early_below_minfree(
         assert_out_of_space(response)
         assert "storage.minfree" in response.json()["errors"][0]["message"]
         assert client.get(f"/v2/min/blobs/{digest_of(first)}").content == first, "pulls go on"
+
+
+def test_deletes_work_on_a_disk_filled_to_the_last_byte(
+    make_registry: Callable[..., RegistryProcess], small_disk: Path
+) -> None:
+    """The way out of a full disk is deleting: tags, manifests and blob links must still be removable when not one
+    byte is free (SQLite rewrites its log in place and a delete does not grow the database)."""
+    server = make_registry(
+        storage={"filesystem": {"rootdirectory": str(small_disk / "data")}, "delete": {"enabled": True}}
+    )
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        repo = "fill/up"
+        image = image_manifest(client, repo)
+        assert push(client, repo, image, "v1").status_code == 201
+        for i in range(30):  # some history in the database's log before the disk fills
+            assert (
+                client.put(
+                    f"/v2/{repo}/manifests/t{i}", content=image.body, headers={"Content-Type": image.media_type}
+                ).status_code
+                == 201
+            )
+        filler = small_disk / "filler"
+        with filler.open("wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * (256 * 1024))
+                f.flush()
+        with contextlib.suppress(OSError), filler.open("ab") as f:
+            while True:
+                f.write(b"\0")
+                f.flush()
+        assert os.statvfs(small_disk).f_bavail == 0
+        assert_out_of_space(client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest_of(b"x")}, content=b"x"))
+        assert client.delete(f"/v2/{repo}/manifests/t0").status_code == 202
+        assert client.delete(f"/v2/{repo}/manifests/{image.digest}").status_code == 202
+        assert client.get(f"/v2/{repo}/manifests/v1").status_code == 404
+        layer = json.loads(image.body)["layers"][0]["digest"]
+        assert client.delete(f"/v2/{repo}/blobs/{layer}").status_code == 202
+        assert client.head(f"/v2/{repo}/blobs/{layer}").status_code == 404

@@ -29,6 +29,7 @@ from .store import migrate
 from .store.engine import ChangeWatcher, create_engine, database_url
 from .store.facade import AsyncMetadataStore
 from .store.metadata import MetadataStore
+from .store.reserve import reserve_for
 from .store.writegate import gate_for
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ def prepare(config: Config) -> None:
         migrate.upgrade(engine)
     finally:
         engine.dispose()
+    reserve = reserve_for(url)
+    if reserve is not None:
+        reserve.ensure()
 
 
 def create_app(config: Config) -> web.Application:
@@ -123,7 +127,9 @@ def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         url = database_url(config)
         database = config.database
         engine = create_engine(url, database.locktimeout, pool_size=database.readthreads + 2)
-        store = AsyncMetadataStore(MetadataStore(engine, database.locktimeout, gate_for(url)), database.readthreads)
+        store = AsyncMetadataStore(
+            MetadataStore(engine, database.locktimeout, gate_for(url), reserve_for(url)), database.readthreads
+        )
         watcher = ChangeWatcher(url)
         driver = build_driver(config)
         app[REGISTRY_KEY] = Registry(store, driver, RegistryCache(watcher))

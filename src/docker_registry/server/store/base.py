@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from docker_registry.core.digest import Digest, parse_digest
 
 from .engine import DEFAULT_LOCK_TIMEOUT, with_retries, write_transaction
+from .reserve import SpaceReserve
 from .tables import blobs, repositories, repository_blobs
 from .writegate import WriteGate
 
@@ -65,12 +66,18 @@ _INSERT_REPOSITORY_BLOB = per_dialect(
 
 class StoreBase:
     def __init__(
-        self, engine: sa.Engine, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, gate: WriteGate | None = None
+        self,
+        engine: sa.Engine,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        gate: WriteGate | None = None,
+        reserve: SpaceReserve | None = None,
     ) -> None:
         self.engine = engine
         self.lock_timeout = lock_timeout
         self.gate = gate
         """Orders this database's writers across processes (SQLite); see `writegate`."""
+        self.reserve = reserve
+        """Room kept for the database on a full disk (SQLite); see `reserve`."""
         self._batch = threading.local()
         """In the thread running a batch of writes (`run_batch`): the batch's connection."""
         self._dialect = "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
@@ -100,7 +107,20 @@ class StoreBase:
             with write_transaction(self.engine, durable, self.gate) as conn:
                 return work(conn)
 
-        return with_retries(attempt, self.lock_timeout)
+        return self._commit(attempt)
+
+    def _commit(self, attempt: Callable[[], T]) -> T:
+        """Run a write transaction (again while the database is locked, within the lock timeout); on a full disk,
+        once more after giving up the space reserve, so deletes can free space."""
+        try:
+            result = with_retries(attempt, self.lock_timeout)
+        except sa.exc.OperationalError as e:
+            if "database or disk is full" not in str(e) or self.reserve is None or not self.reserve.release():
+                raise
+            result = with_retries(attempt, self.lock_timeout)
+        if self.reserve is not None:
+            self.reserve.ensure()
+        return result
 
     def run_batch(self, writes: list[Callable[[], Any]], durable: bool) -> list[tuple[Any, BaseException | None]]:
         """Run several write methods of this store in one transaction (see `batching`): each one's result or
@@ -123,7 +143,7 @@ class StoreBase:
                     self._batch.conn = None
             return outcomes
 
-        return with_retries(attempt, self.lock_timeout)
+        return self._commit(attempt)
 
     def _bytewise(self, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
         """Lists are sorted by bytes, as the spec's lexical order; SQLite does so already, PostgreSQL needs "C"."""
