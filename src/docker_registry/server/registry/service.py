@@ -164,10 +164,17 @@ class Registry:
         """A blob this repository may serve, else BLOB_UNKNOWN."""
         generation = self.cache.refresh()
         key = (repository, digest)
-        size = await self._read_through(self.cache.blobs, key, partial(self.store.blob_size, *key), generation)
+        size = self.cache.blobs.get(key)
+        manifest = None if size is not None else self.cache.manifests.get(key)
+        if size is None and manifest is None:
+            size, manifest = await self.store.blob_or_manifest(repository, digest)
+            if self.cache.generation == generation:  # see _read_through
+                if size is not None:
+                    self.cache.blobs.put(key, size)
+                if manifest is not None:
+                    self.cache.manifests.put(key, manifest)
         if size is not None:
             return Blob(digest, size)
-        manifest = await self._read_through(self.cache.manifests, key, partial(self.store.manifest, *key), generation)
         if manifest is not None:
             return Blob(digest, len(manifest.content), manifest)
         raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)})

@@ -86,6 +86,9 @@ class AsyncMetadataStore:
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         return await self._read(self.sync.blob_size, repository, digest)
 
+    async def blob_or_manifest(self, repository: str, digest: Digest) -> tuple[int | None, StoredManifest | None]:
+        return await self._read(self.sync.blob_or_manifest, repository, digest)
+
     async def known_blob_size(self, digest: Digest) -> int | None:
         return await self._read(self.sync.known_blob_size, digest)
 

@@ -7,11 +7,21 @@ processes) ends in one consistent state: the last committed tag wins, links are 
 
 from __future__ import annotations
 
+from docker_registry.core.digest import Digest
+
 from .blobs import BlobQueries
 from .manifests import ManifestQueries
+from .models import StoredManifest
 from .repositories import RepositoryQueries
 from .uploads import UploadQueries
 
 
 class MetadataStore(RepositoryQueries, ManifestQueries, BlobQueries, UploadQueries):
-    pass
+    def blob_or_manifest(self, repository: str, digest: Digest) -> tuple[int | None, StoredManifest | None]:
+        """What a blob GET or HEAD may serve under `digest`: a linked blob's size, else the manifest of that digest
+        (Distribution serves manifests from its blob store too). One thread hop for both look-ups: a client
+        HEADs every layer it is about to push, and each of those misses would otherwise cost two."""
+        size = self.blob_size(repository, digest)
+        if size is not None:
+            return size, None
+        return None, self.manifest(repository, digest)
