@@ -15,13 +15,16 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 from docker_registry.core.driver import Base, fetch
 from docker_registry.core.exceptions import ConfigError
 
+from .auth.middleware import Auth
+from .auth.middleware import middleware as auth_middleware
 from .config import Config
 from .http import body, v2
-from .http.context import CONFIG_KEY, REGISTRY_KEY
+from .http.context import CONFIG_KEY, GUARD_KEY, REGISTRY_KEY
 from .http.errors import errors_middleware
 from .registry.cache import RegistryCache
 from .registry.service import Registry
@@ -74,12 +77,18 @@ def prepare(config: Config) -> None:
 def create_app(config: Config) -> web.Application:
     """The application for one worker; stores open in on_startup and close in on_cleanup."""
     body.reuse_buffer_memory()
+    middlewares: list[Middleware] = [errors_middleware]
+    auth = Auth(config) if config.auth is not None else None
+    if auth is not None:  # after the error middleware, so its refusals render as the spec's JSON errors
+        middlewares.append(auth_middleware(auth))
     app = web.Application(
-        middlewares=[errors_middleware],
+        middlewares=middlewares,
         client_max_size=CLIENT_MAX_SIZE,
         handler_args={"max_field_size": 16384, "read_bufsize": body.READ_BUFFER_SIZE},
     )
     app[CONFIG_KEY] = config
+    if auth is not None:
+        app[GUARD_KEY] = auth.guard  # also run before `100 Continue` is sent
     configured = {name: _as_list(values) for name, values in config.http.headers.items()}
 
     async def on_prepare(_request: web.Request, response: web.StreamResponse) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PlainValidator, PrivateAttr, model_validator
 
 from .section import OURS, DriverSection, Refused, Secret, Section, Shown, Unsupported, declared, notices, section_type
 from .values import (
@@ -21,6 +21,7 @@ from .values import (
     Duration,
     Headers,
     LogLevel,
+    Mapping,
     Network,
     NonNegativeInt,
     PositiveInt,
@@ -29,6 +30,7 @@ from .values import (
     TLSVersion,
     Umask,
     Version,
+    absolute_path,
     hide_password,
     problem,
     split_addr,
@@ -308,6 +310,75 @@ class ValidationConfig(Section):
         return self.manifests.maxbytes
 
 
+# --- auth, access ---------------------------------------------------------------------------------------------------
+
+
+def _readable_file(value: Any) -> str:
+    """The htpasswd file must be there and readable when the registry starts (its content is checked by `serve`)."""
+    path = absolute_path(value)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise problem(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    return path
+
+
+ReadableFile = Annotated[str, PlainValidator(_readable_file)]
+ACTIONS = ("pull", "push", "delete")
+GroupMembers = Annotated[dict[str, list[Text]], Mapping]
+
+
+class HtpasswdSection(Section):
+    realm: Text = Field("docker-registry", description="the realm of the `WWW-Authenticate: Basic` challenge")
+    path: ReadableFile = Field(
+        description="an htpasswd file of bcrypt entries (`htpasswd -B`); re-read when it changes (checked at most "
+        "once a second); missing or unreadable at start is a configuration error",
+    )
+    groups: Annotated[GroupMembers, OURS] = Field(
+        default_factory=dict,
+        description="map of group name to a list of users of the file, for `access` rules with `who: group:<name>`",
+    )
+
+
+class AuthConfig(Section):
+    htpasswd: HtpasswdSection | None = Field(
+        None, description="Basic authentication against an htpasswd file; without `auth` the registry is open"
+    )
+    # Ignoring any of these would serve everyone what the operator meant to protect: refuse to start instead.
+    token: Annotated[object, Refused("token authentication is not supported yet")] = Field(
+        None, exclude=True, validate_default=False
+    )
+    silly: Annotated[object, Refused("not supported; use auth.htpasswd")] = Field(
+        None, exclude=True, validate_default=False
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> AuthConfig:
+        if self.htpasswd is None:
+            raise problem("an auth section needs a backend: auth.htpasswd (token is not supported yet)")
+        return self
+
+
+class AccessRule(Section):
+    who: Text = Field(description="a user, `group:<name>`, `anonymous` or `authenticated`")
+    repositories: list[Text] = Field(description="globs over repository names (`team-a/*`, `*`); `*` spans `/`")
+    actions: list[Text] = Field(description="`pull`, `push`, `delete`, or `*` for all three")
+
+    @model_validator(mode="after")
+    def _check(self) -> AccessRule:
+        if not self.who.strip():
+            raise problem("who must name a user, group:<name>, anonymous or authenticated")
+        if not self.repositories:
+            raise problem("repositories must list at least one glob")
+        for action in self.actions:
+            if action != "*" and action not in ACTIONS:
+                raise problem(f"unknown action {action!r}: pull, push, delete or *")
+        if not self.actions:
+            raise problem("actions must list at least one action")
+        return self
+
+
 # --- the whole file ------------------------------------------------------------------------------------------------
 
 
@@ -321,9 +392,14 @@ class Config(Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     # Distribution's sections (and our plans) that are accepted but do nothing yet.
-    auth: Annotated[
-        object, Unsupported("not supported yet; ignored, so EVERY request is served without authentication")
-    ] = Field(None, exclude=True)
+    auth: AuthConfig | None = Field(
+        None, description="authentication; without it every request is served (see Authentication below)"
+    )
+    access: Annotated[list[AccessRule], OURS] = Field(
+        default_factory=list,
+        description="access rules `{who, repositories, actions}` (see Authentication below); with `auth`, what no "
+        "rule grants is refused, and with no rules every authenticated user may do everything",
+    )
     notifications: Annotated[object, Unsupported("not supported yet; ignored, no events are sent")] = Field(
         None, exclude=True
     )
@@ -342,7 +418,6 @@ class Config(Section):
     )
     gc: Annotated[object, NOT_YET] = Field(None, exclude=True)
     ui: Annotated[object, NOT_YET] = Field(None, exclude=True)
-    access: Annotated[object, NOT_YET] = Field(None, exclude=True)
     v1: Annotated[object, NOT_YET] = Field(None, exclude=True)
 
     _notices: list[str] = PrivateAttr(default_factory=list)
@@ -359,6 +434,16 @@ class Config(Section):
             if self.http.workers is not None and self.http.workers > 1:
                 raise problem(f"http.workers: the inmemory storage driver needs 1 worker, got {self.http.workers}")
             self.http.workers = 1
+        if "auth" in self.model_fields_set and self.auth is None:  # `auth:` alone: asked for, but for nothing
+            raise problem("auth: an auth section needs a backend: auth.htpasswd (token is not supported yet)")
+        if self.access and self.auth is None:
+            raise problem("access: rules need an auth section (auth.htpasswd)")
+        groups = self.auth.htpasswd.groups if self.auth is not None and self.auth.htpasswd is not None else {}
+        for number, rule in enumerate(self.access):
+            if rule.who.startswith("group:") and rule.who.removeprefix("group:") not in groups:
+                raise problem(
+                    f"access[{number}].who: no group {rule.who.removeprefix('group:')!r} in auth.htpasswd.groups"
+                )
         self._notices = list(notices(self))
         return self
 

@@ -112,6 +112,10 @@ def _absolute_path(value: Any) -> str:
     return os.path.abspath(os.path.expanduser(_text(value)))
 
 
+def absolute_path(value: Any) -> str:
+    return _absolute_path(value)
+
+
 def _directory(value: Any) -> str:
     """A directory that is created if missing; a file (or anything not a directory) already there is refused here,
     as a configuration error naming the key, rather than when `serve` tries to create the directory."""

@@ -4,6 +4,8 @@ route applies."""
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -14,6 +16,35 @@ from ..registry.service import Registry
 
 REGISTRY_KEY: web.AppKey[Registry] = web.AppKey("registry", Registry)
 CONFIG_KEY: web.AppKey[Config] = web.AppKey("config", Config)
+
+
+class Access(Protocol):
+    """Who a request comes from and what they may do, set by an auth feature before the handler runs."""
+
+    @property
+    def user(self) -> str | None:
+        """The authenticated user; None for an anonymous request."""
+
+    def may_pull(self, repository: str) -> bool: ...
+
+
+ACCESS = "docker_registry.access"
+"""The request's `Access`, under this key of the request; absent when no auth is configured (everything allowed)."""
+
+Guard = Callable[[web.Request], Awaitable[None]]
+GUARD_KEY: web.AppKey[Guard] = web.AppKey("guard", Guard)  # type: ignore[arg-type]
+"""Set by the auth feature: run before a handler, and before `100 Continue` is sent (raises a RegistryError)."""
+
+
+def user(request: web.Request) -> str | None:
+    """The authenticated user, to own an upload session; None when anonymous or without auth."""
+    access: Access | None = request.get(ACCESS)
+    return None if access is None else access.user
+
+
+def may_pull(request: web.Request, repository: str) -> bool:
+    access: Access | None = request.get(ACCESS)
+    return access is None or access.may_pull(repository)
 
 
 def registry(request: web.Request) -> Registry:

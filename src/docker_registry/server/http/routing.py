@@ -16,7 +16,7 @@ from aiohttp import HttpVersion11, hdrs, web
 
 from ..registry import names
 from ..registry.errors import NOT_FOUND, UNSUPPORTED, RegistryError
-from .context import config
+from .context import GUARD_KEY, config
 from .errors import error_response
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -81,6 +81,9 @@ def expect_continue(
         if request.version != HttpVersion11 or request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
             return error_response(RegistryError(UNSUPPORTED, "unsupported Expect", status=417), request.method)
         try:
+            guard = request.app.get(GUARD_KEY)
+            if guard is not None:  # credentials and rights first: a refused client must not learn of sessions
+                await guard(request)
             handler, params = resolve(routes, request)
             check = checks.get(handler)
             if check is not None:

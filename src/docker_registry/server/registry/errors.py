@@ -1,7 +1,6 @@
 """The error catalogue of the v2 API: code, default message and HTTP status, as CNCF Distribution defines them.
 
-Only the codes this server raises are listed: UNAUTHORIZED, DENIED and TOOMANYREQUESTS join when authentication
-and rate limits do.
+Only the codes this server raises are listed.
 
 The registry logic raises `RegistryError(CODE, detail)`; the HTTP layer renders it as
 `{"errors": [{"code", "message", "detail"}]}` with the code's status, so clients see the codes they know.
@@ -38,6 +37,9 @@ TAG_INVALID = ErrorCode("TAG_INVALID", "manifest tag did not match URI", 400)
 UNSUPPORTED = ErrorCode("UNSUPPORTED", "The operation is unsupported.", 405)
 RANGE_INVALID = ErrorCode("RANGE_INVALID", "invalid content range", 416)
 PAGINATION_NUMBER_INVALID = ErrorCode("PAGINATION_NUMBER_INVALID", "invalid number of results requested", 400)
+UNAUTHORIZED = ErrorCode("UNAUTHORIZED", "authentication required", 401)
+DENIED = ErrorCode("DENIED", "requested access to the resource is denied", 403)
+TOOMANYREQUESTS = ErrorCode("TOOMANYREQUESTS", "too many requests", 429)
 NOT_FOUND = ErrorCode("NOT_FOUND", "no such API endpoint", 404)
 UNKNOWN = ErrorCode("UNKNOWN", "unknown error", 500)
 UNAVAILABLE = ErrorCode("UNAVAILABLE", "service unavailable", 503)

@@ -204,8 +204,9 @@ class Registry:
         return True
 
     # --- uploads ---------------------------------------------------------------------------------------------
-    async def start_upload(self, repository: str) -> Upload:
-        return await self.uploads.start(repository)
+    async def start_upload(self, repository: str, owner: str | None = None) -> Upload:
+        """A new session; `owner` (the authenticated user, None when anonymous) is the only one who may use it."""
+        return await self.uploads.start(repository, owner)
 
     async def upload(self, repository: str, upload_id: str) -> Upload:
         return await self.uploads.get(repository, upload_id)

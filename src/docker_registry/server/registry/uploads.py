@@ -84,9 +84,9 @@ class Uploads:
         self._driver = driver
         self._hashers: dict[str, Hasher] = {}
 
-    async def start(self, repository: str) -> Upload:
-        upload = Upload(str(uuid.uuid4()), repository, 0)
-        await self._store.create_upload(upload.id, repository)
+    async def start(self, repository: str, owner: str | None = None) -> Upload:
+        upload = Upload(str(uuid.uuid4()), repository, 0, owner=owner)
+        await self._store.create_upload(upload.id, repository, owner)
         return upload
 
     async def get(self, repository: str, upload_id: str) -> Upload:

@@ -15,6 +15,7 @@ from docker_registry.core.driver import fetch
 from docker_registry.core.exceptions import ConfigError
 
 from ..application import build_driver, prepare
+from ..auth.middleware import check as check_auth
 from ..config import Config, hide_password
 from ..store.engine import database_url
 from . import logs, tls
@@ -32,6 +33,7 @@ def serve(config: Config) -> int:
     os.umask(config.storage.umask)  # blobs, directories and the database: not whatever the caller's shell had
     tls.server_context(config.http)  # a bad certificate fails here, once, not in every worker
     _check_driver(config)
+    check_auth(config)
     host, port = config.http.host_port()
     try:
         _check_address_free(host, port)

@@ -102,8 +102,8 @@ class AsyncMetadataStore:
     async def upload(self, upload_id: str) -> Upload | None:
         return await self._read(self.sync.upload, upload_id)
 
-    async def create_upload(self, upload_id: str, repository: str) -> None:
-        await self._session_write(self.sync.create_upload, upload_id, repository)
+    async def create_upload(self, upload_id: str, repository: str, owner: str | None = None) -> None:
+        await self._session_write(self.sync.create_upload, upload_id, repository, owner)
 
     async def claim_upload(
         self,

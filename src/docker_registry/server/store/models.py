@@ -63,6 +63,8 @@ class Upload:
     writer_process: str | None = None
     """That request's process (process_identity), when it could be told."""
     writer_since: float | None = None
+    owner: str | None = None
+    """The authenticated user who began the session; None when anonymous."""
 
 
 class BadReference(Exception):

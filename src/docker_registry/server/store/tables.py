@@ -78,4 +78,6 @@ uploads = sa.Table(
     sa.Column("writer_since", sa.Float, nullable=True),
     # Who that request runs in (process_identity), so a claim left by a crashed process can be taken over at once.
     sa.Column("writer_process", sa.String(200), nullable=True),
+    # The authenticated user who began the session (NULL: anonymous, or no auth): only they may use it.
+    sa.Column("owner", sa.String(255), nullable=True),
 )

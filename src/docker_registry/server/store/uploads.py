@@ -28,6 +28,7 @@ _UPLOAD_COLUMNS = (
     uploads.c.writer,
     uploads.c.writer_process,
     uploads.c.writer_since,
+    uploads.c.owner,
 )
 
 
@@ -36,6 +37,7 @@ _CREATE = uploads.insert().values(
     id=sa.bindparam("upload_id"),
     repository=sa.bindparam("upload_repository"),
     size=0,
+    owner=sa.bindparam("owner"),
     created_at=sa.bindparam("now"),
     updated_at=sa.bindparam("now"),
 )
@@ -82,7 +84,15 @@ _END_UNCLAIMED = uploads.delete().where(uploads.c.id == sa.bindparam("upload_id"
 
 
 def _upload(row: sa.RowMapping) -> Upload:
-    return Upload(row["id"], row["repository"], row["size"], row["writer"], row["writer_process"], row["writer_since"])
+    return Upload(
+        row["id"],
+        row["repository"],
+        row["size"],
+        row["writer"],
+        row["writer_process"],
+        row["writer_since"],
+        row["owner"],
+    )
 
 
 class UploadQueries(StoreBase):
@@ -92,8 +102,8 @@ class UploadQueries(StoreBase):
         row = self._read(lambda conn: conn.execute(_UPLOAD, {"upload_id": upload_id}).mappings().first())
         return _upload(row) if row else None
 
-    def create_upload(self, upload_id: str, repository: str) -> None:
-        params = {"upload_id": upload_id, "upload_repository": repository, "now": time.time()}
+    def create_upload(self, upload_id: str, repository: str, owner: str | None = None) -> None:
+        params = {"upload_id": upload_id, "upload_repository": repository, "owner": owner, "now": time.time()}
         self._write(lambda conn: conn.execute(_CREATE, params), durable=False)
 
     def claim_upload(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..context import registry
+from ..context import may_pull, registry
 from ..pagination import page_request, paginate
 from ..routing import Params
 
@@ -21,6 +21,9 @@ async def catalog(request: web.Request, _: Params) -> web.StreamResponse:
     limit = min(CATALOG_DEFAULT_ENTRIES if page.n is None else page.n, CATALOG_MAX_ENTRIES)
     found = await registry(request).catalog(page.last, limit + 1)
     repositories, link = paginate(found, limit, "/v2/_catalog")
+    # With access rules, the page lists only what the caller may pull: it may hold fewer than `n` names while the
+    # `Link` header still leads on, from the last name of the unfiltered page.
+    repositories = [name for name in repositories if may_pull(request, name)]
     return web.json_response({"repositories": repositories}, headers={"Link": link} if link else None)
 
 

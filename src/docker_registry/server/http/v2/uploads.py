@@ -13,7 +13,7 @@ from ...registry import names
 from ...registry.errors import DIGEST_INVALID, RANGE_INVALID, RegistryError
 from ...registry.uploads import progress_headers
 from .. import body
-from ..context import registry, require_space, require_writable
+from ..context import may_pull, registry, require_space, require_writable, user
 from ..routing import Params
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
@@ -60,7 +60,8 @@ async def start_upload(request: web.Request, params: Params) -> web.StreamRespon
     require_writable(request)
     logic = registry(request)
     mount, source = request.query.get("mount"), request.query.get("from")
-    if mount is not None and source and names.is_name(source):  # else a normal upload, as the spec asks
+    # A mount the caller may not do (a bad name, or no pull right on `from`) is an ordinary upload, as the spec asks.
+    if mount is not None and source and names.is_name(source) and may_pull(request, source):
         mounted = names.check_digest(mount)
         if await logic.mount(params.name, mounted, source):
             return _created(params.name, mounted)
@@ -70,7 +71,7 @@ async def start_upload(request: web.Request, params: Params) -> web.StreamRespon
         digest = names.check_digest(requested)
         await logic.put_blob(params.name, digest, body.chunks(request))
         return _created(params.name, digest)
-    upload = await logic.start_upload(params.name)
+    upload = await logic.start_upload(params.name, user(request))
     return web.Response(status=202, headers=_upload_headers(params.name, upload.id, 0))
 
 

@@ -1,0 +1,130 @@
+"""An htpasswd file of bcrypt entries (`user:$2y$...`), re-read when it changes, with verified credentials cached
+briefly so an authenticated pull costs little more than an anonymous one.
+
+bcrypt is slow on purpose (tens to hundreds of milliseconds): it runs in a thread, never on the event loop, and an
+unknown user is checked against a dummy hash so that the answer takes as long as for a known one. The cache is
+keyed by a keyed hash (HMAC with a per-process random key) of user and password, never the password itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+import bcrypt
+
+log = logging.getLogger(__name__)
+
+BCRYPT_PREFIXES = (b"$2y$", b"$2b$", b"$2a$")
+RELOAD_CHECK_SECONDS = 1.0
+"""The file's mtime, size and inode are looked at no more often than this."""
+CACHE_SECONDS = 60.0
+"""How long a verified user+password is trusted without bcrypt (a removed or changed entry ends it at once)."""
+CACHE_MAX_ENTRIES = 10_000
+_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(10))
+
+
+class HtpasswdError(Exception):
+    """The file cannot be read or holds an entry that is not bcrypt."""
+
+
+def parse(text: bytes, path: str) -> dict[str, bytes]:
+    """user -> bcrypt hash. Blank lines and `#` comments are skipped; any other malformed line is an error."""
+    users: dict[str, bytes] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        user, sep, hashed = line.partition(b":")
+        if not sep or not user:
+            raise HtpasswdError(f"{path}, line {number}: not `user:hash`")
+        if not hashed.startswith(BCRYPT_PREFIXES):
+            raise HtpasswdError(f"{path}, line {number}: only bcrypt entries ($2y$, $2b$, $2a$) are supported")
+        try:
+            users[user.decode()] = hashed
+        except UnicodeDecodeError:
+            raise HtpasswdError(f"{path}, line {number}: the user name is not UTF-8") from None
+    return users
+
+
+def load(path: str) -> dict[str, bytes]:
+    try:
+        with open(path, "rb") as file:
+            return parse(file.read(), path)
+    except OSError as exc:
+        raise HtpasswdError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+
+
+@dataclass
+class _Cached:
+    user: str
+    until: float
+
+
+class Htpasswd:
+    """The users of one file, for one worker."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._users = load(path)
+        self._stamp = self._stat()
+        self._checked = time.monotonic()
+        self._cache: dict[bytes, _Cached] = {}
+        self._key = secrets.token_bytes(32)
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < RELOAD_CHECK_SECONDS:
+            return
+        self._checked = now
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        self._cache.clear()
+        try:
+            self._users = load(self.path)
+            log.info("re-read %s: %d users", self.path, len(self._users))
+        except HtpasswdError as exc:
+            # Nobody is let in on a file we cannot read: safer than serving users who may have been removed.
+            self._users = {}
+            log.error("htpasswd file unusable, every login fails until it is fixed: %s", exc)
+
+    async def verify(self, user: str, password: str) -> bool:
+        self._refresh()
+        key = hmac.new(self._key, user.encode() + b"\0" + password.encode(), hashlib.sha256).digest()
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is not None and cached.until > now and cached.user == user:
+            return True
+        hashed = self._users.get(user)
+        ok = await asyncio.get_running_loop().run_in_executor(
+            None, _check, password.encode(), hashed if hashed is not None else _DUMMY_HASH
+        )
+        ok = ok and hashed is not None
+        if ok:
+            if len(self._cache) >= CACHE_MAX_ENTRIES:
+                self._cache.clear()
+            self._cache[key] = _Cached(user, now + CACHE_SECONDS)
+        return ok
+
+
+def _check(password: bytes, hashed: bytes) -> bool:
+    """bcrypt compares in constant time; a hash it cannot read counts as a wrong password."""
+    try:
+        return bcrypt.checkpw(password, hashed)
+    except ValueError:
+        return False

@@ -1,0 +1,149 @@
+"""The auth middleware: who the caller is (Basic credentials checked against the htpasswd file), what the route
+needs, whether a rule grants it, and, on an upload session, whether the caller began it.
+
+Runs after the error middleware, so its refusals render as the spec's JSON errors: 401 UNAUTHORIZED with the
+`WWW-Authenticate: Basic` challenge for a caller without valid credentials, 403 DENIED for a user lacking the right,
+429 TOOMANYREQUESTS for an address with too many failed logins. The same check runs before `100 Continue`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
+
+from docker_registry.core.exceptions import ConfigError
+
+from ..config import Config
+from ..http.context import ACCESS, registry
+from ..http.routing import resolve
+from ..http.v2 import ROUTES
+from ..registry.errors import BLOB_UPLOAD_UNKNOWN, DENIED, TOOMANYREQUESTS, UNAUTHORIZED, RegistryError
+from .actions import CATALOG, LOGIN, SESSION_HANDLERS, required
+from .htpasswd import Htpasswd, HtpasswdError, load
+from .limiter import FailureLimiter
+from .rules import PULL, Rules
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAccess:
+    """The `Access` a handler finds on the request (http.context): the user and what they may pull."""
+
+    user: str | None
+    rules: Rules
+
+    def may_pull(self, repository: str) -> bool:
+        return self.rules.allows(self.user, repository, PULL)
+
+
+def _basic(header: str) -> tuple[str, str] | None:
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep and user else None
+
+
+class Auth:
+    """The authentication and access rules of one worker."""
+
+    def __init__(self, config: Config) -> None:
+        assert config.auth is not None
+        assert config.auth.htpasswd is not None
+        section = config.auth.htpasswd
+        self.realm = section.realm.replace("\\", "\\\\").replace('"', '\\"')
+        self.htpasswd = Htpasswd(section.path)
+        self.rules = Rules.from_config(config.access, section.groups)
+        self.limiter = FailureLimiter()
+
+    def _challenge(self, detail: list[dict[str, str]] | None = None, message: str | None = None) -> RegistryError:
+        headers = {"WWW-Authenticate": f'Basic realm="{self.realm}"'}
+        return RegistryError(UNAUTHORIZED, detail, message=message, headers=headers)
+
+    async def _authenticate(self, request: web.Request) -> str | None:
+        """The user of valid credentials; None without any. Invalid credentials are refused here."""
+        header = request.headers.get(hdrs.AUTHORIZATION)
+        if header is None:
+            return None
+        address = request.remote or ""
+        left = self.limiter.blocked_for(address)
+        if left > 0:
+            retry = {"Retry-After": str(math.ceil(left))}
+            raise RegistryError(TOOMANYREQUESTS, message="too many failed logins from this address", headers=retry)
+        credentials = _basic(header)
+        if credentials is None:
+            raise self._challenge(message="only Basic credentials are accepted")
+        user, password = credentials
+        if await self.htpasswd.verify(user, password):
+            return user
+        self.limiter.failed(address)
+        log.warning("failed login from %s for user %r", address, user[:100])  # never the password
+        raise self._challenge(message="invalid username or password")
+
+    async def guard(self, request: web.Request) -> None:
+        if ACCESS in request:
+            return
+        user = await self._authenticate(request)
+        try:
+            handler, params = resolve(ROUTES, request)
+        except RegistryError:
+            if user is None:  # an anonymous caller learns nothing of the routes
+                raise self._challenge() from None
+            raise
+        action = required(handler)
+        if action == LOGIN:
+            allowed = user is not None
+        elif action == CATALOG:
+            allowed = user is not None or self.rules.anonymous_may_pull_something()
+        else:
+            allowed = bool(action) and self.rules.allows(user, params.name, action)
+        if not allowed:
+            scope = [{"Type": "repository", "Name": params.name, "Action": action}] if params.name else None
+            if user is None:
+                raise self._challenge(scope)
+            raise RegistryError(DENIED, scope)
+        if handler in SESSION_HANDLERS:
+            upload = await registry(request).upload(params.name, params["uuid"])
+            if not _same_owner(upload.owner, user):  # as if there were no such session: ids are not for guessing
+                raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": params["uuid"]})
+        request[ACCESS] = RequestAccess(user, self.rules)
+
+
+def _same_owner(owner: str | None, user: str | None) -> bool:
+    if owner is None or user is None:
+        return owner is None and user is None
+    return hmac.compare_digest(owner.encode(), user.encode())
+
+
+def middleware(auth: Auth) -> Middleware:
+    @web.middleware
+    async def auth_middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        await auth.guard(request)
+        return await handler(request)
+
+    return auth_middleware
+
+
+def check(config: Config) -> None:
+    """At start-up, before any worker: the htpasswd file must be readable and hold only bcrypt entries."""
+    if config.auth is None or config.auth.htpasswd is None:
+        return
+    try:
+        load(config.auth.htpasswd.path)
+    except HtpasswdError as exc:
+        raise ConfigError(f"auth.htpasswd.path: {exc}") from None
