@@ -174,18 +174,18 @@ async def test_a_blob_size_read_before_its_delete_is_not_cached_after(worker) ->
     digest = "sha256:" + hashlib.sha256(b"blob").hexdigest()
     await store.link_blob("repo", digest, 4)
     read_done, deleted = asyncio.Event(), asyncio.Event()
-    load = store.blob_size
+    load = store.blob_or_manifest
 
-    async def slow_load(repository: str, blob: str) -> int | None:
+    async def slow_load(repository: str, blob: Digest) -> tuple[int | None, object]:
         value = await load(repository, blob)
         read_done.set()
         await deleted.wait()
         return value
 
-    store.blob_size = slow_load  # type: ignore[method-assign]
+    store.blob_or_manifest = slow_load  # type: ignore[method-assign]
     slow = asyncio.ensure_future(registry.blob("repo", digest))
     await read_done.wait()
-    store.blob_size = load  # type: ignore[method-assign]
+    store.blob_or_manifest = load  # type: ignore[method-assign]
     await registry.delete_blob("repo", digest)
     await _next_iteration()
     with pytest.raises(RegistryError):
