@@ -33,9 +33,11 @@ def require(tool: str, package: str) -> str:
     return path
 
 
-def wrk_get(url: str, connections: int, seconds: int, header: str) -> LoadResult:
+def wrk_get(url: str, connections: int, seconds: int, header: str, *more_headers: str) -> LoadResult:
     argv = [require("wrk", "wrk"), "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency"]
-    out = _run([*argv, "-H", header, url], seconds)
+    for value in (header, *more_headers):
+        argv += ["-H", value]
+    out = _run([*argv, url], seconds)
     rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
     if not p99:

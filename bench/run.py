@@ -8,6 +8,7 @@ median per server. See bench/README.md for what each figure means.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
 import os
 import platform
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import images
 import loadgen
 import rawhttp
@@ -196,6 +198,45 @@ class Bench:
 
         self.interleaved(s.rounds, head_blob, "blob HEAD")
         self.rss_phase(rss, "after small requests")
+
+    def authenticated(self) -> None:
+        """Manifest GET with Basic credentials checked against the same bcrypt htpasswd file by both servers (issue
+        8): each is restarted with `auth.htpasswd` on the data it has, measured, and restarted without it again."""
+        s = self.s
+        htpasswd = self.tmp / "htpasswd"
+        htpasswd.write_text("bench:" + bcrypt.hashpw(b"bench-secret", bcrypt.gensalt(rounds=10)).decode() + "\n")
+        credentials = "Authorization: Basic " + base64.b64encode(b"bench:bench-secret").decode()
+        rps = self.figure(
+            "auth_rps", f"manifest GET by tag, htpasswd, {s.connections} conns", "req/s", target=ratio_at_least(5)
+        )
+        p99 = self.figure("auth_p99", "manifest GET p99, htpasswd", "ms", higher_is_better=False, digits=1)
+        plain = {server.name: server.config for server in self.pair}
+        log("manifest GET with htpasswd credentials (wrk)")
+        try:
+            for server in self.pair:
+                server.stop()
+                server.config = {
+                    **(server.config or {}),
+                    "auth": {"htpasswd": {"realm": "bench", "path": str(htpasswd)}},
+                }
+                server.start()
+                url = f"{server.url}/v2/bench/small/manifests/latest"
+                loadgen.wrk_get(url, s.connections, s.warmup_seconds, loadgen.MANIFEST_ACCEPT, credentials)
+
+            def get_manifest(server: Server, _: int) -> float:
+                url = f"{server.url}/v2/bench/small/manifests/latest"
+                r = loadgen.wrk_get(url, s.connections, s.load_seconds, loadgen.MANIFEST_ACCEPT, credentials)
+                self.check(r, f"manifest GET with htpasswd {server.name}")
+                rps.add(server.name, r.rps)
+                p99.add(server.name, r.p99_ms)
+                return r.requests
+
+            self.interleaved(s.rounds, get_manifest, "manifest GET with htpasswd")
+        finally:
+            for server in self.pair:
+                server.stop()
+                server.config = plain[server.name]
+                server.start()
 
     def check(self, r: loadgen.LoadResult, what: str) -> None:
         if r.failures:
@@ -610,7 +651,8 @@ def distribution_version() -> str:
 
 
 ORDER = [
-    "manifest_rps", "manifest_p99", "manifest_idle_rps", "manifest_idle_p99", "head_rps", "head_p99",
+    "manifest_rps", "manifest_p99", "manifest_idle_rps", "manifest_idle_p99", "auth_rps", "auth_p99",
+    "head_rps", "head_p99",
     "get1", "get8", "get1_share", "get8_share", "get1_bare", "get8_bare",
     "put", "patch", "push", "pull", "rss_worker", "rss_total",
     "cpu_manifest", "cpu_head", "cpu_get1", "cpu_get8", "cpu_put", "cpu_patch",
@@ -729,6 +771,7 @@ def main() -> int:
                 bench.small_writes(rss)
             else:
                 bench.small_requests(rss)
+                bench.authenticated()
                 bench.small_writes(rss)  # before the big blobs: their writeback would stall these fsyncs
                 bench.machine_ceilings()
                 bench.downloads()
