@@ -531,6 +531,132 @@ def test_tls(tmp_path: Path) -> None:
         assert proc.wait(30) == 0
 
 
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=cwd)
+
+
+def _client_certificate(directory: Path, name: str, ca: str) -> tuple[str, str]:
+    """A client key and certificate signed by the CA `ca` (<ca>.pem / <ca>.key in `directory`)."""
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        f"/CN={name}",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        cwd=directory,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        f"{ca}.pem",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        f"{name}.pem",
+        cwd=directory,
+    )
+    return str(directory / f"{name}.pem"), str(directory / f"{name}.key")
+
+
+def test_tls_client_certificates(tmp_path: Path) -> None:
+    """http.tls.clientcas (mTLS): a client with a certificate from a listed CA is served; one without, or with a
+    certificate from another CA, never gets past the handshake."""
+    if not shutil.which("openssl"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("openssl is required in CI")
+        pytest.skip("openssl is not installed: apt-get install openssl")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        cwd=tmp_path,
+    )
+    for ca in ("ca", "other-ca"):
+        _openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={ca}",
+            "-keyout",
+            f"{ca}.key",
+            "-out",
+            f"{ca}.pem",
+            cwd=tmp_path,
+        )
+    good = _client_certificate(tmp_path, "alice", "ca")
+    stranger = _client_certificate(tmp_path, "mallory", "other-ca")
+    port = free_port()
+    tls = {"certificate": "cert.pem", "key": "key.pem", "clientcas": ["ca.pem"]}
+    (tmp_path / "config.yml").write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}},
+                "http": {"addr": f"127.0.0.1:{port}", "workers": 1, "tls": tls},
+            }
+        )
+    )
+    log = (tmp_path / "registry.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "docker_registry.server", "serve", "config.yml"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def client(certificate: tuple[str, str] | None) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        if certificate is not None:
+            context.load_cert_chain(*certificate)
+        return context
+
+    try:
+
+        def answers() -> httpx.Response | None:
+            assert proc.poll() is None, (tmp_path / "registry.log").read_text()
+            try:
+                return httpx.get(f"https://127.0.0.1:{port}/v2/", verify=client(good), timeout=2)
+            except httpx.TransportError:
+                return None
+
+        assert wait_for(answers, 30, "the mTLS registry").status_code == 200
+        for certificate in (None, stranger):
+            with pytest.raises(httpx.TransportError):
+                httpx.get(f"https://127.0.0.1:{port}/v2/", verify=client(certificate), timeout=5)
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
 def test_bad_tls_certificate_exits_2(tmp_path: Path) -> None:
     (tmp_path / "cert.pem").write_text("not a certificate\n")
     (tmp_path / "config.yml").write_text(

@@ -193,11 +193,12 @@ class TLSSection(Section):
     )
     key: AbsolutePath | None = Field(None, description="the certificate's private key; give both or neither")
     minimum: TLSVersion = Field("tls1.2", alias="minimumtls", description="`tls1.2` or `tls1.3`")
-    # Ignoring clientcas would let in clients the operator meant to refuse, letsencrypt would serve plain HTTP
-    # where HTTPS is expected: refuse to start instead.
-    clientcas: Annotated[object, Refused("client certificate authentication is not supported yet")] = Field(
-        None, exclude=True, validate_default=False
+    clientcas: list[AbsolutePath] | None = Field(
+        None,
+        description="CA certificates (PEM files) that client certificates must chain to: a connection without such a "
+        "certificate is refused during the TLS handshake (mTLS)",
     )
+    # Ignoring letsencrypt would serve plain HTTP where HTTPS is expected: refuse to start instead.
     letsencrypt: Annotated[object, Refused("not supported yet; give http.tls.certificate and key")] = Field(
         None, exclude=True, validate_default=False
     )
@@ -207,6 +208,8 @@ class TLSSection(Section):
     def _pair(self) -> TLSSection:
         if bool(self.certificate) != bool(self.key):
             raise problem("certificate and key must be given together")
+        if self.clientcas is not None and not self.certificate:
+            raise problem("clientcas needs certificate and key: client certificates are checked in TLS only")
         return self
 
 

@@ -22,4 +22,11 @@ def server_context(http: HTTPConfig) -> ssl.SSLContext | None:
     except (OSError, ssl.SSLError) as exc:
         message = f"http.tls: cannot load certificate {http.tls_certificate!r} / key {http.tls_key!r}: {exc}"
         raise ConfigError(message) from None
+    if http.tls.clientcas:
+        context.verify_mode = ssl.CERT_REQUIRED  # no certificate, or one no listed CA signed: no connection
+        for authority in http.tls.clientcas:
+            try:
+                context.load_verify_locations(cafile=authority)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"http.tls.clientcas: cannot load {authority!r}: {exc}") from None
     return context
