@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -1047,3 +1048,20 @@ def _post_blob(url: str, digest: str, blob: bytes) -> httpx.Response | None:
         return httpx.post(f"{url}/v2/modes/blobs/uploads/", params={"digest": digest}, content=blob, timeout=5)
     except httpx.TransportError:
         return None
+
+
+def test_config_output_cut_short_by_its_reader_is_no_error(tmp_path: Path) -> None:
+    """`docker-registry config | head -2`: the reader stops early (here: at once); no traceback, status 0."""
+    result = subprocess.run(
+        f"{shlex.quote(sys.executable)} -m docker_registry.server config | true; echo ${{PIPESTATUS[0]}} >&2",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=clean_env(),
+    )
+    assert result.stderr.strip().splitlines()[-1] == "0", result.stderr
+    assert "Traceback" not in result.stderr
+    assert "BrokenPipe" not in result.stderr

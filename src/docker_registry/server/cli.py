@@ -80,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         for notice in config.notices:
             print(f"docker-registry: warning: {notice}", file=sys.stderr)
-        yaml.safe_dump(configuration.dump(config, show_secrets=args.show_secrets), sys.stdout, sort_keys=False)
+        try:
+            yaml.safe_dump(configuration.dump(config, show_secrets=args.show_secrets), sys.stdout, sort_keys=False)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `docker-registry config | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
         return 0
     from .runtime.serve import serve  # the server's imports (aiohttp, the app) are not needed to print a config
 
