@@ -29,7 +29,7 @@ from .http.errors import errors_middleware
 from .registry.cache import RegistryCache
 from .registry.service import Registry
 from .store import migrate
-from .store.engine import ChangeWatcher, create_engine, database_url
+from .store.engine import ChangeWatcher, create_engine, database_url, sqlite_file
 from .store.facade import AsyncMetadataStore
 from .store.metadata import MetadataStore
 from .store.reserve import reserve_for
@@ -62,8 +62,9 @@ def prepare(config: Config) -> None:
     if data_dir is not None:
         os.makedirs(data_dir, exist_ok=True)
     url = database_url(config)
-    if url.startswith("sqlite:///"):
-        os.makedirs(os.path.dirname(os.path.abspath(url.removeprefix("sqlite:///"))), exist_ok=True)
+    database_file = sqlite_file(url)
+    if database_file is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(database_file)), exist_ok=True)
     engine = create_engine(url)
     try:
         migrate.upgrade(engine)

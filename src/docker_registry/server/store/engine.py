@@ -19,14 +19,16 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from ..config import Config
-from .writegate import WriteGate
+
+if TYPE_CHECKING:
+    from .writegate import WriteGate
 
 T = TypeVar("T")
 DEFAULT_LOCK_TIMEOUT = 5.0
@@ -38,6 +40,14 @@ def database_url(config: Config) -> str:
         return config.database.url
     root = str(config.storage.options.get("rootdirectory") or "./data")
     return f"sqlite:///{os.path.abspath(os.path.join(root, 'registry.db'))}"
+
+
+def sqlite_file(url: str) -> str | None:
+    """The database file of a SQLite URL; None for another database or an in-memory one."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = sa.make_url(url).database
+    return path if path and path != ":memory:" else None
 
 
 def create_engine(url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, pool_size: int | None = None) -> sa.Engine:
@@ -131,10 +141,9 @@ class ChangeWatcher:
     def __init__(self, url: str) -> None:
         self._conn: sqlite3.Connection | None = None
         self._version: int | None = None
-        if url.startswith("sqlite:///"):
-            path = sa.make_url(url).database
-            if path and path != ":memory:":
-                self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        path = sqlite_file(url)
+        if path is not None:
+            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
 
     @property
     def reliable(self) -> bool:

@@ -11,6 +11,8 @@ import logging
 import os
 import time
 
+from .engine import sqlite_file
+
 log = logging.getLogger(__name__)
 
 RESERVE_BYTES = 8 * 1024 * 1024
@@ -63,6 +65,5 @@ class SpaceReserve:
 
 def reserve_for(url: str) -> SpaceReserve | None:
     """The reserve of a SQLite database file; a database server keeps its own disk."""
-    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
-        return None
-    return SpaceReserve(url.removeprefix("sqlite:///") + ".reserve")
+    path = sqlite_file(url)
+    return None if path is None else SpaceReserve(path + ".reserve")

@@ -16,6 +16,8 @@ import logging
 import os
 from collections.abc import Iterator
 
+from .engine import sqlite_file
+
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +44,5 @@ class WriteGate:
 
 def gate_for(url: str) -> WriteGate | None:
     """The gate of a SQLite database file; other databases queue writers themselves."""
-    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
-        return None
-    return WriteGate(url.removeprefix("sqlite:///") + ".writelock")
+    path = sqlite_file(url)
+    return None if path is None else WriteGate(path + ".writelock")
