@@ -13,6 +13,7 @@ import yaml
 from docker_registry.core.exceptions import ConfigError
 
 from . import config as configuration
+from .maintenance.options import DEFAULT_JOBS, IMPORT_SOURCES
 
 EXIT_CONFIG_ERROR = 2
 
@@ -62,7 +63,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("config", nargs="?", metavar="CONFIG", help="YAML configuration file")
     show.add_argument("--show-secrets", action="store_true", help="print secrets and passwords instead of ***")
+    _add_maintenance(commands)
     return parser
+
+
+MAINTENANCE_EXIT_STATUS = (
+    "Progress goes to stderr (a bar on a terminal, a line every 10 seconds otherwise); problems and a closing "
+    "summary go to stdout. Exit status: 0 nothing wrong, 1 problems remain (listed), 2 configuration or usage error."
+)
+
+
+def _add_maintenance(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fsck = commands.add_parser(
+        "fsck",
+        help="verify every blob against its digest and every manifest's references",
+        description=(
+            "Read every blob the registry serves through the storage driver and check it hashes to its digest, and "
+            "check that every manifest references only blobs its repository serves and child manifests it has. "
+            "Safe while the registry serves. With --repair, corrupt blobs are moved to lost+found/ in the storage "
+            "(never deleted) and, like missing ones, no longer served; the images they break are listed, and stay "
+            "broken (exit status 1) until their blobs are pushed again. " + MAINTENANCE_EXIT_STATUS
+        ),
+    )
+    fsck.add_argument("config", nargs="?", metavar="CONFIG", help="YAML configuration file")
+    fsck.add_argument("--repair", action="store_true", help="set corrupt blobs aside and stop serving damaged ones")
+    fsck.add_argument("--jobs", type=_positive, default=DEFAULT_JOBS, help="blobs read at once (default 4)")
+
+    imports = commands.add_parser(
+        "import",
+        help="import an existing registry's storage into the metadata store",
+        description=(
+            "--from distribution PATH reads a CNCF Distribution (registry:2) filesystem storage tree: PATH is its "
+            "rootdirectory (holding docker/registry/v2) or that v2 folder. Repositories, blob links, manifests and "
+            "tags are imported after the checks a push gets (digests, manifest validation, references); anything "
+            "failing them is reported and skipped. When storage.filesystem.rootdirectory is that v2 folder the "
+            "import is in place (nothing copied); otherwise blobs are copied into the configured storage. PATH is "
+            "never changed. Running it again imports only what is missing. " + MAINTENANCE_EXIT_STATUS
+        ),
+    )
+    imports.add_argument("config", metavar="CONFIG", help="YAML configuration file of this registry")
+    source = imports.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--from",
+        nargs=2,
+        metavar=("SOURCE", "PATH"),
+        dest="source",
+        help=f"SOURCE is one of: {', '.join(IMPORT_SOURCES)}",
+    )
+    imports.add_argument("--jobs", type=_positive, default=DEFAULT_JOBS, help="blobs read at once (default 4)")
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:  # `docker-registry config | head`: the reader has all it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
         return 0
+    if args.command in ("fsck", "import"):
+        return _maintenance(args, config)
     from .runtime.serve import serve  # the server's imports (aiohttp, the app) are not needed to print a config
 
     try:
@@ -94,4 +151,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"docker-registry: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except KeyboardInterrupt:  # Ctrl-C before serving began (say during migrations): nothing to drain
+        return 128 + signal.SIGINT
+
+
+def _maintenance(args: argparse.Namespace, config: configuration.Config) -> int:
+    from .application import build_driver, prepare
+    from .maintenance.commands import run_fsck, run_import
+    from .maintenance.console import Console
+
+    console = Console(f"docker-registry {args.command}")
+    try:
+        prepare(config)  # the database at the current schema, the data directory there
+        driver = build_driver(config)
+    except ConfigError as exc:
+        print(f"docker-registry: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    try:
+        if args.command == "fsck":
+            return run_fsck(config, driver, repair=args.repair, jobs=args.jobs, console=console)
+        kind, path = args.source
+        return run_import(config, driver, kind, path, jobs=args.jobs, console=console)
+    except KeyboardInterrupt:
         return 128 + signal.SIGINT

@@ -1,0 +1,99 @@
+"""The maintenance commands as the command line runs them: open the stores the configuration names, run, report,
+and turn the outcome into an exit status (`options`: 0 nothing wrong, 1 problems remain, 2 usage error)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from docker_registry.core.driver import Base
+from docker_registry.drivers.file import Driver as FileDriver
+
+from ..config import Config
+from ..store.engine import create_engine, database_url
+from ..store.inventory import InventoryQueries
+from ..store.metadata import MetadataStore
+from ..store.reserve import reserve_for
+from ..store.writegate import gate_for
+from .console import Console
+from .distribution import V2, NotADistributionTree, tree_root
+from .fsck import fsck
+from .importer import Importer
+from .options import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, IMPORT_SOURCES
+
+
+def _stores(config: Config) -> tuple[MetadataStore, InventoryQueries]:
+    url = database_url(config)
+    engine = create_engine(url, config.database.locktimeout)
+    gate, reserve = gate_for(url), reserve_for(url)
+    return (
+        MetadataStore(engine, config.database.locktimeout, gate, reserve),
+        InventoryQueries(engine, config.database.locktimeout, gate, reserve),
+    )
+
+
+def run_fsck(config: Config, driver: Base, *, repair: bool, jobs: int, console: Console) -> int:
+    store, inventory = _stores(config)
+
+    async def run() -> int:
+        try:
+            result = await fsck(driver, inventory, console, repair, jobs)
+        finally:
+            await driver.close()
+        console.summary(result.counts, result.read_bytes)
+        return EXIT_PROBLEMS if result.remaining else EXIT_OK
+
+    try:
+        return asyncio.run(run())
+    finally:
+        store.close()
+
+
+def _filesystem_root(config: Config) -> str | None:
+    if config.storage.driver not in ("filesystem", "file"):
+        return None
+    return os.path.realpath(str(config.storage.options.get("rootdirectory") or "./data"))
+
+
+def run_import(config: Config, driver: Base, source: str, path: str, *, jobs: int, console: Console) -> int:
+    """Import the tree at `path` (a `source` of IMPORT_SOURCES); a path that is no such tree is EXIT_USAGE."""
+    if source not in IMPORT_SOURCES:
+        console.problem(f"unknown source {source!r}: --from takes one of {', '.join(IMPORT_SOURCES)}")
+        return EXIT_USAGE
+    try:
+        tree = tree_root(path)
+    except NotADistributionTree as e:
+        console.problem(str(e))
+        return EXIT_USAGE
+    root = _filesystem_root(config)
+    in_place = root == os.path.realpath(tree)
+    if in_place:
+        console.note(f"importing {tree} in place: blobs are verified where they are, nothing is copied")
+    else:
+        console.note(f"importing {tree} by copying its blobs into {config.storage.describe()}; the tree is unchanged")
+        if root is not None and os.path.realpath(os.path.join(root, V2)) == os.path.realpath(tree):
+            console.note(f"to import in place instead, set storage.filesystem.rootdirectory to {tree}")
+    store, inventory = _stores(config)
+    importer = Importer(
+        FileDriver({"rootdirectory": tree}),
+        driver,
+        store,
+        inventory,
+        console,
+        in_place=in_place,
+        jobs=jobs,
+        max_manifest_bytes=config.validation.manifest_max_bytes,
+    )
+
+    async def run() -> int:
+        try:
+            result = await importer.run()
+        finally:
+            await driver.close()
+        console.summary(result.counts, result.read_bytes)
+        return EXIT_PROBLEMS if console.problems else EXIT_OK
+
+    try:
+        return asyncio.run(run())
+    finally:
+        store.close()

@@ -1,0 +1,274 @@
+"""`docker-registry import --from distribution`: a CNCF Distribution storage tree into the metadata store.
+
+Everything goes through the checks a push goes through: each blob a repository links is hashed and must match
+its digest before it gets a row (size from the file); each manifest's bytes are read from the tree's blob store,
+must hash to their digest, and are parsed and validated by the registry's own parser, so references, subject and
+artifact type are indexed as for a push, and the store checks the references (blobs linked to the repository with
+the sizes the manifest gives, children present) in the transaction that stores it. Anything that fails a check is
+reported and skipped, never imported half: a link to a blob that is not there, bytes that do not match, a
+manifest whose references cannot be served, a tag pointing at a manifest the repository does not have.
+
+In place (the tree is this registry's own storage), blobs stay where they are and are only read; otherwise each
+is copied verified into this registry's storage and the tree is left untouched. Only what the store lacks is
+written, so running the import again changes nothing, and an interrupted import resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from docker_registry.core import exceptions
+from docker_registry.core.digest import Digest, blob_path
+from docker_registry.core.driver import Base
+
+from ..registry.errors import RegistryError
+from ..registry.manifests import digest_of, parse_manifest
+from ..registry.names import is_name
+from ..store.inventory import InventoryQueries, RepositoryContent
+from ..store.metadata import MetadataStore
+from ..store.models import BadReference, Manifest
+from .console import Console, Phase
+from .content import ContentMismatch, copy_verified, hash_object, in_parallel
+from .distribution import Repository, repositories
+
+BATCH = 200
+"""Writes committed together: one transaction (one fsync) per batch instead of one per row."""
+
+
+@dataclass
+class ImportResult:
+    counts: dict[str, int] = field(default_factory=dict)
+    read_bytes: int = 0
+
+
+@dataclass
+class _Plan:
+    """What one repository needs written, worked out against what the store holds already."""
+
+    repository: Repository
+    content: RepositoryContent
+    tags: dict[Digest, list[str]] = field(default_factory=dict)
+    """Manifest -> the tags to point at it (those the store does not have pointing there yet)."""
+    manifests: list[Digest] = field(default_factory=list)
+    """Manifests to store or to move tags to."""
+
+
+class Importer:
+    def __init__(
+        self,
+        source: Base,
+        target: Base,
+        store: MetadataStore,
+        inventory: InventoryQueries,
+        console: Console,
+        *,
+        in_place: bool,
+        jobs: int,
+        max_manifest_bytes: int,
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.store = store
+        self.inventory = inventory
+        self.console = console
+        self.in_place = in_place
+        self.jobs = jobs
+        self.max_manifest_bytes = max_manifest_bytes
+        self.counts: dict[str, int] = {}
+        self.sizes: dict[Digest, int] = {}
+        """Blobs the store has or that were verified now: what repositories may link."""
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    async def run(self) -> ImportResult:
+        repos = await self._scan()
+        read_bytes = 0
+        missing, phase_bytes = await self._blobs(repos)
+        read_bytes += phase_bytes
+        plans = [await self._plan(repo, missing) for repo in repos]
+        manifests, phase_bytes = await self._read_manifests(plans)
+        read_bytes += phase_bytes
+        with self.console.phase("repositories written", len(plans)) as phase:
+            for plan in plans:
+                await self._write(plan, manifests)
+                phase.advance()
+        names = ["repositories", "blobs scanned", "blobs already present", "blobs verified"]
+        names += [] if self.in_place else ["blobs copied"]
+        names += ["links imported", "manifests imported", "tags imported"]
+        counts = {name: self.counts.get(name, 0) for name in names}
+        return ImportResult(counts, read_bytes)
+
+    # --- reading the tree ---------------------------------------------------------------------------------------
+    async def _scan(self) -> list[Repository]:
+        found = []
+        with self.console.phase("repositories found") as phase:
+            async for repo in repositories(self.source):
+                for problem in repo.problems:
+                    self.console.problem(f"{repo.name}: {problem}")
+                if not is_name(repo.name):
+                    self.console.problem(f"{repo.name}: not a valid repository name; skipped")
+                    continue
+                found.append(repo)
+                phase.advance()
+        self.counts["repositories"] = len(found)
+        return found
+
+    async def _blobs(self, repos: list[Repository]) -> tuple[set[Digest], int]:
+        """Verify (and copy) every linked blob the store lacks, noting the sizes of those usable; returns those
+        the tree does not hold, and the bytes read."""
+        linked = {d for repo in repos for d in repo.layers}
+        known = await asyncio.to_thread(self.inventory.known_blobs, linked)
+        self.counts["blobs scanned"] = len(linked)
+        self.counts["blobs already present"] = len(known)
+        self.sizes.update(known)
+        missing: set[Digest] = set()
+        todo = sorted(linked - set(known), key=str)
+        with self.console.phase("blobs", len(todo)) as phase:
+
+            async def verify(digest: Digest) -> None:
+                try:
+                    self.sizes[digest] = await self._verify_blob(digest, phase)
+                except exceptions.FileNotFoundError:
+                    missing.add(digest)
+                except ContentMismatch as e:
+                    self.console.problem(f"blob {digest}: {e}; not imported")
+                phase.advance()
+
+            await in_parallel(todo, verify, self.jobs)
+            return missing, phase.bytes
+
+    async def _verify_blob(self, digest: Digest, phase: Phase) -> int:
+        path = blob_path(digest)
+        if self.in_place:
+            hasher = await hash_object(self.source, path, digest.algorithm, phase)
+            if hasher.digest() != digest:
+                raise ContentMismatch(digest, hasher)
+            self._count("blobs verified")
+            return hasher.size
+        size = await copy_verified(self.source, path, self.target, path, digest, phase)
+        self._count("blobs verified")
+        self._count("blobs copied")
+        return size
+
+    async def _plan(self, repo: Repository, missing: set[Digest]) -> _Plan:
+        content = await asyncio.to_thread(self.inventory.repository_content, repo.name)
+        plan = _Plan(repo, content)
+        for digest in repo.layers:
+            if digest in missing:
+                self.console.problem(f"{repo.name}: links blob {digest}, which the tree does not hold; not imported")
+        revisions = set(repo.revisions)
+        for tag, digest in sorted(repo.tags.items()):
+            if content.tags.get(tag) == str(digest):
+                continue
+            if digest not in revisions:
+                self.console.problem(f"{repo.name}:{tag} points to {digest}, which the repository has no revision of")
+                continue
+            plan.tags.setdefault(digest, []).append(tag)
+        plan.manifests = [d for d in repo.revisions if str(d) not in content.manifests or d in plan.tags]
+        return plan
+
+    async def _read_manifests(self, plans: list[_Plan]) -> tuple[dict[Digest, Manifest], int]:
+        """Every manifest some repository needs, read once, checked against its digest and parsed."""
+        wanted = sorted({d for plan in plans for d in plan.manifests}, key=str)
+        parsed: dict[Digest, Manifest] = {}
+        with self.console.phase("manifests", len(wanted)) as phase:
+
+            async def read(digest: Digest) -> None:
+                manifest = await self._read_manifest(digest, phase)
+                if manifest is not None:
+                    parsed[digest] = manifest
+                phase.advance()
+
+            await in_parallel(wanted, read, self.jobs)
+            return parsed, phase.bytes
+
+    async def _read_manifest(self, digest: Digest, phase: Phase) -> Manifest | None:
+        path = blob_path(digest)
+        try:
+            size = await self.source.get_size(path)
+            if size > self.max_manifest_bytes:
+                self.console.problem(
+                    f"manifest {digest}: {size} bytes, over validation.manifests.maxbytes; not imported"
+                )
+                return None
+            raw = await self.source.get_content(path)
+        except exceptions.FileNotFoundError:
+            self.console.problem(f"manifest {digest}: its blob is missing from the tree; not imported")
+            return None
+        phase.add_bytes(len(raw))
+        actual = digest_of(raw, digest.algorithm)
+        if actual != digest:
+            self.console.problem(f"manifest {digest}: its bytes hash to {actual}; not imported")
+            return None
+        try:
+            return parse_manifest(raw, "", digest.algorithm)
+        except RegistryError as e:
+            self.console.problem(f"manifest {digest}: {e.message}; not imported")
+            return None
+
+    # --- writing the store ----------------------------------------------------------------------------------------
+    async def _write(self, plan: _Plan, manifests: dict[Digest, Manifest]) -> None:
+        repo = plan.repository
+        links = [
+            partial(self.store.link_blob, repo.name, digest, self.sizes[digest])
+            for digest in repo.layers
+            if digest in self.sizes and str(digest) not in plan.content.blobs
+        ]
+        for _, error in await self._batches(links):
+            if error is not None:
+                raise error
+        self._count("links imported", len(links))
+        puts = []
+        for digest in _children_first(plan.manifests, manifests):
+            tags = plan.tags.get(digest, [])
+            puts.append((digest, tags, partial(self.store.put_manifest, repo.name, manifests[digest], tags)))
+        outcomes = await self._batches([write for _, _, write in puts])
+        for (digest, tags, _), (_, error) in zip(puts, outcomes, strict=True):
+            if isinstance(error, BadReference):
+                self.console.problem(f"{repo.name}@{digest}: {_bad_reference(error)}; not imported")
+            elif error is not None:
+                raise error
+            else:
+                if str(digest) not in plan.content.manifests:
+                    self._count("manifests imported")
+                self._count("tags imported", len(tags))
+        for digest, tags in plan.tags.items():
+            if digest not in manifests:
+                for tag in tags:
+                    self.console.problem(f"{repo.name}:{tag}: its manifest {digest} was not imported")
+
+    async def _batches(self, writes: Sequence[Callable[[], Any]]) -> list[tuple[Any, BaseException | None]]:
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        for start in range(0, len(writes), BATCH):
+            outcomes += await asyncio.to_thread(self.store.run_batch, list(writes[start : start + BATCH]), True)
+        return outcomes
+
+
+def _bad_reference(error: BadReference) -> str:
+    what = "blob" if error.kind == "blob" else "child manifest"
+    if error.stored_size is None:
+        return f"references {what} {error.digest}, which the repository does not have"
+    return f"gives {what} {error.digest} size {error.declared_size}, but it has {error.stored_size} bytes"
+
+
+def _children_first(digests: Iterable[Digest], manifests: dict[Digest, Manifest]) -> list[Digest]:
+    """The manifests that were read, images before the indexes over them (an index's children must be stored
+    first), each once."""
+    pending = [d for d in dict.fromkeys(digests) if d in manifests]
+    placed: set[Digest] = set()
+    order: list[Digest] = []
+    while pending:
+        ready = [
+            d for d in pending if all(c.digest in placed or c.digest not in pending for c in manifests[d].children)
+        ]
+        if not ready:  # cannot happen with content-addressed children; store the rest and let the checks speak
+            ready = pending
+        order += ready
+        placed.update(ready)
+        pending = [d for d in pending if d not in placed]
+    return order
