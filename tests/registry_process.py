@@ -40,6 +40,9 @@ class RegistryProcess:
     storage: dict[str, Any] | None = None
     """The whole `storage` section (another driver, its options), instead of a filesystem under `data_dir` with
     `delete_enabled`; `extra_config` is still merged over it."""
+    kind: str = field(default_factory=implementation)
+    """"ours", or "distribution" for CNCF Distribution (default: `REGISTRY_UNDER_TEST`); tests that need the
+    reference itself (say, to write a Distribution storage tree) ask for it here."""
     proc: subprocess.Popen | None = None
 
     @property
@@ -70,13 +73,13 @@ class RegistryProcess:
             },
             "http": {"addr": self.host},
         }
-        if implementation() == "ours":
+        if self.kind == "ours":
             cfg["http"]["workers"] = self.workers
         _merge(cfg, self.extra_config)
         return cfg
 
     def command(self, config_path: Path) -> list[str]:
-        if implementation() == "distribution":
+        if self.kind == "distribution":
             if not shutil.which(DISTRIBUTION_BINARY):
                 raise RuntimeError("CNCF Distribution is not installed: apt-get install docker-registry")
             return [DISTRIBUTION_BINARY, "serve", str(config_path)]
@@ -86,7 +89,7 @@ class RegistryProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "config.yml"
         config_path.write_text(yaml.safe_dump(self.config()))
-        name = "CNCF Distribution" if implementation() == "distribution" else "registry"
+        name = "CNCF Distribution" if self.kind == "distribution" else "registry"
         self.proc = launch(
             name,
             self.command(config_path),

@@ -21,6 +21,7 @@ APT_PACKAGE = {
     "skopeo": "skopeo",
     "containerd": "containerd",
     "ctr": "containerd",
+    "/usr/bin/docker-registry": "docker-registry",
 }
 
 
