@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from test_postgres_store import postgres_url as postgres_url  # the private PostgreSQL server fixture
 
 from e2e_images import Descriptor, Image, OciLayout, canonical_json
 from e2e_tools import require, run
@@ -169,7 +170,7 @@ def database_dump(path: Path) -> list[str]:
 def test_import_copied_then_pulled_and_twice_changes_nothing(pushed: Pushed, tmp_path: Path) -> None:
     tree = tree_copy(pushed, tmp_path / "distribution")
     before = snapshot(tree)
-    server = RegistryProcess(tmp_path / "ours")
+    server = RegistryProcess(tmp_path / "ours", kind="ours")
     config = write_config(server)
 
     first = command("import", str(config), "--from", "distribution", str(tree))
@@ -205,7 +206,7 @@ def test_import_copied_then_pulled_and_twice_changes_nothing(pushed: Pushed, tmp
 def test_import_in_place_copies_nothing_and_pulls(pushed: Pushed, tmp_path: Path) -> None:
     tree = tree_copy(pushed, tmp_path / "distribution")
     before = snapshot(tree)
-    server = RegistryProcess(tmp_path / "ours")
+    server = RegistryProcess(tmp_path / "ours", kind="ours")
     config = write_config(server, rootdirectory=tree / V2)
 
     result = command("import", str(config), "--from", "distribution", str(tree))
@@ -240,7 +241,7 @@ def test_half_written_tree_is_reported_not_imported(pushed: Pushed, tmp_path: Pa
     ghost = v2 / "repositories" / REPO / "_manifests" / "tags" / "ghost" / "current"
     ghost.mkdir(parents=True)
     (ghost / "link").write_text("sha256:" + "0" * 64)
-    server = RegistryProcess(tmp_path / "ours")
+    server = RegistryProcess(tmp_path / "ours", kind="ours")
     config = write_config(server)
 
     result = command("import", str(config), "--from", "distribution", str(tree))
@@ -276,7 +277,7 @@ def blob_file(root: Path, digest: str) -> Path:
 
 def test_fsck_finds_altered_and_missing_blobs_and_repair_sets_them_aside(pushed: Pushed, tmp_path: Path) -> None:
     tree = tree_copy(pushed, tmp_path / "distribution")
-    server = RegistryProcess(tmp_path / "ours")
+    server = RegistryProcess(tmp_path / "ours", kind="ours")
     config = write_config(server)
     assert command("import", str(config), "--from", "distribution", str(tree)).returncode == 0
     clean = command("fsck", str(config))
@@ -329,7 +330,7 @@ def test_fsck_finds_altered_and_missing_blobs_and_repair_sets_them_aside(pushed:
 
 
 def test_usage_errors_exit_2(pushed: Pushed, tmp_path: Path) -> None:
-    server = RegistryProcess(tmp_path / "ours")
+    server = RegistryProcess(tmp_path / "ours", kind="ours")
     config = write_config(server)
     not_a_tree = command("import", str(config), "--from", "distribution", str(tmp_path))
     assert not_a_tree.returncode == 2
@@ -338,3 +339,33 @@ def test_usage_errors_exit_2(pushed: Pushed, tmp_path: Path) -> None:
     assert unknown.returncode == 2
     assert "unknown source 'quay'" in unknown.stdout
     assert command("import", str(config)).returncode == 2  # no source at all
+
+
+def test_import_and_fsck_with_postgresql(pushed: Pushed, tmp_path: Path, postgres_url: str) -> None:
+    """The same queries on PostgreSQL (anti-joins, row-value IN lists, batches of writes in one transaction)."""
+    tree = tree_copy(pushed, tmp_path / "distribution")
+    server = RegistryProcess(tmp_path / "ours", kind="ours", extra_config={"database": {"url": postgres_url}})
+    config = write_config(server)
+    first = command("import", str(config), "--from", "distribution", str(tree))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert summary(first)["manifests imported"] == "6"
+    again = summary(command("import", str(config), "--from", "distribution", str(tree)))
+    assert (again["links imported"], again["manifests imported"], again["tags imported"]) == ("0", "0", "0")
+
+    altered = pushed.tool.layers[0]
+    blob_file(server.data_dir, altered.digest).write_bytes(b"rot")
+    repaired = command("fsck", str(config), "--repair")
+    assert repaired.returncode == 1, repaired.stdout + repaired.stderr
+    assert f"problem: blob {altered.digest} is corrupt" in repaired.stdout
+    assert f"broken image: {NESTED}:latest ({pushed.tool.manifest.digest})" in repaired.stdout
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get(f"/v2/{NESTED}/blobs/{altered.digest}").status_code == 404
+    finally:
+        server.stop()
+    # Distribution's tree still holds the good bytes: importing again restores the blob, and the image with it
+    restored = command("import", str(config), "--from", "distribution", str(tree))
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert summary(restored)["links imported"] == "1"
+    assert command("fsck", str(config)).returncode == 0
