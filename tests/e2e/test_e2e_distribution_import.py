@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from test_postgres_store import postgres_url as postgres_url  # the private Post
 from e2e_images import Descriptor, Image, OciLayout, canonical_json
 from e2e_tools import require, run
 from oci_content import OCI_MANIFEST
+from prerequisites import EXAMPLE_DRIVER, EXAMPLE_DRIVER_INSTALL, require_module
 from registry_process import RegistryProcess
 from server_launch import DISTRIBUTION_BINARY
 
@@ -369,3 +371,39 @@ def test_import_and_fsck_with_postgresql(pushed: Pushed, tmp_path: Path, postgre
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert summary(restored)["links imported"] == "1"
     assert command("fsck", str(config)).returncode == 0
+
+
+def test_import_copies_into_another_driver_and_fsck_repairs_through_it(pushed: Pushed, tmp_path: Path) -> None:
+    """Both commands use only the storage driver interface: here the example driver (flat files named by their
+    percent-encoded paths), which shares nothing with Distribution's layout."""
+    require_module(EXAMPLE_DRIVER, EXAMPLE_DRIVER_INSTALL)
+    tree = tree_copy(pushed, tmp_path / "distribution")
+    root = tmp_path / "example"
+    server = RegistryProcess(tmp_path / "ours", kind="ours", storage={"example": {"rootdirectory": str(root)}})
+    config = write_config(server)
+    result = command("import", str(config), "--from", "distribution", str(tree))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary(result)["manifests imported"] == "6"
+
+    altered = pushed.platforms[1].layers[1]
+    stored = root / "objects" / quote(f"blobs/sha256/{altered.digest[7:9]}/{altered.digest[7:]}/data", safe="")
+    stored.write_bytes(b"rot")
+    repaired = command("fsck", str(config), "--repair")
+    assert repaired.returncode == 1, repaired.stdout + repaired.stderr
+    assert f"problem: blob {altered.digest} is corrupt" in repaired.stdout
+    assert f"broken image: {REPO}:multi ({pushed.index.digest})" in repaired.stdout
+    assert f"broken image: {REPO}@{pushed.platforms[1].manifest.digest}" in repaired.stdout
+    aside = [p for p in (root / "objects").iterdir() if p.name.startswith(quote("lost+found/", safe=""))]
+    assert [p.read_bytes() for p in aside] == [b"rot"]
+    assert not stored.exists()
+
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get(f"/v2/{REPO}/blobs/{altered.digest}").status_code == 404
+        back = OciLayout(tmp_path / "back")
+        skopeo("copy", "--src-tls-verify=false", f"docker://{server.host}/{REPO}:v1", back.ref("v1"))
+        for blob in (pushed.image.manifest, pushed.image.config, *pushed.image.layers):
+            assert back.read_blob(blob.digest) == pushed.layout.read_blob(blob.digest)
+    finally:
+        server.stop()

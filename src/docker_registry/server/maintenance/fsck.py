@@ -33,6 +33,8 @@ class FsckResult:
     corrupt: dict[Digest, str] = field(default_factory=dict)
     """Blob -> what is wrong with its bytes."""
     missing: set[Digest] = field(default_factory=set)
+    unreadable: set[Digest] = field(default_factory=set)
+    """Blobs storage failed to read (an I/O error, a backend down): neither verified nor repaired."""
     counts: dict[str, int] = field(default_factory=dict)
     read_bytes: int = 0
     remaining: int = 0
@@ -75,12 +77,13 @@ async def fsck(driver: Base, inventory: InventoryQueries, console: Console, repa
     for image in broken:
         for name in image.names():
             console.say(f"broken image: {name}")
-    result.remaining = bad_manifests + len(dangling) + (0 if repair else len(damaged))
+    result.remaining = bad_manifests + len(dangling) + len(result.unreadable) + (0 if repair else len(damaged))
     result.counts = {
         "blobs scanned": blob_count,
-        "blobs verified": blob_count - len(damaged),
+        "blobs verified": blob_count - len(damaged) - len(result.unreadable),
         "corrupt": len(result.corrupt),
         "missing": len(result.missing),
+        "unreadable": len(result.unreadable),
         "manifests checked": manifest_count,
         "manifests invalid": bad_manifests,
         "dangling references": len(dangling),
@@ -112,6 +115,9 @@ async def _check_blobs(
         except exceptions.FileNotFoundError:
             result.missing.add(blob.digest)
             console.problem(f"blob {blob.digest} is missing from storage")
+        except (OSError, exceptions.UnspecifiedError) as e:  # maybe passing: report it, repair nothing
+            result.unreadable.add(blob.digest)
+            console.problem(f"blob {blob.digest} could not be read: {e}")
         else:
             if hasher.digest() != blob.digest or hasher.size != blob.size:
                 what = f"content hashes to {hasher.digest()} ({hasher.size} bytes, {blob.size} recorded)"

@@ -137,6 +137,8 @@ class Importer:
                     missing.add(digest)
                 except ContentMismatch as e:
                     self.console.problem(f"blob {digest}: {e}; not imported")
+                except (OSError, exceptions.UnspecifiedError) as e:
+                    self.console.problem(f"blob {digest} could not be read or copied: {e}; not imported")
                 phase.advance()
 
             await in_parallel(todo, verify, self.jobs)
@@ -199,6 +201,9 @@ class Importer:
             raw = await self.source.get_content(path)
         except exceptions.FileNotFoundError:
             self.console.problem(f"manifest {digest}: its blob is missing from the tree; not imported")
+            return None
+        except (OSError, exceptions.UnspecifiedError) as e:
+            self.console.problem(f"manifest {digest} could not be read: {e}; not imported")
             return None
         phase.add_bytes(len(raw))
         actual = digest_of(raw, digest.algorithm)
