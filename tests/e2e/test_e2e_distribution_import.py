@@ -24,7 +24,7 @@ from e2e_images import Descriptor, Image, OciLayout, canonical_json
 from e2e_tools import require, run
 from oci_content import OCI_MANIFEST
 from prerequisites import EXAMPLE_DRIVER, EXAMPLE_DRIVER_INSTALL, require_module
-from registry_process import RegistryProcess
+from registry_process import RegistryProcess, free_port
 from server_launch import DISTRIBUTION_BINARY
 
 REPO = "team/app"
@@ -341,6 +341,12 @@ def test_usage_errors_exit_2(pushed: Pushed, tmp_path: Path) -> None:
     assert unknown.returncode == 2
     assert "unknown source 'quay'" in unknown.stdout
     assert command("import", str(config)).returncode == 2  # no source at all
+
+    server.extra_config = {"database": {"url": f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none"}}
+    unreachable = command("fsck", str(write_config(server)))
+    assert unreachable.returncode == 1
+    assert "cannot prepare the data directory and database" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
 
 
 def test_import_and_fsck_with_postgresql(pushed: Pushed, tmp_path: Path, postgres_url: str) -> None:

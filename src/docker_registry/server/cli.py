@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 MAINTENANCE_EXIT_STATUS = (
     "Progress goes to stderr (a bar on a terminal, a line every 10 seconds otherwise); problems and a closing "
-    "summary go to stdout. Exit status: 0 nothing wrong, 1 problems remain (listed), 2 configuration or usage error."
+    "summary go to stdout. Exit status: 0 nothing wrong, 1 problems remain (listed) or the database cannot be "
+    "reached, 2 configuration or usage error."
 )
 
 
@@ -161,11 +162,15 @@ def _maintenance(args: argparse.Namespace, config: configuration.Config) -> int:
 
     console = Console(f"docker-registry {args.command}")
     try:
-        prepare(config)  # the database at the current schema, the data directory there
         driver = build_driver(config)
     except ConfigError as exc:
         print(f"docker-registry: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    try:
+        prepare(config)  # the database at the current schema, the data directory there
+    except Exception as exc:  # as `serve` reports it: unreachable database, unwritable directory, ...
+        print(f"docker-registry: cannot prepare the data directory and database: {exc}", file=sys.stderr)
+        return 1
     try:
         if args.command == "fsck":
             return run_fsck(config, driver, repair=args.repair, jobs=args.jobs, console=console)

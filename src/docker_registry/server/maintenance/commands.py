@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
+
+import sqlalchemy as sa
 
 from docker_registry.core.driver import Base
 from docker_registry.drivers.file import Driver as FileDriver
@@ -36,15 +39,28 @@ def run_fsck(config: Config, driver: Base, *, repair: bool, jobs: int, console: 
     store, inventory = _stores(config)
 
     async def run() -> int:
-        try:
-            result = await fsck(driver, inventory, console, repair, jobs)
-        finally:
-            await driver.close()
+        result = await fsck(driver, inventory, console, repair, jobs)
         console.summary(result.counts, result.read_bytes)
         return EXIT_PROBLEMS if result.remaining else EXIT_OK
 
+    return _run(run, driver, store, console)
+
+
+def _run(command: Callable[[], Awaitable[int]], driver: Base, store: MetadataStore, console: Console) -> int:
+    """Run a command to its exit status; the database failing (unreachable, locked beyond the lock timeout) ends it
+    with a problem line, not a traceback."""
+
+    async def run() -> int:
+        try:
+            return await command()
+        finally:
+            await driver.close()
+
     try:
         return asyncio.run(run())
+    except sa.exc.SQLAlchemyError as e:
+        console.problem(f"the metadata database failed, stopping: {e}")
+        return EXIT_PROBLEMS
     finally:
         store.close()
 
@@ -86,14 +102,8 @@ def run_import(config: Config, driver: Base, source: str, path: str, *, jobs: in
     )
 
     async def run() -> int:
-        try:
-            result = await importer.run()
-        finally:
-            await driver.close()
+        result = await importer.run()
         console.summary(result.counts, result.read_bytes)
         return EXIT_PROBLEMS if console.problems else EXIT_OK
 
-    try:
-        return asyncio.run(run())
-    finally:
-        store.close()
+    return _run(run, driver, store, console)

@@ -79,9 +79,12 @@ async def in_parallel(items: Iterable[T] | AsyncIterable[T], work: Callable[[T],
                     return
             await work(item)
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(max(1, jobs)):
-            group.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(max(1, jobs)):
+                group.create_task(worker())
+    except BaseExceptionGroup as errors:  # the callers handle one error, as from a plain loop
+        raise errors.exceptions[0] from None
 
 
 async def _aiter(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
