@@ -14,6 +14,7 @@ lays out its own (`docker_registry.core.digest.blob_path`), relative to that `v2
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ REPOSITORIES = "repositories"
 _MARKERS = frozenset({"_layers", "_manifests", "_uploads"})
 """Folders that make the folder holding them a repository."""
 _LINK_MAX = 1024
+LINK_READS = 16
+"""Link files read at once."""
 """A link holds one digest; anything longer is not a link Distribution wrote."""
 
 
@@ -58,17 +61,19 @@ class Repository:
 
 async def repositories(source: Base) -> AsyncIterator[Repository]:
     """Every repository of the tree with its links, one at a time (a repository's links are few; the tree's may
-    be millions)."""
+    be millions). A repository's link files are read several at once: each read is a round trip to storage."""
     async for name in _repository_names(source, REPOSITORIES):
         repo = Repository(name)
         base = f"{REPOSITORIES}/{name}"
-        repo.layers = await _digest_links(source, f"{base}/_layers", repo)
-        repo.revisions = await _digest_links(source, f"{base}/_manifests/revisions", repo)
-        for tag_dir in await _children(source, f"{base}/_manifests/tags"):
-            tag = tag_dir.rsplit("/", 1)[1]
-            digest = await _read_link(source, f"{tag_dir}/current/link", repo)
-            if digest is not None:
-                repo.tags[tag] = digest
+        tag_dirs = await _children(source, f"{base}/_manifests/tags")
+        repo.layers, repo.revisions, tags = await asyncio.gather(
+            _digest_links(source, f"{base}/_layers", repo),
+            _digest_links(source, f"{base}/_manifests/revisions", repo),
+            _read_links(source, [f"{tag_dir}/current/link" for tag_dir in tag_dirs], repo),
+        )
+        repo.tags = {
+            tag_dir.rsplit("/", 1)[1]: digest for tag_dir, digest in zip(tag_dirs, tags, strict=True) if digest
+        }
         yield repo
 
 
@@ -92,18 +97,30 @@ async def _children(source: Base, folder: str) -> list[str]:
 
 async def _digest_links(source: Base, folder: str, repo: Repository) -> list[Digest]:
     """The digests linked below `folder` as `<alg>/<encoded>/link`, each checked against its folder's name."""
+    digest_dirs = [
+        digest_dir
+        for algorithm_dir in await _children(source, folder)
+        for digest_dir in await _children(source, algorithm_dir)
+    ]
     found = []
-    for algorithm_dir in await _children(source, folder):
-        for digest_dir in await _children(source, algorithm_dir):
-            expected = f"{algorithm_dir.rsplit('/', 1)[1]}:{digest_dir.rsplit('/', 1)[1]}"
-            digest = await _read_link(source, f"{digest_dir}/link", repo)
-            if digest is None:
-                continue
-            if str(digest) != expected:
-                repo.problems.append(f"{digest_dir}/link names {digest}, not the {expected} of its folder")
-                continue
+    for digest_dir, digest in zip(
+        digest_dirs, await _read_links(source, [f"{d}/link" for d in digest_dirs], repo), strict=True
+    ):
+        algorithm, encoded = digest_dir.rsplit("/", 2)[1:]
+        if digest is not None and str(digest) != f"{algorithm}:{encoded}":
+            repo.problems.append(f"{digest_dir}/link names {digest}, not the {algorithm}:{encoded} of its folder")
+        elif digest is not None:
             found.append(digest)
     return found
+
+
+async def _read_links(source: Base, paths: list[str], repo: Repository) -> list[Digest | None]:
+    """The digests in the link files `paths`, read LINK_READS at a time, in order; None for those unreadable."""
+    results: list[Digest | None] = [None] * len(paths)
+    for start in range(0, len(paths), LINK_READS):
+        chunk = paths[start : start + LINK_READS]
+        results[start : start + len(chunk)] = await asyncio.gather(*(_read_link(source, p, repo) for p in chunk))
+    return results
 
 
 async def _read_link(source: Base, path: str, repo: Repository) -> Digest | None:

@@ -16,7 +16,7 @@ written, so running the import again changes nothing, and an interrupted import 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -93,10 +93,7 @@ class Importer:
         plans = [await self._plan(repo, missing) for repo in repos]
         manifests, phase_bytes = await self._read_manifests(plans)
         read_bytes += phase_bytes
-        with self.console.phase("repositories written", len(plans)) as phase:
-            for plan in plans:
-                await self._write(plan, manifests)
-                phase.advance()
+        await self._commit([write for plan in plans for write in self._writes(plan, manifests)])
         names = ["repositories", "blobs scanned", "blobs already present", "blobs verified"]
         names += [] if self.in_place else ["blobs copied"]
         names += ["links imported", "manifests imported", "tags imported"]
@@ -217,41 +214,59 @@ class Importer:
             return None
 
     # --- writing the store ----------------------------------------------------------------------------------------
-    async def _write(self, plan: _Plan, manifests: dict[Digest, Manifest]) -> None:
+    def _writes(self, plan: _Plan, manifests: dict[Digest, Manifest]) -> list[_Write]:
+        """The store writes one repository needs: its blob links first, then its manifests, children first."""
         repo = plan.repository
-        links = [
-            partial(self.store.link_blob, repo.name, digest, self.sizes[digest])
+        writes = [
+            _Write(partial(self.store.link_blob, repo.name, digest, self.sizes[digest]), self._linked)
             for digest in repo.layers
             if digest in self.sizes and str(digest) not in plan.content.blobs
         ]
-        for _, error in await self._batches(links):
-            if error is not None:
-                raise error
-        self._count("links imported", len(links))
-        puts = []
         for digest in _children_first(plan.manifests, manifests):
             tags = plan.tags.get(digest, [])
-            puts.append((digest, tags, partial(self.store.put_manifest, repo.name, manifests[digest], tags)))
-        outcomes = await self._batches([write for _, _, write in puts])
-        for (digest, tags, _), (_, error) in zip(puts, outcomes, strict=True):
-            if isinstance(error, BadReference):
-                self.console.problem(f"{repo.name}@{digest}: {_bad_reference(error)}; not imported")
-            elif error is not None:
-                raise error
-            else:
-                if str(digest) not in plan.content.manifests:
-                    self._count("manifests imported")
-                self._count("tags imported", len(tags))
+            put = partial(self.store.put_manifest, repo.name, manifests[digest], tags)
+            writes.append(_Write(put, partial(self._stored, plan, digest, tags)))
         for digest, tags in plan.tags.items():
             if digest not in manifests:
                 for tag in tags:
                     self.console.problem(f"{repo.name}:{tag}: its manifest {digest} was not imported")
+        return writes
 
-    async def _batches(self, writes: Sequence[Callable[[], Any]]) -> list[tuple[Any, BaseException | None]]:
-        outcomes: list[tuple[Any, BaseException | None]] = []
-        for start in range(0, len(writes), BATCH):
-            outcomes += await asyncio.to_thread(self.store.run_batch, list(writes[start : start + BATCH]), True)
-        return outcomes
+    def _linked(self, error: BaseException | None) -> None:
+        if error is not None:
+            raise error  # a link has no check that could refuse it: the database itself failed
+        self._count("links imported")
+
+    def _stored(self, plan: _Plan, digest: Digest, tags: list[str], error: BaseException | None) -> None:
+        name = plan.repository.name
+        if isinstance(error, BadReference):
+            self.console.problem(f"{name}@{digest}: {_bad_reference(error)}; not imported")
+            for tag in tags:
+                self.console.problem(f"{name}:{tag}: its manifest {digest} was not imported")
+        elif error is not None:
+            raise error
+        else:
+            if str(digest) not in plan.content.manifests:
+                self._count("manifests imported")
+            self._count("tags imported", len(tags))
+
+    async def _commit(self, writes: list[_Write]) -> None:
+        """Run the writes in batches, each one transaction (one commit, one fsync, for up to BATCH rows of any
+        repositories); a write the store refuses rolls back alone, to its savepoint."""
+        with self.console.phase("writes", len(writes)) as phase:
+            for start in range(0, len(writes), BATCH):
+                batch = writes[start : start + BATCH]
+                outcomes = await asyncio.to_thread(self.store.run_batch, [w.run for w in batch], True)
+                for write, (_, error) in zip(batch, outcomes, strict=True):
+                    write.done(error)
+                phase.advance(len(batch))
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    run: Callable[[], Any]
+    done: Callable[[BaseException | None], None]
+    """Told the write's refusal (None when it was done), once its batch committed."""
 
 
 def _bad_reference(error: BadReference) -> str:
