@@ -199,7 +199,16 @@ def test_import_copied_then_pulled_and_twice_changes_nothing(pushed: Pushed, tmp
             assert client.get("/v2/_catalog").json()["repositories"] == [REPO, NESTED]
             assert client.get(f"/v2/{REPO}/tags/list").json()["tags"] == ["multi", "sbom", "stable", "v1"]
             assert_referrers(client, pushed)
-        pull_and_compare(server, pushed, tmp_path / "back")
+            pull_and_compare(server, pushed, tmp_path / "back")
+
+            # a push here moves a tag; importing the tree again must not roll it back
+            push(pushed.layout, "tool", f"{server.host}/{REPO}:v1")
+            later = command("import", str(config), "--from", "distribution", str(tree))
+            assert later.returncode == 0, later.stdout + later.stderr
+            assert f"{REPO}:v1 left at {pushed.tool.manifest.digest} (the tree points it to" in later.stdout
+            assert summary(later)["tags kept"] == "1"
+            response = client.head(f"/v2/{REPO}/manifests/v1", headers={"Accept": OCI_MANIFEST})
+            assert response.headers["Docker-Content-Digest"] == pushed.tool.manifest.digest
     finally:
         server.stop()
     assert snapshot(tree) == before

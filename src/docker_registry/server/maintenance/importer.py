@@ -10,7 +10,9 @@ manifest whose references cannot be served, a tag pointing at a manifest the rep
 
 In place (the tree is this registry's own storage), blobs stay where they are and are only read; otherwise each
 is copied verified into this registry's storage and the tree is left untouched. Only what the store lacks is
-written, so running the import again changes nothing, and an interrupted import resumes where it stopped.
+written, so running the import again changes nothing, and an interrupted import resumes where it stopped. A tag
+this registry has already is left alone, even when the tree points it elsewhere: after a first import, a tag moves
+here only by a push, which is newer than the tree.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class Importer:
         await self._commit([write for plan in plans for write in self._writes(plan, manifests)])
         names = ["repositories", "blobs scanned", "blobs already present", "blobs verified"]
         names += [] if self.in_place else ["blobs copied"]
-        names += ["links imported", "manifests imported", "tags imported"]
+        names += ["links imported", "manifests imported", "tags imported", "tags kept"]
         counts = {name: self.counts.get(name, 0) for name in names}
         return ImportResult(counts, read_bytes)
 
@@ -162,7 +164,12 @@ class Importer:
                 self.console.problem(f"{repo.name}: links blob {digest}, which the tree does not hold; not imported")
         revisions = set(repo.revisions)
         for tag, digest in sorted(repo.tags.items()):
-            if content.tags.get(tag) == str(digest):
+            ours = content.tags.get(tag)
+            if ours == str(digest):
+                continue
+            if ours is not None:  # moved by a push here since an earlier import: the newer truth, never rolled back
+                self.console.say(f"{repo.name}:{tag} left at {ours} (the tree points it to {digest})")
+                self._count("tags kept")
                 continue
             if digest not in revisions:
                 self.console.problem(f"{repo.name}:{tag} points to {digest}, which the repository has no revision of")
