@@ -21,12 +21,14 @@ from .console import Phase
 T = TypeVar("T")
 
 
-async def hash_object(driver: Base, path: str, algorithm: str, phase: Phase) -> Hasher:
-    """The digest and size of what `driver` holds at `path`; FileNotFoundError when it holds nothing there."""
+async def hash_object(driver: Base, path: str, algorithm: str, phase: Phase | None = None) -> Hasher:
+    """The digest and size of what `driver` holds at `path` (bytes read counted in `phase`); FileNotFoundError
+    when it holds nothing there."""
     hasher = Hasher(algorithm)
     async for chunk in driver.stream_read(path):
         await asyncio.to_thread(hasher.update, chunk)
-        phase.add_bytes(len(chunk))
+        if phase is not None:
+            phase.add_bytes(len(chunk))
     return hasher
 
 

@@ -21,7 +21,7 @@ from docker_registry.core.driver import Base
 
 from ..registry.manifests import digest_of
 from ..store.inventory import InventoryQueries, StoredBlob
-from .console import Console, Phase
+from .console import Console, Phase, human_bytes
 from .content import hash_object, in_parallel
 
 PAGE = 500
@@ -54,12 +54,14 @@ def lost_and_found_path(digest: Digest, now: float) -> str:
 
 async def fsck(driver: Base, inventory: InventoryQueries, console: Console, repair: bool, jobs: int) -> FsckResult:
     result = FsckResult()
-    blob_count, _, manifest_count = await asyncio.to_thread(inventory.totals)
+    blob_count, blob_bytes, manifest_count = await asyncio.to_thread(inventory.totals)
+    console.note(f"{blob_count} blobs ({human_bytes(blob_bytes)}) and {manifest_count} manifests to check")
     with console.phase("blobs", blob_count) as phase:
         await _check_blobs(driver, inventory, console, phase, result, jobs)
-        result.read_bytes = phase.bytes
+        result.read_bytes, blob_count = phase.bytes, phase.done
     with console.phase("manifests", manifest_count) as phase:
         bad_manifests = await _check_manifests(inventory, console, phase)
+        manifest_count = phase.done
     damaged = result.damaged
     moved = await _repair(driver, inventory, console, result) if repair and damaged else 0
     dangling = await asyncio.to_thread(inventory.dangling_references)
@@ -113,8 +115,9 @@ async def _check_blobs(
         try:
             hasher = await hash_object(driver, blob_path(blob.digest), blob.digest.algorithm, phase)
         except exceptions.FileNotFoundError:
-            result.missing.add(blob.digest)
-            console.problem(f"blob {blob.digest} is missing from storage")
+            if await _still_known(inventory, blob.digest):  # else deleted meanwhile (a delete, garbage collection)
+                result.missing.add(blob.digest)
+                console.problem(f"blob {blob.digest} is missing from storage")
         except (OSError, exceptions.UnspecifiedError) as e:  # maybe passing: report it, repair nothing
             result.unreadable.add(blob.digest)
             console.problem(f"blob {blob.digest} could not be read: {e}")
@@ -126,6 +129,10 @@ async def _check_blobs(
         phase.advance()
 
     await in_parallel(_blobs(inventory), check, jobs)
+
+
+async def _still_known(inventory: InventoryQueries, digest: Digest) -> bool:
+    return digest in await asyncio.to_thread(inventory.known_blobs, [digest])
 
 
 async def _check_manifests(inventory: InventoryQueries, console: Console, phase: Phase) -> int:
@@ -145,10 +152,16 @@ async def _check_manifests(inventory: InventoryQueries, console: Console, phase:
 
 
 async def _repair(driver: Base, inventory: InventoryQueries, console: Console, result: FsckResult) -> int:
-    """Move corrupt blobs aside, then forget every damaged blob; returns how many were moved."""
+    """Move corrupt blobs aside, then forget every damaged blob; returns how many were moved.
+
+    A push never replaces a corrupt blob (a blob in storage with a row is taken as stored), but a missing one is
+    published again by the next push of it: such a blob is checked once more and left alone if it is whole now."""
     moved = 0
     now = time.time()
     for digest in sorted(result.damaged, key=str):
+        if digest in result.missing and await _whole(driver, digest):
+            console.say(f"blob {digest} was pushed again meanwhile and is whole: left alone")
+            continue
         if digest in result.corrupt:
             aside = lost_and_found_path(digest, now)
             try:
@@ -161,3 +174,10 @@ async def _repair(driver: Base, inventory: InventoryQueries, console: Console, r
         links = await asyncio.to_thread(inventory.forget_blob, digest)
         console.say(f"repaired: blob {digest} is no longer served (it was linked in {links} repositories)")
     return moved
+
+
+async def _whole(driver: Base, digest: Digest) -> bool:
+    try:
+        return (await hash_object(driver, blob_path(digest), digest.algorithm)).digest() == digest
+    except exceptions.FileNotFoundError:
+        return False
