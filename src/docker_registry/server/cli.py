@@ -174,7 +174,7 @@ def _maintenance(args: argparse.Namespace, config: configuration.Config) -> int:
     try:
         if args.command == "fsck":
             return run_fsck(config, driver, repair=args.repair, jobs=args.jobs, console=console)
-        kind, path = args.source
+        kind, path = args.source  # --from SOURCE PATH; other sources join its mutually exclusive group
         return run_import(config, driver, kind, path, jobs=args.jobs, console=console)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT

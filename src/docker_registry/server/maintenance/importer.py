@@ -54,9 +54,9 @@ class _Plan:
     repository: Repository
     content: RepositoryContent
     tags: dict[Digest, list[str]] = field(default_factory=dict)
-    """Manifest -> the tags to point at it (those the store does not have pointing there yet)."""
+    """Manifest -> the tags to point at it (tags the store does not have yet)."""
     manifests: list[Digest] = field(default_factory=list)
-    """Manifests to store or to move tags to."""
+    """Manifests to store, or stored already but named by a new tag."""
 
 
 class Importer:
