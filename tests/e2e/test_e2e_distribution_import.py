@@ -22,7 +22,7 @@ from test_postgres_store import postgres_url as postgres_url  # the private Post
 
 from e2e_images import Descriptor, Image, OciLayout, canonical_json
 from e2e_tools import require, run
-from oci_content import OCI_MANIFEST
+from oci_content import DOCKER_MANIFEST, OCI_MANIFEST
 from prerequisites import EXAMPLE_DRIVER, EXAMPLE_DRIVER_INSTALL, require_module
 from registry_process import RegistryProcess, free_port
 from server_launch import DISTRIBUTION_BINARY
@@ -91,6 +91,7 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> Pushed:
         push(layout, "multi", f"{server.host}/{REPO}:multi", "--all")
         push(layout, "sbom", f"{server.host}/{REPO}:sbom")
         push(layout, "tool", f"{server.host}/{NESTED}:latest")
+        push(layout, "tool", f"{server.host}/{NESTED}:docker", "--format", "v2s2")  # Docker schema 2, same blobs
     finally:
         server.stop()
     return Pushed(server.data_dir, layout, image, index, platforms, tool, sbom)
@@ -154,6 +155,16 @@ def pull_and_compare(server: RegistryProcess, pushed: Pushed, dest: Path) -> Non
                 assert back.read_blob(blob.digest) == pushed.layout.read_blob(blob.digest), (ref, blob)
     assert back.read_blob(pushed.index.digest) == pushed.layout.read_blob(pushed.index.digest)
 
+    # the Docker schema 2 manifest: served with its own type and the very bytes Distribution stored
+    docker = dest.parent / f"{dest.name}-docker"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{server.host}/{NESTED}:docker", f"dir:{docker}")
+    manifest = (docker / "manifest.json").read_bytes()
+    assert json.loads(manifest)["mediaType"] == DOCKER_MANIFEST
+    link = pushed.tree / V2 / "repositories" / NESTED / "_manifests" / "tags" / "docker" / "current" / "link"
+    assert manifest == blob_file(pushed.tree / V2, link.read_text()).read_bytes()
+    for blob in (pushed.tool.config, *pushed.tool.layers):
+        assert (docker / blob.digest.removeprefix("sha256:")).read_bytes() == pushed.layout.read_blob(blob.digest)
+
 
 def assert_referrers(client: httpx.Client, pushed: Pushed) -> None:
     """The artifact's subject was indexed at import: the referrers API (which Distribution 2.8 lacks) lists it."""
@@ -181,8 +192,8 @@ def test_import_copied_then_pulled_and_twice_changes_nothing(pushed: Pushed, tmp
     assert counts["repositories"] == "2"
     assert counts["problems"] == "0"
     assert int(counts["blobs copied"]) == int(counts["blobs verified"]) > 0
-    assert counts["manifests imported"] == "6"  # image, index and its 2 platforms, sbom, tool
-    assert counts["tags imported"] == "5"
+    assert counts["manifests imported"] == "7"  # image, index and its 2 platforms, sbom, tool in OCI and Docker
+    assert counts["tags imported"] == "6"
     assert snapshot(tree) == before, "the Distribution tree must be left exactly as it was"
 
     dump = database_dump(server.data_dir / "registry.db")
@@ -225,7 +236,7 @@ def test_import_in_place_copies_nothing_and_pulls(pushed: Pushed, tmp_path: Path
     assert "in place" in result.stderr
     counts = summary(result)
     assert "blobs copied" not in counts
-    assert counts["manifests imported"] == "6"
+    assert counts["manifests imported"] == "7"
     after = snapshot(tree)
     added = set(after) - set(before)
     assert all(name.startswith(str(V2 / "registry.db")) for name in added), added  # the database, nothing else
@@ -365,7 +376,7 @@ def test_import_and_fsck_with_postgresql(pushed: Pushed, tmp_path: Path, postgre
     config = write_config(server)
     first = command("import", str(config), "--from", "distribution", str(tree))
     assert first.returncode == 0, first.stdout + first.stderr
-    assert summary(first)["manifests imported"] == "6"
+    assert summary(first)["manifests imported"] == "7"
     again = summary(command("import", str(config), "--from", "distribution", str(tree)))
     assert (again["links imported"], again["manifests imported"], again["tags imported"]) == ("0", "0", "0")
 
@@ -398,7 +409,7 @@ def test_import_copies_into_another_driver_and_fsck_repairs_through_it(pushed: P
     config = write_config(server)
     result = command("import", str(config), "--from", "distribution", str(tree))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert summary(result)["manifests imported"] == "6"
+    assert summary(result)["manifests imported"] == "7"
 
     altered = pushed.platforms[1].layers[1]
     stored = root / "objects" / quote(f"blobs/sha256/{altered.digest[7:9]}/{altered.digest[7:]}/data", safe="")
