@@ -356,11 +356,12 @@ def test_usage_errors_exit_2(pushed: Pushed, tmp_path: Path) -> None:
     config = write_config(server)
     not_a_tree = command("import", str(config), "--from", "distribution", str(tmp_path))
     assert not_a_tree.returncode == 2
-    assert "is not a CNCF Distribution storage tree" in not_a_tree.stdout
+    assert "is not a CNCF Distribution storage tree" in not_a_tree.stderr
     unknown = command("import", str(config), "--from", "quay", str(pushed.tree))
     assert unknown.returncode == 2
-    assert "unknown source 'quay'" in unknown.stdout
+    assert "unknown source 'quay'" in unknown.stderr
     assert command("import", str(config)).returncode == 2  # no source at all
+    assert not server.data_dir.exists(), "a usage error creates nothing"
 
     server.extra_config = {"database": {"url": f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none"}}
     unreachable = command("fsck", str(write_config(server)))

@@ -157,12 +157,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _maintenance(args: argparse.Namespace, config: configuration.Config) -> int:
     from .application import build_driver, prepare
-    from .maintenance.commands import run_fsck, run_import
+    from .maintenance.commands import UsageError, import_tree, run_fsck, run_import
     from .maintenance.console import Console
 
     console = Console(f"docker-registry {args.command}")
+    tree = ""
     try:
+        if args.command == "import":
+            tree = import_tree(*args.source)  # --from SOURCE PATH; other sources join its mutually exclusive group
         driver = build_driver(config)
+    except UsageError as exc:
+        print(f"docker-registry {args.command}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     except ConfigError as exc:
         print(f"docker-registry: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
@@ -174,7 +180,6 @@ def _maintenance(args: argparse.Namespace, config: configuration.Config) -> int:
     try:
         if args.command == "fsck":
             return run_fsck(config, driver, repair=args.repair, jobs=args.jobs, console=console)
-        kind, path = args.source  # --from SOURCE PATH; other sources join its mutually exclusive group
-        return run_import(config, driver, kind, path, jobs=args.jobs, console=console)
+        return run_import(config, driver, tree, jobs=args.jobs, console=console)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT

@@ -22,7 +22,7 @@ from .console import Console
 from .distribution import V2, NotADistributionTree, tree_root
 from .fsck import fsck
 from .importer import Importer
-from .options import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, IMPORT_SOURCES
+from .options import EXIT_OK, EXIT_PROBLEMS, IMPORT_SOURCES
 
 
 def _stores(config: Config) -> tuple[MetadataStore, InventoryQueries]:
@@ -71,16 +71,22 @@ def _filesystem_root(config: Config) -> str | None:
     return os.path.realpath(str(config.storage.options.get("rootdirectory") or "./data"))
 
 
-def run_import(config: Config, driver: Base, source: str, path: str, *, jobs: int, console: Console) -> int:
-    """Import the tree at `path` (a `source` of IMPORT_SOURCES); a path that is no such tree is EXIT_USAGE."""
+class UsageError(Exception):
+    """Arguments that name nothing to work on: reported before anything is opened or created."""
+
+
+def import_tree(source: str, path: str) -> str:
+    """The folder a `--from SOURCE PATH` import reads (for Distribution, its `docker/registry/v2`)."""
     if source not in IMPORT_SOURCES:
-        console.problem(f"unknown source {source!r}: --from takes one of {', '.join(IMPORT_SOURCES)}")
-        return EXIT_USAGE
+        raise UsageError(f"unknown source {source!r}: --from takes one of {', '.join(IMPORT_SOURCES)}")
     try:
-        tree = tree_root(path)
+        return tree_root(path)
     except NotADistributionTree as e:
-        console.problem(str(e))
-        return EXIT_USAGE
+        raise UsageError(str(e)) from None
+
+
+def run_import(config: Config, driver: Base, tree: str, *, jobs: int, console: Console) -> int:
+    """Import the Distribution tree at `tree` (from `import_tree`)."""
     root = _filesystem_root(config)
     in_place = root == os.path.realpath(tree)
     if in_place:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
-"""Exit statuses: nothing wrong; problems remain (listed on stdout) or the database failed; configuration or usage
-error (nothing done)."""
+"""Exit statuses: nothing wrong; problems remain (listed on stdout) or the database failed. A configuration or
+usage error is the command line's status 2, before anything is opened or created."""
 IMPORT_SOURCES = ("distribution",)
 """What `import --from` reads; another source is one more name here and one more reader module."""
 DEFAULT_JOBS = 4
