@@ -188,6 +188,8 @@ def test_import_copied_then_pulled_and_twice_changes_nothing(pushed: Pushed, tmp
 
     first = command("import", str(config), "--from", "distribution", str(tree))
     assert first.returncode == 0, first.stdout + first.stderr
+    assert "\r" not in first.stderr, "no terminal: plain progress lines, no bar"
+    assert "docker-registry import: blobs: " in first.stderr
     counts = summary(first)
     assert counts["repositories"] == "2"
     assert counts["problems"] == "0"
@@ -368,6 +370,33 @@ def test_usage_errors_exit_2(pushed: Pushed, tmp_path: Path) -> None:
     assert unreachable.returncode == 1
     assert "cannot prepare the data directory and database" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+
+
+def test_fsck_names_the_images_a_deleted_blob_link_breaks(pushed: Pushed, tmp_path: Path) -> None:
+    """A client may DELETE a layer an image still uses (the API allows it, as Distribution's does): the bytes are
+    fine, the reference is not, and fsck says which images no longer pull."""
+    tree = tree_copy(pushed, tmp_path / "distribution")
+    server = RegistryProcess(tmp_path / "ours", kind="ours")
+    config = write_config(server)
+    assert command("import", str(config), "--from", "distribution", str(tree)).returncode == 0
+    layer = pushed.tool.layers[0].digest
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.delete(f"/v2/{NESTED}/blobs/{layer}").status_code == 202
+        result = command("fsck", str(config))
+    finally:
+        server.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{NESTED}@{pushed.tool.manifest.digest} references blob {layer}, which the repository does not serve" in (
+        result.stdout
+    )
+    assert f"broken image: {NESTED}:latest ({pushed.tool.manifest.digest})" in result.stdout
+    assert f"broken image: {NESTED}:docker " in result.stdout
+    assert f"broken image: {REPO}:" not in result.stdout
+    assert f"broken image: {REPO}@" not in result.stdout
+    counts = summary(result)
+    assert (counts["corrupt"], counts["missing"], counts["dangling references"]) == ("0", "0", "2")
 
 
 def test_import_and_fsck_with_postgresql(pushed: Pushed, tmp_path: Path, postgres_url: str) -> None:
