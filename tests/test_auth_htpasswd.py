@@ -381,7 +381,7 @@ def _start(tmp_path: Path, config: dict[str, Any]) -> subprocess.CompletedProces
     ("auth", "message"),
     [
         ({"htpasswd": {"realm": "r", "path": "/nonexistent/htpasswd"}}, "auth.htpasswd.path"),
-        ({"token": {"realm": "https://auth.example/token"}}, "auth.token: token authentication is not supported yet"),
+        ({"token": {"realm": "https://auth.example/token", "service": "s", "issuer": "i"}}, "auth.token: no key"),
         ({"silly": {"realm": "r"}}, "auth.silly"),
         ({"keystone": {}}, "auth.keystone"),
         ({}, "auth"),

@@ -8,13 +8,11 @@ Runs after the error middleware, so its refusals render as the spec's JSON error
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
@@ -26,10 +24,15 @@ from ..http.context import ACCESS, registry
 from ..http.routing import resolve
 from ..http.v2 import ROUTES
 from ..registry.errors import BLOB_UPLOAD_UNKNOWN, DENIED, TOOMANYREQUESTS, UNAUTHORIZED, RegistryError
-from .actions import CATALOG, LOGIN, SESSION_HANDLERS, required
-from .htpasswd import Htpasswd, HtpasswdError, load
+from .actions import CATALOG, LOGIN, SESSION_HANDLERS, required, same_owner
+from .bearer import BearerAuth
+from .htpasswd import Htpasswd, HtpasswdError, basic_credentials, load
+from .issuer import TokenIssuer
+from .keys import KeyFileError, load_bundle, load_jwks, load_signing_key
 from .limiter import FailureLimiter
 from .rules import PULL, Rules
+from .service import TokenService
+from .tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +46,6 @@ class RequestAccess:
 
     def may_pull(self, repository: str) -> bool:
         return self.rules.allows(self.user, repository, PULL)
-
-
-def _basic(header: str) -> tuple[str, str] | None:
-    scheme, _, encoded = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep and user else None
 
 
 class Auth:
@@ -83,7 +74,7 @@ class Auth:
         if left > 0:
             retry = {"Retry-After": str(math.ceil(left))}
             raise RegistryError(TOOMANYREQUESTS, message="too many failed logins from this address", headers=retry)
-        credentials = _basic(header)
+        credentials = basic_credentials(header)
         if credentials is None:
             raise self._challenge(message="only Basic credentials are accepted")
         user, password = credentials
@@ -117,33 +108,89 @@ class Auth:
             raise RegistryError(DENIED, scope)
         if handler in SESSION_HANDLERS:
             upload = await registry(request).upload(params.name, params["uuid"])
-            if not _same_owner(upload.owner, user):  # as if there were no such session: ids are not for guessing
+            if not same_owner(upload.owner, user):  # as if there were no such session: ids are not for guessing
                 raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": params["uuid"]})
         request[ACCESS] = RequestAccess(user, self.rules)
 
 
-def _same_owner(owner: str | None, user: str | None) -> bool:
-    if owner is None or user is None:
-        return owner is None and user is None
-    return hmac.compare_digest(owner.encode(), user.encode())
+class Authenticator(Protocol):
+    """htpasswd (`Auth`) or token (`BearerAuth`) authentication: the guard every v2 request passes."""
+
+    async def guard(self, request: web.Request) -> None: ...
 
 
-def middleware(auth: Auth) -> Middleware:
+def create(config: Config) -> tuple[Authenticator, TokenService | None]:
+    """The configured authentication of one worker, and the built-in token service when there is one."""
+    assert config.auth is not None
+    if config.auth.htpasswd is not None:
+        return Auth(config), None
+    section = config.auth.token
+    assert section is not None
+    rules = Rules.from_config(config.access, section.groups)
+    try:
+        keys = load_jwks(section.jwks) if section.jwks else {}
+        roots = load_bundle(section.rootcertbundle) if section.rootcertbundle else []
+        service = None
+        if section.issue is not None:
+            issue = section.issue
+            issuer = TokenIssuer(
+                issue.key,
+                issuer=section.issuer,
+                service=section.service,
+                lifetime=issue.lifetime,
+                refresh_lifetime=issue.refreshlifetime,
+            )
+            keys[issuer.kid] = issuer.public_key
+            htpasswd = Htpasswd(issue.htpasswd) if issue.htpasswd else None
+            service = TokenService(issue.path, issuer, rules, htpasswd, FailureLimiter())
+    except (KeyFileError, HtpasswdError) as exc:
+        raise ConfigError(f"auth.token: {exc}") from None
+    verifier = TokenVerifier(
+        service=section.service,
+        issuer=section.issuer,
+        algorithms=section.signingalgorithms,
+        roots=roots,
+        keys=keys,
+    )
+    return BearerAuth(verifier, section.realm, service, rules if service is not None else None), service
+
+
+def middleware(auth: Authenticator, token_service: TokenService | None) -> Middleware:
+    """Every request passes the guard, but the token service's own, which authenticates its callers itself."""
+    exempt = token_service.path if token_service is not None else None
+
     @web.middleware
     async def auth_middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        await auth.guard(request)
+        if request.rel_url.raw_path != exempt:
+            await auth.guard(request)
         return await handler(request)
 
     return auth_middleware
 
 
 def check(config: Config) -> None:
-    """At start-up, before any worker: the htpasswd file must be readable and hold only bcrypt entries."""
-    if config.auth is None or config.auth.htpasswd is None:
+    """At start-up, before any worker: the htpasswd files must be readable and hold only bcrypt entries, and the
+    token keys and certificates must load."""
+    if config.auth is None:
         return
-    try:
-        load(config.auth.htpasswd.path)
-    except HtpasswdError as exc:
-        raise ConfigError(f"auth.htpasswd.path: {exc}") from None
+    if config.auth.htpasswd is not None:
+        try:
+            load(config.auth.htpasswd.path)
+        except HtpasswdError as exc:
+            raise ConfigError(f"auth.htpasswd.path: {exc}") from None
+        return
+    section = config.auth.token
+    assert section is not None
+    for key, path, loader in (
+        ("rootcertbundle", section.rootcertbundle, load_bundle),
+        ("jwks", section.jwks, load_jwks),
+        ("issue.key", section.issue.key if section.issue else None, load_signing_key),
+        ("issue.htpasswd", section.issue.htpasswd if section.issue else None, load),
+    ):
+        if path is not None:
+            try:
+                loader(path)
+            except (KeyFileError, HtpasswdError) as exc:
+                raise ConfigError(f"auth.token.{key}: {exc}") from None
