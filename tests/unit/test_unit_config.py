@@ -436,7 +436,7 @@ def test_dump_leaves_ignored_keys_out_and_keeps_the_driver_section(tmp_path: Pat
             {
                 "auth": {
                     "htpasswd": {"path": "/etc/hostname"},
-                    "token": {"service": "s", "issuer": "i", "jwks": "/etc/hostname"},
+                    "token": {"service": "s", "issuer": "i", "jwks": "/etc/hostname", "realm": "r"},
                 }
             },
             "auth: an auth section needs exactly one",
