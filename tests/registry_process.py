@@ -40,6 +40,8 @@ class RegistryProcess:
     storage: dict[str, Any] | None = None
     """The whole `storage` section (another driver, its options), instead of a filesystem under `data_dir` with
     `delete_enabled`; `extra_config` is still merged over it."""
+    tls: bool = False
+    """Set when `extra_config` gives `http.tls`: the URL is then https."""
     proc: subprocess.Popen | None = None
 
     @property
@@ -48,7 +50,7 @@ class RegistryProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def data_dir(self) -> Path:

@@ -138,7 +138,8 @@ def _check(password: bytes, hashed: bytes) -> bool:
 
 
 def basic_credentials(header: str) -> tuple[str, str] | None:
-    """(user, password) of an `Authorization: Basic` header; None for another scheme or a malformed value."""
+    """(user, password) of an `Authorization: Basic` header; None for another scheme or a malformed value.
+    `("", "")` is what containers/image (podman, skopeo) sends when it has no credentials: anonymous."""
     scheme, _, encoded = header.strip().partition(" ")
     if scheme.lower() != "basic":
         return None
@@ -147,4 +148,4 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     user, sep, password = decoded.partition(":")
-    return (user, password) if sep and user else None
+    return (user, password) if sep else None

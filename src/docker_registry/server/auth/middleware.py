@@ -69,12 +69,14 @@ class Auth:
         header = request.headers.get(hdrs.AUTHORIZATION)
         if header is None:
             return None
+        credentials = basic_credentials(header)
+        if credentials == ("", ""):
+            return None
         address = request.remote or ""
         left = self.limiter.blocked_for(address)
         if left > 0:
             retry = {"Retry-After": str(math.ceil(left))}
             raise RegistryError(TOOMANYREQUESTS, message="too many failed logins from this address", headers=retry)
-        credentials = basic_credentials(header)
         if credentials is None:
             raise self._challenge(message="only Basic credentials are accepted")
         user, password = credentials

