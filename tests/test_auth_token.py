@@ -227,6 +227,18 @@ def test_refused_tokens(server: RegistryProcess, keys: tm.TokenKeys, seeded: dic
         "tampered payload": tm.tampered(good, sub="admin", access=[tm.repository("team-a/app", "pull", "push")]),
         "tampered expiry": tm.tampered(external(keys, access, exp=now - 600), exp=now + 600),
         "malformed": "not.a.token",
+        "RS256 naming an EC key": tm.sign(
+            tm.claims(ISSUER, SERVICE, access), keys.leaf_key, "RS256", kid=tm.libtrust_kid(keys.root_key)
+        ),
+        "ES256 naming an Ed25519 key": tm.sign(
+            tm.claims(ISSUER, SERVICE, access), keys.root_key, "ES256", kid="jwks-key-1"
+        ),
+        "jwk of an unknown type": tm.sign(tm.claims(ISSUER, SERVICE, access), stranger, "RS256", jwk={"kty": "zzz"}),
+        "jwk not an object": tm.sign(tm.claims(ISSUER, SERVICE, access), stranger, "RS256", jwk="key"),
+        "x5c of garbage": tm.sign(tm.claims(ISSUER, SERVICE, access), stranger, "RS256", x5c=["!!", 1]),
+        "access not a list": tm.sign(
+            {**tm.claims(ISSUER, SERVICE, []), "access": "everything"}, keys.jwks_key, "EdDSA", kid="jwks-key-1"
+        ),
         "refresh token": "",
     }  # fmt: skip
     with httpx.Client(base_url=server.url) as client:
@@ -482,3 +494,25 @@ def test_ec_service_key_signs_es256(tmp_path: Path, keys: tm.TokenKeys, htpasswd
                 assert_error(anonymous.get("/v2/public/x/tags/list"), 404, "NAME_UNKNOWN")
     finally:
         server.stop()
+
+
+def test_token_service_refuses_malformed_requests(server: RegistryProcess) -> None:
+    """Bad input is a clear 4xx in OAuth2's error format, never a 500 and never a token."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    with httpx.Client(base_url=server.url) as client:
+        for method, options in (
+            ("POST", {"content": b"grant_type=password&username=\xff\xfe", "headers": form}),
+            ("POST", {"content": b"--x\r\nbroken", "headers": {"Content-Type": "multipart/form-data; boundary=x"}}),
+            ("POST", {"content": b'{"grant_type": "password"}', "headers": {"Content-Type": "application/json"}}),
+            ("POST", {"content": b"scope=" + b"x" * 100_000, "headers": form}),
+            ("POST", {"data": {"grant_type": "password", "username": "alice"}}),
+            ("POST", {"data": {"grant_type": "client_credentials"}}),
+            ("GET", {"headers": {"Authorization": "Basic !!!"}}),
+            ("GET", {"headers": {"Authorization": "Bearer abc"}}),
+            ("GET", {"params": {"service": "another-registry"}}),
+            ("PUT", {}),
+        ):
+            response = client.request(method, "/auth/token", **options)  # type: ignore[arg-type]
+            assert 400 <= response.status_code < 500, (method, options, response.status_code, response.text)
+            assert "error" in response.json()
+            assert "token" not in response.json()

@@ -18,6 +18,7 @@ import logging
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 from aiohttp import hdrs, web
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 REPOSITORY_ACTIONS = (PULL, PUSH, DELETE)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_FORM_BYTES = 64 * 1024
+REGISTRY_CODES = {401: "UNAUTHORIZED", 429: "TOOMANYREQUESTS"}
 
 
 class Refusal(Exception):
@@ -63,11 +65,10 @@ class TokenService:
                 return await self._post(request)
             raise Refusal(405, "invalid_request", "GET or POST only", {"Allow": "GET, HEAD, POST"})
         except Refusal as refusal:
-            body = {
-                "error": refusal.error,
-                "error_description": refusal.description,
-                "errors": [{"code": "UNAUTHORIZED" if refusal.status == 401 else "DENIED", "message": str(refusal)}],
-            }
+            body: dict[str, object] = {"error": refusal.error, "error_description": refusal.description}
+            code = REGISTRY_CODES.get(refusal.status)
+            if code is not None:  # docker reads a 401's reason from the registry's error format
+                body["errors"] = [{"code": code, "message": refusal.description}]
             return web.json_response(body, status=refusal.status, headers={**refusal.headers, **NO_STORE})
 
     async def _get(self, request: web.Request) -> web.Response:
@@ -90,23 +91,21 @@ class TokenService:
         return web.json_response(body, headers=NO_STORE)
 
     async def _post(self, request: web.Request) -> web.Response:
-        if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
-            raise Refusal(400, "invalid_request", "the form is too large")
-        form = await request.post()
-        self._check_service(_field(form, "service"))
-        grant_type = _field(form, "grant_type")
-        scopes = parse_all([_field(form, "scope") or ""])
+        form = await _form(request)
+        self._check_service(form.get("service"))
+        grant_type = form.get("grant_type")
+        scopes = parse_all([form.get("scope") or ""])
         refresh: str | None = None
         if grant_type == "password":
-            username, password = _field(form, "username"), _field(form, "password")
+            username, password = form.get("username"), form.get("password")
             if not username or password is None:
                 raise Refusal(400, "invalid_request", "username and password are required")
             user = await self._login(request, username, password)
-            if _field(form, "access_type") == "offline":
+            if form.get("access_type") == "offline":
                 refresh = self._refresh_token(user)
         elif grant_type == "refresh_token":
-            user = self._refreshed_user(request, _field(form, "refresh_token") or "")
-            refresh = _field(form, "refresh_token")
+            user = self._refreshed_user(request, form.get("refresh_token") or "")
+            refresh = form.get("refresh_token")
         else:
             raise Refusal(400, "unsupported_grant_type", "grant_type must be password or refresh_token")
         granted = self._grant(user, scopes)
@@ -172,6 +171,23 @@ def _rfc3339(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _field(form: Mapping[str, object], name: str) -> str | None:
-    value = form.get(name)
-    return value if isinstance(value, str) else None
+async def _form(request: web.Request) -> dict[str, str]:
+    """The OAuth2 form (`application/x-www-form-urlencoded`, UTF-8, as docker and containerd send it); the first
+    value of each field."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise Refusal(400, "invalid_request", "the body must be an application/x-www-form-urlencoded form")
+    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+        raise Refusal(400, "invalid_request", "the form is too large")
+    raw = b""
+    while chunk := await request.content.read(MAX_FORM_BYTES + 1 - len(raw)):
+        raw += chunk
+        if len(raw) > MAX_FORM_BYTES:
+            raise Refusal(400, "invalid_request", "the form is too large")
+    try:
+        pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise Refusal(400, "invalid_request", "the form is not valid UTF-8 form encoding") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        form.setdefault(name, value)
+    return form

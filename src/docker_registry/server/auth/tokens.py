@@ -20,8 +20,9 @@ from typing import Any
 
 import jwt
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError, PyJWTError
+from jwt.exceptions import PyJWTError
 
 from .keys import KeyFileError, PublicKey, key_id, usable_public_key, verify_chain
 from .scopes import Grant, claims
@@ -29,6 +30,13 @@ from .scopes import Grant, claims
 LEEWAY_SECONDS = 60.0
 """Clock difference allowed between the token service and the registry, for `exp`, `nbf` and `iat`."""
 CACHE_MAX_ENTRIES = 10_000
+KEY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "RS": rsa.RSAPublicKey,
+    "PS": rsa.RSAPublicKey,
+    "ES": ec.EllipticCurvePublicKey,
+    "Ed": ed25519.Ed25519PublicKey,
+}
+"""The key type each algorithm family needs (by the first two letters of `RS256`, `PS384`, `ES256`, `EdDSA`)."""
 MAX_TOKEN_LENGTH = 16 * 1024
 
 
@@ -93,6 +101,8 @@ class TokenVerifier:
         if algorithm not in self.algorithms:
             raise TokenError(f"tokens signed with {str(algorithm)[:20]!r} are not accepted")
         key = self._signing_key(header)
+        if not isinstance(key, KEY_TYPES[algorithm[:2]]):
+            raise TokenError(f"the token's {algorithm} does not fit its key ({type(key).__name__})")
         try:
             payload: dict[str, Any] = jwt.decode(
                 token,
@@ -103,7 +113,7 @@ class TokenVerifier:
                 leeway=LEEWAY_SECONDS,
                 options={"require": ["exp", "iss", "aud"]},
             )
-        except PyJWTError as exc:
+        except (PyJWTError, TypeError, ValueError) as exc:  # PyJWT raises TypeError for some malformed keys
             raise TokenError(f"the token is not valid: {exc}") from None
         try:
             grants = claims(payload.get("access"))
@@ -135,8 +145,10 @@ class TokenVerifier:
         embedded = header.get("jwk")
         if embedded is not None:
             try:
+                if not isinstance(embedded, dict):
+                    raise TypeError("not an object")
                 key = usable_public_key(PyJWK(embedded).key)
-            except (PyJWKError, KeyFileError, TypeError, ValueError):
+            except (PyJWTError, KeyFileError, TypeError, ValueError):
                 raise TokenError("the token's jwk is malformed") from None
             if key_id(key) not in self._trusted:
                 raise TokenError("the token's jwk is not a trusted key")
