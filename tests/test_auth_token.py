@@ -27,6 +27,8 @@ from registry_api import (
     image_manifest,
     push,
     push_blob,
+    raw_http,
+    raw_status,
     sha256,
     start_upload,
     unique_repo,
@@ -516,3 +518,18 @@ def test_token_service_refuses_malformed_requests(server: RegistryProcess) -> No
             assert 400 <= response.status_code < 500, (method, options, response.status_code, response.text)
             assert "error" in response.json()
             assert "token" not in response.json()
+
+
+def test_refused_before_100_continue(server: RegistryProcess, keys: tm.TokenKeys, seeded: dict[str, str]) -> None:
+    """A client waiting for `100 Continue` is challenged before it sends its body, and never learns of the session."""
+    other = external(keys, [tm.repository("team-b/other", "pull", "push")])
+    for headers in ({}, {"Authorization": f"Bearer {other}"}):
+        answer = raw_http(
+            server.host,
+            "PATCH",
+            seeded["session"],
+            {"Expect": "100-continue", "Content-Length": "1000", "Content-Type": "application/octet-stream", **headers},
+        )
+        assert b"100 Continue" not in answer
+        assert raw_status(answer) == 401
+        assert b"Bearer realm=" in answer
