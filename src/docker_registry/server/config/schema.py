@@ -373,21 +373,23 @@ TokenPath = Annotated[str, PlainValidator(_token_path)]
 
 
 class TokenIssueSection(Section):
-    path: TokenPath = Field("/auth/token", description="where the built-in token service answers (outside /v2)")
-    key: ReadableFile = Field(
+    path: Annotated[TokenPath, OURS] = Field(
+        "/auth/token", description="where the built-in token service answers (outside /v2)"
+    )
+    key: Annotated[ReadableFile, OURS] = Field(
         description="PEM private key the tokens are signed with (RSA: RS256, EC P-256: ES256, Ed25519: EdDSA); "
         "the registry trusts it without `rootcertbundle`",
     )
-    lifetime: Duration = Field(300.0, description="how long an access token is valid (`5m`)")
-    refreshlifetime: Duration = Field(
+    lifetime: Annotated[Duration, OURS] = Field(300.0, description="how long an access token is valid (`5m`)")
+    refreshlifetime: Annotated[Duration, OURS] = Field(
         7 * 86400.0,
         description="how long a refresh token (asked with `offline_token=true` or `access_type=offline`) is valid; "
         "a changed password or a removed user ends it at once",
     )
-    htpasswd: ReadableFile | None = Field(
+    htpasswd: Annotated[ReadableFile | None, OURS] = Field(
         None, description="the users (an htpasswd file of bcrypt entries); without it only anonymous tokens exist"
     )
-    groups: GroupMembers = Field(
+    groups: Annotated[GroupMembers, OURS] = Field(
         default_factory=dict,
         description="map of group name to a list of users, for `access` rules with `who: group:<name>`",
     )
