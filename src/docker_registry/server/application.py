@@ -20,8 +20,8 @@ from aiohttp.typedefs import Middleware
 from docker_registry.core.driver import Base, fetch
 from docker_registry.core.exceptions import ConfigError
 
-from .auth.middleware import create as create_auth
 from .auth.middleware import middleware as auth_middleware
+from .auth.setup import create as create_auth
 from .config import Config
 from .http import body, v2
 from .http.context import CONFIG_KEY, GUARD_KEY, REGISTRY_KEY
@@ -81,7 +81,7 @@ def create_app(config: Config) -> web.Application:
     middlewares: list[Middleware] = [errors_middleware]
     auth, token_service = create_auth(config) if config.auth is not None else (None, None)
     if auth is not None:  # after the error middleware, so its refusals render as the spec's JSON errors
-        middlewares.append(auth_middleware(auth, token_service))
+        middlewares.append(auth_middleware(auth, token_service.path if token_service else None))
     app = web.Application(
         middlewares=middlewares,
         client_max_size=CLIENT_MAX_SIZE,

@@ -3,6 +3,6 @@
 `tokens.TokenVerifier`), the built-in token service (`service.TokenService`, minting with `issuer.TokenIssuer`),
 rules saying who may pull, push and delete which repositories, and a limit on failed logins per client.
 
-Wired in by the composition root (`middleware.create`) as a middleware after the error middleware, as the guard the
+Wired in by the composition root (`setup.create`) as a middleware after the error middleware, as the guard the
 `100 Continue` answer runs first, and, with `auth.token.issue`, as the token service's route.
 """

@@ -1,5 +1,5 @@
-"""The auth middleware: who the caller is (Basic credentials checked against the htpasswd file), what the route
-needs, whether a rule grants it, and, on an upload session, whether the caller began it.
+"""The auth middleware, and htpasswd mode: who the caller is (Basic credentials checked against the htpasswd file),
+what the route needs, whether a rule grants it, and, on an upload session, whether the caller began it.
 
 Runs after the error middleware, so its refusals render as the spec's JSON errors: 401 UNAUTHORIZED with the
 `WWW-Authenticate: Basic` challenge for a caller without valid credentials, 403 DENIED for a user lacking the right,
@@ -17,22 +17,15 @@ from typing import Protocol
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
-from docker_registry.core.exceptions import ConfigError
-
 from ..config import Config
 from ..http.context import ACCESS, registry
 from ..http.routing import resolve
 from ..http.v2 import ROUTES
 from ..registry.errors import BLOB_UPLOAD_UNKNOWN, DENIED, TOOMANYREQUESTS, UNAUTHORIZED, RegistryError
 from .actions import CATALOG, LOGIN, SESSION_HANDLERS, required, same_owner
-from .bearer import BearerAuth
-from .htpasswd import Htpasswd, HtpasswdError, basic_credentials, load
-from .issuer import TokenIssuer
-from .keys import KeyFileError, load_bundle, load_jwks, load_signing_key
+from .htpasswd import Htpasswd, basic_credentials
 from .limiter import FailureLimiter
 from .rules import PULL, Rules
-from .service import TokenService
-from .tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -116,50 +109,14 @@ class Auth:
 
 
 class Authenticator(Protocol):
-    """htpasswd (`Auth`) or token (`BearerAuth`) authentication: the guard every v2 request passes."""
+    """htpasswd (`Auth`) or token (`bearer.BearerAuth`) authentication: the guard every v2 request passes."""
 
     async def guard(self, request: web.Request) -> None: ...
 
 
-def create(config: Config) -> tuple[Authenticator, TokenService | None]:
-    """The configured authentication of one worker, and the built-in token service when there is one."""
-    assert config.auth is not None
-    if config.auth.htpasswd is not None:
-        return Auth(config), None
-    section = config.auth.token
-    assert section is not None
-    rules = Rules.from_config(config.access, section.groups)
-    try:
-        keys = load_jwks(section.jwks) if section.jwks else {}
-        roots = load_bundle(section.rootcertbundle) if section.rootcertbundle else []
-        service = None
-        if section.issue is not None:
-            issue = section.issue
-            issuer = TokenIssuer(
-                issue.key,
-                issuer=section.issuer,
-                service=section.service,
-                lifetime=issue.lifetime,
-                refresh_lifetime=issue.refreshlifetime,
-            )
-            keys[issuer.kid] = issuer.public_key
-            htpasswd = Htpasswd(issue.htpasswd) if issue.htpasswd else None
-            service = TokenService(issue.path, issuer, rules, htpasswd, FailureLimiter())
-    except (KeyFileError, HtpasswdError) as exc:
-        raise ConfigError(f"auth.token: {exc}") from None
-    verifier = TokenVerifier(
-        service=section.service,
-        issuer=section.issuer,
-        algorithms=section.signingalgorithms,
-        roots=roots,
-        keys=keys,
-    )
-    return BearerAuth(verifier, section.realm, service, rules if service is not None else None), service
-
-
-def middleware(auth: Authenticator, token_service: TokenService | None) -> Middleware:
-    """Every request passes the guard, but the token service's own, which authenticates its callers itself."""
-    exempt = token_service.path if token_service is not None else None
+def middleware(auth: Authenticator, exempt: str | None) -> Middleware:
+    """Every request passes the guard but those to `exempt`, the token service's path: it authenticates its
+    callers itself."""
 
     @web.middleware
     async def auth_middleware(
@@ -170,29 +127,3 @@ def middleware(auth: Authenticator, token_service: TokenService | None) -> Middl
         return await handler(request)
 
     return auth_middleware
-
-
-def check(config: Config) -> None:
-    """At start-up, before any worker: the htpasswd files must be readable and hold only bcrypt entries, and the
-    token keys and certificates must load."""
-    if config.auth is None:
-        return
-    if config.auth.htpasswd is not None:
-        try:
-            load(config.auth.htpasswd.path)
-        except HtpasswdError as exc:
-            raise ConfigError(f"auth.htpasswd.path: {exc}") from None
-        return
-    section = config.auth.token
-    assert section is not None
-    for key, path, loader in (
-        ("rootcertbundle", section.rootcertbundle, load_bundle),
-        ("jwks", section.jwks, load_jwks),
-        ("issue.key", section.issue.key if section.issue else None, load_signing_key),
-        ("issue.htpasswd", section.issue.htpasswd if section.issue else None, load),
-    ):
-        if path is not None:
-            try:
-                loader(path)
-            except (KeyFileError, HtpasswdError) as exc:
-                raise ConfigError(f"auth.token.{key}: {exc}") from None
