@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 from test_auth_htpasswd import write_htpasswd
 from token_minting import pem_private
@@ -247,3 +249,63 @@ def test_skopeo_creds_push_pull_with_the_token_service(
     denied = run([*base, "--src-tls-verify=false", target, f"dir:{tmp_path / 'denied'}"], check=False)
     assert denied.returncode != 0
     run([*base, "--src-tls-verify=false", public, f"dir:{tmp_path / 'public'}"])  # anonymous pull by rule
+
+
+def test_skopeo_with_and_without_a_client_certificate(workdir: Path) -> None:
+    """mTLS (`http.tls.clientcas`) with a real client: skopeo with a certificate from the listed CA is served; without
+    one, or with one from another CA, the handshake fails."""
+    require("openssl", "skopeo")
+    folder = workdir / "mtls"
+    folder.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", "server.key", "-out", "server.pem")  # fmt: skip
+    for ca in ("clients-ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={ca}",
+                "-keyout", f"{ca}.key", "-out", f"{ca}.pem")  # fmt: skip
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=client of {ca}", "-keyout", f"{ca}-client.key",
+                "-out", f"{ca}-client.csr")  # fmt: skip
+        openssl("x509", "-req", "-in", f"{ca}-client.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+                "-CAcreateserial", "-days", "1", "-out", f"{ca}-client.pem")  # fmt: skip
+    tls = {"certificate": str(folder / "server.pem"), "key": str(folder / "server.key"),
+           "clientcas": [str(folder / "clients-ca.pem")]}  # fmt: skip
+    server = RegistryProcess(folder / "registry", extra_config={"http": {"tls": tls}}, tls=True)
+    server.workdir.mkdir()
+    config = server.workdir / "config.yml"
+    config.write_text(yaml.safe_dump(server.config()))
+    # The readiness probe has no client certificate: wait for the workers' log lines instead.
+    with server.log_path.open("wb") as log:
+        server.proc = subprocess.Popen(
+            server.command(config), stdout=log, stderr=subprocess.STDOUT, cwd=server.workdir, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while server.log_path.read_text().count("ready (pid") < server.workers:
+            assert server.proc.poll() is None, server.log_path.read_text()
+            assert time.monotonic() < deadline, server.log_path.read_text()
+            time.sleep(0.1)
+        cert_dirs = {}
+        for name, client in (("listed", "clients-ca"), ("other", "other-ca"), ("none", None)):
+            cert_dir = folder / f"certs-{name}"
+            cert_dir.mkdir()
+            shutil.copy(folder / "server.pem", cert_dir / "ca.crt")
+            if client is not None:
+                shutil.copy(folder / f"{client}-client.pem", cert_dir / "client.cert")
+                shutil.copy(folder / f"{client}-client.key", cert_dir / "client.key")
+            cert_dirs[name] = str(cert_dir)
+        target = f"docker://{server.host}/mtls/app:v1"
+        layout = OciLayout(folder / "layout")
+        layout.add_image("v1")
+        copy = ["skopeo", "--insecure-policy", "copy", "--dest-cert-dir", cert_dirs["listed"], layout.ref("v1"), target]
+        run(copy)
+        listed = run(["skopeo", "inspect", "--raw", "--cert-dir", cert_dirs["listed"], target])
+        assert json.loads(listed.stdout)["schemaVersion"] == 2
+        for name in ("other", "none"):
+            refused = run(["skopeo", "inspect", "--raw", "--cert-dir", cert_dirs[name], target], check=False)
+            assert refused.returncode != 0, name
+            assert "schemaVersion" not in refused.stdout
+    finally:
+        server.stop()

@@ -38,6 +38,8 @@ REGISTRY_CODES = {401: "UNAUTHORIZED", 429: "TOOMANYREQUESTS"}
 
 
 class Refusal(Exception):
+    """A token request answered with an error: status, OAuth2 `error` code and description, extra headers."""
+
     def __init__(self, status: int, error: str, description: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(description)
         self.status, self.error, self.description = status, error, description
@@ -45,6 +47,8 @@ class Refusal(Exception):
 
 
 class TokenService:
+    """The token endpoint of one worker (its users, rules and failed-login tally are the worker's own)."""
+
     def __init__(
         self,
         path: str,
