@@ -28,7 +28,11 @@ import loadgen
 import rawhttp
 import servers
 import smallwrites
+import tests_path  # noqa: F401  (tests/ on sys.path)
+import token_minting
 import transfer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from idle import IdleConnections
 from report import (
     Figure,
@@ -202,36 +206,60 @@ class Bench:
     def authenticated(self) -> None:
         """Manifest GET with Basic credentials checked against the same bcrypt htpasswd file by both servers (issue
         8): each is restarted with `auth.htpasswd` on the data it has, measured, and restarted without it again."""
-        s = self.s
         htpasswd = self.tmp / "htpasswd"
         htpasswd.write_text("bench:" + bcrypt.hashpw(b"bench-secret", bcrypt.gensalt(rounds=10)).decode() + "\n")
         credentials = "Authorization: Basic " + base64.b64encode(b"bench:bench-secret").decode()
-        rps = self.figure(
-            "auth_rps", f"manifest GET by tag, htpasswd, {s.connections} conns", "req/s", target=ratio_at_least(5)
+        auth = {"htpasswd": {"realm": "bench", "path": str(htpasswd)}}
+        self.manifest_get_with_auth("auth", "htpasswd", auth, credentials)
+
+    def bearer_token(self) -> None:
+        """Manifest GET with a bearer token (issue 8): both servers restarted with `auth.token` on one
+        rootcertbundle (a self-signed EC P-256 certificate made here), the token minted by the bench with that key,
+        named by its libtrust `kid` as Distribution 2.8 expects, granting pull on the repository."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        bundle = self.tmp / "token-root.pem"
+        bundle.write_bytes(token_minting.certificate("bench token root", key).public_bytes(serialization.Encoding.PEM))
+        payload = token_minting.claims(
+            "bench-issuer", "bench-registry", [token_minting.repository("bench/small", "pull")], "bench", 3 * 3600
         )
-        p99 = self.figure("auth_p99", "manifest GET p99, htpasswd", "ms", higher_is_better=False, digits=1)
+        token = token_minting.sign(payload, key, "ES256", kid=token_minting.libtrust_kid(key))
+        auth = {
+            "token": {
+                "realm": "http://127.0.0.1:9/token",
+                "service": "bench-registry",
+                "issuer": "bench-issuer",
+                "rootcertbundle": str(bundle),
+            }
+        }
+        self.manifest_get_with_auth("token", "bearer token", auth, f"Authorization: Bearer {token}")
+
+    def manifest_get_with_auth(self, key: str, label: str, auth: dict[str, Any], header: str) -> None:
+        """Both servers restarted with `auth` on the data they have, measured with `header` on every request, and
+        restarted without it again."""
+        s = self.s
+        rps = self.figure(
+            f"{key}_rps", f"manifest GET by tag, {label}, {s.connections} conns", "req/s", target=ratio_at_least(5)
+        )
+        p99 = self.figure(f"{key}_p99", f"manifest GET p99, {label}", "ms", higher_is_better=False, digits=1)
         plain = {server.name: server.config for server in self.pair}
-        log("manifest GET with htpasswd credentials (wrk)")
+        log(f"manifest GET with {label} (wrk)")
         try:
             for server in self.pair:
                 server.stop()
-                server.config = {
-                    **(server.config or {}),
-                    "auth": {"htpasswd": {"realm": "bench", "path": str(htpasswd)}},
-                }
+                server.config = {**(server.config or {}), "auth": auth}
                 server.start()
                 url = f"{server.url}/v2/bench/small/manifests/latest"
-                loadgen.wrk_get(url, s.connections, s.warmup_seconds, loadgen.MANIFEST_ACCEPT, credentials)
+                loadgen.wrk_get(url, s.connections, s.warmup_seconds, loadgen.MANIFEST_ACCEPT, header)
 
             def get_manifest(server: Server, _: int) -> float:
                 url = f"{server.url}/v2/bench/small/manifests/latest"
-                r = loadgen.wrk_get(url, s.connections, s.load_seconds, loadgen.MANIFEST_ACCEPT, credentials)
-                self.check(r, f"manifest GET with htpasswd {server.name}")
+                r = loadgen.wrk_get(url, s.connections, s.load_seconds, loadgen.MANIFEST_ACCEPT, header)
+                self.check(r, f"manifest GET with {label} {server.name}")
                 rps.add(server.name, r.rps)
                 p99.add(server.name, r.p99_ms)
                 return r.requests
 
-            self.interleaved(s.rounds, get_manifest, "manifest GET with htpasswd")
+            self.interleaved(s.rounds, get_manifest, f"manifest GET with {label}")
         finally:
             for server in self.pair:
                 server.stop()
@@ -652,6 +680,7 @@ def distribution_version() -> str:
 
 ORDER = [
     "manifest_rps", "manifest_p99", "manifest_idle_rps", "manifest_idle_p99", "auth_rps", "auth_p99",
+    "token_rps", "token_p99",
     "head_rps", "head_p99",
     "get1", "get8", "get1_share", "get8_share", "get1_bare", "get8_bare",
     "put", "patch", "push", "pull", "rss_worker", "rss_total",
@@ -750,6 +779,9 @@ def main() -> int:
     parser.add_argument(
         "--small-writes", action="store_true", help="only the small-write figures (small images, blobs, mounts, tags)"
     )
+    parser.add_argument(
+        "--auth", action="store_true", help="only the manifest GET figures: anonymous, htpasswd and bearer token"
+    )
     args = parser.parse_args()
     settings = Settings.quick() if args.quick else Settings.full()
     if args.rounds:
@@ -769,9 +801,14 @@ def main() -> int:
         with RssWatch(bench.pair) as rss:
             if args.small_writes:
                 bench.small_writes(rss)
+            elif args.auth:
+                bench.small_requests(rss)
+                bench.authenticated()
+                bench.bearer_token()
             else:
                 bench.small_requests(rss)
                 bench.authenticated()
+                bench.bearer_token()
                 bench.small_writes(rss)  # before the big blobs: their writeback would stall these fsyncs
                 bench.machine_ceilings()
                 bench.downloads()

@@ -43,6 +43,8 @@ class RegistryProcess:
     kind: str = field(default_factory=implementation)
     """"ours", or "distribution" for CNCF Distribution (default: `REGISTRY_UNDER_TEST`); tests that need the
     reference itself (say, to write a Distribution storage tree) ask for it here."""
+    tls: bool = False
+    """Set when `extra_config` gives `http.tls`: the URL is then https."""
     proc: subprocess.Popen | None = None
 
     @property
@@ -51,7 +53,7 @@ class RegistryProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def data_dir(self) -> Path:

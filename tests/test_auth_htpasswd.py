@@ -381,7 +381,7 @@ def _start(tmp_path: Path, config: dict[str, Any]) -> subprocess.CompletedProces
     ("auth", "message"),
     [
         ({"htpasswd": {"realm": "r", "path": "/nonexistent/htpasswd"}}, "auth.htpasswd.path"),
-        ({"token": {"realm": "https://auth.example/token"}}, "auth.token: token authentication is not supported yet"),
+        ({"token": {"realm": "https://auth.example/token", "service": "s", "issuer": "i"}}, "auth.token: no key"),
         ({"silly": {"realm": "r"}}, "auth.silly"),
         ({"keystone": {}}, "auth.keystone"),
         ({}, "auth"),
@@ -448,3 +448,19 @@ def test_skopeo_copy_and_inspect_with_credentials(server: RegistryProcess, tmp_p
         check=False,
     )
     assert other.returncode != 0
+
+
+def test_empty_basic_credentials_are_anonymous(server: RegistryProcess) -> None:
+    """containers/image (podman, skopeo) sends `Basic Og==` (an empty user and password) when it has none."""
+    repo = unique_repo("public/empty")
+    with as_user(server, "alice") as alice:
+        manifest = image_manifest(alice, repo)
+        push(alice, repo, manifest, "latest")
+    empty = {"Authorization": "Basic " + base64.b64encode(b":").decode()}
+    with httpx.Client(base_url=server.url, timeout=30, headers=empty) as anonymous:
+        response = anonymous.get(f"/v2/{repo}/manifests/latest", headers={"Accept": MANIFEST_ACCEPT})
+        assert response.content == manifest.body
+        assert_challenge(anonymous.post(f"/v2/{repo}/blobs/uploads/"))
+        assert_challenge(anonymous.get("/v2/team-a/app/tags/list"))
+    with httpx.Client(base_url=server.url, timeout=30, auth=("", "not empty")) as nobody:
+        assert_challenge(nobody.get(f"/v2/{repo}/tags/list"))

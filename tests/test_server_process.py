@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from prerequisites import EXAMPLE_DRIVER, EXAMPLE_DRIVER_INSTALL, require_module
 from registry_process import RegistryProcess, free_port, implementation
@@ -1065,3 +1067,81 @@ def test_config_output_cut_short_by_its_reader_is_no_error(tmp_path: Path) -> No
     assert result.stderr.strip().splitlines()[-1] == "0", result.stderr
     assert "Traceback" not in result.stderr
     assert "BrokenPipe" not in result.stderr
+
+
+def _served_name(port: int) -> str:
+    """The common name of the certificate a new connection is served."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw) as connection,
+    ):
+        der = connection.getpeercert(binary_form=True)
+    assert der is not None
+    common_name = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0]
+    return str(common_name.value)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_rereads_the_certificate(tmp_path: Path, workers: int) -> None:
+    """SIGHUP to the registry: every worker serves the new certificate to new connections; a certificate that
+    cannot be loaded is logged and the previous one stays in use."""
+    if not shutil.which("openssl"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("openssl is required in CI")
+        pytest.skip("openssl is not installed: apt-get install openssl")
+    for name in ("first", "second"):
+        _openssl(
+            *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}"),
+            *("-keyout", f"{name}.key", "-out", f"{name}.pem"),
+            cwd=tmp_path,
+        )
+    shutil.copy(tmp_path / "first.pem", tmp_path / "cert.pem")
+    shutil.copy(tmp_path / "first.key", tmp_path / "key.pem")
+    port = free_port()
+    tls = {"certificate": "cert.pem", "key": "key.pem"}
+    (tmp_path / "config.yml").write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}},
+                "http": {"addr": f"127.0.0.1:{port}", "workers": workers, "tls": tls},
+            }
+        )
+    )
+    log_path = tmp_path / "registry.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "docker_registry.server", "serve", "config.yml"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def names() -> set[str] | None:
+        """The names served to 8 new connections (spread over the workers by the kernel)."""
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            return {_served_name(port) for _ in range(8)}
+        except OSError:
+            return None
+
+    try:
+        assert wait_for(lambda: log_path.read_text().count("ready (pid") >= workers or None, 30, "the workers")
+        assert wait_for(names, 30, "the TLS registry") == {"first"}
+        shutil.copy(tmp_path / "second.pem", tmp_path / "cert.pem")
+        shutil.copy(tmp_path / "second.key", tmp_path / "key.pem")
+        os.kill(proc.pid, signal.SIGHUP)
+        assert wait_for(lambda: names() == {"second"} or None, 30, "the new certificate")
+        assert wait_for(lambda: log_path.read_text().count("cert.pem re-read") >= workers or None, 10, "")
+        (tmp_path / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n")
+        os.kill(proc.pid, signal.SIGHUP)
+        kept = "SIGHUP: keeping the certificate in use"
+        assert wait_for(lambda: log_path.read_text().count(kept) >= workers or None, 30, "the refusal")
+        assert names() == {"second"}
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0

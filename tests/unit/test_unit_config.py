@@ -431,7 +431,16 @@ def test_dump_leaves_ignored_keys_out_and_keeps_the_driver_section(tmp_path: Pat
         ({"http": {"tls": "on"}}, "http.tls: expected a mapping, got 'on'"),
         ({"storage": {"filesystem": {"rootdirectory": ""}}}, "storage.filesystem.rootdirectory: expected a non-empty"),
         ({"log": {"accesslog": {"disabled": True, "format": "json"}}}, "log.accesslog.format: unknown key"),
-        ({"auth": {"token": {"realm": "x"}}}, "auth.token: token authentication is not supported yet"),
+        ({"auth": {"token": {"realm": "x", "service": "s", "issuer": "i"}}}, "auth.token: no key to check tokens"),
+        (
+            {
+                "auth": {
+                    "htpasswd": {"path": "/etc/hostname"},
+                    "token": {"service": "s", "issuer": "i", "jwks": "/etc/hostname", "realm": "r"},
+                }
+            },
+            "auth: an auth section needs exactly one",
+        ),
         ({"auth": {"htpasswd": {"realm": "x"}}}, "auth.htpasswd.path: "),
         ({"auth": None}, "auth: an auth section needs a backend"),
         ({"access": [{"who": "a", "repositories": ["*"], "actions": ["pull"]}]}, "access: rules need an auth section"),

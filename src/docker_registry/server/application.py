@@ -20,8 +20,8 @@ from aiohttp.typedefs import Middleware
 from docker_registry.core.driver import Base, fetch
 from docker_registry.core.exceptions import ConfigError
 
-from .auth.middleware import Auth
 from .auth.middleware import middleware as auth_middleware
+from .auth.setup import create as create_auth
 from .config import Config
 from .http import body, v2
 from .http.context import CONFIG_KEY, GUARD_KEY, REGISTRY_KEY
@@ -79,9 +79,9 @@ def create_app(config: Config) -> web.Application:
     """The application for one worker; stores open in on_startup and close in on_cleanup."""
     body.reuse_buffer_memory()
     middlewares: list[Middleware] = [errors_middleware]
-    auth = Auth(config) if config.auth is not None else None
+    auth, token_service = create_auth(config) if config.auth is not None else (None, None)
     if auth is not None:  # after the error middleware, so its refusals render as the spec's JSON errors
-        middlewares.append(auth_middleware(auth))
+        middlewares.append(auth_middleware(auth, token_service.path if token_service else None))
     app = web.Application(
         middlewares=middlewares,
         client_max_size=CLIENT_MAX_SIZE,
@@ -103,6 +103,8 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(on_prepare)
     app.cleanup_ctx.append(_stores(config))
     v2.add_routes(app)
+    if token_service is not None:
+        app.router.add_route("*", token_service.path, token_service.handle)
     return app
 
 

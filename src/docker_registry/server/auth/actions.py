@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 from ..http.routing import Handler
 from ..http.v2 import blobs, catalog, manifests, referrers, uploads
 from .rules import DELETE, PULL, PUSH
@@ -36,3 +38,10 @@ SESSION_HANDLERS = frozenset({uploads.upload_status, uploads.patch_upload, uploa
 def required(handler: Handler) -> str:
     """A route missing here is refused to everyone (a new route must be given its action)."""
     return ACTIONS.get(handler, "")
+
+
+def same_owner(owner: str | None, user: str | None) -> bool:
+    """Whether `user` began the upload session `owner` began (None: anonymous), compared in constant time."""
+    if owner is None or user is None:
+        return owner is None and user is None
+    return hmac.compare_digest(owner.encode(), user.encode())

@@ -9,6 +9,8 @@ keyed by a keyed hash (HMAC with a per-process random key) of user and password,
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -103,6 +105,11 @@ class Htpasswd:
             self._users = {}
             log.error("htpasswd file unusable, every login fails until it is fixed: %s", exc)
 
+    def entry(self, user: str) -> bytes | None:
+        """The user's bcrypt hash as the file holds it now (the token service stamps refresh tokens with it)."""
+        self._refresh()
+        return self._users.get(user)
+
     async def verify(self, user: str, password: str) -> bool:
         self._refresh()
         key = hmac.new(self._key, user.encode() + b"\0" + password.encode(), hashlib.sha256).digest()
@@ -128,3 +135,17 @@ def _check(password: bytes, hashed: bytes) -> bool:
         return bcrypt.checkpw(password, hashed)
     except ValueError:
         return False
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """(user, password) of an `Authorization: Basic` header; None for another scheme or a malformed value.
+    `("", "")` is what containers/image (podman, skopeo) sends when it has no credentials: anonymous."""
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None

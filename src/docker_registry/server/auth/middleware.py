@@ -1,5 +1,5 @@
-"""The auth middleware: who the caller is (Basic credentials checked against the htpasswd file), what the route
-needs, whether a rule grants it, and, on an upload session, whether the caller began it.
+"""The auth middleware, and htpasswd mode: who the caller is (Basic credentials checked against the htpasswd file),
+what the route needs, whether a rule grants it, and, on an upload session, whether the caller began it.
 
 Runs after the error middleware, so its refusals render as the spec's JSON errors: 401 UNAUTHORIZED with the
 `WWW-Authenticate: Basic` challenge for a caller without valid credentials, 403 DENIED for a user lacking the right,
@@ -8,26 +8,22 @@ Runs after the error middleware, so its refusals render as the spec's JSON error
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
-
-from docker_registry.core.exceptions import ConfigError
 
 from ..config import Config
 from ..http.context import ACCESS, registry
 from ..http.routing import resolve
 from ..http.v2 import ROUTES
 from ..registry.errors import BLOB_UPLOAD_UNKNOWN, DENIED, TOOMANYREQUESTS, UNAUTHORIZED, RegistryError
-from .actions import CATALOG, LOGIN, SESSION_HANDLERS, required
-from .htpasswd import Htpasswd, HtpasswdError, load
+from .actions import CATALOG, LOGIN, SESSION_HANDLERS, required, same_owner
+from .htpasswd import Htpasswd, basic_credentials
 from .limiter import FailureLimiter
 from .rules import PULL, Rules
 
@@ -43,18 +39,6 @@ class RequestAccess:
 
     def may_pull(self, repository: str) -> bool:
         return self.rules.allows(self.user, repository, PULL)
-
-
-def _basic(header: str) -> tuple[str, str] | None:
-    scheme, _, encoded = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep and user else None
 
 
 class Auth:
@@ -78,12 +62,14 @@ class Auth:
         header = request.headers.get(hdrs.AUTHORIZATION)
         if header is None:
             return None
+        credentials = basic_credentials(header)
+        if credentials == ("", ""):
+            return None
         address = request.remote or ""
         left = self.limiter.blocked_for(address)
         if left > 0:
             retry = {"Retry-After": str(math.ceil(left))}
             raise RegistryError(TOOMANYREQUESTS, message="too many failed logins from this address", headers=retry)
-        credentials = _basic(header)
         if credentials is None:
             raise self._challenge(message="only Basic credentials are accepted")
         user, password = credentials
@@ -117,33 +103,27 @@ class Auth:
             raise RegistryError(DENIED, scope)
         if handler in SESSION_HANDLERS:
             upload = await registry(request).upload(params.name, params["uuid"])
-            if not _same_owner(upload.owner, user):  # as if there were no such session: ids are not for guessing
+            if not same_owner(upload.owner, user):  # as if there were no such session: ids are not for guessing
                 raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": params["uuid"]})
         request[ACCESS] = RequestAccess(user, self.rules)
 
 
-def _same_owner(owner: str | None, user: str | None) -> bool:
-    if owner is None or user is None:
-        return owner is None and user is None
-    return hmac.compare_digest(owner.encode(), user.encode())
+class Authenticator(Protocol):
+    """htpasswd (`Auth`) or token (`bearer.BearerAuth`) authentication: the guard every v2 request passes."""
+
+    async def guard(self, request: web.Request) -> None: ...
 
 
-def middleware(auth: Auth) -> Middleware:
+def middleware(auth: Authenticator, exempt: str | None) -> Middleware:
+    """Every request passes the guard but those to `exempt`, the token service's path: it authenticates its
+    callers itself."""
+
     @web.middleware
     async def auth_middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        await auth.guard(request)
+        if request.rel_url.raw_path != exempt:
+            await auth.guard(request)
         return await handler(request)
 
     return auth_middleware
-
-
-def check(config: Config) -> None:
-    """At start-up, before any worker: the htpasswd file must be readable and hold only bcrypt entries."""
-    if config.auth is None or config.auth.htpasswd is None:
-        return
-    try:
-        load(config.auth.htpasswd.path)
-    except HtpasswdError as exc:
-        raise ConfigError(f"auth.htpasswd.path: {exc}") from None

@@ -32,6 +32,7 @@ from .values import (
     Version,
     absolute_path,
     hide_password,
+    invalid,
     problem,
     split_addr,
 )
@@ -344,23 +345,117 @@ class HtpasswdSection(Section):
     )
 
 
+SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+"""Public-key algorithms only: `none` and the HMAC family (HS256...) would let anyone holding the public key, or
+nobody at all, sign a token."""
+
+
+def _signing_algorithms(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise invalid("a non-empty list of algorithms", value)
+    for algorithm in value:
+        if algorithm not in SIGNING_ALGORITHMS:
+            raise problem(f"{algorithm!r} is not accepted; choose among {', '.join(SIGNING_ALGORITHMS)}")
+    return list(dict.fromkeys(value))
+
+
+def _token_path(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise invalid("a path such as /auth/token", value)
+    path = value
+    if not path.startswith("/") or path.rstrip("/") in ("", "/v2") or path.startswith("/v2/") or "?" in path:
+        raise problem(f"{path!r} must be an absolute path outside /v2, such as /auth/token")
+    return path
+
+
+SigningAlgorithms = Annotated[list[str], PlainValidator(_signing_algorithms)]
+TokenPath = Annotated[str, PlainValidator(_token_path)]
+
+
+class TokenIssueSection(Section):
+    path: Annotated[TokenPath, OURS] = Field(
+        "/auth/token", description="where the built-in token service answers (outside /v2)"
+    )
+    key: Annotated[ReadableFile, OURS] = Field(
+        description="PEM private key the tokens are signed with (RSA: RS256, EC P-256: ES256, Ed25519: EdDSA); "
+        "the registry trusts it without `rootcertbundle`",
+    )
+    lifetime: Annotated[Duration, OURS] = Field(300.0, description="how long an access token is valid (`5m`)")
+    refreshlifetime: Annotated[Duration, OURS] = Field(
+        7 * 86400.0,
+        description="how long a refresh token (asked with `offline_token=true` or `access_type=offline`) is valid; "
+        "a changed password or a removed user ends it at once",
+    )
+    htpasswd: Annotated[ReadableFile | None, OURS] = Field(
+        None, description="the users (an htpasswd file of bcrypt entries); without it only anonymous tokens exist"
+    )
+    groups: Annotated[GroupMembers, OURS] = Field(
+        default_factory=dict,
+        description="map of group name to a list of users, for `access` rules with `who: group:<name>`",
+    )
+
+
+class TokenSection(Section):
+    realm: Text | None = Field(
+        None,
+        description="the token service's URL clients are sent to in the `Bearer` challenge; with `issue`, by default "
+        "the registry's own service at the address the client used",
+    )
+    service: Text = Field(description="the `service` of the challenge, and the audience every token must name")
+    issuer: Text = Field(description="the `iss` every token must carry (and the built-in service signs with)")
+    rootcertbundle: ReadableFile | None = Field(
+        None,
+        description="PEM certificates trusted to sign tokens: a token's `x5c` chain must end at one of them, or its "
+        "`kid` name one of their keys (the libtrust key id Distribution uses)",
+    )
+    jwks: ReadableFile | None = Field(
+        None, description="a JSON Web Key Set file: a token whose `kid` names one of its keys is checked with it"
+    )
+    signingalgorithms: SigningAlgorithms = Field(
+        list(SIGNING_ALGORITHMS),
+        description="the algorithms a token may be signed with; never `none` nor HMAC (the list, not the token's "
+        "header, decides)",
+    )
+    issue: Annotated[TokenIssueSection | None, OURS] = Field(
+        None, description="the built-in token service, so token authentication needs no other server"
+    )
+    autoredirect: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    autoredirectpath: Annotated[object, NOT_YET] = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _keys(self) -> TokenSection:
+        if self.rootcertbundle is None and self.jwks is None and self.issue is None:
+            raise problem("no key to check tokens with: give rootcertbundle, jwks, or issue (the built-in service)")
+        if self.realm is None and self.issue is None:
+            raise problem("realm is required (the URL of the token service clients are sent to)")
+        return self
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        return self.issue.groups if self.issue is not None else {}
+
+
 class AuthConfig(Section):
     htpasswd: HtpasswdSection | None = Field(
         None, description="Basic authentication against an htpasswd file; without `auth` the registry is open"
     )
-    # Ignoring any of these would serve everyone what the operator meant to protect: refuse to start instead.
-    token: Annotated[object, Refused("token authentication is not supported yet")] = Field(
-        None, exclude=True, validate_default=False
+    token: TokenSection | None = Field(
+        None, description="bearer tokens (Docker's token authentication), from an external or the built-in service"
     )
+    # Ignoring this would serve everyone what the operator meant to protect: refuse to start instead.
     silly: Annotated[object, Refused("not supported; use auth.htpasswd")] = Field(
         None, exclude=True, validate_default=False
     )
 
     @model_validator(mode="after")
     def _one(self) -> AuthConfig:
-        if self.htpasswd is None:
-            raise problem("an auth section needs a backend: auth.htpasswd (token is not supported yet)")
+        if (self.htpasswd is None) == (self.token is None):
+            raise problem("an auth section needs exactly one backend: auth.htpasswd or auth.token")
         return self
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        return self.htpasswd.groups if self.htpasswd is not None else self.token.groups if self.token else {}
 
 
 class AccessRule(Section):
@@ -438,14 +533,16 @@ class Config(Section):
                 raise problem(f"http.workers: the inmemory storage driver needs 1 worker, got {self.http.workers}")
             self.http.workers = 1
         if "auth" in self.model_fields_set and self.auth is None:  # `auth:` alone: asked for, but for nothing
-            raise problem("auth: an auth section needs a backend: auth.htpasswd (token is not supported yet)")
+            raise problem("auth: an auth section needs a backend: auth.htpasswd or auth.token")
         if self.access and self.auth is None:
-            raise problem("access: rules need an auth section (auth.htpasswd)")
-        groups = self.auth.htpasswd.groups if self.auth is not None and self.auth.htpasswd is not None else {}
+            raise problem("access: rules need an auth section (auth.htpasswd, or auth.token.issue)")
+        if self.access and self.auth is not None and self.auth.token is not None and self.auth.token.issue is None:
+            raise problem("access: with an external token service the rules are its business; remove them")
+        groups = self.auth.groups if self.auth is not None else {}
         for number, rule in enumerate(self.access):
             if rule.who.startswith("group:") and rule.who.removeprefix("group:") not in groups:
                 raise problem(
-                    f"access[{number}].who: no group {rule.who.removeprefix('group:')!r} in auth.htpasswd.groups"
+                    f"access[{number}].who: no group {rule.who.removeprefix('group:')!r} in the auth section's groups"
                 )
         self._notices = list(notices(self))
         return self

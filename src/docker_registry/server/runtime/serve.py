@@ -15,7 +15,7 @@ from docker_registry.core.driver import fetch
 from docker_registry.core.exceptions import ConfigError
 
 from ..application import build_driver, prepare
-from ..auth.middleware import check as check_auth
+from ..auth.setup import check as check_auth
 from ..config import Config, hide_password
 from ..store.engine import database_url
 from . import logs, tls

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import socket
 import threading
@@ -64,6 +65,8 @@ class Supervisor:
         self.deaths: deque[float] = deque()
         self.loop_reported = 0.0
         self.signals = 0
+        self.hangups = 0
+        """SIGHUPs received and not yet passed on to the workers."""
         self.wake_reader, self.wake_writer = socket.socketpair()
 
     def run(self) -> int:
@@ -72,6 +75,7 @@ class Supervisor:
         # The wakeup fd turns a signal into readable bytes, so one wait() covers signals and worker deaths.
         previous_fd = signal.set_wakeup_fd(self.wake_writer.fileno())
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         try:
             for index in range(self.count):
                 if self.signals:
@@ -88,6 +92,17 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.signals += 1
+
+    def _on_hangup(self, signum: int, frame: object) -> None:
+        self.hangups += 1
+
+    def _pass_hangup(self) -> None:
+        """Each worker re-reads the TLS certificate itself (see `tls.ReloadableTLS`)."""
+        self.hangups = 0
+        for process in self.workers.values():
+            if process.pid is not None and process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
 
     def _start(self, index: int) -> None:
         """Start a worker with the stop signals blocked (the child unblocks them, see `worker_main`)."""
@@ -120,6 +135,8 @@ class Supervisor:
             self._wait(None if due is None else max(due - time.monotonic(), 0))
             if self.signals:
                 break
+            if self.hangups:
+                self._pass_hangup()
             for index, process in list(self.workers.items()):
                 if process.is_alive():
                     continue

@@ -1,12 +1,21 @@
-"""In-process TLS for simple setups (http.tls). It disables sendfile: for speed, terminate TLS in front instead."""
+"""In-process TLS for simple setups (http.tls). It disables sendfile: for speed, terminate TLS in front instead.
+
+The certificate is read again on SIGHUP (`ReloadableTLS`): the listening socket keeps its context, whose SNI
+callback, which OpenSSL runs in every handshake (with or without a server name), hands each new connection the
+newest context. Connections already open keep the certificate they were made with. A certificate that cannot be
+loaded is logged and the previous one stays in use.
+"""
 
 from __future__ import annotations
 
+import logging
 import ssl
 
 from docker_registry.core.exceptions import ConfigError
 
 from ..config import HTTPConfig
+
+log = logging.getLogger(__name__)
 
 MINIMUM_VERSIONS = {"tls1.2": ssl.TLSVersion.TLSv1_2, "tls1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -30,3 +39,31 @@ def server_context(http: HTTPConfig) -> ssl.SSLContext | None:
             except (OSError, ssl.SSLError) as exc:
                 raise ConfigError(f"http.tls.clientcas: cannot load {authority!r}: {exc}") from None
     return context
+
+
+class ReloadableTLS:
+    """The listening context of a worker, and the newest certificate loaded for it."""
+
+    def __init__(self, http: HTTPConfig) -> None:
+        self.http = http
+        context = server_context(http)
+        assert context is not None, "only built when http.tls is configured"
+        self.listening = self.current = context
+        context.sni_callback = self._pick
+
+    def _pick(self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        current = self.current
+        if current is not context:
+            connection.context = current
+
+    def reload(self) -> bool:
+        """Read certificate and key again; on failure keep serving the previous ones."""
+        try:
+            context = server_context(self.http)
+        except ConfigError as exc:
+            log.error("SIGHUP: keeping the certificate in use: %s", exc)
+            return False
+        assert context is not None
+        self.current = context
+        log.info("SIGHUP: certificate %s re-read; new connections use it", self.http.tls_certificate)
+        return True

@@ -53,6 +53,8 @@ def worker_main(config: Config, index: int, inherited: tuple[socket.socket, ...]
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Ctrl-C reaches the whole process group; the master alone decides and sends each worker a SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGHUP re-reads the certificate once serving (`_serve_app`); until then it must not end the worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     for sock in inherited:
         sock.close()
@@ -112,6 +114,11 @@ async def _serve_app(
         # Only a process about to serve has anything to drain: until here a stop signal keeps its default action.
         for signum in stop_signals:
             loop.add_signal_handler(signum, stop.set)
+        certificates = tls.ReloadableTLS(config.http) if config.http.tls_certificate else None
+        if certificates is not None:
+            loop.add_signal_handler(signal.SIGHUP, certificates.reload)
+        else:
+            loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: nothing to re-read (no http.tls)"))
         site = GuardedSite(
             runner,
             host,
@@ -123,7 +130,7 @@ async def _serve_app(
                 max_connections=config.http.maxconnections,
             ),
             reuse_port=reuse_port,
-            ssl_context=tls.server_context(config.http),
+            ssl_context=certificates.listening if certificates is not None else None,
         )
         await site.start()
     except Exception as exc:  # whatever it is, it happens again on restart: report it once, cleanly
