@@ -20,6 +20,7 @@ from aiohttp.typedefs import Middleware
 from docker_registry.core.driver import Base, fetch
 from docker_registry.core.exceptions import ConfigError
 
+from . import v1
 from .auth.middleware import Auth
 from .auth.middleware import middleware as auth_middleware
 from .config import Config
@@ -103,6 +104,8 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(on_prepare)
     app.cleanup_ctx.append(_stores(config))
     v2.add_routes(app)
+    if config.v1.enabled:
+        v1.add_routes(app)
     return app
 
 

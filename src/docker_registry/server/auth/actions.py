@@ -11,6 +11,9 @@ LOGIN = "login"
 CATALOG = "catalog"
 """`/v2/_catalog`: any caller who may pull something; the list is filtered to what they may pull."""
 
+OPEN = "open"
+"""Anyone, with or without credentials: the v1 ping and sign-up, as the original served them."""
+
 ACTIONS: dict[Handler, str] = {
     manifests.get_manifest: PULL,
     manifests.put_manifest: PUSH,
@@ -36,3 +39,18 @@ SESSION_HANDLERS = frozenset({uploads.upload_status, uploads.patch_upload, uploa
 def required(handler: Handler) -> str:
     """A route missing here is refused to everyone (a new route must be given its action)."""
     return ACTIONS.get(handler, "")
+
+
+V1_ACTIONS = {"GET": PULL, "HEAD": PULL, "PUT": PUSH, "POST": PUSH, "DELETE": DELETE}
+"""The legacy v1 API (its handlers live in a feature this one may not import, so its routes are told by path and
+method): reads pull, writes push, deletes delete. Image routes name no repository: see `Auth.guard`."""
+
+
+def required_v1(method: str, path: str) -> str:
+    if path in ("/_ping", "/v1/_ping"):
+        return OPEN
+    if path.startswith("/v1/users"):
+        return OPEN if method == "POST" else LOGIN
+    if path == "/v1/search":
+        return CATALOG
+    return V1_ACTIONS.get(method, "")

@@ -1,0 +1,144 @@
+"""Repositories as the v1 API sees them, without HTTP: tags (one namespace with v2's), index images, properties,
+deletion and search.
+
+A v1 tag PUT builds the bridge manifest of the image chain and points the v2 tag at it, then records which v1
+image that manifest stands for. Whichever API wrote a tag last owns it: a v2 push replaces a v1 tag of the same
+name (v1 clients then no longer see it), and a v1 PUT replaces a v2 tag.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from ..registry import names
+from ..registry.service import Registry
+from . import bridge
+from .images import V1Images, check_image_id
+from .responses import V1Error
+
+DEFAULT_TAG_JSON = {
+    "last_update": None,
+    "docker_version": None,
+    "docker_go_version": None,
+    "arch": "amd64",
+    "os": "linux",
+    "kernel": None,
+}
+_USER_AGENT_PART = re.compile(r"([^\s/]+)/([^\s/]+)")
+
+
+def repository_name(name: str) -> str:
+    """The repository a v1 path names: a name without a namespace is `library/<name>`, as in the original."""
+    return name if "/" in name else names.check_name(f"library/{name}")
+
+
+def check_tag(tag: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+        raise V1Error("Invalid tag name: up to 128 ASCII letters, digits, '_', '.' or '-', not starting with . or -")
+    return tag
+
+
+def tag_json(user_agent: str) -> str:
+    """What the original recorded about a tag push, read from the engine's User-Agent."""
+    properties: dict[str, Any] = {"last_update": int(time.time())}
+    parts = dict(_USER_AGENT_PART.findall(user_agent))
+    if "docker" in parts:
+        properties["docker_version"] = parts["docker"]
+    if "go" in parts:
+        properties["docker_go_version"] = parts["go"]
+    for key in ("arch", "kernel", "os"):
+        if key in parts:
+            properties[key] = parts[key].lower()
+    return json.dumps(properties)
+
+
+class V1Repositories:
+    def __init__(self, registry: Registry, images: V1Images) -> None:
+        self.registry = registry
+        self.store = registry.store
+        self.images = images
+
+    async def tags(self, repository: str) -> dict[str, str]:
+        found = await self.store.read(self.store.sync.v1_tags, repository)
+        if found is None:
+            raise V1Error("Repository not found", 404)
+        return {name: image_id for name, (image_id, _) in sorted(found.items())}
+
+    async def tag(self, repository: str, tag: str) -> tuple[str, str]:
+        """The tag's image id and json."""
+        found = await self.store.read(self.store.sync.v1_tags, repository)
+        if not found or tag not in found:
+            raise V1Error("Tag not found", 404)
+        return found[tag]
+
+    async def tag_json(self, repository: str, tag: str) -> dict[str, Any]:
+        found = await self.store.read(self.store.sync.v1_tags, repository) or {}
+        if tag not in found:
+            return dict(DEFAULT_TAG_JSON)
+        recorded: dict[str, Any] = json.loads(found[tag][1])
+        return {**DEFAULT_TAG_JSON, **recorded}
+
+    async def put_tag(self, repository: str, tag: str, image_id: str, user_agent: str) -> None:
+        check_image_id(image_id)
+        image = await self.images.get(image_id)
+        if image is None:
+            raise V1Error("Image not found", 404)
+        if not image.complete:
+            raise V1Error("Image is being uploaded, retry later")
+        chain = await self.images.chain(image)
+        digest = await bridge.publish(self.registry, repository, tag, chain)
+        await self.store.write(self.store.sync.put_v1_tag, repository, tag, digest, image_id, tag_json(user_agent))
+
+    async def delete_tag(self, repository: str, tag: str) -> None:
+        deleted = await self.store.write(self.store.sync.delete_v1_tags, repository, [tag])
+        self.registry.cache.clear()
+        if not deleted:
+            raise V1Error(f"Tag not found: {tag}", 404)
+
+    async def delete_repository(self, repository: str) -> None:
+        deleted = await self.store.write(self.store.sync.delete_v1_repository, repository)
+        self.registry.cache.clear()
+        if not deleted:
+            raise V1Error("Repository not found", 404)
+
+    async def index_images(self, repository: str) -> list[dict[str, str]]:
+        found = await self.store.read(self.store.sync.v1_index_images, repository)
+        if found is None:
+            raise V1Error("images not found", 404)
+        return found
+
+    async def put_index_images(self, repository: str, raw: bytes) -> None:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise V1Error("Error Decoding JSON") from None
+        if not isinstance(data, list):
+            raise V1Error("Invalid data")
+        entries: list[tuple[str, str | None]] = []
+        for item in data:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                raise V1Error('Invalid data: a list of {"id": ..., "checksum": ...} expected')
+            checksum = item.get("checksum")
+            if checksum is not None and (not isinstance(checksum, str) or len(checksum) > 200):
+                raise V1Error("Invalid checksum")
+            entries.append((check_image_id(item["id"]), checksum or None))
+        await self.store.write(self.store.sync.put_v1_index_images, repository, entries)
+
+    async def properties(self, repository: str) -> dict[str, str]:
+        found = await self.store.read(self.store.sync.v1_properties, repository)
+        return found or {"access": "public"}
+
+    async def put_properties(self, repository: str, raw: bytes) -> None:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            data = None
+        if not data or not isinstance(data, dict) or data.get("access") not in ("public", "private"):
+            raise V1Error('Invalid data: {"access": "public"} or {"access": "private"} expected')
+        await self.store.write(self.store.sync.put_v1_properties, repository, {"access": data["access"]})
+
+    async def search(self, term: str) -> list[tuple[str, str]]:
+        return await self.store.read(self.store.sync.search_repositories, term)
