@@ -108,7 +108,9 @@ def test_layer_ranges_and_conditional_gets(client: httpx.Client) -> None:
     assert beyond.headers["Content-Range"] == f"bytes */{size}"
     assert "error" in beyond.json()
     for path in ("layer", "json", "ancestry"):
-        cached = client.get(f"/v1/images/{image_id}/{path}", headers={"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"})
+        cached = client.get(
+            f"/v1/images/{image_id}/{path}", headers={"If-Modified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"}
+        )
         expect(cached, 304)
         assert cached.content == b""
         assert "max-age" in cached.headers["Cache-Control"]
@@ -128,7 +130,9 @@ def test_files_listing_of_plain_gzip_and_xz_layers_with_whiteouts(client: httpx.
     repo = f"team/{unique_repo()}"
     for compression in ("none", "gzip", "xz"):
         base = image({"etc/passwd": b"root:x:0:0", "etc/group": b"root:x:0:"}, compression=compression)
-        top = image({"etc/hosts": b"127.0.0.1 localhost"}, base, deleted=("etc/group", ".secret"), compression=compression)
+        top = image(
+            {"etc/hosts": b"127.0.0.1 localhost"}, base, deleted=("etc/group", ".secret"), compression=compression
+        )
         push(client, repo, [base, top])
         listing = expect(client.get(f"/v1/images/{top.id}/files"), 200).json()
         by_path = {entry[0]: entry for entry in listing}

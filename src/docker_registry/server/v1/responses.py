@@ -40,5 +40,6 @@ def error(message: str, status: int = 400, headers: dict[str, str] | None = None
 
 
 def from_registry_error(e: RegistryError) -> web.Response:
-    """An error of the layers below (a bad name, a 416 range, a short body, a busy database) in the v1 shape."""
-    return error(e.message, e.status, e.headers)
+    """An error of the layers below (a bad name, a 416 range, a short body, a busy database) in the v1 shape; a
+    detail given as text says more than the code's message (`UNSUPPORTED`: "the registry is in read-only mode")."""
+    return error(e.detail if isinstance(e.detail, str) else e.message, e.status, e.headers)
