@@ -160,3 +160,31 @@ def pull(client: httpx.Client, repository: str, tag: str = "latest") -> list[tup
         assert len(layer) == size
         pulled.append((answer.json(), layer))
     return pulled
+
+
+def rootfs(images: list[V1TestImage]) -> dict[str, bytes]:
+    """The root filesystem (regular files) a chain given root first unpacks to: layers in order, whiteouts applied."""
+    files: dict[str, bytes] = {}
+    for each in images:
+        for path in each.deleted:
+            files.pop(path, None)
+        files.update(each.files)
+    return files
+
+
+def unpack(layers: list[bytes]) -> dict[str, bytes]:
+    """Regular files of layer tars (any compression tarfile reads) applied in order, whiteouts honoured: what a
+    client that pulled the layers would have on disk."""
+    files: dict[str, bytes] = {}
+    for layer in layers:
+        with tarfile.open(fileobj=io.BytesIO(layer), mode="r:*") as tar:
+            for member in tar:
+                path = os.path.normpath(member.name.removeprefix("./")).lstrip("/")
+                directory, base = os.path.split(path)
+                if base.startswith(".wh."):
+                    files.pop(os.path.join(directory, base[4:]), None)
+                elif member.isfile():
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None
+                    files[path] = extracted.read()
+    return files
