@@ -188,3 +188,52 @@ def unpack(layers: list[bytes]) -> dict[str, bytes]:
                     assert extracted is not None
                     files[path] = extracted.read()
     return files
+
+
+def write_original_tree(
+    root: os.PathLike[str] | str,
+    images: list[V1TestImage],
+    tags: dict[str, dict[str, V1TestImage]],
+    *,
+    in_progress: tuple[V1TestImage, ...] = (),
+    without_layer: tuple[V1TestImage, ...] = (),
+) -> None:
+    """A storage tree as the original registry wrote it: `images/<id>/{json,layer,ancestry,_checksum}` (a push in
+    progress has `_inprogress` and no `_checksum`; an image may lack its layer) and
+    `repositories/<ns>/<repo>/{tag_<name>,tag<name>_json,_index_images,json}`."""
+    by_id = {i.id: i for i in images}
+    for each in images:
+        directory = os.path.join(root, "images", each.id)
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "json"), "wb") as f:
+            f.write(each.json)
+        ancestry, current = [], each
+        while True:
+            ancestry.append(current.id)
+            if current.parent is None:
+                break
+            current = by_id[current.parent]
+        with open(os.path.join(directory, "ancestry"), "w") as f:
+            json.dump(ancestry, f)
+        if each not in without_layer:
+            with open(os.path.join(directory, "layer"), "wb") as f:
+                f.write(each.layer)
+        if each in in_progress:
+            with open(os.path.join(directory, "_inprogress"), "w") as f:
+                f.write("true")
+        else:
+            with open(os.path.join(directory, "_checksum"), "w") as f:
+                json.dump([each.checksum, "tarsum+sha256:" + "0" * 64], f)
+    for repository, repository_tags in tags.items():
+        directory = os.path.join(root, "repositories", repository)
+        os.makedirs(directory, exist_ok=True)
+        described = json.dumps({"last_update": 1433160000, "docker_version": "1.6.2", "arch": "amd64", "os": "linux"})
+        for tag, each in repository_tags.items():
+            with open(os.path.join(directory, f"tag_{tag}"), "w") as f:
+                f.write(each.id)
+            with open(os.path.join(directory, f"tag{tag}_json"), "w") as f:
+                f.write(described)
+        with open(os.path.join(directory, "_index_images"), "w") as f:
+            json.dump([{"id": i.id} for i in {i.id: i for i in repository_tags.values()}.values()], f)
+        with open(os.path.join(directory, "json"), "w") as f:
+            f.write(described)

@@ -7,6 +7,7 @@ Nothing below imports this module; features (auth, GC, proxy, metrics, ...) are 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -135,22 +136,30 @@ def _as_list(values: object) -> list[str]:
     return [str(v) for v in values] if isinstance(values, list | tuple) else [str(values)]
 
 
+@contextlib.asynccontextmanager
+async def open_registry(config: Config) -> AsyncIterator[Registry]:
+    """The registry logic over the configured database and storage driver, closed on leaving: what a worker
+    serves, and what maintenance commands (`import`) work on."""
+    url = database_url(config)
+    database = config.database
+    engine = create_engine(url, database.locktimeout, pool_size=database.readthreads + 2)
+    store = AsyncMetadataStore(
+        MetadataStore(engine, database.locktimeout, gate_for(url), reserve_for(url)), database.readthreads
+    )
+    watcher = ChangeWatcher(url)
+    driver = build_driver(config)
+    try:
+        yield Registry(store, driver, RegistryCache(watcher))
+    finally:
+        await driver.close()
+        watcher.close()
+        store.close()
+
+
 def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def stores(app: web.Application) -> AsyncIterator[None]:
-        url = database_url(config)
-        database = config.database
-        engine = create_engine(url, database.locktimeout, pool_size=database.readthreads + 2)
-        store = AsyncMetadataStore(
-            MetadataStore(engine, database.locktimeout, gate_for(url), reserve_for(url)), database.readthreads
-        )
-        watcher = ChangeWatcher(url)
-        driver = build_driver(config)
-        app[REGISTRY_KEY] = Registry(store, driver, RegistryCache(watcher))
-        try:
+        async with open_registry(config) as logic:
+            app[REGISTRY_KEY] = logic
             yield
-        finally:
-            await driver.close()
-            watcher.close()
-            store.close()
 
     return stores

@@ -110,10 +110,7 @@ class V1Images:
             await self._remove_scratch(scratch)
             raise
         digest = digests.blob.digest()
-        try:
-            await self._publish(scratch, digest)
-        finally:
-            await self._remove_scratch(scratch)
+        await self.publish(scratch, digest)
         recorded = await self.store.write(
             self.store.sync.put_v1_layer,
             image_id,
@@ -126,8 +123,15 @@ class V1Images:
         if not recorded:  # completed, or its json pushed again, while this layer streamed in
             raise V1Error("Image changed while its layer was uploaded; push it again", 409)
 
+    async def publish(self, scratch: str, digest: Digest) -> None:
+        """Move bytes written to `scratch` and hashed to `digest` to the blob's place, unless a copy is there
+        already (content-addressed); the scratch area is removed either way."""
+        try:
+            await self._publish(scratch, digest)
+        finally:
+            await self._remove_scratch(scratch)
+
     async def _publish(self, scratch: str, digest: Digest) -> None:
-        """Move the verified bytes to the blob's place, unless a copy is there already (content-addressed)."""
         try:
             await self.driver.stat(blob_path(digest))
             if await self.store.known_blob_size(digest) is not None:

@@ -81,7 +81,8 @@ class V1Repositories:
         recorded: dict[str, Any] = json.loads(found[tag][1])
         return {**DEFAULT_TAG_JSON, **recorded}
 
-    async def put_tag(self, repository: str, tag: str, image_id: str, user_agent: str) -> None:
+    async def put_tag(self, repository: str, tag: str, image_id: str, described: str) -> None:
+        """Point the tag at the image (through the bridge manifest of its chain); `described` is the tag's json."""
         check_image_id(image_id)
         image = await self.images.get(image_id)
         if image is None:
@@ -90,7 +91,7 @@ class V1Repositories:
             raise V1Error("Image is being uploaded, retry later")
         chain = await self.images.chain(image)
         digest = await bridge.publish(self.registry, repository, tag, chain)
-        await self.store.write(self.store.sync.put_v1_tag, repository, tag, digest, image_id, tag_json(user_agent))
+        await self.store.write(self.store.sync.put_v1_tag, repository, tag, digest, image_id, described)
 
     async def delete_tag(self, repository: str, tag: str) -> None:
         deleted = await self.store.write(self.store.sync.delete_v1_tags, repository, [tag])
