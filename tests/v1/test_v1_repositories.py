@@ -75,6 +75,15 @@ def test_properties(client: httpx.Client) -> None:
     assert expect(client.get(f"/v1/repositories/{name}/properties"), 200).json() == {"access": "public"}
     expect(client.put(f"/v1/repositories/{name}/properties", json={"access": "private"}), 200)
     assert expect(client.get(f"/v1/repositories/{name}/properties"), 200).json() == {"access": "private"}
+    # ours: a description, which search matches
+    word = unique_repo("described")
+    described = {"access": "public", "description": f"the {word} service"}
+    expect(client.put(f"/v1/repositories/{name}/properties", json=described), 200)
+    assert expect(client.get(f"/v1/repositories/{name}/properties"), 200).json() == described
+    found = expect(client.get("/v1/search", params={"q": word}), 200).json()
+    assert found["results"] == [{"name": name, "description": f"the {word} service"}]
+    answer = client.put(f"/v1/repositories/{name}/properties", json={"access": "public", "description": 5})
+    assert "description" in expect(answer, 400).json()["error"]
 
 
 def test_index_images_merge_and_keep_checksums(client: httpx.Client) -> None:

@@ -325,15 +325,18 @@ class V1Queries(StoreBase):
         return self._write(delete)
 
     # --- properties and search -------------------------------------------------------------------------------
-    def v1_properties(self, repository: str) -> dict[str, str] | None:
-        query = sa.select(v1_repositories.c.properties).where(v1_repositories.c.repository_id == REPOSITORY_ID_OF)
-        found: str | None = self._scalar(query, {"repository": repository})
-        return None if found is None else json.loads(found)
+    def v1_properties(self, repository: str) -> tuple[dict[str, str], str] | None:
+        """The repository's properties and description; None if none were set."""
+        query = sa.select(v1_repositories.c.properties, v1_repositories.c.description).where(
+            v1_repositories.c.repository_id == REPOSITORY_ID_OF
+        )
+        row = self._read(lambda conn: conn.execute(query, {"repository": repository}).first())
+        return None if row is None else (json.loads(row.properties), row.description)
 
-    def put_v1_properties(self, repository: str, properties: dict[str, str]) -> None:
+    def put_v1_properties(self, repository: str, properties: dict[str, str], description: str = "") -> None:
         def put(conn: sa.Connection) -> None:
             repo_id = self._repository_id(conn, repository, time.time())
-            params = {"repository_id": repo_id, "properties": json.dumps(properties), "description": ""}
+            params = {"repository_id": repo_id, "properties": json.dumps(properties), "description": description}
             conn.execute(_UPSERT_PROPERTIES[self._dialect], params)
 
         self._write(put)

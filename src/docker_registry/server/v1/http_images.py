@@ -10,7 +10,7 @@ import time
 from aiohttp import hdrs, web
 
 from ..http import body, files
-from ..http.context import registry, require_space, require_writable
+from ..http.context import config, registry, require_space, require_writable
 from ..http.ranges import byte_range
 from ..http.routing import Params
 from ..registry.errors import SIZE_INVALID, RegistryError
@@ -112,7 +112,12 @@ async def get_layer(request: web.Request, params: Params) -> web.StreamResponse:
         "Accept-Ranges": "bytes",
         "Content-Type": "application/octet-stream",
     }
-    local = registry(request).blob_local_path(image.layer_digest)
+    logic = registry(request)
+    if config(request).storage.redirect:
+        url = await logic.blob_redirect_url(image.layer_digest)
+        if url:  # the driver serves the bytes itself (S3, a CDN), as the original redirected
+            return web.Response(status=302, headers={**LEGACY_HEADERS, "Location": url})
+    local = logic.blob_local_path(image.layer_digest)
     if local is not None:
         if not os.path.isfile(local):  # noqa: ASYNC240  (one stat of a hot inode: cheaper than a thread hop)
             raise V1Error("Image layer missing from storage", 404)

@@ -27,6 +27,7 @@ DEFAULT_TAG_JSON = {
     "os": "linux",
     "kernel": None,
 }
+DESCRIPTION_MAX = 1000
 _USER_AGENT_PART = re.compile(r"([^\s/]+)/([^\s/]+)")
 
 
@@ -129,17 +130,26 @@ class V1Repositories:
         await self.store.write(self.store.sync.put_v1_index_images, repository, entries)
 
     async def properties(self, repository: str) -> dict[str, str]:
+        """`{"access": ...}`, and the description when one was set."""
         found = await self.store.read(self.store.sync.v1_properties, repository)
-        return found or {"access": "public"}
+        if found is None:
+            return {"access": "public"}
+        properties, description = found
+        return {**properties, "description": description} if description else properties
 
     async def put_properties(self, repository: str, raw: bytes) -> None:
+        """The original's `{"access": "public"|"private"}`, plus (ours) an optional `description` that search
+        matches (the original's search index never stored one)."""
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             data = None
         if not data or not isinstance(data, dict) or data.get("access") not in ("public", "private"):
             raise V1Error('Invalid data: {"access": "public"} or {"access": "private"} expected')
-        await self.store.write(self.store.sync.put_v1_properties, repository, {"access": data["access"]})
+        description = data.get("description", "")
+        if not isinstance(description, str) or len(description) > DESCRIPTION_MAX:
+            raise V1Error(f"Invalid description: text of at most {DESCRIPTION_MAX} characters expected")
+        await self.store.write(self.store.sync.put_v1_properties, repository, {"access": data["access"]}, description)
 
     async def search(self, term: str) -> list[tuple[str, str]]:
         return await self.store.read(self.store.sync.search_repositories, term)
