@@ -63,7 +63,10 @@ _UPSERT_PROPERTIES = per_dialect(
             properties=sa.bindparam("properties"),
             description=sa.bindparam("description"),
         )
-    ).on_conflict_do_update(index_elements=["repository_id"], set_={"properties": statement.excluded.properties})
+    ).on_conflict_do_update(
+        index_elements=["repository_id"],
+        set_={"properties": statement.excluded.properties, "description": statement.excluded.description},
+    )
 )
 _LIVE_V1_TAGS = (
     sa.select(v1_tags.c.name, v1_tags.c.image_id, v1_tags.c.json)
