@@ -8,7 +8,7 @@ import hashlib
 import httpx
 
 from registry_api import unique_repo
-from v1_engine import ENGINE_AGENT, chain, expect, image, pull, push
+from v1_engine import ENGINE_AGENT, chain, expect, image, pull, push, push_image
 
 
 def test_ping_answers_as_the_original_did(client: httpx.Client) -> None:
@@ -142,3 +142,24 @@ def test_files_listing_of_plain_gzip_and_xz_layers_with_whiteouts(client: httpx.
         assert by_path["/.secret"][2] is True
         assert not any(".wh." in path for path in by_path)
         assert by_path["/etc/hosts"][4:] == [1_400_000_000, 0o644, 0, 0]
+
+
+def test_an_empty_layer_is_an_empty_200(client: httpx.Client) -> None:
+    """The original answered 416 for a layer of no bytes."""
+    empty = image({})
+    empty.layer = b""
+    push(client, f"team/{unique_repo()}", [empty])
+    answer = expect(client.get(f"/v1/images/{empty.id}/layer"), 200)
+    assert answer.content == b""
+    assert answer.headers["Content-Length"] == "0"
+    assert expect(client.get(f"/v1/images/{empty.id}/json"), 200).headers["X-Docker-Size"] == "0"
+
+
+def test_a_broken_gzip_layer_is_served_but_cannot_be_tagged(client: httpx.Client) -> None:
+    broken = image({"f": b"x" * 1000})
+    broken.layer = broken.layer[:-20]  # the gzip stream stops before its end
+    name = f"team/{unique_repo()}"
+    push_image(client, broken)
+    assert expect(client.get(f"/v1/images/{broken.id}/layer"), 200).content == broken.layer
+    answer = expect(client.put(f"/v1/repositories/{name}/tags/latest", json=broken.id), 400)
+    assert "not a valid compressed tar" in answer.json()["error"]

@@ -189,10 +189,6 @@ class V1Queries(StoreBase):
         )
         return self._write(lambda conn: conn.execute(statement).rowcount > 0)
 
-    def set_v1_diff_id(self, image_id: str, diff_id: Digest) -> None:
-        statement = v1_images.update().where(v1_images.c.id == image_id).values(diff_id=str(diff_id))
-        self._write(lambda conn: conn.execute(statement))
-
     def import_v1_image(self, image: V1Image) -> bool:
         """An image read from an original registry's storage; False (nothing changed) if one with that id is
         there already, complete, or incomplete and the imported one is not complete either."""

@@ -7,7 +7,6 @@ the payload checksum and the diff_id in the same pass), so the v2 API and the br
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import re
 import uuid
@@ -21,7 +20,7 @@ from ..registry.service import Registry
 from ..store.models import V1Image
 from ..store.v1 import PutJson
 from . import tarfiles
-from .layers import LayerDigests, diff_id_of
+from .layers import LayerDigests
 from .responses import V1Error
 
 IMAGE_ID = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{16})$")
@@ -160,8 +159,8 @@ class V1Images:
             raise V1Error("Image changed while its checksum was checked; push it again", 409)
 
     async def chain(self, image: V1Image) -> list[V1Image]:
-        """The image and its ancestors (top first), each complete, each with its diff_id (computed and stored
-        now for images that lack one, such as imported ones)."""
+        """The image and its ancestors (top first), each complete, each with its diff_id (which only a layer whose
+        compressed stream is broken lacks: such an image cannot be bridged to v2, so it cannot be tagged)."""
         found = await self.store.read(self.store.sync.v1_images, image.ancestry)
         chain = []
         for image_id in image.ancestry:
@@ -169,20 +168,9 @@ class V1Images:
             if ancestor is None or not ancestor.complete or ancestor.layer_digest is None:
                 raise V1Error(f"Image {image_id} of the ancestry is not complete")
             if ancestor.diff_id is None:
-                ancestor = await self._with_diff_id(ancestor)
+                raise V1Error(f"Layer of image {image_id} is not a valid compressed tar (gzip, xz or bzip2)")
             chain.append(ancestor)
         return chain
-
-    async def _with_diff_id(self, image: V1Image) -> V1Image:
-        assert image.layer_digest is not None
-        try:
-            diff_id = await diff_id_of(self.layer_stream(image.layer_digest))
-        except exceptions.FileNotFoundError:
-            raise V1Error(f"Layer of image {image.id} missing from storage", 404) from None
-        if diff_id is None:
-            raise V1Error(f"Layer of image {image.id} is not a tar (plain, gzip, xz or bzip2)")
-        await self.store.write(self.store.sync.set_v1_diff_id, image.id, diff_id)
-        return dataclasses.replace(image, diff_id=diff_id)
 
     async def files(self, image: V1Image) -> list[list[Any]]:
         """The layer's file listing (see `tarfiles`); 400 if the layer is no tar."""

@@ -8,12 +8,10 @@ a slice at a time, never held.
 
 from __future__ import annotations
 
-import asyncio
 import bz2
 import hashlib
 import lzma
 import zlib
-from collections.abc import AsyncIterable
 
 from docker_registry.core.digest import Digest, Hasher
 
@@ -122,11 +120,3 @@ class LayerDigests:
     @property
     def checksum(self) -> str:
         return f"sha256:{self._payload.hexdigest()}"
-
-
-async def diff_id_of(chunks: AsyncIterable[bytes]) -> Digest | None:
-    """The diff_id of stored layer bytes (an image imported without one), hashed off the event loop."""
-    hasher = UncompressedHasher()
-    async for chunk in chunks:
-        await asyncio.to_thread(hasher.update, chunk)
-    return hasher.digest()
