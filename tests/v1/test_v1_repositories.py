@@ -169,3 +169,21 @@ def test_read_only_and_disabled(make_registry: Callable[..., RegistryProcess]) -
     with httpx.Client(base_url=disabled.url, timeout=30) as client:
         expect(client.get("/v1/_ping"), 404)
         expect(client.get("/v2/"), 200)
+
+
+def test_rules_apply_to_the_library_repository_written(
+    make_registry: Callable[..., RegistryProcess], tmp_path: Path
+) -> None:
+    """`/v1/repositories/app/...` writes `library/app`: a rule on `app` grants nothing there, one on `library/app`
+    does."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", PASSWORDS)
+    rules = [
+        {"who": "alice", "repositories": ["app"], "actions": ["*"]},
+        {"who": "bob", "repositories": ["library/app"], "actions": ["*"]},
+    ]
+    server = make_registry(workers=1, extra_config=auth_config(htpasswd, rules))
+    with as_user(server, "alice") as alice, as_user(server, "bob") as bob:
+        answer = expect(alice.put("/v1/repositories/app/", json=[]), 403)
+        assert "library/app" in answer.text
+        expect(bob.put("/v1/repositories/app/", json=[{"id": "1" * 64}]), 200)
+        expect(bob.get("/v1/repositories/library/app/images"), 200)

@@ -25,6 +25,7 @@ from ..config import Config
 from ..http.context import ACCESS, registry
 from ..http.routing import resolve, table_for
 from ..http.v2 import ROUTES
+from ..registry import names
 from ..registry.errors import BLOB_UPLOAD_UNKNOWN, DENIED, TOOMANYREQUESTS, UNAUTHORIZED, RegistryError
 from .actions import CATALOG, LOGIN, OPEN, SESSION_HANDLERS, required, required_v1
 from .htpasswd import Htpasswd, HtpasswdError, load
@@ -106,6 +107,7 @@ class Auth:
                 raise self._challenge() from None
             raise
         action = required(handler) if routes is ROUTES else required_v1(request.method, path)
+        repository = params.name if routes is ROUTES or not params.name else names.legacy_repository(params.name)
         if action == OPEN:
             allowed = True
         elif action == LOGIN:
@@ -115,9 +117,9 @@ class Auth:
         elif not params.name and routes is not ROUTES:  # a v1 image: it belongs to no repository
             allowed = self.rules.allows_somewhere(user, action)
         else:
-            allowed = bool(action) and self.rules.allows(user, params.name, action)
+            allowed = bool(action) and self.rules.allows(user, repository, action)
         if not allowed:
-            scope = [{"Type": "repository", "Name": params.name, "Action": action}] if params.name else None
+            scope = [{"Type": "repository", "Name": repository, "Action": action}] if repository else None
             if user is None:
                 raise self._challenge(scope)
             raise RegistryError(DENIED, scope)

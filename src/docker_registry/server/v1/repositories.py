@@ -32,8 +32,8 @@ _USER_AGENT_PART = re.compile(r"([^\s/]+)/([^\s/]+)")
 
 
 def repository_name(name: str) -> str:
-    """The repository a v1 path names: a name without a namespace is `library/<name>`, as in the original."""
-    return name if "/" in name else names.check_name(f"library/{name}")
+    """The repository a v1 path names (see `names.legacy_repository`)."""
+    return names.legacy_repository(name)
 
 
 def check_tag(tag: str) -> str:
