@@ -4,10 +4,12 @@ index images) and pull (index images, tags, ancestry, json, layers resumed with 
 from __future__ import annotations
 
 import hashlib
+import os
 
 import httpx
 
 from registry_api import unique_repo
+from registry_process import RegistryProcess
 from v1_engine import ENGINE_AGENT, chain, expect, image, pull, push, push_image
 
 
@@ -163,3 +165,22 @@ def test_a_broken_gzip_layer_is_served_but_cannot_be_tagged(client: httpx.Client
     assert expect(client.get(f"/v1/images/{broken.id}/layer"), 200).content == broken.layer
     answer = expect(client.put(f"/v1/repositories/{name}/tags/latest", json=broken.id), 400)
     assert "not a valid compressed tar" in answer.json()["error"]
+
+
+def test_a_layer_gone_from_storage_is_a_clean_404(registry: RegistryProcess, client: httpx.Client) -> None:
+    gone = image({"f": os.urandom(1000)})
+    push(client, f"team/{unique_repo()}", [gone])
+    hexdigest = hashlib.sha256(gone.layer).hexdigest()
+    (registry.data_dir / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data").unlink()
+    answer = expect(client.get(f"/v1/images/{gone.id}/layer"), 404)
+    assert answer.json() == {"error": "Image layer missing from storage"}
+    assert expect(client.get(f"/v1/images/{gone.id}/files"), 404).json() == {
+        "error": "Image layer missing from storage"
+    }
+
+
+def test_files_of_a_layer_that_is_no_tar(client: httpx.Client) -> None:
+    odd = image({})
+    odd.layer = b"these bytes are no tar archive at all" * 20
+    push_image(client, odd)
+    assert "is not a tar" in expect(client.get(f"/v1/images/{odd.id}/files"), 400).json()["error"]

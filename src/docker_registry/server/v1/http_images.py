@@ -9,6 +9,8 @@ import time
 
 from aiohttp import hdrs, web
 
+from docker_registry.core import exceptions
+
 from ..http import body, files
 from ..http.context import config, registry, require_space, require_writable
 from ..http.ranges import byte_range
@@ -134,10 +136,15 @@ async def _stream_layer(
     if window is not None:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         status = 206
-    stream = v1(request).images.layer_stream(image.layer_digest, start, stop - start)
+    stream = aiter(v1(request).images.layer_stream(image.layer_digest, start, stop - start))
+    try:
+        first = await anext(stream, b"")  # a layer missing from storage is still an answer the client can read
+    except exceptions.FileNotFoundError:
+        raise V1Error("Image layer missing from storage", 404) from None
     answer = web.StreamResponse(status=status, headers=headers)
     answer.content_length = stop - start
     await answer.prepare(request)
+    await answer.write(first)
     async for chunk in stream:
         await answer.write(chunk)
     await answer.write_eof()

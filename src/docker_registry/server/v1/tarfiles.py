@@ -17,6 +17,8 @@ import tarfile
 from collections.abc import AsyncIterator
 from typing import Any
 
+from docker_registry.core import exceptions
+
 FILE_TYPES = {
     tarfile.REGTYPE: "f",
     tarfile.AREGTYPE: "f",
@@ -95,6 +97,8 @@ def _list(reader: io.RawIOBase) -> list[list[Any]]:
                 found = entry(member)
                 if found is not None:
                     listing.append(found)
+    except exceptions.FileNotFoundError:
+        raise  # the layer is gone from storage: not a question of its format
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:
         raise NotATar(str(e)) from None
     return listing
