@@ -1,6 +1,7 @@
-"""The bridge from v1 to v2 with real clients: an image pushed as a docker 1.x engine pushed it (over HTTP, through
-the v1 API) is pulled by skopeo and by today's Docker engine through v2, and its root filesystem compared file by
-file with what the v1 layers hold (whiteouts applied)."""
+"""The bridge between v1 and v2 with real clients: an image pushed as a docker 1.x engine pushed it (over HTTP,
+through the v1 API) is pulled by skopeo and by today's Docker engine through v2, and its root filesystem compared
+file by file with what the v1 layers hold (whiteouts applied); an image skopeo pushes through v2 is pulled through
+v1."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from pathlib import Path
 import httpx
 
 from e2e_daemons import Dockerd
+from e2e_images import OciLayout
 from e2e_tools import require, run
 from registry_process import RegistryProcess
-from v1_engine import V1TestImage, image, push, rootfs, unpack
+from v1_engine import V1TestImage, image, pull, push, rootfs, unpack
 
 DOCKER_OWN_FILES = {".dockerenv", "dev/console", "etc/hostname", "etc/hosts", "etc/resolv.conf"}
 """Files the engine puts into every container's filesystem."""
@@ -100,3 +102,24 @@ def test_v1_push_pulled_by_docker(
                 assert extracted is not None
                 files[path] = extracted.read()
     assert files == rootfs(images)
+
+
+def test_skopeo_push_pulled_through_v1(
+    registry: RegistryProcess, client: httpx.Client, layout: OciLayout, tmp_path: Path
+) -> None:
+    """The other direction: an OCI image pushed by skopeo, pulled as a docker 1.x engine pulls it."""
+    require("skopeo")
+    pushed = layout.add_image("v2")
+    run(
+        [
+            "skopeo",
+            "--insecure-policy",
+            "copy",
+            "--dest-tls-verify=false",
+            layout.ref("v2"),
+            f"docker://{registry.host}/e2e/v2-to-v1:v2",
+        ]
+    )
+    layers = [layer for _, layer in pull(client, "e2e/v2-to-v1", "v2")]
+    assert list(reversed(layers)) == [layout.read_blob(layer.digest) for layer in pushed.layers]
+    assert unpack(list(reversed(layers))) == pushed.files

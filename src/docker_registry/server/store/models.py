@@ -96,3 +96,14 @@ class V1Image:
     diff_id: Digest | None
     """The sha256 of the uncompressed layer (the `diff_ids` of an image config)."""
     complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class V1Tag:
+    """A tag as the v1 API sees it: the image a v1 push pointed it at, or the v1 chain a v2-pushed manifest was
+    presented as (None until it is)."""
+
+    manifest: Digest
+    image_id: str | None
+    json: str | None
+    """What a v1 tag push recorded (None for a v2-written tag)."""

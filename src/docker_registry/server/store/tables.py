@@ -128,3 +128,12 @@ v1_repositories = sa.Table(
     sa.Column("properties", sa.Text, nullable=False),
     sa.Column("description", sa.Text, nullable=False),
 )
+
+v1_presented = sa.Table(
+    "v1_presented",
+    metadata,
+    # A v2-pushed image manifest as v1 clients see it: the top of the v1 image chain made from it (global: the
+    # chain depends on the manifest's content only).
+    sa.Column("manifest_digest", sa.String(200), primary_key=True),
+    sa.Column("image_id", sa.String(64), nullable=False),
+)

@@ -3,7 +3,8 @@ repository properties. No API knowledge: the v1 feature decides what the records
 
 A v1 tag shares the tag namespace of v2: the tag row itself is the v2 one (pointing at the manifest the v1 bridge
 built), and `v1_tags` remembers which v1 image that manifest stands for. A v2 push that moves the tag leaves the
-`v1_tags` row behind pointing at another manifest: the tag is then a v2 tag, and v1 queries no longer see it.
+`v1_tags` row behind pointing at another manifest: the tag is then a v2 tag, seen by v1 through the chain its
+manifest is presented as (`v1_presented`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import sqlalchemy as sa
 from docker_registry.core.digest import Digest
 
 from .base import REPOSITORY_ID, REPOSITORY_ID_OF, StoreBase, per_dialect, stored_digest
-from .models import V1Image
+from .models import V1Image, V1Tag
 from .tables import (
     blobs,
     manifests,
     repositories,
     tags,
     v1_images,
+    v1_presented,
     v1_repositories,
     v1_repository_images,
     v1_tags,
@@ -68,20 +70,29 @@ _UPSERT_PROPERTIES = per_dialect(
         set_={"properties": statement.excluded.properties, "description": statement.excluded.description},
     )
 )
-_LIVE_V1_TAGS = (
-    sa.select(v1_tags.c.name, v1_tags.c.image_id, v1_tags.c.json)
+_TAGS = (
+    sa.select(
+        tags.c.name,
+        manifests.c.digest,
+        sa.func.coalesce(v1_tags.c.image_id, v1_presented.c.image_id).label("image_id"),
+        v1_tags.c.json,
+    )
     .select_from(
-        v1_tags.join(
-            tags,
+        tags.join(manifests, manifests.c.id == tags.c.manifest_id)
+        .outerjoin(
+            v1_tags,
             sa.and_(
-                tags.c.repository_id == v1_tags.c.repository_id,
-                tags.c.name == v1_tags.c.name,
-                tags.c.manifest_id == v1_tags.c.manifest_id,
+                v1_tags.c.repository_id == tags.c.repository_id,
+                v1_tags.c.name == tags.c.name,
+                v1_tags.c.manifest_id == tags.c.manifest_id,
             ),
         )
+        .outerjoin(v1_presented, v1_presented.c.manifest_digest == manifests.c.digest)
     )
-    .where(v1_tags.c.repository_id == REPOSITORY_ID_OF)
+    .where(tags.c.repository_id == REPOSITORY_ID_OF)
 )
+"""Every tag of a repository with its manifest and, if known, its v1 image: the one a v1 push pointed it at (while
+the tag still points at the manifest that push made), else the chain its v2 manifest was presented as."""
 
 
 class PutJson(Enum):
@@ -91,6 +102,20 @@ class PutJson(Enum):
     EXISTS = "exists"
     """A complete image has that id: it can no longer change."""
     NO_PARENT = "no-parent"
+
+
+def _columns(image: V1Image) -> dict[str, object]:
+    return {
+        "id": image.id,
+        "json": image.json,
+        "parent": image.parent,
+        "ancestry": json.dumps(image.ancestry),
+        "layer_digest": None if image.layer_digest is None else str(image.layer_digest),
+        "size": image.size,
+        "checksum": image.checksum,
+        "diff_id": None if image.diff_id is None else str(image.diff_id),
+        "complete": image.complete,
+    }
 
 
 def _image(row: sa.Row[tuple[object, ...]]) -> V1Image:
@@ -198,23 +223,13 @@ class V1Queries(StoreBase):
             if existing is not None and (existing.complete or not image.complete):
                 return False
             now = time.time()
-            values = {
-                "json": image.json,
-                "parent": image.parent,
-                "ancestry": json.dumps(image.ancestry),
-                "layer_digest": None if image.layer_digest is None else str(image.layer_digest),
-                "size": image.size,
-                "checksum": image.checksum,
-                "diff_id": None if image.diff_id is None else str(image.diff_id),
-                "complete": image.complete,
-                "created_at": now,
-            }
+            values = {**_columns(image), "created_at": now}
             if image.layer_digest is not None and image.size is not None:
                 conn.execute(
                     _INSERT_BLOB[self._dialect], {"digest": str(image.layer_digest), "size": image.size, "now": now}
                 )
             if existing is None:
-                conn.execute(v1_images.insert().values(id=image.id, **values))
+                conn.execute(v1_images.insert().values(**values))
             else:
                 conn.execute(v1_images.update().where(v1_images.c.id == image.id).values(**values))
             return True
@@ -256,16 +271,32 @@ class V1Queries(StoreBase):
         self._write(put)
 
     # --- tags ------------------------------------------------------------------------------------------------
-    def v1_tags(self, repository: str) -> dict[str, tuple[str, str]] | None:
-        """Tag name to (image id, tag json) of the repository's v1 tags; None if the repository is unknown."""
+    def v1_tags(self, repository: str) -> dict[str, V1Tag] | None:
+        """Every tag of the repository as v1 sees it; None if the repository is unknown."""
 
-        def read(conn: sa.Connection) -> dict[str, tuple[str, str]] | None:
+        def read(conn: sa.Connection) -> dict[str, V1Tag] | None:
             if conn.execute(REPOSITORY_ID, {"repository": repository}).scalar() is None:
                 return None
-            rows = conn.execute(_LIVE_V1_TAGS, {"repository": repository}).all()
-            return {row.name: (row.image_id, row.json) for row in rows}
+            rows = conn.execute(_TAGS, {"repository": repository}).all()
+            return {row.name: V1Tag(stored_digest(row.digest), row.image_id, row.json) for row in rows}
 
         return self._read(read)
+
+    def present_v2_image(self, manifest: Digest, chain: Sequence[V1Image], top: str) -> None:
+        """Record the v1 chain (top first) a v2-pushed image manifest is presented as, and its top image id (empty
+        when v1 clients cannot use the manifest: then the chain is empty); images already known (a chain shares its
+        base with others) are left as they are."""
+
+        def put(conn: sa.Connection) -> None:
+            now = time.time()
+            for image in reversed(chain):
+                if conn.execute(_IMAGE, {"image_id": image.id}).first() is None:
+                    conn.execute(v1_images.insert().values(**_columns(image), created_at=now))
+            known = sa.select(v1_presented.c.image_id).where(v1_presented.c.manifest_digest == str(manifest))
+            if conn.execute(known).first() is None:
+                conn.execute(v1_presented.insert().values(manifest_digest=str(manifest), image_id=top))
+
+        self._write(put)
 
     def put_v1_tag(self, repository: str, tag: str, manifest: Digest, image_id: str, tag_json: str) -> bool:
         """Remember that the tag (which a v2 write just pointed at `manifest`) stands for `image_id`."""
@@ -291,33 +322,32 @@ class V1Queries(StoreBase):
 
         return self._write(put)
 
-    def delete_v1_tags(self, repository: str, names: Sequence[str] | None = None) -> int:
-        """Delete v1 tags (all of them when `names` is None), the tag rows included; how many were deleted."""
+    def delete_v1_tags(self, repository: str, names: Sequence[str]) -> int:
+        """Delete tags (whichever API wrote them: one namespace) with their v1 records; how many were deleted."""
 
         def delete(conn: sa.Connection) -> int:
-            live = conn.execute(_LIVE_V1_TAGS, {"repository": repository}).all()
-            wanted = [row.name for row in live if names is None or row.name in names]
             repo_id = conn.execute(REPOSITORY_ID, {"repository": repository}).scalar()
-            for name in sorted(wanted):
-                conn.execute(tags.delete().where(tags.c.repository_id == repo_id, tags.c.name == name))
+            deleted = 0
+            for name in sorted(set(names)):
+                deleted += conn.execute(
+                    tags.delete().where(tags.c.repository_id == repo_id, tags.c.name == name)
+                ).rowcount
                 conn.execute(v1_tags.delete().where(v1_tags.c.repository_id == repo_id, v1_tags.c.name == name))
-            return len(wanted)
+            return deleted
 
         return self._write(delete)
 
     def delete_v1_repository(self, repository: str) -> bool:
-        """Forget what v1 knows of a repository (its v1 tags, index images and properties); its v2 manifests and
-        tags stay. False if v1 knew nothing of it."""
+        """The original's repository deletion: every tag (v1- and v2-written: one namespace), the index images and
+        properties; manifests and blobs stay, untagged, as v2 deletes by tag leave them. False if there was
+        nothing to delete."""
 
         def delete(conn: sa.Connection) -> bool:
             repo_id = conn.execute(REPOSITORY_ID, {"repository": repository}).scalar()
             if repo_id is None:
                 return False
-            live = conn.execute(_LIVE_V1_TAGS, {"repository": repository}).all()
-            for row in sorted(live, key=lambda r: r.name):
-                conn.execute(tags.delete().where(tags.c.repository_id == repo_id, tags.c.name == row.name))
-            found = len(live)
-            for table in (v1_tags, v1_repository_images, v1_repositories):
+            found = 0
+            for table in (v1_tags, tags, v1_repository_images, v1_repositories):
                 found += conn.execute(table.delete().where(table.c.repository_id == repo_id)).rowcount
             return found > 0
 

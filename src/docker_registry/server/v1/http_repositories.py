@@ -27,7 +27,7 @@ async def get_tags(request: web.Request, params: Params) -> web.StreamResponse:
 
 
 async def get_tag(request: web.Request, params: Params) -> web.StreamResponse:
-    image_id, _ = await v1(request).repositories.tag(repository_name(params.name), check_tag(params["tag"]))
+    image_id = await v1(request).repositories.tag(repository_name(params.name), check_tag(params["tag"]))
     return response(image_id)
 
 

@@ -29,7 +29,7 @@ from docker_registry.core.digest import Digest
 from ..registry import names
 from ..registry.errors import RegistryError
 from ..registry.service import Registry
-from ..store.models import V1Image
+from ..store.models import V1Image, V1Tag
 from .images import IMAGE_ID, V1Images
 from .layers import LayerDigests
 from .repositories import V1Repositories, check_tag
@@ -317,10 +317,10 @@ class V1Importer:
         for name in sorted(f for f in files if f.startswith("tag_")):
             await self._tag(repository, directory, name.removeprefix("tag_"), current)
 
-    async def _tag(self, repository: str, directory: str, tag: str, current: dict[str, tuple[str, str]]) -> None:
+    async def _tag(self, repository: str, directory: str, tag: str, current: dict[str, V1Tag]) -> None:
         raw = _read(os.path.join(directory, f"tag_{tag}")) or b""
         image_id = raw.decode("utf-8", "replace").strip().strip('"')
-        if tag in current and current[tag][0] == image_id:
+        if tag in current and current[tag].image_id == image_id:
             self.summary.tags_present += 1
             return
         described = (_read(os.path.join(directory, f"tag{tag}_json")) or b"{}").decode("utf-8", "replace")

@@ -8,15 +8,20 @@ name (v1 clients then no longer see it), and a v1 PUT replaces a v2 tag.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
 from typing import Any
 
+from docker_registry.core.digest import Digest
+
 from ..registry import names
 from ..registry.service import Registry
+from ..store.models import V1Tag
 from . import bridge
 from .images import V1Images, check_image_id
+from .presented import NOT_PRESENTABLE, present
 from .responses import V1Error
 
 DEFAULT_TAG_JSON = {
@@ -62,25 +67,49 @@ class V1Repositories:
         self.store = registry.store
         self.images = images
 
-    async def tags(self, repository: str) -> dict[str, str]:
+    async def _tags(self, repository: str) -> dict[str, V1Tag]:
+        """Every tag of the repository as v1 sees it, v2-pushed manifests presented as v1 chains on first sight
+        (recorded, so each manifest is presented once); 404 for an unknown repository."""
         found = await self.store.read(self.store.sync.v1_tags, repository)
         if found is None:
             raise V1Error("Repository not found", 404)
-        return {name: image_id for name, (image_id, _) in sorted(found.items())}
+        presented: dict[Digest, str] = {}
+        for digest in sorted({tag.manifest for tag in found.values() if tag.image_id is None}, key=str):
+            chain = await present(self.registry, repository, digest)
+            if chain is None:
+                await self.store.write(self.store.sync.present_v2_image, digest, [], NOT_PRESENTABLE)
+                presented[digest] = NOT_PRESENTABLE
+            else:
+                await self.store.write(self.store.sync.present_v2_image, digest, chain, chain[0].id)
+                presented[digest] = chain[0].id
+        return {
+            name: dataclasses.replace(tag, image_id=presented[tag.manifest]) if tag.image_id is None else tag
+            for name, tag in found.items()
+        }
 
-    async def tag(self, repository: str, tag: str) -> tuple[str, str]:
-        """The tag's image id and json."""
-        found = await self.store.read(self.store.sync.v1_tags, repository)
-        if not found or tag not in found:
+    async def tags(self, repository: str) -> dict[str, str]:
+        """Tag to image id: v1 tags, and v2 tags whose image an old engine can pull."""
+        found = await self._tags(repository)
+        return {name: tag.image_id for name, tag in sorted(found.items()) if tag.image_id}
+
+    async def tag(self, repository: str, tag: str) -> str:
+        """The tag's image id."""
+        try:
+            found = await self._tags(repository)
+        except V1Error:
+            raise V1Error("Tag not found", 404) from None
+        if tag not in found or not found[tag].image_id:
             raise V1Error("Tag not found", 404)
-        return found[tag]
+        return str(found[tag].image_id)
 
     async def tag_json(self, repository: str, tag: str) -> dict[str, Any]:
+        """What the tag's v1 push recorded; defaults for a tag v2 wrote, or none."""
         found = await self.store.read(self.store.sync.v1_tags, repository) or {}
-        if tag not in found:
+        recorded = found[tag].json if tag in found else None
+        if recorded is None:
             return dict(DEFAULT_TAG_JSON)
-        recorded: dict[str, Any] = json.loads(found[tag][1])
-        return {**DEFAULT_TAG_JSON, **recorded}
+        described: dict[str, Any] = json.loads(recorded)
+        return {**DEFAULT_TAG_JSON, **described}
 
     async def put_tag(self, repository: str, tag: str, image_id: str, described: str) -> None:
         """Point the tag at the image (through the bridge manifest of its chain); `described` is the tag's json."""
@@ -95,6 +124,9 @@ class V1Repositories:
         await self.store.write(self.store.sync.put_v1_tag, repository, tag, digest, image_id, described)
 
     async def delete_tag(self, repository: str, tag: str) -> None:
+        found = await self.store.read(self.store.sync.v1_tags, repository) or {}
+        if tag not in found or found[tag].image_id == NOT_PRESENTABLE:  # v1 clients never saw it
+            raise V1Error(f"Tag not found: {tag}", 404)
         deleted = await self.store.write(self.store.sync.delete_v1_tags, repository, [tag])
         self.registry.cache.clear()
         if not deleted:
@@ -107,8 +139,16 @@ class V1Repositories:
             raise V1Error("Repository not found", 404)
 
     async def index_images(self, repository: str) -> list[dict[str, str]]:
-        found = await self.store.read(self.store.sync.v1_index_images, repository)
-        if found is None:
+        """The index images pushed through v1, and the top image of every tag v1 clients see (a repository pushed
+        through v2 has no index images, and engines refuse to pull without this list)."""
+        stored = await self.store.read(self.store.sync.v1_index_images, repository) or []
+        try:
+            tagged = await self.tags(repository)
+        except V1Error:
+            tagged = {}
+        listed = {entry["id"] for entry in stored}
+        found = stored + [{"id": image_id} for image_id in sorted(set(tagged.values())) if image_id not in listed]
+        if not found:
             raise V1Error("images not found", 404)
         return found
 

@@ -1,5 +1,6 @@
 """The legacy v1 API: images (json, ancestry, layer blob, checksum, diff_id, complete flag), each repository's
-index images, v1 tags (beside the v2 tag they share a name with) and repository properties.
+index images, v1 tags (beside the v2 tag they share a name with), repository properties, and the v1 chains
+v2-pushed images are presented as.
 
 Revision ID: 0005
 Revises: 0004
@@ -50,8 +51,13 @@ def upgrade() -> None:
         sa.Column("properties", sa.Text, nullable=False),
         sa.Column("description", sa.Text, nullable=False),
     )
+    op.create_table(
+        "v1_presented",
+        sa.Column("manifest_digest", sa.String(200), primary_key=True),
+        sa.Column("image_id", sa.String(64), nullable=False),
+    )
 
 
 def downgrade() -> None:
-    for table in ("v1_repositories", "v1_tags", "v1_repository_images", "v1_images"):
+    for table in ("v1_presented", "v1_repositories", "v1_tags", "v1_repository_images", "v1_images"):
         op.drop_table(table)
