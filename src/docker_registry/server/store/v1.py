@@ -40,6 +40,15 @@ _INSERT_BLOB = per_dialect(
         .on_conflict_do_nothing(index_elements=["digest"])
     )
 )
+_INSERT_IMAGE = per_dialect(lambda insert: insert(v1_images).on_conflict_do_nothing(index_elements=["id"]))
+"""Inserts race on PostgreSQL (two pushes or presentations of one image at once): the first one wins, as it holds
+the same content."""
+_INSERT_PRESENTED = per_dialect(
+    lambda insert: insert(v1_presented).on_conflict_do_nothing(index_elements=["manifest_digest"])
+)
+_INSERT_INDEX_IMAGE = per_dialect(
+    lambda insert: insert(v1_repository_images).on_conflict_do_nothing(index_elements=["repository_id", "image_id"])
+)
 _UPSERT_V1_TAG = per_dialect(
     lambda insert: (
         statement := insert(v1_tags).values(
@@ -169,7 +178,7 @@ class V1Queries(StoreBase):
                 "created_at": time.time(),
             }
             if existing is None:
-                conn.execute(v1_images.insert().values(id=image_id, **values))
+                conn.execute(_INSERT_IMAGE[self._dialect].values(id=image_id, **values))
             else:
                 conn.execute(v1_images.update().where(v1_images.c.id == image_id).values(**values))
             return PutJson.STORED
@@ -229,7 +238,7 @@ class V1Queries(StoreBase):
                     _INSERT_BLOB[self._dialect], {"digest": str(image.layer_digest), "size": image.size, "now": now}
                 )
             if existing is None:
-                conn.execute(v1_images.insert().values(**values))
+                conn.execute(_INSERT_IMAGE[self._dialect].values(**values))
             else:
                 conn.execute(v1_images.update().where(v1_images.c.id == image.id).values(**values))
             return True
@@ -261,7 +270,7 @@ class V1Queries(StoreBase):
                 found = conn.execute(sa.select(v1_repository_images.c.checksum).where(where)).first()
                 if found is None:
                     conn.execute(
-                        v1_repository_images.insert().values(
+                        _INSERT_INDEX_IMAGE[self._dialect].values(
                             repository_id=repo_id, image_id=image_id, checksum=checksum
                         )
                     )
@@ -291,10 +300,8 @@ class V1Queries(StoreBase):
             now = time.time()
             for image in reversed(chain):
                 if conn.execute(_IMAGE, {"image_id": image.id}).first() is None:
-                    conn.execute(v1_images.insert().values(**_columns(image), created_at=now))
-            known = sa.select(v1_presented.c.image_id).where(v1_presented.c.manifest_digest == str(manifest))
-            if conn.execute(known).first() is None:
-                conn.execute(v1_presented.insert().values(manifest_digest=str(manifest), image_id=top))
+                    conn.execute(_INSERT_IMAGE[self._dialect].values(**_columns(image), created_at=now))
+            conn.execute(_INSERT_PRESENTED[self._dialect].values(manifest_digest=str(manifest), image_id=top))
 
         self._write(put)
 
