@@ -4,12 +4,15 @@ skopeo; a second run changes nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import pty
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -145,3 +148,43 @@ def test_import_serves_v1_and_v2(tmp_path: Path, mode: str) -> None:
                 assert unpack(layers) == rootfs(images)
     finally:
         server.stop()
+
+
+def test_progress_on_a_terminal_and_refusals(tmp_path: Path) -> None:
+    """On a terminal the import shows a tqdm bar (on stderr); a PATH that is no directory exits 1, a bad
+    configuration 2."""
+    server = RegistryProcess(tmp_path / "registry", workers=1)
+    source = tmp_path / "legacy"
+    Tree().write(source)
+    config = server.workdir / "config.yml"
+    config.parent.mkdir(parents=True)
+    config.write_text(yaml.safe_dump(server.config()))
+    command = [sys.executable, "-m", "docker_registry.server", "import", str(config), "--v1"]
+    primary, secondary = pty.openpty()
+    shown = bytearray()
+
+    def read_terminal() -> None:
+        with contextlib.suppress(OSError):  # EIO once the import is gone and everything was read
+            while chunk := os.read(primary, 65536):
+                shown.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    try:
+        done = subprocess.run(
+            [*command, str(source)], stdout=subprocess.PIPE, stderr=secondary, timeout=300, check=False
+        )
+    finally:
+        os.close(secondary)
+        reader.join(timeout=30)
+        os.close(primary)
+    assert done.returncode == 0
+    assert b"10/10" in shown  # 7 images and 3 repositories
+    assert b"images: 7 imported" in done.stdout
+    missing = subprocess.run([*command, str(tmp_path / "nothing")], capture_output=True, text=True, check=False)
+    assert missing.returncode == 1
+    assert "is not a directory" in missing.stderr
+    config.write_text("storage: {filesystem: {rootdirectory: 5}}\nbogus: [")
+    broken = subprocess.run([*command, str(source)], capture_output=True, text=True, check=False)
+    assert broken.returncode == 2
+    assert "configuration error" in broken.stderr

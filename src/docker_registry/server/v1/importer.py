@@ -157,6 +157,16 @@ def _hash_file(path: str, digests: LayerDigests) -> int:
     return size
 
 
+def _terminal_size() -> tuple[int, int]:
+    """The terminal's columns and lines; one that reports no size (0x0, as a fresh `docker exec -t` may) counts as
+    80x24, where tqdm would draw nothing."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except OSError:
+        return 80, 24
+    return size.columns or 80, size.lines or 24
+
+
 def _link(source: str, target: str) -> bool:
     """Hard-link the layer file to its blob path; False when the filesystem cannot (then it is copied)."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -184,7 +194,15 @@ class V1Importer:
     async def run(self) -> Summary:
         found = await asyncio.to_thread(self._scan_images)
         repositories = await asyncio.to_thread(self._scan_repositories)
-        with tqdm(total=len(found) + len(repositories), unit="item", disable=not self.progress, file=sys.stderr) as bar:
+        columns, lines = _terminal_size()
+        with tqdm(
+            total=len(found) + len(repositories),
+            unit="item",
+            disable=not self.progress,
+            file=sys.stderr,
+            ncols=columns,
+            nrows=lines,
+        ) as bar:
             complete: dict[str, bool] = {}
             for image in _parents_first(found):
                 bar.set_description(f"image {image.id[:12]}")
