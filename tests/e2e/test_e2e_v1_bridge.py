@@ -19,7 +19,7 @@ from e2e_daemons import Dockerd
 from e2e_images import OciLayout
 from e2e_tools import require, run
 from registry_process import RegistryProcess
-from v1_engine import V1TestImage, image, pull, push, rootfs, unpack
+from v1_engine import V1TestImage, expect, image, pull, push, rootfs, unpack
 
 DOCKER_OWN_FILES = {".dockerenv", "dev/console", "etc/hostname", "etc/hosts", "etc/resolv.conf"}
 """Files the engine puts into every container's filesystem."""
@@ -123,3 +123,18 @@ def test_skopeo_push_pulled_through_v1(
     layers = [layer for _, layer in pull(client, "e2e/v2-to-v1", "v2")]
     assert list(reversed(layers)) == [layout.read_blob(layer.digest) for layer in pushed.layers]
     assert unpack(list(reversed(layers))) == pushed.files
+
+
+def test_docker_search(dockerd: Dockerd, registry: RegistryProcess, client: httpx.Client) -> None:
+    """Today's `docker search` still speaks v1: it finds v1- and v2-pushed repositories alike."""
+    push(client, "e2e/searchable-v1", [image({"f": b"search"})])
+    expect(
+        client.put(
+            "/v1/repositories/e2e/searchable-v1/properties", json={"access": "public", "description": "found by docker"}
+        ),
+        200,
+    )
+    found = run(["docker", "search", "--no-trunc", f"{registry.host}/searchable"], env=dockerd.env).stdout
+    lines = found.splitlines()
+    assert lines[0].split()[:2] == ["NAME", "DESCRIPTION"]
+    assert any(line.split()[0] == "e2e/searchable-v1" and "found by docker" in line for line in lines[1:])

@@ -14,6 +14,8 @@ from registry_api import push as push_v2
 from registry_process import RegistryProcess
 from v1_engine import chain, expect, push
 
+EXTRAS = {"star_count": 0, "is_official": False, "is_automated": False}
+
 
 def repo() -> str:
     return f"team/{unique_repo()}"
@@ -81,7 +83,7 @@ def test_properties(client: httpx.Client) -> None:
     expect(client.put(f"/v1/repositories/{name}/properties", json=described), 200)
     assert expect(client.get(f"/v1/repositories/{name}/properties"), 200).json() == described
     found = expect(client.get("/v1/search", params={"q": word}), 200).json()
-    assert found["results"] == [{"name": name, "description": f"the {word} service"}]
+    assert found["results"] == [{"name": name, "description": f"the {word} service", **EXTRAS}]
     answer = client.put(f"/v1/repositories/{name}/properties", json={"access": "public", "description": 5})
     assert "description" in expect(answer, 400).json()["error"]
 
@@ -110,9 +112,12 @@ def test_search_finds_v1_and_v2_repositories(client: httpx.Client) -> None:
     found = expect(client.get("/v1/search", params={"q": word}), 200).json()
     assert found["query"] == word
     assert found["num_results"] == 2
-    assert found["results"] == [{"name": v1_name, "description": ""}, {"name": v2_name, "description": ""}]
+    assert found["results"] == [
+        {"name": v1_name, "description": "", **EXTRAS},
+        {"name": v2_name, "description": "", **EXTRAS},
+    ]
     paged = expect(client.get("/v1/search", params={"q": word, "n": "1", "page": "2"}), 200).json()
-    assert paged["results"] == [{"name": v2_name, "description": ""}]
+    assert paged["results"] == [{"name": v2_name, "description": "", **EXTRAS}]
     assert paged["num_results"] == 2
     # LIKE's wildcards are literal characters here
     assert expect(client.get("/v1/search", params={"q": "%"}), 200).json()["num_results"] == 0

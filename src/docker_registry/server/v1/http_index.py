@@ -18,6 +18,8 @@ from .responses import V1Error, response
 
 SEARCH_PAGE_DEFAULT = 25
 SEARCH_PAGE_MAX = 100
+SEARCH_RESULT_EXTRAS = {"star_count": 0, "is_official": False, "is_automated": False}
+"""What Docker Hub's answers carry beside the original's `name` and `description`: `docker search` shows them."""
 _NUMBER = re.compile(r"[0-9]{1,9}")
 
 
@@ -110,7 +112,7 @@ async def search(request: web.Request, _params: Params) -> web.StreamResponse:
     limit = _number(request, "n", SEARCH_PAGE_DEFAULT, SEARCH_PAGE_MAX)
     page = _number(request, "page", 1, 10**9)
     found = [
-        {"name": name, "description": description}
+        {"name": name, "description": description, **SEARCH_RESULT_EXTRAS}
         for name, description in await v1(request).repositories.search(term)
         if may_pull(request, name)
     ]
