@@ -99,3 +99,16 @@ def test_listing_entries(name: str, kind: bytes, expected: list[object]) -> None
 
 def test_union_metadata_is_left_out() -> None:
     assert entry(tarfile.TarInfo("./etc/.wh..wh..opq")) is None
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, lambda data: data], ids=["gzip", "plain"])
+def test_layer_digests_split_in_two_agree_with_one_pass(compress: object) -> None:
+    layer = compress(DATA)  # type: ignore[operator]
+    split, whole = LayerDigests(b"{}"), LayerDigests(b"{}")
+    for start in range(0, len(layer), 100_000):
+        split.update_blob(layer[start : start + 100_000])
+        split.update_rest(layer[start : start + 100_000])
+        whole.update(layer[start : start + 100_000])
+    assert str(split.diff_id) == str(whole.diff_id) == "sha256:" + hashlib.sha256(DATA).hexdigest()
+    assert split.checksum == whole.checksum
+    assert str(split.blob.digest()) == "sha256:" + hashlib.sha256(layer).hexdigest()

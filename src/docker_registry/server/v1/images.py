@@ -15,6 +15,7 @@ from typing import Any
 
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, blob_path
+from docker_registry.core.driver import Writer
 
 from ..registry.service import Registry
 from ..store.models import V1Image
@@ -58,6 +59,31 @@ def parse_image_json(image_id: str, raw: bytes) -> str | None:
     return parent
 
 
+async def _pump(chunks: AsyncIterable[bytes], writer: Writer, digests: LayerDigests) -> None:
+    """Write and hash each chunk while the next one is received: the blob digest in one thread, the payload
+    checksum and the diff_id in another, the write in a third; one chunk in flight."""
+    pending: list[asyncio.Future[object]] = []
+    try:
+        async for chunk in chunks:
+            if pending:
+                await asyncio.gather(*pending)
+            if len(chunk) <= INLINE_HASH_MAX:
+                digests.update(chunk)
+                pending = [asyncio.ensure_future(writer.write(chunk))]
+            else:
+                pending = [
+                    asyncio.ensure_future(asyncio.to_thread(digests.update_blob, chunk)),
+                    asyncio.ensure_future(asyncio.to_thread(digests.update_rest, chunk)),
+                    asyncio.ensure_future(writer.write(chunk)),
+                ]
+    finally:  # settle them before the writer is committed or cancelled, even when the body broke off
+        if pending:
+            results = await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+
 class V1Images:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
@@ -97,12 +123,7 @@ class V1Images:
         scratch = f"uploads/{uuid.uuid4()}/data"
         writer = await self.driver.writer(scratch)
         try:
-            async for chunk in chunks:
-                if len(chunk) <= INLINE_HASH_MAX:
-                    digests.update(chunk)
-                    await writer.write(chunk)
-                else:  # hash (and inflate) in a thread while the write runs in another
-                    await asyncio.gather(asyncio.to_thread(digests.update, chunk), writer.write(chunk))
+            await _pump(chunks, writer, digests)
             await writer.commit()
         except BaseException:
             await writer.cancel()
@@ -116,7 +137,7 @@ class V1Images:
             digest,
             writer.size,
             digests.checksum,
-            digests.uncompressed.digest(),
+            digests.diff_id,
             image.json,
         )
         if not recorded:  # completed, or its json pushed again, while this layer streamed in

@@ -286,7 +286,7 @@ class V1Importer:
                 size = await self._copy(path, LayerDigests(image.json))
         else:
             size = await self._copy(path, digests)
-        layer = (digests.blob.digest(), size, digests.checksum, digests.uncompressed.digest())
+        layer = (digests.blob.digest(), size, digests.checksum, digests.diff_id)
         if image.in_progress:
             return "push in progress (_inprogress mark)", layer
         recorded = image.checksums

@@ -24,8 +24,10 @@ BZIP2_MAGIC = b"BZh"
 class UncompressedHasher:
     """sha256 of the uncompressed stream; `digest()` is None if the bytes are not what their magic promised."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hash_plain: bool = True) -> None:
         self._hash = hashlib.sha256()
+        self._hash_plain = hash_plain
+        """False when the caller hashes the bytes already (`plain` then tells it to use its own digest)."""
         self._kind: str | None = None
         self._head = b""
         self._gzip: zlib._Decompress | None = None
@@ -46,9 +48,15 @@ class UncompressedHasher:
         except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError):
             self.failed = True
 
+    @property
+    def plain(self) -> bool:
+        """The bytes are no compressed stream (as far as they were seen)."""
+        return self._kind in (None, "tar")
+
     def _feed(self, data: bytes) -> None:
         if self._kind == "tar":
-            self._hash.update(data)
+            if self._hash_plain:
+                self._hash.update(data)
             return
         while data:
             data = self._inflate(data) if self._kind == "gzip" else self._unpack(data)
@@ -82,7 +90,8 @@ class UncompressedHasher:
     def digest(self) -> Digest | None:
         if self._kind is None and self._head:  # fewer bytes than a magic number: no compression
             self._kind = "tar"
-            self._hash.update(self._head)
+            if self._hash_plain:
+                self._hash.update(self._head)
             self._head = b""
         if self.failed or self._gzip is not None or self._other is not None:
             return None  # a compressed stream that broke off
@@ -105,18 +114,32 @@ def _kind_of(head: bytes) -> str:
 
 
 class LayerDigests:
-    """The three digests of one layer, fed chunk by chunk (in a worker thread: hashing and inflating are CPU)."""
+    """The three digests of one layer, fed chunk by chunk. `update` does it all; `update_blob` and `update_rest`
+    split the work in two for two threads (hashlib and zlib release the GIL), as the layer PUT does."""
 
     def __init__(self, image_json: bytes) -> None:
         self.blob = Hasher("sha256")
         self._payload = hashlib.sha256(image_json + b"\n")
-        self.uncompressed = UncompressedHasher()
+        self.uncompressed = UncompressedHasher(hash_plain=False)
 
     def update(self, data: bytes) -> None:
+        self.update_blob(data)
+        self.update_rest(data)
+
+    def update_blob(self, data: bytes) -> None:
         self.blob.update(data)
+
+    def update_rest(self, data: bytes) -> None:
         self._payload.update(data)
         self.uncompressed.update(data)
 
     @property
     def checksum(self) -> str:
         return f"sha256:{self._payload.hexdigest()}"
+
+    @property
+    def diff_id(self) -> Digest | None:
+        """A plain tar's diff_id is its blob digest: not hashed a third time."""
+        if self.uncompressed.plain:
+            return self.blob.digest()
+        return self.uncompressed.digest()
