@@ -17,6 +17,7 @@ from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, blob_path
 from docker_registry.core.driver import Writer
 
+from ..registry.cache import BoundedCache
 from ..registry.service import Registry
 from ..store.models import V1Image
 from ..store.v1 import PutJson
@@ -27,6 +28,7 @@ from .responses import V1Error
 IMAGE_ID = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{16})$")
 INLINE_HASH_MAX = 64 * 1024
 IN_PROGRESS = "Image is being uploaded, retry later"
+COMPLETE_CACHE_ENTRIES = 10_000
 
 
 def check_image_id(image_id: str) -> str:
@@ -89,9 +91,18 @@ class V1Images:
         self.registry = registry
         self.store = registry.store
         self.driver = registry.driver
+        self._complete: BoundedCache[str, V1Image] = BoundedCache(COMPLETE_CACHE_ENTRIES)
+        """Complete images by id: nothing changes one (json, layer and checksum PUTs answer 409, an import skips
+        it, and there is no image delete), so this process keeps them without asking the database again."""
 
     async def get(self, image_id: str) -> V1Image | None:
-        return await self.store.read(self.store.sync.v1_image, check_image_id(image_id))
+        cached = self._complete.get(check_image_id(image_id))
+        if cached is not None:
+            return cached
+        image = await self.store.read(self.store.sync.v1_image, image_id)
+        if image is not None and image.complete:
+            self._complete.put(image_id, image)
+        return image
 
     async def complete(self, image_id: str) -> V1Image:
         """A complete image, else 404 (unknown) or 400 (being pushed), as the original answered reads."""
