@@ -9,8 +9,8 @@ import json
 
 import httpx
 
-from oci_content import DOCKER_MANIFEST, OCI_INDEX
-from registry_api import canonical, push_blob, put_manifest, unique_repo
+from oci_content import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from registry_api import canonical, push_blob, put_manifest, sha256, unique_repo
 from v1_engine import V1TestImage, chain, expect, image, pull, rootfs, unpack
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -63,6 +63,16 @@ def push_v2_image(
     return "sha256:" + hashlib.sha256(manifest).hexdigest(), config
 
 
+def push_artifact(client: httpx.Client, repository: str, tag: str) -> None:
+    """An OCI artifact (a signature, say): no image, so nothing v1 clients see."""
+    config = canonical({"kind": "signature"})
+    push_blob(client, repository, config)
+    descriptor = {"mediaType": "application/x.signature.config", "size": len(config), "digest": sha256(config)}
+    document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/x.signature"}
+    manifest = canonical({**document, "config": descriptor, "layers": []})
+    expect(put_manifest(client, repository, tag, manifest, OCI_MANIFEST), 201)
+
+
 def test_a_v2_image_pulled_through_v1(client: httpx.Client) -> None:
     name = f"team/{unique_repo()}"
     images = chain({"etc/a": b"base"}, {"etc/b": b"middle"}, {"srv/c": b"top"})
@@ -107,23 +117,7 @@ def test_what_v1_cannot_use_stays_invisible(client: httpx.Client) -> None:
     name = f"team/{unique_repo()}"
     usable = chain({"f": b"usable"})
     push_v2_image(client, name, "image", usable)
-    # an artifact: its config is no image config
-    artifact_config = canonical({"kind": "not an image"})
-    push_blob(client, name, artifact_config)
-    artifact = canonical(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "artifactType": "application/x.test",
-            "config": {
-                "mediaType": "application/x.test.config",
-                "size": len(artifact_config),
-                "digest": "sha256:" + hashlib.sha256(artifact_config).hexdigest(),
-            },
-            "layers": [],
-        }
-    )
-    expect(put_manifest(client, name, "artifact", artifact, "application/vnd.oci.image.manifest.v1+json"), 201)
+    push_artifact(client, name, "artifact")  # its config is no image config
     # zstd layers: no docker 1.x engine inflates them
     push_v2_image(client, name, "zstd", chain({"z": b"zstd"}), layer_type="application/vnd.oci.image.layer.v1.tar+zstd")
     for _ in range(2):  # the second listing reads what the first recorded
@@ -186,6 +180,7 @@ def test_a_v2_tag_deleted_through_v1(client: httpx.Client) -> None:
     expect(client.delete(f"/v1/repositories/{name}/tags/gone"), 200)
     assert set(expect(client.get(f"/v1/repositories/{name}/tags"), 200).json()) == {"kept"}
     assert expect(client.get(f"/v2/{name}/tags/list"), 200).json()["tags"] == ["kept"]
-    expect(client.delete(f"/v1/repositories/{name}/"), 200)  # the original's repository deletion: every tag
-    assert expect(client.get(f"/v2/{name}/tags/list"), 200).json()["tags"] == []
+    push_artifact(client, name, "sig")
+    expect(client.delete(f"/v1/repositories/{name}/"), 200)  # the original's repository deletion: what v1 sees
+    assert expect(client.get(f"/v2/{name}/tags/list"), 200).json()["tags"] == ["sig"]
     assert json.loads(expect(client.get(f"/v1/repositories/{name}/tags"), 200).content) == {}

@@ -344,17 +344,21 @@ class V1Queries(StoreBase):
 
         return self._write(delete)
 
-    def delete_v1_repository(self, repository: str) -> bool:
-        """The original's repository deletion: every tag (v1- and v2-written: one namespace), the index images and
-        properties; manifests and blobs stay, untagged, as v2 deletes by tag leave them. False if there was
-        nothing to delete."""
+    def delete_v1_repository(self, repository: str, tag_names: Sequence[str]) -> bool:
+        """The original's repository deletion: the tags named (those v1 clients see, whichever API wrote them),
+        the index images and properties; manifests and blobs stay, untagged, as v2 deletes by tag leave them.
+        False if there was nothing to delete."""
 
         def delete(conn: sa.Connection) -> bool:
             repo_id = conn.execute(REPOSITORY_ID, {"repository": repository}).scalar()
             if repo_id is None:
                 return False
             found = 0
-            for table in (v1_tags, tags, v1_repository_images, v1_repositories):
+            for name in sorted(set(tag_names)):
+                found += conn.execute(
+                    tags.delete().where(tags.c.repository_id == repo_id, tags.c.name == name)
+                ).rowcount
+            for table in (v1_tags, v1_repository_images, v1_repositories):
                 found += conn.execute(table.delete().where(table.c.repository_id == repo_id)).rowcount
             return found > 0
 

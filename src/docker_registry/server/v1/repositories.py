@@ -124,8 +124,12 @@ class V1Repositories:
         await self.store.write(self.store.sync.put_v1_tag, repository, tag, digest, image_id, described)
 
     async def delete_tag(self, repository: str, tag: str) -> None:
-        found = await self.store.read(self.store.sync.v1_tags, repository) or {}
-        if tag not in found or found[tag].image_id == NOT_PRESENTABLE:  # v1 clients never saw it
+        """Delete a tag v1 clients see, whichever API wrote it."""
+        try:
+            visible = await self.tags(repository)
+        except V1Error:
+            visible = {}
+        if tag not in visible:
             raise V1Error(f"Tag not found: {tag}", 404)
         deleted = await self.store.write(self.store.sync.delete_v1_tags, repository, [tag])
         self.registry.cache.clear()
@@ -133,7 +137,13 @@ class V1Repositories:
             raise V1Error(f"Tag not found: {tag}", 404)
 
     async def delete_repository(self, repository: str) -> None:
-        deleted = await self.store.write(self.store.sync.delete_v1_repository, repository)
+        """The original's repository deletion: the tags v1 clients see (tags of artifacts and of images they cannot
+        pull stay), the index images and the properties."""
+        try:
+            visible = await self.tags(repository)
+        except V1Error:
+            visible = {}
+        deleted = await self.store.write(self.store.sync.delete_v1_repository, repository, sorted(visible))
         self.registry.cache.clear()
         if not deleted:
             raise V1Error("Repository not found", 404)
