@@ -14,6 +14,7 @@ REGISTRY_VERSION = "0.9.1"
 """The API of the original registry's last release, which this one serves."""
 LEGACY_HEADERS = {"X-Docker-Registry-Version": REGISTRY_VERSION, "X-Docker-Registry-Config": "common"}
 NO_CACHE = {"Cache-Control": "no-cache", "Expires": "-1"}
+NO_CONTENT = 204
 
 
 class V1Error(Exception):
@@ -30,8 +31,10 @@ def response(
     data: Any = True, status: int = 200, headers: dict[str, str] | None = None, *, raw: bytes | None = None
 ) -> web.Response:
     """`data` as JSON (keys sorted, as the original did), or `raw` bytes that are JSON already."""
-    body = raw if raw is not None else json.dumps(data, sort_keys=True).encode()
     all_headers = {**LEGACY_HEADERS, **NO_CACHE, "Content-Type": "application/json", **(headers or {})}
+    if status == NO_CONTENT:  # the original wrote `""` here; a 204 carries no body
+        return web.Response(status=status, headers=all_headers)
+    body = raw if raw is not None else json.dumps(data, sort_keys=True).encode()
     return web.Response(body=body, status=status, headers=all_headers)
 
 
