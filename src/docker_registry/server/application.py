@@ -7,6 +7,7 @@ Nothing below imports this module; features (auth, GC, proxy, metrics, ...) are 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ from aiohttp.typedefs import Middleware
 from docker_registry.core.driver import Base, fetch
 from docker_registry.core.exceptions import ConfigError
 
+from . import v1
 from .auth.middleware import middleware as auth_middleware
 from .auth.setup import create as create_auth
 from .config import Config
@@ -105,6 +107,8 @@ def create_app(config: Config) -> web.Application:
     v2.add_routes(app)
     if token_service is not None:
         app.router.add_route("*", token_service.path, token_service.handle)
+    if config.v1.enabled:
+        v1.add_routes(app)
     return app
 
 
@@ -134,22 +138,30 @@ def _as_list(values: object) -> list[str]:
     return [str(v) for v in values] if isinstance(values, list | tuple) else [str(values)]
 
 
+@contextlib.asynccontextmanager
+async def open_registry(config: Config) -> AsyncIterator[Registry]:
+    """The registry logic over the configured database and storage driver, closed on leaving: what a worker
+    serves, and what maintenance commands (`import`) work on."""
+    url = database_url(config)
+    database = config.database
+    engine = create_engine(url, database.locktimeout, pool_size=database.readthreads + 2)
+    store = AsyncMetadataStore(
+        MetadataStore(engine, database.locktimeout, gate_for(url), reserve_for(url)), database.readthreads
+    )
+    watcher = ChangeWatcher(url)
+    driver = build_driver(config)
+    try:
+        yield Registry(store, driver, RegistryCache(watcher))
+    finally:
+        await driver.close()
+        watcher.close()
+        store.close()
+
+
 def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def stores(app: web.Application) -> AsyncIterator[None]:
-        url = database_url(config)
-        database = config.database
-        engine = create_engine(url, database.locktimeout, pool_size=database.readthreads + 2)
-        store = AsyncMetadataStore(
-            MetadataStore(engine, database.locktimeout, gate_for(url), reserve_for(url)), database.readthreads
-        )
-        watcher = ChangeWatcher(url)
-        driver = build_driver(config)
-        app[REGISTRY_KEY] = Registry(store, driver, RegistryCache(watcher))
-        try:
+        async with open_registry(config) as logic:
+            app[REGISTRY_KEY] = logic
             yield
-        finally:
-            await driver.close()
-            watcher.close()
-            store.close()
 
     return stores

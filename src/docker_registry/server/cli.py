@@ -28,7 +28,10 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="docker-registry",
-        description="docker-registry 3: a container image registry (OCI Distribution v1.1, Docker Registry API v2).",
+        description=(
+            "docker-registry 3: a container image registry (OCI Distribution v1.1, Docker Registry API v2, and the "
+            "legacy v1 API of the original docker-registry, bridged to v2: see docs/v1.md)."
+        ),
         epilog=(
             "CONFIG is a YAML file with CNCF Distribution's keys (storage, http, log, ...) plus our own "
             "(database, http.workers, validation.manifests.maxbytes). Without one, REGISTRY_CONFIGURATION_PATH "
@@ -99,7 +102,10 @@ def _add_maintenance(commands: argparse._SubParsersAction[argparse.ArgumentParse
             "tags are imported after the checks a push gets (digests, manifest validation, references); anything "
             "failing them is reported and skipped. When storage.filesystem.rootdirectory is that v2 folder the "
             "import is in place (nothing copied); otherwise blobs are copied into the configured storage. PATH is "
-            "never changed. Running it again imports only what is missing. " + MAINTENANCE_EXIT_STATUS
+            "never changed. Running it again imports only what is missing. --v1 PATH reads the storage directory of "
+            "the original docker-registry (images/, repositories/): layers stay where they are (hard-linked as blobs) "
+            "when PATH lies inside storage.filesystem.rootdirectory, else they are copied; half-pushed images are "
+            "reported and not served. " + MAINTENANCE_EXIT_STATUS
         ),
     )
     imports.add_argument("config", metavar="CONFIG", help="YAML configuration file of this registry")
@@ -111,6 +117,7 @@ def _add_maintenance(commands: argparse._SubParsersAction[argparse.ArgumentParse
         dest="source",
         help=f"SOURCE is one of: {', '.join(IMPORT_SOURCES)}",
     )
+    source.add_argument("--v1", metavar="PATH", help="storage directory of the original registry (v1)")
     imports.add_argument("--jobs", type=_positive, default=DEFAULT_JOBS, help="blobs read at once (default 4)")
 
 
@@ -119,6 +126,33 @@ def _positive(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return number
+
+
+def _import(config: configuration.Config, v1_path: str) -> int:
+    """`docker-registry import --v1 PATH`."""
+    import asyncio
+
+    from .application import open_registry, prepare
+    from .v1.importer import V1Importer
+
+    if not os.path.isdir(v1_path):
+        print(f"docker-registry: import: {v1_path} is not a directory", file=sys.stderr)
+        return 1
+    root = config.storage.options.get("rootdirectory") if config.storage.driver in ("filesystem", "file") else None
+    source = os.path.realpath(v1_path)
+    in_place = root is not None and os.path.commonpath([source, os.path.realpath(str(root))]) == os.path.realpath(
+        str(root)
+    )
+    prepare(config)
+
+    async def run() -> list[str]:
+        async with open_registry(config) as registry:
+            summary = await V1Importer(registry, source, in_place, sys.stderr.isatty()).run()
+        return list(summary.lines())
+
+    for line in asyncio.run(run()):
+        print(line)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:  # `docker-registry config | head`: the reader has all it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python exits
         return 0
+    if args.command == "import" and args.v1 is not None:
+        return _import(config, args.v1)
     if args.command in ("fsck", "import"):
         return _maintenance(args, config)
     from .runtime.serve import serve  # the server's imports (aiohttp, the app) are not needed to print a config

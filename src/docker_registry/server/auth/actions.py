@@ -13,6 +13,9 @@ LOGIN = "login"
 CATALOG = "catalog"
 """`/v2/_catalog`: any caller who may pull something; the list is filtered to what they may pull."""
 
+OPEN = "open"
+"""Anyone, with or without credentials: the v1 ping and sign-up, as the original served them."""
+
 ACTIONS: dict[Handler, str] = {
     manifests.get_manifest: PULL,
     manifests.put_manifest: PUSH,
@@ -45,3 +48,18 @@ def same_owner(owner: str | None, user: str | None) -> bool:
     if owner is None or user is None:
         return owner is None and user is None
     return hmac.compare_digest(owner.encode(), user.encode())
+
+
+V1_ACTIONS = {"GET": PULL, "HEAD": PULL, "PUT": PUSH, "POST": PUSH, "DELETE": DELETE}
+"""The legacy v1 API (its handlers live in a feature this one may not import, so its routes are told by path and
+method): reads pull, writes push, deletes delete. Image routes name no repository: see `Auth.guard`."""
+
+
+def required_v1(method: str, path: str) -> str:
+    if path in ("/_ping", "/v1/_ping"):
+        return OPEN
+    if path.startswith("/v1/users"):
+        return OPEN if method == "POST" else LOGIN
+    if path == "/v1/search":
+        return CATALOG
+    return V1_ACTIONS.get(method, "")

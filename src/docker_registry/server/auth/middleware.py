@@ -19,10 +19,11 @@ from aiohttp.typedefs import Middleware
 
 from ..config import Config
 from ..http.context import ACCESS, registry
-from ..http.routing import resolve
+from ..http.routing import resolve, table_for
 from ..http.v2 import ROUTES
+from ..registry import names
 from ..registry.errors import BLOB_UPLOAD_UNKNOWN, DENIED, TOOMANYREQUESTS, UNAUTHORIZED, RegistryError
-from .actions import CATALOG, LOGIN, SESSION_HANDLERS, required, same_owner
+from .actions import CATALOG, LOGIN, OPEN, SESSION_HANDLERS, required, required_v1, same_owner
 from .htpasswd import Htpasswd, basic_credentials
 from .limiter import FailureLimiter
 from .rules import PULL, Rules
@@ -83,21 +84,28 @@ class Auth:
         if ACCESS in request:
             return
         user = await self._authenticate(request)
+        path = request.rel_url.raw_path
+        routes = table_for(request.app, path, ROUTES)
         try:
-            handler, params = resolve(ROUTES, request)
+            handler, params = resolve(routes, request)
         except RegistryError:
             if user is None:  # an anonymous caller learns nothing of the routes
                 raise self._challenge() from None
             raise
-        action = required(handler)
-        if action == LOGIN:
+        action = required(handler) if routes is ROUTES else required_v1(request.method, path)
+        repository = params.name if routes is ROUTES or not params.name else names.legacy_repository(params.name)
+        if action == OPEN:
+            allowed = True
+        elif action == LOGIN:
             allowed = user is not None
         elif action == CATALOG:
             allowed = user is not None or self.rules.anonymous_may_pull_something()
+        elif not params.name and routes is not ROUTES:  # a v1 image: it belongs to no repository
+            allowed = self.rules.allows_somewhere(user, action)
         else:
-            allowed = bool(action) and self.rules.allows(user, params.name, action)
+            allowed = bool(action) and self.rules.allows(user, repository, action)
         if not allowed:
-            scope = [{"Type": "repository", "Name": params.name, "Action": action}] if params.name else None
+            scope = [{"Type": "repository", "Name": repository, "Action": action}] if repository else None
             if user is None:
                 raise self._challenge(scope)
             raise RegistryError(DENIED, scope)

@@ -60,5 +60,10 @@ class Rules:
     def allows(self, user: str | None, repository: str, action: str) -> bool:
         return any(r.applies_to(user, self._groups) and r.grants(repository, action) for r in self._rules)
 
+    def allows_somewhere(self, user: str | None, action: str) -> bool:
+        """Whether some rule grants `user` the action on some repository: what v1 image routes, which name no
+        repository (images belong to none), require."""
+        return any(r.applies_to(user, self._groups) and action in r.actions for r in self._rules)
+
     def anonymous_may_pull_something(self) -> bool:
         return any(r.who == ANONYMOUS and PULL in r.actions for r in self._rules)

@@ -477,6 +477,16 @@ class AccessRule(Section):
         return self
 
 
+# --- v1 ----------------------------------------------------------------------------------------------------------
+
+
+class V1Config(Section):
+    enabled: Annotated[Bool, OURS] = Field(
+        True,
+        description="serve the legacy v1 API of the original docker-registry (`/v1/...`, `/_ping`; see docs/v1.md)",
+    )
+
+
 # --- the whole file ------------------------------------------------------------------------------------------------
 
 
@@ -516,7 +526,7 @@ class Config(Section):
     )
     gc: Annotated[object, NOT_YET] = Field(None, exclude=True)
     ui: Annotated[object, NOT_YET] = Field(None, exclude=True)
-    v1: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    v1: Annotated[V1Config, OURS] = Field(default_factory=V1Config)
 
     _notices: list[str] = PrivateAttr(default_factory=list)
 

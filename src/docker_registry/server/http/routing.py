@@ -40,6 +40,17 @@ Route = tuple[re.Pattern[str], Mapping[str, Handler]]
 BodyCheck = Callable[[web.Request, Params], Awaitable[None]]
 """What a handler checks before it reads a body: run first when the client waits for `100 Continue`."""
 
+V1_ROUTES_KEY: web.AppKey[list[Route]] = web.AppKey("v1_routes", list)
+"""The route table of the legacy v1 API when it is mounted (`/v1/...` and `/_ping`), for the auth gate."""
+V1_PREFIXES = ("/v1/", "/_ping")
+
+
+def table_for(app: web.Application, path: str, default: list[Route]) -> list[Route]:
+    """The route table a path belongs to: v1's for its paths when v1 is mounted, else `default` (v2's)."""
+    if path.startswith(V1_PREFIXES):
+        return app.get(V1_ROUTES_KEY, default)
+    return default
+
 
 def route(pattern: str, methods: Mapping[str, Handler]) -> Route:
     return re.compile(pattern), methods

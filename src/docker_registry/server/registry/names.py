@@ -47,3 +47,9 @@ def check_reference(reference: str) -> str | Digest:
     if is_digest(reference):
         return check_digest(reference)
     return check_tag(reference)
+
+
+def legacy_repository(name: str) -> str:
+    """The repository a v1 path names: a name without a namespace is `library/<name>`, as the original registry
+    stored it. The v1 API and the auth gate both apply it, so rules are checked on the repository written."""
+    return name if "/" in name else check_name(f"library/{name}")

@@ -44,6 +44,15 @@ class AsyncMetadataStore:
         result: T = await self._writes.submit(partial(query, *args, **kwargs), durable=False)
         return result
 
+    async def read(self, query: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Any query of the synchronous store (`self.sync`), in the readers' pool: for features with queries of
+        their own (v1), so this facade need not repeat each of them."""
+        return await self._read(query, *args, **kwargs)
+
+    async def write(self, query: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Any write method of the synchronous store, durable and group-committed (see `read`)."""
+        return await self._write(query, *args, **kwargs)
+
     @property
     def writer_lease(self) -> float:
         return self.sync.writer_lease

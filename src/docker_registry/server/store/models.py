@@ -78,3 +78,32 @@ class BadReference(Exception):
         self.declared_size = declared_size
         self.stored_size = stored_size
         """None when the repository does not have it at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class V1Image:
+    """An image of the legacy v1 API: its json as pushed, its chain and its layer (once pushed)."""
+
+    id: str
+    json: bytes
+    parent: str | None
+    ancestry: list[str]
+    """This image first, then its parent, up to the root (the v1 `ancestry` answer)."""
+    layer_digest: Digest | None
+    size: int | None
+    checksum: str | None
+    """The payload checksum computed as the layer streamed in: `sha256:` of json, a newline, and the layer."""
+    diff_id: Digest | None
+    """The sha256 of the uncompressed layer (the `diff_ids` of an image config)."""
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class V1Tag:
+    """A tag as the v1 API sees it: the image a v1 push pointed it at, or the v1 chain a v2-pushed manifest was
+    presented as (None until it is)."""
+
+    manifest: Digest
+    image_id: str | None
+    json: str | None
+    """What a v1 tag push recorded (None for a v2-written tag)."""

@@ -81,3 +81,59 @@ uploads = sa.Table(
     # The authenticated user who began the session (NULL: anonymous, or no auth): only they may use it.
     sa.Column("owner", sa.String(255), nullable=True),
 )
+
+# --- the legacy v1 API (the original registry's images, index images, tags and properties) ---------------------------
+
+v1_images = sa.Table(
+    "v1_images",
+    metadata,
+    # 64 (or legacy 16) lowercase hex characters; global, as in the original: images belong to no repository
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("json", sa.LargeBinary, nullable=False),  # as pushed: the payload checksum covers these bytes
+    sa.Column("parent", sa.String(64), nullable=True),
+    sa.Column("ancestry", sa.Text, nullable=False),
+    # the layer: a blob of the content-addressed store, by the sha256 of its bytes
+    sa.Column("layer_digest", sa.String(200), nullable=True),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("checksum", sa.String(200), nullable=True),
+    sa.Column("diff_id", sa.String(200), nullable=True),
+    sa.Column("complete", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+v1_repository_images = sa.Table(
+    "v1_repository_images",
+    metadata,
+    sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("image_id", sa.String(64), primary_key=True),
+    sa.Column("checksum", sa.String(200), nullable=True),
+)
+
+v1_tags = sa.Table(
+    "v1_tags",
+    metadata,
+    # A v1 PUT of a tag writes the v2 tag (to the manifest the bridge built) and this row; a tag is a v1 tag while
+    # its v2 row still points at that manifest.
+    sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("image_id", sa.String(64), nullable=False),
+    sa.Column("json", sa.Text, nullable=False),
+)
+
+v1_repositories = sa.Table(
+    "v1_repositories",
+    metadata,
+    sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("properties", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+)
+
+v1_presented = sa.Table(
+    "v1_presented",
+    metadata,
+    # A v2-pushed image manifest as v1 clients see it: the top of the v1 image chain made from it (global: the
+    # chain depends on the manifest's content only).
+    sa.Column("manifest_digest", sa.String(200), primary_key=True),
+    sa.Column("image_id", sa.String(64), nullable=False),
+)

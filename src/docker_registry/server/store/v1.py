@@ -1,0 +1,395 @@
+"""The legacy v1 API's records: images (global, as in the original), each repository's index images, v1 tags and
+repository properties. No API knowledge: the v1 feature decides what the records mean to a client.
+
+A v1 tag shares the tag namespace of v2: the tag row itself is the v2 one (pointing at the manifest the v1 bridge
+built), and `v1_tags` remembers which v1 image that manifest stands for. A v2 push that moves the tag leaves the
+`v1_tags` row behind pointing at another manifest: the tag is then a v2 tag, seen by v1 through the chain its
+manifest is presented as (`v1_presented`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from enum import Enum
+
+import sqlalchemy as sa
+
+from docker_registry.core.digest import Digest
+
+from .base import REPOSITORY_ID, REPOSITORY_ID_OF, StoreBase, per_dialect, stored_digest
+from .models import V1Image, V1Tag
+from .tables import (
+    blobs,
+    manifests,
+    repositories,
+    tags,
+    v1_images,
+    v1_presented,
+    v1_repositories,
+    v1_repository_images,
+    v1_tags,
+)
+
+_IMAGE = sa.select(v1_images).where(v1_images.c.id == sa.bindparam("image_id"))
+_INSERT_BLOB = per_dialect(
+    lambda insert: (
+        insert(blobs)
+        .values(digest=sa.bindparam("digest"), size=sa.bindparam("size"), created_at=sa.bindparam("now"))
+        .on_conflict_do_nothing(index_elements=["digest"])
+    )
+)
+_INSERT_IMAGE = per_dialect(lambda insert: insert(v1_images).on_conflict_do_nothing(index_elements=["id"]))
+"""Inserts race on PostgreSQL (two pushes or presentations of one image at once): the first one wins, as it holds
+the same content."""
+_INSERT_PRESENTED = per_dialect(
+    lambda insert: insert(v1_presented).on_conflict_do_nothing(index_elements=["manifest_digest"])
+)
+_INSERT_INDEX_IMAGE = per_dialect(
+    lambda insert: insert(v1_repository_images).on_conflict_do_nothing(index_elements=["repository_id", "image_id"])
+)
+_UPSERT_V1_TAG = per_dialect(
+    lambda insert: (
+        statement := insert(v1_tags).values(
+            repository_id=sa.bindparam("repository_id"),
+            name=sa.bindparam("tag"),
+            manifest_id=sa.bindparam("manifest_id"),
+            image_id=sa.bindparam("image_id"),
+            json=sa.bindparam("json"),
+        )
+    ).on_conflict_do_update(
+        index_elements=["repository_id", "name"],
+        set_={
+            "manifest_id": statement.excluded.manifest_id,
+            "image_id": statement.excluded.image_id,
+            "json": statement.excluded.json,
+        },
+    )
+)
+_UPSERT_PROPERTIES = per_dialect(
+    lambda insert: (
+        statement := insert(v1_repositories).values(
+            repository_id=sa.bindparam("repository_id"),
+            properties=sa.bindparam("properties"),
+            description=sa.bindparam("description"),
+        )
+    ).on_conflict_do_update(
+        index_elements=["repository_id"],
+        set_={"properties": statement.excluded.properties, "description": statement.excluded.description},
+    )
+)
+_TAGS = (
+    sa.select(
+        tags.c.name,
+        manifests.c.digest,
+        sa.func.coalesce(v1_tags.c.image_id, v1_presented.c.image_id).label("image_id"),
+        v1_tags.c.json,
+    )
+    .select_from(
+        tags.join(manifests, manifests.c.id == tags.c.manifest_id)
+        .outerjoin(
+            v1_tags,
+            sa.and_(
+                v1_tags.c.repository_id == tags.c.repository_id,
+                v1_tags.c.name == tags.c.name,
+                v1_tags.c.manifest_id == tags.c.manifest_id,
+            ),
+        )
+        .outerjoin(v1_presented, v1_presented.c.manifest_digest == manifests.c.digest)
+    )
+    .where(tags.c.repository_id == REPOSITORY_ID_OF)
+)
+"""Every tag of a repository with its manifest and, if known, its v1 image: the one a v1 push pointed it at (while
+the tag still points at the manifest that push made), else the chain its v2 manifest was presented as."""
+
+
+class PutJson(Enum):
+    """What a v1 json PUT found."""
+
+    STORED = "stored"
+    EXISTS = "exists"
+    """A complete image has that id: it can no longer change."""
+    NO_PARENT = "no-parent"
+
+
+def _columns(image: V1Image) -> dict[str, object]:
+    return {
+        "id": image.id,
+        "json": image.json,
+        "parent": image.parent,
+        "ancestry": json.dumps(image.ancestry),
+        "layer_digest": None if image.layer_digest is None else str(image.layer_digest),
+        "size": image.size,
+        "checksum": image.checksum,
+        "diff_id": None if image.diff_id is None else str(image.diff_id),
+        "complete": image.complete,
+    }
+
+
+def _image(row: sa.Row[tuple[object, ...]]) -> V1Image:
+    mapping = row._mapping
+    return V1Image(
+        id=mapping["id"],
+        json=bytes(mapping["json"]),
+        parent=mapping["parent"],
+        ancestry=json.loads(mapping["ancestry"]),
+        layer_digest=stored_digest(mapping["layer_digest"]) if mapping["layer_digest"] else None,
+        size=mapping["size"],
+        checksum=mapping["checksum"],
+        diff_id=stored_digest(mapping["diff_id"]) if mapping["diff_id"] else None,
+        complete=bool(mapping["complete"]),
+    )
+
+
+class V1Queries(StoreBase):
+    # --- images ----------------------------------------------------------------------------------------------
+    def v1_image(self, image_id: str) -> V1Image | None:
+        row = self._read(lambda conn: conn.execute(_IMAGE, {"image_id": image_id}).first())
+        return None if row is None else _image(row)
+
+    def v1_images(self, image_ids: Sequence[str]) -> dict[str, V1Image]:
+        query = sa.select(v1_images).where(v1_images.c.id.in_(list(image_ids)))
+        rows = self._read(lambda conn: conn.execute(query).all())
+        return {row.id: _image(row) for row in rows}
+
+    def put_v1_json(self, image_id: str, raw: bytes, parent: str | None) -> PutJson:
+        """Record an image's json (again, while it is incomplete: a retried push starts over from its json)."""
+
+        def put(conn: sa.Connection) -> PutJson:
+            existing = conn.execute(_IMAGE, {"image_id": image_id}).first()
+            if existing is not None and existing.complete:
+                return PutJson.EXISTS
+            ancestry = [image_id]
+            if parent is not None:
+                parent_row = conn.execute(_IMAGE, {"image_id": parent}).first()
+                if parent_row is None:
+                    return PutJson.NO_PARENT
+                ancestry += json.loads(parent_row.ancestry)
+            values = {
+                "json": raw,
+                "parent": parent,
+                "ancestry": json.dumps(ancestry),
+                "layer_digest": None,
+                "size": None,
+                "checksum": None,
+                "diff_id": None,
+                "complete": False,
+                "created_at": time.time(),
+            }
+            if existing is None:
+                conn.execute(_INSERT_IMAGE[self._dialect].values(id=image_id, **values))
+            else:
+                conn.execute(v1_images.update().where(v1_images.c.id == image_id).values(**values))
+            return PutJson.STORED
+
+        return self._write(put)
+
+    def put_v1_layer(
+        self, image_id: str, digest: Digest, size: int, checksum: str, diff_id: Digest | None, json_bytes: bytes
+    ) -> bool:
+        """Record the verified layer blob of an incomplete image whose json is still `json_bytes` (the checksum
+        was computed over them); False if the image is gone, complete, or its json changed meanwhile."""
+
+        def put(conn: sa.Connection) -> bool:
+            now = time.time()
+            updated = conn.execute(
+                v1_images.update()
+                .where(v1_images.c.id == image_id, v1_images.c.complete.is_(False), v1_images.c.json == json_bytes)
+                .values(
+                    layer_digest=str(digest),
+                    size=size,
+                    checksum=checksum,
+                    diff_id=None if diff_id is None else str(diff_id),
+                )
+            ).rowcount
+            if updated:
+                conn.execute(_INSERT_BLOB[self._dialect], {"digest": str(digest), "size": size, "now": now})
+            return bool(updated)
+
+        return self._write(put)
+
+    def complete_v1_image(self, image_id: str, checksum: str) -> bool:
+        """Mark the image complete if its layer's checksum is `checksum`."""
+        statement = (
+            v1_images.update()
+            .where(
+                v1_images.c.id == image_id,
+                v1_images.c.complete.is_(False),
+                v1_images.c.checksum == checksum,
+                v1_images.c.layer_digest.is_not(None),
+            )
+            .values(complete=True)
+        )
+        return self._write(lambda conn: conn.execute(statement).rowcount > 0)
+
+    def import_v1_image(self, image: V1Image) -> bool:
+        """An image read from an original registry's storage; False (nothing changed) if one with that id is
+        there already, complete, or incomplete and the imported one is not complete either."""
+
+        def put(conn: sa.Connection) -> bool:
+            existing = conn.execute(_IMAGE, {"image_id": image.id}).first()
+            if existing is not None and (existing.complete or not image.complete):
+                return False
+            now = time.time()
+            values = {**_columns(image), "created_at": now}
+            if image.layer_digest is not None and image.size is not None:
+                conn.execute(
+                    _INSERT_BLOB[self._dialect], {"digest": str(image.layer_digest), "size": image.size, "now": now}
+                )
+            if existing is None:
+                conn.execute(_INSERT_IMAGE[self._dialect].values(**values))
+            else:
+                conn.execute(v1_images.update().where(v1_images.c.id == image.id).values(**values))
+            return True
+
+        return self._write(put)
+
+    # --- index images ----------------------------------------------------------------------------------------
+    def v1_index_images(self, repository: str) -> list[dict[str, str]] | None:
+        """The repository's index images (`{"id"[, "checksum"]}`); None if it has none."""
+        query = (
+            sa.select(v1_repository_images.c.image_id, v1_repository_images.c.checksum)
+            .where(v1_repository_images.c.repository_id == REPOSITORY_ID_OF)
+            .order_by(v1_repository_images.c.image_id)
+        )
+        rows = self._read(lambda conn: conn.execute(query, {"repository": repository}).all())
+        if not rows:
+            return None
+        return [{"id": r.image_id, "checksum": r.checksum} if r.checksum else {"id": r.image_id} for r in rows]
+
+    def put_v1_index_images(self, repository: str, images: Sequence[tuple[str, str | None]]) -> None:
+        """Merge into the repository's index images; a known checksum is kept when the new entry has none."""
+
+        def put(conn: sa.Connection) -> None:
+            repo_id = self._repository_id(conn, repository, time.time())
+            for image_id, checksum in sorted(set(images)):
+                where = sa.and_(
+                    v1_repository_images.c.repository_id == repo_id, v1_repository_images.c.image_id == image_id
+                )
+                found = conn.execute(sa.select(v1_repository_images.c.checksum).where(where)).first()
+                if found is None:
+                    conn.execute(
+                        _INSERT_INDEX_IMAGE[self._dialect].values(
+                            repository_id=repo_id, image_id=image_id, checksum=checksum
+                        )
+                    )
+                elif checksum and found.checksum != checksum:
+                    conn.execute(v1_repository_images.update().where(where).values(checksum=checksum))
+
+        self._write(put)
+
+    # --- tags ------------------------------------------------------------------------------------------------
+    def v1_tags(self, repository: str) -> dict[str, V1Tag] | None:
+        """Every tag of the repository as v1 sees it; None if the repository is unknown."""
+
+        def read(conn: sa.Connection) -> dict[str, V1Tag] | None:
+            if conn.execute(REPOSITORY_ID, {"repository": repository}).scalar() is None:
+                return None
+            rows = conn.execute(_TAGS, {"repository": repository}).all()
+            return {row.name: V1Tag(stored_digest(row.digest), row.image_id, row.json) for row in rows}
+
+        return self._read(read)
+
+    def present_v2_image(self, manifest: Digest, chain: Sequence[V1Image], top: str) -> None:
+        """Record the v1 chain (top first) a v2-pushed image manifest is presented as, and its top image id (empty
+        when v1 clients cannot use the manifest: then the chain is empty); images already known (a chain shares its
+        base with others) are left as they are."""
+
+        def put(conn: sa.Connection) -> None:
+            now = time.time()
+            for image in reversed(chain):
+                if conn.execute(_IMAGE, {"image_id": image.id}).first() is None:
+                    conn.execute(_INSERT_IMAGE[self._dialect].values(**_columns(image), created_at=now))
+            conn.execute(_INSERT_PRESENTED[self._dialect].values(manifest_digest=str(manifest), image_id=top))
+
+        self._write(put)
+
+    def put_v1_tag(self, repository: str, tag: str, manifest: Digest, image_id: str, tag_json: str) -> bool:
+        """Remember that the tag (which a v2 write just pointed at `manifest`) stands for `image_id`."""
+
+        def put(conn: sa.Connection) -> bool:
+            repo_id = conn.execute(REPOSITORY_ID, {"repository": repository}).scalar()
+            manifest_id = conn.execute(
+                sa.select(manifests.c.id).where(
+                    manifests.c.repository_id == repo_id, manifests.c.digest == str(manifest)
+                )
+            ).scalar()
+            if manifest_id is None:
+                return False
+            params = {
+                "repository_id": repo_id,
+                "tag": tag,
+                "manifest_id": manifest_id,
+                "image_id": image_id,
+                "json": tag_json,
+            }
+            conn.execute(_UPSERT_V1_TAG[self._dialect], params)
+            return True
+
+        return self._write(put)
+
+    def delete_v1_tags(self, repository: str, names: Sequence[str]) -> int:
+        """Delete tags (whichever API wrote them: one namespace) with their v1 records; how many were deleted."""
+
+        def delete(conn: sa.Connection) -> int:
+            repo_id = conn.execute(REPOSITORY_ID, {"repository": repository}).scalar()
+            deleted = 0
+            for name in sorted(set(names)):
+                deleted += conn.execute(
+                    tags.delete().where(tags.c.repository_id == repo_id, tags.c.name == name)
+                ).rowcount
+                conn.execute(v1_tags.delete().where(v1_tags.c.repository_id == repo_id, v1_tags.c.name == name))
+            return deleted
+
+        return self._write(delete)
+
+    def delete_v1_repository(self, repository: str, tag_names: Sequence[str]) -> bool:
+        """The original's repository deletion: the tags named (those v1 clients see, whichever API wrote them),
+        the index images and properties; manifests and blobs stay, untagged, as v2 deletes by tag leave them.
+        False if there was nothing to delete."""
+
+        def delete(conn: sa.Connection) -> bool:
+            repo_id = conn.execute(REPOSITORY_ID, {"repository": repository}).scalar()
+            if repo_id is None:
+                return False
+            found = 0
+            for name in sorted(set(tag_names)):
+                found += conn.execute(
+                    tags.delete().where(tags.c.repository_id == repo_id, tags.c.name == name)
+                ).rowcount
+            for table in (v1_tags, v1_repository_images, v1_repositories):
+                found += conn.execute(table.delete().where(table.c.repository_id == repo_id)).rowcount
+            return found > 0
+
+        return self._write(delete)
+
+    # --- properties and search -------------------------------------------------------------------------------
+    def v1_properties(self, repository: str) -> tuple[dict[str, str], str] | None:
+        """The repository's properties and description; None if none were set."""
+        query = sa.select(v1_repositories.c.properties, v1_repositories.c.description).where(
+            v1_repositories.c.repository_id == REPOSITORY_ID_OF
+        )
+        row = self._read(lambda conn: conn.execute(query, {"repository": repository}).first())
+        return None if row is None else (json.loads(row.properties), row.description)
+
+    def put_v1_properties(self, repository: str, properties: dict[str, str], description: str = "") -> None:
+        def put(conn: sa.Connection) -> None:
+            repo_id = self._repository_id(conn, repository, time.time())
+            params = {"repository_id": repo_id, "properties": json.dumps(properties), "description": description}
+            conn.execute(_UPSERT_PROPERTIES[self._dialect], params)
+
+        self._write(put)
+
+    def search_repositories(self, term: str) -> list[tuple[str, str]]:
+        """(name, description) of the repositories whose name or description contains `term`, sorted by name."""
+        pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        description = sa.func.coalesce(v1_repositories.c.description, "")
+        matching = sa.or_(repositories.c.name.like(pattern, escape="\\"), description.like(pattern, escape="\\"))
+        query = (
+            sa.select(repositories.c.name, description.label("description"))
+            .select_from(repositories.outerjoin(v1_repositories))
+            .where(matching)
+            .order_by(self._bytewise(repositories.c.name))
+        )
+        return self._read(lambda conn: [(row.name, row.description) for row in conn.execute(query)])

@@ -1,0 +1,218 @@
+"""The v1 image life cycle, without HTTP: json first, then the layer, then the checksum that completes the image.
+
+Layers become blobs of the content-addressed store (by the sha256 of their bytes, computed as they stream in, with
+the payload checksum and the diff_id in the same pass), so the v2 API and the bridge serve the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+from docker_registry.core import exceptions
+from docker_registry.core.digest import Digest, blob_path
+from docker_registry.core.driver import Writer
+
+from ..registry.cache import BoundedCache
+from ..registry.service import Registry
+from ..store.models import V1Image
+from ..store.v1 import PutJson
+from . import tarfiles
+from .layers import LayerDigests
+from .responses import V1Error
+
+IMAGE_ID = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{16})$")
+INLINE_HASH_MAX = 64 * 1024
+IN_PROGRESS = "Image is being uploaded, retry later"
+COMPLETE_CACHE_ENTRIES = 10_000
+
+
+def check_image_id(image_id: str) -> str:
+    if not IMAGE_ID.match(image_id):
+        raise V1Error("Invalid image ID: 64 (or 16) lowercase hexadecimal characters expected", 400)
+    return image_id
+
+
+def _not_found() -> V1Error:
+    return V1Error("Image not found", 404)
+
+
+def parse_image_json(image_id: str, raw: bytes) -> str | None:
+    """The parent the json names; refuses what the original refused (and non-UTF-8 or odd ids it let through)."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise V1Error("Invalid JSON") from None
+    if not data or not isinstance(data, dict):
+        raise V1Error("Invalid JSON")
+    if "id" not in data:
+        raise V1Error("Missing key `id' in JSON")
+    if data["id"] != image_id:
+        raise V1Error("JSON data contains invalid id")
+    parent = data.get("parent")
+    if parent in (None, ""):
+        return None
+    if not isinstance(parent, str) or not IMAGE_ID.match(parent):
+        raise V1Error("Invalid parent ID")
+    return parent
+
+
+async def _pump(chunks: AsyncIterable[bytes], writer: Writer, digests: LayerDigests) -> None:
+    """Write and hash each chunk while the next one is received: the blob digest in one thread, the payload
+    checksum and the diff_id in another, the write in a third; one chunk in flight."""
+    pending: list[asyncio.Future[object]] = []
+    try:
+        async for chunk in chunks:
+            if pending:
+                await asyncio.gather(*pending)
+            if len(chunk) <= INLINE_HASH_MAX:
+                digests.update(chunk)
+                pending = [asyncio.ensure_future(writer.write(chunk))]
+            else:
+                pending = [
+                    asyncio.ensure_future(asyncio.to_thread(digests.update_blob, chunk)),
+                    asyncio.ensure_future(asyncio.to_thread(digests.update_rest, chunk)),
+                    asyncio.ensure_future(writer.write(chunk)),
+                ]
+    finally:  # settle them before the writer is committed or cancelled, even when the body broke off
+        if pending:
+            results = await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+
+class V1Images:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.store = registry.store
+        self.driver = registry.driver
+        self._complete: BoundedCache[str, V1Image] = BoundedCache(COMPLETE_CACHE_ENTRIES)
+        """Complete images by id: nothing changes one (json, layer and checksum PUTs answer 409, an import skips
+        it, and there is no image delete), so this process keeps them without asking the database again."""
+
+    async def get(self, image_id: str) -> V1Image | None:
+        cached = self._complete.get(check_image_id(image_id))
+        if cached is not None:
+            return cached
+        image = await self.store.read(self.store.sync.v1_image, image_id)
+        if image is not None and image.complete:
+            self._complete.put(image_id, image)
+        return image
+
+    async def complete(self, image_id: str) -> V1Image:
+        """A complete image, else 404 (unknown) or 400 (being pushed), as the original answered reads."""
+        image = await self.get(image_id)
+        if image is None:
+            raise _not_found()
+        if not image.complete:
+            raise V1Error(IN_PROGRESS)
+        return image
+
+    async def put_json(self, image_id: str, raw: bytes) -> None:
+        check_image_id(image_id)
+        parent = parse_image_json(image_id, raw)
+        outcome = await self.store.write(self.store.sync.put_v1_json, image_id, raw, parent)
+        if outcome is PutJson.EXISTS:
+            raise V1Error("Image already exists", 409)
+        if outcome is PutJson.NO_PARENT:
+            raise V1Error("Image depends on a non existing parent")
+
+    async def put_layer(self, image_id: str, chunks: AsyncIterable[bytes]) -> None:
+        """Stream the layer into storage, hashing as it comes; it becomes the image's layer blob once all of it
+        arrived (a body that breaks off leaves nothing behind)."""
+        image = await self.get(image_id)
+        if image is None:
+            raise _not_found()
+        if image.complete:
+            raise V1Error("Image already exists", 409)
+        digests = LayerDigests(image.json)
+        scratch = f"uploads/{uuid.uuid4()}/data"
+        writer = await self.driver.writer(scratch)
+        try:
+            await _pump(chunks, writer, digests)
+            await writer.commit()
+        except BaseException:
+            await writer.cancel()
+            await self._remove_scratch(scratch)
+            raise
+        digest = digests.blob.digest()
+        await self.publish(scratch, digest)
+        recorded = await self.store.write(
+            self.store.sync.put_v1_layer,
+            image_id,
+            digest,
+            writer.size,
+            digests.checksum,
+            digests.diff_id,
+            image.json,
+        )
+        if not recorded:  # completed, or its json pushed again, while this layer streamed in
+            raise V1Error("Image changed while its layer was uploaded; push it again", 409)
+
+    async def publish(self, scratch: str, digest: Digest) -> None:
+        """Move bytes written to `scratch` and hashed to `digest` to the blob's place, unless a copy is there
+        already (content-addressed); the scratch area is removed either way."""
+        try:
+            await self._publish(scratch, digest)
+        finally:
+            await self._remove_scratch(scratch)
+
+    async def _publish(self, scratch: str, digest: Digest) -> None:
+        try:
+            await self.driver.stat(blob_path(digest))
+            if await self.store.known_blob_size(digest) is not None:
+                return
+        except exceptions.FileNotFoundError:
+            pass
+        await self.driver.move(scratch, blob_path(digest))
+
+    async def _remove_scratch(self, scratch: str) -> None:
+        try:
+            await self.driver.remove(scratch.rpartition("/")[0])
+        except exceptions.FileNotFoundError:
+            pass
+
+    async def put_checksum(self, image_id: str, checksum: str) -> None:
+        image = await self.get(image_id)
+        if image is None:
+            raise _not_found()
+        if image.complete:
+            raise V1Error("Cannot set this image checksum", 409)
+        if image.layer_digest is None:
+            raise V1Error("Image layer not uploaded yet: send the layer before its checksum")
+        if checksum != image.checksum:
+            raise V1Error("Checksum mismatch")
+        if not await self.store.write(self.store.sync.complete_v1_image, image_id, checksum):
+            raise V1Error("Image changed while its checksum was checked; push it again", 409)
+
+    async def chain(self, image: V1Image) -> list[V1Image]:
+        """The image and its ancestors (top first), each complete, each with its diff_id (which only a layer whose
+        compressed stream is broken lacks: such an image cannot be bridged to v2, so it cannot be tagged)."""
+        found = await self.store.read(self.store.sync.v1_images, image.ancestry)
+        chain = []
+        for image_id in image.ancestry:
+            ancestor = found.get(image_id)
+            if ancestor is None or not ancestor.complete or ancestor.layer_digest is None:
+                raise V1Error(f"Image {image_id} of the ancestry is not complete")
+            if ancestor.diff_id is None:
+                raise V1Error(f"Layer of image {image_id} is not a valid compressed tar (gzip, xz or bzip2)")
+            chain.append(ancestor)
+        return chain
+
+    async def files(self, image: V1Image) -> list[list[Any]]:
+        """The layer's file listing (see `tarfiles`); 400 if the layer is no tar."""
+        assert image.layer_digest is not None
+        try:
+            return await tarfiles.file_listing(aiter(self.layer_stream(image.layer_digest)))
+        except tarfiles.NotATar as e:
+            raise V1Error(f"Layer of image {image.id} is not a tar: {e}") from None
+        except exceptions.FileNotFoundError:
+            raise V1Error("Image layer missing from storage", 404) from None
+
+    def layer_stream(self, digest: Digest, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        return self.driver.stream_read(blob_path(digest), offset, length)

@@ -1,0 +1,186 @@
+"""What a v1 client sees of a v2-pushed image: a chain of v1 images made from the manifest and its config, pulled
+as a docker 1.x engine pulls (index images, tags, ancestry, json, layers resumed with ranges)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+
+import httpx
+
+from oci_content import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from registry_api import canonical, push_blob, put_manifest, sha256, unique_repo
+from v1_engine import V1TestImage, chain, expect, image, pull, rootfs, unpack
+
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def push_v2_image(
+    client: httpx.Client, repository: str, tag: str, images: list[V1TestImage], layer_type: str = DOCKER_LAYER
+) -> tuple[str, dict[str, object]]:
+    """Push the layers of `images` (root first) as a v2 Docker schema 2 image; its manifest digest and config."""
+    config: dict[str, object] = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2026-01-02T03:04:05Z",
+        "config": {"Cmd": ["/bin/app"], "Env": ["V=2"]},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": ["sha256:" + hashlib.sha256(gzip.decompress(i.layer)).hexdigest() for i in images],
+        },
+        "history": [
+            {"created": "2026-01-01T00:00:00Z", "created_by": "/bin/sh -c #(nop) ENV V=2", "empty_layer": True},
+            *({"created": "2026-01-02T00:00:00Z", "created_by": f"COPY layer {n}"} for n in range(len(images))),
+        ],
+    }
+    config_bytes = canonical(config)
+    layers = []
+    for each in images:
+        push_blob(client, repository, each.layer)
+        layers.append(
+            {
+                "mediaType": layer_type,
+                "size": len(each.layer),
+                "digest": "sha256:" + hashlib.sha256(each.layer).hexdigest(),
+            }
+        )
+    push_blob(client, repository, config_bytes)
+    manifest = canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {
+                "mediaType": DOCKER_CONFIG,
+                "size": len(config_bytes),
+                "digest": "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
+            },
+            "layers": layers,
+        }
+    )
+    expect(put_manifest(client, repository, tag, manifest, DOCKER_MANIFEST), 201)
+    return "sha256:" + hashlib.sha256(manifest).hexdigest(), config
+
+
+def push_artifact(client: httpx.Client, repository: str, tag: str) -> None:
+    """An OCI artifact (a signature, say): no image, so nothing v1 clients see."""
+    config = canonical({"kind": "signature"})
+    push_blob(client, repository, config)
+    descriptor = {"mediaType": "application/x.signature.config", "size": len(config), "digest": sha256(config)}
+    document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/x.signature"}
+    manifest = canonical({**document, "config": descriptor, "layers": []})
+    expect(put_manifest(client, repository, tag, manifest, OCI_MANIFEST), 201)
+
+
+def test_a_v2_image_pulled_through_v1(client: httpx.Client) -> None:
+    name = f"team/{unique_repo()}"
+    images = chain({"etc/a": b"base"}, {"etc/b": b"middle"}, {"srv/c": b"top"})
+    push_v2_image(client, name, "latest", images)
+
+    pulled = pull(client, name)  # index images, tags, ancestry, json and layers, as an engine pulls
+    assert [layer for _, layer in pulled] == [i.layer for i in reversed(images)]
+    assert unpack([layer for _, layer in reversed(pulled)]) == rootfs(images)
+    top, *_ = (document for document, _ in pulled)
+    assert top["config"] == {"Cmd": ["/bin/app"], "Env": ["V=2"]}
+    assert top["container_config"] == {"Cmd": ["/bin/sh", "-c", "COPY layer 2"]}  # the empty-layer entry skipped
+    assert top["Size"] == len(images[-1].layer)
+    assert "rootfs" not in top
+    ids = [document["id"] for document, _ in pulled]
+    assert [document.get("parent") for document, _ in pulled] == [*ids[1:], None]
+
+    # stable: asked again (and by another repository holding the same image), the same ids
+    again = expect(client.get(f"/v1/repositories/{name}/tags"), 200).json()
+    assert again == {"latest": ids[0]}
+    other = f"team/{unique_repo()}"
+    push_v2_image(client, other, "v2", images)
+    assert expect(client.get(f"/v1/repositories/{other}/tags/v2"), 200).json() == ids[0]
+    answer = expect(client.get(f"/v1/images/{ids[0]}/json"), 200)
+    assert "X-Docker-Checksum-Payload" not in answer.headers  # none without reading every layer
+    assert expect(client.get(f"/v1/repositories/{name}/tags/latest/json"), 200).json()["last_update"] is None
+
+
+def test_images_sharing_base_layers_share_base_images(client: httpx.Client) -> None:
+    base = image({"etc/base": b"shared"})
+    first, second = image({"a": b"1"}, base), image({"b": b"2"}, base)
+    name = f"team/{unique_repo()}"
+    push_v2_image(client, name, "one", [base, first])
+    push_v2_image(client, name, "two", [base, second])
+    tags = expect(client.get(f"/v1/repositories/{name}/tags"), 200).json()
+    one = expect(client.get(f"/v1/images/{tags['one']}/ancestry"), 200).json()
+    two = expect(client.get(f"/v1/images/{tags['two']}/ancestry"), 200).json()
+    assert one[0] != two[0]
+    assert one[1] == two[1]
+
+
+def test_what_v1_cannot_use_stays_invisible(client: httpx.Client) -> None:
+    name = f"team/{unique_repo()}"
+    usable = chain({"f": b"usable"})
+    push_v2_image(client, name, "image", usable)
+    push_artifact(client, name, "artifact")  # its config is no image config
+    # zstd layers: no docker 1.x engine inflates them
+    push_v2_image(client, name, "zstd", chain({"z": b"zstd"}), layer_type="application/vnd.oci.image.layer.v1.tar+zstd")
+    for _ in range(2):  # the second listing reads what the first recorded
+        assert set(expect(client.get(f"/v1/repositories/{name}/tags"), 200).json()) == {"image"}
+    expect(client.get(f"/v1/repositories/{name}/tags/artifact"), 404)
+    expect(client.delete(f"/v1/repositories/{name}/tags/artifact"), 404)
+    assert expect(client.get(f"/v2/{name}/tags/list"), 200).json()["tags"] == ["artifact", "image", "zstd"]
+
+
+def test_an_index_is_seen_as_its_linux_amd64_image(client: httpx.Client) -> None:
+    name = f"team/{unique_repo()}"
+    amd64, arm64 = chain({"arch": b"amd64"}), chain({"arch": b"arm64"})
+    amd64_digest, _ = push_v2_image(client, name, "amd64", amd64)
+    arm64_digest, _ = push_v2_image(client, name, "arm64", arm64)
+    index = canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": DOCKER_MANIFEST,
+                    "digest": digest,
+                    "size": size,
+                    "platform": {"os": "linux", "architecture": arch},
+                }
+                for digest, size, arch in (
+                    (
+                        arm64_digest,
+                        len(
+                            expect(
+                                client.get(f"/v2/{name}/manifests/{arm64_digest}", headers={"Accept": DOCKER_MANIFEST}),
+                                200,
+                            ).content
+                        ),
+                        "arm64",
+                    ),
+                    (
+                        amd64_digest,
+                        len(
+                            expect(
+                                client.get(f"/v2/{name}/manifests/{amd64_digest}", headers={"Accept": DOCKER_MANIFEST}),
+                                200,
+                            ).content
+                        ),
+                        "amd64",
+                    ),
+                )
+            ],
+        }
+    )
+    expect(put_manifest(client, name, "multi", index, OCI_INDEX), 201)
+    tags = expect(client.get(f"/v1/repositories/{name}/tags"), 200).json()
+    assert tags["multi"] == tags["amd64"]
+
+
+def test_a_v2_tag_deleted_through_v1(client: httpx.Client) -> None:
+    name = f"team/{unique_repo()}"
+    push_v2_image(client, name, "gone", chain({"f": b"x"}))
+    push_v2_image(client, name, "kept", chain({"f": b"y"}))
+    expect(client.delete(f"/v1/repositories/{name}/tags/gone"), 200)
+    assert set(expect(client.get(f"/v1/repositories/{name}/tags"), 200).json()) == {"kept"}
+    assert expect(client.get(f"/v2/{name}/tags/list"), 200).json()["tags"] == ["kept"]
+    push_artifact(client, name, "sig")
+    expect(client.delete(f"/v1/repositories/{name}/"), 200)  # the original's repository deletion: what v1 sees
+    assert expect(client.get(f"/v2/{name}/tags/list"), 200).json()["tags"] == ["sig"]
+    assert json.loads(expect(client.get(f"/v1/repositories/{name}/tags"), 200).content) == {}

@@ -1,0 +1,194 @@
+"""Repositories through v1: one tag namespace with v2, deletion, properties, search, users, index tokens, the
+auth gate, read-only mode and `v1.enabled`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from test_auth_htpasswd import PASSWORDS, as_user, auth_config, write_htpasswd
+
+from registry_api import MANIFEST_ACCEPT, image_manifest, unique_repo
+from registry_api import push as push_v2
+from registry_process import RegistryProcess
+from v1_engine import chain, expect, push
+
+EXTRAS = {"star_count": 0, "is_official": False, "is_automated": False}
+
+
+def repo() -> str:
+    return f"team/{unique_repo()}"
+
+
+def test_v1_and_v2_tags_are_one_namespace(client: httpx.Client) -> None:
+    name = repo()
+    images = chain({"f": b"v1 content"})
+    push(client, name, images, tag="shared")
+    bridged = expect(client.get(f"/v2/{name}/manifests/shared", headers={"Accept": MANIFEST_ACCEPT}), 200)
+    assert bridged.headers["Content-Type"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert sorted(expect(client.get(f"/v2/{name}/tags/list"), 200).json()["tags"]) == ["shared"]
+
+    # a v2 push of the same tag wins: v1 clients no longer see it (they cannot read a v2 image)
+    manifest = image_manifest(client, name)
+    push_v2(client, name, manifest, "shared")
+    assert expect(client.get(f"/v1/repositories/{name}/tags"), 200).json() == {}
+    expect(client.get(f"/v1/repositories/{name}/tags/shared"), 404)
+    expect(client.delete(f"/v1/repositories/{name}/tags/shared"), 404)  # nor delete it
+    assert (
+        expect(client.get(f"/v2/{name}/manifests/shared", headers={"Accept": MANIFEST_ACCEPT}), 200).content
+        != bridged.content
+    )
+
+    # and a v1 tag PUT takes it back
+    expect(client.put(f"/v1/repositories/{name}/tags/shared", json=images[-1].id), 200)
+    assert expect(client.get(f"/v1/repositories/{name}/tags"), 200).json() == {"shared": images[-1].id}
+    assert (
+        expect(client.get(f"/v2/{name}/manifests/shared", headers={"Accept": MANIFEST_ACCEPT}), 200).content
+        == bridged.content
+    )
+
+
+def test_tag_and_repository_deletion(client: httpx.Client) -> None:
+    name = repo()
+    images = chain({"f": b"delete me"})
+    push(client, name, images, tag="one")
+    expect(client.put(f"/v1/repositories/{name}/tags/two", json=images[-1].id), 200)
+    assert expect(client.delete(f"/v1/repositories/{name}/tags/one"), 200).json() is True
+    assert expect(client.get(f"/v1/repositories/{name}/tags"), 200).json() == {"two": images[-1].id}
+    expect(client.get(f"/v2/{name}/manifests/one", headers={"Accept": MANIFEST_ACCEPT}), 404)
+    expect(client.delete(f"/v1/repositories/{name}/tags/one"), 404)
+
+    expect(client.delete(f"/v1/repositories/{name}/"), 200)
+    assert expect(client.get(f"/v1/repositories/{name}/tags"), 200).json() == {}
+    expect(client.get(f"/v1/repositories/{name}/images"), 404)
+    expect(client.delete(f"/v1/repositories/{name}/"), 404)
+    # images are global, as in the original: they outlive the repository
+    expect(client.get(f"/v1/images/{images[-1].id}/json"), 200)
+    # `DELETE .../tags` is the same deletion
+    other = repo()
+    push(client, other, images)
+    expect(client.delete(f"/v1/repositories/{other}/tags"), 200)
+    assert expect(client.get(f"/v1/repositories/{other}/tags"), 200).json() == {}
+
+
+def test_properties(client: httpx.Client) -> None:
+    name = repo()
+    assert expect(client.get(f"/v1/repositories/{name}/properties"), 200).json() == {"access": "public"}
+    expect(client.put(f"/v1/repositories/{name}/properties", json={"access": "private"}), 200)
+    assert expect(client.get(f"/v1/repositories/{name}/properties"), 200).json() == {"access": "private"}
+    # ours: a description, which search matches
+    word = unique_repo("described")
+    described = {"access": "public", "description": f"the {word} service"}
+    expect(client.put(f"/v1/repositories/{name}/properties", json=described), 200)
+    assert expect(client.get(f"/v1/repositories/{name}/properties"), 200).json() == described
+    found = expect(client.get("/v1/search", params={"q": word}), 200).json()
+    assert found["results"] == [{"name": name, "description": f"the {word} service", **EXTRAS}]
+    answer = client.put(f"/v1/repositories/{name}/properties", json={"access": "public", "description": 5})
+    assert "description" in expect(answer, 400).json()["error"]
+
+
+def test_index_images_merge_and_keep_checksums(client: httpx.Client) -> None:
+    name = repo()
+    first, second = "1" * 64, "2" * 64
+    expect(client.put(f"/v1/repositories/{name}/", json=[{"id": first}, {"id": second}]), 200)
+    expect(client.put(f"/v1/repositories/{name}/images", json=[{"id": first, "checksum": "sha256:aa"}]), 204)
+    expect(client.put(f"/v1/repositories/{name}/images", json=[{"id": first}]), 204)  # no checksum: the known stays
+    listed = expect(client.get(f"/v1/repositories/{name}/images"), 200)
+    assert listed.json() == [{"id": first, "checksum": "sha256:aa"}, {"id": second}]
+    assert "X-Docker-Token" not in listed.headers  # not asked for
+    asked = client.get(f"/v1/repositories/{name}/images", headers={"X-Docker-Token": "true"})
+    assert f'repository="{name}",access=read' in asked.headers["X-Docker-Token"]
+    assert asked.headers["X-Docker-Endpoints"] == client.base_url.netloc.decode()
+    assert expect(client.delete(f"/v1/repositories/{name}/images"), 204).content == b""
+    expect(client.put(f"/v1/repositories/{name}/auth"), 200)
+
+
+def test_search_finds_v1_and_v2_repositories(client: httpx.Client) -> None:
+    word = unique_repo("needle")
+    v1_name, v2_name = f"team/{word}-v1", f"team/{word}-v2"
+    push(client, v1_name, chain({"f": b"s"}))
+    push_v2(client, v2_name, image_manifest(client, v2_name), "latest")
+    found = expect(client.get("/v1/search", params={"q": word}), 200).json()
+    assert found["query"] == word
+    assert found["num_results"] == 2
+    assert found["results"] == [
+        {"name": v1_name, "description": "", **EXTRAS},
+        {"name": v2_name, "description": "", **EXTRAS},
+    ]
+    paged = expect(client.get("/v1/search", params={"q": word, "n": "1", "page": "2"}), 200).json()
+    assert paged["results"] == [{"name": v2_name, "description": "", **EXTRAS}]
+    assert paged["num_results"] == 2
+    # LIKE's wildcards are literal characters here
+    assert expect(client.get("/v1/search", params={"q": "%"}), 200).json()["num_results"] == 0
+
+
+def test_users_as_a_standalone_registry(client: httpx.Client) -> None:
+    assert expect(client.get("/v1/users/"), 200).json() == "OK"
+    assert (
+        expect(client.post("/v1/users/", json={"username": "u", "password": "p", "email": "e"}), 201).json()
+        == "User Created"
+    )
+    assert "error" in expect(client.post("/v1/users/", content=b"{"), 400).json()
+    expect(client.put("/v1/users/someone/", json={}), 204)
+
+
+def test_auth_gate_covers_v1(make_registry: Callable[..., RegistryProcess], tmp_path: Path) -> None:
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", PASSWORDS)
+    server = make_registry(workers=1, extra_config=auth_config(htpasswd))
+    with as_user(server, None) as anonymous, as_user(server, "alice") as alice, as_user(server, "carol") as carol:
+        expect(anonymous.get("/v1/_ping"), 200)  # open, as in the original
+        expect(anonymous.put(f"/v1/images/{'a' * 64}/json", json={}), 401)
+        expect(anonymous.put("/v1/repositories/team-a/app/", json=[]), 401)
+        # docker 1.x login: sign-up "fails" (users come from htpasswd), then the credentials are checked
+        assert (
+            expect(anonymous.post("/v1/users/", json={"username": "alice"}), 400).json()
+            == "Username or email already exists"
+        )
+        expect(anonymous.get("/v1/users/"), 401)
+        expect(alice.get("/v1/users/"), 200)
+        images = chain({"f": b"auth"})
+        started = push(alice, "team-a/app", images)
+        assert "X-Docker-Token" not in started.headers  # credentials, not a token, keep authorizing the engine
+        assert expect(anonymous.get("/v1/repositories/public/none/tags"), 404).json()[
+            "error"
+        ]  # anonymous may pull public/*
+        expect(carol.get("/v1/repositories/team-a/app/tags"), 403)
+        expect(carol.put("/v1/repositories/team-a/app/tags/x", json=images[-1].id), 403)
+        assert expect(alice.get("/v1/repositories/team-a/app/tags"), 200).json() == {"latest": images[-1].id}
+        # images belong to no repository: reading one needs the right to pull somewhere
+        expect(carol.get(f"/v1/images/{images[-1].id}/json"), 200)
+        expect(anonymous.get(f"/v1/images/{images[-1].id}/json"), 200)  # anonymous may pull public/*
+        # search lists only what the caller may pull
+        assert expect(carol.get("/v1/search", params={"q": "team-a"}), 200).json()["num_results"] == 0
+        assert expect(alice.get("/v1/search", params={"q": "team-a"}), 200).json()["num_results"] == 1
+
+
+def test_read_only_and_disabled(make_registry: Callable[..., RegistryProcess]) -> None:
+    readonly = make_registry(workers=1, extra_config={"storage": {"maintenance": {"readonly": {"enabled": True}}}})
+    with httpx.Client(base_url=readonly.url, timeout=30) as client:
+        expect(client.get("/v1/_ping"), 200)
+        answer = expect(client.put(f"/v1/images/{'a' * 64}/json", json={"id": "a" * 64}), 405)
+        assert "read-only" in answer.json()["error"]
+    disabled = make_registry(workers=1, extra_config={"v1": {"enabled": False}})
+    with httpx.Client(base_url=disabled.url, timeout=30) as client:
+        expect(client.get("/v1/_ping"), 404)
+        expect(client.get("/v2/"), 200)
+
+
+def test_rules_apply_to_the_library_repository_written(
+    make_registry: Callable[..., RegistryProcess], tmp_path: Path
+) -> None:
+    """`/v1/repositories/app/...` writes `library/app`: a rule on `app` grants nothing there, one on `library/app`
+    does."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", PASSWORDS)
+    rules = [
+        {"who": "alice", "repositories": ["app"], "actions": ["*"]},
+        {"who": "bob", "repositories": ["library/app"], "actions": ["*"]},
+    ]
+    server = make_registry(workers=1, extra_config=auth_config(htpasswd, rules))
+    with as_user(server, "alice") as alice, as_user(server, "bob") as bob:
+        answer = expect(alice.put("/v1/repositories/app/", json=[]), 403)
+        assert "library/app" in answer.text
+        expect(bob.put("/v1/repositories/app/", json=[{"id": "1" * 64}]), 200)
+        expect(bob.get("/v1/repositories/library/app/images"), 200)
