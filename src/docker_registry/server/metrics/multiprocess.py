@@ -1,0 +1,41 @@
+"""prometheus_client's multiprocess mode for the run: every process that counts writes its own memory-mapped files
+in one directory, and a scrape in any process sums them all, so one scrape sees the whole registry.
+
+The master makes the directory once per run, before workers start (they inherit it through the environment and,
+when forked, the value class set here), and removes it when the run ends: files of an earlier run must never be
+summed into this one. A worker that dies leaves its files, which keeps its counts in the totals, as counters must.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from prometheus_client import values
+
+ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def begin_run() -> str:
+    """Make the run's directory and switch this process (and its future children) to multiprocess values."""
+    directory = os.environ.get(ENVIRONMENT)
+    if directory and os.path.isdir(directory):
+        return directory
+    directory = tempfile.mkdtemp(prefix="docker-registry-metrics-")
+    os.environ[ENVIRONMENT] = directory
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    return directory
+
+
+def end_run(directory: str) -> None:
+    values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
+    shutil.rmtree(directory, ignore_errors=True)
+    if os.environ.get(ENVIRONMENT) == directory:
+        del os.environ[ENVIRONMENT]
+
+
+def current() -> str | None:
+    """The run's directory, if the runtime began one."""
+    directory = os.environ.get(ENVIRONMENT)
+    return directory if directory and os.path.isdir(directory) else None
