@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 MONITOR_KEY: web.AppKey[HealthMonitor] = web.AppKey("health", HealthMonitor)
 INSTRUMENTS_KEY: web.AppKey[Instruments] = web.AppKey("instruments", Instruments)
 INVENTORY_KEY: web.AppKey[InventoryCollector] = web.AppKey("inventory", InventoryCollector)
+REQUESTS_KEY: web.AppKey[RequestMetrics] = web.AppKey("request_metrics", RequestMetrics)
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 SERVER_HEADER = "docker-registry"
@@ -110,7 +111,8 @@ def create_app(config: Config) -> web.Application:
     app[OBSERVERS_KEY] = []
     if config.http.debug.prometheus.enabled:
         instruments = app[INSTRUMENTS_KEY] = Instruments()
-        app[OBSERVERS_KEY].append(RequestMetrics(instruments))
+        requests = app[REQUESTS_KEY] = RequestMetrics(instruments)
+        app[OBSERVERS_KEY].append(requests)
     if auth is not None:
         app[GUARD_KEY] = auth.guard  # also run before `100 Continue` is sent
     configured = {name: _as_list(values) for name, values in config.http.headers.items()}
@@ -206,6 +208,7 @@ def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
                         "blobs": cache.blobs,
                     }
                     await running.enter_async_context(CacheMetrics(caches, instruments).flushing())
+                    await running.enter_async_context(app[REQUESTS_KEY].flushing())
                 yield
         finally:
             await driver.close()

@@ -17,6 +17,24 @@ from prometheus_client import values
 ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
 
 
+class _ProcessId:
+    """This process's id, read once and again in a forked child: prometheus_client asks for it on every update
+    (to notice a fork), and `os.getpid()` is a system call each time."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self.pid = os.getpid()
+
+    def __call__(self) -> int:
+        return self.pid
+
+
+_process_id = _ProcessId()
+
+
 def begin_run() -> str:
     """Make the run's directory and switch this process (and its future children) to multiprocess values."""
     directory = os.environ.get(ENVIRONMENT)
@@ -24,7 +42,7 @@ def begin_run() -> str:
         return directory
     directory = tempfile.mkdtemp(prefix="docker-registry-metrics-")
     os.environ[ENVIRONMENT] = directory
-    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    values.ValueClass = values.MultiProcessValue(_process_id)  # type: ignore[no-untyped-call]
     return directory
 
 

@@ -1,0 +1,73 @@
+"""The request metrics' batching: what a worker adds up between flushes reaches prometheus_client's values exactly
+as one `observe()` per request would have."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from docker_registry.server.metrics.instruments import LATENCY_BUCKETS, Instruments
+from docker_registry.server.metrics.requests import RequestMetrics, add_observations
+
+DURATIONS = [0.0001, 0.0005, 0.0007, 0.001, 0.02, 0.02, 3.0, 59.0, 61.0, 1000.0]
+
+
+def _histogram(registry: CollectorRegistry) -> Any:
+    return Histogram("t_seconds", "t", ["route"], buckets=LATENCY_BUCKETS, registry=registry).labels("x")
+
+
+def test_batched_observations_equal_one_observe_per_value() -> None:
+    one_by_one, batched = CollectorRegistry(), CollectorRegistry()
+    single = _histogram(one_by_one)
+    for duration in DURATIONS:
+        single.observe(duration)
+    add_observations(_histogram(batched), _bucket_counts(DURATIONS), sum(DURATIONS))
+    assert _samples(batched) == _samples(one_by_one)
+
+
+def _bucket_counts(durations: list[float]) -> list[int]:
+    """Prometheus' rule: a value goes in the first bucket whose upper bound it does not exceed (`le`)."""
+    counts = [0] * (len(LATENCY_BUCKETS) + 1)
+    for duration in durations:
+        counts[next((i for i, bound in enumerate(LATENCY_BUCKETS) if duration <= bound), len(LATENCY_BUCKETS))] += 1
+    return counts
+
+
+def _samples(registry: CollectorRegistry) -> list[str]:
+    """The exposition without its `_created` time, which differs between two histograms made one after another."""
+    return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+
+class _Content:
+    total_bytes = 10
+
+
+class _Request(dict[str, str]):
+    def __init__(self, method: str) -> None:
+        super().__init__({"docker_registry.route": "manifest"})
+        self.method = method
+        self.content = _Content()
+
+
+class _Response:
+    status = 200
+    body_length = 100
+
+
+def test_requests_reach_the_counters_at_flush_with_bounded_labels() -> None:
+    instruments = Instruments()
+    metrics = RequestMetrics(instruments)
+    for duration in DURATIONS:
+        metrics(_Request("GET"), _Response(), duration)  # type: ignore[arg-type]
+    metrics(_Request("BREW"), _Response(), 0.1)  # type: ignore[arg-type]
+    assert instruments.requests.labels("GET", "manifest", "200")._value.get() == 0, "nothing before the flush"
+    metrics.flush()
+    metrics.flush()  # a second flush adds nothing
+    assert instruments.requests.labels("GET", "manifest", "200")._value.get() == len(DURATIONS)
+    assert instruments.requests.labels("other", "manifest", "200")._value.get() == 1
+    assert instruments.sent.labels("manifest")._value.get() == 100 * (len(DURATIONS) + 1)
+    assert instruments.received.labels("manifest")._value.get() == 10 * (len(DURATIONS) + 1)
+    histogram = instruments.duration.labels("GET", "manifest")
+    assert histogram._sum.get() == sum(DURATIONS)
+    assert [bucket.get() for bucket in histogram._buckets] == _bucket_counts(DURATIONS)
