@@ -137,10 +137,28 @@ def test_metrics_after_pushes_and_pulls_across_both_workers_match_what_was_done(
     assert total(samples, "registry_storage_action_seconds_count", action="write") >= pushes * 3
     assert total(samples, "registry_database_query_duration_seconds_count", operation="select") > 0
     assert total(samples, "registry_database_query_duration_seconds_count", operation="insert") > 0
+    assert_documented_and_on_the_dashboard(samples)
     hits = total(samples, "registry_cache_requests_total", result="hit")
     misses = total(samples, "registry_cache_requests_total", result="miss")
     assert hits > 0
     assert misses > 0
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def assert_documented_and_on_the_dashboard(samples: Samples) -> None:
+    """Every family the registry exposes is in docs/observability.md's table, and the Grafana dashboard uses only
+    families that exist."""
+    exposed = {re.sub(r"_(bucket|count|sum|created)$", "", name) for name, _ in samples if name.startswith("registry_")}
+    documented = set(re.findall(r"^\| `(registry_[a-z_]+)`", (DOCS / "observability.md").read_text(), re.MULTILINE))
+    assert exposed <= documented, f"undocumented: {exposed - documented}"
+    dashboard = (DOCS / "grafana-dashboard.json").read_text()
+    json.loads(dashboard)
+    used = {re.sub(r"_(bucket|count|sum)$", "", name) for name in re.findall(r"registry_[a-z_]+", dashboard)}
+    used.discard("registry_")
+    assert used <= exposed | documented, f"the dashboard uses unknown metrics: {used - exposed - documented}"
+    assert used & exposed, "the dashboard uses none of the exposed metrics"
 
 
 def test_debug_listener_is_bound_once_and_serves_health(make_registry: Callable[..., RegistryProcess]) -> None:
