@@ -166,6 +166,12 @@ def loggable_target(request: web.BaseRequest) -> str:
     return f"{url.raw_path}?{urlencode(shown, quote_via=quote, safe='/:')}"
 
 
+def _quoted(text: str) -> str:
+    """A header value in the text line: quoted, with quotes, backslashes and control characters escaped, so a
+    client cannot forge fields or lines."""
+    return json.dumps(text)
+
+
 def log_request(request: web.BaseRequest, response: web.StreamResponse, duration: float) -> None:
     """The access log line of one request (Distribution's field names in json and logfmt)."""
     target = loggable_target(request)
@@ -180,6 +186,7 @@ def log_request(request: web.BaseRequest, response: web.StreamResponse, duration
         "http.request.method": request.method,
         "http.request.uri": target,
         "http.request.useragent": agent,
+        "http.request.referer": request.headers.get("Referer", ""),
         "http.request.read": received,
         "http.response.status": response.status,
         "http.response.written": response.body_length,
@@ -188,8 +195,10 @@ def log_request(request: web.BaseRequest, response: web.StreamResponse, duration
     if who is not None:
         fields["auth.user.name"] = who
     version = f"HTTP/{request.version.major}.{request.version.minor}"
+    referer = request.headers.get("Referer", "-")
+    when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
     message = (
-        f'{remote} - {who or "-"} "{request.method} {target} {version}" {response.status} {response.body_length} '
-        f"{json.dumps(agent)} {duration:.6f}s id={rid}"
+        f'{remote} [{when}] "{request.method} {target} {version}" {response.status} {response.body_length} '
+        f"{_quoted(referer)} {_quoted(agent)} {duration:.6f}s id={rid}" + (f" user={_quoted(who)}" if who else "")
     )
     ACCESS_LOGGER.info("response completed", extra={FIELDS: fields, TEXT: message})
