@@ -92,6 +92,25 @@ def test_readiness_follows_storage_writability(make_registry: Callable[..., Regi
     assert value(scrape(debug_port), "registry_health_check_up", check="storagedriver_filesystem") == 1
 
 
+@pytest.mark.usefixtures("can_make_immutable")
+def test_a_read_only_registry_on_a_read_only_volume_is_ready(make_registry: Callable[..., RegistryProcess]) -> None:
+    server = make_registry(
+        workers=2,
+        extra_config={
+            "storage": {"maintenance": {"readonly": {"enabled": True}}},
+            "health": {"storagedriver": FAST_CHECKS},
+        },
+    )
+    subprocess.run(["chattr", "+i", str(server.data_dir)], check=True)
+    try:
+        time.sleep(1.5)  # several runs of the check
+        body = readiness_becomes(server.url, 200)
+        assert body["checks"]["storagedriver_filesystem"]["checked"] is not None
+        assert not (server.data_dir / "_health").exists()
+    finally:
+        subprocess.run(["chattr", "-i", str(server.data_dir)], check=True)
+
+
 def test_readiness_and_metrics_follow_free_space_below_minfree(
     make_registry: Callable[..., RegistryProcess],
     small_disk: Path,

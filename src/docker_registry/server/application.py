@@ -226,7 +226,8 @@ def _add_checks(monitor: HealthMonitor, config: Config, driver: Base, store: Asy
 
     storage = config.health.storagedriver
     if storage.enabled:
-        add(f"storagedriver_{config.storage.driver}", probes.storage_writable(driver), storage)
+        probe = probes.storage_readable(driver) if config.storage.readonly else probes.storage_writable(driver)
+        add(f"storagedriver_{config.storage.driver}", probe, storage)
         if config.storage.minfree is not None and config.storage.driver == "filesystem":
             add("diskspace", probes.free_space(config.storage), storage)
     if config.health.database.enabled:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 
+from docker_registry.core import exceptions
 from docker_registry.core.driver import Base
 
 from ..config import StorageConfig
@@ -24,6 +26,17 @@ def storage_writable(driver: Base) -> Probe:
     async def probe() -> None:
         await driver.put_content(path, b"ok\n")
         await driver.remove(path)
+
+    return probe
+
+
+def storage_readable(driver: Base) -> Probe:
+    """For a registry in read-only mode, whose volume may well be mounted read-only: the root can be listed (an
+    empty root, which the driver reports as missing, answered too)."""
+
+    async def probe() -> None:
+        with contextlib.suppress(exceptions.FileNotFoundError):
+            await driver.list_directory("")
 
     return probe
 
