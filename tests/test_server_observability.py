@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shlex
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +36,18 @@ def metrics_config(debug_port: int, formatter: str = "json") -> dict[str, Any]:
         "log": {"formatter": formatter},
         "http": {"debug": {"addr": f"127.0.0.1:{debug_port}", "prometheus": {"enabled": True}}},
     }
+
+
+def debug_health(debug_port: int, timeout: float = 10.0) -> httpx.Response:
+    """`/debug/health`, once the first worker listens there (the registry may answer on its main port sooner)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(f"http://127.0.0.1:{debug_port}/debug/health", timeout=10)
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def scrape(debug_port: int) -> Samples:
@@ -164,10 +179,48 @@ def assert_documented_and_on_the_dashboard(samples: Samples) -> None:
 def test_debug_listener_is_bound_once_and_serves_health(make_registry: Callable[..., RegistryProcess]) -> None:
     debug_port = free_port()
     server = make_registry(workers=2, extra_config=metrics_config(debug_port))
-    assert httpx.get(f"http://127.0.0.1:{debug_port}/debug/health").json() == {}
+    assert debug_health(debug_port).json() == {}
     listening = [line for line in server.log_path.read_text().splitlines() if "debug listener on" in line]
     assert len(listening) == 1, listening
     assert httpx.get(f"{server.url}/metrics").status_code == 404, "the metrics stay off the main port"
+
+
+def base_requests(debug_port: int, expected: float, timeout: float = 15.0) -> float:
+    """`GET /v2/` answered 200 as the scrape counts them, once it shows `expected` (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            seen = value(scrape(debug_port), "registry_http_requests_total", method="GET", route="base", code="200")
+        except httpx.TransportError:  # the debug listener's worker is being restarted
+            seen = -1.0
+        if seen == expected or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.2)
+
+
+def test_counts_outlive_killed_workers_and_the_debug_listener_comes_back(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    debug_port = free_port()
+    server = make_registry(workers=2, extra_config=metrics_config(debug_port))
+    time.sleep(1.5)  # the start-up check's request reaches the counts
+    before = base_requests(debug_port, -2, timeout=0)
+    with fresh(server.url) as client:
+        for _ in range(20):
+            assert client.get("/v2/").status_code == 200
+    assert base_requests(debug_port, before + 20) == before + 20
+    assert server.proc is not None
+    workers = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) >= 2, workers
+    for pid in workers:
+        os.kill(int(pid), signal.SIGKILL)  # worker 0, which holds the debug listener, among them
+    assert base_requests(debug_port, before + 20) == before + 20, "the dead workers' counts stay in the totals"
+    with fresh(server.url) as client:
+        for _ in range(5):
+            assert client.get("/v2/").status_code == 200
+    assert base_requests(debug_port, before + 25) == before + 25
+    listening = [line for line in server.log_path.read_text().splitlines() if "debug listener on" in line]
+    assert len(listening) == 2, "bound again by the restarted first worker"
 
 
 def _logfmt(line: str) -> dict[str, str]:

@@ -15,13 +15,15 @@ from ..config.values import space_floor
 from ..store.facade import AsyncMetadataStore
 from .monitor import Probe
 
-PROBE_DIRECTORY = "_health"
-"""Where the storage probe writes its small files, beside `blobs/` and `uploads/`; removed again at once."""
+PROBE_PREFIX = "_health-"
+"""The storage probe's small objects sit at the storage root, beside `blobs/` and `uploads/`, one name per
+process, removed again at once. Not in a shared directory: the filesystem driver removes a directory once it is
+empty, and another worker's probe could then find its directory gone under it and fail for nothing."""
 
 
 def storage_writable(driver: Base) -> Probe:
     """A small object written and removed: a volume gone read-only, a lost mount or a full disk all fail it."""
-    path = f"{PROBE_DIRECTORY}/{os.getpid()}-{secrets.token_hex(4)}"
+    path = f"{PROBE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
 
     async def probe() -> None:
         await driver.put_content(path, b"ok\n")
