@@ -26,7 +26,7 @@ class _Timer:
         start = time.perf_counter()
         try:
             return await operation
-        except BaseException:
+        except Exception:  # not a cancelled request or a download the client left: the storage did nothing wrong
             self.errors.inc()
             raise
         finally:
@@ -114,7 +114,7 @@ async def _timed_iteration(timer: _Timer, items: AsyncIterator[T]) -> AsyncItera
     try:
         async for item in items:
             yield item
-    except BaseException:
+    except Exception:
         timer.errors.inc()
         raise
     finally:
