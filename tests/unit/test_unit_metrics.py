@@ -3,10 +3,16 @@ as one `observe()` per request would have."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, values
 
+from docker_registry.server.metrics import multiprocess
 from docker_registry.server.metrics.instruments import LATENCY_BUCKETS, Instruments
 from docker_registry.server.metrics.requests import RequestMetrics, add_observations
 
@@ -71,3 +77,28 @@ def test_requests_reach_the_counters_at_flush_with_bounded_labels() -> None:
     histogram = instruments.duration.labels("GET", "manifest")
     assert histogram._sum.get() == sum(DURATIONS)
     assert [bucket.get() for bucket in histogram._buckets] == _bucket_counts(DURATIONS)
+
+
+def test_a_run_directory_left_by_a_dead_master_is_removed_and_a_live_one_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(multiprocess.ENVIRONMENT, raising=False)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    abandoned = tmp_path / f"{multiprocess.PREFIX}{dead.pid}-abc"
+    alive = tmp_path / f"{multiprocess.PREFIX}{os.getppid()}-def"
+    other = tmp_path / "something-else"
+    for directory in (abandoned, alive, other):
+        directory.mkdir()
+    original = values.ValueClass
+    directory = multiprocess.begin_run()
+    try:
+        assert not abandoned.exists()
+        assert alive.exists()
+        assert other.exists()
+        assert Path(directory).name.startswith(f"{multiprocess.PREFIX}{os.getpid()}-")
+    finally:
+        multiprocess.end_run(directory)
+        values.ValueClass = original
+    assert not Path(directory).exists()

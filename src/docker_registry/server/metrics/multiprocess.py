@@ -15,6 +15,8 @@ import tempfile
 from prometheus_client import values
 
 ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "docker-registry-metrics-"
+"""Run directories are named `<PREFIX><master pid>-<random>` in the temporary directory."""
 
 
 class _ProcessId:
@@ -40,7 +42,8 @@ def begin_run() -> str:
     directory = os.environ.get(ENVIRONMENT)
     if directory and os.path.isdir(directory):
         return directory
-    directory = tempfile.mkdtemp(prefix="docker-registry-metrics-")
+    _remove_abandoned()
+    directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
     os.environ[ENVIRONMENT] = directory
     values.ValueClass = values.MultiProcessValue(_process_id)  # type: ignore[no-untyped-call]
     return directory
@@ -51,6 +54,28 @@ def end_run(directory: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)
     if os.environ.get(ENVIRONMENT) == directory:
         del os.environ[ENVIRONMENT]
+
+
+def _remove_abandoned() -> None:
+    """Directories of earlier runs whose master is gone (killed with SIGKILL: it could not remove its own). One
+    whose process id is alive is left alone, whoever that process is now."""
+    root = tempfile.gettempdir()
+    for entry in os.scandir(root):
+        if not entry.name.startswith(PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        pid = entry.name.removeprefix(PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def current() -> str | None:
