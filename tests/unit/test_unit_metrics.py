@@ -3,7 +3,6 @@ as one `observe()` per request would have."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -15,6 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest, val
 from docker_registry.server.metrics import multiprocess
 from docker_registry.server.metrics.instruments import LATENCY_BUCKETS, Instruments
 from docker_registry.server.metrics.requests import RequestMetrics, add_observations
+from docker_registry.server.registry import process_identity
 
 DURATIONS = [0.0001, 0.0005, 0.0007, 0.001, 0.02, 0.02, 3.0, 59.0, 61.0, 1000.0]
 
@@ -84,20 +84,25 @@ def test_a_run_directory_left_by_a_dead_master_is_removed_and_a_live_one_kept(
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.delenv(multiprocess.ENVIRONMENT, raising=False)
+    me = process_identity.this_process()
+    if me is None:
+        pytest.skip("needs /proc to tell who made a run directory")
     dead = subprocess.Popen(["true"])
     dead.wait()
-    abandoned = tmp_path / f"{multiprocess.PREFIX}{dead.pid}-abc"
-    alive = tmp_path / f"{multiprocess.PREFIX}{os.getppid()}-def"
-    other = tmp_path / "something-else"
-    for directory in (abandoned, alive, other):
-        directory.mkdir()
+    boot, namespace, _pid, start = me.split("/")
+    owners = {"abandoned": f"{boot}/{namespace}/{dead.pid}/{start}", "alive": me, "elsewhere": f"x/y/{dead.pid}/1"}
+    for name, owner in owners.items():
+        (tmp_path / f"{multiprocess.PREFIX}{name}").mkdir()
+        (tmp_path / f"{multiprocess.PREFIX}{name}" / multiprocess.OWNER).write_text(owner)
+    (tmp_path / f"{multiprocess.PREFIX}ownerless").mkdir()
     original = values.ValueClass
     directory = multiprocess.begin_run()
     try:
-        assert not abandoned.exists()
-        assert alive.exists()
-        assert other.exists()
-        assert Path(directory).name.startswith(f"{multiprocess.PREFIX}{os.getpid()}-")
+        left = sorted(p.name.removeprefix(multiprocess.PREFIX) for p in tmp_path.iterdir())
+        assert left == sorted(
+            ["alive", "elsewhere", "ownerless", Path(directory).name.removeprefix(multiprocess.PREFIX)]
+        )
+        assert (Path(directory) / multiprocess.OWNER).read_text() == me
     finally:
         multiprocess.end_run(directory)
         values.ValueClass = original

@@ -14,9 +14,12 @@ import tempfile
 
 from prometheus_client import values
 
+from ..registry import process_identity
+
 ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "docker-registry-metrics-"
-"""Run directories are named `<PREFIX><master pid>-<random>` in the temporary directory."""
+OWNER = "owner"
+"""The file in a run directory naming the master that made it (prometheus_client reads only `*.db` files)."""
 
 
 class _ProcessId:
@@ -43,7 +46,11 @@ def begin_run() -> str:
     if directory and os.path.isdir(directory):
         return directory
     _remove_abandoned()
-    directory = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
+    directory = tempfile.mkdtemp(prefix=PREFIX)
+    identity = process_identity.this_process()
+    if identity is not None:
+        with open(os.path.join(directory, OWNER), "w", encoding="ascii") as owner:
+            owner.write(identity)
     os.environ[ENVIRONMENT] = directory
     values.ValueClass = values.MultiProcessValue(_process_id)  # type: ignore[no-untyped-call]
     return directory
@@ -57,25 +64,19 @@ def end_run(directory: str) -> None:
 
 
 def _remove_abandoned() -> None:
-    """Directories of earlier runs whose master is gone (killed with SIGKILL: it could not remove its own). One
-    whose process id is alive is left alone, whoever that process is now."""
-    root = tempfile.gettempdir()
-    for entry in os.scandir(root):
+    """Directories of earlier runs whose master is gone (killed with SIGKILL, it could not remove its own): each
+    names its master in an `owner` file (`process_identity`), so a directory of a live registry, or of one in
+    another pid namespace sharing this temporary directory, is never taken for abandoned."""
+    for entry in os.scandir(tempfile.gettempdir()):
         if not entry.name.startswith(PREFIX) or not entry.is_dir(follow_symlinks=False):
             continue
-        pid = entry.name.removeprefix(PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        try:
+            with open(os.path.join(entry.path, OWNER), encoding="ascii") as owner:
+                identity = owner.read().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if process_identity.is_dead(identity):
             shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def current() -> str | None:
