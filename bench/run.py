@@ -266,6 +266,91 @@ class Bench:
                 server.config = plain[server.name]
                 server.start()
 
+    def observability(self) -> None:
+        """The cost of metrics (issue 13): manifest GET and blob HEAD against a second server of each kind with
+        Prometheus metrics on, in rounds interleaved with the servers without them (ours, ours+metrics,
+        Distribution, Distribution+metrics), so each round gives a paired on/off share per server; and ours against
+        Distribution with metrics on in both."""
+        s = self.s
+        on = {server.name: servers.with_metrics(server, f"{server.name}+metrics") for server in self.pair}
+        layer: dict[str, str] = {}
+        try:
+            for server in on.values():
+                log(f"starting {server.name} on {server.url}")
+                server.start()
+            every = [each for base in self.pair for each in (base, on[base.name])]
+            for server in every:
+                layer[server.name], _ = images.seed_small_image(server.url, "bench/metrics", "latest")
+            for kind, load in (("manifest", self._manifest_load), ("head", self._head_load)):
+                what = "manifest GET by tag" if kind == "manifest" else "blob HEAD"
+                rps = self.figure(
+                    f"metrics_{kind}_rps",
+                    f"{what}, {s.connections} conns, Prometheus metrics on (both)",
+                    "req/s",
+                    target=ratio_at_least(5),
+                )
+                share = self.figure(
+                    f"metrics_{kind}_share",
+                    f"{what}, metrics on as a share of off (paired rounds)",
+                    "%",
+                    target=ours_at_least(90, "%"),
+                    digits=1,
+                )
+                log(f"{what}, metrics on and off")
+                for server in every:
+                    load(server, layer[server.name], s.warmup_seconds)
+                phase = f"{what}, metrics on/off"
+                self.interleaved(s.rounds, self._on_off(kind, load, layer, rps, share), phase, among=every)
+                cpu = self.figure(
+                    f"metrics_{kind}_cpu",
+                    f"{what}, server CPU per request, metrics on / off (all rounds)",
+                    "x",
+                    target=Target("ours <= 1.11x (90% of the requests per CPU second)", lambda o, d, r: o <= 1.11),
+                    higher_is_better=False,
+                    digits=3,
+                )
+                for base in self.pair:
+                    per_request = {
+                        name: self.cpu[phase][name] / max(self.work[phase][name], 1)
+                        for name in (base.name, on[base.name].name)
+                    }
+                    cpu.add(base.name, per_request[on[base.name].name] / per_request[base.name])
+        finally:
+            for server in on.values():
+                server.stop()
+
+    def _on_off(
+        self,
+        kind: str,
+        load: Callable[[Server, str, int], loadgen.LoadResult],
+        layer: dict[str, str],
+        rps: Figure,
+        share: Figure,
+    ) -> Callable[[Server, int], float]:
+        """A round's measure: a server without metrics runs just before its twin with them, whose figure is then
+        also taken as a share of its twin's in the same round."""
+        off: dict[str, float] = {}
+
+        def measure(server: Server, _: int) -> float:
+            r = load(server, layer[server.name], self.s.load_seconds)
+            self.check(r, f"{kind} {server.name}")
+            base = server.name.removesuffix("+metrics")
+            if base == server.name:
+                off[base] = r.rps
+            else:
+                rps.add(base, r.rps)
+                share.add(base, 100 * r.rps / off[base])
+            return r.requests
+
+        return measure
+
+    def _manifest_load(self, server: Server, _layer: str, seconds: int) -> loadgen.LoadResult:
+        url = f"{server.url}/v2/bench/metrics/manifests/latest"
+        return loadgen.wrk_get(url, self.s.connections, seconds, loadgen.MANIFEST_ACCEPT)
+
+    def _head_load(self, server: Server, layer: str, seconds: int) -> loadgen.LoadResult:
+        return loadgen.hey(f"{server.url}/v2/bench/metrics/blobs/{layer}", self.s.connections, seconds)
+
     def check(self, r: loadgen.LoadResult, what: str) -> None:
         if r.failures:
             self.failures.append(f"{what}: {r.failures} of {r.requests} requests failed")
@@ -682,6 +767,8 @@ ORDER = [
     "manifest_rps", "manifest_p99", "manifest_idle_rps", "manifest_idle_p99", "auth_rps", "auth_p99",
     "token_rps", "token_p99",
     "head_rps", "head_p99",
+    "metrics_manifest_rps", "metrics_head_rps", "metrics_manifest_share", "metrics_head_share",
+    "metrics_manifest_cpu", "metrics_head_cpu",
     "get1", "get8", "get1_share", "get8_share", "get1_bare", "get8_bare",
     "put", "patch", "push", "pull", "rss_worker", "rss_total",
     "cpu_manifest", "cpu_head", "cpu_get1", "cpu_get8", "cpu_put", "cpu_patch",
@@ -782,6 +869,9 @@ def main() -> int:
     parser.add_argument(
         "--auth", action="store_true", help="only the manifest GET figures: anonymous, htpasswd and bearer token"
     )
+    parser.add_argument(
+        "--observability", action="store_true", help="only the cost of metrics (manifest GET, blob HEAD, on and off)"
+    )
     args = parser.parse_args()
     settings = Settings.quick() if args.quick else Settings.full()
     if args.rounds:
@@ -805,8 +895,11 @@ def main() -> int:
                 bench.small_requests(rss)
                 bench.authenticated()
                 bench.bearer_token()
+            elif args.observability:
+                bench.observability()
             else:
                 bench.small_requests(rss)
+                bench.observability()
                 bench.authenticated()
                 bench.bearer_token()
                 bench.small_writes(rss)  # before the big blobs: their writeback would stall these fsyncs

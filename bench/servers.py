@@ -120,6 +120,18 @@ def ours(workdir: Path, workers: int) -> Server:
     )
 
 
+def with_metrics(server: Server, name: str) -> Server:
+    """A second server like `server` (its own data and port) with Prometheus metrics on, served on a debug
+    listener: `http.debug.addr` and `http.debug.prometheus` are the same keys for both registries."""
+    port = free_port()
+    workdir = server.workdir.with_name(server.workdir.name + "-metrics")
+    config = yaml.safe_load(yaml.safe_dump(server.config))
+    config["storage"]["filesystem"]["rootdirectory"] = str(workdir / "data")
+    config["http"]["addr"] = f"127.0.0.1:{port}"
+    config["http"]["debug"] = {"addr": f"127.0.0.1:{free_port()}", "prometheus": {"enabled": True}}
+    return Server(name, workdir, server.command, config, port)
+
+
 def distribution(workdir: Path, name: str = "distribution") -> Server:
     if not shutil.which(DISTRIBUTION_BINARY):
         raise RuntimeError("CNCF Distribution is not installed: apt-get install docker-registry")

@@ -132,8 +132,10 @@ health:
     assert config.storage.options["rootdirectory"] == "/var/lib/docker-registry"
     assert config.http.host_port() == (None, 5000)
     notices = "\n".join(config.notices)
-    assert "log.fields" in notices
-    assert "health" in notices
+    assert "storage.cache" in notices
+    assert config.log.fields == {"service": "registry"}
+    assert config.health.storagedriver.threshold == 3
+    assert config.health.storagedriver.interval == 10.0
 
 
 def test_relative_rootdirectory_is_resolved_against_the_current_directory(tmp_path: Path) -> None:
@@ -176,7 +178,7 @@ def test_log_levels(tmp_path: Path, level: str, expected: str) -> None:
     assert load_yaml(tmp_path, {"log": {"level": level}}).log.level == expected
 
 
-@pytest.mark.parametrize("section", ["notifications", "redis", "health", "proxy", "middleware", "reporting"])
+@pytest.mark.parametrize("section", ["notifications", "redis", "proxy", "middleware", "reporting"])
 def test_distribution_sections_we_lack_are_accepted_with_a_notice(tmp_path: Path, section: str) -> None:
     config = load_yaml(tmp_path, {section: {"anything": {"nested": 1}}})
     assert len(config.notices) == 1
@@ -473,10 +475,8 @@ def test_environment_names_the_variable_for_keys_inside_what_it_set(tmp_path: Pa
 
 def test_environment_reads_ignored_sections_and_selects_no_shared_key(tmp_path: Path) -> None:
     config = load(None, {"REGISTRY_REDIS_ADDR": "redis:6379", "REGISTRY_LOG_FORMATTER": "json"})
-    assert config.notices == [
-        "log.formatter: not supported yet; ignored",
-        "redis: not supported yet; ignored (caches are per process)",
-    ]
+    assert config.notices == ["redis: not supported yet; ignored (caches are per process)"]
+    assert config.log.formatter == "json"
     with pytest.raises(ConfigError, match="REGISTRY_STORAGE: 'delete' is not a storage driver"):
         load(None, {"REGISTRY_STORAGE": "delete"})
 
@@ -495,3 +495,34 @@ def test_every_documented_key_says_what_it_does() -> None:
     assert all(row.meaning for row in rows), [row.key for row in rows if not row.meaning]
     assert "`storage.filesystem.rootdirectory`" in {row.key for row in rows}
     assert not any("letsencrypt" in row.key or "cache" in row.key for row in rows)  # refused and ignored keys
+
+
+def test_health_and_debug_sections(tmp_path: Path) -> None:
+    config = load_yaml(
+        tmp_path,
+        {
+            "health": {"storagedriver": {"interval": "2s", "threshold": 2}, "database": {"enabled": False}},
+            "http": {"debug": {"addr": ":5001", "prometheus": {"enabled": True}}},
+            "log": {"formatter": "logfmt"},
+        },
+    )
+    assert (config.health.storagedriver.interval, config.health.storagedriver.threshold) == (2.0, 2)
+    assert not config.health.database.enabled
+    assert config.http.debug.host_port() == (None, 5001)
+    assert config.http.debug.prometheus.path == "/metrics"
+    assert config.log.formatter == "logfmt"
+    assert not config.notices
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"http": {"debug": {"prometheus": {"enabled": True}}}}, "prometheus.enabled needs addr"),
+        ({"log": {"formatter": "xml"}}, "text, json or logfmt"),
+        ({"health": {"storagedriver": {"interval": 0}}}, "interval must be above zero"),
+        ({"http": {"debug": {"addr": ":1", "prometheus": {"path": "metrics"}}}}, "a URL path"),
+    ],
+)
+def test_bad_observability_settings_are_refused(tmp_path: Path, section: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_yaml(tmp_path, section)

@@ -24,11 +24,22 @@ from docker_registry.core.exceptions import ConfigError
 from . import v1
 from .auth.middleware import middleware as auth_middleware
 from .auth.setup import create as create_auth
-from .config import Config
-from .http import body, v2
-from .http.context import CONFIG_KEY, GUARD_KEY, REGISTRY_KEY
+from .config import CheckSection, Config
+from .health import endpoints as health_endpoints
+from .health import probes
+from .health.monitor import Check, HealthMonitor, Probe
+from .http import body, requestid, v2
+from .http.context import CONFIG_KEY, GUARD_KEY, OBSERVERS_KEY, REGISTRY_KEY
 from .http.errors import errors_middleware
-from .registry.cache import RegistryCache
+from .metrics import multiprocess
+from .metrics.caches import CacheMetrics
+from .metrics.database import instrument_engine
+from .metrics.driver import InstrumentedDriver
+from .metrics.exposition import metrics_handler
+from .metrics.instruments import Instruments
+from .metrics.inventory import InventoryCollector
+from .metrics.requests import RequestMetrics
+from .registry.cache import BoundedCache, RegistryCache
 from .registry.service import Registry
 from .store import migrate
 from .store.engine import ChangeWatcher, create_engine, database_url, sqlite_file
@@ -38,6 +49,11 @@ from .store.reserve import reserve_for
 from .store.writegate import gate_for
 
 log = logging.getLogger(__name__)
+
+MONITOR_KEY: web.AppKey[HealthMonitor] = web.AppKey("health", HealthMonitor)
+INSTRUMENTS_KEY: web.AppKey[Instruments] = web.AppKey("instruments", Instruments)
+INVENTORY_KEY: web.AppKey[InventoryCollector] = web.AppKey("inventory", InventoryCollector)
+REQUESTS_KEY: web.AppKey[RequestMetrics] = web.AppKey("request_metrics", RequestMetrics)
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 SERVER_HEADER = "docker-registry"
@@ -80,7 +96,9 @@ def prepare(config: Config) -> None:
 def create_app(config: Config) -> web.Application:
     """The application for one worker; stores open in on_startup and close in on_cleanup."""
     body.reuse_buffer_memory()
-    middlewares: list[Middleware] = [errors_middleware]
+    monitor = HealthMonitor()
+    # Health first after errors: probes need no credentials, and `health.unavailable` refuses before anything.
+    middlewares: list[Middleware] = [errors_middleware, health_endpoints.middleware(monitor, config.health.unavailable)]
     auth, token_service = create_auth(config) if config.auth is not None else (None, None)
     if auth is not None:  # after the error middleware, so its refusals render as the spec's JSON errors
         middlewares.append(auth_middleware(auth, token_service.path if token_service else None))
@@ -90,11 +108,18 @@ def create_app(config: Config) -> web.Application:
         handler_args={"max_field_size": 16384, "read_bufsize": body.READ_BUFFER_SIZE},
     )
     app[CONFIG_KEY] = config
+    app[MONITOR_KEY] = monitor
+    app[OBSERVERS_KEY] = []
+    if config.http.debug.prometheus.enabled:
+        instruments = app[INSTRUMENTS_KEY] = Instruments()
+        requests = app[REQUESTS_KEY] = RequestMetrics(instruments)
+        app[OBSERVERS_KEY].append(requests)
     if auth is not None:
         app[GUARD_KEY] = auth.guard  # also run before `100 Continue` is sent
     configured = {name: _as_list(values) for name, values in config.http.headers.items()}
 
-    async def on_prepare(_request: web.Request, response: web.StreamResponse) -> None:
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers[requestid.HEADER] = requestid.request_id(request)
         response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
         response.headers[hdrs.SERVER] = SERVER_HEADER  # replaces aiohttp's, which names its and Python's versions
         for name, values in configured.items():  # a configured header replaces the default of the same name
@@ -109,6 +134,27 @@ def create_app(config: Config) -> web.Application:
         app.router.add_route("*", token_service.path, token_service.handle)
     if config.v1.enabled:
         v1.add_routes(app)
+    return app
+
+
+def create_debug_app(config: Config, main: web.Application) -> web.Application:
+    """The debug listener's application (`http.debug.addr`): `/debug/health` and, when enabled, the metrics of
+    every worker. Served by one worker; it reads the main application's health monitor and inventory."""
+    app = web.Application()
+    app.router.add_get("/debug/health", health_endpoints.debug_health(main[MONITOR_KEY]))
+    prometheus = config.http.debug.prometheus
+    if prometheus.enabled:
+        directory = multiprocess.current()
+        if directory is None:
+            raise ConfigError("http.debug.prometheus: the metrics directory of this run is missing")
+
+        def health_states() -> Mapping[str, bool]:
+            return main[MONITOR_KEY].passing()
+
+        def inventory() -> InventoryCollector | None:  # the main app's stores open after this app is built
+            return main.get(INVENTORY_KEY)
+
+        app.router.add_get(prometheus.path, metrics_handler(directory, inventory, health_states))
     return app
 
 
@@ -139,17 +185,22 @@ def _as_list(values: object) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def open_registry(config: Config) -> AsyncIterator[Registry]:
+async def open_registry(config: Config, instruments: Instruments | None = None) -> AsyncIterator[Registry]:
     """The registry logic over the configured database and storage driver, closed on leaving: what a worker
-    serves, and what maintenance commands (`import`) work on."""
+    serves (its database and driver timed by `instruments` when metrics are on), and what maintenance commands
+    (`import`) work on."""
     url = database_url(config)
     database = config.database
     engine = create_engine(url, database.locktimeout, pool_size=database.readthreads + 2)
+    if instruments is not None:
+        instrument_engine(engine, instruments)
     store = AsyncMetadataStore(
         MetadataStore(engine, database.locktimeout, gate_for(url), reserve_for(url)), database.readthreads
     )
     watcher = ChangeWatcher(url)
     driver = build_driver(config)
+    if instruments is not None:
+        driver = InstrumentedDriver(driver, config.storage.driver, instruments)
     try:
         yield Registry(store, driver, RegistryCache(watcher))
     finally:
@@ -160,8 +211,38 @@ async def open_registry(config: Config) -> AsyncIterator[Registry]:
 
 def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def stores(app: web.Application) -> AsyncIterator[None]:
-        async with open_registry(config) as logic:
+        instruments = app.get(INSTRUMENTS_KEY)
+        async with open_registry(config, instruments) as logic:
             app[REGISTRY_KEY] = logic
-            yield
+            _add_checks(app[MONITOR_KEY], config, logic.driver, logic.store)
+            async with contextlib.AsyncExitStack() as running:
+                await running.enter_async_context(app[MONITOR_KEY].running())
+                if instruments is not None:
+                    app[INVENTORY_KEY] = InventoryCollector(logic.store, config.storage)
+                    cache = logic.cache
+                    caches: dict[str, BoundedCache[Any, Any]] = {
+                        "tags": cache.tags,
+                        "manifests": cache.manifests,
+                        "blobs": cache.blobs,
+                    }
+                    await running.enter_async_context(CacheMetrics(caches, instruments).flushing())
+                    await running.enter_async_context(app[REQUESTS_KEY].flushing())
+                yield
 
     return stores
+
+
+def _add_checks(monitor: HealthMonitor, config: Config, driver: Base, store: AsyncMetadataStore) -> None:
+    """The checks `health` enables: storage (writable; free space above `storage.minfree`) and the database."""
+
+    def add(name: str, probe: Probe, section: CheckSection) -> None:
+        monitor.add(Check(name, probe, section.interval, section.threshold))
+
+    storage = config.health.storagedriver
+    if storage.enabled:
+        probe = probes.storage_readable(driver) if config.storage.readonly else probes.storage_writable(driver)
+        add(f"storagedriver_{config.storage.driver}", probe, storage)
+        if config.storage.minfree is not None and config.storage.driver == "filesystem":
+            add("diskspace", probes.free_space(config.storage), storage)
+    if config.health.database.enabled:
+        add("database", probes.database(store, migrate.head()), config.health.database)

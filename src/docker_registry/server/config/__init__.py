@@ -3,13 +3,24 @@ the `config` command's output and the docs' key table; every other layer reads t
 
 from .dump import dump
 from .loading import load
-from .schema import Config, DatabaseConfig, HTTPConfig, LogConfig, StorageConfig, ValidationConfig
+from .schema import (
+    CheckSection,
+    Config,
+    DatabaseConfig,
+    HealthConfig,
+    HTTPConfig,
+    LogConfig,
+    StorageConfig,
+    ValidationConfig,
+)
 from .values import hide_password, split_addr
 
 __all__ = [
+    "CheckSection",
     "Config",
     "DatabaseConfig",
     "HTTPConfig",
+    "HealthConfig",
     "LogConfig",
     "StorageConfig",
     "ValidationConfig",

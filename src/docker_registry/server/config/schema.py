@@ -20,6 +20,7 @@ from .values import (
     Directory,
     Duration,
     Headers,
+    LogFormatter,
     LogLevel,
     Mapping,
     Network,
@@ -29,6 +30,7 @@ from .values import (
     Text,
     TLSVersion,
     Umask,
+    URLPath,
     Version,
     absolute_path,
     hide_password,
@@ -45,7 +47,9 @@ NOT_YET = Unsupported()
 
 class AccessLogSection(Section):
     disabled: Bool = Field(
-        False, description="the access log (Combined Log Format plus request time) goes to stderr unless disabled"
+        False,
+        description="the access log (one line per request: request id, client, method, path, status, bytes, "
+        "duration, user agent; never credentials) goes to stderr unless disabled",
     )
 
 
@@ -56,8 +60,14 @@ class LogConfig(Section):
         "these)",
     )
     access: AccessLogSection = Field(default_factory=AccessLogSection, alias="accesslog")
-    formatter: Annotated[object, NOT_YET] = Field(None, exclude=True)
-    fields: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    formatter: LogFormatter = Field(
+        "text",
+        description="`text` (readable lines), `json` (one object a line) or `logfmt` (`key=value` pairs); applies to "
+        "every log line, the access log included",
+    )
+    fields: Annotated[dict[str, Text], Mapping] = Field(
+        default_factory=dict, description="map of names to values added to every log line (e.g. `service: registry`)"
+    )
     hooks: Annotated[object, NOT_YET] = Field(None, exclude=True)
     reportcaller: Annotated[object, NOT_YET] = Field(None, exclude=True)
 
@@ -231,6 +241,30 @@ class TimeoutSection(Section):
     ratewindow: Annotated[Duration, OURS] = Field(60.0, description="the window `minrate` is averaged over")
 
 
+class PrometheusSection(Section):
+    enabled: Bool = Field(False, description="serve Prometheus metrics on the debug listener (`http.debug.addr`)")
+    path: URLPath = Field("/metrics", description="the path of the metrics on the debug listener")
+
+
+class DebugSection(Section):
+    addr: Address | None = Field(
+        None,
+        description="a second listener, meant to stay private, serving `/debug/health` and the metrics; bound once "
+        "(by the first worker), whatever the number of workers",
+    )
+    prometheus: PrometheusSection = Field(default_factory=PrometheusSection)
+
+    @model_validator(mode="after")
+    def _needs_addr(self) -> DebugSection:
+        if self.prometheus.enabled and self.addr is None:
+            raise problem("prometheus.enabled needs addr: the metrics are served on the debug listener")
+        return self
+
+    def host_port(self) -> tuple[str | None, int]:
+        assert self.addr is not None
+        return split_addr(self.addr)
+
+
 class HTTPConfig(Section):
     addr: Address = Field("127.0.0.1:5000", description="`host:port`, `[v6]:port`, or `:port` for every interface")
     net: Network = Field("tcp", description="`tcp` only (unix sockets are not supported yet)")
@@ -260,7 +294,7 @@ class HTTPConfig(Section):
     prefix: Annotated[object, NOT_YET] = Field(None, exclude=True)
     host: Annotated[object, NOT_YET] = Field(None, exclude=True)
     relativeurls: Annotated[object, NOT_YET] = Field(None, exclude=True)
-    debug: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    debug: DebugSection = Field(default_factory=DebugSection)
     http2: Annotated[object, NOT_YET] = Field(None, exclude=True)
     h2c: Annotated[object, NOT_YET] = Field(None, exclude=True)
 
@@ -279,6 +313,41 @@ class HTTPConfig(Section):
     def host_port(self) -> tuple[str | None, int]:
         """The address to bind; host None means every interface (Distribution's ":5000")."""
         return split_addr(self.addr)
+
+
+# --- health -------------------------------------------------------------------------------------------------------
+
+
+class CheckSection(Section):
+    enabled: Bool = Field(True, description="run this check (readiness and `/debug/health` report it)")
+    interval: Duration = Field(10.0, description="time between two runs of the check, in the background")
+    threshold: PositiveInt = Field(
+        1, description="failures in a row after which the check makes the registry unhealthy (one success heals it)"
+    )
+
+    @model_validator(mode="after")
+    def _interval(self) -> CheckSection:
+        if self.interval <= 0:
+            raise problem("interval must be above zero")
+        return self
+
+
+class HealthConfig(Section):
+    storagedriver: CheckSection = Field(
+        default_factory=CheckSection,
+        description="storage writable (a small file written and removed), and free space above `storage.minfree`",
+    )
+    database: Annotated[CheckSection, OURS] = Field(
+        default_factory=CheckSection, description="the metadata database answers and its schema is current"
+    )
+    unavailable: Annotated[Bool, OURS] = Field(
+        False,
+        description="while a check fails, answer 503 UNAVAILABLE to API requests too (Distribution's behaviour), "
+        "not only to `/readyz` and `/debug/health`",
+    )
+    file: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    http: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    tcp: Annotated[object, NOT_YET] = Field(None, exclude=True)
 
 
 # --- ours: database, validation ------------------------------------------------------------------------------------
@@ -514,7 +583,7 @@ class Config(Section):
     redis: Annotated[object, Unsupported("not supported yet; ignored (caches are per process)")] = Field(
         None, exclude=True
     )
-    health: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     proxy: Annotated[object, Unsupported("not supported yet (pull-through cache); ignored")] = Field(None, exclude=True)
     middleware: Annotated[object, NOT_YET] = Field(None, exclude=True)
     reporting: Annotated[object, NOT_YET] = Field(None, exclude=True)

@@ -144,6 +144,18 @@ def _log_level(value: Any) -> str:
     return LOG_LEVELS[value.lower()]
 
 
+def _log_formatter(value: Any) -> str:
+    if value not in ("text", "json", "logfmt"):
+        raise invalid("text, json or logfmt", value)
+    return str(value)
+
+
+def _url_path(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or any(c in value for c in "?# ") or len(value) > 200:
+        raise invalid("a URL path starting with /, without a query", value)
+    return value
+
+
 def _tls_version(value: Any) -> str:
     if value not in ("tls1.2", "tls1.3"):
         raise invalid("tls1.2 or tls1.3", value)
@@ -263,6 +275,8 @@ AbsolutePath = Annotated[str, PlainValidator(_absolute_path)]
 Directory = Annotated[str, PlainValidator(_directory)]
 LogLevel = Annotated[str, PlainValidator(_log_level)]
 TLSVersion = Annotated[str, PlainValidator(_tls_version)]
+LogFormatter = Annotated[str, PlainValidator(_log_formatter)]
+URLPath = Annotated[str, PlainValidator(_url_path)]
 DatabaseURL = Annotated[str, PlainValidator(_database_url)]
 Version = Annotated[str, PlainValidator(_version)]
 Mapping = BeforeValidator(_mapping)

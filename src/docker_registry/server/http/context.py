@@ -35,6 +35,11 @@ Guard = Callable[[web.Request], Awaitable[None]]
 GUARD_KEY: web.AppKey[Guard] = web.AppKey("guard", Guard)  # type: ignore[arg-type]
 """Set by the auth feature: run before a handler, and before `100 Continue` is sent (raises a RegistryError)."""
 
+Observer = Callable[[web.BaseRequest, web.StreamResponse, float], None]
+"""Told of each request once its response is sent (or the client left): request, response, seconds taken."""
+OBSERVERS_KEY: web.AppKey[list[Observer]] = web.AppKey("observers", list)
+"""Set by the composition root (metrics); the server calls each after every response, beside the access log."""
+
 
 def user(request: web.Request) -> str | None:
     """The authenticated user, to own an upload session; None when anonymous or without auth."""

@@ -36,7 +36,19 @@ class Params:
 
 
 Handler = Callable[[web.Request, Params], Awaitable[web.StreamResponse]]
-Route = tuple[re.Pattern[str], Mapping[str, Handler]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    pattern: re.Pattern[str]
+    methods: Mapping[str, Handler]
+    name: str
+    """A fixed name for the route (`manifest`, `blob`, ...): what metrics and logs group requests by, never the
+    path itself, whose names and digests are unbounded."""
+
+
+ROUTE_NAME = "docker_registry.route"
+"""The request key holding the name of the route it matched (absent when it matched none)."""
 BodyCheck = Callable[[web.Request, Params], Awaitable[None]]
 """What a handler checks before it reads a body: run first when the client waits for `100 Continue`."""
 
@@ -52,17 +64,19 @@ def table_for(app: web.Application, path: str, default: list[Route]) -> list[Rou
     return default
 
 
-def route(pattern: str, methods: Mapping[str, Handler]) -> Route:
-    return re.compile(pattern), methods
+def route(name: str, pattern: str, methods: Mapping[str, Handler]) -> Route:
+    return Route(re.compile(pattern), methods, name)
 
 
 def resolve(routes: list[Route], request: web.Request) -> tuple[Handler, Params]:
     """The handler for the request's path and method; unknown paths are 404, unknown methods 405."""
     path = request.rel_url.raw_path
-    for pattern, methods in routes:
-        match = pattern.match(path)
+    for candidate in routes:
+        match = candidate.pattern.match(path)
         if match is None:
             continue
+        request[ROUTE_NAME] = candidate.name
+        methods = candidate.methods
         handler = methods.get(request.method)
         if handler is None:
             if config(request).storage.readonly and request.method in WRITE_METHODS:

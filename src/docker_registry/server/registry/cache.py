@@ -27,9 +27,17 @@ class BoundedCache(Generic[K, V]):
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self._data: dict[K, V] = {}
         self._max = max_entries
+        self.hits = 0
+        self.misses = 0
+        """Look-ups since the process started, for metrics (read from time to time; counting is all `get` does)."""
 
     def get(self, key: K) -> V | None:
-        return self._data.get(key)
+        value = self._data.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
 
     def put(self, key: K, value: V) -> None:
         if len(self._data) >= self._max:

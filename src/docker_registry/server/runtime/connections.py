@@ -18,7 +18,7 @@ import logging
 import resource
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
@@ -26,6 +26,7 @@ from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
 
 from ..application import SERVER_HEADER
+from ..http.context import Observer
 
 log = logging.getLogger("docker_registry.server")
 
@@ -89,10 +90,12 @@ class ConnectionTracker:
         self.busy.discard(protocol)
         self.answered[protocol] = time.monotonic()
 
-    def access_logger_class(self, write: bool) -> type[AccessLogger]:
+    def access_logger_class(self, observers: Sequence[Observer]) -> type[AccessLogger]:
         """aiohttp tells its access logger when a response has been sent entirely (or the client went away): the
-        one moment a connection is known to be free again. `write` says whether log lines are wanted."""
+        one moment a connection is known to be free again, and the request's whole duration and size are known.
+        `observers` then see the request (the access log line, the metrics)."""
         tracker = self
+        watching = tuple(observers)
 
         class TrackingAccessLogger(AccessLogger):
             @property
@@ -101,8 +104,8 @@ class ConnectionTracker:
 
             def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
                 tracker.finished(request.protocol)
-                if write:
-                    super().log(request, response, time)
+                for observe in watching:
+                    observe(request, response, time)
 
         return TrackingAccessLogger
 

@@ -17,6 +17,7 @@ from docker_registry.core.exceptions import ConfigError
 from ..application import build_driver, prepare
 from ..auth.setup import check as check_auth
 from ..config import Config, hide_password
+from ..metrics import multiprocess
 from ..store.engine import database_url
 from . import logs, tls
 from .supervisor import Supervisor
@@ -34,12 +35,13 @@ def serve(config: Config) -> int:
     tls.server_context(config.http)  # a bad certificate fails here, once, not in every worker
     _check_driver(config)
     check_auth(config)
+    for addr, (host, port) in _addresses(config):
+        try:
+            _check_address_free(host, port)
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", addr, exc.strerror or exc)
+            return 1
     host, port = config.http.host_port()
-    try:
-        _check_address_free(host, port)
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", config.http.addr, exc.strerror or exc)
-        return 1
     try:
         prepare(config)
     except Exception as exc:
@@ -56,9 +58,22 @@ def serve(config: Config) -> int:
         config.storage.describe(),
         hide_password(database_url(config)),
     )
-    if count == 1:
-        return _run_in_process(config)
-    return Supervisor(config, count).run()
+    metrics = multiprocess.begin_run() if config.http.debug.prometheus.enabled else None
+    try:
+        if count == 1:
+            return _run_in_process(config)
+        return Supervisor(config, count).run()
+    finally:
+        if metrics is not None:
+            multiprocess.end_run(metrics)
+
+
+def _addresses(config: Config) -> list[tuple[str, tuple[str | None, int]]]:
+    """The main address, and the debug listener's when there is one."""
+    found = [(config.http.addr, config.http.host_port())]
+    if config.http.debug.addr is not None:
+        found.append((config.http.debug.addr, config.http.debug.host_port()))
+    return found
 
 
 def _check_driver(config: Config) -> None:

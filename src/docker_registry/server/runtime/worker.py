@@ -20,8 +20,9 @@ from aiohttp import web
 
 from docker_registry.core.exceptions import ConfigError
 
-from ..application import create_app
+from ..application import create_app, create_debug_app
 from ..config import Config
+from ..http.context import OBSERVERS_KEY
 from . import logs, tls
 from .connections import AcceptErrorReporter, ConnectionLimits, ConnectionTracker, GuardedSite
 
@@ -103,11 +104,13 @@ async def _serve_app(
         if inspect.isawaitable(app):
             app = await app
         app.middlewares[0:0] = [in_flight.middleware, connections.middleware]
+        observers = [*app.get(OBSERVERS_KEY, [])]
+        if config.log.accesslog:
+            observers.append(logs.log_request)
         runner = web.AppRunner(
             app,
             access_log=logs.ACCESS_LOGGER,
-            access_log_class=connections.access_logger_class(write=config.log.accesslog),
-            access_log_format=logs.ACCESS_LOG_FORMAT,
+            access_log_class=connections.access_logger_class(observers),
             shutdown_timeout=config.http.draintimeout,
         )
         await runner.setup()
@@ -135,6 +138,7 @@ async def _serve_app(
         await site.start()
     except Exception as exc:  # whatever it is, it happens again on restart: report it once, cleanly
         raise WorkerStartupError(f"cannot start serving on {config.http.addr}: {exc}") from exc
+    debug = await _start_debug_listener(config, app) if index == 0 else None
     log.info("worker %d ready (pid %d)", index, os.getpid())
     watcher = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
     await stop.wait()
@@ -145,8 +149,28 @@ async def _serve_app(
     await site.stop()  # no new connections
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(in_flight.idle.wait(), config.http.draintimeout)
+    if debug is not None:
+        await debug.cleanup()
     await runner.cleanup()  # closes idle connections, lets responses being sent finish, then closes the rest
     log.info("worker %d (pid %d) stopped", index, os.getpid())
+
+
+async def _start_debug_listener(config: Config, app: web.Application) -> web.AppRunner | None:
+    """`http.debug.addr`, bound by the first worker only: one listener per registry, whatever the number of workers
+    (the metrics it serves are every worker's). A worker restarted in that slot binds it again."""
+    addr = config.http.debug.addr
+    if addr is None:
+        return None
+    host, port = config.http.debug.host_port()
+    runner = web.AppRunner(create_debug_app(config, app), access_log=None)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except Exception as exc:
+        await runner.cleanup()
+        raise WorkerStartupError(f"cannot start the debug listener on {addr}: {exc}") from exc
+    log.info("debug listener on %s (pid %d)", addr, os.getpid())
+    return runner
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:

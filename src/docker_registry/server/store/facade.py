@@ -18,6 +18,7 @@ from docker_registry.core.digest import Digest
 from .batching import WriteQueue
 from .metadata import MetadataStore
 from .models import Manifest, Referrer, StoredManifest, Upload
+from .statistics import Inventory
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -138,3 +139,10 @@ class AsyncMetadataStore:
         self, upload_id: str, repository: str, digest: Digest, size: int, token: str | None
     ) -> bool:
         return await self._write(self.sync.finish_upload, upload_id, repository, digest, size, token)
+
+    # statistics (metrics, health)
+    async def inventory(self) -> Inventory:
+        return await self._read(self.sync.inventory)
+
+    async def schema_revision(self) -> str | None:
+        return await self._read(self.sync.schema_revision)

@@ -20,19 +20,28 @@ REPOSITORY = rf"^/v1/repositories/{NAME}"
 
 ROUTES: list[Route] = [
     # pulls first (json, layer, ancestry of every image), then pushes
-    route(rf"{IMAGE}/json$", {"GET": http_images.get_json, "HEAD": http_images.get_json, "PUT": http_images.put_json}),
     route(
+        "v1_image_json",
+        rf"{IMAGE}/json$",
+        {"GET": http_images.get_json, "HEAD": http_images.get_json, "PUT": http_images.put_json},
+    ),
+    route(
+        "v1_image_layer",
         rf"{IMAGE}/layer$",
         {"GET": http_images.get_layer, "HEAD": http_images.get_layer, "PUT": http_images.put_layer},
     ),
-    route(rf"{IMAGE}/ancestry$", {"GET": http_images.get_ancestry, "HEAD": http_images.get_ancestry}),
-    route(rf"{IMAGE}/checksum$", {"PUT": http_images.put_checksum}),
-    route(rf"{IMAGE}/files$", {"GET": http_images.get_files}),
     route(
+        "v1_image_ancestry", rf"{IMAGE}/ancestry$", {"GET": http_images.get_ancestry, "HEAD": http_images.get_ancestry}
+    ),
+    route("v1_image_checksum", rf"{IMAGE}/checksum$", {"PUT": http_images.put_checksum}),
+    route("v1_image_files", rf"{IMAGE}/files$", {"GET": http_images.get_files}),
+    route(
+        "v1_tag_json",
         rf"{REPOSITORY}/tags/(?P<tag>[^/]+)/json$",
         {"GET": http_repositories.get_tag_json},
     ),
     route(
+        "v1_tag",
         rf"{REPOSITORY}/tags/(?P<tag>[^/]+)$",
         {
             "GET": http_repositories.get_tag,
@@ -41,28 +50,32 @@ ROUTES: list[Route] = [
         },
     ),
     route(
+        "v1_tags",
         rf"{REPOSITORY}/tags/?$",
         {"GET": http_repositories.get_tags, "DELETE": http_repositories.delete_repository},
     ),
     route(
+        "v1_repository_images",
         rf"{REPOSITORY}/images$",
         {"GET": http_index.get_images, "PUT": http_index.put_images, "DELETE": http_index.delete_images},
     ),
-    route(rf"{REPOSITORY}/json$", {"GET": http_repositories.get_repository_json}),
+    route("v1_repository_json", rf"{REPOSITORY}/json$", {"GET": http_repositories.get_repository_json}),
     route(
+        "v1_repository_properties",
         rf"{REPOSITORY}/properties$",
         {"GET": http_repositories.get_properties, "PUT": http_repositories.put_properties},
     ),
-    route(rf"{REPOSITORY}/auth$", {"PUT": http_index.put_auth}),
+    route("v1_repository_auth", rf"{REPOSITORY}/auth$", {"PUT": http_index.put_auth}),
     route(
+        "v1_repository",
         rf"{REPOSITORY}/?$",
         {"PUT": http_index.put_repository, "DELETE": http_repositories.delete_repository},
     ),
-    route(r"^/v1/_ping$", {"GET": http_index.ping, "HEAD": http_index.ping}),
-    route(r"^/_ping$", {"GET": http_index.ping, "HEAD": http_index.ping}),
-    route(r"^/v1/search$", {"GET": http_index.search}),
-    route(r"^/v1/users/?$", {"GET": http_index.get_users, "POST": http_index.post_users}),
-    route(r"^/v1/users/(?P<user>[^/]+)/?$", {"PUT": http_index.put_user}),
+    route("v1_ping", r"^/v1/_ping$", {"GET": http_index.ping, "HEAD": http_index.ping}),
+    route("ping", r"^/_ping$", {"GET": http_index.ping, "HEAD": http_index.ping}),
+    route("v1_search", r"^/v1/search$", {"GET": http_index.search}),
+    route("v1_users", r"^/v1/users/?$", {"GET": http_index.get_users, "POST": http_index.post_users}),
+    route("v1_user", r"^/v1/users/(?P<user>[^/]+)/?$", {"PUT": http_index.put_user}),
 ]
 
 

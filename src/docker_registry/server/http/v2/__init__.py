@@ -14,6 +14,7 @@ ROUTES: list[Route] = [
     # Pulls first: they are most of the traffic. No path matches two of these patterns (a blob digest is never
     # "uploads"), so the order only decides how soon a request finds its route.
     route(
+        "manifest",
         rf"^/v2/{NAME}/manifests/(?P<reference>[^/]+)$",
         {
             "GET": manifests.get_manifest,
@@ -23,14 +24,16 @@ ROUTES: list[Route] = [
         },
     ),
     route(
+        "blob",
         rf"^/v2/{NAME}/blobs/(?P<digest>(?!uploads$)[^/]+)$",
         {"GET": blobs.get_blob, "HEAD": blobs.head_blob, "DELETE": blobs.delete_blob},
     ),
-    route(r"^/v2/?$", {"GET": catalog.base, "HEAD": catalog.base}),
-    route(r"^/v2/_catalog$", {"GET": catalog.catalog, "HEAD": catalog.catalog}),
-    route(rf"^/v2/{NAME}/tags/list$", {"GET": catalog.tags_list, "HEAD": catalog.tags_list}),
-    route(rf"^/v2/{NAME}/blobs/uploads/?$", {"POST": uploads.start_upload}),
+    route("base", r"^/v2/?$", {"GET": catalog.base, "HEAD": catalog.base}),
+    route("catalog", r"^/v2/_catalog$", {"GET": catalog.catalog, "HEAD": catalog.catalog}),
+    route("tags", rf"^/v2/{NAME}/tags/list$", {"GET": catalog.tags_list, "HEAD": catalog.tags_list}),
+    route("blob-upload", rf"^/v2/{NAME}/blobs/uploads/?$", {"POST": uploads.start_upload}),
     route(
+        "blob-upload-chunk",
         rf"^/v2/{NAME}/blobs/uploads/(?P<uuid>[^/]+)$",
         {
             "GET": uploads.upload_status,
@@ -41,6 +44,7 @@ ROUTES: list[Route] = [
         },
     ),
     route(
+        "referrers",
         rf"^/v2/{NAME}/referrers/(?P<digest>[^/]+)$",
         {"GET": referrers.referrers, "HEAD": referrers.referrers},
     ),

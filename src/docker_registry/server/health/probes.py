@@ -1,0 +1,73 @@
+"""What the health checks probe. Each returns when all is well and raises with a message an operator can act on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+
+from docker_registry.core import exceptions
+from docker_registry.core.driver import Base
+
+from ..config import StorageConfig
+from ..config.values import space_floor
+from ..store.facade import AsyncMetadataStore
+from .monitor import Probe
+
+PROBE_PREFIX = "_health-"
+"""The storage probe's small objects sit at the storage root, beside `blobs/` and `uploads/`, one name per
+process, removed again at once. Not in a shared directory: the filesystem driver removes a directory once it is
+empty, and another worker's probe could then find its directory gone under it and fail for nothing."""
+
+
+def storage_writable(driver: Base) -> Probe:
+    """A small object written and removed: a volume gone read-only, a lost mount or a full disk all fail it."""
+    path = f"{PROBE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+
+    async def probe() -> None:
+        await driver.put_content(path, b"ok\n")
+        await driver.remove(path)
+
+    return probe
+
+
+def storage_readable(driver: Base) -> Probe:
+    """For a registry in read-only mode, whose volume may well be mounted read-only: the root can be listed (an
+    empty root, which the driver reports as missing, answered too)."""
+
+    async def probe() -> None:
+        with contextlib.suppress(exceptions.FileNotFoundError):
+            await driver.list_directory("")
+
+    return probe
+
+
+def free_space(storage: StorageConfig) -> Probe:
+    """Free space on the filesystem driver's volume at or above `storage.minfree`: below it uploads answer 507."""
+    directory = str(storage.options["rootdirectory"])
+    minfree = storage.minfree
+    assert minfree is not None
+
+    async def probe() -> None:
+        disk = await asyncio.to_thread(os.statvfs, directory)
+        free, total = disk.f_bavail * disk.f_frsize, disk.f_blocks * disk.f_frsize
+        floor = space_floor(minfree, total)
+        if free < floor:
+            raise OSError(f"{free} bytes free, below storage.minfree ({minfree}, {floor} bytes): uploads are refused")
+
+    return probe
+
+
+def database(store: AsyncMetadataStore, expected_revision: str | None) -> Probe:
+    """The metadata database answers a query, and its schema is the one this registry was built for."""
+
+    async def probe() -> None:
+        revision = await store.schema_revision()
+        if revision != expected_revision:
+            raise RuntimeError(
+                f"the database schema is at revision {revision}, this registry's is {expected_revision} (another "
+                "version migrated it, or it was never migrated)"
+            )
+
+    return probe

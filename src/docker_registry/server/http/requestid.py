@@ -1,0 +1,49 @@
+"""The request id: one per request, sent back as `X-Request-Id` and written in the access log, so a client's report
+and the log line of its request can be matched.
+
+An id the client (or a proxy in front) sent is kept when it looks like one, so a request can be traced across
+hops; anything else (too long, odd characters that could forge log fields) is replaced by one of ours. Ours are a
+random prefix drawn once per process and a counter: unique across workers and restarts, and cheaper than a UUID
+on every request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import secrets
+
+from aiohttp import web
+
+HEADER = "X-Request-Id"
+KEY = "docker_registry.request_id"
+_SANE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=/-]{0,127}")
+
+
+class _Ids:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Called again in a forked child: workers must not share the master's prefix."""
+        self.prefix = secrets.token_hex(6)
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}-{next(self.counter):06x}"
+
+
+_ids = _Ids()
+os.register_at_fork(after_in_child=_ids.reset)
+
+
+def request_id(request: web.BaseRequest) -> str:
+    """The request's id, taken from its `X-Request-Id` if sane, else made up; the same on every call."""
+    known: str | None = request.get(KEY)
+    if known is not None:
+        return known
+    incoming = request.headers.get(HEADER)
+    value = incoming if incoming is not None and _SANE.fullmatch(incoming) else _ids.next()
+    request[KEY] = value
+    return value

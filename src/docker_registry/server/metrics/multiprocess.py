@@ -1,0 +1,85 @@
+"""prometheus_client's multiprocess mode for the run: every process that counts writes its own memory-mapped files
+in one directory, and a scrape in any process sums them all, so one scrape sees the whole registry.
+
+The master makes the directory once per run, before workers start (they inherit it through the environment and,
+when forked, the value class set here), and removes it when the run ends: files of an earlier run must never be
+summed into this one. A worker that dies leaves its files, which keeps its counts in the totals, as counters must.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from prometheus_client import values
+
+from ..registry import process_identity
+
+ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "docker-registry-metrics-"
+OWNER = "owner"
+"""The file in a run directory naming the master that made it (prometheus_client reads only `*.db` files)."""
+
+
+class _ProcessId:
+    """This process's id, read once and again in a forked child: prometheus_client asks for it on every update
+    (to notice a fork), and `os.getpid()` is a system call each time."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self.pid = os.getpid()
+
+    def __call__(self) -> int:
+        return self.pid
+
+
+_process_id = _ProcessId()
+
+
+def begin_run() -> str:
+    """Make the run's directory and switch this process (and its future children) to multiprocess values."""
+    directory = os.environ.get(ENVIRONMENT)
+    if directory and os.path.isdir(directory):
+        return directory
+    _remove_abandoned()
+    directory = tempfile.mkdtemp(prefix=PREFIX)
+    identity = process_identity.this_process()
+    if identity is not None:
+        with open(os.path.join(directory, OWNER), "w", encoding="ascii") as owner:
+            owner.write(identity)
+    os.environ[ENVIRONMENT] = directory
+    values.ValueClass = values.MultiProcessValue(_process_id)  # type: ignore[no-untyped-call]
+    return directory
+
+
+def end_run(directory: str) -> None:
+    values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
+    shutil.rmtree(directory, ignore_errors=True)
+    if os.environ.get(ENVIRONMENT) == directory:
+        del os.environ[ENVIRONMENT]
+
+
+def _remove_abandoned() -> None:
+    """Directories of earlier runs whose master is gone (killed with SIGKILL, it could not remove its own): each
+    names its master in an `owner` file (`process_identity`), so a directory of a live registry, or of one in
+    another pid namespace sharing this temporary directory, is never taken for abandoned."""
+    for entry in os.scandir(tempfile.gettempdir()):
+        if not entry.name.startswith(PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            with open(os.path.join(entry.path, OWNER), encoding="ascii") as owner:
+                identity = owner.read().strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if process_identity.is_dead(identity):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def current() -> str | None:
+    """The run's directory, if the runtime began one."""
+    directory = os.environ.get(ENVIRONMENT)
+    return directory if directory and os.path.isdir(directory) else None

@@ -1,0 +1,216 @@
+"""Liveness and readiness of a real registry with two workers (issue 13, and issue 7's "the disk filling up shows
+in health and metrics"): readiness turns 503, naming the failing check, when storage becomes unwritable, when free
+space drops below `storage.minfree`, and when the database goes away; and 200 again once repaired."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from test_server_database_faults import can_make_immutable as can_make_immutable
+from test_server_full_disk import small_disk as small_disk
+from test_server_observability import metrics_config, scrape, value
+
+from prerequisites import PSYCOPG_INSTALL, missing, require_module
+from registry_process import RegistryProcess, free_port, implementation
+
+pytestmark = pytest.mark.skipif(implementation() != "ours", reason="health endpoints of docker-registry 3")
+
+FAST_CHECKS = {"interval": "300ms", "threshold": 2}
+
+
+def fast_health(debug_port: int, **extra: Any) -> dict[str, Any]:
+    config = metrics_config(debug_port)
+    config["health"] = {"storagedriver": FAST_CHECKS, "database": FAST_CHECKS, **extra}
+    return config
+
+
+def readiness_becomes(url: str, status: int, timeout: float = 15.0) -> dict[str, Any]:
+    """Poll `/readyz` (fresh connections: both workers answer it) until it answers `status` five times in a row."""
+    deadline = time.monotonic() + timeout
+    streak, body, seen = 0, {}, 0
+    while streak < 5:
+        response = httpx.get(f"{url}/readyz", headers={"Connection": "close"}, timeout=10)
+        seen = response.status_code
+        streak = streak + 1 if seen == status else 0
+        body = response.json()
+        assert time.monotonic() < deadline, f"readiness stayed {seen}: {body}"
+        time.sleep(0.05)
+    return body
+
+
+def assert_alive(url: str) -> None:
+    response = httpx.get(f"{url}/healthz", timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"status": "alive"}
+
+
+def test_readiness_answers_fast_without_credentials(make_registry: Callable[..., RegistryProcess]) -> None:
+    server = make_registry(workers=2, extra_config={"health": {"storagedriver": FAST_CHECKS}})
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        started = time.monotonic()
+        for _ in range(200):
+            assert client.get("/readyz").status_code == 200
+        assert time.monotonic() - started < 5, "polling readiness must be cheap"
+        body = client.get("/readyz").json()
+    assert body["status"] == "ready"
+    assert body["failing"] == []
+    assert set(body["checks"]) == {"storagedriver_filesystem", "database"}
+    assert_alive(server.url)
+
+
+@pytest.mark.usefixtures("can_make_immutable")
+def test_readiness_follows_storage_writability(make_registry: Callable[..., RegistryProcess]) -> None:
+    debug_port = free_port()
+    server = make_registry(workers=2, extra_config=fast_health(debug_port))
+    root = server.data_dir
+    readiness_becomes(server.url, 200)
+    subprocess.run(["chattr", "+i", str(root)], check=True)
+    try:
+        body = readiness_becomes(server.url, 503)
+        assert body["failing"] == ["storagedriver_filesystem"]
+        assert "error" not in body["checks"]["storagedriver_filesystem"], "no details on the public port"
+        debug = httpx.get(f"http://127.0.0.1:{debug_port}/debug/health")
+        assert debug.status_code == 503
+        assert list(debug.json()) == ["storagedriver_filesystem"]
+        assert "Operation not permitted" in debug.json()["storagedriver_filesystem"]
+        assert value(scrape(debug_port), "registry_health_check_up", check="storagedriver_filesystem") == 0
+        assert_alive(server.url)
+        assert httpx.get(f"{server.url}/v2/").status_code == 200, "without health.unavailable the API still answers"
+    finally:
+        subprocess.run(["chattr", "-i", str(root)], check=True)
+    body = readiness_becomes(server.url, 200)
+    assert body["checks"]["storagedriver_filesystem"]["healthy"]
+    assert value(scrape(debug_port), "registry_health_check_up", check="storagedriver_filesystem") == 1
+
+
+@pytest.mark.usefixtures("can_make_immutable")
+def test_a_read_only_registry_on_a_read_only_volume_is_ready(make_registry: Callable[..., RegistryProcess]) -> None:
+    server = make_registry(
+        workers=2,
+        extra_config={
+            "storage": {"maintenance": {"readonly": {"enabled": True}}},
+            "health": {"storagedriver": FAST_CHECKS},
+        },
+    )
+    subprocess.run(["chattr", "+i", str(server.data_dir)], check=True)
+    try:
+        time.sleep(1.5)  # several runs of the check
+        body = readiness_becomes(server.url, 200)
+        assert body["checks"]["storagedriver_filesystem"]["checked"] is not None
+    finally:
+        subprocess.run(["chattr", "-i", str(server.data_dir)], check=True)
+
+
+def test_readiness_and_metrics_follow_free_space_below_minfree(
+    make_registry: Callable[..., RegistryProcess],
+    small_disk: Path,
+) -> None:
+    debug_port = free_port()
+    server = make_registry(
+        workers=2,
+        storage={"filesystem": {"rootdirectory": str(small_disk / "data")}, "minfree": "10MiB"},
+        extra_config=fast_health(debug_port, unavailable=True),
+    )
+    readiness_becomes(server.url, 200)
+    filler = small_disk / "filler"
+    with open(filler, "wb") as out:  # beside the registry's data: someone else filling the volume
+        out.write(b"\0" * (8 * 1024 * 1024))
+    try:
+        body = readiness_becomes(server.url, 503)
+        assert body["failing"] == ["diskspace"], body
+        assert "below storage.minfree" in httpx.get(f"http://127.0.0.1:{debug_port}/debug/health").json()["diskspace"]
+        refused = httpx.get(f"{server.url}/v2/")
+        assert refused.status_code == 503, "health.unavailable: the API answers 503 while unhealthy"
+        assert refused.json()["errors"][0]["code"] == "UNAVAILABLE"
+        assert "diskspace" in refused.json()["errors"][0]["message"]
+        time.sleep(5.5)  # the inventory is computed at most every 5 s
+        samples = scrape(debug_port)
+        assert value(samples, "registry_storage_free_bytes") < value(samples, "registry_storage_minfree_bytes")
+        assert value(samples, "registry_storage_minfree_bytes") == 10 * 1024 * 1024
+        assert value(samples, "registry_health_check_up", check="diskspace") == 0
+    finally:
+        filler.unlink()
+    readiness_becomes(server.url, 200)
+    assert httpx.get(f"{server.url}/v2/").status_code == 200
+
+
+class PostgresCluster:
+    """A private PostgreSQL server that the test stops and starts again."""
+
+    def __init__(self) -> None:
+        require_module("psycopg", PSYCOPG_INSTALL)
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            missing("PostgreSQL is not installed: apt-get install postgresql")
+        self.bin = Path(found[-1]).parent
+        self.root = Path(tempfile.mkdtemp(prefix="registry-test-health-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self.data = self.root / "data"
+        self.port = free_port()
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: str) -> None:
+        command = [str(self.bin / tool), *args]
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "stop"]
+            if os.geteuid() == 0
+            else [str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.remove()
+
+
+def test_readiness_follows_the_database(
+    make_registry: Callable[..., RegistryProcess], postgres: PostgresCluster
+) -> None:
+    debug_port = free_port()
+    config = fast_health(debug_port)
+    config["database"] = {"url": postgres.url}
+    server = make_registry(workers=2, extra_config=config)
+    readiness_becomes(server.url, 200)
+    postgres.stop()
+    try:
+        body = readiness_becomes(server.url, 503)
+        assert body["failing"] == ["database"], body
+        assert body["checks"]["database"]["failures"] >= 2
+        assert value(scrape(debug_port), "registry_health_check_up", check="database") == 0
+        assert_alive(server.url)
+    finally:
+        postgres.start()
+    readiness_becomes(server.url, 200, timeout=30)
+    assert httpx.get(f"{server.url}/v2/_catalog").status_code == 200

@@ -1,0 +1,302 @@
+"""Metrics, access logs and request ids of a real registry with two workers (issue 13).
+
+The metrics test does a known sequence of pushes and pulls over fresh connections, so both workers serve some of
+it (the access log's process ids show they did), then scrapes the debug listener once and finds exactly what was
+done: the scrape sees every worker's counts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from registry_api import MANIFEST_ACCEPT, image_manifest, push, unique_repo
+from registry_process import RegistryProcess, free_port, implementation
+
+pytestmark = pytest.mark.skipif(implementation() != "ours", reason="observability of docker-registry 3")
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def metrics_config(debug_port: int, formatter: str = "json") -> dict[str, Any]:
+    return {
+        "log": {"formatter": formatter},
+        "http": {"debug": {"addr": f"127.0.0.1:{debug_port}", "prometheus": {"enabled": True}}},
+    }
+
+
+def debug_health(debug_port: int, timeout: float = 10.0) -> httpx.Response:
+    """`/debug/health`, once the first worker listens there (the registry may answer on its main port sooner)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(f"http://127.0.0.1:{debug_port}/debug/health", timeout=10)
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def scrape(debug_port: int) -> Samples:
+    response = httpx.get(f"http://127.0.0.1:{debug_port}/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum over every series of `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
+
+
+def fresh(url: str) -> httpx.Client:
+    """A client whose every request opens a new connection: the kernel spreads them over the workers."""
+    return httpx.Client(base_url=url, timeout=30, headers={"Connection": "close"})
+
+
+def access_lines(server: RegistryProcess) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == "aiohttp.access"]
+
+
+def test_metrics_after_pushes_and_pulls_across_both_workers_match_what_was_done(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    debug_port = free_port()
+    server = make_registry(workers=2, extra_config=metrics_config(debug_port))
+    pushes, pulls, heads, missing = 4, 30, 20, 5
+    layer_bytes = 0
+    with fresh(server.url) as client:
+        repos = [unique_repo("metrics") for _ in range(pushes)]
+        images = []
+        for repo in repos:
+            image = image_manifest(client, repo, layers=2)
+            push(client, repo, image, "v1")
+            images.append(image)
+            document = json.loads(image.body)
+            layer_bytes += sum(d["size"] for d in [document["config"], *document["layers"]])
+        for i in range(pulls):
+            response = client.get(f"/v2/{repos[i % pushes]}/manifests/v1", headers={"Accept": MANIFEST_ACCEPT})
+            assert response.status_code == 200
+        for i in range(heads):
+            document = json.loads(images[i % pushes].body)
+            assert client.head(f"/v2/{repos[i % pushes]}/blobs/{document['layers'][0]['digest']}").status_code == 200
+        for i in range(missing):
+            assert client.get(f"/v2/{repos[0]}/manifests/nothing-{i}").status_code == 404
+
+    served_by = {line["pid"] for line in access_lines(server) if line["http.request.uri"].startswith("/v2/")}
+    assert len(served_by) == 2, f"both workers should have served requests, saw {served_by}"
+
+    deadline = time.monotonic() + 10
+    while True:  # counts land once each response is sent, and cache tallies once a second
+        samples = scrape(debug_port)
+        cache_lookups = total(samples, "registry_cache_requests_total")
+        if value(samples, "registry_http_requests_total", method="HEAD", route="blob", code="200") == heads and (
+            cache_lookups >= pulls
+        ):
+            break
+        assert time.monotonic() < deadline, "the scrape never showed every request"
+        time.sleep(0.3)
+
+    def requests(method: str, route: str, code: str) -> float:
+        return value(samples, "registry_http_requests_total", method=method, route=route, code=code)
+
+    assert requests("PUT", "manifest", "201") == pushes
+    assert requests("GET", "manifest", "200") == pulls
+    assert requests("GET", "manifest", "404") == missing
+    assert requests("HEAD", "blob", "200") == heads
+    assert requests("POST", "blob-upload", "202") == pushes * 3  # config and two layers each
+    assert requests("PUT", "blob-upload-chunk", "201") == pushes * 3
+    assert value(samples, "registry_http_request_duration_seconds_count", method="GET", route="manifest") == (
+        pulls + missing
+    )
+    assert not any(
+        "/v2/" in dict(labels).get("route", "") for name, labels in samples if name.startswith("registry_http")
+    ), "routes are names, never paths"
+    assert value(samples, "registry_http_received_bytes_total", route="blob-upload-chunk") == layer_bytes
+    assert value(samples, "registry_http_sent_bytes_total", route="manifest") > sum(len(i.body) for i in images)
+
+    assert value(samples, "registry_repositories") == pushes
+    assert value(samples, "registry_manifests") == pushes
+    assert value(samples, "registry_blobs") == pushes * 3
+    assert value(samples, "registry_blobs_bytes") == layer_bytes
+    assert value(samples, "registry_upload_sessions") == 0
+    assert value(samples, "registry_storage_free_bytes") > 0
+    assert value(samples, "registry_storage_capacity_bytes") >= value(samples, "registry_storage_free_bytes")
+    assert value(samples, "registry_health_check_up", check="storagedriver_filesystem") == 1
+    assert value(samples, "registry_health_check_up", check="database") == 1
+
+    assert value(samples, "registry_storage_action_seconds_count", driver="filesystem", action="move") == pushes * 3
+    assert total(samples, "registry_storage_action_seconds_count", action="write") >= pushes * 3
+    assert total(samples, "registry_database_query_duration_seconds_count", operation="select") > 0
+    assert total(samples, "registry_database_query_duration_seconds_count", operation="insert") > 0
+    assert_documented_and_on_the_dashboard(samples)
+    hits = total(samples, "registry_cache_requests_total", result="hit")
+    misses = total(samples, "registry_cache_requests_total", result="miss")
+    assert hits > 0
+    assert misses > 0
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def assert_documented_and_on_the_dashboard(samples: Samples) -> None:
+    """Every family the registry exposes is in docs/observability.md's table, and the Grafana dashboard uses only
+    families that exist."""
+    exposed = {re.sub(r"_(bucket|count|sum|created)$", "", name) for name, _ in samples if name.startswith("registry_")}
+    documented = set(re.findall(r"^\| `(registry_[a-z_]+)`", (DOCS / "observability.md").read_text(), re.MULTILINE))
+    assert exposed <= documented, f"undocumented: {exposed - documented}"
+    dashboard = (DOCS / "grafana-dashboard.json").read_text()
+    json.loads(dashboard)
+    used = {re.sub(r"_(bucket|count|sum)$", "", name) for name in re.findall(r"registry_[a-z_]+", dashboard)}
+    used.discard("registry_")
+    assert used <= exposed | documented, f"the dashboard uses unknown metrics: {used - exposed - documented}"
+    assert used & exposed, "the dashboard uses none of the exposed metrics"
+
+
+def test_debug_listener_is_bound_once_and_serves_health(make_registry: Callable[..., RegistryProcess]) -> None:
+    debug_port = free_port()
+    server = make_registry(workers=2, extra_config=metrics_config(debug_port))
+    assert debug_health(debug_port).json() == {}
+    listening = [line for line in server.log_path.read_text().splitlines() if "debug listener on" in line]
+    assert len(listening) == 1, listening
+    assert httpx.get(f"{server.url}/metrics").status_code == 404, "the metrics stay off the main port"
+
+
+def base_requests(debug_port: int, expected: float, timeout: float = 15.0) -> float:
+    """`GET /v2/` answered 200 as the scrape counts them, once it shows `expected` (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            seen = value(scrape(debug_port), "registry_http_requests_total", method="GET", route="base", code="200")
+        except httpx.TransportError:  # the debug listener's worker is being restarted
+            seen = -1.0
+        if seen == expected or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.2)
+
+
+def test_counts_outlive_killed_workers_and_the_debug_listener_comes_back(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    debug_port = free_port()
+    server = make_registry(workers=2, extra_config=metrics_config(debug_port))
+    time.sleep(1.5)  # the start-up check's request reaches the counts
+    before = base_requests(debug_port, -2, timeout=0)
+    with fresh(server.url) as client:
+        for _ in range(20):
+            assert client.get("/v2/").status_code == 200
+    assert base_requests(debug_port, before + 20) == before + 20
+    assert server.proc is not None
+    workers = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) >= 2, workers
+    for pid in workers:
+        os.kill(int(pid), signal.SIGKILL)  # worker 0, which holds the debug listener, among them
+    assert base_requests(debug_port, before + 20) == before + 20, "the dead workers' counts stay in the totals"
+    with fresh(server.url) as client:
+        for _ in range(5):
+            assert client.get("/v2/").status_code == 200
+    assert base_requests(debug_port, before + 25) == before + 25
+    listening = [line for line in server.log_path.read_text().splitlines() if "debug listener on" in line]
+    assert len(listening) == 2, "bound again by the restarted first worker"
+
+
+def _logfmt(line: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in shlex.split(line))
+
+
+PASSWORD = "s3cret-pass-word"
+TOKEN = "tok3n-secret-value"
+
+
+@pytest.mark.parametrize("formatter", ["json", "logfmt", "text"])
+def test_access_log_lines_parse_carry_the_request_id_and_never_credentials(
+    make_registry: Callable[..., RegistryProcess], tmp_path: Path, formatter: str
+) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"alice:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()}\n")
+    server = make_registry(
+        workers=2,
+        extra_config={"log": {"formatter": formatter}, "auth": {"htpasswd": {"path": str(htpasswd)}}},
+    )
+    basic = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    wrong = base64.b64encode(f"alice:{PASSWORD}-wrong".encode()).decode()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        ok = client.get(
+            f"/v2/_catalog?n=5&access_token={TOKEN}",
+            headers={"Authorization": f"Basic {basic}", "X-Request-Id": "trace-123.a", "User-Agent": "test agent/1"},
+        )
+        assert ok.status_code == 200
+        assert ok.headers["X-Request-Id"] == "trace-123.a", "a sane incoming id is kept"
+        refused = client.get("/v2/", headers={"Authorization": f"Basic {wrong}", "X-Request-Id": 'bad id"\n'[:7]})
+        assert refused.status_code == 401
+        generated = refused.headers["X-Request-Id"]
+        assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]{6,}", generated), generated
+        assert client.head("/v2/").headers["X-Request-Id"] != generated
+    time.sleep(0.5)
+    log = server.log_path.read_text()
+    for secret in (PASSWORD, basic, wrong, TOKEN):
+        assert secret not in log, f"{secret} was logged"
+
+    lines = [line for line in log.splitlines() if "trace-123.a" in line]
+    assert len(lines) == 1, lines
+    line = lines[0]
+    if formatter == "text":
+        assert re.search(
+            r'\] "GET /v2/_catalog\?n=5&access_token=REDACTED HTTP/1\.1" 200 \d+ "-" "test agent/1" \d+\.\d+s '
+            r'id=trace-123\.a user="alice"$',
+            line,
+        ), line
+        return
+    fields: dict[str, Any] = json.loads(line) if formatter == "json" else _logfmt(line)
+    assert fields["http.request.id"] == "trace-123.a"
+    assert fields["http.request.method"] == "GET"
+    assert fields["http.request.uri"] == "/v2/_catalog?n=5&access_token=REDACTED"
+    assert str(fields["http.response.status"]) == "200"
+    assert int(fields["http.response.written"]) > 0
+    assert float(fields["http.response.duration"]) >= 0
+    assert fields["http.request.useragent"] == "test agent/1"
+    assert fields["auth.user.name"] == "alice"
+    assert fields["level"] == "info"
+    generated_lines = [line for line in log.splitlines() if generated in line]
+    assert len(generated_lines) == 1
+    assert "401" in generated_lines[0]
+
+
+def test_request_id_on_every_response(make_registry: Callable[..., RegistryProcess]) -> None:
+    server = make_registry(workers=2)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        answers = [
+            client.get("/v2/"),
+            client.head("/v2/nothing/manifests/latest"),
+            client.get("/not-the-api"),
+            client.delete("/v2/"),
+            client.get("/healthz"),
+            client.get("/readyz"),
+        ]
+        too_long = client.get("/v2/", headers={"X-Request-Id": "x" * 200})
+    ids = [answer.headers["X-Request-Id"] for answer in answers]
+    assert len(set(ids)) == len(ids), ids
+    assert too_long.headers["X-Request-Id"] != "x" * 200

@@ -1,0 +1,109 @@
+"""The request metrics' batching: what a worker adds up between flushes reaches prometheus_client's values exactly
+as one `observe()` per request would have."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, values
+
+from docker_registry.server.metrics import multiprocess
+from docker_registry.server.metrics.instruments import LATENCY_BUCKETS, Instruments
+from docker_registry.server.metrics.requests import RequestMetrics, add_observations
+from docker_registry.server.registry import process_identity
+
+DURATIONS = [0.0001, 0.0005, 0.0007, 0.001, 0.02, 0.02, 3.0, 59.0, 61.0, 1000.0]
+
+
+def _histogram(registry: CollectorRegistry) -> Any:
+    return Histogram("t_seconds", "t", ["route"], buckets=LATENCY_BUCKETS, registry=registry).labels("x")
+
+
+def test_batched_observations_equal_one_observe_per_value() -> None:
+    one_by_one, batched = CollectorRegistry(), CollectorRegistry()
+    single = _histogram(one_by_one)
+    for duration in DURATIONS:
+        single.observe(duration)
+    add_observations(_histogram(batched), _bucket_counts(DURATIONS), sum(DURATIONS))
+    assert _samples(batched) == _samples(one_by_one)
+
+
+def _bucket_counts(durations: list[float]) -> list[int]:
+    """Prometheus' rule: a value goes in the first bucket whose upper bound it does not exceed (`le`)."""
+    counts = [0] * (len(LATENCY_BUCKETS) + 1)
+    for duration in durations:
+        counts[next((i for i, bound in enumerate(LATENCY_BUCKETS) if duration <= bound), len(LATENCY_BUCKETS))] += 1
+    return counts
+
+
+def _samples(registry: CollectorRegistry) -> list[str]:
+    """The exposition without its `_created` time, which differs between two histograms made one after another."""
+    return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+
+class _Content:
+    total_bytes = 10
+
+
+class _Request(dict[str, str]):
+    def __init__(self, method: str) -> None:
+        super().__init__({"docker_registry.route": "manifest"})
+        self.method = method
+        self.content = _Content()
+
+
+class _Response:
+    status = 200
+    body_length = 100
+
+
+def test_requests_reach_the_counters_at_flush_with_bounded_labels() -> None:
+    instruments = Instruments()
+    metrics = RequestMetrics(instruments)
+    for duration in DURATIONS:
+        metrics(_Request("GET"), _Response(), duration)  # type: ignore[arg-type]
+    metrics(_Request("BREW"), _Response(), 0.1)  # type: ignore[arg-type]
+    assert instruments.requests.labels("GET", "manifest", "200")._value.get() == 0, "nothing before the flush"
+    metrics.flush()
+    metrics.flush()  # a second flush adds nothing
+    assert instruments.requests.labels("GET", "manifest", "200")._value.get() == len(DURATIONS)
+    assert instruments.requests.labels("other", "manifest", "200")._value.get() == 1
+    assert instruments.sent.labels("manifest")._value.get() == 100 * (len(DURATIONS) + 1)
+    assert instruments.received.labels("manifest")._value.get() == 10 * (len(DURATIONS) + 1)
+    histogram = instruments.duration.labels("GET", "manifest")
+    assert histogram._sum.get() == sum(DURATIONS)
+    assert [bucket.get() for bucket in histogram._buckets] == _bucket_counts(DURATIONS)
+
+
+def test_a_run_directory_left_by_a_dead_master_is_removed_and_a_live_one_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(multiprocess.ENVIRONMENT, raising=False)
+    me = process_identity.this_process()
+    if me is None:
+        pytest.skip("needs /proc to tell who made a run directory")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    boot, namespace, _pid, start = me.split("/")
+    owners = {"abandoned": f"{boot}/{namespace}/{dead.pid}/{start}", "alive": me, "elsewhere": f"x/y/{dead.pid}/1"}
+    for name, owner in owners.items():
+        (tmp_path / f"{multiprocess.PREFIX}{name}").mkdir()
+        (tmp_path / f"{multiprocess.PREFIX}{name}" / multiprocess.OWNER).write_text(owner)
+    (tmp_path / f"{multiprocess.PREFIX}ownerless").mkdir()
+    original = values.ValueClass
+    directory = multiprocess.begin_run()
+    try:
+        left = sorted(p.name.removeprefix(multiprocess.PREFIX) for p in tmp_path.iterdir())
+        assert left == sorted(
+            ["alive", "elsewhere", "ownerless", Path(directory).name.removeprefix(multiprocess.PREFIX)]
+        )
+        assert (Path(directory) / multiprocess.OWNER).read_text() == me
+    finally:
+        multiprocess.end_run(directory)
+        values.ValueClass = original
+    assert not Path(directory).exists()
