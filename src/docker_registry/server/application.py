@@ -26,6 +26,7 @@ from .config import Config
 from .http import body, v2
 from .http.context import CONFIG_KEY, GUARD_KEY, REGISTRY_KEY
 from .http.errors import errors_middleware
+from .notifications import setup as notifications
 from .registry.cache import RegistryCache
 from .registry.service import Registry
 from .store import migrate
@@ -82,6 +83,8 @@ def create_app(config: Config) -> web.Application:
     auth = Auth(config) if config.auth is not None else None
     if auth is not None:  # after the error middleware, so its refusals render as the spec's JSON errors
         middlewares.append(auth_middleware(auth))
+    if notifications.enabled(config):  # without endpoints, not even the middleware: requests cost nothing more
+        middlewares.append(notifications.middleware)
     app = web.Application(
         middlewares=middlewares,
         client_max_size=CLIENT_MAX_SIZE,
@@ -102,6 +105,8 @@ def create_app(config: Config) -> web.Application:
 
     app.on_response_prepare.append(on_prepare)
     app.cleanup_ctx.append(_stores(config))
+    if notifications.enabled(config):
+        app.cleanup_ctx.append(notifications.lifecycle(config))
     v2.add_routes(app)
     return app
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 from docker_registry.core.digest import Digest
 
 from .blobs import BlobQueries
+from .events import EventQueries
 from .manifests import ManifestQueries
 from .models import StoredManifest
 from .repositories import RepositoryQueries
 from .uploads import UploadQueries
 
 
-class MetadataStore(RepositoryQueries, ManifestQueries, BlobQueries, UploadQueries):
+class MetadataStore(RepositoryQueries, ManifestQueries, BlobQueries, UploadQueries, EventQueries):
     def blob_or_manifest(self, repository: str, digest: Digest) -> tuple[int | None, StoredManifest | None]:
         """What a blob GET or HEAD may serve under `digest`: a linked blob's size, else the manifest of that digest
         (Distribution serves manifests from its blob store too). One thread hop for both look-ups: a client

@@ -1,0 +1,226 @@
+"""Delivery: one process of the registry sends every endpoint its events, in order, each once.
+
+Every worker asks for the lease row `delivery` every `LEASE_SECONDS / 3`; the one holding it delivers, and it keeps
+it by renewing. A holder that stops renewing (a stopped node) is replaced once the lease expires; one that died on
+this host (SIGKILL, OOM killer) at once, since the lease names its process (`process_identity`). On a clean stop
+the holder gives the lease up.
+
+Per endpoint, events are read from the outbox after the endpoint's cursor, in id order. Each is POSTed alone in
+Distribution's envelope and retried until the endpoint takes it (2xx or 3xx): at once while failures in a row stay
+below `threshold`, then every `backoff`. Only then does the cursor move past it, so a crash between the answer
+and the cursor's write sends that one event again: exactly once in normal operation, at least once across crashes.
+Events the endpoint ignores are skipped, and events older than `maxage` are dropped with a log line. Endpoints do
+not wait for one another. Events every endpoint has been given are pruned from the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+
+import aiohttp
+
+from ..config.notifications import EndpointSection, NotificationsConfig
+from ..registry.process_identity import is_dead, this_process
+from ..store.metadata import MetadataStore
+from ..store.models import StoredEvent
+from .envelope import MEDIA_TYPE, envelope
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+LEASE = "delivery"
+LEASE_SECONDS = 15.0
+POLL_SECONDS = 0.25
+"""How often an endpoint that is up to date looks for new events (one indexed query)."""
+BATCH = 100
+SHORT_PAUSE = 0.05
+"""The pause between retries while failures in a row are below the threshold."""
+PRUNE_SECONDS = 30.0
+
+
+class LostLease(Exception):
+    """Another process delivers now: this one stops."""
+
+
+class Deliverer:
+    def __init__(self, settings: NotificationsConfig, store: MetadataStore, stats: Stats) -> None:
+        self._settings = settings
+        self._store = store
+        self._stats = stats
+        self._holder = uuid.uuid4().hex
+        self._lease_until = 0.0
+        self._cursors: dict[str, int] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._main: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._main = asyncio.ensure_future(self._hold_lease())
+
+    async def stop(self) -> None:
+        if self._main is not None:
+            self._main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._main
+        await self._stop_endpoints()
+        if self._stats.delivering:
+            self._stats.delivering = False
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._store.release_lease, LEASE, self._holder)
+
+    # --- the lease ----------------------------------------------------------------------------------------------
+    def _holds_lease(self) -> bool:
+        return time.time() < self._lease_until
+
+    async def _hold_lease(self) -> None:
+        last_prune = time.monotonic()
+        while True:
+            try:
+                lease = await asyncio.to_thread(
+                    self._store.take_lease, LEASE, self._holder, this_process(), LEASE_SECONDS, is_dead
+                )
+            except Exception as error:  # the database is unavailable: deliveries wait for it
+                log.warning("notifications: cannot renew the delivery lease: %s", error)
+            else:
+                if lease.held:
+                    self._lease_until = lease.expires_at - 1.0  # a margin for the time the renewal took
+                    if not self._stats.delivering:
+                        log.info("notifications: this process delivers events")
+                        await self._start_endpoints()
+                    elif any(task.done() for task in self._tasks.values()):  # one found the lease lost meanwhile
+                        await self._stop_endpoints()
+                        await self._start_endpoints()
+                    elif time.monotonic() - last_prune > PRUNE_SECONDS:
+                        last_prune = time.monotonic()
+                        await self._prune()
+                elif self._stats.delivering:
+                    log.info("notifications: another process delivers events now")
+                    await self._stop_endpoints()
+            await asyncio.sleep(LEASE_SECONDS / 3)
+
+    async def _start_endpoints(self) -> None:
+        endpoints = self._settings.enabled
+        self._cursors = await asyncio.to_thread(self._store.event_cursors, [e.name for e in endpoints])
+        self._session = aiohttp.ClientSession()
+        self._stats.delivering = True
+        for endpoint in endpoints:
+            self._tasks[endpoint.name] = asyncio.ensure_future(self._serve(endpoint))
+
+    async def _stop_endpoints(self) -> None:
+        self._stats.delivering = False
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _prune(self) -> None:
+        if not self._cursors:
+            return
+        try:
+            removed = await asyncio.to_thread(self._store.prune_events, min(self._cursors.values()))
+        except Exception as error:
+            log.warning("notifications: cannot prune delivered events: %s", error)
+            return
+        if removed:
+            log.debug("notifications: pruned %d delivered events", removed)
+
+    # --- one endpoint -------------------------------------------------------------------------------------------
+    async def _serve(self, endpoint: EndpointSection) -> None:
+        while True:
+            try:
+                await self._deliver_pending(endpoint)
+            except LostLease:
+                log.info("notifications: %s: the delivery lease moved on; stopping here", endpoint.name)
+                self._lease_until = 0.0
+                return
+            except Exception as error:  # the database: try again on the next round
+                log.warning("notifications: %s: %s", endpoint.name, error)
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _deliver_pending(self, endpoint: EndpointSection) -> None:
+        stats = self._stats.endpoints[endpoint.name]
+        while True:
+            position = self._cursors[endpoint.name]
+            batch = await asyncio.to_thread(self._store.events_after, position, BATCH)
+            if not batch:
+                stats.pending = 0
+                return
+            last = await asyncio.to_thread(self._store.last_event_id)
+            stats.pending = max(0, last - position)
+            skipped = position
+            for stored in batch:
+                if not self._holds_lease():
+                    raise LostLease()
+                payload = json.loads(stored.payload)
+                action, media_type = payload.get("action", ""), payload.get("target", {}).get("mediaType")
+                if endpoint.ignores(action, media_type):
+                    skipped = stored.id
+                    continue
+                if stored.created_at < time.time() - self._settings.events.maxage:
+                    log.warning(
+                        "notifications: %s: dropped event %s (%s %s), older than notifications.events.maxage",
+                        endpoint.name,
+                        payload.get("id"),
+                        action,
+                        payload.get("target", {}).get("repository"),
+                    )
+                    stats.dropped += 1
+                    skipped = stored.id
+                    continue
+                if skipped != self._cursors[endpoint.name]:  # what was skipped stays skipped across a restart
+                    await self._advance(endpoint.name, skipped)
+                await self._send(endpoint, stored)
+                stats.delivered += 1
+                await self._advance(endpoint.name, stored.id)
+                skipped = stored.id
+                stats.pending = max(0, last - stored.id)
+            if skipped != self._cursors[endpoint.name]:
+                await self._advance(endpoint.name, skipped)
+
+    async def _advance(self, name: str, position: int) -> None:
+        old = self._cursors[name]
+        if not await asyncio.to_thread(self._store.advance_cursor, name, old, position):
+            raise LostLease()
+        self._cursors[name] = position
+
+    async def _send(self, endpoint: EndpointSection, stored: StoredEvent) -> None:
+        """POST one event until the endpoint takes it."""
+        assert self._session is not None
+        stats = self._stats.endpoints[endpoint.name]
+        body = envelope([stored.payload])
+        headers = [(name, value) for name, values in endpoint.headers.items() for value in values]
+        headers.append(("Content-Type", MEDIA_TYPE))
+        timeout = aiohttp.ClientTimeout(total=endpoint.timeout)
+        failures = 0
+        while True:
+            try:
+                async with self._session.post(endpoint.url, data=body, headers=headers, timeout=timeout) as answer:
+                    await answer.read()
+                    if 200 <= answer.status < 400:
+                        return
+                    problem = f"answered {answer.status}"
+            except (aiohttp.ClientError, TimeoutError) as error:
+                problem = str(error) or type(error).__name__
+            failures += 1
+            stats.failures += 1
+            if failures == endpoint.threshold:
+                log.warning(
+                    "notifications: %s: %d failures in a row (%s); retrying every %ss",
+                    endpoint.name,
+                    failures,
+                    problem,
+                    endpoint.backoff,
+                )
+            await asyncio.sleep(endpoint.backoff if failures >= endpoint.threshold else SHORT_PAUSE)
+            if not self._holds_lease():
+                raise LostLease()
