@@ -21,6 +21,7 @@ import json
 import logging
 import time
 import uuid
+from typing import Any
 
 import aiohttp
 
@@ -166,26 +167,30 @@ class Deliverer:
                 if endpoint.ignores(action, media_type):
                     skipped = stored.id
                     continue
-                if stored.created_at < time.time() - self._settings.events.maxage:
-                    log.warning(
-                        "notifications: %s: dropped event %s (%s %s), older than notifications.events.maxage",
-                        endpoint.name,
-                        payload.get("id"),
-                        action,
-                        payload.get("target", {}).get("repository"),
-                    )
-                    stats.dropped += 1
-                    skipped = stored.id
-                    continue
                 if skipped != self._cursors[endpoint.name]:  # what was skipped stays skipped across a restart
                     await self._advance(endpoint.name, skipped)
-                await self._send(endpoint, stored)
-                stats.delivered += 1
+                if await self._send(endpoint, stored):
+                    stats.delivered += 1
+                else:
+                    self._drop(endpoint, payload)
                 await self._advance(endpoint.name, stored.id)
                 skipped = stored.id
                 stats.pending = max(0, last - stored.id)
             if skipped != self._cursors[endpoint.name]:
                 await self._advance(endpoint.name, skipped)
+
+    def _too_old(self, stored: StoredEvent) -> bool:
+        return stored.created_at < time.time() - self._settings.events.maxage
+
+    def _drop(self, endpoint: EndpointSection, payload: dict[str, Any]) -> None:
+        log.warning(
+            "notifications: %s: dropped event %s (%s %s), older than notifications.events.maxage",
+            endpoint.name,
+            payload.get("id"),
+            payload.get("action"),
+            payload.get("target", {}).get("repository"),
+        )
+        self._stats.endpoints[endpoint.name].dropped += 1
 
     async def _advance(self, name: str, position: int) -> None:
         old = self._cursors[name]
@@ -193,8 +198,8 @@ class Deliverer:
             raise LostLease()
         self._cursors[name] = position
 
-    async def _send(self, endpoint: EndpointSection, stored: StoredEvent) -> None:
-        """POST one event until the endpoint takes it."""
+    async def _send(self, endpoint: EndpointSection, stored: StoredEvent) -> bool:
+        """POST one event until the endpoint takes it (True), or until it is older than `maxage` (False)."""
         assert self._session is not None
         stats = self._stats.endpoints[endpoint.name]
         body = envelope([stored.payload])
@@ -202,12 +207,12 @@ class Deliverer:
         headers.append(("Content-Type", MEDIA_TYPE))
         timeout = aiohttp.ClientTimeout(total=endpoint.timeout)
         failures = 0
-        while True:
+        while not self._too_old(stored):
             try:
                 async with self._session.post(endpoint.url, data=body, headers=headers, timeout=timeout) as answer:
                     await answer.read()
                     if 200 <= answer.status < 400:
-                        return
+                        return True
                     problem = f"answered {answer.status}"
             except (aiohttp.ClientError, TimeoutError) as error:
                 problem = str(error) or type(error).__name__
@@ -224,3 +229,4 @@ class Deliverer:
             await asyncio.sleep(endpoint.backoff if failures >= endpoint.threshold else SHORT_PAUSE)
             if not self._holds_lease():
                 raise LostLease()
+        return False
