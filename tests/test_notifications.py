@@ -251,7 +251,7 @@ def test_receiver_down_registry_killed_then_every_event_arrives_once_in_order(
     make_registry: Callable[..., RegistryProcess],
 ) -> None:
     receiver = Receiver()  # its port is reserved, nothing listens yet: every delivery fails
-    server = make_registry(extra_config=notifying(receiver), workers=2)
+    server = make_registry(extra_config=notifying(receiver, batch=4), workers=2)
     repo = unique_repo("outage")
     try:
         changes = _push_images(server, repo, 8)
@@ -271,6 +271,8 @@ def test_receiver_down_registry_killed_then_every_event_arrives_once_in_order(
         events = receiver.events
         assert [(a, d, t) for a, _, d, t in summary(events)] == changes
         assert len({e["id"] for e in events}) == len(events)
+        sizes = [len(delivery.body["events"]) for delivery in receiver.deliveries]
+        assert max(sizes) == 4, sizes  # the backlog went out in envelopes of `batch` events
     finally:
         receiver.stop()
 

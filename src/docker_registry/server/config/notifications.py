@@ -61,6 +61,11 @@ class EndpointSection(Section):
         default_factory=list, description="target media types not sent to this endpoint"
     )
     ignore: IgnoreSection = Field(default_factory=IgnoreSection)
+    batch: Annotated[PositiveInt, OURS] = Field(
+        1,
+        description="most events sent in one envelope: Distribution sends one; a receiver that reads every element "
+        "of `events` can take more, and keeps up with far more pulls",
+    )
 
     def ignores(self, action: str, media_type: str | None) -> bool:
         """True when this endpoint is not sent events of `action` on a target of `media_type`."""

@@ -5,10 +5,11 @@ it by renewing. A holder that stops renewing (a stopped node) is replaced once t
 this host (SIGKILL, OOM killer) at once, since the lease names its process (`process_identity`). On a clean stop
 the holder gives the lease up.
 
-Per endpoint, events are read from the outbox after the endpoint's cursor, in id order. Each is POSTed alone in
-Distribution's envelope and retried until the endpoint takes it (2xx or 3xx): at once while failures in a row stay
-below `threshold`, then every `backoff`. Only then does the cursor move past it, so a crash between the answer
-and the cursor's write sends that one event again: exactly once in normal operation, at least once across crashes.
+Per endpoint, events are read from the outbox after the endpoint's cursor, in id order. They are POSTed in
+Distribution's envelope, one each as Distribution does (or up to the endpoint's `batch`), and retried until the
+endpoint takes them (2xx or 3xx): at once while failures in a row stay below `threshold`, then every `backoff`.
+Only then does the cursor move past them, so a crash between the answer and the cursor's write sends those events
+again: exactly once in normal operation, at least once across crashes.
 Events the endpoint ignores are skipped, and events older than `maxage` are dropped with a log line. Endpoints do
 not wait for one another. Events every endpoint has been given are pruned from the outbox.
 """
@@ -39,6 +40,7 @@ LEASE_SECONDS = 15.0
 POLL_SECONDS = 0.25
 """How often an endpoint that is up to date looks for new events (one indexed query)."""
 BATCH = 100
+"""Events read at a time, and the most sent in one envelope."""
 SHORT_PAUSE = 0.05
 """The pause between retries while failures in a row are below the threshold."""
 PRUNE_SECONDS = 30.0
@@ -149,6 +151,7 @@ class Deliverer:
             await asyncio.sleep(POLL_SECONDS)
 
     async def _deliver_pending(self, endpoint: EndpointSection) -> None:
+        """Send the endpoint everything after its cursor, a batch at a time."""
         stats = self._stats.endpoints[endpoint.name]
         while True:
             position = self._cursors[endpoint.name]
@@ -158,26 +161,30 @@ class Deliverer:
                 return
             last = await asyncio.to_thread(self._store.last_event_id)
             stats.pending = max(0, last - position)
-            skipped = position
+            if not self._holds_lease():
+                raise LostLease()
+            wanted = []
             for stored in batch:
-                if not self._holds_lease():
-                    raise LostLease()
                 payload = json.loads(stored.payload)
-                action, media_type = payload.get("action", ""), payload.get("target", {}).get("mediaType")
-                if endpoint.ignores(action, media_type):
-                    skipped = stored.id
+                target = payload.get("target", {})
+                if endpoint.ignores(payload.get("action", ""), target.get("mediaType")):
                     continue
-                if skipped != self._cursors[endpoint.name]:  # what was skipped stays skipped across a restart
-                    await self._advance(endpoint.name, skipped)
-                if await self._send(endpoint, stored):
-                    stats.delivered += 1
-                else:
+                if self._too_old(stored):
                     self._drop(endpoint, payload)
-                await self._advance(endpoint.name, stored.id)
-                skipped = stored.id
-                stats.pending = max(0, last - stored.id)
-            if skipped != self._cursors[endpoint.name]:
-                await self._advance(endpoint.name, skipped)
+                    continue
+                wanted.append(stored)
+            while wanted:
+                sent = await self._send(endpoint, wanted[: endpoint.batch])
+                stats.delivered += sent
+                if sent:
+                    await self._advance(endpoint.name, wanted[sent - 1].id)
+                for stored in wanted[sent:]:
+                    if self._too_old(stored):
+                        self._drop(endpoint, json.loads(stored.payload))
+                wanted = [stored for stored in wanted[sent:] if not self._too_old(stored)]
+            if self._cursors[endpoint.name] != batch[-1].id:  # what was ignored or dropped at the end
+                await self._advance(endpoint.name, batch[-1].id)
+            stats.pending = max(0, last - batch[-1].id)
 
     def _too_old(self, stored: StoredEvent) -> bool:
         return stored.created_at < time.time() - self._settings.events.maxage
@@ -198,21 +205,22 @@ class Deliverer:
             raise LostLease()
         self._cursors[name] = position
 
-    async def _send(self, endpoint: EndpointSection, stored: StoredEvent) -> bool:
-        """POST one event until the endpoint takes it (True), or until it is older than `maxage` (False)."""
+    async def _send(self, endpoint: EndpointSection, events: list[StoredEvent]) -> int:
+        """POST `events` in one envelope until the endpoint takes them, and return how many it took (all of them);
+        0 once the oldest of them is older than `maxage`: the caller drops what is too old and sends the rest."""
         assert self._session is not None
         stats = self._stats.endpoints[endpoint.name]
-        body = envelope([stored.payload])
+        body = envelope([stored.payload for stored in events])
         headers = [(name, value) for name, values in endpoint.headers.items() for value in values]
         headers.append(("Content-Type", MEDIA_TYPE))
         timeout = aiohttp.ClientTimeout(total=endpoint.timeout)
         failures = 0
-        while not self._too_old(stored):
+        while not self._too_old(events[0]):
             try:
                 async with self._session.post(endpoint.url, data=body, headers=headers, timeout=timeout) as answer:
                     await answer.read()
                     if 200 <= answer.status < 400:
-                        return True
+                        return len(events)
                     problem = f"answered {answer.status}"
             except (aiohttp.ClientError, TimeoutError) as error:
                 problem = str(error) or type(error).__name__
@@ -229,4 +237,4 @@ class Deliverer:
             await asyncio.sleep(endpoint.backoff if failures >= endpoint.threshold else SHORT_PAUSE)
             if not self._holds_lease():
                 raise LostLease()
-        return False
+        return 0
