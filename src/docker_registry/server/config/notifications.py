@@ -67,6 +67,11 @@ class EndpointSection(Section):
         "of `events` can take more, and keeps up with far more pulls",
     )
 
+    @property
+    def filters(self) -> bool:
+        """True when some events are not for this endpoint."""
+        return bool(self.ignore.actions or self.ignore.mediatypes or self.ignoredmediatypes)
+
     def ignores(self, action: str, media_type: str | None) -> bool:
         """True when this endpoint is not sent events of `action` on a target of `media_type`."""
         if action in self.ignore.actions:

@@ -44,6 +44,10 @@ BATCH = 100
 SHORT_PAUSE = 0.05
 """The pause between retries while failures in a row are below the threshold."""
 PRUNE_SECONDS = 30.0
+CURSOR_SECONDS = 1.0
+"""While events flow, an endpoint's cursor is stored at most this often (and always once it is up to date or
+delivery stops): every commit empties the per-process caches of every worker (`registry.cache`), so a cursor
+write per envelope would cost pulls dearly. A crash may thus send up to this much of an endpoint's events again."""
 
 
 class LostLease(Exception):
@@ -58,6 +62,10 @@ class Deliverer:
         self._holder = uuid.uuid4().hex
         self._lease_until = 0.0
         self._cursors: dict[str, int] = {}
+        """Each endpoint's cursor as stored."""
+        self._positions: dict[str, int] = {}
+        """Each endpoint's last event delivered (or skipped): the cursor follows within `CURSOR_SECONDS`."""
+        self._saved_at: dict[str, float] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._main: asyncio.Task[None] | None = None
@@ -109,6 +117,7 @@ class Deliverer:
     async def _start_endpoints(self) -> None:
         endpoints = self._settings.enabled
         self._cursors = await asyncio.to_thread(self._store.event_cursors, [e.name for e in endpoints])
+        self._positions = dict(self._cursors)
         self._session = aiohttp.ClientSession()
         self._stats.delivering = True
         for endpoint in endpoints:
@@ -122,6 +131,9 @@ class Deliverer:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for name in list(self._positions):  # what was delivered since the last cursor write
+            with contextlib.suppress(Exception):
+                await self._save_cursor(name, force=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -151,20 +163,23 @@ class Deliverer:
             await asyncio.sleep(POLL_SECONDS)
 
     async def _deliver_pending(self, endpoint: EndpointSection) -> None:
-        """Send the endpoint everything after its cursor, a batch at a time."""
+        """Send the endpoint everything after its position, a batch at a time."""
         stats = self._stats.endpoints[endpoint.name]
         while True:
-            position = self._cursors[endpoint.name]
+            position = self._positions[endpoint.name]
             batch = await asyncio.to_thread(self._store.events_after, position, BATCH)
             if not batch:
                 stats.pending = 0
+                await self._save_cursor(endpoint.name, force=True)
                 return
             last = await asyncio.to_thread(self._store.last_event_id)
             stats.pending = max(0, last - position)
             if not self._holds_lease():
                 raise LostLease()
             wanted = []
-            for stored in batch:
+            if not endpoint.filters and not any(self._too_old(stored) for stored in batch):
+                wanted = batch  # nothing to read in the events: no rules, none too old
+            for stored in batch if wanted is not batch else ():
                 payload = json.loads(stored.payload)
                 target = payload.get("target", {})
                 if endpoint.ignores(payload.get("action", ""), target.get("mediaType")):
@@ -177,14 +192,26 @@ class Deliverer:
                 sent = await self._send(endpoint, wanted[: endpoint.batch])
                 stats.delivered += sent
                 if sent:
-                    await self._advance(endpoint.name, wanted[sent - 1].id)
+                    self._positions[endpoint.name] = wanted[sent - 1].id
+                    await self._save_cursor(endpoint.name)
                 for stored in wanted[sent:]:
                     if self._too_old(stored):
                         self._drop(endpoint, json.loads(stored.payload))
                 wanted = [stored for stored in wanted[sent:] if not self._too_old(stored)]
-            if self._cursors[endpoint.name] != batch[-1].id:  # what was ignored or dropped at the end
-                await self._advance(endpoint.name, batch[-1].id)
+            self._positions[endpoint.name] = batch[-1].id  # past what was ignored or dropped too
             stats.pending = max(0, last - batch[-1].id)
+
+    async def _save_cursor(self, name: str, force: bool = False) -> None:
+        """Store the endpoint's position as its cursor: when forced, else at most every `CURSOR_SECONDS`."""
+        position = self._positions[name]
+        if position == self._cursors[name]:
+            return
+        if not force and time.monotonic() - self._saved_at.get(name, 0.0) < CURSOR_SECONDS:
+            return
+        if not await asyncio.to_thread(self._store.advance_cursor, name, self._cursors[name], position):
+            raise LostLease()
+        self._cursors[name] = position
+        self._saved_at[name] = time.monotonic()
 
     def _too_old(self, stored: StoredEvent) -> bool:
         return stored.created_at < time.time() - self._settings.events.maxage
@@ -198,12 +225,6 @@ class Deliverer:
             payload.get("target", {}).get("repository"),
         )
         self._stats.endpoints[endpoint.name].dropped += 1
-
-    async def _advance(self, name: str, position: int) -> None:
-        old = self._cursors[name]
-        if not await asyncio.to_thread(self._store.advance_cursor, name, old, position):
-            raise LostLease()
-        self._cursors[name] = position
 
     async def _send(self, endpoint: EndpointSection, events: list[StoredEvent]) -> int:
         """POST `events` in one envelope until the endpoint takes them, and return how many it took (all of them);

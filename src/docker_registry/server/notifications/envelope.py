@@ -7,11 +7,12 @@ Go's `omitempty` decides which fields appear: empty strings and zero sizes are l
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from ..registry.events import Target
@@ -34,10 +35,31 @@ class RequestRecord:
     """`scheme://host` the client used, for the target's URL."""
 
 
+class Ids:
+    """Unique ids in a UUID's shape, cheaply: a random prefix per process and a counter (a pull event needs two
+    ids, and `uuid4()` costs several microseconds each; receivers take ids as opaque strings)."""
+
+    def __init__(self) -> None:
+        prefix = uuid.uuid4().hex
+        self._prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count):012x}"
+
+
+ids = Ids()
+_second: tuple[int, str] = (-1, "")
+
+
 def timestamp(when: float) -> str:
-    """RFC 3339 with nanosecond precision, as Go's `time.Time` marshals (here in UTC)."""
-    moment = datetime.fromtimestamp(when, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}000Z"
+    """RFC 3339 with nanosecond precision, as Go's `time.Time` marshals (here in UTC); the part up to the second
+    is formatted once a second."""
+    global _second
+    whole = int(when)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
+    return f"{_second[1]}{int((when - whole) * 1_000_000):06d}000Z"
 
 
 def _descriptor(descriptor: Descriptor) -> dict[str, Any]:
@@ -89,7 +111,7 @@ def event(
     req["method"] = request.method
     req["useragent"] = request.useragent
     document = {
-        "id": str(uuid.uuid4()),
+        "id": ids.next(),
         "timestamp": timestamp(when),
         "action": action,
         "target": _target(target, request.base_url, include_references),

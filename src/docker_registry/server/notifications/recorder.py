@@ -25,12 +25,12 @@ from ..http.context import user
 from ..registry.events import Action, Target
 from ..store.facade import AsyncMetadataStore
 from ..store.models import EventRecord
-from .envelope import RequestRecord, event
+from .envelope import RequestRecord, event, ids
 from .stats import Stats
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.5
+FLUSH_SECONDS = 1.0
 MAX_BUFFERED_PULLS = 50_000
 """Pull notes kept while the database cannot take them; beyond, the oldest are lost (and counted)."""
 REQUEST_ID = "request_id"
@@ -54,7 +54,7 @@ def _request_record(request: web.Request | None) -> RequestRecord:
         return RequestRecord("", "", "", "", "", None, "")
     request_id = request.get(REQUEST_ID)
     if request_id is None:
-        request_id = request[REQUEST_ID] = str(uuid.uuid4())
+        request_id = request[REQUEST_ID] = ids.next()
     headers = request.headers
     # the client's address as Distribution's context.RemoteAddr gives it: forwarded headers first
     forwarded = headers.get("X-Forwarded-For", "").split(",")[0].strip() or headers.get("X-Real-Ip", "")
