@@ -94,7 +94,7 @@ class NotificationsConfig(Section):
     endpoints: list[EndpointSection] = Field(
         default_factory=list,
         description="webhooks receiving events `{name, url, headers, timeout, threshold, backoff, ignoredmediatypes, "
-        "ignore: {mediatypes, actions}, disabled}` (see docs/notifications.md)",
+        "ignore: {mediatypes, actions}, disabled, batch}` (see docs/notifications.md)",
     )
     events: EventsSection = Field(default_factory=EventsSection)
 

@@ -78,9 +78,9 @@ class Deliverer:
             self._main.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._main
+        delivering = self._stats.delivering
         await self._stop_endpoints()
-        if self._stats.delivering:
-            self._stats.delivering = False
+        if delivering:  # the next process need not wait for the lease to expire
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._store.release_lease, LEASE, self._holder)
 
