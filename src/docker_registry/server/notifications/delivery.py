@@ -44,6 +44,7 @@ BATCH = 100
 SHORT_PAUSE = 0.05
 """The pause between retries while failures in a row are below the threshold."""
 PRUNE_SECONDS = 30.0
+ERROR_PAUSE = 5.0
 CURSOR_SECONDS = 1.0
 """While events flow, an endpoint's cursor is stored at most this often (and always once it is up to date or
 delivery stops): every commit empties the per-process caches of every worker (`registry.cache`), so a cursor
@@ -158,8 +159,9 @@ class Deliverer:
                 log.info("notifications: %s: the delivery lease moved on; stopping here", endpoint.name)
                 self._lease_until = 0.0
                 return
-            except Exception as error:  # the database: try again on the next round
-                log.warning("notifications: %s: %s", endpoint.name, error)
+            except Exception as error:  # the database is unavailable: try again in a while, without flooding the log
+                log.warning("notifications: %s: delivery paused: %s", endpoint.name, error)
+                await asyncio.sleep(ERROR_PAUSE)
             await asyncio.sleep(POLL_SECONDS)
 
     async def _deliver_pending(self, endpoint: EndpointSection) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -37,14 +38,20 @@ class RequestRecord:
 
 class Ids:
     """Unique ids in a UUID's shape, cheaply: a random prefix per process and a counter (a pull event needs two
-    ids, and `uuid4()` costs several microseconds each; receivers take ids as opaque strings)."""
+    ids, and `uuid4()` costs several microseconds each; receivers take ids as opaque strings). A forked worker
+    draws its own prefix: it would otherwise count on from its parent's, as its siblings do."""
 
     def __init__(self) -> None:
-        prefix = uuid.uuid4().hex
-        self._prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
+        self._pid = -1
+        self._prefix = ""
         self._count = itertools.count()
 
     def next(self) -> str:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            prefix = uuid.uuid4().hex
+            self._prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
+            self._count = itertools.count()
         return f"{self._prefix}{next(self._count):012x}"
 
 
