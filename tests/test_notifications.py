@@ -298,6 +298,8 @@ def test_only_one_of_two_workers_delivers(make_registry: Callable[..., RegistryP
     deliverers = re.findall(r"\[(\d+)\] \S+ notifications: this process delivers events", server.log_path.read_text())
     assert len(deliverers) == 1, deliverers
     assert len({e["source"]["instanceID"] for e in events}) == 2, "both workers recorded events"
+    assert len({e["id"] for e in events}) == len(events)
+    assert len({e["request"]["id"] for e in events}) == len(events)
 
 
 def test_an_endpoint_answering_500_does_not_slow_pushes(make_registry: Callable[..., RegistryProcess]) -> None:

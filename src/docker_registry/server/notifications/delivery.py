@@ -67,6 +67,7 @@ class Deliverer:
         self._positions: dict[str, int] = {}
         """Each endpoint's last event delivered (or skipped): the cursor follows within `CURSOR_SECONDS`."""
         self._saved_at: dict[str, float] = {}
+        self._pruned_at = time.monotonic()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._main: asyncio.Task[None] | None = None
@@ -90,37 +91,39 @@ class Deliverer:
         return time.time() < self._lease_until
 
     async def _hold_lease(self) -> None:
-        last_prune = time.monotonic()
         while True:
             try:
-                lease = await asyncio.to_thread(
-                    self._store.take_lease, LEASE, self._holder, this_process(), LEASE_SECONDS, is_dead
-                )
+                await self._lease_round()
             except Exception as error:  # the database is unavailable: deliveries wait for it
-                log.warning("notifications: cannot renew the delivery lease: %s", error)
-            else:
-                if lease.held:
-                    self._lease_until = lease.expires_at - 1.0  # a margin for the time the renewal took
-                    if not self._stats.delivering:
-                        log.info("notifications: this process delivers events")
-                        await self._start_endpoints()
-                    elif any(task.done() for task in self._tasks.values()):  # one found the lease lost meanwhile
-                        await self._stop_endpoints()
-                        await self._start_endpoints()
-                    elif time.monotonic() - last_prune > PRUNE_SECONDS:
-                        last_prune = time.monotonic()
-                        await self._prune()
-                elif self._stats.delivering:
-                    log.info("notifications: another process delivers events now")
-                    await self._stop_endpoints()
+                log.warning("notifications: cannot take or renew the delivery lease: %s", error)
             await asyncio.sleep(LEASE_SECONDS / 3)
+
+    async def _lease_round(self) -> None:
+        lease = await asyncio.to_thread(
+            self._store.take_lease, LEASE, self._holder, this_process(), LEASE_SECONDS, is_dead
+        )
+        if not lease.held:
+            if self._stats.delivering:
+                log.info("notifications: another process delivers events now")
+                await self._stop_endpoints()
+            return
+        self._lease_until = lease.expires_at - 1.0  # a margin for the time the renewal took
+        if not self._stats.delivering:
+            log.info("notifications: this process delivers events")
+            await self._start_endpoints()
+        elif any(task.done() for task in self._tasks.values()):  # one found the lease lost meanwhile
+            await self._stop_endpoints()
+            await self._start_endpoints()
+        elif time.monotonic() - self._pruned_at > PRUNE_SECONDS:
+            self._pruned_at = time.monotonic()
+            await self._prune()
 
     async def _start_endpoints(self) -> None:
         endpoints = self._settings.enabled
         self._cursors = await asyncio.to_thread(self._store.event_cursors, [e.name for e in endpoints])
         self._positions = dict(self._cursors)
         self._session = aiohttp.ClientSession()
-        self._stats.delivering = True
+        self._stats.delivering = True  # only now: a failure above leaves the next round to start again
         for endpoint in endpoints:
             self._tasks[endpoint.name] = asyncio.ensure_future(self._serve(endpoint))
 
