@@ -340,3 +340,26 @@ def test_events_older_than_maxage_are_dropped_with_a_log_line(make_registry: Cal
         assert stale not in str(receiver.events)
     finally:
         receiver.stop()
+
+
+def test_a_clean_restart_keeps_pull_events_too(make_registry: Callable[..., RegistryProcess]) -> None:
+    """Pull events wait in memory for up to a second; a clean stop writes them before the worker exits."""
+    receiver = Receiver()
+    server = make_registry(extra_config=notifying(receiver), workers=2)
+    repo = unique_repo("restart")
+    try:
+        changes = _push_images(server, repo, 2)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for i in range(2):
+                assert get_manifest(client, repo, f"t{i}").status_code == 200
+        server.restart()  # SIGTERM at once: the pulls are still in the workers' memory
+        receiver.start()
+        expected = len(changes) + 2
+        receiver.wait_for(lambda got: len(got) >= expected)
+        time.sleep(1.5)
+        events = receiver.events
+        assert [(a, d, t) for a, _, d, t in summary(events) if a == "push"] == changes
+        assert sorted(t or "" for a, _, _, t in summary(events) if a == "pull") == ["t0", "t1"]
+        assert len(events) == expected
+    finally:
+        receiver.stop()
