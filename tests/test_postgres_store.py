@@ -359,3 +359,47 @@ def test_pushes_naming_the_same_tags_in_other_orders_do_not_deadlock(
         assert _concurrently(count, pg_registry.url, put) == [201] * count, f"round {round_}"
         targets = {get_manifest(pg, repo, tag).headers["Docker-Content-Digest"] for tag in tags}
         assert targets <= {m.digest for m in manifests}
+
+
+def test_two_nodes_on_one_database_deliver_every_event_once_in_commit_order(postgres_url: str, tmp_path: Path) -> None:
+    """Notifications (issue 13) with several nodes: events written by both nodes' workers concurrently, one
+    process of the four holding the lease; every event arrives once, and each repository's in the order of its
+    pushes (the advisory lock orders inserting transactions, so no id is skipped by the cursor)."""
+    from notification_receiver import Receiver
+
+    receiver = Receiver().start()
+    config = {
+        "database": {"url": postgres_url},
+        "storage": {"filesystem": {"rootdirectory": str(tmp_path / "shared-blobs")}},
+        "notifications": {"endpoints": [receiver.endpoint("pg-nodes")]},
+    }
+    nodes = [RegistryProcess(tmp_path / f"node{i}", workers=2, extra_config=config).start() for i in range(2)]
+    try:
+        repos = [unique_repo("pg-events") for _ in range(8)]
+
+        def push_blobs(n: int) -> list[str]:
+            node, pushed = nodes[n % 2], []
+            with httpx.Client(base_url=node.url, timeout=30) as client:
+                for i in range(10):
+                    data = f"{repos[n]} blob {i} {random_bytes(4).hex()}".encode()
+                    location = client.post(f"/v2/{repos[n]}/blobs/uploads/").headers["Location"]
+                    answer = client.put(location, params={"digest": sha256(data)}, content=data)
+                    assert answer.status_code == 201, answer.text
+                    pushed.append(sha256(data))
+            return pushed
+
+        with ThreadPoolExecutor(len(repos)) as pool:
+            expected = dict(zip(repos, pool.map(push_blobs, range(len(repos))), strict=True))
+        events = receiver.wait_for(lambda got: len(got) >= 10 * len(repos), timeout=60)
+        time.sleep(2)
+        events = receiver.events
+        assert len(events) == 10 * len(repos)
+        assert len({e["id"] for e in events}) == len(events)
+        for repo, digests in expected.items():
+            assert [e["target"]["digest"] for e in events if e["target"]["repository"] == repo] == digests
+        logs = "".join(node.log_path.read_text() for node in nodes)
+        assert logs.count("notifications: this process delivers events") == 1
+    finally:
+        for node in nodes:
+            node.stop()
+        receiver.stop()

@@ -169,7 +169,7 @@ def test_no_subcommand_prints_usage_and_fails() -> None:
 
 def test_config_prints_the_effective_configuration_with_env_overrides(tmp_path: Path) -> None:
     (tmp_path / "config.yml").write_text(
-        yaml.safe_dump({"http": {"addr": "127.0.0.1:5000", "secret": "hush"}, "notifications": {"endpoints": []}})
+        yaml.safe_dump({"http": {"addr": "127.0.0.1:5000", "secret": "hush"}, "redis": {"addr": "localhost:6379"}})
     )
     result = run_cli(
         "config",
@@ -184,7 +184,7 @@ def test_config_prints_the_effective_configuration_with_env_overrides(tmp_path: 
     assert effective["http"]["secret"] == "***"
     assert effective["storage"]["delete"]["enabled"] is True
     assert effective["storage"]["filesystem"]["rootdirectory"] == str(tmp_path / "data")
-    assert "notifications: not supported yet" in result.stderr
+    assert "redis: not supported yet" in result.stderr
     # What `config` prints is itself a valid configuration file.
     (tmp_path / "effective.yml").write_text(result.stdout)
     assert run_cli("config", "effective.yml", cwd=tmp_path).returncode == 0

@@ -38,7 +38,9 @@ from .metrics.driver import InstrumentedDriver
 from .metrics.exposition import metrics_handler
 from .metrics.instruments import Instruments
 from .metrics.inventory import InventoryCollector
+from .metrics.queues import QueueMetrics
 from .metrics.requests import RequestMetrics
+from .notifications import setup as notifications
 from .registry.cache import BoundedCache, RegistryCache
 from .registry.service import Registry
 from .store import migrate
@@ -102,6 +104,8 @@ def create_app(config: Config) -> web.Application:
     auth, token_service = create_auth(config) if config.auth is not None else (None, None)
     if auth is not None:  # after the error middleware, so its refusals render as the spec's JSON errors
         middlewares.append(auth_middleware(auth, token_service.path if token_service else None))
+    if notifications.enabled(config):  # without endpoints, not even the middleware: requests cost nothing more
+        middlewares.append(notifications.middleware)
     app = web.Application(
         middlewares=middlewares,
         client_max_size=CLIENT_MAX_SIZE,
@@ -129,6 +133,8 @@ def create_app(config: Config) -> web.Application:
 
     app.on_response_prepare.append(on_prepare)
     app.cleanup_ctx.append(_stores(config))
+    if notifications.enabled(config):
+        app.cleanup_ctx.append(notifications.lifecycle(config))
     v2.add_routes(app)
     if token_service is not None:
         app.router.add_route("*", token_service.path, token_service.handle)
@@ -227,6 +233,9 @@ def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
                     }
                     await running.enter_async_context(CacheMetrics(caches, instruments).flushing())
                     await running.enter_async_context(app[REQUESTS_KEY].flushing())
+                    if notifications.enabled(config):
+                        queues = QueueMetrics(lambda: app.get(notifications.STATS_KEY), instruments)
+                        await running.enter_async_context(queues.flushing())
                 yield
 
     return stores

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, PlainValidator, PrivateAttr, model_validator
 
+from .notifications import NotificationsConfig
 from .section import OURS, DriverSection, Refused, Secret, Section, Shown, Unsupported, declared, notices, section_type
 from .values import (
     AbsolutePath,
@@ -577,9 +578,7 @@ class Config(Section):
         description="access rules `{who, repositories, actions}` (see Authentication below); with `auth`, what no "
         "rule grants is refused, and with no rules every authenticated user may do everything",
     )
-    notifications: Annotated[object, Unsupported("not supported yet; ignored, no events are sent")] = Field(
-        None, exclude=True
-    )
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     redis: Annotated[object, Unsupported("not supported yet; ignored (caches are per process)")] = Field(
         None, exclude=True
     )

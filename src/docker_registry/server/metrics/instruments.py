@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """From half a millisecond (a cached manifest GET) to a minute (a large layer's PUT)."""
@@ -60,5 +60,27 @@ class Instruments:
             "registry_cache_requests_total",
             "Look-ups in the per-process caches, by cache (tags, manifests, blobs) and result (hit, miss)",
             ["cache", "result"],
+            registry=None,
+        )
+        self.notifications_pending = Gauge(
+            "registry_notifications_pending_events",
+            "Events recorded and not yet delivered to the endpoint, as the delivering process last saw them",
+            ["endpoint"],
+            multiprocess_mode="max",  # only the process holding the delivery lease knows; the others report 0
+            registry=None,
+        )
+        self.notifications_delivered = Counter(
+            "registry_notifications_delivered_total", "Events the endpoint acknowledged", ["endpoint"], registry=None
+        )
+        self.notifications_failures = Counter(
+            "registry_notifications_failures_total",
+            "Delivery attempts that failed (refused, unreachable, timed out, or answered 4xx or 5xx)",
+            ["endpoint"],
+            registry=None,
+        )
+        self.notifications_dropped = Counter(
+            "registry_notifications_dropped_total",
+            "Events older than notifications.events.maxage, skipped before the endpoint took them",
+            ["endpoint"],
             registry=None,
         )

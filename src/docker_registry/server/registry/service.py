@@ -16,7 +16,7 @@ from docker_registry.core.digest import Digest, blob_path
 from docker_registry.core.driver import Base
 
 from ..store.facade import AsyncMetadataStore
-from ..store.models import BadReference, Manifest, Referrer, StoredManifest, Upload
+from ..store.models import BadReference, EventRecord, Manifest, Referrer, StoredManifest, Upload
 from .cache import BoundedCache, RegistryCache
 from .errors import (
     BLOB_UNKNOWN,
@@ -28,6 +28,7 @@ from .errors import (
     JSONValue,
     RegistryError,
 )
+from .events import BLOB_MEDIA_TYPE, Action, EventRecorder, Target
 from .manifests import OCI_INDEX, parse_manifest
 from .uploads import Uploads
 
@@ -55,6 +56,17 @@ def _bad_reference(e: BadReference) -> RegistryError:
     return RegistryError(MANIFEST_UNKNOWN, detail, message=f"manifest unknown: {e.digest}", status=400)
 
 
+def _blob_target(repository: str, digest: Digest, size: int, source: str | None = None) -> Target:
+    return Target("blob", repository, digest, BLOB_MEDIA_TYPE, size, from_repository=source)
+
+
+def _manifest_target(repository: str, manifest: Manifest, tag: str | None) -> Target:
+    references = [*manifest.blobs, *manifest.foreign, *manifest.children]
+    return Target(
+        "manifest", repository, manifest.digest, manifest.media_type, len(manifest.raw), tag, references=references
+    )
+
+
 def _descriptor(referrer: Referrer) -> dict[str, JSONValue]:
     d: dict[str, JSONValue] = {"mediaType": referrer.media_type, "digest": str(referrer.digest), "size": referrer.size}
     if referrer.artifact_type:
@@ -70,6 +82,15 @@ class Registry:
         self.driver = driver
         self.cache = cache
         self.uploads = Uploads(store, driver)
+        self.events: EventRecorder | None = None
+        """Set by the notifications feature when an endpoint is configured; None costs the hot path nothing."""
+
+    def _events(self, action: Action, *targets: Target) -> list[EventRecord]:
+        return [] if self.events is None else self.events.record(action, targets)
+
+    def _blob_events(self, action: Action, repository: str, digest: Digest) -> Callable[[int], list[EventRecord]]:
+        """The events of a blob whose size is known only once its bytes are verified."""
+        return lambda size: self._events(action, _blob_target(repository, digest, size))
 
     # --- manifests -----------------------------------------------------------------------------------------
     async def _read_through(
@@ -104,6 +125,10 @@ class Registry:
         manifest = await self._read_through(self.cache.manifests, key, partial(self.store.manifest, *key), generation)
         if manifest is None:
             raise await self._manifest_unknown(repository, reference)
+        if self.events is not None:
+            tag = None if isinstance(reference, Digest) else reference
+            size = len(manifest.content)
+            self.events.pulled(Target("manifest", repository, digest, manifest.media_type, size, tag))
         return digest, manifest
 
     async def _manifest_unknown(self, repository: str, reference: str | Digest) -> RegistryError:
@@ -126,8 +151,10 @@ class Registry:
         if isinstance(reference, Digest) and manifest.digest != reference:
             detail = {"digest": str(reference), "computed": str(manifest.digest)}
             raise RegistryError(DIGEST_INVALID, detail, message="manifest digest mismatch")
+        tags: list[str | None] = [*tag_names] or [None]  # one event per tag, as Distribution's one tag per push
+        targets = [_manifest_target(repository, manifest, tag) for tag in tags]
         try:
-            await self.store.put_manifest(repository, manifest, tag_names)
+            await self.store.put_manifest(repository, manifest, tag_names, self._events("push", *targets))
         except BadReference as e:
             raise _bad_reference(e) from None
         self.cache.clear()
@@ -135,9 +162,11 @@ class Registry:
 
     async def delete_manifest(self, repository: str, reference: str | Digest) -> None:
         if isinstance(reference, Digest):
-            deleted = await self.store.delete_manifest(repository, reference)
+            events = self._events("delete", Target("manifest", repository, reference))
+            deleted = await self.store.delete_manifest(repository, reference, events)
         else:
-            deleted = await self.store.delete_tag(repository, reference)
+            events = self._events("delete", Target("tag", repository, tag=reference))
+            deleted = await self.store.delete_tag(repository, reference, events)
         self.cache.clear()
         if not deleted:
             raise await self._manifest_unknown(repository, reference)
@@ -174,10 +203,14 @@ class Registry:
                 if manifest is not None:
                     self.cache.manifests.put(key, manifest)
         if size is not None:
-            return Blob(digest, size)
-        if manifest is not None:
-            return Blob(digest, len(manifest.content), manifest)
-        raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)})
+            blob = Blob(digest, size)
+        elif manifest is not None:
+            blob = Blob(digest, len(manifest.content), manifest)
+        else:
+            raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)})
+        if self.events is not None:
+            self.events.pulled(_blob_target(repository, digest, blob.size))
+        return blob
 
     def blob_local_path(self, digest: Digest) -> str | None:
         return self.driver.local_path(blob_path(digest))
@@ -189,7 +222,8 @@ class Registry:
         return self.driver.stream_read(blob_path(digest), offset, length)
 
     async def delete_blob(self, repository: str, digest: Digest) -> None:
-        deleted = await self.store.unlink_blob(repository, digest)
+        events = self._events("delete", Target("blob", repository, digest))
+        deleted = await self.store.unlink_blob(repository, digest, events)
         self.cache.clear()
         if not deleted:
             raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)})
@@ -199,7 +233,9 @@ class Registry:
         size = await self.store.blob_size(source, digest)
         if size is None:
             return False
-        await self.store.link_blob(repository, digest, size)
+        await self.store.link_blob(
+            repository, digest, size, self._events("mount", _blob_target(repository, digest, size, source))
+        )
         self.cache.clear()
         return True
 
@@ -224,12 +260,13 @@ class Registry:
         chunks: AsyncIterable[bytes] | None,
         start: int | None,
     ) -> None:
-        await self.uploads.complete(repository, upload_id, digest, chunks, start)
+        events = self._blob_events("push", repository, digest)
+        await self.uploads.complete(repository, upload_id, digest, chunks, start, events)
         self.cache.clear()
 
     async def put_blob(self, repository: str, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
         """A monolithic upload: the whole blob in one request, verified before it becomes visible."""
-        await self.uploads.put_whole(repository, digest, chunks)
+        await self.uploads.put_whole(repository, digest, chunks, self._blob_events("push", repository, digest))
         self.cache.clear()
 
     async def cancel_upload(self, upload: Upload) -> None:

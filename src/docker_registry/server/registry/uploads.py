@@ -15,19 +15,21 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, Hasher, blob_path
 from docker_registry.core.driver import Base, Writer
 
 from ..store.facade import AsyncMetadataStore
-from ..store.models import Upload
+from ..store.models import EventRecord, Upload
 from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
 from .process_identity import is_dead, this_process
 
 HASH_ALGORITHM = "sha256"
 MAX_KEPT_HASHERS = 1000
+EventsOf = Callable[[int], Sequence[EventRecord]]
+"""The events to write with a finished blob, given its verified size (see `events`)."""
 INLINE_HASH_MAX = 64 * 1024
 """Chunks up to this size are hashed on the event loop (tens of microseconds); larger ones in a thread."""
 
@@ -237,6 +239,7 @@ class Uploads:
         digest: Digest,
         chunks: AsyncIterable[bytes] | None,
         start: int | None = None,
+        events: EventsOf | None = None,
     ) -> None:
         """End a session: append the last chunk if any (at `start`, when the client said where), verify everything
         against `digest`, publish and link."""
@@ -245,9 +248,12 @@ class Uploads:
             size = upload.size
             if chunks is not None:
                 size = await self._write(upload, token, chunks, finishing=True)
-            await self._finish(upload.repository, upload.id, size, digest, synced=chunks is not None, token=token)
+            synced = chunks is not None
+            await self._finish(upload.repository, upload.id, size, digest, synced, token, events)
 
-    async def put_whole(self, repository: str, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
+    async def put_whole(
+        self, repository: str, digest: Digest, chunks: AsyncIterable[bytes], events: EventsOf | None = None
+    ) -> None:
         """A monolithic upload (no session row): the whole blob in one request, verified before it is visible."""
         upload_id = str(uuid.uuid4())
         writer = await self._driver.writer(upload_path(upload_id))
@@ -260,10 +266,17 @@ class Uploads:
             await self._remove_data(upload_id)
             raise
         self._keep(upload_id, hasher)
-        await self._finish(repository, upload_id, writer.size, digest, synced=True)
+        await self._finish(repository, upload_id, writer.size, digest, True, None, events)
 
     async def _finish(
-        self, repository: str, upload_id: str, size: int, digest: Digest, synced: bool, token: str | None = None
+        self,
+        repository: str,
+        upload_id: str,
+        size: int,
+        digest: Digest,
+        synced: bool,
+        token: str | None = None,
+        events: EventsOf | None = None,
     ) -> None:
         """Verify the session's bytes, publish the blob and link it; the session is cancelled on any error.
 
@@ -285,7 +298,8 @@ class Uploads:
         except BaseException:
             await self._discard(upload_id)
             raise
-        linked = await self._store.finish_upload(upload_id, repository, digest, hasher.size, token)
+        records = events(hasher.size) if events is not None else ()
+        linked = await self._store.finish_upload(upload_id, repository, digest, hasher.size, token, records)
         if stored or not linked:
             await self._remove_data(upload_id)  # a published upload's data and directory moved away already
         if not linked:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -12,8 +12,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from docker_registry.core.digest import Digest, parse_digest
 
 from .engine import DEFAULT_LOCK_TIMEOUT, with_retries, write_transaction
+from .models import EventRecord
 from .reserve import SpaceReserve
-from .tables import blobs, repositories, repository_blobs
+from .tables import blobs, events, repositories, repository_blobs
 from .writegate import WriteGate
 
 T = TypeVar("T")
@@ -62,6 +63,10 @@ _INSERT_REPOSITORY_BLOB = per_dialect(
         .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
     )
 )
+
+_INSERT_EVENT = events.insert().values(created_at=sa.bindparam("created_at"), payload=sa.bindparam("payload"))
+EVENTS_LOCK_KEY = 0x6576656E7473
+"""The PostgreSQL advisory lock that orders the transactions inserting events ("events" in hex; see `events`)."""
 
 
 class StoreBase:
@@ -159,6 +164,14 @@ class StoreBase:
             if repo_id is None:
                 repo_id = conn.execute(REPOSITORY_ID, params).scalar_one()
         return repo_id
+
+    def _insert_events(self, conn: sa.Connection, records: Sequence[EventRecord]) -> None:
+        """Add `records` to the outbox within the caller's transaction; call it last, just before the commit."""
+        if not records:
+            return
+        if self._dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK_KEY})
+        conn.execute(_INSERT_EVENT, [{"created_at": r.created_at, "payload": r.payload} for r in records])
 
     def _link(self, conn: sa.Connection, repo_id: int, digest: Digest, size: int, now: float) -> None:
         """Record a verified blob and let the repository serve it; both idempotent."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
 from .base import REPOSITORY_ID_OF, StoreBase
+from .models import EventRecord
 from .tables import blobs, repositories, repository_blobs
 
 _BLOB_SIZE = (
@@ -33,13 +35,22 @@ class BlobQueries(StoreBase):
         size: int | None = self._scalar(_KNOWN_BLOB_SIZE, {"digest": str(digest)})
         return size
 
-    def link_blob(self, repository: str, digest: Digest, size: int) -> None:
+    def link_blob(self, repository: str, digest: Digest, size: int, events: Sequence[EventRecord] = ()) -> None:
         def link(conn: sa.Connection) -> None:
             now = time.time()
             self._link(conn, self._repository_id(conn, repository, now), digest, size, now)
+            self._insert_events(conn, events)
 
         self._write(link)
 
-    def unlink_blob(self, repository: str, digest: Digest) -> bool:
+    def unlink_blob(self, repository: str, digest: Digest, events: Sequence[EventRecord] = ()) -> bool:
+        """Stop serving a blob from `repository` and write `events`; False (and no events) if it did not."""
         params = {"repository": repository, "digest": str(digest)}
-        return self._write(lambda conn: conn.execute(_UNLINK, params).rowcount > 0)
+
+        def unlink(conn: sa.Connection) -> bool:
+            if conn.execute(_UNLINK, params).rowcount == 0:
+                return False
+            self._insert_events(conn, events)
+            return True
+
+        return self._write(unlink)

@@ -17,7 +17,7 @@ from docker_registry.core.digest import Digest
 
 from .batching import WriteQueue
 from .metadata import MetadataStore
-from .models import Manifest, Referrer, StoredManifest, Upload
+from .models import EventRecord, Manifest, Referrer, StoredManifest, Upload
 from .statistics import Inventory
 
 P = ParamSpec("P")
@@ -76,8 +76,8 @@ class AsyncMetadataStore:
     async def tags(self, repository: str, last: str | None, limit: int | None) -> list[str] | None:
         return await self._read(self.sync.tags, repository, last, limit)
 
-    async def delete_tag(self, repository: str, tag: str) -> bool:
-        return await self._write(self.sync.delete_tag, repository, tag)
+    async def delete_tag(self, repository: str, tag: str, events: Sequence[EventRecord] = ()) -> bool:
+        return await self._write(self.sync.delete_tag, repository, tag, events)
 
     # manifests
     async def manifest(self, repository: str, digest: Digest) -> StoredManifest | None:
@@ -86,11 +86,17 @@ class AsyncMetadataStore:
     async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> list[Referrer]:
         return await self._read(self.sync.referrers, repository, subject, artifact_type)
 
-    async def put_manifest(self, repository: str, manifest: Manifest, tag_names: Sequence[str] = ()) -> None:
-        await self._write(self.sync.put_manifest, repository, manifest, tag_names)
+    async def put_manifest(
+        self,
+        repository: str,
+        manifest: Manifest,
+        tag_names: Sequence[str] = (),
+        events: Sequence[EventRecord] = (),
+    ) -> None:
+        await self._write(self.sync.put_manifest, repository, manifest, tag_names, events)
 
-    async def delete_manifest(self, repository: str, digest: Digest) -> bool:
-        return await self._write(self.sync.delete_manifest, repository, digest)
+    async def delete_manifest(self, repository: str, digest: Digest, events: Sequence[EventRecord] = ()) -> bool:
+        return await self._write(self.sync.delete_manifest, repository, digest, events)
 
     # blobs
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
@@ -102,11 +108,11 @@ class AsyncMetadataStore:
     async def known_blob_size(self, digest: Digest) -> int | None:
         return await self._read(self.sync.known_blob_size, digest)
 
-    async def link_blob(self, repository: str, digest: Digest, size: int) -> None:
-        await self._write(self.sync.link_blob, repository, digest, size)
+    async def link_blob(self, repository: str, digest: Digest, size: int, events: Sequence[EventRecord] = ()) -> None:
+        await self._write(self.sync.link_blob, repository, digest, size, events)
 
-    async def unlink_blob(self, repository: str, digest: Digest) -> bool:
-        return await self._write(self.sync.unlink_blob, repository, digest)
+    async def unlink_blob(self, repository: str, digest: Digest, events: Sequence[EventRecord] = ()) -> bool:
+        return await self._write(self.sync.unlink_blob, repository, digest, events)
 
     # uploads
     async def upload(self, upload_id: str) -> Upload | None:
@@ -136,9 +142,20 @@ class AsyncMetadataStore:
         return await self._session_write(self.sync.delete_upload, upload_id)
 
     async def finish_upload(
-        self, upload_id: str, repository: str, digest: Digest, size: int, token: str | None
+        self,
+        upload_id: str,
+        repository: str,
+        digest: Digest,
+        size: int,
+        token: str | None,
+        events: Sequence[EventRecord] = (),
     ) -> bool:
-        return await self._write(self.sync.finish_upload, upload_id, repository, digest, size, token)
+        return await self._write(self.sync.finish_upload, upload_id, repository, digest, size, token, events)
+
+    # events (notifications)
+    async def record_events(self, records: Sequence[EventRecord]) -> None:
+        """Events with no change to go with (pulls): queued with the other writes, not waiting for the disk."""
+        await self._session_write(self.sync.record_events, records)
 
     # statistics (metrics, health)
     async def inventory(self) -> Inventory:

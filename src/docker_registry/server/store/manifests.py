@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from docker_registry.core.digest import Digest
 
 from .base import StoreBase, per_dialect, stored_digest
-from .models import BadReference, Manifest, Referrer, StoredManifest
+from .models import BadReference, EventRecord, Manifest, Referrer, StoredManifest
 from .tables import blobs, manifest_references, manifests, repositories, repository_blobs, tags
 
 _MANIFEST = (
@@ -105,9 +105,15 @@ class ManifestQueries(StoreBase):
             for r in rows
         ]
 
-    def put_manifest(self, repository: str, manifest: Manifest, tag_names: Sequence[str] = ()) -> None:
+    def put_manifest(
+        self,
+        repository: str,
+        manifest: Manifest,
+        tag_names: Sequence[str] = (),
+        events: Sequence[EventRecord] = (),
+    ) -> None:
         """Store the manifest (and point `tag_names` at it) after checking its references in the same
-        transaction."""
+        transaction, which also writes `events`."""
 
         def put(conn: sa.Connection) -> None:
             now = time.time()
@@ -118,6 +124,7 @@ class ManifestQueries(StoreBase):
             for tag in sorted(set(tag_names)):
                 params = {"repository_id": repo_id, "tag": tag, "manifest_id": manifest_id, "now": now}
                 conn.execute(_UPSERT_TAG[self._dialect], params)
+            self._insert_events(conn, events)
 
         self._write(put)
 
@@ -172,8 +179,9 @@ class ManifestQueries(StoreBase):
             if size != descriptor.size:
                 raise BadReference(kind, descriptor.digest, descriptor.size, size)
 
-    def delete_manifest(self, repository: str, digest: Digest) -> bool:
-        """Delete the manifest with its tags and references; False if the repository has no such manifest."""
+    def delete_manifest(self, repository: str, digest: Digest, events: Sequence[EventRecord] = ()) -> bool:
+        """Delete the manifest with its tags and references, and write `events`; False (and no events) if the
+        repository has no such manifest."""
 
         def delete(conn: sa.Connection) -> bool:
             manifest_id = conn.execute(
@@ -186,6 +194,7 @@ class ManifestQueries(StoreBase):
             conn.execute(tags.delete().where(tags.c.manifest_id == manifest_id))
             conn.execute(manifest_references.delete().where(manifest_references.c.manifest_id == manifest_id))
             conn.execute(manifests.delete().where(manifests.c.id == manifest_id))
+            self._insert_events(conn, events)
             return True
 
         return self._write(delete)

@@ -107,3 +107,28 @@ class V1Tag:
     image_id: str | None
     json: str | None
     """What a v1 tag push recorded (None for a v2-written tag)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """An event to keep in the outbox (the `events` table): written by the same transaction as the change it
+    reports, so the change and its event are stored together or not at all. The store keeps `payload` as given."""
+
+    created_at: float
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    id: int
+    """Increasing in commit order: delivery follows it."""
+    created_at: float
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The outcome of asking for the delivery lease."""
+
+    held: bool
+    expires_at: float

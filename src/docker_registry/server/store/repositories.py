@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
 from .base import REPOSITORY_ID, REPOSITORY_ID_OF, StoreBase, stored_digest
+from .models import EventRecord
 from .tables import manifests, repositories, tags
 
 _TAG_DIGEST = (
@@ -50,6 +53,14 @@ class RepositoryQueries(StoreBase):
 
         return self._read(read)
 
-    def delete_tag(self, repository: str, tag: str) -> bool:
+    def delete_tag(self, repository: str, tag: str, events: Sequence[EventRecord] = ()) -> bool:
+        """Remove a tag and write `events`; False (and no events) when there was no such tag."""
         params = {"repository": repository, "tag": tag}
-        return self._write(lambda conn: conn.execute(_DELETE_TAG, params).rowcount > 0)
+
+        def delete(conn: sa.Connection) -> bool:
+            if conn.execute(_DELETE_TAG, params).rowcount == 0:
+                return False
+            self._insert_events(conn, events)
+            return True
+
+        return self._write(delete)

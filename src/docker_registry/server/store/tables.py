@@ -137,3 +137,33 @@ v1_presented = sa.Table(
     sa.Column("manifest_digest", sa.String(200), primary_key=True),
     sa.Column("image_id", sa.String(64), nullable=False),
 )
+
+# Notifications (issue 13): the outbox of events, one cursor per endpoint, one lease for the single deliverer.
+# AUTOINCREMENT on SQLite: ids are never reused after the delivered events are pruned, so a cursor stays meaningful.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+event_cursors = sa.Table(
+    "event_cursors",
+    metadata,
+    sa.Column("endpoint", sa.String(255), primary_key=True),
+    # the id of the last event this endpoint has been given (or has skipped: ignored, too old)
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+event_lease = sa.Table(
+    "event_lease",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    # process_identity of the holder, so a holder that died on this host is replaced at once
+    sa.Column("holder_process", sa.String(200), nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)

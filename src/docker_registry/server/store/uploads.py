@@ -7,6 +7,7 @@ durable commit that links the finished blob carries them along.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from docker_registry.core.digest import Digest
 
 from .base import StoreBase
-from .models import Upload
+from .models import EventRecord, Upload
 from .tables import uploads
 
 WRITER_LEASE_SECONDS = 60.0
@@ -157,9 +158,17 @@ class UploadQueries(StoreBase):
         row = self._write(lambda conn: conn.execute(_DELETE, params).mappings().first(), durable=False)
         return _upload(row) if row else None
 
-    def finish_upload(self, upload_id: str, repository: str, digest: Digest, size: int, token: str | None) -> bool:
-        """Link the verified blob to its repository and end the session, in one transaction. With the writer's
-        `token`, nothing is linked (False) if the session was deleted meanwhile."""
+    def finish_upload(
+        self,
+        upload_id: str,
+        repository: str,
+        digest: Digest,
+        size: int,
+        token: str | None,
+        events: Sequence[EventRecord] = (),
+    ) -> bool:
+        """Link the verified blob to its repository, end the session and write `events`, in one transaction. With
+        the writer's `token`, nothing is linked or written (False) if the session was deleted meanwhile."""
 
         def finish(conn: sa.Connection) -> bool:
             now = time.time()
@@ -169,6 +178,7 @@ class UploadQueries(StoreBase):
             if token is not None and ended.rowcount == 0:
                 return False
             self._link(conn, self._repository_id(conn, repository, now), digest, size, now)
+            self._insert_events(conn, events)
             return True
 
         return self._write(finish)

@@ -1,0 +1,180 @@
+"""The cost of notifications (issue 13): our registry with no endpoint against the same registry with one, side by
+side, in interleaved rounds: manifest GET and blob HEAD requests per second, and 20 KB blob pushes per second.
+
+    python3 bench/notifications.py            # 3 rounds of 10 s loads, 600 blobs a round
+    python3 bench/notifications.py --quick    # 2 rounds of 4 s loads, 200 blobs a round
+
+A third registry has the same endpoint with `ignore: {actions: [pull]}`: what the machinery costs requests
+that record nothing. The endpoint is a counting receiver on loopback (aiohttp, in this process) that answers
+200 and parses nothing; the registry sends it envelopes of up to `--batch` events (Distribution sends 1). Every
+manifest GET is a pull event, recorded and delivered while the load runs; blob HEADs record nothing; every pushed
+blob is a push event written in the push's transaction. Server CPU per request counts each phase until the
+receiver stopped getting events (the deliverer caught up), so delivery is part of what a request costs.
+Target: manifest GET and blob HEAD at most 10% slower with notifications on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import images
+import loadgen
+import servers
+import smallwrites
+from aiohttp import web
+from run import cpu_seconds
+from servers import Server
+
+
+class CountingReceiver:
+    """Answers every POST with 200 and counts the events in it (one `"action"` key each), nothing more."""
+
+    def __init__(self) -> None:
+        self.port = servers.free_port()
+        self.events = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/events"
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        self.events += (await request.read()).count(b'"action":')
+        return web.Response()
+
+    def start(self) -> CountingReceiver:
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            app = web.Application()
+            app.router.add_post("/events", self._receive)
+            runner = web.AppRunner(app, access_log=None)
+            self._loop.run_until_complete(runner.setup())
+            self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+            ready.set()
+            self._loop.run_forever()
+            self._loop.run_until_complete(runner.cleanup())
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+
+def settle(receiver: CountingReceiver, timeout: float = 120.0) -> float:
+    """Wait until the receiver got nothing for half a second (the deliverer caught up); how long that took."""
+    started = time.monotonic()
+    count = -1
+    while receiver.events != count and time.monotonic() - started < timeout:
+        count = receiver.events
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def per(cpu: float, count: int) -> float:
+    return cpu * 1e6 / max(count, 1)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 4 s loads, 200 blobs a round")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=100, help="the endpoint's `batch` (events per envelope)")
+    args = parser.parse_args()
+    rounds = args.rounds or (2 if args.quick else 3)
+    seconds, blobs, connections = (4, 200, 64) if args.quick else (10, 600, 64)
+
+    receiver = CountingReceiver().start()
+    tmp = Path(tempfile.mkdtemp(prefix="registry-bench-notify-"))
+    off = servers.ours(tmp / "off", args.workers)
+    on = servers.ours(tmp / "on", args.workers)
+    no_pulls = servers.ours(tmp / "no-pulls", args.workers)
+    off.name, on.name, no_pulls.name = "off", "on", "on, pulls ignored"
+    endpoint = {"name": "bench", "url": receiver.url, "batch": args.batch}
+    assert on.config is not None
+    assert no_pulls.config is not None
+    on.config["notifications"] = {"endpoints": [endpoint]}
+    no_pulls.config["notifications"] = {"endpoints": [{**endpoint, "ignore": {"actions": ["pull"]}}]}
+    pair: list[Server] = [off, on, no_pulls]
+    results: dict[str, dict[str, list[float]]] = {}
+    failures: list[str] = []
+
+    def add(figure: str, server: Server, value: float) -> None:
+        results.setdefault(figure, {}).setdefault(server.name, []).append(value)
+
+    try:
+        for server in pair:
+            server.start()
+        layer = {server.name: images.seed_small_image(server.url, "bench/small", "latest")[0] for server in pair}
+        for server in pair:  # warm up both
+            loadgen.wrk_get(f"{server.url}/v2/bench/small/manifests/latest", connections, 2, loadgen.MANIFEST_ACCEPT)
+        for r in range(rounds):
+            log(f"round {r + 1}/{rounds}")
+            for server in pair if r % 2 == 0 else pair[::-1]:
+                cpu = cpu_seconds(server)
+                get = loadgen.wrk_get(
+                    f"{server.url}/v2/bench/small/manifests/latest", connections, seconds, loadgen.MANIFEST_ACCEPT
+                )
+                add("manifest GET by tag, req/s", server, get.rps)
+                settle(receiver)
+                add("manifest GET, server CPU µs per request", server, per(cpu_seconds(server) - cpu, get.requests))
+                cpu = cpu_seconds(server)
+                head = loadgen.hey(f"{server.url}/v2/bench/small/blobs/{layer[server.name]}", connections, seconds)
+                add("blob HEAD, req/s", server, head.rps)
+                settle(receiver)
+                add("blob HEAD, server CPU µs per request", server, per(cpu_seconds(server) - cpu, head.requests))
+                cpu = cpu_seconds(server)
+                pushed = smallwrites.run(
+                    server.url,
+                    smallwrites.random_blobs(blobs, 20_000),
+                    16,
+                    smallwrites.blob_post_put(server.url, f"bench/push{r}"),
+                )
+                add("20 KB blob pushes (POST+PUT, 16 conns), blobs/s", server, pushed.items_per_second)
+                settle(receiver)
+                add("20 KB blob push, server CPU µs per blob", server, per(cpu_seconds(server) - cpu, pushed.items))
+                for name, result in (("GET", get.failures), ("HEAD", head.failures), ("push", pushed.failures)):
+                    if result:
+                        failures.append(f"{server.name} {name}: {result} failed requests")
+    finally:
+        for server in pair:
+            server.stop()
+        receiver.stop()
+
+    print("| figure | notifications off | on | on / off | on, pulls ignored | pulls ignored / off |")
+    print("|---|---|---|---|---|---|")
+    for figure, by_server in results.items():
+        off_median = statistics.median(by_server["off"])
+        on_median, quiet_median = statistics.median(by_server["on"]), statistics.median(by_server[no_pulls.name])
+        print(
+            f"| {figure} | {off_median:,.0f} | {on_median:,.0f} | {on_median / off_median:.2f} "
+            f"| {quiet_median:,.0f} | {quiet_median / off_median:.2f} |"
+        )
+    print()
+    print(f"events received: {receiver.events:,} (envelopes of up to {args.batch})")
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

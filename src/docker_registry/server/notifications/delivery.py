@@ -1,0 +1,266 @@
+"""Delivery: one process of the registry sends every endpoint its events, in order, each once.
+
+Every worker asks for the lease row `delivery` every `LEASE_SECONDS / 3`; the one holding it delivers, and it keeps
+it by renewing. A holder that stops renewing (a stopped node) is replaced once the lease expires; one that died on
+this host (SIGKILL, OOM killer) at once, since the lease names its process (`process_identity`). On a clean stop
+the holder gives the lease up.
+
+Per endpoint, events are read from the outbox after the endpoint's cursor, in id order. They are POSTed in
+Distribution's envelope, one each as Distribution does (or up to the endpoint's `batch`), and retried until the
+endpoint takes them (2xx or 3xx): at once while failures in a row stay below `threshold`, then every `backoff`.
+Only then does the cursor move past them, so a crash between the answer and the cursor's write sends those events
+again: exactly once in normal operation, at least once across crashes.
+Events the endpoint ignores are skipped, and events older than `maxage` are dropped with a log line. Endpoints do
+not wait for one another. Events every endpoint has been given are pruned from the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+
+from ..config.notifications import EndpointSection, NotificationsConfig
+from ..registry.process_identity import is_dead, this_process
+from ..store.metadata import MetadataStore
+from ..store.models import StoredEvent
+from .envelope import MEDIA_TYPE, envelope
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+LEASE = "delivery"
+LEASE_SECONDS = 15.0
+POLL_SECONDS = 0.25
+"""How often an endpoint that is up to date looks for new events (one indexed query)."""
+BATCH = 100
+"""Events read at a time, and the most sent in one envelope."""
+SHORT_PAUSE = 0.05
+"""The pause between retries while failures in a row are below the threshold."""
+PRUNE_SECONDS = 30.0
+ERROR_PAUSE = 5.0
+CURSOR_SECONDS = 1.0
+"""While events flow, an endpoint's cursor is stored at most this often (and always once it is up to date or
+delivery stops): every commit empties the per-process caches of every worker (`registry.cache`), so a cursor
+write per envelope would cost pulls dearly. A crash may thus send up to this much of an endpoint's events again."""
+
+
+class LostLease(Exception):
+    """Another process delivers now: this one stops."""
+
+
+class Deliverer:
+    def __init__(self, settings: NotificationsConfig, store: MetadataStore, stats: Stats) -> None:
+        self._settings = settings
+        self._store = store
+        self._stats = stats
+        self._holder = uuid.uuid4().hex
+        self._lease_until = 0.0
+        self._cursors: dict[str, int] = {}
+        """Each endpoint's cursor as stored."""
+        self._positions: dict[str, int] = {}
+        """Each endpoint's last event delivered (or skipped): the cursor follows within `CURSOR_SECONDS`."""
+        self._saved_at: dict[str, float] = {}
+        self._pruned_at = time.monotonic()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._main: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._main = asyncio.ensure_future(self._hold_lease())
+
+    async def stop(self) -> None:
+        if self._main is not None:
+            self._main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._main
+        delivering = self._stats.delivering
+        await self._stop_endpoints()
+        if delivering:  # the next process need not wait for the lease to expire
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._store.release_lease, LEASE, self._holder)
+
+    # --- the lease ----------------------------------------------------------------------------------------------
+    def _holds_lease(self) -> bool:
+        return time.time() < self._lease_until
+
+    async def _hold_lease(self) -> None:
+        while True:
+            try:
+                await self._lease_round()
+            except Exception as error:  # the database is unavailable: deliveries wait for it
+                log.warning("notifications: cannot take or renew the delivery lease: %s", error)
+            await asyncio.sleep(LEASE_SECONDS / 3)
+
+    async def _lease_round(self) -> None:
+        lease = await asyncio.to_thread(
+            self._store.take_lease, LEASE, self._holder, this_process(), LEASE_SECONDS, is_dead
+        )
+        if not lease.held:
+            if self._stats.delivering:
+                log.info("notifications: another process delivers events now")
+                await self._stop_endpoints()
+            return
+        self._lease_until = lease.expires_at - 1.0  # a margin for the time the renewal took
+        if not self._stats.delivering:
+            log.info("notifications: this process delivers events")
+            await self._start_endpoints()
+        elif any(task.done() for task in self._tasks.values()):  # one found the lease lost meanwhile
+            await self._stop_endpoints()
+            await self._start_endpoints()
+        elif time.monotonic() - self._pruned_at > PRUNE_SECONDS:
+            self._pruned_at = time.monotonic()
+            await self._prune()
+
+    async def _start_endpoints(self) -> None:
+        endpoints = self._settings.enabled
+        self._cursors = await asyncio.to_thread(self._store.event_cursors, [e.name for e in endpoints])
+        self._positions = dict(self._cursors)
+        self._session = aiohttp.ClientSession()
+        self._stats.delivering = True  # only now: a failure above leaves the next round to start again
+        for endpoint in endpoints:
+            self._tasks[endpoint.name] = asyncio.ensure_future(self._serve(endpoint))
+
+    async def _stop_endpoints(self) -> None:
+        self._stats.delivering = False
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for name in list(self._positions):  # what was delivered since the last cursor write
+            with contextlib.suppress(Exception):
+                await self._save_cursor(name, force=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _prune(self) -> None:
+        if not self._cursors:
+            return
+        try:
+            removed = await asyncio.to_thread(self._store.prune_events, min(self._cursors.values()))
+        except Exception as error:
+            log.warning("notifications: cannot prune delivered events: %s", error)
+            return
+        if removed:
+            log.debug("notifications: pruned %d delivered events", removed)
+
+    # --- one endpoint -------------------------------------------------------------------------------------------
+    async def _serve(self, endpoint: EndpointSection) -> None:
+        while True:
+            try:
+                await self._deliver_pending(endpoint)
+            except LostLease:
+                log.info("notifications: %s: the delivery lease moved on; stopping here", endpoint.name)
+                self._lease_until = 0.0
+                return
+            except Exception as error:  # the database is unavailable: try again in a while, without flooding the log
+                log.warning("notifications: %s: delivery paused: %s", endpoint.name, error)
+                await asyncio.sleep(ERROR_PAUSE)
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _deliver_pending(self, endpoint: EndpointSection) -> None:
+        """Send the endpoint everything after its position, a batch at a time."""
+        stats = self._stats.endpoints[endpoint.name]
+        while True:
+            position = self._positions[endpoint.name]
+            batch = await asyncio.to_thread(self._store.events_after, position, BATCH)
+            if not batch:
+                stats.pending = 0
+                await self._save_cursor(endpoint.name, force=True)
+                return
+            last = await asyncio.to_thread(self._store.last_event_id)
+            stats.pending = max(0, last - position)
+            if not self._holds_lease():
+                raise LostLease()
+            wanted = []
+            if not endpoint.filters and not any(self._too_old(stored) for stored in batch):
+                wanted = batch  # nothing to read in the events: no rules, none too old
+            for stored in batch if wanted is not batch else ():
+                payload = json.loads(stored.payload)
+                target = payload.get("target", {})
+                if endpoint.ignores(payload.get("action", ""), target.get("mediaType")):
+                    continue
+                if self._too_old(stored):
+                    self._drop(endpoint, payload)
+                    continue
+                wanted.append(stored)
+            while wanted:
+                sent = await self._send(endpoint, wanted[: endpoint.batch])
+                stats.delivered += sent
+                if sent:
+                    self._positions[endpoint.name] = wanted[sent - 1].id
+                    await self._save_cursor(endpoint.name)
+                for stored in wanted[sent:]:
+                    if self._too_old(stored):
+                        self._drop(endpoint, json.loads(stored.payload))
+                wanted = [stored for stored in wanted[sent:] if not self._too_old(stored)]
+            self._positions[endpoint.name] = batch[-1].id  # past what was ignored or dropped too
+            stats.pending = max(0, last - batch[-1].id)
+
+    async def _save_cursor(self, name: str, force: bool = False) -> None:
+        """Store the endpoint's position as its cursor: when forced, else at most every `CURSOR_SECONDS`."""
+        position = self._positions[name]
+        if position == self._cursors[name]:
+            return
+        if not force and time.monotonic() - self._saved_at.get(name, 0.0) < CURSOR_SECONDS:
+            return
+        if not await asyncio.to_thread(self._store.advance_cursor, name, self._cursors[name], position):
+            raise LostLease()
+        self._cursors[name] = position
+        self._saved_at[name] = time.monotonic()
+
+    def _too_old(self, stored: StoredEvent) -> bool:
+        return stored.created_at < time.time() - self._settings.events.maxage
+
+    def _drop(self, endpoint: EndpointSection, payload: dict[str, Any]) -> None:
+        log.warning(
+            "notifications: %s: dropped event %s (%s %s), older than notifications.events.maxage",
+            endpoint.name,
+            payload.get("id"),
+            payload.get("action"),
+            payload.get("target", {}).get("repository"),
+        )
+        self._stats.endpoints[endpoint.name].dropped += 1
+
+    async def _send(self, endpoint: EndpointSection, events: list[StoredEvent]) -> int:
+        """POST `events` in one envelope until the endpoint takes them, and return how many it took (all of them);
+        0 once the oldest of them is older than `maxage`: the caller drops what is too old and sends the rest."""
+        assert self._session is not None
+        stats = self._stats.endpoints[endpoint.name]
+        body = envelope([stored.payload for stored in events])
+        headers = [(name, value) for name, values in endpoint.headers.items() for value in values]
+        headers.append(("Content-Type", MEDIA_TYPE))
+        timeout = aiohttp.ClientTimeout(total=endpoint.timeout)
+        failures = 0
+        while not self._too_old(events[0]):
+            try:
+                async with self._session.post(endpoint.url, data=body, headers=headers, timeout=timeout) as answer:
+                    await answer.read()
+                    if 200 <= answer.status < 400:
+                        return len(events)
+                    problem = f"answered {answer.status}"
+            except (aiohttp.ClientError, TimeoutError) as error:
+                problem = str(error) or type(error).__name__
+            failures += 1
+            stats.failures += 1
+            if failures == endpoint.threshold:
+                log.warning(
+                    "notifications: %s: %d failures in a row (%s); retrying every %ss",
+                    endpoint.name,
+                    failures,
+                    problem,
+                    endpoint.backoff,
+                )
+            await asyncio.sleep(endpoint.backoff if failures >= endpoint.threshold else SHORT_PAUSE)
+            if not self._holds_lease():
+                raise LostLease()
+        return 0

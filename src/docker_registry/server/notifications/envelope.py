@@ -1,0 +1,134 @@
+"""The event format of CNCF Distribution (`notifications/event.go`), field for field, so receivers written for it
+work unchanged: an envelope `{"events": [...]}` of media type `application/vnd.docker.distribution.events.v1+json`.
+
+Go's `omitempty` decides which fields appear: empty strings and zero sizes are left out, except the request's
+`id`, `method` and `useragent`, and the structs `target`, `request`, `actor` and `source`, which are always there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..registry.events import Target
+from ..store.models import Descriptor
+
+MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """The request that caused an event (Distribution's `RequestRecord`), and who made it (`ActorRecord`)."""
+
+    id: str
+    addr: str
+    host: str
+    method: str
+    useragent: str
+    actor: str | None
+    base_url: str
+    """`scheme://host` the client used, for the target's URL."""
+
+
+class Ids:
+    """Unique ids in a UUID's shape, cheaply: a random prefix per process and a counter (a pull event needs two
+    ids, and `uuid4()` costs several microseconds each; receivers take ids as opaque strings). A forked worker
+    draws its own prefix: it would otherwise count on from its parent's, as its siblings do."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            prefix = uuid.uuid4().hex
+            self._prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
+            self._count = itertools.count()
+        return f"{self._prefix}{next(self._count):012x}"
+
+
+ids = Ids()
+_second: tuple[int, str] = (-1, "")
+
+
+def timestamp(when: float) -> str:
+    """RFC 3339 with nanosecond precision, as Go's `time.Time` marshals (here in UTC); the part up to the second
+    is formatted once a second."""
+    global _second
+    whole = int(when)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
+    return f"{_second[1]}{int((when - whole) * 1_000_000):06d}000Z"
+
+
+def _descriptor(descriptor: Descriptor) -> dict[str, Any]:
+    d: dict[str, Any] = {"mediaType": descriptor.media_type, "digest": str(descriptor.digest)}
+    if descriptor.size:
+        d["size"] = descriptor.size
+    if descriptor.urls:
+        d["urls"] = list(descriptor.urls)
+    return d
+
+
+def _target(target: Target, base_url: str, include_references: bool) -> dict[str, Any]:
+    t: dict[str, Any] = {}
+    if target.media_type:
+        t["mediaType"] = target.media_type
+    if target.size:
+        t["size"] = target.size
+    if target.digest is not None:
+        t["digest"] = str(target.digest)
+    if target.size:
+        t["length"] = target.size
+    t["repository"] = target.repository
+    if target.from_repository:
+        t["fromRepository"] = target.from_repository
+    if target.media_type and target.digest is not None:  # Distribution builds a URL for pushed and pulled content
+        resource = "manifests" if target.kind == "manifest" else "blobs"
+        t["url"] = f"{base_url}/v2/{target.repository}/{resource}/{target.digest}"
+    if target.tag:
+        t["tag"] = target.tag
+    if include_references and target.references:
+        t["references"] = [_descriptor(d) for d in target.references]
+    return t
+
+
+def event(
+    action: str,
+    target: Target,
+    request: RequestRecord,
+    source: dict[str, str],
+    when: float,
+    include_references: bool,
+) -> str:
+    """One event as JSON text, ready to be stored and later put in an envelope unchanged."""
+    req: dict[str, str] = {"id": request.id}
+    if request.addr:
+        req["addr"] = request.addr
+    if request.host:
+        req["host"] = request.host
+    req["method"] = request.method
+    req["useragent"] = request.useragent
+    document = {
+        "id": ids.next(),
+        "timestamp": timestamp(when),
+        "action": action,
+        "target": _target(target, request.base_url, include_references),
+        "request": req,
+        "actor": {"name": request.actor} if request.actor else {},
+        "source": source,
+    }
+    return json.dumps(document, separators=(",", ":"))
+
+
+def envelope(payloads: Sequence[str]) -> bytes:
+    """The body of one delivery: stored events are JSON already and go in as they are."""
+    return ('{"events":[' + ",".join(payloads) + "]}").encode()

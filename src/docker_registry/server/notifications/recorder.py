@@ -1,0 +1,144 @@
+"""Event records from what the registry logic reports, with the request each came from.
+
+The request is found through a context variable the middleware sets, so the registry logic passes no HTTP detail
+down. Changes get their records at once (the store writes them in the change's transaction). Pulls only note what
+was served; a task turns the notes into records and writes them in batches every `FLUSH_SECONDS`, so a pull never
+waits for the database. Those are not durable: a crash loses at most the last fraction of a second of pull events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from contextvars import ContextVar
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..config.notifications import NotificationsConfig
+from ..http import requestid
+from ..http.context import user
+from ..registry.events import Action, Target
+from ..store.facade import AsyncMetadataStore
+from ..store.models import EventRecord
+from .envelope import RequestRecord, event
+from .stats import Stats
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 1.0
+MAX_BUFFERED_PULLS = 50_000
+"""Pull notes kept while the database cannot take them; beyond, the oldest are lost (and counted)."""
+
+_request: ContextVar[web.Request | None] = ContextVar("notifications_request", default=None)
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Make the request known to the recorder while its handler runs."""
+    token = _request.set(request)
+    try:
+        return await handler(request)
+    finally:
+        _request.reset(token)
+
+
+def _request_record(request: web.Request | None) -> RequestRecord:
+    if request is None:  # not from a request (none records events today): still a well-formed event
+        return RequestRecord("", "", "", "", "", None, "")
+    request_id = requestid.request_id(request)  # the X-Request-Id of the response and the access log
+    headers = request.headers
+    # the client's address as Distribution's context.RemoteAddr gives it: forwarded headers first
+    forwarded = headers.get("X-Forwarded-For", "").split(",")[0].strip() or headers.get("X-Real-Ip", "")
+    addr = forwarded
+    if not addr:
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else request.remote or ""
+    host = headers.get("X-Forwarded-Host", request.host)
+    scheme = headers.get("X-Forwarded-Proto", request.scheme)
+    agent = headers.get("User-Agent", "")
+    return RequestRecord(request_id, addr, request.host, request.method, agent, user(request), f"{scheme}://{host}")
+
+
+class Recorder:
+    """The registry's `EventRecorder` while notifications are configured."""
+
+    def __init__(self, settings: NotificationsConfig, http_port: int, store: AsyncMetadataStore, stats: Stats) -> None:
+        self._settings = settings
+        self._include_references = settings.events.includereferences
+        self._store = store
+        self._stats = stats
+        self._source = {"addr": f"{socket.gethostname()}:{http_port}", "instanceID": str(uuid.uuid4())}
+        self._wanted: dict[tuple[str, str | None], bool] = {}
+        self._pulls: list[tuple[float, Target, RequestRecord]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def _wants(self, action: str, media_type: str | None) -> bool:
+        """True when some endpoint takes events of `action` on `media_type` (cached: a handful of combinations)."""
+        key = (action, media_type)
+        wanted = self._wanted.get(key)
+        if wanted is None:
+            wanted = self._wanted[key] = any(not e.ignores(action, media_type) for e in self._settings.enabled)
+        return wanted
+
+    def _event(self, action: Action, target: Target, request: RequestRecord, when: float) -> EventRecord:
+        return EventRecord(when, event(action, target, request, self._source, when, self._include_references))
+
+    def record(self, action: Action, targets: Sequence[Target]) -> list[EventRecord]:
+        wanted = [t for t in targets if self._wants(action, t.media_type)]
+        if not wanted:
+            return []
+        request, now = _request_record(_request.get()), time.time()
+        return [self._event(action, target, request, now) for target in wanted]
+
+    def pulled(self, target: Target) -> None:
+        request = _request.get()
+        if request is None or request.method == "HEAD":  # as a HEAD serves nothing, it is no pull
+            return
+        if not self._wants("pull", target.media_type):
+            return
+        if len(self._pulls) >= MAX_BUFFERED_PULLS:
+            del self._pulls[0]
+            self._stats.pulls_lost += 1
+        self._pulls.append((time.time(), target, _request_record(request)))
+
+    # --- the pull flusher ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._flusher = asyncio.ensure_future(self._flush_forever())
+
+    async def stop(self) -> None:
+        """Stop flushing, writing what is noted so far (a clean shutdown loses no pull event)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                await self.flush()
+            except Exception as error:  # the database is unavailable: keep the notes for the next round
+                log.warning("notifications: pull events not recorded yet: %s", error)
+
+    async def flush(self) -> None:
+        if not self._pulls:
+            return
+        notes, self._pulls = self._pulls, []
+        records = [self._event("pull", target, request, when) for when, target, request in notes]
+        try:
+            await self._store.record_events(records)
+        except BaseException:
+            self._pulls[:0] = notes  # first again, in their order
+            lost = len(self._pulls) - MAX_BUFFERED_PULLS
+            if lost > 0:
+                del self._pulls[:lost]
+                self._stats.pulls_lost += lost
+            raise

@@ -1,0 +1,45 @@
+"""What the registry logic tells an event recorder (the notifications feature), without knowing who listens.
+
+A change (push, mount, delete) asks the recorder for its event records first and hands them to the store with
+the change, which writes both in one transaction: an acknowledged change always has its event, and a change that
+failed has none. A pull changes nothing, so it is only reported (`pulled`), and the recorder keeps it off the
+request path. Without notifications configured the registry has no recorder and none of this runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from docker_registry.core.digest import Digest
+
+from ..store.models import Descriptor, EventRecord
+
+Action = Literal["push", "pull", "mount", "delete"]
+BLOB_MEDIA_TYPE = "application/octet-stream"
+"""The media type of a blob in an event, as Distribution reports it (blobs carry none of their own)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What an event is about."""
+
+    kind: Literal["manifest", "blob", "tag"]
+    repository: str
+    digest: Digest | None = None
+    media_type: str | None = None
+    size: int | None = None
+    tag: str | None = None
+    from_repository: str | None = None
+    """The repository a mounted blob came from."""
+    references: Sequence[Descriptor] = ()
+    """A manifest's blobs and child manifests."""
+
+
+class EventRecorder(Protocol):
+    def record(self, action: Action, targets: Sequence[Target]) -> list[EventRecord]:
+        """The records to write with a change; empty when no endpoint wants them."""
+
+    def pulled(self, target: Target) -> None:
+        """A manifest or blob was served; kept off the request path, not durable."""

@@ -1,0 +1,405 @@
+"""Notifications (issue 13) with a real webhook receiver: which requests produce which events, with Distribution's
+fields; events written with their change survive a receiver that is down and a registry killed with SIGKILL, and
+arrive exactly once, in order; a failing endpoint does not slow pushes; ignore rules and headers; one deliverer."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from notification_receiver import Receiver
+from test_server_observability import scrape, total
+
+from oci_content import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+from registry_api import (
+    canonical,
+    descriptor,
+    get_manifest,
+    image_manifest,
+    push,
+    push_blob,
+    put_manifest,
+    random_bytes,
+    sha256,
+    unique_repo,
+)
+from registry_process import RegistryProcess, free_port, implementation
+
+pytestmark = pytest.mark.skipif(implementation() != "ours", reason="event durability of docker-registry 3")
+
+MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+BLOB = "application/octet-stream"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+def notifying(receiver: Receiver, **endpoint: Any) -> dict[str, Any]:
+    return {"notifications": {"endpoints": [receiver.endpoint(**endpoint)], "events": {"includereferences": True}}}
+
+
+def summary(events: list[dict[str, Any]]) -> list[tuple[str, str, str | None, str | None]]:
+    """(action, repository, digest, tag) of each event, in the order received."""
+    return [(e["action"], e["target"]["repository"], e["target"].get("digest"), e["target"].get("tag")) for e in events]
+
+
+def test_push_pull_mount_delete_events_carry_distributions_fields(
+    make_registry: Callable[..., RegistryProcess], receiver: Receiver
+) -> None:
+    server = make_registry(extra_config=notifying(receiver, headers={"Authorization": ["Bearer s3cret"]}))
+    repo, other = unique_repo("events"), unique_repo("events-mount")
+    with httpx.Client(base_url=server.url, timeout=30, headers={"User-Agent": "events-test/1.0"}) as client:
+        manifest = image_manifest(client, repo, layers=1)
+        push(client, repo, manifest, "v1")
+        config, layer = [d["digest"] for d in _references(manifest)]
+        assert get_manifest(client, repo, "v1").status_code == 200  # a pull by tag
+        assert get_manifest(client, repo, "v1", method="HEAD").status_code == 200  # HEAD: no event
+        assert client.get(f"/v2/{repo}/blobs/{layer}").status_code == 200  # a blob pull
+        assert client.head(f"/v2/{repo}/blobs/{layer}").status_code == 200  # HEAD: no event
+        mounted = client.post(f"/v2/{other}/blobs/uploads/", params={"mount": layer, "from": repo})
+        assert mounted.status_code == 201
+        assert client.delete(f"/v2/{other}/blobs/{layer}").status_code == 202
+        assert client.delete(f"/v2/{repo}/manifests/v1").status_code == 202  # the tag
+        push(client, repo, manifest, "v2")
+        assert client.delete(f"/v2/{repo}/manifests/{manifest.digest}").status_code == 202
+
+    events = receiver.wait_for(lambda got: len(got) >= 10)
+    time.sleep(1)  # nothing more comes
+    events = receiver.events
+    assert sorted(summary(events), key=str) == sorted(
+        [
+            ("push", repo, config, None),
+            ("push", repo, layer, None),
+            ("push", repo, manifest.digest, "v1"),
+            ("pull", repo, manifest.digest, "v1"),
+            ("pull", repo, layer, None),
+            ("mount", other, layer, None),
+            ("delete", other, layer, None),
+            ("delete", repo, None, "v1"),
+            ("push", repo, manifest.digest, "v2"),
+            ("delete", repo, manifest.digest, None),
+        ],
+        key=str,
+    )
+    # changes arrive in the order they were made (pulls are written in batches, a moment later)
+    changes = [s for s in summary(events) if s[0] != "pull"]
+    assert changes == [
+        ("push", repo, config, None),
+        ("push", repo, layer, None),
+        ("push", repo, manifest.digest, "v1"),
+        ("mount", other, layer, None),
+        ("delete", other, layer, None),
+        ("delete", repo, None, "v1"),
+        ("push", repo, manifest.digest, "v2"),
+        ("delete", repo, manifest.digest, None),
+    ]
+    for delivery in receiver.deliveries:
+        assert delivery.headers["Content-Type"] == MEDIA_TYPE
+        assert delivery.headers["Authorization"] == "Bearer s3cret"
+        assert len(delivery.body["events"]) == 1
+    assert len({e["id"] for e in events}) == len(events)
+    for e in events:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", e["timestamp"]), e
+        assert e["request"]["useragent"] == "events-test/1.0"
+        assert e["request"]["host"] == server.host
+        assert e["request"]["addr"].startswith("127.0.0.1:")
+        assert e["request"]["id"]
+        assert e["source"]["addr"].endswith(f":{server.port}")
+        assert e["source"]["instanceID"]
+        assert e["actor"] == {}
+
+    by = {(s[0], s[2], s[3]): e for s, e in zip(summary(events), events, strict=True)}
+    pushed = by[("push", manifest.digest, "v1")]
+    assert pushed["request"]["method"] == "PUT"
+    assert pushed["target"] == {
+        "mediaType": OCI_MANIFEST,
+        "size": len(manifest.body),
+        "digest": manifest.digest,
+        "length": len(manifest.body),
+        "repository": repo,
+        "url": f"{server.url}/v2/{repo}/manifests/{manifest.digest}",
+        "tag": "v1",
+        "references": _references(manifest),
+    }
+    pulled = by[("pull", manifest.digest, "v1")]
+    assert pulled["request"]["method"] == "GET"
+    assert pulled["target"]["mediaType"] == OCI_MANIFEST
+    assert "references" not in pulled["target"]
+    blob_pull = by[("pull", layer, None)]["target"]
+    assert blob_pull == {
+        "mediaType": BLOB,
+        "size": 1024,
+        "digest": layer,
+        "length": 1024,
+        "repository": repo,
+        "url": f"{server.url}/v2/{repo}/blobs/{layer}",
+    }
+    mount = by[("mount", layer, None)]
+    assert mount["request"]["method"] == "POST"
+    assert mount["target"]["fromRepository"] == repo
+    assert mount["target"]["size"] == 1024
+    assert by[("delete", None, "v1")]["target"] == {"repository": repo, "tag": "v1"}
+    assert by[("delete", manifest.digest, None)]["target"] == {"repository": repo, "digest": manifest.digest}
+    assert by[("delete", layer, None)]["target"] == {"repository": other, "digest": layer}
+
+
+def _references(manifest: Any) -> list[dict[str, Any]]:
+    document = json.loads(manifest.body)
+    return [
+        {"mediaType": d["mediaType"], "digest": d["digest"], "size": d["size"]}
+        for d in [document["config"], *document["layers"]]
+    ]
+
+
+def test_authenticated_user_is_the_actor(
+    make_registry: Callable[..., RegistryProcess], receiver: Receiver, tmp_path: Any
+) -> None:
+    import bcrypt
+
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"alice:{bcrypt.hashpw(b'wonderland', bcrypt.gensalt(4)).decode()}\n")
+    config = notifying(receiver)
+    config["auth"] = {"htpasswd": {"realm": "test", "path": str(htpasswd)}}
+    server = make_registry(extra_config=config)
+    repo = unique_repo("actor")
+    with httpx.Client(base_url=server.url, timeout=30, auth=("alice", "wonderland")) as client:
+        digest = push_blob(client, repo, b"who pushed me")
+    (event,) = receiver.wait_for(lambda got: len(got) >= 1)
+    assert event["actor"] == {"name": "alice"}
+    assert event["target"]["digest"] == digest
+
+
+def test_no_endpoint_records_nothing(make_registry: Callable[..., RegistryProcess], receiver: Receiver) -> None:
+    server = make_registry(extra_config={"notifications": {"endpoints": [receiver.endpoint(disabled=True)]}}, workers=1)
+    repo = unique_repo("quiet")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        push(client, repo, image_manifest(client, repo), "v1")
+        assert get_manifest(client, repo, "v1").status_code == 200
+    time.sleep(1.5)
+    assert receiver.attempts == 0
+    with sqlite3.connect(server.data_dir / "registry.db") as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+
+def test_ignore_rules_per_endpoint(make_registry: Callable[..., RegistryProcess]) -> None:
+    no_pulls, no_blobs, no_oci = Receiver().start(), Receiver().start(), Receiver().start()
+    try:
+        endpoints = [
+            no_pulls.endpoint("no-pulls", ignore={"actions": ["pull"]}),
+            no_blobs.endpoint("no-blobs", ignoredmediatypes=[BLOB]),
+            no_oci.endpoint("no-oci", ignore={"mediatypes": [OCI_MANIFEST]}),
+        ]
+        server = make_registry(extra_config={"notifications": {"endpoints": endpoints}})
+        repo = unique_repo("ignore")
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            manifest = image_manifest(client, repo)
+            push(client, repo, manifest, "v1")
+            assert get_manifest(client, repo, "v1").status_code == 200
+        everything = [("push", BLOB), ("push", BLOB), ("push", OCI_MANIFEST), ("pull", OCI_MANIFEST)]
+
+        def kinds(receiver: Receiver, count: int) -> list[tuple[str, str]]:
+            events = receiver.wait_for(lambda got: len(got) >= count)
+            return sorted((e["action"], e["target"]["mediaType"]) for e in events)
+
+        assert kinds(no_pulls, 3) == sorted(everything[:3])
+        assert kinds(no_blobs, 2) == sorted(everything[2:])
+        assert kinds(no_oci, 2) == sorted(everything[:2])
+        time.sleep(1)
+        assert (len(no_pulls.events), len(no_blobs.events), len(no_oci.events)) == (3, 2, 2)
+    finally:
+        for receiver in (no_pulls, no_blobs, no_oci):
+            receiver.stop()
+
+
+def _push_images(server: RegistryProcess, repo: str, count: int) -> list[tuple[str, str, str | None]]:
+    """`count` small images pushed one after another: (action, digest, tag) of every change, in push order."""
+    changes: list[tuple[str, str, str | None]] = []
+    for i in range(count):
+        with httpx.Client(base_url=server.url, timeout=30) as client:  # a connection each: both workers serve
+            config, layer = canonical({"image": i, "nonce": random_bytes(8).hex()}), random_bytes(300 + i)
+            for blob in (config, layer):
+                changes.append(("push", push_blob(client, repo, blob), None))
+            document = {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": descriptor(OCI_CONFIG, config),
+                "layers": [descriptor(OCI_LAYER_GZIP, layer)],
+            }
+            body = canonical(document)
+            response = put_manifest(client, repo, f"t{i}", body, OCI_MANIFEST)
+            assert response.status_code == 201, response.text
+            changes.append(("push", sha256(body), f"t{i}"))
+    return changes
+
+
+def _worker_pids(server: RegistryProcess) -> list[int]:
+    return [int(pid) for pid in re.findall(r"worker \d+ ready \(pid (\d+)\)", server.log_path.read_text())]
+
+
+def test_receiver_down_registry_killed_then_every_event_arrives_once_in_order(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    receiver = Receiver()  # its port is reserved, nothing listens yet: every delivery fails
+    server = make_registry(extra_config=notifying(receiver, batch=4), workers=2)
+    repo = unique_repo("outage")
+    try:
+        changes = _push_images(server, repo, 8)
+        time.sleep(1)  # deliveries are failing meanwhile
+        workers = _worker_pids(server)
+        assert server.proc is not None
+        os.killpg(server.proc.pid, signal.SIGKILL)  # master and workers at once: no clean shutdown
+        server.proc.wait()
+        for pid in workers:
+            _wait_gone(pid)
+        server.proc = None
+        server.start()
+        changes += _push_images(server, repo, 2)
+        receiver.start()
+        events = receiver.wait_for(lambda got: len(got) >= len(changes), timeout=60)
+        time.sleep(2)  # nothing more comes: no event twice
+        events = receiver.events
+        assert [(a, d, t) for a, _, d, t in summary(events)] == changes
+        assert len({e["id"] for e in events}) == len(events)
+        sizes = [len(delivery.body["events"]) for delivery in receiver.deliveries]
+        assert max(sizes) == 4, sizes  # the backlog went out in envelopes of `batch` events
+    finally:
+        receiver.stop()
+
+
+def _wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"worker {pid} survived SIGKILL")
+
+
+def test_only_one_of_two_workers_delivers(make_registry: Callable[..., RegistryProcess], receiver: Receiver) -> None:
+    server = make_registry(extra_config=notifying(receiver), workers=2)
+    repo = unique_repo("one-deliverer")
+    changes = _push_images(server, repo, 12)  # the connections land on both workers
+    events = receiver.wait_for(lambda got: len(got) >= len(changes))
+    time.sleep(1.5)
+    assert [(a, d, t) for a, _, d, t in summary(receiver.events)] == changes
+    deliverers = re.findall(r"\[(\d+)\] \S+ notifications: this process delivers events", server.log_path.read_text())
+    assert len(deliverers) == 1, deliverers
+    assert len({e["source"]["instanceID"] for e in events}) == 2, "both workers recorded events"
+    assert len({e["id"] for e in events}) == len(events)
+    assert len({e["request"]["id"] for e in events}) == len(events)
+
+
+def test_an_endpoint_answering_500_does_not_slow_pushes(make_registry: Callable[..., RegistryProcess]) -> None:
+    failing = Receiver(status=500).start()
+    try:
+        quiet = make_registry(workers=2)
+        noisy = make_registry(workers=2, extra_config=notifying(failing, threshold=1, backoff="10ms", timeout="1s"))
+        repo = unique_repo("slow")
+        started = time.monotonic()
+        _push_images(quiet, repo, 15)
+        without = time.monotonic() - started
+        started = time.monotonic()
+        _push_images(noisy, repo, 15)
+        with_failing = time.monotonic() - started
+        assert failing.attempts > 0, "the failing endpoint was never tried"
+        assert with_failing < 2 * without + 2.0, (without, with_failing)
+        assert failing.deliveries == []
+    finally:
+        failing.stop()
+
+
+def test_events_older_than_maxage_are_dropped_with_a_log_line(make_registry: Callable[..., RegistryProcess]) -> None:
+    receiver = Receiver()
+    config = notifying(receiver)
+    config["notifications"]["events"]["maxage"] = "1s"
+    server = make_registry(extra_config=config, workers=1)
+    repo = unique_repo("stale")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            stale = push_blob(client, repo, b"nobody hears this one")
+            time.sleep(2.5)
+            receiver.start()
+            fresh = push_blob(client, repo, b"this one arrives")
+        receiver.wait_for(lambda got: len(got) >= 1)
+        time.sleep(1)
+        assert [e["target"]["digest"] for e in receiver.events] == [fresh]
+        assert "dropped event" in server.log_path.read_text()
+        assert stale not in str(receiver.events)
+    finally:
+        receiver.stop()
+
+
+def test_a_clean_restart_keeps_pull_events_too(make_registry: Callable[..., RegistryProcess]) -> None:
+    """Pull events wait in memory for up to a second; a clean stop writes them before the worker exits."""
+    receiver = Receiver()
+    server = make_registry(extra_config=notifying(receiver), workers=2)
+    repo = unique_repo("restart")
+    try:
+        changes = _push_images(server, repo, 2)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for i in range(2):
+                assert get_manifest(client, repo, f"t{i}").status_code == 200
+        server.restart()  # SIGTERM at once: the pulls are still in the workers' memory
+        receiver.start()
+        expected = len(changes) + 2
+        receiver.wait_for(lambda got: len(got) >= expected)
+        time.sleep(1.5)
+        events = receiver.events
+        assert [(a, d, t) for a, _, d, t in summary(events) if a == "push"] == changes
+        assert sorted(t or "" for a, _, _, t in summary(events) if a == "pull") == ["t0", "t1"]
+        assert len(events) == expected
+    finally:
+        receiver.stop()
+
+
+def test_queue_metrics_count_deliveries_and_failures(make_registry: Callable[..., RegistryProcess]) -> None:
+    """The notification queue in Prometheus: one scrape of the debug listener shows what the delivering worker
+    counted, per endpoint: acknowledged events for a receiver that takes them, failures for one answering 500."""
+    good, failing = Receiver().start(), Receiver(status=500).start()
+    try:
+        debug_port = free_port()
+        server = make_registry(
+            workers=2,
+            extra_config={
+                "http": {"debug": {"addr": f"127.0.0.1:{debug_port}", "prometheus": {"enabled": True}}},
+                "notifications": {
+                    "endpoints": [
+                        good.endpoint("good"),
+                        failing.endpoint("failing", threshold=1, backoff="50ms", timeout="1s"),
+                    ]
+                },
+            },
+        )
+        changes = _push_images(server, unique_repo("queue-metrics"), 2)
+        _wait_for(lambda: len(good.events) >= len(changes) and failing.attempts >= 3)
+        time.sleep(2.5)  # the counters reach the shared metrics once a second
+        samples = scrape(debug_port)
+        assert total(samples, "registry_notifications_delivered_total", endpoint="good") == len(good.events)
+        assert total(samples, "registry_notifications_failures_total", endpoint="failing") >= 3
+        assert total(samples, "registry_notifications_delivered_total", endpoint="failing") == 0
+        assert total(samples, "registry_notifications_pending_events", endpoint="failing") >= 1
+        assert total(samples, "registry_notifications_pending_events", endpoint="good") == 0
+    finally:
+        good.stop()
+        failing.stop()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)

@@ -1,0 +1,89 @@
+"""The `notifications` section: Distribution's endpoint keys as its files write them, our `maxage` and `batch`,
+and the mistakes an operator gets told about by key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from docker_registry.core.exceptions import ConfigError
+from docker_registry.server.config import Config, dump, load
+
+DISTRIBUTION_STYLE = """
+version: 0.1
+notifications:
+  events:
+    includereferences: true
+  endpoints:
+    - name: alistener
+      disabled: false
+      url: https://my.listener.com/event
+      headers:
+        Authorization: [Bearer your-token]
+      timeout: 1s
+      threshold: 10
+      backoff: 1s
+      ignoredmediatypes:
+        - application/octet-stream
+      ignore:
+        mediatypes:
+           - application/octet-stream
+        actions:
+           - pull
+"""
+
+
+def load_text(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    return load(str(path), {})
+
+
+def test_distributions_example_loads(tmp_path: Path) -> None:
+    config = load_text(tmp_path, DISTRIBUTION_STYLE)
+    notifications = config.notifications
+    (endpoint,) = notifications.enabled
+    assert endpoint.name == "alistener"
+    assert endpoint.headers == {"Authorization": ["Bearer your-token"]}
+    assert (endpoint.timeout, endpoint.threshold, endpoint.backoff, endpoint.batch) == (1.0, 10, 1.0, 1)
+    assert notifications.events.includereferences is True
+    assert notifications.events.maxage == 7 * 24 * 3600
+    assert endpoint.ignores("pull", "application/vnd.oci.image.manifest.v1+json")
+    assert endpoint.ignores("push", "application/octet-stream")
+    assert not endpoint.ignores("push", "application/vnd.oci.image.manifest.v1+json")
+    assert config.notices == []
+
+
+def test_header_values_are_masked_in_config_output(tmp_path: Path) -> None:
+    config = load_text(tmp_path, DISTRIBUTION_STYLE)
+    shown = yaml.safe_dump(dump(config))
+    assert "your-token" not in shown
+    assert "Authorization" in shown
+    assert "your-token" in yaml.safe_dump(dump(config, show_secrets=True))
+
+
+def test_disabled_endpoints_record_nothing(tmp_path: Path) -> None:
+    config = load_text(tmp_path, DISTRIBUTION_STYLE.replace("disabled: false", "disabled: true"))
+    assert config.notifications.enabled == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("url: https://my.listener.com/event", "url: ftp://x/"),
+        ("actions:\n           - pull", "actions:\n           - pul"),
+        ("threshold: 10", "threshold: 0"),
+        ("timeout: 1s", "timeout: soon"),
+    ],
+)
+def test_mistakes_name_their_key(tmp_path: Path, change: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=r"notifications\.endpoints"):
+        load_text(tmp_path, DISTRIBUTION_STYLE.replace(change, message))
+
+
+def test_endpoint_names_must_differ(tmp_path: Path) -> None:
+    twice = DISTRIBUTION_STYLE + "    - name: alistener\n      url: http://other/\n"
+    with pytest.raises(ConfigError, match="used twice"):
+        load_text(tmp_path, twice)
