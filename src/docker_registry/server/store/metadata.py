@@ -10,6 +10,7 @@ from __future__ import annotations
 from docker_registry.core.digest import Digest
 
 from .blobs import BlobQueries
+from .browse import BrowseQueries
 from .manifests import ManifestQueries
 from .models import StoredManifest
 from .repositories import RepositoryQueries
@@ -18,7 +19,9 @@ from .uploads import UploadQueries
 from .v1 import V1Queries
 
 
-class MetadataStore(RepositoryQueries, ManifestQueries, BlobQueries, UploadQueries, V1Queries, StatisticsQueries):
+class MetadataStore(
+    RepositoryQueries, ManifestQueries, BlobQueries, UploadQueries, V1Queries, StatisticsQueries, BrowseQueries
+):
     def blob_or_manifest(self, repository: str, digest: Digest) -> tuple[int | None, StoredManifest | None]:
         """What a blob GET or HEAD may serve under `digest`: a linked blob's size, else the manifest of that digest
         (Distribution serves manifests from its blob store too). One thread hop for both look-ups: a client
