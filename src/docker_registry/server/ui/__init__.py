@@ -37,6 +37,29 @@ def _static(name: str, content_type: str) -> Callable[[web.Request], Awaitable[w
     return handler
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _plain_refusals(handler: Handler) -> Handler:
+    """Refusals (401 with the Basic prompt, 403, 429, 501) as plain text with their headers: the error middleware
+    would turn them into the API's JSON errors and drop the challenge."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            response = web.Response(status=e.status, text=e.text or e.reason, content_type="text/plain")
+            response.headers.update(
+                {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
+            )
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+    return wrapped
+
+
 def add_routes(
     app: web.Application,
     config: Config,
@@ -58,11 +81,11 @@ def add_routes(
         raise web.HTTPMovedPermanently(f"{PREFIX}/")
 
     app.router.add_get(PREFIX, to_overview)
-    app.router.add_get(f"{PREFIX}/", ui.overview)
-    app.router.add_get(f"{PREFIX}/repositories", ui.repositories)
-    app.router.add_route("*", f"{PREFIX}/repositories/{{path:.+}}", ui.repository_path)
-    app.router.add_route("*", f"{PREFIX}/login", ui.login)
-    app.router.add_get(f"{PREFIX}/login/basic", ui.login_basic)
-    app.router.add_post(f"{PREFIX}/logout", ui.logout)
+    app.router.add_get(f"{PREFIX}/", _plain_refusals(ui.overview))
+    app.router.add_get(f"{PREFIX}/repositories", _plain_refusals(ui.repositories))
+    app.router.add_route("*", f"{PREFIX}/repositories/{{path:.+}}", _plain_refusals(ui.repository_path))
+    app.router.add_route("*", f"{PREFIX}/login", _plain_refusals(ui.login))
+    app.router.add_get(f"{PREFIX}/login/basic", _plain_refusals(ui.login_basic))
+    app.router.add_post(f"{PREFIX}/logout", _plain_refusals(ui.logout))
     app.router.add_get(f"{PREFIX}/static/ui.css", _static("ui.css", "text/css"))
     app.router.add_get(f"{PREFIX}/static/ui.js", _static("ui.js", "text/javascript"))
