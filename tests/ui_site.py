@@ -4,13 +4,13 @@ client would."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
 import httpx
+
 from registry_api import OCI_MANIFEST, Pushed, canonical, image_manifest, index_manifest, push, push_blob
 from registry_process import RegistryProcess
 
