@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from prerequisites import installed, missing
 from registry_process import implementation
 from ui_site import PASSWORDS, SBOM_TYPE, SCRIPT_LABEL, SIGNATURE_TYPE, Site, fill, start
