@@ -11,10 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import token_minting as tm
 
 from registry_api import image_manifest, push
 from registry_process import RegistryProcess, implementation
-from ui_site import PASSWORDS, SBOM_TYPE, SCRIPT_LABEL, SIGNATURE_TYPE, Site, fill, start
+from ui_site import PASSWORDS, RULES, SBOM_TYPE, SCRIPT_LABEL, SIGNATURE_TYPE, Site, fill, start, write_htpasswd
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="the web UI is ours only")
 
@@ -269,3 +270,22 @@ def test_ui_enabled_false_turns_it_off_and_no_auth_shows_everything(make_registr
         assert page.status_code == 200
         assert "open/repo" in page.text
         assert "Delete" in client.get(f"{on.url}/ui/repositories/open/repo").text
+
+
+def test_token_mode_logs_in_with_the_built_in_service_users_or_says_why_not(tmp_path: Path) -> None:
+    keys = tm.TokenKeys.make(tmp_path / "keys")
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    token = {"service": "s", "issuer": "i", "realm": "https://a/t", "rootcertbundle": str(keys.bundle)}
+    outside = RegistryProcess(tmp_path / "outside", extra_config={"auth": {"token": token}}).start()
+    built_in = dict(token, issue={"key": str(keys.service_key_path), "htpasswd": str(htpasswd)})
+    del built_in["realm"], built_in["rootcertbundle"]
+    inside = RegistryProcess(tmp_path / "inside", extra_config={"auth": {"token": built_in}, "access": RULES}).start()
+    try:
+        refused = httpx.get(f"{outside.url}/ui/", timeout=30)
+        assert refused.status_code == 501
+        assert "auth.htpasswd" in refused.text
+        with logged_in(inside, "reader") as client:
+            assert client.get("/ui/repositories").status_code == 200
+    finally:
+        outside.stop()
+        inside.stop()
