@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import httpx
 import pytest
 import token_minting as tm
@@ -289,3 +291,25 @@ def test_token_mode_logs_in_with_the_built_in_service_users_or_says_why_not(tmp_
     finally:
         outside.stop()
         inside.stop()
+
+
+def test_a_changed_password_ends_the_ui_session(tmp_path: Path) -> None:
+    server = start(tmp_path)
+    try:
+        with logged_in(server, "reader") as client:
+            assert client.get("/ui/repositories").status_code == 200
+            htpasswd = tmp_path / "htpasswd"
+            lines = htpasswd.read_text().splitlines(keepends=True)
+            changed = bcrypt.hashpw(b"new-password", bcrypt.gensalt(4)).decode()
+            htpasswd.write_text(
+                "".join(f"reader:{changed}\n" if line.startswith("reader:") else line for line in lines)
+            )
+            deadline = time.monotonic() + 15
+            while client.get("/ui/repositories").status_code == 200:  # each worker re-reads the file within 1 s
+                assert time.monotonic() < deadline, "the old session still works"
+                time.sleep(0.2)
+            time.sleep(1.5)  # every worker has looked at the file again by now
+            for _ in range(4):
+                assert client.get("/ui/repositories").headers["Location"].startswith("/ui/login")
+    finally:
+        server.stop()

@@ -151,12 +151,12 @@ def _ui_accounts(auth: Authenticator | None, token_service: TokenService | None)
     """The users and rules the UI logs in with: htpasswd mode's, or the built-in token service's when it checks
     an htpasswd file. None otherwise (no auth, or an outside token server the UI cannot use)."""
     if isinstance(auth, Auth):
-        return ui.Accounts(auth.htpasswd.verify, auth.rules.allows, auth.limiter.blocked_for, auth.limiter.failed)
+        htpasswd, limiter = auth.htpasswd, auth.limiter
+        return ui.Accounts(htpasswd.verify, htpasswd.entry, auth.rules.allows, limiter.blocked_for, limiter.failed)
     if token_service is not None and token_service.htpasswd is not None:
         service = token_service
-        return ui.Accounts(
-            token_service.htpasswd.verify, service.rules.allows, service.limiter.blocked_for, service.limiter.failed
-        )
+        users, limiter = token_service.htpasswd, service.limiter
+        return ui.Accounts(users.verify, users.entry, service.rules.allows, limiter.blocked_for, limiter.failed)
     return None
 
 

@@ -21,6 +21,9 @@ class Accounts:
     the API (so the form is no way around it)."""
 
     verify: Callable[[str, str], Awaitable[bool]]
+    entry: Callable[[str], bytes | None]
+    """The user's password entry as the file holds it now (None: no such user): sessions are signed with it, so a
+    changed password or a removed user ends them."""
     allows: Callable[[str | None, str, str], bool]
     blocked_for: Callable[[str], float]
     failed: Callable[[str], None]

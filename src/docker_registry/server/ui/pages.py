@@ -90,7 +90,7 @@ class UI:
         password is refused, as the API refuses it."""
         if self.accounts is None:
             return Viewer(None, None)
-        user = self.signer.session_user(request.cookies.get(SESSION_COOKIE))
+        user = self.signer.session_user(request.cookies.get(SESSION_COOKIE), self.accounts.entry)
         if user is None and request.headers.get(hdrs.AUTHORIZATION, "").startswith("Basic "):
             try:
                 credentials = BasicAuth.decode(request.headers[hdrs.AUTHORIZATION])
@@ -385,8 +385,11 @@ class UI:
         user, password = form.get("username", ""), form.get("password", "")
         if not await self.check_password(request, user, password):
             return self.render(request, "login.html", 401, next=target, failed=True)
+        entry = self.accounts.entry(user)
+        if entry is None:  # removed between the check and now
+            return self.render(request, "login.html", 401, next=target, failed=True)
         response = web.HTTPSeeOther(target)
-        self._set_cookie(request, response, SESSION_COOKIE, self.signer.session(user), self.signer.lifetime)
+        self._set_cookie(request, response, SESSION_COOKIE, self.signer.session(user, entry), self.signer.lifetime)
         raise response
 
     async def login_basic(self, request: web.Request) -> web.StreamResponse:
