@@ -114,6 +114,10 @@ def snap(page: Any, name: str) -> None:
 def test_admin_browses_copies_and_deletes(browser: Any, site: Site, axe: str) -> None:
     page = new_page(browser, site)
     log_in(page, "admin")
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.url.endswith("#main")
     snap(page, "overview")
     check_accessibility(page, axe, "overview")
 
@@ -153,7 +157,7 @@ def test_admin_browses_copies_and_deletes(browser: Any, site: Site, axe: str) ->
     snap(page, "delete-confirmation")
     check_accessibility(page, axe, "delete confirmation")
     page.get_by_role("button", name="Delete").click()
-    page.wait_for_url("**/ui/repositories/ui/other?deleted=*")
+    page.wait_for_url("**/ui/repositories/ui/other?deleted_tag=*")
     assert page.get_by_role("status").inner_text() == "Deleted tag to-delete."
     assert page.get_by_role("link", name="to-delete", exact=True).count() == 0
     assert page.get_by_role("link", name="v1", exact=True).is_visible()

@@ -204,6 +204,8 @@ def test_delete_a_tag_with_confirmation_and_csrf(site: Site) -> None:
         assert done.status_code == 303
         after = client.get(done.headers["Location"]).text
         assert "Deleted tag to-delete" in after
+        crafted = client.get("/ui/repositories/ui/other", params={"deleted_tag": "x, call +1-555 now"}).text
+        assert "call +1-555" not in crafted
         assert ">to-delete</a>" not in after
         assert client.get("/v2/ui/other/manifests/to-delete", auth=("admin", PASSWORDS["admin"])).status_code == 404
 

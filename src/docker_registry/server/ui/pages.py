@@ -65,6 +65,20 @@ class TagRow:
     created: str
 
 
+def _deleted(request: web.Request) -> str:
+    """What the delete that led here removed, for the notice; only a well-formed tag or digest, so a crafted link
+    cannot put words of its own on the page."""
+    tag, digest = request.query.get("deleted_tag", ""), request.query.get("deleted_manifest", "")
+    try:
+        if tag:
+            return f"tag {names.check_tag(tag)}"
+        if digest:
+            return f"manifest {names.check_digest(digest)}"
+    except RegistryError:
+        pass
+    return ""
+
+
 class UI:
     def __init__(
         self,
@@ -291,7 +305,7 @@ class UI:
             page=number,
             pages=max(1, math.ceil(total / TAGS_PER_PAGE)),
             may_delete=self._may_delete(viewer, name),
-            deleted=request.query.get("deleted", "")[:300],
+            deleted=_deleted(request),
         )
 
     async def _config(self, request: web.Request, repository: str, view: ManifestView) -> ConfigView | None:
@@ -369,8 +383,8 @@ class UI:
         except (RegistryError, UnspecifiedError):
             return self.error(request, 404, "No such tag or manifest (deleted already?).")
         log.info("UI delete in %s of %s by %s", name, tag or digest_text, viewer.user or "anonymous")
-        what = f"tag {tag}" if tag else f"manifest {digest_text}"
-        raise web.HTTPSeeOther(f"{repository_url(name)}?{urlencode({'deleted': what})}")
+        done = {"deleted_tag": tag} if tag else {"deleted_manifest": digest_text}
+        raise web.HTTPSeeOther(f"{repository_url(name)}?{urlencode(done)}")
 
     # --- login -----------------------------------------------------------------------------------------------------
     async def login(self, request: web.Request) -> web.StreamResponse:
