@@ -128,6 +128,7 @@ def test_repository_page_lists_tags_platforms_sizes_and_pull_commands(site: Site
     with logged_in(site.server, "admin") as client:
         page = client.get("/ui/repositories/ui/multi").text
         assert "linux/amd64, linux/arm64" in page
+        assert re.search(r"\d+\.\d KiB <span class=\"type\">\(all platforms\)", page), "the children's sizes"
         assert "application/vnd.oci.image.index.v1+json" in page
         host = site.server.host
         assert f"docker pull {host}/ui/multi:latest" in page

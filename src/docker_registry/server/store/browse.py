@@ -134,6 +134,18 @@ class BrowseQueries(StoreBase):
         params = {"repository": repository, "digest": str(digest)}
         return self._read(lambda conn: list(conn.execute(query, params).scalars()))
 
+    def manifest_contents(self, repository: str, digests: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """Media type and bytes of the named manifests of the repository (an index page's children), one query."""
+        if not digests:
+            return {}
+        query = sa.select(manifests.c.digest, manifests.c.media_type, manifests.c.content).where(
+            manifests.c.repository_id == REPOSITORY_ID_OF,
+            manifests.c.digest.in_(sa.bindparam("digests", expanding=True)),
+        )
+        params = {"repository": repository, "digests": sorted(set(digests))}
+        rows = self._read(lambda conn: conn.execute(query, params).all())
+        return {row[0]: (row[1], row[2]) for row in rows}
+
     def recent_pushes(self, limit: int) -> list[PushRecord]:
         """The latest tag pushes of the whole registry, newest first (the index on `tags.updated_at`)."""
         rows = self._read(lambda conn: conn.execute(_RECENT, {"limit": limit}).all())

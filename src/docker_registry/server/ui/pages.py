@@ -65,6 +65,13 @@ class TagRow:
     created: str
 
 
+def _index_size(index: ManifestView, children: Mapping[str, ManifestView]) -> int | None:
+    """What pulling every platform of an index downloads: its children's configs and layers (None when a child
+    is not in the repository, or is itself an index)."""
+    sizes = [children[c.digest].compressed_size if c.digest in children else None for c in index.children]
+    return None if not sizes or None in sizes else sum(s for s in sizes if s is not None)
+
+
 def _deleted(request: web.Request) -> str:
     """What the delete that led here removed, for the notice; only a well-formed tag or digest, so a crafted link
     cannot put words of its own on the page."""
@@ -288,9 +295,20 @@ class UI:
         total, records = found
         views = [read_manifest(r.media_type, r.content) for r in records]
         configs = await asyncio.gather(*(self._config(request, name, v) for v in views))
+        children = [child.digest for view in views for child in view.children]
+        child_views = {
+            digest: read_manifest(*found)
+            for digest, found in (await store.read(store.sync.manifest_contents, name, children)).items()
+        }
         rows = [
             TagRow(
-                r.name, r.pushed, str(r.digest), r.media_type, v.platforms, v.compressed_size, c.created if c else ""
+                r.name,
+                r.pushed,
+                str(r.digest),
+                r.media_type,
+                v.platforms,
+                _index_size(v, child_views) if v.is_index else v.compressed_size,
+                c.created if c else "",
             )
             for r, v, c in zip(records, views, configs, strict=True)
         ]
