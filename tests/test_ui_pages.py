@@ -64,6 +64,24 @@ def test_anonymous_is_sent_to_the_login_form(site: Site) -> None:
         assert client.get("/ui").status_code == 301
 
 
+def test_other_methods_are_refused_plainly(site: Site) -> None:
+    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+        assert client.put("/ui/login").status_code == 405
+        assert client.delete("/ui/repositories/ui/multi", auth=("admin", PASSWORDS["admin"])).status_code == 405
+        assert client.get("/ui/repositories/ui/multi/-/nothing", auth=("admin", PASSWORDS["admin"])).status_code == 404
+        assert client.get("/ui/repositories/Not_A_Name", auth=("admin", PASSWORDS["admin"])).status_code == 404
+        assert (
+            client.get(
+                "/ui/repositories/ui/multi/-/manifests/sha256:zz", auth=("admin", PASSWORDS["admin"])
+            ).status_code
+            == 404
+        )
+        assert (
+            client.get("/ui/repositories/ui/multi?page=99999999999", auth=("admin", PASSWORDS["admin"])).status_code
+            == 200
+        )
+
+
 def test_a_wrong_password_is_refused(site: Site) -> None:
     with httpx.Client(base_url=site.server.url, timeout=30) as client:
         form = client.get("/ui/login")

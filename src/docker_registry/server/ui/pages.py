@@ -411,8 +411,10 @@ class UI:
         request[VIEWER] = Viewer(None, self.accounts)
         target = request.query.get("next", "")
         target = target if target.startswith(f"{PREFIX}/") and "\\" not in target else f"{PREFIX}/"
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):
             return self.render(request, "login.html", next=target, failed=False)
+        if request.method != "POST":
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
         form = await self.check_csrf(request)
         user, password = form.get("username", ""), form.get("password", "")
         if not await self.check_password(request, user, password):
