@@ -184,7 +184,7 @@ def test_a_pull_only_user_has_no_delete_and_a_forged_delete_is_refused(browser: 
 
 
 def test_a_script_label_is_text_on_a_phone(browser: Any, site: Site, axe: str) -> None:
-    page = new_page(browser, site, viewport=PHONE, is_mobile=True)
+    page = new_page(browser, site, viewport=PHONE)
     log_in(page, "admin")
     page.goto("/ui/repositories/ui/labels/-/manifests/xss")
     assert page.get_by_text(SCRIPT_LABEL).is_visible()
