@@ -113,6 +113,9 @@ def snap(page: Any, name: str) -> None:
 
 def test_admin_browses_copies_and_deletes(browser: Any, site: Site, axe: str) -> None:
     page = new_page(browser, site)
+    page.goto("/ui/login")
+    snap(page, "login")
+    check_accessibility(page, axe, "login")
     log_in(page, "admin")
     page.keyboard.press("Tab")
     assert page.evaluate("() => document.activeElement.textContent") == "Skip to content"
