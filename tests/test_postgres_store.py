@@ -128,6 +128,22 @@ def test_index_and_referrers(pg: httpx.Client) -> None:
     assert [(d["digest"], d["artifactType"]) for d in found] == [(signature.digest, "application/vnd.example.sig")]
 
 
+def test_web_ui_pages_on_postgresql(pg: httpx.Client) -> None:
+    """The UI's browse queries (search with LIKE wildcards escaped, summaries, tag pages by push time and by name,
+    the latest pushes) on PostgreSQL; the pg registry has no auth, so every page is open."""
+    repo = unique_repo("pg-ui")
+    push(pg, repo, image_manifest(pg, repo), "a-tag")
+    time.sleep(0.01)
+    push(pg, repo, image_manifest(pg, repo), "b-tag")
+    assert repo in pg.get("/ui/repositories", params={"q": repo[-8:].upper()}).text, "any case"
+    assert pg.get("/ui/repositories", params={"q": "%"}).text.count("pg-ui") == 0
+    by_push = pg.get(f"/ui/repositories/{repo}").text
+    assert by_push.index(">b-tag<") < by_push.index(">a-tag<")
+    by_name = pg.get(f"/ui/repositories/{repo}", params={"sort": "name", "page": "1"}).text
+    assert by_name.index(">a-tag<") < by_name.index(">b-tag<")
+    assert repo in pg.get("/ui/").text
+
+
 def test_deletes(pg: httpx.Client) -> None:
     repo = unique_repo("pg")
     manifest = image_manifest(pg, repo)

@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -21,8 +22,10 @@ from aiohttp.typedefs import Middleware
 from docker_registry.core.driver import Base, fetch
 from docker_registry.core.exceptions import ConfigError
 
-from . import v1
+from . import ui, v1
+from .auth.middleware import Auth, Authenticator
 from .auth.middleware import middleware as auth_middleware
+from .auth.service import TokenService
 from .auth.setup import create as create_auth
 from .config import CheckSection, Config
 from .health import endpoints as health_endpoints
@@ -93,6 +96,10 @@ def prepare(config: Config) -> None:
     reserve = reserve_for(url)
     if reserve is not None:
         reserve.ensure()
+    if config.ui.enabled and config.ui.secret is None:
+        # Drawn once here, before workers fork (or are spawned with this config), so all of them accept the
+        # UI's session cookies; a restart draws a new one and ends every UI login.
+        config.ui.secret = secrets.token_hex(32)
 
 
 def create_app(config: Config) -> web.Application:
@@ -103,7 +110,8 @@ def create_app(config: Config) -> web.Application:
     middlewares: list[Middleware] = [errors_middleware, health_endpoints.middleware(monitor, config.health.unavailable)]
     auth, token_service = create_auth(config) if config.auth is not None else (None, None)
     if auth is not None:  # after the error middleware, so its refusals render as the spec's JSON errors
-        middlewares.append(auth_middleware(auth, token_service.path if token_service else None))
+        ui_prefix = ui.PREFIX if config.ui.enabled else None  # the UI logs its users in itself (same users, rules)
+        middlewares.append(auth_middleware(auth, token_service.path if token_service else None, ui_prefix))
     if notifications.enabled(config):  # without endpoints, not even the middleware: requests cost nothing more
         middlewares.append(notifications.middleware)
     app = web.Application(
@@ -140,7 +148,22 @@ def create_app(config: Config) -> web.Application:
         app.router.add_route("*", token_service.path, token_service.handle)
     if config.v1.enabled:
         v1.add_routes(app)
+    if config.ui.enabled:
+        ui.add_routes(app, config, _ui_accounts(auth, token_service), monitor.passing)
     return app
+
+
+def _ui_accounts(auth: Authenticator | None, token_service: TokenService | None) -> ui.Accounts | None:
+    """The users and rules the UI logs in with: htpasswd mode's, or the built-in token service's when it checks
+    an htpasswd file. None otherwise (no auth, or an outside token server the UI cannot use)."""
+    if isinstance(auth, Auth):
+        htpasswd, limiter = auth.htpasswd, auth.limiter
+        return ui.Accounts(htpasswd.verify, htpasswd.entry, auth.rules.allows, limiter.blocked_for, limiter.failed)
+    if token_service is not None and token_service.htpasswd is not None:
+        service = token_service
+        users, limiter = token_service.htpasswd, service.limiter
+        return ui.Accounts(users.verify, users.entry, service.rules.allows, limiter.blocked_for, limiter.failed)
+    return None
 
 
 def create_debug_app(config: Config, main: web.Application) -> web.Application:

@@ -122,15 +122,16 @@ class Authenticator(Protocol):
     async def guard(self, request: web.Request) -> None: ...
 
 
-def middleware(auth: Authenticator, exempt: str | None) -> Middleware:
-    """Every request passes the guard but those to `exempt`, the token service's path: it authenticates its
-    callers itself."""
+def middleware(auth: Authenticator, exempt: str | None, exempt_prefix: str | None = None) -> Middleware:
+    """Every request passes the guard but those to `exempt`, the token service's path, and below `exempt_prefix`,
+    the web UI's: each authenticates its callers itself (the UI with a login form or Basic, by the same rules)."""
 
     @web.middleware
     async def auth_middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.rel_url.raw_path != exempt:
+        path = request.rel_url.raw_path
+        if path != exempt and not (exempt_prefix and (path == exempt_prefix or path.startswith(exempt_prefix + "/"))):
             await auth.guard(request)
         return await handler(request)
 

@@ -557,6 +557,20 @@ class V1Config(Section):
     )
 
 
+class UIConfig(Section):
+    enabled: Annotated[Bool, OURS] = Field(
+        True, description="serve the web UI at `/ui/` (browse, inspect, delete; see docs/ui.md)"
+    )
+    secret: Annotated[Text | None, OURS, Secret(), Shown("random, new at each start")] = Field(
+        None,
+        description="the key that signs UI session cookies and CSRF tokens; set the same one on every node behind "
+        "a load balancer, or logins last only until the registry restarts",
+    )
+    sessionlifetime: Annotated[Duration, OURS] = Field(
+        43200.0, description="how long a UI login lasts (`12h`); the cookie then expires and the form asks again"
+    )
+
+
 # --- the whole file ------------------------------------------------------------------------------------------------
 
 
@@ -593,7 +607,7 @@ class Config(Section):
         None, exclude=True
     )
     gc: Annotated[object, NOT_YET] = Field(None, exclude=True)
-    ui: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    ui: Annotated[UIConfig, OURS] = Field(default_factory=UIConfig)
     v1: Annotated[V1Config, OURS] = Field(default_factory=V1Config)
 
     _notices: list[str] = PrivateAttr(default_factory=list)

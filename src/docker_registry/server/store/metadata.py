@@ -10,6 +10,7 @@ from __future__ import annotations
 from docker_registry.core.digest import Digest
 
 from .blobs import BlobQueries
+from .browse import BrowseQueries
 from .events import EventQueries
 from .manifests import ManifestQueries
 from .models import StoredManifest
@@ -20,7 +21,14 @@ from .v1 import V1Queries
 
 
 class MetadataStore(
-    RepositoryQueries, ManifestQueries, BlobQueries, UploadQueries, V1Queries, StatisticsQueries, EventQueries
+    RepositoryQueries,
+    ManifestQueries,
+    BlobQueries,
+    UploadQueries,
+    V1Queries,
+    StatisticsQueries,
+    EventQueries,
+    BrowseQueries,
 ):
     def blob_or_manifest(self, repository: str, digest: Digest) -> tuple[int | None, StoredManifest | None]:
         """What a blob GET or HEAD may serve under `digest`: a linked blob's size, else the manifest of that digest

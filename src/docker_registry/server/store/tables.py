@@ -63,6 +63,9 @@ tags = sa.Table(
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # The UI's orders: a repository's tags by push time, the registry's latest pushes (migration 0014).
+    sa.Index("ix_tags_repository_updated", "repository_id", "updated_at"),
+    sa.Index("ix_tags_updated", "updated_at"),
 )
 
 uploads = sa.Table(

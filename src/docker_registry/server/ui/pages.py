@@ -1,0 +1,441 @@
+"""The UI's pages: thin handlers that find the viewer, ask the registry logic and the store, and render.
+
+URLs are stable and readable: `/ui/` (overview), `/ui/repositories?q=&after=` (search, keyset pages),
+`/ui/repositories/<name>?sort=pushed|name&page=N`, `/ui/repositories/<name>/-/manifests/<tag or digest>`,
+`/ui/repositories/<name>/-/delete?tag=|digest=` (confirmation; POST deletes). `/-/` cannot occur inside a
+repository name (a component starts with a letter or digit), so it separates the name from the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from aiohttp import BasicAuth, hdrs, web
+
+from docker_registry.core.digest import parse_digest
+from docker_registry.core.exceptions import UnspecifiedError
+
+from ..config import Config
+from ..http.context import REGISTRY_KEY
+from ..registry import names
+from ..registry.cache import BoundedCache
+from ..registry.errors import RegistryError
+from ..registry.service import Registry
+from ..store.browse import RepositorySummary, TagOrder
+from .access import DELETE, PULL, Accounts, Viewer
+from .images import MAX_CONFIG_BYTES, ConfigView, ManifestView, read_config, read_manifest
+from .rendering import page
+from .sessions import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, Signer
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/ui"
+REPOSITORIES_PER_PAGE = 50
+TAGS_PER_PAGE = 50
+RECENT_PUSHES = 10
+SEPARATOR = "/-/"
+VIEWER = "docker_registry.ui.viewer"
+CSRF_VALUE = "docker_registry.ui.csrf"
+
+
+def repository_url(name: str) -> str:
+    return f"{PREFIX}/repositories/{quote(name)}"
+
+
+def manifest_url(name: str, reference: str) -> str:
+    return f"{repository_url(name)}{SEPARATOR}manifests/{quote(str(reference))}"
+
+
+@dataclass(frozen=True, slots=True)
+class TagRow:
+    name: str
+    pushed: float
+    digest: str
+    media_type: str
+    platforms: list[str]
+    size: int | None
+    created: str
+
+
+def _index_size(index: ManifestView, children: Mapping[str, ManifestView]) -> int | None:
+    """What pulling every platform of an index downloads: its children's configs and layers (None when a child
+    is not in the repository, or is itself an index)."""
+    sizes = [children[c.digest].compressed_size if c.digest in children else None for c in index.children]
+    return None if not sizes or None in sizes else sum(s for s in sizes if s is not None)
+
+
+def _deleted(request: web.Request) -> str:
+    """What the delete that led here removed, for the notice; only a well-formed tag or digest, so a crafted link
+    cannot put words of its own on the page."""
+    tag, digest = request.query.get("deleted_tag", ""), request.query.get("deleted_manifest", "")
+    try:
+        if tag:
+            return f"tag {names.check_tag(tag)}"
+        if digest:
+            return f"manifest {names.check_digest(digest)}"
+    except RegistryError:
+        pass
+    return ""
+
+
+class UI:
+    def __init__(
+        self,
+        config: Config,
+        env: jinja2.Environment,
+        signer: Signer,
+        accounts: Accounts | None,
+        auth_configured: bool,
+        health: Callable[[], Mapping[str, bool]],
+    ) -> None:
+        self.config = config
+        self.env = env
+        self.signer = signer
+        self.accounts = accounts
+        self.supported = accounts is not None or not auth_configured
+        self.health = health
+        self.configs: BoundedCache[str, ConfigView] = BoundedCache(4096)
+        """Image configs are immutable (by digest): read each from storage once per worker."""
+
+    # --- who is looking ----------------------------------------------------------------------------------------
+    async def viewer(self, request: web.Request) -> Viewer:
+        """The session cookie's user, else Basic credentials (the browser's prompt), else anonymous; a wrong
+        password is refused, as the API refuses it."""
+        if self.accounts is None:
+            return Viewer(None, None)
+        user = self.signer.session_user(request.cookies.get(SESSION_COOKIE), self.accounts.entry)
+        if user is None and request.headers.get(hdrs.AUTHORIZATION, "").startswith("Basic "):
+            try:
+                credentials = BasicAuth.decode(request.headers[hdrs.AUTHORIZATION])
+            except ValueError:
+                raise self._challenge(request) from None
+            if not await self.check_password(request, credentials.login, credentials.password):
+                raise self._challenge(request)
+            user = credentials.login
+        return Viewer(user, self.accounts)
+
+    async def check_password(self, request: web.Request, user: str, password: str) -> bool:
+        assert self.accounts is not None
+        address = request.remote or ""
+        if self.accounts.blocked_for(address) > 0:
+            raise web.HTTPTooManyRequests(text="too many failed logins from this address; try again later")
+        if user and await self.accounts.verify(user, password):
+            return True
+        self.accounts.failed(address)
+        log.warning("failed UI login from %s for user %r", address, user[:100])
+        return False
+
+    def _challenge(self, request: web.Request) -> web.HTTPException:
+        realm = 'Basic realm="docker-registry UI", charset="UTF-8"'
+        return web.HTTPUnauthorized(
+            text="Log in with a user of the registry.",
+            headers={hdrs.WWW_AUTHENTICATE: realm},
+            content_type="text/plain",
+        )
+
+    def _login_redirect(self, request: web.Request) -> web.HTTPException:
+        return web.HTTPSeeOther(f"{PREFIX}/login?{urlencode({'next': request.path_qs})}")
+
+    # --- rendering -----------------------------------------------------------------------------------------------
+    def render(self, request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+        viewer: Viewer = request[VIEWER]
+        cookie = request.cookies.get(CSRF_COOKIE)
+        fresh = cookie is None or len(cookie) > 100
+        if fresh:
+            cookie = self.signer.new_csrf_cookie()
+        assert cookie is not None
+        response = page(
+            self.env,
+            template,
+            status,
+            viewer=viewer,
+            csrf_field=CSRF_FIELD,
+            csrf=self.signer.csrf_token(cookie),
+            prefix=PREFIX,
+            repository_url=repository_url,
+            manifest_url=manifest_url,
+            **context,
+        )
+        if fresh:
+            self._set_cookie(request, response, CSRF_COOKIE, cookie, None)
+        return response
+
+    def _set_cookie(
+        self, request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: float | None
+    ) -> None:
+        response.set_cookie(
+            name,
+            value,
+            path=f"{PREFIX}/",
+            max_age=None if max_age is None else int(max_age),
+            httponly=True,
+            secure=request.secure or None,
+            samesite="Strict",
+        )
+
+    def error(self, request: web.Request, status: int, message: str) -> web.Response:
+        return self.render(request, "error.html", status, message=message)
+
+    async def check_csrf(self, request: web.Request) -> dict[str, str]:
+        """The form of a state-changing request, once its CSRF token matched and its origin (when the browser
+        says) is this registry; otherwise 403."""
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and origin.split("://", 1)[-1] != request.host:
+            raise web.HTTPForbidden(text="cross-site request refused")
+        if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            raise web.HTTPForbidden(text="cross-site request refused")
+        form = {key: str(value) for key, value in (await request.post()).items()}
+        if not self.signer.csrf_valid(request.cookies.get(CSRF_COOKIE), form.get(CSRF_FIELD)):
+            raise web.HTTPForbidden(text="the form has expired or did not come from this registry; reload the page")
+        return form
+
+    # --- middleware-like entry -------------------------------------------------------------------------------------
+    async def enter(self, request: web.Request, anonymous_ok: bool = True) -> Viewer:
+        if not self.supported:
+            raise web.HTTPNotImplemented(
+                text="The web UI needs users the registry knows: auth.htpasswd, or auth.token with the built-in "
+                "token service's issue.htpasswd. With an outside token server only, it is off (see docs/ui.md)."
+            )
+        viewer = await self.viewer(request)
+        request[VIEWER] = viewer
+        if viewer.needs_login and not anonymous_ok:
+            raise self._login_redirect(request)
+        return viewer
+
+    @staticmethod
+    def registry(request: web.Request) -> Registry:
+        return request.app[REGISTRY_KEY]
+
+    # --- pages -----------------------------------------------------------------------------------------------------
+    async def overview(self, request: web.Request) -> web.Response:
+        viewer = await self.enter(request)
+        store = self.registry(request).store
+        inventory, pushes = await asyncio.gather(
+            store.inventory(), store.read(store.sync.recent_pushes, RECENT_PUSHES * 5)
+        )
+        visible = [p for p in pushes if viewer.may(p.repository, PULL)][:RECENT_PUSHES]
+        if viewer.needs_login and not visible:
+            raise self._login_redirect(request)
+        health = self.health()
+        return self.render(
+            request,
+            "overview.html",
+            inventory=inventory,
+            pushes=visible,
+            health=sorted(health.items()),
+            healthy=all(health.values()),
+        )
+
+    async def repositories(self, request: web.Request) -> web.Response:
+        viewer = await self.enter(request)
+        search = request.query.get("q", "").strip()[:255]
+        after = request.query.get("after") or None
+        store = self.registry(request).store
+        found: list[str] = []
+        cursor, more = after, False
+        batch = REPOSITORIES_PER_PAGE * 4
+        while True:  # keyset pages until this page is full of repositories the viewer may pull
+            names_ = await store.read(store.sync.repository_names, search or None, cursor, batch)
+            for name in names_:
+                if viewer.may(name, PULL):
+                    if len(found) == REPOSITORIES_PER_PAGE:
+                        more = True
+                        break
+                    found.append(name)
+            if more or len(names_) < batch:
+                break
+            cursor = names_[-1]
+        if viewer.needs_login and not found and not search and not after:
+            raise self._login_redirect(request)
+        summaries: dict[str, RepositorySummary] = await store.read(store.sync.repository_summaries, found)
+        rows = [summaries.get(name, RepositorySummary(name, 0, None, 0)) for name in found]
+        next_url = None
+        if more and found:
+            next_url = f"{PREFIX}/repositories?{urlencode({'q': search, 'after': found[-1]})}"
+        return self.render(request, "repositories.html", rows=rows, search=search, after=after, next_url=next_url)
+
+    async def repository_path(self, request: web.Request) -> web.StreamResponse:
+        """`/ui/repositories/<name>[/-/...]`: the repository, one of its manifests, or the delete confirmation."""
+        raw = request.match_info["path"]
+        name, _, rest = raw.partition(SEPARATOR)
+        viewer = await self.enter(request)
+        if not names.is_name(name):
+            return self.error(request, 404, "No such repository.")
+        if not viewer.may(name, PULL):  # not shown, as if absent; anonymous viewers are asked to log in
+            if viewer.needs_login:
+                raise self._login_redirect(request)
+            return self.error(request, 404, "No such repository.")
+        if not rest:
+            if request.method != "GET":
+                raise web.HTTPMethodNotAllowed(request.method, ["GET"])
+            return await self._repository(request, viewer, name)
+        if rest.startswith("manifests/") and request.method == "GET":
+            return await self._manifest(request, viewer, name, rest.removeprefix("manifests/"))
+        if rest == "delete":
+            return await self._delete(request, viewer, name)
+        return self.error(request, 404, "No such page.")
+
+    async def _repository(self, request: web.Request, viewer: Viewer, name: str) -> web.Response:
+        sort: TagOrder = "name" if request.query.get("sort") == "name" else "pushed"
+        page_text = request.query.get("page", "1")
+        number = int(page_text) if page_text.isascii() and page_text.isdigit() and 0 < len(page_text) < 7 else 1
+        number = max(number, 1)
+        store = self.registry(request).store
+        found = await store.read(store.sync.tag_page, name, sort, (number - 1) * TAGS_PER_PAGE, TAGS_PER_PAGE)
+        if found is None:
+            return self.error(request, 404, "No such repository.")
+        total, records = found
+        views = [read_manifest(r.media_type, r.content) for r in records]
+        configs = await asyncio.gather(*(self._config(request, name, v) for v in views))
+        children = [child.digest for view in views for child in view.children]
+        child_views = {
+            digest: read_manifest(*found)
+            for digest, found in (await store.read(store.sync.manifest_contents, name, children)).items()
+        }
+        rows = [
+            TagRow(
+                r.name,
+                r.pushed,
+                str(r.digest),
+                r.media_type,
+                v.platforms,
+                _index_size(v, child_views) if v.is_index else v.compressed_size,
+                c.created if c else "",
+            )
+            for r, v, c in zip(records, views, configs, strict=True)
+        ]
+        return self.render(
+            request,
+            "repository.html",
+            name=name,
+            host=request.host,
+            rows=rows,
+            total=total,
+            sort=sort,
+            page=number,
+            pages=max(1, math.ceil(total / TAGS_PER_PAGE)),
+            may_delete=self._may_delete(viewer, name),
+            deleted=_deleted(request),
+        )
+
+    async def _config(self, request: web.Request, repository: str, view: ManifestView) -> ConfigView | None:
+        """The image config a manifest names, read from storage once per worker; None when absent or too big."""
+        if view.config is None or view.config.size > MAX_CONFIG_BYTES:
+            return None
+        cached = self.configs.get(view.config.digest)
+        if cached is not None:
+            return cached
+        registry = self.registry(request)
+        try:
+            digest = parse_digest(view.config.digest)
+            await registry.blob(repository, digest)  # linked to this repository, or not shown
+            chunks = [chunk async for chunk in registry.blob_stream(digest, 0, view.config.size)]
+        except (RegistryError, UnspecifiedError, OSError):
+            return None
+        config = read_config(b"".join(chunks))
+        self.configs.put(view.config.digest, config)
+        return config
+
+    def _may_delete(self, viewer: Viewer, name: str) -> bool:
+        storage = self.config.storage
+        return storage.delete_enabled and not storage.readonly and viewer.may(name, DELETE)
+
+    async def _manifest(self, request: web.Request, viewer: Viewer, name: str, reference: str) -> web.Response:
+        registry = self.registry(request)
+        try:
+            digest, stored = await registry.get_manifest(name, names.check_reference(reference))
+        except RegistryError:
+            return self.error(request, 404, "No such manifest.")
+        view = read_manifest(stored.media_type, stored.content)
+        store = registry.store
+        config, referrers, tags = await asyncio.gather(
+            self._config(request, name, view),
+            store.referrers(name, digest, None),
+            store.read(store.sync.tags_of_manifest, name, digest),
+        )
+        grouped: dict[str, list[Any]] = defaultdict(list)
+        for referrer in referrers:
+            grouped[referrer.artifact_type or referrer.media_type].append(referrer)
+        return self.render(
+            request,
+            "image.html",
+            name=name,
+            reference=reference,
+            digest=str(digest),
+            host=request.host,
+            view=view,
+            config=config,
+            referrers=sorted(grouped.items()),
+            tags=tags,
+            may_delete=self._may_delete(viewer, name),
+        )
+
+    async def _delete(self, request: web.Request, viewer: Viewer, name: str) -> web.StreamResponse:
+        if not self._may_delete(viewer, name):
+            if request.method == "POST":
+                await self.check_csrf(request)
+            return self.error(request, 403, "You may not delete in this repository (or deletes are disabled).")
+        if request.method == "GET":
+            tag, digest = request.query.get("tag", ""), request.query.get("digest", "")
+            return self.render(request, "delete.html", name=name, tag=tag, digest=digest)
+        if request.method != "POST":
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+        form = await self.check_csrf(request)
+        tag, digest_text = form.get("tag", ""), form.get("digest", "")
+        registry = self.registry(request)
+        try:
+            if tag:
+                await registry.delete_manifest(name, tag)
+            elif digest_text:
+                await registry.delete_manifest(name, parse_digest(digest_text))
+            else:
+                return self.error(request, 400, "Say which tag or manifest to delete.")
+        except (RegistryError, UnspecifiedError):
+            return self.error(request, 404, "No such tag or manifest (deleted already?).")
+        log.info("UI delete in %s of %s by %s", name, tag or digest_text, viewer.user or "anonymous")
+        done = {"deleted_tag": tag} if tag else {"deleted_manifest": digest_text}
+        raise web.HTTPSeeOther(f"{repository_url(name)}?{urlencode(done)}")
+
+    # --- login -----------------------------------------------------------------------------------------------------
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        if self.accounts is None:
+            raise web.HTTPSeeOther(f"{PREFIX}/")
+        request[VIEWER] = Viewer(None, self.accounts)
+        target = request.query.get("next", "")
+        target = target if target.startswith(f"{PREFIX}/") and "\\" not in target else f"{PREFIX}/"
+        if request.method in ("GET", "HEAD"):
+            return self.render(request, "login.html", next=target, failed=False)
+        if request.method != "POST":
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+        form = await self.check_csrf(request)
+        user, password = form.get("username", ""), form.get("password", "")
+        if not await self.check_password(request, user, password):
+            return self.render(request, "login.html", 401, next=target, failed=True)
+        entry = self.accounts.entry(user)
+        if entry is None:  # removed between the check and now
+            return self.render(request, "login.html", 401, next=target, failed=True)
+        response = web.HTTPSeeOther(target)
+        self._set_cookie(request, response, SESSION_COOKIE, self.signer.session(user, entry), self.signer.lifetime)
+        raise response
+
+    async def login_basic(self, request: web.Request) -> web.StreamResponse:
+        """The browser's own login prompt (Basic), for those who prefer it to the form."""
+        viewer = await self.enter(request)
+        if viewer.user is None and self.accounts is not None:
+            raise self._challenge(request)
+        raise web.HTTPSeeOther(f"{PREFIX}/")
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        request[VIEWER] = Viewer(None, self.accounts)
+        await self.check_csrf(request)
+        response = web.HTTPSeeOther(f"{PREFIX}/login")
+        response.del_cookie(SESSION_COOKIE, path=f"{PREFIX}/")
+        raise response

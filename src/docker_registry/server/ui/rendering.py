@@ -1,0 +1,65 @@
+"""Jinja2 templates with autoescaping on for every template (so every name, tag and label is text, never markup),
+the filters they use, and the headers every UI response carries: a strict Content-Security-Policy (scripts and
+styles only from the registry, no inline code, no framing) and no caching of pages that depend on the login."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "—"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+def timestamp(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return datetime.datetime.fromtimestamp(value, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def short_digest(digest: str) -> str:
+    algorithm, _, hexpart = str(digest).partition(":")
+    return f"{algorithm}:{hexpart[:12]}" if hexpart else str(digest)
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("docker_registry.server.ui", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(size=human_size, time=timestamp, short=short_digest)
+    return env
+
+
+def page(env: jinja2.Environment, template: str, status: int = 200, **context: Any) -> web.Response:
+    response = web.Response(
+        text=env.get_template(template).render(**context), status=status, content_type="text/html", charset="utf-8"
+    )
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,336 @@
+"""The web UI over HTTP against a real server: every page, logins (form and Basic), what a user may not pull is not
+shown, deletes need the right, the confirmation and a CSRF token, every name and label is escaped, and the
+Content-Security-Policy is strict. The browser run is in test_ui_browser.py."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+import token_minting as tm
+
+from registry_api import image_manifest, push
+from registry_process import RegistryProcess, implementation
+from ui_site import PASSWORDS, RULES, SBOM_TYPE, SCRIPT_LABEL, SIGNATURE_TYPE, Site, fill, start, write_htpasswd
+
+pytestmark = pytest.mark.skipif(implementation() != "ours", reason="the web UI is ours only")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    server = start(tmp_path_factory.mktemp("ui"))
+    try:
+        yield fill(server)
+    finally:
+        server.stop()
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, page[:2000]
+    return found.group(1)
+
+
+@contextlib.contextmanager
+def logged_in(server: RegistryProcess, user: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        form = client.get("/ui/login")
+        assert form.status_code == 200
+        answer = client.post(
+            "/ui/login?next=/ui/repositories",
+            data={"csrf": csrf_of(form.text), "username": user, "password": PASSWORDS[user]},
+        )
+        assert answer.status_code == 303, answer.text
+        assert answer.headers["Location"] == "/ui/repositories"
+        cookie = answer.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
+        assert "Path=/ui/" in cookie
+        yield client
+
+
+def test_anonymous_is_sent_to_the_login_form(site: Site) -> None:
+    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+        for path in ("/ui/", "/ui/repositories", "/ui/repositories/ui/multi"):
+            answer = client.get(path)
+            assert answer.status_code == 303, path
+            assert answer.headers["Location"].startswith("/ui/login?next=")
+        assert client.get("/ui").status_code == 301
+
+
+def test_other_methods_are_refused_plainly(site: Site) -> None:
+    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+        assert client.put("/ui/login").status_code == 405
+        assert client.delete("/ui/repositories/ui/multi", auth=("admin", PASSWORDS["admin"])).status_code == 405
+        assert client.get("/ui/repositories/ui/multi/-/nothing", auth=("admin", PASSWORDS["admin"])).status_code == 404
+        assert client.get("/ui/repositories/Not_A_Name", auth=("admin", PASSWORDS["admin"])).status_code == 404
+        assert (
+            client.get(
+                "/ui/repositories/ui/multi/-/manifests/sha256:zz", auth=("admin", PASSWORDS["admin"])
+            ).status_code
+            == 404
+        )
+        assert (
+            client.get("/ui/repositories/ui/multi?page=99999999999", auth=("admin", PASSWORDS["admin"])).status_code
+            == 200
+        )
+
+
+def test_a_wrong_password_is_refused(site: Site) -> None:
+    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+        form = client.get("/ui/login")
+        answer = client.post("/ui/login", data={"csrf": csrf_of(form.text), "username": "admin", "password": "no"})
+        assert answer.status_code == 401
+        assert "Wrong user name or password" in answer.text
+        assert "registry_ui_session" not in answer.headers.get("Set-Cookie", "")
+
+
+def test_login_without_the_csrf_token_is_refused(site: Site) -> None:
+    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+        client.get("/ui/login")
+        answer = client.post("/ui/login", data={"username": "admin", "password": PASSWORDS["admin"]})
+        assert answer.status_code == 403
+
+
+def test_basic_credentials_work_as_the_browser_prompt_sends_them(site: Site) -> None:
+    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+        prompt = client.get("/ui/login/basic")
+        assert prompt.status_code == 401
+        assert prompt.headers["WWW-Authenticate"].startswith("Basic ")
+        page = client.get("/ui/repositories", auth=("reader", PASSWORDS["reader"]))
+        assert page.status_code == 200
+        assert "ui/multi" in page.text
+        assert client.get("/ui/", auth=("reader", "wrong")).status_code == 401
+
+
+def test_overview_shows_storage_counts_recent_pushes_and_health(site: Site) -> None:
+    with logged_in(site.server, "admin") as client:
+        page = client.get("/ui/")
+        assert page.status_code == 200
+        assert "Storage used by blobs" in page.text
+        assert "Recent pushes" in page.text
+        assert "ui/labels" in page.text
+        assert "Healthy" in page.text
+
+
+def test_repositories_are_searched_on_the_server_and_filtered_by_the_rules(site: Site) -> None:
+    with logged_in(site.server, "admin") as admin:
+        page = admin.get("/ui/repositories", params={"q": "findme"})
+        assert "ui/findme-alpha" in page.text
+        assert "ui/other" not in page.text
+        everything = admin.get("/ui/repositories").text
+        assert "private/secret" in everything
+        assert re.search(r"ui/multi</a></td>\s*<td>1</td>", everything), "tag count"
+    with logged_in(site.server, "reader") as reader:
+        listing = reader.get("/ui/repositories").text
+        assert "ui/multi" in listing
+        assert "private/secret" not in listing
+        assert reader.get("/ui/repositories", params={"q": "secret"}).text.count("private/secret") == 0
+        assert reader.get("/ui/repositories/private/secret").status_code == 404
+        assert reader.get("/ui/repositories/private/secret/-/manifests/v1").status_code == 404
+
+
+def test_search_with_like_wildcards_matches_them_literally(site: Site) -> None:
+    with logged_in(site.server, "admin") as admin:
+        assert "No repository matches" in admin.get("/ui/repositories", params={"q": "%"}).text
+        assert "No repository matches" in admin.get("/ui/repositories", params={"q": "ui_multi"}).text
+
+
+def test_repository_page_lists_tags_platforms_sizes_and_pull_commands(site: Site) -> None:
+    with logged_in(site.server, "admin") as client:
+        page = client.get("/ui/repositories/ui/multi").text
+        assert "linux/amd64, linux/arm64" in page
+        assert re.search(r"\d+\.\d KiB <span class=\"type\">\(all platforms\)", page), "the children's sizes"
+        assert "application/vnd.oci.image.index.v1+json" in page
+        host = site.server.host
+        assert f"docker pull {host}/ui/multi:latest" in page
+        assert f"podman pull {host}/ui/multi:latest" in page
+        assert f"docker pull {host}/ui/multi@{site.multi.digest}" in page
+        signed = client.get("/ui/repositories/ui/signed", params={"sort": "name"}).text
+        assert "2026-01-02T03:04:05Z" in signed, "created time from the image config"
+        assert "KiB" in signed
+
+
+def test_image_page_shows_config_layers_platforms_and_referrers(site: Site) -> None:
+    with logged_in(site.server, "admin") as client:
+        index = client.get("/ui/repositories/ui/multi/-/manifests/latest").text
+        assert "Platforms" in index
+        assert "linux/arm64" in index
+        image = client.get(f"/ui/repositories/ui/signed/-/manifests/{site.signed.digest}").text
+        assert "/bin/app" in image
+        assert "COPY app /bin/app" in image
+        assert "org.opencontainers.image.title" in image
+        assert SIGNATURE_TYPE in image
+        assert SBOM_TYPE in image
+        assert site.signature.digest[:19] in image
+        assert "&#34;schemaVersion&#34;: 2" in image or '"schemaVersion": 2' in image.replace("&#34;", '"')
+
+
+def test_a_script_label_is_shown_as_text(site: Site) -> None:
+    with logged_in(site.server, "admin") as client:
+        page = client.get("/ui/repositories/ui/labels/-/manifests/xss")
+        assert SCRIPT_LABEL not in page.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+        assert "MODE=&lt;b&gt;bold&lt;/b&gt;" in page.text
+        policy = page.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy
+        assert "default-src 'none'" in policy
+        assert "unsafe-inline" not in policy
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_search_term_is_escaped(site: Site) -> None:
+    with logged_in(site.server, "admin") as client:
+        page = client.get("/ui/repositories", params={"q": '"><script>x()</script>'}).text
+        assert "<script>x()" not in page
+        assert "&lt;script&gt;x()" in page
+
+
+def test_static_files_come_from_the_registry(site: Site) -> None:
+    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+        assert client.get("/ui/static/ui.js").headers["Content-Type"].startswith("text/javascript")
+        assert client.get("/ui/static/ui.css").status_code == 200
+    with logged_in(site.server, "admin") as admin:
+        page = admin.get("/ui/").text
+        outside = page.replace(site.server.url, "")
+        assert "http://" not in outside
+        assert "https://" not in outside
+
+
+def test_delete_a_tag_with_confirmation_and_csrf(site: Site) -> None:
+    with logged_in(site.server, "admin") as client:
+        confirm = client.get("/ui/repositories/ui/other/-/delete", params={"tag": "to-delete"})
+        assert confirm.status_code == 200
+        assert "garbage collection" in confirm.text
+        no_token = client.post("/ui/repositories/ui/other/-/delete", data={"tag": "to-delete"})
+        assert no_token.status_code == 403
+        cross_site = client.post(
+            "/ui/repositories/ui/other/-/delete",
+            data={"tag": "to-delete", "csrf": csrf_of(confirm.text)},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert cross_site.status_code == 403
+        assert client.get("/v2/ui/other/manifests/to-delete", auth=("admin", PASSWORDS["admin"])).status_code == 200
+        done = client.post(
+            "/ui/repositories/ui/other/-/delete", data={"tag": "to-delete", "csrf": csrf_of(confirm.text)}
+        )
+        assert done.status_code == 303
+        after = client.get(done.headers["Location"]).text
+        assert "Deleted tag to-delete" in after
+        crafted = client.get("/ui/repositories/ui/other", params={"deleted_tag": "x, call +1-555 now"}).text
+        assert "call +1-555" not in crafted
+        assert ">to-delete</a>" not in after
+        assert client.get("/v2/ui/other/manifests/to-delete", auth=("admin", PASSWORDS["admin"])).status_code == 404
+
+
+def test_delete_a_manifest_by_digest(site: Site) -> None:
+    with httpx.Client(base_url=site.server.url, auth=("admin", PASSWORDS["admin"]), timeout=30) as api:
+        image = image_manifest(api, "ui/doomed")
+        push(api, "ui/doomed", image, "gone")
+    with logged_in(site.server, "admin") as client:
+        confirm = client.get("/ui/repositories/ui/doomed/-/delete", params={"digest": image.digest})
+        done = client.post(
+            "/ui/repositories/ui/doomed/-/delete", data={"digest": image.digest, "csrf": csrf_of(confirm.text)}
+        )
+        assert done.status_code == 303
+        assert client.get(f"/ui/repositories/ui/doomed/-/manifests/{image.digest}").status_code == 404
+
+
+def test_a_pull_only_user_sees_no_delete_and_is_refused(site: Site) -> None:
+    with logged_in(site.server, "reader") as client:
+        page = client.get("/ui/repositories/ui/findme-alpha")
+        assert page.status_code == 200
+        assert "Delete" not in page.text
+        assert "Delete" not in client.get("/ui/repositories/ui/findme-alpha/-/manifests/v1").text
+        token = csrf_of(page.text)
+        refused = client.post("/ui/repositories/ui/findme-alpha/-/delete", data={"tag": "v1", "csrf": token})
+        assert refused.status_code == 403
+        assert client.get("/ui/repositories/ui/findme-alpha/-/manifests/v1").status_code == 200
+
+
+def test_logout_ends_the_session(site: Site) -> None:
+    with logged_in(site.server, "admin") as client:
+        page = client.get("/ui/")
+        answer = client.post("/ui/logout", data={"csrf": csrf_of(page.text)})
+        assert answer.status_code == 303
+        assert client.get("/ui/").status_code == 303
+
+
+def test_a_forged_session_cookie_is_ignored(site: Site) -> None:
+    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+        client.cookies.set("registry_ui_session", "YWRtaW4.9999999999.forged", path="/ui/")
+        assert client.get("/ui/").status_code == 303
+
+
+def test_deletes_disabled_hide_the_button(tmp_path: Path) -> None:
+    server = start(tmp_path, delete_enabled=False)
+    try:
+        with httpx.Client(base_url=server.url, auth=("admin", PASSWORDS["admin"]), timeout=30) as api:
+            push(api, "ui/kept", image_manifest(api, "ui/kept"), "v1")
+        with logged_in(server, "admin") as client:
+            page = client.get("/ui/repositories/ui/kept")
+            assert "Delete" not in page.text
+            refused = client.post("/ui/repositories/ui/kept/-/delete", data={"tag": "v1", "csrf": csrf_of(page.text)})
+            assert refused.status_code == 403
+    finally:
+        server.stop()
+
+
+def test_ui_enabled_false_turns_it_off_and_no_auth_shows_everything(make_registry: object) -> None:
+    off = make_registry(extra_config={"ui": {"enabled": False}})  # type: ignore[operator]
+    on = make_registry()  # type: ignore[operator]
+    with httpx.Client(timeout=30) as client:
+        assert client.get(f"{off.url}/ui/").status_code == 404
+        with httpx.Client(base_url=on.url, timeout=30) as api:
+            push(api, "open/repo", image_manifest(api, "open/repo"), "v1")
+        page = client.get(f"{on.url}/ui/repositories")
+        assert page.status_code == 200
+        assert "open/repo" in page.text
+        assert "Delete" in client.get(f"{on.url}/ui/repositories/open/repo").text
+
+
+def test_token_mode_logs_in_with_the_built_in_service_users_or_says_why_not(tmp_path: Path) -> None:
+    keys = tm.TokenKeys.make(tmp_path / "keys")
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    token = {"service": "s", "issuer": "i", "realm": "https://a/t", "rootcertbundle": str(keys.bundle)}
+    outside = RegistryProcess(tmp_path / "outside", extra_config={"auth": {"token": token}}).start()
+    built_in = dict(token, issue={"key": str(keys.service_key_path), "htpasswd": str(htpasswd)})
+    del built_in["realm"], built_in["rootcertbundle"]
+    inside = RegistryProcess(tmp_path / "inside", extra_config={"auth": {"token": built_in}, "access": RULES}).start()
+    try:
+        refused = httpx.get(f"{outside.url}/ui/", timeout=30)
+        assert refused.status_code == 501
+        assert "auth.htpasswd" in refused.text
+        with logged_in(inside, "reader") as client:
+            assert client.get("/ui/repositories").status_code == 200
+    finally:
+        outside.stop()
+        inside.stop()
+
+
+def test_a_changed_password_ends_the_ui_session(tmp_path: Path) -> None:
+    server = start(tmp_path)
+    try:
+        with logged_in(server, "reader") as client:
+            assert client.get("/ui/repositories").status_code == 200
+            htpasswd = tmp_path / "htpasswd"
+            lines = htpasswd.read_text().splitlines(keepends=True)
+            changed = bcrypt.hashpw(b"new-password", bcrypt.gensalt(4)).decode()
+            htpasswd.write_text(
+                "".join(f"reader:{changed}\n" if line.startswith("reader:") else line for line in lines)
+            )
+            deadline = time.monotonic() + 15
+            while client.get("/ui/repositories").status_code == 200:  # each worker re-reads the file within 1 s
+                assert time.monotonic() < deadline, "the old session still works"
+                time.sleep(0.2)
+            time.sleep(1.5)  # every worker has looked at the file again by now
+            for _ in range(4):
+                assert client.get("/ui/repositories").headers["Location"].startswith("/ui/login")
+    finally:
+        server.stop()

@@ -1,0 +1,101 @@
+"""The web UI's pure parts: signed sessions (expiry, tampering, a changed password ends them), CSRF tokens, and
+manifests and configs read tolerantly (odd shapes are left out, never an error)."""
+
+from __future__ import annotations
+
+import json
+
+from docker_registry.server.ui.images import read_config, read_manifest
+from docker_registry.server.ui.rendering import human_size, short_digest
+from docker_registry.server.ui.sessions import Signer
+
+ENTRY = b"$2b$04$abcdefghijklmnopqrstuu"
+
+
+def entries(user: str) -> bytes | None:
+    return ENTRY if user == "alice" else None
+
+
+def test_a_session_names_its_user_until_it_expires() -> None:
+    signer = Signer("secret", 60)
+    cookie = signer.session("alice", ENTRY, now=1000)
+    assert signer.session_user(cookie, entries, now=1030) == "alice"
+    assert signer.session_user(cookie, entries, now=1061) is None
+
+
+def test_a_tampered_or_foreign_session_is_refused() -> None:
+    signer = Signer("secret", 60)
+    cookie = signer.session("alice", ENTRY, now=1000)
+    encoded, expires, mac = cookie.split(".")
+    assert signer.session_user(f"{encoded}.{int(expires) + 999}.{mac}", entries, now=1000) is None
+    assert signer.session_user(cookie, entries, now=1000) == "alice"
+    assert Signer("other", 60).session_user(cookie, entries, now=1000) is None
+    for junk in ("", "a.b", "a.b.c.d", "!!!.1.x", "YWxpY2U.\uff11\uff12.x"):
+        assert signer.session_user(junk, entries, now=1000) is None
+
+
+def test_a_changed_password_or_removed_user_ends_the_session() -> None:
+    signer = Signer("secret", 60)
+    cookie = signer.session("alice", ENTRY, now=1000)
+    assert signer.session_user(cookie, lambda user: b"$2b$04$changed", now=1000) is None
+    assert signer.session_user(cookie, lambda user: None, now=1000) is None
+
+
+def test_csrf_tokens_match_their_cookie_only() -> None:
+    signer = Signer("secret", 60)
+    cookie = signer.new_csrf_cookie()
+    assert signer.csrf_valid(cookie, signer.csrf_token(cookie))
+    assert not signer.csrf_valid(cookie, signer.csrf_token(signer.new_csrf_cookie()))
+    assert not signer.csrf_valid(None, signer.csrf_token(cookie))
+    assert not signer.csrf_valid(cookie, None)
+
+
+def test_an_index_gives_its_platforms_and_no_size() -> None:
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": "m",
+                "digest": "sha256:aa",
+                "size": 1,
+                "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
+            },
+            {"mediaType": "m", "digest": "sha256:bb", "size": 1, "platform": "odd"},
+            "not a descriptor",
+        ],
+    }
+    view = read_manifest("application/vnd.oci.image.index.v1+json", json.dumps(index).encode())
+    assert view.platforms == ["linux/arm64/v8"]
+    assert len(view.children) == 2
+    assert view.compressed_size is None
+
+
+def test_an_image_size_is_its_config_and_layers() -> None:
+    image = {
+        "config": {"mediaType": "c", "digest": "sha256:cc", "size": 10},
+        "layers": [{"mediaType": "l", "digest": "sha256:11", "size": 100}, {"digest": "sha256:22", "size": True}],
+        "subject": {"mediaType": "m", "digest": "sha256:ss", "size": 5},
+    }
+    view = read_manifest("application/vnd.oci.image.manifest.v1+json", json.dumps(image).encode())
+    assert view.compressed_size == 110
+    assert view.subject is not None
+    assert view.artifact_type == "c", "an artifact without artifactType is known by its config's media type"
+
+
+def test_odd_documents_are_shown_not_failed() -> None:
+    assert read_manifest("x/y", b"\xff not json").pretty.startswith("\ufffd")
+    assert read_config(b"[]").labels == {}
+    config = read_config(
+        json.dumps({"config": {"Labels": {"a": 1}, "Env": ["A=1", 2]}, "history": [{"created": 3}]}).encode()
+    )
+    assert config.labels == {"a": "1"}
+    assert config.env == ["A=1"]
+    assert config.history == [("", "")]
+
+
+def test_sizes_and_digests_for_people() -> None:
+    assert human_size(512) == "512 B"
+    assert human_size(1536) == "1.5 KiB"
+    assert human_size(None) == "—"
+    assert short_digest("sha256:0123456789abcdef") == "sha256:0123456789ab"
