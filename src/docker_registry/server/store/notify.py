@@ -1,0 +1,148 @@
+"""Cross-node change signals on PostgreSQL: every write transaction sends `NOTIFY` (see
+`engine.write_transaction`), and each worker of each node listens on a connection of its own.
+
+The listening connection's socket is watched by the worker's event loop and also drained without blocking at every
+check, so a check sees each notification that has reached this machine; PostgreSQL sends them to listeners as the
+writer commits, before the writer's client hears back. While that connection is down (PostgreSQL restarted, a
+network cut), notifications may be lost: the watcher then reports itself unreliable and the caches live for one
+request only, and it reconnects in the background, counting everything before the new `LISTEN` as changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from .engine import NOTIFY_CHANNEL
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
+
+RECONNECT_DELAY = 1.0
+"""Seconds between attempts to listen again; caches stay off meanwhile."""
+CONNECT_TIMEOUT = 5
+CONNECTION_OK = 0
+"""libpq's CONNECTION_OK."""
+
+
+def libpq_url(url: str) -> str:
+    """The SQLAlchemy URL (`postgresql+psycopg://...`) as libpq takes it."""
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PostgresChangeWatcher:
+    """`changed()` answers whether any node committed since the last look, as `engine.ChangeWatcher` does for
+    SQLite; `reliable` is False while no notification can be trusted to arrive."""
+
+    def __init__(self, url: str) -> None:
+        self._conninfo = libpq_url(url)
+        self._conn: psycopg.Connection[Any] | None = None  # psycopg is imported when used: it is an extra
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int | None = None
+        self._changes = 0
+        self._seen = -1
+        self._reconnect: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Listen from now on, reconnecting in the background whenever the connection is lost."""
+        self._loop = asyncio.get_running_loop()
+        self._reconnect = asyncio.ensure_future(self._listen_again())
+
+    @property
+    def reliable(self) -> bool:
+        return self._conn is not None
+
+    def changed(self) -> bool:
+        if self._conn is None:
+            return True
+        self._drain()
+        if self._changes != self._seen:
+            self._seen = self._changes
+            return True
+        return False
+
+    def _drain(self) -> None:
+        """Read every notification already received, without blocking; a broken connection counts as a change."""
+        conn = self._conn
+        if conn is None:
+            return
+        pgconn = conn.pgconn
+        try:
+            pgconn.consume_input()
+            while pgconn.notifies() is not None:
+                self._changes += 1
+            if pgconn.status != CONNECTION_OK:
+                raise ConnectionError("connection closed")
+        except Exception as exc:  # psycopg.OperationalError and kin: the connection is gone
+            log.warning("lost the PostgreSQL connection listening for changes (%s); caches off until it is back", exc)
+            self._drop()
+            if not self._closed and self._loop is not None:
+                self._reconnect = self._loop.create_task(self._listen_again())
+
+    def _drop(self) -> None:
+        self._changes += 1
+        if self._fd is not None and self._loop is not None:
+            self._loop.remove_reader(self._fd)
+        self._fd = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    async def _listen_again(self) -> None:
+        while not self._closed:
+            try:
+                conn = await asyncio.to_thread(self._connect)
+            except Exception as exc:
+                log.debug("cannot listen for changes yet: %s", exc)
+                await asyncio.sleep(RECONNECT_DELAY)
+                continue
+            if self._closed:
+                conn.close()
+                return
+            self._conn = conn
+            self._changes += 1  # whatever was committed while nobody listened
+            self._fd = conn.pgconn.socket
+            assert self._loop is not None
+            self._loop.add_reader(self._fd, self._drain)
+            return
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+
+        # keepalives: a peer gone without a word (a cut network) is noticed within seconds, not hours
+        conn = psycopg.connect(
+            self._conninfo,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=2,
+        )
+        try:
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._reconnect is not None and not self._reconnect.done():
+            self._reconnect.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnect
+        self._drop()
+
+    def close(self) -> None:
+        """Synchronous close, for callers outside the event loop."""
+        self._closed = True
+        self._drop()
