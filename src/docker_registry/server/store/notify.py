@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
+import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 RECONNECT_DELAY = 1.0
 """Seconds between attempts to listen again; caches stay off meanwhile."""
 CONNECT_TIMEOUT = 5
+ROUND_TRIP_TIMEOUT = 1.0
+"""At most this long a check blocks the worker's event loop; a slower answer counts as a lost connection."""
 CONNECTION_OK = 0
 """libpq's CONNECTION_OK."""
 
@@ -62,20 +66,29 @@ class PostgresChangeWatcher:
     def changed(self) -> bool:
         if self._conn is None:
             return True
-        self._drain()
+        self._drain(round_trip=True)
         if self._changes != self._seen:
             self._seen = self._changes
             return True
         return False
 
-    def _drain(self) -> None:
-        """Read every notification already received, without blocking; a broken connection counts as a change."""
+    def _drain(self, round_trip: bool = False) -> None:
+        """Read every notification received; a broken connection counts as a change.
+
+        With `round_trip`, first an empty query and its answer: PostgreSQL signals listeners while a writer commits,
+        before the writer hears back, and a signalled backend sends its notifications before it reads our query,
+        so once the answer is in every commit that another node acknowledged before this call has been seen.
+        Without it, the notifications that raced the request here would be missed (seen in tests: a stale tag one
+        time in a few dozen)."""
         conn = self._conn
         if conn is None:
             return
         pgconn = conn.pgconn
         try:
-            pgconn.consume_input()
+            if round_trip:
+                _round_trip(pgconn)
+            else:
+                pgconn.consume_input()
             while pgconn.notifies() is not None:
                 self._changes += 1
             if pgconn.status != CONNECTION_OK:
@@ -85,6 +98,9 @@ class PostgresChangeWatcher:
             self._drop()
             if not self._closed and self._loop is not None:
                 self._reconnect = self._loop.create_task(self._listen_again())
+
+    def _on_readable(self) -> None:
+        self._drain()
 
     def _drop(self) -> None:
         self._changes += 1
@@ -111,7 +127,7 @@ class PostgresChangeWatcher:
             self._changes += 1  # whatever was committed while nobody listened
             self._fd = conn.pgconn.socket
             assert self._loop is not None
-            self._loop.add_reader(self._fd, self._drain)
+            self._loop.add_reader(self._fd, self._on_readable)
             return
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -146,3 +162,17 @@ class PostgresChangeWatcher:
         """Synchronous close, for callers outside the event loop."""
         self._closed = True
         self._drop()
+
+
+def _round_trip(pgconn: psycopg.pq.abc.PGconn) -> None:
+    """An empty query and its answer, within ROUND_TRIP_TIMEOUT (else the connection counts as lost)."""
+    pgconn.send_query(b"")
+    deadline = time.monotonic() + ROUND_TRIP_TIMEOUT
+    while True:
+        while pgconn.is_busy():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([pgconn.socket], [], [], remaining)[0]:
+                raise TimeoutError(f"PostgreSQL did not answer within {ROUND_TRIP_TIMEOUT}s")
+            pgconn.consume_input()
+        if pgconn.get_result() is None:
+            return
