@@ -6,18 +6,17 @@
 # BASE may be any Debian-like image with Python 3.11+ and its venv module (tests/test_container_image.py builds on a
 # root filesystem made with mmdebstrap, as no image registry is reachable there). Configure with a file mounted at
 # /etc/docker-registry/config.yml, or with REGISTRY_* variables (REGISTRY_DATABASE_URL, REGISTRY_STORAGE_S3_BUCKET,
-# ...; docs/configuration.md). PIP_INDEX_URL, PIP_NO_INDEX and PIP_FIND_LINKS pass through to pip as build args.
+# ...; docs/configuration.md). PIP_ARGS adds options to pip (e.g. "--no-index --find-links=/src/wheels" with
+# wheels, the build backend's included, placed in ./wheels).
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 
-ARG PIP_INDEX_URL
-ARG PIP_NO_INDEX
-ARG PIP_FIND_LINKS
+ARG PIP_ARGS=""
 ARG EXTRAS=postgres
 
 COPY . /src
 RUN python3 -m venv /opt/docker-registry \
- && /opt/docker-registry/bin/pip install --no-cache-dir --disable-pip-version-check /src/core "/src[${EXTRAS}]" \
+ && /opt/docker-registry/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_ARGS} /src/core "/src[${EXTRAS}]" \
  && rm -rf /src \
  && useradd --system --uid 10000 --user-group --home-dir /var/lib/registry --no-create-home registry \
  && mkdir -p /var/lib/registry /etc/docker-registry \

@@ -42,21 +42,26 @@ from registry_process import RegistryProcess, implementation
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="nodes sharing our metadata database")
 
 Nodes = list[RegistryProcess]
+_starters = ThreadPoolExecutor(3, thread_name_prefix="node-start")
+"""Starts nodes at once. Never shut down: a server dies with the thread that started it (PR_SET_PDEATHSIG is
+per thread), and idle pool threads live on."""
 
 
 def start_nodes(workdir: Path, database_url: str, count: int = 3) -> Nodes:
+    """`count` nodes started at once on a new database: they migrate it one after the other."""
     storage = {"filesystem": {"rootdirectory": str(workdir / "shared")}, "delete": {"enabled": True}}
-    started: Nodes = []
-    try:
-        for i in range(count):
-            node = RegistryProcess(
-                workdir / f"node{i}", workers=1, storage=storage, extra_config={"database": {"url": database_url}}
-            )
-            started.append(node.start())
-    except BaseException:
-        stop_nodes(started)
-        raise
-    return started
+    nodes = [
+        RegistryProcess(
+            workdir / f"node{i}", workers=1, storage=storage, extra_config={"database": {"url": database_url}}
+        )
+        for i in range(count)
+    ]
+    starts = [_starters.submit(node.start) for node in nodes]
+    failed = [f.exception() for f in starts if f.exception() is not None]
+    if failed:
+        stop_nodes(nodes)
+        raise AssertionError(f"nodes failed to start: {failed}")
+    return nodes
 
 
 def stop_nodes(nodes: Nodes) -> None:

@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def image(podman_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> s
     try:
         pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"]
         run([*pip_wheel, "--wheel-dir", str(wheels), str(ROOT / "core"), f"{ROOT}[postgres]"], timeout=300)
+        build_backend = _build_requirements()
+        run([*pip_wheel, "--wheel-dir", str(wheels), *build_backend], timeout=300)  # pip builds /src in the image
         run(
             [
                 "buildah",
@@ -66,9 +69,7 @@ def image(podman_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> s
                 "--build-arg",
                 f"BASE={BASE}",
                 "--build-arg",
-                "PIP_NO_INDEX=1",
-                "--build-arg",
-                "PIP_FIND_LINKS=/src/wheels",
+                "PIP_ARGS=--no-index --find-links=/src/wheels",
                 "-t",
                 IMAGE,
                 str(ROOT),
@@ -78,6 +79,12 @@ def image(podman_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> s
     finally:
         shutil.rmtree(wheels, ignore_errors=True)
     return IMAGE
+
+
+def _build_requirements() -> list[str]:
+    requires: list[str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    core: list[str] = tomllib.loads((ROOT / "core" / "pyproject.toml").read_text())["build-system"]["requires"]
+    return sorted({*requires, *core})
 
 
 def test_image_runs_as_non_root_serves_push_and_pull_and_is_healthy(
@@ -90,7 +97,7 @@ def test_image_runs_as_non_root_serves_push_and_pull_and_is_healthy(
 
     port = free_port()
     name = f"dr3-test-{port}"
-    podman = ["podman", *podman_args, "--cgroup-manager=cgroupfs", "--events-backend=file"]
+    podman = ["podman", *podman_args, "--cgroup-manager=cgroupfs", "--events-backend=file", "--runtime", "runc"]
     run(
         [
             *podman,
@@ -99,6 +106,12 @@ def test_image_runs_as_non_root_serves_push_and_pull_and_is_healthy(
             "--name",
             name,
             "--network=host",  # on loopback only: REGISTRY_HTTP_ADDR binds 127.0.0.1
+            # this sandbox refuses podman's default limits (raising RLIMIT_NOFILE and NPROC) and crun's cgroup
+            # handling (hybrid cgroups): limits it may set, and runc
+            "--ulimit",
+            "nofile=4096:4096",
+            "--ulimit",
+            "nproc=4096:4096",
             "-e",
             f"REGISTRY_HTTP_ADDR=127.0.0.1:{port}",
             "-e",
