@@ -50,9 +50,11 @@ per thread), and idle pool threads live on."""
 def start_nodes(workdir: Path, database_url: str, count: int = 3) -> Nodes:
     """`count` nodes started at once on a new database: they migrate it one after the other."""
     storage = {"filesystem": {"rootdirectory": str(workdir / "shared")}, "delete": {"enabled": True}}
+    # the second node spells the URL as docs/configuration.md does: plain `postgresql://` means psycopg 3 too
+    urls = [database_url, database_url.replace("postgresql+psycopg://", "postgresql://")]
     nodes = [
         RegistryProcess(
-            workdir / f"node{i}", workers=1, storage=storage, extra_config={"database": {"url": database_url}}
+            workdir / f"node{i}", workers=1, storage=storage, extra_config={"database": {"url": urls[i % 2]}}
         )
         for i in range(count)
     ]

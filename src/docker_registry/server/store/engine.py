@@ -51,9 +51,19 @@ def sqlite_file(url: str) -> str | None:
     return path if path and path != ":memory:" else None
 
 
+def with_driver(url: str) -> str:
+    """`postgresql://` (and `postgres://`) with psycopg 3, the driver the `postgres` extra installs: SQLAlchemy's
+    default for them is psycopg2, which nothing installs."""
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
 def create_engine(url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, pool_size: int | None = None) -> sa.Engine:
     """An engine for `url`; `pool_size` should cover every thread that may hold a connection at once."""
     pool = {} if pool_size is None else {"pool_size": pool_size}
+    url = with_driver(url)
     if not url.startswith("sqlite"):
         # lock_timeout bounds waits for row and table locks, the writer's only waits on PostgreSQL
         options = f"-c lock_timeout={int(lock_timeout * 1000)}"
