@@ -66,6 +66,7 @@ def image(podman_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> s
                 "--quiet",
                 "--pull=never",
                 "--isolation=chroot",
+                "--format=docker",  # the OCI image format has no HEALTHCHECK: buildah would drop it
                 "--build-arg",
                 f"BASE={BASE}",
                 "--build-arg",
