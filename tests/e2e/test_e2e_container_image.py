@@ -33,12 +33,18 @@ IMAGE = "localhost/docker-registry-test:latest"
 
 @pytest.fixture(scope="module")
 def podman_args() -> Iterator[list[str]]:
-    """A private vfs store shared by buildah and podman for this module (podman wants a short runroot)."""
+    """A private overlay store shared by buildah and podman for this module (podman wants a short runroot).
+
+    Overlay rather than the other e2e tests' vfs: vfs copies the whole root filesystem at every step, which made
+    this test take 4.5 minutes instead of about 2; `system reset` unmounts what overlay mounted."""
     root = Path(tempfile.mkdtemp(prefix="dr3-image-"))
     runroot = Path(tempfile.mkdtemp(prefix="dr3-rr-"))
+    args = ["--storage-driver", "overlay", "--root", str(root / "storage"), "--runroot", str(runroot)]
     try:
-        yield ["--storage-driver", "vfs", "--root", str(root / "storage"), "--runroot", str(runroot)]
+        yield args
     finally:
+        run(["buildah", *args, "rm", "--all"], check=False)
+        run(["podman", *args, "system", "reset", "--force"], check=False)
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(runroot, ignore_errors=True)
 
