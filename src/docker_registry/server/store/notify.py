@@ -1,11 +1,12 @@
 """Cross-node change signals on PostgreSQL: every write transaction sends `NOTIFY` (see
 `engine.write_transaction`), and each worker of each node listens on a connection of its own.
 
-The listening connection's socket is watched by the worker's event loop and also drained without blocking at every
-check, so a check sees each notification that has reached this machine; PostgreSQL sends them to listeners as the
-writer commits, before the writer's client hears back. While that connection is down (PostgreSQL restarted, a
-network cut), notifications may be lost: the watcher then reports itself unreliable and the caches live for one
-request only, and it reconnects in the background, counting everything before the new `LISTEN` as changed.
+The listening connection's socket is watched by the worker's event loop (so notifications never pile up on an idle
+node), and each check (once per event-loop iteration, see `registry.cache`) first makes an empty-query round trip on
+it, which brings in every notification of a commit acknowledged before the check (see `_drain`). While that
+connection is down (PostgreSQL restarted, a network cut), notifications may be lost: the watcher then reports itself
+unreliable and the caches live for one request only, and it reconnects in the background, counting everything
+before the new `LISTEN` as changed.
 """
 
 from __future__ import annotations
