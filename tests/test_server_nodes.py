@@ -207,12 +207,18 @@ def test_a_node_killed_mid_upload_the_upload_finishes_on_another(nodes: Nodes) -
         f"Content-Range: {1024 * 1024}-{len(data) - 1}\r\nContent-Length: {rest}\r\n\r\n".encode()
     )
     sock.sendall(data[1024 * 1024 : 3 * 1024 * 1024])
-    time.sleep(0.5)
+    upload_id = location.split("?")[0].rstrip("/").rsplit("/", 1)[1]
+    stored = Path(a.storage["filesystem"]["rootdirectory"]) / "uploads" / upload_id
+    deadline = time.monotonic() + 20
+    while (stored / "data").stat().st_size <= 1024 * 1024:  # a is writing the second PATCH when it dies
+        assert time.monotonic() < deadline, "the second PATCH never reached storage"
+        time.sleep(0.02)
     assert a.proc is not None
     os.killpg(a.proc.pid, signal.SIGKILL)  # the master and its worker, as a crashed node
     a.proc.wait()
     a.proc = None
     sock.close()
+    began = time.monotonic()
     with client(b) as c:
         status = c.get(location)
         assert status.status_code == 204, status.text
@@ -224,6 +230,7 @@ def test_a_node_killed_mid_upload_the_upload_finishes_on_another(nodes: Nodes) -
             headers={"Content-Range": f"{offset}-{len(data) - 1}", "Content-Type": "application/octet-stream"},
         )
         assert done.status_code == 201, done.text
+        assert time.monotonic() - began < 5, "another node on this host takes a dead node's upload over at once"
         assert c.get(f"/v2/{repo}/blobs/{sha256(data)}").content == data
     with client(nodes[2]) as c:
         assert c.get(f"/v2/{repo}/blobs/{sha256(data)}").content == data
