@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from postgres_cluster import PostgresCluster
 
 from registry_process import RegistryProcess
 
@@ -38,3 +39,17 @@ def make_registry(tmp_path: Path) -> Iterator[Callable[..., RegistryProcess]]:
 def client(registry: RegistryProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=registry.url, timeout=30, verify=False) as c:  # plain HTTP: skip loading CAs
         yield c
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One private PostgreSQL server for the session (`new_database()` gives each registry its own database)."""
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A database of the session's PostgreSQL server, shared by the tests that ask for it."""
+    return postgres_cluster.new_database()

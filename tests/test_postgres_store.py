@@ -5,12 +5,7 @@ delete; pushes naming the same tags in different orders."""
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from prerequisites import PSYCOPG_INSTALL, missing, require_module
 from registry_api import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -36,53 +30,9 @@ from registry_api import (
     sha256,
     unique_repo,
 )
-from registry_process import RegistryProcess, free_port, implementation
+from registry_process import RegistryProcess, implementation
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="CNCF Distribution keeps no SQL metadata")
-
-
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(found[-1]).parent if found else None
-
-
-def _as_postgres(command: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: drop to the `postgres` user the Debian package creates."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A private PostgreSQL cluster in a temporary directory, listening on a free loopback port.
-
-    Not under pytest's temporary root: that is private to root, and the server runs as `postgres`."""
-    require_module("psycopg", PSYCOPG_INSTALL)
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        missing("PostgreSQL is not installed: apt-get install postgresql")
-    root = Path(tempfile.mkdtemp(prefix="registry-test-postgres-"))
-    data = root / "data"
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    port = free_port()
-    subprocess.run(
-        _as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]),
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), capture_output=True
-        )
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,7 @@ space drops below `storage.minfree`, and when the database goes away; and 200 ag
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,11 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from postgres_cluster import PostgresCluster
 from test_server_database_faults import can_make_immutable as can_make_immutable
 from test_server_full_disk import small_disk as small_disk
 from test_server_observability import metrics_config, scrape, value
 
-from prerequisites import PSYCOPG_INSTALL, missing, require_module
 from registry_process import RegistryProcess, free_port, implementation
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="health endpoints of docker-registry 3")
@@ -144,53 +140,9 @@ def test_readiness_and_metrics_follow_free_space_below_minfree(
     assert httpx.get(f"{server.url}/v2/").status_code == 200
 
 
-class PostgresCluster:
-    """A private PostgreSQL server that the test stops and starts again."""
-
-    def __init__(self) -> None:
-        require_module("psycopg", PSYCOPG_INSTALL)
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-        if not found:
-            missing("PostgreSQL is not installed: apt-get install postgresql")
-        self.bin = Path(found[-1]).parent
-        self.root = Path(tempfile.mkdtemp(prefix="registry-test-health-pg-"))
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-        self.data = self.root / "data"
-        self.port = free_port()
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, tool: str, *args: str) -> None:
-        command = [str(self.bin / tool), *args]
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-
-    def remove(self) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "stop"]
-            if os.geteuid() == 0
-            else [str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture
 def postgres() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
-    cluster.start()
+    cluster = PostgresCluster().start()
     yield cluster
     cluster.remove()
 

@@ -131,7 +131,7 @@ def test_read_only(make_registry: Callable[..., RegistryProcess]) -> None:
         push(client, repo, manifest, "frozen")
         location = start_upload(client, repo)
 
-    server.extra_config = {"storage": {"maintenance": {"readonly": {"enabled": True}}}}
+    server.extra_config = {**server.extra_config, "storage": {"maintenance": {"readonly": {"enabled": True}}}}
     server.restart()
     with httpx.Client(base_url=server.url, timeout=30) as client:
         assert get_manifest(client, repo, "frozen").content == manifest.body

@@ -18,7 +18,6 @@ from urllib.parse import quote
 import httpx
 import pytest
 import yaml
-from test_postgres_store import postgres_url as postgres_url  # the private PostgreSQL server fixture
 
 from e2e_images import Descriptor, Image, OciLayout, canonical_json
 from e2e_tools import require, run

@@ -16,7 +16,7 @@ from docker_registry.server.registry.cache import ManifestCache, RegistryCache
 from docker_registry.server.registry.errors import BLOB_UNKNOWN, RegistryError
 from docker_registry.server.registry.service import Registry
 from docker_registry.server.store import migrate
-from docker_registry.server.store.engine import ChangeWatcher, create_engine
+from docker_registry.server.store.engine import ChangeWatcher, create_engine, with_driver
 from docker_registry.server.store.facade import AsyncMetadataStore
 from docker_registry.server.store.metadata import MetadataStore
 from docker_registry.server.store.models import StoredManifest
@@ -196,3 +196,13 @@ async def test_a_blob_size_read_before_its_delete_is_not_cached_after(worker) ->
     with pytest.raises(RegistryError) as info:
         await registry.blob("repo", digest)
     assert info.value.error is BLOB_UNKNOWN, "a size read before the delete was cached"
+
+
+def test_plain_postgresql_urls_use_psycopg_3() -> None:
+    """`postgresql://` would be psycopg2 for SQLAlchemy, which the `postgres` extra does not install."""
+    assert with_driver("postgresql://u:p%40w@db:5432/registry?sslmode=require") == (
+        "postgresql+psycopg://u:p%40w@db:5432/registry?sslmode=require"
+    )
+    assert with_driver("postgres://db/registry") == "postgresql+psycopg://db/registry"
+    assert with_driver("postgresql+psycopg://db/registry") == "postgresql+psycopg://db/registry"
+    assert with_driver("sqlite:////data/registry.db") == "sqlite:////data/registry.db"

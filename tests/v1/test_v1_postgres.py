@@ -4,7 +4,7 @@ deletion."""
 from __future__ import annotations
 
 import httpx
-from test_postgres_store import pg, pg_registry, postgres_url  # noqa: F401  (the PostgreSQL fixtures)
+from test_postgres_store import pg, pg_registry  # noqa: F401  (the PostgreSQL fixtures)
 from test_v1_presented import push_v2_image
 
 from registry_api import MANIFEST_ACCEPT, unique_repo

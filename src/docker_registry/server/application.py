@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
@@ -47,9 +48,10 @@ from .notifications import setup as notifications
 from .registry.cache import BoundedCache, RegistryCache
 from .registry.service import Registry
 from .store import migrate
-from .store.engine import ChangeWatcher, create_engine, database_url, sqlite_file
+from .store.engine import ChangeWatcher, Watcher, create_engine, database_url, sqlite_file
 from .store.facade import AsyncMetadataStore
 from .store.metadata import MetadataStore
+from .store.notify import PostgresChangeWatcher
 from .store.reserve import reserve_for
 from .store.writegate import gate_for
 
@@ -226,16 +228,33 @@ async def open_registry(config: Config, instruments: Instruments | None = None) 
     store = AsyncMetadataStore(
         MetadataStore(engine, database.locktimeout, gate_for(url), reserve_for(url)), database.readthreads
     )
-    watcher = ChangeWatcher(url)
     driver = build_driver(config)
     if instruments is not None:
         driver = InstrumentedDriver(driver, config.storage.driver, instruments)
+    async with _change_watcher(url) as watcher:
+        try:
+            yield Registry(store, driver, RegistryCache(watcher))
+        finally:
+            await driver.close()
+            store.close()
+
+
+@contextlib.asynccontextmanager
+async def _change_watcher(url: str) -> AsyncIterator[Watcher]:
+    """What tells this worker's caches that any node committed: PostgreSQL's notifications, else SQLite's."""
+    if sa.make_url(url).get_backend_name() == "postgresql":
+        listener = PostgresChangeWatcher(url)
+        await listener.start()
+        try:
+            yield listener
+        finally:
+            await listener.aclose()
+        return
+    watcher = ChangeWatcher(url)
     try:
-        yield Registry(store, driver, RegistryCache(watcher))
+        yield watcher
     finally:
-        await driver.close()
         watcher.close()
-        store.close()
 
 
 def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -356,7 +356,9 @@ class HealthConfig(Section):
 
 class DatabaseConfig(Section):
     url: Annotated[DatabaseURL | None, OURS, Secret(hide_password), Shown("SQLite in the root directory")] = Field(
-        None, description="SQLAlchemy URL, e.g. `postgresql://user:pw@host/registry`"
+        None,
+        description="SQLAlchemy URL, e.g. `postgresql://user:pw@host/registry` (psycopg 3, the `postgres` extra); "
+        "several nodes share one PostgreSQL database (docs/deployment.md)",
     )
     locktimeout: Annotated[Duration, OURS] = Field(
         5.0,

@@ -1,8 +1,9 @@
 """Per-process caches of what pulls ask for most: tag targets, manifests and blob sizes per repository.
 
 Entries are dropped as soon as any process commits to the metadata store (SQLite's `data_version` tells it in
-microseconds), so a pull never sees a tag or link that was moved or deleted elsewhere. Without such a signal
-(PostgreSQL) `changed()` is always true and the caches only live for the current request.
+microseconds; on PostgreSQL every write transaction sends a NOTIFY that each worker of each node listens for), so a
+pull never sees a tag or link that was moved or deleted elsewhere. Without such a signal (PostgreSQL while the
+listening connection is down) `changed()` is always true and the caches only live for the current request.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Generic, TypeVar
 
 from docker_registry.core.digest import Digest
 
-from ..store.engine import ChangeWatcher
+from ..store.engine import Watcher
 from ..store.models import StoredManifest
 
 K = TypeVar("K")
@@ -68,7 +69,7 @@ class ManifestCache(BoundedCache[tuple[str, Digest], StoredManifest]):
 
 
 class RegistryCache:
-    def __init__(self, watcher: ChangeWatcher) -> None:
+    def __init__(self, watcher: Watcher) -> None:
         self._watcher = watcher
         self.generation = 0
         self._fresh = False

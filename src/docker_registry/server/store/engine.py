@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .writegate import WriteGate
 
 T = TypeVar("T")
+NOTIFY_CHANNEL = "docker_registry_changes"
 DEFAULT_LOCK_TIMEOUT = 5.0
 _STALE_CONNECTION = re.compile(r"readonly|read-only|unable to open database|disk I/O error", re.IGNORECASE)
 
@@ -50,9 +51,19 @@ def sqlite_file(url: str) -> str | None:
     return path if path and path != ":memory:" else None
 
 
+def with_driver(url: str) -> str:
+    """`postgresql://` (and `postgres://`) with psycopg 3, the driver the `postgres` extra installs: SQLAlchemy's
+    default for them is psycopg2, which nothing installs."""
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
 def create_engine(url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, pool_size: int | None = None) -> sa.Engine:
     """An engine for `url`; `pool_size` should cover every thread that may hold a connection at once."""
     pool = {} if pool_size is None else {"pool_size": pool_size}
+    url = with_driver(url)
     if not url.startswith("sqlite"):
         # lock_timeout bounds waits for row and table locks, the writer's only waits on PostgreSQL
         options = f"-c lock_timeout={int(lock_timeout * 1000)}"
@@ -99,8 +110,11 @@ def write_transaction(
                 _set_synchronous(conn, level)
                 conn.connection.info["synchronous"] = level
         with conn.begin():
-            if not durable and engine.dialect.name == "postgresql":
-                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            if engine.dialect.name == "postgresql":
+                if not durable:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                # delivered at commit, to every node's listener (see `notify`): their caches are dropped
+                conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
             yield conn
 
 
@@ -131,11 +145,23 @@ def with_retries(fn: Callable[[], T], lock_timeout: float = DEFAULT_LOCK_TIMEOUT
             time.sleep(min(0.05 * attempt, remaining))
 
 
+class Watcher(Protocol):
+    """What the per-process caches ask before they are read (see `registry.cache`)."""
+
+    @property
+    def reliable(self) -> bool:
+        """False when `changed()` cannot be trusted to see commits made elsewhere: caches then live for a request."""
+
+    def changed(self) -> bool:
+        """Whether anything was committed since the last call (always True when not `reliable`)."""
+
+
 class ChangeWatcher:
     """Tells cheaply whether any connection committed since the last look, so per-process caches stay fresh.
 
     For SQLite, `PRAGMA data_version` on a dedicated connection changes whenever another connection commits and
-    costs microseconds. Other databases have no such signal: `changed()` then always answers True.
+    costs microseconds. PostgreSQL has `notify.PostgresChangeWatcher`; any other database no signal at all:
+    `changed()` then always answers True.
     """
 
     def __init__(self, url: str) -> None:

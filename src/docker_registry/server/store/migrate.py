@@ -19,8 +19,15 @@ def head() -> str | None:
     return ScriptDirectory.from_config(_config()).get_current_head()
 
 
+MIGRATION_LOCK = 0x646F636B
+"""PostgreSQL advisory lock key held while migrating: nodes starting together migrate one after the other, and
+the later ones find the schema current (without it, two nodes creating the tables at once: one fails to start)."""
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     cfg = _config()
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
