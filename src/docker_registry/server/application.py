@@ -23,12 +23,14 @@ from docker_registry.core.exceptions import ConfigError
 from .auth.middleware import Auth
 from .auth.middleware import middleware as auth_middleware
 from .config import Config
+from .gc.background import Maintenance
 from .http import body, v2
 from .http.context import CONFIG_KEY, GUARD_KEY, REGISTRY_KEY
 from .http.errors import errors_middleware
 from .registry.cache import RegistryCache
 from .registry.service import Registry
 from .store import migrate
+from .store.collection import CollectionQueries
 from .store.engine import ChangeWatcher, create_engine, database_url, sqlite_file
 from .store.facade import AsyncMetadataStore
 from .store.metadata import MetadataStore
@@ -137,15 +139,17 @@ def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
         url = database_url(config)
         database = config.database
         engine = create_engine(url, database.locktimeout, pool_size=database.readthreads + 2)
-        store = AsyncMetadataStore(
-            MetadataStore(engine, database.locktimeout, gate_for(url), reserve_for(url)), database.readthreads
-        )
+        gate, reserve = gate_for(url), reserve_for(url)
+        store = AsyncMetadataStore(MetadataStore(engine, database.locktimeout, gate, reserve), database.readthreads)
         watcher = ChangeWatcher(url)
         driver = build_driver(config)
         app[REGISTRY_KEY] = Registry(store, driver, RegistryCache(watcher))
+        maintenance = Maintenance(config, CollectionQueries(engine, database.locktimeout, gate, reserve), driver)
+        maintenance.start()
         try:
             yield
         finally:
+            await maintenance.stop()
             await driver.close()
             watcher.close()
             store.close()

@@ -23,13 +23,16 @@ from docker_registry.core.driver import Base, Writer
 
 from ..store.facade import AsyncMetadataStore
 from ..store.models import Upload
-from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
+from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, UNAVAILABLE, RegistryError
 from .process_identity import is_dead, this_process
 
 HASH_ALGORITHM = "sha256"
 MAX_KEPT_HASHERS = 1000
 INLINE_HASH_MAX = 64 * 1024
 """Chunks up to this size are hashed on the event loop (tens of microseconds); larger ones in a thread."""
+PIN_WAIT_SECONDS = 10.0
+"""How long a finished upload waits for garbage collection to finish deleting an earlier copy of its blob (a
+collector deletes a blob's file right after marking it, so this is milliseconds unless the collector died)."""
 
 
 def upload_path(upload_id: str) -> str:
@@ -272,17 +275,22 @@ class Uploads:
         """
         path = upload_path(upload_id)
         hasher = self._hashers.pop(upload_id, None)
+        pinned = False
         try:
             if hasher is None or hasher.size != size or hasher.algorithm != digest.algorithm:
                 hasher = await self._rehash(upload_id, size, digest.algorithm)
             if hasher.digest() != digest:
                 raise RegistryError(DIGEST_INVALID, {"digest": str(digest)})
+            pinned = await self._pin(digest, hasher.size, upload_id)
             stored = await self._already_stored(digest)
             if not stored:
                 if not synced:
                     await self._sync(path)
                 await self._publish(upload_id, blob_path(digest), hasher.size)
         except BaseException:
+            if pinned:
+                with contextlib.suppress(Exception):  # else the pin expires on its own
+                    await self._store.unpin_blob(digest, upload_id)
             await self._discard(upload_id)
             raise
         linked = await self._store.finish_upload(upload_id, repository, digest, hasher.size, token)
@@ -290,6 +298,18 @@ class Uploads:
             await self._remove_data(upload_id)  # a published upload's data and directory moved away already
         if not linked:
             raise _gone(upload_id)
+
+    async def _pin(self, digest: Digest, size: int, upload_id: str) -> bool:
+        """Keep garbage collection from deleting the blob (an earlier copy of it, or the file about to be published)
+        until `finish_upload` links it; wait while a collector finishes deleting an earlier copy."""
+        deadline = time.monotonic() + PIN_WAIT_SECONDS
+        while not await self._store.pin_blob(digest, size, upload_id):
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    UNAVAILABLE, "garbage collection is deleting this blob; try again", headers={"Retry-After": "5"}
+                )
+            await asyncio.sleep(0.05)
+        return True
 
     async def _already_stored(self, digest: Digest) -> bool:
         """True when a verified copy is in place already: the new bytes, verified too, need not replace it. Storage

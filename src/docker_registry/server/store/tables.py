@@ -20,6 +20,9 @@ blobs = sa.Table(
     sa.Column("digest", sa.String(200), primary_key=True),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Garbage collection (gc/): since when no repository links the blob, and since when its file is being deleted
+    sa.Column("gc_candidate_since", sa.Float, nullable=True),
+    sa.Column("deleting_since", sa.Float, nullable=True),
 )
 
 repository_blobs = sa.Table(
@@ -28,6 +31,8 @@ repository_blobs = sa.Table(
     sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("digest", sa.String(200), sa.ForeignKey("blobs.digest"), primary_key=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # since when no manifest of the repository references the blob (set by GC, cleared by any new use)
+    sa.Column("gc_candidate_since", sa.Float, nullable=True),
 )
 
 manifests = sa.Table(
@@ -43,6 +48,8 @@ manifests = sa.Table(
     sa.Column("artifact_type", sa.String(255), nullable=True),
     sa.Column("annotations", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # since when the manifest is untagged and unreferenced (set by GC, cleared by a push, a tag or a reference)
+    sa.Column("gc_candidate_since", sa.Float, nullable=True),
     sa.UniqueConstraint("repository_id", "digest", name="uq_manifests_repository_digest"),
     sa.Index("ix_manifests_subject", "repository_id", "subject_digest"),
 )
@@ -54,6 +61,7 @@ manifest_references = sa.Table(
     sa.Column("digest", sa.String(200), primary_key=True),
     # 'blob' (config, layers), 'foreign' (non-distributable layer with URLs) or 'manifest' (index child)
     sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Index("ix_manifest_references_digest", "digest", "kind", "manifest_id"),
 )
 
 tags = sa.Table(
@@ -63,6 +71,7 @@ tags = sa.Table(
     sa.Column("name", sa.String(128), primary_key=True),
     sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_tags_manifest", "manifest_id"),
 )
 
 uploads = sa.Table(
@@ -80,4 +89,22 @@ uploads = sa.Table(
     sa.Column("writer_process", sa.String(200), nullable=True),
     # The authenticated user who began the session (NULL: anonymous, or no auth): only they may use it.
     sa.Column("owner", sa.String(255), nullable=True),
+)
+
+blob_pins = sa.Table(
+    "blob_pins",
+    metadata,
+    # An upload about to publish and link this blob: GC deletes no blob while a live pin names it.
+    sa.Column("digest", sa.String(200), primary_key=True),
+    sa.Column("token", sa.String(36), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    # One holder at a time across processes and nodes (garbage collection, upload purging); expires if not renewed.
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
 )

@@ -1,0 +1,326 @@
+"""The queries of garbage collection: leases, candidate marks, and deletions that check again what they delete.
+
+A collection marks what nothing uses (an untagged manifest no tag reaches, a link no manifest of its repository
+references, a blob no repository links) with the time it found it so, clears the mark of whatever is in use again,
+and deletes what has been marked for longer than the grace period. Every deletion locks its rows and checks the
+same conditions again in its own transaction, so a push that uses a candidate meanwhile either commits first (and
+the row stays) or finds it gone (and is refused cleanly). See `docs/gc.md`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from .base import StoreBase, per_dialect
+from .models import Upload
+from .tables import blob_pins, blobs, leases, manifest_references, manifests, repository_blobs, tags, uploads
+from .uploads import WRITER_LEASE_SECONDS
+
+# --- conditions ------------------------------------------------------------------------------------------------------
+
+_referencing = manifests.alias("referencing")
+_LINK_REFERENCED = sa.exists(
+    sa.select(1)
+    .select_from(manifest_references.join(_referencing, _referencing.c.id == manifest_references.c.manifest_id))
+    .where(
+        manifest_references.c.digest == repository_blobs.c.digest,
+        manifest_references.c.kind.in_(("blob", "foreign")),
+        _referencing.c.repository_id == repository_blobs.c.repository_id,
+    )
+)
+"""A manifest of the link's repository names the blob (config, layer, or a non-distributable layer pushed anyway)."""
+
+_BLOB_LINKED = sa.exists(sa.select(1).where(repository_blobs.c.digest == blobs.c.digest))
+_BLOB_PINNED = sa.exists(
+    sa.select(1).where(blob_pins.c.digest == blobs.c.digest, blob_pins.c.expires_at > sa.bindparam("now"))
+)
+"""An upload is publishing and linking the blob (`BlobQueries.pin_blob`)."""
+
+
+def _live_manifests() -> sa.CTE:
+    """The ids of manifests a tag reaches: tagged ones, an index's children, and in both directions between a
+    referrer and its subject (a signature lives while its image does, and keeps it alive while it is tagged)."""
+    parent, child = manifests.alias("parent"), manifests.alias("child")
+    children = sa.select(parent.c.id.label("source"), child.c.id.label("target")).select_from(
+        parent.join(manifest_references, manifest_references.c.manifest_id == parent.c.id).join(
+            child,
+            sa.and_(
+                child.c.repository_id == parent.c.repository_id,
+                child.c.digest == manifest_references.c.digest,
+                manifest_references.c.kind == "manifest",
+            ),
+        )
+    )
+    referrer, subject = manifests.alias("referrer"), manifests.alias("subject")
+    subject_join = referrer.join(
+        subject,
+        sa.and_(subject.c.repository_id == referrer.c.repository_id, subject.c.digest == referrer.c.subject_digest),
+    )
+    to_subject = sa.select(referrer.c.id.label("source"), subject.c.id.label("target")).select_from(subject_join)
+    to_referrer = sa.select(subject.c.id.label("source"), referrer.c.id.label("target")).select_from(subject_join)
+    edges = sa.union_all(children, to_subject, to_referrer).subquery("edges")
+    live = sa.select(tags.c.manifest_id.label("id")).cte("live", recursive=True)
+    return live.union(sa.select(edges.c.target).select_from(edges.join(live, edges.c.source == live.c.id)))
+
+
+def _unreachable() -> sa.ColumnElement[bool]:
+    live = _live_manifests()
+    return manifests.c.id.not_in(sa.select(live.c.id))
+
+
+# --- statements ------------------------------------------------------------------------------------------------------
+
+_LEASE = sa.select(leases.c.holder, leases.c.expires_at).where(leases.c.name == sa.bindparam("name")).with_for_update()
+_TAKE_LEASE = per_dialect(
+    lambda insert: (
+        insert(leases)
+        .values(name=sa.bindparam("name"), holder=sa.bindparam("holder"), expires_at=sa.bindparam("expires_at"))
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+)
+_RENEW_LEASE = (
+    leases.update()
+    .where(leases.c.name == sa.bindparam("name"))
+    .values(holder=sa.bindparam("holder"), expires_at=sa.bindparam("expires_at"))
+)
+_RELEASE_LEASE = (
+    leases.update()
+    .where(leases.c.name == sa.bindparam("name"), leases.c.holder == sa.bindparam("holder"))
+    .values(expires_at=0.0)
+)
+
+
+def _marked(column: sa.ColumnElement[float], cutoff: float, include_unmarked: bool) -> sa.ColumnElement[bool]:
+    """Marked before `cutoff`; with `include_unmarked`, also not marked yet (a dry run with no grace period,
+    which counts what a real run would mark and delete at once)."""
+    marked = column <= cutoff
+    return sa.or_(marked, column.is_(None)) if include_unmarked else marked
+
+
+class LeaseLost(Exception):
+    """Another process took the lease (this one stalled past its expiry): stop before deleting anything more."""
+
+
+class CollectionQueries(StoreBase):
+    # --- leases: one collector at a time, across processes and nodes ------------------------------------------
+    def acquire_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Take or renew the lease `name` for `seconds`; False while another holder's lease runs."""
+
+        def take(conn: sa.Connection) -> bool:
+            now = time.time()
+            params = {"name": name, "holder": holder, "expires_at": now + seconds}
+            row = conn.execute(_LEASE, params).first()
+            if row is None:
+                return conn.execute(_TAKE_LEASE[self._dialect], params).rowcount > 0
+            if row.holder != holder and row.expires_at > now:
+                return False
+            conn.execute(_RENEW_LEASE, params)
+            return True
+
+        return self._write(take)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self._write(lambda conn: conn.execute(_RELEASE_LEASE, {"name": name, "holder": holder}))
+
+    def lease_holder(self, name: str) -> tuple[str, float] | None:
+        """Who holds the lease `name` until when, if anyone does now."""
+        query = sa.select(leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
+        row = self._read(lambda conn: conn.execute(query).first())
+        return (row.holder, row.expires_at) if row is not None and row.expires_at > time.time() else None
+
+    # --- what there is ----------------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Rows of each kind a collection looks at (its summary's "scanned")."""
+
+        def count(conn: sa.Connection) -> dict[str, int]:
+            return {
+                name: int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+                for name, table in (
+                    ("manifests", manifests),
+                    ("links", repository_blobs),
+                    ("blobs", blobs),
+                    ("uploads", uploads),
+                )
+            }
+
+        return self._read(count)
+
+    # --- untagged manifests ---------------------------------------------------------------------------------
+    def mark_manifests(self, now: float) -> None:
+        """Mark manifests no tag reaches, unmark those one reaches again."""
+
+        def mark(conn: sa.Connection) -> None:
+            unreachable = _unreachable()
+            conn.execute(
+                manifests.update()
+                .where(manifests.c.gc_candidate_since.is_not(None), sa.not_(unreachable))
+                .values(gc_candidate_since=None)
+            )
+            conn.execute(
+                manifests.update()
+                .where(manifests.c.gc_candidate_since.is_(None), unreachable)
+                .values(gc_candidate_since=now)
+            )
+
+        self._write(mark)
+
+    def manifest_candidates(self, cutoff: float, include_unmarked: bool = False) -> list[int]:
+        """Ids of unreachable manifests marked before `cutoff` (see `_marked`)."""
+        marked = _marked(manifests.c.gc_candidate_since, cutoff, include_unmarked)
+        query = sa.select(manifests.c.id).where(marked, manifests.c.created_at <= cutoff, _unreachable())
+        return self._read(lambda conn: list(conn.execute(query.order_by(manifests.c.id)).scalars()))
+
+    def delete_manifests(self, ids: Sequence[int], cutoff: float) -> int:
+        """Delete those of `ids` still unreachable and marked before `cutoff`, with their references; how many."""
+
+        def delete(conn: sa.Connection) -> int:
+            locked = list(
+                conn.execute(sa.select(manifests.c.id).where(manifests.c.id.in_(ids)).with_for_update()).scalars()
+            )
+            if not locked:
+                return 0
+            doomed = list(
+                conn.execute(
+                    sa.select(manifests.c.id).where(
+                        manifests.c.id.in_(locked),
+                        manifests.c.gc_candidate_since <= cutoff,
+                        manifests.c.created_at <= cutoff,
+                        _unreachable(),
+                    )
+                ).scalars()
+            )
+            if doomed:
+                conn.execute(manifest_references.delete().where(manifest_references.c.manifest_id.in_(doomed)))
+                conn.execute(manifests.delete().where(manifests.c.id.in_(doomed)))
+            return len(doomed)
+
+        return self._write(delete)
+
+    # --- links --------------------------------------------------------------------------------------------------
+    def mark_links(self, now: float) -> None:
+        """Mark links no manifest of their repository references, unmark those one references again."""
+
+        def mark(conn: sa.Connection) -> None:
+            conn.execute(
+                repository_blobs.update()
+                .where(repository_blobs.c.gc_candidate_since.is_not(None), _LINK_REFERENCED)
+                .values(gc_candidate_since=None)
+            )
+            conn.execute(
+                repository_blobs.update()
+                .where(repository_blobs.c.gc_candidate_since.is_(None), sa.not_(_LINK_REFERENCED))
+                .values(gc_candidate_since=now)
+            )
+
+        self._write(mark)
+
+    def link_candidates(self, cutoff: float, include_unmarked: bool = False) -> list[tuple[int, str]]:
+        """(repository id, digest) of unreferenced links marked before `cutoff` (see `_marked`)."""
+        marked = _marked(repository_blobs.c.gc_candidate_since, cutoff, include_unmarked)
+        query = sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(
+            marked, repository_blobs.c.created_at <= cutoff, sa.not_(_LINK_REFERENCED)
+        )
+        return self._read(lambda conn: [(row.repository_id, row.digest) for row in conn.execute(query)])
+
+    def delete_links(self, keys: Sequence[tuple[int, str]], cutoff: float) -> int:
+        """Delete those of `keys` (repository id, digest) still unreferenced and marked before `cutoff`."""
+        chosen = sa.tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(list(keys))
+
+        def delete(conn: sa.Connection) -> int:
+            # lock first, check after (a new statement sees what a push that held the rows committed meanwhile)
+            conn.execute(sa.select(repository_blobs.c.digest).where(chosen).with_for_update()).all()
+            result = conn.execute(
+                repository_blobs.delete().where(
+                    chosen, repository_blobs.c.gc_candidate_since <= cutoff, sa.not_(_LINK_REFERENCED)
+                )
+            )
+            return int(result.rowcount)
+
+        return self._write(delete)
+
+    # --- blobs --------------------------------------------------------------------------------------------------
+    def mark_blobs(self, now: float) -> None:
+        """Mark blobs no repository links, unmark those linked again; forget pins that expired."""
+
+        def mark(conn: sa.Connection) -> None:
+            conn.execute(blob_pins.delete().where(blob_pins.c.expires_at <= now))
+            conn.execute(
+                blobs.update()
+                .where(blobs.c.gc_candidate_since.is_not(None), _BLOB_LINKED)
+                .values(gc_candidate_since=None)
+            )
+            conn.execute(
+                blobs.update()
+                .where(blobs.c.gc_candidate_since.is_(None), blobs.c.deleting_since.is_(None), sa.not_(_BLOB_LINKED))
+                .values(gc_candidate_since=now)
+            )
+
+        self._write(mark)
+
+    def blob_candidates(self, cutoff: float, include_unmarked: bool = False) -> list[tuple[str, int]]:
+        """Digests and sizes of unlinked, unpinned blobs marked before `cutoff` (see `_marked`)."""
+        marked = _marked(blobs.c.gc_candidate_since, cutoff, include_unmarked)
+        query = sa.select(blobs.c.digest, blobs.c.size).where(
+            marked,
+            blobs.c.created_at <= cutoff,
+            blobs.c.deleting_since.is_(None),
+            sa.not_(_BLOB_LINKED),
+            sa.not_(_BLOB_PINNED),
+        )
+        return self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query, {"now": time.time()})])
+
+    def begin_blob_deletion(self, digests: Sequence[str], cutoff: float) -> list[tuple[str, int]]:
+        """Mark those of `digests` still unlinked, unpinned and marked before `cutoff` as being deleted: from this
+        commit on nothing links them again (uploads wait, mounts refuse). Their digests and sizes."""
+        chosen = blobs.c.digest.in_(list(digests))
+
+        def begin(conn: sa.Connection) -> list[tuple[str, int]]:
+            conn.execute(sa.select(blobs.c.digest).where(chosen).with_for_update()).all()
+            now = time.time()
+            rows = conn.execute(
+                blobs.update()
+                .where(
+                    chosen,
+                    blobs.c.deleting_since.is_(None),
+                    blobs.c.gc_candidate_since <= cutoff,
+                    sa.not_(_BLOB_LINKED),
+                    sa.not_(_BLOB_PINNED),
+                )
+                .values(deleting_since=now)
+                .returning(blobs.c.digest, blobs.c.size),
+                {"now": now},
+            )
+            return [(row.digest, row.size) for row in rows]
+
+        return self._write(begin)
+
+    def end_blob_deletion(self, digests: Sequence[str]) -> None:
+        """Remove the rows of blobs whose files are deleted."""
+        statement = blobs.delete().where(
+            blobs.c.digest.in_(list(digests)), blobs.c.deleting_since.is_not(None), sa.not_(_BLOB_LINKED)
+        )
+        self._write(lambda conn: conn.execute(statement))
+
+    def blobs_being_deleted(self) -> list[tuple[str, int]]:
+        """Blobs a collection began deleting and did not finish (it died): the next one finishes them."""
+        query = sa.select(blobs.c.digest, blobs.c.size).where(blobs.c.deleting_since.is_not(None))
+        return self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query)])
+
+    # --- upload sessions ----------------------------------------------------------------------------------------
+    def expired_uploads(self, started_before: float, dry_run: bool) -> list[Upload]:
+        """End the sessions begun before `started_before` that no live request writes to; the sessions ended."""
+        now = time.time()
+        idle = sa.or_(uploads.c.writer.is_(None), uploads.c.writer_since < now - WRITER_LEASE_SECONDS)
+        condition = sa.and_(uploads.c.created_at < started_before, idle)
+        columns = (uploads.c.id, uploads.c.repository, uploads.c.size)
+        if dry_run:
+            rows = self._read(lambda conn: conn.execute(sa.select(*columns).where(condition)).all())
+        else:
+            rows = self._write(lambda conn: conn.execute(uploads.delete().where(condition).returning(*columns)).all())
+        return [Upload(row.id, row.repository, row.size) for row in rows]
+
+    def upload_ids(self) -> set[str]:
+        return self._read(lambda conn: set(conn.execute(sa.select(uploads.c.id)).scalars()))
