@@ -23,7 +23,7 @@ from docker_registry.core.digest import blob_path
 from docker_registry.core.driver import Base
 
 from ..store.base import stored_digest
-from ..store.collection import CollectionQueries, LeaseLost
+from ..store.collection import CollectionQueries, DryRun, LeaseLost
 from .progress import Progress
 from .summary import Summary
 
@@ -66,6 +66,13 @@ class _Silent:
 
     def finish(self) -> None:
         pass
+
+
+def _dry_run(options: Options, cutoff: float) -> DryRun | None:
+    """A dry run's conditions: with no grace period, what is unmarked now would be marked and deleted at once."""
+    if not options.dry_run:
+        return None
+    return DryRun(cutoff, include_unmarked=options.delay <= 0, delete_untagged=options.delete_untagged)
 
 
 def _batches(items: Sequence[T]) -> list[Sequence[T]]:
@@ -119,11 +126,10 @@ class Collector:
 
     # --- phases -----------------------------------------------------------------------------------------------
     async def _manifests(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
-        include_unmarked = options.dry_run and options.delay <= 0
         for _round in range(MAX_CASCADES):
             if not options.dry_run:
                 await self._db(self._store.mark_manifests, now)
-            ids = await self._db(self._store.manifest_candidates, cutoff, include_unmarked)
+            ids = await self._db(self._store.manifest_candidates, cutoff, _dry_run(options, cutoff))
             deleted = await self._delete_rows("untagged manifests", ids, options, self._store.delete_manifests, cutoff)
             summary.deleted["manifests"] += deleted
             if options.dry_run or not deleted or options.delay > 0:
@@ -134,8 +140,7 @@ class Collector:
     async def _links(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
         if not options.dry_run:
             await self._db(self._store.mark_links, now)
-        include_unmarked = options.dry_run and options.delay <= 0
-        keys = await self._db(self._store.link_candidates, cutoff, include_unmarked)
+        keys = await self._db(self._store.link_candidates, cutoff, _dry_run(options, cutoff))
         summary.deleted["links"] += await self._delete_rows(
             "unreferenced links", keys, options, self._store.delete_links, cutoff
         )
@@ -165,8 +170,7 @@ class Collector:
     async def _blobs(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
         if not options.dry_run:
             await self._db(self._store.mark_blobs, now)
-        include_unmarked = options.dry_run and options.delay <= 0
-        candidates = await self._db(self._store.blob_candidates, cutoff, include_unmarked)
+        candidates = await self._db(self._store.blob_candidates, cutoff, _dry_run(options, cutoff))
         self._progress.start("unlinked blobs", len(candidates))
         try:
             if options.dry_run:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -21,19 +22,35 @@ from .uploads import WRITER_LEASE_SECONDS
 
 # --- conditions ------------------------------------------------------------------------------------------------------
 
-_referencing = manifests.alias("referencing")
-_LINK_REFERENCED = sa.exists(
-    sa.select(1)
-    .select_from(manifest_references.join(_referencing, _referencing.c.id == manifest_references.c.manifest_id))
-    .where(
+
+def _link_referenced(doomed: DryRun | None = None) -> sa.Exists:
+    """A manifest of the link's repository names the blob (config, layer, or a non-distributable layer pushed
+    anyway); with `doomed`, one that a real run would not delete."""
+    referencing = manifests.alias("referencing")
+    conditions = [
         manifest_references.c.digest == repository_blobs.c.digest,
         manifest_references.c.kind.in_(("blob", "foreign")),
-        _referencing.c.repository_id == repository_blobs.c.repository_id,
+        referencing.c.repository_id == repository_blobs.c.repository_id,
+    ]
+    if doomed is not None and doomed.delete_untagged:
+        conditions.append(sa.not_(_manifest_doomed(referencing, doomed)))
+    return sa.exists(
+        sa.select(1)
+        .select_from(manifest_references.join(referencing, referencing.c.id == manifest_references.c.manifest_id))
+        .where(*conditions)
     )
-)
-"""A manifest of the link's repository names the blob (config, layer, or a non-distributable layer pushed anyway)."""
 
-_BLOB_LINKED = sa.exists(sa.select(1).where(repository_blobs.c.digest == blobs.c.digest))
+
+def _blob_linked(doomed: DryRun | None = None) -> sa.Exists:
+    """A repository links the blob; with `doomed`, by a link a real run would not delete."""
+    conditions = [repository_blobs.c.digest == blobs.c.digest]
+    if doomed is not None:
+        conditions.append(sa.not_(_link_doomed(doomed)))
+    return sa.exists(sa.select(1).where(*conditions))
+
+
+_LINK_REFERENCED = _link_referenced()
+_BLOB_LINKED = _blob_linked()
 _BLOB_PINNED = sa.exists(
     sa.select(1).where(blob_pins.c.digest == blobs.c.digest, blob_pins.c.expires_at > sa.bindparam("now"))
 )
@@ -66,29 +83,55 @@ def _live_manifests() -> sa.CTE:
     return live.union(sa.select(edges.c.target).select_from(edges.join(live, edges.c.source == live.c.id)))
 
 
-def _unreachable() -> sa.ColumnElement[bool]:
+def _unreachable(table: sa.FromClause = manifests) -> sa.ColumnElement[bool]:
     live = _live_manifests()
-    return manifests.c.id.not_in(sa.select(live.c.id))
+    return table.c.id.not_in(sa.select(live.c.id))
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    """What a real run would delete, for a dry run's conditions: it follows the cascade (an untagged manifest's
+    links, a deleted link's blob) without deleting anything."""
+
+    cutoff: float
+    include_unmarked: bool
+    delete_untagged: bool
+
+
+def _manifest_doomed(table: sa.FromClause, doomed: DryRun) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        _marked(table.c.gc_candidate_since, doomed.cutoff, doomed.include_unmarked),
+        table.c.created_at <= doomed.cutoff,
+        _unreachable(table),
+    )
+
+
+def _link_doomed(doomed: DryRun) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        _marked(repository_blobs.c.gc_candidate_since, doomed.cutoff, doomed.include_unmarked),
+        repository_blobs.c.created_at <= doomed.cutoff,
+        sa.not_(_link_referenced(doomed)),
+    )
 
 
 # --- statements ------------------------------------------------------------------------------------------------------
 
-_LEASE = sa.select(leases.c.holder, leases.c.expires_at).where(leases.c.name == sa.bindparam("name")).with_for_update()
+_LEASE = sa.select(leases.c.holder, leases.c.expires_at).where(leases.c.name == sa.bindparam("lease")).with_for_update()
 _TAKE_LEASE = per_dialect(
     lambda insert: (
         insert(leases)
-        .values(name=sa.bindparam("name"), holder=sa.bindparam("holder"), expires_at=sa.bindparam("expires_at"))
+        .values(name=sa.bindparam("lease"), holder=sa.bindparam("who"), expires_at=sa.bindparam("until"))
         .on_conflict_do_nothing(index_elements=["name"])
     )
 )
 _RENEW_LEASE = (
     leases.update()
-    .where(leases.c.name == sa.bindparam("name"))
-    .values(holder=sa.bindparam("holder"), expires_at=sa.bindparam("expires_at"))
+    .where(leases.c.name == sa.bindparam("lease"))
+    .values(holder=sa.bindparam("who"), expires_at=sa.bindparam("until"))
 )
 _RELEASE_LEASE = (
     leases.update()
-    .where(leases.c.name == sa.bindparam("name"), leases.c.holder == sa.bindparam("holder"))
+    .where(leases.c.name == sa.bindparam("lease"), leases.c.holder == sa.bindparam("who"))
     .values(expires_at=0.0)
 )
 
@@ -111,7 +154,7 @@ class CollectionQueries(StoreBase):
 
         def take(conn: sa.Connection) -> bool:
             now = time.time()
-            params = {"name": name, "holder": holder, "expires_at": now + seconds}
+            params = {"lease": name, "who": holder, "until": now + seconds}
             row = conn.execute(_LEASE, params).first()
             if row is None:
                 return conn.execute(_TAKE_LEASE[self._dialect], params).rowcount > 0
@@ -123,7 +166,7 @@ class CollectionQueries(StoreBase):
         return self._write(take)
 
     def release_lease(self, name: str, holder: str) -> None:
-        self._write(lambda conn: conn.execute(_RELEASE_LEASE, {"name": name, "holder": holder}))
+        self._write(lambda conn: conn.execute(_RELEASE_LEASE, {"lease": name, "who": holder}))
 
     def lease_holder(self, name: str) -> tuple[str, float] | None:
         """Who holds the lease `name` until when, if anyone does now."""
@@ -167,11 +210,11 @@ class CollectionQueries(StoreBase):
 
         self._write(mark)
 
-    def manifest_candidates(self, cutoff: float, include_unmarked: bool = False) -> list[int]:
-        """Ids of unreachable manifests marked before `cutoff` (see `_marked`)."""
-        marked = _marked(manifests.c.gc_candidate_since, cutoff, include_unmarked)
-        query = sa.select(manifests.c.id).where(marked, manifests.c.created_at <= cutoff, _unreachable())
-        return self._read(lambda conn: list(conn.execute(query.order_by(manifests.c.id)).scalars()))
+    def manifest_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[int]:
+        """Ids of unreachable manifests marked before `cutoff`; for a dry run, those a real run would delete."""
+        doomed = dry_run or DryRun(cutoff, include_unmarked=False, delete_untagged=True)
+        query = sa.select(manifests.c.id).where(_manifest_doomed(manifests, doomed)).order_by(manifests.c.id)
+        return self._read(lambda conn: list(conn.execute(query).scalars()))
 
     def delete_manifests(self, ids: Sequence[int], cutoff: float) -> int:
         """Delete those of `ids` still unreachable and marked before `cutoff`, with their references; how many."""
@@ -217,12 +260,18 @@ class CollectionQueries(StoreBase):
 
         self._write(mark)
 
-    def link_candidates(self, cutoff: float, include_unmarked: bool = False) -> list[tuple[int, str]]:
-        """(repository id, digest) of unreferenced links marked before `cutoff` (see `_marked`)."""
-        marked = _marked(repository_blobs.c.gc_candidate_since, cutoff, include_unmarked)
-        query = sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(
-            marked, repository_blobs.c.created_at <= cutoff, sa.not_(_LINK_REFERENCED)
-        )
+    def link_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[tuple[int, str]]:
+        """(repository id, digest) of unreferenced links marked before `cutoff`; for a dry run, those a real run
+        would delete."""
+        if dry_run is not None:
+            condition = _link_doomed(dry_run)
+        else:
+            condition = sa.and_(
+                repository_blobs.c.gc_candidate_since <= cutoff,
+                repository_blobs.c.created_at <= cutoff,
+                sa.not_(_LINK_REFERENCED),
+            )
+        query = sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(condition)
         return self._read(lambda conn: [(row.repository_id, row.digest) for row in conn.execute(query)])
 
     def delete_links(self, keys: Sequence[tuple[int, str]], cutoff: float) -> int:
@@ -260,14 +309,19 @@ class CollectionQueries(StoreBase):
 
         self._write(mark)
 
-    def blob_candidates(self, cutoff: float, include_unmarked: bool = False) -> list[tuple[str, int]]:
-        """Digests and sizes of unlinked, unpinned blobs marked before `cutoff` (see `_marked`)."""
-        marked = _marked(blobs.c.gc_candidate_since, cutoff, include_unmarked)
+    def blob_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[tuple[str, int]]:
+        """Digests and sizes of unlinked, unpinned blobs marked before `cutoff`; for a dry run, those a real run
+        would delete."""
+        if dry_run is not None:
+            marked = _marked(blobs.c.gc_candidate_since, cutoff, dry_run.include_unmarked)
+            linked = _blob_linked(dry_run)
+        else:
+            marked, linked = blobs.c.gc_candidate_since <= cutoff, _BLOB_LINKED
         query = sa.select(blobs.c.digest, blobs.c.size).where(
             marked,
             blobs.c.created_at <= cutoff,
             blobs.c.deleting_since.is_(None),
-            sa.not_(_BLOB_LINKED),
+            sa.not_(linked),
             sa.not_(_BLOB_PINNED),
         )
         return self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query, {"now": time.time()})])
