@@ -7,7 +7,6 @@ gone from the API (on every worker: caches included), from storage and from the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gc_checks import pull_and_verify, verify_manifest
 from oci_content import OCI_MANIFEST
 from registry_api import (
     Pushed,
@@ -80,26 +80,6 @@ def rows(server: RegistryProcess, query: str, *params: object) -> list[tuple[Any
 def layer_digests(pushed: Pushed) -> list[str]:
     document = json.loads(pushed.body)
     return [document["config"]["digest"], *(layer["digest"] for layer in document["layers"])]
-
-
-def pull_and_verify(client: httpx.Client, repo: str, tag: str) -> None:
-    """Pull a tag completely: the manifest, every child and blob, each checked against its digest."""
-    response = get_manifest(client, repo, tag)
-    assert response.status_code == 200, (repo, tag, response.text)
-    verify_manifest(client, repo, response.content)
-
-
-def verify_manifest(client: httpx.Client, repo: str, body: bytes) -> None:
-    document = json.loads(body)
-    for child in document.get("manifests", []):
-        response = get_manifest(client, repo, child["digest"])
-        assert response.status_code == 200, (repo, child["digest"])
-        assert "sha256:" + hashlib.sha256(response.content).hexdigest() == child["digest"]
-        verify_manifest(client, repo, response.content)
-    for blob in [document["config"], *document["layers"]] if "config" in document else []:
-        response = client.get(f"/v2/{repo}/blobs/{blob['digest']}")
-        assert response.status_code == 200, (repo, blob["digest"], response.status_code)
-        assert "sha256:" + hashlib.sha256(response.content).hexdigest() == blob["digest"]
 
 
 @pytest.fixture
