@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from test_postgres_store import postgres_url as postgres_url  # the private PostgreSQL server fixture
 
 from e2e_images import OciLayout
 from e2e_tools import require
@@ -225,3 +226,53 @@ def test_push_storm_while_two_workers_collect_with_no_grace_period(
 def layout_digest(layout: OciLayout, tag: str) -> str:
     index = json.loads((layout.path / "index.json").read_text())
     return next(m["digest"] for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+
+
+def test_collections_beside_pushes_on_postgresql(
+    postgres_url: str, make_registry: Callable[..., RegistryProcess]
+) -> None:
+    """The same on PostgreSQL, where writers do not queue on one lock: deletions lock and check again."""
+    server = make_registry(workers=2, extra_config={**ONLINE_GC, "database": {"url": postgres_url}})
+    pool = [random.randbytes(4096 + n) for n in range(12)]
+    pushers = [HttpPusher(server.url, pool, seed) for seed in range(3)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def storm(pusher: HttpPusher) -> None:
+        try:
+            while not stop.is_set():
+                pusher.push_one()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=storm, args=(pusher,)) for pusher in pushers]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + STORM_SECONDS / 2
+    while time.monotonic() < deadline:
+        _collect_until_done(server)
+        time.sleep(0.5)
+    stop.set()
+    for thread in threads:
+        thread.join(180)
+
+    assert not errors, errors
+    _collect_until_done(server)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for repo in REPOSITORIES:
+            for tag in client.get(f"/v2/{repo}/tags/list").json()["tags"] or []:
+                pull_and_verify(client, repo, tag)
+    files = {"sha256:" + path.parent.name for path in (server.data_dir / "blobs").rglob("data")}
+    referenced = {
+        layer["digest"]
+        for pusher in pushers[:1]
+        for repo in REPOSITORIES
+        for tag in pusher.client.get(f"/v2/{repo}/tags/list").json()["tags"] or []
+        for layer in _blobs_of(pusher.client, repo, tag)
+    }
+    assert files == referenced  # every file a tag needs, and no other
+
+
+def _blobs_of(client: httpx.Client, repo: str, tag: str) -> list[dict[str, Any]]:
+    document = json.loads(get_manifest(client, repo, tag).content)
+    return [document["config"], *document["layers"]]
