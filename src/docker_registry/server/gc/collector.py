@@ -111,6 +111,18 @@ class Collector:
         now = time.time()
         cutoff = now - options.delay
         summary = Summary(dry_run=options.dry_run)
+        # a walk of the storage driver's files, independent of the rest: it runs beside the database's phases
+        temporary = asyncio.ensure_future(self._temporary(now - max(options.delay, MIN_TEMPORARY_AGE), options.dry_run))
+        try:
+            await self._phases(options, now, cutoff, summary)
+        finally:
+            count, size = await temporary
+        summary.deleted["temporary"] += count
+        summary.bytes_freed += size
+        summary.seconds = time.monotonic() - began
+        return summary
+
+    async def _phases(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
         summary.scanned = await self._db(self._store.counts)
         if not options.dry_run:
             await self._finish_blob_deletions(summary)
@@ -120,9 +132,6 @@ class Collector:
         await self._blobs(options, now, cutoff, summary)
         if options.upload_age is not None:
             await self.purge_uploads(now - options.upload_age, options.dry_run, summary)
-        await self._temporary(now - max(options.delay, MIN_TEMPORARY_AGE), options.dry_run, summary)
-        summary.seconds = time.monotonic() - began
-        return summary
 
     # --- phases -----------------------------------------------------------------------------------------------
     async def _manifests(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
@@ -252,11 +261,6 @@ class Collector:
                 orphans.append(folder)
         return orphans
 
-    async def _temporary(self, older_than: float, dry_run: bool, summary: Summary) -> None:
-        self._progress.start("temporary files", None)
-        try:
-            count, size = await self._driver.purge_temporary(older_than, dry_run)
-        finally:
-            self._progress.finish()
-        summary.deleted["temporary"] += count
-        summary.bytes_freed += size
+    async def _temporary(self, older_than: float, dry_run: bool) -> tuple[int, int]:
+        """The driver's temporary files older than `older_than`: how many, and their bytes."""
+        return await self._driver.purge_temporary(older_than, dry_run)

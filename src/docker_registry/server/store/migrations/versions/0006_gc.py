@@ -25,6 +25,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("gc_candidate_since", sa.Float, nullable=True))
     op.create_index("ix_manifest_references_digest", "manifest_references", ["digest", "kind", "manifest_id"])
     op.create_index("ix_tags_manifest", "tags", ["manifest_id"])
+    op.create_index("ix_repository_blobs_digest", "repository_blobs", ["digest"])
     op.create_table(
         "blob_pins",
         sa.Column("digest", sa.String(200), primary_key=True),
@@ -42,6 +43,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("leases")
     op.drop_table("blob_pins")
+    op.drop_index("ix_repository_blobs_digest", "repository_blobs")
     op.drop_index("ix_tags_manifest", "tags")
     op.drop_index("ix_manifest_references_digest", "manifest_references")
     with op.batch_alter_table("manifests") as batch:
