@@ -398,7 +398,9 @@ class GCConfig(Section):
         description="collect garbage online, in one process of the registry at a time (on several nodes too): "
         "unreferenced links and blobs, untagged manifests with `deleteuntagged`, temporary files",
     )
-    interval: Annotated[Duration, OURS] = Field(3600.0, description="time between two collections")
+    interval: Annotated[Duration, OURS] = Field(
+        3600.0, description="time between two collections, all workers and nodes together (at least 1s)"
+    )
     delay: Annotated[Duration, OURS] = Field(
         24 * 3600.0,
         description="grace period: something unreferenced is deleted only once it has stayed so this long (a push, "

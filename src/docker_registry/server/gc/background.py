@@ -26,6 +26,8 @@ SCHEDULE_LEASE = "gc-schedule"
 """Held for an interval by the process whose turn it was, so the workers of all nodes collect once an interval
 between them; the collection itself runs under the collector's lease, which a one-off command shares."""
 UPLOAD_LEASE = "uploadpurging"
+MIN_INTERVAL = 1.0
+"""An interval of `0s` would collect in a loop: once a second is the most often either job runs."""
 
 
 def holder_name() -> str:
@@ -58,6 +60,7 @@ class Maintenance:
         self._tasks.clear()
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
+        interval = max(interval, MIN_INTERVAL)
         # Workers start together: a random first wait spreads their attempts over the interval.
         await asyncio.sleep(random.uniform(0, interval))
         while True:
