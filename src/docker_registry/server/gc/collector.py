@@ -30,9 +30,11 @@ from .summary import Summary
 T = TypeVar("T")
 LEASE_NAME = "gc"
 LEASE_SECONDS = 60.0
-"""A collector renews its lease before every batch, which takes far less; a crashed one's lease runs out so."""
-BATCH = 500
-"""Rows deleted per transaction: short enough that pushes barely wait for the database's write lock."""
+"""A crashed collector's lease runs out after this."""
+RENEW_AFTER = 10.0
+"""A collector renews its lease before a batch once this long has passed since it last did: well within the lease."""
+BATCH = 2000
+"""Rows deleted per transaction: tens of milliseconds, so pushes barely wait for the database's write lock."""
 CONCURRENT_REMOVES = 32
 MIN_TEMPORARY_AGE = 60.0
 """Temporary files younger than this are never touched, whatever the grace period (a write in progress)."""
@@ -86,14 +88,18 @@ class Collector:
         self._holder = holder
         """Who runs this collection (host, process), as the lease names it."""
         self._progress: Progress = progress or _Silent()
+        self._renewed = 0.0
 
     async def _db(self, query: Callable[..., T], *args: object) -> T:
         """A query of the (synchronous) store, in a thread: the server's event loop keeps serving meanwhile."""
         return await asyncio.to_thread(query, *args)
 
     async def _renew(self) -> None:
+        if time.monotonic() - self._renewed < RENEW_AFTER:
+            return
         if not await self._db(self._store.acquire_lease, LEASE_NAME, self._holder, LEASE_SECONDS):
             raise LeaseLost(f"{self._holder} lost the garbage collection lease")
+        self._renewed = time.monotonic()
 
     async def run(self, options: Options) -> Summary:
         """One collection; Busy when another holds the lease."""
@@ -101,6 +107,7 @@ class Collector:
             current = await self._db(self._store.lease_holder, LEASE_NAME)
             holder, until = current or ("another process", time.time())
             raise Busy(holder, until)
+        self._renewed = time.monotonic()
         try:
             return await self._collect(options)
         finally:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import TextIO
 
 from docker_registry.core.driver import Base
@@ -20,7 +21,7 @@ from ..store.engine import create_engine, database_url
 from ..store.reserve import reserve_for
 from ..store.writegate import gate_for
 from .background import holder_name
-from .collector import Busy, Collector, Options
+from .collector import CONCURRENT_REMOVES, Busy, Collector, Options
 from .progress import BarProgress, LogProgress, Progress
 from .summary import Summary
 
@@ -62,6 +63,8 @@ def garbage_collect(config: Config, driver: Base, *, dry_run: bool, delete_untag
 
 
 async def _run(store: CollectionQueries, driver: Base, options: Options, progress: Progress) -> Summary:
+    # blob files are deleted by many threads at once: each removal mostly waits for the filesystem's journal
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(CONCURRENT_REMOVES))
     try:
         return await Collector(store, driver, holder_name(), progress).run(options)
     finally:

@@ -148,6 +148,10 @@ class LeaseLost(Exception):
 
 
 class CollectionQueries(StoreBase):
+    """Only the commit that marks blobs as being deleted waits for the disk: their files are deleted after it. The
+    other writes of a collection may be lost to a power cut (the next collection does them again), and that durable
+    commit carries every earlier one along, as SQLite's WAL and PostgreSQL's log are written in order."""
+
     # --- leases: one collector at a time, across processes and nodes ------------------------------------------
     def acquire_lease(self, name: str, holder: str, seconds: float) -> bool:
         """Take or renew the lease `name` for `seconds`; False while another holder's lease runs."""
@@ -166,7 +170,7 @@ class CollectionQueries(StoreBase):
         return self._write(take)
 
     def release_lease(self, name: str, holder: str) -> None:
-        self._write(lambda conn: conn.execute(_RELEASE_LEASE, {"lease": name, "who": holder}))
+        self._write(lambda conn: conn.execute(_RELEASE_LEASE, {"lease": name, "who": holder}), durable=False)
 
     def lease_holder(self, name: str) -> tuple[str, float] | None:
         """Who holds the lease `name` until when, if anyone does now."""
@@ -208,7 +212,7 @@ class CollectionQueries(StoreBase):
                 .values(gc_candidate_since=now)
             )
 
-        self._write(mark)
+        self._write(mark, durable=False)
 
     def manifest_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[int]:
         """Ids of unreachable manifests marked before `cutoff`; for a dry run, those a real run would delete."""
@@ -240,7 +244,7 @@ class CollectionQueries(StoreBase):
                 conn.execute(manifests.delete().where(manifests.c.id.in_(doomed)))
             return len(doomed)
 
-        return self._write(delete)
+        return self._write(delete, durable=False)
 
     # --- links --------------------------------------------------------------------------------------------------
     def mark_links(self, now: float) -> None:
@@ -258,7 +262,7 @@ class CollectionQueries(StoreBase):
                 .values(gc_candidate_since=now)
             )
 
-        self._write(mark)
+        self._write(mark, durable=False)
 
     def link_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[tuple[int, str]]:
         """(repository id, digest) of unreferenced links marked before `cutoff`; for a dry run, those a real run
@@ -288,7 +292,7 @@ class CollectionQueries(StoreBase):
             )
             return int(result.rowcount)
 
-        return self._write(delete)
+        return self._write(delete, durable=False)
 
     # --- blobs --------------------------------------------------------------------------------------------------
     def mark_blobs(self, now: float) -> None:
@@ -307,7 +311,7 @@ class CollectionQueries(StoreBase):
                 .values(gc_candidate_since=now)
             )
 
-        self._write(mark)
+        self._write(mark, durable=False)
 
     def blob_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[tuple[str, int]]:
         """Digests and sizes of unlinked, unpinned blobs marked before `cutoff`; for a dry run, those a real run
@@ -356,7 +360,7 @@ class CollectionQueries(StoreBase):
         statement = blobs.delete().where(
             blobs.c.digest.in_(list(digests)), blobs.c.deleting_since.is_not(None), sa.not_(_BLOB_LINKED)
         )
-        self._write(lambda conn: conn.execute(statement))
+        self._write(lambda conn: conn.execute(statement), durable=False)
 
     def blobs_being_deleted(self) -> list[tuple[str, int]]:
         """Blobs a collection began deleting and did not finish (it died): the next one finishes them."""
