@@ -7,11 +7,14 @@ gone from the API (on every worker: caches included), from storage and from the 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -272,3 +275,51 @@ def test_an_image_pushed_with_the_blobs_of_a_collected_one_is_refused_cleanly(se
         assert response.status_code == 400
         assert response.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
         assert get_manifest(client, "gc/late", image.digest).status_code == 404
+
+
+def test_on_a_terminal_progress_is_a_bar(server: RegistryProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        push_blob(client, "gc/tty", random_bytes(100))
+    controller, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "docker_registry.server", "garbage-collect", str(server.workdir / "config.yml")],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal's other end is closed: all was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert result.returncode == 0
+    assert b"unlinked blobs: 100%" in shown  # tqdm's bar, drawn with carriage returns
+    assert b"\r" in shown
+    assert "deleted: 0 manifests, 1 links, 1 blobs" in result.stdout
+
+
+def test_a_configuration_error_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("version: 0.1\ngc:\n  delay: soon\n")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "docker_registry.server", "garbage-collect", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "gc.delay" in result.stderr
