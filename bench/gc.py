@@ -10,7 +10,7 @@ with the metadata database filled by SQL, once in Distribution's on-disk layout 
 stored as blobs). Of the blobs, 90% are referenced by the manifests (a config and 8 layers each of their own, plus
 one of 100 shared base layers) and 10% by none (linked into a repository, as an upload that never got its
 manifest leaves them): both collectors must delete exactly those. Then each collector runs once, alone, on its
-store: wall time and peak RSS (`wait4`'s `ru_maxrss` of the command's process), and what it deleted.
+store: wall time and peak RSS (the command's `VmHWM`), and what it deleted.
 
 Ours runs with `gc.delay: 0s` (no grace period: mark and delete in one run), as Distribution has none.
 """
@@ -185,13 +185,22 @@ def write_distribution(store: Store, ours: Path, root: Path) -> None:
 
 
 def run_measured(command: list[str], log: Path) -> tuple[float, int, int]:
-    """Wall seconds, peak RSS in KiB and exit status of `command`."""
+    """Wall seconds, peak RSS in KiB and exit status of `command`.
+
+    The peak is the process's `VmHWM`, read every 20 ms until it exits (it only grows): `wait4`'s `ru_maxrss` would
+    count this script's own memory, which a forked child keeps as its high-water mark across `exec`."""
     began = time.monotonic()
+    peak = 0
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.monotonic() - began, usage.ru_maxrss, proc.returncode
+        while proc.poll() is None:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                peak = max(peak, int(status.split("VmHWM:")[1].split()[0]))
+            except (OSError, IndexError, ValueError):
+                pass  # exiting
+            time.sleep(0.02)
+    return time.monotonic() - began, peak, proc.returncode
 
 
 def count_files(root: Path) -> int:
