@@ -275,22 +275,25 @@ class Uploads:
         """
         path = upload_path(upload_id)
         hasher = self._hashers.pop(upload_id, None)
-        pinned = False
         try:
             if hasher is None or hasher.size != size or hasher.algorithm != digest.algorithm:
                 hasher = await self._rehash(upload_id, size, digest.algorithm)
             if hasher.digest() != digest:
                 raise RegistryError(DIGEST_INVALID, {"digest": str(digest)})
-            pinned = await self._pin(digest, hasher.size, upload_id)
+        except BaseException:
+            await self._discard(upload_id)
+            raise
+        # a database that cannot pin now keeps the session, as a link that fails below does: the client retries
+        await self._pin(digest, hasher.size, upload_id)
+        try:
             stored = await self._already_stored(digest)
             if not stored:
                 if not synced:
                     await self._sync(path)
                 await self._publish(upload_id, blob_path(digest), hasher.size)
         except BaseException:
-            if pinned:
-                with contextlib.suppress(Exception):  # else the pin expires on its own
-                    await self._store.unpin_blob(digest, upload_id)
+            with contextlib.suppress(Exception):  # else the pin expires on its own
+                await self._store.unpin_blob(digest, upload_id)
             await self._discard(upload_id)
             raise
         linked = await self._store.finish_upload(upload_id, repository, digest, hasher.size, token)
@@ -299,7 +302,7 @@ class Uploads:
         if not linked:
             raise _gone(upload_id)
 
-    async def _pin(self, digest: Digest, size: int, upload_id: str) -> bool:
+    async def _pin(self, digest: Digest, size: int, upload_id: str) -> None:
         """Keep garbage collection from deleting the blob (an earlier copy of it, or the file about to be published)
         until `finish_upload` links it; wait while a collector finishes deleting an earlier copy."""
         deadline = time.monotonic() + PIN_WAIT_SECONDS
@@ -309,7 +312,6 @@ class Uploads:
                     UNAVAILABLE, "garbage collection is deleting this blob; try again", headers={"Retry-After": "5"}
                 )
             await asyncio.sleep(0.05)
-        return True
 
     async def _already_stored(self, digest: Digest) -> bool:
         """True when a verified copy is in place already: the new bytes, verified too, need not replace it. Storage
