@@ -50,15 +50,6 @@ def _blob_linked(doomed: DryRun | None = None) -> sa.Exists:
 
 
 _LINK_REFERENCED = _link_referenced()
-"""Per link, correlated: for the few rows a deletion checks again."""
-_referencing = manifests.alias("referencing")
-_LINK_IN_REFERENCED = sa.tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(
-    sa.select(_referencing.c.repository_id, manifest_references.c.digest)
-    .select_from(manifest_references.join(_referencing, _referencing.c.id == manifest_references.c.manifest_id))
-    .where(manifest_references.c.kind.in_(("blob", "foreign")))
-)
-"""The same, as a set computed once: for marking every link of the store (a layer shared by thousands of
-manifests would otherwise be looked up again for each of its links)."""
 _BLOB_LINKED = _blob_linked()
 _BLOB_PINNED = sa.exists(
     sa.select(1).where(blob_pins.c.digest == blobs.c.digest, blob_pins.c.expires_at > sa.bindparam("now"))
@@ -262,12 +253,12 @@ class CollectionQueries(StoreBase):
         def mark(conn: sa.Connection) -> None:
             conn.execute(
                 repository_blobs.update()
-                .where(repository_blobs.c.gc_candidate_since.is_not(None), _LINK_IN_REFERENCED)
+                .where(repository_blobs.c.gc_candidate_since.is_not(None), _LINK_REFERENCED)
                 .values(gc_candidate_since=None)
             )
             conn.execute(
                 repository_blobs.update()
-                .where(repository_blobs.c.gc_candidate_since.is_(None), sa.not_(_LINK_IN_REFERENCED))
+                .where(repository_blobs.c.gc_candidate_since.is_(None), sa.not_(_LINK_REFERENCED))
                 .values(gc_candidate_since=now)
             )
 
@@ -282,7 +273,7 @@ class CollectionQueries(StoreBase):
             condition = sa.and_(
                 repository_blobs.c.gc_candidate_since <= cutoff,
                 repository_blobs.c.created_at <= cutoff,
-                sa.not_(_LINK_IN_REFERENCED),
+                sa.not_(_LINK_REFERENCED),
             )
         query = sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(condition)
         return self._read(lambda conn: [(row.repository_id, row.digest) for row in conn.execute(query)])
