@@ -50,23 +50,35 @@ class HttpPusher:
         self.random = random.Random(seed)
         self.pushed = 0
         self.refused = 0
+        self.unavailable = 0
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """A request, again after a while when the registry answers 503 (the database's write lock held past the
+        lock timeout on a loaded machine), as clients retry."""
+        for _attempt in range(20):
+            response = self.client.request(method, url, **kwargs)
+            if response.status_code != 503:
+                return response
+            self.unavailable += 1
+            time.sleep(0.5)
+        return response
 
     def _ensure_blob(self, repo: str, data: bytes) -> None:
         digest = _sha256(data)
-        if self.client.head(f"/v2/{repo}/blobs/{digest}").status_code == 200:
+        if self._request("HEAD", f"/v2/{repo}/blobs/{digest}").status_code == 200:
             return  # skipped, as clients do: the manifest PUT tells if it went meanwhile
         source = self.random.choice([r for r in REPOSITORIES if r != repo])
-        mount = self.client.post(f"/v2/{repo}/blobs/uploads/", params={"mount": digest, "from": source})
+        mount = self._request("POST", f"/v2/{repo}/blobs/uploads/", params={"mount": digest, "from": source})
         if mount.status_code == 201:
             return
         assert mount.status_code == 202, mount.text
         location = mount.headers["Location"]
         if self.random.random() < 0.5:  # monolithic
-            done = self.client.put(location, params={"digest": digest}, content=data)
+            done = self._request("PUT", location, params={"digest": digest}, content=data)
         else:  # chunked
-            patched = self.client.patch(location, content=data)
+            patched = self._request("PATCH", location, content=data)
             assert patched.status_code == 202, patched.text
-            done = self.client.put(patched.headers["Location"], params={"digest": digest})
+            done = self._request("PUT", patched.headers["Location"], params={"digest": digest})
         assert done.status_code == 201, done.text
 
     def push_one(self) -> None:
@@ -85,8 +97,8 @@ class HttpPusher:
         for _attempt in range(20):
             for blob in [config, *layers]:
                 self._ensure_blob(repo, blob)
-            response = self.client.put(
-                f"/v2/{repo}/manifests/{tag}", content=manifest, headers={"Content-Type": OCI_MANIFEST}
+            response = self._request(
+                "PUT", f"/v2/{repo}/manifests/{tag}", content=manifest, headers={"Content-Type": OCI_MANIFEST}
             )
             if response.status_code == 201:
                 self.pushed += 1
