@@ -29,7 +29,8 @@ def _link_referenced(doomed: DryRun | None = None) -> sa.Exists:
     referencing = manifests.alias("referencing")
     conditions = [
         manifest_references.c.digest == repository_blobs.c.digest,
-        manifest_references.c.kind.in_(("blob", "foreign")),
+        # two comparisons, not IN: an IN list cannot run in an executemany (`_DELETE_LINK`)
+        sa.or_(manifest_references.c.kind == "blob", manifest_references.c.kind == "foreign"),
         referencing.c.repository_id == repository_blobs.c.repository_id,
     ]
     if doomed is not None and doomed.delete_untagged:
@@ -51,6 +52,14 @@ def _blob_linked(doomed: DryRun | None = None) -> sa.Exists:
 
 _LINK_REFERENCED = _link_referenced()
 _BLOB_LINKED = _blob_linked()
+_DELETE_LINK = repository_blobs.delete().where(
+    repository_blobs.c.repository_id == sa.bindparam("in_repository"),
+    repository_blobs.c.digest == sa.bindparam("link_digest"),
+    repository_blobs.c.gc_candidate_since <= sa.bindparam("cutoff"),
+    sa.not_(_LINK_REFERENCED),
+)
+"""One link by its key, if still marked before the cutoff and unreferenced: run for a batch of keys at once (a
+key lookup each, where a list of pairs in one statement makes SQLite scan the table)."""
 _BLOB_PINNED = sa.exists(
     sa.select(1).where(blob_pins.c.digest == blobs.c.digest, blob_pins.c.expires_at > sa.bindparam("now"))
 )
@@ -280,17 +289,15 @@ class CollectionQueries(StoreBase):
 
     def delete_links(self, keys: Sequence[tuple[int, str]], cutoff: float) -> int:
         """Delete those of `keys` (repository id, digest) still unreferenced and marked before `cutoff`."""
-        chosen = sa.tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(list(keys))
+        rows = [{"in_repository": repository, "link_digest": digest, "cutoff": cutoff} for repository, digest in keys]
 
         def delete(conn: sa.Connection) -> int:
-            # lock first, check after (a new statement sees what a push that held the rows committed meanwhile)
-            conn.execute(sa.select(repository_blobs.c.digest).where(chosen).with_for_update()).all()
-            result = conn.execute(
-                repository_blobs.delete().where(
-                    chosen, repository_blobs.c.gc_candidate_since <= cutoff, sa.not_(_LINK_REFERENCED)
-                )
-            )
-            return int(result.rowcount)
+            if self._dialect == "postgresql":
+                # lock first, check after: the deletes are new statements, which see what a push that held the rows
+                # committed meanwhile (SQLite's write transaction already excludes every other writer)
+                chosen = sa.tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(list(keys))
+                conn.execute(sa.select(repository_blobs.c.digest).where(chosen).with_for_update()).all()
+            return int(conn.execute(_DELETE_LINK, rows).rowcount)
 
         return self._write(delete, durable=False)
 
