@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,20 @@ async def test_killed_rewrite_keeps_previous_version(tmp_path: Path) -> None:
     assert await driver.get_content("blobs/big/data") == b"previous complete version"
     assert await driver.list_directory("blobs/big") == ["blobs/big/data"]
     assert [p async for p in driver.walk()] == ["blobs/big/data"]
+
+
+async def test_debris_of_a_killed_write_is_purged_once_old_enough(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _kill_mid_write(root, "blobs/sha256/ab/abcd/data")
+    debris = list(root.rglob(".tmp-*"))
+    assert debris, "the killed write left its temporary file"
+    driver = Driver({"rootdirectory": str(root)})
+    size = sum(p.stat().st_size for p in debris)
+
+    assert await driver.purge_temporary(older_than=0) == (0, 0)  # younger than asked: a write may be running
+    assert await driver.purge_temporary(older_than=time.time() + 1, dry_run=True) == (len(debris), size)
+    assert all(p.exists() for p in debris)
+    assert await driver.purge_temporary(older_than=time.time() + 1) == (len(debris), size)
+
+    assert not any(root.rglob(".tmp-*"))
+    assert not (root / "blobs").exists()  # emptied directories go too

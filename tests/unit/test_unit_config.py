@@ -92,7 +92,8 @@ def test_distribution_keys(tmp_path: Path) -> None:
     assert config.http.workers == 3
     assert config.database.url == "postgresql://reg:pw@db/registry"
     assert config.validation.manifest_max_bytes == 1000
-    assert any(n.startswith("storage.maintenance.uploadpurging") for n in config.notices)
+    assert config.storage.maintenance.uploadpurging.age == 168 * 3600.0
+    assert not any(n.startswith("storage.maintenance.uploadpurging") for n in config.notices)
     assert any(n.startswith("storage.cache") for n in config.notices)
 
 

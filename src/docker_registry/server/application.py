@@ -29,6 +29,7 @@ from .auth.middleware import middleware as auth_middleware
 from .auth.service import TokenService
 from .auth.setup import create as create_auth
 from .config import CheckSection, Config
+from .gc.background import Maintenance
 from .health import endpoints as health_endpoints
 from .health import probes
 from .health.monitor import Check, HealthMonitor, Probe
@@ -48,6 +49,7 @@ from .notifications import setup as notifications
 from .registry.cache import BoundedCache, RegistryCache
 from .registry.service import Registry
 from .store import migrate
+from .store.collection import CollectionQueries
 from .store.engine import ChangeWatcher, Watcher, create_engine, database_url, sqlite_file
 from .store.facade import AsyncMetadataStore
 from .store.metadata import MetadataStore
@@ -265,6 +267,11 @@ def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
             _add_checks(app[MONITOR_KEY], config, logic.driver, logic.store)
             async with contextlib.AsyncExitStack() as running:
                 await running.enter_async_context(app[MONITOR_KEY].running())
+                sync = logic.store.sync  # garbage collection and upload purging, on the worker's engine
+                collection = CollectionQueries(sync.engine, sync.lock_timeout, sync.gate, sync.reserve)
+                maintenance = Maintenance(config, collection, logic.driver)
+                maintenance.start()
+                running.push_async_callback(maintenance.stop)
                 if instruments is not None:
                     app[INVENTORY_KEY] = InventoryCollector(logic.store, config.storage)
                     cache = logic.cache

@@ -67,6 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("config", nargs="?", metavar="CONFIG", help="YAML configuration file")
     show.add_argument("--show-secrets", action="store_true", help="print secrets and passwords instead of ***")
     _add_maintenance(commands)
+
+    collect = commands.add_parser(
+        "garbage-collect",
+        help="delete what nothing references any more, while the registry runs or not",
+        description=(
+            "Delete repositories' blob links no manifest references, blobs no repository links (row, then file), "
+            "expired upload sessions (storage.maintenance.uploadpurging.age) and temporary files, each once it has "
+            "stayed unreferenced for the grace period gc.delay; with --delete-untagged also manifests no tag "
+            "reaches. Safe while the registry serves: one collection runs at a time (on any node), and what a push "
+            "uses again meanwhile is kept. Progress goes to stderr, the summary to stdout. Exits 0 when done, 1 "
+            "when another collection is running or this one failed, 2 on a configuration error."
+        ),
+    )
+    collect.add_argument("config", nargs="?", metavar="CONFIG", help="YAML configuration file")
+    collect.add_argument("--dry-run", action="store_true", help="delete nothing, report what would be deleted now")
+    collect.add_argument(
+        "--delete-untagged", action="store_true", help="also delete manifests no tag reaches (and what only they use)"
+    )
+    collect.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
@@ -180,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         return _import(config, args.v1)
     if args.command in ("fsck", "import"):
         return _maintenance(args, config)
+    if args.command == "garbage-collect":
+        return _garbage_collect(config, args)
     from .runtime.serve import serve  # the server's imports (aiohttp, the app) are not needed to print a config
 
     try:
@@ -219,3 +240,21 @@ def _maintenance(args: argparse.Namespace, config: configuration.Config) -> int:
         return run_import(config, driver, tree, jobs=args.jobs, console=console)
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+
+
+def _garbage_collect(config: configuration.Config, args: argparse.Namespace) -> int:
+    from .application import build_driver, prepare
+    from .gc.command import garbage_collect
+
+    if config.storage.driver == "inmemory":
+        print("docker-registry: garbage-collect: the inmemory driver keeps blobs inside the server", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    try:
+        prepare(config)  # the database may predate this release's schema (the server was not started since)
+        driver = build_driver(config)
+    except ConfigError as exc:
+        print(f"docker-registry: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    return garbage_collect(
+        config, driver, dry_run=args.dry_run, delete_untagged=args.delete_untagged, as_json=args.json
+    )

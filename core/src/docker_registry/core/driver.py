@@ -177,6 +177,16 @@ class Base(abc.ABC):
         """A filesystem path the server may `sendfile` from, or None when the backend is not a local disk."""
         return self._local_path(check_path(path))
 
+    @final
+    async def purge_temporary(self, older_than: float, dry_run: bool = False) -> tuple[int, int]:
+        """Delete the driver's own temporary objects (what a write cut short by a crash left) last modified before
+        `older_than`, seconds since the epoch; how many and their bytes. With `dry_run`, only count them.
+
+        Only for garbage collection: a temporary object is in use while its write runs, so `older_than` must lie
+        well before any write still running could have last written to it.
+        """
+        return await self._purge_temporary(older_than, dry_run)
+
     async def close(self) -> None:
         """Release connections and other resources; nothing to release by default."""
         return None
@@ -229,6 +239,10 @@ class Base(abc.ABC):
     def _local_path(self, path: str) -> str | None:
         """No local file by default."""
         return None
+
+    async def _purge_temporary(self, older_than: float, dry_run: bool) -> tuple[int, int]:
+        """Nothing to purge by default: a driver whose writes are atomic on the backend leaves no temporary objects."""
+        return 0, 0
 
 
 def _check_range(offset: int, length: int | None) -> None:

@@ -142,6 +142,32 @@ class Driver(Base):
             for path in batch:
                 yield path
 
+    async def _purge_temporary(self, older_than: float, dry_run: bool) -> tuple[int, int]:
+        return await asyncio.to_thread(self._purge_temporary_sync, older_than, dry_run)
+
+    def _purge_temporary_sync(self, older_than: float, dry_run: bool) -> tuple[int, int]:
+        count = size = 0
+        for directory, _dirs, files in os.walk(self.root):
+            removed = False
+            for name in files:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                full = os.path.join(directory, name)
+                try:
+                    stat = os.lstat(full)
+                    if stat.st_mtime >= older_than:
+                        continue
+                    if not dry_run:
+                        os.unlink(full)
+                        removed = True
+                except FileNotFoundError:  # its write finished (renamed) or gave up meanwhile
+                    continue
+                count += 1
+                size += stat.st_size
+            if removed:
+                self._prune(directory)
+        return count, size
+
     # --- metadata and moves -------------------------------------------------------------------------------
     async def _stat(self, path: str) -> Stat:
         full = self._full(path)

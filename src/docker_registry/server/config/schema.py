@@ -101,9 +101,16 @@ class ReadOnlySection(Section):
     enabled: Bool = Field(False, description="refuse every write (405 UNSUPPORTED, as Distribution answers)")
 
 
+class UploadPurgingSection(Section):
+    enabled: Bool = Field(True, description="end abandoned upload sessions and delete their data")
+    age: Duration = Field(168 * 3600.0, description="sessions begun longer ago than this are abandoned")
+    interval: Duration = Field(24 * 3600.0, description="how often one process of the registry looks for them")
+    dryrun: Bool = Field(False, description="only log what would be purged")
+
+
 class MaintenanceSection(Section):
     readonly: ReadOnlySection = Field(default_factory=ReadOnlySection)
-    uploadpurging: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    uploadpurging: UploadPurgingSection = Field(default_factory=UploadPurgingSection)
 
 
 class RedirectSection(Section):
@@ -573,6 +580,28 @@ class UIConfig(Section):
     )
 
 
+# --- ours: garbage collection --------------------------------------------------------------------------------------
+
+
+class GCConfig(Section):
+    enabled: Annotated[Bool, OURS] = Field(
+        True,
+        description="collect garbage online, in one process of the registry at a time (on several nodes too): "
+        "unreferenced links and blobs, untagged manifests with `deleteuntagged`, temporary files",
+    )
+    interval: Annotated[Duration, OURS] = Field(
+        3600.0, description="time between two collections, all workers and nodes together (at least 1s)"
+    )
+    delay: Annotated[Duration, OURS] = Field(
+        24 * 3600.0,
+        description="grace period: something unreferenced is deleted only once it has stayed so this long (a push, "
+        "a mount, a re-upload or a client's HEAD meanwhile saves it); temporary files older than this are deleted",
+    )
+    deleteuntagged: Annotated[Bool, OURS] = Field(
+        False, description="also delete manifests no tag reaches (as `garbage-collect --delete-untagged` does)"
+    )
+
+
 # --- the whole file ------------------------------------------------------------------------------------------------
 
 
@@ -608,7 +637,7 @@ class Config(Section):
     loglevel: Annotated[object, Unsupported("deprecated in Distribution and ignored; use log.level")] = Field(
         None, exclude=True
     )
-    gc: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    gc: Annotated[GCConfig, OURS] = Field(default_factory=GCConfig)
     ui: Annotated[UIConfig, OURS] = Field(default_factory=UIConfig)
     v1: Annotated[V1Config, OURS] = Field(default_factory=V1Config)
 

@@ -196,7 +196,9 @@ class Registry:
         size = self.cache.blobs.get(key)
         manifest = None if size is not None else self.cache.manifests.get(key)
         if size is None and manifest is None:
-            size, manifest = await self.store.blob_or_manifest(repository, digest)
+            size, manifest, candidate = await self.store.blob_or_manifest(repository, digest)
+            if candidate:  # garbage collection would delete the link: a client asking for it may be about to use it
+                await self.store.touch_link(repository, digest)
             if self.cache.generation == generation:  # see _read_through
                 if size is not None:
                     self.cache.blobs.put(key, size)
@@ -230,14 +232,16 @@ class Registry:
 
     async def mount(self, repository: str, digest: Digest, source: str) -> bool:
         """Link a blob `source` already serves into `repository`; False when `source` does not have it."""
-        size = await self.store.blob_size(source, digest)
-        if size is None:
-            return False
-        await self.store.link_blob(
-            repository, digest, size, self._events("mount", _blob_target(repository, digest, size, source))
-        )
-        self.cache.clear()
-        return True
+        events: list[EventRecord] = []
+        if self.events is not None:  # the event names the size: read it first (only when events are recorded)
+            size = await self.store.blob_size(source, digest)
+            if size is None:
+                return False
+            events = self._events("mount", _blob_target(repository, digest, size, source))
+        mounted = await self.store.mount_blob(repository, digest, source, events)
+        if mounted:
+            self.cache.clear()
+        return mounted
 
     # --- uploads ---------------------------------------------------------------------------------------------
     async def start_upload(self, repository: str, owner: str | None = None) -> Upload:

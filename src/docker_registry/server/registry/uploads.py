@@ -23,7 +23,7 @@ from docker_registry.core.driver import Base, Writer
 
 from ..store.facade import AsyncMetadataStore
 from ..store.models import EventRecord, Upload
-from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
+from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, UNAVAILABLE, RegistryError
 from .process_identity import is_dead, this_process
 
 HASH_ALGORITHM = "sha256"
@@ -32,6 +32,9 @@ EventsOf = Callable[[int], Sequence[EventRecord]]
 """The events to write with a finished blob, given its verified size (see `events`)."""
 INLINE_HASH_MAX = 64 * 1024
 """Chunks up to this size are hashed on the event loop (tens of microseconds); larger ones in a thread."""
+PIN_WAIT_SECONDS = 10.0
+"""How long a finished upload waits for garbage collection to finish deleting an earlier copy of its blob (a
+collector deletes a blob's file right after marking it, so this is milliseconds unless the collector died)."""
 
 
 def upload_path(upload_id: str) -> str:
@@ -290,12 +293,20 @@ class Uploads:
                 hasher = await self._rehash(upload_id, size, digest.algorithm)
             if hasher.digest() != digest:
                 raise RegistryError(DIGEST_INVALID, {"digest": str(digest)})
+        except BaseException:
+            await self._discard(upload_id)
+            raise
+        # a database that cannot pin now keeps the session, as a link that fails below does: the client retries
+        await self._pin(digest, hasher.size, upload_id)
+        try:
             stored = await self._already_stored(digest)
             if not stored:
                 if not synced:
                     await self._sync(path)
                 await self._publish(upload_id, blob_path(digest), hasher.size)
         except BaseException:
+            with contextlib.suppress(Exception):  # else the pin expires on its own
+                await self._store.unpin_blob(digest, upload_id)
             await self._discard(upload_id)
             raise
         records = events(hasher.size) if events is not None else ()
@@ -304,6 +315,17 @@ class Uploads:
             await self._remove_data(upload_id)  # a published upload's data and directory moved away already
         if not linked:
             raise _gone(upload_id)
+
+    async def _pin(self, digest: Digest, size: int, upload_id: str) -> None:
+        """Keep garbage collection from deleting the blob (an earlier copy of it, or the file about to be published)
+        until `finish_upload` links it; wait while a collector finishes deleting an earlier copy."""
+        deadline = time.monotonic() + PIN_WAIT_SECONDS
+        while not await self._store.pin_blob(digest, size, upload_id):
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    UNAVAILABLE, "garbage collection is deleting this blob; try again", headers={"Retry-After": "5"}
+                )
+            await asyncio.sleep(0.05)
 
     async def _already_stored(self, digest: Digest) -> bool:
         """True when a verified copy is in place already: the new bytes, verified too, need not replace it. Storage

@@ -60,7 +60,8 @@ _INSERT_REPOSITORY_BLOB = per_dialect(
         .values(
             repository_id=sa.bindparam("repository_id"), digest=sa.bindparam("digest"), created_at=sa.bindparam("now")
         )
-        .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+        # linked again (an upload, a mount): no longer a candidate of garbage collection
+        .on_conflict_do_update(index_elements=["repository_id", "digest"], set_={"gc_candidate_since": None})
     )
 )
 

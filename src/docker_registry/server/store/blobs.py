@@ -1,4 +1,9 @@
-"""Blobs: which verified blobs exist, and which of them each repository may serve."""
+"""Blobs: which verified blobs exist, and which of them each repository may serve.
+
+Garbage collection (the `gc` feature) marks links no manifest references and blobs no repository links as
+candidates; everything here that uses a link or a blob again clears the mark or, for an upload about to publish a
+blob, pins it (see `docs/gc.md`). A blob whose `deleting_since` is set is being deleted: nothing links it again.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +14,85 @@ import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
-from .base import REPOSITORY_ID_OF, StoreBase
+from .base import REPOSITORY_ID_OF, StoreBase, per_dialect
 from .models import EventRecord
-from .tables import blobs, repositories, repository_blobs
+from .tables import blob_pins, blobs, repositories, repository_blobs
 
-_BLOB_SIZE = (
-    sa.select(blobs.c.size)
+PIN_SECONDS = 3600.0
+"""How long an upload's pin protects a blob if the upload never links it (its process died): far longer than
+publishing and linking take, which is what the pin covers."""
+
+_BLOB_ENTRY = (
+    sa.select(blobs.c.size, repository_blobs.c.gc_candidate_since)
     .select_from(repository_blobs.join(repositories).join(blobs))
     .where(repositories.c.name == sa.bindparam("repository"), repository_blobs.c.digest == sa.bindparam("digest"))
 )
-_KNOWN_BLOB_SIZE = sa.select(blobs.c.size).where(blobs.c.digest == sa.bindparam("digest"))
+_KNOWN_BLOB_SIZE = sa.select(blobs.c.size).where(
+    blobs.c.digest == sa.bindparam("digest"), blobs.c.deleting_since.is_(None)
+)
 _UNLINK = repository_blobs.delete().where(
     repository_blobs.c.repository_id == REPOSITORY_ID_OF, repository_blobs.c.digest == sa.bindparam("digest")
+)
+_TOUCH_LINK = (
+    repository_blobs.update()
+    .where(
+        repository_blobs.c.repository_id == REPOSITORY_ID_OF,
+        repository_blobs.c.digest == sa.bindparam("link_digest"),
+        repository_blobs.c.gc_candidate_since.is_not(None),
+    )
+    .values(gc_candidate_since=None)
+)
+# FOR SHARE on PostgreSQL: waits for a collector that locked the row to mark it, then sees the mark
+_MOUNTABLE = (
+    sa.select(blobs.c.size)
+    .select_from(repository_blobs.join(repositories).join(blobs))
+    .where(
+        repositories.c.name == sa.bindparam("source"),
+        repository_blobs.c.digest == sa.bindparam("digest"),
+        blobs.c.deleting_since.is_(None),
+    )
+    .with_for_update(read=True, of=blobs)
+)
+# Insert the blob as a placeholder or lock the row that is there, unless it is being deleted: no row comes back then.
+_HOLD_BLOB = per_dialect(
+    lambda insert: (
+        (
+            statement := insert(blobs).values(
+                digest=sa.bindparam("digest"), size=sa.bindparam("size"), created_at=sa.bindparam("now")
+            )
+        )
+        .on_conflict_do_update(
+            index_elements=["digest"], set_={"size": statement.excluded.size}, where=blobs.c.deleting_since.is_(None)
+        )
+        .returning(blobs.c.digest)
+    )
+)
+_PIN = per_dialect(
+    lambda insert: (
+        statement := insert(blob_pins).values(
+            digest=sa.bindparam("digest"), token=sa.bindparam("token"), expires_at=sa.bindparam("expires_at")
+        )
+    ).on_conflict_do_update(index_elements=["digest", "token"], set_={"expires_at": statement.excluded.expires_at})
+)
+UNPIN = blob_pins.delete().where(
+    blob_pins.c.digest == sa.bindparam("digest"), blob_pins.c.token == sa.bindparam("token")
 )
 
 
 class BlobQueries(StoreBase):
+    def blob_entry(self, repository: str, digest: Digest) -> tuple[int, bool] | None:
+        """Size of a blob this repository may serve and whether garbage collection marked its link, or None."""
+        params = {"repository": repository, "digest": str(digest)}
+        row = self._read(lambda conn: conn.execute(_BLOB_ENTRY, params).first())
+        return None if row is None else (row.size, row.gc_candidate_since is not None)
+
     def blob_size(self, repository: str, digest: Digest) -> int | None:
         """Size of a blob this repository may serve, or None."""
-        size: int | None = self._scalar(_BLOB_SIZE, {"repository": repository, "digest": str(digest)})
-        return size
+        entry = self.blob_entry(repository, digest)
+        return None if entry is None else entry[0]
 
     def known_blob_size(self, digest: Digest) -> int | None:
-        """Size of a verified blob in storage, whatever repository links it."""
+        """Size of a verified blob in storage, whatever repository links it (not one being deleted)."""
         size: int | None = self._scalar(_KNOWN_BLOB_SIZE, {"digest": str(digest)})
         return size
 
@@ -42,6 +103,21 @@ class BlobQueries(StoreBase):
             self._insert_events(conn, events)
 
         self._write(link)
+
+    def mount_blob(self, repository: str, digest: Digest, source: str, events: Sequence[EventRecord] = ()) -> bool:
+        """Link a blob `source` serves into `repository` and write `events`, in one transaction; False (and no
+        events) when `source` does not serve it (or garbage collection is deleting it)."""
+
+        def mount(conn: sa.Connection) -> bool:
+            size = conn.execute(_MOUNTABLE, {"source": source, "digest": str(digest)}).scalar()
+            if size is None:
+                return False
+            now = time.time()
+            self._link(conn, self._repository_id(conn, repository, now), digest, size, now)
+            self._insert_events(conn, events)
+            return True
+
+        return self._write(mount)
 
     def unlink_blob(self, repository: str, digest: Digest, events: Sequence[EventRecord] = ()) -> bool:
         """Stop serving a blob from `repository` and write `events`; False (and no events) if it did not."""
@@ -54,3 +130,26 @@ class BlobQueries(StoreBase):
             return True
 
         return self._write(unlink)
+
+    def touch_link(self, repository: str, digest: Digest) -> None:
+        """A client asked for a link garbage collection had marked (a HEAD before skipping an upload): it is in use,
+        the grace period starts again when a later collection finds it unreferenced."""
+        params = {"repository": repository, "link_digest": str(digest)}
+        self._write(lambda conn: conn.execute(_TOUCH_LINK, params), durable=False)
+
+    def pin_blob(self, digest: Digest, size: int, token: str) -> bool:
+        """Keep garbage collection away from `digest` while an upload publishes and links it (`finish_upload`
+        removes the pin); False while a collector deletes it (try again once that is done)."""
+
+        def pin(conn: sa.Connection) -> bool:
+            now = time.time()
+            params = {"digest": str(digest), "size": size, "now": now, "token": token, "expires_at": now + PIN_SECONDS}
+            if conn.execute(_HOLD_BLOB[self._dialect], params).first() is None:
+                return False
+            conn.execute(_PIN[self._dialect], params)
+            return True
+
+        return self._write(pin, durable=False)
+
+    def unpin_blob(self, digest: Digest, token: str) -> None:
+        self._write(lambda conn: conn.execute(UNPIN, {"digest": str(digest), "token": token}), durable=False)

@@ -102,7 +102,7 @@ class AsyncMetadataStore:
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         return await self._read(self.sync.blob_size, repository, digest)
 
-    async def blob_or_manifest(self, repository: str, digest: Digest) -> tuple[int | None, StoredManifest | None]:
+    async def blob_or_manifest(self, repository: str, digest: Digest) -> tuple[int | None, StoredManifest | None, bool]:
         return await self._read(self.sync.blob_or_manifest, repository, digest)
 
     async def known_blob_size(self, digest: Digest) -> int | None:
@@ -110,6 +110,20 @@ class AsyncMetadataStore:
 
     async def link_blob(self, repository: str, digest: Digest, size: int, events: Sequence[EventRecord] = ()) -> None:
         await self._write(self.sync.link_blob, repository, digest, size, events)
+
+    async def mount_blob(
+        self, repository: str, digest: Digest, source: str, events: Sequence[EventRecord] = ()
+    ) -> bool:
+        return await self._write(self.sync.mount_blob, repository, digest, source, events)
+
+    async def touch_link(self, repository: str, digest: Digest) -> None:
+        await self._session_write(self.sync.touch_link, repository, digest)
+
+    async def pin_blob(self, digest: Digest, size: int, token: str) -> bool:
+        return await self._session_write(self.sync.pin_blob, digest, size, token)
+
+    async def unpin_blob(self, digest: Digest, token: str) -> None:
+        await self._session_write(self.sync.unpin_blob, digest, token)
 
     async def unlink_blob(self, repository: str, digest: Digest, events: Sequence[EventRecord] = ()) -> bool:
         return await self._write(self.sync.unlink_blob, repository, digest, events)

@@ -73,6 +73,27 @@ _CHILD_MANIFESTS = (
     .with_for_update(read=True)
 )
 
+# A push uses what garbage collection marked as candidates again: the manifest itself (pushed again or tagged), its
+# children, its subject, its blobs' links. Before the references are checked, so a row is locked once, for writing.
+_CLEAR_MANIFEST_MARKS = (
+    manifests.update()
+    .where(
+        manifests.c.repository_id == sa.bindparam("in_repository"),
+        manifests.c.digest.in_(sa.bindparam("digests", expanding=True)),
+        manifests.c.gc_candidate_since.is_not(None),
+    )
+    .values(gc_candidate_since=None)
+)
+_CLEAR_LINK_MARKS = (
+    repository_blobs.update()
+    .where(
+        repository_blobs.c.repository_id == sa.bindparam("in_repository"),
+        repository_blobs.c.digest.in_(sa.bindparam("digests", expanding=True)),
+        repository_blobs.c.gc_candidate_since.is_not(None),
+    )
+    .values(gc_candidate_since=None)
+)
+
 
 def _annotations(stored: str | None) -> dict[str, str] | None:
     return json.loads(stored) if stored else None
@@ -118,6 +139,7 @@ class ManifestQueries(StoreBase):
         def put(conn: sa.Connection) -> None:
             now = time.time()
             repo_id = self._repository_id(conn, repository, now)
+            self._clear_marks(conn, repo_id, manifest)
             self._check_references(conn, repo_id, manifest)
             manifest_id = self._insert_manifest(conn, repo_id, manifest, now)
             # one order for every transaction: two pushes naming the same tags in other orders would deadlock
@@ -155,6 +177,16 @@ class ManifestQueries(StoreBase):
                 [{"manifest_id": manifest_id, "digest": d, "kind": k} for d, k in sorted(refs)],
             )
         return manifest_id
+
+    def _clear_marks(self, conn: sa.Connection, repo_id: int, manifest: Manifest) -> None:
+        """Save what this push uses from garbage collection (see `docs/gc.md`); no-ops unless something is marked."""
+        used = {str(manifest.digest)} | {str(d.digest) for d in manifest.children}
+        if manifest.subject is not None:
+            used.add(str(manifest.subject.digest))
+        conn.execute(_CLEAR_MANIFEST_MARKS, {"in_repository": repo_id, "digests": sorted(used)})
+        if manifest.blobs:
+            layers = sorted({str(d.digest) for d in manifest.blobs})
+            conn.execute(_CLEAR_LINK_MARKS, {"in_repository": repo_id, "digests": layers})
 
     def _check_references(self, conn: sa.Connection, repo_id: int, manifest: Manifest) -> None:
         """Raise BadReference unless every blob and child is in the repository with the size the manifest gives.

@@ -30,11 +30,12 @@ class MetadataStore(
     EventQueries,
     BrowseQueries,
 ):
-    def blob_or_manifest(self, repository: str, digest: Digest) -> tuple[int | None, StoredManifest | None]:
+    def blob_or_manifest(self, repository: str, digest: Digest) -> tuple[int | None, StoredManifest | None, bool]:
         """What a blob GET or HEAD may serve under `digest`: a linked blob's size, else the manifest of that digest
-        (Distribution serves manifests from its blob store too). One thread hop for both look-ups: a client
-        HEADs every layer it is about to push, and each of those misses would otherwise cost two."""
-        size = self.blob_size(repository, digest)
-        if size is not None:
-            return size, None
-        return None, self.manifest(repository, digest)
+        (Distribution serves manifests from its blob store too), and whether garbage collection marked the link.
+        One thread hop for both look-ups: a client HEADs every layer it is about to push, and each of those misses
+        would otherwise cost two."""
+        entry = self.blob_entry(repository, digest)
+        if entry is not None:
+            return entry[0], None, entry[1]
+        return None, self.manifest(repository, digest), False

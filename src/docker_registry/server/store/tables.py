@@ -20,6 +20,9 @@ blobs = sa.Table(
     sa.Column("digest", sa.String(200), primary_key=True),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Garbage collection (gc/): since when no repository links the blob, and since when its file is being deleted
+    sa.Column("gc_candidate_since", sa.Float, nullable=True),
+    sa.Column("deleting_since", sa.Float, nullable=True),
 )
 
 repository_blobs = sa.Table(
@@ -28,6 +31,9 @@ repository_blobs = sa.Table(
     sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("digest", sa.String(200), sa.ForeignKey("blobs.digest"), primary_key=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # since when no manifest of the repository references the blob (set by GC, cleared by any new use)
+    sa.Column("gc_candidate_since", sa.Float, nullable=True),
+    sa.Index("ix_repository_blobs_digest", "digest"),
 )
 
 manifests = sa.Table(
@@ -43,6 +49,8 @@ manifests = sa.Table(
     sa.Column("artifact_type", sa.String(255), nullable=True),
     sa.Column("annotations", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # since when the manifest is untagged and unreferenced (set by GC, cleared by a push, a tag or a reference)
+    sa.Column("gc_candidate_since", sa.Float, nullable=True),
     sa.UniqueConstraint("repository_id", "digest", name="uq_manifests_repository_digest"),
     sa.Index("ix_manifests_subject", "repository_id", "subject_digest"),
 )
@@ -54,6 +62,7 @@ manifest_references = sa.Table(
     sa.Column("digest", sa.String(200), primary_key=True),
     # 'blob' (config, layers), 'foreign' (non-distributable layer with URLs) or 'manifest' (index child)
     sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Index("ix_manifest_references_digest", "digest", "kind", "manifest_id"),
 )
 
 tags = sa.Table(
@@ -66,6 +75,7 @@ tags = sa.Table(
     # The UI's orders: a repository's tags by push time, the registry's latest pushes (migration 0014).
     sa.Index("ix_tags_repository_updated", "repository_id", "updated_at"),
     sa.Index("ix_tags_updated", "updated_at"),
+    sa.Index("ix_tags_manifest", "manifest_id"),
 )
 
 uploads = sa.Table(
@@ -102,6 +112,8 @@ v1_images = sa.Table(
     sa.Column("diff_id", sa.String(200), nullable=True),
     sa.Column("complete", sa.Boolean, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # garbage collection keeps the blobs v1 images name (migration 0006)
+    sa.Index("ix_v1_images_layer_digest", "layer_digest"),
 )
 
 v1_repository_images = sa.Table(
@@ -168,5 +180,23 @@ event_lease = sa.Table(
     sa.Column("holder", sa.String(64), nullable=False),
     # process_identity of the holder, so a holder that died on this host is replaced at once
     sa.Column("holder_process", sa.String(200), nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+blob_pins = sa.Table(
+    "blob_pins",
+    metadata,
+    # An upload about to publish and link this blob: GC deletes no blob while a live pin names it.
+    sa.Column("digest", sa.String(200), primary_key=True),
+    sa.Column("token", sa.String(36), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    # One holder at a time across processes and nodes (garbage collection, upload purging); expires if not renewed.
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
 )

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from docker_registry.core.digest import Digest
 
 from .base import StoreBase
+from .blobs import UNPIN
 from .models import EventRecord, Upload
 from .tables import uploads
 
@@ -175,6 +176,7 @@ class UploadQueries(StoreBase):
             # writer IS NULL without a token, as `uploads.c.writer == None` always said
             statement = _END_UNCLAIMED if token is None else _END_CLAIMED
             ended = conn.execute(statement, {"upload_id": upload_id, "token": token})
+            conn.execute(UNPIN, {"digest": str(digest), "token": upload_id})  # the link (or nothing) from now on
             if token is not None and ended.rowcount == 0:
                 return False
             self._link(conn, self._repository_id(conn, repository, now), digest, size, now)

@@ -1,0 +1,273 @@
+"""One garbage collection: mark what nothing uses, delete what stayed unused for the grace period.
+
+The order matters: untagged manifests first (their deletion leaves links unreferenced), then links (leaving blobs
+unlinked), then blobs, so with no grace period a single run frees a deleted image completely. Everything runs
+under a lease in the metadata database, so only one collection runs at a time on any number of processes and
+nodes; the lease is renewed before every batch, and a collection that lost it stops.
+
+A blob is deleted in three steps: its row is marked as being deleted (no upload links it again from then on: they
+wait, and mounts refuse), its file is deleted, then its row. A collection that dies in between leaves marked rows,
+which the next one finishes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from docker_registry.core import exceptions
+from docker_registry.core.digest import blob_path
+from docker_registry.core.driver import Base
+
+from ..store.base import stored_digest
+from ..store.collection import CollectionQueries, DryRun, LeaseLost
+from .progress import Progress
+from .summary import Summary
+
+T = TypeVar("T")
+LEASE_NAME = "gc"
+LEASE_SECONDS = 60.0
+"""A crashed collector's lease runs out after this."""
+RENEW_AFTER = 10.0
+"""A collector renews its lease before a batch once this long has passed since it last did: well within the lease."""
+BATCH = 2000
+"""Rows deleted per transaction: tens of milliseconds, so pushes barely wait for the database's write lock."""
+CONCURRENT_REMOVES = 32
+MIN_TEMPORARY_AGE = 60.0
+"""Temporary files younger than this are never touched, whatever the grace period (a write in progress)."""
+MAX_CASCADES = 100
+"""With no grace period, deleting an index makes its children deletable in the same run: rounds at most."""
+
+
+class Busy(Exception):
+    """Another collection holds the lease."""
+
+    def __init__(self, holder: str, until: float) -> None:
+        super().__init__(f"another garbage collection is running ({holder}, lease until {time.ctime(until)})")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    delay: float
+    """The grace period, seconds."""
+    delete_untagged: bool = False
+    dry_run: bool = False
+    upload_age: float | None = None
+    """End upload sessions begun longer ago than this (seconds), with their data; None: leave them."""
+
+
+class _Silent:
+    def start(self, phase: str, total: int | None) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def _dry_run(options: Options, cutoff: float) -> DryRun | None:
+    """A dry run's conditions: with no grace period, what is unmarked now would be marked and deleted at once."""
+    if not options.dry_run:
+        return None
+    return DryRun(cutoff, include_unmarked=options.delay <= 0, delete_untagged=options.delete_untagged)
+
+
+def _batches(items: Sequence[T]) -> list[Sequence[T]]:
+    return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
+
+
+class Collector:
+    def __init__(self, store: CollectionQueries, driver: Base, holder: str, progress: Progress | None = None) -> None:
+        self._store = store
+        self._driver = driver
+        self._holder = holder
+        """Who runs this collection (host, process), as the lease names it."""
+        self._progress: Progress = progress or _Silent()
+        self._renewed = 0.0
+
+    async def _db(self, query: Callable[..., T], *args: object) -> T:
+        """A query of the (synchronous) store, in a thread: the server's event loop keeps serving meanwhile."""
+        return await asyncio.to_thread(query, *args)
+
+    async def _renew(self) -> None:
+        if time.monotonic() - self._renewed < RENEW_AFTER:
+            return
+        if not await self._db(self._store.acquire_lease, LEASE_NAME, self._holder, LEASE_SECONDS):
+            raise LeaseLost(f"{self._holder} lost the garbage collection lease")
+        self._renewed = time.monotonic()
+
+    async def run(self, options: Options) -> Summary:
+        """One collection; Busy when another holds the lease."""
+        if not await self._db(self._store.acquire_lease, LEASE_NAME, self._holder, LEASE_SECONDS):
+            current = await self._db(self._store.lease_holder, LEASE_NAME)
+            holder, until = current or ("another process", time.time())
+            raise Busy(holder, until)
+        self._renewed = time.monotonic()
+        try:
+            return await self._collect(options)
+        finally:
+            await self._db(self._store.release_lease, LEASE_NAME, self._holder)
+
+    async def _collect(self, options: Options) -> Summary:
+        began = time.monotonic()
+        now = time.time()
+        cutoff = now - options.delay
+        summary = Summary(dry_run=options.dry_run)
+        # a walk of the storage driver's files, independent of the rest: it runs beside the database's phases
+        temporary = asyncio.ensure_future(self._temporary(now - max(options.delay, MIN_TEMPORARY_AGE), options.dry_run))
+        try:
+            await self._phases(options, now, cutoff, summary)
+        finally:
+            count, size = await temporary
+        summary.deleted["temporary"] += count
+        summary.bytes_freed += size
+        summary.seconds = time.monotonic() - began
+        return summary
+
+    async def _phases(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
+        summary.scanned = await self._db(self._store.counts)
+        if not options.dry_run:
+            await self._finish_blob_deletions(summary)
+        if options.delete_untagged:
+            await self._manifests(options, now, cutoff, summary)
+        await self._links(options, now, cutoff, summary)
+        await self._blobs(options, now, cutoff, summary)
+        if options.upload_age is not None:
+            await self.purge_uploads(now - options.upload_age, options.dry_run, summary)
+
+    # --- phases -----------------------------------------------------------------------------------------------
+    async def _manifests(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
+        for _round in range(MAX_CASCADES):
+            if not options.dry_run:
+                await self._db(self._store.mark_manifests, now)
+            ids = await self._db(self._store.manifest_candidates, cutoff, _dry_run(options, cutoff))
+            deleted = await self._delete_rows("untagged manifests", ids, options, self._store.delete_manifests, cutoff)
+            summary.deleted["manifests"] += deleted
+            if options.dry_run or not deleted or options.delay > 0:
+                return  # what the deletions left unreachable is marked now: a later run deletes it after the delay
+            now = time.time()
+            cutoff = now
+
+    async def _links(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
+        if not options.dry_run:
+            await self._db(self._store.mark_links, now)
+        keys = await self._db(self._store.link_candidates, cutoff, _dry_run(options, cutoff))
+        summary.deleted["links"] += await self._delete_rows(
+            "unreferenced links", keys, options, self._store.delete_links, cutoff
+        )
+
+    async def _delete_rows(
+        self,
+        phase: str,
+        items: Sequence[T],
+        options: Options,
+        delete: Callable[[Sequence[T], float], int],
+        cutoff: float,
+    ) -> int:
+        self._progress.start(phase, len(items))
+        deleted = 0
+        try:
+            if options.dry_run:
+                self._progress.advance(len(items))
+                return len(items)
+            for batch in _batches(items):
+                await self._renew()
+                deleted += await self._db(delete, batch, cutoff)
+                self._progress.advance(len(batch))
+        finally:
+            self._progress.finish()
+        return deleted
+
+    async def _blobs(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
+        if not options.dry_run:
+            await self._db(self._store.mark_blobs, now)
+        candidates = await self._db(self._store.blob_candidates, cutoff, _dry_run(options, cutoff))
+        self._progress.start("unlinked blobs", len(candidates))
+        try:
+            if options.dry_run:
+                summary.deleted["blobs"] += len(candidates)
+                summary.bytes_freed += sum(size for _, size in candidates)
+                self._progress.advance(len(candidates))
+                return
+            for batch in _batches(candidates):
+                await self._renew()
+                doomed = await self._db(self._store.begin_blob_deletion, [digest for digest, _ in batch], cutoff)
+                await self._delete_blobs(doomed, summary)
+                self._progress.advance(len(batch))
+        finally:
+            self._progress.finish()
+
+    async def _finish_blob_deletions(self, summary: Summary) -> None:
+        """Blobs an earlier collection marked as being deleted and did not finish (it died)."""
+        leftovers = await self._db(self._store.blobs_being_deleted)
+        for batch in _batches(leftovers):
+            await self._renew()
+            await self._delete_blobs(batch, summary)
+
+    async def _delete_blobs(self, doomed: Sequence[tuple[str, int]], summary: Summary) -> None:
+        """Delete the files of blobs marked as being deleted, then their rows."""
+        limit = asyncio.Semaphore(CONCURRENT_REMOVES)
+
+        async def remove(digest: str, size: int) -> None:
+            async with limit:
+                if await self._remove(blob_path(stored_digest(digest))):
+                    summary.bytes_freed += size
+
+        await asyncio.gather(*(remove(digest, size) for digest, size in doomed))
+        await self._db(self._store.end_blob_deletion, [digest for digest, _ in doomed])
+        summary.deleted["blobs"] += len(doomed)
+
+    async def _remove(self, path: str) -> bool:
+        """Delete an object; False if it was gone already."""
+        try:
+            await self._driver.remove(path)
+        except exceptions.FileNotFoundError:
+            return False
+        return True
+
+    async def purge_uploads(self, started_before: float, dry_run: bool, summary: Summary) -> None:
+        """End upload sessions begun before `started_before` that nobody writes to, and delete their data; also
+        data of sessions the database no longer knows (a crash between the two), once as old."""
+        self._progress.start("expired uploads", None)
+        try:
+            ended = await self._db(self._store.expired_uploads, started_before, dry_run)
+            for upload in ended:
+                if dry_run or await self._remove(f"uploads/{upload.id}"):
+                    summary.bytes_freed += upload.size
+            summary.deleted["uploads"] += len(ended)
+            self._progress.advance(len(ended))
+            known = await self._db(self._store.upload_ids)
+            for orphan in await self._orphaned_uploads(known | {u.id for u in ended}, started_before):
+                if dry_run or await self._remove(orphan):
+                    summary.deleted["uploads"] += 1
+                    self._progress.advance(1)
+        finally:
+            self._progress.finish()
+
+    async def _orphaned_uploads(self, known: set[str], started_before: float) -> list[str]:
+        try:
+            folders = await self._driver.list_directory("uploads")
+        except exceptions.FileNotFoundError:
+            return []
+        orphans = []
+        for folder in folders:
+            if folder.rsplit("/", 1)[-1] in known:
+                continue
+            try:
+                stat = await self._driver.stat(f"{folder}/data")
+            except exceptions.FileNotFoundError:
+                continue  # a session being created, or not a session's folder at all
+            except exceptions.WrongArgumentsError:
+                continue
+            if stat.mtime < started_before:
+                orphans.append(folder)
+        return orphans
+
+    async def _temporary(self, older_than: float, dry_run: bool) -> tuple[int, int]:
+        """The driver's temporary files older than `older_than`: how many, and their bytes."""
+        return await self._driver.purge_temporary(older_than, dry_run)

@@ -1,0 +1,403 @@
+"""The queries of garbage collection: leases, candidate marks, and deletions that check again what they delete.
+
+A collection marks what nothing uses (an untagged manifest no tag reaches, a link no manifest of its repository
+references, a blob no repository links) with the time it found it so, clears the mark of whatever is in use again,
+and deletes what has been marked for longer than the grace period. Every deletion locks its rows and checks the
+same conditions again in its own transaction, so a push that uses a candidate meanwhile either commits first (and
+the row stays) or finds it gone (and is refused cleanly). See `docs/gc.md`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from .base import StoreBase, per_dialect
+from .models import Upload
+from .tables import (
+    blob_pins,
+    blobs,
+    leases,
+    manifest_references,
+    manifests,
+    repository_blobs,
+    tags,
+    uploads,
+    v1_images,
+)
+from .uploads import WRITER_LEASE_SECONDS
+
+# --- conditions ------------------------------------------------------------------------------------------------------
+
+
+def _link_referenced(doomed: DryRun | None = None) -> sa.Exists:
+    """A manifest of the link's repository names the blob (config, layer, or a non-distributable layer pushed
+    anyway); with `doomed`, one that a real run would not delete."""
+    referencing = manifests.alias("referencing")
+    conditions = [
+        manifest_references.c.digest == repository_blobs.c.digest,
+        # two comparisons, not IN: an IN list cannot run in an executemany (`_DELETE_LINK`)
+        sa.or_(manifest_references.c.kind == "blob", manifest_references.c.kind == "foreign"),
+        referencing.c.repository_id == repository_blobs.c.repository_id,
+    ]
+    if doomed is not None and doomed.delete_untagged:
+        conditions.append(sa.not_(_manifest_doomed(referencing, doomed)))
+    return sa.exists(
+        sa.select(1)
+        .select_from(manifest_references.join(referencing, referencing.c.id == manifest_references.c.manifest_id))
+        .where(*conditions)
+    )
+
+
+def _blob_linked(doomed: DryRun | None = None) -> sa.ColumnElement[bool]:
+    """A repository links the blob (with `doomed`, by a link a real run would not delete), or it is the layer of a
+    v1 image: v1 images belong to no repository, and their layers are served by image id."""
+    conditions = [repository_blobs.c.digest == blobs.c.digest]
+    if doomed is not None:
+        conditions.append(sa.not_(_link_doomed(doomed)))
+    v1_layer = sa.exists(sa.select(1).where(v1_images.c.layer_digest == blobs.c.digest))
+    return sa.or_(sa.exists(sa.select(1).where(*conditions)), v1_layer)
+
+
+_LINK_REFERENCED = _link_referenced()
+_BLOB_LINKED = _blob_linked()
+_DELETE_LINK = repository_blobs.delete().where(
+    repository_blobs.c.repository_id == sa.bindparam("in_repository"),
+    repository_blobs.c.digest == sa.bindparam("link_digest"),
+    repository_blobs.c.gc_candidate_since <= sa.bindparam("cutoff"),
+    sa.not_(_LINK_REFERENCED),
+)
+"""One link by its key, if still marked before the cutoff and unreferenced: run for a batch of keys at once (a
+key lookup each, where a list of pairs in one statement makes SQLite scan the table)."""
+_BLOB_PINNED = sa.exists(
+    sa.select(1).where(blob_pins.c.digest == blobs.c.digest, blob_pins.c.expires_at > sa.bindparam("now"))
+)
+"""An upload is publishing and linking the blob (`BlobQueries.pin_blob`)."""
+
+
+def _live_manifests() -> sa.CTE:
+    """The ids of manifests a tag reaches: tagged ones, an index's children, and in both directions between a
+    referrer and its subject (a signature lives while its image does, and keeps it alive while it is tagged)."""
+    parent, child = manifests.alias("parent"), manifests.alias("child")
+    children = sa.select(parent.c.id.label("source"), child.c.id.label("target")).select_from(
+        parent.join(manifest_references, manifest_references.c.manifest_id == parent.c.id).join(
+            child,
+            sa.and_(
+                child.c.repository_id == parent.c.repository_id,
+                child.c.digest == manifest_references.c.digest,
+                manifest_references.c.kind == "manifest",
+            ),
+        )
+    )
+    referrer, subject = manifests.alias("referrer"), manifests.alias("subject")
+    subject_join = referrer.join(
+        subject,
+        sa.and_(subject.c.repository_id == referrer.c.repository_id, subject.c.digest == referrer.c.subject_digest),
+    )
+    to_subject = sa.select(referrer.c.id.label("source"), subject.c.id.label("target")).select_from(subject_join)
+    to_referrer = sa.select(subject.c.id.label("source"), referrer.c.id.label("target")).select_from(subject_join)
+    edges = sa.union_all(children, to_subject, to_referrer).subquery("edges")
+    live = sa.select(tags.c.manifest_id.label("id")).cte("live", recursive=True)
+    return live.union(sa.select(edges.c.target).select_from(edges.join(live, edges.c.source == live.c.id)))
+
+
+def _unreachable(table: sa.FromClause = manifests) -> sa.ColumnElement[bool]:
+    live = _live_manifests()
+    return table.c.id.not_in(sa.select(live.c.id))
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    """What a real run would delete, for a dry run's conditions: it follows the cascade (an untagged manifest's
+    links, a deleted link's blob) without deleting anything."""
+
+    cutoff: float
+    include_unmarked: bool
+    delete_untagged: bool
+
+
+def _manifest_doomed(table: sa.FromClause, doomed: DryRun) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        _marked(table.c.gc_candidate_since, doomed.cutoff, doomed.include_unmarked),
+        table.c.created_at <= doomed.cutoff,
+        _unreachable(table),
+    )
+
+
+def _link_doomed(doomed: DryRun) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        _marked(repository_blobs.c.gc_candidate_since, doomed.cutoff, doomed.include_unmarked),
+        repository_blobs.c.created_at <= doomed.cutoff,
+        sa.not_(_link_referenced(doomed)),
+    )
+
+
+# --- statements ------------------------------------------------------------------------------------------------------
+
+_LEASE = sa.select(leases.c.holder, leases.c.expires_at).where(leases.c.name == sa.bindparam("lease")).with_for_update()
+_TAKE_LEASE = per_dialect(
+    lambda insert: (
+        insert(leases)
+        .values(name=sa.bindparam("lease"), holder=sa.bindparam("who"), expires_at=sa.bindparam("until"))
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+)
+_RENEW_LEASE = (
+    leases.update()
+    .where(leases.c.name == sa.bindparam("lease"))
+    .values(holder=sa.bindparam("who"), expires_at=sa.bindparam("until"))
+)
+_RELEASE_LEASE = (
+    leases.update()
+    .where(leases.c.name == sa.bindparam("lease"), leases.c.holder == sa.bindparam("who"))
+    .values(expires_at=0.0)
+)
+
+
+def _marked(column: sa.ColumnElement[float], cutoff: float, include_unmarked: bool) -> sa.ColumnElement[bool]:
+    """Marked before `cutoff`; with `include_unmarked`, also not marked yet (a dry run with no grace period,
+    which counts what a real run would mark and delete at once)."""
+    marked = column <= cutoff
+    return sa.or_(marked, column.is_(None)) if include_unmarked else marked
+
+
+class LeaseLost(Exception):
+    """Another process took the lease (this one stalled past its expiry): stop before deleting anything more."""
+
+
+class CollectionQueries(StoreBase):
+    """Only the commit that marks blobs as being deleted waits for the disk: their files are deleted after it. The
+    other writes of a collection may be lost to a power cut (the next collection does them again), and that durable
+    commit carries every earlier one along, as SQLite's WAL and PostgreSQL's log are written in order."""
+
+    # --- leases: one collector at a time, across processes and nodes ------------------------------------------
+    def acquire_lease(self, name: str, holder: str, seconds: float) -> bool:
+        """Take or renew the lease `name` for `seconds`; False while another holder's lease runs."""
+
+        def take(conn: sa.Connection) -> bool:
+            now = time.time()
+            params = {"lease": name, "who": holder, "until": now + seconds}
+            row = conn.execute(_LEASE, params).first()
+            if row is None:
+                return conn.execute(_TAKE_LEASE[self._dialect], params).rowcount > 0
+            if row.holder != holder and row.expires_at > now:
+                return False
+            conn.execute(_RENEW_LEASE, params)
+            return True
+
+        return self._write(take)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        self._write(lambda conn: conn.execute(_RELEASE_LEASE, {"lease": name, "who": holder}), durable=False)
+
+    def lease_holder(self, name: str) -> tuple[str, float] | None:
+        """Who holds the lease `name` until when, if anyone does now."""
+        query = sa.select(leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
+        row = self._read(lambda conn: conn.execute(query).first())
+        return (row.holder, row.expires_at) if row is not None and row.expires_at > time.time() else None
+
+    # --- what there is ----------------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Rows of each kind a collection looks at (its summary's "scanned")."""
+
+        def count(conn: sa.Connection) -> dict[str, int]:
+            return {
+                name: int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+                for name, table in (
+                    ("manifests", manifests),
+                    ("links", repository_blobs),
+                    ("blobs", blobs),
+                    ("uploads", uploads),
+                )
+            }
+
+        return self._read(count)
+
+    # --- untagged manifests ---------------------------------------------------------------------------------
+    def mark_manifests(self, now: float) -> None:
+        """Mark manifests no tag reaches, unmark those one reaches again."""
+
+        def mark(conn: sa.Connection) -> None:
+            unreachable = _unreachable()
+            conn.execute(
+                manifests.update()
+                .where(manifests.c.gc_candidate_since.is_not(None), sa.not_(unreachable))
+                .values(gc_candidate_since=None)
+            )
+            conn.execute(
+                manifests.update()
+                .where(manifests.c.gc_candidate_since.is_(None), unreachable)
+                .values(gc_candidate_since=now)
+            )
+
+        self._write(mark, durable=False)
+
+    def manifest_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[int]:
+        """Ids of unreachable manifests marked before `cutoff`; for a dry run, those a real run would delete."""
+        doomed = dry_run or DryRun(cutoff, include_unmarked=False, delete_untagged=True)
+        query = sa.select(manifests.c.id).where(_manifest_doomed(manifests, doomed)).order_by(manifests.c.id)
+        return self._read(lambda conn: list(conn.execute(query).scalars()))
+
+    def delete_manifests(self, ids: Sequence[int], cutoff: float) -> int:
+        """Delete those of `ids` still unreachable and marked before `cutoff`, with their references; how many."""
+
+        def delete(conn: sa.Connection) -> int:
+            locked = list(
+                conn.execute(sa.select(manifests.c.id).where(manifests.c.id.in_(ids)).with_for_update()).scalars()
+            )
+            if not locked:
+                return 0
+            doomed = list(
+                conn.execute(
+                    sa.select(manifests.c.id).where(
+                        manifests.c.id.in_(locked),
+                        manifests.c.gc_candidate_since <= cutoff,
+                        manifests.c.created_at <= cutoff,
+                        _unreachable(),
+                    )
+                ).scalars()
+            )
+            if doomed:
+                conn.execute(manifest_references.delete().where(manifest_references.c.manifest_id.in_(doomed)))
+                conn.execute(manifests.delete().where(manifests.c.id.in_(doomed)))
+            return len(doomed)
+
+        return self._write(delete, durable=False)
+
+    # --- links --------------------------------------------------------------------------------------------------
+    def mark_links(self, now: float) -> None:
+        """Mark links no manifest of their repository references, unmark those one references again."""
+
+        def mark(conn: sa.Connection) -> None:
+            conn.execute(
+                repository_blobs.update()
+                .where(repository_blobs.c.gc_candidate_since.is_not(None), _LINK_REFERENCED)
+                .values(gc_candidate_since=None)
+            )
+            conn.execute(
+                repository_blobs.update()
+                .where(repository_blobs.c.gc_candidate_since.is_(None), sa.not_(_LINK_REFERENCED))
+                .values(gc_candidate_since=now)
+            )
+
+        self._write(mark, durable=False)
+
+    def link_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[tuple[int, str]]:
+        """(repository id, digest) of unreferenced links marked before `cutoff`; for a dry run, those a real run
+        would delete."""
+        if dry_run is not None:
+            condition = _link_doomed(dry_run)
+        else:
+            condition = sa.and_(
+                repository_blobs.c.gc_candidate_since <= cutoff,
+                repository_blobs.c.created_at <= cutoff,
+                sa.not_(_LINK_REFERENCED),
+            )
+        query = sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(condition)
+        return self._read(lambda conn: [(row.repository_id, row.digest) for row in conn.execute(query)])
+
+    def delete_links(self, keys: Sequence[tuple[int, str]], cutoff: float) -> int:
+        """Delete those of `keys` (repository id, digest) still unreferenced and marked before `cutoff`."""
+        rows = [{"in_repository": repository, "link_digest": digest, "cutoff": cutoff} for repository, digest in keys]
+
+        def delete(conn: sa.Connection) -> int:
+            if self._dialect == "postgresql":
+                # lock first, check after: the deletes are new statements, which see what a push that held the rows
+                # committed meanwhile (SQLite's write transaction already excludes every other writer)
+                chosen = sa.tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(list(keys))
+                conn.execute(sa.select(repository_blobs.c.digest).where(chosen).with_for_update()).all()
+            return int(conn.execute(_DELETE_LINK, rows).rowcount)
+
+        return self._write(delete, durable=False)
+
+    # --- blobs --------------------------------------------------------------------------------------------------
+    def mark_blobs(self, now: float) -> None:
+        """Mark blobs no repository links, unmark those linked again; forget pins that expired."""
+
+        def mark(conn: sa.Connection) -> None:
+            conn.execute(blob_pins.delete().where(blob_pins.c.expires_at <= now))
+            conn.execute(
+                blobs.update()
+                .where(blobs.c.gc_candidate_since.is_not(None), _BLOB_LINKED)
+                .values(gc_candidate_since=None)
+            )
+            conn.execute(
+                blobs.update()
+                .where(blobs.c.gc_candidate_since.is_(None), blobs.c.deleting_since.is_(None), sa.not_(_BLOB_LINKED))
+                .values(gc_candidate_since=now)
+            )
+
+        self._write(mark, durable=False)
+
+    def blob_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[tuple[str, int]]:
+        """Digests and sizes of unlinked, unpinned blobs marked before `cutoff`; for a dry run, those a real run
+        would delete."""
+        if dry_run is not None:
+            marked = _marked(blobs.c.gc_candidate_since, cutoff, dry_run.include_unmarked)
+            linked = _blob_linked(dry_run)
+        else:
+            marked, linked = blobs.c.gc_candidate_since <= cutoff, _BLOB_LINKED
+        query = sa.select(blobs.c.digest, blobs.c.size).where(
+            marked,
+            blobs.c.created_at <= cutoff,
+            blobs.c.deleting_since.is_(None),
+            sa.not_(linked),
+            sa.not_(_BLOB_PINNED),
+        )
+        return self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query, {"now": time.time()})])
+
+    def begin_blob_deletion(self, digests: Sequence[str], cutoff: float) -> list[tuple[str, int]]:
+        """Mark those of `digests` still unlinked, unpinned and marked before `cutoff` as being deleted: from this
+        commit on nothing links them again (uploads wait, mounts refuse). Their digests and sizes."""
+        chosen = blobs.c.digest.in_(list(digests))
+
+        def begin(conn: sa.Connection) -> list[tuple[str, int]]:
+            conn.execute(sa.select(blobs.c.digest).where(chosen).with_for_update()).all()
+            now = time.time()
+            rows = conn.execute(
+                blobs.update()
+                .where(
+                    chosen,
+                    blobs.c.deleting_since.is_(None),
+                    blobs.c.gc_candidate_since <= cutoff,
+                    sa.not_(_BLOB_LINKED),
+                    sa.not_(_BLOB_PINNED),
+                )
+                .values(deleting_since=now)
+                .returning(blobs.c.digest, blobs.c.size),
+                {"now": now},
+            )
+            return [(row.digest, row.size) for row in rows]
+
+        return self._write(begin)
+
+    def end_blob_deletion(self, digests: Sequence[str]) -> None:
+        """Remove the rows of blobs whose files are deleted."""
+        statement = blobs.delete().where(
+            blobs.c.digest.in_(list(digests)), blobs.c.deleting_since.is_not(None), sa.not_(_BLOB_LINKED)
+        )
+        self._write(lambda conn: conn.execute(statement), durable=False)
+
+    def blobs_being_deleted(self) -> list[tuple[str, int]]:
+        """Blobs a collection began deleting and did not finish (it died): the next one finishes them."""
+        query = sa.select(blobs.c.digest, blobs.c.size).where(blobs.c.deleting_since.is_not(None))
+        return self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query)])
+
+    # --- upload sessions ----------------------------------------------------------------------------------------
+    def expired_uploads(self, started_before: float, dry_run: bool) -> list[Upload]:
+        """End the sessions begun before `started_before` that no live request writes to; the sessions ended."""
+        now = time.time()
+        idle = sa.or_(uploads.c.writer.is_(None), uploads.c.writer_since < now - WRITER_LEASE_SECONDS)
+        condition = sa.and_(uploads.c.created_at < started_before, idle)
+        columns = (uploads.c.id, uploads.c.repository, uploads.c.size)
+        if dry_run:
+            rows = self._read(lambda conn: conn.execute(sa.select(*columns).where(condition)).all())
+        else:
+            rows = self._write(lambda conn: conn.execute(uploads.delete().where(condition).returning(*columns)).all())
+        return [Upload(row.id, row.repository, row.size) for row in rows]
+
+    def upload_ids(self) -> set[str]:
+        return self._read(lambda conn: set(conn.execute(sa.select(uploads.c.id)).scalars()))

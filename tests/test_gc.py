@@ -1,0 +1,338 @@
+"""Garbage collection (issue 9), as an operator and clients see it: `docker-registry garbage-collect` against a
+running registry, and the online collector of the server itself.
+
+Every test checks what matters to a user: what is referenced still pulls completely and verifies, what is not is
+gone from the API (on every worker: caches included), from storage and from the metadata database.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gc_checks import pull_and_verify, verify_manifest
+from oci_content import OCI_MANIFEST
+from registry_api import (
+    Pushed,
+    get_manifest,
+    image_manifest,
+    index_manifest,
+    push,
+    push_blob,
+    random_bytes,
+    start_upload,
+    with_params,
+)
+from registry_process import RegistryProcess, implementation
+from v1_engine import chain, expect, push_image
+
+pytestmark = pytest.mark.skipif(implementation() != "ours", reason="garbage collection of this registry")
+
+NO_ONLINE_GC = {"gc": {"enabled": False, "delay": "0s"}}
+
+
+def collect(server: RegistryProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """`docker-registry garbage-collect` on the server's own configuration, while it runs."""
+    return subprocess.run(
+        [sys.executable, "-m", "docker_registry.server", "garbage-collect", str(server.workdir / "config.yml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def collect_json(server: RegistryProcess, *args: str) -> dict[str, Any]:
+    result = collect(server, "--json", *args)
+    assert result.returncode == 0, result.stderr
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary
+
+
+def fresh_statuses(server: RegistryProcess, method: str, path: str, times: int = 12, **kwargs: Any) -> set[int]:
+    """Statuses of `times` requests, each on a new connection: the kernel spreads them over the workers."""
+    statuses = set()
+    for _ in range(times):
+        with httpx.Client(base_url=server.url, timeout=30) as one:
+            statuses.add(one.request(method, path, **kwargs).status_code)
+    return statuses
+
+
+def blob_file(server: RegistryProcess, digest: str) -> Path:
+    hex_digest = digest.removeprefix("sha256:")
+    return server.data_dir / "blobs" / "sha256" / hex_digest[:2] / hex_digest / "data"
+
+
+def rows(server: RegistryProcess, query: str, *params: object) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(server.data_dir / "registry.db") as db:
+        return db.execute(query, params).fetchall()
+
+
+def layer_digests(pushed: Pushed) -> list[str]:
+    document = json.loads(pushed.body)
+    return [document["config"]["digest"], *(layer["digest"] for layer in document["layers"])]
+
+
+@pytest.fixture
+def server(make_registry: Callable[..., RegistryProcess]) -> RegistryProcess:
+    return make_registry(extra_config=NO_ONLINE_GC)
+
+
+def test_collect_deletes_what_nothing_references_and_keeps_the_rest(server: RegistryProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        kept = image_manifest(client, "gc/app", layers=2)
+        push(client, "gc/app", kept, "keep")
+        doomed = image_manifest(client, "gc/app", layers=2)
+        push(client, "gc/app", doomed, "gone")
+        orphan = push_blob(client, "gc/app", random_bytes(3000))  # uploaded, never referenced
+        assert client.delete(f"/v2/gc/app/manifests/{doomed.digest}").status_code == 202
+        unreferenced = [*layer_digests(doomed), orphan]
+        for digest in unreferenced:  # every worker caches the blob's size
+            assert fresh_statuses(server, "HEAD", f"/v2/gc/app/blobs/{digest}") == {200}
+
+        summary = collect_json(server)
+
+        assert summary["deleted"]["links"] == len(unreferenced)
+        assert summary["deleted"]["blobs"] == len(unreferenced)
+        assert summary["bytes_freed"] >= 3000 + 1024
+        assert summary["scanned"]["blobs"] == len(unreferenced) + len(layer_digests(kept))
+        for digest in unreferenced:
+            assert fresh_statuses(server, "HEAD", f"/v2/gc/app/blobs/{digest}") == {404}
+            mount = with_params("/v2/gc/other/blobs/uploads/", mount=digest, **{"from": "gc/app"})
+            assert fresh_statuses(server, "POST", str(mount), times=4) == {202}  # an upload instead of a mount
+            assert not blob_file(server, digest).exists()
+            assert rows(server, "SELECT digest FROM blobs WHERE digest = ?", digest) == []
+        pull_and_verify(client, "gc/app", "keep")
+        for digest in layer_digests(kept):
+            assert blob_file(server, digest).exists()
+    assert collect_json(server)["deleted"]["blobs"] == 0
+
+
+def test_dry_run_deletes_nothing(server: RegistryProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        doomed = image_manifest(client, "gc/dry", layers=1)
+        push(client, "gc/dry", doomed, "latest")
+        assert client.delete(f"/v2/gc/dry/manifests/{doomed.digest}").status_code == 202
+
+        result = collect(server, "--dry-run")
+
+        assert result.returncode == 0, result.stderr
+        assert "would delete: 0 manifests, 2 links, 2 blobs" in result.stdout
+        for digest in layer_digests(doomed):
+            assert client.head(f"/v2/gc/dry/blobs/{digest}").status_code == 200
+            assert blob_file(server, digest).exists()
+        assert collect_json(server)["deleted"]["blobs"] == 2
+
+
+def test_untagged_manifests_go_only_when_asked_and_referrers_keep_their_subjects(server: RegistryProcess) -> None:
+    repo = "gc/untagged"
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        tagged = image_manifest(client, repo, layers=2)
+        push(client, repo, tagged, "v1")
+        untagged = image_manifest(client, repo, layers=1)
+        push(client, repo, untagged, "moving")
+        push(client, repo, tagged, "moving")  # the tag moves away: `untagged` is reachable no more
+        signature = image_manifest(client, repo, artifact_type="application/vnd.example.sig", subject=tagged)
+        push(client, repo, signature)  # an untagged referrer of a tagged image: it lives
+        subject = image_manifest(client, repo, layers=1)
+        push(client, repo, subject)  # untagged, but a tagged referrer points at it
+        sbom = image_manifest(client, repo, artifact_type="application/vnd.example.sbom", subject=subject)
+        push(client, repo, sbom, "sbom")
+        children = [image_manifest(client, repo, layers=1) for _ in range(2)]
+        for child in children:
+            push(client, repo, child)
+        index = index_manifest(children)
+        push(client, repo, index, "multi")
+        shared_layer = layer_digests(tagged)[1]
+
+        assert collect_json(server)["deleted"]["manifests"] == 0
+        assert get_manifest(client, repo, untagged.digest).status_code == 200
+
+        summary = collect_json(server, "--delete-untagged")
+
+        assert summary["deleted"]["manifests"] == 1
+        assert summary["deleted"]["blobs"] == len(layer_digests(untagged))
+        assert get_manifest(client, repo, untagged.digest).status_code == 404
+        for digest in layer_digests(untagged):
+            assert client.head(f"/v2/{repo}/blobs/{digest}").status_code == 404
+            assert not blob_file(server, digest).exists()
+        for kept in (tagged, signature, subject, sbom, *children, index):
+            response = get_manifest(client, repo, kept.digest)
+            assert response.status_code == 200, kept.digest
+            verify_manifest(client, repo, response.content)
+        assert client.head(f"/v2/{repo}/blobs/{shared_layer}").status_code == 200
+        referrers = client.get(f"/v2/{repo}/referrers/{tagged.digest}").json()["manifests"]
+        assert [r["digest"] for r in referrers] == [signature.digest]
+
+        # the tag goes: the image, its signature and everything only they use follow
+        assert client.delete(f"/v2/{repo}/manifests/sbom").status_code == 202
+        summary = collect_json(server, "--delete-untagged")
+        assert summary["deleted"]["manifests"] == 2  # the sbom and its subject
+        assert get_manifest(client, repo, subject.digest).status_code == 404
+        pull_and_verify(client, repo, "v1")
+        pull_and_verify(client, repo, "multi")
+
+
+def test_a_candidate_used_again_within_the_grace_period_is_kept(make_registry: Callable[..., RegistryProcess]) -> None:
+    server = make_registry(extra_config={"gc": {"enabled": False, "delay": "1h"}})
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        headed = push_blob(client, "gc/grace", random_bytes(2000))
+        untouched = push_blob(client, "gc/grace", random_bytes(2001))
+        collect_json(server)  # marks both links as candidates; an hour must pass before they go
+        marked = "SELECT gc_candidate_since FROM repository_blobs WHERE digest = ?"
+        assert rows(server, marked, headed)[0][0] is not None
+
+        assert client.head(f"/v2/gc/grace/blobs/{headed}").status_code == 200  # a client about to skip an upload
+
+        assert rows(server, marked, headed) == [(None,)]
+        assert rows(server, marked, untouched)[0][0] is not None
+        summary = collect_json(server)
+        assert summary["deleted"]["links"] == 0
+        assert client.head(f"/v2/gc/grace/blobs/{headed}").status_code == 200
+
+
+def test_collect_refuses_while_another_holds_the_lease(server: RegistryProcess) -> None:
+    with sqlite3.connect(server.data_dir / "registry.db") as db:
+        db.execute("INSERT INTO leases (name, holder, expires_at) VALUES ('gc', 'node-b:42', ?)", (time.time() + 30,))
+
+    result = collect(server)
+
+    assert result.returncode == 1
+    assert "another garbage collection is running (node-b:42" in result.stderr
+    with sqlite3.connect(server.data_dir / "registry.db") as db:
+        db.execute("UPDATE leases SET expires_at = ? WHERE name = 'gc'", (time.time() - 1,))  # the holder crashed
+    assert collect(server).returncode == 0
+
+
+def test_output_on_a_pipe_is_log_lines_and_a_summary(server: RegistryProcess) -> None:
+    result = collect(server)
+
+    assert result.returncode == 0
+    assert "unreferenced links" in result.stderr
+    assert "\r" not in result.stderr  # no progress bar off a terminal
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["scanned", "deleted", "freed", "time"]
+
+
+def test_temporary_leftovers_older_than_the_grace_period_go(server: RegistryProcess) -> None:
+    folder = server.data_dir / "blobs" / "sha256" / "ab"
+    folder.mkdir(parents=True, exist_ok=True)
+    old, recent = folder / ".tmp-crashed", folder / ".tmp-writing"
+    old.write_bytes(b"x" * 100)
+    recent.write_bytes(b"y" * 10)
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+
+    summary = collect_json(server)
+
+    assert summary["deleted"]["temporary"] == 1
+    assert not old.exists()
+    assert recent.exists()  # a write may be running into it
+
+
+def test_expired_upload_sessions_are_purged_with_their_data(make_registry: Callable[..., RegistryProcess]) -> None:
+    purging = {"uploadpurging": {"enabled": True, "age": "2s", "interval": "1s"}}
+    server = make_registry(extra_config={**NO_ONLINE_GC, "storage": {"maintenance": purging}})
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        location = start_upload(client, "gc/uploads")
+        assert client.patch(location, content=b"z" * 5000).status_code == 202
+        upload_id = location.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
+        assert (server.data_dir / "uploads" / upload_id / "data").exists()
+
+        deadline = time.monotonic() + 30
+        while client.get(location).status_code != 404 and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+        assert client.get(location).status_code == 404
+        assert not (server.data_dir / "uploads" / upload_id).exists()
+        assert rows(server, "SELECT id FROM uploads WHERE id = ?", upload_id) == []
+        fresh = start_upload(client, "gc/uploads")  # a new session is untouched until it is as old
+        assert client.patch(fresh, content=b"new").status_code == 202
+
+
+def test_an_image_pushed_with_the_blobs_of_a_collected_one_is_refused_cleanly(server: RegistryProcess) -> None:
+    """A client that HEADed a blob before collection and pushes its manifest after it: refused, never stored."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        image = image_manifest(client, "gc/late", media_type=OCI_MANIFEST, layers=1)
+        collect_json(server)  # the blobs were never referenced: collected
+
+        response = client.put(
+            f"/v2/gc/late/manifests/{image.digest}", content=image.body, headers={"Content-Type": image.media_type}
+        )
+
+        assert response.status_code == 400
+        assert response.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+        assert get_manifest(client, "gc/late", image.digest).status_code == 404
+
+
+def test_on_a_terminal_progress_is_a_bar(server: RegistryProcess) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        push_blob(client, "gc/tty", random_bytes(100))
+    controller, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "docker_registry.server", "garbage-collect", str(server.workdir / "config.yml")],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal's other end is closed: all was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert result.returncode == 0
+    assert b"unlinked blobs: 100%" in shown  # tqdm's bar, drawn with carriage returns
+    assert b"\r" in shown
+    assert "deleted: 0 manifests, 1 links, 1 blobs" in result.stdout
+
+
+def test_a_configuration_error_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("version: 0.1\ngc:\n  delay: soon\n")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "docker_registry.server", "garbage-collect", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "gc.delay" in result.stderr
+
+
+def test_layers_of_v1_images_are_kept_though_no_repository_links_them(server: RegistryProcess) -> None:
+    """v1 images belong to no repository and are served by image id: their layers are references of their own, so
+    a collection with no grace period leaves an untagged v1 push whole."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        images = chain({"a.txt": b"alpha"}, {"b.txt": b"beta"})
+        for image in images:
+            push_image(client, image)
+        assert collect_json(server)["deleted"]["blobs"] == 0
+        for image in images:
+            assert expect(client.get(f"/v1/images/{image.id}/layer"), 200).content == image.layer

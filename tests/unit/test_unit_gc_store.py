@@ -1,0 +1,124 @@
+"""The store's side of garbage collection, step by step where a process test cannot time it: a blob being
+deleted is never linked again, an upload's pin keeps a blob, anything used again loses its candidate mark, and
+the lease has one holder at a time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from docker_registry.core.digest import Digest
+from docker_registry.server.registry.manifests import OCI_MANIFEST, parse_manifest
+from docker_registry.server.store import migrate
+from docker_registry.server.store.collection import CollectionQueries
+from docker_registry.server.store.engine import create_engine
+from docker_registry.server.store.metadata import MetadataStore
+
+LAYER = b"layer bytes"
+LAYER_DIGEST = Digest("sha256", hashlib.sha256(LAYER).hexdigest())
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[MetadataStore, CollectionQueries]]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    migrate.upgrade(engine)
+    store, collection = MetadataStore(engine), CollectionQueries(engine)
+    yield store, collection
+    store.close()
+
+
+def _image() -> bytes:
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": str(LAYER_DIGEST), "size": 11}
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []}).encode()
+
+
+def _unlinked_candidate(store: MetadataStore, collection: CollectionQueries) -> float:
+    """A blob whose only link was deleted, marked by a collection; the time of the mark."""
+    store.link_blob("repo", LAYER_DIGEST, len(LAYER))
+    assert store.unlink_blob("repo", LAYER_DIGEST)
+    now = time.time()
+    collection.mark_blobs(now)
+    assert collection.blob_candidates(now) == [(str(LAYER_DIGEST), len(LAYER))]
+    return now
+
+
+def test_an_upload_waits_while_a_blob_is_deleted_and_pins_it_after(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    store, collection = stores
+    now = _unlinked_candidate(store, collection)
+    assert collection.begin_blob_deletion([str(LAYER_DIGEST)], now) == [(str(LAYER_DIGEST), len(LAYER))]
+
+    assert not store.pin_blob(LAYER_DIGEST, len(LAYER), "upload-1")  # the file is being deleted: wait
+    assert store.known_blob_size(LAYER_DIGEST) is None  # an upload does not take the old copy as stored
+    assert not store.mount_blob("other", LAYER_DIGEST, "repo")
+
+    collection.end_blob_deletion([str(LAYER_DIGEST)])
+    assert store.pin_blob(LAYER_DIGEST, len(LAYER), "upload-1")
+    later = time.time()
+    collection.mark_blobs(later)
+    assert collection.blob_candidates(later) == []  # pinned: its upload publishes and links it next
+    assert collection.begin_blob_deletion([str(LAYER_DIGEST)], later) == []
+
+
+def test_a_pinned_candidate_is_not_deleted_and_the_link_ends_the_pin(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    store, collection = stores
+    now = _unlinked_candidate(store, collection)
+    store.create_upload("0b6f8a5e-8c1e-4a53-9b59-4f9a3c1e2d10", "repo")
+    assert store.pin_blob(LAYER_DIGEST, len(LAYER), "0b6f8a5e-8c1e-4a53-9b59-4f9a3c1e2d10")  # a new upload of it
+
+    assert collection.begin_blob_deletion([str(LAYER_DIGEST)], now) == []
+
+    assert store.finish_upload("0b6f8a5e-8c1e-4a53-9b59-4f9a3c1e2d10", "repo", LAYER_DIGEST, len(LAYER), None)
+    assert store.blob_size("repo", LAYER_DIGEST) == len(LAYER)
+    assert collection.blob_candidates(time.time()) == []
+
+
+def test_a_push_referencing_a_marked_link_clears_the_mark(stores: tuple[MetadataStore, CollectionQueries]) -> None:
+    store, collection = stores
+    store.link_blob("repo", LAYER_DIGEST, len(LAYER))
+    now = time.time()
+    collection.mark_links(now)
+    assert collection.link_candidates(now) != []
+
+    store.put_manifest("repo", parse_manifest(_image(), OCI_MANIFEST), ["v1"])
+
+    assert store.blob_entry("repo", LAYER_DIGEST) == (len(LAYER), False)
+    assert store.delete_manifest("repo", parse_manifest(_image(), OCI_MANIFEST).digest)
+    assert collection.link_candidates(now) == []  # unreferenced again: the grace period starts anew
+
+
+def test_a_link_pushed_again_after_its_candidates_were_listed_is_not_deleted(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    store, collection = stores
+    store.link_blob("repo", LAYER_DIGEST, len(LAYER))
+    now = time.time()
+    collection.mark_links(now)
+    candidates = collection.link_candidates(now)
+
+    store.put_manifest("repo", parse_manifest(_image(), OCI_MANIFEST), ["v1"])  # between listing and deleting
+
+    assert collection.delete_links(candidates, now) == 0
+    assert store.blob_size("repo", LAYER_DIGEST) == len(LAYER)
+
+
+def test_one_lease_holder_at_a_time_and_an_expired_lease_passes_on(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    _, collection = stores
+    assert collection.acquire_lease("gc", "node-a", 0.5)
+    assert collection.acquire_lease("gc", "node-a", 0.5)  # renewed
+    assert not collection.acquire_lease("gc", "node-b", 0.5)
+    assert collection.lease_holder("gc") is not None
+    time.sleep(0.6)  # node-a crashed: its lease runs out
+    assert collection.acquire_lease("gc", "node-b", 30)
+    collection.release_lease("gc", "node-b")
+    assert collection.lease_holder("gc") is None
