@@ -39,6 +39,8 @@ from .metrics.exposition import metrics_handler
 from .metrics.instruments import Instruments
 from .metrics.inventory import InventoryCollector
 from .metrics.requests import RequestMetrics
+from .proxy import middleware as proxy_middleware
+from .proxy import setup as proxy_setup
 from .registry.cache import BoundedCache, RegistryCache
 from .registry.service import Registry
 from .store import migrate
@@ -102,6 +104,8 @@ def create_app(config: Config) -> web.Application:
     auth, token_service = create_auth(config) if config.auth is not None else (None, None)
     if auth is not None:  # after the error middleware, so its refusals render as the spec's JSON errors
         middlewares.append(auth_middleware(auth, token_service.path if token_service else None))
+    if config.proxy is not None:  # after auth: a pull through the cache needs the right to pull
+        middlewares.append(proxy_middleware.middleware())
     app = web.Application(
         middlewares=middlewares,
         client_max_size=CLIENT_MAX_SIZE,
@@ -129,6 +133,8 @@ def create_app(config: Config) -> web.Application:
 
     app.on_response_prepare.append(on_prepare)
     app.cleanup_ctx.append(_stores(config))
+    if config.proxy is not None:
+        app.cleanup_ctx.append(proxy_setup.running(config))
     v2.add_routes(app)
     if token_service is not None:
         app.router.add_route("*", token_service.path, token_service.handle)

@@ -247,9 +247,11 @@ class Uploads:
                 size = await self._write(upload, token, chunks, finishing=True)
             await self._finish(upload.repository, upload.id, size, digest, synced=chunks is not None, token=token)
 
-    async def put_whole(self, repository: str, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
+    async def put_whole(
+        self, repository: str, digest: Digest, chunks: AsyncIterable[bytes], upload_id: str | None = None
+    ) -> None:
         """A monolithic upload (no session row): the whole blob in one request, verified before it is visible."""
-        upload_id = str(uuid.uuid4())
+        upload_id = upload_id or str(uuid.uuid4())
         writer = await self._driver.writer(upload_path(upload_id))
         hasher = Hasher(HASH_ALGORITHM)
         try:

@@ -86,8 +86,10 @@ class AsyncMetadataStore:
     async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> list[Referrer]:
         return await self._read(self.sync.referrers, repository, subject, artifact_type)
 
-    async def put_manifest(self, repository: str, manifest: Manifest, tag_names: Sequence[str] = ()) -> None:
-        await self._write(self.sync.put_manifest, repository, manifest, tag_names)
+    async def put_manifest(
+        self, repository: str, manifest: Manifest, tag_names: Sequence[str] = (), check_references: bool = True
+    ) -> None:
+        await self._write(self.sync.put_manifest, repository, manifest, tag_names, check_references)
 
     async def delete_manifest(self, repository: str, digest: Digest) -> bool:
         return await self._write(self.sync.delete_manifest, repository, digest)

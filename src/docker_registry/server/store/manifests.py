@@ -105,14 +105,18 @@ class ManifestQueries(StoreBase):
             for r in rows
         ]
 
-    def put_manifest(self, repository: str, manifest: Manifest, tag_names: Sequence[str] = ()) -> None:
+    def put_manifest(
+        self, repository: str, manifest: Manifest, tag_names: Sequence[str] = (), check_references: bool = True
+    ) -> None:
         """Store the manifest (and point `tag_names` at it) after checking its references in the same
-        transaction."""
+        transaction. A pull-through cache stores what its upstream verified without the check
+        (`check_references=False`): its blobs and children are fetched when they are asked for."""
 
         def put(conn: sa.Connection) -> None:
             now = time.time()
             repo_id = self._repository_id(conn, repository, now)
-            self._check_references(conn, repo_id, manifest)
+            if check_references:
+                self._check_references(conn, repo_id, manifest)
             manifest_id = self._insert_manifest(conn, repo_id, manifest, now)
             # one order for every transaction: two pushes naming the same tags in other orders would deadlock
             for tag in sorted(set(tag_names)):
