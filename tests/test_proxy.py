@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from oci_content import OCI_MANIFEST
 from proxy_upstreams import (
     PASSWORD,
     USER,
@@ -24,8 +26,6 @@ from proxy_upstreams import (
     token_client,
     token_registry,
 )
-
-from oci_content import OCI_MANIFEST
 from registry_api import Pushed, assert_error, image_manifest, index_manifest, push, push_blob
 from registry_process import RegistryProcess
 
