@@ -29,6 +29,7 @@ import rawhttp
 import servers
 import smallwrites
 import tests_path  # noqa: F401  (tests/ on sys.path)
+import token_minting
 import transfer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -45,8 +46,6 @@ from report import (
     text_table,
 )
 from servers import RssSummary, RssWatch, Server
-
-import token_minting
 
 MiB = 1024 * 1024
 RESULTS_DIR = Path(__file__).with_name("results")

@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from registry_process import RegistryProcess
 from test_auth_htpasswd import write_htpasswd
 from token_minting import pem_private
+
+from registry_process import RegistryProcess
 
 USER, PASSWORD = "mirror", "mirror-secret-7"
 

@@ -16,10 +16,11 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import token_minting as tm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from test_auth_htpasswd import write_htpasswd
 
-import token_minting as tm
 from registry_api import (
     MANIFEST_ACCEPT,
     assert_error,
@@ -33,7 +34,6 @@ from registry_api import (
     unique_repo,
 )
 from registry_process import RegistryProcess, implementation
-from test_auth_htpasswd import write_htpasswd
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="the built-in token service is ours")
 

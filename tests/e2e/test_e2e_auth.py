@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
+from test_auth_htpasswd import write_htpasswd
+from token_minting import pem_private
 
 from e2e_daemons import Dockerd
 from e2e_images import OciLayout
 from e2e_tools import Cli, require, run, skopeo_copy
 from registry_process import RegistryProcess, free_port, implementation
-from test_auth_htpasswd import write_htpasswd
-from token_minting import pem_private
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="access rules and the token service are ours")
 

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from test_auth_htpasswd import PASSWORDS, as_user, auth_config, write_htpasswd
 
 from registry_api import MANIFEST_ACCEPT, image_manifest, unique_repo
 from registry_api import push as push_v2
 from registry_process import RegistryProcess
-from test_auth_htpasswd import PASSWORDS, as_user, auth_config, write_htpasswd
 from v1_engine import chain, expect, push
 
 EXTRAS = {"star_count": 0, "is_official": False, "is_automated": False}
