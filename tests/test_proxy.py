@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -194,6 +195,15 @@ def test_prefixes_beside_local_repositories_and_containerd_ns(upstream: Registry
             assert_error(client.get("/v2/library/alpine/manifests/3"), 404, "NAME_UNKNOWN")
     finally:
         cache.stop()
+    # what garbage collection will read: when each cached manifest and blob was last pulled (local content not)
+    with sqlite3.connect(cache.data_dir / "registry.db") as db:
+        rows = db.execute(
+            "SELECT r.name, p.digest, p.kind FROM proxy_pulls p JOIN repositories r ON r.id = p.repository_id"
+        ).fetchall()
+    document = json.loads(pushed.body)
+    expected = {("hub/library/alpine", pushed.digest, "manifest"), ("hub/library/busybox", other.digest, "manifest")}
+    expected |= {("hub/library/alpine", d["digest"], "blob") for d in [document["config"], *document["layers"]]}
+    assert set(rows) == expected
 
 
 def test_index_caches_the_index_and_the_platform_pulled(upstream: RegistryProcess, tmp_path: Path) -> None:

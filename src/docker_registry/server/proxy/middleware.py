@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
 from aiohttp.typedefs import Middleware
 
-from docker_registry.core.digest import Digest
+from docker_registry.core.digest import Digest, parse_digest
 
 from ..http import v2
 from ..http.context import registry
@@ -24,6 +24,7 @@ from ..registry import names
 from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, UNAVAILABLE, UNSUPPORTED, RegistryError
 from .flight import Flights
 from .manifests import Manifests
+from .pulls import PullRecorder
 from .targets import Target, Targets
 from .upstream import UpstreamError, UpstreamNotFound
 
@@ -38,20 +39,28 @@ WRITE_ROUTES = frozenset({"blob-upload", "blob-upload-chunk"})
 class ProxyHandlers:
     """What the middleware calls, per worker: the targets, manifest freshness and the blob fetches."""
 
-    def __init__(self, targets: Targets, manifests: Manifests, flights: Flights) -> None:
+    def __init__(self, targets: Targets, manifests: Manifests, flights: Flights, pulls: PullRecorder) -> None:
         self.targets = targets
         self.manifests = manifests
         self.flights = flights
+        self.pulls = pulls
 
     async def manifest(self, request: web.Request, target: Target, params: Params) -> web.StreamResponse:
         reference = names.check_reference(params["reference"]) if _is_reference(params["reference"]) else None
         if reference is None:
             raise RegistryError(MANIFEST_UNKNOWN, {"reference": params["reference"][:300]})
         await self.manifests.ensure(target, reference)
-        return await manifests.get_manifest(request, Params(target.local_name, params.parts))
+        response = await manifests.get_manifest(request, Params(target.local_name, params.parts))
+        self.pulls.note(target.local_name, parse_digest(response.headers["Docker-Content-Digest"]), "manifest")
+        return response
 
     async def blob(self, request: web.Request, target: Target, params: Params) -> web.StreamResponse:
         digest = names.check_digest(params["digest"])
+        response = await self._blob(request, target, params, digest)
+        self.pulls.note(target.local_name, digest, "blob")
+        return response
+
+    async def _blob(self, request: web.Request, target: Target, params: Params, digest: Digest) -> web.StreamResponse:
         logic = registry(request)
         local = Params(target.local_name, params.parts)
         serve = blobs.head_blob if request.method == "HEAD" else blobs.get_blob

@@ -15,6 +15,7 @@ from ..http.context import REGISTRY_KEY
 from .flight import Flights
 from .manifests import Manifests
 from .middleware import HANDLERS_KEY, ProxyHandlers
+from .pulls import PullRecorder
 from .targets import Targets
 from .upstream import Upstream, UpstreamSettings
 
@@ -42,7 +43,9 @@ def running(config: Config) -> Callable[[web.Application], contextlib.AbstractAs
             upstreams = [Upstream(item, session) for item in settings(proxy)]
             targets = Targets(upstreams, mirror=proxy.remoteurl is not None)
             manifests = Manifests(logic, config.validation.manifest_max_bytes)
-            app[HANDLERS_KEY] = ProxyHandlers(targets, manifests, Flights(logic))
-            yield
+            pulls = PullRecorder(logic.store)
+            app[HANDLERS_KEY] = ProxyHandlers(targets, manifests, Flights(logic), pulls)
+            async with pulls.flushing():
+                yield
 
     return run

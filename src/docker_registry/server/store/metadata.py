@@ -12,13 +12,16 @@ from docker_registry.core.digest import Digest
 from .blobs import BlobQueries
 from .manifests import ManifestQueries
 from .models import StoredManifest
+from .pulls import PullQueries
 from .repositories import RepositoryQueries
 from .statistics import StatisticsQueries
 from .uploads import UploadQueries
 from .v1 import V1Queries
 
 
-class MetadataStore(RepositoryQueries, ManifestQueries, BlobQueries, UploadQueries, V1Queries, StatisticsQueries):
+class MetadataStore(
+    RepositoryQueries, ManifestQueries, BlobQueries, UploadQueries, V1Queries, StatisticsQueries, PullQueries
+):
     def blob_or_manifest(self, repository: str, digest: Digest) -> tuple[int | None, StoredManifest | None]:
         """What a blob GET or HEAD may serve under `digest`: a linked blob's size, else the manifest of that digest
         (Distribution serves manifests from its blob store too). One thread hop for both look-ups: a client
