@@ -23,6 +23,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 
 FLIGHTS = "proxy-flights"
 POLL = 0.005
-"""Seconds a reader waits at the end of the growing file before looking again."""
+"""Seconds a reader waits at the end of the growing file before looking again, unless the fetch of its own worker
+wakes it sooner (each chunk received does)."""
 READ_SIZE = 1024 * 1024
 START_TIMEOUT = 120.0
 """How long a reader waits for the fetcher to learn the blob's size from the upstream."""
@@ -121,6 +123,9 @@ class Flights:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
         self._running: dict[Digest, asyncio.Task[None]] = {}
+        self._progress: dict[Digest, asyncio.Event] = {}
+        """Set (and replaced) whenever this worker's fetch of the digest receives bytes: its readers wake at once
+        instead of at their next poll."""
         self._failures: dict[Digest, tuple[BaseException, float]] = {}
         """The last failed fetch of a digest in this worker and when it ended, for the requests that followed it."""
 
@@ -175,7 +180,7 @@ class Flights:
                     size = response.content_length if response.content_length is not None else -1
                     await asyncio.to_thread(os.pwrite, fd, f"{size}\n".encode(), 0)
                 upload_id = flight.upload_id if flight is not None else None
-                await self._registry.put_blob(target.local_name, digest, response.content.iter_any(), upload_id)
+                await self._registry.put_blob(target.local_name, digest, self._announcing(digest, response), upload_id)
         except UpstreamNotFound:
             raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}) from None
         except (UpstreamError, aiohttp.ClientError, TimeoutError) as exc:  # down, or died mid-blob: nothing kept
@@ -188,6 +193,24 @@ class Flights:
             if fd is not None:
                 os.ftruncate(fd, 0)  # the next fetcher starts from an empty announcement
                 os.close(fd)
+
+    async def _announcing(self, digest: Digest, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.content.iter_any():
+                yield chunk
+                self._wake(digest)  # the chunk was handed to the writer: it may be on disk by the time they read
+        finally:
+            self._wake(digest)
+
+    def _wake(self, digest: Digest) -> None:
+        event = self._progress.pop(digest, None)
+        if event is not None:
+            event.set()
+
+    async def _wait(self, digest: Digest) -> None:
+        event = self._progress.setdefault(digest, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), POLL)
 
     async def _follow(self, request: web.Request, digest: Digest, flight: _Flight) -> web.StreamResponse | None:
         """Wait for the size and the data file, then stream it as it grows; None when the fetch ended first."""
@@ -231,7 +254,7 @@ class Flights:
                 break
             gone = await asyncio.to_thread(_fetcher_gone, flight, data.fileno())  # one last read follows
             if not gone:
-                await asyncio.sleep(POLL)
+                await self._wait(digest)
         complete = sent == size if size >= 0 else await self._cached(digest)
         if not complete:
             log.warning("cut a download of %s after %d bytes: the upstream fetch failed", digest, sent)
