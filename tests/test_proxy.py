@@ -155,6 +155,9 @@ def test_basic_and_token_upstreams(tmp_path: Path) -> None:
             assert manifest.content == from_basic.body
             manifest, _ = pull_all(client, "token/team/token", "v1")
             assert manifest.content == from_token.body
+            # one token for the scope, reused for the manifest and every blob until it expires
+            token_requests = [line for line in token.log_path.read_text().splitlines() if "GET /auth/token" in line]
+            assert len(token_requests) == 2  # the seeding client's, and the cache's
             # without credentials the token upstream refuses, and nothing is cached: 503
             assert_error(client.get("/v2/nocreds/team/token/manifests/v1"), 503, "UNAVAILABLE")
         log = cache.log_path.read_text()

@@ -33,6 +33,8 @@ def _section(section: Section, show_secrets: bool) -> dict[str, Any]:
             data[key] = _options(value, show_secrets)
         elif isinstance(value, Section):
             data[key] = _section(value, show_secrets)
+        elif isinstance(value, list) and value and all(isinstance(item, Section) for item in value):
+            data[key] = [_section(item, show_secrets) for item in value]  # `proxy.upstreams`: their passwords
         else:
             secret = marker(field, Secret)
             data[key] = secret.mask(value) if secret and not show_secrets else written[key]
