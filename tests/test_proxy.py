@@ -286,3 +286,36 @@ def test_upstream_dying_mid_blob_keeps_nothing_and_the_next_get_fetches_it_whole
                 assert blob_file.read_bytes() == blob
         finally:
             cache.stop()
+
+
+def test_storage_without_a_local_disk_fetches_whole_once_then_serves(upstream: RegistryProcess, tmp_path: Path) -> None:
+    blob = os.urandom(4 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with client_for(upstream) as source:
+        push_blob(source, "memory/blob", blob)
+    cache = RegistryProcess(
+        tmp_path / "cache",
+        kind="ours",
+        workers=1,
+        storage={"inmemory": {}},
+        extra_config={"proxy": {"remoteurl": upstream.url}},
+    ).start()
+    answers: list[httpx.Response] = []
+
+    def get() -> None:
+        with httpx.Client(base_url=cache.url, timeout=60) as client:
+            answers.append(client.get(f"/v2/memory/blob/blobs/{digest}"))
+
+    try:
+        threads = [threading.Thread(target=get) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [(a.status_code, a.content == blob) for a in answers] == [(200, True)] * 4
+        time.sleep(0.5)
+        assert blob_gets(upstream, digest) == 1
+        with httpx.Client(base_url=cache.url, timeout=60) as client:
+            assert_error(client.get("/v2/memory/blob/blobs/sha256:" + "1" * 64), 404, "BLOB_UNKNOWN")
+    finally:
+        cache.stop()
