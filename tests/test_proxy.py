@@ -85,6 +85,10 @@ def test_mirror_pulls_byte_identical_then_serves_with_upstream_down_and_refuses_
                 assert_error(put, 405, "UNSUPPORTED")
                 assert_error(client.delete(f"/v2/library/app/manifests/{pushed.digest}"), 405, "UNSUPPORTED")
 
+                with client_for(upstream) as source:
+                    seed(source, "library/app", "v2")  # never pulled: listed while the upstream answers
+                assert client.get("/v2/library/app/tags/list").json()["tags"] == ["v1", "v2"]
+
                 upstream.stop()
                 # upstream gone: by tag (stale), by digest, blobs, tag list still served
                 again, again_blobs = pull_all(client, "library/app", "v1")
@@ -143,6 +147,7 @@ def test_basic_and_token_upstreams(tmp_path: Path) -> None:
             from_basic = seed(source, "team/basic", "v1")
         with token_client(token, "repository:team/token:pull,push") as source:
             from_token = seed(source, "team/token", "v1")
+            seed(source, "team/token", "v2")
         upstreams = [
             {"prefix": "basic", "remoteurl": basic.url, "username": USER, "password": PASSWORD},
             {"prefix": "token", "remoteurl": token.url, "username": USER, "password": PASSWORD},
@@ -158,6 +163,10 @@ def test_basic_and_token_upstreams(tmp_path: Path) -> None:
             # one token for the scope, reused for the manifest and every blob until it expires
             token_requests = [line for line in token.log_path.read_text().splitlines() if "GET /auth/token" in line]
             assert len(token_requests) == 2  # the seeding client's, and the cache's
+            # the upstream's pages, their `Link` under the local name
+            page = client.get("/v2/token/team/token/tags/list", params={"n": 1})
+            assert page.json() == {"name": "token/team/token", "tags": ["v1"]}
+            assert page.headers["Link"] == '</v2/token/team/token/tags/list?n=1&last=v1>; rel="next"'
             # without credentials the token upstream refuses, and nothing is cached: 503
             assert_error(client.get("/v2/nocreds/team/token/manifests/v1"), 503, "UNAVAILABLE")
         log = cache.log_path.read_text()
@@ -189,6 +198,10 @@ def test_prefixes_beside_local_repositories_and_containerd_ns(upstream: Registry
             assert answer.status_code == 200
             assert answer.content == other.body
             assert client.get("/v2/hub/library/busybox/tags/list").json()["tags"] == ["1"]
+            # tag lists come from the upstream while it answers, tags never pulled included, under the local name
+            seed(source, "library/alpine", "edge")
+            listed = client.get("/v2/hub/library/alpine/tags/list").json()
+            assert listed == {"name": "hub/library/alpine", "tags": ["3", "edge"]}
             assert sorted(client.get("/v2/_catalog").json()["repositories"]) == [
                 "hub/library/alpine",
                 "hub/library/busybox",

@@ -8,7 +8,10 @@ served by the same handlers as local content, headers, `Range`, `If-None-Match` 
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
@@ -30,8 +33,12 @@ from .upstream import UpstreamError, UpstreamNotFound
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[[], Awaitable[web.StreamResponse]]
+
 HANDLERS_KEY: web.AppKey[ProxyHandlers] = web.AppKey("proxy", "ProxyHandlers")  # type: ignore[arg-type]
 """Set when the worker's stores are open (`setup.running`)."""
+TAG_LIST_LIMIT = 16 * 1024 * 1024
+"""Largest upstream tag list page read (Docker Hub's biggest repositories list a few hundred thousand tags)."""
 PULL_ROUTES = frozenset({"manifest", "blob"})
 WRITE_ROUTES = frozenset({"blob-upload", "blob-upload-chunk"})
 
@@ -75,6 +82,27 @@ class ProxyHandlers:
             return await self._upstream_head(target, digest)
         response = await self.flights.serve(request, target, digest)
         return response if response is not None else await serve(request, local)
+
+    async def tags(self, request: web.Request, target: Target, local: Handler) -> web.StreamResponse:
+        """The upstream's tag list while it answers (under the local name), else the cached tags."""
+        query = {key: request.query[key] for key in ("n", "last") if key in request.query}
+        try:
+            raw, link = await target.upstream.tags(target.remote_name, query, TAG_LIST_LIMIT)
+            document = json.loads(raw)
+            if not isinstance(document, dict) or not isinstance(document.get("tags", []), list | None):
+                raise UpstreamError("the upstream's tag list is not one")
+        except UpstreamNotFound:
+            return await local()
+        except (UpstreamError, ValueError) as exc:
+            log.warning("serving the cached tags of %s, upstream unavailable: %s", target.local_name, exc)
+            return await local()
+        document["name"] = target.local_name
+        if link is None and document.get("tags"):  # the whole list: in lexical order, as the spec wants
+            document["tags"] = sorted(document["tags"])
+        headers = {}
+        if link is not None:  # the next page, under the local name
+            headers["Link"] = link.replace(f"/v2/{target.remote_name}/", f"/v2/{target.local_name}/", 1)
+        return web.json_response(document, headers=headers)
 
     async def _upstream_head(self, target: Target, digest: Digest) -> web.StreamResponse:
         try:
@@ -127,7 +155,10 @@ def middleware() -> Middleware:
             return await handlers.manifest(request, target, params)
         if route == "blob":
             return await handlers.blob(request, target, params)
-        # tag lists and referrers: what is cached, under the local name (a containerd `ns` request names the remote)
-        return await route_handler(request, Params(target.local_name, params.parts))
+        # tag lists and referrers: under the local name (a containerd `ns` request names the remote one)
+        local = Params(target.local_name, params.parts)
+        if route == "tags" and request.method == "GET":
+            return await handlers.tags(request, target, partial(route_handler, request, local))
+        return await route_handler(request, local)
 
     return proxy

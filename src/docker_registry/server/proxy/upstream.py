@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -169,6 +170,18 @@ class Upstream:
     async def blob_size(self, remote_name: str, digest: str) -> int | None:
         async with self.request("HEAD", f"{remote_name}/blobs/{digest}", remote_name) as r:
             return r.content_length
+
+    async def tags(self, remote_name: str, query: dict[str, str], limit: int) -> tuple[bytes, str | None]:
+        """The upstream's tag list (one page: `n` and `last` passed on) and its `Link` header."""
+        path = f"{remote_name}/tags/list" + (f"?{urlencode(query)}" if query else "")
+        async with self.request("GET", path, remote_name) as r:
+            try:
+                raw = await r.content.read(limit + 1)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamError(f"{self.settings.remoteurl}: {type(exc).__name__}") from None
+            if len(raw) > limit:
+                raise UpstreamError(f"{self.settings.remoteurl}: tag list larger than {limit} bytes")
+            return raw, r.headers.get("Link")
 
     def blob(self, remote_name: str, digest: str) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
         return self.request("GET", f"{remote_name}/blobs/{digest}", remote_name)
