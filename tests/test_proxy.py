@@ -28,7 +28,7 @@ from proxy_upstreams import (
     token_registry,
 )
 from registry_api import Pushed, assert_error, image_manifest, index_manifest, push, push_blob
-from registry_process import RegistryProcess
+from registry_process import RegistryProcess, free_port
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,12 @@ def test_mirror_pulls_byte_identical_then_serves_with_upstream_down_and_refuses_
         with client_for(upstream) as source:
             pushed = seed(source, "library/app", "v1")
             original, original_blobs = pull_all(source, "library/app", "v1")
-        cache = mirror(tmp_path / "cache", upstream.url)
+        debug = f"127.0.0.1:{free_port()}"
+        config = {
+            "proxy": {"remoteurl": upstream.url},
+            "http": {"debug": {"addr": debug, "prometheus": {"enabled": True}}},
+        }
+        cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config=config).start()
         try:
             with httpx.Client(base_url=cache.url, timeout=60) as client:
                 manifest, blobs = pull_all(client, "library/app", "v1")
@@ -99,6 +104,10 @@ def test_mirror_pulls_byte_identical_then_serves_with_upstream_down_and_refuses_
                 # never pulled, upstream down: a clear 503, not a 500
                 assert_error(client.get("/v2/library/other/manifests/v1"), 503, "UNAVAILABLE")
             assert "upstream unavailable" in cache.log_path.read_text()
+            time.sleep(1.5)  # workers flush their metrics once a second
+            metrics = httpx.get(f"http://{debug}/metrics").text
+            assert 'registry_proxy_stale_served_total{served="tag"} 1.0' in metrics
+            assert 'registry_proxy_stale_served_total{served="tags"} 1.0' in metrics
         finally:
             cache.stop()
     finally:

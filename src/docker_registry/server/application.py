@@ -134,7 +134,14 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(on_prepare)
     app.cleanup_ctx.append(_stores(config))
     if config.proxy is not None:
-        app.cleanup_ctx.append(proxy_setup.running(config))
+        stale = None
+        if INSTRUMENTS_KEY in app:
+            counter = app[INSTRUMENTS_KEY].proxy_stale
+
+            def stale(served: str) -> None:
+                counter.labels(served).inc()
+
+        app.cleanup_ctx.append(proxy_setup.running(config, stale))
     v2.add_routes(app)
     if token_service is not None:
         app.router.add_route("*", token_service.path, token_service.handle)

@@ -16,15 +16,16 @@ from docker_registry.core.digest import Digest, DigestError, parse_digest
 
 from ..registry.errors import MANIFEST_UNKNOWN, UNAVAILABLE, RegistryError
 from ..registry.service import Registry
-from .targets import Target
+from .targets import StaleObserver, Target
 from .upstream import UpstreamError, UpstreamNotFound
 
 log = logging.getLogger(__name__)
 
 
 class Manifests:
-    def __init__(self, registry: Registry, limit: int) -> None:
+    def __init__(self, registry: Registry, limit: int, stale: StaleObserver) -> None:
         self._registry = registry
+        self._stale = stale
         self._limit = limit
         self._checked: dict[tuple[str, str], float] = {}
         """(local name, tag) -> monotonic time the upstream last confirmed it (per worker)."""
@@ -74,6 +75,7 @@ class Manifests:
             if cached is None:
                 raise RegistryError(UNAVAILABLE, message=f"upstream unavailable: {exc}", status=503) from None
             log.warning("serving %s:%s from the cache, upstream unavailable: %s", target.local_name, tag, exc)
+            self._stale("tag")
             return
         if cached is not None and upstream_digest == cached:
             self._checked[key] = time.monotonic()

@@ -28,7 +28,7 @@ from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, UNAVAILABLE, UNSUP
 from .flight import Flights
 from .manifests import Manifests
 from .pulls import PullRecorder
-from .targets import Target, Targets
+from .targets import StaleObserver, Target, Targets
 from .upstream import UpstreamError, UpstreamNotFound
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,10 @@ WRITE_ROUTES = frozenset({"blob-upload", "blob-upload-chunk"})
 class ProxyHandlers:
     """What the middleware calls, per worker: the targets, manifest freshness and the blob fetches."""
 
-    def __init__(self, targets: Targets, manifests: Manifests, flights: Flights, pulls: PullRecorder) -> None:
+    def __init__(
+        self, targets: Targets, manifests: Manifests, flights: Flights, pulls: PullRecorder, stale: StaleObserver
+    ) -> None:
+        self.stale = stale
         self.targets = targets
         self.manifests = manifests
         self.flights = flights
@@ -95,6 +98,7 @@ class ProxyHandlers:
             return await local()
         except (UpstreamError, ValueError) as exc:
             log.warning("serving the cached tags of %s, upstream unavailable: %s", target.local_name, exc)
+            self.stale("tags")
             return await local()
         document["name"] = target.local_name
         if link is None and document.get("tags"):  # the whole list: in lexical order, as the spec wants

@@ -16,7 +16,7 @@ from .flight import Flights
 from .manifests import Manifests
 from .middleware import HANDLERS_KEY, ProxyHandlers
 from .pulls import PullRecorder
-from .targets import Targets
+from .targets import StaleObserver, Targets
 from .upstream import Upstream, UpstreamSettings
 
 CONNECT_TIMEOUT = 10.0
@@ -30,8 +30,11 @@ def settings(proxy: ProxyConfig) -> list[UpstreamSettings]:
     return [UpstreamSettings(u.prefix, u.remoteurl, u.username, u.password, u.ttl) for u in proxy.upstreams]
 
 
-def running(config: Config) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
-    """The cleanup context that opens the client session once the registry logic is open (after `_stores`)."""
+def running(
+    config: Config, stale: StaleObserver | None = None
+) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
+    """The cleanup context that opens the client session once the registry logic is open (after `_stores`);
+    `stale` is told of every pull served from the cache because the upstream was unavailable (metrics)."""
     proxy = config.proxy
     assert proxy is not None
 
@@ -42,10 +45,15 @@ def running(config: Config) -> Callable[[web.Application], contextlib.AbstractAs
             logic = app[REGISTRY_KEY]
             upstreams = [Upstream(item, session) for item in settings(proxy)]
             targets = Targets(upstreams, mirror=proxy.remoteurl is not None)
-            manifests = Manifests(logic, config.validation.manifest_max_bytes)
+            observer = stale or _ignore
+            manifests = Manifests(logic, config.validation.manifest_max_bytes, observer)
             pulls = PullRecorder(logic.store)
-            app[HANDLERS_KEY] = ProxyHandlers(targets, manifests, Flights(logic), pulls)
+            app[HANDLERS_KEY] = ProxyHandlers(targets, manifests, Flights(logic), pulls, observer)
             async with pulls.flushing():
                 yield
 
     return run
+
+
+def _ignore(served: str) -> None:
+    return None

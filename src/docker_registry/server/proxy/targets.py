@@ -8,10 +8,13 @@ under the prefix like any other pull.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .upstream import Upstream
 
+StaleObserver = Callable[[str], None]
+"""Told what was served from the cache while the upstream was unavailable: `tag` or `tags` (for metrics)."""
 DOCKER_HUB_NAMES = frozenset({"docker.io", "registry-1.docker.io", "index.docker.io"})
 
 
