@@ -190,8 +190,12 @@ class Flights:
             log.warning("upstream fetch of %s for %s failed: %s", digest, target.local_name, exc)
             raise
         finally:
-            if fd is not None:
-                os.ftruncate(fd, 0)  # the next fetcher starts from an empty announcement
+            if fd is not None and flight is not None:
+                # Removed while still locked: whoever opens the path later makes a new file and, holding its lock,
+                # finds the blob stored (or fetches again after a failure); who holds the old one sees it gone.
+                os.ftruncate(fd, 0)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(flight.lock_path)
                 os.close(fd)
 
     async def _announcing(self, digest: Digest, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

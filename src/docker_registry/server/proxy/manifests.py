@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 
 from docker_registry.core.digest import Digest, DigestError, parse_digest
 
@@ -35,25 +36,27 @@ class Manifests:
     async def ensure(self, target: Target, reference: str | Digest) -> None:
         """Make the manifest servable from the store: cached already and fresh enough, or fetched now. Raises
         MANIFEST_UNKNOWN when the upstream has no such manifest, UNAVAILABLE when it cannot be reached and
-        nothing is cached."""
+        nothing is cached. Concurrent requests for one reference share one task, which a client that goes away
+        does not cancel."""
         key = (target.local_name, str(reference))
-        running = self._flights.get(key)
-        if running is not None:
-            await asyncio.shield(running)
-            return
-        future = self._flights[key] = asyncio.get_running_loop().create_future()
-        try:
-            if isinstance(reference, Digest):
-                await self._by_digest(target, reference)
-            else:
-                await self._by_tag(target, reference)
-            future.set_result(None)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here: followers re-raise it, and none may exist
-            raise
-        finally:
+        task = self._flights.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._ensure(target, reference))
+            self._flights[key] = task
+            task.add_done_callback(partial(self._finished, key))
+        await asyncio.shield(task)
+
+    def _finished(self, key: tuple[str, str], task: asyncio.Future[None]) -> None:
+        if self._flights.get(key) is task:
             del self._flights[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: the requests that waited for it re-raised it, if any still waited
+
+    async def _ensure(self, target: Target, reference: str | Digest) -> None:
+        if isinstance(reference, Digest):
+            await self._by_digest(target, reference)
+        else:
+            await self._by_tag(target, reference)
 
     async def _by_digest(self, target: Target, digest: Digest) -> None:
         if await self._registry.store.manifest(target.local_name, digest) is not None:
