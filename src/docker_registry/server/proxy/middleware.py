@@ -56,9 +56,10 @@ class ProxyHandlers:
         self.pulls = pulls
 
     async def manifest(self, request: web.Request, target: Target, params: Params) -> web.StreamResponse:
-        reference = names.check_reference(params["reference"]) if _is_reference(params["reference"]) else None
-        if reference is None:
-            raise RegistryError(MANIFEST_UNKNOWN, {"reference": params["reference"][:300]})
+        try:
+            reference = names.check_reference(params["reference"])
+        except RegistryError:  # neither a tag nor a digest names no manifest, as for local content
+            raise RegistryError(MANIFEST_UNKNOWN, {"reference": params["reference"][:300]}) from None
         await self.manifests.ensure(target, reference)
         response = await manifests.get_manifest(request, Params(target.local_name, params.parts))
         self.pulls.note(target.local_name, parse_digest(response.headers["Docker-Content-Digest"]), "manifest")
@@ -92,7 +93,8 @@ class ProxyHandlers:
         try:
             raw, link = await target.upstream.tags(target.remote_name, query, TAG_LIST_LIMIT)
             document = json.loads(raw)
-            if not isinstance(document, dict) or not isinstance(document.get("tags", []), list | None):
+            tags = document.get("tags") if isinstance(document, dict) else 0
+            if not (tags is None or (isinstance(tags, list) and all(isinstance(tag, str) for tag in tags))):
                 raise UpstreamError("the upstream's tag list is not one")
         except UpstreamNotFound:
             return await local()
@@ -123,14 +125,6 @@ class ProxyHandlers:
         if size is not None:
             headers["Content-Length"] = str(size)
         return web.Response(headers=headers)
-
-
-def _is_reference(reference: str) -> bool:
-    try:
-        names.check_reference(reference)
-    except RegistryError:
-        return False
-    return True
 
 
 def middleware() -> Middleware:
