@@ -9,9 +9,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from e2e_daemons import Dockerd
+from e2e_daemons import Containerd, Dockerd
 from e2e_images import Image, OciLayout
 from e2e_tools import require, run, skopeo_copy
 from proxy_upstreams import distribution
@@ -118,3 +119,25 @@ def test_docker_engine_with_registry_mirrors(
         assert inspected["Id"] == image.config.digest
     finally:
         daemon.stop()
+
+
+def test_containerd_mirror_with_ns_routed_to_the_upstream_of_that_prefix(
+    upstream: RegistryProcess, make_registry: object, layout: OciLayout, tmp_path: Path, containerd: Containerd
+) -> None:
+    """containerd's `hosts.toml` mirror for docker.io: it asks `/v2/library/nsapp/...?ns=docker.io`, which the
+    upstream whose prefix is `docker.io` serves, stored as `docker.io/library/nsapp`."""
+    image = seed(layout, upstream, "library/nsapp")
+    upstreams = [{"prefix": "docker.io", "remoteurl": upstream.url}]
+    cache = make_registry(kind="ours", extra_config={"proxy": {"upstreams": upstreams}})  # type: ignore[operator]
+    hosts = tmp_path / "certs.d" / "docker.io"
+    hosts.mkdir(parents=True)
+    (hosts / "hosts.toml").write_text(
+        f'server = "https://registry-1.docker.io"\n[host."http://{cache.host}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
+    name = "docker.io/library/nsapp:v1"
+    run([*containerd.ctr, "images", "pull", "--hosts-dir", str(tmp_path / "certs.d"), "--snapshotter", "native", name])
+    listed = run([*containerd.ctr, "images", "ls"]).stdout
+    assert any(line.split()[0] == name and image.manifest.digest in line for line in listed.splitlines()[1:])
+    catalog = httpx.get(f"{cache.url}/v2/_catalog").json()["repositories"]
+    assert catalog == ["docker.io/library/nsapp"]
+    run([*containerd.ctr, "images", "rm", "--sync", name])
