@@ -72,9 +72,10 @@ def mirror(workdir: Path, upstream_url: str, **extra: Any) -> RegistryProcess:
 
 
 @contextmanager
-def cutting_upstream(blob: bytes, cut_at: int) -> Iterator[tuple[str, list[int]]]:
+def cutting_upstream(blob: bytes, cut_at: int, pieces: int = 1, pause: float = 0.0) -> Iterator[tuple[str, list[int]]]:
     """A fake upstream that announces `blob` whole but closes the connection after `cut_at` bytes of it, for the
-    first request only; later requests get it whole. Yields its URL and the number of blob GETs it saw."""
+    first request only; later requests get it whole, in `pieces` with `pause` seconds between them. Yields its URL
+    and the number of blob GETs it saw."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     gets = [0]
@@ -96,8 +97,11 @@ def cutting_upstream(blob: bytes, cut_at: int) -> Iterator[tuple[str, list[int]]
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                 + f"Content-Length: {len(blob)}\r\nConnection: close\r\n\r\n".encode()
             )
-            if gets[0] > 1:
-                conn.sendall(blob)
+            if gets[0] > 1 or cut_at >= len(blob):
+                size = -(-len(blob) // pieces)
+                for start in range(0, len(blob), size):
+                    conn.sendall(blob[start : start + size])
+                    time.sleep(pause)
                 return
             conn.sendall(blob[:cut_at])
             time.sleep(1.0)  # the cache's clients are streaming these bytes when the connection dies

@@ -353,3 +353,28 @@ def test_storage_without_a_local_disk_fetches_whole_once_then_serves(upstream: R
             assert_error(client.get("/v2/memory/blob/blobs/sha256:" + "1" * 64), 404, "BLOB_UNKNOWN")
     finally:
         cache.stop()
+
+
+def test_a_client_that_disconnects_does_not_abort_the_fetch_others_wait_on(tmp_path: Path) -> None:
+    blob = os.urandom(8 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    # the upstream sends the blob in 8 pieces over about 2 s
+    with cutting_upstream(blob, cut_at=len(blob), pieces=8, pause=0.25) as (url, gets):
+        cache = mirror(tmp_path / "cache", url)
+        try:
+            with (
+                httpx.Client(base_url=cache.url, timeout=60) as first,
+                httpx.Client(base_url=cache.url, timeout=60) as second,
+            ):
+                with first.stream("GET", f"/v2/some/repo/blobs/{digest}") as answer:
+                    assert answer.status_code == 200
+                    assert next(answer.iter_raw())  # the first bytes arrive while the upstream still sends
+                first.close()  # the first client goes away mid-blob
+                answer = second.get(f"/v2/some/repo/blobs/{digest}")
+                assert answer.status_code == 200
+                assert answer.content == blob
+            assert gets[0] == 1
+            blob_file = cache.data_dir / "blobs" / "sha256" / digest[7:9] / digest[7:] / "data"
+            assert blob_file.read_bytes() == blob
+        finally:
+            cache.stop()
