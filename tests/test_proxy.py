@@ -53,6 +53,15 @@ def pull_all(client: httpx.Client, repo: str, reference: str) -> tuple[httpx.Res
     return manifest, blobs
 
 
+def cached_file(path: Path, timeout: float = 10.0) -> bytes:
+    """A blob's file once the cache has published it: clients get the last byte as soon as it arrives, before the
+    fetch has verified, fsynced and moved the blob into place."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.read_bytes()
+
+
 def seed(upstream_client: httpx.Client, repo: str, tag: str) -> Pushed:
     manifest = image_manifest(upstream_client, repo, layers=2)
     push(upstream_client, repo, manifest, tag)
@@ -317,7 +326,7 @@ def test_upstream_dying_mid_blob_keeps_nothing_and_the_next_get_fetches_it_whole
                 assert answer.status_code == 200
                 assert answer.content == blob
                 assert gets[0] == 2
-                assert blob_file.read_bytes() == blob
+                assert cached_file(blob_file) == blob
         finally:
             cache.stop()
 
@@ -375,6 +384,6 @@ def test_a_client_that_disconnects_does_not_abort_the_fetch_others_wait_on(tmp_p
                 assert answer.content == blob
             assert gets[0] == 1
             blob_file = cache.data_dir / "blobs" / "sha256" / digest[7:9] / digest[7:] / "data"
-            assert blob_file.read_bytes() == blob
+            assert cached_file(blob_file) == blob
         finally:
             cache.stop()
