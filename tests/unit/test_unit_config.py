@@ -179,7 +179,7 @@ def test_log_levels(tmp_path: Path, level: str, expected: str) -> None:
     assert load_yaml(tmp_path, {"log": {"level": level}}).log.level == expected
 
 
-@pytest.mark.parametrize("section", ["redis", "proxy", "middleware", "reporting"])
+@pytest.mark.parametrize("section", ["redis", "middleware", "reporting"])
 def test_distribution_sections_we_lack_are_accepted_with_a_notice(tmp_path: Path, section: str) -> None:
     config = load_yaml(tmp_path, {section: {"anything": {"nested": 1}}})
     assert len(config.notices) == 1

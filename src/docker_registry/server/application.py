@@ -46,6 +46,8 @@ from .metrics.inventory import InventoryCollector
 from .metrics.queues import QueueMetrics
 from .metrics.requests import RequestMetrics
 from .notifications import setup as notifications
+from .proxy import middleware as proxy_middleware
+from .proxy import setup as proxy_setup
 from .registry.cache import BoundedCache, RegistryCache
 from .registry.service import Registry
 from .store import migrate
@@ -118,6 +120,8 @@ def create_app(config: Config) -> web.Application:
         middlewares.append(auth_middleware(auth, token_service.path if token_service else None, ui_prefix))
     if notifications.enabled(config):  # without endpoints, not even the middleware: requests cost nothing more
         middlewares.append(notifications.middleware)
+    if config.proxy is not None:  # after auth: a pull through the cache needs the right to pull
+        middlewares.append(proxy_middleware.middleware())
     app = web.Application(
         middlewares=middlewares,
         client_max_size=CLIENT_MAX_SIZE,
@@ -147,6 +151,15 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_stores(config))
     if notifications.enabled(config):
         app.cleanup_ctx.append(notifications.lifecycle(config))
+    if config.proxy is not None:
+        stale = None
+        if INSTRUMENTS_KEY in app:
+            counter = app[INSTRUMENTS_KEY].proxy_stale
+
+            def stale(served: str) -> None:
+                counter.labels(served).inc()
+
+        app.cleanup_ctx.append(proxy_setup.running(config, stale))
     v2.add_routes(app)
     if token_service is not None:
         app.router.add_route("*", token_service.path, token_service.handle)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, PlainValidator, PrivateAttr, model_validator
 
 from .notifications import NotificationsConfig
+from .proxy import ProxyConfig
 from .section import OURS, DriverSection, Refused, Secret, Section, Shown, Unsupported, declared, notices, section_type
 from .values import (
     AbsolutePath,
@@ -628,7 +629,9 @@ class Config(Section):
         None, exclude=True
     )
     health: HealthConfig = Field(default_factory=HealthConfig)
-    proxy: Annotated[object, Unsupported("not supported yet (pull-through cache); ignored")] = Field(None, exclude=True)
+    proxy: ProxyConfig | None = Field(
+        None, description="the pull-through cache (see docs/proxy.md); without it every repository is local"
+    )
     middleware: Annotated[object, NOT_YET] = Field(None, exclude=True)
     reporting: Annotated[object, NOT_YET] = Field(None, exclude=True)
     compatibility: Annotated[object, NOT_YET] = Field(None, exclude=True)

@@ -56,6 +56,13 @@ class Instruments:
             buckets=QUERY_BUCKETS,
             registry=None,
         )
+        self.proxy_stale = Counter(
+            "registry_proxy_stale_served_total",
+            "Pulls through the pull-through cache served from what it holds while the upstream was unavailable, by "
+            "what was served (tag, tags)",
+            ["served"],
+            registry=None,
+        )
         self.cache = Counter(
             "registry_cache_requests_total",
             "Look-ups in the per-process caches, by cache (tags, manifests, blobs) and result (hit, miss)",

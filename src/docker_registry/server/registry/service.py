@@ -137,10 +137,17 @@ class Registry:
         return RegistryError(MANIFEST_UNKNOWN, {"reference": str(reference)})
 
     async def put_manifest(
-        self, repository: str, reference: str | Digest, raw: bytes, content_type: str, extra_tags: Sequence[str] = ()
+        self,
+        repository: str,
+        reference: str | Digest,
+        raw: bytes,
+        content_type: str,
+        extra_tags: Sequence[str] = (),
+        check_references: bool = True,
     ) -> Manifest:
         """Store a manifest pushed by tag or by digest; `extra_tags` (the spec's `?tag=`) point at it too, in the
-        same transaction."""
+        same transaction. `check_references=False` is for a pull-through cache, whose upstream holds the blobs
+        and children the manifest names until they are pulled through."""
         tag_names = list(extra_tags)
         algorithm = "sha256"
         if isinstance(reference, Digest):
@@ -154,7 +161,9 @@ class Registry:
         tags: list[str | None] = [*tag_names] or [None]  # one event per tag, as Distribution's one tag per push
         targets = [_manifest_target(repository, manifest, tag) for tag in tags]
         try:
-            await self.store.put_manifest(repository, manifest, tag_names, self._events("push", *targets))
+            await self.store.put_manifest(
+                repository, manifest, tag_names, self._events("push", *targets), check_references
+            )
         except BadReference as e:
             raise _bad_reference(e) from None
         self.cache.clear()
@@ -268,9 +277,15 @@ class Registry:
         await self.uploads.complete(repository, upload_id, digest, chunks, start, events)
         self.cache.clear()
 
-    async def put_blob(self, repository: str, digest: Digest, chunks: AsyncIterable[bytes]) -> None:
-        """A monolithic upload: the whole blob in one request, verified before it becomes visible."""
-        await self.uploads.put_whole(repository, digest, chunks, self._blob_events("push", repository, digest))
+    async def put_blob(
+        self, repository: str, digest: Digest, chunks: AsyncIterable[bytes], upload_id: str | None = None
+    ) -> None:
+        """A monolithic upload: the whole blob in one request, verified before it becomes visible. `upload_id`
+        names its data in the upload area (`uploads/<id>/data`), for a pull-through cache whose other requests
+        read the growing file."""
+        await self.uploads.put_whole(
+            repository, digest, chunks, self._blob_events("push", repository, digest), upload_id
+        )
         self.cache.clear()
 
     async def cancel_upload(self, upload: Upload) -> None:

@@ -255,10 +255,15 @@ class Uploads:
             await self._finish(upload.repository, upload.id, size, digest, synced, token, events)
 
     async def put_whole(
-        self, repository: str, digest: Digest, chunks: AsyncIterable[bytes], events: EventsOf | None = None
+        self,
+        repository: str,
+        digest: Digest,
+        chunks: AsyncIterable[bytes],
+        events: EventsOf | None = None,
+        upload_id: str | None = None,
     ) -> None:
         """A monolithic upload (no session row): the whole blob in one request, verified before it is visible."""
-        upload_id = str(uuid.uuid4())
+        upload_id = upload_id or str(uuid.uuid4())
         writer = await self._driver.writer(upload_path(upload_id))
         hasher = Hasher(HASH_ALGORITHM)
         try:

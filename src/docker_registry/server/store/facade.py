@@ -92,8 +92,9 @@ class AsyncMetadataStore:
         manifest: Manifest,
         tag_names: Sequence[str] = (),
         events: Sequence[EventRecord] = (),
+        check_references: bool = True,
     ) -> None:
-        await self._write(self.sync.put_manifest, repository, manifest, tag_names, events)
+        await self._write(self.sync.put_manifest, repository, manifest, tag_names, events, check_references)
 
     async def delete_manifest(self, repository: str, digest: Digest, events: Sequence[EventRecord] = ()) -> bool:
         return await self._write(self.sync.delete_manifest, repository, digest, events)

@@ -132,15 +132,18 @@ class ManifestQueries(StoreBase):
         manifest: Manifest,
         tag_names: Sequence[str] = (),
         events: Sequence[EventRecord] = (),
+        check_references: bool = True,
     ) -> None:
         """Store the manifest (and point `tag_names` at it) after checking its references in the same
-        transaction, which also writes `events`."""
+        transaction, which also writes `events`. A pull-through cache stores what its upstream verified without
+        the check (`check_references=False`): its blobs and children are fetched when they are asked for."""
 
         def put(conn: sa.Connection) -> None:
             now = time.time()
             repo_id = self._repository_id(conn, repository, now)
             self._clear_marks(conn, repo_id, manifest)
-            self._check_references(conn, repo_id, manifest)
+            if check_references:
+                self._check_references(conn, repo_id, manifest)
             manifest_id = self._insert_manifest(conn, repo_id, manifest, now)
             # one order for every transaction: two pushes naming the same tags in other orders would deadlock
             for tag in sorted(set(tag_names)):

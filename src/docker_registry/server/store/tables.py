@@ -200,3 +200,17 @@ leases = sa.Table(
     sa.Column("holder", sa.String(255), nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
 )
+
+# --- the pull-through cache ----------------------------------------------------------------------------------------
+
+proxy_pulls = sa.Table(
+    "proxy_pulls",
+    metadata,
+    # When content cached from an upstream was last served (recorded at most once a minute per worker): garbage
+    # collection may drop what nobody pulled within the upstream's ttl, as Distribution's proxy scheduler does.
+    sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("digest", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # 'manifest' or 'blob'
+    sa.Column("pulled_at", sa.Float, nullable=False),
+    sa.Index("ix_proxy_pulls_pulled_at", "pulled_at"),
+)

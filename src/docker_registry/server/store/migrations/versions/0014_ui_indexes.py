@@ -1,7 +1,7 @@
 """The web UI's orders: a repository's tags by push time, and the latest pushes of the whole registry.
 
 Revision ID: 0014
-Revises: 0007
+Revises: 0011
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0014"
-down_revision = "0007"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,276 @@
+"""Single flight for blobs: however many requests, in however many workers, ask for one uncached blob, one of
+them starts one upstream fetch and every one of them streams the bytes as they arrive.
+
+The fetch is the registry's own monolithic upload, under an upload id derived from the digest, so its data grows
+at a known path (`uploads/<id>/data`) and becomes an ordinary blob only after its digest matched (the upload
+path's own check). Who fetches is decided by an exclusive `flock` on a small file per digest (`proxy-flights/`
+beside the upload area): it works between the workers of a node, and within one worker too, since each request
+opens the file itself. The fetcher writes the blob's size into that file; the others read the growing data file
+and stop when it holds that many bytes, or when the fetcher is gone (lock released, data file moved or replaced):
+the bytes already in their open file then either complete the blob (it was published) or not (the upstream died
+mid-blob: nothing was kept, and the client's connection is cut, as the size it was promised is not reached).
+
+The fetch is a task of its own, not part of any client's request: a client that disconnects leaves it running
+for the others, and the blob is cached anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import aiohttp
+from aiohttp import web
+
+from docker_registry.core import exceptions
+from docker_registry.core.digest import Digest
+
+from ..registry.errors import BLOB_UNKNOWN, UNAVAILABLE, RegistryError
+from ..registry.service import Registry
+from ..registry.uploads import upload_path
+from .targets import Target
+from .upstream import UpstreamError, UpstreamNotFound
+
+log = logging.getLogger(__name__)
+
+FLIGHTS = "proxy-flights"
+POLL = 0.005
+"""Seconds a reader waits at the end of the growing file before looking again, unless the fetch of its own worker
+wakes it sooner (each chunk received does)."""
+READ_SIZE = 1024 * 1024
+START_TIMEOUT = 120.0
+"""How long a reader waits for the fetcher to learn the blob's size from the upstream."""
+_NAMESPACE = uuid.UUID("7d0f3c4e-52a4-4c47-9a55-0c1e8d3e6f21")
+
+
+@dataclass(frozen=True, slots=True)
+class _Flight:
+    upload_id: str
+    lock_path: str
+    data_path: str
+
+
+def _flight(registry: Registry, digest: Digest) -> _Flight | None:
+    upload_id = str(uuid.uuid5(_NAMESPACE, str(digest)))
+    data = registry.driver.local_path(upload_path(upload_id))
+    lock = registry.driver.local_path(f"{FLIGHTS}/{digest.algorithm}-{digest.encoded}")
+    return None if data is None or lock is None else _Flight(upload_id, lock, data)
+
+
+def _try_lock(path: str) -> int | None:
+    """An exclusive lock on `path` held through the returned descriptor, or None when another holds it."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)  # a crashed fetcher's announcement is no longer true
+    return fd
+
+
+def _fetcher_gone(flight: _Flight, data_fd: int | None) -> bool:
+    """True when no fetch holds the lock, or the data file this reader has open is no longer the fetch's."""
+    try:
+        fd = os.open(flight.lock_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+    if data_fd is None:
+        return False
+    try:
+        return os.stat(flight.data_path).st_ino != os.fstat(data_fd).st_ino
+    except FileNotFoundError:
+        return True
+
+
+def _announced_size(flight: _Flight) -> int | None:
+    """The size the fetcher wrote into the lock file (-1: the upstream gave none), None until it did."""
+    try:
+        with open(flight.lock_path, "rb") as f:
+            text = f.read(32)
+    except FileNotFoundError:
+        return None
+    complete = text.endswith(b"\n") and text[:-1].removeprefix(b"-").isdigit()  # a partly written one waits
+    return int(text) if complete else None
+
+
+def _open_data(flight: _Flight) -> BinaryIO | None:
+    try:
+        return open(flight.data_path, "rb")  # the reader closes it after streaming
+    except FileNotFoundError:
+        return None
+
+
+class Flights:
+    """The blob fetches of one worker: started here, followed by any request of any worker."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._running: dict[Digest, asyncio.Task[None]] = {}
+        self._progress: dict[Digest, asyncio.Event] = {}
+        """Set (and replaced) whenever this worker's fetch of the digest receives bytes: its readers wake at once
+        instead of at their next poll."""
+        self._failures: dict[Digest, tuple[BaseException, float]] = {}
+        """The last failed fetch of a digest in this worker and when it ended, for the requests that followed it."""
+
+    async def serve(self, request: web.Request, target: Target, digest: Digest) -> web.StreamResponse | None:
+        """Stream the blob as it arrives from the upstream; None when it turned out to be cached meanwhile (the
+        caller serves it from the store). A blob the upstream lacks is BLOB_UNKNOWN, an unreachable upstream
+        UNAVAILABLE."""
+        started = time.monotonic()
+        flight = _flight(self._registry, digest)
+        if flight is None:  # storage is not a local disk: fetch whole, then serve from the store
+            await self._start(target, digest, None, None)
+            await asyncio.shield(self._running.get(digest) or _done())
+            return None
+        for _ in range(2):  # a fetcher of another worker that failed before it began: lead once ourselves
+            fd = await asyncio.to_thread(_try_lock, flight.lock_path)
+            if fd is not None:
+                await self._start(target, digest, flight, fd)
+            response = await self._follow(request, digest, flight)
+            if response is not None or await self._registry.store.known_blob_size(digest) is not None:
+                return response
+            failure = self._failures.get(digest)
+            if failure is not None and failure[1] >= started:
+                raise failure[0]
+        raise RegistryError(UNAVAILABLE, message="the upstream fetch of this blob failed", status=503)
+
+    async def _start(self, target: Target, digest: Digest, flight: _Flight | None, fd: int | None) -> None:
+        if digest in self._running and fd is None:
+            return
+        task = asyncio.create_task(self._fetch(target, digest, flight, fd))
+        self._running[digest] = task
+        task.add_done_callback(lambda done: self._finished(digest, done))
+
+    def _finished(self, digest: Digest, task: asyncio.Task[None]) -> None:
+        if self._running.get(digest) is task:
+            del self._running[digest]
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            self._failures[digest] = (failure, time.monotonic())
+        else:
+            self._failures.pop(digest, None)
+
+    async def _fetch(self, target: Target, digest: Digest, flight: _Flight | None, fd: int | None) -> None:
+        """The one upstream GET, written through the registry's upload path; the lock is released at the end."""
+        try:
+            if await self._registry.store.known_blob_size(digest) is not None:
+                return  # fetched by another worker between the caller's look and the lock
+            if flight is not None:
+                with contextlib.suppress(exceptions.FileNotFoundError):  # a crashed fetcher's leftovers
+                    await self._registry.driver.remove(f"uploads/{flight.upload_id}")
+            async with target.upstream.blob(target.remote_name, str(digest)) as response:
+                if fd is not None:
+                    size = response.content_length if response.content_length is not None else -1
+                    await asyncio.to_thread(os.pwrite, fd, f"{size}\n".encode(), 0)
+                upload_id = flight.upload_id if flight is not None else None
+                await self._registry.put_blob(target.local_name, digest, self._announcing(digest, response), upload_id)
+        except UpstreamNotFound:
+            raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}) from None
+        except (UpstreamError, aiohttp.ClientError, TimeoutError) as exc:  # down, or died mid-blob: nothing kept
+            log.warning("upstream fetch of %s failed: %s", digest, exc)
+            raise RegistryError(UNAVAILABLE, message=f"upstream unavailable: {exc}", status=503) from None
+        except Exception as exc:
+            log.warning("upstream fetch of %s for %s failed: %s", digest, target.local_name, exc)
+            raise
+        finally:
+            if fd is not None and flight is not None:
+                # Removed while still locked: whoever opens the path later makes a new file and, holding its lock,
+                # finds the blob stored (or fetches again after a failure); who holds the old one sees it gone.
+                os.ftruncate(fd, 0)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(flight.lock_path)
+                os.close(fd)
+
+    async def _announcing(self, digest: Digest, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.content.iter_any():
+                yield chunk
+                self._wake(digest)  # the chunk was handed to the writer: it may be on disk by the time they read
+        finally:
+            self._wake(digest)
+
+    def _wake(self, digest: Digest) -> None:
+        event = self._progress.pop(digest, None)
+        if event is not None:
+            event.set()
+
+    async def _wait(self, digest: Digest) -> None:
+        event = self._progress.setdefault(digest, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), POLL)
+
+    async def _follow(self, request: web.Request, digest: Digest, flight: _Flight) -> web.StreamResponse | None:
+        """Wait for the size and the data file, then stream it as it grows; None when the fetch ended first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        data: BinaryIO | None = None
+        size: int | None = None
+        while data is None or size is None:
+            size = _announced_size(flight)
+            if size is not None:
+                data = await asyncio.to_thread(_open_data, flight)
+            if data is None:
+                if await asyncio.to_thread(_fetcher_gone, flight, None) or loop.time() > deadline:
+                    return None
+                await asyncio.sleep(POLL)
+        try:
+            return await self._stream(request, digest, flight, data, size)
+        finally:
+            data.close()
+
+    async def _stream(
+        self, request: web.Request, digest: Digest, flight: _Flight, data: BinaryIO, size: int
+    ) -> web.StreamResponse:
+        headers = {
+            "Docker-Content-Digest": str(digest),
+            "ETag": f'"{digest}"',
+            "Content-Type": "application/octet-stream",
+        }
+        response = web.StreamResponse(headers=headers)
+        if size >= 0:
+            response.content_length = size
+        await response.prepare(request)
+        sent, gone = 0, False
+        while size < 0 or sent < size:
+            chunk: bytes = await asyncio.to_thread(data.read, READ_SIZE)
+            if chunk:
+                await response.write(chunk)
+                sent += len(chunk)
+                continue
+            if gone:
+                break
+            gone = await asyncio.to_thread(_fetcher_gone, flight, data.fileno())  # one last read follows
+            if not gone:
+                await self._wait(digest)
+        complete = sent == size if size >= 0 else await self._cached(digest)
+        if not complete:
+            log.warning("cut a download of %s after %d bytes: the upstream fetch failed", digest, sent)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+    async def _cached(self, digest: Digest) -> bool:
+        return await self._registry.store.known_blob_size(digest) is not None
+
+
+async def _done() -> None:
+    return None

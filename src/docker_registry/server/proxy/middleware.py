@@ -1,0 +1,162 @@
+"""The HTTP side of the cache: a middleware in front of the v2 routes that makes sure what a pull of a proxied
+repository asks for is cached (fetching it when not), then lets the ordinary v2 handlers serve it, and refuses
+writes to proxied names with 405 UNSUPPORTED.
+
+Only an uncached blob is answered here, streamed from the fetch as it arrives (`flight`); everything else is
+served by the same handlers as local content, headers, `Range`, `If-None-Match` and sendfile included.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+from aiohttp import web
+from aiohttp.typedefs import Handler as AiohttpHandler
+from aiohttp.typedefs import Middleware
+
+from docker_registry.core.digest import Digest, parse_digest
+
+from ..http import v2
+from ..http.context import registry
+from ..http.routing import ROUTE_NAME, WRITE_METHODS, Params, resolve
+from ..http.v2 import blobs, manifests
+from ..registry import names
+from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, UNAVAILABLE, UNSUPPORTED, RegistryError
+from .flight import Flights
+from .manifests import Manifests
+from .pulls import PullRecorder
+from .targets import StaleObserver, Target, Targets
+from .upstream import UpstreamError, UpstreamNotFound
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[], Awaitable[web.StreamResponse]]
+
+HANDLERS_KEY: web.AppKey[ProxyHandlers] = web.AppKey("proxy", "ProxyHandlers")  # type: ignore[arg-type]
+"""Set when the worker's stores are open (`setup.running`)."""
+TAG_LIST_LIMIT = 16 * 1024 * 1024
+"""Largest upstream tag list page read (Docker Hub's biggest repositories list a few hundred thousand tags)."""
+PULL_ROUTES = frozenset({"manifest", "blob"})
+WRITE_ROUTES = frozenset({"blob-upload", "blob-upload-chunk"})
+
+
+class ProxyHandlers:
+    """What the middleware calls, per worker: the targets, manifest freshness and the blob fetches."""
+
+    def __init__(
+        self, targets: Targets, manifests: Manifests, flights: Flights, pulls: PullRecorder, stale: StaleObserver
+    ) -> None:
+        self.stale = stale
+        self.targets = targets
+        self.manifests = manifests
+        self.flights = flights
+        self.pulls = pulls
+
+    async def manifest(self, request: web.Request, target: Target, params: Params) -> web.StreamResponse:
+        try:
+            reference = names.check_reference(params["reference"])
+        except RegistryError:  # neither a tag nor a digest names no manifest, as for local content
+            raise RegistryError(MANIFEST_UNKNOWN, {"reference": params["reference"][:300]}) from None
+        await self.manifests.ensure(target, reference)
+        response = await manifests.get_manifest(request, Params(target.local_name, params.parts))
+        self.pulls.note(target.local_name, parse_digest(response.headers["Docker-Content-Digest"]), "manifest")
+        return response
+
+    async def blob(self, request: web.Request, target: Target, params: Params) -> web.StreamResponse:
+        digest = names.check_digest(params["digest"])
+        response = await self._blob(request, target, params, digest)
+        self.pulls.note(target.local_name, digest, "blob")
+        return response
+
+    async def _blob(self, request: web.Request, target: Target, params: Params, digest: Digest) -> web.StreamResponse:
+        logic = registry(request)
+        local = Params(target.local_name, params.parts)
+        serve = blobs.head_blob if request.method == "HEAD" else blobs.get_blob
+        if await logic.store.blob_size(target.local_name, digest) is not None:
+            return await serve(request, local)
+        size = await logic.store.known_blob_size(digest)
+        if size is not None:  # cached for another repository (or pushed locally): linked, never fetched again
+            await logic.store.link_blob(target.local_name, digest, size)
+            logic.cache.clear()
+            return await serve(request, local)
+        if request.method == "HEAD":
+            return await self._upstream_head(target, digest)
+        response = await self.flights.serve(request, target, digest)
+        return response if response is not None else await serve(request, local)
+
+    async def tags(self, request: web.Request, target: Target, local: Handler) -> web.StreamResponse:
+        """The upstream's tag list while it answers (under the local name), else the cached tags."""
+        query = {key: request.query[key] for key in ("n", "last") if key in request.query}
+        try:
+            raw, link = await target.upstream.tags(target.remote_name, query, TAG_LIST_LIMIT)
+            document = json.loads(raw)
+            tags = document.get("tags") if isinstance(document, dict) else 0
+            if not (tags is None or (isinstance(tags, list) and all(isinstance(tag, str) for tag in tags))):
+                raise UpstreamError("the upstream's tag list is not one")
+        except UpstreamNotFound:
+            return await local()
+        except (UpstreamError, ValueError) as exc:
+            log.warning("serving the cached tags of %s, upstream unavailable: %s", target.local_name, exc)
+            self.stale("tags")
+            return await local()
+        document["name"] = target.local_name
+        if link is None and document.get("tags"):  # the whole list: in lexical order, as the spec wants
+            document["tags"] = sorted(document["tags"])
+        headers = {}
+        if link is not None:  # the next page, under the local name
+            headers["Link"] = link.replace(f"/v2/{target.remote_name}/", f"/v2/{target.local_name}/", 1)
+        return web.json_response(document, headers=headers)
+
+    async def _upstream_head(self, target: Target, digest: Digest) -> web.StreamResponse:
+        try:
+            size = await target.upstream.blob_size(target.remote_name, str(digest))
+        except UpstreamNotFound:
+            raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}) from None
+        except UpstreamError as exc:
+            raise RegistryError(UNAVAILABLE, message=f"upstream unavailable: {exc}", status=503) from None
+        headers = {
+            "Docker-Content-Digest": str(digest),
+            "ETag": f'"{digest}"',
+            "Content-Type": "application/octet-stream",
+        }
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        return web.Response(headers=headers)
+
+
+def middleware() -> Middleware:
+    """Requests for proxied names go through the cache; everything else goes on untouched."""
+
+    @web.middleware
+    async def proxy(request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
+        if not request.path.startswith("/v2/"):
+            return await handler(request)
+        handlers = request.app[HANDLERS_KEY]
+        try:
+            route_handler, params = resolve(v2.ROUTES, request)
+        except RegistryError:
+            return await handler(request)  # unknown path or method: the v2 dispatcher answers
+        route = request.get(ROUTE_NAME)
+        if not params.name:
+            return await handler(request)
+        if request.method in WRITE_METHODS and (route in WRITE_ROUTES or route in PULL_ROUTES):
+            if handlers.targets.is_proxied(params.name):
+                raise RegistryError(UNSUPPORTED, f"{params.name} is a pull-through cache: pushes are refused")
+            return await handler(request)
+        target = handlers.targets.find(params.name, request.query.get("ns"))
+        if target is None or request.method not in ("GET", "HEAD"):
+            return await handler(request)
+        if route == "manifest":
+            return await handlers.manifest(request, target, params)
+        if route == "blob":
+            return await handlers.blob(request, target, params)
+        # tag lists and referrers: under the local name (a containerd `ns` request names the remote one)
+        local = Params(target.local_name, params.parts)
+        if route == "tags" and request.method == "GET":
+            return await handlers.tags(request, target, partial(route_handler, request, local))
+        return await route_handler(request, local)
+
+    return proxy

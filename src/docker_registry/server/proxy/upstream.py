@@ -1,0 +1,187 @@
+"""One upstream registry as the cache sees it: manifests and blobs fetched over HTTP with aiohttp's client, after
+whatever authentication the upstream asks for (none, Basic, or Docker's token flow).
+
+The token flow follows the upstream's `WWW-Authenticate: Bearer realm=...,service=...,scope=...` challenge and
+keeps each token per scope until shortly before it expires, so a pull costs one token request per repository,
+not one per blob. Credentials go only into request headers: nothing here logs them, and errors name the upstream
+by its URL alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+ACCEPT = ", ".join(MANIFEST_TYPES)
+TOKEN_MARGIN = 10.0
+"""Seconds before its announced expiry a token is no longer used: it must not run out while a request is on its
+way."""
+DEFAULT_TOKEN_LIFETIME = 60.0
+"""The token specification's default when the answer gives no `expires_in`."""
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class UpstreamError(Exception):
+    """The upstream could not answer: unreachable, timed out, 5xx, 429, or it refused our credentials."""
+
+
+class UpstreamNotFound(Exception):
+    """The upstream answered 404: it has no such manifest or blob."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """What the configuration says of one upstream (mirror mode has one with an empty prefix)."""
+
+    prefix: str
+    remoteurl: str
+    username: str | None
+    password: str | None
+    ttl: float
+
+    @property
+    def host(self) -> str:
+        return self.remoteurl.split("://", 1)[1].split("/", 1)[0]
+
+
+@dataclass
+class _Tokens:
+    basic: bool = False
+    """The upstream asked for Basic: send it with every request from then on."""
+    bearer: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """scope -> (token, monotonic time it stops being used)."""
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    return scheme.lower(), dict(_CHALLENGE_PARAM.findall(rest))
+
+
+class Upstream:
+    """The HTTP client of one upstream; one per worker, sharing the worker's client session."""
+
+    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self._session = session
+        self._tokens = _Tokens()
+        self._basic = (
+            aiohttp.BasicAuth(settings.username, settings.password or "") if settings.username is not None else None
+        )
+
+    def _url(self, path: str) -> str:
+        return f"{self.settings.remoteurl}/v2/{path}"
+
+    def _cached_auth(self, scope: str) -> dict[str, str]:
+        token = self._tokens.bearer.get(scope)
+        if token is not None and token[1] > time.monotonic():
+            return {"Authorization": f"Bearer {token[0]}"}
+        if self._tokens.basic and self._basic is not None:
+            return {"Authorization": self._basic.encode()}
+        return {}
+
+    async def _authorize(self, header: str, scope: str) -> dict[str, str] | None:
+        """Answer a 401's challenge: Basic with our credentials, or a bearer token from the realm it names."""
+        scheme, params = _challenge(header)
+        if scheme == "basic":
+            if self._basic is None:
+                return None
+            self._tokens.basic = True
+            return {"Authorization": self._basic.encode()}
+        if scheme != "bearer" or "realm" not in params:
+            return None
+        query = {"scope": params.get("scope") or scope}
+        if "service" in params:
+            query["service"] = params["service"]
+        try:
+            async with self._session.get(params["realm"], params=query, auth=self._basic) as response:
+                if response.status != 200:
+                    raise UpstreamError(f"token service of {self.settings.remoteurl} answered {response.status}")
+                answer = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise UpstreamError(f"token service of {self.settings.remoteurl}: {type(exc).__name__}") from None
+        token = answer.get("token") or answer.get("access_token") if isinstance(answer, dict) else None
+        if not isinstance(token, str) or not token:
+            raise UpstreamError(f"token service of {self.settings.remoteurl} gave no token")
+        lifetime = answer.get("expires_in")
+        lifetime = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else DEFAULT_TOKEN_LIFETIME
+        self._tokens.bearer[scope] = (token, time.monotonic() + lifetime - TOKEN_MARGIN)
+        return {"Authorization": f"Bearer {token}"}
+
+    @contextlib.asynccontextmanager
+    async def request(
+        self, method: str, path: str, remote_name: str, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A request to `/v2/<path>` of the upstream, authenticated as it asks; yields a 200 or 206 answer (or,
+        for `HEAD`, any 2xx), raises UpstreamNotFound on 404 and UpstreamError on anything else."""
+        scope = f"repository:{remote_name}:pull"
+        url = self._url(path)
+        wanted = dict(headers or {})
+        try:
+            response = await self._session.request(method, url, headers={**wanted, **self._cached_auth(scope)})
+            if response.status == 401:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                response.release()
+                auth = await self._authorize(challenge, scope)
+                if auth is None:
+                    raise UpstreamError(f"{self.settings.remoteurl} asks for credentials we do not have")
+                response = await self._session.request(method, url, headers={**wanted, **auth})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(f"{self.settings.remoteurl}: {type(exc).__name__}: {exc}") from None
+        try:
+            if response.status == 404:
+                raise UpstreamNotFound(path)
+            if not 200 <= response.status < 300:
+                raise UpstreamError(f"{self.settings.remoteurl} answered {response.status} to {method} {path}")
+            yield response
+        finally:
+            response.release()
+
+    async def manifest_digest(self, remote_name: str, reference: str) -> str | None:
+        """The digest a tag points to upstream, by a HEAD (which Docker Hub does not count as a pull)."""
+        async with self.request("HEAD", f"{remote_name}/manifests/{reference}", remote_name, {"Accept": ACCEPT}) as r:
+            return r.headers.get("Docker-Content-Digest")
+
+    async def manifest(self, remote_name: str, reference: str, limit: int) -> tuple[bytes, str]:
+        """A manifest's bytes and media type; at most `limit` bytes are read."""
+        async with self.request("GET", f"{remote_name}/manifests/{reference}", remote_name, {"Accept": ACCEPT}) as r:
+            try:
+                raw = await r.content.read(limit + 1)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamError(f"{self.settings.remoteurl}: {type(exc).__name__}") from None
+            if len(raw) > limit:
+                raise UpstreamError(f"{self.settings.remoteurl}: manifest larger than {limit} bytes")
+            return raw, r.headers.get("Content-Type", "").split(";")[0].strip()
+
+    async def blob_size(self, remote_name: str, digest: str) -> int | None:
+        async with self.request("HEAD", f"{remote_name}/blobs/{digest}", remote_name) as r:
+            return r.content_length
+
+    async def tags(self, remote_name: str, query: dict[str, str], limit: int) -> tuple[bytes, str | None]:
+        """The upstream's tag list (one page: `n` and `last` passed on) and its `Link` header."""
+        path = f"{remote_name}/tags/list" + (f"?{urlencode(query)}" if query else "")
+        async with self.request("GET", path, remote_name) as r:
+            try:
+                raw = await r.content.read(limit + 1)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamError(f"{self.settings.remoteurl}: {type(exc).__name__}") from None
+            if len(raw) > limit:
+                raise UpstreamError(f"{self.settings.remoteurl}: tag list larger than {limit} bytes")
+            return raw, r.headers.get("Link")
+
+    def blob(self, remote_name: str, digest: str) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self.request("GET", f"{remote_name}/blobs/{digest}", remote_name)

@@ -1,0 +1,122 @@
+"""Upstreams for the pull-through cache's tests: real registries on loopback (CNCF Distribution 2.8, anonymous or
+with htpasswd; ours with the built-in token service), a fake one that cuts a blob short, and what the caches'
+tests need to count and check what went upstream."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
+from test_auth_htpasswd import write_htpasswd
+from token_minting import pem_private
+
+from registry_process import RegistryProcess
+
+USER, PASSWORD = "mirror", "mirror-secret-7"
+
+
+def distribution(workdir: Path, htpasswd: bool = False) -> RegistryProcess:
+    """CNCF Distribution 2.8 on loopback, anonymous or with htpasswd; its log counts the requests it served."""
+    extra: dict[str, Any] = {"log": {"level": "info"}}
+    workdir.mkdir(parents=True, exist_ok=True)
+    if htpasswd:
+        path = write_htpasswd(workdir / "htpasswd", {USER: PASSWORD})
+        extra["auth"] = {"htpasswd": {"realm": "upstream", "path": str(path)}}
+    return RegistryProcess(workdir, kind="distribution", extra_config=extra).start()
+
+
+def token_registry(workdir: Path) -> RegistryProcess:
+    """Our registry with the built-in token service: the upstream of Docker's token flow (no anonymous pulls)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    key = workdir / "service.key"
+    key.write_bytes(pem_private(ec.generate_private_key(ec.SECP256R1())))
+    users = write_htpasswd(workdir / "htpasswd", {USER: PASSWORD})
+    token = {"service": "upstream", "issuer": "upstream-issuer", "issue": {"key": str(key), "htpasswd": str(users)}}
+    return RegistryProcess(workdir / "registry", kind="ours", extra_config={"auth": {"token": token}}).start()
+
+
+def client_for(upstream: RegistryProcess, auth: tuple[str, str] | None = None) -> httpx.Client:
+    return httpx.Client(base_url=upstream.url, timeout=60, auth=auth)
+
+
+def token_client(upstream: RegistryProcess, scope: str) -> httpx.Client:
+    """A client of the token registry holding a token for `scope` (push and pull)."""
+    answer = httpx.get(
+        f"{upstream.url}/auth/token", params={"service": "upstream", "scope": scope}, auth=(USER, PASSWORD)
+    )
+    assert answer.status_code == 200, answer.text
+    headers = {"Authorization": f"Bearer {answer.json()['token']}"}
+    return httpx.Client(base_url=upstream.url, timeout=60, headers=headers)
+
+
+def blob_gets(upstream: RegistryProcess, digest: str) -> int:
+    """How many GETs of the blob Distribution served (its log has one line per request)."""
+    pattern = re.compile(rf'http\.request\.method=GET .*http\.request\.uri="/v2/[^"]*/blobs/{re.escape(digest)}"')
+    return sum(
+        1
+        for line in upstream.log_path.read_text().splitlines()
+        if pattern.search(line) and "response completed" in line
+    )
+
+
+def mirror(workdir: Path, upstream_url: str, **extra: Any) -> RegistryProcess:
+    return RegistryProcess(workdir, kind="ours", extra_config={"proxy": {"remoteurl": upstream_url, **extra}}).start()
+
+
+@contextmanager
+def cutting_upstream(blob: bytes, cut_at: int, pieces: int = 1, pause: float = 0.0) -> Iterator[tuple[str, list[int]]]:
+    """A fake upstream that announces `blob` whole but closes the connection after `cut_at` bytes of it, for the
+    first request only; later requests get it whole, in `pieces` with `pause` seconds between them. Yields its URL
+    and the number of blob GETs it saw."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    gets = [0]
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                head += data
+            line = head.split(b"\r\n", 1)[0].decode()
+            if "/blobs/" not in line:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+                return
+            gets[0] += 1
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                + f"Content-Length: {len(blob)}\r\nConnection: close\r\n\r\n".encode()
+            )
+            if gets[0] > 1 or cut_at >= len(blob):
+                size = -(-len(blob) // pieces)
+                for start in range(0, len(blob), size):
+                    conn.sendall(blob[start : start + size])
+                    time.sleep(pause)
+                return
+            conn.sendall(blob[:cut_at])
+            time.sleep(1.0)  # the cache's clients are streaming these bytes when the connection dies
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}", gets
+    finally:
+        server.close()

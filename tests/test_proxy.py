@@ -1,0 +1,389 @@
+"""The pull-through cache over HTTP, against real upstreams started here: CNCF Distribution 2.8 anonymous and with
+htpasswd, our registry with its token service, and a fake upstream that dies mid-blob."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from oci_content import OCI_MANIFEST
+from proxy_upstreams import (
+    PASSWORD,
+    USER,
+    blob_gets,
+    client_for,
+    cutting_upstream,
+    distribution,
+    mirror,
+    token_client,
+    token_registry,
+)
+from registry_api import Pushed, assert_error, image_manifest, index_manifest, push, push_blob
+from registry_process import RegistryProcess, free_port
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    if not os.path.exists("/usr/bin/docker-registry"):
+        pytest.skip("CNCF Distribution is not installed: apt-get install docker-registry")
+    process = distribution(tmp_path_factory.mktemp("upstream"))
+    yield process
+    process.stop()
+
+
+def pull_all(client: httpx.Client, repo: str, reference: str) -> tuple[httpx.Response, dict[str, bytes]]:
+    """What a client pulling `repo:reference` gets: the manifest and every blob it names."""
+    manifest = client.get(f"/v2/{repo}/manifests/{reference}", headers={"Accept": OCI_MANIFEST})
+    assert manifest.status_code == 200, manifest.text
+    document = json.loads(manifest.content)
+    blobs = {}
+    for descriptor in [document["config"], *document["layers"]]:
+        answer = client.get(f"/v2/{repo}/blobs/{descriptor['digest']}")
+        assert answer.status_code == 200, answer.text
+        blobs[descriptor["digest"]] = answer.content
+    return manifest, blobs
+
+
+def cached_file(path: Path, timeout: float = 10.0) -> bytes:
+    """A blob's file once the cache has published it: clients get the last byte as soon as it arrives, before the
+    fetch has verified, fsynced and moved the blob into place."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return path.read_bytes()
+
+
+def seed(upstream_client: httpx.Client, repo: str, tag: str) -> Pushed:
+    manifest = image_manifest(upstream_client, repo, layers=2)
+    push(upstream_client, repo, manifest, tag)
+    return manifest
+
+
+def test_mirror_pulls_byte_identical_then_serves_with_upstream_down_and_refuses_pushes(tmp_path: Path) -> None:
+    upstream = distribution(tmp_path / "upstream")
+    try:
+        with client_for(upstream) as source:
+            pushed = seed(source, "library/app", "v1")
+            original, original_blobs = pull_all(source, "library/app", "v1")
+        debug = f"127.0.0.1:{free_port()}"
+        config = {
+            "proxy": {"remoteurl": upstream.url},
+            "http": {"debug": {"addr": debug, "prometheus": {"enabled": True}}},
+        }
+        cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config=config).start()
+        try:
+            with httpx.Client(base_url=cache.url, timeout=60) as client:
+                manifest, blobs = pull_all(client, "library/app", "v1")
+                assert manifest.content == original.content == pushed.body
+                assert manifest.headers["Docker-Content-Digest"] == pushed.digest
+                assert blobs == original_blobs
+                by_digest = client.get(f"/v2/library/app/manifests/{pushed.digest}")
+                assert by_digest.content == pushed.body
+                # cached content is ordinary content: catalog and tag list show it
+                assert client.get("/v2/_catalog").json()["repositories"] == ["library/app"]
+                assert client.get("/v2/library/app/tags/list").json()["tags"] == ["v1"]
+                # pushes refused
+                assert_error(client.post("/v2/library/app/blobs/uploads/"), 405, "UNSUPPORTED")
+                put = client.put(
+                    "/v2/library/app/manifests/v2", content=pushed.body, headers={"Content-Type": OCI_MANIFEST}
+                )
+                assert_error(put, 405, "UNSUPPORTED")
+                assert_error(client.delete(f"/v2/library/app/manifests/{pushed.digest}"), 405, "UNSUPPORTED")
+
+                with client_for(upstream) as source:
+                    seed(source, "library/app", "v2")  # never pulled: listed while the upstream answers
+                assert client.get("/v2/library/app/tags/list").json()["tags"] == ["v1", "v2"]
+
+                upstream.stop()
+                # upstream gone: by tag (stale), by digest, blobs, tag list still served
+                again, again_blobs = pull_all(client, "library/app", "v1")
+                assert again.content == pushed.body
+                assert again_blobs == original_blobs
+                assert client.get(f"/v2/library/app/manifests/{pushed.digest}").status_code == 200
+                assert client.get("/v2/library/app/tags/list").json()["tags"] == ["v1"]
+                # never pulled, upstream down: a clear 503, not a 500
+                assert_error(client.get("/v2/library/other/manifests/v1"), 503, "UNAVAILABLE")
+            assert "upstream unavailable" in cache.log_path.read_text()
+            time.sleep(1.5)  # workers flush their metrics once a second
+            metrics = httpx.get(f"http://{debug}/metrics").text
+            assert 'registry_proxy_stale_served_total{served="tag"} 1.0' in metrics
+            assert 'registry_proxy_stale_served_total{served="tags"} 1.0' in metrics
+        finally:
+            cache.stop()
+    finally:
+        upstream.stop()
+
+
+def test_tag_moved_upstream_seen_after_ttl_and_digests_never_revalidated(
+    upstream: RegistryProcess, tmp_path: Path
+) -> None:
+    cache = mirror(tmp_path / "cache", upstream.url, ttl="2s")
+    try:
+        with client_for(upstream) as source, httpx.Client(base_url=cache.url, timeout=60) as client:
+            first = seed(source, "moving/app", "latest")
+            assert client.get("/v2/moving/app/manifests/latest").headers["Docker-Content-Digest"] == first.digest
+            second = seed(source, "moving/app", "latest")
+            # within the ttl: the cached tag
+            assert client.get("/v2/moving/app/manifests/latest").headers["Docker-Content-Digest"] == first.digest
+            time.sleep(2.5)
+            assert client.get("/v2/moving/app/manifests/latest").headers["Docker-Content-Digest"] == second.digest
+            # the old manifest by digest stays served from the cache
+            assert client.get(f"/v2/moving/app/manifests/{first.digest}").content == first.body
+    finally:
+        cache.stop()
+
+
+def test_ttl_zero_checks_every_pull(upstream: RegistryProcess, tmp_path: Path) -> None:
+    cache = mirror(tmp_path / "cache", upstream.url)
+    try:
+        with client_for(upstream) as source, httpx.Client(base_url=cache.url, timeout=60) as client:
+            first = seed(source, "zero/app", "latest")
+            assert client.get("/v2/zero/app/manifests/latest").headers["Docker-Content-Digest"] == first.digest
+            second = seed(source, "zero/app", "latest")
+            assert client.get("/v2/zero/app/manifests/latest").headers["Docker-Content-Digest"] == second.digest
+            assert_error(client.get("/v2/zero/app/manifests/nosuchtag"), 404, "MANIFEST_UNKNOWN")
+            assert_error(client.get("/v2/zero/app/blobs/sha256:" + "0" * 64), 404, "BLOB_UNKNOWN")
+    finally:
+        cache.stop()
+
+
+def test_basic_and_token_upstreams(tmp_path: Path) -> None:
+    basic = distribution(tmp_path / "basic", htpasswd=True)
+    token = token_registry(tmp_path / "token")
+    caches: list[RegistryProcess] = []
+    try:
+        with client_for(basic, (USER, PASSWORD)) as source:
+            from_basic = seed(source, "team/basic", "v1")
+        with token_client(token, "repository:team/token:pull,push") as source:
+            from_token = seed(source, "team/token", "v1")
+            seed(source, "team/token", "v2")
+        upstreams = [
+            {"prefix": "basic", "remoteurl": basic.url, "username": USER, "password": PASSWORD},
+            {"prefix": "token", "remoteurl": token.url, "username": USER, "password": PASSWORD},
+            {"prefix": "nocreds", "remoteurl": token.url},
+        ]
+        cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config={"proxy": {"upstreams": upstreams}})
+        caches.append(cache.start())
+        with httpx.Client(base_url=cache.url, timeout=60) as client:
+            manifest, _ = pull_all(client, "basic/team/basic", "v1")
+            assert manifest.content == from_basic.body
+            manifest, _ = pull_all(client, "token/team/token", "v1")
+            assert manifest.content == from_token.body
+            # one token for the scope, reused for the manifest and every blob until it expires
+            token_requests = [line for line in token.log_path.read_text().splitlines() if "GET /auth/token" in line]
+            assert len(token_requests) == 2  # the seeding client's, and the cache's
+            # the upstream's pages, their `Link` under the local name
+            page = client.get("/v2/token/team/token/tags/list", params={"n": 1})
+            assert page.json() == {"name": "token/team/token", "tags": ["v1"]}
+            assert page.headers["Link"] == '</v2/token/team/token/tags/list?n=1&last=v1>; rel="next"'
+            # without credentials the token upstream refuses, and nothing is cached: 503
+            assert_error(client.get("/v2/nocreds/team/token/manifests/v1"), 503, "UNAVAILABLE")
+        log = cache.log_path.read_text()
+        assert PASSWORD not in log
+    finally:
+        for process in (*caches, basic, token):
+            process.stop()
+
+
+def test_prefixes_beside_local_repositories_and_containerd_ns(upstream: RegistryProcess, tmp_path: Path) -> None:
+    host = upstream.host
+    upstreams = [{"prefix": "hub", "remoteurl": upstream.url}]
+    cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config={"proxy": {"upstreams": upstreams}}).start()
+    try:
+        with client_for(upstream) as source, httpx.Client(base_url=cache.url, timeout=60) as client:
+            pushed = seed(source, "library/alpine", "3")
+            manifest, _ = pull_all(client, "hub/library/alpine", "3")
+            assert manifest.content == pushed.body
+            # pushes under the prefix refused, local names pushable
+            assert_error(client.post("/v2/hub/library/alpine/blobs/uploads/"), 405, "UNSUPPORTED")
+            local = image_manifest(client, "team/local")
+            push(client, "team/local", local, "v1")
+            assert client.get("/v2/team/local/manifests/v1").content == local.body
+            # containerd's mirror request: the upstream's name with ?ns=, stored under the prefix
+            other = seed(source, "library/busybox", "1")
+            answer = client.get(
+                "/v2/library/busybox/manifests/1", params={"ns": host}, headers={"Accept": OCI_MANIFEST}
+            )
+            assert answer.status_code == 200
+            assert answer.content == other.body
+            assert client.get("/v2/hub/library/busybox/tags/list").json()["tags"] == ["1"]
+            # tag lists come from the upstream while it answers, tags never pulled included, under the local name
+            seed(source, "library/alpine", "edge")
+            listed = client.get("/v2/hub/library/alpine/tags/list").json()
+            assert listed == {"name": "hub/library/alpine", "tags": ["3", "edge"]}
+            assert sorted(client.get("/v2/_catalog").json()["repositories"]) == [
+                "hub/library/alpine",
+                "hub/library/busybox",
+                "team/local",
+            ]
+            # a name outside every prefix is local: unknown here, never asked upstream
+            assert_error(client.get("/v2/library/alpine/manifests/3"), 404, "NAME_UNKNOWN")
+    finally:
+        cache.stop()
+    # what garbage collection will read: when each cached manifest and blob was last pulled (local content not)
+    with sqlite3.connect(cache.data_dir / "registry.db") as db:
+        rows = db.execute(
+            "SELECT r.name, p.digest, p.kind FROM proxy_pulls p JOIN repositories r ON r.id = p.repository_id"
+        ).fetchall()
+    document = json.loads(pushed.body)
+    expected = {("hub/library/alpine", pushed.digest, "manifest"), ("hub/library/busybox", other.digest, "manifest")}
+    expected |= {("hub/library/alpine", d["digest"], "blob") for d in [document["config"], *document["layers"]]}
+    assert set(rows) == expected
+
+
+def test_index_caches_the_index_and_the_platform_pulled(upstream: RegistryProcess, tmp_path: Path) -> None:
+    cache = mirror(tmp_path / "cache", upstream.url)
+    try:
+        with client_for(upstream) as source, httpx.Client(base_url=cache.url, timeout=60) as client:
+            children = [image_manifest(source, "multi/app") for _ in range(2)]
+            for child in children:
+                push(source, "multi/app", child)
+            index = index_manifest(children)
+            push(source, "multi/app", index, "v1")
+            assert client.get("/v2/multi/app/manifests/v1", headers={"Accept": index.media_type}).content == index.body
+            assert client.get(f"/v2/multi/app/manifests/{children[0].digest}").content == children[0].body
+            upstream.stop()
+            # the index and the platform pulled are cached; the other platform was never asked for
+            assert client.get("/v2/multi/app/manifests/v1", headers={"Accept": index.media_type}).content == index.body
+            assert client.get(f"/v2/multi/app/manifests/{children[0].digest}").status_code == 200
+            assert_error(client.get(f"/v2/multi/app/manifests/{children[1].digest}"), 503, "UNAVAILABLE")
+    finally:
+        upstream.start()
+        cache.stop()
+
+
+def test_concurrent_gets_of_an_uncached_blob_cause_one_upstream_get(upstream: RegistryProcess, tmp_path: Path) -> None:
+    blob = os.urandom(16 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with client_for(upstream) as source:
+        push_blob(source, "big/blob", blob)
+    cache = mirror(tmp_path / "cache", upstream.url)  # two workers: requests land on both
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def get() -> None:
+        try:
+            with httpx.Client(base_url=cache.url, timeout=120) as client:
+                answer = client.get(f"/v2/big/blob/blobs/{digest}")
+                assert answer.status_code == 200, answer.text
+                results.append(answer.content)
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=get) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        assert len(results) == 8
+        assert all(hashlib.sha256(r).hexdigest() == digest.split(":")[1] for r in results)
+        time.sleep(0.5)  # Distribution writes its log line after the response
+        assert blob_gets(upstream, digest) == 1
+        with httpx.Client(base_url=cache.url, timeout=60) as client:
+            assert client.get(f"/v2/big/blob/blobs/{digest}").content == blob
+        assert blob_gets(upstream, digest) == 1
+    finally:
+        cache.stop()
+
+
+def test_upstream_dying_mid_blob_keeps_nothing_and_the_next_get_fetches_it_whole(tmp_path: Path) -> None:
+    blob = os.urandom(4 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with cutting_upstream(blob, cut_at=1024 * 1024) as (url, gets):
+        cache = mirror(tmp_path / "cache", url)
+        try:
+            with httpx.Client(base_url=cache.url, timeout=60) as client:
+                # the client streams the first MiB as it arrives; when the upstream dies its download is cut short
+                # (or, on a machine so loaded that the client had not started yet, it gets a 503)
+                received = 0
+                try:
+                    with client.stream("GET", f"/v2/some/repo/blobs/{digest}") as answer:
+                        if answer.status_code == 200:
+                            for chunk in answer.iter_raw():
+                                received += len(chunk)
+                        else:
+                            answer.read()
+                            assert_error(answer, 503, "UNAVAILABLE")
+                except httpx.RemoteProtocolError:
+                    assert 0 < received < len(blob)
+                else:
+                    assert received == 0
+                blob_file = cache.data_dir / "blobs" / "sha256" / digest[7:9] / digest[7:] / "data"
+                assert not blob_file.exists()
+                assert not list((cache.data_dir / "uploads").glob("*/data"))
+                answer = client.get(f"/v2/some/repo/blobs/{digest}")
+                assert answer.status_code == 200
+                assert answer.content == blob
+                assert gets[0] == 2
+                assert cached_file(blob_file) == blob
+        finally:
+            cache.stop()
+
+
+def test_storage_without_a_local_disk_fetches_whole_once_then_serves(upstream: RegistryProcess, tmp_path: Path) -> None:
+    blob = os.urandom(4 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with client_for(upstream) as source:
+        push_blob(source, "memory/blob", blob)
+    cache = RegistryProcess(
+        tmp_path / "cache",
+        kind="ours",
+        workers=1,
+        storage={"inmemory": {}},
+        extra_config={"proxy": {"remoteurl": upstream.url}},
+    ).start()
+    answers: list[httpx.Response] = []
+
+    def get() -> None:
+        with httpx.Client(base_url=cache.url, timeout=60) as client:
+            answers.append(client.get(f"/v2/memory/blob/blobs/{digest}"))
+
+    try:
+        threads = [threading.Thread(target=get) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [(a.status_code, a.content == blob) for a in answers] == [(200, True)] * 4
+        time.sleep(0.5)
+        assert blob_gets(upstream, digest) == 1
+        with httpx.Client(base_url=cache.url, timeout=60) as client:
+            assert_error(client.get("/v2/memory/blob/blobs/sha256:" + "1" * 64), 404, "BLOB_UNKNOWN")
+    finally:
+        cache.stop()
+
+
+def test_a_client_that_disconnects_does_not_abort_the_fetch_others_wait_on(tmp_path: Path) -> None:
+    blob = os.urandom(8 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    # the upstream sends the blob in 8 pieces over about 2 s
+    with cutting_upstream(blob, cut_at=len(blob), pieces=8, pause=0.25) as (url, gets):
+        cache = mirror(tmp_path / "cache", url)
+        try:
+            with (
+                httpx.Client(base_url=cache.url, timeout=60) as first,
+                httpx.Client(base_url=cache.url, timeout=60) as second,
+            ):
+                with first.stream("GET", f"/v2/some/repo/blobs/{digest}") as answer:
+                    assert answer.status_code == 200
+                    assert next(answer.iter_raw())  # the first bytes arrive while the upstream still sends
+                first.close()  # the first client goes away mid-blob
+                answer = second.get(f"/v2/some/repo/blobs/{digest}")
+                assert answer.status_code == 200
+                assert answer.content == blob
+            assert gets[0] == 1
+            blob_file = cache.data_dir / "blobs" / "sha256" / digest[7:9] / digest[7:] / "data"
+            assert cached_file(blob_file) == blob
+        finally:
+            cache.stop()
