@@ -3,18 +3,15 @@ stays so), and this task adds what they counted to the shared counters once a se
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..registry.cache import BoundedCache
+from .flushing import Flushed
 from .instruments import Instruments
 
-FLUSH_INTERVAL = 1.0
 
-
-class CacheMetrics:
+class CacheMetrics(Flushed):
     def __init__(self, caches: Mapping[str, BoundedCache[Any, Any]], instruments: Instruments) -> None:
         self._caches = dict(caches)
         self._series: dict[str, tuple[Any, Any]] = {
@@ -32,19 +29,3 @@ class CacheMetrics:
             if misses > flushed_misses:
                 miss_series.inc(misses - flushed_misses)
             self._flushed[name] = (hits, misses)
-
-    @contextlib.asynccontextmanager
-    async def flushing(self, interval: float = FLUSH_INTERVAL) -> AsyncIterator[None]:
-        """Flush every `interval` while the block runs, and once more at its end."""
-
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                self.flush()
-
-        task = asyncio.create_task(loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            self.flush()

@@ -4,12 +4,10 @@ are. `application.py` hands over a reader of those counters."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from .caches import FLUSH_INTERVAL
+from .flushing import Flushed
 from .instruments import Instruments
 
 
@@ -25,7 +23,7 @@ class QueueFigures(Protocol):
     def endpoints(self) -> Mapping[str, EndpointFigures]: ...
 
 
-class QueueMetrics:
+class QueueMetrics(Flushed):
     def __init__(self, read: Callable[[], QueueFigures | None], instruments: Instruments) -> None:
         self._read = read
         self._instruments = instruments
@@ -49,19 +47,3 @@ class QueueMetrics:
                 if value > old:
                     counter.labels(name).inc(value - old)
             self._flushed[name] = now
-
-    @contextlib.asynccontextmanager
-    async def flushing(self, interval: float = FLUSH_INTERVAL) -> AsyncIterator[None]:
-        """Flush every `interval` while the block runs, and once more at its end."""
-
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                self.flush()
-
-        task = asyncio.create_task(loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            self.flush()

@@ -10,23 +10,21 @@ by at most a second.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from ..http.routing import ROUTE_NAME
+from .flushing import Flushed
 from .instruments import LATENCY_BUCKETS, Instruments
 
 METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
 """Other methods count as `other`: a client may send any word, a label must stay bounded."""
 UNMATCHED = "none"
 """The route label of a request that matched no route (a 404 for an unknown path)."""
-FLUSH_INTERVAL = 1.0
 BOUNDS = LATENCY_BUCKETS
 """The duration histogram's upper bounds; the last bucket (+Inf) takes the rest."""
 
@@ -62,7 +60,7 @@ def add_observations(histogram: Any, buckets: Sequence[int], total: float) -> No
     histogram._sum.inc(total)
 
 
-class RequestMetrics:
+class RequestMetrics(Flushed):
     def __init__(self, instruments: Instruments) -> None:
         self._instruments = instruments
         self._pending: dict[tuple[str, str, int], _Pending] = {}
@@ -94,22 +92,6 @@ class RequestMetrics:
             if pending.sent:
                 series.sent.inc(pending.sent)
             self._pending[key] = _Pending()
-
-    @contextlib.asynccontextmanager
-    async def flushing(self, interval: float = FLUSH_INTERVAL) -> AsyncIterator[None]:
-        """Flush every `interval` while the block runs, and once more at its end (the worker stopping)."""
-
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                self.flush()
-
-        task = asyncio.create_task(loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            self.flush()
 
     def _bind(self, method: str, route: str, status: int) -> _Series:
         metrics = self._instruments
