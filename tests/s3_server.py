@@ -1,6 +1,6 @@
 """A real S3 server for the tests and the benchmark: moto in server mode, its own process on a loopback port.
 
-`REGISTRY_STORAGE_UNDER_TEST=s3` makes every `RegistryProcess` that is not given a storage section store its blobs
+`STORAGE_UNDER_TEST=s3` makes every `RegistryProcess` that is not given a storage section store its blobs
 in a fresh bucket of one moto server shared by the test session, so the API tests run unchanged on the S3 driver.
 """
 
@@ -22,12 +22,12 @@ from typing import Any
 from server_launch import free_port, launch
 
 ACCESS_KEY = "testing"
-SECRET_KEY = "testing"  # noqa: S105 - moto accepts any credentials
+SECRET_KEY = "testing"  # moto accepts any credentials
 REGION = "us-east-1"
 
 
 def storage_under_test() -> str:
-    return os.environ.get("REGISTRY_STORAGE_UNDER_TEST", "filesystem")
+    return os.environ.get("STORAGE_UNDER_TEST", "filesystem")
 
 
 def moto_command(port: int) -> list[str]:

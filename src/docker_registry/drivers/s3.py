@@ -127,8 +127,10 @@ class Settings:
             raise exceptions.ConfigError("bucket: required")
         accesskey, secretkey = _text(options, "accesskey"), _text(options, "secretkey")
         if (accesskey is None) != (secretkey is None):
-            raise exceptions.ConfigError("accesskey: accesskey and secretkey go together (or neither, for credentials "
-                                         "from the environment or the instance profile)")
+            raise exceptions.ConfigError(
+                "accesskey: accesskey and secretkey go together (or neither, for credentials "
+                "from the environment or the instance profile)"
+            )
         storageclass = (_text(options, "storageclass") or "STANDARD").upper()
         if storageclass not in STORAGE_CLASSES:
             raise exceptions.ConfigError(f"storageclass: must be one of {', '.join(sorted(STORAGE_CLASSES))}")
@@ -206,7 +208,9 @@ class Driver(Base):
                 self._client_obj = await stack.enter_async_context(
                     get_session().create_client(
                         "s3",
-                        region_name=s.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+                        region_name=s.region
+                        or os.environ.get("AWS_REGION")
+                        or os.environ.get("AWS_DEFAULT_REGION")
                         or "us-east-1",
                         endpoint_url=endpoint,
                         use_ssl=not plain and s.secure,
@@ -380,8 +384,9 @@ class Driver(Base):
             for upload in page.get("Uploads", []):
                 if upload["Key"] == key or upload["Key"].startswith(key + "/"):
                     with contextlib.suppress(ClientError):
-                        await client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"],
-                                                            UploadId=upload["UploadId"])
+                        await client.abort_multipart_upload(
+                            Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
         if not found:
             raise exceptions.FileNotFoundError(path)
 
@@ -556,7 +561,8 @@ class _Writer(Writer):
         bucket = self._driver.settings.bucket
         try:
             if self._upload_id is None and not self._existing:
-                await client.put_object(Bucket=bucket, Key=self._key, Body=b"".join(self._buffer), **self._driver._extra())
+                body = b"".join(self._buffer)
+                await client.put_object(Bucket=bucket, Key=self._key, Body=body, **self._driver._extra())
             else:
                 if self._buffered or not self._parts:
                     await self._upload_part()
