@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from server_launch import free_port, launch
 
 ACCESS_KEY = "testing"
@@ -106,3 +108,9 @@ def shared_server() -> MotoServer:
         _shared = MotoServer(Path(tempfile.mkdtemp(prefix="moto-"))).start()
         atexit.register(_shared.stop)
     return _shared
+
+
+def on_filesystem_only(reason: str) -> pytest.MarkDecorator:
+    """For a test that reads or changes the registry's storage directory on disk: skipped when the API tests run
+    on S3 (`STORAGE_UNDER_TEST=s3`), which has no such directory."""
+    return pytest.mark.skipif(storage_under_test() != "filesystem", reason=f"on the filesystem driver only: {reason}")

@@ -109,7 +109,7 @@ class S3Options(DriverSection):
     )
     secretkey: Annotated[Text | None, Secret()] = Field(None, description="the secret of `accesskey`")
     sessiontoken: Annotated[Text | None, Secret()] = Field(None, description="a temporary session's token")
-    rootdirectory: Text = Field("", description="a key prefix under which everything is stored")
+    rootdirectory: Text | None = Field(None, description="a key prefix under which everything is stored")
     secure: Bool = Field(True, description="HTTPS to a `regionendpoint` given without a scheme")
     skipverify: Bool = Field(False, description="do not verify the endpoint's TLS certificate")
     encrypt: Bool = Field(False, description="server-side encryption of every object (SSE-S3, or SSE-KMS with `keyid`)")
