@@ -24,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
@@ -166,8 +167,53 @@ class Settings:
         return f"{'https' if self.secure else 'http'}://{self.regionendpoint}"
 
 
+THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestTimeout"}
+
+
 def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _unavailable(error: Exception) -> exceptions.UnreachableError | None:
+    """The driver's error for what retries did not cure (throttling, 5xx, no connection, a timeout): the server
+    answers it with 503, which clients retry; None for an answer the caller handles (missing key, bad range)."""
+    if isinstance(error, ClientError):
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if status < 500 and _code(error) not in THROTTLED:
+            return None
+        return exceptions.UnreachableError(f"S3 answered {_code(error) or status} after {MAX_ATTEMPTS} attempts")
+    if isinstance(error, BotoCoreError | aiohttp.ClientError | asyncio.TimeoutError | OSError):
+        return exceptions.UnreachableError(f"S3 unreachable: {error}")
+    return None
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        unavailable = _unavailable(exc)
+        if unavailable is None:
+            raise
+        raise unavailable from exc
+
+
+class _Client:
+    """The aiobotocore client, its calls' lasting failures raised as `exceptions.UnreachableError`."""
+
+    def __init__(self, client: Any) -> None:
+        self._inner = client
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name == "get_paginator" or not callable(attribute):  # paginators: translated where they are iterated
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            with _translated():
+                return await attribute(*args, **kwargs)
+
+        return call
 
 
 class Driver(Base):
@@ -193,7 +239,7 @@ class Driver(Base):
                 config = AioConfig(
                     connect_timeout=CONNECT_TIMEOUT,
                     read_timeout=READ_TIMEOUT,
-                    retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+                    retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
                     s3={"addressing_style": "path" if s.forcepathstyle else "auto"},
                     signature_version="s3v4",
                     request_checksum_calculation="when_required",
@@ -205,20 +251,22 @@ class Driver(Base):
                 # A plain-HTTP endpoint needs no CA bundle: never let AWS_CA_BUNDLE (set on many machines) be read.
                 verify: bool | str | None = False if (s.skipverify or plain) else None
                 stack = contextlib.AsyncExitStack()
-                self._client_obj = await stack.enter_async_context(
-                    get_session().create_client(
-                        "s3",
-                        region_name=s.region
-                        or os.environ.get("AWS_REGION")
-                        or os.environ.get("AWS_DEFAULT_REGION")
-                        or "us-east-1",
-                        endpoint_url=endpoint,
-                        use_ssl=not plain and s.secure,
-                        verify=verify,
-                        aws_access_key_id=s.accesskey,
-                        aws_secret_access_key=s.secretkey,
-                        aws_session_token=s.sessiontoken,
-                        config=config,
+                self._client_obj = _Client(
+                    await stack.enter_async_context(
+                        get_session().create_client(
+                            "s3",
+                            region_name=s.region
+                            or os.environ.get("AWS_REGION")
+                            or os.environ.get("AWS_DEFAULT_REGION")
+                            or "us-east-1",
+                            endpoint_url=endpoint,
+                            use_ssl=not plain and s.secure,
+                            verify=verify,
+                            aws_access_key_id=s.accesskey,
+                            aws_secret_access_key=s.secretkey,
+                            aws_session_token=s.sessiontoken,
+                            config=config,
+                        )
                     )
                 )
                 self._stack = stack
@@ -245,7 +293,7 @@ class Driver(Base):
                     f"accesskey: access to bucket {self.settings.bucket!r} denied ({code})"
                 ) from None
             raise exceptions.ConfigError(f"bucket: {self.settings.bucket!r} answered {code}") from None
-        except (BotoCoreError, OSError) as exc:
+        except (exceptions.UnreachableError, BotoCoreError, OSError) as exc:
             key = "regionendpoint" if self.settings.regionendpoint else "region"
             raise exceptions.ConfigError(f"{key}: cannot reach S3: {exc}") from None
 
@@ -311,8 +359,9 @@ class Driver(Base):
             raise
         body = response["Body"]
         try:
-            async for chunk in body.iter_chunks(CHUNK_SIZE):
-                yield chunk
+            with _translated():
+                async for chunk in body.iter_chunks(CHUNK_SIZE):
+                    yield chunk
         finally:
             body.close()
 
@@ -333,9 +382,10 @@ class Driver(Base):
         found: list[str] = []
         paginator = client.get_paginator("list_objects_v2")
         directory = self._dir(prefix)
-        async for page in paginator.paginate(Bucket=self.settings.bucket, Prefix=directory, Delimiter="/"):
-            found.extend(self._path(item["Prefix"]).rstrip("/") for item in page.get("CommonPrefixes", []))
-            found.extend(self._path(item["Key"]) for item in page.get("Contents", []) if item["Key"] != directory)
+        with _translated():
+            async for page in paginator.paginate(Bucket=self.settings.bucket, Prefix=directory, Delimiter="/"):
+                found.extend(self._path(item["Prefix"]).rstrip("/") for item in page.get("CommonPrefixes", []))
+                found.extend(self._path(item["Key"]) for item in page.get("Contents", []) if item["Key"] != directory)
         if not found:
             raise exceptions.FileNotFoundError(prefix or "/")
         return sorted(found)
@@ -343,9 +393,10 @@ class Driver(Base):
     async def _keys_under(self, directory: str) -> AsyncIterator[str]:
         client = await self._client()
         paginator = client.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self.settings.bucket, Prefix=directory):
-            for item in page.get("Contents", []):
-                yield item["Key"]
+        with _translated():
+            async for page in paginator.paginate(Bucket=self.settings.bucket, Prefix=directory):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
 
     async def _walk(self, prefix: str) -> AsyncIterator[str]:
         async for key in self._keys_under(self._dir(prefix)):
@@ -380,7 +431,9 @@ class Driver(Base):
         if batch:
             await self._delete(batch)
         paginator = client.get_paginator("list_multipart_uploads")
-        async for page in paginator.paginate(Bucket=bucket, Prefix=key):
+        with _translated():
+            pages = [page async for page in paginator.paginate(Bucket=bucket, Prefix=key)]
+        for page in pages:
             for upload in page.get("Uploads", []):
                 if upload["Key"] == key or upload["Key"].startswith(key + "/"):
                     with contextlib.suppress(ClientError):
