@@ -205,3 +205,16 @@ def test_skopeo_push_and_pull_through_redirects(
     assert [m["digest"] for m in index["manifests"]] == [image.manifest.digest]
     for blob in (image.manifest, image.config, *image.layers):
         assert back.read_blob(blob.digest) == layout.read_blob(blob.digest)
+
+
+def test_a_ca_bundle_in_the_environment_does_not_matter_for_plain_http(
+    make_registry: Callable[..., RegistryProcess], moto: MotoServer
+) -> None:
+    """These machines set AWS_CA_BUNDLE; a plain-HTTP endpoint must work whatever it names (here: no file)."""
+    server = make_registry(
+        storage={**s3_storage(moto), "redirect": {"disable": True}}, env={"AWS_CA_BUNDLE": "/nonexistent/ca.pem"}
+    )
+    repo, data = unique_repo("s3"), random_bytes(100_000)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        digest = push_blob(client, repo, data)
+        assert client.get(f"/v2/{repo}/blobs/{digest}").content == data
