@@ -436,7 +436,7 @@ class Driver(Base):
         for page in pages:
             for upload in page.get("Uploads", []):
                 if upload["Key"] == key or upload["Key"].startswith(key + "/"):
-                    with contextlib.suppress(ClientError):
+                    with contextlib.suppress(ClientError, exceptions.UnreachableError):
                         await client.abort_multipart_upload(
                             Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                         )
@@ -499,7 +499,7 @@ class Driver(Base):
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
         except BaseException:
-            with contextlib.suppress(ClientError, BotoCoreError):
+            with contextlib.suppress(ClientError, BotoCoreError, exceptions.UnreachableError):
                 await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             raise
 
@@ -596,11 +596,12 @@ class _Writer(Writer):
         upload_id = await self._start()
         client = await self._driver._client()
         body = b"".join(self._buffer)
-        self._buffer, self._buffered = [], 0
+        self._buffer, self._buffered = [body], len(body)  # kept until S3 has it: `close` may send it again
         number = len(self._parts) + 1
         result = await client.upload_part(
             Bucket=self._driver.settings.bucket, Key=self._key, UploadId=upload_id, PartNumber=number, Body=body
         )
+        self._buffer, self._buffered = [], 0
         self._parts.append({"PartNumber": number, "ETag": result["ETag"]})
 
     async def close(self) -> None:
@@ -640,7 +641,7 @@ class _Writer(Writer):
         if self._upload_id is not None:
             upload_id, self._upload_id = self._upload_id, None
             client = await self._driver._client()
-            with contextlib.suppress(ClientError, BotoCoreError):
+            with contextlib.suppress(ClientError, BotoCoreError, exceptions.UnreachableError):
                 await client.abort_multipart_upload(
                     Bucket=self._driver.settings.bucket, Key=self._key, UploadId=upload_id
                 )
