@@ -105,7 +105,9 @@ def shared_server() -> MotoServer:
     """One moto server per test process, started on first use and stopped when the process exits."""
     global _shared
     if _shared is None:
-        _shared = MotoServer(Path(tempfile.mkdtemp(prefix="moto-"))).start()
+        workdir = Path(tempfile.mkdtemp(prefix="moto-"))
+        _shared = MotoServer(workdir).start()
+        atexit.register(shutil.rmtree, workdir, True)  # runs after stop: atexit calls in reverse order
         atexit.register(_shared.stop)
     return _shared
 
