@@ -5,5 +5,6 @@ import sys
 from pathlib import Path
 
 TESTS = str(Path(__file__).resolve().parent.parent / "tests")
-if TESTS not in sys.path:
-    sys.path.append(TESTS)
+for folder in (TESTS, str(Path(TESTS) / "e2e")):  # e2e: the OCI layouts bench/s3.py pushes with skopeo
+    if folder not in sys.path:
+        sys.path.append(folder)

@@ -1,7 +1,8 @@
 """Start and stop a real registry process for the tests: ours, or CNCF Distribution as a reference.
 
 `REGISTRY_UNDER_TEST=distribution` runs the same black-box tests against Debian's `docker-registry` binary
-(CNCF Distribution 2.8), which is how the API tests are checked against the reference implementation.
+(CNCF Distribution 2.8), which is how the API tests are checked against the reference implementation;
+`STORAGE_UNDER_TEST=s3` runs them on our S3 driver, each registry on its own bucket of a moto server.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from s3_server import shared_server, storage_under_test
 from server_launch import DISTRIBUTION_BINARY, launch
 from server_launch import die_with_parent as die_with_parent  # re-exported for the tests that start daemons
 from server_launch import free_port as free_port
@@ -62,6 +64,17 @@ class RegistryProcess:
     @property
     def log_path(self) -> Path:
         return self.workdir / "registry.log"
+
+    def __post_init__(self) -> None:
+        if self.storage is None and self.kind == "ours" and storage_under_test() == "s3":
+            # The API tests on the S3 driver: a fresh bucket on the session's moto server. Redirects are off, as
+            # the tests read blob bodies from the registry; tests/s3 checks the redirects to S3.
+            moto = shared_server()
+            self.storage = {
+                "s3": moto.options(moto.bucket(), rootdirectory="registry"),
+                "delete": {"enabled": self.delete_enabled},
+                "redirect": {"disable": True},
+            }
 
     def config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {

@@ -19,6 +19,7 @@ from registry_api import (
     xfail_on_distribution,
 )
 from registry_process import RegistryProcess
+from s3_server import on_filesystem_only
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 
@@ -71,6 +72,7 @@ def test_if_match_with_the_digest_gets_the_content(client: httpx.Client, blob: t
     assert response.content == data
 
 
+@on_filesystem_only("removes a blob's file")
 def test_blob_missing_from_storage_is_blob_unknown(make_registry: Callable[..., RegistryProcess]) -> None:
     server = make_registry()
     with httpx.Client(base_url=server.url, timeout=30) as own:
@@ -122,6 +124,7 @@ def _stored_blob_file(server: RegistryProcess, digest: str) -> Path:
     return found[0]
 
 
+@on_filesystem_only("removes a blob's file")
 @pytest.mark.parametrize(
     "push_again",
     [

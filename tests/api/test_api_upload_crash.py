@@ -15,8 +15,12 @@ import pytest
 
 from registry_api import error_codes, on_distribution, random_bytes, sha256, start_upload, unique_repo, with_params
 from registry_process import RegistryProcess
+from s3_server import on_filesystem_only
 
-pytestmark = pytest.mark.skipif(on_distribution(), reason="kills and inspects our own server's processes and files")
+pytestmark = [
+    pytest.mark.skipif(on_distribution(), reason="kills and inspects our own server's processes and files"),
+    on_filesystem_only("inspects the upload's file"),
+]
 
 OCTETS = "Content-Type: application/octet-stream\r\n"
 

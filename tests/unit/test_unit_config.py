@@ -163,9 +163,14 @@ def test_rootdirectory_that_is_a_file_is_a_configuration_error(tmp_path: Path) -
 
 
 def test_other_drivers_keep_their_options(tmp_path: Path) -> None:
-    config = load_yaml(tmp_path, {"storage": {"s3": {"bucket": "images", "region": "eu-west-1", "secure": True}}})
-    assert config.storage.driver == "s3"
+    config = load_yaml(tmp_path, {"storage": {"gcs": {"bucket": "images", "region": "eu-west-1", "secure": True}}})
+    assert config.storage.driver == "gcs"
     assert config.storage.options == {"bucket": "images", "region": "eu-west-1", "secure": True}
+    s3 = load_yaml(tmp_path, {"storage": {"s3": {"bucket": "images", "region": "eu-west-1", "secure": False}}})
+    assert s3.storage.driver == "s3"
+    assert s3.storage.options["bucket"] == "images"
+    assert s3.storage.options["secure"] is False
+    assert s3.storage.options["chunksize"] == 10 * 1024 * 1024  # the schema's defaults, which are Distribution's
     in_memory = load_yaml(tmp_path, "storage:\n  inmemory:\n")
     assert in_memory.storage.driver == "inmemory"
     assert in_memory.http.workers == 1  # blobs in memory are one process's
@@ -250,7 +255,8 @@ def test_environment_selects_the_storage_driver(tmp_path: Path) -> None:
         {"REGISTRY_STORAGE": "s3", "REGISTRY_STORAGE_S3_BUCKET": "b", "REGISTRY_STORAGE_S3_SECRETKEY": "0123"},
     )
     assert config.storage.driver == "s3"
-    assert config.storage.options == {"bucket": "b", "secretkey": "0123"}  # "0123" is not read as octal
+    assert config.storage.options["bucket"] == "b"
+    assert config.storage.options["secretkey"] == "0123"  # not read as octal
     assert config.storage.delete_enabled is True
     assert load(None, {"REGISTRY_STORAGE": "inmemory"}).storage.driver == "inmemory"
 
@@ -415,13 +421,17 @@ def test_dump_writes_durations_that_load_back(tmp_path: Path) -> None:
 def test_dump_leaves_ignored_keys_out_and_keeps_the_driver_section(tmp_path: Path) -> None:
     config = load_yaml(
         tmp_path,
-        {"storage": {"s3": {"bucket": "b", "region": None}, "cache": {}}, "redis": {"addr": "x"}, "log": {"hooks": []}},
+        {
+            "storage": {"gcs": {"bucket": "b", "region": None}, "cache": {}},
+            "redis": {"addr": "x"},
+            "log": {"hooks": []},
+        },
     )
     dumped = dump(config)
     assert "redis" not in dumped
     assert "cache" not in dumped["storage"]
     assert "hooks" not in dumped["log"]
-    assert dumped["storage"]["s3"] == {"bucket": "b", "region": None}
+    assert dumped["storage"]["gcs"] == {"bucket": "b", "region": None}
     assert load_yaml(tmp_path, dumped).storage == config.storage
 
 

@@ -213,6 +213,18 @@ def build_driver(config: Config) -> Base:
         raise ConfigError(_storage_key_message(name, config.storage.options, str(exc))) from None
 
 
+async def check_storage(config: Config) -> None:
+    """Build the configured driver, reach its backend once (`Base.check`) and close it: a bad option or an
+    unreachable bucket is a ConfigError naming its key, found before any worker starts."""
+    driver = build_driver(config)
+    try:
+        await driver.check()
+    except ConfigError as exc:
+        raise ConfigError(_storage_key_message(config.storage.driver, config.storage.options, str(exc))) from None
+    finally:
+        await driver.close()
+
+
 def _storage_key_message(name: str, options: Mapping[str, Any], message: str) -> str:
     """Drivers only know their own options: put the section in front, and the option when the message opens
     with one (`redirect_base must be ...` -> `storage.example.redirect_base: redirect_base must be ...`)."""

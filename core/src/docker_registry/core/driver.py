@@ -191,6 +191,11 @@ class Base(abc.ABC):
         """Release connections and other resources; nothing to release by default."""
         return None
 
+    async def check(self) -> None:
+        """Reach the backend once, at start-up, before serving: a ConfigError whose message opens with the option
+        at fault (`bucket: no such bucket`) stops the server with exit status 2. Nothing to check by default."""
+        return None
+
     # --- what a driver implements: arguments already validated -------------------------------------------
     @abc.abstractmethod
     async def _get_content(self, path: str) -> bytes: ...

@@ -94,6 +94,49 @@ class InMemoryOptions(DriverSection):
     """No options of its own: the section's presence selects the driver."""
 
 
+class S3Options(DriverSection):
+    """CNCF Distribution's `storage.s3` keys (docs/s3.md); the driver checks ranges and combinations itself."""
+
+    bucket: Text | None = Field(None, description="the bucket (required); must exist: the registry does not create it")
+    region: Text | None = Field(
+        None, description="the AWS region; default from `AWS_REGION`/`AWS_DEFAULT_REGION`, else `us-east-1`"
+    )
+    regionendpoint: Text | None = Field(
+        None, description="the S3 endpoint of a compatible service (MinIO, Ceph RGW), e.g. `http://minio:9000`"
+    )
+    accesskey: Annotated[Text | None, Secret()] = Field(
+        None,
+        description="with `secretkey`; neither means credentials from the environment (`AWS_ACCESS_KEY_ID`...), a "
+        "shared credentials file or the instance profile",
+    )
+    secretkey: Annotated[Text | None, Secret()] = Field(None, description="the secret of `accesskey`")
+    sessiontoken: Annotated[Text | None, Secret()] = Field(None, description="a temporary session's token")
+    rootdirectory: Text | None = Field(None, description="a key prefix under which everything is stored")
+    secure: Bool = Field(True, description="HTTPS to a `regionendpoint` given without a scheme")
+    skipverify: Bool = Field(False, description="do not verify the endpoint's TLS certificate")
+    encrypt: Bool = Field(False, description="server-side encryption of every object (SSE-S3, or SSE-KMS with `keyid`)")
+    keyid: Text | None = Field(None, description="the KMS key for `encrypt`")
+    chunksize: PositiveInt = Field(
+        10 * 1024 * 1024,
+        description="bytes of a multipart upload's parts (at least 5 MiB): what a writing request holds in memory",
+    )
+    forcepathstyle: Bool = Field(False, description="path-style URLs (`endpoint/bucket/key`), as MinIO needs")
+    storageclass: Text = Field(
+        "STANDARD", description="the storage class of new objects (`STANDARD`, `STANDARD_IA`, ..., or `NONE`)"
+    )
+    objectacl: Text | None = Field(None, description="a canned ACL for new objects (e.g. `private`)")
+    multipartcopythresholdsize: PositiveInt = Field(
+        32 * 1024 * 1024, description="objects above this size are copied in parts (a completed upload to its blob)"
+    )
+    multipartcopychunksize: PositiveInt = Field(32 * 1024 * 1024, description="the size of those parts")
+    multipartcopymaxconcurrency: PositiveInt = Field(100, description="parts copied at once")
+    v4auth: Annotated[object, Unsupported("signature version 4 is always used; ignored")] = Field(None, exclude=True)
+    useragent: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    usedualstack: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    accelerate: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    loglevel: Annotated[object, Unsupported("use `log.level`; ignored")] = Field(None, exclude=True)
+
+
 class DeleteSection(Section):
     enabled: Bool = Field(False, description="allow DELETE of manifests, tags and blobs")
 
@@ -135,6 +178,7 @@ class StorageConfig(Section):
 
     filesystem: FilesystemOptions | None = None
     inmemory: InMemoryOptions | None = Field(None, description="blobs in memory (tests); forces one worker")
+    s3: S3Options | None = Field(None, description="blobs in an S3-compatible bucket (docs/s3.md)")
     delete: DeleteSection = Field(default_factory=DeleteSection)
     maintenance: MaintenanceSection = Field(default_factory=MaintenanceSection)
     redirects: RedirectSection = Field(default_factory=RedirectSection, alias="redirect")
@@ -172,6 +216,8 @@ class StorageConfig(Section):
             return "filesystem", self.filesystem
         if self.inmemory is not None:
             return "inmemory", self.inmemory
+        if self.s3 is not None:
+            return "s3", self.s3
         return next(iter((self.model_extra or {}).items()))
 
     @property
@@ -201,6 +247,8 @@ class StorageConfig(Section):
         """For the start-up log line."""
         if self.filesystem is not None:
             return f"filesystem ({self.filesystem.rootdirectory})"
+        if self.s3 is not None:
+            return f"s3 (bucket {self.s3.bucket}{', ' + self.s3.regionendpoint if self.s3.regionendpoint else ''})"
         return self.driver
 
 

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import HttpVersion10, web
 from sqlalchemy import exc as db_errors
 
+from docker_registry.core.exceptions import ConnectionError as StorageUnavailable
+
 from ..registry.errors import (
     NOT_FOUND,
     OUT_OF_SPACE,
@@ -64,6 +66,10 @@ async def errors_middleware(
             return error_response(
                 RegistryError(UNAVAILABLE, "metadata database unavailable", headers=retry), request.method
             )
+        if isinstance(e, StorageUnavailable):
+            log.error("storage unavailable on %s %s: %s", request.method, request.path, e)
+            retry = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+            return error_response(RegistryError(UNAVAILABLE, "storage unavailable", headers=retry), request.method)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(RegistryError(UNKNOWN), request.method)
 

@@ -14,7 +14,7 @@ from docker_registry.core import exceptions
 from docker_registry.core.driver import fetch
 from docker_registry.core.exceptions import ConfigError
 
-from ..application import build_driver, prepare
+from ..application import check_storage, prepare
 from ..auth.setup import check as check_auth
 from ..config import Config, hide_password
 from ..metrics import multiprocess
@@ -77,17 +77,15 @@ def _addresses(config: Config) -> list[tuple[str, tuple[str | None, int]]]:
 
 
 def _check_driver(config: Config) -> None:
-    """An unknown storage driver or a bad driver option is a configuration error (exit 2), found here, once, before
-    any worker builds its own driver and dies on it. The driver built here is closed at once."""
+    """An unknown storage driver, a bad driver option or an unreachable backend (a missing bucket) is a
+    configuration error (exit 2), found here, once, before any worker builds its own driver and dies on it. The
+    driver built here is closed at once."""
     try:
         fetch(config.storage.driver)
     except exceptions.NotImplementedError as exc:
         raise ConfigError(f"storage.{config.storage.driver}: {exc}") from None
 
-    async def build_and_close() -> None:
-        await build_driver(config).close()
-
-    asyncio.run(build_and_close())
+    asyncio.run(check_storage(config))
 
 
 def _check_address_free(host: str | None, port: int) -> None:

@@ -1,0 +1,652 @@
+"""The S3 storage driver: blobs in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW), on aiobotocore.
+
+Why aiobotocore (docs/s3.md has the measurements): it exposes the whole S3 API, and this driver needs the parts
+that simpler clients leave out: `UploadPartCopy` (a chunked upload continued on any node, and multipart copy of
+blobs above 5 GB, both without the bytes passing through a node), presigned URLs, SSE-KMS and storage classes.
+
+How the driver contract maps onto S3:
+- A path is a key under `rootdirectory`; directories are key prefixes, so none is ever left behind empty.
+- `put_content` is one PutObject and `stream_write` one multipart upload completed at the end: S3 replaces an
+  object atomically, so readers see the old object or the new one, never a mix.
+- `move` is a server-side copy (multipart above `multipartcopythresholdsize`) then a delete of the source.
+- A `Writer` holds at most `chunksize` bytes of a node's memory and uploads full parts as they fill. `close`
+  completes its multipart upload, so what was written is an ordinary object under the upload's own key, its
+  tail (the last part, under S3's 5 MiB minimum) included: nothing stays in a node's memory between requests, and
+  any node continues it. A writer opened with `append` starts a new multipart upload whose first parts are
+  server-side copies of that object (`UploadPartCopy`); only an object under 5 MiB, too small to be a part, is
+  read back into the buffer.
+- Retries with exponential backoff on throttling, 5xx and connection errors, and connect and read timeouts, are
+  botocore's ("standard" retry mode), set on the client here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from docker_registry.core import exceptions
+from docker_registry.core.driver import CHUNK_SIZE, Base, Stat, Writer
+
+__all__ = ["Driver", "Settings"]
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+MIN_PART = 5 * MiB
+"""S3's smallest part but the last."""
+MAX_COPY_PART = 5 * GiB
+"""S3's largest single copy (CopyObject, UploadPartCopy)."""
+MAX_PARTS = 10_000
+DELETE_BATCH = 1000
+PRESIGN_SECONDS = 20 * 60
+"""How long a redirect URL stays valid: as Distribution's 20 minutes."""
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 60
+"""Seconds: a node that cannot reach S3 answers an error instead of holding its client's request forever."""
+MAX_ATTEMPTS = 5
+"""Attempts per S3 call, backing off exponentially between them (botocore's standard retry mode)."""
+MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+STORAGE_CLASSES = {
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "NONE",
+}
+
+
+def _bool(options: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = options.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise exceptions.ConfigError(f"{key}: must be true or false, got {value!r}")
+
+
+def _int(options: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = options.get(key)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise exceptions.ConfigError(f"{key}: must be an integer, got {value!r}") from None
+    if not low <= number <= high:
+        raise exceptions.ConfigError(f"{key}: must be between {low} and {high}, got {number}")
+    return number
+
+
+def _text(options: Mapping[str, Any], key: str) -> str | None:
+    value = options.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise exceptions.ConfigError(f"{key}: must be a string, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The driver's options (Distribution's `storage.s3` keys), checked: a bad one is a ConfigError naming it."""
+
+    bucket: str
+    region: str | None = None
+    regionendpoint: str | None = None
+    accesskey: str | None = None
+    secretkey: str | None = None
+    sessiontoken: str | None = None
+    rootdirectory: str = ""
+    secure: bool = True
+    skipverify: bool = False
+    encrypt: bool = False
+    keyid: str | None = None
+    chunksize: int = 10 * MiB
+    forcepathstyle: bool = False
+    storageclass: str = "STANDARD"
+    objectacl: str | None = None
+    multipartcopythresholdsize: int = 32 * MiB
+    multipartcopychunksize: int = 32 * MiB
+    multipartcopymaxconcurrency: int = 100
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Settings:
+        bucket = _text(options, "bucket")
+        if bucket is None:
+            raise exceptions.ConfigError("bucket: required")
+        accesskey, secretkey = _text(options, "accesskey"), _text(options, "secretkey")
+        if (accesskey is None) != (secretkey is None):
+            raise exceptions.ConfigError(
+                "accesskey: accesskey and secretkey go together (or neither, for credentials "
+                "from the environment or the instance profile)"
+            )
+        storageclass = (_text(options, "storageclass") or "STANDARD").upper()
+        if storageclass not in STORAGE_CLASSES:
+            raise exceptions.ConfigError(f"storageclass: must be one of {', '.join(sorted(STORAGE_CLASSES))}")
+        endpoint = _text(options, "regionendpoint")
+        if endpoint is not None and "://" in endpoint and not endpoint.startswith(("http://", "https://")):
+            raise exceptions.ConfigError(f"regionendpoint: must be an http:// or https:// URL, got {endpoint!r}")
+        if options.get("v4auth") is not None and not _bool(options, "v4auth", True):
+            raise exceptions.ConfigError("v4auth: only signature version 4 is supported")
+        return cls(
+            bucket=bucket,
+            region=_text(options, "region"),
+            regionendpoint=endpoint,
+            accesskey=accesskey,
+            secretkey=secretkey,
+            sessiontoken=_text(options, "sessiontoken"),
+            rootdirectory=(_text(options, "rootdirectory") or "").strip("/"),
+            secure=_bool(options, "secure", True),
+            skipverify=_bool(options, "skipverify", False),
+            encrypt=_bool(options, "encrypt", False),
+            keyid=_text(options, "keyid"),
+            chunksize=_int(options, "chunksize", 10 * MiB, MIN_PART, MAX_COPY_PART),
+            forcepathstyle=_bool(options, "forcepathstyle", False),
+            storageclass=storageclass,
+            objectacl=_text(options, "objectacl"),
+            multipartcopythresholdsize=_int(options, "multipartcopythresholdsize", 32 * MiB, 0, MAX_COPY_PART),
+            multipartcopychunksize=_int(options, "multipartcopychunksize", 32 * MiB, MIN_PART, MAX_COPY_PART),
+            multipartcopymaxconcurrency=_int(options, "multipartcopymaxconcurrency", 100, 1, 10_000),
+        )
+
+    def endpoint_url(self) -> str | None:
+        if self.regionendpoint is None or "://" in self.regionendpoint:
+            return self.regionendpoint
+        return f"{'https' if self.secure else 'http'}://{self.regionendpoint}"
+
+
+THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestTimeout"}
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _unavailable(error: Exception) -> exceptions.UnreachableError | None:
+    """The driver's error for what retries did not cure (throttling, 5xx, no connection, a timeout): the server
+    answers it with 503, which clients retry; None for an answer the caller handles (missing key, bad range)."""
+    if isinstance(error, ClientError):
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if status < 500 and _code(error) not in THROTTLED:
+            return None
+        return exceptions.UnreachableError(f"S3 answered {_code(error) or status} after {MAX_ATTEMPTS} attempts")
+    if isinstance(error, BotoCoreError | aiohttp.ClientError | asyncio.TimeoutError | OSError):
+        return exceptions.UnreachableError(f"S3 unreachable: {error}")
+    return None
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        unavailable = _unavailable(exc)
+        if unavailable is None:
+            raise
+        raise unavailable from exc
+
+
+class _Client:
+    """The aiobotocore client, its calls' lasting failures raised as `exceptions.UnreachableError`."""
+
+    def __init__(self, client: Any) -> None:
+        self._inner = client
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name == "get_paginator" or not callable(attribute):  # paginators: translated where they are iterated
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            with _translated():
+                return await attribute(*args, **kwargs)
+
+        return call
+
+
+class Driver(Base):
+    """Objects in one S3 bucket under `rootdirectory`. The client is made on first use, in the running loop."""
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.settings = Settings.from_options(self.options)
+        self._root = f"{self.settings.rootdirectory}/" if self.settings.rootdirectory else ""
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client_obj: Any = None
+        self._lock: asyncio.Lock | None = None
+
+    # --- the client -----------------------------------------------------------------------------------------
+    async def _client(self) -> Any:
+        if self._client_obj is not None:
+            return self._client_obj
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._client_obj is None:
+                s = self.settings
+                config = AioConfig(
+                    connect_timeout=CONNECT_TIMEOUT,
+                    read_timeout=READ_TIMEOUT,
+                    retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+                    s3={"addressing_style": "path" if s.forcepathstyle else "auto"},
+                    signature_version="s3v4",
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                    max_pool_connections=64,
+                )
+                endpoint = s.endpoint_url()
+                plain = endpoint is not None and endpoint.startswith("http://")
+                # A plain-HTTP endpoint needs no CA bundle: never let AWS_CA_BUNDLE (set on many machines) be read.
+                verify: bool | str | None = False if (s.skipverify or plain) else None
+                stack = contextlib.AsyncExitStack()
+                self._client_obj = _Client(
+                    await stack.enter_async_context(
+                        get_session().create_client(
+                            "s3",
+                            region_name=s.region
+                            or os.environ.get("AWS_REGION")
+                            or os.environ.get("AWS_DEFAULT_REGION")
+                            or "us-east-1",
+                            endpoint_url=endpoint,
+                            use_ssl=not plain and s.secure,
+                            verify=verify,
+                            aws_access_key_id=s.accesskey,
+                            aws_secret_access_key=s.secretkey,
+                            aws_session_token=s.sessiontoken,
+                            config=config,
+                        )
+                    )
+                )
+                self._stack = stack
+        return self._client_obj
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            stack, self._stack, self._client_obj = self._stack, None, None
+            await stack.aclose()
+
+    async def check(self) -> None:
+        """Reach the bucket once (HeadBucket): a missing bucket, bad credentials or an unreachable endpoint is a
+        ConfigError naming the key most likely at fault, so the server exits 2 at start-up instead of failing
+        every request."""
+        try:
+            client = await self._client()
+            await client.head_bucket(Bucket=self.settings.bucket)
+        except ClientError as exc:
+            code = _code(exc)
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise exceptions.ConfigError(f"bucket: no bucket {self.settings.bucket!r}") from None
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise exceptions.ConfigError(
+                    f"accesskey: access to bucket {self.settings.bucket!r} denied ({code})"
+                ) from None
+            raise exceptions.ConfigError(f"bucket: {self.settings.bucket!r} answered {code}") from None
+        except (exceptions.UnreachableError, BotoCoreError, OSError) as exc:
+            key = "regionendpoint" if self.settings.regionendpoint else "region"
+            raise exceptions.ConfigError(f"{key}: cannot reach S3: {exc}") from None
+
+    # --- keys -----------------------------------------------------------------------------------------------
+    def _key(self, path: str) -> str:
+        return self._root + path
+
+    def _dir(self, prefix: str) -> str:
+        return self._root + prefix + "/" if prefix else self._root
+
+    def _path(self, key: str) -> str:
+        return key[len(self._root) :]
+
+    def _extra(self) -> dict[str, Any]:
+        """Arguments every object creation carries: storage class, encryption, ACL."""
+        s = self.settings
+        extra: dict[str, Any] = {}
+        if s.storageclass != "NONE":
+            extra["StorageClass"] = s.storageclass
+        if s.encrypt:
+            extra["ServerSideEncryption"] = "aws:kms" if s.keyid else "AES256"
+            if s.keyid:
+                extra["SSEKMSKeyId"] = s.keyid
+        if s.objectacl:
+            extra["ACL"] = s.objectacl
+        return extra
+
+    async def _head(self, path: str) -> dict[str, Any]:
+        client = await self._client()
+        try:
+            head: dict[str, Any] = await client.head_object(Bucket=self.settings.bucket, Key=self._key(path))
+        except ClientError as exc:
+            if _code(exc) in MISSING:
+                raise exceptions.FileNotFoundError(path) from None
+            raise
+        return head
+
+    # --- whole objects --------------------------------------------------------------------------------------
+    async def _get_content(self, path: str) -> bytes:
+        return b"".join([chunk async for chunk in self._stream_read(path, 0, None)])
+
+    async def _put_content(self, path: str, data: bytes) -> None:
+        client = await self._client()
+        await client.put_object(Bucket=self.settings.bucket, Key=self._key(path), Body=data, **self._extra())
+
+    async def _stream_read(self, path: str, offset: int, length: int | None) -> AsyncIterator[bytes]:
+        if length == 0:
+            await self._head(path)
+            return
+        client = await self._client()
+        args: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": self._key(path)}
+        if offset or length is not None:
+            args["Range"] = f"bytes={offset}-{'' if length is None else offset + length - 1}"
+        try:
+            response = await client.get_object(**args)
+        except ClientError as exc:
+            code = _code(exc)
+            if code in MISSING:
+                raise exceptions.FileNotFoundError(path) from None
+            if code == "InvalidRange":  # offset at or past the end: nothing to read, if the object exists
+                await self._head(path)
+                return
+            raise
+        body = response["Body"]
+        try:
+            with _translated():
+                async for chunk in body.iter_chunks(CHUNK_SIZE):
+                    yield chunk
+        finally:
+            body.close()
+
+    async def _stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
+        writer = _Writer(self, path, 0, b"")
+        try:
+            async for chunk in chunks:
+                await writer.write(chunk)
+            await writer.commit()
+        except BaseException:
+            await writer.abort()  # the previous object, if any, stays
+            raise
+        return writer.size
+
+    # --- namespace ------------------------------------------------------------------------------------------
+    async def _list_directory(self, prefix: str) -> list[str]:
+        client = await self._client()
+        found: list[str] = []
+        paginator = client.get_paginator("list_objects_v2")
+        directory = self._dir(prefix)
+        with _translated():
+            async for page in paginator.paginate(Bucket=self.settings.bucket, Prefix=directory, Delimiter="/"):
+                found.extend(self._path(item["Prefix"]).rstrip("/") for item in page.get("CommonPrefixes", []))
+                found.extend(self._path(item["Key"]) for item in page.get("Contents", []) if item["Key"] != directory)
+        if not found:
+            raise exceptions.FileNotFoundError(prefix or "/")
+        return sorted(found)
+
+    async def _keys_under(self, directory: str) -> AsyncIterator[str]:
+        client = await self._client()
+        paginator = client.get_paginator("list_objects_v2")
+        with _translated():
+            async for page in paginator.paginate(Bucket=self.settings.bucket, Prefix=directory):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+
+    async def _walk(self, prefix: str) -> AsyncIterator[str]:
+        async for key in self._keys_under(self._dir(prefix)):
+            yield self._path(key)
+
+    async def _exists(self, path: str) -> bool:
+        try:
+            await self._head(path)
+            return True
+        except exceptions.FileNotFoundError:
+            pass
+        client = await self._client()
+        listed = await client.list_objects_v2(Bucket=self.settings.bucket, Prefix=self._dir(path), MaxKeys=1)
+        return bool(listed.get("Contents"))
+
+    async def _remove(self, path: str) -> None:
+        """The object, or every object under the directory; multipart uploads left there are aborted too."""
+        client = await self._client()
+        bucket, key = self.settings.bucket, self._key(path)
+        found = True
+        try:
+            await self._head(path)
+        except exceptions.FileNotFoundError:
+            found = False
+        batch: list[str] = [key] if found else []
+        async for child in self._keys_under(key + "/"):
+            batch.append(child)
+            found = True
+            if len(batch) == DELETE_BATCH:
+                await self._delete(batch)
+                batch = []
+        if batch:
+            await self._delete(batch)
+        paginator = client.get_paginator("list_multipart_uploads")
+        with _translated():
+            pages = [page async for page in paginator.paginate(Bucket=bucket, Prefix=key)]
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key or upload["Key"].startswith(key + "/"):
+                    with contextlib.suppress(ClientError, exceptions.UnreachableError):
+                        await client.abort_multipart_upload(
+                            Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+        if not found:
+            raise exceptions.FileNotFoundError(path)
+
+    async def _delete(self, keys: list[str]) -> None:
+        client = await self._client()
+        if len(keys) == 1:
+            await client.delete_object(Bucket=self.settings.bucket, Key=keys[0])
+            return
+        result = await client.delete_objects(
+            Bucket=self.settings.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+        )
+        errors = result.get("Errors", [])
+        if errors:
+            raise exceptions.UnspecifiedError(f"deleting {errors[0].get('Key')}: {errors[0].get('Message')}")
+
+    async def _stat(self, path: str) -> Stat:
+        head = await self._head(path)
+        return Stat(size=int(head["ContentLength"]), mtime=head["LastModified"].timestamp())
+
+    async def _get_size(self, path: str) -> int:
+        return int((await self._head(path))["ContentLength"])
+
+    async def _content_redirect_url(self, path: str) -> str | None:
+        client = await self._client()
+        url: str = await client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.settings.bucket, "Key": self._key(path)}, ExpiresIn=PRESIGN_SECONDS
+        )
+        return url
+
+    # --- copies ---------------------------------------------------------------------------------------------
+    async def _move(self, src: str, dst: str) -> None:
+        """A server-side copy, then the source deleted: S3 replaces `dst` atomically, so readers see the old or the
+        new object; the bytes never pass through this node."""
+        size = int((await self._head(src))["ContentLength"])
+        client = await self._client()
+        bucket = self.settings.bucket
+        source = {"Bucket": bucket, "Key": self._key(src)}
+        if size <= min(self.settings.multipartcopythresholdsize, MAX_COPY_PART) or size < MIN_PART:
+            try:
+                await client.copy_object(Bucket=bucket, Key=self._key(dst), CopySource=source, **self._extra())
+            except ClientError as exc:
+                if _code(exc) in MISSING:
+                    raise exceptions.FileNotFoundError(src) from None
+                raise
+        else:
+            await self._multipart_copy(src, dst, size)
+        await client.delete_object(Bucket=bucket, Key=self._key(src))
+
+    async def _multipart_copy(self, src: str, dst: str, size: int) -> None:
+        client = await self._client()
+        bucket, key = self.settings.bucket, self._key(dst)
+        upload = await client.create_multipart_upload(Bucket=bucket, Key=key, **self._extra())
+        upload_id = upload["UploadId"]
+        try:
+            parts = await self._copy_parts(key, upload_id, src, 0, size, first=1)
+            await client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            with contextlib.suppress(ClientError, BotoCoreError, exceptions.UnreachableError):
+                await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            raise
+
+    async def _copy_parts(
+        self, key: str, upload_id: str, src: str, start: int, end: int, first: int
+    ) -> list[dict[str, Any]]:
+        """Parts `first`, ... of upload `upload_id` copied server-side from bytes `[start, end)` of `src`, in
+        `multipartcopychunksize` pieces (grown so that they fit S3's 10,000 parts), a bounded number at once."""
+        client = await self._client()
+        piece = max(self.settings.multipartcopychunksize, -(-(end - start) // (MAX_PARTS - first)))
+        piece = min(piece, MAX_COPY_PART - MIN_PART)
+        ranges = [(begin, min(begin + piece, end)) for begin in range(start, end, piece)]
+        if len(ranges) > 1 and ranges[-1][1] - ranges[-1][0] < MIN_PART:  # only the upload's last part may be small
+            ranges[-2:] = [(ranges[-2][0], end)]
+        limit = asyncio.Semaphore(self.settings.multipartcopymaxconcurrency)
+        source = {"Bucket": self.settings.bucket, "Key": self._key(src)}
+
+        async def one(number: int, begin: int, stop: int) -> dict[str, Any]:
+            async with limit:
+                result = await client.upload_part_copy(
+                    Bucket=self.settings.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceRange=f"bytes={begin}-{stop - 1}",
+                )
+            return {"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]}
+
+        return list(await asyncio.gather(*(one(first + i, b, e) for i, (b, e) in enumerate(ranges))))
+
+    # --- writers --------------------------------------------------------------------------------------------
+    async def _writer(self, path: str, append: bool) -> Writer:
+        if not append:
+            return _Writer(self, path, 0, b"")
+        size = int((await self._head(path))["ContentLength"])
+        head = b""
+        if 0 < size < MIN_PART:  # too small to be copied as a part: it becomes the start of the first part
+            head = await self._get_content(path)
+            size = 0
+        return _Writer(self, path, size, head)
+
+
+class _Writer(Writer):
+    """Appends to `path` through one multipart upload per writer (see the module's docstring)."""
+
+    def __init__(self, driver: Driver, path: str, existing: int, head: bytes) -> None:
+        self.path = path
+        self._driver = driver
+        self._key = driver._key(path)
+        self._existing = existing
+        """Bytes of the object already there, continued by server-side copy (0 when `head` holds them)."""
+        self._size = existing + len(head)
+        self._buffer: list[bytes] = [head] if head else []
+        self._buffered = len(head)
+        """Bytes not uploaded yet, kept as received: joined once per part (a bytearray grown and sliced costs two
+        more copies of every part)."""
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._changed = not self._size
+        """A fresh writer truncates `path` even if nothing is written; an appending one without writes leaves it."""
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, data: bytes) -> int:
+        if self._closed:
+            raise exceptions.UsageError(f"write to {self.path} after close")
+        self._buffer.append(bytes(data))
+        self._buffered += len(data)
+        self._size += len(data)
+        self._changed = True
+        if self._buffered >= self._driver.settings.chunksize:
+            await self._upload_part()
+        return len(data)
+
+    async def _start(self) -> str:
+        if self._upload_id is None:
+            client = await self._driver._client()
+            upload = await client.create_multipart_upload(
+                Bucket=self._driver.settings.bucket, Key=self._key, **self._driver._extra()
+            )
+            self._upload_id = str(upload["UploadId"])
+            if self._existing:
+                self._parts = await self._driver._copy_parts(
+                    self._key, self._upload_id, self.path, 0, self._existing, first=1
+                )
+        return self._upload_id
+
+    async def _upload_part(self) -> None:
+        """Everything buffered as the next part: `chunksize` bytes or a little more, or the tail at the end."""
+        upload_id = await self._start()
+        client = await self._driver._client()
+        body = b"".join(self._buffer)
+        self._buffer, self._buffered = [body], len(body)  # kept until S3 has it: `close` may send it again
+        number = len(self._parts) + 1
+        result = await client.upload_part(
+            Bucket=self._driver.settings.bucket, Key=self._key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        self._buffer, self._buffered = [], 0
+        self._parts.append({"PartNumber": number, "ETag": result["ETag"]})
+
+    async def close(self) -> None:
+        """Publish what was written under `path`: the tail becomes the last part (or the whole object)."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._changed:
+            return
+        client = await self._driver._client()
+        bucket = self._driver.settings.bucket
+        try:
+            if self._upload_id is None and not self._existing:
+                body = b"".join(self._buffer)
+                await client.put_object(Bucket=bucket, Key=self._key, Body=body, **self._driver._extra())
+            else:
+                if self._buffered or not self._parts:
+                    await self._upload_part()
+                await client.complete_multipart_upload(
+                    Bucket=bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
+                )
+                self._upload_id = None
+        except BaseException:
+            await self.abort()
+            raise
+        finally:
+            self._buffer, self._buffered = [], 0
+
+    async def commit(self) -> None:
+        """S3 acknowledges an object only once it is durable: closing is committing."""
+        await self.close()
+
+    async def abort(self) -> None:
+        """Drop what this writer has not published; the object under `path` stays as it was."""
+        self._closed = True
+        self._buffer, self._buffered = [], 0
+        if self._upload_id is not None:
+            upload_id, self._upload_id = self._upload_id, None
+            client = await self._driver._client()
+            with contextlib.suppress(ClientError, BotoCoreError, exceptions.UnreachableError):
+                await client.abort_multipart_upload(
+                    Bucket=self._driver.settings.bucket, Key=self._key, UploadId=upload_id
+                )
+
+    async def cancel(self) -> None:
+        await self.abort()
+        client = await self._driver._client()
+        await client.delete_object(Bucket=self._driver.settings.bucket, Key=self._key)

@@ -1,0 +1,220 @@
+"""The registry on the S3 driver, against a real moto server process: start-up checks, redirects to presigned URLs,
+a chunked upload continued by another node, and skopeo pushing and pulling through redirects."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from e2e_images import OciLayout
+from e2e_tools import require, run
+from registry_api import push_blob, random_bytes, sha256, start_upload, unique_repo, with_params
+from registry_process import RegistryProcess, free_port, implementation
+from s3_server import MotoServer, shared_server
+
+pytestmark = pytest.mark.skipif(implementation() != "ours", reason="the S3 driver is ours")
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def moto() -> MotoServer:
+    return shared_server()
+
+
+def s3_storage(moto: MotoServer, **options: Any) -> dict[str, Any]:
+    return {"s3": moto.options(moto.bucket(), rootdirectory="registry", **options), "delete": {"enabled": True}}
+
+
+def serve_exit(tmp_path: Path, storage: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """Start `serve` with `storage` and expect it to stop at once."""
+    config = tmp_path / "config.yml"
+    config.write_text(
+        yaml.safe_dump({"version": 0.1, "storage": storage, "http": {"addr": f"127.0.0.1:{free_port()}"}})
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "docker_registry.server", "serve", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+
+
+# --- start-up -------------------------------------------------------------------------------------------------
+def test_missing_bucket_exits_2_naming_the_key(moto: MotoServer, tmp_path: Path) -> None:
+    storage = {"s3": moto.options("no-such-bucket-here")}
+    result = serve_exit(tmp_path, storage)
+    assert result.returncode == 2, result.stderr
+    assert "storage.s3.bucket" in result.stderr
+    assert "no-such-bucket-here" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("chunksize", 1024), ("storageclass", "NO_SUCH_CLASS"), ("regionendpoint", "ftp://x"), ("secure", "maybe")],
+)
+def test_bad_option_exits_2_naming_the_key(moto: MotoServer, tmp_path: Path, option: str, value: object) -> None:
+    storage = {"s3": {**moto.options(moto.bucket()), option: value}}
+    result = serve_exit(tmp_path, storage)
+    assert result.returncode == 2, result.stderr
+    assert f"storage.s3.{option}" in result.stderr
+
+
+def test_unreachable_endpoint_exits_2_naming_the_key(moto: MotoServer, tmp_path: Path) -> None:
+    storage = {"s3": {**moto.options("bucket"), "regionendpoint": f"http://127.0.0.1:{free_port()}"}}
+    result = serve_exit(tmp_path, storage)
+    assert result.returncode == 2, result.stderr
+    assert "storage.s3.regionendpoint" in result.stderr
+
+
+def test_missing_bucket_option_exits_2(tmp_path: Path) -> None:
+    result = serve_exit(tmp_path, {"s3": {"region": "us-east-1"}})
+    assert result.returncode == 2, result.stderr
+    assert "storage.s3.bucket" in result.stderr
+
+
+# --- redirects ------------------------------------------------------------------------------------------------
+def test_blob_get_redirects_to_a_presigned_url_and_head_does_not(
+    make_registry: Callable[..., RegistryProcess], moto: MotoServer
+) -> None:
+    server = make_registry(storage=s3_storage(moto))
+    repo, data = unique_repo("s3"), random_bytes(300_000)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        digest = push_blob(client, repo, data)
+        got = client.get(f"/v2/{repo}/blobs/{digest}")
+        assert got.status_code == 307, got.text
+        location = got.headers["Location"]
+        assert location.startswith(moto.endpoint)
+        assert "X-Amz-Signature=" in location
+        assert got.headers["Docker-Content-Digest"] == digest
+        assert httpx.get(location, timeout=30).content == data  # what a client following the redirect gets
+
+        head = client.head(f"/v2/{repo}/blobs/{digest}")
+        assert head.status_code == 200
+        assert head.headers["Content-Length"] == str(len(data))
+
+
+def test_redirect_disabled_serves_bytes_and_ranges(
+    make_registry: Callable[..., RegistryProcess], moto: MotoServer
+) -> None:
+    server = make_registry(storage={**s3_storage(moto), "redirect": {"disable": True}})
+    repo, data = unique_repo("s3"), random_bytes(300_000)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        digest = push_blob(client, repo, data)
+        got = client.get(f"/v2/{repo}/blobs/{digest}")
+        assert got.status_code == 200
+        assert got.content == data
+        part = client.get(f"/v2/{repo}/blobs/{digest}", headers={"Range": "bytes=1000-1999"})
+        assert part.status_code == 206
+        assert part.content == data[1000:2000]
+
+
+# --- a chunked upload across nodes ----------------------------------------------------------------------------
+def test_chunked_upload_alternating_between_two_nodes(
+    make_registry: Callable[..., RegistryProcess], moto: MotoServer, tmp_path: Path
+) -> None:
+    """Two registry processes on one bucket and one database: chunks of 3 MiB (under S3's 5 MiB part minimum) and
+    7 MiB alternate between them; the blob is whole and verified, the upload area is gone."""
+    storage = {**s3_storage(moto, chunksize=5 * MiB), "redirect": {"disable": True}}
+    database = {"database": {"url": f"sqlite:///{tmp_path / 'shared.db'}"}}
+    nodes = [make_registry(storage=storage, extra_config=database, workers=1) for _ in range(2)]
+    repo = unique_repo("s3")
+    chunks = [random_bytes(n) for n in (3 * MiB, 7 * MiB, 1 * MiB, 6 * MiB, 12345)]
+    data = b"".join(chunks)
+    clients = [httpx.Client(base_url=node.url, timeout=60) for node in nodes]
+    try:
+        location = start_upload(clients[0], repo)
+        offset = 0
+        for i, chunk in enumerate(chunks):
+            headers = {
+                "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+                "Content-Type": "application/octet-stream",
+            }
+            answer = clients[i % 2].patch(location, content=chunk, headers=headers)
+            assert answer.status_code == 202, answer.text
+            offset += len(chunk)
+            assert answer.headers["Range"] == f"0-{offset - 1}"
+            location = answer.headers["Location"]
+        wrong = clients[1].put(with_params(location, digest=sha256(data + b"x")))
+        assert wrong.status_code == 400, wrong.text  # every byte is verified: a wrong digest is refused
+        location = start_upload(clients[1], repo)
+        for i, chunk in enumerate(chunks):
+            answer = clients[(i + 1) % 2].patch(location, content=chunk)
+            assert answer.status_code == 202, answer.text
+            location = answer.headers["Location"]
+        done = clients[0].put(with_params(location, digest=sha256(data)))
+        assert done.status_code == 201, done.text
+        for client in clients:
+            got = client.get(f"/v2/{repo}/blobs/{sha256(data)}")
+            assert got.status_code == 200
+            assert got.content == data
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_upload_finished_on_one_node_is_copied_not_downloaded(
+    make_registry: Callable[..., RegistryProcess], tmp_path: Path
+) -> None:
+    """A chunked upload served by one node reaches its blob key by server-side copy: the S3 server's request log
+    shows no GET of the upload's data (the node kept the running hash, and each chunk continued the stored object by
+    UploadPartCopy, as it is over S3's 5 MiB part minimum) and no GET of the blob's key."""
+    moto = MotoServer(tmp_path / "moto").start()
+    try:
+        server = make_registry(storage={**s3_storage(moto, chunksize=5 * MiB), "redirect": {"disable": True}})
+        repo, data = unique_repo("s3"), random_bytes(11 * MiB)
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            location = start_upload(client, repo)
+            for start, stop in ((0, 6 * MiB), (6 * MiB, 10 * MiB), (10 * MiB, len(data))):
+                answer = client.patch(location, content=data[start:stop])
+                assert answer.status_code == 202, answer.text
+                location = answer.headers["Location"]
+            assert client.put(with_params(location, digest=sha256(data))).status_code == 201
+        log = (tmp_path / "moto" / "moto.log").read_text()
+        upload_reads = [line for line in log.splitlines() if '"GET ' in line and "/registry/uploads/" in line]
+        assert upload_reads == []
+        blob_key = f"/registry/blobs/sha256/{sha256(data)[7:9]}/{sha256(data)[7:]}/data"
+        assert any('"PUT ' in line and blob_key in line for line in log.splitlines())
+        assert not any('"GET ' in line and blob_key in line for line in log.splitlines())
+    finally:
+        moto.stop()
+
+
+# --- skopeo ---------------------------------------------------------------------------------------------------
+def test_skopeo_push_and_pull_through_redirects(
+    make_registry: Callable[..., RegistryProcess], moto: MotoServer, tmp_path: Path
+) -> None:
+    require("skopeo")
+    server = make_registry(storage=s3_storage(moto))
+    layout = OciLayout(tmp_path / "layout")
+    image = layout.add_image("v1")
+    ref = f"docker://{server.host}/s3/skopeo:v1"
+    run(["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false", layout.ref("v1"), ref])
+    back = OciLayout(tmp_path / "back")
+    run(["skopeo", "--insecure-policy", "copy", "--src-tls-verify=false", ref, back.ref("v1")])
+    index = json.loads((back.path / "index.json").read_bytes())
+    assert [m["digest"] for m in index["manifests"]] == [image.manifest.digest]
+    for blob in (image.manifest, image.config, *image.layers):
+        assert back.read_blob(blob.digest) == layout.read_blob(blob.digest)
+
+
+def test_a_ca_bundle_in_the_environment_does_not_matter_for_plain_http(
+    make_registry: Callable[..., RegistryProcess], moto: MotoServer
+) -> None:
+    """These machines set AWS_CA_BUNDLE; a plain-HTTP endpoint must work whatever it names (here: no file)."""
+    server = make_registry(
+        storage={**s3_storage(moto), "redirect": {"disable": True}}, env={"AWS_CA_BUNDLE": "/nonexistent/ca.pem"}
+    )
+    repo, data = unique_repo("s3"), random_bytes(100_000)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        digest = push_blob(client, repo, data)
+        assert client.get(f"/v2/{repo}/blobs/{digest}").content == data
