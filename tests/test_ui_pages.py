@@ -5,10 +5,13 @@ Content-Security-Policy is strict. The browser run is in test_ui_browser.py."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import bcrypt
 import httpx
@@ -17,7 +20,18 @@ import token_minting as tm
 
 from registry_api import image_manifest, push
 from registry_process import RegistryProcess, implementation
-from ui_site import PASSWORDS, RULES, SBOM_TYPE, SCRIPT_LABEL, SIGNATURE_TYPE, Site, fill, start, write_htpasswd
+from ui_site import (
+    NEWEST_PLATFORM_CREATED,
+    PASSWORDS,
+    RULES,
+    SBOM_TYPE,
+    SCRIPT_LABEL,
+    SIGNATURE_TYPE,
+    Site,
+    fill,
+    start,
+    write_htpasswd,
+)
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="the web UI is ours only")
 
@@ -170,6 +184,85 @@ def test_image_page_shows_config_layers_platforms_and_referrers(site: Site) -> N
         assert SBOM_TYPE in image
         assert site.signature.digest[:19] in image
         assert "&#34;schemaVersion&#34;: 2" in image or '"schemaVersion": 2' in image.replace("&#34;", '"')
+
+
+def blob_url(repository: str, digest: str) -> str:
+    return f"/ui/repositories/{repository}/-/blobs/{quote(digest)}"
+
+
+def pretty_manifest(page: str) -> str:
+    found = re.search(r'<pre class="manifest"[^>]*>(.*?)</pre>', page, re.S)
+    assert found, page[:2000]
+    return found.group(1)
+
+
+def blobs_of(body: bytes) -> list[dict[str, object]]:
+    manifest = json.loads(body)
+    return [manifest["config"], *manifest["layers"]]
+
+
+def test_every_descriptor_links_to_its_blob_or_manifest_and_downloads_the_exact_bytes(site: Site) -> None:
+    with logged_in(site.server, "reader") as client:
+        page = client.get(f"/ui/repositories/ui/signed/-/manifests/{site.signed.digest}").text
+        pretty = pretty_manifest(page)
+        descriptors = blobs_of(site.signed.body)
+        assert len(descriptors) == 2
+        for descriptor in descriptors:
+            digest = str(descriptor["digest"])
+            link = f'href="{blob_url("ui/signed", digest)}"'
+            assert link in pretty, "the pretty-printed manifest links the descriptor"
+            places = 2 if descriptor is descriptors[0] else 3  # the manifest, the descriptors, the layers table
+            assert page.count(link) == places
+            answer = client.get(blob_url("ui/signed", digest))
+            assert answer.status_code == 200
+            assert f"sha256:{hashlib.sha256(answer.content).hexdigest()}" == digest
+            assert len(answer.content) == descriptor["size"]
+            assert answer.headers["Content-Type"] == "application/octet-stream"
+            assert answer.headers["Content-Disposition"] == f'attachment; filename="{digest.replace(":", "-")}"'
+            assert answer.headers["X-Content-Type-Options"] == "nosniff"
+            assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+        signature = pretty_manifest(client.get(f"/ui/repositories/ui/signed/-/manifests/{site.signature.digest}").text)
+        assert f'href="/ui/repositories/ui/signed/-/manifests/{quote(site.signed.digest)}"' in signature, "subject"
+        index = pretty_manifest(client.get("/ui/repositories/ui/multi/-/manifests/latest").text)
+        for child in json.loads(site.multi.body)["manifests"]:
+            assert f'href="/ui/repositories/ui/multi/-/manifests/{quote(child["digest"])}"' in index
+
+
+def test_blob_downloads_follow_the_rules_and_the_repository(site: Site) -> None:
+    with httpx.Client(base_url=site.server.url, auth=("admin", PASSWORDS["admin"]), timeout=30) as api:
+        secret = api.get(
+            "/v2/private/secret/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+        )
+        child = json.loads(site.multi.body)["manifests"][0]["digest"]
+        multi_child = api.get(
+            f"/v2/ui/multi/manifests/{child}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+        )
+    secret_layer = str(blobs_of(secret.content)[1]["digest"])
+    multi_layer = str(blobs_of(multi_child.content)[1]["digest"])
+    signed_layer = str(blobs_of(site.signed.body)[1]["digest"])
+    with httpx.Client(base_url=site.server.url, timeout=30) as anonymous:
+        refused = anonymous.get(blob_url("ui/signed", signed_layer))
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"].startswith("Basic ")
+        assert signed_layer not in refused.text
+    with logged_in(site.server, "reader") as reader:
+        assert reader.get(blob_url("private/secret", secret_layer)).status_code == 404
+        assert reader.get(blob_url("ui/multi", multi_layer)).status_code == 200
+    with logged_in(site.server, "admin") as admin:
+        assert admin.get(blob_url("private/secret", secret_layer)).status_code == 200
+        not_here = admin.get(blob_url("ui/signed", multi_layer))
+        assert not_here.status_code == 404, "a blob of another repository"
+        assert "No such blob" in not_here.text
+        assert admin.get(blob_url("ui/signed", "sha256:" + "0" * 64)).status_code == 404
+        assert admin.get(blob_url("ui/signed", "sha256:zz")).status_code == 404
+
+
+def test_an_index_shows_when_its_newest_platform_image_was_built(site: Site) -> None:
+    with logged_in(site.server, "reader") as client:
+        repository = client.get("/ui/repositories/ui/multi").text
+        assert NEWEST_PLATFORM_CREATED in repository
+        index = client.get("/ui/repositories/ui/multi/-/manifests/latest").text
+        assert f"{NEWEST_PLATFORM_CREATED} (the newest platform image)" in index
 
 
 def test_a_script_label_is_shown_as_text(site: Site) -> None:

@@ -22,6 +22,9 @@ RULES = [
 SCRIPT_LABEL = "<script>alert(1)</script>"
 SIGNATURE_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"
 SBOM_TYPE = "application/spdx+json"
+CREATED = "2026-01-02T03:04:05Z"
+NEWEST_PLATFORM_CREATED = "2026-03-04T05:06:07.5+00:00"
+"""ui/multi's arm64 image is built after its amd64 one, written in another precision and zone."""
 
 
 @dataclass
@@ -46,12 +49,12 @@ def start(workdir: Path, delete_enabled: bool = True) -> RegistryProcess:
     return RegistryProcess(workdir / "registry", delete_enabled=delete_enabled, extra_config=extra).start()
 
 
-def config_with(labels: dict[str, str], arch: str = "amd64") -> bytes:
+def config_with(labels: dict[str, str], arch: str = "amd64", created: str = CREATED) -> bytes:
     return canonical(
         {
             "architecture": arch,
             "os": "linux",
-            "created": "2026-01-02T03:04:05Z",
+            "created": created,
             "config": {"Entrypoint": ["/bin/app"], "Env": ["PATH=/usr/bin", "MODE=<b>bold</b>"], "Labels": labels},
             "history": [{"created": "2026-01-02T03:04:05Z", "created_by": "COPY app /bin/app"}],
             "rootfs": {"type": "layers", "diff_ids": []},
@@ -63,7 +66,11 @@ def fill(server: RegistryProcess) -> Site:
     with httpx.Client(base_url=server.url, auth=("admin", PASSWORDS["admin"]), timeout=30) as client:
         children = []
         for arch in ("amd64", "arm64"):
-            child = image_manifest(client, "ui/multi", config=config_with({"arch": arch}, arch))
+            child = image_manifest(
+                client,
+                "ui/multi",
+                config=config_with({"arch": arch}, arch, NEWEST_PLATFORM_CREATED if arch == "arm64" else CREATED),
+            )
             push(client, "ui/multi", child)
             children.append(child)
         multi = index_manifest(children)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from docker_registry.server.ui.images import read_config, read_manifest
+from docker_registry.server.ui.images import linked_pretty, read_config, read_manifest
+from docker_registry.server.ui.pages import newest
 from docker_registry.server.ui.rendering import human_size, short_digest
 from docker_registry.server.ui.sessions import Signer
 
@@ -99,3 +100,23 @@ def test_sizes_and_digests_for_people() -> None:
     assert human_size(1536) == "1.5 KiB"
     assert human_size(None) == "—"
     assert short_digest("sha256:0123456789abcdef") == "sha256:0123456789ab"
+
+
+def test_newest_compares_times_not_their_spelling() -> None:
+    assert newest(["2026-01-02T03:04:05Z", "2026-01-02T04:00:00+02:00", "not a time", ""]) == "2026-01-02T03:04:05Z"
+    assert newest(["2026-01-02T03:04:05.123456789Z", "2026-01-02T03:04:05Z"]) == "2026-01-02T03:04:05.123456789Z"
+    assert newest(["nonsense"]) == ""
+
+
+def test_linked_pretty_links_descriptor_digests_only() -> None:
+    config, layer, subject = "sha256:" + "1" * 64, "sha256:" + "2" * 64, "sha256:" + "3" * 64
+    document = {
+        "config": {"digest": config, "size": 2},
+        "layers": [{"digest": layer, "size": 3}],
+        "subject": {"digest": subject, "size": 4},
+        "annotations": {"digest": "sha256:" + "4" * 64},
+    }
+    view = read_manifest("application/vnd.oci.image.manifest.v1+json", json.dumps(document).encode())
+    segments = linked_pretty(view)
+    assert "".join(s.text for s in segments) == view.pretty
+    assert [(s.digest, s.manifest) for s in segments if s.digest] == [(config, False), (layer, False), (subject, True)]

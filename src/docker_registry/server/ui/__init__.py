@@ -4,7 +4,8 @@ from elsewhere). It uses the registry logic and the store's browse queries, and 
 rules (`access.Accounts`, lent by the composition root).
 
 Modules: access (viewer and rules), sessions (signed cookies, CSRF), images (manifests and configs read for
-people), rendering (templates, escaping, security headers), pages (the handlers), static files below `static/`.
+people), rendering (templates, escaping, security headers), downloads (a blob as an attachment), pages (the
+handlers), static files below `static/`.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ since any valid manifest may carry odd optional fields."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,36 @@ class ManifestView:
         if self.is_index:
             return None
         return sum(layer.size for layer in self.layers) + (self.config.size if self.config else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A piece of the pretty-printed manifest: plain text, or a descriptor's digest shown as a link."""
+
+    text: str
+    digest: str = ""
+    manifest: bool = False
+    """The link goes to the manifest's page (children, subject), not to the blob's download (config, layers)."""
+
+
+_DIGEST_VALUE = re.compile(r'"digest": "([^"\\]+)"')
+
+
+def linked_pretty(view: ManifestView) -> list[Segment]:
+    """The pretty-printed manifest cut around the digests of its descriptors, so each can be a link."""
+    manifests = {d.digest for d in (*view.children, view.subject) if d}
+    blobs = {d.digest for d in (view.config, *view.layers) if d}
+    segments: list[Segment] = []
+    start = 0
+    for found in _DIGEST_VALUE.finditer(view.pretty):
+        digest = found.group(1)
+        if digest not in manifests and digest not in blobs:
+            continue
+        segments.append(Segment(view.pretty[start : found.start(1)]))
+        segments.append(Segment(digest, digest, digest in manifests))
+        start = found.end(1)
+    segments.append(Segment(view.pretty[start:]))
+    return segments
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 URLs are stable and readable: `/ui/` (overview), `/ui/repositories?q=&after=` (search, keyset pages),
 `/ui/repositories/<name>?sort=pushed|name&page=N`, `/ui/repositories/<name>/-/manifests/<tag or digest>`,
+`/ui/repositories/<name>/-/blobs/<digest>` (a download),
 `/ui/repositories/<name>/-/delete?tag=|digest=` (confirmation; POST deletes). `/-/` cannot occur inside a
 repository name (a component starts with a letter or digit), so it separates the name from the rest.
 """
@@ -9,6 +10,7 @@ repository name (a component starts with a letter or digit), so it separates the
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import math
 from collections import defaultdict
@@ -20,6 +22,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 from aiohttp import BasicAuth, hdrs, web
 
+from docker_registry.core import exceptions
 from docker_registry.core.digest import parse_digest
 from docker_registry.core.exceptions import UnspecifiedError
 
@@ -31,7 +34,8 @@ from ..registry.errors import RegistryError
 from ..registry.service import Registry
 from ..store.browse import RepositorySummary, TagOrder
 from .access import DELETE, PULL, Accounts, Viewer
-from .images import MAX_CONFIG_BYTES, ConfigView, ManifestView, read_config, read_manifest
+from .downloads import download
+from .images import MAX_CONFIG_BYTES, ConfigView, ManifestView, linked_pretty, read_config, read_manifest
 from .rendering import page
 from .sessions import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, Signer
 
@@ -41,6 +45,8 @@ PREFIX = "/ui"
 REPOSITORIES_PER_PAGE = 50
 TAGS_PER_PAGE = 50
 RECENT_PUSHES = 10
+INDEX_CREATED_CHILDREN = 8
+"""An index's created time is the newest of its first this many platform images' (each a config read, cached)."""
 SEPARATOR = "/-/"
 VIEWER = "docker_registry.ui.viewer"
 CSRF_VALUE = "docker_registry.ui.csrf"
@@ -52,6 +58,22 @@ def repository_url(name: str) -> str:
 
 def manifest_url(name: str, reference: str) -> str:
     return f"{repository_url(name)}{SEPARATOR}manifests/{quote(str(reference))}"
+
+
+def blob_url(name: str, digest: str) -> str:
+    return f"{repository_url(name)}{SEPARATOR}blobs/{quote(str(digest))}"
+
+
+def newest(times: list[str]) -> str:
+    """The latest of RFC 3339 times as written (configs differ in precision and zone), "" when none parses."""
+    parsed = []
+    for text in times:
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            continue
+        parsed.append((moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC), text))
+    return max(parsed)[1] if parsed else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +184,7 @@ class UI:
             prefix=PREFIX,
             repository_url=repository_url,
             manifest_url=manifest_url,
+            blob_url=blob_url,
             **context,
         )
         if fresh:
@@ -270,6 +293,8 @@ class UI:
         if not names.is_name(name):
             return self.error(request, 404, "No such repository.")
         if not viewer.may(name, PULL):  # not shown, as if absent; anonymous viewers are asked to log in
+            if viewer.needs_login and rest.startswith("blobs/"):  # a download: the browser's prompt, or curl -u
+                raise self._challenge(request)
             if viewer.needs_login:
                 raise self._login_redirect(request)
             return self.error(request, 404, "No such repository.")
@@ -279,6 +304,8 @@ class UI:
             return await self._repository(request, viewer, name)
         if rest.startswith("manifests/") and request.method == "GET":
             return await self._manifest(request, viewer, name, rest.removeprefix("manifests/"))
+        if rest.startswith("blobs/") and request.method == "GET":
+            return await self._blob(request, name, rest.removeprefix("blobs/"))
         if rest == "delete":
             return await self._delete(request, viewer, name)
         return self.error(request, 404, "No such page.")
@@ -300,6 +327,7 @@ class UI:
             digest: read_manifest(*found)
             for digest, found in (await store.read(store.sync.manifest_contents, name, children)).items()
         }
+        created = await asyncio.gather(*(self._index_created(request, name, v, child_views) for v in views))
         rows = [
             TagRow(
                 r.name,
@@ -308,9 +336,9 @@ class UI:
                 r.media_type,
                 v.platforms,
                 _index_size(v, child_views) if v.is_index else v.compressed_size,
-                c.created if c else "",
+                i or (c.created if c else ""),
             )
-            for r, v, c in zip(records, views, configs, strict=True)
+            for r, v, c, i in zip(records, views, configs, created, strict=True)
         ]
         return self.render(
             request,
@@ -344,6 +372,22 @@ class UI:
         self.configs.put(view.config.digest, config)
         return config
 
+    async def _index_created(
+        self, request: web.Request, repository: str, index: ManifestView, children: Mapping[str, ManifestView]
+    ) -> str:
+        """When the newest platform image of an index was built, from its first children's configs ("" for an
+        image, whose own config says it)."""
+        images = [children[c.digest] for c in index.children[:INDEX_CREATED_CHILDREN] if c.digest in children]
+        configs = await asyncio.gather(*(self._config(request, repository, image) for image in images))
+        return newest([config.created for config in configs if config is not None and config.created])
+
+    async def _blob(self, request: web.Request, name: str, digest_text: str) -> web.StreamResponse:
+        try:
+            digest = names.check_digest(digest_text)
+            return await download(request, self.registry(request), name, digest)
+        except (RegistryError, exceptions.FileNotFoundError):
+            return self.error(request, 404, "No such blob in this repository.")
+
     def _may_delete(self, viewer: Viewer, name: str) -> bool:
         storage = self.config.storage
         return storage.delete_enabled and not storage.readonly and viewer.may(name, DELETE)
@@ -356,11 +400,15 @@ class UI:
             return self.error(request, 404, "No such manifest.")
         view = read_manifest(stored.media_type, stored.content)
         store = registry.store
-        config, referrers, tags = await asyncio.gather(
+        children = [child.digest for child in view.children[:INDEX_CREATED_CHILDREN]]
+        config, referrers, tags, child_contents = await asyncio.gather(
             self._config(request, name, view),
             store.referrers(name, digest, None),
             store.read(store.sync.tags_of_manifest, name, digest),
+            store.read(store.sync.manifest_contents, name, children),
         )
+        child_views = {child: read_manifest(*found) for child, found in child_contents.items()}
+        created = await self._index_created(request, name, view, child_views)
         grouped: dict[str, list[Any]] = defaultdict(list)
         for referrer in referrers:
             grouped[referrer.artifact_type or referrer.media_type].append(referrer)
@@ -372,7 +420,9 @@ class UI:
             digest=str(digest),
             host=request.host,
             view=view,
+            segments=linked_pretty(view),
             config=config,
+            created=created or (config.created if config else ""),
             referrers=sorted(grouped.items()),
             tags=tags,
             may_delete=self._may_delete(viewer, name),
