@@ -41,15 +41,20 @@ def blob_file(server: RegistryProcess, digest: str) -> Path:
     return server.data_dir / "blobs" / "sha256" / hex_digest[:2] / hex_digest / "data"
 
 
-def rows(server: RegistryProcess, query: str, *params: object) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(server.data_dir / "registry.db") as db:
-        return db.execute(query, params).fetchall()
-
-
 def in_repository(server: RegistryProcess, table: str, repo: str) -> int:
-    query = f"SELECT count(*) FROM {table} t JOIN repositories r ON r.id = t.repository_id WHERE r.name = ?"
-    count: int = rows(server, query, repo)[0][0]
-    return count
+    """Rows of `table` in the repository `repo`, read from the registry's database (SQLite or PostgreSQL)."""
+    query = f"SELECT count(*) FROM {table} t JOIN repositories r ON r.id = t.repository_id WHERE r.name = "
+    url = server.config().get("database", {}).get("url")
+    if url is None:
+        with sqlite3.connect(server.data_dir / "registry.db") as db:
+            count: int = db.execute(query + "?", (repo,)).fetchone()[0]
+        return count
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        row = conn.execute(query + "%s", (repo,)).fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 def collect(server: RegistryProcess, ttl: str) -> dict[str, Any]:
@@ -88,13 +93,16 @@ def wait_until(condition: Any, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_cached_content_not_pulled_within_ttl_is_collected_and_fetched_anew(
-    upstream: RegistryProcess, tmp_path: Path
+    upstream: RegistryProcess, tmp_path: Path, database: str, request: pytest.FixtureRequest
 ) -> None:
-    config = {
+    config: dict[str, Any] = {
         "proxy": {"upstreams": [{"prefix": "hub", "remoteurl": upstream.url}]},
         "gc": {"enabled": False, "delay": "0s"},
     }
+    if database == "postgresql":
+        config["database"] = {"url": request.getfixturevalue("postgres_cluster").new_database()}
     cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config=config).start()
     try:
         with client_for(upstream) as source, httpx.Client(base_url=cache.url, timeout=60) as client:

@@ -183,8 +183,11 @@ _TAKE_LEASE = per_dialect(
         insert(leases)
         .values(name=sa.bindparam("lease"), holder=sa.bindparam("who"), expires_at=sa.bindparam("until"))
         .on_conflict_do_nothing(index_elements=["name"])
+        .returning(leases.c.name)
     )
 )
+"""RETURNING says whether the row was inserted: psycopg's rowcount of this insert is not reliable (not positive for
+a row inserted, so `garbage-collect` on PostgreSQL always thought another collection was running)."""
 _RENEW_LEASE = (
     leases.update()
     .where(leases.c.name == sa.bindparam("lease"))
@@ -222,7 +225,7 @@ class CollectionQueries(StoreBase):
             params = {"lease": name, "who": holder, "until": now + seconds}
             row = conn.execute(_LEASE, params).first()
             if row is None:
-                return conn.execute(_TAKE_LEASE[self._dialect], params).rowcount > 0
+                return conn.execute(_TAKE_LEASE[self._dialect], params).first() is not None
             if row.holder != holder and row.expires_at > now:
                 return False
             conn.execute(_RENEW_LEASE, params)
