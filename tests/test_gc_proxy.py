@@ -60,7 +60,8 @@ def in_repository(server: RegistryProcess, table: str, repo: str) -> int:
 def collect(server: RegistryProcess, ttl: str) -> dict[str, Any]:
     """`docker-registry garbage-collect --json` on the server's configuration with the upstream's `ttl` changed."""
     config = yaml.safe_load((server.workdir / "config.yml").read_text())
-    config["proxy"]["upstreams"][0]["ttl"] = ttl
+    proxy = config["proxy"]
+    (proxy["upstreams"][0] if "upstreams" in proxy else proxy)["ttl"] = ttl
     path = server.workdir / f"gc-{ttl}.yml"
     path.write_text(yaml.safe_dump(config))
     result = subprocess.run(
@@ -144,5 +145,26 @@ def test_cached_content_not_pulled_within_ttl_is_collected_and_fetched_anew(
             assert client.get(f"/v2/hub/library/alpine/blobs/{loose}").status_code == 200
             wait_until(lambda: all(blob_gets(upstream, d) == fetched[d] + 1 for d in cached))
             wait_until(lambda: all(blob_file(cache, d).exists() for d in cached))
+    finally:
+        cache.stop()
+
+
+def test_in_mirror_mode_every_repository_is_cache_and_expires(upstream: RegistryProcess, tmp_path: Path) -> None:
+    config = {"proxy": {"remoteurl": upstream.url}, "gc": {"enabled": False, "delay": "0s"}}
+    cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config=config).start()
+    try:
+        with client_for(upstream) as source, httpx.Client(base_url=cache.url, timeout=60) as client:
+            pushed = image_manifest(source, "library/busybox")
+            push(source, "library/busybox", pushed, "1")
+            digests = pull(client, "library/busybox", "1")
+            wait_until(lambda: all(blob_file(cache, d).exists() for d in digests))
+
+            assert collect(cache, "1h")["deleted"]["manifests"] == 0
+            assert in_repository(cache, "tags", "library/busybox") == 1
+            summary = collect(cache, "0s")
+            assert summary["deleted"]["manifests"] == 1
+            assert not any(blob_file(cache, d).exists() for d in digests)
+            assert in_repository(cache, "manifests", "library/busybox") == 0
+            assert pull(client, "library/busybox", "1") == digests
     finally:
         cache.stop()
