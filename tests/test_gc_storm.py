@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from test_postgres_store import postgres_url as postgres_url  # the private PostgreSQL server fixture
 
 from e2e_images import OciLayout
 from e2e_tools import require

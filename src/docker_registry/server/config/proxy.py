@@ -38,7 +38,9 @@ class UpstreamSection(Section):
     username: Annotated[Text | None, OURS] = Field(None, description="the upstream account (Basic or token flow)")
     password: Annotated[Text | None, OURS, Secret()] = Field(None, description="its password or access token")
     ttl: Annotated[Duration, OURS] = Field(
-        0.0, description="how long a tag is served before it is checked upstream again (0: on every pull)"
+        0.0,
+        description="how long a tag is served before it is checked upstream again (0: on every pull); garbage "
+        "collection drops content not pulled for this or `gc.delay`, whichever is longer",
     )
 
 
@@ -53,7 +55,8 @@ class ProxyConfig(Section):
     ttl: Duration = Field(
         0.0,
         description="mirror mode: how long a tag is served before it is checked upstream again with a HEAD "
-        "(0: on every pull; content by digest is never checked again)",
+        "(0: on every pull; content by digest is never checked again); garbage collection drops content not pulled "
+        "for this or `gc.delay`, whichever is longer",
     )
     upstreams: Annotated[list[UpstreamSection], OURS] = Field(
         default_factory=list,

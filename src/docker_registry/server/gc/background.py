@@ -17,6 +17,7 @@ from docker_registry.core.driver import Base
 
 from ..config import Config
 from ..store.collection import CollectionQueries
+from .cached import cached_scopes
 from .collector import Busy, Collector, Options
 from .progress import LogProgress
 from .summary import Summary
@@ -77,7 +78,8 @@ class Maintenance:
         if not await asyncio.to_thread(self._store.acquire_lease, SCHEDULE_LEASE, self._holder, gc.interval):
             return  # another worker or node collected within the interval
         try:
-            summary = await self._collector.run(Options(delay=gc.delay, delete_untagged=gc.deleteuntagged))
+            options = Options(delay=gc.delay, delete_untagged=gc.deleteuntagged, cached=cached_scopes(self._config))
+            summary = await self._collector.run(options)
         except Busy:
             return  # another worker or node collects now
         _log_summary("garbage collection", summary)

@@ -13,6 +13,7 @@ which the next one finishes first.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from docker_registry.core.driver import Base
 
 from ..store.base import stored_digest
 from ..store.collection import CollectionQueries, DryRun, LeaseLost
+from .cached import CachedScope
 from .progress import Progress
 from .summary import Summary
 
@@ -57,6 +59,8 @@ class Options:
     dry_run: bool = False
     upload_age: float | None = None
     """End upload sessions begun longer ago than this (seconds), with their data; None: leave them."""
+    cached: tuple[CachedScope, ...] = ()
+    """Repositories of the pull-through cache, whose content expires when not pulled (`cached_scopes`)."""
 
 
 class _Silent:
@@ -133,6 +137,7 @@ class Collector:
         summary.scanned = await self._db(self._store.counts)
         if not options.dry_run:
             await self._finish_blob_deletions(summary)
+        await self._expire_cached(options, now, summary)
         if options.delete_untagged:
             await self._manifests(options, now, cutoff, summary)
         await self._links(options, now, cutoff, summary)
@@ -152,6 +157,26 @@ class Collector:
                 return  # what the deletions left unreachable is marked now: a later run deletes it after the delay
             now = time.time()
             cutoff = now
+
+    async def _expire_cached(self, options: Options, now: float, summary: Summary) -> None:
+        """Cached manifests not pulled within their window lose their tags and rows, blobs pulled by digest alone
+        their links; the phases after it reclaim what that leaves unreferenced. A dry run counts these only, not
+        what their expiry would free."""
+        if not options.dry_run:
+            await self._db(self._store.forget_pulls_outside, [scope.prefix for scope in options.cached])
+        for scope in options.cached:
+            cutoff = now - max(scope.ttl, options.delay)
+            ids = await self._db(self._store.expired_cached_manifests, scope.prefix, cutoff)
+            if options.dry_run:
+                summary.deleted["manifests"] += len(ids)
+            else:
+                expire = functools.partial(self._store.expire_cached_manifests, scope.prefix)
+                summary.deleted["manifests"] += await self._delete_rows(
+                    f"expired cached manifests ({scope.prefix or 'mirror'})", ids, options, expire, cutoff
+                )
+            summary.deleted["links"] += await self._db(
+                self._store.expire_blob_pulls, scope.prefix, cutoff, options.dry_run
+            )
 
     async def _links(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
         if not options.dry_run:

@@ -21,6 +21,7 @@ from ..store.engine import create_engine, database_url
 from ..store.reserve import reserve_for
 from ..store.writegate import gate_for
 from .background import holder_name
+from .cached import cached_scopes
 from .collector import CONCURRENT_REMOVES, Busy, Collector, Options
 from .progress import BarProgress, LogProgress, Progress
 from .summary import Summary
@@ -47,6 +48,7 @@ def garbage_collect(config: Config, driver: Base, *, dry_run: bool, delete_untag
         delete_untagged=delete_untagged or config.gc.deleteuntagged,
         dry_run=dry_run,
         upload_age=purging.age if purging.enabled else None,
+        cached=cached_scopes(config),
     )
     try:
         summary = asyncio.run(_run(store, driver, options, _progress(sys.stderr)))

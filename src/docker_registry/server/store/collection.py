@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -23,6 +24,8 @@ from .tables import (
     leases,
     manifest_references,
     manifests,
+    proxy_pulls,
+    repositories,
     repository_blobs,
     tags,
     uploads,
@@ -33,7 +36,14 @@ from .uploads import WRITER_LEASE_SECONDS
 # --- conditions ------------------------------------------------------------------------------------------------------
 
 
-def _link_referenced(doomed: DryRun | None = None) -> sa.Exists:
+def _link_referenced(doomed: DryRun | None = None) -> sa.ColumnElement[bool]:
+    """A manifest names the blob, or the blob was pulled through the cache within its window: a collection first
+    forgets the pulls older than that (`expire_blob_pulls`), so a pull row left keeps a blob pulled by digest
+    alone."""
+    return sa.or_(_link_in_manifest(doomed), _LINK_PULLED)
+
+
+def _link_in_manifest(doomed: DryRun | None = None) -> sa.Exists:
     """A manifest of the link's repository names the blob (config, layer, or a non-distributable layer pushed
     anyway); with `doomed`, one that a real run would not delete."""
     referencing = manifests.alias("referencing")
@@ -62,6 +72,13 @@ def _blob_linked(doomed: DryRun | None = None) -> sa.ColumnElement[bool]:
     return sa.or_(sa.exists(sa.select(1).where(*conditions)), v1_layer)
 
 
+_LINK_PULLED = sa.exists(
+    sa.select(1).where(
+        proxy_pulls.c.repository_id == repository_blobs.c.repository_id,
+        proxy_pulls.c.digest == repository_blobs.c.digest,
+        proxy_pulls.c.kind == "blob",
+    )
+)
 _LINK_REFERENCED = _link_referenced()
 _BLOB_LINKED = _blob_linked()
 _DELETE_LINK = repository_blobs.delete().where(
@@ -109,6 +126,29 @@ def _unreachable(table: sa.FromClause = manifests) -> sa.ColumnElement[bool]:
     return table.c.id.not_in(sa.select(live.c.id))
 
 
+def _in_scope(prefix: str) -> sa.ColumnElement[bool]:
+    """Repositories under `prefix/`; all of them for the empty prefix (a mirror)."""
+    return repositories.c.name.startswith(prefix + "/", autoescape=True) if prefix else sa.true()
+
+
+def _expired_manifests(prefix: str, cutoff: float) -> sa.Select[Any]:
+    """Manifests of repositories under `prefix` last pulled (or, never pulled, cached) before `cutoff`."""
+    last_pull = sa.func.coalesce(proxy_pulls.c.pulled_at, manifests.c.created_at)
+    return (
+        sa.select(manifests.c.id)
+        .select_from(
+            manifests.join(repositories, repositories.c.id == manifests.c.repository_id).outerjoin(
+                proxy_pulls,
+                sa.and_(
+                    proxy_pulls.c.repository_id == manifests.c.repository_id,
+                    proxy_pulls.c.digest == manifests.c.digest,
+                ),
+            )
+        )
+        .where(_in_scope(prefix), last_pull < cutoff)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class DryRun:
     """What a real run would delete, for a dry run's conditions: it follows the cascade (an untagged manifest's
@@ -143,8 +183,11 @@ _TAKE_LEASE = per_dialect(
         insert(leases)
         .values(name=sa.bindparam("lease"), holder=sa.bindparam("who"), expires_at=sa.bindparam("until"))
         .on_conflict_do_nothing(index_elements=["name"])
+        .returning(leases.c.name)
     )
 )
+"""RETURNING says whether the row was inserted: psycopg's rowcount of this insert is not reliable (not positive for
+a row inserted, so `garbage-collect` on PostgreSQL always thought another collection was running)."""
 _RENEW_LEASE = (
     leases.update()
     .where(leases.c.name == sa.bindparam("lease"))
@@ -182,7 +225,7 @@ class CollectionQueries(StoreBase):
             params = {"lease": name, "who": holder, "until": now + seconds}
             row = conn.execute(_LEASE, params).first()
             if row is None:
-                return conn.execute(_TAKE_LEASE[self._dialect], params).rowcount > 0
+                return conn.execute(_TAKE_LEASE[self._dialect], params).first() is not None
             if row.holder != holder and row.expires_at > now:
                 return False
             conn.execute(_RENEW_LEASE, params)
@@ -215,6 +258,87 @@ class CollectionQueries(StoreBase):
             }
 
         return self._read(count)
+
+    # --- cached content not pulled within its window (the pull-through cache) ---------------------------------
+    def expired_cached_manifests(self, prefix: str, cutoff: float) -> list[int]:
+        """Ids of the manifests under `prefix` ("": every repository) not pulled since `cutoff`."""
+        query = _expired_manifests(prefix, cutoff).order_by(manifests.c.id)
+        return self._read(lambda conn: list(conn.execute(query).scalars()))
+
+    def expire_cached_manifests(self, prefix: str, ids: Sequence[int], cutoff: float) -> int:
+        """Drop the tags of those of `ids` still not pulled since `cutoff`, then delete those of them no tag
+        reaches any more (an index or a referrer still pulled keeps its children or subject), with their references
+        and pull rows. How many manifests went."""
+
+        def expire(conn: sa.Connection) -> int:
+            locked = sa.select(manifests.c.id).where(manifests.c.id.in_(list(ids))).with_for_update()
+            if not conn.execute(locked).all():
+                return 0
+            expired = list(
+                conn.execute(_expired_manifests(prefix, cutoff).where(manifests.c.id.in_(list(ids)))).scalars()
+            )
+            if not expired:
+                return 0
+            conn.execute(tags.delete().where(tags.c.manifest_id.in_(expired)))
+            doomed = conn.execute(
+                sa.select(manifests.c.id, manifests.c.repository_id, manifests.c.digest).where(
+                    manifests.c.id.in_(expired), _unreachable()
+                )
+            ).all()
+            if not doomed:
+                return 0
+            ids_doomed = [row.id for row in doomed]
+            pulled = sa.tuple_(proxy_pulls.c.repository_id, proxy_pulls.c.digest)
+            conn.execute(proxy_pulls.delete().where(pulled.in_([(row.repository_id, row.digest) for row in doomed])))
+            conn.execute(manifest_references.delete().where(manifest_references.c.manifest_id.in_(ids_doomed)))
+            conn.execute(manifests.delete().where(manifests.c.id.in_(ids_doomed)))
+            return len(doomed)
+
+        return self._write(expire, durable=False)
+
+    def expire_blob_pulls(self, prefix: str, cutoff: float, dry_run: bool) -> int:
+        """Forget the blob pulls under `prefix` older than `cutoff`, and delete the links of those that no manifest
+        of their repository references (blobs pulled by digest alone); how many links went (or would)."""
+        expired = sa.and_(
+            proxy_pulls.c.kind == "blob",
+            proxy_pulls.c.pulled_at < cutoff,
+            proxy_pulls.c.repository_id.in_(sa.select(repositories.c.id).where(_in_scope(prefix))),
+        )
+        pulled = sa.exists(
+            sa.select(1).where(
+                proxy_pulls.c.repository_id == repository_blobs.c.repository_id,
+                proxy_pulls.c.digest == repository_blobs.c.digest,
+                expired,
+            )
+        )
+        unreferenced = sa.not_(_link_in_manifest())
+        if dry_run:
+            query = sa.select(sa.func.count()).select_from(repository_blobs).where(pulled, unreferenced)
+            return self._read(lambda conn: int(conn.execute(query).scalar_one()))
+
+        def expire(conn: sa.Connection) -> int:
+            links = [
+                (row.repository_id, row.digest)
+                for row in conn.execute(
+                    sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest)
+                    .where(pulled)
+                    .with_for_update()
+                )
+            ]
+            conn.execute(proxy_pulls.delete().where(expired))
+            if not links:
+                return 0
+            chosen = sa.tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(links)
+            return int(conn.execute(repository_blobs.delete().where(chosen, unreferenced)).rowcount)
+
+        return self._write(expire, durable=False)
+
+    def forget_pulls_outside(self, prefixes: Sequence[str]) -> None:
+        """Pull rows of repositories no proxy serves any more (the configuration changed): they must not keep
+        links of what is now a local repository."""
+        served = sa.or_(sa.false(), *(_in_scope(prefix) for prefix in prefixes))
+        outside = proxy_pulls.c.repository_id.in_(sa.select(repositories.c.id).where(sa.not_(served)))
+        self._write(lambda conn: conn.execute(proxy_pulls.delete().where(outside)), durable=False)
 
     # --- untagged manifests ---------------------------------------------------------------------------------
     def mark_manifests(self, now: float) -> None:
