@@ -8,6 +8,8 @@ file is opened.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import ETag, hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from multidict import CIMultiDict
@@ -49,3 +51,17 @@ class BlobFileResponse(web.FileResponse):
             start, stop = self._window
             headers[hdrs.RANGE] = f"bytes={start}-{stop - 1}"
         return await super().prepare(request.clone(headers=headers))
+
+
+async def send_stream(
+    request: web.Request, response: web.StreamResponse, length: int, first: bytes, rest: AsyncIterator[bytes]
+) -> web.StreamResponse:
+    """Send a storage read whose first chunk the caller already holds: reading it before the headers go out lets a
+    file missing from storage still be answered with an error instead of a cut-off body."""
+    response.content_length = length
+    await response.prepare(request)
+    await response.write(first)
+    async for chunk in rest:
+        await response.write(chunk)
+    await response.write_eof()
+    return response

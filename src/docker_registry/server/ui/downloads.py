@@ -8,6 +8,7 @@ from aiohttp import web
 
 from docker_registry.core.digest import Digest
 
+from ..http.files import send_stream
 from ..registry.service import Registry
 from .rendering import SECURITY_HEADERS
 
@@ -32,10 +33,4 @@ async def download(request: web.Request, registry: Registry, repository: str, di
     first = await anext(stream, b"")  # a blob missing from storage is still a page, not a cut-off download
     response = web.StreamResponse(headers=headers)
     response.content_type = "application/octet-stream"
-    response.content_length = blob.size
-    await response.prepare(request)
-    await response.write(first)
-    async for chunk in stream:
-        await response.write(chunk)
-    await response.write_eof()
-    return response
+    return await send_stream(request, response, blob.size, first, stream)

@@ -142,13 +142,7 @@ async def _stream_layer(
     except exceptions.FileNotFoundError:
         raise V1Error("Image layer missing from storage", 404) from None
     answer = web.StreamResponse(status=status, headers=headers)
-    answer.content_length = stop - start
-    await answer.prepare(request)
-    await answer.write(first)
-    async for chunk in stream:
-        await answer.write(chunk)
-    await answer.write_eof()
-    return answer
+    return await files.send_stream(request, answer, stop - start, first, stream)
 
 
 async def get_files(request: web.Request, params: Params) -> web.StreamResponse:

@@ -79,13 +79,7 @@ async def _stream_blob(
         raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}, message="blob missing from storage") from None
     response = web.StreamResponse(status=status, headers=headers)
     response.content_type = "application/octet-stream"
-    response.content_length = stop - start
-    await response.prepare(request)
-    await response.write(first)
-    async for chunk in stream:
-        await response.write(chunk)
-    await response.write_eof()
-    return response
+    return await files.send_stream(request, response, stop - start, first, stream)
 
 
 async def delete_blob(request: web.Request, params: Params) -> web.StreamResponse:
