@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from certificates import self_signed
 
 from docker_registry.server.config.loading import load
 
@@ -78,12 +79,8 @@ def test_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
     nginx = _tool("nginx", "nginx-light")
     conf = (DEPLOY / "compose" / "nginx.conf").read_text()
     conf = re.sub(r"registry-\d:5000", "127.0.0.1:5000", conf).replace("/etc/nginx/certs/", f"{tmp_path}/")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=registry.example.com",
-         "-keyout", str(tmp_path / "tls.key"), "-out", str(tmp_path / "tls.crt")],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
+    self_signed(tmp_path, "tls", "registry.example.com")
+    (tmp_path / "tls.pem").rename(tmp_path / "tls.crt")
     (tmp_path / "nginx.conf").write_text(conf)
     checked = subprocess.run(
         [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", f"pid {tmp_path}/nginx.pid;"],

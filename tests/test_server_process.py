@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from certificates import self_signed, signed_by
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -480,19 +481,7 @@ def test_second_server_on_the_same_port_refuses_to_start(server: RegistryProcess
 
 
 def test_tls(tmp_path: Path) -> None:
-    if not shutil.which("openssl"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl is required in CI")
-        pytest.skip("openssl is not installed: apt-get install openssl")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"),
-            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, _ = self_signed(tmp_path, "cert", "localhost", ip="127.0.0.1")
     port = free_port()
     config = tmp_path / "config.yml"
     config.write_text(
@@ -502,7 +491,7 @@ def test_tls(tmp_path: Path) -> None:
                 "http": {
                     "addr": f"127.0.0.1:{port}",
                     "workers": 1,
-                    "tls": {"certificate": "cert.pem", "key": "key.pem"},
+                    "tls": {"certificate": "cert.pem", "key": "cert.key"},
                 },
             }
         )
@@ -534,90 +523,16 @@ def test_tls(tmp_path: Path) -> None:
         assert proc.wait(30) == 0
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=cwd)
-
-
-def _client_certificate(directory: Path, name: str, ca: str) -> tuple[str, str]:
-    """A client key and certificate signed by the CA `ca` (<ca>.pem / <ca>.key in `directory`)."""
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        f"/CN={name}",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.csr",
-        cwd=directory,
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        f"{name}.csr",
-        "-CA",
-        f"{ca}.pem",
-        "-CAkey",
-        f"{ca}.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-out",
-        f"{name}.pem",
-        cwd=directory,
-    )
-    return str(directory / f"{name}.pem"), str(directory / f"{name}.key")
-
-
 def test_tls_client_certificates(tmp_path: Path) -> None:
     """http.tls.clientcas (mTLS): a client with a certificate from a listed CA is served; one without, or with a
     certificate from another CA, never gets past the handshake."""
-    if not shutil.which("openssl"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl is required in CI")
-        pytest.skip("openssl is not installed: apt-get install openssl")
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "cert.pem",
-        cwd=tmp_path,
-    )
+    self_signed(tmp_path, "cert", "localhost", ip="127.0.0.1")
     for ca in ("ca", "other-ca"):
-        _openssl(
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            f"/CN={ca}",
-            "-keyout",
-            f"{ca}.key",
-            "-out",
-            f"{ca}.pem",
-            cwd=tmp_path,
-        )
-    good = _client_certificate(tmp_path, "alice", "ca")
-    stranger = _client_certificate(tmp_path, "mallory", "other-ca")
+        self_signed(tmp_path, ca, ca)
+    good = signed_by(tmp_path, "alice", "ca")
+    stranger = signed_by(tmp_path, "mallory", "other-ca")
     port = free_port()
-    tls = {"certificate": "cert.pem", "key": "key.pem", "clientcas": ["ca.pem"]}
+    tls = {"certificate": "cert.pem", "key": "cert.key", "clientcas": ["ca.pem"]}
     (tmp_path / "config.yml").write_text(
         yaml.safe_dump(
             {
@@ -636,7 +551,7 @@ def test_tls_client_certificates(tmp_path: Path) -> None:
         start_new_session=True,
     )
 
-    def client(certificate: tuple[str, str] | None) -> ssl.SSLContext:
+    def client(certificate: tuple[Path, Path] | None) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
         if certificate is not None:
             context.load_cert_chain(*certificate)
@@ -1092,16 +1007,8 @@ def _served_name(port: int) -> str:
 def test_sighup_rereads_the_certificate(tmp_path: Path, workers: int) -> None:
     """SIGHUP to the registry: every worker serves the new certificate to new connections; a certificate that
     cannot be loaded is logged and the previous one stays in use."""
-    if not shutil.which("openssl"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl is required in CI")
-        pytest.skip("openssl is not installed: apt-get install openssl")
     for name in ("first", "second"):
-        _openssl(
-            *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}"),
-            *("-keyout", f"{name}.key", "-out", f"{name}.pem"),
-            cwd=tmp_path,
-        )
+        self_signed(tmp_path, name, name)
     shutil.copy(tmp_path / "first.pem", tmp_path / "cert.pem")
     shutil.copy(tmp_path / "first.key", tmp_path / "key.pem")
     port = free_port()

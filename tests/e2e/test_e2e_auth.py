@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from certificates import self_signed
 from cryptography.hazmat.primitives.asymmetric import rsa
 from test_auth_htpasswd import write_htpasswd
 from token_minting import pem_private
@@ -46,16 +47,7 @@ def htpasswd(workdir: Path) -> Path:
 @pytest.fixture(scope="module")
 def tls_registry(workdir: Path, htpasswd: Path) -> Iterator[RegistryProcess]:
     """htpasswd over TLS, with an openssl-made certificate for 127.0.0.1 that docker trusts through certs.d."""
-    require("openssl")
-    cert, key = workdir / "cert.pem", workdir / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed(workdir, "cert", "127.0.0.1", ip="127.0.0.1")
     config = {
         "http": {"tls": {"certificate": str(cert), "key": str(key)}},
         "auth": {"htpasswd": {"realm": "e2e", "path": str(htpasswd)}},

@@ -44,3 +44,13 @@ def _unsatisfiable(size: int) -> RegistryError:
     return RegistryError(
         RANGE_INVALID, f"range not satisfiable for {size} bytes", headers={"Content-Range": f"bytes */{size}"}
     )
+
+
+def streamed_window(window: tuple[int, int] | None, size: int, headers: dict[str, str]) -> tuple[int, int, int]:
+    """Status, start and stop of a streamed (not sendfile) answer: 206 with `Content-Range` added to `headers` for a
+    window, 200 for the whole blob. FileResponse does this itself for files sent with sendfile."""
+    if window is None:
+        return 200, 0, size
+    start, stop = window
+    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    return 206, start, stop

@@ -13,7 +13,7 @@ from docker_registry.core import exceptions
 
 from ..http import body, files
 from ..http.context import config, registry, require_space, require_writable
-from ..http.ranges import byte_range
+from ..http.ranges import byte_range, streamed_window
 from ..http.routing import Params
 from ..registry.errors import SIZE_INVALID, RegistryError
 from ..store.models import V1Image
@@ -131,11 +131,7 @@ async def _stream_layer(
     request: web.Request, image: V1Image, size: int, window: tuple[int, int] | None, headers: dict[str, str]
 ) -> web.StreamResponse:
     assert image.layer_digest is not None
-    start, stop = window or (0, size)
-    status = 200
-    if window is not None:
-        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-        status = 206
+    status, start, stop = streamed_window(window, size, headers)
     stream = aiter(v1(request).images.layer_stream(image.layer_digest, start, stop - start))
     try:
         first = await anext(stream, b"")  # a layer missing from storage is still an answer the client can read

@@ -14,7 +14,7 @@ from ...registry.errors import BLOB_UNKNOWN, RegistryError
 from ...registry.service import Registry
 from .. import files
 from ..context import config, registry, require_delete
-from ..ranges import byte_range
+from ..ranges import byte_range, streamed_window
 from ..routing import Params
 
 
@@ -67,11 +67,7 @@ async def _stream_blob(
     window: tuple[int, int] | None,
     headers: dict[str, str],
 ) -> web.StreamResponse:
-    status = 200
-    start, stop = window or (0, size)
-    if window is not None:
-        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-        status = 206
+    status, start, stop = streamed_window(window, size, headers)
     stream = aiter(logic.blob_stream(digest, start, stop - start))
     try:
         first = await anext(stream, b"")  # a blob missing from storage is still an error the client can read
