@@ -43,7 +43,7 @@ def exclusive_lock(database: Path) -> Iterator[None]:
 def test_reads_stay_fast_and_writes_fail_fast_while_another_process_holds_the_write_lock(
     make_registry: Callable[..., RegistryProcess],
 ) -> None:
-    server = make_registry(extra_config={"database": {"locktimeout": "1s"}})
+    server = make_registry(extra_config={"database": {"locktimeout": "3s"}})
     repo = unique_repo("locked")
     with httpx.Client(base_url=server.url, timeout=30) as client:
         image = image_manifest(client, repo)
@@ -69,12 +69,12 @@ def test_reads_stay_fast_and_writes_fail_fast_while_another_process_holds_the_wr
             for future in reads:
                 status, took, _ = future.result()
                 assert status in (200, 404)
-                assert took < 1.0, took
+                assert took < 2.5, took  # under the lock timeout: a read that waited for the lock would show
             for future in pushes:
                 status, took, headers = future.result()
                 assert status == 503
                 assert "Retry-After" in headers
-                assert took < 4, took  # at most about twice the lock timeout: its own wait, and the batch ahead
+                assert took < 12, took  # a few lock timeouts at most: its own wait, and the batches queued ahead of it
         data, digest = _blob(99)
         assert client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data).status_code == 201
 
