@@ -415,12 +415,17 @@ class CollectionQueries(StoreBase):
         if dry_run is not None:
             condition = _link_doomed(dry_run)
         else:
+            # no check for references here: marking (just before) unmarked what is referenced, whatever references
+            # a link since unmarks it, and `delete_links` checks again anyway
             condition = sa.and_(
-                repository_blobs.c.gc_candidate_since <= cutoff,
-                repository_blobs.c.created_at <= cutoff,
-                sa.not_(_LINK_REFERENCED),
+                repository_blobs.c.gc_candidate_since <= cutoff, repository_blobs.c.created_at <= cutoff
             )
-        query = sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(condition)
+        # in key order, so each batch of deletions touches a run of the table's pages rather than all of them
+        query = (
+            sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest)
+            .where(condition)
+            .order_by(repository_blobs.c.repository_id, repository_blobs.c.digest)
+        )
         return self._read(lambda conn: [(row.repository_id, row.digest) for row in conn.execute(query)])
 
     def delete_links(self, keys: Sequence[tuple[int, str]], cutoff: float) -> int:
@@ -459,18 +464,14 @@ class CollectionQueries(StoreBase):
     def blob_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[tuple[str, int]]:
         """Digests and sizes of unlinked, unpinned blobs marked before `cutoff`; for a dry run, those a real run
         would delete."""
+        conditions = [blobs.c.created_at <= cutoff, blobs.c.deleting_since.is_(None)]
         if dry_run is not None:
             marked = _marked(blobs.c.gc_candidate_since, cutoff, dry_run.include_unmarked)
-            linked = _blob_linked(dry_run)
+            conditions += [marked, sa.not_(_blob_linked(dry_run)), sa.not_(_BLOB_PINNED)]
         else:
-            marked, linked = blobs.c.gc_candidate_since <= cutoff, _BLOB_LINKED
-        query = sa.select(blobs.c.digest, blobs.c.size).where(
-            marked,
-            blobs.c.created_at <= cutoff,
-            blobs.c.deleting_since.is_(None),
-            sa.not_(linked),
-            sa.not_(_BLOB_PINNED),
-        )
+            # as for links: marking unmarked what is linked, and `begin_blob_deletion` checks links and pins again
+            conditions.append(blobs.c.gc_candidate_since <= cutoff)
+        query = sa.select(blobs.c.digest, blobs.c.size).where(*conditions).order_by(blobs.c.digest)
         return self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query, {"now": time.time()})])
 
     def begin_blob_deletion(self, digests: Sequence[str], cutoff: float) -> list[tuple[str, int]]:
