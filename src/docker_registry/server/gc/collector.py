@@ -1,7 +1,8 @@
 """One garbage collection: mark what nothing uses, delete what stayed unused for the grace period.
 
 The order matters: untagged manifests first (their deletion leaves links unreferenced), then links (leaving blobs
-unlinked), then blobs, so with no grace period a single run frees a deleted image completely. Everything runs
+unlinked), then blobs, expired upload sessions, and last the repositories all that left empty, so with no grace
+period a single run frees a deleted image completely. Everything runs
 under a lease in the metadata database, so only one collection runs at a time on any number of processes and
 nodes; the lease is renewed before every batch, and a collection that lost it stops.
 
@@ -145,6 +146,7 @@ class Collector:
         await self._blobs(options, now, cutoff, summary)
         if options.upload_age is not None:
             await self.purge_uploads(now - options.upload_age, options.dry_run, summary)
+        await self._repositories(options, now, cutoff, summary)
 
     # --- phases -----------------------------------------------------------------------------------------------
     async def _manifests(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
@@ -185,6 +187,17 @@ class Collector:
         keys = await self._db(self._store.link_candidates, cutoff, _dry_run(options, cutoff))
         summary.deleted["links"] += await self._delete_rows(
             "unreferenced links", keys, options, self._store.delete_links, cutoff
+        )
+
+    async def _repositories(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
+        """Repositories with nothing in them (no tag, manifest, link, upload session or v1 content) leave the
+        catalog once they have been empty for the grace period; a push into one meanwhile keeps it (or, arriving
+        after the deletion, creates it again)."""
+        if not options.dry_run:
+            await self._db(self._store.mark_repositories, now)
+        ids = await self._db(self._store.repository_candidates, cutoff, _dry_run(options, cutoff))
+        summary.deleted["repositories"] += await self._delete_rows(
+            "empty repositories", ids, options, self._store.delete_repositories, cutoff
         )
 
     async def _delete_rows(
