@@ -4,6 +4,7 @@ it either keeps the repository or, arriving after the deletion, creates it again
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import subprocess
@@ -15,7 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
+from postgres_cluster import PostgresCluster
 
+from docker_registry.core.digest import parse_digest
+from docker_registry.server.store import migrate
+from docker_registry.server.store.collection import CollectionQueries
+from docker_registry.server.store.engine import create_engine, write_transaction
 from gc_checks import pull_and_verify
 from registry_api import image_manifest, push, put_manifest, start_upload
 from registry_process import RegistryProcess, implementation
@@ -173,8 +179,46 @@ def test_pushes_into_repositories_being_emptied_win(make_registry: Callable[...,
 
 
 def test_pushes_into_repositories_being_emptied_win_on_postgresql(
-    postgres_url: str, make_registry: Callable[..., RegistryProcess]
+    postgres_cluster: PostgresCluster, make_registry: Callable[..., RegistryProcess]
 ) -> None:
-    """The same on PostgreSQL, where a push and a deletion of its repository do not take turns: the push locks the
-    repository's row, the deletion locks it too and checks again."""
-    _churn_while_collecting(make_registry(workers=2, extra_config={**ONLINE_GC, "database": {"url": postgres_url}}))
+    """The same on PostgreSQL, where a push and a deletion of its repository do not take turns."""
+    database = {"url": postgres_cluster.new_database()}  # its own: collections here delete what others leave empty
+    _churn_while_collecting(make_registry(workers=2, extra_config={**ONLINE_GC, "database": database}))
+
+
+def test_a_push_holding_its_repository_keeps_it_from_deletion_on_postgresql(postgres_cluster: PostgresCluster) -> None:
+    """The race itself, held open on purpose: a push has resolved its (empty, long marked) repository and is about
+    to link a blob when a collection deletes that repository. The push locked the row `FOR KEY SHARE`, so the
+    deletion waits for its commit, checks again, and keeps the repository; without the lock it deleted the row
+    and the push's link failed on the foreign key."""
+    engine = create_engine(postgres_cluster.new_database(), lock_timeout=20)
+    migrate.upgrade(engine)
+    store = CollectionQueries(engine, lock_timeout=20)
+    long_ago = time.time() - 3600
+    with write_transaction(engine) as conn:
+        repository = store._repository_id(conn, "race/emptied", long_ago)
+    store.mark_repositories(long_ago)
+    digest = parse_digest("sha256:" + hashlib.sha256(b"layer").hexdigest())
+    resolved = threading.Event()
+    pushed: list[int] = []
+
+    def push() -> None:
+        with write_transaction(engine) as conn:
+            repository_id = store._repository_id(conn, "race/emptied", time.time())
+            resolved.set()
+            time.sleep(1.0)  # the collection's deletion arrives meanwhile
+            store._link(conn, repository_id, digest, 5, time.time())
+        pushed.append(repository_id)
+
+    thread = threading.Thread(target=push)
+    thread.start()
+    try:
+        assert resolved.wait(30)
+        deleted = store.delete_repositories([repository], time.time())
+    finally:
+        thread.join(60)
+        engine.dispose()
+
+    assert pushed == [repository]
+    assert deleted == 0
+    assert store.repository_candidates(time.time()) == []
