@@ -233,11 +233,19 @@ class Collector:
                 summary.bytes_freed += sum(size for _, size in candidates)
                 self._progress.advance(len(candidates))
                 return
-            for batch in _batches(candidates):
-                await self._renew()
-                doomed = await self._db(self._store.begin_blob_deletion, [digest for digest, _ in batch], cutoff)
-                await self._delete_blobs(doomed, summary)
-                self._progress.advance(len(batch))
+            deleting: asyncio.Future[None] | None = None
+            try:
+                for batch in _batches(candidates):
+                    await self._renew()
+                    doomed = await self._db(self._store.begin_blob_deletion, [digest for digest, _ in batch], cutoff)
+                    if deleting is not None:
+                        await deleting
+                    # this batch's files go while the next batch is marked as being deleted
+                    deleting = asyncio.ensure_future(self._delete_blobs(doomed, summary))
+                    self._progress.advance(len(batch))
+            finally:
+                if deleting is not None:
+                    await deleting
         finally:
             self._progress.finish()
 

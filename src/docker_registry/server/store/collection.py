@@ -489,8 +489,11 @@ class CollectionQueries(StoreBase):
         else:
             # as for links: marking unmarked what is linked, and `begin_blob_deletion` checks links and pins again
             conditions.append(blobs.c.gc_candidate_since <= cutoff)
-        query = sa.select(blobs.c.digest, blobs.c.size).where(*conditions).order_by(blobs.c.digest)
-        return self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query, {"now": time.time()})])
+        query = sa.select(blobs.c.digest, blobs.c.size).where(*conditions)
+        # sorted here, not by the database: ORDER BY made SQLite walk the whole digest index and look up every row
+        return sorted(
+            self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query, {"now": time.time()})])
+        )
 
     def begin_blob_deletion(self, digests: Sequence[str], cutoff: float) -> list[tuple[str, int]]:
         """Mark those of `digests` still unlinked, unpinned and marked before `cutoff` as being deleted: from this
