@@ -33,9 +33,9 @@ __all__ = ["Driver"]
 TEMP_PREFIX = ".tmp-"
 TEMP_DIRECTORY = TEMP_PREFIX + "writes"
 """Below the root: the temporary files of whole-object writes (an earlier layout put them beside their targets)."""
-REMOVE_THREADS = 8
-"""Threads deleting files for `remove_many`: each deletion mostly waits for the filesystem's journal, so a few at
-once help, and more only contend for the same directories' locks."""
+REMOVE_THREADS = 16
+"""Threads deleting files for `remove_many`: each deletion mostly waits (for the filesystem's journal, for the
+directory's lock), so many at once help; measured on 2 cores, 16 took a third of the time of one, 32 no less."""
 READ_SLICE = 1024 * 1024
 WRITE_BUFFER = 512 * 1024
 WRITEBACK_EVERY = 1024 * 1024

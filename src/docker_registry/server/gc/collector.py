@@ -2,9 +2,9 @@
 
 The order matters: untagged manifests first (their deletion leaves links unreferenced), then links (leaving blobs
 unlinked), then blobs, expired upload sessions, and last the repositories all that left empty, so with no grace
-period a single run frees a deleted image completely. Everything runs
-under a lease in the metadata database, so only one collection runs at a time on any number of processes and
-nodes; the lease is renewed before every batch, and a collection that lost it stops.
+period a single run frees a deleted image completely. Everything runs under a lease in the metadata database, so
+only one collection runs at a time on any number of processes and nodes; the lease is renewed before every batch,
+and a collection that lost it stops.
 
 A blob is deleted in three steps: its row is marked as being deleted (no upload links it again from then on: they
 wait, and mounts refuse), its file is deleted, then its row. A collection that dies in between leaves marked rows,
@@ -38,8 +38,8 @@ RENEW_AFTER = 10.0
 """A collector renews its lease before a batch once this long has passed since it last did: well within the lease."""
 BATCH = 2000
 """Rows deleted per transaction: tens of milliseconds, so pushes barely wait for the database's write lock."""
-THREADS = 16
-"""Threads of a collection: the store's queries, and the driver's deletions (the filesystem driver's take eight)."""
+THREADS = 24
+"""Threads of a collection: the store's queries, and the driver's deletions (the filesystem driver's take 16)."""
 MIN_TEMPORARY_AGE = 60.0
 """Temporary files younger than this are never touched, whatever the grace period (a write in progress)."""
 MAX_CASCADES = 100
