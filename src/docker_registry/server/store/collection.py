@@ -433,10 +433,10 @@ class CollectionQueries(StoreBase):
         if dry_run is not None:
             condition = _link_doomed(dry_run)
         else:
-            # no check for references here: marking (just before) unmarked what is referenced, whatever references
-            # a link since unmarks it, and `delete_links` checks again anyway
             condition = sa.and_(
-                repository_blobs.c.gc_candidate_since <= cutoff, repository_blobs.c.created_at <= cutoff
+                repository_blobs.c.gc_candidate_since <= cutoff,
+                repository_blobs.c.created_at <= cutoff,
+                sa.not_(_LINK_REFERENCED),
             )
         # in key order, so each batch of deletions touches a run of the table's pages rather than all of them
         query = (
@@ -482,14 +482,18 @@ class CollectionQueries(StoreBase):
     def blob_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[tuple[str, int]]:
         """Digests and sizes of unlinked, unpinned blobs marked before `cutoff`; for a dry run, those a real run
         would delete."""
-        conditions = [blobs.c.created_at <= cutoff, blobs.c.deleting_since.is_(None)]
         if dry_run is not None:
             marked = _marked(blobs.c.gc_candidate_since, cutoff, dry_run.include_unmarked)
-            conditions += [marked, sa.not_(_blob_linked(dry_run)), sa.not_(_BLOB_PINNED)]
+            linked = _blob_linked(dry_run)
         else:
-            # as for links: marking unmarked what is linked, and `begin_blob_deletion` checks links and pins again
-            conditions.append(blobs.c.gc_candidate_since <= cutoff)
-        query = sa.select(blobs.c.digest, blobs.c.size).where(*conditions)
+            marked, linked = blobs.c.gc_candidate_since <= cutoff, _BLOB_LINKED
+        query = sa.select(blobs.c.digest, blobs.c.size).where(
+            marked,
+            blobs.c.created_at <= cutoff,
+            blobs.c.deleting_since.is_(None),
+            sa.not_(linked),
+            sa.not_(_BLOB_PINNED),
+        )
         # sorted here, not by the database: ORDER BY made SQLite walk the whole digest index and look up every row
         return sorted(
             self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query, {"now": time.time()})])
