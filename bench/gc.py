@@ -188,7 +188,9 @@ def run_measured(command: list[str], log: Path) -> tuple[float, int, int]:
     """Wall seconds, peak RSS in KiB and exit status of `command`.
 
     The peak is the process's `VmHWM`, read every 20 ms until it exits (it only grows): `wait4`'s `ru_maxrss` would
-    count this script's own memory, which a forked child keeps as its high-water mark across `exec`."""
+    count this script's own memory, which a forked child keeps as its high-water mark across `exec`. Dirty pages are
+    written out first, so neither run pays for the writeback of what came before it."""
+    os.sync()  # the stores just written (or the other collector's deletions) are not flushed during this run
     began = time.monotonic()
     peak = 0
     with open(log, "wb") as out:

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from docker_registry.drivers.file import TEMP_DIRECTORY
 from gc_checks import pull_and_verify, verify_manifest
 from oci_content import OCI_MANIFEST
 from registry_api import (
@@ -228,9 +229,9 @@ def test_output_on_a_pipe_is_log_lines_and_a_summary(server: RegistryProcess) ->
 
 
 def test_temporary_leftovers_older_than_the_grace_period_go(server: RegistryProcess) -> None:
-    folder = server.data_dir / "blobs" / "sha256" / "ab"
+    folder = server.data_dir / TEMP_DIRECTORY  # the filesystem driver's temporary files, whatever they are for
     folder.mkdir(parents=True, exist_ok=True)
-    old, recent = folder / ".tmp-crashed", folder / ".tmp-writing"
+    old, recent = folder / "crashed", folder / "writing"
     old.write_bytes(b"x" * 100)
     recent.write_bytes(b"y" * 10)
     an_hour_ago = time.time() - 3600

@@ -1,4 +1,5 @@
-"""A process killed in the middle of a write leaves the previous object (or none), and no visible debris."""
+"""A process killed in the middle of a write leaves the previous object (or none), and no visible debris: its
+temporary file is in the driver's directory of them, which garbage collection purges."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from docker_registry.core import exceptions
-from docker_registry.drivers.file import Driver
+from docker_registry.drivers.file import TEMP_DIRECTORY, Driver
 
 WRITER = textwrap.dedent(
     """
@@ -42,7 +43,7 @@ def _kill_mid_write(root: Path, path: str) -> None:
         assert proc.stdout is not None
         for _ in range(40):  # 40 MiB: many buffered writes have reached the temporary file
             assert proc.stdout.readline() == "MiB\n", "the writer process died on its own"
-        temporary = [n for n in os.listdir(root / os.path.dirname(path)) if n.startswith(".tmp-")]
+        temporary = os.listdir(root / TEMP_DIRECTORY)
         assert temporary, "no temporary file on disk: the kill would not be mid-write"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -79,7 +80,7 @@ async def test_killed_rewrite_keeps_previous_version(tmp_path: Path) -> None:
 async def test_debris_of_a_killed_write_is_purged_once_old_enough(tmp_path: Path) -> None:
     root = tmp_path / "root"
     _kill_mid_write(root, "blobs/sha256/ab/abcd/data")
-    debris = list(root.rglob(".tmp-*"))
+    debris = list((root / TEMP_DIRECTORY).iterdir())
     assert debris, "the killed write left its temporary file"
     driver = Driver({"rootdirectory": str(root)})
     size = sum(p.stat().st_size for p in debris)
@@ -89,5 +90,5 @@ async def test_debris_of_a_killed_write_is_purged_once_old_enough(tmp_path: Path
     assert all(p.exists() for p in debris)
     assert await driver.purge_temporary(older_than=time.time() + 1) == (len(debris), size)
 
-    assert not any(root.rglob(".tmp-*"))
-    assert not (root / "blobs").exists()  # emptied directories go too
+    assert not any((root / TEMP_DIRECTORY).iterdir())
+    assert not (root / "blobs").exists()  # a first write made no directory for its object

@@ -14,7 +14,17 @@ import docker_registry.server
 PACKAGE = "docker_registry.server"
 ROOT = Path(docker_registry.server.__file__).parent
 
-LAYERS = {"config": 0, "store": 1, "registry": 2, "http": 3, "application": 5, "runtime": 6, "cli": 7, "__main__": 8}
+LAYERS = {
+    "config": 0,
+    "store": 1,
+    "registry": 2,
+    "http": 3,
+    "preparation": 5,
+    "application": 6,
+    "runtime": 7,
+    "cli": 8,
+    "__main__": 9,
+}
 """Rank of each top-level part of the server package; a module may import parts of lower rank or its own part."""
 FEATURES = frozenset({"auth", "gc", "proxy", "v1", "notifications", "metrics", "health", "ui", "maintenance"})
 """Feature subpackages rank between the HTTP layer and the composition root: each uses the layers below it and is

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,8 @@ MAX_COPY_PART = 5 * GiB
 """S3's largest single copy (CopyObject, UploadPartCopy)."""
 MAX_PARTS = 10_000
 DELETE_BATCH = 1000
+DELETES_AT_ONCE = 4
+"""DeleteObjects requests of `remove_many` under way at once."""
 PRESIGN_SECONDS = 20 * 60
 """How long a redirect URL stays valid: as Distribution's 20 minutes."""
 CONNECT_TIMEOUT = 10
@@ -442,6 +444,19 @@ class Driver(Base):
                         )
         if not found:
             raise exceptions.FileNotFoundError(path)
+
+    async def _remove_many(self, paths: Sequence[str]) -> None:
+        """DeleteObjects, 1,000 keys a request, a few requests at once: S3 deletes a missing key without complaint,
+        and a directory's name is no key (its objects stay)."""
+        keys = [self._key(path) for path in paths]
+        batches = [keys[i : i + DELETE_BATCH] for i in range(0, len(keys), DELETE_BATCH)]
+        limit = asyncio.Semaphore(DELETES_AT_ONCE)
+
+        async def delete(batch: list[str]) -> None:
+            async with limit:
+                await self._delete(batch)
+
+        await asyncio.gather(*(delete(batch) for batch in batches))
 
     async def _delete(self, keys: list[str]) -> None:
         client = await self._client()

@@ -1,18 +1,14 @@
-"""The composition root: the one-time preparation before workers start, and the aiohttp application each worker
-serves, assembled from the HTTP layer, the APIs and the features over the registry logic and its stores.
+"""The composition root: the aiohttp application each worker serves, assembled from the HTTP layer, the APIs and
+the features over the registry logic and its stores (the one-time preparation before workers start is
+`preparation`).
 
 Nothing below imports this module; features (auth, GC, proxy, metrics, ...) are wired in here and nowhere else.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
-import os
-import secrets
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -20,7 +16,7 @@ import sqlalchemy as sa
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
-from docker_registry.core.driver import Base, fetch
+from docker_registry.core.driver import Base
 from docker_registry.core.exceptions import ConfigError
 
 from . import ui, v1
@@ -46,13 +42,14 @@ from .metrics.inventory import InventoryCollector
 from .metrics.queues import QueueMetrics
 from .metrics.requests import RequestMetrics
 from .notifications import setup as notifications
+from .preparation import build_driver
 from .proxy import middleware as proxy_middleware
 from .proxy import setup as proxy_setup
 from .registry.cache import BoundedCache, RegistryCache
 from .registry.service import Registry
 from .store import migrate
 from .store.collection import CollectionQueries
-from .store.engine import ChangeWatcher, Watcher, create_engine, database_url, sqlite_file
+from .store.engine import ChangeWatcher, Watcher, create_engine, database_url
 from .store.facade import AsyncMetadataStore
 from .store.metadata import MetadataStore
 from .store.notify import PostgresChangeWatcher
@@ -71,41 +68,6 @@ SERVER_HEADER = "docker-registry"
 """No version: telling every client which releases to look up vulnerabilities for helps only attackers."""
 CLIENT_MAX_SIZE = 16 * 1024 * 1024
 """Only for bodies aiohttp itself buffers (none of ours): uploads and manifests are read as streams."""
-
-
-def _data_dir(config: Config) -> str | None:
-    if config.storage.driver not in ("filesystem", "file"):
-        return None
-    return str(config.storage.options.get("rootdirectory") or "./data")
-
-
-def prepare(config: Config) -> None:
-    """Run once in the master process before workers fork: data directory and database migrations."""
-    if config.storage.driver == "inmemory" and not config.database.url:
-        # Blobs in memory vanish with the process; metadata kept on disk would then name blobs that are gone.
-        # The inmemory driver always runs one worker in this process, so a private temporary database serves it.
-        scratch = tempfile.mkdtemp(prefix="docker-registry-inmemory-")
-        atexit.register(shutil.rmtree, scratch, True)
-        config.database.url = f"sqlite:///{scratch}/registry.db"
-    data_dir = _data_dir(config)
-    if data_dir is not None:
-        os.makedirs(data_dir, exist_ok=True)
-    url = database_url(config)
-    database_file = sqlite_file(url)
-    if database_file is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(database_file)), exist_ok=True)
-    engine = create_engine(url)
-    try:
-        migrate.upgrade(engine)
-    finally:
-        engine.dispose()
-    reserve = reserve_for(url)
-    if reserve is not None:
-        reserve.ensure()
-    if config.ui.enabled and config.ui.secret is None:
-        # Drawn once here, before workers fork (or are spawned with this config), so all of them accept the
-        # UI's session cookies; a restart draws a new one and ends every UI login.
-        config.ui.secret = secrets.token_hex(32)
 
 
 def create_app(config: Config) -> web.Application:
@@ -202,40 +164,6 @@ def create_debug_app(config: Config, main: web.Application) -> web.Application:
 
         app.router.add_get(prometheus.path, metrics_handler(directory, inventory, health_states))
     return app
-
-
-def build_driver(config: Config) -> Base:
-    """The configured storage driver; a bad option is a ConfigError naming its key, `storage.<driver>.<option>`."""
-    name = config.storage.driver
-    try:
-        return fetch(name)(config.storage.options)
-    except ConfigError as exc:
-        raise ConfigError(_storage_key_message(name, config.storage.options, str(exc))) from None
-
-
-async def check_storage(config: Config) -> None:
-    """Build the configured driver, reach its backend once (`Base.check`) and close it: a bad option or an
-    unreachable bucket is a ConfigError naming its key, found before any worker starts."""
-    driver = build_driver(config)
-    try:
-        await driver.check()
-    except ConfigError as exc:
-        raise ConfigError(_storage_key_message(config.storage.driver, config.storage.options, str(exc))) from None
-    finally:
-        await driver.close()
-
-
-def _storage_key_message(name: str, options: Mapping[str, Any], message: str) -> str:
-    """Drivers only know their own options: put the section in front, and the option when the message opens
-    with one (`redirect_base must be ...` -> `storage.example.redirect_base: redirect_base must be ...`)."""
-    if message.startswith(f"storage.{name}"):
-        return message
-    for key in options:
-        if message.startswith(f"{key}:"):
-            return f"storage.{name}.{message}"
-        if message.startswith(f"{key} "):
-            return f"storage.{name}.{key}: {message}"
-    return f"storage.{name}: {message}"
 
 
 def _as_list(values: object) -> list[str]:

@@ -6,7 +6,6 @@ import argparse
 import os
 import signal
 import sys
-from importlib import metadata
 
 import yaml
 
@@ -18,11 +17,21 @@ from .maintenance.options import DEFAULT_JOBS, IMPORT_SOURCES
 EXIT_CONFIG_ERROR = 2
 
 
-def _version() -> str:
-    try:
-        return metadata.version("docker-registry")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+class _Version(argparse.Action):
+    """`--version`, looked up only when asked: importlib.metadata is a noticeable part of a command's start-up."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("docker-registry")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        print(f"{parser.prog} {version}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
             "e.g. REGISTRY_HTTP_ADDR=:5000 or REGISTRY_STORAGE_DELETE_ENABLED=true."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -151,7 +160,8 @@ def _import(config: configuration.Config, v1_path: str) -> int:
     """`docker-registry import --v1 PATH`."""
     import asyncio
 
-    from .application import open_registry, prepare
+    from .application import open_registry
+    from .preparation import prepare
     from .v1.importer import V1Importer
 
     if not os.path.isdir(v1_path):
@@ -213,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _maintenance(args: argparse.Namespace, config: configuration.Config) -> int:
-    from .application import build_driver, prepare
     from .maintenance.commands import UsageError, import_tree, run_fsck, run_import
     from .maintenance.console import Console
+    from .preparation import build_driver, prepare
 
     console = Console(f"docker-registry {args.command}")
     tree = ""
@@ -243,8 +253,8 @@ def _maintenance(args: argparse.Namespace, config: configuration.Config) -> int:
 
 
 def _garbage_collect(config: configuration.Config, args: argparse.Namespace) -> int:
-    from .application import build_driver, prepare
     from .gc.command import garbage_collect
+    from .preparation import build_driver, prepare
 
     if config.storage.driver == "inmemory":
         print("docker-registry: garbage-collect: the inmemory driver keeps blobs inside the server", file=sys.stderr)

@@ -3,9 +3,10 @@
 Every blocking call runs in a worker thread, in large slices (1 MiB reads, writes buffered to 512 KiB) so that
 the cost of a thread hop stays small next to the work it carries. Writers ask the kernel to start writing their
 bytes to disk as they go (Linux `sync_file_range`), so the fsync that makes an object durable finds little left.
-Whole-object writes go to a hidden temporary file in the target directory, are fsynced, then renamed over the final
-name: a reader, or a restart after a crash, sees the previous object or the new one, never a part. Names beginning
-with `.tmp-` are reserved for those temporary files and never appear in listings.
+Whole-object writes go to a temporary file in one hidden directory below the root (`.tmp-writes/`), are fsynced,
+then renamed over the final name: a reader, or a restart after a crash, sees the previous object or the new one,
+never a part. What a killed write leaves is in that one directory, so purging it lists one directory rather than
+walking every object's. Names beginning with `.tmp-` are reserved and never appear in listings.
 
 Directories are created when a file goes into them and pruned by removes once empty, by any thread or process
 sharing the root. So every creation (temporary files, writers, moves) tolerates its directory, or any parent,
@@ -20,7 +21,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO, TypeVar
 
 from docker_registry.core import exceptions
@@ -30,6 +31,11 @@ from docker_registry.core.paths import join
 __all__ = ["Driver"]
 
 TEMP_PREFIX = ".tmp-"
+TEMP_DIRECTORY = TEMP_PREFIX + "writes"
+"""Below the root: the temporary files of whole-object writes (an earlier layout put them beside their targets)."""
+REMOVE_THREADS = 16
+"""Threads deleting files for `remove_many`: each deletion mostly waits (for the filesystem's journal, for the
+directory's lock), so many at once help; measured on 2 cores, 16 took a third of the time of one, 32 no less."""
 READ_SLICE = 1024 * 1024
 WRITE_BUFFER = 512 * 1024
 WRITEBACK_EVERY = 1024 * 1024
@@ -71,7 +77,7 @@ class Driver(Base):
         f, tmp = self._open_temp(full, path)
         try:
             f.write(data)
-            _publish(f, tmp, full, path)
+            self._publish(f, tmp, full, path)
         except BaseException:
             self._discard(f, tmp)
             raise
@@ -103,7 +109,7 @@ class Driver(Base):
                 if len(buffer) >= WRITE_BUFFER:
                     pending, buffer = buffer, bytearray()
                     await asyncio.to_thread(f.write, pending)
-            await asyncio.to_thread(_write_and_publish, f, buffer, tmp, full, path)
+            await asyncio.to_thread(self._write_and_publish, f, buffer, tmp, full, path)
         except BaseException:
             # Synchronous on purpose: it must run even while this task is being cancelled, and it is one
             # close and one unlink.
@@ -136,6 +142,23 @@ class Driver(Base):
                 raise exceptions.FileNotFoundError(f"{path!r} does not exist") from None
         self._prune(os.path.dirname(full))
 
+    async def _remove_many(self, paths: Sequence[str]) -> None:
+        """Files deleted by a few threads at once, each taking its share in one hop (not a hop per file). Each
+        share is a run of the sorted paths, so the threads work in different directories: a removal and the
+        prune after it lock the parent directory, and threads in the same one would wait for each other."""
+        fulls = sorted(self._full(path) for path in paths)
+        size = max(1, -(-len(fulls) // REMOVE_THREADS))
+        shares = [fulls[i : i + size] for i in range(0, len(fulls), size)]
+        await asyncio.gather(*(asyncio.to_thread(self._remove_files, share) for share in shares))
+
+    def _remove_files(self, fulls: list[str]) -> None:
+        for full in fulls:
+            try:
+                os.unlink(full)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue  # nothing there, or a directory: not an object
+            self._prune(os.path.dirname(full))
+
     async def _walk(self, prefix: str) -> AsyncIterator[str]:
         files = _walk_files(self._full_prefix(prefix), prefix)
         while batch := await asyncio.to_thread(_take, files, _WALK_BATCH):
@@ -147,25 +170,21 @@ class Driver(Base):
 
     def _purge_temporary_sync(self, older_than: float, dry_run: bool) -> tuple[int, int]:
         count = size = 0
-        for directory, _dirs, files in os.walk(self.root):
-            removed = False
-            for name in files:
-                if not name.startswith(TEMP_PREFIX):
+        try:
+            entries = list(os.scandir(os.path.join(self.root, TEMP_DIRECTORY)))
+        except FileNotFoundError:
+            return 0, 0
+        for entry in entries:
+            try:
+                stat = entry.stat(follow_symlinks=False)
+                if stat.st_mtime >= older_than:
                     continue
-                full = os.path.join(directory, name)
-                try:
-                    stat = os.lstat(full)
-                    if stat.st_mtime >= older_than:
-                        continue
-                    if not dry_run:
-                        os.unlink(full)
-                        removed = True
-                except FileNotFoundError:  # its write finished (renamed) or gave up meanwhile
-                    continue
-                count += 1
-                size += stat.st_size
-            if removed:
-                self._prune(directory)
+                if not dry_run:
+                    os.unlink(entry.path)
+            except FileNotFoundError:  # its write finished (renamed) or gave up meanwhile
+                continue
+            count += 1
+            size += stat.st_size
         return count, size
 
     # --- metadata and moves -------------------------------------------------------------------------------
@@ -224,8 +243,33 @@ class Driver(Base):
     def _open_temp(self, full: str, path: str) -> tuple[BinaryIO, str]:
         if os.path.isdir(full):
             raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory")
-        tmp = os.path.join(os.path.dirname(full), f"{TEMP_PREFIX}{uuid.uuid4().hex}")
-        return self._in_directory(full, path, lambda: open(tmp, "xb"), durable=True), tmp
+        directory = os.path.join(self.root, TEMP_DIRECTORY)
+        tmp = os.path.join(directory, uuid.uuid4().hex)
+        try:
+            return open(tmp, "xb"), tmp
+        except FileNotFoundError:  # the first write into this root
+            os.makedirs(directory, exist_ok=True)
+            return open(tmp, "xb"), tmp
+
+    def _write_and_publish(self, f: BinaryIO, data: bytes | bytearray, tmp: str, full: str, path: str) -> None:
+        f.write(data)
+        self._publish(f, tmp, full, path)
+
+    def _publish(self, f: BinaryIO, tmp: str, full: str, path: str) -> None:
+        """Make the temporary file durable, then rename it over the final name (atomic on POSIX), in a directory
+        made (again) for it, and make the new name durable."""
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+
+        def rename() -> None:
+            try:
+                os.replace(tmp, full)
+            except IsADirectoryError:
+                raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
+
+        self._in_directory(full, path, rename, durable=True)
+        _fsync_directory(os.path.dirname(full))
 
     def _in_directory(self, full: str, path: str, action: Callable[[], T], durable: bool = False) -> T:
         """Create the parent directories of `full`, then run `action`, which puts something in the last of them.
@@ -281,7 +325,6 @@ class Driver(Base):
             os.unlink(tmp)
         except OSError:
             pass
-        self._prune(os.path.dirname(tmp))
 
 
 class _FileWriter(Writer):
@@ -381,23 +424,6 @@ def _stat_sync(full: str, path: str) -> Stat:
     if not os.path.isfile(full):
         raise exceptions.FileNotFoundError(f"{path!r} is a directory, not an object")
     return Stat(size=st.st_size, mtime=st.st_mtime)
-
-
-def _write_and_publish(f: BinaryIO, data: bytes | bytearray, tmp: str, full: str, path: str) -> None:
-    f.write(data)
-    _publish(f, tmp, full, path)
-
-
-def _publish(f: BinaryIO, tmp: str, full: str, path: str) -> None:
-    """Make the temporary file durable, then rename it over the final name (atomic on POSIX)."""
-    f.flush()
-    os.fsync(f.fileno())
-    f.close()
-    try:
-        os.replace(tmp, full)
-    except IsADirectoryError:
-        raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
-    _fsync_directory(os.path.dirname(full))
 
 
 def _write_and_start_writeback(f: BinaryIO, data: bytes | bytearray, start: int, end: int) -> None:

@@ -149,6 +149,7 @@ PATH_OPERATIONS: dict[str, Operation] = {
     "stream_write": lambda d, p: d.stream_write(p, chunked(b"x")),
     "exists": lambda d, p: d.exists(p),
     "remove": lambda d, p: d.remove(p),
+    "remove_many": lambda d, p: d.remove_many(["fine", p]),
     "get_size": lambda d, p: d.get_size(p),
     "stat": lambda d, p: d.stat(p),
     "move_from": lambda d, p: d.move(p, "elsewhere"),
@@ -295,6 +296,24 @@ class DriverTestSuite:
             await driver.list_directory("x")
         with pytest.raises(exceptions.FileNotFoundError):
             await driver.remove("x")
+
+    async def test_remove_many_objects(self, driver: Base) -> None:
+        for path in ("a/1", "a/2", "b/c/3", "d/4", "keep"):
+            await driver.put_content(path, b"x")
+        await driver.remove_many(["a/1", "b/c/3", "missing", "a/missing/too", "d"])  # "d" is a directory
+        assert await walked(driver) == {"a/2", "d/4", "keep"}
+        assert await driver.exists("b") is False  # no ghost directories
+        assert await driver.list_directory("") == ["a", "d", "keep"]
+        await driver.remove_many([])
+
+    async def test_remove_many_in_bulk(self, driver: Base) -> None:
+        """More objects than one bulk request of any backend takes (S3: 1,000), spread over many directories."""
+        paths = [f"blobs/{n % 37:02x}/{n:05d}/data" for n in range(1200)]
+        await asyncio.gather(*(driver.put_content(path, b"x") for path in paths))
+        await driver.put_content("blobs/00/kept/data", b"y")
+        await driver.remove_many(paths)
+        assert await walked(driver) == {"blobs/00/kept/data"}
+        assert await driver.list_directory("blobs") == ["blobs/00"]
 
     # --- streaming with offsets and lengths ---------------------------------------------------------------
     @pytest.mark.parametrize(

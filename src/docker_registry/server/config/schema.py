@@ -636,7 +636,8 @@ class GCConfig(Section):
     enabled: Annotated[Bool, OURS] = Field(
         True,
         description="collect garbage online, in one process of the registry at a time (on several nodes too): "
-        "unreferenced links and blobs, untagged manifests with `deleteuntagged`, temporary files",
+        "unreferenced links and blobs, untagged manifests with `deleteuntagged`, temporary files, empty "
+        "repositories",
     )
     interval: Annotated[Duration, OURS] = Field(
         3600.0, description="time between two collections, all workers and nodes together (at least 1s)"

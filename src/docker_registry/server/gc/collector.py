@@ -1,9 +1,10 @@
 """One garbage collection: mark what nothing uses, delete what stayed unused for the grace period.
 
 The order matters: untagged manifests first (their deletion leaves links unreferenced), then links (leaving blobs
-unlinked), then blobs, so with no grace period a single run frees a deleted image completely. Everything runs
-under a lease in the metadata database, so only one collection runs at a time on any number of processes and
-nodes; the lease is renewed before every batch, and a collection that lost it stops.
+unlinked), then blobs, expired upload sessions, and last the repositories all that left empty, so with no grace
+period a single run frees a deleted image completely. Everything runs under a lease in the metadata database, so
+only one collection runs at a time on any number of processes and nodes; the lease is renewed before every batch,
+and a collection that lost it stops.
 
 A blob is deleted in three steps: its row is marked as being deleted (no upload links it again from then on: they
 wait, and mounts refuse), its file is deleted, then its row. A collection that dies in between leaves marked rows,
@@ -37,7 +38,8 @@ RENEW_AFTER = 10.0
 """A collector renews its lease before a batch once this long has passed since it last did: well within the lease."""
 BATCH = 2000
 """Rows deleted per transaction: tens of milliseconds, so pushes barely wait for the database's write lock."""
-CONCURRENT_REMOVES = 32
+THREADS = 24
+"""Threads of a collection: the store's queries, and the driver's deletions (the filesystem driver's take 16)."""
 MIN_TEMPORARY_AGE = 60.0
 """Temporary files younger than this are never touched, whatever the grace period (a write in progress)."""
 MAX_CASCADES = 100
@@ -144,6 +146,7 @@ class Collector:
         await self._blobs(options, now, cutoff, summary)
         if options.upload_age is not None:
             await self.purge_uploads(now - options.upload_age, options.dry_run, summary)
+        await self._repositories(options, now, cutoff, summary)
 
     # --- phases -----------------------------------------------------------------------------------------------
     async def _manifests(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
@@ -186,6 +189,17 @@ class Collector:
             "unreferenced links", keys, options, self._store.delete_links, cutoff
         )
 
+    async def _repositories(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
+        """Repositories with nothing in them (no tag, manifest, link, upload session or v1 content) leave the
+        catalog once they have been empty for the grace period; a push into one meanwhile keeps it (or, arriving
+        after the deletion, creates it again)."""
+        if not options.dry_run:
+            await self._db(self._store.mark_repositories, now)
+        ids = await self._db(self._store.repository_candidates, cutoff, _dry_run(options, cutoff))
+        summary.deleted["repositories"] += await self._delete_rows(
+            "empty repositories", ids, options, self._store.delete_repositories, cutoff
+        )
+
     async def _delete_rows(
         self,
         phase: str,
@@ -219,11 +233,19 @@ class Collector:
                 summary.bytes_freed += sum(size for _, size in candidates)
                 self._progress.advance(len(candidates))
                 return
-            for batch in _batches(candidates):
-                await self._renew()
-                doomed = await self._db(self._store.begin_blob_deletion, [digest for digest, _ in batch], cutoff)
-                await self._delete_blobs(doomed, summary)
-                self._progress.advance(len(batch))
+            deleting: asyncio.Future[None] | None = None
+            try:
+                for batch in _batches(candidates):
+                    await self._renew()
+                    doomed = await self._db(self._store.begin_blob_deletion, [digest for digest, _ in batch], cutoff)
+                    if deleting is not None:
+                        await deleting
+                    # this batch's files go while the next batch is marked as being deleted
+                    deleting = asyncio.ensure_future(self._delete_blobs(doomed, summary))
+                    self._progress.advance(len(batch))
+            finally:
+                if deleting is not None:
+                    await deleting
         finally:
             self._progress.finish()
 
@@ -235,17 +257,11 @@ class Collector:
             await self._delete_blobs(batch, summary)
 
     async def _delete_blobs(self, doomed: Sequence[tuple[str, int]], summary: Summary) -> None:
-        """Delete the files of blobs marked as being deleted, then their rows."""
-        limit = asyncio.Semaphore(CONCURRENT_REMOVES)
-
-        async def remove(digest: str, size: int) -> None:
-            async with limit:
-                if await self._remove(blob_path(stored_digest(digest))):
-                    summary.bytes_freed += size
-
-        await asyncio.gather(*(remove(digest, size) for digest, size in doomed))
+        """Delete the files of blobs marked as being deleted (in bulk: `Base.remove_many`), then their rows."""
+        await self._driver.remove_many([blob_path(stored_digest(digest)) for digest, _ in doomed])
         await self._db(self._store.end_blob_deletion, [digest for digest, _ in doomed])
         summary.deleted["blobs"] += len(doomed)
+        summary.bytes_freed += sum(size for _, size in doomed)
 
     async def _remove(self, path: str) -> bool:
         """Delete an object; False if it was gone already."""

@@ -22,7 +22,7 @@ from ..store.reserve import reserve_for
 from ..store.writegate import gate_for
 from .background import holder_name
 from .cached import cached_scopes
-from .collector import CONCURRENT_REMOVES, Busy, Collector, Options
+from .collector import THREADS, Busy, Collector, Options
 from .progress import BarProgress, LogProgress, Progress
 from .summary import Summary
 
@@ -38,7 +38,7 @@ def _progress(stream: TextIO) -> Progress:
 
 def garbage_collect(config: Config, driver: Base, *, dry_run: bool, delete_untagged: bool, as_json: bool) -> int:
     """Run one collection with the configured grace period (`gc.delay`) and upload age over a prepared database
-    (`application.prepare`); print its summary."""
+    (`preparation.prepare`); print its summary."""
     url = database_url(config)
     engine = create_engine(url, config.database.locktimeout)
     store = CollectionQueries(engine, config.database.locktimeout, gate_for(url), reserve_for(url))
@@ -65,8 +65,8 @@ def garbage_collect(config: Config, driver: Base, *, dry_run: bool, delete_untag
 
 
 async def _run(store: CollectionQueries, driver: Base, options: Options, progress: Progress) -> Summary:
-    # blob files are deleted by many threads at once: each removal mostly waits for the filesystem's journal
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(CONCURRENT_REMOVES))
+    # the filesystem driver deletes blob files in several threads at once: each removal mostly waits for the journal
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(THREADS))
     try:
         return await Collector(store, driver, holder_name(), progress).run(options)
     finally:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-KINDS = ("manifests", "links", "blobs", "uploads", "temporary")
+KINDS = ("manifests", "links", "blobs", "uploads", "temporary", "repositories")
 """What a collection deletes: untagged manifests, repositories' blob links, blobs (row and file), upload sessions
-with their data, and the storage driver's temporary files."""
+with their data, the storage driver's temporary files, and repositories left with nothing in them."""
 
 
 @dataclass(slots=True)
 class Summary:
     dry_run: bool
     scanned: dict[str, int] = field(default_factory=dict)
-    """Rows looked at, by kind (manifests, links, blobs, uploads)."""
+    """Rows looked at, by kind (manifests, links, blobs, uploads, repositories)."""
     deleted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     """What was deleted, by kind (with `dry_run`: what would be)."""
     bytes_freed: int = 0

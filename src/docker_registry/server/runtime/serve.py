@@ -14,10 +14,10 @@ from docker_registry.core import exceptions
 from docker_registry.core.driver import fetch
 from docker_registry.core.exceptions import ConfigError
 
-from ..application import check_storage, prepare
 from ..auth.setup import check as check_auth
 from ..config import Config, hide_password
 from ..metrics import multiprocess
+from ..preparation import check_storage, prepare
 from ..store.engine import database_url
 from . import logs, tls
 from .supervisor import Supervisor

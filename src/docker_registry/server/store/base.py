@@ -35,6 +35,11 @@ def per_dialect(build: Callable[[Insert], S]) -> dict[str, S]:
 REPOSITORY_ID = sa.select(repositories.c.id).where(repositories.c.name == sa.bindparam("repository"))
 """The id of the repository named `repository`."""
 
+REPOSITORY_ID_FOR_WRITE = REPOSITORY_ID.with_for_update(read=True, key_share=True)
+"""The same for a write that adds to the repository: on PostgreSQL the row is locked `FOR KEY SHARE`, so garbage
+collection cannot delete the repository as empty under the write (it locks the row `FOR UPDATE`, then checks);
+a row it deleted first is not found, and the write creates the repository again. SQLite's writers take turns."""
+
 REPOSITORY_ID_OF = REPOSITORY_ID.scalar_subquery()
 """The same as a subquery: NULL when the repository does not exist, so a statement filtering on it matches nothing
 rather than needing a separate look-up first."""
@@ -158,12 +163,12 @@ class StoreBase:
     def _repository_id(self, conn: sa.Connection, name: str, now: float) -> int:
         """The repository's id, creating the repository on its first write."""
         params = {"repository": name, "now": now}
-        repo_id: int | None = conn.execute(REPOSITORY_ID, params).scalar()
+        repo_id: int | None = conn.execute(REPOSITORY_ID_FOR_WRITE, params).scalar()
         if repo_id is None:
             # ON CONFLICT: another transaction created it meanwhile (PostgreSQL); then it is there to select
             repo_id = conn.execute(_INSERT_REPOSITORY[self._dialect], params).scalar()
             if repo_id is None:
-                repo_id = conn.execute(REPOSITORY_ID, params).scalar_one()
+                repo_id = conn.execute(REPOSITORY_ID_FOR_WRITE, params).scalar_one()
         return repo_id
 
     def _insert_events(self, conn: sa.Connection, records: Sequence[EventRecord]) -> None:

@@ -30,6 +30,9 @@ from .tables import (
     tags,
     uploads,
     v1_images,
+    v1_repositories,
+    v1_repository_images,
+    v1_tags,
 )
 from .uploads import WRITER_LEASE_SECONDS
 
@@ -93,6 +96,20 @@ _BLOB_PINNED = sa.exists(
     sa.select(1).where(blob_pins.c.digest == blobs.c.digest, blob_pins.c.expires_at > sa.bindparam("now"))
 )
 """An upload is publishing and linking the blob (`BlobQueries.pin_blob`)."""
+
+
+def _repository_in_use() -> sa.ColumnElement[bool]:
+    """The repository holds something: a tag, a manifest, a blob link, an upload session (which names it), or v1
+    content (images, tags, properties). Pull rows of the cache only describe content, and go with it."""
+    held_by_id = [
+        sa.exists(sa.select(1).where(table.c.repository_id == repositories.c.id))
+        for table in (tags, manifests, repository_blobs, v1_repository_images, v1_tags, v1_repositories)
+    ]
+    session = sa.exists(sa.select(1).where(uploads.c.repository == repositories.c.name))
+    return sa.or_(*held_by_id, session)
+
+
+_REPOSITORY_IN_USE = _repository_in_use()
 
 
 def _live_manifests() -> sa.CTE:
@@ -254,6 +271,7 @@ class CollectionQueries(StoreBase):
                     ("links", repository_blobs),
                     ("blobs", blobs),
                     ("uploads", uploads),
+                    ("repositories", repositories),
                 )
             }
 
@@ -420,7 +438,12 @@ class CollectionQueries(StoreBase):
                 repository_blobs.c.created_at <= cutoff,
                 sa.not_(_LINK_REFERENCED),
             )
-        query = sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(condition)
+        # in key order, so each batch of deletions touches a run of the table's pages rather than all of them
+        query = (
+            sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest)
+            .where(condition)
+            .order_by(repository_blobs.c.repository_id, repository_blobs.c.digest)
+        )
         return self._read(lambda conn: [(row.repository_id, row.digest) for row in conn.execute(query)])
 
     def delete_links(self, keys: Sequence[tuple[int, str]], cutoff: float) -> int:
@@ -471,7 +494,10 @@ class CollectionQueries(StoreBase):
             sa.not_(linked),
             sa.not_(_BLOB_PINNED),
         )
-        return self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query, {"now": time.time()})])
+        # sorted here, not by the database: ORDER BY made SQLite walk the whole digest index and look up every row
+        return sorted(
+            self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query, {"now": time.time()})])
+        )
 
     def begin_blob_deletion(self, digests: Sequence[str], cutoff: float) -> list[tuple[str, int]]:
         """Mark those of `digests` still unlinked, unpinned and marked before `cutoff` as being deleted: from this
@@ -509,6 +535,65 @@ class CollectionQueries(StoreBase):
         """Blobs a collection began deleting and did not finish (it died): the next one finishes them."""
         query = sa.select(blobs.c.digest, blobs.c.size).where(blobs.c.deleting_since.is_not(None))
         return self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query)])
+
+    # --- empty repositories -------------------------------------------------------------------------------------
+    def mark_repositories(self, now: float) -> None:
+        """Mark repositories that hold nothing, unmark those that hold something again."""
+
+        def mark(conn: sa.Connection) -> None:
+            conn.execute(
+                repositories.update()
+                .where(repositories.c.gc_candidate_since.is_not(None), _REPOSITORY_IN_USE)
+                .values(gc_candidate_since=None)
+            )
+            conn.execute(
+                repositories.update()
+                .where(repositories.c.gc_candidate_since.is_(None), sa.not_(_REPOSITORY_IN_USE))
+                .values(gc_candidate_since=now)
+            )
+
+        self._write(mark, durable=False)
+
+    def repository_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[int]:
+        """Ids of empty repositories marked before `cutoff`; for a dry run, those empty now and marked before it
+        (or not yet marked, with no grace period). A dry run does not follow the cascade here: a repository that
+        the run's other deletions would empty is not counted."""
+        marked = (
+            _marked(repositories.c.gc_candidate_since, cutoff, dry_run.include_unmarked)
+            if dry_run is not None
+            else repositories.c.gc_candidate_since <= cutoff
+        )
+        query = (
+            sa.select(repositories.c.id)
+            .where(marked, repositories.c.created_at <= cutoff, sa.not_(_REPOSITORY_IN_USE))
+            .order_by(repositories.c.id)
+        )
+        return self._read(lambda conn: list(conn.execute(query).scalars()))
+
+    def delete_repositories(self, ids: Sequence[int], cutoff: float) -> int:
+        """Delete those of `ids` still empty and marked before `cutoff`; how many.
+
+        Lock first, check after (as `delete_links`): a push resolves its repository's row `FOR KEY SHARE`
+        (`StoreBase._repository_id`), so either its transaction commits first and the check here, a later
+        statement, sees what it added, or it finds the row gone and creates the repository again."""
+
+        def delete(conn: sa.Connection) -> int:
+            locked = list(
+                conn.execute(
+                    sa.select(repositories.c.id).where(repositories.c.id.in_(list(ids))).with_for_update()
+                ).scalars()
+            )
+            if not locked:
+                return 0
+            statement = repositories.delete().where(
+                repositories.c.id.in_(locked),
+                repositories.c.gc_candidate_since <= cutoff,
+                repositories.c.created_at <= cutoff,
+                sa.not_(_REPOSITORY_IN_USE),
+            )
+            return int(conn.execute(statement).rowcount)
+
+        return self._write(delete, durable=False)
 
     # --- upload sessions ----------------------------------------------------------------------------------------
     def expired_uploads(self, started_before: float, dry_run: bool) -> list[Upload]:

@@ -33,7 +33,12 @@ class PullQueries(StoreBase):
         def record(conn: sa.Connection) -> None:
             names = sorted({repository for repository, _, _, _ in pulls})
             ids = dict(
-                conn.execute(sa.select(repositories.c.name, repositories.c.id).where(repositories.c.name.in_(names)))
+                conn.execute(
+                    sa.select(repositories.c.name, repositories.c.id)
+                    .where(repositories.c.name.in_(names))
+                    # as `StoreBase._repository_id`: garbage collection cannot delete these rows under the insert
+                    .with_for_update(read=True, key_share=True)
+                )
                 .tuples()
                 .all()
             )

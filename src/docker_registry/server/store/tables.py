@@ -12,6 +12,9 @@ repositories = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(255), nullable=False, unique=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # since when the repository holds nothing: no tag, manifest, blob link, upload session or v1 content (set by GC,
+    # cleared by the next collection that finds it in use; migration 0018)
+    sa.Column("gc_candidate_since", sa.Float, nullable=True),
 )
 
 blobs = sa.Table(
@@ -93,6 +96,8 @@ uploads = sa.Table(
     sa.Column("writer_process", sa.String(200), nullable=True),
     # The authenticated user who began the session (NULL: anonymous, or no auth): only they may use it.
     sa.Column("owner", sa.String(255), nullable=True),
+    # garbage collection keeps a repository while a session of it lives (migration 0018)
+    sa.Index("ix_uploads_repository", "repository"),
 )
 
 # --- the legacy v1 API (the original registry's images, index images, tags and properties) ---------------------------

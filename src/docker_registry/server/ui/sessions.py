@@ -33,7 +33,7 @@ def _unb64(text: str) -> bytes:
 
 class Signer:
     def __init__(self, secret: str | None, lifetime: float) -> None:
-        # Without a configured secret: one per run, drawn before the workers fork (see application.prepare).
+        # Without a configured secret: one per run, drawn before the workers fork (see preparation.prepare).
         self._key = hashlib.sha256((secret or secrets.token_hex(32)).encode()).digest()
         self.lifetime = lifetime
 
