@@ -3,9 +3,14 @@ a chunked upload continued by another node, and skopeo pushing and pulling throu
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +19,8 @@ import httpx
 import pytest
 import yaml
 
+from docker_registry.core import exceptions
+from docker_registry.drivers.s3 import Driver
 from e2e_images import OciLayout
 from e2e_tools import require, run
 from registry_api import push_blob, random_bytes, sha256, start_upload, unique_repo, with_params
@@ -194,6 +201,84 @@ def test_upload_finished_on_one_node_is_copied_not_downloaded(
         assert not any(r.startswith("GET ") and blob_key in r for r in requests)
     finally:
         moto.stop()
+
+
+def test_a_node_killed_mid_upload_leaves_a_session_another_node_finishes(
+    make_registry: Callable[..., RegistryProcess], moto: MotoServer, tmp_path: Path
+) -> None:
+    """A node is killed (SIGKILL) while it receives a chunk: its parts are in S3, its memory is gone. Another node
+    answers the upload's status with the size the session's state recorded (no more than one part behind what
+    reached the dead node), takes the rest from there and finishes; the blob is whole and verified, and no
+    multipart upload is left open."""
+    storage = {**s3_storage(moto, chunksize=5 * MiB), "redirect": {"disable": True}}
+    database = {"database": {"url": f"sqlite:///{tmp_path / 'shared.db'}"}}
+    a, b = (make_registry(storage=storage, extra_config=database, workers=1) for _ in range(2))
+    repo, data = unique_repo("s3-kill"), random_bytes(24 * MiB)
+    with httpx.Client(base_url=a.url, timeout=60) as client:
+        location = start_upload(client, repo)
+        first = client.patch(location, content=data[: 6 * MiB], headers={"Content-Range": f"0-{6 * MiB - 1}"})
+        assert first.status_code == 202, first.text
+        location = first.headers["Location"]
+    upload_id = location.split("?")[0].rstrip("/").rsplit("/", 1)[1]
+    sock = socket.create_connection(("127.0.0.1", a.port), timeout=30)
+    path = httpx.URL(location).raw_path.decode()
+    sock.sendall(
+        f"PATCH {path} HTTP/1.1\r\nHost: {a.host}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Range: {6 * MiB}-{len(data) - 1}\r\nContent-Length: {len(data) - 6 * MiB}\r\n\r\n".encode()
+    )
+    sock.sendall(data[6 * MiB : 20 * MiB])  # the rest never comes
+    deadline = time.monotonic() + 60
+    while session_size(storage["s3"], f"uploads/{upload_id}/data") < 10 * MiB:  # a part of the chunk is in S3
+        assert time.monotonic() < deadline, "the second PATCH never reached S3"
+        time.sleep(0.05)
+    assert a.proc is not None
+    os.killpg(a.proc.pid, signal.SIGKILL)
+    a.proc.wait()
+    a.proc = None
+    sock.close()
+    with httpx.Client(base_url=b.url, timeout=60) as client:
+        status = client.get(location)
+        assert status.status_code == 204, status.text
+        offset = int(status.headers["Range"].split("-")[1]) + 1
+        assert 10 * MiB <= offset <= 20 * MiB
+        done = client.put(
+            with_params(location, digest=sha256(data)),
+            content=data[offset:],
+            headers={"Content-Range": f"{offset}-{len(data) - 1}", "Content-Type": "application/octet-stream"},
+        )
+        assert done.status_code == 201, done.text
+        assert client.get(f"/v2/{repo}/blobs/{sha256(data)}").content == data
+    assert open_multipart_uploads(storage["s3"]) == []
+
+
+def session_size(options: dict[str, Any], path: str) -> int:
+    """The size an upload session holds in S3, as a node continuing it would see it (0 before it exists)."""
+
+    async def size() -> int:
+        driver = Driver(options)
+        try:
+            writer = await driver.writer(path, append=True)
+            await writer.close()
+            return writer.size
+        except exceptions.FileNotFoundError:
+            return 0
+        finally:
+            await driver.close()
+
+    return asyncio.run(size())
+
+
+def open_multipart_uploads(options: dict[str, Any]) -> list[str]:
+    async def keys() -> list[str]:
+        driver = Driver(options)
+        try:
+            client = await driver._client()
+            listed = await client.list_multipart_uploads(Bucket=driver.settings.bucket)
+            return [upload["Key"] for upload in listed.get("Uploads", [])]
+        finally:
+            await driver.close()
+
+    return asyncio.run(keys())
 
 
 # --- skopeo ---------------------------------------------------------------------------------------------------

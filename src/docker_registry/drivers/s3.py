@@ -759,15 +759,15 @@ class _Writer(Writer):
 
     async def close(self) -> None:
         """Leave the session for the next writer: a tail of 5 MiB or more is uploaded as a part, a smaller one is
-        stored with the state object. Bytes that fit in one part and never needed one become a plain object."""
+        stored with the state object. A session still under 5 MiB in all is a plain object until it grows."""
         if self._closed:
             return
         self._closed = True
         if not self._changed:
             return
         try:
-            if self._upload_id is None and not self._existing:
-                await self._put_plain()
+            if self._upload_id is None and not self._existing and self._buffered < MIN_PART:
+                await self._put_plain()  # too small for a part: the next writer reads it back
                 return
             await self._start()
             if self._buffered >= MIN_PART:
