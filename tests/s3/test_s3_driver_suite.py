@@ -90,8 +90,8 @@ class TestS3Driver(DriverTestSuite):
 
     async def test_purge_temporary_aborts_only_uploads_no_session_names(self, driver: Driver) -> None:
         """A multipart upload a crashed writer left (here, begun by hand) is aborted once older than the limit; a
-        live session's is not. (moto reports one fixed initiation date in 2010 for every upload, so the age limit
-        itself is not exercised here.)"""
+        live session's is not. An upload counts as old once its last part is (moto dates every upload's initiation
+        in 2010, so here the part's date decides)."""
         session = await driver.writer("uploads/live/data")
         await session.write(payload(6 * MiB))
         await session.close()
@@ -101,6 +101,7 @@ class TestS3Driver(DriverTestSuite):
         await client.upload_part(
             Bucket=bucket, Key=orphan_key, UploadId=orphan["UploadId"], PartNumber=1, Body=b"x" * 1000
         )
+        assert await driver.purge_temporary(time.time() - 3600) == (0, 0)  # its part is younger than an hour
         assert await driver.purge_temporary(time.time() + 60, dry_run=True) == (1, 1000)
         assert len(await multipart_uploads(driver)) == 2
         assert await driver.purge_temporary(time.time() + 60) == (1, 1000)

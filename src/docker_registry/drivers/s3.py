@@ -562,8 +562,9 @@ class Driver(Base):
         return _Writer(self, path, existing=size)
 
     async def _purge_temporary(self, older_than: float, dry_run: bool) -> tuple[int, int]:
-        """Abort multipart uploads begun before `older_than` that no session's state object names: those of a
-        `stream_write` or a writer cut short by a crash (a session's own is aborted when its directory is removed)."""
+        """Abort multipart uploads begun before `older_than`, with no part uploaded since, that no session's state
+        object names: those of a `stream_write` or a writer cut short by a crash (a session's own is aborted when its
+        directory is removed)."""
         client = await self._client()
         bucket = self.settings.bucket
         paginator = client.get_paginator("list_multipart_uploads")
@@ -579,6 +580,8 @@ class Driver(Base):
             if await self._session_upload(key) == upload_id:
                 continue
             parts = await self._list_parts(key, upload_id)
+            if any(part["LastModified"] >= older_than for part in parts.values()):
+                continue  # a write still running (S3 dates an upload by its start, a part by its upload)
             count, size = count + 1, size + sum(part["Size"] for part in parts.values())
             if not dry_run:
                 with contextlib.suppress(ClientError):
@@ -598,7 +601,8 @@ class Driver(Base):
         return None if session is None else session.upload_id
 
     async def _list_parts(self, key: str, upload_id: str) -> dict[int, dict[str, Any]]:
-        """The parts S3 holds for an upload, by number (`ETag`, `Size`); empty if the upload is gone."""
+        """The parts S3 holds for an upload, by number (`ETag`, `Size`, `LastModified` in seconds since the epoch);
+        empty if the upload is gone."""
         client = await self._client()
         paginator = client.get_paginator("list_parts")
         parts: dict[int, dict[str, Any]] = {}
@@ -606,7 +610,11 @@ class Driver(Base):
             with _translated():
                 async for page in paginator.paginate(Bucket=self.settings.bucket, Key=key, UploadId=upload_id):
                     for part in page.get("Parts", []):
-                        parts[int(part["PartNumber"])] = {"ETag": part["ETag"], "Size": int(part["Size"])}
+                        parts[int(part["PartNumber"])] = {
+                            "ETag": part["ETag"],
+                            "Size": int(part["Size"]),
+                            "LastModified": part["LastModified"].timestamp(),
+                        }
         except ClientError as exc:
             if _code(exc) in MISSING:
                 return {}
