@@ -251,6 +251,29 @@ def test_a_node_killed_mid_upload_leaves_a_session_another_node_finishes(
     assert open_multipart_uploads(storage["s3"]) == []
 
 
+def test_an_expired_upload_is_purged_with_its_multipart_upload(
+    make_registry: Callable[..., RegistryProcess], moto: MotoServer
+) -> None:
+    """Upload purging ends a session nobody finished: its state object and its open multipart upload (the parts
+    of its first chunk, 6 MiB) both go, so nothing is left in the bucket to be billed."""
+    storage = s3_storage(moto, chunksize=5 * MiB)
+    storage["maintenance"] = {"uploadpurging": {"enabled": True, "age": "2s", "interval": "1s"}}
+    server = make_registry(storage=storage, extra_config={"gc": {"enabled": False, "delay": "0s"}})
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        location = start_upload(client, unique_repo("s3-purge"))
+        assert client.patch(location, content=random_bytes(6 * MiB + 1)).status_code == 202
+        upload_id = location.split("?")[0].rstrip("/").rsplit("/", 1)[1]
+        assert len(open_multipart_uploads(storage["s3"])) == 1
+        deadline = time.monotonic() + 30
+        while client.get(location).status_code != 404 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert client.get(location).status_code == 404
+    while open_multipart_uploads(storage["s3"]) and time.monotonic() < deadline:  # the data goes right after the row
+        time.sleep(0.2)
+    assert open_multipart_uploads(storage["s3"]) == []
+    assert session_size(storage["s3"], f"uploads/{upload_id}/data") == 0  # the state object is gone too
+
+
 def session_size(options: dict[str, Any], path: str) -> int:
     """The size an upload session holds in S3, as a node continuing it would see it (0 before it exists)."""
 
