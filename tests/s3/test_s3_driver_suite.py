@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -34,17 +35,84 @@ class TestS3Driver(DriverTestSuite):
         yield driver
         await driver.close()
 
-    async def test_writer_resumes_past_the_part_minimum(self, driver: Driver) -> None:
-        """Objects of 5 MiB and more are continued by server-side copies of their parts (the suite's writer tests
-        stay under 5 MiB, where the stored bytes are read back instead); 11 MiB copies as parts of 5 and 6 MiB,
-        since only the last part may be under S3's minimum."""
-        pieces = [payload(n, seed=n) for n in (6 * MiB, 5 * MiB + 3, 17, 2 * MiB)]
-        written = b""
-        for i, piece in enumerate(pieces):
-            writer = await driver.writer("uploads/big/data", append=i > 0)
-            assert writer.size == len(written)
-            await writer.write(piece)
-            await (writer.commit() if i == len(pieces) - 1 else writer.close())
-            written += piece
-            assert await driver.get_size("uploads/big/data") == len(written)
-        assert await driver.get_content("uploads/big/data") == written
+    async def test_writer_appending_to_a_plain_object_copies_it_server_side(self, driver: Driver) -> None:
+        """An object of 5 MiB and more that is not a session (written whole) is continued by server-side copies of
+        it as the first parts: 11 MiB copies as parts of 5 and 6 MiB, since only the last part may be small."""
+        first = payload(11 * MiB, seed=1)
+        await driver.put_content("objects/big", first)
+        writer = await driver.writer("objects/big", append=True)
+        assert writer.size == len(first)
+        await writer.write(b"appended")
+        await writer.commit()
+        assert await driver.get_content("objects/big") == first + b"appended"
+        assert await multipart_uploads(driver) == []
+
+    async def test_a_chunked_upload_is_one_multipart_upload_across_nodes(self, driver: Driver) -> None:
+        """Chunks alternate between two drivers (two nodes): all of them go into one multipart upload, and what
+        the upload's own key holds between chunks is the tail under S3's 5 MiB minimum, never the bytes so far;
+        the commit completes that upload and leaves none open."""
+        other = Driver(driver.options)
+        path, key = "uploads/one/data", driver._key("uploads/one/data")
+        written, seen = b"", set()
+        try:
+            for i, size in enumerate((3 * MiB, 7 * MiB, 1, 6 * MiB, 12345)):
+                node = (driver, other)[i % 2]
+                writer = await node.writer(path, append=i > 0)
+                assert writer.size == len(written)
+                piece = payload(size, seed=i)
+                await writer.write(piece)
+                await writer.close()
+                written += piece
+                uploads = await multipart_uploads(driver)
+                seen.update(upload_id for k, upload_id in uploads if k == key)
+                assert len(uploads) == len(seen) <= 1
+                assert await driver.get_size(path) < 5 * MiB  # the tail, with the session's state
+            assert len(seen) == 1
+            last = await other.writer(path, append=True)
+            await last.commit()
+            assert await driver.get_content(path) == written
+            assert await multipart_uploads(driver) == []
+        finally:
+            await other.close()
+
+    async def test_removing_a_session_aborts_its_multipart_upload(self, driver: Driver) -> None:
+        """What garbage collection does to an expired upload (it removes the upload's directory), and what
+        `cancel` does, leaves no multipart upload behind to be billed."""
+        for name in ("removed", "cancelled"):
+            writer = await driver.writer(f"uploads/{name}/data")
+            await writer.write(payload(6 * MiB + 1))
+            await writer.close()
+        assert len(await multipart_uploads(driver)) == 2
+        await driver.remove("uploads/removed")
+        writer = await driver.writer("uploads/cancelled/data", append=True)
+        await writer.cancel()
+        assert await multipart_uploads(driver) == []
+
+    async def test_purge_temporary_aborts_only_uploads_no_session_names(self, driver: Driver) -> None:
+        """A multipart upload a crashed writer left (here, begun by hand) is aborted once older than the limit; a
+        live session's is not. An upload counts as old once its last part is (moto dates every upload's initiation
+        in 2010, so here the part's date decides)."""
+        session = await driver.writer("uploads/live/data")
+        await session.write(payload(6 * MiB))
+        await session.close()
+        client = await driver._client()
+        bucket, orphan_key = driver.settings.bucket, driver._key("blobs/orphan")
+        orphan = await client.create_multipart_upload(Bucket=bucket, Key=orphan_key)
+        await client.upload_part(
+            Bucket=bucket, Key=orphan_key, UploadId=orphan["UploadId"], PartNumber=1, Body=b"x" * 1000
+        )
+        assert await driver.purge_temporary(time.time() - 3600) == (0, 0)  # its part is younger than an hour
+        assert await driver.purge_temporary(time.time() + 60, dry_run=True) == (1, 1000)
+        assert len(await multipart_uploads(driver)) == 2
+        assert await driver.purge_temporary(time.time() + 60) == (1, 1000)
+        assert [key for key, _ in await multipart_uploads(driver)] == [driver._key("uploads/live/data")]
+        resumed = await driver.writer("uploads/live/data", append=True)
+        await resumed.commit()
+        assert await driver.get_content("uploads/live/data") == payload(6 * MiB)
+
+
+async def multipart_uploads(driver: Driver) -> list[tuple[str, str]]:
+    """(key, upload id) of every multipart upload open in the driver's bucket."""
+    client = await driver._client()
+    listed = await client.list_multipart_uploads(Bucket=driver.settings.bucket)
+    return [(upload["Key"], upload["UploadId"]) for upload in listed.get("Uploads", [])]

@@ -3,9 +3,14 @@ a chunked upload continued by another node, and skopeo pushing and pulling throu
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +19,8 @@ import httpx
 import pytest
 import yaml
 
+from docker_registry.core import exceptions
+from docker_registry.drivers.s3 import Driver
 from e2e_images import OciLayout
 from e2e_tools import require, run
 from registry_api import push_blob, random_bytes, sha256, start_upload, unique_repo, with_params
@@ -165,9 +172,11 @@ def test_chunked_upload_alternating_between_two_nodes(
 def test_upload_finished_on_one_node_is_copied_not_downloaded(
     make_registry: Callable[..., RegistryProcess], tmp_path: Path
 ) -> None:
-    """A chunked upload served by one node reaches its blob key by server-side copy: the S3 server's request log
-    shows no GET of the upload's data (the node kept the running hash, and each chunk continued the stored object by
-    UploadPartCopy, as it is over S3's 5 MiB part minimum) and no GET of the blob's key."""
+    """A chunked upload is one S3 multipart upload, completed and then copied server-side to its blob key: the S3
+    server's request log shows one CreateMultipartUpload for the upload's key, no UploadPartCopy into it, and the
+    only reads of the upload's bytes are of the tail under S3's 5 MiB part minimum that a chunk left (the first
+    one's 6 MiB make a 5 MiB part and a tail of about 1 MiB), prepended to the next part; the node kept the running
+    hash, so nothing is read back to verify it, and the blob's key is written by a copy and never read."""
     moto = MotoServer(tmp_path / "moto").start()
     try:
         server = make_registry(storage={**s3_storage(moto, chunksize=5 * MiB), "redirect": {"disable": True}})
@@ -179,14 +188,120 @@ def test_upload_finished_on_one_node_is_copied_not_downloaded(
                 assert answer.status_code == 202, answer.text
                 location = answer.headers["Location"]
             assert client.put(with_params(location, digest=sha256(data))).status_code == 201
-        log = (tmp_path / "moto" / "moto.log").read_text()
-        upload_reads = [line for line in log.splitlines() if '"GET ' in line and "/registry/uploads/" in line]
-        assert upload_reads == []
+        upload_key = f"/registry/uploads/{location.split('?')[0].rstrip('/').rsplit('/', 1)[1]}/data"
+        log = (tmp_path / "moto" / "moto.log").read_text().splitlines()
+        requests = [line.split('"')[1] for line in log if line.count('"') >= 2]
+        on_upload = [r.split()[0] + " " + r.split()[1].split("/", 2)[2] for r in requests if upload_key in r]
+        assert sum(r.endswith("/data?uploads") for r in on_upload) == 1, on_upload  # one multipart upload
+        tail_reads = [r for r in on_upload if r.startswith("GET ") and "?" not in r]
+        assert 1 <= len(tail_reads) <= 2, on_upload  # at most one per later chunk; a read to verify would be more
+        assert not any("x-amz-copy-source" in r for r in on_upload)
         blob_key = f"/registry/blobs/sha256/{sha256(data)[7:9]}/{sha256(data)[7:]}/data"
-        assert any('"PUT ' in line and blob_key in line for line in log.splitlines())
-        assert not any('"GET ' in line and blob_key in line for line in log.splitlines())
+        assert any(r.startswith("PUT ") and blob_key in r for r in requests)
+        assert not any(r.startswith("GET ") and blob_key in r for r in requests)
     finally:
         moto.stop()
+
+
+def test_a_node_killed_mid_upload_leaves_a_session_another_node_finishes(
+    make_registry: Callable[..., RegistryProcess], moto: MotoServer, tmp_path: Path
+) -> None:
+    """A node is killed (SIGKILL) while it receives a chunk: its parts are in S3, its memory is gone. Another node
+    answers the upload's status with the size the session's state recorded (no more than one part behind what
+    reached the dead node), takes the rest from there and finishes; the blob is whole and verified, and no
+    multipart upload is left open."""
+    storage = {**s3_storage(moto, chunksize=5 * MiB), "redirect": {"disable": True}}
+    database = {"database": {"url": f"sqlite:///{tmp_path / 'shared.db'}"}}
+    a, b = (make_registry(storage=storage, extra_config=database, workers=1) for _ in range(2))
+    repo, data = unique_repo("s3-kill"), random_bytes(24 * MiB)
+    with httpx.Client(base_url=a.url, timeout=60) as client:
+        location = start_upload(client, repo)
+        first = client.patch(location, content=data[: 6 * MiB], headers={"Content-Range": f"0-{6 * MiB - 1}"})
+        assert first.status_code == 202, first.text
+        location = first.headers["Location"]
+    upload_id = location.split("?")[0].rstrip("/").rsplit("/", 1)[1]
+    sock = socket.create_connection(("127.0.0.1", a.port), timeout=30)
+    path = httpx.URL(location).raw_path.decode()
+    sock.sendall(
+        f"PATCH {path} HTTP/1.1\r\nHost: {a.host}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Range: {6 * MiB}-{len(data) - 1}\r\nContent-Length: {len(data) - 6 * MiB}\r\n\r\n".encode()
+    )
+    sock.sendall(data[6 * MiB : 20 * MiB])  # the rest never comes
+    deadline = time.monotonic() + 60
+    while session_size(storage["s3"], f"uploads/{upload_id}/data") < 10 * MiB:  # a part of the chunk is in S3
+        assert time.monotonic() < deadline, "the second PATCH never reached S3"
+        time.sleep(0.05)
+    assert a.proc is not None
+    os.killpg(a.proc.pid, signal.SIGKILL)
+    a.proc.wait()
+    a.proc = None
+    sock.close()
+    with httpx.Client(base_url=b.url, timeout=60) as client:
+        status = client.get(location)
+        assert status.status_code == 204, status.text
+        offset = int(status.headers["Range"].split("-")[1]) + 1
+        assert 10 * MiB <= offset <= 20 * MiB
+        done = client.put(
+            with_params(location, digest=sha256(data)),
+            content=data[offset:],
+            headers={"Content-Range": f"{offset}-{len(data) - 1}", "Content-Type": "application/octet-stream"},
+        )
+        assert done.status_code == 201, done.text
+        assert client.get(f"/v2/{repo}/blobs/{sha256(data)}").content == data
+    assert open_multipart_uploads(storage["s3"]) == []
+
+
+def test_an_expired_upload_is_purged_with_its_multipart_upload(
+    make_registry: Callable[..., RegistryProcess], moto: MotoServer
+) -> None:
+    """Upload purging ends a session nobody finished: its state object and its open multipart upload (the parts
+    of its first chunk, 6 MiB) both go, so nothing is left in the bucket to be billed."""
+    storage = s3_storage(moto, chunksize=5 * MiB)
+    storage["maintenance"] = {"uploadpurging": {"enabled": True, "age": "2s", "interval": "1s"}}
+    server = make_registry(storage=storage, extra_config={"gc": {"enabled": False, "delay": "0s"}})
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        location = start_upload(client, unique_repo("s3-purge"))
+        assert client.patch(location, content=random_bytes(6 * MiB + 1)).status_code == 202
+        upload_id = location.split("?")[0].rstrip("/").rsplit("/", 1)[1]
+        assert len(open_multipart_uploads(storage["s3"])) == 1
+        deadline = time.monotonic() + 30
+        while client.get(location).status_code != 404 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert client.get(location).status_code == 404
+    while open_multipart_uploads(storage["s3"]) and time.monotonic() < deadline:  # the data goes right after the row
+        time.sleep(0.2)
+    assert open_multipart_uploads(storage["s3"]) == []
+    assert session_size(storage["s3"], f"uploads/{upload_id}/data") == 0  # the state object is gone too
+
+
+def session_size(options: dict[str, Any], path: str) -> int:
+    """The size an upload session holds in S3, as a node continuing it would see it (0 before it exists)."""
+
+    async def size() -> int:
+        driver = Driver(options)
+        try:
+            writer = await driver.writer(path, append=True)
+            await writer.close()
+            return writer.size
+        except exceptions.FileNotFoundError:
+            return 0
+        finally:
+            await driver.close()
+
+    return asyncio.run(size())
+
+
+def open_multipart_uploads(options: dict[str, Any]) -> list[str]:
+    async def keys() -> list[str]:
+        driver = Driver(options)
+        try:
+            client = await driver._client()
+            listed = await client.list_multipart_uploads(Bucket=driver.settings.bucket)
+            return [upload["Key"] for upload in listed.get("Uploads", [])]
+        finally:
+            await driver.close()
+
+    return asyncio.run(keys())
 
 
 # --- skopeo ---------------------------------------------------------------------------------------------------

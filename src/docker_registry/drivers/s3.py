@@ -1,20 +1,26 @@
 """The S3 storage driver: blobs in an S3-compatible bucket (AWS S3, MinIO, Ceph RGW), on aiobotocore.
 
 Why aiobotocore (docs/s3.md has the measurements): it exposes the whole S3 API, and this driver needs the parts
-that simpler clients leave out: `UploadPartCopy` (a chunked upload continued on any node, and multipart copy of
-blobs above 5 GB, both without the bytes passing through a node), presigned URLs, SSE-KMS and storage classes.
+that simpler clients leave out: multipart uploads continued across requests and nodes, `UploadPartCopy` (multipart
+copy of blobs above 5 GB without the bytes passing through a node), presigned URLs, SSE-KMS and storage classes.
 
 How the driver contract maps onto S3:
 - A path is a key under `rootdirectory`; directories are key prefixes, so none is ever left behind empty.
 - `put_content` is one PutObject and `stream_write` one multipart upload completed at the end: S3 replaces an
   object atomically, so readers see the old object or the new one, never a mix.
 - `move` is a server-side copy (multipart above `multipartcopythresholdsize`) then a delete of the source.
-- A `Writer` holds at most `chunksize` bytes of a node's memory and uploads full parts as they fill. `close`
-  completes its multipart upload, so what was written is an ordinary object under the upload's own key, its
-  tail (the last part, under S3's 5 MiB minimum) included: nothing stays in a node's memory between requests, and
-  any node continues it. A writer opened with `append` starts a new multipart upload whose first parts are
-  server-side copies of that object (`UploadPartCopy`); only an object under 5 MiB, too small to be a part, is
-  read back into the buffer.
+- A chunked upload is one multipart upload from its first part to its `commit`, whatever requests and nodes its
+  chunks arrive through. A `Writer` holds at most `chunksize` bytes of a node's memory and uploads full parts as
+  they fill; `close` uploads what is left as a part when it is 5 MiB or more, else stores it as the upload's own
+  small object under `path`, whose metadata names the open multipart upload and the parts and bytes it holds
+  (`_Session`): nothing stays in a node's memory between requests, and any node continues it. The next writer
+  reads that tail back (under 5 MiB) as the start of its first part; `commit` completes the multipart upload into
+  `path`. The object under `path` is therefore whole and readable only after `commit`, as the driver contract
+  allows. A killed node leaves the state it last recorded (after every part): its size is where the client
+  resumes, and parts uploaded past it are uploaded again or left out. Removing the upload's directory, or
+  `cancel`, aborts the multipart upload; `purge_temporary` aborts old ones no state names (a crashed writer's).
+- A writer appending to a plain object (not a session) starts a multipart upload whose first parts are
+  server-side copies of it (`UploadPartCopy`); an object under 5 MiB, too small to be a part, is read back.
 - Retries with exponential backoff on throttling, 5xx and connection errors, and connect and read timeouts, are
   botocore's ("standard" retry mode), set on the client here.
 """
@@ -56,6 +62,10 @@ READ_TIMEOUT = 60
 MAX_ATTEMPTS = 5
 """Attempts per S3 call, backing off exponentially between them (botocore's standard retry mode)."""
 MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+SESSION_UPLOAD = "registry-multipart-upload"
+SESSION_PARTS = "registry-multipart-parts"
+SESSION_SIZE = "registry-multipart-size"
+"""User metadata (`x-amz-meta-*`) of a chunked upload's state object: see `_Session`."""
 STORAGE_CLASSES = {
     "STANDARD",
     "REDUCED_REDUNDANCY",
@@ -368,7 +378,7 @@ class Driver(Base):
             body.close()
 
     async def _stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
-        writer = _Writer(self, path, 0, b"")
+        writer = _Writer(self, path, checkpoints=False)  # the previous object stays readable until the end
         try:
             async for chunk in chunks:
                 await writer.write(chunk)
@@ -509,19 +519,26 @@ class Driver(Base):
         upload = await client.create_multipart_upload(Bucket=bucket, Key=key, **self._extra())
         upload_id = upload["UploadId"]
         try:
-            parts = await self._copy_parts(key, upload_id, src, 0, size, first=1)
+            parts = [part for part, _ in await self._copy_parts(key, upload_id, src, 0, size, first=1)]
             await client.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
         except BaseException:
-            with contextlib.suppress(ClientError, BotoCoreError, exceptions.UnreachableError):
-                await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            await self._abort_upload(key, upload_id)
             raise
+
+    async def _abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload, its parts deleted; one already gone, or S3 unreachable now, is left to
+        `purge_temporary` (garbage collection) or the bucket's lifecycle rule."""
+        client = await self._client()
+        with contextlib.suppress(ClientError, BotoCoreError, exceptions.UnreachableError):
+            await client.abort_multipart_upload(Bucket=self.settings.bucket, Key=key, UploadId=upload_id)
 
     async def _copy_parts(
         self, key: str, upload_id: str, src: str, start: int, end: int, first: int
-    ) -> list[dict[str, Any]]:
-        """Parts `first`, ... of upload `upload_id` copied server-side from bytes `[start, end)` of `src`, in
+    ) -> list[tuple[dict[str, Any], int]]:
+        """Parts `first`, ... of upload `upload_id` copied server-side from bytes `[start, end)` of `src`, with their
+        sizes, in
         `multipartcopychunksize` pieces (grown so that they fit S3's 10,000 parts), a bounded number at once."""
         client = await self._client()
         piece = max(self.settings.multipartcopychunksize, -(-(end - start) // (MAX_PARTS - first)))
@@ -532,7 +549,7 @@ class Driver(Base):
         limit = asyncio.Semaphore(self.settings.multipartcopymaxconcurrency)
         source = {"Bucket": self.settings.bucket, "Key": self._key(src)}
 
-        async def one(number: int, begin: int, stop: int) -> dict[str, Any]:
+        async def one(number: int, begin: int, stop: int) -> tuple[dict[str, Any], int]:
             async with limit:
                 result = await client.upload_part_copy(
                     Bucket=self.settings.bucket,
@@ -542,40 +559,150 @@ class Driver(Base):
                     CopySource=source,
                     CopySourceRange=f"bytes={begin}-{stop - 1}",
                 )
-            return {"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]}
+            return {"PartNumber": number, "ETag": result["CopyPartResult"]["ETag"]}, stop - begin
 
         return list(await asyncio.gather(*(one(first + i, b, e) for i, (b, e) in enumerate(ranges))))
 
-    # --- writers --------------------------------------------------------------------------------------------
+    # --- writers ---------------------------------------------------------------------------------------------
     async def _writer(self, path: str, append: bool) -> Writer:
         if not append:
-            return _Writer(self, path, 0, b"")
-        size = int((await self._head(path))["ContentLength"])
-        head = b""
-        if 0 < size < MIN_PART:  # too small to be copied as a part: it becomes the start of the first part
-            head = await self._get_content(path)
-            size = 0
-        return _Writer(self, path, size, head)
+            return _Writer(self, path)
+        head = await self._head(path)
+        size = int(head["ContentLength"])
+        session = _Session.of(head.get("Metadata") or {})
+        if session is not None:
+            return _Writer(self, path, session=session, tail=size)
+        if size < MIN_PART:  # too small to be copied as a part: read back before the first write
+            return _Writer(self, path, tail=size)
+        return _Writer(self, path, existing=size)
+
+    async def _purge_temporary(self, older_than: float, dry_run: bool) -> tuple[int, int]:
+        """Abort multipart uploads begun before `older_than`, with no part uploaded since, that no session's state
+        object names: those of a `stream_write` or a writer cut short by a crash (a session's own is aborted when its
+        directory is removed)."""
+        client = await self._client()
+        bucket = self.settings.bucket
+        paginator = client.get_paginator("list_multipart_uploads")
+        with _translated():
+            uploads = [
+                (upload["Key"], upload["UploadId"])
+                async for page in paginator.paginate(Bucket=bucket, Prefix=self._root)
+                for upload in page.get("Uploads", [])
+                if upload["Initiated"].timestamp() < older_than
+            ]
+        count = size = 0
+        for key, upload_id in uploads:
+            if await self._session_upload(key) == upload_id:
+                continue
+            parts = await self._list_parts(key, upload_id)
+            if any(part["LastModified"] >= older_than for part in parts.values()):
+                continue  # a write still running (S3 dates an upload by its start, a part by its upload)
+            count, size = count + 1, size + sum(part["Size"] for part in parts.values())
+            if not dry_run:
+                with contextlib.suppress(ClientError):
+                    await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        return count, size
+
+    async def _session_upload(self, key: str) -> str | None:
+        """The multipart upload the session state object at `key` names, if there is one."""
+        client = await self._client()
+        try:
+            head = await client.head_object(Bucket=self.settings.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in MISSING:
+                return None
+            raise
+        session = _Session.of(head.get("Metadata") or {})
+        return None if session is None else session.upload_id
+
+    async def _list_parts(self, key: str, upload_id: str) -> dict[int, dict[str, Any]]:
+        """The parts S3 holds for an upload, by number (`ETag`, `Size`, `LastModified` in seconds since the epoch);
+        empty if the upload is gone."""
+        client = await self._client()
+        paginator = client.get_paginator("list_parts")
+        parts: dict[int, dict[str, Any]] = {}
+        try:
+            with _translated():
+                async for page in paginator.paginate(Bucket=self.settings.bucket, Key=key, UploadId=upload_id):
+                    for part in page.get("Parts", []):
+                        parts[int(part["PartNumber"])] = {
+                            "ETag": part["ETag"],
+                            "Size": int(part["Size"]),
+                            "LastModified": part["LastModified"].timestamp(),
+                        }
+        except ClientError as exc:
+            if _code(exc) in MISSING:
+                return {}
+            raise
+        return parts
+
+
+@dataclass(frozen=True)
+class _Session:
+    """A chunked upload in progress, as its state object records it: the object under the upload's own key holds
+    the tail (the bytes after the last part, under S3's 5 MiB minimum) and, in its metadata, the open multipart
+    upload and how many parts and bytes it holds. One PutObject replaces tail and state together, so whatever a
+    killed node left, the state object describes bytes that are all there."""
+
+    upload_id: str
+    parts: int
+    size: int
+    """Bytes in the parts, the tail not included."""
+
+    @classmethod
+    def of(cls, metadata: Mapping[str, str]) -> _Session | None:
+        upload_id = metadata.get(SESSION_UPLOAD)
+        if not upload_id:
+            return None
+        try:
+            return cls(upload_id, int(metadata[SESSION_PARTS]), int(metadata[SESSION_SIZE]))
+        except (KeyError, ValueError):
+            raise exceptions.UnspecifiedError(f"damaged upload state: {dict(metadata)}") from None
+
+    def metadata(self) -> dict[str, str]:
+        return {SESSION_UPLOAD: self.upload_id, SESSION_PARTS: str(self.parts), SESSION_SIZE: str(self.size)}
 
 
 class _Writer(Writer):
-    """Appends to `path` through one multipart upload per writer (see the module's docstring)."""
+    """Appends to `path` through one multipart upload that lasts from the upload's first part to its `commit`,
+    across writers, requests and nodes (see the module's docstring). A writer holds at most `chunksize` bytes."""
 
-    def __init__(self, driver: Driver, path: str, existing: int, head: bytes) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        path: str,
+        *,
+        session: _Session | None = None,
+        tail: int = 0,
+        existing: int = 0,
+        checkpoints: bool = True,
+    ) -> None:
         self.path = path
         self._driver = driver
         self._key = driver._key(path)
+        self._session = session is not None
+        """Opened on a session's state object: `commit` completes its multipart upload even without writes."""
+        self._upload_id = session.upload_id if session else None
+        self._persisted = session is not None
+        """The upload is named by the state object: others may continue it, so a failure here must not abort it."""
+        self._part_count = session.parts if session else 0
+        self._parts_size = session.size if session else 0
+        self._etags: dict[int, tuple[str, int]] = {}
+        """Parts this writer uploaded; earlier writers' are listed from S3 at `commit`."""
         self._existing = existing
-        """Bytes of the object already there, continued by server-side copy (0 when `head` holds them)."""
-        self._size = existing + len(head)
-        self._buffer: list[bytes] = [head] if head else []
-        self._buffered = len(head)
+        """Bytes of a plain object under `path`, continued by server-side copies of it as the first parts."""
+        self._tail = tail
+        """Bytes under `path` that come after the parts (a session's tail, or a small plain object), read back into
+        the buffer before the first write."""
+        self._size = self._parts_size + tail + existing
+        self._buffer: list[bytes] = []
+        self._buffered = 0
         """Bytes not uploaded yet, kept as received: joined once per part (a bytearray grown and sliced costs two
         more copies of every part)."""
-        self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
-        self._changed = not self._size
+        self._changed = not (session is not None or tail or existing)
         """A fresh writer truncates `path` even if nothing is written; an appending one without writes leaves it."""
+        self._checkpoints = checkpoints
+        """Record the session after every part, so a killed writer loses at most one part's worth."""
         self._closed = False
 
     @property
@@ -585,13 +712,27 @@ class _Writer(Writer):
     async def write(self, data: bytes) -> int:
         if self._closed:
             raise exceptions.UsageError(f"write to {self.path} after close")
+        await self._load_tail()
         self._buffer.append(bytes(data))
         self._buffered += len(data)
         self._size += len(data)
         self._changed = True
         if self._buffered >= self._driver.settings.chunksize:
             await self._upload_part()
+            if self._checkpoints:
+                await self._save_state()  # a writer killed from here on leaves the session at this size
         return len(data)
+
+    async def _load_tail(self) -> None:
+        """The bytes after the last part become the start of the next one (under 5 MiB: S3 takes no smaller part)."""
+        if not self._tail:
+            return
+        tail = await self._driver._get_content(self.path)
+        if len(tail) != self._tail:
+            raise exceptions.UnspecifiedError(f"{self.path} changed while being continued")
+        self._buffer.insert(0, tail)
+        self._buffered += len(tail)
+        self._tail = 0
 
     async def _start(self) -> str:
         if self._upload_id is None:
@@ -601,44 +742,60 @@ class _Writer(Writer):
             )
             self._upload_id = str(upload["UploadId"])
             if self._existing:
-                self._parts = await self._driver._copy_parts(
+                copied = await self._driver._copy_parts(
                     self._key, self._upload_id, self.path, 0, self._existing, first=1
                 )
+                for part, size in copied:
+                    self._etags[part["PartNumber"]] = (part["ETag"], size)
+                self._part_count, self._parts_size, self._existing = len(copied), self._existing, 0
         return self._upload_id
 
     async def _upload_part(self) -> None:
         """Everything buffered as the next part: `chunksize` bytes or a little more, or the tail at the end."""
         upload_id = await self._start()
+        if self._part_count >= MAX_PARTS:
+            raise exceptions.UsageError(f"{self.path}: more than {MAX_PARTS} parts; raise chunksize")
         client = await self._driver._client()
         body = b"".join(self._buffer)
-        self._buffer, self._buffered = [body], len(body)  # kept until S3 has it: `close` may send it again
-        number = len(self._parts) + 1
+        self._buffer, self._buffered = [body], len(body)  # kept until S3 has it
+        number = self._part_count + 1
         result = await client.upload_part(
             Bucket=self._driver.settings.bucket, Key=self._key, UploadId=upload_id, PartNumber=number, Body=body
         )
         self._buffer, self._buffered = [], 0
-        self._parts.append({"PartNumber": number, "ETag": result["ETag"]})
+        self._etags[number] = (result["ETag"], len(body))
+        self._part_count, self._parts_size = number, self._parts_size + len(body)
+
+    async def _save_state(self) -> None:
+        """Record the session under `path`: the tail (what is buffered) as the body, the upload in the metadata."""
+        assert self._upload_id is not None
+        client = await self._driver._client()
+        state = _Session(self._upload_id, self._part_count, self._parts_size)
+        await client.put_object(
+            Bucket=self._driver.settings.bucket,
+            Key=self._key,
+            Body=b"".join(self._buffer),
+            Metadata=state.metadata(),
+            **self._driver._extra(),
+        )
+        self._persisted = True
 
     async def close(self) -> None:
-        """Publish what was written under `path`: the tail becomes the last part (or the whole object)."""
+        """Leave the session for the next writer: a tail of 5 MiB or more is uploaded as a part, a smaller one is
+        stored with the state object. A session still under 5 MiB in all is a plain object until it grows."""
         if self._closed:
             return
         self._closed = True
         if not self._changed:
             return
-        client = await self._driver._client()
-        bucket = self._driver.settings.bucket
         try:
-            if self._upload_id is None and not self._existing:
-                body = b"".join(self._buffer)
-                await client.put_object(Bucket=bucket, Key=self._key, Body=body, **self._driver._extra())
-            else:
-                if self._buffered or not self._parts:
-                    await self._upload_part()
-                await client.complete_multipart_upload(
-                    Bucket=bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
-                )
-                self._upload_id = None
+            if self._upload_id is None and not self._existing and self._buffered < MIN_PART:
+                await self._put_plain()  # too small for a part: the next writer reads it back
+                return
+            await self._start()
+            if self._buffered >= MIN_PART:
+                await self._upload_part()
+            await self._save_state()
         except BaseException:
             await self.abort()
             raise
@@ -646,22 +803,71 @@ class _Writer(Writer):
             self._buffer, self._buffered = [], 0
 
     async def commit(self) -> None:
-        """S3 acknowledges an object only once it is durable: closing is committing."""
-        await self.close()
+        """Complete the multipart upload (the tail as its last part): the object under `path` is then whole and
+        readable, and S3 acknowledges it only once it is durable."""
+        if self._closed:
+            return
+        self._closed = True
+        if not (self._changed or self._session):
+            return
+        try:
+            if self._upload_id is None and not self._existing:
+                await self._put_plain()
+                return
+            await self._load_tail()
+            upload_id = await self._start()
+            if self._buffered:
+                await self._upload_part()
+            parts = await self._all_parts()
+            client = await self._driver._client()
+            try:
+                await client.complete_multipart_upload(
+                    Bucket=self._driver.settings.bucket,
+                    Key=self._key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+            except ClientError as exc:
+                if _code(exc) in MISSING:  # aborted meanwhile: the upload was removed
+                    raise exceptions.FileNotFoundError(self.path) from None
+                raise
+            self._upload_id, self._persisted = None, False
+        except BaseException:
+            await self.abort()
+            raise
+        finally:
+            self._buffer, self._buffered = [], 0
+
+    async def _put_plain(self) -> None:
+        client = await self._driver._client()
+        body = b"".join(self._buffer)
+        await client.put_object(Bucket=self._driver.settings.bucket, Key=self._key, Body=body, **self._driver._extra())
+
+    async def _all_parts(self) -> list[dict[str, Any]]:
+        """Parts 1..n for CompleteMultipartUpload: this writer's, and earlier writers' as S3 lists them (a part a
+        killed writer uploaded past the recorded state has a higher number, or was uploaded again since). Their sizes
+        must add up to the session's: every byte written is in the object, or the commit fails."""
+        assert self._upload_id is not None
+        known = dict(self._etags)
+        if len(known) < self._part_count:
+            listed = await self._driver._list_parts(self._key, self._upload_id)
+            for number, part in listed.items():
+                known.setdefault(number, (part["ETag"], part["Size"]))
+        numbers = range(1, self._part_count + 1)
+        if any(n not in known for n in numbers) or sum(known[n][1] for n in numbers) != self._size:
+            raise exceptions.UnspecifiedError(f"{self.path}: the multipart upload lost parts")
+        return [{"PartNumber": n, "ETag": known[n][0]} for n in numbers]
 
     async def abort(self) -> None:
-        """Drop what this writer has not published; the object under `path` stays as it was."""
+        """Drop what this writer has not published; the object under `path` (a session's state) stays as it was."""
         self._closed = True
         self._buffer, self._buffered = [], 0
-        if self._upload_id is not None:
+        if self._upload_id is not None and not self._persisted:
             upload_id, self._upload_id = self._upload_id, None
-            client = await self._driver._client()
-            with contextlib.suppress(ClientError, BotoCoreError, exceptions.UnreachableError):
-                await client.abort_multipart_upload(
-                    Bucket=self._driver.settings.bucket, Key=self._key, UploadId=upload_id
-                )
+            await self._driver._abort_upload(self._key, upload_id)
 
     async def cancel(self) -> None:
+        self._persisted = False  # the session ends here: its upload too
         await self.abort()
         client = await self._driver._client()
         await client.delete_object(Bucket=self._driver.settings.bucket, Key=self._key)

@@ -47,11 +47,18 @@ class Stat:
 
 
 class Writer(abc.ABC):
-    """An object being written across several calls, maybe several requests or processes (chunked uploads).
+    """An object being written across several calls, maybe several requests or processes (chunked uploads): the
+    storage side of an upload session, resumable anywhere.
 
-    Content written is appended under `path` itself, so a later `Base.writer(path, append=True)` (in the same
-    process or another) continues where this one stopped. `commit` makes the content durable; `move` then
-    publishes it atomically under its final name.
+    After `close`, a later `Base.writer(path, append=True)` (in the same process or another, after this process
+    died even) continues where this one stopped, and its `size` is how many bytes the session holds: that is how
+    the registry learns where a client must resume. Only after `commit` is the content an ordinary object under
+    `path` (readable with `stream_read`, `get_content`, `stat`, and published with `move`). Between the two, what
+    `path` holds is the driver's own: a filesystem appends to the file itself, so it is readable at once; S3
+    keeps one multipart upload open across writers and stores there only the tail too small to be a part, with
+    the upload's state (docs/architecture.md). A writer that ends without `close` (its process was killed) leaves
+    the session at a size between the last `close` and what it wrote: never less than the last `close`, never
+    bytes that were not written.
     """
 
     path: str
@@ -67,11 +74,13 @@ class Writer(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None:
-        """Flush and release resources; the content stays, to be continued by a later writer."""
+        """Flush and release resources; the content stays, to be continued by a later writer (not yet readable as an
+        object: see the class)."""
 
     @abc.abstractmethod
     async def commit(self) -> None:
-        """Flush and make durable (fsync on a filesystem); closes the writer."""
+        """Flush, make the content durable (fsync on a filesystem) and readable as the object under `path`, even
+        through a writer opened with `append` that wrote nothing; closes the writer."""
 
     @abc.abstractmethod
     async def cancel(self) -> None:

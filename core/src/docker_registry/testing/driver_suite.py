@@ -2,7 +2,8 @@
 
 A driver package subclasses it in a module named `test_*.py`, in a class named `Test*`, and provides a
 `driver` fixture (plain or async) giving a driver on an empty store for each test. Everything the server relies
-on is here: atomic whole-object writes, streaming in constant memory, resumable writers, listings without
+on is here: atomic whole-object writes, streaming in constant memory, resumable writers (upload sessions that
+span writers, processes and killed processes, readable once committed), listings without
 ghosts, and the refusal of paths that could leave the driver's root.
 
 Class attributes a subclass may change:
@@ -583,6 +584,83 @@ class DriverTestSuite:
         with pytest.raises(exceptions.UsageError):
             await w.write(b"late")
         await w.close()  # closing twice is harmless
+
+    # --- upload sessions: one object written by many writers, readable once committed --------------------------
+    SESSION_CHUNKS = (3 * MiB, 7 * MiB, 1, 6 * MiB, 12345, 5 * MiB)
+    """Chunks of a chunked upload, each through its own writer: under, over and at S3's 5 MiB part minimum."""
+
+    async def _session(self, driver: Base, path: str, chunks: tuple[int, ...]) -> bytes:
+        """Write `chunks` to `path` as a chunked upload does: a fresh writer, then one appending writer each, every
+        one closed (not committed) and its `size` checked on opening; the bytes written."""
+        written = b""
+        for i, size in enumerate(chunks):
+            w = await driver.writer(path, append=i > 0)
+            assert w.size == len(written)
+            piece = payload(size, seed=100 + i)
+            for start in range(0, len(piece), 256 * 1024):
+                await w.write(piece[start : start + 256 * 1024])
+            assert w.size == len(written) + size
+            await w.close()
+            written += piece
+        return written
+
+    async def test_upload_session_spans_writers_and_commits_whole(self, driver: Base) -> None:
+        """A writer opened with `append` that writes nothing commits the session (how the registry finishes an
+        upload whose last chunk came before the digest); the object is then whole, stats and moves as any other."""
+        written = await self._session(driver, "uploads/s/data", self.SESSION_CHUNKS)
+        last = await driver.writer("uploads/s/data", append=True)
+        assert last.size == len(written)
+        await last.commit()
+        assert await driver.get_size("uploads/s/data") == len(written)
+        assert await read(driver, "uploads/s/data") == written
+        await driver.move("uploads/s/data", "blobs/s")
+        assert hashlib.sha256(await read(driver, "blobs/s")).digest() == hashlib.sha256(written).digest()
+        assert await walked(driver) == {"blobs/s"}
+
+    async def test_upload_session_last_chunk_committed_by_its_writer(self, driver: Base) -> None:
+        written = await self._session(driver, "uploads/t/data", self.SESSION_CHUNKS[:3])
+        w = await driver.writer("uploads/t/data", append=True)
+        last = payload(2 * MiB + 5, seed=7)
+        await w.write(last)
+        await w.commit()
+        assert await read(driver, "uploads/t/data") == written + last
+
+    async def test_upload_session_opened_without_writes_changes_nothing(self, driver: Base) -> None:
+        written = await self._session(driver, "uploads/n/data", self.SESSION_CHUNKS[:2])
+        for _ in range(2):
+            idle = await driver.writer("uploads/n/data", append=True)
+            assert idle.size == len(written)
+            await idle.close()
+        w = await driver.writer("uploads/n/data", append=True)
+        assert w.size == len(written)
+        await w.commit()
+        assert await read(driver, "uploads/n/data") == written
+
+    async def test_upload_session_killed_writer_resumes_where_its_size_says(self, driver: Base) -> None:
+        """A writer that never closes (its process was killed mid-chunk) leaves the session at a size between the
+        last close and what it wrote, holding exactly those bytes: the client resumes from there."""
+        path = "uploads/k/data"
+        written = await self._session(driver, path, (3 * MiB, 6 * MiB))
+        rest = payload(12 * MiB, seed=9)
+        killed = await driver.writer(path, append=True)
+        for start in range(0, len(rest), MiB):
+            await killed.write(rest[start : start + MiB])
+        del killed  # neither closed nor committed
+        resumed = await driver.writer(path, append=True)
+        held = resumed.size
+        assert len(written) <= held <= len(written) + len(rest)
+        whole = written + rest
+        await resumed.write(whole[held:])
+        await resumed.commit()
+        assert await read(driver, path) == whole
+
+    async def test_upload_session_cancelled_or_removed_leaves_nothing(self, driver: Base) -> None:
+        await self._session(driver, "uploads/c1/data", self.SESSION_CHUNKS[:3])
+        w = await driver.writer("uploads/c1/data", append=True)
+        await w.cancel()
+        await self._session(driver, "uploads/c2/data", self.SESSION_CHUNKS[:3])
+        await driver.remove("uploads/c2")
+        await assert_empty(driver)
 
     # --- serving hints ------------------------------------------------------------------------------------
     async def test_local_path_is_none_or_the_same_bytes(self, driver: Base) -> None:

@@ -139,13 +139,20 @@ class Uploads:
                 raise _gone(upload.id)
             return current
         self._hashers.pop(upload.id, None)
-        try:
-            size = await self._driver.get_size(upload_path(upload.id))
-        except exceptions.FileNotFoundError:
-            size = 0
+        size = await self._stored_size(upload.id)
         if not await self._store.release_upload(upload.id, token, size):
             raise _gone(upload.id)
         return Upload(upload.id, upload.repository, size)
+
+    async def _stored_size(self, upload_id: str) -> int:
+        """How many bytes the session holds in storage, as a writer continuing it sees them (a driver may keep them
+        as something other than one readable object until the upload is committed)."""
+        try:
+            writer = await self._driver.writer(upload_path(upload_id), append=True)
+        except exceptions.FileNotFoundError:
+            return 0
+        await writer.close()  # nothing written: the session stays as it was
+        return writer.size
 
     async def _claim(self, repository: str, upload_id: str, start: int | None) -> tuple[Upload, str]:
         """Become the session's writer; RANGE_INVALID if `start` is not where its bytes end or another writes."""
@@ -295,6 +302,9 @@ class Uploads:
         hasher = self._hashers.pop(upload_id, None)
         try:
             if hasher is None or hasher.size != size or hasher.algorithm != digest.algorithm:
+                if not synced:  # the bytes are readable once committed (S3 completes its multipart upload)
+                    await self._sync(path)
+                    synced = True
                 hasher = await self._rehash(upload_id, size, digest.algorithm)
             if hasher.digest() != digest:
                 raise RegistryError(DIGEST_INVALID, {"digest": str(digest)})
