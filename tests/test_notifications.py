@@ -403,3 +403,44 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_recorded_pull_events_leave_the_caches_warm_and_changes_still_show_at_once(
+    make_registry: Callable[..., RegistryProcess], receiver: Receiver
+) -> None:
+    """Pull events, delivery cursors and the delivery lease are written every second while pulls run; they change
+    no registry data, so the per-process caches keep what they hold (a write per second emptying them would make
+    every pull after it go to the database). A change of a tag still shows in the very next pull."""
+    debug_port = free_port()
+    metrics = {"debug": {"addr": f"127.0.0.1:{debug_port}", "prometheus": {"enabled": True}}}
+    config = {**notifying(receiver), "http": metrics}
+    server = make_registry(extra_config=config, workers=1)
+    repo = unique_repo("warm")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        first, second = image_manifest(client, repo, layers=1), image_manifest(client, repo, layers=1)
+        push(client, repo, first, "v1")
+        assert get_manifest(client, repo, "v1").status_code == 200  # fills the caches
+        receiver.wait_for(lambda got: any(e["action"] == "pull" for e in got))  # its event was written and sent
+        misses_before = _cache_misses(debug_port)
+        pulls = 0
+        deadline = time.monotonic() + 3.5  # several flushes of pull events, and cursor writes after them
+        while time.monotonic() < deadline:
+            answer = get_manifest(client, repo, "v1")
+            assert answer.status_code == 200
+            assert answer.headers["Docker-Content-Digest"] == first.digest
+            pulls += 1
+            time.sleep(0.05)
+        receiver.wait_for(lambda got: sum(e["action"] == "pull" for e in got) == pulls + 1)
+        time.sleep(1.2)  # the cache tallies reach the metrics once a second
+        assert _cache_misses(debug_port) == misses_before, "a pull event's write emptied the caches"
+
+        push(client, repo, second, "v1")  # the tag moves: the next pull sees it, cached or not
+        answer = get_manifest(client, repo, "v1")
+        assert answer.headers["Docker-Content-Digest"] == second.digest
+
+
+def _cache_misses(debug_port: int) -> float:
+    samples = scrape(debug_port)
+    return total(samples, "registry_cache_requests_total", cache="tags", result="miss") + total(
+        samples, "registry_cache_requests_total", cache="manifests", result="miss"
+    )

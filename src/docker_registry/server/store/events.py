@@ -74,7 +74,7 @@ _PRUNE = events.delete().where(events.c.id <= sa.bindparam("p_position"))
 class EventQueries(StoreBase):
     def record_events(self, records: Sequence[EventRecord]) -> None:
         """Events with no change of their own to go with (pulls); not waiting for the disk (they are best effort)."""
-        self._write(lambda conn: self._insert_events(conn, records), durable=False)
+        self._write(lambda conn: self._insert_events(conn, records), durable=False, signal=False)
 
     def events_after(self, position: int, limit: int) -> list[StoredEvent]:
         rows = self._read(lambda conn: conn.execute(_AFTER, {"p_position": position, "p_limit": limit}).all())
@@ -94,14 +94,14 @@ class EventQueries(StoreBase):
                 conn.execute(_INSERT_CURSOR[self._dialect], {"p_endpoint": endpoint, "p_now": now})
             return {row.endpoint: row.position for row in conn.execute(_CURSORS, {"p_endpoints": list(endpoints)})}
 
-        return self._write(cursors, durable=False)
+        return self._write(cursors, durable=False, signal=False)
 
     def advance_cursor(self, endpoint: str, old: int, new: int) -> bool:
         """Move an endpoint's cursor from `old` to `new`; False when it is not at `old` (another deliverer moved it:
         this one has lost its lease). Not waiting for the disk: a cursor lost to a power failure means events are
         sent again, never lost."""
         params = {"p_endpoint": endpoint, "p_old": old, "p_new": new, "p_now": time.time()}
-        return self._write(lambda conn: conn.execute(_ADVANCE, params).rowcount == 1, durable=False)
+        return self._write(lambda conn: conn.execute(_ADVANCE, params).rowcount == 1, durable=False, signal=False)
 
     def take_lease(
         self, name: str, holder: str, process: str | None, duration: float, holder_dead: Callable[[str | None], bool]
@@ -125,11 +125,15 @@ class EventQueries(StoreBase):
             taken = conn.execute(_TAKE_LEASE, {**params, "p_previous": row.holder}).rowcount == 1
             return Lease(taken, now + duration if taken else row.expires_at)
 
-        return self._write(take, durable=False)
+        return self._write(take, durable=False, signal=False)
 
     def release_lease(self, name: str, holder: str) -> None:
-        self._write(lambda conn: conn.execute(_RELEASE_LEASE, {"p_name": name, "p_holder": holder}), durable=False)
+        self._write(
+            lambda conn: conn.execute(_RELEASE_LEASE, {"p_name": name, "p_holder": holder}), durable=False, signal=False
+        )
 
     def prune_events(self, position: int) -> int:
         """Forget the events every endpoint has been given (ids up to `position`); how many were removed."""
-        return self._write(lambda conn: conn.execute(_PRUNE, {"p_position": position}).rowcount, durable=False)
+        return self._write(
+            lambda conn: conn.execute(_PRUNE, {"p_position": position}).rowcount, durable=False, signal=False
+        )

@@ -7,6 +7,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 
+from .engine import signal_change
+
 
 def _config() -> AlembicConfig:
     cfg = AlembicConfig()
@@ -31,3 +33,4 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+        signal_change(conn)  # a migration may move data: running workers (of other nodes) forget what they cached
