@@ -108,8 +108,12 @@ def event(
     source: dict[str, str],
     when: float,
     include_references: bool,
+    targets: dict[tuple[Target, str], str] | None = None,
 ) -> str:
-    """One event as JSON text, ready to be stored and later put in an envelope unchanged."""
+    """One event as JSON text, ready to be stored and later put in an envelope unchanged.
+
+    `targets` keeps each target's JSON for the next events about it (a batch of pull events mostly repeats a few
+    manifests): the target is most of an event's text. Ids and timestamps need no escaping."""
     req: dict[str, str] = {"id": request.id}
     if request.addr:
         req["addr"] = request.addr
@@ -117,16 +121,21 @@ def event(
         req["host"] = request.host
     req["method"] = request.method
     req["useragent"] = request.useragent
-    document = {
-        "id": ids.next(),
-        "timestamp": timestamp(when),
-        "action": action,
-        "target": _target(target, request.base_url, include_references),
-        "request": req,
-        "actor": {"name": request.actor} if request.actor else {},
-        "source": source,
-    }
-    return json.dumps(document, separators=(",", ":"))
+    key = (target, request.base_url)
+    target_json = targets.get(key) if targets is not None else None
+    if target_json is None:
+        target_json = _dumps(_target(target, request.base_url, include_references))
+        if targets is not None:
+            targets[key] = target_json
+    actor = _dumps({"name": request.actor}) if request.actor else "{}"
+    return (
+        f'{{"id":"{ids.next()}","timestamp":"{timestamp(when)}","action":"{action}","target":{target_json},'
+        f'"request":{_dumps(req)},"actor":{actor},"source":{_dumps(source)}}}'
+    )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def envelope(payloads: Sequence[str]) -> bytes:

@@ -86,8 +86,16 @@ class Recorder:
             wanted = self._wanted[key] = any(not e.ignores(action, media_type) for e in self._settings.enabled)
         return wanted
 
-    def _event(self, action: Action, target: Target, request: RequestRecord, when: float) -> EventRecord:
-        return EventRecord(when, event(action, target, request, self._source, when, self._include_references))
+    def _event(
+        self,
+        action: Action,
+        target: Target,
+        request: RequestRecord,
+        when: float,
+        targets: dict[tuple[Target, str], str] | None = None,
+    ) -> EventRecord:
+        payload = event(action, target, request, self._source, when, self._include_references, targets)
+        return EventRecord(when, payload)
 
     def record(self, action: Action, targets: Sequence[Target]) -> list[EventRecord]:
         wanted = [t for t in targets if self._wants(action, t.media_type)]
@@ -132,7 +140,8 @@ class Recorder:
         if not self._pulls:
             return
         notes, self._pulls = self._pulls, []
-        records = [self._event("pull", target, request, when) for when, target, request in notes]
+        targets: dict[tuple[Target, str], str] = {}  # for this batch only: targets repeat within it
+        records = [self._event("pull", target, request, when, targets) for when, target, request in notes]
         try:
             await self._store.record_events(records)
         except BaseException:
