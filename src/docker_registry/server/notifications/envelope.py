@@ -101,37 +101,49 @@ def _target(target: Target, base_url: str, include_references: bool) -> dict[str
     return t
 
 
-def event(
-    action: str,
-    target: Target,
-    request: RequestRecord,
-    source: dict[str, str],
-    when: float,
-    include_references: bool,
-    targets: dict[tuple[Target, str], str] | None = None,
-) -> str:
-    """One event as JSON text, ready to be stored and later put in an envelope unchanged.
+class Events:
+    """Builds events as JSON text, ready to be stored and later put in an envelope unchanged.
 
-    `targets` keeps each target's JSON for the next events about it (a batch of pull events mostly repeats a few
-    manifests): the target is most of an event's text. Ids and timestamps need no escaping."""
-    req: dict[str, str] = {"id": request.id}
-    if request.addr:
-        req["addr"] = request.addr
-    if request.host:
-        req["host"] = request.host
-    req["method"] = request.method
-    req["useragent"] = request.useragent
-    key = (target, request.base_url)
-    target_json = targets.get(key) if targets is not None else None
-    if target_json is None:
-        target_json = _dumps(_target(target, request.base_url, include_references))
-        if targets is not None:
-            targets[key] = target_json
-    actor = _dumps({"name": request.actor}) if request.actor else "{}"
-    return (
-        f'{{"id":"{ids.next()}","timestamp":"{timestamp(when)}","action":"{action}","target":{target_json},'
-        f'"request":{_dumps(req)},"actor":{actor},"source":{_dumps(source)}}}'
-    )
+    What repeats from one event to the next is serialized once per `Events`: a batch of pull events mostly repeats
+    a few targets (most of an event's text) and a few clients (a request's fields but its id), and the source never
+    changes. Ids and timestamps need no escaping; everything else goes through `json.dumps`."""
+
+    def __init__(self, source: dict[str, str], include_references: bool) -> None:
+        self._source = _dumps(source)
+        self._include_references = include_references
+        self._targets: dict[tuple[Target, str], str] = {}
+        self._requests: dict[tuple[str, str, str, str, str | None], str] = {}
+
+    def event(self, action: str, target: Target, request: RequestRecord, when: float) -> str:
+        if target.references:  # a pushed manifest (its references are a list): not repeated, nor hashable
+            target_json = _dumps(_target(target, request.base_url, self._include_references))
+        else:
+            key = (target, request.base_url)
+            cached = self._targets.get(key)
+            if cached is None:
+                cached = self._targets[key] = _dumps(_target(target, request.base_url, False))
+            target_json = cached
+        client = (request.addr, request.host, request.method, request.useragent, request.actor)
+        rest = self._requests.get(client)
+        if rest is None:
+            rest = self._requests[client] = self._request_rest(request)
+        return (
+            f'{{"id":"{ids.next()}","timestamp":"{timestamp(when)}","action":"{action}","target":{target_json},'
+            f'"request":{{"id":{_dumps(request.id)}{rest}'
+        )
+
+    def _request_rest(self, request: RequestRecord) -> str:
+        """The event's text after the request's id: the request's other fields, the actor and the source."""
+        req: dict[str, str] = {}
+        if request.addr:
+            req["addr"] = request.addr
+        if request.host:
+            req["host"] = request.host
+        req["method"] = request.method
+        req["useragent"] = request.useragent
+        fields = _dumps(req)[1:-1]
+        actor = _dumps({"name": request.actor}) if request.actor else "{}"
+        return f',{fields}}},"actor":{actor},"source":{self._source}}}'
 
 
 def _dumps(value: Any) -> str:

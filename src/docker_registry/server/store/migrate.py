@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from .engine import signal_change
@@ -32,5 +33,11 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
+        before = MigrationContext.configure(conn).get_current_revision()
         command.upgrade(cfg, revision)
-        signal_change(conn)  # a migration may move data: running workers (of other nodes) forget what they cached
+        # A migration may move data: running workers (of other nodes) forget what they cached. Only then: on
+        # SQLite this transaction began deferred, and the signal's write would have to upgrade its read snapshot,
+        # which fails at once ("database is locked", no busy wait) whenever another process committed meanwhile;
+        # a migration's own DDL has taken the write lock already.
+        if MigrationContext.configure(conn).get_current_revision() != before:
+            signal_change(conn)
