@@ -81,6 +81,7 @@ class Recorder:
         self._pulls: list[tuple[float, Target, RequestRecord]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._full = asyncio.Event()
+        self._stopping = False
 
     def _wants(self, action: str, media_type: str | None) -> bool:
         """True when some endpoint takes events of `action` on `media_type` (cached: a handful of combinations)."""
@@ -118,16 +119,19 @@ class Recorder:
         self._flusher = asyncio.ensure_future(self._flush_forever())
 
     async def stop(self) -> None:
-        """Stop flushing, writing what is noted so far (a clean shutdown loses no pull event)."""
+        """Stop flushing, writing what is noted so far (a clean shutdown loses no pull event). The flusher is
+        let finish, not cancelled: a write cancelled while its thread runs on may be committed, and the notes it
+        held would then be written twice."""
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            self._stopping = True
+            self._full.set()
+            with contextlib.suppress(Exception):
                 await self._flusher
         with contextlib.suppress(Exception):
             await self.flush()
 
     async def _flush_forever(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), FLUSH_SECONDS)
             self._full.clear()
@@ -148,7 +152,7 @@ class Recorder:
             records.append(EventRecord(row[0][0], text))
         try:
             await self._store.record_events(records)
-        except BaseException:
+        except Exception:  # not written: a cancelled write (BaseException) may have been, so it is not retried
             self._pulls[:0] = notes  # first again, in their order
             lost = len(self._pulls) - MAX_BUFFERED_PULLS
             if lost > 0:
