@@ -493,3 +493,32 @@ def test_a_batch_of_pull_events_given_in_part_resumes_after_a_restart_without_re
 def _outbox(database: Any) -> list[str]:
     with sqlite3.connect(database) as db:
         return [payload for (payload,) in db.execute("SELECT payload FROM events ORDER BY id")]
+
+
+def test_pull_events_a_moment_old_survive_sigkill(make_registry: Callable[..., RegistryProcess]) -> None:
+    """What docs/notifications.md promises pull events: a SIGKILL loses at most a worker's last ~100 ms of them.
+    Pulls half a second old are in the outbox: killed and restarted, the registry delivers every one."""
+    receiver = Receiver()  # nothing listens yet: every delivery fails
+    server = make_registry(extra_config=notifying(receiver, batch=50), workers=2)
+    repo = unique_repo("pull-kill")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            push(client, repo, image_manifest(client, repo, layers=1), "v1")
+        for _ in range(10):
+            with httpx.Client(base_url=server.url, timeout=30) as client:  # a connection each: both workers
+                assert get_manifest(client, repo, "v1").status_code == 200
+        time.sleep(0.5)
+        workers = _worker_pids(server)
+        assert server.proc is not None
+        os.killpg(server.proc.pid, signal.SIGKILL)  # no clean stop: nothing is flushed on the way out
+        server.proc.wait()
+        for pid in workers:
+            _wait_gone(pid)
+        server.proc = None
+        server.start()
+        receiver.start()
+        receiver.wait_for(lambda got: len(got) >= 13)
+        time.sleep(1.5)  # nothing more comes
+        assert sorted(e["action"] for e in receiver.events) == ["pull"] * 10 + ["push"] * 3
+    finally:
+        receiver.stop()

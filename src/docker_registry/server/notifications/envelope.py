@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from ..registry.events import Target
 from ..store.models import Descriptor
 
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+_PLAIN = re.compile(r"[A-Za-z0-9._:+=/-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,20 +44,19 @@ class Ids:
     draws its own prefix: it would otherwise count on from its parent's, as its siblings do."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
+        self.reset()
+
+    def reset(self) -> None:
+        prefix = uuid.uuid4().hex
+        self._prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
         self._count = itertools.count()
 
     def next(self) -> str:
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            prefix = uuid.uuid4().hex
-            self._prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
-            self._count = itertools.count()
         return f"{self._prefix}{next(self._count):012x}"
 
 
 ids = Ids()
+os.register_at_fork(after_in_child=ids.reset)
 _second: tuple[int, str] = (-1, "")
 
 
@@ -129,7 +130,7 @@ class Events:
             rest = self._requests[client] = self._request_rest(request)
         return (
             f'{{"id":"{ids.next()}","timestamp":"{timestamp(when)}","action":"{action}","target":{target_json},'
-            f'"request":{{"id":{_dumps(request.id)}{rest}'
+            f'"request":{{"id":{_request_id(request.id)}{rest}'
         )
 
     def _request_rest(self, request: RequestRecord) -> str:
@@ -144,6 +145,12 @@ class Events:
         fields = _dumps(req)[1:-1]
         actor = _dumps({"name": request.actor}) if request.actor else "{}"
         return f',{fields}}},"actor":{actor},"source":{self._source}}}'
+
+
+def _request_id(value: str) -> str:
+    """The request id as JSON: `http.requestid` only keeps ids of characters JSON never escapes (the common case
+    skips `json.dumps`)."""
+    return f'"{value}"' if _PLAIN.fullmatch(value) else _dumps(value)
 
 
 def _dumps(value: Any) -> str:
