@@ -220,17 +220,22 @@ class Deliverer:
                     self._drop(endpoint, payload)
                     continue
                 wanted.append(pending)
-            while wanted:
-                sent = await self._send(endpoint, wanted[: endpoint.batch])
-                stats.delivered += sent
+            start = 0  # an index, not a shorter list each time: a backlog of batched pulls is 100,000 events
+            while start < len(wanted):
+                envelope_events = wanted[start : start + endpoint.batch]
+                sent = await self._send(endpoint, envelope_events)
                 if sent:
-                    self._positions[endpoint.name] = wanted[sent - 1].after
-                    stats.pending = len(wanted) - sent + beyond
+                    stats.delivered += sent
+                    start += sent
+                    self._positions[endpoint.name] = envelope_events[sent - 1].after
+                    stats.pending = len(wanted) - start + beyond
                     await self._save_cursor(endpoint.name)
-                for pending in wanted[sent:]:
+                    continue
+                # the oldest of them grew older than `maxage` while it was retried: drop every such one
+                for pending in wanted[start:]:
                     if self._too_old(pending):
                         self._drop(endpoint, json.loads(pending.payload))
-                wanted = [pending for pending in wanted[sent:] if not self._too_old(pending)]
+                wanted, start = [pending for pending in wanted[start:] if not self._too_old(pending)], 0
             self._positions[endpoint.name] = Cursor(rows[-1].id)  # past what was ignored or dropped too
             stats.pending = beyond
 
