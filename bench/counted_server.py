@@ -49,18 +49,20 @@ def install() -> None:
     original_write_transaction = base.write_transaction
 
     @contextmanager
-    def write_transaction(eng: sa.Engine, durable: bool = True, gate: Any = None) -> Iterator[sa.Connection]:
+    def write_transaction(
+        eng: sa.Engine, durable: bool = True, gate: Any = None, signal: bool = True
+    ) -> Iterator[sa.Connection]:
         COUNTS["db.write_transaction" + ("" if durable else ".not_durable")] += 1
-        with original_write_transaction(eng, durable, gate) as conn:
+        with original_write_transaction(eng, durable, gate, signal) as conn:
             yield conn
 
     base.write_transaction = write_transaction  # type: ignore[assignment]
 
     original_write, original_read = base.StoreBase._write, base.StoreBase._read
 
-    def _write(self: Any, work: Callable[[sa.Connection], Any], *, durable: bool = True) -> Any:
+    def _write(self: Any, work: Callable[[sa.Connection], Any], *, durable: bool = True, signal: bool = True) -> Any:
         COUNTS[f"db.write_by.{sys._getframe(1).f_code.co_name}"] += 1
-        return original_write(self, work, durable=durable)
+        return original_write(self, work, durable=durable, signal=signal)
 
     def _read(self: Any, work: Callable[[sa.Connection], Any]) -> Any:
         caller = sys._getframe(1).f_code.co_name

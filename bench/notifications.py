@@ -4,13 +4,18 @@ side, in interleaved rounds: manifest GET and blob HEAD requests per second, and
     python3 bench/notifications.py            # 3 rounds of 10 s loads, 600 blobs a round
     python3 bench/notifications.py --quick    # 2 rounds of 4 s loads, 200 blobs a round
 
-A third registry has the same endpoint with `ignore: {actions: [pull]}`: what the machinery costs requests
-that record nothing. The endpoint is a counting receiver on loopback (aiohttp, in this process) that answers
-200 and parses nothing; the registry sends it envelopes of up to `--batch` events (Distribution sends 1). Every
-manifest GET is a pull event, recorded and delivered while the load runs; blob HEADs record nothing; every pushed
-blob is a push event written in the push's transaction. Server CPU per request counts each phase until the
+A third registry has the same endpoint with `ignore: {actions: [pull]}`: what the machinery costs requests that
+record nothing. CNCF Distribution 2.8 runs beside them, without and with the same endpoint in its
+`notifications.endpoints` (it queues events in memory and POSTs one per request), for the ratio the issue asks
+(`--no-distribution` leaves it out). The endpoint is a counting receiver on loopback (aiohttp, in this process) that
+answers 200 and parses nothing; the registry sends it envelopes of up to `--batch` events (Distribution sends 1).
+Every manifest GET is a pull event, recorded and delivered while the load runs; blob HEADs record nothing; every
+pushed blob is a push event written in the push's transaction. Server CPU per request counts each phase until the
 receiver stopped getting events (the deliverer caught up), so delivery is part of what a request costs.
-Target: manifest GET and blob HEAD at most 10% slower with notifications on.
+The "on" servers (ours, and Distribution) also serve Prometheus metrics (`http.debug.addr`,
+`http.debug.prometheus.enabled`), as the issue's target compares both features on against both off;
+`--no-metrics` measures notifications alone.
+Target: manifest GET and blob HEAD at most 10% slower with notifications and metrics on.
 """
 
 from __future__ import annotations
@@ -93,12 +98,26 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _metrics_on(server: Server) -> Server:
+    """`server` as it is, with Prometheus metrics on a debug listener too (the same keys for both registries)."""
+    assert server.config is not None
+    server.config.setdefault("http", {})["debug"] = {
+        "addr": f"127.0.0.1:{servers.free_port()}",
+        "prometheus": {"enabled": True},
+    }
+    return server
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds of 4 s loads, 200 blobs a round")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=100, help="the endpoint's `batch` (events per envelope)")
+    parser.add_argument("--no-distribution", action="store_true", help="skip CNCF Distribution (off and on)")
+    parser.add_argument(
+        "--no-metrics", action="store_true", help="notifications alone: no Prometheus metrics on the 'on' servers"
+    )
     args = parser.parse_args()
     rounds = args.rounds or (2 if args.quick else 3)
     seconds, blobs, connections = (4, 200, 64) if args.quick else (10, 600, 64)
@@ -114,7 +133,17 @@ def main() -> int:
     assert no_pulls.config is not None
     on.config["notifications"] = {"endpoints": [endpoint]}
     no_pulls.config["notifications"] = {"endpoints": [{**endpoint, "ignore": {"actions": ["pull"]}}]}
+    if not args.no_metrics:  # the issue's cost: metrics and notifications on against both off
+        on, no_pulls = (_metrics_on(server) for server in (on, no_pulls))
     pair: list[Server] = [off, on, no_pulls]
+    if not args.no_distribution:
+        dist_off = servers.distribution(tmp / "dist-off", "Distribution off")
+        dist_on = servers.distribution(tmp / "dist-on", "Distribution on")
+        assert dist_on.config is not None
+        dist_on.config["notifications"] = {
+            "endpoints": [{"name": "bench", "url": receiver.url, "timeout": "5s", "threshold": 5, "backoff": "1s"}]
+        }
+        pair += [dist_off, dist_on if args.no_metrics else _metrics_on(dist_on)]
     results: dict[str, dict[str, list[float]]] = {}
     failures: list[str] = []
 
@@ -160,15 +189,22 @@ def main() -> int:
             server.stop()
         receiver.stop()
 
-    print("| figure | notifications off | on | on / off | on, pulls ignored | pulls ignored / off |")
-    print("|---|---|---|---|---|---|")
+    print("| figure | notifications off | on | on / off | on, pulls ignored | pulls ignored / off |", end="")
+    print(
+        "" if args.no_distribution else " Distribution off | Distribution on | on / off | ours on / Distribution on |"
+    )
+    print("|---|---|---|---|---|---|" + ("" if args.no_distribution else "---|---|---|---|"))
     for figure, by_server in results.items():
-        off_median = statistics.median(by_server["off"])
-        on_median, quiet_median = statistics.median(by_server["on"]), statistics.median(by_server[no_pulls.name])
-        print(
+        median = {name: statistics.median(values) for name, values in by_server.items()}
+        off_median, on_median, quiet_median = median["off"], median["on"], median[no_pulls.name]
+        row = (
             f"| {figure} | {off_median:,.0f} | {on_median:,.0f} | {on_median / off_median:.2f} "
             f"| {quiet_median:,.0f} | {quiet_median / off_median:.2f} |"
         )
+        if not args.no_distribution:
+            d_off, d_on = median["Distribution off"], median["Distribution on"]
+            row += f" {d_off:,.0f} | {d_on:,.0f} | {d_on / d_off:.2f} | {on_median / d_on:.2f} |"
+        print(row)
     print()
     print(f"events received: {receiver.events:,} (envelopes of up to {args.batch})")
     for failure in failures:

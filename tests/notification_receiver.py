@@ -29,6 +29,8 @@ class Receiver:
     """What every POST is answered with; anything but 2xx is a failed delivery for the registry."""
     deliveries: list[Delivery] = field(default_factory=list)
     attempts: int = 0
+    limit: int | None = None
+    """The most deliveries it takes; past them it answers 503, as if it had gone down."""
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
@@ -47,9 +49,10 @@ class Receiver:
         body = await request.read()
         with self._lock:
             self.attempts += 1
-            if self.status < 300:
+            status = 503 if self.limit is not None and len(self.deliveries) >= self.limit else self.status
+            if status < 300:
                 self.deliveries.append(Delivery(dict(request.headers), json.loads(body)))
-        return web.Response(status=self.status)
+        return web.Response(status=status)
 
     def start(self) -> Receiver:
         ready = threading.Event()

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -403,3 +404,121 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_recorded_pull_events_leave_the_caches_warm_and_changes_still_show_at_once(
+    make_registry: Callable[..., RegistryProcess], receiver: Receiver
+) -> None:
+    """Pull events, delivery cursors and the delivery lease are written every second while pulls run; they change
+    no registry data, so the per-process caches keep what they hold (a write per second emptying them would make
+    every pull after it go to the database). A change of a tag still shows in the very next pull."""
+    debug_port = free_port()
+    metrics = {"debug": {"addr": f"127.0.0.1:{debug_port}", "prometheus": {"enabled": True}}}
+    config = {**notifying(receiver), "http": metrics}
+    server = make_registry(extra_config=config, workers=1)
+    repo = unique_repo("warm")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        first, second = image_manifest(client, repo, layers=1), image_manifest(client, repo, layers=1)
+        push(client, repo, first, "v1")
+        assert get_manifest(client, repo, "v1").status_code == 200  # fills the caches
+        receiver.wait_for(lambda got: any(e["action"] == "pull" for e in got))  # its event was written and sent
+        time.sleep(1.2)  # the cache tallies reach the metrics once a second
+        misses_before = _cache_misses(debug_port)
+        pulls = 0
+        deadline = time.monotonic() + 3.5  # several flushes of pull events, and cursor writes after them
+        while time.monotonic() < deadline:
+            answer = get_manifest(client, repo, "v1")
+            assert answer.status_code == 200
+            assert answer.headers["Docker-Content-Digest"] == first.digest
+            pulls += 1
+            time.sleep(0.05)
+        receiver.wait_for(lambda got: sum(e["action"] == "pull" for e in got) == pulls + 1)
+        time.sleep(1.2)  # the cache tallies reach the metrics once a second
+        assert _cache_misses(debug_port) == misses_before, "a pull event's write emptied the caches"
+
+        push(client, repo, second, "v1")  # the tag moves: the next pull sees it, cached or not
+        answer = get_manifest(client, repo, "v1")
+        assert answer.headers["Docker-Content-Digest"] == second.digest
+
+
+def _cache_misses(debug_port: int) -> float:
+    samples = scrape(debug_port)
+    return total(samples, "registry_cache_requests_total", cache="tags", result="miss") + total(
+        samples, "registry_cache_requests_total", cache="manifests", result="miss"
+    )
+
+
+def test_a_batch_of_pull_events_given_in_part_resumes_after_a_restart_without_repeats(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    """A worker writes its pull events as one outbox row per batch; an endpoint taking one event per envelope is
+    given such a row in several envelopes. Stopped in the middle of a row, the registry remembers how much of it
+    went out: after the restart the rest of the row arrives, nothing twice and nothing lost."""
+    receiver = Receiver(status=503).start()  # up, refusing everything until the test says otherwise
+    server = make_registry(extra_config=notifying(receiver, batch=1, threshold=1, backoff="50ms"), workers=1)
+    repo, pulls = unique_repo("pull-batch"), 60
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            push(client, repo, image_manifest(client, repo, layers=1), "v1")  # 3 push events, one row each
+
+            def pull(_: int) -> str:
+                answer = get_manifest(client, repo, "v1")
+                assert answer.status_code == 200
+                return answer.headers["X-Request-Id"]
+
+            with ThreadPoolExecutor(8) as pool:
+                request_ids = set(pool.map(pull, range(pulls)))
+        database = server.data_dir / "registry.db"
+        _wait_for(lambda: sum(len(p.split("\n")) for p in _outbox(database)) == 3 + pulls)
+        sizes = [len(payload.split("\n")) for payload in _outbox(database)]
+        assert max(sizes) > 1, f"pull events were not batched: {sizes}"
+        row = next(i for i, size in enumerate(sizes) if size > 1)
+        receiver.limit, receiver.status = sum(sizes[:row]) + 2, 200  # ends two events into that row
+        _wait_for(lambda: len(receiver.deliveries) == receiver.limit and receiver.attempts > receiver.limit)
+        server.restart()  # a clean stop stores where the endpoint stands: inside the row
+        with sqlite3.connect(database) as db:
+            assert db.execute("SELECT given FROM event_cursors").fetchone() == (2,)
+        receiver.limit = None
+        events = receiver.wait_for(lambda got: len(got) >= 3 + pulls)
+        time.sleep(1.5)  # nothing more comes
+        events = receiver.events
+        assert len(events) == 3 + pulls
+        assert len({e["id"] for e in events}) == len(events)
+        assert {e["request"]["id"] for e in events if e["action"] == "pull"} == request_ids
+        assert [e["action"] for e in events[:3]] == ["push"] * 3
+    finally:
+        receiver.stop()
+
+
+def _outbox(database: Any) -> list[str]:
+    with sqlite3.connect(database) as db:
+        return [payload for (payload,) in db.execute("SELECT payload FROM events ORDER BY id")]
+
+
+def test_pull_events_a_moment_old_survive_sigkill(make_registry: Callable[..., RegistryProcess]) -> None:
+    """What docs/notifications.md promises pull events: a SIGKILL loses at most a worker's last ~100 ms of them.
+    Pulls half a second old are in the outbox: killed and restarted, the registry delivers every one."""
+    receiver = Receiver()  # nothing listens yet: every delivery fails
+    server = make_registry(extra_config=notifying(receiver, batch=50), workers=2)
+    repo = unique_repo("pull-kill")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            push(client, repo, image_manifest(client, repo, layers=1), "v1")
+        for _ in range(10):
+            with httpx.Client(base_url=server.url, timeout=30) as client:  # a connection each: both workers
+                assert get_manifest(client, repo, "v1").status_code == 200
+        time.sleep(0.5)
+        workers = _worker_pids(server)
+        assert server.proc is not None
+        os.killpg(server.proc.pid, signal.SIGKILL)  # no clean stop: nothing is flushed on the way out
+        server.proc.wait()
+        for pid in workers:
+            _wait_gone(pid)
+        server.proc = None
+        server.start()
+        receiver.start()
+        receiver.wait_for(lambda got: len(got) >= 13)
+        time.sleep(1.5)  # nothing more comes
+        assert sorted(e["action"] for e in receiver.events) == ["pull"] * 10 + ["push"] * 3
+    finally:
+        receiver.stop()

@@ -4,7 +4,11 @@ space drops below `storage.minfree`, and when the database goes away; and 200 ag
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -166,3 +170,95 @@ def test_readiness_follows_the_database(
         postgres.start()
     readiness_becomes(server.url, 200, timeout=30)
     assert httpx.get(f"{server.url}/v2/_catalog").status_code == 200
+
+
+class Downstream:
+    """A real HTTP server on loopback answering HEAD with a status the test sets, recording the headers it got."""
+
+    def __init__(self) -> None:
+        owner = self
+        self.status = 200
+        self.headers: list[dict[str, str]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self) -> None:
+                owner.headers.append(dict(self.headers))
+                self.send_response(owner.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def listen(port: int) -> socket.socket:
+    """A TCP listener on `port` that accepts every connection and closes it, until the socket is closed."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(16)
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # closed by the test
+            while True:
+                listener.accept()[0].close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener
+
+
+def test_file_http_and_tcp_checks_turn_readiness_503_and_back(
+    make_registry: Callable[..., RegistryProcess], tmp_path: Path
+) -> None:
+    """Distribution's `health.file`, `health.http` and `health.tcp`, against a real file, a real HTTP server and a
+    real TCP listener: each failure shows in `/readyz` (by name) and `/debug/health` (with the reason), and readiness
+    comes back once it is repaired."""
+    flag, downstream, tcp_port = tmp_path / "maintenance", Downstream(), free_port()
+    listener = listen(tcp_port)
+    uri = f"http://127.0.0.1:{downstream.port}/ping"
+    checks = {"interval": "200ms", "threshold": 1}
+    debug_port = free_port()
+    config = fast_health(
+        debug_port,
+        file=[{"file": str(flag), **checks}],
+        http=[{"uri": f"{uri}?token=s3cret", "headers": {"X-Probe": ["registry"]}, "timeout": "2s", **checks}],
+        tcp=[{"addr": f"127.0.0.1:{tcp_port}", "timeout": "2s", **checks}],
+    )
+    server = make_registry(workers=2, extra_config=config)
+    debug = f"http://127.0.0.1:{debug_port}/debug/health"
+    try:
+        body = readiness_becomes(server.url, 200)
+        assert {str(flag), uri, f"127.0.0.1:{tcp_port}"} <= set(body["checks"]), body
+        assert downstream.headers[-1]["X-Probe"] == "registry"
+
+        flag.write_text("down for maintenance\n")
+        assert readiness_becomes(server.url, 503)["failing"] == [str(flag)]
+        assert "file exists" in httpx.get(debug).json()[str(flag)]
+        flag.unlink()
+        readiness_becomes(server.url, 200)
+
+        downstream.status = 500
+        assert readiness_becomes(server.url, 503)["failing"] == [uri], "named without its query (the token)"
+        assert "500" in httpx.get(debug).json()[uri]
+        downstream.status = 200
+        readiness_becomes(server.url, 200)
+
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread: the port refuses connections
+        listener.close()
+        assert readiness_becomes(server.url, 503)["failing"] == [f"127.0.0.1:{tcp_port}"]
+        assert httpx.get(debug).status_code == 503
+        listener = listen(tcp_port)
+        readiness_becomes(server.url, 200)
+        assert httpx.get(debug).json() == {}
+    finally:
+        listener.close()
+        downstream.stop()

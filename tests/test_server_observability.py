@@ -7,6 +7,7 @@ done: the scrape sees every worker's counts."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -300,3 +301,36 @@ def test_request_id_on_every_response(make_registry: Callable[..., RegistryProce
     ids = [answer.headers["X-Request-Id"] for answer in answers]
     assert len(set(ids)) == len(ids), ids
     assert too_long.headers["X-Request-Id"] != "x" * 200
+
+
+def test_uploads_in_progress_count_every_workers_sessions(make_registry: Callable[..., RegistryProcess]) -> None:
+    """`registry_upload_sessions` is the registry's uploads in progress, whichever worker began them: counted from
+    the metadata store at scrape time, not per process. Finishing or cancelling an upload takes it off."""
+    debug_port = free_port()
+    server = make_registry(workers=2, extra_config=metrics_config(debug_port))
+    repo = unique_repo("uploads-gauge")
+    locations = []
+    for _ in range(10):
+        with fresh(server.url) as client:  # a connection each: both workers begin uploads
+            begun = client.post(f"/v2/{repo}/blobs/uploads/")
+            assert begun.status_code == 202
+            locations.append(begun.headers["Location"])
+    pids = {line["pid"] for line in access_lines(server) if line["http.request.uri"].endswith("/blobs/uploads/")}
+    assert len(pids) == 2, f"both workers should have begun uploads, saw {pids}"
+    uploads_become(debug_port, 10)
+
+    blob = os.urandom(1000)
+    with fresh(server.url) as client:
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        finished = client.put(locations[0], params={"digest": digest}, content=blob)
+        assert finished.status_code == 201
+        assert client.delete(locations[1]).status_code == 204
+    uploads_become(debug_port, 8)
+
+
+def uploads_become(debug_port: int, expected: float, timeout: float = 20.0) -> None:
+    """Scrape until the gauge shows `expected` (store figures are computed at most every 5 s)."""
+    deadline = time.monotonic() + timeout
+    while (seen := value(scrape(debug_port), "registry_upload_sessions")) != expected:
+        assert time.monotonic() < deadline, f"registry_upload_sessions stayed {seen}, expected {expected}"
+        time.sleep(0.5)

@@ -244,7 +244,8 @@ def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
 
 
 def _add_checks(monitor: HealthMonitor, config: Config, driver: Base, store: AsyncMetadataStore) -> None:
-    """The checks `health` enables: storage (writable; free space above `storage.minfree`) and the database."""
+    """The checks `health` enables: storage (writable; free space above `storage.minfree`), the database, and the
+    files, URLs and addresses listed under `health.file`, `health.http` and `health.tcp`."""
 
     def add(name: str, probe: Probe, section: CheckSection) -> None:
         monitor.add(Check(name, probe, section.interval, section.threshold))
@@ -257,3 +258,12 @@ def _add_checks(monitor: HealthMonitor, config: Config, driver: Base, store: Asy
             add("diskspace", probes.free_space(config.storage), storage)
     if config.health.database.enabled:
         add("database", probes.database(store, migrate.head()), config.health.database)
+    # Distribution's listed checks, named as it names them (an HTTP check's URL without credentials or query)
+    for listed in config.health.file:
+        monitor.add(Check(listed.file, probes.file_absent(listed.file), listed.interval, max(1, listed.threshold)))
+    for http in config.health.http:
+        probe = probes.http_answers(http.uri, http.headers, http.statuscode, http.timeout)
+        monitor.add(Check(probes.check_name(http.uri), probe, http.interval, max(1, http.threshold)))
+    for tcp in config.health.tcp:
+        probe = probes.tcp_accepts(tcp.addr, tcp.timeout)
+        monitor.add(Check(tcp.addr, probe, tcp.interval, max(1, tcp.threshold)))

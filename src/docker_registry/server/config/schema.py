@@ -389,6 +389,44 @@ class CheckSection(Section):
         return self
 
 
+class _ListedCheck(Section):
+    """What Distribution's `health.file`, `health.http` and `health.tcp` entries share (its defaults: 10 s, and a
+    threshold of 0, which fails at the first failure as 1 does)."""
+
+    interval: Duration = Field(10.0, description="time between two runs of the check, in the background")
+    threshold: NonNegativeInt = Field(
+        0, description="failures in a row after which the check makes the registry unhealthy (0 and 1: the first)"
+    )
+
+    @model_validator(mode="after")
+    def _interval(self) -> _ListedCheck:
+        if self.interval <= 0:
+            raise problem("interval must be above zero")
+        return self
+
+
+class FileCheckSection(_ListedCheck):
+    file: Text = Field(description="the path checked: unhealthy while a file (or anything) exists there")
+
+
+class HTTPCheckSection(_ListedCheck):
+    uri: Text = Field(description="the URL sent a HEAD request")
+    headers: Headers = Field(default_factory=dict, description="map of header name to a list of values, sent with it")
+    statuscode: PositiveInt = Field(200, description="the status the answer must have")
+    timeout: Duration = Field(0.0, description="the most one request may take (0: the check's own limit)")
+
+    @model_validator(mode="after")
+    def _url(self) -> HTTPCheckSection:
+        if not self.uri.startswith(("http://", "https://")):
+            raise problem(f"uri must be an http:// or https:// URL, got {self.uri!r}")
+        return self
+
+
+class TCPCheckSection(_ListedCheck):
+    addr: Address = Field(description="`host:port` that must accept a connection")
+    timeout: Duration = Field(0.0, description="the most connecting may take (0: the check's own limit)")
+
+
 class HealthConfig(Section):
     storagedriver: CheckSection = Field(
         default_factory=CheckSection,
@@ -402,9 +440,21 @@ class HealthConfig(Section):
         description="while a check fails, answer 503 UNAVAILABLE to API requests too (Distribution's behaviour), "
         "not only to `/readyz` and `/debug/health`",
     )
-    file: Annotated[object, NOT_YET] = Field(None, exclude=True)
-    http: Annotated[object, NOT_YET] = Field(None, exclude=True)
-    tcp: Annotated[object, NOT_YET] = Field(None, exclude=True)
+    file: list[FileCheckSection] = Field(
+        default_factory=list,
+        description="files whose presence makes the registry unhealthy (`{file, interval: 10s, threshold: 0}`), "
+        "e.g. a maintenance flag an operator creates to take a node out of a load balancer",
+    )
+    http: list[HTTPCheckSection] = Field(
+        default_factory=list,
+        description="URLs that must answer `statuscode` to a HEAD request (`{uri, headers, statuscode: 200, "
+        "timeout: 0s, interval: 10s, threshold: 0}`; a timeout of 0 leaves the check's own limit, the larger of its "
+        "interval and 10 s)",
+    )
+    tcp: list[TCPCheckSection] = Field(
+        default_factory=list,
+        description="addresses that must accept a TCP connection (`{addr, timeout: 0s, interval: 10s, threshold: 0}`)",
+    )
 
 
 # --- ours: database, validation ------------------------------------------------------------------------------------

@@ -6,12 +6,16 @@ import asyncio
 import contextlib
 import os
 import secrets
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
 
 from docker_registry.core import exceptions
 from docker_registry.core.driver import Base
 
 from ..config import StorageConfig
-from ..config.values import space_floor
+from ..config.values import space_floor, split_addr
 from ..store.facade import AsyncMetadataStore
 from .monitor import Probe
 
@@ -71,3 +75,52 @@ def database(store: AsyncMetadataStore, expected_revision: str | None) -> Probe:
             )
 
     return probe
+
+
+def file_absent(path: str) -> Probe:
+    """Distribution's file check: unhealthy while something exists at `path` (an operator's maintenance flag)."""
+
+    async def probe() -> None:
+        if await asyncio.to_thread(os.path.lexists, path):
+            raise RuntimeError(f"file exists: {path}")
+
+    return probe
+
+
+def http_answers(uri: str, headers: Mapping[str, Sequence[str]], status: int, timeout: float) -> Probe:
+    """Distribution's HTTP check: a HEAD request to `uri` answered with `status` (a redirect is followed, as Go's
+    client does). A session per run: checks run seconds apart, and nothing is left open in between."""
+    sent = [(name, value) for name, values in headers.items() for value in values]
+
+    async def probe() -> None:
+        limit = aiohttp.ClientTimeout(total=timeout or None)
+        async with (
+            aiohttp.ClientSession(timeout=limit) as session,
+            session.head(uri, headers=sent, allow_redirects=True) as answer,
+        ):
+            if answer.status != status:
+                raise RuntimeError(f"downstream service returned unexpected status: {answer.status}")
+
+    return probe
+
+
+def tcp_accepts(addr: str, timeout: float) -> Probe:
+    """Distribution's TCP check: a connection to `addr` is accepted (and closed at once)."""
+    host, port = split_addr(addr)
+
+    async def probe() -> None:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host or "127.0.0.1", port), timeout or None)
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+    return probe
+
+
+def check_name(uri: str) -> str:
+    """An HTTP check's name: its URL without credentials or query (names are shown on the main port's `/readyz`)."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

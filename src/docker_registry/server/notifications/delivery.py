@@ -5,7 +5,8 @@ it by renewing. A holder that stops renewing (a stopped node) is replaced once t
 this host (SIGKILL, OOM killer) at once, since the lease names its process (`process_identity`). On a clean stop
 the holder gives the lease up.
 
-Per endpoint, events are read from the outbox after the endpoint's cursor, in id order. They are POSTed in
+Per endpoint, events are read from the outbox after the endpoint's cursor, in id order (a row is one event, or a
+worker's batch of pull events, one per line: the cursor counts the events of a row already given). They are POSTed in
 Distribution's envelope, one each as Distribution does (or up to the endpoint's `batch`), and retried until the
 endpoint takes them (2xx or 3xx): at once while failures in a row stay below `threshold`, then every `backoff`.
 Only then does the cursor move past them, so a crash between the answer and the cursor's write sends those events
@@ -22,6 +23,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -29,7 +31,7 @@ import aiohttp
 from ..config.notifications import EndpointSection, NotificationsConfig
 from ..registry.process_identity import is_dead, this_process
 from ..store.metadata import MetadataStore
-from ..store.models import StoredEvent
+from ..store.models import Cursor, StoredEvent
 from .envelope import MEDIA_TYPE, envelope
 from .stats import Stats
 
@@ -47,8 +49,31 @@ PRUNE_SECONDS = 30.0
 ERROR_PAUSE = 5.0
 CURSOR_SECONDS = 1.0
 """While events flow, an endpoint's cursor is stored at most this often (and always once it is up to date or
-delivery stops): every commit empties the per-process caches of every worker (`registry.cache`), so a cursor
-write per envelope would cost pulls dearly. A crash may thus send up to this much of an endpoint's events again."""
+delivery stops): a write per envelope would cost a transaction per envelope. A crash may thus send up to this much
+of an endpoint's events again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One event read from the outbox, and where the endpoint's cursor stands once it was given."""
+
+    created_at: float
+    payload: str
+    after: Cursor
+
+
+def unpack(rows: list[StoredEvent], start: Cursor) -> list[Pending]:
+    """The events of `rows` (read after `start.position`) that `start` has not given yet, in order."""
+    pending: list[Pending] = []
+    for number, row in enumerate(rows):
+        payloads = row.payload.split("\n")
+        skip = start.given if number == 0 else 0
+        last = len(payloads)
+        for index in range(skip, last):
+            # within a row the cursor names the row before it: ids are committed in order, none appears between
+            after = Cursor(row.id) if index + 1 == last else Cursor(row.id - 1, index + 1)
+            pending.append(Pending(row.created_at, payloads[index], after))
+    return pending
 
 
 class LostLease(Exception):
@@ -62,9 +87,9 @@ class Deliverer:
         self._stats = stats
         self._holder = uuid.uuid4().hex
         self._lease_until = 0.0
-        self._cursors: dict[str, int] = {}
+        self._cursors: dict[str, Cursor] = {}
         """Each endpoint's cursor as stored."""
-        self._positions: dict[str, int] = {}
+        self._positions: dict[str, Cursor] = {}
         """Each endpoint's last event delivered (or skipped): the cursor follows within `CURSOR_SECONDS`."""
         self._saved_at: dict[str, float] = {}
         self._pruned_at = time.monotonic()
@@ -146,7 +171,7 @@ class Deliverer:
         if not self._cursors:
             return
         try:
-            removed = await asyncio.to_thread(self._store.prune_events, min(self._cursors.values()))
+            removed = await asyncio.to_thread(self._store.prune_events, min(c.position for c in self._cursors.values()))
         except Exception as error:
             log.warning("notifications: cannot prune delivered events: %s", error)
             return
@@ -172,39 +197,47 @@ class Deliverer:
         stats = self._stats.endpoints[endpoint.name]
         while True:
             position = self._positions[endpoint.name]
-            batch = await asyncio.to_thread(self._store.events_after, position, BATCH)
-            if not batch:
+            rows = await asyncio.to_thread(self._store.events_after, position.position, BATCH)
+            if not rows:
                 stats.pending = 0
                 await self._save_cursor(endpoint.name, force=True)
                 return
             last = await asyncio.to_thread(self._store.last_event_id)
-            stats.pending = max(0, last - position)
+            batch = unpack(rows, position)
+            beyond = max(0, last - rows[-1].id)  # rows not read yet: counted as one event each
+            stats.pending = len(batch) + beyond
             if not self._holds_lease():
                 raise LostLease()
             wanted = []
-            if not endpoint.filters and not any(self._too_old(stored) for stored in batch):
+            if not endpoint.filters and not any(self._too_old(pending) for pending in batch):
                 wanted = batch  # nothing to read in the events: no rules, none too old
-            for stored in batch if wanted is not batch else ():
-                payload = json.loads(stored.payload)
+            for pending in batch if wanted is not batch else ():
+                payload = json.loads(pending.payload)
                 target = payload.get("target", {})
                 if endpoint.ignores(payload.get("action", ""), target.get("mediaType")):
                     continue
-                if self._too_old(stored):
+                if self._too_old(pending):
                     self._drop(endpoint, payload)
                     continue
-                wanted.append(stored)
-            while wanted:
-                sent = await self._send(endpoint, wanted[: endpoint.batch])
-                stats.delivered += sent
+                wanted.append(pending)
+            start = 0  # an index, not a shorter list each time: a backlog of batched pulls is 100,000 events
+            while start < len(wanted):
+                envelope_events = wanted[start : start + endpoint.batch]
+                sent = await self._send(endpoint, envelope_events)
                 if sent:
-                    self._positions[endpoint.name] = wanted[sent - 1].id
+                    stats.delivered += sent
+                    start += sent
+                    self._positions[endpoint.name] = envelope_events[sent - 1].after
+                    stats.pending = len(wanted) - start + beyond
                     await self._save_cursor(endpoint.name)
-                for stored in wanted[sent:]:
-                    if self._too_old(stored):
-                        self._drop(endpoint, json.loads(stored.payload))
-                wanted = [stored for stored in wanted[sent:] if not self._too_old(stored)]
-            self._positions[endpoint.name] = batch[-1].id  # past what was ignored or dropped too
-            stats.pending = max(0, last - batch[-1].id)
+                    continue
+                # the oldest of them grew older than `maxage` while it was retried: drop every such one
+                for pending in wanted[start:]:
+                    if self._too_old(pending):
+                        self._drop(endpoint, json.loads(pending.payload))
+                wanted, start = [pending for pending in wanted[start:] if not self._too_old(pending)], 0
+            self._positions[endpoint.name] = Cursor(rows[-1].id)  # past what was ignored or dropped too
+            stats.pending = beyond
 
     async def _save_cursor(self, name: str, force: bool = False) -> None:
         """Store the endpoint's position as its cursor: when forced, else at most every `CURSOR_SECONDS`."""
@@ -218,8 +251,8 @@ class Deliverer:
         self._cursors[name] = position
         self._saved_at[name] = time.monotonic()
 
-    def _too_old(self, stored: StoredEvent) -> bool:
-        return stored.created_at < time.time() - self._settings.events.maxage
+    def _too_old(self, pending: Pending) -> bool:
+        return pending.created_at < time.time() - self._settings.events.maxage
 
     def _drop(self, endpoint: EndpointSection, payload: dict[str, Any]) -> None:
         log.warning(
@@ -231,12 +264,12 @@ class Deliverer:
         )
         self._stats.endpoints[endpoint.name].dropped += 1
 
-    async def _send(self, endpoint: EndpointSection, events: list[StoredEvent]) -> int:
+    async def _send(self, endpoint: EndpointSection, events: list[Pending]) -> int:
         """POST `events` in one envelope until the endpoint takes them, and return how many it took (all of them);
         0 once the oldest of them is older than `maxage`: the caller drops what is too old and sends the rest."""
         assert self._session is not None
         stats = self._stats.endpoints[endpoint.name]
-        body = envelope([stored.payload for stored in events])
+        body = envelope([pending.payload for pending in events])
         headers = [(name, value) for name, values in endpoint.headers.items() for value in values]
         headers.append(("Content-Type", MEDIA_TYPE))
         timeout = aiohttp.ClientTimeout(total=endpoint.timeout)

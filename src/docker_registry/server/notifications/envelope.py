@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from ..registry.events import Target
 from ..store.models import Descriptor
 
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+_PLAIN = re.compile(r"[A-Za-z0-9._:+=/-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,20 +44,19 @@ class Ids:
     draws its own prefix: it would otherwise count on from its parent's, as its siblings do."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
+        self.reset()
+
+    def reset(self) -> None:
+        prefix = uuid.uuid4().hex
+        self._prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
         self._count = itertools.count()
 
     def next(self) -> str:
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            prefix = uuid.uuid4().hex
-            self._prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
-            self._count = itertools.count()
         return f"{self._prefix}{next(self._count):012x}"
 
 
 ids = Ids()
+os.register_at_fork(after_in_child=ids.reset)
 _second: tuple[int, str] = (-1, "")
 
 
@@ -101,32 +102,59 @@ def _target(target: Target, base_url: str, include_references: bool) -> dict[str
     return t
 
 
-def event(
-    action: str,
-    target: Target,
-    request: RequestRecord,
-    source: dict[str, str],
-    when: float,
-    include_references: bool,
-) -> str:
-    """One event as JSON text, ready to be stored and later put in an envelope unchanged."""
-    req: dict[str, str] = {"id": request.id}
-    if request.addr:
-        req["addr"] = request.addr
-    if request.host:
-        req["host"] = request.host
-    req["method"] = request.method
-    req["useragent"] = request.useragent
-    document = {
-        "id": ids.next(),
-        "timestamp": timestamp(when),
-        "action": action,
-        "target": _target(target, request.base_url, include_references),
-        "request": req,
-        "actor": {"name": request.actor} if request.actor else {},
-        "source": source,
-    }
-    return json.dumps(document, separators=(",", ":"))
+class Events:
+    """Builds events as JSON text, ready to be stored and later put in an envelope unchanged.
+
+    What repeats from one event to the next is serialized once per `Events`: a batch of pull events mostly repeats
+    a few targets (most of an event's text) and a few clients (a request's fields but its id), and the source never
+    changes. Ids and timestamps need no escaping; everything else goes through `json.dumps`."""
+
+    def __init__(self, source: dict[str, str], include_references: bool) -> None:
+        self._source = _dumps(source)
+        self._include_references = include_references
+        self._targets: dict[tuple[Target, str], str] = {}
+        self._requests: dict[tuple[str, str, str, str, str | None], str] = {}
+
+    def event(self, action: str, target: Target, request: RequestRecord, when: float) -> str:
+        if target.references:  # a pushed manifest (its references are a list): not repeated, nor hashable
+            target_json = _dumps(_target(target, request.base_url, self._include_references))
+        else:
+            key = (target, request.base_url)
+            cached = self._targets.get(key)
+            if cached is None:
+                cached = self._targets[key] = _dumps(_target(target, request.base_url, False))
+            target_json = cached
+        client = (request.addr, request.host, request.method, request.useragent, request.actor)
+        rest = self._requests.get(client)
+        if rest is None:
+            rest = self._requests[client] = self._request_rest(request)
+        return (
+            f'{{"id":"{ids.next()}","timestamp":"{timestamp(when)}","action":"{action}","target":{target_json},'
+            f'"request":{{"id":{_request_id(request.id)}{rest}'
+        )
+
+    def _request_rest(self, request: RequestRecord) -> str:
+        """The event's text after the request's id: the request's other fields, the actor and the source."""
+        req: dict[str, str] = {}
+        if request.addr:
+            req["addr"] = request.addr
+        if request.host:
+            req["host"] = request.host
+        req["method"] = request.method
+        req["useragent"] = request.useragent
+        fields = _dumps(req)[1:-1]
+        actor = _dumps({"name": request.actor}) if request.actor else "{}"
+        return f',{fields}}},"actor":{actor},"source":{self._source}}}'
+
+
+def _request_id(value: str) -> str:
+    """The request id as JSON: `http.requestid` only keeps ids of characters JSON never escapes (the common case
+    skips `json.dumps`)."""
+    return f'"{value}"' if _PLAIN.fullmatch(value) else _dumps(value)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def envelope(payloads: Sequence[str]) -> bytes:

@@ -2,8 +2,10 @@
 
 The request is found through a context variable the middleware sets, so the registry logic passes no HTTP detail
 down. Changes get their records at once (the store writes them in the change's transaction). Pulls only note what
-was served; a task turns the notes into records and writes them in batches every `FLUSH_SECONDS`, so a pull never
-waits for the database. Those are not durable: a crash loses at most the last fraction of a second of pull events.
+was served; a task turns the notes into events every `FLUSH_SECONDS` (sooner once `ROW_EVENTS` wait) and writes
+them as one outbox row per `ROW_EVENTS`, in a transaction that neither waits for the disk nor empties any worker's
+caches, so a pull never waits for the database and costs it a fraction of a row. Those are not durable: a SIGKILL
+loses at most the last `FLUSH_SECONDS` of a worker's pull events (a power loss also what the disk had not taken).
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from ..http.context import user
 from ..registry.events import Action, Target
 from ..store.facade import AsyncMetadataStore
 from ..store.models import EventRecord
-from .envelope import RequestRecord, event
+from .envelope import Events, RequestRecord
 from .stats import Stats
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 1.0
+FLUSH_SECONDS = 0.1
+ROW_EVENTS = 1000
+"""Pull events in one outbox row (one JSON document per line); as many waiting wake the flusher early."""
 MAX_BUFFERED_PULLS = 50_000
 """Pull notes kept while the database cannot take them; beyond, the oldest are lost (and counted)."""
 
@@ -70,13 +74,14 @@ class Recorder:
 
     def __init__(self, settings: NotificationsConfig, http_port: int, store: AsyncMetadataStore, stats: Stats) -> None:
         self._settings = settings
-        self._include_references = settings.events.includereferences
         self._store = store
         self._stats = stats
         self._source = {"addr": f"{socket.gethostname()}:{http_port}", "instanceID": str(uuid.uuid4())}
         self._wanted: dict[tuple[str, str | None], bool] = {}
         self._pulls: list[tuple[float, Target, RequestRecord]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._full = asyncio.Event()
+        self._stopping = False
 
     def _wants(self, action: str, media_type: str | None) -> bool:
         """True when some endpoint takes events of `action` on `media_type` (cached: a handful of combinations)."""
@@ -86,15 +91,15 @@ class Recorder:
             wanted = self._wanted[key] = any(not e.ignores(action, media_type) for e in self._settings.enabled)
         return wanted
 
-    def _event(self, action: Action, target: Target, request: RequestRecord, when: float) -> EventRecord:
-        return EventRecord(when, event(action, target, request, self._source, when, self._include_references))
+    def _events(self) -> Events:
+        return Events(self._source, self._settings.events.includereferences)
 
     def record(self, action: Action, targets: Sequence[Target]) -> list[EventRecord]:
         wanted = [t for t in targets if self._wants(action, t.media_type)]
         if not wanted:
             return []
-        request, now = _request_record(_request.get()), time.time()
-        return [self._event(action, target, request, now) for target in wanted]
+        request, now, events = _request_record(_request.get()), time.time(), self._events()
+        return [EventRecord(now, events.event(action, target, request, now)) for target in wanted]
 
     def pulled(self, target: Target) -> None:
         request = _request.get()
@@ -106,23 +111,30 @@ class Recorder:
             del self._pulls[0]
             self._stats.pulls_lost += 1
         self._pulls.append((time.time(), target, _request_record(request)))
+        if len(self._pulls) == ROW_EVENTS:
+            self._full.set()
 
     # --- the pull flusher ---------------------------------------------------------------------------------------
     def start(self) -> None:
         self._flusher = asyncio.ensure_future(self._flush_forever())
 
     async def stop(self) -> None:
-        """Stop flushing, writing what is noted so far (a clean shutdown loses no pull event)."""
+        """Stop flushing, writing what is noted so far (a clean shutdown loses no pull event). The flusher is
+        let finish, not cancelled: a write cancelled while its thread runs on may be committed, and the notes it
+        held would then be written twice."""
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            self._stopping = True
+            self._full.set()
+            with contextlib.suppress(Exception):
                 await self._flusher
         with contextlib.suppress(Exception):
             await self.flush()
 
     async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), FLUSH_SECONDS)
+            self._full.clear()
             try:
                 await self.flush()
             except Exception as error:  # the database is unavailable: keep the notes for the next round
@@ -132,10 +144,15 @@ class Recorder:
         if not self._pulls:
             return
         notes, self._pulls = self._pulls, []
-        records = [self._event("pull", target, request, when) for when, target, request in notes]
+        events = self._events()  # for this batch: what repeats in it is serialized once
+        records = []
+        for first in range(0, len(notes), ROW_EVENTS):
+            row = notes[first : first + ROW_EVENTS]
+            text = "\n".join(events.event("pull", target, request, when) for when, target, request in row)
+            records.append(EventRecord(row[0][0], text))
         try:
             await self._store.record_events(records)
-        except BaseException:
+        except Exception:  # not written: a cancelled write (BaseException) may have been, so it is not retried
             self._pulls[:0] = notes  # first again, in their order
             lost = len(self._pulls) - MAX_BUFFERED_PULLS
             if lost > 0:

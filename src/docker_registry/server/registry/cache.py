@@ -1,9 +1,11 @@
 """Per-process caches of what pulls ask for most: tag targets, manifests and blob sizes per repository.
 
-Entries are dropped as soon as any process commits to the metadata store (SQLite's `data_version` tells it in
-microseconds; on PostgreSQL every write transaction sends a NOTIFY that each worker of each node listens for), so a
-pull never sees a tag or link that was moved or deleted elsewhere. Without such a signal (PostgreSQL while the
-listening connection is down) `changed()` is always true and the caches only live for the current request.
+Entries are dropped as soon as any process commits a change of registry data to the metadata store (SQLite's
+`data_version` tells it in microseconds, and a generation in the database header tells it from the notifications
+outbox's own writes; on PostgreSQL such a write transaction sends a NOTIFY that each worker of each node listens
+for: see `store.engine.signal_change`), so a pull never sees a tag or link that was moved or deleted elsewhere.
+Without such a signal (PostgreSQL while the listening connection is down) `changed()` is always true and the caches
+only live for the current request.
 """
 
 from __future__ import annotations

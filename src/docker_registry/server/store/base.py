@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from docker_registry.core.digest import Digest, parse_digest
 
-from .engine import DEFAULT_LOCK_TIMEOUT, with_retries, write_transaction
+from .engine import DEFAULT_LOCK_TIMEOUT, signal_change, with_retries, write_transaction
 from .models import EventRecord
 from .reserve import SpaceReserve
 from .tables import blobs, events, repositories, repository_blobs
@@ -104,18 +104,21 @@ class StoreBase:
     def _scalar(self, query: sa.Executable, params: dict[str, Any]) -> Any:
         return self._read(lambda conn: conn.execute(query, params).scalar())
 
-    def _write(self, work: Callable[[sa.Connection], T], *, durable: bool = True) -> T:
+    def _write(self, work: Callable[[sa.Connection], T], *, durable: bool = True, signal: bool = True) -> T:
         """Run `work` in one write transaction, again from the start while SQLite reports the database locked
         (within the lock timeout).
-        `durable=False` is for state a power loss may take anyway (see `write_transaction`)."""
+        `durable=False` is for state a power loss may take anyway, `signal=False` for writes that change nothing
+        the registry's caches hold (see `write_transaction`)."""
 
         batch_conn: sa.Connection | None = getattr(self._batch, "conn", None)
         if batch_conn is not None:
+            if signal:
+                self._batch.signal = True
             with batch_conn.begin_nested():  # a SAVEPOINT: a write that fails rolls back alone
                 return work(batch_conn)
 
         def attempt() -> T:
-            with write_transaction(self.engine, durable, self.gate) as conn:
+            with write_transaction(self.engine, durable, self.gate, signal) as conn:
                 return work(conn)
 
         return self._commit(attempt)
@@ -140,8 +143,9 @@ class StoreBase:
 
         def attempt() -> list[tuple[Any, BaseException | None]]:
             outcomes: list[tuple[Any, BaseException | None]] = []
-            with write_transaction(self.engine, durable, self.gate) as conn:
+            with write_transaction(self.engine, durable, self.gate, signal=False) as conn:
                 self._batch.conn = conn
+                self._batch.signal = False
                 try:
                     for write in writes:
                         try:
@@ -150,6 +154,8 @@ class StoreBase:
                             raise  # the database failed, not this write: the transaction is lost for all of them
                         except Exception as error:
                             outcomes.append((None, error))
+                    if self._batch.signal:  # some write of the batch asked for it (most do)
+                        signal_change(conn)
                 finally:
                     self._batch.conn = None
             return outcomes

@@ -94,11 +94,15 @@ def create_engine(url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, pool_siz
 
 @contextmanager
 def write_transaction(
-    engine: sa.Engine, durable: bool = True, gate: WriteGate | None = None
+    engine: sa.Engine, durable: bool = True, gate: WriteGate | None = None, signal: bool = True
 ) -> Iterator[sa.Connection]:
     """A write transaction, behind `gate` when given. `durable=False` commits without waiting for the disk, for
     state a power loss may take anyway (upload sessions: their chunks are not fsynced either); the next durable
-    commit carries it along, as SQLite's WAL and PostgreSQL's log are written in order."""
+    commit carries it along, as SQLite's WAL and PostgreSQL's log are written in order.
+
+    With `signal` (the default) the commit tells every worker's caches that registry data changed (see
+    `signal_change`); `signal=False` is for writes that change nothing they cache (the notifications outbox: pull
+    events, cursors, the delivery lease), which would otherwise empty them every second."""
     sqlite = engine.dialect.name == "sqlite"
     with gate.held() if gate is not None else nullcontext(), engine.connect() as conn:
         conn.execution_options(write=True)
@@ -110,12 +114,26 @@ def write_transaction(
                 _set_synchronous(conn, level)
                 conn.connection.info["synchronous"] = level
         with conn.begin():
-            if engine.dialect.name == "postgresql":
-                if not durable:
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                # delivered at commit, to every node's listener (see `notify`): their caches are dropped
-                conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+            if engine.dialect.name == "postgresql" and not durable:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            if signal:
+                signal_change(conn)
             yield conn
+
+
+def signal_change(conn: sa.Connection) -> None:
+    """Make the open write transaction, once committed, empty every worker's caches (see `Watcher`); once per
+    transaction is enough, more is harmless.
+
+    PostgreSQL: a NOTIFY, delivered at commit to every node's listener (see `notify`). SQLite: the database
+    header's `user_version` (free for applications to use; no schema change) counts such commits, and
+    `ChangeWatcher` reads it whenever `data_version` says that anything at all was committed."""
+    dialect = conn.engine.dialect.name
+    if dialect == "postgresql":
+        conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+    elif dialect == "sqlite":
+        generation = conn.exec_driver_sql("PRAGMA user_version").scalar() or 0
+        conn.exec_driver_sql(f"PRAGMA user_version = {(int(generation) + 1) % 2**31}")
 
 
 def _set_synchronous(conn: sa.Connection, level: str) -> None:
@@ -157,16 +175,19 @@ class Watcher(Protocol):
 
 
 class ChangeWatcher:
-    """Tells cheaply whether any connection committed since the last look, so per-process caches stay fresh.
+    """Tells cheaply whether any connection committed a change of registry data since the last look, so
+    per-process caches stay fresh.
 
     For SQLite, `PRAGMA data_version` on a dedicated connection changes whenever another connection commits and
-    costs microseconds. PostgreSQL has `notify.PostgresChangeWatcher`; any other database no signal at all:
-    `changed()` then always answers True.
+    costs microseconds; only then is the generation that `signal_change` counts read, so commits to the
+    notifications outbox alone (pull events, several a second) leave the caches be. PostgreSQL has
+    `notify.PostgresChangeWatcher`; any other database no signal at all: `changed()` then always answers True.
     """
 
     def __init__(self, url: str) -> None:
         self._conn: sqlite3.Connection | None = None
         self._version: int | None = None
+        self._generation: int | None = None
         path = sqlite_file(url)
         if path is not None:
             self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -179,10 +200,14 @@ class ChangeWatcher:
         if self._conn is None:
             return True
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._version:
-            self._version = version
-            return True
-        return False
+        if version == self._version:
+            return False
+        self._version = version  # before reading the generation: a commit in between shows in the next look
+        generation = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if generation == self._generation:
+            return False
+        self._generation = generation
+        return True
 
     def close(self) -> None:
         if self._conn is not None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 
 from .base import StoreBase, per_dialect
-from .models import EventRecord, Lease, StoredEvent
+from .models import Cursor, EventRecord, Lease, StoredEvent
 from .tables import event_cursors, event_lease, events
 
 _AFTER = (
@@ -26,20 +26,24 @@ _AFTER = (
     .limit(sa.bindparam("p_limit"))
 )
 _LAST_ID = sa.select(sa.func.max(events.c.id))
-_CURSORS = sa.select(event_cursors.c.endpoint, event_cursors.c.position).where(
+_CURSORS = sa.select(event_cursors.c.endpoint, event_cursors.c.position, event_cursors.c.given).where(
     event_cursors.c.endpoint.in_(sa.bindparam("p_endpoints", expanding=True))
 )
 _INSERT_CURSOR = per_dialect(
     lambda insert: (
         insert(event_cursors)
-        .values(endpoint=sa.bindparam("p_endpoint"), position=0, updated_at=sa.bindparam("p_now"))
+        .values(endpoint=sa.bindparam("p_endpoint"), position=0, given=0, updated_at=sa.bindparam("p_now"))
         .on_conflict_do_nothing(index_elements=["endpoint"])
     )
 )
 _ADVANCE = (
     event_cursors.update()
-    .where(event_cursors.c.endpoint == sa.bindparam("p_endpoint"), event_cursors.c.position == sa.bindparam("p_old"))
-    .values(position=sa.bindparam("p_new"), updated_at=sa.bindparam("p_now"))
+    .where(
+        event_cursors.c.endpoint == sa.bindparam("p_endpoint"),
+        event_cursors.c.position == sa.bindparam("p_old"),
+        event_cursors.c.given == sa.bindparam("p_old_given"),
+    )
+    .values(position=sa.bindparam("p_new"), given=sa.bindparam("p_new_given"), updated_at=sa.bindparam("p_now"))
 )
 _LEASE = sa.select(event_lease.c.holder, event_lease.c.holder_process, event_lease.c.expires_at).where(
     event_lease.c.name == sa.bindparam("p_name")
@@ -73,35 +77,44 @@ _PRUNE = events.delete().where(events.c.id <= sa.bindparam("p_position"))
 
 class EventQueries(StoreBase):
     def record_events(self, records: Sequence[EventRecord]) -> None:
-        """Events with no change of their own to go with (pulls); not waiting for the disk (they are best effort)."""
-        self._write(lambda conn: self._insert_events(conn, records), durable=False)
+        """Events with no change of their own to go with (a worker's batches of pulls, one row each); not waiting
+        for the disk (they are best effort), and not emptying any worker's caches (they change no registry data)."""
+        self._write(lambda conn: self._insert_events(conn, records), durable=False, signal=False)
 
     def events_after(self, position: int, limit: int) -> list[StoredEvent]:
         rows = self._read(lambda conn: conn.execute(_AFTER, {"p_position": position, "p_limit": limit}).all())
         return [StoredEvent(row.id, row.created_at, row.payload) for row in rows]
 
     def last_event_id(self) -> int:
-        """The id of the newest event, 0 when there is none."""
+        """The id of the newest row, 0 when there is none."""
         last: int | None = self._scalar(_LAST_ID, {})
         return last or 0
 
-    def event_cursors(self, endpoints: Sequence[str]) -> dict[str, int]:
+    def event_cursors(self, endpoints: Sequence[str]) -> dict[str, Cursor]:
         """Each endpoint's cursor, created at 0 (every event in the outbox) when it has none yet."""
 
-        def cursors(conn: sa.Connection) -> dict[str, int]:
+        def cursors(conn: sa.Connection) -> dict[str, Cursor]:
             now = time.time()
             for endpoint in endpoints:
                 conn.execute(_INSERT_CURSOR[self._dialect], {"p_endpoint": endpoint, "p_now": now})
-            return {row.endpoint: row.position for row in conn.execute(_CURSORS, {"p_endpoints": list(endpoints)})}
+            rows = conn.execute(_CURSORS, {"p_endpoints": list(endpoints)})
+            return {row.endpoint: Cursor(row.position, row.given) for row in rows}
 
-        return self._write(cursors, durable=False)
+        return self._write(cursors, durable=False, signal=False)
 
-    def advance_cursor(self, endpoint: str, old: int, new: int) -> bool:
+    def advance_cursor(self, endpoint: str, old: Cursor, new: Cursor) -> bool:
         """Move an endpoint's cursor from `old` to `new`; False when it is not at `old` (another deliverer moved it:
         this one has lost its lease). Not waiting for the disk: a cursor lost to a power failure means events are
         sent again, never lost."""
-        params = {"p_endpoint": endpoint, "p_old": old, "p_new": new, "p_now": time.time()}
-        return self._write(lambda conn: conn.execute(_ADVANCE, params).rowcount == 1, durable=False)
+        params = {
+            "p_endpoint": endpoint,
+            "p_old": old.position,
+            "p_old_given": old.given,
+            "p_new": new.position,
+            "p_new_given": new.given,
+            "p_now": time.time(),
+        }
+        return self._write(lambda conn: conn.execute(_ADVANCE, params).rowcount == 1, durable=False, signal=False)
 
     def take_lease(
         self, name: str, holder: str, process: str | None, duration: float, holder_dead: Callable[[str | None], bool]
@@ -125,11 +138,15 @@ class EventQueries(StoreBase):
             taken = conn.execute(_TAKE_LEASE, {**params, "p_previous": row.holder}).rowcount == 1
             return Lease(taken, now + duration if taken else row.expires_at)
 
-        return self._write(take, durable=False)
+        return self._write(take, durable=False, signal=False)
 
     def release_lease(self, name: str, holder: str) -> None:
-        self._write(lambda conn: conn.execute(_RELEASE_LEASE, {"p_name": name, "p_holder": holder}), durable=False)
+        self._write(
+            lambda conn: conn.execute(_RELEASE_LEASE, {"p_name": name, "p_holder": holder}), durable=False, signal=False
+        )
 
     def prune_events(self, position: int) -> int:
-        """Forget the events every endpoint has been given (ids up to `position`); how many were removed."""
-        return self._write(lambda conn: conn.execute(_PRUNE, {"p_position": position}).rowcount, durable=False)
+        """Forget the rows every endpoint has been given whole (ids up to `position`); how many were removed."""
+        return self._write(
+            lambda conn: conn.execute(_PRUNE, {"p_position": position}).rowcount, durable=False, signal=False
+        )

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from .engine import signal_change
+
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
@@ -81,10 +83,18 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
         if newest is not None and _current(engine) == newest:
             return
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
 
     cfg = _config()
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
+        before = MigrationContext.configure(conn).get_current_revision()
         command.upgrade(cfg, revision)
+        # A migration may move data: running workers (of other nodes) forget what they cached. Only then: on
+        # SQLite this transaction began deferred, and the signal's write would have to upgrade its read snapshot,
+        # which fails at once ("database is locked", no busy wait) whenever another process committed meanwhile;
+        # a migration's own DDL has taken the write lock already.
+        if MigrationContext.configure(conn).get_current_revision() != before:
+            signal_change(conn)

@@ -8,6 +8,7 @@ in every method of the store; only its columns hold them as text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from docker_registry.core.digest import Digest
 
@@ -120,10 +121,22 @@ class EventRecord:
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
+    """A row of the outbox: one event, or a worker's batch of pull events, one JSON document per line (compact JSON
+    never holds a raw newline)."""
+
     id: int
     """Increasing in commit order: delivery follows it."""
     created_at: float
+    """When the event (of a batch: the oldest of them) happened."""
     payload: str
+
+
+class Cursor(NamedTuple):
+    """Where an endpoint is in the outbox: every row up to `position` given whole, and the first `given` events of
+    the next row (a batch of pulls sent in several envelopes)."""
+
+    position: int
+    given: int = 0
 
 
 @dataclass(frozen=True, slots=True)

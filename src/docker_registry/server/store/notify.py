@@ -1,5 +1,5 @@
-"""Cross-node change signals on PostgreSQL: every write transaction sends `NOTIFY` (see
-`engine.write_transaction`), and each worker of each node listens on a connection of its own.
+"""Cross-node change signals on PostgreSQL: every write transaction that changes registry data sends `NOTIFY` (see
+`engine.signal_change`), and each worker of each node listens on a connection of its own.
 
 The listening connection's socket is watched by the worker's event loop (so notifications never pile up on an idle
 node), and each check (once per event-loop iteration, see `registry.cache`) first makes an empty-query round trip on

@@ -159,6 +159,7 @@ v1_presented = sa.Table(
 )
 
 # Notifications (issue 13): the outbox of events, one cursor per endpoint, one lease for the single deliverer.
+# A row holds one event, or a worker's batch of pull events (one JSON document per line).
 # AUTOINCREMENT on SQLite: ids are never reused after the delivered events are pruned, so a cursor stays meaningful.
 events = sa.Table(
     "events",
@@ -173,8 +174,10 @@ event_cursors = sa.Table(
     "event_cursors",
     metadata,
     sa.Column("endpoint", sa.String(255), primary_key=True),
-    # the id of the last event this endpoint has been given (or has skipped: ignored, too old)
+    # the id of the last row of events this endpoint has been given whole (or has skipped: ignored, too old)
     sa.Column("position", sa.BigInteger, nullable=False),
+    # how many events of the next row (a batch of pull events, one per line) it has been given already
+    sa.Column("given", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
