@@ -246,13 +246,35 @@ class Uploads:
     ) -> None:
         """End a session: append the last chunk if any (at `start`, when the client said where), verify everything
         against `digest`, publish and link."""
-        upload, token = await self._claim(repository, upload_id, start)
+        claimed = await self._claim_verified(repository, upload_id, digest) if chunks is None else None
+        if claimed is not None:
+            upload, token, pinned = claimed
+        else:
+            (upload, token), pinned = await self._claim(repository, upload_id, start), False
         async with self._renewing(upload.id, token):
             size = upload.size
             if chunks is not None:
                 size = await self._write(upload, token, chunks, finishing=True)
             synced = chunks is not None
-            await self._finish(upload.repository, upload.id, size, digest, synced, token, events)
+            await self._finish(upload.repository, upload.id, size, digest, synced, token, events, pinned)
+
+    async def _claim_verified(self, repository: str, upload_id: str, digest: Digest) -> tuple[Upload, str, bool] | None:
+        """For a PUT without a body whose session this process wrote last (the usual PATCH, then PUT): when the
+        running hash kept from that PATCH is `digest` already, claim the session at exactly the hashed size and
+        pin the blob in one write, instead of a claim now and a pin after verifying. None when that does not
+        apply (no running hash here, another digest, the session changed or is busy): then claim as usual.
+
+        The pin still comes only after verification: the bytes are the ones hashed while this process held the
+        claim, and the claim holds only if the session's size is still theirs."""
+        upload_id = _check_id(upload_id)
+        hasher = self._hashers.get(upload_id)
+        if hasher is None or hasher.algorithm != digest.algorithm or hasher.digest() != digest:
+            return None
+        token = str(uuid.uuid4())
+        upload, pinned = await self._store.claim_upload_pinned(
+            upload_id, repository, hasher.size, token, this_process(), digest
+        )
+        return None if upload is None else (upload, token, pinned)
 
     async def put_whole(
         self,
@@ -285,13 +307,14 @@ class Uploads:
         synced: bool,
         token: str | None = None,
         events: EventsOf | None = None,
+        pinned: bool = False,
     ) -> None:
         """Verify the session's bytes, publish the blob and link it; the session is cancelled on any error.
 
         `token` is the claim of a session's writer: a session deleted meanwhile is BLOB_UPLOAD_UNKNOWN and its blob
         stays unlinked (the bytes may have been published already; they are verified, and unreachable).
+        `pinned`: the claim pinned the blob already (`_claim_verified`).
         """
-        path = upload_path(upload_id)
         hasher = self._hashers.pop(upload_id, None)
         try:
             if hasher is None or hasher.size != size or hasher.algorithm != digest.algorithm:
@@ -299,16 +322,16 @@ class Uploads:
             if hasher.digest() != digest:
                 raise RegistryError(DIGEST_INVALID, {"digest": str(digest)})
         except BaseException:
+            if pinned:
+                with contextlib.suppress(Exception):  # else the pin expires on its own
+                    await self._store.unpin_blob(digest, upload_id)
             await self._discard(upload_id)
             raise
-        # a database that cannot pin now keeps the session, as a link that fails below does: the client retries
-        await self._pin(digest, hasher.size, upload_id)
+        if not pinned:
+            # a database that cannot pin now keeps the session, as a link that fails below does: the client retries
+            await self._pin(digest, hasher.size, upload_id)
         try:
-            stored = await self._already_stored(digest)
-            if not stored:
-                if not synced:
-                    await self._sync(path)
-                await self._publish(upload_id, blob_path(digest), hasher.size)
+            stored = await self._place(upload_id, digest, hasher.size, synced)
         except BaseException:
             with contextlib.suppress(Exception):  # else the pin expires on its own
                 await self._store.unpin_blob(digest, upload_id)
@@ -332,14 +355,29 @@ class Uploads:
                 )
             await asyncio.sleep(0.05)
 
-    async def _already_stored(self, digest: Digest) -> bool:
-        """True when a verified copy is in place already: the new bytes, verified too, need not replace it. Storage
-        is asked first: a new blob (the common case) then costs no database read."""
+    async def _place(self, upload_id: str, digest: Digest, size: int, synced: bool) -> bool:
+        """Put the verified upload at its blob's path, durable (made so here unless `synced`); True when a verified
+        copy was in place already, which the new bytes, verified too, need not replace.
+
+        A new blob (the common case) takes one storage call (`move_if_absent`) and no database read; a file found
+        at the path counts as stored only if the database knows the blob (else it is what a failed upload or an
+        unfinished collection left, and is replaced)."""
+        path = upload_path(upload_id)
+        final = blob_path(digest)
         try:
-            await self._driver.stat(blob_path(digest))
+            if await self._driver.move_if_absent(path, final, sync_source=not synced):
+                return False
         except exceptions.FileNotFoundError:
+            if size:
+                raise _gone(upload_id) from None
+            await self._driver.put_content(final, b"")  # nothing was ever written: the empty blob
             return False
-        return await self._store.known_blob_size(digest) is not None
+        if await self._store.known_blob_size(digest) is not None:
+            return True
+        if not synced:
+            await self._sync(path)
+        await self._publish(upload_id, final, size)
+        return False
 
     async def _sync(self, path: str) -> None:
         try:

@@ -67,6 +67,12 @@ class WriteQueue:
         self._thread.join(timeout=10)
 
     def _serve(self) -> None:
+        try:
+            self._serve_until_closed()
+        finally:
+            self._store.release_thread_connection()
+
+    def _serve_until_closed(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -97,7 +103,9 @@ class WriteQueue:
             return
         outcomes: list[tuple[Any, BaseException | None]]
         try:
-            outcomes = self._store.run_batch([w.run for w in batch], durable=any(w.durable for w in batch))
+            outcomes = self._store.run_batch(
+                [w.run for w in batch], durable=any(w.durable for w in batch), keep_connection=True
+            )
         except Exception as failure:  # the transaction as a whole failed (lock timeout, database gone): all of them
             outcomes = [(None, failure)] * len(batch)
         for write, (result, error) in zip(batch, outcomes, strict=True):

@@ -79,6 +79,16 @@ UNPIN = blob_pins.delete().where(
 )
 
 
+def hold_and_pin(conn: sa.Connection, dialect: str, digest: Digest, size: int, token: str) -> bool:
+    """`BlobQueries.pin_blob` within the caller's transaction (also run by `UploadQueries.claim_upload_pinned`)."""
+    now = time.time()
+    params = {"digest": str(digest), "size": size, "now": now, "token": token, "expires_at": now + PIN_SECONDS}
+    if conn.execute(_HOLD_BLOB[dialect], params).first() is None:
+        return False
+    conn.execute(_PIN[dialect], params)
+    return True
+
+
 class BlobQueries(StoreBase):
     def blob_entry(self, repository: str, digest: Digest) -> tuple[int, bool] | None:
         """Size of a blob this repository may serve and whether garbage collection marked its link, or None."""
@@ -141,15 +151,7 @@ class BlobQueries(StoreBase):
         """Keep garbage collection away from `digest` while an upload publishes and links it (`finish_upload`
         removes the pin); False while a collector deletes it (try again once that is done)."""
 
-        def pin(conn: sa.Connection) -> bool:
-            now = time.time()
-            params = {"digest": str(digest), "size": size, "now": now, "token": token, "expires_at": now + PIN_SECONDS}
-            if conn.execute(_HOLD_BLOB[self._dialect], params).first() is None:
-                return False
-            conn.execute(_PIN[self._dialect], params)
-            return True
-
-        return self._write(pin, durable=False)
+        return self._write(lambda conn: hold_and_pin(conn, self._dialect, digest, size, token), durable=False)
 
     def unpin_blob(self, digest: Digest, token: str) -> None:
         self._write(lambda conn: conn.execute(UNPIN, {"digest": str(digest), "token": token}), durable=False)

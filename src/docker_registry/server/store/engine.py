@@ -94,13 +94,17 @@ def create_engine(url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, pool_siz
 
 @contextmanager
 def write_transaction(
-    engine: sa.Engine, durable: bool = True, gate: WriteGate | None = None
+    engine: sa.Engine, durable: bool = True, gate: WriteGate | None = None, kept: sa.Connection | None = None
 ) -> Iterator[sa.Connection]:
     """A write transaction, behind `gate` when given. `durable=False` commits without waiting for the disk, for
     state a power loss may take anyway (upload sessions: their chunks are not fsynced either); the next durable
-    commit carries it along, as SQLite's WAL and PostgreSQL's log are written in order."""
+    commit carries it along, as SQLite's WAL and PostgreSQL's log are written in order.
+
+    `kept`: a connection the caller holds across transactions (the writer thread's, see `StoreBase.run_batch`),
+    used instead of one checked out of the pool and left open afterwards."""
     sqlite = engine.dialect.name == "sqlite"
-    with gate.held() if gate is not None else nullcontext(), engine.connect() as conn:
+    connection = nullcontext(kept) if kept is not None else engine.connect()
+    with gate.held() if gate is not None else nullcontext(), connection as conn:
         conn.execution_options(write=True)
         if sqlite:
             # SQLite refuses to change it inside a transaction; a connection keeps its level until a write wants the

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from docker_registry.core.digest import Digest
 
 from .base import StoreBase
-from .blobs import UNPIN
+from .blobs import UNPIN, hold_and_pin
 from .models import EventRecord, Upload
 from .tables import uploads
 
@@ -135,6 +135,32 @@ class UploadQueries(StoreBase):
             }
             claimed = conn.execute(_CLAIM[takeover is not None, size is not None], params).scalar()
             return None if claimed is None else Upload(upload_id, repository, claimed, token, process, now)
+
+        return self._write(claim, durable=False)
+
+    def claim_upload_pinned(
+        self, upload_id: str, repository: str, size: int, token: str, process: str | None, digest: Digest
+    ) -> tuple[Upload | None, bool]:
+        """`claim_upload` of a session holding exactly `size` bytes, already verified to be `digest` (the running
+        hash of the request that wrote them), and in the same transaction `pin_blob(digest, size, upload_id)`: the
+        finishing PUT's two session writes in one. The claim (or None) and whether the pin was taken (not while
+        a collector deletes the blob: the caller pins again later, as without this)."""
+
+        def claim(conn: sa.Connection) -> tuple[Upload | None, bool]:
+            now = time.time()
+            params = {
+                "upload_id": upload_id,
+                "upload_repository": repository,
+                "stale": now - self.writer_lease,
+                "expected_size": size,
+                "token": token,
+                "now": now,
+                "process": process,
+            }
+            if conn.execute(_CLAIM[False, True], params).scalar() is None:
+                return None, False
+            claimed = Upload(upload_id, repository, size, token, process, now)
+            return claimed, hold_and_pin(conn, self._dialect, digest, size, upload_id)
 
         return self._write(claim, durable=False)
 
