@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, Hasher, blob_path
@@ -107,24 +107,37 @@ class Uploads:
         expired = (upload.writer_since or 0) < time.time() - self._store.writer_lease
         return upload.writer is not None and (is_dead(upload.writer_process) or expired)
 
-    @contextlib.asynccontextmanager
-    async def _renewing(self, upload_id: str, token: str) -> AsyncIterator[None]:
+    @contextlib.contextmanager
+    def _renewing(self, upload_id: str, token: str) -> Iterator[None]:
         """Renew the claim's lease while this request holds it (whether bytes flow or the digest is checked), so
-        the lease can be short and a writer that died on another host blocks its session only briefly."""
-        renewal = asyncio.ensure_future(self._renew(upload_id, token))
+        the lease can be short and a writer that died on another host blocks its session only briefly.
+
+        Most requests end long before the first renewal is due: a timer (a heap entry) starts the renewing task
+        only then, rather than a task per request that is created and cancelled (2 per small blob)."""
+        renewal: asyncio.Future[None] | None = None
+
+        def start() -> None:
+            nonlocal renewal
+            renewal = asyncio.ensure_future(self._renew(upload_id, token))
+
+        period = self._store.writer_lease / 4
+        timer = asyncio.get_running_loop().call_later(period, start)
         try:
             yield
         finally:
-            renewal.cancel()  # a renewal still running finds the claim released and changes nothing
+            timer.cancel()
+            if renewal is not None:
+                renewal.cancel()  # a renewal still running finds the claim released and changes nothing
 
     async def _renew(self, upload_id: str, token: str) -> None:
+        """Renew now, then every quarter of the lease."""
         while True:
-            await asyncio.sleep(self._store.writer_lease / 4)
             try:
                 if not await self._store.renew_upload(upload_id, token):
                     return  # the session was deleted: the writer finds out when it releases or links
             except Exception:  # the database is unreachable now: the lease leaves room for the next round
-                continue
+                pass
+            await asyncio.sleep(self._store.writer_lease / 4)
 
     async def _recover(self, upload: Upload) -> Upload:
         """Take over a session whose writer died mid-chunk and record the size storage holds, which is where the
@@ -175,7 +188,7 @@ class Uploads:
         client can ask where to resume.
         """
         upload, token = await self._claim(repository, upload_id, start)
-        async with self._renewing(upload.id, token):
+        with self._renewing(upload.id, token):
             return await self._write(upload, token, chunks)
 
     async def _release(self, upload_id: str, token: str, size: int) -> None:
@@ -251,7 +264,7 @@ class Uploads:
             upload, token, pinned = claimed
         else:
             (upload, token), pinned = await self._claim(repository, upload_id, start), False
-        async with self._renewing(upload.id, token):
+        with self._renewing(upload.id, token):
             size = upload.size
             if chunks is not None:
                 size = await self._write(upload, token, chunks, finishing=True)
