@@ -14,6 +14,7 @@ from docker_registry.core.digest import Digest, parse_digest
 
 from .engine import DEFAULT_LOCK_TIMEOUT, with_retries, write_transaction
 from .models import EventRecord
+from .prepared import Prepared
 from .reserve import SpaceReserve
 from .tables import blobs, events, repositories, repository_blobs
 from .writegate import WriteGate
@@ -32,6 +33,7 @@ def per_dialect(build: Callable[[Insert], S]) -> dict[str, S]:
 
 # The store's hot statements are built once, with placeholders (`bindparam`), and run with parameters: SQLAlchemy
 # then skips building, coercing and cache-keying a statement on every call (about 5 times the cost of running it).
+# The hottest are also `Prepared`: on SQLite their compiled text runs directly (see `prepared`).
 
 REPOSITORY_ID = sa.select(repositories.c.id).where(repositories.c.name == sa.bindparam("repository"))
 """The id of the repository named `repository`."""
@@ -40,33 +42,42 @@ REPOSITORY_ID_OF = REPOSITORY_ID.scalar_subquery()
 """The same as a subquery: NULL when the repository does not exist, so a statement filtering on it matches nothing
 rather than needing a separate look-up first."""
 
-_INSERT_REPOSITORY = per_dialect(
-    lambda insert: (
-        insert(repositories)
-        .values(name=sa.bindparam("repository"), created_at=sa.bindparam("now"))
-        .on_conflict_do_nothing(index_elements=["name"])
-        .returning(repositories.c.id)
-    )
-)
-_INSERT_BLOB = per_dialect(
-    lambda insert: (
-        insert(blobs)
-        .values(digest=sa.bindparam("digest"), size=sa.bindparam("size"), created_at=sa.bindparam("now"))
-        .on_conflict_do_nothing(index_elements=["digest"])
-    )
-)
-_INSERT_REPOSITORY_BLOB = per_dialect(
-    lambda insert: (
-        insert(repository_blobs)
-        .values(
-            repository_id=sa.bindparam("repository_id"), digest=sa.bindparam("digest"), created_at=sa.bindparam("now")
+_INSERT_REPOSITORY = Prepared(
+    per_dialect(
+        lambda insert: (
+            insert(repositories)
+            .values(name=sa.bindparam("repository"), created_at=sa.bindparam("now"))
+            .on_conflict_do_nothing(index_elements=["name"])
+            .returning(repositories.c.id)
         )
-        # linked again (an upload, a mount): no longer a candidate of garbage collection
-        .on_conflict_do_update(index_elements=["repository_id", "digest"], set_={"gc_candidate_since": None})
+    )
+)
+_REPOSITORY_ID = Prepared(REPOSITORY_ID)
+_INSERT_BLOB = Prepared(
+    per_dialect(
+        lambda insert: (
+            insert(blobs)
+            .values(digest=sa.bindparam("digest"), size=sa.bindparam("size"), created_at=sa.bindparam("now"))
+            .on_conflict_do_nothing(index_elements=["digest"])
+        )
+    )
+)
+_INSERT_REPOSITORY_BLOB = Prepared(
+    per_dialect(
+        lambda insert: (
+            insert(repository_blobs)
+            .values(
+                repository_id=sa.bindparam("repository_id"),
+                digest=sa.bindparam("digest"),
+                created_at=sa.bindparam("now"),
+            )
+            # linked again (an upload, a mount): no longer a candidate of garbage collection
+            .on_conflict_do_update(index_elements=["repository_id", "digest"], set_={"gc_candidate_since": None})
+        )
     )
 )
 
-_INSERT_EVENT = events.insert().values(created_at=sa.bindparam("created_at"), payload=sa.bindparam("payload"))
+_INSERT_EVENT = Prepared(events.insert().values(created_at=sa.bindparam("created_at"), payload=sa.bindparam("payload")))
 EVENTS_LOCK_KEY = 0x6576656E7473
 """The PostgreSQL advisory lock that orders the transactions inserting events ("events" in hex; see `events`)."""
 
@@ -197,12 +208,12 @@ class StoreBase:
     def _repository_id(self, conn: sa.Connection, name: str, now: float) -> int:
         """The repository's id, creating the repository on its first write."""
         params = {"repository": name, "now": now}
-        repo_id: int | None = conn.execute(REPOSITORY_ID, params).scalar()
+        repo_id: int | None = _REPOSITORY_ID.run(conn, params).scalar()
         if repo_id is None:
             # ON CONFLICT: another transaction created it meanwhile (PostgreSQL); then it is there to select
-            repo_id = conn.execute(_INSERT_REPOSITORY[self._dialect], params).scalar()
+            repo_id = _INSERT_REPOSITORY.run(conn, params).scalar()
             if repo_id is None:
-                repo_id = conn.execute(REPOSITORY_ID, params).scalar_one()
+                repo_id = _REPOSITORY_ID.run(conn, params).scalar_one()
         return repo_id
 
     def _insert_events(self, conn: sa.Connection, records: Sequence[EventRecord]) -> None:
@@ -211,13 +222,13 @@ class StoreBase:
             return
         if self._dialect == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK_KEY})
-        conn.execute(_INSERT_EVENT, [{"created_at": r.created_at, "payload": r.payload} for r in records])
+        _INSERT_EVENT.run(conn, [{"created_at": r.created_at, "payload": r.payload} for r in records])
 
     def _link(self, conn: sa.Connection, repo_id: int, digest: Digest, size: int, now: float) -> None:
         """Record a verified blob and let the repository serve it; both idempotent."""
         params = {"repository_id": repo_id, "digest": str(digest), "size": size, "now": now}
-        conn.execute(_INSERT_BLOB[self._dialect], params)
-        conn.execute(_INSERT_REPOSITORY_BLOB[self._dialect], params)
+        _INSERT_BLOB.run(conn, params)
+        _INSERT_REPOSITORY_BLOB.run(conn, params)
 
 
 class _Refused(Exception):
