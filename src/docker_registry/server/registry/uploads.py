@@ -411,7 +411,10 @@ class Uploads:
         hasher = Hasher(algorithm)
         try:
             async for chunk in self._driver.stream_read(upload_path(upload_id)):
-                await asyncio.to_thread(hasher.update, chunk)
+                if len(chunk) <= INLINE_HASH_MAX:
+                    hasher.update(chunk)  # a small session (a PUT on another worker than its PATCH): no hop
+                else:
+                    await asyncio.to_thread(hasher.update, chunk)
         except exceptions.FileNotFoundError:
             if size:
                 raise _gone(upload_id) from None
