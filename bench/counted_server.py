@@ -50,10 +50,10 @@ def install() -> None:
 
     @contextmanager
     def write_transaction(
-        eng: sa.Engine, durable: bool = True, gate: Any = None, signal: bool = True
+        eng: sa.Engine, durable: bool = True, gate: Any = None, signal: bool = True, kept: Any = None
     ) -> Iterator[sa.Connection]:
         COUNTS["db.write_transaction" + ("" if durable else ".not_durable")] += 1
-        with original_write_transaction(eng, durable, gate, signal) as conn:
+        with original_write_transaction(eng, durable, gate, signal, kept) as conn:
             yield conn
 
     base.write_transaction = write_transaction  # type: ignore[assignment]
@@ -178,7 +178,7 @@ def install() -> None:
     uploads.Uploads._renew = renew  # type: ignore[method-assign]
 
     # --- upload steps that only some requests take (a PUT on another worker than its PATCH re-hashes) ----------
-    for name in ("_rehash", "_sync", "_recover", "_already_stored", "_publish"):
+    for name in ("_rehash", "_sync", "_recover", "_place", "_publish"):
         original_step = getattr(uploads.Uploads, name)
 
         async def step(self: Any, *args: Any, _original: Callable[..., Any] = original_step, _name: str = name) -> Any:

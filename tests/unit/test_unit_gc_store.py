@@ -122,3 +122,46 @@ def test_one_lease_holder_at_a_time_and_an_expired_lease_passes_on(
     assert collection.acquire_lease("gc", "node-b", 30)
     collection.release_lease("gc", "node-b")
     assert collection.lease_holder("gc") is None
+
+
+def test_a_claim_with_its_pin_keeps_the_blob_and_is_refused_at_another_size(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    """The finishing PUT's claim and pin in one write (the running hash verified the bytes already): the pin keeps
+    a candidate from deletion as `pin_blob` does, and nothing is claimed or pinned unless the size is the hashed one."""
+    store, collection = stores
+    now = _unlinked_candidate(store, collection)
+    upload = "6d1f3a2e-1c4b-4e8a-9f0d-2b7c5e8a1d34"
+    store.create_upload(upload, "repo")
+    assert store.claim_upload(upload, "repo", 0, "writer") is not None
+    assert store.release_upload(upload, "writer", len(LAYER))  # the PATCH wrote and hashed the layer
+
+    assert store.claim_upload_pinned(upload, "repo", len(LAYER) + 1, "t1", None, LAYER_DIGEST) == (None, False)
+    assert collection.begin_blob_deletion([str(LAYER_DIGEST)], now) != []  # nothing pinned it
+    collection.end_blob_deletion([str(LAYER_DIGEST)])
+    store.link_blob("repo", LAYER_DIGEST, len(LAYER))
+    assert store.unlink_blob("repo", LAYER_DIGEST)
+    now = time.time()
+    collection.mark_blobs(now)
+
+    claimed, pinned = store.claim_upload_pinned(upload, "repo", len(LAYER), "t2", None, LAYER_DIGEST)
+    assert claimed is not None
+    assert claimed.writer == "t2"
+    assert pinned
+    assert collection.begin_blob_deletion([str(LAYER_DIGEST)], now) == []
+    assert store.finish_upload(upload, "repo", LAYER_DIGEST, len(LAYER), "t2")
+    assert store.blob_size("repo", LAYER_DIGEST) == len(LAYER)
+
+
+def test_a_claim_with_its_pin_while_the_blob_is_deleted_claims_without_pinning(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    store, collection = stores
+    now = _unlinked_candidate(store, collection)
+    assert collection.begin_blob_deletion([str(LAYER_DIGEST)], now) != []
+    upload = "0c2e4a6b-8d1f-4a3c-9e5b-7f1a2c3d4e5f"
+    store.create_upload(upload, "repo")
+    claimed, pinned = store.claim_upload_pinned(upload, "repo", 0, "t1", None, LAYER_DIGEST)
+    assert claimed is not None
+    assert not pinned  # the caller waits for the deletion and pins then
+    assert store.known_blob_size(LAYER_DIGEST) is None

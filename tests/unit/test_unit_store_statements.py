@@ -174,17 +174,17 @@ def test_a_manifest_without_children_or_blobs_skips_that_query(store: MetadataSt
 def test_every_dialect_statement_compiles(dialect: sa.Dialect) -> None:
     name = dialect.name
     for statement in (
-        base._INSERT_REPOSITORY[name],
-        base._INSERT_BLOB[name],
-        base._INSERT_REPOSITORY_BLOB[name],
-        manifests._INSERT_MANIFEST[name],
-        manifests._UPSERT_TAG[name],
+        base._INSERT_REPOSITORY.for_dialect(name),
+        base._INSERT_BLOB.for_dialect(name),
+        base._INSERT_REPOSITORY_BLOB.for_dialect(name),
+        manifests._INSERT_MANIFEST.for_dialect(name),
+        manifests._UPSERT_TAG.for_dialect(name),
     ):
         assert "ON CONFLICT" in str(statement.compile(dialect=dialect))
-    upsert = str(manifests._UPSERT_TAG[name].compile(dialect=dialect))
+    upsert = str(manifests._UPSERT_TAG.for_dialect(name).compile(dialect=dialect))
     assert "excluded.manifest_id" in upsert
     assert "excluded.updated_at" in upsert
     shared = str(manifests._LINKED_BLOBS.compile(dialect=dialect))
     assert ("FOR SHARE OF repository_blobs" in shared) == (name == "postgresql")
     for claim in uploads._CLAIM.values():
-        assert "RETURNING" in str(claim.compile(dialect=dialect))
+        assert "RETURNING" in str(claim.for_dialect(name).compile(dialect=dialect))

@@ -134,13 +134,13 @@ async def test_delete_while_a_put_publishes(parts, monkeypatch) -> None:  # type
     uploads, store, driver = parts
     upload = await uploads.start("repo")
     await uploads.append("repo", upload.id, body(b"payload"), start=0)
-    move = driver.move
+    move = driver.move_if_absent
 
-    async def move_after_delete(src: str, dst: str) -> None:
+    async def move_after_delete(src: str, dst: str, sync_source: bool = False) -> bool:
         await uploads.cancel(await uploads.get("repo", upload.id))
-        await move(src, dst)
+        return await move(src, dst, sync_source)
 
-    monkeypatch.setattr(driver, "move", move_after_delete)
+    monkeypatch.setattr(driver, "move_if_absent", move_after_delete)
     digest = parse_digest("sha256:" + hashlib.sha256(b"payload").hexdigest())
     with pytest.raises(RegistryError) as info:
         await uploads.complete("repo", upload.id, digest, None)

@@ -182,6 +182,17 @@ class Base(abc.ABC):
         await self._move(check_path(src), check_path(dst))
 
     @final
+    async def move_if_absent(self, src: str, dst: str, sync_source: bool = False) -> bool:
+        """Move the object `src` to `dst` unless an object is at `dst` already: True if it moved, False (and `src`
+        left as it is) if not. With `sync_source`, `src` (written through a writer only closed, not committed) is
+        made durable before it moves. `FileNotFoundError` when `src` is missing and `dst` is not there.
+
+        Publishing a verified upload: one call where "is it stored already?", the sync and the move were three (a
+        thread hop or a request each). Not atomic as a whole: a concurrent `move` may still land on `dst` between
+        the check and the move, which the registry allows (both are the same verified bytes)."""
+        return await self._move_if_absent(check_path(src), check_path(dst), sync_source)
+
+    @final
     def walk(self, prefix: str = "") -> AsyncIterator[str]:
         """Every object (not directory) under `prefix`, as full relative paths, in no guaranteed order.
 
@@ -269,6 +280,23 @@ class Base(abc.ABC):
 
     @abc.abstractmethod
     async def _move(self, src: str, dst: str) -> None: ...
+
+    async def _move_if_absent(self, src: str, dst: str, sync_source: bool) -> bool:
+        """By default the three calls it saves; a driver overrides it to do them in one step."""
+        try:
+            await self._stat(dst)
+            return False
+        except exceptions.FileNotFoundError:
+            pass
+        if sync_source:
+            try:
+                writer = await self._writer(src, True)
+            except exceptions.FileNotFoundError:
+                pass  # `_move` says so
+            else:
+                await writer.commit()
+        await self._move(src, dst)
+        return True
 
     @abc.abstractmethod
     def _walk(self, prefix: str) -> AsyncIterator[str]:

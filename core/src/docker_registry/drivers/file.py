@@ -214,6 +214,19 @@ class Driver(Base):
         _fsync_directory(os.path.dirname(full_dst))
         self._prune(os.path.dirname(full_src))
 
+    async def _move_if_absent(self, src: str, dst: str, sync_source: bool) -> bool:
+        full_src, full_dst = self._full(src), self._full(dst)
+        return await asyncio.to_thread(self._move_if_absent_sync, full_src, src, full_dst, dst, sync_source)
+
+    def _move_if_absent_sync(self, full_src: str, src: str, full_dst: str, dst: str, sync_source: bool) -> bool:
+        """The check, the fsync of the source and the move (with its directory fsyncs) in one thread call."""
+        if os.path.isfile(full_dst):
+            return False
+        if sync_source:
+            _fsync_file(full_src)
+        self._move_sync(full_src, src, full_dst, dst)
+        return True
+
     async def _writer(self, path: str, append: bool) -> Writer:
         full = self._full(path)
         f, size = await asyncio.to_thread(self._open_writer, full, path, append)
@@ -461,6 +474,19 @@ def _write_and_close(f: BinaryIO, data: bytes | bytearray, durable: bool) -> Non
             os.fsync(f.fileno())
     finally:
         f.close()
+
+
+def _fsync_file(full: str) -> None:
+    """Make a file's bytes durable (written through a writer that was only closed); a missing file is left to the
+    caller's next step to report."""
+    try:
+        fd = os.open(full, os.O_WRONLY | os.O_APPEND)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_directory(directory: str) -> None:

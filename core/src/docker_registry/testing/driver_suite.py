@@ -504,6 +504,28 @@ class DriverTestSuite:
         assert await driver.get_content("dst/object") == b"new"
         assert await walked(driver) == {"dst/object"}
 
+    @pytest.mark.parametrize("sync_source", [False, True])
+    async def test_move_if_absent_moves_to_a_free_name(self, driver: Base, sync_source: bool) -> None:
+        data = payload(100_000, seed=9)
+        w = await driver.writer("uploads/u2/data")
+        await w.write(data)
+        await w.close()
+        assert await driver.move_if_absent("uploads/u2/data", "blobs/sha256/cd/cdef/data", sync_source) is True
+        assert await driver.get_content("blobs/sha256/cd/cdef/data") == data
+        assert await walked(driver) == {"blobs/sha256/cd/cdef/data"}
+
+    async def test_move_if_absent_keeps_an_existing_destination(self, driver: Base) -> None:
+        await driver.put_content("dst/object", b"old")
+        await driver.put_content("src", b"new")
+        assert await driver.move_if_absent("src", "dst/object", sync_source=True) is False
+        assert await driver.get_content("dst/object") == b"old"
+        assert await driver.get_content("src") == b"new"
+
+    async def test_move_if_absent_of_a_missing_source(self, driver: Base) -> None:
+        with pytest.raises(exceptions.FileNotFoundError):
+            await driver.move_if_absent("uploads/none/data", "blobs/x", sync_source=True)
+        await assert_empty(driver)
+
     # --- walk ---------------------------------------------------------------------------------------------
     async def test_walk(self, driver: Base) -> None:
         paths = {"a/1", "a/b/2", "a/b/c/3", "ab/4", "z"}

@@ -94,6 +94,10 @@ class InstrumentedDriver(Base):
     async def _move(self, src: str, dst: str) -> None:
         await self._timers["move"].run(self.inner.move(src, dst))
 
+    async def _move_if_absent(self, src: str, dst: str, sync_source: bool) -> bool:
+        """Timed as a move: it is how uploads publish a blob."""
+        return await self._timers["move"].run(self.inner.move_if_absent(src, dst, sync_source))
+
     async def _walk(self, prefix: str) -> AsyncIterator[str]:
         async for path in _timed_iteration(self._timers["walk"], self.inner.walk(prefix)):
             yield path

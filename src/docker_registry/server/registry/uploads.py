@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, Hasher, blob_path
@@ -107,24 +107,37 @@ class Uploads:
         expired = (upload.writer_since or 0) < time.time() - self._store.writer_lease
         return upload.writer is not None and (is_dead(upload.writer_process) or expired)
 
-    @contextlib.asynccontextmanager
-    async def _renewing(self, upload_id: str, token: str) -> AsyncIterator[None]:
+    @contextlib.contextmanager
+    def _renewing(self, upload_id: str, token: str) -> Iterator[None]:
         """Renew the claim's lease while this request holds it (whether bytes flow or the digest is checked), so
-        the lease can be short and a writer that died on another host blocks its session only briefly."""
-        renewal = asyncio.ensure_future(self._renew(upload_id, token))
+        the lease can be short and a writer that died on another host blocks its session only briefly.
+
+        Most requests end long before the first renewal is due: a timer (a heap entry) starts the renewing task
+        only then, rather than a task per request that is created and cancelled (2 per small blob)."""
+        renewal: asyncio.Future[None] | None = None
+
+        def start() -> None:
+            nonlocal renewal
+            renewal = asyncio.ensure_future(self._renew(upload_id, token))
+
+        period = self._store.writer_lease / 4
+        timer = asyncio.get_running_loop().call_later(period, start)
         try:
             yield
         finally:
-            renewal.cancel()  # a renewal still running finds the claim released and changes nothing
+            timer.cancel()
+            if renewal is not None:
+                renewal.cancel()  # a renewal still running finds the claim released and changes nothing
 
     async def _renew(self, upload_id: str, token: str) -> None:
+        """Renew now, then every quarter of the lease."""
         while True:
-            await asyncio.sleep(self._store.writer_lease / 4)
             try:
                 if not await self._store.renew_upload(upload_id, token):
                     return  # the session was deleted: the writer finds out when it releases or links
             except Exception:  # the database is unreachable now: the lease leaves room for the next round
-                continue
+                pass
+            await asyncio.sleep(self._store.writer_lease / 4)
 
     async def _recover(self, upload: Upload) -> Upload:
         """Take over a session whose writer died mid-chunk and record the size storage holds, which is where the
@@ -182,7 +195,7 @@ class Uploads:
         client can ask where to resume.
         """
         upload, token = await self._claim(repository, upload_id, start)
-        async with self._renewing(upload.id, token):
+        with self._renewing(upload.id, token):
             return await self._write(upload, token, chunks)
 
     async def _release(self, upload_id: str, token: str, size: int) -> None:
@@ -253,13 +266,35 @@ class Uploads:
     ) -> None:
         """End a session: append the last chunk if any (at `start`, when the client said where), verify everything
         against `digest`, publish and link."""
-        upload, token = await self._claim(repository, upload_id, start)
-        async with self._renewing(upload.id, token):
+        claimed = await self._claim_verified(repository, upload_id, digest) if chunks is None else None
+        if claimed is not None:
+            upload, token, pinned = claimed
+        else:
+            (upload, token), pinned = await self._claim(repository, upload_id, start), False
+        with self._renewing(upload.id, token):
             size = upload.size
             if chunks is not None:
                 size = await self._write(upload, token, chunks, finishing=True)
             synced = chunks is not None
-            await self._finish(upload.repository, upload.id, size, digest, synced, token, events)
+            await self._finish(upload.repository, upload.id, size, digest, synced, token, events, pinned)
+
+    async def _claim_verified(self, repository: str, upload_id: str, digest: Digest) -> tuple[Upload, str, bool] | None:
+        """For a PUT without a body whose session this process wrote last (the usual PATCH, then PUT): when the
+        running hash kept from that PATCH is `digest` already, claim the session at exactly the hashed size and
+        pin the blob in one write, instead of a claim now and a pin after verifying. None when that does not
+        apply (no running hash here, another digest, the session changed or is busy): then claim as usual.
+
+        The pin still comes only after verification: the bytes are the ones hashed while this process held the
+        claim, and the claim holds only if the session's size is still theirs."""
+        upload_id = _check_id(upload_id)
+        hasher = self._hashers.get(upload_id)
+        if hasher is None or hasher.algorithm != digest.algorithm or hasher.digest() != digest:
+            return None
+        token = str(uuid.uuid4())
+        upload, pinned = await self._store.claim_upload_pinned(
+            upload_id, repository, hasher.size, token, this_process(), digest
+        )
+        return None if upload is None else (upload, token, pinned)
 
     async def put_whole(
         self,
@@ -292,33 +327,34 @@ class Uploads:
         synced: bool,
         token: str | None = None,
         events: EventsOf | None = None,
+        pinned: bool = False,
     ) -> None:
         """Verify the session's bytes, publish the blob and link it; the session is cancelled on any error.
 
         `token` is the claim of a session's writer: a session deleted meanwhile is BLOB_UPLOAD_UNKNOWN and its blob
         stays unlinked (the bytes may have been published already; they are verified, and unreachable).
+        `pinned`: the claim pinned the blob already (`_claim_verified`).
         """
-        path = upload_path(upload_id)
         hasher = self._hashers.pop(upload_id, None)
         try:
             if hasher is None or hasher.size != size or hasher.algorithm != digest.algorithm:
                 if not synced:  # the bytes are readable once committed (S3 completes its multipart upload)
-                    await self._sync(path)
+                    await self._sync(upload_path(upload_id))
                     synced = True
                 hasher = await self._rehash(upload_id, size, digest.algorithm)
             if hasher.digest() != digest:
                 raise RegistryError(DIGEST_INVALID, {"digest": str(digest)})
         except BaseException:
+            if pinned:
+                with contextlib.suppress(Exception):  # else the pin expires on its own
+                    await self._store.unpin_blob(digest, upload_id)
             await self._discard(upload_id)
             raise
-        # a database that cannot pin now keeps the session, as a link that fails below does: the client retries
-        await self._pin(digest, hasher.size, upload_id)
+        if not pinned:
+            # a database that cannot pin now keeps the session, as a link that fails below does: the client retries
+            await self._pin(digest, hasher.size, upload_id)
         try:
-            stored = await self._already_stored(digest)
-            if not stored:
-                if not synced:
-                    await self._sync(path)
-                await self._publish(upload_id, blob_path(digest), hasher.size)
+            stored = await self._place(upload_id, digest, hasher.size, synced)
         except BaseException:
             with contextlib.suppress(Exception):  # else the pin expires on its own
                 await self._store.unpin_blob(digest, upload_id)
@@ -342,14 +378,29 @@ class Uploads:
                 )
             await asyncio.sleep(0.05)
 
-    async def _already_stored(self, digest: Digest) -> bool:
-        """True when a verified copy is in place already: the new bytes, verified too, need not replace it. Storage
-        is asked first: a new blob (the common case) then costs no database read."""
+    async def _place(self, upload_id: str, digest: Digest, size: int, synced: bool) -> bool:
+        """Put the verified upload at its blob's path, durable (made so here unless `synced`); True when a verified
+        copy was in place already, which the new bytes, verified too, need not replace.
+
+        A new blob (the common case) takes one storage call (`move_if_absent`) and no database read; a file found
+        at the path counts as stored only if the database knows the blob (else it is what a failed upload or an
+        unfinished collection left, and is replaced)."""
+        path = upload_path(upload_id)
+        final = blob_path(digest)
         try:
-            await self._driver.stat(blob_path(digest))
+            if await self._driver.move_if_absent(path, final, sync_source=not synced):
+                return False
         except exceptions.FileNotFoundError:
+            if size:
+                raise _gone(upload_id) from None
+            await self._driver.put_content(final, b"")  # nothing was ever written: the empty blob
             return False
-        return await self._store.known_blob_size(digest) is not None
+        if await self._store.known_blob_size(digest) is not None:
+            return True
+        if not synced:
+            await self._sync(path)
+        await self._publish(upload_id, final, size)
+        return False
 
     async def _sync(self, path: str) -> None:
         try:
@@ -370,7 +421,10 @@ class Uploads:
         hasher = Hasher(algorithm)
         try:
             async for chunk in self._driver.stream_read(upload_path(upload_id)):
-                await asyncio.to_thread(hasher.update, chunk)
+                if len(chunk) <= INLINE_HASH_MAX:
+                    hasher.update(chunk)  # a small session (a PUT on another worker than its PATCH): no hop
+                else:
+                    await asyncio.to_thread(hasher.update, chunk)
         except exceptions.FileNotFoundError:
             if size:
                 raise _gone(upload_id) from None

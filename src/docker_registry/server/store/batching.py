@@ -49,6 +49,20 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        _settle(future, result, error)
+
+
+def _answer(outcomes: list[tuple[_Write, Any, BaseException | None]]) -> None:
+    """Hand the outcomes to their event loops, one wake-up per loop (not one per write)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for write, result, error in outcomes:
+        by_loop.setdefault(write.loop, []).append((write.future, result, error))
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_settle_all, settled)
+
+
 class WriteQueue:
     def __init__(self, store: StoreBase) -> None:
         self._store = store
@@ -67,6 +81,12 @@ class WriteQueue:
         self._thread.join(timeout=10)
 
     def _serve(self) -> None:
+        try:
+            self._serve_until_closed()
+        finally:
+            self._store.release_thread_connection()
+
+    def _serve_until_closed(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -89,16 +109,17 @@ class WriteQueue:
     def _run(self, batch: list[_Write]) -> None:
         now = time.monotonic()
         late = [w for w in batch if w.deadline < now]
-        for write in late:
+        if late:
             timeout = db_errors.TimeoutError("a write waited in the queue longer than the lock timeout")
-            write.loop.call_soon_threadsafe(_settle, write.future, None, timeout)
+            _answer([(write, None, timeout) for write in late])
         batch = [w for w in batch if w.deadline >= now]
         if not batch:
             return
         outcomes: list[tuple[Any, BaseException | None]]
         try:
-            outcomes = self._store.run_batch([w.run for w in batch], durable=any(w.durable for w in batch))
+            outcomes = self._store.run_batch(
+                [w.run for w in batch], durable=any(w.durable for w in batch), keep_connection=True
+            )
         except Exception as failure:  # the transaction as a whole failed (lock timeout, database gone): all of them
             outcomes = [(None, failure)] * len(batch)
-        for write, (result, error) in zip(batch, outcomes, strict=True):
-            write.loop.call_soon_threadsafe(_settle, write.future, result, error)
+        _answer([(write, result, error) for write, (result, error) in zip(batch, outcomes, strict=True)])

@@ -16,6 +16,7 @@ from docker_registry.core.digest import Digest
 
 from .base import REPOSITORY_ID_OF, StoreBase, per_dialect
 from .models import EventRecord
+from .prepared import Prepared
 from .tables import blob_pins, blobs, repositories, repository_blobs
 
 PIN_SECONDS = 3600.0
@@ -43,7 +44,7 @@ _TOUCH_LINK = (
     .values(gc_candidate_since=None)
 )
 # FOR SHARE on PostgreSQL: waits for a collector that locked the row to mark it, then sees the mark
-_MOUNTABLE = (
+_MOUNTABLE = Prepared(
     sa.select(blobs.c.size)
     .select_from(repository_blobs.join(repositories).join(blobs))
     .where(
@@ -54,29 +55,45 @@ _MOUNTABLE = (
     .with_for_update(read=True, of=blobs)
 )
 # Insert the blob as a placeholder or lock the row that is there, unless it is being deleted: no row comes back then.
-_HOLD_BLOB = per_dialect(
-    lambda insert: (
-        (
-            statement := insert(blobs).values(
-                digest=sa.bindparam("digest"), size=sa.bindparam("size"), created_at=sa.bindparam("now")
+_HOLD_BLOB = Prepared(
+    per_dialect(
+        lambda insert: (
+            (
+                statement := insert(blobs).values(
+                    digest=sa.bindparam("digest"), size=sa.bindparam("size"), created_at=sa.bindparam("now")
+                )
             )
+            .on_conflict_do_update(
+                index_elements=["digest"],
+                set_={"size": statement.excluded.size},
+                where=blobs.c.deleting_since.is_(None),
+            )
+            .returning(blobs.c.digest)
         )
-        .on_conflict_do_update(
-            index_elements=["digest"], set_={"size": statement.excluded.size}, where=blobs.c.deleting_since.is_(None)
-        )
-        .returning(blobs.c.digest)
     )
 )
-_PIN = per_dialect(
-    lambda insert: (
-        statement := insert(blob_pins).values(
-            digest=sa.bindparam("digest"), token=sa.bindparam("token"), expires_at=sa.bindparam("expires_at")
-        )
-    ).on_conflict_do_update(index_elements=["digest", "token"], set_={"expires_at": statement.excluded.expires_at})
+_PIN = Prepared(
+    per_dialect(
+        lambda insert: (
+            statement := insert(blob_pins).values(
+                digest=sa.bindparam("digest"), token=sa.bindparam("token"), expires_at=sa.bindparam("expires_at")
+            )
+        ).on_conflict_do_update(index_elements=["digest", "token"], set_={"expires_at": statement.excluded.expires_at})
+    )
 )
-UNPIN = blob_pins.delete().where(
-    blob_pins.c.digest == sa.bindparam("digest"), blob_pins.c.token == sa.bindparam("token")
+UNPIN = Prepared(
+    blob_pins.delete().where(blob_pins.c.digest == sa.bindparam("digest"), blob_pins.c.token == sa.bindparam("token"))
 )
+
+
+def hold_and_pin(conn: sa.Connection, digest: Digest, size: int, token: str) -> bool:
+    """`BlobQueries.pin_blob` within the caller's transaction (also run by `UploadQueries.claim_upload_pinned`)."""
+    now = time.time()
+    params = {"digest": str(digest), "size": size, "now": now, "token": token, "expires_at": now + PIN_SECONDS}
+    if _HOLD_BLOB.run(conn, params).first() is None:
+        return False
+    _PIN.run(conn, params)
+    return True
 
 
 class BlobQueries(StoreBase):
@@ -109,7 +126,7 @@ class BlobQueries(StoreBase):
         events) when `source` does not serve it (or garbage collection is deleting it)."""
 
         def mount(conn: sa.Connection) -> bool:
-            size = conn.execute(_MOUNTABLE, {"source": source, "digest": str(digest)}).scalar()
+            size = _MOUNTABLE.run(conn, {"source": source, "digest": str(digest)}).scalar()
             if size is None:
                 return False
             now = time.time()
@@ -141,15 +158,7 @@ class BlobQueries(StoreBase):
         """Keep garbage collection away from `digest` while an upload publishes and links it (`finish_upload`
         removes the pin); False while a collector deletes it (try again once that is done)."""
 
-        def pin(conn: sa.Connection) -> bool:
-            now = time.time()
-            params = {"digest": str(digest), "size": size, "now": now, "token": token, "expires_at": now + PIN_SECONDS}
-            if conn.execute(_HOLD_BLOB[self._dialect], params).first() is None:
-                return False
-            conn.execute(_PIN[self._dialect], params)
-            return True
-
-        return self._write(pin, durable=False)
+        return self._write(lambda conn: hold_and_pin(conn, digest, size, token), durable=False)
 
     def unpin_blob(self, digest: Digest, token: str) -> None:
-        self._write(lambda conn: conn.execute(UNPIN, {"digest": str(digest), "token": token}), durable=False)
+        self._write(lambda conn: UNPIN.run(conn, {"digest": str(digest), "token": token}), durable=False)

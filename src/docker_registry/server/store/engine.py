@@ -94,7 +94,11 @@ def create_engine(url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, pool_siz
 
 @contextmanager
 def write_transaction(
-    engine: sa.Engine, durable: bool = True, gate: WriteGate | None = None, signal: bool = True
+    engine: sa.Engine,
+    durable: bool = True,
+    gate: WriteGate | None = None,
+    signal: bool = True,
+    kept: sa.Connection | None = None,
 ) -> Iterator[sa.Connection]:
     """A write transaction, behind `gate` when given. `durable=False` commits without waiting for the disk, for
     state a power loss may take anyway (upload sessions: their chunks are not fsynced either); the next durable
@@ -102,9 +106,13 @@ def write_transaction(
 
     With `signal` (the default) the commit tells every worker's caches that registry data changed (see
     `signal_change`); `signal=False` is for writes that change nothing they cache (the notifications outbox: pull
-    events, cursors, the delivery lease), which would otherwise empty them every second."""
+    events, cursors, the delivery lease), which would otherwise empty them every second.
+
+    `kept`: a connection the caller holds across transactions (the writer thread's, see `StoreBase.run_batch`),
+    used instead of one checked out of the pool and left open afterwards."""
     sqlite = engine.dialect.name == "sqlite"
-    with gate.held() if gate is not None else nullcontext(), engine.connect() as conn:
+    connection = nullcontext(kept) if kept is not None else engine.connect()
+    with gate.held() if gate is not None else nullcontext(), connection as conn:
         conn.execution_options(write=True)
         if sqlite:
             # SQLite refuses to change it inside a transaction; a connection keeps its level until a write wants the

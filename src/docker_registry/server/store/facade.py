@@ -147,6 +147,13 @@ class AsyncMetadataStore:
     ) -> Upload | None:
         return await self._session_write(self.sync.claim_upload, upload_id, repository, size, token, process, takeover)
 
+    async def claim_upload_pinned(
+        self, upload_id: str, repository: str, size: int, token: str, process: str | None, digest: Digest
+    ) -> tuple[Upload | None, bool]:
+        return await self._session_write(
+            self.sync.claim_upload_pinned, upload_id, repository, size, token, process, digest
+        )
+
     async def renew_upload(self, upload_id: str, token: str) -> bool:
         return await self._session_write(self.sync.renew_upload, upload_id, token)
 

@@ -12,6 +12,7 @@ from docker_registry.core.digest import Digest
 
 from .base import StoreBase, per_dialect, stored_digest
 from .models import BadReference, EventRecord, Manifest, Referrer, StoredManifest
+from .prepared import Prepared
 from .tables import blobs, manifest_references, manifests, repositories, repository_blobs, tags
 
 _MANIFEST = (
@@ -19,41 +20,51 @@ _MANIFEST = (
     .select_from(manifests.join(repositories))
     .where(repositories.c.name == sa.bindparam("repository"), manifests.c.digest == sa.bindparam("digest"))
 )
-_UPSERT_TAG = per_dialect(
-    lambda insert: (
-        statement := insert(tags).values(
-            repository_id=sa.bindparam("repository_id"),
-            name=sa.bindparam("tag"),
-            manifest_id=sa.bindparam("manifest_id"),
-            updated_at=sa.bindparam("now"),
+_UPSERT_TAG = Prepared(
+    per_dialect(
+        lambda insert: (
+            statement := insert(tags).values(
+                repository_id=sa.bindparam("repository_id"),
+                name=sa.bindparam("tag"),
+                manifest_id=sa.bindparam("manifest_id"),
+                updated_at=sa.bindparam("now"),
+            )
+        ).on_conflict_do_update(
+            index_elements=["repository_id", "name"],
+            set_={"manifest_id": statement.excluded.manifest_id, "updated_at": statement.excluded.updated_at},
         )
-    ).on_conflict_do_update(
-        index_elements=["repository_id", "name"],
-        set_={"manifest_id": statement.excluded.manifest_id, "updated_at": statement.excluded.updated_at},
     )
 )
-_INSERT_MANIFEST = per_dialect(
-    lambda insert: (
-        insert(manifests)
-        .values(
-            repository_id=sa.bindparam("repository_id"),
-            digest=sa.bindparam("digest"),
-            media_type=sa.bindparam("media_type"),
-            content=sa.bindparam("content"),
-            size=sa.bindparam("size"),
-            subject_digest=sa.bindparam("subject_digest"),
-            artifact_type=sa.bindparam("artifact_type"),
-            annotations=sa.bindparam("annotations"),
-            created_at=sa.bindparam("now"),
+_INSERT_MANIFEST = Prepared(
+    per_dialect(
+        lambda insert: (
+            insert(manifests)
+            .values(
+                repository_id=sa.bindparam("repository_id"),
+                digest=sa.bindparam("digest"),
+                media_type=sa.bindparam("media_type"),
+                content=sa.bindparam("content"),
+                size=sa.bindparam("size"),
+                subject_digest=sa.bindparam("subject_digest"),
+                artifact_type=sa.bindparam("artifact_type"),
+                annotations=sa.bindparam("annotations"),
+                created_at=sa.bindparam("now"),
+            )
+            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+            .returning(manifests.c.id)
         )
-        .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-        .returning(manifests.c.id)
     )
 )
-_MANIFEST_ID = sa.select(manifests.c.id).where(
-    manifests.c.repository_id == sa.bindparam("repository_id"), manifests.c.digest == sa.bindparam("digest")
+_MANIFEST_ID = Prepared(
+    sa.select(manifests.c.id).where(
+        manifests.c.repository_id == sa.bindparam("repository_id"), manifests.c.digest == sa.bindparam("digest")
+    )
 )
-_INSERT_REFERENCES = manifest_references.insert()
+_INSERT_REFERENCES = Prepared(
+    manifest_references.insert().values(
+        manifest_id=sa.bindparam("manifest_id"), digest=sa.bindparam("digest"), kind=sa.bindparam("kind")
+    )
+)
 # FOR SHARE on PostgreSQL (SQLite ignores it: its write transaction excludes every other writer)
 _LINKED_BLOBS = (
     sa.select(repository_blobs.c.digest, blobs.c.size)
@@ -75,20 +86,21 @@ _CHILD_MANIFESTS = (
 
 # A push uses what garbage collection marked as candidates again: the manifest itself (pushed again or tagged), its
 # children, its subject, its blobs' links. Before the references are checked, so a row is locked once, for writing.
-_CLEAR_MANIFEST_MARKS = (
+# One key per execution (executemany, in sorted order): no expanding IN, whose SQL text is built again every call.
+_CLEAR_MANIFEST_MARK = Prepared(
     manifests.update()
     .where(
         manifests.c.repository_id == sa.bindparam("in_repository"),
-        manifests.c.digest.in_(sa.bindparam("digests", expanding=True)),
+        manifests.c.digest == sa.bindparam("marked_digest"),
         manifests.c.gc_candidate_since.is_not(None),
     )
     .values(gc_candidate_since=None)
 )
-_CLEAR_LINK_MARKS = (
+_CLEAR_LINK_MARK = Prepared(
     repository_blobs.update()
     .where(
         repository_blobs.c.repository_id == sa.bindparam("in_repository"),
-        repository_blobs.c.digest.in_(sa.bindparam("digests", expanding=True)),
+        repository_blobs.c.digest == sa.bindparam("marked_digest"),
         repository_blobs.c.gc_candidate_since.is_not(None),
     )
     .values(gc_candidate_since=None)
@@ -148,7 +160,7 @@ class ManifestQueries(StoreBase):
             # one order for every transaction: two pushes naming the same tags in other orders would deadlock
             for tag in sorted(set(tag_names)):
                 params = {"repository_id": repo_id, "tag": tag, "manifest_id": manifest_id, "now": now}
-                conn.execute(_UPSERT_TAG[self._dialect], params)
+                _UPSERT_TAG.run(conn, params)
             self._insert_events(conn, events)
 
         self._write(put)
@@ -167,17 +179,16 @@ class ManifestQueries(StoreBase):
             "annotations": json.dumps(manifest.annotations) if manifest.annotations else None,
             "now": now,
         }
-        manifest_id: int | None = conn.execute(_INSERT_MANIFEST[self._dialect], params).scalar()
+        manifest_id: int | None = _INSERT_MANIFEST.run(conn, params).scalar()
         if manifest_id is None:
-            existing: int = conn.execute(_MANIFEST_ID, params).scalar_one()
+            existing: int = _MANIFEST_ID.run(conn, params).scalar_one()
             return existing
         refs = {(str(d.digest), "blob") for d in manifest.blobs}
         refs |= {(str(d.digest), "foreign") for d in manifest.foreign}
         refs |= {(str(d.digest), "manifest") for d in manifest.children}
         if refs:
-            conn.execute(
-                _INSERT_REFERENCES,
-                [{"manifest_id": manifest_id, "digest": d, "kind": k} for d, k in sorted(refs)],
+            _INSERT_REFERENCES.run(
+                conn, [{"manifest_id": manifest_id, "digest": d, "kind": k} for d, k in sorted(refs)]
             )
         return manifest_id
 
@@ -186,10 +197,10 @@ class ManifestQueries(StoreBase):
         used = {str(manifest.digest)} | {str(d.digest) for d in manifest.children}
         if manifest.subject is not None:
             used.add(str(manifest.subject.digest))
-        conn.execute(_CLEAR_MANIFEST_MARKS, {"in_repository": repo_id, "digests": sorted(used)})
+        _CLEAR_MANIFEST_MARK.run(conn, [{"in_repository": repo_id, "marked_digest": d} for d in sorted(used)])
         if manifest.blobs:
             layers = sorted({str(d.digest) for d in manifest.blobs})
-            conn.execute(_CLEAR_LINK_MARKS, {"in_repository": repo_id, "digests": layers})
+            _CLEAR_LINK_MARK.run(conn, [{"in_repository": repo_id, "marked_digest": d} for d in layers])
 
     def _check_references(self, conn: sa.Connection, repo_id: int, manifest: Manifest) -> None:
         """Raise BadReference unless every blob and child is in the repository with the size the manifest gives.

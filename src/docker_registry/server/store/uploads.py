@@ -15,8 +15,9 @@ import sqlalchemy as sa
 from docker_registry.core.digest import Digest
 
 from .base import StoreBase
-from .blobs import UNPIN
+from .blobs import UNPIN, hold_and_pin
 from .models import EventRecord, Upload
+from .prepared import Prepared
 from .tables import uploads
 
 WRITER_LEASE_SECONDS = 60.0
@@ -34,14 +35,16 @@ _UPLOAD_COLUMNS = (
 )
 
 
-_UPLOAD = sa.select(*_UPLOAD_COLUMNS).where(uploads.c.id == sa.bindparam("upload_id"))
-_CREATE = uploads.insert().values(
-    id=sa.bindparam("upload_id"),
-    repository=sa.bindparam("upload_repository"),
-    size=0,
-    owner=sa.bindparam("owner"),
-    created_at=sa.bindparam("now"),
-    updated_at=sa.bindparam("now"),
+_UPLOAD = Prepared(sa.select(*_UPLOAD_COLUMNS).where(uploads.c.id == sa.bindparam("upload_id")))
+_CREATE = Prepared(
+    uploads.insert().values(
+        id=sa.bindparam("upload_id"),
+        repository=sa.bindparam("upload_repository"),
+        size=0,
+        owner=sa.bindparam("owner"),
+        created_at=sa.bindparam("now"),
+        updated_at=sa.bindparam("now"),
+    )
 )
 
 
@@ -64,12 +67,16 @@ def _claim_statement(takeover: bool, sized: bool) -> sa.Executable:
     )
 
 
-_CLAIM = {(takeover, sized): _claim_statement(takeover, sized) for takeover in (False, True) for sized in (False, True)}
+_CLAIM = {
+    (takeover, sized): Prepared(_claim_statement(takeover, sized))
+    for takeover in (False, True)
+    for sized in (False, True)
+}
 """`claim_upload`'s statement, by (with a claim to take over, with the size expected)."""
 
 _CLAIMED = (uploads.c.id == sa.bindparam("upload_id"), uploads.c.writer == sa.bindparam("token"))
-_RENEW = uploads.update().where(*_CLAIMED).values(writer_since=sa.bindparam("now"))
-_RELEASE = (
+_RENEW = Prepared(uploads.update().where(*_CLAIMED).values(writer_since=sa.bindparam("now")))
+_RELEASE = Prepared(
     uploads.update()
     .where(*_CLAIMED)
     .values(
@@ -80,9 +87,9 @@ _RELEASE = (
         updated_at=sa.bindparam("now"),
     )
 )
-_DELETE = uploads.delete().where(uploads.c.id == sa.bindparam("upload_id")).returning(*_UPLOAD_COLUMNS)
-_END_CLAIMED = uploads.delete().where(*_CLAIMED)
-_END_UNCLAIMED = uploads.delete().where(uploads.c.id == sa.bindparam("upload_id"), uploads.c.writer.is_(None))
+_DELETE = Prepared(uploads.delete().where(uploads.c.id == sa.bindparam("upload_id")).returning(*_UPLOAD_COLUMNS))
+_END_CLAIMED = Prepared(uploads.delete().where(*_CLAIMED))
+_END_UNCLAIMED = Prepared(uploads.delete().where(uploads.c.id == sa.bindparam("upload_id"), uploads.c.writer.is_(None)))
 
 
 def _upload(row: sa.RowMapping) -> Upload:
@@ -101,12 +108,12 @@ class UploadQueries(StoreBase):
     writer_lease = WRITER_LEASE_SECONDS
 
     def upload(self, upload_id: str) -> Upload | None:
-        row = self._read(lambda conn: conn.execute(_UPLOAD, {"upload_id": upload_id}).mappings().first())
+        row = self._read(lambda conn: _UPLOAD.run(conn, {"upload_id": upload_id}).mappings().first())
         return _upload(row) if row else None
 
     def create_upload(self, upload_id: str, repository: str, owner: str | None = None) -> None:
         params = {"upload_id": upload_id, "upload_repository": repository, "owner": owner, "now": time.time()}
-        self._write(lambda conn: conn.execute(_CREATE, params), durable=False)
+        self._write(lambda conn: _CREATE.run(conn, params), durable=False)
 
     def claim_upload(
         self,
@@ -133,15 +140,41 @@ class UploadQueries(StoreBase):
                 "now": now,
                 "process": process,
             }
-            claimed = conn.execute(_CLAIM[takeover is not None, size is not None], params).scalar()
+            claimed = _CLAIM[takeover is not None, size is not None].run(conn, params).scalar()
             return None if claimed is None else Upload(upload_id, repository, claimed, token, process, now)
 
         return self._write(claim, durable=False)
 
-    def _update_claimed(self, statement: sa.Executable, params: dict[str, Any]) -> bool:
+    def claim_upload_pinned(
+        self, upload_id: str, repository: str, size: int, token: str, process: str | None, digest: Digest
+    ) -> tuple[Upload | None, bool]:
+        """`claim_upload` of a session holding exactly `size` bytes, already verified to be `digest` (the running
+        hash of the request that wrote them), and in the same transaction `pin_blob(digest, size, upload_id)`: the
+        finishing PUT's two session writes in one. The claim (or None) and whether the pin was taken (not while
+        a collector deletes the blob: the caller pins again later, as without this)."""
+
+        def claim(conn: sa.Connection) -> tuple[Upload | None, bool]:
+            now = time.time()
+            params = {
+                "upload_id": upload_id,
+                "upload_repository": repository,
+                "stale": now - self.writer_lease,
+                "expected_size": size,
+                "token": token,
+                "now": now,
+                "process": process,
+            }
+            if _CLAIM[False, True].run(conn, params).scalar() is None:
+                return None, False
+            claimed = Upload(upload_id, repository, size, token, process, now)
+            return claimed, hold_and_pin(conn, digest, size, upload_id)
+
+        return self._write(claim, durable=False)
+
+    def _update_claimed(self, statement: Prepared, params: dict[str, Any]) -> bool:
         """Run `statement` (`_RENEW`, `_RELEASE`) if the session's claim is still `params["token"]`'s; False if not
         (the session was deleted)."""
-        return self._write(lambda conn: conn.execute(statement, params).rowcount > 0, durable=False)
+        return self._write(lambda conn: statement.run(conn, params).rowcount > 0, durable=False)
 
     def renew_upload(self, upload_id: str, token: str) -> bool:
         """Extend the writer's lease; False if the claim is no longer the writer's (the session was deleted)."""
@@ -156,7 +189,7 @@ class UploadQueries(StoreBase):
     def delete_upload(self, upload_id: str) -> Upload | None:
         """End a session whoever writes to it; the session as it was (with its writer, if any), or None."""
         params = {"upload_id": upload_id}
-        row = self._write(lambda conn: conn.execute(_DELETE, params).mappings().first(), durable=False)
+        row = self._write(lambda conn: _DELETE.run(conn, params).mappings().first(), durable=False)
         return _upload(row) if row else None
 
     def finish_upload(
@@ -175,8 +208,8 @@ class UploadQueries(StoreBase):
             now = time.time()
             # writer IS NULL without a token, as `uploads.c.writer == None` always said
             statement = _END_UNCLAIMED if token is None else _END_CLAIMED
-            ended = conn.execute(statement, {"upload_id": upload_id, "token": token})
-            conn.execute(UNPIN, {"digest": str(digest), "token": upload_id})  # the link (or nothing) from now on
+            ended = statement.run(conn, {"upload_id": upload_id, "token": token})
+            UNPIN.run(conn, {"digest": str(digest), "token": upload_id})  # the link (or nothing) from now on
             if token is not None and ended.rowcount == 0:
                 return False
             self._link(conn, self._repository_id(conn, repository, now), digest, size, now)
