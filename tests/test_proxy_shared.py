@@ -1,6 +1,7 @@
 """The pull-through cache as one registry, not one worker: single flight and the ttl clock across two workers (on
-the filesystem and on S3 through moto), blobs streamed on S3 as they arrive and never half-cached, and access
-rules applied to the repository a containerd `?ns=` pull is served from."""
+the filesystem and on S3 through moto) and across two nodes sharing PostgreSQL, blobs streamed on S3 as they
+arrive and never half-cached, and access rules applied to the repository a containerd `?ns=` pull is served
+from."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from postgres_cluster import PostgresCluster
 from test_auth_htpasswd import write_htpasswd
 
 from oci_content import OCI_MANIFEST
@@ -267,3 +269,38 @@ def test_a_containerd_ns_pull_needs_the_right_to_pull_the_prefixed_repository(
             assert prefixed.get("/v2/hub/library/guarded/tags/list").json()["tags"] == ["1"]
     finally:
         cache.stop()
+
+
+def test_two_nodes_on_postgresql_share_the_ttl_clock_and_one_manifest_fetch(
+    upstream: RegistryProcess, tmp_path: Path, postgres_cluster: PostgresCluster
+) -> None:
+    repo = "nodes/app"
+    with client_for(upstream) as source:
+        pushed = image_manifest(source, repo)
+        push(source, repo, pushed, "v1")
+    storage, _ = on_s3(shared_server())
+    config = {
+        "proxy": {"remoteurl": upstream.url, "ttl": "1h"},
+        "database": {"url": postgres_cluster.new_database()},
+    }
+    nodes = [
+        RegistryProcess(tmp_path / f"node{n}", kind="ours", workers=WORKERS, storage=storage, extra_config=config)
+        for n in range(2)
+    ]
+    clients: list[httpx.Client] = []
+    try:
+        for node in nodes:
+            node.start()
+            clients += clients_on_every_worker(node, 2)  # eight clients, two on each worker of each node
+        answers = all_at_once(clients, lambda c: c.get(f"/v2/{repo}/manifests/v1", headers={"Accept": OCI_MANIFEST}))
+        assert [(a.status_code, a.content) for a in answers] == [(200, pushed.body)] * 8
+        for client in clients:  # and one after the other, within the ttl
+            assert client.get(f"/v2/{repo}/manifests/v1").headers["Docker-Content-Digest"] == pushed.digest
+        time.sleep(0.5)
+        assert upstream_requests(upstream, "HEAD", "manifests/v1") == 1
+        assert upstream_requests(upstream, "GET", f"manifests/{pushed.digest}") == 1
+    finally:
+        for client in clients:
+            client.close()
+        for node in nodes:
+            node.stop()
