@@ -132,10 +132,10 @@ def test_concurrent_cold_pulls_on_two_workers_cause_one_upstream_get_per_object(
         assert {b.status_code for b in configs} == {200}
         time.sleep(0.5)  # Distribution writes its log line after the response
         # the tag's HEAD named the digest, fetched once (and never again by digest)
-        assert upstream_requests(upstream, "GET", f"manifests/{pushed.digest}") == 1
-        assert upstream_requests(upstream, "GET", "manifests/v1") == 0
-        assert upstream_requests(upstream, "GET", f"blobs/{big_digest}") == 1
-        assert upstream_requests(upstream, "GET", f"blobs/{config_digest}") == 1
+        assert upstream_requests(upstream, "GET", f"{repo}/manifests/{pushed.digest}") == 1
+        assert upstream_requests(upstream, "GET", f"{repo}/manifests/v1") == 0
+        assert upstream_requests(upstream, "GET", f"{repo}/blobs/{big_digest}") == 1
+        assert upstream_requests(upstream, "GET", f"{repo}/blobs/{config_digest}") == 1
     finally:
         for client in clients:
             client.close()
@@ -159,10 +159,10 @@ def test_a_tag_pulled_through_both_workers_within_its_ttl_costs_one_upstream_hea
         answers = all_at_once(clients * 2, lambda c: c.get(f"/v2/{repo}/manifests/latest"))
         assert {a.headers["Docker-Content-Digest"] for a in answers} == {first.digest}
         time.sleep(0.5)
-        assert upstream_requests(upstream, "HEAD", "manifests/latest") == 1
+        assert upstream_requests(upstream, "HEAD", f"{repo}/manifests/latest") == 1
         assert (
-            upstream_requests(upstream, "GET", "manifests/latest")
-            + upstream_requests(upstream, "GET", f"manifests/{first.digest}")
+            upstream_requests(upstream, "GET", f"{repo}/manifests/latest")
+            + upstream_requests(upstream, "GET", f"{repo}/manifests/{first.digest}")
             == 1
         )
     finally:
@@ -261,7 +261,7 @@ def test_a_containerd_ns_pull_needs_the_right_to_pull_the_prefixed_repository(
             assert challenge.status_code == 401
             assert challenge.json()["errors"][0]["detail"][0]["Name"] == "hub/library/guarded"
         time.sleep(0.5)
-        assert upstream_requests(upstream, "HEAD", "manifests/1") == 0  # refused before the upstream was asked
+        assert upstream_requests(upstream, "HEAD", "library/guarded/manifests/1") == 0  # refused before asking upstream
         with httpx.Client(base_url=cache.url, timeout=60, auth=("prefixed", users["prefixed"])) as prefixed:
             allowed = prefixed.get(path, params={"ns": upstream.host}, headers={"Accept": OCI_MANIFEST})
             assert allowed.status_code == 200
@@ -297,10 +297,36 @@ def test_two_nodes_on_postgresql_share_the_ttl_clock_and_one_manifest_fetch(
         for client in clients:  # and one after the other, within the ttl
             assert client.get(f"/v2/{repo}/manifests/v1").headers["Docker-Content-Digest"] == pushed.digest
         time.sleep(0.5)
-        assert upstream_requests(upstream, "HEAD", "manifests/v1") == 1
-        assert upstream_requests(upstream, "GET", f"manifests/{pushed.digest}") == 1
+        assert upstream_requests(upstream, "HEAD", f"{repo}/manifests/v1") == 1
+        assert upstream_requests(upstream, "GET", f"{repo}/manifests/{pushed.digest}") == 1
     finally:
         for client in clients:
             client.close()
         for node in nodes:
             node.stop()
+
+
+def test_with_a_ttl_and_the_upstream_down_every_worker_serves_the_cached_tag(tmp_path: Path) -> None:
+    if not os.path.exists("/usr/bin/docker-registry"):
+        pytest.skip("CNCF Distribution is not installed: apt-get install docker-registry")
+    upstream = distribution(tmp_path / "upstream")
+    cache = None
+    clients: list[httpx.Client] = []
+    try:
+        with client_for(upstream) as source:
+            pushed = image_manifest(source, "down/app")
+            push(source, "down/app", pushed, "v1")
+        cache = cache_on("filesystem", tmp_path / "cache", {"remoteurl": upstream.url, "ttl": "1s"})
+        clients = clients_on_every_worker(cache, 4)
+        assert clients[0].get("/v2/down/app/manifests/v1").status_code == 200
+        upstream.stop()
+        time.sleep(1.2)  # the ttl ran out: the tag is due for a revalidation the upstream cannot answer
+        answers = all_at_once(clients, lambda c: c.get("/v2/down/app/manifests/v1"))
+        assert {(a.status_code, a.headers.get("Docker-Content-Digest")) for a in answers} == {(200, pushed.digest)}
+        assert "from the cache, upstream unavailable" in cache.log_path.read_text()
+    finally:
+        for client in clients:
+            client.close()
+        if cache is not None:
+            cache.stop()
+        upstream.stop()

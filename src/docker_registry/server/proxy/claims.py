@@ -27,17 +27,22 @@ class Claims:
         self._store = store
         self._owner = uuid.uuid4().hex
 
-    async def once(self, key: str, needed: Callable[[], Awaitable[bool]], work: Callable[[], Awaitable[None]]) -> None:
+    async def once(
+        self, key: str, needed: Callable[[bool], Awaitable[bool]], work: Callable[[], Awaitable[None]]
+    ) -> None:
         """Run `work` while it is `needed`, in one worker of the registry at a time: while another holds the claim
-        on `key`, wait for it to end and look again. `work`'s errors reach the caller whose worker ran it."""
+        on `key`, wait for it to end and look again. `needed` is told whether this caller waited for another's work
+        (which may settle more than the first look did). `work`'s errors reach the caller whose worker ran it."""
         sync = self._store.sync
-        while await needed():
+        waited = False
+        while await needed(waited):
             if await self._store.write_transient(sync.claim_proxy_fetch, key, self._owner, time.time(), LEASE):
                 try:
-                    if await needed():
+                    if await needed(waited):
                         await work()
                 finally:
                     await self._store.write_transient(sync.release_proxy_fetch, key, self._owner)
                 return
             while await self._store.read(sync.proxy_fetch_claimed, key, time.time()):
                 await asyncio.sleep(POLL)
+            waited = True

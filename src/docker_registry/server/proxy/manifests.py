@@ -72,7 +72,7 @@ class Manifests:
         """Fetch and store the manifest unless it is stored already (content by digest never changes: never asked
         again); `tag` is set with it when it was fetched for that tag."""
 
-        async def missing() -> bool:
+        async def missing(waited: bool) -> bool:
             return await self._registry.store.manifest(target.local_name, digest) is None
 
         async def fetch() -> None:
@@ -82,11 +82,15 @@ class Manifests:
 
         await self._claims.once(f"{target.local_name}@{digest}", missing, fetch)
 
-    async def _stale_tag(self, target: Target, tag: str) -> bool:
-        """True unless the tag is cached and the upstream confirmed it within its ttl (by any worker or node)."""
+    async def _stale_tag(self, target: Target, tag: str, waited: bool) -> bool:
+        """True unless the tag is cached and the upstream confirmed it within its ttl (by any worker or node). A
+        caller that `waited` for another's revalidation takes its outcome: the tag it confirmed or moved, or, when
+        the upstream failed it, the cached tag served stale (rather than asking the unreachable upstream again)."""
         store = self._registry.store
         if await store.tag_digest(target.local_name, tag) is None:
             return True
+        if waited:
+            return False
         checked = await store.read(store.sync.proxy_tag_checked_at, target.local_name, tag)
         return checked is None or time.time() - checked >= target.upstream.settings.ttl
 
