@@ -153,6 +153,7 @@ class Flights:
         self._spool = spool
         """The local directory of spooled fetches, for storage without a local disk."""
         self._running: dict[Digest, asyncio.Task[None]] = {}
+        """This worker's fetches, referenced here while they run (the event loop keeps only weak references)."""
         self._progress: dict[Digest, asyncio.Event] = {}
         """Set (and replaced) whenever this worker's fetch of the digest receives bytes: its readers wake at once
         instead of at their next poll."""
