@@ -57,14 +57,25 @@ def token_client(upstream: RegistryProcess, scope: str) -> httpx.Client:
     return httpx.Client(base_url=upstream.url, timeout=60, headers=headers)
 
 
-def blob_gets(upstream: RegistryProcess, digest: str) -> int:
-    """How many GETs of the blob Distribution served (its log has one line per request)."""
-    pattern = re.compile(rf'http\.request\.method=GET .*http\.request\.uri="/v2/[^"]*/blobs/{re.escape(digest)}"')
+def _served(upstream: RegistryProcess, method: str, uri: str) -> int:
+    """How many requests Distribution served whose method is `method` and URI matches the pattern `uri` (its log
+    has one line per request; logfmt quotes the URI only when it holds characters such as `:`)."""
+    pattern = re.compile(rf'http\.request\.method={method} .*http\.request\.uri="?{uri}(?:"|\s)')
     return sum(
         1
         for line in upstream.log_path.read_text().splitlines()
         if pattern.search(line) and "response completed" in line
     )
+
+
+def upstream_requests(upstream: RegistryProcess, method: str, path: str) -> int:
+    """How many requests `method /v2/<path>` Distribution served."""
+    return _served(upstream, method, f"/v2/{re.escape(path)}")
+
+
+def blob_gets(upstream: RegistryProcess, digest: str) -> int:
+    """How many GETs of the blob, from any repository, Distribution served."""
+    return _served(upstream, "GET", f'/v2/[^" ]*/blobs/{re.escape(digest)}')
 
 
 def mirror(workdir: Path, upstream_url: str, **extra: Any) -> RegistryProcess:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -83,6 +85,14 @@ class MotoServer:
         with opener.open(request, timeout=30) as response:
             assert response.status == 200, response.status
         return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """The keys in `bucket` under `prefix` (one ListObjectsV2 page of up to 1000: tests store a few)."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        query = urllib.parse.urlencode({"list-type": "2", "prefix": prefix})
+        with opener.open(f"{self.endpoint}/{bucket}?{query}", timeout=30) as response:
+            listing = response.read().decode()
+        return re.findall(r"<Key>([^<]*)</Key>", listing)
 
     def options(self, bucket: str, **extra: Any) -> dict[str, Any]:
         """The driver's options (`storage.s3`) for `bucket` on this server."""

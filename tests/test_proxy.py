@@ -29,6 +29,7 @@ from proxy_upstreams import (
 )
 from registry_api import Pushed, assert_error, image_manifest, index_manifest, push, push_blob
 from registry_process import RegistryProcess, free_port
+from s3_server import on_filesystem_only
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +195,7 @@ def test_basic_and_token_upstreams(tmp_path: Path) -> None:
             process.stop()
 
 
+@on_filesystem_only("reads the cache's SQLite database")
 def test_prefixes_beside_local_repositories_and_containerd_ns(upstream: RegistryProcess, tmp_path: Path) -> None:
     host = upstream.host
     upstreams = [{"prefix": "hub", "remoteurl": upstream.url}]
@@ -297,6 +299,7 @@ def test_concurrent_gets_of_an_uncached_blob_cause_one_upstream_get(upstream: Re
         cache.stop()
 
 
+@on_filesystem_only("reads the cache's blob files (on S3: tests/test_proxy_shared.py)")
 def test_upstream_dying_mid_blob_keeps_nothing_and_the_next_get_fetches_it_whole(tmp_path: Path) -> None:
     blob = os.urandom(4 * 1024 * 1024)
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
@@ -331,7 +334,9 @@ def test_upstream_dying_mid_blob_keeps_nothing_and_the_next_get_fetches_it_whole
             cache.stop()
 
 
-def test_storage_without_a_local_disk_fetches_whole_once_then_serves(upstream: RegistryProcess, tmp_path: Path) -> None:
+def test_storage_without_a_local_disk_streams_one_fetch_through_the_spool(
+    upstream: RegistryProcess, tmp_path: Path
+) -> None:
     blob = os.urandom(4 * 1024 * 1024)
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     with client_for(upstream) as source:
@@ -364,6 +369,7 @@ def test_storage_without_a_local_disk_fetches_whole_once_then_serves(upstream: R
         cache.stop()
 
 
+@on_filesystem_only("reads the cache's blob files")
 def test_a_client_that_disconnects_does_not_abort_the_fetch_others_wait_on(tmp_path: Path) -> None:
     blob = os.urandom(8 * 1024 * 1024)
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()

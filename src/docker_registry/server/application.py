@@ -77,6 +77,8 @@ def create_app(config: Config) -> web.Application:
     # Health first after errors: probes need no credentials, and `health.unavailable` refuses before anything.
     middlewares: list[Middleware] = [errors_middleware, health_endpoints.middleware(monitor, config.health.unavailable)]
     auth, token_service = create_auth(config) if config.auth is not None else (None, None)
+    if config.proxy is not None and auth is not None:  # before auth: which repository a `?ns=` pull is served from
+        middlewares.append(proxy_middleware.naming_middleware())
     if auth is not None:  # after the error middleware, so its refusals render as the spec's JSON errors
         ui_prefix = ui.PREFIX if config.ui.enabled else None  # the UI logs its users in itself (same users, rules)
         middlewares.append(auth_middleware(auth, token_service.path if token_service else None, ui_prefix))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from ..http.context import ACCESS, registry
+from ..http.context import ACCESS, registry, served_name
 from ..http.routing import Handler, Params, resolve
 from ..http.v2 import ROUTES, uploads
 from ..registry import names
@@ -52,18 +52,19 @@ class TokenAccess:
 def needs(handler: Handler, params: Params, request: web.Request) -> list[Grant] | None:
     """The grants a request needs; None for a route no token opens."""
     action = required(handler)
+    name = served_name(request, params.name)
     if action == LOGIN:
         return []
     if action == CATALOG:
         return [CATALOG_GRANT]
     if action == PULL:
-        return [(REPOSITORY, params.name, PULL)]
+        return [(REPOSITORY, name, PULL)]
     if action == DELETE:
-        return [(REPOSITORY, params.name, DELETE)]
+        return [(REPOSITORY, name, DELETE)]
     if action == PUSH:
-        grants = [(REPOSITORY, params.name, PULL), (REPOSITORY, params.name, PUSH)]
+        grants = [(REPOSITORY, name, PULL), (REPOSITORY, name, PUSH)]
         source = request.query.get("from") if handler is uploads.start_upload else None
-        if source and source != params.name and names.is_name(source):
+        if source and source != name and names.is_name(source):
             grants.append((REPOSITORY, source, PULL))  # a mount reads the source repository
         return grants
     return None

@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
 from ..config import Config
-from ..http.context import ACCESS, registry
+from ..http.context import ACCESS, registry, served_name
 from ..http.routing import resolve, table_for
 from ..http.v2 import ROUTES
 from ..registry import names
@@ -93,7 +93,10 @@ class Auth:
                 raise self._challenge() from None
             raise
         action = required(handler) if routes is ROUTES else required_v1(request.method, path)
-        repository = params.name if routes is ROUTES or not params.name else names.legacy_repository(params.name)
+        if routes is ROUTES:
+            repository = served_name(request, params.name)
+        else:
+            repository = names.legacy_repository(params.name) if params.name else params.name
         if action == OPEN:
             allowed = True
         elif action == LOGIN:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, PlainValidator, model_validator
 
 from .section import OURS, Secret, Section
-from .values import Duration, Text, invalid, problem
+from .values import Directory, Duration, Text, invalid, problem
 
 
 def _remote_url(value: Any) -> str:
@@ -62,6 +62,13 @@ class ProxyConfig(Section):
         default_factory=list,
         description="several upstreams beside local repositories: `{prefix, remoteurl, username, password, ttl}`; "
         "pushes under a prefix are refused, other names are ordinary local repositories",
+    )
+
+    spooldirectory: Annotated[Directory | None, OURS] = Field(
+        None,
+        description="a local directory for blobs being fetched when the storage has no local disk (S3): clients "
+        "stream them from here while they are uploaded, and the node's workers lock their fetches here (default: "
+        "a temporary directory made at start, removed at exit)",
     )
 
     @model_validator(mode="after")

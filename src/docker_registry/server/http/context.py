@@ -31,6 +31,18 @@ class Access(Protocol):
 ACCESS = "docker_registry.access"
 """The request's `Access`, under this key of the request; absent when no auth is configured (everything allowed)."""
 
+SERVED_NAME = "docker_registry.served_name"
+"""The repository a v2 request is served from when that is not the name in its path (a pull-through cache's
+containerd request, `?ns=`, names the upstream's repository and is served under the cache's prefix). Set before
+auth, so that access rules apply to the repository actually served."""
+
+
+def served_name(request: web.Request, name: str) -> str:
+    """The repository the request for `name` is served from: `name` itself, unless a feature said otherwise."""
+    served: str | None = request.get(SERVED_NAME)
+    return name if served is None else served
+
+
 Guard = Callable[[web.Request], Awaitable[None]]
 GUARD_KEY: web.AppKey[Guard] = web.AppKey("guard", Guard)  # type: ignore[arg-type]
 """Set by the auth feature: run before a handler, and before `100 Continue` is sent (raises a RegistryError)."""

@@ -10,6 +10,12 @@ and stop when it holds that many bytes, or when the fetcher is gone (lock releas
 the bytes already in their open file then either complete the blob (it was published) or not (the upstream died
 mid-blob: nothing was kept, and the client's connection is cut, as the size it was promised is not reached).
 
+Storage without a local disk (S3, memory) has no growing file to follow: there the fetcher tees the bytes, each
+chunk written to a spool file on local disk (`proxy.spooldirectory`, lock files beside it) before it goes on to the
+storage's upload, and the readers follow the spool file exactly as they would the upload's data. The upload then
+has an id of its own (two nodes fetching one blob never write one object), and the spool file is removed when the
+fetch ends, whatever its outcome: as on a disk, nothing is kept unless the digest matched.
+
 The fetch is a task of its own, not part of any client's request: a client that disconnects leaves it running
 for the others, and the blob is cached anyway.
 """
@@ -42,6 +48,7 @@ from .upstream import UpstreamError, UpstreamNotFound
 log = logging.getLogger(__name__)
 
 FLIGHTS = "proxy-flights"
+SPOOLED = "proxy-spool"
 POLL = 0.005
 """Seconds a reader waits at the end of the growing file before looking again, unless the fetch of its own worker
 wakes it sooner (each chunk received does)."""
@@ -53,16 +60,37 @@ _NAMESPACE = uuid.UUID("7d0f3c4e-52a4-4c47-9a55-0c1e8d3e6f21")
 
 @dataclass(frozen=True, slots=True)
 class _Flight:
-    upload_id: str
+    upload_id: str | None
+    """The upload's id on a local disk (its data is what readers follow); None for a spooled fetch (a new one)."""
     lock_path: str
     data_path: str
 
 
-def _flight(registry: Registry, digest: Digest) -> _Flight | None:
+def _flight(registry: Registry, digest: Digest, spool: str) -> _Flight:
+    """Where the fetch of `digest` is locked and its bytes grow: in the storage's own upload area on a local disk,
+    else in the spool directory."""
+    name = f"{digest.algorithm}-{digest.encoded}"
     upload_id = str(uuid.uuid5(_NAMESPACE, str(digest)))
     data = registry.driver.local_path(upload_path(upload_id))
-    lock = registry.driver.local_path(f"{FLIGHTS}/{digest.algorithm}-{digest.encoded}")
-    return None if data is None or lock is None else _Flight(upload_id, lock, data)
+    lock = registry.driver.local_path(f"{FLIGHTS}/{name}")
+    if data is not None and lock is not None:
+        return _Flight(upload_id, lock, data)
+    return _Flight(None, os.path.join(spool, FLIGHTS, name), os.path.join(spool, SPOOLED, name))
+
+
+def _new_spool(path: str) -> BinaryIO:
+    """A fresh spool file at `path` (a crashed fetcher's is replaced, not reused: its readers see it gone)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return open(path, "xb", buffering=0)  # closed by the fetch, at its end
+
+
+def _write_all(spool: BinaryIO, chunk: bytes) -> None:
+    view = memoryview(chunk)
+    while view:
+        written = spool.write(view)
+        view = view[written or 0 :]
 
 
 def _try_lock(path: str) -> int | None:
@@ -120,9 +148,12 @@ def _open_data(flight: _Flight) -> BinaryIO | None:
 class Flights:
     """The blob fetches of one worker: started here, followed by any request of any worker."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, spool: str) -> None:
         self._registry = registry
+        self._spool = spool
+        """The local directory of spooled fetches, for storage without a local disk."""
         self._running: dict[Digest, asyncio.Task[None]] = {}
+        """This worker's fetches, referenced here while they run (the event loop keeps only weak references)."""
         self._progress: dict[Digest, asyncio.Event] = {}
         """Set (and replaced) whenever this worker's fetch of the digest receives bytes: its readers wake at once
         instead of at their next poll."""
@@ -134,15 +165,11 @@ class Flights:
         caller serves it from the store). A blob the upstream lacks is BLOB_UNKNOWN, an unreachable upstream
         UNAVAILABLE."""
         started = time.monotonic()
-        flight = _flight(self._registry, digest)
-        if flight is None:  # storage is not a local disk: fetch whole, then serve from the store
-            await self._start(target, digest, None, None)
-            await asyncio.shield(self._running.get(digest) or _done())
-            return None
+        flight = _flight(self._registry, digest, self._spool)
         for _ in range(2):  # a fetcher of another worker that failed before it began: lead once ourselves
             fd = await asyncio.to_thread(_try_lock, flight.lock_path)
             if fd is not None:
-                await self._start(target, digest, flight, fd)
+                self._start(target, digest, flight, fd)
             response = await self._follow(request, digest, flight)
             if response is not None or await self._registry.store.known_blob_size(digest) is not None:
                 return response
@@ -151,9 +178,7 @@ class Flights:
                 raise failure[0]
         raise RegistryError(UNAVAILABLE, message="the upstream fetch of this blob failed", status=503)
 
-    async def _start(self, target: Target, digest: Digest, flight: _Flight | None, fd: int | None) -> None:
-        if digest in self._running and fd is None:
-            return
+    def _start(self, target: Target, digest: Digest, flight: _Flight, fd: int) -> None:
         task = asyncio.create_task(self._fetch(target, digest, flight, fd))
         self._running[digest] = task
         task.add_done_callback(lambda done: self._finished(digest, done))
@@ -167,20 +192,23 @@ class Flights:
         else:
             self._failures.pop(digest, None)
 
-    async def _fetch(self, target: Target, digest: Digest, flight: _Flight | None, fd: int | None) -> None:
-        """The one upstream GET, written through the registry's upload path; the lock is released at the end."""
+    async def _fetch(self, target: Target, digest: Digest, flight: _Flight, fd: int) -> None:
+        """The one upstream GET, written through the registry's upload path (and the spool file, for storage
+        without a local disk); the lock is released at the end."""
+        spool: BinaryIO | None = None
         try:
             if await self._registry.store.known_blob_size(digest) is not None:
                 return  # fetched by another worker between the caller's look and the lock
-            if flight is not None:
+            if flight.upload_id is not None:
                 with contextlib.suppress(exceptions.FileNotFoundError):  # a crashed fetcher's leftovers
                     await self._registry.driver.remove(f"uploads/{flight.upload_id}")
+            else:
+                spool = await asyncio.to_thread(_new_spool, flight.data_path)
             async with target.upstream.blob(target.remote_name, str(digest)) as response:
-                if fd is not None:
-                    size = response.content_length if response.content_length is not None else -1
-                    await asyncio.to_thread(os.pwrite, fd, f"{size}\n".encode(), 0)
-                upload_id = flight.upload_id if flight is not None else None
-                await self._registry.put_blob(target.local_name, digest, self._announcing(digest, response), upload_id)
+                size = response.content_length if response.content_length is not None else -1
+                await asyncio.to_thread(os.pwrite, fd, f"{size}\n".encode(), 0)
+                chunks = self._announcing(digest, response, spool)
+                await self._registry.put_blob(target.local_name, digest, chunks, flight.upload_id)
         except UpstreamNotFound:
             raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}) from None
         except (UpstreamError, aiohttp.ClientError, TimeoutError) as exc:  # down, or died mid-blob: nothing kept
@@ -190,17 +218,27 @@ class Flights:
             log.warning("upstream fetch of %s for %s failed: %s", digest, target.local_name, exc)
             raise
         finally:
-            if fd is not None and flight is not None:
-                # Removed while still locked: whoever opens the path later makes a new file and, holding its lock,
-                # finds the blob stored (or fetches again after a failure); who holds the old one sees it gone.
-                os.ftruncate(fd, 0)
+            if spool is not None:  # its readers keep what they opened; nobody opens it again
+                spool.close()
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(flight.lock_path)
-                os.close(fd)
+                    os.unlink(flight.data_path)
+            # Removed while still locked: whoever opens the path later makes a new file and, holding its lock,
+            # finds the blob stored (or fetches again after a failure); who holds the old one sees it gone.
+            os.ftruncate(fd, 0)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(flight.lock_path)
+            os.close(fd)
 
-    async def _announcing(self, digest: Digest, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def _announcing(
+        self, digest: Digest, response: aiohttp.ClientResponse, spool: BinaryIO | None
+    ) -> AsyncIterator[bytes]:
+        """The upstream's bytes on their way to the storage; each chunk first goes to the spool file, if any, so
+        readers get it before the storage's upload (an S3 part) holds it."""
         try:
             async for chunk in response.content.iter_any():
+                if spool is not None:
+                    await asyncio.to_thread(_write_all, spool, chunk)
+                    self._wake(digest)
                 yield chunk
                 self._wake(digest)  # the chunk was handed to the writer: it may be on disk by the time they read
         finally:
@@ -270,7 +308,3 @@ class Flights:
 
     async def _cached(self, digest: Digest) -> bool:
         return await self._registry.store.known_blob_size(digest) is not None
-
-
-async def _done() -> None:
-    return None

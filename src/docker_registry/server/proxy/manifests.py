@@ -4,6 +4,10 @@
 Cached manifests are ordinary content: stored through the registry logic under the local name, tags included,
 so catalog, tag lists and later pulls see them. Their blobs and an index's other platforms are fetched when a
 client asks for them, so the store takes them without its reference check (the upstream verified them).
+
+Everything here holds for the whole registry, not one worker: when the upstream last confirmed a tag is kept in
+the metadata store (the ttl clock every worker and node reads), and a manifest's fetch, like a revalidation with a
+ttl, is claimed there (`claims`), so however many workers miss it at once the upstream is asked once.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from docker_registry.core.digest import Digest, DigestError, parse_digest
 
 from ..registry.errors import MANIFEST_UNKNOWN, UNAVAILABLE, RegistryError
 from ..registry.service import Registry
+from .claims import Claims
 from .targets import StaleObserver, Target
 from .upstream import UpstreamError, UpstreamNotFound
 
@@ -24,14 +29,13 @@ log = logging.getLogger(__name__)
 
 
 class Manifests:
-    def __init__(self, registry: Registry, limit: int, stale: StaleObserver) -> None:
+    def __init__(self, registry: Registry, limit: int, stale: StaleObserver, claims: Claims) -> None:
         self._registry = registry
         self._stale = stale
         self._limit = limit
-        self._checked: dict[tuple[str, str], float] = {}
-        """(local name, tag) -> monotonic time the upstream last confirmed it (per worker)."""
+        self._claims = claims
         self._flights: dict[tuple[str, str], asyncio.Future[None]] = {}
-        """Fetches in progress, so concurrent pulls of one manifest cause one upstream request."""
+        """This worker's requests in progress, so concurrent pulls of one reference share one task (and one claim)."""
 
     async def ensure(self, target: Target, reference: str | Digest) -> None:
         """Make the manifest servable from the store: cached already and fresh enough, or fetched now. Raises
@@ -55,21 +59,47 @@ class Manifests:
     async def _ensure(self, target: Target, reference: str | Digest) -> None:
         if isinstance(reference, Digest):
             await self._by_digest(target, reference)
-        else:
-            await self._by_tag(target, reference)
+        elif target.upstream.settings.ttl > 0:  # one revalidation per ttl for the whole registry
+            await self._claims.once(
+                f"{target.local_name}:{reference}",
+                partial(self._stale_tag, target, reference),
+                partial(self._revalidate, target, reference),
+            )
+        else:  # every pull asks the upstream anyway: nothing to share
+            await self._revalidate(target, reference)
 
-    async def _by_digest(self, target: Target, digest: Digest) -> None:
-        if await self._registry.store.manifest(target.local_name, digest) is not None:
-            return  # content by digest never changes: never asked again
-        raw, media_type = await self._fetch(target, str(digest))
-        await self._registry.put_manifest(target.local_name, digest, raw, media_type, check_references=False)
+    async def _by_digest(self, target: Target, digest: Digest, tag: str | None = None) -> None:
+        """Fetch and store the manifest unless it is stored already (content by digest never changes: never asked
+        again); `tag` is set with it when it was fetched for that tag."""
 
-    async def _by_tag(self, target: Target, tag: str) -> None:
-        key = (target.local_name, tag)
-        cached = await self._registry.store.tag_digest(target.local_name, tag)
-        checked = self._checked.get(key)
-        if cached is not None and checked is not None and time.monotonic() - checked < target.upstream.settings.ttl:
-            return
+        async def missing(waited: bool) -> bool:
+            return await self._registry.store.manifest(target.local_name, digest) is None
+
+        async def fetch() -> None:
+            raw, media_type = await self._fetch(target, str(digest))
+            tags = [tag] if tag is not None else []
+            await self._registry.put_manifest(target.local_name, digest, raw, media_type, tags, check_references=False)
+
+        await self._claims.once(f"{target.local_name}@{digest}", missing, fetch)
+
+    async def _stale_tag(self, target: Target, tag: str, waited: bool) -> bool:
+        """True unless the tag is cached and the upstream confirmed it within its ttl (by any worker or node). A
+        caller that `waited` for another's revalidation takes its outcome: the tag it confirmed or moved, or, when
+        the upstream failed it, the cached tag served stale (rather than asking the unreachable upstream again)."""
+        store = self._registry.store
+        if await store.tag_digest(target.local_name, tag) is None:
+            return True
+        if waited:
+            return False
+        checked = await store.read(store.sync.proxy_tag_checked_at, target.local_name, tag)
+        return checked is None or time.time() - checked >= target.upstream.settings.ttl
+
+    async def _revalidate(self, target: Target, tag: str) -> None:
+        """Ask the upstream where the tag points (a HEAD) and follow it: the manifest fetched when not stored, the
+        tag moved when it moved; the cached tag served, with a warning, while the upstream is unreachable."""
+        store = self._registry.store
+        asked = time.time()
+        cached = await store.tag_digest(target.local_name, tag)
         try:
             upstream_digest = _digest(await target.upstream.manifest_digest(target.remote_name, tag))
         except UpstreamNotFound:
@@ -80,21 +110,26 @@ class Manifests:
             log.warning("serving %s:%s from the cache, upstream unavailable: %s", target.local_name, tag, exc)
             self._stale("tag")
             return
-        if cached is not None and upstream_digest == cached:
-            self._checked[key] = time.monotonic()
-            return
-        stored = None
-        if upstream_digest is not None:
-            stored = await self._registry.store.manifest(target.local_name, upstream_digest)
-        if stored is not None:  # the tag moved to a manifest cached already (by digest): only the tag moves
-            raw, media_type = stored.content, stored.media_type
-        else:
-            raw, media_type = await self._fetch(target, str(upstream_digest or tag))
-        # by digest when the upstream named one: the bytes fetched are then checked against it
-        reference: str | Digest = upstream_digest or tag
-        extra = [tag] if upstream_digest else []
-        await self._registry.put_manifest(target.local_name, reference, raw, media_type, extra, check_references=False)
-        self._checked[key] = time.monotonic()
+        if upstream_digest is None:  # the upstream named no digest: fetched by tag, checked against nothing more
+            raw, media_type = await self._fetch(target, tag)
+            await self._registry.put_manifest(target.local_name, tag, raw, media_type, check_references=False)
+        elif upstream_digest != cached:
+            await self._by_digest(target, upstream_digest, tag)
+            if await store.tag_digest(target.local_name, tag) != upstream_digest:
+                # cached already (by digest, or fetched for another tag): only the tag moves
+                stored = await store.manifest(target.local_name, upstream_digest)
+                if stored is None:
+                    raise RegistryError(UNAVAILABLE, message="the manifest vanished while its tag moved", status=503)
+                await self._registry.put_manifest(
+                    target.local_name,
+                    upstream_digest,
+                    stored.content,
+                    stored.media_type,
+                    [tag],
+                    check_references=False,
+                )
+        if target.upstream.settings.ttl > 0:
+            await store.write_transient(store.sync.mark_proxy_tag_checked, target.local_name, tag, asked)
 
     async def _fetch(self, target: Target, reference: str) -> tuple[bytes, str]:
         try:

@@ -20,7 +20,7 @@ from aiohttp.typedefs import Middleware
 from docker_registry.core.digest import Digest, parse_digest
 
 from ..http import v2
-from ..http.context import registry
+from ..http.context import SERVED_NAME, registry
 from ..http.routing import ROUTE_NAME, WRITE_METHODS, Params, resolve
 from ..http.v2 import blobs, manifests
 from ..registry import names
@@ -125,6 +125,26 @@ class ProxyHandlers:
         if size is not None:
             headers["Content-Length"] = str(size)
         return web.Response(headers=headers)
+
+
+def naming_middleware() -> Middleware:
+    """Before auth: a containerd mirror request (`?ns=`) names the upstream's repository, and is served from the
+    cache's prefixed one; say so on the request, so that access rules apply to the repository actually served."""
+
+    @web.middleware
+    async def proxy_naming(request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
+        ns = request.query.get("ns")
+        if ns and request.path.startswith("/v2/") and request.method in ("GET", "HEAD"):
+            try:
+                _, params = resolve(v2.ROUTES, request)
+            except RegistryError:
+                return await handler(request)  # unknown path or method: the v2 dispatcher answers
+            target = request.app[HANDLERS_KEY].targets.find(params.name, ns) if params.name else None
+            if target is not None and target.local_name != params.name:
+                request[SERVED_NAME] = target.local_name
+        return await handler(request)
+
+    return proxy_naming
 
 
 def middleware() -> Middleware:

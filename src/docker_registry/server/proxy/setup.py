@@ -3,7 +3,11 @@ closed with the worker), the targets, manifest freshness and the blob fetches.""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -12,6 +16,7 @@ from aiohttp import web
 from ..config import Config
 from ..config.proxy import ProxyConfig
 from ..http.context import REGISTRY_KEY
+from .claims import Claims
 from .flight import Flights
 from .manifests import Manifests
 from .middleware import HANDLERS_KEY, ProxyHandlers
@@ -22,6 +27,16 @@ from .upstream import Upstream, UpstreamSettings
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 """Seconds without a byte from the upstream before a fetch counts as failed (and the cache serves what it has)."""
+SPOOL_PREFIX = "docker-registry-proxy-"
+
+
+def prepare(proxy: ProxyConfig) -> None:
+    """In the master, before workers start: the spool directory they share (see `flight`), a temporary one unless
+    configured, removed when the master exits."""
+    if proxy.spooldirectory is None:
+        proxy.spooldirectory = tempfile.mkdtemp(prefix=SPOOL_PREFIX)
+        atexit.register(shutil.rmtree, proxy.spooldirectory, True)
+    os.makedirs(proxy.spooldirectory, mode=0o700, exist_ok=True)
 
 
 def settings(proxy: ProxyConfig) -> list[UpstreamSettings]:
@@ -37,6 +52,8 @@ def running(
     `stale` is told of every pull served from the cache because the upstream was unavailable (metrics)."""
     proxy = config.proxy
     assert proxy is not None
+    assert proxy.spooldirectory is not None, "prepare() first"
+    spool = proxy.spooldirectory
 
     @contextlib.asynccontextmanager
     async def run(app: web.Application) -> AsyncIterator[None]:
@@ -46,9 +63,9 @@ def running(
             upstreams = [Upstream(item, session) for item in settings(proxy)]
             targets = Targets(upstreams, mirror=proxy.remoteurl is not None)
             observer = stale or _ignore
-            manifests = Manifests(logic, config.validation.manifest_max_bytes, observer)
+            manifests = Manifests(logic, config.validation.manifest_max_bytes, observer, Claims(logic.store))
             pulls = PullRecorder(logic.store)
-            app[HANDLERS_KEY] = ProxyHandlers(targets, manifests, Flights(logic), pulls, observer)
+            app[HANDLERS_KEY] = ProxyHandlers(targets, manifests, Flights(logic, spool), pulls, observer)
             async with pulls.flushing():
                 yield
 

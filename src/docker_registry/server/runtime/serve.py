@@ -18,6 +18,7 @@ from ..auth.setup import check as check_auth
 from ..config import Config, hide_password
 from ..metrics import multiprocess
 from ..preparation import check_storage, prepare
+from ..proxy import setup as proxy_setup
 from ..store.engine import database_url
 from . import logs, tls
 from .supervisor import Supervisor
@@ -44,6 +45,8 @@ def serve(config: Config) -> int:
     host, port = config.http.host_port()
     try:
         prepare(config)
+        if config.proxy is not None:
+            proxy_setup.prepare(config.proxy)  # the spool directory the workers share
     except Exception as exc:
         log.error("cannot prepare the data directory and database: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
         return 1

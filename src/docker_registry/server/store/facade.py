@@ -54,6 +54,11 @@ class AsyncMetadataStore:
         """Any write method of the synchronous store, durable and group-committed (see `read`)."""
         return await self._write(query, *args, **kwargs)
 
+    async def write_transient(self, query: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Any write method of state a power loss may take (a claim, a hint), committed without waiting for the
+        disk (see `engine.write_transaction`)."""
+        return await self._session_write(query, *args, **kwargs)
+
     @property
     def writer_lease(self) -> float:
         return self.sync.writer_lease

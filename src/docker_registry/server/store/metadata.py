@@ -14,6 +14,7 @@ from .browse import BrowseQueries
 from .events import EventQueries
 from .manifests import ManifestQueries
 from .models import StoredManifest
+from .proxystate import ProxyStateQueries
 from .pulls import PullQueries
 from .repositories import RepositoryQueries
 from .statistics import StatisticsQueries
@@ -31,6 +32,7 @@ class MetadataStore(
     EventQueries,
     BrowseQueries,
     PullQueries,
+    ProxyStateQueries,
 ):
     def blob_or_manifest(self, repository: str, digest: Digest) -> tuple[int | None, StoredManifest | None, bool]:
         """What a blob GET or HEAD may serve under `digest`: a linked blob's size, else the manifest of that digest

@@ -222,3 +222,23 @@ proxy_pulls = sa.Table(
     sa.Column("pulled_at", sa.Float, nullable=False),
     sa.Index("ix_proxy_pulls_pulled_at", "pulled_at"),
 )
+
+proxy_tag_checks = sa.Table(
+    "proxy_tag_checks",
+    metadata,
+    # When the upstream last confirmed a cached tag (migration 0019): every worker and node reads this one clock, so
+    # a tag is revalidated at most once per ttl by the whole registry, not once per ttl per worker.
+    sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("tag", sa.String(128), primary_key=True),
+    sa.Column("checked_at", sa.Float, nullable=False),
+)
+
+proxy_fetches = sa.Table(
+    "proxy_fetches",
+    metadata,
+    # Who is fetching a manifest from an upstream right now (migration 0019): the others wait for it instead of
+    # asking the upstream too. A claim not released by `expires_at` belongs to a worker that died.
+    sa.Column("key", sa.String(600), primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
