@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import httpx
 import pytest
 from postgres_cluster import PostgresCluster
 
+from prerequisites import missing
+from proxy_upstreams import distribution
 from registry_process import RegistryProcess
 
 
@@ -18,6 +21,16 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProce
     server = RegistryProcess(tmp_path_factory.mktemp("registry")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """CNCF Distribution on loopback, anonymous: the upstream the pull-through cache tests mirror, one per module."""
+    if not os.path.exists("/usr/bin/docker-registry"):
+        missing("CNCF Distribution is not installed: apt-get install docker-registry")
+    process = distribution(tmp_path_factory.mktemp("upstream"))
+    yield process
+    process.stop()
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ fetches it anew. Against a real CNCF Distribution upstream and `docker-registry 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +18,11 @@ import yaml
 
 from gc_checks import pull_and_verify
 from oci_content import OCI_MANIFEST
-from proxy_upstreams import blob_gets, client_for, distribution
+from proxy_upstreams import blob_gets, client_for
 from registry_api import image_manifest, push, push_blob, random_bytes
 from registry_process import RegistryProcess, implementation
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="garbage collection of this registry")
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    if not os.path.exists("/usr/bin/docker-registry"):
-        pytest.skip("CNCF Distribution is not installed: apt-get install docker-registry")
-    process = distribution(tmp_path_factory.mktemp("upstream"))
-    yield process
-    process.stop()
 
 
 def blob_file(server: RegistryProcess, digest: str) -> Path:

@@ -9,11 +9,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from oci_content import OCI_MANIFEST
 from proxy_upstreams import (
@@ -30,15 +28,6 @@ from proxy_upstreams import (
 from registry_api import Pushed, assert_error, image_manifest, index_manifest, push, push_blob
 from registry_process import RegistryProcess, free_port
 from s3_server import on_filesystem_only
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    if not os.path.exists("/usr/bin/docker-registry"):
-        pytest.skip("CNCF Distribution is not installed: apt-get install docker-registry")
-    process = distribution(tmp_path_factory.mktemp("upstream"))
-    yield process
-    process.stop()
 
 
 def pull_all(client: httpx.Client, repo: str, reference: str) -> tuple[httpx.Response, dict[str, bytes]]:
