@@ -462,6 +462,9 @@ class Bench:
     def uploads(self, rss: RssWatch) -> None:
         s = self.s
         size_mib = s.blob_size // MiB
+        # Uploads are durable when acknowledged, so the disk's own synced write speed, measured beside every upload
+        # (the disk's speed swings from round to round on shared machines), is their ceiling.
+        disk = self.figure("disk_write", "durable write of the blob, dd conv=fsync", "MB/s")
         for key, chunk, label in (
             ("put", None, f"{size_mib} MiB monolithic upload (POST+PUT)"),
             ("patch", s.chunk_size, f"{size_mib} MiB chunked upload ({s.chunk_size // MiB} MiB PATCHes)"),
@@ -471,9 +474,13 @@ class Bench:
 
             def upload(server: Server, r: int, fig: Figure = fig, chunk: int | None = chunk, key: str = key) -> float:
                 fig.add(server.name, transfer.upload_mbps(server.url, f"bench/up-{key}-{r}", self.blob, chunk))
+                disk.add("machine", transfer.durable_write_mbps(self.blob, server.workdir / "data"))
                 return s.blob_size
 
             self.interleaved(s.rounds, upload, label)
+        self.reference["durable write of the blob to a new file, dd conv=fsync, median (MB/s)"] = (
+            disk.median("machine") or 0.0
+        )
         self.rss_phase(rss, f"after {size_mib} MiB transfers")
 
     # --- real client ----------------------------------------------------------------------------------------------

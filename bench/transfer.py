@@ -55,6 +55,21 @@ def page_cache_mbps(path: Path) -> float:
     return int(m.group(1)) / float(m.group(2)) / MB
 
 
+def durable_write_mbps(path: Path, directory: Path) -> float:
+    """`dd` of the (cached) blob into a new file in `directory`, synced before dd exits: what storing the blob
+    durably costs this disk and file system alone, the floor under any upload that is durable when acknowledged."""
+    target = directory / f".durable-write-{os.getpid()}"
+    dd = ["dd", f"if={path}", f"of={target}", "bs=1M", "conv=fsync"]
+    try:
+        out = subprocess.run(dd, capture_output=True, text=True, check=True).stderr
+    finally:
+        target.unlink(missing_ok=True)
+    m = re.search(r"^(\d+) bytes .* copied, ([\d.e-]+) s", out, re.M)
+    if not m:
+        raise RuntimeError(f"unexpected dd output: {out}")
+    return int(m.group(1)) / float(m.group(2)) / MB
+
+
 def sha256_mbps(path: Path) -> float:
     """Hashing speed: the ceiling of any upload that verifies its digest."""
     start = time.perf_counter()
