@@ -84,7 +84,7 @@ def test_a_pinned_candidate_is_not_deleted_and_the_link_ends_the_pin(
 def test_a_blob_an_upload_pinned_is_not_known_until_linked(stores: tuple[MetadataStore, CollectionQueries]) -> None:
     """The pin inserts the blob's row before the upload placed its bytes: a pull-through cache that took that row
     for a stored blob linked it and redirected to an S3 object not there yet (a 404)."""
-    store, collection = stores
+    store, _ = stores
     upload = "5a1e2c3d-4b5f-4a6e-8d7c-9b0a1f2e3d4c"
     store.create_upload(upload, "repo")
     assert store.pin_blob(LAYER_DIGEST, len(LAYER), upload)
