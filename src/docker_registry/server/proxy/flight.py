@@ -57,6 +57,9 @@ SPOOLED = "proxy-spool"
 POLL = 0.005
 """Seconds a reader waits at the end of the growing file before looking again, unless the fetch of its own worker
 wakes it sooner (each chunk received does)."""
+TAIL_POLL = 0.001
+"""The same once the fetch of the reader's worker has received every byte: the last ones land in the file when the
+writer commits, which wakes nobody, and a client should not wait a whole `POLL` for them."""
 READ_SIZE = 1024 * 1024
 START_TIMEOUT = 120.0
 """How long a reader waits for the fetcher to learn the blob's size from the upstream."""
@@ -166,6 +169,8 @@ class Flights:
         self._progress: dict[Digest, asyncio.Event] = {}
         """Set (and replaced) whenever this worker's fetch of the digest receives bytes: its readers wake at once
         instead of at their next poll."""
+        self._tails: set[Digest] = set()
+        """This worker's fetches that received every byte and wait for the writer to put the last ones in the file."""
         self._failures: dict[Digest, tuple[BaseException, float]] = {}
         """The last failed fetch of a digest in this worker and when it ended, for the requests that followed it."""
 
@@ -228,6 +233,7 @@ class Flights:
             log.warning("upstream fetch of %s for %s failed: %s", digest, target.local_name, exc)
             raise
         finally:
+            self._tails.discard(digest)
             if spool is not None:  # its readers keep what they opened; nobody opens it again
                 spool.close()
                 with contextlib.suppress(FileNotFoundError):
@@ -251,6 +257,7 @@ class Flights:
                     self._wake(digest)
                 yield chunk
                 self._wake(digest)  # the chunk was handed to the writer: it may be on disk by the time they read
+            self._tails.add(digest)  # every byte received: the writer's commit puts the last ones in the file
         finally:
             self._wake(digest)
 
@@ -262,7 +269,7 @@ class Flights:
     async def _wait(self, digest: Digest) -> None:
         event = self._progress.setdefault(digest, asyncio.Event())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), POLL)
+            await asyncio.wait_for(event.wait(), TAIL_POLL if digest in self._tails else POLL)
 
     async def _follow(self, request: web.Request, digest: Digest, flight: _Flight) -> web.StreamResponse | None:
         """Wait for the size and the data file, then stream it as it grows; None when the fetch ended first."""
