@@ -221,6 +221,7 @@ class Flights:
             async with target.upstream.blob(target.remote_name, str(digest)) as response:
                 size = response.content_length if response.content_length is not None else -1
                 os.pwrite(fd, f"{size}\n".encode(), 0)
+                self._wake(digest)  # its readers look for the data file now
                 chunks = self._announcing(digest, response, spool)
                 await self._registry.put_blob(target.local_name, digest, chunks, flight.upload_id)
                 self._wake(digest)  # the last bytes are in the file now (its readers need not wait for a poll)
