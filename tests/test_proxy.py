@@ -7,11 +7,13 @@ import hashlib
 import json
 import os
 import sqlite3
+import ssl
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from certificates import self_signed
 
 from oci_content import OCI_MANIFEST
 from proxy_upstreams import (
@@ -380,5 +382,25 @@ def test_a_client_that_disconnects_does_not_abort_the_fetch_others_wait_on(tmp_p
             assert gets[0] == 1
             blob_file = cache.data_dir / "blobs" / "sha256" / digest[7:9] / digest[7:] / "data"
             assert cached_file(blob_file) == blob
+        finally:
+            cache.stop()
+
+
+def test_a_cold_blob_streams_to_a_client_over_tls(tmp_path: Path) -> None:
+    """Over plain HTTP a cold blob goes out with sendfile; over TLS the same stream goes through the TLS layer."""
+    cert, key = self_signed(tmp_path, "cache", "127.0.0.1", ip="127.0.0.1")
+    blob = os.urandom(6 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with cutting_upstream(blob, cut_at=len(blob), pieces=4, pause=0.1) as (url, gets):
+        config = {"proxy": {"remoteurl": url}, "http": {"tls": {"certificate": str(cert), "key": str(key)}}}
+        cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config=config, tls=True).start()
+        try:
+            trusting = ssl.create_default_context(cafile=str(cert))
+            with httpx.Client(base_url=cache.url, verify=trusting, timeout=60) as client:
+                cold = client.get(f"/v2/some/repo/blobs/{digest}")
+                assert (cold.status_code, cold.headers["Content-Length"]) == (200, str(len(blob)))
+                assert cold.content == blob
+                assert client.get(f"/v2/some/repo/blobs/{digest}").content == blob
+            assert gets[0] == 1
         finally:
             cache.stop()

@@ -96,14 +96,7 @@ def spooled(spool: Path) -> list[Path]:
     return list(spool.glob("proxy-spool/*"))
 
 
-S3_CONCURRENT_SMALL_BLOB_BUG = pytest.mark.xfail(
-    strict=False,
-    reason="known bug, about 1 run in 4: on S3, one of 8 concurrent cold GETs of the small config blob over two "
-    "workers is answered 404 instead of streamed (seen 2026-12-05; cause not found yet, see issue 12's note)",
-)
-
-
-@pytest.mark.parametrize("storage", ["filesystem", pytest.param("s3", marks=S3_CONCURRENT_SMALL_BLOB_BUG)])
+@pytest.mark.parametrize("storage", ["filesystem", "s3"])
 def test_concurrent_cold_pulls_on_two_workers_cause_one_upstream_get_per_object(
     upstream: RegistryProcess, tmp_path: Path, storage: str
 ) -> None:
@@ -127,7 +120,8 @@ def test_concurrent_cold_pulls_on_two_workers_cause_one_upstream_get_per_object(
         by_digest = all_at_once(clients, lambda c: c.get(f"/v2/{repo}/manifests/{pushed.digest}"))
         assert {m.content for m in by_digest} == {pushed.body}
         configs = all_at_once(clients, lambda c: c.get(f"/v2/{repo}/blobs/{config_digest}"))
-        assert {b.status_code for b in configs} == {200}
+        fetched = [(b.status_code, "sha256:" + hashlib.sha256(b.content).hexdigest()) for b in configs]
+        assert fetched == [(200, config_digest)] * 8
         time.sleep(0.5)  # Distribution writes its log line after the response
         # the tag's HEAD named the digest, fetched once (and never again by digest)
         assert upstream_requests(upstream, "GET", f"{repo}/manifests/{pushed.digest}") == 1
@@ -221,6 +215,42 @@ def test_on_s3_a_cold_blob_streams_as_it_arrives_and_an_upstream_dying_mid_blob_
                 assert cached.history
                 assert cached.history[0].status_code == 307
                 assert gets[0] == 2
+        finally:
+            cache.stop()
+
+
+def test_on_s3_a_blob_asked_for_while_its_fetch_publishes_it_is_never_answered_404(tmp_path: Path) -> None:
+    """Once the upstream sent the last byte, the fetch still uploads, pins, copies the blob to its place on S3 and
+    links it: a client asking all along that time gets the blob (from the fetch, or from S3 once it is linked),
+    never BLOB_UNKNOWN and never a redirect to an object not there yet."""
+    moto = shared_server()
+    storage, _ = on_s3(moto)
+    blob = os.urandom(48 * MiB)  # large enough that moto's copy to the blob's place takes a while
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    path = f"/v2/some/repo/blobs/{digest}"
+    with cutting_upstream(blob, cut_at=len(blob)) as (url, gets):
+        proxy = {"remoteurl": url, "spooldirectory": str(tmp_path / "spool")}
+        cache = RegistryProcess(tmp_path / "cache", kind="ours", storage=storage, extra_config={"proxy": proxy})
+        cache.start()
+        try:
+            with httpx.Client(base_url=cache.url, timeout=60) as client:
+                with client.stream("GET", path) as first:  # starts the fetch and reads the blob to its last byte
+                    assert first.status_code == 200
+                    assert sum(len(chunk) for chunk in first.iter_raw()) == len(blob)
+                answers: list[int] = []
+                deadline = time.monotonic() + 30
+                while not answers or answers[-1] != 307:  # until served from S3: the fetch has ended
+                    assert time.monotonic() < deadline, answers
+                    with client.stream("GET", path) as answer:
+                        answers.append(answer.status_code)
+                        if answer.status_code == 307:
+                            with client.stream("GET", answer.headers["Location"]) as stored:
+                                answers.append(stored.status_code)
+                                assert stored.status_code == 200, (answers, stored.read())
+                            answers.append(307)
+                    assert set(answers) <= {200, 307}, answers
+                assert client.get(path, follow_redirects=True).content == blob
+                assert gets[0] == 1
         finally:
             cache.stop()
 

@@ -81,6 +81,23 @@ def test_a_pinned_candidate_is_not_deleted_and_the_link_ends_the_pin(
     assert collection.blob_candidates(time.time()) == []
 
 
+def test_a_blob_an_upload_pinned_is_not_known_until_linked(stores: tuple[MetadataStore, CollectionQueries]) -> None:
+    """The pin inserts the blob's row before the upload placed its bytes: a pull-through cache that took that row
+    for a stored blob linked it and redirected to an S3 object not there yet (a 404)."""
+    store, _ = stores
+    upload = "5a1e2c3d-4b5f-4a6e-8d7c-9b0a1f2e3d4c"
+    store.create_upload(upload, "repo")
+    assert store.pin_blob(LAYER_DIGEST, len(LAYER), upload)
+    assert store.known_blob_size(LAYER_DIGEST) is None  # being published
+    assert store.finish_upload(upload, "repo", LAYER_DIGEST, len(LAYER), None)
+    assert store.known_blob_size(LAYER_DIGEST) == len(LAYER)
+    assert store.pin_blob(LAYER_DIGEST, len(LAYER), "another-upload")
+    assert store.known_blob_size(LAYER_DIGEST) == len(LAYER)  # pushed again: the linked copy is in storage
+    store.unpin_blob(LAYER_DIGEST, "another-upload")
+    assert store.unlink_blob("repo", LAYER_DIGEST)
+    assert store.known_blob_size(LAYER_DIGEST) == len(LAYER)  # linked nowhere, still stored until collected
+
+
 def test_a_push_referencing_a_marked_link_clears_the_mark(stores: tuple[MetadataStore, CollectionQueries]) -> None:
     store, collection = stores
     store.link_blob("repo", LAYER_DIGEST, len(LAYER))

@@ -68,19 +68,23 @@ class Manifests:
         else:  # every pull asks the upstream anyway: nothing to share
             await self._revalidate(target, reference)
 
-    async def _by_digest(self, target: Target, digest: Digest, tag: str | None = None) -> None:
+    async def _by_digest(self, target: Target, digest: Digest, tag: str | None = None) -> bool:
         """Fetch and store the manifest unless it is stored already (content by digest never changes: never asked
-        again); `tag` is set with it when it was fetched for that tag."""
+        again); `tag` is set with it when it was fetched for that tag. True when this call stored it."""
+        stored = False
 
         async def missing(waited: bool) -> bool:
             return await self._registry.store.manifest(target.local_name, digest) is None
 
         async def fetch() -> None:
+            nonlocal stored
             raw, media_type = await self._fetch(target, str(digest))
             tags = [tag] if tag is not None else []
             await self._registry.put_manifest(target.local_name, digest, raw, media_type, tags, check_references=False)
+            stored = True
 
         await self._claims.once(f"{target.local_name}@{digest}", missing, fetch)
+        return stored
 
     async def _stale_tag(self, target: Target, tag: str, waited: bool) -> bool:
         """True unless the tag is cached and the upstream confirmed it within its ttl (by any worker or node). A
@@ -114,8 +118,8 @@ class Manifests:
             raw, media_type = await self._fetch(target, tag)
             await self._registry.put_manifest(target.local_name, tag, raw, media_type, check_references=False)
         elif upstream_digest != cached:
-            await self._by_digest(target, upstream_digest, tag)
-            if await store.tag_digest(target.local_name, tag) != upstream_digest:
+            stored_with_tag = await self._by_digest(target, upstream_digest, tag)
+            if not stored_with_tag and await store.tag_digest(target.local_name, tag) != upstream_digest:
                 # cached already (by digest, or fetched for another tag): only the tag moves
                 stored = await store.manifest(target.local_name, upstream_digest)
                 if stored is None:

@@ -27,6 +27,10 @@ from .upstream import Upstream, UpstreamSettings
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 """Seconds without a byte from the upstream before a fetch counts as failed (and the cache serves what it has)."""
+READ_BUFFER = 2 * 1024 * 1024
+"""Bytes of an upstream answer buffered before reading the socket pauses (aiohttp buffers up to twice that): a blob
+arrives in chunks of up to a few MiB, each hashed and written in one step, instead of 64 KiB ones each costing a
+thread hop; at most about 4 MiB of memory per blob being fetched."""
 SPOOL_PREFIX = "docker-registry-proxy-"
 
 
@@ -58,7 +62,9 @@ def running(
     @contextlib.asynccontextmanager
     async def run(app: web.Application) -> AsyncIterator[None]:
         timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
-        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False, trust_env=True) as session:
+        async with aiohttp.ClientSession(
+            timeout=timeout, auto_decompress=False, trust_env=True, read_bufsize=READ_BUFFER
+        ) as session:
             logic = app[REGISTRY_KEY]
             upstreams = [Upstream(item, session) for item in settings(proxy)]
             targets = Targets(upstreams, mirror=proxy.remoteurl is not None)

@@ -28,8 +28,15 @@ _BLOB_ENTRY = (
     .select_from(repository_blobs.join(repositories).join(blobs))
     .where(repositories.c.name == sa.bindparam("repository"), repository_blobs.c.digest == sa.bindparam("digest"))
 )
+# A row an upload's pin inserted (`_HOLD_BLOB`) is there before the upload placed the bytes: until a link is written
+# (after they were placed), a pinned blob counts as stored only if some repository links it already.
 _KNOWN_BLOB_SIZE = sa.select(blobs.c.size).where(
-    blobs.c.digest == sa.bindparam("digest"), blobs.c.deleting_since.is_(None)
+    blobs.c.digest == sa.bindparam("digest"),
+    blobs.c.deleting_since.is_(None),
+    sa.or_(
+        sa.exists().where(repository_blobs.c.digest == blobs.c.digest),
+        ~sa.exists().where(blob_pins.c.digest == blobs.c.digest),
+    ),
 )
 _UNLINK = repository_blobs.delete().where(
     repository_blobs.c.repository_id == REPOSITORY_ID_OF, repository_blobs.c.digest == sa.bindparam("digest")
@@ -109,7 +116,8 @@ class BlobQueries(StoreBase):
         return None if entry is None else entry[0]
 
     def known_blob_size(self, digest: Digest) -> int | None:
-        """Size of a verified blob in storage, whatever repository links it (not one being deleted)."""
+        """Size of a verified blob in storage, whatever repository links it: not one being deleted, nor one an
+        upload is still publishing (pinned and linked nowhere yet: its bytes may not be at their path)."""
         size: int | None = self._scalar(_KNOWN_BLOB_SIZE, {"digest": str(digest)})
         return size
 
