@@ -93,7 +93,7 @@ def test_missing_bucket_option_exits_2(tmp_path: Path) -> None:
 def test_blob_get_redirects_to_a_presigned_url_and_head_does_not(
     make_registry: Callable[..., RegistryProcess], moto: MotoServer
 ) -> None:
-    server = make_registry(storage=s3_storage(moto))
+    server = make_registry(storage=s3_storage(moto), workers=1)  # one worker: its presigned URLs, reused
     repo, data = unique_repo("s3"), random_bytes(300_000)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         digest = push_blob(client, repo, data)
@@ -104,6 +104,10 @@ def test_blob_get_redirects_to_a_presigned_url_and_head_does_not(
         assert "X-Amz-Signature=" in location
         assert got.headers["Docker-Content-Digest"] == digest
         assert httpx.get(location, timeout=30).content == data  # what a client following the redirect gets
+        time.sleep(1.1)  # a URL signed afresh would carry a later X-Amz-Date
+        again = client.get(f"/v2/{repo}/blobs/{digest}")  # the URL is reused for 5 of its 20 minutes
+        assert again.status_code == 307
+        assert again.headers["Location"] == location
 
         head = client.head(f"/v2/{repo}/blobs/{digest}")
         assert head.status_code == 200
