@@ -33,8 +33,13 @@ def require(tool: str, package: str) -> str:
     return path
 
 
-def wrk_get(url: str, connections: int, seconds: int, header: str, *more_headers: str) -> LoadResult:
-    argv = [require("wrk", "wrk"), "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency"]
+def wrk_get(
+    url: str, connections: int, seconds: int, header: str, *more_headers: str, threads: int = 2, cpus: str | None = None
+) -> LoadResult:
+    """`threads` wrk threads; `cpus` (taskset's list, "1" or "0,1") pins them to those CPUs."""
+    argv = [require("wrk", "wrk"), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency"]
+    if cpus is not None:
+        argv = [require("taskset", "util-linux"), "-c", cpus, *argv]
     for value in (header, *more_headers):
         argv += ["-H", value]
     out = _run([*argv, url], seconds)
