@@ -268,6 +268,8 @@ class PresignedUrls:
 class Driver(Base):
     """Objects in one S3 bucket under `rootdirectory`. The client is made on first use, in the running loop."""
 
+    moves_by_copy = True
+
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
         self.settings = Settings.from_options(self.options)
