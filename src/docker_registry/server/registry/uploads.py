@@ -311,7 +311,7 @@ class Uploads:
         (`_Mismatch`) unless the bytes matched `digest`; the blob is pinned (as `pin_id`) before it is published. So
         nothing unverified is ever visible, as on the usual path, and the blob is never copied: writing it to the
         upload area, a server-side copy of every byte and a delete are saved."""
-        hasher = Hasher(HASH_ALGORITHM)
+        hasher = Hasher(digest.algorithm)  # the client named it before the first byte (sha256 or sha512)
         pinned = False
 
         async def verified() -> AsyncIterator[bytes]:
