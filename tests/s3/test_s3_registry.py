@@ -214,16 +214,19 @@ def send_whole(client: httpx.Client, repo: str, data: bytes, digest: str, how: s
     return client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data)
 
 
-@pytest.mark.parametrize("how", ["put", "post"])
+@pytest.mark.parametrize(("how", "metrics"), [("put", False), ("post", False), ("put", True)])
 def test_a_blob_sent_whole_goes_straight_to_its_key_once_verified(
-    make_registry: Callable[..., RegistryProcess], tmp_path: Path, how: str
+    make_registry: Callable[..., RegistryProcess], tmp_path: Path, how: str, metrics: bool
 ) -> None:
     """The bytes go to the blob's key as one multipart upload, completed only once they matched the digest; nothing
-    is written to the upload area, copied or read back."""
+    is written to the upload area, copied or read back. Also with metrics on (the driver is then wrapped)."""
     moto = MotoServer(tmp_path / "moto").start()
     try:
         storage = s3_storage(moto, chunksize=5 * MiB)
-        server = make_registry(storage={**storage, "redirect": {"disable": True}})
+        debug = {"http": {"debug": {"addr": f"127.0.0.1:{free_port()}", "prometheus": {"enabled": True}}}}
+        server = make_registry(
+            storage={**storage, "redirect": {"disable": True}}, extra_config=debug if metrics else {}
+        )
         repo, data = unique_repo("s3"), random_bytes(11 * MiB)
         with httpx.Client(base_url=server.url, timeout=60) as client:
             assert send_whole(client, repo, data, sha256(data), how).status_code == 201

@@ -25,7 +25,7 @@ import importlib.metadata
 import pkgutil
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, final
+from typing import Any, final
 
 from . import exceptions
 from .paths import check_path, check_prefix
@@ -103,11 +103,11 @@ class Base(abc.ABC):
     protected ones. A prefix reaches the driver without its trailing slash (`"a/"` arrives as `"a"`).
     """
 
-    moves_by_copy: ClassVar[bool] = False
+    moves_by_copy: bool = False
     """True when `move` copies the bytes (an object store: S3 copies server-side, then deletes) rather than renaming.
     The registry then writes a blob received whole in one request straight to its final path with `stream_write`,
     whose atomicity publishes nothing if the chunks end in an error (a digest that does not match), instead of
-    writing it to the upload area and moving it."""
+    writing it to the upload area and moving it. A driver wrapping another passes on the wrapped one's."""
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = dict(options or {})
