@@ -8,12 +8,14 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 MANIFEST_ACCEPT = (
     "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 )
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+PIPELINE_SCRIPT = Path(__file__).with_name("wrk_pipeline.lua")
 
 
 @dataclass
@@ -33,11 +35,26 @@ def require(tool: str, package: str) -> str:
     return path
 
 
-def wrk_get(url: str, connections: int, seconds: int, header: str, *more_headers: str) -> LoadResult:
-    argv = [require("wrk", "wrk"), "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency"]
+def wrk_get(
+    url: str,
+    connections: int,
+    seconds: int,
+    header: str,
+    *more_headers: str,
+    threads: int = 2,
+    cpus: str | None = None,
+    pipeline: int = 1,
+) -> LoadResult:
+    """`threads` wrk threads; `cpus` (taskset's list, "1" or "0,1") pins them to those CPUs; `pipeline` requests
+    sent at a time on each connection (`wrk_pipeline.lua`)."""
+    argv = [require("wrk", "wrk"), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency"]
+    if cpus is not None:
+        argv = [require("taskset", "util-linux"), "-c", cpus, *argv]
     for value in (header, *more_headers):
         argv += ["-H", value]
-    out = _run([*argv, url], seconds)
+    if pipeline > 1:
+        argv += ["-s", str(PIPELINE_SCRIPT)]
+    out = _run([*argv, url, *(["--", str(pipeline)] if pipeline > 1 else [])], seconds)
     rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
     p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
     if not p99:

@@ -11,7 +11,8 @@ Distribution's time over ours (above 1: we are faster).
 Figures: skopeo push and pull of a 3-layer image (`--layer-mib` random layers), and a `--blob-mib` blob uploaded
 monolithically (POST, then one PUT with the body) and chunked (PATCHes of 16 MiB, then PUT), and downloaded (GET,
 following the redirect to S3). moto keeps objects in memory, in Python: it is the bottleneck of every figure, so the
-ratios say more than the seconds.
+ratios say more than the seconds. The last figure is the servers' own part of a download: `wrk` asking for the blob
+for `--redirect-seconds` (16 connections, redirects not followed), as the time of 1,000 answers (307 to S3).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import loadgen
 import tests_path  # noqa: F401 - makes the tests' helpers importable
 
 from e2e_images import OciLayout
@@ -85,6 +87,13 @@ def download(client: httpx.Client, repo: str, digest: str, size: int) -> None:
     assert total == size, total
 
 
+def redirects(url: str, seconds: int) -> float:
+    """Seconds per 1,000 answers to GETs of a blob, redirects not followed (wrk counts a 307 as a success)."""
+    result = loadgen.wrk_get(url, 16, seconds, "Accept: */*")
+    assert result.failures == 0, result
+    return 1000 / result.rps
+
+
 def timed(action: Callable[..., object], *args: Any) -> float:
     start = time.perf_counter()
     action(*args)
@@ -112,6 +121,9 @@ def rounds(
                 yield f"{blob}, monolithic PUT", name, timed(upload_monolithic, client, repo, data, digest)
                 yield f"{blob}, chunked PATCH", name, timed(upload_chunked, client, repo2, data, digest)
                 yield f"{blob}, GET via redirect", name, timed(download, client, repo, digest, len(data))
+                if args.redirect_seconds:
+                    url = f"{server.url}/v2/{repo}/blobs/{digest}"
+                    yield "1,000 blob GETs answered 307 (wrk)", name, redirects(url, args.redirect_seconds)
         shutil.rmtree(layout.path, ignore_errors=True)
 
 
@@ -121,11 +133,12 @@ def main() -> None:
     parser.add_argument("--blob-mib", type=int, default=128, help="64 to 512")
     parser.add_argument("--layer-mib", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--redirect-seconds", type=int, default=5, help="0 leaves out the wrk figure")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs of both servers and moto)")
     args = parser.parse_args()
-    for tool in ("skopeo", DISTRIBUTION_BINARY):
+    for tool in ("skopeo", "wrk", DISTRIBUTION_BINARY):
         if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is missing: apt-get install skopeo docker-registry")
+            raise SystemExit(f"{tool} is missing: apt-get install skopeo wrk docker-registry")
     work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     try:
         moto = MotoServer(work / "moto").start()

@@ -83,6 +83,17 @@ def test_wrk_figures_and_failures(static: servers.Server) -> None:
     assert missing.failures == missing.requests > 0
 
 
+def test_wrk_pipelined_and_pinned(static: servers.Server) -> None:
+    """`pipeline` sends requests 4 at a time (wrk_pipeline.lua) and every answer is still counted and checked."""
+    need("wrk", "wrk")
+    need("taskset", "util-linux")
+    ok = loadgen.wrk_get(f"{static.url}/health", 2, 1, loadgen.MANIFEST_ACCEPT, threads=1, cpus="0", pipeline=4)
+    assert ok.requests > 0
+    assert ok.failures == 0
+    missing = loadgen.wrk_get(f"{static.url}/missing", 2, 1, loadgen.MANIFEST_ACCEPT, threads=1, pipeline=4)
+    assert missing.failures == missing.requests > 0
+
+
 def test_hey_head_figures_and_failures(static: servers.Server) -> None:
     need("hey", "hey")
     ok = loadgen.hey(f"{static.url}/health", 4, 1, method="GET")

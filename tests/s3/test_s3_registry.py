@@ -93,7 +93,7 @@ def test_missing_bucket_option_exits_2(tmp_path: Path) -> None:
 def test_blob_get_redirects_to_a_presigned_url_and_head_does_not(
     make_registry: Callable[..., RegistryProcess], moto: MotoServer
 ) -> None:
-    server = make_registry(storage=s3_storage(moto))
+    server = make_registry(storage=s3_storage(moto), workers=1)  # one worker: its presigned URLs, reused
     repo, data = unique_repo("s3"), random_bytes(300_000)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         digest = push_blob(client, repo, data)
@@ -104,6 +104,10 @@ def test_blob_get_redirects_to_a_presigned_url_and_head_does_not(
         assert "X-Amz-Signature=" in location
         assert got.headers["Docker-Content-Digest"] == digest
         assert httpx.get(location, timeout=30).content == data  # what a client following the redirect gets
+        time.sleep(1.1)  # a URL signed afresh would carry a later X-Amz-Date
+        again = client.get(f"/v2/{repo}/blobs/{digest}")  # the URL is reused for 5 of its 20 minutes
+        assert again.status_code == 307
+        assert again.headers["Location"] == location
 
         head = client.head(f"/v2/{repo}/blobs/{digest}")
         assert head.status_code == 200
@@ -201,6 +205,91 @@ def test_upload_finished_on_one_node_is_copied_not_downloaded(
         assert not any(r.startswith("GET ") and blob_key in r for r in requests)
     finally:
         moto.stop()
+
+
+def send_whole(client: httpx.Client, repo: str, data: bytes, digest: str, how: str) -> httpx.Response:
+    """A blob in one request: a session's closing PUT (`put`) or a POST with `?digest=` (`post`)."""
+    if how == "put":
+        return client.put(with_params(start_upload(client, repo), digest=digest), content=data)
+    return client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data)
+
+
+@pytest.mark.parametrize(("how", "metrics"), [("put", False), ("post", False), ("put", True)])
+def test_a_blob_sent_whole_goes_straight_to_its_key_once_verified(
+    make_registry: Callable[..., RegistryProcess], tmp_path: Path, how: str, metrics: bool
+) -> None:
+    """The bytes go to the blob's key as one multipart upload, completed only once they matched the digest; nothing
+    is written to the upload area, copied or read back. Also with metrics on (the driver is then wrapped)."""
+    moto = MotoServer(tmp_path / "moto").start()
+    try:
+        storage = s3_storage(moto, chunksize=5 * MiB)
+        debug = {"http": {"debug": {"addr": f"127.0.0.1:{free_port()}", "prometheus": {"enabled": True}}}}
+        server = make_registry(
+            storage={**storage, "redirect": {"disable": True}}, extra_config=debug if metrics else {}
+        )
+        repo, data = unique_repo("s3"), random_bytes(11 * MiB)
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert send_whole(client, repo, data, sha256(data), how).status_code == 201
+            assert client.get(f"/v2/{repo}/blobs/{sha256(data)}").content == data
+        log = (tmp_path / "moto" / "moto.log").read_text().splitlines()
+        requests = [line.split('"')[1] for line in log if line.count('"') >= 2]
+        assert not any("/registry/uploads/" in r for r in requests), requests
+        assert not any("x-amz-copy-source" in r for r in requests)
+        blob_key = f"/registry/blobs/sha256/{sha256(data)[7:9]}/{sha256(data)[7:]}/data"
+        assert sum(r.startswith("POST ") and blob_key + "?uploads" in r for r in requests) == 1, requests
+        parts = [r for r in requests if r.startswith("PUT ") and blob_key in r and "partNumber=" in r]
+        assert len(parts) >= 2, requests  # sent on as it arrived (5 MiB parts), never held whole
+        assert open_multipart_uploads(storage["s3"]) == []
+    finally:
+        moto.stop()
+
+
+@pytest.mark.parametrize("how", ["put", "post"])
+def test_a_blob_sent_whole_with_a_wrong_digest_leaves_nothing(
+    make_registry: Callable[..., RegistryProcess], moto: MotoServer, how: str
+) -> None:
+    storage = s3_storage(moto, chunksize=5 * MiB)
+    bucket = storage["s3"]["bucket"]
+    server = make_registry(storage={**storage, "redirect": {"disable": True}})
+    repo, data = unique_repo("s3"), random_bytes(11 * MiB)
+    claimed = sha256(data + b"!")  # never the digest of `data`
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        answer = send_whole(client, repo, data, claimed, how)
+        assert answer.status_code == 400, answer.text
+        assert "DIGEST_INVALID" in answer.text
+        assert client.head(f"/v2/{repo}/blobs/{claimed}").status_code == 404
+        if how == "put":  # the session ended, as on every digest mismatch
+            assert client.get(answer.request.url.copy_with(query=None)).status_code == 404
+    assert moto.keys(bucket, "registry/blobs/") == []
+    assert open_multipart_uploads(storage["s3"]) == []
+
+
+def test_a_blob_sent_whole_cut_short_leaves_the_session_to_send_again(
+    make_registry: Callable[..., RegistryProcess], moto: MotoServer
+) -> None:
+    storage = s3_storage(moto, chunksize=5 * MiB)
+    bucket = storage["s3"]["bucket"]
+    server = make_registry(storage={**storage, "redirect": {"disable": True}})
+    repo, data = unique_repo("s3"), random_bytes(11 * MiB)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        location = start_upload(client, repo)
+        target = with_params(location, digest=sha256(data))
+        head = (
+            f"PUT {target.raw_path.decode()} HTTP/1.1\r\nHost: {server.host}\r\n"
+            f"Content-Length: {len(data)}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        with socket.create_connection(server.host.rsplit(":", 1)) as sock:  # 7 of 11 MiB, then hang up
+            sock.sendall(head.encode() + data[: 7 * MiB])
+        deadline = time.monotonic() + 30
+        while open_multipart_uploads(storage["s3"]) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the server notices the broken body and aborts what it had sent on
+        assert open_multipart_uploads(storage["s3"]) == []
+        assert moto.keys(bucket, "registry/blobs/") == []
+        status = client.get(location)
+        assert status.status_code == 204, status.text
+        assert status.headers["Range"] == "0-0"  # nothing stored: the client sends the whole blob again
+        assert client.put(target, content=data).status_code == 201
+        assert client.get(f"/v2/{repo}/blobs/{sha256(data)}").content == data
 
 
 def test_a_node_killed_mid_upload_leaves_a_session_another_node_finishes(

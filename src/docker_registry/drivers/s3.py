@@ -30,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +58,12 @@ DELETES_AT_ONCE = 4
 """DeleteObjects requests of `remove_many` under way at once."""
 PRESIGN_SECONDS = 20 * 60
 """How long a redirect URL stays valid: as Distribution's 20 minutes."""
+PRESIGN_REUSE = 5 * 60
+"""How long one presigned URL is handed out again for the same key. botocore presigns at about half a millisecond of
+CPU a URL (it resolves the endpoint rules and runs its event hooks every time): more than a whole cached manifest
+GET. Reused for at most 5 minutes, a URL still has 15 of its 20 minutes left when a client gets it."""
+PRESIGN_CACHE = 4096
+"""Presigned URLs kept per worker (about 600 bytes each): the blobs being pulled at the moment."""
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
 """Seconds: a node that cannot reach S3 answers an error instead of holding its client's request forever."""
@@ -228,8 +236,39 @@ class _Client:
         return call
 
 
+class PresignedUrls:
+    """Presigned URLs by key, each handed out again until `reuse` seconds after it was signed; the least recently
+    used are dropped beyond `size`. Reusing a URL changes nothing a client can tell: the registry still checks the
+    blob and the client's access before every redirect, and a key names the same bytes as long as it exists."""
+
+    def __init__(
+        self, reuse: float = PRESIGN_REUSE, size: int = PRESIGN_CACHE, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._reuse, self._size, self._clock = reuse, size, clock
+        self._urls: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def get(self, key: str) -> str | None:
+        entry = self._urls.get(key)
+        if entry is None:
+            return None
+        signed, url = entry
+        if self._clock() - signed >= self._reuse:
+            del self._urls[key]
+            return None
+        self._urls.move_to_end(key)
+        return url
+
+    def put(self, key: str, url: str) -> None:
+        self._urls[key] = (self._clock(), url)
+        self._urls.move_to_end(key)
+        while len(self._urls) > self._size:
+            self._urls.popitem(last=False)
+
+
 class Driver(Base):
     """Objects in one S3 bucket under `rootdirectory`. The client is made on first use, in the running loop."""
+
+    moves_by_copy = True
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -238,6 +277,7 @@ class Driver(Base):
         self._stack: contextlib.AsyncExitStack | None = None
         self._client_obj: Any = None
         self._lock: asyncio.Lock | None = None
+        self._presigned = PresignedUrls()
 
     # --- the client -----------------------------------------------------------------------------------------
     async def _client(self) -> Any:
@@ -488,10 +528,16 @@ class Driver(Base):
         return int((await self._head(path))["ContentLength"])
 
     async def _content_redirect_url(self, path: str) -> str | None:
-        client = await self._client()
-        url: str = await client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.settings.bucket, "Key": self._key(path)}, ExpiresIn=PRESIGN_SECONDS
-        )
+        key = self._key(path)
+        url = self._presigned.get(key)
+        if url is None:
+            client = await self._client()
+            url = str(
+                await client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.settings.bucket, "Key": key}, ExpiresIn=PRESIGN_SECONDS
+                )
+            )
+            self._presigned.put(key, url)
         return url
 
     # --- copies ---------------------------------------------------------------------------------------------

@@ -103,6 +103,12 @@ class Base(abc.ABC):
     protected ones. A prefix reaches the driver without its trailing slash (`"a/"` arrives as `"a"`).
     """
 
+    moves_by_copy: bool = False
+    """True when `move` copies the bytes (an object store: S3 copies server-side, then deletes) rather than renaming.
+    The registry then writes a blob received whole in one request straight to its final path with `stream_write`,
+    whose atomicity publishes nothing if the chunks end in an error (a digest that does not match), instead of
+    writing it to the upload area and moving it. A driver wrapping another passes on the wrapped one's."""
+
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = dict(options or {})
 
@@ -130,7 +136,8 @@ class Base(abc.ABC):
 
     @final
     async def stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
-        """Store what `chunks` yields under `path` atomically; return the number of bytes written."""
+        """Store what `chunks` yields under `path` atomically; return the number of bytes written. If iterating
+        `chunks` raises, the error propagates and `path` keeps its previous object (or none)."""
         return await self._stream_write(check_path(path), chunks)
 
     @final

@@ -57,6 +57,7 @@ class InstrumentedDriver(Base):
     def __init__(self, inner: Base, name: str, instruments: Instruments) -> None:
         super().__init__(inner.options)
         self.inner = inner
+        self.moves_by_copy = inner.moves_by_copy
         self._timers = {action: _Timer(instruments, name, action) for action in ACTIONS}
 
     async def _get_content(self, path: str) -> bytes:

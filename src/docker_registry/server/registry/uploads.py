@@ -6,7 +6,8 @@ a process that died on this host is taken over as soon as the session is asked a
 size (a chunk may have been cut anywhere); claims of other hosts expire with their lease. Each process keeps the
 running hash of the sessions it served while the stored size still matches it; otherwise the stored bytes are
 hashed again before the digest is checked. A blob becomes visible only after its bytes matched the digest the
-client announced and were made durable.
+client announced and were made durable. On a driver whose `move` copies the bytes (S3), a blob sent whole in the
+closing PUT skips the upload area and goes straight to its path (`_complete_in_place`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, Hasher, blob_path
@@ -35,6 +36,11 @@ INLINE_HASH_MAX = 64 * 1024
 PIN_WAIT_SECONDS = 10.0
 """How long a finished upload waits for garbage collection to finish deleting an earlier copy of its blob (a
 collector deletes a blob's file right after marking it, so this is milliseconds unless the collector died)."""
+
+
+class _Mismatch(Exception):
+    """The bytes of a blob written in place did not match its digest: raised from its chunks, so that the driver's
+    `stream_write` publishes nothing."""
 
 
 def upload_path(upload_id: str) -> str:
@@ -272,11 +278,67 @@ class Uploads:
         else:
             (upload, token), pinned = await self._claim(repository, upload_id, start), False
         with self._renewing(upload.id, token):
+            if chunks is not None and upload.size == 0 and self._driver.moves_by_copy:
+                await self._complete_in_place(upload, token, digest, chunks, events)
+                return
             size = upload.size
             if chunks is not None:
                 size = await self._write(upload, token, chunks, finishing=True)
             synced = chunks is not None
             await self._finish(upload.repository, upload.id, size, digest, synced, token, events, pinned)
+
+    async def _complete_in_place(
+        self, upload: Upload, token: str, digest: Digest, chunks: AsyncIterable[bytes], events: EventsOf | None
+    ) -> None:
+        """A session's whole blob in its closing PUT, on a driver whose `move` copies: see `_write_in_place`. A body
+        that breaks off leaves the session as it was, empty: the client sends its PUT again."""
+        try:
+            size = await self._write_in_place(digest, chunks, upload.id)
+        except _Mismatch:
+            await self._discard(upload.id)  # as on the usual path: a wrong digest ends the session
+            raise RegistryError(DIGEST_INVALID, {"digest": str(digest)}) from None
+        except BaseException:
+            with contextlib.suppress(Exception):  # else the claim expires with its lease
+                await self._store.release_upload(upload.id, token, 0)
+            raise
+        records = events(size) if events is not None else ()
+        if not await self._store.finish_upload(upload.id, upload.repository, digest, size, token, records):
+            raise _gone(upload.id)  # deleted meanwhile: the verified blob stays unlinked, as on the usual path
+
+    async def _write_in_place(self, digest: Digest, chunks: AsyncIterable[bytes], pin_id: str) -> int:
+        """Write a blob received whole straight to its path, on a driver whose `move` copies the bytes (S3), and
+        return its size. `stream_write` publishes only if the chunks end without an error, and they end in one
+        (`_Mismatch`) unless the bytes matched `digest`; the blob is pinned (as `pin_id`) before it is published. So
+        nothing unverified is ever visible, as on the usual path, and the blob is never copied: writing it to the
+        upload area, a server-side copy of every byte and a delete are saved."""
+        hasher = Hasher(digest.algorithm)  # the client named it before the first byte (sha256 or sha512)
+        pinned = False
+
+        async def verified() -> AsyncIterator[bytes]:
+            nonlocal pinned
+            hashing: asyncio.Future[None] | None = None
+            async for chunk in chunks:
+                if hashing is not None:
+                    await hashing
+                if len(chunk) <= INLINE_HASH_MAX:
+                    hasher.update(chunk)
+                else:  # hashed in a thread while the driver takes the chunk
+                    hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, chunk))
+                yield chunk
+            if hashing is not None:
+                await hashing
+            if hasher.digest() != digest:
+                raise _Mismatch
+            await self._pin(digest, hasher.size, pin_id)
+            pinned = True
+
+        try:
+            return await self._driver.stream_write(blob_path(digest), verified())
+        except BaseException:
+            if pinned:
+                with contextlib.suppress(Exception):  # else the pin expires on its own
+                    await self._store.unpin_blob(digest, pin_id)
+            raise
 
     async def _claim_verified(self, repository: str, upload_id: str, digest: Digest) -> tuple[Upload, str, bool] | None:
         """For a PUT without a body whose session this process wrote last (the usual PATCH, then PUT): when the
@@ -304,7 +366,18 @@ class Uploads:
         events: EventsOf | None = None,
         upload_id: str | None = None,
     ) -> None:
-        """A monolithic upload (no session row): the whole blob in one request, verified before it is visible."""
+        """A monolithic upload (no session row): the whole blob in one request, verified before it is visible.
+        `upload_id` names its data in the upload area, which others may read while it grows (the pull-through
+        cache); without one, a driver whose `move` copies gets the blob straight at its path (`_write_in_place`)."""
+        if upload_id is None and self._driver.moves_by_copy:
+            upload_id = str(uuid.uuid4())
+            try:
+                size = await self._write_in_place(digest, chunks, upload_id)
+            except _Mismatch:
+                raise RegistryError(DIGEST_INVALID, {"digest": str(digest)}) from None
+            records = events(size) if events is not None else ()
+            await self._store.finish_upload(upload_id, repository, digest, size, None, records)
+            return
         upload_id = upload_id or str(uuid.uuid4())
         writer = await self._driver.writer(upload_path(upload_id))
         hasher = Hasher(HASH_ALGORITHM)
