@@ -193,6 +193,17 @@ class Base(abc.ABC):
         return await self._move_if_absent(check_path(src), check_path(dst), sync_source)
 
     @final
+    async def read_unfinished(self, path: str, limit: int) -> bytes | None:
+        """The bytes of an object being written (its writers only closed, not committed), if the driver can read
+        them before `commit` and they are at most `limit`; None when it cannot, or they are more, or nothing was
+        written.
+
+        Lets a request finish an upload session that a request of another process wrote, without first claiming
+        it to commit the bytes: it hashes what is there and then claims the session at exactly that size, which
+        holds only if no one wrote to it since (a session only grows, so the bytes read stay its first bytes)."""
+        return await self._read_unfinished(check_path(path), limit)
+
+    @final
     def walk(self, prefix: str = "") -> AsyncIterator[str]:
         """Every object (not directory) under `prefix`, as full relative paths, in no guaranteed order.
 
@@ -297,6 +308,10 @@ class Base(abc.ABC):
                 await writer.commit()
         await self._move(src, dst)
         return True
+
+    async def _read_unfinished(self, path: str, limit: int) -> bytes | None:
+        """By default the driver cannot (a writer's bytes may not be an object yet, as on S3)."""
+        return None
 
     @abc.abstractmethod
     def _walk(self, prefix: str) -> AsyncIterator[str]:

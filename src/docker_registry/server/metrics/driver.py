@@ -45,6 +45,7 @@ ACTIONS = (
     "content_redirect_url",
     "stat",
     "move",
+    "read_unfinished",
     "walk",
     "writer",
     "write",
@@ -97,6 +98,9 @@ class InstrumentedDriver(Base):
     async def _move_if_absent(self, src: str, dst: str, sync_source: bool) -> bool:
         """Timed as a move: it is how uploads publish a blob."""
         return await self._timers["move"].run(self.inner.move_if_absent(src, dst, sync_source))
+
+    async def _read_unfinished(self, path: str, limit: int) -> bytes | None:
+        return await self._timers["read_unfinished"].run(self.inner.read_unfinished(path, limit))
 
     async def _walk(self, prefix: str) -> AsyncIterator[str]:
         async for path in _timed_iteration(self._timers["walk"], self.inner.walk(prefix)):

@@ -32,6 +32,10 @@ EventsOf = Callable[[int], Sequence[EventRecord]]
 """The events to write with a finished blob, given its verified size (see `events`)."""
 INLINE_HASH_MAX = 64 * 1024
 """Chunks up to this size are hashed on the event loop (tens of microseconds); larger ones in a thread."""
+UNCLAIMED_HASH_MAX = 1024 * 1024
+"""A session finished by a PUT without a body on another process than its last PATCH is hashed before it is
+claimed (`Uploads._claim_verified`) when it holds at most this many bytes; a larger one is claimed first and
+hashed after, as the hash would be lost if the claim failed."""
 PIN_WAIT_SECONDS = 10.0
 """How long a finished upload waits for garbage collection to finish deleting an earlier copy of its blob (a
 collector deletes a blob's file right after marking it, so this is milliseconds unless the collector died)."""
@@ -279,22 +283,43 @@ class Uploads:
             await self._finish(upload.repository, upload.id, size, digest, synced, token, events, pinned)
 
     async def _claim_verified(self, repository: str, upload_id: str, digest: Digest) -> tuple[Upload, str, bool] | None:
-        """For a PUT without a body whose session this process wrote last (the usual PATCH, then PUT): when the
-        running hash kept from that PATCH is `digest` already, claim the session at exactly the hashed size and
-        pin the blob in one write, instead of a claim now and a pin after verifying. None when that does not
-        apply (no running hash here, another digest, the session changed or is busy): then claim as usual.
+        """For a PUT without a body: when the session's bytes are `digest` already, claim the session at exactly
+        the hashed size and pin the blob in one write, instead of a claim now and a pin after verifying. None when
+        that does not apply (another digest, the session changed or is busy, its bytes cannot be read before
+        they are committed): then claim as usual.
 
-        The pin still comes only after verification: the bytes are the ones hashed while this process held the
-        claim, and the claim holds only if the session's size is still theirs."""
+        The hash is the running one this process kept from the PATCH that wrote the session last, or else (the
+        PUT came to another process than its PATCH: half of a skopeo push's blobs) the hash of the bytes storage
+        holds for a small session, read without a claim. Either way the pin still comes only after verification:
+        a session only grows, so the claim at exactly the hashed size holds only if its bytes are still those
+        hashed (no writer since, none now)."""
         upload_id = _check_id(upload_id)
         hasher = self._hashers.get(upload_id)
+        if hasher is None:
+            hasher = await self._hash_unfinished(upload_id, digest.algorithm)
         if hasher is None or hasher.algorithm != digest.algorithm or hasher.digest() != digest:
             return None
         token = str(uuid.uuid4())
         upload, pinned = await self._store.claim_upload_pinned(
             upload_id, repository, hasher.size, token, this_process(), digest
         )
-        return None if upload is None else (upload, token, pinned)
+        if upload is None:
+            return None
+        self._keep(upload_id, hasher)  # for `_finish`, which verifies with it
+        return upload, token, pinned
+
+    async def _hash_unfinished(self, upload_id: str, algorithm: str) -> Hasher | None:
+        """The hash of a small session's bytes as storage holds them now (see `_claim_verified`), if the driver can
+        read them before they are committed."""
+        data = await self._driver.read_unfinished(upload_path(upload_id), UNCLAIMED_HASH_MAX)
+        if data is None:
+            return None
+        hasher = Hasher(algorithm)
+        if len(data) <= INLINE_HASH_MAX:
+            hasher.update(data)
+        else:
+            await asyncio.to_thread(hasher.update, data)
+        return hasher
 
     async def put_whole(
         self,
