@@ -245,3 +245,39 @@ async def test_publishing_keeps_an_object_that_arrived_after_the_check(
     assert await driver.move_if_absent("uploads/u/data", "blobs/sha256/ab/abcd/data", sync_source=True) is False
     assert (root / "blobs" / "sha256" / "ab" / "abcd" / "data").read_bytes() == b"the other upload's copy"
     assert await driver.get_content("uploads/u/data") == data
+
+
+async def test_a_publication_cut_short_between_link_and_unlink_is_finished_by_the_next_move(
+    driver: Driver, root: Path
+) -> None:
+    """A crash may leave the session's file with both names (the blob's and the session's): the retried PUT moves
+    the session's name onto the blob's, which a rename of two names of one file does not do by itself."""
+    data = os.urandom(20_000)
+    await _closed_session(driver, "uploads/u/data", data)
+    final = root / "blobs" / "sha256" / "ab" / "abcd" / "data"
+    final.parent.mkdir(parents=True)
+    os.link(root / "uploads" / "u" / "data", final)
+    await driver.move("uploads/u/data", "blobs/sha256/ab/abcd/data")
+    assert final.read_bytes() == data
+    assert not (root / "uploads").exists()
+
+
+async def test_read_unfinished_leaves_a_large_session_unread(driver: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _closed_session(driver, "uploads/u/data", os.urandom(3 * MiB))
+    reads: list[int] = []
+    real_open = open
+
+    def counting_open(*args: Any, **kwargs: Any) -> Any:
+        f = real_open(*args, **kwargs)
+        read = f.read
+
+        def counted(n: int = -1) -> bytes:
+            reads.append(n)
+            return read(n)
+
+        f.read = counted
+        return f
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    assert await driver.read_unfinished("uploads/u/data", MiB) is None
+    assert reads == []

@@ -216,6 +216,7 @@ class Driver(Base):
                 raise
 
         self._in_directory(full_dst, dst, rename, durable=True)
+        _unlink_if_same(full_src, full_dst)
         _fsync_directory(os.path.dirname(full_dst))
         self._prune(os.path.dirname(full_src))
 
@@ -477,6 +478,8 @@ def _read_at_most(full: str, limit: int) -> bytes | None:
     """The whole file if it holds at most `limit` bytes (a writer appends to the file itself: readable at once)."""
     try:
         with open(full, "rb") as f:
+            if os.fstat(f.fileno()).st_size > limit:
+                return None  # a large session: not even partly read
             data = f.read(limit + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
@@ -533,6 +536,17 @@ def _write_and_close(f: BinaryIO, data: bytes | bytearray, durable: bool) -> Non
             os.fsync(f.fileno())
     finally:
         f.close()
+
+
+def _unlink_if_same(full_src: str, full_dst: str) -> None:
+    """After a rename: drop `src` if it is still there as another name of `dst`'s file, which a rename leaves as
+    it is (POSIX). Only a publication cut short by a crash between its link and its unlink (`_link_and_sync`)
+    leaves such a pair."""
+    try:
+        if os.path.samefile(full_src, full_dst):
+            os.unlink(full_src)
+    except FileNotFoundError:
+        pass
 
 
 def _fsync_file(full: str) -> None:
