@@ -281,3 +281,10 @@ async def test_read_unfinished_leaves_a_large_session_unread(driver: Driver, mon
     monkeypatch.setattr("builtins.open", counting_open)
     assert await driver.read_unfinished("uploads/u/data", MiB) is None
     assert reads == []
+
+
+async def test_a_small_chunk_is_appended_in_one_thread_hop(driver: Driver, thread_hops: list[object]) -> None:
+    assert await driver.append_bytes("uploads/u/data", b"a" * 20_000, 0) == 0
+    assert await driver.append_bytes("uploads/u/data", b"b" * 20_000, 20_000, durable=True) == 20_000
+    assert len(thread_hops) == 2
+    assert await driver.get_content("uploads/u/data") == b"a" * 20_000 + b"b" * 20_000

@@ -15,7 +15,7 @@ from docker_registry.core.digest import parse_digest
 from docker_registry.drivers.file import Driver
 from docker_registry.server.registry.errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
 from docker_registry.server.registry.process_identity import this_process
-from docker_registry.server.registry.uploads import Uploads, upload_path
+from docker_registry.server.registry.uploads import SMALL_CHUNK_MAX, Uploads, upload_path
 from docker_registry.server.store import migrate
 from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.facade import AsyncMetadataStore
@@ -258,3 +258,35 @@ async def test_put_on_another_process_waits_for_no_claim_of_a_busy_session(parts
     assert store.release_upload(upload.id, "writer", 3)
     await other_process.complete("repo", upload.id, _sha256(b"abc"), None)
     assert store.blob_size("repo", _sha256(b"abc")) == 3
+
+
+async def test_a_small_body_that_breaks_off_keeps_what_arrived(parts) -> None:  # type: ignore[no-untyped-def]
+    """A small PATCH is received whole before it is stored in one step; if the client goes away mid-body, what
+    arrived is still stored and recorded, as a streamed chunk's would be: the client resumes from there."""
+    uploads, store, _driver = parts
+    upload = await uploads.start("repo")
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"arrived"
+        raise ConnectionResetError("the client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await uploads.append("repo", upload.id, broken(), start=0)
+    assert store.upload(upload.id).size == 7
+    assert store.upload(upload.id).writer is None, "the claim is released"
+    assert await uploads.append("repo", upload.id, body(b" and the rest"), start=7) == 20
+    await uploads.complete("repo", upload.id, _sha256(b"arrived and the rest"), None)
+    assert store.blob_size("repo", _sha256(b"arrived and the rest")) == 20
+
+
+async def test_bodies_around_the_small_size_store_exactly_their_bytes(parts) -> None:  # type: ignore[no-untyped-def]
+    """Up to SMALL_CHUNK_MAX in one step, beyond it streamed (with the pieces already received first)."""
+    uploads, store, driver = parts
+    for size in (0, 1, SMALL_CHUNK_MAX - 1, SMALL_CHUNK_MAX, SMALL_CHUNK_MAX + 1, 3 * SMALL_CHUNK_MAX + 5):
+        data = bytes(i % 251 for i in range(size))
+        upload = await uploads.start("repo")
+        pieces = [data[i : i + 10_000] for i in range(0, len(data), 10_000)]
+        assert await uploads.append("repo", upload.id, body(*pieces), start=0) == size
+        assert await driver.get_content(upload_path(upload.id)) == data
+        await uploads.complete("repo", upload.id, _sha256(data), body(b""))
+        assert store.blob_size("repo", _sha256(data)) == size

@@ -274,6 +274,20 @@ class Driver(Base):
         self._prune(os.path.dirname(full_src))
         return True
 
+    async def _append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool) -> int:
+        full = self._full(path)
+        return await asyncio.to_thread(self._append_bytes_sync, full, path, data, expected_size, durable)
+
+    def _append_bytes_sync(self, full: str, path: str, data: bytes, expected_size: int, durable: bool) -> int:
+        """The writer's open, write and close (or commit) in one thread call."""
+        f = self._open_writer_file(full, path, append=expected_size > 0)
+        found = os.fstat(f.fileno()).st_size
+        if found != expected_size:
+            f.close()
+            return found
+        _write_and_close(f, data, durable)
+        return expected_size
+
     async def _read_unfinished(self, path: str, limit: int) -> bytes | None:
         return await asyncio.to_thread(_read_at_most, self._full(path), limit)
 

@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, Hasher, blob_path
@@ -85,6 +86,44 @@ async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | N
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
+
+
+SMALL_CHUNK_MAX = INLINE_HASH_MAX
+"""A request body up to this size is received whole, then stored and hashed in one step (`Uploads._write`)."""
+
+
+@dataclass(slots=True)
+class _Stored:
+    """How many bytes a session holds in storage while a request writes to it: what its claim is released at, also
+    when the write fails."""
+
+    size: int
+
+
+def _stored_size_differs(upload: Upload, found: int) -> RegistryError:
+    """Only after a process died mid-chunk: the client must resume from what storage holds."""
+    return RegistryError(
+        RANGE_INVALID, f"the upload holds {found} bytes, not {upload.size}", headers=progress_headers(found)
+    )
+
+
+async def _receive_small(chunks: AsyncIterator[bytes], received: list[bytes]) -> bool:
+    """Receive chunks into `received` while they total at most `SMALL_CHUNK_MAX` bytes: True if that was the
+    whole body, False once more arrived (the rest is still to be read from `chunks`)."""
+    total = 0
+    async for chunk in chunks:
+        received.append(chunk)
+        total += len(chunk)
+        if total > SMALL_CHUNK_MAX:
+            return False
+    return True
+
+
+async def _chained(received: list[bytes], chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in received:
+        yield chunk
+    async for chunk in chunks:
+        yield chunk
 
 
 class Uploads:
@@ -215,44 +254,76 @@ class Uploads:
 
         The claim is released at the size storage holds, even when the body breaks off, so the client can resume.
         A chunk is only flushed, as the session may go on elsewhere. When `finishing`, the chunk is the last one:
-        it is fsynced through the writer that wrote it (which saves opening the file again before publishing) and,
-        once written, the caller keeps the claim to finish the upload.
+        it is fsynced by the call that wrote it (which saves opening the file again before publishing) and, once
+        written, the caller keeps the claim to finish the upload.
+
+        A body of at most `SMALL_CHUNK_MAX` bytes (a whole small layer, as skopeo and docker send it) is received
+        first and stored in one driver call (`append_bytes`); a larger one streams through a writer.
         """
-        size = upload.size
+        stored = _Stored(upload.size)
         keep_claim = False
         try:
-            try:
-                writer = await self._driver.writer(upload_path(upload.id), append=upload.size > 0)
-            except exceptions.FileNotFoundError:
-                raise _gone(upload.id) from None
-            if writer.size != upload.size:
-                # Only after a process died mid-chunk: record what storage holds, so the client resumes from there.
-                size = writer.size
-                await writer.close()
-                raise RegistryError(
-                    RANGE_INVALID,
-                    f"the upload holds {writer.size} bytes, not {upload.size}",
-                    headers=progress_headers(writer.size),
-                )
             hasher = self._hashers.pop(upload.id, None)
-            if hasher is not None and hasher.size != writer.size:
+            if hasher is not None and hasher.size != upload.size:
                 hasher = None
-            if hasher is None and writer.size == 0:
+            if hasher is None and upload.size == 0:
                 hasher = Hasher(HASH_ALGORITHM)
-            complete = False
+            received: list[bytes] = []
+            body = aiter(chunks)  # one iterator, continued by the streamed path after the first chunks
             try:
-                await _pump(chunks, writer, hasher)
-                complete = True
-            finally:
-                await (writer.commit() if complete and finishing else writer.close())
-                size = writer.size
-                if hasher is not None and hasher.size == size:
-                    self._keep(upload.id, hasher)
+                whole = await _receive_small(body, received)
+            except BaseException:
+                if received:  # what arrived stays part of the session, as a writer's close keeps it
+                    with contextlib.suppress(Exception):
+                        await self._append_small(upload, b"".join(received), hasher, False, stored)
+                raise
+            if whole:
+                await self._append_small(upload, b"".join(received), hasher, finishing, stored)
+            else:
+                await self._append_streamed(upload, _chained(received, body), hasher, finishing, stored)
             keep_claim = finishing
         finally:
             if not keep_claim:
-                await self._release(upload.id, token, size)
-        return size
+                await self._release(upload.id, token, stored.size)
+        return stored.size
+
+    async def _append_small(
+        self, upload: Upload, data: bytes, hasher: Hasher | None, durable: bool, stored: _Stored
+    ) -> None:
+        """Store a small body in one driver call."""
+        try:
+            found = await self._driver.append_bytes(upload_path(upload.id), data, upload.size, durable)
+        except exceptions.FileNotFoundError:
+            raise _gone(upload.id) from None
+        if found != upload.size:
+            stored.size = found
+            raise _stored_size_differs(upload, found)
+        stored.size = upload.size + len(data)
+        if hasher is not None:
+            hasher.update(data)  # at most SMALL_CHUNK_MAX bytes: tens of microseconds
+            self._keep(upload.id, hasher)
+
+    async def _append_streamed(
+        self, upload: Upload, chunks: AsyncIterable[bytes], hasher: Hasher | None, finishing: bool, stored: _Stored
+    ) -> None:
+        """Stream a body through a writer, hashing as it goes."""
+        try:
+            writer = await self._driver.writer(upload_path(upload.id), append=upload.size > 0)
+        except exceptions.FileNotFoundError:
+            raise _gone(upload.id) from None
+        if writer.size != upload.size:
+            stored.size = writer.size
+            await writer.close()
+            raise _stored_size_differs(upload, writer.size)
+        complete = False
+        try:
+            await _pump(chunks, writer, hasher)
+            complete = True
+        finally:
+            await (writer.commit() if complete and finishing else writer.close())
+            stored.size = writer.size
+            if hasher is not None and hasher.size == writer.size:
+                self._keep(upload.id, hasher)
 
     def _keep(self, upload_id: str, hasher: Hasher) -> None:
         if len(self._hashers) >= MAX_KEPT_HASHERS:
