@@ -166,3 +166,125 @@ async def test_cancelled_stream_write_leaves_nothing(driver: Driver, root: Path)
         await task
     assert _objects_at(root) == []
     assert os.listdir(root / TEMP_DIRECTORY) == []  # its temporary file went too
+
+
+async def _closed_session(driver: Driver, path: str, data: bytes) -> None:
+    w = await driver.writer(path)
+    await w.write(data)
+    await w.close()
+
+
+async def test_read_unfinished_reads_a_closed_session_in_one_hop(driver: Driver, thread_hops: list[object]) -> None:
+    data = os.urandom(20_000)
+    await _closed_session(driver, "uploads/u/data", data)
+    thread_hops.clear()
+    assert await driver.read_unfinished("uploads/u/data", MiB) == data
+    assert len(thread_hops) == 1
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the driver fsyncs, in order: a file's or directory's path (resolved through /proc/self/fd)."""
+    synced: list[str] = []
+    real = os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return synced
+
+
+async def test_publishing_an_unsynced_upload_names_it_then_syncs_file_and_directories(
+    driver: Driver, root: Path, fsynced: list[str]
+) -> None:
+    """One journal commit: the new name exists before the file's fsync (which commits it along), and every
+    directory that gained an entry is fsynced before the call returns; the session's name is gone after."""
+    data = os.urandom(20_000)
+    await _closed_session(driver, "uploads/u/data", data)
+    await driver.put_content("blobs/sha256/other", b"x")  # blobs/sha256/ exists, ab/ and abcd/ are new
+    fsynced.clear()
+    assert await driver.move_if_absent("uploads/u/data", "blobs/sha256/ab/abcd/data", sync_source=True) is True
+    final = root / "blobs" / "sha256" / "ab" / "abcd"
+    assert (final / "data").read_bytes() == data
+    assert not (root / "uploads").exists()
+    assert fsynced[0] == str(final / "data"), "the file is fsynced under its new name, first"
+    assert set(fsynced[1:]) >= {str(final), str(final.parent), str(final.parent.parent)}
+
+
+async def test_publishing_without_hard_links_falls_back_to_sync_and_rename(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(20_000)
+    await _closed_session(driver, "uploads/u/data", data)
+
+    def no_links(src: str, dst: str) -> None:
+        raise PermissionError(1, "Operation not permitted")  # what FAT and some FUSE filesystems answer
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert await driver.move_if_absent("uploads/u/data", "blobs/sha256/ab/abcd/data", sync_source=True) is True
+    assert (root / "blobs" / "sha256" / "ab" / "abcd" / "data").read_bytes() == data
+    assert not (root / "uploads").exists()
+
+
+async def test_publishing_keeps_an_object_that_arrived_after_the_check(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another upload of the same blob may put it at the path between the check and the link: it stays, and the
+    session keeps its bytes (False, as when the object was there before)."""
+    data = os.urandom(20_000)
+    await _closed_session(driver, "uploads/u/data", data)
+    real_link = os.link
+
+    def racing_link(src: str, dst: str) -> None:
+        Path(dst).write_bytes(b"the other upload's copy")
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", racing_link)
+    assert await driver.move_if_absent("uploads/u/data", "blobs/sha256/ab/abcd/data", sync_source=True) is False
+    assert (root / "blobs" / "sha256" / "ab" / "abcd" / "data").read_bytes() == b"the other upload's copy"
+    assert await driver.get_content("uploads/u/data") == data
+
+
+async def test_a_publication_cut_short_between_link_and_unlink_is_finished_by_the_next_move(
+    driver: Driver, root: Path
+) -> None:
+    """A crash may leave the session's file with both names (the blob's and the session's): the retried PUT moves
+    the session's name onto the blob's, which a rename of two names of one file does not do by itself."""
+    data = os.urandom(20_000)
+    await _closed_session(driver, "uploads/u/data", data)
+    final = root / "blobs" / "sha256" / "ab" / "abcd" / "data"
+    final.parent.mkdir(parents=True)
+    os.link(root / "uploads" / "u" / "data", final)
+    await driver.move("uploads/u/data", "blobs/sha256/ab/abcd/data")
+    assert final.read_bytes() == data
+    assert not (root / "uploads").exists()
+
+
+async def test_read_unfinished_leaves_a_large_session_unread(driver: Driver, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _closed_session(driver, "uploads/u/data", os.urandom(3 * MiB))
+    reads: list[int] = []
+    real_open = open
+
+    def counting_open(*args: Any, **kwargs: Any) -> Any:
+        f = real_open(*args, **kwargs)
+        read = f.read
+
+        def counted(n: int = -1) -> bytes:
+            reads.append(n)
+            return read(n)
+
+        f.read = counted
+        return f
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    assert await driver.read_unfinished("uploads/u/data", MiB) is None
+    assert reads == []
+
+
+async def test_a_small_chunk_is_appended_in_one_thread_hop(driver: Driver, thread_hops: list[object]) -> None:
+    assert await driver.append_bytes("uploads/u/data", b"a" * 20_000, 0) == 0
+    assert await driver.append_bytes("uploads/u/data", b"b" * 20_000, 20_000, durable=True) == 20_000
+    assert len(thread_hops) == 2
+    assert await driver.get_content("uploads/u/data") == b"a" * 20_000 + b"b" * 20_000

@@ -13,9 +13,9 @@ import pytest
 
 from docker_registry.core.digest import parse_digest
 from docker_registry.drivers.file import Driver
-from docker_registry.server.registry.errors import BLOB_UPLOAD_UNKNOWN, RANGE_INVALID, RegistryError
+from docker_registry.server.registry.errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
 from docker_registry.server.registry.process_identity import this_process
-from docker_registry.server.registry.uploads import Uploads, upload_path
+from docker_registry.server.registry.uploads import SMALL_CHUNK_MAX, Uploads, upload_path
 from docker_registry.server.store import migrate
 from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.facade import AsyncMetadataStore
@@ -193,3 +193,100 @@ async def test_a_claim_nobody_renews_expires_with_its_lease(parts) -> None:  # t
         await uploads.append("repo", upload.id, body(b"x"), start=0)
     await asyncio.sleep(0.4)
     assert await uploads.append("repo", upload.id, body(b"x"), start=0) == 1
+
+
+def _sha256(data: bytes):  # type: ignore[no-untyped-def]
+    return parse_digest("sha256:" + hashlib.sha256(data).hexdigest())
+
+
+async def test_put_on_another_process_verifies_the_stored_bytes_before_claiming(  # type: ignore[no-untyped-def]
+    parts, monkeypatch
+) -> None:
+    """skopeo's PUT lands on another worker than its PATCH for half the blobs: that worker hashes the small
+    session as storage holds it, then claims and pins in one write; nothing is read again after the claim."""
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    await uploads.append("repo", upload.id, body(b"layer bytes"), start=0)
+    other_process = Uploads(AsyncMetadataStore(store), driver)
+
+    async def no_second_read(*args: object) -> None:
+        raise AssertionError("the bytes were hashed again after the claim")
+
+    monkeypatch.setattr(other_process, "_rehash", no_second_read)
+    await other_process.complete("repo", upload.id, _sha256(b"layer bytes"), None)
+    assert store.blob_size("repo", _sha256(b"layer bytes")) == 11
+    assert (
+        await driver.get_content(
+            "blobs/sha256/" + _sha256(b"layer bytes").encoded[:2] + "/" + _sha256(b"layer bytes").encoded + "/data"
+        )
+        == b"layer bytes"
+    )
+    assert store.upload(upload.id) is None
+    assert not await driver.exists(f"uploads/{upload.id}")
+
+
+async def test_put_on_another_process_never_publishes_unrecorded_bytes(parts) -> None:  # type: ignore[no-untyped-def]
+    """A killed writer left bytes the session never recorded: hashing storage before the claim sees them, so the
+    claim at that size fails and the PUT goes the careful way (claim, then verify what the session holds)."""
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    await uploads.append("repo", upload.id, body(b"abc"), start=0)
+    crashed = await driver.writer(upload_path(upload.id), append=True)
+    await crashed.write(b"xyz")
+    await crashed.close()
+    other_process = Uploads(AsyncMetadataStore(store), driver)
+    with pytest.raises(RegistryError) as info:
+        await other_process.complete("repo", upload.id, _sha256(b"abc"), None)
+    assert info.value.error is DIGEST_INVALID
+    assert store.blob_size("repo", _sha256(b"abc")) is None
+    assert not await driver.exists("blobs/sha256/" + _sha256(b"abc").encoded[:2])
+
+
+async def test_put_on_another_process_waits_for_no_claim_of_a_busy_session(parts) -> None:  # type: ignore[no-untyped-def]
+    """Bytes hashed without a claim count only if the session is idle: while another request holds it, the PUT
+    is refused as before and the session is left to its writer."""
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    await uploads.append("repo", upload.id, body(b"abc"), start=0)
+    assert store.claim_upload(upload.id, "repo", 3, "writer", this_process())
+    other_process = Uploads(AsyncMetadataStore(store), driver)
+    with pytest.raises(RegistryError) as info:
+        await other_process.complete("repo", upload.id, _sha256(b"abc"), None)
+    assert info.value.error is RANGE_INVALID
+    assert store.blob_size("repo", _sha256(b"abc")) is None
+    assert store.upload(upload.id).writer == "writer"
+    assert store.release_upload(upload.id, "writer", 3)
+    await other_process.complete("repo", upload.id, _sha256(b"abc"), None)
+    assert store.blob_size("repo", _sha256(b"abc")) == 3
+
+
+async def test_a_small_body_that_breaks_off_keeps_what_arrived(parts) -> None:  # type: ignore[no-untyped-def]
+    """A small PATCH is received whole before it is stored in one step; if the client goes away mid-body, what
+    arrived is still stored and recorded, as a streamed chunk's would be: the client resumes from there."""
+    uploads, store, _driver = parts
+    upload = await uploads.start("repo")
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"arrived"
+        raise ConnectionResetError("the client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await uploads.append("repo", upload.id, broken(), start=0)
+    assert store.upload(upload.id).size == 7
+    assert store.upload(upload.id).writer is None, "the claim is released"
+    assert await uploads.append("repo", upload.id, body(b" and the rest"), start=7) == 20
+    await uploads.complete("repo", upload.id, _sha256(b"arrived and the rest"), None)
+    assert store.blob_size("repo", _sha256(b"arrived and the rest")) == 20
+
+
+async def test_bodies_around_the_small_size_store_exactly_their_bytes(parts) -> None:  # type: ignore[no-untyped-def]
+    """Up to SMALL_CHUNK_MAX in one step, beyond it streamed (with the pieces already received first)."""
+    uploads, store, driver = parts
+    for size in (0, 1, SMALL_CHUNK_MAX - 1, SMALL_CHUNK_MAX, SMALL_CHUNK_MAX + 1, 3 * SMALL_CHUNK_MAX + 5):
+        data = bytes(i % 251 for i in range(size))
+        upload = await uploads.start("repo")
+        pieces = [data[i : i + 10_000] for i in range(0, len(data), 10_000)]
+        assert await uploads.append("repo", upload.id, body(*pieces), start=0) == size
+        assert await driver.get_content(upload_path(upload.id)) == data
+        await uploads.complete("repo", upload.id, _sha256(data), body(b""))
+        assert store.blob_size("repo", _sha256(data)) == size

@@ -200,6 +200,28 @@ class Base(abc.ABC):
         return await self._move_if_absent(check_path(src), check_path(dst), sync_source)
 
     @final
+    async def append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool = False) -> int:
+        """Append `data` to the object being written at `path` if it holds exactly `expected_size` bytes (0: create
+        it, or truncate it), as a writer opened, written and closed (or committed, with `durable`) would. Returns
+        the size found: `expected_size` when `data` was appended, else the size it holds, and nothing was written.
+        `FileNotFoundError` when `expected_size` is not 0 and there is nothing to append to.
+
+        An upload's small chunk (a whole layer in one PATCH): one step where a writer takes two (the filesystem
+        driver: one thread call)."""
+        return await self._append_bytes(check_path(path), data, expected_size, durable)
+
+    @final
+    async def read_unfinished(self, path: str, limit: int) -> bytes | None:
+        """The bytes of an object being written (its writers only closed, not committed), if the driver can read
+        them before `commit` and they are at most `limit`; None when it cannot, or they are more, or nothing was
+        written.
+
+        Lets a request finish an upload session that a request of another process wrote, without first claiming
+        it to commit the bytes: it hashes what is there and then claims the session at exactly that size, which
+        holds only if no one wrote to it since (a session only grows, so the bytes read stay its first bytes)."""
+        return await self._read_unfinished(check_path(path), limit)
+
+    @final
     def walk(self, prefix: str = "") -> AsyncIterator[str]:
         """Every object (not directory) under `prefix`, as full relative paths, in no guaranteed order.
 
@@ -304,6 +326,20 @@ class Base(abc.ABC):
                 await writer.commit()
         await self._move(src, dst)
         return True
+
+    async def _append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool) -> int:
+        """By default through a writer."""
+        writer = await self._writer(path, expected_size > 0)
+        if writer.size != expected_size:
+            await writer.close()
+            return writer.size
+        await writer.write(data)
+        await (writer.commit() if durable else writer.close())
+        return expected_size
+
+    async def _read_unfinished(self, path: str, limit: int) -> bytes | None:
+        """By default the driver cannot (a writer's bytes may not be an object yet, as on S3)."""
+        return None
 
     @abc.abstractmethod
     def _walk(self, prefix: str) -> AsyncIterator[str]:

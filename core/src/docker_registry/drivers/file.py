@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import os
 import shutil
 import sys
@@ -43,6 +44,10 @@ _WALK_BATCH = 1000
 _DIRECTORY_RETRIES = 100
 """Attempts at creating a directory and using it while concurrent removes keep pruning it; each lost race costs
 microseconds, so the bound only stops a loop that something outside the registry keeps defeating."""
+
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV}
+"""What `link` answers on a filesystem without hard links (FAT, some network and FUSE filesystems), or where the
+file has too many: then the move falls back to fsync and rename."""
 
 T = TypeVar("T")
 
@@ -211,6 +216,7 @@ class Driver(Base):
                 raise
 
         self._in_directory(full_dst, dst, rename, durable=True)
+        _unlink_if_same(full_src, full_dst)
         _fsync_directory(os.path.dirname(full_dst))
         self._prune(os.path.dirname(full_src))
 
@@ -223,9 +229,67 @@ class Driver(Base):
         if os.path.isfile(full_dst):
             return False
         if sync_source:
+            linked = self._link_and_sync(full_src, src, full_dst, dst)
+            if linked is not None:
+                return linked
             _fsync_file(full_src)
         self._move_sync(full_src, src, full_dst, dst)
         return True
+
+    def _link_and_sync(self, full_src: str, src: str, full_dst: str, dst: str) -> bool | None:
+        """Publish a file not yet durable with one journal commit where fsync-then-rename costs two: give it its
+        new name first (a hard link, which refuses to replace anything), then fsync the file and the directories
+        of the new name. On ext4 and XFS the file's fsync commits the journal with the new name and directories in
+        it, and the directory fsyncs after it find nothing left to commit. True if it moved, False if an object
+        took `dst` meanwhile (the source is left as it is), None if the filesystem has no hard links.
+
+        Durable when it returns, like the move: the bytes and both directory entries are fsynced. A crash before
+        that can leave the name pointing to bytes not yet on disk; the name is then one the database does not
+        know (the registry links a blob only after this returns), and the next upload of the blob replaces the
+        file (`Uploads._place`). Never a torn object for anyone who found the blob through the database.
+        """
+
+        def link() -> None:
+            try:
+                os.link(full_src, full_dst)
+            except FileNotFoundError:
+                if not os.path.isfile(full_src):  # the source went away, not the destination's directory
+                    raise exceptions.FileNotFoundError(f"{src!r} does not exist") from None
+                raise
+            _fsync_file(full_dst)
+
+        try:
+            self._in_directory(full_dst, dst, link, durable=True)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno in _NO_HARD_LINKS:
+                return None
+            raise
+        _fsync_directory(os.path.dirname(full_dst))
+        try:
+            os.unlink(full_src)
+        except FileNotFoundError:
+            pass  # a concurrent cancel removed the session's name; the blob keeps its own
+        self._prune(os.path.dirname(full_src))
+        return True
+
+    async def _append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool) -> int:
+        full = self._full(path)
+        return await asyncio.to_thread(self._append_bytes_sync, full, path, data, expected_size, durable)
+
+    def _append_bytes_sync(self, full: str, path: str, data: bytes, expected_size: int, durable: bool) -> int:
+        """The writer's open, write and close (or commit) in one thread call."""
+        f = self._open_writer_file(full, path, append=expected_size > 0)
+        found = os.fstat(f.fileno()).st_size
+        if found != expected_size:
+            f.close()
+            return found
+        _write_and_close(f, data, durable)
+        return expected_size
+
+    async def _read_unfinished(self, path: str, limit: int) -> bytes | None:
+        return await asyncio.to_thread(_read_at_most, self._full(path), limit)
 
     async def _writer(self, path: str, append: bool) -> Writer:
         full = self._full(path)
@@ -424,6 +488,18 @@ def _open_read(full: str, path: str, offset: int) -> BinaryIO:
     return f
 
 
+def _read_at_most(full: str, limit: int) -> bytes | None:
+    """The whole file if it holds at most `limit` bytes (a writer appends to the file itself: readable at once)."""
+    try:
+        with open(full, "rb") as f:
+            if os.fstat(f.fileno()).st_size > limit:
+                return None  # a large session: not even partly read
+            data = f.read(limit + 1)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    return data if 0 < len(data) <= limit else None
+
+
 def _read_all(full: str, path: str) -> bytes:
     with _open_read(full, path, 0) as f:
         return f.read()
@@ -474,6 +550,17 @@ def _write_and_close(f: BinaryIO, data: bytes | bytearray, durable: bool) -> Non
             os.fsync(f.fileno())
     finally:
         f.close()
+
+
+def _unlink_if_same(full_src: str, full_dst: str) -> None:
+    """After a rename: drop `src` if it is still there as another name of `dst`'s file, which a rename leaves as
+    it is (POSIX). Only a publication cut short by a crash between its link and its unlink (`_link_and_sync`)
+    leaves such a pair."""
+    try:
+        if os.path.samefile(full_src, full_dst):
+            os.unlink(full_src)
+    except FileNotFoundError:
+        pass
 
 
 def _fsync_file(full: str) -> None:

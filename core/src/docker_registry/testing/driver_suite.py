@@ -157,6 +157,8 @@ PATH_OPERATIONS: dict[str, Operation] = {
     "writer": lambda d, p: d.writer(p),
     "writer_append": lambda d, p: d.writer(p, append=True),
     "content_redirect_url": lambda d, p: d.content_redirect_url(p),
+    "read_unfinished": lambda d, p: d.read_unfinished(p, 100),
+    "append_bytes": lambda d, p: d.append_bytes(p, b"x", 0),
 }
 
 PREFIX_OPERATIONS: dict[str, Operation] = {
@@ -675,6 +677,44 @@ class DriverTestSuite:
         await resumed.write(whole[held:])
         await resumed.commit()
         assert await read(driver, path) == whole
+
+    async def test_upload_session_small_chunks_appended_in_one_step(self, driver: Base) -> None:
+        """`append_bytes` is a writer opened, written and closed (or committed) at once: it creates the session at
+        size 0, continues it only at the size it holds, and writes nothing when that size is another."""
+        path = "uploads/a/data"
+        with pytest.raises(exceptions.FileNotFoundError):
+            await driver.append_bytes(path, b"x", 5)
+        assert await driver.append_bytes(path, b"first ", 0) == 0
+        assert await driver.append_bytes(path, b"second", 6) == 6
+        assert await driver.append_bytes(path, b"never", 6) == 12, "the size it holds, nothing written"
+        w = await driver.writer(path, append=True)
+        assert w.size == 12
+        await w.close()
+        assert await driver.append_bytes(path, b" last", 12, durable=True) == 12
+        assert await read(driver, path) == b"first second last", "durable: readable as an object"
+        assert await driver.append_bytes(path, b"anew", 0) == 0, "size 0: a new session, as writer() truncates"
+        w = await driver.writer(path, append=True)
+        await w.commit()
+        assert await read(driver, path) == b"anew"
+
+    async def test_upload_session_read_unfinished_is_none_or_the_bytes_written(self, driver: Base) -> None:
+        """Before `commit`, a driver may read a session's bytes (a filesystem: the file itself) or say it cannot
+        (None); it never gives anything but exactly what was written, nor more than the limit."""
+        path = "uploads/r/data"
+        assert await driver.read_unfinished(path, MiB) is None, "no session: nothing to read"
+        data = payload(20_000, seed=12)
+        w = await driver.writer(path)
+        await w.write(data[:7_000])
+        await w.close()
+        w = await driver.writer(path, append=True)
+        await w.write(data[7_000:])
+        await w.close()
+        got = await driver.read_unfinished(path, MiB)
+        assert got is None or got == data
+        assert await driver.read_unfinished(path, len(data) - 1) is None, "more than the limit"
+        w = await driver.writer(path, append=True)
+        await w.commit()
+        assert await read(driver, path) == data, "reading changed nothing"
 
     async def test_upload_session_cancelled_or_removed_leaves_nothing(self, driver: Base) -> None:
         await self._session(driver, "uploads/c1/data", self.SESSION_CHUNKS[:3])

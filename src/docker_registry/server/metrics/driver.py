@@ -45,6 +45,7 @@ ACTIONS = (
     "content_redirect_url",
     "stat",
     "move",
+    "read_unfinished",
     "walk",
     "writer",
     "write",
@@ -98,6 +99,13 @@ class InstrumentedDriver(Base):
     async def _move_if_absent(self, src: str, dst: str, sync_source: bool) -> bool:
         """Timed as a move: it is how uploads publish a blob."""
         return await self._timers["move"].run(self.inner.move_if_absent(src, dst, sync_source))
+
+    async def _append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool) -> int:
+        """Timed as a write: it is an upload's small chunk, opened, written and closed in one step."""
+        return await self._timers["write"].run(self.inner.append_bytes(path, data, expected_size, durable))
+
+    async def _read_unfinished(self, path: str, limit: int) -> bytes | None:
+        return await self._timers["read_unfinished"].run(self.inner.read_unfinished(path, limit))
 
     async def _walk(self, prefix: str) -> AsyncIterator[str]:
         async for path in _timed_iteration(self._timers["walk"], self.inner.walk(prefix)):

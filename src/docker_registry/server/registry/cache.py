@@ -81,6 +81,10 @@ class RegistryCache:
         """(repository, manifest digest) to the manifest."""
         self.blobs: BoundedCache[tuple[str, Digest], int] = BoundedCache()
         """(repository, blob digest) to the blob's size."""
+        self.missing: BoundedCache[tuple[str, Digest], bool] = BoundedCache()
+        """(repository, digest) that is neither a blob nor a manifest of the repository: a client HEADs each layer
+        it is about to push, skopeo twice, and only the push that follows (a commit, which clears this) changes
+        the answer."""
 
     def refresh(self) -> int:
         """Forget everything if the database changed since the last look; call before reading the caches.
@@ -117,3 +121,4 @@ class RegistryCache:
         self.tags.clear()
         self.manifests.clear()
         self.blobs.clear()
+        self.missing.clear()

@@ -204,15 +204,17 @@ class Registry:
         key = (repository, digest)
         size = self.cache.blobs.get(key)
         manifest = None if size is not None else self.cache.manifests.get(key)
-        if size is None and manifest is None:
+        if size is None and manifest is None and not self.cache.missing.get(key):
             size, manifest, candidate = await self.store.blob_or_manifest(repository, digest)
             if candidate:  # garbage collection would delete the link: a client asking for it may be about to use it
                 await self.store.touch_link(repository, digest)
             if self.cache.generation == generation:  # see _read_through
                 if size is not None:
                     self.cache.blobs.put(key, size)
-                if manifest is not None:
+                elif manifest is not None:
                     self.cache.manifests.put(key, manifest)
+                else:
+                    self.cache.missing.put(key, True)
         if size is not None:
             blob = Blob(digest, size)
         elif manifest is not None:

@@ -17,6 +17,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, Hasher, blob_path
@@ -33,6 +34,10 @@ EventsOf = Callable[[int], Sequence[EventRecord]]
 """The events to write with a finished blob, given its verified size (see `events`)."""
 INLINE_HASH_MAX = 64 * 1024
 """Chunks up to this size are hashed on the event loop (tens of microseconds); larger ones in a thread."""
+UNCLAIMED_HASH_MAX = 1024 * 1024
+"""A session finished by a PUT without a body on another process than its last PATCH is hashed before it is
+claimed (`Uploads._claim_verified`) when it holds at most this many bytes; a larger one is claimed first and
+hashed after, as the hash would be lost if the claim failed."""
 PIN_WAIT_SECONDS = 10.0
 """How long a finished upload waits for garbage collection to finish deleting an earlier copy of its blob (a
 collector deletes a blob's file right after marking it, so this is milliseconds unless the collector died)."""
@@ -87,6 +92,44 @@ async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | N
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
+
+
+SMALL_CHUNK_MAX = INLINE_HASH_MAX
+"""A request body up to this size is received whole, then stored and hashed in one step (`Uploads._write`)."""
+
+
+@dataclass(slots=True)
+class _Stored:
+    """How many bytes a session holds in storage while a request writes to it: what its claim is released at, also
+    when the write fails."""
+
+    size: int
+
+
+def _stored_size_differs(upload: Upload, found: int) -> RegistryError:
+    """Only after a process died mid-chunk: the client must resume from what storage holds."""
+    return RegistryError(
+        RANGE_INVALID, f"the upload holds {found} bytes, not {upload.size}", headers=progress_headers(found)
+    )
+
+
+async def _receive_small(chunks: AsyncIterator[bytes], received: list[bytes]) -> bool:
+    """Receive chunks into `received` while they total at most `SMALL_CHUNK_MAX` bytes: True if that was the
+    whole body, False once more arrived (the rest is still to be read from `chunks`)."""
+    total = 0
+    async for chunk in chunks:
+        received.append(chunk)
+        total += len(chunk)
+        if total > SMALL_CHUNK_MAX:
+            return False
+    return True
+
+
+async def _chained(received: list[bytes], chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in received:
+        yield chunk
+    async for chunk in chunks:
+        yield chunk
 
 
 class Uploads:
@@ -217,44 +260,76 @@ class Uploads:
 
         The claim is released at the size storage holds, even when the body breaks off, so the client can resume.
         A chunk is only flushed, as the session may go on elsewhere. When `finishing`, the chunk is the last one:
-        it is fsynced through the writer that wrote it (which saves opening the file again before publishing) and,
-        once written, the caller keeps the claim to finish the upload.
+        it is fsynced by the call that wrote it (which saves opening the file again before publishing) and, once
+        written, the caller keeps the claim to finish the upload.
+
+        A body of at most `SMALL_CHUNK_MAX` bytes (a whole small layer, as skopeo and docker send it) is received
+        first and stored in one driver call (`append_bytes`); a larger one streams through a writer.
         """
-        size = upload.size
+        stored = _Stored(upload.size)
         keep_claim = False
         try:
-            try:
-                writer = await self._driver.writer(upload_path(upload.id), append=upload.size > 0)
-            except exceptions.FileNotFoundError:
-                raise _gone(upload.id) from None
-            if writer.size != upload.size:
-                # Only after a process died mid-chunk: record what storage holds, so the client resumes from there.
-                size = writer.size
-                await writer.close()
-                raise RegistryError(
-                    RANGE_INVALID,
-                    f"the upload holds {writer.size} bytes, not {upload.size}",
-                    headers=progress_headers(writer.size),
-                )
             hasher = self._hashers.pop(upload.id, None)
-            if hasher is not None and hasher.size != writer.size:
+            if hasher is not None and hasher.size != upload.size:
                 hasher = None
-            if hasher is None and writer.size == 0:
+            if hasher is None and upload.size == 0:
                 hasher = Hasher(HASH_ALGORITHM)
-            complete = False
+            received: list[bytes] = []
+            body = aiter(chunks)  # one iterator, continued by the streamed path after the first chunks
             try:
-                await _pump(chunks, writer, hasher)
-                complete = True
-            finally:
-                await (writer.commit() if complete and finishing else writer.close())
-                size = writer.size
-                if hasher is not None and hasher.size == size:
-                    self._keep(upload.id, hasher)
+                whole = await _receive_small(body, received)
+            except BaseException:
+                if received:  # what arrived stays part of the session, as a writer's close keeps it
+                    with contextlib.suppress(Exception):
+                        await self._append_small(upload, b"".join(received), hasher, False, stored)
+                raise
+            if whole:
+                await self._append_small(upload, b"".join(received), hasher, finishing, stored)
+            else:
+                await self._append_streamed(upload, _chained(received, body), hasher, finishing, stored)
             keep_claim = finishing
         finally:
             if not keep_claim:
-                await self._release(upload.id, token, size)
-        return size
+                await self._release(upload.id, token, stored.size)
+        return stored.size
+
+    async def _append_small(
+        self, upload: Upload, data: bytes, hasher: Hasher | None, durable: bool, stored: _Stored
+    ) -> None:
+        """Store a small body in one driver call."""
+        try:
+            found = await self._driver.append_bytes(upload_path(upload.id), data, upload.size, durable)
+        except exceptions.FileNotFoundError:
+            raise _gone(upload.id) from None
+        if found != upload.size:
+            stored.size = found
+            raise _stored_size_differs(upload, found)
+        stored.size = upload.size + len(data)
+        if hasher is not None:
+            hasher.update(data)  # at most SMALL_CHUNK_MAX bytes: tens of microseconds
+            self._keep(upload.id, hasher)
+
+    async def _append_streamed(
+        self, upload: Upload, chunks: AsyncIterable[bytes], hasher: Hasher | None, finishing: bool, stored: _Stored
+    ) -> None:
+        """Stream a body through a writer, hashing as it goes."""
+        try:
+            writer = await self._driver.writer(upload_path(upload.id), append=upload.size > 0)
+        except exceptions.FileNotFoundError:
+            raise _gone(upload.id) from None
+        if writer.size != upload.size:
+            stored.size = writer.size
+            await writer.close()
+            raise _stored_size_differs(upload, writer.size)
+        complete = False
+        try:
+            await _pump(chunks, writer, hasher)
+            complete = True
+        finally:
+            await (writer.commit() if complete and finishing else writer.close())
+            stored.size = writer.size
+            if hasher is not None and hasher.size == writer.size:
+                self._keep(upload.id, hasher)
 
     def _keep(self, upload_id: str, hasher: Hasher) -> None:
         if len(self._hashers) >= MAX_KEPT_HASHERS:
@@ -341,22 +416,43 @@ class Uploads:
             raise
 
     async def _claim_verified(self, repository: str, upload_id: str, digest: Digest) -> tuple[Upload, str, bool] | None:
-        """For a PUT without a body whose session this process wrote last (the usual PATCH, then PUT): when the
-        running hash kept from that PATCH is `digest` already, claim the session at exactly the hashed size and
-        pin the blob in one write, instead of a claim now and a pin after verifying. None when that does not
-        apply (no running hash here, another digest, the session changed or is busy): then claim as usual.
+        """For a PUT without a body: when the session's bytes are `digest` already, claim the session at exactly
+        the hashed size and pin the blob in one write, instead of a claim now and a pin after verifying. None when
+        that does not apply (another digest, the session changed or is busy, its bytes cannot be read before
+        they are committed): then claim as usual.
 
-        The pin still comes only after verification: the bytes are the ones hashed while this process held the
-        claim, and the claim holds only if the session's size is still theirs."""
+        The hash is the running one this process kept from the PATCH that wrote the session last, or else (the
+        PUT came to another process than its PATCH: half of a skopeo push's blobs) the hash of the bytes storage
+        holds for a small session, read without a claim. Either way the pin still comes only after verification:
+        a session only grows, so the claim at exactly the hashed size holds only if its bytes are still those
+        hashed (no writer since, none now)."""
         upload_id = _check_id(upload_id)
         hasher = self._hashers.get(upload_id)
+        if hasher is None:
+            hasher = await self._hash_unfinished(upload_id, digest.algorithm)
         if hasher is None or hasher.algorithm != digest.algorithm or hasher.digest() != digest:
             return None
         token = str(uuid.uuid4())
         upload, pinned = await self._store.claim_upload_pinned(
             upload_id, repository, hasher.size, token, this_process(), digest
         )
-        return None if upload is None else (upload, token, pinned)
+        if upload is None:
+            return None
+        self._keep(upload_id, hasher)  # for `_finish`, which verifies with it
+        return upload, token, pinned
+
+    async def _hash_unfinished(self, upload_id: str, algorithm: str) -> Hasher | None:
+        """The hash of a small session's bytes as storage holds them now (see `_claim_verified`), if the driver can
+        read them before they are committed."""
+        data = await self._driver.read_unfinished(upload_path(upload_id), UNCLAIMED_HASH_MAX)
+        if data is None:
+            return None
+        hasher = Hasher(algorithm)
+        if len(data) <= INLINE_HASH_MAX:
+            hasher.update(data)
+        else:
+            await asyncio.to_thread(hasher.update, data)
+        return hasher
 
     async def put_whole(
         self,

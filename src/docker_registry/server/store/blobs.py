@@ -23,7 +23,7 @@ PIN_SECONDS = 3600.0
 """How long an upload's pin protects a blob if the upload never links it (its process died): far longer than
 publishing and linking take, which is what the pin covers."""
 
-_BLOB_ENTRY = (
+_BLOB_ENTRY = Prepared(
     sa.select(blobs.c.size, repository_blobs.c.gc_candidate_since)
     .select_from(repository_blobs.join(repositories).join(blobs))
     .where(repositories.c.name == sa.bindparam("repository"), repository_blobs.c.digest == sa.bindparam("digest"))
@@ -103,12 +103,17 @@ def hold_and_pin(conn: sa.Connection, digest: Digest, size: int, token: str) -> 
     return True
 
 
+def blob_entry(conn: sa.Connection, params: dict[str, str]) -> tuple[int, bool] | None:
+    """`BlobQueries.blob_entry` in the caller's connection (also run by `MetadataStore.blob_or_manifest`)."""
+    row = _BLOB_ENTRY.run(conn, params).first()
+    return None if row is None else (row.size, row.gc_candidate_since is not None)
+
+
 class BlobQueries(StoreBase):
     def blob_entry(self, repository: str, digest: Digest) -> tuple[int, bool] | None:
         """Size of a blob this repository may serve and whether garbage collection marked its link, or None."""
         params = {"repository": repository, "digest": str(digest)}
-        row = self._read(lambda conn: conn.execute(_BLOB_ENTRY, params).first())
-        return None if row is None else (row.size, row.gc_candidate_since is not None)
+        return self._read(lambda conn: blob_entry(conn, params))
 
     def blob_size(self, repository: str, digest: Digest) -> int | None:
         """Size of a blob this repository may serve, or None."""

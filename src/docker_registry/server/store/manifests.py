@@ -15,7 +15,7 @@ from .models import BadReference, EventRecord, Manifest, Referrer, StoredManifes
 from .prepared import Prepared
 from .tables import blobs, manifest_references, manifests, repositories, repository_blobs, tags
 
-_MANIFEST = (
+_MANIFEST = Prepared(
     sa.select(manifests.c.media_type, manifests.c.content)
     .select_from(manifests.join(repositories))
     .where(repositories.c.name == sa.bindparam("repository"), manifests.c.digest == sa.bindparam("digest"))
@@ -111,11 +111,16 @@ def _annotations(stored: str | None) -> dict[str, str] | None:
     return json.loads(stored) if stored else None
 
 
+def stored_manifest(conn: sa.Connection, params: dict[str, str]) -> StoredManifest | None:
+    """`ManifestQueries.manifest` in the caller's connection (also run by `MetadataStore.blob_or_manifest`)."""
+    row = _MANIFEST.run(conn, params).first()
+    return StoredManifest(row.media_type, bytes(row.content)) if row else None
+
+
 class ManifestQueries(StoreBase):
     def manifest(self, repository: str, digest: Digest) -> StoredManifest | None:
         params = {"repository": repository, "digest": str(digest)}
-        row = self._read(lambda conn: conn.execute(_MANIFEST, params).first())
-        return StoredManifest(row.media_type, bytes(row.content)) if row else None
+        return self._read(lambda conn: stored_manifest(conn, params))
 
     def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> list[Referrer]:
         query = (
