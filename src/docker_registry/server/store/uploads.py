@@ -130,16 +130,8 @@ class UploadQueries(StoreBase):
 
         def claim(conn: sa.Connection) -> Upload | None:
             now = time.time()
-            params = {
-                "upload_id": upload_id,
-                "upload_repository": repository,
-                "stale": now - self.writer_lease,
-                "takeover": takeover,
-                "expected_size": size,
-                "token": token,
-                "now": now,
-                "process": process,
-            }
+            params = self._claim_params(upload_id, repository, size, token, process, now)
+            params["takeover"] = takeover
             claimed = _CLAIM[takeover is not None, size is not None].run(conn, params).scalar()
             return None if claimed is None else Upload(upload_id, repository, claimed, token, process, now)
 
@@ -155,21 +147,27 @@ class UploadQueries(StoreBase):
 
         def claim(conn: sa.Connection) -> tuple[Upload | None, bool]:
             now = time.time()
-            params = {
-                "upload_id": upload_id,
-                "upload_repository": repository,
-                "stale": now - self.writer_lease,
-                "expected_size": size,
-                "token": token,
-                "now": now,
-                "process": process,
-            }
+            params = self._claim_params(upload_id, repository, size, token, process, now)
             if _CLAIM[False, True].run(conn, params).scalar() is None:
                 return None, False
             claimed = Upload(upload_id, repository, size, token, process, now)
             return claimed, hold_and_pin(conn, digest, size, upload_id)
 
         return self._write(claim, durable=False)
+
+    def _claim_params(
+        self, upload_id: str, repository: str, size: int | None, token: str, process: str | None, now: float
+    ) -> dict[str, Any]:
+        """The parameters every `_CLAIM` statement binds (a takeover claim adds `takeover`)."""
+        return {
+            "upload_id": upload_id,
+            "upload_repository": repository,
+            "stale": now - self.writer_lease,
+            "expected_size": size,
+            "token": token,
+            "now": now,
+            "process": process,
+        }
 
     def _update_claimed(self, statement: Prepared, params: dict[str, Any]) -> bool:
         """Run `statement` (`_RENEW`, `_RELEASE`) if the session's claim is still `params["token"]`'s; False if not
