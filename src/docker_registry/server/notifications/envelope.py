@@ -10,25 +10,21 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import re
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..registry.events import Target
 from ..store.models import Descriptor
 
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
-_PLAIN = re.compile(r"[A-Za-z0-9._:+=/-]*")
 
 
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """The request that caused an event (Distribution's `RequestRecord`), and who made it (`ActorRecord`)."""
+class Client(NamedTuple):
+    """Who made the request that caused an event (Distribution's `RequestRecord` but its id, and `ActorRecord`):
+    the same for every request of a client, so a recorder keeps one per client and a batch renders it once."""
 
-    id: str
     addr: str
     host: str
     method: str
@@ -36,6 +32,10 @@ class RequestRecord:
     actor: str | None
     base_url: str
     """`scheme://host` the client used, for the target's URL."""
+
+
+NO_CLIENT = Client("", "", "", "", None, "")
+"""For an event not caused by a request (none is today): still a well-formed event."""
 
 
 class Ids:
@@ -107,50 +107,45 @@ class Events:
 
     What repeats from one event to the next is serialized once per `Events`: a batch of pull events mostly repeats
     a few targets (most of an event's text) and a few clients (a request's fields but its id), and the source never
-    changes. Ids and timestamps need no escaping; everything else goes through `json.dumps`."""
+    changes. Ids, request ids and timestamps need no escaping; everything else goes through `json.dumps`."""
 
     def __init__(self, source: dict[str, str], include_references: bool) -> None:
         self._source = _dumps(source)
         self._include_references = include_references
         self._targets: dict[tuple[Target, str], str] = {}
-        self._requests: dict[tuple[str, str, str, str, str | None], str] = {}
+        self._clients: dict[Client, str] = {}
 
-    def event(self, action: str, target: Target, request: RequestRecord, when: float) -> str:
+    def event(self, action: str, target: Target, request_id: str, client: Client, when: float) -> str:
+        """One event as JSON text. `request_id` goes in unescaped: `http.requestid` only keeps or makes ids of
+        characters JSON never escapes."""
         if target.references:  # a pushed manifest (its references are a list): not repeated, nor hashable
-            target_json = _dumps(_target(target, request.base_url, self._include_references))
+            target_json = _dumps(_target(target, client.base_url, self._include_references))
         else:
-            key = (target, request.base_url)
+            key = (target, client.base_url)
             cached = self._targets.get(key)
             if cached is None:
-                cached = self._targets[key] = _dumps(_target(target, request.base_url, False))
+                cached = self._targets[key] = _dumps(_target(target, client.base_url, False))
             target_json = cached
-        client = (request.addr, request.host, request.method, request.useragent, request.actor)
-        rest = self._requests.get(client)
+        rest = self._clients.get(client)
         if rest is None:
-            rest = self._requests[client] = self._request_rest(request)
+            rest = self._clients[client] = self._request_rest(client)
         return (
             f'{{"id":"{ids.next()}","timestamp":"{timestamp(when)}","action":"{action}","target":{target_json},'
-            f'"request":{{"id":{_request_id(request.id)}{rest}'
+            f'"request":{{"id":"{request_id}"{rest}'
         )
 
-    def _request_rest(self, request: RequestRecord) -> str:
+    def _request_rest(self, client: Client) -> str:
         """The event's text after the request's id: the request's other fields, the actor and the source."""
         req: dict[str, str] = {}
-        if request.addr:
-            req["addr"] = request.addr
-        if request.host:
-            req["host"] = request.host
-        req["method"] = request.method
-        req["useragent"] = request.useragent
+        if client.addr:
+            req["addr"] = client.addr
+        if client.host:
+            req["host"] = client.host
+        req["method"] = client.method
+        req["useragent"] = client.useragent
         fields = _dumps(req)[1:-1]
-        actor = _dumps({"name": request.actor}) if request.actor else "{}"
+        actor = _dumps({"name": client.actor}) if client.actor else "{}"
         return f',{fields}}},"actor":{actor},"source":{self._source}}}'
-
-
-def _request_id(value: str) -> str:
-    """The request id as JSON: `http.requestid` only keeps ids of characters JSON never escapes (the common case
-    skips `json.dumps`)."""
-    return f'"{value}"' if _PLAIN.fullmatch(value) else _dumps(value)
 
 
 def _dumps(value: Any) -> str:

@@ -23,12 +23,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..config.notifications import NotificationsConfig
-from ..http import requestid
 from ..http.context import user
+from ..http.requestid import request_id as request_id_of
 from ..registry.events import Action, Target
 from ..store.facade import AsyncMetadataStore
 from ..store.models import EventRecord
-from .envelope import Events, RequestRecord
+from .envelope import NO_CLIENT, Client, Events
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.1
 ROW_EVENTS = 1000
 """Pull events in one outbox row (one JSON document per line); as many waiting wake the flusher early."""
+MAX_CLIENTS = 1024
+"""Clients remembered (a few in practice); beyond, the memory starts afresh."""
 MAX_BUFFERED_PULLS = 50_000
 """Pull notes kept while the database cannot take them; beyond, the oldest are lost (and counted)."""
 
@@ -52,21 +54,22 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         _request.reset(token)
 
 
-def _request_record(request: web.Request | None) -> RequestRecord:
-    if request is None:  # not from a request (none records events today): still a well-formed event
-        return RequestRecord("", "", "", "", "", None, "")
-    request_id = requestid.request_id(request)  # the X-Request-Id of the response and the access log
+def _client(request: web.Request, peer: object) -> Client:
+    """Who made `request`, as Distribution's `RequestRecord` tells: the client's address as its
+    `context.RemoteAddr` gives it (forwarded headers first), the host and scheme it asked for."""
     headers = request.headers
-    # the client's address as Distribution's context.RemoteAddr gives it: forwarded headers first
-    forwarded = headers.get("X-Forwarded-For", "").split(",")[0].strip() or headers.get("X-Real-Ip", "")
-    addr = forwarded
+    addr = headers.get("X-Forwarded-For", "").split(",")[0].strip() or headers.get("X-Real-Ip", "")
     if not addr:
-        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
         addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else request.remote or ""
     host = headers.get("X-Forwarded-Host", request.host)
     scheme = headers.get("X-Forwarded-Proto", request.scheme)
     agent = headers.get("User-Agent", "")
-    return RequestRecord(request_id, addr, request.host, request.method, agent, user(request), f"{scheme}://{host}")
+    return Client(addr, request.host, request.method, agent, user(request), f"{scheme}://{host}")
+
+
+def _peer(request: web.Request) -> object:
+    transport = request.transport
+    return transport.get_extra_info("peername") if transport is not None else None
 
 
 class Recorder:
@@ -78,7 +81,9 @@ class Recorder:
         self._stats = stats
         self._source = {"addr": f"{socket.gethostname()}:{http_port}", "instanceID": str(uuid.uuid4())}
         self._wanted: dict[tuple[str, str | None], bool] = {}
-        self._pulls: list[tuple[float, Target, RequestRecord]] = []
+        self._pulls: list[tuple[float, Target, str, Client]] = []
+        """Pull notes: when, what, the request's id and who; the same `Client` object for requests alike."""
+        self._clients: dict[tuple[object, ...], Client] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._full = asyncio.Event()
         self._stopping = False
@@ -94,24 +99,42 @@ class Recorder:
     def _events(self) -> Events:
         return Events(self._source, self._settings.events.includereferences)
 
+    def _client_of(self, request: web.Request) -> Client:
+        """The request's `Client`, found by what it is made of: the request's raw headers (one tuple, hashed in a
+        fraction of a microsecond), its connection's peer, its user and scheme; computed once per client."""
+        peer = _peer(request)
+        key = (request.raw_headers, peer, user(request), request.scheme, request.method)
+        client = self._clients.get(key)
+        if client is None:
+            if len(self._clients) >= MAX_CLIENTS:  # clients that send a header unique to each request
+                self._clients.clear()
+            client = self._clients[key] = _client(request, peer)
+        return client
+
     def record(self, action: Action, targets: Sequence[Target]) -> list[EventRecord]:
         wanted = [t for t in targets if self._wants(action, t.media_type)]
         if not wanted:
             return []
-        request, now, events = _request_record(_request.get()), time.time(), self._events()
-        return [EventRecord(now, events.event(action, target, request, now)) for target in wanted]
+        request = _request.get()
+        request_id, client = ("", NO_CLIENT)
+        if request is not None:
+            request_id, client = request_id_of(request), _client(request, _peer(request))
+        now, events = time.time(), self._events()
+        return [EventRecord(now, events.event(action, target, request_id, client, now)) for target in wanted]
 
     def pulled(self, target: Target) -> None:
+        """Only a note (a tuple of what the request already holds); its event text is made when flushed."""
         request = _request.get()
         if request is None or request.method == "HEAD":  # as a HEAD serves nothing, it is no pull
             return
         if not self._wants("pull", target.media_type):
             return
-        if len(self._pulls) >= MAX_BUFFERED_PULLS:
-            del self._pulls[0]
+        pulls = self._pulls
+        if len(pulls) >= MAX_BUFFERED_PULLS:
+            del pulls[0]
             self._stats.pulls_lost += 1
-        self._pulls.append((time.time(), target, _request_record(request)))
-        if len(self._pulls) == ROW_EVENTS:
+        pulls.append((time.time(), target, request_id_of(request), self._client_of(request)))
+        if len(pulls) == ROW_EVENTS:
             self._full.set()
 
     # --- the pull flusher ---------------------------------------------------------------------------------------
@@ -148,8 +171,10 @@ class Recorder:
         records = []
         for first in range(0, len(notes), ROW_EVENTS):
             row = notes[first : first + ROW_EVENTS]
-            text = "\n".join(events.event("pull", target, request, when) for when, target, request in row)
-            records.append(EventRecord(row[0][0], text))
+            text = "\n".join(
+                [events.event("pull", target, request_id, client, when) for when, target, request_id, client in row]
+            )
+            records.append(EventRecord(row[0][0], text, len(row)))
         try:
             await self._store.record_events(records)
         except Exception:  # not written: a cancelled write (BaseException) may have been, so it is not retried

@@ -117,6 +117,8 @@ class EventRecord:
 
     created_at: float
     payload: str
+    count: int = 1
+    """Events in `payload`: a batch of pull events holds one per line."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,6 +167,8 @@ events = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
+    # events in `payload`: 1, or a worker's batch of pull events (one per line), for the queue depth
+    sa.Column("count", sa.Integer, nullable=False, server_default="1"),
     sqlite_autoincrement=True,
 )
 
