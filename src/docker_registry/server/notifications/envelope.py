@@ -19,6 +19,8 @@ from ..registry.events import Target
 from ..store.models import Descriptor
 
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+CACHED_PARTS = 4096
+"""(action, target, client) combinations whose text an `Events` keeps."""
 
 
 class Client(NamedTuple):
@@ -105,34 +107,34 @@ def _target(target: Target, base_url: str, include_references: bool) -> dict[str
 class Events:
     """Builds events as JSON text, ready to be stored and later put in an envelope unchanged.
 
-    What repeats from one event to the next is serialized once per `Events`: a batch of pull events mostly repeats
-    a few targets (most of an event's text) and a few clients (a request's fields but its id), and the source never
+    What repeats from one event to the next is serialized once per `Events`: pull events mostly repeat a few
+    targets (most of an event's text) and a few clients (a request's fields but its id), and the source never
     changes. Ids, request ids and timestamps need no escaping; everything else goes through `json.dumps`."""
 
     def __init__(self, source: dict[str, str], include_references: bool) -> None:
         self._source = _dumps(source)
         self._include_references = include_references
-        self._targets: dict[tuple[Target, str], str] = {}
-        self._clients: dict[Client, str] = {}
+        self._cache: dict[tuple[str, Target, Client], tuple[str, str]] = {}
 
     def event(self, action: str, target: Target, request_id: str, client: Client, when: float) -> str:
         """One event as JSON text. `request_id` goes in unescaped: `http.requestid` only keeps or makes ids of
         characters JSON never escapes."""
         if target.references:  # a pushed manifest (its references are a list): not repeated, nor hashable
-            target_json = _dumps(_target(target, client.base_url, self._include_references))
+            parts = self._parts(action, target, client)
         else:
-            key = (target, client.base_url)
-            cached = self._targets.get(key)
+            key = (action, target, client)
+            cached = self._cache.get(key)
             if cached is None:
-                cached = self._targets[key] = _dumps(_target(target, client.base_url, False))
-            target_json = cached
-        rest = self._clients.get(client)
-        if rest is None:
-            rest = self._clients[client] = self._request_rest(client)
-        return (
-            f'{{"id":"{ids.next()}","timestamp":"{timestamp(when)}","action":"{action}","target":{target_json},'
-            f'"request":{{"id":"{request_id}"{rest}'
-        )
+                if len(self._cache) >= CACHED_PARTS:  # many targets or clients: start afresh
+                    self._cache.clear()
+                cached = self._cache[key] = self._parts(action, target, client)
+            parts = cached
+        return f'{{"id":"{ids.next()}","timestamp":"{timestamp(when)}{parts[0]}{request_id}{parts[1]}'
+
+    def _parts(self, action: str, target: Target, client: Client) -> tuple[str, str]:
+        """The event's text between the timestamp and the request's id, and after the request's id."""
+        target_json = _dumps(_target(target, client.base_url, self._include_references))
+        return f'","action":"{action}","target":{target_json},"request":{{"id":"', f'"{self._request_rest(client)}'
 
     def _request_rest(self, client: Client) -> str:
         """The event's text after the request's id: the request's other fields, the actor and the source."""

@@ -85,7 +85,9 @@ class Recorder:
         """Pull notes: when, what, the request's id and who; the same `Client` object for requests alike."""
         self._clients: dict[tuple[object, ...], Client] = {}
         self._flusher: asyncio.Task[None] | None = None
-        self._full = asyncio.Event()
+        self._pull_events = self._events()
+        self._due: asyncio.Future[None] | None = None
+        """Resolved when the flusher is due: its timer ran out, or `ROW_EVENTS` wait."""
         self._stopping = False
 
     def _wants(self, action: str, media_type: str | None) -> bool:
@@ -135,11 +137,15 @@ class Recorder:
             self._stats.pulls_lost += 1
         pulls.append((time.time(), target, request_id_of(request), self._client_of(request)))
         if len(pulls) == ROW_EVENTS:
-            self._full.set()
+            self._wake()
 
     # --- the pull flusher ---------------------------------------------------------------------------------------
     def start(self) -> None:
         self._flusher = asyncio.ensure_future(self._flush_forever())
+
+    def _wake(self) -> None:
+        if self._due is not None and not self._due.done():
+            self._due.set_result(None)
 
     async def stop(self) -> None:
         """Stop flushing, writing what is noted so far (a clean shutdown loses no pull event). The flusher is
@@ -147,17 +153,23 @@ class Recorder:
         held would then be written twice."""
         if self._flusher is not None:
             self._stopping = True
-            self._full.set()
+            self._wake()
             with contextlib.suppress(Exception):
                 await self._flusher
         with contextlib.suppress(Exception):
             await self.flush()
 
     async def _flush_forever(self) -> None:
+        """Flush every `FLUSH_SECONDS`, or once `ROW_EVENTS` wait: a future that a timer or `pulled` resolves
+        (a bare future, not `wait_for` and its task, ten times a second)."""
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), FLUSH_SECONDS)
-            self._full.clear()
+            self._due = due = loop.create_future()
+            timer = loop.call_later(FLUSH_SECONDS, self._wake)
+            try:
+                await due
+            finally:
+                timer.cancel()
             try:
                 await self.flush()
             except Exception as error:  # the database is unavailable: keep the notes for the next round
@@ -167,7 +179,7 @@ class Recorder:
         if not self._pulls:
             return
         notes, self._pulls = self._pulls, []
-        events = self._events()  # for this batch: what repeats in it is serialized once
+        events = self._pull_events  # kept from batch to batch: what repeats is serialized once
         records = []
         for first in range(0, len(notes), ROW_EVENTS):
             row = notes[first : first + ROW_EVENTS]
