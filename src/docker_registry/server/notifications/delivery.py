@@ -6,11 +6,11 @@ this host (SIGKILL, OOM killer) at once, since the lease names its process (`pro
 the holder gives the lease up.
 
 Per endpoint, events are read from the outbox after the endpoint's cursor, in id order (a row is one event, or a
-worker's batch of pull events, one per line: the cursor counts the events of a row already given). They are POSTed in
-Distribution's envelope, one each as Distribution does (or up to the endpoint's `batch`), and retried until the
-endpoint takes them (2xx or 3xx): at once while failures in a row stay below `threshold`, then every `backoff`.
-Only then does the cursor move past them, so a crash between the answer and the cursor's write sends those events
-again: exactly once in normal operation, at least once across crashes.
+worker's batch of pull events, see `envelope.expand`: the cursor counts the events of a row already given). They
+are POSTed in Distribution's envelope, one each as Distribution does (or up to the endpoint's `batch`), and retried
+until the endpoint takes them (2xx or 3xx): at once while failures in a row stay below `threshold`, then every
+`backoff`. Only then does the cursor move past them, so a crash between the answer and the cursor's write sends
+those events again: exactly once in normal operation, at least once across crashes.
 Events the endpoint ignores are skipped, and events older than `maxage` are dropped with a log line. Endpoints do
 not wait for one another. Events every endpoint has been given are pruned from the outbox.
 """
@@ -33,7 +33,7 @@ from ..config.notifications import EndpointSection, NotificationsConfig
 from ..registry.process_identity import is_dead, this_process
 from ..store.metadata import MetadataStore
 from ..store.models import Cursor, StoredEvent
-from .envelope import MEDIA_TYPE, envelope
+from .envelope import MEDIA_TYPE, envelope, expand
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Batch:
         self._skipped = 0
         """Events of the first row given before `start`."""
         for number, row in enumerate(rows):
-            payloads = row.payload.split("\n")
+            payloads = expand(row.payload)
             if number == 0 and start.given:
                 self._skipped = start.given
                 payloads = payloads[start.given :]

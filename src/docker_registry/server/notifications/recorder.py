@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.1
 ROW_EVENTS = 1000
-"""Pull events in one outbox row (one JSON document per line); as many waiting wake the flusher early."""
+"""Pull events in one outbox row (`Events.pull_row`); as many waiting wake the flusher early."""
 MAX_CLIENTS = 1024
 """Clients remembered (a few in practice); beyond, the memory starts afresh."""
 MAX_BUFFERED_PULLS = 50_000
@@ -183,10 +183,7 @@ class Recorder:
         records = []
         for first in range(0, len(notes), ROW_EVENTS):
             row = notes[first : first + ROW_EVENTS]
-            text = "\n".join(
-                [events.event("pull", target, request_id, client, when) for when, target, request_id, client in row]
-            )
-            records.append(EventRecord(row[0][0], text, len(row)))
+            records.append(EventRecord(row[0][0], events.pull_row(row), len(row)))
         try:
             await self._store.record_events(records)
         except Exception:  # not written: a cancelled write (BaseException) may have been, so it is not retried
