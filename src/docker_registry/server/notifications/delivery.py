@@ -213,12 +213,11 @@ class Deliverer:
         stats = self._stats.endpoints[endpoint.name]
         while True:
             position = self._positions[endpoint.name]
-            rows = await asyncio.to_thread(self._store.events_after, position.position, BATCH)
+            rows, beyond = await asyncio.to_thread(self._read, position.position)
             if not rows:
                 stats.pending = 0
                 await self._save_cursor(endpoint.name, force=True)
                 return
-            beyond = await asyncio.to_thread(self._store.events_after_count, rows[-1].id)  # in rows not read yet
             batch = Batch(rows, position)
             events = batch.payloads
             stats.pending = len(events) + beyond
@@ -249,6 +248,12 @@ class Deliverer:
                 wanted, start = kept, 0
             self._positions[endpoint.name] = Cursor(rows[-1].id)  # past what was ignored or dropped too
             stats.pending = beyond
+
+    def _read(self, position: int) -> tuple[list[StoredEvent], int]:
+        """Up to `BATCH` rows after `position`, and how many events the rows beyond them hold (one trip to a
+        thread for both)."""
+        rows = self._store.events_after(position, BATCH)
+        return rows, self._store.events_after_count(rows[-1].id) if rows else 0
 
     def _wanted(self, endpoint: EndpointSection, batch: Batch) -> list[int]:
         """The indexes of the events of `batch` for `endpoint`: not ignored by its rules, not too old (those are
