@@ -2,10 +2,11 @@
 
 The request is found through a context variable the middleware sets, so the registry logic passes no HTTP detail
 down. Changes get their records at once (the store writes them in the change's transaction). Pulls only note what
-was served; a task turns the notes into events every `FLUSH_SECONDS` (sooner once `ROW_EVENTS` wait) and writes
-them as one outbox row per `ROW_EVENTS`, in a transaction that neither waits for the disk nor empties any worker's
-caches, so a pull never waits for the database and costs it a fraction of a row. Those are not durable: a SIGKILL
-loses at most the last `FLUSH_SECONDS` of a worker's pull events (a power loss also what the disk had not taken).
+was served (a tuple); a task writes the notes `FLUSH_SECONDS` after the first of them (sooner once `ROW_EVENTS`
+wait) as one compact outbox row per `ROW_EVENTS` (`Events.pull_row`), in a transaction that neither waits for the
+disk nor empties any worker's caches, so a pull never waits for the database and costs it a fraction of a row.
+Those are not durable: a SIGKILL loses at most the last `FLUSH_SECONDS` of a worker's pull events (a power loss
+also what the disk had not taken).
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ class Recorder:
             del pulls[0]
             self._stats.pulls_lost += 1
         pulls.append((time.time(), target, request_id_of(request), self._client_of(request)))
-        if len(pulls) == ROW_EVENTS:
+        if len(pulls) == 1 or len(pulls) == ROW_EVENTS:  # the first arms the flusher's timer, the last wakes it
             self._wake()
 
     # --- the pull flusher ---------------------------------------------------------------------------------------
@@ -160,16 +161,21 @@ class Recorder:
             await self.flush()
 
     async def _flush_forever(self) -> None:
-        """Flush every `FLUSH_SECONDS`, or once `ROW_EVENTS` wait: a future that a timer or `pulled` resolves
-        (a bare future, not `wait_for` and its task, ten times a second)."""
+        """Flush `FLUSH_SECONDS` after the first note of a batch, or once `ROW_EVENTS` wait: a bare future that
+        `pulled` or a timer resolves (no `wait_for` and its task ten times a second, and no timer at all while
+        nothing is pulled)."""
         loop = asyncio.get_running_loop()
         while not self._stopping:
             self._due = due = loop.create_future()
-            timer = loop.call_later(FLUSH_SECONDS, self._wake)
+            waiting = len(self._pulls)
+            timer = loop.call_later(0 if waiting >= ROW_EVENTS else FLUSH_SECONDS, self._wake) if waiting else None
             try:
                 await due
             finally:
-                timer.cancel()
+                if timer is not None:
+                    timer.cancel()
+            if timer is None and not self._stopping:  # woken by the first note: it waits its turn with the others
+                continue
             try:
                 await self.flush()
             except Exception as error:  # the database is unavailable: keep the notes for the next round

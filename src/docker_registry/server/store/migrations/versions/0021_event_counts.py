@@ -19,6 +19,9 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("events") as batch:
         batch.add_column(sa.Column("count", sa.Integer, nullable=False, server_default="1"))
+    # rows written before hold one JSON event per line
+    newline = "chr(10)" if op.get_bind().dialect.name == "postgresql" else "char(10)"
+    op.execute(f"UPDATE events SET count = length(payload) - length(replace(payload, {newline}, '')) + 1")
 
 
 def downgrade() -> None:
