@@ -141,8 +141,8 @@ async def _serve_app(
         raise WorkerStartupError(f"cannot start serving on {config.http.addr}: {exc}") from exc
     debug = await _start_debug_listener(config, app) if index == 0 else None
     # What startup made (modules, the app, the config: some 100,000 objects) lives as long as the worker: out of the
-    # collector's sight, a full collection walks only what serving made since (70 ms -> a few ms each, measured with
-    # notifications on, whose batches of pull events make full collections happen every few seconds under load).
+    # collector's sight, a full collection walks only what serving made since (it walked them all, 70 ms each,
+    # measured with notifications on, whose batches of pull events made full collections a few times a minute).
     gc.freeze()
     log.info("worker %d ready (pid %d)", index, os.getpid())
     watcher = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
