@@ -182,6 +182,30 @@ def test_authenticated_user_is_the_actor(
     assert event["target"]["digest"] == digest
 
 
+def test_pull_events_name_each_client_even_on_one_connection(
+    make_registry: Callable[..., RegistryProcess], receiver: Receiver
+) -> None:
+    """The recorder remembers clients to describe them cheaply; requests on one connection that differ in their
+    headers (a proxy forwarding several clients) still each get their own user agent, address and URL."""
+    server = make_registry(extra_config=notifying(receiver, batch=10), workers=1)
+    repo = unique_repo("clients")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        push(client, repo, image_manifest(client, repo, layers=1), "v1")
+        for headers in (
+            {"User-Agent": "first/1"},
+            {"User-Agent": "second/2", "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
+            {"User-Agent": "first/1"},
+        ):
+            answer = client.get(f"/v2/{repo}/manifests/v1", headers={"Accept": OCI_MANIFEST, **headers})
+            assert answer.status_code == 200
+    pulls = [e for e in receiver.wait_for(lambda got: len(got) >= 6) if e["action"] == "pull"]
+    assert [e["request"]["useragent"] for e in pulls] == ["first/1", "second/2", "first/1"]
+    assert pulls[1]["request"]["addr"] == "203.0.113.7"
+    assert pulls[0]["request"]["addr"] == pulls[2]["request"]["addr"] != "203.0.113.7"
+    assert pulls[1]["target"]["url"].startswith("https://")
+    assert pulls[0]["target"]["url"].startswith("http://")
+
+
 def test_no_endpoint_records_nothing(make_registry: Callable[..., RegistryProcess], receiver: Receiver) -> None:
     server = make_registry(extra_config={"notifications": {"endpoints": [receiver.endpoint(disabled=True)]}}, workers=1)
     repo = unique_repo("quiet")
@@ -469,8 +493,8 @@ def test_a_batch_of_pull_events_given_in_part_resumes_after_a_restart_without_re
             with ThreadPoolExecutor(8) as pool:
                 request_ids = set(pool.map(pull, range(pulls)))
         database = server.data_dir / "registry.db"
-        _wait_for(lambda: sum(len(p.split("\n")) for p in _outbox(database)) == 3 + pulls)
-        sizes = [len(payload.split("\n")) for payload in _outbox(database)]
+        _wait_for(lambda: sum(_outbox(database)) == 3 + pulls)
+        sizes = _outbox(database)
         assert max(sizes) > 1, f"pull events were not batched: {sizes}"
         row = next(i for i, size in enumerate(sizes) if size > 1)
         receiver.limit, receiver.status = sum(sizes[:row]) + 2, 200  # ends two events into that row
@@ -490,9 +514,46 @@ def test_a_batch_of_pull_events_given_in_part_resumes_after_a_restart_without_re
         receiver.stop()
 
 
-def _outbox(database: Any) -> list[str]:
+def _outbox(database: Any) -> list[int]:
+    """How many events each outbox row holds, in order."""
     with sqlite3.connect(database) as db:
-        return [payload for (payload,) in db.execute("SELECT payload FROM events ORDER BY id")]
+        return [count for (count,) in db.execute("SELECT count FROM events ORDER BY id")]
+
+
+def test_queue_depth_counts_every_event_of_batched_rows(make_registry: Callable[..., RegistryProcess]) -> None:
+    """The queue depth counts events, not outbox rows: with more rows waiting than the deliverer reads at a time
+    (100), a row beyond them holding a worker's batch of pull events counts every event in it."""
+    failing = Receiver(status=500).start()
+    debug_port = free_port()
+    server = make_registry(
+        workers=1,
+        extra_config={
+            "http": {"debug": {"addr": f"127.0.0.1:{debug_port}", "prometheus": {"enabled": True}}},
+            "notifications": {"endpoints": [failing.endpoint("failing", threshold=1, backoff="1s")]},
+        },
+    )
+    repo, blobs, pulls = unique_repo("queue-depth"), 110, 200
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            push(client, repo, image_manifest(client, repo, layers=1), "v1")  # 3 push events
+            for _ in range(blobs):  # a row each: more than the deliverer reads at a time
+                push_blob(client, repo, random_bytes(16))
+
+            def pull(_: int) -> None:
+                assert get_manifest(client, repo, "v1").status_code == 200
+
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(pull, range(pulls)))
+        server.restart()  # a clean stop writes the pulls; the deliverer starts reading with every row in place
+        expected = 3 + blobs + pulls
+        assert sum(_outbox(server.data_dir / "registry.db")) == expected
+
+        def depth() -> float:
+            return total(scrape(debug_port), "registry_notifications_pending_events", endpoint="failing")
+
+        _wait_for(lambda: depth() == expected, timeout=30)
+    finally:
+        failing.stop()
 
 
 def test_pull_events_a_moment_old_survive_sigkill(make_registry: Callable[..., RegistryProcess]) -> None:

@@ -6,11 +6,11 @@ this host (SIGKILL, OOM killer) at once, since the lease names its process (`pro
 the holder gives the lease up.
 
 Per endpoint, events are read from the outbox after the endpoint's cursor, in id order (a row is one event, or a
-worker's batch of pull events, one per line: the cursor counts the events of a row already given). They are POSTed in
-Distribution's envelope, one each as Distribution does (or up to the endpoint's `batch`), and retried until the
-endpoint takes them (2xx or 3xx): at once while failures in a row stay below `threshold`, then every `backoff`.
-Only then does the cursor move past them, so a crash between the answer and the cursor's write sends those events
-again: exactly once in normal operation, at least once across crashes.
+worker's batch of pull events, see `envelope.expand`: the cursor counts the events of a row already given). They
+are POSTed in Distribution's envelope, one each as Distribution does (or up to the endpoint's `batch`), and retried
+until the endpoint takes them (2xx or 3xx): at once while failures in a row stay below `threshold`, then every
+`backoff`. Only then does the cursor move past them, so a crash between the answer and the cursor's write sends
+those events again: exactly once in normal operation, at least once across crashes.
 Events the endpoint ignores are skipped, and events older than `maxage` are dropped with a log line. Endpoints do
 not wait for one another. Events every endpoint has been given are pruned from the outbox.
 """
@@ -18,12 +18,13 @@ not wait for one another. Events every endpoint has been given are pruned from t
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -32,7 +33,7 @@ from ..config.notifications import EndpointSection, NotificationsConfig
 from ..registry.process_identity import is_dead, this_process
 from ..store.metadata import MetadataStore
 from ..store.models import Cursor, StoredEvent
-from .envelope import MEDIA_TYPE, envelope
+from .envelope import MEDIA_TYPE, envelope, expand
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -53,27 +54,42 @@ delivery stops): a write per envelope would cost a transaction per envelope. A c
 of an endpoint's events again."""
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """One event read from the outbox, and where the endpoint's cursor stands once it was given."""
+class Batch:
+    """The events of rows read after a cursor (`start.position`) that the cursor has not given yet, in order, as
+    one list of their texts: nothing is made per event (a backlog of batched pulls is 100,000 events), an event's
+    row and its place in the cursor are worked out from its index when needed."""
 
-    created_at: float
-    payload: str
-    after: Cursor
+    def __init__(self, rows: list[StoredEvent], start: Cursor) -> None:
+        self.rows = rows
+        self.payloads: list[str] = []
+        self._ends: list[int] = []
+        """Per row, the index in `payloads` past its last event."""
+        self._skipped = 0
+        """Events of the first row given before `start`."""
+        for number, row in enumerate(rows):
+            payloads = expand(row.payload)
+            if number == 0 and start.given:
+                self._skipped = start.given
+                payloads = payloads[start.given :]
+            self.payloads += payloads
+            self._ends.append(len(self.payloads))
 
+    def row_of(self, index: int) -> int:
+        """The number (in `rows`) of the row holding the event at `index`."""
+        return bisect.bisect_right(self._ends, index)
 
-def unpack(rows: list[StoredEvent], start: Cursor) -> list[Pending]:
-    """The events of `rows` (read after `start.position`) that `start` has not given yet, in order."""
-    pending: list[Pending] = []
-    for number, row in enumerate(rows):
-        payloads = row.payload.split("\n")
-        skip = start.given if number == 0 else 0
-        last = len(payloads)
-        for index in range(skip, last):
-            # within a row the cursor names the row before it: ids are committed in order, none appears between
-            after = Cursor(row.id) if index + 1 == last else Cursor(row.id - 1, index + 1)
-            pending.append(Pending(row.created_at, payloads[index], after))
-    return pending
+    def created_at(self, index: int) -> float:
+        return self.rows[self.row_of(index)].created_at
+
+    def after(self, index: int) -> Cursor:
+        """Where the cursor stands once the event at `index` (and every one before) was given."""
+        number = self.row_of(index)
+        row = self.rows[number]
+        if index + 1 == self._ends[number]:
+            return Cursor(row.id)
+        given = index + 1 - (self._ends[number - 1] if number else -self._skipped)
+        # within a row the cursor names the row before it: ids are committed in order, none appears between
+        return Cursor(row.id - 1, given)
 
 
 class LostLease(Exception):
@@ -197,47 +213,62 @@ class Deliverer:
         stats = self._stats.endpoints[endpoint.name]
         while True:
             position = self._positions[endpoint.name]
-            rows = await asyncio.to_thread(self._store.events_after, position.position, BATCH)
+            rows, beyond = await asyncio.to_thread(self._read, position.position)
             if not rows:
                 stats.pending = 0
                 await self._save_cursor(endpoint.name, force=True)
                 return
-            last = await asyncio.to_thread(self._store.last_event_id)
-            batch = unpack(rows, position)
-            beyond = max(0, last - rows[-1].id)  # rows not read yet: counted as one event each
-            stats.pending = len(batch) + beyond
+            batch = Batch(rows, position)
+            events = batch.payloads
+            stats.pending = len(events) + beyond
             if not self._holds_lease():
                 raise LostLease()
-            wanted = []
-            if not endpoint.filters and not any(self._too_old(pending) for pending in batch):
-                wanted = batch  # nothing to read in the events: no rules, none too old
-            for pending in batch if wanted is not batch else ():
-                payload = json.loads(pending.payload)
-                target = payload.get("target", {})
-                if endpoint.ignores(payload.get("action", ""), target.get("mediaType")):
-                    continue
-                if self._too_old(pending):
-                    self._drop(endpoint, payload)
-                    continue
-                wanted.append(pending)
-            start = 0  # an index, not a shorter list each time: a backlog of batched pulls is 100,000 events
+            oldest = min(row.created_at for row in rows)
+            wanted: Sequence[int] = range(len(events))  # indexes in `events`
+            if endpoint.filters or self._too_old(oldest):  # some events must be read: which rules, which too old
+                wanted = self._wanted(endpoint, batch)
+            start = 0  # an index, not a shorter list each time
             while start < len(wanted):
-                envelope_events = wanted[start : start + endpoint.batch]
-                sent = await self._send(endpoint, envelope_events)
+                chosen = wanted[start : start + endpoint.batch]
+                sent = await self._send(endpoint, [events[index] for index in chosen], batch.created_at(chosen[0]))
                 if sent:
                     stats.delivered += sent
                     start += sent
-                    self._positions[endpoint.name] = envelope_events[sent - 1].after
+                    self._positions[endpoint.name] = batch.after(chosen[sent - 1])
                     stats.pending = len(wanted) - start + beyond
                     await self._save_cursor(endpoint.name)
                     continue
                 # the oldest of them grew older than `maxage` while it was retried: drop every such one
-                for pending in wanted[start:]:
-                    if self._too_old(pending):
-                        self._drop(endpoint, json.loads(pending.payload))
-                wanted, start = [pending for pending in wanted[start:] if not self._too_old(pending)], 0
+                kept = []
+                for index in wanted[start:]:
+                    if self._too_old(batch.created_at(index)):
+                        self._drop(endpoint, json.loads(events[index]))
+                    else:
+                        kept.append(index)
+                wanted, start = kept, 0
             self._positions[endpoint.name] = Cursor(rows[-1].id)  # past what was ignored or dropped too
             stats.pending = beyond
+
+    def _read(self, position: int) -> tuple[list[StoredEvent], int]:
+        """Up to `BATCH` rows after `position`, and how many events the rows beyond them hold (one trip to a
+        thread for both)."""
+        rows = self._store.events_after(position, BATCH)
+        return rows, self._store.events_after_count(rows[-1].id) if rows else 0
+
+    def _wanted(self, endpoint: EndpointSection, batch: Batch) -> list[int]:
+        """The indexes of the events of `batch` for `endpoint`: not ignored by its rules, not too old (those are
+        dropped here)."""
+        wanted = []
+        for index, text in enumerate(batch.payloads):
+            payload = json.loads(text)
+            target = payload.get("target", {})
+            if endpoint.ignores(payload.get("action", ""), target.get("mediaType")):
+                continue
+            if self._too_old(batch.created_at(index)):
+                self._drop(endpoint, payload)
+                continue
+            wanted.append(index)
+        return wanted
 
     async def _save_cursor(self, name: str, force: bool = False) -> None:
         """Store the endpoint's position as its cursor: when forced, else at most every `CURSOR_SECONDS`."""
@@ -251,8 +282,8 @@ class Deliverer:
         self._cursors[name] = position
         self._saved_at[name] = time.monotonic()
 
-    def _too_old(self, pending: Pending) -> bool:
-        return pending.created_at < time.time() - self._settings.events.maxage
+    def _too_old(self, created_at: float) -> bool:
+        return created_at < time.time() - self._settings.events.maxage
 
     def _drop(self, endpoint: EndpointSection, payload: dict[str, Any]) -> None:
         log.warning(
@@ -264,17 +295,17 @@ class Deliverer:
         )
         self._stats.endpoints[endpoint.name].dropped += 1
 
-    async def _send(self, endpoint: EndpointSection, events: list[Pending]) -> int:
+    async def _send(self, endpoint: EndpointSection, events: list[str], oldest: float) -> int:
         """POST `events` in one envelope until the endpoint takes them, and return how many it took (all of them);
         0 once the oldest of them is older than `maxage`: the caller drops what is too old and sends the rest."""
         assert self._session is not None
         stats = self._stats.endpoints[endpoint.name]
-        body = envelope([pending.payload for pending in events])
+        body = envelope(events)
         headers = [(name, value) for name, values in endpoint.headers.items() for value in values]
         headers.append(("Content-Type", MEDIA_TYPE))
         timeout = aiohttp.ClientTimeout(total=endpoint.timeout)
         failures = 0
-        while not self._too_old(events[0]):
+        while not self._too_old(oldest):
             try:
                 async with self._session.post(endpoint.url, data=body, headers=headers, timeout=timeout) as answer:
                     await answer.read()

@@ -2,10 +2,11 @@
 
 The request is found through a context variable the middleware sets, so the registry logic passes no HTTP detail
 down. Changes get their records at once (the store writes them in the change's transaction). Pulls only note what
-was served; a task turns the notes into events every `FLUSH_SECONDS` (sooner once `ROW_EVENTS` wait) and writes
-them as one outbox row per `ROW_EVENTS`, in a transaction that neither waits for the disk nor empties any worker's
-caches, so a pull never waits for the database and costs it a fraction of a row. Those are not durable: a SIGKILL
-loses at most the last `FLUSH_SECONDS` of a worker's pull events (a power loss also what the disk had not taken).
+was served (a tuple); a task writes the notes `FLUSH_SECONDS` after the first of them (sooner once `ROW_EVENTS`
+wait) as one compact outbox row per `ROW_EVENTS` (`Events.pull_row`), in a transaction that neither waits for the
+disk nor empties any worker's caches, so a pull never waits for the database and costs it a fraction of a row.
+Those are not durable: a SIGKILL loses at most the last `FLUSH_SECONDS` of a worker's pull events (a power loss
+also what the disk had not taken).
 """
 
 from __future__ import annotations
@@ -23,19 +24,21 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..config.notifications import NotificationsConfig
-from ..http import requestid
 from ..http.context import user
+from ..http.requestid import request_id as request_id_of
 from ..registry.events import Action, Target
 from ..store.facade import AsyncMetadataStore
 from ..store.models import EventRecord
-from .envelope import Events, RequestRecord
+from .envelope import NO_CLIENT, Client, Events
 from .stats import Stats
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.1
 ROW_EVENTS = 1000
-"""Pull events in one outbox row (one JSON document per line); as many waiting wake the flusher early."""
+"""Pull events in one outbox row (`Events.pull_row`); as many waiting wake the flusher early."""
+MAX_CLIENTS = 1024
+"""Clients remembered (a few in practice); beyond, the memory starts afresh."""
 MAX_BUFFERED_PULLS = 50_000
 """Pull notes kept while the database cannot take them; beyond, the oldest are lost (and counted)."""
 
@@ -52,21 +55,22 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         _request.reset(token)
 
 
-def _request_record(request: web.Request | None) -> RequestRecord:
-    if request is None:  # not from a request (none records events today): still a well-formed event
-        return RequestRecord("", "", "", "", "", None, "")
-    request_id = requestid.request_id(request)  # the X-Request-Id of the response and the access log
+def _client(request: web.Request, peer: object) -> Client:
+    """Who made `request`, as Distribution's `RequestRecord` tells: the client's address as its
+    `context.RemoteAddr` gives it (forwarded headers first), the host and scheme it asked for."""
     headers = request.headers
-    # the client's address as Distribution's context.RemoteAddr gives it: forwarded headers first
-    forwarded = headers.get("X-Forwarded-For", "").split(",")[0].strip() or headers.get("X-Real-Ip", "")
-    addr = forwarded
+    addr = headers.get("X-Forwarded-For", "").split(",")[0].strip() or headers.get("X-Real-Ip", "")
     if not addr:
-        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
         addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else request.remote or ""
     host = headers.get("X-Forwarded-Host", request.host)
     scheme = headers.get("X-Forwarded-Proto", request.scheme)
     agent = headers.get("User-Agent", "")
-    return RequestRecord(request_id, addr, request.host, request.method, agent, user(request), f"{scheme}://{host}")
+    return Client(addr, request.host, request.method, agent, user(request), f"{scheme}://{host}")
+
+
+def _peer(request: web.Request) -> object:
+    transport = request.transport
+    return transport.get_extra_info("peername") if transport is not None else None
 
 
 class Recorder:
@@ -78,9 +82,13 @@ class Recorder:
         self._stats = stats
         self._source = {"addr": f"{socket.gethostname()}:{http_port}", "instanceID": str(uuid.uuid4())}
         self._wanted: dict[tuple[str, str | None], bool] = {}
-        self._pulls: list[tuple[float, Target, RequestRecord]] = []
+        self._pulls: list[tuple[float, Target, str, Client]] = []
+        """Pull notes: when, what, the request's id and who; the same `Client` object for requests alike."""
+        self._clients: dict[tuple[object, ...], Client] = {}
         self._flusher: asyncio.Task[None] | None = None
-        self._full = asyncio.Event()
+        self._pull_events = self._events()
+        self._due: asyncio.Future[None] | None = None
+        """Resolved when the flusher is due: its timer ran out, or `ROW_EVENTS` wait."""
         self._stopping = False
 
     def _wants(self, action: str, media_type: str | None) -> bool:
@@ -94,29 +102,51 @@ class Recorder:
     def _events(self) -> Events:
         return Events(self._source, self._settings.events.includereferences)
 
+    def _client_of(self, request: web.Request) -> Client:
+        """The request's `Client`, found by what it is made of: the request's raw headers (one tuple, hashed in a
+        fraction of a microsecond), its connection's peer, its user and scheme; computed once per client."""
+        peer = _peer(request)
+        key = (request.raw_headers, peer, user(request), request.scheme, request.method)
+        client = self._clients.get(key)
+        if client is None:
+            if len(self._clients) >= MAX_CLIENTS:  # clients that send a header unique to each request
+                self._clients.clear()
+            client = self._clients[key] = _client(request, peer)
+        return client
+
     def record(self, action: Action, targets: Sequence[Target]) -> list[EventRecord]:
         wanted = [t for t in targets if self._wants(action, t.media_type)]
         if not wanted:
             return []
-        request, now, events = _request_record(_request.get()), time.time(), self._events()
-        return [EventRecord(now, events.event(action, target, request, now)) for target in wanted]
+        request = _request.get()
+        request_id, client = ("", NO_CLIENT)
+        if request is not None:
+            request_id, client = request_id_of(request), _client(request, _peer(request))
+        now, events = time.time(), self._events()
+        return [EventRecord(now, events.event(action, target, request_id, client, now)) for target in wanted]
 
     def pulled(self, target: Target) -> None:
+        """Only a note (a tuple of what the request already holds); its event text is made when flushed."""
         request = _request.get()
         if request is None or request.method == "HEAD":  # as a HEAD serves nothing, it is no pull
             return
         if not self._wants("pull", target.media_type):
             return
-        if len(self._pulls) >= MAX_BUFFERED_PULLS:
-            del self._pulls[0]
+        pulls = self._pulls
+        if len(pulls) >= MAX_BUFFERED_PULLS:
+            del pulls[0]
             self._stats.pulls_lost += 1
-        self._pulls.append((time.time(), target, _request_record(request)))
-        if len(self._pulls) == ROW_EVENTS:
-            self._full.set()
+        pulls.append((time.time(), target, request_id_of(request), self._client_of(request)))
+        if len(pulls) == 1 or len(pulls) == ROW_EVENTS:  # the first arms the flusher's timer, the last wakes it
+            self._wake()
 
     # --- the pull flusher ---------------------------------------------------------------------------------------
     def start(self) -> None:
         self._flusher = asyncio.ensure_future(self._flush_forever())
+
+    def _wake(self) -> None:
+        if self._due is not None and not self._due.done():
+            self._due.set_result(None)
 
     async def stop(self) -> None:
         """Stop flushing, writing what is noted so far (a clean shutdown loses no pull event). The flusher is
@@ -124,17 +154,28 @@ class Recorder:
         held would then be written twice."""
         if self._flusher is not None:
             self._stopping = True
-            self._full.set()
+            self._wake()
             with contextlib.suppress(Exception):
                 await self._flusher
         with contextlib.suppress(Exception):
             await self.flush()
 
     async def _flush_forever(self) -> None:
+        """Flush `FLUSH_SECONDS` after the first note of a batch, or once `ROW_EVENTS` wait: a bare future that
+        `pulled` or a timer resolves (no `wait_for` and its task ten times a second, and no timer at all while
+        nothing is pulled)."""
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), FLUSH_SECONDS)
-            self._full.clear()
+            self._due = due = loop.create_future()
+            waiting = len(self._pulls)
+            timer = loop.call_later(0 if waiting >= ROW_EVENTS else FLUSH_SECONDS, self._wake) if waiting else None
+            try:
+                await due
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if timer is None and not self._stopping:  # woken by the first note: it waits its turn with the others
+                continue
             try:
                 await self.flush()
             except Exception as error:  # the database is unavailable: keep the notes for the next round
@@ -144,12 +185,11 @@ class Recorder:
         if not self._pulls:
             return
         notes, self._pulls = self._pulls, []
-        events = self._events()  # for this batch: what repeats in it is serialized once
+        events = self._pull_events  # kept from batch to batch: what repeats is serialized once
         records = []
         for first in range(0, len(notes), ROW_EVENTS):
             row = notes[first : first + ROW_EVENTS]
-            text = "\n".join(events.event("pull", target, request, when) for when, target, request in row)
-            records.append(EventRecord(row[0][0], text))
+            records.append(EventRecord(row[0][0], events.pull_row(row), len(row)))
         try:
             await self._store.record_events(records)
         except Exception:  # not written: a cancelled write (BaseException) may have been, so it is not retried

@@ -82,7 +82,11 @@ _INSERT_REPOSITORY_BLOB = Prepared(
     )
 )
 
-_INSERT_EVENT = Prepared(events.insert().values(created_at=sa.bindparam("created_at"), payload=sa.bindparam("payload")))
+_INSERT_EVENT = Prepared(
+    events.insert().values(
+        created_at=sa.bindparam("created_at"), payload=sa.bindparam("payload"), count=sa.bindparam("count")
+    )
+)
 EVENTS_LOCK_KEY = 0x6576656E7473
 """The PostgreSQL advisory lock that orders the transactions inserting events ("events" in hex; see `events`)."""
 
@@ -233,7 +237,7 @@ class StoreBase:
             return
         if self._dialect == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK_KEY})
-        _INSERT_EVENT.run(conn, [{"created_at": r.created_at, "payload": r.payload} for r in records])
+        _INSERT_EVENT.run(conn, [{"created_at": r.created_at, "payload": r.payload, "count": r.count} for r in records])
 
     def _link(self, conn: sa.Connection, repo_id: int, digest: Digest, size: int, now: float) -> None:
         """Record a verified blob and let the repository serve it; both idempotent."""

@@ -25,7 +25,9 @@ _AFTER = (
     .order_by(events.c.id)
     .limit(sa.bindparam("p_limit"))
 )
-_LAST_ID = sa.select(sa.func.max(events.c.id))
+_EVENTS_AFTER = sa.select(sa.func.coalesce(sa.func.sum(events.c.count), 0)).where(
+    events.c.id > sa.bindparam("p_position")
+)
 _CURSORS = sa.select(event_cursors.c.endpoint, event_cursors.c.position, event_cursors.c.given).where(
     event_cursors.c.endpoint.in_(sa.bindparam("p_endpoints", expanding=True))
 )
@@ -85,10 +87,10 @@ class EventQueries(StoreBase):
         rows = self._read(lambda conn: conn.execute(_AFTER, {"p_position": position, "p_limit": limit}).all())
         return [StoredEvent(row.id, row.created_at, row.payload) for row in rows]
 
-    def last_event_id(self) -> int:
-        """The id of the newest row, 0 when there is none."""
-        last: int | None = self._scalar(_LAST_ID, {})
-        return last or 0
+    def events_after_count(self, position: int) -> int:
+        """How many events the rows after `position` hold (the queue depth beyond what a deliverer read)."""
+        count: int | None = self._scalar(_EVENTS_AFTER, {"p_position": position})
+        return int(count or 0)
 
     def event_cursors(self, endpoints: Sequence[str]) -> dict[str, Cursor]:
         """Each endpoint's cursor, created at 0 (every event in the outbox) when it has none yet."""

@@ -117,12 +117,14 @@ class EventRecord:
 
     created_at: float
     payload: str
+    count: int = 1
+    """Events in `payload`: a batch of pull events holds several."""
 
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """A row of the outbox: one event, or a worker's batch of pull events, one JSON document per line (compact JSON
-    never holds a raw newline)."""
+    """A row of the outbox: one event as JSON, or a worker's batch of pull events (`notifications.envelope.expand`
+    reads both)."""
 
     id: int
     """Increasing in commit order: delivery follows it."""

@@ -159,7 +159,7 @@ v1_presented = sa.Table(
 )
 
 # Notifications (issue 13): the outbox of events, one cursor per endpoint, one lease for the single deliverer.
-# A row holds one event, or a worker's batch of pull events (one JSON document per line).
+# A row holds one event, or a worker's batch of pull events (in a compact form of the notifications feature).
 # AUTOINCREMENT on SQLite: ids are never reused after the delivered events are pruned, so a cursor stays meaningful.
 events = sa.Table(
     "events",
@@ -167,6 +167,8 @@ events = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
+    # events in `payload`: 1, or as many as a worker's batch of pull events holds, for the queue depth
+    sa.Column("count", sa.Integer, nullable=False, server_default="1"),
     sqlite_autoincrement=True,
 )
 
