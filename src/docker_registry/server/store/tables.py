@@ -56,8 +56,6 @@ manifests = sa.Table(
     sa.Column("gc_candidate_since", sa.Float, nullable=True),
     sa.UniqueConstraint("repository_id", "digest", name="uq_manifests_repository_digest"),
     sa.Index("ix_manifests_subject", "repository_id", "subject_digest"),
-    # garbage collection's link marking reads a referencing manifest's repository from here, not from its row
-    sa.Index("ix_manifests_id_repository", "id", "repository_id"),
 )
 
 manifest_references = sa.Table(
