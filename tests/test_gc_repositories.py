@@ -5,14 +5,10 @@ it either keeps the repository or, arriving after the deletion, creates it again
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +18,7 @@ from docker_registry.core.digest import parse_digest
 from docker_registry.server.store import migrate
 from docker_registry.server.store.collection import CollectionQueries
 from docker_registry.server.store.engine import create_engine, write_transaction
-from gc_checks import pull_and_verify
+from gc_checks import collect_beside_online_gc, pull_and_verify
 from registry_api import image_manifest, push, put_manifest, start_upload
 from registry_process import RegistryProcess, implementation
 
@@ -39,21 +35,6 @@ def catalog(client: httpx.Client) -> list[str]:
     assert response.status_code == 200, response.text
     repositories: list[str] = response.json()["repositories"]
     return repositories
-
-
-def collect_json(server: RegistryProcess, *args: str) -> dict[str, Any]:
-    """`garbage-collect --json` with the server's configuration, again while the online collector holds the lease."""
-    deadline = time.monotonic() + 60
-    command = [sys.executable, "-m", "docker_registry.server", "garbage-collect", str(server.workdir / "config.yml")]
-    while True:
-        result = subprocess.run([*command, "--json", *args], capture_output=True, text=True, timeout=120, check=False)
-        if result.returncode == 0:
-            summary: dict[str, Any] = json.loads(result.stdout)
-            return summary
-        assert result.returncode == 1, result.stderr
-        assert "another garbage collection" in result.stderr
-        assert time.monotonic() < deadline, "the lease never became free"
-        time.sleep(0.2)
 
 
 def _push_image(client: httpx.Client, repo: str, tag: str) -> str:
@@ -78,7 +59,7 @@ def test_an_emptied_repository_leaves_the_catalog(make_registry: Callable[..., R
         assert client.delete(f"/v2/gc/emptied/manifests/{gone.digest}").status_code == 202
         assert catalog(client) == ["gc/emptied", "gc/kept"]  # its blob links are still there
 
-        summary = collect_json(server)
+        summary = collect_beside_online_gc(server)
 
         assert summary["deleted"]["repositories"] == 1
         assert summary["deleted"]["links"] == 2
@@ -91,7 +72,7 @@ def test_an_emptied_repository_leaves_the_catalog(make_registry: Callable[..., R
         push(client, "gc/emptied", image_manifest(client, "gc/emptied", layers=1), "v2")  # a new push: it is back
         assert catalog(client) == ["gc/emptied", "gc/kept"]
         pull_and_verify(client, "gc/emptied", "v2")
-        assert collect_json(server)["deleted"]["repositories"] == 0
+        assert collect_beside_online_gc(server)["deleted"]["repositories"] == 0
 
 
 def test_an_upload_session_keeps_its_repository(make_registry: Callable[..., RegistryProcess]) -> None:
@@ -102,11 +83,11 @@ def test_an_upload_session_keeps_its_repository(make_registry: Callable[..., Reg
         location = start_upload(client, "gc/pending")  # a push under way: its blobs are not uploaded yet
         assert client.delete(f"/v2/gc/pending/manifests/{pushed.digest}").status_code == 202
 
-        assert collect_json(server)["deleted"]["repositories"] == 0
+        assert collect_beside_online_gc(server)["deleted"]["repositories"] == 0
         assert catalog(client) == ["gc/pending"]
 
         assert client.delete(location).status_code == 204  # the client gives up
-        assert collect_json(server)["deleted"]["repositories"] == 1
+        assert collect_beside_online_gc(server)["deleted"]["repositories"] == 1
         assert catalog(client) == []
 
 
@@ -117,11 +98,11 @@ def test_an_empty_repository_stays_for_the_grace_period(make_registry: Callable[
         push(client, "gc/recent", pushed)
         assert client.delete(f"/v2/gc/recent/manifests/{pushed.digest}").status_code == 202
 
-        summary = collect_json(server)
+        summary = collect_beside_online_gc(server)
 
         assert summary["deleted"]["repositories"] == 0
         assert catalog(client) == ["gc/recent"]
-        dry = collect_json(server, "--dry-run")  # marked an instant ago: an hour to go
+        dry = collect_beside_online_gc(server, "--dry-run")  # marked an instant ago: an hour to go
         assert dry["deleted"]["repositories"] == 0
 
 
@@ -153,7 +134,7 @@ def _churn_while_collecting(server: RegistryProcess) -> None:
     deadline = time.monotonic() + CHURN_SECONDS
     with httpx.Client(base_url=server.url, timeout=60) as client:
         while time.monotonic() < deadline and not errors:
-            collect_json(server, "--delete-untagged")  # beside the workers' collections, every second
+            collect_beside_online_gc(server, "--delete-untagged")  # beside the workers' collections, every second
             collections += 1
             vanished += len(set(CHURNED) - set(catalog(client)))
     stop.set()
@@ -167,7 +148,7 @@ def _churn_while_collecting(server: RegistryProcess) -> None:
     print(f"pushed {len(pushed)}, {collections} collections, a churned repository missing {vanished} times")
     with httpx.Client(base_url=server.url, timeout=60) as client:
         _push_image(client, "churn/a", "final")  # one of them gets an image for good, the other stays empty
-        collect_json(server, "--delete-untagged")
+        collect_beside_online_gc(server, "--delete-untagged")
         assert catalog(client) == ["churn/a"]
         pull_and_verify(client, "churn/a", "final")
 

@@ -10,7 +10,6 @@ import json
 import random
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import pytest
 
 from e2e_images import OciLayout
 from e2e_tools import require
-from gc_checks import pull_and_verify
+from gc_checks import collect_beside_online_gc, pull_and_verify
 from oci_content import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
 from registry_api import canonical, descriptor, get_manifest
 from registry_process import RegistryProcess, implementation
@@ -129,34 +128,6 @@ def _skopeo_storm(layout: OciLayout, images: list[str], url: str, stop: threadin
         rounds += 1
 
 
-def _collect_until_done(server: RegistryProcess) -> dict[str, Any]:
-    """`garbage-collect --delete-untagged`, again while the online collector holds the lease."""
-    deadline = time.monotonic() + 60
-    while True:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "docker_registry.server",
-                "garbage-collect",
-                str(server.workdir / "config.yml"),
-                "--delete-untagged",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if result.returncode == 0:
-            summary: dict[str, Any] = json.loads(result.stdout)
-            return summary
-        assert result.returncode == 1, result.stderr
-        assert "another garbage collection" in result.stderr
-        assert time.monotonic() < deadline, "the lease never became free"
-        time.sleep(0.2)
-
-
 def _assert_nothing_unreferenced(data_dir: Path) -> None:
     with sqlite3.connect(data_dir / "registry.db") as db:
         untagged = db.execute("SELECT count(*) FROM manifests WHERE id NOT IN (SELECT manifest_id FROM tags)")
@@ -205,7 +176,7 @@ def test_push_storm_while_two_workers_collect_with_no_grace_period(
     collections = 0
     deadline = time.monotonic() + STORM_SECONDS
     while time.monotonic() < deadline:
-        _collect_until_done(server)  # beside the online collector, which runs every second
+        collect_beside_online_gc(server, "--delete-untagged")  # beside the online collector, which runs every second
         collections += 1
         time.sleep(1)
     stop.set()
@@ -217,7 +188,7 @@ def test_push_storm_while_two_workers_collect_with_no_grace_period(
     assert sum(p.pushed for p in pushers) > 20
     assert collections >= 3
     print(f"pushed {sum(p.pushed for p in pushers)}, refused {sum(p.refused for p in pushers)}, {collections} runs")
-    summary = _collect_until_done(server)
+    summary = collect_beside_online_gc(server, "--delete-untagged")
     assert summary["deleted"]["blobs"] >= 0
     with httpx.Client(base_url=server.url, timeout=60) as client:
         repositories = client.get("/v2/_catalog").json()["repositories"]
@@ -261,14 +232,14 @@ def test_collections_beside_pushes_on_postgresql(
         thread.start()
     deadline = time.monotonic() + STORM_SECONDS / 2
     while time.monotonic() < deadline:
-        _collect_until_done(server)
+        collect_beside_online_gc(server, "--delete-untagged")
         time.sleep(0.5)
     stop.set()
     for thread in threads:
         thread.join(180)
 
     assert not errors, errors
-    _collect_until_done(server)
+    collect_beside_online_gc(server, "--delete-untagged")
     with httpx.Client(base_url=server.url, timeout=60) as client:
         for repo in REPOSITORIES:
             for tag in client.get(f"/v2/{repo}/tags/list").json()["tags"] or []:

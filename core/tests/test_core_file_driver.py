@@ -288,3 +288,46 @@ async def test_a_small_chunk_is_appended_in_one_thread_hop(driver: Driver, threa
     assert await driver.append_bytes("uploads/u/data", b"b" * 20_000, 20_000, durable=True) == 20_000
     assert len(thread_hops) == 2
     assert await driver.get_content("uploads/u/data") == b"a" * 20_000 + b"b" * 20_000
+
+
+async def test_remove_many_prunes_every_emptied_directory_but_never_the_root(driver: Driver, root: Path) -> None:
+    """Directories are pruned once per run, after all their files (a blob's `<xx>/` after every blob in it): each
+    one emptied goes, up to the root, which stays even when the run empties it."""
+    paths = ["top", "blobs/sha256/ab/ab01/data", "blobs/sha256/ab/ab02/data", "blobs/sha256/cd/cd01/data"]
+    for path in paths:
+        await driver.put_content(path, b"x")
+    await driver.put_content("blobs/sha256/cd/cd02/data", b"kept")
+    await driver.remove_many(paths[:3])
+    assert _entries(root) == [
+        "blobs",
+        "blobs/sha256",
+        "blobs/sha256/cd",
+        "blobs/sha256/cd/cd01",
+        "blobs/sha256/cd/cd01/data",
+        "blobs/sha256/cd/cd02",
+        "blobs/sha256/cd/cd02/data",
+    ]
+    await driver.remove_many(["blobs/sha256/cd/cd01/data", "blobs/sha256/cd/cd02/data"])
+    assert _entries(root) == []
+    assert _is_directory(root)  # the root stays
+
+
+async def test_remove_many_leaves_the_root_when_it_empties_it(driver: Driver, root: Path) -> None:
+    _plant(root / "only")  # alone in the root: no temporary directory beside it
+    await driver.remove_many(["only"])
+    assert _is_directory(root)
+    assert await driver.exists("only") is False
+
+
+def _entries(root: Path) -> list[str]:
+    """Everything below `root` but the temporary files' directory, sorted."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if TEMP_DIRECTORY not in p.parts)
+
+
+def _is_directory(path: Path) -> bool:
+    return path.is_dir()
+
+
+def _plant(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")

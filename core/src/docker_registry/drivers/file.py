@@ -157,12 +157,27 @@ class Driver(Base):
         await asyncio.gather(*(asyncio.to_thread(self._remove_files, share) for share in shares))
 
     def _remove_files(self, fulls: list[str]) -> None:
-        for full in fulls:
+        """Each file's directory is pruned after its files (sorted: they come together), and a parent that held
+        several of those directories once, after all of them: a blob's `<hex>/` goes with its file, its `<xx>/`
+        is tried once per run, not once per blob (that failing `rmdir` was a quarter of the deletions' CPU)."""
+        parents: dict[str, None] = {}  # in order, without repeats
+        for directory, files in _by_directory(fulls):
+            removed = False
+            for full in files:
+                try:
+                    os.unlink(full)
+                    removed = True
+                except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                    continue  # nothing there, or a directory: not an object
+            if not removed or not directory.startswith(self.root + os.sep):
+                continue  # nothing removed, or the root itself (never pruned)
             try:
-                os.unlink(full)
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                continue  # nothing there, or a directory: not an object
-            self._prune(os.path.dirname(full))
+                os.rmdir(directory)
+            except OSError:
+                continue  # not empty: nothing above it is either
+            parents[os.path.dirname(directory)] = None
+        for parent in parents:
+            self._prune(parent)
 
     async def _walk(self, prefix: str) -> AsyncIterator[str]:
         files = _walk_files(self._full_prefix(prefix), prefix)
@@ -402,6 +417,21 @@ class Driver(Base):
             os.unlink(tmp)
         except OSError:
             pass
+
+
+def _by_directory(fulls: list[str]) -> Iterator[tuple[str, list[str]]]:
+    """Sorted paths grouped by their directory: (directory, its files), each directory once."""
+    group: list[str] = []
+    current = ""
+    for full in fulls:
+        directory = os.path.dirname(full)
+        if group and directory != current:
+            yield current, group
+            group = []
+        current = directory
+        group.append(full)
+    if group:
+        yield current, group
 
 
 class _FileWriter(Writer):

@@ -233,19 +233,26 @@ class Collector:
                 summary.bytes_freed += sum(size for _, size in candidates)
                 self._progress.advance(len(candidates))
                 return
-            deleting: asyncio.Future[None] | None = None
+            # A pipeline: a batch's files go while the next batch is marked as being deleted, and its rows while the
+            # next batch's files go; only the file deletions follow one another (each takes all the threads).
+            removing: tuple[asyncio.Future[None], Sequence[tuple[str, int]]] | None = None
+            ending: list[asyncio.Future[None]] = []
             try:
                 for batch in _batches(candidates):
                     await self._renew()
                     doomed = await self._db(self._store.begin_blob_deletion, [digest for digest, _ in batch], cutoff)
-                    if deleting is not None:
-                        await deleting
-                    # this batch's files go while the next batch is marked as being deleted
-                    deleting = asyncio.ensure_future(self._delete_blobs(doomed, summary))
+                    if removing is not None:
+                        await removing[0]
+                        ending.append(asyncio.ensure_future(self._end_blob_deletion(removing[1], summary)))
+                    removing = (asyncio.ensure_future(self._remove_blob_files(doomed)), doomed)
                     self._progress.advance(len(batch))
             finally:
-                if deleting is not None:
-                    await deleting
+                try:
+                    if removing is not None:
+                        await removing[0]
+                        ending.append(asyncio.ensure_future(self._end_blob_deletion(removing[1], summary)))
+                finally:
+                    await asyncio.gather(*ending)
         finally:
             self._progress.finish()
 
@@ -257,8 +264,16 @@ class Collector:
             await self._delete_blobs(batch, summary)
 
     async def _delete_blobs(self, doomed: Sequence[tuple[str, int]], summary: Summary) -> None:
-        """Delete the files of blobs marked as being deleted (in bulk: `Base.remove_many`), then their rows."""
+        """Delete the files of blobs marked as being deleted, then their rows."""
+        await self._remove_blob_files(doomed)
+        await self._end_blob_deletion(doomed, summary)
+
+    async def _remove_blob_files(self, doomed: Sequence[tuple[str, int]]) -> None:
+        """In bulk: `Base.remove_many`."""
         await self._driver.remove_many([blob_path(stored_digest(digest)) for digest, _ in doomed])
+
+    async def _end_blob_deletion(self, doomed: Sequence[tuple[str, int]], summary: Summary) -> None:
+        """The rows of blobs whose files are deleted."""
         await self._db(self._store.end_blob_deletion, [digest for digest, _ in doomed])
         summary.deleted["blobs"] += len(doomed)
         summary.bytes_freed += sum(size for _, size in doomed)

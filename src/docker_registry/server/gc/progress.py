@@ -4,9 +4,10 @@ the server's own log)."""
 from __future__ import annotations
 
 import logging
-from typing import Never, Protocol, TextIO
+from typing import TYPE_CHECKING, Never, Protocol, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 log = logging.getLogger("docker_registry.gc")
 
@@ -50,6 +51,8 @@ class BarProgress:
         self._bar: tqdm[Never] | None = None
 
     def start(self, phase: str, total: int | None) -> None:
+        from tqdm import tqdm  # here: a run without a terminal (cron, the background collector) never needs it
+
         self.finish()
         self._bar = tqdm(total=total, desc=phase, file=self._stream, unit="", leave=True, dynamic_ncols=True)
 

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .base import StoreBase, per_dialect
-from .models import Upload
+from .models import WRITER_LEASE_SECONDS, Upload
 from .tables import (
     blob_pins,
     blobs,
@@ -34,7 +34,6 @@ from .tables import (
     v1_repository_images,
     v1_tags,
 )
-from .uploads import WRITER_LEASE_SECONDS
 
 # --- conditions ------------------------------------------------------------------------------------------------------
 

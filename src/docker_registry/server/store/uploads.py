@@ -16,13 +16,9 @@ from docker_registry.core.digest import Digest
 
 from .base import StoreBase
 from .blobs import UNPIN, hold_and_pin
-from .models import EventRecord, Upload
+from .models import WRITER_LEASE_SECONDS, EventRecord, Upload
 from .prepared import Prepared
 from .tables import uploads
-
-WRITER_LEASE_SECONDS = 60.0
-"""A session's writer renews its claim well within this; a claim not renewed for this long belongs to a process
-that died (on another host: on its own, the claimant's host frees the claim at once) and another may take over."""
 
 _UPLOAD_COLUMNS = (
     uploads.c.id,

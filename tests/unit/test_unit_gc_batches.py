@@ -1,0 +1,59 @@
+"""A collection deletes unlinked blobs in batches, pipelined (a batch's rows go while the next batch's files go):
+every batch's files and rows end up deleted and counted, not only the last one's. Process tests never have more
+than one batch (2,000 blobs), so the batch size is made small here."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from docker_registry.core.digest import Digest, blob_path
+from docker_registry.drivers.file import Driver
+from docker_registry.server.gc import collector
+from docker_registry.server.store import migrate
+from docker_registry.server.store.collection import CollectionQueries
+from docker_registry.server.store.engine import create_engine
+from docker_registry.server.store.metadata import MetadataStore
+
+BLOBS = 7
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[MetadataStore, CollectionQueries]]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    migrate.upgrade(engine)
+    store, collection = MetadataStore(engine), CollectionQueries(engine)
+    yield store, collection
+    store.close()
+
+
+def test_every_batch_of_unlinked_blobs_is_deleted_files_and_rows(
+    stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, collection = stores
+    root = tmp_path / "data"
+    digests = []
+    for n in range(BLOBS):
+        content = f"blob {n}".encode()
+        digest = Digest("sha256", hashlib.sha256(content).hexdigest())
+        file = root / blob_path(digest)
+        file.parent.mkdir(parents=True)
+        file.write_bytes(content)
+        store.link_blob("repo", digest, len(content))
+        assert store.unlink_blob("repo", digest)
+        digests.append(digest)
+    monkeypatch.setattr(collector, "BATCH", 2)  # 4 batches
+
+    summary = asyncio.run(
+        collector.Collector(collection, Driver({"rootdirectory": str(root)}), "test").run(collector.Options(delay=0))
+    )
+
+    assert summary.deleted["blobs"] == BLOBS
+    assert not any(os.path.exists(root / blob_path(digest)) for digest in digests)
+    assert all(store.known_blob_size(digest) is None for digest in digests)
+    assert collection.blobs_being_deleted() == []
