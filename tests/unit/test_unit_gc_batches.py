@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,10 @@ import pytest
 from docker_registry.core.digest import Digest, blob_path
 from docker_registry.drivers.file import Driver
 from docker_registry.server.gc import collector
-from docker_registry.server.store import migrate
 from docker_registry.server.store.collection import CollectionQueries
-from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.metadata import MetadataStore
 
 BLOBS = 7
-
-
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[MetadataStore, CollectionQueries]]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
-    migrate.upgrade(engine)
-    store, collection = MetadataStore(engine), CollectionQueries(engine)
-    yield store, collection
-    store.close()
 
 
 def test_every_batch_of_unlinked_blobs_is_deleted_files_and_rows(

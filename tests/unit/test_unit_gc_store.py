@@ -7,29 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from docker_registry.core.digest import Digest
 from docker_registry.server.registry.manifests import OCI_MANIFEST, parse_manifest
-from docker_registry.server.store import migrate
 from docker_registry.server.store.collection import CollectionQueries
-from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.metadata import MetadataStore
 
 LAYER = b"layer bytes"
 LAYER_DIGEST = Digest("sha256", hashlib.sha256(LAYER).hexdigest())
-
-
-@pytest.fixture
-def stores(tmp_path: Path) -> Iterator[tuple[MetadataStore, CollectionQueries]]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
-    migrate.upgrade(engine)
-    store, collection = MetadataStore(engine), CollectionQueries(engine)
-    yield store, collection
-    store.close()
 
 
 def _image() -> bytes:

@@ -16,6 +16,7 @@ vanishing before its file is in it, and creates it again (`_in_directory`). Path
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import os
@@ -223,12 +224,8 @@ class Driver(Base):
             raise exceptions.WrongArgumentsError(f"cannot move {src!r} onto {dst!r}: it is a directory")
 
         def rename() -> None:
-            try:
+            with _source_must_exist(full_src, src):
                 os.replace(full_src, full_dst)
-            except FileNotFoundError:
-                if not os.path.isfile(full_src):  # the source went away, not the destination's directory
-                    raise exceptions.FileNotFoundError(f"{src!r} does not exist") from None
-                raise
 
         self._in_directory(full_dst, dst, rename, durable=True)
         _unlink_if_same(full_src, full_dst)
@@ -265,12 +262,8 @@ class Driver(Base):
         """
 
         def link() -> None:
-            try:
+            with _source_must_exist(full_src, src):
                 os.link(full_src, full_dst)
-            except FileNotFoundError:
-                if not os.path.isfile(full_src):  # the source went away, not the destination's directory
-                    raise exceptions.FileNotFoundError(f"{src!r} does not exist") from None
-                raise
             _fsync_file(full_dst)
 
         try:
@@ -580,6 +573,18 @@ def _write_and_close(f: BinaryIO, data: bytes | bytearray, durable: bool) -> Non
             os.fsync(f.fileno())
     finally:
         f.close()
+
+
+@contextlib.contextmanager
+def _source_must_exist(full_src: str, src: str) -> Iterator[None]:
+    """A rename or link whose source went away raises the driver's FileNotFoundError; one whose destination's
+    directory went away (a concurrent prune) raises the OS error, which `_in_directory` retries."""
+    try:
+        yield
+    except FileNotFoundError:
+        if not os.path.isfile(full_src):
+            raise exceptions.FileNotFoundError(f"{src!r} does not exist") from None
+        raise
 
 
 def _unlink_if_same(full_src: str, full_dst: str) -> None:

@@ -1,0 +1,23 @@
+"""Fixtures shared by the unit tests of the store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from docker_registry.server.store import migrate
+from docker_registry.server.store.collection import CollectionQueries
+from docker_registry.server.store.engine import create_engine
+from docker_registry.server.store.metadata import MetadataStore
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[MetadataStore, CollectionQueries]]:
+    """A migrated SQLite store and the collector's queries on the same database."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    migrate.upgrade(engine)
+    store, collection = MetadataStore(engine), CollectionQueries(engine)
+    yield store, collection
+    store.close()
