@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import itertools
 import os
 import shutil
 import sys
@@ -162,7 +163,7 @@ class Driver(Base):
         several of those directories once, after all of them: a blob's `<hex>/` goes with its file, its `<xx>/`
         is tried once per run, not once per blob (that failing `rmdir` was a quarter of the deletions' CPU)."""
         parents: dict[str, None] = {}  # in order, without repeats
-        for directory, files in _by_directory(fulls):
+        for directory, files in itertools.groupby(fulls, key=os.path.dirname):
             removed = False
             for full in files:
                 try:
@@ -410,21 +411,6 @@ class Driver(Base):
             os.unlink(tmp)
         except OSError:
             pass
-
-
-def _by_directory(fulls: list[str]) -> Iterator[tuple[str, list[str]]]:
-    """Sorted paths grouped by their directory: (directory, its files), each directory once."""
-    group: list[str] = []
-    current = ""
-    for full in fulls:
-        directory = os.path.dirname(full)
-        if group and directory != current:
-            yield current, group
-            group = []
-        current = directory
-        group.append(full)
-    if group:
-        yield current, group
 
 
 class _FileWriter(Writer):
