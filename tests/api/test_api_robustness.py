@@ -361,15 +361,6 @@ def _sha256_hex(chunks: list[bytes]) -> str:
     return hasher.hexdigest()
 
 
-HTTP09_BARE_LINE = pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a bare HTTP/0.9 request line gets no answer. aiohttp's parser waits for an end of headers "
-    "that an HTTP/0.9 client never sends, so the refusal in http/errors.py only runs once a blank line follows; "
-    "answering at the request line needs a hook in aiohttp's connection handler (Distribution 2.8 answers at once, "
-    "in plain-text HTTP/1.1)",
-)
-
-
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -378,7 +369,11 @@ HTTP09_BARE_LINE = pytest.mark.xfail(
             marks=xfail_on_distribution("Go's server answers HTTP/0.9 with a plain-text HTTP/1.1 400"),
             id="line-then-blank-line",
         ),
-        pytest.param(b"GET /v2/\r\n", marks=HTTP09_BARE_LINE, id="bare-line"),
+        pytest.param(
+            b"GET /v2/\r\n",
+            marks=xfail_on_distribution("Go's server answers HTTP/0.9 with a plain-text HTTP/1.1 400"),
+            id="bare-line",
+        ),
     ],
 )
 def test_http09_request_gets_an_http10_json_error_and_the_server_keeps_serving(

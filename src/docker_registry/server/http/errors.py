@@ -74,18 +74,25 @@ async def errors_middleware(
         return error_response(RegistryError(UNKNOWN), request.method)
 
 
-def _refuse_http09(request: web.Request) -> web.Response:
-    """An HTTP/0.9 request line (no version): aiohttp's C parser accepts it, and would answer in HTTP/0.9, whose
-    responses have no status line. The refusal is written straight to the connection in HTTP/1.0, which then
-    closes; aiohttp finds the connection closed and writes nothing more."""
+def http09_refusal() -> bytes:
+    """The whole answer to an HTTP/0.9 request line (no version), which aiohttp's C parser accepts and would answer
+    in HTTP/0.9, whose responses have no status line: a 400 in HTTP/1.0, which every client can read, with the
+    usual JSON error body. The connection closes after it."""
     body = json.dumps(RegistryError(UNSUPPORTED, "HTTP/0.9 is not supported", status=400).body()).encode()
     head = (
         "HTTP/1.0 400 Bad Request\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
+    return head.encode() + body
+
+
+def _refuse_http09(request: web.Request) -> web.Response:
+    """Written straight to the connection, which then closes; aiohttp finds it closed and writes nothing more. (A
+    connection's first request line is refused on arrival, in `runtime.connections`; this one came later, or in
+    pieces, and aiohttp parsed it once a blank line followed.)"""
     transport = request.transport
     if transport is not None and not transport.is_closing():
-        transport.write(head.encode() + body)
+        transport.write(http09_refusal())
         transport.close()
     return web.Response(status=400)
 

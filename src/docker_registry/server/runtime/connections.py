@@ -27,6 +27,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from ..application import SERVER_HEADER
 from ..http.context import Observer
+from ..http.errors import http09_refusal
 
 log = logging.getLogger("docker_registry.server")
 
@@ -164,7 +165,7 @@ class GuardedSite(web.BaseSite):
             self._refuse()
             return _Refused()
         handler = server()
-        handler.__class__ = _PlainErrorsHandler  # same layout (no slots of its own): only handle_error differs
+        handler.__class__ = _FirstRequestHandler  # same layout (no slots of its own): only methods differ
         self._tracker.accepted[handler] = time.monotonic()
         return handler
 
@@ -216,6 +217,29 @@ class _PlainErrorsHandler(RequestHandler):
         response = web.Response(status=status, text=f"{status} {reason}\n", headers={hdrs.SERVER: SERVER_HEADER})
         response.force_close()
         return response
+
+
+class _FirstRequestHandler(_PlainErrorsHandler):
+    """A connection until its first bytes arrive. An HTTP/0.9 request line (a method and a path, no version) is
+    refused at once: aiohttp's parser would wait for an end of headers that an HTTP/0.9 client never sends, and the
+    client would wait for ever. Then the connection becomes a `_PlainErrorsHandler`, so later data costs nothing
+    more. (A first line that arrives in pieces is left to aiohttp and `http.errors`, once a blank line follows.)"""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        handler: RequestHandler = self
+        handler.__class__ = _PlainErrorsHandler
+        if self.transport is not None and _is_http09_line(data):
+            self.transport.write(http09_refusal())
+            self.transport.close()
+            return
+        _PlainErrorsHandler.data_received(self, data)  # not super(): the class changed above
+
+
+def _is_http09_line(data: bytes) -> bool:
+    line, newline, _ = data.partition(b"\n")
+    return bool(newline) and len(line.split()) == 2
 
 
 class _Refused(asyncio.Protocol):
