@@ -2,7 +2,7 @@
 
 A cold pull's client used to get each byte only once the fetch had hashed it and written it to the file the
 readers follow, and the upstream was not read meanwhile: on a busy machine a 4 MiB `write` waited 0.1 to 0.3 s for
-the disk and each thread hop 10 to 100 ms for a CPU, so the client went at the speed of the disk, a chunk behind
+the disk and the hashing thread 10 to 160 ms for a CPU, so the client went at the speed of the disk, a chunk behind
 the upstream, where Distribution's client streams straight from the upstream. Now a fetch receives ahead of its
 writer, keeping here what its file does not hold yet, and its own worker's readers send that from memory: the first
 client streams at the upstream's speed while the blob is hashed and written behind it.
