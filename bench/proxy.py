@@ -11,6 +11,11 @@ in proxy mode (the same key). Each round starts both caches empty and measures, 
   bytes of blobs the upstream sent (from its access log), as copies of the image (target: one).
 
 The figures are seconds (median over rounds) and ratios ours/Distribution; lower is better for both.
+
+With `--warm-up`, each freshly started cache first pulls another small image (3 layers of 1 MiB) through itself,
+so a cold pull measures "nothing of this image cached" on a running cache rather than also the first requests of
+freshly started processes (connections, thread pools and statement caches of our workers; Distribution has less to
+warm). Both caches get the same warm-up.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ LAYERS_FULL = [20, 35, 50]
 LAYERS_QUICK = [2, 3, 4]
 MIB = 1024 * 1024
 REPO = "bench/proxied"
+WARM_UP_REPO = "bench/warm-up"
+WARM_UP_LAYERS = [1, 1, 1]
 _WRITTEN = re.compile(
     r'http\.request\.method=GET .*http\.request\.uri="/v2/[^"]*/blobs/[^"]*".* http\.response\.written=(\d+)'
 )
@@ -64,8 +71,15 @@ def cache_servers(workdir: Path, upstream: str, workers: int) -> list[servers.Se
     return [ours, theirs]
 
 
-def pull_seconds(server: str, destination: Path) -> float:
-    return images.skopeo_copy_seconds(f"docker://{server}/{REPO}:latest", f"oci:{destination}:latest")
+def pull_seconds(server: str, destination: Path, repo: str = REPO) -> float:
+    return images.skopeo_copy_seconds(f"docker://{server}/{repo}:latest", f"oci:{destination}:latest")
+
+
+def warm_up(caches: list[servers.Server], workdir: Path) -> None:
+    """Pull the warm-up image through each cache, twice so that both of our workers are likely to have served."""
+    for cache in caches:
+        for attempt in range(2):
+            pull_seconds(f"127.0.0.1:{cache.port}", workdir / f"warm-up-{cache.name}-{attempt}", WARM_UP_REPO)
 
 
 def main() -> int:
@@ -73,6 +87,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--warm-up", action="store_true", help="pull another image through each cache first")
     args = parser.parse_args()
     sizes = [s * MIB for s in (LAYERS_QUICK if args.quick else LAYERS_FULL)]
     workers = args.workers or len(__import__("os").sched_getaffinity(0))
@@ -89,10 +104,17 @@ def main() -> int:
         images.skopeo_copy_seconds(
             f"oci:{layout}:{images.REF_NAME}", f"docker://127.0.0.1:{upstream.port}/{REPO}:latest"
         )
+        if args.warm_up:
+            images.build_layout(base / "warm-up", [s * MIB for s in WARM_UP_LAYERS])
+            images.skopeo_copy_seconds(
+                f"oci:{base / 'warm-up'}:{images.REF_NAME}", f"docker://127.0.0.1:{upstream.port}/{WARM_UP_REPO}:latest"
+            )
         for number in range(args.rounds):
             rounds = base / f"round{number}"
             caches = cache_servers(rounds, upstream.url, workers)
             running = [c.start() for c in caches]
+            if args.warm_up:
+                warm_up(caches, rounds)
             for cache in caches:
                 host = f"127.0.0.1:{cache.port}"
                 figures.setdefault(f"cold pull, {cache.name}", []).append(
@@ -110,6 +132,8 @@ def main() -> int:
                 cache.stop()
             caches = cache_servers(rounds / "concurrent", upstream.url, workers)
             running = [c.start() for c in caches]
+            if args.warm_up:
+                warm_up(caches, rounds / "concurrent")
             for cache in caches:
                 host = f"127.0.0.1:{cache.port}"
                 since = log_size(upstream.log_path)
@@ -130,7 +154,8 @@ def main() -> int:
             server.stop()
         shutil.rmtree(base, ignore_errors=True)
     medians = {name: statistics.median(values) for name, values in figures.items()}
-    print(f"image: 3 layers, {image_bytes / MIB:.1f} MiB; {args.rounds} round(s); noisy if the machine is shared")
+    warmed = ", caches warmed up first" if args.warm_up else ""
+    print(f"image: 3 layers, {image_bytes / MIB:.1f} MiB; {args.rounds} round(s){warmed}; noisy on a shared machine")
     for name, value in medians.items():
         print(f"  {name:50s} {value:8.3f}")
     for figure in ("cold pull", "warm pull", "8 concurrent cold pulls"):

@@ -24,6 +24,7 @@ import idle
 import images
 import loadgen
 import profile_writes
+import proxy_steps
 import pytest
 import rawhttp
 import servers
@@ -353,3 +354,28 @@ def test_idle_connections_stay_open_and_are_counted(registry: servers.Server) ->
         crowd.sockets[0] = socket.create_connection(("127.0.0.1", registry.port))
         crowd.sockets[0].shutdown(socket.SHUT_RDWR)
         assert crowd.still_open() == 199
+
+
+def test_proxy_steps_read_both_access_logs() -> None:
+    ours = (
+        '2026-12-05 08:58:16,470 INFO [12445] aiohttp.access: 127.0.0.1 [05/Dec/2026:08:58:16 +0000] "GET '
+        '/v2/bench/proxied/blobs/sha256:5f3cb42368f7e58f813af8c410fd7273aa611cad558f551f8dd391926e61705d HTTP/1.1" '
+        '200 20983919 "-" "skopeo/1.9.3" 1.187145s id=1e14355b5269-000004\n'
+        "2026-12-05 08:58:18,167 INFO [12445] docker_registry.server: worker 0 (pid 12445) draining requests\n"
+    )
+    theirs = (
+        'time="2026-12-05T08:58:15.225361325Z" level=info msg="response completed" go.version=go1.19.8 '
+        "http.request.method=HEAD http.request.uri=/v2/bench/proxied/manifests/latest "
+        'http.request.useragent="Python/3.11 aiohttp/3.14.5" http.response.duration="951.524µs" '
+        "http.response.status=200 http.response.written=753\n"
+        'time="2026-12-05T08:58:16.306Z" level=info msg="response completed" http.request.method=GET '
+        'http.request.uri="/v2/a/blobs/sha256:9408" http.response.duration=1m2.5s http.response.status=200\n'
+        'time="2026-12-05T08:58:16.306Z" level=info msg="authorized request" http.request.method=GET\n'
+    )
+    [blob] = proxy_steps.our_steps(ours)
+    assert (blob.method, blob.status, blob.size, blob.seconds) == ("GET", 200, 20983919, 1.187145)
+    assert "sha256:5f3cb42368f7 " in blob.describe()
+    head, get = proxy_steps.distribution_steps(theirs)
+    assert (head.method, head.path, head.size) == ("HEAD", "/v2/bench/proxied/manifests/latest", 753)
+    assert abs(head.seconds - 951.524e-6) < 1e-12
+    assert (get.size, get.seconds) == (0, 62.5)

@@ -83,10 +83,12 @@ def mirror(workdir: Path, upstream_url: str, **extra: Any) -> RegistryProcess:
 
 
 @contextmanager
-def cutting_upstream(blob: bytes, cut_at: int, pieces: int = 1, pause: float = 0.0) -> Iterator[tuple[str, list[int]]]:
+def cutting_upstream(
+    blob: bytes, cut_at: int, pieces: int = 1, pause: float = 0.0, release: threading.Event | None = None
+) -> Iterator[tuple[str, list[int]]]:
     """A fake upstream that announces `blob` whole but closes the connection after `cut_at` bytes of it, for the
-    first request only; later requests get it whole, in `pieces` with `pause` seconds between them. Yields its URL
-    and the number of blob GETs it saw."""
+    first request only; later requests get it whole, in `pieces` with `pause` seconds between them (and, given
+    `release`, the pieces after the first only once it is set). Yields its URL and the number of blob GETs it saw."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     gets = [0]
@@ -111,6 +113,8 @@ def cutting_upstream(blob: bytes, cut_at: int, pieces: int = 1, pause: float = 0
             if gets[0] > 1 or cut_at >= len(blob):
                 size = -(-len(blob) // pieces)
                 for start in range(0, len(blob), size):
+                    if start and release is not None:
+                        release.wait(60)
                     conn.sendall(blob[start : start + size])
                     time.sleep(pause)
                 return

@@ -386,6 +386,34 @@ def test_a_client_that_disconnects_does_not_abort_the_fetch_others_wait_on(tmp_p
             cache.stop()
 
 
+def test_a_cold_blobs_client_gets_bytes_as_they_arrive_before_the_cache_has_written_them(tmp_path: Path) -> None:
+    """The fetch's worker sends what the upstream sent before it is hashed and written: a first piece smaller than
+    the storage writer's buffer (so not in the cache's file yet) reaches the client while the upstream holds back
+    the rest, and the client still gets the blob whole once it is sent."""
+    blob = os.urandom(1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    piece = len(blob) // 16
+    release = threading.Event()
+    with cutting_upstream(blob, cut_at=len(blob), pieces=16, release=release) as (url, gets):
+        cache = mirror(tmp_path / "cache", url)
+        try:
+            with httpx.Client(base_url=cache.url, timeout=20) as client:
+                with client.stream("GET", f"/v2/some/repo/blobs/{digest}") as answer:
+                    assert answer.status_code == 200
+                    received = b""
+                    chunks = answer.iter_raw()
+                    while len(received) < piece:  # a read timeout here: the bytes waited for the disk
+                        received += next(chunks)
+                    assert received == blob[:piece]
+                    release.set()
+                    received += b"".join(chunks)
+                assert received == blob
+            assert gets[0] == 1
+        finally:
+            release.set()
+            cache.stop()
+
+
 def test_a_cold_blob_streams_to_a_client_over_tls(tmp_path: Path) -> None:
     """Over plain HTTP a cold blob goes out with sendfile; over TLS the same stream goes through the TLS layer."""
     cert, key = self_signed(tmp_path, "cache", "127.0.0.1", ip="127.0.0.1")

@@ -17,7 +17,9 @@ has an id of its own (two nodes fetching one blob never write one object), and t
 fetch ends, whatever its outcome: as on a disk, nothing is kept unless the digest matched.
 
 The fetch is a task of its own, not part of any client's request: a client that disconnects leaves it running
-for the others, and the blob is cached anyway.
+for the others, and the blob is cached anyway. It receives the upstream's bytes ahead of its writer, up to a bounded
+`window` held in memory, from which the readers of its own worker send what the file does not hold yet: the first
+client streams at the upstream's speed, not at the disk's (readers of other workers follow the file).
 
 Speed: a reader sends each new stretch of the data file with `sendfile` (the kernel copies from the page cache to
 the socket), and the lock and data files' small calls (open, flock, fstat, a short pwrite) run on the event loop:
@@ -49,6 +51,7 @@ from ..registry.service import Registry
 from ..registry.uploads import upload_path
 from .targets import Target
 from .upstream import UpstreamError, UpstreamNotFound
+from .window import Window, must_wait
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +172,8 @@ class Flights:
         self._progress: dict[Digest, asyncio.Event] = {}
         """Set (and replaced) whenever this worker's fetch of the digest receives bytes: its readers wake at once
         instead of at their next poll."""
+        self._windows: dict[Digest, Window] = {}
+        """The received bytes of this worker's running fetches, for its readers (`window`)."""
         self._tails: set[Digest] = set()
         """This worker's fetches that received every byte and wait for the writer to put the last ones in the file."""
         self._failures: dict[Digest, tuple[BaseException, float]] = {}
@@ -220,10 +225,18 @@ class Flights:
                     await self._registry.driver.remove(f"uploads/{flight.upload_id}")
             async with target.upstream.blob(target.remote_name, str(digest)) as response:
                 size = response.content_length if response.content_length is not None else -1
+                window = self._windows[digest] = Window(flight.data_path)  # before its readers learn the size
                 os.pwrite(fd, f"{size}\n".encode(), 0)
                 self._wake(digest)  # its readers look for the data file now
-                chunks = self._announcing(digest, response, spool)
-                await self._registry.put_blob(target.local_name, digest, chunks, flight.upload_id)
+                received: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+                receiving = asyncio.create_task(self._receive(digest, response, window, received))
+                try:
+                    chunks = self._announcing(digest, received, spool)
+                    await self._registry.put_blob(target.local_name, digest, chunks, flight.upload_id)
+                finally:
+                    receiving.cancel()  # done already, unless the writer failed first
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await receiving
                 self._wake(digest)  # the last bytes are in the file now (its readers need not wait for a poll)
         except UpstreamNotFound:
             raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}) from None
@@ -235,6 +248,7 @@ class Flights:
             raise
         finally:
             self._tails.discard(digest)
+            self._windows.pop(digest, None)
             if spool is not None:  # its readers keep what they opened; nobody opens it again
                 spool.close()
                 with contextlib.suppress(FileNotFoundError):
@@ -246,13 +260,35 @@ class Flights:
                 os.unlink(flight.lock_path)
             os.close(fd)
 
-    async def _announcing(
-        self, digest: Digest, response: aiohttp.ClientResponse, spool: BinaryIO | None
-    ) -> AsyncIterator[bytes]:
-        """The upstream's bytes on their way to the storage; each chunk first goes to the spool file, if any, so
-        readers get it before the storage's upload (an S3 part) holds it."""
+    async def _receive(
+        self,
+        digest: Digest,
+        response: aiohttp.ClientResponse,
+        window: Window,
+        received: asyncio.Queue[bytes | BaseException | None],
+    ) -> None:
+        """Read the upstream's answer into the window (this worker's readers send from it at once) and on to the
+        writer, pausing while the window is full; ends with None, or the error that broke the answer off."""
         try:
             async for chunk in response.content.iter_any():
+                window.add(chunk)
+                received.put_nowait(chunk)
+                self._wake(digest)
+                while must_wait(window, self._windows.values()):
+                    await self._wait(digest)  # the writer wakes it as it takes each chunk
+            received.put_nowait(None)
+        except Exception as exc:  # the writer raises it: nothing is kept
+            received.put_nowait(exc)
+
+    async def _announcing(
+        self, digest: Digest, received: asyncio.Queue[bytes | BaseException | None], spool: BinaryIO | None
+    ) -> AsyncIterator[bytes]:
+        """The upstream's bytes on their way to the storage; each chunk first goes to the spool file, if any, so
+        readers of other workers get it before the storage's upload (an S3 part) holds it."""
+        try:
+            while (chunk := await received.get()) is not None:
+                if isinstance(chunk, BaseException):
+                    raise chunk
                 if spool is not None:
                     await asyncio.to_thread(_write_all, spool, chunk)
                     self._wake(digest)
@@ -278,10 +314,12 @@ class Flights:
         deadline = loop.time() + START_TIMEOUT
         data: BinaryIO | None = None
         size: int | None = None
+        window: Window | None = None
         while data is None or size is None:
             size = _announced_size(flight)
             if size is not None:
                 data = _open_data(flight)
+                window = self._windows.get(digest)  # set when this worker fetches what that file holds
             if data is None:
                 if _fetcher_gone(flight, None) or loop.time() > deadline:
                     return None
@@ -289,16 +327,23 @@ class Flights:
         try:
             if size < 0:
                 return await self._stream_unsized(request, digest, flight, data)
-            return await self._stream(request, digest, flight, data, size)
+            return await self._stream(request, digest, flight, data, size, window)
         finally:
             data.close()
 
     async def _stream(
-        self, request: web.Request, digest: Digest, flight: _Flight, data: BinaryIO, size: int
+        self,
+        request: web.Request,
+        digest: Digest,
+        flight: _Flight,
+        data: BinaryIO,
+        size: int,
+        window: Window | None,
     ) -> web.StreamResponse:
         """Send each new stretch of the growing file with `sendfile` as soon as it is there: no thread hop and no
-        copy through Python per chunk (a stat of the open file tells how far it grew), so a client gets the blob
-        about as fast as the upstream sends it."""
+        copy through Python per chunk (a stat of the open file tells how far it grew); bytes received but not in
+        the file yet come from this worker's fetch's `window`, so a client gets the blob as fast as the upstream
+        sends it."""
         response = web.StreamResponse(headers=_headers(digest))
         response.content_length = size
         writer = await response.prepare(request)
@@ -315,6 +360,11 @@ class Flights:
                 sent += stretch
                 if stretch:
                     continue
+            piece = window.at(sent) if window is not None else None
+            if piece is not None:
+                await response.write(piece[: size - sent])
+                sent += min(len(piece), size - sent)
+                continue
             if gone:
                 break
             gone = _fetcher_gone(flight, data.fileno())  # one last look follows
