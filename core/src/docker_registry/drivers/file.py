@@ -617,8 +617,10 @@ def _fsync_file(full: str) -> None:
         os.close(fd)
 
 
-_SYNC_THREADS = 4
-"""Threads that fsync the directories of a new name while the calling thread fsyncs the file (`_fsync_together`)."""
+_SYNC_THREADS = 8
+"""Threads that fsync the directories of a new name while the calling thread fsyncs the file (`_fsync_together`):
+two or three per publication, from as many threads at once as asyncio's pool has (6 on 2 cores); an idle one
+costs nothing, a missing one makes its fsync wait and then pay a disk cache flush of its own."""
 _syncers: tuple[int, ThreadPoolExecutor] | None = None
 
 
