@@ -6,7 +6,9 @@ bytes to disk as they go (Linux `sync_file_range`), so the fsync that makes an o
 Whole-object writes go to a temporary file in one hidden directory below the root (`.tmp-writes/`), are fsynced,
 then renamed over the final name: a reader, or a restart after a crash, sees the previous object or the new one,
 never a part. What a killed write leaves is in that one directory, so purging it lists one directory rather than
-walking every object's. Names beginning with `.tmp-` are reserved and never appear in listings.
+walking every object's. Names beginning with `.tmp-` are reserved and never appear in listings. The fsyncs that
+make a new name durable (the file's, its directory's, a new directory's in its parent) run at the same time
+(`_fsync_together`), so they share one journal commit.
 
 Directories are created when a file goes into them and pruned by removes once empty, by any thread or process
 sharing the root. So every creation (temporary files, writers, moves) tolerates its directory, or any parent,
