@@ -382,3 +382,41 @@ async def test_a_put_body_that_breaks_off_keeps_what_arrived(parts) -> None:  # 
     assert store.upload(upload.id).writer is None, "the claim is released"
     await uploads.complete("repo", upload.id, _sha256(b"arrived and the rest"), body(b" and the rest"), start=7)
     assert store.blob_size("repo", _sha256(b"arrived and the rest")) == 20
+
+
+async def test_a_put_with_the_whole_blob_replaces_a_file_the_database_does_not_know(  # type: ignore[no-untyped-def]
+    parts,
+) -> None:
+    """What a failed upload or an unfinished collection left at the blob's path is not taken for the blob."""
+    uploads, store, driver = parts
+    data = b"the verified layer"
+    path = "blobs/sha256/" + _sha256(data).encoded[:2] + f"/{_sha256(data).encoded}/data"
+    await driver.put_content(path, b"torn")
+    upload = await uploads.start("repo")
+    await uploads.complete("repo", upload.id, _sha256(data), body(data))
+    assert await driver.get_content(path) == data
+    assert store.blob_size("repo", _sha256(data)) == len(data)
+
+
+async def test_a_put_with_the_whole_blob_that_cannot_be_stored_leaves_the_session_empty(  # type: ignore[no-untyped-def]
+    parts, monkeypatch
+) -> None:
+    """Storage failing under the PUT (a full disk): nothing linked, the claim released and the session empty, so
+    the client's PUT again succeeds."""
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    data = b"a small layer"
+
+    async def full_disk(path: str, data: bytes) -> bool:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(driver, "put_if_absent", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        await uploads.complete("repo", upload.id, _sha256(data), body(data))
+    assert store.blob_size("repo", _sha256(data)) is None
+    session = store.upload(upload.id)
+    assert session.size == 0
+    assert session.writer is None
+    monkeypatch.undo()
+    await uploads.complete("repo", upload.id, _sha256(data), body(data))
+    assert store.blob_size("repo", _sha256(data)) == len(data)

@@ -285,6 +285,42 @@ class Driver(Base):
         self._prune(os.path.dirname(full_src))
         return True
 
+    async def _put_if_absent(self, path: str, data: bytes) -> bool:
+        full = self._full(path)
+        return await asyncio.to_thread(self._put_if_absent_sync, full, path, data)
+
+    def _put_if_absent_sync(self, full: str, path: str, data: bytes) -> bool:
+        """A temporary file, given its name with a hard link (which refuses to replace anything), then the file and
+        the directories of its name fsynced together: one journal commit (`_link_and_sync`), where `put_content`
+        (fsync, then rename) costs two. Without hard links, `put_content`'s way, after a check that nothing is
+        there."""
+        if os.path.isfile(full):
+            return False
+        f, tmp = self._open_temp(full, path)
+        try:
+            with f:
+                f.write(data)
+
+            def link() -> None:
+                os.link(tmp, full)
+
+            try:
+                _, parents = self._in_new_directory(full, path, link)
+            except FileExistsError:
+                if os.path.isdir(full):
+                    raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
+                return False
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                self._put_sync(full, path, data)
+                return True
+            _fsync_together([full], [os.path.dirname(full), *parents])
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return True
+
     async def _append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool) -> int:
         full = self._full(path)
         return await asyncio.to_thread(self._append_bytes_sync, full, path, data, expected_size, durable)

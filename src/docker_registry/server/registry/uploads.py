@@ -365,16 +365,19 @@ class Uploads:
     ) -> None:
         """End a session: append the last chunk if any (at `start`, when the client said where), verify everything
         against `digest`, publish and link."""
-        claimed = None
+        claimed, whole = None, None
         if chunks is None:
             claimed = await self._claim_verified(repository, upload_id, digest)
         elif not self._driver.moves_by_copy:
-            chunks, claimed = await self._claim_whole(repository, upload_id, digest, chunks, start)
+            chunks, claimed, whole = await self._claim_whole(repository, upload_id, digest, chunks, start)
         if claimed is not None:
             upload, token, pinned = claimed
         else:
             (upload, token), pinned = await self._claim(repository, upload_id, start), False
         with self._renewing(upload.id, token):
+            if whole is not None:
+                await self._complete_whole(upload, token, digest, whole, events, pinned)
+                return
             if chunks is not None and upload.size == 0 and self._driver.moves_by_copy:
                 await self._complete_in_place(upload, token, digest, chunks, events)
                 return
@@ -391,13 +394,14 @@ class Uploads:
 
     async def _claim_whole(
         self, repository: str, upload_id: str, digest: Digest, chunks: AsyncIterable[bytes], start: int | None
-    ) -> tuple[AsyncIterable[bytes], tuple[Upload, str, bool] | None]:
+    ) -> tuple[AsyncIterable[bytes], tuple[Upload, str, bool] | None, bytes | None]:
         """For a PUT whose small body is the whole blob (POST, then PUT with the body): receive the body first, and
         if its bytes are `digest`, claim the empty session and pin the blob in one write, as `_claim_verified` does
-        for a PUT without a body (a claim, then a pin after the write, were two). The body for the usual path, and
-        the claim with its pin, or None when that does not apply (a larger body, another digest, a session that
-        holds bytes or is busy): then claim as usual. Verified before pinned: the pin's size is that of the bytes
-        hashed, which are the ones then written, and the claim holds only if the session is still empty.
+        for a PUT without a body (a claim, then a pin after the write, were two). The body for the usual path; the
+        claim with its pin and the blob's bytes (for `_complete_whole`), or None and None when that does not apply
+        (a larger body, another digest, a session that holds bytes or is busy): then claim as usual. Verified
+        before pinned: the pin's size is that of the bytes hashed, which are the ones then written, and the claim
+        holds only if the session is still empty.
 
         A body that breaks off goes to the usual path, which claims and stores what arrived, as before; a
         cancelled request leaves the session as it was."""
@@ -406,26 +410,55 @@ class Uploads:
         try:
             whole = await _receive_small(body, received)
         except Exception as error:
-            return _broken_off(received, error), None
+            return _broken_off(received, error), None, None
         if not whole:
-            return _chained(received, body), None
-        again = _chained(received, body)  # the same bytes (the body has ended) for whichever path writes them
+            return _chained(received, body), None, None
+        again = _chained(received, body)  # the same bytes (the body has ended), for the usual path
         upload_id = _check_id(upload_id)
         kept = self._hashers.get(upload_id)
         if start not in (None, 0) or (kept is not None and kept.size != 0):
-            return again, None  # a session with bytes in it: hashed only with them
+            return again, None, None  # a session with bytes in it: hashed only with them
+        data = b"".join(received)
         hasher = Hasher(digest.algorithm)
-        for chunk in received:  # at most SMALL_CHUNK_MAX bytes: tens of microseconds
-            hasher.update(chunk)
-        if hasher.size == 0 or hasher.digest() != digest:
-            return again, None  # the usual path answers DIGEST_INVALID (and ends the session)
+        hasher.update(data)  # at most SMALL_CHUNK_MAX bytes: tens of microseconds
+        if not data or hasher.digest() != digest:
+            return again, None, None  # the usual path answers DIGEST_INVALID (and ends the session)
         token = str(uuid.uuid4())
         upload, pinned = await self._store.claim_upload_pinned(
-            upload_id, repository, 0, token, this_process(), digest, hasher.size
+            upload_id, repository, 0, token, this_process(), digest, len(data)
         )
         if upload is None:
-            return again, None
-        return again, (upload, token, pinned)
+            return again, None, None
+        return again, (upload, token, pinned), data
+
+    async def _complete_whole(
+        self, upload: Upload, token: str, digest: Digest, data: bytes, events: EventsOf | None, pinned: bool
+    ) -> None:
+        """Publish a blob verified whole in `_claim_whole` straight at its path (`put_if_absent`: one storage call,
+        durable when it returns, where storing it in the upload area and moving it were two), then link it.
+
+        The upload area is never written: if the blob cannot be placed, the claim is released and the session is
+        as it was, empty, for the client to send its PUT again (as `_complete_in_place`). A file found at the path
+        counts as stored only if the database knows the blob, as in `_place`. Bytes a killed writer may have left
+        in the session's storage beyond its recorded size (none) are not read; once the session ends they are
+        data of a session the database no longer knows, which garbage collection purges."""
+        final = blob_path(digest)
+        try:
+            if not pinned:
+                await self._pin(digest, len(data), upload.id)
+                pinned = True
+            if not await self._driver.put_if_absent(final, data) and await self._store.known_blob_size(digest) is None:
+                await self._driver.put_content(final, data)  # what a failed upload or an unfinished collection left
+        except BaseException:
+            if pinned:
+                with contextlib.suppress(Exception):  # else the pin expires on its own
+                    await self._store.unpin_blob(digest, upload.id)
+            with contextlib.suppress(Exception):  # else the claim expires with its lease
+                await self._store.release_upload(upload.id, token, 0)
+            raise
+        records = events(len(data)) if events is not None else ()
+        if not await self._store.finish_upload(upload.id, upload.repository, digest, len(data), token, records):
+            raise _gone(upload.id)  # deleted meanwhile: the verified blob stays unlinked, as on the usual path
 
     async def _complete_in_place(
         self, upload: Upload, token: str, digest: Digest, chunks: AsyncIterable[bytes], events: EventsOf | None
