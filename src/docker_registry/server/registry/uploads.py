@@ -7,7 +7,8 @@ size (a chunk may have been cut anywhere); claims of other hosts expire with the
 running hash of the sessions it served while the stored size still matches it; otherwise the stored bytes are
 hashed again before the digest is checked. A blob becomes visible only after its bytes matched the digest the
 client announced and were made durable. On a driver whose `move` copies the bytes (S3), a blob sent whole in the
-closing PUT skips the upload area and goes straight to its path (`_complete_in_place`).
+closing PUT skips the upload area and goes straight to its path (`_complete_in_place`); on the others, so does a
+small one, received and verified before the session is claimed (`_complete_whole`).
 """
 
 from __future__ import annotations
@@ -382,14 +383,8 @@ class Uploads:
                 await self._complete_in_place(upload, token, digest, chunks, events)
                 return
             stored = _Stored(upload.size)
-            if chunks is not None:
-                try:
-                    stored = await self._write(upload, token, chunks, finishing=True)
-                except BaseException:
-                    if pinned:
-                        with contextlib.suppress(Exception):  # else the pin expires on its own
-                            await self._store.unpin_blob(digest, upload.id)
-                    raise
+            if chunks is not None:  # nothing pinned yet: only a PUT without a body or a whole one pins early
+                stored = await self._write(upload, token, chunks, finishing=True)
             await self._finish(upload.repository, upload.id, stored.size, digest, stored.synced, token, events, pinned)
 
     async def _claim_whole(
