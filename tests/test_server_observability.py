@@ -149,8 +149,11 @@ def test_metrics_after_pushes_and_pulls_across_both_workers_match_what_was_done(
     assert value(samples, "registry_health_check_up", check="storagedriver_filesystem") == 1
     assert value(samples, "registry_health_check_up", check="database") == 1
 
-    assert value(samples, "registry_storage_action_seconds_count", driver="filesystem", action="move") == pushes * 3
-    assert total(samples, "registry_storage_action_seconds_count", action="write") >= pushes * 3
+    # each blob published once: moved from the upload area, or (sent whole in its PUT) stored and published at once
+    published = value(samples, "registry_storage_action_seconds_count", driver="filesystem", action="move")
+    stored_whole = value(samples, "registry_storage_action_seconds_count", driver="filesystem", action="put_if_absent")
+    assert published + stored_whole == pushes * 3
+    assert total(samples, "registry_storage_action_seconds_count", action="write") + stored_whole >= pushes * 3
     assert total(samples, "registry_database_query_duration_seconds_count", operation="select") > 0
     assert total(samples, "registry_database_query_duration_seconds_count", operation="insert") > 0
     assert_documented_and_on_the_dashboard(samples)

@@ -175,3 +175,15 @@ async def test_empty_blob(parts) -> None:  # type: ignore[no-untyped-def]
     await uploads.complete("repo", upload.id, digest, None)
     assert final.read_bytes() == b""
     recorder.assert_durable_before_link(final)
+
+
+async def test_small_blob_sent_whole_in_the_put(parts) -> None:  # type: ignore[no-untyped-def]
+    """POST, then a PUT carrying a small blob (received whole, written without an fsync of its own): the link
+    that publishes it fsyncs the file and the directories of its new name before the blob is linked."""
+    uploads, driver, recorder, _store = parts
+    data = os.urandom(20_000)
+    digest, final = _final(driver, data)
+    upload = await uploads.start("repo")
+    await uploads.complete("repo", upload.id, digest, body(data[:8_000], data[8_000:]))
+    assert final.read_bytes() == data
+    recorder.assert_durable_before_link(final)

@@ -290,3 +290,133 @@ async def test_bodies_around_the_small_size_store_exactly_their_bytes(parts) -> 
         assert await driver.get_content(upload_path(upload.id)) == data
         await uploads.complete("repo", upload.id, _sha256(data), body(b""))
         assert store.blob_size("repo", _sha256(data)) == size
+
+
+class _Writes:
+    """The store's session writes a request made, by name."""
+
+    def __init__(self, store: MetadataStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[str] = []
+        for name in ("claim_upload", "claim_upload_pinned", "pin_blob", "release_upload"):
+            monkeypatch.setattr(store, name, self._recording(name, getattr(store, name)))
+
+    def _recording(self, name: str, real):  # type: ignore[no-untyped-def]
+        def call(*args, **kwargs):  # type: ignore[no-untyped-def]
+            self.calls.append(name)
+            return real(*args, **kwargs)
+
+        return call
+
+
+async def test_a_put_with_the_whole_small_blob_claims_and_pins_in_one_write(  # type: ignore[no-untyped-def]
+    parts, monkeypatch
+) -> None:
+    """POST, then a PUT carrying the blob: the body is received and verified first, then the empty session is
+    claimed and the blob pinned (at the body's size) in one write; the blob is published and linked."""
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    writes = _Writes(store, monkeypatch)
+    data = bytes(range(256)) * 80
+    await uploads.complete("repo", upload.id, _sha256(data), body(data[:5_000], data[5_000:]))
+    assert writes.calls == ["claim_upload_pinned"]
+    assert store.blob_size("repo", _sha256(data)) == len(data)
+    assert (
+        await driver.get_content("blobs/sha256/" + _sha256(data).encoded[:2] + f"/{_sha256(data).encoded}/data") == data
+    )
+    assert store.upload(upload.id) is None
+    assert not await driver.exists(f"uploads/{upload.id}")
+
+
+async def test_a_put_whose_body_is_not_its_digest_pins_nothing(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    writes = _Writes(store, monkeypatch)
+    with pytest.raises(RegistryError) as info:
+        await uploads.complete("repo", upload.id, _sha256(b"another blob"), body(b"these bytes"))
+    assert info.value.error is DIGEST_INVALID
+    assert "claim_upload_pinned" not in writes.calls
+    assert "pin_blob" not in writes.calls
+    assert store.upload(upload.id) is None, "a wrong digest ends the session, as before"
+    assert store.known_blob_size(_sha256(b"these bytes")) is None
+    assert not await driver.exists("blobs")
+
+
+async def test_a_put_with_the_rest_of_a_session_is_verified_with_its_first_bytes(  # type: ignore[no-untyped-def]
+    parts, monkeypatch
+) -> None:
+    """A PUT whose body is not the whole blob (a PATCH wrote the start, in this process or another) is claimed
+    and verified as before, the pin after: the early claim and pin apply only to an empty session."""
+    uploads, store, driver = parts
+    writes = _Writes(store, monkeypatch)
+    for finishing, rest in ((uploads, b"here"), (Uploads(AsyncMetadataStore(store), driver), b"elsewhere")):
+        upload = await uploads.start("repo")
+        assert await uploads.append("repo", upload.id, body(b"first "), start=0) == 6
+        writes.calls.clear()
+        await finishing.complete("repo", upload.id, _sha256(b"first " + rest), body(rest), start=6)
+        assert writes.calls[-1] == "pin_blob", writes.calls
+        assert store.blob_size("repo", _sha256(b"first " + rest)) == 6 + len(rest)
+
+
+async def test_a_put_with_the_whole_blob_into_a_busy_session_is_refused(parts) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, _driver = parts
+    upload = await uploads.start("repo")
+    assert store.claim_upload(upload.id, "repo", 0, "writer", this_process())
+    with pytest.raises(RegistryError) as info:
+        await uploads.complete("repo", upload.id, _sha256(b"blob"), body(b"blob"))
+    assert info.value.error is RANGE_INVALID
+    assert store.known_blob_size(_sha256(b"blob")) is None
+    assert store.upload(upload.id).writer == "writer"
+
+
+async def test_a_put_body_that_breaks_off_keeps_what_arrived(parts) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, _driver = parts
+    upload = await uploads.start("repo")
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"arrived"
+        raise ConnectionResetError("the client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await uploads.complete("repo", upload.id, _sha256(b"arrived and the rest"), broken())
+    assert store.upload(upload.id).size == 7
+    assert store.upload(upload.id).writer is None, "the claim is released"
+    await uploads.complete("repo", upload.id, _sha256(b"arrived and the rest"), body(b" and the rest"), start=7)
+    assert store.blob_size("repo", _sha256(b"arrived and the rest")) == 20
+
+
+async def test_a_put_with_the_whole_blob_replaces_a_file_the_database_does_not_know(  # type: ignore[no-untyped-def]
+    parts,
+) -> None:
+    """What a failed upload or an unfinished collection left at the blob's path is not taken for the blob."""
+    uploads, store, driver = parts
+    data = b"the verified layer"
+    path = "blobs/sha256/" + _sha256(data).encoded[:2] + f"/{_sha256(data).encoded}/data"
+    await driver.put_content(path, b"torn")
+    upload = await uploads.start("repo")
+    await uploads.complete("repo", upload.id, _sha256(data), body(data))
+    assert await driver.get_content(path) == data
+    assert store.blob_size("repo", _sha256(data)) == len(data)
+
+
+async def test_a_put_with_the_whole_blob_that_cannot_be_stored_leaves_the_session_empty(  # type: ignore[no-untyped-def]
+    parts, monkeypatch
+) -> None:
+    """Storage failing under the PUT (a full disk): nothing linked, the claim released and the session empty, so
+    the client's PUT again succeeds."""
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    data = b"a small layer"
+
+    async def full_disk(path: str, data: bytes) -> bool:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(driver, "put_if_absent", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        await uploads.complete("repo", upload.id, _sha256(data), body(data))
+    assert store.blob_size("repo", _sha256(data)) is None
+    session = store.upload(upload.id)
+    assert session.size == 0
+    assert session.writer is None
+    monkeypatch.undo()
+    await uploads.complete("repo", upload.id, _sha256(data), body(data))
+    assert store.blob_size("repo", _sha256(data)) == len(data)

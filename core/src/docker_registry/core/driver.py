@@ -200,6 +200,17 @@ class Base(abc.ABC):
         return await self._move_if_absent(check_path(src), check_path(dst), sync_source)
 
     @final
+    async def put_if_absent(self, path: str, data: bytes) -> bool:
+        """Write `data` as the object at `path` unless an object is there already: True if written (durable when
+        this returns, as with `put_content`), False if not (the object there is left as it is).
+
+        Publishing a small blob that arrived whole and verified (POST, then a PUT with the body): one call where
+        writing it to the upload area and moving it from there were two. Not atomic as a whole by default: a
+        concurrent write may still land on `path` between the check and the write, which the registry allows (both
+        are the same verified bytes)."""
+        return await self._put_if_absent(check_path(path), data)
+
+    @final
     async def append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool = False) -> int:
         """Append `data` to the object being written at `path` if it holds exactly `expected_size` bytes (0: create
         it, or truncate it), as a writer opened, written and closed (or committed, with `durable`) would. Returns
@@ -325,6 +336,16 @@ class Base(abc.ABC):
             else:
                 await writer.commit()
         await self._move(src, dst)
+        return True
+
+    async def _put_if_absent(self, path: str, data: bytes) -> bool:
+        """By default a stat, then `put_content`; a driver overrides it to do both in one step."""
+        try:
+            await self._stat(path)
+            return False
+        except exceptions.FileNotFoundError:
+            pass
+        await self._put_content(path, data)
         return True
 
     async def _append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool) -> int:

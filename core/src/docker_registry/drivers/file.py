@@ -6,7 +6,9 @@ bytes to disk as they go (Linux `sync_file_range`), so the fsync that makes an o
 Whole-object writes go to a temporary file in one hidden directory below the root (`.tmp-writes/`), are fsynced,
 then renamed over the final name: a reader, or a restart after a crash, sees the previous object or the new one,
 never a part. What a killed write leaves is in that one directory, so purging it lists one directory rather than
-walking every object's. Names beginning with `.tmp-` are reserved and never appear in listings.
+walking every object's. Names beginning with `.tmp-` are reserved and never appear in listings. The fsyncs that
+make a new name durable (the file's, its directory's, a new directory's in its parent) run at the same time
+(`_fsync_together`), so they share one journal commit.
 
 Directories are created when a file goes into them and pruned by removes once empty, by any thread or process
 sharing the root. So every creation (temporary files, writers, moves) tolerates its directory, or any parent,
@@ -25,6 +27,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar
 
 from docker_registry.core import exceptions
@@ -228,9 +231,9 @@ class Driver(Base):
             with _source_must_exist(full_src, src):
                 os.replace(full_src, full_dst)
 
-        self._in_directory(full_dst, dst, rename, durable=True)
+        _, parents = self._in_new_directory(full_dst, dst, rename)
         _unlink_if_same(full_src, full_dst)
-        _fsync_directory(os.path.dirname(full_dst))
+        _fsync_together([], [os.path.dirname(full_dst), *parents])
         self._prune(os.path.dirname(full_src))
 
     async def _move_if_absent(self, src: str, dst: str, sync_source: bool) -> bool:
@@ -252,9 +255,10 @@ class Driver(Base):
     def _link_and_sync(self, full_src: str, src: str, full_dst: str, dst: str) -> bool | None:
         """Publish a file not yet durable with one journal commit where fsync-then-rename costs two: give it its
         new name first (a hard link, which refuses to replace anything), then fsync the file and the directories
-        of the new name. On ext4 and XFS the file's fsync commits the journal with the new name and directories in
-        it, and the directory fsyncs after it find nothing left to commit. True if it moved, False if an object
-        took `dst` meanwhile (the source is left as it is), None if the filesystem has no hard links.
+        of the new name, all at once (`_fsync_together`): on ext4 and XFS the file's fsync commits the journal with
+        the new name and directories in it, and the directory fsyncs wait for that same commit. True if it moved,
+        False if an object took `dst` meanwhile (the source is left as it is), None if the filesystem has no hard
+        links.
 
         Durable when it returns, like the move: the bytes and both directory entries are fsynced. A crash before
         that can leave the name pointing to bytes not yet on disk; the name is then one the database does not
@@ -265,22 +269,57 @@ class Driver(Base):
         def link() -> None:
             with _source_must_exist(full_src, src):
                 os.link(full_src, full_dst)
-            _fsync_file(full_dst)
 
         try:
-            self._in_directory(full_dst, dst, link, durable=True)
+            _, parents = self._in_new_directory(full_dst, dst, link)
         except FileExistsError:
             return False
         except OSError as exc:
             if exc.errno in _NO_HARD_LINKS:
                 return None
             raise
-        _fsync_directory(os.path.dirname(full_dst))
+        _fsync_together([full_dst], [os.path.dirname(full_dst), *parents])
         try:
             os.unlink(full_src)
         except FileNotFoundError:
             pass  # a concurrent cancel removed the session's name; the blob keeps its own
         self._prune(os.path.dirname(full_src))
+        return True
+
+    async def _put_if_absent(self, path: str, data: bytes) -> bool:
+        full = self._full(path)
+        return await asyncio.to_thread(self._put_if_absent_sync, full, path, data)
+
+    def _put_if_absent_sync(self, full: str, path: str, data: bytes) -> bool:
+        """A temporary file, given its name with a hard link (which refuses to replace anything), then the file and
+        the directories of its name fsynced together: one journal commit (`_link_and_sync`), where `put_content`
+        (fsync, then rename) costs two. Without hard links, `put_content`'s way, after a check that nothing is
+        there."""
+        if os.path.isfile(full):
+            return False
+        f, tmp = self._open_temp(full, path)
+        try:
+            with f:
+                f.write(data)
+
+            def link() -> None:
+                os.link(tmp, full)
+
+            try:
+                _, parents = self._in_new_directory(full, path, link)
+            except FileExistsError:
+                if os.path.isdir(full):
+                    raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
+                return False
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                self._put_sync(full, path, data)
+                return True
+            _fsync_together([full], [os.path.dirname(full), *parents])
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         return True
 
     async def _append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool) -> int:
@@ -354,8 +393,8 @@ class Driver(Base):
             except IsADirectoryError:
                 raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
 
-        self._in_directory(full, path, rename, durable=True)
-        _fsync_directory(os.path.dirname(full))
+        _, parents = self._in_new_directory(full, path, rename)
+        _fsync_together([], [os.path.dirname(full), *parents])
 
     def _in_directory(self, full: str, path: str, action: Callable[[], T], durable: bool = False) -> T:
         """Create the parent directories of `full`, then run `action`, which puts something in the last of them.
@@ -368,6 +407,14 @@ class Driver(Base):
         `durable`: the directories this call created are made durable in their parents (fsync of each parent), so
         a power loss cannot drop the path to an object whose own directory the caller fsyncs after `action`.
         """
+        result, parents = self._in_new_directory(full, path, action)
+        if durable:
+            _fsync_together([], parents)
+        return result
+
+    def _in_new_directory(self, full: str, path: str, action: Callable[[], T]) -> tuple[T, list[str]]:
+        """`_in_directory` without its fsyncs: `action`'s result, and the parents of the directories this call
+        created (shortest first), which a durable caller fsyncs."""
         directory = os.path.dirname(full)
         created: list[str] = []
         for _ in range(_DIRECTORY_RETRIES):
@@ -387,10 +434,7 @@ class Driver(Base):
                 raise  # the action's own verdict (a move whose source is gone), not a pruned directory
             except FileNotFoundError:
                 continue
-            if durable:
-                for parent in sorted({os.path.dirname(d) for d in created}, key=len):
-                    _fsync_directory(parent)
-            return result
+            return result, sorted({os.path.dirname(d) for d in created}, key=len)
         raise exceptions.BrokenError(f"cannot write {path!r}: its directory keeps disappearing")
 
     def _prune(self, directory: str) -> None:
@@ -595,6 +639,53 @@ def _fsync_file(full: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_SYNC_THREADS = 8
+"""Threads that fsync the directories of a new name while the calling thread fsyncs the file (`_fsync_together`):
+two or three per publication, from as many threads at once as asyncio's pool has (6 on 2 cores); an idle one
+costs nothing, a missing one makes its fsync wait and then pay a disk cache flush of its own."""
+_syncers: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _syncer() -> ThreadPoolExecutor:
+    """This process's fsync threads (made on first use: a forked child makes its own)."""
+    global _syncers
+    pid = os.getpid()
+    if _syncers is None or _syncers[0] != pid:
+        _syncers = (pid, ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="fsync"))
+    return _syncers[1]
+
+
+def _fsync_together(files: Sequence[str], directories: Sequence[str]) -> None:
+    """fsync every file and directory given, at the same time, and return when all are durable.
+
+    The same calls as one after another, and the same guarantee; only cheaper. A journaling filesystem makes the
+    first fsync commit the running transaction, which holds every change made before it (the file's new blocks,
+    the new name, the new directories), and an fsync arriving while that commit runs waits for it. An fsync that
+    arrives after it, finding its changes committed already, still asks the disk to empty its write cache (ext4:
+    `blkdev_issue_flush`), a full cache flush each: measured on this machine's virtual disk, a 20 KB file and the
+    three directories of its new blob name took 4.1 ms one after another, 1.75 ms together (the file alone 1.2).
+    """
+    paths = [(full, False) for full in files] + [(full, True) for full in directories]
+    if not paths:
+        return
+    first, rest = paths[0], paths[1:]
+    pending = [_syncer().submit(_fsync_path, *path) for path in rest]
+    try:
+        _fsync_path(*first)
+    finally:
+        errors = [future.exception() for future in pending]
+    for error in errors:
+        if error is not None:
+            raise error
+
+
+def _fsync_path(full: str, directory: bool) -> None:
+    if directory:
+        _fsync_directory(full)
+    else:
+        _fsync_file(full)
 
 
 def _fsync_directory(directory: str) -> None:

@@ -159,6 +159,7 @@ PATH_OPERATIONS: dict[str, Operation] = {
     "content_redirect_url": lambda d, p: d.content_redirect_url(p),
     "read_unfinished": lambda d, p: d.read_unfinished(p, 100),
     "append_bytes": lambda d, p: d.append_bytes(p, b"x", 0),
+    "put_if_absent": lambda d, p: d.put_if_absent(p, b"x"),
 }
 
 PREFIX_OPERATIONS: dict[str, Operation] = {
@@ -522,6 +523,18 @@ class DriverTestSuite:
         assert await driver.move_if_absent("src", "dst/object", sync_source=True) is False
         assert await driver.get_content("dst/object") == b"old"
         assert await driver.get_content("src") == b"new"
+
+    async def test_put_if_absent_writes_a_free_name(self, driver: Base) -> None:
+        data = payload(20_000, seed=11)
+        assert await driver.put_if_absent("blobs/sha256/ef/ef01/data", data) is True
+        assert await driver.get_content("blobs/sha256/ef/ef01/data") == data
+        assert await walked(driver) == {"blobs/sha256/ef/ef01/data"}
+
+    async def test_put_if_absent_keeps_an_existing_object(self, driver: Base) -> None:
+        await driver.put_content("dst/object", b"old")
+        assert await driver.put_if_absent("dst/object", b"new") is False
+        assert await driver.get_content("dst/object") == b"old"
+        assert await walked(driver) == {"dst/object"}
 
     async def test_move_if_absent_of_a_missing_source(self, driver: Base) -> None:
         with pytest.raises(exceptions.FileNotFoundError):

@@ -45,6 +45,7 @@ ACTIONS = (
     "content_redirect_url",
     "stat",
     "move",
+    "put_if_absent",
     "read_unfinished",
     "walk",
     "writer",
@@ -99,6 +100,11 @@ class InstrumentedDriver(Base):
     async def _move_if_absent(self, src: str, dst: str, sync_source: bool) -> bool:
         """Timed as a move: it is how uploads publish a blob."""
         return await self._timers["move"].run(self.inner.move_if_absent(src, dst, sync_source))
+
+    async def _put_if_absent(self, path: str, data: bytes) -> bool:
+        """Timed on its own: it stores and publishes a small blob in one step, where uploads otherwise count a
+        `write` and a `move`."""
+        return await self._timers["put_if_absent"].run(self.inner.put_if_absent(path, data))
 
     async def _append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool) -> int:
         """Timed as a write: it is an upload's small chunk, opened, written and closed in one step."""

@@ -7,7 +7,8 @@ size (a chunk may have been cut anywhere); claims of other hosts expire with the
 running hash of the sessions it served while the stored size still matches it; otherwise the stored bytes are
 hashed again before the digest is checked. A blob becomes visible only after its bytes matched the digest the
 client announced and were made durable. On a driver whose `move` copies the bytes (S3), a blob sent whole in the
-closing PUT skips the upload area and goes straight to its path (`_complete_in_place`).
+closing PUT skips the upload area and goes straight to its path (`_complete_in_place`); on the others, so does a
+small one, received and verified before the session is claimed (`_complete_whole`).
 """
 
 from __future__ import annotations
@@ -107,9 +108,10 @@ SMALL_CHUNK_MAX = INLINE_HASH_MAX
 @dataclass(slots=True)
 class _Stored:
     """How many bytes a session holds in storage while a request writes to it: what its claim is released at, also
-    when the write fails."""
+    when the write fails; and whether they are durable already (a finishing chunk streamed through a writer)."""
 
     size: int
+    synced: bool = False
 
 
 def _stored_size_differs(upload: Upload, found: int) -> RegistryError:
@@ -136,6 +138,13 @@ async def _chained(received: list[bytes], chunks: AsyncIterator[bytes]) -> Async
         yield chunk
     async for chunk in chunks:
         yield chunk
+
+
+async def _broken_off(received: list[bytes], error: Exception) -> AsyncIterator[bytes]:
+    """A body that broke off after `received`, given again to the usual path, which stores what arrived."""
+    for chunk in received:
+        yield chunk
+    raise error
 
 
 class Uploads:
@@ -251,7 +260,7 @@ class Uploads:
         """
         upload, token = await self._claim(repository, upload_id, start)
         with self._renewing(upload.id, token):
-            return await self._write(upload, token, chunks)
+            return (await self._write(upload, token, chunks)).size
 
     async def _release(self, upload_id: str, token: str, size: int) -> None:
         """End this request's claim; BLOB_UPLOAD_UNKNOWN if the session was deleted while it wrote, whose data
@@ -261,13 +270,17 @@ class Uploads:
             await self._remove_data(upload_id)
             raise _gone(upload_id)
 
-    async def _write(self, upload: Upload, token: str, chunks: AsyncIterable[bytes], *, finishing: bool = False) -> int:
-        """Append `chunks` to a session claimed with `token` and return its new size.
+    async def _write(
+        self, upload: Upload, token: str, chunks: AsyncIterable[bytes], *, finishing: bool = False
+    ) -> _Stored:
+        """Append `chunks` to a session claimed with `token`: its new size, and whether its bytes are durable.
 
         The claim is released at the size storage holds, even when the body breaks off, so the client can resume.
-        A chunk is only flushed, as the session may go on elsewhere. When `finishing`, the chunk is the last one:
-        it is fsynced by the call that wrote it (which saves opening the file again before publishing) and, once
-        written, the caller keeps the claim to finish the upload.
+        A chunk is only flushed, as the session may go on elsewhere. When `finishing`, the chunk is the last one
+        and, once written, the caller keeps the claim to finish the upload; a streamed one is then fsynced by the
+        writer that wrote it (which saves opening the file again before publishing), a small one is left to the
+        publishing move, which fsyncs the file together with its new name (one journal commit, where an fsync here
+        and a rename after cost two).
 
         A body of at most `SMALL_CHUNK_MAX` bytes (a whole small layer, as skopeo and docker send it) is received
         first and stored in one driver call (`append_bytes`); a larger one streams through a writer.
@@ -290,14 +303,14 @@ class Uploads:
                         await self._append_small(upload, b"".join(received), hasher, False, stored)
                 raise
             if whole:
-                await self._append_small(upload, b"".join(received), hasher, finishing, stored)
+                await self._append_small(upload, b"".join(received), hasher, False, stored)
             else:
                 await self._append_streamed(upload, _chained(received, body), hasher, finishing, stored)
             keep_claim = finishing
         finally:
             if not keep_claim:
                 await self._release(upload.id, token, stored.size)
-        return stored.size
+        return stored
 
     async def _append_small(
         self, upload: Upload, data: bytes, hasher: Hasher | None, durable: bool, stored: _Stored
@@ -333,7 +346,7 @@ class Uploads:
             complete = True
         finally:
             await (writer.commit() if complete and finishing else writer.close())
-            stored.size = writer.size
+            stored.size, stored.synced = writer.size, complete and finishing
             if hasher is not None and hasher.size == writer.size:
                 self._keep(upload.id, hasher)
 
@@ -353,20 +366,94 @@ class Uploads:
     ) -> None:
         """End a session: append the last chunk if any (at `start`, when the client said where), verify everything
         against `digest`, publish and link."""
-        claimed = await self._claim_verified(repository, upload_id, digest) if chunks is None else None
+        claimed, whole = None, None
+        if chunks is None:
+            claimed = await self._claim_verified(repository, upload_id, digest)
+        elif not self._driver.moves_by_copy:
+            chunks, claimed, whole = await self._claim_whole(repository, upload_id, digest, chunks, start)
         if claimed is not None:
             upload, token, pinned = claimed
         else:
             (upload, token), pinned = await self._claim(repository, upload_id, start), False
         with self._renewing(upload.id, token):
+            if whole is not None:
+                await self._complete_whole(upload, token, digest, whole, events, pinned)
+                return
             if chunks is not None and upload.size == 0 and self._driver.moves_by_copy:
                 await self._complete_in_place(upload, token, digest, chunks, events)
                 return
-            size = upload.size
-            if chunks is not None:
-                size = await self._write(upload, token, chunks, finishing=True)
-            synced = chunks is not None
-            await self._finish(upload.repository, upload.id, size, digest, synced, token, events, pinned)
+            stored = _Stored(upload.size)
+            if chunks is not None:  # nothing pinned yet: only a PUT without a body or a whole one pins early
+                stored = await self._write(upload, token, chunks, finishing=True)
+            await self._finish(upload.repository, upload.id, stored.size, digest, stored.synced, token, events, pinned)
+
+    async def _claim_whole(
+        self, repository: str, upload_id: str, digest: Digest, chunks: AsyncIterable[bytes], start: int | None
+    ) -> tuple[AsyncIterable[bytes], tuple[Upload, str, bool] | None, bytes | None]:
+        """For a PUT whose small body is the whole blob (POST, then PUT with the body): receive the body first, and
+        if its bytes are `digest`, claim the empty session and pin the blob in one write, as `_claim_verified` does
+        for a PUT without a body (a claim, then a pin after the write, were two). The body for the usual path; the
+        claim with its pin and the blob's bytes (for `_complete_whole`), or None and None when that does not apply
+        (a larger body, another digest, a session that holds bytes or is busy): then claim as usual. Verified
+        before pinned: the pin's size is that of the bytes hashed, which are the ones then written, and the claim
+        holds only if the session is still empty.
+
+        A body that breaks off goes to the usual path, which claims and stores what arrived, as before; a
+        cancelled request leaves the session as it was."""
+        received: list[bytes] = []
+        body = aiter(chunks)
+        try:
+            whole = await _receive_small(body, received)
+        except Exception as error:
+            return _broken_off(received, error), None, None
+        if not whole:
+            return _chained(received, body), None, None
+        again = _chained(received, body)  # the same bytes (the body has ended), for the usual path
+        upload_id = _check_id(upload_id)
+        kept = self._hashers.get(upload_id)
+        if start not in (None, 0) or (kept is not None and kept.size != 0):
+            return again, None, None  # a session with bytes in it: hashed only with them
+        data = b"".join(received)
+        hasher = Hasher(digest.algorithm)
+        hasher.update(data)  # at most SMALL_CHUNK_MAX bytes: tens of microseconds
+        if not data or hasher.digest() != digest:
+            return again, None, None  # the usual path answers DIGEST_INVALID (and ends the session)
+        token = str(uuid.uuid4())
+        upload, pinned = await self._store.claim_upload_pinned(
+            upload_id, repository, 0, token, this_process(), digest, len(data)
+        )
+        if upload is None:
+            return again, None, None
+        return again, (upload, token, pinned), data
+
+    async def _complete_whole(
+        self, upload: Upload, token: str, digest: Digest, data: bytes, events: EventsOf | None, pinned: bool
+    ) -> None:
+        """Publish a blob verified whole in `_claim_whole` straight at its path (`put_if_absent`: one storage call,
+        durable when it returns, where storing it in the upload area and moving it were two), then link it.
+
+        The upload area is never written: if the blob cannot be placed, the claim is released and the session is
+        as it was, empty, for the client to send its PUT again (as `_complete_in_place`). A file found at the path
+        counts as stored only if the database knows the blob, as in `_place`. Bytes a killed writer may have left
+        in the session's storage beyond its recorded size (none) are not read; once the session ends they are
+        data of a session the database no longer knows, which garbage collection purges."""
+        final = blob_path(digest)
+        try:
+            if not pinned:
+                await self._pin(digest, len(data), upload.id)
+                pinned = True
+            if not await self._driver.put_if_absent(final, data) and await self._store.known_blob_size(digest) is None:
+                await self._driver.put_content(final, data)  # what a failed upload or an unfinished collection left
+        except BaseException:
+            if pinned:
+                with contextlib.suppress(Exception):  # else the pin expires on its own
+                    await self._store.unpin_blob(digest, upload.id)
+            with contextlib.suppress(Exception):  # else the claim expires with its lease
+                await self._store.release_upload(upload.id, token, 0)
+            raise
+        records = events(len(data)) if events is not None else ()
+        if not await self._store.finish_upload(upload.id, upload.repository, digest, len(data), token, records):
+            raise _gone(upload.id)  # deleted meanwhile: the verified blob stays unlinked, as on the usual path
 
     async def _complete_in_place(
         self, upload: Upload, token: str, digest: Digest, chunks: AsyncIterable[bytes], events: EventsOf | None

@@ -153,10 +153,17 @@ class AsyncMetadataStore:
         return await self._session_write(self.sync.claim_upload, upload_id, repository, size, token, process, takeover)
 
     async def claim_upload_pinned(
-        self, upload_id: str, repository: str, size: int, token: str, process: str | None, digest: Digest
+        self,
+        upload_id: str,
+        repository: str,
+        size: int,
+        token: str,
+        process: str | None,
+        digest: Digest,
+        blob_size: int | None = None,
     ) -> tuple[Upload | None, bool]:
         return await self._session_write(
-            self.sync.claim_upload_pinned, upload_id, repository, size, token, process, digest
+            self.sync.claim_upload_pinned, upload_id, repository, size, token, process, digest, blob_size
         )
 
     async def renew_upload(self, upload_id: str, token: str) -> bool:

@@ -134,12 +134,22 @@ class UploadQueries(StoreBase):
         return self._write(claim, durable=False)
 
     def claim_upload_pinned(
-        self, upload_id: str, repository: str, size: int, token: str, process: str | None, digest: Digest
+        self,
+        upload_id: str,
+        repository: str,
+        size: int,
+        token: str,
+        process: str | None,
+        digest: Digest,
+        blob_size: int | None = None,
     ) -> tuple[Upload | None, bool]:
-        """`claim_upload` of a session holding exactly `size` bytes, already verified to be `digest` (the running
-        hash of the request that wrote them), and in the same transaction `pin_blob(digest, size, upload_id)`: the
-        finishing PUT's two session writes in one. The claim (or None) and whether the pin was taken (not while
-        a collector deletes the blob: the caller pins again later, as without this)."""
+        """`claim_upload` of a session holding exactly `size` bytes, and in the same transaction
+        `pin_blob(digest, blob_size, upload_id)`: the finishing PUT's two session writes in one. The blob's bytes
+        are verified to be `digest` already: the session's `size` bytes (the running hash of the request that
+        wrote them; `blob_size` is then `size`), or those and a body received whole that the caller writes next
+        (`blob_size` bytes in all). The claim (or None) and whether the pin was taken (not while a collector
+        deletes the blob: the caller pins again later, as without this)."""
+        pinned_size = size if blob_size is None else blob_size
 
         def claim(conn: sa.Connection) -> tuple[Upload | None, bool]:
             now = time.time()
@@ -147,7 +157,7 @@ class UploadQueries(StoreBase):
             if _CLAIM[False, True].run(conn, params).scalar() is None:
                 return None, False
             claimed = Upload(upload_id, repository, size, token, process, now)
-            return claimed, hold_and_pin(conn, digest, size, upload_id)
+            return claimed, hold_and_pin(conn, digest, pinned_size, upload_id)
 
         return self._write(claim, durable=False)
 

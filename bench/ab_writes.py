@@ -1,0 +1,102 @@
+"""Before/after for the small-write path: `python3 bench/ab_writes.py --base DIR [--load put|patch|skopeo]`.
+
+Runs our registry twice side by side, one from the working tree and one from another source tree (`DIR` holds
+its `src/` and `core/src/`, e.g. `git archive <commit> src core/src | tar -x -C DIR`), put on `PYTHONPATH` ahead
+of the installed package, and drives them in interleaved rounds (the order alternating) with one load: 20 KB
+blobs as POST + PUT with the body (`put`) or POST + PATCH + empty PUT (`patch`) from 16 connections, or skopeo
+pushes of 10 x 20 KB layers, one at a time and 12 at once (`skopeo`). Prints every round and the medians: server
+CPU per item and items per second, or push times. On a shared machine the two sides share its load alike, which
+is what makes a change of a few percent visible where two separate `run.py` runs differ by more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import images
+import servers
+import smallwrites
+from run import cpu_seconds
+from servers import Server
+
+BLOB_SIZE = 20_000
+BATCH = 12
+
+
+def registry(name: str, workdir: Path, pythonpath: str | None) -> Server:
+    server = servers.ours(workdir / name, 2)
+    server.name = name
+    if pythonpath:
+        server.command = ["env", f"PYTHONPATH={pythonpath}", *server.command]
+    return server
+
+
+def blobs_round(server: Server, load: str, count: int, repo: str) -> tuple[float, float]:
+    """Server CPU per blob (µs) and blobs per second."""
+    blobs = smallwrites.random_blobs(count, BLOB_SIZE)
+    action = (smallwrites.blob_post_put if load == "put" else smallwrites.blob_patch_put)(server.url, repo)
+    before = cpu_seconds(server)
+    result = smallwrites.run(server.url, blobs, 16, action)
+    return (cpu_seconds(server) - before) / count * 1e6, result.items_per_second
+
+
+def skopeo_round(server: Server, layouts: Callable[[int], list[Path]], pushes: int, repo: str) -> tuple[float, float]:
+    """Median seconds of `pushes` pushes one at a time, and the wall time of `BATCH` at once."""
+
+    def target(i: int) -> str:
+        return f"docker://127.0.0.1:{server.port}/{repo}-{i}:latest"
+
+    one = [images.skopeo_copy_seconds(f"oci:{d}:{images.REF_NAME}", target(i)) for i, d in enumerate(layouts(pushes))]
+    batch = [(f"oci:{d}:{images.REF_NAME}", target(pushes + i)) for i, d in enumerate(layouts(BATCH))]
+    return statistics.median(one), images.skopeo_copies_seconds(batch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--base", type=Path, required=True, help="a source tree holding src/ and core/src/")
+    parser.add_argument("--load", choices=("put", "patch", "skopeo"), default="put")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--count", type=int, default=500, help="blobs per round (put, patch)")
+    parser.add_argument("--pushes", type=int, default=4, help="pushes one at a time per round (skopeo)")
+    args = parser.parse_args()
+    base = args.base.resolve()
+    tmp = Path(tempfile.mkdtemp(prefix="ab-writes-"))
+    sides = [registry("base", tmp, f"{base / 'src'}:{base / 'core' / 'src'}"), registry("this", tmp, None)]
+    made = 0
+
+    def layouts(n: int) -> list[Path]:
+        nonlocal made
+        out = []
+        for _ in range(n):
+            made += 1
+            images.build_small_layout(tmp / f"layout{made}", 10, BLOB_SIZE)
+            out.append(tmp / f"layout{made}")
+        return out
+
+    rounds: dict[str, list[tuple[float, float]]] = {side.name: [] for side in sides}
+    for side in sides:
+        side.start()
+    try:
+        for r in range(args.rounds):
+            for side in sides if r % 2 == 0 else sides[::-1]:
+                if args.load == "skopeo":
+                    figures = skopeo_round(side, layouts, args.pushes, f"ab/r{r}")
+                else:
+                    figures = blobs_round(side, args.load, args.count, f"ab/r{r}")
+                rounds[side.name].append(figures)
+    finally:
+        for side in sides:
+            side.stop()
+    first, second = ("push s", f"{BATCH} at once s") if args.load == "skopeo" else ("CPU/blob µs", "blobs/s")
+    for name, per_round in rounds.items():
+        a = [round(f[0], 3) for f in per_round]
+        b = [round(f[1], 2) for f in per_round]
+        print(f"{name}: {first} {a} median {statistics.median(a)} | {second} {b} median {statistics.median(b)}")
+
+
+if __name__ == "__main__":
+    main()
