@@ -92,6 +92,12 @@ class Batch:
         return Cursor(row.id - 1, given)
 
 
+def _post_options(endpoint: EndpointSection) -> tuple[str, list[tuple[str, str]], aiohttp.ClientTimeout]:
+    headers = [(name, value) for name, values in endpoint.headers.items() for value in values]
+    headers.append(("Content-Type", MEDIA_TYPE))
+    return endpoint.url, headers, aiohttp.ClientTimeout(total=endpoint.timeout)
+
+
 class LostLease(Exception):
     """Another process delivers now: this one stops."""
 
@@ -111,6 +117,8 @@ class Deliverer:
         self._pruned_at = time.monotonic()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._posts: dict[str, tuple[str, list[tuple[str, str]], aiohttp.ClientTimeout]] = {}
+        """Per endpoint, what every POST to it sends alike: its URL, headers and timeout, made once."""
         self._main: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -163,7 +171,9 @@ class Deliverer:
         endpoints = self._settings.enabled
         self._cursors = await asyncio.to_thread(self._store.event_cursors, [e.name for e in endpoints])
         self._positions = dict(self._cursors)
-        self._session = aiohttp.ClientSession()
+        # no cookie jar: Distribution keeps no cookies from receivers, and a jar is work on every POST
+        self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        self._posts = {endpoint.name: _post_options(endpoint) for endpoint in endpoints}
         self._stats.delivering = True  # only now: a failure above leaves the next round to start again
         for endpoint in endpoints:
             self._tasks[endpoint.name] = asyncio.ensure_future(self._serve(endpoint))
@@ -301,13 +311,11 @@ class Deliverer:
         assert self._session is not None
         stats = self._stats.endpoints[endpoint.name]
         body = envelope(events)
-        headers = [(name, value) for name, values in endpoint.headers.items() for value in values]
-        headers.append(("Content-Type", MEDIA_TYPE))
-        timeout = aiohttp.ClientTimeout(total=endpoint.timeout)
+        url, headers, timeout = self._posts[endpoint.name]
         failures = 0
         while not self._too_old(oldest):
             try:
-                async with self._session.post(endpoint.url, data=body, headers=headers, timeout=timeout) as answer:
+                async with self._session.post(url, data=body, headers=headers, timeout=timeout) as answer:
                     await answer.read()
                     if 200 <= answer.status < 400:
                         return len(events)

@@ -29,7 +29,7 @@ from ..http.requestid import request_id as request_id_of
 from ..registry.events import Action, Target
 from ..store.facade import AsyncMetadataStore
 from ..store.models import EventRecord
-from .envelope import NO_CLIENT, Client, Events
+from .envelope import NO_CLIENT, Client, Events, PullNote
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ ROW_EVENTS = 1000
 """Pull events in one outbox row (`Events.pull_row`); as many waiting wake the flusher early."""
 MAX_CLIENTS = 1024
 """Clients remembered (a few in practice); beyond, the memory starts afresh."""
+MAX_COMBINATIONS = 4096
+"""(target, client) combinations numbered for `PullNote`s; beyond, the numbering starts afresh once no note waits."""
 MAX_BUFFERED_PULLS = 50_000
 """Pull notes kept while the database cannot take them; beyond, the oldest are lost (and counted)."""
 
@@ -82,8 +84,11 @@ class Recorder:
         self._stats = stats
         self._source = {"addr": f"{socket.gethostname()}:{http_port}", "instanceID": str(uuid.uuid4())}
         self._wanted: dict[tuple[str, str | None], bool] = {}
-        self._pulls: list[tuple[float, Target, str, Client]] = []
-        """Pull notes: when, what, the request's id and who; the same `Client` object for requests alike."""
+        self._pulls: list[PullNote] = []
+        self._numbers: dict[tuple[Target, Client], int] = {}
+        """The number of each (target, client) combination pulled, for `PullNote`s."""
+        self._combinations: list[tuple[Target, Client]] = []
+        """The combinations by number."""
         self._clients: dict[tuple[object, ...], Client] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._pull_events = self._events()
@@ -126,17 +131,23 @@ class Recorder:
         return [EventRecord(now, events.event(action, target, request_id, client, now)) for target in wanted]
 
     def pulled(self, target: Target) -> None:
-        """Only a note (a tuple of what the request already holds); its event text is made when flushed."""
+        """Only a note (`PullNote`: the time, a number for what was pulled by whom, the request id); its event's
+        text is made when flushed, its id and timestamp when delivered."""
         request = _request.get()
         if request is None or request.method == "HEAD":  # as a HEAD serves nothing, it is no pull
             return
         if not self._wants("pull", target.media_type):
             return
+        key = (target, self._client_of(request))
+        number = self._numbers.get(key)
+        if number is None:
+            number = self._numbers[key] = len(self._combinations)
+            self._combinations.append(key)
         pulls = self._pulls
         if len(pulls) >= MAX_BUFFERED_PULLS:
             del pulls[0]
             self._stats.pulls_lost += 1
-        pulls.append((time.time(), target, request_id_of(request), self._client_of(request)))
+        pulls.append((time.time(), number, request_id_of(request)))
         if len(pulls) == 1 or len(pulls) == ROW_EVENTS:  # the first arms the flusher's timer, the last wakes it
             self._wake()
 
@@ -189,7 +200,7 @@ class Recorder:
         records = []
         for first in range(0, len(notes), ROW_EVENTS):
             row = notes[first : first + ROW_EVENTS]
-            records.append(EventRecord(row[0][0], events.pull_row(row), len(row)))
+            records.append(EventRecord(row[0][0], events.pull_row(row, self._combinations.__getitem__), len(row)))
         try:
             await self._store.record_events(records)
         except Exception:  # not written: a cancelled write (BaseException) may have been, so it is not retried
@@ -199,3 +210,22 @@ class Recorder:
                 del self._pulls[:lost]
                 self._stats.pulls_lost += lost
             raise
+        finally:
+            if len(self._combinations) > MAX_COMBINATIONS:
+                self._renumber()
+
+    def _renumber(self) -> None:
+        """Number afresh only the combinations that waiting notes hold (many targets or clients: the table would
+        otherwise keep every one ever pulled)."""
+        combinations = self._combinations
+        self._numbers, self._combinations = {}, []
+        self._pull_events.forget_combinations()
+        renumbered = []
+        for when, number, request_id in self._pulls:
+            key = combinations[number]
+            new = self._numbers.get(key)
+            if new is None:
+                new = self._numbers[key] = len(self._combinations)
+                self._combinations.append(key)
+            renumbered.append((when, new, request_id))
+        self._pulls = renumbered
