@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.1
 ROW_EVENTS = 1000
 """Pull events in one outbox row (`Events.pull_row`); as many waiting wake the flusher early."""
-MAX_CLIENTS = 1024
-"""Clients remembered (a few in practice); beyond, the memory starts afresh."""
+MAX_KEYS = 4096
+"""What requests were made of, remembered (a few targets and clients in practice); beyond, starts afresh."""
 MAX_COMBINATIONS = 4096
 """(target, client) combinations numbered for `PullNote`s; beyond, the numbering starts afresh once no note waits."""
 MAX_BUFFERED_PULLS = 50_000
@@ -85,11 +85,11 @@ class Recorder:
         self._source = {"addr": f"{socket.gethostname()}:{http_port}", "instanceID": str(uuid.uuid4())}
         self._wanted: dict[tuple[str, str | None], bool] = {}
         self._pulls: list[PullNote] = []
-        self._numbers: dict[tuple[Target, Client], int] = {}
-        """The number of each (target, client) combination pulled, for `PullNote`s."""
         self._combinations: list[tuple[Target, Client]] = []
-        """The combinations by number."""
-        self._clients: dict[tuple[object, ...], Client] = {}
+        """Each (target, client) combination pulled, by its number in `PullNote`s."""
+        self._combination_numbers: dict[tuple[Target, Client], int] = {}
+        self._numbers: dict[tuple[object, ...], int] = {}
+        """The combination numbers by what requests are made of (`_number_of`)."""
         self._flusher: asyncio.Task[None] | None = None
         self._pull_events = self._events()
         self._due: asyncio.Future[None] | None = None
@@ -107,17 +107,23 @@ class Recorder:
     def _events(self) -> Events:
         return Events(self._source, self._settings.events.includereferences)
 
-    def _client_of(self, request: web.Request) -> Client:
-        """The request's `Client`, found by what it is made of: the request's raw headers (one tuple, hashed in a
-        fraction of a microsecond), its connection's peer, its user and scheme; computed once per client."""
+    def _number_of(self, target: Target, request: web.Request) -> int:
+        """The number of what `request` pulled and who pulled it, found by what the request is made of: the target,
+        the request's raw headers (one tuple, hashed in a fraction of a microsecond), its connection's peer, its
+        user, scheme and method (one dictionary lookup); its `Client` is made once per such key."""
         peer = _peer(request)
-        key = (request.raw_headers, peer, user(request), request.scheme, request.method)
-        client = self._clients.get(key)
-        if client is None:
-            if len(self._clients) >= MAX_CLIENTS:  # clients that send a header unique to each request
-                self._clients.clear()
-            client = self._clients[key] = _client(request, peer)
-        return client
+        key = (target, request.raw_headers, peer, user(request), request.scheme, request.method)
+        number = self._numbers.get(key)
+        if number is None:
+            if len(self._numbers) >= MAX_KEYS:  # clients that send a header unique to each request
+                self._numbers.clear()
+            combination = (target, _client(request, peer))
+            number = self._combination_numbers.get(combination)
+            if number is None:
+                number = self._combination_numbers[combination] = len(self._combinations)
+                self._combinations.append(combination)
+            self._numbers[key] = number
+        return number
 
     def record(self, action: Action, targets: Sequence[Target]) -> list[EventRecord]:
         wanted = [t for t in targets if self._wants(action, t.media_type)]
@@ -138,11 +144,7 @@ class Recorder:
             return
         if not self._wants("pull", target.media_type):
             return
-        key = (target, self._client_of(request))
-        number = self._numbers.get(key)
-        if number is None:
-            number = self._numbers[key] = len(self._combinations)
-            self._combinations.append(key)
+        number = self._number_of(target, request)
         pulls = self._pulls
         if len(pulls) >= MAX_BUFFERED_PULLS:
             del pulls[0]
@@ -218,14 +220,14 @@ class Recorder:
         """Number afresh only the combinations that waiting notes hold (many targets or clients: the table would
         otherwise keep every one ever pulled)."""
         combinations = self._combinations
-        self._numbers, self._combinations = {}, []
+        self._numbers, self._combination_numbers, self._combinations = {}, {}, []
         self._pull_events.forget_combinations()
         renumbered = []
         for when, number, request_id in self._pulls:
-            key = combinations[number]
-            new = self._numbers.get(key)
+            combination = combinations[number]
+            new = self._combination_numbers.get(combination)
             if new is None:
-                new = self._numbers[key] = len(self._combinations)
-                self._combinations.append(key)
+                new = self._combination_numbers[combination] = len(self._combinations)
+                self._combinations.append(combination)
             renumbered.append((when, new, request_id))
         self._pulls = renumbered
