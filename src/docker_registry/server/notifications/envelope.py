@@ -220,22 +220,10 @@ PULL_ROW = "Q"
 
 
 def expand(payload: str) -> list[str]:
-    """The events of an outbox row as JSON texts: its lines, or those `Events.pull_row` packed (a template filled
-    per event: its id, timestamp, shared texts and request id)."""
+    """The events of an outbox row as JSON texts: its lines, or those `Events.pull_row` packed."""
     lines = payload.split("\n")
     if payload.startswith(PULL_ROW):
-        prefix, first_id, start_text, shared_json = lines[0][len(PULL_ROW) :].split("\t")
-        shared: list[str] = json.loads(shared_json)
-        first, start = int(first_id), int(start_text)
-        events = []
-        for number, line in enumerate(lines[1:], first):
-            after, which, request_id = line.split("\t")
-            text = int(which) * 2
-            when = _timestamp(start + int(after))
-            events.append(
-                f'{{"id":"{prefix}{number:012x}","timestamp":"{when}{shared[text]}{request_id}{shared[text + 1]}'
-            )
-        return events
+        return _expand_pulls(lines)
     if payload.startswith(OLD_PULL_ROW):
         shared = json.loads(lines[0][len(OLD_PULL_ROW) :])
         events = []
@@ -245,6 +233,26 @@ def expand(payload: str) -> list[str]:
             events.append(f'{{"id":"{event_id}","timestamp":"{when_text}{shared[text]}{request_id}{shared[text + 1]}')
         return events
     return lines
+
+
+def _expand_pulls(lines: list[str]) -> list[str]:
+    """A template filled per event of a `PULL_ROW`: its id, timestamp, shared texts and request id (the events of
+    a batch fall in a few seconds: each second's text is formatted once)."""
+    prefix, first_id, start_text, shared_json = lines[0][len(PULL_ROW) :].split("\t")
+    shared: list[str] = json.loads(shared_json)
+    texts = {str(number): (shared[number * 2], shared[number * 2 + 1]) for number in range(len(shared) // 2)}
+    start = int(start_text)
+    second, second_text = -1, ""
+    events: list[str] = []
+    append = events.append
+    for number, line in enumerate(lines[1:], int(first_id)):
+        after, which, request_id = line.split("\t")
+        whole, fraction = divmod(start + int(after), 1_000_000)
+        if whole != second:
+            second, second_text = whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
+        head, tail = texts[which]
+        append(f'{{"id":"{prefix}{number:012x}","timestamp":"{second_text}{fraction:06d}000Z{head}{request_id}{tail}')
+    return events
 
 
 def envelope(payloads: Sequence[str]) -> bytes:
