@@ -38,7 +38,8 @@ FLUSH_SECONDS = 0.1
 ROW_EVENTS = 1000
 """Pull events in one outbox row (`Events.pull_row`); as many waiting wake the flusher early."""
 MAX_KEYS = 4096
-"""What requests were made of, remembered (a few targets and clients in practice); beyond, starts afresh."""
+"""What requests were made of, remembered (a few targets, clients and connections in practice; a closed
+connection's transport stays referenced until then); beyond, starts afresh."""
 MAX_COMBINATIONS = 4096
 """(target, client) combinations numbered for `PullNote`s; beyond, the numbering starts afresh once no note waits."""
 MAX_BUFFERED_PULLS = 50_000
@@ -68,11 +69,6 @@ def _client(request: web.Request, peer: object) -> Client:
     scheme = headers.get("X-Forwarded-Proto", request.scheme)
     agent = headers.get("User-Agent", "")
     return Client(addr, request.host, request.method, agent, user(request), f"{scheme}://{host}")
-
-
-def _peer(request: web.Request) -> object:
-    transport = request.transport
-    return transport.get_extra_info("peername") if transport is not None else None
 
 
 class Recorder:
@@ -109,20 +105,26 @@ class Recorder:
 
     def _number_of(self, target: Target, request: web.Request) -> int:
         """The number of what `request` pulled and who pulled it, found by what the request is made of: the target,
-        the request's raw headers (one tuple, hashed in a fraction of a microsecond), its connection's peer, its
-        user, scheme and method (one dictionary lookup); its `Client` is made once per such key."""
-        peer = _peer(request)
-        key = (target, request.raw_headers, peer, user(request), request.scheme, request.method)
+        the request's raw headers (one tuple, hashed in a fraction of a microsecond; they hold its credentials, so
+        they decide its user too), its connection (its peer and scheme) and method: one dictionary lookup, and its
+        `Client` made once per such key."""
+        transport = request.transport
+        if transport is None:  # the connection is gone: its peer is no longer known, nothing to remember
+            return self._combination_number((target, _client(request, None)))
+        key = (target, request.raw_headers, transport, request.method)
         number = self._numbers.get(key)
         if number is None:
-            if len(self._numbers) >= MAX_KEYS:  # clients that send a header unique to each request
+            if len(self._numbers) >= MAX_KEYS:  # clients that send a header unique to each request, or new connections
                 self._numbers.clear()
-            combination = (target, _client(request, peer))
-            number = self._combination_numbers.get(combination)
-            if number is None:
-                number = self._combination_numbers[combination] = len(self._combinations)
-                self._combinations.append(combination)
-            self._numbers[key] = number
+            peer = transport.get_extra_info("peername")
+            number = self._numbers[key] = self._combination_number((target, _client(request, peer)))
+        return number
+
+    def _combination_number(self, combination: tuple[Target, Client]) -> int:
+        number = self._combination_numbers.get(combination)
+        if number is None:
+            number = self._combination_numbers[combination] = len(self._combinations)
+            self._combinations.append(combination)
         return number
 
     def record(self, action: Action, targets: Sequence[Target]) -> list[EventRecord]:
@@ -132,7 +134,9 @@ class Recorder:
         request = _request.get()
         request_id, client = ("", NO_CLIENT)
         if request is not None:
-            request_id, client = request_id_of(request), _client(request, _peer(request))
+            transport = request.transport
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            request_id, client = request_id_of(request), _client(request, peer)
         now, events = time.time(), self._events()
         return [EventRecord(now, events.event(action, target, request_id, client, now)) for target in wanted]
 
@@ -224,10 +228,5 @@ class Recorder:
         self._pull_events.forget_combinations()
         renumbered = []
         for when, number, request_id in self._pulls:
-            combination = combinations[number]
-            new = self._combination_numbers.get(combination)
-            if new is None:
-                new = self._combination_numbers[combination] = len(self._combinations)
-                self._combinations.append(combination)
-            renumbered.append((when, new, request_id))
+            renumbered.append((when, self._combination_number(combinations[number]), request_id))
         self._pulls = renumbered
