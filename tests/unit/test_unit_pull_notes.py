@@ -24,15 +24,15 @@ OCI = "application/vnd.oci.image.manifest.v1+json"
 
 
 class _Outbox:
-    """Refuses the first write (the database down), keeps the rows of the next ones."""
+    """Refuses the second write (the database down), keeps the rows of the others."""
 
     def __init__(self) -> None:
-        self.refuse = True
+        self.writes = 0
         self.rows: list[EventRecord] = []
 
     async def record_events(self, records: Sequence[EventRecord]) -> None:
-        if self.refuse:
-            self.refuse = False
+        self.writes += 1
+        if self.writes == 2:
             raise OSError("database unavailable")
         self.rows += records
 
@@ -51,27 +51,31 @@ class _Connection:
 async def test_notes_kept_through_a_refused_write_and_a_fresh_numbering_keep_their_target_and_client(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(recording, "MAX_COMBINATIONS", 1)
+    monkeypatch.setattr(recording, "MAX_COMBINATIONS", 2)
     settings = NotificationsConfig.model_validate({"endpoints": [{"name": "e", "url": "http://127.0.0.1:1/"}]})
     outbox = _Outbox()
     recorder = Recorder(settings, 5000, outbox, Stats.of(["e"]))  # type: ignore[arg-type]
-    pulls = []
-    for n in range(6):
+    # (repository, user agent, client port) of each pull; a flush after the 2nd (written) and the 5th (refused)
+    pulls = [("a", "one", 4000), ("b", "two", 4001), ("c", "one", 4001), ("d", "three", 4000), ("b", "two", 4001)]
+    pulls += [("a", "one", 4000)]
+    for n, (repository, agent, port) in enumerate(pulls):
         request = make_mocked_request(
-            "GET", "/v2/x/manifests/t", headers={"User-Agent": f"agent-{n % 3}"}, transport=_Connection(4000 + n % 2)
+            "GET", f"/v2/{repository}/manifests/t", headers={"User-Agent": agent}, transport=_Connection(port)
         )
         token = recording._request.set(request)
         try:
-            recorder.pulled(Target("manifest", f"repo{n % 2}", Digest("sha256", f"{n % 2}" * 64), OCI, 9, "t"))
+            recorder.pulled(Target("manifest", repository, Digest("sha256", "ab" * 32), OCI, 9, "t"))
         finally:
             recording._request.reset(token)
-        pulls.append((f"repo{n % 2}", f"agent-{n % 3}", f"10.0.0.9:{4000 + n % 2}"))
-        if n == 2:
+        if n == 1:
+            await recorder.flush()  # written; 2 combinations numbered, as many as kept
+        if n == 4:  # refused: the three notes wait, 4 combinations known, so those 3 are numbered afresh
             with pytest.raises(OSError, match="database unavailable"):
-                await recorder.flush()  # refused: the three notes wait, numbered afresh (more than 1 combination)
+                await recorder.flush()
 
     await recorder.flush()
 
     events = [json.loads(text) for row in outbox.rows for text in expand(row.payload)]
-    assert [(e["target"]["repository"], e["request"]["useragent"], e["request"]["addr"]) for e in events] == pulls
+    got = [(e["target"]["repository"], e["request"]["useragent"], e["request"]["addr"]) for e in events]
+    assert got == [(repository, agent, f"10.0.0.9:{port}") for repository, agent, port in pulls]
     assert sum(row.count for row in outbox.rows) == 6
