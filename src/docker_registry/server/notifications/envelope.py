@@ -11,8 +11,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, overload
 
 from ..registry.events import Target
 from ..store.models import Descriptor
@@ -221,9 +221,15 @@ PULL_ROW = "Q"
 
 def expand(payload: str) -> list[str]:
     """The events of an outbox row as JSON texts: its lines, or those `Events.pull_row` packed."""
+    return list(row_events(payload)[:])
+
+
+def row_events(payload: str) -> Sequence[str]:
+    """The events of an outbox row as a sequence of JSON texts; those of a `PULL_ROW` are made as they are read
+    (`PullRowEvents`)."""
     lines = payload.split("\n")
     if payload.startswith(PULL_ROW):
-        return _expand_pulls(lines)
+        return PullRowEvents(lines)
     if payload.startswith(OLD_PULL_ROW):
         shared = json.loads(lines[0][len(OLD_PULL_ROW) :])
         events = []
@@ -235,24 +241,56 @@ def expand(payload: str) -> list[str]:
     return lines
 
 
-def _expand_pulls(lines: list[str]) -> list[str]:
-    """A template filled per event of a `PULL_ROW`: its id, timestamp, shared texts and request id (the events of
-    a batch fall in a few seconds: each second's text is formatted once)."""
-    prefix, first_id, start_text, shared_json = lines[0][len(PULL_ROW) :].split("\t")
-    shared: list[str] = json.loads(shared_json)
-    texts = {str(number): (shared[number * 2], shared[number * 2 + 1]) for number in range(len(shared) // 2)}
-    start = int(start_text)
-    second, second_text = -1, ""
-    events: list[str] = []
-    append = events.append
-    for number, line in enumerate(lines[1:], int(first_id)):
-        after, which, request_id = line.split("\t")
-        whole, fraction = divmod(start + int(after), 1_000_000)
-        if whole != second:
-            second, second_text = whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
-        head, tail = texts[which]
-        append(f'{{"id":"{prefix}{number:012x}","timestamp":"{second_text}{fraction:06d}000Z{head}{request_id}{tail}')
-    return events
+class PullRowEvents(Sequence[str]):
+    """The events of a `PULL_ROW`, each a template filled when read (its id, timestamp, shared texts and request
+    id; the events of a batch fall in a few seconds, so each second's text is formatted once): the deliverer makes
+    only the events of the envelope it sends, not the JSON of every row it read (a backlog of 100 rows is 100,000
+    events, some 60 MB of text that would also push the workers' data out of the processor's caches)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        prefix, first_id, start_text, shared_json = lines[0][len(PULL_ROW) :].split("\t")
+        shared: list[str] = json.loads(shared_json)
+        self._texts = {str(number): (shared[number * 2], shared[number * 2 + 1]) for number in range(len(shared) // 2)}
+        self._prefix, self._first, self._start = prefix, int(first_id), int(start_text)
+        self._lines = lines
+        """The row's lines, its header first: event `i` is line `i + 1`."""
+        self._second = (-1, "")
+
+    def __len__(self) -> int:
+        return len(self._lines) - 1
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self[:])
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return self._fill(*index.indices(len(self)))
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        return self._fill(index, index + 1, 1)[0]
+
+    def _fill(self, start: int, stop: int, step: int) -> list[str]:
+        prefix, texts, first = self._prefix, self._texts, self._first
+        second, second_text = self._second
+        events: list[str] = []
+        append = events.append
+        for number in range(start, stop, step):
+            after, which, request_id = self._lines[number + 1].split("\t")
+            whole, fraction = divmod(self._start + int(after), 1_000_000)
+            if whole != second:
+                second, second_text = whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
+            head, tail = texts[which]
+            event_id = f"{prefix}{first + number:012x}"
+            append(f'{{"id":"{event_id}","timestamp":"{second_text}{fraction:06d}000Z{head}{request_id}{tail}')
+        self._second = (second, second_text)
+        return events
 
 
 def envelope(payloads: Sequence[str]) -> bytes:
