@@ -2,9 +2,10 @@
 
 The request is found through a context variable the middleware sets, so the registry logic passes no HTTP detail
 down. Changes get their records at once (the store writes them in the change's transaction). Pulls only note what
-was served (a tuple); a task writes the notes `FLUSH_SECONDS` after the first of them (sooner once `ROW_EVENTS`
-wait) as one compact outbox row per `ROW_EVENTS` (`Events.pull_row`), in a transaction that neither waits for the
-disk nor empties any worker's caches, so a pull never waits for the database and costs it a fraction of a row.
+was served (`PullNote`: three plain values); a task writes the notes `FLUSH_SECONDS` after the first of them
+(sooner once `ROW_EVENTS` wait) as one compact outbox row per `ROW_EVENTS` (`Events.pull_row`), in a transaction
+that neither waits for the disk nor empties any worker's caches, so a pull never waits for the database and costs
+it a fraction of a row.
 Those are not durable: a SIGKILL loses at most the last `FLUSH_SECONDS` of a worker's pull events (a power loss
 also what the disk had not taken).
 """
@@ -41,7 +42,8 @@ MAX_KEYS = 4096
 """What requests were made of, remembered (a few targets, clients and connections in practice; a closed
 connection's transport stays referenced until then); beyond, starts afresh."""
 MAX_COMBINATIONS = 4096
-"""(target, client) combinations numbered for `PullNote`s; beyond, the numbering starts afresh once no note waits."""
+"""(target, client) combinations numbered for `PullNote`s; beyond, after a flush, only those of the notes still
+waiting are numbered afresh (`_renumber`)."""
 MAX_BUFFERED_PULLS = 50_000
 """Pull notes kept while the database cannot take them; beyond, the oldest are lost (and counted)."""
 
