@@ -24,7 +24,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -33,7 +33,7 @@ from ..config.notifications import EndpointSection, NotificationsConfig
 from ..registry.process_identity import is_dead, this_process
 from ..store.metadata import MetadataStore
 from ..store.models import Cursor, StoredEvent
-from .envelope import MEDIA_TYPE, envelope, expand
+from .envelope import MEDIA_TYPE, envelope, row_events
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -55,24 +55,50 @@ of an endpoint's events again."""
 
 
 class Batch:
-    """The events of rows read after a cursor (`start.position`) that the cursor has not given yet, in order, as
-    one list of their texts: nothing is made per event (a backlog of batched pulls is 100,000 events), an event's
-    row and its place in the cursor are worked out from its index when needed."""
+    """The events of rows read after a cursor (`start.position`) that the cursor has not given yet, in order,
+    numbered from 0: nothing is made per event until it is sent (a backlog of batched pulls is 100,000 events,
+    see `PullRowEvents`); an event's row and its place in the cursor are worked out from its index when needed."""
 
     def __init__(self, rows: list[StoredEvent], start: Cursor) -> None:
         self.rows = rows
-        self.payloads: list[str] = []
-        self._ends: list[int] = []
-        """Per row, the index in `payloads` past its last event."""
-        self._skipped = 0
+        self._events = [row_events(row.payload) for row in rows]
+        self._skipped = start.given if rows else 0
         """Events of the first row given before `start`."""
-        for number, row in enumerate(rows):
-            payloads = expand(row.payload)
-            if number == 0 and start.given:
-                self._skipped = start.given
-                payloads = payloads[start.given :]
-            self.payloads += payloads
-            self._ends.append(len(self.payloads))
+        self._ends: list[int] = []
+        """Per row, the index past its last event."""
+        end = -self._skipped
+        for events in self._events:
+            end += len(events)
+            self._ends.append(end)
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __iter__(self) -> Iterator[str]:
+        for number, events in enumerate(self._events):
+            yield from events[self._skipped if number == 0 else 0 :]
+
+    def texts(self, indexes: Sequence[int]) -> list[str]:
+        """The events at `indexes`, made now; a range (no events left out) a row's slice at a time."""
+        if not isinstance(indexes, range) or indexes.step != 1:
+            return [self._text(index) for index in indexes]
+        texts: list[str] = []
+        index, stop = indexes.start, indexes.stop
+        while index < stop:
+            number = self.row_of(index)
+            local = self._local(number, index)
+            end = min(stop, self._ends[number])
+            texts += self._events[number][local : local + end - index]
+            index = end
+        return texts
+
+    def _text(self, index: int) -> str:
+        number = self.row_of(index)
+        return self._events[number][self._local(number, index)]
+
+    def _local(self, number: int, index: int) -> int:
+        """The place in its row of the event at `index`, in row `number`."""
+        return index - (self._ends[number - 1] if number else -self._skipped)
 
     def row_of(self, index: int) -> int:
         """The number (in `rows`) of the row holding the event at `index`."""
@@ -87,9 +113,14 @@ class Batch:
         row = self.rows[number]
         if index + 1 == self._ends[number]:
             return Cursor(row.id)
-        given = index + 1 - (self._ends[number - 1] if number else -self._skipped)
         # within a row the cursor names the row before it: ids are committed in order, none appears between
-        return Cursor(row.id - 1, given)
+        return Cursor(row.id - 1, self._local(number, index) + 1)
+
+
+def _post_options(endpoint: EndpointSection) -> tuple[str, list[tuple[str, str]], aiohttp.ClientTimeout]:
+    headers = [(name, value) for name, values in endpoint.headers.items() for value in values]
+    headers.append(("Content-Type", MEDIA_TYPE))
+    return endpoint.url, headers, aiohttp.ClientTimeout(total=endpoint.timeout)
 
 
 class LostLease(Exception):
@@ -111,6 +142,8 @@ class Deliverer:
         self._pruned_at = time.monotonic()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._posts: dict[str, tuple[str, list[tuple[str, str]], aiohttp.ClientTimeout]] = {}
+        """Per endpoint, what every POST to it sends alike: its URL, headers and timeout, made once."""
         self._main: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -163,7 +196,9 @@ class Deliverer:
         endpoints = self._settings.enabled
         self._cursors = await asyncio.to_thread(self._store.event_cursors, [e.name for e in endpoints])
         self._positions = dict(self._cursors)
-        self._session = aiohttp.ClientSession()
+        # no cookie jar: Distribution keeps no cookies from receivers, and a jar is work on every POST
+        self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        self._posts = {endpoint.name: _post_options(endpoint) for endpoint in endpoints}
         self._stats.delivering = True  # only now: a failure above leaves the next round to start again
         for endpoint in endpoints:
             self._tasks[endpoint.name] = asyncio.ensure_future(self._serve(endpoint))
@@ -219,18 +254,17 @@ class Deliverer:
                 await self._save_cursor(endpoint.name, force=True)
                 return
             batch = Batch(rows, position)
-            events = batch.payloads
-            stats.pending = len(events) + beyond
+            stats.pending = len(batch) + beyond
             if not self._holds_lease():
                 raise LostLease()
             oldest = min(row.created_at for row in rows)
-            wanted: Sequence[int] = range(len(events))  # indexes in `events`
+            wanted: Sequence[int] = range(len(batch))  # indexes in `batch`
             if endpoint.filters or self._too_old(oldest):  # some events must be read: which rules, which too old
                 wanted = self._wanted(endpoint, batch)
             start = 0  # an index, not a shorter list each time
             while start < len(wanted):
                 chosen = wanted[start : start + endpoint.batch]
-                sent = await self._send(endpoint, [events[index] for index in chosen], batch.created_at(chosen[0]))
+                sent = await self._send(endpoint, batch.texts(chosen), batch.created_at(chosen[0]))
                 if sent:
                     stats.delivered += sent
                     start += sent
@@ -242,7 +276,7 @@ class Deliverer:
                 kept = []
                 for index in wanted[start:]:
                     if self._too_old(batch.created_at(index)):
-                        self._drop(endpoint, json.loads(events[index]))
+                        self._drop(endpoint, json.loads(batch.texts([index])[0]))
                     else:
                         kept.append(index)
                 wanted, start = kept, 0
@@ -259,7 +293,7 @@ class Deliverer:
         """The indexes of the events of `batch` for `endpoint`: not ignored by its rules, not too old (those are
         dropped here)."""
         wanted = []
-        for index, text in enumerate(batch.payloads):
+        for index, text in enumerate(batch):
             payload = json.loads(text)
             target = payload.get("target", {})
             if endpoint.ignores(payload.get("action", ""), target.get("mediaType")):
@@ -301,13 +335,11 @@ class Deliverer:
         assert self._session is not None
         stats = self._stats.endpoints[endpoint.name]
         body = envelope(events)
-        headers = [(name, value) for name, values in endpoint.headers.items() for value in values]
-        headers.append(("Content-Type", MEDIA_TYPE))
-        timeout = aiohttp.ClientTimeout(total=endpoint.timeout)
+        url, headers, timeout = self._posts[endpoint.name]
         failures = 0
         while not self._too_old(oldest):
             try:
-                async with self._session.post(endpoint.url, data=body, headers=headers, timeout=timeout) as answer:
+                async with self._session.post(url, data=body, headers=headers, timeout=timeout) as answer:
                     await answer.read()
                     if 200 <= answer.status < 400:
                         return len(events)

@@ -7,13 +7,12 @@ Go's `omitempty` decides which fields appear: empty strings and zero sizes are l
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, overload
 
 from ..registry.events import Target
 from ..store.models import Descriptor
@@ -21,6 +20,10 @@ from ..store.models import Descriptor
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 CACHED_PARTS = 4096
 """(action, target, client) combinations whose text an `Events` keeps."""
+CACHED_ROWS = 256
+SHARED_ROW_COMBINATIONS = 8
+"""A pull row's shared texts as JSON are kept (up to `CACHED_ROWS` of them) when the row has at most this many
+(target, client) combinations."""
 
 
 class Client(NamedTuple):
@@ -39,6 +42,12 @@ class Client(NamedTuple):
 NO_CLIENT = Client("", "", "", "", None, "")
 """For an event not caused by a request (none is today): still a well-formed event."""
 
+PullNote = tuple[float, int, str]
+"""What a pull leaves at request time: when (`time.time()`), the number its recorder gave the (target, client)
+combination, and the request's id. Only a float, an int and a string: the garbage collector stops tracking such a
+tuple at its first look, so the notes of a batch (alive up to 100 ms, thousands of them) are not promoted into the
+older generations and do not bring on full collections."""
+
 
 class Ids:
     """Unique ids in a UUID's shape, cheaply: a random prefix per process and a counter (a pull event needs two
@@ -50,11 +59,18 @@ class Ids:
 
     def reset(self) -> None:
         prefix = uuid.uuid4().hex
-        self._prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
-        self._count = itertools.count()
+        self.prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
+        self._next = 0
 
     def next(self) -> str:
-        return f"{self._prefix}{next(self._count):012x}"
+        return f"{self.prefix}{self.take(1):012x}"
+
+    def take(self, count: int) -> int:
+        """The first of `count` counter values reserved at once: the ids `prefix` + each value as 12 hex digits
+        (a batch of pull events stores the prefix and the first value, each event's id is made when delivered)."""
+        first = self._next
+        self._next += count
+        return first
 
 
 ids = Ids()
@@ -65,11 +81,16 @@ _second: tuple[int, str] = (-1, "")
 def timestamp(when: float) -> str:
     """RFC 3339 with nanosecond precision, as Go's `time.Time` marshals (here in UTC); the part up to the second
     is formatted once a second."""
+    return _timestamp(int(when * 1_000_000))
+
+
+def _timestamp(micros: int) -> str:
+    """`timestamp` of a time in microseconds since the epoch."""
     global _second
-    whole = int(when)
+    whole, fraction = divmod(micros, 1_000_000)
     if _second[0] != whole:
         _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
-    return f"{_second[1]}{int((when - whole) * 1_000_000):06d}000Z"
+    return f"{_second[1]}{fraction:06d}000Z"
 
 
 def _descriptor(descriptor: Descriptor) -> dict[str, Any]:
@@ -115,6 +136,8 @@ class Events:
         self._source = _dumps(source)
         self._include_references = include_references
         self._cache: dict[tuple[str, Target, Client], tuple[str, str]] = {}
+        self._shared: dict[tuple[int, ...], str] = {}
+        """A pull row's shared texts as JSON, by the numbers of the combinations it holds."""
 
     def event(self, action: str, target: Target, request_id: str, client: Client, when: float) -> str:
         """One event as JSON text. `request_id` goes in unescaped: `http.requestid` only keeps or makes ids of
@@ -123,23 +146,38 @@ class Events:
         parts = self._parts(action, target, client) if target.references else self.parts(action, target, client)
         return f'{{"id":"{ids.next()}","timestamp":"{timestamp(when)}{parts[0]}{request_id}{parts[1]}'
 
-    def pull_row(self, notes: Sequence[tuple[float, Target, str, Client]]) -> str:
-        """A batch of pull notes (when, what, request id, who) as one outbox row, compactly: a header line `P` and
-        the JSON list of the texts the events share (a few targets and clients), then a line per event, its id,
-        timestamp, which shared texts and request id, tab-separated (none of them holds a tab). A tenth of the
-        bytes of the events' JSON to write, read back and prune; `expand` makes the events' JSON when delivered."""
-        index: dict[tuple[Target, Client], int] = {}
-        shared: list[str] = []
+    def pull_row(self, notes: Sequence[PullNote], combination: Callable[[int], tuple[Target, Client]]) -> str:
+        """A batch of pull notes as one outbox row, compactly: a header line of `PULL_ROW`, the id prefix and the
+        first id's counter (`Ids.take`), the first event's time in microseconds and the JSON list of the texts
+        the events share (a few targets and clients), tab-separated; then a line per event: its time after the
+        first's, which shared texts, its request's id (none of them holds a tab). A tenth of the bytes of the
+        events' JSON to write, read back and prune, and per event only its line made here: `expand` makes its
+        id, timestamp and JSON when delivered. `combination` gives the (target, client) a note's number stands
+        for (`PullNote`)."""
+        index: dict[int, int] = {}
+        numbers: list[int] = []
+        start = int(notes[0][0] * 1_000_000)
         lines = [""]
-        for when, target, request_id, client in notes:
-            key = (target, client)
-            number = index.get(key)
-            if number is None:
-                number = index[key] = len(shared) // 2
-                shared += self.parts("pull", target, client)
-            lines.append(f"{ids.next()}\t{timestamp(when)}\t{number}\t{request_id}")
-        lines[0] = PULL_ROW + _dumps(shared)
+        for when, number, request_id in notes:
+            shared = index.get(number)
+            if shared is None:
+                shared = index[number] = len(numbers)
+                numbers.append(number)
+            lines.append(f"{int(when * 1_000_000) - start}\t{shared}\t{request_id}")
+        key = tuple(numbers)
+        texts = self._shared.get(key)
+        if texts is None:
+            texts = _dumps([part for number in numbers for part in self.parts("pull", *combination(number))])
+            if len(numbers) <= SHARED_ROW_COMBINATIONS:  # the same few, batch after batch: serialized once
+                if len(self._shared) >= CACHED_ROWS:
+                    self._shared.clear()
+                self._shared[key] = texts
+        lines[0] = f"{PULL_ROW}{ids.prefix}\t{ids.take(len(notes))}\t{start}\t{texts}"
         return "\n".join(lines)
+
+    def forget_combinations(self) -> None:
+        """The numbers of `PullNote`s start afresh: texts kept by number go."""
+        self._shared.clear()
 
     def parts(self, action: str, target: Target, client: Client) -> tuple[str, str]:
         """The event's text between its timestamp and its request's id, and after the request's id (cached)."""
@@ -174,22 +212,85 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-PULL_ROW = "P"
-"""The first characters of an outbox row made by `Events.pull_row` (a row of JSON events starts with `{`)."""
+OLD_PULL_ROW = "P"
+"""The first character of an outbox row of pull events as written before `PULL_ROW` (each line with its event's id
+and timestamp); still expanded, as such rows may wait in an outbox when the registry is upgraded."""
+PULL_ROW = "Q"
+"""The first character of an outbox row made by `Events.pull_row` (a row of JSON events starts with `{`)."""
 
 
 def expand(payload: str) -> list[str]:
     """The events of an outbox row as JSON texts: its lines, or those `Events.pull_row` packed."""
+    return list(row_events(payload)[:])
+
+
+def row_events(payload: str) -> Sequence[str]:
+    """The events of an outbox row as a sequence of JSON texts; those of a `PULL_ROW` are made as they are read
+    (`PullRowEvents`)."""
     lines = payload.split("\n")
-    if not payload.startswith(PULL_ROW):
-        return lines
-    shared: list[str] = json.loads(lines[0][len(PULL_ROW) :])
-    events = []
-    for line in lines[1:]:
-        event_id, when, number, request_id = line.split("\t")
-        first = int(number) * 2
-        events.append(f'{{"id":"{event_id}","timestamp":"{when}{shared[first]}{request_id}{shared[first + 1]}')
-    return events
+    if payload.startswith(PULL_ROW):
+        return PullRowEvents(lines)
+    if payload.startswith(OLD_PULL_ROW):
+        shared = json.loads(lines[0][len(OLD_PULL_ROW) :])
+        events = []
+        for line in lines[1:]:
+            event_id, when_text, which, request_id = line.split("\t")
+            text = int(which) * 2
+            events.append(f'{{"id":"{event_id}","timestamp":"{when_text}{shared[text]}{request_id}{shared[text + 1]}')
+        return events
+    return lines
+
+
+class PullRowEvents(Sequence[str]):
+    """The events of a `PULL_ROW`, each a template filled when read (its id, timestamp, shared texts and request
+    id; the events of a batch fall in a few seconds, so each second's text is formatted once): the deliverer makes
+    only the events of the envelope it sends, not the JSON of every row it read (a backlog of 100 rows is 100,000
+    events, some 60 MB of text that would also push the workers' data out of the processor's caches)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        prefix, first_id, start_text, shared_json = lines[0][len(PULL_ROW) :].split("\t")
+        shared: list[str] = json.loads(shared_json)
+        self._texts = {str(number): (shared[number * 2], shared[number * 2 + 1]) for number in range(len(shared) // 2)}
+        self._prefix, self._first, self._start = prefix, int(first_id), int(start_text)
+        self._lines = lines
+        """The row's lines, its header first: event `i` is line `i + 1`."""
+        self._second = (-1, "")
+
+    def __len__(self) -> int:
+        return len(self._lines) - 1
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self[:])
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return self._fill(*index.indices(len(self)))
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        index %= len(self)
+        return self._fill(index, index + 1, 1)[0]
+
+    def _fill(self, start: int, stop: int, step: int) -> list[str]:
+        prefix, texts, first = self._prefix, self._texts, self._first
+        second, second_text = self._second
+        events: list[str] = []
+        append = events.append
+        for number in range(start, stop, step):
+            after, which, request_id = self._lines[number + 1].split("\t")
+            whole, fraction = divmod(self._start + int(after), 1_000_000)
+            if whole != second:
+                second, second_text = whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
+            head, tail = texts[which]
+            event_id = f"{prefix}{first + number:012x}"
+            append(f'{{"id":"{event_id}","timestamp":"{second_text}{fraction:06d}000Z{head}{request_id}{tail}')
+        self._second = (second, second_text)
+        return events
 
 
 def envelope(payloads: Sequence[str]) -> bytes:

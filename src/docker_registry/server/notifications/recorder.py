@@ -2,9 +2,10 @@
 
 The request is found through a context variable the middleware sets, so the registry logic passes no HTTP detail
 down. Changes get their records at once (the store writes them in the change's transaction). Pulls only note what
-was served (a tuple); a task writes the notes `FLUSH_SECONDS` after the first of them (sooner once `ROW_EVENTS`
-wait) as one compact outbox row per `ROW_EVENTS` (`Events.pull_row`), in a transaction that neither waits for the
-disk nor empties any worker's caches, so a pull never waits for the database and costs it a fraction of a row.
+was served (`PullNote`: three plain values); a task writes the notes `FLUSH_SECONDS` after the first of them
+(sooner once `ROW_EVENTS` wait) as one compact outbox row per `ROW_EVENTS` (`Events.pull_row`), in a transaction
+that neither waits for the disk nor empties any worker's caches, so a pull never waits for the database and costs
+it a fraction of a row.
 Those are not durable: a SIGKILL loses at most the last `FLUSH_SECONDS` of a worker's pull events (a power loss
 also what the disk had not taken).
 """
@@ -29,7 +30,7 @@ from ..http.requestid import request_id as request_id_of
 from ..registry.events import Action, Target
 from ..store.facade import AsyncMetadataStore
 from ..store.models import EventRecord
-from .envelope import NO_CLIENT, Client, Events
+from .envelope import NO_CLIENT, Client, Events, PullNote
 from .stats import Stats
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,12 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.1
 ROW_EVENTS = 1000
 """Pull events in one outbox row (`Events.pull_row`); as many waiting wake the flusher early."""
-MAX_CLIENTS = 1024
-"""Clients remembered (a few in practice); beyond, the memory starts afresh."""
+MAX_KEYS = 4096
+"""What requests were made of, remembered (a few targets, clients and connections in practice; a closed
+connection's transport stays referenced until then); beyond, starts afresh."""
+MAX_COMBINATIONS = 4096
+"""(target, client) combinations numbered for `PullNote`s; beyond, after a flush, only those of the notes still
+waiting are numbered afresh (`_renumber`)."""
 MAX_BUFFERED_PULLS = 50_000
 """Pull notes kept while the database cannot take them; beyond, the oldest are lost (and counted)."""
 
@@ -68,11 +73,6 @@ def _client(request: web.Request, peer: object) -> Client:
     return Client(addr, request.host, request.method, agent, user(request), f"{scheme}://{host}")
 
 
-def _peer(request: web.Request) -> object:
-    transport = request.transport
-    return transport.get_extra_info("peername") if transport is not None else None
-
-
 class Recorder:
     """The registry's `EventRecorder` while notifications are configured."""
 
@@ -82,9 +82,12 @@ class Recorder:
         self._stats = stats
         self._source = {"addr": f"{socket.gethostname()}:{http_port}", "instanceID": str(uuid.uuid4())}
         self._wanted: dict[tuple[str, str | None], bool] = {}
-        self._pulls: list[tuple[float, Target, str, Client]] = []
-        """Pull notes: when, what, the request's id and who; the same `Client` object for requests alike."""
-        self._clients: dict[tuple[object, ...], Client] = {}
+        self._pulls: list[PullNote] = []
+        self._combinations: list[tuple[Target, Client]] = []
+        """Each (target, client) combination pulled, by its number in `PullNote`s."""
+        self._combination_numbers: dict[tuple[Target, Client], int] = {}
+        self._numbers: dict[tuple[object, ...], int] = {}
+        """The combination numbers by what requests are made of (`_number_of`)."""
         self._flusher: asyncio.Task[None] | None = None
         self._pull_events = self._events()
         self._due: asyncio.Future[None] | None = None
@@ -102,17 +105,29 @@ class Recorder:
     def _events(self) -> Events:
         return Events(self._source, self._settings.events.includereferences)
 
-    def _client_of(self, request: web.Request) -> Client:
-        """The request's `Client`, found by what it is made of: the request's raw headers (one tuple, hashed in a
-        fraction of a microsecond), its connection's peer, its user and scheme; computed once per client."""
-        peer = _peer(request)
-        key = (request.raw_headers, peer, user(request), request.scheme, request.method)
-        client = self._clients.get(key)
-        if client is None:
-            if len(self._clients) >= MAX_CLIENTS:  # clients that send a header unique to each request
-                self._clients.clear()
-            client = self._clients[key] = _client(request, peer)
-        return client
+    def _number_of(self, target: Target, request: web.Request) -> int:
+        """The number of what `request` pulled and who pulled it, found by what the request is made of: the target,
+        the request's raw headers (one tuple, hashed in a fraction of a microsecond; they hold its credentials, so
+        they decide its user too), its connection (its peer and scheme) and method: one dictionary lookup, and its
+        `Client` made once per such key."""
+        transport = request.transport
+        if transport is None:  # the connection is gone: its peer is no longer known, nothing to remember
+            return self._combination_number((target, _client(request, None)))
+        key = (target, request.raw_headers, transport, request.method)
+        number = self._numbers.get(key)
+        if number is None:
+            if len(self._numbers) >= MAX_KEYS:  # clients that send a header unique to each request, or new connections
+                self._numbers.clear()
+            peer = transport.get_extra_info("peername")
+            number = self._numbers[key] = self._combination_number((target, _client(request, peer)))
+        return number
+
+    def _combination_number(self, combination: tuple[Target, Client]) -> int:
+        number = self._combination_numbers.get(combination)
+        if number is None:
+            number = self._combination_numbers[combination] = len(self._combinations)
+            self._combinations.append(combination)
+        return number
 
     def record(self, action: Action, targets: Sequence[Target]) -> list[EventRecord]:
         wanted = [t for t in targets if self._wants(action, t.media_type)]
@@ -121,22 +136,26 @@ class Recorder:
         request = _request.get()
         request_id, client = ("", NO_CLIENT)
         if request is not None:
-            request_id, client = request_id_of(request), _client(request, _peer(request))
+            transport = request.transport
+            peer = transport.get_extra_info("peername") if transport is not None else None
+            request_id, client = request_id_of(request), _client(request, peer)
         now, events = time.time(), self._events()
         return [EventRecord(now, events.event(action, target, request_id, client, now)) for target in wanted]
 
     def pulled(self, target: Target) -> None:
-        """Only a note (a tuple of what the request already holds); its event text is made when flushed."""
+        """Only a note (`PullNote`: the time, a number for what was pulled by whom, the request id); its event's
+        text is made when flushed, its id and timestamp when delivered."""
         request = _request.get()
         if request is None or request.method == "HEAD":  # as a HEAD serves nothing, it is no pull
             return
         if not self._wants("pull", target.media_type):
             return
+        number = self._number_of(target, request)
         pulls = self._pulls
         if len(pulls) >= MAX_BUFFERED_PULLS:
             del pulls[0]
             self._stats.pulls_lost += 1
-        pulls.append((time.time(), target, request_id_of(request), self._client_of(request)))
+        pulls.append((time.time(), number, request_id_of(request)))
         if len(pulls) == 1 or len(pulls) == ROW_EVENTS:  # the first arms the flusher's timer, the last wakes it
             self._wake()
 
@@ -189,7 +208,7 @@ class Recorder:
         records = []
         for first in range(0, len(notes), ROW_EVENTS):
             row = notes[first : first + ROW_EVENTS]
-            records.append(EventRecord(row[0][0], events.pull_row(row), len(row)))
+            records.append(EventRecord(row[0][0], events.pull_row(row, self._combinations.__getitem__), len(row)))
         try:
             await self._store.record_events(records)
         except Exception:  # not written: a cancelled write (BaseException) may have been, so it is not retried
@@ -199,3 +218,17 @@ class Recorder:
                 del self._pulls[:lost]
                 self._stats.pulls_lost += lost
             raise
+        finally:
+            if len(self._combinations) > MAX_COMBINATIONS:
+                self._renumber()
+
+    def _renumber(self) -> None:
+        """Number afresh only the combinations that waiting notes hold (many targets or clients: the table would
+        otherwise keep every one ever pulled)."""
+        combinations = self._combinations
+        self._numbers, self._combination_numbers, self._combinations = {}, {}, []
+        self._pull_events.forget_combinations()
+        renumbered = []
+        for when, number, request_id in self._pulls:
+            renumbered.append((when, self._combination_number(combinations[number]), request_id))
+        self._pulls = renumbered
