@@ -112,9 +112,9 @@ def test_marking_leaves_referenced_links_and_linked_blobs_unmarked(
     assert collection.blob_candidates(now) == []
 
     assert store.delete_manifest("repo", parse_manifest(_image(), OCI_MANIFEST).digest)
-    collection.mark_unlinked_blobs([str(LAYER_DIGEST)], now)  # still linked: not marked
     assert store.unlink_blob("repo", LAYER_DIGEST)
-    assert collection.blob_candidates(now) == []  # unlinked after `now`: its grace period has not begun
+    assert collection.link_candidates(now) == []  # unreferenced and unlinked after `now`: no grace period began
+    assert collection.blob_candidates(now) == []
 
 
 def test_a_link_pushed_again_after_its_candidates_were_listed_is_not_deleted(

@@ -2,10 +2,9 @@
 
 The order matters: untagged manifests first (their deletion leaves links unreferenced), then links (leaving blobs
 unlinked), then blobs, expired upload sessions, and last the repositories all that left empty, so with no grace
-period a single run frees a deleted image completely (then each batch of links takes the blobs it left unlinked
-along, their files deleted while the next batch of links goes). Everything runs under a lease in the metadata
-database, so only one collection runs at a time on any number of processes and nodes; the lease is renewed before
-every batch, and a collection that lost it stops.
+period a single run frees a deleted image completely. Everything runs under a lease in the metadata database, so
+only one collection runs at a time on any number of processes and nodes; the lease is renewed before every batch,
+and a collection that lost it stops.
 
 A blob is deleted in three steps: its row is marked as being deleted (no upload links it again from then on: they
 wait, and mounts refuse), its file is deleted, then its row. A collection that dies in between leaves marked rows,
@@ -17,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -186,26 +185,9 @@ class Collector:
         if not options.dry_run:
             await self._db(self._store.mark_links, now)
         keys = await self._db(self._store.link_candidates, cutoff, _dry_run(options, cutoff))
-        if options.dry_run or options.delay > 0:
-            summary.deleted["links"] += await self._delete_rows(
-                "unreferenced links", keys, options, self._store.delete_links, cutoff
-            )
-            return
-        # No grace period: the blobs a batch of links leaves unlinked are deleted at once, their files while the
-        # next batch of links goes (on another core), rather than all after the last one (see `_blobs`).
-        blobs = _BlobDeletions(self, summary, cutoff)
-
-        async def delete_blobs(batch: Sequence[tuple[int, str]]) -> None:
-            digests = [digest for _, digest in batch]
-            await self._db(self._store.mark_unlinked_blobs, digests, now)
-            await blobs.add(digests)
-
-        try:
-            summary.deleted["links"] += await self._delete_rows(
-                "unreferenced links", keys, options, self._store.delete_links, cutoff, then=delete_blobs
-            )
-        finally:
-            await blobs.close()
+        summary.deleted["links"] += await self._delete_rows(
+            "unreferenced links", keys, options, self._store.delete_links, cutoff
+        )
 
     async def _repositories(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
         """Repositories with nothing in them (no tag, manifest, link, upload session or v1 content) leave the
@@ -225,9 +207,7 @@ class Collector:
         options: Options,
         delete: Callable[[Sequence[T], float], int],
         cutoff: float,
-        then: Callable[[Sequence[T]], Awaitable[None]] | None = None,
     ) -> int:
-        """Delete `items` batch by batch with the store's `delete`, and after each batch run `then` on it."""
         self._progress.start(phase, len(items))
         deleted = 0
         try:
@@ -237,8 +217,6 @@ class Collector:
             for batch in _batches(items):
                 await self._renew()
                 deleted += await self._db(delete, batch, cutoff)
-                if then is not None:
-                    await then(batch)
                 self._progress.advance(len(batch))
         finally:
             self._progress.finish()
@@ -255,14 +233,26 @@ class Collector:
                 summary.bytes_freed += sum(size for _, size in candidates)
                 self._progress.advance(len(candidates))
                 return
-            deletions = _BlobDeletions(self, summary, cutoff)
+            # A pipeline: a batch's files go while the next batch is marked as being deleted, and its rows while the
+            # next batch's files go; only the file deletions follow one another (each takes all the threads).
+            removing: tuple[asyncio.Future[None], Sequence[tuple[str, int]]] | None = None
+            ending: list[asyncio.Future[None]] = []
             try:
                 for batch in _batches(candidates):
                     await self._renew()
-                    await deletions.add([digest for digest, _ in batch])
+                    doomed = await self._db(self._store.begin_blob_deletion, [digest for digest, _ in batch], cutoff)
+                    if removing is not None:
+                        await removing[0]
+                        ending.append(asyncio.ensure_future(self._end_blob_deletion(removing[1], summary)))
+                    removing = (asyncio.ensure_future(self._remove_blob_files(doomed)), doomed)
                     self._progress.advance(len(batch))
             finally:
-                await deletions.close()
+                try:
+                    if removing is not None:
+                        await removing[0]
+                        ending.append(asyncio.ensure_future(self._end_blob_deletion(removing[1], summary)))
+                finally:
+                    await asyncio.gather(*ending)
         finally:
             self._progress.finish()
 
@@ -337,41 +327,3 @@ class Collector:
     async def _temporary(self, older_than: float, dry_run: bool) -> tuple[int, int]:
         """The driver's temporary files older than `older_than`: how many, and their bytes."""
         return await self._driver.purge_temporary(older_than, dry_run)
-
-
-class _BlobDeletions:
-    """Blobs deleted batch by batch as a pipeline: a batch's files go while the next batch is marked as being deleted,
-    and its rows while the next batch's files go; only the file deletions follow one another (each takes all the
-    threads). `close` waits for the last batch."""
-
-    def __init__(self, collector: Collector, summary: Summary, cutoff: float) -> None:
-        self._collector = collector
-        self._summary = summary
-        self._cutoff = cutoff
-        self._removing: tuple[asyncio.Future[None], Sequence[tuple[str, int]]] | None = None
-        self._ending: list[asyncio.Future[None]] = []
-
-    async def add(self, digests: Sequence[str]) -> None:
-        """Delete those of `digests` that are still candidates (`begin_blob_deletion` checks)."""
-        collector = self._collector
-        doomed = await collector._db(collector._store.begin_blob_deletion, digests, self._cutoff)
-        self._end_previous(await self._removed())
-        self._removing = (asyncio.ensure_future(collector._remove_blob_files(doomed)), doomed)
-
-    async def _removed(self) -> Sequence[tuple[str, int]]:
-        """Wait for the files of the batch before; that batch."""
-        if self._removing is None:
-            return []
-        removing, self._removing = self._removing, None
-        await removing[0]
-        return removing[1]
-
-    def _end_previous(self, doomed: Sequence[tuple[str, int]]) -> None:
-        if doomed:
-            self._ending.append(asyncio.ensure_future(self._collector._end_blob_deletion(doomed, self._summary)))
-
-    async def close(self) -> None:
-        try:
-            self._end_previous(await self._removed())
-        finally:
-            await asyncio.gather(*self._ending)

@@ -119,17 +119,6 @@ _UNLINKED_DIGESTS = sa.select(_unlinked.c.digest).where(sa.not_(_blob_linked(tab
 """Digests no repository links. Only the digest is read, so SQLite walks the blobs' digest index, and each look-up
 into the links' digest index lands next to the one before; walking the table instead, in the order rows were
 inserted (random digests), sent every look-up elsewhere and took three times the CPU."""
-_MARK_UNLINKED_BLOB = Prepared(
-    blobs.update()
-    .where(
-        blobs.c.digest == sa.bindparam("unlinked_digest"),
-        blobs.c.gc_candidate_since.is_(None),
-        blobs.c.deleting_since.is_(None),
-        sa.not_(_BLOB_LINKED),
-    )
-    .values(gc_candidate_since=sa.bindparam("now"))
-)
-"""One blob by its key, if no repository links it (any more) and it is not marked yet: run for a batch at once."""
 _END_BLOB_DELETION = Prepared(
     blobs.delete().where(
         blobs.c.digest == sa.bindparam("doomed_digest"), blobs.c.deleting_since.is_not(None), sa.not_(_BLOB_LINKED)
@@ -527,12 +516,6 @@ class CollectionQueries(StoreBase):
             )
 
         self._write(mark, durable=False)
-
-    def mark_unlinked_blobs(self, digests: Sequence[str], now: float) -> None:
-        """Mark those of `digests` that no repository links, as `mark_blobs` would: for the blobs of links just
-        deleted, whose last link may have been one of them."""
-        rows = [{"unlinked_digest": digest, "now": now} for digest in dict.fromkeys(digests)]
-        self._write(lambda conn: _MARK_UNLINKED_BLOB.run(conn, rows), durable=False)
 
     def blob_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[tuple[str, int]]:
         """Digests and sizes of unlinked, unpinned blobs marked before `cutoff`; for a dry run, those a real run
