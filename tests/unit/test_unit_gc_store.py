@@ -97,6 +97,26 @@ def test_a_push_referencing_a_marked_link_clears_the_mark(stores: tuple[Metadata
     assert collection.link_candidates(now) == []  # unreferenced again: the grace period starts anew
 
 
+def test_marking_leaves_referenced_links_and_linked_blobs_unmarked(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    """A mark starts the grace period: one on a link or blob still in use would let a later collection delete it
+    without the full grace period once its image goes."""
+    store, collection = stores
+    store.link_blob("repo", LAYER_DIGEST, len(LAYER))
+    store.put_manifest("repo", parse_manifest(_image(), OCI_MANIFEST), ["v1"])
+    now = time.time()
+    collection.mark_links(now)
+    collection.mark_blobs(now)
+    assert collection.link_candidates(now) == []
+    assert collection.blob_candidates(now) == []
+
+    assert store.delete_manifest("repo", parse_manifest(_image(), OCI_MANIFEST).digest)
+    assert store.unlink_blob("repo", LAYER_DIGEST)
+    assert collection.link_candidates(now) == []  # unreferenced and unlinked after `now`: no grace period began
+    assert collection.blob_candidates(now) == []
+
+
 def test_a_link_pushed_again_after_its_candidates_were_listed_is_not_deleted(
     stores: tuple[MetadataStore, CollectionQueries],
 ) -> None:

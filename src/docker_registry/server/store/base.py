@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from docker_registry.core.digest import Digest, parse_digest
 
@@ -26,9 +26,35 @@ Insert = Callable[[sa.Table], Any]
 """The dialect's `insert` (`sqlite.insert` or `postgresql.insert`: both offer ON CONFLICT)."""
 
 
-def per_dialect(build: Callable[[Insert], S]) -> dict[str, S]:
+DIALECTS = ("sqlite", "postgresql")
+
+
+class PerDialect(Mapping[str, S]):
+    """A statement in one version per dialect, each built when first asked for: importing PostgreSQL's dialect
+    (with the modules of all its drivers) cost a SQLite command's start-up tens of milliseconds for nothing."""
+
+    def __init__(self, build: Callable[[Insert], S]) -> None:
+        self._build = build
+        self._built: dict[str, S] = {}
+
+    def __getitem__(self, dialect: str) -> S:
+        if dialect not in self._built:
+            if dialect not in DIALECTS:
+                raise KeyError(dialect)
+            insert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert
+            self._built[dialect] = self._build(insert)  # two threads may both build it: either result serves
+        return self._built[dialect]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DIALECTS)
+
+    def __len__(self) -> int:
+        return len(DIALECTS)
+
+
+def per_dialect(build: Callable[[Insert], S]) -> PerDialect[S]:
     """A statement built once per dialect, for those that differ (ON CONFLICT): pick with `StoreBase._dialect`."""
-    return {"sqlite": build(sqlite.insert), "postgresql": build(postgresql.insert)}
+    return PerDialect(build)
 
 
 # The store's hot statements are built once, with placeholders (`bindparam`), and run with parameters: SQLAlchemy

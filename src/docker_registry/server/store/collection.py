@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from .base import StoreBase, per_dialect
 from .models import WRITER_LEASE_SECONDS, Upload
+from .prepared import Prepared
 from .tables import (
     blob_pins,
     blobs,
@@ -64,13 +65,13 @@ def _link_in_manifest(doomed: DryRun | None = None) -> sa.Exists:
     )
 
 
-def _blob_linked(doomed: DryRun | None = None) -> sa.ColumnElement[bool]:
+def _blob_linked(doomed: DryRun | None = None, table: sa.FromClause = blobs) -> sa.ColumnElement[bool]:
     """A repository links the blob (with `doomed`, by a link a real run would not delete), or it is the layer of a
     v1 image: v1 images belong to no repository, and their layers are served by image id."""
-    conditions = [repository_blobs.c.digest == blobs.c.digest]
+    conditions = [repository_blobs.c.digest == table.c.digest]
     if doomed is not None:
         conditions.append(sa.not_(_link_doomed(doomed)))
-    v1_layer = sa.exists(sa.select(1).where(v1_images.c.layer_digest == blobs.c.digest))
+    v1_layer = sa.exists(sa.select(1).where(v1_images.c.layer_digest == table.c.digest))
     return sa.or_(sa.exists(sa.select(1).where(*conditions)), v1_layer)
 
 
@@ -83,14 +84,48 @@ _LINK_PULLED = sa.exists(
 )
 _LINK_REFERENCED = _link_referenced()
 _BLOB_LINKED = _blob_linked()
-_DELETE_LINK = repository_blobs.delete().where(
-    repository_blobs.c.repository_id == sa.bindparam("in_repository"),
-    repository_blobs.c.digest == sa.bindparam("link_digest"),
-    repository_blobs.c.gc_candidate_since <= sa.bindparam("cutoff"),
-    sa.not_(_LINK_REFERENCED),
+_DELETE_LINK = Prepared(
+    repository_blobs.delete().where(
+        repository_blobs.c.repository_id == sa.bindparam("in_repository"),
+        repository_blobs.c.digest == sa.bindparam("link_digest"),
+        repository_blobs.c.gc_candidate_since <= sa.bindparam("cutoff"),
+        sa.not_(_LINK_REFERENCED),
+    )
 )
 """One link by its key, if still marked before the cutoff and unreferenced: run for a batch of keys at once (a
-key lookup each, where a list of pairs in one statement makes SQLite scan the table)."""
+key lookup each, where a list of pairs in one statement makes SQLite scan the table), as SQL text on SQLite
+(SQLAlchemy's processing of each row's parameters cost as much as the deletions)."""
+
+
+def _unreferenced_links() -> sa.CompoundSelect[Any]:
+    """The keys of links no manifest of their repository names and no cache pull keeps, as a set difference: every
+    link, less what manifests name, less what was pulled. The same as `not_(_LINK_REFERENCED)` for every link at
+    once, in a third less CPU on SQLite, and linear in the references where a correlated look-up goes through every
+    manifest naming a widely shared base layer for each of its links."""
+    listed, referencing = repository_blobs.alias("listed"), manifests.alias("referencing")
+    named = (
+        sa.select(referencing.c.repository_id, manifest_references.c.digest)
+        .select_from(manifest_references.join(referencing, referencing.c.id == manifest_references.c.manifest_id))
+        .where(sa.or_(manifest_references.c.kind == "blob", manifest_references.c.kind == "foreign"))
+    )
+    pulled = sa.select(proxy_pulls.c.repository_id, proxy_pulls.c.digest).where(proxy_pulls.c.kind == "blob")
+    return sa.except_(sa.select(listed.c.repository_id, listed.c.digest), named, pulled)
+
+
+_LINK_KEY = sa.tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest)
+_UNREFERENCED_LINKS = _unreferenced_links()
+_unlinked = blobs.alias("unlinked")
+_UNLINKED_DIGESTS = sa.select(_unlinked.c.digest).where(sa.not_(_blob_linked(table=_unlinked)))
+"""Digests no repository links. Only the digest is read, so SQLite walks the blobs' digest index, and each look-up
+into the links' digest index lands next to the one before; walking the table instead, in the order rows were
+inserted (random digests), sent every look-up elsewhere and took three times the CPU."""
+_END_BLOB_DELETION = Prepared(
+    blobs.delete().where(
+        blobs.c.digest == sa.bindparam("doomed_digest"), blobs.c.deleting_since.is_not(None), sa.not_(_BLOB_LINKED)
+    )
+)
+"""One blob's row by its key, if being deleted and (as it must be) unlinked: run for a batch at once, half the
+CPU of one statement with a list of digests."""
 _BLOB_PINNED = sa.exists(
     sa.select(1).where(blob_pins.c.digest == blobs.c.digest, blob_pins.c.expires_at > sa.bindparam("now"))
 )
@@ -420,22 +455,22 @@ class CollectionQueries(StoreBase):
             )
             conn.execute(
                 repository_blobs.update()
-                .where(repository_blobs.c.gc_candidate_since.is_(None), sa.not_(_LINK_REFERENCED))
+                .where(repository_blobs.c.gc_candidate_since.is_(None), _LINK_KEY.in_(_UNREFERENCED_LINKS))
                 .values(gc_candidate_since=now)
             )
 
         self._write(mark, durable=False)
 
     def link_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[tuple[int, str]]:
-        """(repository id, digest) of unreferenced links marked before `cutoff`; for a dry run, those a real run
-        would delete."""
+        """(repository id, digest) of links marked before `cutoff`; for a dry run, those a real run would delete.
+
+        Run right after `mark_links`, which unmarked every link referenced again: whether each still is unreferenced
+        is checked where it counts, by `delete_links` (checking it here as well was a fifth of this phase's reads)."""
         if dry_run is not None:
             condition = _link_doomed(dry_run)
         else:
             condition = sa.and_(
-                repository_blobs.c.gc_candidate_since <= cutoff,
-                repository_blobs.c.created_at <= cutoff,
-                sa.not_(_LINK_REFERENCED),
+                repository_blobs.c.gc_candidate_since <= cutoff, repository_blobs.c.created_at <= cutoff
             )
         # in key order, so each batch of deletions touches a run of the table's pages rather than all of them
         query = (
@@ -455,7 +490,7 @@ class CollectionQueries(StoreBase):
                 # committed meanwhile (SQLite's write transaction already excludes every other writer)
                 chosen = sa.tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(list(keys))
                 conn.execute(sa.select(repository_blobs.c.digest).where(chosen).with_for_update()).all()
-            return int(conn.execute(_DELETE_LINK, rows).rowcount)
+            return int(_DELETE_LINK.run(conn, rows).rowcount)
 
         return self._write(delete, durable=False)
 
@@ -472,7 +507,11 @@ class CollectionQueries(StoreBase):
             )
             conn.execute(
                 blobs.update()
-                .where(blobs.c.gc_candidate_since.is_(None), blobs.c.deleting_since.is_(None), sa.not_(_BLOB_LINKED))
+                .where(
+                    blobs.c.gc_candidate_since.is_(None),
+                    blobs.c.deleting_since.is_(None),
+                    blobs.c.digest.in_(_UNLINKED_DIGESTS),
+                )
                 .values(gc_candidate_since=now)
             )
 
@@ -525,10 +564,8 @@ class CollectionQueries(StoreBase):
 
     def end_blob_deletion(self, digests: Sequence[str]) -> None:
         """Remove the rows of blobs whose files are deleted."""
-        statement = blobs.delete().where(
-            blobs.c.digest.in_(list(digests)), blobs.c.deleting_since.is_not(None), sa.not_(_BLOB_LINKED)
-        )
-        self._write(lambda conn: conn.execute(statement), durable=False)
+        rows = [{"doomed_digest": digest} for digest in digests]
+        self._write(lambda conn: _END_BLOB_DELETION.run(conn, rows), durable=False)
 
     def blobs_being_deleted(self) -> list[tuple[str, int]]:
         """Blobs a collection began deleting and did not finish (it died): the next one finishes them."""
