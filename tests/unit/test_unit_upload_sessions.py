@@ -260,18 +260,20 @@ async def test_put_on_another_process_waits_for_no_claim_of_a_busy_session(parts
     assert store.blob_size("repo", _sha256(b"abc")) == 3
 
 
+async def _breaks_off() -> AsyncIterator[bytes]:
+    """A body of which 7 bytes arrive before the client goes away."""
+    yield b"arrived"
+    raise ConnectionResetError("the client went away")
+
+
 async def test_a_small_body_that_breaks_off_keeps_what_arrived(parts) -> None:  # type: ignore[no-untyped-def]
     """A small PATCH is received whole before it is stored in one step; if the client goes away mid-body, what
     arrived is still stored and recorded, as a streamed chunk's would be: the client resumes from there."""
     uploads, store, _driver = parts
     upload = await uploads.start("repo")
 
-    async def broken() -> AsyncIterator[bytes]:
-        yield b"arrived"
-        raise ConnectionResetError("the client went away")
-
     with pytest.raises(ConnectionResetError):
-        await uploads.append("repo", upload.id, broken(), start=0)
+        await uploads.append("repo", upload.id, _breaks_off(), start=0)
     assert store.upload(upload.id).size == 7
     assert store.upload(upload.id).writer is None, "the claim is released"
     assert await uploads.append("repo", upload.id, body(b" and the rest"), start=7) == 20
@@ -372,12 +374,8 @@ async def test_a_put_body_that_breaks_off_keeps_what_arrived(parts) -> None:  # 
     uploads, store, _driver = parts
     upload = await uploads.start("repo")
 
-    async def broken() -> AsyncIterator[bytes]:
-        yield b"arrived"
-        raise ConnectionResetError("the client went away")
-
     with pytest.raises(ConnectionResetError):
-        await uploads.complete("repo", upload.id, _sha256(b"arrived and the rest"), broken())
+        await uploads.complete("repo", upload.id, _sha256(b"arrived and the rest"), _breaks_off())
     assert store.upload(upload.id).size == 7
     assert store.upload(upload.id).writer is None, "the claim is released"
     await uploads.complete("repo", upload.id, _sha256(b"arrived and the rest"), body(b" and the rest"), start=7)
