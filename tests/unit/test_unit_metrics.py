@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, values
 
+from docker_registry.server.http.routing import ROUTE_NAME
 from docker_registry.server.metrics import multiprocess
 from docker_registry.server.metrics.instruments import LATENCY_BUCKETS, Instruments
 from docker_registry.server.metrics.requests import RequestMetrics, add_observations
@@ -49,9 +50,9 @@ class _Content:
     total_bytes = 10
 
 
-class _Request(dict[str, str]):
+class _Request(dict[object, str]):
     def __init__(self, method: str) -> None:
-        super().__init__({"docker_registry.route": "manifest"})
+        super().__init__({ROUTE_NAME: "manifest"})
         self.method = method
         self.content = _Content()
 

@@ -28,10 +28,10 @@ class Access(Protocol):
     def may_pull(self, repository: str) -> bool: ...
 
 
-ACCESS = "docker_registry.access"
+ACCESS: web.RequestKey[Access] = web.RequestKey("docker_registry.access", Access)
 """The request's `Access`, under this key of the request; absent when no auth is configured (everything allowed)."""
 
-SERVED_NAME = "docker_registry.served_name"
+SERVED_NAME: web.RequestKey[str] = web.RequestKey("docker_registry.served_name", str)
 """The repository a v2 request is served from when that is not the name in its path (a pull-through cache's
 containerd request, `?ns=`, names the upstream's repository and is served under the cache's prefix). Set before
 auth, so that access rules apply to the repository actually served."""

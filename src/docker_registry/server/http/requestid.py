@@ -17,7 +17,7 @@ import secrets
 from aiohttp import web
 
 HEADER = "X-Request-Id"
-KEY = "docker_registry.request_id"
+KEY: web.RequestKey[str] = web.RequestKey("docker_registry.request_id", str)
 _SANE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=/-]{0,127}")
 """Also characters JSON never escapes: notification events carry the id as it is."""
 

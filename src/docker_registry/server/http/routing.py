@@ -47,7 +47,7 @@ class Route:
     path itself, whose names and digests are unbounded."""
 
 
-ROUTE_NAME = "docker_registry.route"
+ROUTE_NAME: web.RequestKey[str] = web.RequestKey("docker_registry.route", str)
 """The request key holding the name of the route it matched (absent when it matched none)."""
 BodyCheck = Callable[[web.Request, Params], Awaitable[None]]
 """What a handler checks before it reads a body: run first when the client waits for `100 Continue`."""

@@ -48,8 +48,7 @@ RECENT_PUSHES = 10
 INDEX_CREATED_CHILDREN = 8
 """An index's created time is the newest of its first this many platform images' (each a config read, cached)."""
 SEPARATOR = "/-/"
-VIEWER = "docker_registry.ui.viewer"
-CSRF_VALUE = "docker_registry.ui.csrf"
+VIEWER: web.RequestKey[Viewer] = web.RequestKey("docker_registry.ui.viewer", Viewer)
 
 
 def repository_url(name: str) -> str:
