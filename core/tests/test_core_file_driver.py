@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -332,3 +333,61 @@ def _is_directory(path: Path) -> bool:
 def _plant(path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"x")
+
+
+async def test_put_if_absent_syncs_the_file_and_every_directory_that_gained_an_entry(
+    driver: Driver, root: Path, fsynced: list[str]
+) -> None:
+    """Published like an upload (`_link_and_sync`): durable under its new name before the call returns, and no
+    temporary file left behind."""
+    await driver.put_content("blobs/sha256/other", b"x")  # blobs/sha256/ exists, ab/ and abcd/ are new
+    fsynced.clear()
+    assert await driver.put_if_absent("blobs/sha256/ab/abcd/data", b"blob") is True
+    final = root / "blobs" / "sha256" / "ab" / "abcd"
+    assert (final / "data").read_bytes() == b"blob"
+    assert set(fsynced) >= {str(final / "data"), str(final), str(final.parent), str(final.parent.parent)}
+    assert os.listdir(root / TEMP_DIRECTORY) == []
+
+
+async def test_put_if_absent_without_hard_links_writes_by_rename(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: str, dst: str) -> None:
+        raise PermissionError(1, "Operation not permitted")  # what FAT and some FUSE filesystems answer
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert await driver.put_if_absent("blobs/sha256/ab/abcd/data", b"blob") is True
+    assert (root / "blobs" / "sha256" / "ab" / "abcd" / "data").read_bytes() == b"blob"
+    assert os.listdir(root / TEMP_DIRECTORY) == []
+
+
+async def test_put_if_absent_onto_a_directory_is_a_clear_error(driver: Driver, root: Path) -> None:
+    await driver.put_content("blobs/dir/object", b"x")
+    with pytest.raises(exceptions.WrongArgumentsError, match="directory"):
+        await driver.put_if_absent("blobs/dir", b"blob")
+    assert os.listdir(root / TEMP_DIRECTORY) == []
+
+
+async def test_publishing_a_temporary_file_never_removes_the_temporary_directory(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`put_if_absent` publishes its temporary file by `_link_and_sync`, which prunes the source's directory: the
+    temporary files' one must stay, or a write that has just created it could find it gone before its `open`.
+    Here another `put_if_absent` finishes exactly there, in that window."""
+    await driver.put_if_absent("blobs/first", b"x")
+    assert (root / TEMP_DIRECTORY).is_dir()
+    with contextlib.suppress(FileNotFoundError):
+        (root / TEMP_DIRECTORY).rmdir()  # as in a fresh root: the next write creates it
+    real_makedirs = os.makedirs
+
+    def makedirs_then_a_concurrent_publication(name: str, *args: Any, **kwargs: Any) -> None:
+        real_makedirs(name, *args, **kwargs)
+        if name == str(root / TEMP_DIRECTORY):
+            monkeypatch.setattr(os, "makedirs", real_makedirs)
+            assert driver._put_if_absent_sync(str(root / "a" / "other"), "a/other", b"other") is True
+
+    monkeypatch.setattr(os, "makedirs", makedirs_then_a_concurrent_publication)
+    await driver.put_content("b/object", b"b")
+    assert await driver.get_content("b/object") == b"b"
+    assert await driver.get_content("a/other") == b"other"
+    assert os.listdir(root / TEMP_DIRECTORY) == []

@@ -291,36 +291,28 @@ class Driver(Base):
         return await asyncio.to_thread(self._put_if_absent_sync, full, path, data)
 
     def _put_if_absent_sync(self, full: str, path: str, data: bytes) -> bool:
-        """A temporary file, given its name with a hard link (which refuses to replace anything), then the file and
-        the directories of its name fsynced together: one journal commit (`_link_and_sync`), where `put_content`
-        (fsync, then rename) costs two. Without hard links, `put_content`'s way, after a check that nothing is
-        there."""
+        """A temporary file, published by `_link_and_sync`: given its name with a hard link (which refuses to
+        replace anything), then the file and the directories of its name fsynced together, one journal commit
+        where `put_content` (fsync, then rename) costs two. Without hard links, `put_content`'s way, after a check
+        that nothing is there."""
         if os.path.isfile(full):
             return False
         f, tmp = self._open_temp(full, path)
         try:
             with f:
                 f.write(data)
-
-            def link() -> None:
-                os.link(tmp, full)
-
-            try:
-                _, parents = self._in_new_directory(full, path, link)
-            except FileExistsError:
-                if os.path.isdir(full):
-                    raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
-                return False
-            except OSError as exc:
-                if exc.errno not in _NO_HARD_LINKS:
-                    raise
-                self._put_sync(full, path, data)
-                return True
-            _fsync_together([full], [os.path.dirname(full), *parents])
+            linked = self._link_and_sync(tmp, path, full, path)
+        except exceptions.FileNotFoundError:
+            raise exceptions.BrokenError(f"cannot write {path!r}: its temporary file vanished") from None
         finally:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        return True
+                os.unlink(tmp)  # left only where the link was refused (a name taken, no hard links)
+        if linked is False and os.path.isdir(full):
+            raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory")
+        if linked is None:
+            self._put_sync(full, path, data)
+            return True
+        return linked
 
     async def _append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool) -> int:
         full = self._full(path)
@@ -441,8 +433,11 @@ class Driver(Base):
         """Remove empty directories from `directory` up to (not including) the root, so none linger as ghosts.
 
         A directory being created into may be removed here before its file arrives: `_in_directory` retries.
+        The temporary files' directory is never removed (`_link_and_sync` prunes after publishing one of them):
+        `_open_temp` creates it only once, and a removal between that and its `open` would fail a write.
         """
-        while directory != self.root and directory.startswith(self.root + os.sep):
+        temporary = os.path.join(self.root, TEMP_DIRECTORY)
+        while directory not in (self.root, temporary) and directory.startswith(self.root + os.sep):
             try:
                 os.rmdir(directory)
             except OSError:
