@@ -23,11 +23,12 @@ import ctypes
 import errno
 import itertools
 import os
+import queue
 import shutil
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar
 
 from docker_registry.core import exceptions
@@ -640,20 +641,61 @@ _SYNC_THREADS = 8
 """Threads that fsync the directories of a new name while the calling thread fsyncs the file (`_fsync_together`):
 two or three per publication, from as many threads at once as asyncio's pool has (6 on 2 cores); an idle one
 costs nothing, a missing one makes its fsync wait and then pay a disk cache flush of its own."""
-_syncers: tuple[int, ThreadPoolExecutor] | None = None
+_syncers: queue.SimpleQueue[_Sync] | None = None
+_syncers_made = threading.Lock()
 
 
-def _syncer() -> ThreadPoolExecutor:
-    """This process's fsync threads (made on first use: a forked child makes its own)."""
+class _Sync:
+    """One fsync handed to a syncer thread: `done` is released once it has returned (or failed, with `error`).
+
+    A bare queue and lock rather than a `ThreadPoolExecutor`, whose futures and conditions cost more CPU than the
+    wake-ups themselves: measured on a 20 KB blob published into new directories (its file and three directories),
+    the hand-offs cost 50-70 µs of CPU with an executor, 15-20 µs this way, against the same fsyncs one after
+    another."""
+
+    __slots__ = ("directory", "done", "error", "full")
+
+    def __init__(self, full: str, directory: bool) -> None:
+        self.full, self.directory = full, directory
+        self.error: BaseException | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+
+def _sync_queue() -> queue.SimpleQueue[_Sync]:
+    """This process's fsync threads, started on first use (a forked child starts its own)."""
     global _syncers
-    pid = os.getpid()
-    if _syncers is None or _syncers[0] != pid:
-        _syncers = (pid, ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="fsync"))
-    return _syncers[1]
+    with _syncers_made:
+        if _syncers is None:
+            jobs: queue.SimpleQueue[_Sync] = queue.SimpleQueue()
+            for i in range(_SYNC_THREADS):
+                threading.Thread(target=_serve_syncs, args=(jobs,), name=f"fsync-{i}", daemon=True).start()
+            _syncers = jobs
+        return _syncers
+
+
+def _forget_syncers() -> None:
+    global _syncers, _syncers_made
+    _syncers, _syncers_made = None, threading.Lock()  # the parent's threads do not exist in a forked child
+
+
+os.register_at_fork(after_in_child=_forget_syncers)
+
+
+def _serve_syncs(jobs: queue.SimpleQueue[_Sync]) -> None:
+    while True:
+        sync = jobs.get()
+        try:
+            _fsync_path(sync.full, sync.directory)
+        except BaseException as error:
+            sync.error = error
+        finally:
+            sync.done.release()
 
 
 def _fsync_together(files: Sequence[str], directories: Sequence[str]) -> None:
-    """fsync every file and directory given, at the same time, and return when all are durable.
+    """fsync every file and directory given, at the same time, and return when all are durable. One alone (a file
+    rewritten in its directory) is fsynced on the calling thread, with no hand-off.
 
     The same calls as one after another, and the same guarantee; only cheaper. A journaling filesystem makes the
     first fsync commit the running transaction, which holds every change made before it (the file's new blocks,
@@ -666,14 +708,19 @@ def _fsync_together(files: Sequence[str], directories: Sequence[str]) -> None:
     if not paths:
         return
     first, rest = paths[0], paths[1:]
-    pending = [_syncer().submit(_fsync_path, *path) for path in rest]
+    handed = [_Sync(*path) for path in rest]
+    if handed:
+        jobs = _sync_queue()
+        for sync in handed:
+            jobs.put(sync)
     try:
         _fsync_path(*first)
     finally:
-        errors = [future.exception() for future in pending]
-    for error in errors:
-        if error is not None:
-            raise error
+        for sync in handed:
+            sync.done.acquire()
+    for sync in handed:
+        if sync.error is not None:
+            raise sync.error
 
 
 def _fsync_path(full: str, directory: bool) -> None:
