@@ -3,7 +3,7 @@
 Nothing in the server changes; this wraps, by monkeypatching before it starts, what a small write costs besides
 bytes: database write transactions (durable or not, and which query ran them) and read connections, `PRAGMA
 synchronous` switches, SQL statements by kind, thread-pool hops (by the function that hopped), Python-level
-fsyncs, /proc reads for process identities, and lease-renewal tasks. Every process (the master, and the workers,
+fsyncs, /proc reads for process identities, and lease renewals. Every process (the master, and the workers,
 forked or spawned: a spawned worker imports this file as `__mp_main__` and patches itself the same way) writes its
 counts to `DIR/counts-<pid>.json` on SIGUSR1. fsyncs that SQLite makes in C are not seen here: count them with
 `strace -f -c`.
@@ -171,9 +171,9 @@ def install() -> None:
     # --- lease renewal ----------------------------------------------------------------------------------------
     original_renew = uploads.Uploads._renew
 
-    async def renew(self: Any, upload_id: str, token: str) -> None:
-        COUNTS["lease.renewal_task"] += 1
-        await original_renew(self, upload_id, token)
+    async def renew(self: Any, *args: Any) -> None:
+        COUNTS["lease.renewal"] += 1  # one claim renewed by the worker's renewal task
+        await original_renew(self, *args)
 
     uploads.Uploads._renew = renew  # type: ignore[method-assign]
 

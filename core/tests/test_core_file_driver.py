@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +337,144 @@ def _is_directory(path: Path) -> bool:
 def _plant(path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"x")
+
+
+async def test_put_if_absent_syncs_the_file_and_every_directory_that_gained_an_entry(
+    driver: Driver, root: Path, fsynced: list[str]
+) -> None:
+    """Published like an upload (`_link_and_sync`): durable under its new name before the call returns, and no
+    temporary file left behind."""
+    await driver.put_content("blobs/sha256/other", b"x")  # blobs/sha256/ exists, ab/ and abcd/ are new
+    fsynced.clear()
+    assert await driver.put_if_absent("blobs/sha256/ab/abcd/data", b"blob") is True
+    final = root / "blobs" / "sha256" / "ab" / "abcd"
+    assert (final / "data").read_bytes() == b"blob"
+    assert set(fsynced) >= {str(final / "data"), str(final), str(final.parent), str(final.parent.parent)}
+    assert os.listdir(root / TEMP_DIRECTORY) == []
+
+
+async def test_put_if_absent_without_hard_links_writes_by_rename(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: str, dst: str) -> None:
+        raise PermissionError(1, "Operation not permitted")  # what FAT and some FUSE filesystems answer
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert await driver.put_if_absent("blobs/sha256/ab/abcd/data", b"blob") is True
+    assert (root / "blobs" / "sha256" / "ab" / "abcd" / "data").read_bytes() == b"blob"
+    assert os.listdir(root / TEMP_DIRECTORY) == []
+
+
+async def test_put_if_absent_onto_a_directory_is_a_clear_error(driver: Driver, root: Path) -> None:
+    await driver.put_content("blobs/dir/object", b"x")
+    with pytest.raises(exceptions.WrongArgumentsError, match="directory"):
+        await driver.put_if_absent("blobs/dir", b"blob")
+    assert os.listdir(root / TEMP_DIRECTORY) == []
+
+
+async def test_publishing_a_temporary_file_never_removes_the_temporary_directory(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`put_if_absent` publishes its temporary file by `_link_and_sync`, which prunes the source's directory: the
+    temporary files' one must stay, or a write that has just created it could find it gone before its `open`.
+    Here another `put_if_absent` finishes exactly there, in that window."""
+    await driver.put_if_absent("blobs/first", b"x")
+    assert (root / TEMP_DIRECTORY).is_dir()
+    with contextlib.suppress(FileNotFoundError):
+        (root / TEMP_DIRECTORY).rmdir()  # as in a fresh root: the next write creates it
+    real_makedirs = os.makedirs
+
+    def makedirs_then_a_concurrent_publication(name: str, *args: Any, **kwargs: Any) -> None:
+        real_makedirs(name, *args, **kwargs)
+        if name == str(root / TEMP_DIRECTORY):
+            monkeypatch.setattr(os, "makedirs", real_makedirs)
+            assert driver._put_if_absent_sync(str(root / "a" / "other"), "a/other", b"other") is True
+
+    monkeypatch.setattr(os, "makedirs", makedirs_then_a_concurrent_publication)
+    await driver.put_content("b/object", b"b")
+    assert await driver.get_content("b/object") == b"b"
+    assert await driver.get_content("a/other") == b"other"
+    assert os.listdir(root / TEMP_DIRECTORY) == []
+
+
+@pytest.fixture
+def fsync_threads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Which thread fsyncs what: (path, thread name)."""
+    seen: list[tuple[str, str]] = []
+    real = os.fsync
+
+    def recording(fd: int) -> None:
+        seen.append((os.readlink(f"/proc/self/fd/{fd}"), threading.current_thread().name))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    return seen
+
+
+async def test_a_new_name_fsyncs_its_directories_beside_the_file_and_a_lone_fsync_hands_nothing_off(
+    driver: Driver, root: Path, fsync_threads: list[tuple[str, str]]
+) -> None:
+    await driver.put_content("blobs/sha256/other", b"x")
+    fsync_threads.clear()
+    assert await driver.put_if_absent("blobs/sha256/ab/abcd/data", b"blob") is True
+    final = root / "blobs" / "sha256" / "ab" / "abcd"
+    threads = dict(fsync_threads)
+    directories = {str(final), str(final.parent), str(final.parent.parent)}  # abcd/ and ab/ are new
+    assert set(threads) == {str(final / "data"), *directories}
+    assert not threads[str(final / "data")].startswith("fsync-"), "the file on the calling thread"
+    assert all(threads[d].startswith("fsync-") for d in directories), "its directories beside it"
+    fsync_threads.clear()
+    await driver.put_content("blobs/sha256/other", b"y")  # rewritten in place: its file, then its directory alone
+    assert len({thread for _, thread in fsync_threads}) == 1, "no hand-off for a single fsync"
+
+
+async def test_a_failing_directory_fsync_fails_the_publication(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.fsync
+
+    def failing_for_directories(fd: int) -> None:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_for_directories)
+    with pytest.raises(OSError, match="Input/output error"):
+        await driver.put_if_absent("blobs/sha256/ab/abcd/data", b"blob")
+
+
+def test_a_forked_child_fsyncs_with_threads_of_its_own(root: Path) -> None:
+    """The parent's fsync threads do not exist in a forked child (a registry worker): it starts its own."""
+    from docker_registry.drivers import file
+
+    directory = root / "d"
+    directory.mkdir(parents=True)
+    (directory / "f").write_bytes(b"x")
+    file._fsync_together([str(directory / "f")], [str(directory), str(root)])  # the parent's threads exist
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        signal.alarm(10)  # a child waiting for threads that do not exist dies of SIGALRM instead of hanging
+        file._fsync_together([str(directory / "f")], [str(directory), str(root)])
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+async def test_a_publication_returns_only_once_every_fsync_has_returned(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Durable when it returns: the directories' fsyncs, run by other threads, are waited for, however slow."""
+    finished: list[str] = []
+    real = os.fsync
+
+    def slow_for_directories(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if os.path.isdir(path):
+            time.sleep(0.2)
+        real(fd)
+        finished.append(path)
+
+    monkeypatch.setattr(os, "fsync", slow_for_directories)
+    assert await driver.put_if_absent("blobs/sha256/ab/abcd/data", b"blob") is True
+    final = root / "blobs" / "sha256" / "ab" / "abcd"
+    assert set(finished) >= {str(final / "data"), str(final), str(final.parent)}

@@ -184,6 +184,33 @@ async def test_a_slow_writer_keeps_its_claim_by_renewing_it(parts) -> None:  # t
     assert await driver.get_content(upload_path(upload.id)) == b"abcdef"
 
 
+async def test_claims_held_at_once_are_all_renewed_and_the_renewing_stops_when_none_is(parts) -> None:  # type: ignore[no-untyped-def]
+    """One task renews every claim of this worker: slow writers of two sessions, one of them starting later, keep
+    both; once none is held the task ends, so an idle worker writes nothing."""
+    uploads, store, driver = parts
+    store.writer_lease = 0.4
+    first, second = await uploads.start("repo"), await uploads.start("repo")
+    other_node = Uploads(AsyncMetadataStore(store), driver)
+
+    async def slow(upload_id: str, pause: float) -> AsyncIterator[bytes]:
+        yield b"abc"
+        await asyncio.sleep(pause)  # well past the lease: only renewals keep the claim
+        with pytest.raises(RegistryError) as info:
+            await other_node.append("repo", upload_id, body(b"zzz"), start=0)
+        assert info.value.error is RANGE_INVALID
+        yield b"def"
+
+    async def later() -> int:
+        await asyncio.sleep(0.3)
+        return await uploads.append("repo", second.id, slow(second.id, 0.8), start=0)
+
+    assert await asyncio.gather(uploads.append("repo", first.id, slow(first.id, 1.0), start=0), later()) == [6, 6]
+    assert await driver.get_content(upload_path(first.id)) == b"abcdef"
+    assert await driver.get_content(upload_path(second.id)) == b"abcdef"
+    await asyncio.sleep(0.2)  # more than an eighth of the lease: the renewing task sees nothing held
+    assert not [t for t in asyncio.all_tasks() if "_sweep" in repr(t.get_coro())]
+
+
 async def test_a_claim_nobody_renews_expires_with_its_lease(parts) -> None:  # type: ignore[no-untyped-def]
     uploads, store, _driver = parts
     store.writer_lease = 0.3

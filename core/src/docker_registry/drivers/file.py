@@ -23,11 +23,12 @@ import ctypes
 import errno
 import itertools
 import os
+import queue
 import shutil
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar
 
 from docker_registry.core import exceptions
@@ -291,36 +292,28 @@ class Driver(Base):
         return await asyncio.to_thread(self._put_if_absent_sync, full, path, data)
 
     def _put_if_absent_sync(self, full: str, path: str, data: bytes) -> bool:
-        """A temporary file, given its name with a hard link (which refuses to replace anything), then the file and
-        the directories of its name fsynced together: one journal commit (`_link_and_sync`), where `put_content`
-        (fsync, then rename) costs two. Without hard links, `put_content`'s way, after a check that nothing is
-        there."""
+        """A temporary file, published by `_link_and_sync`: given its name with a hard link (which refuses to
+        replace anything), then the file and the directories of its name fsynced together, one journal commit
+        where `put_content` (fsync, then rename) costs two. Without hard links, `put_content`'s way, after a check
+        that nothing is there."""
         if os.path.isfile(full):
             return False
         f, tmp = self._open_temp(full, path)
         try:
             with f:
                 f.write(data)
-
-            def link() -> None:
-                os.link(tmp, full)
-
-            try:
-                _, parents = self._in_new_directory(full, path, link)
-            except FileExistsError:
-                if os.path.isdir(full):
-                    raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
-                return False
-            except OSError as exc:
-                if exc.errno not in _NO_HARD_LINKS:
-                    raise
-                self._put_sync(full, path, data)
-                return True
-            _fsync_together([full], [os.path.dirname(full), *parents])
+            linked = self._link_and_sync(tmp, path, full, path)
+        except exceptions.FileNotFoundError:
+            raise exceptions.BrokenError(f"cannot write {path!r}: its temporary file vanished") from None
         finally:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        return True
+                os.unlink(tmp)  # left only where the link was refused (a name taken, no hard links)
+        if linked is False and os.path.isdir(full):
+            raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory")
+        if linked is None:
+            self._put_sync(full, path, data)
+            return True
+        return linked
 
     async def _append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool) -> int:
         full = self._full(path)
@@ -441,8 +434,11 @@ class Driver(Base):
         """Remove empty directories from `directory` up to (not including) the root, so none linger as ghosts.
 
         A directory being created into may be removed here before its file arrives: `_in_directory` retries.
+        The temporary files' directory is never removed (`_link_and_sync` prunes after publishing one of them):
+        `_open_temp` creates it only once, and a removal between that and its `open` would fail a write.
         """
-        while directory != self.root and directory.startswith(self.root + os.sep):
+        temporary = os.path.join(self.root, TEMP_DIRECTORY)
+        while directory not in (self.root, temporary) and directory.startswith(self.root + os.sep):
             try:
                 os.rmdir(directory)
             except OSError:
@@ -645,20 +641,61 @@ _SYNC_THREADS = 8
 """Threads that fsync the directories of a new name while the calling thread fsyncs the file (`_fsync_together`):
 two or three per publication, from as many threads at once as asyncio's pool has (6 on 2 cores); an idle one
 costs nothing, a missing one makes its fsync wait and then pay a disk cache flush of its own."""
-_syncers: tuple[int, ThreadPoolExecutor] | None = None
+_syncers: queue.SimpleQueue[_Sync] | None = None
+_syncers_made = threading.Lock()
 
 
-def _syncer() -> ThreadPoolExecutor:
-    """This process's fsync threads (made on first use: a forked child makes its own)."""
+class _Sync:
+    """One fsync handed to a syncer thread: `done` is released once it has returned (or failed, with `error`).
+
+    A bare queue and lock rather than a `ThreadPoolExecutor`, whose futures and conditions cost more CPU than the
+    wake-ups themselves: measured on a 20 KB blob published into new directories (its file and three directories),
+    the hand-offs cost 50-70 µs of CPU with an executor, 15-20 µs this way, against the same fsyncs one after
+    another."""
+
+    __slots__ = ("directory", "done", "error", "full")
+
+    def __init__(self, full: str, directory: bool) -> None:
+        self.full, self.directory = full, directory
+        self.error: BaseException | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+
+def _sync_queue() -> queue.SimpleQueue[_Sync]:
+    """This process's fsync threads, started on first use (a forked child starts its own)."""
     global _syncers
-    pid = os.getpid()
-    if _syncers is None or _syncers[0] != pid:
-        _syncers = (pid, ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="fsync"))
-    return _syncers[1]
+    with _syncers_made:
+        if _syncers is None:
+            jobs: queue.SimpleQueue[_Sync] = queue.SimpleQueue()
+            for i in range(_SYNC_THREADS):
+                threading.Thread(target=_serve_syncs, args=(jobs,), name=f"fsync-{i}", daemon=True).start()
+            _syncers = jobs
+        return _syncers
+
+
+def _forget_syncers() -> None:
+    global _syncers, _syncers_made
+    _syncers, _syncers_made = None, threading.Lock()  # the parent's threads do not exist in a forked child
+
+
+os.register_at_fork(after_in_child=_forget_syncers)
+
+
+def _serve_syncs(jobs: queue.SimpleQueue[_Sync]) -> None:
+    while True:
+        sync = jobs.get()
+        try:
+            _fsync_path(sync.full, sync.directory)
+        except BaseException as error:
+            sync.error = error
+        finally:
+            sync.done.release()
 
 
 def _fsync_together(files: Sequence[str], directories: Sequence[str]) -> None:
-    """fsync every file and directory given, at the same time, and return when all are durable.
+    """fsync every file and directory given, at the same time, and return when all are durable. One alone (a file
+    rewritten in its directory) is fsynced on the calling thread, with no hand-off.
 
     The same calls as one after another, and the same guarantee; only cheaper. A journaling filesystem makes the
     first fsync commit the running transaction, which holds every change made before it (the file's new blocks,
@@ -671,14 +708,19 @@ def _fsync_together(files: Sequence[str], directories: Sequence[str]) -> None:
     if not paths:
         return
     first, rest = paths[0], paths[1:]
-    pending = [_syncer().submit(_fsync_path, *path) for path in rest]
+    handed = [_Sync(*path) for path in rest]
+    if handed:
+        jobs = _sync_queue()
+        for sync in handed:
+            jobs.put(sync)
     try:
         _fsync_path(*first)
     finally:
-        errors = [future.exception() for future in pending]
-    for error in errors:
-        if error is not None:
-            raise error
+        for sync in handed:
+            sync.done.acquire()
+    for sync in handed:
+        if sync.error is not None:
+            raise sync.error
 
 
 def _fsync_path(full: str, directory: bool) -> None:

@@ -259,7 +259,7 @@ class Importer:
 
     async def _commit(self, writes: list[_Write]) -> None:
         """Run the writes in batches, each one transaction (one commit, one fsync, for up to BATCH rows of any
-        repositories); a write the store refuses rolls back alone, to its savepoint."""
+        repositories); a write the store refuses rolls back alone (see `StoreBase.run_batch`)."""
         with self.console.phase("writes", len(writes)) as phase:
             for start in range(0, len(writes), BATCH):
                 batch = writes[start : start + BATCH]

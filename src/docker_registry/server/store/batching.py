@@ -2,8 +2,8 @@
 
 Every durable write ends in an fsync of the database's log (1-2 ms here) and a hand-over of its write lock; a tag
 PUT or a blob link is otherwise tiny. The writer thread takes the first write in the queue and every other one
-waiting behind it (up to `MAX_BATCH`), runs each in a SAVEPOINT of one transaction (a write that fails rolls back
-alone and gets its own error), commits once, and only then answers each of them: a client is still told "done"
+waiting behind it (up to `MAX_BATCH`), runs them in one transaction (a write that refuses rolls back alone and gets
+its own error: see `StoreBase.run_batch`), commits once, and only then answers each of them: a client is told "done"
 only after a durable commit that holds its change, and N writes share one fsync. A batch is durable if any of its
 writes asks to be (upload-session bookkeeping does not, see `engine.write_transaction`).
 
