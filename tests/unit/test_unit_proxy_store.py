@@ -1,5 +1,6 @@
-"""`StoreBase.rehearse`: write methods run in a transaction that is rolled back. What the pull-through cache does
-at each worker's start so a client's first pull does not pay for compiling statements; it must change nothing."""
+"""Store methods of the pull-through cache. `StoreBase.rehearse`: write methods run in a transaction that is rolled
+back, what the cache does at each worker's start so that a client's first pull does not pay for compiling
+statements; it must change nothing. `blob_sizes`: a cold blob request's first look, in one database hop."""
 
 from __future__ import annotations
 
@@ -65,3 +66,15 @@ def test_a_write_that_refuses_does_not_keep_the_others_from_being_rehearsed(
     store.rehearse([refused, claimed])  # no error raised: a rehearsal only prepares
     assert store.repositories(None, 100) == []
     assert not store.proxy_fetch_claimed("key", time.time())
+
+
+def test_blob_sizes_tells_a_linked_blob_from_one_stored_for_another_repository(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    store, _ = stores
+    layer = digest(b"layer")
+    assert store.blob_sizes("hub/app", layer) == (None, None)
+    store.link_blob("hub/other", layer, 5)
+    assert store.blob_sizes("hub/app", layer) == (None, 5)  # the cache links it rather than fetching it again
+    store.link_blob("hub/app", layer, 5)
+    assert store.blob_sizes("hub/app", layer) == (5, None)
