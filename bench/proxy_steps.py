@@ -152,8 +152,8 @@ def main() -> int:
                     own = cache.log_path.read_text(errors="replace")[since[0] :]
                     asked = distribution_steps(upstream.log_path.read_text(errors="replace")[since[1] :])
                     steps = pulled(our_steps(own) if cache.name == "ours" else distribution_steps(own))
-                    workers = f", workers: {spread(steps)}" if cache.name == "ours" else ""
-                    print(f"round {number}, {cache.name}, {repo}: cold pull {seconds:.3f} s{workers}")
+                    placement = f", workers: {spread(steps)}" if cache.name == "ours" else ""
+                    print(f"round {number}, {cache.name}, {repo}: cold pull {seconds:.3f} s{placement}")
                     for step in steps:
                         print(f"  client   {step.describe()}")
                     for step in asked:
