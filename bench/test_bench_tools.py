@@ -374,7 +374,10 @@ def test_proxy_steps_read_both_access_logs() -> None:
     )
     [blob] = proxy_steps.our_steps(ours)
     assert (blob.method, blob.status, blob.size, blob.seconds) == ("GET", 200, 20983919, 1.187145)
+    assert blob.worker == 12445
     assert "sha256:5f3cb42368f7 " in blob.describe()
+    assert blob.describe().endswith("pid 12445")
+    assert proxy_steps.spread([blob, blob, proxy_steps.Step("GET", "/v2/a/blobs/x", 200, 1, 0.1, 7)]) == [2, 1]
     head, get = proxy_steps.distribution_steps(theirs)
     assert (head.method, head.path, head.size) == ("HEAD", "/v2/bench/proxied/manifests/latest", 753)
     assert abs(head.seconds - 951.524e-6) < 1e-12

@@ -103,17 +103,17 @@ class Manifests:
         tag moved when it moved; the cached tag served, with a warning, while the upstream is unreachable."""
         store = self._registry.store
         asked = time.time()
-        cached = await store.tag_digest(target.local_name, tag)
-        try:
-            upstream_digest = _digest(await target.upstream.manifest_digest(target.remote_name, tag))
-        except UpstreamNotFound:
+        # the cached tag is read while the upstream is asked: one database round trip less before the answer
+        cached, answer = await asyncio.gather(store.tag_digest(target.local_name, tag), self._head(target, tag))
+        if isinstance(answer, UpstreamNotFound):
             raise RegistryError(MANIFEST_UNKNOWN, {"reference": tag}) from None
-        except UpstreamError as exc:
+        if isinstance(answer, UpstreamError):
             if cached is None:
-                raise RegistryError(UNAVAILABLE, message=f"upstream unavailable: {exc}", status=503) from None
-            log.warning("serving %s:%s from the cache, upstream unavailable: %s", target.local_name, tag, exc)
+                raise RegistryError(UNAVAILABLE, message=f"upstream unavailable: {answer}", status=503) from None
+            log.warning("serving %s:%s from the cache, upstream unavailable: %s", target.local_name, tag, answer)
             self._stale("tag")
             return
+        upstream_digest = answer
         if upstream_digest is None:  # the upstream named no digest: fetched by tag, checked against nothing more
             raw, media_type = await self._fetch(target, tag)
             await self._registry.put_manifest(target.local_name, tag, raw, media_type, check_references=False)
@@ -134,6 +134,14 @@ class Manifests:
                 )
         if target.upstream.settings.ttl > 0:
             await store.write_transient(store.sync.mark_proxy_tag_checked, target.local_name, tag, asked)
+
+    async def _head(self, target: Target, tag: str) -> Digest | UpstreamError | UpstreamNotFound | None:
+        """The digest the upstream names for `tag` (None when it names none), or why it could not say, as a value:
+        the caller decides once it also has the cached tag."""
+        try:
+            return _digest(await target.upstream.manifest_digest(target.remote_name, tag))
+        except (UpstreamError, UpstreamNotFound) as exc:
+            return exc
 
     async def _fetch(self, target: Target, reference: str) -> tuple[bytes, str]:
         try:

@@ -75,9 +75,9 @@ class ProxyHandlers:
         logic = registry(request)
         local = Params(target.local_name, params.parts)
         serve = blobs.head_blob if request.method == "HEAD" else blobs.get_blob
-        if await logic.store.blob_size(target.local_name, digest) is not None:
+        linked, size = await logic.store.read(logic.store.sync.blob_sizes, target.local_name, digest)
+        if linked is not None:
             return await serve(request, local)
-        size = await logic.store.known_blob_size(digest)
         if size is not None:  # cached for another repository (or pushed locally): linked, never fetched again
             await logic.store.link_blob(target.local_name, digest, size)
             logic.cache.clear()

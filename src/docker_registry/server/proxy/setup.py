@@ -23,6 +23,7 @@ from .middleware import HANDLERS_KEY, ProxyHandlers
 from .pulls import PullRecorder
 from .targets import StaleObserver, Targets
 from .upstream import Upstream, UpstreamSettings
+from .warm import warmed
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
@@ -72,7 +73,7 @@ def running(
             manifests = Manifests(logic, config.validation.manifest_max_bytes, observer, Claims(logic.store))
             pulls = PullRecorder(logic.store)
             app[HANDLERS_KEY] = ProxyHandlers(targets, manifests, Flights(logic, spool), pulls, observer)
-            async with pulls.flushing():
+            async with pulls.flushing(), warmed(logic, upstreams, session):
                 yield
 
     return run

@@ -179,6 +179,26 @@ class StoreBase:
             self.reserve.ensure()
         return result
 
+    def rehearse(self, writes: Sequence[Callable[[], Any]]) -> None:
+        """Run write methods of this store in one transaction that is then rolled back: nothing is changed, but
+        their statements are compiled and cached (SQLAlchemy's cache, `Prepared`) and a connection is opened,
+        which a freshly started worker would otherwise do on its first client's request (the pull-through cache
+        rehearses its writes at start). Each runs in a savepoint: one that refuses (a reference missing) does not
+        keep the others from running. Not for the writer thread of `batching`, whose batch this would join."""
+
+        class _Rehearsed(Exception):
+            pass
+
+        with contextlib.suppress(_Rehearsed), write_transaction(self.engine, False, self.gate, signal=False) as conn:
+            self._batch.conn, self._batch.savepoints, self._batch.signal = conn, True, False
+            try:
+                for write in writes:
+                    with contextlib.suppress(Exception):
+                        write()
+            finally:
+                self._batch.conn = None
+            raise _Rehearsed  # rolls the transaction back
+
     def run_batch(
         self, writes: list[Callable[[], Any]], durable: bool, keep_connection: bool = False
     ) -> list[tuple[Any, BaseException | None]]:

@@ -59,6 +59,11 @@ class AsyncMetadataStore:
         disk (see `engine.write_transaction`)."""
         return await self._session_write(query, *args, **kwargs)
 
+    async def rehearse(self, writes: Sequence[Callable[[], object]]) -> None:
+        """Write methods of the synchronous store run and rolled back (`StoreBase.rehearse`), in the readers' pool:
+        not through the write queue, whose batches must commit."""
+        await self._read(self.sync.rehearse, writes)
+
     @property
     def writer_lease(self) -> float:
         return self.sync.writer_lease

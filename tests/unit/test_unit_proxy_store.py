@@ -1,0 +1,80 @@
+"""Store methods of the pull-through cache. `StoreBase.rehearse`: write methods run in a transaction that is rolled
+back, what the cache does at each worker's start so that a client's first pull does not pay for compiling
+statements; it must change nothing. `blob_sizes`: a cold blob request's first look, in one database hop."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from functools import partial
+
+import pytest
+
+from docker_registry.core.digest import Digest, parse_digest
+from docker_registry.server.store import manifests
+from docker_registry.server.store.collection import CollectionQueries
+from docker_registry.server.store.metadata import MetadataStore
+from docker_registry.server.store.models import Descriptor, Manifest
+
+
+def digest(data: bytes) -> Digest:
+    return parse_digest("sha256:" + hashlib.sha256(data).hexdigest())
+
+
+def image(layer: bytes) -> Manifest:
+    raw = b"image" + layer
+    return Manifest(
+        raw, "application/vnd.oci.image.manifest.v1+json", digest(raw), [Descriptor("l", digest(layer), len(layer))]
+    )
+
+
+def test_rehearsed_writes_change_nothing_and_leave_their_statements_compiled(
+    stores: tuple[MetadataStore, CollectionQueries], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = stores
+    monkeypatch.setattr(manifests._INSERT_MANIFEST, "_sqlite", None)  # as in a freshly started worker
+    manifest, layer = image(b"layer"), digest(b"layer")
+    now = time.time()
+    store.rehearse(
+        [
+            partial(store.claim_proxy_fetch, "hub/app@x", "owner", now, 60.0),
+            partial(store.put_manifest, "hub/app", manifest, ["v1"], (), False),
+            partial(store.pin_blob, layer, 5, "token"),
+            partial(store.link_blob, "hub/app", layer, 5),
+            partial(store.mark_proxy_tag_checked, "hub/app", "v1", now),
+        ]
+    )
+    assert store.repositories(None, 100) == []
+    assert store.tag_digest("hub/app", "v1") is None
+    assert store.manifest("hub/app", manifest.digest) is None
+    assert store.known_blob_size(layer) is None
+    assert not store.proxy_fetch_claimed("hub/app@x", now)
+    assert manifests._INSERT_MANIFEST._sqlite is not None  # compiled by the rehearsal: the first push need not
+    # and the store writes for real afterwards, on the same connections
+    assert store.claim_proxy_fetch("hub/app@x", "owner", now, 60.0)
+    store.put_manifest("hub/app", manifest, ["v1"], (), False)
+    assert store.tag_digest("hub/app", "v1") == manifest.digest
+
+
+def test_a_write_that_refuses_does_not_keep_the_others_from_being_rehearsed(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    store, _ = stores
+    manifest = image(b"other")
+    refused = partial(store.put_manifest, "hub/app", manifest, ["v1"], (), True)  # its layer is not stored
+    claimed = partial(store.claim_proxy_fetch, "key", "owner", time.time(), 60.0)
+    store.rehearse([refused, claimed])  # no error raised: a rehearsal only prepares
+    assert store.repositories(None, 100) == []
+    assert not store.proxy_fetch_claimed("key", time.time())
+
+
+def test_blob_sizes_tells_a_linked_blob_from_one_stored_for_another_repository(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    store, _ = stores
+    layer = digest(b"layer")
+    assert store.blob_sizes("hub/app", layer) == (None, None)
+    store.link_blob("hub/other", layer, 5)
+    assert store.blob_sizes("hub/app", layer) == (None, 5)  # the cache links it rather than fetching it again
+    store.link_blob("hub/app", layer, 5)
+    assert store.blob_sizes("hub/app", layer) == (5, None)
