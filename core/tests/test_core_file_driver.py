@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +324,24 @@ async def test_remove_many_leaves_the_root_when_it_empties_it(driver: Driver, ro
     await driver.remove_many(["only"])
     assert _is_directory(root)
     assert await driver.exists("only") is False
+
+
+async def test_remove_many_finishes_while_asyncios_threads_are_all_busy(driver: Driver, root: Path) -> None:
+    """A collection inside the server deletes files in threads of the driver's own, so it neither waits for the
+    threads that serve requests nor holds them: here the only thread of asyncio's pool stays busy throughout."""
+    paths = [f"blobs/sha256/{n:02x}/{n:02x}{n:02x}/data" for n in range(64)]
+    for path in paths:
+        _plant(root / path)
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(1))
+    released = threading.Event()
+    busy = asyncio.ensure_future(asyncio.to_thread(released.wait, 10))
+    try:
+        await asyncio.wait_for(driver.remove_many(paths), 5)
+    finally:
+        released.set()
+        await busy
+    assert _entries(root) == []
 
 
 def _entries(root: Path) -> list[str]:

@@ -39,7 +39,8 @@ RENEW_AFTER = 10.0
 BATCH = 2000
 """Rows deleted per transaction: tens of milliseconds, so pushes barely wait for the database's write lock."""
 THREADS = 24
-"""Threads of a collection: the store's queries, and the driver's deletions (the filesystem driver's take 16)."""
+"""Threads of a collection's asyncio pool: the store's queries, and the deletions of drivers without a pool of
+their own for them (the filesystem driver has one)."""
 MIN_TEMPORARY_AGE = 60.0
 """Temporary files younger than this are never touched, whatever the grace period (a write in progress)."""
 MAX_CASCADES = 100

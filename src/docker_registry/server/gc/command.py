@@ -36,12 +36,18 @@ def _progress(stream: TextIO) -> Progress:
     return LogProgress()
 
 
+def open_store(config: Config) -> CollectionQueries:
+    """The collection's queries, on an engine of their own tuned for rewriting much of the database at once
+    (`create_engine(maintenance=True)`)."""
+    url = database_url(config)
+    engine = create_engine(url, config.database.locktimeout, maintenance=True)
+    return CollectionQueries(engine, config.database.locktimeout, gate_for(url), reserve_for(url))
+
+
 def garbage_collect(config: Config, driver: Base, *, dry_run: bool, delete_untagged: bool, as_json: bool) -> int:
     """Run one collection with the configured grace period (`gc.delay`) and upload age over a prepared database
     (`preparation.prepare`); print its summary."""
-    url = database_url(config)
-    engine = create_engine(url, config.database.locktimeout)
-    store = CollectionQueries(engine, config.database.locktimeout, gate_for(url), reserve_for(url))
+    store = open_store(config)
     purging = config.storage.maintenance.uploadpurging
     options = Options(
         delay=config.gc.delay,

@@ -33,6 +33,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 NOTIFY_CHANNEL = "docker_registry_changes"
 DEFAULT_LOCK_TIMEOUT = 5.0
+MAINTENANCE_PRAGMAS = ("temp_store=MEMORY", "wal_autocheckpoint=10000")
+"""SQLite settings of a maintenance command's connections. A collection's deletions are scattered over whole
+tables (random digests), so each batch dirties thousands of pages, and with SQLite's default the WAL was
+checkpointed every 1,000 pages: dozens of checkpoints, each copying pages that the next batch rewrites anyway and
+fsyncing the database file. After 10,000 pages (40 MiB) a page rewritten by several batches is copied once, with
+a tenth of the fsyncs: on a busy disk this took the statements of a collection of 100,000 blobs from 2.4-2.6 s
+to 1.4-1.5 s (the same on an idle one). Sets built in memory (the links' set difference) stay there. The server's
+own connections still checkpoint at 1,000 pages, and durability is unchanged: a checkpoint only moves committed
+pages from the WAL into the database file. A larger page cache did not pay for its memory (16 MiB for each
+pooled connection)."""
 _STALE_CONNECTION = re.compile(r"readonly|read-only|unable to open database|disk I/O error", re.IGNORECASE)
 
 
@@ -60,8 +70,14 @@ def with_driver(url: str) -> str:
     return url
 
 
-def create_engine(url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, pool_size: int | None = None) -> sa.Engine:
-    """An engine for `url`; `pool_size` should cover every thread that may hold a connection at once."""
+def create_engine(
+    url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, pool_size: int | None = None, *, maintenance: bool = False
+) -> sa.Engine:
+    """An engine for `url`; `pool_size` should cover every thread that may hold a connection at once.
+
+    `maintenance`: for a one-off command that rewrites much of the database (`garbage-collect`), SQLite connections
+    get `MAINTENANCE_PRAGMAS`. They change only how this process's connections cache and checkpoint, never what
+    is written or when a commit is durable, so they are safe while the registry serves."""
     pool = {} if pool_size is None else {"pool_size": pool_size}
     url = with_driver(url)
     if not url.startswith("sqlite"):
@@ -79,6 +95,15 @@ def create_engine(url: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, pool_siz
         cur.execute("PRAGMA synchronous=FULL")  # NORMAL in WAL may lose a commit (an acknowledged push) on power loss
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
+
+    if maintenance:
+
+        @event.listens_for(engine, "connect")
+        def _maintenance(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+            cur = dbapi_conn.cursor()
+            for pragma in MAINTENANCE_PRAGMAS:
+                cur.execute(f"PRAGMA {pragma}")
+            cur.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
