@@ -29,6 +29,7 @@ import sys
 import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar
 
 from docker_registry.core import exceptions
