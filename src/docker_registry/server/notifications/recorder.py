@@ -82,6 +82,8 @@ class Recorder:
         self._stats = stats
         self._source = {"addr": f"{socket.gethostname()}:{http_port}", "instanceID": str(uuid.uuid4())}
         self._wanted: dict[tuple[str, str | None], bool] = {}
+        self._pulls_wanted: dict[str | None, bool] = {}
+        """`_wants` of pulls by media type: one lookup, no key to build, on every GET."""
         self._pulls: list[PullNote] = []
         self._combinations: list[tuple[Target, Client]] = []
         """Each (target, client) combination pulled, by its number in `PullNote`s."""
@@ -148,7 +150,10 @@ class Recorder:
         request = _request.get()
         if request is None or request.method == "HEAD":  # as a HEAD serves nothing, it is no pull
             return
-        if not self._wants("pull", target.media_type):
+        wanted = self._pulls_wanted.get(target.media_type)
+        if wanted is None:
+            wanted = self._pulls_wanted[target.media_type] = self._wants("pull", target.media_type)
+        if not wanted:
             return
         number = self._number_of(target, request)
         pulls = self._pulls
