@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from docker_registry.core.digest import Digest
@@ -80,3 +81,53 @@ async def test_pulls_are_noted_only_for_media_types_some_endpoint_takes_and_neve
     events = [json.loads(text) for row in outbox.rows for text in expand(row.payload)]
     assert [(e["target"]["mediaType"], e["target"]["size"]) for e in events] == [(OCI, 1), (OCI, 4)]
     assert {e["target"]["url"] for e in events} == {f"http://127.0.0.1:5000/v2/a/b/manifests/{DIGEST}"}
+
+
+async def test_a_connection_pulling_again_after_a_fresh_numbering_still_names_what_it_pulled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pulls on one connection are recognised by comparing with its previous pull; when the combinations are
+    numbered afresh (more than `MAX_COMBINATIONS`), what a connection remembered must not name a stale number."""
+    monkeypatch.setattr(recording, "MAX_COMBINATIONS", 1)
+    settings = NotificationsConfig.model_validate({"endpoints": [{"name": "e", "url": "http://127.0.0.1:1/"}]})
+    outbox = _Outbox()
+    recorder = Recorder(settings, 5000, outbox, Stats.of(["e"]))  # type: ignore[arg-type]
+    connection = _Connection()
+    order = ["a/one", "a/one", "b/two", "a/one", "b/two", "b/two", "a/one"]
+    for n, repository in enumerate(order):
+        request = make_mocked_request(
+            "GET", f"/v2/{repository}/manifests/t", headers={"Host": "127.0.0.1:5000"}, transport=connection
+        )
+        token = recording._request.set(request)
+        try:
+            recorder.pulled(pulled_target("manifest", repository, DIGEST, OCI, 9, "t"))
+        finally:
+            recording._request.reset(token)
+        if n in (2, 4):  # two combinations known, one allowed: numbered afresh after each of these flushes
+            await recorder.flush()
+    await recorder.flush()
+
+    events = [json.loads(text) for row in outbox.rows for text in expand(row.payload)]
+    assert [e["target"]["repository"] for e in events] == order
+
+
+async def test_pulls_on_one_connection_with_other_headers_or_methods_are_other_clients() -> None:
+    """A connection's previous pull is reused only for the same headers (they carry the user), target and method."""
+    settings = NotificationsConfig.model_validate({"endpoints": [{"name": "e", "url": "http://127.0.0.1:1/"}]})
+    outbox = _Outbox()
+    recorder = Recorder(settings, 5000, outbox, Stats.of(["e"]))  # type: ignore[arg-type]
+    connection = _Connection()
+    agents = ["one", "two", "two", "one"]
+    for agent in agents:
+        request = make_mocked_request(
+            "GET", "/v2/a/manifests/t", headers={"Host": "127.0.0.1:5000", "User-Agent": agent}, transport=connection
+        )
+        token = recording._request.set(request)
+        try:
+            recorder.pulled(pulled_target("manifest", "a", DIGEST, OCI, 9, "t"))
+        finally:
+            recording._request.reset(token)
+    await recorder.flush()
+
+    events = [json.loads(text) for row in outbox.rows for text in expand(row.payload)]
+    assert [e["request"]["useragent"] for e in events] == agents

@@ -89,6 +89,10 @@ class Recorder:
         """Each (target, client) combination pulled, by its number in `PullNote`s."""
         self._combination_numbers: dict[tuple[Target, Client], int] = {}
         self._numbers: dict[tuple[object, ...], int] = {}
+        self._last: dict[object, tuple[Target, object, str, int]] = {}
+        """Per connection, its last pull's target, raw headers, method and number: a client pulling the same thing
+        again on its connection (a load, a poller) is recognised by comparing them, without hashing the target (its
+        digest's hash is Python code) and the headers as a `_numbers` key needs."""
         """The combination numbers by what requests are made of (`_number_of`)."""
         self._flusher: asyncio.Task[None] | None = None
         self._pull_events = self._events()
@@ -115,13 +119,20 @@ class Recorder:
         transport = request.transport
         if transport is None:  # the connection is gone: its peer is no longer known, nothing to remember
             return self._combination_number((target, _client(request, None)))
-        key = (target, request.raw_headers, transport, request.method)
+        raw_headers, method = request.raw_headers, request.method
+        last = self._last.get(transport)
+        if last is not None and last[1] == raw_headers and last[0] == target and last[2] == method:
+            return last[3]  # what this connection's previous pull was: compared, not hashed (see `_last`)
+        key = (target, raw_headers, transport, method)
         number = self._numbers.get(key)
         if number is None:
             if len(self._numbers) >= MAX_KEYS:  # clients that send a header unique to each request, or new connections
                 self._numbers.clear()
             peer = transport.get_extra_info("peername")
             number = self._numbers[key] = self._combination_number((target, _client(request, peer)))
+        if len(self._last) >= MAX_KEYS:
+            self._last.clear()
+        self._last[transport] = (target, raw_headers, method, number)
         return number
 
     def _combination_number(self, combination: tuple[Target, Client]) -> int:
@@ -231,7 +242,7 @@ class Recorder:
         """Number afresh only the combinations that waiting notes hold (many targets or clients: the table would
         otherwise keep every one ever pulled)."""
         combinations = self._combinations
-        self._numbers, self._combination_numbers, self._combinations = {}, {}, []
+        self._numbers, self._combination_numbers, self._combinations, self._last = {}, {}, [], {}
         self._pull_events.forget_combinations()
         renumbered = []
         for when, number, request_id in self._pulls:
