@@ -64,3 +64,13 @@ def test_tallies_flushed_together_flush_in_their_order() -> None:
     log: list[str] = []
     FlushedTogether([_Recording("storage", log), _Recording("queries", log), _Recording("requests", log)]).flush()
     assert log == ["storage", "queries", "requests"]
+
+
+def test_a_bound_series_shows_at_zero_before_its_first_timing() -> None:
+    registry = CollectorRegistry()
+    tally = HistogramTally(_histogram(registry), QUERY_BUCKETS)
+    tally.bind(("select",))
+    tally.flush()
+    lines = _exposition(registry)
+    assert 'q_seconds_count{operation="select"} 0.0' in lines
+    assert not any('operation="insert"' in line for line in lines)

@@ -19,6 +19,8 @@ def instrument_engine(engine: sa.Engine, instruments: Instruments) -> None:
     tally = instruments.query_timings
     keys = {kind: (kind,) for kind in KINDS}
     other = ("other",)
+    for key in (*keys.values(), other):
+        tally.bind(key)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn: sa.Connection, _cursor: Any, _statement: str, *_args: Any) -> None:

@@ -22,6 +22,7 @@ class _Timer:
     def __init__(self, instruments: Instruments, driver: str, action: str) -> None:
         self.key = (driver, action)
         self.timings = instruments.storage_timings
+        self.timings.bind(self.key)
         self.errors = instruments.storage_errors.labels(driver, action)
 
     async def run(self, operation: Awaitable[T]) -> T:

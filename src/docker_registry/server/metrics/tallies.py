@@ -47,6 +47,12 @@ class HistogramTally(Flushed):
         self._pending: dict[tuple[str, ...], _Series] = {}
         self._children: dict[tuple[str, ...], Any] = {}
 
+    def bind(self, key: tuple[str, ...]) -> None:
+        """Make the series now (at zero), so a scrape shows it before its first observation, as a child bound with
+        `labels()` at start-up did."""
+        if key not in self._children:
+            self._children[key] = self._histogram.labels(*key)
+
     def observe(self, key: tuple[str, ...], seconds: float) -> None:
         """Safe from any thread."""
         index = bisect_left(self._bounds, seconds)  # the first bound >= seconds: Prometheus' `le`
