@@ -89,11 +89,11 @@ class Recorder:
         """Each (target, client) combination pulled, by its number in `PullNote`s."""
         self._combination_numbers: dict[tuple[Target, Client], int] = {}
         self._numbers: dict[tuple[object, ...], int] = {}
+        """The combination numbers by what requests are made of (`_number_of`)."""
         self._last: dict[object, tuple[Target, object, str, int]] = {}
         """Per connection, its last pull's target, raw headers, method and number: a client pulling the same thing
         again on its connection (a load, a poller) is recognised by comparing them, without hashing the target (its
         digest's hash is Python code) and the headers as a `_numbers` key needs."""
-        """The combination numbers by what requests are made of (`_number_of`)."""
         self._flusher: asyncio.Task[None] | None = None
         self._pull_events = self._events()
         self._due: asyncio.Future[None] | None = None
