@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import servers
+import sqlalchemy as sa
 from aiohttp.test_utils import make_mocked_request
 
 from docker_registry.core.digest import Digest
@@ -43,16 +44,22 @@ from docker_registry.server.store.metadata import MetadataStore
 RECEIVER = """
 import sys
 from aiohttp import web
-count = 0
+count = posts = size = 0
 async def events(request):
-    global count
-    count += (await request.read()).count(b'"action":')
+    global count, posts, size
+    body = await request.read()
+    count += body.count(b'"action":')
+    posts += 1
+    size += len(body)
     return web.Response()
 async def total(request):
     return web.Response(text=str(count))
+async def stats(request):
+    return web.Response(text=f"{count} {posts} {size}")
 app = web.Application()
 app.router.add_post("/events", events)
 app.router.add_get("/count", total)
+app.router.add_get("/stats", stats)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 """
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -76,6 +83,13 @@ def _count(port: int) -> int:
         return int(answer.read())
 
 
+def _stats(port: int) -> tuple[int, int, int]:
+    """The receiver's events, POSTs and bytes of bodies so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats") as answer:
+        events, posts, size = (int(word) for word in answer.read().split())
+    return events, posts, size
+
+
 async def _paced(requests: list[Any], events: int, rate: int, recorder: Recorder | None) -> None:
     """`events` pulls at `rate` a second in ticks of 10 ms, each with a request id of its own (set in both runs:
     a server makes one per request anyway)."""
@@ -94,8 +108,9 @@ async def _paced(requests: list[Any], events: int, rate: int, recorder: Recorder
         await asyncio.sleep(max(started + done / rate - time.monotonic(), 0))
 
 
-async def _run(root: Path, port: int, args: argparse.Namespace, notify: bool) -> float:
-    """CPU seconds of one paced run, until the receiver counted every event (with notifications)."""
+async def _run(root: Path, port: int, args: argparse.Namespace, notify: bool) -> tuple[float, int]:
+    """CPU seconds of one paced run, until the receiver counted every event (with notifications), and the database
+    statements it ran (migrations excepted)."""
     config = Config.model_validate(
         {
             "version": 0.1,
@@ -108,6 +123,8 @@ async def _run(root: Path, port: int, args: argparse.Namespace, notify: bool) ->
     url = database_url(config)
     engine = create_engine(url)
     migrate.upgrade(engine)
+    statements = [0]
+    sa.event.listen(engine, "before_cursor_execute", lambda *_: statements.__setitem__(0, statements[0] + 1))
     store = AsyncMetadataStore(MetadataStore(engine))
     headers = {"User-Agent": "wrk", "Accept": MANIFEST, "Host": "127.0.0.1:5000"}
     requests = [
@@ -127,7 +144,7 @@ async def _run(root: Path, port: int, args: argparse.Namespace, notify: bool) ->
         await _paced(requests, args.events, args.rate, recorder)
         while notify and _count(port) - before < args.events:
             await asyncio.sleep(0.05)
-        return time.process_time() - cpu
+        return time.process_time() - cpu, statements[0]
     finally:
         if deliverer is not None:
             await deliverer.stop()
@@ -161,10 +178,16 @@ def main() -> int:
             with tempfile.TemporaryDirectory(prefix="notify-pipeline-") as tmp:
                 for name in ("off", "on"):
                     (Path(tmp) / name).mkdir()
-                off = asyncio.run(_run(Path(tmp) / "off", port, args, notify=False))
-                on = asyncio.run(_run(Path(tmp) / "on", port, args, notify=True))
+                off, _ = asyncio.run(_run(Path(tmp) / "off", port, args, notify=False))
+                before = _stats(port)
+                on, statements = asyncio.run(_run(Path(tmp) / "on", port, args, notify=True))
+                events, posts, size = (now - then for now, then in zip(_stats(port), before, strict=True))
             costs.append((on - off) * 1e6 / args.events)
-            print(f"round {r + 1}: baseline {off:.2f} s, notifications {on:.2f} s of CPU: {costs[-1]:.1f} µs per pull")
+            print(
+                f"round {r + 1}: baseline {off:.2f} s, notifications {on:.2f} s of CPU: {costs[-1]:.1f} µs per pull; "
+                f"per event {statements / events:.4f} database statements, {posts / events:.4f} POSTs, "
+                f"{size / events:.0f} bytes of JSON sent"
+            )
         print(
             f"CPU per pull event: median {statistics.median(costs):.1f} µs ({args.events:,} pulls at {args.rate:,}/s "
             f"from {args.clients} clients, envelopes of up to {args.batch})"

@@ -37,6 +37,7 @@ from .metrics.caches import CacheMetrics
 from .metrics.database import instrument_engine
 from .metrics.driver import InstrumentedDriver
 from .metrics.exposition import metrics_handler
+from .metrics.flushing import Flushed, FlushedTogether
 from .metrics.instruments import Instruments
 from .metrics.inventory import InventoryCollector
 from .metrics.queues import QueueMetrics
@@ -235,11 +236,12 @@ def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
                         "manifests": cache.manifests,
                         "blobs": cache.blobs,
                     }
-                    await running.enter_async_context(CacheMetrics(caches, instruments).flushing())
-                    await running.enter_async_context(app[REQUESTS_KEY].flushing())
+                    # one task, timings first: counts of requests seen in a scrape come with their timings
+                    tallies: list[Flushed] = [instruments.storage_timings, instruments.query_timings]
+                    tallies += [CacheMetrics(caches, instruments), app[REQUESTS_KEY]]
                     if notifications.enabled(config):
-                        queues = QueueMetrics(lambda: app.get(notifications.STATS_KEY), instruments)
-                        await running.enter_async_context(queues.flushing())
+                        tallies.append(QueueMetrics(lambda: app.get(notifications.STATS_KEY), instruments))
+                    await running.enter_async_context(FlushedTogether(tallies).flushing())
                 yield
 
     return stores

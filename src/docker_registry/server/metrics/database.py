@@ -1,5 +1,5 @@
 """Metadata database statements timed, by kind, through SQLAlchemy's cursor events (they run in the reader and
-writer threads; prometheus_client's values take a lock of their own)."""
+writer threads): tallied, and added to the shared histogram by the worker's flush (`tallies`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ _STARTED = "docker_registry.metrics.started"
 
 
 def instrument_engine(engine: sa.Engine, instruments: Instruments) -> None:
-    series = {kind: instruments.query_duration.labels(kind) for kind in (*KINDS, "other")}
+    tally = instruments.query_timings
+    keys = {kind: (kind,) for kind in KINDS}
+    other = ("other",)
+    for key in (*keys.values(), other):
+        tally.bind(key)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn: sa.Connection, _cursor: Any, _statement: str, *_args: Any) -> None:
@@ -28,5 +32,4 @@ def instrument_engine(engine: sa.Engine, instruments: Instruments) -> None:
         started = conn.info.pop(_STARTED, None)
         if started is None:
             return
-        word = statement.lstrip()[:6].lower()
-        series[word if word in series else "other"].observe(time.perf_counter() - started)
+        tally.observe(keys.get(statement.lstrip()[:6].lower(), other), time.perf_counter() - started)

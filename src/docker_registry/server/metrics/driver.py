@@ -16,10 +16,13 @@ T = TypeVar("T")
 
 
 class _Timer:
-    """The histogram and error counter children of one operation, bound once."""
+    """One operation's series: its timings go to the tally (added to the histogram at flush, see `tallies`), its
+    failures (rare) straight to the error counter's child, bound once."""
 
     def __init__(self, instruments: Instruments, driver: str, action: str) -> None:
-        self.duration = instruments.storage_duration.labels(driver, action)
+        self.key = (driver, action)
+        self.timings = instruments.storage_timings
+        self.timings.bind(self.key)
         self.errors = instruments.storage_errors.labels(driver, action)
 
     async def run(self, operation: Awaitable[T]) -> T:
@@ -30,7 +33,7 @@ class _Timer:
             self.errors.inc()
             raise
         finally:
-            self.duration.observe(time.perf_counter() - start)
+            self.timings.observe(self.key, time.perf_counter() - start)
 
 
 ACTIONS = (
@@ -137,7 +140,7 @@ async def _timed_iteration(timer: _Timer, items: AsyncIterator[T]) -> AsyncItera
         timer.errors.inc()
         raise
     finally:
-        timer.duration.observe(time.perf_counter() - start)
+        timer.timings.observe(timer.key, time.perf_counter() - start)
 
 
 class _InstrumentedWriter(Writer):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 FLUSH_INTERVAL = 1.0
 
@@ -31,3 +31,15 @@ class Flushed(abc.ABC):
         finally:
             task.cancel()
             self.flush()
+
+
+class FlushedTogether(Flushed):
+    """Several tallies flushed by one task, in the given order: a scrape that shows a later one's counts (say the
+    requests') also shows what the earlier ones tallied before them (their storage operations and statements)."""
+
+    def __init__(self, parts: Sequence[Flushed]) -> None:
+        self._parts = tuple(parts)
+
+    def flush(self) -> None:
+        for part in self._parts:
+            part.flush()

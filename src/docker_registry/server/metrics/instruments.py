@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from .tallies import HistogramTally
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """From half a millisecond (a cached manifest GET) to a minute (a large layer's PUT)."""
 QUERY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -56,6 +58,10 @@ class Instruments:
             buckets=QUERY_BUCKETS,
             registry=None,
         )
+        self.storage_timings = HistogramTally(self.storage_duration, LATENCY_BUCKETS)
+        """Storage operations are timed into this, `storage_duration` gets them at flush (see `tallies`)."""
+        self.query_timings = HistogramTally(self.query_duration, QUERY_BUCKETS)
+        """Likewise for database statements."""
         self.proxy_stale = Counter(
             "registry_proxy_stale_served_total",
             "Pulls through the pull-through cache served from what it holds while the upstream was unavailable, by "

@@ -11,7 +11,6 @@ by at most a second.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from aiohttp import web
 from ..http.routing import ROUTE_NAME
 from .flushing import Flushed
 from .instruments import LATENCY_BUCKETS, Instruments
+from .tallies import add_observations
 
 METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
 """Other methods count as `other`: a client may send any word, a label must stay bounded."""
@@ -48,16 +48,6 @@ class _Series:
     duration: Any
     received: Any
     sent: Any
-
-
-def add_observations(histogram: Any, buckets: Sequence[int], total: float) -> None:
-    """Add many observations to a histogram child at once: `buckets[i]` of them in bucket i (+Inf last), summing to
-    `total`. prometheus_client only offers `observe()` one value at a time, so this adds to the child's bucket and
-    sum values as `observe()` does (`tests/unit/test_unit_metrics.py` checks the result is the same)."""
-    for value, added in zip(histogram._buckets, buckets, strict=True):
-        if added:
-            value.inc(added)
-    histogram._sum.inc(total)
 
 
 class RequestMetrics(Flushed):

@@ -82,12 +82,18 @@ class Recorder:
         self._stats = stats
         self._source = {"addr": f"{socket.gethostname()}:{http_port}", "instanceID": str(uuid.uuid4())}
         self._wanted: dict[tuple[str, str | None], bool] = {}
+        self._pulls_wanted: dict[str | None, bool] = {}
+        """`_wants` of pulls by media type: one lookup, no key to build, on every GET."""
         self._pulls: list[PullNote] = []
         self._combinations: list[tuple[Target, Client]] = []
         """Each (target, client) combination pulled, by its number in `PullNote`s."""
         self._combination_numbers: dict[tuple[Target, Client], int] = {}
         self._numbers: dict[tuple[object, ...], int] = {}
         """The combination numbers by what requests are made of (`_number_of`)."""
+        self._last: dict[object, tuple[Target, object, str, int]] = {}
+        """Per connection, its last pull's target, raw headers, method and number: a client pulling the same thing
+        again on its connection (a load, a poller) is recognised by comparing them, without hashing the target (its
+        digest's hash is Python code) and the headers as a `_numbers` key needs."""
         self._flusher: asyncio.Task[None] | None = None
         self._pull_events = self._events()
         self._due: asyncio.Future[None] | None = None
@@ -113,13 +119,20 @@ class Recorder:
         transport = request.transport
         if transport is None:  # the connection is gone: its peer is no longer known, nothing to remember
             return self._combination_number((target, _client(request, None)))
-        key = (target, request.raw_headers, transport, request.method)
+        raw_headers, method = request.raw_headers, request.method
+        last = self._last.get(transport)
+        if last is not None and last[1] == raw_headers and last[0] == target and last[2] == method:
+            return last[3]  # what this connection's previous pull was: compared, not hashed (see `_last`)
+        key = (target, raw_headers, transport, method)
         number = self._numbers.get(key)
         if number is None:
             if len(self._numbers) >= MAX_KEYS:  # clients that send a header unique to each request, or new connections
                 self._numbers.clear()
             peer = transport.get_extra_info("peername")
             number = self._numbers[key] = self._combination_number((target, _client(request, peer)))
+        if len(self._last) >= MAX_KEYS:
+            self._last.clear()
+        self._last[transport] = (target, raw_headers, method, number)
         return number
 
     def _combination_number(self, combination: tuple[Target, Client]) -> int:
@@ -148,7 +161,10 @@ class Recorder:
         request = _request.get()
         if request is None or request.method == "HEAD":  # as a HEAD serves nothing, it is no pull
             return
-        if not self._wants("pull", target.media_type):
+        wanted = self._pulls_wanted.get(target.media_type)
+        if wanted is None:
+            wanted = self._pulls_wanted[target.media_type] = self._wants("pull", target.media_type)
+        if not wanted:
             return
         number = self._number_of(target, request)
         pulls = self._pulls
@@ -226,7 +242,7 @@ class Recorder:
         """Number afresh only the combinations that waiting notes hold (many targets or clients: the table would
         otherwise keep every one ever pulled)."""
         combinations = self._combinations
-        self._numbers, self._combination_numbers, self._combinations = {}, {}, []
+        self._numbers, self._combination_numbers, self._combinations, self._last = {}, {}, [], {}
         self._pull_events.forget_combinations()
         renumbered = []
         for when, number, request_id in self._pulls:

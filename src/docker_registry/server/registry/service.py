@@ -28,7 +28,7 @@ from .errors import (
     JSONValue,
     RegistryError,
 )
-from .events import BLOB_MEDIA_TYPE, Action, EventRecorder, Target
+from .events import BLOB_MEDIA_TYPE, Action, EventRecorder, Target, pulled_target
 from .manifests import OCI_INDEX, parse_manifest
 from .uploads import Uploads
 
@@ -128,7 +128,7 @@ class Registry:
         if self.events is not None:
             tag = None if isinstance(reference, Digest) else reference
             size = len(manifest.content)
-            self.events.pulled(Target("manifest", repository, digest, manifest.media_type, size, tag))
+            self.events.pulled(pulled_target("manifest", repository, digest, manifest.media_type, size, tag))
         return digest, manifest
 
     async def _manifest_unknown(self, repository: str, reference: str | Digest) -> RegistryError:
@@ -222,7 +222,7 @@ class Registry:
         else:
             raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)})
         if self.events is not None:
-            self.events.pulled(_blob_target(repository, digest, blob.size))
+            self.events.pulled(pulled_target("blob", repository, digest, BLOB_MEDIA_TYPE, blob.size, None))
         return blob
 
     def blob_local_path(self, digest: Digest) -> str | None:
