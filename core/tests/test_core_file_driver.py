@@ -479,6 +479,21 @@ def test_a_forked_child_fsyncs_with_threads_of_its_own(root: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_a_forked_child_removes_with_threads_of_its_own(driver: Driver, root: Path) -> None:
+    """The parent's removal threads do not exist in a forked child either: its `remove_many` starts its own."""
+    asyncio.run(driver.put_content("a/1", b"x"))
+    asyncio.run(driver.put_content("b/2", b"x"))
+    asyncio.run(driver.remove_many(["a/1"]))  # the parent's removal threads exist
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        signal.alarm(10)  # a child waiting for threads that do not exist dies of SIGALRM instead of hanging
+        asyncio.run(driver.remove_many(["b/2"]))
+        os._exit(0 if not (root / "b").exists() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not (root / "a").exists()
+
+
 async def test_a_publication_returns_only_once_every_fsync_has_returned(
     driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

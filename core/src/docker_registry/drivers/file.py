@@ -238,7 +238,7 @@ class Driver(Base):
             with _source_must_exist(full_src, src):
                 os.replace(full_src, full_dst)
 
-        _, parents = self._in_new_directory(full_dst, dst, rename)
+        _, parents = self._in_directory(full_dst, dst, rename)
         _unlink_if_same(full_src, full_dst)
         _fsync_together([], [os.path.dirname(full_dst), *parents])
         self._prune(os.path.dirname(full_src))
@@ -278,7 +278,7 @@ class Driver(Base):
                 os.link(full_src, full_dst)
 
         try:
-            _, parents = self._in_new_directory(full_dst, dst, link)
+            _, parents = self._in_directory(full_dst, dst, link)
         except FileExistsError:
             return False
         except OSError as exc:
@@ -356,7 +356,7 @@ class Driver(Base):
             except (FileNotFoundError, NotADirectoryError):
                 raise exceptions.FileNotFoundError(f"{path!r} does not exist: nothing to append to") from None
             return os.fdopen(fd, "ab")
-        return self._in_directory(full, path, lambda: open(full, "wb"))
+        return self._in_directory(full, path, lambda: open(full, "wb"))[0]
 
     def _local_path(self, path: str) -> str | None:
         """The object's own file, without checking that it exists: stat-ing here would block the event loop,
@@ -392,28 +392,19 @@ class Driver(Base):
             except IsADirectoryError:
                 raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
 
-        _, parents = self._in_new_directory(full, path, rename)
+        _, parents = self._in_directory(full, path, rename)
         _fsync_together([], [os.path.dirname(full), *parents])
 
-    def _in_directory(self, full: str, path: str, action: Callable[[], T], durable: bool = False) -> T:
-        """Create the parent directories of `full`, then run `action`, which puts something in the last of them.
+    def _in_directory(self, full: str, path: str, action: Callable[[], T]) -> tuple[T, list[str]]:
+        """Create the parent directories of `full`, then run `action`, which puts something in the last of them;
+        `action`'s result, and the parents of the directories this call created (shortest first), which a durable
+        caller fsyncs with the new name's own directory, so a power loss cannot drop the path to the object.
 
         Until `action` has, any of those directories may be empty, and a concurrent remove (in this process or
         another) prunes empty directories: between `makedirs` creating one level and the next, or between
         `makedirs` and `action`. Either shows as a builtin `FileNotFoundError`; then create what is missing and
         try again. Once `action` has put a file in the directory, no prune can remove it or its parents.
-
-        `durable`: the directories this call created are made durable in their parents (fsync of each parent), so
-        a power loss cannot drop the path to an object whose own directory the caller fsyncs after `action`.
         """
-        result, parents = self._in_new_directory(full, path, action)
-        if durable:
-            _fsync_together([], parents)
-        return result
-
-    def _in_new_directory(self, full: str, path: str, action: Callable[[], T]) -> tuple[T, list[str]]:
-        """`_in_directory` without its fsyncs: `action`'s result, and the parents of the directories this call
-        created (shortest first), which a durable caller fsyncs."""
         directory = os.path.dirname(full)
         created: list[str] = []
         for _ in range(_DIRECTORY_RETRIES):
@@ -649,6 +640,7 @@ two or three per publication, from as many threads at once as asyncio's pool has
 costs nothing, a missing one makes its fsync wait and then pay a disk cache flush of its own."""
 _syncers: queue.SimpleQueue[_Sync] | None = None
 _syncers_made = threading.Lock()
+_removers: ThreadPoolExecutor | None = None
 
 
 class _Sync:
@@ -680,12 +672,13 @@ def _sync_queue() -> queue.SimpleQueue[_Sync]:
         return _syncers
 
 
-def _forget_syncers() -> None:
-    global _syncers, _syncers_made
-    _syncers, _syncers_made = None, threading.Lock()  # the parent's threads do not exist in a forked child
+def _forget_threads() -> None:
+    """The parent's fsync and removal threads do not exist in a forked child: it starts its own on first use."""
+    global _syncers, _syncers_made, _removers
+    _syncers, _syncers_made, _removers = None, threading.Lock(), None
 
 
-os.register_at_fork(after_in_child=_forget_syncers)
+os.register_at_fork(after_in_child=_forget_threads)
 
 
 def _serve_syncs(jobs: queue.SimpleQueue[_Sync]) -> None:
@@ -699,16 +692,12 @@ def _serve_syncs(jobs: queue.SimpleQueue[_Sync]) -> None:
             sync.done.release()
 
 
-_removers: tuple[int, ThreadPoolExecutor] | None = None
-
-
 def _remover() -> ThreadPoolExecutor:
-    """This process's threads for `remove_many` (made on first use: a forked child makes its own)."""
+    """This process's threads for `remove_many`, started on first use (a forked child starts its own)."""
     global _removers
-    pid = os.getpid()
-    if _removers is None or _removers[0] != pid:
-        _removers = (pid, ThreadPoolExecutor(REMOVE_THREADS, thread_name_prefix="remove"))
-    return _removers[1]
+    if _removers is None:
+        _removers = ThreadPoolExecutor(REMOVE_THREADS, thread_name_prefix="remove")
+    return _removers
 
 
 def _fsync_together(files: Sequence[str], directories: Sequence[str]) -> None:
