@@ -243,7 +243,7 @@ def row_events(payload: str) -> Sequence[str]:
 
 class PullRowEvents(Sequence[str]):
     """The events of a `PULL_ROW`, each a template filled when read (its id, timestamp, shared texts and request
-    id; the events of a batch fall in a few seconds, so each second's text is formatted once): the deliverer makes
+    id; the events of a batch fall in a few seconds, whose text `timestamp` formats once each): the deliverer makes
     only the events of the envelope it sends, not the JSON of every row it read (a backlog of 100 rows is 100,000
     events, some 60 MB of text that would also push the workers' data out of the processor's caches)."""
 
@@ -254,7 +254,6 @@ class PullRowEvents(Sequence[str]):
         self._prefix, self._first, self._start = prefix, int(first_id), int(start_text)
         self._lines = lines
         """The row's lines, its header first: event `i` is line `i + 1`."""
-        self._second = (-1, "")
 
     def __len__(self) -> int:
         return len(self._lines) - 1
@@ -277,19 +276,14 @@ class PullRowEvents(Sequence[str]):
         return self._fill(index, index + 1, 1)[0]
 
     def _fill(self, start: int, stop: int, step: int) -> list[str]:
-        prefix, texts, first = self._prefix, self._texts, self._first
-        second, second_text = self._second
+        prefix, texts, first, begin = self._prefix, self._texts, self._first, self._start
         events: list[str] = []
         append = events.append
         for number in range(start, stop, step):
             after, which, request_id = self._lines[number + 1].split("\t")
-            whole, fraction = divmod(self._start + int(after), 1_000_000)
-            if whole != second:
-                second, second_text = whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
             head, tail = texts[which]
             event_id = f"{prefix}{first + number:012x}"
-            append(f'{{"id":"{event_id}","timestamp":"{second_text}{fraction:06d}000Z{head}{request_id}{tail}')
-        self._second = (second, second_text)
+            append(f'{{"id":"{event_id}","timestamp":"{_timestamp(begin + int(after))}{head}{request_id}{tail}')
         return events
 
 

@@ -319,10 +319,10 @@ class Uploads:
             except BaseException:
                 if received:  # what arrived stays part of the session, as a writer's close keeps it
                     with contextlib.suppress(Exception):
-                        await self._append_small(upload, b"".join(received), hasher, False, stored)
+                        await self._append_small(upload, b"".join(received), hasher, stored)
                 raise
             if whole:
-                await self._append_small(upload, b"".join(received), hasher, False, stored)
+                await self._append_small(upload, b"".join(received), hasher, stored)
             else:
                 await self._append_streamed(upload, _chained(received, body), hasher, finishing, stored)
             keep_claim = finishing
@@ -331,12 +331,11 @@ class Uploads:
                 await self._release(upload.id, token, stored.size)
         return stored
 
-    async def _append_small(
-        self, upload: Upload, data: bytes, hasher: Hasher | None, durable: bool, stored: _Stored
-    ) -> None:
-        """Store a small body in one driver call."""
+    async def _append_small(self, upload: Upload, data: bytes, hasher: Hasher | None, stored: _Stored) -> None:
+        """Store a small body in one driver call, not fsynced: a finishing one is made durable by the publishing
+        move, with its new name (see `_write`)."""
         try:
-            found = await self._driver.append_bytes(upload_path(upload.id), data, upload.size, durable)
+            found = await self._driver.append_bytes(upload_path(upload.id), data, upload.size)
         except exceptions.FileNotFoundError:
             raise _gone(upload.id) from None
         if found != upload.size:
