@@ -18,7 +18,6 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import images
 import proxy
 import servers
 
@@ -38,10 +37,7 @@ def main() -> None:
     times: dict[str, list[float]] = {}
     try:
         upstream.start()
-        images.build_layout(tmp / "layout", sizes)
-        images.skopeo_copy_seconds(
-            f"oci:{tmp / 'layout'}:{images.REF_NAME}", f"docker://127.0.0.1:{upstream.port}/{proxy.REPO}:latest"
-        )
+        proxy.seed_upstream(upstream, tmp / "layout", sizes, proxy.REPO)
         for number in range(args.rounds):
             rounds = tmp / f"round{number}"
             ours, distribution = proxy.cache_servers(rounds, upstream.url, args.workers)

@@ -72,6 +72,14 @@ def cache_servers(workdir: Path, upstream: str, workers: int) -> list[servers.Se
     return [ours, theirs]
 
 
+def seed_upstream(upstream: servers.Server, layout: Path, sizes: list[int], repo: str) -> int:
+    """Build an image of layers of `sizes` bytes in `layout` and push it to `upstream` as `repo:latest`; its
+    layers' bytes."""
+    image_bytes = images.build_layout(layout, sizes)
+    images.skopeo_copy_seconds(f"oci:{layout}:{images.REF_NAME}", f"docker://127.0.0.1:{upstream.port}/{repo}:latest")
+    return image_bytes
+
+
 def pull_seconds(server: str, destination: Path, repo: str = REPO) -> float:
     return images.skopeo_copy_seconds(f"docker://{server}/{repo}:latest", f"oci:{destination}:latest")
 
@@ -100,16 +108,9 @@ def main() -> int:
     running: list[servers.Server] = []
     try:
         upstream.start()
-        layout = base / "layout"
-        image_bytes = images.build_layout(layout, sizes)
-        images.skopeo_copy_seconds(
-            f"oci:{layout}:{images.REF_NAME}", f"docker://127.0.0.1:{upstream.port}/{REPO}:latest"
-        )
+        image_bytes = seed_upstream(upstream, base / "layout", sizes, REPO)
         if args.warm_up:
-            images.build_layout(base / "warm-up", [s * MIB for s in WARM_UP_LAYERS])
-            images.skopeo_copy_seconds(
-                f"oci:{base / 'warm-up'}:{images.REF_NAME}", f"docker://127.0.0.1:{upstream.port}/{WARM_UP_REPO}:latest"
-            )
+            seed_upstream(upstream, base / "warm-up", [s * MIB for s in WARM_UP_LAYERS], WARM_UP_REPO)
         for number in range(args.rounds):
             rounds = base / f"round{number}"
             caches = cache_servers(rounds, upstream.url, workers)

@@ -24,7 +24,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import images
 import proxy
 import servers
 
@@ -126,17 +125,10 @@ def main() -> int:
     running: list[servers.Server] = []
     try:
         upstream.start()
-        layout = base / "layout"
-        images.build_layout(layout, sizes)
-        images.skopeo_copy_seconds(
-            f"oci:{layout}:{images.REF_NAME}", f"docker://127.0.0.1:{upstream.port}/{proxy.REPO}:latest"
-        )
+        proxy.seed_upstream(upstream, base / "layout", sizes, proxy.REPO)
         repos = [proxy.REPO]
         if args.second:
-            images.build_layout(base / "second", sizes)
-            images.skopeo_copy_seconds(
-                f"oci:{base / 'second'}:{images.REF_NAME}", f"docker://127.0.0.1:{upstream.port}/{SECOND}:latest"
-            )
+            proxy.seed_upstream(upstream, base / "second", sizes, SECOND)
             repos.append(SECOND)
         for number in range(args.rounds):
             caches = proxy.cache_servers(base / f"round{number}", upstream.url, workers)
