@@ -206,3 +206,32 @@ def test_plain_postgresql_urls_use_psycopg_3() -> None:
     assert with_driver("postgres://db/registry") == "postgresql+psycopg://db/registry"
     assert with_driver("postgresql+psycopg://db/registry") == "postgresql+psycopg://db/registry"
     assert with_driver("sqlite:////data/registry.db") == "sqlite:////data/registry.db"
+
+
+def test_upload_session_writes_leave_the_caches(tmp_path: Path) -> None:
+    """A session's bookkeeping (create, claim, release, claim and pin, delete) changes nothing the caches hold, so
+    the HEADs of the blobs other clients are pushing keep their cached answers; the commit that links a blob
+    empties them."""
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+    store = MetadataStore(engine)
+    watcher = ChangeWatcher(url)
+    cache = RegistryCache(watcher)
+    digest = Digest("sha256", "2" * 64)
+    generation = cache.refresh()
+    cache.missing.put(("repo", digest), True)
+    store.create_upload("u1", "repo")
+    assert store.claim_upload("u1", "repo", 0, "t1", None) is not None
+    assert store.release_upload("u1", "t1", 5)
+    claimed, pinned = store.claim_upload_pinned("u1", "repo", 5, "t2", None, digest)
+    assert claimed is not None and pinned
+    store.create_upload("u2", "repo")
+    assert store.delete_upload("u2") is not None
+    assert cache.refresh() == generation
+    assert cache.missing.get(("repo", digest)), "no session write may drop the answers of the caches"
+    assert store.finish_upload("u1", "repo", digest, 5, "t2")
+    assert cache.refresh() != generation, "the link is a change the caches must see"
+    assert cache.missing.get(("repo", digest)) is None
+    watcher.close()
+    store.close()

@@ -1,7 +1,11 @@
 """Upload sessions: creation, the writer's claim and its lease, and the commit that links the finished blob.
 
 Session writes commit without waiting for the disk (`durable=False`): their chunks are not fsynced either, and the
-durable commit that links the finished blob carries them along.
+durable commit that links the finished blob carries them along. Nor do they signal a change to every worker's
+caches (`signal=False`, see `engine.write_transaction`): the caches hold tags, manifests and which blobs a repository
+links, and a session write changes none of these (a pin holds a blob's row at the size its verified digest fixes;
+the link comes with `finish_upload`, which signals). Before, each of a small blob's four session writes emptied
+every worker's caches, and with them the answers to the HEADs of the blobs other clients were about to push.
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ class UploadQueries(StoreBase):
 
     def create_upload(self, upload_id: str, repository: str, owner: str | None = None) -> None:
         params = {"upload_id": upload_id, "upload_repository": repository, "owner": owner, "now": time.time()}
-        self._write(lambda conn: _CREATE.run(conn, params), durable=False)
+        self._write(lambda conn: _CREATE.run(conn, params), durable=False, signal=False)
 
     def claim_upload(
         self,
@@ -131,7 +135,7 @@ class UploadQueries(StoreBase):
             claimed = _CLAIM[takeover is not None, size is not None].run(conn, params).scalar()
             return None if claimed is None else Upload(upload_id, repository, claimed, token, process, now)
 
-        return self._write(claim, durable=False)
+        return self._write(claim, durable=False, signal=False)
 
     def claim_upload_pinned(
         self,
@@ -159,7 +163,7 @@ class UploadQueries(StoreBase):
             claimed = Upload(upload_id, repository, size, token, process, now)
             return claimed, hold_and_pin(conn, digest, pinned_size, upload_id)
 
-        return self._write(claim, durable=False)
+        return self._write(claim, durable=False, signal=False)
 
     def _claim_params(
         self, upload_id: str, repository: str, size: int | None, token: str, process: str | None, now: float
@@ -178,7 +182,7 @@ class UploadQueries(StoreBase):
     def _update_claimed(self, statement: Prepared, params: dict[str, Any]) -> bool:
         """Run `statement` (`_RENEW`, `_RELEASE`) if the session's claim is still `params["token"]`'s; False if not
         (the session was deleted)."""
-        return self._write(lambda conn: statement.run(conn, params).rowcount > 0, durable=False)
+        return self._write(lambda conn: statement.run(conn, params).rowcount > 0, durable=False, signal=False)
 
     def renew_upload(self, upload_id: str, token: str) -> bool:
         """Extend the writer's lease; False if the claim is no longer the writer's (the session was deleted)."""
@@ -193,7 +197,7 @@ class UploadQueries(StoreBase):
     def delete_upload(self, upload_id: str) -> Upload | None:
         """End a session whoever writes to it; the session as it was (with its writer, if any), or None."""
         params = {"upload_id": upload_id}
-        row = self._write(lambda conn: _DELETE.run(conn, params).mappings().first(), durable=False)
+        row = self._write(lambda conn: _DELETE.run(conn, params).mappings().first(), durable=False, signal=False)
         return _upload(row) if row else None
 
     def finish_upload(
