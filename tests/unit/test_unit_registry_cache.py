@@ -225,7 +225,8 @@ def test_upload_session_writes_leave_the_caches(tmp_path: Path) -> None:
     assert store.claim_upload("u1", "repo", 0, "t1", None) is not None
     assert store.release_upload("u1", "t1", 5)
     claimed, pinned = store.claim_upload_pinned("u1", "repo", 5, "t2", None, digest)
-    assert claimed is not None and pinned
+    assert claimed is not None
+    assert pinned
     store.create_upload("u2", "repo")
     assert store.delete_upload("u2") is not None
     assert cache.refresh() == generation

@@ -50,8 +50,9 @@ from .registry.cache import BoundedCache, RegistryCache
 from .registry.service import Registry
 from .store import migrate
 from .store.collection import CollectionQueries
-from .store.engine import ChangeWatcher, Watcher, create_engine, database_url
+from .store.engine import ChangeWatcher, Watcher, create_engine, database_url, sqlite_file
 from .store.facade import AsyncMetadataStore
+from .store.inline import InlineReads
 from .store.metadata import MetadataStore
 from .store.notify import PostgresChangeWatcher
 from .store.reserve import reserve_for
@@ -181,10 +182,13 @@ async def open_registry(config: Config, instruments: Instruments | None = None) 
     url = database_url(config)
     database = config.database
     engine = create_engine(url, database.locktimeout, pool_size=database.readthreads + 2)
+    inline = InlineReads(url) if sqlite_file(url) else None
     if instruments is not None:
         instrument_engine(engine, instruments)
+        if inline is not None:
+            instrument_engine(inline.engine, instruments)
     store = AsyncMetadataStore(
-        MetadataStore(engine, database.locktimeout, gate_for(url), reserve_for(url)), database.readthreads
+        MetadataStore(engine, database.locktimeout, gate_for(url), reserve_for(url)), database.readthreads, inline
     )
     driver = build_driver(config)
     if instruments is not None:

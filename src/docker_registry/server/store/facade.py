@@ -16,7 +16,8 @@ from typing import ParamSpec, TypeVar
 from docker_registry.core.digest import Digest
 
 from .batching import WriteQueue
-from .metadata import MetadataStore
+from .inline import InlineReads
+from .metadata import MetadataStore, blob_or_manifest_in, blob_params
 from .models import EventRecord, Manifest, Referrer, StoredManifest, Upload
 from .statistics import Inventory
 
@@ -26,9 +27,13 @@ DEFAULT_READ_THREADS = 8
 
 
 class AsyncMetadataStore:
-    def __init__(self, store: MetadataStore, read_threads: int = DEFAULT_READ_THREADS) -> None:
+    def __init__(
+        self, store: MetadataStore, read_threads: int = DEFAULT_READ_THREADS, inline: InlineReads | None = None
+    ) -> None:
         self.sync = store
         """The synchronous store, for callers that are in a thread already."""
+        self._inline = inline
+        """SQLite: the blob look-up of a HEAD on the loop's thread, when it can answer without waiting (`inline`)."""
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="db-read")
         self._writes = WriteQueue(store)
 
@@ -71,6 +76,8 @@ class AsyncMetadataStore:
     def close(self) -> None:
         self._readers.shutdown(wait=False, cancel_futures=True)
         self._writes.close()
+        if self._inline is not None:
+            self._inline.close()
         self.sync.close()
 
     # repositories and tags
@@ -114,6 +121,10 @@ class AsyncMetadataStore:
         return await self._read(self.sync.blob_size, repository, digest)
 
     async def blob_or_manifest(self, repository: str, digest: Digest) -> tuple[int | None, StoredManifest | None, bool]:
+        if self._inline is not None:
+            found = self._inline.run(partial(blob_or_manifest_in, params=blob_params(repository, digest)))
+            if found is not None:
+                return found
         return await self._read(self.sync.blob_or_manifest, repository, digest)
 
     async def known_blob_size(self, digest: Digest) -> int | None:

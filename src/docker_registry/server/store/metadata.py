@@ -7,6 +7,8 @@ processes) ends in one consistent state: the last committed tag wins, links are 
 
 from __future__ import annotations
 
+from functools import partial
+
 import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
@@ -22,6 +24,19 @@ from .repositories import RepositoryQueries
 from .statistics import StatisticsQueries
 from .uploads import UploadQueries
 from .v1 import V1Queries
+
+
+def blob_params(repository: str, digest: Digest) -> dict[str, str]:
+    """The parameters of `blob_or_manifest`."""
+    return {"repository": repository, "digest": str(digest)}
+
+
+def blob_or_manifest_in(conn: sa.Connection, params: dict[str, str]) -> tuple[int | None, StoredManifest | None, bool]:
+    """`MetadataStore.blob_or_manifest` in the caller's connection (also run on the event loop: `inline`)."""
+    entry = blob_entry(conn, params)
+    if entry is not None:
+        return entry[0], None, entry[1]
+    return None, stored_manifest(conn, params), False
 
 
 class MetadataStore(
@@ -41,12 +56,4 @@ class MetadataStore(
         (Distribution serves manifests from its blob store too), and whether garbage collection marked the link.
         One thread hop for both look-ups: a client HEADs every layer it is about to push, and each of those misses
         would otherwise cost two; and one connection for both queries."""
-        params = {"repository": repository, "digest": str(digest)}
-
-        def look_up(conn: sa.Connection) -> tuple[int | None, StoredManifest | None, bool]:
-            entry = blob_entry(conn, params)
-            if entry is not None:
-                return entry[0], None, entry[1]
-            return None, stored_manifest(conn, params), False
-
-        return self._read(look_up)
+        return self._read(partial(blob_or_manifest_in, params=blob_params(repository, digest)))
