@@ -5,8 +5,9 @@ its `src/` and `core/src/`, e.g. `git archive <commit> src core/src | tar -x -C 
 of the installed package, and drives them in interleaved rounds (the order alternating) with one load: 20 KB
 blobs as POST + PUT with the body (`put`) or POST + PATCH + empty PUT (`patch`) from 16 connections, or skopeo
 pushes of 10 x 20 KB layers, one at a time and 12 at once (`skopeo`). Prints every round and the medians: server
-CPU per item and items per second, or push times. On a shared machine the two sides share its load alike, which
-is what makes a change of a few percent visible where two separate `run.py` runs differ by more.
+CPU per item and items per second, or push times and server CPU per push in each of the two. On a shared machine
+the two sides share its load alike, which is what makes a change of a few percent visible where two separate
+`run.py` runs differ by more.
 """
 
 from __future__ import annotations
@@ -44,15 +45,23 @@ def blobs_round(server: Server, load: str, count: int, repo: str) -> tuple[float
     return (cpu_seconds(server) - before) / count * 1e6, result.items_per_second
 
 
-def skopeo_round(server: Server, layouts: Callable[[int], list[Path]], pushes: int, repo: str) -> tuple[float, float]:
-    """Median seconds of `pushes` pushes one at a time, and the wall time of `BATCH` at once."""
+def skopeo_round(
+    server: Server, layouts: Callable[[int], list[Path]], pushes: int, repo: str
+) -> tuple[float, float, float, float]:
+    """Median seconds of `pushes` pushes one at a time, the wall time of `BATCH` at once, and the server's CPU per
+    push (ms) in each of the two (the layouts are built before the CPU is read)."""
 
     def target(i: int) -> str:
         return f"docker://127.0.0.1:{server.port}/{repo}-{i}:latest"
 
-    one = [images.skopeo_copy_seconds(f"oci:{d}:{images.REF_NAME}", target(i)) for i, d in enumerate(layouts(pushes))]
+    singles = layouts(pushes)
+    before = cpu_seconds(server)
+    one = [images.skopeo_copy_seconds(f"oci:{d}:{images.REF_NAME}", target(i)) for i, d in enumerate(singles)]
+    one_cpu = (cpu_seconds(server) - before) / pushes * 1e3
     batch = [(f"oci:{d}:{images.REF_NAME}", target(pushes + i)) for i, d in enumerate(layouts(BATCH))]
-    return statistics.median(one), images.skopeo_copies_seconds(batch)
+    before = cpu_seconds(server)
+    wall = images.skopeo_copies_seconds(batch)
+    return statistics.median(one), wall, one_cpu, (cpu_seconds(server) - before) / BATCH * 1e3
 
 
 def main() -> None:
@@ -77,7 +86,7 @@ def main() -> None:
             out.append(tmp / f"layout{made}")
         return out
 
-    rounds: dict[str, list[tuple[float, float]]] = {side.name: [] for side in sides}
+    rounds: dict[str, list[tuple[float, ...]]] = {side.name: [] for side in sides}
     for side in sides:
         side.start()
     try:
@@ -91,11 +100,15 @@ def main() -> None:
     finally:
         for side in sides:
             side.stop()
-    first, second = ("push s", f"{BATCH} at once s") if args.load == "skopeo" else ("CPU/blob µs", "blobs/s")
+    names = ["push s", f"{BATCH} at once s", "CPU/push ms", f"CPU/push ms, {BATCH} at once"]
+    if args.load != "skopeo":
+        names = ["CPU/blob µs", "blobs/s"]
     for name, per_round in rounds.items():
-        a = [round(f[0], 3) for f in per_round]
-        b = [round(f[1], 2) for f in per_round]
-        print(f"{name}: {first} {a} median {statistics.median(a)} | {second} {b} median {statistics.median(b)}")
+        columns = []
+        for i, figure in enumerate(names):
+            values = [round(f[i], 3 if i == 0 else 2) for f in per_round]
+            columns.append(f"{figure} {values} median {statistics.median(values)}")
+        print(f"{name}: " + " | ".join(columns))
 
 
 if __name__ == "__main__":
