@@ -3,7 +3,7 @@
 A statement built once with `bindparam()`s still costs SQLAlchemy a cache look-up, parameter processing and an
 execution context per call: about 20 µs, several times what SQLite takes to run a one-row UPDATE, and a small
 blob's writes run a dozen of them. `Prepared.run` compiles the statement for the connection's dialect on first use
-and then runs its SQL text with the parameters in their order on the sqlite3 cursor itself (`_run_on_cursor`: about
+and then runs its SQL text with the parameters in their order on the sqlite3 cursor itself (`run_on_cursor`: about
 4.5 µs with the engine's cursor events fired, where `exec_driver_sql`, SQLAlchemy's execution context around the
 same cursor call, took about 10), answering with the little of a result the store asks for (`scalar`,
 `scalar_one`, `first`, `rowcount`, `mappings().first()`). A statement that fails there is handed to SQLAlchemy's
@@ -70,7 +70,7 @@ class Prepared:
         )
         if not conn.in_transaction():
             return conn.exec_driver_sql(sql, args)  # SQLAlchemy begins the transaction (a read's first statement)
-        return _CursorResult(self, _run_on_cursor(conn, sql, args))
+        return _CursorResult(self, run_on_cursor(conn, sql, args))
 
     def row_type(self, cursor: sqlite3.Cursor) -> type:
         """Rows with the statement's column names as attributes (`row.size`), as SQLAlchemy's rows have."""
@@ -79,9 +79,10 @@ class Prepared:
         return self._row
 
 
-def _run_on_cursor(conn: sa.Connection, sql: str, args: tuple[Any, ...] | list[tuple[Any, ...]]) -> sqlite3.Cursor:
-    """Run `sql` on the connection's sqlite3 cursor inside the transaction SQLAlchemy began, firing the engine's
-    cursor events (the database metrics time statements with them) around it."""
+def run_on_cursor(conn: sa.Connection, sql: str, args: tuple[Any, ...] | list[tuple[Any, ...]] = ()) -> sqlite3.Cursor:
+    """Run `sql` on the connection's sqlite3 cursor (SQLite only; inside a transaction SQLAlchemy began, or as
+    the `begin` event's BEGIN), firing the engine's cursor events around it (the database metrics time statements
+    with them), with SQLAlchemy's error handling: what `exec_driver_sql` does, for half its CPU."""
     many = isinstance(args, list)
     dbapi = conn.connection.dbapi_connection
     assert isinstance(dbapi, sqlite3.Connection)  # a connection in a transaction is open
