@@ -412,6 +412,17 @@ async def test_put_if_absent_of_a_new_blob_looks_nothing_up_and_makes_its_direct
     assert os.listdir(root / TEMP_DIRECTORY) == []
 
 
+async def test_appending_onto_a_directory_is_a_clear_error(driver: Driver) -> None:
+    """`append_bytes` opens a bare descriptor without looking first: the open's own refusal is the clear error."""
+    await driver.put_content("d/child", b"x")
+    for expected_size in (0, 1):  # a new session's first chunk, a later one
+        with pytest.raises(exceptions.WrongArgumentsError, match="directory"):
+            await driver.append_bytes("d", b"x", expected_size)
+    with pytest.raises(exceptions.WrongArgumentsError, match="directory"):
+        await driver.writer("d", append=True)
+    assert await driver.get_content("d/child") == b"x"
+
+
 async def test_put_if_absent_under_an_object_is_a_clear_error(driver: Driver, root: Path) -> None:
     """The name's directory is an object (the single `mkdir` finds something there that is no directory), or a
     parent further up is one."""

@@ -337,13 +337,18 @@ class Driver(Base):
         return await asyncio.to_thread(self._append_bytes_sync, full, path, data, expected_size, durable)
 
     def _append_bytes_sync(self, full: str, path: str, data: bytes, expected_size: int, durable: bool) -> int:
-        """The writer's open, write and close (or commit) in one thread call."""
-        f = self._open_writer_file(full, path, append=expected_size > 0)
-        found = os.fstat(f.fileno()).st_size
-        if found != expected_size:
-            f.close()
-            return found
-        _write_and_close(f, data, durable)
+        """The writer's open, write and close (or commit) in one thread call, on a bare descriptor (a buffered
+        file object would add an `fstat`, an `ioctl` and a copy)."""
+        fd = self._open_writer_fd(full, path, append=expected_size > 0)
+        try:
+            found = os.fstat(fd).st_size
+            if found != expected_size:
+                return found
+            _write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         return expected_size
 
     async def _read_unfinished(self, path: str, limit: int) -> bytes | None:
@@ -359,15 +364,20 @@ class Driver(Base):
         return f, os.fstat(f.fileno()).st_size
 
     def _open_writer_file(self, full: str, path: str, append: bool) -> BinaryIO:
-        if os.path.isdir(full):
-            raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory")
-        if append:
-            try:
-                fd = os.open(full, os.O_WRONLY | os.O_APPEND)  # no O_CREAT: a lost upload must not restart empty
-            except (FileNotFoundError, NotADirectoryError):
-                raise exceptions.FileNotFoundError(f"{path!r} does not exist: nothing to append to") from None
-            return os.fdopen(fd, "ab")
-        return self._in_directory(full, path, lambda: open(full, "wb"))[0]
+        return os.fdopen(self._open_writer_fd(full, path, append), "ab" if append else "wb")
+
+    def _open_writer_fd(self, full: str, path: str, append: bool) -> int:
+        try:
+            if append:
+                try:
+                    # no O_CREAT: a lost upload must not restart empty
+                    return os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                except (FileNotFoundError, NotADirectoryError):
+                    raise exceptions.FileNotFoundError(f"{path!r} does not exist: nothing to append to") from None
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            return self._in_directory(full, path, lambda: os.open(full, flags, 0o666))[0]
+        except IsADirectoryError:
+            raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
 
     def _local_path(self, path: str) -> str | None:
         """The object's own file, without checking that it exists: stat-ing here would block the event loop,

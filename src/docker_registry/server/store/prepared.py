@@ -17,9 +17,10 @@ statement object as before.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 from collections import namedtuple
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -46,7 +47,7 @@ class Prepared:
     def __init__(self, statement: sa.Executable | Mapping[str, sa.Executable]) -> None:
         self.statement = statement
         """One statement, or one per dialect name (`base.per_dialect`)."""
-        self._sqlite: tuple[str, tuple[str, ...], dict[str, Any]] | None = None
+        self._sqlite: tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]] | None = None
         self._row: type | None = None
         """The named tuple of the statement's result rows on SQLite (made at the first `first()`)."""
 
@@ -61,13 +62,8 @@ class Prepared:
             return conn.execute(self.for_dialect(dialect), params)
         if self._sqlite is None:
             self._sqlite = _compile(self.for_dialect(dialect), conn.dialect)
-        sql, names, fixed = self._sqlite
-        args: tuple[Any, ...] | list[tuple[Any, ...]]
-        args = (
-            _ordered(names, fixed, params)
-            if isinstance(params, Mapping)
-            else [_ordered(names, fixed, p) for p in params]
-        )
+        sql, ordered = self._sqlite
+        args = ordered(params) if isinstance(params, Mapping) else [ordered(p) for p in params]
         if not conn.in_transaction():
             return conn.exec_driver_sql(sql, args)  # SQLAlchemy begins the transaction (a read's first statement)
         return _CursorResult(self, run_on_cursor(conn, sql, args))
@@ -159,17 +155,26 @@ class _Mappings:
         return None if row is None else row._asdict()
 
 
-def _ordered(names: tuple[str, ...], fixed: dict[str, Any], params: Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(params[name] if name in params else fixed[name] for name in names)
+def _orderer(names: tuple[str, ...], fixed: dict[str, Any]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """The statement's positional parameters taken from a mapping, in order, a value the caller gives winning over
+    one the statement fixes: by `itemgetter` (0.2 µs for seven, where a generator took 1.3)."""
+    if not names:
+        return lambda params: ()
+    get = operator.itemgetter(*names)
+    if len(names) == 1:
+        return (lambda params: (get({**fixed, **params}),)) if fixed else (lambda params: (get(params),))
+    return (lambda params: get({**fixed, **params})) if fixed else get
 
 
-def _compile(statement: sa.Executable, dialect: sa.Dialect) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-    """The SQL text, the names of its positional parameters in order, and the values of those the statement
-    fixes itself (`.values(size=0)`)."""
+def _compile(
+    statement: sa.Executable, dialect: sa.Dialect
+) -> tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]:
+    """The SQL text, and what puts a call's parameters in their positional order, with the values of those the
+    statement fixes itself (`.values(size=0)`)."""
     compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
     if not compiled.positional or compiled.positiontup is None:
         raise ValueError("Prepared expects SQLite's positional parameters")
     if compiled.literal_execute_params or compiled.post_compile_params:
         raise ValueError("Prepared cannot run a statement with an expanding IN")
     fixed = {name: bind.value for name, bind in compiled.binds.items() if not bind.required}
-    return str(compiled), tuple(compiled.positiontup), fixed
+    return str(compiled), _orderer(tuple(compiled.positiontup), fixed)
