@@ -391,6 +391,50 @@ async def test_put_if_absent_onto_a_directory_is_a_clear_error(driver: Driver, r
     assert os.listdir(root / TEMP_DIRECTORY) == []
 
 
+async def test_put_if_absent_of_a_new_blob_looks_nothing_up_and_makes_its_directory_with_one_mkdir(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each system call gives up the GIL and takes it back: a new blob into a new `<hex>/` (its parent there
+    already) stats nothing, makes its directory with one `mkdir` and unlinks only its temporary name."""
+    await driver.put_content("blobs/sha256/ab/other", b"x")
+    calls: list[str] = []
+    for name in ("stat", "mkdir", "unlink"):
+        real = getattr(os, name)
+
+        def recording(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, recording)
+    assert await driver.put_if_absent("blobs/sha256/ab/abcd/data", b"blob") is True
+    assert sorted(calls) == ["mkdir", "unlink"]
+    assert (root / "blobs" / "sha256" / "ab" / "abcd" / "data").read_bytes() == b"blob"
+    assert os.listdir(root / TEMP_DIRECTORY) == []
+
+
+async def test_appending_onto_a_directory_is_a_clear_error(driver: Driver) -> None:
+    """`append_bytes` opens a bare descriptor without looking first: the open's own refusal is the clear error."""
+    await driver.put_content("d/child", b"x")
+    for expected_size in (0, 1):  # a new session's first chunk, a later one
+        with pytest.raises(exceptions.WrongArgumentsError, match="directory"):
+            await driver.append_bytes("d", b"x", expected_size)
+    with pytest.raises(exceptions.WrongArgumentsError, match="directory"):
+        await driver.writer("d", append=True)
+    assert await driver.get_content("d/child") == b"x"
+
+
+async def test_put_if_absent_under_an_object_is_a_clear_error(driver: Driver, root: Path) -> None:
+    """The name's directory is an object (the single `mkdir` finds something there that is no directory), or a
+    parent further up is one."""
+    await driver.put_content("blobs/object", b"x")
+    with pytest.raises(exceptions.WrongArgumentsError, match="a parent is an object"):
+        await driver.put_if_absent("blobs/object/data", b"blob")
+    with pytest.raises(exceptions.WrongArgumentsError, match="a parent is an object"):
+        await driver.put_if_absent("blobs/object/deeper/data", b"blob")
+    assert await driver.get_content("blobs/object") == b"x"
+    assert os.listdir(root / TEMP_DIRECTORY) == []
+
+
 async def test_publishing_a_temporary_file_never_removes_the_temporary_directory(
     driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

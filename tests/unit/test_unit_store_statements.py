@@ -188,3 +188,62 @@ def test_every_dialect_statement_compiles(dialect: sa.Dialect) -> None:
     assert ("FOR SHARE OF repository_blobs" in shared) == (name == "postgresql")
     for claim in uploads._CLAIM.values():
         assert "RETURNING" in str(claim.for_dialect(name).compile(dialect=dialect))
+
+
+def test_prepared_statements_on_the_cursor_fire_the_engines_events(store: MetadataStore) -> None:
+    """Prepared statements bypass SQLAlchemy's execution context on SQLite, but the engine's cursor events (which
+    the database metrics time statements by) see each one, and so do BEGIN and the cache signal's PRAGMAs."""
+    seen: list[tuple[str, str]] = []
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def before(conn: sa.Connection, cursor: object, statement: str, *args: object) -> None:
+        seen.append(("before", statement.split()[0]))
+
+    @sa.event.listens_for(store.engine, "after_cursor_execute")
+    def after(conn: sa.Connection, cursor: object, statement: str, *args: object) -> None:
+        seen.append(("after", statement.split()[0]))
+
+    store.create_upload("u", "repo")
+    assert store.claim_upload("u", "repo", 0, "t") is not None
+    assert store.finish_upload("u", "repo", digest(b"blob"), 4, "t")
+    kinds = [kind for event, kind in seen if event == "after"]
+    assert [kind for event, kind in seen if event == "before"] == kinds, "every statement seen before and after"
+    assert kinds.count("BEGIN") == 3
+    assert kinds.count("PRAGMA") >= 6, "user_version read and written in each transaction"
+    assert {"INSERT", "UPDATE", "DELETE", "SELECT"} <= set(kinds)
+
+
+def test_prepared_statements_on_the_cursor_fail_as_sqlalchemy_would(store: MetadataStore) -> None:
+    """A failing statement raises SQLAlchemy's exception (a duplicate key: IntegrityError, which a write refusing
+    rolls back and a caller can tell apart), after the engine's `handle_error` hooks, and the store goes on."""
+    handled: list[BaseException] = []
+
+    @sa.event.listens_for(store.engine, "handle_error")
+    def on_error(context: sa.engine.ExceptionContext) -> None:
+        handled.append(context.original_exception)
+
+    store.create_upload("u", "repo")
+    with pytest.raises(sa.exc.IntegrityError, match="UNIQUE"):
+        store.create_upload("u", "repo")
+    assert len(handled) == 1
+    assert store.claim_upload("u", "repo", 0, "t") is not None, "the failed write rolled back; the next works"
+
+
+def test_prepared_results_on_the_cursor_read_as_sqlalchemys(store: MetadataStore) -> None:
+    """Rows by attribute (`first`), by column name (`mappings`), one value (`scalar`, `scalar_one`) and counts."""
+    statement = uploads._UPLOAD
+    store.create_upload("u", "repo", owner="alice")
+    with store.engine.begin() as conn:
+        row = statement.run(conn, {"upload_id": "u"}).first()
+        assert (row.id, row.repository, row.size, row.owner) == ("u", "repo", 0, "alice")
+        mapping = statement.run(conn, {"upload_id": "u"}).mappings().first()
+        assert mapping is not None
+        assert (mapping["id"], mapping["writer"]) == ("u", None)
+        assert statement.run(conn, {"upload_id": "none"}).first() is None
+        assert statement.run(conn, {"upload_id": "none"}).mappings().first() is None
+        assert statement.run(conn, {"upload_id": "u"}).scalar() == "u"
+        assert statement.run(conn, {"upload_id": "none"}).scalar() is None
+        with pytest.raises(sa.exc.NoResultFound):
+            statement.run(conn, {"upload_id": "none"}).scalar_one()
+        renewed = uploads._RENEW.run(conn, [{"upload_id": "u", "token": None, "now": 1.0}])
+        assert renewed.rowcount == 0, "no claim to renew"

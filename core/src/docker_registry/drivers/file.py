@@ -301,22 +301,33 @@ class Driver(Base):
         """A temporary file, published by `_link_and_sync`: given its name with a hard link (which refuses to
         replace anything), then the file and the directories of its name fsynced together, one journal commit
         where `put_content` (fsync, then rename) costs two. Without hard links, `put_content`'s way, after a check
-        that nothing is there."""
-        if os.path.isfile(full):
-            return False
-        f, tmp = self._open_temp(full, path)
+        that nothing is there.
+
+        No look before writing: a new blob (the only kind the registry sends here) finds nothing at its name, and
+        the link is what refuses an existing one, after a temporary write that is then dropped. Nine system calls
+        for a blob into a new directory (open, write, close, mkdir, link, open, fsync, close, unlink) besides the
+        directory fsyncs, where looking first, Python's buffered file, walking up the new directory's parents and
+        unlinking twice cost seventeen: each one gives up the GIL and takes it back, which under load is a futex
+        wait of its own."""
+        fd, tmp = self._create_temp()
+        linked: bool | None = None
         try:
-            with f:
-                f.write(data)
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
             linked = self._link_and_sync(tmp, path, full, path)
         except exceptions.FileNotFoundError:
             raise exceptions.BrokenError(f"cannot write {path!r}: its temporary file vanished") from None
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)  # left only where the link was refused (a name taken, no hard links)
+            if linked is not True:  # a published file's temporary name is gone already
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
         if linked is False and os.path.isdir(full):
             raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory")
         if linked is None:
+            if os.path.isfile(full):
+                return False
             self._put_sync(full, path, data)
             return True
         return linked
@@ -326,13 +337,18 @@ class Driver(Base):
         return await asyncio.to_thread(self._append_bytes_sync, full, path, data, expected_size, durable)
 
     def _append_bytes_sync(self, full: str, path: str, data: bytes, expected_size: int, durable: bool) -> int:
-        """The writer's open, write and close (or commit) in one thread call."""
-        f = self._open_writer_file(full, path, append=expected_size > 0)
-        found = os.fstat(f.fileno()).st_size
-        if found != expected_size:
-            f.close()
-            return found
-        _write_and_close(f, data, durable)
+        """The writer's open, write and close (or commit) in one thread call, on a bare descriptor (a buffered
+        file object would add an `fstat`, an `ioctl` and a copy)."""
+        fd = self._open_writer_fd(full, path, append=expected_size > 0)
+        try:
+            found = os.fstat(fd).st_size
+            if found != expected_size:
+                return found
+            _write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         return expected_size
 
     async def _read_unfinished(self, path: str, limit: int) -> bytes | None:
@@ -348,15 +364,20 @@ class Driver(Base):
         return f, os.fstat(f.fileno()).st_size
 
     def _open_writer_file(self, full: str, path: str, append: bool) -> BinaryIO:
-        if os.path.isdir(full):
-            raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory")
-        if append:
-            try:
-                fd = os.open(full, os.O_WRONLY | os.O_APPEND)  # no O_CREAT: a lost upload must not restart empty
-            except (FileNotFoundError, NotADirectoryError):
-                raise exceptions.FileNotFoundError(f"{path!r} does not exist: nothing to append to") from None
-            return os.fdopen(fd, "ab")
-        return self._in_directory(full, path, lambda: open(full, "wb"))[0]
+        return os.fdopen(self._open_writer_fd(full, path, append), "ab" if append else "wb")
+
+    def _open_writer_fd(self, full: str, path: str, append: bool) -> int:
+        try:
+            if append:
+                try:
+                    # no O_CREAT: a lost upload must not restart empty
+                    return os.open(full, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                except (FileNotFoundError, NotADirectoryError):
+                    raise exceptions.FileNotFoundError(f"{path!r} does not exist: nothing to append to") from None
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            return self._in_directory(full, path, lambda: os.open(full, flags, 0o666))[0]
+        except IsADirectoryError:
+            raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
 
     def _local_path(self, path: str) -> str | None:
         """The object's own file, without checking that it exists: stat-ing here would block the event loop,
@@ -367,13 +388,20 @@ class Driver(Base):
     def _open_temp(self, full: str, path: str) -> tuple[BinaryIO, str]:
         if os.path.isdir(full):
             raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory")
+        fd, tmp = self._create_temp()
+        return os.fdopen(fd, "wb"), tmp
+
+    def _create_temp(self) -> tuple[int, str]:
+        """A new temporary file, as a bare descriptor (`put_if_absent`'s small whole object needs no buffered file
+        object: Python's `open` adds an `fstat` and an `ioctl`)."""
         directory = os.path.join(self.root, TEMP_DIRECTORY)
         tmp = os.path.join(directory, uuid.uuid4().hex)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            return open(tmp, "xb"), tmp
+            return os.open(tmp, flags, 0o666), tmp
         except FileNotFoundError:  # the first write into this root
             os.makedirs(directory, exist_ok=True)
-            return open(tmp, "xb"), tmp
+            return os.open(tmp, flags, 0o666), tmp
 
     def _write_and_publish(self, f: BinaryIO, data: bytes | bytearray, tmp: str, full: str, path: str) -> None:
         f.write(data)
@@ -408,12 +436,13 @@ class Driver(Base):
         directory = os.path.dirname(full)
         created: list[str] = []
         for _ in range(_DIRECTORY_RETRIES):
-            missing = directory
-            while missing != self.root and not os.path.isdir(missing):
-                created.append(missing)
-                missing = os.path.dirname(missing)
             try:
-                os.makedirs(directory, exist_ok=True)
+                if not self._made_last_level(directory, path, created):
+                    missing = directory
+                    while missing != self.root and not os.path.isdir(missing):
+                        created.append(missing)
+                        missing = os.path.dirname(missing)
+                    os.makedirs(directory, exist_ok=True)
             except FileNotFoundError:
                 continue  # a parent created by this very call was pruned before its child was made
             except (FileExistsError, NotADirectoryError):
@@ -427,12 +456,29 @@ class Driver(Base):
             return result, sorted({os.path.dirname(d) for d in created}, key=len)
         raise exceptions.BrokenError(f"cannot write {path!r}: its directory keeps disappearing")
 
+    def _made_last_level(self, directory: str, path: str, created: list[str]) -> bool:
+        """The common cases of `_in_directory` in one system call: `directory` made by one `mkdir` (a new blob's
+        `<hex>/`, a new session's `uploads/<id>/`: noted in `created`) or there already. False when a parent is
+        missing too (or `directory` is the root): then the caller walks up and makes every missing level."""
+        if directory == self.root:
+            return False
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise exceptions.WrongArgumentsError(f"cannot write {path!r}: a parent is an object") from None
+            return True
+        except FileNotFoundError:
+            return False
+        created.append(directory)
+        return True
+
     def _prune(self, directory: str) -> None:
         """Remove empty directories from `directory` up to (not including) the root, so none linger as ghosts.
 
         A directory being created into may be removed here before its file arrives: `_in_directory` retries.
         The temporary files' directory is never removed (`_link_and_sync` prunes after publishing one of them):
-        `_open_temp` creates it only once, and a removal between that and its `open` would fail a write.
+        `_create_temp` creates it only once, and a removal between that and its `open` would fail a write.
         """
         temporary = os.path.join(self.root, TEMP_DIRECTORY)
         while directory not in (self.root, temporary) and directory.startswith(self.root + os.sep):
@@ -586,6 +632,12 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing a range to disk without waiting for it; durability still comes only from fsync."""
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # a failure only means less head start
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _write_and_close(f: BinaryIO, data: bytes | bytearray, durable: bool) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
@@ -63,11 +65,23 @@ def _gone(upload_id: str) -> RegistryError:
     )
 
 
+_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""An upload id as `start` makes it (and clients send it back): taken as it is, without parsing it into a UUID
+and formatting it again (3 µs, on every request of a session)."""
+
+
 def _check_id(upload_id: str) -> str:
+    if _CANONICAL_ID.fullmatch(upload_id):
+        return upload_id
     try:
         return str(uuid.UUID(upload_id))
     except ValueError:
         raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": upload_id[:100]}) from None
+
+
+def _new_token() -> str:
+    """A claim's token: any unguessable string up to 36 characters does; `str(uuid.uuid4())` cost 5 µs, this 1."""
+    return os.urandom(16).hex()
 
 
 def _hash_chunk(hasher: Hasher, chunk: bytes) -> asyncio.Future[None] | None:
@@ -225,7 +239,7 @@ class Uploads:
     async def _recover(self, upload: Upload) -> Upload:
         """Take over a session whose writer died mid-chunk and record the size storage holds, which is where the
         client must continue (the dead writer may have written any part of its chunk)."""
-        token = str(uuid.uuid4())
+        token = _new_token()
         claimed = await self._store.claim_upload(
             upload.id, upload.repository, None, token, this_process(), upload.writer
         )
@@ -252,7 +266,7 @@ class Uploads:
 
     async def _claim(self, repository: str, upload_id: str, start: int | None) -> tuple[Upload, str]:
         """Become the session's writer; RANGE_INVALID if `start` is not where its bytes end or another writes."""
-        token = str(uuid.uuid4())
+        token = _new_token()
         claim = (_check_id(upload_id), repository, start, token, this_process())
         upload = await self._store.claim_upload(*claim)
         if upload is not None:
@@ -436,7 +450,7 @@ class Uploads:
         hasher.update(data)  # at most SMALL_CHUNK_MAX bytes: tens of microseconds
         if not data or hasher.digest() != digest:
             return again, None, None  # the usual path answers DIGEST_INVALID (and ends the session)
-        token = str(uuid.uuid4())
+        token = _new_token()
         upload, pinned = await self._store.claim_upload_pinned(
             upload_id, repository, 0, token, this_process(), digest, len(data)
         )
@@ -540,7 +554,7 @@ class Uploads:
             hasher = await self._hash_unfinished(upload_id, digest.algorithm)
         if hasher is None or hasher.algorithm != digest.algorithm or hasher.digest() != digest:
             return None
-        token = str(uuid.uuid4())
+        token = _new_token()
         upload, pinned = await self._store.claim_upload_pinned(
             upload_id, repository, hasher.size, token, this_process(), digest
         )

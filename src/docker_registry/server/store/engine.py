@@ -26,6 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 
 from ..config import Config
+from .prepared import run_on_cursor
 
 if TYPE_CHECKING:
     from .writegate import WriteGate
@@ -107,7 +108,7 @@ def create_engine(
 
     @event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+        run_on_cursor(conn, "BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN").close()
 
     @event.listens_for(engine, "handle_error")
     def _stale(context: sa.engine.ExceptionContext) -> None:
@@ -138,7 +139,8 @@ def write_transaction(
     sqlite = engine.dialect.name == "sqlite"
     connection = nullcontext(kept) if kept is not None else engine.connect()
     with gate.held() if gate is not None else nullcontext(), connection as conn:
-        conn.execution_options(write=True)
+        if not conn.get_execution_options().get("write"):  # a kept connection has it from its first write
+            conn.execution_options(write=True)
         if sqlite:
             # SQLite refuses to change it inside a transaction; a connection keeps its level until a write wants the
             # other, so runs of session writes (or of durable ones) switch nothing
@@ -165,8 +167,11 @@ def signal_change(conn: sa.Connection) -> None:
     if dialect == "postgresql":
         conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
     elif dialect == "sqlite":
-        generation = conn.exec_driver_sql("PRAGMA user_version").scalar() or 0
-        conn.exec_driver_sql(f"PRAGMA user_version = {(int(generation) + 1) % 2**31}")
+        cursor = run_on_cursor(conn, "PRAGMA user_version")
+        row = cursor.fetchone()
+        cursor.close()
+        generation = row[0] if row else 0
+        run_on_cursor(conn, f"PRAGMA user_version = {(int(generation) + 1) % 2**31}").close()
 
 
 def _set_synchronous(conn: sa.Connection, level: str) -> None:
