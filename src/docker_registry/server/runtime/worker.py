@@ -43,8 +43,9 @@ class WorkerStartupError(Exception):
     """A worker could not build the app or bind the address."""
 
 
-def worker_main(config: Config, index: int, inherited: tuple[socket.socket, ...]) -> None:
-    """Entry point of a worker process; `inherited` are the master's own sockets, closed in a forked child.
+def worker_main(config: Config, index: int, inherited: tuple[socket.socket, ...], delivers: bool) -> None:
+    """Entry point of a worker process; `inherited` are the master's own sockets, closed in a forked child;
+    `delivers`: the worker delivers notifications too (no delivery process, see `runtime.delivery`).
 
     The master starts a worker with the stop signals blocked, so one sent meanwhile waits here instead of
     reaching the master's handlers, which a forked child still has: they would swallow it, and the worker would
@@ -62,7 +63,14 @@ def worker_main(config: Config, index: int, inherited: tuple[socket.socket, ...]
         sock.close()
     logs.setup(config.log)
     try:
-        run_loop(config, reuse_port=True, stop_signals=(signal.SIGTERM,), parent_pid=os.getppid(), index=index)
+        run_loop(
+            config,
+            reuse_port=True,
+            stop_signals=(signal.SIGTERM,),
+            parent_pid=os.getppid(),
+            index=index,
+            delivers=delivers,
+        )
     except WorkerStartupError as exc:
         log.error("worker %d: %s", index, exc, exc_info=traceback_worth_showing(exc))
         sys.exit(WORKER_STARTUP_FAILED)
@@ -75,10 +83,11 @@ def run_loop(
     stop_signals: Iterable[signal.Signals],
     parent_pid: int | None,
     index: int = 0,
+    delivers: bool = True,
 ) -> None:
     # The standard selector loop, explicitly: sendfile needs it, whatever event loop policy is installed.
     with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-        runner.run(_serve_app(config, reuse_port, stop_signals, parent_pid, index))
+        runner.run(_serve_app(config, reuse_port, stop_signals, parent_pid, index, delivers))
 
 
 def traceback_worth_showing(exc: WorkerStartupError) -> BaseException | None:
@@ -93,6 +102,7 @@ async def _serve_app(
     stop_signals: Iterable[signal.Signals],
     parent_pid: int | None,
     index: int,
+    delivers: bool,
 ) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(AcceptErrorReporter())
@@ -101,7 +111,7 @@ async def _serve_app(
     in_flight = _InFlight()
     connections = ConnectionTracker()
     try:
-        app = create_app(config)
+        app = create_app(config, delivers=delivers)
         if inspect.isawaitable(app):
             app = await app
         app.middlewares[0:0] = [in_flight.middleware, connections.middleware]
@@ -145,7 +155,7 @@ async def _serve_app(
     # measured with notifications on, whose batches of pull events made full collections a few times a minute).
     gc.freeze()
     log.info("worker %d ready (pid %d)", index, os.getpid())
-    watcher = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
+    watcher = asyncio.create_task(watch_parent(parent_pid, stop)) if parent_pid else None
     await stop.wait()
     log.info("worker %d (pid %d) draining requests in flight", index, os.getpid())
     if watcher:
@@ -178,7 +188,7 @@ async def _start_debug_listener(config: Config, app: web.Application) -> web.App
     return runner
 
 
-async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+async def watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
     while os.getppid() == parent_pid:
         await asyncio.sleep(PARENT_CHECK_INTERVAL)
     log.warning("master process %d is gone; stopping", parent_pid)
