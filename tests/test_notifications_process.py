@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from notification_receiver import Receiver
+from postgres_cluster import PostgresCluster
 from test_notifications import _push_images, _wait_for, _wait_gone, _worker_pids, notifying, summary
 from test_server_observability import scrape, total
 
@@ -192,3 +193,39 @@ def test_one_scrape_shows_deliveries_across_a_restart_of_the_delivery_process(
         assert total(samples, "registry_notifications_pending_events", endpoint="test") == 0  # its figure left too
     finally:
         receiver.stop()
+
+
+def test_nodes_on_postgresql_have_a_delivery_process_each_and_one_delivers(
+    tmp_path: Path, postgres_cluster: PostgresCluster, receiver: Receiver
+) -> None:
+    """Two nodes over one PostgreSQL database: each starts its own delivery process, the lease lets one of them
+    deliver; when that one is killed, the registry delivers on (its successor or the other node's), exactly once."""
+    database = {"database": {"url": postgres_cluster.new_database()}}
+    storage = {"filesystem": {"rootdirectory": str(tmp_path / "shared")}, "delete": {"enabled": True}}
+    nodes = [
+        RegistryProcess(
+            tmp_path / f"node{i}", workers=2, storage=storage, extra_config={**database, **notifying(receiver)}
+        )
+        for i in range(2)
+    ]
+    try:
+        for node in nodes:
+            node.start()
+        processes = [_wait_delivery_process(node) for node in nodes]
+        repo = unique_repo("nodes")
+        changes = _push_images(nodes[0], repo, 2) + _push_images(nodes[1], repo, 2)
+        receiver.wait_for(lambda got: len(got) >= len(changes))
+        holders = [pid for node in nodes for pid in _deliverers(node)]
+        assert len(holders) == 1, holders
+        assert holders[0] in processes, (holders, processes)
+        os.kill(holders[0], signal.SIGKILL)
+        _wait_gone(holders[0])
+        changes += _push_images(nodes[1], repo, 1) + _push_images(nodes[0], repo, 1)
+        receiver.wait_for(lambda got: len(got) >= len(changes), timeout=60)
+        time.sleep(2)
+        events = receiver.events
+        assert [(a, d, t) for a, _, d, t in summary(events)] == changes
+        assert len({e["id"] for e in events}) == len(events)
+    finally:
+        for node in nodes:
+            node.stop()
