@@ -83,6 +83,9 @@ def test_the_delivery_process_runs_niced_beside_the_workers_only_while_an_endpoi
     receiver.wait_for(lambda got: len(got) >= len(changes))
     assert [(a, d, t) for a, _, d, t in summary(receiver.events)] == changes
     assert _deliverers(server) == [delivery], "the delivery process delivers, no worker"
+    server.stop()  # SIGTERM: it stops with the workers, giving the lease up
+    assert f"notification delivery process (pid {delivery}) stopped" in server.log_path.read_text()
+    _wait_gone(delivery)
 
     disabled = notifying(receiver)
     disabled["notifications"]["endpoints"][0]["disabled"] = True
