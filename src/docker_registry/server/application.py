@@ -71,10 +71,11 @@ CLIENT_MAX_SIZE = 16 * 1024 * 1024
 """Only for bodies aiohttp itself buffers (none of ours): uploads and manifests are read as streams."""
 
 
-def create_app(config: Config, *, delivers: bool = True) -> web.Application:
-    """The application for one worker; stores open in on_startup and close in on_cleanup. `delivers`: this worker
-    also delivers notifications (one worker serving in-process); else the delivery process does
-    (`delivery_service`) and the worker only records events."""
+def create_app(config: Config) -> web.Application:
+    """The application for one worker; stores open in on_startup and close in on_cleanup. With notifications, the
+    worker records events; it delivers them too only when it is the registry's one process (else the delivery
+    process does, see `delivery_service`)."""
+    delivers = not notifications.in_own_process(config)
     body.reuse_buffer_memory()
     monitor = HealthMonitor()
     # Health first after errors: probes need no credentials, and `health.unavailable` refuses before anything.

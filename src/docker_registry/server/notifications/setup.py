@@ -26,6 +26,12 @@ def enabled(config: Config) -> bool:
     return bool(config.notifications.enabled)
 
 
+def in_own_process(config: Config) -> bool:
+    """True when the delivery process delivers (an endpoint enabled, more than one worker): the workers then only
+    record. With one worker the registry is a single process, which delivers too."""
+    return enabled(config) and config.http.worker_count > 1
+
+
 def _stats(config: Config) -> Stats:
     return Stats.of([endpoint.name for endpoint in config.notifications.enabled])
 

@@ -30,6 +30,7 @@ from multiprocessing.process import BaseProcess
 
 from ..config import Config
 from ..metrics import multiprocess
+from ..notifications import setup as notifications
 from .delivery import delivery_main
 from .worker import STOP_SIGNALS, WORKER_STARTUP_FAILED, worker_main
 
@@ -76,7 +77,7 @@ class Supervisor:
         self.hangups = 0
         """SIGHUPs received and not yet passed on to the workers."""
         self.wake_reader, self.wake_writer = socket.socketpair()
-        self.slots = [*range(count), *([DELIVERY] if config.notifications.enabled else [])]
+        self.slots = [*range(count), *([DELIVERY] if notifications.in_own_process(config) else [])]
         """What the master keeps running: the workers and, when an endpoint is enabled, the delivery process."""
 
     def run(self) -> int:
@@ -120,8 +121,7 @@ class Supervisor:
         if index == DELIVERY:
             process = self.context.Process(target=delivery_main, args=(self.config, inherited), name="delivery")
         else:
-            delivers = DELIVERY not in self.slots
-            args = (self.config, index, inherited, delivers)
+            args = (self.config, index, inherited)
             process = self.context.Process(target=worker_main, args=args, name=f"worker-{index}")
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:

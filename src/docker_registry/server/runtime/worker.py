@@ -43,9 +43,8 @@ class WorkerStartupError(Exception):
     """A worker could not build the app or bind the address."""
 
 
-def worker_main(config: Config, index: int, inherited: tuple[socket.socket, ...], delivers: bool) -> None:
-    """Entry point of a worker process; `inherited` are the master's own sockets, closed in a forked child;
-    `delivers`: the worker delivers notifications too (no delivery process, see `runtime.delivery`).
+def worker_main(config: Config, index: int, inherited: tuple[socket.socket, ...]) -> None:
+    """Entry point of a worker process; `inherited` are the master's own sockets, closed in a forked child.
 
     The master starts a worker with the stop signals blocked, so one sent meanwhile waits here instead of
     reaching the master's handlers, which a forked child still has: they would swallow it, and the worker would
@@ -63,14 +62,7 @@ def worker_main(config: Config, index: int, inherited: tuple[socket.socket, ...]
         sock.close()
     logs.setup(config.log)
     try:
-        run_loop(
-            config,
-            reuse_port=True,
-            stop_signals=(signal.SIGTERM,),
-            parent_pid=os.getppid(),
-            index=index,
-            delivers=delivers,
-        )
+        run_loop(config, reuse_port=True, stop_signals=(signal.SIGTERM,), parent_pid=os.getppid(), index=index)
     except WorkerStartupError as exc:
         log.error("worker %d: %s", index, exc, exc_info=traceback_worth_showing(exc))
         sys.exit(WORKER_STARTUP_FAILED)
@@ -83,11 +75,10 @@ def run_loop(
     stop_signals: Iterable[signal.Signals],
     parent_pid: int | None,
     index: int = 0,
-    delivers: bool = True,
 ) -> None:
     # The standard selector loop, explicitly: sendfile needs it, whatever event loop policy is installed.
     with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
-        runner.run(_serve_app(config, reuse_port, stop_signals, parent_pid, index, delivers))
+        runner.run(_serve_app(config, reuse_port, stop_signals, parent_pid, index))
 
 
 def traceback_worth_showing(exc: WorkerStartupError) -> BaseException | None:
@@ -102,7 +93,6 @@ async def _serve_app(
     stop_signals: Iterable[signal.Signals],
     parent_pid: int | None,
     index: int,
-    delivers: bool,
 ) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(AcceptErrorReporter())
@@ -111,7 +101,7 @@ async def _serve_app(
     in_flight = _InFlight()
     connections = ConnectionTracker()
     try:
-        app = create_app(config, delivers=delivers)
+        app = create_app(config)
         if inspect.isawaitable(app):
             app = await app
         app.middlewares[0:0] = [in_flight.middleware, connections.middleware]
