@@ -124,7 +124,7 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _metrics_on(server: Server) -> Server:
+def metrics_on(server: Server) -> Server:
     """`server` as it is, with Prometheus metrics on a debug listener too (the same keys for both registries)."""
     assert server.config is not None
     server.config.setdefault("http", {})["debug"] = {
@@ -160,7 +160,7 @@ def main() -> int:
     on.config["notifications"] = {"endpoints": [endpoint]}
     no_pulls.config["notifications"] = {"endpoints": [{**endpoint, "ignore": {"actions": ["pull"]}}]}
     if not args.no_metrics:  # the issue's cost: metrics and notifications on against both off
-        on, no_pulls = (_metrics_on(server) for server in (on, no_pulls))
+        on, no_pulls = (metrics_on(server) for server in (on, no_pulls))
     pair: list[Server] = [off, on, no_pulls]
     if not args.no_distribution:
         dist_off = servers.distribution(tmp / "dist-off", "Distribution off")
@@ -169,7 +169,7 @@ def main() -> int:
         dist_on.config["notifications"] = {
             "endpoints": [{"name": "bench", "url": receiver.url, "timeout": "5s", "threshold": 5, "backoff": "1s"}]
         }
-        pair += [dist_off, dist_on if args.no_metrics else _metrics_on(dist_on)]
+        pair += [dist_off, dist_on if args.no_metrics else metrics_on(dist_on)]
     results: dict[str, dict[str, list[float]]] = {}
     failures: list[str] = []
 
