@@ -11,7 +11,12 @@ record nothing. CNCF Distribution 2.8 runs beside them, without and with the sam
 answers 200 and parses nothing; the registry sends it envelopes of up to `--batch` events (Distribution sends 1).
 Every manifest GET is a pull event, recorded and delivered while the load runs; blob HEADs record nothing; every
 pushed blob is a push event written in the push's transaction. Server CPU per request counts each phase until the
-receiver stopped getting events (the deliverer caught up), so delivery is part of what a request costs.
+receiver stopped getting events (the deliverer caught up), so delivery is part of what a request costs; for manifest
+GETs, the CPU during the load of the processes at the workers' priority (not our niced delivery process) is
+shown too: what requests competed with. After the
+table, per load: the events delivered and how long after the load ended the last of them arrived (our delivery
+runs in a process of lower CPU priority, `notifications.delivery.nice`: under a load that takes every core the
+events wait in the database and drain after it).
 The "on" servers (ours, and Distribution) also serve Prometheus metrics (`http.debug.addr`,
 `http.debug.prometheus.enabled`), as the issue's target compares both features on against both off;
 `--no-metrics` measures notifications alone.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -44,6 +50,8 @@ class CountingReceiver:
     def __init__(self) -> None:
         self.port = servers.free_port()
         self.events = 0
+        self.last_at = 0.0
+        """`time.monotonic()` when the last envelope came."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -53,6 +61,7 @@ class CountingReceiver:
 
     async def _receive(self, request: web.Request) -> web.Response:
         self.events += (await request.read()).count(b'"action":')
+        self.last_at = time.monotonic()
         return web.Response()
 
     def start(self) -> CountingReceiver:
@@ -90,6 +99,23 @@ def settle(receiver: CountingReceiver, timeout: float = 120.0) -> float:
     return time.monotonic() - started
 
 
+def serving_cpu_seconds(server: Server) -> float:
+    """User+system CPU of the server's processes at the group leader's CPU priority: the workers and the master,
+    not our niced notification delivery process (`notifications.delivery.nice`)."""
+    if server.proc is None:
+        return 0.0
+    total, leader_nice = 0, os.getpriority(os.PRIO_PROCESS, server.proc.pid)
+    for pid in server.pids():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[16]) <= leader_nice:  # field 19 of stat(5): the nice value
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def per(cpu: float, count: int) -> float:
     return cpu * 1e6 / max(count, 1)
 
@@ -98,7 +124,7 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _metrics_on(server: Server) -> Server:
+def metrics_on(server: Server) -> Server:
     """`server` as it is, with Prometheus metrics on a debug listener too (the same keys for both registries)."""
     assert server.config is not None
     server.config.setdefault("http", {})["debug"] = {
@@ -134,7 +160,7 @@ def main() -> int:
     on.config["notifications"] = {"endpoints": [endpoint]}
     no_pulls.config["notifications"] = {"endpoints": [{**endpoint, "ignore": {"actions": ["pull"]}}]}
     if not args.no_metrics:  # the issue's cost: metrics and notifications on against both off
-        on, no_pulls = (_metrics_on(server) for server in (on, no_pulls))
+        on, no_pulls = (metrics_on(server) for server in (on, no_pulls))
     pair: list[Server] = [off, on, no_pulls]
     if not args.no_distribution:
         dist_off = servers.distribution(tmp / "dist-off", "Distribution off")
@@ -143,12 +169,22 @@ def main() -> int:
         dist_on.config["notifications"] = {
             "endpoints": [{"name": "bench", "url": receiver.url, "timeout": "5s", "threshold": 5, "backoff": "1s"}]
         }
-        pair += [dist_off, dist_on if args.no_metrics else _metrics_on(dist_on)]
+        pair += [dist_off, dist_on if args.no_metrics else metrics_on(dist_on)]
     results: dict[str, dict[str, list[float]]] = {}
     failures: list[str] = []
 
+    drains: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    """Per load and server: (events delivered, seconds from the load's end to the last event's arrival)."""
+
     def add(figure: str, server: Server, value: float) -> None:
         results.setdefault(figure, {}).setdefault(server.name, []).append(value)
+
+    def settled(load: str, server: Server, before: int, ended: float) -> None:
+        """Wait for the deliverer to catch up, and note what this load's events did."""
+        settle(receiver)
+        delivered = receiver.events - before
+        after = max(receiver.last_at - ended, 0.0) if delivered else 0.0
+        drains.setdefault(load, {}).setdefault(server.name, []).append((delivered, after))
 
     try:
         for server in pair:
@@ -159,19 +195,21 @@ def main() -> int:
         for r in range(rounds):
             log(f"round {r + 1}/{rounds}")
             for server in pair if r % 2 == 0 else pair[::-1]:
-                cpu = cpu_seconds(server)
+                cpu, before, serving = cpu_seconds(server), receiver.events, serving_cpu_seconds(server)
                 get = loadgen.wrk_get(
                     f"{server.url}/v2/bench/small/manifests/latest", connections, seconds, loadgen.MANIFEST_ACCEPT
                 )
                 add("manifest GET by tag, req/s", server, get.rps)
-                settle(receiver)
+                serving = per(serving_cpu_seconds(server) - serving, get.requests)
+                add("manifest GET, CPU µs per request during the load at the workers' priority", server, serving)
+                settled("manifest GET", server, before, time.monotonic())
                 add("manifest GET, server CPU µs per request", server, per(cpu_seconds(server) - cpu, get.requests))
-                cpu = cpu_seconds(server)
+                cpu, before = cpu_seconds(server), receiver.events
                 head = loadgen.hey(f"{server.url}/v2/bench/small/blobs/{layer[server.name]}", connections, seconds)
                 add("blob HEAD, req/s", server, head.rps)
-                settle(receiver)
+                settled("blob HEAD", server, before, time.monotonic())
                 add("blob HEAD, server CPU µs per request", server, per(cpu_seconds(server) - cpu, head.requests))
-                cpu = cpu_seconds(server)
+                cpu, before = cpu_seconds(server), receiver.events
                 pushed = smallwrites.run(
                     server.url,
                     smallwrites.random_blobs(blobs, 20_000),
@@ -179,7 +217,7 @@ def main() -> int:
                     smallwrites.blob_post_put(server.url, f"bench/push{r}"),
                 )
                 add("20 KB blob pushes (POST+PUT, 16 conns), blobs/s", server, pushed.items_per_second)
-                settle(receiver)
+                settled("20 KB pushes", server, before, time.monotonic())
                 add("20 KB blob push, server CPU µs per blob", server, per(cpu_seconds(server) - cpu, pushed.items))
                 for name, result in (("GET", get.failures), ("HEAD", head.failures), ("push", pushed.failures)):
                     if result:
@@ -207,6 +245,16 @@ def main() -> int:
         print(row)
     print()
     print(f"events received: {receiver.events:,} (envelopes of up to {args.batch})")
+    print()
+    print("| load | server | events delivered per round | last event after the load ended, s (median, max) |")
+    print("|---|---|---|---|")
+    for load, by_server in drains.items():
+        for name, figures in by_server.items():
+            if not any(delivered for delivered, _ in figures):
+                continue
+            counts = ", ".join(f"{delivered:,}" for delivered, _ in figures)
+            afters = [after for _, after in figures]
+            print(f"| {load} | {name} | {counts} | {statistics.median(afters):.2f}, {max(afters):.2f} |")
     for failure in failures:
         print(f"FAILED: {failure}")
     return 1 if failures else 0

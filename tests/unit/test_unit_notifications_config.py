@@ -10,6 +10,7 @@ import yaml
 
 from docker_registry.core.exceptions import ConfigError
 from docker_registry.server.config import Config, dump, load
+from docker_registry.server.notifications import setup as notifications_setup
 
 DISTRIBUTION_STYLE = """
 version: 0.1
@@ -87,3 +88,20 @@ def test_endpoint_names_must_differ(tmp_path: Path) -> None:
     twice = DISTRIBUTION_STYLE + "    - name: alistener\n      url: http://other/\n"
     with pytest.raises(ConfigError, match="used twice"):
         load_text(tmp_path, twice)
+
+
+def test_delivery_nice_defaults_to_10_and_takes_0_to_19(tmp_path: Path) -> None:
+    assert load_text(tmp_path, DISTRIBUTION_STYLE).notifications.delivery.nice == 10
+    assert load(None, {"REGISTRY_NOTIFICATIONS_DELIVERY_NICE": "0"}).notifications.delivery.nice == 0
+    for wrong in ("20", "-1", "true", "low"):
+        with pytest.raises(ConfigError, match=r"notifications\.delivery\.nice.*from 0 to 19"):
+            load_text(tmp_path, DISTRIBUTION_STYLE + f"  delivery:\n    nice: {wrong}\n")
+
+
+@pytest.mark.parametrize(("workers", "endpoints", "own"), [(2, True, True), (1, True, False), (2, False, False)])
+def test_delivery_has_its_own_process_with_an_endpoint_and_more_than_one_worker(
+    tmp_path: Path, workers: int, endpoints: bool, own: bool
+) -> None:
+    text = DISTRIBUTION_STYLE if endpoints else "version: 0.1\n"
+    config = load_text(tmp_path, text + f"http:\n  workers: {workers}\n")
+    assert notifications_setup.in_own_process(config) is own

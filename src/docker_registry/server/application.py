@@ -73,7 +73,10 @@ CLIENT_MAX_SIZE = 16 * 1024 * 1024
 
 
 def create_app(config: Config) -> web.Application:
-    """The application for one worker; stores open in on_startup and close in on_cleanup."""
+    """The application for one worker; stores open in on_startup and close in on_cleanup. With notifications, the
+    worker records events; it delivers them too only when it is the registry's one process (else the delivery
+    process does, see `delivery_service`)."""
+    delivers = not notifications.in_own_process(config)
     body.reuse_buffer_memory()
     monitor = HealthMonitor()
     # Health first after errors: probes need no credentials, and `health.unavailable` refuses before anything.
@@ -114,9 +117,9 @@ def create_app(config: Config) -> web.Application:
                 response.headers.add(name, value)
 
     app.on_response_prepare.append(on_prepare)
-    app.cleanup_ctx.append(_stores(config))
+    app.cleanup_ctx.append(_stores(config, delivers))
     if notifications.enabled(config):
-        app.cleanup_ctx.append(notifications.lifecycle(config))
+        app.cleanup_ctx.append(notifications.lifecycle(config, delivers))
     if config.proxy is not None:
         stale = None
         if INSTRUMENTS_KEY in app:
@@ -219,7 +222,7 @@ async def _change_watcher(url: str) -> AsyncIterator[Watcher]:
         watcher.close()
 
 
-def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
+def _stores(config: Config, delivers: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     async def stores(app: web.Application) -> AsyncIterator[None]:
         instruments = app.get(INSTRUMENTS_KEY)
         async with open_registry(config, instruments) as logic:
@@ -243,12 +246,38 @@ def _stores(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
                     # one task, timings first: counts of requests seen in a scrape come with their timings
                     tallies: list[Flushed] = [instruments.storage_timings, instruments.query_timings]
                     tallies += [CacheMetrics(caches, instruments), app[REQUESTS_KEY]]
-                    if notifications.enabled(config):
+                    if delivers and notifications.enabled(config):
                         tallies.append(QueueMetrics(lambda: app.get(notifications.STATS_KEY), instruments))
                     await running.enter_async_context(FlushedTogether(tallies).flushing())
                 yield
 
     return stores
+
+
+@contextlib.asynccontextmanager
+async def delivery_service(config: Config) -> AsyncIterator[None]:
+    """What the delivery process runs (`runtime.delivery`) while the block lasts: the notifications' deliverer over
+    a database engine of its own; with metrics on, its queue counters and its statements' timings are flushed to
+    the run's shared metrics once a second, so one scrape of the debug listener (served by a worker) shows them."""
+    url = database_url(config)
+    database = config.database
+    # the lease, the cursors and each endpoint's reads run in threads of their own: a connection each
+    engine = create_engine(url, database.locktimeout, pool_size=len(config.notifications.enabled) + 2)
+    instruments = Instruments() if config.http.debug.prometheus.enabled else None
+    if instruments is not None:
+        instrument_engine(engine, instruments)
+    store = MetadataStore(engine, database.locktimeout, gate_for(url), reserve_for(url))
+    try:
+        async with notifications.delivering(config, store) as stats:
+            if instruments is None:
+                yield
+                return
+            tallies = FlushedTogether([instruments.query_timings, QueueMetrics(lambda: stats, instruments)])
+            tallies.flush()  # the endpoints' series show at zero from the start
+            async with tallies.flushing():
+                yield
+    finally:
+        store.close()
 
 
 def _add_checks(monitor: HealthMonitor, config: Config, driver: Base, store: AsyncMetadataStore) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
@@ -15,7 +14,7 @@ SECRET_OPTION = re.compile(r"secret|password|accountkey|credentials|token", re.I
 
 def dump(config: Config, *, show_secrets: bool = False) -> dict[str, Any]:
     """Secrets masked unless asked; keys accepted but ignored left out; http.workers as the count `serve` starts."""
-    workers = config.http.workers or os.cpu_count() or 1
+    workers = config.http.worker_count
     effective = config.model_copy(update={"http": config.http.model_copy(update={"workers": workers})})
     return _section(effective, show_secrets)
 

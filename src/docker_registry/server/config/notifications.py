@@ -90,6 +90,25 @@ class EventsSection(Section):
     )
 
 
+MAX_NICE = 19
+"""The lowest CPU priority Linux gives (`nice` 19)."""
+
+
+def _nice(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_NICE:
+        raise invalid(f"an integer from 0 to {MAX_NICE}", value)
+    return value
+
+
+class DeliverySection(Section):
+    nice: Annotated[int, PlainValidator(_nice), OURS] = Field(
+        10,
+        description="how much lower the CPU priority of the process delivering events is than the workers' "
+        "(`os.nice`); under a burst that takes every core, events wait in the database and go out once requests "
+        "leave CPU free; 0 gives it the workers' priority (with `http.workers: 1` delivery runs in the one process)",
+    )
+
+
 class NotificationsConfig(Section):
     endpoints: list[EndpointSection] = Field(
         default_factory=list,
@@ -97,6 +116,7 @@ class NotificationsConfig(Section):
         "ignore: {mediatypes, actions}, disabled, batch}` (see docs/notifications.md)",
     )
     events: EventsSection = Field(default_factory=EventsSection)
+    delivery: DeliverySection = Field(default_factory=DeliverySection)
 
     @model_validator(mode="after")
     def _unique(self) -> NotificationsConfig:

@@ -7,6 +7,7 @@ reads (`config.http.tls_certificate`, `config.storage.delete_enabled`). Descript
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, PlainValidator, PrivateAttr, model_validator
@@ -370,6 +371,11 @@ class HTTPConfig(Section):
     def host_port(self) -> tuple[str | None, int]:
         """The address to bind; host None means every interface (Distribution's ":5000")."""
         return split_addr(self.addr)
+
+    @property
+    def worker_count(self) -> int:
+        """The worker processes `serve` runs: `workers`, else one per core."""
+        return self.workers or os.cpu_count() or 1
 
 
 # --- health -------------------------------------------------------------------------------------------------------

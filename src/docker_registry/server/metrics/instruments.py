@@ -79,7 +79,8 @@ class Instruments:
             "registry_notifications_pending_events",
             "Events recorded and not yet delivered to the endpoint, as the delivering process last saw them",
             ["endpoint"],
-            multiprocess_mode="max",  # only the process holding the delivery lease knows; the others report 0
+            # only the process holding the delivery lease knows; a dead one's last figure leaves with it
+            multiprocess_mode="livemax",
             registry=None,
         )
         self.notifications_delivered = Counter(

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 
-from prometheus_client import values
+from prometheus_client import multiprocess, values
 
 from ..registry import process_identity
 
@@ -77,6 +77,12 @@ def _remove_abandoned() -> None:
             continue
         if process_identity.is_dead(identity):
             shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def forget_process(directory: str, pid: int) -> None:
+    """After process `pid` died: drop its gauges of the `live*` modes (what it last saw is no longer so); its
+    counters and histograms stay in the totals."""
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 def current() -> str | None:

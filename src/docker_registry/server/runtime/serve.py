@@ -50,7 +50,7 @@ def serve(config: Config) -> int:
     except Exception as exc:
         log.error("cannot prepare the data directory and database: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
         return 1
-    count = config.http.workers or os.cpu_count() or 1
+    count = config.http.worker_count
     log.info(
         "docker-registry listening on %s://%s:%d with %d worker%s, storage %s, database %s",
         "https" if config.http.tls_certificate else "http",

@@ -8,6 +8,9 @@ in milliseconds instead of re-importing the server (about 1.5 s of CPU per worke
 restart). If the master does have other threads at that point (something in `prepare()` left one running),
 forking could deadlock a child on a lock such a thread held, so workers are *spawned* as fresh interpreters
 instead; they behave the same, only start slower.
+
+When a notification endpoint is enabled, the master also starts and restarts the delivery process
+(`runtime.delivery`) in the same way, in a slot of its own (`DELIVERY`); the workers then only record events.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from multiprocessing.context import ForkContext, SpawnContext
 from multiprocessing.process import BaseProcess
 
 from ..config import Config
+from ..metrics import multiprocess
+from ..notifications import setup as notifications
+from .delivery import delivery_main
 from .worker import STOP_SIGNALS, WORKER_STARTUP_FAILED, worker_main
 
 log = logging.getLogger("docker_registry.server")
@@ -43,6 +49,9 @@ CRASH_LOOP_DEATHS = 5
 
 KILL_GRACE = 5.0
 """Seconds a worker gets beyond http.draintimeout to exit on its own before it is killed."""
+
+DELIVERY = -1
+"""The delivery process's slot among the workers' (0, 1, ...)."""
 
 
 class Supervisor:
@@ -68,6 +77,8 @@ class Supervisor:
         self.hangups = 0
         """SIGHUPs received and not yet passed on to the workers."""
         self.wake_reader, self.wake_writer = socket.socketpair()
+        self.slots = [*range(count), *([DELIVERY] if notifications.in_own_process(config) else [])]
+        """What the master keeps running: the workers and, when an endpoint is enabled, the delivery process."""
 
     def run(self) -> int:
         for sock in (self.wake_reader, self.wake_writer):
@@ -77,7 +88,7 @@ class Supervisor:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         try:
-            for index in range(self.count):
+            for index in self.slots:
                 if self.signals:
                     break
                 self._start(index)
@@ -99,15 +110,19 @@ class Supervisor:
     def _pass_hangup(self) -> None:
         """Each worker re-reads the TLS certificate itself (see `tls.ReloadableTLS`)."""
         self.hangups = 0
-        for process in self.workers.values():
-            if process.pid is not None and process.is_alive():
+        for index, process in self.workers.items():
+            if index != DELIVERY and process.pid is not None and process.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGHUP)
 
     def _start(self, index: int) -> None:
         """Start a worker with the stop signals blocked (the child unblocks them, see `worker_main`)."""
         inherited = (self.wake_reader, self.wake_writer) if self.context.get_start_method() == "fork" else ()
-        process = self.context.Process(target=worker_main, args=(self.config, index, inherited), name=f"worker-{index}")
+        if index == DELIVERY:
+            process = self.context.Process(target=delivery_main, args=(self.config, inherited), name="delivery")
+        else:
+            args = (self.config, index, inherited)
+            process = self.context.Process(target=worker_main, args=args, name=f"worker-{index}")
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             process.start()
@@ -115,7 +130,7 @@ class Supervisor:
             self.started[index] = time.monotonic()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        log.debug("worker %d started (pid %s, %s)", index, process.pid, self.context.get_start_method())
+        log.debug("%s started (pid %s, %s)", _name(index), process.pid, self.context.get_start_method())
 
     def _wait(self, timeout: float | None) -> None:
         waited: list[int | socket.socket] = [p.sentinel for p in self.workers.values()]
@@ -142,7 +157,8 @@ class Supervisor:
                     continue
                 process.join()
                 del self.workers[index]
-                if process.exitcode == WORKER_STARTUP_FAILED:
+                _forget_gauges(process)
+                if process.exitcode == WORKER_STARTUP_FAILED and index != DELIVERY:
                     log.error(
                         "worker %d (pid %s) could not start (its reason is logged above); restarting cannot help, "
                         "stopping the registry",
@@ -176,11 +192,10 @@ class Supervisor:
                 CRASH_LOOP_WINDOW,
             )
         if self.signals:  # shutting down already: no new worker
-            log.warning("worker %d (pid %s) %s", index, process.pid, how)
+            log.warning("%s (pid %s) %s", _name(index), process.pid, how)
             return
-        log.warning(
-            "worker %d (pid %s) %s after %.1f s; restarting it in %.1f s", index, process.pid, how, lived, delay
-        )
+        name = _name(index)
+        log.warning("%s (pid %s) %s after %.1f s; restarting it in %.1f s", name, process.pid, how, lived, delay)
         self.restarts[index] = now + delay
 
     def _shutdown(self, status: int) -> int:
@@ -206,6 +221,18 @@ class Supervisor:
             process.join()
         log.info("stopped")
         return status
+
+
+def _name(index: int) -> str:
+    return "the notification delivery process" if index == DELIVERY else f"worker {index}"
+
+
+def _forget_gauges(process: BaseProcess) -> None:
+    """A dead process's gauges leave the shared metrics (its counters stay, as counters must): the pending events
+    it last saw must not outlive it in a scrape beside its successor's."""
+    directory = multiprocess.current()
+    if directory is not None and process.pid is not None:
+        multiprocess.forget_process(directory, process.pid)
 
 
 def _describe_exit(exitcode: int | None) -> str:

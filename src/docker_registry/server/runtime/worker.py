@@ -145,7 +145,7 @@ async def _serve_app(
     # measured with notifications on, whose batches of pull events made full collections a few times a minute).
     gc.freeze()
     log.info("worker %d ready (pid %d)", index, os.getpid())
-    watcher = asyncio.create_task(_watch_parent(parent_pid, stop)) if parent_pid else None
+    watcher = asyncio.create_task(watch_parent(parent_pid, stop)) if parent_pid else None
     await stop.wait()
     log.info("worker %d (pid %d) draining requests in flight", index, os.getpid())
     if watcher:
@@ -178,7 +178,7 @@ async def _start_debug_listener(config: Config, app: web.Application) -> web.App
     return runner
 
 
-async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+async def watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
     while os.getppid() == parent_pid:
         await asyncio.sleep(PARENT_CHECK_INTERVAL)
     log.warning("master process %d is gone; stopping", parent_pid)
