@@ -2,10 +2,9 @@
 
 The order matters: untagged manifests first (their deletion leaves links unreferenced), then links (leaving blobs
 unlinked), then blobs, expired upload sessions, and last the repositories all that left empty, so with no grace
-period a single run frees a deleted image completely (then each batch of links takes the blobs it left unlinked
-along, their files deleted while the next batch of links goes). Everything runs under a lease in the metadata
-database, so only one collection runs at a time on any number of processes and nodes; the lease is renewed before
-every batch, and a collection that lost it stops.
+period a single run frees a deleted image completely. Everything runs under a lease in the metadata database, so
+only one collection runs at a time on any number of processes and nodes; the lease is renewed before every batch,
+and a collection that lost it stops.
 
 A blob is deleted in three steps: its row is marked as being deleted (no upload links it again from then on: they
 wait, and mounts refuse), its file is deleted, then its row. A collection that dies in between leaves marked rows,
@@ -17,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -144,12 +143,8 @@ class Collector:
         await self._expire_cached(options, now, summary)
         if options.delete_untagged:
             await self._manifests(options, now, cutoff, summary)
-        removals = _Removals(self, summary)
-        try:
-            await self._links(options, now, cutoff, summary, removals)
-            await self._blobs(options, now, cutoff, summary, removals)
-        finally:
-            await removals.finish()
+        await self._links(options, now, cutoff, summary)
+        await self._blobs(options, now, cutoff, summary)
         if options.upload_age is not None:
             await self.purge_uploads(now - options.upload_age, options.dry_run, summary)
         await self._repositories(options, now, cutoff, summary)
@@ -187,26 +182,12 @@ class Collector:
                 self._store.expire_blob_pulls, scope.prefix, cutoff, options.dry_run
             )
 
-    async def _links(self, options: Options, now: float, cutoff: float, summary: Summary, removals: _Removals) -> None:
-        """With no grace period, each batch of links deleted takes the blobs it left unlinked along: they are
-        marked and begin their deletion right after it, and their files go (`removals`) while the next batch of
-        links does, so the file removals (which wait on the disk) overlap the database's work instead of following
-        all of it."""
+    async def _links(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
         if not options.dry_run:
             await self._db(self._store.mark_links, now)
         keys = await self._db(self._store.link_candidates, cutoff, _dry_run(options, cutoff))
-        if options.dry_run or options.delay > 0:
-            summary.deleted["links"] += await self._delete_rows(
-                "unreferenced links", keys, options, self._store.delete_links, cutoff
-            )
-            return
-
-        async def unlinked_blobs(batch: Sequence[tuple[int, str]]) -> None:
-            digests = sorted({digest for _, digest in batch})
-            await removals.add(await self._db(self._store.begin_blob_deletion, digests, cutoff, now))
-
         summary.deleted["links"] += await self._delete_rows(
-            "unreferenced links", keys, options, self._store.delete_links, cutoff, unlinked_blobs
+            "unreferenced links", keys, options, self._store.delete_links, cutoff
         )
 
     async def _repositories(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
@@ -227,9 +208,7 @@ class Collector:
         options: Options,
         delete: Callable[[Sequence[T], float], int],
         cutoff: float,
-        then: Callable[[Sequence[T]], Awaitable[None]] | None = None,
     ) -> int:
-        """Delete `items` in batches, each in a transaction of its own; `then` runs after each batch's."""
         self._progress.start(phase, len(items))
         deleted = 0
         try:
@@ -239,34 +218,42 @@ class Collector:
             for batch in _batches(items):
                 await self._renew()
                 deleted += await self._db(delete, batch, cutoff)
-                if then is not None:
-                    await then(batch)
                 self._progress.advance(len(batch))
         finally:
             self._progress.finish()
         return deleted
 
-    async def _blobs(self, options: Options, now: float, cutoff: float, summary: Summary, removals: _Removals) -> None:
-        """Marked while the last files `removals` took along from the links phase go; those blobs count in this
-        phase's progress as they do in its summary."""
+    async def _blobs(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
         if not options.dry_run:
             await self._db(self._store.mark_blobs, now)
         candidates = await self._db(self._store.blob_candidates, cutoff, _dry_run(options, cutoff))
-        self._progress.start("unlinked blobs", removals.count + len(candidates))
-        self._progress.advance(removals.count)
+        self._progress.start("unlinked blobs", len(candidates))
         try:
             if options.dry_run:
                 summary.deleted["blobs"] += len(candidates)
                 summary.bytes_freed += sum(size for _, size in candidates)
                 self._progress.advance(len(candidates))
                 return
-            for batch in _batches(candidates):
-                await self._renew()
-                await removals.add(
-                    await self._db(self._store.begin_blob_deletion, [digest for digest, _ in batch], cutoff)
-                )
-                self._progress.advance(len(batch))
-            await removals.finish()
+            # A pipeline: a batch's files go while the next batch is marked as being deleted, and its rows while the
+            # next batch's files go; only the file deletions follow one another (each takes all the threads).
+            removing: tuple[asyncio.Future[None], Sequence[tuple[str, int]]] | None = None
+            ending: list[asyncio.Future[None]] = []
+            try:
+                for batch in _batches(candidates):
+                    await self._renew()
+                    doomed = await self._db(self._store.begin_blob_deletion, [digest for digest, _ in batch], cutoff)
+                    if removing is not None:
+                        await removing[0]
+                        ending.append(asyncio.ensure_future(self._end_blob_deletion(removing[1], summary)))
+                    removing = (asyncio.ensure_future(self._remove_blob_files(doomed)), doomed)
+                    self._progress.advance(len(batch))
+            finally:
+                try:
+                    if removing is not None:
+                        await removing[0]
+                        ending.append(asyncio.ensure_future(self._end_blob_deletion(removing[1], summary)))
+                finally:
+                    await asyncio.gather(*ending)
         finally:
             self._progress.finish()
 
@@ -341,41 +328,3 @@ class Collector:
     async def _temporary(self, older_than: float, dry_run: bool) -> tuple[int, int]:
         """The driver's temporary files older than `older_than`: how many, and their bytes."""
         return await self._driver.purge_temporary(older_than, dry_run)
-
-
-class _Removals:
-    """Blobs marked as being deleted go in a pipeline: a batch's files while the next batch is marked (and, with no
-    grace period, while the next batch of links goes), its rows while the next batch's files go. Only the file
-    deletions follow one another: each takes all the driver's threads."""
-
-    def __init__(self, collector: Collector, summary: Summary) -> None:
-        self._collector = collector
-        self._summary = summary
-        self._removing: tuple[asyncio.Future[None], Sequence[tuple[str, int]]] | None = None
-        self._ending: list[asyncio.Future[None]] = []
-        self.count = 0
-        """Blobs added."""
-
-    async def add(self, doomed: Sequence[tuple[str, int]]) -> None:
-        """Start deleting the files of `doomed` (committed as being deleted), once the batch before's are gone."""
-        if not doomed:
-            return
-        await self._end_removing()
-        self._removing = (asyncio.ensure_future(self._collector._remove_blob_files(doomed)), doomed)
-        self.count += len(doomed)
-
-    async def finish(self) -> None:
-        """Wait for every file and row deletion begun, also when the collection failed meanwhile."""
-        try:
-            await self._end_removing()
-        finally:
-            ending, self._ending = self._ending, []
-            await asyncio.gather(*ending)
-
-    async def _end_removing(self) -> None:
-        if self._removing is None:
-            return
-        removing, doomed = self._removing
-        self._removing = None
-        await removing
-        self._ending.append(asyncio.ensure_future(self._collector._end_blob_deletion(doomed, self._summary)))

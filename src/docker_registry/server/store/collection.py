@@ -537,29 +537,13 @@ class CollectionQueries(StoreBase):
             self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query, {"now": time.time()})])
         )
 
-    def begin_blob_deletion(
-        self, digests: Sequence[str], cutoff: float, marking: float | None = None
-    ) -> list[tuple[str, int]]:
+    def begin_blob_deletion(self, digests: Sequence[str], cutoff: float) -> list[tuple[str, int]]:
         """Mark those of `digests` still unlinked, unpinned and marked before `cutoff` as being deleted: from this
-        commit on nothing links them again (uploads wait, mounts refuse). Their digests and sizes.
-
-        `marking`: first mark those of them unlinked and not marked yet as candidates since then, as `mark_blobs`
-        would (with no grace period, blobs whose last links a collection just deleted go in the same run)."""
+        commit on nothing links them again (uploads wait, mounts refuse). Their digests and sizes."""
         chosen = blobs.c.digest.in_(list(digests))
 
         def begin(conn: sa.Connection) -> list[tuple[str, int]]:
             conn.execute(sa.select(blobs.c.digest).where(chosen).with_for_update()).all()
-            if marking is not None:
-                conn.execute(
-                    blobs.update()
-                    .where(
-                        chosen,
-                        blobs.c.gc_candidate_since.is_(None),
-                        blobs.c.deleting_since.is_(None),
-                        sa.not_(_BLOB_LINKED),
-                    )
-                    .values(gc_candidate_since=marking)
-                )
             now = time.time()
             rows = conn.execute(
                 blobs.update()

@@ -1,7 +1,6 @@
-"""With no grace period, each batch of unreferenced links takes the blobs it left unlinked along, and their files
-are deleted while the next batch of links goes (`Collector._links`). The overlap must never delete a blob that is
-still in use: one linked again right after its link went (a push between the two transactions), one an upload has
-pinned, or one another repository links. Their files and rows stay; everything else goes, files and rows."""
+"""Between a link's deletion and its blob's turn (the next phase, or with no grace period the same run), a push
+may link the blob again: the collection must then keep its file and row, as it keeps a blob an upload has pinned,
+while every other blob of the run goes, files and rows, batch after batch."""
 
 from __future__ import annotations
 
@@ -33,7 +32,7 @@ def _write_blob(root: Path, n: int) -> tuple[Digest, int]:
     return digest, len(content)
 
 
-def test_blobs_taken_along_with_their_links_go_unless_used_again(
+def test_a_blob_linked_again_after_its_link_went_is_kept(
     stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, collection = stores
@@ -52,7 +51,7 @@ def test_blobs_taken_along_with_their_links_go_unless_used_again(
         return deleted
 
     monkeypatch.setattr(collection, "delete_links", then_a_push_links_one_again)
-    monkeypatch.setattr(collector, "BATCH", 2)  # 5 batches of links, each with its blobs
+    monkeypatch.setattr(collector, "BATCH", 2)  # 5 batches of links, then of blobs
 
     summary = asyncio.run(
         collector.Collector(collection, Driver({"rootdirectory": str(root)}), "test").run(collector.Options(delay=0))
