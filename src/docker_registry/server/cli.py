@@ -193,9 +193,9 @@ def run() -> NoReturn:
     Python's cyclic collector is off while the modules load: start-up builds a few hundred thousand objects that all
     live until the end, and the collector went through them again and again (about 15% of `garbage-collect`'s start,
     0.06 s). `dispatch` turns it back on once the command's modules are loaded (for a collection, with all they
-    built frozen first). A collection's process then ends without
-    the interpreter's teardown, which frees every object one by one (another 0.1 s): its output is flushed, its
-    database connections closed, and nothing it started is left running."""
+    built frozen first). A collection's process then ends without the interpreter's teardown, which frees every
+    object one by one (another 0.1 s): its output is flushed, its database connections closed, and nothing it
+    started is left running."""
     gc.disable()
     parser = build_parser()
     args = parser.parse_args()
