@@ -146,9 +146,13 @@ def write_ours(store: Store, root: Path) -> None:
 
 
 def write_distribution(store: Store, ours: Path, root: Path) -> None:
-    """The same blobs (hard links to our files) and manifests in Distribution 2.8's layout, with its link files."""
+    """The same blobs and manifests in Distribution 2.8's layout, with its link files. The blobs both collectors
+    keep are hard links to our files; the ones they delete are copies of their own: a hard link would let the
+    first collector's `unlink` free no blocks (the other name still holds them), sparing it the discards that the
+    second one's then pays for both."""
     v2 = root / "docker" / "registry" / "v2"
     done: set[str] = set()
+    deleted = {b.digest for _, b in store.orphans}
 
     def put_blob(b: Blob) -> None:
         if b.digest in done:
@@ -156,10 +160,10 @@ def write_distribution(store: Store, ours: Path, root: Path) -> None:
         target = _blob_file(v2, b.digest)
         target.parent.mkdir(parents=True, exist_ok=True)
         source = _blob_file(ours, b.digest)
-        if source.exists():
+        if source.exists() and b.digest not in deleted:
             os.link(source, target)
         else:
-            target.write_bytes(b.data)  # a manifest: Distribution keeps them as blobs too
+            target.write_bytes(b.data)  # a manifest (Distribution keeps them as blobs too), or a deleted blob
         done.add(b.digest)
 
     def link(path: Path, digest: str) -> None:

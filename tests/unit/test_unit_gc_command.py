@@ -4,8 +4,13 @@ durable."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from docker_registry.server.config import load
@@ -48,3 +53,32 @@ def test_the_servers_connections_keep_sqlites_checkpoints(tmp_path: Path) -> Non
         engine.dispose()
     assert settings["wal_autocheckpoint"] == 1000
     assert settings["synchronous"] == FULL
+
+
+@pytest.mark.parametrize("entry", ["python -m", "console script"])
+def test_the_summary_and_log_reach_a_pipe_whole_though_the_process_skips_its_teardown(
+    tmp_path: Path, entry: str
+) -> None:
+    """A collection's process ends with `os._exit` (`cli.run`): what it printed must be flushed first, also when
+    Python buffers its output (this machine's PYTHONUNBUFFERED is taken away)."""
+    config_file = tmp_path / "config.yml"
+    config_file.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n")
+    program = (
+        [sys.executable, "-m", "docker_registry.server"]
+        if entry == "python -m"
+        else [str(Path(sys.executable).parent / "docker-registry")]
+    )
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+
+    result = subprocess.run(
+        [*program, "garbage-collect", str(config_file), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["deleted"]["blobs"] == 0
+    assert "empty repositories: done (0)" in result.stderr  # the last log line

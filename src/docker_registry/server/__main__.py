@@ -1,8 +1,6 @@
 """`python -m docker_registry.server`: the same command line as the `docker-registry` console script."""
 
-import sys
-
-from .cli import main
+from .cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import gc
+import logging
 import os
 import signal
 import sys
-
-import yaml
+from typing import TYPE_CHECKING, NoReturn
 
 from docker_registry.core.exceptions import ConfigError
 
-from . import config as configuration
 from .maintenance.options import DEFAULT_JOBS, IMPORT_SOURCES
+
+if TYPE_CHECKING:
+    from . import config as configuration
 
 EXIT_CONFIG_ERROR = 2
 
@@ -184,9 +187,36 @@ def _import(config: configuration.Config, v1_path: str) -> int:
     return 0
 
 
+def run() -> NoReturn:
+    """The command line as a process of its own (the console script, `python -m docker_registry.server`).
+
+    Python's cyclic collector is off while the modules load: start-up builds a few hundred thousand objects that all
+    live until the end, and the collector went through them again and again (about 15% of `garbage-collect`'s start,
+    0.06 s). `dispatch` turns it back on once the command's modules are loaded (for a collection, with all they
+    built frozen first). A collection's process then ends without the interpreter's teardown, which frees every
+    object one by one (another 0.1 s): its output is flushed, its database connections closed, and nothing it
+    started is left running."""
+    gc.disable()
+    parser = build_parser()
+    args = parser.parse_args()
+    status = dispatch(parser, args)
+    if args.command != "garbage-collect":
+        sys.exit(status)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return dispatch(parser, parser.parse_args(argv))
+
+
+def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the command `args` names (parsed by `parser`); its exit status."""
+    from . import config as configuration
+
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_CONFIG_ERROR
@@ -196,7 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"docker-registry: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    if args.command == "garbage-collect":
+        return _garbage_collect(config, args)
+    gc.enable()
     if args.command == "config":
+        import yaml
+
         for notice in config.notices:
             print(f"docker-registry: warning: {notice}", file=sys.stderr)
         try:
@@ -209,8 +244,6 @@ def main(argv: list[str] | None = None) -> int:
         return _import(config, args.v1)
     if args.command in ("fsck", "import"):
         return _maintenance(args, config)
-    if args.command == "garbage-collect":
-        return _garbage_collect(config, args)
     from .runtime.serve import serve  # the server's imports (aiohttp, the app) are not needed to print a config
 
     try:
@@ -265,6 +298,9 @@ def _garbage_collect(config: configuration.Config, args: argparse.Namespace) -> 
     except ConfigError as exc:
         print(f"docker-registry: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    # the modules and settings stay to the end: the collector leaves them out of its rounds (see `run`)
+    gc.freeze()
+    gc.enable()
     return garbage_collect(
         config, driver, dry_run=args.dry_run, delete_untagged=args.delete_untagged, as_json=args.json
     )
