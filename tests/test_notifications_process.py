@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from notification_receiver import Receiver
 from postgres_cluster import PostgresCluster
 from test_notifications import _push_images, _wait_for, _wait_gone, _worker_pids, notifying, summary
@@ -44,6 +45,24 @@ def _wait_delivery_process(server: RegistryProcess, count: int = 1) -> int:
     """The pid of the registry's `count`th delivery process, once it said it is ready."""
     _wait_for(lambda: len(_delivery_processes(server)) >= count)
     return _delivery_processes(server)[count - 1]
+
+
+def _wait_cursor_stored(database_url: str) -> None:
+    """Until the endpoint's stored cursor has passed every event: only then has a SIGKILL nothing to send again
+    (delivery is exactly once in normal operation and at least once across a crash between an endpoint's answer
+    and the cursor's write, `notifications.delivery`)."""
+    engine = sa.create_engine(database_url)
+    try:
+
+        def stored() -> bool:
+            with engine.connect() as conn:
+                newest = conn.execute(sa.text("SELECT max(id) FROM events")).scalar()
+                position = conn.execute(sa.text("SELECT min(position) FROM event_cursors")).scalar()
+            return newest is not None and position is not None and position >= newest
+
+        _wait_for(stored)
+    finally:
+        engine.dispose()
 
 
 def _children(pid: int) -> set[int]:
@@ -122,7 +141,7 @@ def test_a_killed_delivery_process_is_restarted_and_every_event_arrives_once_in_
         assert get_manifest(client, repo, "t0").status_code == 200
     changes.append(("pull", changes[2][1], "t0"))
     receiver.wait_for(lambda got: len(got) >= len(changes))
-    time.sleep(1)  # the cursor is stored once the endpoint is up to date
+    _wait_cursor_stored(f"sqlite:///{server.data_dir / 'registry.db'}")
     receiver.limit = len(receiver.deliveries)  # the receiver goes down: the next events wait in the outbox
     changes += _push_images(server, repo, 3)
     _wait_for(lambda: receiver.attempts > receiver.limit)  # the delivery process is trying them
@@ -203,7 +222,8 @@ def test_nodes_on_postgresql_have_a_delivery_process_each_and_one_delivers(
 ) -> None:
     """Two nodes over one PostgreSQL database: each starts its own delivery process, the lease lets one of them
     deliver; when that one is killed, the registry delivers on (its successor or the other node's), exactly once."""
-    database = {"database": {"url": postgres_cluster.new_database()}}
+    url = postgres_cluster.new_database()
+    database = {"database": {"url": url}}
     storage = {"filesystem": {"rootdirectory": str(tmp_path / "shared")}, "delete": {"enabled": True}}
     nodes = [
         RegistryProcess(
@@ -221,6 +241,7 @@ def test_nodes_on_postgresql_have_a_delivery_process_each_and_one_delivers(
         holders = [pid for node in nodes for pid in _deliverers(node)]
         assert len(holders) == 1, holders
         assert holders[0] in processes, (holders, processes)
+        _wait_cursor_stored(url)
         os.kill(holders[0], signal.SIGKILL)
         _wait_gone(holders[0])
         changes += _push_images(nodes[1], repo, 1) + _push_images(nodes[0], repo, 1)
