@@ -104,16 +104,7 @@ def serving_cpu_seconds(server: Server) -> float:
     not our niced notification delivery process (`notifications.delivery.nice`)."""
     if server.proc is None:
         return 0.0
-    total, leader_nice = 0, os.getpriority(os.PRIO_PROCESS, server.proc.pid)
-    for pid in server.pids():
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[16]) <= leader_nice:  # field 19 of stat(5): the nice value
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(server, nice_at_most=os.getpriority(os.PRIO_PROCESS, server.proc.pid))
 
 
 def per(cpu: float, count: int) -> float:

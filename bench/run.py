@@ -727,8 +727,9 @@ class Bench:
             total.add(server.name, summary.total_mb)
 
 
-def cpu_seconds(server: Server) -> float:
-    """User+system CPU of the server's live processes (from /proc/<pid>/stat, in clock ticks)."""
+def cpu_seconds(server: Server, nice_at_most: int | None = None) -> float:
+    """User+system CPU of the server's live processes (from /proc/<pid>/stat, in clock ticks); with
+    `nice_at_most`, only of those whose nice value is no higher."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in server.pids():
@@ -737,7 +738,8 @@ def cpu_seconds(server: Server) -> float:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
+        if nice_at_most is None or int(fields[16]) <= nice_at_most:  # field 19 of stat(5): the nice value
+            total += int(fields[11]) + int(fields[12])
     return total / ticks
 
 

@@ -22,13 +22,8 @@ from docker_registry.server.store.metadata import MetadataStore
 from docker_registry.server.store.models import StoredManifest
 
 
-def test_commit_elsewhere_empties_the_caches(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
-    engine = create_engine(url)
-    migrate.upgrade(engine)
-    store = MetadataStore(engine)
-    watcher = ChangeWatcher(url)
-    cache = RegistryCache(watcher)
+def test_commit_elsewhere_empties_the_caches(watched: tuple[MetadataStore, RegistryCache]) -> None:
+    store, cache = watched
     generation = cache.refresh()
     cache.tags.put(("repo", "latest"), Digest("sha256", "0" * 64))
     assert cache.refresh() == generation
@@ -36,8 +31,6 @@ def test_commit_elsewhere_empties_the_caches(tmp_path: Path) -> None:
     store.link_blob("repo", Digest("sha256", "1" * 64), 1)
     assert cache.refresh() != generation, "a read begun before the commit must not be cached"
     assert cache.tags.get(("repo", "latest")) is None
-    watcher.close()
-    store.close()
 
 
 def test_manifest_cache_is_bounded_in_bytes() -> None:
@@ -101,6 +94,16 @@ def database(tmp_path: Path) -> str:
     migrate.upgrade(engine)
     engine.dispose()
     return url
+
+
+@pytest.fixture
+def watched(database: str) -> Iterator[tuple[MetadataStore, RegistryCache]]:
+    """A store and, over the same database, a worker's caches with their change watcher."""
+    store = MetadataStore(create_engine(database))
+    watcher = ChangeWatcher(database)
+    yield store, RegistryCache(watcher)
+    watcher.close()
+    store.close()
 
 
 @pytest.fixture
@@ -208,16 +211,11 @@ def test_plain_postgresql_urls_use_psycopg_3() -> None:
     assert with_driver("sqlite:////data/registry.db") == "sqlite:////data/registry.db"
 
 
-def test_upload_session_writes_leave_the_caches(tmp_path: Path) -> None:
+def test_upload_session_writes_leave_the_caches(watched: tuple[MetadataStore, RegistryCache]) -> None:
     """A session's bookkeeping (create, claim, release, claim and pin, delete) changes nothing the caches hold, so
     the HEADs of the blobs other clients are pushing keep their cached answers; the commit that links a blob
     empties them."""
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
-    engine = create_engine(url)
-    migrate.upgrade(engine)
-    store = MetadataStore(engine)
-    watcher = ChangeWatcher(url)
-    cache = RegistryCache(watcher)
+    store, cache = watched
     digest = Digest("sha256", "2" * 64)
     generation = cache.refresh()
     cache.missing.put(("repo", digest), True)
@@ -234,5 +232,3 @@ def test_upload_session_writes_leave_the_caches(tmp_path: Path) -> None:
     assert store.finish_upload("u1", "repo", digest, 5, "t2")
     assert cache.refresh() != generation, "the link is a change the caches must see"
     assert cache.missing.get(("repo", digest)) is None
-    watcher.close()
-    store.close()

@@ -22,8 +22,7 @@ import socket
 
 from ..application import delivery_service
 from ..config import Config
-from . import logs
-from .worker import STOP_SIGNALS, watch_parent
+from .worker import enter_child, watch_parent
 
 log = logging.getLogger("docker_registry.server")
 
@@ -31,14 +30,7 @@ log = logging.getLogger("docker_registry.server")
 def delivery_main(config: Config, inherited: tuple[socket.socket, ...]) -> None:
     """Entry point of the delivery process; `inherited` are the master's own sockets, closed in a forked child.
     Signals as in `worker.worker_main`: SIGTERM ends it (giving up the lease), SIGINT and SIGHUP are not for it."""
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    for sock in inherited:
-        sock.close()
-    logs.setup(config.log)
+    enter_child(config, inherited)
     niceness = os.nice(config.notifications.delivery.nice)  # lower than the workers' by that much
     parent_pid = os.getppid()
     with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:

@@ -43,6 +43,21 @@ class WorkerStartupError(Exception):
     """A worker could not build the app or bind the address."""
 
 
+def enter_child(config: Config, inherited: tuple[socket.socket, ...]) -> None:
+    """What every child of the master (a worker, the delivery process) does first: its own signal handling, with
+    the stop signals unblocked (see `worker_main`), the master's sockets closed, its own logging."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C reaches the whole process group; the master alone decides and sends each child a SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker re-reads the certificate on SIGHUP once serving (`_serve_app`); until then it must not end it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    for sock in inherited:
+        sock.close()
+    logs.setup(config.log)
+
+
 def worker_main(config: Config, index: int, inherited: tuple[socket.socket, ...]) -> None:
     """Entry point of a worker process; `inherited` are the master's own sockets, closed in a forked child.
 
@@ -51,16 +66,7 @@ def worker_main(config: Config, index: int, inherited: tuple[socket.socket, ...]
     serve on, untold, after shutdown began. Unblocked once the default action is back, a pending SIGTERM ends the
     worker at once; so does any SIGTERM until it is about to listen (`_serve_app`): it has nothing to drain yet.
     """
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    # Ctrl-C reaches the whole process group; the master alone decides and sends each worker a SIGTERM.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # SIGHUP re-reads the certificate once serving (`_serve_app`); until then it must not end the worker.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    for sock in inherited:
-        sock.close()
-    logs.setup(config.log)
+    enter_child(config, inherited)
     try:
         run_loop(config, reuse_port=True, stop_signals=(signal.SIGTERM,), parent_pid=os.getppid(), index=index)
     except WorkerStartupError as exc:
