@@ -11,8 +11,8 @@ every worker's caches, and with them the answers to the HEADs of the blobs other
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -23,6 +23,8 @@ from .blobs import UNPIN, hold_and_pin
 from .models import WRITER_LEASE_SECONDS, EventRecord, Upload
 from .prepared import Prepared
 from .tables import uploads
+
+T = TypeVar("T")
 
 _UPLOAD_COLUMNS = (
     uploads.c.id,
@@ -111,9 +113,13 @@ class UploadQueries(StoreBase):
         row = self._read(lambda conn: _UPLOAD.run(conn, {"upload_id": upload_id}).mappings().first())
         return _upload(row) if row else None
 
+    def _session_write(self, work: Callable[[sa.Connection], T]) -> T:
+        """A session's bookkeeping: not durable, no signal to the caches (see the module's docstring)."""
+        return self._write(work, durable=False, signal=False)
+
     def create_upload(self, upload_id: str, repository: str, owner: str | None = None) -> None:
         params = {"upload_id": upload_id, "upload_repository": repository, "owner": owner, "now": time.time()}
-        self._write(lambda conn: _CREATE.run(conn, params), durable=False, signal=False)
+        self._session_write(lambda conn: _CREATE.run(conn, params))
 
     def claim_upload(
         self,
@@ -135,7 +141,7 @@ class UploadQueries(StoreBase):
             claimed = _CLAIM[takeover is not None, size is not None].run(conn, params).scalar()
             return None if claimed is None else Upload(upload_id, repository, claimed, token, process, now)
 
-        return self._write(claim, durable=False, signal=False)
+        return self._session_write(claim)
 
     def claim_upload_pinned(
         self,
@@ -163,7 +169,7 @@ class UploadQueries(StoreBase):
             claimed = Upload(upload_id, repository, size, token, process, now)
             return claimed, hold_and_pin(conn, digest, pinned_size, upload_id)
 
-        return self._write(claim, durable=False, signal=False)
+        return self._session_write(claim)
 
     def _claim_params(
         self, upload_id: str, repository: str, size: int | None, token: str, process: str | None, now: float
@@ -182,7 +188,7 @@ class UploadQueries(StoreBase):
     def _update_claimed(self, statement: Prepared, params: dict[str, Any]) -> bool:
         """Run `statement` (`_RENEW`, `_RELEASE`) if the session's claim is still `params["token"]`'s; False if not
         (the session was deleted)."""
-        return self._write(lambda conn: statement.run(conn, params).rowcount > 0, durable=False, signal=False)
+        return self._session_write(lambda conn: statement.run(conn, params).rowcount > 0)
 
     def renew_upload(self, upload_id: str, token: str) -> bool:
         """Extend the writer's lease; False if the claim is no longer the writer's (the session was deleted)."""
@@ -197,7 +203,7 @@ class UploadQueries(StoreBase):
     def delete_upload(self, upload_id: str) -> Upload | None:
         """End a session whoever writes to it; the session as it was (with its writer, if any), or None."""
         params = {"upload_id": upload_id}
-        row = self._write(lambda conn: _DELETE.run(conn, params).mappings().first(), durable=False, signal=False)
+        row = self._session_write(lambda conn: _DELETE.run(conn, params).mappings().first())
         return _upload(row) if row else None
 
     def finish_upload(
