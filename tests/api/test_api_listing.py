@@ -85,6 +85,15 @@ def test_tags_last(client: httpx.Client, tagged: str) -> None:
 
 
 @xfail_on_distribution("2.8 neither sorts tags nor pages them")
+def test_tags_last_holding_nul(client: httpx.Client, tagged: str) -> None:
+    """No tag holds NUL, so the list starts after `last` as for any other text (PostgreSQL refuses the NUL itself:
+    it must not reach it and answer 500)."""
+    response = client.get(f"/v2/{tagged}/tags/list", params={"last": "v1.0\x00x"})
+    assert response.status_code == 200
+    assert response.json()["tags"] == TAGS[TAGS.index("v1.0") + 1 :]
+
+
+@xfail_on_distribution("2.8 neither sorts tags nor pages them")
 def test_tags_n_larger_than_the_list(client: httpx.Client, tagged: str) -> None:
     response = client.get(f"/v2/{tagged}/tags/list", params={"n": 1000})
     assert response.json()["tags"] == TAGS
@@ -142,6 +151,12 @@ def test_catalog_last(catalog_registry: RegistryProcess) -> None:
     response = httpx.get(f"{catalog_registry.url}/v2/_catalog", params={"last": "alpha/beta", "n": 2})
     assert response.json()["repositories"] == ["alpha/beta/gamma", "alpha/zeta"]
     assert _next_link(response)
+
+
+def test_catalog_last_holding_nul(catalog_registry: RegistryProcess) -> None:
+    response = httpx.get(f"{catalog_registry.url}/v2/_catalog", params={"last": "alpha/beta\x00", "n": 2})
+    assert response.status_code == 200
+    assert response.json()["repositories"] == ["alpha/beta/gamma", "alpha/zeta"]
 
 
 def test_catalog_n_zero(catalog_registry: RegistryProcess) -> None:

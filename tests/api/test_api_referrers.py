@@ -100,6 +100,9 @@ def test_artifact_type_filter(client: httpx.Client, graph: tuple[str, Pushed, li
 
     none = _referrers(client, repo, image.digest, artifactType="application/vnd.example.nothing")
     assert none.json()["manifests"] == []
+    nul = _referrers(client, repo, image.digest, artifactType=SIGNATURE + "\x00")  # PostgreSQL refuses a NUL
+    assert nul.status_code == 200
+    assert nul.json()["manifests"] == []
 
     unfiltered = _referrers(client, repo, image.digest)
     assert "OCI-Filters-Applied" not in unfiltered.headers

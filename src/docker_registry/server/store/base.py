@@ -330,3 +330,20 @@ def stored_digest(value: str) -> Digest:
     """A digest read back from a column. Only parsed digests are ever written, so this cannot fail on the store's
     own rows; any algorithm is taken back, whether or not this registry could verify it now."""
     return parse_digest(value, verifiable=False)
+
+
+# --- filters from a client's query ----------------------------------------------------------------------------------
+# PostgreSQL refuses a text parameter holding NUL ("invalid byte sequence"), where SQLite compares it as any other
+# character. No stored name, tag or media type holds one (their grammars forbid it), so a filter is answered the same
+# on both without sending the NUL.
+
+
+def matchable(text: str) -> bool:
+    """Whether a stored value could equal or contain `text`: one holding NUL matches nothing."""
+    return "\x00" not in text
+
+
+def sort_key_before_nul(text: str) -> str:
+    """`text` cut at its first NUL: for values that hold none, "sorted after" the cut is the same as after `text`
+    (a value equal to the cut sorts before `text` and is not after the cut either)."""
+    return text.partition("\x00")[0]

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
-from .base import REPOSITORY_ID_OF, StoreBase, stored_digest
+from .base import REPOSITORY_ID_OF, StoreBase, matchable, sort_key_before_nul, stored_digest
 from .tables import blobs, manifests, repositories, repository_blobs, tags
 
 TagOrder = Literal["pushed", "name"]
@@ -87,8 +87,10 @@ class BrowseQueries(StoreBase):
         `after`, sorted by bytes: keyset pages over the unique index of names."""
         name = self._bytewise(repositories.c.name)
         query = sa.select(repositories.c.name).order_by(name).limit(limit)
+        if search and not matchable(search):
+            return []
         if after:
-            query = query.where(name > after)
+            query = query.where(name > sort_key_before_nul(after))
         if search:
             query = query.where(repositories.c.name.ilike(_like_pattern(search), escape="\\"))
         return self._read(lambda conn: list(conn.execute(query).scalars()))

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
-from .base import StoreBase, per_dialect, stored_digest
+from .base import StoreBase, matchable, per_dialect, stored_digest
 from .models import BadReference, EventRecord, Manifest, Referrer, StoredManifest
 from .prepared import Prepared
 from .tables import blobs, manifest_references, manifests, repositories, repository_blobs, tags
@@ -123,6 +123,8 @@ class ManifestQueries(StoreBase):
         return self._read(lambda conn: stored_manifest(conn, params))
 
     def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> list[Referrer]:
+        if artifact_type is not None and not matchable(artifact_type):
+            return []
         query = (
             sa.select(
                 manifests.c.media_type,

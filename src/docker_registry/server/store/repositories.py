@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
-from .base import REPOSITORY_ID, REPOSITORY_ID_OF, StoreBase, stored_digest
+from .base import REPOSITORY_ID, REPOSITORY_ID_OF, StoreBase, sort_key_before_nul, stored_digest
 from .models import EventRecord
 from .tables import manifests, repositories, tags
 
@@ -29,7 +29,7 @@ class RepositoryQueries(StoreBase):
         name = self._bytewise(repositories.c.name)
         query = sa.select(repositories.c.name).order_by(name).limit(limit)
         if last:
-            query = query.where(name > last)
+            query = query.where(name > sort_key_before_nul(last))
         return self._read(lambda conn: list(conn.execute(query).scalars()))
 
     def tag_digest(self, repository: str, tag: str) -> Digest | None:
@@ -46,7 +46,7 @@ class RepositoryQueries(StoreBase):
             name = self._bytewise(tags.c.name)
             query = sa.select(tags.c.name).where(tags.c.repository_id == repo_id).order_by(name)
             if last:
-                query = query.where(name > last)
+                query = query.where(name > sort_key_before_nul(last))
             if limit is not None:
                 query = query.limit(limit)
             return list(conn.execute(query).scalars())
