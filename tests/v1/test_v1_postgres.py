@@ -22,6 +22,10 @@ def test_v1_on_postgresql(pg: httpx.Client) -> None:  # noqa: F811
     found = expect(pg.get("/v1/search", params={"q": name.split("/")[1]}), 200).json()
     assert found["results"] == [{"name": name, "description": "", **EXTRAS}]
     assert expect(pg.get("/v1/search", params={"q": "_%"}), 200).json()["num_results"] == 0
+    # PostgreSQL refuses a text holding NUL: a search for one matches nothing, a description with one is refused
+    assert expect(pg.get("/v1/search", params={"q": "pg\x00"}), 200).json()["num_results"] == 0
+    nul = {"access": "public", "description": "a\x00b"}
+    assert "description" in expect(pg.put(f"/v1/repositories/{name}/properties", json=nul), 400).json()["error"]
     expect(pg.put(f"/v1/repositories/{name}/properties", json={"access": "private"}), 200)
     expect(pg.delete(f"/v1/repositories/{name}/tags/latest"), 200)
     assert expect(pg.get(f"/v1/repositories/{name}/tags"), 200).json() == {}

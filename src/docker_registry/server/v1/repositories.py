@@ -197,8 +197,8 @@ class V1Repositories:
         if not data or not isinstance(data, dict) or data.get("access") not in ("public", "private"):
             raise V1Error('Invalid data: {"access": "public"} or {"access": "private"} expected')
         description = data.get("description", "")
-        if not isinstance(description, str) or len(description) > DESCRIPTION_MAX:
-            raise V1Error(f"Invalid description: text of at most {DESCRIPTION_MAX} characters expected")
+        if not isinstance(description, str) or len(description) > DESCRIPTION_MAX or "\x00" in description:
+            raise V1Error(f"Invalid description: text of at most {DESCRIPTION_MAX} characters, no NUL, expected")
         await self.store.write(self.store.sync.put_v1_properties, repository, {"access": data["access"]}, description)
 
     async def search(self, term: str) -> list[tuple[str, str]]:
