@@ -375,7 +375,10 @@ class Driver(Base):
                 except (FileNotFoundError, NotADirectoryError):
                     raise exceptions.FileNotFoundError(f"{path!r} does not exist: nothing to append to") from None
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            return self._in_directory(full, path, lambda: os.open(full, flags, 0o666))[0]
+            try:  # its directory is usually there (a flat session's `uploads/`): one system call
+                return os.open(full, flags, 0o666)
+            except (FileNotFoundError, NotADirectoryError):  # a directory to make, or a clear error to give
+                return self._in_directory(full, path, lambda: os.open(full, flags, 0o666))[0]
         except IsADirectoryError:
             raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
 
@@ -459,15 +462,21 @@ class Driver(Base):
     def _made_last_level(self, directory: str, path: str, created: list[str]) -> bool:
         """The common cases of `_in_directory` in one system call: `directory` made by one `mkdir` (a new blob's
         `<hex>/`, a new session's `uploads/<id>/`: noted in `created`) or there already. False when a parent is
-        missing too (or `directory` is the root): then the caller walks up and makes every missing level."""
+        missing too (or `directory` is the root): then the caller walks up and makes every missing level.
+
+        A directory that existed at the `mkdir` may be pruned before it is looked at (a flat session's `uploads/`,
+        shared by every session, empties whenever the last one ends): then it is missing, not an object, and the
+        caller makes it again."""
         if directory == self.root:
             return False
         try:
             os.mkdir(directory)
         except FileExistsError:
-            if not os.path.isdir(directory):
+            if os.path.isdir(directory):
+                return True
+            if os.path.lexists(directory):
                 raise exceptions.WrongArgumentsError(f"cannot write {path!r}: a parent is an object") from None
-            return True
+            return False
         except FileNotFoundError:
             return False
         created.append(directory)

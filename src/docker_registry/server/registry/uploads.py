@@ -1,4 +1,4 @@
-"""Blob upload sessions: bytes appended in the driver under `uploads/<id>/data`, sessions in the metadata store.
+"""Blob upload sessions: bytes appended in the driver (`upload_area`), sessions in the metadata store.
 
 Any process can continue a session another began. A request writing to a session first claims it in the metadata
 store (which also checks the offset), so racing chunks cannot interleave. A claim names its process: one left by
@@ -30,6 +30,7 @@ from ..store.facade import AsyncMetadataStore
 from ..store.models import EventRecord, Upload
 from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, UNAVAILABLE, RegistryError
 from .process_identity import is_dead, this_process
+from .upload_area import new_upload_id, upload_area, upload_path
 
 HASH_ALGORITHM = "sha256"
 MAX_KEPT_HASHERS = 1000
@@ -49,10 +50,6 @@ collector deletes a blob's file right after marking it, so this is milliseconds 
 class _Mismatch(Exception):
     """The bytes of a blob written in place did not match its digest: raised from its chunks, so that the driver's
     `stream_write` publishes nothing."""
-
-
-def upload_path(upload_id: str) -> str:
-    return f"uploads/{upload_id}/data"
 
 
 def progress_headers(size: int) -> dict[str, str]:
@@ -179,7 +176,7 @@ class Uploads:
         self._sweeper: asyncio.Future[None] | None = None
 
     async def start(self, repository: str, owner: str | None = None) -> Upload:
-        upload = Upload(str(uuid.uuid4()), repository, 0, owner=owner)
+        upload = Upload(new_upload_id(not self._driver.moves_by_copy), repository, 0, owner=owner)
         await self._store.create_upload(upload.id, repository, owner)
         return upload
 
@@ -586,7 +583,7 @@ class Uploads:
         `upload_id` names its data in the upload area, which others may read while it grows (the pull-through
         cache); without one, a driver whose `move` copies gets the blob straight at its path (`_write_in_place`)."""
         if upload_id is None and self._driver.moves_by_copy:
-            upload_id = str(uuid.uuid4())
+            upload_id = new_upload_id(flat=False)  # names the pin only: nothing is written to the upload area
             try:
                 size = await self._write_in_place(digest, chunks, upload_id)
             except _Mismatch:
@@ -594,7 +591,7 @@ class Uploads:
             records = events(size) if events is not None else ()
             await self._store.finish_upload(upload_id, repository, digest, size, None, records)
             return
-        upload_id = upload_id or str(uuid.uuid4())
+        upload_id = upload_id or new_upload_id(not self._driver.moves_by_copy)
         writer = await self._driver.writer(upload_path(upload_id))
         hasher = Hasher(HASH_ALGORITHM)
         try:
@@ -735,6 +732,6 @@ class Uploads:
 
     async def _remove_data(self, upload_id: str) -> None:
         try:
-            await self._driver.remove(f"uploads/{upload_id}")
+            await self._driver.remove(upload_area(upload_id))
         except exceptions.FileNotFoundError:
             pass
