@@ -461,7 +461,7 @@ class Driver(Base):
 
     def _made_last_level(self, directory: str, path: str, created: list[str]) -> bool:
         """The common cases of `_in_directory` in one system call: `directory` made by one `mkdir` (a new blob's
-        `<hex>/`, a new session's `uploads/<id>/`: noted in `created`) or there already. False when a parent is
+        `<hex>/`, an older session's `uploads/<id>/`: noted in `created`) or there already. False when a parent is
         missing too (or `directory` is the root): then the caller walks up and makes every missing level.
 
         A directory that existed at the `mkdir` may be pruned before it is looked at (a flat session's `uploads/`,

@@ -3,7 +3,8 @@
 On a driver whose `move` renames (the file driver), sessions begun by this version are named by a version-8 UUID
 (RFC 9562's vendor-specific form: 122 random bits, as many as a version-4 one) and keep their bytes in one object,
 `uploads/<id>`: that saves a directory made and pruned per blob (a `mkdir` and an `rmdir`; on ext4 without a
-journal each new inode scans for recently freed ones, and `mkdir` was a tenth of a skopeo push's server CPU).
+journal each new inode scans for recently freed ones, and on a disk that had seen hours of uploads `mkdir` was a
+tenth of a skopeo push's server CPU).
 Sessions begun before (version-4 ids, and the pull-through cache's version-5 ones) keep theirs in
 `uploads/<id>/data`, and still do: a session in flight across an upgrade is continued, finished or purged where its
 bytes are. So do new sessions on an object store (`moves_by_copy`), where a folder is only a key prefix and costs
