@@ -605,3 +605,20 @@ async def test_a_shared_directory_pruned_after_the_mkdir_that_found_it_is_made_a
     await driver.put_content("uploads/one", b"x")
     assert pruned == [str(root / "uploads")]
     assert (root / "uploads" / "one").read_bytes() == b"x"
+
+
+async def test_the_blocking_appender_counts_the_same_chunk_again_as_appended(driver: Driver, root: Path) -> None:
+    """`appender`: a chunk found already appended at its offset (a transaction run again) is appended; other bytes
+    there are a mismatch, and nothing is written."""
+    append = driver.appender("uploads/s")
+    assert append is not None
+    assert append(b"abc", 0) == 0
+    assert append(b"def", 3) == 3
+    assert append(b"def", 3) == 3  # again: found there
+    assert append(b"xyz", 3) == 6  # not what is there
+    assert append(b"de", 3) == 6  # a shorter piece of it is not the chunk
+    assert (root / "uploads" / "s").read_bytes() == b"abcdef"
+    missing = driver.appender("uploads/none")
+    assert missing is not None
+    with pytest.raises(exceptions.FileNotFoundError):  # a later chunk with nothing to append to
+        missing(b"x", 9)
