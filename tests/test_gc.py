@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from docker_registry.drivers.file import TEMP_DIRECTORY
+from docker_registry.server.registry.upload_area import upload_path
 from gc_checks import pull_and_verify, verify_manifest
 from oci_content import OCI_MANIFEST
 from registry_api import (
@@ -251,7 +252,7 @@ def test_expired_upload_sessions_are_purged_with_their_data(make_registry: Calla
         location = start_upload(client, "gc/uploads")
         assert client.patch(location, content=b"z" * 5000).status_code == 202
         upload_id = location.rstrip("/").rsplit("/", 1)[-1].split("?")[0]
-        assert (server.data_dir / "uploads" / upload_id / "data").exists()
+        assert (server.data_dir / upload_path(upload_id)).exists()
 
         deadline = time.monotonic() + 30
         while client.get(location).status_code != 404 and time.monotonic() < deadline:

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from postgres_cluster import PostgresCluster
 
+from docker_registry.server.registry.upload_area import upload_path
 from registry_api import (
     OCI_CONFIG,
     OCI_LAYER_GZIP,
@@ -208,9 +209,9 @@ def test_a_node_killed_mid_upload_the_upload_finishes_on_another(nodes: Nodes) -
     )
     sock.sendall(data[1024 * 1024 : 3 * 1024 * 1024])
     upload_id = location.split("?")[0].rstrip("/").rsplit("/", 1)[1]
-    stored = Path(a.storage["filesystem"]["rootdirectory"]) / "uploads" / upload_id
+    stored = Path(a.storage["filesystem"]["rootdirectory"]) / upload_path(upload_id)
     deadline = time.monotonic() + 20
-    while (stored / "data").stat().st_size <= 1024 * 1024:  # a is writing the second PATCH when it dies
+    while stored.stat().st_size <= 1024 * 1024:  # a is writing the second PATCH when it dies
         assert time.monotonic() < deadline, "the second PATCH never reached storage"
         time.sleep(0.02)
     assert a.proc is not None

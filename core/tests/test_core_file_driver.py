@@ -556,3 +556,69 @@ async def test_a_publication_returns_only_once_every_fsync_has_returned(
     assert await driver.put_if_absent("blobs/sha256/ab/abcd/data", b"blob") is True
     final = root / "blobs" / "sha256" / "ab" / "abcd"
     assert set(finished) >= {str(final / "data"), str(final), str(final.parent)}
+
+
+async def test_a_new_file_in_an_existing_directory_is_opened_without_making_it(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session's first chunk (`append_bytes` at size 0, or a new writer) into `uploads/`, there already: one
+    `open`, no `mkdir` that finds the directory nor a look at it; a missing directory is still made."""
+    await driver.put_content("uploads/other", b"x")
+    calls: list[str] = []
+    for name in ("stat", "mkdir"):
+        real = getattr(os, name)
+
+        def recording(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, recording)
+    assert await driver.append_bytes("uploads/one", b"abc", 0) == 0
+    await (await driver.writer("uploads/two")).close()
+    assert calls == []
+    assert await driver.append_bytes("elsewhere/new/one", b"abc", 0) == 0
+    assert (root / "elsewhere" / "new" / "one").read_bytes() == b"abc"
+    with pytest.raises(exceptions.WrongArgumentsError, match="a parent is an object"):
+        await driver.append_bytes("uploads/other/data", b"abc", 0)
+
+
+async def test_a_shared_directory_pruned_after_the_mkdir_that_found_it_is_made_again(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`uploads/`, shared by every flat session, is pruned when the last one ends: a new object's `mkdir` can
+    find its directory there and the look an instant later find nothing. That is a directory to make again, not
+    an object in the way (which was a 500 for a skopeo push)."""
+    (root / "uploads").mkdir(parents=True)
+    real_mkdir = os.mkdir
+    pruned: list[str] = []
+
+    def found_then_pruned(path: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            real_mkdir(path, *args, **kwargs)
+        except FileExistsError:
+            if not pruned:
+                os.rmdir(path)  # another session's prune, between this mkdir and the look after it
+                pruned.append(str(path))
+            raise
+
+    monkeypatch.setattr(os, "mkdir", found_then_pruned)
+    await driver.put_content("uploads/one", b"x")
+    assert pruned == [str(root / "uploads")]
+    assert (root / "uploads" / "one").read_bytes() == b"x"
+
+
+async def test_the_blocking_appender_counts_the_same_chunk_again_as_appended(driver: Driver, root: Path) -> None:
+    """`appender`: a chunk found already appended at its offset (a transaction run again) is appended; other bytes
+    there are a mismatch, and nothing is written."""
+    append = driver.appender("uploads/s")
+    assert append is not None
+    assert append(b"abc", 0) == 0
+    assert append(b"def", 3) == 3
+    assert append(b"def", 3) == 3  # again: found there
+    assert append(b"xyz", 3) == 6  # not what is there
+    assert append(b"de", 3) == 6  # a shorter piece of it is not the chunk
+    assert (root / "uploads" / "s").read_bytes() == b"abcdef"
+    missing = driver.appender("uploads/none")
+    assert missing is not None
+    with pytest.raises(exceptions.FileNotFoundError):  # a later chunk with nothing to append to
+        missing(b"x", 9)

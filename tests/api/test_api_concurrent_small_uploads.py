@@ -1,7 +1,9 @@
-"""Many small blob uploads at once, each creating its own `uploads/<id>/` directory and pruning it when it ends.
+"""Many small blob uploads at once, each creating its session's file in `uploads/` (a folder `uploads/<id>/` before
+version-8 session ids) and pruning `uploads/` when it empties.
 
 Under this load the filesystem driver once answered 500: one upload's prune removed the then-empty `uploads/`
-between another upload creating it and creating `uploads/<id>` inside it (`os.makedirs` raised FileNotFoundError).
+between another upload creating it and creating `uploads/<id>` inside it (`os.makedirs` raised FileNotFoundError);
+and, with the flat layout, between another upload's `mkdir` finding `uploads/` there and its look at what it found.
 Every upload here must succeed (no 5xx, nor any other unexpected status) and every blob must come back byte for
 byte. The race only shows while `uploads/` keeps emptying, which needs few uploads in flight: with 16 clients it
 never empties. So the second test keeps 3 clients pushing monolithic uploads, the shortest-lived ones: on the

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from docker_registry.server.registry.upload_area import upload_path
 from registry_api import error_codes, on_distribution, random_bytes, sha256, start_upload, unique_repo, with_params
 from registry_process import RegistryProcess
 from s3_server import on_filesystem_only
@@ -37,7 +38,7 @@ def _open_patch(server: RegistryProcess, location: str, start: int, length: int)
 
 
 def _stored_bytes(server: RegistryProcess, location: str) -> int:
-    data = server.data_dir / "uploads" / location.rstrip("/").rsplit("/", 1)[1].split("?")[0] / "data"
+    data = server.data_dir / upload_path(location.rstrip("/").rsplit("/", 1)[1].split("?")[0])
     return data.stat().st_size if data.exists() else 0
 
 

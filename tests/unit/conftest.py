@@ -21,3 +21,12 @@ def stores(tmp_path: Path) -> Iterator[tuple[MetadataStore, CollectionQueries]]:
     store, collection = MetadataStore(engine), CollectionQueries(engine)
     yield store, collection
     store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new empty database on SQLite, then on PostgreSQL (a test using it runs once on each)."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_cluster").new_database()
+        return url
+    return f"sqlite:///{tmp_path / 'registry.db'}"

@@ -23,7 +23,7 @@ import asyncio
 import importlib
 import importlib.metadata
 import pkgutil
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, final
 
@@ -222,6 +222,18 @@ class Base(abc.ABC):
         return await self._append_bytes(check_path(path), data, expected_size, durable)
 
     @final
+    def appender(self, path: str) -> Callable[[bytes, int], int] | None:
+        """`append_bytes` (not durable) as a blocking call, `append(data, expected_size)`, for a caller that appends
+        while it holds something it must not give up for an await: the registry appends an upload's small chunk
+        inside the one database transaction that claims and releases its session. None when the driver can only
+        append by awaiting (the default).
+
+        It returns what `append_bytes` returns, and `expected_size` also when the object already holds
+        `expected_size` bytes followed by exactly `data`: the same chunk appended again at the same offset (a
+        transaction rolled back after its append ran, and run again) counts as appended, not as a mismatch."""
+        return self._appender(check_path(path))
+
+    @final
     async def read_unfinished(self, path: str, limit: int) -> bytes | None:
         """The bytes of an object being written (its writers only closed, not committed), if the driver can read
         them before `commit` and they are at most `limit`; None when it cannot, or they are more, or nothing was
@@ -360,6 +372,10 @@ class Base(abc.ABC):
 
     async def _read_unfinished(self, path: str, limit: int) -> bytes | None:
         """By default the driver cannot (a writer's bytes may not be an object yet, as on S3)."""
+        return None
+
+    def _appender(self, path: str) -> Callable[[bytes, int], int] | None:
+        """By default the driver cannot append without awaiting."""
         return None
 
     @abc.abstractmethod

@@ -351,6 +351,24 @@ class Driver(Base):
             os.close(fd)
         return expected_size
 
+    def _appender(self, path: str) -> Callable[[bytes, int], int]:
+        full = self._full(path)
+        return lambda data, expected_size: self._append_again_sync(full, path, data, expected_size)
+
+    def _append_again_sync(self, full: str, path: str, data: bytes, expected_size: int) -> int:
+        """`_append_bytes_sync`, where a mismatch that is `data` already appended at `expected_size` counts as
+        appended (see `Base.appender`): the tail is read back only then, at most a small chunk."""
+        found = self._append_bytes_sync(full, path, data, expected_size, durable=False)
+        if found != expected_size + len(data) or not data:
+            return found
+        try:
+            with open(full, "rb") as f:
+                f.seek(expected_size)
+                tail = f.read(len(data) + 1)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return found
+        return expected_size if tail == data else found
+
     async def _read_unfinished(self, path: str, limit: int) -> bytes | None:
         return await asyncio.to_thread(_read_at_most, self._full(path), limit)
 
@@ -375,7 +393,10 @@ class Driver(Base):
                 except (FileNotFoundError, NotADirectoryError):
                     raise exceptions.FileNotFoundError(f"{path!r} does not exist: nothing to append to") from None
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            return self._in_directory(full, path, lambda: os.open(full, flags, 0o666))[0]
+            try:  # its directory is usually there (a flat session's `uploads/`): one system call
+                return os.open(full, flags, 0o666)
+            except (FileNotFoundError, NotADirectoryError):  # a directory to make, or a clear error to give
+                return self._in_directory(full, path, lambda: os.open(full, flags, 0o666))[0]
         except IsADirectoryError:
             raise exceptions.WrongArgumentsError(f"cannot write {path!r}: it is a directory") from None
 
@@ -458,16 +479,22 @@ class Driver(Base):
 
     def _made_last_level(self, directory: str, path: str, created: list[str]) -> bool:
         """The common cases of `_in_directory` in one system call: `directory` made by one `mkdir` (a new blob's
-        `<hex>/`, a new session's `uploads/<id>/`: noted in `created`) or there already. False when a parent is
-        missing too (or `directory` is the root): then the caller walks up and makes every missing level."""
+        `<hex>/`, an older session's `uploads/<id>/`: noted in `created`) or there already. False when a parent is
+        missing too (or `directory` is the root): then the caller walks up and makes every missing level.
+
+        A directory that existed at the `mkdir` may be pruned before it is looked at (a flat session's `uploads/`,
+        shared by every session, empties whenever the last one ends): then it is missing, not an object, and the
+        caller makes it again."""
         if directory == self.root:
             return False
         try:
             os.mkdir(directory)
         except FileExistsError:
-            if not os.path.isdir(directory):
+            if os.path.isdir(directory):
+                return True
+            if os.path.lexists(directory):
                 raise exceptions.WrongArgumentsError(f"cannot write {path!r}: a parent is an object") from None
-            return True
+            return False
         except FileNotFoundError:
             return False
         created.append(directory)

@@ -24,6 +24,7 @@ from docker_registry.core import exceptions
 from docker_registry.core.digest import blob_path
 from docker_registry.core.driver import Base
 
+from ..registry.upload_area import upload_area, upload_path
 from ..store.base import stored_digest
 from ..store.collection import CollectionQueries, DryRun, LeaseLost
 from .cached import CachedScope
@@ -294,7 +295,7 @@ class Collector:
         try:
             ended = await self._db(self._store.expired_uploads, started_before, dry_run)
             for upload in ended:
-                if dry_run or await self._remove(f"uploads/{upload.id}"):
+                if dry_run or await self._remove(upload_area(upload.id)):
                     summary.bytes_freed += upload.size
             summary.deleted["uploads"] += len(ended)
             self._progress.advance(len(ended))
@@ -312,11 +313,12 @@ class Collector:
         except exceptions.FileNotFoundError:
             return []
         orphans = []
-        for folder in folders:
-            if folder.rsplit("/", 1)[-1] in known:
+        for folder in folders:  # `uploads/<id>`: a session's object, or its folder (see `upload_area`)
+            name = folder.rsplit("/", 1)[-1]
+            if name in known:
                 continue
             try:
-                stat = await self._driver.stat(f"{folder}/data")
+                stat = await self._driver.stat(upload_path(name))
             except exceptions.FileNotFoundError:
                 continue  # a session being created, or not a session's folder at all
             except exceptions.WrongArgumentsError:

@@ -49,6 +49,12 @@ def declared_length(request: web.Request) -> int | None:
     return int(value)
 
 
+def arrived(request: web.Request) -> bool:
+    """True when the whole body is received and buffered already (a small one usually is by the time a handler
+    runs): reading it cannot wait for the client."""
+    return request.content.is_eof()
+
+
 async def _paced_reads(request: web.Request) -> AsyncIterator[bytes]:
     """The body as the connection delivers it; BLOB_UPLOAD_INVALID (408) when a window passes with fewer bytes than
     the minimum rate asks, whether they trickle or stop."""

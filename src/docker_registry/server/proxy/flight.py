@@ -48,7 +48,7 @@ from docker_registry.core.digest import Digest
 
 from ..registry.errors import BLOB_UNKNOWN, UNAVAILABLE, RegistryError
 from ..registry.service import Registry
-from ..registry.uploads import upload_path
+from ..registry.upload_area import upload_path
 from .targets import Target
 from .upstream import UpstreamError, UpstreamNotFound
 from .window import Window, must_wait

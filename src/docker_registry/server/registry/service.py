@@ -263,9 +263,10 @@ class Registry:
         return await self.uploads.get(repository, upload_id)
 
     async def append_upload(
-        self, repository: str, upload_id: str, chunks: AsyncIterable[bytes], start: int | None
+        self, repository: str, upload_id: str, chunks: AsyncIterable[bytes], start: int | None, arrived: bool = False
     ) -> int:
-        return await self.uploads.append(repository, upload_id, chunks, start)
+        """`arrived`: the whole body is received already (see `Uploads.append`)."""
+        return await self.uploads.append(repository, upload_id, chunks, start, arrived)
 
     async def finish_upload(
         self,

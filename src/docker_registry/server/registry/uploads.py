@@ -1,4 +1,4 @@
-"""Blob upload sessions: bytes appended in the driver under `uploads/<id>/data`, sessions in the metadata store.
+"""Blob upload sessions: bytes appended in the driver (`upload_area`), sessions in the metadata store.
 
 Any process can continue a session another began. A request writing to a session first claims it in the metadata
 store (which also checks the offset), so racing chunks cannot interleave. A claim names its process: one left by
@@ -30,6 +30,7 @@ from ..store.facade import AsyncMetadataStore
 from ..store.models import EventRecord, Upload
 from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, UNAVAILABLE, RegistryError
 from .process_identity import is_dead, this_process
+from .upload_area import new_upload_id, upload_area, upload_path
 
 HASH_ALGORITHM = "sha256"
 MAX_KEPT_HASHERS = 1000
@@ -49,10 +50,6 @@ collector deletes a blob's file right after marking it, so this is milliseconds 
 class _Mismatch(Exception):
     """The bytes of a blob written in place did not match its digest: raised from its chunks, so that the driver's
     `stream_write` publishes nothing."""
-
-
-def upload_path(upload_id: str) -> str:
-    return f"uploads/{upload_id}/data"
 
 
 def progress_headers(size: int) -> dict[str, str]:
@@ -179,7 +176,7 @@ class Uploads:
         self._sweeper: asyncio.Future[None] | None = None
 
     async def start(self, repository: str, owner: str | None = None) -> Upload:
-        upload = Upload(str(uuid.uuid4()), repository, 0, owner=owner)
+        upload = Upload(new_upload_id(not self._driver.moves_by_copy), repository, 0, owner=owner)
         await self._store.create_upload(upload.id, repository, owner)
         return upload
 
@@ -284,16 +281,79 @@ class Uploads:
         raise RegistryError(RANGE_INVALID, message, headers=progress_headers(current.size))
 
     async def append(
-        self, repository: str, upload_id: str, chunks: AsyncIterable[bytes], start: int | None = None
+        self,
+        repository: str,
+        upload_id: str,
+        chunks: AsyncIterable[bytes],
+        start: int | None = None,
+        arrived: bool = False,
     ) -> int:
         """Append a chunk; `start` (from Content-Range) must be where the stored bytes end. Returns the new size.
 
         If the body breaks off, what reached storage stays part of the session and its size is recorded, so the
         client can ask where to resume.
+
+        A small body (at most `SMALL_CHUNK_MAX` bytes, a whole layer as skopeo and docker send it) that has
+        `arrived` whole before the request claims anything is, on a driver that can append without awaiting,
+        stored inside the one write that claims and releases the session (`_append_at_once`). Anything else, or a
+        session that write cannot claim, goes the usual way: claim, write, release; so a body still arriving
+        holds its claim from the start, as before, and a racing chunk finds the session busy.
         """
+        upload_id = _check_id(upload_id)
+        appender = self._driver.appender(upload_path(upload_id)) if arrived else None
+        if appender is not None:
+            received: list[bytes] = []
+            body = aiter(chunks)
+            try:
+                whole = await _receive_small(body, received)
+            except Exception as error:
+                chunks = _broken_off(received, error)  # the usual path stores what arrived
+            else:
+                if whole:
+                    size = await self._append_at_once(repository, upload_id, b"".join(received), start, appender)
+                    if size is not None:
+                        return size
+                chunks = _chained(received, body)
         upload, token = await self._claim(repository, upload_id, start)
         with self._renewing(upload.id, token):
             return (await self._write(upload, token, chunks)).size
+
+    async def _append_at_once(
+        self, repository: str, upload_id: str, data: bytes, start: int | None, appender: Callable[[bytes, int], int]
+    ) -> int | None:
+        """A small chunk claimed, appended and released in one write (`append_small`): one round trip to the
+        database writer where a claim, a storage call and a release took three. The new size; None when the session
+        cannot be claimed now (another offset, a writer at work, a dead writer's claim to recover, no such session
+        here), for the usual path to say why or to recover it.
+
+        Safe against a killed writer as the claim is: the claim is the transaction's write lock, which a killed
+        process gives up with its uncommitted transaction; bytes it appended beyond the recorded size are found
+        by the next chunk (RANGE_INVALID at the size storage holds, as after a writer killed mid-chunk), or counted
+        as appended if they are that very chunk again."""
+
+        def append(claimed: int) -> tuple[bool, int]:
+            found = appender(data, claimed)
+            return (True, claimed + len(data)) if found == claimed else (False, found)
+
+        try:
+            claim = (upload_id, repository, start, _new_token(), this_process())
+            result = await self._store.append_small(claim, append)
+        except exceptions.FileNotFoundError:
+            raise _gone(upload_id) from None
+        if result is None:
+            return None
+        claimed, appended, stored = result
+        hasher = self._hashers.pop(upload_id, None)
+        if hasher is not None and hasher.size != claimed:
+            hasher = None
+        if hasher is None and claimed == 0:
+            hasher = Hasher(HASH_ALGORITHM)
+        if not appended:
+            raise _stored_size_differs(Upload(upload_id, repository, claimed), stored)
+        if hasher is not None:
+            hasher.update(data)  # at most SMALL_CHUNK_MAX bytes: tens of microseconds
+            self._keep(upload_id, hasher)
+        return stored
 
     async def _release(self, upload_id: str, token: str, size: int) -> None:
         """End this request's claim; BLOB_UPLOAD_UNKNOWN if the session was deleted while it wrote, whose data
@@ -586,7 +646,7 @@ class Uploads:
         `upload_id` names its data in the upload area, which others may read while it grows (the pull-through
         cache); without one, a driver whose `move` copies gets the blob straight at its path (`_write_in_place`)."""
         if upload_id is None and self._driver.moves_by_copy:
-            upload_id = str(uuid.uuid4())
+            upload_id = new_upload_id(flat=False)  # names the pin only: nothing is written to the upload area
             try:
                 size = await self._write_in_place(digest, chunks, upload_id)
             except _Mismatch:
@@ -594,7 +654,7 @@ class Uploads:
             records = events(size) if events is not None else ()
             await self._store.finish_upload(upload_id, repository, digest, size, None, records)
             return
-        upload_id = upload_id or str(uuid.uuid4())
+        upload_id = upload_id or new_upload_id(not self._driver.moves_by_copy)
         writer = await self._driver.writer(upload_path(upload_id))
         hasher = Hasher(HASH_ALGORITHM)
         try:
@@ -735,6 +795,6 @@ class Uploads:
 
     async def _remove_data(self, upload_id: str) -> None:
         try:
-            await self._driver.remove(f"uploads/{upload_id}")
+            await self._driver.remove(upload_area(upload_id))
         except exceptions.FileNotFoundError:
             pass

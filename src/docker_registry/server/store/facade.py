@@ -20,6 +20,7 @@ from .inline import InlineReads
 from .metadata import MetadataStore, blob_or_manifest_in, blob_params
 from .models import EventRecord, Manifest, Referrer, StoredManifest, Upload
 from .statistics import Inventory
+from .uploads import Appending, Claim
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -167,6 +168,9 @@ class AsyncMetadataStore:
         takeover: str | None = None,
     ) -> Upload | None:
         return await self._session_write(self.sync.claim_upload, upload_id, repository, size, token, process, takeover)
+
+    async def append_small(self, claim: Claim, append: Appending) -> tuple[int, bool, int] | None:
+        return await self._session_write(self.sync.append_small, claim, append)
 
     async def claim_upload_pinned(
         self,

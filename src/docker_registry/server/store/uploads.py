@@ -25,6 +25,10 @@ from .prepared import Prepared
 from .tables import uploads
 
 T = TypeVar("T")
+Claim = tuple[str, str, int | None, str, str | None]
+Appending = Callable[[int], tuple[bool, int]]
+"""Appends a chunk to a session's storage at the claimed size: whether it was, and the size storage holds."""
+"""A writer's claim as `claim_upload` takes it: session id, repository, size expected (None: any), token, process."""
 
 _UPLOAD_COLUMNS = (
     uploads.c.id,
@@ -142,6 +146,33 @@ class UploadQueries(StoreBase):
             return None if claimed is None else Upload(upload_id, repository, claimed, token, process, now)
 
         return self._session_write(claim)
+
+    def append_small(self, claim: Claim, append: Appending) -> tuple[int, bool, int] | None:
+        """Claim the session as `claim_upload(*claim)` does, run `append(claimed_size)` (a small chunk appended to its
+        storage: whether it was, and the size storage holds), and release the claim at that size, in one write:
+        the transaction's lock (SQLite's write lock, PostgreSQL's lock on the row, whose waiters see the new size)
+        is the claim while the bytes go in, so no claim outlives it (none to recover after a killed writer, none to
+        renew) and two writes are one. The claimed size, whether the chunk was
+        appended, and the session's size now; None when the claim fails (then nothing was appended).
+
+        A transaction rolled back after `append` ran (a batch run again, a commit that failed) leaves the bytes in
+        storage beyond the recorded size; `append` run again finds them and counts them appended (see
+        `Base.appender`), and a later chunk finds the size it did not expect, as after any killed writer."""
+
+        upload_id, repository, size, token, process = claim
+
+        def claim_append_release(conn: sa.Connection) -> tuple[int, bool, int] | None:
+            now = time.time()
+            params = self._claim_params(upload_id, repository, size, token, process, now)
+            params["takeover"] = None
+            claimed = _CLAIM[False, size is not None].run(conn, params).scalar()
+            if claimed is None:
+                return None
+            appended, stored = append(claimed)
+            _RELEASE.run(conn, {"upload_id": upload_id, "token": token, "new_size": stored, "now": now})
+            return claimed, appended, stored
+
+        return self._session_write(claim_append_release)
 
     def claim_upload_pinned(
         self,

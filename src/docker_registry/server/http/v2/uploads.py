@@ -84,7 +84,8 @@ async def patch_upload(request: web.Request, params: Params) -> web.StreamRespon
     require_writable(request)
     require_space(request)
     start = _content_range(request)
-    size = await registry(request).append_upload(params.name, params["uuid"], body.chunks(request), start)
+    logic = registry(request)
+    size = await logic.append_upload(params.name, params["uuid"], body.chunks(request), start, body.arrived(request))
     return web.Response(status=202, headers=_upload_headers(params.name, params["uuid"], size))
 
 
