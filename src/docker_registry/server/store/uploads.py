@@ -26,9 +26,9 @@ from .tables import uploads
 
 T = TypeVar("T")
 Claim = tuple[str, str, int | None, str, str | None]
+"""A writer's claim as `claim_upload` takes it: session id, repository, size expected (None: any), token, process."""
 Appending = Callable[[int], tuple[bool, int]]
 """Appends a chunk to a session's storage at the claimed size: whether it was, and the size storage holds."""
-"""A writer's claim as `claim_upload` takes it: session id, repository, size expected (None: any), token, process."""
 
 _UPLOAD_COLUMNS = (
     uploads.c.id,
