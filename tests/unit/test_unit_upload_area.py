@@ -131,3 +131,23 @@ def test_purging_removes_expired_sessions_and_orphans_of_both_layouts(
     assert summary.deleted["uploads"] == 4
     assert sorted(p.name for p in (root / "uploads").iterdir()) == sorted(live)
     assert collection.upload_ids() == live
+
+
+@pytest.mark.parametrize("arrived", [False, True])
+async def test_a_new_session_written_by_an_older_node_is_unknown_here_not_an_error(parts, arrived: bool) -> None:  # type: ignore[no-untyped-def]
+    """Nodes of two versions on one root (an upgrade done node by node, which docs/deployment.md advises against):
+    an older node wrote a new session's first chunk in its folder; this node finds a folder where its object
+    should be, and answers BLOB_UPLOAD_UNKNOWN (404: the client starts again), not a 500."""
+    uploads, store, root = parts
+    upload = await uploads.start("repo")
+    (root / "uploads" / upload.id).mkdir(parents=True)
+    (root / "uploads" / upload.id / "data").write_bytes(b"first ")
+    assert store.claim_upload(upload.id, "repo", 0, "older")
+    assert store.release_upload(upload.id, "older", 6)
+    with pytest.raises(uploads_module.RegistryError) as raised:
+        await uploads.append("repo", upload.id, body(b"second"), start=6, arrived=arrived)
+    assert raised.value.error.status == 404
+    digest = parse_digest("sha256:" + hashlib.sha256(b"first ").hexdigest())
+    with pytest.raises(uploads_module.RegistryError) as finishing:
+        await uploads.complete("repo", upload.id, digest, None)
+    assert finishing.value.error.status == 404

@@ -56,6 +56,12 @@ def progress_headers(size: int) -> dict[str, str]:
     return {"Range": f"0-{max(size - 1, 0)}"}
 
 
+DATA_MISSING = (exceptions.FileNotFoundError, exceptions.WrongArgumentsError)
+"""A session's data not where its id says (`upload_path`): gone, or, on a root shared with a node of the version
+before the flat layout, that node's folder where this one keeps an object (docs/deployment.md: replace such nodes
+together). Either way the session is unknown here (404, the client starts again), not a server error."""
+
+
 def _gone(upload_id: str) -> RegistryError:
     return RegistryError(
         BLOB_UPLOAD_UNKNOWN, {"uuid": upload_id}, message="the upload was cancelled or its data is gone"
@@ -256,7 +262,7 @@ class Uploads:
         as something other than one readable object until the upload is committed)."""
         try:
             writer = await self._driver.writer(upload_path(upload_id), append=True)
-        except exceptions.FileNotFoundError:
+        except DATA_MISSING:
             return 0
         await writer.close()  # nothing written: the session stays as it was
         return writer.size
@@ -338,7 +344,7 @@ class Uploads:
         try:
             claim = (upload_id, repository, start, _new_token(), this_process())
             result = await self._store.append_small(claim, append)
-        except exceptions.FileNotFoundError:
+        except DATA_MISSING:
             raise _gone(upload_id) from None
         if result is None:
             return None
@@ -410,7 +416,7 @@ class Uploads:
         move, with its new name (see `_write`)."""
         try:
             found = await self._driver.append_bytes(upload_path(upload.id), data, upload.size)
-        except exceptions.FileNotFoundError:
+        except DATA_MISSING:
             raise _gone(upload.id) from None
         if found != upload.size:
             stored.size = found
@@ -426,7 +432,7 @@ class Uploads:
         """Stream a body through a writer, hashing as it goes."""
         try:
             writer = await self._driver.writer(upload_path(upload.id), append=upload.size > 0)
-        except exceptions.FileNotFoundError:
+        except DATA_MISSING:
             raise _gone(upload.id) from None
         if writer.size != upload.size:
             stored.size = writer.size
@@ -739,7 +745,7 @@ class Uploads:
         try:
             if await self._driver.move_if_absent(path, final, sync_source=not synced):
                 return False
-        except exceptions.FileNotFoundError:
+        except DATA_MISSING:
             if size:
                 raise _gone(upload_id) from None
             await self._driver.put_content(final, b"")  # nothing was ever written: the empty blob
@@ -754,14 +760,14 @@ class Uploads:
     async def _sync(self, path: str) -> None:
         try:
             writer = await self._driver.writer(path, append=True)
-        except exceptions.FileNotFoundError:
+        except DATA_MISSING:
             return  # nothing was ever written, or the data is gone: publishing tells which
         await writer.commit()
 
     async def _publish(self, upload_id: str, final: str, size: int) -> None:
         try:
             await self._driver.move(upload_path(upload_id), final)
-        except exceptions.FileNotFoundError:
+        except DATA_MISSING:
             if size:
                 raise _gone(upload_id) from None
             await self._driver.put_content(final, b"")  # nothing was ever written: the empty blob
@@ -772,7 +778,7 @@ class Uploads:
             async for chunk in self._driver.stream_read(upload_path(upload_id)):
                 if (hashing := _hash_chunk(hasher, chunk)) is not None:  # a small session's: no hop
                     await hashing
-        except exceptions.FileNotFoundError:
+        except DATA_MISSING:
             if size:
                 raise _gone(upload_id) from None
             # else a session nothing was ever written to: the empty blob
@@ -796,5 +802,5 @@ class Uploads:
     async def _remove_data(self, upload_id: str) -> None:
         try:
             await self._driver.remove(upload_area(upload_id))
-        except exceptions.FileNotFoundError:
+        except DATA_MISSING:
             pass
