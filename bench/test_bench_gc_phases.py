@@ -1,0 +1,32 @@
+"""`gc_phases.py`: a collection's timeline, from the command's own process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+PHASES = Path(__file__).parent / "gc_phases.py"
+
+
+def test_timeline_of_a_collection(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    storage = {"filesystem": {"rootdirectory": str(tmp_path / "data")}, "delete": {"enabled": True}}
+    config.write_text(yaml.safe_dump({"version": 0.1, "storage": storage, "gc": {"delay": "0s"}}))
+    out = tmp_path / "events.json"
+    done = subprocess.run(
+        [sys.executable, str(PHASES), str(config), "--json", str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["deleted"]["blobs"] == 0  # the command's own summary, untouched
+    events = json.loads(out.read_text())["events"]
+    names = [name for name, *_ in events]
+    assert names[0] == "imports"
+    assert names[-1] == "exit"
+    assert {"mark_links", "mark_blobs", "collection (Collector.run)"} <= set(names)
+    assert all(0 <= began <= ended for _, began, ended, _ in events)
+    assert "mark_links" in done.stderr
+    assert "CPU" in done.stderr
