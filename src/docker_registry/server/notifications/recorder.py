@@ -101,14 +101,11 @@ class Recorder:
         """The number of what `request` pulled and who pulled it, found by what the request is made of: the target,
         the request's raw headers (one tuple, hashed in a fraction of a microsecond; they hold its credentials, so
         they decide its user too), its connection (its peer and scheme) and method: one dictionary lookup, and its
-        `Client` made once per such key."""
+        `Client` made once per such key. (`pulled` first compares with the connection's last pull, see `_last`.)"""
         transport = request.transport
         if transport is None:  # the connection is gone: its peer is no longer known, nothing to remember
             return self._combination_number((target, _client(request, None)))
         raw_headers, method = request.raw_headers, request.method
-        last = self._last.get(transport)
-        if last is not None and last[1] == raw_headers and last[0] == target and last[2] == method:
-            return last[3]  # what this connection's previous pull was: compared, not hashed (see `_last`)
         key = (target, raw_headers, transport, method)
         number = self._numbers.get(key)
         if number is None:
@@ -152,7 +149,11 @@ class Recorder:
             wanted = self._pulls_wanted[target.media_type] = self._wants("pull", target.media_type)
         if not wanted:
             return
-        number = self._number_of(target, request)
+        last = self._last.get(request.transport)
+        if last is not None and last[1] == request.raw_headers and last[0] == target and last[2] == request.method:
+            number = last[3]  # what this connection's previous pull was: compared, not hashed (see `_last`)
+        else:
+            number = self._number_of(target, request)
         pulls = self._pulls
         if len(pulls) >= MAX_BUFFERED_PULLS:
             del pulls[0]
