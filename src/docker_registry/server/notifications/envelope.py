@@ -23,10 +23,6 @@ from ..store.models import Descriptor
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 CACHED_PARTS = 4096
 """(action, target, client) combinations whose text an `Events` keeps."""
-CACHED_ROWS = 256
-SHARED_ROW_COMBINATIONS = 8
-"""A pull row's shared texts as JSON are kept (up to `CACHED_ROWS` of them) when the row has at most this many
-(target, client) combinations."""
 
 
 class Client(NamedTuple):
@@ -139,8 +135,10 @@ class Events:
         self._source = _dumps(source)
         self._include_references = include_references
         self._cache: dict[tuple[str, Target, Client], tuple[str, str]] = {}
-        self._shared: dict[tuple[int, ...], str] = {}
-        """A pull row's shared texts as JSON, by the numbers of the combinations it holds."""
+        self._shared: dict[int, str] = {}
+        """The texts a pull row's events share (`parts`) as JSON, by the number of their (target, client)
+        combination (`PullNote`): each serialized once, however many rows and which others they come with (the
+        recorder numbers afresh beyond `recorder.MAX_COMBINATIONS`, and this goes with the old numbers)."""
 
     def event(self, action: str, target: Target, request_id: str, client: Client, when: float) -> str:
         """One event as JSON text. `request_id` goes in unescaped: `http.requestid` only keeps or makes ids of
@@ -158,15 +156,13 @@ class Events:
         the deliverer (`RawPullRowEvents`) makes each event's id, timestamp and JSON when it sends it. `combination`
         gives the (target, client) a note's number stands for (`PullNote`)."""
         times, numbers, request_ids = zip(*notes, strict=True)
-        distinct = tuple(dict.fromkeys(numbers))
-        texts = self._shared.get(distinct)
-        if texts is None:
-            texts = _dumps({number: self.parts("pull", *combination(number)) for number in distinct})
-            if len(distinct) <= SHARED_ROW_COMBINATIONS:  # the same few, batch after batch: serialized once
-                if len(self._shared) >= CACHED_ROWS:
-                    self._shared.clear()
-                self._shared[distinct] = texts
-        header = f"{PULL_ROW}{ids.prefix}\t{ids.take(len(notes))}\t{texts}"
+        shared, texts = self._shared, []
+        for number in dict.fromkeys(numbers):  # each number once, in order
+            text = shared.get(number)
+            if text is None:
+                text = shared[number] = _dumps(self.parts("pull", *combination(number)))
+            texts.append(f'"{number}":{text}')
+        header = f"{PULL_ROW}{ids.prefix}\t{ids.take(len(notes))}\t{{{','.join(texts)}}}"
         return "\n".join((header, _pack_times(times), ",".join(map(str, numbers)), "\t".join(request_ids)))
 
     def forget_combinations(self) -> None:
