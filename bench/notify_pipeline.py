@@ -30,8 +30,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from docker_registry.core.digest import Digest
 from docker_registry.server.config.schema import Config
+from docker_registry.server.http.context import SERVING
 from docker_registry.server.http.requestid import KEY as REQUEST_ID
-from docker_registry.server.notifications import recorder as recording
 from docker_registry.server.notifications.delivery import Deliverer
 from docker_registry.server.notifications.recorder import Recorder
 from docker_registry.server.notifications.stats import Stats
@@ -102,7 +102,7 @@ async def _paced(requests: list[Any], events: int, rate: int, recorder: Recorder
             request = requests[done % len(requests)]
             request[REQUEST_ID] = f"bench-{done:06x}"
             if recorder is not None:
-                recording._request.set(request)
+                SERVING.set(request)
                 recorder.pulled(Target("manifest", "bench/small", digest, MANIFEST, 525, "latest"))
             done += 1
         await asyncio.sleep(max(started + done / rate - time.monotonic(), 0))

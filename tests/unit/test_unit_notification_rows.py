@@ -79,5 +79,21 @@ def test_a_pull_row_in_the_format_written_before_still_expands() -> None:
     assert parsed[1]["target"] == {"repository": "a/b", "tag": "t"}
 
 
+def test_a_pull_row_with_a_line_per_event_as_written_before_still_expands() -> None:
+    shared = [
+        '","action":"pull","target":{"repository":"a/b","tag":"t"},"request":{"id":"',
+        '","method":"GET","useragent":"x"},"actor":{},"source":{"addr":"n:1"}}',
+    ]
+    row = "Qp-\t7\t1764929999999990\t" + json.dumps(shared) + "\n0\t0\tr-1\n1500010\t0\tr-2"
+
+    parsed = [json.loads(text) for text in expand(row)]
+
+    assert [(e["id"], e["timestamp"], e["request"]["id"]) for e in parsed] == [
+        ("p-000000000007", "2025-12-05T10:19:59.999990000Z", "r-1"),
+        ("p-000000000008", "2025-12-05T10:20:01.500000000Z", "r-2"),
+    ]
+    assert parsed[1]["target"] == {"repository": "a/b", "tag": "t"}
+
+
 def test_a_row_of_json_events_expands_into_its_lines() -> None:
     assert expand('{"id":"1"}\n{"id":"2"}') == ['{"id":"1"}', '{"id":"2"}']

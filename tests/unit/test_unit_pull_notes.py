@@ -13,6 +13,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from docker_registry.core.digest import Digest
 from docker_registry.server.config.notifications import NotificationsConfig
+from docker_registry.server.http.context import SERVING
 from docker_registry.server.notifications import recorder as recording
 from docker_registry.server.notifications.envelope import expand
 from docker_registry.server.notifications.recorder import Recorder
@@ -62,11 +63,11 @@ async def test_notes_kept_through_a_refused_write_and_a_fresh_numbering_keep_the
         request = make_mocked_request(
             "GET", f"/v2/{repository}/manifests/t", headers={"User-Agent": agent}, transport=_Connection(port)
         )
-        token = recording._request.set(request)
+        token = SERVING.set(request)
         try:
             recorder.pulled(Target("manifest", repository, Digest("sha256", "ab" * 32), OCI, 9, "t"))
         finally:
-            recording._request.reset(token)
+            SERVING.reset(token)
         if n == 1:
             await recorder.flush()  # written; 2 combinations numbered, as many as kept
         if n == 4:  # refused: the three notes wait, 4 combinations known, so those 3 are numbered afresh

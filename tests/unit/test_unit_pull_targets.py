@@ -13,6 +13,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from docker_registry.core.digest import Digest
 from docker_registry.server.config.notifications import NotificationsConfig
+from docker_registry.server.http.context import SERVING
 from docker_registry.server.notifications import recorder as recording
 from docker_registry.server.notifications.envelope import expand
 from docker_registry.server.notifications.recorder import Recorder
@@ -71,11 +72,11 @@ async def test_pulls_are_noted_only_for_media_types_some_endpoint_takes_and_neve
         request = make_mocked_request(
             method, "/v2/a/b/manifests/latest", headers={"Host": "127.0.0.1:5000"}, transport=_Connection()
         )
-        token = recording._request.set(request)
+        token = SERVING.set(request)
         try:
             recorder.pulled(pulled_target("manifest", "a/b", DIGEST, media_type, size, "latest"))
         finally:
-            recording._request.reset(token)
+            SERVING.reset(token)
     await recorder.flush()
 
     events = [json.loads(text) for row in outbox.rows for text in expand(row.payload)]
@@ -98,11 +99,11 @@ async def test_a_connection_pulling_again_after_a_fresh_numbering_still_names_wh
         request = make_mocked_request(
             "GET", f"/v2/{repository}/manifests/t", headers={"Host": "127.0.0.1:5000"}, transport=connection
         )
-        token = recording._request.set(request)
+        token = SERVING.set(request)
         try:
             recorder.pulled(pulled_target("manifest", repository, DIGEST, OCI, 9, "t"))
         finally:
-            recording._request.reset(token)
+            SERVING.reset(token)
         if n in (2, 4):  # two combinations known, one allowed: numbered afresh after each of these flushes
             await recorder.flush()
     await recorder.flush()
@@ -122,11 +123,11 @@ async def test_pulls_on_one_connection_with_other_headers_or_methods_are_other_c
         request = make_mocked_request(
             "GET", "/v2/a/manifests/t", headers={"Host": "127.0.0.1:5000", "User-Agent": agent}, transport=connection
         )
-        token = recording._request.set(request)
+        token = SERVING.set(request)
         try:
             recorder.pulled(pulled_target("manifest", "a", DIGEST, OCI, 9, "t"))
         finally:
-            recording._request.reset(token)
+            SERVING.reset(token)
     await recorder.flush()
 
     events = [json.loads(text) for row in outbox.rows for text in expand(row.payload)]

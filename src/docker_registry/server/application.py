@@ -87,8 +87,6 @@ def create_app(config: Config) -> web.Application:
     if auth is not None:  # after the error middleware, so its refusals render as the spec's JSON errors
         ui_prefix = ui.PREFIX if config.ui.enabled else None  # the UI logs its users in itself (same users, rules)
         middlewares.append(auth_middleware(auth, token_service.path if token_service else None, ui_prefix))
-    if notifications.enabled(config):  # without endpoints, not even the middleware: requests cost nothing more
-        middlewares.append(notifications.middleware)
     if config.proxy is not None:  # after auth: a pull through the cache needs the right to pull
         middlewares.append(proxy_middleware.middleware())
     app = web.Application(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Protocol
 
 from aiohttp import web
@@ -51,6 +52,13 @@ Observer = Callable[[web.BaseRequest, web.StreamResponse, float], None]
 """Told of each request once its response is sent (or the client left): request, response, seconds taken."""
 OBSERVERS_KEY: web.AppKey[list[Observer]] = web.AppKey("observers", list)
 """Set by the composition root (metrics); the server calls each after every response, beside the access log."""
+
+
+SERVING: ContextVar[web.Request | None] = ContextVar("docker_registry.serving", default=None)
+"""The request being served in this task, for code below the HTTP layer that reports on it without being passed it
+(the notifications' recorder). Set by the outermost middleware (`errors.errors_middleware`) while the request's
+middlewares and handler run: one step every request takes anyway, not a middleware of its own (a frame and a
+coroutine more on every request)."""
 
 
 def user(request: web.Request) -> str | None:

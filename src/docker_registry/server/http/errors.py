@@ -24,6 +24,7 @@ from ..registry.errors import (
     UNSUPPORTED,
     RegistryError,
 )
+from .context import SERVING
 
 log = logging.getLogger("docker_registry.server.http")
 
@@ -43,6 +44,8 @@ def error_response(error: RegistryError, method: str) -> web.Response:
 async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """Renders what the request's handling raised; also makes the request known as `SERVING` meanwhile."""
+    serving = SERVING.set(request)
     try:
         if request.version < HttpVersion10:
             return _refuse_http09(request)
@@ -72,6 +75,8 @@ async def errors_middleware(
             return error_response(RegistryError(UNAVAILABLE, "storage unavailable", headers=retry), request.method)
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(RegistryError(UNKNOWN), request.method)
+    finally:
+        SERVING.reset(serving)
 
 
 def http09_refusal() -> bytes:

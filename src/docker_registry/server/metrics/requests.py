@@ -58,7 +58,11 @@ class RequestMetrics(Flushed):
 
     def __call__(self, request: web.BaseRequest, response: web.StreamResponse, duration: float) -> None:
         method = request.method
-        key = (method if method in METHODS else "other", request.get(ROUTE_NAME, UNMATCHED), response.status)
+        try:  # not `request.get`: a Python-level `Mapping.get` around this same lookup
+            route = request[ROUTE_NAME]
+        except KeyError:
+            route = UNMATCHED
+        key = (method if method in METHODS else "other", route, response.status)
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = _Pending()

@@ -7,10 +7,13 @@ Go's `omitempty` decides which fields appear: empty strings and zero sizes are l
 
 from __future__ import annotations
 
+import binascii
 import json
 import os
+import sys
 import time
 import uuid
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, overload
 
@@ -20,10 +23,6 @@ from ..store.models import Descriptor
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 CACHED_PARTS = 4096
 """(action, target, client) combinations whose text an `Events` keeps."""
-CACHED_ROWS = 256
-SHARED_ROW_COMBINATIONS = 8
-"""A pull row's shared texts as JSON are kept (up to `CACHED_ROWS` of them) when the row has at most this many
-(target, client) combinations."""
 
 
 class Client(NamedTuple):
@@ -136,8 +135,10 @@ class Events:
         self._source = _dumps(source)
         self._include_references = include_references
         self._cache: dict[tuple[str, Target, Client], tuple[str, str]] = {}
-        self._shared: dict[tuple[int, ...], str] = {}
-        """A pull row's shared texts as JSON, by the numbers of the combinations it holds."""
+        self._shared: dict[int, str] = {}
+        """The texts a pull row's events share (`parts`) as JSON, by the number of their (target, client)
+        combination (`PullNote`): each serialized once, however many rows and which others they come with (the
+        recorder numbers afresh beyond `recorder.MAX_COMBINATIONS`, and this goes with the old numbers)."""
 
     def event(self, action: str, target: Target, request_id: str, client: Client, when: float) -> str:
         """One event as JSON text. `request_id` goes in unescaped: `http.requestid` only keeps or makes ids of
@@ -147,33 +148,22 @@ class Events:
         return f'{{"id":"{ids.next()}","timestamp":"{timestamp(when)}{parts[0]}{request_id}{parts[1]}'
 
     def pull_row(self, notes: Sequence[PullNote], combination: Callable[[int], tuple[Target, Client]]) -> str:
-        """A batch of pull notes as one outbox row, compactly: a header line of `PULL_ROW`, the id prefix and the
-        first id's counter (`Ids.take`), the first event's time in microseconds and the JSON list of the texts
-        the events share (a few targets and clients), tab-separated; then a line per event: its time after the
-        first's, which shared texts, its request's id (none of them holds a tab). A tenth of the bytes of the
-        events' JSON to write, read back and prune, and per event only its line made here: `expand` makes its
-        id, timestamp and JSON when delivered. `combination` gives the (target, client) a note's number stands
-        for (`PullNote`)."""
-        index: dict[int, int] = {}
-        numbers: list[int] = []
-        start = int(notes[0][0] * 1_000_000)
-        lines = [""]
-        for when, number, request_id in notes:
-            shared = index.get(number)
-            if shared is None:
-                shared = index[number] = len(numbers)
-                numbers.append(number)
-            lines.append(f"{int(when * 1_000_000) - start}\t{shared}\t{request_id}")
-        key = tuple(numbers)
-        texts = self._shared.get(key)
-        if texts is None:
-            texts = _dumps([part for number in numbers for part in self.parts("pull", *combination(number))])
-            if len(numbers) <= SHARED_ROW_COMBINATIONS:  # the same few, batch after batch: serialized once
-                if len(self._shared) >= CACHED_ROWS:
-                    self._shared.clear()
-                self._shared[key] = texts
-        lines[0] = f"{PULL_ROW}{ids.prefix}\t{ids.take(len(notes))}\t{start}\t{texts}"
-        return "\n".join(lines)
+        """A batch of pull notes as one outbox row, as they are (`PULL_ROW`): a header of the id prefix, the first
+        id's counter (`Ids.take`) and the JSON object of the texts the events share (a few targets and clients) by
+        their numbers, tab-separated; then one line each for the notes' times (float64, little-endian, base64),
+        numbers (comma-separated) and request ids (tab-separated; none holds a tab). Each column is made by one C
+        call over the batch, nothing in Python per note: a worker's flush costs its requests next to nothing, and
+        the deliverer (`RawPullRowEvents`) makes each event's id, timestamp and JSON when it sends it. `combination`
+        gives the (target, client) a note's number stands for (`PullNote`)."""
+        times, numbers, request_ids = zip(*notes, strict=True)
+        shared, texts = self._shared, []
+        for number in dict.fromkeys(numbers):  # each number once, in order
+            text = shared.get(number)
+            if text is None:
+                text = shared[number] = _dumps(self.parts("pull", *combination(number)))
+            texts.append(f'"{number}":{text}')
+        header = f"{PULL_ROW}{ids.prefix}\t{ids.take(len(notes))}\t{{{','.join(texts)}}}"
+        return "\n".join((header, _pack_times(times), ",".join(map(str, numbers)), "\t".join(request_ids)))
 
     def forget_combinations(self) -> None:
         """The numbers of `PullNote`s start afresh: texts kept by number go."""
@@ -213,10 +203,27 @@ def _dumps(value: Any) -> str:
 
 
 OLD_PULL_ROW = "P"
-"""The first character of an outbox row of pull events as written before `PULL_ROW` (each line with its event's id
-and timestamp); still expanded, as such rows may wait in an outbox when the registry is upgraded."""
-PULL_ROW = "Q"
+"""The first character of an outbox row of pull events as written before `LINED_PULL_ROW` (each line with its
+event's id and timestamp); still expanded, as such rows may wait in an outbox when the registry is upgraded."""
+LINED_PULL_ROW = "Q"
+"""The first character of an outbox row of pull events as written before `PULL_ROW` (a line per event, made by the
+worker); still expanded, for the same reason (`PullRowEvents`)."""
+PULL_ROW = "R"
 """The first character of an outbox row made by `Events.pull_row` (a row of JSON events starts with `{`)."""
+
+
+def _pack_times(times: Sequence[float]) -> str:
+    packed = array("d", times)
+    if sys.byteorder != "little":  # rows are read on any node of the registry
+        packed.byteswap()
+    return binascii.b2a_base64(packed.tobytes(), newline=False).decode()
+
+
+def _unpack_times(text: str) -> array[float]:
+    times = array("d", binascii.a2b_base64(text))
+    if sys.byteorder != "little":
+        times.byteswap()
+    return times
 
 
 def expand(payload: str) -> list[str]:
@@ -229,6 +236,8 @@ def row_events(payload: str) -> Sequence[str]:
     (`PullRowEvents`)."""
     lines = payload.split("\n")
     if payload.startswith(PULL_ROW):
+        return RawPullRowEvents(lines)
+    if payload.startswith(LINED_PULL_ROW):
         return PullRowEvents(lines)
     if payload.startswith(OLD_PULL_ROW):
         shared = json.loads(lines[0][len(OLD_PULL_ROW) :])
@@ -241,22 +250,17 @@ def row_events(payload: str) -> Sequence[str]:
     return lines
 
 
-class PullRowEvents(Sequence[str]):
-    """The events of a `PULL_ROW`, each a template filled when read (its id, timestamp, shared texts and request
-    id; the events of a batch fall in a few seconds, whose text `timestamp` formats once each): the deliverer makes
-    only the events of the envelope it sends, not the JSON of every row it read (a backlog of 100 rows is 100,000
-    events, some 60 MB of text that would also push the workers' data out of the processor's caches)."""
+class _FilledEvents(Sequence[str]):
+    """The events of a row of pull events, each a template filled when read (its id, timestamp, shared texts and
+    request id; the events of a batch fall in a few seconds, whose text `timestamp` formats once each): the
+    deliverer makes only the events of the envelope it sends, not the JSON of every row it read (a backlog of 100
+    rows is 100,000 events, some 60 MB of text that would also push the workers' data out of the processor's
+    caches)."""
 
-    def __init__(self, lines: list[str]) -> None:
-        prefix, first_id, start_text, shared_json = lines[0][len(PULL_ROW) :].split("\t")
-        shared: list[str] = json.loads(shared_json)
-        self._texts = {str(number): (shared[number * 2], shared[number * 2 + 1]) for number in range(len(shared) // 2)}
-        self._prefix, self._first, self._start = prefix, int(first_id), int(start_text)
-        self._lines = lines
-        """The row's lines, its header first: event `i` is line `i + 1`."""
+    _count: int
 
     def __len__(self) -> int:
-        return len(self._lines) - 1
+        return self._count
 
     def __iter__(self) -> Iterator[str]:
         return iter(self[:])
@@ -274,6 +278,47 @@ class PullRowEvents(Sequence[str]):
             raise IndexError(index)
         index %= len(self)
         return self._fill(index, index + 1, 1)[0]
+
+    def _fill(self, start: int, stop: int, step: int) -> list[str]:
+        raise NotImplementedError
+
+
+class RawPullRowEvents(_FilledEvents):
+    """The events of a `PULL_ROW`: its columns split once, each event filled from its place in them."""
+
+    def __init__(self, lines: list[str]) -> None:
+        header, times, numbers, request_ids = lines
+        prefix, first_id, shared_json = header[len(PULL_ROW) :].split("\t")
+        self._texts: dict[str, list[str]] = json.loads(shared_json)
+        self._prefix, self._first = prefix, int(first_id)
+        self._times = _unpack_times(times)
+        self._numbers = numbers.split(",")
+        self._request_ids = request_ids.split("\t")
+        self._count = len(self._request_ids)
+
+    def _fill(self, start: int, stop: int, step: int) -> list[str]:
+        prefix, texts, first = self._prefix, self._texts, self._first
+        times, numbers, request_ids = self._times, self._numbers, self._request_ids
+        events: list[str] = []
+        append = events.append
+        for number in range(start, stop, step):
+            head, tail = texts[numbers[number]]
+            when = _timestamp(int(times[number] * 1_000_000))
+            append(f'{{"id":"{prefix}{first + number:012x}","timestamp":"{when}{head}{request_ids[number]}{tail}')
+        return events
+
+
+class PullRowEvents(_FilledEvents):
+    """The events of a `LINED_PULL_ROW`: a header line, then a line per event."""
+
+    def __init__(self, lines: list[str]) -> None:
+        prefix, first_id, start_text, shared_json = lines[0][len(LINED_PULL_ROW) :].split("\t")
+        shared: list[str] = json.loads(shared_json)
+        self._texts = {str(number): (shared[number * 2], shared[number * 2 + 1]) for number in range(len(shared) // 2)}
+        self._prefix, self._first, self._start = prefix, int(first_id), int(start_text)
+        self._lines = lines
+        """The row's lines, its header first: event `i` is line `i + 1`."""
+        self._count = len(lines) - 1
 
     def _fill(self, start: int, stop: int, step: int) -> list[str]:
         prefix, texts, first, begin = self._prefix, self._texts, self._first, self._start

@@ -1,11 +1,11 @@
 """Event records from what the registry logic reports, with the request each came from.
 
-The request is found through a context variable the middleware sets, so the registry logic passes no HTTP detail
-down. Changes get their records at once (the store writes them in the change's transaction). Pulls only note what
-was served (`PullNote`: three plain values); a task writes the notes `FLUSH_SECONDS` after the first of them
-(sooner once `ROW_EVENTS` wait) as one compact outbox row per `ROW_EVENTS` (`Events.pull_row`), in a transaction
-that neither waits for the disk nor empties any worker's caches, so a pull never waits for the database and costs
-it a fraction of a row.
+The request is found through the context variable `http.context.SERVING` (set by a step every request takes), so
+the registry logic passes no HTTP detail down. Changes get their records at once (the store writes them in the
+change's transaction). Pulls only note what was served (`PullNote`: three plain values); a task writes the notes
+`FLUSH_SECONDS` after the first of them (sooner once `ROW_EVENTS` wait) as one outbox row per `ROW_EVENTS`, the
+notes as they are (`Events.pull_row`; the deliverer makes their events), in a transaction that neither waits for
+the disk nor empties any worker's caches, so a pull never waits for the database and costs it a fraction of a row.
 Those are not durable: a SIGKILL loses at most the last `FLUSH_SECONDS` of a worker's pull events (a power loss
 also what the disk had not taken).
 """
@@ -19,13 +19,11 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from contextvars import ContextVar
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from ..config.notifications import NotificationsConfig
-from ..http.context import user
+from ..http.context import SERVING, user
 from ..http.requestid import request_id as request_id_of
 from ..registry.events import Action, Target
 from ..store.facade import AsyncMetadataStore
@@ -46,18 +44,6 @@ MAX_COMBINATIONS = 4096
 waiting are numbered afresh (`_renumber`)."""
 MAX_BUFFERED_PULLS = 50_000
 """Pull notes kept while the database cannot take them; beyond, the oldest are lost (and counted)."""
-
-_request: ContextVar[web.Request | None] = ContextVar("notifications_request", default=None)
-
-
-@web.middleware
-async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Make the request known to the recorder while its handler runs."""
-    token = _request.set(request)
-    try:
-        return await handler(request)
-    finally:
-        _request.reset(token)
 
 
 def _client(request: web.Request, peer: object) -> Client:
@@ -115,14 +101,11 @@ class Recorder:
         """The number of what `request` pulled and who pulled it, found by what the request is made of: the target,
         the request's raw headers (one tuple, hashed in a fraction of a microsecond; they hold its credentials, so
         they decide its user too), its connection (its peer and scheme) and method: one dictionary lookup, and its
-        `Client` made once per such key."""
+        `Client` made once per such key. (`pulled` first compares with the connection's last pull, see `_last`.)"""
         transport = request.transport
         if transport is None:  # the connection is gone: its peer is no longer known, nothing to remember
             return self._combination_number((target, _client(request, None)))
         raw_headers, method = request.raw_headers, request.method
-        last = self._last.get(transport)
-        if last is not None and last[1] == raw_headers and last[0] == target and last[2] == method:
-            return last[3]  # what this connection's previous pull was: compared, not hashed (see `_last`)
         key = (target, raw_headers, transport, method)
         number = self._numbers.get(key)
         if number is None:
@@ -146,7 +129,7 @@ class Recorder:
         wanted = [t for t in targets if self._wants(action, t.media_type)]
         if not wanted:
             return []
-        request = _request.get()
+        request = SERVING.get()
         request_id, client = ("", NO_CLIENT)
         if request is not None:
             transport = request.transport
@@ -158,7 +141,7 @@ class Recorder:
     def pulled(self, target: Target) -> None:
         """Only a note (`PullNote`: the time, a number for what was pulled by whom, the request id); its event's
         text is made when flushed, its id and timestamp when delivered."""
-        request = _request.get()
+        request = SERVING.get()
         if request is None or request.method == "HEAD":  # as a HEAD serves nothing, it is no pull
             return
         wanted = self._pulls_wanted.get(target.media_type)
@@ -166,7 +149,11 @@ class Recorder:
             wanted = self._pulls_wanted[target.media_type] = self._wants("pull", target.media_type)
         if not wanted:
             return
-        number = self._number_of(target, request)
+        last = self._last.get(request.transport)
+        if last is not None and last[1] == request.raw_headers and last[0] == target and last[2] == request.method:
+            number = last[3]  # what this connection's previous pull was: compared, not hashed (see `_last`)
+        else:
+            number = self._number_of(target, request)
         pulls = self._pulls
         if len(pulls) >= MAX_BUFFERED_PULLS:
             del pulls[0]

@@ -1,6 +1,6 @@
-"""What the composition root wires in when an endpoint is configured: the middleware that makes each request
-known to the recorder; per worker, the recorder (set on the registry logic) and, when the worker delivers too (one
-worker serving in-process), the deliverer; and the delivery process's deliverer (`delivering`)."""
+"""What the composition root wires in when an endpoint is configured: per worker, the recorder (set on the registry
+logic; it finds each request through `http.context.SERVING`) and, when the worker delivers too (one worker serving
+in-process), the deliverer; and the delivery process's deliverer (`delivering`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from ..http.context import REGISTRY_KEY
 from ..store.metadata import MetadataStore
 from .delivery import Deliverer
 from .recorder import Recorder
-from .recorder import middleware as middleware
 from .stats import Stats
 
 STATS_KEY: web.AppKey[Stats] = web.AppKey("notification_stats", Stats)
