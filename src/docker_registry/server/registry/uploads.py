@@ -349,17 +349,23 @@ class Uploads:
         if result is None:
             return None
         claimed, appended, stored = result
-        hasher = self._hashers.pop(upload_id, None)
-        if hasher is not None and hasher.size != claimed:
-            hasher = None
-        if hasher is None and claimed == 0:
-            hasher = Hasher(HASH_ALGORITHM)
+        hasher = self._resumed_hasher(upload_id, claimed)
         if not appended:
             raise _stored_size_differs(Upload(upload_id, repository, claimed), stored)
         if hasher is not None:
             hasher.update(data)  # at most SMALL_CHUNK_MAX bytes: tens of microseconds
             self._keep(upload_id, hasher)
         return stored
+
+    def _resumed_hasher(self, upload_id: str, size: int) -> Hasher | None:
+        """The hash state to go on from at `size` bytes: the one this process kept if it is at that size, a fresh
+        one for an empty session, else None (the bytes are hashed again when the upload finishes)."""
+        hasher = self._hashers.pop(upload_id, None)
+        if hasher is not None and hasher.size != size:
+            hasher = None
+        if hasher is None and size == 0:
+            hasher = Hasher(HASH_ALGORITHM)
+        return hasher
 
     async def _release(self, upload_id: str, token: str, size: int) -> None:
         """End this request's claim; BLOB_UPLOAD_UNKNOWN if the session was deleted while it wrote, whose data
@@ -387,11 +393,7 @@ class Uploads:
         stored = _Stored(upload.size)
         keep_claim = False
         try:
-            hasher = self._hashers.pop(upload.id, None)
-            if hasher is not None and hasher.size != upload.size:
-                hasher = None
-            if hasher is None and upload.size == 0:
-                hasher = Hasher(HASH_ALGORITHM)
+            hasher = self._resumed_hasher(upload.id, upload.size)
             received: list[bytes] = []
             body = aiter(chunks)  # one iterator, continued by the streamed path after the first chunks
             try:

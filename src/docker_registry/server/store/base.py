@@ -347,3 +347,9 @@ def sort_key_before_nul(text: str) -> str:
     """`text` cut at its first NUL: for values that hold none, "sorted after" the cut is the same as after `text`
     (a value equal to the cut sorts before `text` and is not after the cut either)."""
     return text.partition("\x00")[0]
+
+
+def like_pattern(search: str) -> str:
+    """A substring pattern for LIKE (with `escape="\\"`), the wildcard characters of the search itself escaped."""
+    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
-from .base import REPOSITORY_ID_OF, StoreBase, matchable, sort_key_before_nul, stored_digest
+from .base import REPOSITORY_ID_OF, StoreBase, like_pattern, matchable, sort_key_before_nul, stored_digest
 from .tables import blobs, manifests, repositories, repository_blobs, tags
 
 TagOrder = Literal["pushed", "name"]
@@ -47,12 +47,6 @@ class PushRecord:
     tag: str
     digest: Digest
     pushed: float
-
-
-def _like_pattern(search: str) -> str:
-    """A substring pattern for LIKE, with the wildcard characters of the search itself escaped."""
-    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 _TAG_COUNT = (
@@ -92,7 +86,7 @@ class BrowseQueries(StoreBase):
         if after:
             query = query.where(name > sort_key_before_nul(after))
         if search:
-            query = query.where(repositories.c.name.ilike(_like_pattern(search), escape="\\"))
+            query = query.where(repositories.c.name.ilike(like_pattern(search), escape="\\"))
         return self._read(lambda conn: list(conn.execute(query).scalars()))
 
     def repository_summaries(self, names: Sequence[str]) -> dict[str, RepositorySummary]:

@@ -140,9 +140,7 @@ class UploadQueries(StoreBase):
 
         def claim(conn: sa.Connection) -> Upload | None:
             now = time.time()
-            params = self._claim_params(upload_id, repository, size, token, process, now)
-            params["takeover"] = takeover
-            claimed = _CLAIM[takeover is not None, size is not None].run(conn, params).scalar()
+            claimed = self._claimed_size(conn, (upload_id, repository, size, token, process), takeover, now)
             return None if claimed is None else Upload(upload_id, repository, claimed, token, process, now)
 
         return self._session_write(claim)
@@ -159,13 +157,11 @@ class UploadQueries(StoreBase):
         storage beyond the recorded size; `append` run again finds them and counts them appended (see
         `Base.appender`), and a later chunk finds the size it did not expect, as after any killed writer."""
 
-        upload_id, repository, size, token, process = claim
+        upload_id, token = claim[0], claim[3]
 
         def claim_append_release(conn: sa.Connection) -> tuple[int, bool, int] | None:
             now = time.time()
-            params = self._claim_params(upload_id, repository, size, token, process, now)
-            params["takeover"] = None
-            claimed = _CLAIM[False, size is not None].run(conn, params).scalar()
+            claimed = self._claimed_size(conn, claim, None, now)
             if claimed is None:
                 return None
             appended, stored = append(claimed)
@@ -194,19 +190,17 @@ class UploadQueries(StoreBase):
 
         def claim(conn: sa.Connection) -> tuple[Upload | None, bool]:
             now = time.time()
-            params = self._claim_params(upload_id, repository, size, token, process, now)
-            if _CLAIM[False, True].run(conn, params).scalar() is None:
+            if self._claimed_size(conn, (upload_id, repository, size, token, process), None, now) is None:
                 return None, False
             claimed = Upload(upload_id, repository, size, token, process, now)
             return claimed, hold_and_pin(conn, digest, pinned_size, upload_id)
 
         return self._session_write(claim)
 
-    def _claim_params(
-        self, upload_id: str, repository: str, size: int | None, token: str, process: str | None, now: float
-    ) -> dict[str, Any]:
-        """The parameters every `_CLAIM` statement binds (a takeover claim adds `takeover`)."""
-        return {
+    def _claimed_size(self, conn: sa.Connection, claim: Claim, takeover: str | None, now: float) -> int | None:
+        """Run the `_CLAIM` statement for `claim` (and `takeover`, a claim found dead): the size claimed, or None."""
+        upload_id, repository, size, token, process = claim
+        params = {
             "upload_id": upload_id,
             "upload_repository": repository,
             "stale": now - self.writer_lease,
@@ -214,7 +208,10 @@ class UploadQueries(StoreBase):
             "token": token,
             "now": now,
             "process": process,
+            "takeover": takeover,
         }
+        claimed: int | None = _CLAIM[takeover is not None, size is not None].run(conn, params).scalar()
+        return claimed
 
     def _update_claimed(self, statement: Prepared, params: dict[str, Any]) -> bool:
         """Run `statement` (`_RENEW`, `_RELEASE`) if the session's claim is still `params["token"]`'s; False if not

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
-from .base import REPOSITORY_ID, REPOSITORY_ID_OF, StoreBase, matchable, per_dialect, stored_digest
+from .base import REPOSITORY_ID, REPOSITORY_ID_OF, StoreBase, like_pattern, matchable, per_dialect, stored_digest
 from .models import V1Image, V1Tag
 from .tables import (
     blobs,
@@ -385,7 +385,7 @@ class V1Queries(StoreBase):
         """(name, description) of the repositories whose name or description contains `term`, sorted by name."""
         if not matchable(term):
             return []
-        pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_pattern(term)
         description = sa.func.coalesce(v1_repositories.c.description, "")
         matching = sa.or_(repositories.c.name.like(pattern, escape="\\"), description.like(pattern, escape="\\"))
         query = (
