@@ -20,6 +20,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiohttp import hdrs, web
 from aiohttp.web_log import AccessLogger
@@ -38,6 +39,8 @@ REFUSAL_LOG_INTERVAL = 60.0
 ACCEPT_ERROR = "socket.accept() out of system resource"
 """asyncio's report when accept fails with EMFILE, ENFILE, ENOBUFS or ENOMEM: it pauses that listener for a second
 and reports it again at every retry, each time with a traceback."""
+H = TypeVar("H")
+"""A connection's handler (aiohttp's `RequestHandler` in the server, any object in the tracker's tests)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +75,31 @@ class ConnectionTracker:
         """Connections that completed a request: when the last response was sent."""
         self.busy: set[object] = set()
 
-    def forget_closed(self, open_connections: set[object]) -> None:
-        """Drop what is known of connections that closed (aiohttp's handlers take no weak references)."""
+    def overdue(self, connections: Sequence[H], limits: ConnectionLimits, now: float) -> list[H]:
+        """The connections past their deadline, of those open now; what is known of closed ones is dropped (aiohttp's
+        handlers take no weak references).
+
+        A handler is made, and noted in `accepted`, one turn of the event loop before aiohttp lists it among the
+        server's connections; a sweep in between drops the note. Such a connection's header deadline then counts
+        from the sweep that first sees it listed, a second late at most: without a note it would never be closed.
+        """
+        open_connections = set(connections)
         for known in (self.accepted, self.answered):
             for handler in known.keys() - open_connections:
                 del known[handler]
         self.busy &= open_connections
+        late = []
+        for handler in connections:
+            if handler in self.busy:
+                continue
+            answered = self.answered.get(handler)
+            if answered is None:
+                overdue = now - self.accepted.setdefault(handler, now) > limits.header_timeout
+            else:
+                overdue = now - answered > limits.idle_timeout
+            if overdue:
+                late.append(handler)
+        return late
 
     @web.middleware
     async def middleware(
@@ -184,21 +206,10 @@ class GuardedSite(web.BaseSite):
     async def _sweep(self) -> None:
         server = self._runner.server
         assert server is not None
-        tracker, limits = self._tracker, self._limits
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
-            now = time.monotonic()
-            connections = server.connections
-            tracker.forget_closed(set(connections))
-            for handler in connections:
-                if handler in tracker.busy:
-                    continue
-                answered = tracker.answered.get(handler)
-                if answered is None:
-                    overdue = now - tracker.accepted.get(handler, now) > limits.header_timeout
-                else:
-                    overdue = now - answered > limits.idle_timeout
-                if overdue and handler.transport is not None:
+            for handler in self._tracker.overdue(server.connections, self._limits, time.monotonic()):
+                if handler.transport is not None:
                     handler.transport.close()
 
 
