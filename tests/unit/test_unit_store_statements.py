@@ -226,6 +226,20 @@ def test_both_ways_of_checking_references_refuse_alike(
     assert (child_missing.value.kind, child_missing.value.stored_size) == ("manifest", None)
 
 
+def test_a_mount_links_the_blob_its_look_up_found_without_inserting_its_row(store: MetadataStore) -> None:
+    statements: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    store.link_blob("source", digest(b"a"), 1)
+    assert sum(s.startswith("INSERT INTO blobs") for s in statements) == 1, "an upload's link records the blob"
+    statements.clear()
+    assert store.mount_blob("target", digest(b"a"), "source")
+    assert not [s for s in statements if s.startswith("INSERT INTO blobs")]
+    assert store.blob_size("target", digest(b"a")) == 1
+    assert store.mount_blob("target", digest(b"a"), "source"), "again: idempotent"
+    assert not store.mount_blob("target", digest(b"b"), "source")
+    assert store.blob_size("target", digest(b"b")) is None
+
+
 @pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.dialect()], ids=["sqlite", "postgresql"])
 def test_every_dialect_statement_compiles(dialect: sa.Dialect) -> None:
     name = dialect.name

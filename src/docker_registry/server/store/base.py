@@ -297,9 +297,13 @@ class StoreBase:
 
     def _link(self, conn: sa.Connection, repo_id: int, digest: Digest, size: int, now: float) -> None:
         """Record a verified blob and let the repository serve it; both idempotent."""
-        params = {"repository_id": repo_id, "digest": str(digest), "size": size, "now": now}
-        _INSERT_BLOB.run(conn, params)
-        _INSERT_REPOSITORY_BLOB.run(conn, params)
+        _INSERT_BLOB.run(conn, {"digest": str(digest), "size": size, "now": now})
+        self._link_recorded(conn, repo_id, digest, now)
+
+    def _link_recorded(self, conn: sa.Connection, repo_id: int, digest: Digest, now: float) -> None:
+        """Let the repository serve a blob this transaction found recorded (a mount's source has it): no insert
+        of its row, which would do nothing; idempotent."""
+        _INSERT_REPOSITORY_BLOB.run(conn, {"repository_id": repo_id, "digest": str(digest), "now": now})
 
 
 class _Refused(Exception):
