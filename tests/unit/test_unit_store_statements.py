@@ -226,6 +226,21 @@ def test_both_ways_of_checking_references_refuse_alike(
     assert (child_missing.value.kind, child_missing.value.stored_size) == ("manifest", None)
 
 
+def test_a_manifest_tagged_again_is_looked_up_not_inserted(store: MetadataStore) -> None:
+    statements: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    store.link_blob("repo", digest(b"a"), 1)
+    plain = image(b"a")
+    statements.clear()
+    store.put_manifest("repo", plain, ["v1"])
+    assert sum(s.startswith("INSERT INTO manifests") for s in statements) == 1
+    assert sum(s.startswith("INSERT INTO manifest_references") for s in statements) == 1
+    statements.clear()
+    store.put_manifest("repo", plain, ["v2"])
+    assert not [s for s in statements if s.startswith(("INSERT INTO manifests", "INSERT INTO manifest_references"))]
+    assert store.tag_digest("repo", "v1") == store.tag_digest("repo", "v2") == plain.digest
+
+
 def test_a_mount_links_the_blob_its_look_up_found_without_inserting_its_row(store: MetadataStore) -> None:
     statements: list[str] = []
     sa.event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
