@@ -3,9 +3,11 @@
 Runs our registry twice side by side, one from the working tree and one from another source tree (`DIR` holds
 its `src/` and `core/src/`, e.g. `git archive <commit> src core/src | tar -x -C DIR`), put on `PYTHONPATH` ahead
 of the installed package, and drives them in interleaved rounds (the order alternating) with one load: 20 KB
-blobs as POST + PUT with the body (`put`) or POST + PATCH + empty PUT (`patch`) from 16 connections, or skopeo
-pushes of 10 x 20 KB layers, one at a time and 12 at once (`skopeo`). Prints every round and the medians: server
-CPU per item and items per second, or push times and server CPU per push in each of the two. On a shared machine
+blobs as POST + PUT with the body (`put`) or POST + PATCH + empty PUT (`patch`) from 16 connections, skopeo
+pushes of 10 x 20 KB layers, one at a time and 12 at once (`skopeo`), or metadata writes from 8 connections as
+`run.py --small-writes` makes them: new repositories by two mounts and a manifest PUT (`mounts`), tag PUTs of an
+existing manifest (`tags`). Prints every round and the medians: server CPU per item (per request for `mounts` and
+`tags`) and items (requests) per second, or push times and server CPU per push in each of the two. On a shared machine
 the two sides share its load alike, which is what makes a change of a few percent visible where two separate
 `run.py` runs differ by more.
 """
@@ -13,6 +15,7 @@ the two sides share its load alike, which is what makes a change of a few percen
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -21,11 +24,13 @@ from pathlib import Path
 import images
 import servers
 import smallwrites
+from images import SeededImage
 from run import cpu_seconds
 from servers import Server
 
 BLOB_SIZE = 20_000
 BATCH = 12
+METADATA_CONNECTIONS = 8
 
 
 def registry(name: str, workdir: Path, pythonpath: str | None) -> Server:
@@ -43,6 +48,22 @@ def blobs_round(server: Server, load: str, count: int, repo: str) -> tuple[float
     before = cpu_seconds(server)
     result = smallwrites.run(server.url, blobs, 16, action)
     return (cpu_seconds(server) - before) / count * 1e6, result.items_per_second
+
+
+def metadata_round(server: Server, load: str, count: int, r: int, image: SeededImage) -> tuple[float, float]:
+    """Server CPU per request (µs) and requests per second, for `count` new repositories or tags."""
+    source = "bench/mount-source"
+    if load == "mounts":
+        items = [f"ab/mounted-{r}-{i}" for i in range(count)]
+        action = smallwrites.mount_and_manifest(server.url, source, image)
+    else:
+        items = [f"t{r}-{i}" for i in range(count)]
+        action = smallwrites.tag_put(server.url, source, image)
+    before = cpu_seconds(server)
+    result = smallwrites.run(server.url, items, METADATA_CONNECTIONS, action)
+    if result.failures:
+        raise SystemExit(f"{server.name}: {result.failures} failures, first: {result.first_error}")
+    return (cpu_seconds(server) - before) / result.requests * 1e6, result.requests_per_second
 
 
 def skopeo_round(
@@ -67,9 +88,11 @@ def skopeo_round(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--base", type=Path, required=True, help="a source tree holding src/ and core/src/")
-    parser.add_argument("--load", choices=("put", "patch", "skopeo"), default="put")
+    parser.add_argument("--load", choices=("put", "patch", "skopeo", "mounts", "tags"), default="put")
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--count", type=int, default=500, help="blobs per round (put, patch)")
+    parser.add_argument(
+        "--count", type=int, default=500, help="blobs (put, patch), repositories (mounts) or tags (tags) per round"
+    )
     parser.add_argument("--pushes", type=int, default=4, help="pushes one at a time per round (skopeo)")
     args = parser.parse_args()
     base = args.base.resolve()
@@ -87,21 +110,30 @@ def main() -> None:
         return out
 
     rounds: dict[str, list[tuple[float, ...]]] = {side.name: [] for side in sides}
+    loads = [os.getloadavg()[0]]
+    seeded: dict[str, SeededImage] = {}
     for side in sides:
         side.start()
     try:
+        if args.load in ("mounts", "tags"):
+            seeded = {side.name: images.seed_image(side.url, "bench/mount-source", "latest") for side in sides}
         for r in range(args.rounds):
             for side in sides if r % 2 == 0 else sides[::-1]:
                 if args.load == "skopeo":
                     figures = skopeo_round(side, layouts, args.pushes, f"ab/r{r}")
+                elif args.load in ("mounts", "tags"):
+                    figures = metadata_round(side, args.load, args.count, r, seeded[side.name])
                 else:
                     figures = blobs_round(side, args.load, args.count, f"ab/r{r}")
                 rounds[side.name].append(figures)
+            loads.append(os.getloadavg()[0])
     finally:
         for side in sides:
             side.stop()
     names = ["push s", f"{BATCH} at once s", "CPU/push ms", f"CPU/push ms, {BATCH} at once"]
-    if args.load != "skopeo":
+    if args.load in ("mounts", "tags"):
+        names = ["CPU/request µs", "requests/s"]
+    elif args.load != "skopeo":
         names = ["CPU/blob µs", "blobs/s"]
     for name, per_round in rounds.items():
         columns = []
@@ -109,6 +141,7 @@ def main() -> None:
             values = [round(f[i], 3 if i == 0 else 2) for f in per_round]
             columns.append(f"{figure} {values} median {statistics.median(values)}")
         print(f"{name}: " + " | ".join(columns))
+    print(f"load average (1 min) before and after each round: {[round(x, 1) for x in loads]}")
 
 
 if __name__ == "__main__":

@@ -200,7 +200,7 @@ class StoreBase:
             raise _Rehearsed  # rolls the transaction back
 
     def run_batch(
-        self, writes: list[Callable[[], Any]], durable: bool, keep_connection: bool = False
+        self, writes: list[Callable[[], Any]], durable: bool, keep_connection: bool = False, gate_held: bool = False
     ) -> list[tuple[Any, BaseException | None]]:
         """Run several write methods of this store in one transaction (see `batching`): each one's result or
         error (a refusal such as BadReference, rolled back alone), once the whole transaction committed. An error
@@ -214,13 +214,16 @@ class StoreBase:
         SQLite reports the database locked (`with_retries`), so running them twice is nothing new to them.
         `keep_connection` (the writer thread of `batching`, on SQLite): this thread keeps one connection for all
         its batches instead of checking one out of the pool for each (a tenth of a small write's CPU went to
-        checkout and check-in); it is dropped after any error, so a stale connection is never reused."""
+        checkout and check-in); it is dropped after any error, so a stale connection is never reused.
+        `gate_held`: the caller holds `self.gate` already (the writer thread of `batching` takes it before it
+        gathers its batch)."""
 
         def attempt(savepoints: bool) -> list[tuple[Any, BaseException | None]]:
             outcomes: list[tuple[Any, BaseException | None]] = []
             kept = self._kept_connection() if keep_connection else None
             try:
-                with write_transaction(self.engine, durable, self.gate, signal=False, kept=kept) as conn:
+                gate = None if gate_held else self.gate
+                with write_transaction(self.engine, durable, gate, signal=False, kept=kept) as conn:
                     self._batch.conn, self._batch.savepoints = conn, savepoints
                     self._batch.signal = False
                     try:
@@ -294,9 +297,13 @@ class StoreBase:
 
     def _link(self, conn: sa.Connection, repo_id: int, digest: Digest, size: int, now: float) -> None:
         """Record a verified blob and let the repository serve it; both idempotent."""
-        params = {"repository_id": repo_id, "digest": str(digest), "size": size, "now": now}
-        _INSERT_BLOB.run(conn, params)
-        _INSERT_REPOSITORY_BLOB.run(conn, params)
+        _INSERT_BLOB.run(conn, {"digest": str(digest), "size": size, "now": now})
+        self._link_recorded(conn, repo_id, digest, now)
+
+    def _link_recorded(self, conn: sa.Connection, repo_id: int, digest: Digest, now: float) -> None:
+        """Let the repository serve a blob this transaction found recorded (a mount's source has it): no insert
+        of its row, which would do nothing; idempotent."""
+        _INSERT_REPOSITORY_BLOB.run(conn, {"repository_id": repo_id, "digest": str(digest), "now": now})
 
 
 class _Refused(Exception):

@@ -149,7 +149,8 @@ class BlobQueries(StoreBase):
             if size is None:
                 return False
             now = time.time()
-            self._link(conn, self._repository_id(conn, repository, now), digest, size, now)
+            # the look-up found the blob's row, locked on PostgreSQL (SQLite's writers take turns): only the link
+            self._link_recorded(conn, self._repository_id(conn, repository, now), digest, now)
             self._insert_events(conn, events)
             return True
 

@@ -83,6 +83,25 @@ _CHILD_MANIFESTS = (
     )
     .with_for_update(read=True)
 )
+# The same, one digest at a time: SQLite runs these on the cursor (`Prepared`) in a few microseconds each, where the
+# expanding IN above goes through SQLAlchemy's execution of a statement compiled again for every count of digests
+# (profiled: over half of a tag PUT's statement time, all of it under the database's write lock)
+_LINKED_BLOB = Prepared(
+    sa.select(repository_blobs.c.digest, blobs.c.size)
+    .select_from(repository_blobs.join(blobs))
+    .where(
+        repository_blobs.c.repository_id == sa.bindparam("repository_id"),
+        repository_blobs.c.digest == sa.bindparam("digest"),
+    )
+)
+_CHILD_MANIFEST = Prepared(
+    sa.select(manifests.c.digest, manifests.c.size).where(
+        manifests.c.repository_id == sa.bindparam("repository_id"), manifests.c.digest == sa.bindparam("digest")
+    )
+)
+ONE_BY_ONE = 32
+"""Up to this many distinct references of a kind, SQLite looks each up on its own (`_LINKED_BLOB`); more go in one
+IN query."""
 
 # A push uses what garbage collection marked as candidates again: the manifest itself (pushed again or tagged), its
 # children, its subject, its blobs' links. Before the references are checked, so a row is locked once, for writing.
@@ -174,10 +193,16 @@ class ManifestQueries(StoreBase):
 
     def _insert_manifest(self, conn: sa.Connection, repo_id: int, manifest: Manifest, now: float) -> int:
         """The manifest's id, inserting it and its references unless it is there already."""
+        digest = str(manifest.digest)
+        # looked up first: a manifest tagged again is there, and the look-up costs a seventh of the INSERT that
+        # would find it (measured on SQLite: 3 against 20 µs, every parameter bound and the conflict resolved)
+        found: int | None = _MANIFEST_ID.run(conn, {"repository_id": repo_id, "digest": digest}).scalar()
+        if found is not None:
+            return found
         # ON CONFLICT: a client pushing the same manifest concurrently (PostgreSQL, READ COMMITTED)
         params = {
             "repository_id": repo_id,
-            "digest": str(manifest.digest),
+            "digest": digest,
             "media_type": manifest.media_type,
             "content": manifest.raw,
             "size": len(manifest.raw),
@@ -220,13 +245,18 @@ class ManifestQueries(StoreBase):
             return
         found: dict[tuple[str, str], int] = {}
         # each query only when the manifest has such references (an image has no children, an index no blobs)
-        for kind, statement, descriptors in (
-            ("blob", _LINKED_BLOBS, manifest.blobs),
-            ("manifest", _CHILD_MANIFESTS, manifest.children),
+        for kind, statement, one, descriptors in (
+            ("blob", _LINKED_BLOBS, _LINKED_BLOB, manifest.blobs),
+            ("manifest", _CHILD_MANIFESTS, _CHILD_MANIFEST, manifest.children),
         ):
-            if descriptors:
-                params = {"repository_id": repo_id, "digests": sorted({str(d.digest) for d in descriptors})}
-                found |= {(kind, row.digest): row.size for row in conn.execute(statement, params)}
+            if not descriptors:
+                continue
+            digests = sorted({str(d.digest) for d in descriptors})
+            if self._dialect == "sqlite" and len(digests) <= ONE_BY_ONE:
+                rows = [one.run(conn, {"repository_id": repo_id, "digest": digest}).first() for digest in digests]
+            else:
+                rows = list(conn.execute(statement, {"repository_id": repo_id, "digests": digests}))
+            found |= {(kind, row.digest): row.size for row in rows if row is not None}
         for kind, descriptor in wanted:
             size = found.get((kind, str(descriptor.digest)))
             if size != descriptor.size:
