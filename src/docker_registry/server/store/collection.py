@@ -539,11 +539,17 @@ class CollectionQueries(StoreBase):
 
     def begin_blob_deletion(self, digests: Sequence[str], cutoff: float) -> list[tuple[str, int]]:
         """Mark those of `digests` still unlinked, unpinned and marked before `cutoff` as being deleted: from this
-        commit on nothing links them again (uploads wait, mounts refuse). Their digests and sizes."""
+        commit on nothing links them again (uploads wait, mounts refuse). Their digests and sizes.
+
+        On PostgreSQL the rows are locked first and checked after, by a new statement that sees what a push holding
+        them committed meanwhile (as `delete_links`). SQLite's write transaction already excludes every other
+        writer, and there the lock was a second statement with the batch's 2,000-element `IN` list for nothing: a
+        fifth of this call's CPU."""
         chosen = blobs.c.digest.in_(list(digests))
 
         def begin(conn: sa.Connection) -> list[tuple[str, int]]:
-            conn.execute(sa.select(blobs.c.digest).where(chosen).with_for_update()).all()
+            if self._dialect == "postgresql":
+                conn.execute(sa.select(blobs.c.digest).where(chosen).with_for_update()).all()
             now = time.time()
             rows = conn.execute(
                 blobs.update()
