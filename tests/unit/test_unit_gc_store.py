@@ -8,9 +8,13 @@ import hashlib
 import json
 import time
 
+import sqlalchemy as sa
+
 from docker_registry.core.digest import Digest
 from docker_registry.server.registry.manifests import OCI_MANIFEST, parse_manifest
+from docker_registry.server.store import migrate
 from docker_registry.server.store.collection import CollectionQueries
+from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.metadata import MetadataStore
 
 LAYER = b"layer bytes"
@@ -187,3 +191,30 @@ def test_a_claim_with_its_pin_while_the_blob_is_deleted_claims_without_pinning(
     assert claimed is not None
     assert not pinned  # the caller waits for the deletion and pins then
     assert store.known_blob_size(LAYER_DIGEST) is None
+
+
+def test_beginning_a_blob_deletion_locks_rows_first_only_on_postgresql(database_url: str) -> None:
+    """PostgreSQL locks the batch's rows before the checking UPDATE (a new statement, so it sees what a push that
+    held them committed); on SQLite the write transaction excludes every other writer already, and the lock would
+    be a second pass over the batch's digests: the UPDATE is the only statement there."""
+    engine = create_engine(database_url)
+    migrate.upgrade(engine)
+    store, collection = MetadataStore(engine), CollectionQueries(engine)
+    try:
+        now = _unlinked_candidate(store, collection)
+        statements: list[str] = []
+        record = lambda *args: statements.append(" ".join(args[2].split()))  # noqa: E731
+        sa.event.listen(engine, "before_cursor_execute", record)
+        try:
+            assert collection.begin_blob_deletion([str(LAYER_DIGEST)], now) == [(str(LAYER_DIGEST), len(LAYER))]
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", record)
+        on_blobs = [s for s in statements if "blobs" in s.split(" WHERE ")[0]]
+        kinds = [("SELECT FOR UPDATE" if s.endswith("FOR UPDATE") else s.split(" WHERE ")[0]) for s in on_blobs]
+        postgresql = engine.dialect.name == "postgresql"
+        update = "UPDATE blobs SET deleting_since=" + ("%(deleting_since)s" if postgresql else "?")
+        expected = ["SELECT FOR UPDATE", update] if postgresql else [update]
+        assert kinds == expected
+        assert not store.mount_blob("other", LAYER_DIGEST, "repo")  # being deleted, on both
+    finally:
+        store.close()

@@ -478,7 +478,7 @@ class CollectionQueries(StoreBase):
             .where(condition)
             .order_by(repository_blobs.c.repository_id, repository_blobs.c.digest)
         )
-        return self._read(lambda conn: [(row.repository_id, row.digest) for row in conn.execute(query)])
+        return self._read(lambda conn: [(repository, digest) for repository, digest in conn.execute(query).all()])
 
     def delete_links(self, keys: Sequence[tuple[int, str]], cutoff: float) -> int:
         """Delete those of `keys` (repository id, digest) still unreferenced and marked before `cutoff`."""
@@ -534,16 +534,24 @@ class CollectionQueries(StoreBase):
         )
         # sorted here, not by the database: ORDER BY made SQLite walk the whole digest index and look up every row
         return sorted(
-            self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query, {"now": time.time()})])
+            self._read(
+                lambda conn: [(digest, size) for digest, size in conn.execute(query, {"now": time.time()}).all()]
+            )
         )
 
     def begin_blob_deletion(self, digests: Sequence[str], cutoff: float) -> list[tuple[str, int]]:
         """Mark those of `digests` still unlinked, unpinned and marked before `cutoff` as being deleted: from this
-        commit on nothing links them again (uploads wait, mounts refuse). Their digests and sizes."""
+        commit on nothing links them again (uploads wait, mounts refuse). Their digests and sizes.
+
+        On PostgreSQL the rows are locked first and checked after, by a new statement that sees what a push holding
+        them committed meanwhile (as `delete_links`). SQLite's write transaction already excludes every other
+        writer, and there the lock was a second statement with the batch's 2,000-element `IN` list for nothing: a
+        fifth of this call's CPU."""
         chosen = blobs.c.digest.in_(list(digests))
 
         def begin(conn: sa.Connection) -> list[tuple[str, int]]:
-            conn.execute(sa.select(blobs.c.digest).where(chosen).with_for_update()).all()
+            if self._dialect == "postgresql":
+                conn.execute(sa.select(blobs.c.digest).where(chosen).with_for_update()).all()
             now = time.time()
             rows = conn.execute(
                 blobs.update()
@@ -558,7 +566,7 @@ class CollectionQueries(StoreBase):
                 .returning(blobs.c.digest, blobs.c.size),
                 {"now": now},
             )
-            return [(row.digest, row.size) for row in rows]
+            return [(digest, size) for digest, size in rows.all()]
 
         return self._write(begin)
 
