@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -382,3 +384,19 @@ def test_proxy_steps_read_both_access_logs() -> None:
     assert (head.method, head.path, head.size) == ("HEAD", "/v2/bench/proxied/manifests/latest", 753)
     assert abs(head.seconds - 951.524e-6) < 1e-12
     assert (get.size, get.seconds) == (0, 62.5)
+
+
+def test_notify_pieces_times_each_piece_in_the_workers() -> None:
+    need("wrk", "wrk")
+    tool = Path(__file__).parent / "notify_pieces.py"
+    args = ["--rounds", "1", "--seconds", "1", "--connections", "4"]
+    result = subprocess.run([sys.executable, str(tool), *args], capture_output=True, text=True, timeout=300, check=True)
+    calls = {}
+    for line in result.stdout.splitlines():
+        label, _, rest = line.strip().partition("  ")
+        if "calls" in rest:
+            calls[label] = int(rest.split("(")[1].split(" calls")[0].replace(",", ""))
+    pieces = ["Recorder.pulled", "request_id, inside pulled", "pulled_target", "request metrics observer"]
+    assert all(calls.get(piece, 0) >= 100 for piece in pieces), result.stdout
+    assert calls.get("Events.pull_row (flush)", 0) >= 1, result.stdout
+    assert calls.get("metrics flush", 0) >= 1, result.stdout
