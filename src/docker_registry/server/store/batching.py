@@ -62,7 +62,7 @@ def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | N
         _settle(future, result, error)
 
 
-def _queue_answers(outcomes: list[_Outcome]) -> list[Callable[[], None]]:
+def _queue_answers(outcomes: list[_Outcome]) -> list[Callable[[], object]]:
     """Put the outcomes on their event loops' ready queues now, and return the wake-ups to make after the gate.
 
     Called with the GIL held, before the gate is given back: an asyncio loop's `call_soon_threadsafe` is an append
@@ -75,7 +75,7 @@ def _queue_answers(outcomes: list[_Outcome]) -> list[Callable[[], None]]:
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
     for write, result, error in outcomes:
         by_loop.setdefault(write.loop, []).append((write.future, result, error))
-    wake_ups: list[Callable[[], None]] = []
+    wake_ups: list[Callable[[], object]] = []
     for loop, settled in by_loop.items():
         append = getattr(loop, "_call_soon", None)
         wake = getattr(loop, "_write_to_self", None)
