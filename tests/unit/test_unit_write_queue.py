@@ -5,7 +5,6 @@ batch that is waiting, and share its transaction."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import time
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from docker_registry.server.store import batching, migrate
+from docker_registry.server.store import migrate
 from docker_registry.server.store.batching import WriteQueue
 from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.metadata import MetadataStore
@@ -63,55 +62,3 @@ async def test_writes_arriving_while_the_gate_is_held_elsewhere_join_the_waiting
         writes.close()
     assert len(begins) == 1, "the five writes in one transaction"
     assert all(store.upload(f"u{i}") is not None for i in range(5))
-
-
-async def test_answers_are_on_the_loops_ready_queue_before_the_gate_is_given_back(
-    store: MetadataStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The writer appends each batch's outcomes to the loop's ready queue while it still holds the GIL and the gate
-    (no system call, so no wait for the GIL there), and writes the loop's wake-up byte only after the gate: a busy
-    loop needs no wake-up and an idle one gets it as before."""
-    assert store.gate is not None
-    loop = asyncio.get_running_loop()
-    queued_at_release: list[bool] = []
-    held = store.gate.held
-
-    @contextlib.contextmanager
-    def observed() -> Iterator[None]:
-        with held():
-            yield
-            # the loop sleeps in epoll_wait (no wake-up written yet), so nothing takes the callback off its queue
-            queued_at_release.append(any(h._callback is batching._settle_all for h in list(loop._ready)))  # type: ignore[attr-defined]
-
-    monkeypatch.setattr(store.gate, "held", observed)
-    writes = WriteQueue(store)
-    safety = loop.call_later(3, lambda: None)  # the loop's only timer: without the wake-up it would sleep until then
-    started = time.monotonic()
-    try:
-        await writes.submit(lambda: store.create_upload("u0", "repo"), durable=True)
-    finally:
-        safety.cancel()
-        writes.close()
-    assert queued_at_release == [True]
-    assert time.monotonic() - started < 2, "the idle loop was woken after the gate"
-    assert store.upload("u0") is not None
-
-
-def test_a_loop_without_asyncio_internals_is_answered_after_the_gate() -> None:
-    """A loop that is not asyncio's own gets the public `call_soon_threadsafe`, and only when woken, after the gate."""
-
-    class Foreign:
-        def __init__(self) -> None:
-            self.calls: list[Any] = []
-
-        def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
-            self.calls.append((callback, args))
-
-    foreign = Foreign()
-    future: Any = object()
-    write = batching._Write(lambda: None, True, 0.0, foreign, future)  # type: ignore[arg-type]
-    wake_ups = batching._queue_answers([(write, "done", None)])
-    assert foreign.calls == []
-    for wake in wake_ups:
-        wake()
-    assert foreign.calls == [(batching._settle_all, ([(future, "done", None)],))]

@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from sqlalchemy import exc as db_errors
@@ -62,29 +61,13 @@ def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | N
         _settle(future, result, error)
 
 
-def _queue_answers(outcomes: list[_Outcome]) -> list[Callable[[], object]]:
-    """Put the outcomes on their event loops' ready queues now, and return the wake-ups to make after the gate.
-
-    Called with the GIL held, before the gate is given back: an asyncio loop's `call_soon_threadsafe` is an append
-    to its ready queue and a write to its self-pipe, and only the write is a system call, which gives the GIL up
-    (taking it back waits for the loop's thread if that one runs Python meanwhile: 0.1-1 ms under load, 10% of
-    batches). So the append is done here, one per loop, and the write after the gate is given back: a loop that is
-    busy runs the outcomes at its next turn without waiting for this thread; one asleep in `epoll_wait` is woken by
-    the write, as before. A loop without asyncio's `_call_soon` and `_write_to_self` gets `call_soon_threadsafe`
-    after the gate."""
+def _answer(outcomes: list[_Outcome]) -> None:
+    """Hand the outcomes to their event loops, one wake-up per loop (not one per write)."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
     for write, result, error in outcomes:
         by_loop.setdefault(write.loop, []).append((write.future, result, error))
-    wake_ups: list[Callable[[], object]] = []
     for loop, settled in by_loop.items():
-        append = getattr(loop, "_call_soon", None)
-        wake = getattr(loop, "_write_to_self", None)
-        if append is None or wake is None:
-            wake_ups.append(partial(loop.call_soon_threadsafe, _settle_all, settled))
-            continue
-        append(_settle_all, (settled,), None)
-        wake_ups.append(wake)
-    return wake_ups
+        loop.call_soon_threadsafe(_settle_all, settled)
 
 
 class WriteQueue:
@@ -120,9 +103,8 @@ class WriteQueue:
             # almost all the time under load, and each turn is dear: one fsync, one wake-up of each waiter)
             with self._gate():
                 batch, stop = self._drain(first)
-                wake_ups = _queue_answers(self._run(batch))
-            for wake in wake_ups:  # after the gate is given back: the other worker's writer goes on meanwhile
-                wake()
+                outcomes = self._run(batch)
+            _answer(outcomes)  # after the gate is given back: the other worker's writer goes on meanwhile
             if stop:
                 return
 
