@@ -65,40 +65,26 @@ _INSERT_REFERENCES = Prepared(
         manifest_id=sa.bindparam("manifest_id"), digest=sa.bindparam("digest"), kind=sa.bindparam("kind")
     )
 )
-# FOR SHARE on PostgreSQL (SQLite ignores it: its write transaction excludes every other writer)
-_LINKED_BLOBS = (
+_LINKED = (
     sa.select(repository_blobs.c.digest, blobs.c.size)
     .select_from(repository_blobs.join(blobs))
-    .where(
-        repository_blobs.c.repository_id == sa.bindparam("repository_id"),
-        repository_blobs.c.digest.in_(sa.bindparam("digests", expanding=True)),
-    )
-    .with_for_update(read=True, of=repository_blobs)
+    .where(repository_blobs.c.repository_id == sa.bindparam("repository_id"))
 )
-_CHILD_MANIFESTS = (
-    sa.select(manifests.c.digest, manifests.c.size)
-    .where(
-        manifests.c.repository_id == sa.bindparam("repository_id"),
-        manifests.c.digest.in_(sa.bindparam("digests", expanding=True)),
-    )
-    .with_for_update(read=True)
+_CHILDREN = sa.select(manifests.c.digest, manifests.c.size).where(
+    manifests.c.repository_id == sa.bindparam("repository_id")
+)
+# FOR SHARE on PostgreSQL (SQLite ignores it: its write transaction excludes every other writer)
+_LINKED_BLOBS = _LINKED.where(repository_blobs.c.digest.in_(sa.bindparam("digests", expanding=True))).with_for_update(
+    read=True, of=repository_blobs
+)
+_CHILD_MANIFESTS = _CHILDREN.where(manifests.c.digest.in_(sa.bindparam("digests", expanding=True))).with_for_update(
+    read=True
 )
 # The same, one digest at a time: SQLite runs these on the cursor (`Prepared`) in a few microseconds each, where the
 # expanding IN above goes through SQLAlchemy's execution of a statement compiled again for every count of digests
 # (profiled: over half of a tag PUT's statement time, all of it under the database's write lock)
-_LINKED_BLOB = Prepared(
-    sa.select(repository_blobs.c.digest, blobs.c.size)
-    .select_from(repository_blobs.join(blobs))
-    .where(
-        repository_blobs.c.repository_id == sa.bindparam("repository_id"),
-        repository_blobs.c.digest == sa.bindparam("digest"),
-    )
-)
-_CHILD_MANIFEST = Prepared(
-    sa.select(manifests.c.digest, manifests.c.size).where(
-        manifests.c.repository_id == sa.bindparam("repository_id"), manifests.c.digest == sa.bindparam("digest")
-    )
-)
+_LINKED_BLOB = Prepared(_LINKED.where(repository_blobs.c.digest == sa.bindparam("digest")))
+_CHILD_MANIFEST = Prepared(_CHILDREN.where(manifests.c.digest == sa.bindparam("digest")))
 ONE_BY_ONE = 32
 """Up to this many distinct references of a kind, SQLite looks each up on its own (`_LINKED_BLOB`); more go in one
 IN query."""
