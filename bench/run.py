@@ -71,6 +71,9 @@ class Settings:
     small_layer_size: int = 20_000
     batch: int = 12
     """skopeo pushes of the small image at once"""
+    batch_rounds: int = 6
+    """rounds of those batches: one batch takes about a second and its wall time moves by a third from one to the
+    next, so a median needs more of them than the other figures"""
     blob_connections: int = 16
     metadata_connections: int = 8
     idle_connections: int = 5000
@@ -82,7 +85,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(2, 2, 3, 1, 64, 64 * MiB, 8 * MiB, [2 * MiB, 3 * MiB, 4 * MiB], 2, 300, 500)
+        return cls(2, 2, 3, 1, 64, 64 * MiB, 8 * MiB, [2 * MiB, 3 * MiB, 4 * MiB], 2, 300, 500, batch_rounds=2)
 
 
 class Bench:
@@ -116,14 +119,18 @@ class Bench:
         phase: str,
         among: list[Server] | None = None,
         before_round: Callable[[], None] | None = None,
+        alternate: bool = True,
     ) -> None:
-        """A, B, A, B, ...: each round runs every server once. `measure` returns the work it did (requests or
-        bytes), added up per phase with the server CPU it cost: on a shared machine, CPU per unit of work is the
-        figure that least depends on what else runs."""
+        """A, B, B, A, A, B, ...: each round runs every server once, in reverse order every other round (unless
+        `alternate` is off, for a measure that needs its servers in order), so neither server always runs right
+        after the other's writes. `measure` returns the work it did (requests or bytes), added up per phase with
+        the server CPU it cost: on a shared machine, CPU per unit of work is the figure that least depends on what
+        else runs."""
         for r in range(rounds):
             if before_round is not None:
                 before_round()
-            for server in among or self.pair:
+            servers = among or self.pair
+            for server in servers[::-1] if alternate and r % 2 else servers:
                 before = cpu_seconds(server)
                 work = measure(server, r)
                 used = cpu_seconds(server) - before
@@ -300,7 +307,9 @@ class Bench:
                 for server in every:
                     load(server, layer[server.name], s.warmup_seconds)
                 phase = f"{what}, metrics on/off"
-                self.interleaved(s.rounds, self._on_off(kind, load, layer, rps, share), phase, among=every)
+                self.interleaved(
+                    s.rounds, self._on_off(kind, load, layer, rps, share), phase, among=every, alternate=False
+                )
                 cpu = self.figure(
                     f"metrics_{kind}_cpu",
                     f"{what}, server CPU per request, metrics on / off (all rounds)",
@@ -573,7 +582,7 @@ class Bench:
             return s.batch
 
         log(f"{s.batch} skopeo pushes of {image} at once")
-        self.interleaved(s.rounds, push_batch, "small image push, batch")
+        self.interleaved(s.batch_rounds, push_batch, "small image push, batch")
         for phase, key, label in (
             ("small image push, one at a time", "sw_cpu_push", "one at a time"),
             ("small image push, batch", "sw_cpu_batch", f"{s.batch} at once"),
@@ -815,7 +824,8 @@ def render(bench: Bench, args: argparse.Namespace, started: datetime.datetime, e
         f"- mode: {'--quick (smoke run, small sizes)' if args.quick else 'full'}"
         + (" -- STAND-IN: 'ours' is a second Distribution" if args.stand_in else ""),
         f"- our registry: {bench.ours_workers_text}, source {bench.source}",
-        f"- rounds: {s.rounds} interleaved (blob GET: {s.blob_rounds}); medians shown; "
+        f"- rounds: {s.rounds} interleaved, the order reversed every other round (blob GET: {s.blob_rounds}; "
+        f"{s.batch} pushes at once: {s.batch_rounds}); medians shown; "
         f"load runs of {s.load_seconds}s at {s.connections} connections; blob {s.blob_size // MiB} MiB",
         "- the load generators (wrk, hey, curl, skopeo) run on the same cores as the servers",
         f"- load average (1 min) at start {bench.load_before:.2f}, at end {os.getloadavg()[0]:.2f}: anything else "

@@ -400,3 +400,25 @@ def test_notify_pieces_times_each_piece_in_the_workers() -> None:
     assert all(calls.get(piece, 0) >= 100 for piece in pieces), result.stdout
     assert calls.get("Events.pull_row (flush)", 0) >= 1, result.stdout
     assert calls.get("metrics flush", 0) >= 1, result.stdout
+
+
+def test_interleaved_rounds_reverse_the_order_every_other_round(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import run
+
+    monkeypatch.setattr(run, "cpu_seconds", lambda server: 0.0)
+    ours, dist = servers.Server("ours", tmp_path, []), servers.Server("distribution", tmp_path, [])
+    bench = run.Bench(run.Settings.quick(), ours, dist, tmp_path)
+    seen: list[tuple[int, str]] = []
+
+    def measure(server: servers.Server, r: int) -> float:
+        seen.append((r, server.name))
+        return 1.0
+
+    bench.interleaved(4, measure, "alternating")
+    assert [name for _, name in seen] == ["ours", "distribution", "distribution", "ours"] * 2
+    seen.clear()
+    bench.interleaved(2, measure, "in order", alternate=False)
+    assert [name for _, name in seen] == ["ours", "distribution"] * 2
+    assert bench.work["alternating"] == {"ours": 4.0, "distribution": 4.0}
