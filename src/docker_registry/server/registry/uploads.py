@@ -97,25 +97,18 @@ def _hash_chunk(hasher: Hasher, chunk: bytes) -> asyncio.Future[None] | None:
 
 
 async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | None) -> None:
-    """Write and hash each chunk while the next one is received: the three overlap, one of each in flight."""
-    hashing: asyncio.Future[None] | None = None
+    """Write and hash each chunk (`write_hashing`: one thread hop on the file driver) while the next one is
+    received: the two overlap, one chunk in flight."""
     writing: asyncio.Future[int] | None = None
     try:
         async for chunk in chunks:
-            if hashing is not None:
-                await hashing
             if writing is not None:
                 await writing
-            hashing = _hash_chunk(hasher, chunk) if hasher is not None else None
-            writing = asyncio.ensure_future(writer.write(chunk))
+            step = writer.write(chunk) if hasher is None else writer.write_hashing(chunk, hasher)
+            writing = asyncio.ensure_future(step)
     finally:
-        # settle both before the caller reads sizes or closes the writer, even when the body broke off
-        pending = [f for f in (hashing, writing) if f is not None]
-        if pending:
-            results = await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+        if writing is not None:  # settled before the caller reads sizes or closes the writer, even on a break
+            await asyncio.shield(writing)
 
 
 SMALL_CHUNK_MAX = INLINE_HASH_MAX
