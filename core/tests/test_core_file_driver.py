@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from docker_registry.core import exceptions
-from docker_registry.core.digest import Hasher
 from docker_registry.drivers.file import TEMP_DIRECTORY, Driver
 
 MiB = 1024 * 1024
@@ -128,34 +127,6 @@ async def test_stream_read_carries_one_mib_per_thread_hop(driver: Driver, thread
     sizes = [len(c) async for c in driver.stream_read("big")]
     assert sizes == [MiB] * 5
     assert len(thread_hops) <= 7  # open, five slices, the empty read at the end
-
-
-async def test_write_hashing_takes_one_thread_hop_per_large_piece(driver: Driver, thread_hops: list[object]) -> None:
-    """The hash and the write of a piece of `WRITE_BUFFER` or more share one hop (they were two)."""
-    w = await driver.writer("uploads/u/data")
-    hasher = Hasher("sha256")
-    thread_hops.clear()
-    for _ in range(4):
-        await w.write_hashing(os.urandom(MiB), hasher)
-    assert len(thread_hops) == 4
-    await w.commit()
-    assert hasher.size == 4 * MiB
-
-
-async def test_write_hashing_hashes_nothing_the_file_did_not_take(driver: Driver) -> None:
-    """A write that fails leaves the hasher without its bytes, so the registry, which keeps a session's running
-    hash only while its size matches the writer's, hashes the stored bytes again rather than trust a hash of bytes
-    storage may not hold."""
-    w = await driver.writer("uploads/u/data")
-    hasher = Hasher("sha256")
-    await w.write_hashing(os.urandom(MiB), hasher)
-    os.close(w._open_file().fileno())  # the next write fails with EBADF
-    with pytest.raises(OSError, match="Bad file descriptor"):
-        await w.write_hashing(os.urandom(MiB), hasher)
-    assert hasher.size == MiB
-    assert w.size == 2 * MiB
-    with contextlib.suppress(OSError):
-        await w.close()
 
 
 async def test_small_writes_are_buffered(driver: Driver, thread_hops: list[object]) -> None:

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, final
 
 from . import exceptions
-from .digest import Hasher
 from .paths import check_path, check_prefix
 
 __all__ = ["CHUNK_SIZE", "ENTRY_POINT_GROUP", "Base", "Stat", "Writer", "available", "fetch"]
@@ -38,9 +37,6 @@ CHUNK_SIZE = 64 * 1024
 REMOVES_AT_ONCE = 16
 """`remove_many`'s default: removals under way at once (each mostly waits for the backend)."""
 """Read and write granularity: 64 KiB slices hashed and written fastest in measurements on this kind of machine."""
-HASH_INLINE_MAX = 64 * 1024
-"""`Writer.write_hashing` hashes data up to this size at once (tens of microseconds, less than a thread hop),
-larger data in a worker thread (hashlib releases the GIL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,22 +71,6 @@ class Writer(abc.ABC):
     @abc.abstractmethod
     async def write(self, data: bytes) -> int:
         """Append `data`; return the number of bytes written."""
-
-    async def write_hashing(self, data: bytes, hasher: Hasher) -> int:
-        """Append `data` and feed it to `hasher` (the registry verifies every byte it stores against its digest).
-
-        By default the hash runs beside `write`, in a worker thread for large data. A driver that writes from a
-        worker thread itself may do both in that one call instead (the file driver: one thread hop per chunk
-        instead of two, and each byte hashed while it is still in the CPU's cache); such a driver hashes only after
-        the write succeeded, so a failed write never leaves `hasher` counting bytes the object does not hold."""
-        if len(data) <= HASH_INLINE_MAX:
-            hasher.update(data)
-            return await self.write(data)
-        hashing = asyncio.ensure_future(asyncio.to_thread(hasher.update, data))
-        try:
-            return await self.write(data)
-        finally:
-            await asyncio.shield(hashing)  # the hasher is the caller's again only once its thread is done
 
     @abc.abstractmethod
     async def close(self) -> None:

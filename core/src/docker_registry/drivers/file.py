@@ -33,8 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar
 
 from docker_registry.core import exceptions
-from docker_registry.core.digest import Hasher
-from docker_registry.core.driver import HASH_INLINE_MAX, Base, Stat, Writer
+from docker_registry.core.driver import Base, Stat, Writer
 from docker_registry.core.paths import join
 
 __all__ = ["Driver"]
@@ -550,14 +549,6 @@ class _FileWriter(Writer):
         return self._file
 
     async def write(self, data: bytes) -> int:
-        return await self._append(data, None)
-
-    async def write_hashing(self, data: bytes, hasher: Hasher) -> int:
-        """Write and hash in one thread hop, hashing after the write succeeded (see `Writer.write_hashing`): half
-        the hand-offs of a hash and a write in two threads, and the bytes hashed while still in the CPU's cache."""
-        return await self._append(data, hasher)
-
-    async def _append(self, data: bytes, hasher: Hasher | None) -> int:
         f = self._open_file()
         self._size += len(data)
         if not self._buffer and len(data) >= WRITE_BUFFER:
@@ -565,11 +556,6 @@ class _FileWriter(Writer):
         else:
             self._buffer += data
             if len(self._buffer) < WRITE_BUFFER:
-                if hasher is not None:  # buffered: written when the buffer fills, or at close
-                    if len(data) <= HASH_INLINE_MAX:
-                        hasher.update(data)
-                    else:
-                        await asyncio.to_thread(hasher.update, data)
                 return len(data)
             pending, self._buffer = self._buffer, bytearray()
         start, end = self._written_back, self._size
@@ -577,7 +563,7 @@ class _FileWriter(Writer):
             self._written_back = end
         else:
             start = end
-        await asyncio.to_thread(_write_and_start_writeback, f, pending, start, end, hasher, data)
+        await asyncio.to_thread(_write_and_start_writeback, f, pending, start, end)
         return len(data)
 
     async def close(self) -> None:
@@ -648,14 +634,8 @@ def _stat_sync(full: str, path: str) -> Stat:
     return Stat(size=st.st_size, mtime=st.st_mtime)
 
 
-def _write_and_start_writeback(
-    f: BinaryIO, data: bytes | bytearray, start: int, end: int, hasher: Hasher | None = None, new: bytes = b""
-) -> None:
-    """Write `data` (buffered bytes ending with `new`, or `new` alone), then feed `new` to `hasher`: only bytes the
-    file took are hashed."""
+def _write_and_start_writeback(f: BinaryIO, data: bytes | bytearray, start: int, end: int) -> None:
     f.write(data)
-    if hasher is not None:
-        hasher.update(new)
     if end > start:
         f.flush()
         _start_writeback(f.fileno(), start, end - start)

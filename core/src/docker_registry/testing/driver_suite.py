@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from docker_registry.core import exceptions
-from docker_registry.core.digest import Hasher
 from docker_registry.core.driver import Base
 
 __all__ = ["DriverTestSuite"]
@@ -577,24 +576,6 @@ class DriverTestSuite:
         assert await driver.get_content("uploads/u/data") == whole
         assert await driver.get_size("uploads/u/data") == len(whole)
         assert await read(driver, "uploads/u/data", len(first)) == whole[len(first) :]
-
-    async def test_writer_write_hashing_hashes_exactly_what_it_writes(self, driver: Base) -> None:
-        """Pieces hashed at once, buffered, and written through, in two writers of one session: the hash is that of
-        the bytes stored, in their order, and counts as many."""
-        pieces = [payload(n, seed=20 + n % 7) for n in (10, 100 * 1024, 3 * MiB, 5, 600 * 1024, 2 * MiB + 3)]
-        hasher = Hasher("sha256")
-        w = await driver.writer("uploads/h/data")
-        for piece in pieces[:3]:
-            assert await w.write_hashing(piece, hasher) == len(piece)
-        await w.close()
-        w = await driver.writer("uploads/h/data", append=True)
-        for piece in pieces[3:]:
-            await w.write_hashing(piece, hasher)
-        assert hasher.size == w.size
-        await w.commit()
-        whole = b"".join(pieces)
-        assert await driver.get_content("uploads/h/data") == whole
-        assert str(hasher.digest()) == "sha256:" + hashlib.sha256(whole).hexdigest()
 
     async def test_writer_commit_then_move(self, driver: Base) -> None:
         data = payload(2 * MiB + 1, seed=8)

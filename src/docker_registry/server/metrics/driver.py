@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from docker_registry.core.digest import Hasher
 from docker_registry.core.driver import Base, Stat, Writer
 
 from .instruments import Instruments
@@ -162,9 +161,6 @@ class _InstrumentedWriter(Writer):
 
     async def write(self, data: bytes) -> int:
         return await self._write.run(self.inner.write(data))
-
-    async def write_hashing(self, data: bytes, hasher: Hasher) -> int:
-        return await self._write.run(self.inner.write_hashing(data, hasher))
 
     async def close(self) -> None:
         await self.inner.close()
