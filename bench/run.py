@@ -712,7 +712,7 @@ class Bench:
         for phases, unit, scale in ((per_request, "µs", 1e6), (per_gb, "s", 1e9)):
             for phase, key in phases:
                 if phase not in self.work:
-                    continue  # not run (--small-writes)
+                    continue  # not run (--small-writes, --uploads)
                 fig = self.figure(key, f"server CPU per {'request' if unit == 'µs' else 'GB'}, {phase}", unit)
                 fig.higher_is_better, fig.digits = False, 0 if unit == "µs" else 2
                 for server in self.pair:
@@ -886,6 +886,11 @@ def main() -> int:
         "--small-writes", action="store_true", help="only the small-write figures (small images, blobs, mounts, tags)"
     )
     parser.add_argument(
+        "--uploads",
+        action="store_true",
+        help="only the big-blob upload figures (monolithic and chunked), sha256 beside",
+    )
+    parser.add_argument(
         "--auth", action="store_true", help="only the manifest GET figures: anonymous, htpasswd and bearer token"
     )
     parser.add_argument(
@@ -910,6 +915,9 @@ def main() -> int:
         with RssWatch(bench.pair) as rss:
             if args.small_writes:
                 bench.small_writes(rss)
+            elif args.uploads:
+                bench.machine_ceilings()
+                bench.uploads(rss)
             elif args.auth:
                 bench.small_requests(rss)
                 bench.authenticated()

@@ -4,6 +4,7 @@ over HTTP alone (a process that died mid-chunk, a session claimed by another wri
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import subprocess
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import pytest
 
 from docker_registry.core.digest import parse_digest
 from docker_registry.drivers.file import Driver
+from docker_registry.server.registry import uploads as uploads_module
 from docker_registry.server.registry.errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
 from docker_registry.server.registry.process_identity import this_process
 from docker_registry.server.registry.uploads import SMALL_CHUNK_MAX, Uploads, upload_path
@@ -72,6 +74,88 @@ async def test_session_continued_by_a_process_without_its_hash(parts) -> None:  
     assert await driver.get_content("blobs/sha256/" + digest.encoded[:2] + f"/{digest.encoded}/data") == b"first second"
     assert store.blob_size("repo", digest) == 12
     assert store.upload(upload.id) is None
+
+
+async def test_large_session_finished_by_a_process_without_its_hash(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The stored bytes are hashed again, slice after slice (several, and one short at the end), all of them and in
+    order, each while the next is read: the right digest publishes the blob, a digest missing the last byte is
+    refused. (Hashing is slowed down so that a slice hashed without being waited for shows.)"""
+    uploads, store, driver = parts
+    hash_chunk = uploads_module._hash_chunk
+
+    def slow_hash_chunk(hasher, chunk):  # type: ignore[no-untyped-def]
+        async def slowly() -> None:
+            await asyncio.sleep(0.02)
+            if (hashing := hash_chunk(hasher, chunk)) is not None:
+                await hashing
+
+        return asyncio.ensure_future(slowly())
+
+    monkeypatch.setattr(uploads_module, "_hash_chunk", slow_hash_chunk)
+    data = bytes(range(256)) * (14 * 1024 + 7)  # 3.5 MiB and a bit: four read slices
+    for digest, whole in ((_sha256(data[:-1]), False), (_sha256(data), True)):
+        upload = await uploads.start("repo")
+        await uploads.append("repo", upload.id, body(data[: 2 * 1024 * 1024], data[2 * 1024 * 1024 :]), start=0)
+        other_process = Uploads(AsyncMetadataStore(store), driver)
+        if not whole:
+            with pytest.raises(RegistryError) as info:
+                await other_process.complete("repo", upload.id, digest, None)
+            assert info.value.error is DIGEST_INVALID
+            continue
+        await other_process.complete("repo", upload.id, digest, None)
+        assert store.blob_size("repo", digest) == len(data)
+        assert await driver.get_content(f"blobs/sha256/{digest.encoded[:2]}/{digest.encoded}/data") == data
+
+
+async def test_a_streamed_session_is_finished_without_reading_it_again(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The running hash covers every chunk of a streamed body, the last one too (hashed after its write): the
+    closing PUT in the same process verifies with it and reads nothing back."""
+    uploads, store, _driver = parts
+    data = bytes(range(256)) * (10 * 1024)  # 2.5 MiB in three pieces
+    upload = await uploads.start("repo")
+    await uploads.append("repo", upload.id, body(data[: 1 << 20], data[1 << 20 : 2 << 20], data[2 << 20 :]), start=0)
+
+    async def no_second_read(*args: object) -> None:
+        raise AssertionError("the bytes were hashed again")
+
+    monkeypatch.setattr(uploads, "_rehash", no_second_read)
+    await uploads.complete("repo", upload.id, _sha256(data), None)
+    assert store.blob_size("repo", _sha256(data)) == len(data)
+
+
+async def test_a_failed_write_leaves_no_running_hash_ahead_of_storage(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A chunk's write fails halfway (a full disk): the writer still counts the whole chunk, so a running hash
+    that had hashed it would match the session's recorded size and vouch for bytes storage does not hold. Only
+    written bytes are hashed, so the closing PUT (the client believes the session holds all it sent) hashes what
+    storage holds and refuses the digest of the whole, rather than publish a truncated blob under it."""
+    from docker_registry.drivers import file as file_driver
+
+    uploads, store, driver = parts
+    data = bytes(range(256)) * (8 * 1024)  # 2 MiB: two slices of 1 MiB, the second cut off
+    real = file_driver._write_and_start_writeback
+    calls = 0
+
+    def full_disk_on_the_second(f, data, start, end):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(f, data, start, end)
+
+    monkeypatch.setattr(file_driver, "_write_and_start_writeback", full_disk_on_the_second)
+    upload = await uploads.start("repo")
+    mib = 1024 * 1024
+    with pytest.raises(OSError, match="No space left"):
+        await uploads.append("repo", upload.id, body(data[:mib], data[mib:]), start=0)
+    assert store.upload(upload.id).size == len(data), "the writer counted the whole chunk"
+    monkeypatch.setattr(file_driver, "_write_and_start_writeback", real)
+    with pytest.raises(RegistryError) as info:
+        await uploads.complete("repo", upload.id, _sha256(data), None)
+    assert info.value.error is DIGEST_INVALID
+    assert store.blob_size("repo", _sha256(data)) is None
+    assert not await driver.exists(f"blobs/sha256/{_sha256(data).encoded[:2]}/{_sha256(data).encoded}/data")
 
 
 def _dead_process() -> str:
@@ -439,6 +523,7 @@ async def test_a_put_with_the_whole_blob_that_cannot_be_stored_leaves_the_sessio
     with pytest.raises(OSError, match="No space"):
         await uploads.complete("repo", upload.id, _sha256(data), body(data))
     assert store.blob_size("repo", _sha256(data)) is None
+    assert not await driver.exists(f"blobs/sha256/{_sha256(data).encoded[:2]}/{_sha256(data).encoded}/data")
     session = store.upload(upload.id)
     assert session.size == 0
     assert session.writer is None

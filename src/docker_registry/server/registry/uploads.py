@@ -97,25 +97,44 @@ def _hash_chunk(hasher: Hasher, chunk: bytes) -> asyncio.Future[None] | None:
 
 
 async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | None) -> None:
-    """Write and hash each chunk while the next one is received: the three overlap, one of each in flight."""
-    hashing: asyncio.Future[None] | None = None
+    """Write each chunk while the next one is received, and hash it once its write succeeded, while the next one is
+    written: receiving, writing and hashing overlap, one of each in flight.
+
+    Only bytes the writer took are hashed. A write can fail after the writer counted its chunk (a full disk, halfway
+    through): a hash of that chunk would then match the session's recorded size and vouch, at the closing PUT, for
+    bytes storage does not hold; without it, the sizes differ, the running hash is not kept, and the stored bytes
+    are hashed again."""
     writing: asyncio.Future[int] | None = None
+    hashing: asyncio.Future[None] | None = None
+    written = b""  # the chunk `writing` writes
     try:
         async for chunk in chunks:
-            if hashing is not None:
-                await hashing
             if writing is not None:
                 await writing
-            hashing = _hash_chunk(hasher, chunk) if hasher is not None else None
-            writing = asyncio.ensure_future(writer.write(chunk))
+                if hashing is not None:
+                    await hashing
+                hashing = _hash_chunk(hasher, written) if hasher is not None else None
+            writing, written = asyncio.ensure_future(writer.write(chunk)), chunk
     finally:
-        # settle both before the caller reads sizes or closes the writer, even when the body broke off
-        pending = [f for f in (hashing, writing) if f is not None]
-        if pending:
-            results = await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+        # settled, and the last chunk hashed if it was written, before the caller reads sizes or closes the writer,
+        # even when the body broke off
+        await _settle(writing, hashing, hasher, written)
+
+
+async def _settle(
+    writing: asyncio.Future[int] | None, hashing: asyncio.Future[None] | None, hasher: Hasher | None, written: bytes
+) -> None:
+    """Wait for `_pump`'s last write and hash; raise the first that failed, else hash the chunk just written."""
+    pending = [f for f in (writing, hashing) if f is not None]
+    if not pending:
+        return
+    await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
+    for future in pending:
+        if not future.cancelled() and (error := future.exception()) is not None:
+            raise error
+    stored = writing is not None and not writing.cancelled()
+    if stored and hasher is not None and (last := _hash_chunk(hasher, written)) is not None:
+        await asyncio.shield(last)
 
 
 SMALL_CHUNK_MAX = INLINE_HASH_MAX
@@ -775,11 +794,18 @@ class Uploads:
             await self._driver.put_content(final, b"")  # nothing was ever written: the empty blob
 
     async def _rehash(self, upload_id: str, size: int, algorithm: str) -> Hasher:
+        """Hash the session's stored bytes (the finishing PUT came to a process that did not keep their running
+        hash): each slice hashed while the next one is read, not after it, so the client's wait is about the
+        longer of the two rather than their sum."""
         hasher = Hasher(algorithm)
+        hashing: asyncio.Future[None] | None = None
         try:
             async for chunk in self._driver.stream_read(upload_path(upload_id)):
-                if (hashing := _hash_chunk(hasher, chunk)) is not None:  # a small session's: no hop
-                    await hashing
+                if hashing is not None:
+                    await hashing  # in order: the previous slice is hashed before this one
+                hashing = _hash_chunk(hasher, chunk)  # a small session's at once: no hop
+            if hashing is not None:
+                await hashing
         except DATA_MISSING:
             if size:
                 raise _gone(upload_id) from None
