@@ -643,8 +643,8 @@ class CollectionQueries(StoreBase):
         """With no grace period: mark the next `limit` blobs after the digest `after` that are unlinked, unpinned and
         made before `cutoff` (the start of the collection) as being deleted, candidate marks or not, and return
         their digests and sizes, with the digest to continue after (None when no blob is left). What
-        `blob_candidates` and `begin_blob_deletion` do with a grace period, in one statement per batch and with no
-        candidate mark written first, checked by the same transaction that marks them (as there).
+        `blob_candidates` and `begin_blob_deletion` do with a grace period, as a look-up and an `UPDATE` per batch
+        with no candidate mark written first, checked by the transaction that marks them (as there).
 
         On PostgreSQL the batch's rows are locked first, and the conditions checked again after by a new
         statement, which sees what a push holding them committed meanwhile (as `begin_blob_deletion`)."""
