@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,9 @@ from docker_registry.server.store.metadata import MetadataStore
 BLOBS = 7
 
 
+@pytest.mark.parametrize("delay", [0, 60], ids=["single pass", "marked candidates"])
 def test_every_batch_of_unlinked_blobs_is_deleted_files_and_rows(
-    stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delay: float
 ) -> None:
     store, collection = stores
     root = tmp_path / "data"
@@ -35,10 +38,16 @@ def test_every_batch_of_unlinked_blobs_is_deleted_files_and_rows(
         store.link_blob("repo", digest, len(content))
         assert store.unlink_blob("repo", digest)
         digests.append(digest)
+    if delay:  # made, and candidates, longer than the grace period ago
+        with sqlite3.connect(tmp_path / "registry.db") as db:
+            db.execute("UPDATE blobs SET created_at = created_at - ?", (2 * delay,))
+        collection.mark_blobs(time.time() - 2 * delay)
     monkeypatch.setattr(collector, "BATCH", 2)  # 4 batches
 
     summary = asyncio.run(
-        collector.Collector(collection, Driver({"rootdirectory": str(root)}), "test").run(collector.Options(delay=0))
+        collector.Collector(collection, Driver({"rootdirectory": str(root)}), "test").run(
+            collector.Options(delay=delay)
+        )
     )
 
     assert summary.deleted["blobs"] == BLOBS

@@ -42,7 +42,7 @@ def test_a_blob_linked_again_after_its_link_went_is_kept(
         store.link_blob("repo", digest, size)  # linked, never named by a manifest: every link is unreferenced
     relinked, pinned = blobs[RELINKED][0], blobs[PINNED][0]
     assert store.pin_blob(pinned, blobs[PINNED][1], "an upload")
-    delete_links = collection.delete_links
+    delete_links = collection.delete_unreferenced_links  # with no grace period, the single pass's deletion
 
     def then_a_push_links_one_again(keys: Sequence[tuple[int, str]], cutoff: float) -> int:
         deleted = delete_links(keys, cutoff)
@@ -50,7 +50,7 @@ def test_a_blob_linked_again_after_its_link_went_is_kept(
             store.link_blob("other", relinked, blobs[RELINKED][1])  # after its link went, before its blob's turn
         return deleted
 
-    monkeypatch.setattr(collection, "delete_links", then_a_push_links_one_again)
+    monkeypatch.setattr(collection, "delete_unreferenced_links", then_a_push_links_one_again)
     monkeypatch.setattr(collector, "BATCH", 2)  # 5 batches of links, then of blobs
 
     summary = asyncio.run(

@@ -84,17 +84,30 @@ _LINK_PULLED = sa.exists(
 )
 _LINK_REFERENCED = _link_referenced()
 _BLOB_LINKED = _blob_linked()
-_DELETE_LINK = Prepared(
-    repository_blobs.delete().where(
-        repository_blobs.c.repository_id == sa.bindparam("in_repository"),
-        repository_blobs.c.digest == sa.bindparam("link_digest"),
-        repository_blobs.c.gc_candidate_since <= sa.bindparam("cutoff"),
-        sa.not_(_LINK_REFERENCED),
+
+
+def _delete_link(since: sa.ColumnElement[float]) -> Prepared:
+    """One link by its key, if `since` (its candidate mark, or with no grace period its creation) is before the
+    cutoff and it is unreferenced: run for a batch of keys at once (a key lookup each, where a list of pairs in one
+    statement makes SQLite scan the table), as SQL text on SQLite (SQLAlchemy's processing of each row's parameters
+    cost as much as the deletions)."""
+    return Prepared(
+        repository_blobs.delete().where(
+            repository_blobs.c.repository_id == sa.bindparam("in_repository"),
+            repository_blobs.c.digest == sa.bindparam("link_digest"),
+            since <= sa.bindparam("cutoff"),
+            sa.not_(_LINK_REFERENCED),
+        )
     )
+
+
+_DELETE_LINK = _delete_link(repository_blobs.c.gc_candidate_since)
+_DELETE_UNREFERENCED_LINK = _delete_link(repository_blobs.c.created_at)
+_UNMARK_LINKS = (
+    repository_blobs.update()
+    .where(repository_blobs.c.gc_candidate_since.is_not(None), _LINK_REFERENCED)
+    .values(gc_candidate_since=None)
 )
-"""One link by its key, if still marked before the cutoff and unreferenced: run for a batch of keys at once (a
-key lookup each, where a list of pairs in one statement makes SQLite scan the table), as SQL text on SQLite
-(SQLAlchemy's processing of each row's parameters cost as much as the deletions)."""
 
 
 def _unreferenced_links() -> sa.CompoundSelect[Any]:
@@ -126,10 +139,38 @@ _END_BLOB_DELETION = Prepared(
 )
 """One blob's row by its key, if being deleted and (as it must be) unlinked: run for a batch at once, half the
 CPU of one statement with a list of digests."""
-_BLOB_PINNED = sa.exists(
-    sa.select(1).where(blob_pins.c.digest == blobs.c.digest, blob_pins.c.expires_at > sa.bindparam("now"))
+
+
+def _blob_pinned(table: sa.FromClause = blobs) -> sa.Exists:
+    """An upload is publishing and linking the blob (`BlobQueries.pin_blob`)."""
+    return sa.exists(
+        sa.select(1).where(blob_pins.c.digest == table.c.digest, blob_pins.c.expires_at > sa.bindparam("now"))
+    )
+
+
+_BLOB_PINNED = _blob_pinned()
+_UNMARK_BLOBS = (
+    blobs.update().where(blobs.c.gc_candidate_since.is_not(None), _BLOB_LINKED).values(gc_candidate_since=None)
 )
-"""An upload is publishing and linking the blob (`BlobQueries.pin_blob`)."""
+
+
+def _next_unlinked() -> sa.Select[Any]:
+    """The next `limit` digests after `after`, in key order, of blobs no repository links. Only the digest is read:
+    SQLite walks the blobs' digest index from `after` on, each look-up into the links' digest index next to the one
+    before (as `_UNLINKED_DIGESTS`), and each batch continues where the one before stopped. The other conditions
+    need the row, and are checked on the batch alone (`begin_unlinked_blob_deletion`): here, on every row walked,
+    they took twice the CPU of the rest of the blobs' deletion."""
+    table = blobs.alias("next_unlinked")
+    return (
+        sa.select(table.c.digest)
+        .where(table.c.digest > sa.bindparam("after"), sa.not_(_blob_linked(table=table)))
+        .order_by(table.c.digest)
+        .limit(sa.bindparam("limit"))
+    )
+
+
+_NEXT_UNLINKED = _next_unlinked()
+_NEXT_UNLINKED_LOCKED = _NEXT_UNLINKED.with_for_update()
 
 
 def _repository_in_use() -> sa.ColumnElement[bool]:
@@ -256,6 +297,11 @@ def _marked(column: sa.ColumnElement[float], cutoff: float, include_unmarked: bo
     which counts what a real run would mark and delete at once)."""
     marked = column <= cutoff
     return sa.or_(marked, column.is_(None)) if include_unmarked else marked
+
+
+def _unmark_blobs(conn: sa.Connection, now: float) -> None:
+    conn.execute(blob_pins.delete().where(blob_pins.c.expires_at <= now))
+    conn.execute(_UNMARK_BLOBS)
 
 
 class LeaseLost(Exception):
@@ -448,11 +494,7 @@ class CollectionQueries(StoreBase):
         """Mark links no manifest of their repository references, unmark those one references again."""
 
         def mark(conn: sa.Connection) -> None:
-            conn.execute(
-                repository_blobs.update()
-                .where(repository_blobs.c.gc_candidate_since.is_not(None), _LINK_REFERENCED)
-                .values(gc_candidate_since=None)
-            )
+            conn.execute(_UNMARK_LINKS)
             conn.execute(
                 repository_blobs.update()
                 .where(repository_blobs.c.gc_candidate_since.is_(None), _LINK_KEY.in_(_UNREFERENCED_LINKS))
@@ -480,8 +522,33 @@ class CollectionQueries(StoreBase):
         )
         return self._read(lambda conn: [(repository, digest) for repository, digest in conn.execute(query).all()])
 
+    def unmark_links(self) -> None:
+        """Unmark the links referenced again (the first half of `mark_links`), for a collection with no grace period,
+        which marks nothing (`unreferenced_links`): a mark left by an earlier collection with a grace period on a
+        link in use would otherwise start a later one's grace period before the link's last use."""
+        self._write(lambda conn: conn.execute(_UNMARK_LINKS), durable=False)
+
+    def unreferenced_links(self) -> list[tuple[int, str]]:
+        """(repository id, digest) of every link no manifest of its repository names and no cache pull keeps, in key
+        order: with no grace period, the candidates of `delete_unreferenced_links` without marking them first (a mark
+        written only to be read back in the same run: 9,900 row updates of a 100,000-row table, and the read)."""
+        return sorted(
+            self._read(
+                lambda conn: [(repository, digest) for repository, digest in conn.execute(_UNREFERENCED_LINKS).all()]
+            )
+        )
+
     def delete_links(self, keys: Sequence[tuple[int, str]], cutoff: float) -> int:
         """Delete those of `keys` (repository id, digest) still unreferenced and marked before `cutoff`."""
+        return self._delete_links(_DELETE_LINK, keys, cutoff)
+
+    def delete_unreferenced_links(self, keys: Sequence[tuple[int, str]], cutoff: float) -> int:
+        """With no grace period: delete those of `keys` unreferenced now and made before `cutoff` (the start of the
+        collection), marked or not. The check runs in the deleting transaction, as `delete_links`' does: what a
+        push, mount or upload committed before it keeps the link; one that comes after finds it gone."""
+        return self._delete_links(_DELETE_UNREFERENCED_LINK, keys, cutoff)
+
+    def _delete_links(self, statement: Prepared, keys: Sequence[tuple[int, str]], cutoff: float) -> int:
         rows = [{"in_repository": repository, "link_digest": digest, "cutoff": cutoff} for repository, digest in keys]
 
         def delete(conn: sa.Connection) -> int:
@@ -490,7 +557,7 @@ class CollectionQueries(StoreBase):
                 # committed meanwhile (SQLite's write transaction already excludes every other writer)
                 chosen = sa.tuple_(repository_blobs.c.repository_id, repository_blobs.c.digest).in_(list(keys))
                 conn.execute(sa.select(repository_blobs.c.digest).where(chosen).with_for_update()).all()
-            return int(_DELETE_LINK.run(conn, rows).rowcount)
+            return int(statement.run(conn, rows).rowcount)
 
         return self._write(delete, durable=False)
 
@@ -499,12 +566,7 @@ class CollectionQueries(StoreBase):
         """Mark blobs no repository links, unmark those linked again; forget pins that expired."""
 
         def mark(conn: sa.Connection) -> None:
-            conn.execute(blob_pins.delete().where(blob_pins.c.expires_at <= now))
-            conn.execute(
-                blobs.update()
-                .where(blobs.c.gc_candidate_since.is_not(None), _BLOB_LINKED)
-                .values(gc_candidate_since=None)
-            )
+            _unmark_blobs(conn, now)
             conn.execute(
                 blobs.update()
                 .where(
@@ -516,6 +578,11 @@ class CollectionQueries(StoreBase):
             )
 
         self._write(mark, durable=False)
+
+    def unmark_blobs(self, now: float) -> None:
+        """Unmark the blobs linked again and forget pins that expired (`mark_blobs` without its marks), for a
+        collection with no grace period (`begin_unlinked_blob_deletion`); see `unmark_links`."""
+        self._write(lambda conn: _unmark_blobs(conn, now), durable=False)
 
     def blob_candidates(self, cutoff: float, dry_run: DryRun | None = None) -> list[tuple[str, int]]:
         """Digests and sizes of unlinked, unpinned blobs marked before `cutoff`; for a dry run, those a real run
@@ -567,6 +634,38 @@ class CollectionQueries(StoreBase):
                 {"now": now},
             )
             return [(digest, size) for digest, size in rows.all()]
+
+        return self._write(begin)
+
+    def begin_unlinked_blob_deletion(
+        self, after: str, cutoff: float, limit: int
+    ) -> tuple[list[tuple[str, int]], str | None]:
+        """With no grace period: mark the next `limit` blobs after the digest `after` that are unlinked, unpinned and
+        made before `cutoff` (the start of the collection) as being deleted, candidate marks or not, and return
+        their digests and sizes, with the digest to continue after (None when no blob is left). What
+        `blob_candidates` and `begin_blob_deletion` do with a grace period, as a look-up and an `UPDATE` per batch
+        with no candidate mark written first, checked by the transaction that marks them (as there).
+
+        On PostgreSQL the batch's rows are locked first, and the conditions checked again after by a new
+        statement, which sees what a push holding them committed meanwhile (as `begin_blob_deletion`)."""
+        params = {"after": after, "cutoff": cutoff, "limit": limit, "now": time.time()}
+
+        def begin(conn: sa.Connection) -> tuple[list[tuple[str, int]], str | None]:
+            postgresql = self._dialect == "postgresql"
+            examined = list(conn.execute(_NEXT_UNLINKED_LOCKED if postgresql else _NEXT_UNLINKED, params).scalars())
+            if not examined:
+                return [], None
+            conditions = [blobs.c.deleting_since.is_(None), blobs.c.created_at <= cutoff, sa.not_(_BLOB_PINNED)]
+            if postgresql:  # SQLite's write transaction excludes every other writer: the look-up checked it already
+                conditions.append(sa.not_(_BLOB_LINKED))
+            rows = conn.execute(
+                blobs.update()
+                .where(blobs.c.digest.in_(examined), *conditions)
+                .values(deleting_since=params["now"])
+                .returning(blobs.c.digest, blobs.c.size),
+                params,
+            ).all()
+            return [(digest, size) for digest, size in rows], examined[-1] if len(examined) == limit else None
 
         return self._write(begin)
 
