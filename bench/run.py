@@ -34,6 +34,7 @@ import transfer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from idle import IdleConnections
+from postgres_cluster import PostgresCluster
 from report import (
     Figure,
     Target,
@@ -728,8 +729,9 @@ class Bench:
 
 
 def cpu_seconds(server: Server, nice_at_most: int | None = None) -> float:
-    """User+system CPU of the server's live processes (from /proc/<pid>/stat, in clock ticks); with
-    `nice_at_most`, only of those whose nice value is no higher."""
+    """User+system CPU of the server's live processes and its companions (its PostgreSQL cluster), from
+    /proc/<pid>/stat in clock ticks; with `nice_at_most`, only of the server's processes whose nice value is no
+    higher."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in server.pids():
@@ -740,7 +742,8 @@ def cpu_seconds(server: Server, nice_at_most: int | None = None) -> float:
         fields = stat[stat.rindex(")") + 2 :].split()
         if nice_at_most is None or int(fields[16]) <= nice_at_most:  # field 19 of stat(5): the nice value
             total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    companion = server.companion_cpu() if server.companion_cpu is not None and nice_at_most is None else 0.0
+    return total / ticks + companion
 
 
 def log(msg: str) -> None:
@@ -876,6 +879,13 @@ def main() -> int:
         "--small-writes", action="store_true", help="only the small-write figures (small images, blobs, mounts, tags)"
     )
     parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="our registry's database: SQLite beside the data, or a PostgreSQL cluster of the run's own (durable: "
+        "fsync on; its CPU counted as ours)",
+    )
+    parser.add_argument(
         "--auth", action="store_true", help="only the manifest GET figures: anonymous, htpasswd and bearer token"
     )
     parser.add_argument(
@@ -889,10 +899,19 @@ def main() -> int:
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="registry-bench-"))
-    ours = servers.distribution(tmp / "ours", "ours") if args.stand_in else servers.ours(tmp / "ours", args.workers)
+    cluster = PostgresCluster(durable=True).start() if args.database == "postgres" else None
+    ours = (
+        servers.distribution(tmp / "ours", "ours")
+        if args.stand_in
+        else servers.ours(tmp / "ours", args.workers, cluster)
+    )
     dist = servers.distribution(tmp / "distribution")
     bench = Bench(settings, ours, dist, tmp)
     bench.ours_workers_text = "stand-in" if args.stand_in else f"{args.workers} worker processes"
+    if cluster is not None:
+        bench.ours_workers_text += (
+            f", on PostgreSQL {cluster.version()} (a cluster of the run's own, fsync on; its CPU counted as ours)"
+        )
     try:
         for server in bench.pair:
             log(f"starting {server.name} on {server.url}")
@@ -925,6 +944,8 @@ def main() -> int:
     finally:
         for server in bench.pair:
             server.stop()
+        if cluster is not None:
+            cluster.remove()
         if args.keep:
             log(f"kept {tmp}")
         else:
