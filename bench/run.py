@@ -98,6 +98,8 @@ class Bench:
         self.reference: dict[str, float] = {}
         self.rss_phases: list[tuple[str, dict[str, RssSummary]]] = []
         self.cpu: dict[str, dict[str, float]] = {}
+        self.database_cpu: dict[str, float] = {}
+        """Per phase, the part of our CPU that our PostgreSQL cluster used (`--database postgres`)."""
         self.work: dict[str, dict[str, float]] = {}
         self.failures: list[str] = []
         self.blob = tmp / "blob.bin"
@@ -126,10 +128,14 @@ class Bench:
                 before_round()
             for server in among or self.pair:
                 before = cpu_seconds(server)
+                database_before = server.companion_cpu() if server.companion_cpu is not None else 0.0
                 work = measure(server, r)
                 used = cpu_seconds(server) - before
                 self.cpu.setdefault(phase, {}).setdefault(server.name, 0.0)
                 self.cpu[phase][server.name] += used
+                if server.companion_cpu is not None:
+                    database_used = server.companion_cpu() - database_before
+                    self.database_cpu[phase] = self.database_cpu.get(phase, 0.0) + database_used
                 self.work.setdefault(phase, {}).setdefault(server.name, 0.0)
                 self.work[phase][server.name] += work
                 log(f"  {phase} round {r + 1}/{rounds} {server.name} done (server CPU {used:.1f}s)")
@@ -856,6 +862,9 @@ def render(bench: Bench, args: argparse.Namespace, started: datetime.datetime, e
     ]
     for phase, per_server in bench.cpu.items():
         out.append(f"| {phase} | " + " | ".join(f"{per_server.get(srv.name, 0):.1f}" for srv in bench.pair) + " |")
+    if bench.database_cpu:
+        out += ["", f"Of {bench.ours.name}' CPU, PostgreSQL's processes used:", ""]
+        out += [f"- {phase}: {seconds:.1f} s" for phase, seconds in bench.database_cpu.items()]
     out += ["", "## Every round", ""]
     for fig in bench.figures.values():
         for name, values in fig.samples.items():
