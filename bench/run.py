@@ -863,7 +863,7 @@ def render(bench: Bench, args: argparse.Namespace, started: datetime.datetime, e
     for phase, per_server in bench.cpu.items():
         out.append(f"| {phase} | " + " | ".join(f"{per_server.get(srv.name, 0):.1f}" for srv in bench.pair) + " |")
     if bench.database_cpu:
-        out += ["", f"Of {bench.ours.name}' CPU, PostgreSQL's processes used:", ""]
+        out += ["", "Of our CPU above, PostgreSQL's processes used:", ""]
         out += [f"- {phase}: {seconds:.1f} s" for phase, seconds in bench.database_cpu.items()]
     out += ["", "## Every round", ""]
     for fig in bench.figures.values():
