@@ -16,19 +16,20 @@ import sys
 
 from aiohttp import web
 
-DIGEST = "sha256:" + "0" * 64
-
 
 def app() -> web.Application:
     async def base(request: web.Request) -> web.Response:
         return web.json_response({}, headers={"Docker-Distribution-API-Version": "registry/2.0"})
 
     async def blob_head(request: web.Request) -> web.Response:
-        response = web.Response(
-            headers={"Docker-Content-Digest": request.match_info["digest"], "Content-Type": "application/octet-stream"}
+        digest = request.match_info["digest"]
+        return web.Response(
+            headers={
+                "Docker-Content-Digest": digest,
+                "Content-Type": "application/octet-stream",
+                "Content-Length": "20000",
+            }
         )
-        response.content_length = 20_000
-        return response
 
     application = web.Application()
     application.router.add_get("/v2/", base)
