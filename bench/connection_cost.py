@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import rawhttp
 import servers
 import smallwrites
 from run import cpu_seconds
@@ -33,49 +33,16 @@ def bare(workdir: Path, workers: int) -> Server:
     return Server("bare aiohttp", workdir, command, port=port)
 
 
-def request_bytes(method: str, path: str, port: int) -> bytes:
-    return f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: bench\r\n\r\n".encode()
-
-
-def exchange(sock: socket.socket, message: bytes, head: bool) -> int:
-    """Sends one request and reads its whole answer; returns the status."""
-    sock.sendall(message)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed after {data!r}")
-        data += chunk
-    header, _, body = data.partition(b"\r\n\r\n")
-    lines = header.decode("latin-1").split("\r\n")
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value)
-    remaining = 0 if head else length - len(body)
-    while remaining > 0:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("body cut short")
-        remaining -= len(chunk)
-    return int(lines[0].split()[1])
-
-
-def fresh_connections(port: int, message: bytes, head: bool, count: int) -> None:
+def fresh_connections(url: str, method: str, count: int) -> None:
     for _ in range(count):
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            status = exchange(sock, message, head)
-            if status != 200:
-                raise RuntimeError(f"answered {status}")
+        with rawhttp.Connection(url) as conn:
+            rawhttp.expect(conn.request(url, method), 200, f"{method} {url}")
 
 
-def one_connection(port: int, message: bytes, head: bool, count: int) -> None:
-    with socket.create_connection(("127.0.0.1", port)) as sock:
+def one_connection(url: str, method: str, count: int) -> None:
+    with rawhttp.Connection(url) as conn:
         for _ in range(count):
-            status = exchange(sock, message, head)
-            if status != 200:
-                raise RuntimeError(f"answered {status}")
+            rawhttp.expect(conn.request(url, method), 200, f"{method} {url}")
 
 
 def main() -> int:
@@ -102,7 +69,7 @@ def measure(pair: list[Server], args: argparse.Namespace) -> int:
     load = smallwrites.run(ours.url, blob, 1, smallwrites.blob_post_put(ours.url, "bench/connections"))
     assert load.failures == 0, load.first_error
     paths = {ours.name: f"/v2/bench/connections/blobs/{blob[0][1]}", bare_server.name: f"/v2/b/blobs/{blob[0][1]}"}
-    kinds: list[tuple[str, str, Callable[[int, bytes, bool, int], None]]] = [
+    kinds: list[tuple[str, str, Callable[[str, str, int], None]]] = [
         ("GET /v2/, new connection", "GET", fresh_connections),
         ("GET /v2/, keep-alive", "GET", one_connection),
         ("blob HEAD, new connection", "HEAD", fresh_connections),
@@ -111,17 +78,15 @@ def measure(pair: list[Server], args: argparse.Namespace) -> int:
     figures: dict[tuple[str, str], list[float]] = {}
     for server in pair:  # warm-up: imports, caches, the kernel's socket structures
         for _, method, run in kinds:
-            path = "/v2/" if method == "GET" else paths[server.name]
-            run(server.port, request_bytes(method, path, server.port), method == "HEAD", 200)
+            run(server.url + ("/v2/" if method == "GET" else paths[server.name]), method, 200)
     loads = []
     for r in range(args.rounds):
         loads.append(os.getloadavg()[0])
         for server in pair if r % 2 == 0 else pair[::-1]:
             for kind, method, run in kinds:
-                path = "/v2/" if method == "GET" else paths[server.name]
-                message = request_bytes(method, path, server.port)
+                url = server.url + ("/v2/" if method == "GET" else paths[server.name])
                 before = cpu_seconds(server)
-                run(server.port, message, method == "HEAD", args.requests)
+                run(url, method, args.requests)
                 used = cpu_seconds(server) - before
                 figures.setdefault((kind, server.name), []).append(used / args.requests * 1e6)
         print(f"round {r + 1}/{args.rounds} done, load {loads[-1]:.2f}", file=sys.stderr)
@@ -136,9 +101,13 @@ def measure(pair: list[Server], args: argparse.Namespace) -> int:
         b = statistics.median(figures[(kind, bare_server.name)])
         print(f"| {kind} | {a:.0f} | {b:.0f} | {a - b:+.0f} |")
     for name in (ours.name, bare_server.name):
-        fresh = statistics.median(figures[("GET /v2/, new connection", name)])
-        kept = statistics.median(figures[("GET /v2/, keep-alive", name)])
-        print(f"{name}: a connection costs {fresh - kept:.0f} µs (GET /v2/ new - keep-alive)")
+        # per round, both from the same minute of the machine's load: steadier than a difference of medians
+        fresh, kept = figures[("GET /v2/, new connection", name)], figures[("GET /v2/, keep-alive", name)]
+        costs = sorted(f - k for f, k in zip(fresh, kept, strict=True))
+        print(
+            f"{name}: a connection costs {statistics.median(costs):.0f} µs (GET /v2/ new - keep-alive, per round: "
+            f"{', '.join(f'{c:.0f}' for c in costs)})"
+        )
     return 0
 
 

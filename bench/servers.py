@@ -19,6 +19,7 @@ from typing import Any
 import tests_path  # noqa: F401 - makes server_launch importable
 import yaml
 from postgres_cluster import PostgresCluster
+from proc_stat import processes
 
 from server_launch import DISTRIBUTION_BINARY, free_port, launch, log_tail
 
@@ -163,19 +164,7 @@ def _file_server(name: str, script: Path, workdir: Path, blob: Path) -> Server:
 
 
 def processes_in_group(pgid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state, ppid, pgrp, ...
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+    return [pid for pid, fields in processes() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 def peak_rss_kib(pid: int) -> int | None:

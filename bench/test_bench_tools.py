@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import connection_cost
 import idle
 import images
 import loadgen
@@ -131,6 +132,27 @@ def test_splice_client_reads_whole_bodies_on_one_connection(static: servers.Serv
         assert [client.get(f"{static.url}/blob") for _ in range(3)] == [size] * 3
     assert rawhttp.spliced_download(f"{static.url}/blob") == size
     assert transfer.get_mbps(f"{static.url}/blob", 3, size) > 0
+
+
+def test_raw_connection_reads_no_body_after_a_head(static: servers.Server, blob: Path) -> None:
+    """A HEAD's Content-Length is its GET's: waiting for that many bytes would hang until the timeout."""
+    with rawhttp.Connection(static.url, timeout=5) as conn:
+        head = conn.request(f"{static.url}/blob", "HEAD")
+        assert (head.status, head.body, int(head.header("content-length"))) == (200, b"", blob.stat().st_size)
+        assert conn.request(f"{static.url}/health").body == b"ok"  # the connection is still in step
+
+
+def test_connection_cost_measures_ours_and_bare_aiohttp(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = sys.argv
+    sys.argv = ["connection_cost.py", "--requests", "20", "--rounds", "2", "--workers", "1"]
+    try:
+        assert connection_cost.main() == 0
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    assert "| GET /v2/, new connection |" in out
+    assert "ours: a connection costs" in out
+    assert "bare aiohttp: a connection costs" in out
 
 
 def test_blocking_sendfile_server_serves_the_whole_file(tmp_path: Path, blob: Path) -> None:

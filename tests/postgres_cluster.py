@@ -13,6 +13,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from proc_stat import processes
+
 from prerequisites import PSYCOPG_INSTALL, missing, require_module
 from server_launch import free_port
 
@@ -77,19 +79,12 @@ class PostgresCluster:
         """User+system CPU the cluster has used: the postmaster's, its live children's (backends, WAL writer,
         checkpointer, ...) and that of the children it has reaped (a backend whose connection closed)."""
         ticks = os.sysconf("SC_CLK_TCK")
-        postmaster = (self.data / "postmaster.pid").read_text().split()[0]
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
         total = 0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()  # state, ppid, ...; utime is field 14 of stat(5)
-            if entry == postmaster:
+        for pid, fields in processes():
+            if pid == postmaster:
                 total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-            elif fields[1] == postmaster:
+            elif int(fields[1]) == postmaster:
                 total += int(fields[11]) + int(fields[12])
         return total / ticks
 
