@@ -908,13 +908,18 @@ def main() -> int:
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="registry-bench-"))
-    cluster = PostgresCluster(durable=True).start() if args.database == "postgres" else None
-    ours = (
-        servers.distribution(tmp / "ours", "ours")
-        if args.stand_in
-        else servers.ours(tmp / "ours", args.workers, cluster)
-    )
     dist = servers.distribution(tmp / "distribution")
+    cluster = PostgresCluster(durable=True).start() if args.database == "postgres" else None
+    try:
+        ours = (
+            servers.distribution(tmp / "ours", "ours")
+            if args.stand_in
+            else servers.ours(tmp / "ours", args.workers, cluster)
+        )
+    except BaseException:
+        if cluster is not None:  # the `finally` below removes it once the run has begun
+            cluster.remove()
+        raise
     bench = Bench(settings, ours, dist, tmp)
     bench.ours_workers_text = "stand-in" if args.stand_in else f"{args.workers} worker processes"
     if cluster is not None:
