@@ -77,21 +77,6 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
-def cluster_pids(cluster: PostgresCluster) -> list[int]:
-    """The postmaster and its children (backends, walwriter, ...)."""
-    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == postmaster:
-                children.append(int(entry))
-    return [postmaster, *children]
-
-
 def children_cpu_seconds() -> float:
     """CPU of this process's finished children: the `wrk` runs, once waited for (the nodes are still running)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -140,8 +125,8 @@ def measure(
     for node in nodes:  # warm every worker's caches and connections
         loadgen.wrk_get(f"{node.url}/v2/bench/nodes/manifests/latest", connections, 1, loadgen.MANIFEST_ACCEPT)
     node_pids = [pid for node in nodes for pid in node.pids()]
-    database = cluster_pids(cluster) if cluster is not None else []
-    node_cpu, database_cpu, wrk_cpu = cpu_seconds(node_pids), cpu_seconds(database), children_cpu_seconds()
+    database_cpu = cluster.cpu_seconds() if cluster is not None else 0.0
+    node_cpu, wrk_cpu = cpu_seconds(node_pids), children_cpu_seconds()
     results: list[loadgen.LoadResult] = []
     lock = threading.Lock()
 
@@ -161,7 +146,7 @@ def measure(
         t.join()
     requests = sum(r.requests for r in results)
     node_cpu = cpu_seconds(node_pids) - node_cpu
-    database_cpu = cpu_seconds(cluster_pids(cluster) if cluster is not None else []) - database_cpu
+    database_cpu = (cluster.cpu_seconds() if cluster is not None else 0.0) - database_cpu
     wrk_cpu = children_cpu_seconds() - wrk_cpu
     return Figure(
         rps=sum(r.rps for r in results),

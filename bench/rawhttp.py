@@ -118,7 +118,7 @@ class Connection:
                 rest += self._recv(f"{method} {url}")
             response.body = _dechunk(bytes(rest))
         else:
-            length = int(response.header("content-length") or 0)
+            length = 0 if method == "HEAD" else int(response.header("content-length") or 0)  # a HEAD's is the GET's
             while len(rest) < length:
                 rest += self._recv(f"{method} {url}")
             response.body = bytes(rest)

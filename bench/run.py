@@ -34,6 +34,7 @@ import transfer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from idle import IdleConnections
+from postgres_cluster import PostgresCluster
 from report import (
     Figure,
     Target,
@@ -100,6 +101,8 @@ class Bench:
         self.reference: dict[str, float] = {}
         self.rss_phases: list[tuple[str, dict[str, RssSummary]]] = []
         self.cpu: dict[str, dict[str, float]] = {}
+        self.database_cpu: dict[str, float] = {}
+        """Per phase, the part of our CPU that our PostgreSQL cluster used (`--database postgres`)."""
         self.work: dict[str, dict[str, float]] = {}
         self.failures: list[str] = []
         self.blob = tmp / "blob.bin"
@@ -129,13 +132,17 @@ class Bench:
         for r in range(rounds):
             if before_round is not None:
                 before_round()
-            servers = among or self.pair
-            for server in servers[::-1] if alternate and r % 2 else servers:
+            order = among or self.pair
+            for server in order[::-1] if alternate and r % 2 else order:
                 before = cpu_seconds(server)
+                database_before = server.companion_cpu() if server.companion_cpu is not None else 0.0
                 work = measure(server, r)
                 used = cpu_seconds(server) - before
                 self.cpu.setdefault(phase, {}).setdefault(server.name, 0.0)
                 self.cpu[phase][server.name] += used
+                if server.companion_cpu is not None:
+                    database_used = server.companion_cpu() - database_before
+                    self.database_cpu[phase] = self.database_cpu.get(phase, 0.0) + database_used
                 self.work.setdefault(phase, {}).setdefault(server.name, 0.0)
                 self.work[phase][server.name] += work
                 log(f"  {phase} round {r + 1}/{rounds} {server.name} done (server CPU {used:.1f}s)")
@@ -737,8 +744,9 @@ class Bench:
 
 
 def cpu_seconds(server: Server, nice_at_most: int | None = None) -> float:
-    """User+system CPU of the server's live processes (from /proc/<pid>/stat, in clock ticks); with
-    `nice_at_most`, only of those whose nice value is no higher."""
+    """User+system CPU of the server's live processes and its companions (its PostgreSQL cluster), from
+    /proc/<pid>/stat in clock ticks; with `nice_at_most`, only of the server's processes whose nice value is no
+    higher."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in server.pids():
@@ -749,7 +757,8 @@ def cpu_seconds(server: Server, nice_at_most: int | None = None) -> float:
         fields = stat[stat.rindex(")") + 2 :].split()
         if nice_at_most is None or int(fields[16]) <= nice_at_most:  # field 19 of stat(5): the nice value
             total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    companion = server.companion_cpu() if server.companion_cpu is not None and nice_at_most is None else 0.0
+    return total / ticks + companion
 
 
 def log(msg: str) -> None:
@@ -863,6 +872,9 @@ def render(bench: Bench, args: argparse.Namespace, started: datetime.datetime, e
     ]
     for phase, per_server in bench.cpu.items():
         out.append(f"| {phase} | " + " | ".join(f"{per_server.get(srv.name, 0):.1f}" for srv in bench.pair) + " |")
+    if bench.database_cpu:
+        out += ["", "Of our CPU above, PostgreSQL's processes used:", ""]
+        out += [f"- {phase}: {seconds:.1f} s" for phase, seconds in bench.database_cpu.items()]
     out += ["", "## Every round", ""]
     for fig in bench.figures.values():
         for name, values in fig.samples.items():
@@ -891,6 +903,13 @@ def main() -> int:
         help="only the big-blob upload figures (monolithic and chunked), sha256 beside",
     )
     parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="our registry's database: SQLite beside the data, or a PostgreSQL cluster of the run's own (durable: "
+        "fsync on; its CPU counted as ours)",
+    )
+    parser.add_argument(
         "--auth", action="store_true", help="only the manifest GET figures: anonymous, htpasswd and bearer token"
     )
     parser.add_argument(
@@ -904,10 +923,24 @@ def main() -> int:
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="registry-bench-"))
-    ours = servers.distribution(tmp / "ours", "ours") if args.stand_in else servers.ours(tmp / "ours", args.workers)
     dist = servers.distribution(tmp / "distribution")
+    cluster = PostgresCluster(durable=True).start() if args.database == "postgres" else None
+    try:
+        ours = (
+            servers.distribution(tmp / "ours", "ours")
+            if args.stand_in
+            else servers.ours(tmp / "ours", args.workers, cluster)
+        )
+    except BaseException:
+        if cluster is not None:  # the `finally` below removes it once the run has begun
+            cluster.remove()
+        raise
     bench = Bench(settings, ours, dist, tmp)
     bench.ours_workers_text = "stand-in" if args.stand_in else f"{args.workers} worker processes"
+    if cluster is not None:
+        bench.ours_workers_text += (
+            f", on PostgreSQL {cluster.version()} (a cluster of the run's own, fsync on; its CPU counted as ours)"
+        )
     try:
         for server in bench.pair:
             log(f"starting {server.name} on {server.url}")
@@ -943,6 +976,8 @@ def main() -> int:
     finally:
         for server in bench.pair:
             server.stop()
+        if cluster is not None:
+            cluster.remove()
         if args.keep:
             log(f"kept {tmp}")
         else:

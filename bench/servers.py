@@ -11,12 +11,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tests_path  # noqa: F401 - makes server_launch importable
 import yaml
+from postgres_cluster import PostgresCluster
+from proc_stat import processes
 
 from server_launch import DISTRIBUTION_BINARY, free_port, launch, log_tail
 
@@ -59,6 +62,9 @@ class Server:
     port: int = field(default_factory=free_port)
     ready_path: str = "/v2/"
     proc: subprocess.Popen | None = None
+    companion_cpu: Callable[[], float] | None = None
+    """CPU seconds used so far by processes outside the group that do the server's work (its PostgreSQL cluster):
+    the server's too, as an SQLite database's is inside the workers."""
 
     @property
     def url(self) -> str:
@@ -109,15 +115,17 @@ class Server:
         self.proc = None
 
 
-def ours(workdir: Path, workers: int) -> Server:
+def ours(workdir: Path, workers: int, database: PostgresCluster | None = None) -> Server:
+    """Our registry on SQLite beside its data, or on a new database of `database`, whose processes' CPU then
+    counts as the server's (`Server.companion_cpu`)."""
     port = free_port()
-    return Server(
-        "ours",
-        workdir,
-        [sys.executable, "-m", "docker_registry.server", "serve"],
-        ours_config(workdir / "data", f"127.0.0.1:{port}", workers),
-        port,
-    )
+    config = ours_config(workdir / "data", f"127.0.0.1:{port}", workers)
+    if database is not None:
+        config["database"] = {"url": database.new_database()}
+    server = Server("ours", workdir, [sys.executable, "-m", "docker_registry.server", "serve"], config, port)
+    if database is not None:
+        server.companion_cpu = database.cpu_seconds
+    return server
 
 
 def with_metrics(server: Server, name: str) -> Server:
@@ -156,19 +164,7 @@ def _file_server(name: str, script: Path, workdir: Path, blob: Path) -> Server:
 
 
 def processes_in_group(pgid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state, ppid, pgrp, ...
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+    return [pid for pid, fields in processes() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 def peak_rss_kib(pid: int) -> int | None:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import connection_cost
 import idle
 import images
 import loadgen
@@ -29,9 +30,11 @@ import profile_writes
 import proxy_steps
 import pytest
 import rawhttp
+import run
 import servers
 import smallwrites
 import transfer
+from postgres_cluster import PostgresCluster
 
 from oci_content import OCI_MANIFEST
 
@@ -129,6 +132,27 @@ def test_splice_client_reads_whole_bodies_on_one_connection(static: servers.Serv
         assert [client.get(f"{static.url}/blob") for _ in range(3)] == [size] * 3
     assert rawhttp.spliced_download(f"{static.url}/blob") == size
     assert transfer.get_mbps(f"{static.url}/blob", 3, size) > 0
+
+
+def test_raw_connection_reads_no_body_after_a_head(static: servers.Server, blob: Path) -> None:
+    """A HEAD's Content-Length is its GET's: waiting for that many bytes would hang until the timeout."""
+    with rawhttp.Connection(static.url, timeout=5) as conn:
+        head = conn.request(f"{static.url}/blob", "HEAD")
+        assert (head.status, head.body, int(head.header("content-length"))) == (200, b"", blob.stat().st_size)
+        assert conn.request(f"{static.url}/health").body == b"ok"  # the connection is still in step
+
+
+def test_connection_cost_measures_ours_and_bare_aiohttp(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = sys.argv
+    sys.argv = ["connection_cost.py", "--requests", "20", "--rounds", "2", "--workers", "1"]
+    try:
+        assert connection_cost.main() == 0
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    assert "| GET /v2/, new connection |" in out
+    assert "ours: a connection costs" in out
+    assert "bare aiohttp: a connection costs" in out
 
 
 def test_blocking_sendfile_server_serves_the_whole_file(tmp_path: Path, blob: Path) -> None:
@@ -243,10 +267,20 @@ def test_small_layout_lists_every_layer(tmp_path: Path) -> None:
     )
 
 
-@pytest.fixture(params=["ours", "distribution"])
+@pytest.fixture(scope="module")
+def durable_postgres() -> Iterator[PostgresCluster]:
+    """A cluster as `run.py --database postgres` starts it: fsync on."""
+    cluster = PostgresCluster(durable=True).start()
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture(params=["ours", "ours-postgres", "distribution"])
 def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[servers.Server]:
     if request.param == "ours":
         server = servers.ours(tmp_path / "ours", 2)
+    elif request.param == "ours-postgres":
+        server = servers.ours(tmp_path / "ours", 2, request.getfixturevalue("durable_postgres"))
     else:
         need(servers.DISTRIBUTION_BINARY, "docker-registry")
         server = servers.distribution(tmp_path / "distribution")
@@ -285,6 +319,47 @@ def test_small_write_load_counts_failures_and_goes_on(registry: servers.Server) 
     load = smallwrites.run(registry.url, blobs, 2, smallwrites.blob_post_put(registry.url, "bench/fail"))
     assert (load.items, load.failures) == (5, 1)
     assert "expected 201, got 400" in load.first_error
+
+
+def test_durable_cluster_commits_with_fsync_and_counts_its_closed_backends_cpu(
+    durable_postgres: PostgresCluster,
+) -> None:
+    """The cluster's CPU is what `cpu_seconds` adds to a registry on PostgreSQL: a backend whose connection has
+    closed still counts (the postmaster reaped it), or a load that opens connections would look cheap."""
+    import psycopg
+
+    dsn = durable_postgres.url.replace("+psycopg", "")
+    before = durable_postgres.cpu_seconds()
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SHOW fsync").fetchone() == ("on",)
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        conn.execute("SELECT count(*) FROM generate_series(1, 3000000)").fetchone()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{backend}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{backend}").exists()
+    assert durable_postgres.cpu_seconds() - before >= 0.1
+
+
+def test_cpu_of_a_registry_on_postgresql_includes_the_clusters(
+    durable_postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    server = servers.ours(tmp_path / "ours", 1, durable_postgres)
+    assert server.config is not None
+    assert server.config["database"]["url"].startswith("postgresql+psycopg://")
+    server.start()
+    try:
+        ours, cluster = run.cpu_seconds(server), durable_postgres.cpu_seconds()
+        blobs = smallwrites.random_blobs(60, 1000)
+        load = smallwrites.run(server.url, blobs, 4, smallwrites.blob_post_put(server.url, "bench/pg"))
+        assert load.failures == 0, load.first_error
+        cluster_used = durable_postgres.cpu_seconds() - cluster
+        assert cluster_used > 0
+        assert run.cpu_seconds(server) - ours >= cluster_used
+        assert run.cpu_seconds(server, nice_at_most=19) < run.cpu_seconds(server)  # the workers' own only
+    finally:
+        server.stop()
 
 
 def test_skopeo_pushes_at_once(tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from proc_stat import processes
+
 from prerequisites import PSYCOPG_INSTALL, missing, require_module
 from server_launch import free_port
 
@@ -20,7 +22,12 @@ _names = itertools.count()
 
 
 class PostgresCluster:
-    def __init__(self) -> None:
+    """`durable=False` (the tests') runs with `fsync=off`: a test never survives a power cut, and its commits are
+    fast. A benchmark that compares write paths needs `durable=True`: PostgreSQL's defaults, a commit waits for its
+    WAL's flush, as an SQLite commit waits for its fsync."""
+
+    def __init__(self, durable: bool = False) -> None:
+        self.durable = durable
         require_module("psycopg", PSYCOPG_INSTALL)
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
         if not found:
@@ -50,6 +57,10 @@ class PostgresCluster:
             conn.execute(f"CREATE DATABASE {name}")
         return self.database_url(name)
 
+    def version(self) -> str:
+        """The server's major version, as the installed binaries' folder names it (`/usr/lib/postgresql/16/bin`)."""
+        return self.bin.parent.name
+
     def _run(self, tool: str, *args: str) -> None:
         command = [str(self.bin / tool), *args]
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
@@ -58,9 +69,24 @@ class PostgresCluster:
 
     def start(self) -> PostgresCluster:
         # max_connections: every worker of every registry holds a pool and a listening connection
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=300"
+        if not self.durable:
+            options += " -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
         return self
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU the cluster has used: the postmaster's, its live children's (backends, WAL writer,
+        checkpointer, ...) and that of the children it has reaped (a backend whose connection closed)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        total = 0
+        for pid, fields in processes():
+            if pid == postmaster:
+                total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+            elif int(fields[1]) == postmaster:
+                total += int(fields[11]) + int(fields[12])
+        return total / ticks
 
     def stop(self) -> None:
         """As a crash would: connections are cut at once."""

@@ -34,10 +34,13 @@ _out_of_space_logged = [0.0]
 
 
 def error_response(error: RegistryError, method: str) -> web.Response:
-    response = web.json_response(error.body(), status=error.status, headers=error.headers)
+    """The error as JSON; for a HEAD the same status and headers without encoding a body that is never sent (a
+    client checks each layer with HEADs that mostly answer 404: the JSON was most of such an answer's cost)."""
     if method == "HEAD":
-        response.body = None
-    return response
+        return web.Response(
+            status=error.status, headers=error.headers, content_type="application/json", charset="utf-8"
+        )
+    return web.json_response(error.body(), status=error.status, headers=error.headers)
 
 
 @web.middleware
