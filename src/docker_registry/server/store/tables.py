@@ -36,7 +36,7 @@ repository_blobs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     # since when no manifest of the repository references the blob (set by GC, cleared by any new use)
     sa.Column("gc_candidate_since", sa.Float, nullable=True),
-    sa.Index("ix_repository_blobs_digest", "digest"),
+    sa.Index("ix_repository_blobs_digest", "digest", "repository_id"),  # 0022: a link found by both from either side
 )
 
 manifests = sa.Table(
