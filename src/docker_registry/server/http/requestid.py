@@ -15,8 +15,12 @@ import re
 import secrets
 
 from aiohttp import web
+from multidict import istr
 
 HEADER = "X-Request-Id"
+_LOOKUP = istr(HEADER)
+"""The header's name as the case-insensitive key a request's headers are looked up by, made once (a plain `str` is
+folded at every lookup: ~400 instructions of the ~7,500 that giving a request its id costs)."""
 KEY: web.RequestKey[str] = web.RequestKey("docker_registry.request_id", str)
 _SANE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=/-]{0,127}")
 """Also characters JSON never escapes: notification events carry the id as it is."""
@@ -44,7 +48,7 @@ def assign(request: web.BaseRequest) -> str:
     request (`http.errors.errors_middleware`), so that `request_id` then finds it: a missed lookup raises a
     `KeyError` inside aiohttp's `__getitem__`, and Python's exception with its traceback costs some 9,000
     instructions, more than a cached manifest GET's whole handler spends on its answer's headers."""
-    incoming = request.headers.get(HEADER)
+    incoming = request.headers.get(_LOOKUP)
     value = incoming if incoming is not None and _SANE.fullmatch(incoming) else _ids.next()
     request[KEY] = value
     return value
