@@ -2,16 +2,17 @@
 notifications, events7 and events8, as a script.
 
     python3 bench/notify_callgrind.py [--base DIR] [--servers off,on,base] [--requests 4000] [--rounds 1]
+        [--flush-seconds S] [--keep]
 
 Each server (2 workers) runs under `valgrind --tool=callgrind --separate-threads=yes`, one after another: seeded
-with one small image, warmed up, then per round its counters are zeroed (`callgrind_control -z`) and dumped
-(`-d`) around an idle spell and around `--requests` manifest GETs from `hey -c 16` (the dump waits for the
-receiver to get every event). Printed per server: the instructions executed by the workers' main threads per GET,
-less what they execute idle in as long (their timers and polls; a loaded machine stretches a load). "off" has
-no endpoint and no metrics, "on" both, "base" is "on" from the source tree `DIR` (its `src/` and `core/src/`, as
-for `ab_notifications.py`). Under valgrind a worker serves some 100 GETs a second, so a pull flush (every 100 ms)
-carries a few notes, not the benchmark's ~1,000: its fixed cost weighs some 50 times what it does there. The
-delivery process's main thread is printed apart, per event.
+with one small image, warmed up, then per round its counters are zeroed and dumped (`SITE`) around an idle spell
+and around `--requests` manifest GETs from `hey -c 16` (the dump waits for the receiver to get every event).
+Printed per server: the instructions executed by the workers' main threads per GET, less what they execute idle
+in as long (their timers and polls; a loaded machine stretches a load). "off" has no endpoint and no metrics,
+"on" both, "base" is "on" from the source tree `DIR` (its `src/` and `core/src/`, as for `ab_notifications.py`).
+Under valgrind a worker serves some 100 GETs a second, so a pull flush (every 100 ms) carries a few notes, not the
+benchmark's ~1,000: its fixed cost weighs some 50 times what it does there, unless `--flush-seconds 10` lets it
+carry as many. The delivery process's main thread is printed apart, per event.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ no vgdb pipe), so each process zeroes (SIGUSR1) and dumps (SIGUSR2) its own coun
 handler its main thread runs; forked workers inherit the handlers."""
 
 
-def _control(option: str, pid: int) -> None:
-    os.kill(pid, signal.SIGUSR1 if option == "-z" else signal.SIGUSR2)
+def _zero(pid: int) -> None:
+    os.kill(pid, signal.SIGUSR1)
 
 
 def _main_thread_instructions(folder: Path, pid: int) -> int:
@@ -84,7 +85,7 @@ def _main_thread_instructions(folder: Path, pid: int) -> int:
 
 def _dump(folder: Path, pids: list[int]) -> dict[int, int]:
     for pid in pids:
-        _control("-d", pid)
+        os.kill(pid, signal.SIGUSR2)
     time.sleep(3)
     return {pid: _main_thread_instructions(folder, pid) for pid in pids}
 
@@ -120,14 +121,14 @@ def measure(server: Server, receiver: CountingReceiver, requests: int, rounds: i
     for r in range(rounds):
         everyone = workers + delivery
         for pid in everyone:
-            _control("-z", pid)
+            _zero(pid)
         started = time.monotonic()
         time.sleep(IDLE_SECONDS)
         idle = _dump(folder, everyone)
         idle_seconds = time.monotonic() - started
         before = receiver.events
         for pid in everyone:
-            _control("-z", pid)
+            _zero(pid)
         started = time.monotonic()
         out = subprocess.run(
             [hey, "-n", str(requests), "-c", str(CONCURRENCY), server.url + MANIFEST],

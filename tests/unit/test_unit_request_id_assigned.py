@@ -32,7 +32,8 @@ async def test_the_middleware_gives_the_id_before_the_handler_and_the_header_car
         made = await client.get("/v2/")
         kept = await client.get("/v2/", headers={requestid.HEADER: "trace-7.b"})
         refused = await client.get("/v2/", headers={requestid.HEADER: 'bad "id'})
-    assert found[0] is not None and made.headers[requestid.HEADER] == found[0]
+    assert found[0] is not None
+    assert made.headers[requestid.HEADER] == found[0]
     assert found[1] == kept.headers[requestid.HEADER] == "trace-7.b"
     assert found[2] == refused.headers[requestid.HEADER] != 'bad "id'
     assert len(set(found)) == 3
@@ -43,4 +44,5 @@ def test_a_request_no_middleware_saw_gets_its_id_on_first_asking_and_keeps_it() 
     assert requestid.request_id(request) == "from-proxy" == requestid.request_id(request)
     other = make_mocked_request("GET", "/v2/")
     made = requestid.request_id(other)
-    assert made != "from-proxy" and requestid.request_id(other) == made
+    assert made != "from-proxy"
+    assert requestid.request_id(other) == made
