@@ -46,8 +46,8 @@ os.register_at_fork(after_in_child=_ids.reset)
 def assign(request: web.BaseRequest) -> str:
     """Give `request` its id, taken from its `X-Request-Id` if sane, else made up. Called first thing for every
     request (`http.errors.errors_middleware`), so that `request_id` then finds it: a missed lookup raises a
-    `KeyError` inside aiohttp's `__getitem__`, and Python's exception with its traceback costs some 9,000
-    instructions, more than a cached manifest GET's whole handler spends on its answer's headers."""
+    `KeyError` inside aiohttp's `__getitem__`, and raising and catching it costs ~3,700 instructions (callgrind),
+    about 1% of a cached manifest GET."""
     incoming = request.headers.get(_LOOKUP)
     value = incoming if incoming is not None and _SANE.fullmatch(incoming) else _ids.next()
     request[KEY] = value
