@@ -75,7 +75,7 @@ def instrument() -> None:
     _wrap(recording.Recorder, "pulled", slot("Recorder.pulled"))
     _wrap(Functions, "request_id_of", slot("  request_id, inside pulled"))
     _wrap(Functions, "pulled_target", slot("pulled_target"))
-    _wrap(RequestMetrics, "__call__", slot("request metrics observer"))
+    _wrap(RequestMetrics, "observe", slot("request metrics observer"))
     _wrap(envelope.Events, "pull_row", slot("Events.pull_row (flush)"))
     _wrap(FlushedTogether, "flush", slot("metrics flush"))
     recording.request_id_of = Functions.request_id_of  # type: ignore[assignment]

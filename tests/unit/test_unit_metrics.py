@@ -66,8 +66,8 @@ def test_requests_reach_the_counters_at_flush_with_bounded_labels() -> None:
     instruments = Instruments()
     metrics = RequestMetrics(instruments)
     for duration in DURATIONS:
-        metrics(_Request("GET"), _Response(), duration)  # type: ignore[arg-type]
-    metrics(_Request("BREW"), _Response(), 0.1)  # type: ignore[arg-type]
+        metrics.observe(_Request("GET"), _Response(), duration)  # type: ignore[arg-type]
+    metrics.observe(_Request("BREW"), _Response(), 0.1)  # type: ignore[arg-type]
     assert instruments.requests.labels("GET", "manifest", "200")._value.get() == 0, "nothing before the flush"
     metrics.flush()
     metrics.flush()  # a second flush adds nothing

@@ -100,7 +100,7 @@ def create_app(config: Config) -> web.Application:
     if config.http.debug.prometheus.enabled:
         instruments = app[INSTRUMENTS_KEY] = Instruments()
         requests = app[REQUESTS_KEY] = RequestMetrics(instruments)
-        app[OBSERVERS_KEY].append(requests)
+        app[OBSERVERS_KEY].append(requests.observe)  # a bound method: Python calls it inline, unlike `__call__`
     if auth is not None:
         app[GUARD_KEY] = auth.guard  # also run before `100 Continue` is sent
     configured = {name: _as_list(values) for name, values in config.http.headers.items()}

@@ -25,6 +25,7 @@ from ..registry.errors import (
     RegistryError,
 )
 from .context import SERVING
+from .requestid import assign as assign_request_id
 
 log = logging.getLogger("docker_registry.server.http")
 
@@ -47,7 +48,9 @@ def error_response(error: RegistryError, method: str) -> web.Response:
 async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Renders what the request's handling raised; also makes the request known as `SERVING` meanwhile."""
+    """Renders what the request's handling raised; also gives the request its id (`requestid.assign`) and makes it
+    known as `SERVING` meanwhile: one step every request takes anyway."""
+    assign_request_id(request)
     serving = SERVING.set(request)
     try:
         if request.version < HttpVersion10:

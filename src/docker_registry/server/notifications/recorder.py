@@ -142,7 +142,10 @@ class Recorder:
         """Only a note (`PullNote`: the time, a number for what was pulled by whom, the request id); its event's
         text is made when flushed, its id and timestamp when delivered."""
         request = SERVING.get()
-        if request is None or request.method == "HEAD":  # as a HEAD serves nothing, it is no pull
+        if request is None:
+            return
+        method = request.method
+        if method == "HEAD":  # as a HEAD serves nothing, it is no pull
             return
         wanted = self._pulls_wanted.get(target.media_type)
         if wanted is None:
@@ -150,7 +153,7 @@ class Recorder:
         if not wanted:
             return
         last = self._last.get(request.transport)
-        if last is not None and last[1] == request.raw_headers and last[0] == target and last[2] == request.method:
+        if last is not None and last[1] == request.raw_headers and last[0] == target and last[2] == method:
             number = last[3]  # what this connection's previous pull was: compared, not hashed (see `_last`)
         else:
             number = self._number_of(target, request)
