@@ -50,13 +50,24 @@ def test_every_acknowledged_small_push_survives_a_killed_worker(
                         unanswered.append((f"{repo}@{digest}", data, location))
                 i += 1
 
+    def acknowledged_count(at_least: int) -> None:
+        """Counted in pushes, not seconds: on a loaded machine 3 s of burst acknowledged 40, too few to matter."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with lock:
+                if len(acknowledged) >= at_least:
+                    return
+            time.sleep(0.02)
+
     threads = [threading.Thread(target=pusher, args=(n,)) for n in range(12)]
     for thread in threads:
         thread.start()
-    time.sleep(1.5)
+    acknowledged_count(60)
     workers = [int(pid) for pid in re.findall(r"worker \d+ ready \(pid (\d+)\)", server.log_path.read_text())]
     os.kill(workers[0], signal.SIGKILL)
-    time.sleep(1.5)
+    with lock:
+        before_kill = len(acknowledged)
+    acknowledged_count(before_kill + 60)  # the burst goes on, the killed worker's connections moved to the other
     stop.set()
     for thread in threads:
         thread.join()
