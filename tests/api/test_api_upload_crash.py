@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +134,81 @@ def test_put_resumes_after_the_server_is_killed_mid_patch(make_registry: Callabl
         finished = client.get(location)
         assert finished.status_code == 404
         assert error_codes(finished) == ["BLOB_UPLOAD_UNKNOWN"], "a finished session is gone"
+    _no_server_errors(server)
+
+
+def _claim_holder(server: RegistryProcess, location: str) -> int:
+    """The pid of the worker whose claim the session carries (`<boot>/<pid namespace>/<pid>/<start>`)."""
+    upload_id = location.rstrip("/").rsplit("/", 1)[1].split("?")[0]
+    with contextlib.closing(sqlite3.connect(server.data_dir / "registry.db")) as db:
+        row = db.execute("SELECT writer_process FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+    assert row is not None
+    assert row[0], "the session is claimed while its PATCH streams"
+    return int(row[0].split("/")[2])
+
+
+def _wait_dead(pid: int) -> None:
+    """Until the process is gone or a zombie: as dead as a claim check can see."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return
+        if state in ("Z", "X"):
+            return
+        assert time.monotonic() < deadline, f"worker {pid} still runs"
+        time.sleep(0.02)
+
+
+def test_a_chunked_session_goes_on_in_another_worker_when_its_worker_is_killed(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    """Only the worker writing the session dies (SIGKILL mid-PATCH; the master and the other worker live on), with
+    the running hash it kept of the PATCHes it answered. Another worker goes on at once from where the bytes end
+    in storage, and the closing PUT verifies the whole blob against its digest: what is published is the client's
+    blob, byte for byte."""
+    server = make_registry(workers=2)
+    repo, data = unique_repo("worker-killed"), random_bytes(8 * 1024 * 1024)
+    mib = 1024 * 1024
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        location = start_upload(client, repo)
+        for start in (0, 2 * mib):  # answered 202 by a worker that keeps their running hash (or its hashing)
+            done = client.patch(
+                location,
+                content=data[start : start + 2 * mib],
+                headers={"Content-Range": f"{start}-{start + 2 * mib - 1}"},
+            )
+            assert done.status_code == 202, done.text
+            location = done.headers["Location"]
+
+    sock = _open_patch(server, location, 4 * mib, 4 * mib)
+    sock.sendall(data[4 * mib : 6 * mib + 12345])  # the rest never comes: its worker dies first
+    _wait_for_storage(server, location, 5 * mib)
+    writer = _claim_holder(server, location)
+    assert server.proc is not None
+    assert writer != server.proc.pid, "a worker, not the master"
+    os.kill(writer, signal.SIGKILL)
+    _wait_dead(writer)
+    sock.close()
+    stored = _stored_bytes(server, location)
+    assert 4 * mib < stored <= 6 * mib + 12345
+
+    began = time.monotonic()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        status = client.get(location)
+        assert status.status_code == 204, status.text
+        assert _recorded_size(status) == stored, "the session goes on from where its bytes end in storage"
+        rest = client.patch(location, content=data[stored:], headers={"Content-Range": f"{stored}-{len(data) - 1}"})
+        assert rest.status_code == 202, rest.text
+        assert rest.headers["Range"] == f"0-{len(data) - 1}"
+        put = client.put(with_params(rest.headers["Location"], digest=sha256(data)))
+        assert put.status_code == 201, put.text
+        assert time.monotonic() - began < 5, "resuming must not wait for a lease"
+        blob = client.get(f"/v2/{repo}/blobs/{sha256(data)}")
+        assert blob.status_code == 200
+        assert blob.content == data
+    assert server.proc.poll() is None, "the master lives on"
     _no_server_errors(server)
 
 
