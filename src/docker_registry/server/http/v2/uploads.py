@@ -53,7 +53,7 @@ async def before_chunk(request: web.Request, params: Params) -> None:
     """A chunk for a session that does not exist (or not in this repository) is refused before its body."""
     require_writable(request)
     require_space(request)
-    await registry(request).upload(params.name, params["uuid"])
+    await registry(request).upload(params.name, params["uuid"], user(request))
 
 
 async def start_upload(request: web.Request, params: Params) -> web.StreamResponse:
@@ -76,7 +76,7 @@ async def start_upload(request: web.Request, params: Params) -> web.StreamRespon
 
 
 async def upload_status(request: web.Request, params: Params) -> web.StreamResponse:
-    upload = await registry(request).upload(params.name, params["uuid"])
+    upload = await registry(request).upload(params.name, params["uuid"], user(request))
     return web.Response(status=204, headers=_upload_headers(params.name, upload.id, upload.size))
 
 
@@ -85,7 +85,8 @@ async def patch_upload(request: web.Request, params: Params) -> web.StreamRespon
     require_space(request)
     start = _content_range(request)
     logic = registry(request)
-    size = await logic.append_upload(params.name, params["uuid"], body.chunks(request), start, body.arrived(request))
+    chunks, arrived = body.chunks(request), body.arrived(request)
+    size = await logic.append_upload(params.name, params["uuid"], chunks, start, arrived, user(request))
     return web.Response(status=202, headers=_upload_headers(params.name, params["uuid"], size))
 
 
@@ -100,13 +101,13 @@ async def put_upload(request: web.Request, params: Params) -> web.StreamResponse
         require_space(request)
         start = _content_range(request)
         chunks = body.chunks(request)
-    await registry(request).finish_upload(params.name, params["uuid"], digest, chunks, start)
+    await registry(request).finish_upload(params.name, params["uuid"], digest, chunks, start, user(request))
     return _created(params.name, digest)
 
 
 async def cancel_upload(request: web.Request, params: Params) -> web.StreamResponse:
     require_writable(request)
     logic = registry(request)
-    upload = await logic.upload(params.name, params["uuid"])
+    upload = await logic.upload(params.name, params["uuid"], user(request))
     await logic.cancel_upload(upload)
     return web.Response(status=204)
