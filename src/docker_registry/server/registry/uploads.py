@@ -53,8 +53,10 @@ claimed (`Uploads._claim_verified`) when it holds at most this many bytes; a lar
 hashed after, as the hash would be lost if the claim failed."""
 SESSION_AGE = 168 * 3600.0
 """`storage.maintenance.uploadpurging.age`'s default: a signed session without a row is unknown once this old."""
-ANNOUNCE_DELAY = 1.0
-"""How long a session begun here may go without a write before this worker creates its row (`_announce`)."""
+ANNOUNCE_DELAY = 5.0
+"""How long a session begun here may go without a write here before this worker creates its row (`_announce`):
+long enough that a push's sessions have mostly ended by then (with 2 workers, half of them are written on the other
+one, and each of those costs an announcement a look-up), short enough for the uploads-in-progress gauge."""
 PIN_WAIT_SECONDS = 10.0
 """How long a finished upload waits for garbage collection to finish deleting an earlier copy of its blob (a
 collector deletes a blob's file right after marking it, so this is milliseconds unless the collector died)."""

@@ -161,8 +161,9 @@ def _create(
     process: str | None = None,
 ) -> bool:
     """Create a signed session's row (claimed by `token`, if given) unless it exists or ended: True if created.
-    The tombstone is looked for after the insert, so that on PostgreSQL an ending that committed while the insert
-    waited for its key is seen (see the module's docstring)."""
+    SQLite's writers take turns, so the tombstone is looked for first (an ended session costs one look-up); on
+    PostgreSQL after the insert, so that an ending that committed while the insert waited for its key is seen (see
+    the module's docstring)."""
     params = {
         "upload_id": upload_id,
         "upload_repository": repository,
@@ -173,6 +174,10 @@ def _create(
         "writer_since": None if token is None else now,
         "process": process,
     }
+    if conn.dialect.name == "sqlite":
+        if _ENDED.run(conn, {"upload_id": upload_id}).first() is not None:
+            return False
+        return _CREATE_SIGNED.run(conn, params).first() is not None
     if _CREATE_SIGNED.run(conn, params).first() is None:  # RETURNING says whether it made the row, on either dialect
         return False
     if _ENDED.run(conn, {"upload_id": upload_id}).first() is not None:
