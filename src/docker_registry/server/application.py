@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -197,11 +196,7 @@ async def open_registry(config: Config, instruments: Instruments | None = None) 
         driver = InstrumentedDriver(driver, config.storage.driver, instruments)
     async with _change_watcher(url) as watcher:
         try:
-            logic = Registry(store, driver, RegistryCache(watcher))
-            purging = config.storage.maintenance.uploadpurging
-            # a signed session with no row is as abandoned as upload purging says; without purging, never
-            logic.uploads.session_age = purging.age if purging.enabled else math.inf
-            yield logic
+            yield Registry(store, driver, RegistryCache(watcher))
         finally:
             await driver.close()
             store.close()

@@ -133,7 +133,7 @@ class BearerAuth:
         if not all(claims.allows(grant) for grant in grants):
             raise self._challenge(request, grants, "insufficient_scope", "insufficient scope for this request")
         if handler in SESSION_HANDLERS:
-            upload = await registry(request).upload(params.name, params["uuid"], claims.subject)
+            upload = await registry(request).upload(params.name, params["uuid"])
             if not same_owner(upload.owner, claims.subject):  # as if there were no such session
                 raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": params["uuid"]})
         request[ACCESS] = TokenAccess(claims, self.rules)

@@ -113,7 +113,7 @@ class Auth:
                 raise self._challenge(scope)
             raise RegistryError(DENIED, scope)
         if handler in SESSION_HANDLERS:
-            upload = await registry(request).upload(params.name, params["uuid"], user)
+            upload = await registry(request).upload(params.name, params["uuid"])
             if not same_owner(upload.owner, user):  # as if there were no such session: ids are not for guessing
                 raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": params["uuid"]})
         request[ACCESS] = RequestAccess(user, self.rules)

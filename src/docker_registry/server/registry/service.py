@@ -259,22 +259,14 @@ class Registry:
         """A new session; `owner` (the authenticated user, None when anonymous) is the only one who may use it."""
         return await self.uploads.start(repository, owner)
 
-    async def upload(self, repository: str, upload_id: str, user: str | None = None) -> Upload:
-        """The session, if `user` (None: anonymous) may use it: a session's id is checked against its repository
-        and the user who began it (see `Uploads`)."""
-        return await self.uploads.get(repository, upload_id, user)
+    async def upload(self, repository: str, upload_id: str) -> Upload:
+        return await self.uploads.get(repository, upload_id)
 
     async def append_upload(
-        self,
-        repository: str,
-        upload_id: str,
-        chunks: AsyncIterable[bytes],
-        start: int | None,
-        arrived: bool = False,
-        user: str | None = None,
+        self, repository: str, upload_id: str, chunks: AsyncIterable[bytes], start: int | None, arrived: bool = False
     ) -> int:
         """`arrived`: the whole body is received already (see `Uploads.append`)."""
-        return await self.uploads.append(repository, upload_id, chunks, start, arrived, user)
+        return await self.uploads.append(repository, upload_id, chunks, start, arrived)
 
     async def finish_upload(
         self,
@@ -283,10 +275,9 @@ class Registry:
         digest: Digest,
         chunks: AsyncIterable[bytes] | None,
         start: int | None,
-        user: str | None = None,
     ) -> None:
         events = self._blob_events("push", repository, digest)
-        await self.uploads.complete(repository, upload_id, digest, chunks, start, events, user)
+        await self.uploads.complete(repository, upload_id, digest, chunks, start, events)
         self.cache.clear()
 
     async def put_blob(

@@ -21,12 +21,8 @@ import os
 import re
 import uuid
 
-from ..store import upload_ids
-
 _FLAT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-"""A version-8 UUID in canonical form: the id of a session whose bytes are the object `uploads/<id>`.
-Sessions begun now have signed ids (`store.upload_ids`); monolithic uploads (no session) still name their bytes
-with `new_upload_id`."""
+"""A version-8 UUID in canonical form: the id of a session whose bytes are the object `uploads/<id>`."""
 
 
 def new_upload_id(flat: bool) -> str:
@@ -40,9 +36,8 @@ def new_upload_id(flat: bool) -> str:
 
 
 def upload_path(upload_id: str) -> str:
-    """The object holding a session's bytes, for an id in canonical form (a signed one, `store.upload_ids`, says
-    its layout by its first letter)."""
-    if _FLAT_ID.fullmatch(upload_id) or (upload_ids.is_signed(upload_id) and upload_id[0] == upload_ids.FLAT):
+    """The object holding a session's bytes, for an id in canonical form."""
+    if _FLAT_ID.fullmatch(upload_id):
         return f"uploads/{upload_id}"
     return f"uploads/{upload_id}/data"
 

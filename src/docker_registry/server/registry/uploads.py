@@ -9,14 +9,6 @@ hashed again before the digest is checked. A blob becomes visible only after its
 client announced and were made durable. On a driver whose `move` copies the bytes (S3), a blob sent whole in the
 closing PUT skips the upload area and goes straight to its path (`_complete_in_place`); on the others, so does a
 small one, received and verified before the session is claimed (`_complete_whole`).
-
-A session begins without a database write: `start` mints a signed id (`store.upload_ids`: creation time, random
-bits, a MAC over them, the repository and the owner) and the session's row is created by its first write (the
-claim of a PATCH or of the PUT). Every request first checks the id against its repository and user (`_verified`):
-a forged id, another repository's or another user's, or one begun longer ago than `session_age`
-(`storage.maintenance.uploadpurging.age`) with no row, is an unknown session, as an unknown id always was. Sessions
-that no write created within `ANNOUNCE_DELAY` get their row from the worker that began them, in the background
-(`_announce`), so they still count as uploads in progress.
 """
 
 from __future__ import annotations
@@ -34,7 +26,6 @@ from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, Hasher, blob_path
 from docker_registry.core.driver import Base, Writer
 
-from ..store import upload_ids
 from ..store.facade import AsyncMetadataStore
 from ..store.models import EventRecord, Upload
 from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, UNAVAILABLE, RegistryError
@@ -51,12 +42,6 @@ UNCLAIMED_HASH_MAX = 1024 * 1024
 """A session finished by a PUT without a body on another process than its last PATCH is hashed before it is
 claimed (`Uploads._claim_verified`) when it holds at most this many bytes; a larger one is claimed first and
 hashed after, as the hash would be lost if the claim failed."""
-SESSION_AGE = 168 * 3600.0
-"""`storage.maintenance.uploadpurging.age`'s default: a signed session without a row is unknown once this old."""
-ANNOUNCE_DELAY = 5.0
-"""How long a session begun here may go without a write here before this worker creates its row (`_announce`):
-long enough that a push's sessions have mostly ended by then (with 2 workers, half of them are written on the other
-one, and each of those costs an announcement a look-up), short enough for the uploads-in-progress gauge."""
 PIN_WAIT_SECONDS = 10.0
 """How long a finished upload waits for garbage collection to finish deleting an earlier copy of its blob (a
 collector deletes a blob's file right after marking it, so this is milliseconds unless the collector died)."""
@@ -89,7 +74,7 @@ and formatting it again (3 µs, on every request of a session)."""
 
 
 def _check_id(upload_id: str) -> str:
-    if _CANONICAL_ID.fullmatch(upload_id) or upload_ids.is_signed(upload_id):
+    if _CANONICAL_ID.fullmatch(upload_id):
         return upload_id
     try:
         return str(uuid.UUID(upload_id))
@@ -207,83 +192,22 @@ class _Held:
 
 
 class Uploads:
-    def __init__(self, store: AsyncMetadataStore, driver: Base, session_age: float = SESSION_AGE) -> None:
+    def __init__(self, store: AsyncMetadataStore, driver: Base) -> None:
         self._store = store
         self._driver = driver
-        self.session_age = session_age
-        """How old a signed session with no row may be (`storage.maintenance.uploadpurging.age`)."""
         self._hashers: dict[str, Hasher] = {}
         self._held: dict[str, _Held] = {}
         """The claims this worker's requests hold, by token."""
         self._sweeper: asyncio.Future[None] | None = None
-        self._key: bytes | None = None
-        self._unannounced: dict[str, tuple[float, str, str | None]] = {}
-        """Sessions begun here that may have no row yet: id -> (loop time begun, repository, owner), oldest first."""
-        self._announcer: asyncio.Future[None] | None = None
-
-    async def _signing_key(self) -> bytes:
-        if self._key is None:
-            self._key = await self._store.upload_id_key()
-        return self._key
 
     async def start(self, repository: str, owner: str | None = None) -> Upload:
-        """A new session, with no database write: see the module's docstring."""
-        key = await self._signing_key()
-        upload_id = upload_ids.mint(key, repository, owner, not self._driver.moves_by_copy, time.time())
-        self._unannounced[upload_id] = (asyncio.get_running_loop().time(), repository, owner)
-        if self._announcer is None:
-            self._announcer = asyncio.ensure_future(self._announce())
-        return Upload(upload_id, repository, 0, owner=owner)
+        upload = Upload(new_upload_id(not self._driver.moves_by_copy), repository, 0, owner=owner)
+        await self._store.create_upload(upload.id, repository, owner)
+        return upload
 
-    async def _announce(self) -> None:
-        """Create the rows of sessions begun here that went `ANNOUNCE_DELAY` without a write here (a write on another
-        worker or node may have created the row, or ended the session: `announce_uploads` leaves those be). Ends
-        once none is left; a database that fails loses the announcement only, which a session's first write
-        does not need."""
-        loop = asyncio.get_running_loop()
-        try:
-            while self._unannounced:
-                begun = next(iter(self._unannounced.values()))[0]
-                await asyncio.sleep(max(0.0, begun + ANNOUNCE_DELAY - loop.time()))
-                due = loop.time() - ANNOUNCE_DELAY
-                sessions = []
-                for upload_id, (at, repository, owner) in list(self._unannounced.items()):
-                    if at > due:
-                        break
-                    del self._unannounced[upload_id]
-                    sessions.append((upload_id, repository, owner))
-                if sessions:
-                    with contextlib.suppress(Exception):
-                        await self._store.announce_uploads(sessions)
-        finally:
-            self._announcer = None
-
-    async def _verified(self, repository: str, upload_id: str, owner: str | None) -> str:
-        """The id in canonical form, if it may name a session of `repository` begun by `owner`: a signed id must
-        verify for both and be younger than `session_age` (whether or not a write created its row: such a session
-        is abandoned, and upload purging ends it); any other goes by its row, as before. BLOB_UPLOAD_UNKNOWN
-        otherwise."""
-        upload_id = _check_id(upload_id)
-        begun = upload_ids.begun(upload_id)
-        if begun is not None and (
-            begun < time.time() - self.session_age
-            or not upload_ids.verify(await self._signing_key(), upload_id, repository, owner)
-        ):
-            raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": upload_id})
-        return upload_id
-
-    def _written(self, upload_id: str) -> None:
-        """A write of this worker created the session's row (or found it): nothing to announce."""
-        self._unannounced.pop(upload_id, None)
-
-    async def get(self, repository: str, upload_id: str, owner: str | None = None) -> Upload:
-        upload_id = await self._verified(repository, upload_id, owner)
-        upload, ended = await self._store.upload_state(upload_id)
-        if upload is None:
-            if ended or not upload_ids.is_signed(upload_id):
-                raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": upload_id})
-            return Upload(upload_id, repository, 0, owner=owner)  # begun, no write yet
-        if upload.repository != repository:
+    async def get(self, repository: str, upload_id: str) -> Upload:
+        upload = await self._store.upload(_check_id(upload_id))
+        if upload is None or upload.repository != repository:
             raise RegistryError(BLOB_UPLOAD_UNKNOWN, {"uuid": upload_id})
         if upload.writer is not None and is_dead(upload.writer_process):
             upload = await self._recover(upload)
@@ -362,22 +286,19 @@ class Uploads:
         await writer.close()  # nothing written: the session stays as it was
         return writer.size
 
-    async def _claim(self, repository: str, upload_id: str, start: int | None, owner: str | None) -> tuple[Upload, str]:
-        """Become the session's writer (creating a signed session's row: see the module's docstring); RANGE_INVALID
-        if `start` is not where its bytes end or another writes."""
+    async def _claim(self, repository: str, upload_id: str, start: int | None) -> tuple[Upload, str]:
+        """Become the session's writer; RANGE_INVALID if `start` is not where its bytes end or another writes."""
         token = _new_token()
         claim = (_check_id(upload_id), repository, start, token, this_process())
-        upload = await self._store.claim_upload(*claim, owner=owner)
+        upload = await self._store.claim_upload(*claim)
         if upload is not None:
-            self._written(upload.id)
             return upload, token
-        current = await self.get(repository, upload_id, owner)  # BLOB_UPLOAD_UNKNOWN if there is no such session
+        current = await self.get(repository, upload_id)  # BLOB_UPLOAD_UNKNOWN if there is no such session
         if current.writer is None and (start is None or start == current.size):  # a dead writer's claim, freed
-            upload = await self._store.claim_upload(*claim, owner=owner)
+            upload = await self._store.claim_upload(*claim)
             if upload is not None:
-                self._written(upload.id)
                 return upload, token
-            current = await self.get(repository, upload_id, owner)
+            current = await self.get(repository, upload_id)
         if start is not None and start != current.size:
             message = f"chunk starts at {start}, upload has {current.size} bytes"
         else:
@@ -391,7 +312,6 @@ class Uploads:
         chunks: AsyncIterable[bytes],
         start: int | None = None,
         arrived: bool = False,
-        owner: str | None = None,
     ) -> int:
         """Append a chunk; `start` (from Content-Range) must be where the stored bytes end. Returns the new size.
 
@@ -404,7 +324,7 @@ class Uploads:
         session that write cannot claim, goes the usual way: claim, write, release; so a body still arriving
         holds its claim from the start, as before, and a racing chunk finds the session busy.
         """
-        upload_id = await self._verified(repository, upload_id, owner)
+        upload_id = _check_id(upload_id)
         appender = self._driver.appender(upload_path(upload_id)) if arrived else None
         if appender is not None:
             received: list[bytes] = []
@@ -415,23 +335,16 @@ class Uploads:
                 chunks = _broken_off(received, error)  # the usual path stores what arrived
             else:
                 if whole:
-                    data = b"".join(received)
-                    size = await self._append_at_once(repository, upload_id, data, start, appender, owner)
+                    size = await self._append_at_once(repository, upload_id, b"".join(received), start, appender)
                     if size is not None:
                         return size
                 chunks = _chained(received, body)
-        upload, token = await self._claim(repository, upload_id, start, owner)
+        upload, token = await self._claim(repository, upload_id, start)
         with self._renewing(upload.id, token):
             return (await self._write(upload, token, chunks)).size
 
     async def _append_at_once(
-        self,
-        repository: str,
-        upload_id: str,
-        data: bytes,
-        start: int | None,
-        appender: Callable[[bytes, int], int],
-        owner: str | None,
+        self, repository: str, upload_id: str, data: bytes, start: int | None, appender: Callable[[bytes, int], int]
     ) -> int | None:
         """A small chunk claimed, appended and released in one write (`append_small`): one round trip to the
         database writer where a claim, a storage call and a release took three. The new size; None when the session
@@ -449,12 +362,11 @@ class Uploads:
 
         try:
             claim = (upload_id, repository, start, _new_token(), this_process())
-            result = await self._store.append_small(claim, append, owner)
+            result = await self._store.append_small(claim, append)
         except DATA_MISSING:
             raise _gone(upload_id) from None
         if result is None:
             return None
-        self._written(upload_id)
         claimed, appended, stored = result
         hasher = self._resumed_hasher(upload_id, claimed)
         if not appended:
@@ -570,21 +482,18 @@ class Uploads:
         chunks: AsyncIterable[bytes] | None,
         start: int | None = None,
         events: EventsOf | None = None,
-        owner: str | None = None,
     ) -> None:
         """End a session: append the last chunk if any (at `start`, when the client said where), verify everything
         against `digest`, publish and link."""
-        upload_id = await self._verified(repository, upload_id, owner)
         claimed, whole = None, None
         if chunks is None:
-            claimed = await self._claim_verified(repository, upload_id, digest, owner)
+            claimed = await self._claim_verified(repository, upload_id, digest)
         elif not self._driver.moves_by_copy:
-            chunks, claimed, whole = await self._claim_whole(repository, upload_id, digest, chunks, start, owner)
+            chunks, claimed, whole = await self._claim_whole(repository, upload_id, digest, chunks, start)
         if claimed is not None:
             upload, token, pinned = claimed
-            self._written(upload.id)
         else:
-            (upload, token), pinned = await self._claim(repository, upload_id, start, owner), False
+            (upload, token), pinned = await self._claim(repository, upload_id, start), False
         with self._renewing(upload.id, token):
             if whole is not None:
                 await self._complete_whole(upload, token, digest, whole, events, pinned)
@@ -598,13 +507,7 @@ class Uploads:
             await self._finish(upload.repository, upload.id, stored.size, digest, stored.synced, token, events, pinned)
 
     async def _claim_whole(
-        self,
-        repository: str,
-        upload_id: str,
-        digest: Digest,
-        chunks: AsyncIterable[bytes],
-        start: int | None,
-        owner: str | None,
+        self, repository: str, upload_id: str, digest: Digest, chunks: AsyncIterable[bytes], start: int | None
     ) -> tuple[AsyncIterable[bytes], tuple[Upload, str, bool] | None, bytes | None]:
         """For a PUT whose small body is the whole blob (POST, then PUT with the body): receive the body first, and
         if its bytes are `digest`, claim the empty session and pin the blob in one write, as `_claim_verified` does
@@ -636,7 +539,7 @@ class Uploads:
             return again, None, None  # the usual path answers DIGEST_INVALID (and ends the session)
         token = _new_token()
         upload, pinned = await self._store.claim_upload_pinned(
-            upload_id, repository, 0, token, this_process(), digest, len(data), owner
+            upload_id, repository, 0, token, this_process(), digest, len(data)
         )
         if upload is None:
             return again, None, None
@@ -721,9 +624,7 @@ class Uploads:
                     await self._store.unpin_blob(digest, pin_id)
             raise
 
-    async def _claim_verified(
-        self, repository: str, upload_id: str, digest: Digest, owner: str | None
-    ) -> tuple[Upload, str, bool] | None:
+    async def _claim_verified(self, repository: str, upload_id: str, digest: Digest) -> tuple[Upload, str, bool] | None:
         """For a PUT without a body: when the session's bytes are `digest` already, claim the session at exactly
         the hashed size and pin the blob in one write, instead of a claim now and a pin after verifying. None when
         that does not apply (another digest, the session changed or is busy, its bytes cannot be read before
@@ -742,7 +643,7 @@ class Uploads:
             return None
         token = _new_token()
         upload, pinned = await self._store.claim_upload_pinned(
-            upload_id, repository, hasher.size, token, this_process(), digest, None, owner
+            upload_id, repository, hasher.size, token, this_process(), digest
         )
         if upload is None:
             return None
@@ -914,8 +815,7 @@ class Uploads:
     async def cancel(self, upload: Upload) -> None:
         """Delete the session at once, even while a request writes to it: that writer then finds it gone
         (BLOB_UPLOAD_UNKNOWN) and removes the data itself, so no file vanishes under a live writer."""
-        self._written(upload.id)
-        deleted = await self._store.delete_upload(upload.id, upload.repository)
+        deleted = await self._store.delete_upload(upload.id)
         if deleted is None:
             raise _gone(upload.id)
         if deleted.writer is None or self._abandoned(deleted):

@@ -29,7 +29,6 @@ from .tables import (
     repositories,
     repository_blobs,
     tags,
-    upload_tombstones,
     uploads,
     v1_images,
     v1_repositories,
@@ -749,13 +748,7 @@ class CollectionQueries(StoreBase):
         if dry_run:
             rows = self._read(lambda conn: conn.execute(sa.select(*columns).where(condition)).all())
         else:
-
-            def purge(conn: sa.Connection) -> Sequence[Any]:
-                # a tombstone outlives its id's session by nothing: an id that old is refused anyway
-                conn.execute(upload_tombstones.delete().where(upload_tombstones.c.created_at < started_before))
-                return conn.execute(uploads.delete().where(condition).returning(*columns)).all()
-
-            rows = self._write(purge)
+            rows = self._write(lambda conn: conn.execute(uploads.delete().where(condition).returning(*columns)).all())
         return [Upload(row.id, row.repository, row.size) for row in rows]
 
     def upload_ids(self) -> set[str]:

@@ -155,17 +155,8 @@ class AsyncMetadataStore:
     async def upload(self, upload_id: str) -> Upload | None:
         return await self._read(self.sync.upload, upload_id)
 
-    async def upload_state(self, upload_id: str) -> tuple[Upload | None, bool]:
-        return await self._read(self.sync.upload_state, upload_id)
-
-    async def upload_id_key(self) -> bytes:
-        return await self._read(self.sync.upload_id_key)
-
     async def create_upload(self, upload_id: str, repository: str, owner: str | None = None) -> None:
         await self._session_write(self.sync.create_upload, upload_id, repository, owner)
-
-    async def announce_uploads(self, sessions: Sequence[tuple[str, str, str | None]]) -> None:
-        await self._session_write(self.sync.announce_uploads, sessions)
 
     async def claim_upload(
         self,
@@ -175,16 +166,11 @@ class AsyncMetadataStore:
         token: str,
         process: str | None = None,
         takeover: str | None = None,
-        owner: str | None = None,
     ) -> Upload | None:
-        return await self._session_write(
-            self.sync.claim_upload, upload_id, repository, size, token, process, takeover, owner
-        )
+        return await self._session_write(self.sync.claim_upload, upload_id, repository, size, token, process, takeover)
 
-    async def append_small(
-        self, claim: Claim, append: Appending, owner: str | None = None
-    ) -> tuple[int, bool, int] | None:
-        return await self._session_write(self.sync.append_small, claim, append, owner)
+    async def append_small(self, claim: Claim, append: Appending) -> tuple[int, bool, int] | None:
+        return await self._session_write(self.sync.append_small, claim, append)
 
     async def claim_upload_pinned(
         self,
@@ -195,10 +181,9 @@ class AsyncMetadataStore:
         process: str | None,
         digest: Digest,
         blob_size: int | None = None,
-        owner: str | None = None,
     ) -> tuple[Upload | None, bool]:
         return await self._session_write(
-            self.sync.claim_upload_pinned, upload_id, repository, size, token, process, digest, blob_size, owner
+            self.sync.claim_upload_pinned, upload_id, repository, size, token, process, digest, blob_size
         )
 
     async def renew_upload(self, upload_id: str, token: str) -> bool:
@@ -207,8 +192,8 @@ class AsyncMetadataStore:
     async def release_upload(self, upload_id: str, token: str, size: int) -> bool:
         return await self._session_write(self.sync.release_upload, upload_id, token, size)
 
-    async def delete_upload(self, upload_id: str, repository: str = "") -> Upload | None:
-        return await self._session_write(self.sync.delete_upload, upload_id, repository)
+    async def delete_upload(self, upload_id: str) -> Upload | None:
+        return await self._session_write(self.sync.delete_upload, upload_id)
 
     async def finish_upload(
         self,

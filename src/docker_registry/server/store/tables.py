@@ -100,25 +100,6 @@ uploads = sa.Table(
     sa.Index("ix_uploads_repository", "repository"),
 )
 
-upload_tombstones = sa.Table(
-    "upload_tombstones",
-    metadata,
-    # A signed session id (store/upload_ids.py) whose session ended (finished, cancelled): its first write would
-    # otherwise create its row again. Kept until the id expires (storage.maintenance.uploadpurging.age after
-    # `created_at`, the session's beginning), then purged with expired sessions (migration 0023).
-    sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Index("ix_upload_tombstones_created", "created_at"),
-)
-
-registry_keys = sa.Table(
-    "registry_keys",
-    metadata,
-    # Secrets every worker and node shares, drawn once by a migration: `upload-ids` signs upload-session ids.
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(128), nullable=False),
-)
-
 # --- the legacy v1 API (the original registry's images, index images, tags and properties) ---------------------------
 
 v1_images = sa.Table(

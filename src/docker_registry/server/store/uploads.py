@@ -6,12 +6,6 @@ caches (`signal=False`, see `engine.write_transaction`): the caches hold tags, m
 links, and a session write changes none of these (a pin holds a blob's row at the size its verified digest fixes;
 the link comes with `finish_upload`, which signals). Before, each of a small blob's four session writes emptied
 every worker's caches, and with them the answers to the HEADs of the blobs other clients were about to push.
-
-A session begun with a signed id (`upload_ids`) has no row until its first write: the claim that finds none creates
-it (`_create`), at the time the id says, unless `upload_tombstones` names the id (the session ended). Ending such a
-session (finished, cancelled) writes its tombstone in the same transaction. On PostgreSQL a creation and an ending
-of the same id are ordered by the row's key: the ending inserts the row first (waiting for a creation in flight),
-and a creation looks for the tombstone only after its insert (seeing an ending that committed while it waited).
 """
 
 from __future__ import annotations
@@ -24,12 +18,11 @@ import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
-from . import upload_ids
-from .base import StoreBase, per_dialect
+from .base import StoreBase
 from .blobs import UNPIN, hold_and_pin
 from .models import WRITER_LEASE_SECONDS, EventRecord, Upload
 from .prepared import Prepared
-from .tables import registry_keys, upload_tombstones, uploads
+from .tables import uploads
 
 T = TypeVar("T")
 Claim = tuple[str, str, int | None, str, str | None]
@@ -59,39 +52,6 @@ _CREATE = Prepared(
         updated_at=sa.bindparam("now"),
     )
 )
-_CREATE_SIGNED = Prepared(
-    per_dialect(
-        lambda insert: (
-            insert(uploads)
-            .values(
-                id=sa.bindparam("upload_id"),
-                repository=sa.bindparam("upload_repository"),
-                size=0,
-                owner=sa.bindparam("owner"),
-                created_at=sa.bindparam("begun"),
-                updated_at=sa.bindparam("now"),
-                writer=sa.bindparam("token"),
-                writer_since=sa.bindparam("writer_since"),
-                writer_process=sa.bindparam("process"),
-            )
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(uploads.c.id)
-        )
-    )
-)
-"""A signed session's row, at its first write: claimed by that write (`token`), or not (None: `announce_uploads`)."""
-_ENDED = Prepared(sa.select(upload_tombstones.c.created_at).where(upload_tombstones.c.id == sa.bindparam("upload_id")))
-_TOMBSTONE = Prepared(
-    per_dialect(
-        lambda insert: (
-            insert(upload_tombstones)
-            .values(id=sa.bindparam("upload_id"), created_at=sa.bindparam("begun"))
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
-    )
-)
-_DROP = Prepared(uploads.delete().where(uploads.c.id == sa.bindparam("upload_id")))
-_KEY = sa.select(registry_keys.c.value).where(registry_keys.c.name == upload_ids.KEY_NAME)
 
 
 def _claim_statement(takeover: bool, sized: bool) -> sa.Executable:
@@ -150,83 +110,12 @@ def _upload(row: sa.RowMapping) -> Upload:
     )
 
 
-def _create(
-    conn: sa.Connection,
-    upload_id: str,
-    repository: str,
-    owner: str | None,
-    begun: float,
-    now: float,
-    token: str | None = None,
-    process: str | None = None,
-) -> bool:
-    """Create a signed session's row (claimed by `token`, if given) unless it exists or ended: True if created.
-    SQLite's writers take turns, so the tombstone is looked for first (an ended session costs one look-up); on
-    PostgreSQL after the insert, so that an ending that committed while the insert waited for its key is seen (see
-    the module's docstring)."""
-    params = {
-        "upload_id": upload_id,
-        "upload_repository": repository,
-        "owner": owner,
-        "begun": begun,
-        "now": now,
-        "token": token,
-        "writer_since": None if token is None else now,
-        "process": process,
-    }
-    if conn.dialect.name == "sqlite":
-        if _ENDED.run(conn, {"upload_id": upload_id}).first() is not None:
-            return False
-        return _CREATE_SIGNED.run(conn, params).first() is not None
-    if _CREATE_SIGNED.run(conn, params).first() is None:  # RETURNING says whether it made the row, on either dialect
-        return False
-    if _ENDED.run(conn, {"upload_id": upload_id}).first() is not None:
-        _DROP.run(conn, {"upload_id": upload_id})
-        return False
-    return True
-
-
 class UploadQueries(StoreBase):
     writer_lease = WRITER_LEASE_SECONDS
-    _upload_id_key: bytes | None = None
 
     def upload(self, upload_id: str) -> Upload | None:
         row = self._read(lambda conn: _UPLOAD.run(conn, {"upload_id": upload_id}).mappings().first())
         return _upload(row) if row else None
-
-    def upload_state(self, upload_id: str) -> tuple[Upload | None, bool]:
-        """The session's row, and for a signed id without one, whether its session ended (a tombstone names it)."""
-
-        def read(conn: sa.Connection) -> tuple[Upload | None, bool]:
-            row = _UPLOAD.run(conn, {"upload_id": upload_id}).mappings().first()
-            if row:
-                return _upload(row), False
-            if not upload_ids.is_signed(upload_id):
-                return None, False
-            return None, _ENDED.run(conn, {"upload_id": upload_id}).first() is not None
-
-        return self._read(read)
-
-    def upload_id_key(self) -> bytes:
-        """The key that signs session ids (`upload_ids`), the same for every worker and node; read once."""
-        if self._upload_id_key is None:
-            value = self._read(lambda conn: conn.execute(_KEY).scalar_one())
-            self._upload_id_key = bytes.fromhex(value)
-        return self._upload_id_key
-
-    def announce_uploads(self, sessions: Sequence[tuple[str, str, str | None]]) -> None:
-        """Create the rows of signed sessions (id, repository, owner) that no write has created yet, so that they
-        count as uploads in progress (metrics, the UI) and keep their repository from garbage collection as any
-        session does; those that exist or ended are left as they are."""
-
-        def announce(conn: sa.Connection) -> None:
-            now = time.time()
-            for upload_id, repository, owner in sessions:
-                begun = upload_ids.begun(upload_id)
-                if begun is not None:
-                    _create(conn, upload_id, repository, owner, begun, now)
-
-        self._session_write(announce)
 
     def _session_write(self, work: Callable[[sa.Connection], T]) -> T:
         """A session's bookkeeping: not durable, no signal to the caches (see the module's docstring)."""
@@ -244,21 +133,19 @@ class UploadQueries(StoreBase):
         token: str,
         process: str | None = None,
         takeover: str | None = None,
-        owner: str | None = None,
     ) -> Upload | None:
         """Become the session's only writer, if it belongs to `repository`, holds `size` bytes (when given) and no
         live writer has it (or its writer is `takeover`, a claim found dead); the session as claimed, or None.
-        One statement: this runs before every chunk (two, or three, at a signed session's first write, which
-        creates its row for `owner`: see `_claimed_size`)."""
+        One statement: this runs before every chunk."""
 
         def claim(conn: sa.Connection) -> Upload | None:
             now = time.time()
-            claimed = self._claimed_size(conn, (upload_id, repository, size, token, process), takeover, now, owner)
+            claimed = self._claimed_size(conn, (upload_id, repository, size, token, process), takeover, now)
             return None if claimed is None else Upload(upload_id, repository, claimed, token, process, now)
 
         return self._session_write(claim)
 
-    def append_small(self, claim: Claim, append: Appending, owner: str | None = None) -> tuple[int, bool, int] | None:
+    def append_small(self, claim: Claim, append: Appending) -> tuple[int, bool, int] | None:
         """Claim the session as `claim_upload(*claim)` does, run `append(claimed_size)` (a small chunk appended to its
         storage: whether it was, and the size storage holds), and release the claim at that size, in one write:
         the transaction's lock (SQLite's write lock, PostgreSQL's lock on the row, whose waiters see the new size)
@@ -274,7 +161,7 @@ class UploadQueries(StoreBase):
 
         def claim_append_release(conn: sa.Connection) -> tuple[int, bool, int] | None:
             now = time.time()
-            claimed = self._claimed_size(conn, claim, None, now, owner)
+            claimed = self._claimed_size(conn, claim, None, now)
             if claimed is None:
                 return None
             appended, stored = append(claimed)
@@ -292,7 +179,6 @@ class UploadQueries(StoreBase):
         process: str | None,
         digest: Digest,
         blob_size: int | None = None,
-        owner: str | None = None,
     ) -> tuple[Upload | None, bool]:
         """`claim_upload` of a session holding exactly `size` bytes, and in the same transaction
         `pin_blob(digest, blob_size, upload_id)`: the finishing PUT's two session writes in one. The blob's bytes
@@ -304,19 +190,15 @@ class UploadQueries(StoreBase):
 
         def claim(conn: sa.Connection) -> tuple[Upload | None, bool]:
             now = time.time()
-            if self._claimed_size(conn, (upload_id, repository, size, token, process), None, now, owner) is None:
+            if self._claimed_size(conn, (upload_id, repository, size, token, process), None, now) is None:
                 return None, False
             claimed = Upload(upload_id, repository, size, token, process, now)
             return claimed, hold_and_pin(conn, digest, pinned_size, upload_id)
 
         return self._session_write(claim)
 
-    def _claimed_size(
-        self, conn: sa.Connection, claim: Claim, takeover: str | None, now: float, owner: str | None = None
-    ) -> int | None:
-        """Run the `_CLAIM` statement for `claim` (and `takeover`, a claim found dead): the size claimed, or None.
-        A signed session without a row yet (no statement matched) is created here, claimed, for `owner` (empty: a
-        claim expecting bytes in it fails as for any empty session)."""
+    def _claimed_size(self, conn: sa.Connection, claim: Claim, takeover: str | None, now: float) -> int | None:
+        """Run the `_CLAIM` statement for `claim` (and `takeover`, a claim found dead): the size claimed, or None."""
         upload_id, repository, size, token, process = claim
         params = {
             "upload_id": upload_id,
@@ -329,12 +211,7 @@ class UploadQueries(StoreBase):
             "takeover": takeover,
         }
         claimed: int | None = _CLAIM[takeover is not None, size is not None].run(conn, params).scalar()
-        if claimed is not None or takeover is not None or size not in (None, 0):
-            return claimed
-        begun = upload_ids.begun(upload_id)
-        if begun is not None and _create(conn, upload_id, repository, owner, begun, now, token, process):
-            return 0
-        return None
+        return claimed
 
     def _update_claimed(self, statement: Prepared, params: dict[str, Any]) -> bool:
         """Run `statement` (`_RENEW`, `_RELEASE`) if the session's claim is still `params["token"]`'s; False if not
@@ -351,24 +228,10 @@ class UploadQueries(StoreBase):
             _RELEASE, {"upload_id": upload_id, "token": token, "new_size": size, "now": time.time()}
         )
 
-    def delete_upload(self, upload_id: str, repository: str = "") -> Upload | None:
-        """End a session whoever writes to it; the session as it was (with its writer, if any), or None. A signed
-        session (of `repository`) that no write created yet is ended too, as empty, and any signed session leaves
-        its tombstone."""
-
-        def delete(conn: sa.Connection) -> Any:
-            begun = upload_ids.begun(upload_id)
-            if begun is None:
-                return _DELETE.run(conn, {"upload_id": upload_id}).mappings().first()
-            # the row made first (if none): on PostgreSQL this waits for a creation in flight, see the docstring
-            _create(conn, upload_id, repository, None, begun, time.time())
-            row = _DELETE.run(conn, {"upload_id": upload_id}).mappings().first()
-            if row is None:
-                return None  # ended already (or `_create` found its tombstone)
-            _TOMBSTONE.run(conn, {"upload_id": upload_id, "begun": begun})
-            return row
-
-        row = self._session_write(delete)
+    def delete_upload(self, upload_id: str) -> Upload | None:
+        """End a session whoever writes to it; the session as it was (with its writer, if any), or None."""
+        params = {"upload_id": upload_id}
+        row = self._session_write(lambda conn: _DELETE.run(conn, params).mappings().first())
         return _upload(row) if row else None
 
     def finish_upload(
@@ -391,8 +254,6 @@ class UploadQueries(StoreBase):
             UNPIN.run(conn, {"digest": str(digest), "token": upload_id})  # the link (or nothing) from now on
             if token is not None and ended.rowcount == 0:
                 return False
-            if ended.rowcount and (begun := upload_ids.begun(upload_id)) is not None:
-                _TOMBSTONE.run(conn, {"upload_id": upload_id, "begun": begun})
             self._link(conn, self._repository_id(conn, repository, now), digest, size, now)
             self._insert_events(conn, events)
             return True

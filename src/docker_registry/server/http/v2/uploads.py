@@ -53,7 +53,7 @@ async def before_chunk(request: web.Request, params: Params) -> None:
     """A chunk for a session that does not exist (or not in this repository) is refused before its body."""
     require_writable(request)
     require_space(request)
-    await registry(request).upload(params.name, params["uuid"], user(request))
+    await registry(request).upload(params.name, params["uuid"])
 
 
 async def start_upload(request: web.Request, params: Params) -> web.StreamResponse:
@@ -76,7 +76,7 @@ async def start_upload(request: web.Request, params: Params) -> web.StreamRespon
 
 
 async def upload_status(request: web.Request, params: Params) -> web.StreamResponse:
-    upload = await registry(request).upload(params.name, params["uuid"], user(request))
+    upload = await registry(request).upload(params.name, params["uuid"])
     return web.Response(status=204, headers=_upload_headers(params.name, upload.id, upload.size))
 
 
@@ -85,8 +85,7 @@ async def patch_upload(request: web.Request, params: Params) -> web.StreamRespon
     require_space(request)
     start = _content_range(request)
     logic = registry(request)
-    chunks, arrived = body.chunks(request), body.arrived(request)
-    size = await logic.append_upload(params.name, params["uuid"], chunks, start, arrived, user(request))
+    size = await logic.append_upload(params.name, params["uuid"], body.chunks(request), start, body.arrived(request))
     return web.Response(status=202, headers=_upload_headers(params.name, params["uuid"], size))
 
 
@@ -101,13 +100,13 @@ async def put_upload(request: web.Request, params: Params) -> web.StreamResponse
         require_space(request)
         start = _content_range(request)
         chunks = body.chunks(request)
-    await registry(request).finish_upload(params.name, params["uuid"], digest, chunks, start, user(request))
+    await registry(request).finish_upload(params.name, params["uuid"], digest, chunks, start)
     return _created(params.name, digest)
 
 
 async def cancel_upload(request: web.Request, params: Params) -> web.StreamResponse:
     require_writable(request)
     logic = registry(request)
-    upload = await logic.upload(params.name, params["uuid"], user(request))
+    upload = await logic.upload(params.name, params["uuid"])
     await logic.cancel_upload(upload)
     return web.Response(status=204)
