@@ -140,8 +140,16 @@ def test_put_resumes_after_the_server_is_killed_mid_patch(make_registry: Callabl
 def _claim_holder(server: RegistryProcess, location: str) -> int:
     """The pid of the worker whose claim the session carries (`<boot>/<pid namespace>/<pid>/<start>`)."""
     upload_id = location.rstrip("/").rsplit("/", 1)[1].split("?")[0]
-    with contextlib.closing(sqlite3.connect(server.data_dir / "registry.db")) as db:
-        row = db.execute("SELECT writer_process FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+    query = "SELECT writer_process FROM uploads WHERE id = %s"
+    url = server.config().get("database", {}).get("url")
+    if url is None:  # SQLite beside the data
+        with contextlib.closing(sqlite3.connect(server.data_dir / "registry.db")) as db:
+            row = db.execute(query.replace("%s", "?"), (upload_id,)).fetchone()
+    else:  # REGISTRY_TEST_DATABASE=postgres
+        import psycopg
+
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+            row = conn.execute(query, (upload_id,)).fetchone()
     assert row is not None
     assert row[0], "the session is claimed while its PATCH streams"
     return int(row[0].split("/")[2])
