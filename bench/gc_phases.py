@@ -9,7 +9,9 @@ Every store call of the collector (`Collector._db`) and every batch of blob-file
 and duration in seconds since the process's exec (read from /proc, so the interpreter's start counts), with the
 batch's size; "imports" is the command's modules loaded, "exit" the moment the command ends (after its database is
 closed). Calls that overlap (a batch's files removed while the next batch's rows go) show as overlapping lines: the
-critical path is read off the starts and ends, not the sum of the durations. Linux only (/proc).
+critical path is read off the starts and ends, not the sum of the durations. The process's CPU seconds come last,
+split into the main thread's (start-up, the event loop), the file-removing threads' and the rest (the threads that
+ran the store's queries): on 2 cores, what the critical path cannot hide is shown by these. Linux only (/proc).
 
 Comparing two trees: run this file with `PYTHONPATH=<other>/src:<other>/core/src` in front to time the other
 tree's collector (the printed path says which one ran), each run on its own copy of one store (`bench/gc.py`
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
@@ -43,6 +46,28 @@ Event = tuple[str, float, float, int | None]
 
 def since_start() -> float:
     return time.monotonic() - START
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of the main thread and of the filesystem driver's file-removing threads (its
+    pool lives as long as the process, so they are still there at the exit); the store's threads (asyncio's pool)
+    have ended by then, so their CPU is what the process's total leaves."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = {"main": 0.0, "file removals": 0.0}
+    for thread in threading.enumerate():
+        if thread is threading.main_thread():
+            group = "main"
+        elif thread.name.startswith("remove"):  # `drivers.file._remover`'s threads
+            group = "file removals"
+        else:
+            continue
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        seconds[group] += (int(fields[11]) + int(fields[12])) / tick
+    return seconds
 
 
 def timeline(events: Sequence[Event]) -> str:
@@ -113,14 +138,18 @@ def main() -> NoReturn:
         events.append(("exit", since_start(), since_start(), None))
         times = os.times()
         cpu = times.user + times.system
+        threads = thread_cpu()
+        threads["store and the rest"] = max(0.0, cpu - sum(threads.values()))
         events.sort(key=lambda event: event[2])
+        split = ", ".join(f"{group} {seconds:.2f}" for group, seconds in threads.items())
+        total = f"CPU {cpu:.2f} s (user {times.user:.2f}, system {times.system:.2f}; {split})"
         print(
-            f"{source}\n{timeline(events)}\nCPU {cpu:.2f} s (user {times.user:.2f}, system {times.system:.2f})",
+            f"{source}\n{timeline(events)}\n{total}",
             file=sys.stderr,
         )
         if args.json:
             with open(args.json, "w") as out:
-                json.dump({"collector": source, "cpu": cpu, "events": events}, out)
+                json.dump({"collector": source, "cpu": cpu, "threads": threads, "events": events}, out)
         sys.stderr.flush()
         exit_now(status)
 

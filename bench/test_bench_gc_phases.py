@@ -22,7 +22,8 @@ def test_timeline_of_a_collection(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["deleted"]["blobs"] == 0  # the command's own summary, untouched
-    events = json.loads(out.read_text())["events"]
+    report = json.loads(out.read_text())
+    events = report["events"]
     names = [name for name, *_ in events]
     assert names[0] == "imports"
     assert names[-1] == "exit"
@@ -31,3 +32,8 @@ def test_timeline_of_a_collection(tmp_path: Path) -> None:
     assert all(0 <= began <= ended for _, began, ended, _ in events)
     assert "unreferenced_links" in done.stderr
     assert "CPU" in done.stderr
+    threads = report["threads"]
+    assert set(threads) == {"main", "file removals", "store and the rest"}
+    assert threads["main"] > 0  # start-up alone takes a tenth of a second
+    # the threads' own clock ticks, within the process's total (a field misread would be far off)
+    assert threads["main"] + threads["file removals"] <= report["cpu"] + 0.02
