@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -151,6 +152,7 @@ def main() -> int:
         for server in group:
             server.stop()
         receiver.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     columns = ["req/s", "workers' priority", *KINDS]
     print(f"| server, medians (ranges) of {args.rounds} rounds, µs per GET | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
