@@ -89,13 +89,19 @@ class CountingReceiver:
             self._thread.join(10)
 
 
+QUIET_SECONDS = 1.5
+"""Longer than a worker's pull notes wait (`recorder.FLUSH_SECONDS`, 1 s) plus the deliverer's poll (0.25 s): a
+receiver quiet this long has every event of the load (a shorter wait counted a load's last second of pulls in the
+next server's round)."""
+
+
 def settle(receiver: CountingReceiver, timeout: float = 120.0) -> float:
-    """Wait until the receiver got nothing for half a second (the deliverer caught up); how long that took."""
+    """Wait until the receiver got nothing for `QUIET_SECONDS` (the deliverer caught up); how long that took."""
     started = time.monotonic()
     count = -1
     while receiver.events != count and time.monotonic() - started < timeout:
         count = receiver.events
-        time.sleep(0.5)
+        time.sleep(QUIET_SECONDS)
     return time.monotonic() - started
 
 

@@ -12,7 +12,8 @@ in as long (their timers and polls; a loaded machine stretches a load). "off" ha
 "on" both, "base" is "on" from the source tree `DIR` (its `src/` and `core/src/`, as for `ab_notifications.py`).
 Under valgrind a worker serves some 100 GETs a second, so a pull flush (every 100 ms) carries a few notes, not the
 benchmark's ~1,000: its fixed cost weighs some 50 times what it does there, unless `--flush-seconds 10` lets it
-carry as many. The delivery process's main thread is printed apart, per event.
+carry as many. The workers' other threads (the outbox writer, readers) are printed apart, per GET, and the
+delivery process (all its threads) per event.
 """
 
 from __future__ import annotations
@@ -74,20 +75,31 @@ def _zero(pid: int) -> None:
     os.kill(pid, signal.SIGUSR1)
 
 
-def _main_thread_instructions(folder: Path, pid: int) -> int:
-    """The instructions of `pid`'s main thread in its latest dump (`callgrind.out.PID.N-01`)."""
-    dumps = sorted(folder.glob(f"callgrind.out.{pid}.*-01"), key=lambda p: int(p.name.split(".")[-1].split("-")[0]))
+def _thread_instructions(folder: Path, pid: int) -> tuple[int, int]:
+    """The instructions of `pid`'s main thread and of its other threads together (the outbox writer, readers) in
+    its latest dump (`callgrind.out.PID.N-TT`, one file per thread)."""
+    dumps = list(folder.glob(f"callgrind.out.{pid}.*-*"))
     assert dumps, (pid, sorted(p.name for p in folder.iterdir()))
-    match = TOTALS.search(dumps[-1].read_text(errors="replace"))
-    assert match is not None, dumps[-1]
-    return int(match.group(1))
+    latest = max(int(p.name.split(".")[-1].split("-")[0]) for p in dumps)
+    main = others = 0
+    for dump in dumps:
+        number, thread = dump.name.split(".")[-1].split("-")
+        if int(number) != latest:
+            continue
+        match = TOTALS.search(dump.read_text(errors="replace"))
+        assert match is not None, dump
+        if int(thread) == 1:
+            main = int(match.group(1))
+        else:
+            others += int(match.group(1))
+    return main, others
 
 
-def _dump(folder: Path, pids: list[int]) -> dict[int, int]:
+def _dump(folder: Path, pids: list[int]) -> dict[int, tuple[int, int]]:
     for pid in pids:
         os.kill(pid, signal.SIGUSR2)
     time.sleep(3)
-    return {pid: _main_thread_instructions(folder, pid) for pid in pids}
+    return {pid: _thread_instructions(folder, pid) for pid in pids}
 
 
 def _ok(hey_output: str) -> int:
@@ -142,15 +154,18 @@ def measure(server: Server, receiver: CountingReceiver, requests: int, rounds: i
         loaded = _dump(folder, everyone)
         seconds = time.monotonic() - started
         events = receiver.events - before
-        worker_total = sum(loaded[pid] - idle[pid] * seconds / idle_seconds for pid in workers)
-        raw = sum(loaded[pid] for pid in workers)
+        scale = seconds / idle_seconds
+        worker_total = sum(loaded[pid][0] - idle[pid][0] * scale for pid in workers)
+        threads_total = sum(loaded[pid][1] - idle[pid][1] * scale for pid in workers)
+        raw = sum(loaded[pid][0] for pid in workers)
         line = (
             f"{server.name} round {r + 1}: {ok} GETs in {seconds:.0f} s, {events} events; workers' main threads "
             f"{worker_total / ok / 1000:,.1f}k instructions per GET less idle ({raw / ok / 1000:,.1f}k raw, idle "
-            f"{sum(idle[p] for p in workers) / idle_seconds / 1000:,.0f}k/s)"
+            f"{sum(idle[p][0] for p in workers) / idle_seconds / 1000:,.0f}k/s); their other threads "
+            f"{threads_total / ok / 1000:,.1f}k per GET less idle"
         )
         if delivery and events:
-            per_event = sum(loaded[p] - idle[p] * seconds / idle_seconds for p in delivery) / events
+            per_event = sum(sum(loaded[p]) - sum(idle[p]) * scale for p in delivery) / events
             line += f"; delivery {per_event / 1000:,.1f}k per event less idle"
         log(line)
         lines.append(line)

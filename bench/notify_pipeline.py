@@ -6,9 +6,11 @@ event, is what a pull event costs a worker. Far steadier on a shared machine tha
 not wall time, and no load generator competing).
 
     python3 bench/notify_pipeline.py [--events 60000] [--rate 8000] [--clients 32] [--batch 100] [--rounds 3]
+        [--flush-seconds S[,S2]]
 
 `--rate` is pulls per second noted by this process (one worker's share of the bench's load), `--clients` the
-connections they come from (each a client of its own, as its address differs).
+connections they come from (each a client of its own, as its address differs). `--flush-seconds` sets the
+recorder's `FLUSH_SECONDS`; two values, comma-separated, measure both in each round (interleaved).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from docker_registry.core.digest import Digest
 from docker_registry.server.config.schema import Config
 from docker_registry.server.http.context import SERVING
 from docker_registry.server.http.requestid import KEY as REQUEST_ID
+from docker_registry.server.notifications import recorder as recording
 from docker_registry.server.notifications.delivery import Deliverer
 from docker_registry.server.notifications.recorder import Recorder
 from docker_registry.server.notifications.stats import Stats
@@ -160,7 +163,9 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--flush-seconds", default=str(recording.FLUSH_SECONDS))
     args = parser.parse_args()
+    flushes = [float(value) for value in args.flush_seconds.split(",")]
     port = servers.free_port()
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
     try:
@@ -173,25 +178,30 @@ def main() -> int:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        costs = []
+        costs: dict[float, list[float]] = {flush: [] for flush in flushes}
         for r in range(args.rounds):
-            with tempfile.TemporaryDirectory(prefix="notify-pipeline-") as tmp:
-                for name in ("off", "on"):
-                    (Path(tmp) / name).mkdir()
-                off, _ = asyncio.run(_run(Path(tmp) / "off", port, args, notify=False))
-                before = _stats(port)
-                on, statements = asyncio.run(_run(Path(tmp) / "on", port, args, notify=True))
-                events, posts, size = (now - then for now, then in zip(_stats(port), before, strict=True))
-            costs.append((on - off) * 1e6 / args.events)
+            for flush in flushes:
+                recording.FLUSH_SECONDS = flush
+                with tempfile.TemporaryDirectory(prefix="notify-pipeline-") as tmp:
+                    for name in ("off", "on"):
+                        (Path(tmp) / name).mkdir()
+                    off, _ = asyncio.run(_run(Path(tmp) / "off", port, args, notify=False))
+                    before = _stats(port)
+                    on, statements = asyncio.run(_run(Path(tmp) / "on", port, args, notify=True))
+                    events, posts, size = (now - then for now, then in zip(_stats(port), before, strict=True))
+                costs[flush].append((on - off) * 1e6 / args.events)
+                print(
+                    f"round {r + 1}, flush every {flush:g} s: baseline {off:.2f} s, notifications {on:.2f} s of CPU: "
+                    f"{costs[flush][-1]:.1f} µs per pull; per event {statements / events:.4f} database statements, "
+                    f"{posts / events:.4f} POSTs, {size / events:.0f} bytes of JSON sent",
+                    flush=True,
+                )
+        for flush, values in costs.items():
             print(
-                f"round {r + 1}: baseline {off:.2f} s, notifications {on:.2f} s of CPU: {costs[-1]:.1f} µs per pull; "
-                f"per event {statements / events:.4f} database statements, {posts / events:.4f} POSTs, "
-                f"{size / events:.0f} bytes of JSON sent"
+                f"CPU per pull event, flush every {flush:g} s: median {statistics.median(values):.1f} µs "
+                f"({min(values):.1f}-{max(values):.1f}; {args.events:,} pulls at {args.rate:,}/s from {args.clients} "
+                f"clients, envelopes of up to {args.batch})"
             )
-        print(
-            f"CPU per pull event: median {statistics.median(costs):.1f} µs ({args.events:,} pulls at {args.rate:,}/s "
-            f"from {args.clients} clients, envelopes of up to {args.batch})"
-        )
     finally:
         receiver.terminate()
         receiver.wait(10)

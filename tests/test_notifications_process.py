@@ -197,10 +197,14 @@ def test_one_scrape_shows_deliveries_across_a_restart_of_the_delivery_process(
         first = _wait_delivery_process(server)
         changes = _push_images(server, unique_repo("metrics"), 2)
 
-        def pending() -> float:
-            return total(scrape(debug_port), "registry_notifications_pending_events", endpoint="test")
+        def pending_and_failed() -> bool:
+            samples = scrape(debug_port)
+            failures = total(samples, "registry_notifications_failures_total", endpoint="test")
+            return total(samples, "registry_notifications_pending_events", endpoint="test") >= 1 and failures >= 1
 
-        _wait_for(lambda: pending() >= 1)  # as of the batch it keeps retrying
+        # as of the batch it keeps retrying; its failures shown too: the pending figure is set before the first POST,
+        # so a flush between the two shows it alone, and a process killed then never flushes its first failure
+        _wait_for(pending_and_failed)
         os.kill(first, signal.SIGKILL)
         _wait_gone(first)
         _wait_delivery_process(server, 2)
