@@ -189,7 +189,7 @@ def test_out_of_descriptors_on_accept_is_one_line_a_minute_and_passes(
         )
     server = RegistryProcess(tmp_path, port=port)
     try:
-        wait_until(lambda: "worker 0 ready" in log_path.read_text() or "listening" in log_path.read_text(), 30, "start")
+        wait_until(lambda: "worker 0 ready" in log_path.read_text() or "listening" in log_path.read_text(), 90, "start")
         time.sleep(0.5)
         held = []
         for _ in range(300):

@@ -46,8 +46,11 @@ def test_skopeo_push_mount_pull_delete_send_events(
         assert pushed[-1] is manifest_push  # after its blobs, as they were committed
 
         skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", source, copy)
-        copied = receiver.wait_for(
-            lambda got: any(e["target"]["repository"] == "e2e/notify-copy" and e["action"] == "push" for e in got)
+        receiver.wait_for(  # the copy's manifest push: delivered in order, so after every blob event of the copy
+            lambda got: any(
+                e["target"]["repository"] == "e2e/notify-copy" and e["action"] == "push" and e["target"].get("tag")
+                for e in got
+            )
         )
         copied = [e for e in receiver.events if e["target"]["repository"] == "e2e/notify-copy"]
         # skopeo mounts the layers it knows to be there and copies the rest (the config, read by a pull)
