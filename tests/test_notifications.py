@@ -38,8 +38,8 @@ pytestmark = pytest.mark.skipif(implementation() != "ours", reason="event durabi
 
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 BLOB = "application/octet-stream"
-PULL_LOSS_WINDOW = 1.0
-"""docs/notifications.md: a SIGKILL loses at most a worker's last second of pull events."""
+PULL_LOSS_WINDOW = 0.1
+"""docs/notifications.md: a SIGKILL loses at most a worker's last ~100 ms of pull events."""
 
 
 @pytest.fixture
@@ -559,7 +559,7 @@ def test_queue_depth_counts_every_event_of_batched_rows(make_registry: Callable[
 
 
 def test_pull_events_a_moment_old_survive_sigkill(make_registry: Callable[..., RegistryProcess]) -> None:
-    """What docs/notifications.md promises pull events: a SIGKILL loses at most a worker's last second of them
+    """What docs/notifications.md promises pull events: a SIGKILL loses at most a worker's last ~100 ms of them
     (`PULL_LOSS_WINDOW`). Pulls older than that are in the outbox: killed and restarted, the registry delivers every
     one."""
     receiver = Receiver()  # nothing listens yet: every delivery fails

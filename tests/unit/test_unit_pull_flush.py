@@ -1,7 +1,6 @@
 """The recorder's pull flush: notes wait in memory up to `FLUSH_SECONDS` (the loss window of a SIGKILL, see
 docs/notifications.md), and once `FLUSH_EVENTS` wait they are written at once, in one transaction (one
-`record_events`) of rows of up to `ROW_EVENTS`: a busy worker pays a flush's fixed cost once a second, not per
-thousand pulls."""
+`record_events`) of rows of up to `ROW_EVENTS`."""
 
 from __future__ import annotations
 

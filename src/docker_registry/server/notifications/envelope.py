@@ -44,7 +44,7 @@ NO_CLIENT = Client("", "", "", "", None, "")
 PullNote = tuple[float, int, str]
 """What a pull leaves at request time: when (`time.time()`), the number its recorder gave the (target, client)
 combination, and the request's id. Only a float, an int and a string: the garbage collector stops tracking such a
-tuple at its first look, so the notes of a batch (alive up to a second, thousands of them) are not promoted into the
+tuple at its first look, so the notes of a batch (alive up to 100 ms, thousands of them) are not promoted into the
 older generations and do not bring on full collections."""
 
 

@@ -8,12 +8,6 @@ up to `ROW_EVENTS` each, the notes as they are (`Events.pull_row`; the deliverer
 transaction that neither waits for the disk nor empties any worker's caches, so a pull never waits for the database
 and costs it a fraction of a row. Those are not durable: a SIGKILL loses at most the last `FLUSH_SECONDS` of a
 worker's pull events (a power loss also what the disk had not taken).
-
-Why a second: every flush has a fixed cost in the worker (its timer and wake-ups, the hand-over to the writer
-thread and back, a transaction with its commit, the flock that orders the workers' writers, and the
-`data_version` change every other process then notices), and the delivery process wakes to rows as they come.
-At 0.1 s, a worker serving a few hundred GETs a second paid that for every few dozen pulls; once a second it is
-shared by every pull of the second (`bench/README.md`, notifications, events11).
 """
 
 from __future__ import annotations
@@ -39,12 +33,13 @@ from .stats import Stats
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 1.0
-"""How long the first pull note of a batch waits to be written: the most a SIGKILL of a worker can lose."""
+FLUSH_SECONDS = 0.1
+"""How long the first pull note of a batch waits to be written: the most a SIGKILL of a worker can lose (a 1 s
+window was measured, 2026-12-06, and gave nothing at a saturated worker's rate: `bench/README.md`, events11)."""
 ROW_EVENTS = 1000
 """Pull events in one outbox row (`Events.pull_row`): the deliverer reads up to `delivery.BATCH` rows at once."""
-FLUSH_EVENTS = 10 * ROW_EVENTS
-"""As many notes waiting wake the flusher early (a second of a busy worker's pulls), written in one transaction."""
+FLUSH_EVENTS = ROW_EVENTS
+"""As many notes waiting wake the flusher early, written in one transaction."""
 MAX_KEYS = 4096
 """What requests were made of, remembered (a few targets, clients and connections in practice; a closed
 connection's transport stays referenced until then); beyond, starts afresh."""
