@@ -123,42 +123,6 @@ async def test_a_streamed_session_is_finished_without_reading_it_again(parts, mo
     assert store.blob_size("repo", _sha256(data)) == len(data)
 
 
-async def test_a_chunk_is_answered_before_its_hash_ends_and_the_next_request_waits_for_it(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """A streamed chunk returns once its bytes are written, its last slices still being hashed (held here until the
-    test lets them go): the next chunk and the closing PUT in the same process wait for that hash and go on from
-    it, in order, so the PUT verifies with the running hash and reads nothing back."""
-    uploads, store, _driver = parts
-    hash_chunk = uploads_module._hash_chunk
-    go = asyncio.Event()
-
-    def held_hash_chunk(hasher, chunk):  # type: ignore[no-untyped-def]
-        async def when_let_go() -> None:
-            await go.wait()
-            if (hashing := hash_chunk(hasher, chunk)) is not None:
-                await hashing
-
-        return asyncio.ensure_future(when_let_go())
-
-    async def no_second_read(*args: object) -> None:
-        raise AssertionError("the bytes were hashed again")
-
-    monkeypatch.setattr(uploads_module, "_hash_chunk", held_hash_chunk)
-    monkeypatch.setattr(uploads, "_rehash", no_second_read)
-    mib = 1024 * 1024
-    data = bytes(range(256)) * (12 * 1024)  # 3 MiB: two chunks, the first in two slices
-    upload = await uploads.start("repo")
-    first = uploads.append("repo", upload.id, body(data[:mib], data[mib : 2 * mib]), start=0)
-    assert await asyncio.wait_for(first, 5) == 2 * mib, "answered with its slices written, not yet hashed"
-    assert store.upload(upload.id).size == 2 * mib
-    second = asyncio.ensure_future(uploads.append("repo", upload.id, body(data[2 * mib :]), start=2 * mib))
-    await asyncio.sleep(0.2)
-    assert not second.done(), "the next chunk waits for the hash of the last one"
-    go.set()
-    assert await asyncio.wait_for(second, 5) == len(data)
-    await uploads.complete("repo", upload.id, _sha256(data), None)
-    assert store.blob_size("repo", _sha256(data)) == len(data)
-
-
 async def test_a_failed_write_leaves_no_running_hash_ahead_of_storage(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A chunk's write fails halfway (a full disk): the writer still counts the whole chunk, so a running hash
     that had hashed it would match the session's recorded size and vouch for bytes storage does not hold. Only

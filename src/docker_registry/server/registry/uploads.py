@@ -96,21 +96,14 @@ def _hash_chunk(hasher: Hasher, chunk: bytes) -> asyncio.Future[None] | None:
     return asyncio.ensure_future(asyncio.to_thread(hasher.update, chunk))
 
 
-async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | None) -> asyncio.Future[None] | None:
+async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | None) -> None:
     """Write each chunk while the next one is received, and hash it once its write succeeded, while the next one is
     written: receiving, writing and hashing overlap, one of each in flight.
 
     Only bytes the writer took are hashed. A write can fail after the writer counted its chunk (a full disk, halfway
     through): a hash of that chunk would then match the session's recorded size and vouch, at the closing PUT, for
     bytes storage does not hold; without it, the sizes differ, the running hash is not kept, and the stored bytes
-    are hashed again.
-
-    A body that ends whole returns once its last write did, with the hashing of the last chunks written still
-    running (a future, or None if nothing is left): the request answers, and its claim is released, while the hash
-    catches up. The hash is the process's own cache of the bytes stored, never what a 202 vouches for; whoever uses
-    `hasher` next awaits that future first (`Uploads._settled`). Before, each PATCH of a chunked upload held its
-    answer for the hash of its last chunks: about 1 ms per 8 MiB PATCH, in series with the client's next request.
-    On any error everything is awaited before it is raised, as before, so the caller reads settled sizes."""
+    are hashed again."""
     writing: asyncio.Future[int] | None = None
     hashing: asyncio.Future[None] | None = None
     written = b""  # the chunk `writing` writes
@@ -122,23 +115,10 @@ async def _pump(chunks: AsyncIterable[bytes], writer: Writer, hasher: Hasher | N
                     await hashing
                 hashing = _hash_chunk(hasher, written) if hasher is not None else None
             writing, written = asyncio.ensure_future(writer.write(chunk)), chunk
-        if writing is not None:
-            await asyncio.shield(writing)
-    except BaseException:
-        # settled, and the last chunk hashed if it was written, before the caller reads sizes or closes the writer
+    finally:
+        # settled, and the last chunk hashed if it was written, before the caller reads sizes or closes the writer,
+        # even when the body broke off
         await _settle(writing, hashing, hasher, written)
-        raise
-    if writing is None or hasher is None:
-        return None  # no chunk, or no hash: nothing was or is being hashed
-    return asyncio.ensure_future(_hash_after(hashing, hasher, written))
-
-
-async def _hash_after(previous: asyncio.Future[None] | None, hasher: Hasher, chunk: bytes) -> None:
-    """Hash `chunk` once `previous` (the hashing of the chunk before it) ended: `_pump`'s hash, in order."""
-    if previous is not None:
-        await previous
-    if (hashing := _hash_chunk(hasher, chunk)) is not None:
-        await hashing
 
 
 async def _settle(
@@ -216,8 +196,6 @@ class Uploads:
         self._store = store
         self._driver = driver
         self._hashers: dict[str, Hasher] = {}
-        self._tails: dict[str, asyncio.Future[None]] = {}
-        """The hashing still running of the last chunks a request wrote to a kept hasher (`_pump`), by session."""
         self._held: dict[str, _Held] = {}
         """The claims this worker's requests hold, by token."""
         self._sweeper: asyncio.Future[None] | None = None
@@ -292,7 +270,7 @@ class Uploads:
             if current is None:
                 raise _gone(upload.id)
             return current
-        self._forget(upload.id)
+        self._hashers.pop(upload.id, None)
         size = await self._stored_size(upload.id)
         if not await self._store.release_upload(upload.id, token, size):
             raise _gone(upload.id)
@@ -390,7 +368,7 @@ class Uploads:
         if result is None:
             return None
         claimed, appended, stored = result
-        hasher = await self._resumed_hasher(upload_id, claimed)
+        hasher = self._resumed_hasher(upload_id, claimed)
         if not appended:
             raise _stored_size_differs(Upload(upload_id, repository, claimed), stored)
         if hasher is not None:
@@ -398,10 +376,10 @@ class Uploads:
             self._keep(upload_id, hasher)
         return stored
 
-    async def _resumed_hasher(self, upload_id: str, size: int) -> Hasher | None:
+    def _resumed_hasher(self, upload_id: str, size: int) -> Hasher | None:
         """The hash state to go on from at `size` bytes: the one this process kept if it is at that size, a fresh
         one for an empty session, else None (the bytes are hashed again when the upload finishes)."""
-        hasher = await self._settled(upload_id, take=True)
+        hasher = self._hashers.pop(upload_id, None)
         if hasher is not None and hasher.size != size:
             hasher = None
         if hasher is None and size == 0:
@@ -412,7 +390,7 @@ class Uploads:
         """End this request's claim; BLOB_UPLOAD_UNKNOWN if the session was deleted while it wrote, whose data
         the deleting request left to this writer."""
         if not await self._store.release_upload(upload_id, token, size):
-            self._forget(upload_id)
+            self._hashers.pop(upload_id, None)
             await self._remove_data(upload_id)
             raise _gone(upload_id)
 
@@ -434,7 +412,7 @@ class Uploads:
         stored = _Stored(upload.size)
         keep_claim = False
         try:
-            hasher = await self._resumed_hasher(upload.id, upload.size)
+            hasher = self._resumed_hasher(upload.id, upload.size)
             received: list[bytes] = []
             body = aiter(chunks)  # one iterator, continued by the streamed path after the first chunks
             try:
@@ -482,49 +460,19 @@ class Uploads:
             await writer.close()
             raise _stored_size_differs(upload, writer.size)
         complete = False
-        tail: asyncio.Future[None] | None = None
         try:
-            tail = await _pump(chunks, writer, hasher)
+            await _pump(chunks, writer, hasher)
             complete = True
         finally:
             await (writer.commit() if complete and finishing else writer.close())
             stored.size, stored.synced = writer.size, complete and finishing
-            # complete: every chunk was written, and is hashed or being hashed (`tail`) on top of the resumed hash,
-            # which was at the writer's starting size: the hash will be at `writer.size`. Else all is settled.
-            if hasher is not None and (complete or hasher.size == writer.size):
-                self._keep(upload.id, hasher, tail)
+            if hasher is not None and hasher.size == writer.size:
+                self._keep(upload.id, hasher)
 
-    def _keep(self, upload_id: str, hasher: Hasher, tail: asyncio.Future[None] | None = None) -> None:
-        """Keep a session's running hash (with the hashing of its last chunks, if still running)."""
-        if upload_id not in self._hashers and len(self._hashers) >= MAX_KEPT_HASHERS:
-            self._forget(next(iter(self._hashers)))
+    def _keep(self, upload_id: str, hasher: Hasher) -> None:
+        if len(self._hashers) >= MAX_KEPT_HASHERS:
+            self._hashers.pop(next(iter(self._hashers)))
         self._hashers[upload_id] = hasher
-        if tail is None:
-            self._tails.pop(upload_id, None)
-        else:
-            self._tails[upload_id] = tail
-
-    def _forget(self, upload_id: str) -> None:
-        self._hashers.pop(upload_id, None)
-        self._tails.pop(upload_id, None)  # a hash still running ends on its own, on a hasher no one reads
-
-    async def _settled(self, upload_id: str, take: bool) -> Hasher | None:
-        """The running hash this process keeps for the session, once the hashing of the last chunks written ended
-        (`_pump`); taken out of the table if `take` (the caller updates it, and keeps it again). None if none is
-        kept, or the hashing failed (then the stored bytes are hashed again when the upload finishes)."""
-        hasher = self._hashers.pop(upload_id, None) if take else self._hashers.get(upload_id)
-        tail = self._tails.pop(upload_id, None) if take else self._tails.get(upload_id)
-        if tail is not None:
-            try:
-                # shielded: a cancelled request must not cancel the hash, which its thread would finish anyway,
-                # behind the back of the next user of `hasher`
-                await asyncio.shield(tail)
-            except Exception:
-                self._forget(upload_id)
-                return None
-            if not take and self._tails.get(upload_id) is tail:
-                del self._tails[upload_id]
-        return hasher
 
     async def complete(
         self,
@@ -581,7 +529,7 @@ class Uploads:
             return _chained(received, body), None, None
         again = _chained(received, body)  # the same bytes (the body has ended), for the usual path
         upload_id = _check_id(upload_id)
-        kept = await self._settled(upload_id, take=False)
+        kept = self._hashers.get(upload_id)
         if start not in (None, 0) or (kept is not None and kept.size != 0):
             return again, None, None  # a session with bytes in it: hashed only with them
         data = b"".join(received)
@@ -688,7 +636,7 @@ class Uploads:
         a session only grows, so the claim at exactly the hashed size holds only if its bytes are still those
         hashed (no writer since, none now)."""
         upload_id = _check_id(upload_id)
-        hasher = await self._settled(upload_id, take=False)
+        hasher = self._hashers.get(upload_id)
         if hasher is None:
             hasher = await self._hash_unfinished(upload_id, digest.algorithm)
         if hasher is None or hasher.algorithm != digest.algorithm or hasher.digest() != digest:
@@ -737,13 +685,13 @@ class Uploads:
         writer = await self._driver.writer(upload_path(upload_id))
         hasher = Hasher(HASH_ALGORITHM)
         try:
-            tail = await _pump(chunks, writer, hasher)
-            await writer.commit()  # the fsync, while the last chunks are hashed
+            await _pump(chunks, writer, hasher)
+            await writer.commit()
         except BaseException:
             await writer.cancel()
             await self._remove_data(upload_id)
             raise
-        self._keep(upload_id, hasher, tail)
+        self._keep(upload_id, hasher)
         await self._finish(repository, upload_id, writer.size, digest, True, None, events)
 
     async def _finish(
@@ -763,7 +711,7 @@ class Uploads:
         stays unlinked (the bytes may have been published already; they are verified, and unreachable).
         `pinned`: the claim pinned the blob already (`_claim_verified`).
         """
-        hasher = await self._settled(upload_id, take=True)
+        hasher = self._hashers.pop(upload_id, None)
         try:
             if hasher is None or hasher.size != size or hasher.algorithm != digest.algorithm:
                 if not synced:  # the bytes are readable once committed (S3 completes its multipart upload)
@@ -871,11 +819,11 @@ class Uploads:
         if deleted is None:
             raise _gone(upload.id)
         if deleted.writer is None or self._abandoned(deleted):
-            self._forget(upload.id)
+            self._hashers.pop(upload.id, None)
             await self._remove_data(upload.id)
 
     async def _discard(self, upload_id: str) -> None:
-        self._forget(upload_id)
+        self._hashers.pop(upload_id, None)
         await self._store.delete_upload(upload_id)
         await self._remove_data(upload_id)
 
