@@ -31,6 +31,7 @@ import loadgen
 import servers
 from notifications import CountingReceiver, log, metrics_on, settle
 from servers import Server
+from task_stat import tasks
 
 KINDS = ("main user", "main sys", "threads user", "threads sys", "master", "delivery")
 
@@ -40,28 +41,18 @@ def thread_ticks(server: Server) -> dict[str, int]:
     assert server.proc is not None
     leader, nice = server.proc.pid, os.getpriority(os.PRIO_PROCESS, server.proc.pid)
     ticks = dict.fromkeys(KINDS, 0)
-    for pid in server.pids():
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            user, system = int(fields[11]), int(fields[12])
-            if pid == leader:
-                ticks["master"] += user + system
-            elif int(fields[16]) > nice:  # field 19 of stat(5): the niced delivery process
-                ticks["delivery"] += user + system
-            elif int(tid) == pid:
-                ticks["main user"] += user
-                ticks["main sys"] += system
-            else:
-                ticks["threads user"] += user
-                ticks["threads sys"] += system
+    for pid, tid, fields in tasks(server.pids()):
+        user, system = int(fields[11]), int(fields[12])
+        if pid == leader:
+            ticks["master"] += user + system
+        elif int(fields[16]) > nice:  # field 19 of stat(5): the niced delivery process
+            ticks["delivery"] += user + system
+        elif tid == pid:
+            ticks["main user"] += user
+            ticks["main sys"] += system
+        else:
+            ticks["threads user"] += user
+            ticks["threads sys"] += system
     return ticks
 
 

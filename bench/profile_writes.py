@@ -31,6 +31,7 @@ import servers
 import smallwrites
 from run import cpu_seconds
 from servers import Server
+from task_stat import tasks
 
 HERE = Path(__file__).resolve().parent
 LOADS = ("blobs-patch", "blobs-put", "mounts", "tags", "skopeo")
@@ -96,20 +97,7 @@ def prepare(load: str, server: Server, tag: str, count: int, image: images.Seede
 def thread_cpu(pids: list[int]) -> dict[tuple[int, int], tuple[float, float]]:
     """(user, system) CPU seconds of every thread of `pids`, by (pid, tid)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for pid in pids:
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            out[(pid, int(tid))] = (int(fields[11]) / ticks, int(fields[12]) / ticks)
-    return out
+    return {(pid, tid): (int(fields[11]) / ticks, int(fields[12]) / ticks) for pid, tid, fields in tasks(pids)}
 
 
 def thread_cpu_summary(
