@@ -90,9 +90,9 @@ class CountingReceiver:
 
 
 QUIET_SECONDS = 1.5
-"""Longer than a worker's pull notes wait (`recorder.FLUSH_SECONDS`, 1 s) plus the deliverer's poll (0.25 s): a
-receiver quiet this long has every event of the load (a shorter wait counted a load's last second of pulls in the
-next server's round)."""
+"""Longer than a worker's pull notes wait (`recorder.FLUSH_SECONDS`) plus the deliverer's poll (0.25 s), with
+room for a 1 s window (`notify_pipeline.py --flush-seconds`): a receiver quiet this long has every event of the load
+(a shorter wait counted a load's last pulls in the next server's round)."""
 
 
 def settle(receiver: CountingReceiver, timeout: float = 120.0) -> float:

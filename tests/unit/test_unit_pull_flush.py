@@ -1,5 +1,5 @@
 """The recorder's pull flush: notes wait in memory up to `FLUSH_SECONDS` (the loss window of a SIGKILL, see
-docs/notifications.md), and once `FLUSH_EVENTS` wait they are written at once, in one transaction (one
+docs/notifications.md), and once `ROW_EVENTS` wait they are written at once, in one transaction (one
 `record_events`) of rows of up to `ROW_EVENTS`."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from docker_registry.core.digest import Digest
 from docker_registry.server.config.notifications import NotificationsConfig
 from docker_registry.server.http.context import SERVING
 from docker_registry.server.notifications import recorder as recording
-from docker_registry.server.notifications.recorder import FLUSH_EVENTS, FLUSH_SECONDS, ROW_EVENTS, Recorder
+from docker_registry.server.notifications.recorder import FLUSH_SECONDS, ROW_EVENTS, Recorder
 from docker_registry.server.notifications.stats import Stats
 from docker_registry.server.registry.events import Target
 from docker_registry.server.store.models import EventRecord
@@ -81,7 +81,7 @@ async def test_a_full_batch_is_written_at_once_in_one_transaction(monkeypatch: p
     recorder.start()
     try:
         await asyncio.sleep(0)
-        for _ in range(FLUSH_EVENTS // 500):  # as requests come: a few hundred per turn of the loop
+        for _ in range(ROW_EVENTS // 500):  # as requests come: a few hundred per turn of the loop
             _pull(recorder, 500)
             await asyncio.sleep(0)
             await asyncio.sleep(0)
@@ -92,7 +92,7 @@ async def test_a_full_batch_is_written_at_once_in_one_transaction(monkeypatch: p
         assert outbox.writes
         rows = outbox.writes[0][1]
         assert len(outbox.writes) == 1, outbox.writes  # one transaction, not one per row
-        assert rows == [ROW_EVENTS] * (FLUSH_EVENTS // ROW_EVENTS)
+        assert rows == [ROW_EVENTS]
         _pull(recorder, 5)
     finally:
         await recorder.stop()

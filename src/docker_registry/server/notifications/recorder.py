@@ -3,7 +3,7 @@
 The request is found through the context variable `http.context.SERVING` (set by a step every request takes), so
 the registry logic passes no HTTP detail down. Changes get their records at once (the store writes them in the
 change's transaction). Pulls only note what was served (`PullNote`: three plain values); a task writes the notes
-`FLUSH_SECONDS` after the first of them (sooner once `FLUSH_EVENTS` wait) in one transaction, as outbox rows of
+`FLUSH_SECONDS` after the first of them (sooner once `ROW_EVENTS` wait) in one transaction, as outbox rows of
 up to `ROW_EVENTS` each, the notes as they are (`Events.pull_row`; the deliverer makes their events), in a
 transaction that neither waits for the disk nor empties any worker's caches, so a pull never waits for the database
 and costs it a fraction of a row. Those are not durable: a SIGKILL loses at most the last `FLUSH_SECONDS` of a
@@ -37,9 +37,7 @@ FLUSH_SECONDS = 0.1
 """How long the first pull note of a batch waits to be written: the most a SIGKILL of a worker can lose (a 1 s
 window was measured, 2026-12-06, and gave nothing at a saturated worker's rate: `bench/README.md`, events11)."""
 ROW_EVENTS = 1000
-"""Pull events in one outbox row (`Events.pull_row`): the deliverer reads up to `delivery.BATCH` rows at once."""
-FLUSH_EVENTS = ROW_EVENTS
-"""As many notes waiting wake the flusher early, written in one transaction."""
+"""Pull events in one outbox row (`Events.pull_row`); as many waiting wake the flusher early."""
 MAX_KEYS = 4096
 """What requests were made of, remembered (a few targets, clients and connections in practice; a closed
 connection's transport stays referenced until then); beyond, starts afresh."""
@@ -87,7 +85,7 @@ class Recorder:
         self._flusher: asyncio.Task[None] | None = None
         self._pull_events = self._events()
         self._due: asyncio.Future[None] | None = None
-        """Resolved when the flusher is due: its timer ran out, or `FLUSH_EVENTS` wait."""
+        """Resolved when the flusher is due: its timer ran out, or `ROW_EVENTS` wait."""
         self._stopping = False
 
     def _wants(self, action: str, media_type: str | None) -> bool:
@@ -166,7 +164,7 @@ class Recorder:
             del pulls[0]
             self._stats.pulls_lost += 1
         pulls.append((time.time(), number, request_id_of(request)))
-        if len(pulls) == 1 or len(pulls) == FLUSH_EVENTS:  # the first arms the flusher's timer, the last wakes it
+        if len(pulls) == 1 or len(pulls) == ROW_EVENTS:  # the first arms the flusher's timer, the last wakes it
             self._wake()
 
     # --- the pull flusher ---------------------------------------------------------------------------------------
@@ -190,14 +188,14 @@ class Recorder:
             await self.flush()
 
     async def _flush_forever(self) -> None:
-        """Flush `FLUSH_SECONDS` after the first note of a batch, or once `FLUSH_EVENTS` wait: a bare future that
-        `pulled` or a timer resolves (no `wait_for` and its task every round, and no timer at all while nothing is
-        pulled)."""
+        """Flush `FLUSH_SECONDS` after the first note of a batch, or once `ROW_EVENTS` wait: a bare future that
+        `pulled` or a timer resolves (no `wait_for` and its task ten times a second, and no timer at all while
+        nothing is pulled)."""
         loop = asyncio.get_running_loop()
         while not self._stopping:
             self._due = due = loop.create_future()
             waiting = len(self._pulls)
-            timer = loop.call_later(0 if waiting >= FLUSH_EVENTS else FLUSH_SECONDS, self._wake) if waiting else None
+            timer = loop.call_later(0 if waiting >= ROW_EVENTS else FLUSH_SECONDS, self._wake) if waiting else None
             try:
                 await due
             finally:
