@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
+from task_stat import tasks
+
 
 def _seconds_since_exec() -> float:
     """How long ago this process was exec'd: its start in clock ticks since boot (/proc/self/stat) against the
@@ -53,20 +55,15 @@ def thread_cpu() -> dict[str, float]:
     pool lives as long as the process, so they are still there at the exit); the store's threads (asyncio's pool)
     have ended by then, so their CPU is what the process's total leaves."""
     tick = os.sysconf("SC_CLK_TCK")
+    groups = {
+        thread.native_id: "main" if thread is threading.main_thread() else "file removals"
+        for thread in threading.enumerate()
+        if thread is threading.main_thread() or thread.name.startswith("remove")  # `drivers.file._remover`'s threads
+    }
     seconds = {"main": 0.0, "file removals": 0.0}
-    for thread in threading.enumerate():
-        if thread is threading.main_thread():
-            group = "main"
-        elif thread.name.startswith("remove"):  # `drivers.file._remover`'s threads
-            group = "file removals"
-        else:
-            continue
-        try:
-            with open(f"/proc/self/task/{thread.native_id}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:  # ended meanwhile
-            continue
-        seconds[group] += (int(fields[11]) + int(fields[12])) / tick
+    for _, tid, fields in tasks([os.getpid()]):
+        if (group := groups.get(tid)) is not None:
+            seconds[group] += (int(fields[11]) + int(fields[12])) / tick
     return seconds
 
 

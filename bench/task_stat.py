@@ -1,5 +1,5 @@
 """The `/proc/<pid>/task/<tid>/stat` fields of every thread of some processes, for the scripts that split a
-server's CPU by thread (`profile_writes.py`, `notify_attribution.py`)."""
+server's CPU by thread (`profile_writes.py`, `notify_attribution.py`, `gc_phases.py`)."""
 
 from __future__ import annotations
 
