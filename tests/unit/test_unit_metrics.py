@@ -108,3 +108,26 @@ def test_a_run_directory_left_by_a_dead_master_is_removed_and_a_live_one_kept(
         multiprocess.end_run(directory)
         values.ValueClass = original
     assert not Path(directory).exists()
+
+
+async def test_a_blocking_move_of_the_instrumented_driver_is_timed_as_a_move(tmp_path: Path) -> None:
+    """Uploads publish through `Base.mover` (in the database writer's thread) where the driver has one: the wrapper
+    offers it too, so metrics on keep that path, and times it like `move_if_absent`, failures counted."""
+    from docker_registry.drivers.file import Driver
+    from docker_registry.server.metrics.driver import InstrumentedDriver
+
+    instruments = Instruments()
+    driver = InstrumentedDriver(Driver({"rootdirectory": str(tmp_path)}), "filesystem", instruments)
+    await driver.put_content("uploads/u/data", b"payload")
+    move = driver.mover("uploads/u/data", "blobs/sha256/ab/abcd/data", sync_source=True)
+    assert move is not None
+    assert move() is True
+    missing = driver.mover("uploads/gone/data", "blobs/x")
+    assert missing is not None
+    with pytest.raises(FileNotFoundError):
+        missing()
+    instruments.storage_timings.flush()
+    assert instruments.storage_duration.labels("filesystem", "move")._sum.get() > 0
+    assert sum(b.get() for b in instruments.storage_duration.labels("filesystem", "move")._buckets) == 2
+    assert instruments.storage_errors.labels("filesystem", "move")._value.get() == 1
+    assert await driver.get_content("blobs/sha256/ab/abcd/data") == b"payload"

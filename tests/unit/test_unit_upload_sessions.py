@@ -214,11 +214,13 @@ async def test_delete_while_the_last_chunk_streams(parts) -> None:  # type: igno
 
 
 async def test_delete_while_a_put_publishes(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The reported race: DELETE between the PUT's verification and its move into place was a 500."""
+    """The reported race: DELETE between the PUT's verification and its move into place was a 500. Here on a driver
+    that can only move by awaiting (`Base.mover` is None); the next test has the filesystem driver's own way."""
     uploads, store, driver = parts
     upload = await uploads.start("repo")
     await uploads.append("repo", upload.id, body(b"payload"), start=0)
     move = driver.move_if_absent
+    monkeypatch.setattr(driver, "mover", lambda *args, **kwargs: None)
 
     async def move_after_delete(src: str, dst: str, sync_source: bool = False) -> bool:
         await uploads.cancel(await uploads.get("repo", upload.id))
@@ -228,6 +230,37 @@ async def test_delete_while_a_put_publishes(parts, monkeypatch) -> None:  # type
     digest = parse_digest("sha256:" + hashlib.sha256(b"payload").hexdigest())
     with pytest.raises(RegistryError) as info:
         await uploads.complete("repo", upload.id, digest, None)
+    assert info.value.error is BLOB_UPLOAD_UNKNOWN
+    assert store.blob_size("repo", digest) is None, "a deleted session links nothing"
+    assert store.upload(upload.id) is None
+    assert not await driver.exists(f"uploads/{upload.id}")
+
+
+async def test_delete_while_a_put_publishes_in_the_writers_thread(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The same race where the move follows the claim in the database writer's thread (`Base.mover`): the DELETE
+    commits between the claim and the move, so the PUT's link finds the session gone."""
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    await uploads.append("repo", upload.id, body(b"payload"), start=0)
+    mover = driver.mover
+    moves = []
+
+    def mover_after_delete(src: str, dst: str, sync_source: bool = False):  # type: ignore[no-untyped-def]
+        move = mover(src, dst, sync_source)
+        assert move is not None
+
+        def deleted_then_moved() -> bool:
+            assert store.delete_upload(upload.id) is not None  # what a DELETE commits while the PUT holds the claim
+            moves.append(dst)
+            return move()
+
+        return deleted_then_moved
+
+    monkeypatch.setattr(driver, "mover", mover_after_delete)
+    digest = parse_digest("sha256:" + hashlib.sha256(b"payload").hexdigest())
+    with pytest.raises(RegistryError) as info:
+        await uploads.complete("repo", upload.id, digest, None)
+    assert moves, "the move ran where the claim was committed"
     assert info.value.error is BLOB_UPLOAD_UNKNOWN
     assert store.blob_size("repo", digest) is None, "a deleted session links nothing"
     assert store.upload(upload.id) is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,3 +63,56 @@ async def test_writes_arriving_while_the_gate_is_held_elsewhere_join_the_waiting
         writes.close()
     assert len(begins) == 1, "the five writes in one transaction"
     assert all(store.upload(f"u{i}") is not None for i in range(5))
+
+
+async def test_a_writes_next_step_runs_after_its_commit_with_the_gate_given_back(store: MetadataStore) -> None:
+    """`then` (a claim's blob publication) sees the write committed and the gate free, and answers for the write;
+    what it raises is the write's error, the write staying committed."""
+    assert store.gate is not None
+    seen: list[tuple[bool, bool]] = []
+
+    def then(result: Any) -> str:
+        gate = os.open(store.gate.path, os.O_RDWR)
+        try:
+            fcntl.flock(gate, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the writer still held the gate
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        finally:
+            os.close(gate)
+        seen.append((result is None, store.upload("u1") is not None))
+        return "followed"
+
+    def failing(result: Any) -> None:
+        raise OSError("the move failed")
+
+    writes = WriteQueue(store)
+    try:
+        assert await writes.submit(lambda: store.create_upload("u1", "repo"), durable=False, then=then) == "followed"
+        with pytest.raises(OSError, match="the move failed"):
+            await writes.submit(lambda: store.create_upload("u2", "repo"), durable=False, then=failing)
+    finally:
+        writes.close()
+    assert seen == [(True, True)], "run once, on the write's result, after its commit"
+    assert store.upload("u2") is not None, "a failing next step leaves the committed write as it is"
+
+
+async def test_writes_without_a_next_step_are_answered_before_the_others_steps_run(store: MetadataStore) -> None:
+    assert store.gate is not None
+    writes = WriteQueue(store)
+    step_may_end = threading.Event()
+    held = os.open(store.gate.path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # both writes wait for the gate, so they share a batch
+        slow = writes.submit(
+            lambda: store.create_upload("slow", "repo"), durable=False, then=lambda _: step_may_end.wait(10)
+        )
+        _wait_until(writes._queue.empty)
+        plain = writes.submit(lambda: store.create_upload("plain", "repo"), durable=True)
+        fcntl.flock(held, fcntl.LOCK_UN)
+        await asyncio.wait_for(plain, 5)  # answered while the other write's step still runs
+        assert not slow.done()
+        step_may_end.set()
+        assert await asyncio.wait_for(slow, 5) is True
+    finally:
+        step_may_end.set()
+        os.close(held)
+        writes.close()

@@ -247,6 +247,10 @@ class Driver(Base):
         full_src, full_dst = self._full(src), self._full(dst)
         return await asyncio.to_thread(self._move_if_absent_sync, full_src, src, full_dst, dst, sync_source)
 
+    def _mover(self, src: str, dst: str, sync_source: bool) -> Callable[[], bool]:
+        full_src, full_dst = self._full(src), self._full(dst)
+        return lambda: self._move_if_absent_sync(full_src, src, full_dst, dst, sync_source)
+
     def _move_if_absent_sync(self, full_src: str, src: str, full_dst: str, dst: str, sync_source: bool) -> bool:
         """The check, the fsync of the source and the move (with its directory fsyncs) in one thread call."""
         if os.path.isfile(full_dst):

@@ -524,6 +524,31 @@ class DriverTestSuite:
         assert await driver.get_content("dst/object") == b"old"
         assert await driver.get_content("src") == b"new"
 
+    async def test_mover_is_move_if_absent_as_a_blocking_call(self, driver: Base) -> None:
+        """Where a driver offers `mover` (the registry calls it in a thread of its own), it moves as
+        `move_if_absent` does: to a free name, not onto an object, and not from a missing source."""
+        data = payload(20_000, seed=13)
+        w = await driver.writer("uploads/u3/data")
+        await w.write(data)
+        await w.close()
+        mover = driver.mover("uploads/u3/data", "blobs/sha256/ab/abcd/data", sync_source=True)
+        if mover is None:
+            return  # this driver moves only by awaiting, as `move_if_absent`'s tests hold it to
+        assert await asyncio.to_thread(mover) is True
+        assert await driver.get_content("blobs/sha256/ab/abcd/data") == data
+        assert await walked(driver) == {"blobs/sha256/ab/abcd/data"}
+        await driver.put_content("src", b"new")
+        onto_existing = driver.mover("src", "blobs/sha256/ab/abcd/data")
+        assert onto_existing is not None
+        assert await asyncio.to_thread(onto_existing) is False
+        assert await driver.get_content("blobs/sha256/ab/abcd/data") == data
+        assert await driver.get_content("src") == b"new"
+        from_nothing = driver.mover("uploads/none/data", "blobs/x", sync_source=True)
+        assert from_nothing is not None
+        with pytest.raises(exceptions.FileNotFoundError):
+            await asyncio.to_thread(from_nothing)
+        assert not await driver.exists("blobs/x")
+
     async def test_put_if_absent_writes_a_free_name(self, driver: Base) -> None:
         data = payload(20_000, seed=11)
         assert await driver.put_if_absent("blobs/sha256/ef/ef01/data", data) is True

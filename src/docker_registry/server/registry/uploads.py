@@ -183,6 +183,41 @@ async def _broken_off(received: list[bytes], error: Exception) -> AsyncIterator[
     raise error
 
 
+@dataclass(frozen=True, slots=True)
+class _Moved:
+    """A session's bytes published at their blob's path already (`Base.move_if_absent`): whether they moved, or
+    what the move raised, for `Uploads._place` to go on from as if it had just awaited the move."""
+
+    moved: bool
+    error: Exception | None = None
+
+    def result(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        return self.moved
+
+
+_Claimed = tuple[Upload | None, bool]
+"""`claim_upload_pinned`'s answer: the session if claimed, and whether its blob is pinned."""
+
+
+def _moving(mover: Callable[[], bool]) -> Callable[[_Claimed], tuple[_Claimed, _Moved | None]]:
+    """The step that follows a claim with its pin in the writer's thread (`claim_upload_pinned_then`): the move
+    of the verified bytes to their blob's path, if the session was claimed and the blob pinned (otherwise the
+    usual path claims or pins first). Its error is kept, not raised, so the claim's answer still arrives."""
+
+    def then(claimed: _Claimed) -> tuple[_Claimed, _Moved | None]:
+        upload, pinned = claimed
+        if upload is None or not pinned:
+            return claimed, None
+        try:
+            return claimed, _Moved(mover())
+        except Exception as error:
+            return claimed, _Moved(False, error)
+
+    return then
+
+
 @dataclass(slots=True)
 class _Held:
     """A claim a request of this worker holds: its session, and when it was last renewed (or made), in loop time."""
@@ -485,9 +520,9 @@ class Uploads:
     ) -> None:
         """End a session: append the last chunk if any (at `start`, when the client said where), verify everything
         against `digest`, publish and link."""
-        claimed, whole = None, None
+        claimed, whole, moved = None, None, None
         if chunks is None:
-            claimed = await self._claim_verified(repository, upload_id, digest)
+            claimed, moved = await self._claim_verified(repository, upload_id, digest)
         elif not self._driver.moves_by_copy:
             chunks, claimed, whole = await self._claim_whole(repository, upload_id, digest, chunks, start)
         if claimed is not None:
@@ -504,7 +539,9 @@ class Uploads:
             stored = _Stored(upload.size)
             if chunks is not None:  # nothing pinned yet: only a PUT without a body or a whole one pins early
                 stored = await self._write(upload, token, chunks, finishing=True)
-            await self._finish(upload.repository, upload.id, stored.size, digest, stored.synced, token, events, pinned)
+            await self._finish(
+                upload.repository, upload.id, stored.size, digest, stored.synced, token, events, pinned, moved
+            )
 
     async def _claim_whole(
         self, repository: str, upload_id: str, digest: Digest, chunks: AsyncIterable[bytes], start: int | None
@@ -624,7 +661,9 @@ class Uploads:
                     await self._store.unpin_blob(digest, pin_id)
             raise
 
-    async def _claim_verified(self, repository: str, upload_id: str, digest: Digest) -> tuple[Upload, str, bool] | None:
+    async def _claim_verified(
+        self, repository: str, upload_id: str, digest: Digest
+    ) -> tuple[tuple[Upload, str, bool] | None, _Moved | None]:
         """For a PUT without a body: when the session's bytes are `digest` already, claim the session at exactly
         the hashed size and pin the blob in one write, instead of a claim now and a pin after verifying. None when
         that does not apply (another digest, the session changed or is busy, its bytes cannot be read before
@@ -634,21 +673,30 @@ class Uploads:
         PUT came to another process than its PATCH: half of a skopeo push's blobs) the hash of the bytes storage
         holds for a small session, read without a claim. Either way the pin still comes only after verification:
         a session only grows, so the claim at exactly the hashed size holds only if its bytes are still those
-        hashed (no writer since, none now)."""
+        hashed (no writer since, none now).
+
+        Where the driver can move without awaiting (`Base.mover`), the bytes are published in the same trip to the
+        database writer, right after the claim and pin are committed: what `_finish` would do next anyway (the
+        digest is verified already), one hand-off to a thread and back fewer. The second of the pair: that move's
+        outcome, for `_place`."""
         upload_id = _check_id(upload_id)
         hasher = self._hashers.get(upload_id)
         if hasher is None:
             hasher = await self._hash_unfinished(upload_id, digest.algorithm)
         if hasher is None or hasher.algorithm != digest.algorithm or hasher.digest() != digest:
-            return None
+            return None, None
         token = _new_token()
-        upload, pinned = await self._store.claim_upload_pinned(
-            upload_id, repository, hasher.size, token, this_process(), digest
-        )
+        claim = (upload_id, repository, hasher.size, token, this_process(), digest)
+        mover = self._driver.mover(upload_path(upload_id), blob_path(digest), sync_source=True)
+        moved: _Moved | None = None
+        if mover is None:
+            upload, pinned = await self._store.claim_upload_pinned(*claim)
+        else:
+            (upload, pinned), moved = await self._store.claim_upload_pinned_then(_moving(mover), *claim)
         if upload is None:
-            return None
+            return None, None
         self._keep(upload_id, hasher)  # for `_finish`, which verifies with it
-        return upload, token, pinned
+        return (upload, token, pinned), moved
 
     async def _hash_unfinished(self, upload_id: str, algorithm: str) -> Hasher | None:
         """The hash of a small session's bytes as storage holds them now (see `_claim_verified`), if the driver can
@@ -704,12 +752,13 @@ class Uploads:
         token: str | None = None,
         events: EventsOf | None = None,
         pinned: bool = False,
+        moved: _Moved | None = None,
     ) -> None:
         """Verify the session's bytes, publish the blob and link it; the session is cancelled on any error.
 
         `token` is the claim of a session's writer: a session deleted meanwhile is BLOB_UPLOAD_UNKNOWN and its blob
         stays unlinked (the bytes may have been published already; they are verified, and unreachable).
-        `pinned`: the claim pinned the blob already (`_claim_verified`).
+        `pinned`: the claim pinned the blob already (`_claim_verified`); `moved`: and published it too.
         """
         hasher = self._hashers.pop(upload_id, None)
         try:
@@ -730,7 +779,7 @@ class Uploads:
             # a database that cannot pin now keeps the session, as a link that fails below does: the client retries
             await self._pin(digest, hasher.size, upload_id)
         try:
-            stored = await self._place(upload_id, digest, hasher.size, synced)
+            stored = await self._place(upload_id, digest, hasher.size, synced, moved)
         except BaseException:
             with contextlib.suppress(Exception):  # else the pin expires on its own
                 await self._store.unpin_blob(digest, upload_id)
@@ -754,17 +803,20 @@ class Uploads:
                 )
             await asyncio.sleep(0.05)
 
-    async def _place(self, upload_id: str, digest: Digest, size: int, synced: bool) -> bool:
+    async def _place(self, upload_id: str, digest: Digest, size: int, synced: bool, moved: _Moved | None) -> bool:
         """Put the verified upload at its blob's path, durable (made so here unless `synced`); True when a verified
         copy was in place already, which the new bytes, verified too, need not replace.
 
         A new blob (the common case) takes one storage call (`move_if_absent`) and no database read; a file found
         at the path counts as stored only if the database knows the blob (else it is what a failed upload or an
-        unfinished collection left, and is replaced)."""
+        unfinished collection left, and is replaced). `moved`: that storage call was made already."""
         path = upload_path(upload_id)
         final = blob_path(digest)
         try:
-            if await self._driver.move_if_absent(path, final, sync_source=not synced):
+            if moved is not None:
+                if moved.result():
+                    return False
+            elif await self._driver.move_if_absent(path, final, sync_source=not synced):
                 return False
         except DATA_MISSING:
             if size:

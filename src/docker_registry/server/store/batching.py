@@ -41,6 +41,9 @@ class _Write:
     deadline: float
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any] = field(repr=False)
+    then: Callable[[Any], Any] | None = None
+    """Run by the writer thread on the write's result once its batch committed and the gate is given back; what
+    it returns (or raises) is the answer."""
 
 
 _Outcome = tuple[_Write, Any, BaseException | None]
@@ -61,6 +64,19 @@ def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | N
         _settle(future, result, error)
 
 
+def _followed(outcomes: list[_Outcome]) -> list[_Outcome]:
+    """The outcomes, each write's `then` run on its result (a write that failed skips it)."""
+    followed: list[_Outcome] = []
+    for write, result, error in outcomes:
+        if write.then is not None and error is None:
+            try:
+                result = write.then(result)
+            except Exception as failure:
+                result, error = None, failure
+        followed.append((write, result, error))
+    return followed
+
+
 def _answer(outcomes: list[_Outcome]) -> None:
     """Hand the outcomes to their event loops, one wake-up per loop (not one per write)."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
@@ -77,10 +93,14 @@ class WriteQueue:
         self._thread = threading.Thread(target=self._serve, name="db-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, run: Callable[[], Any], durable: bool) -> asyncio.Future[Any]:
+    def submit(
+        self, run: Callable[[], Any], durable: bool, then: Callable[[Any], Any] | None = None
+    ) -> asyncio.Future[Any]:
+        """`then` is a blocking step that must follow the commit (publishing a blob its claim pinned): run in this
+        thread, it spares the caller a hand-off to another thread and back after the answer."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Write(run, durable, time.monotonic() + self._store.lock_timeout, loop, future))
+        self._queue.put(_Write(run, durable, time.monotonic() + self._store.lock_timeout, loop, future, then))
         return future
 
     def close(self) -> None:
@@ -104,7 +124,13 @@ class WriteQueue:
             with self._gate():
                 batch, stop = self._drain(first)
                 outcomes = self._run(batch)
-            _answer(outcomes)  # after the gate is given back: the other worker's writer goes on meanwhile
+            # after the gate is given back (the other worker's writer goes on meanwhile); the writes with nothing to
+            # follow them first, so they do not wait for the blocking steps of the others
+            plain = [outcome for outcome in outcomes if outcome[0].then is None]
+            if plain:
+                _answer(plain)
+            if len(plain) < len(outcomes):
+                _answer(_followed([outcome for outcome in outcomes if outcome[0].then is not None]))
             if stop:
                 return
 

@@ -195,6 +195,22 @@ class AsyncMetadataStore:
     async def delete_upload(self, upload_id: str) -> Upload | None:
         return await self._session_write(self.sync.delete_upload, upload_id)
 
+    async def claim_upload_pinned_then(
+        self,
+        then: Callable[[tuple[Upload | None, bool]], T],
+        upload_id: str,
+        repository: str,
+        size: int,
+        token: str,
+        process: str | None,
+        digest: Digest,
+    ) -> T:
+        """`claim_upload_pinned`, then the blocking step `then` on its result, in the writer's thread once the claim
+        and pin are committed (`WriteQueue.submit`): what `then` returns."""
+        claim = partial(self.sync.claim_upload_pinned, upload_id, repository, size, token, process, digest)
+        result: T = await self._writes.submit(claim, durable=False, then=then)
+        return result
+
     async def finish_upload(
         self,
         upload_id: str,
