@@ -369,6 +369,45 @@ async def test_put_on_another_process_verifies_the_stored_bytes_before_claiming(
     assert not await driver.exists(f"uploads/{upload.id}")
 
 
+async def test_put_on_another_process_reads_a_small_session_inside_its_claim(  # type: ignore[no-untyped-def]
+    parts, monkeypatch
+) -> None:
+    """On the filesystem driver the small session is read, hashed and claimed in one write (`Base.unfinished_reader`
+    inside `claim_upload_pinned_read`), not read by a call of its own first; a larger one is read the usual way."""
+    uploads, store, driver = parts
+    other_process = Uploads(AsyncMetadataStore(store), driver)
+    read_apart: list[str] = []
+    read_unfinished = driver.read_unfinished
+
+    async def counted(path: str, limit: int) -> bytes | None:
+        read_apart.append(path)
+        return await read_unfinished(path, limit)
+
+    monkeypatch.setattr(driver, "read_unfinished", counted)
+    claimed_in_write = store.claim_upload_pinned_read
+    claims: list[str] = []
+
+    def counted_claim(upload_id, *args):  # type: ignore[no-untyped-def]
+        claims.append(upload_id)
+        return claimed_in_write(upload_id, *args)
+
+    monkeypatch.setattr(store, "claim_upload_pinned_read", counted_claim)
+    small, large = b"small layer", bytes(range(256)) * 400  # 102,400 bytes: more than a small chunk
+    for data in (small, large):
+        upload = await uploads.start("repo")
+        await uploads.append("repo", upload.id, body(data[:50_000], data[50_000:]), start=0)
+        await other_process.complete("repo", upload.id, _sha256(data), None)
+        assert store.blob_size("repo", _sha256(data)) == len(data)
+        digest = _sha256(data).encoded
+        assert await driver.get_content(f"blobs/sha256/{digest[:2]}/{digest}/data") == data
+        assert store.upload(upload.id) is None
+        if data is small:
+            assert claims == [upload.id], "read inside the claim's write"
+            assert read_apart == [], "and only there"
+        else:
+            assert read_apart == [f"uploads/{upload.id}"], "a larger session is read apart, then claimed"
+
+
 async def test_put_on_another_process_never_publishes_unrecorded_bytes(parts) -> None:  # type: ignore[no-untyped-def]
     """A killed writer left bytes the session never recorded: hashing storage before the claim sees them, so the
     claim at that size fails and the PUT goes the careful way (claim, then verify what the session holds)."""

@@ -242,6 +242,14 @@ class Base(abc.ABC):
         return self._mover(check_path(src), check_path(dst), sync_source)
 
     @final
+    def unfinished_reader(self, path: str, limit: int) -> Callable[[], bytes | None] | None:
+        """`read_unfinished(path, limit)` as a blocking call, for a caller already in a thread of its own: the
+        registry reads a small session that another process wrote inside the transaction that claims it, where
+        awaiting the read cost one more hand-off to a thread and back. None when the driver can only read so by
+        awaiting (the default)."""
+        return self._unfinished_reader(check_path(path), limit)
+
+    @final
     async def read_unfinished(self, path: str, limit: int) -> bytes | None:
         """The bytes of an object being written (its writers only closed, not committed), if the driver can read
         them before `commit` and they are at most `limit`; None when it cannot, or they are more, or nothing was
@@ -388,6 +396,10 @@ class Base(abc.ABC):
 
     def _mover(self, src: str, dst: str, sync_source: bool) -> Callable[[], bool] | None:
         """By default the driver cannot move without awaiting."""
+        return None
+
+    def _unfinished_reader(self, path: str, limit: int) -> Callable[[], bytes | None] | None:
+        """By default the driver cannot read an unfinished object without awaiting."""
         return None
 
     @abc.abstractmethod

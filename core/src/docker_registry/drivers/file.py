@@ -376,6 +376,10 @@ class Driver(Base):
     async def _read_unfinished(self, path: str, limit: int) -> bytes | None:
         return await asyncio.to_thread(_read_at_most, self._full(path), limit)
 
+    def _unfinished_reader(self, path: str, limit: int) -> Callable[[], bytes | None]:
+        full = self._full(path)
+        return lambda: _read_at_most(full, limit)
+
     async def _writer(self, path: str, append: bool) -> Writer:
         full = self._full(path)
         f, size = await asyncio.to_thread(self._open_writer, full, path, append)

@@ -549,6 +549,22 @@ class DriverTestSuite:
             await asyncio.to_thread(from_nothing)
         assert not await driver.exists("blobs/x")
 
+    async def test_unfinished_reader_is_read_unfinished_as_a_blocking_call(self, driver: Base) -> None:
+        w = await driver.writer("uploads/u4/data")
+        await w.write(b"unfinished")
+        await w.close()
+        read = driver.unfinished_reader("uploads/u4/data", 100)
+        if read is None:
+            return  # this driver reads an unfinished object only by awaiting, as `read_unfinished`'s tests hold it to
+        assert await driver.read_unfinished("uploads/u4/data", 100) == b"unfinished"
+        assert await asyncio.to_thread(read) == b"unfinished"
+        too_small = driver.unfinished_reader("uploads/u4/data", 5)
+        nothing = driver.unfinished_reader("uploads/none/data", 100)
+        assert too_small is not None
+        assert nothing is not None
+        assert await asyncio.to_thread(too_small) is None
+        assert await asyncio.to_thread(nothing) is None
+
     async def test_put_if_absent_writes_a_free_name(self, driver: Base) -> None:
         data = payload(20_000, seed=11)
         assert await driver.put_if_absent("blobs/sha256/ef/ef01/data", data) is True

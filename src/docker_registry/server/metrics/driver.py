@@ -135,6 +135,14 @@ class InstrumentedDriver(Base):
     async def _read_unfinished(self, path: str, limit: int) -> bytes | None:
         return await self._timers["read_unfinished"].run(self.inner.read_unfinished(path, limit))
 
+    def _unfinished_reader(self, path: str, limit: int) -> Callable[[], bytes | None] | None:
+        """Timed as `_read_unfinished`, where the wrapped driver has a blocking one."""
+        read = self.inner.unfinished_reader(path, limit)
+        if read is None:
+            return None
+        timer = self._timers["read_unfinished"]
+        return lambda: timer.call(read)
+
     def _appender(self, path: str) -> Callable[[bytes, int], int] | None:
         """Not timed: it runs inside a database write, which the database metrics time."""
         return self.inner.appender(path)

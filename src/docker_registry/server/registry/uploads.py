@@ -218,6 +218,26 @@ def _moving(mover: Callable[[], bool]) -> Callable[[_Claimed], tuple[_Claimed, _
     return then
 
 
+class _Verified:
+    """A small session's bytes read and hashed in the transaction that claims it (`claim_upload_pinned_read`):
+    the size to claim at if they are `digest`. `hasher` is left None if nothing was read there (more than a small
+    chunk, or nothing written): the caller then reads the usual way."""
+
+    def __init__(self, read: Callable[[], bytes | None], digest: Digest) -> None:
+        self._read = read
+        self._digest = digest
+        self.hasher: Hasher | None = None
+
+    def __call__(self) -> int | None:
+        data = self._read()
+        if data is None:
+            return None
+        hasher = Hasher(self._digest.algorithm)
+        hasher.update(data)  # at most SMALL_CHUNK_MAX bytes: tens of microseconds
+        self.hasher = hasher
+        return hasher.size if hasher.digest() == self._digest else None
+
+
 @dataclass(slots=True)
 class _Held:
     """A claim a request of this worker holds: its session, and when it was last renewed (or made), in loop time."""
@@ -678,24 +698,55 @@ class Uploads:
         Where the driver can move without awaiting (`Base.mover`), the bytes are published in the same trip to the
         database writer, right after the claim and pin are committed: what `_finish` would do next anyway (the
         digest is verified already), one hand-off to a thread and back fewer. The second of the pair: that move's
-        outcome, for `_place`."""
+        outcome, for `_place`. Where it can also read without awaiting (`Base.unfinished_reader`), a small session
+        another process wrote is read and hashed in that same trip, inside the claim's transaction (as a PATCH's
+        small chunk is appended inside its own), before the claim: one more hand-off fewer."""
         upload_id = _check_id(upload_id)
+        path = upload_path(upload_id)
+        mover = self._driver.mover(path, blob_path(digest), sync_source=True)
         hasher = self._hashers.get(upload_id)
+        if hasher is None and mover is not None:
+            reader = self._driver.unfinished_reader(path, SMALL_CHUNK_MAX)
+            if reader is not None:
+                verified = _Verified(reader, digest)
+                claimed, moved = await self._claim_pinned(repository, upload_id, digest, verified, mover)
+                if verified.hasher is not None:  # read there: verified, and claimed if they were `digest`
+                    if claimed is not None:
+                        self._keep(upload_id, verified.hasher)  # for `_finish`, which verifies with it
+                    return claimed, moved
         if hasher is None:
             hasher = await self._hash_unfinished(upload_id, digest.algorithm)
         if hasher is None or hasher.algorithm != digest.algorithm or hasher.digest() != digest:
             return None, None
+        claimed, moved = await self._claim_pinned(repository, upload_id, digest, hasher.size, mover)
+        if claimed is not None:
+            self._keep(upload_id, hasher)  # for `_finish`, which verifies with it
+        return claimed, moved
+
+    async def _claim_pinned(
+        self,
+        repository: str,
+        upload_id: str,
+        digest: Digest,
+        size: int | _Verified,
+        mover: Callable[[], bool] | None,
+    ) -> tuple[tuple[Upload, str, bool] | None, _Moved | None]:
+        """Claim the session at `size` (or at the size read and verified in the claim's transaction) with the
+        blob's pin, then move it into place in the writer's thread with `mover`: the claim, and the move's outcome
+        (None: no move was made)."""
         token = _new_token()
-        claim = (upload_id, repository, hasher.size, token, this_process(), digest)
-        mover = self._driver.mover(upload_path(upload_id), blob_path(digest), sync_source=True)
         moved: _Moved | None = None
         if mover is None:
-            upload, pinned = await self._store.claim_upload_pinned(*claim)
+            assert isinstance(size, int)  # a read in the transaction comes only with a mover
+            upload, pinned = await self._store.claim_upload_pinned(
+                upload_id, repository, size, token, this_process(), digest
+            )
         else:
-            (upload, pinned), moved = await self._store.claim_upload_pinned_then(_moving(mover), *claim)
+            (upload, pinned), moved = await self._store.claim_upload_pinned_then(
+                _moving(mover), upload_id, repository, size, token, this_process(), digest
+            )
         if upload is None:
             return None, None
-        self._keep(upload_id, hasher)  # for `_finish`, which verifies with it
         return (upload, token, pinned), moved
 
     async def _hash_unfinished(self, upload_id: str, algorithm: str) -> Hasher | None:
