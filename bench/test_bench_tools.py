@@ -30,6 +30,7 @@ import profile_writes
 import proxy_steps
 import pytest
 import rawhttp
+import request_costs
 import run
 import servers
 import smallwrites
@@ -497,3 +498,14 @@ def test_interleaved_rounds_reverse_the_order_every_other_round(
     bench.interleaved(2, measure, "in order", alternate=False)
     assert [name for _, name in seen] == ["ours", "distribution"] * 2
     assert bench.work["alternating"] == {"ours": 4.0, "distribution": 4.0}
+
+
+def test_request_costs_pushes_blobs_as_skopeo_does(registry: servers.Server) -> None:
+    """`request_costs.Push`: each blob's requests, one phase after another, leave it stored and verifiable."""
+    push = request_costs.Push(registry.url, "bench/costs", [os.urandom(20_000) for _ in range(3)])
+    for kind in request_costs.KINDS:
+        request_costs.in_threads(3, 2, lambda i, kind=kind: push.request(kind, i))
+    for data, digest in zip(push.blobs, push.digests, strict=True):
+        assert rawhttp.request(f"{registry.url}/v2/bench/costs/blobs/{digest}").body == data
+    with pytest.raises(RuntimeError, match="HEAD miss: 200"):
+        push.request("HEAD miss", 0)  # a blob there now: the phase's expectation is checked
