@@ -130,6 +130,16 @@ def install() -> None:
 
     asyncio.base_events.BaseEventLoop.run_in_executor = run_in_executor  # type: ignore[method-assign]
 
+    from docker_registry.server.store import batching
+
+    original_submit = batching.WriteQueue.submit
+
+    def submit(self: Any, run: Callable[[], Any], durable: bool, then: Callable[[Any], Any] | None = None) -> Any:
+        COUNTS["writer_hop"] += 1  # a trip to the database writer's thread and back (with `then`: the move too)
+        return original_submit(self, run, durable, then)
+
+    batching.WriteQueue.submit = submit  # type: ignore[method-assign]
+
     # --- fsync from Python (the driver) -----------------------------------------------------------------------
     for name in ("fsync", "fdatasync"):
         original = getattr(os, name)
