@@ -373,7 +373,7 @@ async def test_put_on_another_process_reads_a_small_session_inside_its_claim(  #
     parts, monkeypatch
 ) -> None:
     """On the filesystem driver the small session is read, hashed and claimed in one write (`Base.unfinished_reader`
-    inside `claim_upload_pinned_read`), not read by a call of its own first; a larger one is read the usual way."""
+    inside `claim_upload_pinned`), not read by a call of its own first; a larger one is read the usual way."""
     uploads, store, driver = parts
     other_process = Uploads(AsyncMetadataStore(store), driver)
     read_apart: list[str] = []
@@ -384,14 +384,15 @@ async def test_put_on_another_process_reads_a_small_session_inside_its_claim(  #
         return await read_unfinished(path, limit)
 
     monkeypatch.setattr(driver, "read_unfinished", counted)
-    claimed_in_write = store.claim_upload_pinned_read
+    claim_upload_pinned = store.claim_upload_pinned
     claims: list[str] = []
 
-    def counted_claim(upload_id, *args):  # type: ignore[no-untyped-def]
-        claims.append(upload_id)
-        return claimed_in_write(upload_id, *args)
+    def counted_claim(upload_id, repository, size, *args):  # type: ignore[no-untyped-def]
+        if callable(size):  # a read inside the claim's transaction
+            claims.append(upload_id)
+        return claim_upload_pinned(upload_id, repository, size, *args)
 
-    monkeypatch.setattr(store, "claim_upload_pinned_read", counted_claim)
+    monkeypatch.setattr(store, "claim_upload_pinned", counted_claim)
     small, large = b"small layer", bytes(range(256)) * 400  # 102,400 bytes: more than a small chunk
     for data in (small, large):
         upload = await uploads.start("repo")

@@ -219,7 +219,7 @@ def _moving(mover: Callable[[], bool]) -> Callable[[_Claimed], tuple[_Claimed, _
 
 
 class _Verified:
-    """A small session's bytes read and hashed in the transaction that claims it (`claim_upload_pinned_read`):
+    """A small session's bytes read and hashed in the transaction that claims it (`claim_upload_pinned`):
     the size to claim at if they are `digest`. `hasher` is left None if nothing was read there (more than a small
     chunk, or nothing written): the caller then reads the usual way."""
 
@@ -737,7 +737,6 @@ class Uploads:
         token = _new_token()
         moved: _Moved | None = None
         if mover is None:
-            assert isinstance(size, int)  # a read in the transaction comes only with a mover
             upload, pinned = await self._store.claim_upload_pinned(
                 upload_id, repository, size, token, this_process(), digest
             )

@@ -176,7 +176,7 @@ class AsyncMetadataStore:
         self,
         upload_id: str,
         repository: str,
-        size: int,
+        size: int | Callable[[], int | None],
         token: str,
         process: str | None,
         digest: Digest,
@@ -205,14 +205,10 @@ class AsyncMetadataStore:
         process: str | None,
         digest: Digest,
     ) -> T:
-        """`claim_upload_pinned` (or, when `size` is a blocking read, `claim_upload_pinned_read`), then the
-        blocking step `then` on its result, in the writer's thread once the claim and pin are committed
-        (`WriteQueue.submit`): what `then` returns."""
-        claim = (
-            partial(self.sync.claim_upload_pinned_read, upload_id, repository, size, token, process, digest)
-            if callable(size)
-            else partial(self.sync.claim_upload_pinned, upload_id, repository, size, token, process, digest)
-        )
+        """`claim_upload_pinned` (`size` may be a blocking read, see there), then the blocking step `then` on its
+        result, in the writer's thread once the claim and pin are committed (`WriteQueue.submit`): what `then`
+        returns."""
+        claim = partial(self.sync.claim_upload_pinned, upload_id, repository, size, token, process, digest)
         result: T = await self._writes.submit(claim, durable=False, then=then)
         return result
 

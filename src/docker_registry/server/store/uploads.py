@@ -174,7 +174,7 @@ class UploadQueries(StoreBase):
         self,
         upload_id: str,
         repository: str,
-        size: int,
+        size: int | Callable[[], int | None],
         token: str,
         process: str | None,
         digest: Digest,
@@ -185,52 +185,25 @@ class UploadQueries(StoreBase):
         are verified to be `digest` already: the session's `size` bytes (the running hash of the request that
         wrote them; `blob_size` is then `size`), or those and a body received whole that the caller writes next
         (`blob_size` bytes in all). The claim (or None) and whether the pin was taken (not while a collector
-        deletes the blob: the caller pins again later, as without this)."""
-        pinned_size = size if blob_size is None else blob_size
+        deletes the blob: the caller pins again later, as without this).
 
-        def claim(conn: sa.Connection) -> tuple[Upload | None, bool]:
-            return self._claim_pinned(conn, upload_id, repository, size, token, process, digest, pinned_size)
-
-        return self._session_write(claim)
-
-    def claim_upload_pinned_read(
-        self,
-        upload_id: str,
-        repository: str,
-        read: Callable[[], int | None],
-        token: str,
-        process: str | None,
-        digest: Digest,
-    ) -> tuple[Upload | None, bool]:
-        """`claim_upload_pinned` at the size `read` answers, in the same transaction, before the claim: `read` reads
-        the session's bytes from storage (a small session another process wrote) and verifies them against
-        `digest`; None (other bytes, or none it could read) claims nothing. The read may run again if the
+        `size` may instead be a blocking read run in the same transaction, before the claim: it reads the session's
+        bytes from storage (a small session another process wrote) and verifies them against `digest`, answering
+        their size, or None (other bytes, or none it could read) to claim nothing. It may run again if the
         transaction does (see `run_batch`): it only reads."""
 
         def claim(conn: sa.Connection) -> tuple[Upload | None, bool]:
-            size = read()
-            if size is None:
+            claimed_size = size() if callable(size) else size
+            if claimed_size is None:
                 return None, False
-            return self._claim_pinned(conn, upload_id, repository, size, token, process, digest, size)
+            now = time.time()
+            if self._claimed_size(conn, (upload_id, repository, claimed_size, token, process), None, now) is None:
+                return None, False
+            claimed = Upload(upload_id, repository, claimed_size, token, process, now)
+            pinned_size = claimed_size if blob_size is None else blob_size
+            return claimed, hold_and_pin(conn, digest, pinned_size, upload_id)
 
         return self._session_write(claim)
-
-    def _claim_pinned(
-        self,
-        conn: sa.Connection,
-        upload_id: str,
-        repository: str,
-        size: int,
-        token: str,
-        process: str | None,
-        digest: Digest,
-        pinned_size: int,
-    ) -> tuple[Upload | None, bool]:
-        now = time.time()
-        if self._claimed_size(conn, (upload_id, repository, size, token, process), None, now) is None:
-            return None, False
-        claimed = Upload(upload_id, repository, size, token, process, now)
-        return claimed, hold_and_pin(conn, digest, pinned_size, upload_id)
 
     def _claimed_size(self, conn: sa.Connection, claim: Claim, takeover: str | None, now: float) -> int | None:
         """Run the `_CLAIM` statement for `claim` (and `takeover`, a claim found dead): the size claimed, or None."""
