@@ -685,9 +685,9 @@ class Uploads:
         self, repository: str, upload_id: str, digest: Digest
     ) -> tuple[tuple[Upload, str, bool] | None, _Moved | None]:
         """For a PUT without a body: when the session's bytes are `digest` already, claim the session at exactly
-        the hashed size and pin the blob in one write, instead of a claim now and a pin after verifying. None when
-        that does not apply (another digest, the session changed or is busy, its bytes cannot be read before
-        they are committed): then claim as usual.
+        the hashed size and pin the blob in one write, instead of a claim now and a pin after verifying. No claim
+        (None, None) when that does not apply (another digest, the session changed or is busy, its bytes cannot be
+        read before they are committed): then claim as usual.
 
         The hash is the running one this process kept from the PATCH that wrote the session last, or else (the
         PUT came to another process than its PATCH: half of a skopeo push's blobs) the hash of the bytes storage
