@@ -4,15 +4,17 @@ over HTTP alone (a process that died mid-chunk, a session claimed by another wri
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import hashlib
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from docker_registry.core.digest import parse_digest
+from docker_registry.core.digest import blob_path, parse_digest
 from docker_registry.drivers.file import Driver
 from docker_registry.server.registry import uploads as uploads_module
 from docker_registry.server.registry.errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError
@@ -22,6 +24,7 @@ from docker_registry.server.store import migrate
 from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.facade import AsyncMetadataStore
 from docker_registry.server.store.metadata import MetadataStore
+from docker_registry.server.store.models import EventRecord
 
 
 @pytest.fixture
@@ -264,6 +267,40 @@ async def test_delete_while_a_put_publishes_in_the_writers_thread(parts, monkeyp
     assert info.value.error is BLOB_UPLOAD_UNKNOWN
     assert store.blob_size("repo", digest) is None, "a deleted session links nothing"
     assert store.upload(upload.id) is None
+    assert not await driver.exists(f"uploads/{upload.id}")
+
+
+async def test_a_put_links_in_the_writers_thread_with_its_events_made_in_the_requests_context(parts) -> None:  # type: ignore[no-untyped-def]
+    """A closing PUT without a body on a new blob makes one trip to the database writer: claim and pin, move, then
+    the link in the writer's next batch (`Followup`). Its events are made there, in the request's context (they
+    name the request), and are stored with the link."""
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    await uploads.append("repo", upload.id, body(b"payload"), start=0)
+    writes = uploads._store._writes
+    submit, trips = writes.submit, []
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        trips.append(args)
+        return submit(*args, **kwargs)
+
+    writes.submit = counted
+    request = contextvars.ContextVar("request")
+    request.set("the PUT's request")
+    made = []
+
+    def events(size: int) -> list[EventRecord]:
+        made.append((request.get(None), size))
+        return [EventRecord(time.time(), "{}")]
+
+    digest = parse_digest("sha256:" + hashlib.sha256(b"payload").hexdigest())
+    await uploads.complete("repo", upload.id, digest, None, events=events)
+    assert len(trips) == 1, "claim, move and link in one trip to the writer"
+    assert made == [("the PUT's request", 7)]
+    assert store.blob_size("repo", digest) == 7
+    assert store.upload(upload.id) is None
+    assert [event.payload for event in store.events_after(0, 10)] == ["{}"]
+    assert await driver.get_content(blob_path(digest)) == b"payload"
     assert not await driver.exists(f"uploads/{upload.id}")
 
 

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from docker_registry.server.store import migrate
-from docker_registry.server.store.batching import WriteQueue
+from docker_registry.server.store.batching import Followup, WriteQueue
 from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.metadata import MetadataStore
 from docker_registry.server.store.writegate import gate_for
@@ -116,3 +116,53 @@ async def test_writes_without_a_next_step_are_answered_before_the_others_steps_r
         step_may_end.set()
         os.close(held)
         writes.close()
+
+
+async def test_a_next_step_may_answer_with_a_write_run_in_the_next_batch(store: MetadataStore) -> None:
+    """A step that answers `Followup` (a published blob's link) is answered by that write, run in a transaction of
+    its own after the step, ahead of the writes still queued; a follow-up that refuses is its write's error."""
+    begins: list[str] = []
+    sa.event.listen(
+        store.engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *rest: begins.append(statement) if statement.startswith("BEGIN IMM") else None,
+    )
+    order: list[str] = []
+
+    def link() -> str:
+        order.append("follow-up")
+        store.create_upload("linked", "repo")
+        return "linked"
+
+    def step(result: Any) -> Followup:
+        order.append(f"step, committed: {store.upload('claimed') is not None}")
+        return Followup(link)
+
+    def refusing() -> None:
+        raise ValueError("the session is gone")
+
+    writes = WriteQueue(store)
+    try:
+        answer = await writes.submit(lambda: store.create_upload("claimed", "repo"), durable=False, then=step)
+        assert answer == "linked"
+        assert order == ["step, committed: True", "follow-up"]
+        assert len(begins) == 2, "the follow-up in a write transaction after the first one's commit"
+        with pytest.raises(ValueError, match="the session is gone"):
+            await writes.submit(lambda: None, durable=False, then=lambda _: Followup(refusing))
+    finally:
+        writes.close()
+    assert store.upload("linked") is not None
+
+
+async def test_a_follow_up_still_pending_when_the_queue_closes_is_run_and_answered(store: MetadataStore) -> None:
+    def second() -> str:
+        store.create_upload("second", "repo")
+        return "done"
+
+    writes = WriteQueue(store)
+    loop = asyncio.get_running_loop()
+    answer = writes.submit(lambda: store.create_upload("first", "repo"), durable=False, then=lambda _: Followup(second))
+    writes._queue.put(None)  # closing right behind it: the follow-up is queued after the stop
+    await loop.run_in_executor(None, writes._thread.join, 10)
+    assert await asyncio.wait_for(answer, 5) == "done"
+    assert store.upload("second") is not None

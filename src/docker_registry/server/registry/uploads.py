@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import re
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, Hasher, blob_path
 from docker_registry.core.driver import Base, Writer
 
+from ..store.batching import Followup
 from ..store.facade import AsyncMetadataStore
 from ..store.models import EventRecord, Upload
 from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, UNAVAILABLE, RegistryError
@@ -186,10 +189,12 @@ async def _broken_off(received: list[bytes], error: Exception) -> AsyncIterator[
 @dataclass(frozen=True, slots=True)
 class _Moved:
     """A session's bytes published at their blob's path already (`Base.move_if_absent`): whether they moved, or
-    what the move raised, for `Uploads._place` to go on from as if it had just awaited the move."""
+    what the move raised, for `Uploads._place` to go on from as if it had just awaited the move. `linked`: the
+    blob was new and its link written in the writer's thread too (`finish_upload`'s answer); None if not."""
 
     moved: bool
     error: Exception | None = None
+    linked: bool | None = None
 
     def result(self) -> bool:
         if self.error is not None:
@@ -199,21 +204,32 @@ class _Moved:
 
 _Claimed = tuple[Upload | None, bool]
 """`claim_upload_pinned`'s answer: the session if claimed, and whether its blob is pinned."""
+_Link = Callable[[Upload], Callable[[], bool]]
+"""The write that links a claimed session's blob and ends the session (`finish_upload`), given the claim."""
 
 
-def _moving(mover: Callable[[], bool]) -> Callable[[_Claimed], tuple[_Claimed, _Moved | None]]:
+def _publishing(
+    mover: Callable[[], bool], link: _Link
+) -> Callable[[_Claimed], tuple[_Claimed, _Moved | None] | Followup]:
     """The step that follows a claim with its pin in the writer's thread (`claim_upload_pinned_then`): the move
     of the verified bytes to their blob's path, if the session was claimed and the blob pinned (otherwise the
-    usual path claims or pins first). Its error is kept, not raised, so the claim's answer still arrives."""
+    usual path claims or pins first), and when they moved (a new blob, the common case) their link in the writer's
+    next batch: the three writes a closing PUT makes, in their order (pin committed, bytes durable at their path,
+    link committed), without a trip back to the event loop between them. The move's error is kept, not raised,
+    so the claim's answer still arrives; a blob found at its path already goes back to `_place`, which asks the
+    database whether it is a verified copy."""
 
-    def then(claimed: _Claimed) -> tuple[_Claimed, _Moved | None]:
+    def then(claimed: _Claimed) -> tuple[_Claimed, _Moved | None] | Followup:
         upload, pinned = claimed
         if upload is None or not pinned:
             return claimed, None
         try:
-            return claimed, _Moved(mover())
+            if not mover():
+                return claimed, _Moved(False)
         except Exception as error:
             return claimed, _Moved(False, error)
+        finish = link(upload)
+        return Followup(lambda: (claimed, _Moved(True, linked=finish())))
 
     return then
 
@@ -542,11 +558,17 @@ class Uploads:
         against `digest`, publish and link."""
         claimed, whole, moved = None, None, None
         if chunks is None:
-            claimed, moved = await self._claim_verified(repository, upload_id, digest)
+            claimed, moved = await self._claim_verified(repository, upload_id, digest, events)
         elif not self._driver.moves_by_copy:
             chunks, claimed, whole = await self._claim_whole(repository, upload_id, digest, chunks, start)
         if claimed is not None:
             upload, token, pinned = claimed
+            if moved is not None and moved.linked is not None:  # published and linked in the writer's thread
+                self._hashers.pop(upload.id, None)
+                if not moved.linked:
+                    await self._remove_data(upload.id)
+                    raise _gone(upload.id)  # deleted meanwhile: the verified blob stays unlinked, as in `_finish`
+                return
         else:
             (upload, token), pinned = await self._claim(repository, upload_id, start), False
         with self._renewing(upload.id, token):
@@ -682,7 +704,7 @@ class Uploads:
             raise
 
     async def _claim_verified(
-        self, repository: str, upload_id: str, digest: Digest
+        self, repository: str, upload_id: str, digest: Digest, events: EventsOf | None
     ) -> tuple[tuple[Upload, str, bool] | None, _Moved | None]:
         """For a PUT without a body: when the session's bytes are `digest` already, claim the session at exactly
         the hashed size and pin the blob in one write, instead of a claim now and a pin after verifying. No claim
@@ -698,30 +720,45 @@ class Uploads:
         Where the driver can move without awaiting (`Base.mover`), the bytes are published in the same trip to the
         database writer, right after the claim and pin are committed: what `_finish` would do next anyway (the
         digest is verified already), one hand-off to a thread and back fewer. The second of the pair: that move's
-        outcome, for `_place`. Where it can also read without awaiting (`Base.unfinished_reader`), a small session
+        outcome, for `_place`; for a new blob (the common case) it also says that the blob was linked in the
+        writer's next batch, with `events` (see `_publishing`), and nothing is left to do. Where it can also read
+        without awaiting (`Base.unfinished_reader`), a small session
         another process wrote is read and hashed in that same trip, inside the claim's transaction (as a PATCH's
         small chunk is appended inside its own), before the claim: one more hand-off fewer."""
         upload_id = _check_id(upload_id)
         path = upload_path(upload_id)
         mover = self._driver.mover(path, blob_path(digest), sync_source=True)
+        publish = None if mover is None else _publishing(mover, self._linker(digest, events))
         hasher = self._hashers.get(upload_id)
         if hasher is None and mover is not None:
             reader = self._driver.unfinished_reader(path, SMALL_CHUNK_MAX)
             if reader is not None:
                 verified = _Verified(reader, digest)
-                claimed, moved = await self._claim_pinned(repository, upload_id, digest, verified, mover)
+                claimed, moved = await self._claim_pinned(repository, upload_id, digest, verified, publish)
                 if verified.hasher is not None:  # read there: verified, and claimed if they were `digest`
-                    if claimed is not None:
+                    if claimed is not None and (moved is None or moved.linked is None):
                         self._keep(upload_id, verified.hasher)  # for `_finish`, which verifies with it
                     return claimed, moved
         if hasher is None:
             hasher = await self._hash_unfinished(upload_id, digest.algorithm)
         if hasher is None or hasher.algorithm != digest.algorithm or hasher.digest() != digest:
             return None, None
-        claimed, moved = await self._claim_pinned(repository, upload_id, digest, hasher.size, mover)
-        if claimed is not None:
+        claimed, moved = await self._claim_pinned(repository, upload_id, digest, hasher.size, publish)
+        if claimed is not None and (moved is None or moved.linked is None):
             self._keep(upload_id, hasher)  # for `_finish`, which verifies with it
         return claimed, moved
+
+    def _linker(self, digest: Digest, events: EventsOf | None) -> _Link:
+        """The link of a session's blob, for `_publishing` to write in the writer's thread: its events are made
+        there, in the request's context (they name the request and its client)."""
+        context = contextvars.copy_context() if events is not None else None
+
+        def link(upload: Upload) -> Callable[[], bool]:
+            records = () if events is None or context is None else context.run(events, upload.size)
+            finish = self._store.sync.finish_upload
+            return partial(finish, upload.id, upload.repository, digest, upload.size, upload.writer, records)
+
+        return link
 
     async def _claim_pinned(
         self,
@@ -729,20 +766,20 @@ class Uploads:
         upload_id: str,
         digest: Digest,
         size: int | _Verified,
-        mover: Callable[[], bool] | None,
+        publish: Callable[[_Claimed], tuple[_Claimed, _Moved | None] | Followup] | None,
     ) -> tuple[tuple[Upload, str, bool] | None, _Moved | None]:
         """Claim the session at `size` (or at the size read and verified in the claim's transaction) with the
-        blob's pin, then move it into place in the writer's thread with `mover`: the claim, and the move's outcome
+        blob's pin, then publish it in the writer's thread (`_publishing`): the claim, and the move's outcome
         (None: no move was made)."""
         token = _new_token()
         moved: _Moved | None = None
-        if mover is None:
+        if publish is None:
             upload, pinned = await self._store.claim_upload_pinned(
                 upload_id, repository, size, token, this_process(), digest
             )
         else:
             (upload, pinned), moved = await self._store.claim_upload_pinned_then(
-                _moving(mover), upload_id, repository, size, token, this_process(), digest
+                publish, upload_id, repository, size, token, this_process(), digest
             )
         if upload is None:
             return None, None

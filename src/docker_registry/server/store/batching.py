@@ -46,6 +46,17 @@ class _Write:
     it returns (or raises) is the answer."""
 
 
+@dataclass(frozen=True, slots=True)
+class Followup:
+    """What a write's `then` may answer instead of its result: another write, run in the writer's next batch (ahead
+    of what waits in the queue), whose outcome is then the answer. A step that must come after one commit and
+    before the next (a blob published between its pin and its link) so costs no trip back to the event loop and
+    out again."""
+
+    run: Callable[[], Any]
+    durable: bool = True
+
+
 _Outcome = tuple[_Write, Any, BaseException | None]
 """A write and its result or error."""
 
@@ -90,6 +101,8 @@ class WriteQueue:
     def __init__(self, store: StoreBase) -> None:
         self._store = store
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._next: list[_Write] = []
+        """Follow-up writes (`Followup`), for the writer's next batch: touched by the writer thread only."""
         self._thread = threading.Thread(target=self._serve, name="db-writer", daemon=True)
         self._thread.start()
 
@@ -114,25 +127,43 @@ class WriteQueue:
             self._store.release_thread_connection()
 
     def _serve_until_closed(self) -> None:
+        stopping = False
         while True:
-            first = self._queue.get()
-            if first is None:
+            if self._next:
+                first = self._next.pop(0)
+            elif stopping:
                 return
+            else:
+                queued = self._queue.get()
+                if queued is None:
+                    return
+                first = queued
             # the gate first, the rest of the queue after: what arrives while another worker's writer holds the
             # database joins this batch instead of waiting for the next turn (on this machine the gate is held
             # almost all the time under load, and each turn is dear: one fsync, one wake-up of each waiter)
             with self._gate():
                 batch, stop = self._drain(first)
                 outcomes = self._run(batch)
+            stopping = stopping or stop
             # after the gate is given back (the other worker's writer goes on meanwhile); the writes with nothing to
             # follow them first, so they do not wait for the blocking steps of the others
             plain = [outcome for outcome in outcomes if outcome[0].then is None]
             if plain:
                 _answer(plain)
             if len(plain) < len(outcomes):
-                _answer(_followed([outcome for outcome in outcomes if outcome[0].then is not None]))
-            if stop:
-                return
+                self._answer_or_follow(_followed([outcome for outcome in outcomes if outcome[0].then is not None]))
+
+    def _answer_or_follow(self, outcomes: list[_Outcome]) -> None:
+        """Answer the outcomes, but queue each `Followup` for the next batch, to be answered with its own."""
+        answered: list[_Outcome] = []
+        for write, result, error in outcomes:
+            if error is None and isinstance(result, Followup):
+                deadline = time.monotonic() + self._store.lock_timeout
+                self._next.append(_Write(result.run, result.durable, deadline, write.loop, write.future))
+            else:
+                answered.append((write, result, error))
+        if answered:
+            _answer(answered)
 
     def _gate(self) -> contextlib.AbstractContextManager[None]:
         gate = self._store.gate
@@ -140,7 +171,8 @@ class WriteQueue:
 
     def _drain(self, first: _Write) -> tuple[list[_Write], bool]:
         """`first` and the writes queued behind it (up to `MAX_BATCH`); True when the queue says to stop."""
-        batch = [first]
+        batch = [first, *self._next]
+        self._next.clear()
         while len(batch) < MAX_BATCH:
             try:
                 more = self._queue.get_nowait()

@@ -15,7 +15,7 @@ from typing import ParamSpec, TypeVar
 
 from docker_registry.core.digest import Digest
 
-from .batching import WriteQueue
+from .batching import Followup, WriteQueue
 from .inline import InlineReads
 from .metadata import MetadataStore, blob_or_manifest_in, blob_params
 from .models import EventRecord, Manifest, Referrer, StoredManifest, Upload
@@ -197,7 +197,7 @@ class AsyncMetadataStore:
 
     async def claim_upload_pinned_then(
         self,
-        then: Callable[[tuple[Upload | None, bool]], T],
+        then: Callable[[tuple[Upload | None, bool]], T | Followup],
         upload_id: str,
         repository: str,
         size: int | Callable[[], int | None],
@@ -207,7 +207,7 @@ class AsyncMetadataStore:
     ) -> T:
         """`claim_upload_pinned` (`size` may be a blocking read, see there), then the blocking step `then` on its
         result, in the writer's thread once the claim and pin are committed (`WriteQueue.submit`): what `then`
-        returns."""
+        returns, or what the write it returns (a `Followup`) answers."""
         claim = partial(self.sync.claim_upload_pinned, upload_id, repository, size, token, process, digest)
         result: T = await self._writes.submit(claim, durable=False, then=then)
         return result
