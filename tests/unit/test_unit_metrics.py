@@ -131,3 +131,28 @@ async def test_a_blocking_move_of_the_instrumented_driver_is_timed_as_a_move(tmp
     assert sum(b.get() for b in instruments.storage_duration.labels("filesystem", "move")._buckets) == 2
     assert instruments.storage_errors.labels("filesystem", "move")._value.get() == 1
     assert await driver.get_content("blobs/sha256/ab/abcd/data") == b"payload"
+
+
+async def test_a_blocking_write_of_the_instrumented_driver_is_timed_as_put_if_absent(tmp_path: Path) -> None:
+    """Uploads write a small blob received whole through `Base.putter` (in the database writer's thread) where the
+    driver has one: the wrapper offers it too, timed like `put_if_absent`, failures counted."""
+    from docker_registry.core.exceptions import WrongArgumentsError
+    from docker_registry.drivers.file import Driver
+    from docker_registry.server.metrics.driver import InstrumentedDriver
+
+    instruments = Instruments()
+    driver = InstrumentedDriver(Driver({"rootdirectory": str(tmp_path)}), "filesystem", instruments)
+    put = driver.putter("blobs/sha256/ab/abcd/data", b"payload")
+    assert put is not None
+    assert put() is True
+    (tmp_path / "blobs" / "sha256" / "cd").mkdir(parents=True)
+    (tmp_path / "blobs" / "sha256" / "cd" / "cdef").write_bytes(b"a file where a folder must go")
+    onto_a_file = driver.putter("blobs/sha256/cd/cdef/data", b"payload")
+    assert onto_a_file is not None
+    with pytest.raises(WrongArgumentsError):
+        onto_a_file()
+    instruments.storage_timings.flush()
+    timed = instruments.storage_duration.labels("filesystem", "put_if_absent")
+    assert sum(b.get() for b in timed._buckets) == 2
+    assert instruments.storage_errors.labels("filesystem", "put_if_absent")._value.get() == 1
+    assert await driver.get_content("blobs/sha256/ab/abcd/data") == b"payload"

@@ -270,13 +270,15 @@ async def test_delete_while_a_put_publishes_in_the_writers_thread(parts, monkeyp
     assert not await driver.exists(f"uploads/{upload.id}")
 
 
-async def test_a_put_links_in_the_writers_thread_with_its_events_made_in_the_requests_context(parts) -> None:  # type: ignore[no-untyped-def]
-    """A closing PUT without a body on a new blob makes one trip to the database writer: claim and pin, move, then
-    the link in the writer's next batch (`Followup`). Its events are made there, in the request's context (they
-    name the request), and are stored with the link."""
+@pytest.mark.parametrize("whole", [False, True], ids=["after a PATCH", "with the whole blob"])
+async def test_a_put_links_in_the_writers_thread_with_its_events_made_in_the_requests_context(parts, whole) -> None:  # type: ignore[no-untyped-def]
+    """A closing PUT on a new blob, without a body after a PATCH or with the whole blob, makes one trip to the
+    database writer: claim and pin, move (or write), then the link in the writer's next batch (`Followup`). Its
+    events are made there, in the request's context (they name the request), and are stored with the link."""
     uploads, store, driver = parts
     upload = await uploads.start("repo")
-    await uploads.append("repo", upload.id, body(b"payload"), start=0)
+    if not whole:
+        await uploads.append("repo", upload.id, body(b"payload"), start=0)
     writes = uploads._store._writes
     submit, trips = writes.submit, []
 
@@ -294,7 +296,7 @@ async def test_a_put_links_in_the_writers_thread_with_its_events_made_in_the_req
         return [EventRecord(time.time(), "{}")]
 
     digest = parse_digest("sha256:" + hashlib.sha256(b"payload").hexdigest())
-    await uploads.complete("repo", upload.id, digest, None, events=events)
+    await uploads.complete("repo", upload.id, digest, body(b"payload") if whole else None, events=events)
     assert len(trips) == 1, "claim, move and link in one trip to the writer"
     assert made == [("the PUT's request", 7)]
     assert store.blob_size("repo", digest) == 7
@@ -617,19 +619,28 @@ async def test_a_put_with_the_whole_blob_replaces_a_file_the_database_does_not_k
     assert store.blob_size("repo", _sha256(data)) == len(data)
 
 
+@pytest.mark.parametrize("blocking", [True, False], ids=["in the writer's thread", "awaited"])
 async def test_a_put_with_the_whole_blob_that_cannot_be_stored_leaves_the_session_empty(  # type: ignore[no-untyped-def]
-    parts, monkeypatch
+    parts, monkeypatch, blocking
 ) -> None:
-    """Storage failing under the PUT (a full disk): nothing linked, the claim released and the session empty, so
-    the client's PUT again succeeds."""
+    """Storage failing under the PUT (a full disk), whether the driver writes in the database writer's thread
+    (`Base.putter`) or by awaiting: nothing linked, the claim released and the session empty, so the client's PUT
+    again succeeds."""
     uploads, store, driver = parts
     upload = await uploads.start("repo")
     data = b"a small layer"
 
-    async def full_disk(path: str, data: bytes) -> bool:
+    def no_space() -> bool:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(driver, "put_if_absent", full_disk)
+    async def full_disk(path: str, data: bytes) -> bool:
+        return no_space()
+
+    if blocking:
+        monkeypatch.setattr(driver, "putter", lambda path, data: no_space)
+    else:
+        monkeypatch.setattr(driver, "putter", lambda path, data: None)
+        monkeypatch.setattr(driver, "put_if_absent", full_disk)
     with pytest.raises(OSError, match="No space"):
         await uploads.complete("repo", upload.id, _sha256(data), body(data))
     assert store.blob_size("repo", _sha256(data)) is None

@@ -242,6 +242,14 @@ class Base(abc.ABC):
         return self._mover(check_path(src), check_path(dst), sync_source)
 
     @final
+    def putter(self, path: str, data: bytes) -> Callable[[], bool] | None:
+        """`put_if_absent(path, data)` as a blocking call, for a caller already in a thread of its own: the registry
+        publishes a small blob that arrived whole in the database writer's thread, right after the commit that
+        claims its session and pins it (as `mover` for a blob that arrived in chunks). None when the driver can only
+        write so by awaiting (the default)."""
+        return self._putter(check_path(path), data)
+
+    @final
     def unfinished_reader(self, path: str, limit: int) -> Callable[[], bytes | None] | None:
         """`read_unfinished(path, limit)` as a blocking call, for a caller already in a thread of its own: the
         registry reads a small session that another process wrote inside the transaction that claims it, where
@@ -396,6 +404,10 @@ class Base(abc.ABC):
 
     def _mover(self, src: str, dst: str, sync_source: bool) -> Callable[[], bool] | None:
         """By default the driver cannot move without awaiting."""
+        return None
+
+    def _putter(self, path: str, data: bytes) -> Callable[[], bool] | None:
+        """By default the driver cannot write without awaiting."""
         return None
 
     def _unfinished_reader(self, path: str, limit: int) -> Callable[[], bytes | None] | None:

@@ -301,6 +301,10 @@ class Driver(Base):
         full = self._full(path)
         return await asyncio.to_thread(self._put_if_absent_sync, full, path, data)
 
+    def _putter(self, path: str, data: bytes) -> Callable[[], bool]:
+        full = self._full(path)
+        return lambda: self._put_if_absent_sync(full, path, data)
+
     def _put_if_absent_sync(self, full: str, path: str, data: bytes) -> bool:
         """A temporary file, published by `_link_and_sync`: given its name with a hard link (which refuses to
         replace anything), then the file and the directories of its name fsynced together, one journal commit

@@ -549,6 +549,21 @@ class DriverTestSuite:
             await asyncio.to_thread(from_nothing)
         assert not await driver.exists("blobs/x")
 
+    async def test_putter_is_put_if_absent_as_a_blocking_call(self, driver: Base) -> None:
+        """Where a driver offers `putter` (the registry calls it in a thread of its own), it writes as
+        `put_if_absent` does: to a free name, and never onto an object."""
+        data = payload(20_000, seed=17)
+        put = driver.putter("blobs/sha256/cd/cdef/data", data)
+        if put is None:
+            return  # this driver writes only by awaiting, as `put_if_absent`'s tests hold it to
+        assert await asyncio.to_thread(put) is True
+        assert await driver.get_content("blobs/sha256/cd/cdef/data") == data
+        assert await walked(driver) == {"blobs/sha256/cd/cdef/data"}
+        again = driver.putter("blobs/sha256/cd/cdef/data", b"other")
+        assert again is not None
+        assert await asyncio.to_thread(again) is False
+        assert await driver.get_content("blobs/sha256/cd/cdef/data") == data
+
     async def test_unfinished_reader_is_read_unfinished_as_a_blocking_call(self, driver: Base) -> None:
         w = await driver.writer("uploads/u4/data")
         await w.write(b"unfinished")

@@ -128,6 +128,14 @@ class InstrumentedDriver(Base):
         `write` and a `move`."""
         return await self._timers["put_if_absent"].run(self.inner.put_if_absent(path, data))
 
+    def _putter(self, path: str, data: bytes) -> Callable[[], bool] | None:
+        """Timed as `_put_if_absent`, where the wrapped driver has a blocking one."""
+        put = self.inner.putter(path, data)
+        if put is None:
+            return None
+        timer = self._timers["put_if_absent"]
+        return lambda: timer.call(put)
+
     async def _append_bytes(self, path: str, data: bytes, expected_size: int, durable: bool) -> int:
         """Timed as a write: it is an upload's small chunk, opened, written and closed in one step."""
         return await self._timers["write"].run(self.inner.append_bytes(path, data, expected_size, durable))

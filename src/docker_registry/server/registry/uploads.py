@@ -560,7 +560,8 @@ class Uploads:
         if chunks is None:
             claimed, moved = await self._claim_verified(repository, upload_id, digest, events)
         elif not self._driver.moves_by_copy:
-            chunks, claimed, whole = await self._claim_whole(repository, upload_id, digest, chunks, start)
+            claiming = self._claim_whole(repository, upload_id, digest, chunks, start, events)
+            chunks, claimed, whole, moved = await claiming
         if claimed is not None:
             upload, token, pinned = claimed
             if moved is not None and moved.linked is not None:  # published and linked in the writer's thread
@@ -573,7 +574,7 @@ class Uploads:
             (upload, token), pinned = await self._claim(repository, upload_id, start), False
         with self._renewing(upload.id, token):
             if whole is not None:
-                await self._complete_whole(upload, token, digest, whole, events, pinned)
+                await self._complete_whole(upload, token, digest, whole, events, pinned, moved)
                 return
             if chunks is not None and upload.size == 0 and self._driver.moves_by_copy:
                 await self._complete_in_place(upload, token, digest, chunks, events)
@@ -586,15 +587,23 @@ class Uploads:
             )
 
     async def _claim_whole(
-        self, repository: str, upload_id: str, digest: Digest, chunks: AsyncIterable[bytes], start: int | None
-    ) -> tuple[AsyncIterable[bytes], tuple[Upload, str, bool] | None, bytes | None]:
+        self,
+        repository: str,
+        upload_id: str,
+        digest: Digest,
+        chunks: AsyncIterable[bytes],
+        start: int | None,
+        events: EventsOf | None,
+    ) -> tuple[AsyncIterable[bytes], tuple[Upload, str, bool] | None, bytes | None, _Moved | None]:
         """For a PUT whose small body is the whole blob (POST, then PUT with the body): receive the body first, and
         if its bytes are `digest`, claim the empty session and pin the blob in one write, as `_claim_verified` does
         for a PUT without a body (a claim, then a pin after the write, were two). The body for the usual path; the
         claim with its pin and the blob's bytes (for `_complete_whole`), or None and None when that does not apply
         (a larger body, another digest, a session that holds bytes or is busy): then claim as usual. Verified
         before pinned: the pin's size is that of the bytes hashed, which are the ones then written, and the claim
-        holds only if the session is still empty.
+        holds only if the session is still empty. Where the driver can write without awaiting (`Base.putter`), the
+        blob is written at its path in the writer's thread right after that commit, and a new one linked in the
+        writer's next batch (`_publishing`, as a PUT without a body): the last of the four is then what that did.
 
         A body that breaks off goes to the usual path, which claims and stores what arrived, as before; a
         cancelled request leaves the session as it was."""
@@ -603,29 +612,44 @@ class Uploads:
         try:
             whole = await _receive_small(body, received)
         except Exception as error:
-            return _broken_off(received, error), None, None
+            return _broken_off(received, error), None, None, None
         if not whole:
-            return _chained(received, body), None, None
+            return _chained(received, body), None, None, None
         again = _chained(received, body)  # the same bytes (the body has ended), for the usual path
         upload_id = _check_id(upload_id)
         kept = self._hashers.get(upload_id)
         if start not in (None, 0) or (kept is not None and kept.size != 0):
-            return again, None, None  # a session with bytes in it: hashed only with them
+            return again, None, None, None  # a session with bytes in it: hashed only with them
         data = b"".join(received)
         hasher = Hasher(digest.algorithm)
         hasher.update(data)  # at most SMALL_CHUNK_MAX bytes: tens of microseconds
         if not data or hasher.digest() != digest:
-            return again, None, None  # the usual path answers DIGEST_INVALID (and ends the session)
+            return again, None, None, None  # the usual path answers DIGEST_INVALID (and ends the session)
         token = _new_token()
-        upload, pinned = await self._store.claim_upload_pinned(
-            upload_id, repository, 0, token, this_process(), digest, len(data)
-        )
+        putter = self._driver.putter(blob_path(digest), data)
+        moved: _Moved | None = None
+        if putter is None:
+            upload, pinned = await self._store.claim_upload_pinned(
+                upload_id, repository, 0, token, this_process(), digest, len(data)
+            )
+        else:
+            publish = _publishing(putter, self._linker(digest, events, len(data)))
+            (upload, pinned), moved = await self._store.claim_upload_pinned_then(
+                publish, upload_id, repository, 0, token, this_process(), digest, len(data)
+            )
         if upload is None:
-            return again, None, None
-        return again, (upload, token, pinned), data
+            return again, None, None, None
+        return again, (upload, token, pinned), data, moved
 
     async def _complete_whole(
-        self, upload: Upload, token: str, digest: Digest, data: bytes, events: EventsOf | None, pinned: bool
+        self,
+        upload: Upload,
+        token: str,
+        digest: Digest,
+        data: bytes,
+        events: EventsOf | None,
+        pinned: bool,
+        put: _Moved | None,
     ) -> None:
         """Publish a blob verified whole in `_claim_whole` straight at its path (`put_if_absent`: one storage call,
         durable when it returns, where storing it in the upload area and moving it were two), then link it.
@@ -634,13 +658,15 @@ class Uploads:
         as it was, empty, for the client to send its PUT again (as `_complete_in_place`). A file found at the path
         counts as stored only if the database knows the blob, as in `_place`. Bytes a killed writer may have left
         in the session's storage beyond its recorded size (none) are not read; once the session ends they are
-        data of a session the database no longer knows, which garbage collection purges."""
+        data of a session the database no longer knows, which garbage collection purges. `put`: that storage call
+        was made already (`_claim_whole`)."""
         final = blob_path(digest)
         try:
             if not pinned:
                 await self._pin(digest, len(data), upload.id)
                 pinned = True
-            if not await self._driver.put_if_absent(final, data) and await self._store.known_blob_size(digest) is None:
+            written = put.result() if put is not None else await self._driver.put_if_absent(final, data)
+            if not written and await self._store.known_blob_size(digest) is None:
                 await self._driver.put_content(final, data)  # what a failed upload or an unfinished collection left
         except BaseException:
             if pinned:
@@ -748,15 +774,17 @@ class Uploads:
             self._keep(upload_id, hasher)  # for `_finish`, which verifies with it
         return claimed, moved
 
-    def _linker(self, digest: Digest, events: EventsOf | None) -> _Link:
-        """The link of a session's blob, for `_publishing` to write in the writer's thread: its events are made
-        there, in the request's context (they name the request and its client)."""
+    def _linker(self, digest: Digest, events: EventsOf | None, size: int | None = None) -> _Link:
+        """The link of a session's blob of `size` bytes (None: the size claimed), for `_publishing` to write in
+        the writer's thread: its events are made there, in the request's context (they name the request and its
+        client)."""
         context = contextvars.copy_context() if events is not None else None
 
         def link(upload: Upload) -> Callable[[], bool]:
-            records = () if events is None or context is None else context.run(events, upload.size)
+            blob_size = upload.size if size is None else size
+            records = () if events is None or context is None else context.run(events, blob_size)
             finish = self._store.sync.finish_upload
-            return partial(finish, upload.id, upload.repository, digest, upload.size, upload.writer, records)
+            return partial(finish, upload.id, upload.repository, digest, blob_size, upload.writer, records)
 
         return link
 

@@ -204,11 +204,12 @@ class AsyncMetadataStore:
         token: str,
         process: str | None,
         digest: Digest,
+        blob_size: int | None = None,
     ) -> T:
         """`claim_upload_pinned` (`size` may be a blocking read, see there), then the blocking step `then` on its
         result, in the writer's thread once the claim and pin are committed (`WriteQueue.submit`): what `then`
         returns, or what the write it returns (a `Followup`) answers."""
-        claim = partial(self.sync.claim_upload_pinned, upload_id, repository, size, token, process, digest)
+        claim = partial(self.sync.claim_upload_pinned, upload_id, repository, size, token, process, digest, blob_size)
         result: T = await self._writes.submit(claim, durable=False, then=then)
         return result
 
