@@ -7,12 +7,14 @@ import asyncio
 import contextvars
 import errno
 import hashlib
+import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from docker_registry.core.digest import blob_path, parse_digest
 from docker_registry.drivers.file import Driver
@@ -304,6 +306,57 @@ async def test_a_put_links_in_the_writers_thread_with_its_events_made_in_the_req
     assert [event.payload for event in store.events_after(0, 10)] == ["{}"]
     assert await driver.get_content(blob_path(digest)) == b"payload"
     assert not await driver.exists(f"uploads/{upload.id}")
+
+
+async def test_delete_while_a_put_with_the_whole_blob_writes_it_in_the_writers_thread(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The DELETE race for a PUT whose body is the whole blob, written in the writer's thread (`Base.putter`): the
+    DELETE commits between the claim and the write, so the link finds the session gone."""
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    putter = driver.putter
+    writes = []
+
+    def putter_after_delete(path: str, data: bytes):  # type: ignore[no-untyped-def]
+        put = putter(path, data)
+        assert put is not None
+
+        def deleted_then_written() -> bool:
+            assert store.delete_upload(upload.id) is not None  # what a DELETE commits while the PUT holds the claim
+            writes.append(path)
+            return put()
+
+        return deleted_then_written
+
+    monkeypatch.setattr(driver, "putter", putter_after_delete)
+    digest = parse_digest("sha256:" + hashlib.sha256(b"payload").hexdigest())
+    with pytest.raises(RegistryError) as info:
+        await uploads.complete("repo", upload.id, digest, body(b"payload"))
+    assert writes, "the write ran where the claim was committed"
+    assert info.value.error is BLOB_UPLOAD_UNKNOWN
+    assert store.blob_size("repo", digest) is None, "a deleted session links nothing"
+    assert store.upload(upload.id) is None
+
+
+async def test_a_link_that_fails_in_the_writers_thread_is_the_puts_error_and_keeps_no_hash(  # type: ignore[no-untyped-def]
+    parts, monkeypatch
+) -> None:
+    """The database failing the link that follows the move (`Followup`): the PUT gets the database's error (a 503
+    at the HTTP layer), nothing is linked, and the running hash kept from the PATCH goes (the bytes it hashed were
+    moved already)."""
+    uploads, store, _driver = parts
+    upload = await uploads.start("repo")
+    await uploads.append("repo", upload.id, body(b"payload"), start=0)
+    assert upload.id in uploads._hashers
+
+    def failing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise sa.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("disk I/O error"))
+
+    monkeypatch.setattr(store, "finish_upload", failing)
+    digest = parse_digest("sha256:" + hashlib.sha256(b"payload").hexdigest())
+    with pytest.raises(sa.exc.OperationalError):
+        await uploads.complete("repo", upload.id, digest, None)
+    assert upload.id not in uploads._hashers
+    assert store.blob_size("repo", digest) is None
 
 
 async def test_vanished_upload_data_is_upload_unknown(parts) -> None:  # type: ignore[no-untyped-def]

@@ -166,3 +166,34 @@ async def test_a_follow_up_still_pending_when_the_queue_closes_is_run_and_answer
     await loop.run_in_executor(None, writes._thread.join, 10)
     assert await asyncio.wait_for(answer, 5) == "done"
     assert store.upload("second") is not None
+
+
+async def test_follow_ups_of_one_batch_each_answer_their_own_write(store: MetadataStore) -> None:
+    assert store.gate is not None
+    writes = WriteQueue(store)
+    held = os.open(store.gate.path, os.O_RDWR | os.O_CREAT)
+
+    def follow(i: int) -> Followup[str]:
+        def link() -> str:
+            store.create_upload(f"linked{i}", "repo")
+            return f"linked {i}"
+
+        return Followup(link)
+
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # all of them wait for the gate, so they share a batch
+        first = writes.submit(lambda: store.create_upload("claim0", "repo"), durable=False, then=lambda _: follow(0))
+        _wait_until(writes._queue.empty)
+        rest = [
+            writes.submit(
+                lambda i=i: store.create_upload(f"claim{i}", "repo"), durable=False, then=lambda _, i=i: follow(i)
+            )
+            for i in range(1, 4)
+        ]
+        fcntl.flock(held, fcntl.LOCK_UN)
+        answers = await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+    finally:
+        os.close(held)
+        writes.close()
+    assert answers == [f"linked {i}" for i in range(4)]
+    assert all(store.upload(f"linked{i}") is not None for i in range(4))

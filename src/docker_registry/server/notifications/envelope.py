@@ -11,6 +11,7 @@ import binascii
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from array import array
@@ -51,9 +52,11 @@ older generations and do not bring on full collections."""
 class Ids:
     """Unique ids in a UUID's shape, cheaply: a random prefix per process and a counter (a pull event needs two
     ids, and `uuid4()` costs several microseconds each; receivers take ids as opaque strings). A forked worker
-    draws its own prefix: it would otherwise count on from its parent's, as its siblings do."""
+    draws its own prefix: it would otherwise count on from its parent's, as its siblings do. Ids are taken on the
+    event loop's thread and in the database writer's (a blob's events, made with its link): under a lock."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
@@ -67,8 +70,9 @@ class Ids:
     def take(self, count: int) -> int:
         """The first of `count` counter values reserved at once: the ids `prefix` + each value as 12 hex digits
         (a batch of pull events stores the prefix and the first value, each event's id is made when delivered)."""
-        first = self._next
-        self._next += count
+        with self._lock:
+            first = self._next
+            self._next += count
         return first
 
 
@@ -87,9 +91,10 @@ def _timestamp(micros: int) -> str:
     """`timestamp` of a time in microseconds since the epoch."""
     global _second
     whole, fraction = divmod(micros, 1_000_000)
-    if _second[0] != whole:
-        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
-    return f"{_second[1]}{fraction:06d}000Z"
+    second = _second  # read once: another thread may replace it meanwhile (see `Ids`)
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
+    return f"{second[1]}{fraction:06d}000Z"
 
 
 def _descriptor(descriptor: Descriptor) -> dict[str, Any]:

@@ -38,7 +38,8 @@ from .upload_area import new_upload_id, upload_area, upload_path
 HASH_ALGORITHM = "sha256"
 MAX_KEPT_HASHERS = 1000
 EventsOf = Callable[[int], Sequence[EventRecord]]
-"""The events to write with a finished blob, given its verified size (see `events`)."""
+"""The events to write with a finished blob, given its verified size (see `events`). Called in the request's
+`contextvars` context, on the event loop's thread or in the database writer's (`Uploads._linker`)."""
 INLINE_HASH_MAX = 64 * 1024
 """Chunks up to this size are hashed on the event loop (tens of microseconds); larger ones in a thread."""
 UNCLAIMED_HASH_MAX = 1024 * 1024
@@ -188,9 +189,11 @@ async def _broken_off(received: list[bytes], error: Exception) -> AsyncIterator[
 
 @dataclass(frozen=True, slots=True)
 class _Moved:
-    """A session's bytes published at their blob's path already (`Base.move_if_absent`): whether they moved, or
-    what the move raised, for `Uploads._place` to go on from as if it had just awaited the move. `linked`: the
-    blob was new and its link written in the writer's thread too (`finish_upload`'s answer); None if not."""
+    """A blob's bytes published at its path already, in the database writer's thread (`_publishing`): a session's
+    moved there (`Base.mover`) or a whole body written there (`Base.putter`). Whether they were (False: an object
+    was there already), or what that raised, for `Uploads._place` or `Uploads._complete_whole` to go on from as if
+    they had just awaited it. `linked`: the blob was new and its link written in the writer's thread too
+    (`finish_upload`'s answer); None if not."""
 
     moved: bool
     error: Exception | None = None
@@ -204,27 +207,28 @@ class _Moved:
 
 _Claimed = tuple[Upload | None, bool]
 """`claim_upload_pinned`'s answer: the session if claimed, and whether its blob is pinned."""
+_Published = tuple[_Claimed, _Moved | None]
+"""The claim, and what publishing its blob in the writer's thread did (None: nothing was tried)."""
 _Link = Callable[[Upload], Callable[[], bool]]
 """The write that links a claimed session's blob and ends the session (`finish_upload`), given the claim."""
 
 
-def _publishing(
-    mover: Callable[[], bool], link: _Link
-) -> Callable[[_Claimed], tuple[_Claimed, _Moved | None] | Followup]:
-    """The step that follows a claim with its pin in the writer's thread (`claim_upload_pinned_then`): the move
-    of the verified bytes to their blob's path, if the session was claimed and the blob pinned (otherwise the
-    usual path claims or pins first), and when they moved (a new blob, the common case) their link in the writer's
-    next batch: the three writes a closing PUT makes, in their order (pin committed, bytes durable at their path,
-    link committed), without a trip back to the event loop between them. The move's error is kept, not raised,
-    so the claim's answer still arrives; a blob found at its path already goes back to `_place`, which asks the
-    database whether it is a verified copy."""
+def _publishing(place: Callable[[], bool], link: _Link) -> Callable[[_Claimed], _Published | Followup[_Published]]:
+    """The step that follows a claim with its pin in the writer's thread (`claim_upload_pinned_then`): `place`
+    the verified bytes at their blob's path (`Base.mover`, `Base.putter`) if the session was claimed and the blob
+    pinned (otherwise the usual path claims or pins first), and when they were placed (a new blob, the common case)
+    their link in the writer's next batch: the three writes a closing PUT makes, in their order (pin committed,
+    bytes durable at their path, link committed), without a trip back to the event loop between them. The error of
+    `place` is kept, not raised, so the claim's answer still arrives; a blob found at its path already goes back to
+    the usual path, which asks the database whether it is a verified copy. An error of the link itself (the
+    database's) is raised to the caller with the claim and pin still held, as when `_finish` links: they expire."""
 
-    def then(claimed: _Claimed) -> tuple[_Claimed, _Moved | None] | Followup:
+    def then(claimed: _Claimed) -> _Published | Followup[_Published]:
         upload, pinned = claimed
         if upload is None or not pinned:
             return claimed, None
         try:
-            if not mover():
+            if not place():
                 return claimed, _Moved(False)
         except Exception as error:
             return claimed, _Moved(False, error)
@@ -598,8 +602,9 @@ class Uploads:
         """For a PUT whose small body is the whole blob (POST, then PUT with the body): receive the body first, and
         if its bytes are `digest`, claim the empty session and pin the blob in one write, as `_claim_verified` does
         for a PUT without a body (a claim, then a pin after the write, were two). The body for the usual path; the
-        claim with its pin and the blob's bytes (for `_complete_whole`), or None and None when that does not apply
-        (a larger body, another digest, a session that holds bytes or is busy): then claim as usual. Verified
+        claim with its pin, the blob's bytes (for `_complete_whole`) and what publishing them did already, or None for
+        each of those when that does not apply (a larger body, another digest, a session that holds bytes or is
+        busy): then claim as usual. Verified
         before pinned: the pin's size is that of the bytes hashed, which are the ones then written, and the claim
         holds only if the session is still empty. Where the driver can write without awaiting (`Base.putter`), the
         blob is written at its path in the writer's thread right after that commit, and a new one linked in the
@@ -794,7 +799,7 @@ class Uploads:
         upload_id: str,
         digest: Digest,
         size: int | _Verified,
-        publish: Callable[[_Claimed], tuple[_Claimed, _Moved | None] | Followup] | None,
+        publish: Callable[[_Claimed], _Published | Followup[_Published]] | None,
     ) -> tuple[tuple[Upload, str, bool] | None, _Moved | None]:
         """Claim the session at `size` (or at the size read and verified in the claim's transaction) with the
         blob's pin, then publish it in the writer's thread (`_publishing`): the claim, and the move's outcome
@@ -806,9 +811,14 @@ class Uploads:
                 upload_id, repository, size, token, this_process(), digest
             )
         else:
-            (upload, pinned), moved = await self._store.claim_upload_pinned_then(
-                publish, upload_id, repository, size, token, this_process(), digest
-            )
+            try:
+                (upload, pinned), moved = await self._store.claim_upload_pinned_then(
+                    publish, upload_id, repository, size, token, this_process(), digest
+                )
+            except BaseException:
+                # the bytes may be published already (the link failed): a hash kept for the session would outlive it
+                self._hashers.pop(upload_id, None)
+                raise
         if upload is None:
             return None, None
         return (upload, token, pinned), moved

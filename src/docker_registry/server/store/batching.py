@@ -11,6 +11,10 @@ writes asks to be (upload-session bookkeeping does not, see `engine.write_transa
 
 A write that waited in the queue longer than the lock timeout is answered with a timeout (503) without running:
 behind a lock held elsewhere, queued writes fail in about the lock timeout instead of one after another.
+
+A write may bring a blocking step to run after its commit (`submit(then=...)`), which may in turn answer with a
+`Followup`, a write for the next batch: the closing PUT of an upload pins its blob, publishes it, and links it in
+one trip to this thread. A follow-up's deadline counts from when it is queued.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import exc as db_errors
 
@@ -32,6 +36,7 @@ from .base import StoreBase
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -43,17 +48,17 @@ class _Write:
     future: asyncio.Future[Any] = field(repr=False)
     then: Callable[[Any], Any] | None = None
     """Run by the writer thread on the write's result once its batch committed and the gate is given back; what
-    it returns (or raises) is the answer."""
+    it returns (or raises) is the answer, unless it returns a `Followup`, whose own outcome then is."""
 
 
 @dataclass(frozen=True, slots=True)
-class Followup:
+class Followup(Generic[T]):
     """What a write's `then` may answer instead of its result: another write, run in the writer's next batch (ahead
     of what waits in the queue), whose outcome is then the answer. A step that must come after one commit and
     before the next (a blob published between its pin and its link) so costs no trip back to the event loop and
     out again."""
 
-    run: Callable[[], Any]
+    run: Callable[[], T]
     durable: bool = True
 
 
@@ -110,7 +115,8 @@ class WriteQueue:
         self, run: Callable[[], Any], durable: bool, then: Callable[[Any], Any] | None = None
     ) -> asyncio.Future[Any]:
         """`then` is a blocking step that must follow the commit (publishing a blob its claim pinned): run in this
-        thread, it spares the caller a hand-off to another thread and back after the answer."""
+        thread, it spares the caller a hand-off to another thread and back after the answer. It may answer with a
+        `Followup` (the blob's link), run in the next batch."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.put(_Write(run, durable, time.monotonic() + self._store.lock_timeout, loop, future, then))

@@ -197,7 +197,7 @@ class AsyncMetadataStore:
 
     async def claim_upload_pinned_then(
         self,
-        then: Callable[[tuple[Upload | None, bool]], T | Followup],
+        then: Callable[[tuple[Upload | None, bool]], T | Followup[T]],
         upload_id: str,
         repository: str,
         size: int | Callable[[], int | None],
