@@ -241,31 +241,34 @@ async def test_delete_while_a_put_publishes(parts, monkeypatch) -> None:  # type
     assert not await driver.exists(f"uploads/{upload.id}")
 
 
-async def test_delete_while_a_put_publishes_in_the_writers_thread(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The same race where the move follows the claim in the database writer's thread (`Base.mover`): the DELETE
-    commits between the claim and the move, so the PUT's link finds the session gone."""
+@pytest.mark.parametrize("whole", [False, True], ids=["moved after a PATCH", "written whole"])
+async def test_delete_while_a_put_publishes_in_the_writers_thread(parts, monkeypatch, whole) -> None:  # type: ignore[no-untyped-def]
+    """The same race where the blob is published right after the claim in the database writer's thread, moved
+    there (`Base.mover`) or, for a PUT with the whole blob, written there (`Base.putter`): the DELETE commits
+    between the claim and the publication, so the PUT's link finds the session gone."""
     uploads, store, driver = parts
     upload = await uploads.start("repo")
-    await uploads.append("repo", upload.id, body(b"payload"), start=0)
-    mover = driver.mover
-    moves = []
+    if not whole:
+        await uploads.append("repo", upload.id, body(b"payload"), start=0)
+    accessor = "putter" if whole else "mover"
+    make, published = getattr(driver, accessor), []
 
-    def mover_after_delete(src: str, dst: str, sync_source: bool = False):  # type: ignore[no-untyped-def]
-        move = mover(src, dst, sync_source)
-        assert move is not None
+    def after_delete(*args, **kwargs):  # type: ignore[no-untyped-def]
+        place = make(*args, **kwargs)
+        assert place is not None
 
-        def deleted_then_moved() -> bool:
+        def deleted_then_placed() -> bool:
             assert store.delete_upload(upload.id) is not None  # what a DELETE commits while the PUT holds the claim
-            moves.append(dst)
-            return move()
+            published.append(args[0])
+            return place()
 
-        return deleted_then_moved
+        return deleted_then_placed
 
-    monkeypatch.setattr(driver, "mover", mover_after_delete)
+    monkeypatch.setattr(driver, accessor, after_delete)
     digest = parse_digest("sha256:" + hashlib.sha256(b"payload").hexdigest())
     with pytest.raises(RegistryError) as info:
-        await uploads.complete("repo", upload.id, digest, None)
-    assert moves, "the move ran where the claim was committed"
+        await uploads.complete("repo", upload.id, digest, body(b"payload") if whole else None)
+    assert published, "the blob was published where the claim was committed"
     assert info.value.error is BLOB_UPLOAD_UNKNOWN
     assert store.blob_size("repo", digest) is None, "a deleted session links nothing"
     assert store.upload(upload.id) is None
@@ -306,35 +309,6 @@ async def test_a_put_links_in_the_writers_thread_with_its_events_made_in_the_req
     assert [event.payload for event in store.events_after(0, 10)] == ["{}"]
     assert await driver.get_content(blob_path(digest)) == b"payload"
     assert not await driver.exists(f"uploads/{upload.id}")
-
-
-async def test_delete_while_a_put_with_the_whole_blob_writes_it_in_the_writers_thread(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The DELETE race for a PUT whose body is the whole blob, written in the writer's thread (`Base.putter`): the
-    DELETE commits between the claim and the write, so the link finds the session gone."""
-    uploads, store, driver = parts
-    upload = await uploads.start("repo")
-    putter = driver.putter
-    writes = []
-
-    def putter_after_delete(path: str, data: bytes):  # type: ignore[no-untyped-def]
-        put = putter(path, data)
-        assert put is not None
-
-        def deleted_then_written() -> bool:
-            assert store.delete_upload(upload.id) is not None  # what a DELETE commits while the PUT holds the claim
-            writes.append(path)
-            return put()
-
-        return deleted_then_written
-
-    monkeypatch.setattr(driver, "putter", putter_after_delete)
-    digest = parse_digest("sha256:" + hashlib.sha256(b"payload").hexdigest())
-    with pytest.raises(RegistryError) as info:
-        await uploads.complete("repo", upload.id, digest, body(b"payload"))
-    assert writes, "the write ran where the claim was committed"
-    assert info.value.error is BLOB_UPLOAD_UNKNOWN
-    assert store.blob_size("repo", digest) is None, "a deleted session links nothing"
-    assert store.upload(upload.id) is None
 
 
 async def test_a_link_that_fails_in_the_writers_thread_is_the_puts_error_and_keeps_no_hash(  # type: ignore[no-untyped-def]
