@@ -630,21 +630,12 @@ class Uploads:
         hasher.update(data)  # at most SMALL_CHUNK_MAX bytes: tens of microseconds
         if not data or hasher.digest() != digest:
             return again, None, None, None  # the usual path answers DIGEST_INVALID (and ends the session)
-        token = _new_token()
         putter = self._driver.putter(blob_path(digest), data)
-        moved: _Moved | None = None
-        if putter is None:
-            upload, pinned = await self._store.claim_upload_pinned(
-                upload_id, repository, 0, token, this_process(), digest, len(data)
-            )
-        else:
-            publish = _publishing(putter, self._linker(digest, events, len(data)))
-            (upload, pinned), moved = await self._store.claim_upload_pinned_then(
-                publish, upload_id, repository, 0, token, this_process(), digest, len(data)
-            )
-        if upload is None:
+        publish = None if putter is None else _publishing(putter, self._linker(digest, events, len(data)))
+        claimed, moved = await self._claim_pinned(repository, upload_id, digest, 0, publish, len(data))
+        if claimed is None:
             return again, None, None, None
-        return again, (upload, token, pinned), data, moved
+        return again, claimed, data, moved
 
     async def _complete_whole(
         self,
@@ -800,20 +791,22 @@ class Uploads:
         digest: Digest,
         size: int | _Verified,
         publish: Callable[[_Claimed], _Published | Followup[_Published]] | None,
+        blob_size: int | None = None,
     ) -> tuple[tuple[Upload, str, bool] | None, _Moved | None]:
         """Claim the session at `size` (or at the size read and verified in the claim's transaction) with the
-        blob's pin, then publish it in the writer's thread (`_publishing`): the claim, and the move's outcome
-        (None: no move was made)."""
+        blob's pin (of `blob_size` bytes when the blob is more than the session holds: a body received whole),
+        then publish it in the writer's thread (`_publishing`): the claim, and what publishing did (None: nothing
+        was tried)."""
         token = _new_token()
         moved: _Moved | None = None
         if publish is None:
             upload, pinned = await self._store.claim_upload_pinned(
-                upload_id, repository, size, token, this_process(), digest
+                upload_id, repository, size, token, this_process(), digest, blob_size
             )
         else:
             try:
                 (upload, pinned), moved = await self._store.claim_upload_pinned_then(
-                    publish, upload_id, repository, size, token, this_process(), digest
+                    publish, upload_id, repository, size, token, this_process(), digest, blob_size
                 )
             except BaseException:
                 # the bytes may be published already (the link failed): a hash kept for the session would outlive it
