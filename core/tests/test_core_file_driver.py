@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -327,8 +328,8 @@ async def test_remove_many_leaves_the_root_when_it_empties_it(driver: Driver, ro
 
 
 async def test_remove_many_finishes_while_asyncios_threads_are_all_busy(driver: Driver, root: Path) -> None:
-    """A collection inside the server deletes files in threads of the driver's own, so it neither waits for the
-    threads that serve requests nor holds them: here the only thread of asyncio's pool stays busy throughout."""
+    """A collection inside the server deletes files in a process of its own, so it neither waits for the threads
+    that serve requests nor holds them: here the only thread of asyncio's pool stays busy throughout."""
     paths = [f"blobs/sha256/{n:02x}/{n:02x}{n:02x}/data" for n in range(64)]
     for path in paths:
         _plant(root / path)
@@ -342,6 +343,63 @@ async def test_remove_many_finishes_while_asyncios_threads_are_all_busy(driver: 
         released.set()
         await busy
     assert _entries(root) == []
+
+
+async def test_remove_many_deletes_in_a_process_of_its_own(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not in this process's threads, which would take its GIL back after every removal (beside a collection's
+    SQL, each waited for the switch interval): here this process cannot remove a thing, and the files still go."""
+    paths = [f"blobs/sha256/{n:02x}/{n:02x}{n:02x}/data" for n in range(40)]
+    for path in paths:
+        _plant(root / path)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EPERM, "not in this process")
+
+    monkeypatch.setattr(os, "unlink", refused)
+    monkeypatch.setattr(os, "rmdir", refused)
+    await driver.remove_many(paths)
+    monkeypatch.undo()
+    assert _entries(root) == []
+
+
+@pytest.fixture(params=["own process", "embedded"])
+def interpreter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways `remove_many` deletes: in a process of its own, or in this one's threads where Python is embedded
+    and no interpreter can be started (`sys.executable` empty)."""
+    if request.param == "embedded":
+        monkeypatch.setattr(sys, "executable", "")
+    return str(request.param)
+
+
+async def test_remove_many_prunes_and_skips_either_way(driver: Driver, root: Path, interpreter: str) -> None:
+    for path in ("blobs/ab/ab01/data", "blobs/ab/ab02/data", "keep/1", "dir/inner/x"):
+        _plant(root / path)
+    await driver.remove_many(["blobs/ab/ab01/data", "blobs/ab/ab02/data", "missing/file", "dir"])
+    assert _entries(root) == ["dir", "dir/inner", "dir/inner/x", "keep", "keep/1"]
+
+
+async def test_a_failed_removal_is_raised_with_its_file(driver: Driver, root: Path, interpreter: str) -> None:
+    """A removal that fails for another reason than a missing file (here a name longer than the filesystem
+    takes) is the caller's error, naming the file; the others in the run are still removed."""
+    _plant(root / "blobs/ab/ab01/data")
+    _plant(root / "blobs/cd/kept")  # the path is walked up to the long name
+    too_long = "blobs/cd/" + "c" * 300 + "/data"
+    with pytest.raises(OSError, match="too long") as raised:
+        await driver.remove_many(["blobs/ab/ab01/data", too_long])
+    assert raised.value.errno == errno.ENAMETOOLONG
+    assert raised.value.filename == str(root / too_long)
+    assert _entries(root) == ["blobs", "blobs/cd", "blobs/cd/kept"]
+
+
+async def test_a_removal_process_that_fails_to_run_is_an_error(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _plant(root / "a/1")
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # starts, removes nothing, ends with status 1
+    with pytest.raises(OSError, match="removal process ended with status 1"):
+        await driver.remove_many(["a/1"])
 
 
 def _entries(root: Path) -> list[str]:
@@ -523,14 +581,14 @@ def test_a_forked_child_fsyncs_with_threads_of_its_own(root: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_a_forked_child_removes_with_threads_of_its_own(driver: Driver, root: Path) -> None:
-    """The parent's removal threads do not exist in a forked child either: its `remove_many` starts its own."""
+def test_a_forked_child_removes_as_its_parent_does(driver: Driver, root: Path) -> None:
+    """A registry worker is a forked child: its `remove_many` starts and waits for its own removal process."""
     asyncio.run(driver.put_content("a/1", b"x"))
     asyncio.run(driver.put_content("b/2", b"x"))
-    asyncio.run(driver.remove_many(["a/1"]))  # the parent's removal threads exist
+    asyncio.run(driver.remove_many(["a/1"]))
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        signal.alarm(10)  # a child waiting for threads that do not exist dies of SIGALRM instead of hanging
+        signal.alarm(10)  # a child waiting for what never comes dies of SIGALRM instead of hanging
         asyncio.run(driver.remove_many(["b/2"]))
         os._exit(0 if not (root / "b").exists() else 1)
     _, status = os.waitpid(pid, 0)

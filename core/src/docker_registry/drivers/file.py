@@ -21,18 +21,17 @@ import asyncio
 import contextlib
 import ctypes
 import errno
-import itertools
 import os
 import queue
 import shutil
+import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar
 
-from docker_registry.core import exceptions
+from docker_registry.core import exceptions, removal
 from docker_registry.core.driver import Base, Stat, Writer
 from docker_registry.core.paths import join
 
@@ -41,13 +40,6 @@ __all__ = ["Driver"]
 TEMP_PREFIX = ".tmp-"
 TEMP_DIRECTORY = TEMP_PREFIX + "writes"
 """Below the root: the temporary files of whole-object writes (an earlier layout put them beside their targets)."""
-REMOVE_THREADS = 32
-"""Threads deleting files for `remove_many`, a pool of their own (`_remover`), so a collection inside the server
-never holds the threads of asyncio's pool that serve requests (6 on 2 cores). Each deletion mostly waits: for the
-filesystem's journal and the directory's lock, and on a filesystem mounted with `discard` for the disk to discard
-each freed block (`blkdev_issue_discard`, twice per blob: its file's block and its directory's), so many at once
-help. Measured on 2 cores, 16 took a third of the time of one; on a virtual disk with `discard`, 9,900 blobs took
-1.20 s with 32 against 1.65 s with 16 (64: 1.05 s)."""
 READ_SLICE = 1024 * 1024
 WRITE_BUFFER = 512 * 1024
 WRITEBACK_EVERY = 1024 * 1024
@@ -159,37 +151,29 @@ class Driver(Base):
         self._prune(os.path.dirname(full))
 
     async def _remove_many(self, paths: Sequence[str]) -> None:
-        """Files deleted by a few threads at once, each taking its share in one hop (not a hop per file). Each
-        share is a run of the sorted paths, so the threads work in different directories: a removal and the
-        prune after it lock the parent directory, and threads in the same one would wait for each other."""
-        fulls = sorted(self._full(path) for path in paths)
-        size = max(1, -(-len(fulls) // REMOVE_THREADS))
-        shares = [fulls[i : i + size] for i in range(0, len(fulls), size)]
-        loop, pool = asyncio.get_running_loop(), _remover()
-        await asyncio.gather(*(loop.run_in_executor(pool, self._remove_files, share) for share in shares))
-
-    def _remove_files(self, fulls: list[str]) -> None:
-        """Each file's directory is pruned after its files (sorted: they come together), and a parent that held
-        several of those directories once, after all of them: a blob's `<hex>/` goes with its file, its `<xx>/`
-        is tried once per run, not once per blob (that failing `rmdir` was a quarter of the deletions' CPU)."""
-        parents: dict[str, None] = {}  # in order, without repeats
-        for directory, files in itertools.groupby(fulls, key=os.path.dirname):
-            removed = False
-            for full in files:
-                try:
-                    os.unlink(full)
-                    removed = True
-                except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                    continue  # nothing there, or a directory: not an object
-            if not removed or not directory.startswith(self.root + os.sep):
-                continue  # nothing removed, or the root itself (never pruned)
-            try:
-                os.rmdir(directory)
-            except OSError:
-                continue  # not empty: nothing above it is either
-            parents[os.path.dirname(directory)] = None
-        for parent in parents:
-            self._prune(parent)
+        """In a process of its own (`removal`), which holds none of asyncio's threads while it runs (inside the
+        server they serve requests); or, where no interpreter can be started (Python embedded), in threads here."""
+        fulls, keep = [self._full(path) for path in paths], [os.path.join(self.root, TEMP_DIRECTORY)]
+        if not fulls:
+            return
+        if not sys.executable:
+            await asyncio.to_thread(removal.remove_all, self.root, fulls, keep)
+            return
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-I", "-S", removal.__file__, self.root, *keep),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await process.communicate(b"\0".join(os.fsencode(full) for full in fulls))
+        if process.returncode == removal.FAILED:
+            number, filename, message = out.split(b"\0", 2)
+            raise OSError(int(number), message.decode(errors="replace"), os.fsdecode(filename) or None)
+        if process.returncode != 0:
+            raise OSError(
+                f"removing {len(fulls)} files: the removal process ended with status {process.returncode}: "
+                f"{err.decode(errors='replace').strip()[-500:]}"
+            )
 
     async def _walk(self, prefix: str) -> AsyncIterator[str]:
         files = _walk_files(self._full_prefix(prefix), prefix)
@@ -519,13 +503,7 @@ class Driver(Base):
         The temporary files' directory is never removed (`_link_and_sync` prunes after publishing one of them):
         `_create_temp` creates it only once, and a removal between that and its `open` would fail a write.
         """
-        temporary = os.path.join(self.root, TEMP_DIRECTORY)
-        while directory not in (self.root, temporary) and directory.startswith(self.root + os.sep):
-            try:
-                os.rmdir(directory)
-            except OSError:
-                return
-            directory = os.path.dirname(directory)
+        removal.prune(self.root, directory, (os.path.join(self.root, TEMP_DIRECTORY),))
 
     def _discard(self, f: BinaryIO, tmp: str) -> None:
         f.close()
@@ -731,7 +709,6 @@ two or three per publication, from as many threads at once as asyncio's pool has
 costs nothing, a missing one makes its fsync wait and then pay a disk cache flush of its own."""
 _syncers: queue.SimpleQueue[_Sync] | None = None
 _syncers_made = threading.Lock()
-_removers: ThreadPoolExecutor | None = None
 
 
 class _Sync:
@@ -764,9 +741,9 @@ def _sync_queue() -> queue.SimpleQueue[_Sync]:
 
 
 def _forget_threads() -> None:
-    """The parent's fsync and removal threads do not exist in a forked child: it starts its own on first use."""
-    global _syncers, _syncers_made, _removers
-    _syncers, _syncers_made, _removers = None, threading.Lock(), None
+    """The parent's fsync threads do not exist in a forked child: it starts its own on first use."""
+    global _syncers, _syncers_made
+    _syncers, _syncers_made = None, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_threads)
@@ -781,14 +758,6 @@ def _serve_syncs(jobs: queue.SimpleQueue[_Sync]) -> None:
             sync.error = error
         finally:
             sync.done.release()
-
-
-def _remover() -> ThreadPoolExecutor:
-    """This process's threads for `remove_many`, started on first use (a forked child starts its own)."""
-    global _removers
-    if _removers is None:
-        _removers = ThreadPoolExecutor(REMOVE_THREADS, thread_name_prefix="remove")
-    return _removers
 
 
 def _fsync_together(files: Sequence[str], directories: Sequence[str]) -> None:

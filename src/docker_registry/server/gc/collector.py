@@ -40,8 +40,8 @@ RENEW_AFTER = 10.0
 BATCH = 2000
 """Rows deleted per transaction: tens of milliseconds, so pushes barely wait for the database's write lock."""
 THREADS = 24
-"""Threads of a collection's asyncio pool: the store's queries, and the deletions of drivers without a pool of
-their own for them (the filesystem driver has one)."""
+"""Threads of a collection's asyncio pool: the store's queries, and the deletions of drivers that remove objects
+one by one, a few at once (`Base._remove_many`; the filesystem driver removes in a process of its own)."""
 MIN_TEMPORARY_AGE = 60.0
 """Temporary files younger than this are never touched, whatever the grace period (a write in progress)."""
 MAX_CASCADES = 100

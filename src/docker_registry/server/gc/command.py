@@ -71,7 +71,7 @@ def garbage_collect(config: Config, driver: Base, *, dry_run: bool, delete_untag
 
 
 async def _run(store: CollectionQueries, driver: Base, options: Options, progress: Progress) -> Summary:
-    # the filesystem driver deletes blob files in several threads at once: each removal mostly waits for the journal
+    # the store's queries, and drivers removing objects a few at once, each mostly waiting on the backend
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(THREADS))
     try:
         return await Collector(store, driver, holder_name(), progress).run(options)
