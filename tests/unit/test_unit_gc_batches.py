@@ -1,6 +1,7 @@
-"""A collection deletes unlinked blobs in batches, pipelined (a batch's rows go while the next batch's files go):
-every batch's files and rows end up deleted and counted, not only the last one's. Process tests never have more
-than one batch (2,000 blobs), so the batch size is made small here."""
+"""A collection deletes unlinked blobs in batches, pipelined (two batches' files go at once, a batch's rows once its
+files are gone, and with no grace period a batch of links' blobs while the next links are deleted): every batch's
+files and rows end up deleted and counted, not only the last one's. Process tests never have more than one batch
+(2,000 blobs), so the batch size is made small here."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import hashlib
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,81 @@ def test_every_batch_of_unlinked_blobs_is_deleted_files_and_rows(
     assert not any(os.path.exists(root / blob_path(digest)) for digest in digests)
     assert all(store.known_blob_size(digest) is None for digest in digests)
     assert collection.blobs_being_deleted() == []
+
+
+def _linked_blobs(store: MetadataStore, root: Path, count: int) -> list[Digest]:
+    """`count` blobs, each linked into "repo" by a link no manifest names (an upload that never got its manifest)."""
+    digests = []
+    for n in range(count):
+        content = f"linked blob {n}".encode()
+        digest = Digest("sha256", hashlib.sha256(content).hexdigest())
+        file = root / blob_path(digest)
+        file.parent.mkdir(parents=True)
+        file.write_bytes(content)
+        store.link_blob("repo", digest, len(content))
+        digests.append(digest)
+    return digests
+
+
+class _Recorded(Driver):
+    """The filesystem driver, noting when removals start and end and how many run at once."""
+
+    def __init__(self, root: Path, events: list[str]) -> None:
+        super().__init__({"rootdirectory": str(root)})
+        self.events = events
+        self.running = self.most = 0
+
+    async def _remove_many(self, paths: Sequence[str]) -> None:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        self.events.append("remove")
+        try:
+            await asyncio.sleep(0.05)  # long enough for the collector to go on to its next batches meanwhile
+            await super()._remove_many(paths)
+        finally:
+            self.running -= 1
+
+
+def test_with_no_grace_period_blobs_go_while_later_links_are_deleted(
+    stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blobs a batch of unreferenced links leaves unlinked are removed while the next batches of links go,
+    not after all of them: the files' removal, the slowest step, starts after the first batch."""
+    store, collection = stores
+    root = tmp_path / "data"
+    digests = _linked_blobs(store, root, BLOBS)
+    events: list[str] = []
+    real_delete = collection.delete_unreferenced_links
+
+    def delete_links(keys: Sequence[tuple[int, str]], cutoff: float) -> int:
+        events.append("links")
+        return real_delete(keys, cutoff)
+
+    monkeypatch.setattr(collection, "delete_unreferenced_links", delete_links)
+    monkeypatch.setattr(collector, "BATCH", 2)  # 4 batches of links
+    driver = _Recorded(root, events)
+
+    summary = asyncio.run(collector.Collector(collection, driver, "test").run(collector.Options(delay=0)))
+
+    assert summary.deleted["links"] == BLOBS
+    assert summary.deleted["blobs"] == BLOBS
+    assert not any(os.path.exists(root / blob_path(digest)) for digest in digests)
+    assert all(store.known_blob_size(digest) is None for digest in digests)
+    assert events.count("links") == 4
+    assert events.index("remove") < len(events) - 1 - events[::-1].index("links")  # a removal before the last links
+
+
+def test_two_batches_of_blob_files_are_removed_at_once_and_never_more(
+    stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, collection = stores
+    root = tmp_path / "data"
+    digests = _linked_blobs(store, root, BLOBS)
+    monkeypatch.setattr(collector, "BATCH", 1)  # a batch per blob
+    driver = _Recorded(root, [])
+
+    summary = asyncio.run(collector.Collector(collection, driver, "test").run(collector.Options(delay=0)))
+
+    assert summary.deleted["blobs"] == BLOBS
+    assert not any(os.path.exists(root / blob_path(digest)) for digest in digests)
+    assert driver.most == collector.REMOVING_AT_ONCE == 2

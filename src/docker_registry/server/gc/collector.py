@@ -2,7 +2,8 @@
 
 The order matters: untagged manifests first (their deletion leaves links unreferenced), then links (leaving blobs
 unlinked), then blobs, expired upload sessions, and last the repositories all that left empty, so with no grace
-period a single run frees a deleted image completely. Everything runs under a lease in the metadata database, so
+period a single run frees a deleted image completely (there a batch of links' blobs go while the next batch of
+links is deleted). Everything runs under a lease in the metadata database, so
 only one collection runs at a time on any number of processes and nodes; the lease is renewed before every batch,
 and a collection that lost it stops.
 
@@ -42,6 +43,10 @@ BATCH = 2000
 THREADS = 24
 """Threads of a collection's asyncio pool: the store's queries, and the deletions of drivers that remove objects
 one by one, a few at once (`Base._remove_many`; the filesystem driver removes in a process of its own)."""
+REMOVING_AT_ONCE = 2
+"""Batches of blob files being removed at once. Each removal mostly waits for the disk (see `remove_many`), and a
+batch's slowest files left the disk idle before the next batch began: with two under way, 9,900 blobs went 0.2 to
+0.45 s sooner on this machine (1.64-1.69 s against 1.90-2.10 s for the whole collection)."""
 MIN_TEMPORARY_AGE = 60.0
 """Temporary files younger than this are never touched, whatever the grace period (a write in progress)."""
 MAX_CASCADES = 100
@@ -153,8 +158,11 @@ class Collector:
         await self._expire_cached(options, now, summary)
         if options.delete_untagged:
             await self._manifests(options, now, cutoff, summary)
-        await self._links(options, now, cutoff, summary)
-        await self._blobs(options, now, cutoff, summary)
+        if _single_pass(options):
+            await self._links_and_blobs(now, cutoff, summary)
+        else:
+            await self._links(options, now, cutoff, summary)
+            await self._blobs(options, now, cutoff, summary)
         if options.upload_age is not None:
             await self.purge_uploads(now - options.upload_age, options.dry_run, summary)
         await self._repositories(options, now, cutoff, summary)
@@ -193,16 +201,37 @@ class Collector:
             )
 
     async def _links(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
-        if _single_pass(options):
-            await self._db(self._store.unmark_links)
-            keys = await self._db(self._store.unreferenced_links)
-            delete = self._store.delete_unreferenced_links
-        else:
-            if not options.dry_run:
-                await self._db(self._store.mark_links, now)
-            keys = await self._db(self._store.link_candidates, cutoff, _dry_run(options, cutoff))
-            delete = self._store.delete_links
+        if not options.dry_run:
+            await self._db(self._store.mark_links, now)
+        keys = await self._db(self._store.link_candidates, cutoff, _dry_run(options, cutoff))
+        delete = self._store.delete_links
         summary.deleted["links"] += await self._delete_rows("unreferenced links", keys, options, delete, cutoff)
+
+    async def _links_and_blobs(self, now: float, cutoff: float, summary: Summary) -> None:
+        """With no grace period (`_single_pass`): each batch of unreferenced links is deleted, then those of its
+        blobs left with no link are marked as being deleted and their files go, while the next batch of links is
+        deleted; then a walk of the blobs' digest index finds the other unlinked ones (left unlinked before, or
+        by the deleted manifests). The blob files' removal, the slowest step (the disk discards every freed
+        block), so starts after the first batch of links instead of after the last."""
+        await self._db(self._store.unmark_links)
+        await self._db(self._store.unmark_blobs, now)
+        keys = await self._db(self._store.unreferenced_links)
+        await self._delete_blob_batches(self._freed_then_unlinked(keys, cutoff, summary), summary)
+
+    async def _freed_then_unlinked(
+        self, keys: Sequence[tuple[int, str]], cutoff: float, summary: Summary
+    ) -> AsyncIterator[tuple[Sequence[tuple[str, int]], int]]:
+        """The batches of `_links_and_blobs`: blobs freed by each batch of links, then the other unlinked ones."""
+        self._progress.start("unreferenced links and their blobs", len(keys))
+        for batch in _batches(keys):
+            await self._renew()
+            summary.deleted["links"] += await self._db(self._store.delete_unreferenced_links, batch, cutoff)
+            digests = sorted({digest for _, digest in batch})
+            yield await self._db(self._store.begin_blob_deletion, digests, cutoff, False), len(batch)
+        self._progress.finish()
+        self._progress.start("other unlinked blobs", None)
+        async for doomed in self._unlinked_batches(cutoff):
+            yield doomed
 
     async def _repositories(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
         """Repositories with nothing in them (no tag, manifest, link, upload session or v1 content) leave the
@@ -238,11 +267,6 @@ class Collector:
         return deleted
 
     async def _blobs(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
-        if _single_pass(options):
-            await self._db(self._store.unmark_blobs, now)
-            self._progress.start("unlinked blobs", None)
-            await self._delete_blob_batches(self._unlinked_batches(cutoff), summary)
-            return
         if not options.dry_run:
             await self._db(self._store.mark_blobs, now)
         candidates = await self._db(self._store.blob_candidates, cutoff, _dry_run(options, cutoff))
@@ -274,24 +298,28 @@ class Collector:
     async def _delete_blob_batches(
         self, batches: AsyncIterator[tuple[Sequence[tuple[str, int]], int]], summary: Summary
     ) -> None:
-        """A pipeline: a batch's files go while the next batch is marked as being deleted, and its rows while the
-        next batch's files go; only the file deletions follow one another (each takes all the threads)."""
-        removing: tuple[asyncio.Future[None], Sequence[tuple[str, int]]] | None = None
+        """A pipeline: the files of `REMOVING_AT_ONCE` batches go while the next batch is marked as being deleted,
+        and a batch's rows go once its files are gone, while the next batches' files go."""
+        removing: list[tuple[asyncio.Future[None], Sequence[tuple[str, int]]]] = []
         ending: list[asyncio.Future[None]] = []
+
+        async def end_oldest() -> None:
+            future, doomed = removing.pop(0)
+            await future
+            ending.append(asyncio.ensure_future(self._end_blob_deletion(doomed, summary)))
+
         try:
             async for doomed, examined in batches:
                 self._progress.advance(examined)
                 if not doomed:
                     continue
-                if removing is not None:
-                    await removing[0]
-                    ending.append(asyncio.ensure_future(self._end_blob_deletion(removing[1], summary)))
-                removing = (asyncio.ensure_future(self._remove_blob_files(doomed)), doomed)
+                if len(removing) >= REMOVING_AT_ONCE:
+                    await end_oldest()
+                removing.append((asyncio.ensure_future(self._remove_blob_files(doomed)), doomed))
         finally:
             try:
-                if removing is not None:
-                    await removing[0]
-                    ending.append(asyncio.ensure_future(self._end_blob_deletion(removing[1], summary)))
+                while removing:
+                    await end_oldest()
             finally:
                 try:
                     await asyncio.gather(*ending)
