@@ -6,6 +6,7 @@ files and rows end up deleted and counted, not only the last one's. Process test
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import sqlite3
@@ -134,3 +135,39 @@ def test_two_batches_of_blob_files_are_removed_at_once_and_never_more(
     assert summary.deleted["blobs"] == BLOBS
     assert not any(os.path.exists(root / blob_path(digest)) for digest in digests)
     assert driver.most == collector.REMOVING_AT_ONCE == 2
+
+
+class _FailingFirst(_Recorded):
+    """Fails the first removal once the second is under way."""
+
+    async def _remove_many(self, paths: Sequence[str]) -> None:
+        if not self.events:
+            self.events.append("failed")
+            while self.running == 0:  # the second batch's removal has started
+                await asyncio.sleep(0.01)
+            raise OSError(errno.EIO, "Input/output error")
+        await super()._remove_many(paths)
+
+
+def test_a_failed_removal_stops_the_collection_after_the_other_batch_under_way_ended(
+    stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch whose files failed stays marked as being deleted (the next collection finishes it); the one under
+    way beside it is waited for and ended, not left running."""
+    store, collection = stores
+    root = tmp_path / "data"
+    digests = sorted(_linked_blobs(store, root, 2), key=str)
+    monkeypatch.setattr(collector, "BATCH", 1)  # both batches under way when the first fails
+    driver = _FailingFirst(root, [])
+
+    with pytest.raises(OSError, match="Input/output error"):
+        asyncio.run(collector.Collector(collection, driver, "test").run(collector.Options(delay=0)))
+
+    assert [digest for digest, _ in collection.blobs_being_deleted()] == [str(digests[0])]
+    assert os.path.exists(root / blob_path(digests[0]))
+    assert not os.path.exists(root / blob_path(digests[1]))
+    assert collection.counts()["blobs"] == 1
+
+    again = collector.Collector(collection, Driver({"rootdirectory": str(root)}), "again")
+    assert asyncio.run(again.run(collector.Options(delay=0))).deleted["blobs"] == 1
+    assert not os.path.exists(root / blob_path(digests[0]))

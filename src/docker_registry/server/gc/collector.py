@@ -317,14 +317,18 @@ class Collector:
                     await end_oldest()
                 removing.append((asyncio.ensure_future(self._remove_blob_files(doomed)), doomed))
         finally:
-            try:
-                while removing:
-                    await end_oldest()
-            finally:
+            failed: list[BaseException] = []
+            while removing:  # every batch under way is waited for, though one failed: none is left running
                 try:
-                    await asyncio.gather(*ending)
-                finally:
-                    self._progress.finish()
+                    await end_oldest()
+                except Exception as failure:  # its rows stay marked: the next collection finishes them
+                    failed.append(failure)
+            try:
+                await asyncio.gather(*ending)
+            finally:
+                self._progress.finish()
+            if failed:
+                raise failed[0]
 
     async def _finish_blob_deletions(self, summary: Summary) -> None:
         """Blobs an earlier collection marked as being deleted and did not finish (it died)."""
