@@ -45,8 +45,8 @@ THREADS = 24
 one by one, a few at once (`Base._remove_many`; the filesystem driver removes in a process of its own)."""
 REMOVING_AT_ONCE = 2
 """Batches of blob files being removed at once. Each removal mostly waits for the disk (see `remove_many`), and a
-batch's slowest files left the disk idle before the next batch began: with two under way, 9,900 blobs went 0.2 to
-0.45 s sooner on this machine (1.64-1.69 s against 1.90-2.10 s for the whole collection)."""
+batch's slowest files left the disk idle before the next batch began: with two under way, a collection of 9,900
+blobs took 1.64, 1.69 and 1.98 s against 2.10, 2.03 and 1.90 s with one (alternated pairs, bench/README.md "gc12")."""
 MIN_TEMPORARY_AGE = 60.0
 """Temporary files younger than this are never touched, whatever the grace period (a write in progress)."""
 MAX_CASCADES = 100
