@@ -9,9 +9,10 @@ Every store call of the collector (`Collector._db`) and every batch of blob-file
 and duration in seconds since the process's exec (read from /proc, so the interpreter's start counts), with the
 batch's size; "imports" is the command's modules loaded, "exit" the moment the command ends (after its database is
 closed). Calls that overlap (a batch's files removed while the next batch's rows go) show as overlapping lines: the
-critical path is read off the starts and ends, not the sum of the durations. The process's CPU seconds come last,
-split into the main thread's (start-up, the event loop), the file-removing threads' and the rest (the threads that
-ran the store's queries): on 2 cores, what the critical path cannot hide is shown by these. Linux only (/proc).
+critical path is read off the starts and ends, not the sum of the durations. The CPU seconds come last (the
+process's and its removal processes'), split into the main thread's (start-up, the event loop), the file removals'
+and the rest (the threads that ran the store's queries): on 2 cores, what the critical path cannot hide is shown by
+these. Linux only (/proc).
 
 Comparing two trees: run this file with `PYTHONPATH=<other>/src:<other>/core/src` in front to time the other
 tree's collector (the printed path says which one ran), each run on its own copy of one store (`bench/gc.py`
@@ -51,16 +52,18 @@ def since_start() -> float:
 
 
 def thread_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) of the main thread and of the filesystem driver's file-removing threads (its
-    pool lives as long as the process, so they are still there at the exit); the store's threads (asyncio's pool)
-    have ended by then, so their CPU is what the process's total leaves."""
+    """CPU seconds (user + system) of the main thread and of file removals: the filesystem driver's removal
+    processes (reaped, so counted as this process's children), or an older tree's file-removing threads (a pool
+    that lived as long as the process, so still there at the exit). The store's threads (asyncio's pool) have
+    ended by then, so their CPU is what the process's own total leaves."""
     tick = os.sysconf("SC_CLK_TCK")
     groups = {
         thread.native_id: "main" if thread is threading.main_thread() else "file removals"
         for thread in threading.enumerate()
-        if thread is threading.main_thread() or thread.name.startswith("remove")  # `drivers.file._remover`'s threads
+        if thread is threading.main_thread() or thread.name.startswith("remove")  # an older tree's removing threads
     }
-    seconds = {"main": 0.0, "file removals": 0.0}
+    times = os.times()
+    seconds = {"main": 0.0, "file removals": times.children_user + times.children_system}
     for _, tid, fields in tasks([os.getpid()]):
         if (group := groups.get(tid)) is not None:
             seconds[group] += (int(fields[11]) + int(fields[12])) / tick
@@ -134,12 +137,13 @@ def main() -> NoReturn:
         closed: the last moment to report."""
         events.append(("exit", since_start(), since_start(), None))
         times = os.times()
-        cpu = times.user + times.system
+        cpu = times.user + times.system + times.children_user + times.children_system  # the removal processes too
         threads = thread_cpu()
         threads["store and the rest"] = max(0.0, cpu - sum(threads.values()))
         events.sort(key=lambda event: event[2])
         split = ", ".join(f"{group} {seconds:.2f}" for group, seconds in threads.items())
-        total = f"CPU {cpu:.2f} s (user {times.user:.2f}, system {times.system:.2f}; {split})"
+        own = f"user {times.user:.2f}, system {times.system:.2f}"
+        total = f"CPU {cpu:.2f} s ({own}, removal processes {times.children_user + times.children_system:.2f}; {split})"
         print(
             f"{source}\n{timeline(events)}\n{total}",
             file=sys.stderr,

@@ -393,13 +393,49 @@ async def test_a_failed_removal_is_raised_with_its_file(driver: Driver, root: Pa
     assert _entries(root) == ["blobs", "blobs/cd", "blobs/cd/kept"]
 
 
-async def test_a_removal_process_that_fails_to_run_is_an_error(
-    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python"], ids=["ends badly", "cannot start"])
+async def test_without_a_working_removal_process_the_files_go_in_this_one(
+    driver: Driver, root: Path, monkeypatch: pytest.MonkeyPatch, executable: str
 ) -> None:
+    """Removing twice is harmless, so a removal process that cannot start, or ends with neither success nor a
+    report, leaves the work to threads of this process rather than failing the collection."""
     _plant(root / "a/1")
-    monkeypatch.setattr(sys, "executable", "/bin/false")  # starts, removes nothing, ends with status 1
-    with pytest.raises(OSError, match="removal process ended with status 1"):
-        await driver.remove_many(["a/1"])
+    _plant(root / "b/2")
+    monkeypatch.setattr(sys, "executable", executable)
+    await driver.remove_many(["a/1", "b/2"])
+    assert _entries(root) == []
+
+
+async def test_a_cancelled_removal_stops_its_process(driver: Driver, root: Path, tmp_path: Path) -> None:
+    """A collection stopped (the server shutting down) leaves no removal process behind, deleting on its own."""
+    pid_file = tmp_path / "pid"
+    slow = tmp_path / "slow-python"
+    slow.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 30\n")
+    slow.chmod(0o755)
+    _plant(root / "a/1")
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(sys, "executable", str(slow))
+        removing = asyncio.ensure_future(driver.remove_many(["a/1"]))
+        async with asyncio.timeout(5):
+            while not pid_file.exists() or not pid_file.read_text().strip():
+                await asyncio.sleep(0.01)
+        removing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await removing
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(pid, 0)
+
+
+def test_a_garbled_report_of_the_removal_process_is_still_an_os_error() -> None:
+    from docker_registry.drivers import file
+
+    error = file._removal_error(b"not a report")
+    assert isinstance(error, OSError)
+    assert "not a report" in str(error)
+    reported = file._removal_error(b"13\0/data/blobs/x\0Permission denied")
+    assert isinstance(reported, PermissionError)
+    assert reported.filename == "/data/blobs/x"
 
 
 def _entries(root: Path) -> list[str]:

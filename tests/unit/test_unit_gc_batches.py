@@ -1,7 +1,6 @@
-"""A collection deletes unlinked blobs in batches, pipelined (two batches' files go at once, a batch's rows once its
-files are gone, and with no grace period a batch of links' blobs while the next links are deleted): every batch's
-files and rows end up deleted and counted, not only the last one's. Process tests never have more than one batch
-(2,000 blobs), so the batch size is made small here."""
+"""A collection deletes unlinked blobs in batches, pipelined (two batches' files go at once, and a batch's rows once
+its files are gone): every batch's files and rows end up deleted and counted, not only the last one's. Process
+tests never have more than one batch (2,000 blobs), so the batch size is made small here."""
 
 from __future__ import annotations
 
@@ -92,35 +91,6 @@ class _Recorded(Driver):
             self.running -= 1
 
 
-def test_with_no_grace_period_blobs_go_while_later_links_are_deleted(
-    stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The blobs a batch of unreferenced links leaves unlinked are removed while the next batches of links go,
-    not after all of them: the files' removal, the slowest step, starts after the first batch."""
-    store, collection = stores
-    root = tmp_path / "data"
-    digests = _linked_blobs(store, root, BLOBS)
-    events: list[str] = []
-    real_delete = collection.delete_unreferenced_links
-
-    def delete_links(keys: Sequence[tuple[int, str]], cutoff: float) -> int:
-        events.append("links")
-        return real_delete(keys, cutoff)
-
-    monkeypatch.setattr(collection, "delete_unreferenced_links", delete_links)
-    monkeypatch.setattr(collector, "BATCH", 2)  # 4 batches of links
-    driver = _Recorded(root, events)
-
-    summary = asyncio.run(collector.Collector(collection, driver, "test").run(collector.Options(delay=0)))
-
-    assert summary.deleted["links"] == BLOBS
-    assert summary.deleted["blobs"] == BLOBS
-    assert not any(os.path.exists(root / blob_path(digest)) for digest in digests)
-    assert all(store.known_blob_size(digest) is None for digest in digests)
-    assert events.count("links") == 4
-    assert events.index("remove") < len(events) - 1 - events[::-1].index("links")  # a removal before the last links
-
-
 def test_two_batches_of_blob_files_are_removed_at_once_and_never_more(
     stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,31 +113,35 @@ class _FailingFirst(_Recorded):
     async def _remove_many(self, paths: Sequence[str]) -> None:
         if not self.events:
             self.events.append("failed")
-            while self.running == 0:  # the second batch's removal has started
-                await asyncio.sleep(0.01)
+            async with asyncio.timeout(5):
+                while self.running == 0:  # the second batch's removal has started
+                    await asyncio.sleep(0.01)
             raise OSError(errno.EIO, "Input/output error")
         await super()._remove_many(paths)
 
 
+@pytest.mark.parametrize("blobs", [2, 3], ids=["seen at the end", "seen before the next batch"])
 def test_a_failed_removal_stops_the_collection_after_the_other_batch_under_way_ended(
-    stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blobs: int
 ) -> None:
-    """The batch whose files failed stays marked as being deleted (the next collection finishes it); the one under
-    way beside it is waited for and ended, not left running."""
+    """The batch whose files failed stays marked as being deleted (the next collection finishes it), and so does a
+    batch marked before the failure was seen; the one under way beside it is waited for and ended, not left
+    running. The failure is seen once the batches ran out, or when a third batch waits for the first."""
     store, collection = stores
     root = tmp_path / "data"
-    digests = sorted(_linked_blobs(store, root, 2), key=str)
-    monkeypatch.setattr(collector, "BATCH", 1)  # both batches under way when the first fails
+    digests = sorted(_linked_blobs(store, root, blobs), key=str)
+    monkeypatch.setattr(collector, "BATCH", 1)  # the first two batches under way when the first fails
     driver = _FailingFirst(root, [])
 
     with pytest.raises(OSError, match="Input/output error"):
         asyncio.run(collector.Collector(collection, driver, "test").run(collector.Options(delay=0)))
 
-    assert [digest for digest, _ in collection.blobs_being_deleted()] == [str(digests[0])]
+    marked = [str(digests[0]), *(str(digest) for digest in digests[2:])]
+    assert sorted(digest for digest, _ in collection.blobs_being_deleted()) == marked
     assert os.path.exists(root / blob_path(digests[0]))
     assert not os.path.exists(root / blob_path(digests[1]))
-    assert collection.counts()["blobs"] == 1
+    assert collection.counts()["blobs"] == blobs - 1
 
     again = collector.Collector(collection, Driver({"rootdirectory": str(root)}), "again")
-    assert asyncio.run(again.run(collector.Options(delay=0))).deleted["blobs"] == 1
-    assert not os.path.exists(root / blob_path(digests[0]))
+    assert asyncio.run(again.run(collector.Options(delay=0))).deleted["blobs"] == blobs - 1
+    assert not any(os.path.exists(root / blob_path(digest)) for digest in digests)

@@ -163,8 +163,8 @@ class Base(abc.ABC):
         """Remove the objects at `paths` (objects only: a directory there is left alone, a missing one is no error).
 
         For garbage collection, which deletes thousands of objects a run: a driver deletes them in bulk where its
-        backend can (S3's DeleteObjects takes 1,000 keys a request; the filesystem driver shares them out among a
-        few threads). The default removes them one by one, `REMOVES_AT_ONCE` at a time.
+        backend can (S3's DeleteObjects takes 1,000 keys a request; the filesystem driver shares them out among
+        threads of a process of its own). The default removes them one by one, `REMOVES_AT_ONCE` at a time.
         """
         await self._remove_many([check_path(path) for path in paths])
 

@@ -8,8 +8,8 @@ The driver runs this module as a script, in a process of its own (`python -I -S 
 files' full paths on stdin, NUL-separated): it imports nothing but the standard library, so it starts in about
 20 ms. Threads of the caller's own process would take the GIL back after every syscall, and in a garbage
 collection the caller's other thread runs SQL all the while, so each removal waited for the switch interval and
-the SQL for the removers: measured on 2 cores, 2,000 blobs took 0.16 s in a process of their own against 0.25 s
-beside the SQL, and the SQL beside them three to five times as long as alone (`bench/README.md`, "gc12").
+the SQL for the removers: measured on 2 cores, the SQL beside them took 5 to 16 times as long as alone
+(`bench/README.md`, "gc12").
 
 On failure the script prints `errno NUL filename NUL message` and exits with `FAILED`.
 """

@@ -21,10 +21,10 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import logging
 import os
 import queue
 import shutil
-import subprocess
 import sys
 import threading
 import uuid
@@ -36,6 +36,8 @@ from docker_registry.core.driver import Base, Stat, Writer
 from docker_registry.core.paths import join
 
 __all__ = ["Driver"]
+
+log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
 TEMP_DIRECTORY = TEMP_PREFIX + "writes"
@@ -152,28 +154,41 @@ class Driver(Base):
 
     async def _remove_many(self, paths: Sequence[str]) -> None:
         """In a process of its own (`removal`), which holds none of asyncio's threads while it runs (inside the
-        server they serve requests); or, where no interpreter can be started (Python embedded), in threads here."""
+        server they serve requests). Where none can be started (Python embedded or frozen, processes refused) or
+        it ends abnormally, in threads of this process instead, one of asyncio's held meanwhile: removing twice is
+        harmless. Cancelled, the process is stopped."""
         fulls, keep = [self._full(path) for path in paths], [os.path.join(self.root, TEMP_DIRECTORY)]
         if not fulls:
             return
-        if not sys.executable:
-            await asyncio.to_thread(removal.remove_all, self.root, fulls, keep)
-            return
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-I", "-S", removal.__file__, self.root, *keep),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        out, err = await process.communicate(b"\0".join(os.fsencode(full) for full in fulls))
-        if process.returncode == removal.FAILED:
-            number, filename, message = out.split(b"\0", 2)
-            raise OSError(int(number), message.decode(errors="replace"), os.fsdecode(filename) or None)
-        if process.returncode != 0:
-            raise OSError(
-                f"removing {len(fulls)} files: the removal process ended with status {process.returncode}: "
-                f"{err.decode(errors='replace').strip()[-500:]}"
-            )
+        if sys.executable and not getattr(sys, "frozen", False):
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *(sys.executable, "-I", "-S", removal.__file__, self.root, *keep),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+            except OSError as error:
+                log.warning("removing %d files in this process: no removal process (%s)", len(fulls), error)
+            else:
+                try:
+                    out, err = await process.communicate(b"\0".join(os.fsencode(full) for full in fulls))
+                except BaseException:  # cancelled: the removals stop with the caller
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    await process.wait()
+                    raise
+                if process.returncode == 0:
+                    return
+                if process.returncode == removal.FAILED:
+                    raise _removal_error(out)
+                log.warning(
+                    "removing %d files in this process: the removal process ended with status %s: %s",
+                    len(fulls),
+                    process.returncode,
+                    err.decode(errors="replace").strip()[-500:],
+                )
+        await asyncio.to_thread(removal.remove_all, self.root, fulls, keep)
 
     async def _walk(self, prefix: str) -> AsyncIterator[str]:
         files = _walk_files(self._full_prefix(prefix), prefix)
@@ -758,6 +773,15 @@ def _serve_syncs(jobs: queue.SimpleQueue[_Sync]) -> None:
             sync.error = error
         finally:
             sync.done.release()
+
+
+def _removal_error(report: bytes) -> OSError:
+    """The error the removal process printed (`removal.main`)."""
+    try:
+        number, filename, message = report.split(b"\0", 2)
+        return OSError(int(number), message.decode(errors="replace"), os.fsdecode(filename) or None)
+    except ValueError:
+        return OSError(f"a removal failed: {report.decode(errors='replace')[-500:]}")
 
 
 def _fsync_together(files: Sequence[str], directories: Sequence[str]) -> None:

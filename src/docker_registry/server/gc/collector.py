@@ -2,8 +2,7 @@
 
 The order matters: untagged manifests first (their deletion leaves links unreferenced), then links (leaving blobs
 unlinked), then blobs, expired upload sessions, and last the repositories all that left empty, so with no grace
-period a single run frees a deleted image completely (there a batch of links' blobs go while the next batch of
-links is deleted). Everything runs under a lease in the metadata database, so
+period a single run frees a deleted image completely. Everything runs under a lease in the metadata database, so
 only one collection runs at a time on any number of processes and nodes; the lease is renewed before every batch,
 and a collection that lost it stops.
 
@@ -158,11 +157,8 @@ class Collector:
         await self._expire_cached(options, now, summary)
         if options.delete_untagged:
             await self._manifests(options, now, cutoff, summary)
-        if _single_pass(options):
-            await self._links_and_blobs(now, cutoff, summary)
-        else:
-            await self._links(options, now, cutoff, summary)
-            await self._blobs(options, now, cutoff, summary)
+        await self._links(options, now, cutoff, summary)
+        await self._blobs(options, now, cutoff, summary)
         if options.upload_age is not None:
             await self.purge_uploads(now - options.upload_age, options.dry_run, summary)
         await self._repositories(options, now, cutoff, summary)
@@ -201,37 +197,16 @@ class Collector:
             )
 
     async def _links(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
-        if not options.dry_run:
-            await self._db(self._store.mark_links, now)
-        keys = await self._db(self._store.link_candidates, cutoff, _dry_run(options, cutoff))
-        delete = self._store.delete_links
+        if _single_pass(options):
+            await self._db(self._store.unmark_links)
+            keys = await self._db(self._store.unreferenced_links)
+            delete = self._store.delete_unreferenced_links
+        else:
+            if not options.dry_run:
+                await self._db(self._store.mark_links, now)
+            keys = await self._db(self._store.link_candidates, cutoff, _dry_run(options, cutoff))
+            delete = self._store.delete_links
         summary.deleted["links"] += await self._delete_rows("unreferenced links", keys, options, delete, cutoff)
-
-    async def _links_and_blobs(self, now: float, cutoff: float, summary: Summary) -> None:
-        """With no grace period (`_single_pass`): each batch of unreferenced links is deleted, then those of its
-        blobs left with no link are marked as being deleted and their files go, while the next batch of links is
-        deleted; then a walk of the blobs' digest index finds the other unlinked ones (left unlinked before, or
-        by the deleted manifests). The blob files' removal, the slowest step (the disk discards every freed
-        block), so starts after the first batch of links instead of after the last."""
-        await self._db(self._store.unmark_links)
-        await self._db(self._store.unmark_blobs, now)
-        keys = await self._db(self._store.unreferenced_links)
-        await self._delete_blob_batches(self._freed_then_unlinked(keys, cutoff, summary), summary)
-
-    async def _freed_then_unlinked(
-        self, keys: Sequence[tuple[int, str]], cutoff: float, summary: Summary
-    ) -> AsyncIterator[tuple[Sequence[tuple[str, int]], int]]:
-        """The batches of `_links_and_blobs`: blobs freed by each batch of links, then the other unlinked ones."""
-        self._progress.start("unreferenced links and their blobs", len(keys))
-        for batch in _batches(keys):
-            await self._renew()
-            summary.deleted["links"] += await self._db(self._store.delete_unreferenced_links, batch, cutoff)
-            digests = sorted({digest for _, digest in batch})
-            yield await self._db(self._store.begin_blob_deletion, digests, cutoff, False), len(batch)
-        self._progress.finish()
-        self._progress.start("other unlinked blobs", None)
-        async for doomed in self._unlinked_batches(cutoff):
-            yield doomed
 
     async def _repositories(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
         """Repositories with nothing in them (no tag, manifest, link, upload session or v1 content) leave the
@@ -267,6 +242,11 @@ class Collector:
         return deleted
 
     async def _blobs(self, options: Options, now: float, cutoff: float, summary: Summary) -> None:
+        if _single_pass(options):
+            await self._db(self._store.unmark_blobs, now)
+            self._progress.start("unlinked blobs", None)
+            await self._delete_blob_batches(self._unlinked_batches(cutoff), summary)
+            return
         if not options.dry_run:
             await self._db(self._store.mark_blobs, now)
         candidates = await self._db(self._store.blob_candidates, cutoff, _dry_run(options, cutoff))
@@ -299,36 +279,54 @@ class Collector:
         self, batches: AsyncIterator[tuple[Sequence[tuple[str, int]], int]], summary: Summary
     ) -> None:
         """A pipeline: the files of `REMOVING_AT_ONCE` batches go while the next batch is marked as being deleted,
-        and a batch's rows go once its files are gone, while the next batches' files go."""
+        and a batch's rows go once its files are gone, while the next batches' files go. A batch whose files
+        failed to go stays marked as being deleted: the next collection finishes it (`_finish_blob_deletions`)."""
         removing: list[tuple[asyncio.Future[None], Sequence[tuple[str, int]]]] = []
         ending: list[asyncio.Future[None]] = []
-
-        async def end_oldest() -> None:
-            future, doomed = removing.pop(0)
-            await future
-            ending.append(asyncio.ensure_future(self._end_blob_deletion(doomed, summary)))
-
         try:
-            async for doomed, examined in batches:
-                self._progress.advance(examined)
-                if not doomed:
-                    continue
-                if len(removing) >= REMOVING_AT_ONCE:
-                    await end_oldest()
-                removing.append((asyncio.ensure_future(self._remove_blob_files(doomed)), doomed))
-        finally:
-            failed: list[BaseException] = []
-            while removing:  # every batch under way is waited for, though one failed: none is left running
-                try:
-                    await end_oldest()
-                except Exception as failure:  # its rows stay marked: the next collection finishes them
-                    failed.append(failure)
             try:
-                await asyncio.gather(*ending)
-            finally:
-                self._progress.finish()
-            if failed:
-                raise failed[0]
+                async for doomed, examined in batches:
+                    self._progress.advance(examined)
+                    if not doomed:
+                        continue
+                    if len(removing) >= REMOVING_AT_ONCE:
+                        await removing[0][0]
+                        _, done = removing.pop(0)
+                        ending.append(asyncio.ensure_future(self._end_blob_deletion(done, summary)))
+                    removing.append((asyncio.ensure_future(self._remove_blob_files(doomed)), doomed))
+            except asyncio.CancelledError:
+                for future, _ in removing:
+                    future.cancel()  # its removal process is stopped; its rows stay marked
+                raise
+            except BaseException:
+                await self._settle(removing, ending, summary)  # the batches under way end; this error is the one
+                raise
+            failure = await self._settle(removing, ending, summary)
+            if failure is not None:
+                raise failure
+        finally:
+            self._progress.finish()
+
+    async def _settle(
+        self,
+        removing: list[tuple[asyncio.Future[None], Sequence[tuple[str, int]]]],
+        ending: list[asyncio.Future[None]],
+        summary: Summary,
+    ) -> BaseException | None:
+        """Wait for the removals under way, end the batches whose files are gone, and wait for every end, even
+        when one fails, so nothing is left running; the first error."""
+        failures: list[BaseException] = []
+        for future, doomed in removing:
+            try:
+                await future
+            except Exception as failure:
+                failures.append(failure)
+                continue
+            ending.append(asyncio.ensure_future(self._end_blob_deletion(doomed, summary)))
+        removing.clear()
+        ended = await asyncio.gather(*ending, return_exceptions=True)
+        failures += [outcome for outcome in ended if isinstance(outcome, BaseException)]
+        return failures[0] if failures else None
 
     async def _finish_blob_deletions(self, summary: Summary) -> None:
         """Blobs an earlier collection marked as being deleted and did not finish (it died)."""

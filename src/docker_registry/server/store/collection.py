@@ -606,11 +606,9 @@ class CollectionQueries(StoreBase):
             )
         )
 
-    def begin_blob_deletion(self, digests: Sequence[str], cutoff: float, marked: bool = True) -> list[tuple[str, int]]:
+    def begin_blob_deletion(self, digests: Sequence[str], cutoff: float) -> list[tuple[str, int]]:
         """Mark those of `digests` still unlinked, unpinned and marked before `cutoff` as being deleted: from this
-        commit on nothing links them again (uploads wait, mounts refuse). Their digests and sizes. With
-        `marked=False` (no grace period, see `begin_unlinked_blob_deletion`) those made before `cutoff`, candidate
-        marks or not.
+        commit on nothing links them again (uploads wait, mounts refuse). Their digests and sizes.
 
         On PostgreSQL the rows are locked first and checked after, by a new statement that sees what a push holding
         them committed meanwhile (as `delete_links`). SQLite's write transaction already excludes every other
@@ -627,7 +625,7 @@ class CollectionQueries(StoreBase):
                 .where(
                     chosen,
                     blobs.c.deleting_since.is_(None),
-                    (blobs.c.gc_candidate_since if marked else blobs.c.created_at) <= cutoff,
+                    blobs.c.gc_candidate_since <= cutoff,
                     sa.not_(_BLOB_LINKED),
                     sa.not_(_BLOB_PINNED),
                 )
