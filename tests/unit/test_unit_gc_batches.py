@@ -24,22 +24,29 @@ from docker_registry.server.store.metadata import MetadataStore
 BLOBS = 7
 
 
+def _linked_blobs(store: MetadataStore, root: Path, count: int) -> list[Digest]:
+    """`count` blobs, each linked into "repo" by a link no manifest names (an upload that never got its manifest)."""
+    digests = []
+    for n in range(count):
+        content = f"linked blob {n}".encode()
+        digest = Digest("sha256", hashlib.sha256(content).hexdigest())
+        file = root / blob_path(digest)
+        file.parent.mkdir(parents=True)
+        file.write_bytes(content)
+        store.link_blob("repo", digest, len(content))
+        digests.append(digest)
+    return digests
+
+
 @pytest.mark.parametrize("delay", [0, 60], ids=["single pass", "marked candidates"])
 def test_every_batch_of_unlinked_blobs_is_deleted_files_and_rows(
     stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delay: float
 ) -> None:
     store, collection = stores
     root = tmp_path / "data"
-    digests = []
-    for n in range(BLOBS):
-        content = f"blob {n}".encode()
-        digest = Digest("sha256", hashlib.sha256(content).hexdigest())
-        file = root / blob_path(digest)
-        file.parent.mkdir(parents=True)
-        file.write_bytes(content)
-        store.link_blob("repo", digest, len(content))
+    digests = _linked_blobs(store, root, BLOBS)
+    for digest in digests:
         assert store.unlink_blob("repo", digest)
-        digests.append(digest)
     if delay:  # made, and candidates, longer than the grace period ago
         with sqlite3.connect(tmp_path / "registry.db") as db:
             db.execute("UPDATE blobs SET created_at = created_at - ?", (2 * delay,))
@@ -58,32 +65,16 @@ def test_every_batch_of_unlinked_blobs_is_deleted_files_and_rows(
     assert collection.blobs_being_deleted() == []
 
 
-def _linked_blobs(store: MetadataStore, root: Path, count: int) -> list[Digest]:
-    """`count` blobs, each linked into "repo" by a link no manifest names (an upload that never got its manifest)."""
-    digests = []
-    for n in range(count):
-        content = f"linked blob {n}".encode()
-        digest = Digest("sha256", hashlib.sha256(content).hexdigest())
-        file = root / blob_path(digest)
-        file.parent.mkdir(parents=True)
-        file.write_bytes(content)
-        store.link_blob("repo", digest, len(content))
-        digests.append(digest)
-    return digests
+class _Counted(Driver):
+    """The filesystem driver, counting the removals under way at once."""
 
-
-class _Recorded(Driver):
-    """The filesystem driver, noting when removals start and end and how many run at once."""
-
-    def __init__(self, root: Path, events: list[str]) -> None:
+    def __init__(self, root: Path) -> None:
         super().__init__({"rootdirectory": str(root)})
-        self.events = events
         self.running = self.most = 0
 
     async def _remove_many(self, paths: Sequence[str]) -> None:
         self.running += 1
         self.most = max(self.most, self.running)
-        self.events.append("remove")
         try:
             await asyncio.sleep(0.05)  # long enough for the collector to go on to its next batches meanwhile
             await super()._remove_many(paths)
@@ -98,7 +89,7 @@ def test_two_batches_of_blob_files_are_removed_at_once_and_never_more(
     root = tmp_path / "data"
     digests = _linked_blobs(store, root, BLOBS)
     monkeypatch.setattr(collector, "BATCH", 1)  # a batch per blob
-    driver = _Recorded(root, [])
+    driver = _Counted(root)
 
     summary = asyncio.run(collector.Collector(collection, driver, "test").run(collector.Options(delay=0)))
 
@@ -107,12 +98,14 @@ def test_two_batches_of_blob_files_are_removed_at_once_and_never_more(
     assert driver.most == collector.REMOVING_AT_ONCE == 2
 
 
-class _FailingFirst(_Recorded):
+class _FailingFirst(_Counted):
     """Fails the first removal once the second is under way."""
 
+    failed = False
+
     async def _remove_many(self, paths: Sequence[str]) -> None:
-        if not self.events:
-            self.events.append("failed")
+        if not self.failed:
+            self.failed = True
             async with asyncio.timeout(5):
                 while self.running == 0:  # the second batch's removal has started
                     await asyncio.sleep(0.01)
@@ -131,7 +124,7 @@ def test_a_failed_removal_stops_the_collection_after_the_other_batch_under_way_e
     root = tmp_path / "data"
     digests = sorted(_linked_blobs(store, root, blobs), key=str)
     monkeypatch.setattr(collector, "BATCH", 1)  # the first two batches under way when the first fails
-    driver = _FailingFirst(root, [])
+    driver = _FailingFirst(root)
 
     with pytest.raises(OSError, match="Input/output error"):
         asyncio.run(collector.Collector(collection, driver, "test").run(collector.Options(delay=0)))

@@ -104,5 +104,14 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
+def reported_error(report: bytes) -> OSError:
+    """The error `main` printed, for the process that ran it; one it did not print whole is still an `OSError`."""
+    try:
+        number, filename, message = report.split(b"\0", 2)
+        return OSError(int(number), message.decode(errors="replace"), os.fsdecode(filename) or None)
+    except ValueError:
+        return OSError(f"a removal failed: {report.decode(errors='replace')[-500:]}")
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

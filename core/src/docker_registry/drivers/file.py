@@ -63,6 +63,8 @@ class Driver(Base):
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
         self.root = os.path.abspath(str(self.options.get("rootdirectory", "./data")))
+        self.temporary = os.path.join(self.root, TEMP_DIRECTORY)
+        """The temporary files' directory (`TEMP_DIRECTORY` below the root), never pruned."""
 
     # --- path mapping (paths arrive validated by Base; only the names reserved here are checked) ------------
     def _full(self, path: str) -> str:
@@ -157,38 +159,41 @@ class Driver(Base):
         server they serve requests). Where none can be started (Python embedded or frozen, processes refused) or
         it ends abnormally, in threads of this process instead, one of asyncio's held meanwhile: removing twice is
         harmless. Cancelled, the process is stopped."""
-        fulls, keep = [self._full(path) for path in paths], [os.path.join(self.root, TEMP_DIRECTORY)]
-        if not fulls:
-            return
-        if sys.executable and not getattr(sys, "frozen", False):
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *(sys.executable, "-I", "-S", removal.__file__, self.root, *keep),
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                )
-            except OSError as error:
-                log.warning("removing %d files in this process: no removal process (%s)", len(fulls), error)
-            else:
-                try:
-                    out, err = await process.communicate(b"\0".join(os.fsencode(full) for full in fulls))
-                except BaseException:  # cancelled: the removals stop with the caller
-                    with contextlib.suppress(ProcessLookupError):
-                        process.kill()
-                    await process.wait()
-                    raise
-                if process.returncode == 0:
-                    return
-                if process.returncode == removal.FAILED:
-                    raise _removal_error(out)
-                log.warning(
-                    "removing %d files in this process: the removal process ended with status %s: %s",
-                    len(fulls),
-                    process.returncode,
-                    err.decode(errors="replace").strip()[-500:],
-                )
-        await asyncio.to_thread(removal.remove_all, self.root, fulls, keep)
+        fulls = [self._full(path) for path in paths]
+        if fulls and not await self._removed_elsewhere(fulls):
+            await asyncio.to_thread(removal.remove_all, self.root, fulls, (self.temporary,))
+
+    async def _removed_elsewhere(self, fulls: list[str]) -> bool:
+        """`fulls` removed by a removal process; False when none could do it (nothing is wrong with the files)."""
+        if not sys.executable or getattr(sys, "frozen", False):
+            return False
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-I", "-S", removal.__file__, self.root, self.temporary),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as error:
+            log.warning("removing %d files in this process: no removal process (%s)", len(fulls), error)
+            return False
+        try:
+            out, err = await process.communicate(b"\0".join(os.fsencode(full) for full in fulls))
+        except BaseException:  # cancelled: the removals stop with the caller
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
+        if process.returncode == removal.FAILED:
+            raise removal.reported_error(out)
+        if process.returncode != 0:
+            log.warning(
+                "removing %d files in this process: the removal process ended with status %s: %s",
+                len(fulls),
+                process.returncode,
+                err.decode(errors="replace").strip()[-500:],
+            )
+        return process.returncode == 0
 
     async def _walk(self, prefix: str) -> AsyncIterator[str]:
         files = _walk_files(self._full_prefix(prefix), prefix)
@@ -202,7 +207,7 @@ class Driver(Base):
     def _purge_temporary_sync(self, older_than: float, dry_run: bool) -> tuple[int, int]:
         count = size = 0
         try:
-            entries = list(os.scandir(os.path.join(self.root, TEMP_DIRECTORY)))
+            entries = list(os.scandir(self.temporary))
         except FileNotFoundError:
             return 0, 0
         for entry in entries:
@@ -426,7 +431,7 @@ class Driver(Base):
     def _create_temp(self) -> tuple[int, str]:
         """A new temporary file, as a bare descriptor (`put_if_absent`'s small whole object needs no buffered file
         object: Python's `open` adds an `fstat` and an `ioctl`)."""
-        directory = os.path.join(self.root, TEMP_DIRECTORY)
+        directory = self.temporary
         tmp = os.path.join(directory, uuid.uuid4().hex)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
@@ -518,7 +523,7 @@ class Driver(Base):
         The temporary files' directory is never removed (`_link_and_sync` prunes after publishing one of them):
         `_create_temp` creates it only once, and a removal between that and its `open` would fail a write.
         """
-        removal.prune(self.root, directory, (os.path.join(self.root, TEMP_DIRECTORY),))
+        removal.prune(self.root, directory, (self.temporary,))
 
     def _discard(self, f: BinaryIO, tmp: str) -> None:
         f.close()
@@ -773,15 +778,6 @@ def _serve_syncs(jobs: queue.SimpleQueue[_Sync]) -> None:
             sync.error = error
         finally:
             sync.done.release()
-
-
-def _removal_error(report: bytes) -> OSError:
-    """The error the removal process printed (`removal.main`)."""
-    try:
-        number, filename, message = report.split(b"\0", 2)
-        return OSError(int(number), message.decode(errors="replace"), os.fsdecode(filename) or None)
-    except ValueError:
-        return OSError(f"a removal failed: {report.decode(errors='replace')[-500:]}")
 
 
 def _fsync_together(files: Sequence[str], directories: Sequence[str]) -> None:
