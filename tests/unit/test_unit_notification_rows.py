@@ -5,9 +5,10 @@ while the registry is upgraded)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from docker_registry.core.digest import Digest
-from docker_registry.server.notifications.envelope import Client, Events, expand
+from docker_registry.server.notifications.envelope import Client, Events, expand, row_events
 from docker_registry.server.registry.events import Target
 
 DIGEST = Digest("sha256", "ab" * 32)
@@ -57,6 +58,36 @@ def test_a_pull_row_expands_into_each_noted_event_with_its_time_request_and_clie
     # the ids of the next batch follow on: none repeats
     again = expand(events.pull_row(notes[:1], combinations.__getitem__))
     assert json.loads(again[0])["id"] not in {e["id"] for e in parsed}
+
+
+def test_any_slice_of_a_pull_row_gives_the_same_events_as_the_whole_row() -> None:
+    """The deliverer reads a row a slice at a time (an envelope, the rest of a row after its cursor): each event
+    must be the one at its place, with its own id, time, client and request, wherever the slice starts."""
+    targets = [Target("manifest", f"team/app{n}", DIGEST, OCI, 512 + n, "v1") for n in range(3)]
+    clients = [Client(f"10.0.0.{n}:4000", "registry:5000", "GET", "docker/26", None, "http://r:5000") for n in range(4)]
+    combinations = [(target, client) for target in targets for client in clients]
+    start = 1_764_929_998.5
+    notes = [(start + n * 0.013_7, (n * 7) % len(combinations), f"req-{n}") for n in range(300)]
+    events = Events({"addr": "node:5000", "instanceID": "one"}, include_references=False)
+    row = events.pull_row(notes, combinations.__getitem__)
+    whole = expand(row)
+    lazy = row_events(row)
+
+    assert len(lazy) == 300
+    for window in (slice(0, 100), slice(100, 200), slice(17, 18), slice(250, 400), slice(5, 290, 7), slice(-40, None)):
+        assert lazy[window] == whole[window]
+    assert lazy[::-3] == whole[::-3]
+    assert lazy[10:0:-1] == whole[10:0:-1]
+    assert [lazy[n] for n in (0, 1, 299, -1)] == [whole[n] for n in (0, 1, 299, -1)]
+    parsed = [json.loads(text) for text in whole]
+    assert [e["request"]["id"] for e in parsed] == [f"req-{n}" for n in range(300)]
+    for event, (when, number, _) in zip(parsed, notes, strict=True):
+        target, client = combinations[number]
+        assert (event["target"]["repository"], event["request"]["addr"]) == (target.repository, client.addr)
+        micros = int(when * 1_000_000)
+        second = datetime.fromtimestamp(micros // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        assert event["timestamp"] == f"{second}.{micros % 1_000_000:06d}000Z"
+    assert len({e["id"] for e in parsed}) == 300
 
 
 def test_a_pull_row_in_the_format_written_before_still_expands() -> None:
