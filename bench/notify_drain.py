@@ -4,9 +4,10 @@
 Each round notes `N` pulls from `C` clients as a worker does (`Recorder.pulled`, flushed into a SQLite outbox as
 the worker's flusher writes them), then starts a `Deliverer` and counts this process's CPU (every thread) until a
 counting receiver in another process has every event: reading the rows, making each event's JSON, the envelopes
-of up to `B` events and their POSTs. Nothing else runs in the process meanwhile, so the figure is the deliverer's
-own cost per event, the part of a pulled GET's cost that `notify_attribution.py` shows as "delivery" (there under
-contention with the load, here alone). Another tree's code is measured by putting its `src` and `core/src` first on
+of up to `B` events and their POSTs (and the lease and cursor look-ups it starts with). Beside it only a look at
+the receiver's count every 50 ms runs (well under 0.1 µs per event), so the figure is the deliverer's own cost per
+event, the part of a pulled GET's cost that `notify_attribution.py` shows as "delivery" (there under contention with
+the load, here alone). Another tree's code is measured by putting its `src` and `core/src` first on
 `PYTHONPATH`; alternate the two, the machine's speed drifts.
 """
 

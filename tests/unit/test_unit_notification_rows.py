@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from docker_registry.core.digest import Digest
 from docker_registry.server.notifications.envelope import Client, Events, expand, row_events
 from docker_registry.server.registry.events import Target
@@ -87,7 +89,34 @@ def test_any_slice_of_a_pull_row_gives_the_same_events_as_the_whole_row() -> Non
         micros = int(when * 1_000_000)
         second = datetime.fromtimestamp(micros // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         assert event["timestamp"] == f"{second}.{micros % 1_000_000:06d}000Z"
-    assert len({e["id"] for e in parsed}) == 300
+    prefix, first = row.split("\n")[0][1:].split("\t")[:2]
+    assert [e["id"] for e in parsed] == [f"{prefix}{int(first) + n:012x}" for n in range(300)]
+    # one event's text in full, written out here (the deliverer sends the stored texts as they are)
+    assert lazy[3] == (
+        f'{{"id":"{prefix}{int(first) + 3:012x}","timestamp":"2025-12-05T10:19:58.541100000Z","action":"pull",'
+        '"target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":514,"digest":"sha256:'
+        + "ab" * 32
+        + '","length":514,"repository":"team/app2","url":"http://r:5000/v2/team/app2/manifests/sha256:'
+        + "ab" * 32
+        + '","tag":"v1"},"request":{"id":"req-3","addr":"10.0.0.1:4000","host":"registry:5000","method":"GET",'
+        '"useragent":"docker/26"},"actor":{},"source":{"addr":"node:5000","instanceID":"one"}}'
+    )
+
+
+def test_a_pull_row_whose_columns_disagree_is_refused_not_cut_short() -> None:
+    """A damaged row (a column short of values) is an error the deliverer reports and retries, not fewer events:
+    an envelope cut short would leave the cursor unable to pass the row."""
+    events = Events({"addr": "node:5000", "instanceID": "one"}, include_references=False)
+    target = Target("manifest", "team/app", DIGEST, OCI, 512, "v1")
+    client = Client("10.0.0.1:4000", "registry:5000", "GET", "docker/26", None, "http://r:5000")
+    header, times, numbers, request_ids = events.pull_row(
+        [(1.0, 0, "a"), (2.0, 0, "b")], [(target, client)].__getitem__
+    ).split("\n")
+
+    with pytest.raises(ValueError, match="columns"):
+        row_events("\n".join((header, times, numbers, request_ids + "\tc")))
+    with pytest.raises(ValueError, match="columns"):
+        row_events("\n".join((header, times, numbers + ",0", request_ids)))
 
 
 def test_a_pull_row_in_the_format_written_before_still_expands() -> None:

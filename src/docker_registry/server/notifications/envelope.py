@@ -258,7 +258,7 @@ def row_events(payload: str) -> Sequence[str]:
 
 class _FilledEvents(Sequence[str]):
     """The events of a row of pull events, each a template filled when read (its id, timestamp, shared texts and
-    request id; the events of a batch fall in a few seconds, whose text `timestamp` formats once each): the
+    request id; the events of a batch fall in a few seconds, whose text is formatted once each): the
     deliverer makes only the events of the envelope it sends, not the JSON of every row it read (a backlog of 100
     rows is 100,000 events, some 60 MB of text that would also push the workers' data out of the processor's
     caches)."""
@@ -291,8 +291,8 @@ class _FilledEvents(Sequence[str]):
 
 class RawPullRowEvents(_FilledEvents):
     """The events of a `PULL_ROW`: its columns split once, the events of a slice made a column at a time, each step
-    one C call over the slice (`map` of a builtin), no Python code per event: a Python loop making each event's
-    text took about a third of the deliverer's CPU per event (`bench/README.md`, events12)."""
+    one C call over the slice (`map` of a builtin), no Python code per event but a new second's text: a Python loop
+    making each event's text took about a third of the deliverer's CPU per event (`bench/README.md`, events12)."""
 
     def __init__(self, lines: list[str]) -> None:
         header, times, numbers, request_ids = lines
@@ -308,14 +308,22 @@ class RawPullRowEvents(_FilledEvents):
         self._numbers = numbers.split(",")
         self._request_ids = request_ids.split("\t")
         self._count = len(self._request_ids)
+        if not len(self._times) == len(self._numbers) == self._count:  # `_fill`'s `zip` would cut the events short
+            raise ValueError(
+                f"a row of pull events with columns of {len(self._times)}, {len(self._numbers)} and "
+                f"{self._count} values"
+            )
 
     def _fill(self, start: int, stop: int, step: int) -> list[str]:
+        ids = range(self._first + start, self._first + stop, step)
+        if not ids:
+            return []
         window = slice(start, stop if stop >= 0 else None, step)  # `slice.indices` gives -1 for before the first
         numbers = self._numbers[window]
         micros = list(map(int, map(_MICROS.__mul__, self._times[window])))
         columns = zip(
             repeat(self._start),
-            range(self._first + start, self._first + stop, step),
+            ids,
             map(_SECONDS.__getitem__, map(_MILLION.__rfloordiv__, micros)),
             map(_MILLION.__rmod__, micros),
             map(self._heads.__getitem__, numbers),
