@@ -79,7 +79,6 @@ class Ids:
 
 ids = Ids()
 os.register_at_fork(after_in_child=ids.reset)
-_second: tuple[int, str] = (-1, "")
 
 
 def timestamp(when: float) -> str:
@@ -90,12 +89,25 @@ def timestamp(when: float) -> str:
 
 def _timestamp(micros: int) -> str:
     """`timestamp` of a time in microseconds since the epoch."""
-    global _second
-    whole, fraction = divmod(micros, 1_000_000)
-    second = _second  # read once: another thread may replace it meanwhile (see `Ids`)
-    if second[0] != whole:
-        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
-    return f"{second[1]}{fraction:06d}000Z"
+    whole, fraction = divmod(micros, _MILLION)
+    return f"{_SECONDS[whole]}{fraction:06d}000Z"
+
+
+class _Seconds(dict[int, str]):
+    """RFC 3339 text of whole seconds since the epoch, up to the fraction's dot: each second formatted once (the
+    events of a batch fall in a few seconds); a few hundred are kept. Read from the event loop's thread and the
+    database writer's (a blob's events): a lost entry is only formatted again."""
+
+    def __missing__(self, whole: int) -> str:
+        if len(self) >= 256:
+            self.clear()
+        text = self[whole] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
+        return text
+
+
+_SECONDS = _Seconds()
+_MICROS = 1_000_000.0
+_MILLION = 1_000_000
 
 
 def _descriptor(descriptor: Descriptor) -> dict[str, Any]:
@@ -333,25 +345,9 @@ class RawPullRowEvents(_FilledEvents):
         return list(map(_EVENT.__mod__, columns))
 
 
-_EVENT = "%s%012x%s%06d%s%s%s"
+_EVENT = '%s%012x","timestamp":"%s%06d%s%s%s'
 """An event from its columns (`RawPullRowEvents._fill`): the start of its text and of its id, its id's counter, its
 timestamp (the second, then the microseconds) and texts, its request's id, its last texts."""
-
-
-class _Seconds(dict[int, str]):
-    """The text between an event's id and its timestamp's fraction, by whole seconds since the epoch: each second
-    formatted once (the events of a batch fall in a few seconds); a few hundred are kept."""
-
-    def __missing__(self, whole: int) -> str:
-        if len(self) >= 256:
-            self.clear()
-        text = self[whole] = time.strftime('","timestamp":"%Y-%m-%dT%H:%M:%S.', time.gmtime(whole))
-        return text
-
-
-_SECONDS = _Seconds()
-_MICROS = 1_000_000.0
-_MILLION = 1_000_000
 
 
 class PullRowEvents(_FilledEvents):
