@@ -16,49 +16,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import servers
-from aiohttp.test_utils import make_mocked_request
-from notify_pipeline import MANIFEST, RECEIVER, _count, _Transport
+from notify_pipeline import MANIFEST, outbox, pull_requests, received, start_receiver
 
 from docker_registry.core.digest import Digest
-from docker_registry.server.config.schema import Config
 from docker_registry.server.http.context import SERVING
 from docker_registry.server.http.requestid import KEY as REQUEST_ID
 from docker_registry.server.notifications.delivery import Deliverer
 from docker_registry.server.notifications.recorder import ROW_EVENTS, Recorder
 from docker_registry.server.notifications.stats import Stats
 from docker_registry.server.registry.events import pulled_target
-from docker_registry.server.store import migrate
-from docker_registry.server.store.engine import create_engine, database_url
-from docker_registry.server.store.facade import AsyncMetadataStore
-from docker_registry.server.store.metadata import MetadataStore
 
 
 async def _drain(root: Path, port: int, args: argparse.Namespace) -> float:
     """CPU seconds the deliverer took to send `args.events` noted pulls."""
-    config = Config.model_validate(
-        {
-            "version": 0.1,
-            "storage": {"filesystem": {"rootdirectory": str(root)}},
-            "notifications": {
-                "endpoints": [{"name": "bench", "url": f"http://127.0.0.1:{port}/events", "batch": args.batch}]
-            },
-        }
-    )
-    engine = create_engine(database_url(config))
-    migrate.upgrade(engine)
-    store = AsyncMetadataStore(MetadataStore(engine))
-    headers = {"User-Agent": "wrk", "Accept": MANIFEST, "Host": "127.0.0.1:5000"}
-    requests = [
-        make_mocked_request("GET", "/v2/bench/small/manifests/latest", headers=headers, transport=_Transport(40000 + n))
-        for n in range(args.clients)
-    ]
+    config, _, store = outbox(root, port, args.batch)
+    requests = pull_requests(args.clients)
     stats = Stats.of(["bench"])
     recorder = Recorder(config.notifications, 5000, store, stats)
     target = pulled_target("manifest", "bench/small", Digest("sha256", "ab" * 32), MANIFEST, 525, "latest")
@@ -70,12 +47,12 @@ async def _drain(root: Path, port: int, args: argparse.Namespace) -> float:
         if number % ROW_EVENTS == ROW_EVENTS - 1:
             await recorder.flush()
     await recorder.flush()
-    before = _count(port)
+    before = received(port)
     deliverer = Deliverer(config.notifications, store.sync, stats)
     cpu = time.process_time()
     deliverer.start()
     try:
-        while _count(port) - before < args.events:
+        while received(port) - before < args.events:
             await asyncio.sleep(0.05)
         return time.process_time() - cpu
     finally:
@@ -90,10 +67,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=64, help="connections the pulls come from (wrk's 64)")
     parser.add_argument("--batch", type=int, default=100, help="the endpoint's `batch` (events per envelope)")
     args = parser.parse_args()
-    port = servers.free_port()
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
+    receiver, port = start_receiver()
     try:
-        time.sleep(1.5)
         figures = []
         for r in range(args.rounds):
             with tempfile.TemporaryDirectory() as root:

@@ -81,9 +81,52 @@ class _Transport:
         return False
 
 
-def _count(port: int) -> int:
+def received(port: int) -> int:
+    """The events the receiver on `port` counted so far."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/count") as answer:
         return int(answer.read())
+
+
+def start_receiver() -> tuple[subprocess.Popen[bytes], int]:
+    """The counting receiver (`RECEIVER`) in a process of its own, answering, and its port."""
+    port = servers.free_port()
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            received(port)
+            return receiver, port
+        except OSError:
+            if time.monotonic() > deadline:
+                receiver.terminate()
+                raise
+            time.sleep(0.1)
+
+
+def outbox(root: Path, port: int, batch: int) -> tuple[Config, sa.Engine, AsyncMetadataStore]:
+    """A configuration with one endpoint, the receiver on `port` taking envelopes of up to `batch` events, and its
+    SQLite metadata store under `root`, migrated (its engine apart, for counting statements)."""
+    config = Config.model_validate(
+        {
+            "version": 0.1,
+            "storage": {"filesystem": {"rootdirectory": str(root)}},
+            "notifications": {
+                "endpoints": [{"name": "bench", "url": f"http://127.0.0.1:{port}/events", "batch": batch}]
+            },
+        }
+    )
+    engine = create_engine(database_url(config))
+    migrate.upgrade(engine)
+    return config, engine, AsyncMetadataStore(MetadataStore(engine))
+
+
+def pull_requests(clients: int) -> list[Any]:
+    """A manifest GET from each of `clients` connections (each a peer of its own, so a client of its own)."""
+    headers = {"User-Agent": "wrk", "Accept": MANIFEST, "Host": "127.0.0.1:5000"}
+    return [
+        make_mocked_request("GET", "/v2/bench/small/manifests/latest", headers=headers, transport=_Transport(40000 + n))
+        for n in range(clients)
+    ]
 
 
 def _stats(port: int) -> tuple[int, int, int]:
@@ -114,26 +157,10 @@ async def _paced(requests: list[Any], events: int, rate: int, recorder: Recorder
 async def _run(root: Path, port: int, args: argparse.Namespace, notify: bool) -> tuple[float, int]:
     """CPU seconds of one paced run, until the receiver counted every event (with notifications), and the database
     statements it ran (migrations excepted)."""
-    config = Config.model_validate(
-        {
-            "version": 0.1,
-            "storage": {"filesystem": {"rootdirectory": str(root)}},
-            "notifications": {
-                "endpoints": [{"name": "bench", "url": f"http://127.0.0.1:{port}/events", "batch": args.batch}]
-            },
-        }
-    )
-    url = database_url(config)
-    engine = create_engine(url)
-    migrate.upgrade(engine)
+    config, engine, store = outbox(root, port, args.batch)
     statements = [0]
     sa.event.listen(engine, "before_cursor_execute", lambda *_: statements.__setitem__(0, statements[0] + 1))
-    store = AsyncMetadataStore(MetadataStore(engine))
-    headers = {"User-Agent": "wrk", "Accept": MANIFEST, "Host": "127.0.0.1:5000"}
-    requests = [
-        make_mocked_request("GET", "/v2/bench/small/manifests/latest", headers=headers, transport=_Transport(40000 + n))
-        for n in range(args.clients)
-    ]
+    requests = pull_requests(args.clients)
     stats = Stats.of(["bench"])
     recorder = deliverer = None
     if notify:
@@ -141,11 +168,11 @@ async def _run(root: Path, port: int, args: argparse.Namespace, notify: bool) ->
         deliverer = Deliverer(config.notifications, store.sync, stats)
         recorder.start()
         deliverer.start()
-    before = _count(port)
+    before = received(port)
     cpu = time.process_time()
     try:
         await _paced(requests, args.events, args.rate, recorder)
-        while notify and _count(port) - before < args.events:
+        while notify and received(port) - before < args.events:
             await asyncio.sleep(0.05)
         return time.process_time() - cpu, statements[0]
     finally:
@@ -166,18 +193,8 @@ def main() -> int:
     parser.add_argument("--flush-seconds", default=str(recording.FLUSH_SECONDS))
     args = parser.parse_args()
     flushes = [float(value) for value in args.flush_seconds.split(",")]
-    port = servers.free_port()
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, str(port)])
+    receiver, port = start_receiver()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                _count(port)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
         costs: dict[float, list[float]] = {flush: [] for flush in flushes}
         for r in range(args.rounds):
             for flush in flushes:
