@@ -17,6 +17,8 @@ from ..context import may_pull, registry, require_space, require_writable, user
 from ..routing import Params
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
+_LARGEST_OFFSET = 2**63 - 1
+"""No blob is larger (sizes are 64-bit in the database and in every client): a range beyond is not satisfiable."""
 
 
 def _upload_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
@@ -35,7 +37,7 @@ def _content_range(request: web.Request) -> int | None:
     if value is None:
         return None
     match = _CONTENT_RANGE.match(value.strip())
-    if not match or int(match[2]) < int(match[1]):
+    if not match or not int(match[1]) <= int(match[2]) <= _LARGEST_OFFSET:
         raise RegistryError(RANGE_INVALID, f"invalid Content-Range {value[:60]!r}")
     length = body.declared_length(request)
     if length is not None and length != int(match[2]) - int(match[1]) + 1:
