@@ -1,5 +1,7 @@
 """The cost of notifications (issue 13): our registry with no endpoint against the same registry with one, side by
-side, in interleaved rounds: manifest GET and blob HEAD requests per second, and 20 KB blob pushes per second.
+side, in interleaved rounds: manifest GET and blob HEAD requests per second, and 20 KB blob pushes per second. In a
+round each load runs on every server back to back (in an order reversed every other round), and the ratios are given
+both as ratios of the medians and as the median of each round's own ratio, of figures taken seconds apart.
 
     python3 bench/notifications.py            # 3 rounds of 10 s loads, 600 blobs a round
     python3 bench/notifications.py --quick    # 2 rounds of 4 s loads, 200 blobs a round
@@ -176,6 +178,10 @@ def main() -> int:
     def add(figure: str, server: Server, value: float) -> None:
         results.setdefault(figure, {}).setdefault(server.name, []).append(value)
 
+    def check(server: Server, load: str, failed: int) -> None:
+        if failed:
+            failures.append(f"{server.name} {load}: {failed} failed requests")
+
     def settled(load: str, server: Server, before: int, ended: float) -> None:
         """Wait for the deliverer to catch up, and note what this load's events did."""
         settle(receiver)
@@ -191,7 +197,10 @@ def main() -> int:
             loadgen.wrk_get(f"{server.url}/v2/bench/small/manifests/latest", connections, 2, loadgen.MANIFEST_ACCEPT)
         for r in range(rounds):
             log(f"round {r + 1}/{rounds}")
-            for server in pair if r % 2 == 0 else pair[::-1]:
+            order = pair if r % 2 == 0 else pair[::-1]
+            # one load at a time on every server, back to back: the servers' figures of a round are taken minutes
+            # apart otherwise, and this host's speed drifts by more than the 10% measured within that time
+            for server in order:
                 cpu, before, serving = cpu_seconds(server), receiver.events, serving_cpu_seconds(server)
                 get = loadgen.wrk_get(
                     f"{server.url}/v2/bench/small/manifests/latest", connections, seconds, loadgen.MANIFEST_ACCEPT
@@ -201,11 +210,15 @@ def main() -> int:
                 add("manifest GET, CPU µs per request during the load at the workers' priority", server, serving)
                 settled("manifest GET", server, before, time.monotonic())
                 add("manifest GET, server CPU µs per request", server, per(cpu_seconds(server) - cpu, get.requests))
+                check(server, "GET", get.failures)
+            for server in order:
                 cpu, before = cpu_seconds(server), receiver.events
                 head = loadgen.hey(f"{server.url}/v2/bench/small/blobs/{layer[server.name]}", connections, seconds)
                 add("blob HEAD, req/s", server, head.rps)
                 settled("blob HEAD", server, before, time.monotonic())
                 add("blob HEAD, server CPU µs per request", server, per(cpu_seconds(server) - cpu, head.requests))
+                check(server, "HEAD", head.failures)
+            for server in order:
                 cpu, before = cpu_seconds(server), receiver.events
                 pushed = smallwrites.run(
                     server.url,
@@ -216,24 +229,27 @@ def main() -> int:
                 add("20 KB blob pushes (POST+PUT, 16 conns), blobs/s", server, pushed.items_per_second)
                 settled("20 KB pushes", server, before, time.monotonic())
                 add("20 KB blob push, server CPU µs per blob", server, per(cpu_seconds(server) - cpu, pushed.items))
-                for name, result in (("GET", get.failures), ("HEAD", head.failures), ("push", pushed.failures)):
-                    if result:
-                        failures.append(f"{server.name} {name}: {result} failed requests")
+                check(server, "push", pushed.failures)
     finally:
         for server in pair:
             server.stop()
         receiver.stop()
 
-    print("| figure | notifications off | on | on / off | on, pulls ignored | pulls ignored / off |", end="")
+    print(f'Medians of {rounds} rounds; "per round": the median (and range) of the ratios within each round.')
+    print()
+    header = "| figure | notifications off | on | on / off | per round | on, pulls ignored | pulls ignored / off |"
+    print(header, end="")
     print(
         "" if args.no_distribution else " Distribution off | Distribution on | on / off | ours on / Distribution on |"
     )
-    print("|---|---|---|---|---|---|" + ("" if args.no_distribution else "---|---|---|---|"))
+    print("|---|---|---|---|---|---|---|" + ("" if args.no_distribution else "---|---|---|---|"))
     for figure, by_server in results.items():
         median = {name: statistics.median(values) for name, values in by_server.items()}
         off_median, on_median, quiet_median = median["off"], median["on"], median[no_pulls.name]
+        paired = [on_value / off_value for on_value, off_value in zip(by_server["on"], by_server["off"], strict=True)]
         row = (
             f"| {figure} | {off_median:,.0f} | {on_median:,.0f} | {on_median / off_median:.2f} "
+            f"| {statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f}) "
             f"| {quiet_median:,.0f} | {quiet_median / off_median:.2f} |"
         )
         if not args.no_distribution:
