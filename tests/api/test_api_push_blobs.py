@@ -257,8 +257,12 @@ def test_final_chunk_with_wrong_content_range(client: httpx.Client) -> None:
 
 @xfail_on_distribution("ignores Content-Range")
 @pytest.mark.parametrize("method", ["PATCH", "PUT"])
-@pytest.mark.parametrize("declared", ["99999999999999999999-99999999999999999999", "9223372036854775807-9223372036854775808"])
-def test_content_range_beyond_any_blob_size_is_not_satisfiable(client: httpx.Client, method: str, declared: str) -> None:
+@pytest.mark.parametrize(
+    "declared", ["99999999999999999999-99999999999999999999", "9223372036854775807-9223372036854775808"]
+)
+def test_content_range_beyond_any_blob_size_is_not_satisfiable(
+    client: httpx.Client, method: str, declared: str
+) -> None:
     """Offsets past 2**63 - 1 (no blob is that large) are refused as a range, not passed on to the database, where
     they do not fit; the session stays usable."""
     repo, first = unique_repo(), random_bytes(100)
