@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass
@@ -187,8 +188,10 @@ def push(client: httpx.Client, repo: str, manifest: Pushed, reference: str | Non
     return response
 
 
-def raw_request(host: str, request: bytes, timeout: float = 10.0) -> bytes:
-    """Send bytes as-is (no client-side path normalisation or header checks) and read the whole answer."""
+def raw_request(host: str, request: bytes, timeout: float = 10.0, *, first_answer: bool = False) -> bytes:
+    """Send bytes as-is (no client-side path normalisation or header checks) and read the whole answer: until the
+    server closes, or with `first_answer` once a whole response with a `Content-Length` has come (a server may keep
+    reading, up to its lingering time, the body of a request it refused before the body was sent)."""
     address, port = host.rsplit(":", 1)
     with socket.create_connection((address, int(port)), timeout=timeout) as sock:
         sock.sendall(request)
@@ -201,15 +204,32 @@ def raw_request(host: str, request: bytes, timeout: float = 10.0) -> bytes:
             if not chunk:
                 break
             chunks.append(chunk)
+            if first_answer and _answered(b"".join(chunks)):
+                break
     return b"".join(chunks)
 
 
-def raw_http(host: str, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+def _answered(data: bytes) -> bool:
+    """Whether `data` begins with one whole response: its headers, then as much body as its `Content-Length` says."""
+    head, separator, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r?$", head)
+    return bool(separator) and length is not None and len(body) >= int(length[1])
+
+
+def raw_http(
+    host: str,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    *,
+    first_answer: bool = False,
+) -> bytes:
     """One HTTP/1.1 request with the path exactly as given (`..`, `%00`, spaces) on its own connection."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
     all_headers = {"Content-Length": str(len(body)), **(headers or {})}
     lines += [f"{name}: {value}" for name, value in all_headers.items()]
-    return raw_request(host, ("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    return raw_request(host, ("\r\n".join(lines) + "\r\n\r\n").encode() + body, first_answer=first_answer)
 
 
 def raw_status(answer: bytes) -> int:

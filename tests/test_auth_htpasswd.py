@@ -177,6 +177,7 @@ def test_refused_before_100_continue(server: RegistryProcess, seeded: dict[str, 
             "PATCH",
             seeded["session"],
             {"Expect": "100-continue", "Content-Length": "1000", "Content-Type": "application/octet-stream", **headers},
+            first_answer=True,  # the server goes on waiting for the body it refused, up to its lingering time
         )
         assert b"100 Continue" not in answer
         assert raw_status(answer) == (403 if headers else 401)
