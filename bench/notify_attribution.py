@@ -1,23 +1,24 @@
-"""Where a pulled GET's extra CPU goes, whole servers (issue 13): `python3 bench/notify_attribution.py
-[--servers off,metrics,notifications,on] [--base DIR] [--rounds N] [--seconds S]`.
+"""Where a pulled GET's extra CPU goes, whole servers (issue 13): `python3 bench/notify_attribution.py [--servers
+off,metrics,notifications,on] [--base DIR] [--rounds N] [--seconds S]`.
 
-Registries side by side, in an order that rotates each round: "off" (no endpoint, no metrics), "metrics" (metrics
-only), "notifications" (an endpoint only), "on" (both), "paused" (both, the delivery process stopped with SIGSTOP during
-each load and continued after it: what delivery running beside the load costs the rate), and "base" (both, from
-the source tree `DIR`, as for `ab_notifications.py`); a name followed by ", nice N" (e.g. "on, nice 19", given as
-`--servers "off;on, nice 19"`) sets `notifications.delivery.nice`, one followed by ", idle" puts the delivery
-process under SCHED_IDLE. Each round puts the same manifest GET load on each (every GET is a pull event where an
-endpoint is set). Per server, medians over the rounds of the CPU per GET during the load of the processes at the
-workers' priority (not the niced delivery process), split by kind (user, system) and by thread (the workers' main
-threads; their other threads: the outbox writer, readers; the master), read from `/proc/<pid>/task/<tid>/stat`;
-and, apart, the delivery process's CPU per GET until the receiver has every event. The rate is printed too, but on
-this shared machine the CPU figures are the ones to read.
+Registries side by side, in an order that rotates each round: "off" (no endpoint, no metrics), "metrics" (metrics only),
+"notifications" (an endpoint only), "on" (both), "paused" (both, the delivery process stopped with SIGSTOP during each
+load and continued after it: what delivery running beside the load costs the rate), and "base" (both, from the source
+tree `DIR`, as for `ab_notifications.py`); a name followed by ", nice N" (e.g. "on, nice 19", given as `--servers
+"off;on, nice 19"`) sets `notifications.delivery.nice`, one followed by ", idle" puts the delivery process under
+SCHED_IDLE, one followed by ", batch N" sends envelopes of up to N events (100 otherwise). Each round puts the same
+manifest GET load on each (every GET is a pull event where an endpoint is set). Per server, medians over the rounds of
+the CPU per GET during the load of the processes at the workers' priority (not the niced delivery process), split by
+kind (user, system) and by thread (the workers' main threads; their other threads: the outbox writer, readers; the
+master), read from `/proc/<pid>/task/<tid>/stat`; and, apart, the delivery process's CPU per GET until the receiver has
+every event. The rate is printed too, but on this shared machine the CPU figures are the ones to read.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -77,12 +78,13 @@ def build(name: str, tmp: Path, workers: int, endpoint: dict[str, object], base:
     if kind in ("metrics", "on", "paused", "base"):
         metrics_on(server)
     if kind in ("notifications", "on", "paused", "base"):
-        server.config["notifications"] = {"endpoints": [endpoint]}
+        batch = re.search(r", batch (\d+)", name)  # e.g. "on, batch 1000": envelopes of up to 1,000 events
+        server.config["notifications"] = {"endpoints": [{**endpoint, "batch": int(batch[1])} if batch else endpoint]}
     if name.endswith(", idle"):  # the delivery process under SCHED_IDLE, set once started (`idle_delivery`)
         pass
-    elif "nice" in name:  # e.g. "on, nice 19": the delivery process at that niceness
+    elif ", nice" in name:  # e.g. "on, nice 19": the delivery process at that niceness
         assert "notifications" in server.config, name
-        server.config["notifications"]["delivery"] = {"nice": int(name.rsplit(" ", 1)[1])}
+        server.config["notifications"]["delivery"] = {"nice": int(name.split(", nice ")[1].split(",")[0])}
     if name.startswith("base"):
         assert base is not None, "--base DIR is needed for `base`"
         path = f"{base.resolve() / 'src'}:{base.resolve() / 'core' / 'src'}"

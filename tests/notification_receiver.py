@@ -31,6 +31,10 @@ class Receiver:
     attempts: int = 0
     limit: int | None = None
     """The most deliveries it takes; past them it answers 503, as if it had gone down."""
+    largest: int | None = None
+    """The most events it takes in one envelope; a larger one is answered 413, as a body limit would."""
+    refused: list[int] = field(default_factory=list)
+    """The number of events of each envelope answered 413."""
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
@@ -46,12 +50,15 @@ class Receiver:
             return [event for delivery in self.deliveries for event in delivery.body["events"]]
 
     async def _receive(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        body = json.loads(await request.read())
         with self._lock:
             self.attempts += 1
             status = 503 if self.limit is not None and len(self.deliveries) >= self.limit else self.status
+            if self.largest is not None and len(body["events"]) > self.largest:
+                status = 413
+                self.refused.append(len(body["events"]))
             if status < 300:
-                self.deliveries.append(Delivery(dict(request.headers), json.loads(body)))
+                self.deliveries.append(Delivery(dict(request.headers), body))
         return web.Response(status=status)
 
     def start(self) -> Receiver:

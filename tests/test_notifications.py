@@ -4,6 +4,7 @@ arrive exactly once, in order; a failing endpoint does not slow pushes; ignore r
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -301,6 +302,36 @@ def test_receiver_down_registry_killed_then_every_event_arrives_once_in_order(
         assert len({e["id"] for e in events}) == len(events)
         sizes = [len(delivery.body["events"]) for delivery in receiver.deliveries]
         assert max(sizes) == 4, sizes  # the backlog went out in envelopes of `batch` events
+    finally:
+        receiver.stop()
+
+
+def test_an_endpoint_refusing_large_envelopes_gets_every_event_in_smaller_ones(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    """A receiver whose body limit is below `batch` events answers 413: the registry halves the envelope at once and
+    keeps to that size, instead of sending the refused envelope again until `maxage` dropped its events."""
+    receiver = Receiver(largest=5)  # nothing listens yet: the events wait, then go out as a backlog
+    server = make_registry(extra_config=notifying(receiver, batch=16), workers=1)
+    repo = unique_repo("body-limit")
+    try:
+        changes = _push_images(server, repo, 10)
+        time.sleep(0.5)
+        receiver.start()
+        receiver.wait_for(lambda got: len(got) >= len(changes), timeout=30)
+        time.sleep(1)  # nothing more comes: no event twice
+        events = receiver.events
+        assert [(a, d, t) for a, _, d, t in summary(events)] == changes
+        assert len({e["id"] for e in events}) == len(events)
+        # the envelope retried while the receiver was down holds what was waiting then; the rest of the backlog
+        # goes in envelopes of `batch`: either way some were refused, each answered at once by one of half its size
+        refused = receiver.refused
+        assert refused, "no envelope was refused"
+        assert all(size > 5 for size in refused), refused
+        assert all(later == earlier // 2 for earlier, later in itertools.pairwise(refused)), refused
+        largest = refused[-1] // 2
+        assert max(len(d.body["events"]) for d in receiver.deliveries) <= largest
+        assert f"refused as too large (413); sending at most {largest} at a time" in server.log_path.read_text()
     finally:
         receiver.stop()
 

@@ -10,7 +10,9 @@ worker's batch of pull events, see `envelope.expand`: the cursor counts the even
 are POSTed in Distribution's envelope, one each as Distribution does (or up to the endpoint's `batch`), and retried
 until the endpoint takes them (2xx or 3xx): at once while failures in a row stay below `threshold`, then every
 `backoff`. Only then does the cursor move past them, so a crash between the answer and the cursor's write sends
-those events again: exactly once in normal operation, at least once across crashes.
+those events again: exactly once in normal operation, at least once across crashes. An endpoint that refuses an
+envelope of several events as too large (413) gets the first half of them at once, and envelopes no larger from
+then on: a receiver's body limit would otherwise hold its events back until `maxage` dropped them.
 Events the endpoint ignores are skipped, and events older than `maxage` are dropped with a log line. Endpoints do
 not wait for one another. Events every endpoint has been given are pruned from the outbox.
 """
@@ -25,6 +27,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -144,6 +147,9 @@ class Deliverer:
         self._session: aiohttp.ClientSession | None = None
         self._posts: dict[str, tuple[str, list[tuple[str, str]], aiohttp.ClientTimeout]] = {}
         """Per endpoint, what every POST to it sends alike: its URL, headers and timeout, made once."""
+        self._largest: dict[str, int] = {}
+        """Per endpoint, the most events sent in one envelope: its `batch`, or less once it refused one as too
+        large (for this process's life: a receiver's body limit is its configuration, not a passing state)."""
         self._main: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -199,6 +205,8 @@ class Deliverer:
         # no cookie jar: Distribution keeps no cookies from receivers, and a jar is work on every POST
         self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
         self._posts = {endpoint.name: _post_options(endpoint) for endpoint in endpoints}
+        for endpoint in endpoints:
+            self._largest.setdefault(endpoint.name, endpoint.batch)
         self._stats.delivering = True  # only now: a failure above leaves the next round to start again
         for endpoint in endpoints:
             self._tasks[endpoint.name] = asyncio.ensure_future(self._serve(endpoint))
@@ -263,7 +271,7 @@ class Deliverer:
                 wanted = self._wanted(endpoint, batch)
             start = 0  # an index, not a shorter list each time
             while start < len(wanted):
-                chosen = wanted[start : start + endpoint.batch]
+                chosen = wanted[start : start + self._largest[endpoint.name]]
                 sent = await self._send(endpoint, batch.texts(chosen), batch.created_at(chosen[0]))
                 if sent:
                     stats.delivered += sent
@@ -316,6 +324,18 @@ class Deliverer:
         self._cursors[name] = position
         self._saved_at[name] = time.monotonic()
 
+    def _smaller(self, endpoint: EndpointSection, refused: int) -> int:
+        """Half of `refused` events, which the endpoint refused as too large, as its largest envelope from now on."""
+        self._largest[endpoint.name] = min(self._largest[endpoint.name], refused // 2)
+        log.warning(
+            "notifications: %s: an envelope of %d events was refused as too large (413); sending at most %d at a "
+            "time from now on",
+            endpoint.name,
+            refused,
+            self._largest[endpoint.name],
+        )
+        return self._largest[endpoint.name]
+
     def _too_old(self, created_at: float) -> bool:
         return created_at < time.time() - self._settings.events.maxage
 
@@ -330,8 +350,9 @@ class Deliverer:
         self._stats.endpoints[endpoint.name].dropped += 1
 
     async def _send(self, endpoint: EndpointSection, events: list[str], oldest: float) -> int:
-        """POST `events` in one envelope until the endpoint takes them, and return how many it took (all of them);
-        0 once the oldest of them is older than `maxage`: the caller drops what is too old and sends the rest."""
+        """POST `events` in one envelope until the endpoint takes them, and return how many it took (all of them, or
+        the first ones only once it refused the envelope as too large); 0 once the oldest of them is older than
+        `maxage`: the caller drops what is too old and sends the rest."""
         assert self._session is not None
         stats = self._stats.endpoints[endpoint.name]
         body = envelope(events)
@@ -344,6 +365,11 @@ class Deliverer:
                     if 200 <= answer.status < 400:
                         return len(events)
                     problem = f"answered {answer.status}"
+                    if answer.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE and len(events) > 1:
+                        events = events[: self._smaller(endpoint, len(events))]
+                        body = envelope(events)
+                        stats.failures += 1
+                        continue
             except (aiohttp.ClientError, TimeoutError) as error:
                 problem = str(error) or type(error).__name__
             failures += 1
