@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from test_auth_htpasswd import write_htpasswd
 from token_minting import pem_private
 
+from oci_content import OCI_MANIFEST
 from registry_process import RegistryProcess
 
 USER, PASSWORD = "mirror", "mirror-secret-7"
@@ -84,11 +85,18 @@ def mirror(workdir: Path, upstream_url: str, **extra: Any) -> RegistryProcess:
 
 @contextmanager
 def cutting_upstream(
-    blob: bytes, cut_at: int, pieces: int = 1, pause: float = 0.0, release: threading.Event | None = None
+    blob: bytes,
+    cut_at: int,
+    pieces: int = 1,
+    pause: float = 0.0,
+    release: threading.Event | None = None,
+    manifest: bytes = b"{}",
 ) -> Iterator[tuple[str, list[int]]]:
     """A fake upstream that announces `blob` whole but closes the connection after `cut_at` bytes of it, for the
     first request only; later requests get it whole, in `pieces` with `pause` seconds between them (and, given
-    `release`, the pieces after the first only once it is set). Yields its URL and the number of blob GETs it saw."""
+    `release`, the pieces after the first only once it is set). Yields its URL and the number of blob GETs it saw.
+    Whatever digest is asked for, `blob` is what it sends: given another one's, it is an upstream that lies; and
+    whatever manifest is asked for (by tag or digest, with no `Docker-Content-Digest`), `manifest`."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     gets = [0]
@@ -103,7 +111,10 @@ def cutting_upstream(
                 head += data
             line = head.split(b"\r\n", 1)[0].decode()
             if "/blobs/" not in line:
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+                body = manifest if "/manifests/" in line else b"{}"
+                kind = OCI_MANIFEST if "/manifests/" in line else "application/json"
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                conn.sendall(f"{head}Connection: close\r\n\r\n".encode() + (b"" if line.startswith("HEAD") else body))
                 return
             gets[0] += 1
             conn.sendall(

@@ -10,12 +10,13 @@ import sqlite3
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 from certificates import self_signed
 
-from oci_content import OCI_MANIFEST
+from oci_content import OCI_EMPTY, OCI_MANIFEST
 from proxy_upstreams import (
     PASSWORD,
     USER,
@@ -323,6 +324,74 @@ def test_upstream_dying_mid_blob_keeps_nothing_and_the_next_get_fetches_it_whole
                 assert cached_file(blob_file) == blob
         finally:
             cache.stop()
+
+
+def test_an_upstream_sending_other_bytes_than_the_digest_never_completes_a_download(tmp_path: Path) -> None:
+    """The bytes stream to the client as they arrive, but the last one only once the fetch's digest matched: a client
+    that does not check digests itself (curl, a script) gets a download cut short, never wrong bytes that look
+    whole. The first GET of each attempt leads the fetch; the second follows it, as a pull of the same layer by
+    another client would."""
+    blob = os.urandom(2 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    wrong = blob[:-100] + bytes(b ^ 0xFF for b in blob[-100:])  # the same size: only the digest can tell
+    with cutting_upstream(wrong, cut_at=len(wrong)) as (url, gets):
+        cache = mirror(tmp_path / "cache", url)
+        try:
+            for attempt in range(2):
+                with ThreadPoolExecutor(2) as pool:
+                    outcomes = list(pool.map(lambda _: _download(cache, digest), range(2)))
+                for status, received, cut in outcomes:  # a 503 when the fetch failed before the client was served
+                    assert status == 503 or (status == 200 and cut and received < len(blob)), (attempt, outcomes)
+            blob_file = cache.data_dir / "blobs" / "sha256" / digest[7:9] / digest[7:] / "data"
+            assert not blob_file.exists()
+            assert gets[0] >= 2  # nothing was kept: the second attempt asked the upstream again
+            assert "cut a download of " + digest in cache.log_path.read_text()
+        finally:
+            cache.stop()
+
+
+def test_a_manifest_the_upstream_sends_wrong_is_a_bad_gateway_not_the_clients_error(tmp_path: Path) -> None:
+    """A manifest whose bytes are not the digest asked for, or no manifest at all, is refused and nothing is cached,
+    with a 502 (the upstream's fault) rather than the 400 a push of it would get; a good one by tag still pulls."""
+    config = {"mediaType": OCI_EMPTY, "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(), "size": 2}
+    document = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []})
+    other = "sha256:" + hashlib.sha256(document.encode() + b" ").hexdigest()
+    accept = {"Accept": OCI_MANIFEST}
+    with cutting_upstream(b"", cut_at=0, manifest=document.encode()) as (url, _):
+        cache = mirror(tmp_path / "lying", url)
+        try:
+            with httpx.Client(base_url=cache.url, timeout=30) as client:
+                answer = client.get(f"/v2/some/repo/manifests/{other}", headers=accept)
+                assert_error(answer, 502, "UNAVAILABLE")
+                assert "manifest digest mismatch" in answer.json()["errors"][0]["message"]
+                assert client.head(f"/v2/some/repo/manifests/{other}", headers=accept).status_code == 502
+                good = client.get("/v2/some/repo/manifests/v1", headers=accept)
+                assert good.status_code == 200
+                assert good.content == document.encode()
+        finally:
+            cache.stop()
+    with cutting_upstream(b"", cut_at=0, manifest=b"<html>not a manifest</html>") as (url, _):
+        cache = mirror(tmp_path / "garbage", url)
+        try:
+            with httpx.Client(base_url=cache.url, timeout=30) as client:
+                assert_error(client.get("/v2/some/repo/manifests/v1", headers=accept), 502, "UNAVAILABLE")
+                assert client.get("/v2/_catalog").json()["repositories"] == []
+        finally:
+            cache.stop()
+
+
+def _download(cache: RegistryProcess, digest: str) -> tuple[int, int, bool]:
+    """GET a blob through the cache: the status, the bytes of the body received, and whether it was cut short."""
+    received, status = 0, 0
+    with httpx.Client(base_url=cache.url, timeout=60) as client:
+        try:
+            with client.stream("GET", f"/v2/some/repo/blobs/{digest}") as answer:
+                status = answer.status_code
+                for chunk in answer.iter_raw():
+                    received += len(chunk)
+        except httpx.RemoteProtocolError:
+            return status, received, True
+    return status, received, False
 
 
 def test_storage_without_a_local_disk_streams_one_fetch_through_the_spool(

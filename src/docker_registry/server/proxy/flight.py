@@ -8,7 +8,9 @@ beside the upload area): it works between the workers of a node, and within one 
 opens the file itself. The fetcher writes the blob's size into that file; the others read the growing data file
 and stop when it holds that many bytes, or when the fetcher is gone (lock released, data file moved or replaced):
 the bytes already in their open file then either complete the blob (it was published) or not (the upstream died
-mid-blob: nothing was kept, and the client's connection is cut, as the size it was promised is not reached).
+mid-blob: nothing was kept, and the client's connection is cut, as the size it was promised is not reached). A
+reader sends the last byte only once its fetch stored the blob, its digest matched (the fetcher marks its lock file
+so): an upstream that sends other bytes than the digest's never completes a client's download either.
 
 Storage without a local disk (S3, memory) has no growing file to follow: there the fetcher tees the bytes, each
 chunk written to a spool file on local disk (`proxy.spooldirectory`, lock files beside it) before it goes on to the
@@ -64,6 +66,9 @@ TAIL_POLL = 0.001
 """The same once the fetch of the reader's worker has received every byte: the last ones land in the file when the
 writer commits, which wakes nobody, and a client should not wait a whole `POLL` for them."""
 READ_SIZE = 1024 * 1024
+STORED = b"stored\n"
+"""What a fetch writes after the size in its lock file once the blob is stored: its readers may then send the last
+byte (each lock file is one fetch's: the next fetch makes a new one)."""
 START_TIMEOUT = 120.0
 """How long a reader waits for the fetcher to learn the blob's size from the upstream."""
 _NAMESPACE = uuid.UUID("7d0f3c4e-52a4-4c47-9a55-0c1e8d3e6f21")
@@ -138,15 +143,51 @@ def _fetcher_gone(flight: _Flight, data_fd: int | None) -> bool:
         return True
 
 
-def _announced_size(flight: _Flight) -> int | None:
-    """The size the fetcher wrote into the lock file (-1: the upstream gave none), None until it did."""
+def _announced_size(lock: int) -> int | None:
+    """The size the fetcher wrote into its lock file (-1: the upstream gave none), None until it did."""
+    text = os.pread(lock, 32, 0).split(b"\n", 1)[0]
+    return int(text) if text.removeprefix(b"-").isdigit() else None  # a partly written one (no newline yet) waits
+
+
+def _held(lock: int) -> bool:
+    """True while a fetch holds the lock file open as `lock`."""
     try:
-        with open(flight.lock_path, "rb") as f:
-            text = f.read(32)
+        fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
+
+
+def _stored(lock: int) -> bool:
+    """True when the fetch of this lock file stored the blob (read once it released the lock)."""
+    return os.pread(lock, 64, 0).endswith(STORED)
+
+
+def _join(flight: _Flight) -> tuple[int, int, BinaryIO] | None:
+    """The running fetch as a reader follows it: its lock file (open), the size it announced and its data file (open),
+    all three of one fetch; None until there is one to join (no size, no data file yet, or it just ended). The lock
+    is held before the size is read and still after the data file is opened, so that file is the holder's: a lock
+    file serves one fetch, which removes a crashed one's leftovers before it announces a size."""
+    try:
+        lock = os.open(flight.lock_path, os.O_RDONLY)
     except FileNotFoundError:
         return None
-    complete = text.endswith(b"\n") and text[:-1].removeprefix(b"-").isdigit()  # a partly written one waits
-    return int(text) if complete else None
+    data = None
+    try:
+        size = _announced_size(lock) if _held(lock) else None
+        data = _open_data(flight) if size is not None else None
+        if size is not None and data is not None and _held(lock):
+            return lock, size, data
+    except BaseException:
+        if data is not None:
+            data.close()
+        os.close(lock)
+        raise
+    if data is not None:
+        data.close()
+    os.close(lock)
+    return None
 
 
 def _headers(digest: Digest) -> dict[str, str]:
@@ -215,6 +256,7 @@ class Flights:
         """The one upstream GET, written through the registry's upload path (and the spool file, for storage
         without a local disk); the lock is released at the end."""
         spool: BinaryIO | None = None
+        stored = False
         try:
             if await self._registry.store.known_blob_size(digest) is not None:
                 return  # fetched by another worker between the caller's look and the lock
@@ -233,6 +275,8 @@ class Flights:
                 try:
                     chunks = self._announcing(digest, received, spool)
                     await self._registry.put_blob(target.local_name, digest, chunks, flight.upload_id)
+                    os.pwrite(fd, STORED, len(f"{size}\n"))
+                    stored = True
                 finally:
                     receiving.cancel()  # done already, unless the writer failed first
                     with contextlib.suppress(asyncio.CancelledError):
@@ -254,11 +298,14 @@ class Flights:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(flight.data_path)
             # Removed while still locked: whoever opens the path later makes a new file and, holding its lock,
-            # finds the blob stored (or fetches again after a failure); who holds the old one sees it gone.
-            os.ftruncate(fd, 0)
+            # finds the blob stored (or fetches again after a failure); who holds the old one sees it gone, and
+            # whether it was stored.
+            if not stored:
+                os.ftruncate(fd, 0)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(flight.lock_path)
             os.close(fd)
+            self._wake(digest)  # its readers waiting for the outcome
 
     async def _receive(
         self,
@@ -312,24 +359,19 @@ class Flights:
         """Wait for the size and the data file, then stream it as it grows; None when the fetch ended first."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
-        data: BinaryIO | None = None
-        size: int | None = None
-        window: Window | None = None
-        while data is None or size is None:
-            size = _announced_size(flight)
-            if size is not None:
-                data = _open_data(flight)
-                window = self._windows.get(digest)  # set when this worker fetches what that file holds
-            if data is None:
-                if _fetcher_gone(flight, None) or loop.time() > deadline:
-                    return None
-                await self._wait(digest)
+        while (joined := _join(flight)) is None:
+            if _fetcher_gone(flight, None) or loop.time() > deadline:
+                return None
+            await self._wait(digest)
+        lock, size, data = joined
+        window = self._windows.get(digest)  # set when this worker fetches what that file holds
         try:
             if size < 0:
-                return await self._stream_unsized(request, digest, flight, data)
-            return await self._stream(request, digest, flight, data, size, window)
+                return await self._stream_unsized(request, digest, flight, data, lock)
+            return await self._stream(request, digest, flight, data, size, window, lock)
         finally:
             data.close()
+            os.close(lock)
 
     async def _stream(
         self,
@@ -339,19 +381,25 @@ class Flights:
         data: BinaryIO,
         size: int,
         window: Window | None,
+        lock: int,
     ) -> web.StreamResponse:
         """Send each new stretch of the growing file with `sendfile` as soon as it is there: no thread hop and no
         copy through Python per chunk (a stat of the open file tells how far it grew); bytes received but not in
         the file yet come from this worker's fetch's `window`, so a client gets the blob as fast as the upstream
-        sends it."""
+        sends it. The last byte waits for the fetch to have stored the blob (`_outcome`)."""
+        if size == 0 and not await self._outcome(digest, lock):  # no byte to hold back: the headers wait
+            raise RegistryError(UNAVAILABLE, message="the upstream fetch of this blob failed", status=503)
         response = web.StreamResponse(headers=_headers(digest))
         response.content_length = size
         writer = await response.prepare(request)
         assert writer is not None  # a response prepared once
         loop = asyncio.get_running_loop()
-        sent, gone = 0, False
+        sent, gone, limit = 0, False, max(size - 1, 0)
         while sent < size:
-            ready = min(os.fstat(data.fileno()).st_size, size) - sent
+            if sent == limit and not await self._outcome(digest, lock):
+                break
+            end = size if sent >= limit else limit
+            ready = min(os.fstat(data.fileno()).st_size, end) - sent
             if ready > 0:
                 if request.transport is None or request.transport.is_closing():
                     raise ConnectionResetError("the client went away")  # as a write to it would
@@ -362,8 +410,8 @@ class Flights:
                     continue
             piece = window.at(sent) if window is not None else None
             if piece is not None:
-                await response.write(piece[: size - sent])
-                sent += min(len(piece), size - sent)
+                await response.write(piece[: end - sent])
+                sent += min(len(piece), end - sent)
                 continue
             if gone:
                 break
@@ -372,8 +420,15 @@ class Flights:
                 await self._wait(digest)
         return await self._end(request, response, digest, sent == size, sent)
 
+    async def _outcome(self, digest: Digest, lock: int) -> bool:
+        """Wait for the fetch of `lock` to end: True when it stored the blob (the bytes its readers sent are the
+        digest's)."""
+        while _held(lock):
+            await self._wait(digest)
+        return _stored(lock)
+
     async def _stream_unsized(
-        self, request: web.Request, digest: Digest, flight: _Flight, data: BinaryIO
+        self, request: web.Request, digest: Digest, flight: _Flight, data: BinaryIO, lock: int
     ) -> web.StreamResponse:
         """An upstream that gave no size: the blob is sent chunked, read as it grows, and complete only if the fetch
         stored it (its digest matched)."""
@@ -391,7 +446,7 @@ class Flights:
             gone = await asyncio.to_thread(_fetcher_gone, flight, data.fileno())  # one last read follows
             if not gone:
                 await self._wait(digest)
-        return await self._end(request, response, digest, await self._cached(digest), sent)
+        return await self._end(request, response, digest, await self._outcome(digest, lock), sent)
 
     async def _end(
         self, request: web.Request, response: web.StreamResponse, digest: Digest, complete: bool, sent: int
@@ -403,6 +458,3 @@ class Flights:
             return response
         await response.write_eof()
         return response
-
-    async def _cached(self, digest: Digest) -> bool:
-        return await self._registry.store.known_blob_size(digest) is not None

@@ -19,7 +19,7 @@ from functools import partial
 
 from docker_registry.core.digest import Digest, DigestError, parse_digest
 
-from ..registry.errors import MANIFEST_UNKNOWN, UNAVAILABLE, RegistryError
+from ..registry.errors import DIGEST_INVALID, MANIFEST_INVALID, MANIFEST_UNKNOWN, UNAVAILABLE, RegistryError
 from ..registry.service import Registry
 from .claims import Claims
 from .targets import StaleObserver, Target
@@ -79,8 +79,7 @@ class Manifests:
         async def fetch() -> None:
             nonlocal stored
             raw, media_type = await self._fetch(target, str(digest))
-            tags = [tag] if tag is not None else []
-            await self._registry.put_manifest(target.local_name, digest, raw, media_type, tags, check_references=False)
+            await self._store(target, digest, raw, media_type, [tag] if tag is not None else [])
             stored = True
 
         await self._claims.once(f"{target.local_name}@{digest}", missing, fetch)
@@ -116,7 +115,7 @@ class Manifests:
         upstream_digest = answer
         if upstream_digest is None:  # the upstream named no digest: fetched by tag, checked against nothing more
             raw, media_type = await self._fetch(target, tag)
-            await self._registry.put_manifest(target.local_name, tag, raw, media_type, check_references=False)
+            await self._store(target, tag, raw, media_type, [])
         elif upstream_digest != cached:
             stored_with_tag = await self._by_digest(target, upstream_digest, tag)
             if not stored_with_tag and await store.tag_digest(target.local_name, tag) != upstream_digest:
@@ -142,6 +141,23 @@ class Manifests:
             return _digest(await target.upstream.manifest_digest(target.remote_name, tag))
         except (UpstreamError, UpstreamNotFound) as exc:
             return exc
+
+    async def _store(
+        self, target: Target, reference: str | Digest, raw: bytes, media_type: str, tags: list[str]
+    ) -> None:
+        """Store a manifest fetched from the upstream. One the registry refuses (not the digest's bytes, or not a
+        manifest at all) is the upstream's fault, not the client's: 502, as a gateway answers for a bad upstream,
+        rather than the 400 a push of it would get."""
+        try:
+            await self._registry.put_manifest(
+                target.local_name, reference, raw, media_type, tags, check_references=False
+            )
+        except RegistryError as exc:
+            if exc.error not in (DIGEST_INVALID, MANIFEST_INVALID):
+                raise
+            log.warning("upstream manifest %s of %s refused: %s", reference, target.remote_name, exc.message)
+            message = f"the upstream's manifest was refused: {exc.message}"
+            raise RegistryError(UNAVAILABLE, exc.detail, message=message, status=502) from None
 
     async def _fetch(self, target: Target, reference: str) -> tuple[bytes, str]:
         try:
