@@ -8,7 +8,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -90,13 +90,13 @@ def cutting_upstream(
     pieces: int = 1,
     pause: float = 0.0,
     release: threading.Event | None = None,
-    manifest: bytes = b"{}",
+    manifest: Callable[[], bytes] = lambda: b"{}",
 ) -> Iterator[tuple[str, list[int]]]:
     """A fake upstream that announces `blob` whole but closes the connection after `cut_at` bytes of it, for the
     first request only; later requests get it whole, in `pieces` with `pause` seconds between them (and, given
     `release`, the pieces after the first only once it is set). Yields its URL and the number of blob GETs it saw.
     Whatever digest is asked for, `blob` is what it sends: given another one's, it is an upstream that lies; and
-    whatever manifest is asked for (by tag or digest, with no `Docker-Content-Digest`), `manifest`."""
+    whatever manifest is asked for (by tag or digest, with no `Docker-Content-Digest`), what `manifest()` gives."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     gets = [0]
@@ -111,7 +111,7 @@ def cutting_upstream(
                 head += data
             line = head.split(b"\r\n", 1)[0].decode()
             if "/blobs/" not in line:
-                body = manifest if "/manifests/" in line else b"{}"
+                body = manifest() if "/manifests/" in line else b"{}"
                 kind = OCI_MANIFEST if "/manifests/" in line else "application/json"
                 head = f"HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
                 conn.sendall(f"{head}Connection: close\r\n\r\n".encode() + (b"" if line.startswith("HEAD") else body))

@@ -48,7 +48,7 @@ from aiohttp import web
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest
 
-from ..registry.errors import BLOB_UNKNOWN, UNAVAILABLE, RegistryError
+from ..registry.errors import BLOB_UNKNOWN, DIGEST_INVALID, UNAVAILABLE, RegistryError
 from ..registry.service import Registry
 from ..registry.upload_area import upload_path
 from .targets import Target
@@ -110,16 +110,29 @@ def _write_all(spool: BinaryIO, chunk: bytes) -> None:
 
 
 def _try_lock(path: str) -> int | None:
-    """An exclusive lock on `path` held through the returned descriptor, or None when another holds it."""
+    """An exclusive lock on a new, empty file at `path`, held through the returned descriptor; None when another
+    fetch holds the file there. A lock file is one fetch's, start to end (its readers take its outcome from it):
+    one that an ending fetch unlinked between our open and our lock is left for the path's next file, and a crashed
+    fetcher's (unlocked, its size still in it) is replaced, never reused, so no reader can pair its stale size and
+    leftover data with a new fetch."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        opened = os.fstat(fd)
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if opened.st_nlink and current is not None and current.st_ino == opened.st_ino and not opened.st_size:
+            return fd
+        if opened.st_size and current is not None and current.st_ino == opened.st_ino:
+            os.unlink(path)  # a crashed fetcher's, still at the path
         os.close(fd)
-        return None
-    os.ftruncate(fd, 0)  # a crashed fetcher's announcement is no longer true
-    return fd
 
 
 def _fetcher_gone(flight: _Flight, data_fd: int | None) -> bool:
@@ -284,6 +297,12 @@ class Flights:
                 self._wake(digest)  # the last bytes are in the file now (its readers need not wait for a poll)
         except UpstreamNotFound:
             raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}) from None
+        except RegistryError as exc:
+            if exc.error is not DIGEST_INVALID:
+                raise
+            log.warning("upstream fetch of %s failed: the upstream sent other bytes (%s)", digest, exc.detail)
+            message = "the upstream sent other bytes than the digest's"
+            raise RegistryError(UNAVAILABLE, message=message, status=502) from None
         except (UpstreamError, aiohttp.ClientError, TimeoutError) as exc:  # down, or died mid-blob: nothing kept
             log.warning("upstream fetch of %s failed: %s", digest, exc)
             raise RegistryError(UNAVAILABLE, message=f"upstream unavailable: {exc}", status=503) from None

@@ -112,7 +112,20 @@ class Manifests:
             log.warning("serving %s:%s from the cache, upstream unavailable: %s", target.local_name, tag, answer)
             self._stale("tag")
             return
-        upstream_digest = answer
+        try:
+            await self._follow(target, tag, answer, cached)
+        except RegistryError as exc:  # it answered the HEAD, then failed the GET or sent a bad manifest
+            if cached is None or exc.error is not UNAVAILABLE:
+                raise
+            log.warning("serving %s:%s from the cache, upstream unavailable: %s", target.local_name, tag, exc.message)
+            self._stale("tag")
+            return
+        if target.upstream.settings.ttl > 0:
+            await store.write_transient(store.sync.mark_proxy_tag_checked, target.local_name, tag, asked)
+
+    async def _follow(self, target: Target, tag: str, upstream_digest: Digest | None, cached: Digest | None) -> None:
+        """Store what the upstream's tag points at now: the manifest fetched when not stored, the tag moved."""
+        store = self._registry.store
         if upstream_digest is None:  # the upstream named no digest: fetched by tag, checked against nothing more
             raw, media_type = await self._fetch(target, tag)
             await self._store(target, tag, raw, media_type, [])
@@ -131,8 +144,6 @@ class Manifests:
                     [tag],
                     check_references=False,
                 )
-        if target.upstream.settings.ttl > 0:
-            await store.write_transient(store.sync.mark_proxy_tag_checked, target.local_name, tag, asked)
 
     async def _head(self, target: Target, tag: str) -> Digest | UpstreamError | UpstreamNotFound | None:
         """The digest the upstream names for `tag` (None when it names none), or why it could not say, as a value:
