@@ -4,6 +4,7 @@ tests need to count and check what went upstream."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -91,12 +92,14 @@ def cutting_upstream(
     pause: float = 0.0,
     release: threading.Event | None = None,
     manifest: Callable[[], bytes] = lambda: b"{}",
+    tags: tuple[str, ...] = (),
 ) -> Iterator[tuple[str, list[int]]]:
     """A fake upstream that announces `blob` whole but closes the connection after `cut_at` bytes of it, for the
     first request only; later requests get it whole, in `pieces` with `pause` seconds between them (and, given
     `release`, the pieces after the first only once it is set). Yields its URL and the number of blob GETs it saw.
     Whatever digest is asked for, `blob` is what it sends: given another one's, it is an upstream that lies; and
-    whatever manifest is asked for (by tag or digest, with no `Docker-Content-Digest`), what `manifest()` gives."""
+    whatever manifest is asked for (by tag or digest, with no `Docker-Content-Digest`), what `manifest()` gives, and
+    `tags` as any repository's tag list; both, too, in `pieces` with `pause` seconds between them."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     gets = [0]
@@ -112,9 +115,18 @@ def cutting_upstream(
             line = head.split(b"\r\n", 1)[0].decode()
             if "/blobs/" not in line:
                 body = manifest() if "/manifests/" in line else b"{}"
+                if "/tags/list" in line:
+                    body = json.dumps({"name": line.split()[1].split("/")[2], "tags": list(tags)}).encode()
                 kind = OCI_MANIFEST if "/manifests/" in line else "application/json"
                 head = f"HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-                conn.sendall(f"{head}Connection: close\r\n\r\n".encode() + (b"" if line.startswith("HEAD") else body))
+                conn.sendall(f"{head}Connection: close\r\n\r\n".encode())
+                if line.startswith("HEAD"):
+                    return
+                step = -(-len(body) // pieces) if "/manifests/" in line or "/tags/" in line else len(body) or 1
+                for start in range(0, len(body), step):
+                    if start:
+                        time.sleep(pause)
+                    conn.sendall(body[start : start + step])
                 return
             gets[0] += 1
             conn.sendall(

@@ -387,6 +387,31 @@ def test_a_manifest_the_upstream_sends_wrong_is_a_bad_gateway_not_the_clients_er
             cache.stop()
 
 
+def test_a_manifest_and_a_tag_list_arriving_in_pieces_are_read_whole(tmp_path: Path) -> None:
+    """Over the internet a large manifest or tag list comes in several reads (TCP segments, TLS records): all of it
+    is read, not what the first read gave."""
+    config = {"mediaType": OCI_EMPTY, "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(), "size": 2}
+    annotations = {f"note.{i}": "x" * 40 for i in range(1000)}  # some 50 KB
+    document = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [], "annotations": annotations}
+    ).encode()
+    digest = "sha256:" + hashlib.sha256(document).hexdigest()
+    tags = tuple(f"v{i:05d}" for i in range(3000))
+    with cutting_upstream(b"", cut_at=0, pieces=3, pause=0.2, manifest=lambda: document, tags=tags) as (url, _):
+        cache = mirror(tmp_path / "cache", url)
+        try:
+            with httpx.Client(base_url=cache.url, timeout=30) as client:
+                answer = client.get(f"/v2/some/repo/manifests/{digest}", headers={"Accept": OCI_MANIFEST})
+                assert answer.status_code == 200, answer.text
+                assert answer.content == document
+                listed = client.get("/v2/some/repo/tags/list")
+                assert listed.status_code == 200
+                assert listed.json() == {"name": "some/repo", "tags": list(tags)}
+            assert "serving the cached tags" not in cache.log_path.read_text()
+        finally:
+            cache.stop()
+
+
 def _download(cache: RegistryProcess, digest: str) -> tuple[int, int, bool]:
     """GET a blob through the cache: the status, the bytes of the body received, and whether it was cut short."""
     received, status = 0, 0

@@ -159,12 +159,7 @@ class Upstream:
     async def manifest(self, remote_name: str, reference: str, limit: int) -> tuple[bytes, str]:
         """A manifest's bytes and media type; at most `limit` bytes are read."""
         async with self.request("GET", f"{remote_name}/manifests/{reference}", remote_name, {"Accept": ACCEPT}) as r:
-            try:
-                raw = await r.content.read(limit + 1)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise UpstreamError(f"{self.settings.remoteurl}: {type(exc).__name__}") from None
-            if len(raw) > limit:
-                raise UpstreamError(f"{self.settings.remoteurl}: manifest larger than {limit} bytes")
+            raw = await self._body(r, limit, "manifest")
             return raw, r.headers.get("Content-Type", "").split(";")[0].strip()
 
     async def blob_size(self, remote_name: str, digest: str) -> int | None:
@@ -175,13 +170,20 @@ class Upstream:
         """The upstream's tag list (one page: `n` and `last` passed on) and its `Link` header."""
         path = f"{remote_name}/tags/list" + (f"?{urlencode(query)}" if query else "")
         async with self.request("GET", path, remote_name) as r:
-            try:
-                raw = await r.content.read(limit + 1)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise UpstreamError(f"{self.settings.remoteurl}: {type(exc).__name__}") from None
-            if len(raw) > limit:
-                raise UpstreamError(f"{self.settings.remoteurl}: tag list larger than {limit} bytes")
-            return raw, r.headers.get("Link")
+            return await self._body(r, limit, "tag list"), r.headers.get("Link")
+
+    async def _body(self, response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+        """The whole body, of at most `limit` bytes. A `read(n)` gives what has arrived, up to `n`: a body that comes
+        in several pieces (a large manifest over the internet, TLS records) is read until its end."""
+        body = bytearray()
+        try:
+            while len(body) <= limit and (piece := await response.content.read(limit + 1 - len(body))):
+                body += piece
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamError(f"{self.settings.remoteurl}: {type(exc).__name__}") from None
+        if len(body) > limit:
+            raise UpstreamError(f"{self.settings.remoteurl}: {what} larger than {limit} bytes")
+        return bytes(body)
 
     def blob(self, remote_name: str, digest: str) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
         return self.request("GET", f"{remote_name}/blobs/{digest}", remote_name)
