@@ -85,6 +85,37 @@ def mirror(workdir: Path, upstream_url: str, **extra: Any) -> RegistryProcess:
 
 
 @contextmanager
+def raw_server(answer: Callable[[socket.socket, str], None]) -> Iterator[str]:
+    """A fake HTTP server on loopback: `answer(conn, head)` writes the answer to each request (a connection each,
+    in a thread each; `head` is the request line and headers). Yields its URL."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def read_head(conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                head += data
+            answer(conn, head.split(b"\r\n\r\n", 1)[0].decode(errors="replace"))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=read_head, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+
+
+@contextmanager
 def cutting_upstream(
     blob: bytes,
     cut_at: int,
@@ -100,61 +131,77 @@ def cutting_upstream(
     Whatever digest is asked for, `blob` is what it sends: given another one's, it is an upstream that lies; and
     whatever manifest is asked for (by tag or digest, with no `Docker-Content-Digest`), what `manifest()` gives, and
     `tags` as any repository's tag list; both, too, in `pieces` with `pause` seconds between them."""
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
     gets = [0]
 
-    def answer(conn: socket.socket) -> None:
-        with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                head += data
-            line = head.split(b"\r\n", 1)[0].decode()
-            if "/blobs/" not in line:
-                body = manifest() if "/manifests/" in line else b"{}"
-                if "/tags/list" in line:
-                    body = json.dumps({"name": line.split()[1].split("/")[2], "tags": list(tags)}).encode()
-                kind = OCI_MANIFEST if "/manifests/" in line else "application/json"
-                head = f"HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-                conn.sendall(f"{head}Connection: close\r\n\r\n".encode())
-                if line.startswith("HEAD"):
-                    return
-                step = -(-len(body) // pieces) if "/manifests/" in line or "/tags/" in line else len(body) or 1
-                for start in range(0, len(body), step):
-                    if start:
-                        time.sleep(pause)
-                    conn.sendall(body[start : start + step])
+    def answer(conn: socket.socket, head: str) -> None:
+        line = head.split("\r\n", 1)[0]
+        if "/blobs/" not in line:
+            body = manifest() if "/manifests/" in line else b"{}"
+            if "/tags/list" in line:
+                body = json.dumps({"name": line.split()[1].split("/")[2], "tags": list(tags)}).encode()
+            kind = OCI_MANIFEST if "/manifests/" in line else "application/json"
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\n{_length(len(body))}".encode())
+            if line.startswith("HEAD"):
                 return
-            gets[0] += 1
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                + f"Content-Length: {len(blob)}\r\nConnection: close\r\n\r\n".encode()
-            )
-            if gets[0] > 1 or cut_at >= len(blob):
-                size = -(-len(blob) // pieces)
-                for start in range(0, len(blob), size):
-                    if start and release is not None:
-                        release.wait(60)
-                    conn.sendall(blob[start : start + size])
+            step = -(-len(body) // pieces) if "/manifests/" in line or "/tags/" in line else len(body) or 1
+            for start in range(0, len(body), step):
+                if start:
                     time.sleep(pause)
-                return
-            conn.sendall(blob[:cut_at])
-            time.sleep(1.0)  # the cache's clients are streaming these bytes when the connection dies
+                conn.sendall(body[start : start + step])
+            return
+        gets[0] += 1
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{_length(len(blob))}".encode())
+        if gets[0] > 1 or cut_at >= len(blob):
+            size = -(-len(blob) // pieces)
+            for start in range(0, len(blob), size):
+                if start and release is not None:
+                    release.wait(60)
+                conn.sendall(blob[start : start + size])
+                time.sleep(pause)
+            return
+        conn.sendall(blob[:cut_at])
+        time.sleep(1.0)  # the cache's clients are streaming these bytes when the connection dies
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+    with raw_server(answer) as url:
+        yield url, gets
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}", gets
-    finally:
-        server.close()
+
+def _length(size: int) -> str:
+    """The end of an answer's head: its length, and a connection closed after it."""
+    return f"Content-Length: {size}\r\nConnection: close\r\n\r\n"
+
+
+@contextmanager
+def redirecting_upstream(blob: bytes) -> Iterator[tuple[str, list[tuple[str, str, bool]]]]:
+    """A fake upstream asking for basic credentials and redirecting every blob GET (307) to a storage server of
+    another origin with a signed URL, as Docker Hub and registries on S3 do; the storage refuses a request that
+    carries credentials (a signed URL allows one authentication only) and sends `blob`. Yields the upstream's URL
+    and what each server saw: (server, request line, whether it carried an `Authorization`)."""
+    seen: list[tuple[str, str, bool]] = []
+
+    def storage(conn: socket.socket, head: str) -> None:
+        credentials = "\r\nauthorization:" in head.lower()
+        seen.append(("storage", head.split("\r\n", 1)[0], credentials))
+        if credentials:
+            conn.sendall(f"HTTP/1.1 400 Bad Request\r\n{_length(0)}".encode())
+        else:
+            conn.sendall(f"HTTP/1.1 200 OK\r\n{_length(len(blob))}".encode() + blob)
+
+    with raw_server(storage) as storage_url:
+
+        def upstream(conn: socket.socket, head: str) -> None:
+            line, credentials = head.split("\r\n", 1)[0], "\r\nauthorization: basic " in head.lower()
+            seen.append(("upstream", line, credentials))
+            if not credentials:
+                challenge = 'WWW-Authenticate: Basic realm="upstream"'
+                conn.sendall(f"HTTP/1.1 401 Unauthorized\r\n{challenge}\r\n{_length(0)}".encode())
+            elif "/blobs/" in line and line.startswith("GET"):
+                location = f"Location: {storage_url}/signed/blob?signature=abc"
+                conn.sendall(f"HTTP/1.1 307 Temporary Redirect\r\n{location}\r\n{_length(0)}".encode())
+            elif "/blobs/" in line:
+                conn.sendall(f"HTTP/1.1 200 OK\r\n{_length(len(blob))}".encode())
+            else:
+                conn.sendall(f"HTTP/1.1 200 OK\r\n{_length(2)}{{}}".encode())
+
+        with raw_server(upstream) as upstream_url:
+            yield upstream_url, seen

@@ -25,6 +25,7 @@ from proxy_upstreams import (
     cutting_upstream,
     distribution,
     mirror,
+    redirecting_upstream,
     token_client,
     token_registry,
 )
@@ -410,6 +411,27 @@ def test_a_manifest_and_a_tag_list_arriving_in_pieces_are_read_whole(tmp_path: P
             assert "serving the cached tags" not in cache.log_path.read_text()
         finally:
             cache.stop()
+
+
+def test_a_blob_the_upstream_redirects_to_its_storage_is_fetched_without_our_credentials(tmp_path: Path) -> None:
+    """Docker Hub and registries on S3 answer a blob GET with a 307 to a signed URL of another origin: the cache
+    follows it without the upstream's credentials (they are not the storage's, and a signed URL takes no other), and
+    stores the blob."""
+    blob = os.urandom(1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with redirecting_upstream(blob) as (url, seen):
+        cache = mirror(tmp_path / "cache", url, username="mirror", password="s3cret")
+        try:
+            with httpx.Client(base_url=cache.url, timeout=30) as client:
+                for _ in range(2):  # fetched, then served from the cache
+                    answer = client.get(f"/v2/some/repo/blobs/{digest}")
+                    assert answer.status_code == 200, answer.text
+                    assert answer.content == blob
+        finally:
+            cache.stop()
+    storage = [entry for entry in seen if entry[0] == "storage"]
+    assert storage == [("storage", "GET /signed/blob?signature=abc HTTP/1.1", False)]
+    assert ("upstream", f"GET /v2/some/repo/blobs/{digest} HTTP/1.1", True) in seen
 
 
 def _download(cache: RegistryProcess, digest: str) -> tuple[int, int, bool]:
