@@ -124,13 +124,15 @@ def cutting_upstream(
     release: threading.Event | None = None,
     manifest: Callable[[], bytes] = lambda: b"{}",
     tags: tuple[str, ...] = (),
+    chunked: bool = False,
 ) -> Iterator[tuple[str, list[int]]]:
     """A fake upstream that announces `blob` whole but closes the connection after `cut_at` bytes of it, for the
     first request only; later requests get it whole, in `pieces` with `pause` seconds between them (and, given
     `release`, the pieces after the first only once it is set). Yields its URL and the number of blob GETs it saw.
     Whatever digest is asked for, `blob` is what it sends: given another one's, it is an upstream that lies; and
     whatever manifest is asked for (by tag or digest, with no `Docker-Content-Digest`), what `manifest()` gives, and
-    `tags` as any repository's tag list; both, too, in `pieces` with `pause` seconds between them."""
+    `tags` as any repository's tag list; both, too, in `pieces` with `pause` seconds between them. `chunked` sends
+    blobs with no length announced (chunked transfer encoding; its pieces are the chunks), as some upstreams do."""
     gets = [0]
 
     def answer(conn: socket.socket, head: str) -> None:
@@ -150,14 +152,18 @@ def cutting_upstream(
                 conn.sendall(body[start : start + step])
             return
         gets[0] += 1
-        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{_length(len(blob))}".encode())
+        head = "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" if chunked else _length(len(blob))
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{head}".encode())
         if gets[0] > 1 or cut_at >= len(blob):
             size = -(-len(blob) // pieces)
             for start in range(0, len(blob), size):
                 if start and release is not None:
                     release.wait(60)
-                conn.sendall(blob[start : start + size])
+                piece = blob[start : start + size]
+                conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
                 time.sleep(pause)
+            if chunked:
+                conn.sendall(b"0\r\n\r\n")
             return
         conn.sendall(blob[:cut_at])
         time.sleep(1.0)  # the cache's clients are streaming these bytes when the connection dies

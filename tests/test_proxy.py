@@ -351,6 +351,33 @@ def test_an_upstream_sending_other_bytes_than_the_digest_never_completes_a_downl
             cache.stop()
 
 
+def test_a_blob_sent_without_a_length_streams_whole_when_it_is_the_digests_and_cut_when_it_is_not(
+    tmp_path: Path,
+) -> None:
+    """An upstream that announces no length (chunked transfer encoding): the cache streams the blob chunked as it
+    arrives, and ends the stream properly only once the fetch verified and stored it."""
+    blob = os.urandom(3 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with cutting_upstream(blob, cut_at=len(blob), pieces=6, pause=0.05, chunked=True) as (url, gets):
+        cache = mirror(tmp_path / "honest", url)
+        try:
+            assert _download(cache, digest) == (200, len(blob), False)
+            blob_file = cache.data_dir / "blobs" / "sha256" / digest[7:9] / digest[7:] / "data"
+            assert cached_file(blob_file) == blob
+            assert gets[0] == 1
+        finally:
+            cache.stop()
+    wrong = blob[:-1] + bytes([blob[-1] ^ 1])
+    with cutting_upstream(wrong, cut_at=len(wrong), pieces=6, pause=0.05, chunked=True) as (url, gets):
+        cache = mirror(tmp_path / "lying", url)
+        try:
+            status, received, cut = _download(cache, digest)
+            assert status in (502, 503) or (status == 200 and cut), (status, received, cut)
+            assert not list((cache.data_dir / "blobs").rglob("data"))
+        finally:
+            cache.stop()
+
+
 def test_a_manifest_the_upstream_sends_wrong_is_a_bad_gateway_not_the_clients_error(tmp_path: Path) -> None:
     """A manifest whose bytes are not the digest asked for, or no manifest at all, is refused and nothing is cached,
     with a 502 (the upstream's fault) rather than the 400 a push of it would get; a good one by tag still pulls, and
