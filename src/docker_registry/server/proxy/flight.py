@@ -125,13 +125,13 @@ def _try_lock(path: str) -> int | None:
             return None
         opened = os.fstat(fd)
         try:
-            current = os.stat(path)
+            at_path = os.stat(path).st_ino == opened.st_ino  # not unlinked by a fetch that ended meanwhile
         except FileNotFoundError:
-            current = None
-        if opened.st_nlink and current is not None and current.st_ino == opened.st_ino and not opened.st_size:
+            at_path = False
+        if at_path and not opened.st_size:
             return fd
-        if opened.st_size and current is not None and current.st_ino == opened.st_ino:
-            os.unlink(path)  # a crashed fetcher's, still at the path
+        if at_path:
+            os.unlink(path)  # a crashed fetcher's, its size still in it
         os.close(fd)
 
 
@@ -186,17 +186,14 @@ def _join(flight: _Flight) -> tuple[int, int, BinaryIO] | None:
         lock = os.open(flight.lock_path, os.O_RDONLY)
     except FileNotFoundError:
         return None
-    data = None
     try:
         size = _announced_size(lock) if _held(lock) else None
         data = _open_data(flight) if size is not None else None
-        if size is not None and data is not None and _held(lock):
-            return lock, size, data
     except BaseException:
-        if data is not None:
-            data.close()
         os.close(lock)
         raise
+    if size is not None and data is not None and _held(lock):
+        return lock, size, data
     if data is not None:
         data.close()
     os.close(lock)

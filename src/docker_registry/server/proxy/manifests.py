@@ -109,19 +109,22 @@ class Manifests:
         if isinstance(answer, UpstreamError):
             if cached is None:
                 raise RegistryError(UNAVAILABLE, message=f"upstream unavailable: {answer}", status=503) from None
-            log.warning("serving %s:%s from the cache, upstream unavailable: %s", target.local_name, tag, answer)
-            self._stale("tag")
+            self._serve_stale(target, tag, str(answer))
             return
         try:
             await self._follow(target, tag, answer, cached)
         except RegistryError as exc:  # it answered the HEAD, then failed the GET or sent a bad manifest
             if cached is None or exc.error is not UNAVAILABLE:
                 raise
-            log.warning("serving %s:%s from the cache, upstream unavailable: %s", target.local_name, tag, exc.message)
-            self._stale("tag")
+            self._serve_stale(target, tag, exc.message)
             return
         if target.upstream.settings.ttl > 0:
             await store.write_transient(store.sync.mark_proxy_tag_checked, target.local_name, tag, asked)
+
+    def _serve_stale(self, target: Target, tag: str, reason: str) -> None:
+        """The cached tag is served as it is, the upstream unavailable for now: said in the log and the metrics."""
+        log.warning("serving %s:%s from the cache, upstream unavailable: %s", target.local_name, tag, reason)
+        self._stale("tag")
 
     async def _follow(self, target: Target, tag: str, upstream_digest: Digest | None, cached: Digest | None) -> None:
         """Store what the upstream's tag points at now: the manifest fetched when not stored, the tag moved."""
