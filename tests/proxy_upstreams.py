@@ -23,6 +23,8 @@ from oci_content import OCI_MANIFEST
 from registry_process import RegistryProcess
 
 USER, PASSWORD = "mirror", "mirror-secret-7"
+PULL_LIMIT = "You have reached your pull rate limit. You may increase the limit by authenticating and upgrading"
+"""Docker Hub's words in its 429s."""
 
 
 def distribution(workdir: Path, htpasswd: bool = False) -> RegistryProcess:
@@ -170,6 +172,34 @@ def cutting_upstream(
 
     with raw_server(answer) as url:
         yield url, gets
+
+
+@contextmanager
+def limiting_upstream(manifest: bytes, blob: bytes, limited: dict[str, str | None]) -> Iterator[tuple[str, list[str]]]:
+    """A fake upstream serving `manifest` (by any tag or digest, with no `Docker-Content-Digest`) and `blob` (by any
+    digest) that answers 429 to the methods `limited` holds as keys, each with its `Retry-After` (None: no header)
+    and, for a GET, a JSON error body in Docker Hub's words: as Docker Hub, which limits manifest GETs but not HEADs.
+    `limited` may change while it runs. Yields its URL and the request lines it saw."""
+    seen: list[str] = []
+
+    def answer(conn: socket.socket, head: str) -> None:
+        line = head.split("\r\n", 1)[0]
+        seen.append(line)
+        method = line.split(" ", 1)[0]
+        if method in limited:
+            retry = limited[method]
+            body = json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message": PULL_LIMIT}]}).encode()
+            headers = f"Retry-After: {retry}\r\n" if retry is not None else ""
+            conn.sendall(f"HTTP/1.1 429 Too Many Requests\r\n{headers}Content-Type: application/json\r\n".encode())
+            conn.sendall(_length(len(body)).encode() + (body if method == "GET" else b""))
+            return
+        body, kind = (blob, "application/octet-stream") if "/blobs/" in line else (manifest, OCI_MANIFEST)
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\n{_length(len(body))}".encode())
+        if method == "GET":
+            conn.sendall(body)
+
+    with raw_server(answer) as url:
+        yield url, seen
 
 
 def _length(size: int) -> str:

@@ -19,11 +19,13 @@ from certificates import self_signed
 from oci_content import OCI_EMPTY, OCI_MANIFEST
 from proxy_upstreams import (
     PASSWORD,
+    PULL_LIMIT,
     USER,
     blob_gets,
     client_for,
     cutting_upstream,
     distribution,
+    limiting_upstream,
     mirror,
     redirecting_upstream,
     token_client,
@@ -411,6 +413,66 @@ def test_a_manifest_the_upstream_sends_wrong_is_a_bad_gateway_not_the_clients_er
             with httpx.Client(base_url=cache.url, timeout=30) as client:
                 assert_error(client.get("/v2/some/repo/manifests/v1", headers=accept), 502, "UNAVAILABLE")
                 assert client.get("/v2/_catalog").json()["repositories"] == []
+        finally:
+            cache.stop()
+
+
+def test_an_upstream_limiting_our_pulls_is_left_alone_while_clients_learn_why_and_when_to_come_back(
+    tmp_path: Path,
+) -> None:
+    """Docker Hub answers 429 to the manifest GETs past its pull limit (not to HEADs): a tag that is cached is still
+    served; what is not cached is 429 TOOMANYREQUESTS with the upstream's reason and the time left, not a 503; and
+    the upstream is asked nothing more (the count would only grow) until its `Retry-After` has passed."""
+    config = {"mediaType": OCI_EMPTY, "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(), "size": 2}
+    document = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []}).encode()
+    blob = os.urandom(1000)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    accept = {"Accept": OCI_MANIFEST}
+    limited: dict[str, str | None] = {}
+    with limiting_upstream(document, blob, limited) as (url, seen):
+        # one worker: each worker leaves the upstream alone once it has met a 429 itself
+        extra = {"proxy": {"remoteurl": url, "ttl": "0s"}}
+        cache = RegistryProcess(tmp_path / "cache", kind="ours", workers=1, extra_config=extra).start()
+        try:
+            with httpx.Client(base_url=cache.url, timeout=30) as client:
+                assert client.get("/v2/library/alpine/manifests/3", headers=accept).content == document
+                limited["GET"] = "3"
+                del seen[:]
+                stale = client.get("/v2/library/alpine/manifests/3", headers=accept)  # asks: HEAD ok, GET 429
+                assert stale.status_code == 200
+                assert stale.content == document
+                assert seen == [
+                    "HEAD /v2/library/alpine/manifests/3 HTTP/1.1",
+                    "GET /v2/library/alpine/manifests/3 HTTP/1.1",
+                ]
+                for path in (
+                    "/v2/library/alpine/manifests/3",
+                    "/v2/library/debian/manifests/12",
+                    f"/v2/library/alpine/blobs/{digest}",
+                ):
+                    for method in ("GET", "HEAD"):
+                        answer = client.request(method, path, headers=accept)
+                        if path.endswith("/3"):
+                            assert answer.status_code == 200
+                            continue
+                        assert answer.status_code == 429, (method, path, answer.text)
+                        assert 1 <= int(answer.headers["Retry-After"]) <= 3
+                        if method == "GET":
+                            assert_error(answer, 429, "TOOMANYREQUESTS")
+                            assert PULL_LIMIT in answer.json()["errors"][0]["message"]
+                assert len(seen) == 2  # nothing more asked of the upstream meanwhile
+                log = cache.log_path.read_text()
+                assert "answered 429 (You have reached your pull rate limit" in log
+                assert "asking it nothing for 3 s" in log
+                del limited["GET"]
+                time.sleep(3.2)
+                assert client.get("/v2/library/debian/manifests/12", headers=accept).content == document
+                assert client.get(f"/v2/library/alpine/blobs/{digest}").content == blob
+                limited["HEAD"] = limited["GET"] = None  # a 429 with no Retry-After: left alone for a while anyway
+                del seen[:]
+                assert_error(client.get("/v2/library/ubuntu/manifests/24.04", headers=accept), 429, "TOOMANYREQUESTS")
+                assert client.get("/v2/library/debian/manifests/12", headers=accept).content == document
+                assert seen == ["HEAD /v2/library/ubuntu/manifests/24.04 HTTP/1.1"]
         finally:
             cache.stop()
 

@@ -300,7 +300,10 @@ class Flights:
             log.warning("upstream fetch of %s failed: the upstream sent other bytes (%s)", digest, exc.detail)
             message = "the upstream sent other bytes than the digest's"
             raise RegistryError(UNAVAILABLE, message=message, status=502) from None
-        except (UpstreamError, aiohttp.ClientError, TimeoutError) as exc:  # down, or died mid-blob: nothing kept
+        except UpstreamError as exc:  # down, limiting us, or refusing our credentials: nothing kept
+            log.warning("upstream fetch of %s failed: %s", digest, exc)
+            raise exc.client_error() from None
+        except (aiohttp.ClientError, TimeoutError) as exc:  # died mid-blob: nothing kept
             log.warning("upstream fetch of %s failed: %s", digest, exc)
             raise RegistryError(UNAVAILABLE, message=f"upstream unavailable: {exc}", status=503) from None
         except Exception as exc:

@@ -19,7 +19,14 @@ from functools import partial
 
 from docker_registry.core.digest import Digest, DigestError, parse_digest
 
-from ..registry.errors import DIGEST_INVALID, MANIFEST_INVALID, MANIFEST_UNKNOWN, UNAVAILABLE, RegistryError
+from ..registry.errors import (
+    DIGEST_INVALID,
+    MANIFEST_INVALID,
+    MANIFEST_UNKNOWN,
+    TOOMANYREQUESTS,
+    UNAVAILABLE,
+    RegistryError,
+)
 from ..registry.service import Registry
 from .claims import Claims
 from .targets import StaleObserver, Target
@@ -108,13 +115,15 @@ class Manifests:
             raise RegistryError(MANIFEST_UNKNOWN, {"reference": tag}) from None
         if isinstance(answer, UpstreamError):
             if cached is None:
-                raise RegistryError(UNAVAILABLE, message=f"upstream unavailable: {answer}", status=503) from None
+                raise answer.client_error() from None
             self._serve_stale(target, tag, str(answer))
             return
         try:
             await self._follow(target, tag, answer, cached)
-        except RegistryError as exc:  # it answered the HEAD, then failed the GET or sent a bad manifest
-            if cached is None or exc.error is not UNAVAILABLE:
+        except RegistryError as exc:
+            # it answered the HEAD, then failed the GET (Docker Hub's pull limit counts GETs, not HEADs) or sent a
+            # bad manifest
+            if cached is None or exc.error not in (UNAVAILABLE, TOOMANYREQUESTS):
                 raise
             self._serve_stale(target, tag, exc.message)
             return
@@ -179,7 +188,7 @@ class Manifests:
         except UpstreamNotFound:
             raise RegistryError(MANIFEST_UNKNOWN, {"reference": reference}) from None
         except UpstreamError as exc:
-            raise RegistryError(UNAVAILABLE, message=f"upstream unavailable: {exc}", status=503) from None
+            raise exc.client_error() from None
 
 
 def _digest(value: str | None) -> Digest | None:

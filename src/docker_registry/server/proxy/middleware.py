@@ -24,7 +24,7 @@ from ..http.context import SERVED_NAME, registry
 from ..http.routing import ROUTE_NAME, WRITE_METHODS, Params, resolve
 from ..http.v2 import blobs, manifests
 from ..registry import names
-from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, UNAVAILABLE, UNSUPPORTED, RegistryError
+from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, UNSUPPORTED, RegistryError
 from .flight import Flights
 from .manifests import Manifests
 from .pulls import PullRecorder
@@ -116,7 +116,7 @@ class ProxyHandlers:
         except UpstreamNotFound:
             raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}) from None
         except UpstreamError as exc:
-            raise RegistryError(UNAVAILABLE, message=f"upstream unavailable: {exc}", status=503) from None
+            raise exc.client_error() from None
         headers = {
             "Docker-Content-Digest": str(digest),
             "ETag": f'"{digest}"',

@@ -5,12 +5,20 @@ The token flow follows the upstream's `WWW-Authenticate: Bearer realm=...,servic
 keeps each token per scope until shortly before it expires, so a pull costs one token request per repository,
 not one per blob. Credentials go only into request headers: nothing here logs them, and errors name the upstream
 by its URL alone.
+
+An upstream that answers 429 (Docker Hub's pull limit) is asked nothing more for the time its `Retry-After` says
+(`throttle_seconds`): meanwhile the cache serves what it holds, and what it does not hold is 429 TOOMANYREQUESTS
+with the upstream's own reason and the time left, so a client learns why and when to come back rather than getting
+a 503 or adding to the count that keeps it limited.
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
+import json
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +26,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 import aiohttp
+
+from ..registry.errors import TOOMANYREQUESTS, UNAVAILABLE, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +44,33 @@ way."""
 DEFAULT_TOKEN_LIFETIME = 60.0
 """The token specification's default when the answer gives no `expires_in`."""
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+THROTTLE_DEFAULT = 30.0
+"""Seconds an upstream is left alone after a 429 that gave no usable `Retry-After`."""
+THROTTLE_LONGEST = 3600.0
+"""The longest a `Retry-After` keeps the cache from asking: a wrong or huge value does not cut it off for days."""
+REASON_LENGTH = 300
+"""Characters of the upstream's own message passed on to clients."""
 
 
 class UpstreamError(Exception):
-    """The upstream could not answer: unreachable, timed out, 5xx, 429, or it refused our credentials."""
+    """The upstream could not answer: unreachable, timed out, 5xx, or it refused our credentials."""
+
+    def client_error(self) -> RegistryError:
+        """What a client is told when nothing cached answers in the upstream's place."""
+        return RegistryError(UNAVAILABLE, message=f"upstream unavailable: {self}", status=503)
+
+
+class UpstreamThrottled(UpstreamError):
+    """The upstream limits our requests (it answered 429): it is asked nothing more before `until`."""
+
+    def __init__(self, remoteurl: str, reason: str, until: float) -> None:
+        super().__init__(f"{remoteurl} is limiting our requests: {reason}")
+        self.until = until
+        """`time.monotonic()` at which the upstream may be asked again."""
+
+    def client_error(self) -> RegistryError:
+        left = max(1, math.ceil(self.until - time.monotonic()))
+        return RegistryError(TOOMANYREQUESTS, message=str(self), headers={"Retry-After": str(left)})
 
 
 class UpstreamNotFound(Exception):
@@ -79,6 +112,8 @@ class Upstream:
         self.settings = settings
         self._session = session
         self._tokens = _Tokens()
+        self._throttled: tuple[str, float] | None = None
+        """The reason the upstream gave for its last 429, and until when it is left alone."""
         self._basic = (
             aiohttp.BasicAuth(settings.username, settings.password or "") if settings.username is not None else None
         )
@@ -109,6 +144,8 @@ class Upstream:
             query["service"] = params["service"]
         try:
             async with self._session.get(params["realm"], params=query, auth=self._basic) as response:
+                if response.status == 429:
+                    raise await self._throttle(response)
                 if response.status != 200:
                     raise UpstreamError(f"token service of {self.settings.remoteurl} answered {response.status}")
                 answer = await response.json(content_type=None)
@@ -128,6 +165,7 @@ class Upstream:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A request to `/v2/<path>` of the upstream, authenticated as it asks; yields a 200 or 206 answer (or,
         for `HEAD`, any 2xx), raises UpstreamNotFound on 404 and UpstreamError on anything else."""
+        self._check_throttle()
         scope = f"repository:{remote_name}:pull"
         url = self._url(path)
         wanted = dict(headers or {})
@@ -145,11 +183,36 @@ class Upstream:
         try:
             if response.status == 404:
                 raise UpstreamNotFound(path)
+            if response.status == 429:
+                raise await self._throttle(response)
             if not 200 <= response.status < 300:
                 raise UpstreamError(f"{self.settings.remoteurl} answered {response.status} to {method} {path}")
             yield response
         finally:
             response.release()
+
+    def _check_throttle(self) -> None:
+        if self._throttled is None:
+            return
+        reason, until = self._throttled
+        if time.monotonic() < until:
+            raise UpstreamThrottled(self.settings.remoteurl, reason, until)
+        self._throttled = None
+
+    async def _throttle(self, response: aiohttp.ClientResponse) -> UpstreamThrottled:
+        """Leave the upstream alone for the time its 429 asks, and say why, in its own words when it gave some."""
+        reason = "too many requests"
+        with contextlib.suppress(UpstreamError, ValueError, LookupError, TypeError):  # no JSON error body
+            document = json.loads(await self._body(response, 64 * 1024, "error"))
+            message = document["errors"][0]["message"]
+            if isinstance(message, str) and message.strip():
+                reason = message.strip()[:REASON_LENGTH]
+        seconds = throttle_seconds(response.headers.get("Retry-After"))
+        if self._throttled is None:
+            log.warning("%s answered 429 (%s): asking it nothing for %d s", self.settings.remoteurl, reason, seconds)
+        until = time.monotonic() + seconds
+        self._throttled = (reason, until)
+        return UpstreamThrottled(self.settings.remoteurl, reason, until)
 
     async def manifest_digest(self, remote_name: str, reference: str) -> str | None:
         """The digest a tag points to upstream, by a HEAD (which Docker Hub does not count as a pull)."""
@@ -187,3 +250,17 @@ class Upstream:
 
     def blob(self, remote_name: str, digest: str) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
         return self.request("GET", f"{remote_name}/blobs/{digest}", remote_name)
+
+
+def throttle_seconds(retry_after: str | None) -> float:
+    """How long a 429's `Retry-After` (seconds, or an HTTP date) asks us to wait, within sane bounds."""
+    if retry_after is None:
+        return THROTTLE_DEFAULT
+    try:
+        seconds = float(int(retry_after.strip()))
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(retry_after).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return THROTTLE_DEFAULT
+    return min(max(seconds, 1.0), THROTTLE_LONGEST)
