@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import ssl
 import threading
@@ -27,6 +28,7 @@ from proxy_upstreams import (
     distribution,
     limiting_upstream,
     mirror,
+    raw_server,
     redirecting_upstream,
     token_client,
     token_registry,
@@ -235,6 +237,49 @@ def test_prefixes_beside_local_repositories_and_containerd_ns(upstream: Registry
     expected = {("hub/library/alpine", pushed.digest, "manifest"), ("hub/library/busybox", other.digest, "manifest")}
     expected |= {("hub/library/alpine", d["digest"], "blob") for d in [document["config"], *document["layers"]]}
     assert set(rows) == expected
+
+
+def test_an_official_image_asked_of_docker_hub_by_its_short_name_is_pulled_as_library(tmp_path: Path) -> None:
+    """`docker pull cache/hub/alpine` names `alpine`, which Docker Hub only knows as `library/alpine` (the Docker CLI
+    adds `library/` for Docker Hub itself): the cache asks for `library/alpine` and stores it under the name pulled.
+    Docker Hub is reached here through an HTTP proxy (the environment's `HTTP_PROXY`, as the cache honours it), which
+    is this test's fake Docker Hub: it sees the name asked for in each request line."""
+    config = {"mediaType": OCI_EMPTY, "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest(), "size": 2}
+    document = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": []}).encode()
+    seen: list[str] = []
+
+    def docker_hub(conn: socket.socket, head: str) -> None:
+        line = head.split("\r\n", 1)[0]
+        seen.append(line)
+        if "/v2/library/" in line and "/manifests/" in line:
+            answer = f"HTTP/1.1 200 OK\r\nContent-Type: {OCI_MANIFEST}\r\nContent-Length: {len(document)}\r\n\r\n"
+            conn.sendall(answer.encode() + (document if line.startswith("GET") else b""))
+        else:  # what Docker Hub answers for a repository that is not there (or not ours to see)
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    with raw_server(docker_hub) as proxy_url:
+        upstreams = [{"prefix": "hub", "remoteurl": "http://registry-1.docker.io"}]
+        cache = RegistryProcess(
+            tmp_path / "cache",
+            kind="ours",
+            extra_config={"proxy": {"upstreams": upstreams}},
+            env={"HTTP_PROXY": proxy_url, "http_proxy": proxy_url, "NO_PROXY": "", "no_proxy": ""},
+        ).start()
+        try:
+            with httpx.Client(base_url=cache.url, timeout=30) as client:
+                for name in ("hub/alpine", "hub/library/alpine"):
+                    answer = client.get(f"/v2/{name}/manifests/3.20", headers={"Accept": OCI_MANIFEST})
+                    assert answer.status_code == 200, answer.text
+                    assert answer.content == document
+                assert_error(client.get("/v2/hub/someone/alpine/manifests/3.20"), 404, "MANIFEST_UNKNOWN")
+                assert client.get("/v2/_catalog").json()["repositories"] == ["hub/alpine", "hub/library/alpine"]
+        finally:
+            cache.stop()
+    asked = {line.split()[1] for line in seen if "/manifests/" in line}
+    assert asked == {
+        "http://registry-1.docker.io/v2/library/alpine/manifests/3.20",
+        "http://registry-1.docker.io/v2/someone/alpine/manifests/3.20",
+    }
 
 
 def test_index_caches_the_index_and_the_platform_pulled(upstream: RegistryProcess, tmp_path: Path) -> None:

@@ -4,6 +4,11 @@ A request names a local repository (`hub/library/alpine`); the upstream knows it
 (`library/alpine`). containerd's mirror requests name the upstream's repository directly and say which registry
 they mean in `?ns=` (`?ns=docker.io`): those go to the upstream whose host or prefix is that name, and are stored
 under the prefix like any other pull.
+
+Docker Hub keeps its official images under `library/`, and the Docker CLI adds it to a one-part name (`alpine` is
+`library/alpine`), but only for Docker Hub itself: a pull of `cache.example/hub/alpine` names `alpine`, which Docker
+Hub answers with an authentication error. So, as the CLI does, a one-part name asked of Docker Hub is asked as
+`library/<name>` (stored under the name the client used).
 """
 
 from __future__ import annotations
@@ -35,15 +40,15 @@ class Targets:
     def find(self, name: str, ns: str | None = None) -> Target | None:
         """The upstream serving `name`, or None for a local repository."""
         if self.mirror:
-            return Target(self._upstreams[0], name, name)
+            return _target(self._upstreams[0], name, name)
         if ns:
             upstream = self._by_namespace(ns)
             if upstream is not None and not name.startswith(upstream.settings.prefix + "/"):
-                return Target(upstream, f"{upstream.settings.prefix}/{name}", name)
+                return _target(upstream, f"{upstream.settings.prefix}/{name}", name)
         for upstream in self._upstreams:
             prefix = upstream.settings.prefix + "/"
             if name.startswith(prefix):
-                return Target(upstream, name, name.removeprefix(prefix))
+                return _target(upstream, name, name.removeprefix(prefix))
         return None
 
     def is_proxied(self, name: str) -> bool:
@@ -56,3 +61,9 @@ class Targets:
             if ns in (host, upstream.settings.prefix) or (ns in DOCKER_HUB_NAMES and host in DOCKER_HUB_NAMES):
                 return upstream
         return None
+
+
+def _target(upstream: Upstream, local_name: str, remote_name: str) -> Target:
+    if "/" not in remote_name and upstream.settings.host in DOCKER_HUB_NAMES:
+        remote_name = f"library/{remote_name}"  # an official image, as the Docker CLI names it
+    return Target(upstream, local_name, remote_name)
