@@ -505,6 +505,8 @@ def test_an_upstream_limiting_our_pulls_is_left_alone_while_clients_learn_why_an
                         if method == "GET":
                             assert_error(answer, 429, "TOOMANYREQUESTS")
                             assert PULL_LIMIT in answer.json()["errors"][0]["message"]
+                assert client.get("/v2/library/alpine/tags/list").json()["tags"] == ["3"]  # the cached tags
+                assert_error(client.get("/v2/library/debian/tags/list"), 429, "TOOMANYREQUESTS")  # none cached
                 assert len(seen) == 2  # nothing more asked of the upstream meanwhile
                 log = cache.log_path.read_text()
                 assert "answered 429 (You have reached your pull rate limit" in log

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler as AiohttpHandler
@@ -24,7 +25,7 @@ from ..http.context import SERVED_NAME, registry
 from ..http.routing import ROUTE_NAME, WRITE_METHODS, Params, resolve
 from ..http.v2 import blobs, manifests
 from ..registry import names
-from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, UNSUPPORTED, RegistryError
+from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, UNSUPPORTED, RegistryError
 from .flight import Flights
 from .manifests import Manifests
 from .pulls import PullRecorder
@@ -92,16 +93,11 @@ class ProxyHandlers:
         query = {key: request.query[key] for key in ("n", "last") if key in request.query}
         try:
             raw, link = await target.upstream.tags(target.remote_name, query, TAG_LIST_LIMIT)
-            document = json.loads(raw)
-            tags = document.get("tags") if isinstance(document, dict) else 0
-            if not (tags is None or (isinstance(tags, list) and all(isinstance(tag, str) for tag in tags))):
-                raise UpstreamError("the upstream's tag list is not one")
+            document = _tag_list(raw)
         except UpstreamNotFound:
             return await local()
-        except (UpstreamError, ValueError) as exc:
-            log.warning("serving the cached tags of %s, upstream unavailable: %s", target.local_name, exc)
-            self.stale("tags")
-            return await local()
+        except UpstreamError as exc:
+            return await self._cached_tags(target, local, exc)
         document["name"] = target.local_name
         if link is None and document.get("tags"):  # the whole list: in lexical order, as the spec wants
             document["tags"] = sorted(document["tags"])
@@ -109,6 +105,20 @@ class ProxyHandlers:
         if link is not None:  # the next page, under the local name
             headers["Link"] = link.replace(f"/v2/{target.remote_name}/", f"/v2/{target.local_name}/", 1)
         return web.json_response(document, headers=headers)
+
+    async def _cached_tags(self, target: Target, local: Handler, reason: UpstreamError) -> web.StreamResponse:
+        """The cached tags while the upstream cannot list them; a repository never cached has none to show, and
+        its client gets the upstream's trouble (503, or 429 while it limits us) rather than a 404 that says the
+        repository does not exist."""
+        try:
+            response = await local()
+        except RegistryError as exc:
+            if exc.error is not NAME_UNKNOWN:
+                raise
+            raise reason.client_error() from None
+        log.warning("serving the cached tags of %s, upstream unavailable: %s", target.local_name, reason)
+        self.stale("tags")
+        return response
 
     async def _upstream_head(self, target: Target, digest: Digest) -> web.StreamResponse:
         try:
@@ -125,6 +135,19 @@ class ProxyHandlers:
         if size is not None:
             headers["Content-Length"] = str(size)
         return web.Response(headers=headers)
+
+
+def _tag_list(raw: bytes) -> dict[str, Any]:
+    """The upstream's tag list document, if it is one."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        tags = document.get("tags")
+        if tags is None or (isinstance(tags, list) and all(isinstance(tag, str) for tag in tags)):
+            return document
+    raise UpstreamError("the upstream's tag list is not one")
 
 
 def naming_middleware() -> Middleware:
