@@ -106,6 +106,14 @@ def test_metrics_after_pushes_and_pulls_across_both_workers_match_what_was_done(
             assert client.head(f"/v2/{repos[i % pushes]}/blobs/{document['layers'][0]['digest']}").status_code == 200
         for i in range(missing):
             assert client.get(f"/v2/{repos[0]}/manifests/nothing-{i}").status_code == 404
+        # the layers downloaded, 20 times each: the kernel sends the files (sendfile), past aiohttp's writer, and
+        # they are still counted (their bytes then outweigh the headers of every blob answer)
+        layers = [
+            (repo, d) for repo, image in zip(repos, images, strict=True) for d in json.loads(image.body)["layers"]
+        ]
+        for _ in range(20):
+            for repo, layer in layers:
+                assert len(client.get(f"/v2/{repo}/blobs/{layer['digest']}").content) == layer["size"]
 
     served_by = {line["pid"] for line in access_lines(server) if line["http.request.uri"].startswith("/v2/")}
     assert len(served_by) == 2, f"both workers should have served requests, saw {served_by}"
@@ -138,6 +146,14 @@ def test_metrics_after_pushes_and_pulls_across_both_workers_match_what_was_done(
     ), "routes are names, never paths"
     assert value(samples, "registry_http_received_bytes_total", route="blob-upload-chunk") == layer_bytes
     assert value(samples, "registry_http_sent_bytes_total", route="manifest") > sum(len(i.body) for i in images)
+    downloaded = 20 * sum(layer["size"] for _, layer in layers)
+    sent = value(samples, "registry_http_sent_bytes_total", route="blob")  # with every answer's headers
+    assert downloaded < sent < downloaded + 1000 * (20 * len(layers) + heads)
+    blob_lines = [line for line in access_lines(server) if "/blobs/sha256:" in line["http.request.uri"]]
+    assert sum(line["http.response.written"] for line in blob_lines) == sent
+    written = {line["http.request.uri"]: line["http.response.written"] for line in blob_lines}
+    for repo, layer in layers:  # each with its headers, a few hundred bytes
+        assert layer["size"] < written[f"/v2/{repo}/blobs/{layer['digest']}"] < layer["size"] + 1000
 
     assert value(samples, "registry_repositories") == pushes
     assert value(samples, "registry_manifests") == pushes

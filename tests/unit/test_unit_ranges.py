@@ -1,43 +1,97 @@
-"""The Range header of blob GETs: which window is served, which requests are refused with 416."""
+"""The Range header of blob GETs: which windows are served, which requests are refused with 416, and how several
+windows are framed in one answer."""
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+
 import pytest
 
-from docker_registry.server.http.ranges import byte_range
+from docker_registry.server.http.ranges import Window, byte_ranges, framing
 from docker_registry.server.registry.errors import RANGE_INVALID, RegistryError
 
 
 @pytest.mark.parametrize(
-    ("header", "window"),
+    ("header", "windows"),
     [
-        ("bytes=0-9", (0, 10)),
-        ("bytes=10-", (10, 100)),
-        ("bytes=90-1000", (90, 100)),
-        ("bytes=-5", (95, 100)),
-        ("bytes=-500", (0, 100)),
-        ("BYTES = 1-1", (1, 2)),
-        ("bytes= 0-1", (0, 2)),
-        ("bytes=0-99999999999999999999", (0, 100)),
-        ("bytes=5-" + "9" * 100, (5, 100)),
+        ("bytes=0-9", [(0, 10)]),
+        ("bytes=10-", [(10, 100)]),
+        ("bytes=90-1000", [(90, 100)]),
+        ("bytes=-5", [(95, 100)]),
+        ("bytes=-500", [(0, 100)]),
+        ("BYTES = 1-1", [(1, 2)]),
+        ("bytes= 0-1", [(0, 2)]),
+        ("bytes=0-99999999999999999999", [(0, 100)]),
+        ("bytes=5-" + "9" * 100, [(5, 100)]),
+        ("bytes=0-1,3-4", [(0, 2), (3, 5)]),
+        ("bytes=50-59, 0-9 ,-5", [(50, 60), (0, 10), (95, 100)]),  # in the order asked
+        ("bytes=0-9,,200-", [(0, 10)]),  # an empty element skipped, a range past the end left out
+        ("bytes=0-49,50-99", [(0, 50), (50, 100)]),  # adding up to the whole blob: not more
     ],
 )
-def test_single_ranges(header: str, window: tuple[int, int]) -> None:
-    assert byte_range(header, 100) == window
+def test_served_windows(header: str, windows: list[Window]) -> None:
+    assert byte_ranges(header, 100) == windows
 
 
 @pytest.mark.parametrize(
-    "header", [None, "", "items=0-1", "bytes=0-1,3-4", "bytes=abc", "bytes=5-2", "bytes=-", "bytes=", "bytes=1-2-3"]
+    "header",
+    [
+        None,
+        "",
+        "items=0-1",
+        "bytes=abc",
+        "bytes=5-2",
+        "bytes=-",
+        "bytes=",
+        "bytes=,",
+        "bytes=1-2-3",
+        "bytes=0-9,abc",  # one malformed range: the whole set is
+        "bytes=0-9,5-2",
+        "bytes=0-,0-",  # overlaps adding up to more than the blob
+        "bytes=0-59,40-99",
+    ],
 )
 def test_ignored_ranges_serve_everything(header: str | None) -> None:
-    assert byte_range(header, 100) is None
+    assert byte_ranges(header, 100) is None
 
 
 @pytest.mark.parametrize(
-    ("header", "size"), [("bytes=100-", 100), ("bytes=200-300", 100), ("bytes=-0", 100), ("bytes=-1", 0)]
+    ("header", "size"),
+    [("bytes=100-", 100), ("bytes=200-300", 100), ("bytes=-0", 100), ("bytes=-1", 0), ("bytes=100-,300-400", 100)],
 )
 def test_unsatisfiable(header: str, size: int) -> None:
     with pytest.raises(RegistryError) as info:
-        byte_range(header, size)
+        byte_ranges(header, size)
     assert info.value.error is RANGE_INVALID
     assert info.value.headers == {"Content-Range": f"bytes */{size}"}
+
+
+def test_framing_of_the_whole_blob_one_window_and_several() -> None:
+    headers = {"Content-Type": "application/octet-stream"}
+    whole = framing(None, 100, headers)
+    assert (whole.status, whole.length, whole.parts, whole.end, headers) == (
+        200,
+        100,
+        [(b"", 0, 100)],
+        b"",
+        {"Content-Type": "application/octet-stream"},
+    )
+    one = framing([(10, 20)], 100, headers)
+    assert (one.status, one.length, one.parts, one.end) == (206, 10, [(b"", 10, 20)], b"")
+    assert headers["Content-Range"] == "bytes 10-19/100"
+
+    blob = bytes(range(100))
+    headers = {"Content-Type": "application/octet-stream"}
+    several = framing([(90, 100), (0, 5)], 100, headers)
+    body = b"".join(head + blob[start:stop] for head, start, stop in several.parts) + several.end
+    assert several.status == 206
+    assert several.length == len(body)
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {headers['Content-Type']}\r\n\r\n".encode() + body
+    )
+    parts = [(str(part["Content-Range"]), part.get_payload(decode=True)) for part in message.iter_parts()]
+    assert parts == [("bytes 90-99/100", blob[90:]), ("bytes 0-4/100", blob[:5])]
+    again: dict[str, str] = {}
+    framing([(90, 100), (0, 5)], 100, again)
+    assert again["Content-Type"] != headers["Content-Type"]  # a new random boundary each time

@@ -70,6 +70,9 @@ SERVER_HEADER = "docker-registry"
 """No version: telling every client which releases to look up vulnerabilities for helps only attackers."""
 CLIENT_MAX_SIZE = 16 * 1024 * 1024
 """Only for bodies aiohttp itself buffers (none of ours): uploads and manifests are read as streams."""
+MAX_FIELD_SIZE = 64 * 1024
+"""Longest header line taken: a zstd:chunked pull asks for up to 1,024 byte ranges of a layer in one `Range`
+(some 20-25 KB); Go's servers take 1 MB of headers."""
 
 
 def create_app(config: Config) -> web.Application:
@@ -92,7 +95,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=middlewares,
         client_max_size=CLIENT_MAX_SIZE,
-        handler_args={"max_field_size": 16384, "read_bufsize": body.READ_BUFFER_SIZE},
+        handler_args={"max_field_size": MAX_FIELD_SIZE, "read_bufsize": body.READ_BUFFER_SIZE},
     )
     app[CONFIG_KEY] = config
     app[MONITOR_KEY] = monitor

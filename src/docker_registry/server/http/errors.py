@@ -3,7 +3,6 @@ error (never a traceback), and a database that cannot answer now as 503 with `Re
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import logging
@@ -56,33 +55,52 @@ async def errors_middleware(
         if request.version < HttpVersion10:
             return _refuse_http09(request)
         return await handler(request)
-    except RegistryError as e:
-        return error_response(e, request.method)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        code = {404: NOT_FOUND, 405: UNSUPPORTED, 413: SIZE_INVALID}.get(e.status, UNKNOWN)
-        return error_response(RegistryError(code, e.reason, status=e.status), request.method)
-    except asyncio.CancelledError:
-        raise
     except Exception as e:
-        if out_of_space(e):
-            _log_out_of_space(request, e)
-            return error_response(RegistryError(OUT_OF_SPACE), request.method)
-        if database_unavailable(e):
-            log.error("database unavailable on %s %s: %s", request.method, request.path, e)
-            retry = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
-            return error_response(
-                RegistryError(UNAVAILABLE, "metadata database unavailable", headers=retry), request.method
-            )
-        if isinstance(e, StorageUnavailable):
-            log.error("storage unavailable on %s %s: %s", request.method, request.path, e)
-            retry = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
-            return error_response(RegistryError(UNAVAILABLE, "storage unavailable", headers=retry), request.method)
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(RegistryError(UNKNOWN), request.method)
+        if request.writer.output_size > 0:
+            return _cut(request, e)
+        return _answer(request, e)
     finally:
         SERVING.reset(serving)
+
+
+def _answer(request: web.Request, e: Exception) -> web.Response:
+    """The error answer to what the handler raised (a redirect, raised as an HTTPException, goes on)."""
+    if isinstance(e, RegistryError):
+        return error_response(e, request.method)
+    if isinstance(e, web.HTTPException):
+        if e.status < 400:
+            raise e
+        code = {404: NOT_FOUND, 405: UNSUPPORTED, 413: SIZE_INVALID}.get(e.status, UNKNOWN)
+        return error_response(RegistryError(code, e.reason, status=e.status), request.method)
+    if out_of_space(e):
+        _log_out_of_space(request, e)
+        return error_response(RegistryError(OUT_OF_SPACE), request.method)
+    if database_unavailable(e):
+        log.error("database unavailable on %s %s: %s", request.method, request.path, e)
+        retry = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+        return error_response(
+            RegistryError(UNAVAILABLE, "metadata database unavailable", headers=retry), request.method
+        )
+    if isinstance(e, StorageUnavailable):
+        log.error("storage unavailable on %s %s: %s", request.method, request.path, e)
+        retry = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+        return error_response(RegistryError(UNAVAILABLE, "storage unavailable", headers=retry), request.method)
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return error_response(RegistryError(UNKNOWN), request.method)
+
+
+def _cut(request: web.Request, e: Exception) -> web.Response:
+    """An error once the answer's first bytes are out (a storage read failing mid-blob, the client gone): no error
+    answer can follow, since aiohttp would write it into the same stream, where the client reads it as the rest of
+    the body; the connection is closed instead, and the client sees a body shorter than its `Content-Length`. The
+    answer returned only names the request's fate in the access log: aiohttp cannot write it to a closing
+    connection."""
+    if not isinstance(e, ConnectionError):  # a client that went away is no server error
+        log.error("%s %s cut short: %s", request.method, request.path, e, exc_info=e)
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    return web.Response(status=500 if not isinstance(e, RegistryError) else e.status)
 
 
 def http09_refusal() -> bytes:

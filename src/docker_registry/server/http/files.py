@@ -1,20 +1,21 @@
-"""Blob files sent with sendfile, under the blob's own ETag.
+"""Blob bytes onto the wire: a file sent by the kernel (`sendfile`) or storage reads streamed, whole or in the
+windows a `Range` asks for (`ranges.framing`); and the conditional headers a blob's digest answers.
 
-aiohttp's FileResponse tags a file with its mtime and size and evaluates conditional headers against that tag, so a
-GET would carry another ETag than the HEAD and `If-None-Match: "<digest>"` would never match. A blob's content never
-changes under its digest: the digest is its tag, and the handlers answer conditional requests against it before the
-file is opened.
+Not aiohttp's FileResponse: it tags a file with its mtime and size (a GET would carry another ETag than the HEAD,
+and `If-None-Match: "<digest>"` would never match), takes the length from the file rather than from the blob's
+verified size (a file cut short on disk went out as a complete 200 of fewer bytes), opens the file in a thread, and
+serves one range at most.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import BinaryIO
 
-from aiohttp import ETag, hdrs, web
-from aiohttp.abc import AbstractStreamWriter
-from multidict import CIMultiDict
+from aiohttp import hdrs, web
 
-_CONDITIONALS = (hdrs.IF_MATCH, hdrs.IF_NONE_MATCH, hdrs.IF_MODIFIED_SINCE, hdrs.IF_UNMODIFIED_SINCE, hdrs.IF_RANGE)
+from .ranges import Framing
 
 
 def none_match(request: web.Request, etag: str) -> bool:
@@ -26,31 +27,54 @@ def none_match(request: web.Request, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-class BlobFileResponse(web.FileResponse):
-    """A FileResponse that keeps the ETag it was given, leaves conditional requests to the handler, and serves the
-    byte window the handler parsed (`ranges.byte_range`) instead of parsing `Range` again by its own, stricter rules
-    (which refused `bytes= 0-1` and served `bytes=0-99999999999999999999` whole)."""
+def range_applies(request: web.Request, etag: str) -> bool:
+    """Whether `Range` is to be served: no `If-Range`, or one naming `etag` (a strong comparison, RFC 9110 13.1.5;
+    a date never matches, since blobs carry no `Last-Modified`). Otherwise the whole blob is the answer."""
+    value = request.headers.get(hdrs.IF_RANGE)
+    return value is None or value.strip() == etag
 
-    def __init__(self, path: str, window: tuple[int, int] | None, headers: dict[str, str]) -> None:
-        super().__init__(path, headers=headers)
-        self._window = window
 
-    @property
-    def etag(self) -> ETag | None:
-        return super().etag
+async def sendfile(request: web.BaseRequest, file: BinaryIO, offset: int, count: int) -> int:
+    """Up to `count` bytes of `file` from `offset`, sent by the kernel after what the answer wrote so far (fewer
+    only at the end of the file); asyncio copies through Python where the kernel cannot (TLS). They are counted as
+    the writer counts what goes through it, so access logs and metrics report them (aiohttp's FileResponse does
+    not)."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("the client went away")  # as a write to it would
+    sent = await asyncio.get_running_loop().sendfile(transport, file, offset, count)
+    request.writer.output_size += sent
+    return sent
 
-    @etag.setter
-    def etag(self, value: ETag | str | None) -> None:
-        """Ignore the mtime-size tag FileResponse sets: the handler's `ETag: "<digest>"` header stays."""
 
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        headers = CIMultiDict(request.headers)
-        for name in (*_CONDITIONALS, hdrs.RANGE):
-            headers.popall(name, None)
-        if self._window is not None:
-            start, stop = self._window
-            headers[hdrs.RANGE] = f"bytes={start}-{stop - 1}"
-        return await super().prepare(request.clone(headers=headers))
+async def send_file(
+    request: web.Request, file: BinaryIO, size: int, framing: Framing, headers: dict[str, str]
+) -> web.StreamResponse:
+    """The framed windows of a blob's file of `size` bytes. A file found shorter than that cuts the answer (the
+    client sees fewer bytes than announced) rather than completing it with other bytes than the blob's."""
+    response = web.StreamResponse(status=framing.status, headers=headers)
+    response.content_length = framing.length
+    await response.prepare(request)
+    for head, start, stop in framing.parts:
+        if head:
+            await response.write(head)
+        if stop > start and await sendfile(request, file, start, stop - start) < stop - start:
+            raise OSError(f"{file.name} holds fewer bytes than the blob's {size}")
+    await response.write_eof(framing.end)
+    return response
+
+
+async def framed_reads(framing: Framing, read: Callable[[int, int], AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
+    """The framed windows as storage reads them (`read(start, stop)`). Each window's head goes out with the window's
+    first bytes, so the first chunk of all is read from storage: a blob missing there fails before any header."""
+    for head, start, stop in framing.parts:
+        chunks = aiter(read(start, stop))
+        first = await anext(chunks, b"")
+        yield head + first if head else first
+        async for chunk in chunks:
+            yield chunk
+    if framing.end:
+        yield framing.end
 
 
 async def send_stream(

@@ -48,6 +48,7 @@ from aiohttp import web
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest
 
+from ..http import files
 from ..registry.errors import BLOB_UNKNOWN, DIGEST_INVALID, UNAVAILABLE, RegistryError
 from ..registry.service import Registry
 from ..registry.upload_area import upload_path
@@ -410,9 +411,7 @@ class Flights:
             raise RegistryError(UNAVAILABLE, message="the upstream fetch of this blob failed", status=503)
         response = web.StreamResponse(headers=_headers(digest))
         response.content_length = size
-        writer = await response.prepare(request)
-        assert writer is not None  # a response prepared once
-        loop = asyncio.get_running_loop()
+        await response.prepare(request)
         sent, gone, limit = 0, False, max(size - 1, 0)
         while sent < size:
             if sent == limit and not await self._outcome(digest, lock):
@@ -420,10 +419,7 @@ class Flights:
             end = size if sent >= limit else limit
             ready = min(os.fstat(data.fileno()).st_size, end) - sent
             if ready > 0:
-                if request.transport is None or request.transport.is_closing():
-                    raise ConnectionResetError("the client went away")  # as a write to it would
-                stretch = await loop.sendfile(request.transport, data, sent, ready)
-                writer.output_size += stretch  # the size access logs and metrics report, as a write counts it
+                stretch = await files.sendfile(request, data, sent, ready)
                 sent += stretch
                 if stretch:
                     continue

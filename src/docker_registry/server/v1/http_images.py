@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import email.utils
 import json
-import os
 import time
 
 from aiohttp import hdrs, web
 
 from docker_registry.core import exceptions
 
-from ..http import body, files
+from ..http import body, files, ranges
 from ..http.context import config, registry, require_space, require_writable
-from ..http.ranges import byte_range, streamed_window
 from ..http.routing import Params
 from ..registry.errors import SIZE_INVALID, RegistryError
-from ..store.models import V1Image
 from .context import v1
 from .images import check_image_id
 from .responses import LEGACY_HEADERS, V1Error, response
@@ -107,7 +104,6 @@ async def get_layer(request: web.Request, params: Params) -> web.StreamResponse:
         return cached
     assert image.layer_digest is not None  # a complete image has its layer
     size = image.size or 0
-    window = byte_range(request.headers.get(hdrs.RANGE), size)
     headers = {
         **LEGACY_HEADERS,
         **_cache_headers(),
@@ -119,26 +115,25 @@ async def get_layer(request: web.Request, params: Params) -> web.StreamResponse:
         url = await logic.blob_redirect_url(image.layer_digest)
         if url:  # the driver serves the bytes itself (S3, a CDN), as the original redirected
             return web.Response(status=302, headers={**LEGACY_HEADERS, "Location": url})
+    framing = ranges.framing(ranges.byte_ranges(request.headers.get(hdrs.RANGE), size), size, headers)
     local = logic.blob_local_path(image.layer_digest)
     if local is not None:
-        if not os.path.isfile(local):  # noqa: ASYNC240  (one stat of a hot inode: cheaper than a thread hop)
-            raise V1Error("Image layer missing from storage", 404)
-        return files.BlobFileResponse(local, window, headers)
-    return await _stream_layer(request, image, size, window, headers)
-
-
-async def _stream_layer(
-    request: web.Request, image: V1Image, size: int, window: tuple[int, int] | None, headers: dict[str, str]
-) -> web.StreamResponse:
-    assert image.layer_digest is not None
-    status, start, stop = streamed_window(window, size, headers)
-    stream = aiter(v1(request).images.layer_stream(image.layer_digest, start, stop - start))
+        try:  # on the loop: opening a hot inode costs less than a thread hop
+            file = open(local, "rb")  # noqa: ASYNC230, SIM115 - closed below
+        except FileNotFoundError:
+            raise V1Error("Image layer missing from storage", 404) from None
+        with file:
+            return await files.send_file(request, file, size, framing, headers)
+    layer = image.layer_digest
+    chunks = files.framed_reads(
+        framing, lambda start, stop: v1(request).images.layer_stream(layer, start, stop - start)
+    )
     try:
-        first = await anext(stream, b"")  # a layer missing from storage is still an answer the client can read
+        first = await anext(chunks, b"")  # a layer missing from storage is still an answer the client can read
     except exceptions.FileNotFoundError:
         raise V1Error("Image layer missing from storage", 404) from None
-    answer = web.StreamResponse(status=status, headers=headers)
-    return await files.send_stream(request, answer, stop - start, first, stream)
+    answer = web.StreamResponse(status=framing.status, headers=headers)
+    return await files.send_stream(request, answer, framing.length, first, chunks)
 
 
 async def get_files(request: web.Request, params: Params) -> web.StreamResponse:

@@ -1,8 +1,7 @@
-"""Blobs: HEAD, GET (sendfile from a local disk, a redirect to the driver's URL, or a stream; one `Range`), DELETE."""
+"""Blobs: HEAD, GET (sendfile from a local disk, a redirect to the driver's URL, or a stream; whole or the `Range`
+asked, one window or several), DELETE."""
 
 from __future__ import annotations
-
-import os
 
 from aiohttp import hdrs, web
 
@@ -11,10 +10,8 @@ from docker_registry.core.digest import Digest
 
 from ...registry import names
 from ...registry.errors import BLOB_UNKNOWN, RegistryError
-from ...registry.service import Registry
-from .. import files
+from .. import files, ranges
 from ..context import config, registry, require_delete
-from ..ranges import byte_range, streamed_window
 from ..routing import Params
 
 
@@ -46,36 +43,24 @@ async def get_blob(request: web.Request, params: Params) -> web.StreamResponse:
         url = await logic.blob_redirect_url(digest)
         if url:
             return web.Response(status=307, headers={"Location": url, "Docker-Content-Digest": str(digest)})
-    header = request.headers.get(hdrs.RANGE)
-    window = byte_range(header, blob.size)
+    header = request.headers.get(hdrs.RANGE) if files.range_applies(request, headers["ETag"]) else None
+    headers["Content-Type"] = "application/octet-stream"
+    framing = ranges.framing(ranges.byte_ranges(header, blob.size), blob.size, headers)
     local = logic.blob_local_path(digest)
     if local is not None:
-        # sendfile of the window parsed above
-        # aiohttp would answer a missing file with a bare 404; one stat of a hot inode costs less than a thread hop
-        if not os.path.isfile(local):  # noqa: ASYNC240
-            raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}, message="blob missing from storage")
-        headers["Content-Type"] = "application/octet-stream"
-        return files.BlobFileResponse(local, window, headers)
-    return await _stream_blob(request, logic, digest, blob.size, window, headers)
-
-
-async def _stream_blob(
-    request: web.Request,
-    logic: Registry,
-    digest: Digest,
-    size: int,
-    window: tuple[int, int] | None,
-    headers: dict[str, str],
-) -> web.StreamResponse:
-    status, start, stop = streamed_window(window, size, headers)
-    stream = aiter(logic.blob_stream(digest, start, stop - start))
+        try:  # on the loop: opening a hot inode costs less than a thread hop
+            file = open(local, "rb")  # noqa: ASYNC230, SIM115 - closed below
+        except FileNotFoundError:
+            raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}, message="blob missing from storage") from None
+        with file:
+            return await files.send_file(request, file, blob.size, framing, headers)
+    chunks = files.framed_reads(framing, lambda start, stop: logic.blob_stream(digest, start, stop - start))
     try:
-        first = await anext(stream, b"")  # a blob missing from storage is still an error the client can read
+        first = await anext(chunks, b"")  # a blob missing from storage is still an error the client can read
     except exceptions.FileNotFoundError:
         raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}, message="blob missing from storage") from None
-    response = web.StreamResponse(status=status, headers=headers)
-    response.content_type = "application/octet-stream"
-    return await files.send_stream(request, response, stop - start, first, stream)
+    response = web.StreamResponse(status=framing.status, headers=headers)
+    return await files.send_stream(request, response, framing.length, first, chunks)
 
 
 async def delete_blob(request: web.Request, params: Params) -> web.StreamResponse:
