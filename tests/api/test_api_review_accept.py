@@ -12,12 +12,15 @@ from registry_api import (
     OCI_MANIFEST,
     Pushed,
     assert_error,
+    canonical,
     image_manifest,
     index_manifest,
     push,
+    sha256,
     unique_repo,
     xfail_on_distribution,
 )
+from registry_process import implementation
 
 
 @pytest.fixture
@@ -96,3 +99,34 @@ def test_docker_image_is_refused_to_an_oci_only_client(client: httpx.Client) -> 
     push(client, repo, manifest, "docker")
     assert_error(_get(client, repo, "docker", [OCI_MANIFEST, OCI_INDEX]), 404, "MANIFEST_UNKNOWN")
     assert _get(client, repo, "docker", [DOCKER_MANIFEST]).content == manifest.body
+
+
+def test_a_docker_list_by_tag_is_its_linux_amd64_image_to_a_client_that_cannot_read_lists(client: httpx.Client) -> None:
+    """What CNCF Distribution does for Docker engines that predate manifest lists and minimal clients listing only
+    schema 2: a tag naming a list is served as the list's linux/amd64 image (its own digest and type); by digest,
+    or when the list has no such image, the client gets the usual 404."""
+    repo = unique_repo("accept")
+    images = [image_manifest(client, repo, media_type=DOCKER_MANIFEST) for _ in range(2)]
+    for image in images:
+        push(client, repo, image)
+    docker_list = index_manifest(images, media_type=DOCKER_LIST)  # amd64, then arm64
+    push(client, repo, docker_list, "multi")
+    if implementation() == "ours":  # Distribution serves a list by digest whatever Accept says, and answers 400
+        assert_error(_get(client, repo, docker_list.digest, [DOCKER_MANIFEST]), 404, "MANIFEST_UNKNOWN")
+        assert_error(_get(client, repo, "multi", [OCI_MANIFEST]), 404, "MANIFEST_UNKNOWN")  # no OCI image in it
+    for method in ("GET", "HEAD"):
+        response = _get(client, repo, "multi", [DOCKER_MANIFEST], method)
+        assert response.status_code == 200, response.text
+        assert response.headers["Docker-Content-Digest"] == images[0].digest
+        assert response.headers["Content-Type"] == DOCKER_MANIFEST
+    assert _get(client, repo, "multi", [DOCKER_MANIFEST]).content == images[0].body
+    assert _get(client, repo, "multi", [DOCKER_MANIFEST, DOCKER_LIST]).content == docker_list.body
+
+    arm_only = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_LIST,
+        "manifests": [images[1].as_descriptor(platform={"architecture": "arm64", "os": "linux"})],
+    }
+    body = canonical(arm_only)
+    push(client, repo, Pushed(body, DOCKER_LIST, sha256(body)), "arm")
+    assert_error(_get(client, repo, "arm", [DOCKER_MANIFEST]), 404, "MANIFEST_UNKNOWN")

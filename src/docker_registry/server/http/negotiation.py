@@ -2,7 +2,9 @@
 
 A client that lists the manifest types it understands must not be handed another one it would misparse (an OCI
 index given to a client that only reads Docker image manifests). Distribution answers such a pull, by tag or by
-digest, with 404 MANIFEST_UNKNOWN, "... found, but accept header does not support ...". Unlike Distribution, `*/*`
+digest, with 404 MANIFEST_UNKNOWN, "... found, but accept header does not support ..."; so does this registry, but
+for a Docker manifest list asked for by tag, which both serve as the list's linux/amd64 image
+(`Registry.default_platform`; Distribution also serves the list itself by digest). Unlike Distribution, `*/*`
 and `type/*` accept anything (containerd sends `*/*`), types compare case-insensitively, and `q=0` excludes a type;
 other quality values do not matter, since the stored manifest exists in one type only.
 """

@@ -13,7 +13,7 @@ from typing import Any
 
 from docker_registry.core.digest import Digest, DigestError, Hasher, parse_digest
 
-from ..store.models import Descriptor, Manifest
+from ..store.models import Descriptor, Manifest, StoredManifest
 from .errors import MANIFEST_INVALID, RegistryError
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -83,6 +83,21 @@ def _media_type(content_type: str, body: dict[str, Any]) -> str:
     if media_type not in SUPPORTED_TYPES:
         raise _invalid(f"unsupported manifest media type {media_type!r}")
     return media_type
+
+
+def default_platform(index: StoredManifest) -> Digest | None:
+    """The linux/amd64 image of a Docker manifest list, which CNCF Distribution serves in the list's place, by tag,
+    to a client that does not accept lists (Docker engines before manifest lists, minimal clients that list only
+    schema 2 in `Accept`): the platform such clients ran on. None for an OCI index (Distribution serves those to no
+    such client either) or a list without that platform."""
+    if index.media_type != DOCKER_MANIFEST_LIST:
+        return None
+    entries = json.loads(index.content).get("manifests") or []  # validated when pushed
+    for entry in entries:
+        platform = entry.get("platform") or {}
+        if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
+            return parse_digest(entry["digest"])
+    return None
 
 
 def digest_of(raw: bytes, algorithm: str = "sha256") -> Digest:

@@ -29,7 +29,7 @@ from .errors import (
     RegistryError,
 )
 from .events import BLOB_MEDIA_TYPE, Action, EventRecorder, Target, pulled_target
-from .manifests import OCI_INDEX, parse_manifest
+from .manifests import OCI_INDEX, default_platform, parse_manifest
 from .uploads import Uploads
 
 K = TypeVar("K")
@@ -130,6 +130,17 @@ class Registry:
             size = len(manifest.content)
             self.events.pulled(pulled_target("manifest", repository, digest, manifest.media_type, size, tag))
         return digest, manifest
+
+    async def default_platform(self, repository: str, index: StoredManifest) -> tuple[Digest, StoredManifest] | None:
+        """The image served by tag in place of a Docker manifest list to a client that cannot read one
+        (`manifests.default_platform`), if the list has it and the repository holds it."""
+        child = default_platform(index)
+        if child is None:
+            return None
+        try:
+            return await self.get_manifest(repository, child)
+        except RegistryError:  # a pull-through cache holds an index's other images only once pulled
+            return None
 
     async def _manifest_unknown(self, repository: str, reference: str | Digest) -> RegistryError:
         if not await self.store.repository_exists(repository):

@@ -24,13 +24,19 @@ def _pulled_reference(reference: str) -> str | Digest:
 
 async def get_manifest(request: web.Request, params: Params) -> web.StreamResponse:
     reference = _pulled_reference(params["reference"])
-    digest, manifest = await registry(request).get_manifest(params.name, reference)
-    if not negotiation.accepts(request.headers.getall("Accept", []), manifest.media_type):
-        raise RegistryError(
-            MANIFEST_UNKNOWN,
-            {"reference": str(reference), "mediaType": manifest.media_type},
-            message=f"{manifest.media_type} found, but accept header does not support it",
-        )
+    logic = registry(request)
+    digest, manifest = await logic.get_manifest(params.name, reference)
+    accept = request.headers.getall("Accept", [])
+    if not negotiation.accepts(accept, manifest.media_type):
+        # by tag, a Docker manifest list's linux/amd64 image, as Distribution serves to clients that predate lists
+        fallback = None if isinstance(reference, Digest) else await logic.default_platform(params.name, manifest)
+        if fallback is None or not negotiation.accepts(accept, fallback[1].media_type):
+            raise RegistryError(
+                MANIFEST_UNKNOWN,
+                {"reference": str(reference), "mediaType": manifest.media_type},
+                message=f"{manifest.media_type} found, but accept header does not support it",
+            )
+        digest, manifest = fallback
     etag = f'"{digest}"'
     headers = {"Docker-Content-Digest": str(digest), "ETag": etag}
     if request.headers.get("If-None-Match") == etag:
