@@ -209,6 +209,27 @@ def test_pull_events_name_each_client_even_on_one_connection(
     assert pulls[0]["target"]["url"].startswith("http://")
 
 
+def test_a_look_at_a_manifest_in_the_web_ui_is_no_pull(
+    make_registry: Callable[..., RegistryProcess], receiver: Receiver
+) -> None:
+    """Receivers count pulls (scanners, usage reports): a person reading the manifest's page in the web UI pulls
+    nothing, a client's GET does."""
+    server = make_registry(extra_config=notifying(receiver), workers=1)
+    repo = unique_repo("looked")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        image = image_manifest(client, repo)
+        push(client, repo, image, "v1")
+        for reference in ("v1", image.digest):
+            page = client.get(f"/ui/repositories/{repo}/-/manifests/{reference}")
+            assert page.status_code == 200
+            assert image.digest in page.text
+        assert get_manifest(client, repo, "v1").status_code == 200
+    events = receiver.wait_for(lambda got: any(e["action"] == "pull" for e in got))
+    time.sleep(1.0)  # anything recorded after the pull would have arrived by now
+    pulls = [e for e in receiver.events if e["action"] == "pull"]
+    assert summary(pulls) == [("pull", repo, image.digest, "v1")], summary(events)
+
+
 def test_no_endpoint_records_nothing(make_registry: Callable[..., RegistryProcess], receiver: Receiver) -> None:
     server = make_registry(extra_config={"notifications": {"endpoints": [receiver.endpoint(disabled=True)]}}, workers=1)
     repo = unique_repo("quiet")

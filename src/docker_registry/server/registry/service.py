@@ -116,8 +116,11 @@ class Registry:
             raise await self._manifest_unknown(repository, reference)
         return digest
 
-    async def get_manifest(self, repository: str, reference: str | Digest) -> tuple[Digest, StoredManifest]:
-        """A manifest by tag or digest, with its digest."""
+    async def get_manifest(
+        self, repository: str, reference: str | Digest, *, pulled: bool = True
+    ) -> tuple[Digest, StoredManifest]:
+        """A manifest by tag or digest, with its digest; `pulled=False` for a look at it that is no pull (the web
+        UI's page of it), which notifications do not report."""
         digest = await self.resolve(repository, reference)
         # resolve() refreshed already for a tag; the manifest then comes from the same generation
         generation = self.cache.refresh() if isinstance(reference, Digest) else self.cache.generation
@@ -125,7 +128,7 @@ class Registry:
         manifest = await self._read_through(self.cache.manifests, key, partial(self.store.manifest, *key), generation)
         if manifest is None:
             raise await self._manifest_unknown(repository, reference)
-        if self.events is not None:
+        if pulled and self.events is not None:
             tag = None if isinstance(reference, Digest) else reference
             size = len(manifest.content)
             self.events.pulled(pulled_target("manifest", repository, digest, manifest.media_type, size, tag))
@@ -209,8 +212,8 @@ class Registry:
         ).encode()
 
     # --- blobs -----------------------------------------------------------------------------------------------
-    async def blob(self, repository: str, digest: Digest) -> Blob:
-        """A blob this repository may serve, else BLOB_UNKNOWN."""
+    async def blob(self, repository: str, digest: Digest, *, pulled: bool = True) -> Blob:
+        """A blob this repository may serve, else BLOB_UNKNOWN; `pulled=False` as for `get_manifest`."""
         generation = self.cache.refresh()
         key = (repository, digest)
         size = self.cache.blobs.get(key)
@@ -232,7 +235,7 @@ class Registry:
             blob = Blob(digest, len(manifest.content), manifest)
         else:
             raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)})
-        if self.events is not None:
+        if pulled and self.events is not None:
             self.events.pulled(pulled_target("blob", repository, digest, BLOB_MEDIA_TYPE, blob.size, None))
         return blob
 

@@ -363,7 +363,7 @@ class UI:
         registry = self.registry(request)
         try:
             digest = parse_digest(view.config.digest)
-            await registry.blob(repository, digest)  # linked to this repository, or not shown
+            await registry.blob(repository, digest, pulled=False)  # linked to this repository, or not shown
             chunks = [chunk async for chunk in registry.blob_stream(digest, 0, view.config.size)]
         except (RegistryError, UnspecifiedError, OSError):
             return None
@@ -394,7 +394,7 @@ class UI:
     async def _manifest(self, request: web.Request, viewer: Viewer, name: str, reference: str) -> web.Response:
         registry = self.registry(request)
         try:
-            digest, stored = await registry.get_manifest(name, names.check_reference(reference))
+            digest, stored = await registry.get_manifest(name, names.check_reference(reference), pulled=False)
         except RegistryError:
             return self.error(request, 404, "No such manifest.")
         view = read_manifest(stored.media_type, stored.content)
