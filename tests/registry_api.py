@@ -5,6 +5,8 @@ Everything here talks to a registry the way a client does (httpx, raw sockets); 
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import json
 import os
 import re
@@ -237,3 +239,19 @@ def raw_status(answer: bytes) -> int:
     status_line = answer.split(b"\r\n", 1)[0]
     assert status_line.startswith(b"HTTP/"), answer[:200]
     return int(status_line.split()[1])
+
+
+def byteranges(answer: httpx.Response) -> list[tuple[str, bytes]]:
+    """The parts of a `multipart/byteranges` answer: each one's `Content-Range` and bytes."""
+    assert answer.status_code == 206, answer.text
+    assert answer.headers["Content-Type"].startswith("multipart/byteranges; boundary=")
+    assert int(answer.headers["Content-Length"]) == len(answer.content)
+    head = f"Content-Type: {answer.headers['Content-Type']}\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + answer.content)
+    parts = []
+    for part in message.iter_parts():
+        assert part.get_content_type() == "application/octet-stream"
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        parts.append((str(part["Content-Range"]), payload))
+    return parts

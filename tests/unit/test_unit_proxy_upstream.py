@@ -30,9 +30,10 @@ def test_retry_after_in_seconds_or_as_a_date_within_bounds() -> None:
     assert throttle_seconds(None) == THROTTLE_DEFAULT
     assert throttle_seconds("soon") == THROTTLE_DEFAULT
     assert throttle_seconds("0") == 1  # asking again at once would only add to the count
-    assert throttle_seconds("-5") == 1
+    assert throttle_seconds("-5") == THROTTLE_DEFAULT  # not a delay RFC 9110 allows
+    assert throttle_seconds("9" * 400) == THROTTLE_DEFAULT  # nor one anyone means (and no float holds it)
     assert throttle_seconds(email.utils.formatdate(time.time() - 600, usegmt=True)) == 1
-    assert throttle_seconds("999999999") == THROTTLE_LONGEST
+    assert throttle_seconds("999999999999") == THROTTLE_LONGEST
 
 
 def test_a_token_service_answering_429_leaves_the_upstream_alone_for_its_retry_after() -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from docker_registry.server.http.files import framed_reads
 from docker_registry.server.http.ranges import Window, byte_ranges, framing
 from docker_registry.server.registry.errors import RANGE_INVALID, RegistryError
 
@@ -95,3 +97,29 @@ def test_framing_of_the_whole_blob_one_window_and_several() -> None:
     again: dict[str, str] = {}
     framing([(90, 100), (0, 5)], 100, again)
     assert again["Content-Type"] != headers["Content-Type"]  # a new random boundary each time
+
+
+async def test_storage_reads_are_framed_to_each_windows_bytes_exactly() -> None:
+    """Streamed from storage (S3), each window's bytes are what its framing announced: extra bytes a read gives
+    are left out, and a read that gives fewer is an error (the answer is cut), never a gap framed as data."""
+    blob = bytes(range(100))
+
+    def reading(give: Callable[[int, int], bytes]) -> Callable[[int, int], AsyncIterator[bytes]]:
+        async def read(start: int, stop: int) -> AsyncIterator[bytes]:
+            data = give(start, stop)
+            for at in range(0, len(data), 7):  # in pieces, as a stream comes
+                yield data[at : at + 7]
+
+        return read
+
+    several = framing([(90, 100), (0, 30)], 100, {})
+    expected = b"".join(head + blob[start:stop] for head, start, stop in several.parts) + several.end
+    exact = [chunk async for chunk in framed_reads(several, reading(lambda start, stop: blob[start:stop]))]
+    assert b"".join(exact) == expected
+    generous = [chunk async for chunk in framed_reads(several, reading(lambda start, stop: blob[start:]))]
+    assert b"".join(generous) == expected
+    short = framed_reads(several, reading(lambda start, stop: blob[start : stop - 1]))
+    with pytest.raises(OSError, match="9 of the 10 bytes from 90"):
+        [chunk async for chunk in short]
+    whole = framing(None, 0, {})
+    assert [chunk async for chunk in framed_reads(whole, reading(lambda start, stop: b""))] == []

@@ -71,8 +71,11 @@ SERVER_HEADER = "docker-registry"
 CLIENT_MAX_SIZE = 16 * 1024 * 1024
 """Only for bodies aiohttp itself buffers (none of ours): uploads and manifests are read as streams."""
 MAX_FIELD_SIZE = 64 * 1024
-"""Longest header line taken: a zstd:chunked pull asks for up to 1,024 byte ranges of a layer in one `Range`
-(some 20-25 KB); Go's servers take 1 MB of headers."""
+"""Longest header line taken: a zstd:chunked pull asks for up to 1,024 byte ranges of a layer in one `Range` (some
+20-25 KB with a large layer's offsets)."""
+MAX_HEADERS = 32
+"""Header lines taken: clients send about ten, proxies add a few. With `MAX_FIELD_SIZE`, a request's headers hold
+at most 2 MiB, aiohttp's default bound (128 lines of 16 KiB) before the ranges needed longer lines."""
 
 
 def create_app(config: Config) -> web.Application:
@@ -95,7 +98,11 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=middlewares,
         client_max_size=CLIENT_MAX_SIZE,
-        handler_args={"max_field_size": MAX_FIELD_SIZE, "read_bufsize": body.READ_BUFFER_SIZE},
+        handler_args={
+            "max_field_size": MAX_FIELD_SIZE,
+            "max_headers": MAX_HEADERS,
+            "read_bufsize": body.READ_BUFFER_SIZE,
+        },
     )
     app[CONFIG_KEY] = config
     app[MONITOR_KEY] = monitor

@@ -100,7 +100,20 @@ def _cut(request: web.Request, e: Exception) -> web.Response:
     transport = request.transport
     if transport is not None:
         transport.close()
-    return web.Response(status=500 if not isinstance(e, RegistryError) else e.status)
+    return _Cut(500 if not isinstance(e, RegistryError) else e.status, request.writer.output_size)
+
+
+class _Cut(web.Response):
+    """What the access log and metrics see of a cut answer: its status, and the bytes that did go out (the answer
+    itself is never written: its connection is closing)."""
+
+    def __init__(self, status: int, sent: int) -> None:
+        super().__init__(status=status)
+        self._sent = sent
+
+    @property
+    def body_length(self) -> int:
+        return self._sent
 
 
 def http09_refusal() -> bytes:

@@ -42,6 +42,7 @@ async def sendfile(request: web.BaseRequest, file: BinaryIO, offset: int, count:
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("the client went away")  # as a write to it would
+    file.seek(offset)  # asyncio's copying fallback reads from the file's position (the native path leaves it moved)
     sent = await asyncio.get_running_loop().sendfile(transport, file, offset, count)
     request.writer.output_size += sent
     return sent
@@ -54,7 +55,8 @@ async def send_file(
     client sees fewer bytes than announced) rather than completing it with other bytes than the blob's."""
     response = web.StreamResponse(status=framing.status, headers=headers)
     response.content_length = framing.length
-    await response.prepare(request)
+    if await _headers_only(request, response):
+        return response
     for head, start, stop in framing.parts:
         if head:
             await response.write(head)
@@ -66,13 +68,21 @@ async def send_file(
 
 async def framed_reads(framing: Framing, read: Callable[[int, int], AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
     """The framed windows as storage reads them (`read(start, stop)`). Each window's head goes out with the window's
-    first bytes, so the first chunk of all is read from storage: a blob missing there fails before any header."""
+    first bytes, so the first chunk of all is read from storage: a blob missing there fails before any header.
+    Storage giving fewer bytes than a window holds is an error (the answer is cut, never framed around a gap);
+    more are left out."""
     for head, start, stop in framing.parts:
-        chunks = aiter(read(start, stop))
-        first = await anext(chunks, b"")
-        yield head + first if head else first
-        async for chunk in chunks:
-            yield chunk
+        left = stop - start
+        async for chunk in read(start, stop):
+            if len(chunk) > left:
+                chunk = chunk[:left]
+            left -= len(chunk)
+            if head:
+                chunk, head = head + chunk, b""
+            if chunk:
+                yield chunk
+        if left:
+            raise OSError(f"storage gave {stop - start - left} of the {stop - start} bytes from {start} of a blob")
     if framing.end:
         yield framing.end
 
@@ -83,9 +93,20 @@ async def send_stream(
     """Send a storage read whose first chunk the caller already holds: reading it before the headers go out lets a
     file missing from storage still be answered with an error instead of a cut-off body."""
     response.content_length = length
-    await response.prepare(request)
+    if await _headers_only(request, response):
+        return response
     await response.write(first)
     async for chunk in rest:
         await response.write(chunk)
     await response.write_eof()
     return response
+
+
+async def _headers_only(request: web.Request, response: web.StreamResponse) -> bool:
+    """Send the headers; True, with the answer ended, for a HEAD (routes that serve GET answer HEAD too): aiohttp
+    sends whatever body a handler writes, even to a HEAD, where the client would read it as its next answer."""
+    await response.prepare(request)
+    if request.method != "HEAD":
+        return False
+    await response.write_eof()
+    return True

@@ -4,8 +4,9 @@ Satisfiable ranges are served in the order asked: one as a 206 with `Content-Ran
 `multipart/byteranges` answer (14.6), which zstd:chunked and eStargz pulls ask for to fetch only the files a layer
 adds. Ranges starting past the end are left out; when none is left the answer is 416 with `Content-Range:
 bytes */<size>`. Another unit or a malformed value is ignored and the whole blob is served, as RFC 9110 allows; so
-are ranges adding up to more than the blob, as Go's net/http does: only overlaps do that, and a few bytes of header
-asking for the same bytes many times over would otherwise cost a large answer.
+are ranges adding up to more than the blob, as Go's net/http does (only overlaps do that: a few bytes of header
+asking for the same bytes many times over would cost a large answer), and more than `MOST_RANGES` (each costs a
+`sendfile`, or a storage read on S3).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from ..registry.errors import RANGE_INVALID, RegistryError
 
 Window = tuple[int, int]
 """Bytes `[start, stop)` of a blob."""
+MOST_RANGES = 1024
+"""The most ranges served in one answer: what containers/storage asks for at most in one request of a zstd:chunked
+layer (`maxNumberMissingChunks`)."""
 _SPEC = re.compile(r"^(\d{0,100})-(\d{0,100})$")
 """Positions of any size a client may write (a last position past the end is trimmed to it); the bound only keeps
 a hostile header from costing a long integer conversion."""
@@ -56,7 +60,7 @@ def byte_ranges(header: str | None, size: int) -> list[Window] | None:
         raise RegistryError(
             RANGE_INVALID, f"range not satisfiable for {size} bytes", headers={"Content-Range": f"bytes */{size}"}
         )
-    if len(windows) > 1 and sum(stop - start for start, stop in windows) > size:
+    if len(windows) > MOST_RANGES or (len(windows) > 1 and sum(stop - start for start, stop in windows) > size):
         return None
     return windows
 

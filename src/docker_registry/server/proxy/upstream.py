@@ -48,6 +48,8 @@ THROTTLE_DEFAULT = 30.0
 """Seconds an upstream is left alone after a 429 that gave no usable `Retry-After`."""
 THROTTLE_LONGEST = 3600.0
 """The longest a `Retry-After` keeps the cache from asking: a wrong or huge value does not cut it off for days."""
+_DELAY = re.compile(r"\d{1,12}")
+"""`Retry-After` in seconds (RFC 9110 10.2.3); more digits than this are no delay anyone means."""
 REASON_LENGTH = 300
 """Characters of the upstream's own message passed on to clients."""
 
@@ -256,11 +258,12 @@ def throttle_seconds(retry_after: str | None) -> float:
     """How long a 429's `Retry-After` (seconds, or an HTTP date) asks us to wait, within sane bounds."""
     if retry_after is None:
         return THROTTLE_DEFAULT
-    try:
-        seconds = float(int(retry_after.strip()))
-    except ValueError:
+    value = retry_after.strip()
+    if _DELAY.fullmatch(value):
+        seconds = float(value)
+    else:
         try:
-            seconds = email.utils.parsedate_to_datetime(retry_after).timestamp() - time.time()
-        except (TypeError, ValueError):
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
             return THROTTLE_DEFAULT
     return min(max(seconds, 1.0), THROTTLE_LONGEST)

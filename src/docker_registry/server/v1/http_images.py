@@ -120,7 +120,7 @@ async def get_layer(request: web.Request, params: Params) -> web.StreamResponse:
     if local is not None:
         try:  # on the loop: opening a hot inode costs less than a thread hop
             file = open(local, "rb")  # noqa: ASYNC230, SIM115 - closed below
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise V1Error("Image layer missing from storage", 404) from None
         with file:
             return await files.send_file(request, file, size, framing, headers)

@@ -50,7 +50,7 @@ async def get_blob(request: web.Request, params: Params) -> web.StreamResponse:
     if local is not None:
         try:  # on the loop: opening a hot inode costs less than a thread hop
             file = open(local, "rb")  # noqa: ASYNC230, SIM115 - closed below
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}, message="blob missing from storage") from None
         with file:
             return await files.send_file(request, file, blob.size, framing, headers)
