@@ -100,26 +100,36 @@ def test_framing_of_the_whole_blob_one_window_and_several() -> None:
 
 
 async def test_storage_reads_are_framed_to_each_windows_bytes_exactly() -> None:
-    """Streamed from storage (S3), each window's bytes are what its framing announced: extra bytes a read gives
-    are left out, and a read that gives fewer is an error (the answer is cut), never a gap framed as data."""
-    blob = bytes(range(100))
+    """Streamed from storage (S3), each window's bytes are what its framing announced, wherever the storage's chunks
+    end; a read that gives fewer is an error (the answer is cut), never a gap framed as data."""
+    blob = bytes(range(256)) * 40
+    reads: list[tuple[int, int]] = []
 
     def reading(give: Callable[[int, int], bytes]) -> Callable[[int, int], AsyncIterator[bytes]]:
         async def read(start: int, stop: int) -> AsyncIterator[bytes]:
+            reads.append((start, stop))
             data = give(start, stop)
             for at in range(0, len(data), 7):  # in pieces, as a stream comes
                 yield data[at : at + 7]
 
         return read
 
-    several = framing([(90, 100), (0, 30)], 100, {})
-    expected = b"".join(head + blob[start:stop] for head, start, stop in several.parts) + several.end
-    exact = [chunk async for chunk in framed_reads(several, reading(lambda start, stop: blob[start:stop]))]
-    assert b"".join(exact) == expected
-    generous = [chunk async for chunk in framed_reads(several, reading(lambda start, stop: blob[start:]))]
-    assert b"".join(generous) == expected
-    short = framed_reads(several, reading(lambda start, stop: blob[start : stop - 1]))
-    with pytest.raises(OSError, match="9 of the 10 bytes from 90"):
-        [chunk async for chunk in short]
-    whole = framing(None, 0, {})
-    assert [chunk async for chunk in framed_reads(whole, reading(lambda start, stop: b""))] == []
+    async def body(windows: list[Window] | None, give: Callable[[int, int], bytes]) -> tuple[bytes, bytes]:
+        framed = framing(windows, len(blob), {})
+        expected = b"".join(head + blob[start:stop] for head, start, stop in framed.parts) + framed.end
+        return b"".join([chunk async for chunk in framed_reads(framed, reading(give))]), expected
+
+    exact = body([(9000, 9100), (0, 30), (35, 36), (100, 200)], lambda start, stop: blob[start:stop])
+    got, expected = await exact
+    assert got == expected
+    assert reads == [(9000, 9100), (0, 200)]  # one read for the windows that follow each other closely
+    got, expected = await body(None, lambda start, stop: blob[start:stop])
+    assert got == expected == blob
+    short = body([(9000, 9100), (0, 30)], lambda start, stop: blob[start : stop - 1])
+    with pytest.raises(OSError, match="99 of the 100 bytes from 9000"):
+        await short
+    reads.clear()
+    far = 2 * 1024 * 1024
+    framed = framing([(0, 10), (far, far + 10)], far + 20, {})
+    [chunk async for chunk in framed_reads(framed, reading(lambda start, stop: bytes(stop - start)))]
+    assert reads == [(0, 10), (far, far + 10)]  # farther apart than a request costs: each window its own read

@@ -34,6 +34,12 @@ def range_applies(request: web.Request, etag: str) -> bool:
     return value is None or value.strip() == etag
 
 
+READ_THROUGH = 1024 * 1024
+"""Bytes between two windows that one storage read goes through rather than ending and starting another: on S3 a
+request costs more (tens of milliseconds) than reading that much, and a zstd:chunked pull asks for up to 1,024
+windows at once."""
+
+
 async def sendfile(request: web.BaseRequest, file: BinaryIO, offset: int, count: int) -> int:
     """Up to `count` bytes of `file` from `offset`, sent by the kernel after what the answer wrote so far (fewer
     only at the end of the file); asyncio copies through Python where the kernel cannot (TLS). They are counted as
@@ -66,29 +72,76 @@ async def send_file(
     return response
 
 
-async def framed_reads(framing: Framing, read: Callable[[int, int], AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
-    """The framed windows as storage reads them (`read(start, stop)`). Each window's head goes out with the window's
-    first bytes, so the first chunk of all is read from storage: a blob missing there fails before any header.
-    Storage giving fewer bytes than a window holds is an error (the answer is cut, never framed around a gap);
-    more are left out."""
-    for head, start, stop in framing.parts:
-        left = stop - start
-        async for chunk in read(start, stop):
-            if len(chunk) > left:
-                chunk = chunk[:left]
-            left -= len(chunk)
-            if head:
-                chunk, head = head + chunk, b""
-            if chunk:
-                yield chunk
-        if left:
-            raise OSError(f"storage gave {stop - start - left} of the {stop - start} bytes from {start} of a blob")
+async def framed_reads(
+    framing: Framing, read: Callable[[int, int], AsyncIterator[bytes]]
+) -> AsyncIterator[bytes | memoryview]:
+    """The framed windows as storage reads them (`read(start, stop)`): windows in ascending order with less than
+    `READ_THROUGH` between them are one read. Each window's head goes out with the window's first bytes, so the first
+    chunk of all is read from storage: a blob missing there fails before any header. Storage giving fewer bytes than
+    a window holds is an error (the answer is cut, never framed around a gap)."""
+    for run in _runs(framing.parts):
+        chunks = aiter(read(run[0][1], run[-1][2]))
+        stream, position = _Stream(chunks), run[0][1]
+        try:
+            for head, start, stop in run:
+                await stream.skip(start - position)
+                left = stop - start
+                async for piece in stream.take(left):
+                    left -= len(piece)
+                    yield head + piece if head else piece
+                    head = b""
+                if left:
+                    raise OSError(f"storage gave {stop - start - left} of the {stop - start} bytes from {start}")
+                position = stop
+        finally:
+            close = getattr(chunks, "aclose", None)  # a read ended where the run does, not at its own end
+            if close is not None:
+                await close()
     if framing.end:
         yield framing.end
 
 
+def _runs(parts: list[tuple[bytes, int, int]]) -> list[list[tuple[bytes, int, int]]]:
+    """The windows in runs that one storage read serves: each after the one before, within `READ_THROUGH` of it."""
+    runs: list[list[tuple[bytes, int, int]]] = []
+    for part in parts:
+        if runs and 0 <= part[1] - runs[-1][-1][2] <= READ_THROUGH:
+            runs[-1].append(part)
+        else:
+            runs.append([part])
+    return runs
+
+
+class _Stream:
+    """A storage read taken apart at byte positions, its chunks sliced without copying."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    async def take(self, count: int) -> AsyncIterator[memoryview]:
+        """The next `count` bytes as they come; fewer only where the read ends."""
+        while count > 0:
+            if not self._pending:
+                chunk = await anext(self._chunks, None)
+                if chunk is None:
+                    return
+                self._pending = memoryview(chunk)
+            piece, self._pending = self._pending[:count], self._pending[count:]
+            count -= len(piece)
+            yield piece
+
+    async def skip(self, count: int) -> None:
+        async for _ in self.take(count):
+            pass
+
+
 async def send_stream(
-    request: web.Request, response: web.StreamResponse, length: int, first: bytes, rest: AsyncIterator[bytes]
+    request: web.Request,
+    response: web.StreamResponse,
+    length: int,
+    first: bytes | memoryview,
+    rest: AsyncIterator[bytes | memoryview],
 ) -> web.StreamResponse:
     """Send a storage read whose first chunk the caller already holds: reading it before the headers go out lets a
     file missing from storage still be answered with an error instead of a cut-off body."""
