@@ -1,5 +1,7 @@
-"""Blob bytes onto the wire: a file sent by the kernel (`sendfile`) or storage reads streamed, whole or in the
-windows a `Range` asks for (`ranges.framing`); and the conditional headers a blob's digest answers.
+"""Blob bytes onto the wire: a file sent by the kernel (`sendfile`; read with its headers when small) or storage
+reads streamed, whole or in the windows a `Range` asks for (`ranges.framing`); and the conditional headers a blob's
+digest answers. Files are opened and read on the event loop, as sendfile reads them there too: a thread hop costs
+more than a page-cache read.
 
 Not aiohttp's FileResponse: it tags a file with its mtime and size (a GET would carry another ETag than the HEAD,
 and `If-None-Match: "<digest>"` would never match), takes the length from the file rather than from the blob's
@@ -10,6 +12,7 @@ serves one range at most.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
@@ -34,6 +37,10 @@ def range_applies(request: web.Request, etag: str) -> bool:
     return value is None or value.strip() == etag
 
 
+SMALL_ANSWER = 64 * 1024
+"""Answers up to this size (most blobs pulled are image configs of a few KB, and a partial pull's windows are
+files) are read from the file and sent with their headers in one write: the kernel's sendfile saves copying the
+bytes, but costs a syscall and a wait on the socket's buffer per window, more than copying a few KB."""
 READ_THROUGH = 1024 * 1024
 """Bytes between two windows that one storage read goes through rather than ending and starting another: on S3 a
 request costs more (tens of milliseconds) than reading that much, and a zstd:chunked pull asks for up to 1,024
@@ -58,7 +65,11 @@ async def send_file(
     request: web.Request, file: BinaryIO, size: int, framing: Framing, headers: dict[str, str]
 ) -> web.StreamResponse:
     """The framed windows of a blob's file of `size` bytes. A file found shorter than that cuts the answer (the
-    client sees fewer bytes than announced) rather than completing it with other bytes than the blob's."""
+    client sees fewer bytes than announced) rather than completing it with other bytes than the blob's; in a
+    small answer, read before its headers go out, it is an error answer."""
+    if framing.length <= SMALL_ANSWER:
+        body = b"".join([head + _read(file, start, stop, size) for head, start, stop in framing.parts])
+        return web.Response(status=framing.status, body=body + framing.end, headers=headers)
     response = web.StreamResponse(status=framing.status, headers=headers)
     response.content_length = framing.length
     if await _headers_only(request, response):
@@ -70,6 +81,13 @@ async def send_file(
             raise OSError(f"{file.name} holds fewer bytes than the blob's {size}")
     await response.write_eof(framing.end)
     return response
+
+
+def _read(file: BinaryIO, start: int, stop: int, size: int) -> bytes:
+    data = os.pread(file.fileno(), stop - start, start)
+    if len(data) < stop - start:
+        raise OSError(f"{file.name} holds fewer bytes than the blob's {size}")
+    return data
 
 
 async def framed_reads(
