@@ -122,8 +122,9 @@ def test_metrics_after_pushes_and_pulls_across_both_workers_match_what_was_done(
     while True:  # counts land once each response is sent, and cache tallies once a second
         samples = scrape(debug_port)
         cache_lookups = total(samples, "registry_cache_requests_total")
+        blob_gets = value(samples, "registry_http_requests_total", method="GET", route="blob", code="200")
         if value(samples, "registry_http_requests_total", method="HEAD", route="blob", code="200") == heads and (
-            cache_lookups >= pulls
+            cache_lookups >= pulls and blob_gets == 20 * len(layers)
         ):
             break
         assert time.monotonic() < deadline, "the scrape never showed every request"

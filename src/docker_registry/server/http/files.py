@@ -41,6 +41,8 @@ SMALL_ANSWER = 64 * 1024
 """Answers up to this size (most blobs pulled are image configs of a few KB, and a partial pull's windows are
 files) are read from the file and sent with their headers in one write: the kernel's sendfile saves copying the
 bytes, but costs a syscall and a wait on the socket's buffer per window, more than copying a few KB."""
+SMALL_WINDOW = 16 * 1024
+"""Windows of a larger answer up to this size are read too, and written with the framing around them."""
 READ_THROUGH = 1024 * 1024
 """Bytes between two windows that one storage read goes through rather than ending and starting another: on S3 a
 request costs more (tens of milliseconds) than reading that much, and a zstd:chunked pull asks for up to 1,024
@@ -74,12 +76,22 @@ async def send_file(
     response.content_length = framing.length
     if await _headers_only(request, response):
         return response
+    pending: list[bytes] = []  # heads and small windows, written together
+    held = 0
     for head, start, stop in framing.parts:
-        if head:
-            await response.write(head)
-        if stop > start and await sendfile(request, file, start, stop - start) < stop - start:
+        pending.append(head)
+        held += len(head)
+        if stop - start <= SMALL_WINDOW:
+            pending.append(_read(file, start, stop, size))
+            held += stop - start
+            if held < SMALL_ANSWER:
+                continue
+        if held:
+            await response.write(b"".join(pending))
+        pending, held = [], 0
+        if stop - start > SMALL_WINDOW and await sendfile(request, file, start, stop - start) < stop - start:
             raise OSError(f"{file.name} holds fewer bytes than the blob's {size}")
-    await response.write_eof(framing.end)
+    await response.write_eof(b"".join([*pending, framing.end]))
     return response
 
 
