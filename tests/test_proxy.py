@@ -32,8 +32,9 @@ from proxy_upstreams import (
     redirecting_upstream,
     token_client,
     token_registry,
+    upstream_requests,
 )
-from registry_api import Pushed, assert_error, image_manifest, index_manifest, push, push_blob
+from registry_api import Pushed, assert_error, canonical, image_manifest, index_manifest, push, push_blob, sha256
 from registry_process import RegistryProcess, free_port
 from s3_server import on_filesystem_only
 
@@ -280,6 +281,47 @@ def test_an_official_image_asked_of_docker_hub_by_its_short_name_is_pulled_as_li
         "http://registry-1.docker.io/v2/library/alpine/manifests/3.20",
         "http://registry-1.docker.io/v2/someone/alpine/manifests/3.20",
     }
+
+
+def test_a_blob_stored_for_another_repository_is_served_only_where_the_upstream_has_it(
+    upstream: RegistryProcess, tmp_path: Path
+) -> None:
+    """Blobs are stored once, whatever repository they came from, but a repository serves only its own: through a
+    proxied name, a blob stored for another repository (cached, or pushed to a local one) is served when a manifest
+    cached under that name names it, or when the upstream has it in that repository, and not otherwise. Anyone
+    allowed to pull some proxied name could read every blob of the registry by digest, and each such request
+    added the name to the catalog."""
+    upstreams = [{"prefix": "hub", "remoteurl": upstream.url}]
+    cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config={"proxy": {"upstreams": upstreams}}).start()
+    try:
+        with client_for(upstream) as source, httpx.Client(base_url=cache.url, timeout=60) as client:
+            shared = seed(source, "library/base", "1")
+            layer = json.loads(shared.body)["layers"][0]["digest"]
+            _, blobs_of_base = pull_all(client, "hub/library/base", "1")
+            private = image_manifest(client, "team/private")
+            push(client, "team/private", private, "secret")  # a local repository beside the cache
+            secret = json.loads(private.body)["layers"][0]["digest"]
+            for name in ("hub/library/nothing", "hub/anyone/else"):
+                for digest in (layer, secret):
+                    assert_error(client.get(f"/v2/{name}/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+                    assert client.head(f"/v2/{name}/blobs/{digest}").status_code == 404
+            assert sorted(client.get("/v2/_catalog").json()["repositories"]) == ["hub/library/base", "team/private"]
+            # the same layer in other images of the upstream: served from what is stored, never fetched again
+            for name in ("library/derived", "library/third"):
+                mounted = source.post(f"/v2/{name}/blobs/uploads/", params={"mount": layer, "from": "library/base"})
+                assert mounted.status_code == 201
+                image = image_manifest(source, name, layers=1)
+                document = {**json.loads(image.body), "layers": json.loads(shared.body)["layers"][:1]}
+                body = canonical(document)
+                push(source, name, Pushed(body, OCI_MANIFEST, sha256(body)), "1")
+            # by digest alone: the upstream says it has it there
+            assert client.get(f"/v2/hub/library/derived/blobs/{layer}").content == blobs_of_base[layer]
+            # as a pull goes, the manifest first: it names the layer, and the upstream is not asked
+            assert pull_all(client, "hub/library/third", "1")[1][layer] == blobs_of_base[layer]
+            assert upstream_requests(upstream, "HEAD", f"library/third/blobs/{layer}") == 0
+            assert blob_gets(upstream, layer) == 1
+    finally:
+        cache.stop()
 
 
 def test_index_caches_the_index_and_the_platform_pulled(upstream: RegistryProcess, tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ from functools import partial
 import pytest
 
 from docker_registry.core.digest import Digest, parse_digest
-from docker_registry.server.store import manifests
+from docker_registry.server.store import manifests, migrate
 from docker_registry.server.store.collection import CollectionQueries
+from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.metadata import MetadataStore
 from docker_registry.server.store.models import Descriptor, Manifest
 
@@ -68,13 +69,25 @@ def test_a_write_that_refuses_does_not_keep_the_others_from_being_rehearsed(
     assert not store.proxy_fetch_claimed("key", time.time())
 
 
-def test_blob_sizes_tells_a_linked_blob_from_one_stored_for_another_repository(
-    stores: tuple[MetadataStore, CollectionQueries],
-) -> None:
-    store, _ = stores
+def test_blob_sizes_tells_a_linked_blob_from_one_stored_for_another_repository(database_url: str) -> None:
+    engine = create_engine(database_url)
+    migrate.upgrade(engine)
+    store = MetadataStore(engine)
+    try:
+        _blob_sizes(store)
+    finally:
+        store.close()
+
+
+def _blob_sizes(store: MetadataStore) -> None:
     layer = digest(b"layer")
-    assert store.blob_sizes("hub/app", layer) == (None, None)
+    assert store.blob_sizes("hub/app", layer) == (None, None, False)
     store.link_blob("hub/other", layer, 5)
-    assert store.blob_sizes("hub/app", layer) == (None, 5)  # the cache links it rather than fetching it again
+    # stored for another repository: the cache links it rather than fetching it again, once it knows the upstream
+    # has it for this name (here, by asking it)
+    assert store.blob_sizes("hub/app", layer) == (None, 5, False)
+    store.put_manifest("hub/app", image(b"layer"), ["v1"], (), False)  # cached from the upstream, unlinked layer
+    assert store.blob_sizes("hub/app", layer) == (None, 5, True)  # named by a manifest cached for this name
+    assert store.blob_sizes("hub/third", layer) == (None, 5, False)
     store.link_blob("hub/app", layer, 5)
-    assert store.blob_sizes("hub/app", layer) == (5, None)
+    assert store.blob_sizes("hub/app", layer) == (5, None, False)

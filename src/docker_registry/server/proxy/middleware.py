@@ -76,10 +76,14 @@ class ProxyHandlers:
         logic = registry(request)
         local = Params(target.local_name, params.parts)
         serve = blobs.head_blob if request.method == "HEAD" else blobs.get_blob
-        linked, size = await logic.store.read(logic.store.sync.blob_sizes, target.local_name, digest)
+        linked, size, named = await logic.store.read(logic.store.sync.blob_sizes, target.local_name, digest)
         if linked is not None:
             return await serve(request, local)
-        if size is not None:  # cached for another repository (or pushed locally): linked, never fetched again
+        if size is not None:  # stored for another repository (cached, or pushed locally): never fetched again
+            # but served here only if this name's upstream has it: a manifest cached for it names it, or the
+            # upstream says so; other repositories' blobs are not anyone's to read by digest through any name
+            if not named:
+                await self._upstream_size(target, digest)
             await logic.store.link_blob(target.local_name, digest, size)
             logic.cache.clear()
             return await serve(request, local)
@@ -120,13 +124,18 @@ class ProxyHandlers:
         self.stale("tags")
         return response
 
-    async def _upstream_head(self, target: Target, digest: Digest) -> web.StreamResponse:
+    async def _upstream_size(self, target: Target, digest: Digest) -> int | None:
+        """The blob's size in the upstream's repository (None when it names none); BLOB_UNKNOWN when the upstream
+        does not have it there, the upstream's trouble when it cannot say."""
         try:
-            size = await target.upstream.blob_size(target.remote_name, str(digest))
+            return await target.upstream.blob_size(target.remote_name, str(digest))
         except UpstreamNotFound:
             raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}) from None
         except UpstreamError as exc:
             raise exc.client_error() from None
+
+    async def _upstream_head(self, target: Target, digest: Digest) -> web.StreamResponse:
+        size = await self._upstream_size(target, digest)
         headers = {
             "Docker-Content-Digest": str(digest),
             "ETag": f'"{digest}"',

@@ -17,7 +17,7 @@ from docker_registry.core.digest import Digest
 from .base import REPOSITORY_ID_OF, StoreBase, per_dialect
 from .models import EventRecord
 from .prepared import Prepared
-from .tables import blob_pins, blobs, repositories, repository_blobs
+from .tables import blob_pins, blobs, manifest_references, manifests, repositories, repository_blobs
 
 PIN_SECONDS = 3600.0
 """How long an upload's pin protects a blob if the upload never links it (its process died): far longer than
@@ -38,6 +38,15 @@ _KNOWN_BLOB_SIZE = sa.select(blobs.c.size).where(
         ~sa.exists().where(blob_pins.c.digest == blobs.c.digest),
     ),
 )
+_NAMED_BY_A_MANIFEST = sa.exists(
+    sa.select(1)
+    .select_from(manifest_references.join(manifests, manifests.c.id == manifest_references.c.manifest_id))
+    .where(
+        manifest_references.c.digest == sa.bindparam("digest"),
+        sa.or_(manifest_references.c.kind == "blob", manifest_references.c.kind == "foreign"),
+        manifests.c.repository_id == REPOSITORY_ID_OF,
+    )
+).select()
 _UNLINK = repository_blobs.delete().where(
     repository_blobs.c.repository_id == REPOSITORY_ID_OF, repository_blobs.c.digest == sa.bindparam("digest")
 )
@@ -130,11 +139,18 @@ class BlobQueries(StoreBase):
         size: int | None = self._scalar(_KNOWN_BLOB_SIZE, {"digest": str(digest)})
         return size
 
-    def blob_sizes(self, repository: str, digest: Digest) -> tuple[int | None, int | None]:
-        """`blob_size` and, only when that is None, `known_blob_size`: the pull-through cache's first look at a
-        blob, in one hop to a database thread instead of two (a cold blob is fetched only after both)."""
+    def blob_sizes(self, repository: str, digest: Digest) -> tuple[int | None, int | None, bool]:
+        """`blob_size`; only when that is None, `known_blob_size`; and only when that is not, whether a manifest of
+        `repository` names the blob: the pull-through cache's first look at a blob, in one hop to a database
+        thread instead of several (a cold blob is fetched only after them)."""
         linked = self.blob_size(repository, digest)
-        return linked, self.known_blob_size(digest) if linked is None else None
+        if linked is not None:
+            return linked, None, False
+        known = self.known_blob_size(digest)
+        if known is None:
+            return None, None, False
+        named = bool(self._scalar(_NAMED_BY_A_MANIFEST, {"repository": repository, "digest": str(digest)}))
+        return None, known, named
 
     def link_blob(self, repository: str, digest: Digest, size: int, events: Sequence[EventRecord] = ()) -> None:
         def link(conn: sa.Connection) -> None:
