@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 from certificates import self_signed
 
-from oci_content import OCI_EMPTY, OCI_MANIFEST
+from oci_content import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST
 from proxy_upstreams import (
     PASSWORD,
     PULL_LIMIT,
@@ -322,6 +322,52 @@ def test_a_blob_stored_for_another_repository_is_served_only_where_the_upstream_
             assert blob_gets(upstream, layer) == 1
     finally:
         cache.stop()
+
+
+def test_referrers_come_from_the_upstream_or_say_it_has_no_referrers_api(
+    upstream: RegistryProcess, tmp_path: Path
+) -> None:
+    """Signatures and SBOMs are found through the referrers API: through the cache, the upstream's answer (one
+    pushed after the image was cached shows at once, the `artifactType` filter applies); a 404 where the upstream
+    has no referrers API (Distribution 2.8), so that clients look for the referrers tag, which the cache serves;
+    the cached referrers while the upstream is down. An empty index would tell clients there is nothing."""
+    ours = RegistryProcess(tmp_path / "ours-upstream", kind="ours").start()
+    upstreams = [{"prefix": "ours", "remoteurl": ours.url}, {"prefix": "dist", "remoteurl": upstream.url}]
+    cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config={"proxy": {"upstreams": upstreams}}).start()
+    try:
+        with (
+            httpx.Client(base_url=ours.url, timeout=60) as source,
+            httpx.Client(base_url=cache.url, timeout=60) as client,
+        ):
+            image = seed(source, "team/app", "1")
+            pull_all(client, "ours/team/app", "1")
+            signature = image_manifest(
+                source, "team/app", artifact_type="application/vnd.example.signature", subject=image
+            )
+            push(source, "team/app", signature)  # after the image was cached
+            sbom = image_manifest(source, "team/app", artifact_type="application/vnd.example.sbom", subject=image)
+            push(source, "team/app", sbom)
+            listed = client.get(f"/v2/ours/team/app/referrers/{image.digest}")
+            assert listed.status_code == 200
+            assert listed.headers["Content-Type"] == OCI_INDEX
+            assert {m["digest"] for m in listed.json()["manifests"]} == {signature.digest, sbom.digest}
+            only = client.get(
+                f"/v2/ours/team/app/referrers/{image.digest}", params={"artifactType": "application/vnd.example.sbom"}
+            )
+            assert [m["digest"] for m in only.json()["manifests"]] == [sbom.digest]
+            assert only.headers["OCI-Filters-Applied"] == "artifactType"
+            pull_all(client, "ours/team/app", signature.digest)  # cached, as a client verifying it would
+            ours.stop()
+            cached = client.get(f"/v2/ours/team/app/referrers/{image.digest}")
+            assert [m["digest"] for m in cached.json()["manifests"]] == [signature.digest]
+            assert "serving the cached referrers" in cache.log_path.read_text()
+        with client_for(upstream) as source, httpx.Client(base_url=cache.url, timeout=60) as client:
+            image = seed(source, "team/app", "1")
+            answer = client.get(f"/v2/dist/team/app/referrers/{image.digest}")
+            assert_error(answer, 404, "NOT_FOUND")
+    finally:
+        cache.stop()
+        ours.stop()
 
 
 def test_index_caches_the_index_and_the_platform_pulled(upstream: RegistryProcess, tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ from ..http.context import SERVED_NAME, registry
 from ..http.routing import ROUTE_NAME, WRITE_METHODS, Params, resolve
 from ..http.v2 import blobs, manifests
 from ..registry import names
-from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, UNSUPPORTED, RegistryError
+from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, NOT_FOUND, UNSUPPORTED, RegistryError
+from ..registry.manifests import OCI_INDEX
 from .flight import Flights
 from .manifests import Manifests
 from .pulls import PullRecorder
@@ -40,6 +41,8 @@ HANDLERS_KEY: web.AppKey[ProxyHandlers] = web.AppKey("proxy", "ProxyHandlers")  
 """Set when the worker's stores are open (`setup.running`)."""
 TAG_LIST_LIMIT = 16 * 1024 * 1024
 """Largest upstream tag list page read (Docker Hub's biggest repositories list a few hundred thousand tags)."""
+REFERRERS_LIMIT = 4 * 1024 * 1024
+"""Largest upstream referrers index read (a descriptor is some 300 bytes: thousands of signatures and SBOMs)."""
 PULL_ROUTES = frozenset({"manifest", "blob"})
 WRITE_ROUTES = frozenset({"blob-upload", "blob-upload-chunk"})
 
@@ -109,6 +112,31 @@ class ProxyHandlers:
         if link is not None:  # the next page, under the local name
             headers["Link"] = link.replace(f"/v2/{target.remote_name}/", f"/v2/{target.local_name}/", 1)
         return web.json_response(document, headers=headers)
+
+    async def referrers(
+        self, request: web.Request, target: Target, params: Params, local: Handler
+    ) -> web.StreamResponse:
+        """The upstream's referrers of a manifest while it answers (a signature or SBOM pushed there after the
+        image was cached shows at once), the cached ones when it cannot. An upstream without the referrers API
+        (404, as Distribution 2.8) gets its clients a 404 too, so that they look for the referrers tag instead
+        (`sha256-<hex>`), which the cache serves as any tag; an empty index would tell them there is nothing."""
+        digest = names.check_digest(params["digest"])
+        query = {"artifactType": request.query["artifactType"]} if request.query.get("artifactType") else {}
+        try:
+            raw, headers = await target.upstream.referrers(target.remote_name, str(digest), query, REFERRERS_LIMIT)
+            document = json.loads(raw)
+            if not (isinstance(document, dict) and isinstance(document.get("manifests"), list)):
+                raise UpstreamError("the upstream's referrers index is not one")
+        except UpstreamNotFound:
+            raise RegistryError(NOT_FOUND, message="the upstream has no referrers API: use the referrers tag") from None
+        except (UpstreamError, ValueError) as exc:
+            log.warning(
+                "serving the cached referrers of %s@%s, upstream unavailable: %s", target.local_name, digest, exc
+            )
+            return await local()
+        if "Link" in headers:  # the next page, under the local name
+            headers["Link"] = headers["Link"].replace(f"/v2/{target.remote_name}/", f"/v2/{target.local_name}/", 1)
+        return web.Response(body=raw, headers={**headers, "Content-Type": OCI_INDEX})
 
     async def _cached_tags(self, target: Target, local: Handler, reason: UpstreamError) -> web.StreamResponse:
         """The cached tags while the upstream cannot list them; a repository never cached has none to show, and
@@ -209,6 +237,8 @@ def middleware() -> Middleware:
         local = Params(target.local_name, params.parts)
         if route == "tags" and request.method == "GET":
             return await handlers.tags(request, target, partial(route_handler, request, local))
+        if route == "referrers" and request.method == "GET":
+            return await handlers.referrers(request, target, params, partial(route_handler, request, local))
         return await route_handler(request, local)
 
     return proxy

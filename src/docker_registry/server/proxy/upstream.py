@@ -237,6 +237,16 @@ class Upstream:
         async with self.request("GET", path, remote_name) as r:
             return await self._body(r, limit, "tag list"), r.headers.get("Link")
 
+    async def referrers(
+        self, remote_name: str, digest: str, query: dict[str, str], limit: int
+    ) -> tuple[bytes, dict[str, str]]:
+        """The upstream's referrers index of a manifest (its `artifactType` filter passed on) and the headers that
+        go with it (`OCI-Filters-Applied`, `Link`); UpstreamNotFound when the upstream has no referrers API."""
+        path = f"{remote_name}/referrers/{digest}" + (f"?{urlencode(query)}" if query else "")
+        async with self.request("GET", path, remote_name, {"Accept": MANIFEST_TYPES[0]}) as r:
+            kept = {name: r.headers[name] for name in ("OCI-Filters-Applied", "Link") if name in r.headers}
+            return await self._body(r, limit, "referrers index"), kept
+
     async def _body(self, response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
         """The whole body, of at most `limit` bytes. A `read(n)` gives what has arrived, up to `n`: a body that comes
         in several pieces (a large manifest over the internet, TLS records) is read until its end."""
