@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import bcrypt
 import httpx
@@ -219,10 +220,12 @@ def test_catalog_lists_only_what_the_caller_may_pull(server: RegistryProcess, se
             response = client.get(url)
             assert response.status_code == 200, response.text
             page = response.json()["repositories"]
-            assert len(page) <= n
+            assert len(page) == n or "Link" not in response.headers  # a page is full unless it is the last
             names += page
             link = response.headers.get("Link")
             url = link.split(";")[0].strip("<>") if link else None
+            if link:  # it leads on from the last name shown: never one the caller may not see
+                assert f"last={quote(page[-1], safe='')}>" in link, (page, link)
         return names
 
     for n in (1000, 2):

@@ -10,6 +10,8 @@ from ..routing import Params
 
 CATALOG_DEFAULT_ENTRIES = 1000
 CATALOG_MAX_ENTRIES = 10_000
+CATALOG_SCAN = 100_000
+"""Most repository names one catalog request reads looking for those the caller may pull."""
 
 
 async def base(request: web.Request, _: Params) -> web.StreamResponse:
@@ -19,12 +21,24 @@ async def base(request: web.Request, _: Params) -> web.StreamResponse:
 async def catalog(request: web.Request, _: Params) -> web.StreamResponse:
     page = page_request(request.query)
     limit = min(CATALOG_DEFAULT_ENTRIES if page.n is None else page.n, CATALOG_MAX_ENTRIES)
-    found = await registry(request).catalog(page.last, limit + 1)
-    repositories, link = paginate(found, limit, "/v2/_catalog")
-    # With access rules, the page lists only what the caller may pull: it may hold fewer than `n` names while the
-    # `Link` header still leads on, from the last name of the unfiltered page.
-    repositories = [name for name in repositories if may_pull(request, name)]
+    repositories, link = paginate(await _visible(request, page.last, limit + 1), limit, "/v2/_catalog")
     return web.json_response({"repositories": repositories}, headers={"Link": link} if link else None)
+
+
+async def _visible(request: web.Request, last: str | None, wanted: int) -> list[str]:
+    """Up to `wanted` names after `last` that the caller may pull, read from the store a page at a time: with
+    access rules, a page filtered after reading would hold fewer names than asked while its `Link` named the last
+    name read, one the caller may not see. After `CATALOG_SCAN` names read, the listing ends with what was found:
+    a caller who may see few of that many repositories may not be shown the last of them."""
+    logic, found, scanned = registry(request), list[str](), 0
+    while len(found) < wanted and scanned < CATALOG_SCAN:
+        names = await logic.catalog(last, wanted)
+        found += [name for name in names if may_pull(request, name)]
+        scanned += len(names)
+        if len(names) < wanted:
+            break
+        last = names[-1]
+    return found[:wanted]
 
 
 async def tags_list(request: web.Request, params: Params) -> web.StreamResponse:
