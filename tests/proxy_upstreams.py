@@ -127,6 +127,7 @@ def cutting_upstream(
     manifest: Callable[[], bytes] = lambda: b"{}",
     tags: tuple[str, ...] = (),
     chunked: bool = False,
+    only: str | None = None,
 ) -> Iterator[tuple[str, list[int]]]:
     """A fake upstream that announces `blob` whole but closes the connection after `cut_at` bytes of it, for the
     first request only; later requests get it whole, in `pieces` with `pause` seconds between them (and, given
@@ -134,7 +135,8 @@ def cutting_upstream(
     Whatever digest is asked for, `blob` is what it sends: given another one's, it is an upstream that lies; and
     whatever manifest is asked for (by tag or digest, with no `Docker-Content-Digest`), what `manifest()` gives, and
     `tags` as any repository's tag list; both, too, in `pieces` with `pause` seconds between them. `chunked` sends
-    blobs with no length announced (chunked transfer encoding; its pieces are the chunks), as some upstreams do."""
+    blobs with no length announced (chunked transfer encoding; its pieces are the chunks), as some upstreams do.
+    Given `only`, a repository name, the blob is there alone: elsewhere it is a 404."""
     gets = [0]
 
     def answer(conn: socket.socket, head: str) -> None:
@@ -152,6 +154,12 @@ def cutting_upstream(
                 if start:
                     time.sleep(pause)
                 conn.sendall(body[start : start + step])
+            return
+        if only is not None and f"/v2/{only}/blobs/" not in line:
+            conn.sendall(f"HTTP/1.1 404 Not Found\r\n{_length(0)}".encode())
+            return
+        if line.startswith("HEAD"):  # the cache asking whether the upstream has it (in another repository)
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n{_length(len(blob))}".encode())
             return
         gets[0] += 1
         head = "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" if chunked else _length(len(blob))

@@ -733,6 +733,33 @@ def test_a_client_that_disconnects_does_not_abort_the_fetch_others_wait_on(tmp_p
             cache.stop()
 
 
+def test_a_fetch_under_way_is_joined_only_by_names_whose_upstream_has_the_blob(tmp_path: Path) -> None:
+    """A cold blob's fetch is shared by every request for its digest; but one for another repository, which its
+    upstream does not hold, must not stream it (it would read by digest what its name may not serve)."""
+    blob = os.urandom(4 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    release = threading.Event()
+    with cutting_upstream(blob, cut_at=len(blob), pieces=4, release=release, only="lib/a") as (url, gets):
+        cache = mirror(tmp_path / "cache", url)
+        try:
+            with (
+                httpx.Client(base_url=cache.url, timeout=60) as first,
+                httpx.Client(base_url=cache.url, timeout=10) as other,
+            ):
+                with first.stream("GET", f"/v2/lib/a/blobs/{digest}") as answer:
+                    assert answer.status_code == 200
+                    chunks = answer.iter_raw()
+                    received = next(chunks)  # the fetch is under way, held after its first piece
+                    assert_error(other.get(f"/v2/lib/b/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+                    release.set()
+                    received += b"".join(chunks)
+                assert received == blob
+            assert gets[0] == 1
+        finally:
+            release.set()
+            cache.stop()
+
+
 def test_a_cold_blobs_client_gets_bytes_as_they_arrive_before_the_cache_has_written_them(tmp_path: Path) -> None:
     """The fetch's worker sends what the upstream sent before it is hashed and written: a first piece smaller than
     the storage writer's buffer (so not in the cache's file yet) reaches the client while the upstream holds back

@@ -89,5 +89,11 @@ def _blob_sizes(store: MetadataStore) -> None:
     store.put_manifest("hub/app", image(b"layer"), ["v1"], (), False)  # cached from the upstream, unlinked layer
     assert store.blob_sizes("hub/app", layer) == (None, 5, True)  # named by a manifest cached for this name
     assert store.blob_sizes("hub/third", layer) == (None, 5, False)
+    # a layer with `urls` proves nothing: upstreams take those in manifests without having them
+    raw = b"foreign"
+    foreign = Manifest(raw, "application/vnd.oci.image.manifest.v1+json", digest(raw))
+    foreign.foreign.append(Descriptor("l", layer, 5, ("https://x",)))
+    store.put_manifest("hub/fake", foreign, ["v1"], (), False)
+    assert store.blob_sizes("hub/fake", layer) == (None, 5, False)
     store.link_blob("hub/app", layer, 5)
     assert store.blob_sizes("hub/app", layer) == (5, None, False)

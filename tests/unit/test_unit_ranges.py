@@ -125,6 +125,13 @@ async def test_storage_reads_are_framed_to_each_windows_bytes_exactly() -> None:
     assert reads == [(9000, 9100), (0, 200)]  # one read for the windows that follow each other closely
     got, expected = await body(None, lambda start, stop: blob[start:stop])
     assert got == expected == blob
+    got, expected = await body([(0, 5), (5, 20), (10, 30)], lambda start, stop: blob[start:])  # touching,
+    assert got == expected  # overlapping (a run ends: no read goes back), and more given than asked
+    assert reads[-2:] == [(0, 20), (10, 30)]
+    reads.clear()
+    empty = framing(None, 0, {})
+    assert [chunk async for chunk in framed_reads(empty, reading(lambda start, stop: b""))] == []
+    assert reads == [(0, 0)]  # the empty blob's read still runs: a blob missing from storage raises there
     short = body([(9000, 9100), (0, 30)], lambda start, stop: blob[start : stop - 1])
     with pytest.raises(OSError, match="99 of the 100 bytes from 9000"):
         await short

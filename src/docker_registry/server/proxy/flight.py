@@ -38,7 +38,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -231,16 +231,26 @@ class Flights:
         self._failures: dict[Digest, tuple[BaseException, float]] = {}
         """The last failed fetch of a digest in this worker and when it ended, for the requests that followed it."""
 
-    async def serve(self, request: web.Request, target: Target, digest: Digest) -> web.StreamResponse | None:
+    async def serve(
+        self,
+        request: web.Request,
+        target: Target,
+        digest: Digest,
+        confirm: Callable[[], Awaitable[object]] | None = None,
+    ) -> web.StreamResponse | None:
         """Stream the blob as it arrives from the upstream; None when it turned out to be cached meanwhile (the
         caller serves it from the store). A blob the upstream lacks is BLOB_UNKNOWN, an unreachable upstream
-        UNAVAILABLE."""
+        UNAVAILABLE. `confirm`, when given, is awaited before joining a fetch that another request started, and
+        raises when this request's repository may not have the blob: that fetch is for the other one's."""
         started = time.monotonic()
         flight = _flight(self._registry, digest, self._spool)
         for _ in range(2):  # a fetcher of another worker that failed before it began: lead once ourselves
             fd = _try_lock(flight.lock_path)
             if fd is not None:
                 self._start(target, digest, flight, fd)
+            elif confirm is not None:
+                await confirm()
+                confirm = None
             response = await self._follow(request, digest, flight)
             if response is not None or await self._registry.store.known_blob_size(digest) is not None:
                 return response

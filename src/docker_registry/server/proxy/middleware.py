@@ -92,7 +92,8 @@ class ProxyHandlers:
             return await serve(request, local)
         if request.method == "HEAD":
             return await self._upstream_head(target, digest)
-        response = await self.flights.serve(request, target, digest)
+        confirm = None if named else partial(self._upstream_size, target, digest)
+        response = await self.flights.serve(request, target, digest, confirm)
         return response if response is not None else await serve(request, local)
 
     async def tags(self, request: web.Request, target: Target, local: Handler) -> web.StreamResponse:

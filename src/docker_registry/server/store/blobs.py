@@ -43,7 +43,8 @@ _NAMED_BY_A_MANIFEST = sa.exists(
     .select_from(manifest_references.join(manifests, manifests.c.id == manifest_references.c.manifest_id))
     .where(
         manifest_references.c.digest == sa.bindparam("digest"),
-        sa.or_(manifest_references.c.kind == "blob", manifest_references.c.kind == "foreign"),
+        # not a layer with `urls` ("foreign"): upstreams take those without having them, so naming one proves nothing
+        manifest_references.c.kind == "blob",
         manifests.c.repository_id == REPOSITORY_ID_OF,
     )
 ).select()
@@ -140,17 +141,14 @@ class BlobQueries(StoreBase):
         return size
 
     def blob_sizes(self, repository: str, digest: Digest) -> tuple[int | None, int | None, bool]:
-        """`blob_size`; only when that is None, `known_blob_size`; and only when that is not, whether a manifest of
-        `repository` names the blob: the pull-through cache's first look at a blob, in one hop to a database
-        thread instead of several (a cold blob is fetched only after them)."""
+        """`blob_size`; only when that is None, `known_blob_size` and whether a manifest of `repository` names the
+        blob as a config or layer: the pull-through cache's first look at a blob, in one hop to a database thread
+        instead of several (a cold blob is fetched only after them)."""
         linked = self.blob_size(repository, digest)
         if linked is not None:
             return linked, None, False
-        known = self.known_blob_size(digest)
-        if known is None:
-            return None, None, False
         named = bool(self._scalar(_NAMED_BY_A_MANIFEST, {"repository": repository, "digest": str(digest)}))
-        return None, known, named
+        return None, self.known_blob_size(digest), named
 
     def link_blob(self, repository: str, digest: Digest, size: int, events: Sequence[EventRecord] = ()) -> None:
         def link(conn: sa.Connection) -> None:
