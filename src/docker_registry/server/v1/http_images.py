@@ -8,8 +8,6 @@ import time
 
 from aiohttp import hdrs, web
 
-from docker_registry.core import exceptions
-
 from ..http import body, files, ranges
 from ..http.context import config, registry, require_space, require_writable
 from ..http.routing import Params
@@ -116,24 +114,16 @@ async def get_layer(request: web.Request, params: Params) -> web.StreamResponse:
         if url:  # the driver serves the bytes itself (S3, a CDN), as the original redirected
             return web.Response(status=302, headers={**LEGACY_HEADERS, "Location": url})
     framing = ranges.framing(ranges.byte_ranges(request.headers.get(hdrs.RANGE), size), size, headers)
-    local = logic.blob_local_path(image.layer_digest)
-    if local is not None:
-        try:  # on the loop: opening a hot inode costs less than a thread hop
-            file = open(local, "rb")  # noqa: ASYNC230, SIM115 - closed below
-        except (FileNotFoundError, IsADirectoryError):
-            raise V1Error("Image layer missing from storage", 404) from None
-        with file:
-            return await files.send_file(request, file, size, framing, headers)
     layer = image.layer_digest
-    chunks = files.framed_reads(
-        framing, lambda start, stop: v1(request).images.layer_stream(layer, start, stop - start)
+    return await files.send_blob(
+        request,
+        logic.blob_local_path(layer),
+        lambda start, stop: v1(request).images.layer_stream(layer, start, stop - start),
+        framing,
+        size,
+        headers,
+        V1Error("Image layer missing from storage", 404),
     )
-    try:
-        first = await anext(chunks, b"")  # a layer missing from storage is still an answer the client can read
-    except exceptions.FileNotFoundError:
-        raise V1Error("Image layer missing from storage", 404) from None
-    answer = web.StreamResponse(status=framing.status, headers=headers)
-    return await files.send_stream(request, answer, framing.length, first, chunks)
 
 
 async def get_files(request: web.Request, params: Params) -> web.StreamResponse:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest
 
 from ...registry import names
@@ -46,21 +45,16 @@ async def get_blob(request: web.Request, params: Params) -> web.StreamResponse:
     header = request.headers.get(hdrs.RANGE) if files.range_applies(request, headers["ETag"]) else None
     headers["Content-Type"] = "application/octet-stream"
     framing = ranges.framing(ranges.byte_ranges(header, blob.size), blob.size, headers)
-    local = logic.blob_local_path(digest)
-    if local is not None:
-        try:  # on the loop: opening a hot inode costs less than a thread hop
-            file = open(local, "rb")  # noqa: ASYNC230, SIM115 - closed below
-        except (FileNotFoundError, IsADirectoryError):
-            raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}, message="blob missing from storage") from None
-        with file:
-            return await files.send_file(request, file, blob.size, framing, headers)
-    chunks = files.framed_reads(framing, lambda start, stop: logic.blob_stream(digest, start, stop - start))
-    try:
-        first = await anext(chunks, b"")  # a blob missing from storage is still an error the client can read
-    except exceptions.FileNotFoundError:
-        raise RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}, message="blob missing from storage") from None
-    response = web.StreamResponse(status=framing.status, headers=headers)
-    return await files.send_stream(request, response, framing.length, first, chunks)
+    missing = RegistryError(BLOB_UNKNOWN, {"digest": str(digest)}, message="blob missing from storage")
+    return await files.send_blob(
+        request,
+        logic.blob_local_path(digest),
+        lambda start, stop: logic.blob_stream(digest, start, stop - start),
+        framing,
+        blob.size,
+        headers,
+        missing,
+    )
 
 
 async def delete_blob(request: web.Request, params: Params) -> web.StreamResponse:
