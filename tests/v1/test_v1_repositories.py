@@ -3,16 +3,23 @@ auth gate, read-only mode and `v1.enabled`."""
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
+import hashlib
+import hmac
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from test_auth_htpasswd import PASSWORDS, as_user, auth_config, write_htpasswd
+from test_v1_presented import push_v2_image
 
-from registry_api import MANIFEST_ACCEPT, image_manifest, unique_repo
+from registry_api import MANIFEST_ACCEPT, image_manifest, sha256, unique_repo
 from registry_api import push as push_v2
 from registry_process import RegistryProcess
-from v1_engine import chain, expect, push
+from v1_engine import chain, expect, image, push, push_image
 
 EXTRAS = {"star_count": 0, "is_official": False, "is_automated": False}
 
@@ -156,12 +163,95 @@ def test_auth_gate_covers_v1(make_registry: Callable[..., RegistryProcess], tmp_
         expect(carol.get("/v1/repositories/team-a/app/tags"), 403)
         expect(carol.put("/v1/repositories/team-a/app/tags/x", json=images[-1].id), 403)
         assert expect(alice.get("/v1/repositories/team-a/app/tags"), 200).json() == {"latest": images[-1].id}
-        # images belong to no repository: reading one needs the right to pull somewhere
-        expect(carol.get(f"/v1/images/{images[-1].id}/json"), 200)
-        expect(anonymous.get(f"/v1/images/{images[-1].id}/json"), 200)  # anonymous may pull public/*
+        # an image that a repository holds is read through a repository the caller may pull
+        expect(alice.get(f"/v1/images/{images[-1].id}/json"), 200)
+        expect(carol.get(f"/v1/images/{images[-1].id}/json"), 403)
+        expect(anonymous.get(f"/v1/images/{images[-1].id}/json"), 401)  # though anonymous may pull public/*
         # search lists only what the caller may pull
         assert expect(carol.get("/v1/search", params={"q": "team-a"}), 200).json()["num_results"] == 0
         assert expect(alice.get("/v1/search", params={"q": "team-a"}), 200).json()["num_results"] == 1
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_v1_images_are_read_and_written_through_the_repositories_that_hold_them(
+    make_registry: Callable[..., RegistryProcess], tmp_path: Path, request: pytest.FixtureRequest, database: str
+) -> None:
+    """Images are global, but the right to pull one repository opens only the images that repositories the caller
+    may pull hold: listed by a v1 push, in the chain of a v1 tag, or in the chain a v2 image is presented as."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", PASSWORDS)
+    config = auth_config(htpasswd)
+    if database == "postgres":
+        config["database"] = {"url": request.getfixturevalue("postgres_cluster").new_database()}
+    server = make_registry(workers=1, extra_config=config)
+    with as_user(server, "alice") as alice, as_user(server, "bob") as bob, as_user(server, "carol") as carol:
+        pushed = chain({"etc/secret": b"team-a only"}, {"srv/app": b"team-a app"})
+        push(alice, "team-a/app", pushed)
+        presented_from = chain({"etc/v2": b"team-a v2 base"}, {"srv/v2": b"team-a v2 top"})
+        push_v2_image(alice, "team-a/v2", "latest", presented_from)
+        presented = expect(alice.get("/v1/repositories/team-a/v2/tags"), 200).json()["latest"]
+        presented_chain = expect(alice.get(f"/v1/images/{presented}/ancestry"), 200).json()
+        assert len(presented_chain) == 2
+        # tagged without being listed first (a script, not an engine): the tag's chain is held
+        unlisted = chain({"opt/tool": b"team-a tool"})
+        for each in unlisted:
+            push_image(alice, each)
+        expect(alice.put("/v1/repositories/team-a/tool/tags/latest", json=unlisted[-1].id), 200)
+
+        held = [i.id for i in pushed] + presented_chain + [unlisted[-1].id]
+        for image_id in held:
+            for route in ("json", "ancestry", "layer", "files"):
+                expect(alice.get(f"/v1/images/{image_id}/{route}"), 200)
+                expect(carol.get(f"/v1/images/{image_id}/{route}"), 403)  # carol may pull shared/* only
+        # bob may pull team-b/*: the same layer there opens the images that hold it there only
+        bob_images = [dataclasses.replace(image(pushed[0].files), layer=pushed[0].layer)]
+        push(bob, "team-b/copy", bob_images)
+        expect(bob.get(f"/v1/images/{bob_images[0].id}/layer"), 200)
+        expect(bob.get(f"/v1/images/{pushed[0].id}/layer"), 403)
+        expect(bob.get(f"/v1/images/{pushed[0].id}/json"), 403)
+
+        # writes: an image a repository's push listed is written only by who may push there
+        started = chain({"srv/next": b"team-a next"})
+        expect(alice.put("/v1/repositories/team-a/next/", json=[{"id": started[0].id}]), 200)
+        expect(bob.put(f"/v1/images/{started[0].id}/json", content=started[0].json), 403)
+        push_image(alice, started[0])
+        # an image nobody listed or holds: as before, the right somewhere (unknown ones are then 404)
+        expect(carol.get(f"/v1/images/{'e' * 64}/json"), 404)
+        loose = chain({"tmp/loose": b"bob's"})
+        push_image(bob, loose[0])
+        expect(carol.get(f"/v1/images/{loose[0].id}/json"), 200)
+
+        # presented ids are keyed: nobody computes them from digests they know (and then lists one as their own)
+        base = presented_from[0]
+        diff_id = "sha256:" + hashlib.sha256(gzip.decompress(base.layer)).hexdigest()
+        unkeyed = hashlib.sha256(f"\n{sha256(base.layer)}\n{diff_id}".encode()).hexdigest()
+        assert unkeyed != presented_chain[-1]
+        expect(bob.put("/v1/repositories/team-b/guess/", json=[{"id": presented_chain[-1]}]), 200)
+        expect(bob.get(f"/v1/images/{presented_chain[-1]}/layer"), 200)  # an id, once known, opens its image
+
+
+def test_an_image_pushed_under_a_presented_id_is_never_taken_for_it(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    """Someone who knew the key (or guessed an id) and pushed an image of their own under a presented image's id
+    before the manifest was presented: v1 clients are not shown that image as the manifest's, nor anything."""
+    server = make_registry(workers=1)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        warm = f"team/{unique_repo()}"
+        push_v2_image(client, warm, "latest", chain({"a": b"draws the key"}))
+        expect(client.get(f"/v1/repositories/{warm}/tags"), 200)
+        with sqlite3.connect(server.data_dir / "registry.db") as db:
+            (key,) = db.execute("SELECT value FROM registry_secrets").fetchone()
+        victim = chain({"etc/base": b"the real base"})
+        diff_id = "sha256:" + hashlib.sha256(gzip.decompress(victim[0].layer)).hexdigest()
+        seed = f"\n{sha256(victim[0].layer)}\n{diff_id}".encode()
+        claimed = hmac.new(key.encode(), seed, hashlib.sha256).hexdigest()
+        evil = image({"etc/base": b"EVIL"})
+        evil = dataclasses.replace(evil, id=claimed, json=evil.json.replace(evil.id.encode(), claimed.encode()))
+        push(client, f"team/{unique_repo()}", [evil])
+
+        name = f"team/{unique_repo()}"
+        push_v2_image(client, name, "latest", [*victim, image({"srv/top": b"top"}, victim[0])])
+        assert expect(client.get(f"/v1/repositories/{name}/tags"), 200).json() == {}
 
 
 def test_read_only_and_disabled(make_registry: Callable[..., RegistryProcess]) -> None:

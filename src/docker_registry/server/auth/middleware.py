@@ -80,6 +80,17 @@ class Auth:
         log.warning("failed login from %s for user %r", address, user[:100])  # never the password
         raise self._challenge(message="invalid username or password")
 
+    async def _may_use_image(self, request: web.Request, user: str | None, image_id: str, action: str) -> bool:
+        """Images are global, as in the original, but one that a repository holds (its index images list it, or a
+        tag's chain contains it) is the caller's only through a repository they may `action`: the right to pull one
+        repository does not open every other's images to whoever has their ids. An image no repository holds (not
+        yet listed by the push that sends it, or unknown: a 404 follows) needs the right somewhere."""
+        store = registry(request).store
+        holders = await store.read(store.sync.v1_image_holders, image_id)
+        if not holders:
+            return self.rules.allows_somewhere(user, action)
+        return any(self.rules.allows(user, holder, action) for holder in holders)
+
     async def guard(self, request: web.Request) -> None:
         if ACCESS in request:
             return
@@ -103,8 +114,8 @@ class Auth:
             allowed = user is not None
         elif action == CATALOG:
             allowed = user is not None or self.rules.anonymous_may_pull_something()
-        elif not params.name and routes is not ROUTES:  # a v1 image: it belongs to no repository
-            allowed = self.rules.allows_somewhere(user, action)
+        elif not params.name and routes is not ROUTES:  # a v1 image: no repository in the path
+            allowed = await self._may_use_image(request, user, params["image_id"], action)
         else:
             allowed = bool(action) and self.rules.allows(user, repository, action)
         if not allowed:

@@ -127,6 +127,7 @@ v1_repository_images = sa.Table(
     sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("image_id", sa.String(64), primary_key=True),
     sa.Column("checksum", sa.String(200), nullable=True),
+    sa.Index("ix_v1_repository_images_image", "image_id", "repository_id"),  # 0023: who holds an image
 )
 
 v1_tags = sa.Table(
@@ -156,6 +157,14 @@ v1_presented = sa.Table(
     # chain depends on the manifest's content only).
     sa.Column("manifest_digest", sa.String(200), primary_key=True),
     sa.Column("image_id", sa.String(64), nullable=False),
+)
+
+registry_secrets = sa.Table(
+    "registry_secrets",
+    metadata,
+    # keys the registry draws once and every worker and node shares (migration 0023): v1's presented image ids
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),
 )
 
 # Notifications (issue 13): the outbox of events, one cursor per endpoint, one lease for the single deliverer.

@@ -10,6 +10,7 @@ manifest is presented as (`v1_presented`).
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Sequence
 from enum import Enum
@@ -23,7 +24,9 @@ from .models import V1Image, V1Tag
 from .tables import (
     blobs,
     manifests,
+    registry_secrets,
     repositories,
+    repository_blobs,
     tags,
     v1_images,
     v1_presented,
@@ -79,29 +82,55 @@ _UPSERT_PROPERTIES = per_dialect(
         set_={"properties": statement.excluded.properties, "description": statement.excluded.description},
     )
 )
+PRESENTATION_SECRET = "v1-presentation"
+_SECRET = sa.select(registry_secrets.c.value).where(registry_secrets.c.name == PRESENTATION_SECRET)
+_INSERT_SECRET = per_dialect(lambda insert: insert(registry_secrets).on_conflict_do_nothing(index_elements=["name"]))
+_TAGGED = (
+    tags.join(manifests, manifests.c.id == tags.c.manifest_id)
+    .outerjoin(
+        v1_tags,
+        sa.and_(
+            v1_tags.c.repository_id == tags.c.repository_id,
+            v1_tags.c.name == tags.c.name,
+            v1_tags.c.manifest_id == tags.c.manifest_id,
+        ),
+    )
+    .outerjoin(v1_presented, v1_presented.c.manifest_digest == manifests.c.digest)
+)
+_TAG_IMAGE = sa.func.coalesce(v1_tags.c.image_id, v1_presented.c.image_id)
 _TAGS = (
-    sa.select(
-        tags.c.name,
-        manifests.c.digest,
-        sa.func.coalesce(v1_tags.c.image_id, v1_presented.c.image_id).label("image_id"),
-        v1_tags.c.json,
-    )
-    .select_from(
-        tags.join(manifests, manifests.c.id == tags.c.manifest_id)
-        .outerjoin(
-            v1_tags,
-            sa.and_(
-                v1_tags.c.repository_id == tags.c.repository_id,
-                v1_tags.c.name == tags.c.name,
-                v1_tags.c.manifest_id == tags.c.manifest_id,
-            ),
-        )
-        .outerjoin(v1_presented, v1_presented.c.manifest_digest == manifests.c.digest)
-    )
+    sa.select(tags.c.name, manifests.c.digest, _TAG_IMAGE.label("image_id"), v1_tags.c.json)
+    .select_from(_TAGGED)
     .where(tags.c.repository_id == REPOSITORY_ID_OF)
 )
 """Every tag of a repository with its manifest and, if known, its v1 image: the one a v1 push pointed it at (while
 the tag still points at the manifest that push made), else the chain its v2 manifest was presented as."""
+
+
+_TOP = v1_images.alias("top")
+_HOLDERS = sa.union(
+    sa.select(repositories.c.name)
+    .select_from(v1_repository_images.join(repositories, repositories.c.id == v1_repository_images.c.repository_id))
+    .where(v1_repository_images.c.image_id == sa.bindparam("image_id")),
+    sa.select(repositories.c.name)
+    .select_from(
+        _TAGGED.join(repositories, repositories.c.id == tags.c.repository_id).join(_TOP, _TOP.c.id == _TAG_IMAGE)
+    )
+    .where(
+        tags.c.repository_id.in_(
+            sa.select(repository_blobs.c.repository_id).where(
+                repository_blobs.c.digest
+                == sa.select(v1_images.c.layer_digest)
+                .where(v1_images.c.id == sa.bindparam("image_id"))
+                .scalar_subquery()
+            )
+        ),
+        _TOP.c.ancestry.like(sa.bindparam("in_ancestry"), escape="\\"),
+    ),
+)
+"""The repositories that hold a v1 image: their index images list it, or a tag's chain contains it (a v1 tag's, or
+the chain its v2 manifest was presented as). Only repositories that link the image's layer
+can hold it in a chain (a chain's manifest references every layer of it): they are the ones whose tags are read."""
 
 
 class PutJson(Enum):
@@ -139,6 +168,16 @@ def _image(row: sa.Row[tuple[object, ...]]) -> V1Image:
         checksum=mapping["checksum"],
         diff_id=stored_digest(mapping["diff_id"]) if mapping["diff_id"] else None,
         complete=bool(mapping["complete"]),
+    )
+
+
+def _presented_as(found: V1Image, image: V1Image) -> bool:
+    """Whether a stored image is a presentation of the same layer at the same place of a chain: presented images
+    are complete without a payload checksum, which every image pushed through v1 has once it has its layer."""
+    return (
+        found.complete
+        and found.checksum is None
+        and (found.layer_digest, found.diff_id, found.parent) == (image.layer_digest, image.diff_id, image.parent)
     )
 
 
@@ -245,6 +284,27 @@ class V1Queries(StoreBase):
 
         return self._write(put)
 
+    def v1_image_holders(self, image_id: str) -> list[str]:
+        """The repositories that hold the image (`_HOLDERS`), by name; none for an unknown image, or one that no
+        repository lists (pushed without `PUT /v1/repositories/<repo>/` and never tagged)."""
+        params = {"image_id": image_id, "in_ancestry": like_pattern(json.dumps(image_id))}
+        return sorted(self._read(lambda conn: conn.execute(_HOLDERS, params).scalars().all()))
+
+    def v1_presentation_secret(self) -> str:
+        """The key presented images' ids are derived with (`v1/presented`), drawn by the first worker of any node
+        that asks and shared by all."""
+
+        def draw(conn: sa.Connection) -> str:
+            found = conn.execute(_SECRET).scalar()
+            if found is None:
+                conn.execute(
+                    _INSERT_SECRET[self._dialect].values(name=PRESENTATION_SECRET, value=secrets.token_hex(32))
+                )
+                found = conn.execute(_SECRET).scalar_one()
+            return str(found)
+
+        return self._write(draw)
+
     # --- index images ----------------------------------------------------------------------------------------
     def v1_index_images(self, repository: str) -> list[dict[str, str]] | None:
         """The repository's index images (`{"id"[, "checksum"]}`); None if it has none."""
@@ -291,19 +351,30 @@ class V1Queries(StoreBase):
 
         return self._read(read)
 
-    def present_v2_image(self, manifest: Digest, chain: Sequence[V1Image], top: str) -> None:
+    def present_v2_image(self, manifest: Digest, chain: Sequence[V1Image], top: str) -> str | None:
         """Record the v1 chain (top first) a v2-pushed image manifest is presented as, and its top image id (empty
-        when v1 clients cannot use the manifest: then the chain is empty); images already known (a chain shares its
-        base with others) are left as they are."""
+        when v1 clients cannot use the manifest: then the chain is empty); images already presented (a chain shares
+        its base with others) are left as they are. Returns the top id recorded for the manifest (another
+        presentation's, when two ran at once), or None, writing nothing, when an id of the chain is another image's:
+        ids are derived from content, so anyone may compute them and push a v1 image of their own under one before
+        the manifest is presented; such an image is never taken for the presented one."""
 
-        def put(conn: sa.Connection) -> None:
-            now = time.time()
+        def put(conn: sa.Connection) -> str | None:
+            fresh: list[V1Image] = []
             for image in reversed(chain):
-                if conn.execute(_IMAGE, {"image_id": image.id}).first() is None:
-                    conn.execute(_INSERT_IMAGE[self._dialect].values(**_columns(image), created_at=now))
+                row = conn.execute(_IMAGE, {"image_id": image.id}).first()
+                if row is None:
+                    fresh.append(image)
+                elif not _presented_as(_image(row), image):
+                    return None
+            now = time.time()
+            for image in fresh:
+                conn.execute(_INSERT_IMAGE[self._dialect].values(**_columns(image), created_at=now))
             conn.execute(_INSERT_PRESENTED[self._dialect].values(manifest_digest=str(manifest), image_id=top))
+            recorded = sa.select(v1_presented.c.image_id).where(v1_presented.c.manifest_digest == str(manifest))
+            return str(conn.execute(recorded).scalar_one())
 
-        self._write(put)
+        return self._write(put)
 
     def put_v1_tag(self, repository: str, tag: str, manifest: Digest, image_id: str, tag_json: str) -> bool:
         """Remember that the tag (which a v2 write just pointed at `manifest`) stands for `image_id`."""

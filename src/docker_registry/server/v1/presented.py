@@ -5,13 +5,16 @@ Only what an old engine can unpack is presented: a Docker schema 2 or OCI image 
 linux/amd64 image, else the first linux one) whose layers are tars, plain or gzip, and whose config gives one diff_id
 per layer. Image ids are derived from the content (parent id, layer digest, diff_id; the top one also from the
 config digest), so chains of images sharing base layers share their base images, and presenting again yields the
-same ids. The chain has no payload checksum (that would mean reading every layer), which engines do not check on
-pull. Manifests that cannot be presented are remembered as such (an empty id) and stay invisible to v1.
+same ids. They are keyed with a secret of the registry, so that only who may read a chain learns its ids: an id
+opens its image (anyone holding one may list it as their own repository's image, as with the original's index). The
+chain has no payload checksum (that would mean reading every layer), which engines do not check on pull.
+Manifests that cannot be presented are remembered as such (an empty id) and stay invisible to v1.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -115,8 +118,9 @@ def _image_json(
     return json.dumps(document, sort_keys=True).encode()
 
 
-async def present(registry: Registry, repository: str, manifest: Digest) -> list[V1Image] | None:
-    """The v1 chain (top first) of a v2 manifest of the repository; None if v1 clients cannot use it."""
+async def present(registry: Registry, repository: str, manifest: Digest, key: bytes) -> list[V1Image] | None:
+    """The v1 chain (top first) of a v2 manifest of the repository; None if v1 clients cannot use it. Ids are
+    hashes keyed with `key` (the registry's, `store.v1_presentation_secret`)."""
     try:
         document = await _image_manifest(registry, repository, manifest)
         config_digest, config = await _config(registry, document.get("config"))
@@ -141,7 +145,7 @@ async def present(registry: Registry, repository: str, manifest: Digest) -> list
                 raise NotPresentable
             top = number == len(layers) - 1
             seed = f"{parent or ''}\n{layer_digest}\n{uncompressed}" + (f"\n{config_digest}" if top else "")
-            image_id = hashlib.sha256(seed.encode()).hexdigest()
+            image_id = hmac.new(key, seed.encode(), hashlib.sha256).hexdigest()
             ancestry = [image_id, *ancestry]
             raw = _image_json(image_id, parent, size, history[number], config if top else None)
             chain.append(V1Image(image_id, raw, parent, ancestry, layer_digest, size, None, uncompressed, True))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import time
 from typing import Any
@@ -23,6 +24,8 @@ from . import bridge
 from .images import V1Images, check_image_id
 from .presented import NOT_PRESENTABLE, present
 from .responses import V1Error
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TAG_JSON = {
     "last_update": None,
@@ -66,6 +69,8 @@ class V1Repositories:
         self.registry = registry
         self.store = registry.store
         self.images = images
+        self._key: bytes | None = None
+        """The registry's key for presented images' ids, read once."""
 
     async def _tags(self, repository: str) -> dict[str, V1Tag]:
         """Every tag of the repository as v1 sees it, v2-pushed manifests presented as v1 chains on first sight
@@ -73,19 +78,28 @@ class V1Repositories:
         found = await self.store.read(self.store.sync.v1_tags, repository)
         if found is None:
             raise V1Error("Repository not found", 404)
-        presented: dict[Digest, str] = {}
-        for digest in sorted({tag.manifest for tag in found.values() if tag.image_id is None}, key=str):
-            chain = await present(self.registry, repository, digest)
-            if chain is None:
-                await self.store.write(self.store.sync.present_v2_image, digest, [], NOT_PRESENTABLE)
-                presented[digest] = NOT_PRESENTABLE
-            else:
-                await self.store.write(self.store.sync.present_v2_image, digest, chain, chain[0].id)
-                presented[digest] = chain[0].id
+        presented = {
+            digest: await self._present(repository, digest)
+            for digest in sorted({tag.manifest for tag in found.values() if tag.image_id is None}, key=str)
+        }
         return {
             name: dataclasses.replace(tag, image_id=presented[tag.manifest]) if tag.image_id is None else tag
             for name, tag in found.items()
         }
+
+    async def _present(self, repository: str, digest: Digest) -> str:
+        """Present a v2 manifest as a v1 chain and record it; its top image id, or `NOT_PRESENTABLE`."""
+        if self._key is None:
+            self._key = (await self.store.write(self.store.sync.v1_presentation_secret)).encode()
+        chain = await present(self.registry, repository, digest, self._key)
+        if chain is not None:
+            top = await self.store.write(self.store.sync.present_v2_image, digest, chain, chain[0].id)
+            if top is not None:
+                return top
+            log.warning("v1: an image id of %s's chain is another image's: not shown to v1 clients", digest)
+            return NOT_PRESENTABLE
+        recorded = await self.store.write(self.store.sync.present_v2_image, digest, [], NOT_PRESENTABLE)
+        return recorded or NOT_PRESENTABLE
 
     async def tags(self, repository: str) -> dict[str, str]:
         """Tag to image id: v1 tags, and v2 tags whose image an old engine can pull."""
