@@ -375,6 +375,20 @@ def test_failed_logins_on_the_token_service_are_limited(server: RegistryProcess)
         assert client.get("/auth/token").status_code == 200  # anonymous tokens need no login
 
 
+def test_the_default_realm_is_where_the_client_reached_us_through_a_tls_proxy(server: RegistryProcess) -> None:
+    """Behind a balancer that terminates TLS (deploy/compose/nginx.conf sends `X-Forwarded-Proto`), the challenge
+    names the https address clients used: before, `http://`, so clients sent their passwords in the clear or
+    failed to log in."""
+    with httpx.Client(base_url=server.url) as client:
+        proxied = {"X-Forwarded-Proto": "https", "Host": "registry.example.com"}
+        assert challenge(client.get("/v2/", headers=proxied))["realm"] == "https://registry.example.com/auth/token"
+        forwarded = {"X-Forwarded-Proto": "https, http", "X-Forwarded-Host": "registry.example.com:8443"}
+        realm = challenge(client.get("/v2/", headers=forwarded))["realm"]
+        assert realm == "https://registry.example.com:8443/auth/token"
+        # anything but http or https is no scheme: the connection's is kept
+        assert challenge(client.get("/v2/", headers={"X-Forwarded-Proto": "javascript"}))["realm"].startswith("http://")
+
+
 def test_anonymous_pull_by_rule_push_refused(server: RegistryProcess) -> None:
     repo = unique_repo("public/img")
     with bearer(server, service_token(server, "alice", f"repository:{repo}:pull,push")) as alice:
@@ -479,6 +493,21 @@ def test_external_service_rules_are_refused(tmp_path: Path, keys: tm.TokenKeys) 
     result = _start(tmp_path, {"auth": {"token": token}, "access": RULES})
     assert result.returncode == 2
     assert "external token service" in result.stderr
+
+
+def test_v1_is_off_with_tokens_and_asking_for_it_says_so(tmp_path: Path, keys: tm.TokenKeys, htpasswd: Path) -> None:
+    """docker 1.x engines cannot get bearer tokens: v1 stays off, and a `v1.enabled: true` is not silently lost."""
+    config = {**token_config(keys, htpasswd), "v1": {"enabled": True}}
+    server = RegistryProcess(tmp_path / "registry", extra_config=config, workers=1).start()
+    try:
+        token = service_token(server, "alice", "repository:team-a/app:pull")
+        with bearer(server, token) as alice:
+            assert alice.get("/v1/_ping").status_code == 404
+            assert alice.get("/v1/repositories/team-a/app/tags").status_code == 404
+            assert alice.get("/v2/").status_code == 200
+        assert "v1.enabled is ignored with auth.token" in server.log_path.read_text()
+    finally:
+        server.stop()
 
 
 def test_ec_service_key_signs_es256(tmp_path: Path, keys: tm.TokenKeys, htpasswd: Path) -> None:

@@ -140,11 +140,21 @@ def create_app(config: Config) -> web.Application:
     v2.add_routes(app)
     if token_service is not None:
         app.router.add_route("*", token_service.path, token_service.handle)
-    if config.v1.enabled:
+    if config.v1.enabled and not _v1_locked_out(config):
         v1.add_routes(app)
     if config.ui.enabled:
         ui.add_routes(app, config, _ui_accounts(auth, token_service), monitor.passing)
     return app
+
+
+def _v1_locked_out(config: Config) -> bool:
+    """Token authentication leaves v1 off: docker 1.x engines cannot get bearer tokens, and the v1 routes would only
+    answer 401 or 404. Said once per worker when v1 was asked for by name."""
+    if config.auth is None or config.auth.token is None:
+        return False
+    if "enabled" in config.v1.model_fields_set:
+        log.warning("v1.enabled is ignored with auth.token: docker 1.x engines cannot use bearer tokens")
+    return True
 
 
 def _ui_accounts(auth: Authenticator | None, token_service: TokenService | None) -> ui.Accounts | None:

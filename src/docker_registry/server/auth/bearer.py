@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from ..http.context import ACCESS, registry, served_name
+from ..http.context import ACCESS, base_url, registry, served_name
 from ..http.routing import Handler, Params, resolve
 from ..http.v2 import ROUTES, uploads
 from ..registry import names
@@ -86,11 +86,12 @@ class BearerAuth:
         self.rules = rules
 
     def _realm(self, request: web.Request) -> str:
-        """The configured realm, or the built-in service at the address the client used."""
+        """The configured realm, or the built-in service at the address the client used (through a TLS-terminating
+        proxy: its `https`, not the plain HTTP the proxy speaks to us)."""
         if self.realm is not None:
             return self.realm
         path = self.token_service.path if self.token_service is not None else "/auth/token"
-        return f"{request.scheme}://{request.host}{path}"
+        return f"{base_url(request)}{path}"
 
     def _challenge(self, request: web.Request, grants: list[Grant], error: str | None, message: str) -> RegistryError:
         challenge = f"Bearer realm={_quoted(self._realm(request))},service={_quoted(self.verifier.service)}"

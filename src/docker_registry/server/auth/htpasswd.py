@@ -2,7 +2,8 @@
 briefly so an authenticated pull costs little more than an anonymous one.
 
 bcrypt is slow on purpose (tens to hundreds of milliseconds): it runs in a thread, never on the event loop, and an
-unknown user is checked against a dummy hash so that the answer takes as long as for a known one. The cache is
+unknown user is checked against a dummy hash of the file's most common cost, so that the answer takes as long as for
+most known users. The cache is
 keyed by a keyed hash (HMAC with a per-process random key) of user and password, never the password itself.
 """
 
@@ -29,7 +30,10 @@ RELOAD_CHECK_SECONDS = 1.0
 CACHE_SECONDS = 60.0
 """How long a verified user+password is trusted without bcrypt (a removed or changed entry ends it at once)."""
 CACHE_MAX_ENTRIES = 10_000
-_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(10))
+DEFAULT_COST = 10
+"""bcrypt's cost for the dummy hash of a file without entries."""
+_DUMMY_HASHES: dict[int, bytes] = {}
+"""A hash of no one's password per cost, made when first needed (in a verifying thread: cost 12 takes ~300 ms)."""
 
 
 class HtpasswdError(Exception):
@@ -75,6 +79,7 @@ class Htpasswd:
     def __init__(self, path: str) -> None:
         self.path = path
         self._users = load(path)
+        self._dummy_cost = common_cost(self._users)
         self._stamp = self._stat()
         self._checked = time.monotonic()
         self._cache: dict[bytes, _Cached] = {}
@@ -99,6 +104,7 @@ class Htpasswd:
         self._cache.clear()
         try:
             self._users = load(self.path)
+            self._dummy_cost = common_cost(self._users)
             log.info("re-read %s: %d users", self.path, len(self._users))
         except HtpasswdError as exc:
             # Nobody is let in on a file we cannot read: safer than serving users who may have been removed.
@@ -119,7 +125,7 @@ class Htpasswd:
             return True
         hashed = self._users.get(user)
         ok = await asyncio.get_running_loop().run_in_executor(
-            None, _check, password.encode(), hashed if hashed is not None else _DUMMY_HASH
+            None, _check, password.encode(), hashed if hashed is not None else self._dummy_cost
         )
         ok = ok and hashed is not None
         if ok:
@@ -129,8 +135,27 @@ class Htpasswd:
         return ok
 
 
-def _check(password: bytes, hashed: bytes) -> bool:
-    """bcrypt compares in constant time; a hash it cannot read counts as a wrong password."""
+def common_cost(users: dict[str, bytes]) -> int:
+    """The bcrypt cost most entries have (the higher of equals): an unknown user is checked at this cost, so that
+    the answer takes as long as for most known users (a user whose entry has another cost stays told apart)."""
+    costs: dict[int, int] = {}
+    for hashed in users.values():
+        try:
+            cost = int(hashed[4:6])
+        except ValueError:
+            continue
+        costs[cost] = costs.get(cost, 0) + 1
+    return max(costs, key=lambda cost: (costs[cost], cost)) if costs else DEFAULT_COST
+
+
+def _check(password: bytes, hashed: bytes | int) -> bool:
+    """bcrypt compares in constant time; a hash it cannot read counts as a wrong password. An int is the cost of a
+    dummy hash to check against (an unknown user)."""
+    if isinstance(hashed, int):
+        dummy = _DUMMY_HASHES.get(hashed)
+        if dummy is None:
+            dummy = _DUMMY_HASHES[hashed] = bcrypt.hashpw(b"no one's password", bcrypt.gensalt(hashed))
+        hashed = dummy
     try:
         return bcrypt.checkpw(password, hashed)
     except ValueError:

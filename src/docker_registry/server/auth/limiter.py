@@ -2,11 +2,14 @@
 requests with credentials from it get 429 TOOMANYREQUESTS for `BLOCK_SECONDS`.
 
 Counted per worker process (each worker keeps its own tally), on the address of the connection: behind a proxy
-every client shares the proxy's address.
+every client shares the proxy's address. Checks of credentials under way count against what an address has left,
+as failures to come: a burst of logins sent at once is checked a few at a time (the others wait their turn), so it
+gets no more tries than a series would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 
@@ -21,6 +24,41 @@ class FailureLimiter:
     def __init__(self) -> None:
         self._failures: dict[str, deque[float]] = {}
         self._blocked: dict[str, float] = {}
+        self._under_way: dict[str, int] = {}
+        self._turns: dict[str, asyncio.Event] = {}
+
+    async def admit(self, address: str) -> float:
+        """Wait for a turn to check credentials from the address: admitted while its failures in the window and
+        the checks under way add up to fewer than `MAX_FAILURES`. Seconds the address is blocked for, or 0 when
+        admitted (`settle` must follow)."""
+        while True:
+            left = self.blocked_for(address)
+            if left > 0:
+                return left
+            under_way = self._under_way.get(address, 0)
+            if self._recent(address) + under_way < MAX_FAILURES:
+                self._under_way[address] = under_way + 1
+                return 0.0
+            await self._turns.setdefault(address, asyncio.Event()).wait()
+
+    def settle(self, address: str, *, failed: bool) -> None:
+        """An admitted check ended: a failure is counted, and whoever waits for a turn looks again."""
+        under_way = self._under_way.pop(address, 1) - 1
+        if under_way > 0:
+            self._under_way[address] = under_way
+        if failed:
+            self.failed(address)
+        turn = self._turns.pop(address, None)
+        if turn is not None:
+            turn.set()
+
+    def _recent(self, address: str) -> int:
+        times = self._failures.get(address)
+        if times is None:
+            return 0
+        while times and times[0] <= time.monotonic() - WINDOW_SECONDS:
+            times.popleft()
+        return len(times)
 
     def blocked_for(self, address: str) -> float:
         """Seconds the address stays blocked; 0 when it may try."""

@@ -67,16 +67,24 @@ class Auth:
         if credentials == ("", ""):
             return None
         address = request.remote or ""
-        left = self.limiter.blocked_for(address)
+        if credentials is None:
+            left = self.limiter.blocked_for(address)
+            if left <= 0:
+                raise self._challenge(message="only Basic credentials are accepted")
+        else:
+            left = await self.limiter.admit(address)
         if left > 0:
             retry = {"Retry-After": str(math.ceil(left))}
             raise RegistryError(TOOMANYREQUESTS, message="too many failed logins from this address", headers=retry)
-        if credentials is None:
-            raise self._challenge(message="only Basic credentials are accepted")
+        assert credentials is not None
         user, password = credentials
-        if await self.htpasswd.verify(user, password):
+        verified = False
+        try:
+            verified = await self.htpasswd.verify(user, password)
+        finally:  # a check cut short counts as failed: its turn is given back either way
+            self.limiter.settle(address, failed=not verified)
+        if verified:
             return user
-        self.limiter.failed(address)
         log.warning("failed login from %s for user %r", address, user[:100])  # never the password
         raise self._challenge(message="invalid username or password")
 

@@ -126,13 +126,17 @@ class TokenService:
 
     async def _login(self, request: web.Request, user: str, password: str) -> str:
         address = request.remote or ""
-        left = self.limiter.blocked_for(address)
+        left = await self.limiter.admit(address)
         if left > 0:
             headers = {"Retry-After": str(math.ceil(left))}
             raise Refusal(429, "slow_down", "too many failed logins from this address", headers)
-        if self.htpasswd is not None and await self.htpasswd.verify(user, password):
+        verified = False
+        try:
+            verified = self.htpasswd is not None and await self.htpasswd.verify(user, password)
+        finally:  # a check cut short counts as failed: its turn is given back either way
+            self.limiter.settle(address, failed=not verified)
+        if verified:
             return user
-        self.limiter.failed(address)
         log.warning("failed token login from %s for user %r", address, user[:100])  # never the password
         raise Refusal(401, "invalid_grant", "invalid username or password", self.challenge)
 

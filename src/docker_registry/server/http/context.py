@@ -72,6 +72,17 @@ def may_pull(request: web.Request, repository: str) -> bool:
     return access is None or access.may_pull(repository)
 
 
+def base_url(request: web.Request) -> str:
+    """`scheme://host` as the client reached the registry: a TLS-terminating proxy's `X-Forwarded-Proto` and
+    `X-Forwarded-Host` first (their first values), else the connection's scheme and `Host`. Only for what goes back
+    to the client that sent them (a challenge's realm, an event's URL), never for a decision: a client that lies in
+    them only misleads itself."""
+    headers = request.headers
+    scheme = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    host = headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+    return f"{scheme if scheme in ('http', 'https') else request.scheme}://{host or request.host}"
+
+
 def registry(request: web.Request) -> Registry:
     return request.app[REGISTRY_KEY]
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from ..config.notifications import NotificationsConfig
-from ..http.context import SERVING, user
+from ..http.context import SERVING, base_url, user
 from ..http.requestid import request_id as request_id_of
 from ..registry.events import Action, Target
 from ..store.facade import AsyncMetadataStore
@@ -55,10 +55,8 @@ def _client(request: web.Request, peer: object) -> Client:
     addr = headers.get("X-Forwarded-For", "").split(",")[0].strip() or headers.get("X-Real-Ip", "")
     if not addr:
         addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else request.remote or ""
-    host = headers.get("X-Forwarded-Host", request.host)
-    scheme = headers.get("X-Forwarded-Proto", request.scheme)
     agent = headers.get("User-Agent", "")
-    return Client(addr, request.host, request.method, agent, user(request), f"{scheme}://{host}")
+    return Client(addr, request.host, request.method, agent, user(request), base_url(request))
 
 
 class Recorder:
