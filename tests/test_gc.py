@@ -26,7 +26,7 @@ import pytest
 from docker_registry.drivers.file import TEMP_DIRECTORY
 from docker_registry.server.registry.upload_area import upload_path
 from gc_checks import pull_and_verify, verify_manifest
-from oci_content import OCI_MANIFEST
+from oci_content import OCI_INDEX, OCI_MANIFEST
 from registry_api import (
     Pushed,
     get_manifest,
@@ -121,6 +121,31 @@ def test_collect_deletes_what_nothing_references_and_keeps_the_rest(server: Regi
         for digest in layer_digests(kept):
             assert blob_file(server, digest).exists()
     assert collect_json(server)["deleted"]["blobs"] == 0
+
+
+def test_the_blobs_a_buildkit_cache_index_lists_are_kept(server: RegistryProcess) -> None:
+    """An index whose entries are blobs (BuildKit's registry cache): they are referenced, as an image's layers, and
+    go only with the index."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        blobs = [random_bytes(2000), b'{"layers":[],"records":[]}']
+        digests = [push_blob(client, "gc/cache", blob) for blob in blobs]
+        types = ["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.buildkit.cacheconfig.v0"]
+        entries = [
+            {"mediaType": kind, "digest": digest, "size": len(blob)}
+            for kind, digest, blob in zip(types, digests, blobs, strict=True)
+        ]
+        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+        put = client.put("/v2/gc/cache/manifests/cache", content=index, headers={"Content-Type": OCI_INDEX})
+        assert put.status_code == 201, put.text
+
+        assert collect_json(server)["deleted"]["blobs"] == 0
+        for digest, blob in zip(digests, blobs, strict=True):
+            assert client.get(f"/v2/gc/cache/blobs/{digest}").content == blob
+
+        assert client.delete(f"/v2/gc/cache/manifests/{put.headers['Docker-Content-Digest']}").status_code == 202
+        assert collect_json(server)["deleted"]["blobs"] == 2
+        for digest in digests:
+            assert not blob_file(server, digest).exists()
 
 
 def test_dry_run_deletes_nothing(server: RegistryProcess) -> None:

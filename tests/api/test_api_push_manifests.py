@@ -20,11 +20,15 @@ from registry_api import (
     image_manifest,
     index_manifest,
     push,
+    push_blob,
     put_manifest,
     sha256,
     unique_repo,
     xfail_on_distribution,
 )
+
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+BUILDKIT_CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"
 
 
 def _assert_absent(client: httpx.Client, repo: str, *references: str) -> None:
@@ -198,6 +202,18 @@ def test_oci_manifest_without_media_type_field(client: httpx.Client) -> None:
     assert got.headers["Content-Type"] == OCI_MANIFEST
 
 
+@pytest.mark.parametrize("media_type", [DOCKER_MANIFEST, DOCKER_LIST])
+def test_docker_manifest_without_media_type_field_is_refused(client: httpx.Client, media_type: str) -> None:
+    """Docker's schema 2 requires `mediaType`; the same bytes without it could otherwise be pushed as OCI too,
+    and a digest keeps the type it was first pushed with."""
+    repo = unique_repo()
+    child = image_manifest(client, repo, media_type=DOCKER_MANIFEST)
+    push(client, repo, child)
+    document = json.loads(child.body if media_type == DOCKER_MANIFEST else index_manifest([child], DOCKER_LIST).body)
+    del document["mediaType"]
+    assert_error(put_manifest(client, repo, "bare", canonical(document), media_type), 400, "MANIFEST_INVALID")
+
+
 def test_manifest_is_scoped_to_its_repository(client: httpx.Client) -> None:
     repo, other = unique_repo(), unique_repo()
     manifest = image_manifest(client, repo)
@@ -216,6 +232,44 @@ def test_tag_deleted_then_pushed_again(client: httpx.Client) -> None:
     push(client, repo, manifest, "again")
     assert get_manifest(client, repo, "again").content == manifest.body
     assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["again"]
+
+
+@pytest.mark.parametrize(
+    ("index_type", "layer_type"),
+    [(OCI_INDEX, "application/vnd.oci.image.layer.v1.tar+gzip"), (DOCKER_LIST, DOCKER_LAYER)],
+)
+def test_buildkit_cache_index_of_blobs(client: httpx.Client, index_type: str, layer_type: str) -> None:
+    """`docker buildx build --cache-to type=registry` (BuildKit before v0.21, or `image-manifest=false` since) pushes
+    an index whose entries are its cache layers and config, blobs rather than manifests: Distribution, Docker Hub
+    and GHCR take it, and BuildKit reads them back by digest. Such an entry must be in the repository like a layer,
+    with its size."""
+    repo = unique_repo()
+    layers = [b"cache layer one" * 20, b"cache layer two" * 30]
+    cache_config = b'{"layers":[],"records":[]}'
+    entries = [{"mediaType": layer_type, "digest": sha256(layer), "size": len(layer)} for layer in layers]
+    entries.append({"mediaType": BUILDKIT_CACHE_CONFIG, "digest": sha256(cache_config), "size": len(cache_config)})
+    index = canonical({"schemaVersion": 2, "mediaType": index_type, "manifests": entries})
+
+    assert_error(put_manifest(client, repo, "cache", index, index_type), 400, "MANIFEST_BLOB_UNKNOWN")
+    for blob in [*layers, cache_config]:
+        push_blob(client, repo, blob)
+    answer = put_manifest(client, repo, "cache", index, index_type)
+    assert answer.status_code == 201, answer.text
+    got = get_manifest(client, repo, "cache")
+    assert got.content == index
+    assert got.headers["Content-Type"] == index_type
+    for blob in [*layers, cache_config]:
+        assert client.get(f"/v2/{repo}/blobs/{sha256(blob)}").content == blob
+
+
+@xfail_on_distribution("does not check the sizes an index gives its entries")
+def test_a_blob_entry_of_an_index_must_give_the_blobs_size(client: httpx.Client) -> None:
+    repo = unique_repo()
+    layer = b"cache layer" * 10
+    push_blob(client, repo, layer)
+    entry = {"mediaType": DOCKER_LAYER, "digest": sha256(layer), "size": len(layer) + 1}
+    index = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]})
+    assert_error(put_manifest(client, repo, "cache", index, OCI_INDEX), 400, "MANIFEST_INVALID")
 
 
 def test_index_may_reference_manifests_of_both_families(client: httpx.Client) -> None:

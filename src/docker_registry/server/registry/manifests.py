@@ -23,6 +23,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 IMAGE_TYPES = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
 INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 SUPPORTED_TYPES = IMAGE_TYPES | INDEX_TYPES
+DOCKER_TYPES = frozenset({DOCKER_MANIFEST, DOCKER_MANIFEST_LIST})
 GENERIC_CONTENT_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain"})
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 """RFC 6838 type/subtype without parameters, as the image-spec's schema writes it; at most 255 characters, so it
@@ -82,6 +83,10 @@ def _media_type(content_type: str, body: dict[str, Any]) -> str:
             raise _invalid("cannot tell the manifest's media type: no mediaType and no Content-Type")
     if media_type not in SUPPORTED_TYPES:
         raise _invalid(f"unsupported manifest media type {media_type!r}")
+    if not declared and media_type in DOCKER_TYPES:
+        # Docker's schema 2 requires it (Distribution refuses it missing); and the same bytes without it may be
+        # pushed as OCI, whose type a digest keeps for good: bytes without a mediaType are OCI's only
+        raise _invalid(f"a {media_type} manifest must give its mediaType")
     return media_type
 
 
@@ -144,6 +149,11 @@ def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> 
         children = body.get("manifests")
         if not isinstance(children, list):
             raise _invalid("manifests must be a list")
-        manifest.children = [_descriptor(c, f"manifests[{i}]") for i, c in enumerate(children)]
+        for i, child in enumerate(children):
+            d = _descriptor(child, f"manifests[{i}]")
+            # An entry of another type than a manifest's is a blob: BuildKit's registry cache (`--cache-to
+            # type=registry` with `image-manifest=false`, its default before v0.21) lists its layers and cache
+            # config so; Distribution, Docker Hub and GHCR take it. It must be in the repository like a layer.
+            (manifest.children if d.media_type in SUPPORTED_TYPES else manifest.blobs).append(d)
     manifest.artifact_type = artifact_type
     return manifest
