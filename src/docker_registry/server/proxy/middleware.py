@@ -109,10 +109,7 @@ class ProxyHandlers:
         document["name"] = target.local_name
         if link is None and document.get("tags"):  # the whole list: in lexical order, as the spec wants
             document["tags"] = sorted(document["tags"])
-        headers = {}
-        if link is not None:  # the next page, under the local name
-            headers["Link"] = link.replace(f"/v2/{target.remote_name}/", f"/v2/{target.local_name}/", 1)
-        return web.json_response(document, headers=headers)
+        return web.json_response(document, headers={"Link": target.local_link(link)} if link is not None else None)
 
     async def referrers(
         self, request: web.Request, target: Target, params: Params, local: Handler
@@ -135,8 +132,8 @@ class ProxyHandlers:
                 "serving the cached referrers of %s@%s, upstream unavailable: %s", target.local_name, digest, exc
             )
             return await local()
-        if "Link" in headers:  # the next page, under the local name
-            headers["Link"] = headers["Link"].replace(f"/v2/{target.remote_name}/", f"/v2/{target.local_name}/", 1)
+        if "Link" in headers:
+            headers["Link"] = target.local_link(headers["Link"])
         return web.Response(body=raw, headers={**headers, "Content-Type": OCI_INDEX})
 
     async def _cached_tags(self, target: Target, local: Handler, reason: UpstreamError) -> web.StreamResponse:

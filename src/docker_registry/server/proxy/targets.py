@@ -31,6 +31,10 @@ class Target:
     remote_name: str
     """What the upstream calls the repository."""
 
+    def local_link(self, link: str) -> str:
+        """An upstream's `Link` to the next page, under the local name."""
+        return link.replace(f"/v2/{self.remote_name}/", f"/v2/{self.local_name}/", 1)
+
 
 class Targets:
     def __init__(self, upstreams: list[Upstream], mirror: bool) -> None:
