@@ -18,7 +18,9 @@ import httpx
 import pytest
 import token_minting as tm
 
-from registry_api import image_manifest, push
+from docker_registry.server.ui.rendering import human_size
+from oci_content import OCI_INDEX
+from registry_api import image_manifest, push, push_blob
 from registry_process import RegistryProcess, implementation
 from ui_site import (
     NEWEST_PLATFORM_CREATED,
@@ -263,6 +265,31 @@ def test_an_index_shows_when_its_newest_platform_image_was_built(site: Site) -> 
         assert NEWEST_PLATFORM_CREATED in repository
         index = client.get("/ui/repositories/ui/multi/-/manifests/latest").text
         assert f"{NEWEST_PLATFORM_CREATED} (the newest platform image)" in index
+
+
+def test_an_index_of_blobs_lists_them_as_blobs_to_download(site: Site) -> None:
+    """BuildKit's registry cache is an index whose entries are its layers and cache config: they are blobs to
+    download, not platforms whose manifest pages would say there is no such manifest."""
+    blobs = [b"cache layer" * 100, b'{"layers":[],"records":[]}']
+    types = ["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.buildkit.cacheconfig.v0"]
+    with httpx.Client(base_url=site.server.url, auth=("admin", PASSWORDS["admin"]), timeout=30) as admin:
+        entries = [
+            {"mediaType": kind, "digest": push_blob(admin, "ui/cache", blob), "size": len(blob)}
+            for kind, blob in zip(types, blobs, strict=True)
+        ]
+        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+        put = admin.put("/v2/ui/cache/manifests/buildcache", content=index, headers={"Content-Type": OCI_INDEX})
+        assert put.status_code == 201, put.text
+    with logged_in(site.server, "reader") as client:
+        page = client.get("/ui/repositories/ui/cache/-/manifests/buildcache").text
+        assert "<h2>Blobs</h2>" in page
+        assert "<h2>Platforms</h2>" not in page
+        for entry, blob in zip(entries, blobs, strict=True):
+            link = f"/ui/repositories/ui/cache/-/blobs/{quote(entry['digest'])}"
+            assert f'href="{link}" download' in page
+            assert client.get(link).content == blob
+        tags = client.get("/ui/repositories/ui/cache").text  # the tag's size: the blobs it lists
+        assert human_size(sum(map(len, blobs))) in tags
 
 
 def test_a_script_label_is_shown_as_text(site: Site) -> None:

@@ -57,18 +57,25 @@ def test_an_index_gives_its_platforms_and_no_size() -> None:
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [
             {
-                "mediaType": "m",
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "digest": "sha256:aa",
                 "size": 1,
                 "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"},
             },
-            {"mediaType": "m", "digest": "sha256:bb", "size": 1, "platform": "odd"},
+            {
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "digest": "sha256:bb",
+                "size": 1,
+                "platform": "odd",
+            },
             "not a descriptor",
+            {"mediaType": "application/vnd.buildkit.cacheconfig.v0", "digest": "sha256:cc", "size": 3},
         ],
     }
     view = read_manifest("application/vnd.oci.image.index.v1+json", json.dumps(index).encode())
     assert view.platforms == ["linux/arm64/v8"]
-    assert len(view.children) == 2
+    assert [child.digest for child in view.children] == ["sha256:aa", "sha256:bb"]
+    assert [blob.digest for blob in view.layers] == ["sha256:cc"]  # no manifest: a blob it lists
     assert view.compressed_size is None
 
 

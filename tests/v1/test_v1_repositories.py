@@ -214,11 +214,18 @@ def test_v1_images_are_read_and_written_through_the_repositories_that_hold_them(
         expect(alice.put("/v1/repositories/team-a/next/", json=[{"id": started[0].id}]), 200)
         expect(bob.put(f"/v1/images/{started[0].id}/json", content=started[0].json), 403)
         push_image(alice, started[0])
-        # an image nobody listed or holds: as before, the right somewhere (unknown ones are then 404)
-        expect(carol.get(f"/v1/images/{'e' * 64}/json"), 404)
+        # an image nobody lists or holds (unknown ones are then 404) needs the right to push somewhere, which could
+        # list it: carol may only pull
+        expect(bob.get(f"/v1/images/{'e' * 64}/json"), 404)
+        expect(carol.get(f"/v1/images/{'e' * 64}/json"), 403)
         loose = chain({"tmp/loose": b"bob's"})
         push_image(bob, loose[0])
-        expect(carol.get(f"/v1/images/{loose[0].id}/json"), 200)
+        expect(bob.get(f"/v1/images/{loose[0].id}/json"), 200)
+        expect(carol.get(f"/v1/images/{loose[0].id}/json"), 403)
+        # so is one no longer held: the repository that listed and tagged it deleted
+        expect(alice.delete("/v1/repositories/team-a/app/"), 200)
+        expect(carol.get(f"/v1/images/{pushed[-1].id}/layer"), 403)
+        expect(alice.get(f"/v1/images/{pushed[-1].id}/layer"), 200)
 
         # presented ids are keyed: nobody computes them from digests they know (and then lists one as their own)
         base = presented_from[0]

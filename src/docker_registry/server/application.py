@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +20,7 @@ from docker_registry.core.driver import Base
 from docker_registry.core.exceptions import ConfigError
 
 from . import ui, v1
+from .auth.logins import Blocked, Logins
 from .auth.middleware import Auth, Authenticator
 from .auth.middleware import middleware as auth_middleware
 from .auth.service import TokenService
@@ -161,13 +162,23 @@ def _ui_accounts(auth: Authenticator | None, token_service: TokenService | None)
     """The users and rules the UI logs in with: htpasswd mode's, or the built-in token service's when it checks
     an htpasswd file. None otherwise (no auth, or an outside token server the UI cannot use)."""
     if isinstance(auth, Auth):
-        htpasswd, limiter = auth.htpasswd, auth.limiter
-        return ui.Accounts(htpasswd.verify, htpasswd.entry, auth.rules.allows, limiter.blocked_for, limiter.failed)
+        return ui.Accounts(_ui_check(auth.logins), auth.htpasswd.entry, auth.rules.allows)
     if token_service is not None and token_service.htpasswd is not None:
         service = token_service
-        users, limiter = token_service.htpasswd, service.limiter
-        return ui.Accounts(users.verify, users.entry, service.rules.allows, limiter.blocked_for, limiter.failed)
+        return ui.Accounts(_ui_check(service.logins), token_service.htpasswd.entry, service.rules.allows)
     return None
+
+
+def _ui_check(logins: Logins) -> Callable[[str, str, str], Awaitable[bool | None]]:
+    """The API's password check for the UI, which may not import the auth feature: None while blocked."""
+
+    async def check(address: str, user: str, password: str) -> bool | None:
+        try:
+            return await logins.check(address, user, password)
+        except Blocked:
+            return None
+
+    return check
 
 
 def create_debug_app(config: Config, main: web.Application) -> web.Application:

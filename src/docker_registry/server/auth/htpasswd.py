@@ -31,6 +31,7 @@ CACHE_SECONDS = 60.0
 """How long a verified user+password is trusted without bcrypt (a removed or changed entry ends it at once)."""
 CACHE_MAX_ENTRIES = 10_000
 DEFAULT_COST = 10
+MIN_COST, MAX_COST = 4, 31
 """bcrypt's cost for the dummy hash of a file without entries."""
 _DUMMY_HASHES: dict[int, bytes] = {}
 """A hash of no one's password per cost, made when first needed (in a verifying thread: cost 12 takes ~300 ms)."""
@@ -80,6 +81,7 @@ class Htpasswd:
         self.path = path
         self._users = load(path)
         self._dummy_cost = common_cost(self._users)
+        dummy_hash(self._dummy_cost)  # now, at start: made at the first unknown user, it would make that one slower
         self._stamp = self._stat()
         self._checked = time.monotonic()
         self._cache: dict[bytes, _Cached] = {}
@@ -116,13 +118,19 @@ class Htpasswd:
         self._refresh()
         return self._users.get(user)
 
-    async def verify(self, user: str, password: str) -> bool:
+    def _cache_key(self, user: str, password: str) -> bytes:
+        return hmac.new(self._key, user.encode() + b"\0" + password.encode(), hashlib.sha256).digest()
+
+    def remembers(self, user: str, password: str) -> bool:
+        """Whether this user and password were verified within `CACHE_SECONDS` (and the file has not changed)."""
         self._refresh()
-        key = hmac.new(self._key, user.encode() + b"\0" + password.encode(), hashlib.sha256).digest()
-        cached = self._cache.get(key)
-        now = time.monotonic()
-        if cached is not None and cached.until > now and cached.user == user:
+        cached = self._cache.get(self._cache_key(user, password))
+        return cached is not None and cached.until > time.monotonic() and cached.user == user
+
+    async def verify(self, user: str, password: str) -> bool:
+        if self.remembers(user, password):
             return True
+        key, now = self._cache_key(user, password), time.monotonic()
         hashed = self._users.get(user)
         ok = await asyncio.get_running_loop().run_in_executor(
             None, _check, password.encode(), hashed if hashed is not None else self._dummy_cost
@@ -144,18 +152,24 @@ def common_cost(users: dict[str, bytes]) -> int:
             cost = int(hashed[4:6])
         except ValueError:
             continue
-        costs[cost] = costs.get(cost, 0) + 1
+        if MIN_COST <= cost <= MAX_COST:  # bcrypt's own range: another is a malformed entry
+            costs[cost] = costs.get(cost, 0) + 1
     return max(costs, key=lambda cost: (costs[cost], cost)) if costs else DEFAULT_COST
+
+
+def dummy_hash(cost: int) -> bytes:
+    """A hash of no one's password at that cost (made once per process and cost)."""
+    dummy = _DUMMY_HASHES.get(cost)
+    if dummy is None:
+        dummy = _DUMMY_HASHES[cost] = bcrypt.hashpw(b"no one's password", bcrypt.gensalt(cost))
+    return dummy
 
 
 def _check(password: bytes, hashed: bytes | int) -> bool:
     """bcrypt compares in constant time; a hash it cannot read counts as a wrong password. An int is the cost of a
     dummy hash to check against (an unknown user)."""
     if isinstance(hashed, int):
-        dummy = _DUMMY_HASHES.get(hashed)
-        if dummy is None:
-            dummy = _DUMMY_HASHES[hashed] = bcrypt.hashpw(b"no one's password", bcrypt.gensalt(hashed))
-        hashed = dummy
+        hashed = dummy_hash(hashed)
     try:
         return bcrypt.checkpw(password, hashed)
     except ValueError:

@@ -26,7 +26,8 @@ from ..registry.errors import BLOB_UPLOAD_UNKNOWN, DENIED, TOOMANYREQUESTS, UNAU
 from .actions import CATALOG, LOGIN, OPEN, SESSION_HANDLERS, required, required_v1, same_owner
 from .htpasswd import Htpasswd, basic_credentials
 from .limiter import FailureLimiter
-from .rules import PULL, Rules
+from .logins import Blocked, Logins
+from .rules import PULL, PUSH, Rules
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Auth:
         self.htpasswd = Htpasswd(section.path)
         self.rules = Rules.from_config(config.access, section.groups)
         self.limiter = FailureLimiter()
+        self.logins = Logins(self.htpasswd, self.limiter)
 
     def _challenge(self, detail: list[dict[str, str]] | None = None, message: str | None = None) -> RegistryError:
         headers = {"WWW-Authenticate": f'Basic realm="{self.realm}"'}
@@ -67,36 +69,32 @@ class Auth:
         if credentials == ("", ""):
             return None
         address = request.remote or ""
-        if credentials is None:
-            left = self.limiter.blocked_for(address)
-            if left <= 0:
-                raise self._challenge(message="only Basic credentials are accepted")
-        else:
-            left = await self.limiter.admit(address)
-        if left > 0:
-            retry = {"Retry-After": str(math.ceil(left))}
-            raise RegistryError(TOOMANYREQUESTS, message="too many failed logins from this address", headers=retry)
-        assert credentials is not None
-        user, password = credentials
-        verified = False
         try:
-            verified = await self.htpasswd.verify(user, password)
-        finally:  # a check cut short counts as failed: its turn is given back either way
-            self.limiter.settle(address, failed=not verified)
-        if verified:
-            return user
+            if credentials is None:
+                if (left := self.limiter.blocked_for(address)) > 0:
+                    raise Blocked(left)
+                raise self._challenge(message="only Basic credentials are accepted")
+            user, password = credentials
+            if await self.logins.check(address, user, password):
+                return user
+        except Blocked as exc:
+            retry = {"Retry-After": str(math.ceil(exc.seconds))}
+            raise RegistryError(
+                TOOMANYREQUESTS, message="too many failed logins from this address", headers=retry
+            ) from None
         log.warning("failed login from %s for user %r", address, user[:100])  # never the password
         raise self._challenge(message="invalid username or password")
 
     async def _may_use_image(self, request: web.Request, user: str | None, image_id: str, action: str) -> bool:
         """Images are global, as in the original, but one that a repository holds (its index images list it, or a
         tag's chain contains it) is the caller's only through a repository they may `action`: the right to pull one
-        repository does not open every other's images to whoever has their ids. An image no repository holds (not
-        yet listed by the push that sends it, or unknown: a 404 follows) needs the right somewhere."""
+        repository does not open every other's images to whoever has their ids. One that none holds (not yet
+        listed by the push that sends it, no longer tagged, or unknown: a 404 follows) needs the right to push
+        somewhere, which could list it as held anyway."""
         store = registry(request).store
         holders = await store.read(store.sync.v1_image_holders, image_id)
         if not holders:
-            return self.rules.allows_somewhere(user, action)
+            return self.rules.allows_somewhere(user, PUSH)
         return any(self.rules.allows(user, holder, action) for holder in holders)
 
     async def guard(self, request: web.Request) -> None:

@@ -26,6 +26,7 @@ from ..registry import names
 from .htpasswd import Htpasswd, basic_credentials
 from .issuer import Minted, TokenIssuer, password_stamp
 from .limiter import FailureLimiter
+from .logins import Blocked, Logins
 from .rules import DELETE, PULL, PUSH, Rules
 from .scopes import ALL, CATALOG, REGISTRY, REPOSITORY, Scope, parse_all
 
@@ -59,6 +60,7 @@ class TokenService:
     ) -> None:
         self.path = path
         self.issuer, self.rules, self.htpasswd, self.limiter = issuer, rules, htpasswd, limiter
+        self.logins = Logins(htpasswd, limiter)
         self.challenge = {"WWW-Authenticate": 'Basic realm="token service"'}
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -126,17 +128,12 @@ class TokenService:
 
     async def _login(self, request: web.Request, user: str, password: str) -> str:
         address = request.remote or ""
-        left = await self.limiter.admit(address)
-        if left > 0:
-            headers = {"Retry-After": str(math.ceil(left))}
-            raise Refusal(429, "slow_down", "too many failed logins from this address", headers)
-        verified = False
         try:
-            verified = self.htpasswd is not None and await self.htpasswd.verify(user, password)
-        finally:  # a check cut short counts as failed: its turn is given back either way
-            self.limiter.settle(address, failed=not verified)
-        if verified:
-            return user
+            if await self.logins.check(address, user, password):
+                return user
+        except Blocked as exc:
+            headers = {"Retry-After": str(math.ceil(exc.seconds))}
+            raise Refusal(429, "slow_down", "too many failed logins from this address", headers) from None
         log.warning("failed token login from %s for user %r", address, user[:100])  # never the password
         raise Refusal(401, "invalid_grant", "invalid username or password", self.challenge)
 

@@ -667,7 +667,8 @@ class AccessRule(Section):
 class V1Config(Section):
     enabled: Annotated[Bool, OURS] = Field(
         True,
-        description="serve the legacy v1 API of the original docker-registry (`/v1/...`, `/_ping`; see docs/v1.md)",
+        description="serve the legacy v1 API of the original docker-registry (`/v1/...`, `/_ping`; see docs/v1.md); "
+        "off with `auth.token`, which docker 1.x engines cannot use",
     )
 
 

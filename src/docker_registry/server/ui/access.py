@@ -20,13 +20,13 @@ class Accounts:
     """What the auth feature lends the UI: password checks, rules, and the failed-login limiter it shares with
     the API (so the form is no way around it)."""
 
-    verify: Callable[[str, str], Awaitable[bool]]
+    check: Callable[[str, str, str], Awaitable[bool | None]]
+    """(address, user, password): whether the password is the user's, under the API's limit; None while the
+    address may not try."""
     entry: Callable[[str], bytes | None]
     """The user's password entry as the file holds it now (None: no such user): sessions are signed with it, so a
     changed password or a removed user ends them."""
     allows: Callable[[str | None, str, str], bool]
-    blocked_for: Callable[[str], float]
-    failed: Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,10 @@ from typing import Any
 INDEX_TYPES = frozenset(
     {"application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"}
 )
+MANIFEST_TYPES = INDEX_TYPES | {
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+}
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 """A config larger than this is not shown: the UI reads configs whole, and honest ones are kilobytes."""
 
@@ -132,7 +136,10 @@ def read_manifest(media_type: str, content: bytes) -> ManifestView:
     view = ManifestView(media_type, media_type in INDEX_TYPES, pretty=json.dumps(document, indent=2))
     if view.is_index:
         manifests = document.get("manifests")
-        view.children = [d for d in map(_descriptor, manifests if isinstance(manifests, list) else []) if d]
+        entries = [d for d in map(_descriptor, manifests if isinstance(manifests, list) else []) if d]
+        # entries of other types than a manifest's are blobs (BuildKit's registry cache): listed as blobs
+        view.children = [d for d in entries if d.media_type in MANIFEST_TYPES]
+        view.layers = [d for d in entries if d.media_type not in MANIFEST_TYPES]
     else:
         view.config = _descriptor(document.get("config"))
         layers = document.get("layers")

@@ -87,9 +87,10 @@ class TagRow:
 
 
 def _index_size(index: ManifestView, children: Mapping[str, ManifestView]) -> int | None:
-    """What pulling every platform of an index downloads: its children's configs and layers (None when a child
-    is not in the repository, or is itself an index)."""
+    """What pulling every platform of an index downloads: its children's configs and layers, and the blobs it
+    lists itself (None when a child is not in the repository, or is itself an index)."""
     sizes = [children[c.digest].compressed_size if c.digest in children else None for c in index.children]
+    sizes += [blob.size for blob in index.layers]
     return None if not sizes or None in sizes else sum(s for s in sizes if s is not None)
 
 
@@ -146,11 +147,11 @@ class UI:
     async def check_password(self, request: web.Request, user: str, password: str) -> bool:
         assert self.accounts is not None
         address = request.remote or ""
-        if self.accounts.blocked_for(address) > 0:
+        verified = await self.accounts.check(address, user, password)
+        if verified is None:
             raise web.HTTPTooManyRequests(text="too many failed logins from this address; try again later")
-        if user and await self.accounts.verify(user, password):
+        if verified:
             return True
-        self.accounts.failed(address)
         log.warning("failed UI login from %s for user %r", address, user[:100])
         return False
 

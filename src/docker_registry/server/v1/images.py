@@ -25,14 +25,14 @@ from . import tarfiles
 from .layers import LayerDigests
 from .responses import V1Error
 
-IMAGE_ID = re.compile(r"^(?:[0-9a-f]{64}|[0-9a-f]{16})$")
+IMAGE_ID = re.compile(r"[0-9a-f]{64}|[0-9a-f]{16}")
 INLINE_HASH_MAX = 64 * 1024
 IN_PROGRESS = "Image is being uploaded, retry later"
 COMPLETE_CACHE_ENTRIES = 10_000
 
 
 def check_image_id(image_id: str) -> str:
-    if not IMAGE_ID.match(image_id):
+    if not IMAGE_ID.fullmatch(image_id):  # not `$`, which also matches before a final newline
         raise V1Error("Invalid image ID: 64 (or 16) lowercase hexadecimal characters expected", 400)
     return image_id
 
@@ -56,7 +56,7 @@ def parse_image_json(image_id: str, raw: bytes) -> str | None:
     parent = data.get("parent")
     if parent in (None, ""):
         return None
-    if not isinstance(parent, str) or not IMAGE_ID.match(parent):
+    if not isinstance(parent, str) or not IMAGE_ID.fullmatch(parent):
         raise V1Error("Invalid parent ID")
     return parent
 

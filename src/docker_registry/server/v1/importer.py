@@ -103,7 +103,7 @@ def _scan_image(directory: str, image_id: str) -> _Found:
     if not isinstance(document, dict) or document.get("id") != image_id:
         return _Found(image_id, directory, None, None, "json does not name this image")
     parent = document.get("parent") or None
-    if parent is not None and (not isinstance(parent, str) or not IMAGE_ID.match(parent)):
+    if parent is not None and (not isinstance(parent, str) or not IMAGE_ID.fullmatch(parent)):
         return _Found(image_id, directory, None, None, "json names an invalid parent")
     return _Found(
         image_id,
@@ -220,7 +220,7 @@ class V1Importer:
             return {}
         found = {}
         for entry in os.scandir(root):
-            if entry.is_dir() and IMAGE_ID.match(entry.name):
+            if entry.is_dir() and IMAGE_ID.fullmatch(entry.name):
                 found[entry.name] = _scan_image(entry.path, entry.name)
         return found
 
