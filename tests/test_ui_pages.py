@@ -20,7 +20,7 @@ import token_minting as tm
 
 from docker_registry.server.ui.rendering import human_size
 from oci_content import OCI_INDEX
-from registry_api import image_manifest, push, push_blob
+from registry_api import image_manifest, index_manifest, push, push_blob
 from registry_process import RegistryProcess, implementation
 from ui_site import (
     NEWEST_PLATFORM_CREATED,
@@ -96,6 +96,19 @@ def test_other_methods_are_refused_plainly(site: Site) -> None:
             client.get("/ui/repositories/ui/multi?page=99999999999", auth=("admin", PASSWORDS["admin"])).status_code
             == 200
         )
+
+
+def test_after_login_the_next_page_stays_under_the_ui(site: Site) -> None:
+    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+        for target in ("/ui/%2e%2e/%2e%2e//evil.example", "/ui/../v2/", "/ui/./..", "//evil.example", "/ui\\x"):
+            form = client.get("/ui/login", params={"next": target})
+            answer = client.post(
+                "/ui/login",
+                params={"next": target},
+                data={"csrf": csrf_of(form.text), "username": "reader", "password": PASSWORDS["reader"]},
+            )
+            assert answer.status_code == 303, answer.text
+            assert answer.headers["Location"] == "/ui/", target
 
 
 def test_a_wrong_password_is_refused(site: Site) -> None:
@@ -292,6 +305,35 @@ def test_an_index_of_blobs_lists_them_as_blobs_to_download(site: Site) -> None:
         assert human_size(sum(map(len, blobs))) in tags
 
 
+def test_pushed_content_that_is_deep_huge_or_hidden_leaves_the_pages_whole(site: Site) -> None:
+    """What anyone who may push controls, shown to whoever may pull: a config nested deeper than Python's stack
+    (a 500 on the repository and image pages), an index of many platforms (each child read and its platforms
+    listed on every tag row), and characters that hide or reverse text (`\u202eevil=1` showed as `1=live`)."""
+    with httpx.Client(base_url=site.server.url, auth=("admin", PASSWORDS["admin"]), timeout=60) as admin:
+        deep = b'{"architecture":"amd64","os":"linux","config":{"Labels":' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+        push(admin, "ui/odd", image_manifest(admin, "ui/odd", config=deep), "deep")
+        hidden = image_manifest(admin, "ui/odd", annotations={"org.example.note": "abc\u202edef", "a\u200bb": "x"})
+        push(admin, "ui/odd", hidden, "hidden")
+        children = [image_manifest(admin, "ui/odd") for _ in range(70)]
+        for child in children:
+            push(admin, "ui/odd", child)
+        many = json.loads(index_manifest(children).body)
+        for number, child in enumerate(many["manifests"]):
+            child["platform"] = {"os": "linux", "architecture": f"arch{number}"}
+        body = json.dumps(many).encode()
+        put = admin.put("/v2/ui/odd/manifests/many", content=body, headers={"Content-Type": OCI_INDEX})
+        assert put.status_code == 201, put.text
+    with logged_in(site.server, "reader") as client:
+        listing = client.get("/ui/repositories/ui/odd")
+        assert listing.status_code == 200
+        assert "54 more" in listing.text  # 16 platforms, then the count of the others
+        assert client.get("/ui/repositories/ui/odd/-/manifests/deep").status_code == 200
+        page = client.get("/ui/repositories/ui/odd/-/manifests/hidden").text
+        assert "abc\\u202edef" in page
+        assert "\u202e" not in page
+        assert "a\\u200bb" in page
+
+
 def test_a_script_label_is_shown_as_text(site: Site) -> None:
     with logged_in(site.server, "admin") as client:
         page = client.get("/ui/repositories/ui/labels/-/manifests/xss")
@@ -330,12 +372,17 @@ def test_delete_a_tag_with_confirmation_and_csrf(site: Site) -> None:
         assert "garbage collection" in confirm.text
         no_token = client.post("/ui/repositories/ui/other/-/delete", data={"tag": "to-delete"})
         assert no_token.status_code == 403
-        cross_site = client.post(
-            "/ui/repositories/ui/other/-/delete",
-            data={"tag": "to-delete", "csrf": csrf_of(confirm.text)},
-            headers={"Origin": "https://evil.example"},
-        )
-        assert cross_site.status_code == 403
+        for origin in ("https://evil.example", site.server.url.replace("http://", "https://")):  # the scheme too
+            cross_site = client.post(
+                "/ui/repositories/ui/other/-/delete",
+                data={"tag": "to-delete", "csrf": csrf_of(confirm.text)},
+                headers={"Origin": origin},
+            )
+            assert cross_site.status_code == 403
+        # a confirmation names a well-formed tag or digest only: a crafted link puts no words of its own there
+        crafted_confirm = client.get("/ui/repositories/ui/other/-/delete", params={"tag": "all tags, then call us"})
+        assert crafted_confirm.status_code == 404
+        assert "call us" not in crafted_confirm.text
         assert client.get("/v2/ui/other/manifests/to-delete", auth=("admin", PASSWORDS["admin"])).status_code == 200
         done = client.post(
             "/ui/repositories/ui/other/-/delete", data={"tag": "to-delete", "csrf": csrf_of(confirm.text)}

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import markupsafe
+
 from docker_registry.server.ui.images import linked_pretty, read_config, read_manifest
 from docker_registry.server.ui.pages import newest
-from docker_registry.server.ui.rendering import human_size, short_digest
+from docker_registry.server.ui.rendering import human_size, reveal, short_digest
 from docker_registry.server.ui.sessions import Signer
 
 ENTRY = b"$2b$04$abcdefghijklmnopqrstuu"
@@ -92,7 +94,10 @@ def test_an_image_size_is_its_config_and_layers() -> None:
 
 
 def test_odd_documents_are_shown_not_failed() -> None:
-    assert read_manifest("x/y", b"\xff not json").pretty.startswith("\ufffd")
+    assert read_manifest("x/y", b"\xff not json", pretty=True).pretty.startswith("\ufffd")
+    deep = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert read_manifest("x/y", deep, pretty=True).pretty == deep.decode()  # deeper than the stack: shown as text
+    assert read_config(b'{"config":' + b"[" * 100_000 + b"]" * 100_000 + b"}").labels == {}
     assert read_config(b"[]").labels == {}
     config = read_config(
         json.dumps({"config": {"Labels": {"a": 1}, "Env": ["A=1", 2]}, "history": [{"created": 3}]}).encode()
@@ -100,6 +105,14 @@ def test_odd_documents_are_shown_not_failed() -> None:
     assert config.labels == {"a": "1"}
     assert config.env == ["A=1"]
     assert config.history == [("", "")]
+
+
+def test_hidden_characters_are_written_out_and_markup_is_left_alone() -> None:
+    assert reveal("\u202eevil=1") == "\\u202eevil=1"
+    assert reveal("a\u200bb\ufeff") == "a\\u200bb\\ufeff"
+    assert reveal("plain") == "plain"
+    assert reveal(markupsafe.Markup("<b>x</b>")) == markupsafe.Markup("<b>x</b>")
+    assert reveal(3) == 3
 
 
 def test_sizes_and_digests_for_people() -> None:
@@ -123,7 +136,7 @@ def test_linked_pretty_links_descriptor_digests_only() -> None:
         "subject": {"digest": subject, "size": 4},
         "annotations": {"digest": "sha256:" + "4" * 64},
     }
-    view = read_manifest("application/vnd.oci.image.manifest.v1+json", json.dumps(document).encode())
+    view = read_manifest("application/vnd.oci.image.manifest.v1+json", json.dumps(document).encode(), pretty=True)
     segments = linked_pretty(view)
     assert "".join(s.text for s in segments) == view.pretty
     assert [(s.digest, s.manifest) for s in segments if s.digest] == [(config, False), (layer, False), (subject, True)]

@@ -126,14 +126,24 @@ def _descriptor(value: Any) -> Descriptor | None:
     )
 
 
-def read_manifest(media_type: str, content: bytes) -> ManifestView:
+def _document(content: bytes) -> Any:
+    """The JSON document, or None: nesting too deep for this stack is no document either (pushes refuse deep
+    manifests, but the UI parses from deeper in its stack, and nothing checks a config's depth)."""
     try:
-        document = json.loads(content)
-    except ValueError:
-        document = None
+        return json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+
+
+def read_manifest(media_type: str, content: bytes, *, pretty: bool = False) -> ManifestView:
+    """What the manifest says; with `pretty`, also its indented text, for its own page only (several MB of an
+    index took 0.4 s to indent, and a tag list reads fifty manifests)."""
+    document = _document(content)
     if not isinstance(document, dict):
-        return ManifestView(media_type, media_type in INDEX_TYPES, pretty=content.decode(errors="replace"))
-    view = ManifestView(media_type, media_type in INDEX_TYPES, pretty=json.dumps(document, indent=2))
+        text = content.decode(errors="replace") if pretty else ""
+        return ManifestView(media_type, media_type in INDEX_TYPES, pretty=text)
+    text = json.dumps(document, indent=2) if pretty else ""
+    view = ManifestView(media_type, media_type in INDEX_TYPES, pretty=text)
     if view.is_index:
         manifests = document.get("manifests")
         entries = [d for d in map(_descriptor, manifests if isinstance(manifests, list) else []) if d]
@@ -155,10 +165,7 @@ def read_manifest(media_type: str, content: bytes) -> ManifestView:
 
 
 def read_config(content: bytes) -> ConfigView:
-    try:
-        document = json.loads(content)
-    except ValueError:
-        return ConfigView()
+    document = _document(content)
     if not isinstance(document, dict):
         return ConfigView()
     config = document.get("config")

@@ -13,11 +13,12 @@ import asyncio
 import datetime
 import logging
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import jinja2
 from aiohttp import BasicAuth, hdrs, web
@@ -27,7 +28,7 @@ from docker_registry.core.digest import parse_digest
 from docker_registry.core.exceptions import UnspecifiedError
 
 from ..config import Config
-from ..http.context import REGISTRY_KEY
+from ..http.context import REGISTRY_KEY, base_url
 from ..registry import names
 from ..registry.cache import BoundedCache
 from ..registry.errors import RegistryError
@@ -42,10 +43,25 @@ from .sessions import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, Signer
 log = logging.getLogger(__name__)
 
 PREFIX = "/ui"
+_DOT_SEGMENT = re.compile(r"/\.\.?(/|$)")
+"""A `..` or `.` path segment: a login's `next` must stay under the UI as browsers resolve it."""
 REPOSITORIES_PER_PAGE = 50
+REPOSITORIES_SCANNED = 20_000
+"""Names a page of repositories reads at most to fill itself with names the viewer may pull (a search by a viewer
+who may pull few of 300,000 names read them all, seconds a page); then it links to the next."""
 TAGS_PER_PAGE = 50
 RECENT_PUSHES = 10
 INDEX_CREATED_CHILDREN = 8
+SIZED_CHILDREN = 64
+"""A tag list sizes an index of at most this many children (each read and parsed on the event loop; an index of
+19,000 children, tagged fifty times, held a worker for 20 s)."""
+LISTED_PLATFORMS = 16
+LISTED_CONFIG_BYTES = 64 * 1024
+"""A tag list reads an image's config for its `created` only up to this size (honest configs are a few KB; fifty
+of 4 MiB each took seconds to parse); its own page reads it up to `MAX_CONFIG_BYTES`."""
+CACHED_CONFIGS, CACHED_CONFIG_BYTES = 1024, 64 * 1024
+"""Configs kept per worker, and the largest kept: at most some 64 MiB of them (4,096 of up to 4 MiB each could
+have taken gigabytes)."""
 """An index's created time is the newest of its first this many platform images' (each a config read, cached)."""
 SEPARATOR = "/-/"
 VIEWER: web.RequestKey[Viewer] = web.RequestKey("docker_registry.ui.viewer", Viewer)
@@ -86,9 +102,19 @@ class TagRow:
     created: str
 
 
+def _listed_platforms(view: ManifestView) -> list[str]:
+    platforms = view.platforms
+    if len(platforms) <= LISTED_PLATFORMS:
+        return platforms
+    return [*platforms[:LISTED_PLATFORMS], f"{len(platforms) - LISTED_PLATFORMS} more"]
+
+
 def _index_size(index: ManifestView, children: Mapping[str, ManifestView]) -> int | None:
     """What pulling every platform of an index downloads: its children's configs and layers, and the blobs it
-    lists itself (None when a child is not in the repository, or is itself an index)."""
+    lists itself (None when a child is not in the repository, is itself an index, or the index has more children
+    than a list reads: `SIZED_CHILDREN`)."""
+    if len(index.children) > SIZED_CHILDREN:
+        return None
     sizes = [children[c.digest].compressed_size if c.digest in children else None for c in index.children]
     sizes += [blob.size for blob in index.layers]
     return None if not sizes or None in sizes else sum(s for s in sizes if s is not None)
@@ -124,7 +150,7 @@ class UI:
         self.accounts = accounts
         self.supported = accounts is not None or not auth_configured
         self.health = health
-        self.configs: BoundedCache[str, ConfigView] = BoundedCache(4096)
+        self.configs: BoundedCache[str, ConfigView] = BoundedCache(CACHED_CONFIGS)
         """Image configs are immutable (by digest): read each from storage once per worker."""
 
     # --- who is looking ----------------------------------------------------------------------------------------
@@ -211,7 +237,7 @@ class UI:
         """The form of a state-changing request, once its CSRF token matched and its origin (when the browser
         says) is this registry; otherwise 403."""
         origin = request.headers.get(hdrs.ORIGIN)
-        if origin is not None and origin.split("://", 1)[-1] != request.host:
+        if origin is not None and origin != base_url(request):
             raise web.HTTPForbidden(text="cross-site request refused")
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             raise web.HTTPForbidden(text="cross-site request refused")
@@ -263,7 +289,7 @@ class UI:
         after = request.query.get("after") or None
         store = self.registry(request).store
         found: list[str] = []
-        cursor, more = after, False
+        cursor, more, scanned = after, False, 0
         batch = REPOSITORIES_PER_PAGE * 4
         while True:  # keyset pages until this page is full of repositories the viewer may pull
             names_ = await store.read(store.sync.repository_names, search or None, cursor, batch)
@@ -276,13 +302,19 @@ class UI:
             if more or len(names_) < batch:
                 break
             cursor = names_[-1]
+            scanned += len(names_)
+            if scanned >= REPOSITORIES_SCANNED:  # a page of few visible names among many: the next page goes on
+                more = True
+                break
+            batch = min(batch * 4, 2000)
         if viewer.needs_login and not found and not search and not after:
             raise self._login_redirect(request)
         summaries: dict[str, RepositorySummary] = await store.read(store.sync.repository_summaries, found)
         rows = [summaries.get(name, RepositorySummary(name, 0, None, 0)) for name in found]
         next_url = None
-        if more and found:
-            next_url = f"{PREFIX}/repositories?{urlencode({'q': search, 'after': found[-1]})}"
+        if more:
+            resume = found[-1] if len(found) == REPOSITORIES_PER_PAGE else cursor
+            next_url = f"{PREFIX}/repositories?{urlencode({'q': search, 'after': resume})}"
         return self.render(request, "repositories.html", rows=rows, search=search, after=after, next_url=next_url)
 
     async def repository_path(self, request: web.Request) -> web.StreamResponse:
@@ -320,26 +352,27 @@ class UI:
         if found is None:
             return self.error(request, 404, "No such repository.")
         total, records = found
-        views = [read_manifest(r.media_type, r.content) for r in records]
-        configs = await asyncio.gather(*(self._config(request, name, v) for v in views))
-        children = [child.digest for view in views for child in view.children]
+        # each manifest read once, however many of the page's tags name it
+        by_digest = {str(r.digest): read_manifest(r.media_type, r.content) for r in records}
+        distinct = list(by_digest.values())
+        configs = await asyncio.gather(*(self._config(request, name, v, LISTED_CONFIG_BYTES) for v in distinct))
+        children = sorted(
+            {child.digest for view in distinct if len(view.children) <= SIZED_CHILDREN for child in view.children}
+        )
         child_views = {
             digest: read_manifest(*found)
             for digest, found in (await store.read(store.sync.manifest_contents, name, children)).items()
         }
-        created = await asyncio.gather(*(self._index_created(request, name, v, child_views) for v in views))
-        rows = [
-            TagRow(
-                r.name,
-                r.pushed,
-                str(r.digest),
-                r.media_type,
-                v.platforms,
-                _index_size(v, child_views) if v.is_index else v.compressed_size,
-                i or (c.created if c else ""),
+        created = await asyncio.gather(*(self._index_created(request, name, v, child_views) for v in distinct))
+        facts = {
+            digest: (
+                _listed_platforms(view),
+                _index_size(view, child_views) if view.is_index else view.compressed_size,
+                made or (config.created if config else ""),
             )
-            for r, v, c, i in zip(records, views, configs, created, strict=True)
-        ]
+            for (digest, view), config, made in zip(by_digest.items(), configs, created, strict=True)
+        }
+        rows = [TagRow(r.name, r.pushed, str(r.digest), r.media_type, *facts[str(r.digest)]) for r in records]
         return self.render(
             request,
             "repository.html",
@@ -354,9 +387,12 @@ class UI:
             deleted=_deleted(request),
         )
 
-    async def _config(self, request: web.Request, repository: str, view: ManifestView) -> ConfigView | None:
-        """The image config a manifest names, read from storage once per worker; None when absent or too big."""
-        if view.config is None or view.config.size > MAX_CONFIG_BYTES:
+    async def _config(
+        self, request: web.Request, repository: str, view: ManifestView, limit: int = MAX_CONFIG_BYTES
+    ) -> ConfigView | None:
+        """The image config a manifest names, read from storage once per worker (a small one); None when absent or
+        larger than `limit`."""
+        if view.config is None or view.config.size > limit:
             return None
         cached = self.configs.get(view.config.digest)
         if cached is not None:
@@ -369,7 +405,8 @@ class UI:
         except (RegistryError, UnspecifiedError, OSError):
             return None
         config = read_config(b"".join(chunks))
-        self.configs.put(view.config.digest, config)
+        if view.config.size <= CACHED_CONFIG_BYTES:
+            self.configs.put(view.config.digest, config)
         return config
 
     async def _index_created(
@@ -398,7 +435,7 @@ class UI:
             digest, stored = await registry.get_manifest(name, names.check_reference(reference), pulled=False)
         except RegistryError:
             return self.error(request, 404, "No such manifest.")
-        view = read_manifest(stored.media_type, stored.content)
+        view = read_manifest(stored.media_type, stored.content, pretty=True)
         store = registry.store
         children = [child.digest for child in view.children[:INDEX_CREATED_CHILDREN]]
         config, referrers, tags, child_contents = await asyncio.gather(
@@ -435,6 +472,10 @@ class UI:
             return self.error(request, 403, "You may not delete in this repository (or deletes are disabled).")
         if request.method == "GET":
             tag, digest = request.query.get("tag", ""), request.query.get("digest", "")
+            try:  # a well-formed tag or digest only: a crafted link cannot put words of its own on the page
+                tag, digest = names.check_tag(tag) if tag else "", str(names.check_digest(digest)) if digest else ""
+            except RegistryError:
+                return self.error(request, 404, "No such tag or manifest.")
             return self.render(request, "delete.html", name=name, tag=tag, digest=digest)
         if request.method != "POST":
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
@@ -460,7 +501,8 @@ class UI:
             raise web.HTTPSeeOther(f"{PREFIX}/")
         request[VIEWER] = Viewer(None, self.accounts)
         target = request.query.get("next", "")
-        target = target if target.startswith(f"{PREFIX}/") and "\\" not in target else f"{PREFIX}/"
+        if not target.startswith(f"{PREFIX}/") or "\\" in target or _DOT_SEGMENT.search(unquote(target)):
+            target = f"{PREFIX}/"
         if request.method in ("GET", "HEAD"):
             return self.render(request, "login.html", next=target, failed=False)
         if request.method != "POST":

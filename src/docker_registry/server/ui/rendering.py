@@ -5,9 +5,11 @@ styles only from the registry, no inline code, no framing) and no caching of pag
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 import jinja2
+import markupsafe
 from aiohttp import web
 
 CSP = (
@@ -44,6 +46,20 @@ def short_digest(digest: str) -> str:
     return f"{algorithm}:{hexpart[:12]}" if hexpart else str(digest)
 
 
+_HIDDEN = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+r"""Characters that show nothing or turn the text around them (zero-width spaces and joiners, bidirectional
+overrides and isolates): `\u202eevil=1` showed as `1=live`, and a zero-width space made a label key look like
+another."""
+
+
+def reveal(value: Any) -> Any:
+    r"""Every value a page shows, with the hidden characters of a pushed text written out as `\uXXXX` (the
+    environment's `finalize`, before escaping; the templates' own markup has none)."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup) and _HIDDEN.search(value):
+        return _HIDDEN.sub(lambda found: f"\\u{ord(found.group()):04x}", value)
+    return value
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("docker_registry.server.ui", "templates"),
@@ -51,6 +67,7 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=reveal,
     )
     env.filters.update(size=human_size, time=timestamp, short=short_digest)
     return env
