@@ -15,7 +15,8 @@ def test_valid_names(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["", "A", "a/", "/a", "a//b", "a/../b", "..", "a..b", "a___b", "-a", "a-", "a%2fb", "a b", "a" * 256]
+    "name",
+    ["", "A", "a/", "/a", "a//b", "a/../b", "..", "a..b", "a___b", "-a", "a-", "a%2fb", "a b", "a" * 256, "a/b\n"],
 )
 def test_invalid_names(name: str) -> None:
     with pytest.raises(RegistryError) as info:
@@ -28,7 +29,7 @@ def test_valid_tags(tag: str) -> None:
     assert names.check_reference(tag) == tag
 
 
-@pytest.mark.parametrize("tag", ["", "-x", ".x", "A" * 129, "a/b", "a b", "é"])
+@pytest.mark.parametrize("tag", ["", "-x", ".x", "A" * 129, "a/b", "a b", "é", "latest\n"])  # `$` matched before "\n"
 def test_invalid_tags(tag: str) -> None:
     with pytest.raises(RegistryError) as info:
         names.check_reference(tag)

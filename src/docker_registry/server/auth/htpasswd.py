@@ -31,10 +31,11 @@ CACHE_SECONDS = 60.0
 """How long a verified user+password is trusted without bcrypt (a removed or changed entry ends it at once)."""
 CACHE_MAX_ENTRIES = 10_000
 DEFAULT_COST = 10
-MIN_COST, MAX_COST = 4, 31
 """bcrypt's cost for the dummy hash of a file without entries."""
+MIN_COST, MAX_COST = 4, 31
 _DUMMY_HASHES: dict[int, bytes] = {}
-"""A hash of no one's password per cost, made when first needed (in a verifying thread: cost 12 takes ~300 ms)."""
+"""A hash of no one's password per cost: made when a file is read at start, else (a re-read file of another most
+common cost) at the first unknown user, in the verifying thread (cost 12 takes ~300 ms)."""
 
 
 class HtpasswdError(Exception):

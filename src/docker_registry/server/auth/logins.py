@@ -22,9 +22,13 @@ class Logins:
 
     async def check(self, address: str, user: str, password: str) -> bool:
         """Whether the password is the user's; raises `Blocked` while the address may not try. A user and password
-        verified within the last minute pass without waiting for a turn: they are no guess, and a client behind a
-        proxy that shares its address with a guesser keeps working."""
+        verified within the last minute pass without waiting for a turn behind checks under way (a client behind a
+        proxy that shares its address with a guesser keeps working), but not while the address is blocked: the
+        cache is no one's in particular, so a blocked guesser would otherwise learn a remembered password's
+        rightness from a 200 among 429s, at no cost."""
         if self.htpasswd is not None and self.htpasswd.remembers(user, password):
+            if (left := self.limiter.blocked_for(address)) > 0:
+                raise Blocked(left)
             return True
         left = await self.limiter.admit(address)
         if left > 0:

@@ -9,13 +9,14 @@ from docker_registry.core.digest import Digest, DigestError, parse_digest
 from .errors import DIGEST_INVALID, NAME_INVALID, TAG_INVALID, RegistryError
 
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+# matched whole (`fullmatch`): `$` also matches before a final newline, and a tag is unquoted from the path
+_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 NAME_MAX_LENGTH = 255
 
 
 def is_name(name: str) -> bool:
-    return len(name) <= NAME_MAX_LENGTH and _NAME.match(name) is not None
+    return len(name) <= NAME_MAX_LENGTH and _NAME.fullmatch(name) is not None
 
 
 def check_name(name: str) -> str:
@@ -25,7 +26,7 @@ def check_name(name: str) -> str:
 
 
 def check_tag(tag: str) -> str:
-    if not _TAG.match(tag):
+    if not _TAG.fullmatch(tag):
         raise RegistryError(TAG_INVALID, {"tag": tag[:300]}, message="invalid tag")
     return tag
 

@@ -142,7 +142,10 @@ def read_manifest(media_type: str, content: bytes, *, pretty: bool = False) -> M
     if not isinstance(document, dict):
         text = content.decode(errors="replace") if pretty else ""
         return ManifestView(media_type, media_type in INDEX_TYPES, pretty=text)
-    text = json.dumps(document, indent=2) if pretty else ""
+    try:
+        text = json.dumps(document, indent=2) if pretty else ""
+    except RecursionError:  # parsed a frame deeper than it can be written back: shown as sent
+        text = content.decode(errors="replace")
     view = ManifestView(media_type, media_type in INDEX_TYPES, pretty=text)
     if view.is_index:
         manifests = document.get("manifests")

@@ -28,7 +28,7 @@ from docker_registry.core.digest import parse_digest
 from docker_registry.core.exceptions import UnspecifiedError
 
 from ..config import Config
-from ..http.context import REGISTRY_KEY, base_url
+from ..http.context import REGISTRY_KEY
 from ..registry import names
 from ..registry.cache import BoundedCache
 from ..registry.errors import RegistryError
@@ -43,8 +43,9 @@ from .sessions import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, Signer
 log = logging.getLogger(__name__)
 
 PREFIX = "/ui"
-_DOT_SEGMENT = re.compile(r"/\.\.?(/|$)")
-"""A `..` or `.` path segment: a login's `next` must stay under the UI as browsers resolve it."""
+_UNSAFE_NEXT = re.compile(r"/\.\.?(/|$)|[\\\x00-\x20\x7f]")
+"""A `..` or `.` path segment, a backslash, a control character or a space (URL parsers drop tabs and newlines, so
+`.%09.` becomes `..`): a login's `next` must stay under the UI as browsers resolve it."""
 REPOSITORIES_PER_PAGE = 50
 REPOSITORIES_SCANNED = 20_000
 """Names a page of repositories reads at most to fill itself with names the viewer may pull (a search by a viewer
@@ -52,6 +53,7 @@ who may pull few of 300,000 names read them all, seconds a page); then it links 
 TAGS_PER_PAGE = 50
 RECENT_PUSHES = 10
 INDEX_CREATED_CHILDREN = 8
+"""An index's created time is the newest of its first this many platform images' (each a config read, cached)."""
 SIZED_CHILDREN = 64
 """A tag list sizes an index of at most this many children (each read and parsed on the event loop; an index of
 19,000 children, tagged fifty times, held a worker for 20 s)."""
@@ -62,7 +64,6 @@ of 4 MiB each took seconds to parse); its own page reads it up to `MAX_CONFIG_BY
 CACHED_CONFIGS, CACHED_CONFIG_BYTES = 1024, 64 * 1024
 """Configs kept per worker, and the largest kept: at most some 64 MiB of them (4,096 of up to 4 MiB each could
 have taken gigabytes)."""
-"""An index's created time is the newest of its first this many platform images' (each a config read, cached)."""
 SEPARATOR = "/-/"
 VIEWER: web.RequestKey[Viewer] = web.RequestKey("docker_registry.ui.viewer", Viewer)
 
@@ -237,7 +238,8 @@ class UI:
         """The form of a state-changing request, once its CSRF token matched and its origin (when the browser
         says) is this registry; otherwise 403."""
         origin = request.headers.get(hdrs.ORIGIN)
-        if origin is not None and origin != base_url(request):
+        # the host only: behind a TLS-terminating proxy the scheme (and a default port) may differ from ours
+        if origin is not None and origin.split("://", 1)[-1] != request.host:
             raise web.HTTPForbidden(text="cross-site request refused")
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             raise web.HTTPForbidden(text="cross-site request refused")
@@ -286,7 +288,8 @@ class UI:
     async def repositories(self, request: web.Request) -> web.Response:
         viewer = await self.enter(request)
         search = request.query.get("q", "").strip()[:255]
-        after = request.query.get("after") or None
+        sealed = request.query.get("from")
+        after = (self.signer.unseal(sealed) if sealed else None) or request.query.get("after") or None
         store = self.registry(request).store
         found: list[str] = []
         cursor, more, scanned = after, False, 0
@@ -306,15 +309,16 @@ class UI:
             if scanned >= REPOSITORIES_SCANNED:  # a page of few visible names among many: the next page goes on
                 more = True
                 break
-            batch = min(batch * 4, 2000)
-        if viewer.needs_login and not found and not search and not after:
+            batch = min(batch * 4, 2000, REPOSITORIES_SCANNED - scanned)
+        if viewer.needs_login and not found and not more and not search and not after:
             raise self._login_redirect(request)
         summaries: dict[str, RepositorySummary] = await store.read(store.sync.repository_summaries, found)
         rows = [summaries.get(name, RepositorySummary(name, 0, None, 0)) for name in found]
         next_url = None
-        if more:
-            resume = found[-1] if len(found) == REPOSITORIES_PER_PAGE else cursor
-            next_url = f"{PREFIX}/repositories?{urlencode({'q': search, 'after': resume})}"
+        if more and len(found) == REPOSITORIES_PER_PAGE:
+            next_url = f"{PREFIX}/repositories?{urlencode({'q': search, 'after': found[-1]})}"
+        elif more and cursor is not None:  # stopped among names the viewer may not see: the place is sealed
+            next_url = f"{PREFIX}/repositories?{urlencode({'q': search, 'from': self.signer.seal(cursor)})}"
         return self.render(request, "repositories.html", rows=rows, search=search, after=after, next_url=next_url)
 
     async def repository_path(self, request: web.Request) -> web.StreamResponse:
@@ -363,7 +367,9 @@ class UI:
             digest: read_manifest(*found)
             for digest, found in (await store.read(store.sync.manifest_contents, name, children)).items()
         }
-        created = await asyncio.gather(*(self._index_created(request, name, v, child_views) for v in distinct))
+        created = await asyncio.gather(
+            *(self._index_created(request, name, v, child_views, LISTED_CONFIG_BYTES) for v in distinct)
+        )
         facts = {
             digest: (
                 _listed_platforms(view),
@@ -410,12 +416,17 @@ class UI:
         return config
 
     async def _index_created(
-        self, request: web.Request, repository: str, index: ManifestView, children: Mapping[str, ManifestView]
+        self,
+        request: web.Request,
+        repository: str,
+        index: ManifestView,
+        children: Mapping[str, ManifestView],
+        limit: int = MAX_CONFIG_BYTES,
     ) -> str:
-        """When the newest platform image of an index was built, from its first children's configs ("" for an
-        image, whose own config says it)."""
+        """When the newest platform image of an index was built, from its first children's configs of up to `limit`
+        bytes ("" for an image, whose own config says it)."""
         images = [children[c.digest] for c in index.children[:INDEX_CREATED_CHILDREN] if c.digest in children]
-        configs = await asyncio.gather(*(self._config(request, repository, image) for image in images))
+        configs = await asyncio.gather(*(self._config(request, repository, image, limit) for image in images))
         return newest([config.created for config in configs if config is not None and config.created])
 
     async def _blob(self, request: web.Request, name: str, digest_text: str) -> web.StreamResponse:
@@ -501,7 +512,7 @@ class UI:
             raise web.HTTPSeeOther(f"{PREFIX}/")
         request[VIEWER] = Viewer(None, self.accounts)
         target = request.query.get("next", "")
-        if not target.startswith(f"{PREFIX}/") or "\\" in target or _DOT_SEGMENT.search(unquote(target)):
+        if not target.startswith(f"{PREFIX}/") or _UNSAFE_NEXT.search(unquote(target.split("?", 1)[0])):
             target = f"{PREFIX}/"
         if request.method in ("GET", "HEAD"):
             return self.render(request, "login.html", next=target, failed=False)

@@ -5,7 +5,7 @@ styles only from the registry, no inline code, no framing) and no caching of pag
 from __future__ import annotations
 
 import datetime
-import re
+import unicodedata
 from typing import Any
 
 import jinja2
@@ -46,17 +46,18 @@ def short_digest(digest: str) -> str:
     return f"{algorithm}:{hexpart[:12]}" if hexpart else str(digest)
 
 
-_HIDDEN = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
-r"""Characters that show nothing or turn the text around them (zero-width spaces and joiners, bidirectional
-overrides and isolates): `\u202eevil=1` showed as `1=live`, and a zero-width space made a label key look like
-another."""
+HIDDEN_CATEGORIES = frozenset({"Cf", "Zl", "Zp"})
+r"""Characters that show nothing or turn the text around them: format characters (zero-width spaces and joiners,
+bidirectional marks, overrides and isolates, soft hyphens, tag characters) and line and paragraph separators:
+`\u202eevil=1` showed as `1=live`, and a zero-width space made a label key look like another."""
 
 
 def reveal(value: Any) -> Any:
     r"""Every value a page shows, with the hidden characters of a pushed text written out as `\uXXXX` (the
-    environment's `finalize`, before escaping; the templates' own markup has none)."""
-    if isinstance(value, str) and not isinstance(value, markupsafe.Markup) and _HIDDEN.search(value):
-        return _HIDDEN.sub(lambda found: f"\\u{ord(found.group()):04x}", value)
+    environment's `finalize`, before escaping; the templates' own markup has none). Only a text that is not all
+    printable is looked at character by character."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup) and not value.isprintable():
+        return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in HIDDEN_CATEGORIES else c for c in value)
     return value
 
 

@@ -1,4 +1,5 @@
-"""Signed cookies: the login session and the CSRF token, both HMAC-SHA256 under `ui.secret`.
+"""Signed cookies (the login session and the CSRF token, both HMAC-SHA256 under `ui.secret`), and sealed places in
+lists (Fernet under a key derived from it).
 
 The session cookie carries the user and its expiry, signed together with the user's password entry as the
 htpasswd file holds it (never put in the cookie): nothing is stored on the server, so any worker or node with the
@@ -18,6 +19,8 @@ import secrets
 import time
 from collections.abc import Callable
 
+from cryptography.fernet import Fernet, InvalidToken
+
 SESSION_COOKIE = "registry_ui_session"
 CSRF_COOKIE = "registry_ui_csrf"
 CSRF_FIELD = "csrf"
@@ -35,7 +38,20 @@ class Signer:
     def __init__(self, secret: str | None, lifetime: float) -> None:
         # Without a configured secret: one per run, drawn before the workers fork (see preparation.prepare).
         self._key = hashlib.sha256((secret or secrets.token_hex(32)).encode()).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(hmac.new(self._key, b"seal", hashlib.sha256).digest()))
         self.lifetime = lifetime
+
+    def seal(self, text: str) -> str:
+        """`text` encrypted and authenticated (Fernet), for a link: a page's place in a list that the viewer must
+        not read (the name of a repository they may not pull)."""
+        return self._fernet.encrypt(text.encode()).decode()
+
+    def unseal(self, token: str) -> str | None:
+        """What `seal` sealed; None for anything else."""
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except (InvalidToken, UnicodeError, ValueError):
+            return None
 
     def _mac(self, purpose: str, text: str) -> str:
         return _b64(hmac.new(self._key, f"{purpose}\0{text}".encode(), hashlib.sha256).digest())
