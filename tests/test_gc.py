@@ -365,3 +365,21 @@ def test_layers_of_v1_images_are_kept_though_no_repository_links_them(server: Re
         assert collect_json(server)["deleted"]["blobs"] == 0
         for image in images:
             assert expect(client.get(f"/v1/images/{image.id}/layer"), 200).content == image.layer
+
+
+def test_a_v1_layer_whose_blob_a_collection_is_deleting_is_refused_not_lost(server: RegistryProcess) -> None:
+    """A v1 layer push pins its blob as a v2 upload does. Before, it found or placed the file while a collection
+    was deleting that blob, answered 200, and the collection then took the file: the image named a layer that was
+    gone, and the blob stayed "being deleted" for good. Here the collection's mark is made by hand, as one that
+    marked the blob and is still removing it would leave it."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        image = chain({"c.txt": b"collected while pushed"})[0]
+        digest = push_blob(client, "gc/race", image.layer)
+        with sqlite3.connect(server.data_dir / "registry.db") as db:
+            db.execute("DELETE FROM repository_blobs WHERE digest = ?", (digest,))
+            db.execute("UPDATE blobs SET deleting_since = ? WHERE digest = ?", (time.time(), digest))
+        expect(client.put(f"/v1/images/{image.id}/json", content=image.json), 200)
+        answer = client.put(f"/v1/images/{image.id}/layer", content=image.layer)
+        assert answer.status_code == 503, answer.text
+        assert "garbage collection" in answer.text
+        assert rows(server, "SELECT layer_digest FROM v1_images WHERE id = ?", image.id) == [(None,)]

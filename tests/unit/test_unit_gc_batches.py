@@ -18,7 +18,7 @@ import pytest
 from docker_registry.core.digest import Digest, blob_path
 from docker_registry.drivers.file import Driver
 from docker_registry.server.gc import collector
-from docker_registry.server.store.collection import CollectionQueries
+from docker_registry.server.store.collection import CollectionQueries, LeaseLost
 from docker_registry.server.store.metadata import MetadataStore
 
 BLOBS = 7
@@ -138,3 +138,48 @@ def test_a_failed_removal_stops_the_collection_after_the_other_batch_under_way_e
     again = collector.Collector(collection, Driver({"rootdirectory": str(root)}), "again")
     assert asyncio.run(again.run(collector.Options(delay=0))).deleted["blobs"] == blobs - 1
     assert not any(os.path.exists(root / blob_path(digest)) for digest in digests)
+
+
+class _Stalled(Driver):
+    """The filesystem driver whose removals stall (a stopped removal process, a hung object store) until told."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__({"rootdirectory": str(root)})
+        self.go = asyncio.Event()
+        self.cancelled = False
+
+    async def _remove_many(self, paths: Sequence[str]) -> None:
+        try:
+            await self.go.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        await super()._remove_many(paths)
+
+
+def test_a_stalled_removal_keeps_the_lease_and_is_stopped_when_it_is_lost(
+    stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the lease was renewed only between batches: a removal that stalled past it let another collection
+    finish the same rows and an upload place a new copy of a blob, which the stalled removal then took away."""
+    store, collection = stores
+    root = tmp_path / "data"
+    digests = _linked_blobs(store, root, 2)
+    monkeypatch.setattr(collector, "LEASE_SECONDS", 0.6)
+    monkeypatch.setattr(collector, "RENEW_AFTER", 0.1)
+
+    async def scenario() -> None:
+        driver = _Stalled(root)
+        run = asyncio.create_task(collector.Collector(collection, driver, "test").run(collector.Options(delay=0)))
+        await asyncio.sleep(1.5)  # past the lease it took: still its own, renewed meanwhile
+        assert not await asyncio.to_thread(collection.acquire_lease, collector.LEASE_NAME, "another", 60)
+        assert not driver.cancelled
+        with sqlite3.connect(tmp_path / "registry.db") as db:  # the lease goes to another (this one was too slow)
+            db.execute("UPDATE leases SET holder = 'another', expires_at = ?", (time.time() + 60,))
+        with pytest.raises(LeaseLost):
+            await asyncio.wait_for(run, 5)
+        assert driver.cancelled
+
+    asyncio.run(scenario())
+    assert all(os.path.exists(root / blob_path(digest)) for digest in digests)
+    assert sorted(digest for digest, _ in collection.blobs_being_deleted()) == sorted(map(str, digests))

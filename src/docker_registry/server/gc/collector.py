@@ -14,6 +14,7 @@ which the next one finishes first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -341,8 +342,21 @@ class Collector:
         await self._end_blob_deletion(doomed, summary)
 
     async def _remove_blob_files(self, doomed: Sequence[tuple[str, int]]) -> None:
-        """In bulk: `Base.remove_many`."""
-        await self._driver.remove_many([blob_path(stored_digest(digest)) for digest, _ in doomed])
+        """In bulk (`Base.remove_many`), under the lease: renewed while the removal runs, however long (a stopped
+        removal process, a hung object store), and the removal stopped if it is lost. Otherwise the lease ran out
+        while files were still being removed, another collection finished these rows, an upload placed a new copy of
+        a blob, and this removal then took that copy away."""
+        paths = [blob_path(stored_digest(digest)) for digest, _ in doomed]
+        removal = asyncio.create_task(self._driver.remove_many(paths))
+        try:
+            while not (await asyncio.wait({removal}, timeout=RENEW_AFTER))[0]:
+                await self._renew()
+            removal.result()
+        except BaseException:
+            removal.cancel()  # the driver stops its removal process
+            with contextlib.suppress(BaseException):
+                await removal
+            raise
 
     async def _end_blob_deletion(self, doomed: Sequence[tuple[str, int]], summary: Summary) -> None:
         """The rows of blobs whose files are deleted."""

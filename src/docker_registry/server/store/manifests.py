@@ -68,7 +68,8 @@ _INSERT_REFERENCES = Prepared(
 _LINKED = (
     sa.select(repository_blobs.c.digest, blobs.c.size)
     .select_from(repository_blobs.join(blobs))
-    .where(repository_blobs.c.repository_id == sa.bindparam("repository_id"))
+    # a blob a collection is deleting is no blob to reference, even linked (a link made without a pin)
+    .where(repository_blobs.c.repository_id == sa.bindparam("repository_id"), blobs.c.deleting_since.is_(None))
 )
 _CHILDREN = sa.select(manifests.c.digest, manifests.c.size).where(
     manifests.c.repository_id == sa.bindparam("repository_id")

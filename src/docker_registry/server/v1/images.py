@@ -7,8 +7,10 @@ the payload checksum and the diff_id in the same pass), so the v2 API and the br
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
@@ -19,6 +21,7 @@ from docker_registry.core.driver import Writer
 
 from ..registry.cache import BoundedCache
 from ..registry.service import Registry
+from ..registry.uploads import PIN_WAIT_SECONDS
 from ..store.models import V1Image
 from ..store.v1 import PutJson
 from . import tarfiles
@@ -141,18 +144,39 @@ class V1Images:
             await self._remove_scratch(scratch)
             raise
         digest = digests.blob.digest()
-        await self.publish(scratch, digest)
-        recorded = await self.store.write(
-            self.store.sync.put_v1_layer,
-            image_id,
-            digest,
-            writer.size,
-            digests.checksum,
-            digests.diff_id,
-            image.json,
-        )
+        pin = uuid.uuid4().hex
+        try:
+            # garbage collection keeps away from the blob from before its file is placed until the image names it
+            try:
+                await self._pin(digest, writer.size, pin)
+            except BaseException:
+                await self._remove_scratch(scratch)
+                raise
+            await self.publish(scratch, digest)
+            recorded = await self.store.write(
+                self.store.sync.put_v1_layer,
+                image_id,
+                digest,
+                writer.size,
+                digests.checksum,
+                digests.diff_id,
+                image.json,
+            )
+        finally:
+            with contextlib.suppress(Exception):  # else the pin expires on its own
+                await self.store.unpin_blob(digest, pin)
         if not recorded:  # completed, or its json pushed again, while this layer streamed in
             raise V1Error("Image changed while its layer was uploaded; push it again", 409)
+
+    async def _pin(self, digest: Digest, size: int, pin: str) -> None:
+        """Pin the blob as a v2 upload does (`Uploads._pin`): without it, a collection could remove the file this
+        push finds or places, and the image would name a layer that is gone. While a collection is deleting an
+        earlier copy, wait for it; after `PIN_WAIT_SECONDS`, 503 (the layer's bytes are dropped)."""
+        deadline = time.monotonic() + PIN_WAIT_SECONDS
+        while not await self.store.pin_blob(digest, size, pin):
+            if time.monotonic() > deadline:
+                raise V1Error("garbage collection is deleting this layer; try again", 503, {"Retry-After": "5"})
+            await asyncio.sleep(0.05)
 
     async def publish(self, scratch: str, digest: Digest) -> None:
         """Move bytes written to `scratch` and hashed to `digest` to the blob's place, unless a copy is there
