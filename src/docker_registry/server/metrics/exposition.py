@@ -4,6 +4,8 @@ inventory and the health checks' states, in Prometheus' text format. Rendering r
 from __future__ import annotations
 
 import asyncio
+import glob
+import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
 from aiohttp import web
@@ -33,6 +35,26 @@ class _HealthCollector(Collector):
         yield family
 
 
+class ReadInOrder(MultiProcessCollector):
+    """Reads every process's counter files before its histogram files. A scrape is not one atomic read: a worker
+    may flush between two files. Workers flush timings before counts (`FlushedTogether`, and `RequestMetrics`
+    writes a request's count after its duration), so reading in the opposite order means a count seen was flushed
+    after the timings read next: the duration histogram never shows fewer requests than the request counter (in
+    glob's arbitrary order a scrape in CI saw 17 timed GETs beside 35 counted)."""
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        super().__init__(registry, path=path)  # type: ignore[no-untyped-call]
+        self._directory = path
+
+    def collect(self) -> Iterable[Metric]:
+        files = sorted(glob.glob(os.path.join(self._directory, "*.db")), key=_read_before_histograms)
+        return self.merge(files, accumulate=True)  # type: ignore[no-any-return,no-untyped-call]
+
+
+def _read_before_histograms(path: str) -> tuple[bool, str]:
+    return os.path.basename(path).startswith("histogram_"), path
+
+
 class _InventoryOf(Collector):
     def __init__(self, inventory: Callable[[], InventoryCollector | None]) -> None:
         self._inventory = inventory
@@ -47,7 +69,7 @@ def metrics_handler(
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """`inventory` gives the worker's inventory once its stores are open (None before)."""
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    ReadInOrder(registry, directory)
     registry.register(_InventoryOf(inventory))
     registry.register(_HealthCollector(health))
 

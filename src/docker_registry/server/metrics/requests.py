@@ -81,12 +81,14 @@ class RequestMetrics(Flushed):
             series = self._series.get(key)
             if series is None:
                 series = self._series[key] = self._bind(*key)
-            series.count.inc(pending.count)
+            # the count last: a scrape reads counters before histograms (`exposition.ReadInOrder`), so one that
+            # sees a request counted also sees its duration and bytes
             add_observations(series.duration, pending.buckets, pending.total)
             if pending.received:
                 series.received.inc(pending.received)
             if pending.sent:
                 series.sent.inc(pending.sent)
+            series.count.inc(pending.count)
             self._pending[key] = _Pending()
 
     def _bind(self, method: str, route: str, status: int) -> _Series:
