@@ -169,14 +169,14 @@ def _ui_accounts(auth: Authenticator | None, token_service: TokenService | None)
     return None
 
 
-def _ui_check(logins: Logins) -> Callable[[str, str, str], Awaitable[bool | None]]:
-    """The API's password check for the UI, which may not import the auth feature: None while blocked."""
+def _ui_check(logins: Logins) -> Callable[[str, str, str], Awaitable[bool]]:
+    """The API's password check for the UI, which may not import the auth feature: its refusal in the UI's terms."""
 
-    async def check(address: str, user: str, password: str) -> bool | None:
+    async def check(address: str, user: str, password: str) -> bool:
         try:
             return await logins.check(address, user, password)
-        except Blocked:
-            return None
+        except Blocked as blocked:
+            raise ui.LoginsBlocked(blocked.seconds) from None
 
     return check
 

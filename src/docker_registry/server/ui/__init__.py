@@ -16,10 +16,10 @@ from pathlib import Path
 from aiohttp import web
 
 from ..config import Config
-from .access import Accounts
+from .access import Accounts, LoginsBlocked
 from .pages import PREFIX, UI
 
-__all__ = ["PREFIX", "Accounts", "add_routes"]
+__all__ = ["PREFIX", "Accounts", "LoginsBlocked", "add_routes"]
 from .rendering import SECURITY_HEADERS, environment
 from .sessions import Signer
 

@@ -15,14 +15,23 @@ from dataclasses import dataclass
 PULL, DELETE = "pull", "delete"
 
 
+class LoginsBlocked(Exception):
+    """The address made too many failed logins (the API's limit): it may try again in `seconds`. Raised by
+    `Accounts.check`, whose maker translates the auth feature's own refusal into this one."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"blocked for {seconds:.0f} s")
+        self.seconds = seconds
+
+
 @dataclass(frozen=True, slots=True)
 class Accounts:
     """What the auth feature lends the UI: password checks, rules, and the failed-login limiter it shares with
     the API (so the form is no way around it)."""
 
-    check: Callable[[str, str, str], Awaitable[bool | None]]
-    """(address, user, password): whether the password is the user's, under the API's limit; None while the
-    address may not try."""
+    check: Callable[[str, str, str], Awaitable[bool]]
+    """(address, user, password): whether the password is the user's, under the API's limit; raises
+    `LoginsBlocked` while the address may not try."""
     entry: Callable[[str], bytes | None]
     """The user's password entry as the file holds it now (None: no such user): sessions are signed with it, so a
     changed password or a removed user ends them."""

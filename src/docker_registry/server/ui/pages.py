@@ -34,7 +34,7 @@ from ..registry.cache import BoundedCache
 from ..registry.errors import RegistryError
 from ..registry.service import Registry
 from ..store.browse import RepositorySummary, TagOrder
-from .access import DELETE, PULL, Accounts, Viewer
+from .access import DELETE, PULL, Accounts, LoginsBlocked, Viewer
 from .downloads import download
 from .images import MAX_CONFIG_BYTES, ConfigView, ManifestView, linked_pretty, read_config, read_manifest
 from .rendering import page
@@ -174,9 +174,13 @@ class UI:
     async def check_password(self, request: web.Request, user: str, password: str) -> bool:
         assert self.accounts is not None
         address = request.remote or ""
-        verified = await self.accounts.check(address, user, password)
-        if verified is None:
-            raise web.HTTPTooManyRequests(text="too many failed logins from this address; try again later")
+        try:
+            verified = await self.accounts.check(address, user, password)
+        except LoginsBlocked as blocked:  # as the API answers: when to come back
+            raise web.HTTPTooManyRequests(
+                text="too many failed logins from this address; try again later",
+                headers={hdrs.RETRY_AFTER: str(math.ceil(blocked.seconds))},
+            ) from None
         if verified:
             return True
         log.warning("failed UI login from %s for user %r", address, user[:100])
