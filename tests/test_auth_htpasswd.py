@@ -504,3 +504,11 @@ def test_empty_basic_credentials_are_anonymous(server: RegistryProcess) -> None:
         assert_challenge(anonymous.get("/v2/team-a/app/tags/list"))
     with httpx.Client(base_url=server.url, timeout=30, auth=("", "not empty")) as nobody:
         assert_challenge(nobody.get(f"/v2/{repo}/tags/list"))
+
+
+@pytest.mark.parametrize("header", ["Basic é".encode(), b"Basic \xff\xfe", b"Basic " + base64.b64encode(b"\xff:pw")])
+def test_credentials_of_other_bytes_than_base64_ascii_are_challenged(server: RegistryProcess, header: bytes) -> None:
+    """`Basic é` (not ASCII) made base64 raise a ValueError no one caught: a 500 on every route, before any login."""
+    with httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": header}) as client:
+        assert_challenge(client.get("/v2/"))
+        assert_challenge(client.get("/v2/team-a/app/tags/list"))

@@ -539,6 +539,7 @@ def test_token_service_refuses_malformed_requests(server: RegistryProcess) -> No
             ("POST", {"data": {"grant_type": "password", "username": "alice"}}),
             ("POST", {"data": {"grant_type": "client_credentials"}}),
             ("GET", {"headers": {"Authorization": "Basic !!!"}}),
+            ("GET", {"headers": {"Authorization": "Basic é".encode()}}),  # was a 500: b64decode's ValueError
             ("GET", {"headers": {"Authorization": "Bearer abc"}}),
             ("GET", {"params": {"service": "another-registry"}}),
             ("PUT", {}),
@@ -563,3 +564,23 @@ def test_refused_before_100_continue(server: RegistryProcess, keys: tm.TokenKeys
         assert b"100 Continue" not in answer
         assert raw_status(answer) == 401
         assert b"Bearer realm=" in answer
+
+
+def test_a_bearer_header_of_other_bytes_than_ascii_is_refused_as_a_bad_token(server: RegistryProcess) -> None:
+    """PyJWT raised UnicodeEncodeError on the surrogates such bytes become: a 500 for any client, before any check."""
+    with httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": b"Bearer \xff\xfe"}) as client:
+        assert_bearer_challenge(client.get("/v2/"), server, None, "invalid_token")
+
+
+def test_the_service_refuses_a_token_too_long_for_its_registry(server: RegistryProcess) -> None:
+    """200 scopes made a 20 KB token that every request then failed with ("the token is too long"): the service
+    refuses to issue it instead, saying why."""
+    scopes = [f"repository:team-a/r{n}:pull,push,delete" for n in range(200)]
+    login = {"grant_type": "password", "username": "alice", "password": PASSWORDS["alice"], "service": SERVICE}
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post("/auth/token", data={**login, "scope": " ".join(scopes)})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_scope"
+        assert "access_token" not in response.json()
+        few = client.post("/auth/token", data={**login, "scope": " ".join(scopes[:5])})
+        assert few.status_code == 200, few.text

@@ -148,6 +148,48 @@ def test_basic_credentials_work_as_the_browser_prompt_sends_them(site: Site) -> 
         assert client.get("/ui/", auth=("reader", "wrong")).status_code == 401
 
 
+def test_a_user_name_beyond_ascii_logs_in_with_basic_credentials(site: Site) -> None:
+    """Browsers and clients send Basic credentials in UTF-8, as the API reads them; the UI read them as Latin-1, so
+    `jörg` was refused (and each try counted as a failed login)."""
+    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+        page = client.get("/ui/repositories", auth=("jörg", PASSWORDS["jörg"]))
+        assert page.status_code == 200
+        assert "ui/multi" in page.text
+
+
+def test_malformed_forms_cookies_and_tokens_are_refused_not_crashed_on(site: Site) -> None:
+    """Each of these was a 500 with a traceback, no login needed: a CSRF token or cookie beyond ASCII (compared
+    with `hmac.compare_digest`, which takes ASCII text only), a form body that is not UTF-8 or a multipart body
+    without or past its boundary, a session cookie beyond ASCII or with an expiry of 5,000 digits."""
+    path = "/ui/repositories/ui/other/-/delete"
+    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+        client.get("/ui/")
+        for form in ({"tag": "x", "csrf": "\u00e9"}, {"tag": "x", "csrf": "%ff"}):
+            assert client.post(path, data=form, auth=("admin", PASSWORDS["admin"])).status_code == 403
+        for target in (path, "/ui/login", "/ui/logout"):
+            for body, content_type in (
+                (b"\xff", "application/x-www-form-urlencoded"),
+                (b"x", "multipart/form-data"),
+                (b"--x\r\nbroken", "multipart/form-data; boundary=x"),
+            ):
+                headers = {"Content-Type": content_type}
+                answer = client.post(target, content=body, headers=headers, auth=("admin", PASSWORDS["admin"]))
+                assert answer.status_code == 400, (target, body, answer.status_code, answer.text)
+    for cookie in ("YWRtaW4.9999999999.\u00e9", "YWRtaW4." + "9" * 5000 + ".x"):
+        with httpx.Client(base_url=site.server.url, timeout=30) as client:
+            answer = client.get("/ui/", headers={"Cookie": f"registry_ui_session={cookie}".encode()})
+            assert answer.status_code == 303, (cookie[:40], answer.status_code)
+
+
+def test_pages_answer_head_as_get(site: Site) -> None:
+    with httpx.Client(base_url=site.server.url, timeout=30, auth=("admin", PASSWORDS["admin"])) as client:
+        for path in ("/ui/repositories/ui/multi", "/ui/repositories/ui/multi/-/manifests/latest"):
+            got, head = client.get(path), client.head(path)
+            assert got.status_code == head.status_code == 200, (path, head.status_code)
+            assert head.content == b""
+            assert head.headers["Content-Type"] == got.headers["Content-Type"]
+
+
 def test_overview_shows_storage_counts_recent_pushes_and_health(site: Site) -> None:
     with logged_in(site.server, "admin") as client:
         page = client.get("/ui/")

@@ -14,10 +14,11 @@ import httpx
 from registry_api import OCI_MANIFEST, Pushed, canonical, image_manifest, index_manifest, push, push_blob
 from registry_process import RegistryProcess
 
-PASSWORDS = {"admin": "admin-secret", "reader": "reader-secret"}
+PASSWORDS = {"admin": "admin-secret", "reader": "reader-secret", "jörg": "jörg-secret"}
 RULES = [
     {"who": "admin", "repositories": ["*"], "actions": ["*"]},
     {"who": "reader", "repositories": ["ui/*"], "actions": ["pull"]},
+    {"who": "jörg", "repositories": ["ui/*"], "actions": ["pull"]},
 ]
 SCRIPT_LABEL = "<script>alert(1)</script>"
 SIGNATURE_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"

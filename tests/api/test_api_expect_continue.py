@@ -53,3 +53,9 @@ def test_a_known_session_invites_the_body(registry: RegistryProcess, client: htt
     assert first.startswith(b"HTTP/1.1 100"), first[:200]
     assert final.startswith(b"HTTP/1.1 201"), final[:300]
     assert client.get(f"/v2/{repo}/blobs/{sha256(BODY)}").content == BODY
+
+
+def test_a_monolithic_upload_with_a_malformed_digest_is_refused_before_its_body(registry: RegistryProcess) -> None:
+    first, _ = _head_then_body(registry, "POST", f"/v2/{unique_repo()}/blobs/uploads/?digest=sha256:nothex", {})
+    assert first.startswith(b"HTTP/1.1 400"), first[:200]
+    assert b"DIGEST_INVALID" in first

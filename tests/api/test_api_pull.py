@@ -183,6 +183,15 @@ def test_blob_range_not_satisfiable(client: httpx.Client, blob_repo: tuple[str, 
     assert got.headers.get("Content-Range") == "bytes */100000"
 
 
+def test_a_range_in_other_digits_than_ascii_is_ignored(client: httpx.Client, blob_repo: tuple[str, bytes, str]) -> None:
+    """A Range that does not parse is ignored (RFC 9110): full-width digits (U+FF10-U+FF19) make no range, and the
+    blob comes whole."""
+    repo, data, digest = blob_repo
+    got = client.get(f"/v2/{repo}/blobs/{digest}", headers={"Range": "bytes=\uff10-\uff15".encode()})
+    assert got.status_code == 200
+    assert got.content == data
+
+
 def test_blob_multiple_ranges(client: httpx.Client, blob_repo: tuple[str, bytes, str]) -> None:
     """Several ranges are one multipart/byteranges answer, in the order asked (zstd:chunked and eStargz pulls ask
     for the files they lack this way); ranges past the end are left out, and one range left is a plain 206."""

@@ -276,6 +276,17 @@ def test_content_range_beyond_any_blob_size_is_not_satisfiable(
     _assert_pullable(client, repo, first + rest)
 
 
+@xfail_on_distribution("ignores Content-Range")
+def test_content_range_in_other_digits_than_ascii_is_invalid(client: httpx.Client) -> None:
+    """Python's `\\d` matches any script's digits: full-width 10-19 (U+FF11 U+FF10 - U+FF11 U+FF19) was read
+    as 10-19."""
+    repo, first = unique_repo(), random_bytes(10)
+    location = _patch(client, start_upload(client, repo), first, 0).headers["Location"]
+    declared = "\uff11\uff10-\uff11\uff19".encode()
+    response = client.patch(location, content=random_bytes(10), headers={**OCTETS, "Content-Range": declared})
+    assert_error(response, 416, "BLOB_UPLOAD_INVALID", "RANGE_INVALID")
+
+
 def test_mount_without_from(client: httpx.Client) -> None:
     """OCI v1.1 lets a client omit `from`; the registry mounts (201) or starts an upload (202), never fails."""
     source, target, data = unique_repo("src"), unique_repo("dst"), random_bytes(700)

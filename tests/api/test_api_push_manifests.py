@@ -96,6 +96,37 @@ def test_manifest_must_be_utf8_json(client: httpx.Client, encoding: str) -> None
     _assert_absent(client, repo, "encoded", sha256(body))
 
 
+@pytest.mark.parametrize(
+    "value", ["NaN", "Infinity", "-Infinity", '"\\ud800"'], ids=["nan", "inf", "-inf", "surrogate"]
+)
+def test_what_python_reads_beyond_json_is_refused(client: httpx.Client, value: str) -> None:
+    """Python's JSON reader takes NaN and Infinity; Go clients (and Distribution) refuse them, so such a manifest
+    could be stored and never pulled. A lone surrogate is no Unicode text: no UTF-8 encodes it."""
+    repo = unique_repo()
+    manifest = image_manifest(client, repo)
+    body = manifest.body.replace(b"{", b'{"x": ' + value.encode() + b",", 1)
+    assert_error(put_manifest(client, repo, "odd", body, OCI_MANIFEST), 400, "MANIFEST_INVALID")
+    _assert_absent(client, repo, "odd", sha256(body))
+
+
+@pytest.mark.parametrize(
+    "platform",
+    ["linux", ["linux", "amd64"], {"os": "linux", "architecture": 5}, {"os": "linux", "os.features": "x"}],
+    ids=["string", "list", "architecture-number", "features-string"],
+)
+def test_an_index_entry_platform_must_be_an_object_of_strings(client: httpx.Client, platform: object) -> None:
+    """A list whose entry's platform is no object was taken; a GET by tag from a client that accepts no lists then
+    answered 500 (the linux/amd64 fallback read it as one), as did v1's tag listing."""
+    repo = unique_repo()
+    child = image_manifest(client, repo, media_type=DOCKER_MANIFEST)
+    push(client, repo, child)
+    document = json.loads(index_manifest([child], DOCKER_LIST).body)
+    document["manifests"][0]["platform"] = platform
+    body = canonical(document)
+    assert_error(put_manifest(client, repo, "odd", body, DOCKER_LIST), 400, "MANIFEST_INVALID")
+    _assert_absent(client, repo, "odd")
+
+
 def test_media_type_differs_from_content_type(client: httpx.Client) -> None:
     repo = unique_repo()
     oci = image_manifest(client, repo)

@@ -35,7 +35,10 @@ def repo() -> str:
         (b'"a string"', "Invalid JSON"),
         (b'{"parent": null}', "Missing key `id'"),
         (b'{"id": "%s"}' % (b"0" * 64), "invalid id"),
+        (b'{"id": "%s", "x": NaN}' % (b"a" * 64), "Invalid JSON"),  # Python's, not JSON: was stored as it came
+        (b'{"id": "%s", "x": ' % (b"a" * 64) + b"[" * 100_000, "Invalid JSON"),  # was a 500 (RecursionError)
     ],
+    ids=["not-json", "not-utf8", "list", "string", "no-id", "other-id", "nan", "deep"],
 )
 def test_json_put_refuses_bad_documents(client: httpx.Client, body: bytes, words: str) -> None:
     refused(client.put(f"/v1/images/{'a' * 64}/json", content=body), 400, words)
@@ -159,10 +162,18 @@ def test_index_and_properties_refusals(client: httpx.Client) -> None:
     refused(client.get(f"/v1/repositories/{name}/images"), 404, "images not found")
     refused(client.put(f"/v1/repositories/{name}/properties", json={"access": "secret"}), 400, "Invalid data")
     refused(client.put(f"/v1/repositories/{name}/properties", content=b"[]"), 400, "Invalid data")
+    # a lone surrogate is no text the database can store: each was a 500
+    lone = b'{"access": "public", "description": "\\ud800"}'
+    refused(client.put(f"/v1/repositories/{name}/properties", content=lone), 400, "Invalid data")
+    checksum = b'[{"id": "%s", "checksum": "\\ud800"}]' % (b"a" * 64)
+    refused(client.put(f"/v1/repositories/{name}/images", content=checksum), 400, "Decoding JSON")
 
 
 def test_unknown_paths_and_methods(client: httpx.Client) -> None:
     refused(client.get("/v1/nothing/here"), 404)
+    # HEAD is answered wherever GET is, as the original's Flask routes did (no body: the status says it)
+    assert client.head("/v1/search").status_code == 200
+    assert client.head(f"/v1/repositories/team/{unique_repo()}/tags").status_code == 404
     refused(client.post(f"/v1/images/{'a' * 64}/json"), 405)
     refused(client.get(f"/v1/images/{'a' * 64}/checksum"), 405)
 

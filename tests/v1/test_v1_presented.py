@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from collections.abc import Callable
 
 import httpx
 
@@ -18,9 +19,15 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 
 def push_v2_image(
-    client: httpx.Client, repository: str, tag: str, images: list[V1TestImage], layer_type: str = DOCKER_LAYER
+    client: httpx.Client,
+    repository: str,
+    tag: str,
+    images: list[V1TestImage],
+    layer_type: str = DOCKER_LAYER,
+    edit_config: Callable[[bytes], bytes] | None = None,
 ) -> tuple[str, dict[str, object]]:
-    """Push the layers of `images` (root first) as a v2 Docker schema 2 image; its manifest digest and config."""
+    """Push the layers of `images` (root first) as a v2 Docker schema 2 image; its manifest digest and config.
+    `edit_config` changes the config's bytes before they are pushed (what a client that is no builder may send)."""
     config: dict[str, object] = {
         "architecture": "amd64",
         "os": "linux",
@@ -35,7 +42,7 @@ def push_v2_image(
             *({"created": "2026-01-02T00:00:00Z", "created_by": f"COPY layer {n}"} for n in range(len(images))),
         ],
     }
-    config_bytes = canonical(config)
+    config_bytes = canonical(config) if edit_config is None else edit_config(canonical(config))
     layers = []
     for each in images:
         push_blob(client, repository, each.layer)
@@ -125,6 +132,30 @@ def test_what_v1_cannot_use_stays_invisible(client: httpx.Client) -> None:
     expect(client.get(f"/v1/repositories/{name}/tags/artifact"), 404)
     expect(client.delete(f"/v1/repositories/{name}/tags/artifact"), 404)
     assert expect(client.get(f"/v2/{name}/tags/list"), 200).json()["tags"] == ["artifact", "image", "zstd"]
+
+
+def test_odd_configs_leave_the_tag_listing_whole(client: httpx.Client) -> None:
+    """A config whose history is no list, or nested deeper than Python's stack, made every v1 listing of the
+    repository (tags, images, tag GET and DELETE) a 500. The first is still an image (history is optional), the
+    second is none a docker 1.x engine could read."""
+    name = f"team/{unique_repo()}"
+    push_v2_image(client, name, "odd-history", chain({"h": b"history"}), edit_config=_history_of_five)
+    push_v2_image(client, name, "deep", chain({"d": b"deep"}), edit_config=_nested_deeply)
+    push_v2_image(client, name, "plain", chain({"p": b"plain"}))
+    for _ in range(2):  # the second listing reads what the first recorded
+        assert set(expect(client.get(f"/v1/repositories/{name}/tags"), 200).json()) == {"odd-history", "plain"}
+    expect(client.get(f"/v1/repositories/{name}/tags/deep"), 404)
+    expect(client.get(f"/v1/repositories/{name}/images"), 200)
+
+
+def _history_of_five(config: bytes) -> bytes:
+    document = json.loads(config)
+    document["history"] = 5
+    return canonical(document)
+
+
+def _nested_deeply(config: bytes) -> bytes:
+    return config.replace(b"{", b'{"deep": ' + b"[" * 100_000 + b"]" * 100_000 + b",", 1)
 
 
 def test_an_index_is_seen_as_its_linux_amd64_image(client: httpx.Client) -> None:

@@ -29,6 +29,7 @@ from .limiter import FailureLimiter
 from .logins import Blocked, Logins
 from .rules import DELETE, PULL, PUSH, Rules
 from .scopes import ALL, CATALOG, REGISTRY, REPOSITORY, Scope, parse_all
+from .tokens import MAX_TOKEN_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class TokenService:
             if credentials != ("", ""):
                 user = await self._login(request, *credentials)
         scopes = parse_all(query.getall("scope", []))
-        minted = self.issuer.access_token(user, self._grant(user, scopes))
+        minted = self._mint(user, self._grant(user, scopes))
         body: dict[str, object] = _answer(minted)
         body["token"] = minted.token
         if user is not None and query.get("offline_token", "").lower() == "true":
@@ -115,12 +116,22 @@ class TokenService:
         else:
             raise Refusal(400, "unsupported_grant_type", "grant_type must be password or refresh_token")
         granted = self._grant(user, scopes)
-        minted = self.issuer.access_token(user, granted)
+        minted = self._mint(user, granted)
         body: dict[str, object] = _answer(minted)
         body["scope"] = " ".join(str(scope) for scope in granted)
         if refresh is not None:
             body["refresh_token"] = refresh
         return web.json_response(body, headers=NO_STORE)
+
+    def _mint(self, user: str | None, granted: list[Scope]) -> Minted:
+        """The access token; refused when too many scopes make it longer than a registry takes (`MAX_TOKEN_LENGTH`,
+        ours): a client would otherwise be given a token that every request then fails with."""
+        minted = self.issuer.access_token(user, granted)
+        if len(minted.token) > MAX_TOKEN_LENGTH:
+            raise Refusal(
+                400, "invalid_scope", f"the scopes asked for make a token over {MAX_TOKEN_LENGTH} bytes; ask for fewer"
+            )
+        return minted
 
     def _check_service(self, service: str | None) -> None:
         if service is not None and service != self.issuer.service:

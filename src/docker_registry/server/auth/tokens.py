@@ -93,6 +93,8 @@ class TokenVerifier:
     def _verify(self, token: str) -> Claims:
         if len(token) > MAX_TOKEN_LENGTH:
             raise TokenError("the token is too long")
+        if not token.isascii():  # a JWT is base64url and dots; other bytes of a header reach here as str
+            raise TokenError("the token is malformed")
         try:
             header = jwt.get_unverified_header(token)
         except PyJWTError:

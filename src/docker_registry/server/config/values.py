@@ -75,7 +75,7 @@ def _positive_int(value: Any) -> int:
 
 
 DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ns": 1e-9}
-_DURATION_PART = r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|μs|ns)"
+_DURATION_PART = r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|µs|μs|ns)"
 
 
 def _duration(value: Any) -> float:
@@ -232,7 +232,7 @@ _SIZE_UNITS = {
     "tb": 10**12,
     "tib": 2**40,
 }
-_SPACE = re.compile(r"(\d+(?:\.\d+)?)\s*(%|[a-z]*)", re.IGNORECASE)
+_SPACE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(%|[a-z]*)", re.IGNORECASE)
 
 
 def _space(value: Any) -> str:

@@ -22,7 +22,7 @@ Window = tuple[int, int]
 MOST_RANGES = 1024
 """The most ranges served in one answer: what containers/storage asks for at most in one request of a zstd:chunked
 layer (`maxNumberMissingChunks`)."""
-_SPEC = re.compile(r"^(\d{0,100})-(\d{0,100})$")
+_SPEC = re.compile(r"^([0-9]{0,100})-([0-9]{0,100})$")
 """Positions of any size a client may write (a last position past the end is trimmed to it); the bound only keeps
 a hostile header from costing a long integer conversion."""
 

@@ -48,7 +48,7 @@ THROTTLE_DEFAULT = 30.0
 """Seconds an upstream is left alone after a 429 that gave no usable `Retry-After`."""
 THROTTLE_LONGEST = 3600.0
 """The longest a `Retry-After` keeps the cache from asking: a wrong or huge value does not cut it off for days."""
-_DELAY = re.compile(r"\d{1,12}")
+_DELAY = re.compile(r"[0-9]{1,12}")
 """`Retry-After` in seconds (RFC 9110 10.2.3); more digits than this are no delay anyone means."""
 REASON_LENGTH = 300
 """Characters of the upstream's own message passed on to clients."""

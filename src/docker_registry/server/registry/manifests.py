@@ -14,6 +14,7 @@ from typing import Any
 from docker_registry.core.digest import Digest, DigestError, Hasher, parse_digest
 
 from ..store.models import Descriptor, Manifest, StoredManifest
+from . import strict_json
 from .errors import MANIFEST_INVALID, RegistryError
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -99,10 +100,25 @@ def default_platform(index: StoredManifest) -> Digest | None:
         return None
     entries = json.loads(index.content).get("manifests") or []  # validated when pushed
     for entry in entries:
-        platform = entry.get("platform") or {}
-        if platform.get("os") == "linux" and platform.get("architecture") == "amd64":
+        platform = entry.get("platform")  # an object since pushes check it; a list stored before might hold any
+        if isinstance(platform, dict) and platform.get("os") == "linux" and platform.get("architecture") == "amd64":
             return parse_digest(entry["digest"])
     return None
+
+
+def _check_platform(platform: object, where: str) -> None:
+    """An index entry's platform, when given, is an object whose names are strings (the image spec's; Go clients
+    read it into a struct and fail on anything else)."""
+    if platform is None:
+        return
+    if not isinstance(platform, dict):
+        raise _invalid(f"{where} must be an object")
+    for key in ("architecture", "os", "os.version", "variant"):
+        if key in platform and not isinstance(platform[key], str):
+            raise _invalid(f"{where}.{key} must be a string")
+    for key in ("os.features", "features"):
+        if key in platform and not (isinstance(platform[key], list) and all(isinstance(f, str) for f in platform[key])):
+            raise _invalid(f"{where}.{key} must be a list of strings")
 
 
 def digest_of(raw: bytes, algorithm: str = "sha256") -> Digest:
@@ -114,12 +130,9 @@ def digest_of(raw: bytes, algorithm: str = "sha256") -> Digest:
 def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> Manifest:
     """Validate `raw` as a manifest of a supported type; raise MANIFEST_INVALID explaining what is wrong."""
     try:
-        # strictly UTF-8 without BOM: json.loads(bytes) would also take UTF-16/32, which Go clients cannot read
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+        body = strict_json.loads(raw)
+    except ValueError as e:
         raise _invalid(f"not valid UTF-8 JSON: {e}") from None
-    except RecursionError:
-        raise _invalid("JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise _invalid("a manifest must be a JSON object")
     if body.get("schemaVersion") != 2 or isinstance(body.get("schemaVersion"), bool):
@@ -151,6 +164,7 @@ def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> 
             raise _invalid("manifests must be a list")
         for i, child in enumerate(children):
             d = _descriptor(child, f"manifests[{i}]")
+            _check_platform(child.get("platform"), f"manifests[{i}].platform")
             # An entry of another type than a manifest's is a blob: BuildKit's registry cache (`--cache-to
             # type=registry` with `image-manifest=false`, its default before v0.21) lists its layers and cache
             # config so; Distribution, Docker Hub and GHCR take it. It must be in the repository like a layer.

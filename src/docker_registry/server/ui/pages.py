@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlencode
 
 import jinja2
 from aiohttp import BasicAuth, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from docker_registry.core import exceptions
 from docker_registry.core.digest import parse_digest
@@ -163,7 +164,7 @@ class UI:
         user = self.signer.session_user(request.cookies.get(SESSION_COOKIE), self.accounts.entry)
         if user is None and request.headers.get(hdrs.AUTHORIZATION, "").startswith("Basic "):
             try:
-                credentials = BasicAuth.decode(request.headers[hdrs.AUTHORIZATION])
+                credentials = BasicAuth.decode(request.headers[hdrs.AUTHORIZATION], encoding="utf-8")
             except ValueError:
                 raise self._challenge(request) from None
             if not await self.check_password(request, credentials.login, credentials.password):
@@ -247,7 +248,11 @@ class UI:
             raise web.HTTPForbidden(text="cross-site request refused")
         if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
             raise web.HTTPForbidden(text="cross-site request refused")
-        form = {key: str(value) for key, value in (await request.post()).items()}
+        try:
+            posted = await request.post()
+        except (ValueError, HttpProcessingError):  # not UTF-8, a multipart body without or past its boundary
+            raise web.HTTPBadRequest(text="the form could not be read") from None
+        form = {key: str(value) for key, value in posted.items()}
         if not self.signer.csrf_valid(request.cookies.get(CSRF_COOKIE), form.get(CSRF_FIELD)):
             raise web.HTTPForbidden(text="the form has expired or did not come from this registry; reload the page")
         return form
@@ -339,10 +344,10 @@ class UI:
                 raise self._login_redirect(request)
             return self.error(request, 404, "No such repository.")
         if not rest:
-            if request.method != "GET":
-                raise web.HTTPMethodNotAllowed(request.method, ["GET"])
+            if request.method not in ("GET", "HEAD"):  # a HEAD gets the page's headers (aiohttp leaves out the body)
+                raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
             return await self._repository(request, viewer, name)
-        if rest.startswith("manifests/") and request.method == "GET":
+        if rest.startswith("manifests/") and request.method in ("GET", "HEAD"):
             return await self._manifest(request, viewer, name, rest.removeprefix("manifests/"))
         if rest.startswith("blobs/") and request.method == "GET":
             return await self._blob(request, name, rest.removeprefix("blobs/"))

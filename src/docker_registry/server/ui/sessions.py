@@ -73,7 +73,8 @@ class Signer:
         if not cookie or cookie.count(".") != 2:
             return None
         encoded, expires, mac = cookie.split(".")
-        if not expires.isascii() or not expires.isdigit() or int(expires) < (now or time.time()):
+        # a cookie is the client's to make up: only what this registry could have signed goes further
+        if not (cookie.isascii() and expires.isdigit() and len(expires) <= 12) or int(expires) < (now or time.time()):
             return None
         try:
             user = _unb64(encoded).decode()
@@ -92,4 +93,6 @@ class Signer:
         return self._mac("csrf", cookie)
 
     def csrf_valid(self, cookie: str | None, token: str | None) -> bool:
-        return bool(cookie and token) and hmac.compare_digest(str(token), self.csrf_token(str(cookie)))
+        if not (cookie and token and cookie.isascii() and token.isascii()):  # compare_digest takes ASCII str only
+            return False
+        return hmac.compare_digest(token, self.csrf_token(cookie))

@@ -7,9 +7,11 @@ pattern. Errors are answered in the original's shape, `{"error": "..."}`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 
-from ..http.routing import NAME, V1_ROUTES_KEY, Route, expect_continue, resolve, route
+from ..http.routing import NAME, V1_ROUTES_KEY, Handler, Route, expect_continue, resolve, route
 from ..registry.errors import RegistryError
 from . import http_images, http_index, http_repositories
 from .context import v1_context
@@ -18,29 +20,35 @@ from .responses import V1Error, error, from_registry_error
 IMAGE = r"^/v1/images/(?P<image_id>[^/]+)"
 REPOSITORY = rf"^/v1/repositories/{NAME}"
 
+
+def _route(name: str, pattern: str, methods: Mapping[str, Handler]) -> Route:
+    """A route that answers HEAD wherever it answers GET, as the original's Flask routes did."""
+    if "GET" in methods:
+        methods = {**methods, "HEAD": methods["GET"]}
+    return route(name, pattern, methods)
+
+
 ROUTES: list[Route] = [
     # pulls first (json, layer, ancestry of every image), then pushes
-    route(
+    _route(
         "v1_image_json",
         rf"{IMAGE}/json$",
-        {"GET": http_images.get_json, "HEAD": http_images.get_json, "PUT": http_images.put_json},
+        {"GET": http_images.get_json, "PUT": http_images.put_json},
     ),
-    route(
+    _route(
         "v1_image_layer",
         rf"{IMAGE}/layer$",
-        {"GET": http_images.get_layer, "HEAD": http_images.get_layer, "PUT": http_images.put_layer},
+        {"GET": http_images.get_layer, "PUT": http_images.put_layer},
     ),
-    route(
-        "v1_image_ancestry", rf"{IMAGE}/ancestry$", {"GET": http_images.get_ancestry, "HEAD": http_images.get_ancestry}
-    ),
-    route("v1_image_checksum", rf"{IMAGE}/checksum$", {"PUT": http_images.put_checksum}),
-    route("v1_image_files", rf"{IMAGE}/files$", {"GET": http_images.get_files}),
-    route(
+    _route("v1_image_ancestry", rf"{IMAGE}/ancestry$", {"GET": http_images.get_ancestry}),
+    _route("v1_image_checksum", rf"{IMAGE}/checksum$", {"PUT": http_images.put_checksum}),
+    _route("v1_image_files", rf"{IMAGE}/files$", {"GET": http_images.get_files}),
+    _route(
         "v1_tag_json",
         rf"{REPOSITORY}/tags/(?P<tag>[^/]+)/json$",
         {"GET": http_repositories.get_tag_json},
     ),
-    route(
+    _route(
         "v1_tag",
         rf"{REPOSITORY}/tags/(?P<tag>[^/]+)$",
         {
@@ -49,33 +57,33 @@ ROUTES: list[Route] = [
             "DELETE": http_repositories.delete_tag,
         },
     ),
-    route(
+    _route(
         "v1_tags",
         rf"{REPOSITORY}/tags/?$",
         {"GET": http_repositories.get_tags, "DELETE": http_repositories.delete_repository},
     ),
-    route(
+    _route(
         "v1_repository_images",
         rf"{REPOSITORY}/images$",
         {"GET": http_index.get_images, "PUT": http_index.put_images, "DELETE": http_index.delete_images},
     ),
-    route("v1_repository_json", rf"{REPOSITORY}/json$", {"GET": http_repositories.get_repository_json}),
-    route(
+    _route("v1_repository_json", rf"{REPOSITORY}/json$", {"GET": http_repositories.get_repository_json}),
+    _route(
         "v1_repository_properties",
         rf"{REPOSITORY}/properties$",
         {"GET": http_repositories.get_properties, "PUT": http_repositories.put_properties},
     ),
-    route("v1_repository_auth", rf"{REPOSITORY}/auth$", {"PUT": http_index.put_auth}),
-    route(
+    _route("v1_repository_auth", rf"{REPOSITORY}/auth$", {"PUT": http_index.put_auth}),
+    _route(
         "v1_repository",
         rf"{REPOSITORY}/?$",
         {"PUT": http_index.put_repository, "DELETE": http_repositories.delete_repository},
     ),
-    route("v1_ping", r"^/v1/_ping$", {"GET": http_index.ping, "HEAD": http_index.ping}),
-    route("ping", r"^/_ping$", {"GET": http_index.ping, "HEAD": http_index.ping}),
-    route("v1_search", r"^/v1/search$", {"GET": http_index.search}),
-    route("v1_users", r"^/v1/users/?$", {"GET": http_index.get_users, "POST": http_index.post_users}),
-    route("v1_user", r"^/v1/users/(?P<user>[^/]+)/?$", {"PUT": http_index.put_user}),
+    _route("v1_ping", r"^/v1/_ping$", {"GET": http_index.ping}),
+    _route("ping", r"^/_ping$", {"GET": http_index.ping}),
+    _route("v1_search", r"^/v1/search$", {"GET": http_index.search}),
+    _route("v1_users", r"^/v1/users/?$", {"GET": http_index.get_users, "POST": http_index.post_users}),
+    _route("v1_user", r"^/v1/users/(?P<user>[^/]+)/?$", {"PUT": http_index.put_user}),
 ]
 
 

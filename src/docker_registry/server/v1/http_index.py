@@ -3,7 +3,6 @@ tokens and endpoints, users, and search."""
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 
@@ -11,6 +10,7 @@ from aiohttp import web
 
 from ..http.context import config, may_pull, require_delete, require_writable
 from ..http.routing import Params
+from ..registry import strict_json
 from .context import v1
 from .http_repositories import small_body
 from .repositories import repository_name
@@ -82,7 +82,7 @@ async def post_users(request: web.Request, _params: Params) -> web.StreamRespons
     a docker 1.x `login` go on to check the credentials with `GET /v1/users/`."""
     raw = await small_body(request)
     try:
-        json.loads(raw.decode("utf-8"))
+        strict_json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise V1Error("Error Decoding JSON") from None
     if config(request).auth is not None:

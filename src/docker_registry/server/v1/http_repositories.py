@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from ..http import body
 from ..http.context import require_delete, require_writable
 from ..http.routing import Params
+from ..registry import strict_json
 from ..registry.errors import SIZE_INVALID, RegistryError
 from .context import v1
 from .repositories import check_tag, repository_name, tag_json
@@ -46,7 +45,7 @@ async def put_tag(request: web.Request, params: Params) -> web.StreamResponse:
     repository, tag = repository_name(params.name), check_tag(params["tag"])
     raw = await small_body(request)
     try:
-        image_id = json.loads(raw.decode("utf-8"))
+        image_id = strict_json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         image_id = None
     if not image_id or not isinstance(image_id, str):

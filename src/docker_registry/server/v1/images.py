@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import time
 import uuid
@@ -19,6 +18,7 @@ from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, blob_path
 from docker_registry.core.driver import Writer
 
+from ..registry import strict_json
 from ..registry.cache import BoundedCache
 from ..registry.service import Registry
 from ..registry.uploads import PIN_WAIT_SECONDS
@@ -47,7 +47,7 @@ def _not_found() -> V1Error:
 def parse_image_json(image_id: str, raw: bytes) -> str | None:
     """The parent the json names; refuses what the original refused (and non-UTF-8 or odd ids it let through)."""
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = strict_json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise V1Error("Invalid JSON") from None
     if not data or not isinstance(data, dict):

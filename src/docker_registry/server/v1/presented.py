@@ -21,6 +21,7 @@ from typing import Any
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, DigestError, blob_path, parse_digest
 
+from ..registry import strict_json
 from ..registry.errors import RegistryError
 from ..registry.manifests import IMAGE_TYPES, INDEX_TYPES
 from ..registry.service import Registry
@@ -44,7 +45,7 @@ class NotPresentable(Exception):
 
 def _document(content: bytes) -> dict[str, Any]:
     try:
-        document = json.loads(content)
+        document = strict_json.loads(content)  # deep nesting, NaN: nothing a docker 1.x engine could read back
     except ValueError:
         raise NotPresentable from None
     if not isinstance(document, dict):
@@ -63,12 +64,19 @@ def _digest(value: object) -> Digest:
 
 def _platform_child(index: dict[str, Any]) -> Digest:
     children = [c for c in index.get("manifests") or [] if isinstance(c, dict)]
-    linux = [c for c in children if (c.get("platform") or {}).get("os") == "linux"]
-    amd64 = [c for c in linux if (c.get("platform") or {}).get("architecture") == "amd64"]
+    linux = [c for c in children if _platform(c).get("os") == "linux"]
+    amd64 = [c for c in linux if _platform(c).get("architecture") == "amd64"]
     candidates = amd64 or linux
     if not candidates:
         raise NotPresentable
     return _digest(candidates[0].get("digest"))
+
+
+def _platform(entry: dict[str, Any]) -> dict[str, Any]:
+    """An index entry's platform; an empty one when it has none, or one that is no object (pushed before pushes
+    were checked for it)."""
+    platform = entry.get("platform")
+    return platform if isinstance(platform, dict) else {}
 
 
 async def _image_manifest(registry: Registry, repository: str, digest: Digest) -> dict[str, Any]:
@@ -131,7 +139,10 @@ async def present(registry: Registry, repository: str, manifest: Digest, key: by
             raise NotPresentable
         if len(diff_ids) != len(layers):
             raise NotPresentable
-        history = [h for h in config.get("history") or [] if isinstance(h, dict) and not h.get("empty_layer")]
+        listed = config.get("history")
+        history = [
+            h for h in (listed if isinstance(listed, list) else []) if isinstance(h, dict) and not h.get("empty_layer")
+        ]
         history += [{}] * (len(layers) - len(history))
         chain: list[V1Image] = []
         parent: str | None = None

@@ -17,7 +17,7 @@ from typing import Any
 
 from docker_registry.core.digest import Digest
 
-from ..registry import names
+from ..registry import names, strict_json
 from ..registry.service import Registry
 from ..store.models import V1Tag
 from . import bridge
@@ -178,7 +178,7 @@ class V1Repositories:
 
     async def put_index_images(self, repository: str, raw: bytes) -> None:
         try:
-            data = json.loads(raw.decode("utf-8"))
+            data = strict_json.loads(raw)
         except (UnicodeDecodeError, ValueError):
             raise V1Error("Error Decoding JSON") from None
         if not isinstance(data, list):
@@ -205,7 +205,7 @@ class V1Repositories:
         """The original's `{"access": "public"|"private"}`, plus (ours) an optional `description` that search
         matches (the original's search index never stored one)."""
         try:
-            data = json.loads(raw.decode("utf-8"))
+            data = strict_json.loads(raw)
         except (UnicodeDecodeError, ValueError):
             data = None
         if not data or not isinstance(data, dict) or data.get("access") not in ("public", "private"):

@@ -16,7 +16,7 @@ from .. import body
 from ..context import may_pull, registry, require_space, require_writable, user
 from ..routing import Params
 
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)$")
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?([0-9]+)-([0-9]+)$")
 _LARGEST_OFFSET = 2**63 - 1
 """No blob is larger (sizes are 64-bit in the database and in every client): a range beyond is not satisfiable."""
 
@@ -49,6 +49,8 @@ async def before_new_upload(request: web.Request, params: Params) -> None:
     require_writable(request)
     if "mount" not in request.query:
         require_space(request)
+        if (digest := request.query.get("digest")) is not None:  # a monolithic upload that could never complete
+            names.check_digest(digest)
 
 
 async def before_chunk(request: web.Request, params: Params) -> None:
