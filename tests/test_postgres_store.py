@@ -296,6 +296,63 @@ def test_child_manifest_delete_racing_an_index_put_waits_for_its_commit(
     assert get_manifest(pg, repo, child.digest).status_code == 404, "the delete, ordered after the PUT, took effect"
 
 
+SLOW_TAG = "slow-tag-write"
+
+
+@pytest.fixture
+def slow_tag_writes(postgres_url: str, pg_registry: RegistryProcess) -> Iterator[Callable[[], None]]:
+    """A trigger: writing a tag named `SLOW_TAG` sleeps before the row is written, after the push found the
+    manifest it tags. Yields a function that waits until some transaction sleeps in it."""
+    import psycopg
+
+    url = _plain_url(postgres_url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE OR REPLACE FUNCTION test_slow_tag() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN PERFORM pg_sleep({SLOW_COMMIT_SECONDS}); RETURN NEW; END $$"
+        )
+        conn.execute("DROP TRIGGER IF EXISTS test_slow_tag ON tags")
+        conn.execute(
+            "CREATE TRIGGER test_slow_tag BEFORE INSERT OR UPDATE ON tags FOR EACH ROW "
+            f"WHEN (NEW.name = '{SLOW_TAG}') EXECUTE FUNCTION test_slow_tag()"
+        )
+
+    def wait_until_a_tag_write_sleeps() -> None:
+        deadline = time.monotonic() + 20
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'").fetchone()[0]:
+                assert time.monotonic() < deadline, "the tag PUT never reached its slow tag write"
+                time.sleep(0.01)
+
+    try:
+        yield wait_until_a_tag_write_sleeps
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER IF EXISTS test_slow_tag ON tags")
+            conn.execute("DROP FUNCTION IF EXISTS test_slow_tag()")
+
+
+def test_a_manifest_deleted_while_a_push_tags_it_is_no_500(
+    pg: httpx.Client, pg_registry: RegistryProcess, slow_tag_writes: Callable[[], None]
+) -> None:
+    """A push of a stored manifest under a new tag, and a delete of that manifest by digest, at once (a probe: 21
+    of 100 such PUTs answered 500 across two nodes). The push found the manifest's row unlocked, the delete
+    committed, and the tag then pointed at no row: a foreign key violation. Now the push holds the row until its
+    commit, the delete waits for it and then removes both: each answers as if the other came first or after."""
+    repo = unique_repo("pg-tag-race")
+    manifest = image_manifest(pg, repo)
+    push(pg, repo, manifest, "base")
+    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=pg_registry.url, timeout=60, verify=False) as own:
+        pending = pool.submit(put_manifest, own, repo, SLOW_TAG, manifest.body, manifest.media_type)
+        slow_tag_writes()
+        deleted = pg.delete(f"/v2/{repo}/manifests/{manifest.digest}")
+        put = pending.result()
+    assert put.status_code == 201, put.text
+    assert deleted.status_code == 202, deleted.text
+    assert_error(get_manifest(pg, repo, SLOW_TAG), 404, "MANIFEST_UNKNOWN")  # the delete came second and took it
+    assert pg.get(f"/v2/{repo}/tags/list").json().get("tags") in (None, [])
+
+
 def test_pushes_naming_the_same_tags_in_other_orders_do_not_deadlock(
     pg: httpx.Client, pg_registry: RegistryProcess
 ) -> None:

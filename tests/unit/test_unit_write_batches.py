@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from docker_registry.server.store import migrate
 from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.metadata import MetadataStore
-from docker_registry.server.store.tables import uploads
+from docker_registry.server.store.tables import tags, uploads
 
 
 class Refusal(Exception):
@@ -97,3 +97,26 @@ def test_a_database_error_fails_the_whole_batch(store: MetadataStore) -> None:
     with pytest.raises(sa.exc.DBAPIError):
         store.run_batch(writes, durable=True)
     assert store.upload("before") is None
+
+
+def test_a_broken_constraint_fails_its_write_alone(store: MetadataStore) -> None:
+    """A constraint one write breaks (a tag pointing at a manifest another transaction removed meanwhile) is that
+    write's failure, not the database's: the other clients' writes in its batch commit (a probe on PostgreSQL saw
+    unrelated uploads and pushes answered 500 with the tag's foreign key violation)."""
+
+    def dangling_tag(conn: sa.Connection) -> None:
+        conn.execute(uploads.insert().values(id="half-done", repository="repo", size=0, created_at=0, updated_at=0))
+        conn.execute(tags.insert().values(repository_id=987654, name="x", manifest_id=987654, updated_at=0))
+
+    writes = [
+        lambda: store.create_upload("before", "repo"),
+        lambda: store._write(dangling_tag),
+        lambda: store.create_upload("after", "repo"),
+    ]
+    outcomes = store.run_batch(writes, durable=True)
+    assert outcomes[0] == (None, None)
+    assert outcomes[2] == (None, None)
+    assert isinstance(outcomes[1][1], sa.exc.IntegrityError)
+    assert store.upload("before") is not None
+    assert store.upload("after") is not None
+    assert store.upload("half-done") is None, "the failed write's own change is rolled back"

@@ -230,8 +230,14 @@ class StoreBase:
                         for write in writes:
                             try:
                                 outcomes.append((write(), None))
-                            except sa.exc.DBAPIError:
-                                raise  # the database failed, not this write: the transaction is lost for all
+                            except sa.exc.DBAPIError as error:
+                                if not isinstance(error, sa.exc.IntegrityError):
+                                    raise  # the database failed, not this write: the transaction is lost for all
+                                # a constraint this write broke (a row another transaction removed meanwhile): its
+                                # own failure, as a refusal is; the batch's other writes go on
+                                if not savepoints:
+                                    raise _Refused(error) from error
+                                outcomes.append((None, error))
                             except Exception as error:
                                 if not savepoints:
                                     raise _Refused(error) from error  # roll the transaction back
@@ -319,11 +325,15 @@ def _in_savepoint(conn: sa.Connection, work: Callable[[sa.Connection], T]) -> T:
 
     Plain statements rather than `Connection.begin_nested()`: its bookkeeping cost more CPU than the small writes
     it wrapped (profiled: 9% of a small blob's Python samples). A database error is not rolled back to the
-    savepoint: the batch fails as a whole (`run_batch`)."""
+    savepoint: the batch fails as a whole (`run_batch`); a broken constraint is this write's own."""
     conn.exec_driver_sql("SAVEPOINT batch_write")
     try:
         result = work(conn)
-    except sa.exc.DBAPIError:
+    except sa.exc.DBAPIError as error:
+        if not isinstance(error, sa.exc.IntegrityError):
+            raise
+        conn.exec_driver_sql("ROLLBACK TO SAVEPOINT batch_write")  # this write's own failure, not the database's
+        conn.exec_driver_sql("RELEASE SAVEPOINT batch_write")
         raise
     except BaseException:
         conn.exec_driver_sql("ROLLBACK TO SAVEPOINT batch_write")
