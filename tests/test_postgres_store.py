@@ -5,6 +5,7 @@ delete; pushes naming the same tags in different orders."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -188,39 +189,49 @@ def _plain_url(postgres_url: str) -> str:
     return postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-@pytest.fixture
-def slow_commits(postgres_url: str, pg_registry: RegistryProcess) -> Iterator[Callable[[], None]]:
-    """A trigger in the registry's database: inserting the row of a manifest annotated `SLOW_COMMIT` sleeps, so
-    the PUT's transaction stays open after it checked (and locked) the references, until its commit. That is the
-    window a concurrent delete races into, made wide and certain instead of left to luck. Yields a function that
-    waits until some transaction sleeps in the trigger."""
+@contextlib.contextmanager
+def _sleeping_trigger(
+    postgres_url: str, name: str, table: str, when: str, condition: str
+) -> Iterator[Callable[[], None]]:
+    """A trigger `name` on `table`, firing `when` (e.g. `AFTER INSERT`) for rows matching `condition`, that sleeps
+    `SLOW_COMMIT_SECONDS` in the writing transaction; yields a function that waits until some transaction sleeps
+    in it. Dropped afterwards."""
     import psycopg
 
     url = _plain_url(postgres_url)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            "CREATE OR REPLACE FUNCTION test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
+            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
             f"$$ BEGIN PERFORM pg_sleep({SLOW_COMMIT_SECONDS}); RETURN NEW; END $$"
         )
-        conn.execute("DROP TRIGGER IF EXISTS test_slow_commit ON manifests")
+        conn.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
         conn.execute(
-            "CREATE TRIGGER test_slow_commit AFTER INSERT ON manifests FOR EACH ROW "
-            f"WHEN (NEW.annotations LIKE '%{SLOW_COMMIT}%') EXECUTE FUNCTION test_slow_commit()"
+            f"CREATE TRIGGER {name} {when} ON {table} FOR EACH ROW WHEN ({condition}) EXECUTE FUNCTION {name}()"
         )
 
-    def wait_until_a_put_sleeps() -> None:
+    def wait_until_a_write_sleeps() -> None:
         deadline = time.monotonic() + 20
         with psycopg.connect(url, autocommit=True) as conn:
             while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'").fetchone()[0]:
-                assert time.monotonic() < deadline, "the manifest PUT never reached its slow commit"
+                assert time.monotonic() < deadline, f"no write reached the sleeping trigger {name}"
                 time.sleep(0.01)
 
     try:
-        yield wait_until_a_put_sleeps
+        yield wait_until_a_write_sleeps
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("DROP TRIGGER IF EXISTS test_slow_commit ON manifests")
-            conn.execute("DROP FUNCTION IF EXISTS test_slow_commit()")
+            conn.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
+            conn.execute(f"DROP FUNCTION IF EXISTS {name}()")
+
+
+@pytest.fixture
+def slow_commits(postgres_url: str, pg_registry: RegistryProcess) -> Iterator[Callable[[], None]]:
+    """A trigger in the registry's database: inserting the row of a manifest annotated `SLOW_COMMIT` sleeps, so
+    the PUT's transaction stays open after it checked (and locked) the references, until its commit. That is the
+    window a concurrent delete races into, made wide and certain instead of left to luck."""
+    condition = f"NEW.annotations LIKE '%{SLOW_COMMIT}%'"
+    with _sleeping_trigger(postgres_url, "test_slow_commit", "manifests", "AFTER INSERT", condition) as wait:
+        yield wait
 
 
 def _race_delete_with_put(
@@ -302,34 +313,10 @@ SLOW_TAG = "slow-tag-write"
 @pytest.fixture
 def slow_tag_writes(postgres_url: str, pg_registry: RegistryProcess) -> Iterator[Callable[[], None]]:
     """A trigger: writing a tag named `SLOW_TAG` sleeps before the row is written, after the push found the
-    manifest it tags. Yields a function that waits until some transaction sleeps in it."""
-    import psycopg
-
-    url = _plain_url(postgres_url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE OR REPLACE FUNCTION test_slow_tag() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$ BEGIN PERFORM pg_sleep({SLOW_COMMIT_SECONDS}); RETURN NEW; END $$"
-        )
-        conn.execute("DROP TRIGGER IF EXISTS test_slow_tag ON tags")
-        conn.execute(
-            "CREATE TRIGGER test_slow_tag BEFORE INSERT OR UPDATE ON tags FOR EACH ROW "
-            f"WHEN (NEW.name = '{SLOW_TAG}') EXECUTE FUNCTION test_slow_tag()"
-        )
-
-    def wait_until_a_tag_write_sleeps() -> None:
-        deadline = time.monotonic() + 20
-        with psycopg.connect(url, autocommit=True) as conn:
-            while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'").fetchone()[0]:
-                assert time.monotonic() < deadline, "the tag PUT never reached its slow tag write"
-                time.sleep(0.01)
-
-    try:
-        yield wait_until_a_tag_write_sleeps
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("DROP TRIGGER IF EXISTS test_slow_tag ON tags")
-            conn.execute("DROP FUNCTION IF EXISTS test_slow_tag()")
+    manifest it tags."""
+    condition = f"NEW.name = '{SLOW_TAG}'"
+    with _sleeping_trigger(postgres_url, "test_slow_tag", "tags", "BEFORE INSERT OR UPDATE", condition) as wait:
+        yield wait
 
 
 def test_a_manifest_deleted_while_a_push_tags_it_is_no_500(
