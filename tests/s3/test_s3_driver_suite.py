@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
+from docker_registry.drivers import s3
 from docker_registry.drivers.s3 import Driver
 from docker_registry.testing import DriverTestSuite
 from docker_registry.testing.driver_suite import payload
@@ -104,11 +106,42 @@ class TestS3Driver(DriverTestSuite):
         assert await driver.purge_temporary(time.time() - 3600) == (0, 0)  # its part is younger than an hour
         assert await driver.purge_temporary(time.time() + 60, dry_run=True) == (1, 1000)
         assert len(await multipart_uploads(driver)) == 2
+        dead_writers_marker = driver._key(s3.LIVE_WRITES + "0" * 64)  # a writer killed before it removed it
+        await client.put_object(Bucket=bucket, Key=dead_writers_marker, Body=b"")
         assert await driver.purge_temporary(time.time() + 60) == (1, 1000)
         assert [key for key, _ in await multipart_uploads(driver)] == [driver._key("uploads/live/data")]
+        assert await live_markers(driver) == []
         resumed = await driver.writer("uploads/live/data", append=True)
         await resumed.commit()
         assert await driver.get_content("uploads/live/data") == payload(6 * MiB)
+
+    async def test_a_slow_streamed_write_is_not_purged_between_its_parts(
+        self, driver: Driver, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A blob streamed whole (a PUT with its body) goes into a multipart upload a part (`chunksize`) at a time;
+        a client slow enough sends its parts further apart than the age at which a collection purges uploads (a
+        probe: at 4 KiB/s, one was aborted mid-body, the client got 503). The write marks itself alive meanwhile."""
+        monkeypatch.setattr(s3, "HEARTBEAT_SECONDS", 0.2)
+        first = payload(5 * MiB, seed=3)
+        purged: list[tuple[int, int]] = []
+
+        async def slowly() -> AsyncIterator[bytes]:
+            yield first  # a whole part: the multipart upload begins
+            await asyncio.sleep(3)
+            purged.append(await driver.purge_temporary(time.time() - 1.5))  # the part is older than that
+            yield b"the rest"
+
+        assert await driver.stream_write("blobs/slow", slowly()) == len(first) + len(b"the rest")
+        assert purged == [(0, 0)]
+        assert await driver.get_content("blobs/slow") == first + b"the rest"
+        assert await multipart_uploads(driver) == []
+        assert await live_markers(driver) == [], "the write removes its marker"
+
+
+async def live_markers(driver: Driver) -> list[str]:
+    client = await driver._client()
+    listed = await client.list_objects_v2(Bucket=driver.settings.bucket, Prefix=driver._key(s3.LIVE_WRITES))
+    return [item["Key"] for item in listed.get("Contents", [])]
 
 
 async def multipart_uploads(driver: Driver) -> list[tuple[str, str]]:

@@ -41,3 +41,20 @@ async def test_a_blob_pushed_again_after_the_scan_is_left_alone(tmp_path: Path) 
     assert store.blob_size("team/app", gone.digest()) is None
     assert f"blob {back.digest()} was pushed again meanwhile and is whole: left alone" in out.getvalue()
     store.close()
+
+
+def test_fsck_checks_the_blobs_the_registry_serves_only(tmp_path: Path) -> None:
+    """The row an upload holds while it publishes (pinned, linked nowhere yet) is no blob anyone can pull: a node
+    killed at that moment left one that fsck reported missing from storage, although the client's retry then
+    stored it. A linked blob and an unlinked one that is not being published are checked."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    migrate.upgrade(engine)
+    store, inventory = MetadataStore(engine), InventoryQueries(engine)
+    linked, publishing, orphan = _digest(b"linked"), _digest(b"being published"), _digest(b"orphan")
+    store.link_blob("team/app", linked.digest(), linked.size)
+    assert store.pin_blob(publishing.digest(), publishing.size, "token")
+    store.link_blob("team/app", orphan.digest(), orphan.size)
+    store.unlink_blob("team/app", orphan.digest())
+    listed = {str(blob.digest) for blob in inventory.blob_page(None, 100)}
+    assert listed == {str(linked.digest()), str(orphan.digest())}
+    store.close()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import time
 from collections import OrderedDict
@@ -70,6 +71,13 @@ READ_TIMEOUT = 60
 MAX_ATTEMPTS = 5
 """Attempts per S3 call, backing off exponentially between them (botocore's standard retry mode)."""
 MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+LIVE_WRITES = "_live-writes/"
+"""Under the driver's root: an empty object per multipart upload of a streamed write that runs long, rewritten
+every `HEARTBEAT_SECONDS` while the write lasts and removed at its end. A slow client's parts (`chunksize` bytes
+each) can come further apart than the age after which `purge_temporary` takes an upload for abandoned (a probe's
+client at 4 KiB/s had its upload aborted mid-body by a collection on another node); the marker tells them apart."""
+HEARTBEAT_SECONDS = 20.0
+"""Well under the youngest age garbage collection purges at (60 s)."""
 SESSION_UPLOAD = "registry-multipart-upload"
 SESSION_PARTS = "registry-multipart-parts"
 SESSION_SIZE = "registry-multipart-size"
@@ -419,6 +427,8 @@ class Driver(Base):
 
     async def _stream_write(self, path: str, chunks: AsyncIterable[bytes]) -> int:
         writer = _Writer(self, path, checkpoints=False)  # the previous object stays readable until the end
+        marked: list[str] = []
+        heartbeat = asyncio.create_task(self._heartbeat(writer, marked))
         try:
             async for chunk in chunks:
                 await writer.write(chunk)
@@ -426,7 +436,46 @@ class Driver(Base):
         except BaseException:
             await writer.abort()  # the previous object, if any, stays
             raise
+        finally:
+            heartbeat.cancel()
+            await asyncio.wait({heartbeat})  # no marker written after the one removed here
+            if marked:
+                await self._remove_marker(marked[0])
         return writer.size
+
+    def _live_key(self, upload_id: str) -> str:
+        return self._key(LIVE_WRITES + hashlib.sha256(upload_id.encode()).hexdigest())
+
+    async def _heartbeat(self, writer: _Writer, marked: list[str]) -> None:
+        """Mark the writer's multipart upload alive every `HEARTBEAT_SECONDS` until cancelled (`LIVE_WRITES`). A
+        marker that cannot be written now is tried again at the next beat: it must never fail the write."""
+        client = await self._client()
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            upload_id = writer.upload_id
+            if upload_id is None:  # no part yet: nothing in S3 to purge
+                continue
+            key = self._live_key(upload_id)
+            with contextlib.suppress(ClientError, BotoCoreError, exceptions.UnreachableError):
+                await client.put_object(Bucket=self.settings.bucket, Key=key, Body=b"")
+                if not marked:
+                    marked.append(key)
+
+    async def _remove_marker(self, key: str) -> None:
+        """A marker left behind (S3 unreachable now) is removed by the next purge once it is old."""
+        client = await self._client()
+        with contextlib.suppress(ClientError, BotoCoreError, exceptions.UnreachableError):
+            await client.delete_object(Bucket=self.settings.bucket, Key=key)
+
+    async def _marked_alive(self, upload_id: str, older_than: float) -> bool:
+        client = await self._client()
+        try:
+            head = await client.head_object(Bucket=self.settings.bucket, Key=self._live_key(upload_id))
+        except ClientError as exc:
+            if _code(exc) in MISSING:
+                return False
+            raise
+        return bool(head["LastModified"].timestamp() >= older_than)
 
     # --- namespace ------------------------------------------------------------------------------------------
     async def _list_directory(self, prefix: str) -> list[str]:
@@ -643,11 +692,25 @@ class Driver(Base):
             parts = await self._list_parts(key, upload_id)
             if any(part["LastModified"] >= older_than for part in parts.values()):
                 continue  # a write still running (S3 dates an upload by its start, a part by its upload)
+            if await self._marked_alive(upload_id, older_than):
+                continue  # a slow one, between two parts
             count, size = count + 1, size + sum(part["Size"] for part in parts.values())
             if not dry_run:
                 with contextlib.suppress(ClientError):
                     await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        if not dry_run:
+            await self._remove_old_markers(older_than)
         return count, size
+
+    async def _remove_old_markers(self, older_than: float) -> None:
+        """Markers not renewed since `older_than`: their write ended without removing its own, or died."""
+        client = await self._client()
+        paginator = client.get_paginator("list_objects_v2")
+        with _translated():
+            async for page in paginator.paginate(Bucket=self.settings.bucket, Prefix=self._key(LIVE_WRITES)):
+                for item in page.get("Contents", []):
+                    if item["LastModified"].timestamp() < older_than:
+                        await self._remove_marker(item["Key"])
 
     async def _session_upload(self, key: str) -> str | None:
         """The multipart upload the session state object at `key` names, if there is one."""
@@ -754,6 +817,11 @@ class _Writer(Writer):
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def upload_id(self) -> str | None:
+        """The multipart upload, once the first part started it."""
+        return self._upload_id
 
     async def write(self, data: bytes) -> int:
         if self._closed:

@@ -30,7 +30,7 @@ from docker_registry.core.driver import Base, Writer
 
 from ..store.batching import Followup
 from ..store.facade import AsyncMetadataStore
-from ..store.models import EventRecord, Upload
+from ..store.models import WRITER_LEASE_SECONDS, EventRecord, Upload
 from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, UNAVAILABLE, RegistryError
 from .process_identity import is_dead, this_process
 from .upload_area import new_upload_id, upload_area, upload_path
@@ -377,7 +377,11 @@ class Uploads:
         if start is not None and start != current.size:
             message = f"chunk starts at {start}, upload has {current.size} bytes"
         else:
-            message = "another request is writing to this upload"
+            # or one that could not record its end (the database was away then): its claim lapses on its own
+            message = (
+                "another request is writing to this upload, or one that ended could not release it yet "
+                f"(then it is free again within {WRITER_LEASE_SECONDS:.0f} s)"
+            )
         raise RegistryError(RANGE_INVALID, message, headers=progress_headers(current.size))
 
     async def append(

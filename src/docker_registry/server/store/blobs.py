@@ -30,14 +30,16 @@ _BLOB_ENTRY = Prepared(
 )
 # A row an upload's pin inserted (`_HOLD_BLOB`) is there before the upload placed the bytes: until a link is written
 # (after they were placed), a pinned blob counts as stored only if some repository links it already.
-_KNOWN_BLOB_SIZE = sa.select(blobs.c.size).where(
-    blobs.c.digest == sa.bindparam("digest"),
+BLOB_SERVED = sa.and_(
     blobs.c.deleting_since.is_(None),
     sa.or_(
         sa.exists().where(repository_blobs.c.digest == blobs.c.digest),
         ~sa.exists().where(blob_pins.c.digest == blobs.c.digest),
     ),
 )
+"""A blob row the registry serves: not one a collection is deleting, nor the row an upload holds while it publishes
+(pinned and linked nowhere yet: its bytes may not be at their path)."""
+_KNOWN_BLOB_SIZE = sa.select(blobs.c.size).where(blobs.c.digest == sa.bindparam("digest"), BLOB_SERVED)
 _NAMED_BY_A_MANIFEST = sa.exists(
     sa.select(1)
     .select_from(manifest_references.join(manifests, manifests.c.id == manifest_references.c.manifest_id))

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from docker_registry.core.digest import Digest
 
 from .base import REPOSITORY_ID, StoreBase, stored_digest
+from .blobs import BLOB_SERVED
 from .tables import blobs, manifest_references, manifests, repositories, repository_blobs, tags
 
 
@@ -102,8 +103,10 @@ class InventoryQueries(StoreBase):
         return self._read(read)
 
     def blob_page(self, after: str | None, limit: int) -> list[StoredBlob]:
-        """Blobs in digest order after `after` (keyset paging: each page is one index range scan)."""
-        query = sa.select(blobs.c.digest, blobs.c.size).order_by(blobs.c.digest).limit(limit)
+        """Blobs in digest order after `after` (keyset paging: each page is one index range scan), those the
+        registry serves (`BLOB_SERVED`): the row of an upload a node was killed while publishing was reported
+        missing, although no one could pull it and the client's retry stored it."""
+        query = sa.select(blobs.c.digest, blobs.c.size).where(BLOB_SERVED).order_by(blobs.c.digest).limit(limit)
         if after is not None:
             query = query.where(blobs.c.digest > after)
         rows = self._read(lambda conn: conn.execute(query).all())
