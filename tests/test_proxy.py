@@ -97,6 +97,19 @@ def test_mirror_pulls_byte_identical_then_serves_with_upstream_down_and_refuses_
                 )
                 assert_error(put, 405, "UNSUPPORTED")
                 assert_error(client.delete(f"/v2/library/app/manifests/{pushed.digest}"), 405, "UNSUPPORTED")
+                # nor through the v1 API or the web UI (a v1 tag put replaced the cached image, a UI delete removed it)
+                image_id = "a" * 64
+                for method, path, body in (
+                    ("PUT", "/v1/repositories/library/app/tags/v1", json.dumps(image_id).encode()),
+                    ("DELETE", "/v1/repositories/library/app/tags/v1", b""),
+                    ("PUT", "/v1/repositories/library/app/", b"[]"),
+                    ("PUT", f"/v1/images/{image_id}/json", json.dumps({"id": image_id}).encode()),
+                    ("POST", "/ui/repositories/library/app/-/delete", b"tag=v1"),
+                ):
+                    assert_error(client.request(method, path, content=body), 405, "UNSUPPORTED")
+                assert client.get("/v2/library/app/manifests/v1", headers={"Accept": OCI_MANIFEST}).content == (
+                    pushed.body
+                )
 
                 with client_for(upstream) as source:
                     seed(source, "library/app", "v2")  # never pulled: listed while the upstream answers
@@ -207,6 +220,10 @@ def test_prefixes_beside_local_repositories_and_containerd_ns(upstream: Registry
             assert_error(client.post("/v2/hub/library/alpine/blobs/uploads/"), 405, "UNSUPPORTED")
             local = image_manifest(client, "team/local")
             push(client, "team/local", local, "v1")
+            # through v1 too: refused under the prefix, taken for a local name
+            refused = client.put("/v1/repositories/hub/library/alpine/tags/3", content=json.dumps("a" * 64))
+            assert_error(refused, 405, "UNSUPPORTED")
+            assert client.put("/v1/repositories/team/local/", content=b"[]").status_code == 200
             assert client.get("/v2/team/local/manifests/v1").content == local.body
             # containerd's mirror request: the upstream's name with ?ns=, stored under the prefix
             other = seed(source, "library/busybox", "1")

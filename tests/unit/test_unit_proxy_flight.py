@@ -4,11 +4,13 @@ workers is forced at the one point where it matters."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
 
+from docker_registry.core.digest import parse_digest
 from docker_registry.server.proxy import flight
 
 
@@ -84,3 +86,34 @@ def test_a_crashed_fetchers_lock_file_is_replaced_not_reused(tmp_path: Path) -> 
             os.close(taken)
     finally:
         os.close(stale)
+
+
+async def test_a_failed_fetch_is_remembered_without_its_frames_and_not_for_ever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The failure its followers are told of was kept with its traceback, whose frames held the bytes the fetch had
+    received: a probe's 70 failed fetches of 8 MiB blobs kept 430 MB in two workers, for good."""
+    flights = flight.Flights(None, "")  # type: ignore[arg-type]  # what `_finished` touches needs no registry
+    received = bytearray(8 * 1024 * 1024)
+
+    async def failing(data: bytearray) -> None:
+        try:
+            raise KeyError(len(data))
+        except KeyError:
+            raise OSError("the upstream broke off") from None
+
+    task = asyncio.ensure_future(failing(received))
+    await asyncio.wait({task})
+    clock = [1000.0]
+    monkeypatch.setattr(flight.time, "monotonic", lambda: clock[0])
+    old = parse_digest("sha256:" + "1" * 64)
+    flights._finished(old, task)
+    failure, _ = flights._failures[old]
+    assert failure.__traceback__ is None, "no frame, and so no bytes, kept"
+    assert failure.__context__ is None
+    clock[0] += flight.FAILURE_MEMORY_SECONDS + 1
+    later = asyncio.ensure_future(failing(received))
+    await asyncio.wait({later})
+    new = parse_digest("sha256:" + "2" * 64)
+    flights._finished(new, later)
+    assert list(flights._failures) == [new], "a failure no request can still ask about is forgotten"

@@ -45,6 +45,8 @@ REFERRERS_LIMIT = 4 * 1024 * 1024
 """Largest upstream referrers index read (a descriptor is some 300 bytes: thousands of signatures and SBOMs)."""
 PULL_ROUTES = frozenset({"manifest", "blob"})
 WRITE_ROUTES = frozenset({"blob-upload", "blob-upload-chunk"})
+V1_REPOSITORIES, V1_IMAGES, UI_REPOSITORIES = "/v1/repositories/", "/v1/images/", "/ui/repositories/"
+"""Paths outside the v2 API that change what a name holds (v1, the web UI): `_refuse_other_writes`."""
 
 
 class ProxyHandlers:
@@ -205,12 +207,28 @@ def naming_middleware() -> Middleware:
     return proxy_naming
 
 
+def _refuse_other_writes(request: web.Request, targets: Targets) -> None:
+    """A cached name is changed by nothing but the upstream, whichever API asks: the v1 API's writes to its
+    repositories (a tag put through v1 replaced a cached image, served until the TTL ran out), the web UI's
+    deletes, and, in mirror mode where no name is local, v1 image writes. A v1 image pushed elsewhere (prefix mode)
+    becomes visible only through a tag, which is refused here for a cached name."""
+    method, path = request.method, request.path
+    if method not in WRITE_METHODS:
+        return
+    for prefix in V1_REPOSITORIES, UI_REPOSITORIES:
+        if path.startswith(prefix) and targets.is_proxied(path.removeprefix(prefix)):
+            raise RegistryError(UNSUPPORTED, "this repository is a pull-through cache: changes are refused")
+    if targets.mirror and path.startswith(V1_IMAGES):
+        raise RegistryError(UNSUPPORTED, "this registry is a pull-through cache: pushes are refused")
+
+
 def middleware() -> Middleware:
     """Requests for proxied names go through the cache; everything else goes on untouched."""
 
     @web.middleware
     async def proxy(request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
         if not request.path.startswith("/v2/"):
+            _refuse_other_writes(request, request.app[HANDLERS_KEY].targets)
             return await handler(request)
         handlers = request.app[HANDLERS_KEY]
         try:
