@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 from certificates import self_signed
 
-from oci_content import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST
+from oci_content import DOCKER_LIST, DOCKER_MANIFEST, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST
 from proxy_upstreams import (
     PASSWORD,
     PULL_LIMIT,
@@ -405,6 +405,28 @@ def test_index_caches_the_index_and_the_platform_pulled(upstream: RegistryProces
             assert_error(client.get(f"/v2/multi/app/manifests/{children[1].digest}"), 503, "UNAVAILABLE")
     finally:
         upstream.start()
+        cache.stop()
+
+
+def test_a_docker_list_by_tag_gives_a_client_without_lists_its_linux_amd64_image(
+    upstream: RegistryProcess, tmp_path: Path
+) -> None:
+    """As Distribution (and its proxy) serve it: the list's linux/amd64 image in its place, to a client whose Accept
+    names no list. The cache held only the list, so such a pull was a 404 until another client had pulled that image
+    by digest."""
+    with client_for(upstream) as source:
+        children = [image_manifest(source, "multi/dlist", media_type=DOCKER_MANIFEST) for _ in range(2)]
+        for child in children:
+            push(source, "multi/dlist", child)
+        push(source, "multi/dlist", index_manifest(children, DOCKER_LIST), "v1")
+    cache = mirror(tmp_path / "cache", upstream.url)
+    try:
+        with httpx.Client(base_url=cache.url, timeout=60) as client:
+            answer = client.get("/v2/multi/dlist/manifests/v1", headers={"Accept": DOCKER_MANIFEST})
+            assert answer.status_code == 200, answer.text
+            assert answer.content == children[0].body  # index_manifest gives the first child linux/amd64
+            assert answer.headers["Docker-Content-Digest"] == children[0].digest
+    finally:
         cache.stop()
 
 

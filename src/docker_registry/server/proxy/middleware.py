@@ -8,6 +8,7 @@ served by the same handlers as local content, headers, `Range`, `If-None-Match` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,13 +21,13 @@ from aiohttp.typedefs import Middleware
 
 from docker_registry.core.digest import Digest, parse_digest
 
-from ..http import v2
+from ..http import negotiation, v2
 from ..http.context import SERVED_NAME, registry
 from ..http.routing import ROUTE_NAME, WRITE_METHODS, Params, resolve
 from ..http.v2 import blobs, manifests
 from ..registry import names
 from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, NOT_FOUND, UNSUPPORTED, RegistryError
-from ..registry.manifests import OCI_INDEX
+from ..registry.manifests import OCI_INDEX, default_platform
 from .flight import Flights
 from .manifests import Manifests
 from .pulls import PullRecorder
@@ -67,9 +68,24 @@ class ProxyHandlers:
         except RegistryError:  # neither a tag nor a digest names no manifest, as for local content
             raise RegistryError(MANIFEST_UNKNOWN, {"reference": params["reference"][:300]}) from None
         await self.manifests.ensure(target, reference)
+        if not isinstance(reference, Digest):
+            await self._ensure_fallback(request, target, reference)
         response = await manifests.get_manifest(request, Params(target.local_name, params.parts))
         self.pulls.note(target.local_name, parse_digest(response.headers["Docker-Content-Digest"]), "manifest")
         return response
+
+    async def _ensure_fallback(self, request: web.Request, target: Target, tag: str) -> None:
+        """For a client that takes no manifest list, the list's linux/amd64 image, which is served by tag in its
+        place (as Distribution's proxy does): cached with it, else such a pull was a 404 until some other client had
+        pulled that image by digest. A child the upstream cannot give leaves the 404 to say why."""
+        logic = registry(request)
+        _, stored = await logic.get_manifest(target.local_name, tag)
+        if negotiation.accepts(request.headers.getall("Accept", []), stored.media_type):
+            return
+        child = default_platform(stored)
+        if child is not None:
+            with contextlib.suppress(RegistryError):
+                await self.manifests.ensure(target, child)
 
     async def blob(self, request: web.Request, target: Target, params: Params) -> web.StreamResponse:
         digest = names.check_digest(params["digest"])
