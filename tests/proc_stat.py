@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -18,3 +19,23 @@ def processes() -> Iterator[tuple[int, list[str]]]:
         except OSError:
             continue
         yield int(entry), stat[stat.rindex(")") + 2 :].split()
+
+
+def owned_directories(root: Path, prefix: str, names: Iterable[str]) -> dict[str, str] | None:
+    """Directories `<prefix><name>` under `root` as `process_identity.owned_directory` leaves them, each with an
+    owner file: "alive" names this process, "abandoned" a process that has exited, "elsewhere" a process of another
+    host. Their owners by name; None where /proc cannot tell this process's identity."""
+    from docker_registry.server.registry import process_identity
+
+    me = process_identity.this_process()
+    if me is None:
+        return None
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    boot, namespace, _pid, start = me.split("/")
+    known = {"abandoned": f"{boot}/{namespace}/{dead.pid}/{start}", "alive": me, "elsewhere": f"x/y/{dead.pid}/1"}
+    owners = {name: known[name] for name in names}
+    for name, owner in owners.items():
+        (root / f"{prefix}{name}").mkdir()
+        (root / f"{prefix}{name}" / process_identity.OWNER).write_text(owner)
+    return owners

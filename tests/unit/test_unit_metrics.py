@@ -4,13 +4,13 @@ as one `observe()` per request would have."""
 from __future__ import annotations
 
 import multiprocessing
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from proc_stat import owned_directories
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, values
 
 from docker_registry.server.http.routing import ROUTE_NAME
@@ -18,7 +18,6 @@ from docker_registry.server.metrics import multiprocess
 from docker_registry.server.metrics.exposition import ReadInOrder
 from docker_registry.server.metrics.instruments import LATENCY_BUCKETS, Instruments
 from docker_registry.server.metrics.requests import RequestMetrics, add_observations
-from docker_registry.server.registry import process_identity
 
 DURATIONS = [0.0001, 0.0005, 0.0007, 0.001, 0.02, 0.02, 3.0, 59.0, 61.0, 1000.0]
 
@@ -88,16 +87,10 @@ def test_a_run_directory_left_by_a_dead_master_is_removed_and_a_live_one_kept(
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.delenv(multiprocess.ENVIRONMENT, raising=False)
-    me = process_identity.this_process()
-    if me is None:
+    owners = owned_directories(tmp_path, multiprocess.PREFIX, ["abandoned", "alive", "elsewhere"])
+    if owners is None:
         pytest.skip("needs /proc to tell who made a run directory")
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    boot, namespace, _pid, start = me.split("/")
-    owners = {"abandoned": f"{boot}/{namespace}/{dead.pid}/{start}", "alive": me, "elsewhere": f"x/y/{dead.pid}/1"}
-    for name, owner in owners.items():
-        (tmp_path / f"{multiprocess.PREFIX}{name}").mkdir()
-        (tmp_path / f"{multiprocess.PREFIX}{name}" / multiprocess.OWNER).write_text(owner)
+    me = owners["alive"]
     (tmp_path / f"{multiprocess.PREFIX}ownerless").mkdir()
     original = values.ValueClass
     directory = multiprocess.begin_run()

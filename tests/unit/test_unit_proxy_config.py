@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from proc_stat import owned_directories
 
 from docker_registry.core.exceptions import ConfigError
 from docker_registry.server.config import dump, load
+from docker_registry.server.proxy import setup
+from docker_registry.server.registry import process_identity
 
 
 def load_proxy(tmp_path: Path, proxy: dict[str, Any]) -> Any:
@@ -57,3 +61,22 @@ def test_upstreams_and_masked_passwords(tmp_path: Path) -> None:
 def test_bad_proxy_sections_are_refused_naming_the_key(tmp_path: Path, proxy: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_proxy(tmp_path, proxy)
+
+
+def test_spools_of_runs_killed_with_sigkill_are_removed_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A master killed with SIGKILL could not remove its temporary spool (a probe found a 10 MiB partial blob left
+    in one, never reused): the next start removes the spools whose owner is dead, and leaves a live one's."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    owners = owned_directories(temporary, setup.SPOOL_PREFIX, ["abandoned", "alive"])
+    if owners is None:
+        pytest.skip("needs /proc to tell who made a spool")
+    (temporary / f"{setup.SPOOL_PREFIX}abandoned" / "partial-blob").write_bytes(b"x" * 1024)
+    config = load_proxy(tmp_path, {"remoteurl": "https://registry-1.docker.io/"})
+    setup.prepare(config.proxy)
+    left = sorted(path.name for path in temporary.iterdir())
+    assert left == sorted([f"{setup.SPOOL_PREFIX}alive", Path(config.proxy.spooldirectory).name])
+    assert (Path(config.proxy.spooldirectory) / process_identity.OWNER).read_text() == owners["alive"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 
 from prometheus_client import multiprocess, values
 
@@ -18,7 +17,7 @@ from ..registry import process_identity
 
 ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "docker-registry-metrics-"
-OWNER = "owner"
+OWNER = process_identity.OWNER
 """The file in a run directory naming the master that made it (prometheus_client reads only `*.db` files)."""
 
 
@@ -45,12 +44,7 @@ def begin_run() -> str:
     directory = os.environ.get(ENVIRONMENT)
     if directory and os.path.isdir(directory):
         return directory
-    _remove_abandoned()
-    directory = tempfile.mkdtemp(prefix=PREFIX)
-    identity = process_identity.this_process()
-    if identity is not None:
-        with open(os.path.join(directory, OWNER), "w", encoding="ascii") as owner:
-            owner.write(identity)
+    directory = process_identity.owned_directory(PREFIX)  # and those of earlier runs killed with SIGKILL removed
     os.environ[ENVIRONMENT] = directory
     values.ValueClass = values.MultiProcessValue(_process_id)  # type: ignore[no-untyped-call]
     return directory
@@ -61,22 +55,6 @@ def end_run(directory: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)
     if os.environ.get(ENVIRONMENT) == directory:
         del os.environ[ENVIRONMENT]
-
-
-def _remove_abandoned() -> None:
-    """Directories of earlier runs whose master is gone (killed with SIGKILL, it could not remove its own): each
-    names its master in an `owner` file (`process_identity`), so a directory of a live registry, or of one in
-    another pid namespace sharing this temporary directory, is never taken for abandoned."""
-    for entry in os.scandir(tempfile.gettempdir()):
-        if not entry.name.startswith(PREFIX) or not entry.is_dir(follow_symlinks=False):
-            continue
-        try:
-            with open(os.path.join(entry.path, OWNER), encoding="ascii") as owner:
-                identity = owner.read().strip()
-        except (OSError, UnicodeDecodeError):
-            continue
-        if process_identity.is_dead(identity):
-            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def forget_process(directory: str, pid: int) -> None:

@@ -7,7 +7,6 @@ import atexit
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -16,6 +15,7 @@ from aiohttp import web
 from ..config import Config
 from ..config.proxy import ProxyConfig
 from ..http.context import REGISTRY_KEY
+from ..registry import process_identity
 from .claims import Claims
 from .flight import Flights
 from .manifests import Manifests
@@ -38,8 +38,8 @@ SPOOL_PREFIX = "docker-registry-proxy-"
 def prepare(proxy: ProxyConfig) -> None:
     """In the master, before workers start: the spool directory they share (see `flight`), a temporary one unless
     configured, removed when the master exits."""
-    if proxy.spooldirectory is None:
-        proxy.spooldirectory = tempfile.mkdtemp(prefix=SPOOL_PREFIX)
+    if proxy.spooldirectory is None:  # and the spools of earlier runs killed with SIGKILL removed
+        proxy.spooldirectory = process_identity.owned_directory(SPOOL_PREFIX)
         atexit.register(shutil.rmtree, proxy.spooldirectory, True)
     os.makedirs(proxy.spooldirectory, mode=0o700, exist_ok=True)
 

@@ -9,6 +9,8 @@ once. Claims from other hosts or containers cannot be checked here; the writer l
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 _cached: tuple[int, str | None] | None = None
 
@@ -58,3 +60,25 @@ def is_dead(identity: str | None) -> bool:
     pid, start = int(parts[2]), parts[3]
     fields = _stat_fields(pid)
     return fields is None or fields[0] in ("Z", "X") or fields[19] != start
+
+
+OWNER = "owner"
+"""The file in an `owned_directory` naming the process that made it."""
+
+
+def owned_directory(prefix: str) -> str:
+    """A new temporary directory `<prefix>...` whose `OWNER` file names this process. The directories of the same
+    prefix whose owner is dead are removed first: killed with SIGKILL, it could not remove its own (an owner of
+    another host or pid namespace sharing the temporary directory is never taken for dead)."""
+    for entry in os.scandir(tempfile.gettempdir()):
+        if not entry.name.startswith(prefix) or not entry.is_dir(follow_symlinks=False):
+            continue
+        identity = _read(os.path.join(entry.path, OWNER))
+        if identity is not None and is_dead(identity):
+            shutil.rmtree(entry.path, ignore_errors=True)
+    directory = tempfile.mkdtemp(prefix=prefix)
+    identity = this_process()
+    if identity is not None:
+        with open(os.path.join(directory, OWNER), "w", encoding="ascii") as owner:
+            owner.write(identity)
+    return directory
