@@ -608,14 +608,17 @@ def test_a_manifest_the_upstream_sends_wrong_is_a_bad_gateway_not_the_clients_er
                 assert "serving some/repo:v1 from the cache" in cache.log_path.read_text()
         finally:
             cache.stop()
-    with cutting_upstream(b"", cut_at=0, manifest=lambda: b"<html>not a manifest</html>") as (url, _):
-        cache = mirror(tmp_path / "garbage", url)
-        try:
-            with httpx.Client(base_url=cache.url, timeout=30) as client:
-                assert_error(client.get("/v2/some/repo/manifests/v1", headers=accept), 502, "UNAVAILABLE")
-                assert client.get("/v2/_catalog").json()["repositories"] == []
-        finally:
-            cache.stop()
+    huge = b'{"schemaVersion": 2, "x": "' + b"x" * (4 * 1024 * 1024) + b'"}'
+    for name, body in (("garbage", b"<html>not a manifest</html>"), ("huge", huge)):
+        # a manifest over 4 MiB is no passing failure either: a 502, not the 503 that invites retries
+        with cutting_upstream(b"", cut_at=0, manifest=lambda body=body: body) as (url, _):
+            cache = mirror(tmp_path / name, url)
+            try:
+                with httpx.Client(base_url=cache.url, timeout=30) as client:
+                    assert_error(client.get("/v2/some/repo/manifests/v1", headers=accept), 502, "UNAVAILABLE")
+                    assert client.get("/v2/_catalog").json()["repositories"] == []
+            finally:
+                cache.stop()
 
 
 def test_an_upstream_limiting_our_pulls_is_left_alone_while_clients_learn_why_and_when_to_come_back(

@@ -62,6 +62,14 @@ class UpstreamError(Exception):
         return RegistryError(UNAVAILABLE, message=f"upstream unavailable: {self}", status=503)
 
 
+class UpstreamTooLarge(UpstreamError):
+    """The upstream sent more than the registry takes (a manifest over 4 MiB): no passing failure, so no 503 that
+    invites the client to retry; a bad gateway, as for a manifest the upstream sends wrong."""
+
+    def client_error(self) -> RegistryError:
+        return RegistryError(UNAVAILABLE, message=f"upstream sent too much: {self}", status=502)
+
+
 class UpstreamThrottled(UpstreamError):
     """The upstream limits our requests (it answered 429): it is asked nothing more before `until`."""
 
@@ -257,7 +265,7 @@ class Upstream:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamError(f"{self.settings.remoteurl}: {type(exc).__name__}") from None
         if len(body) > limit:
-            raise UpstreamError(f"{self.settings.remoteurl}: {what} larger than {limit} bytes")
+            raise UpstreamTooLarge(f"{self.settings.remoteurl}: {what} larger than {limit} bytes")
         return bytes(body)
 
     def blob(self, remote_name: str, digest: str) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
