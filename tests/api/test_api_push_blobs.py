@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
@@ -285,6 +287,27 @@ def test_content_range_in_other_digits_than_ascii_is_invalid(client: httpx.Clien
     declared = "\uff11\uff10-\uff11\uff19".encode()
     response = client.patch(location, content=random_bytes(10), headers={**OCTETS, "Content-Range": declared})
     assert_error(response, 416, "BLOB_UPLOAD_INVALID", "RANGE_INVALID")
+
+
+@xfail_on_distribution("takes a chunked body past its Content-Range")
+def test_a_chunked_body_longer_than_its_content_range_is_refused_past_the_range(client: httpx.Client) -> None:
+    """Without a Content-Length the range is the only length the client states: 20 bytes sent as 0-9 were taken
+    whole (a probe). The bytes the range covers are kept, as for a body that breaks off; the client goes on from
+    the size the session reports."""
+    repo, data = unique_repo(), random_bytes(20)
+    location = start_upload(client, repo)
+
+    def body() -> Iterator[bytes]:
+        yield data
+
+    response = client.patch(location, content=body(), headers={**OCTETS, "Content-Range": "0-9"})
+    assert_error(response, 416, "BLOB_UPLOAD_INVALID", "RANGE_INVALID")
+    assert client.get(location).headers["Range"] == "0-9"
+    rest = client.patch(location, content=data[10:], headers={**OCTETS, "Content-Range": "10-19"})
+    assert rest.status_code == 202, rest.text
+    put = client.put(with_params(rest.headers["Location"], digest=sha256(data)), headers=OCTETS)
+    assert put.status_code == 201, put.text
+    _assert_pullable(client, repo, data)
 
 
 def test_mount_without_from(client: httpx.Client) -> None:

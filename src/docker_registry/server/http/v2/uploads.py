@@ -4,6 +4,7 @@ chunked PATCH with `Content-Range`, the finishing PUT, DELETE."""
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterable, AsyncIterator
 
 from aiohttp import web
 
@@ -31,18 +32,35 @@ def _created(name: str, digest: Digest) -> web.Response:
     return web.Response(status=201, headers=headers)
 
 
-def _content_range(request: web.Request) -> int | None:
-    """Where the chunk starts, from `Content-Range`; None when the client did not say."""
+def _chunk(request: web.Request) -> tuple[int | None, AsyncIterable[bytes]]:
+    """Where the chunk starts, from `Content-Range` (None when the client did not say), and its body. A body sent
+    without a Content-Length (chunked transfer) is held to the range: the bytes past its end are refused."""
     value = request.headers.get("Content-Range")
     if value is None:
-        return None
+        return None, body.chunks(request)
     match = _CONTENT_RANGE.match(value.strip())
     if not match or not int(match[1]) <= int(match[2]) <= _LARGEST_OFFSET:
         raise RegistryError(RANGE_INVALID, f"invalid Content-Range {value[:60]!r}")
+    start, declared = int(match[1]), int(match[2]) - int(match[1]) + 1
     length = body.declared_length(request)
-    if length is not None and length != int(match[2]) - int(match[1]) + 1:
+    if length is None:
+        return start, _within(body.chunks(request), declared, value[:60])
+    if length != declared:
         raise RegistryError(RANGE_INVALID, f"Content-Range {value[:60]!r} does not match Content-Length {length}")
-    return int(match[1])
+    return start, body.chunks(request)
+
+
+async def _within(chunks: AsyncIterable[bytes], length: int, declared: str) -> AsyncIterator[bytes]:
+    """The body up to `length` bytes; RANGE_INVALID once more come. What the range covers is kept, as for a body
+    that breaks off, so the session holds what the client said it sent (no more) and can go on from there."""
+    left = length
+    async for chunk in chunks:
+        if len(chunk) > left:
+            if left:
+                yield chunk[:left]
+            raise RegistryError(RANGE_INVALID, f"the body is longer than Content-Range {declared!r} says")
+        left -= len(chunk)
+        yield chunk
 
 
 async def before_new_upload(request: web.Request, params: Params) -> None:
@@ -87,9 +105,9 @@ async def upload_status(request: web.Request, params: Params) -> web.StreamRespo
 async def patch_upload(request: web.Request, params: Params) -> web.StreamResponse:
     require_writable(request)
     require_space(request)
-    start = _content_range(request)
+    start, chunks = _chunk(request)
     logic = registry(request)
-    size = await logic.append_upload(params.name, params["uuid"], body.chunks(request), start, body.arrived(request))
+    size = await logic.append_upload(params.name, params["uuid"], chunks, start, body.arrived(request))
     return web.Response(status=202, headers=_upload_headers(params.name, params["uuid"], size))
 
 
@@ -102,8 +120,7 @@ async def put_upload(request: web.Request, params: Params) -> web.StreamResponse
     chunks, start = None, None
     if request.can_read_body and body.declared_length(request) != 0:
         require_space(request)
-        start = _content_range(request)
-        chunks = body.chunks(request)
+        start, chunks = _chunk(request)
     await registry(request).finish_upload(params.name, params["uuid"], digest, chunks, start)
     return _created(params.name, digest)
 
