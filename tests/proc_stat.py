@@ -27,15 +27,25 @@ def owned_directories(root: Path, prefix: str, names: Iterable[str]) -> dict[str
     host. Their owners by name; None where /proc cannot tell this process's identity."""
     from docker_registry.server.registry import process_identity
 
+    me, dead = process_identity.this_process(), dead_identity()
+    if me is None or dead is None:
+        return None
+    known = {"abandoned": dead, "alive": me, "elsewhere": f"x/y/{dead.split('/')[2]}/1"}
+    owners = {name: known[name] for name in names}
+    for name, owner in owners.items():
+        (root / f"{prefix}{name}").mkdir()
+        (root / f"{prefix}{name}" / process_identity.OWNER).write_text(owner)
+    return owners
+
+
+def dead_identity() -> str | None:
+    """The `process_identity` of a process of this host that has exited; None where /proc cannot tell."""
+    from docker_registry.server.registry import process_identity
+
     me = process_identity.this_process()
     if me is None:
         return None
     dead = subprocess.Popen(["true"])
     dead.wait()
     boot, namespace, _pid, start = me.split("/")
-    known = {"abandoned": f"{boot}/{namespace}/{dead.pid}/{start}", "alive": me, "elsewhere": f"x/y/{dead.pid}/1"}
-    owners = {name: known[name] for name in names}
-    for name, owner in owners.items():
-        (root / f"{prefix}{name}").mkdir()
-        (root / f"{prefix}{name}" / process_identity.OWNER).write_text(owner)
-    return owners
+    return f"{boot}/{namespace}/{dead.pid}/{start}"

@@ -4,13 +4,18 @@ statements; it must change nothing. `blob_sizes`: a cold blob request's first lo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from functools import partial
+from typing import Any
 
 import pytest
+from proc_stat import dead_identity
 
 from docker_registry.core.digest import Digest, parse_digest
+from docker_registry.server.proxy.claims import Claims
+from docker_registry.server.registry import process_identity
 from docker_registry.server.store import manifests, migrate
 from docker_registry.server.store.collection import CollectionQueries
 from docker_registry.server.store.engine import create_engine
@@ -97,3 +102,50 @@ def _blob_sizes(store: MetadataStore) -> None:
     assert store.blob_sizes("hub/fake", layer) == (None, 5, False)
     store.link_blob("hub/app", layer, 5)
     assert store.blob_sizes("hub/app", layer) == (5, None, False)
+
+
+class _Direct:
+    """The async store facade's calls, run in place (the claims' logic is what is under test, on real SQLite)."""
+
+    def __init__(self, store: MetadataStore) -> None:
+        self.sync = store
+
+    async def write_transient(self, call: Any, *args: Any) -> Any:
+        return call(*args)
+
+    async def read(self, call: Any, *args: Any) -> Any:
+        return call(*args)
+
+
+async def test_a_manifest_fetch_claimed_by_a_dead_process_is_taken_over_at_once(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    """A worker killed mid-fetch (a restart while the upstream was slow) left its claim: the next pull of that
+    manifest waited out the 120 s lease, saying nothing. A claim naming a process of this host that has died is
+    taken over at once; one of a live process is waited for."""
+    store, _ = stores
+    me, dead = process_identity.this_process(), dead_identity()
+    if me is None or dead is None:
+        pytest.skip("needs /proc to tell a claim's process")
+    assert store.claim_proxy_fetch("hub/app:v1", f"{dead} token", time.time(), 120.0)
+    done: list[bool] = []
+
+    async def needed(_waited: bool) -> bool:
+        return not done
+
+    async def work() -> None:
+        done.append(True)
+
+    await asyncio.wait_for(Claims(_Direct(store)).once("hub/app:v1", needed, work), 5)  # type: ignore[arg-type]
+    assert done == [True]
+    assert not store.proxy_fetch_claimed("hub/app:v1", time.time()), "released after the work"
+    assert store.claim_proxy_fetch("hub/app:v2", f"{me} token", time.time(), 120.0)
+    with pytest.raises(TimeoutError):  # a live claimant is waited for
+        await asyncio.wait_for(Claims(_Direct(store)).once("hub/app:v2", needed_again(), work), 0.5)
+
+
+def needed_again() -> Any:
+    async def needed(_waited: bool) -> bool:
+        return True
+
+    return needed

@@ -13,11 +13,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from ..registry import process_identity
 from ..store.facade import AsyncMetadataStore
 
 LEASE = 120.0
 """Seconds a claim holds (longer than a manifest fetch may take): a claim still there after that belongs to a worker
-that died, and another takes over."""
+that died, and another takes over. One of a dead process on this host is taken over at once: a restart while the
+upstream was slow made the next pull of that manifest wait up to the lease, with no word why."""
 POLL = 0.02
 """Seconds between two looks at a claim held elsewhere."""
 
@@ -25,7 +27,8 @@ POLL = 0.02
 class Claims:
     def __init__(self, store: AsyncMetadataStore) -> None:
         self._store = store
-        self._owner = uuid.uuid4().hex
+        self._owner = f"{process_identity.this_process() or '-'} {uuid.uuid4().hex}"
+        """This worker's process (for the others to tell it died, on this host) and a token of its own."""
 
     async def once(
         self, key: str, needed: Callable[[bool], Awaitable[bool]], work: Callable[[], Awaitable[None]]
@@ -43,6 +46,9 @@ class Claims:
                 finally:
                     await self._store.write_transient(sync.release_proxy_fetch, key, self._owner)
                 return
-            while await self._store.read(sync.proxy_fetch_claimed, key, time.time()):
+            while (owner := await self._store.read(sync.proxy_fetch_owner, key, time.time())) is not None:
+                if process_identity.is_dead(owner.split(" ", 1)[0]):  # killed mid-fetch (a restart): not its lease
+                    await self._store.write_transient(sync.release_proxy_fetch, key, owner)
+                    break
                 await asyncio.sleep(POLL)
             waited = True

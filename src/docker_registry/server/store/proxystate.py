@@ -73,4 +73,9 @@ class ProxyStateQueries(StoreBase):
 
     def proxy_fetch_claimed(self, key: str, now: float) -> bool:
         """True while someone holds an unexpired claim on the fetch of `key`."""
-        return self._scalar(_CLAIMED, {"key": key, "now": now}) is not None
+        return self.proxy_fetch_owner(key, now) is not None
+
+    def proxy_fetch_owner(self, key: str, now: float) -> str | None:
+        """Who holds an unexpired claim on the fetch of `key`, if anyone."""
+        owner: str | None = self._scalar(_CLAIMED, {"key": key, "now": now})
+        return owner

@@ -250,6 +250,6 @@ proxy_fetches = sa.Table(
     # Who is fetching a manifest from an upstream right now (migration 0019): the others wait for it instead of
     # asking the upstream too. A claim not released by `expires_at` belongs to a worker that died.
     sa.Column("key", sa.String(600), primary_key=True),
-    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),  # its process's identity and a token (migration 0024)
     sa.Column("expires_at", sa.Float, nullable=False),
 )
