@@ -27,7 +27,7 @@ from ..http.routing import ROUTE_NAME, WRITE_METHODS, Params, resolve
 from ..http.v2 import blobs, manifests
 from ..registry import names
 from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, NOT_FOUND, UNSUPPORTED, RegistryError
-from ..registry.manifests import OCI_INDEX, default_platform
+from ..registry.manifests import DOCKER_MANIFEST_LIST, OCI_INDEX, default_platform
 from .flight import Flights
 from .manifests import Manifests
 from .pulls import PullRecorder
@@ -78,9 +78,12 @@ class ProxyHandlers:
         """For a client that takes no manifest list, the list's linux/amd64 image, which is served by tag in its
         place (as Distribution's proxy does): cached with it, else such a pull was a 404 until some other client had
         pulled that image by digest. A child the upstream cannot give leaves the 404 to say why."""
+        accept = request.headers.getall("Accept", [])
+        if negotiation.accepts(accept, DOCKER_MANIFEST_LIST):  # most clients: no look at the stored manifest
+            return
         logic = registry(request)
         _, stored = await logic.get_manifest(target.local_name, tag)
-        if negotiation.accepts(request.headers.getall("Accept", []), stored.media_type):
+        if negotiation.accepts(accept, stored.media_type):
             return
         child = default_platform(stored)
         if child is not None:
