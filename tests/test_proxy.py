@@ -107,6 +107,8 @@ def test_mirror_pulls_byte_identical_then_serves_with_upstream_down_and_refuses_
                     ("POST", "/ui/repositories/library/app/-/delete", b"tag=v1"),
                 ):
                     assert_error(client.request(method, path, content=body), 405, "UNSUPPORTED")
+                # a docker 1.x login's sign-up step changes no name: answered as v1 answers it
+                assert client.post("/v1/users/", json={"username": "u"}).status_code != 405
                 assert client.get("/v2/library/app/manifests/v1", headers={"Accept": OCI_MANIFEST}).content == (
                     pushed.body
                 )
@@ -255,6 +257,23 @@ def test_prefixes_beside_local_repositories_and_containerd_ns(upstream: Registry
     expected = {("hub/library/alpine", pushed.digest, "manifest"), ("hub/library/busybox", other.digest, "manifest")}
     expected |= {("hub/library/alpine", d["digest"], "blob") for d in [document["config"], *document["layers"]]}
     assert set(rows) == expected
+
+
+def test_a_v1_short_name_under_a_library_prefix_is_refused_as_its_full_name(
+    upstream: RegistryProcess, tmp_path: Path
+) -> None:
+    """v1 writes a one-part name as `library/<name>`: with a prefix `library`, `PUT /v1/repositories/alpine/...` went
+    through the refusal, which read the name as the path gave it (a review found it)."""
+    upstreams = [{"prefix": "library", "remoteurl": upstream.url}]
+    cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config={"proxy": {"upstreams": upstreams}}).start()
+    try:
+        with httpx.Client(base_url=cache.url, timeout=60) as client:
+            refused = client.put("/v1/repositories/alpine/tags/latest", content=json.dumps("a" * 64))
+            assert_error(refused, 405, "UNSUPPORTED")
+            assert_error(client.put("/v1/repositories/alpine/", content=b"[]"), 405, "UNSUPPORTED")
+            assert client.put("/v1/repositories/team/local/", content=b"[]").status_code == 200
+    finally:
+        cache.stop()
 
 
 def test_an_official_image_asked_of_docker_hub_by_its_short_name_is_pulled_as_library(tmp_path: Path) -> None:

@@ -171,6 +171,7 @@ def test_malformed_forms_cookies_and_tokens_are_refused_not_crashed_on(site: Sit
                 (b"\xff", "application/x-www-form-urlencoded"),
                 (b"x", "multipart/form-data"),
                 (b"--x\r\nbroken", "multipart/form-data; boundary=x"),
+                (b"tag=x", "application/x-www-form-urlencoded; charset=bogus"),
             ):
                 headers = {"Content-Type": content_type}
                 answer = client.post(target, content=body, headers=headers, auth=("admin", PASSWORDS["admin"]))

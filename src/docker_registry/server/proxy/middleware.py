@@ -23,7 +23,7 @@ from docker_registry.core.digest import Digest, parse_digest
 
 from ..http import negotiation, v2
 from ..http.context import SERVED_NAME, registry
-from ..http.routing import ROUTE_NAME, WRITE_METHODS, Params, resolve
+from ..http.routing import ROUTE_NAME, V1_PREFIXES, V1_ROUTES_KEY, WRITE_METHODS, Params, resolve
 from ..http.v2 import blobs, manifests
 from ..registry import names
 from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, NOT_FOUND, UNSUPPORTED, RegistryError
@@ -46,8 +46,8 @@ REFERRERS_LIMIT = 4 * 1024 * 1024
 """Largest upstream referrers index read (a descriptor is some 300 bytes: thousands of signatures and SBOMs)."""
 PULL_ROUTES = frozenset({"manifest", "blob"})
 WRITE_ROUTES = frozenset({"blob-upload", "blob-upload-chunk"})
-V1_REPOSITORIES, V1_IMAGES, UI_REPOSITORIES = "/v1/repositories/", "/v1/images/", "/ui/repositories/"
-"""Paths outside the v2 API that change what a name holds (v1, the web UI): `_refuse_other_writes`."""
+UI_REPOSITORIES = "/ui/repositories/"
+"""The web UI's pages of a repository, whose forms may delete: `_refuse_other_writes`."""
 
 
 class ProxyHandlers:
@@ -250,10 +250,19 @@ def _refuse_other_writes(request: web.Request, targets: Targets) -> None:
     method, path = request.method, request.path
     if method not in WRITE_METHODS:
         return
-    for prefix in V1_REPOSITORIES, UI_REPOSITORIES:
-        if path.startswith(prefix) and targets.is_proxied(path.removeprefix(prefix)):
-            raise RegistryError(UNSUPPORTED, "this repository is a pull-through cache: changes are refused")
-    if targets.mirror and path.startswith(V1_IMAGES):
+    if path.startswith(UI_REPOSITORIES) and targets.is_proxied(path.removeprefix(UI_REPOSITORIES)):
+        raise RegistryError(UNSUPPORTED, "this repository is a pull-through cache: changes are refused")
+    routes = request.app.get(V1_ROUTES_KEY)
+    if routes is None or not request.rel_url.raw_path.startswith(V1_PREFIXES):
+        return
+    try:  # the repository as v1 writes it (a name without a namespace is library/<name>), as the auth gate reads it
+        _, params = resolve(routes, request)
+        repository = names.legacy_repository(params.name) if params.name else None
+    except RegistryError:
+        return  # no such route, or no valid name: v1 answers
+    if repository is not None and targets.is_proxied(repository):
+        raise RegistryError(UNSUPPORTED, f"{repository} is a pull-through cache: changes are refused")
+    if "image_id" in params.parts and targets.mirror:  # an image: no repository, and none is local in a mirror
         raise RegistryError(UNSUPPORTED, "this registry is a pull-through cache: pushes are refused")
 
 

@@ -250,7 +250,8 @@ class UI:
             raise web.HTTPForbidden(text="cross-site request refused")
         try:
             posted = await request.post()
-        except (ValueError, HttpProcessingError):  # not UTF-8, a multipart body without or past its boundary
+        # not UTF-8, an unknown charset (LookupError), a multipart body without or past its boundary
+        except (ValueError, LookupError, HttpProcessingError):
             raise web.HTTPBadRequest(text="the form could not be read") from None
         form = {key: str(value) for key, value in posted.items()}
         if not self.signer.csrf_valid(request.cookies.get(CSRF_COOKIE), form.get(CSRF_FIELD)):
