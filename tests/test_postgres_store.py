@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from postgres_cluster import PostgresCluster
 
 from registry_api import (
     OCI_INDEX,
@@ -338,6 +339,39 @@ def test_a_manifest_deleted_while_a_push_tags_it_is_no_500(
     assert deleted.status_code == 202, deleted.text
     assert_error(get_manifest(pg, repo, SLOW_TAG), 404, "MANIFEST_UNKNOWN")  # the delete came second and took it
     assert pg.get(f"/v2/{repo}/tags/list").json().get("tags") in (None, [])
+
+
+SLOW_DELETE_TAG = "slow-delete"
+
+
+def test_a_manifest_deleted_while_a_push_tags_it_again_takes_the_locks_in_one_order(
+    pg: httpx.Client, pg_registry: RegistryProcess, postgres_cluster: PostgresCluster, postgres_url: str
+) -> None:
+    """A delete by digest removes the manifest's tags, then the manifest; a push of the same manifest under a tag it
+    already had locks the manifest (FOR KEY SHARE), then the tag. Unless the delete locks the manifest first, each
+    waits for the other: PostgreSQL broke the cycle after a second (a review reproduced it). Here the delete sleeps
+    between its tags and its manifest; the push must wait for it, then store the manifest again."""
+    repo = unique_repo("pg-lock-order")
+    manifest = image_manifest(pg, repo)
+    push(pg, repo, manifest, SLOW_DELETE_TAG)
+    log = postgres_cluster.root / "log"
+    logged = log.stat().st_size
+    condition = f"OLD.name = '{SLOW_DELETE_TAG}'"
+    with (
+        _sleeping_trigger(postgres_url, "test_slow_delete", "tags", "AFTER DELETE", condition) as wait,
+        ThreadPoolExecutor(1) as pool,
+        httpx.Client(base_url=pg_registry.url, timeout=60, verify=False) as own,
+    ):
+        deleting = pool.submit(own.delete, f"/v2/{repo}/manifests/{manifest.digest}")
+        wait()
+        put = put_manifest(pg, repo, SLOW_DELETE_TAG, manifest.body, manifest.media_type)
+        deleted = deleting.result()
+    assert deleted.status_code == 202, deleted.text
+    assert put.status_code == 201, put.text
+    assert get_manifest(pg, repo, SLOW_DELETE_TAG).content == manifest.body  # the push came second
+    with log.open("rb") as text:
+        text.seek(logged)
+        assert b"deadlock detected" not in text.read()
 
 
 def test_pushes_naming_the_same_tags_in_other_orders_do_not_deadlock(

@@ -36,9 +36,10 @@ def repo() -> str:
         (b'{"parent": null}', "Missing key `id'"),
         (b'{"id": "%s"}' % (b"0" * 64), "invalid id"),
         (b'{"id": "%s", "x": NaN}' % (b"a" * 64), "Invalid JSON"),  # Python's, not JSON: was stored as it came
+        (b'{"id": "%s", "x": 1e400}' % (b"a" * 64), "Invalid JSON"),  # infinity: bridged to v2 as `Infinity`
         (b'{"id": "%s", "x": ' % (b"a" * 64) + b"[" * 100_000, "Invalid JSON"),  # was a 500 (RecursionError)
     ],
-    ids=["not-json", "not-utf8", "list", "string", "no-id", "other-id", "nan", "deep"],
+    ids=["not-json", "not-utf8", "list", "string", "no-id", "other-id", "nan", "1e400", "deep"],
 )
 def test_json_put_refuses_bad_documents(client: httpx.Client, body: bytes, words: str) -> None:
     refused(client.put(f"/v1/images/{'a' * 64}/json", content=body), 400, words)

@@ -74,7 +74,8 @@ START_TIMEOUT = 120.0
 """How long a reader waits for the fetcher to learn the blob's size from the upstream."""
 FAILURE_MEMORY_SECONDS = 600.0
 """How long a failed fetch is remembered for the requests that followed it (they ask only of fetches that ended
-after they began); older failures are forgotten, whatever blob they were of."""
+after they began); older failures are forgotten when the next fetch ends, whatever blob they were of. Until then a
+failure holds the frames of the last request it was raised to, at most."""
 _NAMESPACE = uuid.UUID("7d0f3c4e-52a4-4c47-9a55-0c1e8d3e6f21")
 
 
@@ -259,7 +260,8 @@ class Flights:
                 return response
             failure = self._failures.get(digest)
             if failure is not None and failure[1] >= started:
-                raise failure[0]
+                # its own traceback from here: raised as it was, each follower's frames were added to the last's
+                raise failure[0].with_traceback(None)
         raise RegistryError(UNAVAILABLE, message="the upstream fetch of this blob failed", status=503)
 
     def _start(self, target: Target, digest: Digest, flight: _Flight, fd: int) -> None:
@@ -270,16 +272,15 @@ class Flights:
     def _finished(self, digest: Digest, task: asyncio.Task[None]) -> None:
         if self._running.get(digest) is task:
             del self._running[digest]
-        failure = None if task.cancelled() else task.exception()
-        if failure is None:
-            self._failures.pop(digest, None)
-            return
-        # kept without its traceback and the exceptions it came from: they held the fetch's frames alive, with the
-        # bytes it had received (a probe: 70 failed fetches of 8 MiB blobs kept 430 MB in two workers)
-        failure.__traceback__, failure.__context__, failure.__cause__ = None, None, None
         now = time.monotonic()
-        self._failures = {d: f for d, f in self._failures.items() if now - f[1] < FAILURE_MEMORY_SECONDS}
-        self._failures[digest] = (failure, now)
+        kept = self._failures.items()
+        self._failures = {d: f for d, f in kept if d != digest and now - f[1] < FAILURE_MEMORY_SECONDS}
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            # kept without its traceback and the exceptions it came from: they held the fetch's frames alive, with
+            # the bytes it had received (a probe: 70 failed fetches of 8 MiB blobs kept 430 MB in two workers)
+            failure.__traceback__, failure.__context__, failure.__cause__ = None, None, None
+            self._failures[digest] = (failure, now)
 
     async def _fetch(self, target: Target, digest: Digest, flight: _Flight, fd: int) -> None:
         """The one upstream GET, written through the registry's upload path (and the spool file, for storage

@@ -4,17 +4,18 @@ stored that clients written in Go, or the metadata database, cannot take back.""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, NoReturn
 
 
 def loads(raw: bytes) -> Any:
     """The document in `raw`; `ValueError` saying why when it is not UTF-8 (BOM-less: `json.loads(bytes)` would also
-    take UTF-16 and UTF-32), not JSON, holds `NaN` or `Infinity` (Python's extensions), is nested deeper than the
-    reader's stack, or escapes a lone UTF-16 surrogate (`"\\ud800"`: no UTF-8 encodes it, so no database column or
-    UTF-8 writer takes the string)."""
+    take UTF-16 and UTF-32), not JSON, holds `NaN` or `Infinity` (Python's extensions) or a number beyond a double's
+    range, is nested deeper than the reader's stack, or escapes a lone UTF-16 surrogate (`"\\ud800"`: no UTF-8
+    encodes it, so no database column or UTF-8 writer takes the string)."""
     try:
         text = raw.decode("utf-8")
-        document = json.loads(text, parse_constant=_refuse_constant)
+        document = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
         if "\\u" in text:  # only an escape can make a lone surrogate
             json.dumps(document, ensure_ascii=False).encode("utf-8")
     except RecursionError:
@@ -26,3 +27,12 @@ def loads(raw: bytes) -> Any:
 
 def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    """A number too large for a double (`1e400`) is read as infinity, which a document written back (v1's configs,
+    bridged to v2) would hold as `Infinity`: refused too."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value

@@ -185,9 +185,14 @@ def _set_synchronous(conn: sa.Connection, level: str) -> None:
         raise
 
 
+RETRIED_STATES = frozenset({"40P01", "40001"})
+"""PostgreSQL's deadlock and serialization failures: the transaction was rolled back whole and may run again."""
+
+
 def with_retries(fn: Callable[[], T], lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> T:
-    """Run a write, again while SQLite reports the database locked and `lock_timeout` has not passed (the busy
-    timeout already waits that long for a lock held elsewhere: retries only cover an immediate SQLITE_BUSY)."""
+    """Run a write, again while SQLite reports the database locked (or PostgreSQL a deadlock it broke) and
+    `lock_timeout` has not passed (the busy timeout already waits that long for a lock held elsewhere: retries only
+    cover an immediate SQLITE_BUSY)."""
     deadline = time.monotonic() + lock_timeout
     attempt = 0
     while True:
@@ -195,7 +200,8 @@ def with_retries(fn: Callable[[], T], lock_timeout: float = DEFAULT_LOCK_TIMEOUT
             return fn()
         except OperationalError as e:
             remaining = deadline - time.monotonic()
-            if ("locked" not in str(e) and "busy" not in str(e)) or remaining <= 0:
+            text, state = str(e), getattr(e.orig, "sqlstate", None)
+            if ("locked" not in text and "busy" not in text and state not in RETRIED_STATES) or remaining <= 0:
                 raise
             attempt += 1
             time.sleep(min(0.05 * attempt, remaining))

@@ -257,10 +257,13 @@ class ManifestQueries(StoreBase):
         repository has no such manifest."""
 
         def delete(conn: sa.Connection) -> bool:
+            # the manifest's row first, as a push that tags it locks it (`_MANIFEST_ID`) before its tag: both take
+            # the manifest, then the tags, so they never wait on each other in a cycle (SQLite: one writer anyway)
             manifest_id = conn.execute(
                 sa.select(manifests.c.id)
                 .select_from(manifests.join(repositories))
                 .where(repositories.c.name == repository, manifests.c.digest == str(digest))
+                .with_for_update(of=manifests)
             ).scalar()
             if manifest_id is None:
                 return False
