@@ -678,3 +678,27 @@ async def test_a_put_with_the_whole_blob_that_cannot_be_stored_leaves_the_sessio
     monkeypatch.undo()
     await uploads.complete("repo", upload.id, _sha256(data), body(data))
     assert store.blob_size("repo", _sha256(data)) == len(data)
+
+
+async def test_a_claim_the_database_could_not_release_is_released_once_it_is_back(  # type: ignore[no-untyped-def]
+    parts, monkeypatch
+) -> None:
+    """The database away when a chunk's request ended (a probe stopped PostgreSQL for 3 s): its claim stayed for the
+    whole lease, and every chunk for a minute was refused as if another request were writing."""
+    uploads, store, _driver = parts
+    monkeypatch.setattr(uploads_module, "LATE_RELEASE_INTERVAL", 0.05)
+    upload = await uploads.start("repo")
+    real_release = uploads._store.release_upload
+    failures = [sa.exc.OperationalError("UPDATE uploads", {}, Exception("server closed the connection"))]
+
+    async def release_while_away(upload_id: str, token: str, size: int) -> bool:
+        if failures:
+            raise failures.pop()
+        return await real_release(upload_id, token, size)
+
+    monkeypatch.setattr(uploads._store, "release_upload", release_while_away)
+    with pytest.raises(sa.exc.OperationalError):
+        await uploads.append("repo", upload.id, body(b"abc"), start=0)
+    await asyncio.sleep(0.3)  # the database is back: the claim is released in the background
+    assert await uploads.append("repo", upload.id, body(b"def"), start=3) == 6
+    assert store.upload(upload.id).size == 6

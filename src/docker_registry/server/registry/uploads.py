@@ -56,6 +56,10 @@ class _Mismatch(Exception):
     `stream_write` publishes nothing."""
 
 
+LATE_RELEASE_INTERVAL = 1.0
+"""Seconds between two tries of a claim's release the database could not take (`Uploads._release_later`)."""
+
+
 def progress_headers(size: int) -> dict[str, str]:
     return {"Range": f"0-{max(size - 1, 0)}"}
 
@@ -274,6 +278,8 @@ class Uploads:
         self._held: dict[str, _Held] = {}
         """The claims this worker's requests hold, by token."""
         self._sweeper: asyncio.Future[None] | None = None
+        self._late_releases: set[asyncio.Future[None]] = set()
+        """Claims whose release the database could not take when their request ended (`_release_later`)."""
 
     async def start(self, repository: str, owner: str | None = None) -> Upload:
         upload = Upload(new_upload_id(not self._driver.moves_by_copy), repository, 0, owner=owner)
@@ -508,8 +514,31 @@ class Uploads:
             keep_claim = finishing
         finally:
             if not keep_claim:
-                await self._release(upload.id, token, stored.size)
+                try:
+                    await self._release(upload.id, token, stored.size)
+                except RegistryError:
+                    raise
+                except Exception:  # the database, away now: the claim is released once it is back
+                    self._release_later(upload.id, token, stored.size)
+                    raise
         return stored
+
+    def _release_later(self, upload_id: str, token: str, size: int) -> None:
+        """Try the release again every second while the claim's lease runs: else the session stayed claimed for
+        the whole lease after an outage of seconds, every chunk refused as "another request is writing" (a probe,
+        PostgreSQL stopped for 3 s). The token makes it a no-op once another writer took the session over."""
+
+        async def retry() -> None:
+            deadline = time.monotonic() + self._store.writer_lease
+            while time.monotonic() < deadline:
+                await asyncio.sleep(LATE_RELEASE_INTERVAL)
+                with contextlib.suppress(Exception):
+                    await self._store.release_upload(upload_id, token, size)
+                    return
+
+        task = asyncio.ensure_future(retry())
+        self._late_releases.add(task)
+        task.add_done_callback(self._late_releases.discard)
 
     async def _append_small(self, upload: Upload, data: bytes, hasher: Hasher | None, stored: _Stored) -> None:
         """Store a small body in one driver call, not fsynced: a finishing one is made durable by the publishing
