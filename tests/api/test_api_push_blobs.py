@@ -302,7 +302,6 @@ def test_a_chunked_body_longer_than_its_content_range_is_refused_past_the_range(
 
     response = client.patch(location, content=body(), headers={**OCTETS, "Content-Range": "0-9"})
     assert_error(response, 416, "BLOB_UPLOAD_INVALID", "RANGE_INVALID")
-    assert response.headers["Range"] == "0-9"
     assert client.get(location).headers["Range"] == "0-9"
     rest = client.patch(location, content=data[10:], headers={**OCTETS, "Content-Range": "10-19"})
     assert rest.status_code == 202, rest.text

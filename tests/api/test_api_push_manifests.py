@@ -97,7 +97,9 @@ def test_manifest_must_be_utf8_json(client: httpx.Client, encoding: str) -> None
 
 
 @pytest.mark.parametrize(
-    "value", ["NaN", "Infinity", "-Infinity", "1e400", '"\\ud800"'], ids=["nan", "inf", "-inf", "1e400", "surrogate"]
+    "value",
+    ["NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 30, '"\\ud800"'],
+    ids=["nan", "inf", "-inf", "1e400", "int-beyond-64-bits", "surrogate"],
 )
 def test_what_python_reads_beyond_json_is_refused(client: httpx.Client, value: str) -> None:
     """Python's JSON reader takes NaN and Infinity; Go clients (and Distribution) refuse them, so such a manifest

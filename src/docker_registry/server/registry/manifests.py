@@ -18,6 +18,8 @@ from . import strict_json
 from .errors import MANIFEST_INVALID, RegistryError
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MAX_SIZE = 2**63 - 1
+"""A descriptor's largest size: an int64, as Go clients read it (a foreign layer's size is checked nowhere else)."""
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -47,8 +49,8 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         parsed = parse_digest(digest)
     except DigestError as e:
         raise _invalid(f"{where}: {e}") from None
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise _invalid(f"{where}: size must be a non-negative integer")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
+        raise _invalid(f"{where}: size must be an integer from 0 to 2^63 - 1")
     urls = value.get("urls") or []
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise _invalid(f"{where}: urls must be a list of strings")

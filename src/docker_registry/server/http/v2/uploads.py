@@ -44,23 +44,22 @@ def _chunk(request: web.Request) -> tuple[int | None, AsyncIterable[bytes]]:
     start, declared = int(match[1]), int(match[2]) - int(match[1]) + 1
     length = body.declared_length(request)
     if length is None:
-        return start, _within(body.chunks(request), start, declared, value[:60])
+        return start, _within(body.chunks(request), declared, value[:60])
     if length != declared:
         raise RegistryError(RANGE_INVALID, f"Content-Range {value[:60]!r} does not match Content-Length {length}")
     return start, body.chunks(request)
 
 
-async def _within(chunks: AsyncIterable[bytes], start: int, length: int, declared: str) -> AsyncIterator[bytes]:
-    """The body up to `length` bytes; RANGE_INVALID once more come. What the range covers is kept, as for a body
-    that breaks off, so the session holds what the client said it sent (no more, the answer's `Range` says) and can
-    go on from there."""
+async def _within(chunks: AsyncIterable[bytes], length: int, declared: str) -> AsyncIterator[bytes]:
+    """The body up to `length` bytes; RANGE_INVALID once more come. What the range covers is kept where a body that
+    breaks off is (a PATCH), so the session holds at most what the client said it sent and can go on from the size
+    its status reports (not said here: a closing PUT on S3 streams to the blob and keeps nothing)."""
     left = length
     async for chunk in chunks:
         if len(chunk) > left:
             if left:
                 yield chunk[:left]
-            message = f"the body is longer than Content-Range {declared!r} says"
-            raise RegistryError(RANGE_INVALID, message, headers=progress_headers(start + length))
+            raise RegistryError(RANGE_INVALID, f"the body is longer than Content-Range {declared!r} says")
         left -= len(chunk)
         yield chunk
 

@@ -22,5 +22,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM proxy_fetches")  # claims of a moment whose owners no longer fit the narrower column
     with op.batch_alter_table("proxy_fetches") as batch:
         batch.alter_column("owner", type_=sa.String(64), existing_type=sa.String(200), existing_nullable=False)
