@@ -19,7 +19,8 @@ from .errors import MANIFEST_INVALID, RegistryError
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MAX_SIZE = 2**63 - 1
-"""A descriptor's largest size: an int64, as Go clients read it (a foreign layer's size is checked nowhere else)."""
+"""The largest blob, and a descriptor's largest size: sizes are 64-bit in the database and in every client (a
+foreign layer's size is checked nowhere else)."""
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -230,15 +230,9 @@ class StoreBase:
                         for write in writes:
                             try:
                                 outcomes.append((write(), None))
-                            except sa.exc.DBAPIError as error:
-                                if not isinstance(error, sa.exc.IntegrityError):
-                                    raise  # the database failed, not this write: the transaction is lost for all
-                                # a constraint this write broke (a row another transaction removed meanwhile): its
-                                # own failure, as a refusal is; the batch's other writes go on
-                                if not savepoints:
-                                    raise _Refused(error) from error
-                                outcomes.append((None, error))
                             except Exception as error:
+                                if _database_failed(error):
+                                    raise  # not this write's failure: the transaction is lost for all
                                 if not savepoints:
                                     raise _Refused(error) from error  # roll the transaction back
                                 outcomes.append((None, error))
@@ -320,6 +314,13 @@ class _Refused(Exception):
         self.error = error
 
 
+def _database_failed(error: BaseException) -> bool:
+    """An error of the database itself, which loses the batch's transaction for all its writes; not a refusal of
+    one write, nor a constraint one write broke (a row another transaction removed meanwhile: that write's own
+    failure, rolled back alone)."""
+    return isinstance(error, sa.exc.DBAPIError) and not isinstance(error, sa.exc.IntegrityError)
+
+
 def _in_savepoint(conn: sa.Connection, work: Callable[[sa.Connection], T]) -> T:
     """Run `work` in a SAVEPOINT of the batch's transaction, so that a write that fails rolls back alone.
 
@@ -329,13 +330,9 @@ def _in_savepoint(conn: sa.Connection, work: Callable[[sa.Connection], T]) -> T:
     conn.exec_driver_sql("SAVEPOINT batch_write")
     try:
         result = work(conn)
-    except sa.exc.DBAPIError as error:
-        if not isinstance(error, sa.exc.IntegrityError):
+    except BaseException as error:
+        if _database_failed(error):
             raise
-        conn.exec_driver_sql("ROLLBACK TO SAVEPOINT batch_write")  # this write's own failure, not the database's
-        conn.exec_driver_sql("RELEASE SAVEPOINT batch_write")
-        raise
-    except BaseException:
         conn.exec_driver_sql("ROLLBACK TO SAVEPOINT batch_write")
         conn.exec_driver_sql("RELEASE SAVEPOINT batch_write")
         raise

@@ -12,14 +12,13 @@ from docker_registry.core.digest import Digest
 
 from ...registry import names
 from ...registry.errors import DIGEST_INVALID, RANGE_INVALID, RegistryError
+from ...registry.manifests import MAX_SIZE
 from ...registry.uploads import progress_headers
 from .. import body
 from ..context import may_pull, registry, require_space, require_writable, user
 from ..routing import Params
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?([0-9]+)-([0-9]+)$")
-_LARGEST_OFFSET = 2**63 - 1
-"""No blob is larger (sizes are 64-bit in the database and in every client): a range beyond is not satisfiable."""
 
 
 def _upload_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
@@ -39,7 +38,7 @@ def _chunk(request: web.Request) -> tuple[int | None, AsyncIterable[bytes]]:
     if value is None:
         return None, body.chunks(request)
     match = _CONTENT_RANGE.match(value.strip())
-    if not match or not int(match[1]) <= int(match[2]) <= _LARGEST_OFFSET:
+    if not match or not int(match[1]) <= int(match[2]) <= MAX_SIZE:  # no blob is larger: a range beyond is no range
         raise RegistryError(RANGE_INVALID, f"invalid Content-Range {value[:60]!r}")
     start, declared = int(match[1]), int(match[2]) - int(match[1]) + 1
     length = body.declared_length(request)
