@@ -360,6 +360,38 @@ def test_a_blob_stored_for_another_repository_is_served_only_where_the_upstream_
         cache.stop()
 
 
+def test_an_upstream_manifest_naming_a_local_repositorys_blob_does_not_open_it(tmp_path: Path) -> None:
+    """A manifest is only the upstream's claim. One naming the digest of a blob pushed to a local repository, which
+    the upstream does not have, made the cache link and serve the local bytes under the cached name without asking
+    the upstream: anyone allowed to pull through the cache read a private blob whose digest an upstream knew. The
+    UI showed the private config under the cached name once a page of the private image had been seen (one worker:
+    its cache of configs)."""
+    with cutting_upstream(b"", cut_at=0, only="nowhere", manifest=lambda: served[0]) as (url, gets):
+        upstreams = [{"prefix": "up", "remoteurl": url}]
+        cache = RegistryProcess(
+            tmp_path / "cache", kind="ours", workers=1, extra_config={"proxy": {"upstreams": upstreams}}
+        )
+        cache.start()
+        try:
+            with httpx.Client(base_url=cache.url, timeout=30) as client:
+                config = canonical({"architecture": "amd64", "os": "linux", "config": {"Env": ["TOKEN=hush-0451"]}})
+                private = image_manifest(client, "team/private", config=config)
+                push(client, "team/private", private, "secret")
+                assert "hush-0451" in client.get("/ui/repositories/team/private/-/manifests/secret").text
+                secret = json.loads(private.body)["layers"][0]["digest"]
+                served = [private.body]  # the upstream's manifest names the local layer, which it does not have
+                answer = client.get("/v2/up/evil/manifests/latest", headers={"Accept": OCI_MANIFEST})
+                assert answer.status_code == 200
+                assert_error(client.get(f"/v2/up/evil/blobs/{secret}"), 404, "BLOB_UNKNOWN")
+                assert client.head(f"/v2/up/evil/blobs/{secret}").status_code == 404
+                assert gets == [0]
+                page = client.get("/ui/repositories/up/evil/-/manifests/latest")
+                assert page.status_code == 200
+                assert "hush-0451" not in page.text
+        finally:
+            cache.stop()
+
+
 def test_referrers_come_from_the_upstream_or_say_it_has_no_referrers_api(
     upstream: RegistryProcess, tmp_path: Path
 ) -> None:

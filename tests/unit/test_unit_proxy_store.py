@@ -86,22 +86,28 @@ def test_blob_sizes_tells_a_linked_blob_from_one_stored_for_another_repository(d
 
 def _blob_sizes(store: MetadataStore) -> None:
     layer = digest(b"layer")
-    assert store.blob_sizes("hub/app", layer) == (None, None, False)
+    assert store.blob_sizes("hub/app", layer, "hub/") == (None, None, False, False)
     store.link_blob("hub/other", layer, 5)
     # stored for another repository: the cache links it rather than fetching it again, once it knows the upstream
     # has it for this name (here, by asking it)
-    assert store.blob_sizes("hub/app", layer) == (None, 5, False)
+    assert store.blob_sizes("hub/app", layer, "hub/") == (None, 5, False, True)
     store.put_manifest("hub/app", image(b"layer"), ["v1"], (), False)  # cached from the upstream, unlinked layer
-    assert store.blob_sizes("hub/app", layer) == (None, 5, True)  # named by a manifest cached for this name
-    assert store.blob_sizes("hub/third", layer) == (None, 5, False)
+    assert store.blob_sizes("hub/app", layer, "hub/") == (None, 5, True, True)  # named by a manifest cached here
+    assert store.blob_sizes("hub/third", layer, "hub/") == (None, 5, False, True)
+    # linked by no repository of this cache: the manifest's claim alone must not open another cache's (or a local
+    # repository's) blob
+    assert store.blob_sizes("ghcr/app", layer, "ghcr/") == (None, 5, False, False)
+    store.put_manifest("ghcr/app", image(b"layer"), ["v1"], (), False)
+    assert store.blob_sizes("ghcr/app", layer, "ghcr/") == (None, 5, True, False)
+    assert store.blob_sizes("ghcr/app", layer, "") == (None, 5, True, True)  # a mirror: every repository is its own
     # a layer with `urls` proves nothing: upstreams take those in manifests without having them
     raw = b"foreign"
     foreign = Manifest(raw, "application/vnd.oci.image.manifest.v1+json", digest(raw))
     foreign.foreign.append(Descriptor("l", layer, 5, ("https://x",)))
     store.put_manifest("hub/fake", foreign, ["v1"], (), False)
-    assert store.blob_sizes("hub/fake", layer) == (None, 5, False)
+    assert store.blob_sizes("hub/fake", layer, "hub/") == (None, 5, False, True)
     store.link_blob("hub/app", layer, 5)
-    assert store.blob_sizes("hub/app", layer) == (5, None, False)
+    assert store.blob_sizes("hub/app", layer, "hub/") == (5, None, False, True)
 
 
 class _Direct:

@@ -134,6 +134,53 @@ def test_what_v1_cannot_use_stays_invisible(client: httpx.Client) -> None:
     assert expect(client.get(f"/v2/{name}/tags/list"), 200).json()["tags"] == ["artifact", "image", "zstd"]
 
 
+def test_a_foreign_layer_naming_another_repositorys_blob_presents_nothing(client: httpx.Client) -> None:
+    """A layer with `urls` is stored elsewhere: the registry checks neither that it exists nor that the repository
+    links it. Presented as a v1 image, its digest became the image's layer, served by image id (and linked into the
+    repository by a v1 tag PUT) to whoever could push somewhere: any blob of any repository, read by digest."""
+    victim = f"team/{unique_repo()}"
+    secret = chain({"etc/secret": b"private"})
+    push_v2_image(client, victim, "latest", secret)
+    layer = secret[0].layer
+    thief = f"team/{unique_repo()}"
+    config = canonical(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()]},
+        }
+    )
+    push_blob(client, thief, config)
+    foreign = {"mediaType": DOCKER_LAYER, "size": len(layer), "digest": sha256(layer), "urls": ["http://x.invalid/"]}
+    manifest = canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": sha256(config)},
+            "layers": [foreign],
+        }
+    )
+    expect(put_manifest(client, thief, "stolen", manifest, DOCKER_MANIFEST), 201)  # v2 accepts foreign layers
+    for _ in range(2):  # the second listing reads what the first recorded
+        assert expect(client.get(f"/v1/repositories/{thief}/tags"), 200).json() == {}
+    expect(client.get(f"/v1/repositories/{thief}/tags/stolen"), 404)
+    expect(client.get(f"/v2/{thief}/blobs/{sha256(layer)}"), 404)
+
+
+def test_a_manifest_whose_layer_lost_its_link_is_presented_once_linked_again(client: httpx.Client) -> None:
+    """A blob the repository does not link (unlinked by a blob DELETE, or a cached manifest's blob not pulled yet)
+    keeps the image from v1 clients, but only until it is linked: that is not remembered as unpresentable."""
+    name = f"team/{unique_repo()}"
+    images = chain({"etc/a": b"relinked"})
+    push_v2_image(client, name, "latest", images)
+    digest = sha256(images[0].layer)
+    expect(client.delete(f"/v2/{name}/blobs/{digest}"), 202)
+    assert expect(client.get(f"/v1/repositories/{name}/tags"), 200).json() == {}
+    push_blob(client, name, images[0].layer)
+    pulled = pull(client, name)
+    assert [layer for _, layer in pulled] == [images[0].layer]
+
+
 def test_odd_configs_leave_the_tag_listing_whole(client: httpx.Client) -> None:
     """A config whose history is no list, or nested deeper than Python's stack, made every v1 listing of the
     repository (tags, images, tag GET and DELETE) a 500. The first is still an image (history is optional), the

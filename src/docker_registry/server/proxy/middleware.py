@@ -119,15 +119,19 @@ class ProxyHandlers:
         """The blob served from the store if it is there (None otherwise), and whether a manifest cached for this
         name names it."""
         logic = registry(request)
-        linked, size, named = await logic.store.read(logic.store.sync.blob_sizes, target.local_name, digest)
+        linked, size, named, cached = await logic.store.read(
+            logic.store.sync.blob_sizes, target.local_name, digest, target.cache
+        )
         if linked is not None:
             return await serve(), named
         if size is None:
             return None, named
         # stored for another repository (cached, or pushed locally): never fetched again, but served here only if
-        # this name's upstream has it: a manifest cached for it names it, or the upstream says so; other
-        # repositories' blobs are not anyone's to read by digest through any name
-        if not named:
+        # this name's upstream has it: a manifest cached for it names it and the bytes came from the same upstream
+        # (a repository of its cache links them), or the upstream says so. A manifest is only the upstream's claim:
+        # naming a local repository's blob must not open it. Other repositories' blobs are not anyone's to read by
+        # digest through any name
+        if not (named and cached):
             await self._upstream_size(target, digest)
         await logic.store.link_blob(target.local_name, digest, size)
         logic.cache.clear()

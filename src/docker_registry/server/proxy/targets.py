@@ -30,6 +30,9 @@ class Target:
     """Where the cached content is stored and listed (catalog, tags)."""
     remote_name: str
     """What the upstream calls the repository."""
+    cache: str
+    """The beginning of the local names this upstream's content is cached under: its prefix and a slash, empty for
+    a mirror (every name)."""
 
     def local_link(self, link: str) -> str:
         """An upstream's `Link` to the next page, under the local name."""
@@ -44,15 +47,15 @@ class Targets:
     def find(self, name: str, ns: str | None = None) -> Target | None:
         """The upstream serving `name`, or None for a local repository."""
         if self.mirror:
-            return _target(self._upstreams[0], name, name)
+            return _target(self._upstreams[0], name, name, "")
         if ns:
             upstream = self._by_namespace(ns)
             if upstream is not None and not name.startswith(upstream.settings.prefix + "/"):
-                return _target(upstream, f"{upstream.settings.prefix}/{name}", name)
+                return _target(upstream, f"{upstream.settings.prefix}/{name}", name, upstream.settings.prefix + "/")
         for upstream in self._upstreams:
             prefix = upstream.settings.prefix + "/"
             if name.startswith(prefix):
-                return _target(upstream, name, name.removeprefix(prefix))
+                return _target(upstream, name, name.removeprefix(prefix), prefix)
         return None
 
     def is_proxied(self, name: str) -> bool:
@@ -67,7 +70,7 @@ class Targets:
         return None
 
 
-def _target(upstream: Upstream, local_name: str, remote_name: str) -> Target:
+def _target(upstream: Upstream, local_name: str, remote_name: str, cache: str) -> Target:
     if "/" not in remote_name and upstream.settings.host in DOCKER_HUB_NAMES:
         remote_name = f"library/{remote_name}"  # an official image, as the Docker CLI names it
-    return Target(upstream, local_name, remote_name)
+    return Target(upstream, local_name, remote_name, cache)

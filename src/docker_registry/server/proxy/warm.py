@@ -62,7 +62,7 @@ async def prepare_store(registry: Registry) -> None:
     await asyncio.gather(
         store.tag_digest(NAME, TAG),
         store.manifest(NAME, NOTHING),
-        store.read(sync.blob_sizes, NAME, NOTHING),
+        store.read(sync.blob_sizes, NAME, NOTHING, ""),
         store.known_blob_size(NOTHING),
         store.read(sync.proxy_fetch_claimed, NAME, now),
         store.read(sync.proxy_tag_checked_at, NAME, TAG),

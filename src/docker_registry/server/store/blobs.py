@@ -50,6 +50,17 @@ _NAMED_BY_A_MANIFEST = sa.exists(
         manifests.c.repository_id == REPOSITORY_ID_OF,
     )
 ).select()
+_CACHED = repositories.alias("cached")
+_LINKED_IN_THE_CACHE = sa.exists(
+    sa.select(1)
+    .select_from(repository_blobs.join(_CACHED, _CACHED.c.id == repository_blobs.c.repository_id))
+    .where(
+        repository_blobs.c.digest == sa.bindparam("digest"),
+        sa.func.substr(_CACHED.c.name, 1, sa.func.length(sa.bindparam("cache"))) == sa.bindparam("cache"),
+    )
+).select()
+"""A repository whose names begin with `cache` (a pull-through cache's prefix and a slash; empty for a mirror) links
+the blob: its bytes came from that upstream, or it confirmed having them."""
 _UNLINK = repository_blobs.delete().where(
     repository_blobs.c.repository_id == REPOSITORY_ID_OF, repository_blobs.c.digest == sa.bindparam("digest")
 )
@@ -142,15 +153,19 @@ class BlobQueries(StoreBase):
         size: int | None = self._scalar(_KNOWN_BLOB_SIZE, {"digest": str(digest)})
         return size
 
-    def blob_sizes(self, repository: str, digest: Digest) -> tuple[int | None, int | None, bool]:
-        """`blob_size`; only when that is None, `known_blob_size` and whether a manifest of `repository` names the
-        blob as a config or layer: the pull-through cache's first look at a blob, in one hop to a database thread
-        instead of several (a cold blob is fetched only after them)."""
+    def blob_sizes(self, repository: str, digest: Digest, cache: str) -> tuple[int | None, int | None, bool, bool]:
+        """`blob_size`; only when that is None, `known_blob_size`, whether a manifest of `repository` names the
+        blob as a config or layer, and whether a repository of the cache (names beginning with `cache`) links it:
+        the pull-through cache's first look at a blob, in one hop to a database thread instead of several (a cold
+        blob is fetched only after them)."""
         linked = self.blob_size(repository, digest)
         if linked is not None:
-            return linked, None, False
-        named = bool(self._scalar(_NAMED_BY_A_MANIFEST, {"repository": repository, "digest": str(digest)}))
-        return None, self.known_blob_size(digest), named
+            return linked, None, False, True
+        params = {"repository": repository, "digest": str(digest), "cache": cache}
+        named = bool(self._scalar(_NAMED_BY_A_MANIFEST, params))
+        size = self.known_blob_size(digest)
+        cached = size is not None and bool(self._scalar(_LINKED_IN_THE_CACHE, params))
+        return None, size, named, cached
 
     def link_blob(self, repository: str, digest: Digest, size: int, events: Sequence[EventRecord] = ()) -> None:
         def link(conn: sa.Connection) -> None:

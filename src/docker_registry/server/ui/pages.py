@@ -407,16 +407,20 @@ class UI:
         self, request: web.Request, repository: str, view: ManifestView, limit: int = MAX_CONFIG_BYTES
     ) -> ConfigView | None:
         """The image config a manifest names, read from storage once per worker (a small one); None when absent or
-        larger than `limit`."""
+        larger than `limit`. Only one the repository links is shown, cached or not: a manifest cached from an
+        upstream may name any digest, another repository's private config's too."""
         if view.config is None or view.config.size > limit:
+            return None
+        registry = self.registry(request)
+        try:
+            digest = parse_digest(view.config.digest)
+            await registry.blob(repository, digest, pulled=False)
+        except (RegistryError, UnspecifiedError, OSError):
             return None
         cached = self.configs.get(view.config.digest)
         if cached is not None:
             return cached
-        registry = self.registry(request)
         try:
-            digest = parse_digest(view.config.digest)
-            await registry.blob(repository, digest, pulled=False)  # linked to this repository, or not shown
             chunks = [chunk async for chunk in registry.blob_stream(digest, 0, view.config.size)]
         except (RegistryError, UnspecifiedError, OSError):
             return None

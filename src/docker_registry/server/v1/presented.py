@@ -43,6 +43,11 @@ class NotPresentable(Exception):
     """The manifest is no image a docker 1.x engine could pull."""
 
 
+class NotLinked(Exception):
+    """The repository does not link a blob the manifest names (a cached manifest whose blobs were not pulled yet):
+    not presented now, and not remembered as unpresentable either."""
+
+
 def _document(content: bytes) -> dict[str, Any]:
     try:
         document = strict_json.loads(content)  # deep nesting, NaN: nothing a docker 1.x engine could read back
@@ -91,12 +96,29 @@ async def _image_manifest(registry: Registry, repository: str, digest: Digest) -
     return _document(stored.content)
 
 
-async def _config(registry: Registry, descriptor: object) -> tuple[Digest, dict[str, Any]]:
+async def _linked(registry: Registry, repository: str, descriptor: dict[str, Any]) -> tuple[Digest, int]:
+    """The digest and size of a blob the repository links, as the descriptor gives them. Blobs are global and v1
+    images belong to no repository, so a chain may only name what the repository itself serves: a foreign layer
+    (`urls`) or a cached manifest's claim would otherwise make another repository's blob readable, and linkable,
+    through an image id."""
+    if "urls" in descriptor:
+        raise NotPresentable  # stored elsewhere, by definition: nothing of it is here to serve
+    digest, size = _digest(descriptor.get("digest")), descriptor.get("size")
+    if not isinstance(size, int):
+        raise NotPresentable
+    stored = await registry.store.read(registry.store.sync.blob_size, repository, digest)
+    if stored is None:
+        raise NotLinked
+    if stored != size:
+        raise NotPresentable
+    return digest, size
+
+
+async def _config(registry: Registry, repository: str, descriptor: object) -> tuple[Digest, dict[str, Any]]:
     if not isinstance(descriptor, dict):
         raise NotPresentable
-    digest = _digest(descriptor.get("digest"))
-    size = descriptor.get("size")
-    if not isinstance(size, int) or size > CONFIG_MAX_BYTES:
+    digest, size = await _linked(registry, repository, descriptor)
+    if size > CONFIG_MAX_BYTES:
         raise NotPresentable
     try:
         return digest, _document(await registry.driver.get_content(blob_path(digest)))
@@ -128,10 +150,11 @@ def _image_json(
 
 async def present(registry: Registry, repository: str, manifest: Digest, key: bytes) -> list[V1Image] | None:
     """The v1 chain (top first) of a v2 manifest of the repository; None if v1 clients cannot use it. Ids are
-    hashes keyed with `key` (the registry's, `store.v1_presentation_secret`)."""
+    hashes keyed with `key` (the registry's, `store.v1_presentation_secret`). `NotLinked` when the repository lacks
+    a blob the manifest names: it may be presentable later."""
     try:
         document = await _image_manifest(registry, repository, manifest)
-        config_digest, config = await _config(registry, document.get("config"))
+        config_digest, config = await _config(registry, repository, document.get("config"))
         layers = document.get("layers")
         rootfs = config.get("rootfs")
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
@@ -150,10 +173,8 @@ async def present(registry: Registry, repository: str, manifest: Digest, key: by
         for number, (layer, diff_id) in enumerate(zip(layers, diff_ids, strict=True)):
             if not isinstance(layer, dict) or layer.get("mediaType") not in TAR_LAYERS:
                 raise NotPresentable
-            layer_digest, uncompressed = _digest(layer.get("digest")), _digest(diff_id)
-            size = layer.get("size")
-            if not isinstance(size, int):
-                raise NotPresentable
+            uncompressed = _digest(diff_id)
+            layer_digest, size = await _linked(registry, repository, layer)
             top = number == len(layers) - 1
             seed = f"{parent or ''}\n{layer_digest}\n{uncompressed}" + (f"\n{config_digest}" if top else "")
             image_id = hmac.new(key, seed.encode(), hashlib.sha256).hexdigest()

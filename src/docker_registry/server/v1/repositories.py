@@ -22,7 +22,7 @@ from ..registry.service import Registry
 from ..store.models import V1Tag
 from . import bridge
 from .images import V1Images, check_image_id
-from .presented import NOT_PRESENTABLE, present
+from .presented import NOT_PRESENTABLE, NotLinked, present
 from .responses import V1Error
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,10 @@ class V1Repositories:
         """Present a v2 manifest as a v1 chain and record it; its top image id, or `NOT_PRESENTABLE`."""
         if self._key is None:
             self._key = (await self.store.write(self.store.sync.v1_presentation_secret)).encode()
-        chain = await present(self.registry, repository, digest, self._key)
+        try:
+            chain = await present(self.registry, repository, digest, self._key)
+        except NotLinked:
+            return NOT_PRESENTABLE  # not now; remembered only once the repository has every blob
         if chain is not None:
             top = await self.store.write(self.store.sync.present_v2_image, digest, chain, chain[0].id)
             if top is not None:
