@@ -13,6 +13,8 @@ import os
 import re
 import shlex
 import signal
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -354,3 +356,38 @@ def uploads_become(debug_port: int, expected: float, timeout: float = 20.0) -> N
     while (seen := value(scrape(debug_port), "registry_upload_sessions")) != expected:
         assert time.monotonic() < deadline, f"registry_upload_sessions stayed {seen}, expected {expected}"
         time.sleep(0.5)
+
+
+def test_a_download_its_client_abandons_is_logged_as_what_it_was_sent_not_a_server_error(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    """A pull cut by its client (Ctrl-C, a timeout, containerd resuming with a range later) was logged and counted
+    as a 500 with a few hundred bytes: every interrupted pull raised the 5xx rate operators alert on. It is the 200
+    its client was being sent, with the bytes that went out (Distribution logs the same)."""
+    debug_port = free_port()
+    server = make_registry(workers=1, extra_config=metrics_config(debug_port))
+    repo = unique_repo("abandoned")
+    blob = os.urandom(64 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with fresh(server.url) as client:
+        begun = client.post(f"/v2/{repo}/blobs/uploads/")
+        assert client.put(begun.headers["Location"], params={"digest": digest}, content=blob).status_code == 201
+    received = 0
+    with socket.create_connection(("127.0.0.1", server.port)) as conn:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        conn.sendall(f"GET /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        while received < 2 * 1024 * 1024:
+            received += len(conn.recv(65536))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset, as a killed client
+    deadline = time.monotonic() + 20
+    while not (lines := [line for line in access_lines(server) if line["http.request.uri"].endswith(f"s/{digest}")]):
+        assert time.monotonic() < deadline, "the abandoned GET never reached the access log"
+        time.sleep(0.2)
+    assert str(lines[0]["http.response.status"]) == "200"
+    assert received <= int(lines[0]["http.response.written"]) < len(blob)
+    while total(samples := scrape(debug_port), "registry_http_requests_total", route="blob", method="GET") == 0:
+        assert time.monotonic() < deadline, "the abandoned GET was never counted"
+        time.sleep(0.2)  # counts are flushed to the scrape every so often
+    assert value(samples, "registry_http_requests_total", route="blob", method="GET", code="200") == 1
+    assert total(samples, "registry_http_requests_total", code="500") == 0
+    assert value(samples, "registry_http_sent_bytes_total", route="blob") >= received

@@ -31,7 +31,7 @@ from .health import endpoints as health_endpoints
 from .health import probes
 from .health.monitor import Check, HealthMonitor, Probe
 from .http import body, requestid, v2
-from .http.context import CONFIG_KEY, GUARD_KEY, OBSERVERS_KEY, REGISTRY_KEY
+from .http.context import ANSWERED, CONFIG_KEY, GUARD_KEY, OBSERVERS_KEY, REGISTRY_KEY
 from .http.errors import errors_middleware
 from .metrics import multiprocess
 from .metrics.caches import CacheMetrics
@@ -117,6 +117,7 @@ def create_app(config: Config) -> web.Application:
     configured = {name: _as_list(values) for name, values in config.http.headers.items()}
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        request[ANSWERED] = response.status
         response.headers[requestid.HEADER] = requestid.request_id(request)
         response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
         response.headers[hdrs.SERVER] = SERVER_HEADER  # replaces aiohttp's, which names its and Python's versions

@@ -93,12 +93,16 @@ async def chunks(request: web.Request) -> AsyncIterator[bytes]:
 
     While the body streams in, the connection is read in `BUFFER_SIZE` slices rather than asyncio's 256 KiB, so
     each piece is usually a whole buffer already: a quarter of the event-loop work per byte, and no join.
+
+    A body that breaks off, or falls below the minimum pace, ends with an error, but only after what did arrive has
+    been given: a chunk written so far stays in its session, which the client may resume from there.
     """
     expected = declared_length(request)
     received = 0
     pending: list[bytes] = []
     pending_size = 0
     with _large_reads(request):
+        failure: RegistryError | None = None
         try:
             async for data in _paced_reads(request):
                 received += len(data)
@@ -108,7 +112,13 @@ async def chunks(request: web.Request) -> AsyncIterator[bytes]:
                     yield pending[0] if len(pending) == 1 else b"".join(pending)
                     pending, pending_size = [], 0
         except (OSError, HttpProcessingError) as e:
-            raise RegistryError(BLOB_UPLOAD_INVALID, f"request body broke off after {received} bytes: {e}") from None
+            failure = RegistryError(BLOB_UPLOAD_INVALID, f"request body broke off after {received} bytes: {e}")
+        except RegistryError as e:
+            failure = e
+        if failure is not None:
+            if pending:
+                yield b"".join(pending)
+            raise failure
     if expected is not None and received != expected:
         raise RegistryError(SIZE_INVALID, f"received {received} bytes, Content-Length announced {expected}")
     if pending:

@@ -32,6 +32,10 @@ class Access(Protocol):
 ACCESS: web.RequestKey[Access] = web.RequestKey("docker_registry.access", Access)
 """The request's `Access`, under this key of the request; absent when no auth is configured (everything allowed)."""
 
+ANSWERED: web.RequestKey[int] = web.RequestKey("docker_registry.answered", int)
+"""The status of the answer whose head went out: what a client that goes away in the middle of its body was being
+sent, and what the access log and metrics then report (a download cut by its client is no server error)."""
+
 SERVED_NAME: web.RequestKey[str] = web.RequestKey("docker_registry.served_name", str)
 """The repository a v2 request is served from when that is not the name in its path (a pull-through cache's
 containerd request, `?ns=`, names the upstream's repository and is served under the cache's prefix). Set before

@@ -23,7 +23,7 @@ from ..registry.errors import (
     UNSUPPORTED,
     RegistryError,
 )
-from .context import SERVING
+from .context import ANSWERED, SERVING
 from .requestid import assign as assign_request_id
 
 log = logging.getLogger("docker_registry.server.http")
@@ -95,12 +95,17 @@ def _cut(request: web.Request, e: Exception) -> web.Response:
     the body; the connection is closed instead, and the client sees a body shorter than its `Content-Length`. The
     answer returned only names the request's fate in the access log: aiohttp cannot write it to a closing
     connection."""
-    if not isinstance(e, ConnectionError):  # a client that went away is no server error
+    if isinstance(e, RegistryError):
+        status = e.status
+    elif isinstance(e, ConnectionError):  # a client that went away is no server error: what it was being sent
+        status = request.get(ANSWERED, 500)
+    else:
         log.error("%s %s cut short: %s", request.method, request.path, e, exc_info=e)
+        status = 500
     transport = request.transport
     if transport is not None:
         transport.close()
-    return _Cut(500 if not isinstance(e, RegistryError) else e.status, request.writer.output_size)
+    return _Cut(status, request.writer.output_size)
 
 
 class _Cut(web.Response):

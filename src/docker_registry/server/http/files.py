@@ -60,7 +60,12 @@ async def sendfile(request: web.BaseRequest, file: BinaryIO, offset: int, count:
     if transport is None or transport.is_closing():
         raise ConnectionResetError("the client went away")  # as a write to it would
     file.seek(offset)  # asyncio's copying fallback reads from the file's position (the native path leaves it moved)
-    sent = await asyncio.get_running_loop().sendfile(transport, file, offset, count)
+    try:
+        sent = await asyncio.get_running_loop().sendfile(transport, file, offset, count)
+    except BaseException:
+        # cut (the client gone): asyncio leaves the file's position after what did go out, which is counted too
+        request.writer.output_size += max(file.tell() - offset, 0)
+        raise
     request.writer.output_size += sent
     return sent
 

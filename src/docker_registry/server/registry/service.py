@@ -46,7 +46,9 @@ class Blob:
 
 
 def _bad_reference(e: BadReference) -> RegistryError:
-    """The error Distribution gives for a missing blob or child; a wrong size is an invalid manifest."""
+    """MANIFEST_BLOB_UNKNOWN for a missing blob, as Distribution; MANIFEST_UNKNOWN for a missing child manifest of
+    an index, as the issue that specified indexes asked (Distribution 2.8 answers MANIFEST_BLOB_UNKNOWN there too:
+    clients fail the push either way); a wrong size is an invalid manifest."""
     if e.stored_size is not None:
         message = f"descriptor of {e.kind} {e.digest} gives size {e.declared_size}, but it has {e.stored_size} bytes"
         return RegistryError(MANIFEST_INVALID, {"digest": str(e.digest), "size": e.declared_size}, message=message)
