@@ -702,3 +702,34 @@ async def test_a_claim_the_database_could_not_release_is_released_once_it_is_bac
     await asyncio.sleep(0.3)  # the database is back: the claim is released in the background
     assert await uploads.append("repo", upload.id, body(b"def"), start=3) == 6
     assert store.upload(upload.id).size == 6
+
+
+async def test_a_closing_put_whose_claim_the_database_could_not_release_is_released_once_it_is_back(  # type: ignore[no-untyped-def]
+    parts, monkeypatch
+) -> None:
+    """A closing PUT that failed (the disk full) while the database was away: its claim stayed for the whole lease,
+    and the client's PUT again was refused as if another request were writing."""
+    uploads, store, driver = parts
+    monkeypatch.setattr(uploads_module, "LATE_RELEASE_INTERVAL", 0.05)
+    upload = await uploads.start("repo")
+    data = b"a closing put"
+    real_release, real_put = uploads._store.release_upload, driver.put_if_absent
+    failures = [sa.exc.OperationalError("UPDATE uploads", {}, Exception("server closed the connection"))]
+
+    async def release_while_away(upload_id: str, token: str, size: int) -> bool:
+        if failures:
+            raise failures.pop()
+        return await real_release(upload_id, token, size)
+
+    async def full_disk(path: str, data: bytes) -> bool:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(uploads._store, "release_upload", release_while_away)
+    monkeypatch.setattr(driver, "putter", lambda path, data: None)
+    monkeypatch.setattr(driver, "put_if_absent", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        await uploads.complete("repo", upload.id, _sha256(data), body(data))
+    monkeypatch.setattr(driver, "put_if_absent", real_put)  # room again
+    await asyncio.sleep(0.3)  # the database is back: the claim is released in the background
+    await uploads.complete("repo", upload.id, _sha256(data), body(data))
+    assert store.blob_size("repo", _sha256(data)) == len(data)

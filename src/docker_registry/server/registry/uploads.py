@@ -523,6 +523,14 @@ class Uploads:
                     raise
         return stored
 
+    async def _release_now_or_later(self, upload_id: str, token: str) -> None:
+        """Release the claim of a closing PUT that failed before the session changed (it holds what it held before,
+        nothing of this body), once the database takes it (`_release_later`)."""
+        try:
+            await self._store.release_upload(upload_id, token, 0)
+        except Exception:
+            self._release_later(upload_id, token, 0)
+
     def _release_later(self, upload_id: str, token: str, size: int) -> None:
         """Try the release again every second while the claim's lease runs: else the session stayed claimed for
         the whole lease after an outage of seconds, every chunk refused as "another request is writing" (a probe,
@@ -701,8 +709,7 @@ class Uploads:
             if pinned:
                 with contextlib.suppress(Exception):  # else the pin expires on its own
                     await self._store.unpin_blob(digest, upload.id)
-            with contextlib.suppress(Exception):  # else the claim expires with its lease
-                await self._store.release_upload(upload.id, token, 0)
+            await self._release_now_or_later(upload.id, token)
             raise
         records = events(len(data)) if events is not None else ()
         if not await self._store.finish_upload(upload.id, upload.repository, digest, len(data), token, records):
@@ -719,8 +726,7 @@ class Uploads:
             await self._discard(upload.id)  # as on the usual path: a wrong digest ends the session
             raise RegistryError(DIGEST_INVALID, {"digest": str(digest)}) from None
         except BaseException:
-            with contextlib.suppress(Exception):  # else the claim expires with its lease
-                await self._store.release_upload(upload.id, token, 0)
+            await self._release_now_or_later(upload.id, token)
             raise
         records = events(size) if events is not None else ()
         if not await self._store.finish_upload(upload.id, upload.repository, digest, size, token, records):
