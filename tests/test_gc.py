@@ -7,6 +7,7 @@ gone from the API (on every worker: caches included), from storage and from the 
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -365,6 +366,50 @@ def test_layers_of_v1_images_are_kept_though_no_repository_links_them(server: Re
         assert collect_json(server)["deleted"]["blobs"] == 0
         for image in images:
             assert expect(client.get(f"/v1/images/{image.id}/layer"), 200).content == image.layer
+
+
+def _seen_by_v1(client: httpx.Client, repo: str, tag: str, layers: int) -> tuple[Pushed, str]:
+    """An image pushed through v2 and listed by a v1 client (which presents it as a v1 chain); the top image id."""
+    diff_ids = [f"sha256:{os.urandom(32).hex()}" for _ in range(layers)]
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}})
+    pushed = image_manifest(client, repo, layers=layers, config=config.encode())
+    push(client, repo, pushed, tag)
+    return pushed, expect(client.get(f"/v1/repositories/{repo}/tags/{tag}"), 200).json()
+
+
+def test_a_deleted_image_v1_clients_had_listed_is_freed_and_what_v1_still_reaches_is_kept(
+    server: RegistryProcess,
+) -> None:
+    """A v2 image listed through v1 is presented as v1 images, and every blob a v1 image names was kept: its layers
+    stayed for ever after the image was deleted. The presentation of a deleted manifest goes, and its images unless
+    something of v1 still reaches them: another repository holding the manifest, or an image pushed through v1 on
+    top of it."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        doomed, doomed_top = _seen_by_v1(client, "gc/seen", "gone", layers=2)
+        kept, kept_top = _seen_by_v1(client, "gc/seen", "kept", layers=1)
+        for digest in layer_digests(kept):  # the same manifest in another repository
+            mount = with_params("/v2/gc/elsewhere/blobs/uploads/", mount=digest, **{"from": "gc/seen"})
+            assert client.post(str(mount)).status_code == 201
+        push(client, "gc/elsewhere", kept, "same")
+        base, base_top = _seen_by_v1(client, "gc/based", "base", layers=1)
+        child = chain({"child.txt": b"built on a presented image"})[0]
+        child = dataclasses.replace(child, json=json.dumps({**json.loads(child.json), "parent": base_top}).encode())
+        push_image(client, child)  # a docker 1.x engine built on the presented image, and pushed through v1
+        for repo, pushed in (("gc/seen", doomed), ("gc/seen", kept), ("gc/based", base)):
+            assert client.delete(f"/v2/{repo}/manifests/{pushed.digest}").status_code == 202
+
+        summary = collect_json(server)
+
+        assert summary["deleted"]["v1_images"] == 2  # the doomed chain; the kept one and the base stay
+        for digest in layer_digests(doomed):
+            assert not blob_file(server, digest).exists()
+        expect(client.get(f"/v1/images/{doomed_top}/json"), 404)
+        expect(client.get(f"/v1/images/{kept_top}/json"), 200)
+        pull_and_verify(client, "gc/elsewhere", "same")
+        assert expect(client.get(f"/v1/images/{child.id}/ancestry"), 200).json() == [child.id, base_top]
+        base_layer = json.loads(base.body)["layers"][0]["digest"]
+        assert blob_file(server, base_layer).exists()  # the layer of a v1 image's parent
+    assert collect_json(server)["deleted"]["v1_images"] == 0
 
 
 def test_a_v1_layer_whose_blob_a_collection_is_deleting_is_refused_not_lost(server: RegistryProcess) -> None:

@@ -882,6 +882,49 @@ def test_a_fetch_under_way_is_joined_only_by_names_whose_upstream_has_the_blob(t
             cache.stop()
 
 
+def test_a_fetch_for_another_upstream_is_not_joined_on_a_manifests_word(tmp_path: Path) -> None:
+    """Fetches are shared by digest. With two upstreams, a manifest of one naming a blob that the other is being
+    asked for let its name join that fetch without asking its own upstream: the second upstream's bytes were read
+    through the first one's name (the claim of a manifest counts only within its own upstream)."""
+    blob = os.urandom(2 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    config = b"{}"
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_EMPTY, "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": len(blob)}],
+    }
+    claim = canonical(document)
+    release = threading.Event()
+    with (
+        cutting_upstream(blob, cut_at=len(blob), pieces=4, release=release, only="lib/a") as (private_url, _),
+        cutting_upstream(b"", cut_at=0, only="nowhere", manifest=lambda: claim) as (public_url, public_gets),
+    ):
+        upstreams = [{"prefix": "priv", "remoteurl": private_url}, {"prefix": "pub", "remoteurl": public_url}]
+        cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config={"proxy": {"upstreams": upstreams}})
+        cache.start()
+        try:
+            with (
+                httpx.Client(base_url=cache.url, timeout=60) as first,
+                httpx.Client(base_url=cache.url, timeout=10) as other,
+            ):
+                named = other.get("/v2/pub/evil/manifests/latest", headers={"Accept": OCI_MANIFEST})
+                assert named.status_code == 200
+                with first.stream("GET", f"/v2/priv/lib/a/blobs/{digest}") as answer:
+                    assert answer.status_code == 200
+                    chunks = answer.iter_raw()
+                    received = next(chunks)  # the fetch is under way, held after its first piece
+                    assert_error(other.get(f"/v2/pub/evil/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+                    release.set()
+                    received += b"".join(chunks)
+                assert received == blob
+            assert public_gets == [0]
+        finally:
+            release.set()
+            cache.stop()
+
+
 def test_a_cold_blobs_client_gets_bytes_as_they_arrive_before_the_cache_has_written_them(tmp_path: Path) -> None:
     """The fetch's worker sends what the upstream sent before it is hashed and written: a first piece smaller than
     the storage writer's buffer (so not in the cache's file yet) reaches the client while the upstream holds back

@@ -16,6 +16,7 @@ from docker_registry.server.store import migrate
 from docker_registry.server.store.collection import CollectionQueries
 from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.metadata import MetadataStore
+from docker_registry.server.store.models import V1Image
 
 LAYER = b"layer bytes"
 LAYER_DIGEST = Digest("sha256", hashlib.sha256(LAYER).hexdigest())
@@ -216,5 +217,51 @@ def test_beginning_a_blob_deletion_locks_rows_first_only_on_postgresql(database_
         expected = ["SELECT FOR UPDATE", update] if postgresql else [update]
         assert kinds == expected
         assert not store.mount_blob("other", LAYER_DIGEST, "repo")  # being deleted, on both
+    finally:
+        store.close()
+
+
+def _presented(image_id: str, parent: V1Image | None) -> V1Image:
+    """A presented image (complete, no payload checksum); its layer the shared one."""
+    ancestry = [image_id, *(parent.ancestry if parent else [])]
+    diff_id = Digest("sha256", hashlib.sha256(image_id.encode()).hexdigest())
+    return V1Image(image_id, b"{}", parent.id if parent else None, ancestry, LAYER_DIGEST, 11, None, diff_id, True)
+
+
+def test_presentations_of_deleted_manifests_go_with_the_images_nothing_else_reaches(database_url: str) -> None:
+    """The v1 chains deleted manifests were presented as (they kept their layers for ever): a chain sharing its base
+    with a live presentation loses its own images only, and a presented image a v1 push built on stays. A dry run
+    counts the same and deletes nothing."""
+    engine = create_engine(database_url)
+    migrate.upgrade(engine)
+    store, collection = MetadataStore(engine), CollectionQueries(engine)
+    try:
+        live = parse_manifest(_image(), OCI_MANIFEST)
+        store.link_blob("repo", LAYER_DIGEST, len(LAYER))
+        store.put_manifest("repo", live, ["live"], (), False)
+        base = _presented("b" * 64, None)
+        top = _presented("c" * 64, base)
+        assert store.present_v2_image(live.digest, [top, base], top.id) == top.id
+        deleted = Digest("sha256", "d" * 64)  # a manifest no repository holds any more
+        doomed = _presented("e" * 64, base)
+        assert store.present_v2_image(deleted, [doomed, base], doomed.id) == doomed.id
+        other = Digest("sha256", "f" * 64)
+        built_on = _presented("1" * 64, None)
+        assert store.present_v2_image(other, [built_on], built_on.id) == built_on.id
+        pushed = V1Image(
+            "2" * 64, b"{}", built_on.id, ["2" * 64, built_on.id], LAYER_DIGEST, 11, "sha256:x", None, True
+        )
+        assert store.import_v1_image(pushed)
+
+        assert collection.forget_v1_presentations(dry_run=True) == 1
+        assert store.v1_image(doomed.id) is not None
+        assert collection.forget_v1_presentations(dry_run=False) == 1
+        assert store.v1_image(doomed.id) is None
+        for kept in (base, top, built_on, pushed):
+            assert store.v1_image(kept.id) is not None
+        with engine.connect() as conn:
+            presented = conn.execute(sa.text("SELECT manifest_digest FROM v1_presented")).scalars().all()
+        assert presented == [str(live.digest)]
+        assert collection.forget_v1_presentations(dry_run=False) == 0
     finally:
         store.close()

@@ -1,10 +1,11 @@
 """One garbage collection: mark what nothing uses, delete what stayed unused for the grace period.
 
-The order matters: untagged manifests first (their deletion leaves links unreferenced), then links (leaving blobs
-unlinked), then blobs, expired upload sessions, and last the repositories all that left empty, so with no grace
-period a single run frees a deleted image completely. Everything runs under a lease in the metadata database, so
-only one collection runs at a time on any number of processes and nodes; the lease is renewed before every batch,
-and a collection that lost it stops.
+The order matters: untagged manifests first (their deletion leaves links unreferenced), then the v1 images deleted
+manifests were presented as (which kept their layers), then links (leaving blobs unlinked), then blobs, expired
+upload sessions, and last the repositories all that left empty, so with no grace period a single run frees a
+deleted image completely. Everything runs under a lease in the metadata database, so only one collection runs at a
+time on any number of processes and nodes; the lease is renewed before every batch, and a collection that lost it
+stops.
 
 A blob is deleted in three steps: its row is marked as being deleted (no upload links it again from then on: they
 wait, and mounts refuse), its file is deleted, then its row. A collection that dies in between leaves marked rows,
@@ -158,6 +159,7 @@ class Collector:
         await self._expire_cached(options, now, summary)
         if options.delete_untagged:
             await self._manifests(options, now, cutoff, summary)
+        summary.deleted["v1_images"] += await self._db(self._store.forget_v1_presentations, options.dry_run)
         await self._links(options, now, cutoff, summary)
         await self._blobs(options, now, cutoff, summary)
         if options.upload_age is not None:

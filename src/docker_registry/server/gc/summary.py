@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-KINDS = ("manifests", "links", "blobs", "uploads", "temporary", "repositories")
-"""What a collection deletes: untagged manifests, repositories' blob links, blobs (row and file), upload sessions
-with their data, the storage driver's temporary files, and repositories left with nothing in them."""
+KINDS = ("manifests", "links", "blobs", "v1_images", "uploads", "temporary", "repositories")
+"""What a collection deletes: untagged manifests, repositories' blob links, blobs (row and file), the v1 images
+deleted manifests were presented as, upload sessions with their data, the storage driver's temporary files, and
+repositories left with nothing in them."""
 
 
 @dataclass(slots=True)

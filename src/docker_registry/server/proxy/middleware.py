@@ -104,7 +104,9 @@ class ProxyHandlers:
             return stored
         if request.method == "HEAD":
             return await self._upstream_head(target, digest)
-        confirm = None if named else partial(self._upstream_size, target, digest)
+        # a fetch under way may be another upstream's (fetches are shared by digest): joined only once this name's
+        # upstream confirms it has the blob, unless a manifest of the same (single) upstream names it
+        confirm = None if named and self.targets.single else partial(self._upstream_size, target, digest)
         response = await self.flights.serve(request, target, digest, confirm)
         if response is not None:
             return response

@@ -58,6 +58,11 @@ class Targets:
                 return _target(upstream, name, name.removeprefix(prefix), prefix)
         return None
 
+    @property
+    def single(self) -> bool:
+        """One upstream only: every blob fetch under way is from it."""
+        return len(self._upstreams) == 1
+
     def is_proxied(self, name: str) -> bool:
         """True when pushes to `name` must be refused (the name is a cache, not a local repository)."""
         return self.mirror or any(name.startswith(u.settings.prefix + "/") for u in self._upstreams)

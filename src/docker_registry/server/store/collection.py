@@ -9,6 +9,7 @@ the row stays) or finds it gone (and is refused cleanly). See `docs/gc.md`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from .tables import (
     tags,
     uploads,
     v1_images,
+    v1_presented,
     v1_repositories,
     v1_repository_images,
     v1_tags,
@@ -356,6 +358,58 @@ class CollectionQueries(StoreBase):
             }
 
         return self._read(count)
+
+    # --- v1 presentations of manifests no repository holds any more ---------------------------------------------
+    def forget_v1_presentations(self, dry_run: bool) -> int:
+        """Forget how deleted manifests were presented to v1 clients (`v1/presented`) and delete the presented
+        images nothing reaches any more; how many images went (or would). A presented image names its layer, and
+        every blob a v1 image names is kept (`_blob_linked`: v1 images belong to no repository), so without this a
+        v2 image a v1 client had once listed kept its layers for ever after its deletion.
+
+        Kept: the chain (the ancestry) of every presentation left, of every v1 tag, of every image a v1 index lists
+        and of every image pushed through v1 (one built on a presented image keeps its parents). Presented images
+        are the complete ones without a payload checksum (`store/v1._presented_as`). Everything is read and deleted
+        in one transaction, which v1 writes (a presentation, a tag, a push) wait for on PostgreSQL too: v1 data is
+        small, and a presentation racing the deletion of images its chain shares must not find them gone."""
+
+        def forget(conn: sa.Connection) -> int:
+            if conn.execute(sa.select(v1_presented.c.manifest_digest).limit(1)).first() is None:
+                return 0  # nothing was ever presented: the usual case, one look-up
+            if self._dialect == "postgresql":
+                conn.execute(
+                    sa.text(
+                        "LOCK TABLE v1_presented, v1_tags, v1_repository_images, v1_images IN SHARE ROW EXCLUSIVE MODE"
+                    )
+                )
+            held = set(conn.execute(sa.select(manifests.c.digest).distinct()).scalars())
+            presented = conn.execute(sa.select(v1_presented.c.manifest_digest, v1_presented.c.image_id)).all()
+            stale = [digest for digest, _ in presented if digest not in held]
+            roots = {top for digest, top in presented if digest in held and top}
+            roots.update(conn.execute(sa.select(v1_tags.c.image_id)).scalars())
+            roots.update(conn.execute(sa.select(v1_repository_images.c.image_id)).scalars())
+            ancestry: dict[str, str] = {}
+            shown: list[str] = []
+            images = sa.select(v1_images.c.id, v1_images.c.ancestry, v1_images.c.complete, v1_images.c.checksum)
+            for image_id, chain, complete, checksum in conn.execute(images):
+                ancestry[image_id] = chain
+                if complete and checksum is None:
+                    shown.append(image_id)
+                else:
+                    roots.add(image_id)  # pushed through v1 (or half-pushed): never this phase's to delete
+            kept: set[str] = set()
+            for root in roots:
+                kept.update(json.loads(ancestry[root]) if root in ancestry else (root,))
+            dead = [image_id for image_id in shown if image_id not in kept]
+            if not dry_run:
+                for start in range(0, len(stale), 500):
+                    conn.execute(
+                        v1_presented.delete().where(v1_presented.c.manifest_digest.in_(stale[start : start + 500]))
+                    )
+                for start in range(0, len(dead), 500):
+                    conn.execute(v1_images.delete().where(v1_images.c.id.in_(dead[start : start + 500])))
+            return len(dead)
+
+        return self._write(forget, durable=False)
 
     # --- cached content not pulled within its window (the pull-through cache) ---------------------------------
     def expired_cached_manifests(self, prefix: str, cutoff: float) -> list[int]:
