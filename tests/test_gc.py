@@ -291,6 +291,57 @@ def test_expired_upload_sessions_are_purged_with_their_data(make_registry: Calla
         assert client.patch(fresh, content=b"new").status_code == 202
 
 
+def test_a_blob_whose_link_was_deleted_is_kept_while_a_manifest_names_it(server: RegistryProcess) -> None:
+    """`DELETE /v2/<name>/blobs/<digest>` of a tagged image's layer, then a collection: the layer's bytes were
+    deleted, and the image stayed broken for good. They stay while a manifest names them (Distribution's collector
+    marks through manifests), so pushing the blob again links it and the image pulls; once the manifest goes, so
+    do they, and a dry run counts them as the real run then deletes them."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        image = image_manifest(client, "gc/unlinked", layers=1)
+        push(client, "gc/unlinked", image, "t")
+        layer = json.loads(image.body)["layers"][0]["digest"]
+        content = client.get(f"/v2/gc/unlinked/blobs/{layer}").content
+        assert client.delete(f"/v2/gc/unlinked/blobs/{layer}").status_code == 202
+        summary = collect_json(server)
+        assert summary["deleted"]["blobs"] == 0
+        assert blob_file(server, layer).exists()
+        push_blob(client, "gc/unlinked", content)
+        pull_and_verify(client, "gc/unlinked", "t")
+
+        assert client.delete(f"/v2/gc/unlinked/blobs/{layer}").status_code == 202
+        assert client.delete(f"/v2/gc/unlinked/manifests/{image.digest}").status_code == 202
+        dry = collect_json(server, "--dry-run", "--delete-untagged")
+        real = collect_json(server, "--delete-untagged")
+        assert dry["deleted"]["blobs"] == real["deleted"]["blobs"] == len(layer_digests(image))
+        assert not blob_file(server, layer).exists()
+
+
+def test_purging_set_to_a_dry_run_purges_nothing_from_the_command_either(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    """`uploadpurging.dryrun` only logs what would go: `garbage-collect` purged the sessions anyway."""
+    purging = {"uploadpurging": {"enabled": True, "age": "1s", "interval": "1h", "dryrun": True}}
+    server = make_registry(extra_config={**NO_ONLINE_GC, "storage": {"maintenance": purging}})
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        location = start_upload(client, "gc/kept-uploads")
+        assert client.patch(location, content=b"k" * 500).status_code == 202
+        time.sleep(1.5)
+        assert collect_json(server)["deleted"]["uploads"] == 0
+        assert client.patch(location, content=b"more", headers={"Content-Range": "500-503"}).status_code == 202
+
+
+def test_a_folder_among_the_temporary_files_is_left_and_collections_go_on(server: RegistryProcess) -> None:
+    """Something other than a file in the driver's temporary directory (an operator's folder) failed every
+    collection (IsADirectoryError), the background one at every interval."""
+    folder = server.data_dir / TEMP_DIRECTORY / "not-ours"
+    folder.mkdir(parents=True)
+    old = time.time() - 3600
+    os.utime(folder, (old, old))
+    result = collect(server, "--json")
+    assert result.returncode == 0, result.stderr
+    assert folder.is_dir()
+
+
 def test_an_image_pushed_with_the_blobs_of_a_collected_one_is_refused_cleanly(server: RegistryProcess) -> None:
     """A client that HEADed a blob before collection and pushes its manifest after it: refused, never stored."""
     with httpx.Client(base_url=server.url, timeout=30) as client:

@@ -262,3 +262,21 @@ def test_a_v2_tag_deleted_through_v1(client: httpx.Client) -> None:
     expect(client.delete(f"/v1/repositories/{name}/"), 200)  # the original's repository deletion: what v1 sees
     assert expect(client.get(f"/v2/{name}/tags/list"), 200).json()["tags"] == ["sig"]
     assert json.loads(expect(client.get(f"/v1/repositories/{name}/tags"), 200).content) == {}
+
+
+def test_an_index_whose_image_is_missing_is_presented_once_it_is_back(client: httpx.Client) -> None:
+    """An index whose linux/amd64 child the repository lacks (deleted by digest, or a cached index whose amd64
+    image was not pulled yet) was remembered as unpresentable for good."""
+    name = f"team/{unique_repo()}"
+    digest, _ = push_v2_image(client, name, "amd64", chain({"arch": b"back again"}))
+    child = expect(client.get(f"/v2/{name}/manifests/{digest}", headers={"Accept": DOCKER_MANIFEST}), 200).content
+    entry = {"mediaType": DOCKER_MANIFEST, "digest": digest, "size": len(child)}
+    platform = {"os": "linux", "architecture": "amd64"}
+    index = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{**entry, "platform": platform}]})
+    expect(put_manifest(client, name, "multi", index, OCI_INDEX), 201)
+    expect(client.delete(f"/v2/{name}/manifests/{digest}"), 202)
+    assert expect(client.get(f"/v1/repositories/{name}/tags"), 200).json() == {}
+    expect(put_manifest(client, name, "amd64", child, DOCKER_MANIFEST), 201)
+    tags = expect(client.get(f"/v1/repositories/{name}/tags"), 200).json()
+    assert set(tags) == {"amd64", "multi"}
+    assert tags["multi"] == tags["amd64"]

@@ -213,8 +213,8 @@ class Driver(Base):
         for entry in entries:
             try:
                 stat = entry.stat(follow_symlinks=False)
-                if stat.st_mtime >= older_than:
-                    continue
+                if stat.st_mtime >= older_than or entry.is_dir(follow_symlinks=False):
+                    continue  # young, or a folder: nothing this driver writes there (left for whoever made it)
                 if not dry_run:
                     os.unlink(entry.path)
             except FileNotFoundError:  # its write finished (renamed) or gave up meanwhile

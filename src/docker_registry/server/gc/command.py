@@ -53,7 +53,8 @@ def garbage_collect(config: Config, driver: Base, *, dry_run: bool, delete_untag
         delay=config.gc.delay,
         delete_untagged=delete_untagged or config.gc.deleteuntagged,
         dry_run=dry_run,
-        upload_age=purging.age if purging.enabled else None,
+        # `dryrun` makes purging log what it would purge (the background job does): the command leaves them too
+        upload_age=purging.age if purging.enabled and not purging.dryrun else None,
         cached=cached_scopes(config),
     )
     try:

@@ -68,13 +68,23 @@ def _link_in_manifest(doomed: DryRun | None = None) -> sa.Exists:
 
 
 def _blob_linked(doomed: DryRun | None = None, table: sa.FromClause = blobs) -> sa.ColumnElement[bool]:
-    """A repository links the blob (with `doomed`, by a link a real run would not delete), or it is the layer of a
-    v1 image: v1 images belong to no repository, and their layers are served by image id."""
+    """A repository links the blob (with `doomed`, by a link a real run would not delete), a manifest names it as a
+    config or layer (with `doomed`, one a real run would not delete), or it is the layer of a v1 image: v1 images
+    belong to no repository, and their layers are served by image id.
+
+    A manifest's blob whose link was deleted (`DELETE /v2/<name>/blobs/<digest>`) is no longer served there, but
+    its bytes stay while the manifest lives, as Distribution's collector (which marks through manifests) keeps
+    them: they were deleted, and the tagged image was broken for good where linking the blob again restores it.
+    A foreign layer's digest keeps nothing: naming one takes no bytes."""
     conditions = [repository_blobs.c.digest == table.c.digest]
     if doomed is not None:
         conditions.append(sa.not_(_link_doomed(doomed)))
+    naming = [manifest_references.c.digest == table.c.digest, manifest_references.c.kind == "blob"]
+    if doomed is not None and doomed.delete_untagged:
+        named_by = manifests.alias("named_by")
+        naming += [named_by.c.id == manifest_references.c.manifest_id, sa.not_(_manifest_doomed(named_by, doomed))]
     v1_layer = sa.exists(sa.select(1).where(v1_images.c.layer_digest == table.c.digest))
-    return sa.or_(sa.exists(sa.select(1).where(*conditions)), v1_layer)
+    return sa.or_(sa.exists(sa.select(1).where(*conditions)), sa.exists(sa.select(1).where(*naming)), v1_layer)
 
 
 _LINK_PULLED = sa.exists(
@@ -215,9 +225,13 @@ def _live_manifests() -> sa.CTE:
     return live.union(sa.select(edges.c.target).select_from(edges.join(live, edges.c.source == live.c.id)))
 
 
+_LIVE = _live_manifests()
+"""One CTE object for every statement: a statement that names it twice (a dry run's doomed manifests, through links
+and through blobs) renders it once, where two objects of the same name do not compile."""
+
+
 def _unreachable(table: sa.FromClause = manifests) -> sa.ColumnElement[bool]:
-    live = _live_manifests()
-    return table.c.id.not_in(sa.select(live.c.id))
+    return table.c.id.not_in(sa.select(_LIVE.c.id))
 
 
 def _in_scope(prefix: str) -> sa.ColumnElement[bool]:

@@ -85,12 +85,19 @@ def _platform(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _image_manifest(registry: Registry, repository: str, digest: Digest) -> dict[str, Any]:
+    """The image manifest to present: the manifest, or an index's platform child. Reading them is no pull (no
+    event); a child the repository lacks (a cached index whose amd64 image was not pulled yet, a child deleted and
+    pushed again) may be there later, so it is `NotLinked`, not remembered."""
     try:
-        _, stored = await registry.get_manifest(repository, digest)
-        if stored.media_type in INDEX_TYPES:
-            _, stored = await registry.get_manifest(repository, _platform_child(_document(stored.content)))
+        _, stored = await registry.get_manifest(repository, digest, pulled=False)
     except RegistryError:
         raise NotPresentable from None
+    if stored.media_type in INDEX_TYPES:
+        child = _platform_child(_document(stored.content))
+        try:
+            _, stored = await registry.get_manifest(repository, child, pulled=False)
+        except RegistryError:
+            raise NotLinked from None
     if stored.media_type not in IMAGE_TYPES:
         raise NotPresentable
     return _document(stored.content)
