@@ -463,6 +463,29 @@ def test_a_deleted_image_v1_clients_had_listed_is_freed_and_what_v1_still_reache
     assert collect_json(server)["deleted"]["v1_images"] == 0
 
 
+def test_a_v1_push_never_completed_goes_once_as_old_as_a_purged_upload(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    """An engine that died between a v1 layer and its checksum left an incomplete image whose layer was kept for
+    ever, as every v1 image's is. Purged with the upload sessions as old (its layer by the collection after);
+    finished pushes stay."""
+    purging = {"uploadpurging": {"enabled": True, "age": "1s", "interval": "1h"}}
+    server = make_registry(extra_config={**NO_ONLINE_GC, "storage": {"maintenance": purging}})
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        finished, abandoned = chain({"done.txt": b"pushed whole"}), chain({"half.txt": b"never checksummed"})
+        push_image(client, finished[0])
+        expect(client.put(f"/v1/images/{abandoned[0].id}/json", content=abandoned[0].json), 200)
+        expect(client.put(f"/v1/images/{abandoned[0].id}/layer", content=abandoned[0].layer), 200)
+        (layer,) = rows(server, "SELECT layer_digest FROM v1_images WHERE id = ?", abandoned[0].id)[0]
+        assert blob_file(server, layer).exists()
+        time.sleep(1.5)
+        collect_json(server)
+        collect_json(server)  # the image went with the uploads, after the blobs' phase: its layer goes now
+        assert rows(server, "SELECT id FROM v1_images WHERE id = ?", abandoned[0].id) == []
+        assert not blob_file(server, layer).exists()
+        assert expect(client.get(f"/v1/images/{finished[0].id}/layer"), 200).content == finished[0].layer
+
+
 def test_a_v1_layer_whose_blob_a_collection_is_deleting_is_refused_not_lost(server: RegistryProcess) -> None:
     """A v1 layer push pins its blob as a v2 upload does. Before, it found or placed the file while a collection
     was deleting that blob, answered 200, and the collection then took the file: the image named a layer that was

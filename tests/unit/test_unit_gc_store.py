@@ -265,3 +265,24 @@ def test_presentations_of_deleted_manifests_go_with_the_images_nothing_else_reac
         assert collection.forget_v1_presentations(dry_run=False) == 0
     finally:
         store.close()
+
+
+def test_v1_pushes_never_completed_expire_unless_a_finished_image_is_built_on_them(database_url: str) -> None:
+    engine = create_engine(database_url)
+    migrate.upgrade(engine)
+    store, collection = MetadataStore(engine), CollectionQueries(engine)
+    try:
+        half = V1Image("3" * 64, b"{}", None, ["3" * 64], LAYER_DIGEST, 11, None, None, False)
+        base = V1Image("4" * 64, b"{}", None, ["4" * 64], LAYER_DIGEST, 11, None, None, False)
+        on_top = V1Image("5" * 64, b"{}", base.id, ["5" * 64, base.id], LAYER_DIGEST, 11, "sha256:y", None, True)
+        for image in (half, base, on_top):
+            assert store.import_v1_image(image)
+        assert collection.expire_v1_pushes(time.time() - 60, dry_run=False) == 0  # begun too recently
+        later = time.time() + 1
+        assert collection.expire_v1_pushes(later, dry_run=True) == 1
+        assert store.v1_image(half.id) is not None
+        assert collection.expire_v1_pushes(later, dry_run=False) == 1
+        assert store.v1_image(half.id) is None
+        assert store.v1_image(base.id) is not None
+    finally:
+        store.close()

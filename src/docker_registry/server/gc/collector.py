@@ -376,7 +376,8 @@ class Collector:
 
     async def purge_uploads(self, started_before: float, dry_run: bool, summary: Summary) -> None:
         """End upload sessions begun before `started_before` that nobody writes to, and delete their data; also
-        data of sessions the database no longer knows (a crash between the two), once as old."""
+        data of sessions the database no longer knows (a crash between the two), once as old, and v1 pushes begun
+        as long ago and never completed (their layers go with the next collection)."""
         self._progress.start("expired uploads", None)
         try:
             ended = await self._db(self._store.expired_uploads, started_before, dry_run)
@@ -384,6 +385,7 @@ class Collector:
                 if dry_run or await self._remove(upload_area(upload.id)):
                     summary.bytes_freed += upload.size
             summary.deleted["uploads"] += len(ended)
+            summary.deleted["v1_images"] += await self._db(self._store.expire_v1_pushes, started_before, dry_run)
             self._progress.advance(len(ended))
             known = await self._db(self._store.upload_ids)
             for orphan in await self._orphaned_uploads(known | {u.id for u in ended}, started_before):

@@ -320,6 +320,40 @@ def _unmark_blobs(conn: sa.Connection, now: float) -> None:
     conn.execute(_UNMARK_BLOBS)
 
 
+def _unreached_v1_images(conn: sa.Connection, forgotten: set[str] | None, abandoned_before: float | None) -> list[str]:
+    """The v1 images nothing reaches once the presentations of the manifests `forgotten` are: presented images
+    (complete, without the payload checksum every image pushed through v1 has: `store/v1._presented_as`) when
+    `forgotten` is given (even empty), and images of v1 pushes begun before `abandoned_before` and never
+    completed, when that is. Reached: the chain (ancestry) of every presentation left, v1 tag, image a v1 index
+    lists, and every other image (one built on a presented or half-pushed image keeps its parents)."""
+    presented = conn.execute(sa.select(v1_presented.c.manifest_digest, v1_presented.c.image_id)).all()
+    roots = {top for digest, top in presented if top and (forgotten is None or digest not in forgotten)}
+    roots.update(conn.execute(sa.select(v1_tags.c.image_id)).scalars())
+    roots.update(conn.execute(sa.select(v1_repository_images.c.image_id)).scalars())
+    ancestry: dict[str, str] = {}
+    candidates: list[str] = []
+    images = sa.select(
+        v1_images.c.id, v1_images.c.ancestry, v1_images.c.complete, v1_images.c.checksum, v1_images.c.created_at
+    )
+    for image_id, chain, complete, checksum, created_at in conn.execute(images):
+        ancestry[image_id] = chain
+        shown = forgotten is not None and complete and checksum is None
+        abandoned = abandoned_before is not None and not complete and created_at < abandoned_before
+        if shown or abandoned:
+            candidates.append(image_id)
+        else:
+            roots.add(image_id)
+    kept: set[str] = set()
+    for root in roots:
+        kept.update(json.loads(ancestry[root]) if root in ancestry else (root,))
+    return [image_id for image_id in candidates if image_id not in kept]
+
+
+def _delete_v1_images(conn: sa.Connection, ids: Sequence[str]) -> None:
+    for start in range(0, len(ids), 500):
+        conn.execute(v1_images.delete().where(v1_images.c.id.in_(ids[start : start + 500])))
+
+
 class LeaseLost(Exception):
     """Another process took the lease (this one stalled past its expiry): stop before deleting anything more."""
 
@@ -378,52 +412,53 @@ class CollectionQueries(StoreBase):
         """Forget how deleted manifests were presented to v1 clients (`v1/presented`) and delete the presented
         images nothing reaches any more; how many images went (or would). A presented image names its layer, and
         every blob a v1 image names is kept (`_blob_linked`: v1 images belong to no repository), so without this a
-        v2 image a v1 client had once listed kept its layers for ever after its deletion.
-
-        Kept: the chain (the ancestry) of every presentation left, of every v1 tag, of every image a v1 index lists
-        and of every image pushed through v1 (one built on a presented image keeps its parents). Presented images
-        are the complete ones without a payload checksum (`store/v1._presented_as`). Everything is read and deleted
-        in one transaction, which v1 writes (a presentation, a tag, a push) wait for on PostgreSQL too: v1 data is
-        small, and a presentation racing the deletion of images its chain shares must not find them gone."""
+        v2 image a v1 client had once listed kept its layers for ever after its deletion."""
 
         def forget(conn: sa.Connection) -> int:
             if conn.execute(sa.select(v1_presented.c.manifest_digest).limit(1)).first() is None:
                 return 0  # nothing was ever presented: the usual case, one look-up
-            if self._dialect == "postgresql":
-                conn.execute(
-                    sa.text(
-                        "LOCK TABLE v1_presented, v1_tags, v1_repository_images, v1_images IN SHARE ROW EXCLUSIVE MODE"
-                    )
-                )
+            self._lock_v1(conn)
             held = set(conn.execute(sa.select(manifests.c.digest).distinct()).scalars())
-            presented = conn.execute(sa.select(v1_presented.c.manifest_digest, v1_presented.c.image_id)).all()
-            stale = [digest for digest, _ in presented if digest not in held]
-            roots = {top for digest, top in presented if digest in held and top}
-            roots.update(conn.execute(sa.select(v1_tags.c.image_id)).scalars())
-            roots.update(conn.execute(sa.select(v1_repository_images.c.image_id)).scalars())
-            ancestry: dict[str, str] = {}
-            shown: list[str] = []
-            images = sa.select(v1_images.c.id, v1_images.c.ancestry, v1_images.c.complete, v1_images.c.checksum)
-            for image_id, chain, complete, checksum in conn.execute(images):
-                ancestry[image_id] = chain
-                if complete and checksum is None:
-                    shown.append(image_id)
-                else:
-                    roots.add(image_id)  # pushed through v1 (or half-pushed): never this phase's to delete
-            kept: set[str] = set()
-            for root in roots:
-                kept.update(json.loads(ancestry[root]) if root in ancestry else (root,))
-            dead = [image_id for image_id in shown if image_id not in kept]
+            presented = conn.execute(sa.select(v1_presented.c.manifest_digest)).scalars().all()
+            stale = [digest for digest in presented if digest not in held]
+            dead = _unreached_v1_images(conn, set(stale), None)
             if not dry_run:
                 for start in range(0, len(stale), 500):
                     conn.execute(
                         v1_presented.delete().where(v1_presented.c.manifest_digest.in_(stale[start : start + 500]))
                     )
-                for start in range(0, len(dead), 500):
-                    conn.execute(v1_images.delete().where(v1_images.c.id.in_(dead[start : start + 500])))
+                _delete_v1_images(conn, dead)
             return len(dead)
 
         return self._write(forget, durable=False)
+
+    def expire_v1_pushes(self, begun_before: float, dry_run: bool) -> int:
+        """Delete the images of v1 pushes begun before `begun_before` and never completed (an engine that died
+        mid-push: no checksum came), unless something reaches them; how many went (or would). Their layers were
+        kept for ever, as every v1 image's are; an upload session as old is purged with its data."""
+
+        def expire(conn: sa.Connection) -> int:
+            abandoned = sa.select(v1_images.c.id).where(
+                v1_images.c.complete.is_(False), v1_images.c.created_at < begun_before
+            )
+            if conn.execute(abandoned.limit(1)).first() is None:
+                return 0
+            self._lock_v1(conn)
+            dead = _unreached_v1_images(conn, None, begun_before)
+            if not dry_run:
+                _delete_v1_images(conn, dead)
+            return len(dead)
+
+        return self._write(expire, durable=False)
+
+    def _lock_v1(self, conn: sa.Connection) -> None:
+        """On PostgreSQL, keep v1 writes (a presentation, a tag, a push) out until the transaction ends: v1 data is
+        small, and a presentation or push racing the deletion of images its chain shares must not find them gone.
+        SQLite's write transaction keeps every other writer out already."""
+        if self._dialect == "postgresql":
+            conn.execute(
+                sa.text("LOCK TABLE v1_presented, v1_tags, v1_repository_images, v1_images IN SHARE ROW EXCLUSIVE MODE")
+            )
 
     # --- cached content not pulled within its window (the pull-through cache) ---------------------------------
     def expired_cached_manifests(self, prefix: str, cutoff: float) -> list[int]:
