@@ -286,3 +286,18 @@ def test_v1_pushes_never_completed_expire_unless_a_finished_image_is_built_on_th
         assert store.v1_image(base.id) is not None
     finally:
         store.close()
+
+
+def test_a_cached_manifest_naming_a_blob_being_deleted_does_not_stop_the_deletion(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    """The pull-through cache stores manifests without checking their references: one naming a blob whose file a
+    collection had already removed kept the row "being deleted" for good, and every upload of the digest waited,
+    then failed."""
+    store, collection = stores
+    now = _unlinked_candidate(store, collection)
+    assert collection.begin_blob_deletion([str(LAYER_DIGEST)], now) == [(str(LAYER_DIGEST), len(LAYER))]
+    store.put_manifest("cache/app", parse_manifest(_image(), OCI_MANIFEST), ["v1"], (), False)
+    collection.end_blob_deletion([str(LAYER_DIGEST)])
+    assert collection.blobs_being_deleted() == []
+    assert store.pin_blob(LAYER_DIGEST, len(LAYER), "upload-2")

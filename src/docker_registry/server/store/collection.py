@@ -67,7 +67,9 @@ def _link_in_manifest(doomed: DryRun | None = None) -> sa.Exists:
     )
 
 
-def _blob_linked(doomed: DryRun | None = None, table: sa.FromClause = blobs) -> sa.ColumnElement[bool]:
+def _blob_linked(
+    doomed: DryRun | None = None, table: sa.FromClause = blobs, named: bool = True
+) -> sa.ColumnElement[bool]:
     """A repository links the blob (with `doomed`, by a link a real run would not delete), a manifest names it as a
     config or layer (with `doomed`, one a real run would not delete), or it is the layer of a v1 image: v1 images
     belong to no repository, and their layers are served by image id.
@@ -75,7 +77,9 @@ def _blob_linked(doomed: DryRun | None = None, table: sa.FromClause = blobs) -> 
     A manifest's blob whose link was deleted (`DELETE /v2/<name>/blobs/<digest>`) is no longer served there, but
     its bytes stay while the manifest lives, as Distribution's collector (which marks through manifests) keeps
     them: they were deleted, and the tagged image was broken for good where linking the blob again restores it.
-    A foreign layer's digest keeps nothing: naming one takes no bytes."""
+    A foreign layer's digest keeps nothing: naming one takes no bytes. `named=False` leaves manifests out: for
+    the end of a deletion already decided, which a cached manifest (stored without checking its references) naming
+    the blob meanwhile must not stop half-way (its file gone, its row kept "being deleted" for good)."""
     conditions = [repository_blobs.c.digest == table.c.digest]
     if doomed is not None:
         conditions.append(sa.not_(_link_doomed(doomed)))
@@ -84,6 +88,8 @@ def _blob_linked(doomed: DryRun | None = None, table: sa.FromClause = blobs) -> 
         named_by = manifests.alias("named_by")
         naming += [named_by.c.id == manifest_references.c.manifest_id, sa.not_(_manifest_doomed(named_by, doomed))]
     v1_layer = sa.exists(sa.select(1).where(v1_images.c.layer_digest == table.c.digest))
+    if not named:
+        return sa.or_(sa.exists(sa.select(1).where(*conditions)), v1_layer)
     return sa.or_(sa.exists(sa.select(1).where(*conditions)), sa.exists(sa.select(1).where(*naming)), v1_layer)
 
 
@@ -146,7 +152,9 @@ into the links' digest index lands next to the one before; walking the table ins
 inserted (random digests), sent every look-up elsewhere and took three times the CPU."""
 _END_BLOB_DELETION = Prepared(
     blobs.delete().where(
-        blobs.c.digest == sa.bindparam("doomed_digest"), blobs.c.deleting_since.is_not(None), sa.not_(_BLOB_LINKED)
+        blobs.c.digest == sa.bindparam("doomed_digest"),
+        blobs.c.deleting_since.is_not(None),
+        sa.not_(_blob_linked(named=False)),
     )
 )
 """One blob's row by its key, if being deleted and (as it must be) unlinked: run for a batch at once, half the
@@ -412,15 +420,25 @@ class CollectionQueries(StoreBase):
         """Forget how deleted manifests were presented to v1 clients (`v1/presented`) and delete the presented
         images nothing reaches any more; how many images went (or would). A presented image names its layer, and
         every blob a v1 image names is kept (`_blob_linked`: v1 images belong to no repository), so without this a
-        v2 image a v1 client had once listed kept its layers for ever after its deletion."""
+        v2 image a v1 client had once listed kept its layers for ever after its deletion.
+
+        Which manifests are gone is read first, outside the write transaction (a scan of every manifest: it must
+        not hold the write lock); one pushed again meanwhile loses its presentation, which is made again on sight.
+        A dry run reads only, and counts neither the presentations of manifests the real run deletes with
+        `--delete-untagged` nor the layers the images it counts would free (see docs/gc.md)."""
+
+        def gone(conn: sa.Connection) -> list[str]:
+            presented = conn.execute(sa.select(v1_presented.c.manifest_digest)).scalars().all()
+            if not presented:
+                return []  # nothing was ever presented: the usual case, one look-up
+            held = set(conn.execute(sa.select(manifests.c.digest).distinct()).scalars())
+            return [digest for digest in presented if digest not in held]
 
         def forget(conn: sa.Connection) -> int:
             if conn.execute(sa.select(v1_presented.c.manifest_digest).limit(1)).first() is None:
-                return 0  # nothing was ever presented: the usual case, one look-up
-            self._lock_v1(conn)
-            held = set(conn.execute(sa.select(manifests.c.digest).distinct()).scalars())
-            presented = conn.execute(sa.select(v1_presented.c.manifest_digest)).scalars().all()
-            stale = [digest for digest in presented if digest not in held]
+                return 0
+            if not dry_run:
+                self._lock_v1(conn)
             dead = _unreached_v1_images(conn, set(stale), None)
             if not dry_run:
                 for start in range(0, len(stale), 500):
@@ -430,7 +448,8 @@ class CollectionQueries(StoreBase):
                 _delete_v1_images(conn, dead)
             return len(dead)
 
-        return self._write(forget, durable=False)
+        stale = self._read(gone)
+        return self._read(forget) if dry_run else self._write(forget, durable=False)
 
     def expire_v1_pushes(self, begun_before: float, dry_run: bool) -> int:
         """Delete the images of v1 pushes begun before `begun_before` and never completed (an engine that died
@@ -443,21 +462,25 @@ class CollectionQueries(StoreBase):
             )
             if conn.execute(abandoned.limit(1)).first() is None:
                 return 0
-            self._lock_v1(conn)
+            if not dry_run:
+                self._lock_v1(conn)
             dead = _unreached_v1_images(conn, None, begun_before)
             if not dry_run:
                 _delete_v1_images(conn, dead)
             return len(dead)
 
-        return self._write(expire, durable=False)
+        return self._read(expire) if dry_run else self._write(expire, durable=False)
 
     def _lock_v1(self, conn: sa.Connection) -> None:
-        """On PostgreSQL, keep v1 writes (a presentation, a tag, a push) out until the transaction ends: v1 data is
-        small, and a presentation or push racing the deletion of images its chain shares must not find them gone.
-        SQLite's write transaction keeps every other writer out already."""
+        """On PostgreSQL, keep every v1 request out of the v1 tables until the transaction ends, readers too: a
+        presentation or push reads what its chain shares before it writes, and a lock that blocked only writes let
+        it write on what it had read before this transaction deleted it (a chain recorded without its base image, a
+        child without its parent). `v1_images` first, the table v1 writes touch first (another order deadlocked
+        with a presentation). v1 data is small and v1 traffic rare; v2 requests never touch these tables. SQLite's
+        write transaction keeps every other writer out already, and its writers read inside their own."""
         if self._dialect == "postgresql":
             conn.execute(
-                sa.text("LOCK TABLE v1_presented, v1_tags, v1_repository_images, v1_images IN SHARE ROW EXCLUSIVE MODE")
+                sa.text("LOCK TABLE v1_images, v1_presented, v1_tags, v1_repository_images IN ACCESS EXCLUSIVE MODE")
             )
 
     # --- cached content not pulled within its window (the pull-through cache) ---------------------------------
