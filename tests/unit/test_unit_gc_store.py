@@ -16,7 +16,7 @@ from docker_registry.server.store import migrate
 from docker_registry.server.store.collection import CollectionQueries
 from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.metadata import MetadataStore
-from docker_registry.server.store.models import V1Image
+from docker_registry.server.store.models import V1Image, V1Tag
 
 LAYER = b"layer bytes"
 LAYER_DIGEST = Digest("sha256", hashlib.sha256(LAYER).hexdigest())
@@ -301,3 +301,23 @@ def test_a_cached_manifest_naming_a_blob_being_deleted_does_not_stop_the_deletio
     collection.end_blob_deletion([str(LAYER_DIGEST)])
     assert collection.blobs_being_deleted() == []
     assert store.pin_blob(LAYER_DIGEST, len(LAYER), "upload-2")
+
+
+def test_a_v1_tag_is_not_written_for_an_image_a_collection_deleted_meanwhile(database_url: str) -> None:
+    """A v1 tag PUT checks its image, publishes the bridge manifest, then writes the tag: a collection deleting the
+    image in between (a presented image nothing reached) left a tag naming an image that was gone."""
+    engine = create_engine(database_url)
+    migrate.upgrade(engine)
+    store = MetadataStore(engine)
+    try:
+        manifest = parse_manifest(_image(), OCI_MANIFEST)
+        store.link_blob("repo", LAYER_DIGEST, len(LAYER))
+        store.put_manifest("repo", manifest, ["t"], (), True)
+        image = V1Image("9" * 64, b"{}", None, ["9" * 64], LAYER_DIGEST, 11, "sha256:z", None, True)
+        assert not store.put_v1_tag("repo", "t", manifest.digest, image.id, "{}")  # the image went meanwhile
+        assert store.v1_tags("repo") == {"t": V1Tag(manifest.digest, None, None)}
+        assert store.import_v1_image(image)
+        assert store.put_v1_tag("repo", "t", manifest.digest, image.id, "{}")
+        assert store.v1_tags("repo") == {"t": V1Tag(manifest.digest, image.id, "{}")}
+    finally:
+        store.close()

@@ -377,9 +377,13 @@ class V1Queries(StoreBase):
         return self._write(put)
 
     def put_v1_tag(self, repository: str, tag: str, manifest: Digest, image_id: str, tag_json: str) -> bool:
-        """Remember that the tag (which a v2 write just pointed at `manifest`) stands for `image_id`."""
+        """Remember that the tag (which a v2 write just pointed at `manifest`) stands for `image_id`; False, writing
+        nothing, when the manifest or the image went meanwhile (a collection deletes presented images nothing
+        reaches, and the tag's check of its image was another transaction)."""
 
         def put(conn: sa.Connection) -> bool:
+            if conn.execute(_IMAGE, {"image_id": image_id}).first() is None:
+                return False
             repo_id = conn.execute(REPOSITORY_ID, {"repository": repository}).scalar()
             manifest_id = conn.execute(
                 sa.select(manifests.c.id).where(

@@ -138,7 +138,8 @@ class V1Repositories:
             raise V1Error("Image is being uploaded, retry later")
         chain = await self.images.chain(image)
         digest = await bridge.publish(self.registry, repository, tag, chain)
-        await self.store.write(self.store.sync.put_v1_tag, repository, tag, digest, image_id, described)
+        if not await self.store.write(self.store.sync.put_v1_tag, repository, tag, digest, image_id, described):
+            raise V1Error("Image not found (it, or the tag's manifest, was deleted meanwhile)", 404)
 
     async def delete_tag(self, repository: str, tag: str) -> None:
         """Delete a tag v1 clients see, whichever API wrote it."""
