@@ -855,6 +855,20 @@ def test_a_client_that_disconnects_does_not_abort_the_fetch_others_wait_on(tmp_p
             cache.stop()
 
 
+def refused_during_a_fetch(
+    first: httpx.Client, fetched: str, other: httpx.Client, refused: str, release: threading.Event
+) -> bytes:
+    """GET `fetched` (a cold blob whose upstream holds it after its first piece until `release`), and while that
+    fetch is under way, GET `refused`: it must be BLOB_UNKNOWN. The bytes the first client received in all."""
+    with first.stream("GET", fetched) as answer:
+        assert answer.status_code == 200
+        chunks = answer.iter_raw()
+        received = next(chunks)  # the fetch is under way, held after its first piece
+        assert_error(other.get(refused), 404, "BLOB_UNKNOWN")
+        release.set()
+        return received + b"".join(chunks)
+
+
 def test_a_fetch_under_way_is_joined_only_by_names_whose_upstream_has_the_blob(tmp_path: Path) -> None:
     """A cold blob's fetch is shared by every request for its digest; but one for another repository, which its
     upstream does not hold, must not stream it (it would read by digest what its name may not serve)."""
@@ -868,14 +882,8 @@ def test_a_fetch_under_way_is_joined_only_by_names_whose_upstream_has_the_blob(t
                 httpx.Client(base_url=cache.url, timeout=60) as first,
                 httpx.Client(base_url=cache.url, timeout=10) as other,
             ):
-                with first.stream("GET", f"/v2/lib/a/blobs/{digest}") as answer:
-                    assert answer.status_code == 200
-                    chunks = answer.iter_raw()
-                    received = next(chunks)  # the fetch is under way, held after its first piece
-                    assert_error(other.get(f"/v2/lib/b/blobs/{digest}"), 404, "BLOB_UNKNOWN")
-                    release.set()
-                    received += b"".join(chunks)
-                assert received == blob
+                fetched, refused = f"/v2/lib/a/blobs/{digest}", f"/v2/lib/b/blobs/{digest}"
+                assert refused_during_a_fetch(first, fetched, other, refused, release) == blob
             assert gets[0] == 1
         finally:
             release.set()
@@ -911,14 +919,8 @@ def test_a_fetch_for_another_upstream_is_not_joined_on_a_manifests_word(tmp_path
             ):
                 named = other.get("/v2/pub/evil/manifests/latest", headers={"Accept": OCI_MANIFEST})
                 assert named.status_code == 200
-                with first.stream("GET", f"/v2/priv/lib/a/blobs/{digest}") as answer:
-                    assert answer.status_code == 200
-                    chunks = answer.iter_raw()
-                    received = next(chunks)  # the fetch is under way, held after its first piece
-                    assert_error(other.get(f"/v2/pub/evil/blobs/{digest}"), 404, "BLOB_UNKNOWN")
-                    release.set()
-                    received += b"".join(chunks)
-                assert received == blob
+                fetched, refused = f"/v2/priv/lib/a/blobs/{digest}", f"/v2/pub/evil/blobs/{digest}"
+                assert refused_during_a_fetch(first, fetched, other, refused, release) == blob
             assert public_gets == [0]
         finally:
             release.set()

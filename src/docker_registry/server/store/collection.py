@@ -83,14 +83,15 @@ def _blob_linked(
     conditions = [repository_blobs.c.digest == table.c.digest]
     if doomed is not None:
         conditions.append(sa.not_(_link_doomed(doomed)))
+    linked = sa.exists(sa.select(1).where(*conditions))
+    v1_layer = sa.exists(sa.select(1).where(v1_images.c.layer_digest == table.c.digest))
+    if not named:
+        return sa.or_(linked, v1_layer)
     naming = [manifest_references.c.digest == table.c.digest, manifest_references.c.kind == "blob"]
     if doomed is not None and doomed.delete_untagged:
         named_by = manifests.alias("named_by")
         naming += [named_by.c.id == manifest_references.c.manifest_id, sa.not_(_manifest_doomed(named_by, doomed))]
-    v1_layer = sa.exists(sa.select(1).where(v1_images.c.layer_digest == table.c.digest))
-    if not named:
-        return sa.or_(sa.exists(sa.select(1).where(*conditions)), v1_layer)
-    return sa.or_(sa.exists(sa.select(1).where(*conditions)), sa.exists(sa.select(1).where(*naming)), v1_layer)
+    return sa.or_(linked, sa.exists(sa.select(1).where(*naming)), v1_layer)
 
 
 _LINK_PULLED = sa.exists(
@@ -357,9 +358,10 @@ def _unreached_v1_images(conn: sa.Connection, forgotten: set[str] | None, abando
     return [image_id for image_id in candidates if image_id not in kept]
 
 
-def _delete_v1_images(conn: sa.Connection, ids: Sequence[str]) -> None:
-    for start in range(0, len(ids), 500):
-        conn.execute(v1_images.delete().where(v1_images.c.id.in_(ids[start : start + 500])))
+def _delete_where_in(conn: sa.Connection, column: sa.Column[str], values: Sequence[str]) -> None:
+    """Delete the rows whose `column` is one of `values`, 500 to a statement (bound parameters have limits)."""
+    for start in range(0, len(values), 500):
+        conn.execute(sa.delete(column.table).where(column.in_(values[start : start + 500])))
 
 
 class LeaseLost(Exception):
@@ -427,28 +429,26 @@ class CollectionQueries(StoreBase):
         A dry run reads only, and counts neither the presentations of manifests the real run deletes with
         `--delete-untagged` nor the layers the images it counts would free (see docs/gc.md)."""
 
-        def gone(conn: sa.Connection) -> list[str]:
+        def gone(conn: sa.Connection) -> list[str] | None:
             presented = conn.execute(sa.select(v1_presented.c.manifest_digest)).scalars().all()
             if not presented:
-                return []  # nothing was ever presented: the usual case, one look-up
+                return None  # nothing was ever presented: the usual case, one look-up and no write transaction
             held = set(conn.execute(sa.select(manifests.c.digest).distinct()).scalars())
             return [digest for digest in presented if digest not in held]
 
         def forget(conn: sa.Connection) -> int:
-            if conn.execute(sa.select(v1_presented.c.manifest_digest).limit(1)).first() is None:
-                return 0
             if not dry_run:
                 self._lock_v1(conn)
             dead = _unreached_v1_images(conn, set(stale), None)
             if not dry_run:
-                for start in range(0, len(stale), 500):
-                    conn.execute(
-                        v1_presented.delete().where(v1_presented.c.manifest_digest.in_(stale[start : start + 500]))
-                    )
-                _delete_v1_images(conn, dead)
+                _delete_where_in(conn, v1_presented.c.manifest_digest, stale)
+                _delete_where_in(conn, v1_images.c.id, dead)
             return len(dead)
 
-        stale = self._read(gone)
+        found = self._read(gone)
+        if found is None:
+            return 0
+        stale: list[str] = found
         return self._read(forget) if dry_run else self._write(forget, durable=False)
 
     def expire_v1_pushes(self, begun_before: float, dry_run: bool) -> int:
@@ -466,7 +466,7 @@ class CollectionQueries(StoreBase):
                 self._lock_v1(conn)
             dead = _unreached_v1_images(conn, None, begun_before)
             if not dry_run:
-                _delete_v1_images(conn, dead)
+                _delete_where_in(conn, v1_images.c.id, dead)
             return len(dead)
 
         return self._read(expire) if dry_run else self._write(expire, durable=False)
