@@ -424,6 +424,19 @@ def test_referrers_come_from_the_upstream_or_say_it_has_no_referrers_api(
             )
             assert [m["digest"] for m in only.json()["manifests"]] == [sbom.digest]
             assert only.headers["OCI-Filters-Applied"] == "artifactType"
+            notes_type = "application/vnd.example.notes+json"  # a `+`, sent as the spec's example writes a filter
+            large = {"org.example.notes": "n" * 700_000}  # two of them fill more than the upstream's page
+            notes = [image_manifest(source, "team/app", artifact_type=notes_type, subject=image, annotations=large)]
+            notes.append(image_manifest(source, "team/app", artifact_type=notes_type, subject=image, annotations=large))
+            for note in notes:
+                push(source, "team/app", note)
+            first = client.get(f"/v2/ours/team/app/referrers/{image.digest}?artifactType={notes_type}")
+            link = first.headers["Link"]
+            assert link.startswith(f"</v2/ours/team/app/referrers/{image.digest}?"), link  # the page, through us
+            second = client.get(link[1 : link.index(">")])
+            assert "Link" not in second.headers
+            paged = [m["digest"] for page in (first, second) for m in page.json()["manifests"]]
+            assert sorted(paged) == sorted(note.digest for note in notes)
             pull_all(client, "ours/team/app", signature.digest)  # cached, as a client verifying it would
             ours.stop()
             cached = client.get(f"/v2/ours/team/app/referrers/{image.digest}")

@@ -166,3 +166,67 @@ def test_subject_is_kept_in_the_manifest(client: httpx.Client, graph: tuple[str,
     repo, image, referrers = graph
     got = client.get(f"/v2/{repo}/manifests/{referrers[0].digest}", headers={"Accept": referrers[0].media_type})
     assert json.loads(got.content)["subject"]["digest"] == image.digest
+
+
+def _pages(client: httpx.Client, url: str) -> list[httpx.Response]:
+    """Every page of a referrers list, following each `Link: <...>; rel="next"`."""
+    pages = [client.get(url)]
+    while "Link" in pages[-1].headers:
+        assert len(pages) < 20, "the pages never end"
+        link = pages[-1].headers["Link"]
+        assert link.startswith("</v2/"), link
+        assert link.endswith('>; rel="next"'), link
+        pages.append(client.get(link[1 : link.index(">")]))
+    for page in pages:
+        assert page.status_code == 200, page.text
+    return pages
+
+
+@NO_REFERRERS_API
+def test_a_long_list_comes_in_pages(client: httpx.Client) -> None:
+    """Referrers whose descriptors together exceed what a client reads of an index (their annotations are large)
+    are listed on several pages, each well under 4 MiB, with the filter kept from page to page: every one once."""
+    repo = unique_repo("refs")
+    image = image_manifest(client, repo)
+    push(client, repo, image, "big")
+    large = {"org.example.notes": "n" * 700_000}
+    sboms = [image_manifest(client, repo, artifact_type=SBOM, subject=image, annotations=large) for _ in range(5)]
+    signature = image_manifest(client, repo, artifact_type=SIGNATURE, subject=image)
+    for manifest in (*sboms, signature):
+        push(client, repo, manifest)
+
+    pages = _pages(client, f"/v2/{repo}/referrers/{image.digest}")
+    assert len(pages) > 1
+    assert all(len(page.content) < 4 * 1024 * 1024 for page in pages)
+    listed = [entry["digest"] for page in pages for entry in page.json()["manifests"]]
+    assert sorted(listed) == sorted(m.digest for m in (*sboms, signature))
+
+    filtered = _pages(client, f"/v2/{repo}/referrers/{image.digest}?artifactType={SBOM.replace('+', '%2B')}")
+    assert len(filtered) > 1
+    assert all(page.headers["OCI-Filters-Applied"] == "artifactType" for page in filtered)
+    assert sorted(e["digest"] for page in filtered for e in page.json()["manifests"]) == sorted(m.digest for m in sboms)
+
+
+@NO_REFERRERS_API
+def test_a_filter_written_with_a_plain_plus(client: httpx.Client, graph: tuple[str, Pushed, list[Pushed]]) -> None:
+    """`?artifactType=application/vnd.example.sbom.v1+json` unencoded, as the spec's own example writes a filter:
+    the `+` is the media type's, not a space."""
+    repo, image, referrers = graph
+    response = client.get(f"/v2/{repo}/referrers/{image.digest}?artifactType={SBOM}")
+    assert response.status_code == 200
+    assert set(_by_digest(response)) == {r.digest for r in referrers if r.artifact_type == SBOM}
+
+
+@NO_REFERRERS_API
+def test_an_empty_artifact_type_is_the_configs(client: httpx.Client) -> None:
+    """The spec: "If the `artifactType` is empty or missing in the image manifest, the value of `artifactType`
+    MUST be set to the config descriptor `mediaType` value"."""
+    repo = unique_repo("refs")
+    image = image_manifest(client, repo)
+    push(client, repo, image, "x")
+    document = json.loads(image_manifest(client, repo, config_media_type=CHART_CONFIG).body)
+    document.update(artifactType="", subject=image.as_descriptor())
+    body = canonical(document)
+    push(client, repo, Pushed(body, document["mediaType"], sha256(body)))
+    listed = _by_digest(_referrers(client, repo, image.digest))
+    assert listed[sha256(body)]["artifactType"] == CHART_CONFIG

@@ -162,7 +162,8 @@ class ProxyHandlers:
         (404, as Distribution 2.8) gets its clients a 404 too, so that they look for the referrers tag instead
         (`sha256-<hex>`), which the cache serves as any tag; an empty index would tell them there is nothing."""
         digest = names.check_digest(params["digest"])
-        query = {"artifactType": request.query["artifactType"]} if request.query.get("artifactType") else {}
+        # passed on as it came: the filter's `+`, and the cursor of a page the upstream's `Link` named, in its terms
+        query = request.rel_url.raw_query_string
         try:
             raw, headers = await target.upstream.referrers(target.remote_name, str(digest), query, REFERRERS_LIMIT)
             document = json.loads(raw)

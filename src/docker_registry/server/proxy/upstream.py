@@ -245,12 +245,11 @@ class Upstream:
         async with self.request("GET", path, remote_name) as r:
             return await self._body(r, limit, "tag list"), r.headers.get("Link")
 
-    async def referrers(
-        self, remote_name: str, digest: str, query: dict[str, str], limit: int
-    ) -> tuple[bytes, dict[str, str]]:
-        """The upstream's referrers index of a manifest (its `artifactType` filter passed on) and the headers that
-        go with it (`OCI-Filters-Applied`, `Link`); UpstreamNotFound when the upstream has no referrers API."""
-        path = f"{remote_name}/referrers/{digest}" + (f"?{urlencode(query)}" if query else "")
+    async def referrers(self, remote_name: str, digest: str, query: str, limit: int) -> tuple[bytes, dict[str, str]]:
+        """The upstream's referrers index of a manifest (`query`, the raw query string of its `artifactType` filter
+        and page, passed on) and the headers that go with it (`OCI-Filters-Applied`, `Link`); UpstreamNotFound
+        when the upstream has no referrers API."""
+        path = f"{remote_name}/referrers/{digest}" + (f"?{query}" if query else "")
         async with self.request("GET", path, remote_name, {"Accept": MANIFEST_TYPES[0]}) as r:
             kept = {name: r.headers[name] for name in ("OCI-Filters-Applied", "Link") if name in r.headers}
             return await self._body(r, limit, "referrers index"), kept

@@ -144,6 +144,8 @@ def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> 
     manifest = Manifest(raw=raw, media_type=media_type, digest=digest_of(raw, algorithm))
     manifest.annotations = _annotations(body.get("annotations"), "annotations")
     artifact_type = body.get("artifactType")
+    if artifact_type == "":
+        artifact_type = None  # empty is as missing: the spec then takes the config's media type
     if artifact_type is not None and (not isinstance(artifact_type, str) or not _MEDIA_TYPE.fullmatch(artifact_type)):
         raise _invalid("artifactType must be a media type (RFC 6838 type/subtype)")
     if "subject" in body and body["subject"] is not None:

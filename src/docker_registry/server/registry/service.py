@@ -32,6 +32,11 @@ from .events import BLOB_MEDIA_TYPE, Action, EventRecorder, Target, pulled_targe
 from .manifests import OCI_INDEX, default_platform, parse_manifest
 from .uploads import Uploads
 
+REFERRERS_PAGE_ENTRIES = 1000
+"""Most descriptors on one page of the referrers API (typically 250-400 bytes each)."""
+REFERRERS_PAGE_BYTES = 1024 * 1024
+"""Most bytes of descriptors on one page of the referrers API, unless its one descriptor is larger."""
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -206,12 +211,24 @@ class Registry:
     async def catalog(self, last: str | None, limit: int) -> list[str]:
         return await self.store.repositories(last, limit)
 
-    async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> bytes:
-        """The referrers API's answer: an OCI image index of the manifests whose subject is `subject`."""
-        found = await self.store.referrers(repository, subject, artifact_type)
-        return json.dumps(
-            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [_descriptor(r) for r in found]}
-        ).encode()
+    async def referrers(
+        self, repository: str, subject: Digest, artifact_type: str | None, after: Digest | None = None
+    ) -> tuple[bytes, Digest | None]:
+        """One page of the referrers API's answer: an OCI image index of the manifests whose subject is `subject`,
+        from the first after `after`, and the last digest it lists when more remain. A page stays well under the
+        4 MiB that clients read of an index (a referrer's annotations may be large), so a long list comes in
+        several (the spec's `Link`)."""
+        found = await self.store.referrers(repository, subject, artifact_type, after, REFERRERS_PAGE_ENTRIES + 1)
+        listed: list[dict[str, JSONValue]] = []
+        size = 0
+        for referrer in found[:REFERRERS_PAGE_ENTRIES]:
+            descriptor = _descriptor(referrer)
+            size += len(json.dumps(descriptor))  # ASCII: characters are bytes
+            if listed and size > REFERRERS_PAGE_BYTES:
+                break
+            listed.append(descriptor)
+        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listed}).encode()
+        return body, found[len(listed) - 1].digest if len(found) > len(listed) else None
 
     # --- blobs -----------------------------------------------------------------------------------------------
     async def blob(self, repository: str, digest: Digest, *, pulled: bool = True) -> Blob:

@@ -101,8 +101,15 @@ class AsyncMetadataStore:
     async def manifest(self, repository: str, digest: Digest) -> StoredManifest | None:
         return await self._read(self.sync.manifest, repository, digest)
 
-    async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> list[Referrer]:
-        return await self._read(self.sync.referrers, repository, subject, artifact_type)
+    async def referrers(
+        self,
+        repository: str,
+        subject: Digest,
+        artifact_type: str | None,
+        after: Digest | None = None,
+        limit: int | None = None,
+    ) -> list[Referrer]:
+        return await self._read(self.sync.referrers, repository, subject, artifact_type, after, limit)
 
     async def put_manifest(
         self,

@@ -131,7 +131,16 @@ class ManifestQueries(StoreBase):
         params = {"repository": repository, "digest": str(digest)}
         return self._read(lambda conn: stored_manifest(conn, params))
 
-    def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> list[Referrer]:
+    def referrers(
+        self,
+        repository: str,
+        subject: Digest,
+        artifact_type: str | None,
+        after: Digest | None = None,
+        limit: int | None = None,
+    ) -> list[Referrer]:
+        """In digest order, from the first after `after`: the API's pages resume there whatever was pushed or
+        deleted between them."""
         if artifact_type is not None and not matchable(artifact_type):
             return []
         query = (
@@ -144,10 +153,13 @@ class ManifestQueries(StoreBase):
             )
             .select_from(manifests.join(repositories))
             .where(repositories.c.name == repository, manifests.c.subject_digest == str(subject))
-            .order_by(manifests.c.id)
+            .order_by(manifests.c.digest)
+            .limit(limit)
         )
         if artifact_type is not None:
             query = query.where(manifests.c.artifact_type == artifact_type)
+        if after is not None:
+            query = query.where(manifests.c.digest > str(after))
         rows = self._read(lambda conn: conn.execute(query).all())
         return [
             Referrer(r.media_type, stored_digest(r.digest), r.size, r.artifact_type, _annotations(r.annotations))
