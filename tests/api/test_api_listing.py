@@ -100,6 +100,14 @@ def test_tags_n_larger_than_the_list(client: httpx.Client, tagged: str) -> None:
     assert "Link" not in response.headers
 
 
+@pytest.mark.parametrize("n", ["99999999999999999999", "1" + "0" * 5000])
+def test_tags_n_beyond_any_number_is_all(client: httpx.Client, tagged: str, n: str) -> None:
+    response = client.get(f"/v2/{tagged}/tags/list", params={"n": n})
+    assert response.status_code == 200
+    assert sorted(response.json()["tags"]) == TAGS
+    assert "Link" not in response.headers
+
+
 @xfail_on_distribution("treats n=0 as no limit")
 def test_tags_n_zero(client: httpx.Client, tagged: str) -> None:
     response = client.get(f"/v2/{tagged}/tags/list", params={"n": 0})

@@ -13,6 +13,9 @@ from urllib.parse import quote
 
 from ..registry.errors import PAGINATION_NUMBER_INVALID, RegistryError
 
+MAX_DIGITS = 18
+"""Digits of `n` read as written; more is any page size beyond every list's length."""
+
 
 @dataclass(frozen=True, slots=True)
 class PageRequest:
@@ -25,9 +28,10 @@ def page_request(query: Mapping[str, str]) -> PageRequest:
     value = query.get("n")
     n = None
     if value:
-        if not re.fullmatch(r"[0-9]{1,18}", value):  # not isdigit(): it accepts "²" and "٣"
+        if not re.fullmatch(r"[0-9]+", value):  # not isdigit(): it accepts "²" and "٣"
             raise RegistryError(PAGINATION_NUMBER_INVALID, {"n": value[:40]})
-        n = int(value)
+        # a number too large for a page is all there is (and `int` refuses more than 4,300 digits)
+        n = int(value) if len(value.lstrip("0")) <= MAX_DIGITS else 10**MAX_DIGITS
     return PageRequest(n, query.get("last") or None)
 
 
