@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -125,3 +126,41 @@ def test_writes_work_again_once_a_read_only_database_is_writable(make_registry: 
                 break
             time.sleep(0.5)
         assert answers == [202] * 6, answers
+
+
+def test_a_closing_put_that_the_database_refuses_leaves_the_session_free_and_whole(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    """A PUT whose last chunk is stored but whose blob cannot be recorded (another process holds the database's
+    write lock past the lock timeout) answers 503; the session then holds its last chunk and is free, so the
+    client's retry (a PUT without a body, as Retry-After asks) finishes it. Before, the failed PUT kept its claim:
+    every retry was refused as "another request is writing" for the claim's 60 s lease, with the session's size
+    still the one before the last chunk."""
+    server = make_registry(extra_config={"database": {"locktimeout": "1s"}})
+    repo = unique_repo("refused")
+    data = os.urandom(3 * 1024 * 1024)
+    first, last = data[: 1024 * 1024], data[1024 * 1024 :]
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        location = client.post(f"/v2/{repo}/blobs/uploads/").headers["Location"]
+        headers = {"Content-Range": f"0-{len(first) - 1}", "Content-Type": "application/octet-stream"}
+        assert client.patch(location, content=first, headers=headers).status_code == 202
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            head = (
+                f"PUT {location}?digest={digest} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(last)}\r\n"
+                f"Content-Range: {len(first)}-{len(data) - 1}\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            sock.sendall(head.encode() + last[:-1000])
+            time.sleep(0.5)  # the PUT has claimed the session and is writing its chunk
+            with exclusive_lock(server.data_dir / "registry.db"):
+                sock.sendall(last[-1000:])
+                answer = sock.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 503"), answer[:300]
+        deadline = time.monotonic() + 10
+        while client.get(location).headers.get("Range") != f"0-{len(data) - 1}":
+            assert time.monotonic() < deadline, client.get(location).headers
+            time.sleep(0.2)
+        finished = client.put(location, params={"digest": digest})
+        assert finished.status_code == 201, finished.text
+        assert client.get(f"/v2/{repo}/blobs/{digest}").content == data

@@ -193,7 +193,7 @@ async def _broken_off(received: list[bytes], error: Exception) -> AsyncIterator[
 
 @dataclass(frozen=True, slots=True)
 class _Moved:
-    """A blob's bytes published at its path already, in the database writer's thread (`_publishing`): a session's
+    """A blob's bytes published at its path already, in the database writer's thread (`_Publishing`): a session's
     moved there (`Base.mover`) or a whole body written there (`Base.putter`). Whether they were (False: an object
     was there already), or what that raised, for `Uploads._place` or `Uploads._complete_whole` to go on from as if
     they had just awaited it. `linked`: the blob was new and its link written in the writer's thread too
@@ -217,7 +217,7 @@ _Link = Callable[[Upload], Callable[[], bool]]
 """The write that links a claimed session's blob and ends the session (`finish_upload`), given the claim."""
 
 
-def _publishing(place: Callable[[], bool], link: _Link) -> Callable[[_Claimed], _Published | Followup[_Published]]:
+class _Publishing:
     """The step that follows a claim with its pin in the writer's thread (`claim_upload_pinned_then`): `place`
     the verified bytes at their blob's path (`Base.mover`, `Base.putter`) if the session was claimed and the blob
     pinned (otherwise the usual path claims or pins first), and when they were placed (a new blob, the common case)
@@ -225,21 +225,27 @@ def _publishing(place: Callable[[], bool], link: _Link) -> Callable[[_Claimed], 
     bytes durable at their path, link committed), without a trip back to the event loop between them. The error of
     `place` is kept, not raised, so the claim's answer still arrives; a blob found at its path already goes back to
     the usual path, which asks the database whether it is a verified copy. An error of the link itself (the
-    database's) is raised to the caller with the claim and pin still held, as when `_finish` links: they expire."""
+    database's) is raised to the caller, which then ends the claim: `placed` says whether the bytes went (a
+    session's, when `moves_session`: nothing is left of it to resume)."""
 
-    def then(claimed: _Claimed) -> _Published | Followup[_Published]:
+    def __init__(self, place: Callable[[], bool], link: _Link, *, moves_session: bool) -> None:
+        self._place = place
+        self._link = link
+        self.moves_session = moves_session
+        self.placed = False
+
+    def __call__(self, claimed: _Claimed) -> _Published | Followup[_Published]:
         upload, pinned = claimed
         if upload is None or not pinned:
             return claimed, None
         try:
-            if not place():
+            if not self._place():
                 return claimed, _Moved(False)
         except Exception as error:
             return claimed, _Moved(False, error)
-        finish = link(upload)
+        self.placed = True
+        finish = self._link(upload)
         return Followup(lambda: (claimed, _Moved(True, linked=finish())))
-
-    return then
 
 
 class _Verified:
@@ -523,13 +529,23 @@ class Uploads:
                     raise
         return stored
 
-    async def _release_now_or_later(self, upload_id: str, token: str) -> None:
-        """Release the claim of a closing PUT that failed before the session changed (it holds what it held before,
-        nothing of this body), once the database takes it (`_release_later`)."""
+    async def _release_now_or_later(self, upload_id: str, token: str, size: int = 0) -> None:
+        """Release the claim of a closing PUT that failed with the session whole (holding `size` bytes: for an
+        empty one, nothing of this body), once the database takes it (`_release_later`)."""
         try:
-            await self._store.release_upload(upload_id, token, 0)
+            await self._store.release_upload(upload_id, token, size)
         except Exception:
-            self._release_later(upload_id, token, 0)
+            self._release_later(upload_id, token, size)
+
+    async def _end_published(self, upload_id: str) -> None:
+        """End a session whose bytes were published (moved to the blob's path) but not linked (the database
+        failed): nothing is left to resume, so the client's retry is told the session is unknown and starts again,
+        where the blob, pinned and in place, is found (not a claim that looks busy for the lease, then a session
+        that looks empty). If the database refuses this too, the claim lapses and the session, without data, is
+        purged as old."""
+        self._hashers.pop(upload_id, None)
+        with contextlib.suppress(Exception):
+            await self._store.delete_upload(upload_id)
 
     def _release_later(self, upload_id: str, token: str, size: int) -> None:
         """Try the release again every second while the claim's lease runs: else the session stayed claimed for
@@ -649,7 +665,7 @@ class Uploads:
         before pinned: the pin's size is that of the bytes hashed, which are the ones then written, and the claim
         holds only if the session is still empty. Where the driver can write without awaiting (`Base.putter`), the
         blob is written at its path in the writer's thread right after that commit, and a new one linked in the
-        writer's next batch (`_publishing`, as a PUT without a body): the last of the four is then what that did.
+        writer's next batch (`_Publishing`, as a PUT without a body): the last of the four is then what that did.
 
         A body that breaks off goes to the usual path, which claims and stores what arrived, as before; a
         cancelled request leaves the session as it was."""
@@ -672,7 +688,8 @@ class Uploads:
         if not data or hasher.digest() != digest:
             return again, None, None, None  # the usual path answers DIGEST_INVALID (and ends the session)
         putter = self._driver.putter(blob_path(digest), data)
-        publish = None if putter is None else _publishing(putter, self._linker(digest, events, len(data)))
+        link = self._linker(digest, events, len(data))
+        publish = None if putter is None else _Publishing(putter, link, moves_session=False)
         claimed, moved = await self._claim_pinned(repository, upload_id, digest, 0, publish, len(data))
         if claimed is None:
             return again, None, None, None
@@ -712,7 +729,19 @@ class Uploads:
             await self._release_now_or_later(upload.id, token)
             raise
         records = events(len(data)) if events is not None else ()
-        if not await self._store.finish_upload(upload.id, upload.repository, digest, len(data), token, records):
+        await self._link_placed(upload, token, digest, len(data), records)
+
+    async def _link_placed(
+        self, upload: Upload, token: str, digest: Digest, size: int, records: Sequence[EventRecord]
+    ) -> None:
+        """Link a blob placed without writing the (empty) session: if the database fails, the claim is released
+        and the session is as it was, for the client to send its PUT again."""
+        try:
+            linked = await self._store.finish_upload(upload.id, upload.repository, digest, size, token, records)
+        except BaseException:
+            await self._release_now_or_later(upload.id, token)
+            raise
+        if not linked:
             raise _gone(upload.id)  # deleted meanwhile: the verified blob stays unlinked, as on the usual path
 
     async def _complete_in_place(
@@ -729,8 +758,7 @@ class Uploads:
             await self._release_now_or_later(upload.id, token)
             raise
         records = events(size) if events is not None else ()
-        if not await self._store.finish_upload(upload.id, upload.repository, digest, size, token, records):
-            raise _gone(upload.id)  # deleted meanwhile: the verified blob stays unlinked, as on the usual path
+        await self._link_placed(upload, token, digest, size, records)
 
     async def _write_in_place(self, digest: Digest, chunks: AsyncIterable[bytes], pin_id: str) -> int:
         """Write a blob received whole straight to its path, on a driver whose `move` copies the bytes (S3), and
@@ -782,14 +810,14 @@ class Uploads:
         database writer, right after the claim and pin are committed: what `_finish` would do next anyway (the
         digest is verified already), one hand-off to a thread and back fewer. The second of the pair: that move's
         outcome, for `_place`; for a new blob (the common case) it also says that the blob was linked in the
-        writer's next batch, with `events` (see `_publishing`), and nothing is left to do. Where it can also read
+        writer's next batch, with `events` (see `_Publishing`), and nothing is left to do. Where it can also read
         without awaiting (`Base.unfinished_reader`), a small session
         another process wrote is read and hashed in that same trip, inside the claim's transaction (as a PATCH's
         small chunk is appended inside its own), before the claim: one more hand-off fewer."""
         upload_id = _check_id(upload_id)
         path = upload_path(upload_id)
         mover = self._driver.mover(path, blob_path(digest), sync_source=True)
-        publish = None if mover is None else _publishing(mover, self._linker(digest, events))
+        publish = None if mover is None else _Publishing(mover, self._linker(digest, events), moves_session=True)
         hasher = self._hashers.get(upload_id)
         if hasher is None and mover is not None:
             reader = self._driver.unfinished_reader(path, SMALL_CHUNK_MAX)
@@ -810,7 +838,7 @@ class Uploads:
         return claimed, moved
 
     def _linker(self, digest: Digest, events: EventsOf | None, size: int | None = None) -> _Link:
-        """The link of a session's blob of `size` bytes (None: the size claimed), for `_publishing` to write in
+        """The link of a session's blob of `size` bytes (None: the size claimed), for `_Publishing` to write in
         the writer's thread: its events are made there, in the request's context (they name the request and its
         client)."""
         context = contextvars.copy_context() if events is not None else None
@@ -829,12 +857,12 @@ class Uploads:
         upload_id: str,
         digest: Digest,
         size: int | _Verified,
-        publish: Callable[[_Claimed], _Published | Followup[_Published]] | None,
+        publish: _Publishing | None,
         blob_size: int | None = None,
     ) -> tuple[tuple[Upload, str, bool] | None, _Moved | None]:
         """Claim the session at `size` (or at the size read and verified in the claim's transaction) with the
         blob's pin (of `blob_size` bytes when the blob is more than the session holds: a body received whole),
-        then publish it in the writer's thread (`_publishing`): the claim, and what publishing did (None: nothing
+        then publish it in the writer's thread (`_Publishing`): the claim, and what publishing did (None: nothing
         was tried)."""
         token = _new_token()
         moved: _Moved | None = None
@@ -848,8 +876,11 @@ class Uploads:
                     publish, upload_id, repository, size, token, this_process(), digest, blob_size
                 )
             except BaseException:
-                # the bytes may be published already (the link failed): a hash kept for the session would outlive it
-                self._hashers.pop(upload_id, None)
+                if publish.placed:  # the link failed: the claim is ended, not left to lapse with the session busy
+                    if publish.moves_session:
+                        await self._end_published(upload_id)
+                    else:
+                        await self._release_now_or_later(upload_id, token)
                 raise
         if upload is None:
             return None, None
@@ -933,8 +964,15 @@ class Uploads:
             await self._discard(upload_id)
             raise
         if not pinned:
-            # a database that cannot pin now keeps the session, as a link that fails below does: the client retries
-            await self._pin(digest, hasher.size, upload_id)
+            try:
+                await self._pin(digest, hasher.size, upload_id)
+            except BaseException:
+                # the session is kept whole, its claim released at its size (its last chunk in), so the client's
+                # retry finds it free and finishes it, without hashing it again here
+                self._keep(upload_id, hasher)
+                if token is not None:
+                    await self._release_now_or_later(upload_id, token, size)
+                raise
         try:
             stored = await self._place(upload_id, digest, hasher.size, synced, moved)
         except BaseException:
@@ -943,7 +981,11 @@ class Uploads:
             await self._discard(upload_id)
             raise
         records = events(hasher.size) if events is not None else ()
-        linked = await self._store.finish_upload(upload_id, repository, digest, hasher.size, token, records)
+        try:
+            linked = await self._store.finish_upload(upload_id, repository, digest, hasher.size, token, records)
+        except BaseException:
+            await self._end_published(upload_id)
+            raise
         if stored or not linked:
             await self._remove_data(upload_id)  # a published upload's data and directory moved away already
         if not linked:

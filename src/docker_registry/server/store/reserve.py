@@ -7,6 +7,7 @@ last byte even a delete fails. The reserve comes back once there is room for it 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -44,7 +45,10 @@ class SpaceReserve:
             os.fsync(fd)
         except OSError:  # no room yet
             os.close(fd)
-            os.unlink(self.path)
+            # another worker's commit may have given it up meanwhile (`release`); this runs after a commit, and
+            # must not fail a write that is done
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
             return
         os.close(fd)
 
