@@ -153,6 +153,45 @@ def test_missing_layer_or_config_blob(client: httpx.Client) -> None:
     _assert_absent(client, repo, "incomplete", "no-config")
 
 
+FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+
+def _with_layer(client: httpx.Client, repo: str, layer: dict[str, object]) -> bytes:
+    """A Docker image manifest (its config pushed) whose one layer is `layer`."""
+    complete = image_manifest(client, repo, media_type=DOCKER_MANIFEST)
+    document = json.loads(complete.body)
+    document["layers"] = [layer]
+    return canonical(document)
+
+
+@xfail_on_distribution("2.8 takes a manifest naming an absent layer that has urls")
+def test_urls_on_an_ordinary_layer_do_not_excuse_its_absence(client: httpx.Client) -> None:
+    """Only a foreign layer's type is fetched from its `urls`: any other layer with `urls` is pulled from here,
+    so the repository must have it (before, any `urls` made a layer foreign, and the manifest named what the
+    repository did not hold)."""
+    repo = unique_repo()
+    missing = {"mediaType": DOCKER_LAYER, "size": 5, "digest": sha256(b"never"), "urls": ["https://x.invalid/l"]}
+    response = put_manifest(client, repo, "hinted", _with_layer(client, repo, missing), DOCKER_MANIFEST)
+    assert_error(response, 400, "MANIFEST_BLOB_UNKNOWN")
+    _assert_absent(client, repo, "hinted")
+
+
+@xfail_on_distribution("2.8 answers 500 to a foreign layer's manifest unless validation.manifests.urls is set")
+def test_a_foreign_layer_is_taken_from_its_urls(client: httpx.Client) -> None:
+    """A Windows base layer: not in the registry, fetched by clients from its http(s) URLs; other URLs are refused
+    (Distribution's rule), as is a foreign layer given no URL and not in the repository."""
+    repo = unique_repo()
+    layer = {"mediaType": FOREIGN_LAYER, "size": 5, "digest": sha256(b"far away")}
+    body = _with_layer(client, repo, {**layer, "urls": ["https://example.invalid/layer.tar.gz"]})
+    assert put_manifest(client, repo, "foreign", body, DOCKER_MANIFEST).status_code == 201
+    for bad in ("not a url", "ftp://example.invalid/layer", "https://example.invalid/layer#part"):
+        body = _with_layer(client, repo, {**layer, "urls": [bad]})
+        assert_error(put_manifest(client, repo, "bad-url", body, DOCKER_MANIFEST), 400, "MANIFEST_INVALID")
+    response = put_manifest(client, repo, "no-url", _with_layer(client, repo, layer), DOCKER_MANIFEST)
+    assert response.status_code == 400
+    _assert_absent(client, repo, "bad-url", "no-url")
+
+
 def test_blob_from_another_repository_is_not_enough(client: httpx.Client) -> None:
     repo, other = unique_repo(), unique_repo()
     elsewhere = image_manifest(client, other)

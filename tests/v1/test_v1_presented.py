@@ -16,6 +16,7 @@ from v1_engine import V1TestImage, chain, expect, image, pull, rootfs, unpack
 
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 
 
 def push_v2_image(
@@ -151,7 +152,7 @@ def test_a_foreign_layer_naming_another_repositorys_blob_presents_nothing(client
         }
     )
     push_blob(client, thief, config)
-    foreign = {"mediaType": DOCKER_LAYER, "size": len(layer), "digest": sha256(layer), "urls": ["http://x.invalid/"]}
+    foreign = {"mediaType": FOREIGN_LAYER, "size": len(layer), "digest": sha256(layer), "urls": ["http://x.invalid/"]}
     manifest = canonical(
         {
             "schemaVersion": 2,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from docker_registry.core.digest import Digest, DigestError, Hasher, parse_digest
 
@@ -29,6 +30,16 @@ INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 SUPPORTED_TYPES = IMAGE_TYPES | INDEX_TYPES
 DOCKER_TYPES = frozenset({DOCKER_MANIFEST, DOCKER_MANIFEST_LIST})
 GENERIC_CONTENT_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain"})
+FOREIGN_LAYER_TYPES = frozenset(
+    {
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    }
+)
+"""Layers clients fetch from their `urls`, not from the registry (Windows base layers): as in Distribution, only
+these are taken without the repository having them."""
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 """RFC 6838 type/subtype without parameters, as the image-spec's schema writes it; at most 255 characters, so it
 always fits the database's media type columns."""
@@ -36,6 +47,18 @@ always fits the database's media type columns."""
 
 def _invalid(detail: str) -> RegistryError:
     return RegistryError(MANIFEST_INVALID, detail)
+
+
+def _check_urls(urls: tuple[str, ...], where: str) -> None:
+    """A foreign layer's URLs are where clients download it: http or https, without a fragment (Distribution's
+    rule)."""
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+            raise _invalid(f"{where}: urls must be http or https URLs without a fragment: {url[:200]!r}")
 
 
 def _descriptor(value: Any, where: str) -> Descriptor:
@@ -160,7 +183,11 @@ def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> 
             raise _invalid("layers must be a list")
         for i, layer in enumerate(layers):
             d = _descriptor(layer, f"layers[{i}]")
-            (manifest.foreign if d.urls else manifest.blobs).append(d)
+            if d.urls and d.media_type in FOREIGN_LAYER_TYPES:
+                _check_urls(d.urls, f"layers[{i}]")
+                manifest.foreign.append(d)
+            else:  # `urls` on another layer are only a hint: its bytes must be here like any layer's
+                manifest.blobs.append(d)
         if media_type == OCI_MANIFEST and artifact_type is None:
             artifact_type = config.media_type
     else:
