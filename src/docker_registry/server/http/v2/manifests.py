@@ -10,6 +10,7 @@ from ...registry import names
 from ...registry.errors import MANIFEST_INVALID, MANIFEST_UNKNOWN, RegistryError
 from .. import body, negotiation
 from ..context import config, registry, require_delete, require_writable
+from ..files import none_match
 from ..routing import Params
 
 
@@ -39,7 +40,7 @@ async def get_manifest(request: web.Request, params: Params) -> web.StreamRespon
         digest, manifest = fallback
     etag = f'"{digest}"'
     headers = {"Docker-Content-Digest": str(digest), "ETag": etag}
-    if request.headers.get("If-None-Match") == etag:
+    if none_match(request, etag):
         return web.Response(status=304, headers=headers)
     return web.Response(
         body=manifest.content, content_type=None, headers={**headers, "Content-Type": manifest.media_type}
