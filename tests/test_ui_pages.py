@@ -148,6 +148,19 @@ def test_basic_credentials_work_as_the_browser_prompt_sends_them(site: Site) -> 
         assert client.get("/ui/", auth=("reader", "wrong")).status_code == 401
 
 
+def test_empty_basic_credentials_are_anonymous_and_never_a_failed_login(site: Site) -> None:
+    """`Authorization: Basic Og==` (`:`) is what podman and skopeo send without credentials, and the API takes it as
+    anonymous. The UI counted each as a failed login against the limit it shares with the API: a dozen, and the
+    API refused the right password from that address (behind a proxy, everyone's) with 429."""
+    with httpx.Client(base_url=site.server.url, timeout=30) as client:
+        for _ in range(12):
+            answer = client.get("/ui/", headers={"Authorization": "Basic Og=="})
+            assert answer.status_code == 303  # anonymous: to the login form, not refused
+            assert answer.headers["Location"].startswith("/ui/login?next=")
+        api = client.get("/v2/ui/multi/tags/list", auth=("admin", PASSWORDS["admin"]))
+        assert api.status_code == 200, api.text
+
+
 def test_a_user_name_beyond_ascii_logs_in_with_basic_credentials(site: Site) -> None:
     """Browsers and clients send Basic credentials in UTF-8, as the API reads them; the UI read them as Latin-1, so
     `jörg` was refused (and each try counted as a failed login)."""

@@ -111,6 +111,13 @@ def test_hidden_characters_are_written_out_and_markup_is_left_alone() -> None:
     assert reveal("\u202eevil=1") == "\\u202eevil=1"
     assert reveal("a\u200bb\ufeff") == "a\\u200bb\\ufeff"
     assert reveal("plain") == "plain"
+    # printable to Python, invisible to a reader: a label key followed by one looked like the real key
+    source = "org.opencontainers.image.source"
+    assert reveal(source + "\u034f") == source + "\\u034f"
+    assert reveal(source + "\ufe0f") == source + "\\ufe0f"
+    assert reveal(source + "\U000e0100") == source + "\\U000e0100"
+    assert reveal("a\u3164b\x1bc") == "a\\u3164b\\u001bc"
+    assert reveal("RUN a &&\n\tb") == "RUN a &&\n\tb"  # a command's lines stay lines
     assert reveal(markupsafe.Markup("<b>x</b>")) == markupsafe.Markup("<b>x</b>")
     assert reveal(3) == 3
 

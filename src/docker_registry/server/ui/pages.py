@@ -167,9 +167,10 @@ class UI:
                 credentials = BasicAuth.decode(request.headers[hdrs.AUTHORIZATION], encoding="utf-8")
             except ValueError:
                 raise self._challenge(request) from None
-            if not await self.check_password(request, credentials.login, credentials.password):
-                raise self._challenge(request)
-            user = credentials.login
+            if credentials.login or credentials.password:  # empty ones are anonymous, as the API takes them
+                if not await self.check_password(request, credentials.login, credentials.password):
+                    raise self._challenge(request)
+                user = credentials.login
         return Viewer(user, self.accounts)
 
     async def check_password(self, request: web.Request, user: str, password: str) -> bool:

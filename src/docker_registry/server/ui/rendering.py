@@ -5,6 +5,7 @@ styles only from the registry, no inline code, no framing) and no caching of pag
 from __future__ import annotations
 
 import datetime
+import re
 import unicodedata
 from typing import Any
 
@@ -46,18 +47,40 @@ def short_digest(digest: str) -> str:
     return f"{algorithm}:{hexpart[:12]}" if hexpart else str(digest)
 
 
-HIDDEN_CATEGORIES = frozenset({"Cf", "Zl", "Zp"})
-r"""Characters that show nothing or turn the text around them: format characters (zero-width spaces and joiners,
-bidirectional marks, overrides and isolates, soft hyphens, tag characters) and line and paragraph separators:
-`\u202eevil=1` showed as `1=live`, and a zero-width space made a label key look like another."""
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+r"""Characters that show nothing or turn the text around them: controls, format characters (zero-width spaces
+and joiners, bidirectional marks, overrides and isolates, soft hyphens, tag characters) and line and paragraph
+separators: `\u202eevil=1` showed as `1=live`, and a zero-width space made a label key look like another."""
+SHOWN_CONTROLS = frozenset("\t\n\r")
+"""Controls that lay out a multi-line value (a history step's command) and hide nothing."""
+INVISIBLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]")
+"""What Unicode calls default-ignorable yet Python calls printable: the combining grapheme joiner, variation
+selectors, Hangul fillers, Khmer inherent vowels. Each shows nothing after a character, so
+`org.opencontainers.image.source` followed by one looked exactly like the real label key."""
+
+
+def _hidden(character: str) -> bool:
+    if character in SHOWN_CONTROLS:
+        return False
+    return unicodedata.category(character) in HIDDEN_CATEGORIES or INVISIBLE.match(character) is not None
+
+
+def _written_out(character: str) -> str:
+    code = ord(character)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def reveal(value: Any) -> Any:
     r"""Every value a page shows, with the hidden characters of a pushed text written out as `\uXXXX` (the
     environment's `finalize`, before escaping; the templates' own markup has none). Only a text that is not all
-    printable is looked at character by character."""
-    if isinstance(value, str) and not isinstance(value, markupsafe.Markup) and not value.isprintable():
-        return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in HIDDEN_CATEGORIES else c for c in value)
+    printable, or holds one of the few invisible characters Python calls printable, is looked at character by
+    character."""
+    if (
+        isinstance(value, str)
+        and not isinstance(value, markupsafe.Markup)
+        and (not value.isprintable() or INVISIBLE.search(value))
+    ):
+        return "".join(_written_out(c) if _hidden(c) else c for c in value)
     return value
 
 
