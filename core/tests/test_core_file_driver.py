@@ -156,6 +156,21 @@ async def test_writer_resumes_in_another_driver_instance(driver: Driver, root: P
     assert await driver.get_content("uploads/u/data") == b"first second"
 
 
+async def test_a_writer_that_wakes_after_its_file_was_moved_writes_nothing(driver: Driver) -> None:
+    """A writer paused past its claim's lease (SIGSTOP) while another took the session over and published it: a
+    rename keeps the inode, so the paused writer's buffered bytes went into the published, verified blob. Its
+    writes now fail as for a session that is gone, and the moved file stays as it was."""
+    taken_over = Driver({"rootdirectory": driver.root})
+    for n, wakes in enumerate(("writing more", "closing")):
+        w = await driver.writer(f"uploads/{n}/data")
+        await w.write(b"x" * 1000)  # buffered: still in this writer's memory
+        await taken_over.move(f"uploads/{n}/data", f"blobs/{n}/data")
+        wake = w.write(b"y" * 2 * MiB) if wakes == "writing more" else w.close()  # the first: written out
+        with pytest.raises(exceptions.FileNotFoundError):
+            await wake
+        assert await driver.get_content(f"blobs/{n}/data") == b"", wakes  # nothing of it reached the moved file
+
+
 async def test_cancelled_stream_write_leaves_nothing(driver: Driver, root: Path) -> None:
     started = asyncio.Event()
 

@@ -573,7 +573,7 @@ class _FileWriter(Writer):
             self._written_back = end
         else:
             start = end
-        await asyncio.to_thread(_write_and_start_writeback, f, pending, start, end)
+        await asyncio.to_thread(_write_and_start_writeback, f, pending, start, end, self._full, self.path)
         return len(data)
 
     async def close(self) -> None:
@@ -587,7 +587,7 @@ class _FileWriter(Writer):
     async def _finish(self, durable: bool) -> None:
         f, pending = self._open_file(), self._buffer
         self._file, self._buffer = None, bytearray()
-        await asyncio.to_thread(_write_and_close, f, pending, durable)
+        await asyncio.to_thread(_write_and_close, f, pending, durable, self._full, self.path)
 
     async def cancel(self) -> None:
         f, self._file, self._buffer = self._file, None, bytearray()
@@ -644,7 +644,22 @@ def _stat_sync(full: str, path: str) -> Stat:
     return Stat(size=st.st_size, mtime=st.st_mtime)
 
 
-def _write_and_start_writeback(f: BinaryIO, data: bytes | bytearray, start: int, end: int) -> None:
+def _still_at(f: BinaryIO, full: str, path: str) -> None:
+    """Raise FileNotFoundError unless the file open in `f` is still the one at `full`. A writer paused (SIGSTOP, a
+    frozen VM) past its claim's lease may wake after another took the object over and published it: its rename
+    kept the inode, so the paused writer's bytes would have gone into a published, verified blob."""
+    try:
+        here = os.stat(full)
+    except FileNotFoundError:
+        here = None
+    if here is None or not os.path.samestat(here, os.fstat(f.fileno())):
+        raise exceptions.FileNotFoundError(f"{path!r} was moved away while this writer held it")
+
+
+def _write_and_start_writeback(
+    f: BinaryIO, data: bytes | bytearray, start: int, end: int, full: str, path: str
+) -> None:
+    _still_at(f, full, path)
     f.write(data)
     if end > start:
         f.flush()
@@ -677,8 +692,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _write_and_close(f: BinaryIO, data: bytes | bytearray, durable: bool) -> None:
+def _write_and_close(f: BinaryIO, data: bytes | bytearray, durable: bool, full: str, path: str) -> None:
     try:
+        if data:
+            _still_at(f, full, path)
         f.write(data)
         f.flush()
         if durable:
