@@ -128,3 +128,32 @@ def test_deletes_work_on_a_disk_filled_to_the_last_byte(
         layer = json.loads(image.body)["layers"][0]["digest"]
         assert client.delete(f"/v2/{repo}/blobs/{layer}").status_code == 202
         assert client.head(f"/v2/{repo}/blobs/{layer}").status_code == 404
+
+
+def test_storage_made_read_only_is_unavailable_not_an_error(
+    make_registry: Callable[..., RegistryProcess], small_disk: Path, tmp_path: Path
+) -> None:
+    """Storage remounted read-only (what Linux does after an I/O error, or an operator's snapshot) answers uploads
+    and cancels 503 with Retry-After, not 500, and they work again once it is writable; reads go on throughout."""
+    server = make_registry(
+        storage={"filesystem": {"rootdirectory": str(small_disk / "data")}, "delete": {"enabled": True}},
+        extra_config={"database": {"url": f"sqlite:///{tmp_path / 'registry.db'}"}},
+    )
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        kept = os.urandom(64 * 1024)
+        assert client.post("/v2/ro/blobs/uploads/", params={"digest": digest_of(kept)}, content=kept).status_code == 201
+        session = client.post("/v2/ro/blobs/uploads/").headers["Location"]
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+        try:
+            data = os.urandom(2 * MiB)
+            for answer in (
+                client.post("/v2/ro/blobs/uploads/", params={"digest": digest_of(data)}, content=data),
+                client.patch(session, content=data, headers={"Content-Range": f"0-{len(data) - 1}"}),
+            ):
+                assert answer.status_code == 503, answer.text
+                assert "Retry-After" in answer.headers
+            assert client.get(f"/v2/ro/blobs/{digest_of(kept)}").content == kept
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+        assert client.post("/v2/ro/blobs/uploads/", params={"digest": digest_of(data)}, content=data).status_code == 201
+        assert client.get(f"/v2/ro/blobs/{digest_of(data)}").content == data

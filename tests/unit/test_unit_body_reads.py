@@ -68,3 +68,21 @@ async def test_a_body_still_arriving_is_read_under_the_pace_timer(timers: list[f
     assert b"".join(received) == b"x" * 10_000 + b"y" * 10_000
     assert timers, "the wait for the second half was timed"
     assert all(when is not None for when in timers)
+
+
+def test_a_body_closed_after_the_next_requests_large_reads_ended_is_no_error() -> None:
+    """A body abandoned mid-request (a 507 before it was read) is closed late, by the garbage collector: after the
+    same connection's next request set and removed its own large reads. Removing them again raised
+    AttributeError in that close (logged as an exception never retrieved)."""
+
+    class Transport:
+        max_size = 256 * 1024  # asyncio's selector transport's class default
+
+    transport = Transport()
+    request = mock.Mock(transport=transport)
+    abandoned = body._large_reads(request)
+    abandoned.__enter__()
+    with body._large_reads(request):
+        assert transport.max_size == body.BUFFER_SIZE
+    abandoned.__exit__(None, None, None)
+    assert transport.max_size == Transport.max_size

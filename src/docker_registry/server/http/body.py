@@ -12,7 +12,7 @@ import asyncio
 import ctypes
 import re
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -138,7 +138,10 @@ def _large_reads(request: web.Request) -> Iterator[None]:
     try:
         yield
     finally:
-        del transport.max_size  # type: ignore[attr-defined]  # back to the class default
+        # back to the class default; a body abandoned mid-request is closed late, maybe after the connection's next
+        # request has set and removed its own
+        with suppress(AttributeError):
+            del transport.max_size  # type: ignore[attr-defined]
 
 
 async def read_limited(request: web.Request, limit: int, error: RegistryError) -> bytes:

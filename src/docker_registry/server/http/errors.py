@@ -81,7 +81,7 @@ def _answer(request: web.Request, e: Exception) -> web.Response:
         return error_response(
             RegistryError(UNAVAILABLE, "metadata database unavailable", headers=retry), request.method
         )
-    if isinstance(e, StorageUnavailable):
+    if isinstance(e, StorageUnavailable) or storage_not_writable(e):
         log.error("storage unavailable on %s %s: %s", request.method, request.path, e)
         retry = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
         return error_response(RegistryError(UNAVAILABLE, "storage unavailable", headers=retry), request.method)
@@ -149,6 +149,12 @@ def out_of_space(e: Exception) -> bool:
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     return isinstance(e, db_errors.OperationalError) and "database or disk is full" in str(e)
+
+
+def storage_not_writable(e: Exception) -> bool:
+    """Storage the operator made read-only (a remount after an error, a snapshot) or unreadable, or a disk failing:
+    the registry's files are fine, the machine is not, and a retry may find it repaired."""
+    return isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 
 
 def _log_out_of_space(request: web.Request, e: Exception) -> None:
