@@ -35,6 +35,12 @@ class Receiver:
     """The most events it takes in one envelope; a larger one is answered 413, as a body limit would."""
     refused: list[int] = field(default_factory=list)
     """The number of events of each envelope answered 413."""
+    answer: str = "whole"
+    """How a 200 is sent: "whole"; "cut" (a body shorter than its Content-Length, then the connection closed);
+    "late" (the status line at once, the body `late_by` seconds after)."""
+    late_by: float = 0.0
+    hold: float = 0.0
+    """Seconds each POST waits, taken (counted in `deliveries`), before it is answered."""
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
@@ -59,7 +65,20 @@ class Receiver:
                 self.refused.append(len(body["events"]))
             if status < 300:
                 self.deliveries.append(Delivery(dict(request.headers), body))
-        return web.Response(status=status)
+        await asyncio.sleep(self.hold)
+        if status >= 300 or self.answer == "whole":
+            return web.Response(status=status)
+        response = web.StreamResponse(status=status)
+        response.content_length = 20
+        await response.prepare(request)
+        if self.answer == "cut":
+            await response.write(b"ok")
+            assert request.transport is not None
+            request.transport.close()
+        else:
+            await asyncio.sleep(self.late_by)
+            await response.write(b"o" * 20)
+        return response
 
     def start(self) -> Receiver:
         ready = threading.Event()

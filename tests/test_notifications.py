@@ -422,6 +422,40 @@ def test_events_older_than_maxage_are_dropped_with_a_log_line(make_registry: Cal
         receiver.stop()
 
 
+@pytest.mark.parametrize("answer", ["cut", "late"])
+def test_a_200_whose_body_is_cut_or_late_is_delivered_once(
+    make_registry: Callable[..., RegistryProcess], answer: str
+) -> None:
+    """The status line decides, as in Distribution: a receiver that took the envelope and answered 200 but whose
+    body then broke off, or came after the endpoint's timeout, had it sent again and again (until `maxage`)."""
+    receiver = Receiver(answer=answer, late_by=1.5).start()
+    try:
+        server = make_registry(extra_config=notifying(receiver, timeout="1s", backoff="200ms"))
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            push_blob(client, unique_repo("answered"), random_bytes(100))
+        receiver.wait_for(lambda got: len(got) >= 1)
+        time.sleep(3)  # several timeouts and backoffs: any repeat would have come
+        assert len(receiver.deliveries) == 1
+    finally:
+        receiver.stop()
+
+
+def test_a_clean_stop_lets_the_envelope_under_way_finish(make_registry: Callable[..., RegistryProcess]) -> None:
+    """SIGTERM while an envelope is being delivered: the POST is let finish (within the endpoint's timeout) and
+    its events counted as delivered, not cut off and sent again after the restart."""
+    receiver = Receiver(hold=1.0).start()
+    try:
+        server = make_registry(extra_config=notifying(receiver, timeout="3s"))
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            push_blob(client, unique_repo("stopping"), random_bytes(100))
+        receiver.wait_for(lambda got: len(got) >= 1)  # taken; the receiver answers a second later
+        server.restart()
+        time.sleep(3)  # the restarted deliverer has read the outbox by now
+        assert len(receiver.deliveries) == 1
+    finally:
+        receiver.stop()
+
+
 def test_a_clean_restart_keeps_pull_events_too(make_registry: Callable[..., RegistryProcess]) -> None:
     """Pull events wait in memory for up to a second; a clean stop writes them before the worker exits."""
     receiver = Receiver()

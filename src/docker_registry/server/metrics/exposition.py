@@ -47,12 +47,21 @@ class ReadInOrder(MultiProcessCollector):
         self._directory = path
 
     def collect(self) -> Iterable[Metric]:
-        files = sorted(glob.glob(os.path.join(self._directory, "*.db")), key=_read_before_histograms)
+        files = sorted(filter(_begun, glob.glob(os.path.join(self._directory, "*.db"))), key=_read_before_histograms)
         return self.merge(files, accumulate=True)  # type: ignore[no-any-return,no-untyped-call]
 
 
 def _read_before_histograms(path: str) -> tuple[bool, str]:
     return os.path.basename(path).startswith("histogram_"), path
+
+
+def _begun(path: str) -> bool:
+    """Whether a process's file holds anything yet: one is created empty and then sized, and a scrape between the
+    two failed reading it (a scrape in CI, during a worker's first flush)."""
+    try:
+        return os.path.getsize(path) > 0
+    except FileNotFoundError:  # removed since the listing: the process ended
+        return False
 
 
 class _InventoryOf(Collector):

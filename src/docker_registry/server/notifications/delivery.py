@@ -130,6 +130,20 @@ class LostLease(Exception):
     """Another process delivers now: this one stops."""
 
 
+DRAINED_BODY_MAX = 64 * 1024
+"""Most of a receiver's answer read: enough for its connection to be used again; the rest is not waited for."""
+
+
+async def _drain(answer: aiohttp.ClientResponse) -> None:
+    """Read what the receiver says after its status line, which decides alone (as Distribution's): a body cut
+    short, sent past the timeout, or endless no longer makes a delivered envelope a failure, sent again and again
+    until `maxage`. A body read to its end lets the connection serve the next POST."""
+    left = DRAINED_BODY_MAX
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        while left > 0 and (piece := await answer.content.read(left)):
+            left -= len(piece)
+
+
 class Deliverer:
     def __init__(self, settings: NotificationsConfig, store: MetadataStore, stats: Stats) -> None:
         self._settings = settings
@@ -144,6 +158,9 @@ class Deliverer:
         self._saved_at: dict[str, float] = {}
         self._pruned_at = time.monotonic()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._posting: set[str] = set()
+        """The endpoints with a POST under way: a clean stop lets it finish (see `stop`)."""
+        self._stopping = False
         self._session: aiohttp.ClientSession | None = None
         self._posts: dict[str, tuple[str, list[tuple[str, str]], aiohttp.ClientTimeout]] = {}
         """Per endpoint, what every POST to it sends alike: its URL, headers and timeout, made once."""
@@ -156,12 +173,15 @@ class Deliverer:
         self._main = asyncio.ensure_future(self._hold_lease())
 
     async def stop(self) -> None:
+        """A clean stop (SIGTERM): an envelope under way is let finish, within its endpoint's timeout, and counted
+        as delivered if it was taken; cut off, it was taken by the receiver and sent again after the restart."""
+        self._stopping = True
         if self._main is not None:
             self._main.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._main
         delivering = self._stats.delivering
-        await self._stop_endpoints()
+        await self._stop_endpoints(finish_posts=True)
         if delivering:  # the next process need not wait for the lease to expire
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._store.release_lease, LEASE, self._holder)
@@ -211,9 +231,14 @@ class Deliverer:
         for endpoint in endpoints:
             self._tasks[endpoint.name] = asyncio.ensure_future(self._serve(endpoint))
 
-    async def _stop_endpoints(self) -> None:
+    async def _stop_endpoints(self, finish_posts: bool = False) -> None:
         self._stats.delivering = False
-        tasks, self._tasks = list(self._tasks.values()), {}
+        serving, self._tasks = self._tasks, {}
+        posting = [serving[name] for name in self._posting if name in serving]
+        if finish_posts and posting:  # each returns once its POST is answered (`_stopping`)
+            longest = max(endpoint.timeout for endpoint in self._settings.enabled)
+            await asyncio.wait(posting, timeout=longest + 1.0)
+        tasks = list(serving.values())
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -239,16 +264,20 @@ class Deliverer:
 
     # --- one endpoint -------------------------------------------------------------------------------------------
     async def _serve(self, endpoint: EndpointSection) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._deliver_pending(endpoint)
             except LostLease:
+                if self._stopping:
+                    return
                 log.info("notifications: %s: the delivery lease moved on; stopping here", endpoint.name)
                 self._lease_until = 0.0
                 return
             except Exception as error:  # the database is unavailable: try again in a while, without flooding the log
                 log.warning("notifications: %s: delivery paused: %s", endpoint.name, error)
                 await asyncio.sleep(ERROR_PAUSE)
+            if self._stopping:
+                return
             await asyncio.sleep(POLL_SECONDS)
 
     async def _deliver_pending(self, endpoint: EndpointSection) -> None:
@@ -279,6 +308,8 @@ class Deliverer:
                     self._positions[endpoint.name] = batch.after(chosen[sent - 1])
                     stats.pending = len(wanted) - start + beyond
                     await self._save_cursor(endpoint.name)
+                    if self._stopping:
+                        return
                     continue
                 # the oldest of them grew older than `maxage` while it was retried: drop every such one
                 kept = []
@@ -359,9 +390,12 @@ class Deliverer:
         url, headers, timeout = self._posts[endpoint.name]
         failures = 0
         while not self._too_old(oldest):
+            if self._stopping:
+                raise LostLease()  # no new attempt once stopping
+            self._posting.add(endpoint.name)
             try:
                 async with self._session.post(url, data=body, headers=headers, timeout=timeout) as answer:
-                    await answer.read()
+                    await _drain(answer)
                     if 200 <= answer.status < 400:
                         return len(events)
                     problem = f"answered {answer.status}"
@@ -372,6 +406,8 @@ class Deliverer:
                         continue
             except (aiohttp.ClientError, TimeoutError) as error:
                 problem = str(error) or type(error).__name__
+            finally:
+                self._posting.discard(endpoint.name)
             failures += 1
             stats.failures += 1
             if failures == endpoint.threshold:
