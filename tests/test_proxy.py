@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 from certificates import self_signed
+from notification_receiver import Receiver
 
 from oci_content import DOCKER_LIST, DOCKER_MANIFEST, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST
 from proxy_upstreams import (
@@ -986,3 +987,29 @@ def test_a_cold_blob_streams_to_a_client_over_tls(tmp_path: Path) -> None:
             assert gets[0] == 1
         finally:
             cache.stop()
+
+
+def test_a_pull_through_the_cache_is_announced_as_pulls_only(tmp_path: Path) -> None:
+    """What the cache stores of its upstream is no push: a webhook that builds or scans on pushes fired on every
+    cold pull (Distribution's proxy reports the pulls only). A blob served while it is fetched is a pull like a
+    stored one, and a client taking no manifest list is one pull, not two."""
+    receiver = Receiver().start()
+    ours = RegistryProcess(tmp_path / "upstream", kind="ours").start()
+    notifications = {"endpoints": [receiver.endpoint()]}
+    extra = {"proxy": {"remoteurl": ours.url}, "notifications": notifications}
+    cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config=extra).start()
+    try:
+        with httpx.Client(base_url=ours.url, timeout=60) as source, httpx.Client(base_url=cache.url) as client:
+            image = seed(source, "team/app", "v1")
+            _, blobs = pull_all(client, "team/app", "v1")  # cold: everything fetched from the upstream
+        expected = 1 + len(blobs)
+        events = receiver.wait_for(lambda got: len(got) >= expected)
+        time.sleep(1.5)  # the pulls are flushed a moment after: anything more would have come
+        events = receiver.events
+        assert sorted((e["action"], e["target"]["digest"]) for e in events) == sorted(
+            [("pull", image.digest)] + [("pull", digest) for digest in blobs]
+        )
+    finally:
+        cache.stop()
+        ours.stop()
+        receiver.stop()

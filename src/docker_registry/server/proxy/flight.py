@@ -304,7 +304,7 @@ class Flights:
                 receiving = asyncio.create_task(self._receive(digest, response, window, received))
                 try:
                     chunks = self._announcing(digest, received, spool)
-                    await self._registry.put_blob(target.local_name, digest, chunks, flight.upload_id)
+                    await self._registry.put_blob(target.local_name, digest, chunks, flight.upload_id, announce=False)
                     os.pwrite(fd, STORED, len(f"{size}\n"))
                     stored = True
                 finally:

@@ -155,6 +155,7 @@ class Manifests:
                     stored.media_type,
                     [tag],
                     check_references=False,
+                    announce=False,
                 )
 
     async def _head(self, target: Target, tag: str) -> Digest | UpstreamError | UpstreamNotFound | None:
@@ -173,7 +174,7 @@ class Manifests:
         rather than the 400 a push of it would get."""
         try:
             await self._registry.put_manifest(
-                target.local_name, reference, raw, media_type, tags, check_references=False
+                target.local_name, reference, raw, media_type, tags, check_references=False, announce=False
             )
         except RegistryError as exc:
             if exc.error not in (DIGEST_INVALID, MANIFEST_INVALID):

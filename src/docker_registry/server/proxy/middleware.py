@@ -82,7 +82,7 @@ class ProxyHandlers:
         if negotiation.accepts(accept, DOCKER_MANIFEST_LIST):  # most clients: no look at the stored manifest
             return
         logic = registry(request)
-        _, stored = await logic.get_manifest(target.local_name, tag)
+        _, stored = await logic.get_manifest(target.local_name, tag, pulled=False)  # the handler's GET is the pull
         if negotiation.accepts(accept, stored.media_type):
             return
         child = default_platform(stored)
@@ -109,6 +109,7 @@ class ProxyHandlers:
         confirm = None if named and self.targets.single else partial(self._upstream_size, target, digest)
         response = await self.flights.serve(request, target, digest, confirm)
         if response is not None:
+            registry(request).blob_pulled(target.local_name, digest, response.content_length or 0)
             return response
         # stored meanwhile, perhaps by a fetch for another repository, linked there only: served as a stored blob
         # (it was a 404 here: 11 to 26 of 180 GETs of a new base layer through six repositories at once)

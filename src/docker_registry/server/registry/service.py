@@ -165,10 +165,12 @@ class Registry:
         content_type: str,
         extra_tags: Sequence[str] = (),
         check_references: bool = True,
+        announce: bool = True,
     ) -> Manifest:
         """Store a manifest pushed by tag or by digest; `extra_tags` (the spec's `?tag=`) point at it too, in the
         same transaction. `check_references=False` is for a pull-through cache, whose upstream holds the blobs
-        and children the manifest names until they are pulled through."""
+        and children the manifest names until they are pulled through; `announce=False` too: what it stores is
+        no push (its client's GET is a pull, recorded as one)."""
         tag_names = list(extra_tags)
         algorithm = "sha256"
         if isinstance(reference, Digest):
@@ -181,10 +183,9 @@ class Registry:
             raise RegistryError(DIGEST_INVALID, detail, message="manifest digest mismatch")
         tags: list[str | None] = [*tag_names] or [None]  # one event per tag, as Distribution's one tag per push
         targets = [_manifest_target(repository, manifest, tag) for tag in tags]
+        events = self._events("push", *targets) if announce else []
         try:
-            await self.store.put_manifest(
-                repository, manifest, tag_names, self._events("push", *targets), check_references
-            )
+            await self.store.put_manifest(repository, manifest, tag_names, events, check_references)
         except BadReference as e:
             raise _bad_reference(e) from None
         self.cache.clear()
@@ -314,15 +315,25 @@ class Registry:
         self.cache.clear()
 
     async def put_blob(
-        self, repository: str, digest: Digest, chunks: AsyncIterable[bytes], upload_id: str | None = None
+        self,
+        repository: str,
+        digest: Digest,
+        chunks: AsyncIterable[bytes],
+        upload_id: str | None = None,
+        announce: bool = True,
     ) -> None:
         """A monolithic upload: the whole blob in one request, verified before it becomes visible. `upload_id`
         names its data in the upload area (`uploads/<id>/data`), for a pull-through cache whose other requests
-        read the growing file."""
-        await self.uploads.put_whole(
-            repository, digest, chunks, self._blob_events("push", repository, digest), upload_id
-        )
+        read the growing file; which also stores with `announce=False`: no push event (see `put_manifest`)."""
+        events = self._blob_events("push", repository, digest) if announce else None
+        await self.uploads.put_whole(repository, digest, chunks, events, upload_id)
         self.cache.clear()
+
+    def blob_pulled(self, repository: str, digest: Digest, size: int) -> None:
+        """A pull of a blob served other than by `blob` (a pull-through cache's client reading a fetch under
+        way)."""
+        if self.events is not None:
+            self.events.pulled(pulled_target("blob", repository, digest, BLOB_MEDIA_TYPE, size, None))
 
     async def cancel_upload(self, upload: Upload) -> None:
         await self.uploads.cancel(upload)
