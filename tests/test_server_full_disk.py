@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -157,3 +158,41 @@ def test_storage_made_read_only_is_unavailable_not_an_error(
             subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
         assert client.post("/v2/ro/blobs/uploads/", params={"digest": digest_of(data)}, content=data).status_code == 201
         assert client.get(f"/v2/ro/blobs/{digest_of(data)}").content == data
+
+
+def test_the_room_the_database_reserve_leaves_is_for_deletes_not_uploads(
+    make_registry: Callable[..., RegistryProcess], small_disk: Path
+) -> None:
+    """A commit that finds the disk full gives up the database's 8 MiB reserve so deletes can go on. Uploads that
+    came next took that room until the disk was full to the last byte, and then every delete answered 507 too.
+    Now new blob bytes are refused while the reserve is given up; deletes go through; once they freed room the
+    reserve is made again and uploads work."""
+    server = make_registry(
+        storage={"filesystem": {"rootdirectory": str(small_disk / "data")}, "delete": {"enabled": True}}
+    )
+    reserve = small_disk / "data" / "registry.db.reserve"
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        repo = "room/kept"
+        image = image_manifest(client, repo)
+        assert push(client, repo, image, "v1").status_code == 201
+        location = client.post(f"/v2/{repo}/blobs/uploads/").headers["Location"]
+        huge = os.urandom(30 * MiB)
+        assert_out_of_space(client.patch(location, content=huge, headers={"Content-Range": f"0-{len(huge) - 1}"}))
+        assert not reserve.exists(), "the upload's release found the disk full and gave the reserve up"
+        for size in (MiB, 64 * 1024, 512):
+            data = os.urandom(size)
+            assert_out_of_space(
+                client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest_of(data)}, content=data)
+            )
+        assert client.delete(location).status_code == 204  # the partial upload's 16 MiB go
+        assert client.delete(f"/v2/{repo}/manifests/v1").status_code == 202
+        assert client.delete(f"/v2/{repo}/manifests/{image.digest}").status_code == 202
+        data = os.urandom(MiB)
+        deadline = time.monotonic() + 5
+        while (
+            answer := client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest_of(data)}, content=data)
+        ).status_code == 507:
+            assert time.monotonic() < deadline, "uploads stayed refused with room free again"
+            time.sleep(0.3)
+        assert answer.status_code == 201, answer.text
+        assert reserve.exists()

@@ -259,6 +259,12 @@ class Registry:
             self.events.pulled(pulled_target("blob", repository, digest, BLOB_MEDIA_TYPE, blob.size, None))
         return blob
 
+    def database_reserve_given_up(self) -> bool:
+        """Whether the SQLite database gave up its space reserve on a full disk (`store.reserve`): the room it left
+        is for deletes, which uploads would otherwise take (every delete then answered 507)."""
+        reserve = self.store.sync.reserve
+        return reserve is not None and reserve.given_up()
+
     def blob_local_path(self, digest: Digest) -> str | None:
         return self.driver.local_path(blob_path(digest))
 

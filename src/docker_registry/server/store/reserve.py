@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 RESERVE_BYTES = 8 * 1024 * 1024
 RETRY_SECONDS = 10.0
+GIVEN_UP_RETRY_SECONDS = 1.0
 
 
 class SpaceReserve:
@@ -51,6 +52,18 @@ class SpaceReserve:
                 os.unlink(self.path)
             return
         os.close(fd)
+
+    def given_up(self) -> bool:
+        """Whether the reserve is gone (given up to a commit on a full disk, not made again yet): new blob bytes
+        are then refused, so that the room it left goes to the deletes that free space. Asked before an upload,
+        it tries to make the reserve again once a second, not every `RETRY_SECONDS`: uploads wait no longer than
+        that once deletes freed room."""
+        if os.path.exists(self.path):
+            return False
+        if time.monotonic() - self._checked >= GIVEN_UP_RETRY_SECONDS:
+            self._checked = 0.0
+            self.ensure()
+        return not os.path.exists(self.path)
 
     def release(self) -> bool:
         """Give the reserve up for the database; False if there was none to give."""
