@@ -428,6 +428,39 @@ def test_a_page_of_repositories_stops_reading_names_and_its_link_names_none_hidd
         server.stop()
 
 
+def test_what_a_page_shows_of_huge_content_is_bounded(site: Site) -> None:
+    """Anyone who may push made one view cost seconds and hundreds of MiB of a worker (then all viewers): an index
+    of thousands of entries rendered whole (18 MB of HTML), referrers with megabytes of annotations each, fifty
+    manifests of 4 MiB read for one tag list. Now a manifest's text is shown up to 512 KiB (then linked for
+    download), its entries up to 1,000 (then counted), annotations cut at 512 characters; a tag list does not
+    read a manifest larger than 256 KiB."""
+    with httpx.Client(base_url=site.server.url, auth=("admin", PASSWORDS["admin"]), timeout=60) as admin:
+        child = image_manifest(admin, "ui/huge")
+        push(admin, "ui/huge", child)
+        entry = {**child.as_descriptor(), "platform": {"os": "linux", "architecture": "amd64"}}
+        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry] * 3000}).encode()
+        assert len(body) > 512 * 1024
+        put = admin.put("/v2/ui/huge/manifests/wide", content=body, headers={"Content-Type": OCI_INDEX})
+        assert put.status_code == 201, put.text
+        noted = image_manifest(admin, "ui/huge", subject=child, annotations={"org.example.notes": "n" * 100_000})
+        push(admin, "ui/huge", noted)
+    with logged_in(site.server, "reader") as client:
+        wide = client.get("/ui/repositories/ui/huge/-/manifests/wide")
+        assert wide.status_code == 200
+        assert "too large to show here" in wide.text
+        assert "2000 more entries are not listed here" in wide.text
+        assert len(wide.content) < 2 * 1024 * 1024
+        download = client.get(f"/ui/repositories/ui/huge/-/blobs/sha256:{hashlib.sha256(body).hexdigest()}")
+        assert download.content == body
+        signed = client.get(f"/ui/repositories/ui/huge/-/manifests/{child.digest}")
+        assert signed.status_code == 200
+        assert "n" * 512 + " …" in signed.text
+        assert "n" * 513 not in signed.text
+        listing = client.get("/ui/repositories/ui/huge")
+        assert listing.status_code == 200
+        assert ">wide<" in listing.text
+
+
 def test_a_script_label_is_shown_as_text(site: Site) -> None:
     with logged_in(site.server, "admin") as client:
         page = client.get("/ui/repositories/ui/labels/-/manifests/xss")

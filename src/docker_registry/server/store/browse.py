@@ -38,7 +38,8 @@ class TagRecord:
     pushed: float
     digest: Digest
     media_type: str
-    content: bytes
+    content: bytes | None
+    """None when larger than the page asked to read (`tag_page`'s `content_limit`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,13 @@ _SIZE = (
 _SUMMARIES = sa.select(repositories.c.name, _TAG_COUNT, _LAST_PUSH, _SIZE).where(
     repositories.c.name.in_(sa.bindparam("names", expanding=True))
 )
-_TAG_COLUMNS = (tags.c.name, tags.c.updated_at, manifests.c.digest, manifests.c.media_type, manifests.c.content)
+_TAG_COLUMNS = (
+    tags.c.name,
+    tags.c.updated_at,
+    manifests.c.digest,
+    manifests.c.media_type,
+    sa.case((manifests.c.size <= sa.bindparam("content_limit"), manifests.c.content), else_=sa.null()),
+)
 _TAGS_OF = tags.join(manifests, manifests.c.id == tags.c.manifest_id)
 _TAG_TOTAL = sa.select(sa.func.count()).select_from(tags).where(tags.c.repository_id == REPOSITORY_ID_OF)
 _RECENT = (
@@ -96,9 +103,12 @@ class BrowseQueries(StoreBase):
         rows = self._read(lambda conn: conn.execute(_SUMMARIES, {"names": list(names)}).all())
         return {row[0]: RepositorySummary(row[0], int(row[1]), row[2], int(row[3])) for row in rows}
 
-    def tag_page(self, repository: str, order: TagOrder, offset: int, limit: int) -> tuple[int, list[TagRecord]] | None:
-        """The repository's tag count and one page of its tags with their manifests, newest push first or by name;
-        None when the repository does not exist."""
+    def tag_page(
+        self, repository: str, order: TagOrder, offset: int, limit: int, content_limit: int
+    ) -> tuple[int, list[TagRecord]] | None:
+        """The repository's tag count and one page of its tags with their manifests (the bytes of those of at most
+        `content_limit` bytes: fifty of 4 MiB each are not read for a list), newest push first or by name; None
+        when the repository does not exist."""
         keys = (tags.c.updated_at.desc(), tags.c.name) if order == "pushed" else (self._bytewise(tags.c.name),)
         query = (
             sa.select(*_TAG_COLUMNS)
@@ -114,7 +124,7 @@ class BrowseQueries(StoreBase):
             if conn.execute(sa.select(REPOSITORY_ID_OF), params).scalar() is None:
                 return None
             total = int(conn.execute(_TAG_TOTAL, params).scalar_one())
-            rows = conn.execute(query, params).all()
+            rows = conn.execute(query, {**params, "content_limit": content_limit}).all()
             return total, [TagRecord(r[0], r[1], stored_digest(r[2]), r[3], r[4]) for r in rows]
 
         return self._read(read)
@@ -130,15 +140,19 @@ class BrowseQueries(StoreBase):
         params = {"repository": repository, "digest": str(digest)}
         return self._read(lambda conn: list(conn.execute(query, params).scalars()))
 
-    def manifest_contents(self, repository: str, digests: Sequence[str]) -> dict[str, tuple[str, bytes]]:
-        """Media type and bytes of the named manifests of the repository (an index page's children), one query."""
+    def manifest_contents(
+        self, repository: str, digests: Sequence[str], size_limit: int
+    ) -> dict[str, tuple[str, bytes]]:
+        """Media type and bytes of the named manifests of the repository (an index page's children) of at most
+        `size_limit` bytes, one query."""
         if not digests:
             return {}
         query = sa.select(manifests.c.digest, manifests.c.media_type, manifests.c.content).where(
             manifests.c.repository_id == REPOSITORY_ID_OF,
             manifests.c.digest.in_(sa.bindparam("digests", expanding=True)),
+            manifests.c.size <= sa.bindparam("size_limit"),
         )
-        params = {"repository": repository, "digests": sorted(set(digests))}
+        params = {"repository": repository, "digests": sorted(set(digests)), "size_limit": size_limit}
         rows = self._read(lambda conn: conn.execute(query, params).all())
         return {row[0]: (row[1], row[2]) for row in rows}
 

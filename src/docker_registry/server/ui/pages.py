@@ -10,6 +10,7 @@ repository name (a component starts with a letter or digit), so it separates the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import math
@@ -37,7 +38,15 @@ from ..registry.service import Registry
 from ..store.browse import RepositorySummary, TagOrder
 from .access import DELETE, PULL, Accounts, LoginsBlocked, Viewer
 from .downloads import download
-from .images import MAX_CONFIG_BYTES, ConfigView, ManifestView, linked_pretty, read_config, read_manifest
+from .images import (
+    INDEX_TYPES,
+    MAX_CONFIG_BYTES,
+    ConfigView,
+    ManifestView,
+    linked_pretty,
+    read_config,
+    read_manifest,
+)
 from .rendering import page
 from .sessions import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, Signer
 
@@ -58,6 +67,19 @@ INDEX_CREATED_CHILDREN = 8
 SIZED_CHILDREN = 64
 """A tag list sizes an index of at most this many children (each read and parsed on the event loop; an index of
 19,000 children, tagged fifty times, held a worker for 20 s)."""
+LISTED_MANIFEST_BYTES = 256 * 1024
+"""A tag list reads a manifest (or an index's child) of at most this size for its platforms and size; honest ones
+are a few KB, and fifty of 4 MiB each took seconds and hundreds of MiB of a worker for one view."""
+SHOWN_MANIFEST_BYTES = 512 * 1024
+"""A manifest's page shows its text up to this size; a larger one (an index of thousands of entries) is linked to
+for download: 18 MB of HTML held the worker's event loop for seconds."""
+SHOWN_ENTRIES = 1000
+"""Most entries of an index (or layers of an image) a page lists; the rest are counted."""
+SHOWN_REFERRERS = 200
+"""Most referrers a manifest's page lists (the referrers API pages through them all)."""
+SHOWN_ANNOTATIONS, SHOWN_ANNOTATION_CHARS = 32, 512
+"""Most annotations shown for a manifest or a referrer, and the characters of each value shown: forty referrers
+with 4 MB of annotations each made one page of 167 MB."""
 LISTED_PLATFORMS = 16
 LISTED_CONFIG_BYTES = 64 * 1024
 """A tag list reads an image's config for its `created` only up to this size (honest configs are a few KB; fifty
@@ -120,6 +142,22 @@ def _index_size(index: ManifestView, children: Mapping[str, ManifestView]) -> in
     sizes = [children[c.digest].compressed_size if c.digest in children else None for c in index.children]
     sizes += [blob.size for blob in index.layers]
     return None if not sizes or None in sizes else sum(s for s in sizes if s is not None)
+
+
+def _listed(media_type: str, content: bytes | None) -> ManifestView:
+    """What a tag list shows of a manifest; nothing of one too large to have been read (`LISTED_MANIFEST_BYTES`)."""
+    if content is None:
+        return ManifestView(media_type, media_type in INDEX_TYPES)
+    return read_manifest(media_type, content)
+
+
+def _shown_annotations(annotations: Mapping[str, str]) -> dict[str, str]:
+    """The first `SHOWN_ANNOTATIONS` annotations, each value cut at `SHOWN_ANNOTATION_CHARS` characters."""
+    shown = {}
+    for key, value in list(annotations.items())[:SHOWN_ANNOTATIONS]:
+        long = len(value) > SHOWN_ANNOTATION_CHARS
+        shown[key[:SHOWN_ANNOTATION_CHARS]] = value[:SHOWN_ANNOTATION_CHARS] + (" …" if long else "")
+    return shown
 
 
 def _deleted(request: web.Request) -> str:
@@ -363,12 +401,13 @@ class UI:
         number = int(page_text) if page_text.isascii() and page_text.isdigit() and 0 < len(page_text) < 7 else 1
         number = max(number, 1)
         store = self.registry(request).store
-        found = await store.read(store.sync.tag_page, name, sort, (number - 1) * TAGS_PER_PAGE, TAGS_PER_PAGE)
+        offset = (number - 1) * TAGS_PER_PAGE
+        found = await store.read(store.sync.tag_page, name, sort, offset, TAGS_PER_PAGE, LISTED_MANIFEST_BYTES)
         if found is None:
             return self.error(request, 404, "No such repository.")
         total, records = found
         # each manifest read once, however many of the page's tags name it
-        by_digest = {str(r.digest): read_manifest(r.media_type, r.content) for r in records}
+        by_digest = {str(r.digest): _listed(r.media_type, r.content) for r in records}
         distinct = list(by_digest.values())
         configs = await asyncio.gather(*(self._config(request, name, v, LISTED_CONFIG_BYTES) for v in distinct))
         children = sorted(
@@ -376,7 +415,9 @@ class UI:
         )
         child_views = {
             digest: read_manifest(*found)
-            for digest, found in (await store.read(store.sync.manifest_contents, name, children)).items()
+            for digest, found in (
+                await store.read(store.sync.manifest_contents, name, children, LISTED_MANIFEST_BYTES)
+            ).items()
         }
         created = await asyncio.gather(
             *(self._index_created(request, name, v, child_views, LISTED_CONFIG_BYTES) for v in distinct)
@@ -461,20 +502,27 @@ class UI:
             digest, stored = await registry.get_manifest(name, names.check_reference(reference), pulled=False)
         except RegistryError:
             return self.error(request, 404, "No such manifest.")
-        view = read_manifest(stored.media_type, stored.content, pretty=True)
+        shown_whole = len(stored.content) <= SHOWN_MANIFEST_BYTES
+        view = read_manifest(stored.media_type, stored.content, pretty=shown_whole)
+        segments = linked_pretty(view) if shown_whole else None
+        entries = len(view.children) + len(view.layers)
+        view.children = view.children[:SHOWN_ENTRIES]
+        view.layers = view.layers[: SHOWN_ENTRIES - len(view.children)]
+        view.annotations = _shown_annotations(view.annotations)
         store = registry.store
         children = [child.digest for child in view.children[:INDEX_CREATED_CHILDREN]]
         config, referrers, tags, child_contents = await asyncio.gather(
             self._config(request, name, view),
-            store.referrers(name, digest, None),
+            store.referrers(name, digest, None, None, SHOWN_REFERRERS + 1),
             store.read(store.sync.tags_of_manifest, name, digest),
-            store.read(store.sync.manifest_contents, name, children),
+            store.read(store.sync.manifest_contents, name, children, LISTED_MANIFEST_BYTES),
         )
         child_views = {child: read_manifest(*found) for child, found in child_contents.items()}
         created = await self._index_created(request, name, view, child_views)
         grouped: dict[str, list[Any]] = defaultdict(list)
-        for referrer in referrers:
-            grouped[referrer.artifact_type or referrer.media_type].append(referrer)
+        for referrer in referrers[:SHOWN_REFERRERS]:
+            shown = dataclasses.replace(referrer, annotations=_shown_annotations(referrer.annotations or {}))
+            grouped[referrer.artifact_type or referrer.media_type].append(shown)
         return self.render(
             request,
             "image.html",
@@ -483,10 +531,13 @@ class UI:
             digest=str(digest),
             host=request.host,
             view=view,
-            segments=linked_pretty(view),
+            segments=segments,
+            manifest_size=len(stored.content),
+            unlisted=entries - len(view.children) - len(view.layers),
             config=config,
             created=created or (config.created if config else ""),
             referrers=sorted(grouped.items()),
+            more_referrers=len(referrers) > SHOWN_REFERRERS,
             tags=tags,
             may_delete=self._may_delete(viewer, name),
         )
