@@ -448,6 +448,9 @@ def test_a_deleted_image_v1_clients_had_listed_is_freed_and_what_v1_still_reache
         push_image(client, child)  # a docker 1.x engine built on the presented image, and pushed through v1
         for repo, pushed in (("gc/seen", doomed), ("gc/seen", kept), ("gc/based", base)):
             assert client.delete(f"/v2/{repo}/manifests/{pushed.digest}").status_code == 202
+        # read now, on this connection's worker, which kept it (complete images do not change) until the
+        # collection deleted it and the worker went on serving it for ever (a probe on several nodes)
+        expect(client.get(f"/v1/images/{doomed_top}/json"), 200)
 
         summary = collect_json(server)
 

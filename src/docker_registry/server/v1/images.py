@@ -96,14 +96,21 @@ class V1Images:
         self.driver = registry.driver
         self._complete: BoundedCache[str, V1Image] = BoundedCache(COMPLETE_CACHE_ENTRIES)
         """Complete images by id: nothing changes one (json, layer and checksum PUTs answer 409, an import skips
-        it, and there is no image delete), so this process keeps them without asking the database again."""
+        it), so this process keeps them without asking the database again, until the database changes: garbage
+        collection deletes the presented images nothing reaches any more, and every worker of every node must then
+        answer 404 for them (the registry's caches' generation, `RegistryCache.refresh`)."""
+        self._generation = -1
 
     async def get(self, image_id: str) -> V1Image | None:
+        generation = self.registry.cache.refresh()
+        if generation != self._generation:
+            self._complete.clear()
+            self._generation = generation
         cached = self._complete.get(check_image_id(image_id))
         if cached is not None:
             return cached
         image = await self.store.read(self.store.sync.v1_image, image_id)
-        if image is not None and image.complete:
+        if image is not None and image.complete and self.registry.cache.generation == generation:
             self._complete.put(image_id, image)
         return image
 
