@@ -9,6 +9,8 @@ import os
 import socket
 import sqlite3
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -1013,3 +1015,35 @@ def test_a_pull_through_the_cache_is_announced_as_pulls_only(tmp_path: Path) -> 
         cache.stop()
         ours.stop()
         receiver.stop()
+
+
+def test_fsck_takes_cached_manifests_whose_blobs_are_not_pulled_yet_for_what_they_are(tmp_path: Path) -> None:
+    """A pull-through cache stores a manifest when first asked and its blobs when they are pulled: in between, its
+    references are no problem, and fsck said "broken image" and exited 1 on every healthy cache. A local
+    repository's manifest missing a blob still is one."""
+    ours = RegistryProcess(tmp_path / "upstream", kind="ours").start()
+    extra = {"proxy": {"upstreams": [{"prefix": "up", "remoteurl": ours.url}]}}
+    cache = RegistryProcess(tmp_path / "cache", kind="ours", extra_config=extra).start()
+
+    def fsck() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "docker_registry.server", "fsck", str(cache.workdir / "config.yml")]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    try:
+        with httpx.Client(base_url=ours.url, timeout=60) as source, httpx.Client(base_url=cache.url) as client:
+            seed(source, "lib/img", "v1")
+            answer = client.get("/v2/up/lib/img/manifests/v1", headers={"Accept": OCI_MANIFEST})
+            assert answer.status_code == 200
+            healthy = fsck()
+            assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+            assert "not fetched yet" in healthy.stdout + healthy.stderr
+            local = image_manifest(client, "local/app")
+            push(client, "local/app", local, "v1")
+            layer = json.loads(local.body)["layers"][0]["digest"]
+            assert client.delete(f"/v2/local/app/blobs/{layer}").status_code == 202
+        broken = fsck()
+        assert broken.returncode == 1, broken.stdout + broken.stderr
+        assert "broken image: local/app:v1" in broken.stdout + broken.stderr
+    finally:
+        cache.stop()
+        ours.stop()

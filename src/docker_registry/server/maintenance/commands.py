@@ -35,11 +35,23 @@ def _stores(config: Config) -> tuple[MetadataStore, InventoryQueries]:
     )
 
 
+def _fetched_on_demand(config: Config) -> Callable[[str], bool]:
+    """Whether a repository's content comes from a pull-through cache's upstream when first pulled: the whole
+    registry for a mirror, the names under each upstream's prefix otherwise."""
+    proxy = config.proxy
+    if proxy is None:
+        return lambda _name: False
+    if proxy.remoteurl is not None:
+        return lambda _name: True
+    prefixes = tuple(f"{upstream.prefix}/" for upstream in proxy.upstreams)
+    return lambda name: name.startswith(prefixes)
+
+
 def run_fsck(config: Config, driver: Base, *, repair: bool, jobs: int, console: Console) -> int:
     store, inventory = _stores(config)
 
     async def run() -> int:
-        result = await fsck(driver, inventory, console, repair, jobs)
+        result = await fsck(driver, inventory, console, repair, jobs, _fetched_on_demand(config))
         console.summary(result.counts, result.read_bytes)
         return EXIT_PROBLEMS if result.remaining else EXIT_OK
 

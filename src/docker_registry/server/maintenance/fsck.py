@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from docker_registry.core import exceptions
@@ -52,7 +52,16 @@ def lost_and_found_path(digest: Digest, now: float) -> str:
     return f"{LOST_AND_FOUND}/{digest.algorithm}/{digest.encoded}/{stamp}-data"
 
 
-async def fsck(driver: Base, inventory: InventoryQueries, console: Console, repair: bool, jobs: int) -> FsckResult:
+async def fsck(
+    driver: Base,
+    inventory: InventoryQueries,
+    console: Console,
+    repair: bool,
+    jobs: int,
+    fetched_on_demand: Callable[[str], bool] = lambda _name: False,
+) -> FsckResult:
+    """`fetched_on_demand`: whether a repository is a pull-through cache's, whose manifests name blobs and
+    children that are fetched when first pulled: a reference to one not fetched yet is no problem there."""
     result = FsckResult()
     blob_count, blob_bytes, manifest_count = await asyncio.to_thread(inventory.totals)
     console.note(f"{blob_count} blobs ({human_bytes(blob_bytes)}) and {manifest_count} manifests to check")
@@ -65,6 +74,11 @@ async def fsck(driver: Base, inventory: InventoryQueries, console: Console, repa
     damaged = result.damaged
     moved = await _repair(driver, inventory, console, result) if repair and damaged else 0
     dangling = await asyncio.to_thread(inventory.dangling_references)
+    not_fetched = [ref for ref in dangling if fetched_on_demand(ref.repository) and ref.digest not in damaged]
+    if not_fetched:
+        console.note(f"{len(not_fetched)} references of cached manifests not fetched yet: a pull fetches them")
+        fetched_later = set(not_fetched)
+        dangling = [ref for ref in dangling if ref not in fetched_later]
     for ref in dangling:
         where = f"{ref.repository}@{ref.manifest}"
         if ref.kind == "manifest":
@@ -89,6 +103,7 @@ async def fsck(driver: Base, inventory: InventoryQueries, console: Console, repa
         "manifests checked": manifest_count,
         "manifests invalid": bad_manifests,
         "dangling references": len(dangling),
+        "not fetched yet (cached)": len(not_fetched),
         "images broken": len(broken),
     }
     if repair:
