@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from docker_registry.drivers.file import TEMP_DIRECTORY
+from docker_registry.server.registry.process_identity import this_process
 from docker_registry.server.registry.upload_area import upload_path
 from gc_checks import pull_and_verify, verify_manifest
 from oci_content import OCI_INDEX, OCI_MANIFEST
@@ -492,16 +493,54 @@ def test_a_v1_push_never_completed_goes_once_as_old_as_a_purged_upload(
 def test_a_v1_layer_whose_blob_a_collection_is_deleting_is_refused_not_lost(server: RegistryProcess) -> None:
     """A v1 layer push pins its blob as a v2 upload does. Before, it found or placed the file while a collection
     was deleting that blob, answered 200, and the collection then took the file: the image named a layer that was
-    gone, and the blob stayed "being deleted" for good. Here the collection's mark is made by hand, as one that
-    marked the blob and is still removing it would leave it."""
+    gone, and the blob stayed "being deleted" for good. Here the collection's mark and lease are made by hand, as
+    one that marked the blob and is still removing it (this live process) would leave them."""
     with httpx.Client(base_url=server.url, timeout=30) as client:
         image = chain({"c.txt": b"collected while pushed"})[0]
         digest = push_blob(client, "gc/race", image.layer)
         with sqlite3.connect(server.data_dir / "registry.db") as db:
             db.execute("DELETE FROM repository_blobs WHERE digest = ?", (digest,))
             db.execute("UPDATE blobs SET deleting_since = ? WHERE digest = ?", (time.time(), digest))
+            db.execute("DELETE FROM leases WHERE name = 'gc'")
+            db.execute(
+                "INSERT INTO leases (name, holder, holder_process, expires_at) VALUES ('gc', 'live', ?, ?)",
+                (this_process(), time.time() + 600),
+            )
         expect(client.put(f"/v1/images/{image.id}/json", content=image.json), 200)
         answer = client.put(f"/v1/images/{image.id}/layer", content=image.layer)
         assert answer.status_code == 503, answer.text
         assert "garbage collection" in answer.text
         assert rows(server, "SELECT layer_digest FROM v1_images WHERE id = ?", image.id) == [(None,)]
+
+
+def test_blob_deletions_a_killed_collection_left_are_finished_when_the_registry_starts(
+    server: RegistryProcess,
+) -> None:
+    """A collection killed while deleting blobs (its worker SIGKILLed, or `garbage-collect` killed) leaves them
+    marked as being deleted, under its lease: an upload of such a blob waited and was refused 503, again and again
+    until the next collection, a day away with the default `gc.interval`, or a minute at least (its lease). Now a
+    registry that starts finishes them at once, taking over the lease of a holder that died on this host."""
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        data = b"a blob a killed collection was deleting"
+        digest = push_blob(client, "gc/killed", data)
+    identity = this_process()
+    assert identity is not None
+    dead = "/".join([*identity.split("/")[:2], "4194000", "1"])  # this host, no such process
+    with sqlite3.connect(server.data_dir / "registry.db") as db:
+        db.execute("DELETE FROM repository_blobs WHERE digest = ?", (digest,))
+        db.execute("UPDATE blobs SET deleting_since = ? WHERE digest = ?", (time.time(), digest))
+        db.execute("DELETE FROM leases WHERE name = 'gc'")
+        db.execute(
+            "INSERT INTO leases (name, holder, holder_process, expires_at) VALUES ('gc', 'killed', ?, ?)",
+            (dead, time.time() + 600),
+        )
+    server.restart()
+    deadline = time.monotonic() + 15
+    while rows(server, "SELECT deleting_since FROM blobs WHERE digest = ?", digest):
+        assert time.monotonic() < deadline, "the deletion stayed unfinished"
+        time.sleep(0.2)
+    assert not blob_file(server, digest).exists()
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        answer = client.post("/v2/gc/killed/blobs/uploads/", params={"digest": digest}, content=data)
+        assert answer.status_code == 201, answer.text
+        assert client.get(f"/v2/gc/killed/blobs/{digest}").content == data

@@ -29,6 +29,8 @@ between them; the collection itself runs under the collector's lease, which a on
 UPLOAD_LEASE = "uploadpurging"
 MIN_INTERVAL = 1.0
 """An interval of `0s` would collect in a loop: once a second is the most often either job runs."""
+ABANDONED_CHECK_AFTER = 1.0
+"""Seconds after start (up to twice that, spreading the workers) before looking for a dead collection's leftovers."""
 
 
 def holder_name() -> str:
@@ -49,6 +51,7 @@ class Maintenance:
     def start(self) -> None:
         gc = self._config.gc
         purging = self._config.storage.maintenance.uploadpurging
+        self._tasks.append(asyncio.ensure_future(self._finish_abandoned()))
         if gc.enabled:
             self._tasks.append(asyncio.ensure_future(self._every(gc.interval, self._collect)))
         if purging.enabled:
@@ -72,6 +75,22 @@ class Maintenance:
             except Exception:  # the database is unreachable now, or storage failed: the next round tries again
                 log.exception("garbage collection failed; trying again in %s s", interval)
             await asyncio.sleep(interval)
+
+    async def _finish_abandoned(self) -> None:
+        """Once, a moment after start (a worker restarted after one was killed collecting): finish the blob
+        deletions a dead collection left, whether it ran here or as `garbage-collect`, rather than let uploads of
+        those blobs be refused until the next collection."""
+        await asyncio.sleep(random.uniform(ABANDONED_CHECK_AFTER, 2 * ABANDONED_CHECK_AFTER))
+        try:
+            if not await asyncio.to_thread(self._store.blobs_being_deleted):
+                return
+            summary = await self._collector.finish_abandoned()
+        except Busy:
+            return  # a live collection finishes them
+        except Exception:  # the database or storage is away: the next collection finishes them
+            log.exception("could not finish the blob deletions a collection left")
+            return
+        _log_summary("blob deletions a stopped collection left", summary)
 
     async def _collect(self) -> None:
         gc = self._config.gc

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -26,6 +26,7 @@ from docker_registry.core import exceptions
 from docker_registry.core.digest import blob_path
 from docker_registry.core.driver import Base
 
+from ..registry.process_identity import is_dead, this_process
 from ..registry.upload_area import upload_area, upload_path
 from ..store.base import stored_digest
 from ..store.collection import CollectionQueries, DryRun, LeaseLost
@@ -117,22 +118,42 @@ class Collector:
         """A query of the (synchronous) store, in a thread: the server's event loop keeps serving meanwhile."""
         return await asyncio.to_thread(query, *args)
 
+    async def _acquire(self) -> bool:
+        """Take or renew the collection's lease; a holder that died on this host is replaced at once."""
+        lease = (LEASE_NAME, self._holder, LEASE_SECONDS, this_process(), is_dead)
+        return await self._db(self._store.acquire_lease, *lease)
+
     async def _renew(self) -> None:
         if time.monotonic() - self._renewed < RENEW_AFTER:
             return
-        if not await self._db(self._store.acquire_lease, LEASE_NAME, self._holder, LEASE_SECONDS):
+        if not await self._acquire():
             raise LeaseLost(f"{self._holder} lost the garbage collection lease")
         self._renewed = time.monotonic()
 
     async def run(self, options: Options) -> Summary:
         """One collection; Busy when another holds the lease."""
-        if not await self._db(self._store.acquire_lease, LEASE_NAME, self._holder, LEASE_SECONDS):
+        return await self._leased(self._collect, options)
+
+    async def finish_abandoned(self) -> Summary:
+        """Only finish the blob deletions a collection that died left (marked as being deleted, files perhaps
+        half gone): until then an upload of such a blob waits and is refused, and the next scheduled collection
+        may be a day away. Busy when another holds the lease (it finishes them)."""
+
+        async def finish(_options: Options) -> Summary:
+            summary = Summary(dry_run=False)
+            await self._finish_blob_deletions(summary)
+            return summary
+
+        return await self._leased(finish, Options(delay=0.0))
+
+    async def _leased(self, work: Callable[[Options], Awaitable[Summary]], options: Options) -> Summary:
+        if not await self._acquire():
             current = await self._db(self._store.lease_holder, LEASE_NAME)
             holder, until = current or ("another process", time.time())
             raise Busy(holder, until)
         self._renewed = time.monotonic()
         try:
-            return await self._collect(options)
+            return await work(options)
         finally:
             await self._db(self._store.release_lease, LEASE_NAME, self._holder)
 

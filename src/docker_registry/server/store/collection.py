@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -294,11 +294,20 @@ def _link_doomed(doomed: DryRun) -> sa.ColumnElement[bool]:
 
 # --- statements ------------------------------------------------------------------------------------------------------
 
-_LEASE = sa.select(leases.c.holder, leases.c.expires_at).where(leases.c.name == sa.bindparam("lease")).with_for_update()
+_LEASE = (
+    sa.select(leases.c.holder, leases.c.holder_process, leases.c.expires_at)
+    .where(leases.c.name == sa.bindparam("lease"))
+    .with_for_update()
+)
 _TAKE_LEASE = per_dialect(
     lambda insert: (
         insert(leases)
-        .values(name=sa.bindparam("lease"), holder=sa.bindparam("who"), expires_at=sa.bindparam("until"))
+        .values(
+            name=sa.bindparam("lease"),
+            holder=sa.bindparam("who"),
+            holder_process=sa.bindparam("process"),
+            expires_at=sa.bindparam("until"),
+        )
         .on_conflict_do_nothing(index_elements=["name"])
         .returning(leases.c.name)
     )
@@ -308,7 +317,7 @@ a row inserted, so `garbage-collect` on PostgreSQL always thought another collec
 _RENEW_LEASE = (
     leases.update()
     .where(leases.c.name == sa.bindparam("lease"))
-    .values(holder=sa.bindparam("who"), expires_at=sa.bindparam("until"))
+    .values(holder=sa.bindparam("who"), holder_process=sa.bindparam("process"), expires_at=sa.bindparam("until"))
 )
 _RELEASE_LEASE = (
     leases.update()
@@ -374,16 +383,27 @@ class CollectionQueries(StoreBase):
     commit carries every earlier one along, as SQLite's WAL and PostgreSQL's log are written in order."""
 
     # --- leases: one collector at a time, across processes and nodes ------------------------------------------
-    def acquire_lease(self, name: str, holder: str, seconds: float) -> bool:
-        """Take or renew the lease `name` for `seconds`; False while another holder's lease runs."""
+    def acquire_lease(
+        self,
+        name: str,
+        holder: str,
+        seconds: float,
+        process: str | None = None,
+        holder_dead: Callable[[str | None], bool] | None = None,
+    ) -> bool:
+        """Take or renew the lease `name` for `seconds`; False while another holder's lease runs, unless
+        `holder_dead` says the process it recorded (`process` of the one that took it) is dead: a collector
+        killed on this host is replaced at once, not after its lease (uploads of the blobs it was deleting wait
+        for one to finish them)."""
 
         def take(conn: sa.Connection) -> bool:
             now = time.time()
-            params = {"lease": name, "who": holder, "until": now + seconds}
+            params = {"lease": name, "who": holder, "until": now + seconds, "process": process}
             row = conn.execute(_LEASE, params).first()
             if row is None:
                 return conn.execute(_TAKE_LEASE[self._dialect], params).first() is not None
-            if row.holder != holder and row.expires_at > now:
+            alive = holder_dead is None or not holder_dead(row.holder_process)
+            if row.holder != holder and row.expires_at > now and alive:
                 return False
             conn.execute(_RENEW_LEASE, params)
             return True

@@ -217,6 +217,8 @@ leases = sa.Table(
     # One holder at a time across processes and nodes (garbage collection, upload purging); expires if not renewed.
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("holder", sa.String(255), nullable=False),
+    # process_identity of the holder, so a holder that died on this host is replaced at once (migration 0026)
+    sa.Column("holder_process", sa.String(200), nullable=True),
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
