@@ -65,6 +65,15 @@ def test_header_values_are_masked_in_config_output(tmp_path: Path) -> None:
     assert "your-token" in yaml.safe_dump(dump(config, show_secrets=True))
 
 
+def test_a_password_in_an_endpoint_url_is_masked_in_config_output(tmp_path: Path) -> None:
+    text = DISTRIBUTION_STYLE.replace("https://my.listener.com/event", "https://hooks:pa55word@my.listener.com/event")
+    config = load_text(tmp_path, text)
+    shown = yaml.safe_dump(dump(config))
+    assert "pa55word" not in shown
+    assert "https://hooks:***@my.listener.com/event" in shown
+    assert "pa55word" in yaml.safe_dump(dump(config, show_secrets=True))
+
+
 def test_disabled_endpoints_record_nothing(tmp_path: Path) -> None:
     config = load_text(tmp_path, DISTRIBUTION_STYLE.replace("disabled: false", "disabled: true"))
     assert config.notifications.enabled == []

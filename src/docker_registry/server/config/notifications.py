@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, PlainValidator, model_validator
 
 from .section import OURS, Secret, Section
-from .values import Bool, Duration, Headers, PositiveInt, Text, invalid, problem
+from .values import Bool, Duration, Headers, PositiveInt, Text, hide_password, invalid, problem
 
 ACTIONS = ("push", "pull", "mount", "delete")
 
@@ -48,7 +48,7 @@ class IgnoreSection(Section):
 class EndpointSection(Section):
     name: Text = Field(description="names the endpoint in logs and keeps its place in the event stream")
     disabled: Bool = Field(False, description="keep the endpoint configured but send it nothing")
-    url: EndpointURL = Field(description="where events are POSTed")
+    url: Annotated[EndpointURL, Secret(hide_password)] = Field(description="where events are POSTed")
     headers: Annotated[Headers, Secret(_hide_values)] = Field(
         default_factory=dict, description="map of header name to a list of values, sent with every request"
     )
