@@ -9,8 +9,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from docker_registry.server.metrics.flushing import Flushed, FlushedTogether
-from docker_registry.server.metrics.instruments import QUERY_BUCKETS
+from docker_registry.server.metrics.instruments import QUERY_BUCKETS, Instruments
+from docker_registry.server.metrics.queues import QueueMetrics
 from docker_registry.server.metrics.tallies import HistogramTally
+from docker_registry.server.notifications.stats import Stats
 
 TIMINGS = [0.00005, 0.0001, 0.0003, 0.001, 0.001, 0.02, 0.7, 4.0, 9.0]
 THREADS = 4
@@ -74,3 +76,19 @@ def test_a_bound_series_shows_at_zero_before_its_first_timing() -> None:
     lines = _exposition(registry)
     assert 'q_seconds_count{operation="select"} 0.0' in lines
     assert not any('operation="insert"' in line for line in lines)
+
+
+def test_lost_pull_events_are_counted_once_each() -> None:
+    """A worker's pull events lost while the database was away (its buffer full) were counted in a field no metric
+    read: nothing showed the loss."""
+    stats = Stats.of(["ci"])
+    instruments = Instruments()
+    registry = CollectorRegistry()
+    registry.register(instruments.notifications_pulls_lost)
+    queues = QueueMetrics(lambda: stats, instruments)
+    stats.pulls_lost = 3
+    queues.flush()
+    queues.flush()
+    stats.pulls_lost = 5
+    queues.flush()
+    assert "registry_notifications_pull_events_lost_total 5.0" in _exposition(registry)

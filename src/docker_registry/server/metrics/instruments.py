@@ -98,3 +98,8 @@ class Instruments:
             ["endpoint"],
             registry=None,
         )
+        self.notifications_pulls_lost = Counter(
+            "registry_notifications_pull_events_lost_total",
+            "Pull events a worker could not record: the database unavailable while its buffer was full",
+            registry=None,
+        )

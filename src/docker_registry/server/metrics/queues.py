@@ -22,18 +22,25 @@ class QueueFigures(Protocol):
     @property
     def endpoints(self) -> Mapping[str, EndpointFigures]: ...
 
+    @property
+    def pulls_lost(self) -> int: ...
+
 
 class QueueMetrics(Flushed):
     def __init__(self, read: Callable[[], QueueFigures | None], instruments: Instruments) -> None:
         self._read = read
         self._instruments = instruments
         self._flushed: dict[str, tuple[int, int, int]] = {}
+        self._pulls_lost = 0
 
     def flush(self) -> None:
         figures = self._read()
         if figures is None:  # the notifications feature has not started yet
             return
         ins = self._instruments
+        if figures.pulls_lost > self._pulls_lost:
+            ins.notifications_pulls_lost.inc(figures.pulls_lost - self._pulls_lost)
+            self._pulls_lost = figures.pulls_lost
         for name, endpoint in figures.endpoints.items():
             ins.notifications_pending.labels(name).set(endpoint.pending)
             now = (endpoint.delivered, endpoint.failures, endpoint.dropped)

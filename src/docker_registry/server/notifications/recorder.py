@@ -223,6 +223,7 @@ class Recorder:
             if lost > 0:
                 del self._pulls[:lost]
                 self._stats.pulls_lost += lost
+                log.error("notifications: %d pull events lost, the database unavailable and the buffer full", lost)
             raise
         finally:
             if len(self._combinations) > MAX_COMBINATIONS:
