@@ -22,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -37,7 +38,7 @@ from ..registry.process_identity import is_dead, this_process
 from ..store.metadata import MetadataStore
 from ..store.models import Cursor, StoredEvent
 from .envelope import MEDIA_TYPE, envelope, row_events
-from .stats import Stats
+from .stats import EndpointStats, Stats
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,8 @@ class Deliverer:
 
     async def _stop_endpoints(self, finish_posts: bool = False) -> None:
         self._stats.delivering = False
+        for stats in self._stats.endpoints.values():  # the next holder knows; a figure kept here would be stale
+            stats.pending = 0
         serving, self._tasks = self._tasks, {}
         posting = [serving[name] for name in self._posting if name in serving]
         if finish_posts and posting:  # each returns once its POST is answered (`_stopping`)
@@ -301,7 +304,8 @@ class Deliverer:
             start = 0  # an index, not a shorter list each time
             while start < len(wanted):
                 chosen = wanted[start : start + self._largest[endpoint.name]]
-                sent = await self._send(endpoint, batch.texts(chosen), batch.created_at(chosen[0]))
+                recount = functools.partial(self._recount, stats, rows[-1].id, len(wanted) - start)
+                sent = await self._send(endpoint, batch.texts(chosen), batch.created_at(chosen[0]), recount)
                 if sent:
                     stats.delivered += sent
                     start += sent
@@ -321,6 +325,11 @@ class Deliverer:
                 wanted, start = kept, 0
             self._positions[endpoint.name] = Cursor(rows[-1].id)  # past what was ignored or dropped too
             stats.pending = beyond
+
+    async def _recount(self, stats: EndpointStats, after: int, in_batch: int) -> None:
+        """While an envelope is retried, events go on arriving behind it: the queue depth follows them (it stayed
+        at what the batch held when it was read, through an outage of hours)."""
+        stats.pending = in_batch + await asyncio.to_thread(self._store.events_after_count, after)
 
     def _read(self, position: int) -> tuple[list[StoredEvent], int]:
         """Up to `BATCH` rows after `position`, and how many events the rows beyond them hold (one trip to a
@@ -380,7 +389,9 @@ class Deliverer:
         )
         self._stats.endpoints[endpoint.name].dropped += 1
 
-    async def _send(self, endpoint: EndpointSection, events: list[str], oldest: float) -> int:
+    async def _send(
+        self, endpoint: EndpointSection, events: list[str], oldest: float, recount: Callable[[], Awaitable[None]]
+    ) -> int:
         """POST `events` in one envelope until the endpoint takes them, and return how many it took (all of them, or
         the first ones only once it refused the envelope as too large); 0 once the oldest of them is older than
         `maxage`: the caller drops what is too old and sends the rest."""
@@ -421,4 +432,7 @@ class Deliverer:
             await asyncio.sleep(endpoint.backoff if failures >= endpoint.threshold else SHORT_PAUSE)
             if not self._holds_lease():
                 raise LostLease()
+            if failures >= endpoint.threshold:  # down for a while: its queue grows
+                with contextlib.suppress(Exception):
+                    await recount()
         return 0
