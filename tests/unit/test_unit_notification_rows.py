@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 import pytest
 
 from docker_registry.core.digest import Digest
+from docker_registry.server.notifications.delivery import Batch
 from docker_registry.server.notifications.envelope import Client, Events, expand, row_events
 from docker_registry.server.registry.events import Target
+from docker_registry.server.store.models import Cursor, StoredEvent
 
 DIGEST = Digest("sha256", "ab" * 32)
 OCI = "application/vnd.oci.image.manifest.v1+json"
@@ -157,3 +159,14 @@ def test_a_pull_row_with_a_line_per_event_as_written_before_still_expands() -> N
 
 def test_a_row_of_json_events_expands_into_its_lines() -> None:
     assert expand('{"id":"1"}\n{"id":"2"}') == ['{"id":"1"}', '{"id":"2"}']
+
+
+def test_a_cursor_within_a_row_pruned_since_gives_nothing_of_the_next_row() -> None:
+    """An endpoint disabled (or removed) while stopped within a row of pull events: the row was pruned once every
+    enabled endpoint had it, and once the endpoint was back the cursor's count of events given was applied to the
+    next row, whose first events it then never sent."""
+    lines = "\n".join(f'{{"id":"{n}"}}' for n in range(10))
+    later = StoredEvent(id=9, created_at=0.0, payload=lines)
+    assert len(Batch([later], Cursor(4, 3))) == 10  # row 5 is gone: all of row 9 is still to give
+    within = StoredEvent(id=5, created_at=0.0, payload=lines)
+    assert list(Batch([within], Cursor(4, 3))) == [f'{{"id":"{n}"}}' for n in range(3, 10)]

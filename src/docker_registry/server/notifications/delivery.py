@@ -66,7 +66,9 @@ class Batch:
     def __init__(self, rows: list[StoredEvent], start: Cursor) -> None:
         self.rows = rows
         self._events = [row_events(row.payload) for row in rows]
-        self._skipped = start.given if rows else 0
+        # `given` counts events of the row just after `position`: one pruned meanwhile (every endpoint then enabled
+        # had taken it, while this one was disabled or removed) leaves nothing of the next row given
+        self._skipped = start.given if rows and rows[0].id == start.position + 1 else 0
         """Events of the first row given before `start`."""
         self._ends: list[int] = []
         """Per row, the index past its last event."""
