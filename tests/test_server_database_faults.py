@@ -3,6 +3,7 @@ database that turns read-only and then writable again."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import signal
@@ -164,3 +165,30 @@ def test_a_closing_put_that_the_database_refuses_leaves_the_session_free_and_who
         finished = client.put(location, params={"digest": digest})
         assert finished.status_code == 201, finished.text
         assert client.get(f"/v2/{repo}/blobs/{digest}").content == data
+
+
+def test_writes_are_refused_not_hung_while_a_stopped_process_holds_the_write_gate(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    """The registry's writers queue on a flock beside the database (`writegate`), which a process keeps while it is
+    stopped (SIGSTOP, a `garbage-collect` suspended with Ctrl-Z): every write of every worker hung, with no
+    answer, for as long as it stayed stopped. Now they answer 503 after twice the lock timeout; reads go on."""
+    server = make_registry(extra_config={"database": {"locktimeout": "1s"}})
+    repo = unique_repo("gated")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        image = image_manifest(client, repo)
+        assert push(client, repo, image, "v1").status_code == 201
+        gate = os.open(server.data_dir / "registry.db.writelock", os.O_RDWR)
+        try:
+            fcntl.flock(gate, fcntl.LOCK_EX)  # as the stopped process holds it
+            data, digest = _blob(1)
+            started = time.monotonic()
+            refused = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data, timeout=8)
+            assert refused.status_code == 503, refused.text
+            assert "Retry-After" in refused.headers
+            assert time.monotonic() - started < 6
+            assert client.get(f"/v2/{repo}/manifests/v1", headers={"Accept": image.media_type}).status_code == 200
+        finally:
+            os.close(gate)
+        data, digest = _blob(2)
+        assert client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data).status_code == 201

@@ -66,8 +66,18 @@ _Outcome = tuple[_Write, Any, BaseException | None]
 """A write and its result or error."""
 
 
+STALL_MARGIN = 1.0
+"""Seconds past twice the lock timeout after which a write not answered is answered as timed out: a batch that
+began before its deadline is done by then (its SQLite lock wait is bounded by the lock timeout)."""
+
+
+def _stalled(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(db_errors.TimeoutError("the database's write gate is held by a stopped process"))
+
+
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
+    if future.done():  # cancelled, or answered as stalled
         return
     if error is not None:
         future.set_exception(error)
@@ -119,7 +129,12 @@ class WriteQueue:
         `Followup` (the blob's link), run in the next batch."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Write(run, durable, time.monotonic() + self._store.lock_timeout, loop, future, then))
+        lock_timeout = self._store.lock_timeout
+        self._queue.put(_Write(run, durable, time.monotonic() + lock_timeout, loop, future, then))
+        # answered by then, unless this writer is stuck waiting for the gate (its holder stopped: SIGSTOP, a
+        # `garbage-collect` suspended with Ctrl-Z), when the write is past its deadline and will never run
+        stalled = loop.call_later(2 * lock_timeout + STALL_MARGIN, _stalled, future)
+        future.add_done_callback(lambda _: stalled.cancel())
         return future
 
     def close(self) -> None:
