@@ -627,3 +627,42 @@ def test_a_changed_password_ends_the_ui_session(tmp_path: Path) -> None:
                 assert client.get("/ui/repositories").headers["Location"].startswith("/ui/login")
     finally:
         server.stop()
+
+
+def test_an_anonymous_visitor_who_may_see_a_repository_gets_the_overview(tmp_path: Path) -> None:
+    """Anonymous visitors are sent to the login form only when they may see nothing: one allowed to pull
+    `public/*` was sent there whenever the latest fifty pushes were all to repositories it may not see."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    rules = [*RULES, {"who": "anonymous", "repositories": ["public/*"], "actions": ["pull"]}]
+    extra = {"auth": {"htpasswd": {"realm": "ui-tests", "path": str(htpasswd)}}, "access": rules}
+    server = RegistryProcess(tmp_path / "registry", extra_config=extra).start()
+    try:
+        with httpx.Client(base_url=server.url, auth=("admin", PASSWORDS["admin"]), timeout=30) as api:
+            push(api, "public/app", image_manifest(api, "public/app"), "v1")
+            private = image_manifest(api, "private/app")
+            for n in range(55):
+                push(api, "private/app", private, f"t{n}")
+        with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+            overview = anonymous.get("/ui/")
+            assert overview.status_code == 200, overview.headers
+            assert "private/app" not in overview.text
+    finally:
+        server.stop()
+
+
+def test_ui_pages_answer_as_pages_for_every_path_and_method(site: Site) -> None:
+    """A HEAD of a download link is answered as its GET is (it was a 404); a POST to a manifest's page is 405 with
+    Allow (it was a 404); a path under /ui/ that is no page is the UI's 404 page, with its security headers (it was
+    the API's JSON error, without them)."""
+    with logged_in(site.server, "reader") as client:
+        config = json.loads(site.multi.body)["manifests"][0]
+        head = client.head(f"/ui/repositories/ui/multi/-/blobs/{config['digest']}")
+        assert head.status_code == 200
+        assert int(head.headers["Content-Length"]) == config["size"]
+        post = client.post(f"/ui/repositories/ui/multi/-/manifests/{site.multi.digest}")
+        assert post.status_code == 405
+        assert post.headers["Allow"] == "GET,HEAD"
+        nothing = client.get("/ui/nope")
+        assert nothing.status_code == 404
+        assert nothing.headers["Content-Type"].startswith("text/html")
+        assert "frame-ancestors 'none'" in nothing.headers["Content-Security-Policy"]

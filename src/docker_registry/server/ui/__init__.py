@@ -91,3 +91,4 @@ def add_routes(
     app.router.add_get(f"{PREFIX}/static/ui.css", _static("ui.css", "text/css"))
     app.router.add_get(f"{PREFIX}/static/ui.js", _static("ui.js", "text/javascript"))
     app.router.add_get(f"{PREFIX}/static/favicon.svg", _static("favicon.svg", "image/svg+xml"))
+    app.router.add_route("*", f"{PREFIX}/{{tail:.*}}", _plain_refusals(ui.no_such_page))

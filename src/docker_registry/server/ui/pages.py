@@ -36,6 +36,7 @@ from ..registry.cache import BoundedCache
 from ..registry.errors import RegistryError
 from ..registry.service import Registry
 from ..store.browse import RepositorySummary, TagOrder
+from ..store.facade import AsyncMetadataStore
 from .access import DELETE, PULL, Accounts, LoginsBlocked, Viewer
 from .downloads import download
 from .images import (
@@ -57,6 +58,8 @@ _UNSAFE_NEXT = re.compile(r"/\.\.?(/|$)|[\\\x00-\x20\x7f]")
 """A `..` or `.` path segment, a backslash, a control character or a space (URL parsers drop tabs and newlines, so
 `.%09.` becomes `..`): a login's `next` must stay under the UI as browsers resolve it."""
 REPOSITORIES_PER_PAGE = 50
+REPOSITORIES_READ = 1000
+"""Names read at a time when looking for one the viewer may see."""
 REPOSITORIES_SCANNED = 20_000
 """Names a page of repositories reads at most to fill itself with names the viewer may pull (a search by a viewer
 who may pull few of 300,000 names read them all, seconds a page); then it links to the next."""
@@ -278,6 +281,11 @@ class UI:
     def error(self, request: web.Request, status: int, message: str) -> web.Response:
         return self.render(request, "error.html", status, message=message)
 
+    async def no_such_page(self, request: web.Request) -> web.Response:
+        """Any other path under the UI's: its own 404 page and headers, not the API's JSON error."""
+        await self.enter(request)
+        return self.error(request, 404, "No such page.")
+
     async def check_csrf(self, request: web.Request) -> dict[str, str]:
         """The form of a state-changing request, once its CSRF token matched and its origin (when the browser
         says) is this registry; otherwise 403."""
@@ -322,7 +330,7 @@ class UI:
             store.inventory(), store.read(store.sync.recent_pushes, RECENT_PUSHES * 5)
         )
         visible = [p for p in pushes if viewer.may(p.repository, PULL)][:RECENT_PUSHES]
-        if viewer.needs_login and not visible:
+        if viewer.needs_login and not visible and not await self._sees_any(store, viewer):
             raise self._login_redirect(request)
         health = self.health()
         return self.render(
@@ -387,13 +395,29 @@ class UI:
             if request.method not in ("GET", "HEAD"):  # a HEAD gets the page's headers (aiohttp leaves out the body)
                 raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
             return await self._repository(request, viewer, name)
-        if rest.startswith("manifests/") and request.method in ("GET", "HEAD"):
+        if rest.startswith(("manifests/", "blobs/")) and request.method not in ("GET", "HEAD"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+        if rest.startswith("manifests/"):
             return await self._manifest(request, viewer, name, rest.removeprefix("manifests/"))
-        if rest.startswith("blobs/") and request.method == "GET":
+        if rest.startswith("blobs/"):
             return await self._blob(request, name, rest.removeprefix("blobs/"))
         if rest == "delete":
             return await self._delete(request, viewer, name)
         return self.error(request, 404, "No such page.")
+
+    @staticmethod
+    async def _sees_any(store: AsyncMetadataStore, viewer: Viewer) -> bool:
+        """Whether the viewer may pull any repository (among the first `REPOSITORIES_SCANNED`): an anonymous one
+        who may is shown the overview, not sent to log in because the latest pushes were all elsewhere."""
+        after, scanned = None, 0
+        while scanned < REPOSITORIES_SCANNED:
+            names = await store.read(store.sync.repository_names, None, after, REPOSITORIES_READ)
+            if any(viewer.may(name, PULL) for name in names):
+                return True
+            if len(names) < REPOSITORIES_READ:
+                return False
+            scanned, after = scanned + len(names), names[-1]
+        return False
 
     async def _repository(self, request: web.Request, viewer: Viewer, name: str) -> web.Response:
         sort: TagOrder = "name" if request.query.get("sort") == "name" else "pushed"
