@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from docker_registry.core import exceptions
+from docker_registry.drivers import file as file_driver
 from docker_registry.drivers.file import TEMP_DIRECTORY, Driver
 
 MiB = 1024 * 1024
@@ -169,6 +170,29 @@ async def test_a_writer_that_wakes_after_its_file_was_moved_writes_nothing(drive
         with pytest.raises(exceptions.FileNotFoundError):
             await wake
         assert await driver.get_content(f"blobs/{n}/data") == b"", wakes  # nothing of it reached the moved file
+
+
+async def test_a_write_cut_short_by_a_full_disk_leaves_the_size_the_file_holds(
+    driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk takes part of a chunk: the writer's size said every byte given, so the session recorded more
+    than its file held and the client's resume at that offset was refused (or less, the other way round)."""
+    real = file_driver._write_and_start_writeback
+
+    def disk_fills(f: Any, data: bytes, *args: Any) -> None:
+        f.write(data[: len(data) // 3])
+        f.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    w = await driver.writer("uploads/u/data")
+    await w.write(b"x" * 1000)
+    monkeypatch.setattr(file_driver, "_write_and_start_writeback", disk_fills)
+    with pytest.raises(OSError, match="No space"):
+        await w.write(b"y" * 3 * MiB)
+    monkeypatch.setattr(file_driver, "_write_and_start_writeback", real)
+    await w.close()
+    held = len(await driver.get_content("uploads/u/data"))
+    assert w.size == held == (1000 + 3 * MiB) // 3  # a third of what was pending: what the disk took
 
 
 async def test_cancelled_stream_write_leaves_nothing(driver: Driver, root: Path) -> None:

@@ -548,6 +548,8 @@ class _FileWriter(Writer):
         self._buffer = bytearray()
         self._size = size
         self._written_back = size  # bytes before this offset were already handed to the disk (or predate us)
+        self._short = False
+        """A write failed part-way (a full disk): `size` is then what the file holds, read once it is closed."""
 
     @property
     def size(self) -> int:
@@ -573,7 +575,11 @@ class _FileWriter(Writer):
             self._written_back = end
         else:
             start = end
-        await asyncio.to_thread(_write_and_start_writeback, f, pending, start, end, self._full, self.path)
+        try:
+            await asyncio.to_thread(_write_and_start_writeback, f, pending, start, end, self._full, self.path)
+        except OSError:
+            self._short = True
+            raise
         return len(data)
 
     async def close(self) -> None:
@@ -587,7 +593,14 @@ class _FileWriter(Writer):
     async def _finish(self, durable: bool) -> None:
         f, pending = self._open_file(), self._buffer
         self._file, self._buffer = None, bytearray()
-        await asyncio.to_thread(_write_and_close, f, pending, durable, self._full, self.path)
+        try:
+            await asyncio.to_thread(_write_and_close, f, pending, durable, self._full, self.path)
+        except OSError:
+            self._short = True
+            raise
+        finally:
+            if self._short:  # the session records what the file holds, not what it was given
+                self._size = await asyncio.to_thread(_size_of, self._full, self._size)
 
     async def cancel(self) -> None:
         f, self._file, self._buffer = self._file, None, bytearray()
@@ -690,6 +703,13 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _size_of(full: str, otherwise: int) -> int:
+    try:
+        return os.stat(full).st_size
+    except OSError:
+        return otherwise
 
 
 def _write_and_close(f: BinaryIO, data: bytes | bytearray, durable: bool, full: str, path: str) -> None:
