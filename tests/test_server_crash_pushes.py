@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from docker_registry.server.registry.process_identity import this_process
+from docker_registry.server.registry.upload_area import upload_path
 from registry_process import RegistryProcess, implementation
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="worker processes of docker-registry 3")
@@ -87,3 +90,30 @@ def test_every_acknowledged_small_push_survives_a_killed_worker(
                 assert got.content == data
             elif location is not None:  # its session is resumable, or was ended: never an error
                 assert client.get(location).status_code in (204, 404)
+
+
+def test_a_session_whose_bytes_are_gone_under_a_dead_writer_is_unknown_not_empty(
+    make_registry: Callable[..., RegistryProcess],
+) -> None:
+    """A writer killed between publishing a session's bytes and linking them leaves its claim on a session with no
+    data. Taken over, that session looked empty: a PATCH at 0 restarted it silently and the client's closing PUT
+    was a wrong digest (400). It is ended instead: BLOB_UPLOAD_UNKNOWN, and the client starts again."""
+    server = make_registry(workers=1)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        location = client.post("/v2/crash/gone/blobs/uploads/").headers["Location"]
+        data = os.urandom(4096)
+        assert client.patch(location, content=data, headers={"Content-Range": "0-4095"}).status_code == 202
+        upload_id = location.rstrip("/").rsplit("/", 1)[1]
+        identity = this_process()
+        assert identity is not None
+        dead = "/".join([*identity.split("/")[:2], "4194000", "1"])  # this host, no such process
+        with sqlite3.connect(server.data_dir / "registry.db") as db:
+            db.execute(
+                "UPDATE uploads SET writer = 'killed', writer_since = ?, writer_process = ? WHERE id = ?",
+                (time.time(), dead, upload_id),
+            )
+        (server.data_dir / upload_path(upload_id)).unlink()  # moved to the blob's path before the kill
+        status = client.get(location)
+        assert status.status_code == 404, status.headers
+        assert status.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+        assert client.patch(location, content=data, headers={"Content-Range": "0-4095"}).status_code == 404

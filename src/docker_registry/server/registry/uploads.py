@@ -359,17 +359,22 @@ class Uploads:
             return current
         self._hashers.pop(upload.id, None)
         size = await self._stored_size(upload.id)
-        if not await self._store.release_upload(upload.id, token, size):
+        if size is None and upload.size > 0:
+            # its bytes are gone (a writer killed between publishing them and linking them): nothing to resume,
+            # where an empty session would have taken a PATCH at 0 as a fresh start and a PUT as a wrong digest
+            await self._discard(upload.id)
             raise _gone(upload.id)
-        return Upload(upload.id, upload.repository, size)
+        if not await self._store.release_upload(upload.id, token, size or 0):
+            raise _gone(upload.id)
+        return Upload(upload.id, upload.repository, size or 0)
 
-    async def _stored_size(self, upload_id: str) -> int:
+    async def _stored_size(self, upload_id: str) -> int | None:
         """How many bytes the session holds in storage, as a writer continuing it sees them (a driver may keep them
-        as something other than one readable object until the upload is committed)."""
+        as something other than one readable object until the upload is committed); None when it holds none."""
         try:
             writer = await self._driver.writer(upload_path(upload_id), append=True)
         except DATA_MISSING:
-            return 0
+            return None
         await writer.close()  # nothing written: the session stays as it was
         return writer.size
 
