@@ -34,7 +34,7 @@ class Instruments:
         )
         self.sent = Counter(
             "registry_http_sent_bytes_total",
-            "Bytes of response bodies sent (headers excluded), by route",
+            "Bytes of responses written (headers included), by route",
             ["route"],
             registry=None,
         )
