@@ -129,10 +129,10 @@ async def test_a_streamed_session_is_finished_without_reading_it_again(parts, mo
 
 
 async def test_a_failed_write_leaves_no_running_hash_ahead_of_storage(parts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """A chunk's write fails halfway (a full disk): the writer still counts the whole chunk, so a running hash
-    that had hashed it would match the session's recorded size and vouch for bytes storage does not hold. Only
-    written bytes are hashed, so the closing PUT (the client believes the session holds all it sent) hashes what
-    storage holds and refuses the digest of the whole, rather than publish a truncated blob under it."""
+    """A chunk's write fails halfway (a full disk): the session records what storage holds (the writer once
+    counted the whole chunk), and a running hash that had hashed the whole chunk would vouch for bytes storage
+    does not hold. Only written bytes are hashed, so the closing PUT (the client believes the session holds all it
+    sent) hashes what storage holds and refuses the digest of the whole, rather than publish a truncated blob."""
     from docker_registry.drivers import file as file_driver
 
     uploads, store, driver = parts
@@ -140,21 +140,21 @@ async def test_a_failed_write_leaves_no_running_hash_ahead_of_storage(parts, mon
     real = file_driver._write_and_start_writeback
     calls = 0
 
-    def full_disk_on_the_second(f, data, start, end):  # type: ignore[no-untyped-def]
+    def full_disk_on_the_second(f, data, *rest):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
         if calls == 2:
             f.write(data[: len(data) // 2])
             f.flush()
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(f, data, start, end)
+        real(f, data, *rest)
 
     monkeypatch.setattr(file_driver, "_write_and_start_writeback", full_disk_on_the_second)
     upload = await uploads.start("repo")
     mib = 1024 * 1024
     with pytest.raises(OSError, match="No space left"):
         await uploads.append("repo", upload.id, body(data[:mib], data[mib:]), start=0)
-    assert store.upload(upload.id).size == len(data), "the writer counted the whole chunk"
+    assert store.upload(upload.id).size == mib + mib // 2, "what storage holds: the first slice, half the second"
     monkeypatch.setattr(file_driver, "_write_and_start_writeback", real)
     with pytest.raises(RegistryError) as info:
         await uploads.complete("repo", upload.id, _sha256(data), None)

@@ -49,6 +49,10 @@ class _Write:
     then: Callable[[Any], Any] | None = None
     """Run by the writer thread on the write's result once its batch committed and the gate is given back; what
     it returns (or raises) is the answer, unless it returns a `Followup`, whose own outcome then is."""
+    taken: bool = False
+    """The writer thread has it in a batch: it answers it, however long that takes (set under `_TAKING`)."""
+    abandoned: bool = False
+    """Answered as stalled before the writer thread took it: it is never run (set under `_TAKING`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +71,19 @@ _Outcome = tuple[_Write, Any, BaseException | None]
 
 
 STALL_MARGIN = 1.0
-"""Seconds past twice the lock timeout after which a write not answered is answered as timed out: a batch that
-began before its deadline is done by then (its SQLite lock wait is bounded by the lock timeout)."""
+"""Seconds past twice the lock timeout after which a write the writer thread has not taken yet is answered as
+timed out (see `WriteQueue.submit`)."""
+_TAKING = threading.Lock()
+"""Orders the writer thread taking a write into a batch against the event loop abandoning it as stalled: a write
+is either run and answered by the thread, or answered as stalled and never run."""
 
 
-def _stalled(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(db_errors.TimeoutError("the database's write gate is held by a stopped process"))
+def _stalled(write: _Write) -> None:
+    with _TAKING:
+        if write.taken or write.future.done():
+            return
+        write.abandoned = True
+    write.future.set_exception(db_errors.TimeoutError("the database's write gate is held by a stopped process"))
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -130,11 +140,14 @@ class WriteQueue:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         lock_timeout = self._store.lock_timeout
-        self._queue.put(_Write(run, durable, time.monotonic() + lock_timeout, loop, future, then))
-        # answered by then, unless this writer is stuck waiting for the gate (its holder stopped: SIGSTOP, a
-        # `garbage-collect` suspended with Ctrl-Z), when the write is past its deadline and will never run
-        stalled = loop.call_later(2 * lock_timeout + STALL_MARGIN, _stalled, future)
-        future.add_done_callback(lambda _: stalled.cancel())
+        write = _Write(run, durable, time.monotonic() + lock_timeout, loop, future, then)
+        self._queue.put(write)
+        if self._store.gate is not None:
+            # not taken by then: this writer waits for the gate, whose holder is stopped (SIGSTOP, a
+            # `garbage-collect` suspended with Ctrl-Z); the write is answered now and never run. One taken is
+            # answered by the thread, however long its batch takes.
+            stalled = loop.call_later(2 * lock_timeout + STALL_MARGIN, _stalled, write)
+            future.add_done_callback(lambda _: stalled.cancel())
         return future
 
     def close(self) -> None:
@@ -206,6 +219,12 @@ class WriteQueue:
 
     def _run(self, batch: list[_Write]) -> list[_Outcome]:
         """Each write's outcome: the batch's result or error, or a timeout for one that waited too long."""
+        with _TAKING:
+            batch = [w for w in batch if not w.abandoned]
+            for w in batch:
+                w.taken = True
+        if not batch:
+            return []
         now = time.monotonic()
         answers: list[_Outcome] = []
         if any(w.deadline < now for w in batch):
