@@ -14,6 +14,8 @@ def test_parameters() -> None:
     assert page_request({"n": "0", "last": "b"}) == PageRequest(0, "b")
     assert page_request({"n": "25"}) == PageRequest(25, None)
     assert page_request({"n": "0" * 30 + "25"}) == PageRequest(25, None)
+    assert page_request({"n": "0" * 5000 + "7"}) == PageRequest(7, None)  # int() refuses more than 4,300 digits
+    assert page_request({"n": "0" * 5000}) == PageRequest(0, None)
     assert page_request({"n": "9" * 40}).n == page_request({"n": "9" * 5000}).n >= 10**18  # beyond any list
 
 

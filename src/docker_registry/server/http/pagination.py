@@ -31,7 +31,8 @@ def page_request(query: Mapping[str, str]) -> PageRequest:
         if not re.fullmatch(r"[0-9]+", value):  # not isdigit(): it accepts "²" and "٣"
             raise RegistryError(PAGINATION_NUMBER_INVALID, {"n": value[:40]})
         # a number too large for a page is all there is (and `int` refuses more than 4,300 digits)
-        n = int(value) if len(value.lstrip("0")) <= MAX_DIGITS else 10**MAX_DIGITS
+        digits = value.lstrip("0") or "0"
+        n = int(digits) if len(digits) <= MAX_DIGITS else 10**MAX_DIGITS
     return PageRequest(n, query.get("last") or None)
 
 
