@@ -7,8 +7,9 @@ import json
 
 import markupsafe
 
+from docker_registry.server.ui.access import Accounts, Viewer
 from docker_registry.server.ui.images import linked_pretty, read_config, read_manifest
-from docker_registry.server.ui.pages import newest
+from docker_registry.server.ui.pages import UI, newest
 from docker_registry.server.ui.rendering import human_size, reveal, short_digest
 from docker_registry.server.ui.sessions import Signer
 
@@ -147,3 +148,19 @@ def test_linked_pretty_links_descriptor_digests_only() -> None:
     segments = linked_pretty(view)
     assert "".join(s.text for s in segments) == view.pretty
     assert [(s.digest, s.manifest) for s in segments if s.digest] == [(config, False), (layer, False), (subject, True)]
+
+
+async def test_an_anonymous_visit_to_a_private_registry_reads_no_repository_name() -> None:
+    """The overview looks for a repository an anonymous visitor may see only when some rule lets anonymous pull
+    somewhere: every anonymous visit of a private registry read up to 20,000 names (review)."""
+
+    class NoReads:
+        async def read(self, *_: object) -> list[str]:
+            raise AssertionError("a name was read")
+
+    private = Accounts(_never_checked, lambda _user: None, lambda *_: False, lambda *_: False)
+    assert not await UI._sees_any(NoReads(), Viewer(None, private))  # type: ignore[arg-type]
+
+
+async def _never_checked(*_: str) -> bool:
+    raise AssertionError("no password is checked")

@@ -163,10 +163,12 @@ def _ui_accounts(auth: Authenticator | None, token_service: TokenService | None)
     """The users and rules the UI logs in with: htpasswd mode's, or the built-in token service's when it checks
     an htpasswd file. None otherwise (no auth, or an outside token server the UI cannot use)."""
     if isinstance(auth, Auth):
-        return ui.Accounts(_ui_check(auth.logins), auth.htpasswd.entry, auth.rules.allows)
+        rules = auth.rules
+        return ui.Accounts(_ui_check(auth.logins), auth.htpasswd.entry, rules.allows, rules.allows_somewhere)
     if token_service is not None and token_service.htpasswd is not None:
-        service = token_service
-        return ui.Accounts(_ui_check(service.logins), token_service.htpasswd.entry, service.rules.allows)
+        rules = token_service.rules
+        entry = token_service.htpasswd.entry
+        return ui.Accounts(_ui_check(token_service.logins), entry, rules.allows, rules.allows_somewhere)
     return None
 
 

@@ -36,6 +36,8 @@ class Accounts:
     """The user's password entry as the file holds it now (None: no such user): sessions are signed with it, so a
     changed password or a removed user ends them."""
     allows: Callable[[str | None, str, str], bool]
+    allows_somewhere: Callable[[str | None, str], bool]
+    """(user, action): whether some rule grants it on some repository, from the rules alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,9 @@ class Viewer:
 
     def may(self, repository: str, action: str) -> bool:
         return self.accounts is None or self.accounts.allows(self.user, repository, action)
+
+    def may_somewhere(self, action: str) -> bool:
+        return self.accounts is None or self.accounts.allows_somewhere(self.user, action)
 
     @property
     def needs_login(self) -> bool:

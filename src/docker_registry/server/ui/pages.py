@@ -408,7 +408,10 @@ class UI:
     @staticmethod
     async def _sees_any(store: AsyncMetadataStore, viewer: Viewer) -> bool:
         """Whether the viewer may pull any repository (among the first `REPOSITORIES_SCANNED`): an anonymous one
-        who may is shown the overview, not sent to log in because the latest pushes were all elsewhere."""
+        who may is shown the overview, not sent to log in because the latest pushes were all elsewhere. The rules
+        answer first: on a private registry no name is read for an anonymous visit."""
+        if not viewer.may_somewhere(PULL):
+            return False
         after, scanned = None, 0
         while scanned < REPOSITORIES_SCANNED:
             names = await store.read(store.sync.repository_names, None, after, REPOSITORIES_READ)
