@@ -106,10 +106,10 @@ def require_delete(request: web.Request) -> None:
         raise RegistryError(UNSUPPORTED, "deletes are disabled")
 
 
-def require_space(request: web.Request) -> None:
+async def require_space(request: web.Request) -> None:
     """Refuse new blob bytes at once when the filesystem driver's disk is below `storage.minfree`: better than
     failing half-way through a layer, and it leaves room for manifests, deletes and the database."""
-    if registry(request).database_reserve_given_up():
+    if await registry(request).database_reserve_given_up():
         message = "the registry is out of storage space: its database's reserve went to let deletes free some"
         raise RegistryError(OUT_OF_SPACE, message=message)
     storage = config(request).storage

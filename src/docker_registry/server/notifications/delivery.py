@@ -52,6 +52,8 @@ SHORT_PAUSE = 0.05
 """The pause between retries while failures in a row are below the threshold."""
 PRUNE_SECONDS = 30.0
 ERROR_PAUSE = 5.0
+RECOUNT_EVERY = 10
+"""Retries between two counts of the events waiting behind an endpoint that is down (a count reads the backlog)."""
 CURSOR_SECONDS = 1.0
 """While events flow, an endpoint's cursor is stored at most this often (and always once it is up to date or
 delivery stops): a write per envelope would cost a transaction per envelope. A crash may thus send up to this much
@@ -434,7 +436,7 @@ class Deliverer:
             await asyncio.sleep(endpoint.backoff if failures >= endpoint.threshold else SHORT_PAUSE)
             if not self._holds_lease():
                 raise LostLease()
-            if failures >= endpoint.threshold:  # down for a while: its queue grows
-                with contextlib.suppress(Exception):
+            if failures >= endpoint.threshold and (failures - endpoint.threshold) % RECOUNT_EVERY == 0:
+                with contextlib.suppress(Exception):  # down for a while: its queue grows
                     await recount()
         return 0

@@ -6,6 +6,7 @@ loop never blocks on the database.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -259,11 +260,14 @@ class Registry:
             self.events.pulled(pulled_target("blob", repository, digest, BLOB_MEDIA_TYPE, blob.size, None))
         return blob
 
-    def database_reserve_given_up(self) -> bool:
+    async def database_reserve_given_up(self) -> bool:
         """Whether the SQLite database gave up its space reserve on a full disk (`store.reserve`): the room it left
-        is for deletes, which uploads would otherwise take (every delete then answered 507)."""
+        is for deletes, which uploads would otherwise take (every delete then answered 507). Making it again
+        (8 MiB allocated and synced) runs in a thread."""
         reserve = self.store.sync.reserve
-        return reserve is not None and reserve.given_up()
+        if reserve is None or reserve.present():
+            return False
+        return await asyncio.to_thread(reserve.given_up)
 
     def blob_local_path(self, digest: Digest) -> str | None:
         return self.driver.local_path(blob_path(digest))

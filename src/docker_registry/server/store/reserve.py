@@ -53,6 +53,9 @@ class SpaceReserve:
             return
         os.close(fd)
 
+    def present(self) -> bool:
+        return os.path.exists(self.path)
+
     def given_up(self) -> bool:
         """Whether the reserve is gone (given up to a commit on a full disk, not made again yet): new blob bytes
         are then refused, so that the room it left goes to the deletes that free space. Asked before an upload,

@@ -68,7 +68,7 @@ async def get_ancestry(request: web.Request, params: Params) -> web.StreamRespon
 
 async def put_layer(request: web.Request, params: Params) -> web.StreamResponse:
     require_writable(request)
-    require_space(request)
+    await require_space(request)
     await v1(request).images.put_layer(check_image_id(params["image_id"]), body.chunks(request))
     return response()
 

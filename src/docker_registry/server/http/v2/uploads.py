@@ -66,7 +66,7 @@ async def _within(chunks: AsyncIterable[bytes], length: int, declared: str) -> A
 async def before_new_upload(request: web.Request, params: Params) -> None:
     require_writable(request)
     if "mount" not in request.query:
-        require_space(request)
+        await require_space(request)
         if (digest := request.query.get("digest")) is not None:  # a monolithic upload that could never complete
             names.check_digest(digest)
 
@@ -74,7 +74,7 @@ async def before_new_upload(request: web.Request, params: Params) -> None:
 async def before_chunk(request: web.Request, params: Params) -> None:
     """A chunk for a session that does not exist (or not in this repository) is refused before its body."""
     require_writable(request)
-    require_space(request)
+    await require_space(request)
     await registry(request).upload(params.name, params["uuid"])
 
 
@@ -87,7 +87,7 @@ async def start_upload(request: web.Request, params: Params) -> web.StreamRespon
         mounted = names.check_digest(mount)
         if await logic.mount(params.name, mounted, source):
             return _created(params.name, mounted)
-    require_space(request)  # a mount needs none: only a new upload from here on
+    await require_space(request)  # a mount needs none: only a new upload from here on
     requested = request.query.get("digest")
     if requested is not None:
         digest = names.check_digest(requested)
@@ -104,7 +104,7 @@ async def upload_status(request: web.Request, params: Params) -> web.StreamRespo
 
 async def patch_upload(request: web.Request, params: Params) -> web.StreamResponse:
     require_writable(request)
-    require_space(request)
+    await require_space(request)
     start, chunks = _chunk(request)
     logic = registry(request)
     size = await logic.append_upload(params.name, params["uuid"], chunks, start, body.arrived(request))
@@ -119,7 +119,7 @@ async def put_upload(request: web.Request, params: Params) -> web.StreamResponse
     digest = names.check_digest(requested)
     chunks, start = None, None
     if request.can_read_body and body.declared_length(request) != 0:
-        require_space(request)
+        await require_space(request)
         start, chunks = _chunk(request)
     await registry(request).finish_upload(params.name, params["uuid"], digest, chunks, start)
     return _created(params.name, digest)
