@@ -192,6 +192,27 @@ def test_a_foreign_layer_is_taken_from_its_urls(client: httpx.Client) -> None:
     _assert_absent(client, repo, "bad-url", "no-url")
 
 
+@xfail_on_distribution("2.8 answers 500 to a layer's urls unless validation.manifests.urls is set")
+def test_an_oci_layer_with_urls_is_taken_from_them_as_in_distribution(client: httpx.Client) -> None:
+    """Distribution's OCI handler takes a `tar`/`tar+gzip` layer (or a non-distributable one) that gives http(s)
+    URLs without the blob; a layer of another type, or URLs of another scheme, are not."""
+    repo = unique_repo()
+    complete = image_manifest(client, repo, media_type=OCI_MANIFEST)
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "size": 5, "digest": sha256(b"elsewhere")}
+
+    def with_layer(descriptor: dict[str, object]) -> bytes:
+        document = json.loads(complete.body)
+        document["layers"] = [descriptor]
+        return canonical(document)
+
+    hosted = with_layer({**layer, "urls": ["https://example.invalid/layer.tar.gz"]})
+    assert put_manifest(client, repo, "hosted", hosted, OCI_MANIFEST).status_code == 201
+    not_url = with_layer({**layer, "urls": ["not a url"]})
+    assert_error(put_manifest(client, repo, "bad", not_url, OCI_MANIFEST), 400, "MANIFEST_INVALID")
+    other_type = with_layer({**layer, "mediaType": "application/vnd.example.data", "urls": ["https://x.invalid/d"]})
+    assert_error(put_manifest(client, repo, "typed", other_type, OCI_MANIFEST), 400, "MANIFEST_BLOB_UNKNOWN")
+
+
 def test_blob_from_another_repository_is_not_enough(client: httpx.Client) -> None:
     repo, other = unique_repo(), unique_repo()
     elsewhere = image_manifest(client, other)

@@ -30,16 +30,22 @@ INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 SUPPORTED_TYPES = IMAGE_TYPES | INDEX_TYPES
 DOCKER_TYPES = frozenset({DOCKER_MANIFEST, DOCKER_MANIFEST_LIST})
 GENERIC_CONTENT_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain"})
-FOREIGN_LAYER_TYPES = frozenset(
-    {
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-    }
-)
-"""Layers clients fetch from their `urls`, not from the registry (Windows base layers): as in Distribution, only
-these are taken without the repository having them."""
+FOREIGN_LAYER_TYPES = {
+    DOCKER_MANIFEST: frozenset({"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"}),
+    OCI_MANIFEST: frozenset(
+        {
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+        }
+    ),
+}
+"""Per manifest type, the layers that, given `urls`, clients fetch from there rather than from the registry
+(Windows base layers): taken without the repository having them, as Distribution's handlers take them (a Docker
+image's foreign layers; an OCI image's layers of these types). Any other layer must be in the repository."""
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 """RFC 6838 type/subtype without parameters, as the image-spec's schema writes it; at most 255 characters, so it
 always fits the database's media type columns."""
@@ -183,7 +189,7 @@ def parse_manifest(raw: bytes, content_type: str, algorithm: str = "sha256") -> 
             raise _invalid("layers must be a list")
         for i, layer in enumerate(layers):
             d = _descriptor(layer, f"layers[{i}]")
-            if d.urls and d.media_type in FOREIGN_LAYER_TYPES:
+            if d.urls and d.media_type in FOREIGN_LAYER_TYPES[media_type]:
                 _check_urls(d.urls, f"layers[{i}]")
                 manifest.foreign.append(d)
             else:  # `urls` on another layer are only a hint: its bytes must be here like any layer's
