@@ -51,7 +51,8 @@ class Maintenance:
     def start(self) -> None:
         gc = self._config.gc
         purging = self._config.storage.maintenance.uploadpurging
-        self._tasks.append(asyncio.ensure_future(self._finish_abandoned()))
+        if not self._config.storage.readonly:  # a read-only registry deletes nothing
+            self._tasks.append(asyncio.ensure_future(self._finish_abandoned()))
         if gc.enabled:
             self._tasks.append(asyncio.ensure_future(self._every(gc.interval, self._collect)))
         if purging.enabled:
