@@ -490,6 +490,19 @@ def test_a_v1_push_never_completed_goes_once_as_old_as_a_purged_upload(
         assert expect(client.get(f"/v1/images/{finished[0].id}/layer"), 200).content == finished[0].layer
 
 
+def _being_deleted(server: RegistryProcess, digest: str, collector: str | None) -> None:
+    """What a collection leaves of a blob it is deleting (unlinked, marked), holding its lease as the process
+    `collector` (`process_identity`)."""
+    with sqlite3.connect(server.data_dir / "registry.db") as db:
+        db.execute("DELETE FROM repository_blobs WHERE digest = ?", (digest,))
+        db.execute("UPDATE blobs SET deleting_since = ? WHERE digest = ?", (time.time(), digest))
+        db.execute("DELETE FROM leases WHERE name = 'gc'")
+        db.execute(
+            "INSERT INTO leases (name, holder, holder_process, expires_at) VALUES ('gc', 'collector', ?, ?)",
+            (collector, time.time() + 600),
+        )
+
+
 def test_a_v1_layer_whose_blob_a_collection_is_deleting_is_refused_not_lost(server: RegistryProcess) -> None:
     """A v1 layer push pins its blob as a v2 upload does. Before, it found or placed the file while a collection
     was deleting that blob, answered 200, and the collection then took the file: the image named a layer that was
@@ -498,14 +511,7 @@ def test_a_v1_layer_whose_blob_a_collection_is_deleting_is_refused_not_lost(serv
     with httpx.Client(base_url=server.url, timeout=30) as client:
         image = chain({"c.txt": b"collected while pushed"})[0]
         digest = push_blob(client, "gc/race", image.layer)
-        with sqlite3.connect(server.data_dir / "registry.db") as db:
-            db.execute("DELETE FROM repository_blobs WHERE digest = ?", (digest,))
-            db.execute("UPDATE blobs SET deleting_since = ? WHERE digest = ?", (time.time(), digest))
-            db.execute("DELETE FROM leases WHERE name = 'gc'")
-            db.execute(
-                "INSERT INTO leases (name, holder, holder_process, expires_at) VALUES ('gc', 'live', ?, ?)",
-                (this_process(), time.time() + 600),
-            )
+        _being_deleted(server, digest, this_process())
         expect(client.put(f"/v1/images/{image.id}/json", content=image.json), 200)
         answer = client.put(f"/v1/images/{image.id}/layer", content=image.layer)
         assert answer.status_code == 503, answer.text
@@ -526,14 +532,7 @@ def test_blob_deletions_a_killed_collection_left_are_finished_when_the_registry_
     identity = this_process()
     assert identity is not None
     dead = "/".join([*identity.split("/")[:2], "4194000", "1"])  # this host, no such process
-    with sqlite3.connect(server.data_dir / "registry.db") as db:
-        db.execute("DELETE FROM repository_blobs WHERE digest = ?", (digest,))
-        db.execute("UPDATE blobs SET deleting_since = ? WHERE digest = ?", (time.time(), digest))
-        db.execute("DELETE FROM leases WHERE name = 'gc'")
-        db.execute(
-            "INSERT INTO leases (name, holder, holder_process, expires_at) VALUES ('gc', 'killed', ?, ?)",
-            (dead, time.time() + 600),
-        )
+    _being_deleted(server, digest, dead)
     server.restart()
     deadline = time.monotonic() + 15
     while rows(server, "SELECT deleting_since FROM blobs WHERE digest = ?", digest):

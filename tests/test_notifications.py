@@ -608,20 +608,29 @@ def _outbox(database: Any) -> list[int]:
         return [count for (count,) in db.execute("SELECT count FROM events ORDER BY id")]
 
 
+def _failing_endpoint_registry(
+    make_registry: Callable[..., RegistryProcess], failing: Receiver, backoff: str
+) -> tuple[RegistryProcess, int]:
+    """One worker, metrics on a debug port (returned), and `failing` as its one endpoint, retried every
+    `backoff` after each failure."""
+    debug_port = free_port()
+    server = make_registry(
+        workers=1,
+        extra_config={
+            "http": {"debug": {"addr": f"127.0.0.1:{debug_port}", "prometheus": {"enabled": True}}},
+            "notifications": {"endpoints": [failing.endpoint("failing", threshold=1, backoff=backoff)]},
+        },
+    )
+    return server, debug_port
+
+
 def test_queue_depth_follows_events_recorded_while_an_endpoint_is_down(
     make_registry: Callable[..., RegistryProcess],
 ) -> None:
     """An endpoint down for hours: the queue depth stayed at what the deliverer read before its first failure, however
     many events came after, so an alert on it never fired."""
     failing = Receiver(status=500).start()
-    debug_port = free_port()
-    server = make_registry(
-        workers=1,
-        extra_config={
-            "http": {"debug": {"addr": f"127.0.0.1:{debug_port}", "prometheus": {"enabled": True}}},
-            "notifications": {"endpoints": [failing.endpoint("failing", threshold=1, backoff="200ms")]},
-        },
-    )
+    server, debug_port = _failing_endpoint_registry(make_registry, failing, "200ms")
     repo = unique_repo("queue-grows")
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -638,14 +647,7 @@ def test_queue_depth_counts_every_event_of_batched_rows(make_registry: Callable[
     """The queue depth counts events, not outbox rows: with more rows waiting than the deliverer reads at a time
     (100), a row beyond them holding a worker's batch of pull events counts every event in it."""
     failing = Receiver(status=500).start()
-    debug_port = free_port()
-    server = make_registry(
-        workers=1,
-        extra_config={
-            "http": {"debug": {"addr": f"127.0.0.1:{debug_port}", "prometheus": {"enabled": True}}},
-            "notifications": {"endpoints": [failing.endpoint("failing", threshold=1, backoff="1s")]},
-        },
-    )
+    server, debug_port = _failing_endpoint_registry(make_registry, failing, "1s")
     repo, blobs, pulls = unique_repo("queue-depth"), 110, 200
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:

@@ -7,7 +7,7 @@ otherwise, as after a writer killed mid-chunk."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,6 @@ from docker_registry.server.store import migrate
 from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.facade import AsyncMetadataStore
 from docker_registry.server.store.metadata import MetadataStore
-
-
-@pytest.fixture
-def parts(database_url: str, tmp_path: Path) -> Iterator[tuple[Uploads, MetadataStore, Driver]]:
-    engine = create_engine(database_url)
-    migrate.upgrade(engine)
-    store, driver = MetadataStore(engine), Driver({"rootdirectory": str(tmp_path / "data")})
-    yield Uploads(AsyncMetadataStore(store), driver), store, driver
-    store.close()
 
 
 async def body(*pieces: bytes) -> AsyncIterator[bytes]:
@@ -53,8 +44,8 @@ def _count_writes(store: MetadataStore, monkeypatch: pytest.MonkeyPatch) -> dict
     return counts
 
 
-async def test_a_chunk_that_has_arrived_is_one_write(parts, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    uploads, store, _driver = parts
+async def test_a_chunk_that_has_arrived_is_one_write(file_uploads, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, _driver = file_uploads
     upload = await uploads.start("repo")
     counts = _count_writes(store, monkeypatch)
     assert await uploads.append("repo", upload.id, body(b"first "), start=0, arrived=True) == 6
@@ -67,8 +58,8 @@ async def test_a_chunk_that_has_arrived_is_one_write(parts, monkeypatch: pytest.
     assert store.blob_size("repo", digest) == 12
 
 
-async def test_a_body_still_arriving_claims_first(parts, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    uploads, store, _driver = parts
+async def test_a_body_still_arriving_claims_first(file_uploads, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, _driver = file_uploads
     upload = await uploads.start("repo")
     counts = _count_writes(store, monkeypatch)
     assert await uploads.append("repo", upload.id, body(b"abc"), start=0) == 3
@@ -86,8 +77,8 @@ async def test_a_driver_that_must_await_goes_the_usual_way(tmp_path: Path, monke
     assert counts == {"claim_upload": 1, "release_upload": 1, "append_small": 0}
 
 
-async def test_a_busy_or_dead_writers_session_goes_the_usual_way(parts) -> None:  # type: ignore[no-untyped-def]
-    uploads, store, _driver = parts
+async def test_a_busy_or_dead_writers_session_goes_the_usual_way(file_uploads) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, _driver = file_uploads
     upload = await uploads.start("repo")
     assert store.claim_upload(upload.id, "repo", 0, "another-request", this_process())
     with pytest.raises(RegistryError) as info:
@@ -119,16 +110,16 @@ async def _rolled_back(uploads: Uploads, store: MetadataStore, driver: Driver) -
     return upload.id
 
 
-async def test_other_bytes_than_a_rolled_back_append_find_what_storage_holds(parts) -> None:  # type: ignore[no-untyped-def]
-    uploads, store, driver = parts
+async def test_other_bytes_than_a_rolled_back_append_find_what_storage_holds(file_uploads) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, driver = file_uploads
     upload_id = await _rolled_back(uploads, store, driver)
     with pytest.raises(RegistryError) as info:  # another chunk at 3: storage holds what the client did not send
         await uploads.append("repo", upload_id, body(b"xyz"), start=3, arrived=True)
     assert (info.value.error, info.value.headers["Range"], store.upload(upload_id).size) == (RANGE_INVALID, "0-5", 6)
 
 
-async def test_the_same_chunk_sent_again_after_a_rollback_counts_once(parts) -> None:  # type: ignore[no-untyped-def]
-    uploads, store, driver = parts
+async def test_the_same_chunk_sent_again_after_a_rollback_counts_once(file_uploads) -> None:  # type: ignore[no-untyped-def]
+    uploads, store, driver = file_uploads
     upload_id = await _rolled_back(uploads, store, driver)
     assert await uploads.append("repo", upload_id, body(b"def"), start=3, arrived=True) == 6  # the batch again
     assert await driver.get_content(upload_path(upload_id)) == b"abcdef"
@@ -137,10 +128,10 @@ async def test_the_same_chunk_sent_again_after_a_rollback_counts_once(parts) -> 
     assert store.blob_size("repo", digest) == 6
 
 
-async def test_a_batch_run_again_appends_once(parts) -> None:  # type: ignore[no-untyped-def]
+async def test_a_batch_run_again_appends_once(file_uploads) -> None:  # type: ignore[no-untyped-def]
     """A write of the same batch refuses, so the batch is rolled back and run again (each write in a savepoint):
     the chunk's append runs twice, its bytes are stored once."""
-    uploads, store, driver = parts
+    uploads, store, driver = file_uploads
     upload = await uploads.start("repo")
     appender = driver.appender(upload_path(upload.id))
     assert appender is not None

@@ -7,30 +7,15 @@ failed request for the claim's 60 s lease. The real lock on a streamed last chun
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from docker_registry.core.digest import blob_path, parse_digest
-from docker_registry.drivers.file import Driver
 from docker_registry.server.registry.errors import BLOB_UPLOAD_UNKNOWN, RegistryError
-from docker_registry.server.registry.uploads import Uploads
-from docker_registry.server.store import migrate
-from docker_registry.server.store.engine import create_engine
-from docker_registry.server.store.facade import AsyncMetadataStore
 from docker_registry.server.store.metadata import MetadataStore
-
-
-@pytest.fixture
-def parts(database_url: str, tmp_path: Path) -> Iterator[tuple[Uploads, MetadataStore, Driver]]:
-    engine = create_engine(database_url)
-    migrate.upgrade(engine)
-    store, driver = MetadataStore(engine), Driver({"rootdirectory": str(tmp_path / "data")})
-    yield Uploads(AsyncMetadataStore(store), driver), store, driver
-    store.close()
 
 
 async def body(*pieces: bytes) -> AsyncIterator[bytes]:
@@ -54,12 +39,12 @@ def _refuse_one_link(store: MetadataStore, monkeypatch: pytest.MonkeyPatch) -> l
 
 
 async def test_a_small_sessions_put_refused_after_publishing_ends_the_session(  # type: ignore[no-untyped-def]
-    parts, monkeypatch: pytest.MonkeyPatch
+    file_uploads, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PATCH, then a PUT without a body: the session's bytes are moved to the blob's path, then the link fails.
     Nothing is left of the session to resume: it is ended (the retry hears BLOB_UPLOAD_UNKNOWN and starts again),
     and the new upload of the same bytes finishes."""
-    uploads, store, driver = parts
+    uploads, store, driver = file_uploads
     data = b"a small layer"
     digest = parse_digest("sha256:" + hashlib.sha256(data).hexdigest())
     upload = await uploads.start("repo")
@@ -80,11 +65,11 @@ async def test_a_small_sessions_put_refused_after_publishing_ends_the_session(  
 
 
 async def test_a_whole_body_put_refused_after_publishing_frees_the_empty_session(  # type: ignore[no-untyped-def]
-    parts, monkeypatch: pytest.MonkeyPatch
+    file_uploads, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """POST, then a PUT with the whole blob: written at the blob's path, then the link fails. The session was
     never written: it is released, empty, and the client's PUT sent again finishes it."""
-    uploads, store, _driver = parts
+    uploads, store, _driver = file_uploads
     data = b"a whole small layer in the PUT"
     digest = parse_digest("sha256:" + hashlib.sha256(data).hexdigest())
     upload = await uploads.start("repo")
