@@ -30,6 +30,5 @@ def test_a_reserve_given_up_while_it_could_not_be_made_is_no_error(
     assert not os.path.exists(reserve.path)
 
     monkeypatch.undo()
-    reserve._checked = 0.0  # the next try, RETRY_SECONDS later, finds room
-    reserve.ensure()
+    reserve.ensure(retry_after=0.0)  # the next try finds room
     assert os.path.getsize(reserve.path) == reserve.size

@@ -132,28 +132,27 @@ class Collector:
 
     async def run(self, options: Options) -> Summary:
         """One collection; Busy when another holds the lease."""
-        return await self._leased(self._collect, options)
+        return await self._leased(functools.partial(self._collect, options))
 
     async def finish_abandoned(self) -> Summary:
         """Only finish the blob deletions a collection that died left (marked as being deleted, files perhaps
         half gone): until then an upload of such a blob waits and is refused, and the next scheduled collection
         may be a day away. Busy when another holds the lease (it finishes them)."""
+        return await self._leased(self._finish_abandoned)
 
-        async def finish(_options: Options) -> Summary:
-            summary = Summary(dry_run=False)
-            await self._finish_blob_deletions(summary)
-            return summary
+    async def _finish_abandoned(self) -> Summary:
+        summary = Summary(dry_run=False)
+        await self._finish_blob_deletions(summary)
+        return summary
 
-        return await self._leased(finish, Options(delay=0.0))
-
-    async def _leased(self, work: Callable[[Options], Awaitable[Summary]], options: Options) -> Summary:
+    async def _leased(self, work: Callable[[], Awaitable[Summary]]) -> Summary:
         if not await self._acquire():
             current = await self._db(self._store.lease_holder, LEASE_NAME)
             holder, until = current or ("another process", time.time())
             raise Busy(holder, until)
         self._renewed = time.monotonic()
         try:
-            return await work(options)
+            return await work()
         finally:
             await self._db(self._store.release_lease, LEASE_NAME, self._holder)
 

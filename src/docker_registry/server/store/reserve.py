@@ -27,10 +27,10 @@ class SpaceReserve:
         self.size = size
         self._checked = 0.0
 
-    def ensure(self) -> None:
-        """Create the reserve if it is missing and the disk has room for it (at most every RETRY_SECONDS)."""
+    def ensure(self, retry_after: float = RETRY_SECONDS) -> None:
+        """Create the reserve if it is missing and the disk has room for it (at most every `retry_after`)."""
         now = time.monotonic()
-        if now - self._checked < RETRY_SECONDS:
+        if now - self._checked < retry_after:
             return
         self._checked = now
         if os.path.exists(self.path):
@@ -61,12 +61,10 @@ class SpaceReserve:
         are then refused, so that the room it left goes to the deletes that free space. Asked before an upload,
         it tries to make the reserve again once a second, not every `RETRY_SECONDS`: uploads wait no longer than
         that once deletes freed room."""
-        if os.path.exists(self.path):
+        if self.present():
             return False
-        if time.monotonic() - self._checked >= GIVEN_UP_RETRY_SECONDS:
-            self._checked = 0.0
-            self.ensure()
-        return not os.path.exists(self.path)
+        self.ensure(GIVEN_UP_RETRY_SECONDS)
+        return not self.present()
 
     def release(self) -> bool:
         """Give the reserve up for the database; False if there was none to give."""
