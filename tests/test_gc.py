@@ -529,17 +529,41 @@ def test_blob_deletions_a_killed_collection_left_are_finished_when_the_registry_
     with httpx.Client(base_url=server.url, timeout=60) as client:
         data = b"a blob a killed collection was deleting"
         digest = push_blob(client, "gc/killed", data)
+    _being_deleted(server, digest, _dead_process())
+    server.restart()
+    _finished_and_pushed_again(server, "gc/killed", digest, data, within=15)
+
+
+def test_blob_deletions_a_garbage_collect_killed_beside_the_server_left_are_finished_while_it_serves(
+    server: RegistryProcess,
+) -> None:
+    """The same leftovers from a `garbage-collect` killed while the server kept running (or a collecting node
+    that died): before, they waited for a restart or for the next collection (`gc.interval`, a day by default);
+    now every worker looks for them every few seconds."""
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        data = b"a blob a killed garbage-collect was deleting"
+        digest = push_blob(client, "gc/killed-beside", data)
+    time.sleep(3)  # past every worker's look at start
+    _being_deleted(server, digest, _dead_process())
+    _finished_and_pushed_again(server, "gc/killed-beside", digest, data, within=15)
+
+
+def _dead_process() -> str:
+    """A `process_identity` of this host that names no live process."""
     identity = this_process()
     assert identity is not None
-    dead = "/".join([*identity.split("/")[:2], "4194000", "1"])  # this host, no such process
-    _being_deleted(server, digest, dead)
-    server.restart()
-    deadline = time.monotonic() + 15
+    return "/".join([*identity.split("/")[:2], "4194000", "1"])
+
+
+def _finished_and_pushed_again(
+    server: RegistryProcess, repository: str, digest: str, data: bytes, within: float
+) -> None:
+    deadline = time.monotonic() + within
     while rows(server, "SELECT deleting_since FROM blobs WHERE digest = ?", digest):
         assert time.monotonic() < deadline, "the deletion stayed unfinished"
         time.sleep(0.2)
     assert not blob_file(server, digest).exists()
     with httpx.Client(base_url=server.url, timeout=60) as client:
-        answer = client.post("/v2/gc/killed/blobs/uploads/", params={"digest": digest}, content=data)
+        answer = client.post(f"/v2/{repository}/blobs/uploads/", params={"digest": digest}, content=data)
         assert answer.status_code == 201, answer.text
-        assert client.get(f"/v2/gc/killed/blobs/{digest}").content == data
+        assert client.get(f"/v2/{repository}/blobs/{digest}").content == data

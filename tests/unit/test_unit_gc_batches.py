@@ -183,3 +183,30 @@ def test_a_stalled_removal_keeps_the_lease_and_is_stopped_when_it_is_lost(
     asyncio.run(scenario())
     assert all(os.path.exists(root / blob_path(digest)) for digest in digests)
     assert sorted(digest for digest, _ in collection.blobs_being_deleted()) == sorted(map(str, digests))
+
+
+def test_a_collector_busy_collecting_does_not_also_finish_abandoned_deletions(
+    stores: tuple[MetadataStore, CollectionQueries], tmp_path: Path
+) -> None:
+    """A worker looks for a dead collection's leftovers every few seconds with the collector that also runs its
+    scheduled collections: while one runs, its own marks look abandoned, and the same holder's lease would simply
+    be renewed. The look must stand aside, not finish the run's deletions beside it and release its lease."""
+    store, collection = stores
+    root = tmp_path / "data"
+    digests = _linked_blobs(store, root, 2)
+
+    async def scenario() -> None:
+        driver = _Stalled(root)
+        same = collector.Collector(collection, driver, "test")
+        run = asyncio.create_task(same.run(collector.Options(delay=0)))
+        while not await asyncio.to_thread(collection.blobs_being_deleted):
+            await asyncio.sleep(0.01)
+        with pytest.raises(collector.Busy):
+            await asyncio.wait_for(same.finish_abandoned(), 5)  # before: it went on to remove the run's blobs
+        assert not await asyncio.to_thread(collection.acquire_lease, collector.LEASE_NAME, "another", 60)
+        driver.go.set()
+        summary = await asyncio.wait_for(run, 5)
+        assert summary.deleted["blobs"] == 2
+
+    asyncio.run(scenario())
+    assert not any(os.path.exists(root / blob_path(digest)) for digest in digests)

@@ -31,6 +31,10 @@ MIN_INTERVAL = 1.0
 """An interval of `0s` would collect in a loop: once a second is the most often either job runs."""
 ABANDONED_CHECK_AFTER = 1.0
 """Seconds after start (up to twice that, spreading the workers) before looking for a dead collection's leftovers."""
+ABANDONED_CHECK_EVERY = 5.0
+"""Seconds (on average; spread as above) between later looks: a `garbage-collect` killed while the server runs, or a
+collecting node that died, leaves blobs that uploads are refused until someone finishes them. One look is a read
+of an index that holds only blobs being deleted (migration 0027)."""
 
 
 def holder_name() -> str:
@@ -78,20 +82,23 @@ class Maintenance:
             await asyncio.sleep(interval)
 
     async def _finish_abandoned(self) -> None:
-        """Once, a moment after start (a worker restarted after one was killed collecting): finish the blob
-        deletions a dead collection left, whether it ran here or as `garbage-collect`, rather than let uploads of
-        those blobs be refused until the next collection."""
+        """A moment after start (a worker restarted after one was killed collecting), then every few seconds (a
+        `garbage-collect` or another node killed collecting while this one serves): finish the blob deletions a dead
+        collection left, rather than let uploads of those blobs be refused until the next collection."""
         await asyncio.sleep(random.uniform(ABANDONED_CHECK_AFTER, 2 * ABANDONED_CHECK_AFTER))
-        try:
-            if not await asyncio.to_thread(self._store.blobs_being_deleted):
-                return
-            summary = await self._collector.finish_abandoned()
-        except Busy:
-            return  # a live collection finishes them
-        except Exception:  # the database or storage is away: the next collection finishes them
-            log.exception("could not finish the blob deletions a collection left")
-            return
-        _log_summary("blob deletions a stopped collection left", summary)
+        failing = False
+        while True:
+            try:
+                if await asyncio.to_thread(self._store.blobs_being_deleted):
+                    _log_summary("blob deletions a stopped collection left", await self._collector.finish_abandoned())
+                failing = False
+            except Busy:
+                pass  # a live collection finishes them
+            except Exception:  # the database or storage is away: the next look tries again
+                if not failing:
+                    log.warning("could not finish the blob deletions a collection left", exc_info=True)
+                failing = True
+            await asyncio.sleep(random.uniform(0.5, 1.5) * ABANDONED_CHECK_EVERY)
 
     async def _collect(self) -> None:
         gc = self._config.gc

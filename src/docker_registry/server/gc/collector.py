@@ -113,6 +113,7 @@ class Collector:
         """Who runs this collection (host, process), as the lease names it."""
         self._progress: Progress = progress or _Silent()
         self._renewed = 0.0
+        self._working = False
 
     async def _db(self, query: Callable[..., T], *args: object) -> T:
         """A query of the (synchronous) store, in a thread: the server's event loop keeps serving meanwhile."""
@@ -146,6 +147,15 @@ class Collector:
         return summary
 
     async def _leased(self, work: Callable[[], Awaitable[Summary]]) -> Summary:
+        if self._working:  # this collector's own run: the same holder would renew its lease, then release it under it
+            raise Busy(self._holder, time.time())
+        self._working = True
+        try:
+            return await self._leased_anew(work)
+        finally:
+            self._working = False
+
+    async def _leased_anew(self, work: Callable[[], Awaitable[Summary]]) -> Summary:
         if not await self._acquire():
             current = await self._db(self._store.lease_holder, LEASE_NAME)
             holder, until = current or ("another process", time.time())

@@ -26,6 +26,13 @@ blobs = sa.Table(
     # Garbage collection (gc/): since when no repository links the blob, and since when its file is being deleted
     sa.Column("gc_candidate_since", sa.Float, nullable=True),
     sa.Column("deleting_since", sa.Float, nullable=True),
+    # 0027: the few blobs being deleted found without a scan (every worker looks for a dead collection's every few s)
+    sa.Index(
+        "ix_blobs_deleting",
+        "deleting_since",
+        sqlite_where=sa.text("deleting_since IS NOT NULL"),
+        postgresql_where=sa.text("deleting_since IS NOT NULL"),
+    ),
 )
 
 repository_blobs = sa.Table(
