@@ -321,3 +321,20 @@ def test_a_v1_tag_is_not_written_for_an_image_a_collection_deleted_meanwhile(dat
         assert store.v1_tags("repo") == {"t": V1Tag(manifest.digest, image.id, "{}")}
     finally:
         store.close()
+
+
+def test_a_blob_being_deleted_is_not_linked_by_a_cache_fill_or_a_v1_tag(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    """`link_blob` (the pull-through cache linking a blob stored for another name, a v1 tag linking its layers)
+    linked a blob whose deletion had begun: the collection then removed the file and kept the row, linked, for
+    good: HEAD 200, GET 404, every upload of the digest refused."""
+    store, collection = stores
+    now = _unlinked_candidate(store, collection)
+    assert collection.begin_blob_deletion([str(LAYER_DIGEST)], now) == [(str(LAYER_DIGEST), len(LAYER))]
+    assert not store.link_blob("cache/app", LAYER_DIGEST, len(LAYER))
+    assert store.blob_size("cache/app", LAYER_DIGEST) is None
+    collection.end_blob_deletion([str(LAYER_DIGEST)])
+    assert collection.blobs_being_deleted() == []
+    assert store.link_blob("cache/app", LAYER_DIGEST, len(LAYER))  # a new copy, once the deletion has ended
+    assert store.blob_size("cache/app", LAYER_DIGEST) == len(LAYER)

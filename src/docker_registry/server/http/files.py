@@ -12,6 +12,7 @@ serves one range at most.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
@@ -21,6 +22,8 @@ from aiohttp import hdrs, web
 from docker_registry.core import exceptions
 
 from .ranges import Framing
+
+log = logging.getLogger("docker_registry.server.http")
 
 
 def none_match(request: web.Request, etag: str) -> bool:
@@ -88,7 +91,13 @@ async def send_blob(
         except (FileNotFoundError, IsADirectoryError):
             raise missing from None
         with file:
-            return await send_file(request, file, size, framing, headers)
+            try:
+                return await send_file(request, file, size, framing, headers)
+            except ShortFile as short:
+                if short.answering:
+                    raise  # the answer is cut: its headers went out
+                log.error("%s: run `docker-registry fsck`", short)  # damaged storage: no traceback, no 500
+                raise missing from None
     chunks = framed_reads(framing, read)
     try:
         first = await anext(chunks, b"")  # read before the headers go out: a missing blob is still an error answer
@@ -105,7 +114,11 @@ async def send_file(
     client sees fewer bytes than announced) rather than completing it with other bytes than the blob's; in a
     small answer, read before its headers go out, it is an error answer."""
     if framing.length <= SMALL_ANSWER:
-        body = b"".join([head + _read(file, start, stop, size) for head, start, stop in framing.parts])
+        try:
+            body = b"".join([head + _read(file, start, stop, size) for head, start, stop in framing.parts])
+        except ShortFile as short:
+            short.answering = False
+            raise
         return web.Response(status=framing.status, body=body + framing.end, headers=headers)
     response = web.StreamResponse(status=framing.status, headers=headers)
     response.content_length = framing.length
@@ -138,8 +151,15 @@ def _read(file: BinaryIO, start: int, stop: int, size: int) -> bytes:
     return data
 
 
-def _short(file: BinaryIO, size: int) -> OSError:
-    return OSError(f"{file.name} holds fewer bytes than the blob's {size}")
+class ShortFile(OSError):
+    """A blob's file holds fewer bytes than the blob (damaged storage: truncated by hand, a disk error). Found
+    before an answer's headers, it answers as a missing blob does; after, the answer is cut."""
+
+    answering = True
+
+
+def _short(file: BinaryIO, size: int) -> ShortFile:
+    return ShortFile(f"{file.name} holds fewer bytes than the blob's {size}")
 
 
 async def framed_reads(

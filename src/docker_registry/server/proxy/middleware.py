@@ -26,7 +26,15 @@ from ..http.context import SERVED_NAME, registry
 from ..http.routing import ROUTE_NAME, V1_PREFIXES, V1_ROUTES_KEY, WRITE_METHODS, Params, resolve
 from ..http.v2 import blobs, manifests
 from ..registry import names
-from ..registry.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, NOT_FOUND, UNSUPPORTED, RegistryError
+from ..registry.errors import (
+    BLOB_UNKNOWN,
+    MANIFEST_UNKNOWN,
+    NAME_UNKNOWN,
+    NOT_FOUND,
+    UNSUPPORTED,
+    RegistryError,
+    blob_being_deleted,
+)
 from ..registry.manifests import DOCKER_MANIFEST_LIST, OCI_INDEX, default_platform
 from .flight import Flights
 from .manifests import Manifests
@@ -136,7 +144,8 @@ class ProxyHandlers:
         # digest through any name
         if not (named and cached):
             await self._upstream_size(target, digest)
-        await logic.store.link_blob(target.local_name, digest, size)
+        if not await logic.store.link_blob(target.local_name, digest, size):
+            raise blob_being_deleted()
         logic.cache.clear()
         return await serve(), named
 

@@ -71,3 +71,11 @@ class RegistryError(Exception):
         if self.detail is not None:
             entry["detail"] = self.detail
         return {"errors": [entry]}
+
+
+def blob_being_deleted() -> RegistryError:
+    """A blob garbage collection is deleting: its file may be gone already, so it is neither linked nor taken as
+    present; the collection ends within seconds (or a dead one's deletions are finished as soon), then it can be."""
+    return RegistryError(
+        UNAVAILABLE, "garbage collection is deleting this blob; try again", headers={"Retry-After": "5"}
+    )

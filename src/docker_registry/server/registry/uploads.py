@@ -31,7 +31,7 @@ from docker_registry.core.driver import Base, Writer
 from ..store.batching import Followup
 from ..store.facade import AsyncMetadataStore
 from ..store.models import WRITER_LEASE_SECONDS, EventRecord, Upload
-from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, UNAVAILABLE, RegistryError
+from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, RegistryError, blob_being_deleted
 from .process_identity import is_dead, this_process
 from .upload_area import new_upload_id, upload_area, upload_path
 
@@ -1002,9 +1002,7 @@ class Uploads:
         deadline = time.monotonic() + PIN_WAIT_SECONDS
         while not await self._store.pin_blob(digest, size, upload_id):
             if time.monotonic() > deadline:
-                raise RegistryError(
-                    UNAVAILABLE, "garbage collection is deleting this blob; try again", headers={"Retry-After": "5"}
-                )
+                raise blob_being_deleted()
             await asyncio.sleep(0.05)
 
     async def _place(self, upload_id: str, digest: Digest, size: int, synced: bool, moved: _Moved | None) -> bool:

@@ -167,13 +167,20 @@ class BlobQueries(StoreBase):
         cached = size is not None and bool(self._scalar(_LINKED_IN_THE_CACHE, params))
         return None, size, named, cached
 
-    def link_blob(self, repository: str, digest: Digest, size: int, events: Sequence[EventRecord] = ()) -> None:
-        def link(conn: sa.Connection) -> None:
-            now = time.time()
-            self._link(conn, self._repository_id(conn, repository, now), digest, size, now)
-            self._insert_events(conn, events)
+    def link_blob(self, repository: str, digest: Digest, size: int, events: Sequence[EventRecord] = ()) -> bool:
+        """Link a verified blob (recorded if new) and write `events`; False, and nothing done, while a collection
+        deletes the blob: its file may be gone already, and a link to a row being deleted kept it so for good
+        (HEAD answered 200, GET 404, every upload of it 503). On PostgreSQL the row is locked as a mount locks it."""
 
-        self._write(link)
+        def link(conn: sa.Connection) -> bool:
+            now = time.time()
+            if _HOLD_BLOB.run(conn, {"digest": str(digest), "size": size, "now": now}).first() is None:
+                return False
+            self._link_recorded(conn, self._repository_id(conn, repository, now), digest, now)
+            self._insert_events(conn, events)
+            return True
+
+        return self._write(link)
 
     def mount_blob(self, repository: str, digest: Digest, source: str, events: Sequence[EventRecord] = ()) -> bool:
         """Link a blob `source` serves into `repository` and write `events`, in one transaction; False (and no

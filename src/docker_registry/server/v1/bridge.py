@@ -15,6 +15,7 @@ from typing import Any
 
 from docker_registry.core.digest import Digest, Hasher
 
+from ..registry.errors import blob_being_deleted
 from ..registry.manifests import DOCKER_MANIFEST
 from ..registry.service import Registry
 from ..store.models import V1Image
@@ -86,6 +87,7 @@ async def publish(registry: Registry, repository: str, tag: str, chain: list[V1I
     config_digest = hasher.digest()
     await registry.put_blob(repository, config_digest, _once(config))
     for image in chain:
-        await registry.store.link_blob(repository, *_layer(image))
+        if not await registry.store.link_blob(repository, *_layer(image)):
+            raise blob_being_deleted()  # a layer no repository links (its tags deleted): collected meanwhile
     stored = await registry.put_manifest(repository, tag, manifest(config, config_digest, chain), DOCKER_MANIFEST)
     return stored.digest
