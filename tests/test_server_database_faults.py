@@ -172,8 +172,10 @@ def test_writes_are_refused_not_hung_while_a_stopped_process_holds_the_write_gat
 ) -> None:
     """The registry's writers queue on a flock beside the database (`writegate`), which a process keeps while it is
     stopped (SIGSTOP, a `garbage-collect` suspended with Ctrl-Z): every write of every worker hung, with no
-    answer, for as long as it stayed stopped. Now they answer 503 after twice the lock timeout; reads go on."""
-    server = make_registry(extra_config={"database": {"locktimeout": "1s"}})
+    answer, for as long as it stayed stopped. Now they answer 503 after twice the lock timeout; reads go on, and
+    readiness says which check fails (it answered 200 throughout) until the gate is free again."""
+    config = {"database": {"locktimeout": "1s"}, "health": {"database": {"interval": "0.5s"}}}
+    server = make_registry(extra_config=config)
     repo = unique_repo("gated")
     with httpx.Client(base_url=server.url, timeout=30) as client:
         image = image_manifest(client, repo)
@@ -188,7 +190,21 @@ def test_writes_are_refused_not_hung_while_a_stopped_process_holds_the_write_gat
             assert "Retry-After" in refused.headers
             assert time.monotonic() - started < 6
             assert client.get(f"/v2/{repo}/manifests/v1", headers={"Accept": image.media_type}).status_code == 200
+            not_ready = _readiness(client, 503)
+            assert not_ready.json()["failing"] == ["database"]
         finally:
             os.close(gate)
         data, digest = _blob(2)
         assert client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data).status_code == 201
+        _readiness(client, 200)
+
+
+def _readiness(client: httpx.Client, status: int) -> httpx.Response:
+    """`/readyz` once it answers `status` (each worker runs its checks on its own: every answer must agree)."""
+    deadline = time.monotonic() + 10
+    while True:
+        answers = [client.get("/readyz") for _ in range(4)]
+        if all(answer.status_code == status for answer in answers):
+            return answers[-1]
+        assert time.monotonic() < deadline, [(answer.status_code, answer.text) for answer in answers]
+        time.sleep(0.2)

@@ -64,9 +64,17 @@ def free_space(storage: StorageConfig) -> Probe:
 
 
 def database(store: AsyncMetadataStore, expected_revision: str | None) -> Probe:
-    """The metadata database answers a query, and its schema is the one this registry was built for."""
+    """The metadata database answers a query, its schema is the one this registry was built for, and its writes
+    are not stuck behind SQLite's write gate (a process stopped while holding it: reads still answer, every write
+    is refused 503 after twice the lock timeout)."""
+    gate, patience = store.sync.gate, 2 * store.sync.lock_timeout
 
     async def probe() -> None:
+        if gate is not None and (waited := gate.waited()) > patience:
+            raise RuntimeError(
+                f"writes have waited {waited:.0f} s for the database's write gate ({gate.path}): a stopped process "
+                "holds it"
+            )
         revision = await store.schema_revision()
         if revision != expected_revision:
             raise RuntimeError(

@@ -14,6 +14,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 
 from .engine import sqlite_file
@@ -24,6 +26,14 @@ log = logging.getLogger(__name__)
 class WriteGate:
     def __init__(self, path: str) -> None:
         self.path = path
+        self._waiting: dict[int, float] = {}
+        """When each thread of this process now waiting for the gate began to (monotonic seconds)."""
+
+    def waited(self) -> float:
+        """Seconds the longest waiter of this process has been waiting for the gate (0 when none waits): the
+        readiness check's sign that a stopped process holds it."""
+        started = min(tuple(self._waiting.values()), default=None)  # a copy: other threads add and remove
+        return 0.0 if started is None else time.monotonic() - started
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -36,7 +46,11 @@ class WriteGate:
             yield
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # a new open file description per call: threads exclude each other too
+            self._waiting[threading.get_ident()] = time.monotonic()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # a new open file description per call: threads exclude each other too
+            finally:
+                del self._waiting[threading.get_ident()]
             yield
         finally:
             os.close(fd)  # releases the flock
