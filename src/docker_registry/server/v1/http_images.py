@@ -13,10 +13,9 @@ from ..http.context import config, registry, require_space, require_writable
 from ..http.routing import Params
 from ..registry.errors import SIZE_INVALID, RegistryError
 from .context import v1
-from .images import check_image_id
+from .images import JSON_MAX_BYTES, check_image_id
 from .responses import LEGACY_HEADERS, V1Error, response
 
-JSON_MAX_BYTES = 4 * 1024 * 1024
 CACHE_SECONDS = 31536000
 """A complete image never changes: a year, as the original said."""
 PAYLOAD_HEADERS = ("X-Docker-Checksum-Payload", "X-Docker-Payload-Checksum")

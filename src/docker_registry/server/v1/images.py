@@ -30,6 +30,8 @@ from .responses import V1Error
 
 IMAGE_ID = re.compile(r"[0-9a-f]{64}|[0-9a-f]{16}")
 INLINE_HASH_MAX = 64 * 1024
+JSON_MAX_BYTES = 4 * 1024 * 1024
+"""The largest image json taken, by a PUT and by an import."""
 IN_PROGRESS = "Image is being uploaded, retry later"
 COMPLETE_CACHE_ENTRIES = 10_000
 

@@ -5,8 +5,13 @@ and `repositories/<namespace>/<repo>/tag_<name>`, `tag<name>_json`, `_index_imag
 `properties`. Images are imported parents first; each layer is read once, hashed (blob digest, payload checksum,
 diff_id) and becomes a content-addressed blob: hard-linked in place when PATH lies inside the filesystem storage's
 root directory (its bytes stay where they are, PATH is not modified), copied otherwise. Half-pushed images (a push
-in progress, no `_checksum`, no layer, a checksum that does not match, a half-pushed parent) are imported as
-incomplete, never served, and reported. Tags of complete images get their bridge manifests, as a v1 tag PUT does.
+in progress, no `_checksum`, no layer, no sha256 payload checksum that the layer matches, a half-pushed parent) are
+imported as incomplete, never served, and reported. Tags of complete images get their bridge manifests, as a v1 tag
+PUT does.
+
+The tree is read as untrusted data: a symlink is followed only within PATH, only regular files are read (metadata
+files up to an image json PUT's limit), and json is read as strictly as the API reads it; what fails is reported
+and skipped, never served.
 
 Running it again changes nothing: complete images and tags already pointing at their image are skipped unread.
 """
@@ -15,22 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
+import stat
 import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from tqdm import tqdm
 
 from docker_registry.core.digest import Digest
 
-from ..registry import names
+from ..registry import names, strict_json
 from ..registry.errors import RegistryError
 from ..registry.service import Registry
 from ..store.models import V1Image, V1Tag
-from .images import IMAGE_ID, V1Images
+from .images import IMAGE_ID, JSON_MAX_BYTES, V1Images
 from .layers import LayerDigests
 from .repositories import V1Repositories, check_tag
 from .responses import V1Error
@@ -78,28 +84,69 @@ class _Found:
     json: bytes | None
     parent: str | None
     problem: str | None
-    has_layer: bool = False
     in_progress: bool = False
     checksums: list[str] | None = None
     """What `_checksum` records; None without one."""
 
 
-def _read(path: str) -> bytes | None:
+class _Refused(Exception):
+    """A file or directory of the tree that is not read; the message says which and why, for the summary."""
+
+
+def _resolve(root: str, path: str) -> str:
+    """`path` with its symlinks resolved, refused when that leads outside `root` (PATH): a symlink out of the tree
+    (to another user's file, to the registry's own database) would import, and serve, whatever it names. Within the
+    tree a symlink is followed, as trees that share one layer between images by relative symlinks need."""
+    real = os.path.realpath(path)
+    if os.path.commonpath([root, real]) != root:
+        raise _Refused(f"{os.path.relpath(path, root)} leads outside PATH (to {real})")
+    return real
+
+
+def _open(root: str, path: str) -> BinaryIO | None:
+    """The regular file `path` names (resolved within `root`), None when there is none. Anything else is refused,
+    unread: a FIFO would block the import forever, a device read without end. Not following a symlink at the last
+    step, nor blocking, makes what is opened the file that was checked."""
+    real = _resolve(root, path)
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as e:
+        raise _Refused(f"{os.path.relpath(path, root)} cannot be read: {e.strerror}") from None
+    file = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        file.close()
+        raise _Refused(f"{os.path.relpath(path, root)} is not a regular file")
+    return file
 
 
-def _scan_image(directory: str, image_id: str) -> _Found:
-    raw = _read(os.path.join(directory, "json"))
+def _read(root: str, path: str) -> bytes | None:
+    """A metadata file's bytes (json, `_checksum`, a tag), None when there is none; refused past `JSON_MAX_BYTES`,
+    the largest image json the API takes."""
+    file = _open(root, path)
+    if file is None:
+        return None
+    with file:
+        raw = file.read(JSON_MAX_BYTES + 1)
+    if len(raw) > JSON_MAX_BYTES:
+        raise _Refused(f"{os.path.relpath(path, root)} is larger than {JSON_MAX_BYTES} bytes")
+    return raw
+
+
+def _scan_image(root: str, directory: str, image_id: str) -> _Found:
+    """What the tree holds for the image; a json or `_checksum` that cannot be taken leaves it out, reported."""
+    try:
+        raw = _read(root, os.path.join(directory, "json"))
+        checksums = _recorded_checksums(root, directory)
+    except _Refused as e:
+        return _Found(image_id, directory, None, None, str(e))
     if raw is None:
         return _Found(image_id, directory, None, None, "no json")
     try:
-        document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return _Found(image_id, directory, None, None, "json is not valid JSON")
+        document = strict_json.loads(raw)
+    except ValueError as e:  # NaN, 1e400, a lone surrogate: served back, no client could read it
+        return _Found(image_id, directory, None, None, f"json is not valid JSON: {e}")
     if not isinstance(document, dict) or document.get("id") != image_id:
         return _Found(image_id, directory, None, None, "json does not name this image")
     parent = document.get("parent") or None
@@ -111,9 +158,8 @@ def _scan_image(directory: str, image_id: str) -> _Found:
         raw,
         parent,
         None,
-        has_layer=os.path.isfile(os.path.join(directory, "layer")),
-        in_progress=os.path.exists(os.path.join(directory, "_inprogress")),
-        checksums=_recorded_checksums(directory),
+        in_progress=os.path.lexists(os.path.join(directory, "_inprogress")),
+        checksums=checksums,
     )
 
 
@@ -134,26 +180,46 @@ def _parents_first(found: dict[str, _Found]) -> list[_Found]:
     return sorted(found.values(), key=lambda f: (depth_of(f.id), f.id))
 
 
-def _recorded_checksums(directory: str) -> list[str] | None:
-    raw = _read(os.path.join(directory, "_checksum"))
+def _recorded_checksums(root: str, directory: str) -> list[str] | None:
+    """The checksums `_checksum` records (a JSON list or string, or the oldest trees' plain text), None without
+    one; JSON that cannot be read is refused rather than taken for plain text."""
+    raw = _read(root, os.path.join(directory, "_checksum"))
     if raw is None:
         return None
     text = raw.decode("utf-8", "replace").strip()
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = strict_json.loads(text.encode())
+    except ValueError as e:
+        if text.startswith(("[", "{", '"')):
+            raise _Refused(f"_checksum is not valid JSON: {e}") from None
         return [text]  # the original's oldest trees: a plain string
     if isinstance(value, str):
         return [value]
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
-def _hash_file(path: str, digests: LayerDigests) -> int:
+def _unverified(image: _Found, checksum: str) -> str | None:
+    """Why the layer read is not known to be the one pushed, or None. Only a sha256 payload checksum can be checked
+    (a tarsum, what engines before 0.10 sent, is not computed here, and a checksum PUT refuses one alone): without
+    one that matches, whatever `_checksum` holds (nothing, an object, a tarsum of a since truncated layer), the
+    image stays incomplete."""
+    if image.in_progress:
+        return "push in progress (_inprogress mark)"
+    if image.checksums is None:
+        return "no _checksum"
+    payload = [c for c in image.checksums if c.startswith("sha256:")]
+    if not payload:
+        return "_checksum holds no sha256 payload checksum (a tarsum alone cannot be verified)"
+    if checksum not in payload:
+        return "layer does not match its _checksum"
+    return None
+
+
+def _hash_file(layer: BinaryIO, digests: LayerDigests) -> int:
     size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(READ_SIZE):
-            digests.update(chunk)
-            size += len(chunk)
+    while chunk := layer.read(READ_SIZE):
+        digests.update(chunk)
+        size += len(chunk)
     return size
 
 
@@ -167,17 +233,23 @@ def _terminal_size() -> tuple[int, int]:
     return size.columns or 80, size.lines or 24
 
 
-def _link(source: str, target: str) -> bool:
-    """Hard-link the layer file to its blob path; False when the filesystem cannot (then it is copied)."""
+def _link(layer: BinaryIO, source: str, target: str) -> bool:
+    """Hard-link the layer file (`source`, resolved, opened as `layer` and hashed) to its blob path; False when the
+    filesystem cannot (then it is copied), or when `source` is no longer the file that was hashed (replaced
+    meanwhile): a blob is the bytes its digest names, never a symlink nor another file."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
     try:
-        os.link(source, target)
+        os.link(source, target, follow_symlinks=False)
     except FileExistsError:
-        pass
+        return True
     except OSError as e:
         if e.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
             return False
         raise
+    linked, hashed = os.lstat(target), os.fstat(layer.fileno())
+    if (linked.st_dev, linked.st_ino) != (hashed.st_dev, hashed.st_ino):
+        os.unlink(target)
+        return False
     return True
 
 
@@ -187,8 +259,9 @@ class V1Importer:
         self.store = registry.store
         self.images = V1Images(registry)
         self.repositories = V1Repositories(registry, self.images)
-        self.source = source
-        self.summary = Summary(source, in_place)
+        self.source = os.path.realpath(source)
+        """PATH with its symlinks resolved, as `_resolve` compares it with what the tree's paths resolve to."""
+        self.summary = Summary(self.source, in_place)
         self.progress = progress
 
     async def run(self) -> Summary:
@@ -221,7 +294,7 @@ class V1Importer:
         found = {}
         for entry in os.scandir(root):
             if entry.is_dir() and IMAGE_ID.fullmatch(entry.name):
-                found[entry.name] = _scan_image(entry.path, entry.name)
+                found[entry.name] = _scan_image(self.source, entry.path, entry.name)
         return found
 
     def _scan_repositories(self) -> list[tuple[str, str]]:
@@ -272,41 +345,41 @@ class V1Importer:
     async def _layer(self, image: _Found) -> tuple[str | None, tuple[Digest, int, str, Digest | None] | None]:
         """(why the image is half-pushed or None, its layer's digest, size, payload checksum and diff_id)."""
         assert image.json is not None
-        path = os.path.join(image.directory, "layer")
-        if not image.has_layer:
+        try:
+            path = _resolve(self.source, os.path.join(image.directory, "layer"))
+            layer = _open(self.source, path)
+        except _Refused as e:
+            return str(e), None
+        if layer is None:
             return "no layer", None
-        digests = LayerDigests(image.json)
+        with layer:
+            digests, size = await self._store(layer, path, image.json)
+        return _unverified(image, digests.checksum), (digests.blob.digest(), size, digests.checksum, digests.diff_id)
+
+    async def _store(self, layer: BinaryIO, path: str, image_json: bytes) -> tuple[LayerDigests, int]:
+        """The layer as a blob, hard-linked in place when the filesystem allows, copied otherwise; what its bytes
+        hash to, and its size."""
         if self.summary.in_place:
-            size = await asyncio.to_thread(_hash_file, path, digests)
+            digests = LayerDigests(image_json)
+            size = await asyncio.to_thread(_hash_file, layer, digests)
             target = self.registry.blob_local_path(digests.blob.digest())
             assert target is not None  # in place only on the filesystem driver
-            if await asyncio.to_thread(_link, path, target):
+            if await asyncio.to_thread(_link, layer, path, target):
                 self.summary.layers_linked += 1
-            else:
-                size = await self._copy(path, LayerDigests(image.json))
-        else:
-            size = await self._copy(path, digests)
-        layer = (digests.blob.digest(), size, digests.checksum, digests.diff_id)
-        if image.in_progress:
-            return "push in progress (_inprogress mark)", layer
-        recorded = image.checksums
-        if recorded is None:
-            return "no _checksum", layer
-        payload = [c for c in recorded if c.startswith("sha256:")]
-        if payload and digests.checksum not in payload:
-            return "layer does not match its _checksum", layer
-        return None, layer
+                return digests, size
+            layer.seek(0)
+        digests = LayerDigests(image_json)
+        return digests, await self._copy(layer, digests)
 
-    async def _copy(self, path: str, digests: LayerDigests) -> int:
+    async def _copy(self, layer: BinaryIO, digests: LayerDigests) -> int:
         """Copy the layer into storage as a blob, hashing as it goes; its size."""
         driver = self.registry.driver
         scratch = f"uploads/{uuid.uuid4()}/data"
         writer = await driver.writer(scratch)
         try:
-            with open(path, "rb") as source:  # noqa: ASYNC230  (reads run in threads below)
-                while chunk := await asyncio.to_thread(source.read, READ_SIZE):
-                    await asyncio.to_thread(digests.update, chunk)
-                    await writer.write(chunk)
+            while chunk := await asyncio.to_thread(layer.read, READ_SIZE):
+                await asyncio.to_thread(digests.update, chunk)
+                await writer.write(chunk)
             await writer.commit()
         except BaseException:
             await writer.cancel()
@@ -321,14 +394,21 @@ class V1Importer:
         except RegistryError:
             self.summary.tags_skipped.append((repository, "*", "invalid repository name"))
             return
+        try:
+            directory = _resolve(self.source, directory)
+        except _Refused as e:
+            self.summary.tags_skipped.append((repository, "*", str(e)))
+            return
         self.summary.repositories += 1
         files = await asyncio.to_thread(os.listdir, directory)
-        index = _read(os.path.join(directory, "_index_images"))
-        if index is not None:
-            try:
+        try:
+            index = _read(self.source, os.path.join(directory, "_index_images"))
+            if index is not None:
                 await self.repositories.put_index_images(repository, index)
-            except V1Error as e:
-                self.summary.tags_skipped.append((repository, "_index_images", e.message))
+        except _Refused as e:
+            self.summary.tags_skipped.append((repository, "_index_images", str(e)))
+        except V1Error as e:
+            self.summary.tags_skipped.append((repository, "_index_images", e.message))
         if "_private" in files:
             await self.store.write(self.store.sync.put_v1_properties, repository, {"access": "private"})
         current = await self.store.read(self.store.sync.v1_tags, repository) or {}
@@ -336,19 +416,24 @@ class V1Importer:
             await self._tag(repository, directory, name.removeprefix("tag_"), current)
 
     async def _tag(self, repository: str, directory: str, tag: str, current: dict[str, V1Tag]) -> None:
-        raw = _read(os.path.join(directory, f"tag_{tag}")) or b""
+        try:
+            await self._import_tag(repository, directory, tag, current)
+        except _Refused as e:
+            self.summary.tags_skipped.append((repository, tag, str(e)))
+        except V1Error as e:
+            self.summary.tags_skipped.append((repository, tag, e.message))
+
+    async def _import_tag(self, repository: str, directory: str, tag: str, current: dict[str, V1Tag]) -> None:
+        raw = _read(self.source, os.path.join(directory, f"tag_{tag}")) or b""
         image_id = raw.decode("utf-8", "replace").strip().strip('"')
         if tag in current and current[tag].image_id == image_id:
             self.summary.tags_present += 1
             return
-        described = (_read(os.path.join(directory, f"tag{tag}_json")) or b"{}").decode("utf-8", "replace")
+        described = _read(self.source, os.path.join(directory, f"tag{tag}_json")) or b"{}"
+        check_tag(tag)
         try:
-            check_tag(tag)
-            json.loads(described)
-            await self.repositories.put_tag(repository, tag, image_id, described)
-        except V1Error as e:
-            self.summary.tags_skipped.append((repository, tag, e.message))
-        except ValueError:
-            self.summary.tags_skipped.append((repository, tag, "its json is not valid JSON"))
-        else:
-            self.summary.tags_imported += 1
+            strict_json.loads(described)
+        except ValueError as e:  # NaN, a lone surrogate: served back, no client could read it
+            raise V1Error(f"its json is not valid JSON: {e}") from None
+        await self.repositories.put_tag(repository, tag, image_id, described.decode("utf-8"))
+        self.summary.tags_imported += 1
