@@ -19,6 +19,7 @@ from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, blob_path
 from docker_registry.core.driver import Base
 
+from ..gc.collector import LEASE_NAME
 from ..registry.manifests import digest_of
 from ..store.inventory import InventoryQueries, StoredBlob
 from .console import Console, Phase, human_bytes
@@ -73,6 +74,7 @@ async def fsck(
         manifest_count = phase.done
     damaged = result.damaged
     moved = await _repair(driver, inventory, console, result) if repair and damaged else 0
+    abandoned = await _abandoned_deletions(inventory, console, repair)
     dangling = await asyncio.to_thread(inventory.dangling_references)
     not_fetched = [ref for ref in dangling if fetched_on_demand(ref.repository) and ref.digest not in damaged]
     if not_fetched:
@@ -94,6 +96,7 @@ async def fsck(
         for name in image.names():
             console.say(f"broken image: {name}")
     result.remaining = bad_manifests + len(dangling) + len(result.unreadable) + (0 if repair else len(damaged))
+    result.remaining += abandoned
     result.counts = {
         "blobs scanned": blob_count,
         "blobs verified": blob_count - len(damaged) - len(result.unreadable),
@@ -105,6 +108,7 @@ async def fsck(
         "dangling references": len(dangling),
         "not fetched yet (cached)": len(not_fetched),
         "images broken": len(broken),
+        "deletions unfinished": abandoned,
     }
     if repair:
         result.counts["blobs moved aside"] = moved
@@ -189,6 +193,24 @@ async def _repair(driver: Base, inventory: InventoryQueries, console: Console, r
         links = await asyncio.to_thread(inventory.forget_blob, digest)
         console.say(f"repaired: blob {digest} is no longer served (it was linked in {links} repositories)")
     return moved
+
+
+async def _abandoned_deletions(inventory: InventoryQueries, console: Console, repair: bool) -> int:
+    """Report the blobs a garbage collection that stopped (no collection holds its lease) left marked as being
+    deleted: uploads of them are refused until a collection finishes them. A repair leaves them to it: a registry
+    process finishes them within seconds of starting and every few seconds after, and `garbage-collect` does."""
+    digests = await asyncio.to_thread(inventory.abandoned_deletions, LEASE_NAME)
+    for digest in digests:
+        console.problem(
+            f"blob {digest} is left half-deleted by a garbage collection that stopped: uploads of it are "
+            "refused until a collection finishes deleting it"
+        )
+    if digests:
+        console.say(
+            f"{len(digests)} blob deletions unfinished{' (left to garbage collection)' if repair else ''}: a running "
+            "registry finishes them within seconds, or run `docker-registry garbage-collect`"
+        )
+    return len(digests)
 
 
 async def _whole(driver: Base, digest: Digest) -> bool:

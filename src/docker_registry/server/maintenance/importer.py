@@ -39,6 +39,10 @@ from .distribution import Repository, repositories
 
 BATCH = 200
 """Writes committed together: one transaction (one fsync) per batch instead of one per row."""
+_BEING_DELETED = (
+    "garbage collection here is deleting it (its file is going); not imported: run the import again once the "
+    "collection finished"
+)
 
 
 @dataclass
@@ -83,6 +87,8 @@ class Importer:
         self.counts: dict[str, int] = {}
         self.sizes: dict[Digest, int] = {}
         """Blobs the store has or that were verified now: what repositories may link."""
+        self.recorded: set[Digest] = set()
+        """Those of `sizes` taken as stored from the store's rows, not read now."""
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
@@ -125,8 +131,12 @@ class Importer:
         self.counts["blobs scanned"] = len(linked)
         self.counts["blobs already present"] = len(known)
         self.sizes.update(known)
+        self.recorded.update(known)
+        deleting = await asyncio.to_thread(self.inventory.blobs_being_deleted, linked - set(known))
+        for digest in sorted(deleting, key=str):
+            self.console.problem(f"blob {digest}: {_BEING_DELETED}")
         missing: set[Digest] = set()
-        todo = sorted(linked - set(known), key=str)
+        todo = sorted(linked - set(known) - deleting, key=str)
         with self.console.phase("blobs", len(todo)) as phase:
 
             async def verify(digest: Digest) -> None:
@@ -225,13 +235,22 @@ class Importer:
         """The store writes one repository needs: its blob links first, then its manifests, children first."""
         repo = plan.repository
         writes = [
-            _Write(partial(self.store.link_blob, repo.name, digest, self.sizes[digest]), self._linked)
+            _Write(
+                partial(
+                    self.store.link_imported_blob,
+                    repo.name,
+                    digest,
+                    self.sizes[digest],
+                    recorded=digest in self.recorded,
+                ),
+                partial(self._linked, repo.name, digest),
+            )
             for digest in repo.layers
             if digest in self.sizes and str(digest) not in plan.content.blobs
         ]
         for digest in _children_first(plan.manifests, manifests):
             tags = plan.tags.get(digest, [])
-            put = partial(self.store.put_manifest, repo.name, manifests[digest], tags)
+            put = partial(self.store.import_manifest, repo.name, manifests[digest], tags)
             writes.append(_Write(put, partial(self._stored, plan, digest, tags)))
         for digest, tags in plan.tags.items():
             if digest not in manifests:
@@ -239,23 +258,32 @@ class Importer:
                     self.console.problem(f"{repo.name}:{tag}: its manifest {digest} was not imported")
         return writes
 
-    def _linked(self, error: BaseException | None) -> None:
+    def _linked(self, name: str, digest: Digest, linked: bool | None, error: BaseException | None) -> None:
         if error is not None:
-            raise error  # a link has no check that could refuse it: the database itself failed
-        self._count("links imported")
+            raise error  # a link has no check that could refuse it with an error: the database itself failed
+        if linked:
+            self._count("links imported")
+        else:
+            self.console.problem(f"{name}: blob {digest}: {_BEING_DELETED}")
 
-    def _stored(self, plan: _Plan, digest: Digest, tags: list[str], error: BaseException | None) -> None:
+    def _stored(
+        self, plan: _Plan, digest: Digest, tags: list[str], kept: list[str] | None, error: BaseException | None
+    ) -> None:
         name = plan.repository.name
         if isinstance(error, BadReference):
             self.console.problem(f"{name}@{digest}: {_bad_reference(error)}; not imported")
             for tag in tags:
                 self.console.problem(f"{name}:{tag}: its manifest {digest} was not imported")
-        elif error is not None:
+            return
+        if error is not None:
             raise error
-        else:
-            if str(digest) not in plan.content.manifests:
-                self._count("manifests imported")
-            self._count("tags imported", len(tags))
+        if str(digest) not in plan.content.manifests:
+            self._count("manifests imported")
+        kept = kept or []
+        for tag in kept:  # pushed here since the tags were read: the newer truth, never rolled back
+            self.console.say(f"{name}:{tag} left as pushed here meanwhile (the tree points it to {digest})")
+        self._count("tags kept", len(kept))
+        self._count("tags imported", len(tags) - len(kept))
 
     async def _commit(self, writes: list[_Write]) -> None:
         """Run the writes in batches, each one transaction (one commit, one fsync, for up to BATCH rows of any
@@ -264,16 +292,16 @@ class Importer:
             for start in range(0, len(writes), BATCH):
                 batch = writes[start : start + BATCH]
                 outcomes = await asyncio.to_thread(self.store.run_batch, [w.run for w in batch], True)
-                for write, (_, error) in zip(batch, outcomes, strict=True):
-                    write.done(error)
+                for write, (result, error) in zip(batch, outcomes, strict=True):
+                    write.done(result, error)
                 phase.advance(len(batch))
 
 
 @dataclass(frozen=True, slots=True)
 class _Write:
     run: Callable[[], Any]
-    done: Callable[[BaseException | None], None]
-    """Told the write's refusal (None when it was done), once its batch committed."""
+    done: Callable[[Any, BaseException | None], None]
+    """Told the write's result and its refusal (None when it was done), once its batch committed."""
 
 
 def _bad_reference(error: BadReference) -> str:

@@ -88,6 +88,10 @@ _MOUNTABLE = Prepared(
     )
     .with_for_update(read=True, of=blobs)
 )
+# FOR SHARE on PostgreSQL, as `_MOUNTABLE`: a collector marking the row waits for the link, then finds it linked
+_BLOB_ROW = Prepared(
+    sa.select(blobs.c.deleting_since).where(blobs.c.digest == sa.bindparam("digest")).with_for_update(read=True)
+)
 # Insert the blob as a placeholder or lock the row that is there, unless it is being deleted: no row comes back then.
 _HOLD_BLOB = Prepared(
     per_dialect(
@@ -197,6 +201,27 @@ class BlobQueries(StoreBase):
             return True
 
         return self._write(mount)
+
+    def link_imported_blob(self, repository: str, digest: Digest, size: int, *, recorded: bool) -> bool:
+        """Link a blob an import found in storage, unless garbage collection is deleting it, checked in the
+        transaction that links it (as a mount checks its source's blob): linked, such a blob kept its row while the
+        collection removed its file (HEAD 200, GET 404, its uploads refused for good). `recorded`: the import took
+        the blob as stored from its row, without reading it, so a row gone since went with its file. False, with
+        nothing written, when the blob cannot be linked so."""
+
+        def link(conn: sa.Connection) -> bool:
+            row = _BLOB_ROW.run(conn, {"digest": str(digest)}).first()
+            if (row is None and recorded) or (row is not None and row.deleting_since is not None):
+                return False
+            now = time.time()
+            repo_id = self._repository_id(conn, repository, now)
+            if row is None:
+                self._link(conn, repo_id, digest, size, now)
+            else:
+                self._link_recorded(conn, repo_id, digest, now)
+            return True
+
+        return self._write(link)
 
     def unlink_blob(self, repository: str, digest: Digest, events: Sequence[EventRecord] = ()) -> bool:
         """Stop serving a blob from `repository` and write `events`; False (and no events) if it did not."""

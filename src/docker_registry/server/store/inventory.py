@@ -6,8 +6,10 @@ The request path never runs these: they read whole tables, in pages so memory st
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -15,7 +17,10 @@ from docker_registry.core.digest import Digest
 
 from .base import REPOSITORY_ID, StoreBase, stored_digest
 from .blobs import BLOB_SERVED
-from .tables import blobs, manifest_references, manifests, repositories, repository_blobs, tags
+from .tables import blobs, leases, manifest_references, manifests, repositories, repository_blobs, tags
+
+_IN_LIST = 500
+"""Digests looked up in one IN list: bounded, whatever the store's size."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,17 +213,24 @@ class InventoryQueries(StoreBase):
         return self._write(forget)
 
     def known_blobs(self, digests: Iterable[Digest]) -> dict[Digest, int]:
-        """Which of `digests` are verified blobs of the store already, with their sizes."""
-        wanted = sorted({str(d) for d in digests})
+        """Which of `digests` are blobs the registry serves already (`BLOB_SERVED`), with their sizes. Not one a
+        collection is deleting: an import that counted such a blob present linked it, and the collection then
+        removed its file under the link (HEAD 200, GET 404, its uploads refused for good)."""
+        query = sa.select(blobs.c.digest, blobs.c.size).where(BLOB_SERVED)
+        return {stored_digest(r.digest): r.size for r in self._read(lambda conn: _rows_in(conn, query, digests))}
 
-        def read(conn: sa.Connection) -> dict[Digest, int]:
-            found: dict[Digest, int] = {}
-            for start in range(0, len(wanted), 500):  # bounded IN lists, whatever the store's size
-                query = sa.select(blobs.c.digest, blobs.c.size).where(blobs.c.digest.in_(wanted[start : start + 500]))
-                found |= {stored_digest(r.digest): r.size for r in conn.execute(query)}
-            return found
+    def blobs_being_deleted(self, digests: Iterable[Digest]) -> set[Digest]:
+        """Which of `digests` a garbage collection is deleting now (or died deleting): their files are going."""
+        query = sa.select(blobs.c.digest).where(blobs.c.deleting_since.is_not(None))
+        return {stored_digest(r.digest) for r in self._read(lambda conn: _rows_in(conn, query, digests))}
 
-        return self._read(read)
+    def abandoned_deletions(self, lease: str) -> list[Digest]:
+        """Blobs marked as being deleted while no collection holds `lease`: one died deleting them. Uploads of
+        them are refused until a collection finishes them (every running registry process looks every few
+        seconds)."""
+        held = sa.exists().where(leases.c.name == lease, leases.c.expires_at > time.time())
+        query = sa.select(blobs.c.digest).where(blobs.c.deleting_since.is_not(None), ~held).order_by(blobs.c.digest)
+        return [stored_digest(digest) for digest in self._read(lambda conn: conn.execute(query).scalars().all())]
 
     def repository_content(self, name: str) -> RepositoryContent:
         def read(conn: sa.Connection) -> RepositoryContent:
@@ -237,3 +249,13 @@ class InventoryQueries(StoreBase):
             return RepositoryContent(frozenset(linked), frozenset(stored), {r.name: r.digest for r in tag_rows})
 
         return self._read(read)
+
+
+def _rows_in(conn: sa.Connection, query: sa.Select[Any], digests: Iterable[Digest]) -> list[sa.Row[Any]]:
+    """The rows of `query` (over `blobs`) for `digests`, looked up in bounded IN lists."""
+    wanted = sorted({str(d) for d in digests})
+    return [
+        row
+        for start in range(0, len(wanted), _IN_LIST)
+        for row in conn.execute(query.where(blobs.c.digest.in_(wanted[start : start + _IN_LIST])))
+    ]

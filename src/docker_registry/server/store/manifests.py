@@ -35,6 +35,22 @@ _UPSERT_TAG = Prepared(
         )
     )
 )
+_INSERT_TAG = Prepared(
+    per_dialect(
+        lambda insert: (
+            insert(tags)
+            .values(
+                repository_id=sa.bindparam("repository_id"),
+                name=sa.bindparam("tag"),
+                manifest_id=sa.bindparam("manifest_id"),
+                updated_at=sa.bindparam("now"),
+            )
+            .on_conflict_do_nothing(index_elements=["repository_id", "name"])
+            .returning(tags.c.name)
+        )
+    )
+)
+"""A tag set only where the repository has none of that name (an import's): a row comes back when it was."""
 _INSERT_MANIFEST = Prepared(
     per_dialect(
         lambda insert: (
@@ -179,12 +195,7 @@ class ManifestQueries(StoreBase):
         the check (`check_references=False`): its blobs and children are fetched when they are asked for."""
 
         def put(conn: sa.Connection) -> None:
-            now = time.time()
-            repo_id = self._repository_id(conn, repository, now)
-            self._clear_marks(conn, repo_id, manifest)
-            if check_references:
-                self._check_references(conn, repo_id, manifest)
-            manifest_id = self._insert_manifest(conn, repo_id, manifest, now)
+            repo_id, manifest_id, now = self._store_manifest(conn, repository, manifest, check_references)
             # one order for every transaction: two pushes naming the same tags in other orders would deadlock
             for tag in sorted(set(tag_names)):
                 params = {"repository_id": repo_id, "tag": tag, "manifest_id": manifest_id, "now": now}
@@ -192,6 +203,34 @@ class ManifestQueries(StoreBase):
             self._insert_events(conn, events)
 
         self._write(put)
+
+    def import_manifest(self, repository: str, manifest: Manifest, tag_names: Sequence[str]) -> list[str]:
+        """`put_manifest` for an import, which never moves a tag this registry has: each of `tag_names` is set only
+        if the repository has no such tag when this transaction writes it (a push may have set one since the
+        import read the tags). Returns the tags left as they were."""
+
+        def put(conn: sa.Connection) -> list[str]:
+            repo_id, manifest_id, now = self._store_manifest(conn, repository, manifest, True)
+            kept = []
+            for tag in sorted(set(tag_names)):
+                params = {"repository_id": repo_id, "tag": tag, "manifest_id": manifest_id, "now": now}
+                if _INSERT_TAG.run(conn, params).first() is None:
+                    kept.append(tag)
+            return kept
+
+        return self._write(put)
+
+    def _store_manifest(
+        self, conn: sa.Connection, repository: str, manifest: Manifest, check_references: bool
+    ) -> tuple[int, int, float]:
+        """The repository's id, the manifest's id and the time, the manifest stored (references checked unless
+        told not to) unless it is there already."""
+        now = time.time()
+        repo_id = self._repository_id(conn, repository, now)
+        self._clear_marks(conn, repo_id, manifest)
+        if check_references:
+            self._check_references(conn, repo_id, manifest)
+        return repo_id, self._insert_manifest(conn, repo_id, manifest, now), now
 
     def _insert_manifest(self, conn: sa.Connection, repo_id: int, manifest: Manifest, now: float) -> int:
         """The manifest's id, inserting it and its references unless it is there already."""
