@@ -7,6 +7,7 @@ deleting a blob the tree links, a tag pushed between the import's reading of the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -249,3 +250,95 @@ async def test_a_tag_pushed_while_the_import_runs_is_not_rolled_back(
     assert result.counts["tags kept"] == 1
     assert result.counts["tags imported"] == 1
     assert any("team/app:v1 left" in line and image.manifest in line for line in lines), lines
+
+
+# --- trees no Distribution wrote -----------------------------------------------------------------------------------
+
+
+def problems(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("problem: ")]
+
+
+async def test_tags_the_api_could_not_name_are_reported_and_skipped(tree: Tree, stores: Stores) -> None:
+    """`bad tag`, `.hidden` and a 200-character name were imported (on PostgreSQL the last one, longer than the
+    column, aborted the whole import); no client could pull them."""
+    image = tree.push("team/app", "v1", "one")
+    bad = ["bad tag", ".hidden", "x" * 200]
+    for tag in bad:
+        tree.tag("team/app", tag, image.manifest)
+
+    result, lines = await run_import(tree, stores)
+
+    assert stores.sql("SELECT name FROM tags") == [("v1",)]
+    assert result.counts["tags imported"] == 1
+    for tag in ("'bad tag'", "'.hidden'", "'" + "x" * 128 + "'..."):
+        assert any(f"tag {tag} is not a valid tag name" in line for line in problems(lines)), lines
+
+
+async def test_a_symbolic_link_loop_is_reported_not_followed(tree: Tree, stores: Stores) -> None:
+    """`ln -s .. repositories/team/loop`: the walk went round it until the system refused (ELOOP), a traceback,
+    importing `team/loop/team/app` and the like on the way."""
+    tree.push("team/app", "v1", "one")
+    (tree.v2 / "repositories" / "team" / "loop").symlink_to("..")
+
+    result, lines = await run_import(tree, stores)
+
+    assert [row[0] for row in stores.sql("SELECT name FROM repositories")] == ["team/app"]
+    assert result.counts["repositories"] == 1
+    assert problems(lines) == [
+        f"problem: repositories/team/loop leads through a symbolic link (to {tree.v2 / 'repositories'}); not followed"
+    ]
+
+
+async def test_a_repository_folder_linked_from_outside_the_tree_is_not_imported(
+    tree: Tree, stores: Stores, tmp_path: Path
+) -> None:
+    tree.push("team/app", "v1", "one")
+    elsewhere = Tree(tmp_path / "elsewhere")
+    elsewhere.push("secret", "v1", "two")
+    (tree.v2 / "repositories" / "team" / "secret").symlink_to(elsewhere.v2 / "repositories" / "secret")
+
+    _, lines = await run_import(tree, stores)
+
+    assert [row[0] for row in stores.sql("SELECT name FROM repositories")] == ["team/app"]
+    assert any("repositories/team/secret leads through a symbolic link" in line for line in problems(lines)), lines
+
+
+class _Unlistable(Driver):
+    """A tree one of whose folders this user may not read (EACCES: root reads any, so it is simulated)."""
+
+    async def _list_directory(self, prefix: str) -> list[str]:
+        if prefix == "repositories/locked":
+            raise PermissionError(13, "Permission denied", prefix)
+        return await super()._list_directory(prefix)
+
+
+async def test_a_folder_that_cannot_be_listed_is_reported_and_skipped(tree: Tree, stores: Stores) -> None:
+    tree.push("team/app", "v1", "one")
+    tree.push("locked/app", "v1", "two")
+    out = io.StringIO()
+    console = Console("import", out=out, progress=io.StringIO(), interactive=False)
+    driver = _Unlistable({"rootdirectory": str(tree.v2)})
+    importer = Importer(
+        driver, driver, stores.store, stores.inventory, console, in_place=True, jobs=2, max_manifest_bytes=1 << 22
+    )
+
+    result = await importer.run()
+
+    assert result.counts["repositories"] == 1
+    assert [row[0] for row in stores.sql("SELECT name FROM repositories")] == ["team/app"]
+    assert "problem: repositories/locked could not be listed: [Errno 13] Permission denied" in out.getvalue()
+
+
+async def test_a_blob_that_is_a_device_is_refused_not_read_for_ever(tree: Tree, stores: Stores) -> None:
+    """A blob's data linked to /dev/zero was read (and, copying, written into the upload area) without end."""
+    image = tree.push("team/app", "v1", "one")
+    data = tree.blob_file(image.layer)
+    data.unlink()
+    data.symlink_to("/dev/zero")
+
+    result, lines = await asyncio.wait_for(run_import(tree, stores), 30)
+
+    assert any(f"blob {image.layer}" in line and "is not a regular file" in line for line in problems(lines)), lines
+    assert stores.links(image.layer) == []
+    assert result.counts["blobs verified"] == 1  # the config

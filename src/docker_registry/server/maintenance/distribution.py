@@ -10,18 +10,25 @@ driver rooted at its `docker/registry/v2` folder:
 Names nest (`team/app` is `repositories/team/app/`), and a repository may sit inside another's folder
 (`team` and `team/app`). A link file holds a digest as text. Blobs here are laid out exactly as this registry
 lays out its own (`docker_registry.core.digest.blob_path`), relative to that `v2` folder.
+
+Distribution writes no symbolic links: a folder reached through one (a loop back up the tree, a repository that
+lives elsewhere) is reported and not followed, and a blob's data must be a regular file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import stat
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, DigestError, parse_digest
 from docker_registry.core.driver import Base
+
+from ..registry.errors import RegistryError
+from ..registry.names import check_tag
 
 V2 = os.path.join("docker", "registry", "v2")
 REPOSITORIES = "repositories"
@@ -35,6 +42,11 @@ LINK_READS = 16
 
 class NotADistributionTree(ValueError):
     """The path given is not a Distribution storage tree (a usage error: nothing was done)."""
+
+
+class NotARegularFile(OSError):
+    """A blob's data is a device, a pipe or a folder: reading /dev/zero, say, never ends (and a copy fills the
+    disk)."""
 
 
 def tree_root(path: str) -> str:
@@ -59,16 +71,28 @@ class Repository:
     """Link files that could not be read as a digest naming their own folder: reported, not imported."""
 
 
-async def repositories(source: Base) -> AsyncIterator[Repository]:
+@dataclass(frozen=True)
+class _Walk:
+    source: Base
+    report: Callable[[str], None]
+    """Told what could not be read or was not followed (a folder, not one repository's link)."""
+    real_root: str | None
+    """The tree's folder, symbolic links resolved (the tree may sit behind one); None for a source that is not a
+    local disk."""
+
+
+async def repositories(source: Base, report: Callable[[str], None]) -> AsyncIterator[Repository]:
     """Every repository of the tree with its links, one at a time (a repository's links are few; the tree's may
-    be millions). A repository's link files are read several at once: each read is a round trip to storage."""
-    async for name in _repository_names(source, REPOSITORIES):
+    be millions). A repository's link files are read several at once: each read is a round trip to storage.
+    Folders that cannot be listed or lead through a symbolic link are told to `report` and skipped."""
+    walk = _Walk(source, report, await asyncio.to_thread(_real_root, source))
+    async for name in _repository_names(walk, REPOSITORIES):
         repo = Repository(name)
         base = f"{REPOSITORIES}/{name}"
-        tag_dirs = await _children(source, f"{base}/_manifests/tags")
+        tag_dirs = [d for d in await _children(walk, f"{base}/_manifests/tags") if _is_tag(d, repo)]
         repo.layers, repo.revisions, tags = await asyncio.gather(
-            _digest_links(source, f"{base}/_layers", repo),
-            _digest_links(source, f"{base}/_manifests/revisions", repo),
+            _digest_links(walk, f"{base}/_layers", repo),
+            _digest_links(walk, f"{base}/_manifests/revisions", repo),
             _read_links(source, [f"{tag_dir}/current/link" for tag_dir in tag_dirs], repo),
         )
         repo.tags = {
@@ -77,34 +101,82 @@ async def repositories(source: Base) -> AsyncIterator[Repository]:
         yield repo
 
 
-async def _repository_names(source: Base, folder: str) -> AsyncIterator[str]:
-    children = await _children(source, folder)
+def _real_root(source: Base) -> str | None:
+    local = source.local_path(REPOSITORIES)
+    return None if local is None else os.path.realpath(os.path.dirname(local))
+
+
+def _is_tag(tag_dir: str, repo: Repository) -> bool:
+    """Whether a tag folder is named as the API names tags: another name (`bad tag`, `.hidden`, longer than the
+    128 characters a tag may have) could never be pulled, and is reported instead."""
+    tag = tag_dir.rsplit("/", 1)[1]
+    try:
+        check_tag(tag)
+    except RegistryError:
+        shown = repr(tag[:128]) + ("..." if len(tag) > 128 else "")
+        repo.problems.append(f"tag {shown} is not a valid tag name; not imported")
+        return False
+    return True
+
+
+def check_regular_file(source: Base, path: str) -> None:
+    """Raise NotARegularFile unless `path` of a local source is a regular file, symbolic links resolved: a link
+    to /dev/zero or a pipe would be read for ever. A missing file is left to the read, which reports it."""
+    local = source.local_path(path)
+    if local is None:
+        return
+    try:
+        mode = os.lstat(os.path.realpath(local)).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(f"{path} is not a regular file")
+
+
+async def _repository_names(walk: _Walk, folder: str) -> AsyncIterator[str]:
+    children = await _children(walk, folder)
     names = {child.rsplit("/", 1)[1] for child in children}
     if folder != REPOSITORIES and names & _MARKERS:
         yield folder.removeprefix(REPOSITORIES + "/")
     for child in children:
         if not child.rsplit("/", 1)[1].startswith("_"):
-            async for name in _repository_names(source, child):
+            async for name in _repository_names(walk, child):
                 yield name
 
 
-async def _children(source: Base, folder: str) -> list[str]:
+async def _children(walk: _Walk, folder: str) -> list[str]:
     try:
-        return await source.list_directory(folder)
+        real = await asyncio.to_thread(_elsewhere, walk, folder)
+        if real is not None:
+            walk.report(f"{folder} leads through a symbolic link (to {real}); not followed")
+            return []
+        return await walk.source.list_directory(folder)
     except exceptions.FileNotFoundError:
+        return []
+    except (OSError, exceptions.UnspecifiedError) as e:  # a loop of links, no permission, a name not a path
+        walk.report(f"{folder} could not be listed: {e}; skipped")
         return []
 
 
-async def _digest_links(source: Base, folder: str, repo: Repository) -> list[Digest]:
+def _elsewhere(walk: _Walk, folder: str) -> str | None:
+    """Where `folder` really is when a symbolic link on its way leads there, else None."""
+    local = walk.source.local_path(folder)
+    if walk.real_root is None or local is None:
+        return None
+    real = os.path.realpath(local)
+    return None if real == os.path.join(walk.real_root, *folder.split("/")) else real
+
+
+async def _digest_links(walk: _Walk, folder: str, repo: Repository) -> list[Digest]:
     """The digests linked below `folder` as `<alg>/<encoded>/link`, each checked against its folder's name."""
     digest_dirs = [
         digest_dir
-        for algorithm_dir in await _children(source, folder)
-        for digest_dir in await _children(source, algorithm_dir)
+        for algorithm_dir in await _children(walk, folder)
+        for digest_dir in await _children(walk, algorithm_dir)
     ]
     found = []
     for digest_dir, digest in zip(
-        digest_dirs, await _read_links(source, [f"{d}/link" for d in digest_dirs], repo), strict=True
+        digest_dirs, await _read_links(walk.source, [f"{d}/link" for d in digest_dirs], repo), strict=True
     ):
         algorithm, encoded = digest_dir.rsplit("/", 2)[1:]
         if digest is not None and str(digest) != f"{algorithm}:{encoded}":
@@ -134,4 +206,6 @@ async def _read_link(source: Base, path: str, repo: Repository) -> Digest | None
         repo.problems.append(f"{path} is missing (a half-written link?)")
     except (UnicodeDecodeError, DigestError) as e:
         repo.problems.append(f"{path} does not hold a digest: {e}")
+    except (OSError, exceptions.UnspecifiedError) as e:
+        repo.problems.append(f"{path} could not be read: {e}")
     return None

@@ -35,7 +35,7 @@ from ..store.metadata import MetadataStore
 from ..store.models import BadReference, Manifest
 from .console import Console, Phase
 from .content import ContentMismatch, copy_verified, hash_object, in_parallel
-from .distribution import Repository, repositories
+from .distribution import Repository, check_regular_file, repositories
 
 BATCH = 200
 """Writes committed together: one transaction (one fsync) per batch instead of one per row."""
@@ -112,7 +112,7 @@ class Importer:
     async def _scan(self) -> list[Repository]:
         found = []
         with self.console.phase("repositories found") as phase:
-            async for repo in repositories(self.source):
+            async for repo in repositories(self.source, self.console.problem):
                 for problem in repo.problems:
                     self.console.problem(f"{repo.name}: {problem}")
                 if not is_name(repo.name):
@@ -155,6 +155,7 @@ class Importer:
 
     async def _verify_blob(self, digest: Digest, phase: Phase) -> int:
         path = blob_path(digest)
+        await asyncio.to_thread(check_regular_file, self.source, path)
         if self.in_place:
             hasher = await hash_object(self.source, path, digest.algorithm, phase)
             if hasher.digest() != digest:
@@ -206,6 +207,7 @@ class Importer:
     async def _read_manifest(self, digest: Digest, phase: Phase) -> Manifest | None:
         path = blob_path(digest)
         try:
+            await asyncio.to_thread(check_regular_file, self.source, path)
             size = await self.source.get_size(path)
             if size > self.max_manifest_bytes:
                 self.console.problem(
