@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from docker_registry.server.config import load
 from docker_registry.server.gc.command import open_store
+from docker_registry.server.preparation import prepare
 from docker_registry.server.store.engine import create_engine
 
 FULL = 2
@@ -63,6 +64,7 @@ def test_the_summary_and_log_reach_a_pipe_whole_though_the_process_skips_its_tea
     Python buffers its output (this machine's PYTHONUNBUFFERED is taken away)."""
     config_file = tmp_path / "config.yml"
     config_file.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n")
+    prepare(load(str(config_file)))  # a registry's database: the command refuses a place that holds none
     program = (
         [sys.executable, "-m", "docker_registry.server"]
         if entry == "python -m"

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
             "stayed unreferenced for the grace period gc.delay; with --delete-untagged also manifests no tag "
             "reaches. Safe while the registry serves: one collection runs at a time (on any node), and what a push "
             "uses again meanwhile is kept. Progress goes to stderr, the summary to stdout. Exits 0 when done, 1 "
-            "when another collection is running or this one failed, 2 on a configuration error."
+            "when another collection is running or this one failed, 2 on a configuration error or when there is no "
+            "registry database where the configuration says (nothing is created)."
         ),
     )
     collect.add_argument("config", nargs="?", metavar="CONFIG", help="YAML configuration file")
@@ -117,7 +118,8 @@ def _add_maintenance(commands: argparse._SubParsersAction[argparse.ArgumentParse
             "check that every manifest references only blobs its repository serves and child manifests it has. "
             "Safe while the registry serves. With --repair, corrupt blobs are moved to lost+found/ in the storage "
             "(never deleted) and, like missing ones, no longer served; the images they break are listed, and stay "
-            "broken (exit status 1) until their blobs are pushed again. " + MAINTENANCE_EXIT_STATUS
+            "broken (exit status 1) until their blobs are pushed again. Refused (exit status 2, nothing created) when "
+            "there is no registry database where the configuration says. " + MAINTENANCE_EXIT_STATUS
         ),
     )
     fsck.add_argument("config", nargs="?", metavar="CONFIG", help="YAML configuration file")
@@ -272,6 +274,8 @@ def _maintenance(args: argparse.Namespace, config: configuration.Config) -> int:
     except ConfigError as exc:
         print(f"docker-registry: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    if args.command == "fsck" and _no_database(config, args.command):
+        return EXIT_CONFIG_ERROR
     try:
         prepare(config)  # the database at the current schema, the data directory there
     except Exception as exc:  # as `serve` reports it: unreachable database, unwritable directory, ...
@@ -285,12 +289,32 @@ def _maintenance(args: argparse.Namespace, config: configuration.Config) -> int:
         return 128 + signal.SIGINT
 
 
+def _no_database(config: configuration.Config, command: str) -> bool:
+    """Whether the SQLite database the configuration names does not exist, said on stderr: a command that checks or
+    cleans a registry, pointed at the wrong place (a typo in the root, Distribution's own configuration), found
+    nothing wrong and created a database, its lock and an 8 MiB reserve there. Only `import` and `serve` create
+    one. Another database's absence shows when it is opened."""
+    from .store.engine import database_url, sqlite_file
+
+    path = sqlite_file(database_url(config))
+    if path is None or os.path.exists(path):
+        return False
+    print(
+        f"docker-registry {command}: no registry database at {path} (is this the registry's configuration? "
+        "storage.filesystem.rootdirectory and database.url say where it is); nothing was done",
+        file=sys.stderr,
+    )
+    return True
+
+
 def _garbage_collect(config: configuration.Config, args: argparse.Namespace) -> int:
     from .gc.command import garbage_collect
     from .preparation import build_driver, prepare
 
     if config.storage.driver == "inmemory":
         print("docker-registry: garbage-collect: the inmemory driver keeps blobs inside the server", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    if _no_database(config, args.command):
         return EXIT_CONFIG_ERROR
     try:
         prepare(config)  # the database may predate this release's schema (the server was not started since)
