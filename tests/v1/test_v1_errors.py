@@ -4,6 +4,7 @@ was a 500 there), the answer here is right."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 
@@ -51,6 +52,23 @@ def test_json_put_needs_an_existing_parent(client: httpx.Client) -> None:
     refused(client.put(f"/v1/images/{orphan.id}/json", json=document), 400, "non existing parent")
     document["parent"] = "not-an-id"
     refused(client.put(f"/v1/images/{orphan.id}/json", json=document), 400, "parent")
+
+
+def test_json_put_needs_a_complete_parent(client: httpx.Client) -> None:
+    """A child's ancestry is copied from its parent's when its json is PUT: a child pushed on an incomplete parent,
+    which was then pushed again with another parent, kept the old chain (and a tag of it bridged the wrong layers).
+    Engines push a parent whole before its child."""
+    first, second = image({"p": b"first parent"}), image({"p": b"second parent"})
+    push_image(client, first)
+    push_image(client, second)
+    middle = image({"m": b"middle"}, first)
+    child = image({"c": b"child"}, middle)
+    expect(client.put(f"/v1/images/{middle.id}/json", content=middle.json), 200)
+    refused(client.put(f"/v1/images/{child.id}/json", content=child.json), 400, "parent that is being pushed")
+    moved = dataclasses.replace(middle, json=json.dumps(json.loads(middle.json) | {"parent": second.id}).encode())
+    push_image(client, moved)
+    push_image(client, child)
+    assert expect(client.get(f"/v1/images/{child.id}/ancestry"), 200).json() == [child.id, middle.id, second.id]
 
 
 @pytest.mark.parametrize("bad_id", ["A" * 64, "a" * 63, "a" * 65, "g" * 64, "abc", "a" * 32])

@@ -19,9 +19,15 @@ from test_v1_presented import push_v2_image
 from registry_api import MANIFEST_ACCEPT, image_manifest, sha256, unique_repo
 from registry_api import push as push_v2
 from registry_process import RegistryProcess
-from v1_engine import chain, expect, image, push, push_image
+from v1_engine import ENGINE_AGENT, V1TestImage, chain, expect, image, pull, push, push_image
 
 EXTRAS = {"star_count": 0, "is_official": False, "is_automated": False}
+SQUAT_RULES = [
+    {"who": "alice", "repositories": ["team-a/*"], "actions": ["pull", "push"]},
+    {"who": "bob", "repositories": ["team-b/*"], "actions": ["pull", "push"]},
+    {"who": "carol", "repositories": ["team-a/*"], "actions": ["pull"]},
+]
+"""The probe's rules: alice pushes team-a/*, bob team-b/*, and carol pulls what alice pushes."""
 
 
 def repo() -> str:
@@ -140,6 +146,51 @@ def test_users_as_a_standalone_registry(client: httpx.Client) -> None:
     expect(client.put("/v1/users/someone/", json={}), 204)
 
 
+def auth_registry(
+    make_registry: Callable[..., RegistryProcess],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    database: str,
+    rules: list[dict[str, object]] | None = None,
+) -> RegistryProcess:
+    """A registry with htpasswd auth and `rules` (the htpasswd tests' by default), on SQLite or PostgreSQL."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", PASSWORDS)
+    config = auth_config(htpasswd) if rules is None else auth_config(htpasswd, rules)
+    if database == "postgres":
+        config["database"] = {"url": request.getfixturevalue("postgres_cluster").new_database()}
+    return make_registry(workers=1, extra_config=config)
+
+
+def under_id(pushed: V1TestImage, image_id: str) -> V1TestImage:
+    """The image with another id: what someone who knows an id pushes as their own."""
+    return dataclasses.replace(pushed, id=image_id, json=pushed.json.replace(pushed.id.encode(), image_id.encode()))
+
+
+def engine_push(client: httpx.Client, repository: str, images: list[V1TestImage]) -> httpx.Response | None:
+    """A docker 1.x engine's push as it reads the answers: every image listed first; one whose json GET answers
+    200, or whose json PUT answers 409 "Image already exists", is skipped as pushed already. The first refusal,
+    or None when the push went through."""
+    headers = {"User-Agent": ENGINE_AGENT}
+    listed = client.put(f"/v1/repositories/{repository}/", json=[{"id": i.id} for i in images], headers=headers)
+    if listed.status_code != 200:
+        return listed
+    for each in images:
+        if client.get(f"/v1/images/{each.id}/json", headers=headers).status_code == 200:
+            continue
+        answer = client.put(f"/v1/images/{each.id}/json", content=each.json, headers=headers)
+        if answer.status_code == 409 and answer.json().get("error") == "Image already exists":
+            continue
+        if answer.status_code == 200:
+            answer = client.put(f"/v1/images/{each.id}/layer", content=each.layer, headers=headers)
+        if answer.status_code == 200:
+            checksum = {**headers, "X-Docker-Checksum-Payload": each.checksum}
+            answer = client.put(f"/v1/images/{each.id}/checksum", headers=checksum)
+        if answer.status_code != 200:
+            return answer
+    tagged = client.put(f"/v1/repositories/{repository}/tags/latest", json=images[-1].id, headers=headers)
+    return None if tagged.status_code == 200 else tagged
+
+
 def test_auth_gate_covers_v1(make_registry: Callable[..., RegistryProcess], tmp_path: Path) -> None:
     htpasswd = write_htpasswd(tmp_path / "htpasswd", PASSWORDS)
     server = make_registry(workers=1, extra_config=auth_config(htpasswd))
@@ -177,12 +228,9 @@ def test_v1_images_are_read_and_written_through_the_repositories_that_hold_them(
     make_registry: Callable[..., RegistryProcess], tmp_path: Path, request: pytest.FixtureRequest, database: str
 ) -> None:
     """Images are global, but the right to pull one repository opens only the images that repositories the caller
-    may pull hold: listed by a v1 push, in the chain of a v1 tag, or in the chain a v2 image is presented as."""
-    htpasswd = write_htpasswd(tmp_path / "htpasswd", PASSWORDS)
-    config = auth_config(htpasswd)
-    if database == "postgres":
-        config["database"] = {"url": request.getfixturevalue("postgres_cluster").new_database()}
-    server = make_registry(workers=1, extra_config=config)
+    may pull hold (listed by a v1 push, in the chain of a v1 tag, or in the chain a v2 image is presented as), and
+    those the caller pushed: an image nobody holds is its pusher's alone."""
+    server = auth_registry(make_registry, tmp_path, request, database)
     with as_user(server, "alice") as alice, as_user(server, "bob") as bob, as_user(server, "carol") as carol:
         pushed = chain({"etc/secret": b"team-a only"}, {"srv/app": b"team-a app"})
         push(alice, "team-a/app", pushed)
@@ -214,17 +262,19 @@ def test_v1_images_are_read_and_written_through_the_repositories_that_hold_them(
         expect(alice.put("/v1/repositories/team-a/next/", json=[{"id": started[0].id}]), 200)
         expect(bob.put(f"/v1/images/{started[0].id}/json", content=started[0].json), 403)
         push_image(alice, started[0])
-        # an image nobody lists or holds (unknown ones are then 404) needs the right to push somewhere, which could
-        # list it: carol may only pull
+        # an unknown id (then 404) needs the right to push somewhere: carol may only pull
         expect(bob.get(f"/v1/images/{'e' * 64}/json"), 404)
         expect(carol.get(f"/v1/images/{'e' * 64}/json"), 403)
+        # an image nobody lists or holds is its pusher's alone: an id is no proof of a right to its content
         loose = chain({"tmp/loose": b"bob's"})
         push_image(bob, loose[0])
         expect(bob.get(f"/v1/images/{loose[0].id}/json"), 200)
+        expect(alice.get(f"/v1/images/{loose[0].id}/json"), 403)
         expect(carol.get(f"/v1/images/{loose[0].id}/json"), 403)
         # so is one no longer held: the repository that listed and tagged it deleted
         expect(alice.delete("/v1/repositories/team-a/app/"), 200)
         expect(carol.get(f"/v1/images/{pushed[-1].id}/layer"), 403)
+        expect(bob.get(f"/v1/images/{pushed[-1].id}/layer"), 403)
         expect(alice.get(f"/v1/images/{pushed[-1].id}/layer"), 200)
 
         # presented ids are keyed: nobody computes them from digests they know (and then lists one as their own)
@@ -232,8 +282,78 @@ def test_v1_images_are_read_and_written_through_the_repositories_that_hold_them(
         diff_id = "sha256:" + hashlib.sha256(gzip.decompress(base.layer)).hexdigest()
         unkeyed = hashlib.sha256(f"\n{sha256(base.layer)}\n{diff_id}".encode()).hexdigest()
         assert unkeyed != presented_chain[-1]
+        # and an id, once known, opens nothing: listing it as one's own is not recorded, tagging it is refused
         expect(bob.put("/v1/repositories/team-b/guess/", json=[{"id": presented_chain[-1]}]), 200)
-        expect(bob.get(f"/v1/images/{presented_chain[-1]}/layer"), 200)  # an id, once known, opens its image
+        expect(bob.get(f"/v1/images/{presented_chain[-1]}/layer"), 403)
+        expect(bob.put("/v1/repositories/team-b/guess/tags/latest", json=presented_chain[-1]), 403)
+        expect(bob.get("/v1/repositories/team-b/guess/images"), 404)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_an_image_pushed_under_a_well_known_id_is_never_adopted(
+    make_registry: Callable[..., RegistryProcess], tmp_path: Path, request: pytest.FixtureRequest, database: str
+) -> None:
+    """Image ids are global, and those of images pulled from Docker Hub by docker 1.9 and older are public: bob
+    pushed his own content under the id of a base alice's engine was about to push (unlisted, or in his own
+    repository). Her engine's listing made her repository hold it, its json GET answered 200, so the engine skipped
+    it as pushed, built on it and tagged: carol, pulling alice's repository, got bob's files. Now alice's push
+    fails, and nobody but bob reads his image."""
+    server = auth_registry(make_registry, tmp_path, request, database, SQUAT_RULES)
+    with as_user(server, "alice") as alice, as_user(server, "bob") as bob, as_user(server, "carol") as carol:
+        for squatted_in in (None, f"team-b/{unique_repo('x')}"):
+            base = image({"etc/os-release": b"the base from Docker Hub"})
+            squat = under_id(image({"etc/os-release": b"bob's"}), base.id)
+            if squatted_in is None:
+                push_image(bob, squat)
+            else:
+                push(bob, squatted_in, [squat])
+            app = image({"srv/app": b"alice's app"}, base)
+            name = f"team-a/{unique_repo('app')}"
+            refusal = engine_push(alice, name, [base, app])
+            assert refusal is not None, f"alice's push went through on bob's image ({squatted_in or 'unlisted'})"
+            expect(refusal, 403)
+            # the squatted image is bob's: alice neither reads nor writes it, builds on it, or tags it
+            expect(alice.get(f"/v1/images/{base.id}/json"), 403)
+            expect(alice.put(f"/v1/images/{base.id}/json", content=base.json), 403)
+            answer = expect(alice.put(f"/v1/images/{app.id}/json", content=app.json), 400)
+            assert answer.json() == {"error": "Image depends on an unauthorized parent"}
+            expect(alice.put(f"/v1/repositories/{name}/tags/latest", json=base.id), 403)
+            # so carol, who may pull alice's repositories, never gets bob's files, through v1 or v2
+            expect(carol.get(f"/v1/images/{base.id}/layer"), 403)
+            assert expect(carol.get(f"/v1/repositories/{name}/tags"), 200).json() == {}
+            expect(carol.get(f"/v2/{name}/manifests/latest", headers={"Accept": MANIFEST_ACCEPT}), 404)
+            expect(bob.get(f"/v1/images/{base.id}/layer"), 200)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_an_image_another_user_is_pushing_is_not_theirs_to_write(
+    make_registry: Callable[..., RegistryProcess], tmp_path: Path, request: pytest.FixtureRequest, database: str
+) -> None:
+    """alice listed X and wrote its json; bob listed X in his repository (before or after) and wrote its json, layer
+    and checksum. They went through, alice's layer and checksum then answered 409 but her tag 200: her repository
+    served bob's layer. Now bob's writes are refused and alice's push goes on (her retries too)."""
+    server = auth_registry(make_registry, tmp_path, request, database, SQUAT_RULES)
+    with as_user(server, "alice") as alice, as_user(server, "bob") as bob, as_user(server, "carol") as carol:
+        pushed = image({"srv/y": b"alice's"})
+        mine = under_id(image({"srv/y": b"bob's"}), pushed.id)
+        name, bobs = f"team-a/{unique_repo('y')}", f"team-b/{unique_repo('z')}"
+        expect(bob.put(f"/v1/repositories/{bobs}/", json=[{"id": pushed.id}]), 200)  # before it exists
+        expect(alice.put(f"/v1/repositories/{name}/", json=[{"id": pushed.id}]), 200)
+        expect(alice.put(f"/v1/images/{pushed.id}/json", content=pushed.json), 200)
+        expect(bob.put(f"/v1/repositories/{bobs}/", json=[{"id": pushed.id}]), 200)  # and after: not recorded
+        expect(bob.put(f"/v1/images/{pushed.id}/json", content=mine.json), 403)
+        expect(bob.put(f"/v1/images/{pushed.id}/layer", content=mine.layer), 403)
+        expect(bob.put(f"/v1/images/{pushed.id}/checksum", headers={"X-Docker-Checksum-Payload": mine.checksum}), 403)
+        expect(bob.get(f"/v1/images/{pushed.id}/json"), 403)
+
+        expect(alice.put(f"/v1/images/{pushed.id}/json", content=pushed.json), 200)  # her retry starts over
+        expect(alice.put(f"/v1/images/{pushed.id}/layer", content=pushed.layer), 200)
+        checksum = {"X-Docker-Checksum-Payload": pushed.checksum}
+        expect(alice.put(f"/v1/images/{pushed.id}/checksum", headers=checksum), 200)
+        expect(alice.put(f"/v1/repositories/{name}/tags/latest", json=pushed.id), 200)
+        assert [layer for _, layer in pull(carol, name)] == [pushed.layer]
+        expect(bob.get(f"/v1/images/{pushed.id}/layer"), 403)
+        expect(bob.put(f"/v1/repositories/{bobs}/tags/latest", json=pushed.id), 403)
 
 
 def test_an_image_pushed_under_a_presented_id_is_never_taken_for_it(

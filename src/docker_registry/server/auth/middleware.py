@@ -87,15 +87,23 @@ class Auth:
 
     async def _may_use_image(self, request: web.Request, user: str | None, image_id: str, action: str) -> bool:
         """Images are global, as in the original, but one that a repository holds (its index images list it, or a
-        tag's chain contains it) is the caller's only through a repository they may `action`: the right to pull one
-        repository does not open every other's images to whoever has their ids. One that none holds (not yet
-        listed by the push that sends it, no longer tagged, or unknown: a 404 follows) needs the right to push
-        somewhere, which could list it as held anyway."""
+        tag's chain contains it) is read only through a repository the caller may pull, or by its pusher: the right
+        to pull one repository does not open every other's images to whoever has their ids. One that none holds is
+        its pusher's alone (`V1Holding.readable_by`). Writes need push on a repository that lists the image (or,
+        if none does, somewhere), and never reach another user's image: an incomplete one whose json they wrote,
+        a complete one the caller cannot read (`V1Holding.writable_by`)."""
         store = registry(request).store
-        holders = await store.read(store.sync.v1_image_holders, image_id)
-        if not holders:
-            return self.rules.allows_somewhere(user, PUSH)
-        return any(self.rules.allows(user, holder, action) for holder in holders)
+        holding = await store.read(store.sync.v1_image_holding, image_id)
+        readable = holding.readable_by(
+            user, lambda holder: self.rules.allows(user, holder, PULL), self.rules.allows_somewhere(user, PUSH)
+        )
+        if action == PULL:
+            return readable
+        if holding.holders:
+            may_write = any(self.rules.allows(user, holder, action) for holder in holding.holders)
+        else:
+            may_write = self.rules.allows_somewhere(user, action)
+        return may_write and holding.writable_by(user, readable)
 
     async def guard(self, request: web.Request) -> None:
         if ACCESS in request:

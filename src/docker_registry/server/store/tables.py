@@ -124,6 +124,8 @@ v1_images = sa.Table(
     sa.Column("diff_id", sa.String(200), nullable=True),
     sa.Column("complete", sa.Boolean, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # 0028: the authenticated user who wrote the json (NULL: anonymous, no auth, imported, presented, or older)
+    sa.Column("pusher", sa.String(200), nullable=True),
     # garbage collection keeps the blobs v1 images name (migration 0006)
     sa.Index("ix_v1_images_layer_digest", "layer_digest"),
 )
@@ -134,6 +136,9 @@ v1_repository_images = sa.Table(
     sa.Column("repository_id", sa.Integer, sa.ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("image_id", sa.String(64), primary_key=True),
     sa.Column("checksum", sa.String(200), nullable=True),
+    # 0028: who listed the image before it existed: the listing holds it only once that user pushed it (NULL: it
+    # holds, listed by a user who could read the image, anonymously, without auth, or before 0028)
+    sa.Column("listed_by", sa.String(200), nullable=True),
     sa.Index("ix_v1_repository_images_image", "image_id", "repository_id"),  # 0023: who holds an image
 )
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from enum import Enum
 
 import sqlalchemy as sa
@@ -108,10 +109,22 @@ the tag still points at the manifest that push made), else the chain its v2 mani
 
 
 _TOP = v1_images.alias("top")
+_LISTED = v1_images.alias("listed")
 _HOLDERS = sa.union(
     sa.select(repositories.c.name)
-    .select_from(v1_repository_images.join(repositories, repositories.c.id == v1_repository_images.c.repository_id))
-    .where(v1_repository_images.c.image_id == sa.bindparam("image_id")),
+    .select_from(
+        v1_repository_images.join(repositories, repositories.c.id == v1_repository_images.c.repository_id).outerjoin(
+            _LISTED, _LISTED.c.id == v1_repository_images.c.image_id
+        )
+    )
+    .where(
+        v1_repository_images.c.image_id == sa.bindparam("image_id"),
+        sa.or_(
+            v1_repository_images.c.listed_by.is_(None),
+            _LISTED.c.id.is_(None),
+            v1_repository_images.c.listed_by == _LISTED.c.pusher,
+        ),
+    ),
     sa.select(repositories.c.name)
     .select_from(
         _TAGGED.join(repositories, repositories.c.id == tags.c.repository_id).join(_TOP, _TOP.c.id == _TAG_IMAGE)
@@ -129,8 +142,46 @@ _HOLDERS = sa.union(
     ),
 )
 """The repositories that hold a v1 image: their index images list it, or a tag's chain contains it (a v1 tag's, or
-the chain its v2 manifest was presented as). Only repositories that link the image's layer
-can hold it in a chain (a chain's manifest references every layer of it): they are the ones whose tags are read."""
+the chain its v2 manifest was presented as). A listing made before the image existed (`listed_by`) holds it only
+once its lister pushed it: until then it keeps others from writing it; after, it opens nobody else's image. Only
+repositories that link the image's layer can hold it in a chain (a chain's manifest references every layer of it):
+they are the ones whose tags are read."""
+_PUSHED = sa.select(v1_images.c.pusher, v1_images.c.complete).where(v1_images.c.id == sa.bindparam("image_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class V1Holding:
+    """Who may use a v1 image, which belongs to no repository: the repositories that hold it (`_HOLDERS`) and the
+    user who pushed it. The auth gate asks it about the image a path names, the v1 feature about those a body names
+    (a json's parent, a tag's image): neither may import the other, so the rule lives with the records."""
+
+    holders: list[str]
+    pusher: str | None
+    """The authenticated user who wrote its json; None when anonymous, without auth, or not pushed through v1 since
+    migration 0028 (imported, presented, older): such an image keeps the rules from before."""
+    found: bool
+    complete: bool
+
+    def readable_by(self, user: str | None, may_pull: Callable[[str], bool], pushes_somewhere: bool) -> bool:
+        """Its pusher may read it, and whoever may pull a repository holding it. One that nothing holds is its
+        pusher's alone: ids are global, some are public (images pulled from Docker Hub), and an id is no proof of
+        the right to someone's content. Without a pusher and a holder (an unknown id: a 404 follows), as before:
+        who may push somewhere, who could list it anyway."""
+        if self.pusher is not None and self.pusher == user:
+            return True
+        if self.holders:
+            return any(may_pull(holder) for holder in self.holders)
+        return self.pusher is None and pushes_somewhere
+
+    def writable_by(self, user: str | None, readable: bool) -> bool:
+        """Whether `user`, allowed to push where it is listed (or somewhere), may write its json, layer or checksum:
+        not an incomplete image whose json another user wrote, nor a complete one they cannot read (it never
+        changes: the 409 would tell their engine it was pushed already, and the engine would build on it)."""
+        if not self.found:
+            return True
+        if self.complete:
+            return readable
+        return self.pusher is None or self.pusher == user
 
 
 class PutJson(Enum):
@@ -140,6 +191,11 @@ class PutJson(Enum):
     EXISTS = "exists"
     """A complete image has that id: it can no longer change."""
     NO_PARENT = "no-parent"
+    PARENT_INCOMPLETE = "parent-incomplete"
+    """Its parent is being pushed: engines push a parent whole first, and a child's ancestry is copied from its
+    parent's, which a new json of the parent would change under it."""
+    NOT_YOURS = "not-yours"
+    """Another user wrote the json of the incomplete image."""
 
 
 def _columns(image: V1Image) -> dict[str, object]:
@@ -192,21 +248,27 @@ class V1Queries(StoreBase):
         rows = self._read(lambda conn: conn.execute(query).all())
         return {row.id: _image(row) for row in rows}
 
-    def put_v1_json(self, image_id: str, raw: bytes, parent: str | None) -> PutJson:
-        """Record an image's json (again, while it is incomplete: a retried push starts over from its json)."""
+    def put_v1_json(self, image_id: str, raw: bytes, parent: str | None, pusher: str | None) -> PutJson:
+        """Record an image's json, written by `pusher` (again, while it is incomplete, by the same user or over a
+        json nobody authenticated wrote: a retried push starts over from its json)."""
 
         def put(conn: sa.Connection) -> PutJson:
             existing = conn.execute(_IMAGE, {"image_id": image_id}).first()
             if existing is not None and existing.complete:
                 return PutJson.EXISTS
+            if existing is not None and existing.pusher not in (None, pusher):
+                return PutJson.NOT_YOURS
             ancestry = [image_id]
             if parent is not None:
                 parent_row = conn.execute(_IMAGE, {"image_id": parent}).first()
                 if parent_row is None:
                     return PutJson.NO_PARENT
+                if not parent_row.complete:
+                    return PutJson.PARENT_INCOMPLETE
                 ancestry += json.loads(parent_row.ancestry)
             values = {
                 "json": raw,
+                "pusher": pusher,
                 "parent": parent,
                 "ancestry": json.dumps(ancestry),
                 "layer_digest": None,
@@ -225,16 +287,29 @@ class V1Queries(StoreBase):
         return self._write(put)
 
     def put_v1_layer(
-        self, image_id: str, digest: Digest, size: int, checksum: str, diff_id: Digest | None, json_bytes: bytes
+        self,
+        image_id: str,
+        digest: Digest,
+        size: int,
+        checksum: str,
+        diff_id: Digest | None,
+        json_bytes: bytes,
+        pusher: str | None,
     ) -> bool:
         """Record the verified layer blob of an incomplete image whose json is still `json_bytes` (the checksum
-        was computed over them); False if the image is gone, complete, or its json changed meanwhile."""
+        was computed over them), written by `pusher` or by nobody authenticated; False if the image is gone,
+        complete, or its json changed meanwhile (another user's since)."""
 
         def put(conn: sa.Connection) -> bool:
             now = time.time()
             updated = conn.execute(
                 v1_images.update()
-                .where(v1_images.c.id == image_id, v1_images.c.complete.is_(False), v1_images.c.json == json_bytes)
+                .where(
+                    v1_images.c.id == image_id,
+                    v1_images.c.complete.is_(False),
+                    v1_images.c.json == json_bytes,
+                    sa.or_(v1_images.c.pusher.is_(None), v1_images.c.pusher == pusher),
+                )
                 .values(
                     layer_digest=str(digest),
                     size=size,
@@ -284,11 +359,19 @@ class V1Queries(StoreBase):
 
         return self._write(put)
 
-    def v1_image_holders(self, image_id: str) -> list[str]:
-        """The repositories that hold the image (`_HOLDERS`), by name; none for an unknown image, or one that no
-        repository lists (pushed without `PUT /v1/repositories/<repo>/` and never tagged)."""
+    def v1_image_holding(self, image_id: str) -> V1Holding:
+        """The repositories that hold the image (`_HOLDERS`), by name (none for an unknown image, or one that no
+        repository lists: pushed without `PUT /v1/repositories/<repo>/` and never tagged), and who pushed it."""
         params = {"image_id": image_id, "in_ancestry": like_pattern(json.dumps(image_id))}
-        return sorted(self._read(lambda conn: conn.execute(_HOLDERS, params).scalars().all()))
+
+        def read(conn: sa.Connection) -> V1Holding:
+            holders = sorted(conn.execute(_HOLDERS, params).scalars().all())
+            pushed = conn.execute(_PUSHED, params).first()
+            if pushed is None:
+                return V1Holding(holders, None, found=False, complete=False)
+            return V1Holding(holders, pushed.pusher, found=True, complete=bool(pushed.complete))
+
+        return self._read(read)
 
     def v1_presentation_secret(self) -> str:
         """The key presented images' ids are derived with (`v1/presented`), drawn by the first worker of any node
@@ -318,24 +401,46 @@ class V1Queries(StoreBase):
             return None
         return [{"id": r.image_id, "checksum": r.checksum} if r.checksum else {"id": r.image_id} for r in rows]
 
-    def put_v1_index_images(self, repository: str, images: Sequence[tuple[str, str | None]]) -> None:
-        """Merge into the repository's index images; a known checksum is kept when the new entry has none."""
+    def put_v1_index_images(
+        self,
+        repository: str,
+        images: Sequence[tuple[str, str | None]],
+        lister: str | None,
+        readable: Collection[str] | None,
+    ) -> None:
+        """Merge into the repository's index images; a known checksum is kept when the new entry has none. An
+        image that exists is listed only if `lister` may read it (it is in `readable`; None: every image): listing
+        another's image is no way to read it. One that does not exist yet is listed as `lister`'s, to hold once
+        they push it."""
 
         def put(conn: sa.Connection) -> None:
             repo_id = self._repository_id(conn, repository, time.time())
+            ids = sorted({image_id for image_id, _ in images})
+            existing = set(conn.execute(sa.select(v1_images.c.id).where(v1_images.c.id.in_(ids))).scalars())
             for image_id, checksum in sorted(set(images)):
+                if image_id in existing and readable is not None and image_id not in readable:
+                    continue
+                listed_by = None if image_id in existing else lister
                 where = sa.and_(
                     v1_repository_images.c.repository_id == repo_id, v1_repository_images.c.image_id == image_id
                 )
-                found = conn.execute(sa.select(v1_repository_images.c.checksum).where(where)).first()
+                found = conn.execute(
+                    sa.select(v1_repository_images.c.checksum, v1_repository_images.c.listed_by).where(where)
+                ).first()
                 if found is None:
                     conn.execute(
                         _INSERT_INDEX_IMAGE[self._dialect].values(
-                            repository_id=repo_id, image_id=image_id, checksum=checksum
+                            repository_id=repo_id, image_id=image_id, checksum=checksum, listed_by=listed_by
                         )
                     )
-                elif checksum and found.checksum != checksum:
-                    conn.execute(v1_repository_images.update().where(where).values(checksum=checksum))
+                    continue
+                changes: dict[str, str | None] = {}
+                if checksum and found.checksum != checksum:
+                    changes["checksum"] = checksum
+                if listed_by is None and found.listed_by is not None:  # listed again by who may read it now
+                    changes["listed_by"] = None
+                if changes:
+                    conn.execute(v1_repository_images.update().where(where).values(**changes))
 
         self._write(put)
 

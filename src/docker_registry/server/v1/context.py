@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ..http.context import REGISTRY_KEY
-from .images import V1Images
+from ..http.context import ACCESS, REGISTRY_KEY, Access
+from .images import TRUSTED, Caller, V1Images
 from .repositories import V1Repositories
 
 
@@ -30,3 +30,9 @@ async def v1_context(app: web.Application) -> AsyncIterator[None]:
 
 def v1(request: web.Request) -> V1:
     return request.app[V1_KEY]
+
+
+def caller(request: web.Request) -> Caller:
+    """Who sent the request, as the auth gate let it through (anyone, without auth)."""
+    access: Access | None = request.get(ACCESS)
+    return TRUSTED if access is None else Caller(access.user, access.may_pull)

@@ -12,7 +12,7 @@ from ..http import body, files, ranges
 from ..http.context import config, registry, require_space, require_writable
 from ..http.routing import Params
 from ..registry.errors import SIZE_INVALID, RegistryError
-from .context import v1
+from .context import caller, v1
 from .images import JSON_MAX_BYTES, check_image_id
 from .responses import LEGACY_HEADERS, V1Error, response
 
@@ -53,7 +53,7 @@ async def put_json(request: web.Request, params: Params) -> web.StreamResponse:
     check_image_id(params["image_id"])
     too_large = RegistryError(SIZE_INVALID, f"Image json larger than {JSON_MAX_BYTES} bytes", status=413)
     raw = await body.read_limited(request, JSON_MAX_BYTES, too_large)
-    await v1(request).images.put_json(params["image_id"], raw)
+    await v1(request).images.put_json(params["image_id"], raw, caller(request))
     return response()
 
 
@@ -68,7 +68,7 @@ async def get_ancestry(request: web.Request, params: Params) -> web.StreamRespon
 async def put_layer(request: web.Request, params: Params) -> web.StreamResponse:
     require_writable(request)
     await require_space(request)
-    await v1(request).images.put_layer(check_image_id(params["image_id"]), body.chunks(request))
+    await v1(request).images.put_layer(check_image_id(params["image_id"]), body.chunks(request), caller(request))
     return response()
 
 

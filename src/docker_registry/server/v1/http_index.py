@@ -11,7 +11,7 @@ from aiohttp import web
 from ..http.context import config, may_pull, require_delete, require_writable
 from ..http.routing import Params
 from ..registry import strict_json
-from .context import v1
+from .context import caller, v1
 from .http_repositories import small_body
 from .repositories import repository_name
 from .responses import V1Error, response
@@ -42,7 +42,7 @@ async def put_repository(request: web.Request, params: Params) -> web.StreamResp
     """`PUT /v1/repositories/<repo>/`: the start of a push; the body lists the images to come."""
     require_writable(request)
     repository = repository_name(params.name)
-    await v1(request).repositories.put_index_images(repository, await small_body(request))
+    await v1(request).repositories.put_index_images(repository, await small_body(request), caller(request))
     return response("", headers=_index_headers(request, repository, "write"))
 
 
@@ -50,7 +50,7 @@ async def put_images(request: web.Request, params: Params) -> web.StreamResponse
     """The end of a push: the images with their checksums."""
     require_writable(request)
     repository = repository_name(params.name)
-    await v1(request).repositories.put_index_images(repository, await small_body(request))
+    await v1(request).repositories.put_index_images(repository, await small_body(request), caller(request))
     return response("", 204, headers=_index_headers(request, repository, "write"))
 
 

@@ -9,7 +9,7 @@ from ..http.context import require_delete, require_writable
 from ..http.routing import Params
 from ..registry import strict_json
 from ..registry.errors import SIZE_INVALID, RegistryError
-from .context import v1
+from .context import caller, v1
 from .repositories import check_tag, repository_name, tag_json
 from .responses import V1Error, response
 
@@ -51,7 +51,7 @@ async def put_tag(request: web.Request, params: Params) -> web.StreamResponse:
     if not image_id or not isinstance(image_id, str):
         raise V1Error("Invalid data: the image id as a JSON string expected")
     described = tag_json(request.headers.get("User-Agent", ""))
-    await v1(request).repositories.put_tag(repository, tag, image_id, described)
+    await v1(request).repositories.put_tag(repository, tag, image_id, described, caller(request))
     return response()
 
 

@@ -11,7 +11,8 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from docker_registry.core import exceptions
@@ -34,6 +35,20 @@ JSON_MAX_BYTES = 4 * 1024 * 1024
 """The largest image json taken, by a PUT and by an import."""
 IN_PROGRESS = "Image is being uploaded, retry later"
 COMPLETE_CACHE_ENTRIES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a v1 write, for what the auth gate cannot check (it reads no body: a json's parent, a tag's image)
+    and for the images they push (`v1_images.pusher`)."""
+
+    user: str | None = None
+    """None when anonymous or without auth."""
+    may_pull: Callable[[str], bool] | None = None
+    """None without auth (and for `import`, run by the registry's operator): everyone may read everything."""
+
+
+TRUSTED = Caller()
 
 
 def check_image_id(image_id: str) -> str:
@@ -125,18 +140,32 @@ class V1Images:
             raise V1Error(IN_PROGRESS)
         return image
 
-    async def put_json(self, image_id: str, raw: bytes) -> None:
+    async def may_read(self, image_id: str, caller: Caller) -> bool:
+        """Whether the caller, who may push somewhere (they are writing), may read the image
+        (`V1Holding.readable_by`); an unknown one is left to what follows (a 404, a parent refused as unknown)."""
+        if caller.may_pull is None:
+            return True
+        holding = await self.store.read(self.store.sync.v1_image_holding, image_id)
+        return not holding.found or holding.readable_by(caller.user, caller.may_pull, pushes_somewhere=True)
+
+    async def put_json(self, image_id: str, raw: bytes, caller: Caller) -> None:
         check_image_id(image_id)
         parent = parse_image_json(image_id, raw)
-        outcome = await self.store.write(self.store.sync.put_v1_json, image_id, raw, parent)
+        if parent is not None and not await self.may_read(parent, caller):  # as the original's validate_parent_access
+            raise V1Error("Image depends on an unauthorized parent")
+        outcome = await self.store.write(self.store.sync.put_v1_json, image_id, raw, parent, caller.user)
         if outcome is PutJson.EXISTS:
             raise V1Error("Image already exists", 409)
         if outcome is PutJson.NO_PARENT:
             raise V1Error("Image depends on a non existing parent")
+        if outcome is PutJson.PARENT_INCOMPLETE:
+            raise V1Error("Image depends on a parent that is being pushed: push its layer and checksum first")
+        if outcome is PutJson.NOT_YOURS:
+            raise V1Error("Image is being pushed by another user", 403)
 
-    async def put_layer(self, image_id: str, chunks: AsyncIterable[bytes]) -> None:
+    async def put_layer(self, image_id: str, chunks: AsyncIterable[bytes], caller: Caller) -> None:
         """Stream the layer into storage, hashing as it comes; it becomes the image's layer blob once all of it
-        arrived (a body that breaks off leaves nothing behind)."""
+        arrived (a body that breaks off leaves nothing behind), if the image is still the caller's to write."""
         image = await self.get(image_id)
         if image is None:
             raise _not_found()
@@ -170,11 +199,12 @@ class V1Images:
                 digests.checksum,
                 digests.diff_id,
                 image.json,
+                caller.user,
             )
         finally:
             with contextlib.suppress(Exception):  # else the pin expires on its own
                 await self.store.unpin_blob(digest, pin)
-        if not recorded:  # completed, or its json pushed again, while this layer streamed in
+        if not recorded:  # completed, or its json pushed again (by another user), while this layer streamed in
             raise V1Error("Image changed while its layer was uploaded; push it again", 409)
 
     async def _pin(self, digest: Digest, size: int, pin: str) -> None:

@@ -21,7 +21,7 @@ from ..registry import names, strict_json
 from ..registry.service import Registry
 from ..store.models import V1Tag
 from . import bridge
-from .images import V1Images, check_image_id
+from .images import TRUSTED, Caller, V1Images, check_image_id
 from .presented import NOT_PRESENTABLE, NotLinked, present
 from .responses import V1Error
 
@@ -128,9 +128,12 @@ class V1Repositories:
         described: dict[str, Any] = json.loads(recorded)
         return {**DEFAULT_TAG_JSON, **described}
 
-    async def put_tag(self, repository: str, tag: str, image_id: str, described: str) -> None:
-        """Point the tag at the image (through the bridge manifest of its chain); `described` is the tag's json."""
+    async def put_tag(self, repository: str, tag: str, image_id: str, described: str, caller: Caller = TRUSTED) -> None:
+        """Point the tag at the image (through the bridge manifest of its chain); `described` is the tag's json.
+        The caller must be able to read the image: the tag makes the repository hold its chain."""
         check_image_id(image_id)
+        if not await self.images.may_read(image_id, caller):
+            raise V1Error(f"Access denied to image {image_id}", 403)
         image = await self.images.get(image_id)
         if image is None:
             raise V1Error("Image not found", 404)
@@ -180,7 +183,10 @@ class V1Repositories:
             raise V1Error("images not found", 404)
         return found
 
-    async def put_index_images(self, repository: str, raw: bytes) -> None:
+    async def put_index_images(self, repository: str, raw: bytes, caller: Caller = TRUSTED) -> None:
+        """Merge the listed images into the repository's index images: those that exist only if the caller may
+        read them (`V1Queries.put_v1_index_images`). Another's image is left out silently, as engines list every
+        image of a push first: its push then fails where it would read or write that image."""
         try:
             data = strict_json.loads(raw)
         except (UnicodeDecodeError, ValueError):
@@ -195,7 +201,16 @@ class V1Repositories:
             if checksum is not None and (not isinstance(checksum, str) or len(checksum) > 200):
                 raise V1Error("Invalid checksum")
             entries.append((check_image_id(item["id"]), checksum or None))
-        await self.store.write(self.store.sync.put_v1_index_images, repository, entries)
+        readable = await self._readable([image_id for image_id, _ in entries], caller)
+        await self.store.write(self.store.sync.put_v1_index_images, repository, entries, caller.user, readable)
+
+    async def _readable(self, image_ids: list[str], caller: Caller) -> set[str] | None:
+        """The images of `image_ids` that exist and the caller may read; None (all of them) without auth. One that
+        appears only after this look is not among them: it is someone's the caller was not checked against."""
+        if caller.may_pull is None:
+            return None
+        found = await self.store.read(self.store.sync.v1_images, image_ids)
+        return {image_id for image_id in sorted(found) if await self.images.may_read(image_id, caller)}
 
     async def properties(self, repository: str) -> dict[str, str]:
         """`{"access": ...}`, and the description when one was set."""
