@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 import yaml
+from postgres_cluster import PostgresCluster
 
 from e2e_images import Descriptor, Image, OciLayout, canonical_json
 from e2e_tools import require, run
@@ -398,10 +399,12 @@ def test_fsck_names_the_images_a_deleted_blob_link_breaks(pushed: Pushed, tmp_pa
     assert (counts["corrupt"], counts["missing"], counts["dangling references"]) == ("0", "0", "2")
 
 
-def test_import_and_fsck_with_postgresql(pushed: Pushed, tmp_path: Path, postgres_url: str) -> None:
-    """The same queries on PostgreSQL (anti-joins, row-value IN lists, batches of writes in one transaction)."""
+def test_import_and_fsck_with_postgresql(pushed: Pushed, tmp_path: Path, postgres_cluster: PostgresCluster) -> None:
+    """The same queries on PostgreSQL (anti-joins, row-value IN lists, batches of writes in one transaction), on a
+    database of its own: fsck checks a whole database, which the session's shared one is not the import's alone."""
     tree = tree_copy(pushed, tmp_path / "distribution")
-    server = RegistryProcess(tmp_path / "ours", kind="ours", extra_config={"database": {"url": postgres_url}})
+    database = {"url": postgres_cluster.new_database()}
+    server = RegistryProcess(tmp_path / "ours", kind="ours", extra_config={"database": database})
     config = write_config(server)
     first = command("import", str(config), "--from", "distribution", str(tree))
     assert first.returncode == 0, first.stdout + first.stderr
@@ -425,7 +428,8 @@ def test_import_and_fsck_with_postgresql(pushed: Pushed, tmp_path: Path, postgre
     restored = command("import", str(config), "--from", "distribution", str(tree))
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert summary(restored)["links imported"] == "1"
-    assert command("fsck", str(config)).returncode == 0
+    checked = command("fsck", str(config))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_import_copies_into_another_driver_and_fsck_repairs_through_it(pushed: Pushed, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from docker_registry.drivers.file import Driver
 from docker_registry.server.gc import collector
 from docker_registry.server.store.collection import CollectionQueries, LeaseLost
 from docker_registry.server.store.metadata import MetadataStore
+from docker_registry.server.store.models import COLLECTION_LEASE
 
 BLOBS = 7
 
@@ -172,7 +173,7 @@ def test_a_stalled_removal_keeps_the_lease_and_is_stopped_when_it_is_lost(
         driver = _Stalled(root)
         run = asyncio.create_task(collector.Collector(collection, driver, "test").run(collector.Options(delay=0)))
         await asyncio.sleep(1.5)  # past the lease it took: still its own, renewed meanwhile
-        assert not await asyncio.to_thread(collection.acquire_lease, collector.LEASE_NAME, "another", 60)
+        assert not await asyncio.to_thread(collection.acquire_lease, COLLECTION_LEASE, "another", 60)
         assert not driver.cancelled
         with sqlite3.connect(tmp_path / "registry.db") as db:  # the lease goes to another (this one was too slow)
             db.execute("UPDATE leases SET holder = 'another', expires_at = ?", (time.time() + 60,))
@@ -203,7 +204,7 @@ def test_a_collector_busy_collecting_does_not_also_finish_abandoned_deletions(
             await asyncio.sleep(0.01)
         with pytest.raises(collector.Busy):
             await asyncio.wait_for(same.finish_abandoned(), 5)  # before: it went on to remove the run's blobs
-        assert not await asyncio.to_thread(collection.acquire_lease, collector.LEASE_NAME, "another", 60)
+        assert not await asyncio.to_thread(collection.acquire_lease, COLLECTION_LEASE, "another", 60)
         driver.go.set()
         summary = await asyncio.wait_for(run, 5)
         assert summary.deleted["blobs"] == 2

@@ -21,6 +21,9 @@ def test_v1_on_postgresql(pg: httpx.Client) -> None:  # noqa: F811
     expect(pg.get(f"/v2/{name}/manifests/latest", headers={"Accept": MANIFEST_ACCEPT}), 200)
     found = expect(pg.get("/v1/search", params={"q": name.split("/")[1]}), 200).json()
     assert found["results"] == [{"name": name, "description": "", **EXTRAS}]
+    # case-insensitive, as on SQLite and in the original (PostgreSQL's LIKE is not)
+    shouted = expect(pg.get("/v1/search", params={"q": name.split("/")[1].upper()}), 200).json()
+    assert shouted["results"] == found["results"]
     assert expect(pg.get("/v1/search", params={"q": "_%"}), 200).json()["num_results"] == 0
     # PostgreSQL refuses a text holding NUL: a search for one matches nothing, a description with one is refused
     assert expect(pg.get("/v1/search", params={"q": "pg\x00"}), 200).json()["num_results"] == 0

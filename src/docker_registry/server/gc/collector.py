@@ -30,12 +30,12 @@ from ..registry.process_identity import is_dead, this_process
 from ..registry.upload_area import upload_area, upload_path
 from ..store.base import stored_digest
 from ..store.collection import CollectionQueries, DryRun, LeaseLost
+from ..store.models import COLLECTION_LEASE
 from .cached import CachedScope
 from .progress import Progress
 from .summary import Summary
 
 T = TypeVar("T")
-LEASE_NAME = "gc"
 LEASE_SECONDS = 60.0
 """A crashed collector's lease runs out after this."""
 RENEW_AFTER = 10.0
@@ -121,7 +121,7 @@ class Collector:
 
     async def _acquire(self) -> bool:
         """Take or renew the collection's lease; a holder that died on this host is replaced at once."""
-        lease = (LEASE_NAME, self._holder, LEASE_SECONDS, this_process(), is_dead)
+        lease = (COLLECTION_LEASE, self._holder, LEASE_SECONDS, this_process(), is_dead)
         return await self._db(self._store.acquire_lease, *lease)
 
     async def _renew(self) -> None:
@@ -157,14 +157,14 @@ class Collector:
 
     async def _leased_anew(self, work: Callable[[], Awaitable[Summary]]) -> Summary:
         if not await self._acquire():
-            current = await self._db(self._store.lease_holder, LEASE_NAME)
+            current = await self._db(self._store.lease_holder, COLLECTION_LEASE)
             holder, until = current or ("another process", time.time())
             raise Busy(holder, until)
         self._renewed = time.monotonic()
         try:
             return await work()
         finally:
-            await self._db(self._store.release_lease, LEASE_NAME, self._holder)
+            await self._db(self._store.release_lease, COLLECTION_LEASE, self._holder)
 
     async def _collect(self, options: Options) -> Summary:
         began = time.monotonic()

@@ -19,7 +19,6 @@ from docker_registry.core import exceptions
 from docker_registry.core.digest import Digest, blob_path
 from docker_registry.core.driver import Base
 
-from ..gc.collector import LEASE_NAME
 from ..registry.manifests import digest_of
 from ..store.inventory import InventoryQueries, StoredBlob
 from .console import Console, Phase, human_bytes
@@ -199,7 +198,7 @@ async def _abandoned_deletions(inventory: InventoryQueries, console: Console, re
     """Report the blobs a garbage collection that stopped (no collection holds its lease) left marked as being
     deleted: uploads of them are refused until a collection finishes them. A repair leaves them to it: a registry
     process finishes them within seconds of starting and every few seconds after, and `garbage-collect` does."""
-    digests = await asyncio.to_thread(inventory.abandoned_deletions, LEASE_NAME)
+    digests = await asyncio.to_thread(inventory.abandoned_deletions)
     for digest in digests:
         console.problem(
             f"blob {digest} is left half-deleted by a garbage collection that stopped: uploads of it are "

@@ -17,6 +17,7 @@ from docker_registry.core.digest import Digest
 
 from .base import REPOSITORY_ID, StoreBase, stored_digest
 from .blobs import BLOB_SERVED
+from .models import COLLECTION_LEASE
 from .tables import blobs, leases, manifest_references, manifests, repositories, repository_blobs, tags
 
 _IN_LIST = 500
@@ -224,11 +225,11 @@ class InventoryQueries(StoreBase):
         query = sa.select(blobs.c.digest).where(blobs.c.deleting_since.is_not(None))
         return {stored_digest(r.digest) for r in self._read(lambda conn: _rows_in(conn, query, digests))}
 
-    def abandoned_deletions(self, lease: str) -> list[Digest]:
-        """Blobs marked as being deleted while no collection holds `lease`: one died deleting them. Uploads of
+    def abandoned_deletions(self) -> list[Digest]:
+        """Blobs marked as being deleted while no collection holds its lease: one died deleting them. Uploads of
         them are refused until a collection finishes them (every running registry process looks every few
         seconds)."""
-        held = sa.exists().where(leases.c.name == lease, leases.c.expires_at > time.time())
+        held = sa.exists().where(leases.c.name == COLLECTION_LEASE, leases.c.expires_at > time.time())
         query = sa.select(blobs.c.digest).where(blobs.c.deleting_since.is_not(None), ~held).order_by(blobs.c.digest)
         return [stored_digest(digest) for digest in self._read(lambda conn: conn.execute(query).scalars().all())]
 

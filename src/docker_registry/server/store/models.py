@@ -16,6 +16,9 @@ WRITER_LEASE_SECONDS = 60.0
 """A session's writer renews its claim well within this; a claim not renewed for this long belongs to a process
 that died (on another host: on its own, the claimant's host frees the claim at once) and another may take over.
 Here, not in `uploads`, so garbage collection reads it without importing the upload and blob queries."""
+COLLECTION_LEASE = "gc"
+"""The lease a garbage collection holds (`gc`), which fsck (`maintenance`) reads too: features do not import
+each other."""
 
 
 @dataclass(frozen=True, slots=True)

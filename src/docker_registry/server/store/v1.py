@@ -108,6 +108,12 @@ _TAGS = (
 the tag still points at the manifest that push made), else the chain its v2 manifest was presented as."""
 
 
+_V1_RECORDED = sa.union_all(
+    sa.select(1).where(v1_repository_images.c.repository_id == REPOSITORY_ID_OF),
+    sa.select(1).where(v1_repositories.c.repository_id == REPOSITORY_ID_OF),
+).limit(1)
+"""A repository v1 has records of: index images a push listed, properties."""
+
 _TOP = v1_images.alias("top")
 _LISTED = v1_images.alias("listed")
 _HOLDERS = sa.union(
@@ -446,12 +452,17 @@ class V1Queries(StoreBase):
 
     # --- tags ------------------------------------------------------------------------------------------------
     def v1_tags(self, repository: str) -> dict[str, V1Tag] | None:
-        """Every tag of the repository as v1 sees it; None if the repository is unknown."""
+        """Every tag of the repository as v1 sees it; None if the repository is unknown, or holds nothing v1 sees
+        (no tag, no index images, no properties): what the original's repository deletion leaves, while its
+        untagged manifests keep the row."""
 
         def read(conn: sa.Connection) -> dict[str, V1Tag] | None:
-            if conn.execute(REPOSITORY_ID, {"repository": repository}).scalar() is None:
+            params = {"repository": repository}
+            if conn.execute(REPOSITORY_ID, params).scalar() is None:
                 return None
-            rows = conn.execute(_TAGS, {"repository": repository}).all()
+            rows = conn.execute(_TAGS, params).all()
+            if not rows and conn.execute(_V1_RECORDED, params).first() is None:
+                return None
             return {row.name: V1Tag(stored_digest(row.digest), row.image_id, row.json) for row in rows}
 
         return self._read(read)
@@ -567,7 +578,8 @@ class V1Queries(StoreBase):
             return []
         pattern = like_pattern(term)
         description = sa.func.coalesce(v1_repositories.c.description, "")
-        matching = sa.or_(repositories.c.name.like(pattern, escape="\\"), description.like(pattern, escape="\\"))
+        # case-insensitive on every database, as the original's search on SQLite (PostgreSQL's LIKE is not)
+        matching = sa.or_(repositories.c.name.ilike(pattern, escape="\\"), description.ilike(pattern, escape="\\"))
         query = (
             sa.select(repositories.c.name, description.label("description"))
             .select_from(repositories.outerjoin(v1_repositories))
