@@ -16,7 +16,7 @@ from docker_registry.server.store import migrate
 from docker_registry.server.store.collection import CollectionQueries
 from docker_registry.server.store.engine import create_engine
 from docker_registry.server.store.metadata import MetadataStore
-from docker_registry.server.store.models import V1Image, V1Tag
+from docker_registry.server.store.models import COLLECTION_LEASE, V1Image, V1Tag
 
 LAYER = b"layer bytes"
 LAYER_DIGEST = Digest("sha256", hashlib.sha256(LAYER).hexdigest())
@@ -332,9 +332,30 @@ def test_a_blob_being_deleted_is_not_linked_by_a_cache_fill_or_a_v1_tag(
     store, collection = stores
     now = _unlinked_candidate(store, collection)
     assert collection.begin_blob_deletion([str(LAYER_DIGEST)], now) == [(str(LAYER_DIGEST), len(LAYER))]
-    assert not store.link_blob("cache/app", LAYER_DIGEST, len(LAYER))
+    assert not store.link_blob("cache/app", LAYER_DIGEST, len(LAYER), recorded=True)
     assert store.blob_size("cache/app", LAYER_DIGEST) is None
     collection.end_blob_deletion([str(LAYER_DIGEST)])
     assert collection.blobs_being_deleted() == []
-    assert store.link_blob("cache/app", LAYER_DIGEST, len(LAYER))  # a new copy, once the deletion has ended
-    assert store.blob_size("cache/app", LAYER_DIGEST) == len(LAYER)
+    # deleted since the caller found its row: no file, so no link (a placeholder row made here was served as the blob)
+    assert not store.link_blob("cache/app", LAYER_DIGEST, len(LAYER), recorded=True)
+    assert store.blob_size("cache/app", LAYER_DIGEST) is None
+
+
+def test_deletions_are_abandoned_only_when_no_live_collection_holds_the_lease(
+    stores: tuple[MetadataStore, CollectionQueries],
+) -> None:
+    """Every worker asks every few seconds (`gc.background`): a collection under way must not look abandoned, or
+    each look took the lease (a write transaction) only to be told it was busy."""
+    store, collection = stores
+    dead: set[str | None] = {"dead process"}
+    assert not collection.deletions_abandoned(COLLECTION_LEASE, dead.__contains__)  # nothing marked
+    now = _unlinked_candidate(store, collection)
+    assert collection.begin_blob_deletion([str(LAYER_DIGEST)], now) == [(str(LAYER_DIGEST), len(LAYER))]
+    assert collection.deletions_abandoned(COLLECTION_LEASE, dead.__contains__)  # marked, and no lease
+    assert collection.acquire_lease(COLLECTION_LEASE, "collector", 60, "live process")
+    assert not collection.deletions_abandoned(COLLECTION_LEASE, dead.__contains__)  # a live collection's marks
+    dead.add("live process")
+    assert collection.deletions_abandoned(COLLECTION_LEASE, dead.__contains__)  # its holder died on this host
+    dead.discard("live process")
+    assert collection.acquire_lease(COLLECTION_LEASE, "collector", -1, "live process")  # renewed, already expired
+    assert collection.deletions_abandoned(COLLECTION_LEASE, dead.__contains__)

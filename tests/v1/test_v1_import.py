@@ -118,14 +118,15 @@ def test_import_serves_v1_and_v2(tmp_path: Path, mode: str) -> None:
     assert "tags: 4 imported, 0 present" in report
     assert "tag legacy/tool:broken skipped: Image is being uploaded" in report
     assert tree_digest(source) == before  # PATH is never modified
+    # the layer of the push in progress is not verified: it never becomes a blob (its child's, verified, does)
     if mode == "in-place":
-        assert "layers: 6 linked in place, 0 copied" in report
+        assert "layers: 5 linked in place, 0 copied" in report
         layer = source / "images" / tree.app.id / "layer"
         blob = server.data_dir / "blobs" / "sha256" / hashlib.sha256(tree.app.layer).hexdigest()[:2]
         blob = blob / hashlib.sha256(tree.app.layer).hexdigest() / "data"
         assert blob.stat().st_ino == layer.stat().st_ino  # the same bytes, not a copy
     else:
-        assert "layers: 0 linked in place, 6 copied" in report
+        assert "layers: 0 linked in place, 5 copied" in report
 
     dump = database_dump(server)
     again = run_import(server, source)
@@ -238,6 +239,31 @@ def test_in_place_import_links_the_file_a_symlink_names(tmp_path: Path) -> None:
     assert completeness(server) == {linked.id: True, target.id: True, hostile.id: False}
     assert f"half-pushed image {hostile.id}: images/{hostile.id}/layer leads outside PATH" in report
     assert "tags: 2 imported" in report
+
+
+def test_an_import_in_the_storage_root_takes_layers_from_its_images_folder_only(tmp_path: Path) -> None:
+    """With the original's tree in the storage root itself (PATH is the root: in place), a layer symlink to the
+    registry's own files (`../../registry.db`, a blob) stays inside PATH: it was hashed and hard-linked as a blob
+    before its checksum was looked at (review). Layers are read from `images/` only, and only a layer its
+    `_checksum` verifies becomes a blob."""
+    server = RegistryProcess(tmp_path / "registry", workers=1)
+    server.start()
+    server.stop()  # the registry's database in place, as an operator's would be
+    source = server.data_dir
+    good, database, unverified = image({"ok": b"good layer"}), image({"d": b"d"}), image({"u": b"u"})
+    write_original_tree(source, [good, database, unverified], {"legacy/ok": {"latest": good}})
+    (source / "images" / database.id / "layer").unlink()
+    (source / "images" / database.id / "layer").symlink_to("../../registry.db")
+    (source / "images" / unverified.id / "_checksum").write_text('["sha256:' + "0" * 64 + '"]')
+    report = run_import(server, source)
+    assert f"half-pushed image {database.id}: images/{database.id}/layer leads outside PATH/images" in report
+    assert f"half-pushed image {unverified.id}: layer does not match its _checksum" in report
+    assert "layers: 1 linked in place, 0 copied" in report
+    database_inode = (source / "registry.db").stat().st_ino
+    blobs = list((source / "blobs").rglob("data"))
+    assert good.layer in [path.read_bytes() for path in blobs]
+    assert unverified.layer not in [path.read_bytes() for path in blobs]
+    assert all(path.stat().st_ino != database_inode for path in blobs)
 
 
 def test_import_refuses_what_leads_outside_the_tree(tmp_path: Path) -> None:

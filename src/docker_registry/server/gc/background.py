@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable
 from docker_registry.core.driver import Base
 
 from ..config import Config
+from ..registry.process_identity import is_dead
 from ..store.collection import CollectionQueries
+from ..store.models import COLLECTION_LEASE
 from .cached import cached_scopes
 from .collector import Busy, Collector, Options
 from .progress import LogProgress
@@ -89,7 +91,7 @@ class Maintenance:
         failing = False
         while True:
             try:
-                if await asyncio.to_thread(self._store.blobs_being_deleted):
+                if await asyncio.to_thread(self._store.deletions_abandoned, COLLECTION_LEASE, is_dead):
                     _log_summary("blob deletions a stopped collection left", await self._collector.finish_abandoned())
                 failing = False
             except Busy:

@@ -239,7 +239,7 @@ class Importer:
         writes = [
             _Write(
                 partial(
-                    self.store.link_imported_blob,
+                    self.store.link_blob,
                     repo.name,
                     digest,
                     self.sizes[digest],

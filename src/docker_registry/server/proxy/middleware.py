@@ -144,7 +144,7 @@ class ProxyHandlers:
         # digest through any name
         if not (named and cached):
             await self._upstream_size(target, digest)
-        if not await logic.store.link_blob(target.local_name, digest, size):
+        if not await logic.store.link_blob(target.local_name, digest, size, recorded=True):
             raise blob_being_deleted()
         logic.cache.clear()
         return await serve(), named

@@ -77,7 +77,7 @@ async def prepare_store(registry: Registry) -> None:
             partial(sync.put_manifest, NAME, manifest, [TAG], (), False),
             partial(sync.pin_blob, NOTHING, 1, owner),
             partial(sync.finish_upload, owner, NAME, NOTHING, 1, None),
-            partial(sync.link_blob, NAME, NOTHING, 1),
+            partial(sync.link_blob, NAME, NOTHING, 1, recorded=True),
         ]
     )
     await asyncio.gather(*(asyncio.to_thread(time.sleep, 0) for _ in range(THREADS)))

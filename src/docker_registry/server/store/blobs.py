@@ -171,16 +171,32 @@ class BlobQueries(StoreBase):
         cached = size is not None and bool(self._scalar(_LINKED_IN_THE_CACHE, params))
         return None, size, named, cached
 
-    def link_blob(self, repository: str, digest: Digest, size: int, events: Sequence[EventRecord] = ()) -> bool:
-        """Link a verified blob (recorded if new) and write `events`; False, and nothing done, while a collection
-        deletes the blob: its file may be gone already, and a link to a row being deleted kept it so for good
-        (HEAD answered 200, GET 404, every upload of it 503). On PostgreSQL the row is locked as a mount locks it."""
+    def link_blob(
+        self,
+        repository: str,
+        digest: Digest,
+        size: int,
+        events: Sequence[EventRecord] = (),
+        *,
+        recorded: bool = False,
+    ) -> bool:
+        """Link a verified blob into `repository` and write `events`; False, and nothing written, while garbage
+        collection deletes the blob: its file may be gone already, and a link to a row being deleted kept it so for
+        good (HEAD 200, GET 404, every upload of it refused). The row is checked in the linking transaction, locked
+        on PostgreSQL as a mount locks its source's. `recorded`: the caller took the blob as stored from its row
+        (a pull-through cache fill, a v1 tag's layers, an import that read no bytes), so a row gone since went with
+        its file: False then too. Otherwise the caller verified the bytes in storage, and a missing row is made."""
 
         def link(conn: sa.Connection) -> bool:
-            now = time.time()
-            if _HOLD_BLOB.run(conn, {"digest": str(digest), "size": size, "now": now}).first() is None:
+            row = _BLOB_ROW.run(conn, {"digest": str(digest)}).first()
+            if (row is None and recorded) or (row is not None and row.deleting_since is not None):
                 return False
-            self._link_recorded(conn, self._repository_id(conn, repository, now), digest, now)
+            now = time.time()
+            repo_id = self._repository_id(conn, repository, now)
+            if row is None:
+                self._link(conn, repo_id, digest, size, now)
+            else:
+                self._link_recorded(conn, repo_id, digest, now)
             self._insert_events(conn, events)
             return True
 
@@ -201,27 +217,6 @@ class BlobQueries(StoreBase):
             return True
 
         return self._write(mount)
-
-    def link_imported_blob(self, repository: str, digest: Digest, size: int, *, recorded: bool) -> bool:
-        """Link a blob an import found in storage, unless garbage collection is deleting it, checked in the
-        transaction that links it (as a mount checks its source's blob): linked, such a blob kept its row while the
-        collection removed its file (HEAD 200, GET 404, its uploads refused for good). `recorded`: the import took
-        the blob as stored from its row, without reading it, so a row gone since went with its file. False, with
-        nothing written, when the blob cannot be linked so."""
-
-        def link(conn: sa.Connection) -> bool:
-            row = _BLOB_ROW.run(conn, {"digest": str(digest)}).first()
-            if (row is None and recorded) or (row is not None and row.deleting_since is not None):
-                return False
-            now = time.time()
-            repo_id = self._repository_id(conn, repository, now)
-            if row is None:
-                self._link(conn, repo_id, digest, size, now)
-            else:
-                self._link_recorded(conn, repo_id, digest, now)
-            return True
-
-        return self._write(link)
 
     def unlink_blob(self, repository: str, digest: Digest, events: Sequence[EventRecord] = ()) -> bool:
         """Stop serving a blob from `repository` and write `events`; False (and no events) if it did not."""

@@ -151,6 +151,8 @@ _UNLINKED_DIGESTS = sa.select(_unlinked.c.digest).where(sa.not_(_blob_linked(tab
 """Digests no repository links. Only the digest is read, so SQLite walks the blobs' digest index, and each look-up
 into the links' digest index lands next to the one before; walking the table instead, in the order rows were
 inserted (random digests), sent every look-up elsewhere and took three times the CPU."""
+_ANY_BEING_DELETED = sa.select(blobs.c.digest).where(blobs.c.deleting_since.is_not(None)).limit(1)
+_LEASE_READ = sa.select(leases.c.holder_process, leases.c.expires_at).where(leases.c.name == sa.bindparam("lease"))
 _END_BLOB_DELETION = Prepared(
     blobs.delete().where(
         blobs.c.digest == sa.bindparam("doomed_digest"),
@@ -819,6 +821,20 @@ class CollectionQueries(StoreBase):
         """Remove the rows of blobs whose files are deleted."""
         rows = [{"doomed_digest": digest} for digest in digests]
         self._write(lambda conn: _END_BLOB_DELETION.run(conn, rows), durable=False)
+
+    def deletions_abandoned(self, lease: str, holder_dead: Callable[[str | None], bool]) -> bool:
+        """Whether blobs are marked as being deleted while no live collection holds `lease` (it died, or expired):
+        two reads, the first of an index holding only such blobs, so every worker may ask every few seconds. While
+        one collects, its own marks are not abandoned: asking then writes nothing, where taking the lease to find
+        that out was a write transaction."""
+
+        def read(conn: sa.Connection) -> bool:
+            if conn.execute(_ANY_BEING_DELETED).first() is None:
+                return False
+            row = conn.execute(_LEASE_READ, {"lease": lease}).first()
+            return row is None or row.expires_at <= time.time() or holder_dead(row.holder_process)
+
+        return self._read(read)
 
     def blobs_being_deleted(self) -> list[tuple[str, int]]:
         """Blobs a collection began deleting and did not finish (it died): the next one finishes them."""

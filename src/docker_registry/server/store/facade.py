@@ -138,8 +138,8 @@ class AsyncMetadataStore:
     async def known_blob_size(self, digest: Digest) -> int | None:
         return await self._read(self.sync.known_blob_size, digest)
 
-    async def link_blob(self, repository: str, digest: Digest, size: int, events: Sequence[EventRecord] = ()) -> bool:
-        return await self._write(self.sync.link_blob, repository, digest, size, events)
+    async def link_blob(self, repository: str, digest: Digest, size: int, *, recorded: bool = False) -> bool:
+        return await self._write(self.sync.link_blob, repository, digest, size, recorded=recorded)
 
     async def mount_blob(
         self, repository: str, digest: Digest, source: str, events: Sequence[EventRecord] = ()

@@ -28,11 +28,13 @@ class WriteGate:
         self.path = path
         self._waiting: dict[int, float] = {}
         """When each thread of this process now waiting for the gate began to (monotonic seconds)."""
+        self._waiting_lock = threading.Lock()
 
     def waited(self) -> float:
         """Seconds the longest waiter of this process has been waiting for the gate (0 when none waits): the
         readiness check's sign that a stopped process holds it."""
-        started = min(tuple(self._waiting.values()), default=None)  # a copy: other threads add and remove
+        with self._waiting_lock:
+            started = min(self._waiting.values(), default=None)
         return 0.0 if started is None else time.monotonic() - started
 
     @contextlib.contextmanager
@@ -46,11 +48,14 @@ class WriteGate:
             yield
             return
         try:
-            self._waiting[threading.get_ident()] = time.monotonic()
+            me = threading.get_ident()
+            with self._waiting_lock:
+                self._waiting[me] = time.monotonic()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # a new open file description per call: threads exclude each other too
             finally:
-                del self._waiting[threading.get_ident()]
+                with self._waiting_lock:
+                    del self._waiting[me]
             yield
         finally:
             os.close(fd)  # releases the flock

@@ -87,7 +87,7 @@ async def publish(registry: Registry, repository: str, tag: str, chain: list[V1I
     config_digest = hasher.digest()
     await registry.put_blob(repository, config_digest, _once(config))
     for image in chain:
-        if not await registry.store.link_blob(repository, *_layer(image)):
+        if not await registry.store.link_blob(repository, *_layer(image), recorded=True):
             raise blob_being_deleted()  # a layer no repository links (its tags deleted): collected meanwhile
     stored = await registry.put_manifest(repository, tag, manifest(config, config_digest, chain), DOCKER_MANIFEST)
     return stored.digest

@@ -179,7 +179,7 @@ class V1Images:
             await writer.commit()
         except BaseException:
             await writer.cancel()
-            await self._remove_scratch(scratch)
+            await self.discard(scratch)
             raise
         digest = digests.blob.digest()
         pin = uuid.uuid4().hex
@@ -188,7 +188,7 @@ class V1Images:
             try:
                 await self._pin(digest, writer.size, pin)
             except BaseException:
-                await self._remove_scratch(scratch)
+                await self.discard(scratch)
                 raise
             await self.publish(scratch, digest)
             recorded = await self.store.write(
@@ -223,7 +223,7 @@ class V1Images:
         try:
             await self._publish(scratch, digest)
         finally:
-            await self._remove_scratch(scratch)
+            await self.discard(scratch)
 
     async def _publish(self, scratch: str, digest: Digest) -> None:
         try:
@@ -234,7 +234,8 @@ class V1Images:
             pass
         await self.driver.move(scratch, blob_path(digest))
 
-    async def _remove_scratch(self, scratch: str) -> None:
+    async def discard(self, scratch: str) -> None:
+        """Remove a scratch area (bytes received or copied that do not become a blob)."""
         try:
             await self.driver.remove(scratch.rpartition("/")[0])
         except exceptions.FileNotFoundError:

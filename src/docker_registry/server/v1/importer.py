@@ -59,6 +59,8 @@ class Summary:
     tags_present: int = 0
     tags_skipped: list[tuple[str, str, str]] = field(default_factory=list)
     """(repository, tag, why)."""
+    folders_skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(folder, why) of folders that could not be listed."""
 
     def lines(self) -> Iterator[str]:
         mode = "in place (layers hard-linked)" if self.in_place else "copied"
@@ -73,6 +75,8 @@ class Summary:
             yield f"  half-pushed image {image_id}: {why}"
         for repository, tag, why in self.tags_skipped:
             yield f"  tag {repository}:{tag} skipped: {why}"
+        for folder, why in self.folders_skipped:
+            yield f"  folder {folder} skipped: {why}"
 
 
 @dataclass
@@ -93,13 +97,15 @@ class _Refused(Exception):
     """A file or directory of the tree that is not read; the message says which and why, for the summary."""
 
 
-def _resolve(root: str, path: str) -> str:
-    """`path` with its symlinks resolved, refused when that leads outside `root` (PATH): a symlink out of the tree
-    (to another user's file, to the registry's own database) would import, and serve, whatever it names. Within the
-    tree a symlink is followed, as trees that share one layer between images by relative symlinks need."""
-    real = os.path.realpath(path)
-    if os.path.commonpath([root, real]) != root:
-        raise _Refused(f"{os.path.relpath(path, root)} leads outside PATH (to {real})")
+def _resolve(root: str, path: str, within: str | None = None) -> str:
+    """`path` with its symlinks resolved, refused when that leads outside `within` (by default `root`, PATH): a
+    symlink out of the tree (to another user's file, to the registry's own database) would import, and serve,
+    whatever it names. Within the tree a symlink is followed, as trees that share one layer between images by
+    relative symlinks need."""
+    real, bound = os.path.realpath(path), within or root
+    if os.path.commonpath([bound, real]) != bound:
+        where = "PATH" if bound == root else f"PATH/{os.path.relpath(bound, root)}"
+        raise _Refused(f"{os.path.relpath(path, root)} leads outside {where} (to {real})")
     return real
 
 
@@ -261,6 +267,7 @@ class V1Importer:
         self.repositories = V1Repositories(registry, self.images)
         self.source = os.path.realpath(source)
         """PATH with its symlinks resolved, as `_resolve` compares it with what the tree's paths resolve to."""
+        self.images_root = os.path.join(self.source, "images")
         self.summary = Summary(self.source, in_place)
         self.progress = progress
 
@@ -287,29 +294,34 @@ class V1Importer:
                 bar.update()
         return self.summary
 
+    def _folders(self, path: str) -> list[os.DirEntry[str]]:
+        """The folders in `path`, by name; none, reported, when it cannot be listed (no permission, a loop of
+        symbolic links): the rest of the tree is still imported."""
+        try:
+            with os.scandir(path) as entries:
+                return sorted((e for e in entries if e.is_dir()), key=lambda e: e.name)
+        except OSError as e:
+            self.summary.folders_skipped.append((os.path.relpath(path, self.source), e.strerror or str(e)))
+            return []
+
     def _scan_images(self) -> dict[str, _Found]:
-        root = os.path.join(self.source, "images")
-        if not os.path.isdir(root):
+        if not os.path.isdir(self.images_root):
             return {}
-        found = {}
-        for entry in os.scandir(root):
-            if entry.is_dir() and IMAGE_ID.fullmatch(entry.name):
-                found[entry.name] = _scan_image(self.source, entry.path, entry.name)
-        return found
+        return {
+            entry.name: _scan_image(self.source, entry.path, entry.name)
+            for entry in self._folders(self.images_root)
+            if IMAGE_ID.fullmatch(entry.name)
+        }
 
     def _scan_repositories(self) -> list[tuple[str, str]]:
         root = os.path.join(self.source, "repositories")
         if not os.path.isdir(root):
             return []
-        found = []
-        for namespace in sorted(os.scandir(root), key=lambda e: e.name):
-            if namespace.is_dir():
-                found += [
-                    (f"{namespace.name}/{repo.name}", repo.path)
-                    for repo in sorted(os.scandir(namespace.path), key=lambda e: e.name)
-                    if repo.is_dir()
-                ]
-        return found
+        return [
+            (f"{namespace.name}/{repo.name}", repo.path)
+            for namespace in self._folders(root)
+            for repo in self._folders(namespace.path)
+        ]
 
     def _half(self, image_id: str, why: str) -> bool:
         self.summary.half_pushed.append((image_id, why))
@@ -343,39 +355,54 @@ class V1Importer:
         return True
 
     async def _layer(self, image: _Found) -> tuple[str | None, tuple[Digest, int, str, Digest | None] | None]:
-        """(why the image is half-pushed or None, its layer's digest, size, payload checksum and diff_id)."""
+        """(why the image is half-pushed or None, its layer's digest, size, payload checksum and diff_id). Only a
+        layer its `_checksum` verifies becomes a blob: an unverified file (a push cut short, or whatever a hostile
+        tree's symlink names, up to the registry's own database when PATH is the storage root) is never linked nor
+        copied into the blob store. A layer is read only from the tree's `images` folder, where the original kept
+        them."""
         assert image.json is not None
         try:
-            path = _resolve(self.source, os.path.join(image.directory, "layer"))
+            path = _resolve(self.source, os.path.join(image.directory, "layer"), self.images_root)
             layer = _open(self.source, path)
         except _Refused as e:
             return str(e), None
         if layer is None:
             return "no layer", None
         with layer:
-            digests, size = await self._store(layer, path, image.json)
-        return _unverified(image, digests.checksum), (digests.blob.digest(), size, digests.checksum, digests.diff_id)
+            if self.summary.in_place:
+                why, stored = await self._link_in_place(image, layer, path)
+                if why is not None or stored is not None:
+                    return why, stored
+                layer.seek(0)  # the filesystem cannot link it: copied, as from another disk
+            return await self._copy(image, layer)
 
-    async def _store(self, layer: BinaryIO, path: str, image_json: bytes) -> tuple[LayerDigests, int]:
-        """The layer as a blob, hard-linked in place when the filesystem allows, copied otherwise; what its bytes
-        hash to, and its size."""
-        if self.summary.in_place:
-            digests = LayerDigests(image_json)
-            size = await asyncio.to_thread(_hash_file, layer, digests)
-            target = self.registry.blob_local_path(digests.blob.digest())
-            assert target is not None  # in place only on the filesystem driver
-            if await asyncio.to_thread(_link, layer, path, target):
-                self.summary.layers_linked += 1
-                return digests, size
-            layer.seek(0)
-        digests = LayerDigests(image_json)
-        return digests, await self._copy(layer, digests)
+    async def _link_in_place(
+        self, image: _Found, layer: BinaryIO, path: str
+    ) -> tuple[str | None, tuple[Digest, int, str, Digest | None] | None]:
+        """Hash the layer, then hard-link it as its blob if it is verified; (None, None) when the filesystem cannot
+        link it (then it is copied)."""
+        assert image.json is not None
+        digests = LayerDigests(image.json)
+        size = await asyncio.to_thread(_hash_file, layer, digests)
+        why = _unverified(image, digests.checksum)
+        if why is not None:
+            return why, None
+        target = self.registry.blob_local_path(digests.blob.digest())
+        assert target is not None  # in place only on the filesystem driver
+        if not await asyncio.to_thread(_link, layer, path, target):
+            return None, None
+        self.summary.layers_linked += 1
+        return None, (digests.blob.digest(), size, digests.checksum, digests.diff_id)
 
-    async def _copy(self, layer: BinaryIO, digests: LayerDigests) -> int:
-        """Copy the layer into storage as a blob, hashing as it goes; its size."""
-        driver = self.registry.driver
+    async def _copy(
+        self, image: _Found, layer: BinaryIO
+    ) -> tuple[str | None, tuple[Digest, int, str, Digest | None] | None]:
+        """Copy the layer into the upload area, hashing as it goes, and publish it as its blob if it is verified
+        (else the copy is dropped): one read of the layer."""
+        assert image.json is not None
+        digests = LayerDigests(image.json)
         scratch = f"uploads/{uuid.uuid4()}/data"
-        writer = await driver.writer(scratch)
+        writer = await self.registry.driver.writer(scratch)
         try:
             while chunk := await asyncio.to_thread(layer.read, READ_SIZE):
                 await asyncio.to_thread(digests.update, chunk)
@@ -384,9 +411,13 @@ class V1Importer:
         except BaseException:
             await writer.cancel()
             raise
+        why = _unverified(image, digests.checksum)
+        if why is not None:
+            await self.images.discard(scratch)
+            return why, None
         await self.images.publish(scratch, digests.blob.digest())
         self.summary.layers_copied += 1
-        return writer.size
+        return None, (digests.blob.digest(), writer.size, digests.checksum, digests.diff_id)
 
     async def _repository(self, repository: str, directory: str) -> None:
         try:
@@ -399,8 +430,12 @@ class V1Importer:
         except _Refused as e:
             self.summary.tags_skipped.append((repository, "*", str(e)))
             return
+        try:
+            files = await asyncio.to_thread(os.listdir, directory)
+        except OSError as e:
+            self.summary.tags_skipped.append((repository, "*", f"its folder cannot be listed: {e.strerror or e}"))
+            return
         self.summary.repositories += 1
-        files = await asyncio.to_thread(os.listdir, directory)
         try:
             index = _read(self.source, os.path.join(directory, "_index_images"))
             if index is not None:
@@ -421,6 +456,8 @@ class V1Importer:
         except _Refused as e:
             self.summary.tags_skipped.append((repository, tag, str(e)))
         except V1Error as e:
+            self.summary.tags_skipped.append((repository, tag, e.message))
+        except RegistryError as e:  # its bridge manifest refused: a layer being garbage collected, a bad reference
             self.summary.tags_skipped.append((repository, tag, e.message))
 
     async def _import_tag(self, repository: str, directory: str, tag: str, current: dict[str, V1Tag]) -> None:
