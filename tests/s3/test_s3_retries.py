@@ -3,12 +3,14 @@ ridden over; one that keeps failing is reported, after a bounded number of attem
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
 from docker_registry.core import exceptions
+from docker_registry.drivers import s3
 from docker_registry.drivers.s3 import MAX_ATTEMPTS, Driver
 
 SLOW_DOWN = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
@@ -70,3 +72,50 @@ async def test_a_lasting_failure_ends_after_bounded_attempts() -> None:
         with pytest.raises(exceptions.UnreachableError, match="SlowDown"):
             await driver.get_content("object")
         assert flaky.requests == MAX_ATTEMPTS
+
+
+ACCESS_DENIED = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+NO_SUCH_BUCKET = b"<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code"), [(403, ACCESS_DENIED, "AccessDenied"), (404, NO_SUCH_BUCKET, "NoSuchBucket")]
+)
+async def test_a_bucket_or_credentials_refused_is_unavailable_not_an_error_of_the_request(
+    status: int, body: bytes, code: str
+) -> None:
+    """The bucket deleted or the keys revoked while the registry runs: every storage call raised botocore's own
+    error, which the server answered with 500 and a traceback (S3 probe); now the driver's UnreachableError (503),
+    naming the code. Not retried: no attempt cures it."""
+    refusing = FlakyS3(failures=100, status=status, body=body)
+    async for driver in serve(refusing):
+        with pytest.raises(exceptions.UnreachableError, match=code):
+            await driver.get_content("object")
+        with pytest.raises(exceptions.UnreachableError, match=code):
+            await driver.put_content("object", b"bytes")
+
+
+async def test_a_put_to_an_endpoint_that_never_answers_ends_within_the_read_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """botocore sent uploads with `Expect: 100-continue`, and the wait for the "continue" is outside the read
+    timeout: an endpoint that accepted the connection and never answered held a PUT (and the client's request)
+    forever (S3 probe). A real listening socket that reads everything and answers nothing."""
+    monkeypatch.setattr(s3, "READ_TIMEOUT", 1)
+    monkeypatch.setattr(s3, "MAX_ATTEMPTS", 1)
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            pass
+        writer.close()
+
+    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    options = {"bucket": "b", "regionendpoint": f"http://127.0.0.1:{port}", "accesskey": "k", "secretkey": "s"}
+    driver = Driver({**options, "region": "us-east-1", "forcepathstyle": True})
+    try:
+        with pytest.raises(exceptions.UnreachableError):
+            await asyncio.wait_for(driver.put_content("object", b"bytes"), 20)
+    finally:
+        await driver.close()
+        silent.close()

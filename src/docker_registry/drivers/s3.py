@@ -41,6 +41,7 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.handlers import add_expect_header
 
 from docker_registry.core import exceptions
 from docker_registry.core.driver import CHUNK_SIZE, Base, Stat, Writer
@@ -202,14 +203,34 @@ def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
+REFUSED = {
+    "NoSuchBucket",
+    "AccessDenied",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AccountProblem",
+}
+"""Answers that say the bucket or the credentials are wrong, not the request: the bucket deleted, keys revoked or
+expired. Nothing a client sent can cure them, but an operator can: the server answers 503 (with the code in its
+log), as for an unreachable endpoint, where these were 500s."""
+
+
 def _unavailable(error: Exception) -> exceptions.UnreachableError | None:
-    """The driver's error for what retries did not cure (throttling, 5xx, no connection, a timeout): the server
-    answers it with 503, which clients retry; None for an answer the caller handles (missing key, bad range)."""
+    """The driver's error for what retries did not cure (throttling, 5xx, no connection, a timeout) or what the
+    bucket's configuration refuses (`REFUSED`): the server answers it with 503, which clients retry; None for an
+    answer the caller handles (missing key, bad range)."""
     if isinstance(error, ClientError):
+        code = _code(error)
+        if code in REFUSED:
+            return exceptions.UnreachableError(f"S3 refused the request: {code} (check the bucket and credentials)")
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        if status < 500 and _code(error) not in THROTTLED:
+        if status < 500 and code not in THROTTLED:
             return None
-        return exceptions.UnreachableError(f"S3 answered {_code(error) or status} after {MAX_ATTEMPTS} attempts")
+        return exceptions.UnreachableError(f"S3 answered {code or status} after {MAX_ATTEMPTS} attempts")
     if isinstance(error, BotoCoreError | aiohttp.ClientError | asyncio.TimeoutError | OSError):
         return exceptions.UnreachableError(f"S3 unreachable: {error}")
     return None
@@ -311,24 +332,28 @@ class Driver(Base):
                 # A plain-HTTP endpoint needs no CA bundle: never let AWS_CA_BUNDLE (set on many machines) be read.
                 verify: bool | str | None = False if (s.skipverify or plain) else None
                 stack = contextlib.AsyncExitStack()
-                self._client_obj = _Client(
-                    await stack.enter_async_context(
-                        get_session().create_client(
-                            "s3",
-                            region_name=s.region
-                            or os.environ.get("AWS_REGION")
-                            or os.environ.get("AWS_DEFAULT_REGION")
-                            or "us-east-1",
-                            endpoint_url=endpoint,
-                            use_ssl=not plain and s.secure,
-                            verify=verify,
-                            aws_access_key_id=s.accesskey,
-                            aws_secret_access_key=s.secretkey,
-                            aws_session_token=s.sessiontoken,
-                            config=config,
-                        )
+                client = await stack.enter_async_context(
+                    get_session().create_client(
+                        "s3",
+                        region_name=s.region
+                        or os.environ.get("AWS_REGION")
+                        or os.environ.get("AWS_DEFAULT_REGION")
+                        or "us-east-1",
+                        endpoint_url=endpoint,
+                        use_ssl=not plain and s.secure,
+                        verify=verify,
+                        aws_access_key_id=s.accesskey,
+                        aws_secret_access_key=s.secretkey,
+                        aws_session_token=s.sessiontoken,
+                        config=config,
                     )
                 )
+                # No `Expect: 100-continue` on PUTs (botocore adds it to every upload): waiting for the "continue" is
+                # outside the read timeout, so an endpoint that accepted the connection and then never answered held
+                # a write, and the client's request, forever (probe); the body goes out at once, the answer is
+                # awaited within the read timeout.
+                client.meta.events.unregister("before-call.s3", add_expect_header)
+                self._client_obj = _Client(client)
                 self._stack = stack
         return self._client_obj
 
@@ -345,17 +370,20 @@ class Driver(Base):
             client = await self._client()
             await client.head_bucket(Bucket=self.settings.bucket)
         except ClientError as exc:
-            code = _code(exc)
-            if code in ("404", "NoSuchBucket", "NotFound"):
-                raise exceptions.ConfigError(f"bucket: no bucket {self.settings.bucket!r}") from None
-            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                raise exceptions.ConfigError(
-                    f"accesskey: access to bucket {self.settings.bucket!r} denied ({code})"
-                ) from None
-            raise exceptions.ConfigError(f"bucket: {self.settings.bucket!r} answered {code}") from None
+            raise self._refused(exc) from None
         except (exceptions.UnreachableError, BotoCoreError, OSError) as exc:
+            if isinstance(exc.__cause__, ClientError):  # an answer `REFUSED` holds, translated by the client
+                raise self._refused(exc.__cause__) from None
             key = "regionendpoint" if self.settings.regionendpoint else "region"
             raise exceptions.ConfigError(f"{key}: cannot reach S3: {exc}") from None
+
+    def _refused(self, error: ClientError) -> exceptions.ConfigError:
+        code, bucket = _code(error), self.settings.bucket
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            return exceptions.ConfigError(f"bucket: no bucket {bucket!r}")
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return exceptions.ConfigError(f"accesskey: access to bucket {bucket!r} denied ({code})")
+        return exceptions.ConfigError(f"bucket: {bucket!r} answered {code}")
 
     # --- keys -----------------------------------------------------------------------------------------------
     def _key(self, path: str) -> str:
