@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from docker_registry.core import exceptions
 from docker_registry.core.digest import blob_path, parse_digest
 from docker_registry.drivers.file import Driver
 from docker_registry.server.registry import uploads as uploads_module
@@ -733,3 +734,24 @@ async def test_a_closing_put_whose_claim_the_database_could_not_release_is_relea
     await asyncio.sleep(0.3)  # the database is back: the claim is released in the background
     await uploads.complete("repo", upload.id, _sha256(data), body(data))
     assert store.blob_size("repo", _sha256(data)) == len(data)
+
+
+async def test_a_delete_whose_data_storage_cannot_remove_still_ends_the_session(  # type: ignore[no-untyped-def]
+    parts, monkeypatch, caplog
+) -> None:
+    """S3 unreachable during a DELETE: the session's row was gone, yet the answer was 503, and the retry the client
+    was asked for answered 404 (S3 probe). The DELETE succeeds; the data is left to upload purging, logged."""
+    uploads, store, driver = parts
+    upload = await uploads.start("repo")
+    await uploads.append("repo", upload.id, body(b"left behind"), start=0)
+
+    async def unreachable(path: str) -> None:
+        raise exceptions.UnreachableError("S3 unreachable")
+
+    monkeypatch.setattr(driver, "remove", unreachable)
+    await uploads.cancel(await uploads.get("repo", upload.id))
+    assert store.upload(upload.id) is None
+    assert "storage kept its data, left to upload purging" in caplog.text
+    with pytest.raises(RegistryError) as info:
+        await uploads.get("repo", upload.id)
+    assert info.value.error is BLOB_UPLOAD_UNKNOWN

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import os
 import re
 import time
@@ -35,6 +36,7 @@ from .errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, Registry
 from .process_identity import is_dead, this_process
 from .upload_area import new_upload_id, upload_area, upload_path
 
+log = logging.getLogger(__name__)
 HASH_ALGORITHM = "sha256"
 MAX_KEPT_HASHERS = 1000
 EventsOf = Callable[[int], Sequence[EventRecord]]
@@ -1068,13 +1070,19 @@ class Uploads:
 
     async def cancel(self, upload: Upload) -> None:
         """Delete the session at once, even while a request writes to it: that writer then finds it gone
-        (BLOB_UPLOAD_UNKNOWN) and removes the data itself, so no file vanishes under a live writer."""
+        (BLOB_UPLOAD_UNKNOWN) and removes the data itself, so no file vanishes under a live writer. Data storage
+        cannot remove now (S3 unreachable) is left to upload purging, which removes data no session names once it
+        is as old as `uploadpurging.age`: the session is gone, so the answer says so, where a 503 asked the client
+        to retry a DELETE that then answered 404."""
         deleted = await self._store.delete_upload(upload.id)
         if deleted is None:
             raise _gone(upload.id)
         if deleted.writer is None or self._abandoned(deleted):
             self._hashers.pop(upload.id, None)
-            await self._remove_data(upload.id)
+            try:
+                await self._remove_data(upload.id)
+            except (exceptions.ConnectionError, OSError) as e:
+                log.warning("upload %s deleted; storage kept its data, left to upload purging: %s", upload.id, e)
 
     async def _discard(self, upload_id: str) -> None:
         self._hashers.pop(upload_id, None)
