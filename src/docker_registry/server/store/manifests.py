@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
 from docker_registry.core.digest import Digest
 
-from .base import StoreBase, matchable, per_dialect, stored_digest
+from .base import Insert, StoreBase, matchable, per_dialect, stored_digest
 from .models import BadReference, EventRecord, Manifest, Referrer, StoredManifest
 from .prepared import Prepared
 from .tables import blobs, manifest_references, manifests, repositories, repository_blobs, tags
@@ -20,16 +21,21 @@ _MANIFEST = Prepared(
     .select_from(manifests.join(repositories))
     .where(repositories.c.name == sa.bindparam("repository"), manifests.c.digest == sa.bindparam("digest"))
 )
+
+
+def _tag_row(insert: Insert) -> Any:
+    """A tag's insert, for either dialect's `insert` (`per_dialect`)."""
+    return insert(tags).values(
+        repository_id=sa.bindparam("repository_id"),
+        name=sa.bindparam("tag"),
+        manifest_id=sa.bindparam("manifest_id"),
+        updated_at=sa.bindparam("now"),
+    )
+
+
 _UPSERT_TAG = Prepared(
     per_dialect(
-        lambda insert: (
-            statement := insert(tags).values(
-                repository_id=sa.bindparam("repository_id"),
-                name=sa.bindparam("tag"),
-                manifest_id=sa.bindparam("manifest_id"),
-                updated_at=sa.bindparam("now"),
-            )
-        ).on_conflict_do_update(
+        lambda insert: (statement := _tag_row(insert)).on_conflict_do_update(
             index_elements=["repository_id", "name"],
             set_={"manifest_id": statement.excluded.manifest_id, "updated_at": statement.excluded.updated_at},
         )
@@ -38,15 +44,7 @@ _UPSERT_TAG = Prepared(
 _INSERT_TAG = Prepared(
     per_dialect(
         lambda insert: (
-            insert(tags)
-            .values(
-                repository_id=sa.bindparam("repository_id"),
-                name=sa.bindparam("tag"),
-                manifest_id=sa.bindparam("manifest_id"),
-                updated_at=sa.bindparam("now"),
-            )
-            .on_conflict_do_nothing(index_elements=["repository_id", "name"])
-            .returning(tags.c.name)
+            _tag_row(insert).on_conflict_do_nothing(index_elements=["repository_id", "name"]).returning(tags.c.name)
         )
     )
 )
