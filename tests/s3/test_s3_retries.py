@@ -93,6 +93,9 @@ async def test_a_bucket_or_credentials_refused_is_unavailable_not_an_error_of_th
             await driver.get_content("object")
         with pytest.raises(exceptions.UnreachableError, match=code):
             await driver.put_content("object", b"bytes")
+        if status == 403:  # a HEAD's answer carries no code: its status says it
+            with pytest.raises(exceptions.UnreachableError, match="403"):
+                await driver.stat("object")
 
 
 async def test_a_put_to_an_endpoint_that_never_answers_ends_within_the_read_timeout(

@@ -26,8 +26,10 @@ SQUAT_RULES = [
     {"who": "alice", "repositories": ["team-a/*"], "actions": ["pull", "push"]},
     {"who": "bob", "repositories": ["team-b/*"], "actions": ["pull", "push"]},
     {"who": "carol", "repositories": ["team-a/*"], "actions": ["pull"]},
+    {"who": "anonymous", "repositories": ["drop/*"], "actions": ["pull", "push"]},
 ]
-"""The probe's rules: alice pushes team-a/*, bob team-b/*, and carol pulls what alice pushes."""
+"""The probe's rules: alice pushes team-a/*, bob team-b/*, carol pulls what alice pushes, and anyone without
+credentials pushes drop/*."""
 
 
 def repo() -> str:
@@ -298,16 +300,27 @@ def test_an_image_pushed_under_a_well_known_id_is_never_adopted(
     pushed his own content under the id of a base alice's engine was about to push (unlisted, or in his own
     repository). Her engine's listing made her repository hold it, its json GET answered 200, so the engine skipped
     it as pushed, built on it and tagged: carol, pulling alice's repository, got bob's files. Now alice's push
-    fails, and nobody but bob reads his image."""
+    fails, and nobody but bob reads his image. The same for a squatter without credentials where anonymous callers
+    may push somewhere (recorded as nobody, its image was open to all, as before the fix; review)."""
     server = auth_registry(make_registry, tmp_path, request, database, SQUAT_RULES)
-    with as_user(server, "alice") as alice, as_user(server, "bob") as bob, as_user(server, "carol") as carol:
-        for squatted_in in (None, f"team-b/{unique_repo('x')}"):
+    with (
+        as_user(server, "alice") as alice,
+        as_user(server, "bob") as bob,
+        as_user(server, "carol") as carol,
+        as_user(server, None) as anonymous,
+    ):
+        squats = [
+            (bob, None),
+            (bob, f"team-b/{unique_repo('x')}"),
+            (anonymous, None),  # listed in drop/*, it would be alice's to read: what anyone may pull, she may
+        ]
+        for squatter, squatted_in in squats:
             base = image({"etc/os-release": b"the base from Docker Hub"})
             squat = under_id(image({"etc/os-release": b"bob's"}), base.id)
             if squatted_in is None:
-                push_image(bob, squat)
+                push_image(squatter, squat)
             else:
-                push(bob, squatted_in, [squat])
+                push(squatter, squatted_in, [squat])
             app = image({"srv/app": b"alice's app"}, base)
             name = f"team-a/{unique_repo('app')}"
             refusal = engine_push(alice, name, [base, app])
@@ -323,7 +336,7 @@ def test_an_image_pushed_under_a_well_known_id_is_never_adopted(
             expect(carol.get(f"/v1/images/{base.id}/layer"), 403)
             assert expect(carol.get(f"/v1/repositories/{name}/tags"), 200).json() == {}
             expect(carol.get(f"/v2/{name}/manifests/latest", headers={"Accept": MANIFEST_ACCEPT}), 404)
-            expect(bob.get(f"/v1/images/{base.id}/layer"), 200)
+            expect(squatter.get(f"/v1/images/{base.id}/layer"), 200)
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])

@@ -204,6 +204,7 @@ def _code(error: ClientError) -> str:
 
 
 REFUSED = {
+    "403",  # a HEAD's answer has no body: its status is all botocore reports (revoked keys, a bucket policy)
     "NoSuchBucket",
     "AccessDenied",
     "AllAccessDisabled",
@@ -372,8 +373,9 @@ class Driver(Base):
         except ClientError as exc:
             raise self._refused(exc) from None
         except (exceptions.UnreachableError, BotoCoreError, OSError) as exc:
-            if isinstance(exc.__cause__, ClientError):  # an answer `REFUSED` holds, translated by the client
-                raise self._refused(exc.__cause__) from None
+            cause = exc.__cause__
+            if isinstance(cause, ClientError) and _code(cause) in REFUSED:  # translated by the client
+                raise self._refused(cause) from None
             key = "regionendpoint" if self.settings.regionendpoint else "region"
             raise exceptions.ConfigError(f"{key}: cannot reach S3: {exc}") from None
 

@@ -23,6 +23,7 @@ from ..http.routing import resolve, table_for
 from ..http.v2 import ROUTES
 from ..registry import names
 from ..registry.errors import BLOB_UPLOAD_UNKNOWN, DENIED, TOOMANYREQUESTS, UNAUTHORIZED, RegistryError
+from ..store.v1 import identity
 from .actions import CATALOG, LOGIN, OPEN, SESSION_HANDLERS, required, required_v1, same_owner
 from .htpasswd import Htpasswd, basic_credentials
 from .limiter import FailureLimiter
@@ -94,8 +95,9 @@ class Auth:
         a complete one the caller cannot read (`V1Holding.writable_by`)."""
         store = registry(request).store
         holding = await store.read(store.sync.v1_image_holding, image_id)
+        who = identity(user)  # as the image's pusher was recorded: anonymous callers too are someone
         readable = holding.readable_by(
-            user, lambda holder: self.rules.allows(user, holder, PULL), self.rules.allows_somewhere(user, PUSH)
+            who, lambda holder: self.rules.allows(user, holder, PULL), self.rules.allows_somewhere(user, PUSH)
         )
         if action == PULL:
             return readable
@@ -103,7 +105,7 @@ class Auth:
             may_write = any(self.rules.allows(user, holder, action) for holder in holding.holders)
         else:
             may_write = self.rules.allows_somewhere(user, action)
-        return may_write and holding.writable_by(user, readable)
+        return may_write and holding.writable_by(who, readable)
 
     async def guard(self, request: web.Request) -> None:
         if ACCESS in request:

@@ -1081,7 +1081,7 @@ class Uploads:
             self._hashers.pop(upload.id, None)
             try:
                 await self._remove_data(upload.id)
-            except (exceptions.ConnectionError, OSError) as e:
+            except (exceptions.UnspecifiedError, OSError) as e:  # unreachable, or some objects not removed
                 log.warning("upload %s deleted; storage kept its data, left to upload purging: %s", upload.id, e)
 
     async def _discard(self, upload_id: str) -> None:

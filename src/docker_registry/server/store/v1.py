@@ -45,6 +45,10 @@ _INSERT_BLOB = per_dialect(
     )
 )
 _INSERT_IMAGE = per_dialect(lambda insert: insert(v1_images).on_conflict_do_nothing(index_elements=["id"]))
+_INSERT_IMAGE_ID = per_dialect(
+    lambda insert: insert(v1_images).on_conflict_do_nothing(index_elements=["id"]).returning(v1_images.c.id)
+)
+"""As `_INSERT_IMAGE`, with the id back when the row was inserted."""
 """Inserts race on PostgreSQL (two pushes or presentations of one image at once): the first one wins, as it holds
 the same content."""
 _INSERT_PRESENTED = per_dialect(
@@ -153,6 +157,15 @@ once its lister pushed it: until then it keeps others from writing it; after, it
 repositories that link the image's layer can hold it in a chain (a chain's manifest references every layer of it):
 they are the ones whose tags are read."""
 _PUSHED = sa.select(v1_images.c.pusher, v1_images.c.complete).where(v1_images.c.id == sa.bindparam("image_id"))
+ANONYMOUS = ""
+"""The pusher, and lister, recorded for an anonymous caller under auth: someone, as a user is (anonymous callers
+are one another), where NULL means "without auth, or recorded before 0028" and keeps the rules from before. Recorded
+as NULL, an anonymous push under a public id was open to everyone, as it was before 0028."""
+
+
+def identity(user: str | None) -> str:
+    """Who a caller under auth is, for `pusher` and `listed_by`: the user, or `ANONYMOUS`."""
+    return ANONYMOUS if user is None else user
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +275,8 @@ class V1Queries(StoreBase):
             existing = conn.execute(_IMAGE, {"image_id": image_id}).first()
             if existing is not None and existing.complete:
                 return PutJson.EXISTS
-            if existing is not None and existing.pusher not in (None, pusher):
-                return PutJson.NOT_YOURS
+            if pusher is not None and existing is not None and existing.pusher not in (None, pusher):
+                return PutJson.NOT_YOURS  # without auth (`pusher` None) nobody is told apart, as before 0028
             ancestry = [image_id]
             if parent is not None:
                 parent_row = conn.execute(_IMAGE, {"image_id": parent}).first()
@@ -285,12 +298,24 @@ class V1Queries(StoreBase):
                 "created_at": time.time(),
             }
             if existing is None:
-                conn.execute(_INSERT_IMAGE[self._dialect].values(id=image_id, **values))
+                if conn.execute(_INSERT_IMAGE_ID[self._dialect].values(id=image_id, **values)).first() is None:
+                    return self._raced_json(conn, image_id, pusher)
             else:
                 conn.execute(v1_images.update().where(v1_images.c.id == image_id).values(**values))
             return PutJson.STORED
 
         return self._write(put)
+
+    @staticmethod
+    def _raced_json(conn: sa.Connection, image_id: str, pusher: str | None) -> PutJson:
+        """A first json PUT whose insert found the row another PUT of the same id inserted meanwhile (PostgreSQL:
+        both read no row; SQLite's writers take turns): that one stands, and says whose it is."""
+        raced = conn.execute(_IMAGE, {"image_id": image_id}).first()
+        if raced is not None and raced.complete:
+            return PutJson.EXISTS
+        if pusher is not None and raced is not None and raced.pusher not in (None, pusher):
+            return PutJson.NOT_YOURS
+        return PutJson.STORED
 
     def put_v1_layer(
         self,
@@ -314,7 +339,7 @@ class V1Queries(StoreBase):
                     v1_images.c.id == image_id,
                     v1_images.c.complete.is_(False),
                     v1_images.c.json == json_bytes,
-                    sa.or_(v1_images.c.pusher.is_(None), v1_images.c.pusher == pusher),
+                    sa.true() if pusher is None else sa.or_(v1_images.c.pusher.is_(None), v1_images.c.pusher == pusher),
                 )
                 .values(
                     layer_digest=str(digest),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..http.context import ACCESS, REGISTRY_KEY, Access
+from ..store.v1 import identity
 from .images import TRUSTED, Caller, V1Images
 from .repositories import V1Repositories
 
@@ -35,4 +36,4 @@ def v1(request: web.Request) -> V1:
 def caller(request: web.Request) -> Caller:
     """Who sent the request, as the auth gate let it through (anyone, without auth)."""
     access: Access | None = request.get(ACCESS)
-    return TRUSTED if access is None else Caller(access.user, access.may_pull)
+    return TRUSTED if access is None else Caller(identity(access.user), access.may_pull)

@@ -43,7 +43,7 @@ class Caller:
     and for the images they push (`v1_images.pusher`)."""
 
     user: str | None = None
-    """None when anonymous or without auth."""
+    """None without auth; `store.v1.ANONYMOUS` for an anonymous caller under auth."""
     may_pull: Callable[[str], bool] | None = None
     """None without auth (and for `import`, run by the registry's operator): everyone may read everything."""
 
