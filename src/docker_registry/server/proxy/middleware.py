@@ -33,7 +33,6 @@ from ..registry.errors import (
     NOT_FOUND,
     UNSUPPORTED,
     RegistryError,
-    blob_being_deleted,
 )
 from ..registry.manifests import DOCKER_MANIFEST_LIST, OCI_INDEX, default_platform
 from .flight import Flights
@@ -145,7 +144,7 @@ class ProxyHandlers:
         if not (named and cached):
             await self._upstream_size(target, digest)
         if not await logic.store.link_blob(target.local_name, digest, size, recorded=True):
-            raise blob_being_deleted()
+            return None, named  # collected meanwhile: fetched from the upstream (its pin waits for the deletion)
         logic.cache.clear()
         return await serve(), named
 
