@@ -9,6 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from docker_registry.server.config import load
+from docker_registry.server.preparation import prepare
+
 PHASES = Path(__file__).parent / "gc_phases.py"
 
 
@@ -16,6 +19,7 @@ def test_timeline_of_a_collection(tmp_path: Path) -> None:
     config = tmp_path / "config.yml"
     storage = {"filesystem": {"rootdirectory": str(tmp_path / "data")}, "delete": {"enabled": True}}
     config.write_text(yaml.safe_dump({"version": 0.1, "storage": storage, "gc": {"delay": "0s"}}))
+    prepare(load(str(config)))  # a registry's database: the command refuses a place that holds none
     out = tmp_path / "events.json"
     done = subprocess.run(
         [sys.executable, str(PHASES), str(config), "--json", str(out)], capture_output=True, text=True, timeout=120
