@@ -281,3 +281,29 @@ def test_an_index_whose_image_is_missing_is_presented_once_it_is_back(client: ht
     tags = expect(client.get(f"/v1/repositories/{name}/tags"), 200).json()
     assert set(tags) == {"amd64", "multi"}
     assert tags["multi"] == tags["amd64"]
+
+
+def test_a_presented_base_shows_its_own_history_not_another_presenters(client: httpx.Client) -> None:
+    """Two v2 images sharing a base layer but not its history entry were presented with one base image, whose json
+    showed the first presenter's command (a `RUN ... PASSWORD=...`, or a spoofed one) to v1 clients of the other
+    (probe). The history shown is part of the id now: each gets its own base image."""
+    layers = chain({"etc/os-release": b"debian 8"}, {"srv/app": b"the same app"})
+
+    def history_of(command: str) -> Callable[[bytes], bytes]:
+        def edit(raw: bytes) -> bytes:
+            config = json.loads(raw)
+            config["history"][1]["created_by"] = command
+            return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+
+        return edit
+
+    shown: dict[str, str] = {}
+    for command in ("RUN install PASSWORD=hunter2", "ADD debian rootfs"):
+        name = f"team/{unique_repo()}"
+        push_v2_image(client, name, "latest", layers, edit_config=history_of(command))
+        top = expect(client.get(f"/v1/repositories/{name}/tags"), 200).json()["latest"]
+        _, base = expect(client.get(f"/v1/images/{top}/ancestry"), 200).json()
+        described = expect(client.get(f"/v1/images/{base}/json"), 200).json()
+        assert described["container_config"]["Cmd"][-1] == command
+        shown[command] = base
+    assert len(set(shown.values())) == 2

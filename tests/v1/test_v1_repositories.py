@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import hashlib
 import hmac
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -339,6 +340,33 @@ def test_an_image_pushed_under_a_well_known_id_is_never_adopted(
             expect(squatter.get(f"/v1/images/{base.id}/layer"), 200)
 
 
+def test_reading_an_image_does_not_open_its_ancestors(
+    make_registry: Callable[..., RegistryProcess], tmp_path: Path
+) -> None:
+    """A tag, or a child's json, makes its repository hold the whole chain: the right to read the top image (here
+    listed in drop/*, which bob may pull) opened its private parent, through v1 and the v2 bridge (probe)."""
+    server = make_registry(
+        workers=1, extra_config=auth_config(write_htpasswd(tmp_path / "htpasswd", PASSWORDS), SQUAT_RULES)
+    )
+    with as_user(server, "alice") as alice, as_user(server, "bob") as bob:
+        private = image({"etc/secret": b"alice's private layer"})
+        shown = image({"srv/public": b"shown"}, private)
+        for where, each in ((f"team-a/{unique_repo('priv')}", private), (f"drop/{unique_repo('y')}", shown)):
+            expect(alice.put(f"/v1/repositories/{where}/", json=[{"id": each.id}]), 200)  # listed, never tagged
+            push_image(alice, each)
+        expect(bob.get(f"/v1/images/{shown.id}/json"), 200)
+        expect(bob.get(f"/v1/images/{private.id}/layer"), 403)
+        name = f"team-b/{unique_repo('z')}"
+        answer = expect(bob.put(f"/v1/repositories/{name}/tags/t", json=shown.id), 403)
+        assert "ancestor" in answer.json()["error"]
+        child = image({"srv/mine": b"bob's"}, shown)
+        expect(bob.put(f"/v1/repositories/{name}/", json=[{"id": child.id}]), 200)
+        answer = expect(bob.put(f"/v1/images/{child.id}/json", content=child.json), 400)
+        assert answer.json() == {"error": "Image depends on an unauthorized parent"}
+        expect(bob.get(f"/v1/images/{private.id}/layer"), 403)
+        expect(bob.get(f"/v2/{name}/blobs/{sha256(private.layer)}"), 404)
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_an_image_another_user_is_pushing_is_not_theirs_to_write(
     make_registry: Callable[..., RegistryProcess], tmp_path: Path, request: pytest.FixtureRequest, database: str
@@ -384,7 +412,8 @@ def test_an_image_pushed_under_a_presented_id_is_never_taken_for_it(
             (key,) = db.execute("SELECT value FROM registry_secrets").fetchone()
         victim = chain({"etc/base": b"the real base"})
         diff_id = "sha256:" + hashlib.sha256(gzip.decompress(victim[0].layer)).hexdigest()
-        seed = f"\n{sha256(victim[0].layer)}\n{diff_id}".encode()
+        shown = json.dumps({"created": "2026-01-02T00:00:00Z", "created_by": "COPY layer 0"}, sort_keys=True)
+        seed = f"\n{sha256(victim[0].layer)}\n{diff_id}\n{shown}".encode()  # the base's history (push_v2_image's)
         claimed = hmac.new(key.encode(), seed, hashlib.sha256).hexdigest()
         evil = image({"etc/base": b"EVIL"})
         evil = dataclasses.replace(evil, id=claimed, json=evil.json.replace(evil.id.encode(), claimed.encode()))
@@ -393,6 +422,7 @@ def test_an_image_pushed_under_a_presented_id_is_never_taken_for_it(
         name = f"team/{unique_repo()}"
         push_v2_image(client, name, "latest", [*victim, image({"srv/top": b"top"}, victim[0])])
         assert expect(client.get(f"/v1/repositories/{name}/tags"), 200).json() == {}
+    assert "an image id of" in server.log_path.read_text()  # the id computed here was the presented one
 
 
 def test_read_only_and_disabled(make_registry: Callable[..., RegistryProcess]) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,11 +148,21 @@ class V1Images:
         holding = await self.store.read(self.store.sync.v1_image_holding, image_id)
         return not holding.found or holding.readable_by(caller.user, caller.may_pull, pushes_somewhere=True)
 
+    async def may_read_all(self, image_ids: Sequence[str], caller: Caller) -> bool:
+        """`may_read` of every image of a chain: a tag or a child makes its repository hold the whole chain, so the
+        right to read its top (listed in a repository the caller may pull) must not open ancestors they may not."""
+        for image_id in image_ids:
+            if not await self.may_read(image_id, caller):
+                return False
+        return True
+
     async def put_json(self, image_id: str, raw: bytes, caller: Caller) -> None:
         check_image_id(image_id)
         parent = parse_image_json(image_id, raw)
-        if parent is not None and not await self.may_read(parent, caller):  # as the original's validate_parent_access
-            raise V1Error("Image depends on an unauthorized parent")
+        if parent is not None:  # as the original's validate_parent_access, over the parent's whole chain
+            found = await self.get(parent)
+            if not await self.may_read_all(found.ancestry if found is not None else [parent], caller):
+                raise V1Error("Image depends on an unauthorized parent")
         outcome = await self.store.write(self.store.sync.put_v1_json, image_id, raw, parent, caller.user)
         if outcome is PutJson.EXISTS:
             raise V1Error("Image already exists", 409)

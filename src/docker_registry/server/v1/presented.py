@@ -133,6 +133,11 @@ async def _config(registry: Registry, repository: str, descriptor: object) -> tu
         raise NotPresentable from None
 
 
+def _shown_history(history: dict[str, Any]) -> dict[str, str]:
+    """What `_image_json` takes from a history entry."""
+    return {key: history[key] for key in ("created", "created_by") if isinstance(history.get(key), str)}
+
+
 def _image_json(
     image_id: str, parent: str | None, size: int, history: dict[str, Any], config: dict[str, Any] | None
 ) -> bytes:
@@ -183,7 +188,11 @@ async def present(registry: Registry, repository: str, manifest: Digest, key: by
             uncompressed = _digest(diff_id)
             layer_digest, size = await _linked(registry, repository, layer)
             top = number == len(layers) - 1
-            seed = f"{parent or ''}\n{layer_digest}\n{uncompressed}" + (f"\n{config_digest}" if top else "")
+            # what the image's json shows is part of its id: the top's configuration, a lower image's history
+            # entry (two images sharing layers but not their history were one image, whose json showed the first
+            # presenter's commands to v1 clients of every other: a leak, and a spoof; probe)
+            shown = config_digest if top else json.dumps(_shown_history(history[number]), sort_keys=True)
+            seed = f"{parent or ''}\n{layer_digest}\n{uncompressed}\n{shown}"
             image_id = hmac.new(key, seed.encode(), hashlib.sha256).hexdigest()
             ancestry = [image_id, *ancestry]
             raw = _image_json(image_id, parent, size, history[number], config if top else None)

@@ -140,6 +140,8 @@ class V1Repositories:
         if not image.complete:
             raise V1Error("Image is being uploaded, retry later")
         chain = await self.images.chain(image)
+        if not await self.images.may_read_all([each.id for each in chain[1:]], caller):
+            raise V1Error(f"Access denied to an ancestor of image {image_id}", 403)
         digest = await bridge.publish(self.registry, repository, tag, chain)
         if not await self.store.write(self.store.sync.put_v1_tag, repository, tag, digest, image_id, described):
             raise V1Error("Image not found (it, or the tag's manifest, was deleted meanwhile)", 404)
