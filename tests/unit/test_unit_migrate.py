@@ -4,6 +4,9 @@ anything else still goes through it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +41,38 @@ def test_a_database_behind_the_head_is_upgraded(tmp_path: Path) -> None:
             assert sa.inspect(conn).has_table("leases")
     finally:
         engine.dispose()
+
+
+_MIGRATE_AT = """
+import sys, time
+from docker_registry.server.store import migrate
+from docker_registry.server.store.engine import create_engine
+engine = create_engine(sys.argv[1])
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+migrate.upgrade(engine)
+"""
+"""A process that migrates the database at `sys.argv[1]` at the wall-clock time `sys.argv[2]`."""
+
+
+def test_two_processes_migrating_one_sqlite_database_at_once_both_start(tmp_path: Path) -> None:
+    """Two registry processes (or `serve` and a `garbage-collect`) starting together on a database behind the head:
+    the deferred transaction's first DDL failed at once with "database is locked" in whichever came second, about
+    two times in five (upgrade probe), and that process did not start. Here two processes, released at one instant
+    once their imports are done, a few times over."""
+    for attempt in range(5):
+        url = f"sqlite:///{tmp_path / f'registry-{attempt}.db'}"
+        engine = create_engine(url)
+        migrate.upgrade(engine, "0026")
+        engine.dispose()
+        at = str(time.time() + 1.5)
+        started = [
+            subprocess.Popen([sys.executable, "-c", _MIGRATE_AT, url, at], stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        errors = [process.communicate(timeout=60)[1] for process in started]
+        assert [process.returncode for process in started] == [0, 0], f"attempt {attempt}: {errors}"
+        with create_engine(url).connect() as conn:
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == migrate.head()
 
 
 def test_no_plain_head_means_alembic_decides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

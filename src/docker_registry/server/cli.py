@@ -166,7 +166,6 @@ def _import(config: configuration.Config, v1_path: str) -> int:
     import asyncio
 
     from .application import open_registry
-    from .preparation import prepare
     from .v1.importer import V1Importer
 
     if not os.path.isdir(v1_path):
@@ -177,7 +176,9 @@ def _import(config: configuration.Config, v1_path: str) -> int:
     in_place = root is not None and os.path.commonpath([source, os.path.realpath(str(root))]) == os.path.realpath(
         str(root)
     )
-    prepare(config)
+    failed = _unprepared(config)
+    if failed is not None:
+        return failed
 
     async def run() -> list[str]:
         async with open_registry(config) as registry:
@@ -260,7 +261,7 @@ def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _maintenance(args: argparse.Namespace, config: configuration.Config) -> int:
     from .maintenance.commands import UsageError, import_tree, run_fsck, run_import
     from .maintenance.console import Console
-    from .preparation import build_driver, prepare
+    from .preparation import build_driver
 
     console = Console(f"docker-registry {args.command}")
     tree = ""
@@ -276,11 +277,9 @@ def _maintenance(args: argparse.Namespace, config: configuration.Config) -> int:
         return EXIT_CONFIG_ERROR
     if args.command == "fsck" and _no_database(config, args.command):
         return EXIT_CONFIG_ERROR
-    try:
-        prepare(config)  # the database at the current schema, the data directory there
-    except Exception as exc:  # as `serve` reports it: unreachable database, unwritable directory, ...
-        print(f"docker-registry: cannot prepare the data directory and database: {exc}", file=sys.stderr)
-        return 1
+    failed = _unprepared(config)
+    if failed is not None:
+        return failed
     try:
         if args.command == "fsck":
             return run_fsck(config, driver, repair=args.repair, jobs=args.jobs, console=console)
@@ -307,17 +306,36 @@ def _no_database(config: configuration.Config, command: str) -> bool:
     return True
 
 
+def _unprepared(config: configuration.Config) -> int | None:
+    """`prepare(config)`: the database at this release's schema, the data directory there. When that fails, the
+    exit status, the reason said on one line as `serve` says it (an unreachable database, an unwritable directory, a
+    database a newer release migrated), where `garbage-collect` and `import --v1` printed a traceback."""
+    from .preparation import prepare
+
+    try:
+        prepare(config)
+    except ConfigError as exc:
+        print(f"docker-registry: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except Exception as exc:
+        print(f"docker-registry: cannot prepare the data directory and database: {exc}", file=sys.stderr)
+        return 1
+    return None
+
+
 def _garbage_collect(config: configuration.Config, args: argparse.Namespace) -> int:
     from .gc.command import garbage_collect
-    from .preparation import build_driver, prepare
+    from .preparation import build_driver
 
     if config.storage.driver == "inmemory":
         print("docker-registry: garbage-collect: the inmemory driver keeps blobs inside the server", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     if _no_database(config, args.command):
         return EXIT_CONFIG_ERROR
+    failed = _unprepared(config)  # the database may predate this release's schema (the server was not started since)
+    if failed is not None:
+        return failed
     try:
-        prepare(config)  # the database may predate this release's schema (the server was not started since)
         driver = build_driver(config)
     except ConfigError as exc:
         print(f"docker-registry: configuration error: {exc}", file=sys.stderr)

@@ -72,6 +72,16 @@ def _current(engine: sa.Engine) -> str | None:
     return versions[0] if len(versions) == 1 else None
 
 
+class NewerSchemaError(RuntimeError):
+    """The database is at a revision this release does not ship: a newer release migrated it."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(
+            f"the database is at schema revision {revision}, which this release does not know: a newer release "
+            "migrated it; run that release (there is no downgrade) or restore the database from a backup"
+        )
+
+
 MIGRATION_LOCK = 0x646F636B
 """PostgreSQL advisory lock key held while migrating: nodes starting together migrate one after the other, and
 the later ones find the schema current (without it, two nodes creating the tables at once: one fails to start)."""
@@ -84,17 +94,24 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
             return
     from alembic import command
     from alembic.runtime.migration import MigrationContext
+    from alembic.util import CommandError
 
     cfg = _config()
-    with engine.begin() as conn:
+    # One migrating process at a time: PostgreSQL's advisory lock; SQLite's write lock, taken at the start
+    # (BEGIN IMMEDIATE, waiting out the lock timeout) so that two processes starting at once on an old database
+    # queue: a deferred transaction's first DDL failed at once ("database is locked", no busy wait) when the other
+    # had begun migrating, and that process did not start.
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
         if engine.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         before = MigrationContext.configure(conn).get_current_revision()
-        command.upgrade(cfg, revision)
-        # A migration may move data: running workers (of other nodes) forget what they cached. Only then: on
-        # SQLite this transaction began deferred, and the signal's write would have to upgrade its read snapshot,
-        # which fails at once ("database is locked", no busy wait) whenever another process committed meanwhile;
-        # a migration's own DDL has taken the write lock already.
+        try:
+            command.upgrade(cfg, revision)
+        except CommandError as error:
+            if before is None or "Can't locate revision" not in str(error):
+                raise
+            raise NewerSchemaError(before) from None
+        # A migration may move data: running workers (of other nodes) forget what they cached.
         if MigrationContext.configure(conn).get_current_revision() != before:
             signal_change(conn)
