@@ -35,8 +35,8 @@ ABANDONED_CHECK_AFTER = 1.0
 """Seconds after start (up to twice that, spreading the workers) before looking for a dead collection's leftovers."""
 ABANDONED_CHECK_EVERY = 5.0
 """Seconds (on average; spread as above) between later looks: a `garbage-collect` killed while the server runs, or a
-collecting node that died, leaves blobs that uploads are refused until someone finishes them. One look is a read
-of an index that holds only blobs being deleted (migration 0027)."""
+collecting node that died, leaves blobs that uploads are refused until someone finishes them. One look is two
+reads (an index that holds only blobs being deleted, migration 0027, and the collection's lease)."""
 
 
 def holder_name() -> str:

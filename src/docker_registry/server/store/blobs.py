@@ -28,6 +28,8 @@ _BLOB_ENTRY = Prepared(
     .select_from(repository_blobs.join(repositories).join(blobs))
     .where(repositories.c.name == sa.bindparam("repository"), repository_blobs.c.digest == sa.bindparam("digest"))
 )
+BLOB_BEING_DELETED = blobs.c.deleting_since.is_not(None)
+"""A blob row a collection marked for deletion (its file may be gone already); migration 0027 indexes just these."""
 # A row an upload's pin inserted (`_HOLD_BLOB`) is there before the upload placed the bytes: until a link is written
 # (after they were placed), a pinned blob counts as stored only if some repository links it already.
 BLOB_SERVED = sa.and_(

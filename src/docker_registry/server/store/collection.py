@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .base import StoreBase, per_dialect
+from .blobs import BLOB_BEING_DELETED
 from .models import WRITER_LEASE_SECONDS, Upload
 from .prepared import Prepared
 from .tables import (
@@ -151,12 +152,12 @@ _UNLINKED_DIGESTS = sa.select(_unlinked.c.digest).where(sa.not_(_blob_linked(tab
 """Digests no repository links. Only the digest is read, so SQLite walks the blobs' digest index, and each look-up
 into the links' digest index lands next to the one before; walking the table instead, in the order rows were
 inserted (random digests), sent every look-up elsewhere and took three times the CPU."""
-_ANY_BEING_DELETED = sa.select(blobs.c.digest).where(blobs.c.deleting_since.is_not(None)).limit(1)
+_ANY_BEING_DELETED = sa.select(blobs.c.digest).where(BLOB_BEING_DELETED).limit(1)
 _LEASE_READ = sa.select(leases.c.holder_process, leases.c.expires_at).where(leases.c.name == sa.bindparam("lease"))
 _END_BLOB_DELETION = Prepared(
     blobs.delete().where(
         blobs.c.digest == sa.bindparam("doomed_digest"),
-        blobs.c.deleting_since.is_not(None),
+        BLOB_BEING_DELETED,
         sa.not_(_blob_linked(named=False)),
     )
 )
@@ -838,7 +839,7 @@ class CollectionQueries(StoreBase):
 
     def blobs_being_deleted(self) -> list[tuple[str, int]]:
         """Blobs a collection began deleting and did not finish (it died): the next one finishes them."""
-        query = sa.select(blobs.c.digest, blobs.c.size).where(blobs.c.deleting_since.is_not(None))
+        query = sa.select(blobs.c.digest, blobs.c.size).where(BLOB_BEING_DELETED)
         return self._read(lambda conn: [(row.digest, row.size) for row in conn.execute(query)])
 
     # --- empty repositories -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from docker_registry.core.digest import Digest
 
 from .base import REPOSITORY_ID, StoreBase, stored_digest
-from .blobs import BLOB_SERVED
+from .blobs import BLOB_BEING_DELETED, BLOB_SERVED
 from .models import COLLECTION_LEASE
 from .tables import blobs, leases, manifest_references, manifests, repositories, repository_blobs, tags
 
@@ -222,7 +222,7 @@ class InventoryQueries(StoreBase):
 
     def blobs_being_deleted(self, digests: Iterable[Digest]) -> set[Digest]:
         """Which of `digests` a garbage collection is deleting now (or died deleting): their files are going."""
-        query = sa.select(blobs.c.digest).where(blobs.c.deleting_since.is_not(None))
+        query = sa.select(blobs.c.digest).where(BLOB_BEING_DELETED)
         return {stored_digest(r.digest) for r in self._read(lambda conn: _rows_in(conn, query, digests))}
 
     def abandoned_deletions(self) -> list[Digest]:
@@ -230,7 +230,7 @@ class InventoryQueries(StoreBase):
         them are refused until a collection finishes them (every running registry process looks every few
         seconds)."""
         held = sa.exists().where(leases.c.name == COLLECTION_LEASE, leases.c.expires_at > time.time())
-        query = sa.select(blobs.c.digest).where(blobs.c.deleting_since.is_not(None), ~held).order_by(blobs.c.digest)
+        query = sa.select(blobs.c.digest).where(BLOB_BEING_DELETED, ~held).order_by(blobs.c.digest)
         return [stored_digest(digest) for digest in self._read(lambda conn: conn.execute(query).scalars().all())]
 
     def repository_content(self, name: str) -> RepositoryContent:
