@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -359,6 +360,81 @@ def test_a_blob_stored_for_another_repository_is_served_only_where_the_upstream_
             assert pull_all(client, "hub/library/third", "1")[1][layer] == blobs_of_base[layer]
             assert upstream_requests(upstream, "HEAD", f"library/third/blobs/{layer}") == 0
             assert blob_gets(upstream, layer) == 1
+    finally:
+        cache.stop()
+
+
+COLLECTED_MEANWHILE_LAUNCHER = """
+import os, sys, threading, time
+from docker_registry.server.store.blobs import BlobQueries
+
+raced, blob_file = os.environ["RACED_DIGEST"], os.environ["RACED_FILE"]
+look = BlobQueries.blob_sizes
+
+
+def collected_meanwhile(self, repository, digest, cache):
+    answer = look(self, repository, digest, cache)
+    if str(digest) == raced and answer[1] is not None:  # stored, not linked here: a collection strikes now
+        with self.engine.begin() as conn:  # the cache's other link expired, the blob marked as being deleted
+            conn.exec_driver_sql("DELETE FROM repository_blobs WHERE digest = ?", (raced,))
+            conn.exec_driver_sql("UPDATE blobs SET deleting_since = ? WHERE digest = ?", (time.time(), raced))
+
+        def finish():  # as the collector does: the file, then the row
+            time.sleep(0.5)
+            os.remove(blob_file)
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("DELETE FROM blobs WHERE digest = ?", (raced,))
+
+        threading.Thread(target=finish).start()
+    return answer
+
+
+BlobQueries.blob_sizes = collected_meanwhile
+from docker_registry.server.cli import main
+
+sys.exit(main(["serve", sys.argv[1]]))
+"""
+"""A cache server in whose process a garbage collection deletes one blob (`RACED_DIGEST`, stored at `RACED_FILE`)
+between the cache's look at it and its link into the name asked for."""
+
+
+@dataclass
+class CollectedMeanwhile(RegistryProcess):
+    def command(self, config_path: Path) -> list[str]:
+        return [sys.executable, "-c", COLLECTED_MEANWHILE_LAUNCHER, str(config_path)]
+
+
+@on_filesystem_only("removes a blob file of the cache's, as garbage collection does")
+def test_a_stored_blob_collected_before_this_names_link_is_fetched_again(
+    upstream: RegistryProcess, tmp_path: Path
+) -> None:
+    """A blob stored for another name of the cache, found by a GET through a second name, and deleted by garbage
+    collection before the second name's link (which the collection's mark refuses): the blob is fetched from the
+    upstream again, and served. It was a 503 (a client retried into the same race, or gave up)."""
+    upstreams = [{"prefix": "hub", "remoteurl": upstream.url}]
+    with client_for(upstream) as source:
+        image = seed(source, "library/first", "1")
+        layer = json.loads(image.body)["layers"][0]["digest"]
+        mounted = source.post("/v2/library/second/blobs/uploads/", params={"mount": layer, "from": "library/first"})
+        assert mounted.status_code == 201
+    cache = CollectedMeanwhile(
+        tmp_path / "cache", workers=1, extra_config={"proxy": {"upstreams": upstreams}}, kind="ours"
+    )
+    algorithm, encoded = layer.split(":")
+    cache.env = {
+        "RACED_DIGEST": layer,
+        "RACED_FILE": str(cache.data_dir / f"blobs/{algorithm}/{encoded[:2]}/{encoded}/data"),
+    }
+    cache.start()
+    try:
+        with httpx.Client(base_url=cache.url, timeout=60) as client:
+            _, blobs_of_first = pull_all(client, "hub/library/first", "1")
+            answer = client.get(f"/v2/hub/library/second/blobs/{layer}")
+            assert answer.status_code == 200, answer.text
+            assert answer.content == blobs_of_first[layer]
+            assert blob_gets(upstream, layer) == 2  # fetched again: what was stored went with the collection
+            assert client.get(f"/v2/hub/library/second/blobs/{layer}").content == blobs_of_first[layer]
+            assert blob_gets(upstream, layer) == 2  # linked and stored now
     finally:
         cache.stop()
 
