@@ -512,3 +512,23 @@ def test_credentials_of_other_bytes_than_base64_ascii_are_challenged(server: Reg
     with httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": header}) as client:
         assert_challenge(client.get("/v2/"))
         assert_challenge(client.get("/v2/team-a/app/tags/list"))
+
+
+def test_a_password_longer_than_bcrypt_reads_logs_in(
+    make_registry: Callable[..., RegistryProcess], tmp_path: Path
+) -> None:
+    """bcrypt reads 72 bytes of a password: Apache's `htpasswd -B` and Distribution (Go) hash and check a longer one
+    by them, but bcrypt 5.0 raised a ValueError for it, counted as a wrong password: a user with a long password
+    (a generated one, say) was refused on every request and counted as a failed login, where Distribution let them
+    in."""
+    long_password = "robot-" + "x9" * 50  # 106 bytes
+    hashed = bcrypt.hashpw(long_password.encode()[:72], bcrypt.gensalt(4)).decode()
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"robot:{hashed}\n")
+    server = make_registry(workers=1, extra_config=auth_config(htpasswd, rules=None))
+    with as_user(server, "robot", long_password) as robot:
+        assert robot.get("/v2/").status_code == 200
+    with as_user(server, "robot", long_password[:72]) as prefix:  # what bcrypt has always checked, as Go does
+        assert prefix.get("/v2/").status_code == 200
+    with as_user(server, "robot", long_password[:71]) as short:
+        assert_challenge(short.get("/v2/"))

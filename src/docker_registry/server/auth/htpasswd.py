@@ -32,6 +32,8 @@ CACHE_MAX_ENTRIES = 10_000
 DEFAULT_COST = 10
 """bcrypt's cost for the dummy hash of a file without entries."""
 MIN_COST, MAX_COST = 4, 31
+BCRYPT_MAX_PASSWORD = 72
+"""Bytes of a password bcrypt reads; the rest never counted (see `_check`)."""
 _DUMMY_HASHES: dict[int, bytes] = {}
 """A hash of no one's password per cost: made when a file is read at start, else (a re-read file of another most
 common cost) at the first unknown user, in the verifying thread (cost 12 takes ~300 ms)."""
@@ -167,11 +169,13 @@ def dummy_hash(cost: int) -> bytes:
 
 def _check(password: bytes, hashed: bytes | int) -> bool:
     """bcrypt compares in constant time; a hash it cannot read counts as a wrong password. An int is the cost of a
-    dummy hash to check against (an unknown user)."""
+    dummy hash to check against (an unknown user). bcrypt reads only the first `BCRYPT_MAX_PASSWORD` bytes of a
+    password: Apache's `htpasswd -B`, Go (Distribution) and bcrypt before 5.0 hash and check a longer one by them,
+    where bcrypt 5.0 refuses it (a ValueError: its user could never log in)."""
     if isinstance(hashed, int):
         hashed = dummy_hash(hashed)
     try:
-        return bcrypt.checkpw(password, hashed)
+        return bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed)
     except ValueError:
         return False
 
