@@ -282,6 +282,19 @@ def test_trusted_keys_by_chain_kid_and_jwks(
         assert response.json()["tags"] == ["v1"]
 
 
+def test_a_wildcard_action_in_a_token_grants_every_action(server: RegistryProcess, keys: tm.TokenKeys) -> None:
+    """Distribution reads `*` among a token's actions as every action: services that answer a `repository:x:*`
+    scope (skopeo delete asks for it) with `*` work with us as with it; the wildcard covers its own resource only."""
+    repo = unique_repo("team-a/star")
+    with bearer(server, external(keys, [tm.repository(repo, "*")])) as client:
+        manifest = image_manifest(client, repo)
+        push(client, repo, manifest, "v1")
+        assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["v1"]
+        assert client.delete(f"/v2/{repo}/manifests/{manifest.digest}").status_code == 202
+        other = client.get("/v2/team-a/app/tags/list")
+        assert_bearer_challenge(other, server, "repository:team-a/app:pull", "insufficient_scope")
+
+
 def test_service_grants_the_intersection_of_scopes_and_rules(server: RegistryProcess) -> None:
     asked = {
         "scope": [

@@ -42,7 +42,7 @@ class TokenAccess:
         return self.claims.subject
 
     def may_pull(self, repository: str) -> bool:
-        if (REPOSITORY, repository, PULL) in self.claims.grants:
+        if self.claims.allows((REPOSITORY, repository, PULL)):
             return True
         if CATALOG_GRANT not in self.claims.grants:
             return False

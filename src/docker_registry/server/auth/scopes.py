@@ -1,6 +1,7 @@
 """Scopes of Docker's token specification: `repository:<name>:<action>[,<action>...]` and `registry:catalog:*`,
 as clients ask for them (the `scope` of the `Bearer` challenge and of the token request) and as tokens grant them
-(the `access` claim). A grant is a triple (type, name, action): a token allows exactly the triples it lists."""
+(the `access` claim). A grant is a triple (type, name, action): a token allows the triples it lists, and
+every action on a resource it lists with the action `*` (`tokens.Claims.allows`)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
 from .keys import KeyFileError, PublicKey, key_id, usable_public_key, verify_chain
-from .scopes import Grant, claims
+from .scopes import ALL, Grant, claims
 
 LEEWAY_SECONDS = 60.0
 """Clock difference allowed between the token service and the registry, for `exp`, `nbf` and `iat`."""
@@ -52,7 +52,10 @@ class Claims:
     expires: float
 
     def allows(self, grant: Grant) -> bool:
-        return grant in self.grants
+        """Whether the token lists the grant, or `*` among the actions on its resource: a wildcard action grants
+        every action, as Distribution reads tokens (a service that answers `repository:x:*` with `*`)."""
+        kind, name, _ = grant
+        return grant in self.grants or (kind, name, ALL) in self.grants
 
 
 class TokenVerifier:
