@@ -295,6 +295,27 @@ def test_a_wildcard_action_in_a_token_grants_every_action(server: RegistryProces
         assert_bearer_challenge(other, server, "repository:team-a/app:pull", "insufficient_scope")
 
 
+def test_an_access_entry_granting_nothing_as_null_leaves_the_others(
+    server: RegistryProcess, keys: tm.TokenKeys, seeded: dict[str, str]
+) -> None:
+    """A token service in Go that grants nothing of a scope it was asked (a mount's source the user may not read)
+    writes `"actions": null` (a nil slice) beside what it did grant, or leaves the member out: Distribution reads
+    that as no actions, where we refused the whole token as invalid_token (the push itself failed)."""
+    access = [
+        tm.repository("team-a/app", "pull"),
+        {"type": "repository", "name": "team-b/src", "actions": None},
+        {"type": "repository", "name": "team-b/other"},
+    ]
+    with bearer(server, external(keys, access)) as client:
+        assert client.get("/v2/team-a/app/tags/list").json()["tags"] == ["v1"]
+        refused = client.get("/v2/team-b/src/tags/list")
+        assert_bearer_challenge(refused, server, "repository:team-b/src:pull", "insufficient_scope")
+    for malformed in ({"type": "repository", "name": "team-a/app", "actions": "pull"}, {"type": 1, "actions": []}):
+        with bearer(server, external(keys, [tm.repository("team-a/app", "pull"), malformed])) as client:
+            refused = client.get("/v2/team-a/app/tags/list")
+            assert_bearer_challenge(refused, server, "repository:team-a/app:pull", "invalid_token")
+
+
 def test_service_grants_the_intersection_of_scopes_and_rules(server: RegistryProcess) -> None:
     asked = {
         "scope": [

@@ -57,7 +57,9 @@ def merged(grants: Sequence[Grant]) -> list[Scope]:
 
 
 def claims(access: object) -> frozenset[Grant]:
-    """The grants of a token's `access` claim; raises ValueError when it is not a list of {type, name, actions}."""
+    """The grants of a token's `access` claim; raises ValueError when it is not a list of {type, name, actions}.
+    A member that is null or missing is empty, as Distribution (Go) reads it: Go services write a scope they granted
+    no action of as `"actions": null`, beside the scopes they did grant."""
     if access is None:
         return frozenset()
     if not isinstance(access, list):
@@ -66,8 +68,12 @@ def claims(access: object) -> frozenset[Grant]:
     for entry in access:
         if not isinstance(entry, dict):
             raise ValueError("an access entry is not an object")
-        kind, name, actions = entry.get("type"), entry.get("name"), entry.get("actions")
+        kind, name, actions = (_or(entry.get("type"), ""), _or(entry.get("name"), ""), _or(entry.get("actions"), []))
         if not isinstance(kind, str) or not isinstance(name, str) or not isinstance(actions, list):
-            raise ValueError("an access entry lacks type, name or actions")
+            raise ValueError("an access entry's type, name or actions is of the wrong kind")
         grants.update((kind, name, action) for action in actions if isinstance(action, str))
     return frozenset(grants)
+
+
+def _or(value: object, empty: object) -> object:
+    return empty if value is None else value
