@@ -41,6 +41,8 @@ def test_claims() -> None:
     access = [{"type": "repository", "name": "a", "actions": ["pull", "push", 3]}]
     assert claims(access) == {("repository", "a", "pull"), ("repository", "a", "push")}
     assert claims(None) == frozenset()
-    for bad in ("all", [1], [{"type": "repository", "name": "a"}], [{"type": 1, "name": "a", "actions": []}]):
+    # Null or missing members are empty, as Go reads them (a scope a Go service granted nothing of).
+    assert claims([{"type": "repository", "name": "a"}, {"type": "repository", "name": "b", "actions": None}]) == set()
+    for bad in ("all", [1], [{"type": 1, "name": "a", "actions": []}], [{"type": "repository", "actions": "pull"}]):
         with pytest.raises(ValueError, match="access"):
             claims(bad)
