@@ -79,7 +79,7 @@ def test_push_pull_mount_delete_events_carry_distributions_fields(
         push(client, repo, manifest, "v2")
         assert client.delete(f"/v2/{repo}/manifests/{manifest.digest}").status_code == 202
 
-    events = receiver.wait_for(lambda got: len(got) >= 10)
+    events = receiver.wait_for(lambda got: len(got) >= 11)
     time.sleep(1)  # nothing more comes
     events = receiver.events
     assert sorted(summary(events), key=str) == sorted(
@@ -94,6 +94,7 @@ def test_push_pull_mount_delete_events_carry_distributions_fields(
             ("delete", repo, None, "v1"),
             ("push", repo, manifest.digest, "v2"),
             ("delete", repo, manifest.digest, None),
+            ("delete", repo, None, "v2"),
         ],
         key=str,
     )
@@ -108,6 +109,7 @@ def test_push_pull_mount_delete_events_carry_distributions_fields(
         ("delete", repo, None, "v1"),
         ("push", repo, manifest.digest, "v2"),
         ("delete", repo, manifest.digest, None),
+        ("delete", repo, None, "v2"),  # the tag the manifest's deletion removed, as Distribution reports it
     ]
     for delivery in receiver.deliveries:
         assert delivery.headers["Content-Type"] == MEDIA_TYPE
@@ -155,8 +157,41 @@ def test_push_pull_mount_delete_events_carry_distributions_fields(
     assert mount["target"]["fromRepository"] == repo
     assert mount["target"]["size"] == 1024
     assert by[("delete", None, "v1")]["target"] == {"repository": repo, "tag": "v1"}
+    assert by[("delete", None, "v2")]["target"] == {"repository": repo, "tag": "v2"}
     assert by[("delete", manifest.digest, None)]["target"] == {"repository": repo, "digest": manifest.digest}
     assert by[("delete", layer, None)]["target"] == {"repository": other, "digest": layer}
+
+
+def test_deleting_a_manifest_by_digest_reports_each_tag_it_removed(
+    make_registry: Callable[..., RegistryProcess], receiver: Receiver
+) -> None:
+    """Distribution sends a tag deletion for each tag pointing at a manifest deleted by digest, after the
+    manifest's own: a receiver tracking tags (a deployer, a mirror) otherwise keeps tags that are gone."""
+    server = make_registry(extra_config=notifying(receiver, ignore={"actions": ["push"]}))
+    repo = unique_repo("events-untag")
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        manifest = image_manifest(client, repo, layers=1)
+        push(client, repo, manifest, "v1")
+        push(client, repo, manifest, "stable")
+        other = image_manifest(client, repo, layers=1)
+        push(client, repo, other, "v2")  # another manifest's tag: not reported
+        deleted = client.delete(f"/v2/{repo}/manifests/{manifest.digest}", headers={"X-Request-Id": "untag-1"})
+        assert deleted.status_code == 202
+        assert client.get(f"/v2/{repo}/tags/list").json()["tags"] == ["v2"]
+
+    events = receiver.wait_for(lambda got: len(got) >= 3)
+    time.sleep(1)  # nothing more comes
+    events = receiver.events
+    assert summary(events) == [
+        ("delete", repo, manifest.digest, None),
+        ("delete", repo, None, "stable"),
+        ("delete", repo, None, "v1"),
+    ]
+    for event in events:
+        assert event["request"]["id"] == "untag-1"
+        assert event["request"]["method"] == "DELETE"
+        assert event["request"]["addr"].startswith("127.0.0.1:")
+    assert events[1]["target"] == {"repository": repo, "tag": "stable"}
 
 
 def _references(manifest: Any) -> list[dict[str, Any]]:

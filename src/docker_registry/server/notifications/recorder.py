@@ -18,7 +18,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
@@ -46,6 +46,16 @@ MAX_COMBINATIONS = 4096
 waiting are numbered afresh (`_renumber`)."""
 MAX_BUFFERED_PULLS = 50_000
 """Pull notes kept while the database cannot take them; beyond, the oldest are lost (and counted)."""
+
+
+def _requester() -> tuple[str, Client]:
+    """The id and client of the request being served (none: an event not caused by a request)."""
+    request = SERVING.get()
+    if request is None:
+        return "", NO_CLIENT
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return request_id_of(request), _client(request, peer)
 
 
 def _client(request: web.Request, peer: object) -> Client:
@@ -129,14 +139,19 @@ class Recorder:
         wanted = [t for t in targets if self._wants(action, t.media_type)]
         if not wanted:
             return []
-        request = SERVING.get()
-        request_id, client = ("", NO_CLIENT)
-        if request is not None:
-            transport = request.transport
-            peer = transport.get_extra_info("peername") if transport is not None else None
-            request_id, client = request_id_of(request), _client(request, peer)
+        request_id, client = _requester()
         now, events = time.time(), self._events()
         return [EventRecord(now, events.event(action, target, request_id, client, now)) for target in wanted]
+
+    def later(self, action: Action) -> Callable[[Sequence[Target]], list[EventRecord]]:
+        request_id, client = _requester()
+
+        def record(targets: Sequence[Target]) -> list[EventRecord]:
+            wanted = [t for t in targets if self._wants(action, t.media_type)]
+            now, events = time.time(), self._events()
+            return [EventRecord(now, events.event(action, target, request_id, client, now)) for target in wanted]
+
+        return record
 
     def pulled(self, target: Target) -> None:
         """Only a note (`PullNote`: the time, a number for what was pulled by whom, the request id); its event's

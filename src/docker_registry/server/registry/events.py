@@ -8,7 +8,7 @@ request path. Without notifications configured the registry has no recorder and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple, Protocol
 
 from docker_registry.core.digest import Digest
@@ -50,6 +50,10 @@ def pulled_target(
 class EventRecorder(Protocol):
     def record(self, action: Action, targets: Sequence[Target]) -> list[EventRecord]:
         """The records to write with a change; empty when no endpoint wants them."""
+
+    def later(self, action: Action) -> Callable[[Sequence[Target]], list[EventRecord]]:
+        """`record` for targets known only inside the change's transaction, in the database writer's thread (the
+        tags a manifest's deletion removes): the request is read now, on its own thread."""
 
     def pulled(self, target: Target) -> None:
         """A manifest or blob was served; kept off the request path, not durable."""

@@ -96,6 +96,12 @@ class Registry:
     def _events(self, action: Action, *targets: Target) -> list[EventRecord]:
         return [] if self.events is None else self.events.record(action, targets)
 
+    def _tag_deletions(self, repository: str) -> Callable[[Sequence[str]], list[EventRecord]]:
+        """The events of the tags a manifest's deletion removes, known only in its transaction."""
+        assert self.events is not None
+        record = self.events.later("delete")
+        return lambda names: record([Target("tag", repository, tag=name) for name in names])
+
     def _blob_events(self, action: Action, repository: str, digest: Digest) -> Callable[[int], list[EventRecord]]:
         """The events of a blob whose size is known only once its bytes are verified."""
         return lambda size: self._events(action, _blob_target(repository, digest, size))
@@ -195,7 +201,9 @@ class Registry:
     async def delete_manifest(self, repository: str, reference: str | Digest) -> None:
         if isinstance(reference, Digest):
             events = self._events("delete", Target("manifest", repository, reference))
-            deleted = await self.store.delete_manifest(repository, reference, events)
+            # and, as Distribution, a tag deletion for each tag that pointed at it (found in the same transaction)
+            tag_events = None if self.events is None else self._tag_deletions(repository)
+            deleted = await self.store.delete_manifest(repository, reference, events, tag_events)
         else:
             events = self._events("delete", Target("tag", repository, tag=reference))
             deleted = await self.store.delete_tag(repository, reference, events)

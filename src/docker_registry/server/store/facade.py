@@ -121,8 +121,14 @@ class AsyncMetadataStore:
     ) -> None:
         await self._write(self.sync.put_manifest, repository, manifest, tag_names, events, check_references)
 
-    async def delete_manifest(self, repository: str, digest: Digest, events: Sequence[EventRecord] = ()) -> bool:
-        return await self._write(self.sync.delete_manifest, repository, digest, events)
+    async def delete_manifest(
+        self,
+        repository: str,
+        digest: Digest,
+        events: Sequence[EventRecord] = (),
+        tag_events: Callable[[Sequence[str]], Sequence[EventRecord]] | None = None,
+    ) -> bool:
+        return await self._write(self.sync.delete_manifest, repository, digest, events, tag_events)
 
     # blobs
     async def blob_size(self, repository: str, digest: Digest) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -301,9 +301,16 @@ class ManifestQueries(StoreBase):
             if size != descriptor.size:
                 raise BadReference(kind, descriptor.digest, descriptor.size, size)
 
-    def delete_manifest(self, repository: str, digest: Digest, events: Sequence[EventRecord] = ()) -> bool:
-        """Delete the manifest with its tags and references, and write `events`; False (and no events) if the
-        repository has no such manifest."""
+    def delete_manifest(
+        self,
+        repository: str,
+        digest: Digest,
+        events: Sequence[EventRecord] = (),
+        tag_events: Callable[[Sequence[str]], Sequence[EventRecord]] | None = None,
+    ) -> bool:
+        """Delete the manifest with its tags and references, and write `events`, then `tag_events` of the names of
+        the tags it deleted (as Distribution reports each tag a manifest's deletion removed); False (and no events)
+        if the repository has no such manifest."""
 
         def delete(conn: sa.Connection) -> bool:
             # the manifest's row first, as a push that tags it locks it (`_MANIFEST_ID`) before its tag: both take
@@ -316,10 +323,13 @@ class ManifestQueries(StoreBase):
             ).scalar()
             if manifest_id is None:
                 return False
+            names: list[str] = []
+            if tag_events is not None:
+                names = list(conn.execute(sa.select(tags.c.name).where(tags.c.manifest_id == manifest_id)).scalars())
             conn.execute(tags.delete().where(tags.c.manifest_id == manifest_id))
             conn.execute(manifest_references.delete().where(manifest_references.c.manifest_id == manifest_id))
             conn.execute(manifests.delete().where(manifests.c.id == manifest_id))
-            self._insert_events(conn, events)
+            self._insert_events(conn, [*events, *(tag_events(sorted(names)) if names and tag_events else ())])
             return True
 
         return self._write(delete)
