@@ -308,6 +308,30 @@ def test_access_log_lines_parse_carry_the_request_id_and_never_credentials(
     assert "401" in generated_lines[0]
 
 
+def test_a_malformed_request_is_logged_without_its_credentials(make_registry: Callable[..., RegistryProcess]) -> None:
+    """A request aiohttp cannot parse is logged as one line saying what was wrong; its parser's message quotes the
+    offending line, which was logged as it was: a client's `Authorization` header ended by a bare LF, or a request
+    line with a token and a control character, put the credentials in the log."""
+    server = make_registry(workers=1)
+    basic = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+    requests = [
+        f"GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {basic}\n\r\n".encode(),
+        f"GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\x01\r\n\r\n".encode(),
+        f"GET /v2/_catalog?access_token={TOKEN}\x01 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    ]
+    for raw in requests:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+            connection.sendall(raw)
+            answer = connection.recv(1024)
+        assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+    time.sleep(0.5)
+    log = server.log_path.read_text()
+    refused = [line for line in log.splitlines() if "refused a malformed request" in line]
+    assert len(refused) == len(requests), refused
+    for secret in (basic, TOKEN):
+        assert secret not in log, f"{secret} was logged"
+
+
 def test_request_id_on_every_response(make_registry: Callable[..., RegistryProcess]) -> None:
     server = make_registry(workers=2)
     with httpx.Client(base_url=server.url, timeout=30) as client:

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, InvalidHeader, InvalidURLError, LineTooLong
 
 from ..config import LogConfig
 from ..http.context import user
@@ -36,18 +36,28 @@ REDACTED = "REDACTED"
 
 class MalformedRequestFilter(logging.Filter):
     """aiohttp logs a request it cannot parse with a full traceback at ERROR; that is the client's fault, not a
-    server bug, so it becomes one INFO line and real errors stay easy to find."""
+    server bug, so it becomes one INFO line and real errors stay easy to find. The line says what was wrong, never
+    the bytes at fault: aiohttp's message quotes the offending line, an `Authorization` header with a bare LF after
+    it or a request line with a `?access_token=`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError):
-            record.msg, record.args, record.exc_info = (
-                "refused a malformed request: %s",
-                (" ".join(str(exc.message).split()),),
-                None,
-            )
+            record.msg, record.args = "refused a malformed request: %s", (_what_was_wrong(exc),)
+            record.exc_info = None
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
+
+
+def _what_was_wrong(exc: HttpProcessingError) -> str:
+    """The description of a parse error without the request's bytes: aiohttp's parser writes the description, a
+    colon and the offending line quoted below it (its pure-Python parser gives some errors as the bare URL)."""
+    text = str(exc.message)
+    if "\n" in text:
+        text = text.split("\n", 1)[0].rstrip().removesuffix(":")
+    elif isinstance(exc, (InvalidURLError, InvalidHeader, LineTooLong)):  # their message is (a part of) the line
+        text = type(exc).__name__
+    return " ".join(text.split())[:200] or type(exc).__name__
 
 
 LEVEL_NAMES = {"WARNING": "warn", "CRITICAL": "error"}
