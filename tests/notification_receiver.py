@@ -39,6 +39,8 @@ class Receiver:
     """How a 200 is sent: "whole"; "cut" (a body shorter than its Content-Length, then the connection closed);
     "late" (the status line at once, the body `late_by` seconds after)."""
     late_by: float = 0.0
+    location: str | None = None
+    """With a 3xx `status`, the `Location` it answers (the receiver's own URL: a redirect loop)."""
     hold: float = 0.0
     """Seconds each POST waits, taken (counted in `deliveries`), before it is answered."""
     _loop: asyncio.AbstractEventLoop | None = None
@@ -67,7 +69,8 @@ class Receiver:
                 self.deliveries.append(Delivery(dict(request.headers), body))
         await asyncio.sleep(self.hold)
         if status >= 300 or self.answer == "whole":
-            return web.Response(status=status)
+            headers = {"Location": self.location} if self.location and 300 <= status < 400 else None
+            return web.Response(status=status, headers=headers)
         response = web.StreamResponse(status=status)
         response.content_length = 20
         await response.prepare(request)

@@ -194,6 +194,46 @@ def test_deleting_a_manifest_by_digest_reports_each_tag_it_removed(
     assert events[1]["target"] == {"repository": repo, "tag": "stable"}
 
 
+def test_credentials_of_an_endpoints_url_never_reach_the_log(make_registry: Callable[..., RegistryProcess]) -> None:
+    """An endpoint that redirects in a loop fails each attempt; the warning said why with aiohttp's error, which
+    names the URL with its query: a receiver's `?token=` was written to the log."""
+    receiver = Receiver(status=307).start()
+    try:
+        url = f"{receiver.url}?token=tok3n-in-query"
+        receiver.location = url
+        endpoint = receiver.endpoint(url=url.replace("://", "://hook:pa55word@"), threshold=1, backoff="1s")
+        server = make_registry(extra_config={"notifications": {"endpoints": [endpoint]}})
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            push_blob(client, unique_repo("events-secret"), random_bytes(64))
+        deadline = time.monotonic() + 30
+        while "failures in a row" not in server.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = server.log_path.read_text()
+        assert "1 failures in a row (too many redirects" in log, log[-3000:]
+        assert receiver.attempts > 1
+        for secret in ("tok3n-in-query", "pa55word"):
+            assert secret not in log, f"{secret} was logged"
+    finally:
+        receiver.stop()
+
+
+def test_an_authorization_header_wins_over_credentials_in_the_endpoints_url(
+    make_registry: Callable[..., RegistryProcess], receiver: Receiver
+) -> None:
+    """Go's client sends a configured `Authorization` header and ignores the URL's user part; aiohttp refused the
+    combination, so the endpoint got nothing, ever ("delivery paused", no failure counted)."""
+    endpoint = receiver.endpoint(
+        url=receiver.url.replace("://", "://hook:pa55word@"), headers={"Authorization": ["Bearer s3cret"]}
+    )
+    server = make_registry(extra_config={"notifications": {"endpoints": [endpoint]}})
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        digest = push_blob(client, unique_repo("events-auth"), random_bytes(64))
+    events = receiver.wait_for(lambda got: len(got) >= 1)
+    assert events[0]["target"]["digest"] == digest
+    assert receiver.deliveries[0].headers["Authorization"] == "Bearer s3cret"
+    assert "delivery paused" not in server.log_path.read_text()
+
+
 def _references(manifest: Any) -> list[dict[str, Any]]:
     document = json.loads(manifest.body)
     return [

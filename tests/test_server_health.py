@@ -178,12 +178,16 @@ class Downstream:
     def __init__(self) -> None:
         owner = self
         self.status = 200
+        self.location = ""
+        """Sent as `Location` with a 3xx status."""
         self.headers: list[dict[str, str]] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_HEAD(self) -> None:
                 owner.headers.append(dict(self.headers))
                 self.send_response(owner.status)
+                if 300 <= owner.status < 400:
+                    self.send_header("Location", owner.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -251,6 +255,14 @@ def test_file_http_and_tcp_checks_turn_readiness_503_and_back(
         assert "500" in httpx.get(debug).json()[uri]
         downstream.status = 200
         readiness_becomes(server.url, 200)
+
+        downstream.status, downstream.location = 307, f"{uri}?token=s3cret"  # a redirect loop
+        assert readiness_becomes(server.url, 503)["failing"] == [uri]
+        reason = httpx.get(debug).json()[uri]
+        assert "too many redirects" in reason, reason  # aiohttp's error named the URL, token and all
+        downstream.status = 200
+        readiness_becomes(server.url, 200)
+        assert "s3cret" not in server.log_path.read_text()
 
         listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread: the port refuses connections
         listener.close()

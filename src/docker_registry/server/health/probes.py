@@ -16,6 +16,7 @@ from docker_registry.core.driver import Base
 
 from ..config import StorageConfig
 from ..config.values import space_floor, split_addr
+from ..http.outgoing import client_error_text, request_url
 from ..store.facade import AsyncMetadataStore
 from .monitor import Probe
 
@@ -99,15 +100,19 @@ def http_answers(uri: str, headers: Mapping[str, Sequence[str]], status: int, ti
     """Distribution's HTTP check: a HEAD request to `uri` answered with `status` (a redirect is followed, as Go's
     client does). A session per run: checks run seconds apart, and nothing is left open in between."""
     sent = [(name, value) for name, values in headers.items() for value in values]
+    url = request_url(uri, headers)
 
     async def probe() -> None:
         limit = aiohttp.ClientTimeout(total=timeout or None)
-        async with (
-            aiohttp.ClientSession(timeout=limit) as session,
-            session.head(uri, headers=sent, allow_redirects=True) as answer,
-        ):
-            if answer.status != status:
-                raise RuntimeError(f"downstream service returned unexpected status: {answer.status}")
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=limit) as session,
+                session.head(url, headers=sent, allow_redirects=True) as answer,
+            ):
+                if answer.status != status:
+                    raise RuntimeError(f"downstream service returned unexpected status: {answer.status}")
+        except aiohttp.ClientError as error:  # shown on the debug listener and logged: without the URL's query
+            raise RuntimeError(client_error_text(error)) from None
 
     return probe
 

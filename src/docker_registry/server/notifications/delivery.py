@@ -32,8 +32,10 @@ from http import HTTPStatus
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from ..config.notifications import EndpointSection, NotificationsConfig
+from ..http.outgoing import client_error_text, request_url
 from ..registry.process_identity import is_dead, this_process
 from ..store.metadata import MetadataStore
 from ..store.models import Cursor, StoredEvent
@@ -125,10 +127,10 @@ class Batch:
         return Cursor(row.id - 1, self._local(number, index) + 1)
 
 
-def _post_options(endpoint: EndpointSection) -> tuple[str, list[tuple[str, str]], aiohttp.ClientTimeout]:
+def _post_options(endpoint: EndpointSection) -> tuple[URL, list[tuple[str, str]], aiohttp.ClientTimeout]:
     headers = [(name, value) for name, values in endpoint.headers.items() for value in values]
     headers.append(("Content-Type", MEDIA_TYPE))
-    return endpoint.url, headers, aiohttp.ClientTimeout(total=endpoint.timeout)
+    return request_url(endpoint.url, endpoint.headers), headers, aiohttp.ClientTimeout(total=endpoint.timeout)
 
 
 class LostLease(Exception):
@@ -167,7 +169,7 @@ class Deliverer:
         """The endpoints with a POST under way: a clean stop lets it finish (see `stop`)."""
         self._stopping = False
         self._session: aiohttp.ClientSession | None = None
-        self._posts: dict[str, tuple[str, list[tuple[str, str]], aiohttp.ClientTimeout]] = {}
+        self._posts: dict[str, tuple[URL, list[tuple[str, str]], aiohttp.ClientTimeout]] = {}
         """Per endpoint, what every POST to it sends alike: its URL, headers and timeout, made once."""
         self._largest: dict[str, int] = {}
         """Per endpoint, the most events sent in one envelope: its `batch`, or less once it refused one as too
@@ -420,7 +422,7 @@ class Deliverer:
                         stats.failures += 1
                         continue
             except (aiohttp.ClientError, TimeoutError) as error:
-                problem = str(error) or type(error).__name__
+                problem = client_error_text(error)
             finally:
                 self._posting.discard(endpoint.name)
             failures += 1
