@@ -74,6 +74,25 @@ def test_a_password_in_an_endpoint_url_is_masked_in_config_output(tmp_path: Path
     assert "pa55word" in yaml.safe_dump(dump(config, show_secrets=True))
 
 
+def test_a_token_in_an_endpoint_or_health_check_url_and_check_headers_are_masked_in_config_output(
+    tmp_path: Path,
+) -> None:
+    """`config` showed a receiver's `?token=`, a `health.http` URL's password and its headers' values."""
+    text = DISTRIBUTION_STYLE.replace("https://my.listener.com/event", "https://my.listener.com/event?token=t0ken-1")
+    config = load_text(tmp_path, text)
+    shown = yaml.safe_dump(dump(config))
+    assert "t0ken-1" not in shown
+    assert "https://my.listener.com/event?token=***" in shown
+    assert "t0ken-1" in yaml.safe_dump(dump(config, show_secrets=True))
+    check = {"uri": "https://u:pa55@auth.internal/health?key=k3y", "headers": {"Authorization": ["Bearer b3arer"]}}
+    config = load_text(tmp_path, yaml.safe_dump({"version": 0.1, "health": {"http": [check]}}))
+    shown = yaml.safe_dump(dump(config))
+    for secret in ("pa55", "k3y", "b3arer"):
+        assert secret not in shown
+    assert "https://u:***@auth.internal/health?key=***" in shown
+    assert "b3arer" in yaml.safe_dump(dump(config, show_secrets=True))
+
+
 def test_disabled_endpoints_record_nothing(tmp_path: Path) -> None:
     config = load_text(tmp_path, DISTRIBUTION_STYLE.replace("disabled: false", "disabled: true"))
     assert config.notifications.enabled == []

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, PlainValidator, model_validator
 
 from .section import OURS, Secret, Section
-from .values import Bool, Duration, Headers, PositiveInt, Text, hide_password, invalid, problem
+from .values import Bool, Duration, Headers, PositiveInt, Text, hide_header_values, hide_url_secrets, invalid, problem
 
 ACTIONS = ("push", "pull", "mount", "delete")
 
@@ -24,11 +24,6 @@ def _endpoint_url(value: Any) -> str:
 
 
 EndpointURL = Annotated[str, PlainValidator(_endpoint_url)]
-
-
-def _hide_values(headers: Any) -> Any:
-    """Headers sent to a receiver often carry its credentials (`Authorization`): names shown, values masked."""
-    return {name: ["***"] for name in headers}
 
 
 class IgnoreSection(Section):
@@ -48,8 +43,8 @@ class IgnoreSection(Section):
 class EndpointSection(Section):
     name: Text = Field(description="names the endpoint in logs and keeps its place in the event stream")
     disabled: Bool = Field(False, description="keep the endpoint configured but send it nothing")
-    url: Annotated[EndpointURL, Secret(hide_password)] = Field(description="where events are POSTed")
-    headers: Annotated[Headers, Secret(_hide_values)] = Field(
+    url: Annotated[EndpointURL, Secret(hide_url_secrets)] = Field(description="where events are POSTed")
+    headers: Annotated[Headers, Secret(hide_header_values)] = Field(
         default_factory=dict, description="map of header name to a list of values, sent with every request"
     )
     timeout: Duration = Field(1.0, description="how long one delivery may take before it counts as failed")

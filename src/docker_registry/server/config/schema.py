@@ -36,7 +36,9 @@ from .values import (
     URLPath,
     Version,
     absolute_path,
+    hide_header_values,
     hide_password,
+    hide_url_secrets,
     invalid,
     problem,
     split_addr,
@@ -416,8 +418,10 @@ class FileCheckSection(_ListedCheck):
 
 
 class HTTPCheckSection(_ListedCheck):
-    uri: Text = Field(description="the URL sent a HEAD request")
-    headers: Headers = Field(default_factory=dict, description="map of header name to a list of values, sent with it")
+    uri: Annotated[Text, Secret(hide_url_secrets)] = Field(description="the URL sent a HEAD request")
+    headers: Annotated[Headers, Secret(hide_header_values)] = Field(
+        default_factory=dict, description="map of header name to a list of values, sent with it"
+    )
     statuscode: PositiveInt = Field(200, description="the status the answer must have")
     timeout: Duration = Field(0.0, description="the most one request may take (0: the check's own limit)")
 

@@ -53,6 +53,18 @@ def hide_password(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
+def hide_url_secrets(url: str) -> str:
+    """A webhook's or a check's URL fit for `config` output: its password and the values of its query (a
+    receiver's `?token=`) masked."""
+    return re.sub(r"([?&][^=&#]*)=[^&#]*", r"\1=***", hide_password(url))
+
+
+def hide_header_values(headers: Any) -> Any:
+    """Headers sent to a receiver or a checked service often carry credentials (`Authorization`): names shown,
+    values masked."""
+    return {name: ["***"] for name in headers}
+
+
 # --- checks --------------------------------------------------------------------------------------------------------
 
 
