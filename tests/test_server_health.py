@@ -21,6 +21,7 @@ from test_server_database_faults import can_make_immutable as can_make_immutable
 from test_server_full_disk import small_disk as small_disk
 from test_server_observability import metrics_config, scrape, value
 
+from registry_api import unique_repo
 from registry_process import RegistryProcess, free_port, implementation
 
 pytestmark = pytest.mark.skipif(implementation() != "ours", reason="health endpoints of docker-registry 3")
@@ -109,6 +110,28 @@ def test_a_read_only_registry_on_a_read_only_volume_is_ready(make_registry: Call
         assert body["checks"]["storagedriver_filesystem"]["checked"] is not None
     finally:
         subprocess.run(["chattr", "-i", str(server.data_dir)], check=True)
+
+
+@pytest.mark.usefixtures("can_make_immutable")
+def test_readiness_follows_a_database_that_refuses_writes(make_registry: Callable[..., RegistryProcess]) -> None:
+    """A database file gone read-only (an immutable file here; a read-only mount, a PostgreSQL standby) still
+    answers reads, so the check passed and the registry stayed ready while every push was answered 503."""
+    debug_port = free_port()
+    server = make_registry(workers=2, extra_config=fast_health(debug_port))
+    database = [str(server.data_dir / name) for name in ("registry.db", "registry.db-wal")]
+    readiness_becomes(server.url, 200)
+    subprocess.run(["chattr", "+i", *database], check=True)
+    try:
+        body = readiness_becomes(server.url, 503)
+        assert body["failing"] == ["database"], body
+        reason = httpx.get(f"http://127.0.0.1:{debug_port}/debug/health").json()["database"]
+        assert "not writable" in reason, reason
+        assert value(scrape(debug_port), "registry_health_check_up", check="database") == 0
+        assert httpx.post(f"{server.url}/v2/{unique_repo('ro')}/blobs/uploads/").status_code == 503
+        assert_alive(server.url)
+    finally:
+        subprocess.run(["chattr", "-i", *database], check=True)
+    readiness_becomes(server.url, 200)
 
 
 def test_readiness_and_metrics_follow_free_space_below_minfree(

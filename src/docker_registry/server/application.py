@@ -326,7 +326,8 @@ def _add_checks(monitor: HealthMonitor, config: Config, driver: Base, store: Asy
         if config.storage.minfree is not None and config.storage.driver == "filesystem":
             add("diskspace", probes.free_space(config.storage), storage)
     if config.health.database.enabled:
-        add("database", probes.database(store, migrate.head()), config.health.database)
+        writes = not config.storage.readonly
+        add("database", probes.database(store, migrate.head(), writes), config.health.database)
     # Distribution's listed checks, named as it names them (an HTTP check's URL without credentials or query)
     for listed in config.health.file:
         monitor.add(Check(listed.file, probes.file_absent(listed.file), listed.interval, max(1, listed.threshold)))

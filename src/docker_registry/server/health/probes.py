@@ -64,8 +64,10 @@ def free_space(storage: StorageConfig) -> Probe:
     return probe
 
 
-def database(store: AsyncMetadataStore, expected_revision: str | None) -> Probe:
-    """The metadata database answers a query, its schema is the one this registry was built for, and its writes
+def database(store: AsyncMetadataStore, expected_revision: str | None, writes: bool = True) -> Probe:
+    """The metadata database answers a query, its schema is the one this registry was built for, it can take writes
+    (`refuses_writes`, unless `writes` is False: a registry in read-only mode needs none; a read-only file or
+    server answers reads while every push is refused 503), and its writes
     are not stuck behind SQLite's write gate (a process stopped while holding it: reads still answer, every write
     is refused 503 after twice the lock timeout)."""
     gate, patience = store.sync.gate, 2 * store.sync.lock_timeout
@@ -82,6 +84,8 @@ def database(store: AsyncMetadataStore, expected_revision: str | None) -> Probe:
                 f"the database schema is at revision {revision}, this registry's is {expected_revision} (another "
                 "version migrated it, or it was never migrated)"
             )
+        if writes and (refused := await store.refuses_writes()) is not None:  # reads answer, pushes would be 503
+            raise RuntimeError(refused)
 
     return probe
 

@@ -248,3 +248,6 @@ class AsyncMetadataStore:
 
     async def schema_revision(self) -> str | None:
         return await self._read(self.sync.schema_revision)
+
+    async def refuses_writes(self) -> str | None:
+        return await self._read(self.sync.refuses_writes)

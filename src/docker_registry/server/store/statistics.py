@@ -5,6 +5,7 @@ not on every request (the metrics feature caches them between scrapes)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ _COUNTS = sa.select(
     sa.select(sa.func.count()).select_from(uploads).scalar_subquery(),
 )
 _REVISION = sa.text("SELECT version_num FROM alembic_version")
+_READ_ONLY = sa.text("SELECT current_setting('transaction_read_only')")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +46,23 @@ class StatisticsQueries(StoreBase):
         """The migration the database is at (alembic's version table); None on a database never migrated."""
         revision: str | None = self._read(lambda conn: conn.execute(_REVISION).scalar())
         return revision
+
+    def refuses_writes(self) -> str | None:
+        """Why every write would be refused, as far as can be told without writing (no lock is taken): on SQLite
+        the database file or its journal not writable (a read-only mount, an immutable file, a file mode); on
+        PostgreSQL a read-only session (a hot standby the address now reaches after a failover,
+        `default_transaction_read_only`). None when writes may go."""
+        if self._dialect == "postgresql":
+            read_only = self._read(lambda conn: conn.execute(_READ_ONLY).scalar())
+            return "the database accepts no writes (transaction_read_only is on)" if read_only == "on" else None
+        path = self.engine.url.database
+        if not path or path == ":memory:":
+            return None
+        for name in (path, f"{path}-wal", f"{path}-shm"):
+            try:
+                os.stat(name)
+            except FileNotFoundError:  # a journal not made yet
+                continue
+            if not os.access(name, os.W_OK):
+                return f"the database file {name} is not writable"
+        return None
