@@ -234,6 +234,32 @@ def test_an_authorization_header_wins_over_credentials_in_the_endpoints_url(
     assert "delivery paused" not in server.log_path.read_text()
 
 
+def test_the_clients_address_comes_from_forwarded_headers_only_when_they_name_one(
+    make_registry: Callable[..., RegistryProcess], receiver: Receiver
+) -> None:
+    """As Distribution's `RemoteAddr`: the first `X-Forwarded-For` address, else `X-Real-Ip`, else the peer; a
+    header naming no IP address is passed over (it was copied into `request.addr` as sent, any text a client
+    chose)."""
+    server = make_registry(extra_config=notifying(receiver, ignore={"actions": ["push"]}))
+    repo = unique_repo("events-addr")
+    sent = [
+        {"X-Forwarded-For": "203.0.113.7 , 10.0.0.1"},
+        {"X-Forwarded-For": "not-an-address", "X-Real-Ip": "2001:db8::5"},
+        {"X-Forwarded-For": "<script>", "X-Real-Ip": "also bogus"},
+    ]
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        manifest = image_manifest(client, repo, layers=1)
+        push(client, repo, manifest, "v1")
+        for number, headers in enumerate(sent):
+            headers = {**headers, "X-Request-Id": f"addr-{number}", "Accept": OCI_MANIFEST}
+            assert client.get(f"/v2/{repo}/manifests/v1", headers=headers).status_code == 200
+    events = receiver.wait_for(lambda got: len(got) >= len(sent))
+    addr = {e["request"]["id"]: e["request"]["addr"] for e in events}
+    assert addr["addr-0"] == "203.0.113.7"
+    assert addr["addr-1"] == "2001:db8::5"
+    assert addr["addr-2"].startswith("127.0.0.1:"), addr
+
+
 def _references(manifest: Any) -> list[dict[str, Any]]:
     document = json.loads(manifest.body)
     return [

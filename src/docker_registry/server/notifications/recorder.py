@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import time
@@ -58,11 +59,22 @@ def _requester() -> tuple[str, Client]:
     return request_id_of(request), _client(request, peer)
 
 
+def _ip(text: str) -> str:
+    """`text` if it is an IP address, else "": as Distribution's `RemoteAddr`, a forwarded header that names no
+    address (anything a client sends) is passed over for the next source."""
+    text = text.strip()
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return ""
+    return text
+
+
 def _client(request: web.Request, peer: object) -> Client:
     """Who made `request`, as Distribution's `RequestRecord` tells: the client's address as its
     `context.RemoteAddr` gives it (forwarded headers first), the host and scheme it asked for."""
     headers = request.headers
-    addr = headers.get("X-Forwarded-For", "").split(",")[0].strip() or headers.get("X-Real-Ip", "")
+    addr = _ip(headers.get("X-Forwarded-For", "").split(",")[0]) or _ip(headers.get("X-Real-Ip", ""))
     if not addr:
         addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else request.remote or ""
     agent = headers.get("User-Agent", "")
