@@ -332,6 +332,22 @@ def test_a_malformed_request_is_logged_without_its_credentials(make_registry: Ca
         assert secret not in log, f"{secret} was logged"
 
 
+def test_web_ui_requests_are_counted_under_their_own_route(make_registry: Callable[..., RegistryProcess]) -> None:
+    """The UI's pages matched no API route, so their 200s were counted as `route="none"`, the label documented for
+    requests to no route (404s): a dashboard of unknown paths showed the UI's traffic, and the UI none."""
+    debug_port = free_port()
+    server = make_registry(workers=1, extra_config=metrics_config(debug_port))
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get("/ui/").status_code == 200
+        assert client.get("/ui/static/ui.css").status_code == 200
+        assert client.get("/no/such/path").status_code == 404
+    time.sleep(1.5)  # a flush
+    samples = scrape(debug_port)
+    assert value(samples, "registry_http_requests_total", method="GET", route="ui", code="200") == 2
+    assert total(samples, "registry_http_requests_total", route="none") == 1
+    assert value(samples, "registry_http_requests_total", method="GET", route="none", code="404") == 1
+
+
 def test_request_id_on_every_response(make_registry: Callable[..., RegistryProcess]) -> None:
     server = make_registry(workers=2)
     with httpx.Client(base_url=server.url, timeout=30) as client:

@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..config import Config
+from ..http.routing import ROUTE_NAME
 from .access import Accounts, LoginsBlocked
 from .pages import PREFIX, UI
 
@@ -39,6 +40,17 @@ def _static(name: str, content_type: str) -> Callable[[web.Request], Awaitable[w
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ROUTE = "ui"
+"""The `route` the request metrics count the UI's requests under (they matched no API route: counted as `none`,
+the label of 404s)."""
+
+
+def _counted(handler: Handler) -> Handler:
+    async def named(request: web.Request) -> web.StreamResponse:
+        request[ROUTE_NAME] = ROUTE
+        return await handler(request)
+
+    return named
 
 
 def _plain_refusals(handler: Handler) -> Handler:
@@ -81,14 +93,14 @@ def add_routes(
     async def to_overview(request: web.Request) -> web.Response:
         raise web.HTTPMovedPermanently(f"{PREFIX}/")
 
-    app.router.add_get(PREFIX, to_overview)
-    app.router.add_get(f"{PREFIX}/", _plain_refusals(ui.overview))
-    app.router.add_get(f"{PREFIX}/repositories", _plain_refusals(ui.repositories))
-    app.router.add_route("*", f"{PREFIX}/repositories/{{path:.+}}", _plain_refusals(ui.repository_path))
-    app.router.add_route("*", f"{PREFIX}/login", _plain_refusals(ui.login))
-    app.router.add_get(f"{PREFIX}/login/basic", _plain_refusals(ui.login_basic))
-    app.router.add_post(f"{PREFIX}/logout", _plain_refusals(ui.logout))
-    app.router.add_get(f"{PREFIX}/static/ui.css", _static("ui.css", "text/css"))
-    app.router.add_get(f"{PREFIX}/static/ui.js", _static("ui.js", "text/javascript"))
-    app.router.add_get(f"{PREFIX}/static/favicon.svg", _static("favicon.svg", "image/svg+xml"))
-    app.router.add_route("*", f"{PREFIX}/{{tail:.*}}", _plain_refusals(ui.no_such_page))
+    app.router.add_get(PREFIX, _counted(to_overview))
+    app.router.add_get(f"{PREFIX}/", _counted(_plain_refusals(ui.overview)))
+    app.router.add_get(f"{PREFIX}/repositories", _counted(_plain_refusals(ui.repositories)))
+    app.router.add_route("*", f"{PREFIX}/repositories/{{path:.+}}", _counted(_plain_refusals(ui.repository_path)))
+    app.router.add_route("*", f"{PREFIX}/login", _counted(_plain_refusals(ui.login)))
+    app.router.add_get(f"{PREFIX}/login/basic", _counted(_plain_refusals(ui.login_basic)))
+    app.router.add_post(f"{PREFIX}/logout", _counted(_plain_refusals(ui.logout)))
+    app.router.add_get(f"{PREFIX}/static/ui.css", _counted(_static("ui.css", "text/css")))
+    app.router.add_get(f"{PREFIX}/static/ui.js", _counted(_static("ui.js", "text/javascript")))
+    app.router.add_get(f"{PREFIX}/static/favicon.svg", _counted(_static("favicon.svg", "image/svg+xml")))
+    app.router.add_route("*", f"{PREFIX}/{{tail:.*}}", _counted(_plain_refusals(ui.no_such_page)))
