@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -17,9 +19,10 @@ from typing import Any
 import httpx
 import pytest
 from postgres_cluster import PostgresCluster
+from proc_stat import processes
 from test_server_database_faults import can_make_immutable as can_make_immutable
 from test_server_full_disk import small_disk as small_disk
-from test_server_observability import metrics_config, scrape, value
+from test_server_observability import metrics_config, scrape, total, value
 
 from registry_api import unique_repo
 from registry_process import RegistryProcess, free_port, implementation
@@ -193,6 +196,44 @@ def test_readiness_follows_the_database(
         postgres.start()
     readiness_becomes(server.url, 200, timeout=30)
     assert httpx.get(f"{server.url}/v2/_catalog").status_code == 200
+
+
+def _signal_cluster(cluster: PostgresCluster, signum: int) -> None:
+    """Send `signum` to the cluster's postmaster and every process it started (backends, writers)."""
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    for pid, fields in processes():
+        if pid == postmaster or int(fields[1]) == postmaster:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+
+def test_a_scrape_answers_while_the_database_hangs(
+    make_registry: Callable[..., RegistryProcess], postgres: PostgresCluster
+) -> None:
+    """A database server that stops answering (frozen here; a network partition, a failover under way) made every
+    scrape wait for its inventory query, past Prometheus' scrape timeout: the whole scrape failed, the request
+    counts and `registry_health_check_up{check="database"} 0` with it. The store's figures are left out instead."""
+    debug_port = free_port()
+    config = fast_health(debug_port)
+    config["database"] = {"url": postgres.url}
+    server = make_registry(workers=1, extra_config=config)
+    readiness_becomes(server.url, 200)
+    assert value(scrape(debug_port), "registry_repositories") == 0
+    assert ("registry_repositories", frozenset()) in scrape(debug_port)
+    _signal_cluster(postgres, signal.SIGSTOP)
+    try:
+        readiness_becomes(server.url, 503, timeout=40)  # a hung probe fails after 10 s, and the threshold is 2
+        for _ in range(2):  # the second while the first's query still hangs
+            started = time.monotonic()
+            samples = scrape(debug_port)
+            assert time.monotonic() - started < 8, "a scrape must answer within Prometheus' default 10 s"
+            assert ("registry_repositories", frozenset()) not in samples, "store figures left out, not stale"
+            assert value(samples, "registry_health_check_up", check="database") == 0
+            assert total(samples, "registry_http_requests_total", route="readyz") > 0
+            time.sleep(5.5)
+    finally:
+        _signal_cluster(postgres, signal.SIGCONT)
+    readiness_becomes(server.url, 200, timeout=30)
 
 
 class Downstream:

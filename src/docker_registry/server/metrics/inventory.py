@@ -8,8 +8,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -20,9 +21,14 @@ from ..store.facade import AsyncMetadataStore
 from ..store.statistics import Inventory
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_AGE = 5.0
 """Seconds a computed figure is served again before it is computed anew."""
+PATIENCE = 3.0
+"""Seconds a scrape waits for a figure: a database or volume that stopped answering (a PostgreSQL server frozen or
+cut off, a hung NFS mount) leaves its figures out instead of holding the scrape past Prometheus' timeout (10 s by
+default), which failed the whole scrape: the request counts and `registry_health_check_up` went with it."""
 FAILURE_LOG_INTERVAL = 60.0
 
 
@@ -32,6 +38,13 @@ class Disk:
     """Bytes an unprivileged writer may still use (`f_bavail`), as `storage.minfree` counts them."""
     capacity: int
     minfree: int | None
+
+
+def _started(work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+    """`work` as a task whose failure, once a scrape stopped waiting for it, is not reported as never retrieved."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
 
 
 class InventoryCollector(Collector):
@@ -44,23 +57,37 @@ class InventoryCollector(Collector):
         self._computed = -MAX_AGE
         self._failure_logged = -FAILURE_LOG_INTERVAL
         self._lock = asyncio.Lock()
+        self._counting: asyncio.Future[Inventory] | None = None
+        self._measuring: asyncio.Future[Disk | None] | None = None
+        """The store's count and the volume's measure under way: one at a time, however long one hangs (a new one
+        every few seconds would take a thread each, all stuck)."""
 
     async def refresh(self) -> None:
-        """Compute the figures again if they are older than MAX_AGE; a figure that cannot be had is left out of
-        the scrape (the database down: no store counts, rather than stale ones or a failed scrape)."""
+        """Compute the figures again if they are older than MAX_AGE; a figure that cannot be had within PATIENCE
+        is left out of the scrape (the database down or not answering: no store counts, rather than stale ones or
+        a failed scrape)."""
         async with self._lock:
             now = time.monotonic()
             if now - self._computed < MAX_AGE:
                 return
             self._computed = now
-            self._disk = await asyncio.to_thread(self._measure_disk) if self._directory else None
+            if self._directory:
+                if self._measuring is None or self._measuring.done():
+                    self._measuring = _started(asyncio.to_thread(self._measure_disk))
+                try:
+                    self._disk = await asyncio.wait_for(asyncio.shield(self._measuring), PATIENCE)
+                except TimeoutError:
+                    self._disk = None
+            if self._counting is None or self._counting.done():
+                self._counting = _started(self._store.inventory())
             try:
-                self._inventory = await self._store.inventory()
+                self._inventory = await asyncio.wait_for(asyncio.shield(self._counting), PATIENCE)
             except Exception as exc:
                 self._inventory = None
                 if now - self._failure_logged >= FAILURE_LOG_INTERVAL:
                     self._failure_logged = now
-                    log.warning("metrics: cannot count what the metadata store holds (logged once a minute): %s", exc)
+                    reason = f"no answer in {PATIENCE:.0f} s" if isinstance(exc, TimeoutError) else str(exc)
+                    log.warning("metrics: cannot count what the metadata store holds (once a minute): %s", reason)
 
     def _measure_disk(self) -> Disk | None:
         assert self._directory is not None
