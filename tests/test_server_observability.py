@@ -319,15 +319,21 @@ def test_a_malformed_request_is_logged_without_its_credentials(make_registry: Ca
         f"GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\x01\r\n\r\n".encode(),
         f"GET /v2/_catalog?access_token={TOKEN}\x01 HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
     ]
+    ids = []
     for raw in requests:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
             connection.sendall(raw)
             answer = connection.recv(1024)
         assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+        found = re.search(rb"\r\nX-Request-Id: ([^\r]+)\r\n", answer)
+        assert found, f"every response carries its request id: {answer!r}"
+        ids.append(found.group(1).decode())
     time.sleep(0.5)
     log = server.log_path.read_text()
     refused = [line for line in log.splitlines() if "refused a malformed request" in line]
     assert len(refused) == len(requests), refused
+    for request_id in ids:  # the access log line of each shows the id its client was given
+        assert len([line for line in log.splitlines() if "aiohttp.access" in line and f" id={request_id}" in line]) == 1
     for secret in (basic, TOKEN):
         assert secret not in log, f"{secret} was logged"
 

@@ -27,6 +27,7 @@ from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
 
 from ..application import SERVER_HEADER
+from ..http import requestid
 from ..http.context import Observer
 from ..http.errors import http09_refusal
 
@@ -216,7 +217,8 @@ class GuardedSite(web.BaseSite):
 class _PlainErrorsHandler(RequestHandler):
     """aiohttp answers a request it cannot parse (oversized headers, a bad Content-Length) before any application
     sees it, in plain text that quotes the offending request bytes back, under its own `Server` header naming its
-    and Python's versions. Here: the status, a short fixed body that echoes nothing, and our `Server` header."""
+    and Python's versions. Here: the status, a short fixed body that echoes nothing, our `Server` header and the
+    request's id."""
 
     __slots__ = ()
 
@@ -225,7 +227,9 @@ class _PlainErrorsHandler(RequestHandler):
     ) -> web.StreamResponse:
         super().handle_error(request, status, exc, message)  # logs it, and refuses when a response is under way
         reason = "Internal Server Error" if status >= 500 else "Bad Request" if status == 400 else "Error"
-        response = web.Response(status=status, text=f"{status} {reason}\n", headers={hdrs.SERVER: SERVER_HEADER})
+        # the id its access log line shows, as on every other response (docs/observability.md)
+        headers = {hdrs.SERVER: SERVER_HEADER, requestid.HEADER: requestid.request_id(request)}
+        response = web.Response(status=status, text=f"{status} {reason}\n", headers=headers)
         response.force_close()
         return response
 
