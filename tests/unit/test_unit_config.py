@@ -537,3 +537,34 @@ def test_health_and_debug_sections(tmp_path: Path) -> None:
 def test_bad_observability_settings_are_refused(tmp_path: Path, section: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_yaml(tmp_path, section)
+
+
+# --- probe: what `config` prints, keys a typo makes, YAML's own surprises -----------------------------------------
+
+
+def test_dump_masks_health_check_credentials_and_declared_driver_secrets(tmp_path: Path) -> None:
+    """`config` printed a health.http check's URL password and its Authorization header, and storage.s3.accesskey,
+    which the schema declares a secret: driver options were masked only by their names."""
+    config = load_yaml(
+        tmp_path,
+        {
+            "storage": {"s3": {"bucket": "b", "accesskey": "AKIATOPSECRET", "secretkey": "TOPSECRET"}},
+            "health": {
+                "http": [
+                    {
+                        "uri": "https://admin:TOPSECRET@backend.example.com/health",
+                        "headers": {"Authorization": ["Basic TOPSECRET"]},
+                    }
+                ]
+            },
+        },
+    )
+    dumped = dump(config)
+    assert "TOPSECRET" not in yaml.safe_dump(dumped)
+    check = dumped["health"]["http"][0]
+    assert check["uri"] == "https://admin:***@backend.example.com/health"
+    assert check["headers"] == {"Authorization": ["***"]}
+    assert dumped["storage"]["s3"]["bucket"] == "b"
+    shown = dump(config, show_secrets=True)
+    assert shown["storage"]["s3"]["accesskey"] == "AKIATOPSECRET"
+    assert (load_yaml(tmp_path, shown).storage, load_yaml(tmp_path, shown).health) == (config.storage, config.health)

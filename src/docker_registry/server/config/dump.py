@@ -41,7 +41,16 @@ def _section(section: Section, show_secrets: bool) -> dict[str, Any]:
 
 
 def _options(section: DriverSection, show_secrets: bool) -> dict[str, Any]:
+    """A driver's options: those the schema declares a `Secret` (storage.s3.accesskey) masked as it says, the others
+    when their name says they are one."""
     options = section.model_dump(by_alias=True)
     if show_secrets:
         return options
-    return {k: "***" if v is not None and SECRET_OPTION.search(k) else v for k, v in options.items()}
+    secrets = {key: secret for _, key, field in declared(type(section)) if (secret := marker(field, Secret))}
+    masked: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is not None and key in secrets:
+            masked[key] = secrets[key].mask(value)
+        else:
+            masked[key] = "***" if value is not None and SECRET_OPTION.search(key) else value
+    return masked
