@@ -568,3 +568,25 @@ def test_dump_masks_health_check_credentials_and_declared_driver_secrets(tmp_pat
     shown = dump(config, show_secrets=True)
     assert shown["storage"]["s3"]["accesskey"] == "AKIATOPSECRET"
     assert (load_yaml(tmp_path, shown).storage, load_yaml(tmp_path, shown).health) == (config.storage, config.health)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"storage": {"filesystem": {"rootdirectori": "/var/lib/registry"}}},
+            "storage.filesystem.rootdirectori: unknown",
+        ),
+        ({"storage": {"s3": {"bucket": "b", "regoin": "eu-west-1"}}}, "storage.s3.regoin: unknown key"),
+    ],
+)
+def test_unknown_keys_of_the_built_in_drivers_are_errors(tmp_path: Path, data: Any, message: str) -> None:
+    """A misspelt rootdirectory was taken silently: the registry stored everything under ./data instead."""
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(tmp_path, data)
+    assert str(raised.value).startswith(message)
+    with pytest.raises(
+        ConfigError, match=r"storage.filesystem.root \(from REGISTRY_STORAGE_FILESYSTEM_ROOT\): unknown"
+    ):
+        load(None, {"REGISTRY_STORAGE_FILESYSTEM_ROOT": "/srv"})
+    assert load_yaml(tmp_path, {"storage": {"gcs": {"anything": 1}}}).storage.options == {"anything": 1}  # its own

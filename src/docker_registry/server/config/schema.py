@@ -85,6 +85,8 @@ class LogConfig(Section):
 
 
 class FilesystemOptions(DriverSection):
+    model_config = ConfigDict(extra="forbid")  # the built-in drivers' options are all known: a typo is an error
+
     rootdirectory: Directory = Field(
         "./data",
         description="blobs (and, by default, `registry.db`); a relative path is taken from the current directory; "
@@ -99,6 +101,8 @@ class InMemoryOptions(DriverSection):
 
 class S3Options(DriverSection):
     """CNCF Distribution's `storage.s3` keys (docs/s3.md); the driver checks ranges and combinations itself."""
+
+    model_config = ConfigDict(extra="forbid")
 
     bucket: Text | None = Field(None, description="the bucket (required); must exist: the registry does not create it")
     region: Text | None = Field(
