@@ -590,3 +590,10 @@ def test_unknown_keys_of_the_built_in_drivers_are_errors(tmp_path: Path, data: A
     ):
         load(None, {"REGISTRY_STORAGE_FILESYSTEM_ROOT": "/srv"})
     assert load_yaml(tmp_path, {"storage": {"gcs": {"anything": 1}}}).storage.options == {"anything": 1}  # its own
+
+
+def test_the_container_healthcheck_variable_is_not_a_key(tmp_path: Path) -> None:
+    """docs/deployment.md tells operators to set REGISTRY_HEALTHCHECK_URL (the image's HEALTHCHECK reads it); the
+    registry then warned at every start that it names no section and was ignored."""
+    config = load(None, {"REGISTRY_HEALTHCHECK_URL": "http://127.0.0.1:5001/readyz"})
+    assert config.notices == []

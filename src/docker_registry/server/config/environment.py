@@ -21,8 +21,9 @@ from .section import bare, declared, section_type, takes_extra_keys
 
 PREFIX = "REGISTRY_"
 SELECT_DRIVER = "REGISTRY_STORAGE"
-NOT_OVERRIDES = {"REGISTRY_CONFIGURATION_PATH", "REGISTRY_UNDER_TEST"}
-"""REGISTRY_* variables that name the file or steer the test harness, not a key."""
+NOT_OVERRIDES = {"REGISTRY_CONFIGURATION_PATH", "REGISTRY_HEALTHCHECK_URL", "REGISTRY_UNDER_TEST"}
+"""REGISTRY_* variables that name the file, the URL the container image's HEALTHCHECK asks (Dockerfile,
+docs/deployment.md) or steer the test harness, not a key."""
 
 
 @dataclass
