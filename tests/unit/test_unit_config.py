@@ -597,3 +597,48 @@ def test_the_container_healthcheck_variable_is_not_a_key(tmp_path: Path) -> None
     registry then warned at every start that it names no section and was ignored."""
     config = load(None, {"REGISTRY_HEALTHCHECK_URL": "http://127.0.0.1:5001/readyz"})
     assert config.notices == []
+
+
+def test_a_key_given_twice_is_an_error_naming_it(tmp_path: Path) -> None:
+    """YAML kept the second `http:` section and dropped the first one's keys without a word."""
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(tmp_path, "http:\n  addr: :5001\nstorage: {}\nhttp:\n  workers: 2\n")
+    assert str(raised.value) == "".join(
+        [
+            str(tmp_path / "config.yml"),
+            ": invalid YAML: line 4, column 1: found the key 'http' twice; while reading a mapping",
+        ]
+    )
+    with pytest.raises(ConfigError, match="found the key 'addr' twice"):
+        load_yaml(tmp_path, "http: {addr: ':5001', addr: ':5002'}\n")
+    merged = load_yaml(tmp_path, "http: {<<: {addr: ':5001', workers: 2}, workers: 3}\n")
+    assert (merged.http.addr, merged.http.workers) == (":5001", 3)  # a merge's keys are overridden, as YAML says
+
+
+def test_invalid_yaml_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(tmp_path, "http: {addr: [\n")
+    assert len(str(raised.value).splitlines()) == 1
+    assert "line 2, column 1" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "mask"),
+    [("0022", 0o022), ("022", 0o022), ("22", 0o022), ("77", 0o077), ("'0027'", 0o027), ("0", 0), ("0777", 0o777)],
+)
+def test_umask_is_octal_however_it_is_written(tmp_path: Path, written: str, mask: int) -> None:
+    """`umask: 77` (as the shell's `umask 77`) was the decimal 77, 0o115: blobs written 0662, writable by others."""
+    config = load_yaml(tmp_path, f"storage: {{umask: {written}}}\n")
+    assert config.storage.umask == mask
+    assert load(None, {"REGISTRY_STORAGE_UMASK": written.strip("'")}).storage.umask == mask
+    assert load_yaml(tmp_path, dump(config)).storage.umask == mask
+    with pytest.raises(ConfigError, match=r"storage\.umask: expected an octal umask"):
+        load_yaml(tmp_path, "storage: {umask: 8}\n")
+
+
+def test_numbers_with_a_leading_zero_are_not_octal(tmp_path: Path) -> None:
+    """YAML 1.1 reads `0123` as the octal 83: a secret or a count written so became another value."""
+    config = load_yaml(tmp_path, "http: {secret: 0123}\n")
+    assert config.http.secret == "0123"
+    with pytest.raises(ConfigError, match=r"http\.workers: expected a positive integer, got '010'"):
+        load_yaml(tmp_path, "http: {workers: 010}\n")

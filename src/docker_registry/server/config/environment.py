@@ -16,6 +16,7 @@ import yaml
 
 from docker_registry.core.exceptions import ConfigError
 
+from . import reading
 from .schema import SECTIONS, Config, StorageConfig
 from .section import bare, declared, section_type, takes_extra_keys
 
@@ -113,7 +114,7 @@ def _reader(keys: list[str]) -> Callable[[str], Any]:
 def _typed(text: str) -> Any:
     """The text as a YAML scalar (or flow mapping/list): "true", "4", "{X-Frame-Options: [DENY]}"."""
     try:
-        return yaml.safe_load(text)
+        return reading.parse(text)
     except yaml.YAMLError:
         return text
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from docker_registry.core.exceptions import ConfigError
 
-from . import environment, errors
+from . import environment, errors, reading
 from .schema import Config
 
 
@@ -35,11 +35,21 @@ def _read_file(path: str) -> dict[str, Any]:
         message = f"{path}: cannot read the configuration file: {getattr(exc, 'strerror', None) or exc}"
         raise ConfigError(message) from None
     try:
-        data = yaml.safe_load(text)
+        data = reading.parse(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{path}: invalid YAML: {_one_line(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(data).__name__}")
     return data
+
+
+def _one_line(error: yaml.YAMLError) -> str:
+    """PyYAML's message, which quotes the lines around the problem over six lines, as one: where, and what."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return " ".join(str(error).split())
+    mark = error.problem_mark or error.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = "; ".join(part for part in (error.problem, error.context) if part)
+    return f"{where}{what}"

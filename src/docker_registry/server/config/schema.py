@@ -8,7 +8,7 @@ reads (`config.http.tls_certificate`, `config.storage.delete_enabled`). Descript
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import ConfigDict, Field, PlainValidator, PrivateAttr, model_validator
 
@@ -190,9 +190,9 @@ class StorageConfig(Section):
     maintenance: MaintenanceSection = Field(default_factory=MaintenanceSection)
     redirects: RedirectSection = Field(default_factory=RedirectSection, alias="redirect")
     umask: Annotated[Umask, OURS] = Field(
-        0o022,
-        description="the file mode mask the registry sets at start, whatever its parent had (`0022`: blobs 0644, "
-        "directories 0755; `0027` keeps other users out)",
+        cast(Any, "0022"),  # as a file writes it, and read as one (validate_default): the mask 0o022
+        description="the file mode mask the registry sets at start, whatever its parent had, in octal digits as the "
+        "shell's `umask` takes them (`0022` or `22`: blobs 0644, directories 0755; `0027` keeps other users out)",
     )
     minfree: Annotated[Space | None, OURS] = Field(
         None,

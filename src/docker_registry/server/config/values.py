@@ -272,15 +272,21 @@ Space = Annotated[str, PlainValidator(_space)]
 
 
 def _umask(value: Any) -> int:
-    """Octal as written (`"0027"`, `027`); YAML reads an unquoted 0027 as the octal number 23 already."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
-        return value
-    if isinstance(value, str) and re.fullmatch(r"0?[0-7]{1,3}", value.strip()):
-        return int(value.strip(), 8)
+    """Octal digits, as the shell's `umask` reads them: `0027`, `"0027"`, `027` and `27` are all 0o027. (The
+    configuration's YAML keeps `0027` as the text it is, `reading.py`; a bare 27 is the number 27, read as its
+    digits, where it used to be taken as the decimal 27, 0o033.)"""
+    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    if re.fullmatch(r"0?[0-7]{1,3}", text):
+        return int(text, 8)
     raise invalid('an octal umask such as "0022" or "0027"', value)
 
 
-Umask = Annotated[int, PlainValidator(_umask), PlainSerializer(lambda mask: f"{mask:04o}")]
+def _umask_text(mask: int | str) -> str:
+    """As the file writes it, "0022"; the docs' table shows the default unvalidated, as the schema writes it."""
+    return f"{_umask(mask) if isinstance(mask, str) else mask:04o}"
+
+
+Umask = Annotated[int, PlainValidator(_umask), PlainSerializer(_umask_text)]
 Address = Annotated[str, PlainValidator(_address)]
 Network = Annotated[str, PlainValidator(_tcp)]
 AbsolutePath = Annotated[str, PlainValidator(_absolute_path)]
