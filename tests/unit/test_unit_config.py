@@ -642,3 +642,17 @@ def test_numbers_with_a_leading_zero_are_not_octal(tmp_path: Path) -> None:
     assert config.http.secret == "0123"
     with pytest.raises(ConfigError, match=r"http\.workers: expected a positive integer, got '010'"):
         load_yaml(tmp_path, "http: {workers: 010}\n")
+
+
+@pytest.mark.parametrize(
+    ("addr", "debug"),
+    [("127.0.0.1:5000", "127.0.0.1:5000"), (":5000", "127.0.0.1:5000"), ("127.0.0.1:5000", "0.0.0.0:5000")],
+)
+def test_debug_listener_on_the_main_port_is_a_configuration_error(tmp_path: Path, addr: str, debug: str) -> None:
+    """`serve` started, its first worker failed to bind the debug port its own main listener held, printed a
+    traceback and the registry stopped (exit 1)."""
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(tmp_path, {"http": {"addr": addr, "debug": {"addr": debug}}})
+    assert str(raised.value).startswith(f"http: debug.addr {debug!r} is the port http.addr {addr!r} listens on")
+    config = load_yaml(tmp_path, {"http": {"addr": addr, "debug": {"addr": debug.replace(":5000", ":5001")}}})
+    assert config.http.debug.addr is not None

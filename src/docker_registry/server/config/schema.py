@@ -362,6 +362,21 @@ class HTTPConfig(Section):
     http2: Annotated[object, NOT_YET] = Field(None, exclude=True)
     h2c: Annotated[object, NOT_YET] = Field(None, exclude=True)
 
+    @model_validator(mode="after")
+    def _debug_apart(self) -> HTTPConfig:
+        """The debug listener on the main port: each worker binds the main port first, then the first worker found
+        its debug port taken (by itself or another worker) and the registry stopped, after a traceback."""
+        if self.debug.addr is None:
+            return self
+        (host, port), (debug_host, debug_port) = self.host_port(), self.debug.host_port()
+        everywhere = (None, "0.0.0.0", "::")
+        if port == debug_port and (host == debug_host or host in everywhere or debug_host in everywhere):
+            raise problem(
+                f"debug.addr {self.debug.addr!r} is the port http.addr {self.addr!r} listens on: the debug listener "
+                "needs a port of its own"
+            )
+        return self
+
     @property
     def tls_certificate(self) -> str | None:
         return self.tls.certificate
