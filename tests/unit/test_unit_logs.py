@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import subprocess
+import sys
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
@@ -65,3 +67,20 @@ def test_text_lines_show_an_access_record_s_own_text() -> None:
 )
 def test_the_target_never_shows_a_secret_looking_parameter_s_value(target: str, shown: str) -> None:
     assert loggable_target(make_mocked_request("GET", target)) == shown
+
+
+@pytest.mark.parametrize(("level", "shown"), [("info", False), ("debug", True)])
+def test_alembic_plugin_lines_only_at_debug(level: str, shown: bool) -> None:
+    """Every start logged seven "setup plugin alembic.autogenerate..." lines per process (the master and each worker)
+    at INFO: noise before the registry's own lines. Alembic sets its plugins up once, when a process imports it."""
+    script = (
+        "from docker_registry.server.config import LogConfig\n"
+        "from docker_registry.server.runtime import logs\n"
+        f"logs.setup(LogConfig.model_validate({{'level': {level!r}}}))\n"
+        "import logging\n"
+        "logging.getLogger('alembic.runtime.migration').info('still shown')\n"
+        "import alembic.autogenerate\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert "still shown" in result.stderr
+    assert ("setup plugin" in result.stderr) is shown, result.stderr

@@ -22,6 +22,7 @@ LEVELS = {"error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO,
 
 ACCESS_LOGGER = logging.getLogger("aiohttp.access")
 SERVER_LOGGER = logging.getLogger("aiohttp.server")
+PLUGINS_LOGGER = logging.getLogger("alembic.runtime.plugins")
 FIELDS = "fields"
 """The LogRecord attribute holding a line's structured fields (the access log's), for the json and logfmt
 formatters."""
@@ -162,6 +163,9 @@ def setup(config: LogConfig) -> None:
     # Like Distribution's, the access log is its own switch (log.accesslog.disabled), whatever log.level says.
     ACCESS_LOGGER.setLevel(logging.INFO)
     SERVER_LOGGER.addFilter(MalformedRequestFilter())
+    # Alembic (1.18+) says "setup plugin alembic.autogenerate.*" at INFO, seven lines in every process that loads it
+    # (the master and each spawned worker), at every start: only with log.level debug.
+    PLUGINS_LOGGER.setLevel(logging.NOTSET if config.level == "debug" else logging.WARNING)
 
 
 def loggable_target(request: web.BaseRequest) -> str:
