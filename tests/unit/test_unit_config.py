@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from docker_registry.core.exceptions import ConfigError
-from docker_registry.server.config import Config, dump, load, reference
+from docker_registry.server.config import Config, dump, hide_password, load, reference
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -656,3 +656,22 @@ def test_debug_listener_on_the_main_port_is_a_configuration_error(tmp_path: Path
     assert str(raised.value).startswith(f"http: debug.addr {debug!r} is the port http.addr {addr!r} listens on")
     config = load_yaml(tmp_path, {"http": {"addr": addr, "debug": {"addr": debug.replace(":5000", ":5001")}}})
     assert config.http.debug.addr is not None
+
+
+def test_secret_query_parameters_of_urls_are_masked(tmp_path: Path) -> None:
+    """libpq takes the password as a query parameter, and webhooks often carry their token in the query: `config`
+    printed them, and `serve` logged the database URL with its password at every start."""
+    config = load_yaml(
+        tmp_path,
+        {
+            "database": {"url": "postgresql://registry@db/registry?sslmode=require&password=TOPSECRET"},
+            "notifications": {"endpoints": [{"name": "a", "url": "https://hooks.example.com/e?token=TOPSECRET&x=1"}]},
+        },
+    )
+    dumped = dump(config)
+    assert dumped["database"]["url"] == "postgresql://registry@db/registry?sslmode=require&password=***"
+    assert dumped["notifications"]["endpoints"][0]["url"] == "https://hooks.example.com/e?token=***&x=1"
+    assert "TOPSECRET" in yaml.safe_dump(dump(config, show_secrets=True))
+    assert (
+        hide_password("postgresql://u:pw@h/db?application_name=r#f") == "postgresql://u:***@h/db?application_name=r#f"
+    )

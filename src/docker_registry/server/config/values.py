@@ -48,9 +48,23 @@ def split_addr(addr: str) -> tuple[str | None, int]:
     return (host or None), int(port_text)
 
 
+_SECRET_PARAMETER = re.compile(r"passw|secret|token|key|auth|credential|signature|session", re.IGNORECASE)
+"""Query parameters whose value is a secret: libpq's `password`/`sslpassword`, a webhook's `token` or `key`..."""
+
+
 def hide_password(url: str) -> str:
-    """A database URL fit for logs and `config` output."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    """A URL fit for logs and `config` output: the password of its user part and the values of its secret-looking
+    query parameters (`postgresql://u@h/db?password=...`, `https://hooks.example.com/x?token=...`) masked."""
+    url = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    head, mark, query = url.partition("?")
+    if not mark:
+        return url
+    query, hash_mark, fragment = query.partition("#")
+    pairs = [
+        f"{key}=***" if sep and _SECRET_PARAMETER.search(key) else f"{key}{sep}{value}"
+        for key, sep, value in (pair.partition("=") for pair in query.split("&"))
+    ]
+    return f"{head}?{'&'.join(pairs)}{hash_mark}{fragment}"
 
 
 def hide_url_secrets(url: str) -> str:
