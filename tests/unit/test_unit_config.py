@@ -675,3 +675,24 @@ def test_secret_query_parameters_of_urls_are_masked(tmp_path: Path) -> None:
     assert (
         hide_password("postgresql://u:pw@h/db?application_name=r#f") == "postgresql://u:***@h/db?application_name=r#f"
     )
+
+
+def test_required_keys_and_lists_are_worded_as_the_other_errors(tmp_path: Path) -> None:
+    """pydantic's own words showed through: 'auth.token.service: Field required', 'http.tls.clientcas (from
+    REGISTRY_HTTP_TLS_CLIENTCAS): Input should be a valid list'."""
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(tmp_path, {"auth": {"token": {"realm": "https://auth", "jwks": "/etc/hostname"}}})
+    assert str(raised.value).splitlines() == [
+        "auth.token.service: required, missing",
+        "auth.token.issuer: required, missing",
+    ]
+    with pytest.raises(ConfigError) as raised:
+        load(
+            None,
+            {
+                "REGISTRY_HTTP_TLS_CERTIFICATE": "/c.pem",
+                "REGISTRY_HTTP_TLS_KEY": "/k.pem",
+                "REGISTRY_HTTP_TLS_CLIENTCAS": "/ca.pem",
+            },
+        )
+    assert str(raised.value) == "http.tls.clientcas (from REGISTRY_HTTP_TLS_CLIENTCAS): expected a list, got '/ca.pem'"

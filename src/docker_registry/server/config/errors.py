@@ -6,11 +6,20 @@ from pydantic import ValidationError
 
 from .environment import Overrides
 
+PYDANTIC_TYPES = {
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "string_type": "a string",
+    "bool_type": "true or false",
+}
+"""The checks pydantic makes itself (`list[...]` keys), worded as the value types word theirs."""
+
 
 def describe(error: ValidationError, overrides: Overrides) -> str:
     """One line per problem, `http.workers (from REGISTRY_HTTP_WORKERS): expected a positive integer, got 'x'`.
 
-    The value types word their own messages (`values.py`); only unknown keys are pydantic's `extra_forbidden`.
+    The value types word their own messages (`values.py`); pydantic's own (unknown keys, required keys, a list
+    that is not one) are worded here the same way.
     A check across keys raised at the top (loc empty) names its keys itself.
     """
     lines: list[str] = []
@@ -25,6 +34,10 @@ def describe(error: ValidationError, overrides: Overrides) -> str:
             where += f" (from {variable})"
         if item["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown {'section' if len(path) == 1 else 'key'}")
+        elif item["type"] == "missing":  # pydantic's "Field required"
+            lines.append(f"{where}: required, missing")
+        elif item["type"] in PYDANTIC_TYPES:  # a container type of the schema's own (a list), in pydantic's words
+            lines.append(f"{where}: expected {PYDANTIC_TYPES[item['type']]}, got {item['input']!r}")
         else:
             lines.append(f"{where}: {item['msg']}")
     return "\n".join(dict.fromkeys(lines))
