@@ -696,3 +696,33 @@ def test_required_keys_and_lists_are_worded_as_the_other_errors(tmp_path: Path) 
             },
         )
     assert str(raised.value) == "http.tls.clientcas (from REGISTRY_HTTP_TLS_CLIENTCAS): expected a list, got '/ca.pem'"
+
+
+@pytest.mark.parametrize(
+    ("affinity", "limit", "workers"),
+    [
+        (8, None, 8),
+        (2, None, 2),
+        (8, "max 100000", 8),
+        (8, "200000 100000", 2),
+        (8, "150000 100000", 2),
+        (1, "50000 100000", 1),
+    ],
+)
+def test_default_workers_are_the_cores_the_process_may_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, affinity: int, limit: str | None, workers: int
+) -> None:
+    """One worker per core counted the host's cores: a container given 2 CPUs of a 64-core host (`--cpus 2`,
+    `--cpuset-cpus 0,1`, a Kubernetes limit) started 64 workers."""
+    from docker_registry.server.config import schema
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(affinity)))
+    cpu_max = tmp_path / "cpu.max"
+    if limit is not None:
+        cpu_max.write_text(limit + "\n")
+    monkeypatch.setattr(schema, "CGROUP_CPU_LIMIT", str(cpu_max), raising=False)
+    config = load(None, {})
+    assert config.http.worker_count == workers
+    assert dump(config)["http"]["workers"] == workers
+    assert load(None, {"REGISTRY_HTTP_WORKERS": "3"}).http.worker_count == 3

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the registry server",
         description=(
             "Run the registry: prepare the data directory and database once, then serve with http.workers "
-            "processes (default: one per core) sharing the port. SIGTERM or SIGINT stops accepting connections, "
+            "processes (default: one per usable core) sharing the port. SIGTERM or SIGINT stops accepting connections, "
             "lets requests in flight finish (up to http.draintimeout, default 30s) and exits 0. "
             "Exits 2 on a configuration error."
         ),

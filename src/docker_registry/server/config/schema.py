@@ -340,9 +340,11 @@ class HTTPConfig(Section):
     headers: Headers = Field(
         default_factory=dict, description="map of header name to a list of values, added to every response"
     )
-    workers: Annotated[PositiveInt | None, OURS, Shown("one per core")] = Field(
+    workers: Annotated[PositiveInt | None, OURS, Shown("one per usable core")] = Field(
         None,
-        description="worker processes sharing the port (SO_REUSEPORT); always 1 with the inmemory driver",
+        description="worker processes sharing the port (SO_REUSEPORT); always 1 with the inmemory driver; by default "
+        "one per core the process may use: its CPU affinity (`taskset`, `--cpuset-cpus`) and a cgroup CPU limit "
+        "(`docker run --cpus`, a Kubernetes CPU limit, rounded up) count, not the host's cores",
     )
     draintimeout: Duration = Field(
         30.0,
@@ -395,8 +397,31 @@ class HTTPConfig(Section):
 
     @property
     def worker_count(self) -> int:
-        """The worker processes `serve` runs: `workers`, else one per core."""
-        return self.workers or os.cpu_count() or 1
+        """The worker processes `serve` runs: `workers`, else one per core the process may use."""
+        return self.workers or usable_cores()
+
+
+CGROUP_CPU_LIMIT = "/sys/fs/cgroup/cpu.max"
+"""cgroup v2's CPU bandwidth limit of the process's group ("max 100000", or "200000 100000" for two cores), which a
+container's `--cpus` or a Kubernetes CPU limit sets."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: those its CPU affinity allows (`taskset`, `docker run --cpuset-cpus`),
+    fewer when a cgroup CPU limit allows less time (`docker run --cpus 2`), rounded up. `os.cpu_count()` counts the
+    host's cores, so a container limited to 2 of a 64-core host started 64 workers, 64 times the memory."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        with open(CGROUP_CPU_LIMIT, encoding="ascii") as limit:
+            quota, period = limit.read().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(cores, 1)
 
 
 # --- health -------------------------------------------------------------------------------------------------------
