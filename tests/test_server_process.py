@@ -740,6 +740,22 @@ def test_unusable_data_directory_exits_1_with_the_reason(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
+def test_unopenable_sqlite_database_exits_1_naming_the_file(tmp_path: Path) -> None:
+    """sqlite3 says only "unable to open database file", and SQLAlchemy adds a line pointing to its web page: the
+    operator was not told which file (here a directory stands where registry.db should be, as it would for a data
+    directory this user cannot write)."""
+    (tmp_path / "data" / "registry.db").mkdir(parents=True)
+    (tmp_path / "config.yml").write_text(yaml.safe_dump({"http": {"addr": f"127.0.0.1:{free_port()}"}}))
+    result = run_cli("serve", "config.yml", cwd=tmp_path)
+    assert result.returncode == 1
+    database = tmp_path / "data" / "registry.db"
+    assert (
+        f"cannot prepare the data directory and database: SQLite database {database}: unable to open" in result.stderr
+    )
+    assert "sqlalche.me" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("command", ["serve", "config"])
 def test_rootdirectory_that_is_a_file_exits_2_naming_the_key(tmp_path: Path, command: str) -> None:
     (tmp_path / "not-a-dir").write_text("a file where the data directory should be\n")

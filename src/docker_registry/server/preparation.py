@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy.exc
+
 from docker_registry.core.driver import Base, fetch
 from docker_registry.core.exceptions import ConfigError
 
@@ -20,6 +22,11 @@ from .config import Config
 from .store import migrate
 from .store.engine import create_engine, database_url, sqlite_file
 from .store.reserve import reserve_for
+
+
+class SQLiteUnusable(RuntimeError):
+    """The SQLite database could not be opened or migrated (a directory or unwritable file where it should be, a
+    data directory this user cannot write): the message names the file."""
 
 
 def _data_dir(config: Config) -> str | None:
@@ -46,6 +53,11 @@ def prepare(config: Config) -> None:
     engine = create_engine(url)
     try:
         migrate.upgrade(engine)
+    except sqlalchemy.exc.OperationalError as exc:
+        if database_file is None:
+            raise
+        # sqlite3 names no file ("unable to open database file"), and SQLAlchemy adds a second line of its own.
+        raise SQLiteUnusable(f"SQLite database {database_file}: {exc.orig}") from exc
     finally:
         engine.dispose()
     reserve = reserve_for(url)
