@@ -726,3 +726,26 @@ def test_default_workers_are_the_cores_the_process_may_use(
     assert config.http.worker_count == workers
     assert dump(config)["http"]["workers"] == workers
     assert load(None, {"REGISTRY_HTTP_WORKERS": "3"}).http.worker_count == 3
+
+
+def test_registry_auth_selects_the_backend_as_in_distribution_s_examples(tmp_path: Path) -> None:
+    """`docker run -e REGISTRY_AUTH=htpasswd -e REGISTRY_AUTH_HTPASSWD_REALM=... -e REGISTRY_AUTH_HTPASSWD_PATH=...`,
+    Distribution's documented way to turn on Basic authentication, was refused: 'REGISTRY_AUTH_HTPASSWD_PATH: auth
+    is not a section, cannot set auth.htpasswd.path'."""
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("")
+    env = {
+        "REGISTRY_AUTH": "htpasswd",
+        "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm",
+        "REGISTRY_AUTH_HTPASSWD_PATH": str(htpasswd),
+    }
+    config = load(None, env)
+    assert config.auth is not None
+    assert config.auth.htpasswd is not None
+    assert (config.auth.htpasswd.realm, config.auth.htpasswd.path) == ("Registry Realm", str(htpasswd))
+    file_with_token = {"auth": {"token": {"realm": "r", "service": "s", "issuer": "i", "jwks": str(htpasswd)}}}
+    assert load_yaml(tmp_path, file_with_token, env).auth.token is None  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"^auth\.htpasswd\.path \(from REGISTRY_AUTH\): required, missing$"):
+        load(None, {"REGISTRY_AUTH": "htpasswd"})
+    with pytest.raises(ConfigError, match=r"^auth\.silly \(from REGISTRY_AUTH\): not supported"):
+        load(None, {"REGISTRY_AUTH": "silly"})

@@ -22,6 +22,9 @@ from .section import bare, declared, section_type, takes_extra_keys
 
 PREFIX = "REGISTRY_"
 SELECT_DRIVER = "REGISTRY_STORAGE"
+SELECT_AUTH = "REGISTRY_AUTH"
+"""`REGISTRY_AUTH=htpasswd` with `REGISTRY_AUTH_HTPASSWD_PATH=...`: how Distribution's documentation sets up Basic
+authentication in a container; the value names the backend, as REGISTRY_STORAGE names the driver."""
 NOT_OVERRIDES = {"REGISTRY_CONFIGURATION_PATH", "REGISTRY_HEALTHCHECK_URL", "REGISTRY_UNDER_TEST"}
 """REGISTRY_* variables that name the file, the URL the container image's HEALTHCHECK asks (Dockerfile,
 docs/deployment.md) or steer the test harness, not a key."""
@@ -53,8 +56,14 @@ def apply(raw: dict[str, Any], environ: Mapping[str, str]) -> Overrides:
     overrides = Overrides()
     if environ.get(SELECT_DRIVER):
         _select_driver(raw, environ[SELECT_DRIVER].lower())
+    if environ.get(SELECT_AUTH):
+        backend = environ[SELECT_AUTH].lower()
+        if _select_auth(raw, backend):  # the file had that backend: its keys are the file's
+            overrides.created[("auth",)] = SELECT_AUTH
+        else:
+            overrides.origins[("auth", backend)] = SELECT_AUTH
     for variable in sorted(environ):
-        if not variable.startswith(PREFIX) or variable in NOT_OVERRIDES or variable == SELECT_DRIVER:
+        if not variable.startswith(PREFIX) or variable in NOT_OVERRIDES or variable in (SELECT_DRIVER, SELECT_AUTH):
             continue
         keys = variable[len(PREFIX) :].lower().split("_")
         if keys[0] not in SECTIONS:
@@ -86,6 +95,16 @@ def _select_driver(raw: dict[str, Any], driver: str) -> None:
     kept = {k: v for k, v in storage.items() if k in shared or k == driver} if isinstance(storage, dict) else {}
     kept.setdefault(driver, None)
     raw["storage"] = kept
+
+
+def _select_auth(raw: dict[str, Any], backend: str) -> bool:
+    """REGISTRY_AUTH=htpasswd: the auth section holds that backend only (the file's, if it has one), which
+    REGISTRY_AUTH_HTPASSWD_* variables then fill in. The value was taken for the whole section before, and
+    refused: `auth: expected a mapping, got 'htpasswd'`. Whether the file had that backend's section."""
+    auth = raw.get("auth")
+    kept = auth.get(backend) if isinstance(auth, dict) else None
+    raw["auth"] = {backend: {} if kept is None else kept}
+    return kept is not None
 
 
 def _reader(keys: list[str]) -> Callable[[str], Any]:
