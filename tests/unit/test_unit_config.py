@@ -749,3 +749,21 @@ def test_registry_auth_selects_the_backend_as_in_distribution_s_examples(tmp_pat
         load(None, {"REGISTRY_AUTH": "htpasswd"})
     with pytest.raises(ConfigError, match=r"^auth\.silly \(from REGISTRY_AUTH\): not supported"):
         load(None, {"REGISTRY_AUTH": "silly"})
+
+
+def test_errors_about_secrets_do_not_print_them(tmp_path: Path) -> None:
+    """`http.secret: 987654321` (YAML reads a number) was refused with 'expected a non-empty string, got 987654321':
+    the secret, on stderr and in the logs of whatever started the registry."""
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(
+            tmp_path,
+            "http: {secret: 987654321}\nproxy: {remoteurl: 'https://r', username: u, password: 31415926}\n"
+            "storage: {s3: {bucket: b, accesskey: AK, secretkey: 271828}}\n",
+        )
+    message = str(raised.value)
+    for secret in ("987654321", "31415926", "271828"):
+        assert secret not in message
+    assert "http.secret: expected a non-empty string, got a value of type int (not shown)" in message.splitlines()
+    assert "proxy.password: expected a non-empty string, got a value of type int (not shown)" in message.splitlines()
+    with pytest.raises(ConfigError, match=r"http\.workers: expected a positive integer, got 'x'"):
+        load_yaml(tmp_path, {"http": {"workers": "x"}})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import ValidationError
 
 from .environment import Overrides
@@ -13,6 +15,10 @@ PYDANTIC_TYPES = {
     "bool_type": "true or false",
 }
 """The checks pydantic makes itself (`list[...]` keys), worded as the value types word theirs."""
+
+
+SECRET_KEY = re.compile(r"secret|passw|token|accesskey|accountkey|credential", re.IGNORECASE)
+"""Keys whose value is a secret: a wrong one is described by its type, so the error line does not print it."""
 
 
 def describe(error: ValidationError, overrides: Overrides) -> str:
@@ -32,6 +38,10 @@ def describe(error: ValidationError, overrides: Overrides) -> str:
         variable = overrides.variable_for(path)
         if variable:
             where += f" (from {variable})"
+        got = (item.get("ctx") or {}).get("got")
+        if got is not None and SECRET_KEY.search(path[-1]):  # `secret: 12345`: the message must not print it
+            kind = type(item["input"]).__name__
+            item["msg"] = item["msg"].replace(f"got {got}", f"got a value of type {kind} (not shown)")
         if item["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown {'section' if len(path) == 1 else 'key'}")
         elif item["type"] == "missing":  # pydantic's "Field required"
