@@ -26,6 +26,7 @@ from certificates import self_signed, signed_by
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from docker_registry.server.config.schema import usable_cores
 from prerequisites import EXAMPLE_DRIVER, EXAMPLE_DRIVER_INSTALL, require_module
 from registry_api import byteranges, push_blob, random_bytes
 from registry_process import RegistryProcess, free_port, implementation
@@ -270,7 +271,7 @@ def test_serve_without_a_file_uses_the_embedded_defaults(tmp_path: Path) -> None
         assert proc.wait(30) == 0
     text = (tmp_path / "registry.log").read_text()
     assert f"storage filesystem ({tmp_path / 'data'})" in text
-    count = os.cpu_count() or 1
+    count = usable_cores()  # one per core the process may use (affinity, a cgroup CPU limit)
     assert f"listening on http://127.0.0.1:5000 with {count} worker{'s' if count > 1 else ''}," in text
 
 
