@@ -646,7 +646,12 @@ def test_numbers_with_a_leading_zero_are_not_octal(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("addr", "debug"),
-    [("127.0.0.1:5000", "127.0.0.1:5000"), (":5000", "127.0.0.1:5000"), ("127.0.0.1:5000", "0.0.0.0:5000")],
+    [
+        ("127.0.0.1:5000", "127.0.0.1:5000"),
+        (":5000", "127.0.0.1:5000"),
+        ("127.0.0.1:5000", "0.0.0.0:5000"),
+        ("[::]:5000", "[::1]:5000"),
+    ],
 )
 def test_debug_listener_on_the_main_port_is_a_configuration_error(tmp_path: Path, addr: str, debug: str) -> None:
     """`serve` started, its first worker failed to bind the debug port its own main listener held, printed a
@@ -767,3 +772,9 @@ def test_errors_about_secrets_do_not_print_them(tmp_path: Path) -> None:
     assert "proxy.password: expected a non-empty string, got a value of type int (not shown)" in message.splitlines()
     with pytest.raises(ConfigError, match=r"http\.workers: expected a positive integer, got 'x'"):
         load_yaml(tmp_path, {"http": {"workers": "x"}})
+
+
+def test_debug_listener_on_the_same_port_of_another_family_is_fine(tmp_path: Path) -> None:
+    """IPv6 listeners are bound v6-only: "[::]:5000" and "127.0.0.1:5000" do not share an address."""
+    config = load_yaml(tmp_path, {"http": {"addr": "[::]:5000", "debug": {"addr": "127.0.0.1:5000"}}})
+    assert config.http.debug.addr == "127.0.0.1:5000"

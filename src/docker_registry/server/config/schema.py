@@ -329,6 +329,17 @@ class DebugSection(Section):
         return split_addr(self.addr)
 
 
+def _overlap(host: str | None, other: str | None) -> bool:
+    """Whether two listeners' hosts share addresses on one port: the same host, every interface (None), or the
+    wildcard of the other's family (IPv6 listeners are bound v6-only, so "[::]" and "127.0.0.1" do not meet)."""
+    if host is None or other is None or host == other:
+        return True
+    wildcards = {"0.0.0.0": False, "::": True}  # the wildcard -> whether it is IPv6
+    return (host in wildcards and wildcards[host] == (":" in other)) or (
+        other in wildcards and wildcards[other] == (":" in host)
+    )
+
+
 class HTTPConfig(Section):
     addr: Address = Field("127.0.0.1:5000", description="`host:port`, `[v6]:port`, or `:port` for every interface")
     net: Network = Field("tcp", description="`tcp` only (unix sockets are not supported yet)")
@@ -371,8 +382,7 @@ class HTTPConfig(Section):
         if self.debug.addr is None:
             return self
         (host, port), (debug_host, debug_port) = self.host_port(), self.debug.host_port()
-        everywhere = (None, "0.0.0.0", "::")
-        if port == debug_port and (host == debug_host or host in everywhere or debug_host in everywhere):
+        if port == debug_port and _overlap(host, debug_host):
             raise problem(
                 f"debug.addr {self.debug.addr!r} is the port http.addr {self.addr!r} listens on: the debug listener "
                 "needs a port of its own"
