@@ -778,3 +778,12 @@ def test_debug_listener_on_the_same_port_of_another_family_is_fine(tmp_path: Pat
     """IPv6 listeners are bound v6-only: "[::]:5000" and "127.0.0.1:5000" do not share an address."""
     config = load_yaml(tmp_path, {"http": {"addr": "[::]:5000", "debug": {"addr": "127.0.0.1:5000"}}})
     assert config.http.debug.addr == "127.0.0.1:5000"
+
+
+def test_log_fields_take_numbers_and_booleans_as_distribution_does(tmp_path: Path) -> None:
+    """Distribution's log.fields take any value; `replicas: 3` was refused ('expected a non-empty string, got 3')."""
+    config = load_yaml(tmp_path, "log: {fields: {service: registry, replicas: 3, canary: true, weight: 0.5}}\n")
+    assert config.log.fields == {"service": "registry", "replicas": "3", "canary": "true", "weight": "0.5"}
+    assert load_yaml(tmp_path, dump(config)).log.fields == config.log.fields
+    with pytest.raises(ConfigError, match=r"log\.fields\.a: expected a non-empty string or a number, got \[1\]"):
+        load_yaml(tmp_path, {"log": {"fields": {"a": [1]}}})

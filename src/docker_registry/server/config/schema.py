@@ -50,6 +50,21 @@ NOT_YET = Unsupported()
 # --- log -----------------------------------------------------------------------------------------------------------
 
 
+def _field_value(value: Any) -> str:
+    """A log field's value: text, or a number or boolean as YAML read it (Distribution's fields take any value;
+    `replicas: 3` refused a Distribution file), written as text."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    if not isinstance(value, str) or not value:
+        raise invalid("a non-empty string or a number", value)
+    return value
+
+
+FieldValue = Annotated[str, PlainValidator(_field_value)]
+
+
 class AccessLogSection(Section):
     disabled: Bool = Field(
         False,
@@ -70,7 +85,7 @@ class LogConfig(Section):
         description="`text` (readable lines), `json` (one object a line) or `logfmt` (`key=value` pairs); applies to "
         "every log line, the access log included",
     )
-    fields: Annotated[dict[str, Text], Mapping] = Field(
+    fields: Annotated[dict[str, FieldValue], Mapping] = Field(
         default_factory=dict, description="map of names to values added to every log line (e.g. `service: registry`)"
     )
     hooks: Annotated[object, NOT_YET] = Field(None, exclude=True)
