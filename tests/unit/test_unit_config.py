@@ -787,3 +787,43 @@ def test_log_fields_take_numbers_and_booleans_as_distribution_does(tmp_path: Pat
     assert load_yaml(tmp_path, dump(config)).log.fields == config.log.fields
     with pytest.raises(ConfigError, match=r"log\.fields\.a: expected a non-empty string or a number, got \[1\]"):
         load_yaml(tmp_path, {"log": {"fields": {"a": [1]}}})
+
+
+def test_an_encrypted_tls_key_is_a_configuration_error_not_a_prompt(tmp_path: Path) -> None:
+    """OpenSSL prompted 'Enter PEM pass phrase:' on the terminal, where `serve` waited; without a terminal it said
+    '[Errno 22] Invalid argument'."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from docker_registry.server.runtime.tls import server_context
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    encrypted = serialization.BestAvailableEncryption(b"hunter2")
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encrypted)
+    (tmp_path / "key.pem").write_bytes(pem)
+    config = load_yaml(tmp_path, {"http": {"tls": {"certificate": "cert.pem", "key": "key.pem"}}})
+    with pytest.raises(ConfigError) as raised:
+        server_context(config.http)
+    assert str(raised.value).startswith(f"http.tls.key: {str(tmp_path / 'key.pem')!r} is encrypted with a passphrase")
+    plain = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (tmp_path / "key.pem").write_bytes(plain)
+    assert server_context(config.http) is not None

@@ -20,6 +20,17 @@ log = logging.getLogger(__name__)
 MINIMUM_VERSIONS = {"tls1.2": ssl.TLSVersion.TLSv1_2, "tls1.3": ssl.TLSVersion.TLSv1_3}
 
 
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_passphrase() -> str:
+    """OpenSSL's own answer to an encrypted key is to prompt "Enter PEM pass phrase:" on the terminal: `serve`
+    waited there (and each worker's SIGHUP would have), or without a terminal failed with "[Errno 22] Invalid
+    argument". Asked for one, we stop with a message saying what is wrong instead."""
+    raise _EncryptedKey
+
+
 def server_context(http: HTTPConfig) -> ssl.SSLContext | None:
     """The SSL context for the listening socket, or None for plain HTTP; a bad certificate is a ConfigError."""
     if not http.tls_certificate:
@@ -27,7 +38,12 @@ def server_context(http: HTTPConfig) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = MINIMUM_VERSIONS[http.tls_minimum]
     try:
-        context.load_cert_chain(http.tls_certificate, http.tls_key)
+        context.load_cert_chain(http.tls_certificate, http.tls_key, password=_no_passphrase)
+    except _EncryptedKey:
+        raise ConfigError(
+            f"http.tls.key: {http.tls_key!r} is encrypted with a passphrase, which the registry cannot be given: "
+            "store the key unencrypted (openssl pkey -in KEY -out PLAIN), readable by the registry's user only"
+        ) from None
     except (OSError, ssl.SSLError) as exc:
         message = f"http.tls: cannot load certificate {http.tls_certificate!r} / key {http.tls_key!r}: {exc}"
         raise ConfigError(message) from None
