@@ -599,20 +599,21 @@ def test_the_container_healthcheck_variable_is_not_a_key(tmp_path: Path) -> None
     assert config.notices == []
 
 
-def test_a_key_given_twice_is_an_error_naming_it(tmp_path: Path) -> None:
-    """YAML kept the second `http:` section and dropped the first one's keys without a word."""
-    with pytest.raises(ConfigError) as raised:
-        load_yaml(tmp_path, "http:\n  addr: :5001\nstorage: {}\nhttp:\n  workers: 2\n")
-    assert str(raised.value) == "".join(
-        [
-            str(tmp_path / "config.yml"),
-            ": invalid YAML: line 4, column 1: found the key 'http' twice; while reading a mapping",
-        ]
+def test_a_key_given_twice_is_told_at_start_and_the_last_is_used(tmp_path: Path) -> None:
+    """YAML kept the second `http:` section and dropped the first one's keys without a word. Distribution keeps the
+    last one too (its own sample configuration repeats `storage:` under `middleware:`), so the file loads, with a
+    warning naming the line."""
+    config = load_yaml(tmp_path, "http:\n  addr: :5001\nstorage: {}\nhttp:\n  workers: 2\n")
+    assert (config.http.addr, config.http.workers) == ("127.0.0.1:5000", 2)  # the last `http:` only, as in Go
+    assert f"{tmp_path / 'config.yml'}: line 4: the key 'http' is given twice in one mapping; the last is used" in (
+        config.notices
     )
-    with pytest.raises(ConfigError, match="found the key 'addr' twice"):
-        load_yaml(tmp_path, "http: {addr: ':5001', addr: ':5002'}\n")
+    twice = load_yaml(tmp_path, "http: {addr: ':5001', addr: ':5002'}\n")
+    assert twice.http.addr == ":5002"
+    assert any("the key 'addr' is given twice" in notice for notice in twice.notices)
     merged = load_yaml(tmp_path, "http: {<<: {addr: ':5001', workers: 2}, workers: 3}\n")
     assert (merged.http.addr, merged.http.workers) == (":5001", 3)  # a merge's keys are overridden, as YAML says
+    assert not any("twice" in notice for notice in merged.notices)
 
 
 def test_invalid_yaml_is_one_line(tmp_path: Path) -> None:
@@ -624,7 +625,7 @@ def test_invalid_yaml_is_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("written", "mask"),
-    [("0022", 0o022), ("022", 0o022), ("22", 0o022), ("77", 0o077), ("'0027'", 0o027), ("0", 0), ("0777", 0o777)],
+    [("0022", 0o022), ("022", 0o022), ("'0027'", 0o027), ("0", 0), ("7", 0o7), ("0777", 0o777)],
 )
 def test_umask_is_octal_however_it_is_written(tmp_path: Path, written: str, mask: int) -> None:
     """`umask: 77` (as the shell's `umask 77`) was the decimal 77, 0o115: blobs written 0662, writable by others."""
@@ -634,6 +635,18 @@ def test_umask_is_octal_however_it_is_written(tmp_path: Path, written: str, mask
     assert load_yaml(tmp_path, dump(config)).storage.umask == mask
     with pytest.raises(ConfigError, match=r"storage\.umask: expected an octal umask"):
         load_yaml(tmp_path, "storage: {umask: 8}\n")
+
+
+@pytest.mark.parametrize("written", ["22", "77", "23"])
+def test_a_bare_umask_number_from_8_up_is_refused_as_ambiguous(tmp_path: Path, written: str) -> None:
+    """A person writes `umask: 77` for 0o077, a tool dumping the mask 0o027 to YAML writes `umask: 23`: reading bare
+    numbers either way silently gave the other's files another mask (23 was 0o027 before 364815f, 0o023 after)."""
+    for load_it in (
+        lambda: load_yaml(tmp_path, f"storage: {{umask: {written}}}\n"),
+        lambda: load(None, {"REGISTRY_STORAGE_UMASK": written}),
+    ):
+        with pytest.raises(ConfigError, match=rf"storage\.umask.*: the number {written} could be octal digits"):
+            load_it()
 
 
 def test_numbers_with_a_leading_zero_are_not_octal(tmp_path: Path) -> None:
@@ -828,3 +841,33 @@ def test_an_encrypted_tls_key_is_a_configuration_error_not_a_prompt(tmp_path: Pa
     )
     (tmp_path / "key.pem").write_bytes(plain)
     assert server_context(config.http) is not None
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"notifications": {"endpoints": [{"name": "a", "url": "https://hook:99999/e?token=TOPSECRET"}]}},
+        {"notifications": {"endpoints": [{"name": "a", "url": "https://hook:0x50/e"}]}},
+        {"health": {"http": [{"uri": "https://user:TOPSECRET@checked:70000/"}]}},
+        {"proxy": {"remoteurl": "https://mirror:123456"}},
+    ],
+    ids=["endpoint-port-out-of-range", "endpoint-port-not-a-number", "check-port", "upstream-port"],
+)
+def test_a_url_the_registry_cannot_request_is_a_configuration_error_that_hides_its_secrets(
+    tmp_path: Path, section: dict[str, object]
+) -> None:
+    """Only the scheme and host were checked: a port out of range or not a number passed `config`, then the worker
+    building the webhook's or check's request stopped at start with a traceback (yarl's ValueError). And a URL refused
+    for its form was printed whole, password and token included."""
+    with pytest.raises(ConfigError, match="expected an http:// or https:// URL") as raised:
+        load_yaml(tmp_path, section)
+    assert "TOPSECRET" not in str(raised.value)
+    assert len(str(raised.value).splitlines()) == 1
+
+
+def test_a_refused_url_is_shown_without_its_credentials(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_yaml(tmp_path, {"notifications": {"endpoints": [{"name": "a", "url": "ftp://u:PW@hook/x?token=TOKEN"}]}})
+    assert str(raised.value) == (
+        "notifications.endpoints.0.url: expected an http:// or https:// URL, got 'ftp://u:***@hook/x?token=***'"
+    )

@@ -7,6 +7,7 @@ import re
 from pydantic import ValidationError
 
 from .environment import Overrides
+from .values import hide_url_secrets
 
 PYDANTIC_TYPES = {
     "list_type": "a list",
@@ -42,6 +43,9 @@ def describe(error: ValidationError, overrides: Overrides) -> str:
         if got is not None and SECRET_KEY.search(path[-1]):  # `secret: 12345`: the message must not print it
             kind = type(item["input"]).__name__
             item["msg"] = item["msg"].replace(f"got {got}", f"got a value of type {kind} (not shown)")
+        elif got is not None and isinstance(item["input"], str) and "://" in item["input"]:
+            # a URL refused (a webhook's, a check's, an upstream's): shown without its password and query values
+            item["msg"] = item["msg"].replace(f"got {got}", f"got {hide_url_secrets(item['input'])!r}")
         if item["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown {'section' if len(path) == 1 else 'key'}")
         elif item["type"] == "missing":  # pydantic's "Field required"

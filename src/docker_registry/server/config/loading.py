@@ -18,24 +18,25 @@ from .schema import Config
 
 def load(path: str | None, environ: Mapping[str, str] = os.environ) -> Config:
     """The effective configuration; any problem is a ConfigError naming the key (and the variable that set it)."""
-    raw = _read_file(path) if path else {}
+    warnings: list[str] = []
+    raw = _read_file(path, warnings) if path else {}
     overrides = environment.apply(raw, environ)
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(errors.describe(exc, overrides)) from None
-    config.notices[:0] = overrides.ignored
+    config.notices[:0] = [f"{path}: {warning}" for warning in warnings] + overrides.ignored
     return config
 
 
-def _read_file(path: str) -> dict[str, Any]:
+def _read_file(path: str, warnings: list[str]) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         message = f"{path}: cannot read the configuration file: {getattr(exc, 'strerror', None) or exc}"
         raise ConfigError(message) from None
     try:
-        data = reading.parse(text)
+        data = reading.parse(text, warnings)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {_one_line(exc)}") from None
     if data is None:

@@ -4,26 +4,24 @@ kept (ours: Distribution keeps its queue in memory, we keep it in the database).
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from pydantic import Field, PlainValidator, model_validator
 
 from .section import OURS, Secret, Section
-from .values import Bool, Duration, Headers, PositiveInt, Text, hide_header_values, hide_url_secrets, invalid, problem
+from .values import (
+    HTTPURL,
+    Bool,
+    Duration,
+    Headers,
+    PositiveInt,
+    Text,
+    hide_header_values,
+    hide_url_secrets,
+    invalid,
+    problem,
+)
 
 ACTIONS = ("push", "pull", "mount", "delete")
-
-
-def _endpoint_url(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise invalid("an http:// or https:// URL", value)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise invalid("an http:// or https:// URL", value)
-    return value
-
-
-EndpointURL = Annotated[str, PlainValidator(_endpoint_url)]
 
 
 class IgnoreSection(Section):
@@ -43,7 +41,7 @@ class IgnoreSection(Section):
 class EndpointSection(Section):
     name: Text = Field(description="names the endpoint in logs and keeps its place in the event stream")
     disabled: Bool = Field(False, description="keep the endpoint configured but send it nothing")
-    url: Annotated[EndpointURL, Secret(hide_url_secrets)] = Field(description="where events are POSTed")
+    url: Annotated[HTTPURL, Secret(hide_url_secrets)] = Field(description="where events are POSTed")
     headers: Annotated[Headers, Secret(hide_header_values)] = Field(
         default_factory=dict, description="map of header name to a list of values, sent with every request"
     )

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from pydantic import Field, PlainValidator, model_validator
 
 from .section import OURS, Secret, Section
-from .values import Directory, Duration, Text, invalid, problem
+from .values import Directory, Duration, Text, http_url, invalid, problem
 
 
 def _remote_url(value: Any) -> str:
-    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
-        raise invalid("an http:// or https:// URL such as https://registry-1.docker.io", value)
-    parts = urlsplit(value)
+    parts = http_url(value, "an http:// or https:// URL such as https://registry-1.docker.io")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise problem("remoteurl takes no query, fragment or credentials (use username and password)")
-    return value.rstrip("/")
+    return parts.geturl().rstrip("/")
 
 
 def _prefix(value: Any) -> str:

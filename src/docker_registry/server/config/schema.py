@@ -16,6 +16,7 @@ from .notifications import NotificationsConfig
 from .proxy import ProxyConfig
 from .section import OURS, DriverSection, Refused, Secret, Section, Shown, Unsupported, declared, notices, section_type
 from .values import (
+    HTTPURL,
     AbsolutePath,
     Address,
     Bool,
@@ -487,18 +488,12 @@ class FileCheckSection(_ListedCheck):
 
 
 class HTTPCheckSection(_ListedCheck):
-    uri: Annotated[Text, Secret(hide_url_secrets)] = Field(description="the URL sent a HEAD request")
+    uri: Annotated[HTTPURL, Secret(hide_url_secrets)] = Field(description="the URL sent a HEAD request")
     headers: Annotated[Headers, Secret(hide_header_values)] = Field(
         default_factory=dict, description="map of header name to a list of values, sent with it"
     )
     statuscode: PositiveInt = Field(200, description="the status the answer must have")
     timeout: Duration = Field(0.0, description="the most one request may take (0: the check's own limit)")
-
-    @model_validator(mode="after")
-    def _url(self) -> HTTPCheckSection:
-        if not self.uri.startswith(("http://", "https://")):
-            raise problem(f"uri must be an http:// or https:// URL, got {self.uri!r}")
-        return self
 
 
 class TCPCheckSection(_ListedCheck):

@@ -11,9 +11,11 @@ import ipaddress
 import os
 import re
 from typing import Annotated, Any
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BeforeValidator, PlainSerializer, PlainValidator
 from pydantic_core import PydanticCustomError
+from yarl import URL
 
 ERROR_TYPE = "config"
 """The pydantic error type of every message written here; `errors.py` shows these messages as they are."""
@@ -52,6 +54,24 @@ _SECRET_PARAMETER = re.compile(r"passw|secret|token|key|auth|credential|signatur
 """Query parameters whose value is a secret: libpq's `password`/`sslpassword`, a webhook's `token` or `key`..."""
 
 
+def http_url(value: Any, expected: str = "an http:// or https:// URL") -> SplitResult:
+    """`value` split, if it is an http:// or https:// URL the registry can request, port and all; `invalid`
+    otherwise. A port out of range or not a number passed a look at the scheme and host, and then stopped the
+    worker that built the request at start (a webhook, a health check), with a traceback."""
+    if not isinstance(value, str):
+        raise invalid(expected, value)
+    try:
+        parts = urlsplit(value)
+        if parts.port == 0:  # reading the port raises for one out of range or not a number
+            raise ValueError("port 0")
+        URL(value)
+    except ValueError:
+        raise invalid(expected, value) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise invalid(expected, value)
+    return parts
+
+
 def hide_password(url: str) -> str:
     """A URL fit for logs and `config` output: the password of its user part and the values of its secret-looking
     query parameters (`postgresql://u@h/db?password=...`, `https://hooks.example.com/x?token=...`) masked."""
@@ -77,6 +97,14 @@ def hide_header_values(headers: Any) -> Any:
     """Headers sent to a receiver or a checked service often carry credentials (`Authorization`): names shown,
     values masked."""
     return {name: ["***"] for name in headers}
+
+
+def _http_url_text(value: Any) -> str:
+    http_url(value)
+    return str(value)
+
+
+HTTPURL = Annotated[str, PlainValidator(_http_url_text)]
 
 
 # --- checks --------------------------------------------------------------------------------------------------------
@@ -286,12 +314,19 @@ Space = Annotated[str, PlainValidator(_space)]
 
 
 def _umask(value: Any) -> int:
-    """Octal digits, as the shell's `umask` reads them: `0027`, `"0027"`, `027` and `27` are all 0o027. (The
-    configuration's YAML keeps `0027` as the text it is, `reading.py`; a bare 27 is the number 27, read as its
-    digits, where it used to be taken as the decimal 27, 0o033.)"""
-    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
-    if re.fullmatch(r"0?[0-7]{1,3}", text):
-        return int(text, 8)
+    """Octal digits, as the shell's `umask` reads them: `0027`, `"0027"`, `027` and `"27"` are all 0o027 (the
+    configuration's YAML keeps `0027` as the text it is, `reading.py`). A bare number from 8 up is refused: YAML
+    gives `27` as the number 27, which a person means as the digits (0o027) and a tool that wrote the mask 0o027 as
+    YAML wrote as `23`; read either way, the other's files would silently get another mask."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 8:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"0?[0-7]{1,3}", value.strip()):
+        return int(value.strip(), 8)
+    if isinstance(value, int) and not isinstance(value, bool) and re.fullmatch(r"[0-7]{2,3}", str(value)):
+        raise problem(
+            f"the number {value} could be octal digits or a decimal mask: write the umask with a leading zero "
+            f'(0{value}) or quoted ("{value}")'
+        )
     raise invalid('an octal umask such as "0022" or "0027"', value)
 
 
