@@ -8,9 +8,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -40,11 +40,31 @@ class Disk:
     minfree: int | None
 
 
-def _started(work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
-    """`work` as a task whose failure, once a scrape stopped waiting for it, is not reported as never retrieved."""
-    task = asyncio.ensure_future(work)
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
-    return task
+class _Slow(Generic[T]):
+    """A figure computed in the background, one computation at a time however long one hangs (a new one every few
+    seconds would take a thread each, all stuck). A scrape waits `PATIENCE` for it; one that finished after a scrape
+    stopped waiting is what the next scrape gets (a count slower than `PATIENCE`, say on a large database, was thrown
+    away and started again at every scrape, so its figures never showed)."""
+
+    def __init__(self, compute: Callable[[], Coroutine[Any, Any, T]]) -> None:
+        self._compute = compute
+        self._running: asyncio.Task[T] | None = None
+        self._taken = True
+        """Whether a scrape got the running computation's outcome: then the next one starts a new computation."""
+
+    async def get(self) -> T:
+        """The computation's result (or its error); TimeoutError while it runs past `PATIENCE`."""
+        if self._running is None or (self._running.done() and self._taken):
+            self._running = asyncio.ensure_future(self._compute())
+            # its error, should no scrape come to take it, is not reported as never retrieved
+            self._running.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._taken = False
+        running = self._running
+        done, _ = await asyncio.wait({running}, timeout=PATIENCE)  # the computation goes on past the timeout
+        if not done:
+            raise TimeoutError
+        self._taken = True
+        return running.result()
 
 
 class InventoryCollector(Collector):
@@ -57,10 +77,8 @@ class InventoryCollector(Collector):
         self._computed = -MAX_AGE
         self._failure_logged = -FAILURE_LOG_INTERVAL
         self._lock = asyncio.Lock()
-        self._counting: asyncio.Future[Inventory] | None = None
-        self._measuring: asyncio.Future[Disk | None] | None = None
-        """The store's count and the volume's measure under way: one at a time, however long one hangs (a new one
-        every few seconds would take a thread each, all stuck)."""
+        self._counting = _Slow(store.inventory)
+        self._measuring = _Slow(lambda: asyncio.to_thread(self._measure_disk))
 
     async def refresh(self) -> None:
         """Compute the figures again if they are older than MAX_AGE; a figure that cannot be had within PATIENCE
@@ -72,16 +90,12 @@ class InventoryCollector(Collector):
                 return
             self._computed = now
             if self._directory:
-                if self._measuring is None or self._measuring.done():
-                    self._measuring = _started(asyncio.to_thread(self._measure_disk))
                 try:
-                    self._disk = await asyncio.wait_for(asyncio.shield(self._measuring), PATIENCE)
+                    self._disk = await self._measuring.get()
                 except TimeoutError:
                     self._disk = None
-            if self._counting is None or self._counting.done():
-                self._counting = _started(self._store.inventory())
             try:
-                self._inventory = await asyncio.wait_for(asyncio.shield(self._counting), PATIENCE)
+                self._inventory = await self._counting.get()
             except Exception as exc:
                 self._inventory = None
                 if now - self._failure_logged >= FAILURE_LOG_INTERVAL:
