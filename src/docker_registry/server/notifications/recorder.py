@@ -63,6 +63,8 @@ def _ip(text: str) -> str:
     """`text` if it is an IP address, else "": as Distribution's `RemoteAddr`, a forwarded header that names no
     address (anything a client sends) is passed over for the next source."""
     text = text.strip()
+    if not text:  # no such header, the common case: no exceptions raised and caught for it
+        return ""
     try:
         ipaddress.ip_address(text)
     except ValueError:

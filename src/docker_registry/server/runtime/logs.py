@@ -164,8 +164,10 @@ def setup(config: LogConfig) -> None:
     ACCESS_LOGGER.setLevel(logging.INFO)
     SERVER_LOGGER.addFilter(MalformedRequestFilter())
     # Alembic (1.18+) says "setup plugin alembic.autogenerate.*" at INFO, seven lines in every process that loads it
-    # (the master and each spawned worker), at every start: only with log.level debug.
-    PLUGINS_LOGGER.setLevel(logging.NOTSET if config.level == "debug" else logging.WARNING)
+    # (the master and each spawned worker), at every start: only with log.level debug (and its warnings only where
+    # the level lets warnings through)
+    level = LEVELS[config.level]
+    PLUGINS_LOGGER.setLevel(logging.NOTSET if config.level == "debug" else max(logging.WARNING, level))
 
 
 def loggable_target(request: web.BaseRequest) -> str:
