@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from .schema import Config
 from .section import DriverSection, Secret, Section, declared, marker
-
-SECRET_OPTION = re.compile(r"secret|password|accountkey|credentials|token", re.IGNORECASE)
-"""Driver options have no schema here: a secret among them is known by its name."""
+from .values import SECRET_KEY
 
 
 def dump(config: Config, *, show_secrets: bool = False) -> dict[str, Any]:
@@ -52,5 +49,5 @@ def _options(section: DriverSection, show_secrets: bool) -> dict[str, Any]:
         if value is not None and key in secrets:
             masked[key] = secrets[key].mask(value)
         else:
-            masked[key] = "***" if value is not None and SECRET_OPTION.search(key) else value
+            masked[key] = "***" if value is not None and SECRET_KEY.search(key) else value
     return masked

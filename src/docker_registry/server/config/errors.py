@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import ValidationError
 
 from .environment import Overrides
-from .values import hide_url_secrets
+from .values import SECRET_KEY, hide_url_secrets
 
 PYDANTIC_TYPES = {
     "list_type": "a list",
@@ -16,10 +14,6 @@ PYDANTIC_TYPES = {
     "bool_type": "true or false",
 }
 """The checks pydantic makes itself (`list[...]` keys), worded as the value types word theirs."""
-
-
-SECRET_KEY = re.compile(r"secret|passw|token|accesskey|accountkey|credential", re.IGNORECASE)
-"""Keys whose value is a secret: a wrong one is described by its type, so the error line does not print it."""
 
 
 def describe(error: ValidationError, overrides: Overrides) -> str:

@@ -50,8 +50,12 @@ def split_addr(addr: str) -> tuple[str | None, int]:
     return (host or None), int(port_text)
 
 
-_SECRET_PARAMETER = re.compile(r"passw|secret|token|key|auth|credential|signature|session", re.IGNORECASE)
-"""Query parameters whose value is a secret: libpq's `password`/`sslpassword`, a webhook's `token` or `key`..."""
+SECRET_PARAMETER = re.compile(r"passw|secret|token|key|auth|credential|signature|session", re.IGNORECASE)
+"""Query parameters whose value is a secret: libpq's `password`/`sslpassword`, a webhook's `token` or `key`, a
+presigned URL's `X-Amz-Signature`, a client's `?access_token=`: masked in `config` output and in every log."""
+SECRET_KEY = re.compile(r"secret|passw|token|accesskey|accountkey|credential", re.IGNORECASE)
+"""Configuration keys whose value is a secret, known by name where no schema marks them (a driver's options) and
+for error messages (a wrong one is described by its type)."""
 
 
 def http_url(value: Any, expected: str = "an http:// or https:// URL") -> SplitResult:
@@ -81,7 +85,7 @@ def hide_password(url: str) -> str:
         return url
     query, hash_mark, fragment = query.partition("#")
     pairs = [
-        f"{key}=***" if sep and _SECRET_PARAMETER.search(key) else f"{key}{sep}{value}"
+        f"{key}=***" if sep and SECRET_PARAMETER.search(key) else f"{key}{sep}{value}"
         for key, sep, value in (pair.partition("=") for pair in query.split("&"))
     ]
     return f"{head}?{'&'.join(pairs)}{hash_mark}{fragment}"

@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, InvalidHeader, InvalidURLError, LineTooLong
 
 from ..config import LogConfig
+from ..config.values import SECRET_PARAMETER
 from ..http.context import user
 from ..http.requestid import request_id
 
@@ -30,8 +31,6 @@ TEXT = "text"
 """The LogRecord attribute holding the line the text formatter shows instead of the message (the access log's
 Combined Log Format line)."""
 
-SECRET_PARAMETER = re.compile(r"token|secret|passw|signature|credential|key|auth|session", re.IGNORECASE)
-"""Query parameters whose values never reach the log (`?access_token=`, presigned URLs' `X-Amz-Signature`...)."""
 REDACTED = "REDACTED"
 
 
