@@ -208,7 +208,9 @@ class StorageConfig(Section):
     umask: Annotated[Umask, OURS] = Field(
         cast(Any, "0022"),  # as a file writes it, and read as one (validate_default): the mask 0o022
         description="the file mode mask the registry sets at start, whatever its parent had, in octal digits as the "
-        "shell's `umask` takes them (`0022` or `22`: blobs 0644, directories 0755; `0027` keeps other users out)",
+        'shell\'s `umask` takes them, with a leading zero or quoted (`0022` or `"22"`: blobs 0644, directories 0755; '
+        "`0027` keeps other users out); a bare number from 8 up is refused, as it could be meant either way "
+        "(`umask: 77` by a person, `umask: 23` by a tool that wrote the mask 0o027)",
     )
     minfree: Annotated[Space | None, OURS] = Field(
         None,
