@@ -150,22 +150,19 @@ class Recorder:
         return number
 
     def record(self, action: Action, targets: Sequence[Target]) -> list[EventRecord]:
-        wanted = [t for t in targets if self._wants(action, t.media_type)]
-        if not wanted:
-            return []
-        request_id, client = _requester()
-        now, events = time.time(), self._events()
-        return [EventRecord(now, events.event(action, target, request_id, client, now)) for target in wanted]
+        wanted = self._wanted_of(action, targets)
+        return self._records(action, wanted, *_requester()) if wanted else []
 
     def later(self, action: Action) -> Callable[[Sequence[Target]], list[EventRecord]]:
         request_id, client = _requester()
+        return lambda targets: self._records(action, self._wanted_of(action, targets), request_id, client)
 
-        def record(targets: Sequence[Target]) -> list[EventRecord]:
-            wanted = [t for t in targets if self._wants(action, t.media_type)]
-            now, events = time.time(), self._events()
-            return [EventRecord(now, events.event(action, target, request_id, client, now)) for target in wanted]
+    def _wanted_of(self, action: Action, targets: Sequence[Target]) -> list[Target]:
+        return [target for target in targets if self._wants(action, target.media_type)]
 
-        return record
+    def _records(self, action: Action, wanted: Sequence[Target], request_id: str, client: Client) -> list[EventRecord]:
+        now, events = time.time(), self._events()
+        return [EventRecord(now, events.event(action, target, request_id, client, now)) for target in wanted]
 
     def pulled(self, target: Target) -> None:
         """Only a note (`PullNote`: the time, a number for what was pulled by whom, the request id); its event's
